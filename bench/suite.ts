@@ -1,0 +1,54 @@
+/**
+ * The shape of a benchmark suite. Each `bench/<component>.bench.ts` exports `suite`, made by
+ * {@link defineSuite}; `bench/run.ts` runs it with tinybench.
+ */
+
+/** One measured function. */
+export interface BenchTask {
+  /** Shown in the table and the JSON; unique within the suite. */
+  readonly name: string;
+  /** The work measured per iteration. Return a value so the engine cannot drop the work. */
+  readonly fn: () => unknown;
+  /**
+   * Name of the task in the same suite this one is compared with (a peer library or a
+   * baseline). The runner reports `ratio = ops/s of this task ÷ ops/s of that task`, both
+   * measured in the same run: above 1 means this task is faster.
+   */
+  readonly compareTo?: string;
+  /**
+   * Calls of `fn` per timed sample, for operations of a few nanoseconds, which a per-call timer
+   * read would swamp. Reported figures are always per call. @defaultValue 1
+   */
+  readonly batch?: number;
+  /** Who the task measures: Keel itself, a peer library users would otherwise pick, or a baseline. */
+  readonly kind: 'keel' | 'peer' | 'baseline';
+}
+
+/** A group of tasks measured together. */
+export interface BenchSuite {
+  readonly name: string;
+  /** One line saying what is compared and why. */
+  readonly description: string;
+  readonly tasks: readonly BenchTask[];
+}
+
+/** Checks a suite's internal references once, when the file is loaded. */
+export function defineSuite(suite: BenchSuite): BenchSuite {
+  const names = new Set<string>();
+  for (const task of suite.tasks) {
+    if (task.batch !== undefined && (!Number.isInteger(task.batch) || task.batch < 1)) {
+      throw new Error(`bench suite ${suite.name}: "${task.name}" batch must be an integer >= 1`);
+    }
+    if (names.has(task.name))
+      throw new Error(`bench suite ${suite.name}: duplicate task "${task.name}"`);
+    names.add(task.name);
+  }
+  for (const task of suite.tasks) {
+    if (task.compareTo !== undefined && !names.has(task.compareTo)) {
+      throw new Error(
+        `bench suite ${suite.name}: "${task.name}" compares to unknown task "${task.compareTo}"`,
+      );
+    }
+  }
+  return suite;
+}

@@ -1,0 +1,74 @@
+/**
+ * Type-checks the code examples users read: every ```ts block in README.md and every TSDoc
+ * `@example` block in src/ (skipping `@internal` docs). Each becomes a module under
+ * `.examples/`, compiled by tsconfig.examples.json, where `keel` and `keel/<component>`
+ * resolve to the sources — so an example that drifts from the API fails `npm run typecheck`.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = join(import.meta.dirname, '..');
+const outDir = join(root, '.examples');
+
+interface Example {
+  readonly source: string;
+  readonly code: string;
+}
+
+function fencedBlocks(text: string): string[] {
+  const blocks: string[] = [];
+  const fence = /^```(?:ts|typescript)\s*\n([\s\S]*?)^```/gm;
+  for (let match = fence.exec(text); match !== null; match = fence.exec(text)) {
+    blocks.push(match[1] ?? '');
+  }
+  return blocks;
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? walk(path) : path.endsWith('.ts') ? [path] : [];
+  });
+}
+
+const examples: Example[] = [];
+for (const [i, code] of fencedBlocks(readFileSync(join(root, 'README.md'), 'utf8')).entries()) {
+  examples.push({ source: `README.md #${i + 1}`, code });
+}
+for (const file of walk(join(root, 'src'))) {
+  const text = readFileSync(file, 'utf8');
+  for (const comment of text.match(/\/\*\*[\s\S]*?\*\//g) ?? []) {
+    if (!comment.includes('@example') || comment.includes('@internal')) continue;
+    const body = comment
+      .split('\n')
+      .map((line) => line.replace(/^\s*\/?\*+\/?\s?/, ''))
+      .join('\n');
+    for (const [i, code] of fencedBlocks(body.slice(body.indexOf('@example'))).entries()) {
+      examples.push({ source: `${relative(root, file)} example #${i + 1}`, code });
+    }
+  }
+}
+
+rmSync(outDir, { recursive: true, force: true });
+mkdirSync(outDir, { recursive: true });
+const index: string[] = [];
+for (const [i, example] of examples.entries()) {
+  const name = `example-${String(i + 1).padStart(3, '0')}.ts`;
+  writeFileSync(join(outDir, name), `// ${example.source}\n${example.code}\nexport {};\n`);
+  index.push(`${name}: ${example.source}`);
+}
+const tsc = spawnSync(
+  process.execPath,
+  [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.examples.json'],
+  {
+    cwd: root,
+    encoding: 'utf8',
+  },
+);
+if (tsc.status !== 0) {
+  console.error(tsc.stdout + tsc.stderr);
+  console.error(`examples: type errors (files in .examples/ map to:\n  ${index.join('\n  ')})`);
+  process.exit(1);
+}
+console.log(`examples: ${examples.length} README/TSDoc examples type-check`);

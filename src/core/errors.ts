@@ -1,0 +1,82 @@
+/**
+ * Keel's error base. Every error Keel throws on purpose is a {@link KeelError} with a stable
+ * string `code`, so callers can branch on `error.code` rather than on messages or classes.
+ *
+ * @packageDocumentation
+ */
+
+/**
+ * Brand shared by every copy of Keel loaded in one process. `instanceof` fails when two copies of
+ * the package are installed (a common npm situation), so {@link isKeelError} checks this
+ * registry symbol instead.
+ */
+const KEEL_ERROR_BRAND: unique symbol = Symbol.for('keel.error') as never;
+
+/** Options accepted by every {@link KeelError} constructor. */
+export interface KeelErrorOptions {
+  /** The underlying error, if any; exposed as the standard `error.cause`. */
+  readonly cause?: unknown;
+}
+
+/**
+ * Base class of every error Keel throws on purpose.
+ *
+ * - `code` is stable across versions (for example `KEEL_INVALID_OPTION`); messages are not.
+ * - `name` is set explicitly by each subclass, never derived from `constructor.name`, so it
+ *   survives minification.
+ * - `cause` is the standard `Error.cause` when the error wraps another one.
+ *
+ * @example
+ * ```ts
+ * import { KeelError, isKeelError } from 'keel';
+ *
+ * try {
+ *   throw new KeelError('KEEL_EXAMPLE', 'something went wrong');
+ * } catch (error) {
+ *   if (isKeelError(error)) console.log(error.code); // 'KEEL_EXAMPLE'
+ * }
+ * ```
+ */
+export class KeelError extends Error {
+  override readonly name: string = 'KeelError';
+
+  /** Stable, machine-readable error code, e.g. `KEEL_INVALID_OPTION`. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: KeelErrorOptions) {
+    super(message, options !== undefined && 'cause' in options ? { cause: options.cause } : {});
+    this.code = code;
+    Object.defineProperty(this, KEEL_ERROR_BRAND, { value: true, enumerable: false });
+  }
+}
+
+/**
+ * True when `value` is an error thrown by Keel — by this copy of Keel or by any other copy
+ * loaded in the same process.
+ *
+ * @example
+ * ```ts
+ * import { isKeelError } from 'keel';
+ *
+ * function describe(error: unknown): string {
+ *   return isKeelError(error) ? `keel:${error.code}` : String(error);
+ * }
+ * ```
+ */
+export function isKeelError(value: unknown): value is KeelError {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { [KEEL_ERROR_BRAND]?: unknown })[KEEL_ERROR_BRAND] === true
+  );
+}
+
+/**
+ * Checks that `value` is a Keel error with the given code, across duplicate installs.
+ * The building block for each component's `isXError()` guard.
+ *
+ * @internal
+ */
+export function hasKeelCode<E extends KeelError>(value: unknown, code: E['code']): value is E {
+  return isKeelError(value) && value.code === code;
+}

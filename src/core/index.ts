@@ -1,0 +1,32 @@
+/**
+ * Shared, I/O-free building blocks used by every component. Internal: the public names are
+ * re-exported from the package root (`keel`).
+ *
+ * @packageDocumentation
+ */
+export { KeelError, isKeelError, hasKeelCode } from './errors.js';
+export type { KeelErrorOptions } from './errors.js';
+export { systemClock, ManualClock, isClock } from './clock.js';
+export type { Clock, Timer } from './clock.js';
+export { throwIfAborted, linkSignals, sleep } from './abort.js';
+export type { LinkedSignal, SleepOptions } from './abort.js';
+export { EventChannel } from './events.js';
+export type { Listener, Subscription } from './events.js';
+export { describeValue } from './describe.js';
+export {
+  INVALID_OPTION,
+  InvalidOptionError,
+  isInvalidOptionError,
+  resolveOptions,
+  numberProblem,
+  numberOption,
+  integerOption,
+  booleanOption,
+  stringOption,
+  oneOfOption,
+  functionOption,
+  guardedOption,
+  nestedOption,
+  isAbortSignal,
+} from './options.js';
+export type { OptionRule, OptionSpec, ResolvedOptions, NumberBounds } from './options.js';

@@ -1,0 +1,7 @@
+/**
+ * `keel/hashring` — not built yet (issue 3). The subpath exists so the package layout, exports map
+ * and packaging checks are in place before the component lands; it currently exports nothing.
+ *
+ * @packageDocumentation
+ */
+export {};

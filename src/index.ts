@@ -1,0 +1,20 @@
+/**
+ * Keel: distributed-systems primitives for Node.js services.
+ *
+ * The root entry holds what every component shares — errors, clocks, events. Each component
+ * has its own subpath: `keel/hashring`, `keel/lock`, `keel/balancer`, `keel/breaker`,
+ * `keel/discovery`.
+ *
+ * @packageDocumentation
+ */
+export {
+  KeelError,
+  isKeelError,
+  InvalidOptionError,
+  isInvalidOptionError,
+  INVALID_OPTION,
+  systemClock,
+  ManualClock,
+  EventChannel,
+} from './core/index.js';
+export type { KeelErrorOptions, Clock, Timer, Listener, Subscription } from './core/index.js';

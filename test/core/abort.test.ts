@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock, linkSignals, sleep, throwIfAborted } from '../../src/core/index.js';
+
+/** Counts live Node timers; the kind of handle a leaking sleep would leave behind. */
+function liveTimeouts(): number {
+  return process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length;
+}
+
+describe('throwIfAborted', () => {
+  it('throws the signal reason only when aborted', () => {
+    expect(() => throwIfAborted(undefined)).not.toThrow();
+    const controller = new AbortController();
+    expect(() => throwIfAborted(controller.signal)).not.toThrow();
+    const reason = new Error('stop');
+    controller.abort(reason);
+    expect(() => throwIfAborted(controller.signal)).toThrow(reason);
+  });
+});
+
+describe('linkSignals', () => {
+  it('aborts with the reason of the first source to abort, then detaches', () => {
+    const a = new AbortController();
+    const b = new AbortController();
+    const link = linkSignals(a.signal, undefined, b.signal);
+    expect(link.signal.aborted).toBe(false);
+    const reason = new Error('b first');
+    b.abort(reason);
+    expect(link.signal.aborted).toBe(true);
+    expect(link.signal.reason).toBe(reason);
+    a.abort(new Error('a later'));
+    expect(link.signal.reason).toBe(reason);
+  });
+
+  it('is aborted at once when a source already is', () => {
+    const a = new AbortController();
+    a.abort('already');
+    const b = new AbortController();
+    const link = linkSignals(b.signal, a.signal);
+    expect(link.signal.aborted).toBe(true);
+    expect(link.signal.reason).toBe('already');
+  });
+
+  it('dispose removes its listeners, so a long-lived source does not accumulate them', () => {
+    const longLived = new AbortController();
+    const added: unknown[] = [];
+    const removed: unknown[] = [];
+    const { signal } = longLived;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = (...args: Parameters<typeof add>) => {
+      added.push(args[1]);
+      add(...args);
+    };
+    signal.removeEventListener = (...args: Parameters<typeof remove>) => {
+      removed.push(args[1]);
+      remove(...args);
+    };
+    for (let i = 0; i < 100; i++) {
+      using link = linkSignals(signal);
+      expect(link.signal.aborted).toBe(false);
+    }
+    expect(added).toHaveLength(100);
+    expect(removed).toEqual(added);
+    const link = linkSignals(signal);
+    link.dispose();
+    link.dispose();
+    longLived.abort();
+    expect(link.signal.aborted).toBe(false);
+  });
+
+  it('with no sources, never aborts', () => {
+    expect(linkSignals().signal.aborted).toBe(false);
+  });
+});
+
+describe('sleep', () => {
+  it('resolves after the delay on a manual clock', async () => {
+    const clock = new ManualClock();
+    let done = false;
+    const slept = sleep(100, { clock }).then(() => (done = true));
+    await clock.advanceAsync(99);
+    expect(done).toBe(false);
+    await clock.advanceAsync(1);
+    await slept;
+    expect(done).toBe(true);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('rejects with the signal reason and cancels its timer when aborted', async () => {
+    const clock = new ManualClock();
+    const controller = new AbortController();
+    const slept = sleep(1000, { clock, signal: controller.signal });
+    expect(clock.pendingTimers).toBe(1);
+    const reason = new Error('cancelled');
+    controller.abort(reason);
+    await expect(slept).rejects.toBe(reason);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('rejects at once for an already-aborted signal without scheduling anything', async () => {
+    const clock = new ManualClock();
+    const controller = new AbortController();
+    controller.abort('early');
+    await expect(sleep(10, { clock, signal: controller.signal })).rejects.toBe('early');
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('rejects invalid delays with a RangeError', async () => {
+    await expect(sleep(-1)).rejects.toThrow(RangeError);
+    await expect(sleep(Number.NaN)).rejects.toThrow(RangeError);
+    await expect(sleep('5' as unknown as number)).rejects.toThrow(RangeError);
+  });
+
+  it('leaves no Node timer behind, whether it completes or is aborted', async () => {
+    const before = liveTimeouts();
+    await sleep(1);
+    const controller = new AbortController();
+    const aborted = sleep(60_000, { signal: controller.signal });
+    expect(liveTimeouts()).toBe(before + 1);
+    controller.abort(new Error('stop'));
+    await expect(aborted).rejects.toThrow('stop');
+    expect(liveTimeouts()).toBe(before);
+    const background = sleep(60_000, { signal: controller.signal, unref: true });
+    await expect(background).rejects.toThrow('stop');
+    expect(liveTimeouts()).toBe(before);
+  });
+
+  it('removes its abort listener once it resolves', async () => {
+    const controller = new AbortController();
+    let listeners = 0;
+    const { signal } = controller;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = (...args: Parameters<typeof add>) => {
+      listeners++;
+      add(...args);
+    };
+    signal.removeEventListener = (...args: Parameters<typeof remove>) => {
+      listeners--;
+      remove(...args);
+    };
+    await sleep(1, { signal });
+    expect(listeners).toBe(0);
+  });
+});
