@@ -50,8 +50,9 @@ export default tseslint.config(
     rules: { '@typescript-eslint/no-confusing-void-expression': 'off' },
   },
   {
-    // Config files must default-export for their tools.
-    files: ['*.config.ts', '*.config.js'],
+    // Config files must default-export for their tools; ambient declarations of CommonJS peers
+    // describe their `export =` / default shape.
+    files: ['*.config.ts', '*.config.js', 'test/types/*.d.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },
   {

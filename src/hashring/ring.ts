@@ -1,0 +1,913 @@
+/**
+ * The consistent-hash ring (Karger et al., "Consistent Hashing and Random Trees", STOC 1997)
+ * with virtual nodes, and its ketama-compatible modes.
+ *
+ * Layout: two parallel typed arrays sorted by point — `points` (the 32-bit positions) and
+ * `owners` (the slot of the node owning each point) — 8 bytes per virtual node. A lookup is
+ * one hash and one binary search; it allocates nothing.
+ *
+ * @packageDocumentation
+ */
+import {
+  InvalidOptionError,
+  guardedOption,
+  integerOption,
+  oneOfOption,
+  resolveOptions,
+} from '../core/index.js';
+import { DuplicateNodeError, InvalidSnapshotError } from './errors.js';
+import { md5Into, md5StringInto } from './md5.js';
+import { murmur3, murmur3Hasher, utf8 } from './murmur3.js';
+import { checkCount, checkKey, compareIds, resolveNode, resolveNodes } from './nodes.js';
+import type { HashFunction, Key, KeyHasher, KeyRouter, NodeSpec, RingNode } from './types.js';
+
+/**
+ * How points are placed and keys hashed.
+ *
+ * - `keel` (default): `pointsPerWeight × weight` points per node at
+ *   `hash(id + "-" + i)`; keys hashed with the ring's hash function (murmur3 unless set).
+ * - `libmemcached`: byte-compatible with libmemcached's and twemproxy's weighted ketama.
+ * - `libketama`: byte-compatible with last.fm's libketama.
+ * - `hashring-legacy`: the placement of npm `hashring` (double-precision point counts), for
+ *   users migrating from it.
+ *
+ * In the three compatibility modes, node ids are the server labels the C libraries hash
+ * (`host:port`), keys are hashed with MD5, and the node order is the server order: it breaks
+ * ties between equal points, as those libraries do.
+ */
+export type RingMode = 'keel' | 'libmemcached' | 'libketama' | 'hashring-legacy';
+
+const MODES = ['keel', 'libmemcached', 'libketama', 'hashring-legacy'] as const;
+
+/** Options of {@link HashRing}. */
+export interface HashRingOptions<T = unknown> {
+  /** Initial nodes. @defaultValue none */
+  readonly nodes?: Iterable<NodeSpec<T>>;
+  /** Placement and key-hash scheme. @defaultValue `'keel'` */
+  readonly mode?: RingMode;
+  /**
+   * Virtual nodes per unit of weight (mode `keel` only). 160 is what ketama settled on: with
+   * N nodes the standard deviation of a node's share is about 1/√160 ≈ 8% of the mean, while
+   * the ring stays at 1.3 KB per node (8 bytes a point). Fewer points save memory and build
+   * time but balance worse; more balance better with diminishing returns.
+   * @defaultValue 160
+   */
+  readonly pointsPerWeight?: number;
+  /**
+   * Key hash (mode `keel` only): a {@link KeyHasher} or a plain `(bytes) => uint32`
+   * {@link HashFunction}. Every process sharing a ring must use the same one.
+   * @defaultValue murmur3 (x86, 32-bit, seed 0)
+   */
+  readonly hash?: KeyHasher | HashFunction;
+  /**
+   * Remember the owner of up to this many recent string keys. Off by default: lookups are
+   * already ~50 ns, and a cache only pays off for a small set of very hot keys. Cleared on
+   * every change to the ring.
+   * @defaultValue 0 (off)
+   */
+  readonly cacheSize?: number;
+}
+
+/** One node's share of the ring, from `stats()`. */
+export interface NodeShare {
+  readonly id: string;
+  /** Points (virtual nodes) the node has. */
+  readonly points: number;
+  /** Exact fraction of the 2³² hash space the node owns (sum of its arcs). */
+  readonly share: number;
+  /** Its weight over the total weight: what `share` would be with perfect balance. */
+  readonly ideal: number;
+}
+
+/** Balance of a ring, computed exactly from arc lengths (no sampling). */
+export interface RingStats {
+  readonly nodes: readonly NodeShare[];
+  readonly points: number;
+  /** Standard deviation of `share / ideal` over nodes (0 = perfect). */
+  readonly stdDev: number;
+  /** Largest `share / ideal` (1 = perfect; 1.2 = the busiest node gets 20% more than its due). */
+  readonly maxOverIdeal: number;
+  /** Smallest `share / ideal`. */
+  readonly minOverIdeal: number;
+}
+
+/** A hash range that changes owner between two rings, from {@link HashRing.diff}. */
+export interface RangeMove {
+  /** First hash of the range (inclusive). */
+  readonly start: number;
+  /** Last hash of the range (inclusive). */
+  readonly end: number;
+  /** Owner before, or `undefined` if the first ring was empty. */
+  readonly from: string | undefined;
+  /** Owner after, or `undefined` if the second ring is empty. */
+  readonly to: string | undefined;
+}
+
+/** The result of {@link HashRing.diff}. */
+export interface RingDiff {
+  /** Maximal ranges whose owner changes, in hash order. */
+  readonly moves: readonly RangeMove[];
+  /** Fraction of the hash space (= of uniformly hashed keys) that changes owner. */
+  readonly movedFraction: number;
+}
+
+/** A JSON-safe description of a ring, from `toJSON()`; `HashRing.fromJSON` rebuilds it. */
+export interface RingSnapshot<T = unknown> {
+  readonly format: 'keel.hashring';
+  readonly version: 1;
+  readonly mode: RingMode;
+  readonly pointsPerWeight: number;
+  /** Name of the key hasher (`custom` for a plain function: pass it again to `fromJSON`). */
+  readonly hash: string;
+  /** Nodes in ring order (insertion order, which matters in the compatibility modes). */
+  readonly nodes: readonly NodeSpec<T>[];
+  /** {@link HashRing.fingerprint} of the ring this came from, checked on load. */
+  readonly fingerprint: string;
+}
+
+/** Options of {@link HashRing.getN}. */
+export interface GetNOptions {
+  /**
+   * Prefer nodes in zones not yet chosen: walk the ring taking only new zones first, then fill
+   * up with the remaining nodes in ring order. The first node is always `get(key)`.
+   * @defaultValue false
+   */
+  readonly distinctZones?: boolean;
+}
+
+const OWNER = 'HashRing';
+const TWO_32 = 2 ** 32;
+/** Pack (point, rank) into one float64 for native typed-array sorting: 2²¹ ranks × 2³² points < 2⁵³. */
+const RANK_SCALE = 2 ** 21;
+const NO_CACHE: ReadonlyMap<string, number> = new Map();
+
+function isHasher(value: unknown): value is KeyHasher {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as KeyHasher).name === 'string' &&
+    typeof (value as KeyHasher).string === 'function' &&
+    typeof (value as KeyHasher).bytes === 'function'
+  );
+}
+
+function isHashOption(value: unknown): value is KeyHasher | HashFunction {
+  return typeof value === 'function' || isHasher(value);
+}
+
+const spec = {
+  mode: oneOfOption(MODES, { default: 'keel' }),
+  pointsPerWeight: integerOption({ min: 1, max: 100_000, default: 160 }),
+  hash: guardedOption(isHashOption, 'a KeyHasher or a (bytes) => uint32 function', {
+    default: murmur3Hasher,
+  }),
+  cacheSize: integerOption({ min: 0, max: 10_000_000, default: 0 }),
+};
+
+function toHasher(hash: KeyHasher | HashFunction): KeyHasher {
+  if (typeof hash !== 'function') return hash;
+  return Object.freeze({
+    name: 'custom',
+    string: (key: string) => hash(utf8(key)) >>> 0,
+    bytes: (bytes: Uint8Array) => hash(bytes) >>> 0,
+  });
+}
+
+/** The server label the C ketama libraries hash for a node id. */
+function ketamaLabel(mode: RingMode, id: string): string {
+  // libmemcached and twemproxy omit the default memcached port.
+  return mode === 'libmemcached' && id.endsWith(':11211') ? id.slice(0, -':11211'.length) : id;
+}
+
+/**
+ * Number of MD5 digests (4 points each) a server gets in a compatibility mode, computed with
+ * the C libraries' float32 arithmetic (`Math.fround` at every step they round).
+ */
+export function ketamaDigests(
+  mode: Exclude<RingMode, 'keel'>,
+  weight: number,
+  totalWeight: number,
+  servers: number,
+): number {
+  const f = Math.fround;
+  switch (mode) {
+    case 'libmemcached': {
+      // libmemcached hosts.cc / twemproxy nc_ketama.c:
+      // floorf((float)(pct * 160 / 4 * (float)n + 0.0000000001)), pct = (float)w / (float)total
+      const pct = f(f(weight) / f(totalWeight));
+      return Math.floor(f(f(f(f(pct * 160) / 4) * f(servers)) + 1e-10));
+    }
+    case 'libketama': {
+      // libketama ketama.c: floorf(pct * 40.0 * (float)n), pct float, 40.0 a double literal.
+      const pct = f(f(weight) / f(totalWeight));
+      return Math.floor(f(pct * 40 * f(servers)));
+    }
+    case 'hashring-legacy':
+      // npm hashring: Math.floor(weight / total * 40 * servers) in doubles.
+      return Math.floor((weight / totalWeight) * 40 * servers);
+  }
+}
+
+interface Slot<T> {
+  node: RingNode<T>;
+  /** Position in insertion order: the server index of the compatibility modes. */
+  order: number;
+}
+
+/**
+ * A consistent-hash ring with virtual nodes.
+ *
+ * - **Deterministic**: in mode `keel` the same set of nodes gives the same ring in every
+ *   process, whatever order they were added in. Points that collide are ordered by node id
+ *   (UTF-16 code-unit order), so the node with the smaller id owns the shared point.
+ * - **Minimal movement**: adding a node only moves keys *to* it; removing one only moves
+ *   *its* keys; changing a weight only moves keys to or from that node. `add`, `remove` and
+ *   `setWeight` hash only the affected node's points and merge them in — no full rebuild (the
+ *   compatibility modes rebuild, because the C libraries' point counts depend on every weight).
+ * - **Fast and lean**: lookups are a hash and a binary search over typed arrays, without
+ *   allocating; each virtual node costs 8 bytes.
+ *
+ * `get` on an empty ring returns `undefined` rather than throwing: "no node" is an ordinary
+ * state for a ring fed by service discovery.
+ *
+ * @example
+ * ```ts
+ * import { HashRing } from 'keel/hashring';
+ *
+ * const ring = new HashRing({
+ *   nodes: [
+ *     { id: 'cache-a', data: { host: '10.0.0.1' } },
+ *     { id: 'cache-b', data: { host: '10.0.0.2' }, weight: 2 },
+ *   ],
+ * });
+ * const owner = ring.get('cart:1234'); // the same node in every process
+ * const replicas = ring.getN('cart:1234', 2); // owner first, then the next distinct node
+ * ring.add({ id: 'cache-c', data: { host: '10.0.0.3' } }); // keys move only to cache-c
+ * console.log(owner?.id, replicas.length, ring.size);
+ * ```
+ */
+export class HashRing<T = unknown> implements KeyRouter<T> {
+  readonly #mode: RingMode;
+  readonly #pointsPerWeight: number;
+  readonly #hasher: KeyHasher;
+  readonly #cacheSize: number;
+
+  #points = new Uint32Array(0);
+  #owners = new Uint32Array(0);
+  #slots: (Slot<T> | undefined)[] = [];
+  #free: number[] = [];
+  #byId = new Map<string, number>();
+  #nextOrder = 0;
+  #cache: Map<string, number> = NO_CACHE as Map<string, number>;
+  #fingerprint: string | undefined;
+  // Scratch space for getN: a per-slot stamp marks nodes already taken without allocating.
+  #seen = new Uint32Array(0);
+  #stamp = 0;
+  readonly #digest = new Uint32Array(4);
+
+  constructor(options: HashRingOptions<T> = {}) {
+    const input: unknown = options;
+    const isObject = typeof input === 'object' && input !== null;
+    const { nodes, ...rest } = (isObject ? input : {}) as HashRingOptions<T>;
+    // A non-object `options` reaches resolveOptions as-is, which rejects it with a clear error.
+    const resolved = resolveOptions(OWNER, isObject ? rest : input, spec);
+    this.#mode = resolved.mode;
+    this.#pointsPerWeight = resolved.pointsPerWeight;
+    this.#cacheSize = resolved.cacheSize;
+    if (this.#mode !== 'keel') {
+      if (rest.hash !== undefined) {
+        throw new InvalidOptionError(
+          OWNER,
+          'hash',
+          `no hash option in mode "${this.#mode}" (it hashes with MD5)`,
+          rest.hash,
+        );
+      }
+      if (rest.pointsPerWeight !== undefined) {
+        throw new InvalidOptionError(
+          OWNER,
+          'pointsPerWeight',
+          `no pointsPerWeight option in mode "${this.#mode}" (its point counts are fixed by the C library)`,
+          rest.pointsPerWeight,
+        );
+      }
+    }
+    this.#hasher = toHasher(resolved.hash);
+    const initial = resolveNodes<T>(OWNER, nodes);
+    for (const node of initial) this.#insertSlot(node);
+    this.#rebuild();
+  }
+
+  /** The placement mode. */
+  get mode(): RingMode {
+    return this.#mode;
+  }
+
+  /** Number of nodes. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Number of points (virtual nodes) on the ring. */
+  get pointCount(): number {
+    return this.#points.length;
+  }
+
+  /** Name of the key hasher (`murmur3`, `md5` in the compatibility modes, …). */
+  get hashName(): string {
+    return this.#mode === 'keel' ? this.#hasher.name : 'md5';
+  }
+
+  /** Whether a node with this id is on the ring. */
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** The node with this id, or `undefined`. */
+  node(id: string): RingNode<T> | undefined {
+    const slot = this.#byId.get(id);
+    return slot === undefined ? undefined : this.#slots[slot]?.node;
+  }
+
+  /** The sorted positions of one node's points (a copy), or an empty array for an unknown id. */
+  pointsOf(id: string): Uint32Array {
+    const slot = this.#byId.get(id);
+    if (slot === undefined) return new Uint32Array(0);
+    const owners = this.#owners;
+    return this.#points.filter((_, i) => owners[i] === slot);
+  }
+
+  /** Every node, in id order. */
+  nodes(): RingNode<T>[] {
+    return [...this.#byId.keys()].sort(compareIds).map((id) => this.node(id) as RingNode<T>);
+  }
+
+  /** The position of `key` on the ring: its 32-bit hash under this ring's scheme. */
+  hashKey(key: Key): number {
+    if (this.#mode !== 'keel') {
+      const digest =
+        typeof key === 'string'
+          ? md5StringInto(key, this.#digest)
+          : md5Into(key, 0, key.length, this.#digest);
+      return digest[0] as number;
+    }
+    return typeof key === 'string' ? this.#hasher.string(key) : this.#hasher.bytes(key);
+  }
+
+  /**
+   * The node owning `key`: the owner of the first point at or after the key's hash, wrapping
+   * around. `undefined` when the ring is empty.
+   */
+  get(key: Key): RingNode<T> | undefined {
+    const points = this.#points;
+    if (points.length === 0) {
+      checkKey(OWNER, key);
+      return undefined;
+    }
+    if (this.#cacheSize > 0 && typeof key === 'string') {
+      const cached = this.#cache.get(key);
+      if (cached !== undefined) return this.#slots[cached]?.node;
+      const slot = this.#owners[this.#indexOf(this.#hashChecked(key))] as number;
+      if (this.#cache.size >= this.#cacheSize) {
+        // Evict the oldest entry (Map iterates in insertion order): FIFO, cheap and bounded.
+        const oldest = this.#cache.keys().next();
+        if (oldest.done !== true) this.#cache.delete(oldest.value);
+      }
+      this.#cache.set(key, slot);
+      return this.#slots[slot]?.node;
+    }
+    const slot = this.#owners[this.#indexOf(this.#hashChecked(key))] as number;
+    return this.#slots[slot]?.node;
+  }
+
+  /**
+   * Up to `n` distinct nodes for `key` in ring order, starting with `get(key)` — a replica set.
+   * Returns `min(n, size)` nodes; `n` must be an integer >= 0.
+   */
+  getN(key: Key, n: number, options?: GetNOptions): RingNode<T>[] {
+    checkCount(OWNER, n);
+    const points = this.#points;
+    const want = Math.min(n, this.size);
+    const out: RingNode<T>[] = [];
+    if (want === 0) {
+      checkKey(OWNER, key);
+      return out;
+    }
+    const start = this.#indexOf(this.#hashChecked(key));
+    const stamp = this.#nextStamp();
+    const seen = this.#seen;
+    const owners = this.#owners;
+    const total = points.length;
+    if (options?.distinctZones === true) {
+      const zones = new Set<string | undefined>();
+      for (let step = 0; step < total && out.length < want; step++) {
+        const slot = owners[(start + step) % total] as number;
+        if (seen[slot] === stamp) continue;
+        const node = this.#slots[slot]?.node as RingNode<T>;
+        // Nodes without a zone count as each in a zone of their own.
+        if (node.zone !== undefined && zones.has(node.zone)) continue;
+        seen[slot] = stamp;
+        zones.add(node.zone);
+        out.push(node);
+      }
+    }
+    for (let step = 0; step < total && out.length < want; step++) {
+      const slot = owners[(start + step) % total] as number;
+      if (seen[slot] === stamp) continue;
+      seen[slot] = stamp;
+      out.push(this.#slots[slot]?.node as RingNode<T>);
+    }
+    return out;
+  }
+
+  /**
+   * Visits distinct nodes clockwise from `key`'s position, the owner first, until `visit`
+   * returns `true` or every node was visited. Returns the node `visit` accepted, if any.
+   * The building block of bounded-load assignment.
+   */
+  findFrom(key: Key, visit: (node: RingNode<T>) => boolean): RingNode<T> | undefined {
+    const total = this.#points.length;
+    if (total === 0) {
+      checkKey(OWNER, key);
+      return undefined;
+    }
+    const start = this.#indexOf(this.#hashChecked(key));
+    const stamp = this.#nextStamp();
+    const seen = this.#seen;
+    let visited = 0;
+    for (let step = 0; step < total && visited < this.size; step++) {
+      const slot = this.#owners[(start + step) % total] as number;
+      if (seen[slot] === stamp) continue;
+      seen[slot] = stamp;
+      visited++;
+      const node = this.#slots[slot]?.node as RingNode<T>;
+      if (visit(node)) return node;
+    }
+    return undefined;
+  }
+
+  /**
+   * Adds a node. In mode `keel` only its own points are hashed and merged in, and keys move
+   * only to it. Throws {@link DuplicateNodeError} if the id is present.
+   */
+  add(spec: NodeSpec<T>): this {
+    const node = resolveNode<T>(OWNER, spec, 'node');
+    if (this.#byId.has(node.id)) throw new DuplicateNodeError(OWNER, node.id);
+    const slot = this.#insertSlot(node);
+    if (this.#mode === 'keel') this.#mergeNode(slot);
+    else this.#rebuild();
+    this.#changed();
+    return this;
+  }
+
+  /**
+   * Removes the node with this id; only its keys move. Removing an id that is not on the ring
+   * is a no-op that returns `false` (rings fed by discovery see the same removal twice).
+   */
+  remove(id: string): boolean {
+    const slot = this.#byId.get(id);
+    if (slot === undefined) return false;
+    this.#byId.delete(id);
+    this.#slots[slot] = undefined;
+    this.#free.push(slot);
+    if (this.#mode === 'keel') this.#dropSlot(slot);
+    else this.#rebuild();
+    this.#changed();
+    return true;
+  }
+
+  /**
+   * Changes a node's weight. In mode `keel` the node keeps its first points and gains or loses
+   * points at the end, so keys move only to or from that node. Throws if the id is unknown.
+   */
+  setWeight(id: string, weight: number): this {
+    const slot = this.#byId.get(id);
+    const current = slot === undefined ? undefined : this.#slots[slot];
+    if (slot === undefined || current === undefined) {
+      throw new InvalidOptionError(
+        OWNER,
+        'id',
+        'the id of a node on the ring',
+        id,
+        'setWeight(id, weight)',
+      );
+    }
+    const node = resolveNode<T>(OWNER, { ...current.node, weight }, 'weight');
+    if (node.weight === current.node.weight) return this;
+    current.node = node;
+    if (this.#mode === 'keel') {
+      this.#dropSlot(slot);
+      this.#mergeNode(slot);
+    } else {
+      this.#rebuild();
+    }
+    this.#changed();
+    return this;
+  }
+
+  /** Exact shares of the hash space per node, from arc lengths, and balance figures. */
+  stats(): RingStats {
+    const owned = new Float64Array(this.#slots.length);
+    const points = this.#points;
+    const owners = this.#owners;
+    const count = new Uint32Array(this.#slots.length);
+    for (let i = 0; i < points.length; i++) {
+      // Point i owns the hashes after the previous point, up to and including itself.
+      const arc =
+        i === 0
+          ? (points[0] as number) + 1 + (TWO_32 - 1 - (points[points.length - 1] as number))
+          : (points[i] as number) - (points[i - 1] as number);
+      const slot = owners[i] as number;
+      owned[slot] = (owned[slot] ?? 0) + arc;
+      count[slot] = (count[slot] ?? 0) + 1;
+    }
+    const totalWeight = [...this.#byId.values()].reduce(
+      (sum, slot) => sum + (this.#slots[slot]?.node.weight ?? 0),
+      0,
+    );
+    const nodes: NodeShare[] = this.nodes().map((node) => {
+      const slot = this.#byId.get(node.id) as number;
+      return {
+        id: node.id,
+        points: count[slot] ?? 0,
+        share: (owned[slot] ?? 0) / TWO_32,
+        ideal: node.weight / totalWeight,
+      };
+    });
+    const ratios = nodes.map((n) => n.share / n.ideal);
+    const mean = ratios.length === 0 ? 0 : ratios.reduce((a, b) => a + b, 0) / ratios.length;
+    const variance =
+      ratios.length === 0 ? 0 : ratios.reduce((a, b) => a + (b - mean) ** 2, 0) / ratios.length;
+    return {
+      nodes,
+      points: points.length,
+      stdDev: Math.sqrt(variance),
+      maxOverIdeal: ratios.length === 0 ? 0 : Math.max(...ratios),
+      minOverIdeal: ratios.length === 0 ? 0 : Math.min(...ratios),
+    };
+  }
+
+  /**
+   * The exact hash ranges whose owner differs between `before` and `after`, merged into
+   * maximal ranges — what must migrate, and from which node to which. Both rings must hash
+   * keys the same way (same mode and hash function).
+   */
+  static diff<T>(before: HashRing<T>, after: HashRing<T>): RingDiff {
+    if (
+      before.hashName !== after.hashName ||
+      (before.#mode === 'keel') !== (after.#mode === 'keel')
+    ) {
+      throw new InvalidOptionError(
+        'HashRing.diff',
+        'after',
+        `a ring hashing keys like the first one (${before.hashName})`,
+        after,
+        `it hashes with ${after.hashName}`,
+      );
+    }
+    // Every boundary of either ring splits the hash space into elementary intervals
+    // (prev, point]; within one, both rings have a single owner.
+    const bounds = [...new Set([...before.#points, ...after.#points])].sort((a, b) => a - b);
+    const moves: RangeMove[] = [];
+    let moved = 0;
+    const ownerAt = (ring: HashRing<T>, hash: number): string | undefined =>
+      ring.#points.length === 0
+        ? undefined
+        : ring.#slots[ring.#owners[ring.#indexOf(hash)] as number]?.node.id;
+    const push = (start: number, end: number): void => {
+      if (end < start) return;
+      const from = ownerAt(before, end);
+      const to = ownerAt(after, end);
+      if (from === to) return;
+      moved += end - start + 1;
+      const last = moves[moves.length - 1];
+      if (last !== undefined && last.end === start - 1 && last.from === from && last.to === to) {
+        moves[moves.length - 1] = { ...last, end };
+      } else {
+        moves.push({ start, end, from, to });
+      }
+    };
+    if (bounds.length === 0) return { moves, movedFraction: 0 };
+    let previous = -1;
+    for (const bound of bounds) {
+      push(previous + 1, bound);
+      previous = bound;
+    }
+    push(previous + 1, TWO_32 - 1); // the wrap-around arc, owned by each ring's first point
+    return { moves, movedFraction: moved / TWO_32 };
+  }
+
+  /**
+   * A short hex digest of the ring's actual layout (every point and its owner's id), so
+   * processes can check cheaply that they agree. Equal rings have equal fingerprints.
+   */
+  get fingerprint(): string {
+    if (this.#fingerprint !== undefined) return this.#fingerprint;
+    const idHash = new Map<number, number>();
+    for (const [id, slot] of this.#byId) idHash.set(slot, murmur3(utf8(id)));
+    const buffer = new Uint32Array(this.#points.length * 2 + 1);
+    buffer[0] = MODES.indexOf(this.#mode);
+    for (let i = 0; i < this.#points.length; i++) {
+      buffer[1 + 2 * i] = this.#points[i] as number;
+      buffer[2 + 2 * i] = idHash.get(this.#owners[i] as number) ?? 0;
+    }
+    const bytes = new Uint8Array(buffer.buffer);
+    const a = murmur3(bytes, 0x6b65656c);
+    const b = murmur3(bytes, 0x72696e67);
+    this.#fingerprint = a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
+    return this.#fingerprint;
+  }
+
+  /** A JSON-safe snapshot: `HashRing.fromJSON(ring.toJSON())` maps every key identically. */
+  toJSON(): RingSnapshot<T> {
+    const ordered = [...this.#byId.values()]
+      .map((slot) => this.#slots[slot] as Slot<T>)
+      .sort((a, b) => a.order - b.order);
+    return {
+      format: 'keel.hashring',
+      version: 1,
+      mode: this.#mode,
+      pointsPerWeight: this.#pointsPerWeight,
+      hash: this.hashName,
+      nodes: ordered.map(({ node }) => {
+        const out: { id: string; weight: number; zone?: string; data?: T } = {
+          id: node.id,
+          weight: node.weight,
+        };
+        if (node.zone !== undefined) out.zone = node.zone;
+        if (node.data !== undefined) out.data = node.data;
+        return out;
+      }),
+      fingerprint: this.fingerprint,
+    };
+  }
+
+  /**
+   * Rebuilds a ring from {@link HashRing.toJSON} output (an object or its JSON text). A ring
+   * made with a custom hash function needs it again in `options.hash`. Malformed snapshots,
+   * and snapshots whose fingerprint does not match the rebuilt ring, throw
+   * {@link InvalidSnapshotError}.
+   */
+  static fromJSON<T = unknown>(
+    snapshot: unknown,
+    options: Pick<HashRingOptions<T>, 'hash' | 'cacheSize'> = {},
+  ): HashRing<T> {
+    const owner = 'HashRing.fromJSON';
+    let value = snapshot;
+    if (typeof value === 'string') {
+      try {
+        value = JSON.parse(value) as unknown;
+      } catch (error) {
+        throw new InvalidSnapshotError(owner, '$', `not valid JSON (${(error as Error).message})`);
+      }
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new InvalidSnapshotError(owner, '$', 'expected an object from HashRing#toJSON()');
+    }
+    const s = value as Record<string, unknown>;
+    if (s.format !== 'keel.hashring')
+      throw new InvalidSnapshotError(owner, 'format', 'expected "keel.hashring"');
+    if (s.version !== 1)
+      throw new InvalidSnapshotError(
+        owner,
+        'version',
+        `unsupported version ${JSON.stringify(s.version)}`,
+      );
+    if (typeof s.mode !== 'string' || !(MODES as readonly string[]).includes(s.mode)) {
+      throw new InvalidSnapshotError(owner, 'mode', `expected one of ${MODES.join(', ')}`);
+    }
+    const mode = s.mode as RingMode;
+    if (
+      typeof s.pointsPerWeight !== 'number' ||
+      !Number.isInteger(s.pointsPerWeight) ||
+      s.pointsPerWeight < 1
+    ) {
+      throw new InvalidSnapshotError(owner, 'pointsPerWeight', 'expected an integer >= 1');
+    }
+    if (typeof s.hash !== 'string')
+      throw new InvalidSnapshotError(owner, 'hash', 'expected a hasher name');
+    if (typeof s.fingerprint !== 'string' || !/^[0-9a-f]{16}$/.test(s.fingerprint)) {
+      throw new InvalidSnapshotError(owner, 'fingerprint', 'expected 16 hex digits');
+    }
+    if (!Array.isArray(s.nodes))
+      throw new InvalidSnapshotError(owner, 'nodes', 'expected an array');
+    const hash = options.hash ?? (s.hash === 'murmur3' || mode !== 'keel' ? undefined : null);
+    if (hash === null) {
+      throw new InvalidSnapshotError(
+        owner,
+        'hash',
+        `the ring used hash "${s.hash}": pass the same function as options.hash`,
+      );
+    }
+    let ring: HashRing<T>;
+    try {
+      ring = new HashRing<T>({
+        mode,
+        ...(mode === 'keel' ? { pointsPerWeight: s.pointsPerWeight } : {}),
+        ...(hash === undefined ? {} : { hash }),
+        ...(options.cacheSize === undefined ? {} : { cacheSize: options.cacheSize }),
+        nodes: s.nodes as NodeSpec<T>[],
+      });
+    } catch (error) {
+      if (error instanceof InvalidOptionError || error instanceof DuplicateNodeError) {
+        throw new InvalidSnapshotError(
+          owner,
+          error instanceof InvalidOptionError ? error.option : 'nodes',
+          error.message,
+        );
+      }
+      throw error;
+    }
+    if (ring.hashName !== s.hash) {
+      throw new InvalidSnapshotError(
+        owner,
+        'hash',
+        `snapshot says "${s.hash}" but the ring hashes with "${ring.hashName}"`,
+      );
+    }
+    if (ring.fingerprint !== s.fingerprint) {
+      throw new InvalidSnapshotError(
+        owner,
+        'fingerprint',
+        `the rebuilt ring is ${ring.fingerprint}, the snapshot says ${s.fingerprint}`,
+      );
+    }
+    return ring;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #hashChecked(key: Key): number {
+    if (typeof key === 'string') {
+      if (this.#mode !== 'keel') return md5StringInto(key, this.#digest)[0] as number;
+      return this.#hasher.string(key);
+    }
+    checkKey(OWNER, key);
+    return this.hashKey(key);
+  }
+
+  /** Index of the first point >= hash, wrapping to 0 past the last point. */
+  #indexOf(hash: number): number {
+    const points = this.#points;
+    let lo = 0;
+    let hi = points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((points[mid] as number) < hash) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo === points.length ? 0 : lo;
+  }
+
+  #nextStamp(): number {
+    if (this.#seen.length < this.#slots.length)
+      this.#seen = new Uint32Array(Math.max(8, this.#slots.length * 2));
+    this.#stamp = (this.#stamp + 1) >>> 0;
+    if (this.#stamp === 0) {
+      this.#seen.fill(0);
+      this.#stamp = 1;
+    }
+    return this.#stamp;
+  }
+
+  #insertSlot(node: RingNode<T>): number {
+    const slot = this.#free.pop() ?? this.#slots.length;
+    this.#slots[slot] = { node, order: this.#nextOrder++ };
+    this.#byId.set(node.id, slot);
+    return slot;
+  }
+
+  #changed(): void {
+    this.#fingerprint = undefined;
+    if (this.#cache.size > 0) this.#cache.clear();
+    if (this.#cacheSize > 0 && this.#cache === NO_CACHE) this.#cache = new Map();
+  }
+
+  /** Point count of a node in mode keel. */
+  #pointsFor(node: RingNode<T>): number {
+    return Math.max(1, Math.round(this.#pointsPerWeight * node.weight));
+  }
+
+  /** The sorted points of one node in mode keel. */
+  #nodePoints(node: RingNode<T>): Uint32Array {
+    const count = this.#pointsFor(node);
+    const out = new Uint32Array(count);
+    const prefix = `${node.id}-`;
+    for (let i = 0; i < count; i++) out[i] = this.#hasher.string(prefix + String(i));
+    return out.sort();
+  }
+
+  /** Rebuilds every point from scratch (construction, and any change in compatibility modes). */
+  #rebuild(): void {
+    const live = [...this.#byId.values()].map(
+      (slot) => [slot, this.#slots[slot] as Slot<T>] as const,
+    );
+    // Tie-break rank: node id order in mode keel, server (insertion) order in the C modes.
+    if (this.#mode === 'keel') live.sort((a, b) => compareIds(a[1].node.id, b[1].node.id));
+    else live.sort((a, b) => a[1].order - b[1].order);
+    const perNode: Uint32Array[] = [];
+    if (this.#mode === 'keel') {
+      for (const [, { node }] of live) perNode.push(this.#nodePoints(node));
+    } else {
+      const mode = this.#mode;
+      const totalWeight = live.reduce((sum, [, { node }]) => sum + node.weight, 0);
+      for (const [, { node }] of live) {
+        const digests = ketamaDigests(mode, node.weight, totalWeight, live.length);
+        const label = ketamaLabel(mode, node.id);
+        const out = new Uint32Array(Math.max(0, digests) * 4);
+        for (let i = 0; i < digests; i++) {
+          md5StringInto(`${label}-${i}`, this.#digest);
+          out.set(this.#digest, i * 4);
+        }
+        perNode.push(out);
+      }
+    }
+    const total = perNode.reduce((sum, p) => sum + p.length, 0);
+    const points = new Uint32Array(total);
+    const owners = new Uint32Array(total);
+    if (live.length < RANK_SCALE) {
+      const packed = new Float64Array(total);
+      let k = 0;
+      perNode.forEach((nodePoints, rank) => {
+        for (const point of nodePoints) packed[k++] = point * RANK_SCALE + rank;
+      });
+      packed.sort();
+      for (let i = 0; i < total; i++) {
+        const value = packed[i] as number;
+        const point = Math.floor(value / RANK_SCALE);
+        points[i] = point;
+        owners[i] = (live[value - point * RANK_SCALE] as readonly [number, Slot<T>])[0];
+      }
+    } else {
+      const entries: [number, number][] = [];
+      perNode.forEach((nodePoints, rank) => {
+        for (const point of nodePoints) entries.push([point, rank]);
+      });
+      entries.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      entries.forEach(([point, rank], i) => {
+        points[i] = point;
+        owners[i] = (live[rank] as readonly [number, Slot<T>])[0];
+      });
+    }
+    this.#points = points;
+    this.#owners = owners;
+    this.#changed();
+  }
+
+  /** Merges one node's points into the ring (mode keel). */
+  #mergeNode(slot: number): void {
+    const entry = this.#slots[slot] as Slot<T>;
+    const incoming = this.#nodePoints(entry.node);
+    const id = entry.node.id;
+    const oldPoints = this.#points;
+    const oldOwners = this.#owners;
+    const total = oldPoints.length + incoming.length;
+    const points = new Uint32Array(total);
+    const owners = new Uint32Array(total);
+    let i = 0;
+    let j = 0;
+    for (let k = 0; k < total; k++) {
+      let takeOld: boolean;
+      if (i >= oldPoints.length) takeOld = false;
+      else if (j >= incoming.length) takeOld = true;
+      else {
+        const a = oldPoints[i] as number;
+        const b = incoming[j] as number;
+        // Equal points: the smaller node id comes first, as in a full build.
+        takeOld =
+          a < b ||
+          (a === b && compareIds(this.#slots[oldOwners[i] as number]?.node.id ?? '', id) < 0);
+      }
+      if (takeOld) {
+        points[k] = oldPoints[i] as number;
+        owners[k] = oldOwners[i] as number;
+        i++;
+      } else {
+        points[k] = incoming[j] as number;
+        owners[k] = slot;
+        j++;
+      }
+    }
+    this.#points = points;
+    this.#owners = owners;
+  }
+
+  /** Removes every point owned by `slot` (mode keel). */
+  #dropSlot(slot: number): void {
+    const oldPoints = this.#points;
+    const oldOwners = this.#owners;
+    let keep = 0;
+    for (let i = 0; i < oldOwners.length; i++) if (oldOwners[i] !== slot) keep++;
+    const points = new Uint32Array(keep);
+    const owners = new Uint32Array(keep);
+    let k = 0;
+    for (let i = 0; i < oldOwners.length; i++) {
+      if (oldOwners[i] === slot) continue;
+      points[k] = oldPoints[i] as number;
+      owners[k] = oldOwners[i] as number;
+      k++;
+    }
+    this.#points = points;
+    this.#owners = owners;
+  }
+}
