@@ -25,3 +25,9 @@ export {
   INVALID_SNAPSHOT,
 } from './errors.js';
 export type { Key, NodeSpec, RingNode, KeyRouter, HashFunction, KeyHasher } from './types.js';
+export { loadXxhash } from './xxhash.js';
+export type { XxHashers } from './xxhash.js';
+export { BoundedLoads, boundedGet, boundedCap } from './bounded.js';
+export type { BoundedLoadsOptions } from './bounded.js';
+export { PartitionedRing } from './partitioned.js';
+export type { PartitionedRingOptions } from './partitioned.js';

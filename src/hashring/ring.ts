@@ -260,6 +260,8 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   #nextOrder = 0;
   #cache: Map<string, number> = NO_CACHE as Map<string, number>;
   #fingerprint: string | undefined;
+  #totalWeight: number | undefined;
+  #revision = 0;
   // Scratch space for getN: a per-slot stamp marks nodes already taken without allocating.
   #seen = new Uint32Array(0);
   #stamp = 0;
@@ -306,6 +308,21 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   /** Number of nodes. */
   get size(): number {
     return this.#byId.size;
+  }
+
+  /** Increments on every change to the ring: lets dependents notice changes cheaply. */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** Sum of the nodes' weights. */
+  get totalWeight(): number {
+    if (this.#totalWeight === undefined) {
+      let total = 0;
+      for (const slot of this.#byId.values()) total += this.#slots[slot]?.node.weight ?? 0;
+      this.#totalWeight = total;
+    }
+    return this.#totalWeight;
   }
 
   /** Number of points (virtual nodes) on the ring. */
@@ -521,10 +538,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       owned[slot] = (owned[slot] ?? 0) + arc;
       count[slot] = (count[slot] ?? 0) + 1;
     }
-    const totalWeight = [...this.#byId.values()].reduce(
-      (sum, slot) => sum + (this.#slots[slot]?.node.weight ?? 0),
-      0,
-    );
+    const totalWeight = this.totalWeight;
     const nodes: NodeShare[] = this.nodes().map((node) => {
       const slot = this.#byId.get(node.id) as number;
       return {
@@ -778,7 +792,9 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   }
 
   #changed(): void {
+    this.#revision++;
     this.#fingerprint = undefined;
+    this.#totalWeight = undefined;
     if (this.#cache.size > 0) this.#cache.clear();
     if (this.#cacheSize > 0 && this.#cache === NO_CACHE) this.#cache = new Map();
   }

@@ -12,11 +12,11 @@ export interface NodeSpec<T = unknown> {
   /** Unique, non-empty id; it decides where the node's points land, so keep it stable. */
   readonly id: string;
   /** Relative capacity: a finite number > 0. @defaultValue 1 */
-  readonly weight?: number;
+  readonly weight?: number | undefined;
   /** Failure domain (rack, availability zone) for zone-aware replica sets. */
-  readonly zone?: string;
+  readonly zone?: string | undefined;
   /** Anything the caller wants back with the node: an address, a client. Never inspected. */
-  readonly data?: T;
+  readonly data?: T | undefined;
 }
 
 /** A node as Keel hands it back: resolved and frozen. The same object on every lookup. */
