@@ -8,6 +8,7 @@ export default tseslint.config(
       'dist/',
       'coverage/',
       'test-results/',
+      '.scratch/',
       'bench/results/',
       'node_modules/',
       '.examples/',

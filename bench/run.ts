@@ -11,7 +11,7 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Bench } from 'tinybench';
-import type { BenchSuite } from './suite.js';
+import { compareTargets, type BenchReport, type BenchSuite } from './suite.js';
 
 interface TaskReport {
   readonly name: string;
@@ -23,9 +23,12 @@ interface TaskReport {
   /** Calls per timed sample; per-call figures are the sample figures divided by it. */
   readonly batch: number;
   readonly rmePercent: number;
+  /** First (main) comparison: the task compared with and ops/s of this ÷ ops/s of that. */
   readonly compareTo?: string;
   /** ops/s of this task ÷ ops/s of `compareTo`, same run; > 1 means this task is faster. */
   readonly ratio?: number;
+  /** Every comparison, when a task is compared with more than one peer. */
+  readonly comparisons?: readonly { readonly compareTo: string; readonly ratio: number }[];
 }
 
 interface SuiteReport {
@@ -33,6 +36,7 @@ interface SuiteReport {
   readonly file: string;
   readonly description: string;
   readonly tasks: readonly TaskReport[];
+  readonly reports: readonly BenchReport[];
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -72,7 +76,7 @@ function printTable(report: SuiteReport): void {
     formatNs(t.p99Ns),
     String(t.samples),
     t.rmePercent.toFixed(1),
-    t.ratio === undefined ? '' : `×${t.ratio.toFixed(2)} vs ${t.compareTo ?? ''}`,
+    (t.comparisons ?? []).map((c) => `×${c.ratio.toFixed(2)} vs ${c.compareTo}`).join('; '),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
@@ -87,6 +91,29 @@ function printTable(report: SuiteReport): void {
   for (const row of rows) console.log(line(row));
   if (report.tasks.some((t) => t.batch > 1))
     console.log('* p99 of batched tasks is the p99 of batch means, per call');
+  for (const extra of report.reports) printReport(extra);
+}
+
+function printReport(report: BenchReport): void {
+  const first = report.rows[0];
+  if (first === undefined) return;
+  const header = Object.keys(first);
+  const cell = (value: string | number | undefined): string =>
+    typeof value === 'number'
+      ? Number.isInteger(value)
+        ? String(value)
+        : value.toFixed(4)
+      : (value ?? '');
+  const rows = report.rows.map((row) => header.map((key) => cell(row[key])));
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join('  ');
+  console.log(`\n  ${report.title}`);
+  console.log(`  ${line(header)}`);
+  console.log(`  ${widths.map((w) => '-'.repeat(w)).join('  ')}`);
+  for (const row of rows) console.log(`  ${line(row)}`);
 }
 
 async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
@@ -144,12 +171,18 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
       batch: batchOf.get(task.name) ?? 1,
       rmePercent: m.rme,
     };
-    if (task.compareTo === undefined) return base;
-    const peer = measured.get(task.compareTo);
-    if (peer === undefined) throw new Error(`bench ${suite.name}: no result for ${task.compareTo}`);
-    return { ...base, compareTo: task.compareTo, ratio: m.ops / peer.ops };
+    const comparisons = compareTargets(task).map((target) => {
+      const peer = measured.get(target);
+      if (peer === undefined) throw new Error(`bench ${suite.name}: no result for ${target}`);
+      return { compareTo: target, ratio: m.ops / peer.ops };
+    });
+    const [main] = comparisons;
+    return main === undefined
+      ? base
+      : { ...base, compareTo: main.compareTo, ratio: main.ratio, comparisons };
   });
-  return { name: suite.name, file, description: suite.description, tasks };
+  const reports = suite.reports?.() ?? [];
+  return { name: suite.name, file, description: suite.description, tasks, reports };
 }
 
 const reports: SuiteReport[] = [];

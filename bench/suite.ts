@@ -14,7 +14,7 @@ export interface BenchTask {
    * baseline). The runner reports `ratio = ops/s of this task ÷ ops/s of that task`, both
    * measured in the same run: above 1 means this task is faster.
    */
-  readonly compareTo?: string;
+  readonly compareTo?: string | readonly string[];
   /**
    * Calls of `fn` per timed sample, for operations of a few nanoseconds, which a per-call timer
    * read would swamp. Reported figures are always per call. @defaultValue 1
@@ -24,12 +24,21 @@ export interface BenchTask {
   readonly kind: 'keel' | 'peer' | 'baseline';
 }
 
+/** Figures that are not timings (memory, balance, keys moved), reported beside the tasks. */
+export interface BenchReport {
+  readonly title: string;
+  /** One object per row; every row has the same keys, which become the columns. */
+  readonly rows: readonly Record<string, string | number>[];
+}
+
 /** A group of tasks measured together. */
 export interface BenchSuite {
   readonly name: string;
   /** One line saying what is compared and why. */
   readonly description: string;
   readonly tasks: readonly BenchTask[];
+  /** Non-timing measurements, computed after the tasks ran (so quick mode still runs them). */
+  readonly reports?: () => readonly BenchReport[];
 }
 
 /** Checks a suite's internal references once, when the file is loaded. */
@@ -44,11 +53,19 @@ export function defineSuite(suite: BenchSuite): BenchSuite {
     names.add(task.name);
   }
   for (const task of suite.tasks) {
-    if (task.compareTo !== undefined && !names.has(task.compareTo)) {
-      throw new Error(
-        `bench suite ${suite.name}: "${task.name}" compares to unknown task "${task.compareTo}"`,
-      );
+    for (const target of compareTargets(task)) {
+      if (!names.has(target)) {
+        throw new Error(
+          `bench suite ${suite.name}: "${task.name}" compares to unknown task "${target}"`,
+        );
+      }
     }
   }
   return suite;
+}
+
+/** The tasks a task is compared with, as a list. */
+export function compareTargets(task: BenchTask): readonly string[] {
+  if (task.compareTo === undefined) return [];
+  return typeof task.compareTo === 'string' ? [task.compareTo] : task.compareTo;
 }

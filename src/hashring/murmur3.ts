@@ -27,14 +27,18 @@ function mixH(h: number, k: number): number {
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
-function finish(h: number, length: number): number {
-  h ^= length;
+/** MurmurHash3's 32-bit finaliser: a bijection on 32 bits with full avalanche. @internal */
+export function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
   return h >>> 0;
+}
+
+function finish(h: number, length: number): number {
+  return fmix32(h ^ length);
 }
 
 /**

@@ -84,3 +84,99 @@ export function checkKey(owner: string, key: unknown): void {
 export function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/** Validates a new weight for `setWeight(id, weight)`: a finite number > 0. */
+export function checkWeight(owner: string, id: string, weight: unknown): number {
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
+    throw new InvalidOptionError(
+      owner,
+      'weight',
+      'a finite number > 0',
+      weight,
+      `setWeight(${JSON.stringify(id)}, weight)`,
+    );
+  }
+  return weight;
+}
+
+/**
+ * The nodes of a router, kept in id order with an index by id — the bookkeeping the routers
+ * that rebuild their tables from an id-ordered list (rendezvous, Maglev) share.
+ */
+export class SortedNodes<T> {
+  /** Nodes in id order. Read-only for callers; change it through the methods. */
+  readonly list: RingNode<T>[];
+  readonly #owner: string;
+  readonly #byId = new Map<string, RingNode<T>>();
+
+  /** @param initial - resolved nodes with unique ids (from {@link resolveNodes}) */
+  constructor(owner: string, initial: readonly RingNode<T>[]) {
+    this.#owner = owner;
+    this.list = [...initial].sort((a, b) => compareIds(a.id, b.id));
+    for (const node of this.list) this.#byId.set(node.id, node);
+  }
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  get(id: string): RingNode<T> | undefined {
+    return this.#byId.get(id);
+  }
+
+  /** Validates a node for `add(node)`: well-formed and not already present. */
+  prepare(spec: unknown): RingNode<T> {
+    const node = resolveNode<T>(this.#owner, spec, 'node');
+    if (this.#byId.has(node.id)) throw new DuplicateNodeError(this.#owner, node.id);
+    return node;
+  }
+
+  /** Inserts a node from {@link SortedNodes.prepare} at its place in id order. */
+  insert(node: RingNode<T>): void {
+    let lo = 0;
+    let hi = this.list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compareIds((this.list[mid] as RingNode<T>).id, node.id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    this.list.splice(lo, 0, node);
+    this.#byId.set(node.id, node);
+  }
+
+  /** Removes a node; `false` when the id is unknown. */
+  remove(id: string): boolean {
+    const node = this.#byId.get(id);
+    if (node === undefined) return false;
+    this.#byId.delete(id);
+    this.list.splice(this.list.indexOf(node), 1);
+    return true;
+  }
+
+  /**
+   * Replaces a node by a copy with the new weight; `false` when the weight is unchanged.
+   * Throws for a bad weight or an unknown id.
+   */
+  setWeight(id: string, weight: number): boolean {
+    checkWeight(this.#owner, id, weight);
+    const node = this.#byId.get(id);
+    if (node === undefined) {
+      throw new InvalidOptionError(
+        this.#owner,
+        'id',
+        'the id of a node in the router',
+        id,
+        'setWeight(id, weight)',
+      );
+    }
+    if (node.weight === weight) return false;
+    const updated: RingNode<T> = Object.freeze({ ...node, weight });
+    this.#byId.set(id, updated);
+    this.list[this.list.indexOf(node)] = updated;
+    return true;
+  }
+}

@@ -1,10 +1,11 @@
 /**
  * A partitioned ring: keys hash into a fixed number of partitions, and partitions — not keys —
  * are placed on a consistent-hash ring under a load cap (bounded loads applied to partitions,
- * the design of Go's buraksezer/consistent). Every node owns between ⌊share⌋ and
- * ⌈c · share⌉ partitions, so balance is tight even with few nodes, ownership is stable (a
- * partition moves only when the walk that placed it changes), and a lookup is one hash, one
- * modulo and one array read.
+ * the design of Go's buraksezer/consistent). No node owns more than ⌈c · share⌉ partitions —
+ * a hard cap on the busiest node even with few nodes — ownership is stable (a partition moves
+ * only when the walk that placed it changes), and a lookup is one hash, one modulo and one
+ * array read. Nodes below the cap are not topped up, so pick c close to 1 (1.05–1.1) when the
+ * spread below the cap matters too.
  *
  * @packageDocumentation
  */

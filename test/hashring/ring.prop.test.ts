@@ -2,20 +2,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HashRing, type Key, type NodeSpec } from '../../src/hashring/index.js';
 import { key as keyArb, keys as keysArb, nodeId, nodeSet, nodeSpec } from './arbitraries.js';
+import { shuffled } from '../support/helpers.js';
 
 const owners = (ring: HashRing<number>, keys: readonly Key[]): (string | undefined)[] =>
   keys.map((k) => ring.get(k)?.id);
-
-function shuffled<T>(items: readonly T[], seed: number): T[] {
-  const out = [...items];
-  let s = seed >>> 0 || 1;
-  for (let i = out.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    [out[i], out[j]] = [out[j] as T, out[i] as T];
-  }
-  return out;
-}
 
 // The invariants a consistent-hash ring exists for.
 describe('HashRing (properties)', () => {
@@ -32,6 +22,32 @@ describe('HashRing (properties)', () => {
         expect(owners(c, keys)).toEqual(owners(a, keys));
       }),
       { numRuns: 60 },
+    );
+  });
+
+  it('get(key) is the owner of the first point at or after hash(key), wrapping (brute force)', () => {
+    fc.assert(
+      fc.property(
+        nodeSet(6, 1),
+        fc.integer({ min: 1, max: 40 }),
+        keysArb,
+        fc.array(fc.nat(), { maxLength: 20 }),
+        (nodes, pointsPerWeight, keys, hashes) => {
+          const ring = new HashRing({ nodes, pointsPerWeight });
+          const all = nodes
+            .flatMap((node) => [...ring.pointsOf(node.id)].map((point) => ({ point, id: node.id })))
+            .sort((a, b) => a.point - b.point || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+          const expected = (hash: number): string | undefined =>
+            (all.find((p) => p.point >= hash) ?? all[0])?.id;
+          for (const key of keys) expect(ring.get(key)?.id).toBe(expected(ring.hashKey(key)));
+          // Hashes right at, just before and just after points, and the extremes.
+          const probes = [0, 2 ** 32 - 1, ...hashes.map((h) => h % 2 ** 32)];
+          for (const p of all.slice(0, 30))
+            probes.push(p.point, Math.max(0, p.point - 1), Math.min(2 ** 32 - 1, p.point + 1));
+          for (const hash of probes) expect(ring.ownerOfHash(hash)?.id).toBe(expected(hash));
+        },
+      ),
+      { numRuns: 80 },
     );
   });
 

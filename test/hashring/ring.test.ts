@@ -6,21 +6,13 @@ import {
   isInvalidSnapshotError,
   murmur3,
 } from '../../src/hashring/index.js';
+import { thrown } from '../support/helpers.js';
 
 const three = [
   { id: 'a', data: { host: '10.0.0.1' } },
   { id: 'b', data: { host: '10.0.0.2' }, weight: 2 },
   { id: 'c', data: { host: '10.0.0.3' }, zone: 'z2' },
 ];
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('HashRing basics', () => {
   it('an empty ring returns undefined from get and [] from getN', () => {
@@ -171,6 +163,23 @@ describe('HashRing basics', () => {
     cached.add({ id: 'd' });
     plain.add({ id: 'd' });
     for (let i = 0; i < 10; i++) expect(cached.get(`k${i}`)?.id).toBe(plain.get(`k${i}`)?.id);
+  });
+
+  it('large rings (radix-sorted build) agree with incremental construction and brute force', () => {
+    const nodes = Array.from({ length: 200 }, (_, i) => ({ id: `node-${i}`, weight: 1 + (i % 3) }));
+    const fresh = new HashRing({ nodes });
+    expect(fresh.pointCount).toBeGreaterThan(20_000);
+    const incremental = new HashRing();
+    for (const node of [...nodes].reverse()) incremental.add(node);
+    expect(incremental.fingerprint).toBe(fresh.fingerprint);
+    const all = nodes
+      .flatMap((node) => [...fresh.pointsOf(node.id)].map((point) => ({ point, id: node.id })))
+      .sort((a, b) => a.point - b.point || (a.id < b.id ? -1 : 1));
+    for (let i = 0; i < 2000; i++) {
+      const key = `key-${i}`;
+      const hash = fresh.hashKey(key);
+      expect(fresh.get(key)?.id).toBe((all.find((p) => p.point >= hash) ?? all[0])?.id);
+    }
   });
 
   it('pointsPerWeight controls the virtual node count', () => {
@@ -418,6 +427,15 @@ describe('HashRing errors', () => {
       expect(
         (thrown(() => new HashRing().get(key as unknown as string)) as { option: string }).option,
       ).toBe('key');
+    }
+  });
+
+  it('ownerOfHash takes a 32-bit unsigned hash only', () => {
+    const ring = new HashRing({ nodes: three });
+    expect(ring.ownerOfHash(ring.hashKey('k'))).toBe(ring.get('k'));
+    expect(new HashRing().ownerOfHash(5)).toBeUndefined();
+    for (const hash of [-1, 2 ** 32, 1.5, Number.NaN]) {
+      expect((thrown(() => ring.ownerOfHash(hash)) as { option: string }).option).toBe('hash');
     }
   });
 

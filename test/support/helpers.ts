@@ -1,0 +1,32 @@
+/** Small helpers shared by the test suites. */
+import { expect } from 'vitest';
+import { isInvalidOptionError, type InvalidOptionError } from '../../src/core/index.js';
+
+/** Runs `fn` and returns what it threw; fails the test if it did not throw. */
+export function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a throw');
+}
+
+/** Runs `fn`, asserts it threw an InvalidOptionError, and returns it. */
+export function invalidOption(fn: () => unknown): InvalidOptionError {
+  const error = thrown(fn);
+  expect(isInvalidOptionError(error)).toBe(true);
+  return error as InvalidOptionError;
+}
+
+/** A deterministic Fisher–Yates shuffle (an LCG seeded by `seed`), for order-independence tests. */
+export function shuffled<T>(items: readonly T[], seed: number): T[] {
+  const out = [...items];
+  let s = seed >>> 0 || 1;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
