@@ -5,8 +5,11 @@
  * per node for all three. Reports memory per virtual node, balance, and keys moved on
  * membership changes for the ring and its alternatives.
  */
+import { createHash } from 'node:crypto';
+import { getHeapStatistics } from 'node:v8';
 import ConsistentHash from 'consistent-hash';
 import NpmHashRing from 'hashring';
+import murmurReference from 'murmurhash3js-revisited';
 import {
   BoundedLoads,
   HashRing,
@@ -14,6 +17,9 @@ import {
   MaglevHash,
   PartitionedRing,
   RendezvousHash,
+  loadXxhash,
+  murmur3,
+  murmur3String,
   type KeyRouter,
 } from '../src/hashring/index.js';
 import { defineSuite, type BenchReport, type BenchTask } from './suite.js';
@@ -157,8 +163,112 @@ function changeTasks(n: number): BenchTask[] {
   ];
 }
 
+/** Which key hash is fastest for short keys: the question behind the default. */
+async function hashTasks(): Promise<BenchTask[]> {
+  const { xxh32, xxh64 } = await loadXxhash();
+  const encoder = new TextEncoder();
+  const bytes = KEYS.slice(0, 50_000).map((key) => encoder.encode(key));
+  let b = 0;
+  const nextBytes = (): Uint8Array => {
+    b = b + 1 === bytes.length ? 0 : b + 1;
+    return bytes[b] as Uint8Array;
+  };
+  const base = 'murmur3String (keel default, string key)';
+  return [
+    {
+      name: base,
+      kind: 'keel',
+      batch: BATCH,
+      compareTo: [
+        'xxh32 (xxhash-wasm, string key)',
+        'xxh64 low 32 bits (string key)',
+        'md5 first word (node:crypto)',
+      ],
+      fn: () => murmur3String(nextKey()),
+    },
+    {
+      name: 'xxh32 (xxhash-wasm, string key)',
+      kind: 'baseline',
+      batch: BATCH,
+      fn: () => xxh32.string(nextKey()),
+    },
+    {
+      name: 'xxh64 low 32 bits (string key)',
+      kind: 'baseline',
+      batch: BATCH,
+      fn: () => xxh64.string(nextKey()),
+    },
+    {
+      name: 'md5 first word (node:crypto)',
+      kind: 'baseline',
+      batch: BATCH,
+      fn: () => createHash('md5').update(nextKey()).digest().readUInt32LE(0),
+    },
+    {
+      name: 'murmur3 (keel, byte key)',
+      kind: 'keel',
+      batch: BATCH,
+      compareTo: ['murmurhash3js-revisited (byte key)', 'xxh32 (xxhash-wasm, byte key)'],
+      fn: () => murmur3(nextBytes()),
+    },
+    {
+      name: 'murmurhash3js-revisited (byte key)',
+      kind: 'peer',
+      batch: BATCH,
+      fn: () => murmurReference.x86.hash32(nextBytes()),
+    },
+    {
+      name: 'xxh32 (xxhash-wasm, byte key)',
+      kind: 'baseline',
+      batch: BATCH,
+      fn: () => xxh32.bytes(nextBytes()),
+    },
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reports
+
+/** Heap bytes allocated per call, over 100 000 calls between two GCs (0 = allocation-free). */
+function allocationReport(): BenchReport {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const nodes = ids(100).map((id) => ({ id }));
+  const ring = new HashRing({ nodes });
+  const keys = KEYS.slice(0, 1000);
+  const unicode = keys.map((key) => `ключ-${key}`);
+  const encoder = new TextEncoder();
+  const byteKeys = keys.map((key) => encoder.encode(key));
+  const measure = (fn: (i: number) => unknown): number => {
+    const calls = 100_000;
+    for (let i = 0; i < 10_000; i++) fn(i % 1000); // warm up, so compilation is not counted
+    gc?.();
+    const before = getHeapStatistics().used_heap_size;
+    for (let i = 0; i < calls; i++) fn(i % 1000);
+    const after = getHeapStatistics().used_heap_size;
+    return Math.max(0, (after - before) / calls);
+  };
+  return {
+    title: 'heap bytes allocated per call (100 000 calls, N=100; 0 = no allocation)',
+    rows: [
+      {
+        call: 'HashRing.get (ASCII string key)',
+        'bytes/call': measure((i) => ring.get(keys[i] as string)),
+      },
+      {
+        call: 'HashRing.get (non-ASCII string key)',
+        'bytes/call': measure((i) => ring.get(unicode[i] as string)),
+      },
+      {
+        call: 'HashRing.get (Uint8Array key)',
+        'bytes/call': measure((i) => ring.get(byteKeys[i] as Uint8Array)),
+      },
+      {
+        call: 'HashRing.getN(key, 3) (returns a new array)',
+        'bytes/call': measure((i) => ring.getN(keys[i] as string, 3)),
+      },
+    ],
+  };
+}
 
 function heapBytes(): number {
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -323,6 +433,7 @@ export const suite = defineSuite({
   description:
     'HashRing vs npm hashring and consistent-hash (160 points/node each), unique 10–20 char keys',
   tasks: [
+    ...(await hashTasks()),
     ...lookupTasks(10),
     ...lookupTasks(100),
     ...lookupTasks(1000),
@@ -331,6 +442,7 @@ export const suite = defineSuite({
     ...changeTasks(1000),
   ],
   reports: () => [
+    allocationReport(),
     memoryReport(),
     balanceReport(quick ? 20_000 : 200_000),
     movementReport(quick ? 20_000 : 100_000),

@@ -151,7 +151,9 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
     }
     const batch = batchOf.get(task.name) ?? 1;
     measured.set(task.name, {
-      ops: result.throughput.mean * batch,
+      // Calls per second of measured time (1 / mean latency). tinybench's throughput.mean
+      // averages per-sample rates, which over-weights fast outliers and flatters noisy tasks.
+      ops: (1000 / result.period) * batch,
       meanNs: (result.latency.mean * 1e6) / batch,
       p99Ns: (result.latency.p99 * 1e6) / batch,
       samples: result.latency.samplesCount,

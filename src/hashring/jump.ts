@@ -8,7 +8,7 @@
  */
 import { InvalidOptionError, resolveOptions, type OptionRule } from '../core/index.js';
 import { DuplicateNodeError } from './errors.js';
-import { murmur3, murmur3String } from './murmur3.js';
+import { murmur3Int, murmur3StringInt } from './murmur3.js';
 import { checkCount, checkKey, compareIds, resolveNode, resolveNodes } from './nodes.js';
 import type { Key, KeyRouter, NodeSpec, RingNode } from './types.js';
 
@@ -35,8 +35,10 @@ const MIX2_LO = 0x133111eb;
 
 /**
  * Results of the 64-bit helpers below. JavaScript has no unsigned 64-bit integer short of
- * BigInt, which allocates; the arithmetic is done on 32-bit halves held in doubles and the two
- * result words are passed back through these module variables, so a lookup allocates nothing.
+ * BigInt, which allocates; the arithmetic is done on 32-bit halves and the two result words
+ * are passed back through these module variables, so a lookup allocates nothing. They hold
+ * the words as signed int32 (read them with `>>> 0`): a module variable holding an unsigned
+ * value above 2³¹ is a boxed heap number, allocated on every store.
  */
 let outHi = 0;
 let outLo = 0;
@@ -54,9 +56,9 @@ function mul64(aHi: number, aLo: number, bHi: number, bLo: number): void {
   const p10 = a1 * b0;
   const carry = ((p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff)) >>> 16;
   const high = a1 * b1 + (p01 >>> 16) + (p10 >>> 16) + carry;
-  outLo = Math.imul(aLo, bLo) >>> 0;
+  outLo = Math.imul(aLo, bLo);
   // The cross terms only reach the high word, and only modulo 2³² (aHi × bHi vanishes mod 2⁶⁴).
-  outHi = (high + Math.imul(aHi, bLo) + Math.imul(aLo, bHi)) >>> 0;
+  outHi = (high + Math.imul(aHi, bLo) + Math.imul(aLo, bHi)) | 0;
 }
 
 /**
@@ -72,13 +74,16 @@ function mul64(aHi: number, aLo: number, bHi: number, bLo: number): void {
  * @internal
  */
 export function jumpConsistentHash(hi: number, lo: number, buckets: number): number {
+  // Callers may pass the words as int32 (see outHi/outLo); work on them unsigned.
+  hi >>>= 0;
+  lo >>>= 0;
   let b = -1;
   let j = 0;
   while (j < buckets) {
     b = j;
     mul64(hi, lo, LCG_HI, LCG_LO);
-    lo = (outLo + 1) >>> 0;
-    hi = lo === 0 ? (outHi + 1) >>> 0 : outHi;
+    lo = ((outLo >>> 0) + 1) >>> 0;
+    hi = lo === 0 ? ((outHi >>> 0) + 1) >>> 0 : outHi >>> 0;
     // key >> 33 of the 64-bit key is the top 31 bits of its high word.
     j = Math.floor((b + 1) * (TWO_31 / ((hi >>> 1) + 1)));
   }
@@ -93,15 +98,15 @@ function splitMix64(hi: number, lo: number): void {
   lo = (lo ^ ((lo >>> 30) | (hi << 2))) >>> 0;
   hi = (hi ^ (hi >>> 30)) >>> 0;
   mul64(hi, lo, MIX1_HI, MIX1_LO);
-  hi = outHi;
-  lo = outLo;
+  hi = outHi >>> 0;
+  lo = outLo >>> 0;
   lo = (lo ^ ((lo >>> 27) | (hi << 5))) >>> 0;
   hi = (hi ^ (hi >>> 27)) >>> 0;
   mul64(hi, lo, MIX2_HI, MIX2_LO);
-  hi = outHi;
-  lo = outLo;
-  outLo = (lo ^ ((lo >>> 31) | (hi << 1))) >>> 0;
-  outHi = (hi ^ (hi >>> 31)) >>> 0;
+  hi = outHi >>> 0;
+  lo = outLo >>> 0;
+  outLo = lo ^ ((lo >>> 31) | (hi << 1));
+  outHi = hi ^ (hi >>> 31);
 }
 
 /** Options of {@link JumpHash}. */
@@ -246,7 +251,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
       stateLo >>>= 0;
       stateHi = (stateHi + GAMMA_HI + carry) >>> 0;
       splitMix64(stateHi, stateLo);
-      const b = jumpConsistentHash(outHi, outLo, size);
+      const b = jumpConsistentHash(outHi >>> 0, outLo >>> 0, size);
       if (marks[b] !== epoch) {
         marks[b] = epoch;
         out.push(this.#buckets[b] as RingNode<T>);
@@ -366,10 +371,12 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
   }
 }
 
+/** High word of the key's 64-bit hash, as int32 (unboxed; see outHi/outLo). */
 function hashHi(key: Key): number {
-  return typeof key === 'string' ? murmur3String(key, SEED_HI) : murmur3(key, SEED_HI);
+  return typeof key === 'string' ? murmur3StringInt(key, SEED_HI) : murmur3Int(key, SEED_HI);
 }
 
+/** Low word of the key's 64-bit hash, as int32. */
 function hashLo(key: Key): number {
-  return typeof key === 'string' ? murmur3String(key, SEED_LO) : murmur3(key, SEED_LO);
+  return typeof key === 'string' ? murmur3StringInt(key, SEED_LO) : murmur3Int(key, SEED_LO);
 }

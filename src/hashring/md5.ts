@@ -8,6 +8,7 @@
  * @internal
  * @packageDocumentation
  */
+import { encodeUtf8Into } from './utf8.js';
 
 // K[i] = floor(|sin(i + 1)| × 2³²), RFC 1321 section 3.4.
 const K = new Int32Array(64);
@@ -21,7 +22,6 @@ const S = new Uint8Array([
 ]);
 
 const words = new Int32Array(16);
-const encoder = new TextEncoder();
 let scratch = new Uint8Array(256);
 
 /** The four little-endian 32-bit words of an MD5 digest, as unsigned integers. */
@@ -109,6 +109,5 @@ export function md5Into(
 /** MD5 of the UTF-8 bytes of `text` into `out` (no allocation once the scratch buffer fits). */
 export function md5StringInto(text: string, out: Md5Words): Md5Words {
   if (scratch.length < text.length * 3) scratch = new Uint8Array(text.length * 3);
-  const { written } = encoder.encodeInto(text, scratch);
-  return md5Into(scratch, 0, written, out);
+  return md5Into(scratch, 0, encodeUtf8Into(text, scratch), out);
 }

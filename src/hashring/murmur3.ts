@@ -5,12 +5,13 @@
  * tests check.
  *
  * Strings are hashed as their UTF-8 bytes. ASCII strings (the common case for keys) are read
- * straight from their char codes, without encoding or allocating; other strings are encoded
- * into a reused scratch buffer.
+ * straight from their char codes; other strings are encoded into a reused scratch buffer.
+ * Neither allocates.
  *
  * @packageDocumentation
  */
 import type { KeyHasher } from './types.js';
+import { encodeUtf8Into } from './utf8.js';
 
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
@@ -37,22 +38,23 @@ export function fmix32(h: number): number {
   return h >>> 0;
 }
 
+/**
+ * The finaliser as a signed 32-bit integer. Internal hashes stay int32 until the caller needs
+ * the unsigned value: V8 keeps an int32 in a register (a "small integer"), while an unsigned
+ * value above 2³¹ returned from a function that is not inlined is boxed as a heap number — an
+ * allocation per lookup.
+ */
 function finish(h: number, length: number): number {
-  return fmix32(h ^ length);
+  h ^= length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }
 
-/**
- * MurmurHash3 x86_32 of `bytes` (bytes `offset` … `offset + length − 1`).
- *
- * @example
- * ```ts
- * import { murmur3 } from 'keel/hashring';
- *
- * const h = murmur3(new TextEncoder().encode('order:42'));
- * console.log(h >>> 0 === h); // true: an unsigned 32-bit integer
- * ```
- */
-export function murmur3(
+/** MurmurHash3 x86_32 as a signed int32 (see `finish`). @internal */
+export function murmur3Int(
   bytes: Uint8Array,
   seed = 0,
   offset = 0,
@@ -79,6 +81,26 @@ export function murmur3(
   return finish(h, length);
 }
 
+/**
+ * MurmurHash3 x86_32 of `bytes` (bytes `offset` … `offset + length − 1`).
+ *
+ * @example
+ * ```ts
+ * import { murmur3 } from 'keel/hashring';
+ *
+ * const h = murmur3(new TextEncoder().encode('order:42'));
+ * console.log(h >>> 0 === h); // true: an unsigned 32-bit integer
+ * ```
+ */
+export function murmur3(
+  bytes: Uint8Array,
+  seed = 0,
+  offset = 0,
+  length = bytes.length - offset,
+): number {
+  return murmur3Int(bytes, seed, offset, length) >>> 0;
+}
+
 const encoder = new TextEncoder();
 let scratch = new Uint8Array(256);
 
@@ -86,21 +108,11 @@ let scratch = new Uint8Array(256);
 function encodeScratch(key: string): number {
   // UTF-8 needs at most 3 bytes per UTF-16 code unit.
   if (scratch.length < key.length * 3) scratch = new Uint8Array(key.length * 3);
-  return encoder.encodeInto(key, scratch).written;
+  return encodeUtf8Into(key, scratch);
 }
 
-/**
- * MurmurHash3 x86_32 of the UTF-8 bytes of `key`, without allocating for ASCII keys.
- *
- * @example
- * ```ts
- * import { murmur3, murmur3String } from 'keel/hashring';
- *
- * const key = 'café';
- * console.log(murmur3String(key) === murmur3(new TextEncoder().encode(key))); // true
- * ```
- */
-export function murmur3String(key: string, seed = 0): number {
+/** MurmurHash3 x86_32 of a string's UTF-8 bytes as a signed int32. @internal */
+export function murmur3StringInt(key: string, seed = 0): number {
   const length = key.length;
   let h = seed | 0;
   const end = length & ~3;
@@ -124,9 +136,24 @@ export function murmur3String(key: string, seed = 0): number {
   return finish(h, length);
 }
 
+/**
+ * MurmurHash3 x86_32 of the UTF-8 bytes of `key`, without allocating for ASCII keys.
+ *
+ * @example
+ * ```ts
+ * import { murmur3, murmur3String } from 'keel/hashring';
+ *
+ * const key = 'café';
+ * console.log(murmur3String(key) === murmur3(new TextEncoder().encode(key))); // true
+ * ```
+ */
+export function murmur3String(key: string, seed = 0): number {
+  return murmur3StringInt(key, seed) >>> 0;
+}
+
 function murmur3Utf8(key: string, seed: number): number {
   const length = encodeScratch(key);
-  return murmur3(scratch, seed, 0, length);
+  return murmur3Int(scratch, seed, 0, length);
 }
 
 /** Keel's default key hasher: MurmurHash3 x86_32, seed 0. */

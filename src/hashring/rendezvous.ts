@@ -8,7 +8,7 @@
  * @packageDocumentation
  */
 import { resolveOptions, type OptionRule } from '../core/index.js';
-import { fmix32, murmur3, murmur3String } from './murmur3.js';
+import { fmix32, murmur3Int, murmur3String, murmur3StringInt } from './murmur3.js';
 import { SortedNodes, checkCount, checkKey, resolveNodes } from './nodes.js';
 import type { Key, KeyRouter, NodeSpec, RingNode } from './types.js';
 
@@ -42,8 +42,11 @@ function weightedScore(x: number, weight: number): number {
   return weight / -Math.log((x + 0.5) * TWO_NEG_32);
 }
 
+/** The key's murmur3 hash, unsigned. Computed as int32 and converted here, where it is inlined. */
 function keyHash(key: Key): number {
-  return typeof key === 'string' ? murmur3String(key, KEY_SEED) : murmur3(key, KEY_SEED);
+  return (
+    (typeof key === 'string' ? murmur3StringInt(key, KEY_SEED) : murmur3Int(key, KEY_SEED)) >>> 0
+  );
 }
 
 /** Options of {@link RendezvousHash}. */

