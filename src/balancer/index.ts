@@ -1,7 +1,34 @@
 /**
- * `keel/balancer` — not built yet (issue 4). The subpath exists so the package layout, exports map
- * and packaging checks are in place before the component lands; it currently exports nothing.
+ * `keel/balancer` — client-side load balancers that stay correct as endpoints come, go and
+ * fail: one {@link LoadBalancer} with a shared health layer (outlier ejection, panic
+ * threshold, slow start) and pluggable pick strategies.
  *
  * @packageDocumentation
  */
-export {};
+export {
+  LoadBalancer,
+  NoEndpointError,
+  DuplicateEndpointError,
+  NO_ENDPOINT,
+  DUPLICATE_ENDPOINT,
+} from './balancer.js';
+export type { LoadBalancerOptions, OutlierEjectionOptions, SlowStartOptions } from './balancer.js';
+export type { Strategy, PickContext } from './strategy.js';
+export type { EndpointState } from './state.js';
+export type {
+  Endpoint,
+  EndpointSpec,
+  EndpointStats,
+  HealthChange,
+  Lease,
+  Outcome,
+  PickOptions,
+} from './types.js';
+export { roundRobin } from './strategies/round-robin.js';
+export { random, weightedRandom } from './strategies/random.js';
+export { leastConnections } from './strategies/least-connections.js';
+export { leastRequest } from './strategies/least-request.js';
+export type { LeastRequestOptions } from './strategies/least-request.js';
+export { peakEwma } from './strategies/peak-ewma.js';
+export { consistentHash } from './strategies/consistent-hash.js';
+export type { ConsistentHashOptions } from './strategies/consistent-hash.js';

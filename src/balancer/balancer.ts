@@ -1,0 +1,649 @@
+/**
+ * The load balancer: an endpoint list that survives updates, a health layer shared by every
+ * strategy (outlier ejection, panic threshold, slow start), in-flight and latency tracking
+ * through leases, and a pluggable pick strategy.
+ *
+ * @packageDocumentation
+ */
+import {
+  EventChannel,
+  InvalidOptionError,
+  KeelError,
+  guardedOption,
+  integerOption,
+  isClock,
+  nestedOption,
+  numberOption,
+  resolveOptions,
+  systemClock,
+  type Clock,
+  type Subscription,
+} from '../core/index.js';
+import { EndpointState } from './state.js';
+import type { PickContext, Strategy } from './strategy.js';
+import type {
+  Endpoint,
+  EndpointSpec,
+  EndpointStats,
+  HealthChange,
+  Lease,
+  Outcome,
+  PickOptions,
+} from './types.js';
+
+/** Outlier-ejection settings (passive health checking, as Envoy's outlier detection). */
+export interface OutlierEjectionOptions {
+  /** Consecutive failures that eject an endpoint; 0 turns ejection off. @defaultValue 5 */
+  readonly consecutiveFailures?: number;
+  /** First ejection length; the n-th ejection lasts n times this (capped). @defaultValue 30000 */
+  readonly baseEjectionMs?: number;
+  /** Longest ejection. @defaultValue 300000 */
+  readonly maxEjectionMs?: number;
+  /**
+   * Most endpoints ejected at once, as a percentage of all (rounded down): with the default 50
+   * and 3 endpoints, at most one is ejected. @defaultValue 50
+   */
+  readonly maxEjectionPercent?: number;
+}
+
+/** Slow-start settings: a new or returning endpoint's weight ramps up over a window. */
+export interface SlowStartOptions {
+  /** Length of the ramp; 0 turns slow start off. @defaultValue 0 */
+  readonly windowMs?: number;
+  /** Weight at the start of the ramp, as a percentage of the full weight. @defaultValue 10 */
+  readonly minWeightPercent?: number;
+  /**
+   * Shape of the ramp: the weight factor is `progress^(1/aggression)`; 1 is linear, larger
+   * values ramp faster at first (Envoy's `aggression`). @defaultValue 1
+   */
+  readonly aggression?: number;
+}
+
+/** Options of {@link LoadBalancer}. */
+export interface LoadBalancerOptions<T = unknown> {
+  /** The pick algorithm, e.g. `roundRobin()` or `leastRequest()`. */
+  readonly strategy: Strategy<T>;
+  /** Initial endpoints. @defaultValue none */
+  readonly endpoints?: Iterable<EndpointSpec<T>>;
+  /** Passive outlier ejection. */
+  readonly outlierEjection?: OutlierEjectionOptions;
+  /**
+   * When fewer than this percentage of endpoints are usable (not ejected), balance over all
+   * of them anyway — better to spread load over sick endpoints than crush the few healthy
+   * ones (Envoy's panic threshold). 0 turns panic mode off. @defaultValue 50
+   */
+  readonly panicThresholdPercent?: number;
+  /** Slow start for new and returning endpoints. */
+  readonly slowStart?: SlowStartOptions;
+  /**
+   * A lease not finished within this time is expired and counted as a failure, so a caller
+   * that forgets `done()` cannot pin an in-flight count forever. @defaultValue 60000
+   */
+  readonly leaseTimeoutMs?: number;
+  /**
+   * Decay time of the latency EWMA used by latency-aware strategies (Finagle's `decayTime`).
+   * @defaultValue 10000
+   */
+  readonly latencyDecayMs?: number;
+  /** Clock for every time-based decision. @defaultValue `systemClock` */
+  readonly clock?: Clock;
+  /** Random numbers in [0, 1). @defaultValue `Math.random` */
+  readonly random?: () => number;
+}
+
+const OWNER = 'LoadBalancer';
+
+const isStrategy = (value: unknown): value is Strategy =>
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as Strategy).pick === 'function' &&
+  typeof (value as Strategy).reset === 'function' &&
+  typeof (value as Strategy).name === 'string';
+
+const isRandom = (value: unknown): value is () => number => typeof value === 'function';
+
+const spec = {
+  strategy: guardedOption(isStrategy, 'a strategy such as roundRobin()', { required: true }),
+  outlierEjection: nestedOption({
+    consecutiveFailures: integerOption({ min: 0, max: 1_000_000, default: 5 }),
+    baseEjectionMs: numberOption({ min: 1, max: 86_400_000, default: 30_000 }),
+    maxEjectionMs: numberOption({ min: 1, max: 86_400_000, default: 300_000 }),
+    maxEjectionPercent: numberOption({ min: 0, max: 100, default: 50 }),
+  }),
+  panicThresholdPercent: numberOption({ min: 0, max: 100, default: 50 }),
+  slowStart: nestedOption({
+    windowMs: numberOption({ min: 0, max: 86_400_000, default: 0 }),
+    minWeightPercent: numberOption({ min: 0, minExclusive: true, max: 100, default: 10 }),
+    aggression: numberOption({ min: 0, minExclusive: true, max: 100, default: 1 }),
+  }),
+  leaseTimeoutMs: numberOption({ min: 1, max: 86_400_000, default: 60_000 }),
+  latencyDecayMs: numberOption({ min: 1, max: 86_400_000, default: 10_000 }),
+  clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+    default: Math.random,
+  }),
+};
+
+/** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */
+const SLOW_START_STEPS = 32;
+
+/** Error code of {@link NoEndpointError}. */
+export const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';
+
+/** Thrown by {@link LoadBalancer.acquireOrThrow} when there is no endpoint to pick. */
+export class NoEndpointError extends KeelError {
+  override readonly name: string = 'NoEndpointError';
+  declare readonly code: typeof NO_ENDPOINT;
+  constructor(strategy: string, size: number) {
+    super(
+      NO_ENDPOINT,
+      size === 0
+        ? `no endpoint to pick (${strategy}): the endpoint list is empty`
+        : `no endpoint to pick (${strategy}): every endpoint is excluded`,
+    );
+  }
+}
+
+/** One acquired call: a single small object per `acquire()`. */
+class LeaseRecord<T> implements Lease<T> {
+  readonly endpoint: Endpoint<T>;
+  readonly state: EndpointState<T>;
+  readonly startedAt: number;
+  finished = false;
+  readonly #finish: (record: LeaseRecord<T>, outcome: Outcome) => void;
+
+  constructor(
+    state: EndpointState<T>,
+    startedAt: number,
+    finish: (record: LeaseRecord<T>, outcome: Outcome) => void,
+  ) {
+    this.endpoint = state.endpoint;
+    this.state = state;
+    this.startedAt = startedAt;
+    this.#finish = finish;
+  }
+
+  done(outcome: Outcome): void {
+    this.#finish(this, outcome);
+  }
+}
+
+/**
+ * A client-side load balancer over a changing list of endpoints.
+ *
+ * - `pick()` returns an endpoint (or `undefined` when there is none) without allocating.
+ * - `acquire()` also counts the call in flight and returns a {@link Lease}; its `done()`
+ *   reports success and latency, which load-aware strategies and outlier ejection use.
+ * - `update(endpoints)` replaces the list but keeps the state of endpoints that stay, so
+ *   rotations, counters and latency estimates survive (no restart at the first endpoint).
+ *
+ * @example
+ * ```ts
+ * import { LoadBalancer, leastRequest } from 'keel/balancer';
+ *
+ * const balancer = new LoadBalancer({
+ *   strategy: leastRequest(),
+ *   endpoints: [
+ *     { id: 'orders-1', data: 'http://10.0.0.1:8080' },
+ *     { id: 'orders-2', data: 'http://10.0.0.2:8080' },
+ *   ],
+ *   outlierEjection: { consecutiveFailures: 5, baseEjectionMs: 30_000 },
+ * });
+ *
+ * const lease = balancer.acquire();
+ * if (lease) {
+ *   const started = performance.now();
+ *   try {
+ *     // await fetch(lease.endpoint.data + '/orders', …)
+ *     lease.done({ ok: true, latencyMs: performance.now() - started });
+ *   } catch {
+ *     lease.done({ ok: false });
+ *   }
+ * }
+ * ```
+ */
+export class LoadBalancer<T = unknown> {
+  readonly #strategy: Strategy<T>;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #ejection: {
+    readonly consecutiveFailures: number;
+    readonly baseEjectionMs: number;
+    readonly maxEjectionMs: number;
+    readonly maxEjectionPercent: number;
+  };
+  readonly #panicThreshold: number;
+  readonly #slowStart: {
+    readonly windowMs: number;
+    readonly minWeightPercent: number;
+    readonly aggression: number;
+  };
+  readonly #leaseTimeoutMs: number;
+  readonly #decayMs: number;
+
+  #states: EndpointState<T>[] = [];
+  readonly #byId = new Map<string, EndpointState<T>>();
+  #version = 0;
+  #ejectedCount = 0;
+  #panic = false;
+  /** Earliest clock time at which something time-based changes (an ejection ends, a ramp steps). */
+  #nextChange = Infinity;
+  /** Leases in start order, for expiry; `#leaseHead` is the first live index. */
+  #leases: (LeaseRecord<T> | undefined)[] = [];
+  #leaseHead = 0;
+  #exclude: ReadonlySet<string> | undefined;
+  readonly #healthChanged = new EventChannel<HealthChange>();
+  readonly #finishBound = (record: LeaseRecord<T>, outcome: Outcome): void => {
+    this.#finish(record, outcome);
+  };
+  /** The one pick context, mutated before each pick (never reallocated). */
+  readonly #context: { -readonly [K in keyof PickContext<T>]: PickContext<T>[K] };
+
+  constructor(options: LoadBalancerOptions<T>) {
+    const input: unknown = options;
+    const isObject = typeof input === 'object' && input !== null;
+    const { endpoints, ...rest } = (isObject ? input : {}) as LoadBalancerOptions<T>;
+    const resolved = resolveOptions(OWNER, isObject ? rest : input, spec);
+    this.#strategy = resolved.strategy as Strategy<T>;
+    this.#clock = resolved.clock;
+    this.#random = resolved.random;
+    this.#ejection = resolved.outlierEjection;
+    if (this.#ejection.maxEjectionMs < this.#ejection.baseEjectionMs) {
+      throw new InvalidOptionError(
+        OWNER,
+        'outlierEjection.maxEjectionMs',
+        `a number >= outlierEjection.baseEjectionMs (${this.#ejection.baseEjectionMs})`,
+        this.#ejection.maxEjectionMs,
+      );
+    }
+    this.#panicThreshold = resolved.panicThresholdPercent;
+    this.#slowStart = resolved.slowStart;
+    this.#leaseTimeoutMs = resolved.leaseTimeoutMs;
+    this.#decayMs = resolved.latencyDecayMs;
+    const exclude = (): ReadonlySet<string> | undefined => this.#exclude;
+    this.#context = {
+      now: 0,
+      version: 0,
+      key: undefined,
+      random: this.#random,
+      usable: (state) => {
+        const excluded = exclude();
+        if (excluded !== undefined && excluded.has(state.endpoint.id)) return false;
+        return this.#panic || state.ejectedUntil === 0;
+      },
+      weightOf: (state) => this.#weightOf(state),
+      latencyOf: (state) =>
+        state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#context.now),
+    };
+    this.update(endpoints ?? []);
+  }
+
+  /** The strategy's name, e.g. `round-robin`. */
+  get strategy(): string {
+    return this.#strategy.name;
+  }
+
+  /** Number of endpoints (ejected ones included). */
+  get size(): number {
+    return this.#states.length;
+  }
+
+  /** Whether panic mode is on: too few usable endpoints, so ejections are ignored. */
+  get panicking(): boolean {
+    this.#tick(this.#clock.now());
+    return this.#panic;
+  }
+
+  /** The current endpoints, in the order last given to `update`. */
+  endpoints(): Endpoint<T>[] {
+    return this.#states.map((state) => state.endpoint);
+  }
+
+  /**
+   * Replaces the endpoint list. Endpoints that stay keep their state (in-flight counts, latency,
+   * ejection, rotation position); new ones start fresh (and slow-start, when configured);
+   * removed ones are dropped and never handed out again. A lease on a removed endpoint can still
+   * be finished; it just no longer counts anywhere.
+   */
+  update(endpoints: Iterable<EndpointSpec<T>>): void {
+    const now = this.#clock.now();
+    const next: EndpointState<T>[] = [];
+    const seen = new Set<string>();
+    let i = 0;
+    const input: unknown = endpoints;
+    if (typeof input !== 'object' || input === null || !(Symbol.iterator in input)) {
+      throw new InvalidOptionError(OWNER, 'endpoints', 'an iterable of endpoints', input);
+    }
+    for (const spec of endpoints) {
+      const endpoint = resolveEndpoint<T>(spec, `endpoints[${i}]`);
+      if (seen.has(endpoint.id)) throw new DuplicateEndpointError(endpoint.id);
+      seen.add(endpoint.id);
+      const existing = this.#byId.get(endpoint.id);
+      let state: EndpointState<T>;
+      if (existing === undefined) {
+        state = new EndpointState(endpoint, now);
+      } else {
+        state = existing;
+        if (!sameEndpoint(existing.endpoint, endpoint)) state.endpoint = endpoint;
+      }
+      state.index = next.length;
+      next.push(state);
+      i++;
+    }
+    this.#byId.clear();
+    this.#ejectedCount = 0;
+    for (const state of next) {
+      this.#byId.set(state.endpoint.id, state);
+      if (state.ejectedUntil !== 0) this.#ejectedCount++;
+    }
+    this.#states = next;
+    this.#strategy.reset(next);
+    this.#changed(now);
+  }
+
+  /**
+   * Picks an endpoint without tracking the call; `undefined` when there is none (an empty list,
+   * or every endpoint excluded). Never allocates.
+   */
+  pick(options?: PickOptions): Endpoint<T> | undefined {
+    return this.#pickState(options)?.endpoint;
+  }
+
+  /**
+   * Picks an endpoint and counts the call in flight until `lease.done()`; `undefined` when
+   * there is none. Use it with load-aware strategies and to feed outlier ejection.
+   */
+  acquire(options?: PickOptions): Lease<T> | undefined {
+    const state = this.#pickState(options);
+    if (state === undefined) return undefined;
+    state.inFlight++;
+    const record = new LeaseRecord(state, this.#context.now, this.#finishBound);
+    this.#leases.push(record);
+    return record;
+  }
+
+  /** Like {@link LoadBalancer.acquire}, but throws {@link NoEndpointError} instead of `undefined`. */
+  acquireOrThrow(options?: PickOptions): Lease<T> {
+    const lease = this.acquire(options);
+    if (lease === undefined) throw new NoEndpointError(this.#strategy.name, this.#states.length);
+    return lease;
+  }
+
+  /** Observable state of one endpoint, or `undefined` for an unknown id. */
+  stats(id: string): EndpointStats | undefined {
+    const state = this.#byId.get(id);
+    if (state === undefined) return undefined;
+    const now = this.#clock.now();
+    this.#tick(now);
+    return {
+      id,
+      weight: state.endpoint.weight,
+      effectiveWeight: this.#weightOf(state),
+      inFlight: state.inFlight,
+      latencyEwmaMs: this.latencyCost(state, now),
+      consecutiveFailures: state.consecutiveFailures,
+      ejectedUntil: state.ejectedUntil === 0 ? undefined : state.ejectedUntil,
+      timesEjected: state.timesEjected,
+      picks: state.picks,
+      successes: state.successes,
+      failures: state.failures,
+    };
+  }
+
+  /** Stats of every endpoint, in list order. */
+  allStats(): EndpointStats[] {
+    return this.#states.map((state) => this.stats(state.endpoint.id) as EndpointStats);
+  }
+
+  /** Subscribes to ejections and returns; the subscription is a disposable. */
+  onHealthChange(listener: (change: HealthChange) => void): Subscription {
+    return this.#healthChanged.subscribe(listener);
+  }
+
+  /**
+   * The latency estimate of an endpoint at time `now`: the peak-sensitive EWMA, decayed toward
+   * zero for the time since its last sample (Finagle's PeakEwma). Used by `peakEwma()`.
+   * @internal
+   */
+  latencyCost(state: EndpointState<T>, now: number): number {
+    if (state.ewmaAt < 0) return 0;
+    const elapsed = now - state.ewmaAt;
+    return elapsed <= 0 ? state.ewmaMs : state.ewmaMs * Math.exp(-elapsed / this.#decayMs);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #pickState(options: PickOptions | undefined): EndpointState<T> | undefined {
+    const now = this.#clock.now();
+    this.#tick(now);
+    const ctx = this.#context;
+    ctx.now = now;
+    ctx.version = this.#version;
+    ctx.key = options?.key;
+    this.#exclude = options?.exclude;
+    let state = this.#strategy.pick(ctx);
+    if (state === undefined && this.#exclude !== undefined) {
+      // Everything left was excluded: better a repeat than nothing.
+      this.#exclude = undefined;
+      ctx.version = ++this.#version;
+      state = this.#strategy.pick(ctx);
+    } else if (this.#exclude !== undefined) {
+      this.#exclude = undefined;
+    }
+    if (state !== undefined) state.picks++;
+    return state;
+  }
+
+  #weightOf(state: EndpointState<T>): number {
+    const weight = state.endpoint.weight;
+    const window = this.#slowStart.windowMs;
+    if (window === 0) return weight;
+    const progress = (this.#context.now - state.warmingSince) / window;
+    if (progress >= 1) return weight;
+    const step = Math.floor(Math.max(0, progress) * SLOW_START_STEPS) / SLOW_START_STEPS;
+    const min = this.#slowStart.minWeightPercent / 100;
+    const factor = Math.max(min, step ** (1 / this.#slowStart.aggression));
+    return weight * factor;
+  }
+
+  #finish(record: LeaseRecord<T>, outcome: Outcome): void {
+    if (record.finished) return;
+    const given: unknown = outcome;
+    if (typeof given !== 'object' || given === null || typeof (given as Outcome).ok !== 'boolean') {
+      throw new InvalidOptionError(
+        OWNER,
+        'outcome',
+        'an object { ok: boolean, latencyMs?: number }',
+        outcome,
+        'lease.done(outcome)',
+      );
+    }
+    const latency = outcome.latencyMs;
+    if (
+      latency !== undefined &&
+      (typeof latency !== 'number' || !Number.isFinite(latency) || latency < 0)
+    ) {
+      throw new InvalidOptionError(
+        OWNER,
+        'outcome.latencyMs',
+        'a finite number >= 0',
+        latency,
+        'lease.done(outcome)',
+      );
+    }
+    record.finished = true;
+    const now = this.#clock.now();
+    const state = record.state;
+    state.inFlight--;
+    if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
+    if (latency !== undefined) this.#observeLatency(state, latency, now);
+    this.#record(state, outcome.ok, now);
+  }
+
+  /** Peak-EWMA update (Finagle PeakEwma): jump up to a slower sample, decay toward faster ones. */
+  #observeLatency(state: EndpointState<T>, latencyMs: number, now: number): void {
+    if (state.ewmaAt < 0) {
+      state.ewmaMs = latencyMs;
+    } else {
+      const current = this.latencyCost(state, now);
+      if (latencyMs > current) {
+        state.ewmaMs = latencyMs;
+      } else {
+        const elapsed = Math.max(0, now - state.ewmaAt);
+        const w = Math.exp(-elapsed / this.#decayMs);
+        state.ewmaMs = current * w + latencyMs * (1 - w);
+      }
+    }
+    state.ewmaAt = now;
+  }
+
+  #record(state: EndpointState<T>, ok: boolean, now: number): void {
+    if (ok) {
+      state.successes++;
+      state.consecutiveFailures = 0;
+      return;
+    }
+    state.failures++;
+    state.consecutiveFailures++;
+    const limit = this.#ejection.consecutiveFailures;
+    if (limit > 0 && state.consecutiveFailures >= limit && state.ejectedUntil === 0)
+      this.#eject(state, now);
+  }
+
+  #eject(state: EndpointState<T>, now: number): void {
+    const max = Math.floor((this.#states.length * this.#ejection.maxEjectionPercent) / 100);
+    if (this.#ejectedCount + 1 > max) return; // would exceed the cap: keep it in rotation
+    state.timesEjected++;
+    const length = Math.min(
+      this.#ejection.baseEjectionMs * state.timesEjected,
+      this.#ejection.maxEjectionMs,
+    );
+    state.ejectedUntil = now + length;
+    state.consecutiveFailures = 0;
+    this.#ejectedCount++;
+    this.#changed(now);
+    if (this.#healthChanged.active)
+      this.#healthChanged.emit({
+        id: state.endpoint.id,
+        state: 'ejected',
+        until: state.ejectedUntil,
+      });
+  }
+
+  /** Applies everything time has changed since the last call: returns, ramp steps, expiries. */
+  #tick(now: number): void {
+    this.#context.now = now;
+    this.#expireLeases(now);
+    if (now < this.#nextChange) return;
+    for (const state of this.#states) {
+      if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
+        state.ejectedUntil = 0;
+        state.warmingSince = now;
+        this.#ejectedCount--;
+        if (this.#healthChanged.active)
+          this.#healthChanged.emit({ id: state.endpoint.id, state: 'returned' });
+      }
+    }
+    this.#changed(now);
+  }
+
+  /** Something about usability or weights changed: bump the version and recompute timers. */
+  #changed(now: number): void {
+    this.#version++;
+    const total = this.#states.length;
+    const usable = total - this.#ejectedCount;
+    this.#panic =
+      total > 0 && this.#panicThreshold > 0 && (usable * 100) / total < this.#panicThreshold;
+    let next = Infinity;
+    const window = this.#slowStart.windowMs;
+    for (const state of this.#states) {
+      if (state.ejectedUntil !== 0) next = Math.min(next, state.ejectedUntil);
+      if (window > 0) {
+        const progress = (now - state.warmingSince) / window;
+        if (progress < 1) {
+          // The next quantised step of this endpoint's ramp.
+          const nextStep =
+            (Math.floor(Math.max(0, progress) * SLOW_START_STEPS) + 1) / SLOW_START_STEPS;
+          next = Math.min(next, state.warmingSince + nextStep * window);
+        }
+      }
+    }
+    this.#nextChange = next;
+  }
+
+  #expireLeases(now: number): void {
+    const leases = this.#leases;
+    const cutoff = now - this.#leaseTimeoutMs;
+    let head = this.#leaseHead;
+    while (head < leases.length) {
+      const record = leases[head];
+      if (record !== undefined && !record.finished) {
+        if (record.startedAt > cutoff) break;
+        // Never finished: release its in-flight count and count it as a failure.
+        this.#finish(record, { ok: false });
+      }
+      leases[head] = undefined;
+      head++;
+    }
+    // Compact once the dead prefix dominates, so the queue stays proportional to live leases.
+    if (head > 1024 && head * 2 > leases.length) {
+      this.#leases = leases.slice(head);
+      head = 0;
+    }
+    this.#leaseHead = head;
+  }
+}
+
+/** Error code of {@link DuplicateEndpointError}. */
+export const DUPLICATE_ENDPOINT = 'KEEL_DUPLICATE_ENDPOINT';
+
+/** Two endpoints in one update share an id. */
+export class DuplicateEndpointError extends KeelError {
+  override readonly name: string = 'DuplicateEndpointError';
+  declare readonly code: typeof DUPLICATE_ENDPOINT;
+  readonly id: string;
+  constructor(id: string) {
+    super(
+      DUPLICATE_ENDPOINT,
+      `${OWNER}: endpoint id ${JSON.stringify(id)} appears twice; ids must be unique`,
+    );
+    this.id = id;
+  }
+}
+
+function resolveEndpoint<T>(spec: unknown, where: string): Endpoint<T> {
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+    throw new InvalidOptionError(
+      OWNER,
+      where,
+      'an endpoint object { id, weight?, zone?, data? }',
+      spec,
+    );
+  }
+  const { id, weight = 1, zone, data } = spec as EndpointSpec<T>;
+  if (typeof id !== 'string' || id === '')
+    throw new InvalidOptionError(OWNER, `${where}.id`, 'a non-empty string', id);
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
+    throw new InvalidOptionError(
+      OWNER,
+      `${where}.weight`,
+      'a finite number > 0',
+      weight,
+      `endpoint ${JSON.stringify(id)}`,
+    );
+  }
+  if (zone !== undefined && typeof zone !== 'string') {
+    throw new InvalidOptionError(
+      OWNER,
+      `${where}.zone`,
+      'a string',
+      zone,
+      `endpoint ${JSON.stringify(id)}`,
+    );
+  }
+  return Object.freeze({ id, weight, zone, data });
+}
+
+function sameEndpoint<T>(a: Endpoint<T>, b: Endpoint<T>): boolean {
+  return a.weight === b.weight && a.zone === b.zone && a.data === b.data;
+}

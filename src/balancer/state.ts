@@ -1,0 +1,43 @@
+/**
+ * Per-endpoint state kept by a balancer across `update()` calls: the object for an id that
+ * stays in the list is the same object before and after, so counters, EWMA and rotation
+ * survive membership changes (the gRPC-java bug that reset rotations put 3–4× load on the
+ * first endpoints after every update).
+ *
+ * @internal
+ * @packageDocumentation
+ */
+import type { Endpoint } from './types.js';
+
+/** Mutable state of one endpoint. Strategies read it; only the balancer writes most fields. */
+export class EndpointState<T = unknown> {
+  /** The resolved endpoint (replaced when its weight, zone or data change in an update). */
+  endpoint: Endpoint<T>;
+  /** Position in the current list, 0 … n−1 (caller order); strategies index arrays with it. */
+  index = 0;
+  /** Calls started and not yet finished (or expired). */
+  inFlight = 0;
+  /** Peak-EWMA latency estimate (ms) and the clock time of its last update (-1: no sample). */
+  ewmaMs = 0;
+  ewmaAt = -1;
+  consecutiveFailures = 0;
+  /** Clock ms until which the endpoint is ejected; 0 when it is not ejected. */
+  ejectedUntil = 0;
+  timesEjected = 0;
+  /** Clock ms from which slow start ramps this endpoint up (added, or back from ejection). */
+  warmingSince: number;
+  picks = 0;
+  successes = 0;
+  failures = 0;
+  /** Smooth weighted round-robin's `current` weight (nginx `peer->current_weight`). */
+  current = 0;
+
+  constructor(endpoint: Endpoint<T>, now: number) {
+    this.endpoint = endpoint;
+    this.warmingSince = now;
+  }
+
+  get id(): string {
+    return this.endpoint.id;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Public types of `keel/balancer`.
+ *
+ * @packageDocumentation
+ */
+
+/** An endpoint as the caller describes it (a service instance). */
+export interface EndpointSpec<T = unknown> {
+  /** Unique, non-empty id (e.g. `host:port` or an instance id). */
+  readonly id: string;
+  /** Relative capacity: a finite number > 0. @defaultValue 1 */
+  readonly weight?: number | undefined;
+  /** Failure domain, carried for callers and zone-aware strategies. */
+  readonly zone?: string | undefined;
+  /** Anything the caller wants back with the endpoint: an address, a client. Never inspected. */
+  readonly data?: T | undefined;
+}
+
+/** An endpoint as the balancer hands it back: resolved and frozen. */
+export interface Endpoint<T = unknown> {
+  readonly id: string;
+  readonly weight: number;
+  readonly zone: string | undefined;
+  readonly data: T | undefined;
+}
+
+/** How a call went, reported through {@link Lease.done}. */
+export interface Outcome {
+  /** Whether the call succeeded. Failures feed outlier ejection. */
+  readonly ok: boolean;
+  /** How long the call took, in milliseconds; feeds latency-aware strategies. */
+  readonly latencyMs?: number | undefined;
+}
+
+/**
+ * One call in flight on an endpoint, from {@link Balancer.acquire}. Call `done()` exactly once
+ * when the call ends (later calls are ignored). A lease that is never finished is expired
+ * after `leaseTimeoutMs` and counted as a failure, so a forgotten lease cannot hold an in-flight
+ * count forever.
+ */
+export interface Lease<T = unknown> {
+  readonly endpoint: Endpoint<T>;
+  /** Reports the outcome and releases the in-flight count. Idempotent. */
+  done(outcome: Outcome): void;
+}
+
+/** Options of a single pick. */
+export interface PickOptions {
+  /** Request key for sticky strategies (consistent hashing). Ignored by the others. */
+  readonly key?: string | Uint8Array | undefined;
+  /**
+   * Ids to avoid, e.g. the endpoints a retry already tried. Honoured when another usable
+   * endpoint exists; otherwise ignored rather than returning nothing.
+   */
+  readonly exclude?: ReadonlySet<string> | undefined;
+}
+
+/** Observable state of one endpoint, for metrics and debugging. */
+export interface EndpointStats {
+  readonly id: string;
+  readonly weight: number;
+  /** Weight after slow start: what the strategy uses now. */
+  readonly effectiveWeight: number;
+  readonly inFlight: number;
+  /** Peak-EWMA latency estimate in ms (0 before the first sample). */
+  readonly latencyEwmaMs: number;
+  readonly consecutiveFailures: number;
+  /** Clock time (ms) until which the endpoint is ejected, or `undefined` when it is not. */
+  readonly ejectedUntil: number | undefined;
+  readonly timesEjected: number;
+  readonly picks: number;
+  readonly successes: number;
+  readonly failures: number;
+}
+
+/** A change of an endpoint's health, from `onHealthChange`. */
+export interface HealthChange {
+  readonly id: string;
+  readonly state: 'ejected' | 'returned';
+  /** For `ejected`: when it may return (clock ms). */
+  readonly until?: number;
+}
