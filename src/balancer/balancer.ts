@@ -87,8 +87,13 @@ export interface LoadBalancerOptions<T = unknown> {
   readonly latencyDecayMs?: number;
   /** Clock for every time-based decision. @defaultValue `systemClock` */
   readonly clock?: Clock;
-  /** Random numbers in [0, 1). @defaultValue `Math.random` */
-  readonly random?: () => number;
+  /**
+   * Random numbers in [0, 1), for deterministic tests or a seeded simulation. By default the
+   * balancer uses its own xorshift generator (seeded from `Math.random`), whose integer draws
+   * never allocate; an injected function returning fractions may cost a heap number per draw.
+   * @defaultValue an internal xorshift32 generator
+   */
+  readonly random?: (() => number) | undefined;
 }
 
 const OWNER = 'LoadBalancer';
@@ -119,9 +124,7 @@ const spec = {
   leaseTimeoutMs: numberOption({ min: 1, max: 86_400_000, default: 60_000 }),
   latencyDecayMs: numberOption({ min: 1, max: 86_400_000, default: 10_000 }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
-  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
-    default: Math.random,
-  }),
+  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', { optional: true }),
 };
 
 /** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */
@@ -205,7 +208,10 @@ class LeaseRecord<T> implements Lease<T> {
 export class LoadBalancer<T = unknown> {
   readonly #strategy: Strategy<T>;
   readonly #clock: Clock;
-  readonly #random: () => number;
+  /** The injected RNG, or undefined to use the internal xorshift32 state below. */
+  readonly #random: (() => number) | undefined;
+  /** xorshift32 state (Marsaglia, "Xorshift RNGs", 2003); never 0. */
+  #rng: number;
   readonly #ejection: {
     readonly consecutiveFailures: number;
     readonly baseEjectionMs: number;
@@ -224,6 +230,8 @@ export class LoadBalancer<T = unknown> {
   #states: EndpointState<T>[] = [];
   readonly #byId = new Map<string, EndpointState<T>>();
   #version = 0;
+  /** Clock reading cached for the current operation (NaN: not read yet). */
+  #nowCache = Number.NaN;
   #ejectedCount = 0;
   #panic = false;
   /** Earliest clock time at which something time-based changes (an ejection ends, a ramp steps). */
@@ -247,6 +255,7 @@ export class LoadBalancer<T = unknown> {
     this.#strategy = resolved.strategy as Strategy<T>;
     this.#clock = resolved.clock;
     this.#random = resolved.random;
+    this.#rng = Math.floor(Math.random() * 0x7fffffff) | 1;
     this.#ejection = resolved.outlierEjection;
     if (this.#ejection.maxEjectionMs < this.#ejection.baseEjectionMs) {
       throw new InvalidOptionError(
@@ -260,20 +269,15 @@ export class LoadBalancer<T = unknown> {
     this.#slowStart = resolved.slowStart;
     this.#leaseTimeoutMs = resolved.leaseTimeoutMs;
     this.#decayMs = resolved.latencyDecayMs;
-    const exclude = (): ReadonlySet<string> | undefined => this.#exclude;
     this.#context = {
-      now: 0,
       version: 0,
       key: undefined,
-      random: this.#random,
-      usable: (state) => {
-        const excluded = exclude();
-        if (excluded !== undefined && excluded.has(state.endpoint.id)) return false;
-        return this.#panic || state.ejectedUntil === 0;
-      },
-      weightOf: (state) => this.#weightOf(state),
-      latencyOf: (state) =>
-        state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#context.now),
+      random: () => this.#randomFraction(),
+      randomIndex: (n) => this.#randomIndex(n),
+      usable: (state) =>
+        state.available && (this.#exclude === undefined || !this.#exclude.has(state.endpoint.id)),
+      weightOf: (state) => state.effectiveWeight,
+      latencyOf: (state) => (state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#now())),
     };
     this.update(endpoints ?? []);
   }
@@ -346,6 +350,7 @@ export class LoadBalancer<T = unknown> {
    * or every endpoint excluded). Never allocates.
    */
   pick(options?: PickOptions): Endpoint<T> | undefined {
+    this.#nowCache = Number.NaN;
     return this.#pickState(options)?.endpoint;
   }
 
@@ -354,10 +359,12 @@ export class LoadBalancer<T = unknown> {
    * there is none. Use it with load-aware strategies and to feed outlier ejection.
    */
   acquire(options?: PickOptions): Lease<T> | undefined {
+    this.#nowCache = Number.NaN;
+    this.#expireLeases(this.#now());
     const state = this.#pickState(options);
     if (state === undefined) return undefined;
     state.inFlight++;
-    const record = new LeaseRecord(state, this.#context.now, this.#finishBound);
+    const record = new LeaseRecord(state, this.#now(), this.#finishBound);
     this.#leases.push(record);
     return record;
   }
@@ -378,7 +385,7 @@ export class LoadBalancer<T = unknown> {
     return {
       id,
       weight: state.endpoint.weight,
-      effectiveWeight: this.#weightOf(state),
+      effectiveWeight: state.effectiveWeight,
       inFlight: state.inFlight,
       latencyEwmaMs: this.latencyCost(state, now),
       consecutiveFailures: state.consecutiveFailures,
@@ -414,10 +421,11 @@ export class LoadBalancer<T = unknown> {
   // -------------------------------------------------------------------------------------------
 
   #pickState(options: PickOptions | undefined): EndpointState<T> | undefined {
-    const now = this.#clock.now();
-    this.#tick(now);
+    // The clock is read only when something time-based is pending (an ejection or a ramp to
+    // end) or a strategy asks: a plain pick reads none. Forgotten leases are expired by
+    // acquire(), where the clock is read anyway. Callers reset #nowCache first.
+    if (this.#nextChange !== Infinity) this.#tick(this.#now());
     const ctx = this.#context;
-    ctx.now = now;
     ctx.version = this.#version;
     ctx.key = options?.key;
     this.#exclude = options?.exclude;
@@ -434,11 +442,39 @@ export class LoadBalancer<T = unknown> {
     return state;
   }
 
-  #weightOf(state: EndpointState<T>): number {
+  /** Next 31 random bits as a non-negative integer (a small integer: never boxed). */
+  #next31(): number {
+    let x = this.#rng;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#rng = x;
+    return x >>> 1;
+  }
+
+  #randomIndex(n: number): number {
+    const injected = this.#random;
+    if (injected !== undefined) return Math.floor(injected() * n);
+    return Math.floor((this.#next31() * n) / 2147483648);
+  }
+
+  #randomFraction(): number {
+    const injected = this.#random;
+    return injected !== undefined ? injected() : this.#next31() / 2147483648;
+  }
+
+  /** The clock reading for the current operation, read at most once per operation. */
+  #now(): number {
+    if (Number.isNaN(this.#nowCache)) this.#nowCache = this.#clock.now();
+    return this.#nowCache;
+  }
+
+  /** Slow start: the weight at time `now`, its ramp quantised so tables rebuild rarely. */
+  #rampedWeight(state: EndpointState<T>, now: number): number {
     const weight = state.endpoint.weight;
     const window = this.#slowStart.windowMs;
     if (window === 0) return weight;
-    const progress = (this.#context.now - state.warmingSince) / window;
+    const progress = (now - state.warmingSince) / window;
     if (progress >= 1) return weight;
     const step = Math.floor(Math.max(0, progress) * SLOW_START_STEPS) / SLOW_START_STEPS;
     const min = this.#slowStart.minWeightPercent / 100;
@@ -532,7 +568,6 @@ export class LoadBalancer<T = unknown> {
 
   /** Applies everything time has changed since the last call: returns, ramp steps, expiries. */
   #tick(now: number): void {
-    this.#context.now = now;
     this.#expireLeases(now);
     if (now < this.#nextChange) return;
     for (const state of this.#states) {
@@ -557,6 +592,8 @@ export class LoadBalancer<T = unknown> {
     let next = Infinity;
     const window = this.#slowStart.windowMs;
     for (const state of this.#states) {
+      state.effectiveWeight = this.#rampedWeight(state, now);
+      state.available = this.#panic || state.ejectedUntil === 0;
       if (state.ejectedUntil !== 0) next = Math.min(next, state.ejectedUntil);
       if (window > 0) {
         const progress = (now - state.warmingSince) / window;

@@ -15,6 +15,16 @@ export class EndpointState<T = unknown> {
   endpoint: Endpoint<T>;
   /** Position in the current list, 0 … n−1 (caller order); strategies index arrays with it. */
   index = 0;
+  /**
+   * Weight after slow start, kept current by the balancer (recomputed whenever the pick
+   * context's `version` changes), so strategies read a field instead of calling a function.
+   */
+  effectiveWeight: number;
+  /**
+   * Not ejected (or the balancer is in panic mode), kept current by the balancer: the part of
+   * `PickContext.usable` that does not depend on the pick's `exclude` option.
+   */
+  available = true;
   /** Calls started and not yet finished (or expired). */
   inFlight = 0;
   /** Peak-EWMA latency estimate (ms) and the clock time of its last update (-1: no sample). */
@@ -34,6 +44,7 @@ export class EndpointState<T = unknown> {
 
   constructor(endpoint: Endpoint<T>, now: number) {
     this.endpoint = endpoint;
+    this.effectiveWeight = endpoint.weight;
     this.warmingSince = now;
   }
 

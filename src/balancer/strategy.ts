@@ -12,8 +12,6 @@ import type { EndpointState } from './state.js';
  * pick: nothing here allocates.
  */
 export interface PickContext<T = unknown> {
-  /** Current clock reading (ms). */
-  readonly now: number;
   /**
    * Increments whenever the set of usable endpoints or any effective weight may have changed
    * (update, ejection, return, a slow-start step, panic mode switching). Strategies that
@@ -22,6 +20,11 @@ export interface PickContext<T = unknown> {
   readonly version: number;
   /** Uniform random number in [0, 1) from the balancer's injected RNG. */
   random(): number;
+  /**
+   * A uniform random integer in [0, n) from the same RNG. Prefer it on hot paths: an integer
+   * result stays unboxed, while a fractional number returned from a call is a heap allocation.
+   */
+  randomIndex(n: number): number;
   /** Whether an endpoint may be picked now (not ejected — unless in panic — nor excluded). */
   usable(state: EndpointState<T>): boolean;
   /** The endpoint's weight after slow start (> 0). */

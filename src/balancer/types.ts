@@ -35,8 +35,8 @@ export interface Outcome {
 /**
  * One call in flight on an endpoint, from {@link Balancer.acquire}. Call `done()` exactly once
  * when the call ends (later calls are ignored). A lease that is never finished is expired
- * after `leaseTimeoutMs` and counted as a failure, so a forgotten lease cannot hold an in-flight
- * count forever.
+ * once it is older than `leaseTimeoutMs` — at the next `acquire()` or `stats()` — and counted
+ * as a failure, so a forgotten lease cannot hold an in-flight count forever.
  */
 export interface Lease<T = unknown> {
   readonly endpoint: Endpoint<T>;

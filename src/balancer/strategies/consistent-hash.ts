@@ -91,7 +91,7 @@ class ConsistentHash<T> implements Strategy<T> {
   #anyUsable(ctx: PickContext<T>): EndpointState<T> | undefined {
     const states = this.#states;
     const n = states.length;
-    const start = Math.floor(ctx.random() * n);
+    const start = ctx.randomIndex(n);
     for (let i = 0; i < n; i++) {
       const state = states[(start + i) % n] as EndpointState<T>;
       if (ctx.usable(state)) return state;

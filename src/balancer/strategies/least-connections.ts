@@ -23,7 +23,7 @@ class LeastConnections<T> implements Strategy<T> {
     let ties = 0;
     for (const state of this.#states) {
       if (!ctx.usable(state)) continue;
-      const load = state.inFlight / ctx.weightOf(state);
+      const load = state.inFlight / state.effectiveWeight;
       if (load < best) {
         best = load;
         chosen = state;
@@ -31,7 +31,7 @@ class LeastConnections<T> implements Strategy<T> {
       } else if (load === best) {
         // Reservoir sampling over the tied minimum: each tied endpoint equally likely.
         ties++;
-        if (ctx.random() * ties < 1) chosen = state;
+        if (ctx.randomIndex(ties) === 0) chosen = state;
       }
     }
     return chosen;

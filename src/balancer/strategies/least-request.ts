@@ -9,7 +9,7 @@
 import { numberOption, resolveOptions } from '../../core/index.js';
 import type { EndpointState } from '../state.js';
 import type { PickContext, Strategy } from '../strategy.js';
-import { pickOfTwo } from './two-choices.js';
+import { compareLoads, pickOfTwo, type LoadComparator } from './two-choices.js';
 
 /** Options of {@link leastRequest}. */
 export interface LeastRequestOptions {
@@ -21,14 +21,18 @@ class LeastRequest<T> implements Strategy<T> {
   readonly name = 'least-request';
   readonly loadAware = true;
   #states: readonly EndpointState<T>[] = [];
-  #ctx: PickContext<T> | undefined;
-  readonly #load: (state: EndpointState<T>) => number;
+  readonly #compare: LoadComparator<T>;
 
   constructor(bias: number) {
-    this.#load =
+    this.#compare =
       bias === 1
-        ? (state) => (state.inFlight + 1) / (this.#ctx as PickContext<T>).weightOf(state)
-        : (state) => (state.inFlight + 1) ** bias / (this.#ctx as PickContext<T>).weightOf(state);
+        ? (a, b) =>
+            compareLoads((a.inFlight + 1) / a.effectiveWeight, (b.inFlight + 1) / b.effectiveWeight)
+        : (a, b) =>
+            compareLoads(
+              (a.inFlight + 1) ** bias / a.effectiveWeight,
+              (b.inFlight + 1) ** bias / b.effectiveWeight,
+            );
   }
 
   reset(states: readonly EndpointState<T>[]): void {
@@ -36,8 +40,7 @@ class LeastRequest<T> implements Strategy<T> {
   }
 
   pick(ctx: PickContext<T>): EndpointState<T> | undefined {
-    this.#ctx = ctx;
-    return pickOfTwo(this.#states, ctx, this.#load);
+    return pickOfTwo(this.#states, ctx, this.#compare);
   }
 }
 

@@ -10,7 +10,7 @@
  */
 import type { EndpointState } from '../state.js';
 import type { PickContext, Strategy } from '../strategy.js';
-import { pickOfTwo } from './two-choices.js';
+import { compareLoads, pickOfTwo, type LoadComparator } from './two-choices.js';
 
 /** Cost of an unmeasured endpoint with calls in flight (Finagle uses a similarly huge value). */
 const PENALTY_MS = 1e9;
@@ -20,12 +20,13 @@ class PeakEwma<T> implements Strategy<T> {
   readonly loadAware = true;
   #states: readonly EndpointState<T>[] = [];
   #ctx: PickContext<T> | undefined;
-  readonly #load = (state: EndpointState<T>): number => {
-    const ctx = this.#ctx as PickContext<T>;
-    const latency = ctx.latencyOf(state);
+  readonly #compare: LoadComparator<T> = (a, b) => compareLoads(this.#load(a), this.#load(b));
+
+  #load(state: EndpointState<T>): number {
+    const latency = (this.#ctx as PickContext<T>).latencyOf(state);
     const cost = latency === undefined ? (state.inFlight === 0 ? 0 : PENALTY_MS) : latency;
-    return (cost * (state.inFlight + 1)) / ctx.weightOf(state);
-  };
+    return (cost * (state.inFlight + 1)) / state.effectiveWeight;
+  }
 
   reset(states: readonly EndpointState<T>[]): void {
     this.#states = states;
@@ -33,7 +34,7 @@ class PeakEwma<T> implements Strategy<T> {
 
   pick(ctx: PickContext<T>): EndpointState<T> | undefined {
     this.#ctx = ctx;
-    return pickOfTwo(this.#states, ctx, this.#load);
+    return pickOfTwo(this.#states, ctx, this.#compare);
   }
 }
 

@@ -11,6 +11,9 @@ import type { PickContext, Strategy } from '../strategy.js';
 /** Draws before an unusable endpoint makes the pick fall back to a scan. */
 const MAX_DRAWS = 8;
 
+/** Resolution of the alias method's biased coin: integer draws stay unboxed (no allocation). */
+const COIN = 2 ** 30;
+
 class UniformRandom<T> implements Strategy<T> {
   readonly name = 'random';
   readonly loadAware = false;
@@ -25,7 +28,7 @@ class UniformRandom<T> implements Strategy<T> {
     const n = states.length;
     if (n === 0) return undefined;
     for (let draw = 0; draw < MAX_DRAWS; draw++) {
-      const state = states[Math.floor(ctx.random() * n)] as EndpointState<T>;
+      const state = states[ctx.randomIndex(n)] as EndpointState<T>;
       if (ctx.usable(state)) return state;
     }
     // Many unusable endpoints: pick uniformly among the usable ones by a reservoir scan.
@@ -34,7 +37,7 @@ class UniformRandom<T> implements Strategy<T> {
     for (const state of states) {
       if (!ctx.usable(state)) continue;
       seen++;
-      if (ctx.random() * seen < 1) chosen = state;
+      if (ctx.randomIndex(seen) === 0) chosen = state;
     }
     return chosen;
   }
@@ -44,7 +47,8 @@ class WeightedRandom<T> implements Strategy<T> {
   readonly name = 'weighted-random';
   readonly loadAware = false;
   #states: readonly EndpointState<T>[] = [];
-  #prob = new Float64Array(0);
+  /** Per column: the chance of keeping the column rather than its alias, × COIN. */
+  #threshold = new Uint32Array(0);
   #alias = new Int32Array(0);
   #builtFor = -1;
 
@@ -58,14 +62,11 @@ class WeightedRandom<T> implements Strategy<T> {
     const n = states.length;
     if (n === 0) return undefined;
     // Weights change only with the version (slow-start steps); rebuild the table then.
-    if (this.#builtFor !== ctx.version) this.#build(ctx);
+    if (this.#builtFor !== ctx.version) this.#build(ctx.version);
     for (let draw = 0; draw < MAX_DRAWS; draw++) {
-      const u = ctx.random() * n;
-      const column = Math.floor(u);
-      // The fractional part of u is the biased coin: uniform and independent of the column.
-      const index =
-        u - column < (this.#prob[column] as number) ? column : (this.#alias[column] as number);
-      const state = states[index] as EndpointState<T>;
+      const column = ctx.randomIndex(n);
+      const keep = ctx.randomIndex(COIN) < (this.#threshold[column] as number);
+      const state = states[keep ? column : (this.#alias[column] as number)] as EndpointState<T>;
       if (ctx.usable(state)) return state;
     }
     // Many unusable endpoints: weighted reservoir scan over the usable ones.
@@ -73,7 +74,7 @@ class WeightedRandom<T> implements Strategy<T> {
     let total = 0;
     for (const state of states) {
       if (!ctx.usable(state)) continue;
-      const weight = ctx.weightOf(state);
+      const weight = state.effectiveWeight;
       total += weight;
       if (ctx.random() * total < weight) chosen = state;
     }
@@ -81,34 +82,36 @@ class WeightedRandom<T> implements Strategy<T> {
   }
 
   /** Vose's alias table over every endpoint's effective weight. */
-  #build(ctx: PickContext<T>): void {
+  #build(version: number): void {
     const states = this.#states;
     const n = states.length;
-    if (this.#prob.length !== n) {
-      this.#prob = new Float64Array(n);
+    if (this.#threshold.length !== n) {
+      this.#threshold = new Uint32Array(n);
       this.#alias = new Int32Array(n);
     }
     let total = 0;
-    for (const state of states) total += ctx.weightOf(state);
+    for (const state of states) total += state.effectiveWeight;
     const scaled = new Float64Array(n);
     const small: number[] = [];
     const large: number[] = [];
     states.forEach((state, i) => {
-      scaled[i] = (ctx.weightOf(state) * n) / total;
-      (scaled[i] < 1 ? small : large).push(i);
+      const value = (state.effectiveWeight * n) / total;
+      scaled[i] = value;
+      (value < 1 ? small : large).push(i);
     });
     while (small.length > 0 && large.length > 0) {
       const s = small.pop() as number;
       const l = large.pop() as number;
-      this.#prob[s] = scaled[s] as number;
+      this.#threshold[s] = Math.round((scaled[s] as number) * COIN);
       this.#alias[s] = l;
-      scaled[l] = (scaled[l] as number) + (scaled[s] as number) - 1;
-      (scaled[l] < 1 ? small : large).push(l);
+      const rest = (scaled[l] as number) + (scaled[s] as number) - 1;
+      scaled[l] = rest;
+      (rest < 1 ? small : large).push(l);
     }
     // Leftovers are 1 up to rounding error.
-    for (const i of large) this.#prob[i] = 1;
-    for (const i of small) this.#prob[i] = 1;
-    this.#builtFor = ctx.version;
+    for (const i of large) this.#threshold[i] = COIN;
+    for (const i of small) this.#threshold[i] = COIN;
+    this.#builtFor = version;
   }
 }
 

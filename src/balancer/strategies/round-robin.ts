@@ -29,12 +29,14 @@ class RoundRobin<T> implements Strategy<T> {
     const states = this.#states;
     const n = states.length;
     if (n === 0) return undefined;
-    if (this.#next < 0) this.#next = Math.floor(ctx.random() * n);
+    if (this.#next < 0) this.#next = ctx.randomIndex(n);
+    // Compare-and-wrap instead of `%`: an integer division costs more than the rest of a pick.
+    let index = this.#next >= n ? 0 : this.#next;
     for (let tried = 0; tried < n; tried++) {
-      const index = (this.#next + tried) % n;
       const state = states[index] as EndpointState<T>;
+      index = index + 1 === n ? 0 : index + 1;
       if (ctx.usable(state)) {
-        this.#next = (index + 1) % n;
+        this.#next = index;
         this.#last = state;
         return state;
       }

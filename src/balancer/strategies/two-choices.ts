@@ -14,13 +14,25 @@ import type { PickContext } from '../strategy.js';
 const MAX_DRAWS = 8;
 
 /**
- * Samples two distinct usable endpoints and returns the one with the lower `load`. Ties are
+ * Compares two endpoints' loads: negative when `a` is less loaded, positive when `b` is, 0 for
+ * a tie. It returns a small integer rather than the loads themselves because an integer result
+ * stays unboxed, while a fractional number returned from a call is a heap allocation.
+ */
+export type LoadComparator<T> = (a: EndpointState<T>, b: EndpointState<T>) => number;
+
+/** Sign of `x - y` as -1, 0 or 1. */
+export function compareLoads(x: number, y: number): number {
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/**
+ * Samples two distinct usable endpoints and returns the less loaded by `compare`. Ties are
  * broken at random. With one usable endpoint, returns it; with none, `undefined`.
  */
 export function pickOfTwo<T>(
   states: readonly EndpointState<T>[],
   ctx: PickContext<T>,
-  load: (state: EndpointState<T>) => number,
+  compare: LoadComparator<T>,
 ): EndpointState<T> | undefined {
   const n = states.length;
   if (n === 0) return undefined;
@@ -29,14 +41,14 @@ export function pickOfTwo<T>(
     return ctx.usable(only) ? only : undefined;
   }
   for (let draw = 0; draw < MAX_DRAWS; draw++) {
-    const i = Math.floor(ctx.random() * n);
-    let j = Math.floor(ctx.random() * (n - 1));
+    const i = ctx.randomIndex(n);
+    let j = ctx.randomIndex(n - 1);
     if (j >= i) j++; // two distinct indices, each pair equally likely
     const a = states[i] as EndpointState<T>;
     const b = states[j] as EndpointState<T>;
     const aUsable = ctx.usable(a);
     const bUsable = ctx.usable(b);
-    if (aUsable && bUsable) return better(a, b, load, ctx);
+    if (aUsable && bUsable) return better(a, b, compare, ctx);
     if (aUsable !== bUsable && usableCount(states, ctx, 2) < 2) return aUsable ? a : b;
   }
   // Many unusable endpoints: two uniform samples among the usable ones by reservoir scan.
@@ -50,27 +62,26 @@ export function pickOfTwo<T>(
     else if (seen === 2) second = state;
     else {
       // Reservoir of size two (Vitter's algorithm R).
-      const slot = Math.floor(ctx.random() * seen);
+      const slot = ctx.randomIndex(seen);
       if (slot === 0) first = state;
       else if (slot === 1) second = state;
     }
   }
   if (first === undefined) return undefined;
   if (second === undefined) return first;
-  return better(first, second, load, ctx);
+  return better(first, second, compare, ctx);
 }
 
 function better<T>(
   a: EndpointState<T>,
   b: EndpointState<T>,
-  load: (state: EndpointState<T>) => number,
+  compare: LoadComparator<T>,
   ctx: PickContext<T>,
 ): EndpointState<T> {
-  const la = load(a);
-  const lb = load(b);
-  if (la < lb) return a;
-  if (lb < la) return b;
-  return ctx.random() < 0.5 ? a : b;
+  const order = compare(a, b);
+  if (order < 0) return a;
+  if (order > 0) return b;
+  return ctx.randomIndex(2) === 0 ? a : b;
 }
 
 /** Counts usable endpoints, stopping at `limit`. */
