@@ -426,17 +426,21 @@ export class LoadBalancer<T = unknown> {
     // acquire(), where the clock is read anyway. Callers reset #nowCache first.
     if (this.#nextChange !== Infinity) this.#tick(this.#now());
     const ctx = this.#context;
-    ctx.version = this.#version;
     ctx.key = options?.key;
-    this.#exclude = options?.exclude;
+    const exclude = options?.exclude;
+    const excluding = exclude !== undefined && exclude.size > 0;
+    // An exclusion changes what is usable for this one pick: bump the version before it (so
+    // table-building strategies do not bake the exclusion in) and after it (so the next pick
+    // rebuilds without it).
+    if (excluding) this.#version++;
+    ctx.version = this.#version;
+    this.#exclude = excluding ? exclude : undefined;
     let state = this.#strategy.pick(ctx);
-    if (state === undefined && this.#exclude !== undefined) {
-      // Everything left was excluded: better a repeat than nothing.
+    if (excluding) {
       this.#exclude = undefined;
       ctx.version = ++this.#version;
-      state = this.#strategy.pick(ctx);
-    } else if (this.#exclude !== undefined) {
-      this.#exclude = undefined;
+      // Everything left was excluded: better a repeat than nothing.
+      state ??= this.#strategy.pick(ctx);
     }
     if (state !== undefined) state.picks++;
     return state;
@@ -479,7 +483,9 @@ export class LoadBalancer<T = unknown> {
     const step = Math.floor(Math.max(0, progress) * SLOW_START_STEPS) / SLOW_START_STEPS;
     const min = this.#slowStart.minWeightPercent / 100;
     const factor = Math.max(min, step ** (1 / this.#slowStart.aggression));
-    return weight * factor;
+    // On a 1/1024 grid: exact binary fractions keep weight sums exact, which smooth weighted
+    // round-robin's grouped form needs to stay grouped (and equal to nginx's loop).
+    return Math.max(1 / 1024, Math.round(weight * factor * 1024) / 1024);
   }
 
   #finish(record: LeaseRecord<T>, outcome: Outcome): void {

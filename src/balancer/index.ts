@@ -31,4 +31,6 @@ export { leastRequest } from './strategies/least-request.js';
 export type { LeastRequestOptions } from './strategies/least-request.js';
 export { peakEwma } from './strategies/peak-ewma.js';
 export { consistentHash } from './strategies/consistent-hash.js';
+export { smoothWeightedRoundRobin } from './strategies/swrr.js';
+export type { SmoothWeightedRoundRobinStrategy } from './strategies/swrr.js';
 export type { ConsistentHashOptions } from './strategies/consistent-hash.js';

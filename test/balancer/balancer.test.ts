@@ -8,6 +8,7 @@ import {
   peakEwma,
   random,
   roundRobin,
+  smoothWeightedRoundRobin,
   weightedRandom,
   type HealthChange,
   type Strategy,
@@ -22,6 +23,7 @@ const factories: [string, () => Strategy][] = [
   ['least-connections', () => leastConnections()],
   ['least-request', () => leastRequest()],
   ['peak-ewma', () => peakEwma()],
+  ['smooth-weighted-round-robin', () => smoothWeightedRoundRobin()],
   ['consistent-hash', () => consistentHash()],
   ['consistent-hash maglev bounded', () => consistentHash({ table: 'maglev', boundedLoad: 1.25 })],
 ];
@@ -92,6 +94,26 @@ describe('LoadBalancer', () => {
     expect(balancer.pick()?.id).toBe('b');
     balancer.update([...three, { id: 'd' }]);
     expect([1, 2, 3].map(() => balancer.pick()?.id)).toEqual(['c', 'd', 'a']);
+  });
+
+  it('smooth weighted round-robin is not skewed by a pick that excluded an endpoint', () => {
+    const balancer = new LoadBalancer({ strategy: smoothWeightedRoundRobin(), endpoints: three });
+    expect(balancer.pick({ exclude: new Set(['a']) })?.id).not.toBe('a');
+    const next = [1, 2, 3, 4, 5, 6].map(() => balancer.pick()?.id);
+    // Equal weights: every endpoint twice in six picks — `a` is not starved afterwards.
+    expect(next.filter((id) => id === 'a')).toHaveLength(2);
+  });
+
+  it("smooth weighted round-robin gives nginx's sequence for weights 5, 1, 1", () => {
+    const balancer = new LoadBalancer({
+      strategy: smoothWeightedRoundRobin(),
+      endpoints: [
+        { id: 'a', weight: 5 },
+        { id: 'b', weight: 1 },
+        { id: 'c', weight: 1 },
+      ],
+    });
+    expect([1, 2, 3, 4, 5, 6, 7].map(() => balancer.pick()?.id).join(' ')).toBe('a a b a c a a');
   });
 
   it('keeps per-endpoint state for endpoints that stay and drops it for those that leave', () => {

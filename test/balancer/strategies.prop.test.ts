@@ -9,6 +9,7 @@ import {
   peakEwma,
   random,
   roundRobin,
+  smoothWeightedRoundRobin,
   weightedRandom,
   type EndpointSpec,
   type Lease,
@@ -37,6 +38,7 @@ const allStrategies: (() => Strategy)[] = [
   () => peakEwma(),
   () => consistentHash(),
   () => consistentHash({ table: 'maglev', boundedLoad: 1.5 }),
+  () => smoothWeightedRoundRobin(),
 ];
 
 describe('balancer strategies (properties)', () => {
