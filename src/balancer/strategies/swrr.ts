@@ -1,7 +1,7 @@
 /**
- * Smooth weighted round-robin (SWRR), exactly as nginx picks peers: Maxim Dounin, "Upstream:
- * smooth weighted round-robin balancing" (nginx commit 2c96914, 2012), `ngx_http_upstream_get_peer`
- * in `src/http/ngx_http_upstream_round_robin.c`. On every pick each eligible endpoint's `current`
+ * Smooth weighted round-robin (SWRR), exactly as nginx picks peers: the nginx change "Upstream:
+ * smooth weighted round-robin balancing" (Maxim Dounin, 2012), `ngx_http_upstream_get_peer` in
+ * `src/http/ngx_http_upstream_round_robin.c`. On every pick each eligible endpoint's `current`
  * grows by its effective weight, the endpoint with the largest `current` wins (the first in list
  * order on a tie) and loses the sum of the effective weights. With integer weights w_i that gives
  * exactly w_i picks of each endpoint in every cycle of Σw picks, interleaved: weights
