@@ -19,6 +19,7 @@ import {
   type Clock,
   type Subscription,
 } from '../core/index.js';
+import { resolveNode } from '../hashring/nodes.js';
 import { EndpointState } from './state.js';
 import type { PickContext, Strategy } from './strategy.js';
 import type {
@@ -655,36 +656,7 @@ export class DuplicateEndpointError extends KeelError {
 }
 
 function resolveEndpoint<T>(spec: unknown, where: string): Endpoint<T> {
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
-    throw new InvalidOptionError(
-      OWNER,
-      where,
-      'an endpoint object { id, weight?, zone?, data? }',
-      spec,
-    );
-  }
-  const { id, weight = 1, zone, data } = spec as EndpointSpec<T>;
-  if (typeof id !== 'string' || id === '')
-    throw new InvalidOptionError(OWNER, `${where}.id`, 'a non-empty string', id);
-  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
-    throw new InvalidOptionError(
-      OWNER,
-      `${where}.weight`,
-      'a finite number > 0',
-      weight,
-      `endpoint ${JSON.stringify(id)}`,
-    );
-  }
-  if (zone !== undefined && typeof zone !== 'string') {
-    throw new InvalidOptionError(
-      OWNER,
-      `${where}.zone`,
-      'a string',
-      zone,
-      `endpoint ${JSON.stringify(id)}`,
-    );
-  }
-  return Object.freeze({ id, weight, zone, data });
+  return resolveNode<T>(OWNER, spec, where);
 }
 
 function sameEndpoint<T>(a: Endpoint<T>, b: Endpoint<T>): boolean {

@@ -3,26 +3,16 @@
  *
  * @packageDocumentation
  */
+import type { NodeSpec, RingNode } from '../hashring/types.js';
 
-/** An endpoint as the caller describes it (a service instance). */
-export interface EndpointSpec<T = unknown> {
-  /** Unique, non-empty id (e.g. `host:port` or an instance id). */
-  readonly id: string;
-  /** Relative capacity: a finite number > 0. @defaultValue 1 */
-  readonly weight?: number | undefined;
-  /** Failure domain, carried for callers and zone-aware strategies. */
-  readonly zone?: string | undefined;
-  /** Anything the caller wants back with the endpoint: an address, a client. Never inspected. */
-  readonly data?: T | undefined;
-}
+/**
+ * An endpoint as the caller describes it (a service instance): `{ id, weight?, zone?, data? }`,
+ * the same shape `keel/hashring` takes for nodes, so one list can feed both.
+ */
+export type EndpointSpec<T = unknown> = NodeSpec<T>;
 
 /** An endpoint as the balancer hands it back: resolved and frozen. */
-export interface Endpoint<T = unknown> {
-  readonly id: string;
-  readonly weight: number;
-  readonly zone: string | undefined;
-  readonly data: T | undefined;
-}
+export type Endpoint<T = unknown> = RingNode<T>;
 
 /** How a call went, reported through {@link Lease.done}. */
 export interface Outcome {
