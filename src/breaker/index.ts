@@ -1,7 +1,27 @@
 /**
- * `keel/breaker` — not built yet (issue 5). The subpath exists so the package layout, exports map
- * and packaging checks are in place before the component lands; it currently exports nothing.
+ * `keel/breaker` — circuit breakers that cost almost nothing when healthy and never hang when
+ * not: Resilience4j's state model (sliding windows, failure and slow-call rates, half-open
+ * trials), computed on access with no background timers.
  *
  * @packageDocumentation
  */
-export {};
+export { CircuitBreaker } from './breaker.js';
+export type { CircuitBreakerOptions, ExecuteOptions } from './breaker.js';
+export { BreakerRegistry } from './registry.js';
+export {
+  BreakerOpenError,
+  BreakerTimeoutError,
+  isBreakerOpenError,
+  isBreakerTimeoutError,
+  BREAKER_OPEN,
+  BREAKER_TIMEOUT,
+} from './errors.js';
+export type {
+  BreakerState,
+  BreakerMetrics,
+  BreakerPermit,
+  BreakerSnapshot,
+  CallFinished,
+  CallRejected,
+  StateChange,
+} from './types.js';

@@ -156,6 +156,8 @@ export function resolveOptions<S extends OptionSpec>(
 
 type Presence<T> =
   { readonly default: T } | { readonly required: true } | { readonly optional: true };
+/** Presence that always yields a value: a default, or required. */
+type Definite<T> = { readonly default: T } | { readonly required: true };
 
 function absent<T>(
   presence: Presence<T | undefined>,
@@ -214,7 +216,7 @@ export function numberProblem(
 }
 
 /** A finite number option within bounds. @internal */
-export function numberOption(bounds: NumberBounds & Presence<number>): OptionRule<number>;
+export function numberOption(bounds: NumberBounds & Definite<number>): OptionRule<number>;
 /** @internal */
 export function numberOption(
   bounds: NumberBounds & { readonly optional: true },
@@ -226,7 +228,7 @@ export function numberOption(
 }
 
 /** A safe-integer option within bounds. @internal */
-export function integerOption(bounds: NumberBounds & Presence<number>): OptionRule<number>;
+export function integerOption(bounds: NumberBounds & Definite<number>): OptionRule<number>;
 /** @internal */
 export function integerOption(
   bounds: NumberBounds & { readonly optional: true },
@@ -300,7 +302,7 @@ export function oneOfOption<const C extends readonly string[]>(
 
 /** A function option (callbacks, hooks, RNGs). @internal */
 export function functionOption<F extends (...args: never[]) => unknown>(
-  presence: Presence<F>,
+  presence: Definite<F>,
 ): OptionRule<F>;
 /** @internal */
 export function functionOption<F extends (...args: never[]) => unknown>(presence: {
@@ -326,7 +328,7 @@ export function functionOption<F extends (...args: never[]) => unknown>(
 export function guardedOption<T>(
   guard: (value: unknown) => value is T,
   expected: string,
-  presence: Presence<T>,
+  presence: Definite<T>,
 ): OptionRule<T>;
 /** @internal */
 export function guardedOption<T>(

@@ -1,0 +1,792 @@
+/**
+ * The circuit breaker (Nygard, "Release It!"; the state model and options follow
+ * Resilience4j's CircuitBreaker): a sliding window of outcomes decides when to open; open
+ * lasts `openDurationMs` (optionally growing with backoff); half-open lets a few trial calls
+ * through and closes or re-opens on their outcome. Everything time-based is computed when the
+ * breaker is touched — no background timer — except a wake-up for callers waiting on a
+ * half-open trial, which exists only while someone waits.
+ *
+ * @packageDocumentation
+ */
+import {
+  EventChannel,
+  InvalidOptionError,
+  booleanOption,
+  functionOption,
+  guardedOption,
+  integerOption,
+  isClock,
+  nestedOption,
+  numberOption,
+  oneOfOption,
+  resolveOptions,
+  stringOption,
+  systemClock,
+  throwIfAborted,
+  type Clock,
+  type Subscription,
+  type Timer,
+} from '../core/index.js';
+import { BreakerOpenError, BreakerTimeoutError } from './errors.js';
+import type {
+  BreakerMetrics,
+  BreakerPermit,
+  BreakerSnapshot,
+  BreakerState,
+  CallFinished,
+  CallRejected,
+  StateChange,
+} from './types.js';
+import { CountWindow, FAILED, SLOW, TimeWindow, type OutcomeWindow } from './window.js';
+
+/** Options of {@link CircuitBreaker}. */
+export interface CircuitBreakerOptions {
+  /** Name used in errors, events and metrics. @defaultValue 'breaker' */
+  readonly name?: string;
+  /**
+   * The sliding window: `count` keeps the last `size` calls; `time` keeps the last `size`
+   * seconds (one bucket per second). @defaultValue `{ type: 'count', size: 20 }`
+   */
+  readonly window?: { readonly type?: 'count' | 'time'; readonly size?: number };
+  /** Calls the window must hold before rates are judged. @defaultValue 10 */
+  readonly minimumCalls?: number;
+  /** Open when failures ÷ calls reaches this (0 < x ≤ 1). @defaultValue 0.5 */
+  readonly failureRateThreshold?: number;
+  /** Open when slow calls ÷ calls reaches this (0 < x ≤ 1). @defaultValue 1 */
+  readonly slowCallRateThreshold?: number;
+  /** A call taking at least this long is slow, whether it succeeded or not. @defaultValue 60000 */
+  readonly slowCallDurationMs?: number;
+  /**
+   * Also open after this many failures in a row, whatever the window says — the simple policy.
+   * 0 turns it off. @defaultValue 0
+   */
+  readonly consecutiveFailures?: number;
+  /** How long the breaker stays open before trying again. @defaultValue 30000 */
+  readonly openDurationMs?: number;
+  /** Growth of the open duration each time the breaker re-opens without closing in between. */
+  readonly backoff?: {
+    /** Factor per consecutive opening; 1 means no growth. @defaultValue 2 */
+    readonly multiplier?: number;
+    /** Longest open duration. @defaultValue 300000 */
+    readonly maxOpenDurationMs?: number;
+    /** Random spread, as a fraction of the duration (0–1), so many clients do not retry at once. @defaultValue 0.1 */
+    readonly jitter?: number;
+  };
+  /** Trial calls half-open lets through. @defaultValue 1 */
+  readonly halfOpenPermits?: number;
+  /**
+   * When half-open has no free trial: reject at once (`false`), or wait for the trials'
+   * verdict (`true`), honouring each waiting call's AbortSignal. @defaultValue false
+   */
+  readonly halfOpenWait?: boolean;
+  /** Half-open gives up and re-opens after this long, so a hung trial cannot keep it stuck. @defaultValue 60000 */
+  readonly maxHalfOpenMs?: number;
+  /** Default per-call timeout for `execute` (aborts that call only, counts as a failure). */
+  readonly timeoutMs?: number;
+  /** Which errors count as failures. @defaultValue every error */
+  readonly isFailure?: (error: unknown) => boolean;
+  /** Errors that count neither way (e.g. a 404, a validation error). @defaultValue none */
+  readonly ignore?: (error: unknown) => boolean;
+  /**
+   * Reject with errors that carry no stack trace: much cheaper when an open breaker rejects
+   * thousands of calls a second. @defaultValue false
+   */
+  readonly stacklessRejections?: boolean;
+  /** Clock for windows and durations. @defaultValue `systemClock` */
+  readonly clock?: Clock;
+  /** Random numbers in [0, 1) for backoff jitter. @defaultValue `Math.random` */
+  readonly random?: () => number;
+}
+
+/** Options of one {@link CircuitBreaker.execute} call. */
+export interface ExecuteOptions<R> {
+  /** Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`. */
+  readonly signal?: AbortSignal | undefined;
+  /** Timeout for this call; overrides the breaker's `timeoutMs`. */
+  readonly timeoutMs?: number | undefined;
+  /** Value (or promise) to return instead of failing: gets the rejection or the call's error. */
+  readonly fallback?: ((error: unknown) => R | Promise<R>) | undefined;
+}
+
+const OWNER = 'CircuitBreaker';
+const isRandom = (value: unknown): value is () => number => typeof value === 'function';
+
+const spec = {
+  name: stringOption({ nonEmpty: true, default: 'breaker' }),
+  window: nestedOption({
+    type: oneOfOption(['count', 'time'], { default: 'count' }),
+    size: integerOption({ min: 1, max: 1_000_000, default: 20 }),
+  }),
+  minimumCalls: integerOption({ min: 1, max: 1_000_000, default: 10 }),
+  failureRateThreshold: numberOption({ min: 0, minExclusive: true, max: 1, default: 0.5 }),
+  slowCallRateThreshold: numberOption({ min: 0, minExclusive: true, max: 1, default: 1 }),
+  slowCallDurationMs: numberOption({
+    min: 0,
+    minExclusive: true,
+    max: 86_400_000,
+    default: 60_000,
+  }),
+  consecutiveFailures: integerOption({ min: 0, max: 1_000_000, default: 0 }),
+  openDurationMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, default: 30_000 }),
+  backoff: nestedOption({
+    multiplier: numberOption({ min: 1, max: 100, default: 2 }),
+    maxOpenDurationMs: numberOption({
+      min: 0,
+      minExclusive: true,
+      max: 86_400_000,
+      default: 300_000,
+    }),
+    jitter: numberOption({ min: 0, max: 1, default: 0.1 }),
+  }),
+  halfOpenPermits: integerOption({ min: 1, max: 1_000_000, default: 1 }),
+  halfOpenWait: booleanOption({ default: false }),
+  maxHalfOpenMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, default: 60_000 }),
+  timeoutMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, optional: true }),
+  isFailure: functionOption<(error: unknown) => boolean>({ optional: true }),
+  ignore: functionOption<(error: unknown) => boolean>({ optional: true }),
+  stacklessRejections: booleanOption({ default: false }),
+  clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+    default: Math.random,
+  }),
+};
+
+type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
+
+/** A signal that never aborts, handed to calls that have neither a signal nor a timeout. */
+const NEVER = new AbortController().signal;
+
+interface Waiter {
+  readonly resolve: () => void;
+  readonly reject: (reason: unknown) => void;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: () => void;
+}
+
+class Permit implements BreakerPermit {
+  #done = false;
+  readonly #breaker: CircuitBreaker;
+  readonly #generation: number;
+  readonly #startedAt: number;
+
+  constructor(breaker: CircuitBreaker, generation: number, startedAt: number) {
+    this.#breaker = breaker;
+    this.#generation = generation;
+    this.#startedAt = startedAt;
+  }
+
+  success(): void {
+    if (this.#done) return;
+    this.#done = true;
+    recordOutcome(this.#breaker, this.#generation, this.#startedAt, 'success', undefined);
+  }
+
+  failure(error?: unknown): void {
+    if (this.#done) return;
+    this.#done = true;
+    recordOutcome(this.#breaker, this.#generation, this.#startedAt, 'failure', error);
+  }
+
+  ignore(): void {
+    if (this.#done) return;
+    this.#done = true;
+    recordOutcome(this.#breaker, this.#generation, this.#startedAt, 'ignored', undefined);
+  }
+}
+
+/** Bridge from a permit to the breaker's private bookkeeping. */
+let recordOutcome: (
+  breaker: CircuitBreaker,
+  generation: number,
+  startedAt: number,
+  outcome: 'success' | 'failure' | 'ignored',
+  error: unknown,
+) => void;
+
+/**
+ * A circuit breaker: stops calling a failing dependency for a while instead of tying up every
+ * caller waiting on it.
+ *
+ * @example
+ * ```ts
+ * import { CircuitBreaker, isBreakerOpenError } from 'keel/breaker';
+ *
+ * const payments = new CircuitBreaker({
+ *   name: 'payments',
+ *   failureRateThreshold: 0.5,
+ *   minimumCalls: 10,
+ *   openDurationMs: 5_000,
+ *   timeoutMs: 800,
+ * });
+ *
+ * try {
+ *   const receipt = await payments.execute(async (signal) => {
+ *     // await fetch('http://payments/charge', { signal, method: 'POST', … })
+ *     return { ok: !signal.aborted };
+ *   });
+ *   console.log(receipt.ok);
+ * } catch (error) {
+ *   if (isBreakerOpenError(error)) console.log(`payments unavailable, retry in ${error.retryAfterMs} ms`);
+ * }
+ * ```
+ */
+export class CircuitBreaker {
+  static {
+    recordOutcome = (breaker, generation, startedAt, outcome, error) => {
+      breaker.#record(generation, startedAt, outcome, error);
+    };
+  }
+
+  readonly #o: Resolved;
+  readonly #window: OutcomeWindow;
+  #state: BreakerState = 'closed';
+  #generation = 0;
+  #stateSince: number;
+  #openUntil = 0;
+  #consecutiveOpens = 0;
+  #consecutiveFailures = 0;
+  // Half-open bookkeeping.
+  #trialsStarted = 0;
+  #trialsDone = 0;
+  #trialFailures = 0;
+  #trialSlow = 0;
+  #waiters: Waiter[] = [];
+  #wakeTimer: Timer | undefined;
+  // Totals.
+  #successful = 0;
+  #failed = 0;
+  #ignored = 0;
+  #rejected = 0;
+  readonly #stateChanged = new EventChannel<StateChange>();
+  readonly #callRejected = new EventChannel<CallRejected>();
+  readonly #callFinished = new EventChannel<CallFinished>();
+  readonly #thresholdExceeded = new EventChannel<string>();
+
+  constructor(options: CircuitBreakerOptions = {}) {
+    this.#o = resolveOptions(OWNER, options, spec);
+    const o = this.#o;
+    if (o.minimumCalls > o.window.size && o.window.type === 'count') {
+      throw new InvalidOptionError(
+        OWNER,
+        'minimumCalls',
+        `at most window.size (${o.window.size}) for a count window, or the breaker could never open`,
+        o.minimumCalls,
+      );
+    }
+    if (o.backoff.maxOpenDurationMs < o.openDurationMs) {
+      throw new InvalidOptionError(
+        OWNER,
+        'backoff.maxOpenDurationMs',
+        `a duration >= openDurationMs (${o.openDurationMs})`,
+        o.backoff.maxOpenDurationMs,
+      );
+    }
+    this.#window =
+      o.window.type === 'count'
+        ? new CountWindow(o.window.size)
+        : new TimeWindow(o.window.size, 1000);
+    this.#stateSince = o.clock.now();
+  }
+
+  /** The breaker's name. */
+  get name(): string {
+    return this.#o.name;
+  }
+
+  /** The current state (an open breaker whose time is up reads as half-open). */
+  get state(): BreakerState {
+    this.#advance(this.#o.clock.now());
+    return this.#state;
+  }
+
+  /** Milliseconds until a trial call will be let through (0 unless open or forced open). */
+  get retryAfterMs(): number {
+    const now = this.#o.clock.now();
+    this.#advance(now);
+    return this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+  }
+
+  /**
+   * Runs `fn` through the breaker. `fn` gets an AbortSignal that aborts when the caller's
+   * signal does or when this call's timeout passes — this call only. Rejections are
+   * {@link BreakerOpenError}s; a timeout rejects with a {@link BreakerTimeoutError}. With a
+   * `fallback`, its value is returned instead of either.
+   */
+  async execute<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    options?: ExecuteOptions<R>,
+  ): Promise<R> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    let permit = this.#acquire();
+    while (permit === undefined) {
+      if (this.#o.halfOpenWait && this.#state === 'half-open') {
+        await this.#waitForVerdict(signal);
+        permit = this.#acquire();
+        continue;
+      }
+      const rejection = this.#rejection();
+      if (options?.fallback !== undefined) return options.fallback(rejection);
+      throw rejection;
+    }
+    const timeoutMs = options?.timeoutMs ?? this.#o.timeoutMs;
+    if (timeoutMs === undefined) {
+      // The cheap path: no controller, no timer — the caller's signal (or a never-aborting one).
+      try {
+        const result = await fn(signal ?? NEVER);
+        permit.success();
+        return result;
+      } catch (error) {
+        return await this.#onError(permit, error, options?.fallback);
+      }
+    }
+    return this.#executeWithTimeout(fn, permit, timeoutMs, signal, options?.fallback);
+  }
+
+  /**
+   * The two-step API: a permit when the breaker lets a call through now, `undefined` when it
+   * rejects (then `retryAfterMs` says for how long). Report the outcome on the permit once.
+   */
+  tryAcquire(): BreakerPermit | undefined {
+    const permit = this.#acquire();
+    if (permit === undefined) this.#countRejection();
+    return permit;
+  }
+
+  /** Isolates the dependency: every call is rejected until another manual transition. */
+  forceOpen(): void {
+    this.#transition('forced-open', 'manual', this.#o.clock.now());
+  }
+
+  /** Lets every call through and only counts; thresholds are not evaluated. */
+  disable(): void {
+    this.#transition('disabled', 'manual', this.#o.clock.now());
+  }
+
+  /** Lets every call through, evaluates thresholds and reports (onThresholdExceeded) without opening. */
+  metricsOnly(): void {
+    this.#transition('metrics-only', 'manual', this.#o.clock.now());
+  }
+
+  /** Back to closed with an empty window (and no backoff history). */
+  reset(): void {
+    this.#window.reset();
+    this.#consecutiveOpens = 0;
+    this.#consecutiveFailures = 0;
+    this.#transition('closed', 'manual', this.#o.clock.now());
+  }
+
+  /** Opens now, as if the thresholds had been exceeded. */
+  trip(): void {
+    this.#open(this.#o.clock.now(), 'manual');
+  }
+
+  /** A snapshot of the numbers. */
+  metrics(): BreakerMetrics {
+    const now = this.#o.clock.now();
+    this.#advance(now);
+    const { calls, failures, slow } = this.#window.totals(now);
+    return {
+      state: this.#state,
+      calls,
+      failures,
+      slowCalls: slow,
+      failureRate: calls === 0 ? 0 : failures / calls,
+      slowCallRate: calls === 0 ? 0 : slow / calls,
+      successfulTotal: this.#successful,
+      failedTotal: this.#failed,
+      ignoredTotal: this.#ignored,
+      rejectedTotal: this.#rejected,
+      timeInStateMs: now - this.#stateSince,
+      retryAfterMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+    };
+  }
+
+  /** A JSON-safe snapshot of the state, for carrying it across a restart. */
+  toJSON(): BreakerSnapshot {
+    const now = this.#o.clock.now();
+    this.#advance(now);
+    return {
+      format: 'keel.breaker',
+      version: 1,
+      name: this.#o.name,
+      state: this.#state,
+      openRemainingMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+      consecutiveOpens: this.#consecutiveOpens,
+    };
+  }
+
+  /**
+   * A breaker with `options`, put in the state a snapshot recorded: open for the remaining
+   * time, forced open, disabled… A half-open snapshot restores as open with no time left (the
+   * next call is a trial). The sliding window starts empty.
+   */
+  static fromJSON(snapshot: unknown, options: CircuitBreakerOptions = {}): CircuitBreaker {
+    const s = snapshot as Partial<BreakerSnapshot> | null;
+    const states: readonly BreakerState[] = [
+      'closed',
+      'open',
+      'half-open',
+      'forced-open',
+      'disabled',
+      'metrics-only',
+    ];
+    if (typeof s !== 'object' || s === null || s.format !== 'keel.breaker' || s.version !== 1) {
+      throw new InvalidOptionError(
+        'CircuitBreaker.fromJSON',
+        'snapshot',
+        'a snapshot from CircuitBreaker#toJSON()',
+        snapshot,
+      );
+    }
+    if (typeof s.state !== 'string' || !states.includes(s.state)) {
+      throw new InvalidOptionError(
+        'CircuitBreaker.fromJSON',
+        'snapshot.state',
+        `one of ${states.join(', ')}`,
+        s.state,
+      );
+    }
+    const remaining = s.openRemainingMs;
+    if (typeof remaining !== 'number' || !Number.isFinite(remaining) || remaining < 0) {
+      throw new InvalidOptionError(
+        'CircuitBreaker.fromJSON',
+        'snapshot.openRemainingMs',
+        'a finite number >= 0',
+        remaining,
+      );
+    }
+    const opens = s.consecutiveOpens;
+    if (typeof opens !== 'number' || !Number.isInteger(opens) || opens < 0) {
+      throw new InvalidOptionError(
+        'CircuitBreaker.fromJSON',
+        'snapshot.consecutiveOpens',
+        'an integer >= 0',
+        opens,
+      );
+    }
+    const breaker = new CircuitBreaker({
+      ...(typeof s.name === 'string' && options.name === undefined ? { name: s.name } : {}),
+      ...options,
+    });
+    breaker.#restore(s.state, remaining, opens);
+    return breaker;
+  }
+
+  /** Subscribes to state changes. */
+  onStateChange(listener: (change: StateChange) => void): Subscription {
+    return this.#stateChanged.subscribe(listener);
+  }
+
+  /** Subscribes to rejected calls. */
+  onCallRejected(listener: (event: CallRejected) => void): Subscription {
+    return this.#callRejected.subscribe(listener);
+  }
+
+  /** Subscribes to finished calls. */
+  onCallFinished(listener: (event: CallFinished) => void): Subscription {
+    return this.#callFinished.subscribe(listener);
+  }
+
+  /** In `metrics-only` state: subscribes to the reasons the breaker would have opened. */
+  onThresholdExceeded(listener: (reason: string) => void): Subscription {
+    return this.#thresholdExceeded.subscribe(listener);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #restore(state: BreakerState, openRemainingMs: number, consecutiveOpens: number): void {
+    const now = this.#o.clock.now();
+    this.#consecutiveOpens = consecutiveOpens;
+    if (state === 'open' || state === 'half-open') {
+      this.#state = 'open';
+      this.#generation++;
+      this.#stateSince = now;
+      this.#openUntil = now + (state === 'open' ? openRemainingMs : 0);
+    } else if (state !== 'closed') {
+      this.#transition(state, 'restored', now);
+    }
+  }
+
+  async #executeWithTimeout<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    permit: BreakerPermit,
+    timeoutMs: number,
+    callerSignal: AbortSignal | undefined,
+    fallback: ((error: unknown) => R | Promise<R>) | undefined,
+  ): Promise<R> {
+    // A controller of this call's own: the timeout aborts this call and no other.
+    const controller = new AbortController();
+    const onCallerAbort = (): void => {
+      controller.abort(callerSignal?.reason);
+    };
+    callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+    let timer: Timer | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = this.#o.clock.setTimer(() => {
+        const error = new BreakerTimeoutError(this.#o.name, timeoutMs);
+        controller.abort(error);
+        reject(error);
+      }, timeoutMs);
+    });
+    const aborted = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener(
+        'abort',
+        () => {
+          reject(controller.signal.reason as unknown);
+        },
+        { once: true },
+      );
+    });
+    try {
+      const call = Promise.resolve().then(() => fn(controller.signal));
+      // The call may ignore its signal and never settle; the race still ends this call.
+      call.catch(() => undefined);
+      const result = await Promise.race([call, timedOut, aborted]);
+      permit.success();
+      return result;
+    } catch (error) {
+      return await this.#onError(permit, error, fallback);
+    } finally {
+      timer?.cancel();
+      callerSignal?.removeEventListener('abort', onCallerAbort);
+      timedOut.catch(() => undefined);
+      aborted.catch(() => undefined);
+    }
+  }
+
+  #onError<R>(
+    permit: BreakerPermit,
+    error: unknown,
+    fallback: ((error: unknown) => R | Promise<R>) | undefined,
+  ): R | Promise<R> {
+    permit.failure(error);
+    if (fallback !== undefined) return fallback(error);
+    throw error;
+  }
+
+  #rejection(): BreakerOpenError {
+    const now = this.#o.clock.now();
+    const retryAfter = this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+    this.#countRejection();
+    if (!this.#o.stacklessRejections)
+      return new BreakerOpenError(this.#o.name, this.#state, retryAfter);
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return new BreakerOpenError(this.#o.name, this.#state, retryAfter);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
+
+  #countRejection(): void {
+    this.#rejected++;
+    if (this.#callRejected.active) {
+      const now = this.#o.clock.now();
+      this.#callRejected.emit({
+        state: this.#state,
+        retryAfterMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+      });
+    }
+  }
+
+  /** A permit if a call may go through now. Does not count rejections. */
+  #acquire(): Permit | undefined {
+    const now = this.#o.clock.now();
+    this.#advance(now);
+    switch (this.#state) {
+      case 'closed':
+      case 'disabled':
+      case 'metrics-only':
+        return new Permit(this, this.#generation, now);
+      case 'half-open':
+        if (this.#trialsStarted >= this.#o.halfOpenPermits) return undefined;
+        this.#trialsStarted++;
+        return new Permit(this, this.#generation, now);
+      case 'open':
+      case 'forced-open':
+        return undefined;
+    }
+  }
+
+  /** Applies what time has changed: open → half-open when its time is up; half-open → open when stuck. */
+  #advance(now: number): void {
+    if (this.#state === 'open' && now >= this.#openUntil) {
+      this.#transition('half-open', 'open duration elapsed', now);
+    } else if (this.#state === 'half-open' && now - this.#stateSince >= this.#o.maxHalfOpenMs) {
+      this.#open(now, `half-open for ${this.#o.maxHalfOpenMs} ms without a verdict`);
+    }
+  }
+
+  #record(
+    generation: number,
+    startedAt: number,
+    outcome: 'success' | 'failure' | 'ignored',
+    error: unknown,
+  ): void {
+    const now = this.#o.clock.now();
+    const durationMs = Math.max(0, now - startedAt);
+    let kind = outcome;
+    if (kind === 'failure' && error !== undefined) {
+      if (this.#o.ignore?.(error) === true) kind = 'ignored';
+      else if (this.#o.isFailure !== undefined && !this.#o.isFailure(error)) kind = 'success';
+    }
+    const slow = kind !== 'ignored' && durationMs >= this.#o.slowCallDurationMs;
+    if (kind === 'success') this.#successful++;
+    else if (kind === 'failure') this.#failed++;
+    else this.#ignored++;
+    // A result from a call admitted under an earlier state must not steer this one (gobreaker's
+    // generation rule): a slow success from before the breaker opened cannot close it.
+    const counted = generation === this.#generation && kind !== 'ignored';
+    if (this.#callFinished.active)
+      this.#callFinished.emit({
+        outcome: kind,
+        durationMs,
+        slow,
+        counted: generation === this.#generation,
+      });
+    if (!counted) return;
+    this.#advance(now);
+    if (generation !== this.#generation) return; // #advance may have changed the state
+    const flags = (kind === 'failure' ? FAILED : 0) | (slow ? SLOW : 0);
+    switch (this.#state) {
+      case 'closed':
+      case 'metrics-only':
+      case 'disabled':
+        this.#window.record(flags, now);
+        this.#consecutiveFailures = kind === 'failure' ? this.#consecutiveFailures + 1 : 0;
+        if (this.#state !== 'disabled') this.#judgeWindow(now);
+        break;
+      case 'half-open':
+        this.#trialsDone++;
+        if (kind === 'failure') this.#trialFailures++;
+        if (slow) this.#trialSlow++;
+        this.#judgeTrials(now);
+        break;
+      case 'open':
+      case 'forced-open':
+        break;
+    }
+  }
+
+  #judgeWindow(now: number): void {
+    const o = this.#o;
+    let reason: string | undefined;
+    if (o.consecutiveFailures > 0 && this.#consecutiveFailures >= o.consecutiveFailures) {
+      reason = `${this.#consecutiveFailures} consecutive failures`;
+    } else {
+      const { calls, failures, slow } = this.#window.totals(now);
+      if (calls >= o.minimumCalls) {
+        if (failures / calls >= o.failureRateThreshold) {
+          reason = `failure rate ${(failures / calls).toFixed(3)} >= ${o.failureRateThreshold}`;
+        } else if (slow / calls >= o.slowCallRateThreshold) {
+          reason = `slow-call rate ${(slow / calls).toFixed(3)} >= ${o.slowCallRateThreshold}`;
+        }
+      }
+    }
+    if (reason === undefined) return;
+    if (this.#state === 'metrics-only') {
+      if (this.#thresholdExceeded.active) this.#thresholdExceeded.emit(reason);
+      return;
+    }
+    this.#open(now, reason);
+  }
+
+  #judgeTrials(now: number): void {
+    const o = this.#o;
+    const permits = o.halfOpenPermits;
+    // Decide as soon as the outcome is certain: enough failures (or slow calls) among the
+    // permitted trials that the rate reaches its threshold whatever the rest do — or all done.
+    if (this.#trialFailures / permits >= o.failureRateThreshold) {
+      this.#open(now, `half-open trials failed (${this.#trialFailures}/${permits})`);
+    } else if (this.#trialSlow / permits >= o.slowCallRateThreshold) {
+      this.#open(now, `half-open trials slow (${this.#trialSlow}/${permits})`);
+    } else if (this.#trialsDone >= permits) {
+      this.#consecutiveOpens = 0;
+      this.#consecutiveFailures = 0;
+      this.#window.reset();
+      this.#transition('closed', 'half-open trials succeeded', now);
+    }
+  }
+
+  #open(now: number, reason: string): void {
+    const o = this.#o;
+    const base = Math.min(
+      o.openDurationMs * o.backoff.multiplier ** this.#consecutiveOpens,
+      o.backoff.maxOpenDurationMs,
+    );
+    const spread = o.backoff.jitter === 0 ? 0 : (o.random() * 2 - 1) * o.backoff.jitter * base;
+    this.#openUntil = now + Math.max(0, base + spread);
+    this.#consecutiveOpens++;
+    this.#transition('open', reason, now);
+  }
+
+  #transition(to: BreakerState, reason: string, now: number): void {
+    const from = this.#state;
+    this.#state = to;
+    this.#generation++;
+    this.#stateSince = now;
+    if (to === 'half-open') {
+      this.#trialsStarted = 0;
+      this.#trialsDone = 0;
+      this.#trialFailures = 0;
+      this.#trialSlow = 0;
+    }
+    if (to === 'closed' && from !== 'half-open') this.#consecutiveFailures = 0;
+    if (from === 'half-open' && this.#waiters.length > 0) this.#releaseWaiters();
+    if (to === 'half-open' && this.#waiters.length > 0) this.#armWake(now);
+    if (this.#stateChanged.active && from !== to) this.#stateChanged.emit({ from, to, reason });
+  }
+
+  /** Waits until half-open reaches a verdict (or the caller aborts). */
+  #waitForVerdict(signal: AbortSignal | undefined): Promise<void> {
+    throwIfAborted(signal);
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          if (this.#waiters.length === 0) this.#disarmWake();
+          reject(signal?.reason as unknown);
+        },
+      };
+      signal?.addEventListener('abort', waiter.onAbort, { once: true });
+      this.#waiters.push(waiter);
+      if (this.#waiters.length === 1) this.#armWake(this.#o.clock.now());
+    });
+  }
+
+  /** Wakes waiters when half-open would give up, in case nothing else touches the breaker. */
+  #armWake(now: number): void {
+    this.#disarmWake();
+    if (this.#state !== 'half-open') return;
+    const due = this.#stateSince + this.#o.maxHalfOpenMs - now;
+    this.#wakeTimer = this.#o.clock.setTimer(
+      () => {
+        this.#wakeTimer = undefined;
+        this.#advance(this.#o.clock.now());
+      },
+      Math.max(0, due),
+    );
+    this.#wakeTimer.unref();
+  }
+
+  #disarmWake(): void {
+    this.#wakeTimer?.cancel();
+    this.#wakeTimer = undefined;
+  }
+
+  /** The half-open verdict is in: waiters retry (and are admitted or rejected by the new state). */
+  #releaseWaiters(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    this.#disarmWake();
+    for (const waiter of waiters) {
+      waiter.signal?.removeEventListener('abort', waiter.onAbort);
+      waiter.resolve();
+    }
+  }
+}

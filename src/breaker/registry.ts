@@ -1,0 +1,105 @@
+/**
+ * One breaker per downstream, by key, with shared defaults.
+ *
+ * @packageDocumentation
+ */
+import { InvalidOptionError, systemClock, type Clock } from '../core/index.js';
+import { CircuitBreaker, type CircuitBreakerOptions } from './breaker.js';
+
+interface Entry {
+  readonly breaker: CircuitBreaker;
+  lastUsed: number;
+}
+
+/**
+ * Breakers by key (`breakerFor('payments')`), created on first use with the registry's
+ * defaults plus any per-key overrides. Keys that go unused can be collected with `sweep()`.
+ *
+ * @example
+ * ```ts
+ * import { BreakerRegistry } from 'keel/breaker';
+ *
+ * const breakers = new BreakerRegistry({ failureRateThreshold: 0.5, openDurationMs: 10_000 });
+ * const payments = breakers.breakerFor('payments', { timeoutMs: 800 });
+ * console.log(payments === breakers.breakerFor('payments')); // true
+ * breakers.sweep(15 * 60_000); // forget breakers unused for 15 minutes
+ * ```
+ */
+export class BreakerRegistry {
+  readonly #defaults: CircuitBreakerOptions;
+  readonly #entries = new Map<string, Entry>();
+  readonly #clock: Clock;
+
+  constructor(defaults: CircuitBreakerOptions = {}) {
+    // Validate the defaults once, now, rather than at the first breakerFor().
+    new CircuitBreaker(defaults);
+    this.#defaults = { ...defaults };
+    this.#clock = defaults.clock ?? systemClock;
+  }
+
+  /** The breaker for `key`, created with the defaults and `overrides` on first use. */
+  breakerFor(key: string, overrides?: CircuitBreakerOptions): CircuitBreaker {
+    if (typeof key !== 'string' || key === '') {
+      throw new InvalidOptionError(
+        'BreakerRegistry',
+        'key',
+        'a non-empty string',
+        key,
+        'breakerFor(key)',
+      );
+    }
+    const now = this.#clock.now();
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      entry = {
+        breaker: new CircuitBreaker({ name: key, ...this.#defaults, ...overrides }),
+        lastUsed: now,
+      };
+      this.#entries.set(key, entry);
+    }
+    entry.lastUsed = now;
+    return entry.breaker;
+  }
+
+  /** Whether a breaker exists for `key`. */
+  has(key: string): boolean {
+    return this.#entries.has(key);
+  }
+
+  /** Forgets the breaker for `key`; `false` when there was none. */
+  delete(key: string): boolean {
+    return this.#entries.delete(key);
+  }
+
+  /** Keys with a breaker. */
+  keys(): string[] {
+    return [...this.#entries.keys()];
+  }
+
+  /** Number of breakers. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Forgets breakers not asked for in the last `idleMs` and returns how many went. */
+  sweep(idleMs: number): number {
+    if (typeof idleMs !== 'number' || !(idleMs >= 0)) {
+      throw new InvalidOptionError(
+        'BreakerRegistry',
+        'idleMs',
+        'a number >= 0',
+        idleMs,
+        'sweep(idleMs)',
+      );
+    }
+    const cutoff = this.#clock.now() - idleMs;
+    let removed = 0;
+    for (const [key, entry] of this.#entries) {
+      if (entry.lastUsed < cutoff) {
+        this.#entries.delete(key);
+        removed++;
+      }
+    }
+    return removed;
+  }
+}

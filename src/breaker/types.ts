@@ -1,0 +1,84 @@
+/**
+ * Public types of `keel/breaker`.
+ *
+ * @packageDocumentation
+ */
+
+/**
+ * Where a breaker is. `closed`, `open` and `half-open` are automatic (Resilience4j's model);
+ * the others are set by hand: `forced-open` rejects everything (isolate a dependency),
+ * `disabled` lets everything through and only counts, `metrics-only` lets everything through
+ * and still evaluates the thresholds, reporting when it would have opened.
+ */
+export type BreakerState =
+  'closed' | 'open' | 'half-open' | 'forced-open' | 'disabled' | 'metrics-only';
+
+/** A state change, from `onStateChange`. */
+export interface StateChange {
+  readonly from: BreakerState;
+  readonly to: BreakerState;
+  /** Why, in a few words: `failure rate 0.6 >= 0.5`, `open duration elapsed`, `manual`, … */
+  readonly reason: string;
+}
+
+/** A rejected call, from `onCallRejected`. */
+export interface CallRejected {
+  readonly state: BreakerState;
+  readonly retryAfterMs: number;
+}
+
+/** A finished call, from `onCallFinished`. */
+export interface CallFinished {
+  readonly outcome: 'success' | 'failure' | 'ignored';
+  readonly durationMs: number;
+  readonly slow: boolean;
+  /** False when the call started under an earlier state and so did not count toward this one. */
+  readonly counted: boolean;
+}
+
+/** A snapshot of a breaker's numbers, from `metrics()`. */
+export interface BreakerMetrics {
+  readonly state: BreakerState;
+  /** Calls in the sliding window. */
+  readonly calls: number;
+  readonly failures: number;
+  readonly slowCalls: number;
+  /** Failures ÷ calls in the window (0 when empty). */
+  readonly failureRate: number;
+  /** Slow calls ÷ calls in the window (0 when empty). */
+  readonly slowCallRate: number;
+  /** Totals since creation. */
+  readonly successfulTotal: number;
+  readonly failedTotal: number;
+  readonly ignoredTotal: number;
+  readonly rejectedTotal: number;
+  /** Milliseconds spent in the current state. */
+  readonly timeInStateMs: number;
+  /** Milliseconds until a trial call is let through (0 unless open). */
+  readonly retryAfterMs: number;
+}
+
+/**
+ * The two-step API for calls that are not one async function: get a permit, then report once.
+ * Reporting twice is ignored.
+ */
+export interface BreakerPermit {
+  /** The call succeeded. */
+  success(): void;
+  /** The call failed (the error is passed through the breaker's `ignore`/`isFailure`). */
+  failure(error?: unknown): void;
+  /** The call's outcome should count neither way. */
+  ignore(): void;
+}
+
+/** A JSON-safe snapshot of a breaker's state, from `toJSON()`. */
+export interface BreakerSnapshot {
+  readonly format: 'keel.breaker';
+  readonly version: 1;
+  readonly name: string;
+  readonly state: BreakerState;
+  /** Remaining open time when the snapshot was taken (ms). */
+  readonly openRemainingMs: number;
+  /** How many times in a row it has opened (drives backoff). */
+  readonly consecutiveOpens: number;
+}
