@@ -189,7 +189,8 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
       ? base
       : { ...base, compareTo: main.compareTo, ratio: main.ratio, comparisons };
   });
-  const reports = suite.reports?.() ?? [];
+  const perCall = new Map(tasks.map((t) => [t.name, { opsPerSec: t.opsPerSec, meanNs: t.meanNs }]));
+  const reports = suite.reports?.(perCall) ?? [];
   return { name: suite.name, file, description: suite.description, tasks, reports };
 }
 

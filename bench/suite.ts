@@ -24,6 +24,12 @@ export interface BenchTask {
   readonly kind: 'keel' | 'peer' | 'baseline';
 }
 
+/** Per-call figures of one task from the current run. */
+export interface MeasuredTask {
+  readonly opsPerSec: number;
+  readonly meanNs: number;
+}
+
 /** Figures that are not timings (memory, balance, keys moved), reported beside the tasks. */
 export interface BenchReport {
   readonly title: string;
@@ -37,8 +43,11 @@ export interface BenchSuite {
   /** One line saying what is compared and why. */
   readonly description: string;
   readonly tasks: readonly BenchTask[];
-  /** Non-timing measurements, computed after the tasks ran (so quick mode still runs them). */
-  readonly reports?: () => readonly BenchReport[];
+  /**
+   * Non-timing measurements, computed after the tasks ran (so quick mode still runs them),
+   * given each task's per-call figures from this run.
+   */
+  readonly reports?: (measured: ReadonlyMap<string, MeasuredTask>) => readonly BenchReport[];
 }
 
 /** Checks a suite's internal references once, when the file is loaded. */

@@ -54,7 +54,12 @@ export interface CircuitBreakerOptions {
   readonly failureRateThreshold?: number;
   /** Open when slow calls ÷ calls reaches this (0 < x ≤ 1). @defaultValue 1 */
   readonly slowCallRateThreshold?: number;
-  /** A call taking at least this long is slow, whether it succeeded or not. @defaultValue 60000 */
+  /**
+   * A call taking at least this long is slow, whether it succeeded or not. Off by default:
+   * timing every call costs two clock reads, and a per-call `timeoutMs` is usually the better
+   * defence against a slow dependency. Set it to count slow calls against
+   * `slowCallRateThreshold`. @defaultValue Infinity (off)
+   */
   readonly slowCallDurationMs?: number;
   /**
    * Also open after this many failures in a row, whatever the window says — the simple policy.
@@ -124,7 +129,8 @@ const spec = {
     min: 0,
     minExclusive: true,
     max: 86_400_000,
-    default: 60_000,
+    allowInfinity: true,
+    default: Infinity,
   }),
   consecutiveFailures: integerOption({ min: 0, max: 1_000_000, default: 0 }),
   openDurationMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, default: 30_000 }),
@@ -239,6 +245,8 @@ export class CircuitBreaker {
 
   readonly #o: Resolved;
   readonly #window: OutcomeWindow;
+  /** Calls must be timed: slow-call detection is on, or the window is time-based. */
+  readonly #timed: boolean;
   #state: BreakerState = 'closed';
   #generation = 0;
   #stateSince: number;
@@ -281,6 +289,7 @@ export class CircuitBreaker {
         o.backoff.maxOpenDurationMs,
       );
     }
+    this.#timed = o.slowCallDurationMs !== Infinity || o.window.type === 'time';
     this.#window =
       o.window.type === 'count'
         ? new CountWindow(o.window.size)
@@ -312,13 +321,45 @@ export class CircuitBreaker {
    * {@link BreakerOpenError}s; a timeout rejects with a {@link BreakerTimeoutError}. With a
    * `fallback`, its value is returned instead of either.
    */
-  async execute<R>(
+  execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
+    const signal = options?.signal;
+    if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
+    const permit = this.#acquire();
+    if (
+      permit === undefined ||
+      options?.fallback !== undefined ||
+      (options?.timeoutMs ?? this.#o.timeoutMs) !== undefined
+    ) {
+      return this.#executeFull(fn, permit, options);
+    }
+    // The hot path — admitted, no timeout, no fallback: no async function, no controller, no
+    // timer; the caller's signal (or a never-aborting one) goes straight to `fn`.
+    let result: R | Promise<R>;
+    try {
+      result = fn(signal ?? NEVER);
+    } catch (error) {
+      permit.failure(error);
+      return Promise.reject(error);
+    }
+    return Promise.resolve(result).then(
+      (value) => {
+        permit.success();
+        return value;
+      },
+      (error: unknown) => {
+        permit.failure(error);
+        throw error;
+      },
+    );
+  }
+
+  async #executeFull<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
-    options?: ExecuteOptions<R>,
+    admitted: Permit | undefined,
+    options: ExecuteOptions<R> | undefined,
   ): Promise<R> {
     const signal = options?.signal;
-    throwIfAborted(signal);
-    let permit = this.#acquire();
+    let permit = admitted;
     while (permit === undefined) {
       if (this.#o.halfOpenWait && this.#state === 'half-open') {
         await this.#waitForVerdict(signal);
@@ -331,13 +372,12 @@ export class CircuitBreaker {
     }
     const timeoutMs = options?.timeoutMs ?? this.#o.timeoutMs;
     if (timeoutMs === undefined) {
-      // The cheap path: no controller, no timer — the caller's signal (or a never-aborting one).
       try {
-        const result = await fn(signal ?? NEVER);
-        permit.success();
-        return result;
+        return await fn(signal ?? NEVER);
       } catch (error) {
         return await this.#onError(permit, error, options?.fallback);
+      } finally {
+        permit.success(); // no-op when #onError already reported a failure
       }
     }
     return this.#executeWithTimeout(fn, permit, timeoutMs, signal, options?.fallback);
@@ -593,6 +633,11 @@ export class CircuitBreaker {
 
   /** A permit if a call may go through now. Does not count rejections. */
   #acquire(): Permit | undefined {
+    // Closed with a count window and no slow-call timing needs no clock at all.
+    const state = this.#state;
+    if (!this.#timed && (state === 'closed' || state === 'disabled' || state === 'metrics-only')) {
+      return new Permit(this, this.#generation, 0);
+    }
     const now = this.#o.clock.now();
     this.#advance(now);
     switch (this.#state) {
@@ -625,8 +670,17 @@ export class CircuitBreaker {
     outcome: 'success' | 'failure' | 'ignored',
     error: unknown,
   ): void {
-    const now = this.#o.clock.now();
-    const durationMs = Math.max(0, now - startedAt);
+    // The clock is needed for slow-call timing, a time window, an open or half-open breaker
+    // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
+    // stays NaN, "not read": a transition reads the clock itself (see #transition).
+    const timed = this.#timed || startedAt !== 0;
+    const now =
+      timed ||
+      (this.#state !== 'closed' && this.#state !== 'disabled' && this.#state !== 'metrics-only') ||
+      this.#callFinished.active
+        ? this.#o.clock.now()
+        : Number.NaN;
+    const durationMs = timed ? Math.max(0, now - startedAt) : 0;
     let kind = outcome;
     if (kind === 'failure' && error !== undefined) {
       if (this.#o.ignore?.(error) === true) kind = 'ignored';
@@ -710,8 +764,9 @@ export class CircuitBreaker {
     }
   }
 
-  #open(now: number, reason: string): void {
+  #open(at: number, reason: string): void {
     const o = this.#o;
+    const now = Number.isNaN(at) ? o.clock.now() : at;
     const base = Math.min(
       o.openDurationMs * o.backoff.multiplier ** this.#consecutiveOpens,
       o.backoff.maxOpenDurationMs,
@@ -722,7 +777,8 @@ export class CircuitBreaker {
     this.#transition('open', reason, now);
   }
 
-  #transition(to: BreakerState, reason: string, now: number): void {
+  #transition(to: BreakerState, reason: string, at: number): void {
+    const now = Number.isNaN(at) ? this.#o.clock.now() : at;
     const from = this.#state;
     this.#state = to;
     this.#generation++;

@@ -30,6 +30,7 @@ export interface CallRejected {
 /** A finished call, from `onCallFinished`. */
 export interface CallFinished {
   readonly outcome: 'success' | 'failure' | 'ignored';
+  /** The call's duration; 0 unless calls are timed (slow-call detection or a time window). */
   readonly durationMs: number;
   readonly slow: boolean;
   /** False when the call started under an earlier state and so did not count toward this one. */

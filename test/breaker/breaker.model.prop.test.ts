@@ -173,7 +173,7 @@ const config: fc.Arbitrary<Config> = fc
     size: fc.integer({ min: 1, max: 8 }),
     failureRateThreshold: fc.constantFrom(0.25, 0.5, 1),
     slowCallRateThreshold: fc.constantFrom(0.5, 1),
-    slowCallDurationMs: fc.constantFrom(50, 300),
+    slowCallDurationMs: fc.constantFrom(50, 300, Infinity),
     consecutiveFailures: fc.constantFrom(0, 0, 2, 3),
     openDurationMs: fc.constantFrom(100, 250),
     multiplier: fc.constantFrom(1, 2),

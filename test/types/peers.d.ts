@@ -40,3 +40,16 @@ declare module 'murmurhash3js-revisited' {
   };
   export default murmur;
 }
+
+declare module 'opossum' {
+  /** npm `opossum` (9.x): a circuit breaker wrapping one async function. */
+  class CircuitBreaker<A extends unknown[] = unknown[], R = unknown> {
+    constructor(action: (...args: A) => Promise<R>, options?: Record<string, unknown>);
+    fire(...args: A): Promise<R>;
+    open(): void;
+    close(): void;
+    shutdown(): void;
+    readonly opened: boolean;
+  }
+  export = CircuitBreaker;
+}
