@@ -259,6 +259,11 @@ export class CircuitBreaker {
   #trialFailures = 0;
   #trialSlow = 0;
   #waiters: Waiter[] = [];
+  /** Outcome handlers of the hot path, bound to the current generation (see #bindFastPath). */
+  #fastSuccess: (value: unknown) => unknown = (value) => value;
+  #fastFailure: (error: unknown) => never = (error) => {
+    throw error;
+  };
   #wakeTimer: Timer | undefined;
   // Totals.
   #successful = 0;
@@ -295,6 +300,20 @@ export class CircuitBreaker {
         ? new CountWindow(o.window.size)
         : new TimeWindow(o.window.size, 1000);
     this.#stateSince = o.clock.now();
+    this.#bindFastPath();
+  }
+
+  /** New hot-path handlers for the current generation: results of older calls then don't count. */
+  #bindFastPath(): void {
+    const generation = this.#generation;
+    this.#fastSuccess = (value) => {
+      this.#record(generation, 0, 'success', undefined);
+      return value;
+    };
+    this.#fastFailure = (error) => {
+      this.#record(generation, 0, 'failure', error);
+      throw error;
+    };
   }
 
   /** The breaker's name. */
@@ -324,33 +343,26 @@ export class CircuitBreaker {
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
     const signal = options?.signal;
     if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
-    const permit = this.#acquire();
+    const state = this.#state;
     if (
-      permit === undefined ||
-      options?.fallback !== undefined ||
-      (options?.timeoutMs ?? this.#o.timeoutMs) !== undefined
+      !this.#timed &&
+      (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
+      options?.fallback === undefined &&
+      (options?.timeoutMs ?? this.#o.timeoutMs) === undefined
     ) {
-      return this.#executeFull(fn, permit, options);
+      // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
+      // permit, no controller, no timer, no clock read. The outcome handlers are made once per
+      // state generation, so a call allocates nothing but the promise `then` returns.
+      let result: R | Promise<R>;
+      try {
+        result = fn(signal ?? NEVER);
+      } catch (error) {
+        this.#fastFailure(error);
+        return Promise.reject(error);
+      }
+      return Promise.resolve(result).then(this.#fastSuccess as (value: R) => R, this.#fastFailure);
     }
-    // The hot path — admitted, no timeout, no fallback: no async function, no controller, no
-    // timer; the caller's signal (or a never-aborting one) goes straight to `fn`.
-    let result: R | Promise<R>;
-    try {
-      result = fn(signal ?? NEVER);
-    } catch (error) {
-      permit.failure(error);
-      return Promise.reject(error);
-    }
-    return Promise.resolve(result).then(
-      (value) => {
-        permit.success();
-        return value;
-      },
-      (error: unknown) => {
-        permit.failure(error);
-        throw error;
-      },
-    );
+    return this.#executeFull(fn, this.#acquire(), options);
   }
 
   async #executeFull<R>(
@@ -541,6 +553,7 @@ export class CircuitBreaker {
     if (state === 'open' || state === 'half-open') {
       this.#state = 'open';
       this.#generation++;
+      this.#bindFastPath();
       this.#stateSince = now;
       this.#openUntil = now + (state === 'open' ? openRemainingMs : 0);
     } else if (state !== 'closed') {
@@ -782,6 +795,7 @@ export class CircuitBreaker {
     const from = this.#state;
     this.#state = to;
     this.#generation++;
+    this.#bindFastPath();
     this.#stateSince = now;
     if (to === 'half-open') {
       this.#trialsStarted = 0;

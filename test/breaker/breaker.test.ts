@@ -164,6 +164,21 @@ describe('CircuitBreaker', () => {
     expect(breaker.state).toBe('closed');
   });
 
+  it('the same generation rule holds for execute()', async () => {
+    const clock = new ManualClock();
+    const breaker = tripped(clock);
+    let finish: (value: string) => void = () => undefined;
+    const early = breaker.execute(() => new Promise<string>((resolve) => (finish = resolve)));
+    breaker.trip();
+    clock.advance(1000);
+    expect(breaker.state).toBe('half-open');
+    finish('late');
+    await expect(early).resolves.toBe('late');
+    expect(breaker.state).toBe('half-open'); // the late success did not close it
+    await breaker.execute(ok);
+    expect(breaker.state).toBe('closed');
+  });
+
   it('a hung half-open trial cannot keep the breaker half-open past maxHalfOpenMs', () => {
     const clock = new ManualClock();
     const breaker = tripped(clock, { maxHalfOpenMs: 500 });
