@@ -270,10 +270,12 @@ export class CircuitBreaker {
   #failed = 0;
   #ignored = 0;
   #rejected = 0;
-  readonly #stateChanged = new EventChannel<StateChange>();
-  readonly #callRejected = new EventChannel<CallRejected>();
-  readonly #callFinished = new EventChannel<CallFinished>();
-  readonly #thresholdExceeded = new EventChannel<string>();
+  // Event channels are created on first subscription: most breakers are never observed, and
+  // thousands of breakers (one per downstream key) should not carry four empty channels each.
+  #stateChanged: EventChannel<StateChange> | undefined;
+  #callRejected: EventChannel<CallRejected> | undefined;
+  #callFinished: EventChannel<CallFinished> | undefined;
+  #thresholdExceeded: EventChannel<string> | undefined;
 
   constructor(options: CircuitBreakerOptions = {}) {
     this.#o = resolveOptions(OWNER, options, spec);
@@ -527,22 +529,22 @@ export class CircuitBreaker {
 
   /** Subscribes to state changes. */
   onStateChange(listener: (change: StateChange) => void): Subscription {
-    return this.#stateChanged.subscribe(listener);
+    return (this.#stateChanged ??= new EventChannel()).subscribe(listener);
   }
 
   /** Subscribes to rejected calls. */
   onCallRejected(listener: (event: CallRejected) => void): Subscription {
-    return this.#callRejected.subscribe(listener);
+    return (this.#callRejected ??= new EventChannel()).subscribe(listener);
   }
 
   /** Subscribes to finished calls. */
   onCallFinished(listener: (event: CallFinished) => void): Subscription {
-    return this.#callFinished.subscribe(listener);
+    return (this.#callFinished ??= new EventChannel()).subscribe(listener);
   }
 
   /** In `metrics-only` state: subscribes to the reasons the breaker would have opened. */
   onThresholdExceeded(listener: (reason: string) => void): Subscription {
-    return this.#thresholdExceeded.subscribe(listener);
+    return (this.#thresholdExceeded ??= new EventChannel()).subscribe(listener);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -635,7 +637,7 @@ export class CircuitBreaker {
 
   #countRejection(): void {
     this.#rejected++;
-    if (this.#callRejected.active) {
+    if (this.#callRejected?.active === true) {
       const now = this.#o.clock.now();
       this.#callRejected.emit({
         state: this.#state,
@@ -690,7 +692,7 @@ export class CircuitBreaker {
     const now =
       timed ||
       (this.#state !== 'closed' && this.#state !== 'disabled' && this.#state !== 'metrics-only') ||
-      this.#callFinished.active
+      this.#callFinished?.active === true
         ? this.#o.clock.now()
         : Number.NaN;
     const durationMs = timed ? Math.max(0, now - startedAt) : 0;
@@ -706,7 +708,7 @@ export class CircuitBreaker {
     // A result from a call admitted under an earlier state must not steer this one (gobreaker's
     // generation rule): a slow success from before the breaker opened cannot close it.
     const counted = generation === this.#generation && kind !== 'ignored';
-    if (this.#callFinished.active)
+    if (this.#callFinished?.active === true)
       this.#callFinished.emit({
         outcome: kind,
         durationMs,
@@ -754,7 +756,7 @@ export class CircuitBreaker {
     }
     if (reason === undefined) return;
     if (this.#state === 'metrics-only') {
-      if (this.#thresholdExceeded.active) this.#thresholdExceeded.emit(reason);
+      if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(reason);
       return;
     }
     this.#open(now, reason);
@@ -806,7 +808,8 @@ export class CircuitBreaker {
     if (to === 'closed' && from !== 'half-open') this.#consecutiveFailures = 0;
     if (from === 'half-open' && this.#waiters.length > 0) this.#releaseWaiters();
     if (to === 'half-open' && this.#waiters.length > 0) this.#armWake(now);
-    if (this.#stateChanged.active && from !== to) this.#stateChanged.emit({ from, to, reason });
+    if (this.#stateChanged?.active === true && from !== to)
+      this.#stateChanged.emit({ from, to, reason });
   }
 
   /** Waits until half-open reaches a verdict (or the caller aborts). */
