@@ -1,7 +1,21 @@
 /**
- * `keel/lock` — not built yet (issue 6). The subpath exists so the package layout, exports map
- * and packaging checks are in place before the component lands; it currently exports nothing.
+ * `keel/lock` — Redlock distributed locks over several independent Redis masters, with fencing
+ * tokens. (In progress: `using()`, release notifications, the semaphore and `MemoryLock` land
+ * next.)
  *
  * @packageDocumentation
  */
-export {};
+export { Redlock, Lock } from './redlock.js';
+export type { RedlockOptions, AcquireOptions, ReleaseResult, LockClient } from './redlock.js';
+export {
+  LockTakenError,
+  QuorumUnavailableError,
+  LockLostError,
+  isLockTakenError,
+  isQuorumUnavailableError,
+  isLockLostError,
+  LOCK_TAKEN,
+  QUORUM_UNAVAILABLE,
+  LOCK_LOST,
+} from './errors.js';
+export type { NodeVote } from './errors.js';

@@ -1,0 +1,74 @@
+/**
+ * Errors thrown by `keel/lock`. Each carries the per-node evidence behind it.
+ *
+ * @packageDocumentation
+ */
+import { KeelError, hasKeelCode } from '../core/index.js';
+
+/** What one Redis node answered in a lock round. */
+export interface NodeVote {
+  /** Index of the node in the client list. */
+  readonly node: number;
+  /** `granted`, `taken` (held by someone else), `error` (failed or timed out). */
+  readonly vote: 'granted' | 'taken' | 'error';
+  /** For `error`: what went wrong. */
+  readonly error?: string;
+}
+
+export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
+export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
+export const LOCK_LOST = 'KEEL_LOCK_LOST';
+
+/** The resources are held by someone else (a quorum of nodes said so, or no quorum granted). */
+export class LockTakenError extends KeelError {
+  override readonly name: string = 'LockTakenError';
+  declare readonly code: typeof LOCK_TAKEN;
+  readonly resources: readonly string[];
+  readonly votes: readonly NodeVote[];
+  readonly attempts: number;
+  constructor(resources: readonly string[], votes: readonly NodeVote[], attempts: number) {
+    super(
+      LOCK_TAKEN,
+      `lock on ${resources.join(', ')} is held by someone else (after ${attempts} attempt(s))`,
+    );
+    this.resources = resources;
+    this.votes = votes;
+    this.attempts = attempts;
+  }
+}
+
+/** Too many nodes failed or timed out for any quorum: the lock service itself is unavailable. */
+export class QuorumUnavailableError extends KeelError {
+  override readonly name: string = 'QuorumUnavailableError';
+  declare readonly code: typeof QUORUM_UNAVAILABLE;
+  readonly resources: readonly string[];
+  readonly votes: readonly NodeVote[];
+  constructor(resources: readonly string[], votes: readonly NodeVote[], quorum: number) {
+    const failed = votes.filter((v) => v.vote === 'error');
+    super(
+      QUORUM_UNAVAILABLE,
+      `no quorum (${quorum} of ${votes.length}) for ${resources.join(', ')}: ` +
+        failed.map((v) => `node ${v.node}: ${v.error ?? 'error'}`).join('; '),
+    );
+    this.resources = resources;
+    this.votes = votes;
+  }
+}
+
+/** A held lock was lost: its validity ran out without an extension, or an extension failed. */
+export class LockLostError extends KeelError {
+  override readonly name: string = 'LockLostError';
+  declare readonly code: typeof LOCK_LOST;
+  readonly resources: readonly string[];
+  constructor(resources: readonly string[], why: string) {
+    super(LOCK_LOST, `lock on ${resources.join(', ')} lost: ${why}`);
+    this.resources = resources;
+  }
+}
+
+export const isLockTakenError = (value: unknown): value is LockTakenError =>
+  hasKeelCode<LockTakenError>(value, LOCK_TAKEN);
+export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavailableError =>
+  hasKeelCode<QuorumUnavailableError>(value, QUORUM_UNAVAILABLE);
+export const isLockLostError = (value: unknown): value is LockLostError =>
+  hasKeelCode<LockLostError>(value, LOCK_LOST);

@@ -1,0 +1,519 @@
+/**
+ * Redlock (the algorithm on the Redis documentation's "Distributed Locks with Redis" page) over
+ * N independent Redis masters, with fencing tokens.
+ *
+ * One Lua script per node per attempt, sent to every node at once, each with its own timeout;
+ * an attempt is decided as soon as a quorum (⌊N/2⌋ + 1) has granted or a quorum has become
+ * impossible, so hung nodes never hold it up. Validity = ttl − elapsed − drift, measured on a
+ * monotonic clock; a lock whose validity is not above `minValidityMs` is released and retried,
+ * never returned.
+ *
+ * Fencing tokens. Each node keeps, per resource, a counter that the acquire script INCRs. The
+ * client takes F = the maximum over the nodes that granted it. Claim: a lock granted later on
+ * the same resource gets a token > F. Proof sketch: before returning, the client makes sure a
+ * quorum of nodes holds a counter ≥ F — either all granting nodes already returned F, or a
+ * sync round raises the counters (only where its lock key still holds its token) on a quorum.
+ * A later lock needs a quorum too; two quorums of the same N nodes intersect in at least one
+ * node, whose counter is ≥ F, and that lock's INCR there yields > F; its token is the maximum
+ * over its quorum, so > F. It breaks when that intersecting node loses its counter — a restart
+ * without persistence before the older lock's keys expired elsewhere — which is exactly
+ * Redlock's own requirement (restart nodes only after a delay ≥ the max ttl, or persist with
+ * fsync=always).
+ *
+ * @packageDocumentation
+ */
+import {
+  InvalidOptionError,
+  guardedOption,
+  integerOption,
+  isClock,
+  numberOption,
+  resolveOptions,
+  stringOption,
+  systemClock,
+  throwIfAborted,
+  type Clock,
+  type Timer,
+} from '../core/index.js';
+import { LockLostError, LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
+import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE, type Script } from './scripts.js';
+
+/**
+ * What the lock needs from a Redis client: EVALSHA and EVAL. An ioredis `Redis` fits as is;
+ * no ioredis type appears in the lock's logic.
+ */
+export interface LockClient {
+  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+}
+
+/** Options of {@link Redlock}. */
+export interface RedlockOptions {
+  /** One client per independent Redis master (1 for a single-instance lock, 5 usually). */
+  readonly clients: readonly LockClient[];
+  /** Lock time-to-live. @defaultValue 10000 */
+  readonly ttlMs?: number;
+  /** Clock drift allowance as a fraction of the ttl (plus 2 ms). @defaultValue 0.01 */
+  readonly driftFactor?: number;
+  /** A lock is returned only if its remaining validity exceeds this. @defaultValue 10 */
+  readonly minValidityMs?: number;
+  /** Per-node timeout of one script call. @defaultValue 100 */
+  readonly nodeTimeoutMs?: number;
+  /** Further attempts after the first when the lock is taken. @defaultValue 10 */
+  readonly retryCount?: number;
+  /** Base delay between attempts. @defaultValue 200 */
+  readonly retryDelayMs?: number;
+  /** Random extra delay, 0 … this, so contenders do not retry in lockstep. @defaultValue 100 */
+  readonly retryJitterMs?: number;
+  /** Prefix of lock keys (fencing counters add `:fence`). @defaultValue 'keel:lock:' */
+  readonly keyPrefix?: string;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+}
+
+/** Options of one {@link Redlock.acquire}. */
+export interface AcquireOptions {
+  readonly ttlMs?: number;
+  readonly retryCount?: number;
+  /** Stops retrying (and rejects with `signal.reason`). */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** What {@link Lock.release} found. */
+export interface ReleaseResult {
+  /** A quorum of nodes deleted the lock's keys. */
+  readonly released: boolean;
+  /** The lock had expired (its validity deadline passed, or too few nodes still held it). */
+  readonly expired: boolean;
+}
+
+const OWNER = 'Redlock';
+
+const isClientList = (value: unknown): value is readonly LockClient[] =>
+  Array.isArray(value) &&
+  value.length > 0 &&
+  value.every(
+    (c: unknown) =>
+      typeof c === 'object' &&
+      c !== null &&
+      typeof (c as LockClient).evalsha === 'function' &&
+      typeof (c as LockClient).eval === 'function',
+  );
+
+const isRandom = (value: unknown): value is () => number => typeof value === 'function';
+
+const spec = {
+  clients: guardedOption(
+    isClientList,
+    'a non-empty array of Redis clients (with evalsha and eval)',
+    { required: true },
+  ),
+  ttlMs: integerOption({ min: 1, max: 86_400_000, default: 10_000 }),
+  driftFactor: numberOption({ min: 0, max: 0.5, default: 0.01 }),
+  minValidityMs: numberOption({ min: 0, max: 86_400_000, default: 10 }),
+  nodeTimeoutMs: numberOption({ min: 1, max: 60_000, default: 100 }),
+  retryCount: integerOption({ min: 0, max: 1_000_000, default: 10 }),
+  retryDelayMs: numberOption({ min: 0, max: 600_000, default: 200 }),
+  retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
+  keyPrefix: stringOption({ default: 'keel:lock:' }),
+  clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+    default: Math.random,
+  }),
+};
+
+type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
+
+interface NodeResult {
+  readonly node: number;
+  readonly ok: boolean;
+  readonly value?: unknown;
+  readonly error?: string;
+}
+
+/** An unguessable token: 128 random bits, hex. */
+function newToken(): string {
+  return (
+    crypto.randomUUID().replaceAll('-', '') + crypto.randomUUID().replaceAll('-', '').slice(0, 8)
+  );
+}
+
+/**
+ * Redlock over several independent Redis masters.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { Redlock } from 'keel/lock';
+ *
+ * const redlock = new Redlock({
+ *   clients: [6379, 6380, 6381].map((port) => new Redis({ port, lazyConnect: true })),
+ *   ttlMs: 5_000,
+ * });
+ * const lock = await redlock.acquire('sku:1234');
+ * try {
+ *   // write stock for sku:1234, passing lock.fencingToken to the store
+ *   console.log(lock.fencingToken, lock.validUntil);
+ * } finally {
+ *   await lock.release();
+ * }
+ * ```
+ */
+export class Redlock {
+  readonly #o: Resolved;
+  readonly #quorum: number;
+
+  constructor(options: RedlockOptions) {
+    this.#o = resolveOptions(OWNER, options, spec);
+    this.#quorum = Math.floor(this.#o.clients.length / 2) + 1;
+  }
+
+  /** Nodes that must agree: ⌊N/2⌋ + 1. */
+  get quorum(): number {
+    return this.#quorum;
+  }
+
+  /**
+   * Locks one resource or several (all or none). Retries while the lock is taken, up to
+   * `retryCount` times or until `signal` aborts. Rejects with {@link LockTakenError} when it
+   * stays taken, {@link QuorumUnavailableError} when too many nodes fail.
+   */
+  async acquire(
+    resources: string | readonly string[],
+    options: AcquireOptions = {},
+  ): Promise<Lock> {
+    const list = this.#checkResources(resources);
+    const { ttlMs, retryCount, signal } = resolveOptions('Redlock.acquire', options, {
+      ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#o.ttlMs }),
+      retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#o.retryCount }),
+      signal: guardedOption(
+        (v: unknown): v is AbortSignal => v instanceof AbortSignal,
+        'an AbortSignal',
+        { optional: true },
+      ),
+    });
+    throwIfAborted(signal);
+    const lockKeys = list.map((r) => this.#o.keyPrefix + r);
+    const keys = [...lockKeys, ...lockKeys.map((k) => `${k}:fence`)];
+    let lastVotes: NodeVote[] = [];
+    for (let attempt = 0; attempt <= retryCount; attempt++) {
+      if (attempt > 0)
+        await this.#sleep(this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs, signal);
+      const token = newToken();
+      const started = this.#o.clock.now();
+      const results = await this.#round(
+        ACQUIRE,
+        keys,
+        [token, ttlMs],
+        (r) => Array.isArray(r.value) && r.value[0] === 1,
+      );
+      const granted = results.filter((r) => r.ok && Array.isArray(r.value) && r.value[0] === 1);
+      lastVotes = this.#votes(results, (r) => Array.isArray(r.value) && r.value[0] === 1);
+      const errors = lastVotes.filter((v) => v.vote === 'error').length;
+      if (granted.length >= this.#quorum) {
+        // Fencing tokens: the maximum counter over the granting nodes, per resource.
+        const fences = list.map((_, i) =>
+          Math.max(...granted.map((r) => Number((r.value as unknown[])[i + 1]))),
+        );
+        const inSync = granted.every((r) =>
+          list.every((_, i) => Number((r.value as unknown[])[i + 1]) === fences[i]),
+        );
+        let fenced = inSync;
+        if (!inSync) {
+          const synced = await this.#round(
+            SYNC_FENCE,
+            keys,
+            [token, ...fences],
+            (r) => Number(r.value) === list.length,
+          );
+          fenced =
+            synced.filter((r) => r.ok && Number(r.value) === list.length).length >= this.#quorum;
+        }
+        const drift = ttlMs * this.#o.driftFactor + 2;
+        const validity = ttlMs - (this.#o.clock.now() - started) - drift;
+        if (fenced && validity > this.#o.minValidityMs) {
+          return new Lock(this, list, lockKeys, token, started + ttlMs - drift, fences);
+        }
+      }
+      // Failed attempt: undo wherever it may have landed (stragglers included), then retry.
+      void this.#round(RELEASE, lockKeys, [token], () => false);
+      if (errors > this.#o.clients.length - this.#quorum) {
+        throw new QuorumUnavailableError(list, lastVotes, this.#quorum);
+      }
+    }
+    throw new LockTakenError(list, lastVotes, retryCount + 1);
+  }
+
+  /** @internal */
+  async extendKeys(
+    lockKeys: readonly string[],
+    token: string,
+    ttlMs: number,
+  ): Promise<number | undefined> {
+    const started = this.#o.clock.now();
+    const results = await this.#round(
+      EXTEND,
+      lockKeys,
+      [token, ttlMs],
+      (r) => Number(r.value) === 1,
+    );
+    const extended = results.filter((r) => r.ok && Number(r.value) === 1).length;
+    if (extended < this.#quorum) return undefined;
+    return started + ttlMs - (ttlMs * this.#o.driftFactor + 2);
+  }
+
+  /** @internal */
+  async releaseKeys(lockKeys: readonly string[], token: string): Promise<number> {
+    const results = await this.#round(RELEASE, lockKeys, [token], () => false);
+    return results.filter((r) => r.ok && Number(r.value) === lockKeys.length).length;
+  }
+
+  /** @internal */
+  get clock(): Clock {
+    return this.#o.clock;
+  }
+
+  /** @internal */
+  get ttlMs(): number {
+    return this.#o.ttlMs;
+  }
+
+  /** @internal */
+  get quorumSize(): number {
+    return this.#quorum;
+  }
+
+  #checkResources(resources: string | readonly string[]): string[] {
+    const input: unknown = resources;
+    const list: unknown[] =
+      typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
+    if (list.length === 0 || list.some((r) => typeof r !== 'string' || r === '')) {
+      throw new InvalidOptionError(
+        OWNER,
+        'resources',
+        'a non-empty string or a non-empty array of them',
+        input,
+      );
+    }
+    if (new Set(list).size !== list.length) {
+      throw new InvalidOptionError(OWNER, 'resources', 'distinct resource names', input);
+    }
+    return list as string[];
+  }
+
+  #votes(results: readonly NodeResult[], granted: (r: NodeResult) => boolean): NodeVote[] {
+    return results.map((r) =>
+      !r.ok
+        ? { node: r.node, vote: 'error' as const, error: r.error ?? 'error' }
+        : granted(r)
+          ? { node: r.node, vote: 'granted' as const }
+          : { node: r.node, vote: 'taken' as const },
+    );
+  }
+
+  /**
+   * Runs a script on every node at once, each with its own timeout, and settles as soon as
+   * the outcome is known: a quorum answered "yes", or too few nodes are left to make one.
+   * Nodes still pending then count as errors ("pending").
+   */
+  #round(
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    yes: (r: NodeResult) => boolean,
+  ): Promise<NodeResult[]> {
+    const clients = this.#o.clients;
+    const n = clients.length;
+    return new Promise((resolve) => {
+      const results: (NodeResult | undefined)[] = new Array<NodeResult | undefined>(n);
+      let settled = false;
+      let answered = 0;
+      let yeses = 0;
+      const finish = (): void => {
+        if (settled) return;
+        settled = true;
+        resolve(
+          results.map((r, node) => r ?? { node, ok: false, error: 'pending (decided without it)' }),
+        );
+      };
+      clients.forEach((client, node) => {
+        void this.#call(client, script, keys, args).then((result) => {
+          const r: NodeResult = { node, ...result };
+          results[node] = r;
+          answered++;
+          if (r.ok && yes(r)) yeses++;
+          const noes = answered - yeses;
+          if (yeses >= this.#quorum || noes > n - this.#quorum || answered === n) finish();
+        });
+      });
+    });
+  }
+
+  /** One script call on one node, bounded by the per-node timeout; never rejects. */
+  async #call(
+    client: LockClient,
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<{ ok: boolean; value?: unknown; error?: string }> {
+    let timer: Timer | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.#o.clock.setTimer(() => {
+        reject(new Error(`timed out after ${this.#o.nodeTimeoutMs} ms`));
+      }, this.#o.nodeTimeoutMs);
+    });
+    try {
+      const run = async (): Promise<unknown> => {
+        try {
+          return await client.evalsha(script.sha, keys.length, ...keys, ...args);
+        } catch (error) {
+          if (error instanceof Error && error.message.includes('NOSCRIPT')) {
+            return await client.eval(script.source, keys.length, ...keys, ...args);
+          }
+          throw error;
+        }
+      };
+      const call = run();
+      call.catch(() => undefined);
+      const value = await Promise.race([call, timeout]);
+      return { ok: true, value };
+    } catch (error) {
+      return { ok: false, error: error instanceof Error ? error.message : String(error) };
+    } finally {
+      timer?.cancel();
+      timeout.catch(() => undefined);
+    }
+  }
+
+  #sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    throwIfAborted(signal);
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        timer.cancel();
+        reject(signal?.reason as unknown);
+      };
+      const timer = this.#o.clock.setTimer(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
+
+/**
+ * A held lock. `signal` aborts with a {@link LockLostError} at the validity deadline unless
+ * the lock is extended first, and as soon as an extension fails.
+ */
+export class Lock implements AsyncDisposable {
+  readonly resources: readonly string[];
+  /** Fencing token of the first resource (see `fencingTokens` for all). */
+  readonly fencingToken: number;
+  /** Fencing token per resource. */
+  readonly fencingTokens: Readonly<Record<string, number>>;
+  readonly #redlock: Redlock;
+  readonly #keys: readonly string[];
+  readonly #token: string;
+  readonly #controller = new AbortController();
+  #validUntil: number;
+  #timer: Timer | undefined;
+  #released = false;
+  #lost = false;
+
+  /** @internal */
+  constructor(
+    redlock: Redlock,
+    resources: readonly string[],
+    keys: readonly string[],
+    token: string,
+    validUntil: number,
+    fences: readonly number[],
+  ) {
+    this.#redlock = redlock;
+    this.resources = resources;
+    this.#keys = keys;
+    this.#token = token;
+    this.#validUntil = validUntil;
+    this.fencingTokens = Object.freeze(
+      Object.fromEntries(resources.map((r, i) => [r, fences[i] ?? 0])),
+    );
+    this.fencingToken = fences[0] ?? 0;
+    this.#armLoss();
+  }
+
+  /** Clock time (ms, the Redlock's clock) until which the lock is valid. */
+  get validUntil(): number {
+    return this.#validUntil;
+  }
+
+  /** Aborts with a LockLostError when the lock is lost. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /**
+   * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
+   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it.
+   */
+  async extend(ttlMs = this.#redlock.ttlMs): Promise<void> {
+    if (!Number.isInteger(ttlMs) || ttlMs < 1) {
+      throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
+    }
+    if (this.#controller.signal.aborted) throw this.#controller.signal.reason as Error;
+    if (this.#released) throw new LockLostError(this.resources, 'already released');
+    const validUntil = await this.#redlock.extendKeys(this.#keys, this.#token, ttlMs);
+    if (validUntil === undefined) {
+      const error = new LockLostError(this.resources, 'extension refused by a quorum of nodes');
+      this.#lose(error);
+      throw error;
+    }
+    this.#validUntil = validUntil;
+    this.#armLoss();
+  }
+
+  /**
+   * Releases the lock on every node in one round. Never throws because the lock already
+   * expired: it reports it. Releasing twice is harmless.
+   */
+  async release(): Promise<ReleaseResult> {
+    // Lost (the validity timer fired — possibly a hair before the deadline, the safe side) or
+    // past the deadline: expired, even if some nodes still had the keys.
+    const expiredByTime = this.#lost || this.#redlock.clock.now() >= this.#validUntil;
+    this.#disarm();
+    if (this.#released) return { released: false, expired: expiredByTime };
+    this.#released = true;
+    const deleted = await this.#redlock.releaseKeys(this.#keys, this.#token);
+    const released = deleted >= this.#redlock.quorumSize;
+    if (!this.#controller.signal.aborted)
+      this.#controller.abort(new LockLostError(this.resources, 'released'));
+    return { released, expired: expiredByTime || !released };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  #armLoss(): void {
+    this.#disarm();
+    const delay = this.#validUntil - this.#redlock.clock.now();
+    this.#timer = this.#redlock.clock.setTimer(
+      () => {
+        this.#timer = undefined;
+        this.#lose(new LockLostError(this.resources, 'validity ran out before an extension'));
+      },
+      Math.max(0, delay),
+    );
+    this.#timer.unref();
+  }
+
+  #disarm(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  #lose(error: LockLostError): void {
+    this.#lost = true;
+    this.#disarm();
+    if (!this.#controller.signal.aborted) this.#controller.abort(error);
+  }
+}
