@@ -29,6 +29,7 @@ import {
   isClock,
   numberOption,
   resolveOptions,
+  sleep,
   stringOption,
   systemClock,
   throwIfAborted,
@@ -198,7 +199,10 @@ export class Redlock {
     let lastVotes: NodeVote[] = [];
     for (let attempt = 0; attempt <= retryCount; attempt++) {
       if (attempt > 0)
-        await this.#sleep(this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs, signal);
+        await sleep(this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs, {
+          signal,
+          clock: this.#o.clock,
+        });
       const token = newToken();
       const started = this.#o.clock.now();
       const results = await this.#round(
@@ -383,21 +387,6 @@ export class Redlock {
       timer?.cancel();
       timeout.catch(() => undefined);
     }
-  }
-
-  #sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-    throwIfAborted(signal);
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        timer.cancel();
-        reject(signal?.reason as unknown);
-      };
-      const timer = this.#o.clock.setTimer(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
   }
 }
 
