@@ -6,7 +6,13 @@
  * @packageDocumentation
  */
 export { Redlock, Lock } from './redlock.js';
-export type { RedlockOptions, AcquireOptions, ReleaseResult, LockClient } from './redlock.js';
+export type {
+  RedlockOptions,
+  AcquireOptions,
+  UsingOptions,
+  ReleaseResult,
+  LockClient,
+} from './redlock.js';
 export {
   LockTakenError,
   QuorumUnavailableError,

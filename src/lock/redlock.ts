@@ -27,6 +27,7 @@ import {
   guardedOption,
   integerOption,
   isClock,
+  linkSignals,
   numberOption,
   resolveOptions,
   sleep,
@@ -78,6 +79,14 @@ export interface AcquireOptions {
   readonly retryCount?: number;
   /** Stops retrying (and rejects with `signal.reason`). */
   readonly signal?: AbortSignal | undefined;
+}
+
+/** Options of {@link Redlock.using}. */
+export interface UsingOptions extends AcquireOptions {
+  /** Longest total hold, extensions included. @defaultValue 300000 */
+  readonly maxHoldMs?: number;
+  /** Most automatic extensions. @defaultValue 1000 */
+  readonly maxExtensions?: number;
 }
 
 /** What {@link Lock.release} found. */
@@ -240,12 +249,74 @@ export class Redlock {
         }
       }
       // Failed attempt: undo wherever it may have landed (stragglers included), then retry.
-      void this.#round(RELEASE, lockKeys, [token], () => false);
+      await this.#round(RELEASE, lockKeys, [token], () => false, true);
       if (errors > this.#o.clients.length - this.#quorum) {
         throw new QuorumUnavailableError(list, lastVotes, this.#quorum);
       }
     }
     throw new LockTakenError(list, lastVotes, retryCount + 1);
+  }
+
+  /**
+   * Runs `routine` while holding the lock: acquires, extends automatically while the routine
+   * runs (each time half the validity is used up, as long as the total hold stays within
+   * `maxHoldMs` and `maxExtensions`), aborts the routine's signal if the lock is lost or the
+   * caller's signal aborts, and always releases in `finally` — keeping the routine's own error
+   * rather than masking it. Leaves no timer behind.
+   */
+  async using<R>(
+    resources: string | readonly string[],
+    options: UsingOptions,
+    routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R> {
+    const { maxHoldMs, maxExtensions, ...acquireOptions } = options;
+    const limits = resolveOptions(
+      'Redlock.using',
+      { maxHoldMs, maxExtensions },
+      {
+        maxHoldMs: numberOption({ min: 1, max: 86_400_000, default: 300_000 }),
+        maxExtensions: integerOption({ min: 0, max: 1_000_000, default: 1000 }),
+      },
+    );
+    if (typeof routine !== 'function') {
+      throw new InvalidOptionError(
+        'Redlock.using',
+        'routine',
+        'a function (signal, lock) => Promise',
+        routine,
+      );
+    }
+    const lock = await this.acquire(resources, acquireOptions);
+    const ttlMs = acquireOptions.ttlMs ?? this.#o.ttlMs;
+    const clock = this.#o.clock;
+    const heldSince = clock.now();
+    using link = linkSignals(acquireOptions.signal, lock.signal);
+    let extensions = 0;
+    let timer: Timer | undefined;
+    const schedule = (): void => {
+      const now = clock.now();
+      // Stop extending once the next extension would carry the hold past maxHoldMs: the lock
+      // then expires at its deadline and the routine's signal aborts.
+      if (extensions >= limits.maxExtensions || now - heldSince + ttlMs > limits.maxHoldMs) return;
+      timer = clock.setTimer(
+        () => {
+          timer = undefined;
+          extensions++;
+          lock.extend(ttlMs).then(schedule, () => undefined); // a failed extension aborts lock.signal
+        },
+        Math.max(0, (lock.validUntil - now) / 2),
+      );
+      timer.unref();
+    };
+    schedule();
+    try {
+      return await routine(link.signal, lock);
+    } finally {
+      timer?.cancel();
+      timer = undefined;
+      extensions = limits.maxExtensions; // an extension in flight must not reschedule
+      await lock.release();
+    }
   }
 
   /** @internal */
@@ -268,7 +339,7 @@ export class Redlock {
 
   /** @internal */
   async releaseKeys(lockKeys: readonly string[], token: string): Promise<number> {
-    const results = await this.#round(RELEASE, lockKeys, [token], () => false);
+    const results = await this.#round(RELEASE, lockKeys, [token], () => false, true);
     return results.filter((r) => r.ok && Number(r.value) === lockKeys.length).length;
   }
 
@@ -325,6 +396,7 @@ export class Redlock {
     keys: readonly string[],
     args: readonly (string | number)[],
     yes: (r: NodeResult) => boolean,
+    waitAll = false,
   ): Promise<NodeResult[]> {
     const clients = this.#o.clients;
     const n = clients.length;
@@ -347,7 +419,8 @@ export class Redlock {
           answered++;
           if (r.ok && yes(r)) yeses++;
           const noes = answered - yeses;
-          if (yeses >= this.#quorum || noes > n - this.#quorum || answered === n) finish();
+          if (answered === n || (!waitAll && (yeses >= this.#quorum || noes > n - this.#quorum)))
+            finish();
         });
       });
     });

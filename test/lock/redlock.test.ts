@@ -158,6 +158,43 @@ describeRedis('Redlock against five real redis-server processes', () => {
     await holder.release();
   });
 
+  it('using() extends the lock while a long routine runs and releases it afterwards', async () => {
+    const redlock = redlockOf();
+    const other = redlockOf({ retryCount: 0 });
+    const before = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const result = await redlock.using('sku:10', { ttlMs: 300 }, async (signal, lock) => {
+      await sleep(700); // more than two ttls: only extensions keep it
+      expect(signal.aborted).toBe(false);
+      expect(isLockTakenError(await other.acquire('sku:10').catch((e: unknown) => e))).toBe(true);
+      return lock.fencingToken;
+    });
+    expect(result).toBeGreaterThan(0);
+    const after = await other.acquire('sku:10'); // released
+    await after.release();
+    await sleep(150); // let the failed acquisition's straggling node calls (≤ nodeTimeoutMs) settle
+    expect(
+      process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length,
+    ).toBeLessThanOrEqual(before);
+  });
+
+  it("using() keeps the routine's error and still releases", async () => {
+    const redlock = redlockOf({ retryCount: 0 });
+    await expect(
+      redlock.using('sku:11', {}, () => Promise.reject(new Error('routine failed'))),
+    ).rejects.toThrow('routine failed');
+    const again = await redlock.acquire('sku:11');
+    await again.release();
+  });
+
+  it('using() stops extending at maxHoldMs, so the routine sees the lock lost', async () => {
+    const redlock = redlockOf();
+    const reason = await redlock.using('sku:12', { ttlMs: 200, maxHoldMs: 300 }, async (signal) => {
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      return signal.reason as unknown;
+    });
+    expect(isLockLostError(reason)).toBe(true);
+  });
+
   it('rejects bad options and resources naming them', () => {
     expect(invalidOption(() => new Redlock({ clients: [] })).option).toBe('clients');
     expect(invalidOption(() => new Redlock({ clients: redis().clients(), ttlMs: 0 })).option).toBe(
