@@ -5,14 +5,10 @@
  *
  * @packageDocumentation
  */
-export { Redlock, Lock } from './redlock.js';
-export type {
-  RedlockOptions,
-  AcquireOptions,
-  UsingOptions,
-  ReleaseResult,
-  LockClient,
-} from './redlock.js';
+export { Redlock } from './redlock.js';
+export type { RedlockOptions, LockClient } from './redlock.js';
+export { Lock } from './lock.js';
+export type { AcquireOptions, UsingOptions, ReleaseResult } from './lock.js';
 export {
   LockTakenError,
   QuorumUnavailableError,
@@ -25,3 +21,5 @@ export {
   LOCK_LOST,
 } from './errors.js';
 export type { NodeVote } from './errors.js';
+export { MemoryLock } from './memory.js';
+export type { MemoryLockOptions } from './memory.js';

@@ -27,7 +27,6 @@ import {
   guardedOption,
   integerOption,
   isClock,
-  linkSignals,
   numberOption,
   resolveOptions,
   sleep,
@@ -37,8 +36,15 @@ import {
   type Clock,
   type Timer,
 } from '../core/index.js';
-import { LockLostError, LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
+import { LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
 import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE, type Script } from './scripts.js';
+import {
+  Lock,
+  holdWhile,
+  type AcquireOptions,
+  type LockBackend,
+  type UsingOptions,
+} from './lock.js';
 
 /**
  * What the lock needs from a Redis client: EVALSHA and EVAL. An ioredis `Redis` fits as is;
@@ -71,30 +77,6 @@ export interface RedlockOptions {
   readonly keyPrefix?: string;
   readonly clock?: Clock;
   readonly random?: () => number;
-}
-
-/** Options of one {@link Redlock.acquire}. */
-export interface AcquireOptions {
-  readonly ttlMs?: number;
-  readonly retryCount?: number;
-  /** Stops retrying (and rejects with `signal.reason`). */
-  readonly signal?: AbortSignal | undefined;
-}
-
-/** Options of {@link Redlock.using}. */
-export interface UsingOptions extends AcquireOptions {
-  /** Longest total hold, extensions included. @defaultValue 300000 */
-  readonly maxHoldMs?: number;
-  /** Most automatic extensions. @defaultValue 1000 */
-  readonly maxExtensions?: number;
-}
-
-/** What {@link Lock.release} found. */
-export interface ReleaseResult {
-  /** A quorum of nodes deleted the lock's keys. */
-  readonly released: boolean;
-  /** The lock had expired (its validity deadline passed, or too few nodes still held it). */
-  readonly expired: boolean;
 }
 
 const OWNER = 'Redlock';
@@ -169,7 +151,7 @@ function newToken(): string {
  * }
  * ```
  */
-export class Redlock {
+export class Redlock implements LockBackend {
   readonly #o: Resolved;
   readonly #quorum: number;
 
@@ -264,59 +246,12 @@ export class Redlock {
    * caller's signal aborts, and always releases in `finally` — keeping the routine's own error
    * rather than masking it. Leaves no timer behind.
    */
-  async using<R>(
+  using<R>(
     resources: string | readonly string[],
     options: UsingOptions,
     routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
   ): Promise<R> {
-    const { maxHoldMs, maxExtensions, ...acquireOptions } = options;
-    const limits = resolveOptions(
-      'Redlock.using',
-      { maxHoldMs, maxExtensions },
-      {
-        maxHoldMs: numberOption({ min: 1, max: 86_400_000, default: 300_000 }),
-        maxExtensions: integerOption({ min: 0, max: 1_000_000, default: 1000 }),
-      },
-    );
-    if (typeof routine !== 'function') {
-      throw new InvalidOptionError(
-        'Redlock.using',
-        'routine',
-        'a function (signal, lock) => Promise',
-        routine,
-      );
-    }
-    const lock = await this.acquire(resources, acquireOptions);
-    const ttlMs = acquireOptions.ttlMs ?? this.#o.ttlMs;
-    const clock = this.#o.clock;
-    const heldSince = clock.now();
-    using link = linkSignals(acquireOptions.signal, lock.signal);
-    let extensions = 0;
-    let timer: Timer | undefined;
-    const schedule = (): void => {
-      const now = clock.now();
-      // Stop extending once the next extension would carry the hold past maxHoldMs: the lock
-      // then expires at its deadline and the routine's signal aborts.
-      if (extensions >= limits.maxExtensions || now - heldSince + ttlMs > limits.maxHoldMs) return;
-      timer = clock.setTimer(
-        () => {
-          timer = undefined;
-          extensions++;
-          lock.extend(ttlMs).then(schedule, () => undefined); // a failed extension aborts lock.signal
-        },
-        Math.max(0, (lock.validUntil - now) / 2),
-      );
-      timer.unref();
-    };
-    schedule();
-    try {
-      return await routine(link.signal, lock);
-    } finally {
-      timer?.cancel();
-      timer = undefined;
-      extensions = limits.maxExtensions; // an extension in flight must not reschedule
-      await lock.release();
-    }
+    return holdWhile('Redlock.using', this, (o) => this.acquire(resources, o), options, routine);
   }
 
   /** @internal */
@@ -338,9 +273,11 @@ export class Redlock {
   }
 
   /** @internal */
-  async releaseKeys(lockKeys: readonly string[], token: string): Promise<number> {
+  async releaseKeys(lockKeys: readonly string[], token: string): Promise<boolean> {
     const results = await this.#round(RELEASE, lockKeys, [token], () => false, true);
-    return results.filter((r) => r.ok && Number(r.value) === lockKeys.length).length;
+    return (
+      results.filter((r) => r.ok && Number(r.value) === lockKeys.length).length >= this.#quorum
+    );
   }
 
   /** @internal */
@@ -351,11 +288,6 @@ export class Redlock {
   /** @internal */
   get ttlMs(): number {
     return this.#o.ttlMs;
-  }
-
-  /** @internal */
-  get quorumSize(): number {
-    return this.#quorum;
   }
 
   #checkResources(resources: string | readonly string[]): string[] {
@@ -460,122 +392,5 @@ export class Redlock {
       timer?.cancel();
       timeout.catch(() => undefined);
     }
-  }
-}
-
-/**
- * A held lock. `signal` aborts with a {@link LockLostError} at the validity deadline unless
- * the lock is extended first, and as soon as an extension fails.
- */
-export class Lock implements AsyncDisposable {
-  readonly resources: readonly string[];
-  /** Fencing token of the first resource (see `fencingTokens` for all). */
-  readonly fencingToken: number;
-  /** Fencing token per resource. */
-  readonly fencingTokens: Readonly<Record<string, number>>;
-  readonly #redlock: Redlock;
-  readonly #keys: readonly string[];
-  readonly #token: string;
-  readonly #controller = new AbortController();
-  #validUntil: number;
-  #timer: Timer | undefined;
-  #released = false;
-  #lost = false;
-
-  /** @internal */
-  constructor(
-    redlock: Redlock,
-    resources: readonly string[],
-    keys: readonly string[],
-    token: string,
-    validUntil: number,
-    fences: readonly number[],
-  ) {
-    this.#redlock = redlock;
-    this.resources = resources;
-    this.#keys = keys;
-    this.#token = token;
-    this.#validUntil = validUntil;
-    this.fencingTokens = Object.freeze(
-      Object.fromEntries(resources.map((r, i) => [r, fences[i] ?? 0])),
-    );
-    this.fencingToken = fences[0] ?? 0;
-    this.#armLoss();
-  }
-
-  /** Clock time (ms, the Redlock's clock) until which the lock is valid. */
-  get validUntil(): number {
-    return this.#validUntil;
-  }
-
-  /** Aborts with a LockLostError when the lock is lost. */
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  /**
-   * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
-   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it.
-   */
-  async extend(ttlMs = this.#redlock.ttlMs): Promise<void> {
-    if (!Number.isInteger(ttlMs) || ttlMs < 1) {
-      throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
-    }
-    if (this.#controller.signal.aborted) throw this.#controller.signal.reason as Error;
-    if (this.#released) throw new LockLostError(this.resources, 'already released');
-    const validUntil = await this.#redlock.extendKeys(this.#keys, this.#token, ttlMs);
-    if (validUntil === undefined) {
-      const error = new LockLostError(this.resources, 'extension refused by a quorum of nodes');
-      this.#lose(error);
-      throw error;
-    }
-    this.#validUntil = validUntil;
-    this.#armLoss();
-  }
-
-  /**
-   * Releases the lock on every node in one round. Never throws because the lock already
-   * expired: it reports it. Releasing twice is harmless.
-   */
-  async release(): Promise<ReleaseResult> {
-    // Lost (the validity timer fired — possibly a hair before the deadline, the safe side) or
-    // past the deadline: expired, even if some nodes still had the keys.
-    const expiredByTime = this.#lost || this.#redlock.clock.now() >= this.#validUntil;
-    this.#disarm();
-    if (this.#released) return { released: false, expired: expiredByTime };
-    this.#released = true;
-    const deleted = await this.#redlock.releaseKeys(this.#keys, this.#token);
-    const released = deleted >= this.#redlock.quorumSize;
-    if (!this.#controller.signal.aborted)
-      this.#controller.abort(new LockLostError(this.resources, 'released'));
-    return { released, expired: expiredByTime || !released };
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.release();
-  }
-
-  #armLoss(): void {
-    this.#disarm();
-    const delay = this.#validUntil - this.#redlock.clock.now();
-    this.#timer = this.#redlock.clock.setTimer(
-      () => {
-        this.#timer = undefined;
-        this.#lose(new LockLostError(this.resources, 'validity ran out before an extension'));
-      },
-      Math.max(0, delay),
-    );
-    this.#timer.unref();
-  }
-
-  #disarm(): void {
-    this.#timer?.cancel();
-    this.#timer = undefined;
-  }
-
-  #lose(error: LockLostError): void {
-    this.#lost = true;
-    this.#disarm();
-    if (!this.#controller.signal.aborted) this.#controller.abort(error);
   }
 }

@@ -1,0 +1,230 @@
+/**
+ * The lock handle and what it needs from a lock service — shared by `Redlock` (Redis) and
+ * `MemoryLock` (in-process) — plus `holdWhile`, the engine of their `using()`.
+ *
+ * @packageDocumentation
+ */
+import {
+  InvalidOptionError,
+  integerOption,
+  linkSignals,
+  numberOption,
+  resolveOptions,
+  type Clock,
+  type Timer,
+} from '../core/index.js';
+import { LockLostError } from './errors.js';
+
+/** Options of one `acquire()`. */
+export interface AcquireOptions {
+  readonly ttlMs?: number;
+  readonly retryCount?: number;
+  /** Stops retrying (and rejects with `signal.reason`). */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Options of `using()`. */
+export interface UsingOptions extends AcquireOptions {
+  /** Longest total hold, extensions included. @defaultValue 300000 */
+  readonly maxHoldMs?: number;
+  /** Most automatic extensions. @defaultValue 1000 */
+  readonly maxExtensions?: number;
+}
+
+/** What {@link Lock.release} found. */
+export interface ReleaseResult {
+  /** A quorum of nodes deleted the lock's keys. */
+  readonly released: boolean;
+  /** The lock had expired (its validity deadline passed, or too few nodes still held it). */
+  readonly expired: boolean;
+}
+
+/**
+ * What a {@link Lock} needs from the service that granted it.
+ *
+ * @internal
+ */
+export interface LockBackend {
+  readonly clock: Clock;
+  /** Default ttl, for `extend()` without an argument. */
+  readonly ttlMs: number;
+  /** Extends every key still holding `token`; the new validity deadline, or `undefined` if refused. */
+  extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined>;
+  /** Deletes the keys still holding `token`; whether the release took (a quorum, for Redlock). */
+  releaseKeys(keys: readonly string[], token: string): Promise<boolean>;
+}
+
+/**
+ * The engine of `using()`: acquire, extend at half the validity while the routine runs (within
+ * `maxHoldMs` and `maxExtensions`), abort the routine's signal when the lock is lost or the
+ * caller aborts, and always release — keeping the routine's own error.
+ *
+ * @internal
+ */
+export async function holdWhile<R>(
+  owner: string,
+  backend: LockBackend,
+  acquire: (options: AcquireOptions) => Promise<Lock>,
+  options: UsingOptions,
+  routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+): Promise<R> {
+  const { maxHoldMs, maxExtensions, ...acquireOptions } = options;
+  const limits = resolveOptions(
+    owner,
+    { maxHoldMs, maxExtensions },
+    {
+      maxHoldMs: numberOption({ min: 1, max: 86_400_000, default: 300_000 }),
+      maxExtensions: integerOption({ min: 0, max: 1_000_000, default: 1000 }),
+    },
+  );
+  if (typeof routine !== 'function') {
+    throw new InvalidOptionError(owner, 'routine', 'a function (signal, lock) => Promise', routine);
+  }
+  const lock = await acquire(acquireOptions);
+  const ttlMs = acquireOptions.ttlMs ?? backend.ttlMs;
+  const clock = backend.clock;
+  const heldSince = clock.now();
+  using link = linkSignals(acquireOptions.signal, lock.signal);
+  let extensions = 0;
+  let timer: Timer | undefined;
+  const schedule = (): void => {
+    const now = clock.now();
+    // Stop extending once the next extension would carry the hold past maxHoldMs: the lock
+    // then expires at its deadline and the routine's signal aborts.
+    if (extensions >= limits.maxExtensions || now - heldSince + ttlMs > limits.maxHoldMs) return;
+    timer = clock.setTimer(
+      () => {
+        timer = undefined;
+        extensions++;
+        lock.extend(ttlMs).then(schedule, () => undefined); // a failed extension aborts lock.signal
+      },
+      Math.max(0, (lock.validUntil - now) / 2),
+    );
+    timer.unref();
+  };
+  schedule();
+  try {
+    return await routine(link.signal, lock);
+  } finally {
+    timer?.cancel();
+    timer = undefined;
+    extensions = limits.maxExtensions; // an extension in flight must not reschedule
+    await lock.release();
+  }
+}
+
+/**
+ * A held lock. `signal` aborts with a {@link LockLostError} at the validity deadline unless
+ * the lock is extended first, and as soon as an extension fails.
+ */
+export class Lock implements AsyncDisposable {
+  readonly resources: readonly string[];
+  /** Fencing token of the first resource (see `fencingTokens` for all). */
+  readonly fencingToken: number;
+  /** Fencing token per resource. */
+  readonly fencingTokens: Readonly<Record<string, number>>;
+  readonly #backend: LockBackend;
+  readonly #keys: readonly string[];
+  readonly #token: string;
+  readonly #controller = new AbortController();
+  #validUntil: number;
+  #timer: Timer | undefined;
+  #released = false;
+  #lost = false;
+
+  /** @internal */
+  constructor(
+    backend: LockBackend,
+    resources: readonly string[],
+    keys: readonly string[],
+    token: string,
+    validUntil: number,
+    fences: readonly number[],
+  ) {
+    this.#backend = backend;
+    this.resources = resources;
+    this.#keys = keys;
+    this.#token = token;
+    this.#validUntil = validUntil;
+    this.fencingTokens = Object.freeze(
+      Object.fromEntries(resources.map((r, i) => [r, fences[i] ?? 0])),
+    );
+    this.fencingToken = fences[0] ?? 0;
+    this.#armLoss();
+  }
+
+  /** Clock time (ms, the Redlock's clock) until which the lock is valid. */
+  get validUntil(): number {
+    return this.#validUntil;
+  }
+
+  /** Aborts with a LockLostError when the lock is lost. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /**
+   * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
+   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it.
+   */
+  async extend(ttlMs = this.#backend.ttlMs): Promise<void> {
+    if (!Number.isInteger(ttlMs) || ttlMs < 1) {
+      throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
+    }
+    if (this.#controller.signal.aborted) throw this.#controller.signal.reason as Error;
+    if (this.#released) throw new LockLostError(this.resources, 'already released');
+    const validUntil = await this.#backend.extendKeys(this.#keys, this.#token, ttlMs);
+    if (validUntil === undefined) {
+      const error = new LockLostError(this.resources, 'extension refused by a quorum of nodes');
+      this.#lose(error);
+      throw error;
+    }
+    this.#validUntil = validUntil;
+    this.#armLoss();
+  }
+
+  /**
+   * Releases the lock on every node in one round. Never throws because the lock already
+   * expired: it reports it. Releasing twice is harmless.
+   */
+  async release(): Promise<ReleaseResult> {
+    // Lost (the validity timer fired — possibly a hair before the deadline, the safe side) or
+    // past the deadline: expired, even if some nodes still had the keys.
+    const expiredByTime = this.#lost || this.#backend.clock.now() >= this.#validUntil;
+    this.#disarm();
+    if (this.#released) return { released: false, expired: expiredByTime };
+    this.#released = true;
+    const released = await this.#backend.releaseKeys(this.#keys, this.#token);
+    if (!this.#controller.signal.aborted)
+      this.#controller.abort(new LockLostError(this.resources, 'released'));
+    return { released, expired: expiredByTime || !released };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  #armLoss(): void {
+    this.#disarm();
+    const delay = this.#validUntil - this.#backend.clock.now();
+    this.#timer = this.#backend.clock.setTimer(
+      () => {
+        this.#timer = undefined;
+        this.#lose(new LockLostError(this.resources, 'validity ran out before an extension'));
+      },
+      Math.max(0, delay),
+    );
+    this.#timer.unref();
+  }
+
+  #disarm(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  #lose(error: LockLostError): void {
+    this.#lost = true;
+    this.#disarm();
+    if (!this.#controller.signal.aborted) this.#controller.abort(error);
+  }
+}

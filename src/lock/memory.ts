@@ -1,0 +1,193 @@
+/**
+ * `MemoryLock`: the lock's interface in one process, without Redis — for single-process
+ * services, tests and embedded demos. Same handle, ttl, validity signal, fencing tokens
+ * (strictly increasing per resource) and `using()`; no network, so no quorum and no drift.
+ *
+ * @packageDocumentation
+ */
+import {
+  guardedOption,
+  integerOption,
+  isClock,
+  numberOption,
+  resolveOptions,
+  sleep,
+  systemClock,
+  throwIfAborted,
+  type Clock,
+  InvalidOptionError,
+} from '../core/index.js';
+import { LockTakenError } from './errors.js';
+import {
+  Lock,
+  holdWhile,
+  type AcquireOptions,
+  type LockBackend,
+  type UsingOptions,
+} from './lock.js';
+
+/** Options of {@link MemoryLock}. */
+export interface MemoryLockOptions {
+  /** Lock time-to-live. @defaultValue 10000 */
+  readonly ttlMs?: number;
+  /** Further attempts after the first when the lock is taken. @defaultValue 10 */
+  readonly retryCount?: number;
+  /** Delay between attempts. @defaultValue 50 */
+  readonly retryDelayMs?: number;
+  /** Random extra delay, 0 … this. @defaultValue 25 */
+  readonly retryJitterMs?: number;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+}
+
+const OWNER = 'MemoryLock';
+const isRandom = (value: unknown): value is () => number => typeof value === 'function';
+
+const spec = {
+  ttlMs: integerOption({ min: 1, max: 86_400_000, default: 10_000 }),
+  retryCount: integerOption({ min: 0, max: 1_000_000, default: 10 }),
+  retryDelayMs: numberOption({ min: 0, max: 600_000, default: 50 }),
+  retryJitterMs: numberOption({ min: 0, max: 600_000, default: 25 }),
+  clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+    default: Math.random,
+  }),
+};
+
+interface Held {
+  readonly token: string;
+  expiresAt: number;
+}
+
+/**
+ * An in-process lock with the same interface as {@link Redlock}.
+ *
+ * @example
+ * ```ts
+ * import { MemoryLock } from 'keel/lock';
+ *
+ * const locks = new MemoryLock({ ttlMs: 2_000 });
+ * const total = await locks.using('sku:1', {}, async (signal, lock) => {
+ *   return signal.aborted ? 0 : lock.fencingToken;
+ * });
+ * console.log(total);
+ * ```
+ */
+export class MemoryLock implements LockBackend {
+  readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
+  readonly #held = new Map<string, Held>();
+  readonly #fences = new Map<string, number>();
+
+  constructor(options: MemoryLockOptions = {}) {
+    this.#o = resolveOptions(OWNER, options, spec);
+  }
+
+  /** @internal */
+  get clock(): Clock {
+    return this.#o.clock;
+  }
+
+  /** @internal */
+  get ttlMs(): number {
+    return this.#o.ttlMs;
+  }
+
+  /** Locks one resource or several (all or none), retrying while taken. */
+  async acquire(
+    resources: string | readonly string[],
+    options: AcquireOptions = {},
+  ): Promise<Lock> {
+    const list = checkResources(resources);
+    const { ttlMs, retryCount, signal } = resolveOptions('MemoryLock.acquire', options, {
+      ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#o.ttlMs }),
+      retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#o.retryCount }),
+      signal: guardedOption(
+        (v: unknown): v is AbortSignal => v instanceof AbortSignal,
+        'an AbortSignal',
+        {
+          optional: true,
+        },
+      ),
+    });
+    throwIfAborted(signal);
+    for (let attempt = 0; attempt <= retryCount; attempt++) {
+      if (attempt > 0) {
+        await sleep(this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs, {
+          signal,
+          clock: this.#o.clock,
+        });
+      }
+      const now = this.#o.clock.now();
+      const free = list.every((r) => {
+        const held = this.#held.get(r);
+        return held === undefined || held.expiresAt <= now;
+      });
+      if (!free) continue;
+      const token = crypto.randomUUID();
+      const fences = list.map((r) => {
+        const next = (this.#fences.get(r) ?? 0) + 1;
+        this.#fences.set(r, next);
+        this.#held.set(r, { token, expiresAt: now + ttlMs });
+        return next;
+      });
+      return new Lock(this, list, list, token, now + ttlMs, fences);
+    }
+    throw new LockTakenError(list, [{ node: 0, vote: 'taken' }], retryCount + 1);
+  }
+
+  /** Runs `routine` while holding the lock; see `Redlock.using`. */
+  using<R>(
+    resources: string | readonly string[],
+    options: UsingOptions,
+    routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R> {
+    return holdWhile('MemoryLock.using', this, (o) => this.acquire(resources, o), options, routine);
+  }
+
+  /** @internal */
+  extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined> {
+    const now = this.#o.clock.now();
+    const mine = keys.every((k) => {
+      const held = this.#held.get(k);
+      return held !== undefined && held.token === token && held.expiresAt > now;
+    });
+    if (!mine) return Promise.resolve(undefined);
+    for (const k of keys) (this.#held.get(k) as Held).expiresAt = now + ttlMs;
+    return Promise.resolve(now + ttlMs);
+  }
+
+  /** @internal */
+  releaseKeys(keys: readonly string[], token: string): Promise<boolean> {
+    const now = this.#o.clock.now();
+    let released = true;
+    for (const k of keys) {
+      const held = this.#held.get(k);
+      if (held?.token !== token) {
+        released = false;
+        continue;
+      }
+      if (held.expiresAt <= now) released = false;
+      this.#held.delete(k);
+    }
+    return Promise.resolve(released);
+  }
+}
+
+function checkResources(resources: string | readonly string[]): string[] {
+  const input: unknown = resources;
+  const list: unknown[] =
+    typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
+  if (
+    list.length === 0 ||
+    list.some((r) => typeof r !== 'string' || r === '') ||
+    new Set(list).size !== list.length
+  ) {
+    throw new InvalidOptionError(
+      OWNER,
+      'resources',
+      'a non-empty string or an array of distinct ones',
+      input,
+    );
+  }
+  return list as string[];
+}
