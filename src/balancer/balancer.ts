@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import {
+  isRandomSource,
   EventChannel,
   InvalidOptionError,
   KeelError,
@@ -106,8 +107,6 @@ const isStrategy = (value: unknown): value is Strategy =>
   typeof (value as Strategy).reset === 'function' &&
   typeof (value as Strategy).name === 'string';
 
-const isRandom = (value: unknown): value is () => number => typeof value === 'function';
-
 const spec = {
   strategy: guardedOption(isStrategy, 'a strategy such as roundRobin()', { required: true }),
   outlierEjection: nestedOption({
@@ -125,7 +124,9 @@ const spec = {
   leaseTimeoutMs: numberOption({ min: 1, max: 86_400_000, default: 60_000 }),
   latencyDecayMs: numberOption({ min: 1, max: 86_400_000, default: 10_000 }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
-  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', { optional: true }),
+  random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
+    optional: true,
+  }),
 };
 
 /** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */

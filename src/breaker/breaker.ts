@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 import {
+  isRandomSource,
   EventChannel,
   InvalidOptionError,
   booleanOption,
@@ -114,7 +115,6 @@ export interface ExecuteOptions<R> {
 }
 
 const OWNER = 'CircuitBreaker';
-const isRandom = (value: unknown): value is () => number => typeof value === 'function';
 
 const spec = {
   name: stringOption({ nonEmpty: true, default: 'breaker' }),
@@ -152,7 +152,7 @@ const spec = {
   ignore: functionOption<(error: unknown) => boolean>({ optional: true }),
   stacklessRejections: booleanOption({ default: false }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
-  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+  random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
   }),
 };

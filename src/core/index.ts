@@ -28,5 +28,6 @@ export {
   guardedOption,
   nestedOption,
   isAbortSignal,
+  isRandomSource,
 } from './options.js';
 export type { OptionRule, OptionSpec, ResolvedOptions, NumberBounds } from './options.js';

@@ -369,3 +369,8 @@ export function isAbortSignal(value: unknown): value is AbortSignal {
     typeof (value as AbortSignal).removeEventListener === 'function'
   );
 }
+
+/** True for a function, the shape of an injected random source `() => number` in [0, 1). @internal */
+export function isRandomSource(value: unknown): value is () => number {
+  return typeof value === 'function';
+}

@@ -6,6 +6,8 @@
  */
 import {
   InvalidOptionError,
+  guardedOption,
+  isAbortSignal,
   integerOption,
   linkSignals,
   numberOption,
@@ -37,6 +39,41 @@ export interface ReleaseResult {
   readonly released: boolean;
   /** The lock had expired (its validity deadline passed, or too few nodes still held it). */
   readonly expired: boolean;
+}
+
+/**
+ * Checks the arguments of `acquire(resources, options)`, shared by every lock service: one
+ * resource name or a non-empty list of distinct ones, and the per-call options over the
+ * service's defaults.
+ *
+ * @internal
+ */
+export function resolveAcquire(
+  owner: string,
+  resources: string | readonly string[],
+  options: AcquireOptions,
+  defaults: { readonly ttlMs: number; readonly retryCount: number },
+): { list: string[]; ttlMs: number; retryCount: number; signal: AbortSignal | undefined } {
+  const input: unknown = resources;
+  const list: unknown[] =
+    typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
+  if (list.length === 0 || list.some((r) => typeof r !== 'string' || r === '')) {
+    throw new InvalidOptionError(
+      owner,
+      'resources',
+      'a non-empty string or a non-empty array of them',
+      input,
+    );
+  }
+  if (new Set(list).size !== list.length) {
+    throw new InvalidOptionError(owner, 'resources', 'distinct resource names', input);
+  }
+  const resolved = resolveOptions(owner, options, {
+    ttlMs: integerOption({ min: 1, max: 86_400_000, default: defaults.ttlMs }),
+    retryCount: integerOption({ min: 0, max: 1_000_000, default: defaults.retryCount }),
+    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+  });
+  return { list: list as string[], ...resolved };
 }
 
 /**

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import {
+  isRandomSource,
   guardedOption,
   integerOption,
   isClock,
@@ -15,12 +16,12 @@ import {
   systemClock,
   throwIfAborted,
   type Clock,
-  InvalidOptionError,
 } from '../core/index.js';
 import { LockTakenError } from './errors.js';
 import {
   Lock,
   holdWhile,
+  resolveAcquire,
   type AcquireOptions,
   type LockBackend,
   type UsingOptions,
@@ -41,7 +42,6 @@ export interface MemoryLockOptions {
 }
 
 const OWNER = 'MemoryLock';
-const isRandom = (value: unknown): value is () => number => typeof value === 'function';
 
 const spec = {
   ttlMs: integerOption({ min: 1, max: 86_400_000, default: 10_000 }),
@@ -49,7 +49,7 @@ const spec = {
   retryDelayMs: numberOption({ min: 0, max: 600_000, default: 50 }),
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 25 }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
-  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+  random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
   }),
 };
@@ -97,18 +97,15 @@ export class MemoryLock implements LockBackend {
     resources: string | readonly string[],
     options: AcquireOptions = {},
   ): Promise<Lock> {
-    const list = checkResources(resources);
-    const { ttlMs, retryCount, signal } = resolveOptions('MemoryLock.acquire', options, {
-      ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#o.ttlMs }),
-      retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#o.retryCount }),
-      signal: guardedOption(
-        (v: unknown): v is AbortSignal => v instanceof AbortSignal,
-        'an AbortSignal',
-        {
-          optional: true,
-        },
-      ),
-    });
+    const { list, ttlMs, retryCount, signal } = resolveAcquire(
+      'MemoryLock.acquire',
+      resources,
+      options,
+      {
+        ttlMs: this.#o.ttlMs,
+        retryCount: this.#o.retryCount,
+      },
+    );
     throwIfAborted(signal);
     for (let attempt = 0; attempt <= retryCount; attempt++) {
       if (attempt > 0) {
@@ -171,23 +168,4 @@ export class MemoryLock implements LockBackend {
     }
     return Promise.resolve(released);
   }
-}
-
-function checkResources(resources: string | readonly string[]): string[] {
-  const input: unknown = resources;
-  const list: unknown[] =
-    typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
-  if (
-    list.length === 0 ||
-    list.some((r) => typeof r !== 'string' || r === '') ||
-    new Set(list).size !== list.length
-  ) {
-    throw new InvalidOptionError(
-      OWNER,
-      'resources',
-      'a non-empty string or an array of distinct ones',
-      input,
-    );
-  }
-  return list as string[];
 }

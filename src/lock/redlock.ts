@@ -23,7 +23,7 @@
  * @packageDocumentation
  */
 import {
-  InvalidOptionError,
+  isRandomSource,
   guardedOption,
   integerOption,
   isClock,
@@ -41,6 +41,7 @@ import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE, type Script } from './scripts.js'
 import {
   Lock,
   holdWhile,
+  resolveAcquire,
   type AcquireOptions,
   type LockBackend,
   type UsingOptions,
@@ -92,8 +93,6 @@ const isClientList = (value: unknown): value is readonly LockClient[] =>
       typeof (c as LockClient).eval === 'function',
   );
 
-const isRandom = (value: unknown): value is () => number => typeof value === 'function';
-
 const spec = {
   clients: guardedOption(
     isClientList,
@@ -109,7 +108,7 @@ const spec = {
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
   keyPrefix: stringOption({ default: 'keel:lock:' }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
-  random: guardedOption(isRandom, 'a function returning numbers in [0, 1)', {
+  random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
   }),
 };
@@ -174,16 +173,15 @@ export class Redlock implements LockBackend {
     resources: string | readonly string[],
     options: AcquireOptions = {},
   ): Promise<Lock> {
-    const list = this.#checkResources(resources);
-    const { ttlMs, retryCount, signal } = resolveOptions('Redlock.acquire', options, {
-      ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#o.ttlMs }),
-      retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#o.retryCount }),
-      signal: guardedOption(
-        (v: unknown): v is AbortSignal => v instanceof AbortSignal,
-        'an AbortSignal',
-        { optional: true },
-      ),
-    });
+    const { list, ttlMs, retryCount, signal } = resolveAcquire(
+      'Redlock.acquire',
+      resources,
+      options,
+      {
+        ttlMs: this.#o.ttlMs,
+        retryCount: this.#o.retryCount,
+      },
+    );
     throwIfAborted(signal);
     const lockKeys = list.map((r) => this.#o.keyPrefix + r);
     const keys = [...lockKeys, ...lockKeys.map((k) => `${k}:fence`)];
@@ -288,24 +286,6 @@ export class Redlock implements LockBackend {
   /** @internal */
   get ttlMs(): number {
     return this.#o.ttlMs;
-  }
-
-  #checkResources(resources: string | readonly string[]): string[] {
-    const input: unknown = resources;
-    const list: unknown[] =
-      typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
-    if (list.length === 0 || list.some((r) => typeof r !== 'string' || r === '')) {
-      throw new InvalidOptionError(
-        OWNER,
-        'resources',
-        'a non-empty string or a non-empty array of them',
-        input,
-      );
-    }
-    if (new Set(list).size !== list.length) {
-      throw new InvalidOptionError(OWNER, 'resources', 'distinct resource names', input);
-    }
-    return list as string[];
   }
 
   #votes(results: readonly NodeResult[], granted: (r: NodeResult) => boolean): NodeVote[] {
