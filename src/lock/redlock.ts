@@ -150,13 +150,26 @@ function newToken(): string {
  * }
  * ```
  */
-export class Redlock implements LockBackend {
+export class Redlock implements LockBackend, AsyncDisposable {
   readonly #o: Resolved;
   readonly #quorum: number;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
     this.#quorum = Math.floor(this.#o.clients.length / 2) + 1;
+  }
+
+  /**
+   * Closes the connections this Redlock opened itself (the subscriber connections behind
+   * release notifications). Your clients stay yours to quit. Safe to call twice; the Redlock
+   * still works afterwards, re-opening what it needs.
+   */
+  async close(): Promise<void> {
+    // Release notifications land here (see #notifier); nothing is open yet.
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   /** Nodes that must agree: ⌊N/2⌋ + 1. */
