@@ -18,6 +18,7 @@ export interface NodeVote {
 export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
 export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
+export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
 
 /** The resources are held by someone else (a quorum of nodes said so, or no quorum granted). */
 export class LockTakenError extends KeelError {
@@ -66,9 +67,34 @@ export class LockLostError extends KeelError {
   }
 }
 
+/**
+ * A multi-resource lock on a Redis Cluster client whose keys fall in different hash slots: one
+ * script cannot touch them atomically (the server would answer CROSSSLOT). Give the resources a
+ * common hash tag, e.g. `{order:42}:stock` and `{order:42}:payment`.
+ */
+export class LockCrossSlotError extends KeelError {
+  override readonly name: string = 'LockCrossSlotError';
+  declare readonly code: typeof LOCK_CROSS_SLOT;
+  readonly resources: readonly string[];
+  /** Cluster slot of each resource's key, in order. */
+  readonly slots: readonly number[];
+  constructor(resources: readonly string[], slots: readonly number[]) {
+    super(
+      LOCK_CROSS_SLOT,
+      `the keys of ${resources.map((r, i) => `${r} (slot ${slots[i] ?? '?'})`).join(', ')} are in different ` +
+        'Redis Cluster slots, so one script cannot lock them together; give the resources a common ' +
+        'hash tag, e.g. "{order:42}:stock" and "{order:42}:payment"',
+    );
+    this.resources = resources;
+    this.slots = slots;
+  }
+}
+
 export const isLockTakenError = (value: unknown): value is LockTakenError =>
   hasKeelCode<LockTakenError>(value, LOCK_TAKEN);
 export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavailableError =>
   hasKeelCode<QuorumUnavailableError>(value, QUORUM_UNAVAILABLE);
 export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
+export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
+  hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);

@@ -7,6 +7,7 @@
  */
 export { Redlock } from './redlock.js';
 export type { RedlockOptions, LockClient } from './redlock.js';
+export type { SubscriberClient } from './notifier.js';
 export { Lock } from './lock.js';
 export type { AcquireOptions, UsingOptions, ReleaseResult } from './lock.js';
 export {
@@ -16,6 +17,9 @@ export {
   isLockTakenError,
   isQuorumUnavailableError,
   isLockLostError,
+  LockCrossSlotError,
+  isLockCrossSlotError,
+  LOCK_CROSS_SLOT,
   LOCK_TAKEN,
   QUORUM_UNAVAILABLE,
   LOCK_LOST,

@@ -25,6 +25,7 @@
 import {
   isRandomSource,
   guardedOption,
+  booleanOption,
   integerOption,
   isClock,
   numberOption,
@@ -36,7 +37,19 @@ import {
   type Clock,
   type Timer,
 } from '../core/index.js';
-import { LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
+import {
+  LockCrossSlotError,
+  LockTakenError,
+  QuorumUnavailableError,
+  type NodeVote,
+} from './errors.js';
+import {
+  ReleaseNotifier,
+  canDuplicate,
+  type DuplicableClient,
+  type Subscription,
+} from './notifier.js';
+import { hashTag, keySlot } from './slot.js';
 import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE, type Script } from './scripts.js';
 import {
   Lock,
@@ -74,8 +87,20 @@ export interface RedlockOptions {
   readonly retryDelayMs?: number;
   /** Random extra delay, 0 … this, so contenders do not retry in lockstep. @defaultValue 100 */
   readonly retryJitterMs?: number;
-  /** Prefix of lock keys (fencing counters add `:fence`). @defaultValue 'keel:lock:' */
+  /**
+   * Prefix of lock keys. A resource `r` is stored at `<prefix>{r}` (its fencing counter at
+   * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r`.
+   * @defaultValue 'keel:lock:'
+   */
   readonly keyPrefix?: string;
+  /**
+   * Wake waiters through pub/sub when a lock is released, instead of waiting for the next
+   * retry. Needs clients that can `duplicate()` (ioredis can): the Redlock then opens one
+   * subscriber connection per node while someone waits, and closes them a second after the
+   * last waiter is done, or on `close()`. Retries by timer remain the fallback.
+   * @defaultValue true
+   */
+  readonly notifications?: boolean;
   readonly clock?: Clock;
   readonly random?: () => number;
 }
@@ -107,6 +132,7 @@ const spec = {
   retryDelayMs: numberOption({ min: 0, max: 600_000, default: 200 }),
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
   keyPrefix: stringOption({ default: 'keel:lock:' }),
+  notifications: booleanOption({ default: true }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
   random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
@@ -120,7 +146,18 @@ interface NodeResult {
   readonly ok: boolean;
   readonly value?: unknown;
   readonly error?: string;
+  /** Had not answered when the round was decided (not a failure of the node). */
+  readonly pending?: true;
 }
+
+/** A node granted the attempt: the acquire script answered `{1, fence…}`. */
+const isGrant = (r: NodeResult): boolean => Array.isArray(r.value) && r.value[0] === 1;
+
+/** The remaining ttl a refusing node reported (`{0, index, pttl}`), or Infinity. */
+const pttlOf = (r: NodeResult): number => {
+  const pttl = Array.isArray(r.value) ? Number(r.value[2]) : NaN;
+  return Number.isFinite(pttl) && pttl >= 0 ? pttl : Infinity;
+};
 
 /** An unguessable token: 128 random bits, hex. */
 function newToken(): string {
@@ -153,10 +190,25 @@ function newToken(): string {
 export class Redlock implements LockBackend, AsyncDisposable {
   readonly #o: Resolved;
   readonly #quorum: number;
+  readonly #cluster: boolean;
+  readonly #notifier: ReleaseNotifier | undefined;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
     this.#quorum = Math.floor(this.#o.clients.length / 2) + 1;
+    this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
+    const clients = this.#o.clients;
+    const duplicable = clients.filter((c): c is LockClient & DuplicableClient => canDuplicate(c));
+    this.#notifier =
+      this.#o.notifications && duplicable.length === clients.length
+        ? new ReleaseNotifier(duplicable, this.#o.clock, this.#o.nodeTimeoutMs)
+        : undefined;
+  }
+
+  /** The Redis key of a resource's lock (its fencing counter adds `:fence`). */
+  keyOf(resource: string): string {
+    const key = this.#o.keyPrefix + resource;
+    return hashTag(key) === undefined ? `${this.#o.keyPrefix}{${resource}}` : key;
   }
 
   /**
@@ -164,8 +216,9 @@ export class Redlock implements LockBackend, AsyncDisposable {
    * release notifications). Your clients stay yours to quit. Safe to call twice; the Redlock
    * still works afterwards, re-opening what it needs.
    */
-  async close(): Promise<void> {
-    // Release notifications land here (see #notifier); nothing is open yet.
+  close(): Promise<void> {
+    this.#notifier?.close();
+    return Promise.resolve();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -196,58 +249,102 @@ export class Redlock implements LockBackend, AsyncDisposable {
       },
     );
     throwIfAborted(signal);
-    const lockKeys = list.map((r) => this.#o.keyPrefix + r);
+    const lockKeys = list.map((r) => this.keyOf(r));
+    if (this.#cluster && lockKeys.length > 1) {
+      const slots = lockKeys.map(keySlot);
+      if (slots.some((slot) => slot !== slots[0])) throw new LockCrossSlotError(list, slots);
+    }
     const keys = [...lockKeys, ...lockKeys.map((k) => `${k}:fence`)];
     let lastVotes: NodeVote[] = [];
-    for (let attempt = 0; attempt <= retryCount; attempt++) {
-      if (attempt > 0)
-        await sleep(this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs, {
-          signal,
-          clock: this.#o.clock,
-        });
-      const token = newToken();
-      const started = this.#o.clock.now();
-      const results = await this.#round(
-        ACQUIRE,
-        keys,
-        [token, ttlMs],
-        (r) => Array.isArray(r.value) && r.value[0] === 1,
-      );
-      const granted = results.filter((r) => r.ok && Array.isArray(r.value) && r.value[0] === 1);
-      lastVotes = this.#votes(results, (r) => Array.isArray(r.value) && r.value[0] === 1);
-      const errors = lastVotes.filter((v) => v.vote === 'error').length;
-      if (granted.length >= this.#quorum) {
-        // Fencing tokens: the maximum counter over the granting nodes, per resource.
-        const fences = list.map((_, i) =>
-          Math.max(...granted.map((r) => Number((r.value as unknown[])[i + 1]))),
-        );
-        const inSync = granted.every((r) =>
-          list.every((_, i) => Number((r.value as unknown[])[i + 1]) === fences[i]),
-        );
-        let fenced = inSync;
-        if (!inSync) {
-          const synced = await this.#round(
-            SYNC_FENCE,
-            keys,
-            [token, ...fences],
-            (r) => Number(r.value) === list.length,
+    let subscription: Subscription | undefined;
+    try {
+      let delay = 0;
+      let seen = 0;
+      for (let attempt = 0; attempt <= retryCount; attempt++) {
+        if (attempt > 0 && delay > 0) {
+          if (subscription === undefined) {
+            await sleep(delay, { signal, clock: this.#o.clock });
+          } else {
+            await subscription.wait(seen, delay, signal);
+          }
+        }
+        if (subscription !== undefined) seen = subscription.count;
+        const token = newToken();
+        const started = this.#o.clock.now();
+        const results = await this.#round(ACQUIRE, keys, [token, ttlMs], isGrant);
+        lastVotes = this.#votes(results, isGrant);
+        const granted = results.filter((r) => r.ok && isGrant(r));
+        if (granted.length >= this.#quorum) {
+          const lock = await this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
+          if (lock !== undefined) return lock;
+        }
+        // Failed attempt: undo wherever it may have landed (stragglers included), then retry.
+        await this.#round(RELEASE, lockKeys, [token, '0'], () => false, true);
+        // Only real failures count against availability, not nodes the round did not wait for.
+        const errors = results.filter((r) => !r.ok && r.pending !== true).length;
+        if (errors > this.#o.clients.length - this.#quorum) {
+          throw new QuorumUnavailableError(list, lastVotes, this.#quorum);
+        }
+        delay = this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
+        if (granted.length > 0) {
+          // A split vote: nobody may hold a quorum, so no release will come; retry soon, at a
+          // random moment so the contenders stop colliding.
+          delay = this.#o.random() * this.#o.retryJitterMs;
+        } else if (this.#notifier !== undefined && attempt < retryCount) {
+          // Held by someone: wait for their release (pub/sub), or for the lock to expire on
+          // the first node that reported it, whichever comes first — polling is the fallback.
+          const expires = Math.min(
+            ...results.map((r) => (r.ok && !isGrant(r) ? pttlOf(r) : Infinity)),
           );
-          fenced =
-            synced.filter((r) => r.ok && Number(r.value) === list.length).length >= this.#quorum;
-        }
-        const drift = ttlMs * this.#o.driftFactor + 2;
-        const validity = ttlMs - (this.#o.clock.now() - started) - drift;
-        if (fenced && validity > this.#o.minValidityMs) {
-          return new Lock(this, list, lockKeys, token, started + ttlMs - drift, fences);
+          if (expires >= 0 && expires < delay) delay = expires + 1;
+          if (subscription === undefined) {
+            subscription = await this.#notifier.subscribe(lockKeys.map((k) => `${k}:released`));
+            // The holder may have released between our attempt and the subscription: try
+            // again at once rather than wait for a message that already went by.
+            delay = 0;
+          }
         }
       }
-      // Failed attempt: undo wherever it may have landed (stragglers included), then retry.
-      await this.#round(RELEASE, lockKeys, [token], () => false, true);
-      if (errors > this.#o.clients.length - this.#quorum) {
-        throw new QuorumUnavailableError(list, lastVotes, this.#quorum);
-      }
+    } finally {
+      subscription?.[Symbol.dispose]();
     }
     throw new LockTakenError(list, lastVotes, retryCount + 1);
+  }
+
+  /**
+   * After a quorum granted: settle the fencing tokens (sync the counters when the granting
+   * nodes disagree) and check the validity. The lock, or `undefined` when it must be undone.
+   */
+  async #settle(
+    list: readonly string[],
+    lockKeys: readonly string[],
+    keys: readonly string[],
+    token: string,
+    ttlMs: number,
+    started: number,
+    granted: readonly NodeResult[],
+  ): Promise<Lock | undefined> {
+    // Fencing tokens: the maximum counter over the granting nodes, per resource.
+    const fences = list.map((_, i) =>
+      Math.max(...granted.map((r) => Number((r.value as unknown[])[i + 1]))),
+    );
+    const inSync = granted.every((r) =>
+      list.every((_, i) => Number((r.value as unknown[])[i + 1]) === fences[i]),
+    );
+    let fenced = inSync;
+    if (!inSync) {
+      const synced = await this.#round(
+        SYNC_FENCE,
+        keys,
+        [token, ...fences],
+        (r) => Number(r.value) === list.length,
+      );
+      fenced = synced.filter((r) => r.ok && Number(r.value) === list.length).length >= this.#quorum;
+    }
+    const drift = ttlMs * this.#o.driftFactor + 2;
+    const validity = ttlMs - (this.#o.clock.now() - started) - drift;
+    if (!fenced || validity <= this.#o.minValidityMs) return undefined;
+    return new Lock(this, list, lockKeys, token, started + ttlMs - drift, fences);
   }
 
   /**
@@ -285,7 +382,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
 
   /** @internal */
   async releaseKeys(lockKeys: readonly string[], token: string): Promise<boolean> {
-    const results = await this.#round(RELEASE, lockKeys, [token], () => false, true);
+    const results = await this.#round(RELEASE, lockKeys, [token, '1'], () => false, true);
     return (
       results.filter((r) => r.ok && Number(r.value) === lockKeys.length).length >= this.#quorum
     );
@@ -333,8 +430,18 @@ export class Redlock implements LockBackend, AsyncDisposable {
       const finish = (): void => {
         if (settled) return;
         settled = true;
+        // Array.from, not map: map skips the holes of nodes that have not answered.
         resolve(
-          results.map((r, node) => r ?? { node, ok: false, error: 'pending (decided without it)' }),
+          Array.from(
+            { length: n },
+            (_, node) =>
+              results[node] ?? {
+                node,
+                ok: false,
+                pending: true,
+                error: 'pending (decided without it)',
+              },
+          ),
         );
       };
       clients.forEach((client, node) => {

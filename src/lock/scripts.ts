@@ -18,13 +18,15 @@ function script(source: string): Script {
 }
 
 /**
- * Acquire every resource or none: fail with the index of a taken key, else SET each key
- * `NX PX ttl` to the token and INCR its fencing counter. Returns `{1, fence…}` or `{0, index}`.
+ * Acquire every resource or none: fail with the index of a taken key and its remaining ttl
+ * (so a waiter knows when it frees up by expiry), else SET each key `PX ttl` to the token and
+ * INCR its fencing counter. Returns `{1, fence…}` or `{0, index, pttl}`.
  */
 export const ACQUIRE = script(`
 local n = #KEYS / 2
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return {0, i} end
+  local pttl = redis.call('PTTL', KEYS[i])
+  if pttl ~= -2 then return {0, i, pttl} end
 end
 local out = {1}
 for i = 1, n do
@@ -52,13 +54,18 @@ end
 return covered
 `);
 
-/** Compare-and-delete: delete the keys that still hold the token; returns how many. */
+/**
+ * Compare-and-delete: delete the keys that still hold the token; returns how many. With
+ * `ARGV[2] == '1'` it also PUBLISHes on `<key>:released` for each deleted key, waking waiters
+ * (a failed attempt's undo passes '0': nobody waits for a lock that was never granted).
+ */
 export const RELEASE = script(`
 local deleted = 0
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then
     redis.call('DEL', KEYS[i])
     deleted = deleted + 1
+    if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[i] .. ':released', '1') end
   end
 end
 return deleted

@@ -1,0 +1,210 @@
+/**
+ * Release notifications: a waiter for a held lock subscribes to the lock's release channel, so
+ * the holder's release (which PUBLISHes from the release script) wakes it at once instead of
+ * after a polling delay. Polling stays as the fallback — notifications only make retries
+ * earlier, never decide anything: every wake-up still runs a full quorum attempt.
+ *
+ * One subscriber connection per node, opened lazily (`client.duplicate()`), shared by every
+ * waiter of the Redlock, with per-channel reference counts; closed after a short linger once
+ * nobody waits, and by `Redlock.close()`.
+ *
+ * @internal
+ * @packageDocumentation
+ */
+import type { Clock, Timer } from '../core/index.js';
+
+/** What a subscriber connection must offer. An ioredis `Redis` fits as is. */
+export interface SubscriberClient {
+  subscribe(...channels: string[]): Promise<unknown>;
+  unsubscribe(...channels: string[]): Promise<unknown>;
+  on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  disconnect(): void;
+}
+
+/** A client that can open its own subscriber connection (ioredis: `duplicate()`). */
+export interface DuplicableClient {
+  duplicate(): SubscriberClient;
+}
+
+export const canDuplicate = (client: unknown): client is DuplicableClient =>
+  typeof client === 'object' &&
+  client !== null &&
+  typeof (client as Partial<DuplicableClient>).duplicate === 'function';
+
+/** A waiter's view of its channels: a counter of messages and a way to wait for the next. */
+export interface Subscription extends Disposable {
+  /** Messages seen so far on any of the channels. */
+  readonly count: number;
+  /**
+   * Resolves when a message arrives after `seen` messages, or after `ms`, or when `signal`
+   * aborts (then it rejects with the reason). Clears its timer and listener either way.
+   */
+  wait(seen: number, ms: number, signal: AbortSignal | undefined): Promise<void>;
+}
+
+/** How long idle subscriber connections stay open before closing. */
+const LINGER_MS = 1000;
+
+export class ReleaseNotifier {
+  readonly #clients: readonly DuplicableClient[];
+  readonly #clock: Clock;
+  readonly #ackTimeoutMs: number;
+  #subscribers: SubscriberClient[] | undefined;
+  /** Channel → wake-up callbacks of the subscriptions listening to it. */
+  readonly #listeners = new Map<string, Set<() => void>>();
+  #linger: Timer | undefined;
+
+  constructor(clients: readonly DuplicableClient[], clock: Clock, ackTimeoutMs: number) {
+    this.#clients = clients;
+    this.#clock = clock;
+    this.#ackTimeoutMs = ackTimeoutMs;
+  }
+
+  /**
+   * Subscribes to `channels` and resolves once at least one node confirmed the subscription,
+   * or every node failed, or the ack timeout passed — a hung node never holds a waiter up; it
+   * just falls back to polling.
+   */
+  async subscribe(channels: readonly string[]): Promise<Subscription> {
+    this.#linger?.cancel();
+    this.#linger = undefined;
+    const subscribers = this.#open();
+    let count = 0;
+    let wake: (() => void) | undefined;
+    const onMessage = (): void => {
+      count++;
+      wake?.();
+    };
+    const fresh: string[] = [];
+    for (const channel of channels) {
+      let set = this.#listeners.get(channel);
+      if (set === undefined) {
+        set = new Set();
+        this.#listeners.set(channel, set);
+        fresh.push(channel);
+      }
+      set.add(onMessage);
+    }
+    if (fresh.length > 0) await this.#confirm(subscribers, fresh);
+    let disposed = false;
+    const subscription: Subscription = {
+      get count() {
+        return count;
+      },
+      wait: (seen, ms, signal) =>
+        new Promise<void>((resolve, reject) => {
+          if (signal?.aborted === true) {
+            reject(signal.reason as Error);
+            return;
+          }
+          if (count !== seen || disposed) {
+            resolve();
+            return;
+          }
+          const done = (): void => {
+            wake = undefined;
+            timer.cancel();
+            signal?.removeEventListener('abort', onAbort);
+          };
+          const onAbort = (): void => {
+            done();
+            reject(signal?.reason as Error);
+          };
+          wake = () => {
+            done();
+            resolve();
+          };
+          const timer = this.#clock.setTimer(
+            () => {
+              done();
+              resolve();
+            },
+            Math.max(0, ms),
+          );
+          signal?.addEventListener('abort', onAbort, { once: true });
+        }),
+      [Symbol.dispose]: () => {
+        if (disposed) return;
+        disposed = true;
+        wake?.();
+        const gone: string[] = [];
+        for (const channel of channels) {
+          const set = this.#listeners.get(channel);
+          if (set?.delete(onMessage) !== true) continue; // inert since a close()
+          if (set.size === 0) {
+            this.#listeners.delete(channel);
+            gone.push(channel);
+          }
+        }
+        if (gone.length > 0 && this.#subscribers !== undefined) {
+          for (const s of this.#subscribers) s.unsubscribe(...gone).catch(() => undefined);
+        }
+        if (this.#listeners.size === 0) this.#scheduleClose();
+      },
+    };
+    return subscription;
+  }
+
+  /**
+   * Closes the subscriber connections now. Waiters in progress fall back to polling; the next
+   * waiter opens fresh connections.
+   */
+  close(): void {
+    this.#linger?.cancel();
+    this.#linger = undefined;
+    const subscribers = this.#subscribers;
+    this.#subscribers = undefined;
+    // Forget every channel: subscriptions still open become inert (they time out into polling),
+    // and a new subscription to the same channel subscribes again on the new connections.
+    this.#listeners.clear();
+    if (subscribers !== undefined) for (const s of subscribers) s.disconnect();
+  }
+
+  #open(): SubscriberClient[] {
+    if (this.#subscribers !== undefined) return this.#subscribers;
+    const subscribers = this.#clients.map((client) => {
+      const subscriber = client.duplicate();
+      // Connection errors are expected under faults (a paused or killed node); polling covers
+      // them. A listener keeps ioredis from reporting them as unhandled.
+      subscriber.on('error', () => undefined);
+      subscriber.on('message', (channel: string) => {
+        const set = this.#listeners.get(channel);
+        if (set !== undefined) for (const fn of [...set]) fn();
+      });
+      return subscriber;
+    });
+    this.#subscribers = subscribers;
+    return subscribers;
+  }
+
+  #confirm(subscribers: readonly SubscriberClient[], channels: readonly string[]): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let pending = subscribers.length;
+      let settled = false;
+      const finish = (): void => {
+        if (settled) return;
+        settled = true;
+        timer.cancel();
+        resolve();
+      };
+      const timer = this.#clock.setTimer(finish, this.#ackTimeoutMs);
+      timer.unref();
+      for (const s of subscribers) {
+        s.subscribe(...channels).then(finish, () => {
+          if (--pending === 0) finish();
+        });
+      }
+    });
+  }
+
+  #scheduleClose(): void {
+    if (this.#subscribers === undefined) return;
+    this.#linger?.cancel();
+    this.#linger = this.#clock.setTimer(() => {
+      this.#linger = undefined;
+      if (this.#listeners.size === 0) this.close();
+    }, LINGER_MS);
+    this.#linger.unref();
+  }
+}

@@ -1,0 +1,109 @@
+import { afterEach, expect, it } from 'vitest';
+import { Redlock } from '../../src/lock/index.js';
+import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describeRedis('release notifications (pub/sub) against five real redis-server processes', () => {
+  const redis = useRedis({ count: 5 });
+  const opened: Redlock[] = [];
+  const redlockOf = (options: Partial<ConstructorParameters<typeof Redlock>[0]> = {}): Redlock => {
+    const redlock = new Redlock({
+      clients: redis().clients({ maxRetriesPerRequest: 1 }),
+      ...options,
+    });
+    opened.push(redlock);
+    return redlock;
+  };
+
+  afterEach(async () => {
+    for (const r of opened.splice(0)) await r.close();
+    for (let i = 0; i < 5; i++) if (redis().node(i).state === 'paused') redis().resume(i);
+    await redis().flushAll();
+  });
+
+  it('a release wakes a waiter at once, long before its next retry', async () => {
+    const holder = redlockOf();
+    // A retry delay of 20 s: only the notification can explain a prompt handoff.
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
+    const lock = await holder.acquire('sku:n1', { ttlMs: 30_000 });
+    const waiting = waiter.acquire('sku:n1', { ttlMs: 30_000 });
+    await sleep(100); // the waiter has tried, subscribed and is waiting
+    const released = performance.now();
+    await lock.release();
+    const next = await waiting;
+    expect(performance.now() - released).toBeLessThan(5_000);
+    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
+    await next.release();
+  });
+
+  it('a lock that expires without a release frees its waiter by its reported ttl, not the retry delay', async () => {
+    const holder = redlockOf();
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
+    const lock = await holder.acquire('sku:n2', { ttlMs: 300 });
+    const started = performance.now();
+    const next = await waiter.acquire('sku:n2');
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
+    await next.release();
+    await expect(lock.release()).resolves.toMatchObject({ expired: true, released: false });
+  });
+
+  it('with notifications off, waiters poll', async () => {
+    const holder = redlockOf();
+    const waiter = redlockOf({
+      notifications: false,
+      retryDelayMs: 50,
+      retryJitterMs: 10,
+      retryCount: 100,
+    });
+    const lock = await holder.acquire('sku:n3');
+    const waiting = waiter.acquire('sku:n3');
+    await sleep(120);
+    await lock.release();
+    const next = await waiting;
+    await next.release();
+    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
+  });
+
+  it('a paused node does not hold a waiter up: the subscription falls back to the others', async () => {
+    const holder = redlockOf();
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
+    redis().pause(4);
+    const lock = await holder.acquire('sku:n4', { ttlMs: 30_000 });
+    const waiting = waiter.acquire('sku:n4', { ttlMs: 30_000 });
+    await sleep(300);
+    await lock.release();
+    const next = await waiting;
+    await next.release();
+    redis().resume(4);
+  });
+
+  it('close() (and the idle linger) closes the subscriber connections it opened', async () => {
+    const holder = redlockOf();
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
+    const again = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
+    for (const r of [holder, waiter, again]) await (await r.acquire('warm-up')).release(); // connect
+    const before = liveHandles().TCPSocketWrap ?? 0;
+    const lock = await holder.acquire('sku:n5');
+    const waiting = waiter.acquire('sku:n5');
+    await sleep(100);
+    expect(liveHandles().TCPSocketWrap ?? 0).toBeGreaterThanOrEqual(before + 5); // one per node
+    await lock.release();
+    await (await waiting).release();
+    await sleep(1_300); // past the one-second linger
+    expect(liveHandles().TCPSocketWrap ?? 0).toBeLessThanOrEqual(before);
+    // close() right away, too, and twice.
+    const held = await holder.acquire('sku:n5');
+    const blocked = again
+      .acquire('sku:n5', { signal: AbortSignal.timeout(300) })
+      .catch((e: unknown) => e);
+    await sleep(100);
+    await again.close();
+    await again.close();
+    expect(await blocked).toBeInstanceOf(Error);
+    await held.release();
+    await sleep(50);
+    expect(liveHandles().TCPSocketWrap ?? 0).toBeLessThanOrEqual(before);
+  });
+});
