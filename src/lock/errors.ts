@@ -20,18 +20,23 @@ export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
 
-/** The resources are held by someone else (a quorum of nodes said so, or no quorum granted). */
+/**
+ * The resources are held by someone else — or a semaphore has no free permits (a quorum of
+ * nodes said so, or no quorum granted) — as opposed to the nodes being down.
+ */
 export class LockTakenError extends KeelError {
   override readonly name: string = 'LockTakenError';
   declare readonly code: typeof LOCK_TAKEN;
   readonly resources: readonly string[];
   readonly votes: readonly NodeVote[];
   readonly attempts: number;
-  constructor(resources: readonly string[], votes: readonly NodeVote[], attempts: number) {
-    super(
-      LOCK_TAKEN,
-      `lock on ${resources.join(', ')} is held by someone else (after ${attempts} attempt(s))`,
-    );
+  constructor(
+    resources: readonly string[],
+    votes: readonly NodeVote[],
+    attempts: number,
+    detail = `lock on ${resources.join(', ')} is held by someone else`,
+  ) {
+    super(LOCK_TAKEN, `${detail} (after ${attempts} attempt(s))`);
     this.resources = resources;
     this.votes = votes;
     this.attempts = attempts;

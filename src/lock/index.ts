@@ -25,5 +25,12 @@ export {
   LOCK_LOST,
 } from './errors.js';
 export type { NodeVote } from './errors.js';
+export { Semaphore, Permit } from './semaphore.js';
+export type {
+  SemaphoreOptions,
+  PermitOptions,
+  PermitUsingOptions,
+  QuarantineEvent,
+} from './semaphore.js';
 export { MemoryLock } from './memory.js';
 export type { MemoryLockOptions } from './memory.js';

@@ -98,12 +98,12 @@ export interface LockBackend {
  *
  * @internal
  */
-export async function holdWhile<R>(
+export async function holdWhile<R, L extends Lock = Lock>(
   owner: string,
   backend: LockBackend,
-  acquire: (options: AcquireOptions) => Promise<Lock>,
+  acquire: (options: AcquireOptions) => Promise<L>,
   options: UsingOptions,
-  routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  routine: (signal: AbortSignal, lock: L) => Promise<R>,
 ): Promise<R> {
   const { maxHoldMs, maxExtensions, ...acquireOptions } = options;
   const limits = resolveOptions(

@@ -24,33 +24,23 @@
  */
 import {
   isRandomSource,
-  guardedOption,
   booleanOption,
+  guardedOption,
   integerOption,
   isClock,
   numberOption,
   resolveOptions,
-  sleep,
   stringOption,
   systemClock,
   throwIfAborted,
   type Clock,
-  type Timer,
 } from '../core/index.js';
-import {
-  LockCrossSlotError,
-  LockTakenError,
-  QuorumUnavailableError,
-  type NodeVote,
-} from './errors.js';
-import {
-  ReleaseNotifier,
-  canDuplicate,
-  type DuplicableClient,
-  type Subscription,
-} from './notifier.js';
+import { LockCrossSlotError } from './errors.js';
+import { ReleaseNotifier, canDuplicate, type DuplicableClient } from './notifier.js';
+import { Quorum, type LockClient, type NodeResult } from './quorum.js';
+import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE } from './scripts.js';
+import { Semaphore, type SemaphoreOptions } from './semaphore.js';
 import { hashTag, keySlot } from './slot.js';
-import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE, type Script } from './scripts.js';
 import {
   Lock,
   holdWhile,
@@ -60,14 +50,7 @@ import {
   type UsingOptions,
 } from './lock.js';
 
-/**
- * What the lock needs from a Redis client: EVALSHA and EVAL. An ioredis `Redis` fits as is;
- * no ioredis type appears in the lock's logic.
- */
-export interface LockClient {
-  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-}
+export type { LockClient } from './quorum.js';
 
 /** Options of {@link Redlock}. */
 export interface RedlockOptions {
@@ -141,15 +124,6 @@ const spec = {
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
 
-interface NodeResult {
-  readonly node: number;
-  readonly ok: boolean;
-  readonly value?: unknown;
-  readonly error?: string;
-  /** Had not answered when the round was decided (not a failure of the node). */
-  readonly pending?: true;
-}
-
 /** A node granted the attempt: the acquire script answered `{1, fence…}`. */
 const isGrant = (r: NodeResult): boolean => Array.isArray(r.value) && r.value[0] === 1;
 
@@ -158,13 +132,6 @@ const pttlOf = (r: NodeResult): number => {
   const pttl = Array.isArray(r.value) ? Number(r.value[2]) : NaN;
   return Number.isFinite(pttl) && pttl >= 0 ? pttl : Infinity;
 };
-
-/** An unguessable token: 128 random bits, hex. */
-function newToken(): string {
-  return (
-    crypto.randomUUID().replaceAll('-', '') + crypto.randomUUID().replaceAll('-', '').slice(0, 8)
-  );
-}
 
 /**
  * Redlock over several independent Redis masters.
@@ -189,13 +156,12 @@ function newToken(): string {
  */
 export class Redlock implements LockBackend, AsyncDisposable {
   readonly #o: Resolved;
-  readonly #quorum: number;
+  readonly #q: Quorum;
   readonly #cluster: boolean;
   readonly #notifier: ReleaseNotifier | undefined;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
-    this.#quorum = Math.floor(this.#o.clients.length / 2) + 1;
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
     const clients = this.#o.clients;
     const duplicable = clients.filter((c): c is LockClient & DuplicableClient => canDuplicate(c));
@@ -203,6 +169,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
       this.#o.notifications && duplicable.length === clients.length
         ? new ReleaseNotifier(duplicable, this.#o.clock, this.#o.nodeTimeoutMs)
         : undefined;
+    this.#q = new Quorum(this.#o, this.#notifier);
   }
 
   /** The Redis key of a resource's lock (its fencing counter adds `:fence`). */
@@ -227,7 +194,21 @@ export class Redlock implements LockBackend, AsyncDisposable {
 
   /** Nodes that must agree: ⌊N/2⌋ + 1. */
   get quorum(): number {
-    return this.#quorum;
+    return this.#q.size;
+  }
+
+  /**
+   * A counting semaphore named `name` with `permits` permits, on this Redlock's nodes and
+   * quorum rules. Expiry is computed from Redis server time inside the scripts.
+   */
+  semaphore(name: string, options: SemaphoreOptions): Semaphore {
+    return new Semaphore(name, options, {
+      quorum: this.#q,
+      key: `${this.keyOf(name)}:semaphore`,
+      ttlMs: this.#o.ttlMs,
+      retryCount: this.#o.retryCount,
+      minValidityMs: this.#o.minValidityMs,
+    });
   }
 
   /**
@@ -255,60 +236,22 @@ export class Redlock implements LockBackend, AsyncDisposable {
       if (slots.some((slot) => slot !== slots[0])) throw new LockCrossSlotError(list, slots);
     }
     const keys = [...lockKeys, ...lockKeys.map((k) => `${k}:fence`)];
-    let lastVotes: NodeVote[] = [];
-    let subscription: Subscription | undefined;
-    try {
-      let delay = 0;
-      let seen = 0;
-      for (let attempt = 0; attempt <= retryCount; attempt++) {
-        if (attempt > 0 && delay > 0) {
-          if (subscription === undefined) {
-            await sleep(delay, { signal, clock: this.#o.clock });
-          } else {
-            await subscription.wait(seen, delay, signal);
-          }
-        }
-        if (subscription !== undefined) seen = subscription.count;
-        const token = newToken();
-        const started = this.#o.clock.now();
-        const results = await this.#round(ACQUIRE, keys, [token, ttlMs], isGrant);
-        lastVotes = this.#votes(results, isGrant);
-        const granted = results.filter((r) => r.ok && isGrant(r));
-        if (granted.length >= this.#quorum) {
-          const lock = await this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
-          if (lock !== undefined) return lock;
-        }
-        // Failed attempt: undo wherever it may have landed (stragglers included), then retry.
-        await this.#round(RELEASE, lockKeys, [token, '0'], () => false, true);
-        // Only real failures count against availability, not nodes the round did not wait for.
-        const errors = results.filter((r) => !r.ok && r.pending !== true).length;
-        if (errors > this.#o.clients.length - this.#quorum) {
-          throw new QuorumUnavailableError(list, lastVotes, this.#quorum);
-        }
-        delay = this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
-        if (granted.length > 0) {
-          // A split vote: nobody may hold a quorum, so no release will come; retry soon, at a
-          // random moment so the contenders stop colliding.
-          delay = this.#o.random() * this.#o.retryJitterMs;
-        } else if (this.#notifier !== undefined && attempt < retryCount) {
-          // Held by someone: wait for their release (pub/sub), or for the lock to expire on
-          // the first node that reported it, whichever comes first — polling is the fallback.
-          const expires = Math.min(
-            ...results.map((r) => (r.ok && !isGrant(r) ? pttlOf(r) : Infinity)),
-          );
-          if (expires >= 0 && expires < delay) delay = expires + 1;
-          if (subscription === undefined) {
-            subscription = await this.#notifier.subscribe(lockKeys.map((k) => `${k}:released`));
-            // The holder may have released between our attempt and the subscription: try
-            // again at once rather than wait for a message that already went by.
-            delay = 0;
-          }
-        }
-      }
-    } finally {
-      subscription?.[Symbol.dispose]();
-    }
-    throw new LockTakenError(list, lastVotes, retryCount + 1);
+    return this.#q.acquire(
+      {
+        resources: list,
+        script: ACQUIRE,
+        keys,
+        args: (token) => [token, ttlMs],
+        granted: isGrant,
+        freesIn: pttlOf,
+        settle: (token, started, granted) =>
+          this.#settle(list, lockKeys, keys, token, ttlMs, started, granted),
+        undo: (token) => this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, true),
+        channels: lockKeys.map((k) => `${k}:released`),
+      },
+      retryCount,
+      signal,
+    );
   }
 
   /**
@@ -333,18 +276,17 @@ export class Redlock implements LockBackend, AsyncDisposable {
     );
     let fenced = inSync;
     if (!inSync) {
-      const synced = await this.#round(
+      const synced = await this.#q.round(
         SYNC_FENCE,
         keys,
         [token, ...fences],
         (r) => Number(r.value) === list.length,
       );
-      fenced = synced.filter((r) => r.ok && Number(r.value) === list.length).length >= this.#quorum;
+      fenced = this.#q.count(synced, (r) => Number(r.value) === list.length) >= this.#q.size;
     }
-    const drift = ttlMs * this.#o.driftFactor + 2;
-    const validity = ttlMs - (this.#o.clock.now() - started) - drift;
-    if (!fenced || validity <= this.#o.minValidityMs) return undefined;
-    return new Lock(this, list, lockKeys, token, started + ttlMs - drift, fences);
+    const validUntil = this.#q.deadline(started, ttlMs);
+    if (!fenced || validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return undefined;
+    return new Lock(this, list, lockKeys, token, validUntil, fences);
   }
 
   /**
@@ -369,23 +311,17 @@ export class Redlock implements LockBackend, AsyncDisposable {
     ttlMs: number,
   ): Promise<number | undefined> {
     const started = this.#o.clock.now();
-    const results = await this.#round(
-      EXTEND,
-      lockKeys,
-      [token, ttlMs],
-      (r) => Number(r.value) === 1,
-    );
-    const extended = results.filter((r) => r.ok && Number(r.value) === 1).length;
-    if (extended < this.#quorum) return undefined;
-    return started + ttlMs - (ttlMs * this.#o.driftFactor + 2);
+    const yes = (r: NodeResult): boolean => Number(r.value) === 1;
+    const results = await this.#q.round(EXTEND, lockKeys, [token, ttlMs], yes);
+    return this.#q.count(results, yes) >= this.#q.size
+      ? this.#q.deadline(started, ttlMs)
+      : undefined;
   }
 
   /** @internal */
   async releaseKeys(lockKeys: readonly string[], token: string): Promise<boolean> {
-    const results = await this.#round(RELEASE, lockKeys, [token, '1'], () => false, true);
-    return (
-      results.filter((r) => r.ok && Number(r.value) === lockKeys.length).length >= this.#quorum
-    );
+    const results = await this.#q.round(RELEASE, lockKeys, [token, '1'], () => false, true);
+    return this.#q.count(results, (r) => Number(r.value) === lockKeys.length) >= this.#q.size;
   }
 
   /** @internal */
@@ -396,101 +332,5 @@ export class Redlock implements LockBackend, AsyncDisposable {
   /** @internal */
   get ttlMs(): number {
     return this.#o.ttlMs;
-  }
-
-  #votes(results: readonly NodeResult[], granted: (r: NodeResult) => boolean): NodeVote[] {
-    return results.map((r) =>
-      !r.ok
-        ? { node: r.node, vote: 'error' as const, error: r.error ?? 'error' }
-        : granted(r)
-          ? { node: r.node, vote: 'granted' as const }
-          : { node: r.node, vote: 'taken' as const },
-    );
-  }
-
-  /**
-   * Runs a script on every node at once, each with its own timeout, and settles as soon as
-   * the outcome is known: a quorum answered "yes", or too few nodes are left to make one.
-   * Nodes still pending then count as errors ("pending").
-   */
-  #round(
-    script: Script,
-    keys: readonly string[],
-    args: readonly (string | number)[],
-    yes: (r: NodeResult) => boolean,
-    waitAll = false,
-  ): Promise<NodeResult[]> {
-    const clients = this.#o.clients;
-    const n = clients.length;
-    return new Promise((resolve) => {
-      const results: (NodeResult | undefined)[] = new Array<NodeResult | undefined>(n);
-      let settled = false;
-      let answered = 0;
-      let yeses = 0;
-      const finish = (): void => {
-        if (settled) return;
-        settled = true;
-        // Array.from, not map: map skips the holes of nodes that have not answered.
-        resolve(
-          Array.from(
-            { length: n },
-            (_, node) =>
-              results[node] ?? {
-                node,
-                ok: false,
-                pending: true,
-                error: 'pending (decided without it)',
-              },
-          ),
-        );
-      };
-      clients.forEach((client, node) => {
-        void this.#call(client, script, keys, args).then((result) => {
-          const r: NodeResult = { node, ...result };
-          results[node] = r;
-          answered++;
-          if (r.ok && yes(r)) yeses++;
-          const noes = answered - yeses;
-          if (answered === n || (!waitAll && (yeses >= this.#quorum || noes > n - this.#quorum)))
-            finish();
-        });
-      });
-    });
-  }
-
-  /** One script call on one node, bounded by the per-node timeout; never rejects. */
-  async #call(
-    client: LockClient,
-    script: Script,
-    keys: readonly string[],
-    args: readonly (string | number)[],
-  ): Promise<{ ok: boolean; value?: unknown; error?: string }> {
-    let timer: Timer | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = this.#o.clock.setTimer(() => {
-        reject(new Error(`timed out after ${this.#o.nodeTimeoutMs} ms`));
-      }, this.#o.nodeTimeoutMs);
-    });
-    try {
-      const run = async (): Promise<unknown> => {
-        try {
-          return await client.evalsha(script.sha, keys.length, ...keys, ...args);
-        } catch (error) {
-          if (error instanceof Error && error.message.includes('NOSCRIPT')) {
-            return await client.eval(script.source, keys.length, ...keys, ...args);
-          }
-          throw error;
-        }
-      };
-      const call = run();
-      call.catch(() => undefined);
-      const value = await Promise.race([call, timeout]);
-      return { ok: true, value };
-    } catch (error) {
-      return { ok: false, error: error instanceof Error ? error.message : String(error) };
-    } finally {
-      timer?.cancel();
-      timeout.catch(() => undefined);
-    }
   }
 }

@@ -81,3 +81,64 @@ for i = 1, #KEYS do
 end
 return 1
 `);
+
+/*
+ * Counting semaphore, one sorted set per node: members `<permits>:<token>`, scored with their
+ * expiry in Redis server milliseconds (TIME inside the script — never a client clock, so
+ * holders on machines with skewed clocks still agree on who expired). Members that do not
+ * parse are moved to a quarantine set and counted in the reply instead of being trusted.
+ * `redis.replicate_commands()` lets TIME precede writes on Redis 3.2–4 (a no-op from 5 on).
+ * KEYS: the set, its quarantine. Returns `{1, used}` or `{0, used, ms until the first expiry}`,
+ * with the number of quarantined members last.
+ */
+const SEM_PRELUDE = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+export const SEM_ACQUIRE = script(`${SEM_PRELUDE}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used, soonest, quarantined = 0, -1, 0
+for i = 1, #entries, 2 do
+  local n = tonumber(string.match(entries[i], '^(%d+):.'))
+  if n == nil then
+    redis.call('SADD', KEYS[2], entries[i])
+    redis.call('ZREM', KEYS[1], entries[i])
+    quarantined = quarantined + 1
+  else
+    used = used + n
+    local left = tonumber(entries[i + 1]) - now
+    if soonest < 0 or left < soonest then soonest = left end
+  end
+end
+local want, ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if used + want > limit then return {0, used, soonest, quarantined} end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1, used + want, 0, quarantined}
+`);
+
+/** Extend a live member (not yet expired by server time) to now + ttl. Returns 1 or 0. */
+export const SEM_EXTEND = script(`${SEM_PRELUDE}
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= now then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+`);
+
+/**
+ * Remove a member; 1 if it was still live (then, with `ARGV[2] == '1'`, PUBLISH on
+ * `<set>:released` to wake waiters), 0 if it was gone or already expired.
+ */
+export const SEM_RELEASE = script(`${SEM_PRELUDE}
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(score) <= now then return 0 end
+if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[1] .. ':released', '1') end
+return 1
+`);
