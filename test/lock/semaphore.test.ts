@@ -130,13 +130,14 @@ describeRedis('Semaphore against five real redis-server processes', () => {
       await redis().client(i).zadd(key, far, '1:real-holder');
     }
     const seen: QuarantineEvent[] = [];
-    using _ = pool.onQuarantine((event) => seen.push(event));
+    using quarantine = pool.onQuarantine((event) => seen.push(event));
     const permit = await pool.acquire(); // the planted real holder takes 1 of 2; garbage counts for nothing
     expect(seen.length).toBeGreaterThanOrEqual(3);
     expect(seen[0]).toMatchObject({ semaphore: 'planted', entries: 1, key: `${key}:quarantine` });
     expect(await redis().client(0).smembers(`${key}:quarantine`)).toEqual(['not-a-permit']);
     expect(isLockTakenError(await pool.acquire().catch((e: unknown) => e))).toBe(true);
     await permit.release();
+    quarantine.dispose();
   });
 
   it('with 3 of 5 nodes paused: QuorumUnavailableError, promptly', async () => {
