@@ -1,0 +1,115 @@
+/**
+ * The contract between the {@link Registry} client and a store (Redis, or in-process memory).
+ *
+ * The store keeps, per service: instance records with an expiry, a revision counter, an epoch
+ * that changes when the store loses its data, and a capped change log in which every visible
+ * change (and nothing else — heartbeats only move expiries) is entry number `revision`. That
+ * makes change delivery checkable: a reader that has applied revision r expects r + 1 next; any
+ * other number, or another epoch, means it missed something and must resync from an atomic
+ * snapshot. The client logic (views, gaps, resyncs, quarantine) lives once, in the registry; a
+ * backend only stores and delivers.
+ *
+ * @packageDocumentation
+ */
+
+/** Kinds of change-log entry. `expired` is a removal by the reaper (the ttl ran out). */
+export type ChangeType = 'registered' | 'updated' | 'deregistered' | 'expired';
+
+/** One change-log entry, as stored. */
+export interface ChangeEntry {
+  /** Epoch of the store that wrote it. */
+  readonly epoch: string;
+  /** The service revision this entry produced: exactly one more than the previous entry's. */
+  readonly revision: number;
+  readonly type: ChangeType;
+  readonly id: string;
+  /** The raw stored record for `registered` / `updated` (decoded and checked by the reader). */
+  readonly data?: unknown;
+}
+
+/** One stored record, raw: decoded and checked by the reader. */
+export interface RawRecord {
+  readonly id: string;
+  readonly data: unknown;
+}
+
+/** A consistent picture of one service: every record as of `revision`, read atomically. */
+export interface Snapshot {
+  /** The store's epoch; `''` when the service has never been written. */
+  readonly epoch: string;
+  readonly revision: number;
+  readonly records: readonly RawRecord[];
+}
+
+/** Outcome of writing a registration. */
+export type RegisterOutcome = 'created' | 'updated' | 'unchanged';
+
+/** Outcome of a heartbeat: renewed, gone from the store (re-register), or owned by another registration. */
+export type HeartbeatOutcome = 'ok' | 'missing' | 'replaced';
+
+/** What a backend calls as it reads a service's change log. */
+export interface FeedListener {
+  /** Entries read, in log order (possibly repeating ones already seen; readers skip those). */
+  entries(entries: readonly ChangeEntry[]): void;
+  /**
+   * The feed may have missed entries or lost contact (reconnect, error, timeout): the reader
+   * should mark its view stale and resync. `error` is the cause when there is one.
+   */
+  interrupted(reason: string, error?: unknown): void;
+  /** The feed read successfully again after an interruption. */
+  healthy(): void;
+}
+
+/** A subscription to one service's change log. */
+export interface ChangeFeed extends Disposable {
+  /** Continue reading after this position (after a snapshot at `revision` of `epoch`). */
+  seek(epoch: string, revision: number): void;
+  /** Stops reading. Safe to call more than once. */
+  close(): void;
+}
+
+/** Options of a backend write. */
+export interface WriteOptions {
+  readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * A registry store. Implemented by {@link MemoryBackend} and {@link RedisBackend}; implement it
+ * to put the registry on another store with the same guarantees (atomic writes that append to
+ * the log, atomic snapshots, revision-numbered entries).
+ */
+export interface DiscoveryBackend {
+  /** Short name for messages, e.g. `memory` or `redis`. */
+  readonly kind: string;
+  /**
+   * Creates or replaces a record (`data` is the encoded instance) owned by `token`, expiring
+   * `ttlMs` from now by the store's clock. A record equal to the stored one only refreshes the
+   * expiry (and ownership) without a log entry.
+   */
+  register(
+    service: string,
+    id: string,
+    data: string,
+    token: string,
+    ttlMs: number,
+    options?: WriteOptions,
+  ): Promise<RegisterOutcome>;
+  /** Pushes the expiry of a record owned by `token` to `ttlMs` from now. Never logs. */
+  heartbeat(
+    service: string,
+    id: string,
+    token: string,
+    ttlMs: number,
+    options?: WriteOptions,
+  ): Promise<HeartbeatOutcome>;
+  /** Removes a record owned by `token`; `false` when it was not there (or owned by another). */
+  deregister(service: string, id: string, token: string, options?: WriteOptions): Promise<boolean>;
+  /** Reads every record of a service with its revision and epoch, atomically. */
+  snapshot(service: string, options?: WriteOptions): Promise<Snapshot>;
+  /** Removes expired records of a service (logged as `expired`); returns how many. Idempotent. */
+  reap(service: string, options?: WriteOptions): Promise<number>;
+  /** Starts reading a service's change log; `seek()` sets where from. */
+  follow(service: string, listener: FeedListener): ChangeFeed;
+  /** Releases what the backend opened itself. Safe to call twice. */
+  close(): Promise<void>;
+}

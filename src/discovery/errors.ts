@@ -1,0 +1,121 @@
+/**
+ * Errors thrown (or reported through events) by `keel/discovery`.
+ *
+ * @packageDocumentation
+ */
+import { KeelError, describeValue, hasKeelCode, type KeelErrorOptions } from '../core/index.js';
+
+export const INVALID_INSTANCE = 'KEEL_INVALID_INSTANCE';
+export const UNKNOWN_SERVICE = 'KEEL_UNKNOWN_SERVICE';
+export const REGISTRY_UNAVAILABLE = 'KEEL_REGISTRY_UNAVAILABLE';
+export const REGISTRATION_CLOSED = 'KEEL_REGISTRATION_CLOSED';
+export const REGISTRATION_REPLACED = 'KEEL_REGISTRATION_REPLACED';
+
+/** One problem found in instance data. */
+export interface InstanceProblem {
+  /** Dotted path of the field, e.g. `port` or `metadata.region`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** Registration data failed the instance schema. Names the first bad field; lists them all. */
+export class InvalidInstanceError extends KeelError {
+  override readonly name: string = 'InvalidInstanceError';
+  declare readonly code: typeof INVALID_INSTANCE;
+  /** The first bad field, e.g. `port`. */
+  readonly field: string;
+  /** A short description of the value given for that field. */
+  readonly received: string;
+  /** Every problem found. */
+  readonly problems: readonly InstanceProblem[];
+
+  constructor(
+    where: string,
+    field: string,
+    message: string,
+    received: unknown,
+    problems: readonly InstanceProblem[],
+  ) {
+    const got = describeValue(received);
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';
+    super(
+      INVALID_INSTANCE,
+      `${where}: invalid instance field "${field}": ${message}, received ${got}${more}`,
+    );
+    this.field = field;
+    this.received = got;
+    this.problems = problems;
+  }
+}
+
+/** A service name outside the registry's declared `services`, with `strict: true`. */
+export class UnknownServiceError extends KeelError {
+  override readonly name: string = 'UnknownServiceError';
+  declare readonly code: typeof UNKNOWN_SERVICE;
+  readonly service: string;
+  /** The services the registry knows. */
+  readonly known: readonly string[];
+  constructor(service: string, known: readonly string[]) {
+    super(
+      UNKNOWN_SERVICE,
+      `unknown service ${JSON.stringify(service)} (strict registry; known: ${known.join(', ') || 'none'})`,
+    );
+    this.service = service;
+    this.known = known;
+  }
+}
+
+/** The backend (Redis) failed or did not answer in time. `cause` holds the underlying error. */
+export class RegistryUnavailableError extends KeelError {
+  override readonly name: string = 'RegistryUnavailableError';
+  declare readonly code: typeof REGISTRY_UNAVAILABLE;
+  /** What was being done, e.g. `register orders/orders-1` or `snapshot orders`. */
+  readonly operation: string;
+  constructor(operation: string, why: string, options?: KeelErrorOptions) {
+    super(REGISTRY_UNAVAILABLE, `registry unavailable during ${operation}: ${why}`, options);
+    this.operation = operation;
+  }
+}
+
+/** The registration was deregistered (or its registry closed); it can no longer be changed. */
+export class RegistrationClosedError extends KeelError {
+  override readonly name: string = 'RegistrationClosedError';
+  declare readonly code: typeof REGISTRATION_CLOSED;
+  readonly service: string;
+  readonly id: string;
+  constructor(service: string, id: string) {
+    super(REGISTRATION_CLOSED, `registration ${service}/${id} is closed`);
+    this.service = service;
+    this.id = id;
+  }
+}
+
+/**
+ * Another registration took over this instance id (a second process registered the same
+ * `service`/`id`). The older handle stops heartbeating rather than fight over the record.
+ */
+export class RegistrationReplacedError extends KeelError {
+  override readonly name: string = 'RegistrationReplacedError';
+  declare readonly code: typeof REGISTRATION_REPLACED;
+  readonly service: string;
+  readonly id: string;
+  constructor(service: string, id: string) {
+    super(
+      REGISTRATION_REPLACED,
+      `registration ${service}/${id} was replaced by another registration of the same id`,
+    );
+    this.service = service;
+    this.id = id;
+  }
+}
+
+export const isInvalidInstanceError = (value: unknown): value is InvalidInstanceError =>
+  hasKeelCode<InvalidInstanceError>(value, INVALID_INSTANCE);
+export const isUnknownServiceError = (value: unknown): value is UnknownServiceError =>
+  hasKeelCode<UnknownServiceError>(value, UNKNOWN_SERVICE);
+export const isRegistryUnavailableError = (value: unknown): value is RegistryUnavailableError =>
+  hasKeelCode<RegistryUnavailableError>(value, REGISTRY_UNAVAILABLE);
+export const isRegistrationClosedError = (value: unknown): value is RegistrationClosedError =>
+  hasKeelCode<RegistrationClosedError>(value, REGISTRATION_CLOSED);
+export const isRegistrationReplacedError = (value: unknown): value is RegistrationReplacedError =>
+  hasKeelCode<RegistrationReplacedError>(value, REGISTRATION_REPLACED);

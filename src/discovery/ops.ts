@@ -1,0 +1,53 @@
+/**
+ * Bounded backend calls: every store operation gets a timeout (a paused Redis never answers,
+ * and ioredis has no command timeout by default) and the caller's signal, and failures become
+ * {@link RegistryUnavailableError}s.
+ *
+ * @internal
+ * @packageDocumentation
+ */
+import { isKeelError, throwIfAborted, type Clock, type Timer } from '../core/index.js';
+import { RegistryUnavailableError } from './errors.js';
+
+/** Runs `call` bounded by `timeoutMs` and `signal`; rejects with a typed error. @internal */
+export async function bounded<T>(
+  operation: string,
+  clock: Clock,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  call: (signal: AbortSignal | undefined) => Promise<T>,
+): Promise<T> {
+  throwIfAborted(signal);
+  let timer: Timer | undefined;
+  let onAbort: (() => void) | undefined;
+  const promise = call(signal);
+  promise.catch(() => undefined);
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = clock.setTimer(() => {
+          reject(new RegistryUnavailableError(operation, `no answer within ${timeoutMs} ms`));
+        }, timeoutMs);
+        timer.unref();
+        if (signal !== undefined) {
+          onAbort = () => {
+            reject(signal.reason as Error);
+          };
+          signal.addEventListener('abort', onAbort, { once: true });
+        }
+      }),
+    ]);
+  } catch (error) {
+    if (signal?.aborted === true && error === signal.reason) throw error;
+    if (isKeelError(error)) throw error;
+    throw new RegistryUnavailableError(
+      operation,
+      error instanceof Error ? error.message : String(error),
+      { cause: error },
+    );
+  } finally {
+    timer?.cancel();
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+  }
+}

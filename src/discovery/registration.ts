@@ -1,0 +1,358 @@
+/**
+ * `Registration`: a registered instance that keeps itself registered — jittered heartbeats,
+ * re-registration when the store lost it, status/weight/metadata changes, deregistration on
+ * dispose.
+ *
+ * @packageDocumentation
+ */
+import { EventChannel, type Clock, type Subscription, type Timer } from '../core/index.js';
+import type { DiscoveryBackend, WriteOptions } from './backend.js';
+import {
+  RegistrationClosedError,
+  RegistrationReplacedError,
+  RegistryUnavailableError,
+} from './errors.js';
+import { encodeInstance, parseInstance, type Instance, type InstanceSpec } from './instance.js';
+import { bounded } from './ops.js';
+
+/** Lifecycle of a {@link Registration}. */
+export type RegistrationState =
+  /** In the store and heartbeating. */
+  | 'active'
+  /** The store lost it (restart, flush, expiry during a long stall); re-registering. */
+  | 'lost'
+  /** Another registration took the same id; this one stopped. */
+  | 'replaced'
+  /** Deregistered (or its registry closed). */
+  | 'closed';
+
+/** A change of a registration's state. */
+export interface RegistrationStateChange {
+  readonly service: string;
+  readonly id: string;
+  readonly from: RegistrationState;
+  readonly to: RegistrationState;
+}
+
+/** What a registration may change about itself. */
+export type InstancePatch = Partial<
+  Pick<InstanceSpec, 'weight' | 'zone' | 'version' | 'status' | 'metadata' | 'host' | 'port'>
+>;
+
+/** Settings a registration takes from its registry. @internal */
+export interface RegistrationSettings {
+  readonly backend: DiscoveryBackend;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly heartbeatFraction: number;
+  readonly heartbeatJitter: number;
+  readonly operationTimeoutMs: number;
+  readonly retryBaseMs: number;
+  readonly reportError: (error: Error) => void;
+}
+
+/**
+ * A registered instance. Created by `Registry.register()`; it heartbeats by itself every
+ * `ttlMs × heartbeatFraction` (jittered, so a fleet started together does not beat in lockstep),
+ * re-registers by itself when the store has lost it, and deregisters on
+ * `await using` / `Symbol.asyncDispose`.
+ *
+ * @example
+ * ```ts
+ * import { Registry } from 'keel/discovery';
+ *
+ * const registry = new Registry();
+ * await using registration = await registry.register(
+ *   { service: 'orders', id: 'orders-1', host: '127.0.0.1', port: 8081, zone: 'a' },
+ *   { ttlMs: 10_000 },
+ * );
+ * await registration.setStatus('draining'); // callers stop sending new work
+ * console.log(registration.instance.status); // 'draining'
+ * ```
+ */
+export class Registration implements AsyncDisposable {
+  readonly #s: RegistrationSettings;
+  readonly #token: string;
+  readonly #ttlMs: number;
+  readonly #onClose: (registration: Registration) => void;
+  #instance: Instance;
+  #state: RegistrationState = 'active';
+  #timer: Timer | undefined;
+  #failures = 0;
+  /** Store operations run one at a time, in order, so a heartbeat never races an update. */
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly #stateChanged = new EventChannel<RegistrationStateChange>();
+  readonly #errors = new EventChannel<Error>();
+  #lastHeartbeat: number;
+
+  /** @internal */
+  constructor(
+    settings: RegistrationSettings,
+    instance: Instance,
+    token: string,
+    ttlMs: number,
+    onClose: (registration: Registration) => void,
+  ) {
+    this.#s = settings;
+    this.#instance = instance;
+    this.#token = token;
+    this.#ttlMs = ttlMs;
+    this.#onClose = onClose;
+    this.#lastHeartbeat = settings.clock.now();
+    this.#schedule();
+  }
+
+  /** The instance as registered now. */
+  get instance(): Instance {
+    return this.#instance;
+  }
+
+  get service(): string {
+    return this.#instance.service;
+  }
+
+  get id(): string {
+    return this.#instance.id;
+  }
+
+  get state(): RegistrationState {
+    return this.#state;
+  }
+
+  /** The registration's ttl: the store drops it this long after its last heartbeat. */
+  get ttlMs(): number {
+    return this.#ttlMs;
+  }
+
+  /** Clock time of the last heartbeat (or registration) the store acknowledged. */
+  get lastHeartbeat(): number {
+    return this.#lastHeartbeat;
+  }
+
+  /** State changes: lost (re-registering), active again, replaced, closed. */
+  onStateChange(listener: (change: RegistrationStateChange) => void): Subscription {
+    return this.#stateChanged.subscribe(listener);
+  }
+
+  /** Background failures: heartbeats that did not reach the store, a replacement. */
+  onError(listener: (error: Error) => void): Subscription {
+    return this.#errors.subscribe(listener);
+  }
+
+  /** Sets the status: `draining` before shutdown (callers stop sending), `down`, or `up`. */
+  setStatus(status: Instance['status'], options?: WriteOptions): Promise<void> {
+    return this.update({ status }, options);
+  }
+
+  /** Sets the balancing weight. */
+  setWeight(weight: number, options?: WriteOptions): Promise<void> {
+    return this.update({ weight }, options);
+  }
+
+  /** Replaces the metadata. */
+  setMetadata(metadata: Readonly<Record<string, string>>, options?: WriteOptions): Promise<void> {
+    return this.update({ metadata }, options);
+  }
+
+  /** Marks the instance `draining`. */
+  drain(options?: WriteOptions): Promise<void> {
+    return this.setStatus('draining', options);
+  }
+
+  /**
+   * Changes the registered data (validated as at registration) and writes it; watchers see an
+   * `updated` change. Rejects with {@link RegistrationClosedError} after deregistration.
+   */
+  update(patch: InstancePatch, options?: WriteOptions): Promise<void> {
+    if (this.#state === 'closed' || this.#state === 'replaced') {
+      return Promise.reject(new RegistrationClosedError(this.service, this.id));
+    }
+    const current = this.#instance;
+    let next: Instance;
+    try {
+      next = parseInstance(
+        {
+          service: current.service,
+          id: current.id,
+          host: current.host,
+          port: current.port,
+          weight: current.weight,
+          zone: current.zone,
+          version: current.version,
+          status: current.status,
+          metadata: current.metadata,
+          ...patch,
+        },
+        'Registration.update',
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#enqueue(async () => {
+      await this.#write(next, options);
+      this.#instance = next;
+    });
+  }
+
+  /** Sends a heartbeat now (they also run by themselves). Re-registers if the store lost it. */
+  heartbeat(options?: WriteOptions): Promise<void> {
+    if (this.#state === 'closed' || this.#state === 'replaced') {
+      return Promise.reject(new RegistrationClosedError(this.service, this.id));
+    }
+    return this.#enqueue(() => this.#beat(options));
+  }
+
+  /**
+   * Removes the instance from the store and stops heartbeating. Resolves `false` if it was no
+   * longer there. Safe to call twice. Rejects with {@link RegistryUnavailableError} when the
+   * store cannot be reached (the record then expires after its ttl).
+   */
+  async deregister(options?: WriteOptions): Promise<boolean> {
+    if (this.#state === 'closed' || this.#state === 'replaced') {
+      this.#close();
+      return false;
+    }
+    this.#close();
+    const s = this.#s;
+    return this.#enqueue(() =>
+      bounded(
+        `deregister ${this.service}/${this.id}`,
+        s.clock,
+        s.operationTimeoutMs,
+        options?.signal,
+        (signal) => s.backend.deregister(this.service, this.id, this.#token, { signal }),
+      ),
+    );
+  }
+
+  /** Deregisters; a failure is reported through `onError` rather than thrown from disposal. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.deregister();
+    } catch (error) {
+      this.#errors.emit(error as Error);
+      this.#s.reportError(error as Error);
+    }
+  }
+
+  /**
+   * Stops heartbeating without deregistering, as a crashed process would: the record stays
+   * until its ttl runs out and the reaper removes it. For tests and failure drills.
+   */
+  abandon(): void {
+    this.#close();
+  }
+
+  // ------------------------------------------------------------------------------------------
+
+  #close(): void {
+    if (this.#state === 'closed') return;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    this.#setState('closed');
+    this.#onClose(this);
+  }
+
+  #setState(to: RegistrationState): void {
+    const from = this.#state;
+    if (from === to) return;
+    this.#state = to;
+    this.#stateChanged.emit({ service: this.service, id: this.id, from, to });
+  }
+
+  #enqueue<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(op, op);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #write(instance: Instance, options: WriteOptions | undefined): Promise<void> {
+    const s = this.#s;
+    await bounded(
+      `register ${instance.service}/${instance.id}`,
+      s.clock,
+      s.operationTimeoutMs,
+      options?.signal,
+      (signal) =>
+        s.backend.register(
+          instance.service,
+          instance.id,
+          encodeInstance(instance),
+          this.#token,
+          this.#ttlMs,
+          { signal },
+        ),
+    );
+    this.#lastHeartbeat = s.clock.now();
+  }
+
+  async #beat(options?: WriteOptions): Promise<void> {
+    const s = this.#s;
+    const outcome = await bounded(
+      `heartbeat ${this.service}/${this.id}`,
+      s.clock,
+      s.operationTimeoutMs,
+      options?.signal,
+      (signal) => s.backend.heartbeat(this.service, this.id, this.#token, this.#ttlMs, { signal }),
+    );
+    if (this.#state === 'closed') return;
+    if (outcome === 'ok') {
+      this.#lastHeartbeat = s.clock.now();
+      this.#setState('active');
+      return;
+    }
+    if (outcome === 'replaced') {
+      this.#timer?.cancel();
+      this.#timer = undefined;
+      this.#setState('replaced');
+      this.#onClose(this);
+      throw new RegistrationReplacedError(this.service, this.id);
+    }
+    // The store lost the record: write it again, as it is now.
+    this.#setState('lost');
+    await this.#write(this.#instance, options);
+    if (this.#state === 'lost') this.#setState('active');
+  }
+
+  /** Next heartbeat: a fraction of the ttl, jittered; sooner (with backoff) after failures. */
+  #schedule(): void {
+    if (this.#state === 'closed' || this.#state === 'replaced') return;
+    const s = this.#s;
+    const interval = this.#ttlMs * s.heartbeatFraction;
+    const jittered = interval * (1 - s.heartbeatJitter + 2 * s.heartbeatJitter * s.random());
+    const delay =
+      this.#failures === 0
+        ? jittered
+        : Math.min(
+            jittered,
+            s.retryBaseMs * 2 ** Math.min(this.#failures - 1, 10) * (0.5 + s.random() / 2),
+          );
+    this.#timer = s.clock
+      .setTimer(() => {
+        this.#timer = undefined;
+        void this.#enqueue(() => this.#beat())
+          .then(
+            () => {
+              this.#failures = 0;
+            },
+            (error: unknown) => {
+              if (this.#state === 'closed') return;
+              this.#failures++;
+              const e =
+                error instanceof Error
+                  ? error
+                  : new RegistryUnavailableError(
+                      `heartbeat ${this.service}/${this.id}`,
+                      String(error),
+                    );
+              this.#errors.emit(e);
+              s.reportError(e);
+            },
+          )
+          .finally(() => {
+            this.#schedule();
+          });
+      }, delay)
+      .unref();
+  }
+}

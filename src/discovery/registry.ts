@@ -1,0 +1,601 @@
+/**
+ * `Registry`: the one object a service uses to register itself and to see its peers.
+ *
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  EventChannel,
+  InvalidOptionError,
+  booleanOption,
+  guardedOption,
+  isClock,
+  isRandomSource,
+  numberOption,
+  resolveOptions,
+  sleep,
+  systemClock,
+  throwIfAborted,
+  type Clock,
+  type Subscription,
+  type Timer,
+} from '../core/index.js';
+import { LoadBalancer, type LoadBalancerOptions, type Strategy } from '../balancer/index.js';
+import type { DiscoveryBackend } from './backend.js';
+import { UnknownServiceError } from './errors.js';
+import { checkFilter, matchesFilter, type InstanceFilter } from './filter.js';
+import {
+  encodeInstance,
+  isServiceName,
+  parseInstance,
+  type Instance,
+  type InstanceSpec,
+} from './instance.js';
+import { MemoryBackend } from './memory.js';
+import { bounded } from './ops.js';
+import { Registration, type RegistrationSettings } from './registration.js';
+import { ServiceView, type QuarantinedRecord, type ViewSettings, type WatchError } from './view.js';
+import { ServiceWatch } from './watch.js';
+
+/** Options of {@link Registry}. */
+export interface RegistryOptions {
+  /**
+   * The store. A `RedisBackend` for services in several processes; by default a private
+   * `MemoryBackend` (single-process apps, tests). @defaultValue a new `MemoryBackend`
+   */
+  readonly backend?: DiscoveryBackend | undefined;
+  /** Default ttl of registrations. @defaultValue 10000 */
+  readonly ttlMs?: number | undefined;
+  /** Heartbeat interval as a fraction of the ttl. @defaultValue 1/3 */
+  readonly heartbeatFraction?: number | undefined;
+  /** Heartbeat jitter: each interval is scaled by a random factor in 1 ± this. @defaultValue 0.2 */
+  readonly heartbeatJitter?: number | undefined;
+  /**
+   * How often this client runs the reaper over the services it watches or registers in (jittered
+   * ± 20 %); 0 leaves reaping to other clients. Any client may reap: the script is idempotent.
+   * @defaultValue 1000
+   */
+  readonly reapIntervalMs?: number | undefined;
+  /** Resyncs after the first start after a random delay up to this, so clients interrupted together do not stampede. @defaultValue 500 */
+  readonly resyncJitterMs?: number | undefined;
+  /** First retry delay after a failed store call (full jitter, doubling). @defaultValue 100 */
+  readonly retryBaseMs?: number | undefined;
+  /** Longest retry delay. @defaultValue 5000 */
+  readonly retryMaxMs?: number | undefined;
+  /**
+   * When a resync finds the store lost its data (a new epoch), instances missing from it stay in
+   * views this long, to give them time to re-register, before they are removed. 0 removes them
+   * at once. @defaultValue 15000
+   */
+  readonly dataLossGraceMs?: number | undefined;
+  /** Timeout of each store call. @defaultValue 2000 */
+  readonly operationTimeoutMs?: number | undefined;
+  /** Services to watch from the start (and, with `strict`, the only ones allowed). @defaultValue [] */
+  readonly services?: readonly string[] | undefined;
+  /** Reject service names not in `services` with {@link UnknownServiceError} (catches typos). @defaultValue false */
+  readonly strict?: boolean | undefined;
+  /** Clock for heartbeats, reaping and retries. @defaultValue `systemClock` */
+  readonly clock?: Clock | undefined;
+  /** Random numbers in [0, 1) for jitter. @defaultValue `Math.random` */
+  readonly random?: (() => number) | undefined;
+}
+
+/** Options of {@link Registry.register}. */
+export interface RegisterOptions {
+  /** The registration's ttl. @defaultValue the registry's `ttlMs` */
+  readonly ttlMs?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Options of {@link Registry.balancer}: the balancer's own options plus which instances to use. */
+export type DiscoveryBalancerOptions = Omit<
+  LoadBalancerOptions<Instance>,
+  'strategy' | 'endpoints'
+> & {
+  /** Which instances become endpoints. @defaultValue `{ status: 'up' }` */
+  readonly filter?: InstanceFilter | undefined;
+};
+
+/** Options of {@link Registry.deregisterOnSignals}. */
+export interface SignalOptions {
+  /** @defaultValue `['SIGTERM', 'SIGINT']` */
+  readonly signals?: readonly NodeJS.Signals[] | undefined;
+  /**
+   * Before deregistering, mark every registration `draining` and wait this long, so peers stop
+   * sending new work while in-flight requests finish. @defaultValue 0
+   */
+  readonly drainMs?: number | undefined;
+  /**
+   * After cleanup, re-raise the signal so the process ends as it would have — unless other
+   * listeners for it exist (they own the shutdown then). @defaultValue true
+   */
+  readonly exit?: boolean | undefined;
+}
+
+/** A background failure somewhere in the registry (a heartbeat, a reap, a view). */
+export interface RegistryError {
+  /** What failed, e.g. `reap orders` or `heartbeat orders/orders-1`. */
+  readonly operation: string;
+  readonly error: Error;
+}
+
+const OWNER = 'Registry';
+
+const isBackend = (value: unknown): value is DiscoveryBackend =>
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as DiscoveryBackend).register === 'function' &&
+  typeof (value as DiscoveryBackend).snapshot === 'function' &&
+  typeof (value as DiscoveryBackend).follow === 'function';
+
+const isServiceList = (value: unknown): value is readonly string[] =>
+  Array.isArray(value) && value.every(isServiceName);
+
+const spec = {
+  backend: guardedOption(isBackend, 'a DiscoveryBackend (MemoryBackend or RedisBackend)', {
+    optional: true,
+  }),
+  ttlMs: numberOption({ min: 10, max: 86_400_000, default: 10_000 }),
+  heartbeatFraction: numberOption({ min: 0.01, max: 0.9, default: 1 / 3 }),
+  heartbeatJitter: numberOption({ min: 0, max: 0.5, default: 0.2 }),
+  reapIntervalMs: numberOption({ min: 0, max: 3_600_000, default: 1000 }),
+  resyncJitterMs: numberOption({ min: 0, max: 600_000, default: 500 }),
+  retryBaseMs: numberOption({ min: 1, max: 600_000, default: 100 }),
+  retryMaxMs: numberOption({ min: 1, max: 3_600_000, default: 5000 }),
+  dataLossGraceMs: numberOption({ min: 0, max: 86_400_000, default: 15_000 }),
+  operationTimeoutMs: numberOption({ min: 1, max: 600_000, default: 2000 }),
+  services: guardedOption(isServiceList, 'an array of service names', { default: [] }),
+  strict: booleanOption({ default: false }),
+  clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+  random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
+    default: Math.random,
+  }),
+};
+
+type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
+
+interface ViewEntry {
+  readonly view: ServiceView;
+  /** Open watch handles. */
+  refs: number;
+  /** Kept open for the registry's life (discover(), `services`). */
+  pinned: boolean;
+}
+
+/**
+ * The service-registry client: `register` an instance (a self-heartbeating
+ * {@link Registration}), `discover` instances from a local cache, `watch` a service's live view,
+ * and get a {@link LoadBalancer} whose endpoints follow the view.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { leastRequest } from 'keel/balancer';
+ * import { RedisBackend, Registry } from 'keel/discovery';
+ *
+ * const backend = new RedisBackend({ client: new Redis({ lazyConnect: true }) });
+ * const registry = new Registry({ backend });
+ * await using me = await registry.register({ service: 'orders', host: '10.0.0.5', port: 8080 });
+ * const payments = registry.balancer('payments', leastRequest());
+ * await payments.ready;
+ * const lease = payments.acquire(); // lease?.endpoint.data is the payments Instance
+ * lease?.done({ ok: true, latencyMs: 12 });
+ * payments.close();
+ * await registry.close();
+ * await backend.close();
+ * ```
+ */
+export class Registry implements AsyncDisposable {
+  readonly #o: Resolved;
+  readonly #backend: DiscoveryBackend;
+  readonly #ownsBackend: boolean;
+  readonly #views = new Map<string, ViewEntry>();
+  readonly #registrations = new Set<Registration>();
+  readonly #known: Set<string>;
+  readonly #errors = new EventChannel<RegistryError>();
+  readonly #quarantined = new EventChannel<QuarantinedRecord>();
+  readonly #viewSettings: ViewSettings;
+  readonly #registrationSettings: RegistrationSettings;
+  #reapTimer: Timer | undefined;
+  #reaping = false;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: RegistryOptions = {}) {
+    const o = resolveOptions(OWNER, options, spec);
+    if (o.retryMaxMs < o.retryBaseMs) {
+      throw new InvalidOptionError(
+        OWNER,
+        'retryMaxMs',
+        `a number >= retryBaseMs (${o.retryBaseMs})`,
+        o.retryMaxMs,
+      );
+    }
+    this.#o = o;
+    this.#ownsBackend = o.backend === undefined;
+    this.#backend = o.backend ?? new MemoryBackend({ clock: o.clock });
+    this.#known = new Set(o.services);
+    this.#viewSettings = {
+      clock: o.clock,
+      random: o.random,
+      resyncJitterMs: o.resyncJitterMs,
+      retryBaseMs: o.retryBaseMs,
+      retryMaxMs: o.retryMaxMs,
+      dataLossGraceMs: o.dataLossGraceMs,
+      operationTimeoutMs: o.operationTimeoutMs,
+    };
+    this.#registrationSettings = {
+      backend: this.#backend,
+      clock: o.clock,
+      random: o.random,
+      heartbeatFraction: o.heartbeatFraction,
+      heartbeatJitter: o.heartbeatJitter,
+      operationTimeoutMs: o.operationTimeoutMs,
+      retryBaseMs: o.retryBaseMs,
+      reportError: (error) => {
+        this.#errors.emit({ operation: 'heartbeat', error });
+      },
+    };
+    for (const service of o.services) this.#entry(service).pinned = true;
+  }
+
+  /** The store. */
+  get backend(): DiscoveryBackend {
+    return this.#backend;
+  }
+
+  /** Whether {@link Registry.close} has been called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Registrations made through this registry and still open. */
+  registrations(): Registration[] {
+    return [...this.#registrations];
+  }
+
+  /**
+   * Registers an instance and returns its self-maintaining {@link Registration}. Throws
+   * {@link InvalidInstanceError} for bad data (naming the field) and
+   * {@link RegistryUnavailableError} when the store cannot be reached.
+   */
+  async register(instance: InstanceSpec, options: RegisterOptions = {}): Promise<Registration> {
+    this.#open();
+    const { ttlMs = this.#o.ttlMs, signal } = options;
+    throwIfAborted(signal);
+    const parsed = parseInstance(instance, 'Registry.register');
+    if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs < 10) {
+      throw new InvalidOptionError(OWNER, 'ttlMs', 'a finite number >= 10', ttlMs, 'register()');
+    }
+    this.#checkKnown(parsed.service, true);
+    const token = randomUUID();
+    const o = this.#o;
+    await bounded(
+      `register ${parsed.service}/${parsed.id}`,
+      o.clock,
+      o.operationTimeoutMs,
+      signal,
+      (s) =>
+        this.#backend.register(parsed.service, parsed.id, encodeInstance(parsed), token, ttlMs, {
+          signal: s,
+        }),
+    );
+    this.#open();
+    const registration = new Registration(this.#registrationSettings, parsed, token, ttlMs, (r) =>
+      this.#registrations.delete(r),
+    );
+    this.#registrations.add(registration);
+    this.#known.add(parsed.service);
+    this.#startReaper();
+    return registration;
+  }
+
+  /**
+   * The instances of `service` from the local cache — by default only those `up`. Never waits
+   * and never throws for an unreachable store: during an outage it returns the last known
+   * instances (see `watch(service).stale`). The first call for a service starts watching it
+   * (until the registry closes) and returns `[]` until the first snapshot is in; `await
+   * registry.ready(service)` first when that matters.
+   */
+  discover(service: string, filter: InstanceFilter = { status: 'up' }): readonly Instance[] {
+    this.#open();
+    this.#checkService(service);
+    const checked = checkFilter('Registry.discover', filter) ?? {};
+    const entry = this.#entry(service);
+    entry.pinned = true;
+    return entry.view.list().filter((i) => matchesFilter(i, checked));
+  }
+
+  /** Starts watching `service` (kept until close) and resolves once its first snapshot is in. */
+  async ready(
+    service: string,
+    options: { readonly signal?: AbortSignal | undefined } = {},
+  ): Promise<void> {
+    this.#open();
+    this.#checkService(service);
+    const entry = this.#entry(service);
+    entry.pinned = true;
+    const watch = new ServiceWatch(entry.view, () => undefined);
+    await watch.whenReady(options);
+  }
+
+  /** A live view of `service`. Close it when done (or `using`). */
+  watch(service: string): ServiceWatch {
+    this.#open();
+    this.#checkService(service);
+    const entry = this.#entry(service);
+    entry.refs++;
+    let released = false;
+    return new ServiceWatch(entry.view, () => {
+      if (released) return;
+      released = true;
+      entry.refs--;
+      this.#maybeDrop(service, entry);
+    });
+  }
+
+  /**
+   * A {@link LoadBalancer} over `service` whose endpoints follow its live view (through
+   * `update()`, so per-endpoint state — in-flight counts, latency, ejections — survives
+   * changes). Endpoint ids are instance ids; `endpoint.data` is the {@link Instance}.
+   */
+  balancer(
+    service: string,
+    strategy: Strategy<Instance>,
+    options: DiscoveryBalancerOptions = {},
+  ): DiscoveryBalancer {
+    this.#open();
+    const { filter, ...rest } = options;
+    const checked = checkFilter('Registry.balancer', filter ?? { status: 'up' }) ?? {};
+    const watch = this.watch(service);
+    try {
+      return new DiscoveryBalancer(watch, checked, { clock: this.#o.clock, ...rest, strategy });
+    } catch (error) {
+      watch.close();
+      throw error;
+    }
+  }
+
+  /** Background failures: heartbeats, reaps and views that failed (all keep retrying). */
+  onError(listener: (error: RegistryError) => void): Subscription {
+    return this.#errors.subscribe(listener);
+  }
+
+  /** Malformed records found in any view of this registry. */
+  onQuarantined(listener: (record: QuarantinedRecord) => void): Subscription {
+    return this.#quarantined.subscribe(listener);
+  }
+
+  /** Runs the reaper once over every service of interest now; resolves how many it removed. */
+  async reap(options: { readonly signal?: AbortSignal | undefined } = {}): Promise<number> {
+    let removed = 0;
+    for (const service of this.#interest()) {
+      removed += await bounded(
+        `reap ${service}`,
+        this.#o.clock,
+        this.#o.operationTimeoutMs,
+        options.signal,
+        (signal) => this.#backend.reap(service, { signal }),
+      );
+    }
+    return removed;
+  }
+
+  /**
+   * On SIGTERM/SIGINT: optionally drain (mark every registration `draining` and wait), then
+   * deregister everything and close the registry; then let the signal end the process as it
+   * would have. Opt-in; dispose the returned subscription to remove the handlers.
+   */
+  deregisterOnSignals(options: SignalOptions = {}): Subscription {
+    const o = resolveOptions('Registry.deregisterOnSignals', options, {
+      signals: guardedOption(
+        (v: unknown): v is readonly NodeJS.Signals[] =>
+          Array.isArray(v) && v.every((s) => typeof s === 'string' && s.startsWith('SIG')),
+        'an array of signal names',
+        { default: ['SIGTERM', 'SIGINT'] as readonly NodeJS.Signals[] },
+      ),
+      drainMs: numberOption({ min: 0, max: 3_600_000, default: 0 }),
+      exit: booleanOption({ default: true }),
+    });
+    let active = true;
+    const remove = (): void => {
+      if (!active) return;
+      active = false;
+      for (const signal of o.signals) process.removeListener(signal, handler);
+    };
+    const handler = (signal: NodeJS.Signals): void => {
+      remove();
+      void (async () => {
+        try {
+          if (o.drainMs > 0) {
+            await Promise.allSettled(this.registrations().map((r) => r.drain()));
+            await sleep(o.drainMs, { clock: this.#o.clock });
+          }
+          await this.close();
+        } finally {
+          if (o.exit && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+        }
+      })();
+    };
+    for (const signal of o.signals) process.on(signal, handler);
+    return { dispose: remove, [Symbol.dispose]: remove };
+  }
+
+  /**
+   * Deregisters every registration made here (best effort), closes every view and stops the
+   * reaper. Closes the backend only if the registry created it. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ------------------------------------------------------------------------------------------
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    this.#reapTimer?.cancel();
+    this.#reapTimer = undefined;
+    await Promise.allSettled(
+      [...this.#registrations].map(async (r) => {
+        try {
+          await r.deregister();
+        } catch (error) {
+          this.#errors.emit({
+            operation: `deregister ${r.service}/${r.id}`,
+            error: error as Error,
+          });
+        }
+      }),
+    );
+    for (const entry of this.#views.values()) entry.view.close();
+    this.#views.clear();
+    if (this.#ownsBackend) await this.#backend.close();
+  }
+
+  #open(): void {
+    if (this.#closed) throw new InvalidOptionError(OWNER, 'registry', 'an open registry', 'closed');
+  }
+
+  #checkService(service: unknown): void {
+    if (!isServiceName(service)) {
+      throw new InvalidOptionError(
+        OWNER,
+        'service',
+        'a service name (letters, digits, ".", "_", "-")',
+        service,
+      );
+    }
+    this.#checkKnown(service, false);
+  }
+
+  #checkKnown(service: string, registering: boolean): void {
+    if (!this.#o.strict || this.#known.has(service)) return;
+    if (registering && this.#o.services.length === 0) return;
+    throw new UnknownServiceError(service, [...this.#known].sort());
+  }
+
+  #entry(service: string): ViewEntry {
+    let entry = this.#views.get(service);
+    if (entry === undefined) {
+      const view = new ServiceView(service, this.#backend, this.#viewSettings);
+      view.errors.subscribe((e: WatchError) => {
+        this.#errors.emit({ operation: `watch ${e.service}`, error: e.error });
+      });
+      view.quarantined.subscribe((record) => {
+        this.#quarantined.emit(record);
+      });
+      entry = { view, refs: 0, pinned: false };
+      this.#views.set(service, entry);
+      view.start();
+      this.#startReaper();
+    }
+    return entry;
+  }
+
+  #maybeDrop(service: string, entry: ViewEntry): void {
+    if (entry.refs > 0 || entry.pinned || this.#views.get(service) !== entry) return;
+    this.#views.delete(service);
+    entry.view.close();
+  }
+
+  #interest(): string[] {
+    const services = new Set(this.#views.keys());
+    for (const r of this.#registrations) services.add(r.service);
+    return [...services];
+  }
+
+  #startReaper(): void {
+    if (this.#reapTimer !== undefined || this.#closed || this.#o.reapIntervalMs === 0) return;
+    const delay = this.#o.reapIntervalMs * (0.8 + 0.4 * this.#o.random());
+    this.#reapTimer = this.#o.clock
+      .setTimer(() => {
+        this.#reapTimer = undefined;
+        void this.#reapOnce().finally(() => {
+          if (this.#interest().length > 0) this.#startReaper();
+        });
+      }, delay)
+      .unref();
+  }
+
+  async #reapOnce(): Promise<void> {
+    if (this.#reaping || this.#closed) return;
+    this.#reaping = true;
+    try {
+      await Promise.all(
+        this.#interest().map(async (service) => {
+          try {
+            await bounded(
+              `reap ${service}`,
+              this.#o.clock,
+              this.#o.operationTimeoutMs,
+              undefined,
+              () => this.#backend.reap(service),
+            );
+          } catch (error) {
+            if (!this.#closed)
+              this.#errors.emit({ operation: `reap ${service}`, error: error as Error });
+          }
+        }),
+      );
+    } finally {
+      this.#reaping = false;
+    }
+  }
+}
+
+/**
+ * A {@link LoadBalancer} whose endpoints follow a service's live view. Dispose it (or call
+ * `close()`) to stop following.
+ */
+export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposable {
+  /** The watch the endpoint list follows. */
+  readonly watch: ServiceWatch;
+  readonly #filter: InstanceFilter;
+  readonly #subscription: Subscription;
+
+  /** @internal */
+  constructor(watch: ServiceWatch, filter: InstanceFilter, options: LoadBalancerOptions<Instance>) {
+    super(options);
+    this.watch = watch;
+    this.#filter = filter;
+    this.#refresh();
+    // Each applied batch (log entries, a resync) re-derives the endpoint list once; update()
+    // keeps the state of endpoints that stay.
+    this.#subscription = watch.onSettled(() => {
+      this.#refresh();
+    });
+  }
+
+  /** Resolves once the view's first snapshot is in. */
+  get ready(): Promise<void> {
+    return this.watch.ready;
+  }
+
+  /** Stops following the view (the endpoint list stays as it is). Safe to call twice. */
+  close(): void {
+    this.#subscription.dispose();
+    this.watch.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #refresh(): void {
+    const endpoints = [];
+    for (const instance of this.watch.instances(this.#filter)) {
+      endpoints.push({
+        id: instance.id,
+        weight: instance.weight,
+        zone: instance.zone,
+        data: instance,
+      });
+    }
+    this.update(endpoints);
+  }
+}

@@ -1,0 +1,484 @@
+/**
+ * One service's live view: the local cache behind `discover`, `watch` and `balancer`.
+ *
+ * The view holds the instances as of a store revision. It applies change-log entries only in
+ * sequence — revision r + 1 after r, same epoch — skips repeats, and on anything else (a gap, a
+ * trimmed log, another epoch, an interrupted feed) resyncs from an atomic snapshot, emitting the
+ * difference as ordinary change events. Resyncs are single-flight (requests during one fold
+ * into one more pass) and, after the first, start after a random delay so that many clients
+ * interrupted together (a Redis restart) do not all snapshot at once; failures retry with
+ * capped exponential backoff and full jitter ("Exponential Backoff And Jitter", AWS
+ * Architecture Blog, 2015). A view never stops on its own: it recovers or reports an error and
+ * keeps trying.
+ *
+ * Self-preservation (after Eureka's): while the store is unreachable the view keeps its last
+ * instances and is flagged stale. When a resync finds the store's epoch changed — the store
+ * lost its data, and instances are about to re-register — instances missing from the new
+ * snapshot are kept for a grace period rather than dropped at once, so a Redis restart does
+ * not empty every balancer.
+ *
+ * @internal
+ * @packageDocumentation
+ */
+import { EventChannel, sleep, type Clock, type Timer } from '../core/index.js';
+import type { ChangeEntry, ChangeFeed, DiscoveryBackend, FeedListener } from './backend.js';
+import { RegistryUnavailableError, isRegistryUnavailableError } from './errors.js';
+import { decodeInstance, sameInstance, type Instance } from './instance.js';
+
+/** Why an instance left a view. */
+export type RemovalReason =
+  /** It deregistered. */
+  | 'deregistered'
+  /** Its ttl ran out and the reaper removed it. */
+  | 'expired'
+  /** Its record changed into something that fails the schema. */
+  | 'quarantined'
+  /** A resync found it gone (the change itself was missed). */
+  | 'resync'
+  /** The store lost its data and it did not re-register within the grace period. */
+  | 'lost';
+
+/** How a view learnt about a change. */
+export type ChangeSource = 'log' | 'resync' | 'grace';
+
+interface ChangeBase {
+  readonly service: string;
+  /** The view's revision after this change. */
+  readonly revision: number;
+  /** `log`: read from the change log in sequence; `resync`: found by comparing a snapshot; `grace`: a data-loss grace period ended. */
+  readonly source: ChangeSource;
+}
+
+/** An instance appeared. */
+export interface InstanceAdded extends ChangeBase {
+  readonly type: 'added';
+  readonly instance: Instance;
+}
+
+/** An instance's data changed (status, weight, metadata, …). */
+export interface InstanceUpdated extends ChangeBase {
+  readonly type: 'updated';
+  readonly instance: Instance;
+  readonly previous: Instance;
+}
+
+/** An instance left. */
+export interface InstanceRemoved extends ChangeBase {
+  readonly type: 'removed';
+  readonly instance: Instance;
+  readonly reason: RemovalReason;
+}
+
+/** One change of a view. */
+export type WatchChange = InstanceAdded | InstanceUpdated | InstanceRemoved;
+
+/** A stored record that failed the schema: skipped, never trusted. */
+export interface QuarantinedRecord {
+  readonly service: string;
+  readonly id: string;
+  /** What is wrong with it. */
+  readonly reason: string;
+}
+
+/** A view's staleness changed. */
+export interface StaleChange {
+  readonly service: string;
+  readonly stale: boolean;
+  /** Why it went stale (absent when it became fresh). */
+  readonly reason?: string | undefined;
+}
+
+/** A background failure in a view (it keeps retrying). */
+export interface WatchError {
+  readonly service: string;
+  readonly error: Error;
+}
+
+/** Settings a view takes from its registry. */
+export interface ViewSettings {
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly resyncJitterMs: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly dataLossGraceMs: number;
+  readonly operationTimeoutMs: number;
+}
+
+/** @internal */
+export class ServiceView implements FeedListener {
+  readonly service: string;
+  readonly #backend: DiscoveryBackend;
+  readonly #s: ViewSettings;
+  readonly #instances = new Map<string, Instance>();
+  /** Instances kept through a data loss, by id → deadline. */
+  readonly #retained = new Map<string, number>();
+  #graceTimer: Timer | undefined;
+  readonly #quarantined = new Map<string, string>();
+  #list: readonly Instance[] | undefined = [];
+  #epoch = '';
+  #revision = 0;
+  #feed: ChangeFeed | undefined;
+  #ready = false;
+  readonly ready: Promise<void>;
+  #resolveReady: () => void = () => undefined;
+  #stale = false;
+  #resyncing = false;
+  #again = false;
+  #resyncs = 0;
+  #closed = false;
+  readonly #closing = new AbortController();
+
+  readonly changed = new EventChannel<WatchChange>();
+  readonly staleChanged = new EventChannel<StaleChange>();
+  readonly errors = new EventChannel<WatchError>();
+  readonly quarantined = new EventChannel<QuarantinedRecord>();
+  /** Fires after every applied batch (a log batch, a resync, a grace expiry). */
+  readonly settled = new EventChannel<ServiceView>();
+
+  constructor(service: string, backend: DiscoveryBackend, settings: ViewSettings) {
+    this.service = service;
+    this.#backend = backend;
+    this.#s = settings;
+    this.ready = new Promise<void>((resolve) => {
+      this.#resolveReady = resolve;
+    });
+  }
+
+  /** Starts following the log and takes the first snapshot. */
+  start(): void {
+    this.#feed = this.#backend.follow(this.service, this);
+    this.#resync('initial snapshot', true);
+  }
+
+  get isReady(): boolean {
+    return this.#ready;
+  }
+
+  get stale(): boolean {
+    return this.#stale;
+  }
+
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** Snapshots taken so far (the first included). */
+  get resyncs(): number {
+    return this.#resyncs;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether a resync is in progress (a getter, so checks after awaits are not narrowed away). */
+  get resyncing(): boolean {
+    return this.#resyncing;
+  }
+
+  /** Every instance, in id order; the same array until the view changes. */
+  list(): readonly Instance[] {
+    if (this.#list === undefined) {
+      this.#list = Object.freeze(
+        [...this.#instances.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+      );
+    }
+    return this.#list;
+  }
+
+  get(id: string): Instance | undefined {
+    return this.#instances.get(id);
+  }
+
+  /** Ids kept through a data loss that have not re-registered yet. */
+  retainedIds(): string[] {
+    return [...this.#retained.keys()];
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closing.abort(new Error('view closed'));
+    this.#feed?.close();
+    this.#graceTimer?.cancel();
+    this.#resolveReady();
+    this.changed.clear();
+    this.staleChanged.clear();
+    this.errors.clear();
+    this.quarantined.clear();
+    this.settled.clear();
+  }
+
+  /** Asks for a resync (tests, reconnects). */
+  resync(reason: string): void {
+    this.#resync(reason, false);
+  }
+
+  // --- FeedListener -------------------------------------------------------------------------
+
+  entries(entries: readonly ChangeEntry[]): void {
+    if (this.#closed || this.#resyncing || !this.#ready) return; // the resync's seek re-reads them
+    let applied = false;
+    for (const entry of entries) {
+      if (entry.epoch !== this.#epoch) {
+        // A service that did not exist at the snapshot: its first entry starts the epoch.
+        if (this.#revision === 0 && this.#epoch === '' && entry.revision === 1) {
+          this.#epoch = entry.epoch;
+        } else {
+          this.#resync(`epoch changed (${this.#epoch || 'none'} -> ${entry.epoch})`, false);
+          break;
+        }
+      }
+      if (entry.revision <= this.#revision) continue; // a repeat: already applied
+      if (entry.revision !== this.#revision + 1) {
+        this.#resync(`gap in the change log (at ${this.#revision}, next ${entry.revision})`, false);
+        break;
+      }
+      this.#apply(entry);
+      applied = true;
+    }
+    if (applied && !this.resyncing) this.settled.emit(this);
+  }
+
+  interrupted(reason: string, error?: unknown): void {
+    if (this.#closed) return;
+    this.#setStale(true, reason);
+    if (error !== undefined) this.#reportError(error, reason);
+    this.#resync(reason, false);
+  }
+
+  healthy(): void {
+    // A good read says nothing about what was missed before it; the resync an interruption
+    // started clears the stale flag once it has a snapshot.
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+
+  #apply(entry: ChangeEntry): void {
+    this.#revision = entry.revision;
+    const previous = this.#instances.get(entry.id);
+    const wasRetained = this.#retained.delete(entry.id);
+    if (entry.type === 'deregistered' || entry.type === 'expired') {
+      this.#quarantined.delete(entry.id);
+      if (previous !== undefined) this.#remove(previous, entry.type, 'log');
+      return;
+    }
+    const decoded = decodeInstance(entry.data, this.service, entry.id);
+    if (!decoded.ok) {
+      this.#quarantine(entry.id, decoded.reason);
+      if (previous !== undefined) this.#remove(previous, 'quarantined', 'log');
+      return;
+    }
+    this.#quarantined.delete(entry.id);
+    // A retained instance re-registering with the same data is no change to this view.
+    if (wasRetained && previous !== undefined && sameInstance(previous, decoded.instance)) return;
+    this.#put(decoded.instance, previous, 'log');
+  }
+
+  #put(instance: Instance, previous: Instance | undefined, source: ChangeSource): void {
+    if (previous !== undefined && sameInstance(previous, instance)) return;
+    this.#instances.set(instance.id, instance);
+    this.#list = undefined;
+    if (!this.changed.active) return;
+    this.changed.emit(
+      previous === undefined
+        ? { type: 'added', service: this.service, instance, revision: this.#revision, source }
+        : {
+            type: 'updated',
+            service: this.service,
+            instance,
+            previous,
+            revision: this.#revision,
+            source,
+          },
+    );
+  }
+
+  #remove(instance: Instance, reason: RemovalReason, source: ChangeSource): void {
+    this.#instances.delete(instance.id);
+    this.#list = undefined;
+    if (this.changed.active) {
+      this.changed.emit({
+        type: 'removed',
+        service: this.service,
+        instance,
+        reason,
+        revision: this.#revision,
+        source,
+      });
+    }
+  }
+
+  #quarantine(id: string, reason: string): void {
+    if (this.#quarantined.get(id) === reason) return; // reported already
+    this.#quarantined.set(id, reason);
+    this.quarantined.emit({ service: this.service, id, reason });
+  }
+
+  #setStale(stale: boolean, reason?: string): void {
+    if (this.#stale === stale) return;
+    this.#stale = stale;
+    this.staleChanged.emit(
+      stale ? { service: this.service, stale, reason } : { service: this.service, stale },
+    );
+  }
+
+  #reportError(error: unknown, what: string): void {
+    const wrapped =
+      isRegistryUnavailableError(error) || !(error instanceof Error)
+        ? (error as Error)
+        : new RegistryUnavailableError(`${what} ${this.service}`, error.message, { cause: error });
+    this.errors.emit({ service: this.service, error: wrapped });
+  }
+
+  #resync(reason: string, immediate: boolean): void {
+    if (this.#closed) return;
+    if (this.#resyncing) {
+      this.#again = true;
+      return;
+    }
+    this.#resyncing = true;
+    void this.#resyncLoop(reason, immediate);
+  }
+
+  async #resyncLoop(reason: string, immediate: boolean): Promise<void> {
+    const s = this.#s;
+    let failures = 0;
+    let first = immediate;
+    try {
+      for (;;) {
+        const delay =
+          failures > 0
+            ? s.random() * Math.min(s.retryMaxMs, s.retryBaseMs * 2 ** Math.min(failures - 1, 20))
+            : first
+              ? 0
+              : s.random() * s.resyncJitterMs;
+        first = false;
+        if (delay > 0)
+          await sleep(delay, { clock: s.clock, signal: this.#closing.signal, unref: true });
+        if (this.#isClosed()) return;
+        this.#again = false;
+        try {
+          const snapshot = await this.#withTimeout(this.#backend.snapshot(this.service));
+          if (this.#isClosed()) return;
+          this.#applySnapshot(snapshot.epoch, snapshot.revision, snapshot.records);
+          failures = 0;
+        } catch (error) {
+          if (this.#isClosed()) return;
+          failures++;
+          this.#setStale(true, `resync failed (${reason})`);
+          this.#reportError(error, 'snapshot');
+          continue;
+        }
+        if (!this.#againRequested()) break;
+      }
+    } catch {
+      return; // closed while sleeping
+    } finally {
+      this.#resyncing = false;
+    }
+    this.#setStale(false);
+    if (!this.#ready) {
+      this.#ready = true;
+      this.#resolveReady();
+    }
+    this.settled.emit(this);
+  }
+
+  #isClosed(): boolean {
+    return this.#closed;
+  }
+
+  #againRequested(): boolean {
+    return this.#again;
+  }
+
+  #withTimeout<T>(promise: Promise<T>): Promise<T> {
+    const ms = this.#s.operationTimeoutMs;
+    let timer: Timer | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.#s.clock.setTimer(() => {
+        reject(
+          new RegistryUnavailableError(`snapshot ${this.service}`, `no answer within ${ms} ms`),
+        );
+      }, ms);
+      timer.unref();
+    });
+    promise.catch(() => undefined);
+    return Promise.race([promise, timeout]).finally(() => timer?.cancel());
+  }
+
+  #applySnapshot(
+    epoch: string,
+    revision: number,
+    records: readonly { id: string; data: unknown }[],
+  ): void {
+    this.#resyncs++;
+    const lostData = this.#ready && this.#epoch !== '' && epoch !== this.#epoch;
+    this.#epoch = epoch;
+    this.#revision = revision;
+    const seen = new Set<string>();
+    for (const record of records) {
+      seen.add(record.id);
+      const decoded = decodeInstance(record.data, this.service, record.id);
+      const previous = this.#instances.get(record.id);
+      if (!decoded.ok) {
+        this.#quarantine(record.id, decoded.reason);
+        this.#retained.delete(record.id);
+        if (previous !== undefined) this.#remove(previous, 'quarantined', 'resync');
+        continue;
+      }
+      this.#quarantined.delete(record.id);
+      this.#retained.delete(record.id);
+      this.#put(decoded.instance, previous, 'resync');
+    }
+    for (const id of this.#quarantined.keys()) if (!seen.has(id)) this.#quarantined.delete(id);
+    const now = this.#s.clock.now();
+    for (const instance of [...this.#instances.values()]) {
+      if (seen.has(instance.id)) continue;
+      if ((lostData || this.#retained.has(instance.id)) && this.#s.dataLossGraceMs > 0) {
+        if (!this.#retained.has(instance.id))
+          this.#retained.set(instance.id, now + this.#s.dataLossGraceMs);
+        continue;
+      }
+      this.#remove(instance, 'resync', 'resync');
+    }
+    this.#scheduleGrace();
+    this.#feed?.seek(epoch, revision);
+  }
+
+  #scheduleGrace(): void {
+    this.#graceTimer?.cancel();
+    this.#graceTimer = undefined;
+    if (this.#retained.size === 0 || this.#closed) return;
+    const next = Math.min(...this.#retained.values());
+    this.#graceTimer = this.#s.clock
+      .setTimer(() => {
+        this.#graceTimer = undefined;
+        this.#expireRetained();
+      }, next - this.#s.clock.now())
+      .unref();
+  }
+
+  #expireRetained(): void {
+    if (this.#closed) return;
+    const now = this.#s.clock.now();
+    let changed = false;
+    for (const [id, deadline] of [...this.#retained]) {
+      if (deadline > now) continue;
+      this.#retained.delete(id);
+      const instance = this.#instances.get(id);
+      if (instance !== undefined) {
+        this.#remove(instance, 'lost', 'grace');
+        changed = true;
+      }
+    }
+    this.#scheduleGrace();
+    if (changed) this.settled.emit(this);
+  }
+}

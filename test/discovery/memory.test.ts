@@ -1,0 +1,197 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock, systemClock, type Clock } from '../../src/core/index.js';
+import {
+  MemoryBackend,
+  Registry,
+  isInvalidInstanceError,
+  isRegistrationClosedError,
+  isUnknownServiceError,
+  type InvalidInstanceError,
+} from '../../src/discovery/index.js';
+import { invalidOption } from '../support/helpers.js';
+import { liveHandles } from '../support/vitest.js';
+import { WatchHistory } from './history.js';
+import { registrySuite, type BackendFixture } from './shared-suite.js';
+
+function memoryFixture(): BackendFixture {
+  const clock = new ManualClock(1_000_000);
+  const backend = new MemoryBackend({ clock });
+  return {
+    clock,
+    backend: () => backend,
+    advance: (ms) => clock.advanceAsync(ms),
+    stepMs: 10,
+    ttlMs: 1000,
+    reapIntervalMs: 200,
+    slackMs: 0,
+    truth: (service) => Promise.resolve(backend.ids(service)),
+    loseData: () => {
+      backend.simulateDataLoss();
+      return Promise.resolve();
+    },
+    plant: (service, id, raw) => {
+      backend.putRaw(service, id, raw);
+      return Promise.resolve();
+    },
+    cleanup: () => backend.close(),
+  };
+}
+
+describe('discovery on the memory backend (ManualClock): shared suite', () => {
+  registrySuite(() => Promise.resolve(memoryFixture()));
+});
+
+describe('discovery: memory-specific behaviour', () => {
+  const setup = () => {
+    const clock = new ManualClock(0);
+    const backend = new MemoryBackend({ clock, maxLogLength: 5 });
+    const make = (options = {}) =>
+      new Registry({ backend, clock, reapIntervalMs: 100, resyncJitterMs: 10, ...options });
+    return { clock, backend, make };
+  };
+
+  it('rejects invalid instance data with an error naming the field', async () => {
+    const registry = new Registry();
+    const cases: [object, string][] = [
+      [{ service: 'orders', host: '127.0.0.1', port: 70000 }, 'port'],
+      [{ service: 'or{ders}', host: 'h', port: 1 }, 'service'],
+      [{ service: 'orders', host: '', port: 1 }, 'host'],
+      [{ service: 'orders', host: 'h', port: 1, weight: 0 }, 'weight'],
+      [{ service: 'orders', host: 'h', port: 1, status: 'sleeping' }, 'status'],
+      [{ service: 'orders', host: 'h', port: 1, metadata: { a: 1 } }, 'metadata.a'],
+      [{ service: 'orders', host: 'h', port: 1, colour: 'red' }, 'colour'],
+    ];
+    for (const [spec, field] of cases) {
+      const error = await registry.register(spec as never).catch((e: unknown) => e);
+      expect(isInvalidInstanceError(error), JSON.stringify(spec)).toBe(true);
+      expect((error as InvalidInstanceError).field).toBe(field);
+      expect((error as InvalidInstanceError).message).toContain(`"${field}"`);
+    }
+    const ok = await registry.register({ service: 'orders', host: 'h', port: 1 });
+    expect(ok.instance).toMatchObject({ id: 'h:1', weight: 1, status: 'up', metadata: {} });
+    const bad = await ok.update({ weight: -1 }).catch((e: unknown) => e);
+    expect(isInvalidInstanceError(bad)).toBe(true);
+    await registry.close();
+    expect(ok.state).toBe('closed');
+    const closed = await ok.setStatus('down').catch((e: unknown) => e);
+    expect(isRegistrationClosedError(closed)).toBe(true);
+  });
+
+  it('validates its options', () => {
+    expect(invalidOption(() => new Registry({ ttlMs: -1 })).option).toBe('ttlMs');
+    expect(invalidOption(() => new Registry({ reapIntervalMs: Number.NaN })).option).toBe(
+      'reapIntervalMs',
+    );
+    expect(invalidOption(() => new Registry({ ttlMS: 5 } as never)).message).toContain('ttlMs');
+    expect(invalidOption(() => new Registry({ backend: {} as never })).option).toBe('backend');
+    expect(invalidOption(() => new MemoryBackend({ maxLogLength: 0 })).option).toBe('maxLogLength');
+    const registry = new Registry();
+    expect(invalidOption(() => registry.discover('bad name')).option).toBe('service');
+    expect(invalidOption(() => registry.discover('orders', { state: 'up' } as never)).option).toBe(
+      'filter.state',
+    );
+  });
+
+  it('strict mode rejects unknown services', async () => {
+    const registry = new Registry({ services: ['orders', 'payments'], strict: true });
+    expect(registry.discover('orders')).toEqual([]);
+    let error: unknown;
+    try {
+      registry.discover('payment');
+    } catch (e) {
+      error = e;
+    }
+    expect(isUnknownServiceError(error)).toBe(true);
+    expect((error as Error).message).toContain('payments');
+    const registering = await registry
+      .register({ service: 'invetory', host: 'h', port: 1 })
+      .catch((e: unknown) => e);
+    expect(isUnknownServiceError(registering)).toBe(true);
+    await registry.close();
+  });
+
+  it('a slow watcher whose log entries were trimmed detects the gap and resyncs', async () => {
+    const { clock, backend, make } = setup();
+    const a = make();
+    const b = make();
+    const watch = b.watch('orders');
+    await watch.ready;
+    const history = new WatchHistory(watch);
+    backend.pauseFeeds();
+    const registrations = [];
+    for (let i = 0; i < 20; i++)
+      registrations.push(await a.register({ service: 'orders', host: 'h', port: i }));
+    for (let i = 0; i < 10; i++) await registrations[i]?.deregister();
+    backend.resumeFeeds();
+    await clock.advanceAsync(50); // past the resync jitter
+    expect(watch.resyncs).toBe(2);
+    expect(history.changes.some((c) => c.source === 'resync')).toBe(true);
+    history.expectConverged(backend.ids('orders'));
+    // And it keeps following the log afterwards.
+    await registrations[10]?.deregister();
+    await clock.advanceAsync(1);
+    history.expectConverged(backend.ids('orders'));
+    expect(history.changes.at(-1)).toMatchObject({ type: 'removed', source: 'log' });
+    await a.close();
+    await b.close();
+  });
+
+  it('an interrupted feed (reconnect) resyncs and flags the view stale meanwhile', async () => {
+    const { clock, backend, make } = setup();
+    const a = make();
+    const b = make();
+    await a.register({ service: 'orders', host: 'h', port: 1 });
+    const watch = b.watch('orders');
+    await watch.ready;
+    const stale: boolean[] = [];
+    watch.onStaleChange((change) => stale.push(change.stale));
+    backend.interruptFeeds();
+    await clock.advanceAsync(0);
+    expect(watch.stale).toBe(true);
+    expect(b.discover('orders')).toHaveLength(1); // still served, flagged stale
+    await clock.advanceAsync(50);
+    expect(watch.stale).toBe(false);
+    expect(stale).toEqual([true, false]);
+    expect(watch.resyncs).toBe(2);
+    await a.close();
+    await b.close();
+  });
+
+  it('leaves no timers or handles behind after close', async () => {
+    // unref()ed timers do not show in process.getActiveResourcesInfo(), so count them at the clock.
+    const live = new Set<object>();
+    const clock: Clock = {
+      now: () => systemClock.now(),
+      setTimer: (callback, delayMs) => {
+        const token = {};
+        live.add(token);
+        const timer = systemClock.setTimer(() => {
+          live.delete(token);
+          callback();
+        }, delayMs);
+        const handle = {
+          cancel: () => {
+            live.delete(token);
+            timer.cancel();
+          },
+          unref: () => {
+            timer.unref();
+            return handle;
+          },
+        };
+        return handle;
+      },
+    };
+    const before = liveHandles();
+    const registry = new Registry({ reapIntervalMs: 50, clock });
+    const r = await registry.register({ service: 'orders', host: 'h', port: 1 }, { ttlMs: 300 });
+    const watch = registry.watch('orders');
+    await watch.ready;
+    expect(r.state).toBe('active');
+    expect(live.size).toBeGreaterThanOrEqual(2); // heartbeat, reaper
+    await registry.close();
+    expect(r.state).toBe('closed');
+    expect(live.size).toBe(0);
+    expect(liveHandles()).toEqual(before);
+  });
+});
