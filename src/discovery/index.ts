@@ -65,3 +65,5 @@ export {
   REGISTRATION_REPLACED,
 } from './errors.js';
 export type { InstanceProblem } from './errors.js';
+export { RedisBackend } from './redis.js';
+export type { RedisBackendOptions, DiscoveryRedisClient, ServiceKeys } from './redis.js';
