@@ -11,13 +11,20 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Bench } from 'tinybench';
-import { compareTargets, type BenchReport, type BenchSuite } from './suite.js';
+import {
+  compareTargets,
+  type BenchReport,
+  type BenchSuite,
+  type MeasuredTask,
+  type SuiteContext,
+} from './suite.js';
 
 interface TaskReport {
   readonly name: string;
   readonly kind: string;
   readonly opsPerSec: number;
   readonly meanNs: number;
+  readonly p50Ns: number;
   readonly p99Ns: number;
   readonly samples: number;
   /** Calls per timed sample; per-call figures are the sample figures divided by it. */
@@ -50,6 +57,7 @@ if (unknownFlags.length > 0) {
   process.exit(2);
 }
 const filters = args.filter((a) => !a.startsWith('--')).map((a) => a.toLowerCase());
+const context: SuiteContext = Object.freeze({ quick });
 
 const files = readdirSync(here)
   .filter((f) => f.endsWith('.bench.ts'))
@@ -145,7 +153,7 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
   await bench.run();
   const measured = new Map<
     string,
-    { ops: number; meanNs: number; p99Ns: number; samples: number; rme: number }
+    { ops: number; meanNs: number; p50Ns: number; p99Ns: number; samples: number; rme: number }
   >();
   for (const task of bench.tasks) {
     const result = task.result;
@@ -161,6 +169,7 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
       // averages per-sample rates, which over-weights fast outliers and flatters noisy tasks.
       ops: (1000 / result.period) * batch,
       meanNs: (result.latency.mean * 1e6) / batch,
+      p50Ns: (result.latency.p50 * 1e6) / batch,
       p99Ns: (result.latency.p99 * 1e6) / batch,
       samples: result.latency.samplesCount,
       rme: result.latency.rme,
@@ -174,6 +183,7 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
       kind: task.kind,
       opsPerSec: m.ops,
       meanNs: m.meanNs,
+      p50Ns: m.p50Ns,
       p99Ns: m.p99Ns,
       samples: m.samples,
       batch: batchOf.get(task.name) ?? 1,
@@ -189,9 +199,44 @@ async function runSuite(file: string, suite: BenchSuite): Promise<SuiteReport> {
       ? base
       : { ...base, compareTo: main.compareTo, ratio: main.ratio, comparisons };
   });
-  const perCall = new Map(tasks.map((t) => [t.name, { opsPerSec: t.opsPerSec, meanNs: t.meanNs }]));
-  const reports = suite.reports?.(perCall) ?? [];
+  const perCall = new Map<string, MeasuredTask>(
+    tasks.map((t) => [
+      t.name,
+      { opsPerSec: t.opsPerSec, meanNs: t.meanNs, p50Ns: t.p50Ns, p99Ns: t.p99Ns },
+    ]),
+  );
+  const reports = (await suite.reports?.(perCall, context)) ?? [];
   return { name: suite.name, file, description: suite.description, tasks, reports };
+}
+
+/**
+ * Runs `body` between the suite's `setup` and `teardown` hooks. Teardown runs once: after the
+ * body, when the body or setup threw, or on SIGINT/SIGTERM (then the process exits), so servers
+ * a suite started never outlive the run.
+ */
+async function withSuiteResources<T>(suite: BenchSuite, body: () => Promise<T>): Promise<T> {
+  const { setup, teardown } = suite;
+  if (setup === undefined && teardown === undefined) return body();
+  let tornDown: Promise<void> | undefined;
+  const tearDown = (): Promise<void> =>
+    (tornDown ??= Promise.resolve().then(() => teardown?.(context)));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    console.error(`\nbench: ${signal}; tearing down suite ${suite.name} before exiting`);
+    const bound = new Promise<void>((resolve) => setTimeout(resolve, 5000).unref());
+    void Promise.race([tearDown().catch(() => undefined), bound]).finally(() =>
+      process.exit(signal === 'SIGINT' ? 130 : 143),
+    );
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await setup?.(context);
+    return await body();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await tearDown();
+  }
 }
 
 const reports: SuiteReport[] = [];
@@ -204,7 +249,7 @@ for (const file of files) {
     filters.length === 0 ||
     filters.some((f) => file.toLowerCase().includes(f) || suite.name.toLowerCase().includes(f));
   if (!matches) continue;
-  const report = await runSuite(file, suite);
+  const report = await withSuiteResources(suite, () => runSuite(file, suite));
   printTable(report);
   reports.push(report);
 }

@@ -28,6 +28,16 @@ export interface BenchTask {
 export interface MeasuredTask {
   readonly opsPerSec: number;
   readonly meanNs: number;
+  /** Median latency per call (for batched tasks, of batch means). */
+  readonly p50Ns: number;
+  /** 99th-percentile latency per call (for batched tasks, of batch means). */
+  readonly p99Ns: number;
+}
+
+/** What the runner tells a suite's hooks about the run. */
+export interface SuiteContext {
+  /** `--quick`: a short smoke run (CI); keep hooks and reports short too. */
+  readonly quick: boolean;
 }
 
 /** Figures that are not timings (memory, balance, keys moved), reported beside the tasks. */
@@ -45,9 +55,24 @@ export interface BenchSuite {
   readonly tasks: readonly BenchTask[];
   /**
    * Non-timing measurements, computed after the tasks ran (so quick mode still runs them),
-   * given each task's per-call figures from this run.
+   * given each task's per-call figures from this run. May be async (measurements against
+   * servers started in `setup`).
    */
-  readonly reports?: (measured: ReadonlyMap<string, MeasuredTask>) => readonly BenchReport[];
+  readonly reports?: (
+    measured: ReadonlyMap<string, MeasuredTask>,
+    context: SuiteContext,
+  ) => readonly BenchReport[] | Promise<readonly BenchReport[]>;
+  /**
+   * Acquires what the tasks and reports need (servers, connections) before anything of this
+   * suite runs; suites without external resources leave it out.
+   */
+  readonly setup?: (context: SuiteContext) => void | Promise<void>;
+  /**
+   * Releases what `setup` acquired. The runner calls it once, after the tasks and reports — also
+   * when they or `setup` itself failed part-way (so it must cope with a partial setup), and on
+   * SIGINT/SIGTERM.
+   */
+  readonly teardown?: (context: SuiteContext) => void | Promise<void>;
 }
 
 /** Checks a suite's internal references once, when the file is loaded. */

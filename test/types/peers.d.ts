@@ -53,3 +53,40 @@ declare module 'opossum' {
   }
   export = CircuitBreaker;
 }
+
+declare module 'redlock' {
+  /**
+   * npm `redlock` (node-redlock 5.0.0-beta.2). Its own `dist/index.d.ts` is not reachable
+   * through its `exports` map under NodeNext resolution, so the calls we make are declared here.
+   */
+  import type { EventEmitter } from 'node:events';
+  import type { Cluster, Redis } from 'ioredis';
+
+  export interface Settings {
+    readonly driftFactor: number;
+    /** Further attempts after the first; -1 retries forever. */
+    readonly retryCount: number;
+    readonly retryDelay: number;
+    /** The delay varies by ± this much. */
+    readonly retryJitter: number;
+    readonly automaticExtensionThreshold: number;
+  }
+
+  export class Lock {
+    readonly resources: string[];
+    readonly value: string;
+    expiration: number;
+    release(): Promise<unknown>;
+    extend(duration: number): Promise<Lock>;
+  }
+
+  export class ResourceLockedError extends Error {}
+  export class ExecutionError extends Error {}
+
+  export default class Redlock extends EventEmitter {
+    constructor(clients: Iterable<Redis | Cluster>, settings?: Partial<Settings>);
+    readonly settings: Settings;
+    acquire(resources: string[], duration: number, settings?: Partial<Settings>): Promise<Lock>;
+    release(lock: Lock, settings?: Partial<Settings>): Promise<unknown>;
+  }
+}
