@@ -196,11 +196,14 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /**
    * Forgets every record, revision and log entry and starts a new epoch, as a Redis restarted
-   * without persistence (or flushed) would. Readers are not told; they notice the new epoch.
+   * without persistence (or flushed) would. Readers notice the new epoch and resync.
    */
   simulateDataLoss(): void {
     this.#services.clear();
     this.#epoch = newEpoch();
+    // As the Redis reader's idle epoch check would, let readers notice a store that lost its
+    // data even if nobody writes to it again.
+    for (const feed of this.#feeds) feed.schedule();
   }
 
   /** Tells every reader its feed was interrupted (as a reconnect would); they resync. */
@@ -330,7 +333,12 @@ class MemoryFeed implements ChangeFeed {
   #pump(): void {
     if (this.#closed || this.#backend.feedsPaused) return;
     const state = this.#backend.serviceState(this.service);
-    if (state === undefined || state.log.length === 0) return;
+    if (state === undefined) {
+      // The service's data is gone (or never was): a reader positioned in an epoch must resync.
+      if (this.#epoch !== '') this.#listener.interrupted('store epoch changed');
+      return;
+    }
+    if (state.log.length === 0) return;
     // Same epoch: what follows the cursor. Another epoch (the store lost its data, or the
     // reader positioned on a service that did not exist yet): everything kept, and the reader
     // decides whether it can adopt it or must resync.
