@@ -6,8 +6,9 @@
  * Reading: one `XREAD BLOCK` over every followed service's log, each from its reader's cursor
  * `<epoch>-<revision>`. The loop never trusts a quiet connection: a read that outlives its block
  * time by more than the command timeout counts as lost (a paused or unreachable server), the
- * connection is replaced and every reader is told to resync; a reconnect under an in-flight
- * read (ioredis re-sends it) is detected by a connection generation and handled the same way;
+ * connection is replaced and every reader is told to resync; a dropped connection is replaced
+ * at once (not left to ioredis to reconnect and silently re-send the read) and handled the same
+ * way;
  * and each idle timeout checks every service's epoch and revision, so a store that lost its
  * data while nobody wrote is noticed too.
  *
@@ -451,10 +452,12 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       // Failures surface through the reads; without a listener ioredis would print each one.
       reader.on('error', () => undefined);
       reader.on('close', () => {
-        if (this.#reader === reader) {
-          this.#generation++;
-          this.#readerId = undefined;
-        }
+        if (this.#reader !== reader) return;
+        // The connection dropped. Rather than let ioredis reconnect and re-send the read (which
+        // would hide the gap), drop this connection — its pending read fails — and have every
+        // reader resync now, flagged stale until it has a fresh snapshot.
+        this.#dropReader();
+        this.#interruptAll('connection to Redis lost');
       });
     }
     const id = await this.#bounded(reader.call('CLIENT', 'ID'), this.#o.readTimeoutMs);

@@ -291,19 +291,25 @@ export class Registry implements AsyncDisposable {
   }
 
   /**
-   * The instances of `service` from the local cache — by default only those `up`. Never waits
+   * The instances of `service` from the local cache — only those `up` unless `filter.status`
+   * says otherwise (`'any'` for all). Never waits
    * and never throws for an unreachable store: during an outage it returns the last known
    * instances (see `watch(service).stale`). The first call for a service starts watching it
    * (until the registry closes) and returns `[]` until the first snapshot is in; `await
    * registry.ready(service)` first when that matters.
    */
-  discover(service: string, filter: InstanceFilter = { status: 'up' }): readonly Instance[] {
+  discover(service: string, filter?: InstanceFilter): readonly Instance[] {
     this.#open();
-    this.#checkService(service);
+    let entry = this.#views.get(service);
+    if (entry === undefined || !entry.pinned) {
+      this.#checkService(service);
+      entry = this.#entry(service);
+      entry.pinned = true;
+    }
+    // The common call — no filter — returns the view's cached, frozen list of `up` instances.
+    if (filter === undefined) return entry.view.upList();
     const checked = checkFilter('Registry.discover', filter) ?? {};
-    const entry = this.#entry(service);
-    entry.pinned = true;
-    return entry.view.list().filter((i) => matchesFilter(i, checked));
+    return entry.view.list().filter((i) => matchesFilter(i, { status: 'up', ...checked }));
   }
 
   /** Starts watching `service` (kept until close) and resolves once its first snapshot is in. */
@@ -346,7 +352,7 @@ export class Registry implements AsyncDisposable {
   ): DiscoveryBalancer {
     this.#open();
     const { filter, ...rest } = options;
-    const checked = checkFilter('Registry.balancer', filter ?? { status: 'up' }) ?? {};
+    const checked = { status: 'up' as const, ...checkFilter('Registry.balancer', filter) };
     const watch = this.watch(service);
     try {
       return new DiscoveryBalancer(watch, checked, { clock: this.#o.clock, ...rest, strategy });

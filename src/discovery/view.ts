@@ -116,6 +116,7 @@ export class ServiceView implements FeedListener {
   #graceTimer: Timer | undefined;
   readonly #quarantined = new Map<string, string>();
   #list: readonly Instance[] | undefined = [];
+  #upList: readonly Instance[] | undefined = [];
   #epoch = '';
   #revision = 0;
   #feed: ChangeFeed | undefined;
@@ -189,6 +190,14 @@ export class ServiceView implements FeedListener {
       );
     }
     return this.#list;
+  }
+
+  /** The `up` instances, in id order; the same array until the view changes. */
+  upList(): readonly Instance[] {
+    if (this.#upList === undefined) {
+      this.#upList = Object.freeze(this.list().filter((i) => i.status === 'up'));
+    }
+    return this.#upList;
   }
 
   get(id: string): Instance | undefined {
@@ -284,6 +293,7 @@ export class ServiceView implements FeedListener {
     if (previous !== undefined && sameInstance(previous, instance)) return;
     this.#instances.set(instance.id, instance);
     this.#list = undefined;
+    this.#upList = undefined;
     if (!this.changed.active) return;
     this.changed.emit(
       previous === undefined
@@ -302,6 +312,7 @@ export class ServiceView implements FeedListener {
   #remove(instance: Instance, reason: RemovalReason, source: ChangeSource): void {
     this.#instances.delete(instance.id);
     this.#list = undefined;
+    this.#upList = undefined;
     if (this.changed.active) {
       this.changed.emit({
         type: 'removed',
