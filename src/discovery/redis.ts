@@ -212,6 +212,8 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   /** Sequence number of the current read, so a late kick retry does not hit the next one. */
   #readSeq = 0;
   #kicked = false;
+  /** Rejects the reader call in flight (a dropped connection's calls may never settle). */
+  #cancel: ((error: Error) => void) | undefined;
   #failures = 0;
   #closed = false;
   readonly #closing = new AbortController();
@@ -466,6 +468,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   }
 
   #dropReader(): void {
+    this.#cancel?.(new Error('connection to Redis lost'));
     const reader = this.#reader;
     this.#reader = undefined;
     this.#readerId = undefined;
@@ -520,6 +523,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
         const meta = await this.#bounded(
           this.#client.call('HMGET', this.keys(service).meta, 'epoch', 'rev'),
           this.#o.readTimeoutMs,
+          false,
         );
         const [epoch, rev] = Array.isArray(meta) ? (meta as unknown[]) : [];
         const storeEpoch = typeof epoch === 'string' ? epoch : '';
@@ -541,18 +545,27 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       for (const feed of [...set]) feed.interrupt(reason, error);
   }
 
-  #bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+  /**
+   * Bounds a reader call by `ms`, and lets a dropped connection cancel it at once: ioredis
+   * keeps the commands of a connection that closed for re-sending, so after `disconnect()`
+   * they may never settle.
+   */
+  #bounded<T>(promise: Promise<T>, ms: number, cancellable = true): Promise<T> {
     let timer: Timer | undefined;
     promise.catch(() => undefined);
     return Promise.race([
       promise,
       new Promise<never>((_, reject) => {
+        if (cancellable) this.#cancel = reject;
         timer = this.#o.clock.setTimer(() => {
           reject(new ReadTimeout(`no answer within ${ms} ms`));
         }, ms);
         timer.unref();
       }),
-    ]).finally(() => timer?.cancel());
+    ]).finally(() => {
+      timer?.cancel();
+      if (cancellable) this.#cancel = undefined;
+    });
   }
 
   async #run(

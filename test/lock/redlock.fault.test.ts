@@ -160,13 +160,20 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     );
   };
 
-  /** The nodes that hold `key` (every node must be running). */
-  const holders = async (key: string): Promise<number[]> => {
+  /** Who holds `key` where, and for how much longer (every node must be running). */
+  const holders = async (key: string): Promise<{ node: number; token: string; pttl: number }[]> => {
     const inspect = redis().clients({ maxRetriesPerRequest: 1 });
     clients.push(...inspect);
-    const found = await Promise.all(inspect.map((c) => c.exists(key)));
-    return NODES.filter((i) => found[i] === 1);
+    const found = await Promise.all(
+      inspect.map(async (c, node) => ({
+        node,
+        token: (await c.get(key)) ?? '',
+        pttl: await c.pttl(key),
+      })),
+    );
+    return found.filter((f) => f.token !== '');
   };
+  const nodesOf = (held: readonly { node: number }[]): number[] => held.map((h) => h.node);
 
   beforeEach(() => {
     clock = new TrackingClock();
@@ -472,7 +479,7 @@ describeRedis('Redlock fault injection against five real redis-server processes'
       for (const i of killed) await redis().restart(i);
       await drain(killed.flatMap((i) => [aClients[i] as Redis, bClients[i] as Redis]));
       // The restarted nodes are empty and would grant; the other three still hold the lock.
-      expect(await holders(key)).toEqual([0, 2, 4]);
+      expect(nodesOf(await holders(key))).toEqual([0, 2, 4]);
       for (let k = 0; k < 3; k++) {
         const attempt = await b.acquire('phoenix').catch((e: unknown) => e);
         expect(isLockTakenError(attempt), String(attempt)).toBe(true);
