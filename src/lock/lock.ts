@@ -126,17 +126,17 @@ export async function holdWhile<R, L extends Lock = Lock>(
   let timer: Timer | undefined;
   const schedule = (): void => {
     const now = clock.now();
-    // Stop extending once the next extension would carry the hold past maxHoldMs: the lock
-    // then expires at its deadline and the routine's signal aborts.
-    if (extensions >= limits.maxExtensions || now - heldSince + ttlMs > limits.maxHoldMs) return;
-    timer = clock.setTimer(
-      () => {
-        timer = undefined;
-        extensions++;
-        lock.extend(ttlMs).then(schedule, () => undefined); // a failed extension aborts lock.signal
-      },
-      Math.max(0, (lock.validUntil - now) / 2),
-    );
+    const delay = Math.max(0, (lock.validUntil - now) / 2);
+    // Stop extending once the next extension — run `delay` from now, valid for ttlMs from
+    // then — would carry the hold past maxHoldMs: the lock then expires at its deadline and
+    // the routine's signal aborts.
+    if (extensions >= limits.maxExtensions || now + delay + ttlMs - heldSince > limits.maxHoldMs)
+      return;
+    timer = clock.setTimer(() => {
+      timer = undefined;
+      extensions++;
+      lock.extend(ttlMs).then(schedule, () => undefined); // a failed extension aborts lock.signal
+    }, delay);
     timer.unref();
   };
   schedule();
@@ -208,9 +208,11 @@ export class Lock implements AsyncDisposable {
     if (!Number.isInteger(ttlMs) || ttlMs < 1) {
       throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
     }
-    if (this.#controller.signal.aborted) throw this.#controller.signal.reason as Error;
-    if (this.#released) throw new LockLostError(this.resources, 'already released');
+    this.#throwIfGone('already released');
     const validUntil = await this.#backend.extendKeys(this.#keys, this.#token, ttlMs);
+    // Released or lost while the round was in flight: the handle stays lost, whatever the
+    // nodes answered (a yes only means the keys outlive the handle until release or expiry).
+    this.#throwIfGone('released during the extension');
     if (validUntil === undefined) {
       const error = new LockLostError(this.resources, 'extension refused by a quorum of nodes');
       this.#lose(error);
@@ -239,6 +241,13 @@ export class Lock implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
+  }
+
+  #throwIfGone(releasedReason: string): void {
+    if (this.#controller.signal.aborted && !this.#released) {
+      throw this.#controller.signal.reason as Error;
+    }
+    if (this.#released) throw new LockLostError(this.resources, releasedReason);
   }
 
   #armLoss(): void {
