@@ -136,6 +136,8 @@ export class ServiceView implements FeedListener {
   readonly quarantined = new EventChannel<QuarantinedRecord>();
   /** Fires after every applied batch (a log batch, a resync, a grace expiry). */
   readonly settled = new EventChannel<ServiceView>();
+  /** Fires once, when the view closes (its registry closed): watch iterators end on it. */
+  readonly ended = new EventChannel<ServiceView>();
 
   constructor(service: string, backend: DiscoveryBackend, settings: ViewSettings) {
     this.service = service;
@@ -216,6 +218,8 @@ export class ServiceView implements FeedListener {
     this.#feed?.close();
     this.#graceTimer?.cancel();
     this.#resolveReady();
+    this.ended.emit(this);
+    this.ended.clear();
     this.changed.clear();
     this.staleChanged.clear();
     this.errors.clear();

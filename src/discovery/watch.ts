@@ -112,9 +112,9 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
     return this.#view.list().length;
   }
 
-  /** Whether this handle is closed. */
+  /** Whether this handle is closed (by {@link ServiceWatch.close}, or its registry closed). */
   get closed(): boolean {
-    return this.#closed;
+    return this.#closed || this.#view.closed;
   }
 
   /** Waits for the first snapshot, or rejects with `signal.reason` if the signal aborts first. */
@@ -199,8 +199,10 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
   }
 
   /**
-   * An async iterator of changes from now on. It ends when the watch is closed or `signal`
-   * aborts. Changes queue while the consumer is busy, so consume promptly.
+   * An async iterator of changes from now on. It ends when the watch or its registry is
+   * closed, or `signal` aborts — never silently otherwise: outages show as
+   * {@link ServiceWatch.onStaleChange} / {@link ServiceWatch.onError} while it keeps waiting
+   * for the view to recover. Changes queue while the consumer is busy, so consume promptly.
    *
    * @example
    * ```ts
@@ -220,11 +222,13 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
   changes(options: ChangesOptions = {}): AsyncIterableIterator<WatchChange> {
     const queue: WatchChange[] = [];
     let waiting: ((result: IteratorResult<WatchChange>) => void) | undefined;
-    let done = this.#closed || options.signal?.aborted === true;
+    let done = this.closed || options.signal?.aborted === true;
+    let ended: Subscription | undefined;
     const finish = (): void => {
       if (done && waiting === undefined) return;
       done = true;
       subscription?.dispose();
+      ended?.dispose();
       this.#iterators.delete(finish);
       options.signal?.removeEventListener('abort', finish);
       const w = waiting;
@@ -242,6 +246,8 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
           queue.push(change);
         }
       });
+      // The registry closing the view ends the iteration too, rather than leave it waiting.
+      ended = this.#view.ended.subscribe(finish);
       this.#iterators.add(finish);
       options.signal?.addEventListener('abort', finish, { once: true });
     }
