@@ -23,6 +23,7 @@ import { WatchHistory } from './history.js';
 
 type Action =
   | { readonly t: 'register'; readonly n: number }
+  | { readonly t: 'heartbeat'; readonly n: number }
   | { readonly t: 'deregister'; readonly n: number }
   | { readonly t: 'status'; readonly n: number; readonly status: InstanceStatus }
   | { readonly t: 'crash'; readonly n: number }
@@ -40,6 +41,10 @@ const action = (memory: boolean): fc.Arbitrary<Action> =>
     {
       weight: 4,
       arbitrary: fc.record({ t: fc.constant('register' as const), n: fc.nat(INSTANCES - 1) }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({ t: fc.constant('heartbeat' as const), n: fc.nat(INSTANCES - 1) }),
     },
     {
       weight: 2,
@@ -159,6 +164,12 @@ async function run(world: World, actions: readonly Action[], service: string): P
               await writer.register({ service, id: `i${a.n}`, host: 'h', port: a.n }),
             );
           break;
+        case 'heartbeat': {
+          // An explicit heartbeat on top of the timed ones (it re-registers if the store lost it).
+          const r = registrations.get(a.n);
+          if (r !== undefined && r.state !== 'closed') await r.heartbeat();
+          break;
+        }
         case 'deregister':
           await registrations.get(a.n)?.deregister();
           registrations.delete(a.n);
@@ -258,7 +269,7 @@ describeRedis('discovery property: every watcher converges to the store (Redis b
   const redis = useRedis({ count: 1 });
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-  it('for random interleavings of register / deregister / status / crash / time / reconnect', async () => {
+  it('for random interleavings of register / heartbeat / deregister / status / crash / time / reconnect', async () => {
     let counter = 0;
     await fc.assert(
       fc.asyncProperty(

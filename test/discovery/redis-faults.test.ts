@@ -9,10 +9,12 @@ import { afterEach, expect, it } from 'vitest';
 import {
   RedisBackend,
   Registry,
+  isRegistryUnavailableError,
   type DiscoveryRedisClient,
   type QuarantinedRecord,
   type Registration,
   type RegistryOptions,
+  type WatchError,
 } from '../../src/discovery/index.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { WatchHistory } from './history.js';
@@ -141,6 +143,43 @@ describeRedis('discovery on Redis under faults', () => {
     await until(() => {
       for (const v of views) v.expectConverged(expected);
     }, 3000);
+  });
+
+  it('while Redis is unreachable, calls fail with typed errors, views report them and keep retrying, discover() never throws', async () => {
+    const service = `errors-${++serial}`;
+    const writer = registry();
+    const live = await registerAll(writer, service, 2);
+    const reader = registry();
+    const watch = reader.watch(service);
+    await watch.ready;
+    const errors: WatchError[] = [];
+    watch.onError((e) => errors.push(e));
+    const background: Error[] = [];
+    writer.onError((e) => background.push(e.error));
+    redis().pause(0);
+    const failed = await writer
+      .register({ service, id: `${service}-late`, host: 'h', port: 3 })
+      .catch((e: unknown) => e);
+    expect(isRegistryUnavailableError(failed)).toBe(true);
+    await until(() => {
+      expect(watch.stale).toBe(true);
+      expect(errors.length).toBeGreaterThanOrEqual(2); // the lost read, then failed resyncs
+      expect(background.length).toBeGreaterThanOrEqual(1); // heartbeats / reaps
+    }, 4000);
+    for (const e of errors) expect(isRegistryUnavailableError(e.error)).toBe(true);
+    for (const e of background) expect(isRegistryUnavailableError(e)).toBe(true);
+    expect(reader.discover(service).map((i) => i.id)).toEqual(live.map((r) => r.id));
+    redis().resume(0);
+    await until(async () => {
+      expect(watch.stale).toBe(false);
+      // The register that timed out may still have landed once Redis answered again (its
+      // command was already sent); without heartbeats it then expires after its ttl.
+      expect(await truth(service)).toEqual(live.map((r) => r.id).sort());
+    }, 8000);
+    await until(async () => {
+      expect(watch.instances().map((i) => i.id)).toEqual(await truth(service));
+    }, 3000);
+    watch.close();
   });
 
   it('Redis killed and restarted empty: instances re-register, watchers converge without evicting', async () => {

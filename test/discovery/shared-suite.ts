@@ -159,9 +159,13 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     const registration = await a.register(instance(svc, 1));
     const watched = await history(b, svc);
     expect(watched.ids()).toEqual([`${svc}-1`]);
+    const revision = watched.watch.revision;
     const until = 4 * f.ttlMs;
     for (let waited = 0; waited < until; waited += f.stepMs * 5) await f.advance(f.stepMs * 5);
     expect(registration.state).toBe('active');
+    // Heartbeats move the expiry only: no log entry, no revision, no event.
+    expect(watched.watch.revision).toBe(revision);
+    expect(watched.changes).toEqual([]);
     expect(watched.changes.filter((c) => c.type === 'removed')).toEqual([]);
     expect(await f.truth(svc)).toEqual([`${svc}-1`]);
     watched.expectConverged([`${svc}-1`]);
@@ -203,6 +207,40 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
       w.expectConverged([`${svc}-1`]);
     }
     expect(survivor.state).toBe('active');
+  });
+
+  it('reaping is idempotent: any number of clients may reap, each expiry is logged once', async () => {
+    const svc = service();
+    const a = registry({ reapIntervalMs: 0 });
+    const reapers = [a, registry({ reapIntervalMs: 0 }), registry({ reapIntervalMs: 0 })];
+    const watched = await history(registry({ reapIntervalMs: 0 }), svc);
+    await a.register(instance(svc, 1));
+    const dying = await a.register(instance(svc, 2));
+    for (const r of reapers) await r.ready(svc);
+    await eventually(
+      f,
+      () => {
+        expect(watched.ids()).toHaveLength(2);
+      },
+      2000,
+    );
+    dying.abandon();
+    await f.advance(f.ttlMs + f.slackMs + 50);
+    const removed = await Promise.all(reapers.map((r) => r.reap()));
+    expect(removed.reduce((x, y) => x + y, 0)).toBe(1);
+    expect(await Promise.all(reapers.map((r) => r.reap()))).toEqual([0, 0, 0]);
+    await eventually(
+      f,
+      () => {
+        expect(watched.ids()).toEqual([`${svc}-1`]);
+      },
+      2000,
+    );
+    await f.advance(f.stepMs * 3);
+    const removals = watched.changes.filter((c) => c.type === 'removed');
+    expect(removals).toHaveLength(1);
+    expect(removals[0]).toMatchObject({ reason: 'expired', source: 'log' });
+    watched.expectConverged(await f.truth(svc));
   });
 
   it('status, weight and metadata changes reach watchers; draining instances leave discover()', async () => {
