@@ -21,7 +21,9 @@ export interface ChangeEntry {
   readonly epoch: string;
   /** The service revision this entry produced: exactly one more than the previous entry's. */
   readonly revision: number;
+  /** What happened. */
   readonly type: ChangeType;
+  /** The instance it happened to. */
   readonly id: string;
   /** The raw stored record for `registered` / `updated` (decoded and checked by the reader). */
   readonly data?: unknown;
@@ -29,7 +31,9 @@ export interface ChangeEntry {
 
 /** One stored record, raw: decoded and checked by the reader. */
 export interface RawRecord {
+  /** The id it is stored under. */
   readonly id: string;
+  /** The stored value (a JSON string on Redis). */
   readonly data: unknown;
 }
 
@@ -37,7 +41,9 @@ export interface RawRecord {
 export interface Snapshot {
   /** The store's epoch; `''` when the service has never been written. */
   readonly epoch: string;
+  /** The service's revision the records are as of. */
   readonly revision: number;
+  /** Every stored record of the service. */
   readonly records: readonly RawRecord[];
 }
 
@@ -70,6 +76,7 @@ export interface ChangeFeed extends Disposable {
 
 /** Options of a backend write. */
 export interface WriteOptions {
+  /** Aborts the call: it rejects with `signal.reason`. */
   readonly signal?: AbortSignal | undefined;
 }
 

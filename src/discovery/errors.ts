@@ -5,16 +5,22 @@
  */
 import { KeelError, describeValue, hasKeelCode, type KeelErrorOptions } from '../core/index.js';
 
+/** Error code of {@link InvalidInstanceError}. */
 export const INVALID_INSTANCE = 'KEEL_INVALID_INSTANCE';
+/** Error code of {@link UnknownServiceError}. */
 export const UNKNOWN_SERVICE = 'KEEL_UNKNOWN_SERVICE';
+/** Error code of {@link RegistryUnavailableError}. */
 export const REGISTRY_UNAVAILABLE = 'KEEL_REGISTRY_UNAVAILABLE';
+/** Error code of {@link RegistrationClosedError}. */
 export const REGISTRATION_CLOSED = 'KEEL_REGISTRATION_CLOSED';
+/** Error code of {@link RegistrationReplacedError}. */
 export const REGISTRATION_REPLACED = 'KEEL_REGISTRATION_REPLACED';
 
 /** One problem found in instance data. */
 export interface InstanceProblem {
   /** Dotted path of the field, e.g. `port` or `metadata.region`. */
   readonly path: string;
+  /** What is wrong with it. */
   readonly message: string;
 }
 
@@ -52,6 +58,7 @@ export class InvalidInstanceError extends KeelError {
 export class UnknownServiceError extends KeelError {
   override readonly name: string = 'UnknownServiceError';
   declare readonly code: typeof UNKNOWN_SERVICE;
+  /** The service name that was asked for. */
   readonly service: string;
   /** The services the registry knows. */
   readonly known: readonly string[];
@@ -81,7 +88,9 @@ export class RegistryUnavailableError extends KeelError {
 export class RegistrationClosedError extends KeelError {
   override readonly name: string = 'RegistrationClosedError';
   declare readonly code: typeof REGISTRATION_CLOSED;
+  /** Service of the closed registration. */
   readonly service: string;
+  /** Instance id of the closed registration. */
   readonly id: string;
   constructor(service: string, id: string) {
     super(REGISTRATION_CLOSED, `registration ${service}/${id} is closed`);
@@ -97,7 +106,9 @@ export class RegistrationClosedError extends KeelError {
 export class RegistrationReplacedError extends KeelError {
   override readonly name: string = 'RegistrationReplacedError';
   declare readonly code: typeof REGISTRATION_REPLACED;
+  /** Service of the replaced registration. */
   readonly service: string;
+  /** Instance id both registrations claimed. */
   readonly id: string;
   constructor(service: string, id: string) {
     super(
@@ -109,13 +120,18 @@ export class RegistrationReplacedError extends KeelError {
   }
 }
 
+/** True when `value` is an {@link InvalidInstanceError} from any copy of Keel. */
 export const isInvalidInstanceError = (value: unknown): value is InvalidInstanceError =>
   hasKeelCode<InvalidInstanceError>(value, INVALID_INSTANCE);
+/** True when `value` is an {@link UnknownServiceError} from any copy of Keel. */
 export const isUnknownServiceError = (value: unknown): value is UnknownServiceError =>
   hasKeelCode<UnknownServiceError>(value, UNKNOWN_SERVICE);
+/** True when `value` is a {@link RegistryUnavailableError} from any copy of Keel. */
 export const isRegistryUnavailableError = (value: unknown): value is RegistryUnavailableError =>
   hasKeelCode<RegistryUnavailableError>(value, REGISTRY_UNAVAILABLE);
+/** True when `value` is a {@link RegistrationClosedError} from any copy of Keel. */
 export const isRegistrationClosedError = (value: unknown): value is RegistrationClosedError =>
   hasKeelCode<RegistrationClosedError>(value, REGISTRATION_CLOSED);
+/** True when `value` is a {@link RegistrationReplacedError} from any copy of Keel. */
 export const isRegistrationReplacedError = (value: unknown): value is RegistrationReplacedError =>
   hasKeelCode<RegistrationReplacedError>(value, REGISTRATION_REPLACED);

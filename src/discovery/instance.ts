@@ -40,6 +40,7 @@ export interface Instance {
   readonly zone: string | undefined;
   /** Build or API version, if given. */
   readonly version: string | undefined;
+  /** Lifecycle status; only `up` instances get new traffic by default. */
   readonly status: InstanceStatus;
   /** Free-form string pairs (up to 64 entries). */
   readonly metadata: Readonly<Record<string, string>>;
@@ -47,14 +48,19 @@ export interface Instance {
 
 /** An instance as the caller describes it to `register()`: only service, host and port are required. */
 export interface InstanceSpec {
+  /** Service name, e.g. `orders` (letters, digits, `.`, `_`, `-`; 1–128 characters). */
   readonly service: string;
   /** @defaultValue `${host}:${port}` */
   readonly id?: string | undefined;
+  /** Host name or address callers connect to. */
   readonly host: string;
+  /** TCP port, 0–65535. */
   readonly port: number;
   /** @defaultValue 1 */
   readonly weight?: number | undefined;
+  /** Failure domain (availability zone, rack). */
   readonly zone?: string | undefined;
+  /** Build or API version. */
   readonly version?: string | undefined;
   /** @defaultValue 'up' */
   readonly status?: InstanceStatus | undefined;

@@ -83,6 +83,7 @@ function newEpoch(): string {
  * ```
  */
 export class MemoryBackend implements DiscoveryBackend {
+  /** `memory`. */
   readonly kind = 'memory';
   readonly #clock: Clock;
   readonly #maxLog: number;
@@ -91,6 +92,7 @@ export class MemoryBackend implements DiscoveryBackend {
   readonly #feeds = new Set<MemoryFeed>();
   #paused = false;
 
+  /** Validates `options`; throws `InvalidOptionError` naming a bad one. */
   constructor(options: MemoryBackendOptions = {}) {
     const o = resolveOptions('MemoryBackend', options, spec);
     this.#clock = o.clock;
@@ -102,6 +104,7 @@ export class MemoryBackend implements DiscoveryBackend {
     return this.#clock;
   }
 
+  /** {@inheritDoc DiscoveryBackend.register} */
   register(
     service: string,
     id: string,
@@ -125,6 +128,7 @@ export class MemoryBackend implements DiscoveryBackend {
     });
   }
 
+  /** {@inheritDoc DiscoveryBackend.heartbeat} */
   heartbeat(
     service: string,
     id: string,
@@ -141,6 +145,7 @@ export class MemoryBackend implements DiscoveryBackend {
     });
   }
 
+  /** {@inheritDoc DiscoveryBackend.deregister} */
   deregister(service: string, id: string, token: string, options?: WriteOptions): Promise<boolean> {
     return this.#run(options, () => {
       const state = this.#services.get(service);
@@ -152,6 +157,7 @@ export class MemoryBackend implements DiscoveryBackend {
     });
   }
 
+  /** {@inheritDoc DiscoveryBackend.snapshot} */
   snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
     return this.#run(options, (): Snapshot => {
       const state = this.#services.get(service);
@@ -164,6 +170,7 @@ export class MemoryBackend implements DiscoveryBackend {
     });
   }
 
+  /** {@inheritDoc DiscoveryBackend.reap} */
   reap(service: string, options?: WriteOptions): Promise<number> {
     return this.#run(options, () => {
       const state = this.#services.get(service);
@@ -181,12 +188,14 @@ export class MemoryBackend implements DiscoveryBackend {
     });
   }
 
+  /** {@inheritDoc DiscoveryBackend.follow} */
   follow(service: string, listener: FeedListener): ChangeFeed {
     const feed = new MemoryFeed(this, service, listener, () => this.#feeds.delete(feed));
     this.#feeds.add(feed);
     return feed;
   }
 
+  /** Stops every reader. The stored data stays (a backend may be shared). */
   async close(): Promise<void> {
     for (const feed of [...this.#feeds]) feed.close();
     await Promise.resolve();

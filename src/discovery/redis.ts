@@ -47,7 +47,9 @@ import { DEREGISTER, HEARTBEAT, REAP, REGISTER, SNAPSHOT, type Script } from './
  * appears in the backend's logic.
  */
 export interface DiscoveryRedisClient {
+  /** Runs a loaded script by SHA-1 (`EVALSHA`). */
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /** Runs a script from source (`EVAL`), after a `NOSCRIPT`. */
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   /** Any command: used for `XREAD`, `HMGET` and `CLIENT ID` / `CLIENT UNBLOCK`. */
   call(command: string, ...args: (string | number)[]): Promise<unknown>;
@@ -100,11 +102,17 @@ export interface RedisBackendOptions {
 
 /** The keys of one service (all in one Redis Cluster slot). */
 export interface ServiceKeys {
+  /** Hash: instance id → instance JSON. */
   readonly records: string;
+  /** Hash: instance id → owner token of its registration. */
   readonly leases: string;
+  /** Sorted set: instance id → expiry, in Redis server milliseconds. */
   readonly expiry: string;
+  /** Hash: `epoch`, `rev` (revision), `seen` (server time of the last write or reap). */
   readonly meta: string;
+  /** Stream: the capped change log, entry ids `<epoch>-<revision>`. */
   readonly log: string;
+  /** Set: ids given an outage grace period that have not heartbeated since. */
   readonly graced: string;
 }
 
@@ -197,6 +205,7 @@ class ReadTimeout extends Error {
  * ```
  */
 export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
+  /** `redis`. */
   readonly kind = 'redis';
   readonly #o: Resolved;
   readonly #client: DiscoveryRedisClient;
@@ -218,6 +227,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   #closed = false;
   readonly #closing = new AbortController();
 
+  /** Validates `options` (throwing `InvalidOptionError` naming a bad one); connects nothing yet. */
   constructor(options: RedisBackendOptions) {
     this.#o = resolveOptions('RedisBackend', options, spec);
     this.#client = this.#o.client;
@@ -236,6 +246,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     };
   }
 
+  /** {@inheritDoc DiscoveryBackend.register} */
   async register(
     service: string,
     id: string,
@@ -258,6 +269,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return String(reply) as RegisterOutcome;
   }
 
+  /** {@inheritDoc DiscoveryBackend.heartbeat} */
   async heartbeat(
     service: string,
     id: string,
@@ -277,6 +289,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return String(reply) as HeartbeatOutcome;
   }
 
+  /** {@inheritDoc DiscoveryBackend.deregister} */
   async deregister(
     service: string,
     id: string,
@@ -295,6 +308,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return Number(reply) === 1;
   }
 
+  /** {@inheritDoc DiscoveryBackend.snapshot} */
   async snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
     throwIfAborted(options?.signal);
     const reply = await this.#run(SNAPSHOT, service, []);
@@ -308,6 +322,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return { epoch: String(epoch), revision: Number(rev), records };
   }
 
+  /** {@inheritDoc DiscoveryBackend.reap} */
   async reap(service: string, options?: WriteOptions): Promise<number> {
     throwIfAborted(options?.signal);
     const o = this.#o;
@@ -320,6 +335,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return Number(reply);
   }
 
+  /** {@inheritDoc DiscoveryBackend.follow} */
   follow(service: string, listener: FeedListener): ChangeFeed {
     const feed = new RedisFeed(this, service, listener);
     let set = this.#feeds.get(service);
@@ -344,6 +360,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     await this.#loop;
   }
 
+  /** {@link RedisBackend.close}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

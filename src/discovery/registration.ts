@@ -28,9 +28,13 @@ export type RegistrationState =
 
 /** A change of a registration's state. */
 export interface RegistrationStateChange {
+  /** The registration's service. */
   readonly service: string;
+  /** The registration's instance id. */
   readonly id: string;
+  /** The state before. */
   readonly from: RegistrationState;
+  /** The state now. */
   readonly to: RegistrationState;
 }
 
@@ -107,14 +111,17 @@ export class Registration implements AsyncDisposable {
     return this.#instance;
   }
 
+  /** The instance's service. */
   get service(): string {
     return this.#instance.service;
   }
 
+  /** The instance id. */
   get id(): string {
     return this.#instance.id;
   }
 
+  /** Where the registration is in its lifecycle. */
   get state(): RegistrationState {
     return this.#state;
   }

@@ -84,6 +84,7 @@ export interface RegistryOptions {
 export interface RegisterOptions {
   /** The registration's ttl. @defaultValue the registry's `ttlMs` */
   readonly ttlMs?: number | undefined;
+  /** Aborts the registration: rejects with `signal.reason`. */
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -116,6 +117,7 @@ export interface SignalOptions {
 export interface RegistryError {
   /** What failed, e.g. `reap orders` or `heartbeat orders/orders-1`. */
   readonly operation: string;
+  /** The failure, usually a {@link RegistryUnavailableError}. */
   readonly error: Error;
 }
 
@@ -201,6 +203,10 @@ export class Registry implements AsyncDisposable {
   #closed = false;
   #closing: Promise<void> | undefined;
 
+  /**
+   * Validates `options` (throwing `InvalidOptionError` naming a bad one) and starts watching
+   * the services listed in `services`. Nothing is registered until {@link Registry.register}.
+   */
   constructor(options: RegistryOptions = {}) {
     const o = resolveOptions(OWNER, options, spec);
     if (o.retryMaxMs < o.retryBaseMs) {
@@ -436,6 +442,7 @@ export class Registry implements AsyncDisposable {
     return this.#closing;
   }
 
+  /** {@link Registry.close}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
@@ -588,6 +595,7 @@ export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposa
     this.watch.close();
   }
 
+  /** {@link DiscoveryBalancer.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

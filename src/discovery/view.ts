@@ -42,6 +42,7 @@ export type RemovalReason =
 export type ChangeSource = 'log' | 'resync' | 'grace';
 
 interface ChangeBase {
+  /** The watched service. */
   readonly service: string;
   /** The view's revision after this change. */
   readonly revision: number;
@@ -52,20 +53,25 @@ interface ChangeBase {
 /** An instance appeared. */
 export interface InstanceAdded extends ChangeBase {
   readonly type: 'added';
+  /** The new instance. */
   readonly instance: Instance;
 }
 
 /** An instance's data changed (status, weight, metadata, …). */
 export interface InstanceUpdated extends ChangeBase {
   readonly type: 'updated';
+  /** The instance as it is now. */
   readonly instance: Instance;
+  /** The instance as it was. */
   readonly previous: Instance;
 }
 
 /** An instance left. */
 export interface InstanceRemoved extends ChangeBase {
   readonly type: 'removed';
+  /** The instance as it was last seen. */
   readonly instance: Instance;
+  /** Why it left. */
   readonly reason: RemovalReason;
 }
 
@@ -74,7 +80,9 @@ export type WatchChange = InstanceAdded | InstanceUpdated | InstanceRemoved;
 
 /** A stored record that failed the schema: skipped, never trusted. */
 export interface QuarantinedRecord {
+  /** The service it was stored under. */
   readonly service: string;
+  /** The id it was stored under. */
   readonly id: string;
   /** What is wrong with it. */
   readonly reason: string;
@@ -82,7 +90,9 @@ export interface QuarantinedRecord {
 
 /** A view's staleness changed. */
 export interface StaleChange {
+  /** The watched service. */
   readonly service: string;
+  /** Whether the view is stale now. */
   readonly stale: boolean;
   /** Why it went stale (absent when it became fresh). */
   readonly reason?: string | undefined;
@@ -90,7 +100,9 @@ export interface StaleChange {
 
 /** A background failure in a view (it keeps retrying). */
 export interface WatchError {
+  /** The watched service. */
   readonly service: string;
+  /** The failure, a {@link RegistryUnavailableError} for store failures. */
   readonly error: Error;
 }
 

@@ -270,6 +270,7 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
     return iterator;
   }
 
+  /** `for await (const change of watch)`: the same as {@link ServiceWatch.changes} without a signal. */
   [Symbol.asyncIterator](): AsyncIterator<WatchChange> {
     return this.changes();
   }
@@ -284,6 +285,7 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
     this.#release();
   }
 
+  /** {@link ServiceWatch.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
