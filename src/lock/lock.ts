@@ -153,6 +153,10 @@ export async function holdWhile<R, L extends Lock = Lock>(
 /**
  * A held lock. `signal` aborts with a {@link LockLostError} at the validity deadline unless
  * the lock is extended first, and as soon as an extension fails.
+ *
+ * The signal (its AbortController and the validity timer behind it) is created the first time
+ * someone reads `signal` — `using()` always does — so a plain acquire + release pays for
+ * neither; a deadline that passed before the first read aborts the signal at once.
  */
 export class Lock implements AsyncDisposable {
   readonly resources: readonly string[];
@@ -163,11 +167,12 @@ export class Lock implements AsyncDisposable {
   readonly #backend: LockBackend;
   readonly #keys: readonly string[];
   readonly #token: string;
-  readonly #controller = new AbortController();
+  #controller: AbortController | undefined;
+  /** Why the lock was lost (or released), once it is. */
+  #lostWith: LockLostError | undefined;
   #validUntil: number;
   #timer: Timer | undefined;
   #released = false;
-  #lost = false;
 
   /** @internal */
   constructor(
@@ -183,11 +188,10 @@ export class Lock implements AsyncDisposable {
     this.#keys = keys;
     this.#token = token;
     this.#validUntil = validUntil;
-    this.fencingTokens = Object.freeze(
-      Object.fromEntries(resources.map((r, i) => [r, fences[i] ?? 0])),
-    );
+    const tokens: Record<string, number> = {};
+    for (let i = 0; i < resources.length; i++) tokens[resources[i] as string] = fences[i] ?? 0;
+    this.fencingTokens = Object.freeze(tokens);
     this.fencingToken = fences[0] ?? 0;
-    this.#armLoss();
   }
 
   /** Clock time (ms, the Redlock's clock) until which the lock is valid. */
@@ -197,6 +201,13 @@ export class Lock implements AsyncDisposable {
 
   /** Aborts with a LockLostError when the lock is lost. */
   get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#released) this.#lostWith ??= new LockLostError(this.resources, 'released');
+      this.#checkDeadline();
+      if (this.#lostWith !== undefined) this.#controller.abort(this.#lostWith);
+      else this.#armLoss();
+    }
     return this.#controller.signal;
   }
 
@@ -210,8 +221,9 @@ export class Lock implements AsyncDisposable {
     }
     this.#throwIfGone('already released');
     const validUntil = await this.#backend.extendKeys(this.#keys, this.#token, ttlMs);
-    // Released or lost while the round was in flight: the handle stays lost, whatever the
-    // nodes answered (a yes only means the keys outlive the handle until release or expiry).
+    // Released or lost while the round was in flight (the deadline passed mid-round): the
+    // handle stays lost, whatever the nodes answered (a yes only means the keys outlive the
+    // handle until its release or their expiry).
     this.#throwIfGone('released during the extension');
     if (validUntil === undefined) {
       const error = new LockLostError(this.resources, 'extension refused by a quorum of nodes');
@@ -219,7 +231,7 @@ export class Lock implements AsyncDisposable {
       throw error;
     }
     this.#validUntil = validUntil;
-    this.#armLoss();
+    if (this.#controller !== undefined) this.#armLoss();
   }
 
   /**
@@ -229,13 +241,18 @@ export class Lock implements AsyncDisposable {
   async release(): Promise<ReleaseResult> {
     // Lost (the validity timer fired — possibly a hair before the deadline, the safe side) or
     // past the deadline: expired, even if some nodes still had the keys.
-    const expiredByTime = this.#lost || this.#backend.clock.now() >= this.#validUntil;
+    const expiredByTime =
+      (this.#lostWith !== undefined && !this.#released) ||
+      this.#backend.clock.now() >= this.#validUntil;
     this.#disarm();
     if (this.#released) return { released: false, expired: expiredByTime };
     this.#released = true;
     const released = await this.#backend.releaseKeys(this.#keys, this.#token);
-    if (!this.#controller.signal.aborted)
-      this.#controller.abort(new LockLostError(this.resources, 'released'));
+    // The error is made only for a signal someone reads (a stack capture per release adds up).
+    if (this.#lostWith === undefined && this.#controller !== undefined) {
+      this.#lostWith = new LockLostError(this.resources, 'released');
+      this.#controller.abort(this.#lostWith);
+    }
     return { released, expired: expiredByTime || !released };
   }
 
@@ -243,11 +260,17 @@ export class Lock implements AsyncDisposable {
     await this.release();
   }
 
+  /** Throws if the handle is released or lost (its deadline passed counts as lost). */
   #throwIfGone(releasedReason: string): void {
-    if (this.#controller.signal.aborted && !this.#released) {
-      throw this.#controller.signal.reason as Error;
-    }
     if (this.#released) throw new LockLostError(this.resources, releasedReason);
+    this.#checkDeadline();
+    if (this.#lostWith !== undefined) throw this.#lostWith;
+  }
+
+  #checkDeadline(): void {
+    if (this.#lostWith === undefined && this.#backend.clock.now() >= this.#validUntil) {
+      this.#lose(new LockLostError(this.resources, 'validity ran out before an extension'));
+    }
   }
 
   #armLoss(): void {
@@ -269,8 +292,9 @@ export class Lock implements AsyncDisposable {
   }
 
   #lose(error: LockLostError): void {
-    this.#lost = true;
     this.#disarm();
-    if (!this.#controller.signal.aborted) this.#controller.abort(error);
+    if (this.#lostWith !== undefined) return;
+    this.#lostWith = error;
+    this.#controller?.abort(error);
   }
 }

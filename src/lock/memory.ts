@@ -18,6 +18,7 @@ import {
   type Clock,
 } from '../core/index.js';
 import { LockTakenError } from './errors.js';
+import { newToken } from './quorum.js';
 import {
   Lock,
   holdWhile,
@@ -120,7 +121,7 @@ export class MemoryLock implements LockBackend {
         return held === undefined || held.expiresAt <= now;
       });
       if (!free) continue;
-      const token = crypto.randomUUID();
+      const token = newToken();
       const fences = list.map((r) => {
         const next = (this.#fences.get(r) ?? 0) + 1;
         this.#fences.set(r, next);

@@ -32,10 +32,15 @@ export const canDuplicate = (client: unknown): client is DuplicableClient =>
   client !== null &&
   typeof (client as Partial<DuplicableClient>).duplicate === 'function';
 
-/** A waiter's view of its channels: a counter of messages and a way to wait for the next. */
+/** A waiter's view of its channels: a counter of wake-ups and a way to wait for the next. */
 export interface Subscription extends Disposable {
-  /** Messages seen so far on any of the channels. */
+  /** Wake-ups delivered so far on any of the channels. */
   readonly count: number;
+  /**
+   * Hands a wake-up this waiter will not use (it gives up) to the next waiter on each of its
+   * channels, so a release is never swallowed by a waiter that leaves.
+   */
+  passOn(): void;
   /**
    * Resolves when a message arrives after `seen` messages, or after `ms`, or when `signal`
    * aborts (then it rejects with the reason). Clears its timer and listener either way.
@@ -46,13 +51,34 @@ export interface Subscription extends Disposable {
 /** How long idle subscriber connections stay open before closing. */
 const LINGER_MS = 1000;
 
+/** Recent message ids remembered per channel, to count one release published by N nodes once. */
+const RECENT_IDS = 16;
+
+/**
+ * A message `'*'` wakes every waiter of the channel (a semaphore release may free permits for
+ * several); any other message is a release id, and wakes only the longest-waiting waiter — a
+ * lock has one holder at a time, and waking all of them would make every waiter run a quorum
+ * round to find that one of them won (a thundering herd). The id is the same on every node, so
+ * the N copies of one release wake one waiter, not N.
+ */
+export const WAKE_ALL = '*';
+
+interface Listener {
+  /** Delivers one wake-up. */
+  readonly wake: () => void;
+  /** How many channels the listener waits on (a multi-resource lock waits on several). */
+  readonly channels: number;
+}
+
 export class ReleaseNotifier {
   readonly #clients: readonly DuplicableClient[];
   readonly #clock: Clock;
   readonly #ackTimeoutMs: number;
   #subscribers: SubscriberClient[] | undefined;
-  /** Channel → wake-up callbacks of the subscriptions listening to it. */
-  readonly #listeners = new Map<string, Set<() => void>>();
+  /** Channel → the subscriptions listening to it, longest-waiting first. */
+  readonly #listeners = new Map<string, Set<Listener>>();
+  /** Channel → ids of the releases it delivered lately. */
+  readonly #recent = new Map<string, string[]>();
   #linger: Timer | undefined;
 
   constructor(clients: readonly DuplicableClient[], clock: Clock, ackTimeoutMs: number) {
@@ -72,9 +98,12 @@ export class ReleaseNotifier {
     const subscribers = this.#open();
     let count = 0;
     let wake: (() => void) | undefined;
-    const onMessage = (): void => {
-      count++;
-      wake?.();
+    const listener: Listener = {
+      wake: () => {
+        count++;
+        wake?.();
+      },
+      channels: channels.length,
     };
     const fresh: string[] = [];
     for (const channel of channels) {
@@ -84,13 +113,16 @@ export class ReleaseNotifier {
         this.#listeners.set(channel, set);
         fresh.push(channel);
       }
-      set.add(onMessage);
+      set.add(listener);
     }
     if (fresh.length > 0) await this.#confirm(subscribers, fresh);
     let disposed = false;
     const subscription: Subscription = {
       get count() {
         return count;
+      },
+      passOn: () => {
+        for (const channel of channels) this.#deliver(channel, listener);
       },
       wait: (seen, ms, signal) =>
         new Promise<void>((resolve, reject) => {
@@ -131,9 +163,10 @@ export class ReleaseNotifier {
         const gone: string[] = [];
         for (const channel of channels) {
           const set = this.#listeners.get(channel);
-          if (set?.delete(onMessage) !== true) continue; // inert since a close()
+          if (set?.delete(listener) !== true) continue; // inert since a close()
           if (set.size === 0) {
             this.#listeners.delete(channel);
+            this.#recent.delete(channel);
             gone.push(channel);
           }
         }
@@ -158,6 +191,7 @@ export class ReleaseNotifier {
     // Forget every channel: subscriptions still open become inert (they time out into polling),
     // and a new subscription to the same channel subscribes again on the new connections.
     this.#listeners.clear();
+    this.#recent.clear();
     if (subscribers !== undefined) for (const s of subscribers) s.disconnect();
   }
 
@@ -168,14 +202,43 @@ export class ReleaseNotifier {
       // Connection errors are expected under faults (a paused or killed node); polling covers
       // them. A listener keeps ioredis from reporting them as unhandled.
       subscriber.on('error', () => undefined);
-      subscriber.on('message', (channel: string) => {
-        const set = this.#listeners.get(channel);
-        if (set !== undefined) for (const fn of [...set]) fn();
+      subscriber.on('message', (channel: string, message: string) => {
+        this.#onMessage(channel, message);
       });
       return subscriber;
     });
     this.#subscribers = subscribers;
     return subscribers;
+  }
+
+  #onMessage(channel: string, message: string): void {
+    const set = this.#listeners.get(channel);
+    if (set === undefined) return;
+    if (message === WAKE_ALL) {
+      for (const listener of [...set]) listener.wake();
+      return;
+    }
+    let recent = this.#recent.get(channel);
+    if (recent === undefined) this.#recent.set(channel, (recent = []));
+    if (recent.includes(message)) return;
+    recent.push(message);
+    if (recent.length > RECENT_IDS) recent.shift();
+    this.#deliver(channel, undefined);
+  }
+
+  /**
+   * Wakes the longest-waiting listener of `channel` other than `except`; a listener that waits
+   * on several channels may still find another of its resources held, so the next one is woken
+   * too, until a single-channel listener got it.
+   */
+  #deliver(channel: string, except: Listener | undefined): void {
+    const set = this.#listeners.get(channel);
+    if (set === undefined) return;
+    for (const listener of [...set]) {
+      if (listener === except) continue;
+      listener.wake();
+      if (listener.channels === 1) return;
+    }
   }
 
   #confirm(subscribers: readonly SubscriberClient[], channels: readonly string[]): Promise<void> {

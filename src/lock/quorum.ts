@@ -6,19 +6,14 @@
  * @internal
  * @packageDocumentation
  */
-import { sleep, type Clock, type Timer } from '../core/index.js';
+import { randomFillSync } from 'node:crypto';
+import { sleep, type Clock } from '../core/index.js';
 import { LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
 import type { ReleaseNotifier, Subscription } from './notifier.js';
+import { NodeChannel, type LockClient } from './channel.js';
 import type { Script } from './scripts.js';
 
-/**
- * What the lock needs from a Redis client: EVALSHA and EVAL. An ioredis `Redis` fits as is;
- * no ioredis type appears in the lock's logic.
- */
-export interface LockClient {
-  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-}
+export type { LockClient } from './channel.js';
 
 /** One node's answer in a round. */
 export interface NodeResult {
@@ -39,6 +34,16 @@ export interface QuorumSettings {
   readonly driftFactor: number;
   readonly clock: Clock;
   readonly random: () => number;
+  /** Batch the calls of one tick per node into a pipeline (see channel.ts). */
+  readonly pipelining: boolean;
+}
+
+/** Options of {@link Quorum.round}. */
+export interface RoundOptions {
+  /** Wait for every node called (or the timeout), not just for the outcome. */
+  readonly waitAll?: boolean;
+  /** Call only these nodes (the others are reported as pending). */
+  readonly nodes?: readonly number[];
 }
 
 /** One kind of acquisition (a lock, a semaphore permit), as the loop drives it. */
@@ -61,19 +66,31 @@ export interface AcquirePlan<T> {
     started: number,
     granted: readonly NodeResult[],
   ) => Promise<T | undefined>;
-  /** Undo a failed attempt wherever it landed (never publishes a release). */
-  readonly undo: (token: string) => Promise<unknown>;
+  /**
+   * Undo a failed attempt on `nodes`, where it may have landed (never publishes a release).
+   * Must send its calls before returning (the loop may not await the promise).
+   */
+  readonly undo: (token: string, nodes: readonly number[]) => Promise<unknown>;
   /** Release channels to wait on when the resource is held. */
   readonly channels: readonly string[];
   /** For LockTakenError: what "taken" means here. */
   readonly takenDetail?: string;
 }
 
-/** An unguessable token: 128 random bits (and then some), hex. */
+/** Random bytes are drawn from the CSPRNG in blocks, 20 per token. */
+const TOKEN_BYTES = 20;
+const pool = Buffer.alloc(TOKEN_BYTES * 256);
+let poolOffset = pool.length;
+
+/** An unguessable token: 160 random bits from `crypto.randomFillSync`, as 40 hex digits. */
 export function newToken(): string {
-  return (
-    crypto.randomUUID().replaceAll('-', '') + crypto.randomUUID().replaceAll('-', '').slice(0, 8)
-  );
+  if (poolOffset + TOKEN_BYTES > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const token = pool.toString('hex', poolOffset, poolOffset + TOKEN_BYTES);
+  poolOffset += TOKEN_BYTES;
+  return token;
 }
 
 /** Retries of rounds in which too many nodes failed, before QuorumUnavailableError. */
@@ -82,12 +99,14 @@ const UNAVAILABLE_RETRIES = 2;
 export class Quorum {
   readonly #s: QuorumSettings;
   readonly #notifier: ReleaseNotifier | undefined;
+  readonly #channels: readonly NodeChannel[];
   /** Nodes that must agree: ⌊N/2⌋ + 1. */
   readonly size: number;
 
   constructor(settings: QuorumSettings, notifier: ReleaseNotifier | undefined) {
     this.#s = settings;
     this.#notifier = notifier;
+    this.#channels = settings.clients.map((c) => new NodeChannel(c, settings.pipelining));
     this.size = Math.floor(settings.clients.length / 2) + 1;
   }
 
@@ -130,10 +149,11 @@ export class Quorum {
     const s = this.#s;
     let lastVotes: NodeVote[] = [];
     let subscription: Subscription | undefined;
+    let seen = 0;
     try {
       let delay = 0;
-      let seen = 0;
       let unavailable = 0;
+      let splits = 0;
       for (let attempt = 0; attempt <= retryCount; attempt++) {
         if (attempt > 0 && delay > 0) {
           if (subscription === undefined) await sleep(delay, { signal, clock: s.clock });
@@ -150,23 +170,36 @@ export class Quorum {
           const won = await plan.settle(token, started, granted);
           if (won !== undefined) return won;
         }
-        // Failed attempt: undo wherever it may have landed (stragglers included), then retry.
-        await plan.undo(token);
+        // Failed attempt: undo wherever it may have landed — every node except those that
+        // refused (nothing landed there). Each node runs its commands in the order they were
+        // sent on its connection, so the undo lands before our next attempt: we wait for it
+        // only when giving up (callers may look at the keys once we return).
+        const landed: number[] = [];
+        for (const r of results) if (!r.ok || plan.granted(r)) landed.push(r.node);
+        const undone = landed.length > 0 ? plan.undo(token, landed) : undefined;
         // Only real failures count against availability, not nodes the round did not wait for.
         // A round where too many nodes failed may be a blip (a reconnect, a slow first
         // connection): retried, but only twice, so a majority that is down is reported promptly.
         const errors = results.filter((r) => !r.ok && r.pending !== true).length;
-        if (errors > s.clients.length - this.size && ++unavailable > UNAVAILABLE_RETRIES) {
+        const failedMajority = errors > s.clients.length - this.size;
+        if (failedMajority && (++unavailable > UNAVAILABLE_RETRIES || attempt === retryCount)) {
+          await undone;
           throw new QuorumUnavailableError(plan.resources, lastVotes, this.size);
         }
-        if (attempt === retryCount && errors > s.clients.length - this.size) {
-          throw new QuorumUnavailableError(plan.resources, lastVotes, this.size);
+        if (attempt === retryCount) {
+          await undone;
+          // A release that woke us after the last attempt goes to the next waiter.
+          if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
         }
         delay = s.retryDelayMs + s.random() * s.retryJitterMs;
+        if (granted.length === 0) splits = 0;
         if (granted.length > 0) {
-          // A split vote: nobody may hold a quorum, so no release will come; retry soon, at a
-          // random moment so the contenders stop colliding.
-          delay = s.random() * s.retryJitterMs;
+          // A split vote: contenders collided, or a release is still landing on some nodes.
+          // No notification may come, so retry soon — after a short backoff that doubles with
+          // each split vote in a row (1, 2, 4 … ms, up to the retry delay), at a random moment
+          // so the contenders stop colliding.
+          const backoff = Math.min(Math.max(1, s.retryDelayMs), 2 ** splits++);
+          delay = backoff * (0.5 + s.random()) + s.random() * s.retryJitterMs;
         } else if (this.#notifier !== undefined && attempt < retryCount) {
           // Held by someone: wait for their release (pub/sub), or for the hold to expire on
           // the first node that reported it, whichever comes first — polling is the fallback.
@@ -180,6 +213,10 @@ export class Quorum {
           }
         }
       }
+    } catch (error) {
+      // Giving up (aborted, unavailable): a release that woke us goes to the next waiter.
+      if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
+      throw error;
     } finally {
       subscription?.[Symbol.dispose]();
     }
@@ -187,20 +224,28 @@ export class Quorum {
   }
 
   /**
-   * Runs a script on every node at once, each with its own timeout, and settles as soon as
-   * the outcome is known: a quorum answered "yes", or too few nodes are left to make one
-   * (`waitAll` waits for every node: releases leave nothing in flight). Nodes not waited for
-   * are reported as `pending`.
+   * Runs a script on every node at once (or on `nodes` only), bounded by one per-node timeout
+   * for the whole round, and settles as soon as the outcome is known: a quorum answered "yes",
+   * or too few nodes are left to make one (`waitAll` waits for every node called, or the
+   * timeout). Nodes not waited for are reported as `pending`; their late answers are ignored.
+   *
+   * Deliberately no async wrappers, no per-node timers and no `Promise.race`: this is the hot
+   * path of every acquire, extend and release.
    */
   round(
     script: Script,
     keys: readonly string[],
     args: readonly (string | number)[],
     yes: (r: NodeResult) => boolean,
-    waitAll = false,
+    options: RoundOptions = {},
   ): Promise<NodeResult[]> {
-    const clients = this.#s.clients;
-    const n = clients.length;
+    const { clock, nodeTimeoutMs } = this.#s;
+    const channels = this.#channels;
+    const n = channels.length;
+    const nodes = options.nodes;
+    const called = nodes === undefined ? n : nodes.length;
+    const waitAll = options.waitAll === true;
+    const argv = keys.length === 0 ? [...args] : [...keys, ...args];
     return new Promise((resolve) => {
       const results: (NodeResult | undefined)[] = new Array<NodeResult | undefined>(n);
       let settled = false;
@@ -209,6 +254,7 @@ export class Quorum {
       const finish = (): void => {
         if (settled) return;
         settled = true;
+        timer.cancel();
         // Array.from, not map: map skips the holes of nodes that have not answered.
         resolve(
           Array.from(
@@ -223,54 +269,41 @@ export class Quorum {
           ),
         );
       };
-      clients.forEach((client, node) => {
-        void this.#call(client, script, keys, args).then((result) => {
-          const r: NodeResult = { node, ...result };
-          results[node] = r;
-          answered++;
-          if (r.ok && yes(r)) yeses++;
-          const noes = answered - yeses;
-          if (answered === n || (!waitAll && (yeses >= this.size || noes > n - this.size)))
-            finish();
-        });
-      });
-    });
-  }
-
-  /** One script call on one node, bounded by the per-node timeout; never rejects. */
-  async #call(
-    client: LockClient,
-    script: Script,
-    keys: readonly string[],
-    args: readonly (string | number)[],
-  ): Promise<{ ok: boolean; value?: unknown; error?: string }> {
-    const { clock, nodeTimeoutMs } = this.#s;
-    let timer: Timer | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = clock.setTimer(() => {
-        reject(new Error(`timed out after ${nodeTimeoutMs} ms`));
-      }, nodeTimeoutMs);
-    });
-    try {
-      const run = async (): Promise<unknown> => {
-        try {
-          return await client.evalsha(script.sha, keys.length, ...keys, ...args);
-        } catch (error) {
-          if (error instanceof Error && error.message.includes('NOSCRIPT')) {
-            return await client.eval(script.source, keys.length, ...keys, ...args);
-          }
-          throw error;
-        }
+      const answer = (r: NodeResult): void => {
+        if (settled) return;
+        results[r.node] = r;
+        answered++;
+        if (r.ok && yes(r)) yeses++;
+        const noes = answered - yeses;
+        if (answered === called || (!waitAll && (yeses >= this.size || noes > n - this.size)))
+          finish();
       };
-      const call = run();
-      call.catch(() => undefined);
-      const value = await Promise.race([call, timeout]);
-      return { ok: true, value };
-    } catch (error) {
-      return { ok: false, error: error instanceof Error ? error.message : String(error) };
-    } finally {
-      timer?.cancel();
-      timeout.catch(() => undefined);
-    }
+      const timer = clock.setTimer(() => {
+        if (settled) return;
+        for (let node = 0; node < n; node++) {
+          if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
+            results[node] = { node, ok: false, error: `timed out after ${nodeTimeoutMs} ms` };
+          }
+        }
+        finish();
+      }, nodeTimeoutMs);
+      const send = (node: number): void => {
+        (channels[node] as NodeChannel).call(script, keys.length, argv).then(
+          (value) => {
+            answer({ node, ok: true, value });
+          },
+          (error: unknown) => {
+            answer({
+              node,
+              ok: false,
+              error: error instanceof Error ? error.message : String(error),
+            });
+          },
+        );
+      };
+      if (nodes === undefined) for (let node = 0; node < n; node++) send(node);
+      else for (const node of nodes) send(node);
+      if (called === 0) finish();
+    });
   }
 }

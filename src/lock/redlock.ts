@@ -84,6 +84,13 @@ export interface RedlockOptions {
    * @defaultValue true
    */
   readonly notifications?: boolean;
+  /**
+   * Write the script calls issued in the same tick to a node as one pipeline (still one
+   * script per call, each atomic; only the socket writes are merged). Used with clients that
+   * have `pipeline()` and are not Redis Cluster clients.
+   * @defaultValue true
+   */
+  readonly pipelining?: boolean;
   readonly clock?: Clock;
   readonly random?: () => number;
 }
@@ -116,6 +123,7 @@ const spec = {
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
   keyPrefix: stringOption({ default: 'keel:lock:' }),
   notifications: booleanOption({ default: true }),
+  pipelining: booleanOption({ default: true }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
   random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
@@ -169,7 +177,10 @@ export class Redlock implements LockBackend, AsyncDisposable {
       this.#o.notifications && duplicable.length === clients.length
         ? new ReleaseNotifier(duplicable, this.#o.clock, this.#o.nodeTimeoutMs)
         : undefined;
-    this.#q = new Quorum(this.#o, this.#notifier);
+    this.#q = new Quorum(
+      { ...this.#o, pipelining: this.#o.pipelining && !this.#cluster },
+      this.#notifier,
+    );
   }
 
   /** The Redis key of a resource's lock (its fencing counter adds `:fence`). */
@@ -246,7 +257,8 @@ export class Redlock implements LockBackend, AsyncDisposable {
         freesIn: pttlOf,
         settle: (token, started, granted) =>
           this.#settle(list, lockKeys, keys, token, ttlMs, started, granted),
-        undo: (token) => this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, true),
+        undo: (token, nodes) =>
+          this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
         channels: lockKeys.map((k) => `${k}:released`),
       },
       retryCount,
@@ -320,8 +332,11 @@ export class Redlock implements LockBackend, AsyncDisposable {
 
   /** @internal */
   async releaseKeys(lockKeys: readonly string[], token: string): Promise<boolean> {
-    const results = await this.#q.round(RELEASE, lockKeys, [token, '1'], () => false, true);
-    return this.#q.count(results, (r) => Number(r.value) === lockKeys.length) >= this.#q.size;
+    // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
+    // finish on their own (each within the per-node timeout).
+    const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
+    const results = await this.#q.round(RELEASE, lockKeys, [token, '1'], yes);
+    return this.#q.count(results, yes) >= this.#q.size;
   }
 
   /** @internal */

@@ -56,7 +56,9 @@ return covered
 
 /**
  * Compare-and-delete: delete the keys that still hold the token; returns how many. With
- * `ARGV[2] == '1'` it also PUBLISHes on `<key>:released` for each deleted key, waking waiters
+ * `ARGV[2] == '1'` it also PUBLISHes on `<key>:released` for each deleted key, waking one
+ * waiter (the message is a release id: 16 hex digits of the token's SHA-1, the same on every
+ * node so the N copies count once, and revealing nothing of the token)
  * (a failed attempt's undo passes '0': nobody waits for a lock that was never granted).
  */
 export const RELEASE = script(`
@@ -65,7 +67,7 @@ for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then
     redis.call('DEL', KEYS[i])
     deleted = deleted + 1
-    if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[i] .. ':released', '1') end
+    if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[i] .. ':released', string.sub(redis.sha1hex(ARGV[1]), 1, 16)) end
   end
 end
 return deleted
@@ -131,14 +133,14 @@ return 1
 `);
 
 /**
- * Remove a member; 1 if it was still live (then, with `ARGV[2] == '1'`, PUBLISH on
- * `<set>:released` to wake waiters), 0 if it was gone or already expired.
+ * Remove a member; 1 if it was still live (then, with `ARGV[2] == '1'`, PUBLISH `*` on
+ * `<set>:released` to wake every waiter: freed permits may serve several), 0 if it was gone or already expired.
  */
 export const SEM_RELEASE = script(`${SEM_PRELUDE}
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if tonumber(score) <= now then return 0 end
-if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[1] .. ':released', '1') end
+if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[1] .. ':released', '*') end
 return 1
 `);

@@ -190,7 +190,8 @@ export class Semaphore implements LockBackend {
             new Permit(this, this.name, this.#keys, member, validUntil, permits),
           );
         },
-        undo: () => q.round(SEM_RELEASE, this.#keys, [member, '0'], () => false, true),
+        undo: (_token, nodes) =>
+          q.round(SEM_RELEASE, this.#keys, [member, '0'], () => false, { waitAll: true, nodes }),
         channels: [`${this.#c.key}:released`],
         takenDetail: `semaphore ${this.name} has fewer than ${permits} of ${this.limit} permits free`,
       },
@@ -230,8 +231,9 @@ export class Semaphore implements LockBackend {
   /** @internal */
   async releaseKeys(keys: readonly string[], member: string): Promise<boolean> {
     const q = this.#c.quorum;
-    const results = await q.round(SEM_RELEASE, keys, [member, '1'], () => false, true);
-    return q.count(results, (r) => Number(r.value) === 1) >= q.size;
+    const yes = (r: NodeResult): boolean => Number(r.value) === 1;
+    const results = await q.round(SEM_RELEASE, keys, [member, '1'], yes);
+    return q.count(results, yes) >= q.size;
   }
 
   #report(r: NodeResult): void {
