@@ -1,0 +1,105 @@
+/**
+ * What every service gets to work with — a lock service, a registry and the store — built
+ * for Redis mode (one set per process, over the Redis servers) or embedded mode (one shared
+ * set in the process, over Keel's in-memory backends).
+ */
+import { Redis } from 'ioredis';
+import { MemoryBackend, RedisBackend, Registry, type DiscoveryBackend } from 'keel/discovery';
+import { MemoryLock, Redlock } from 'keel/lock';
+import type { Store } from './store.js';
+import { MemoryStore } from './store-memory.js';
+import { RedisStore } from './store-redis.js';
+
+/**
+ * The lock operations the services use. `Redlock` and `MemoryLock` both have them, but
+ * keel/lock exports no interface naming that common shape, so the example spells it out.
+ */
+export type LockService = Pick<Redlock, 'acquire'>;
+
+/** Registration ttl: short, so a killed instance leaves every view within a couple of seconds. */
+export const REGISTRATION_TTL_MS = 1500;
+
+/** A service instance's view of the infrastructure. */
+export interface Platform {
+  readonly mode: 'redis' | 'memory';
+  readonly locks: LockService;
+  readonly registry: Registry;
+  readonly store: Store;
+  /** Deregisters, then closes what this platform opened. */
+  close(): Promise<void>;
+}
+
+/** Settings shared by both modes. */
+const registryOptions = { ttlMs: REGISTRATION_TTL_MS, reapIntervalMs: 500 } as const;
+
+/** The lock ttl: longer than any critical section of a healthy instance. */
+export const LOCK_TTL_MS = 1000;
+
+/** Embedded mode: one of each, shared by every service in the process. */
+export class SharedMemoryInfra {
+  readonly backend: DiscoveryBackend = new MemoryBackend();
+  // Fast retries: MemoryLock polls (it has no release notifications), and waits are bounded by
+  // each caller's AbortSignal rather than by a retry count.
+  readonly locks = new MemoryLock({
+    ttlMs: LOCK_TTL_MS,
+    retryDelayMs: 4,
+    retryJitterMs: 4,
+    retryCount: 1_000_000,
+  });
+  readonly store = new MemoryStore();
+
+  /** A platform for one service instance: its own Registry over the shared backend. */
+  platform(): Platform {
+    const registry = new Registry({ backend: this.backend, ...registryOptions });
+    return {
+      mode: 'memory',
+      locks: this.locks,
+      registry,
+      store: this.store,
+      close: () => registry.close(),
+    };
+  }
+}
+
+/** Redis clients that give up on a command quickly instead of queueing forever. */
+export function redisClient(url: string): Redis {
+  const client = new Redis(url, { maxRetriesPerRequest: 2, enableOfflineQueue: true });
+  client.on('error', () => undefined); // reconnects by itself; failures surface on commands
+  return client;
+}
+
+/**
+ * Redis mode: Redlock over every server (a majority must agree), registry and store on the
+ * first server. `prefix` keeps this run's keys apart from anything else on the servers.
+ */
+export function redisPlatform(
+  urls: readonly string[],
+  prefix: string,
+): Platform & { readonly redisStore: RedisStore } {
+  const clients = urls.map(redisClient);
+  const first = clients[0] as Redis;
+  const backend = new RedisBackend({ client: first, keyPrefix: `${prefix}disc:` });
+  const registry = new Registry({ backend, ...registryOptions });
+  const locks = new Redlock({
+    clients,
+    ttlMs: LOCK_TTL_MS,
+    keyPrefix: `${prefix}lock:`,
+    retryCount: 1_000_000,
+    retryDelayMs: 10,
+    retryJitterMs: 20,
+  });
+  const redisStore = new RedisStore(first, prefix);
+  return {
+    mode: 'redis',
+    locks,
+    registry,
+    store: redisStore,
+    redisStore,
+    close: async () => {
+      await registry.close();
+      await backend.close();
+      await locks.close();
+      await Promise.all(clients.map((c) => c.quit().catch(() => undefined)));
+    },
+  };
+}

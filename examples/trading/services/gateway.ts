@@ -1,0 +1,85 @@
+/**
+ * gateway — the front door. Finds `orders` instances through `keel/discovery` and spreads
+ * requests over them with a `keel/balancer` least-request (P2C) balancer with outlier
+ * ejection. A request whose instance fails on the wire is sent again to another instance:
+ * safe, because the buyer's idempotency key makes the retry find the same order.
+ */
+import { leastRequest } from 'keel/balancer';
+import { call } from '../http.js';
+import { instanceOf } from './service.js';
+import { startService, type RunningService, type ServiceContext } from './service.js';
+
+/** One change in the gateway's view of `orders`. */
+export interface ViewEvent {
+  readonly at: number;
+  readonly id: string;
+  readonly event: 'added' | 'removed' | 'ejected' | 'returned';
+  readonly reason?: string;
+}
+
+export function startGateway(ctx: ServiceContext): Promise<RunningService> {
+  const orders = ctx.platform.registry.balancer('orders', leastRequest(), {
+    outlierEjection: { consecutiveFailures: 2, baseEjectionMs: 5000, maxEjectionPercent: 50 },
+  });
+  const seen = new Set<string>();
+  const events: ViewEvent[] = [];
+  const counts = { requests: 0, resent: 0, noInstance: 0 };
+  const subscriptions = [
+    orders.watch.onAdded(({ instance }) => {
+      seen.add(instance.id);
+      events.push({ at: Date.now(), id: instance.id, event: 'added' });
+    }),
+    orders.watch.onRemoved(({ instance, reason }) => {
+      events.push({ at: Date.now(), id: instance.id, event: 'removed', reason });
+    }),
+    orders.onHealthChange(({ id, state }) => {
+      events.push({ at: Date.now(), id, event: state });
+    }),
+  ];
+  void orders.ready.then(() => {
+    for (const endpoint of orders.endpoints()) seen.add(endpoint.id);
+  });
+
+  return startService('gateway', ctx, (alive) => ({
+    routes: {
+      'POST /orders': async (body) => {
+        counts.requests++;
+        const tried = new Set<string>();
+        for (let attempt = 0; attempt < 3; attempt++) {
+          const lease = orders.acquire({ exclude: tried });
+          if (lease === undefined) break;
+          const instance = instanceOf(lease.endpoint);
+          tried.add(instance.id);
+          const started = performance.now();
+          try {
+            const reply = await call(
+              instance.port,
+              '/orders',
+              body,
+              { signal: alive, timeoutMs: 10_000 },
+              instance.host,
+            );
+            lease.done({ ok: reply.status !== 500, latencyMs: performance.now() - started });
+            return { status: reply.status, body: { ...reply.body, via: instance.id } };
+          } catch (error) {
+            lease.done({ ok: false, latencyMs: performance.now() - started });
+            if (alive.aborted) throw error;
+            counts.resent++;
+          }
+        }
+        counts.noInstance++;
+        return { status: 503, body: { error: 'no orders instance answered' } };
+      },
+    },
+    stats: () => ({
+      ...counts,
+      seen: [...seen].sort(),
+      endpoints: orders.endpoints().map((e) => e.id),
+      events,
+    }),
+    dispose: () => {
+      for (const s of subscriptions) s.dispose();
+      orders.close();
+    },
+  }));
+}
