@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/core/index.js';
 import { RedisBackend, Registry } from '../../src/discovery/index.js';
 import { invalidOption } from '../support/helpers.js';
-import { describeRedis, useRedis } from '../support/vitest.js';
+import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 import { registrySuite } from './shared-suite.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -118,6 +118,34 @@ describeRedis('RedisBackend layout and connections (real redis-server)', () => {
       expect(['orders', 'payments']).toContain(tag);
       expect(Object.values(backend.keys(tag as string))).toContain(key);
     }
+  });
+
+  it('leaves no sockets or timers behind once the registry and backend are closed', async () => {
+    const client = redis().client(0);
+    await client.ping();
+    const before = liveHandles();
+    const backend = new RedisBackend({ client, blockMs: 200 });
+    const registry = new Registry({ backend, reapIntervalMs: 50, ttlMs: 300 });
+    const registration = await registry.register({ service: 'orders', host: 'h', port: 1 });
+    const watch = registry.watch('orders');
+    await watch.ready;
+    await sleep(400); // heartbeats, reaps, blocking reads and idle epoch checks all ran
+    expect(registration.state).toBe('active');
+    await registry.close();
+    await backend.close();
+    // Sockets close asynchronously. (A ref'd timer ioredis had running before may be gone
+    // after, so timers may only be fewer.)
+    const settled = (): boolean => {
+      const now = liveHandles();
+      return (
+        now.TCPSocketWrap === before.TCPSocketWrap && (now.Timeout ?? 0) <= (before.Timeout ?? 0)
+      );
+    };
+    const deadline = performance.now() + 3000;
+    while (!settled() && performance.now() < deadline) await sleep(20);
+    expect(liveHandles().TCPSocketWrap).toBe(before.TCPSocketWrap);
+    expect(liveHandles().Timeout ?? 0).toBeLessThanOrEqual(before.Timeout ?? 0);
+    await client.quit();
   });
 
   it('shares one blocking reader connection among every watch of every registry on a backend', async () => {
