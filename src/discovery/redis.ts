@@ -81,10 +81,11 @@ export interface RedisBackendOptions {
   readonly readTimeoutMs?: number | undefined;
   /**
    * Server-side self-preservation: a service untouched by any client for longer than this is
-   * taken to have been through an outage. Keep it well above the reap interval, and below the
-   * shortest registration ttl minus its heartbeat interval (10 s − 10 s × 1/3 × 1.2 = 6 s with
-   * the registry defaults): an outage shorter than this gives no grace, so an instance whose
-   * ttl can run out within it would be reaped when Redis answers again. @defaultValue 5000
+   * taken to have been through an outage. Keep it well above the reap interval, and well below
+   * the shortest registration ttl minus its longest heartbeat interval (10 s − 10 s × 1/3 × 1.2
+   * = 6 s with the registry defaults): an outage shorter than this gives no grace, so an
+   * instance whose ttl can run out within it (or just after, before its next heartbeat gets
+   * through) may be reaped when Redis answers again. @defaultValue 5000
    */
   readonly outageThresholdMs?: number | undefined;
   /** After such an outage, how long instances get to heartbeat before they can be reaped. @defaultValue 15000 */
