@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { PaymentSettings } from './config.js';
 import { SharedMemoryInfra, redisClient } from './platform.js';
 import type { Store } from './store.js';
-import { RedisStore } from './store-redis.js';
+import { RedisStore, purgePrefix } from './store-redis.js';
 import { starters } from './services/index.js';
 import type { Role, RunningService } from './services/service.js';
 
@@ -36,6 +36,8 @@ export interface Cluster {
   /** The shared store, for setting up stock and for the audit. */
   readonly store: Store;
   start(role: Role, id: string): Promise<InstanceHandle>;
+  /** Pids of every child process started (none in embedded mode). */
+  readonly pids: readonly number[];
   /** Stops every instance still running and closes the store. */
   close(): Promise<void>;
 }
@@ -47,6 +49,7 @@ export function memoryCluster(settings: ClusterSettings): Cluster {
   return {
     mode: 'memory',
     store: infra.store,
+    pids: [],
     async start(role, id) {
       const service = await starters[role]({ id, platform: infra.platform(), ...settings });
       running.add(service);
@@ -104,16 +107,19 @@ function exited(child: ChildProcess): Promise<void> {
 
 /**
  * Redis mode: one child process per instance (Node with tsx, from the repository root so the
- * `keel` mapping in tsconfig.json applies), each with its own Redis connections.
+ * `keel` mapping in tsconfig.json applies), each with its own Redis connections. With `purge`,
+ * `close()` deletes every key of the run afterwards (servers that are not the demo's own).
  */
 export function redisCluster(
   settings: ClusterSettings,
   urls: readonly string[],
   prefix: string,
-): Cluster & { readonly redisStore: RedisStore } {
+  purge: boolean,
+): Cluster {
   const client = redisClient(urls[0] as string);
   const store = new RedisStore(client, prefix);
   const children = new Set<ChildProcess>();
+  const pids: number[] = [];
   const stopChild = async (child: ChildProcess): Promise<void> => {
     if (child.connected) child.send({ type: 'stop' });
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
@@ -124,7 +130,7 @@ export function redisCluster(
   return {
     mode: 'redis',
     store,
-    redisStore: store,
+    pids,
     async start(role, id) {
       const spec: ProcessSpec = { role, id, urls, prefix, ...settings };
       const child = fork(entry, [], {
@@ -134,6 +140,7 @@ export function redisCluster(
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
       children.add(child);
+      if (child.pid !== undefined) pids.push(child.pid);
       const ready = await new Promise<ReadyMessage>((resolve, reject) => {
         const timer = setTimeout(() => {
           reject(new Error(`${id} did not start within 30 s`));
@@ -166,6 +173,14 @@ export function redisCluster(
     },
     async close() {
       await Promise.all([...children].map(stopChild));
+      if (purge) {
+        // Lock keys live on every server; registry and store keys on the first.
+        const others = urls.slice(1).map(redisClient);
+        await Promise.all(
+          [client, ...others].map((c) => purgePrefix(c, prefix).catch(() => undefined)),
+        );
+        await Promise.all(others.map((c) => c.quit().catch(() => undefined)));
+      }
       await client.quit().catch(() => undefined);
     },
   };

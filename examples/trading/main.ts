@@ -26,7 +26,6 @@ import {
 import type { BreakerTransition, RingChange } from './services/orders.js';
 import type { ViewEvent } from './services/gateway.js';
 import type { Role } from './services/service.js';
-import type { RedisStore } from './store-redis.js';
 
 const say = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -80,10 +79,6 @@ async function run(o: DemoOptions): Promise<number> {
   const fleet: Fleet = new Map();
   const cleanup = async (): Promise<void> => {
     await cluster?.close().catch(() => undefined);
-    if (o.redisUrls !== undefined)
-      await (cluster as { redisStore?: RedisStore } | undefined)?.redisStore
-        ?.purge()
-        .catch(() => undefined);
     await servers?.stop();
     closeClientSockets();
   };
@@ -107,7 +102,12 @@ async function run(o: DemoOptions): Promise<number> {
           `Redis mode on existing servers: ${urls.join(', ')}; each service instance is a child process.`,
         );
       }
-      cluster = redisCluster(settings, urls, `trading:${randomBytes(4).toString('hex')}:`);
+      cluster = redisCluster(
+        settings,
+        urls,
+        `trading:${randomBytes(4).toString('hex')}:`,
+        o.redisUrls !== undefined,
+      );
     } else {
       cluster = memoryCluster(settings);
     }
@@ -193,6 +193,10 @@ async function run(o: DemoOptions): Promise<number> {
       transitions: ordersStats.flatMap((s) => s.transitions as BreakerTransition[]),
       ringChanges: ordersStats.flatMap((s) => s.ringChanges as RingChange[]),
       fencedOff: inventoryStats.reduce((a, s) => a + Number(s.fencedOff), 0),
+      processes: {
+        services: c.pids,
+        redisPorts: servers?.urls.map((u) => Number(new URL(u).port)) ?? [],
+      },
       stalls: inventoryStats.reduce((a, s) => a + Number(s.stalls), 0),
     });
     say(formatReport(report));

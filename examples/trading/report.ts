@@ -64,6 +64,11 @@ export interface Report {
   };
   readonly fencing: { readonly staleWritesRefused: number; readonly stalls: number };
   readonly drill: readonly string[];
+  /** What the run started: service process pids and redis-server ports (all gone at exit). */
+  readonly processes: {
+    readonly services: readonly number[];
+    readonly redisPorts: readonly number[];
+  };
 }
 
 /** Inputs gathered by main.ts. */
@@ -80,6 +85,7 @@ export interface AuditInput {
   readonly ringChanges: readonly RingChange[];
   readonly fencedOff: number;
   readonly stalls: number;
+  readonly processes: Report['processes'];
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -261,6 +267,7 @@ export function audit(input: AuditInput): Report {
     },
     fencing: { staleWritesRefused: input.fencedOff, stalls: input.stalls },
     drill: input.drill.lines,
+    processes: input.processes,
   };
 }
 

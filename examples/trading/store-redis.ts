@@ -234,17 +234,17 @@ export class RedisStore implements S.Store {
     };
   }
 
-  /** Deletes every key of this run (used with `--redis`, on servers that are not ours). */
-  async purge(): Promise<void> {
-    let cursor = '0';
-    do {
-      const [next, found] = await this.#redis.scan(cursor, 'MATCH', `${this.#p}*`, 'COUNT', 1000);
-      cursor = next;
-      if (found.length > 0) await this.#redis.unlink(...found);
-    } while (cursor !== '0');
-  }
-
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** Deletes every key under `prefix` on one server (a run's keys on servers that are not ours). */
+export async function purgePrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (found.length > 0) await redis.unlink(...found);
+  } while (cursor !== '0');
 }
