@@ -209,6 +209,9 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
     };
     const finish = (state: OrderState): Promise<void> => write({ state, step: 'done' });
     let order: OrderRecord;
+    // Whether this holder found the order already at `charging`: then an earlier holder may
+    // have sent a charge, and a refusal now (outage, open breaker) proves nothing about it.
+    let resumedCharging: boolean | undefined;
     for (;;) {
       if (alive.aborted) throw alive.reason as Error;
       if (lock.signal.aborted) throw new Superseded();
@@ -216,6 +219,7 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
       if (current === 'stale') throw new Superseded();
       if (current === undefined) throw new Error(`order ${id} vanished`);
       order = current;
+      resumedCharging ??= order.step === 'charging';
       if (isFinal(order.state)) return order;
       switch (order.step) {
         case 'new': {
@@ -228,12 +232,14 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
         }
         case 'charging': {
           const outcome = await charge(order, alive);
+          const reason =
+            outcome === 'declined' ? 'rejected:payment-declined' : 'rejected:payment-unavailable';
           if (outcome === 'charged') await write({ step: 'committing' });
-          else if (outcome === 'declined')
-            await write({ step: 'releasing', reason: 'rejected:payment-declined' });
-          else if (outcome === 'unknown')
-            await write({ step: 'voiding', reason: 'rejected:payment-unavailable' });
-          else await write({ step: 'releasing', reason: 'rejected:payment-unavailable' });
+          // Possibly charged (a timeout, or an earlier holder's attempt): void before releasing;
+          // the void also blocks a charge still on its way to the ledger.
+          else if (outcome === 'unknown' || resumedCharging)
+            await write({ step: 'voiding', reason });
+          else await write({ step: 'releasing', reason });
           break;
         }
         case 'voiding':
