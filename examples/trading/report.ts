@@ -309,9 +309,13 @@ export function formatReport(r: Report): string {
   for (const t of r.breakerTransitions)
     lines.push(`  ${pad(t.instance, 10)} ${pad(`${t.from} -> ${t.to}`, 22)} ${t.reason}`);
   if (r.breakerTransitions.length === 0) lines.push('  none');
+  const ejected =
+    r.killed.ejectedAfterMs === undefined
+      ? 'not ejected by the balancer (no request failed on it twice)'
+      : `ejected by the gateway's balancer after ${ms(r.killed.ejectedAfterMs)}`;
   lines.push(
     '',
-    `Killed ${r.killed.id ?? 'nothing'}: ejected by the gateway's balancer after ${ms(r.killed.ejectedAfterMs)}, gone from its discovery view after ${ms(r.killed.removedAfterMs)}`,
+    `Killed ${r.killed.id ?? 'nothing'}: ${ejected}; gone from the gateway's discovery view after ${ms(r.killed.removedAfterMs)}`,
   );
   lines.push(
     `Rebalance: ${r.rebalance.joined ?? 'no shard'} joined; ${r.rebalance.movedSkus ?? 'n/a'} of ${r.skus.length} SKUs moved (${r.rebalance.movedFraction === undefined ? 'n/a' : `${(r.rebalance.movedFraction * 100).toFixed(1)}% of the hash space`})`,
