@@ -2,6 +2,8 @@
  * `MemoryLock`: the lock's interface in one process, without Redis — for single-process
  * services, tests and embedded demos. Same handle, ttl, validity signal, fencing tokens
  * (strictly increasing per resource) and `using()`; no network, so no quorum and no drift.
+ * A waiter is woken by the release of its resource or by the holder's expiry, polling being
+ * the fallback.
  *
  * @packageDocumentation
  */
@@ -12,7 +14,6 @@ import {
   isClock,
   numberOption,
   resolveOptions,
-  sleep,
   systemClock,
   throwIfAborted,
   type Clock,
@@ -78,6 +79,8 @@ export class MemoryLock implements LockBackend {
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
   readonly #held = new Map<string, Held>();
   readonly #fences = new Map<string, number>();
+  /** Resource → wake-ups of the acquisitions waiting for it, longest-waiting first. */
+  readonly #waiters = new Map<string, Set<() => void>>();
 
   constructor(options: MemoryLockOptions = {}) {
     this.#o = resolveOptions(OWNER, options, spec);
@@ -108,19 +111,23 @@ export class MemoryLock implements LockBackend {
       },
     );
     throwIfAborted(signal);
+    let freesIn = Infinity;
     for (let attempt = 0; attempt <= retryCount; attempt++) {
       if (attempt > 0) {
-        await sleep(this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs, {
-          signal,
-          clock: this.#o.clock,
-        });
+        // Woken by a release of one of the resources, or when the holder's ttl runs out, or
+        // after the retry delay, whichever comes first.
+        const delay = this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
+        await this.#wait(list, Math.min(delay, freesIn), signal);
       }
       const now = this.#o.clock.now();
-      const free = list.every((r) => {
+      freesIn = Infinity;
+      for (const r of list) {
         const held = this.#held.get(r);
-        return held === undefined || held.expiresAt <= now;
-      });
-      if (!free) continue;
+        if (held !== undefined && held.expiresAt > now) {
+          freesIn = Math.min(freesIn, held.expiresAt - now);
+        }
+      }
+      if (freesIn !== Infinity) continue;
       const token = newToken();
       const fences = list.map((r) => {
         const next = (this.#fences.get(r) ?? 0) + 1;
@@ -131,6 +138,37 @@ export class MemoryLock implements LockBackend {
       return new Lock(this, list, list, token, now + ttlMs, fences);
     }
     throw new LockTakenError(list, [{ node: 0, vote: 'taken' }], retryCount + 1);
+  }
+
+  /** Waits for a release of one of `resources`, `ms`, or `signal` (then rejects). */
+  #wait(resources: readonly string[], ms: number, signal: AbortSignal | undefined): Promise<void> {
+    if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
+    return new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        timer.cancel();
+        signal?.removeEventListener('abort', onAbort);
+        for (const r of resources) {
+          const set = this.#waiters.get(r);
+          set?.delete(wake);
+          if (set?.size === 0) this.#waiters.delete(r);
+        }
+      };
+      const wake = (): void => {
+        done();
+        resolve();
+      };
+      const onAbort = (): void => {
+        done();
+        reject(signal?.reason as Error);
+      };
+      const timer = this.#o.clock.setTimer(wake, Math.max(0, ms));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      for (const r of resources) {
+        let set = this.#waiters.get(r);
+        if (set === undefined) this.#waiters.set(r, (set = new Set()));
+        set.add(wake);
+      }
+    });
   }
 
   /** Runs `routine` while holding the lock; see `Redlock.using`. */
@@ -166,6 +204,12 @@ export class MemoryLock implements LockBackend {
       }
       if (held.expiresAt <= now) released = false;
       this.#held.delete(k);
+    }
+    // Wake every waiter of the released resources: in one process that costs nothing, and they
+    // run in the order they started waiting, so the longest waiter gets the lock.
+    for (const k of keys) {
+      const set = this.#waiters.get(k);
+      if (set !== undefined) for (const wake of [...set]) wake();
     }
     return Promise.resolve(released);
   }

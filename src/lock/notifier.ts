@@ -79,6 +79,9 @@ export class ReleaseNotifier {
   readonly #listeners = new Map<string, Set<Listener>>();
   /** Channel → ids of the releases it delivered lately. */
   readonly #recent = new Map<string, string[]>();
+  /** Channel → sequence number of its latest release (channels subscribed and confirmed). */
+  readonly #latest = new Map<string, number>();
+  #sequence = 0;
   #linger: Timer | undefined;
 
   constructor(clients: readonly DuplicableClient[], clock: Clock, ackTimeoutMs: number) {
@@ -92,6 +95,21 @@ export class ReleaseNotifier {
    * or every node failed, or the ack timeout passed — a hung node never holds a waiter up; it
    * just falls back to polling.
    */
+  /**
+   * A mark of the releases seen so far on `channels`, when every one of them is subscribed
+   * already (else `undefined`: releases may go unseen). Two equal marks mean no release came
+   * in between.
+   */
+  mark(channels: readonly string[]): number | undefined {
+    let mark = 0;
+    for (const channel of channels) {
+      const latest = this.#latest.get(channel);
+      if (latest === undefined) return undefined;
+      mark = Math.max(mark, latest);
+    }
+    return mark;
+  }
+
   async subscribe(channels: readonly string[]): Promise<Subscription> {
     this.#linger?.cancel();
     this.#linger = undefined;
@@ -115,7 +133,15 @@ export class ReleaseNotifier {
       }
       set.add(listener);
     }
-    if (fresh.length > 0) await this.#confirm(subscribers, fresh);
+    if (fresh.length > 0) {
+      await this.#confirm(subscribers, fresh);
+      // From now on a release on these channels is seen (if they are still wanted).
+      for (const channel of fresh) {
+        if (this.#listeners.has(channel) && !this.#latest.has(channel)) {
+          this.#latest.set(channel, 0);
+        }
+      }
+    }
     let disposed = false;
     const subscription: Subscription = {
       get count() {
@@ -167,6 +193,7 @@ export class ReleaseNotifier {
           if (set.size === 0) {
             this.#listeners.delete(channel);
             this.#recent.delete(channel);
+            this.#latest.delete(channel);
             gone.push(channel);
           }
         }
@@ -192,6 +219,7 @@ export class ReleaseNotifier {
     // and a new subscription to the same channel subscribes again on the new connections.
     this.#listeners.clear();
     this.#recent.clear();
+    this.#latest.clear();
     if (subscribers !== undefined) for (const s of subscribers) s.disconnect();
   }
 
@@ -214,6 +242,7 @@ export class ReleaseNotifier {
   #onMessage(channel: string, message: string): void {
     const set = this.#listeners.get(channel);
     if (set === undefined) return;
+    if (this.#latest.has(channel)) this.#latest.set(channel, ++this.#sequence);
     if (message === WAKE_ALL) {
       for (const listener of [...set]) listener.wake();
       return;

@@ -71,6 +71,12 @@ export interface AcquirePlan<T> {
    * Must send its calls before returning (the loop may not await the promise).
    */
   readonly undo: (token: string, nodes: readonly number[]) => Promise<unknown>;
+  /**
+   * After a refused attempt: would a new attempt, with what the answers taught, likely
+   * succeed at once (a semaphore that asked for slots another holder has, while others are
+   * free)? Then it is made at once, without counting as a retry (a few times per acquire).
+   */
+  readonly retryAtOnce?: () => boolean;
   /** Release channels to wait on when the resource is held. */
   readonly channels: readonly string[];
   /** For LockTakenError: what "taken" means here. */
@@ -93,6 +99,9 @@ export function newToken(): string {
   return token;
 }
 
+/** Informed re-attempts per acquisition that do not count as retries (see `retryAtOnce`). */
+const FREE_RETRIES = 3;
+
 /** Retries of rounds in which too many nodes failed, before QuorumUnavailableError. */
 const UNAVAILABLE_RETRIES = 2;
 
@@ -112,6 +121,11 @@ export class Quorum {
 
   get clock(): Clock {
     return this.#s.clock;
+  }
+
+  /** How many nodes there are. */
+  get nodes(): number {
+    return this.#channels.length;
   }
 
   /** The validity deadline of a grant whose round started at `started`: ttl − drift. */
@@ -147,24 +161,28 @@ export class Quorum {
     signal: AbortSignal | undefined,
   ): Promise<T> {
     const s = this.#s;
-    let lastVotes: NodeVote[] = [];
+    let last: readonly NodeResult[] = [];
     let subscription: Subscription | undefined;
     let seen = 0;
     try {
       let delay = 0;
       let unavailable = 0;
       let splits = 0;
+      let freeRetries = 0;
       for (let attempt = 0; attempt <= retryCount; attempt++) {
         if (attempt > 0 && delay > 0) {
           if (subscription === undefined) await sleep(delay, { signal, clock: s.clock });
           else await subscription.wait(seen, delay, signal);
         }
         if (subscription !== undefined) seen = subscription.count;
+        // Whether a release on the channels could be noticed from here on, without a
+        // subscription of our own yet (another waiter of this Redlock may have one).
+        const mark = subscription === undefined ? this.#notifier?.mark(plan.channels) : undefined;
         const token = newToken();
         const started = s.clock.now();
         const results = await this.round(plan.script, plan.keys, plan.args(token), plan.granted);
         plan.observe?.(results);
-        lastVotes = this.votes(results, plan.granted);
+        last = results;
         const granted = results.filter((r) => r.ok && plan.granted(r));
         if (granted.length >= this.size) {
           const won = await plan.settle(token, started, granted);
@@ -184,7 +202,22 @@ export class Quorum {
         const failedMajority = errors > s.clients.length - this.size;
         if (failedMajority && (++unavailable > UNAVAILABLE_RETRIES || attempt === retryCount)) {
           await undone;
-          throw new QuorumUnavailableError(plan.resources, lastVotes, this.size);
+          throw new QuorumUnavailableError(
+            plan.resources,
+            this.votes(results, plan.granted),
+            this.size,
+          );
+        }
+        if (
+          !failedMajority &&
+          freeRetries < FREE_RETRIES &&
+          plan.retryAtOnce !== undefined &&
+          plan.retryAtOnce()
+        ) {
+          freeRetries++;
+          attempt--;
+          delay = 0;
+          continue;
         }
         if (attempt === retryCount) {
           await undone;
@@ -207,9 +240,11 @@ export class Quorum {
           if (frees >= 0 && frees < delay) delay = frees + 1;
           if (subscription === undefined) {
             subscription = await this.#notifier.subscribe(plan.channels);
+            seen = subscription.count;
             // The holder may have released between our attempt and the subscription: try
-            // again at once rather than wait for a message that already went by.
-            delay = 0;
+            // again at once rather than wait for a message that already went by — unless the
+            // channels were subscribed all along and no release came since the attempt began.
+            if (mark === undefined || this.#notifier.mark(plan.channels) !== mark) delay = 0;
           }
         }
       }
@@ -220,7 +255,12 @@ export class Quorum {
     } finally {
       subscription?.[Symbol.dispose]();
     }
-    throw new LockTakenError(plan.resources, lastVotes, retryCount + 1, plan.takenDetail);
+    throw new LockTakenError(
+      plan.resources,
+      this.votes(last, plan.granted),
+      retryCount + 1,
+      plan.takenDetail,
+    );
   }
 
   /**

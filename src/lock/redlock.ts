@@ -219,6 +219,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
       ttlMs: this.#o.ttlMs,
       retryCount: this.#o.retryCount,
       minValidityMs: this.#o.minValidityMs,
+      random: this.#o.random,
     });
   }
 

@@ -85,13 +85,20 @@ return 1
 `);
 
 /*
- * Counting semaphore, one sorted set per node: members `<permits>:<token>`, scored with their
- * expiry in Redis server milliseconds (TIME inside the script — never a client clock, so
- * holders on machines with skewed clocks still agree on who expired). Members that do not
- * parse are moved to a quarantine set and counted in the reply instead of being trusted.
- * `redis.replicate_commands()` lets TIME precede writes on Redis 3.2–4 (a no-op from 5 on).
- * KEYS: the set, its quarantine. Returns `{1, used}` or `{0, used, ms until the first expiry}`,
- * with the number of quarantined members last.
+ * Counting semaphore, one sorted set per node, as `limit` numbered slots: a permit is a member
+ * `<slot>:<token>`, scored with its expiry in Redis server milliseconds (TIME inside the
+ * script — never a client clock, so holders on machines with skewed clocks still agree on who
+ * expired). The client asks for specific slots; a node grants only if every one of them is
+ * free there. Each slot is then a Redlock mutex of its own (two quorums intersect, and the
+ * common node refuses a slot it already holds), so at most `limit` permits are out — counting
+ * members per node instead would not be safe: four holders granted by different quorums of
+ * five nodes can each fit under a per-node count of three.
+ *
+ * Members that do not parse, or name a slot outside 0 … limit − 1, are moved to a quarantine
+ * set and counted in the reply instead of being trusted. `redis.replicate_commands()` lets
+ * TIME precede writes on Redis 3.2–4 (a no-op from 5 on).
+ * KEYS: the set, its quarantine. ARGV: token, ttl, limit, slots… Returns `{1, {}, 0, q}` or
+ * `{0, {taken slots}, ms until the first expiry, q}`, q = members quarantined.
  */
 const SEM_PRELUDE = `
 if redis.replicate_commands then redis.replicate_commands() end
@@ -102,45 +109,62 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 export const SEM_ACQUIRE = script(`${SEM_PRELUDE}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used, soonest, quarantined = 0, -1, 0
+local limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[2])
+local taken, list, soonest, quarantined = {}, {}, -1, 0
 for i = 1, #entries, 2 do
-  local n = tonumber(string.match(entries[i], '^(%d+):.'))
-  if n == nil then
+  local slot = tonumber(string.match(entries[i], '^(%d+):.'))
+  if slot == nil or slot >= limit then
     redis.call('SADD', KEYS[2], entries[i])
     redis.call('ZREM', KEYS[1], entries[i])
     quarantined = quarantined + 1
   else
-    used = used + n
+    if not taken[slot] then list[#list + 1] = slot end
+    taken[slot] = true
     local left = tonumber(entries[i + 1]) - now
     if soonest < 0 or left < soonest then soonest = left end
   end
 end
-local want, ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if used + want > limit then return {0, used, soonest, quarantined} end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+for i = 4, #ARGV do
+  if taken[tonumber(ARGV[i])] then return {0, list, soonest, quarantined} end
+end
+for i = 4, #ARGV do
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i] .. ':' .. ARGV[1])
+end
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return {1, used + want, 0, quarantined}
+return {1, {}, 0, quarantined}
 `);
 
-/** Extend a live member (not yet expired by server time) to now + ttl. Returns 1 or 0. */
+/** Extend live slots (not yet expired by server time) to now + ttl. ARGV: token, ttl, slots… */
 export const SEM_EXTEND = script(`${SEM_PRELUDE}
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) <= now then return 0 end
+for i = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i] .. ':' .. ARGV[1])
+  if not score or tonumber(score) <= now then return 0 end
+end
 local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i] .. ':' .. ARGV[1])
+end
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 `);
 
 /**
- * Remove a member; 1 if it was still live (then, with `ARGV[2] == '1'`, PUBLISH `*` on
- * `<set>:released` to wake every waiter: freed permits may serve several), 0 if it was gone or already expired.
+ * Remove a holder's slots (ARGV: token, publish flag, slots…); 1 if every one was still live,
+ * else 0. With `ARGV[2] == '1'` and something live removed, PUBLISH `*` on `<set>:released` to
+ * wake every waiter: freed permits may serve several.
  */
 export const SEM_RELEASE = script(`${SEM_PRELUDE}
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-if tonumber(score) <= now then return 0 end
-if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[1] .. ':released', '*') end
-return 1
+local live, removed = 1, 0
+for i = 3, #ARGV do
+  local member = ARGV[i] .. ':' .. ARGV[1]
+  local score = redis.call('ZSCORE', KEYS[1], member)
+  if not score then
+    live = 0
+  else
+    redis.call('ZREM', KEYS[1], member)
+    if tonumber(score) <= now then live = 0 else removed = removed + 1 end
+  end
+end
+if removed > 0 and ARGV[2] == '1' then redis.call('PUBLISH', KEYS[1] .. ':released', '*') end
+return live
 `);

@@ -1,10 +1,13 @@
 /**
  * A counting semaphore on Redlock's quorum machinery: `limit` permits shared by every holder,
- * a holder may take several at once. One sorted set per node holds the live permits, scored
- * with their expiry in Redis server time (computed inside the scripts), so clients with skewed
- * clocks still agree on what expired. A permit counts as held when a quorum of nodes admitted
- * it, as for a lock: with all holders going through the same quorum rules, two quorums share a
- * node, and that node's count bounds the permits out at once.
+ * a holder may take several at once. The permits are numbered slots; taking permits means
+ * locking that many slots, all or none, by Redlock's rules — so each slot has at most one
+ * holder (two quorums share a node, which refuses a slot it holds), and at most `limit`
+ * permits are out. (Counting holders per node would not be safe: with five nodes, four holders
+ * granted by different quorums of three can each fit under a per-node count of three.) One
+ * sorted set per node holds the live slots, scored with their expiry in Redis server time
+ * (computed inside the scripts), so clients with skewed clocks still agree on what expired.
+ * Clients pick the slots free on the most nodes by the last answers, at random among equals.
  *
  * @packageDocumentation
  */
@@ -30,9 +33,15 @@ import {
 import type { NodeResult, Quorum } from './quorum.js';
 import { SEM_ACQUIRE, SEM_EXTEND, SEM_RELEASE } from './scripts.js';
 
+/** Most permits a semaphore may have (each is a slot the scripts track by number). */
+const MAX_PERMITS = 10_000;
+
 /** Options of a semaphore. */
 export interface SemaphoreOptions {
-  /** How many permits exist in all. Every user of one semaphore must agree on it. */
+  /**
+   * How many permits exist in all, 1 … 10000. Every user of one semaphore must agree on it
+   * (entries for slots beyond it are quarantined).
+   */
   readonly permits: number;
 }
 
@@ -88,6 +97,7 @@ export interface SemaphoreContext {
   readonly ttlMs: number;
   readonly retryCount: number;
   readonly minValidityMs: number;
+  readonly random: () => number;
 }
 
 const isGrant = (r: NodeResult): boolean => Array.isArray(r.value) && r.value[0] === 1;
@@ -120,6 +130,8 @@ export class Semaphore implements LockBackend {
   readonly #c: SemaphoreContext;
   readonly #keys: readonly string[];
   readonly #quarantined = new EventChannel<QuarantineEvent>();
+  /** Node → the slots it last said were taken. */
+  readonly #taken = new Map<number, number[]>();
 
   /** @internal */
   constructor(name: string, options: SemaphoreOptions, context: SemaphoreContext) {
@@ -127,7 +139,7 @@ export class Semaphore implements LockBackend {
       throw new InvalidOptionError('Redlock.semaphore', 'name', 'a non-empty string', name);
     }
     const { permits } = resolveOptions('Redlock.semaphore', options, {
-      permits: integerOption({ min: 1, max: 1_000_000_000, required: true }),
+      permits: integerOption({ min: 1, max: MAX_PERMITS, required: true }),
     });
     this.name = name;
     this.limit = permits;
@@ -166,38 +178,97 @@ export class Semaphore implements LockBackend {
     });
     throwIfAborted(signal);
     const q = this.#c.quorum;
-    let member = '';
+    let slots: number[] = [];
     return q.acquire(
       {
         resources: [this.name],
         script: SEM_ACQUIRE,
         keys: this.#keys,
         args: (token) => {
-          member = `${permits}:${token}`;
-          return [member, permits, ttlMs, this.limit];
+          slots = this.#choose(permits);
+          return [token, ttlMs, this.limit, ...slots];
         },
         granted: isGrant,
         observe: (results) => {
-          for (const r of results) this.#report(r);
+          for (const r of results) {
+            this.#report(r);
+            this.#learn(r);
+          }
         },
         freesIn,
-        settle: (_token, started) => {
+        settle: (token, started) => {
           const validUntil = q.deadline(started, ttlMs);
           if (validUntil - q.clock.now() <= this.#c.minValidityMs) {
             return Promise.resolve(undefined);
           }
+          const handle = `${slots.join(',')}/${token}`;
           return Promise.resolve(
-            new Permit(this, this.name, this.#keys, member, validUntil, permits),
+            new Permit(this, this.name, this.#keys, handle, validUntil, permits),
           );
         },
-        undo: (_token, nodes) =>
-          q.round(SEM_RELEASE, this.#keys, [member, '0'], () => false, { waitAll: true, nodes }),
+        undo: (token, nodes) =>
+          q.round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
+            waitAll: true,
+            nodes,
+          }),
+        retryAtOnce: () => this.#freeOnQuorum(permits),
         channels: [`${this.#c.key}:released`],
         takenDetail: `semaphore ${this.name} has fewer than ${permits} of ${this.limit} permits free`,
       },
       retryCount,
       signal,
     );
+  }
+
+  /**
+   * The slots to ask for: those taken on the fewest nodes by what the last answers said (ties
+   * broken at random, so contenders spread out), or random ones when nothing is known.
+   */
+  #choose(permits: number): number[] {
+    const random = this.#c.random;
+    if (this.#taken.size === 0) {
+      const picked = new Set<number>();
+      while (picked.size < permits) picked.add(Math.floor(random() * this.limit));
+      return [...picked];
+    }
+    const score = new Float64Array(this.limit);
+    for (let i = 0; i < this.limit; i++) score[i] = random(); // tie-break within a count
+    for (const taken of this.#taken.values()) {
+      for (const slot of taken) score[slot] = (score[slot] as number) + 1;
+    }
+    const order = Array.from({ length: this.limit }, (_, i) => i);
+    order.sort((a, b) => (score[a] as number) - (score[b] as number));
+    return order.slice(0, permits);
+  }
+
+  /** Are there `permits` slots that no node known to a quorum has taken, by the last answers? */
+  #freeOnQuorum(permits: number): boolean {
+    const chosen = this.#choose(permits);
+    const n = this.#c.quorum.nodes;
+    let free = 0;
+    for (let node = 0; node < n; node++) {
+      const taken = this.#taken.get(node);
+      if (taken === undefined || !chosen.some((slot) => taken.includes(slot))) free++;
+    }
+    return free >= this.#c.quorum.size;
+  }
+
+  /** Remembers which slots a node said are taken (a node that granted: nothing known). */
+  #learn(r: NodeResult): void {
+    if (!r.ok || !Array.isArray(r.value)) return;
+    const taken: unknown = r.value[1];
+    if (r.value[0] === 0 && Array.isArray(taken)) {
+      this.#taken.set(
+        r.node,
+        taken.map(Number).filter((n) => Number.isInteger(n) && n >= 0 && n < this.limit),
+      );
+    } else this.#taken.delete(r.node);
+  }
+
+  /** Splits a permit's handle (`<slots>/<token>`) for the scripts. */
+  #parse(handle: string): { token: string; slots: string[] } {
+    const at = handle.indexOf('/');
+    return { token: handle.slice(at + 1), slots: handle.slice(0, at).split(',') };
   }
 
   /** Runs `routine` while holding permits; see `Redlock.using`. */
@@ -218,21 +289,23 @@ export class Semaphore implements LockBackend {
   /** @internal */
   async extendKeys(
     keys: readonly string[],
-    member: string,
+    handle: string,
     ttlMs: number,
   ): Promise<number | undefined> {
     const q = this.#c.quorum;
     const started = q.clock.now();
+    const { token, slots } = this.#parse(handle);
     const yes = (r: NodeResult): boolean => Number(r.value) === 1;
-    const results = await q.round(SEM_EXTEND, keys, [member, ttlMs], yes);
+    const results = await q.round(SEM_EXTEND, keys.slice(0, 1), [token, ttlMs, ...slots], yes);
     return q.count(results, yes) >= q.size ? q.deadline(started, ttlMs) : undefined;
   }
 
   /** @internal */
-  async releaseKeys(keys: readonly string[], member: string): Promise<boolean> {
+  async releaseKeys(keys: readonly string[], handle: string): Promise<boolean> {
     const q = this.#c.quorum;
+    const { token, slots } = this.#parse(handle);
     const yes = (r: NodeResult): boolean => Number(r.value) === 1;
-    const results = await q.round(SEM_RELEASE, keys, [member, '1'], yes);
+    const results = await q.round(SEM_RELEASE, keys.slice(0, 1), [token, '1', ...slots], yes);
     return q.count(results, yes) >= q.size;
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
-import { MemoryLock, isLockLostError, isLockTakenError } from '../../src/lock/index.js';
+import { MemoryLock, isLockLostError, isLockTakenError, type Lock } from '../../src/lock/index.js';
 import { invalidOption } from '../support/helpers.js';
 
 describe('MemoryLock', () => {
@@ -55,6 +55,42 @@ describe('MemoryLock', () => {
       ),
     );
     expect(maxInside).toBe(1);
+  });
+
+  it('wakes a waiter on release, and on the holder’s expiry, without waiting out the retry delay', async () => {
+    const clock = new ManualClock();
+    const locks = new MemoryLock({ clock, ttlMs: 100, retryDelayMs: 60_000, retryJitterMs: 0 });
+    const first = await locks.acquire('sku:6');
+    let second: Lock | undefined;
+    const waiting = locks.acquire('sku:6').then((l) => (second = l));
+    await clock.advanceAsync(10);
+    expect(second).toBeUndefined();
+    await first.release(); // no clock advance: the release itself wakes the waiter
+    await waiting;
+    expect(second?.fencingToken).toBe(first.fencingToken + 1);
+    // Expiry: the holder never releases; the waiter gets it at the holder's deadline.
+    let third: Lock | undefined;
+    const expiring = locks.acquire('sku:6').then((l) => (third = l));
+    await clock.advanceAsync(99);
+    expect(third).toBeUndefined();
+    await clock.advanceAsync(1);
+    await expiring;
+    expect(third?.fencingToken).toBe((second as Lock).fencingToken + 1);
+    await third?.release();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('an aborted waiter leaves no timer and no wake-up behind', async () => {
+    const clock = new ManualClock();
+    const locks = new MemoryLock({ clock, retryDelayMs: 60_000 });
+    const held = await locks.acquire('sku:7');
+    const controller = new AbortController();
+    const waiting = locks.acquire('sku:7', { signal: controller.signal }).catch((e: unknown) => e);
+    await clock.advanceAsync(1);
+    controller.abort(new Error('gave up'));
+    expect(await waiting).toMatchObject({ message: 'gave up' });
+    await held.release();
+    expect(clock.pendingTimers).toBe(0);
   });
 
   it('rejects bad input', async () => {

@@ -8,6 +8,7 @@ import {
   isLockTakenError,
   isQuorumUnavailableError,
   type Lock,
+  type LockPipeline,
   type ReleaseResult,
 } from '../../src/lock/index.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -111,10 +112,32 @@ function throughNet(client: Redis, node: number, net: Net): Redis {
   const evalScript = delayed((source, numKeys, ...rest) =>
     client.eval(String(source), numKeys as number, ...rest),
   );
+  // A pipeline's calls travel the same simulated link, each in call order (the Redlock
+  // batches the calls of one tick into a pipeline).
+  const pipeline = (): LockPipeline => {
+    const calls: (string | number)[][] = [];
+    const batch: LockPipeline = {
+      evalsha: (...args: (string | number)[]) => {
+        calls.push(args);
+        return batch;
+      },
+      exec: () =>
+        Promise.all(
+          calls.map((args) =>
+            evalsha(...args).then(
+              (value): [Error | null, unknown] => [null, value],
+              (error: unknown): [Error | null, unknown] => [error as Error, null],
+            ),
+          ),
+        ),
+    };
+    return batch;
+  };
   return new Proxy(client, {
     get(target, property) {
       if (property === 'evalsha') return evalsha;
       if (property === 'eval') return evalScript;
+      if (property === 'pipeline') return pipeline;
       const value: unknown = Reflect.get(target, property, target);
       return typeof value === 'function'
         ? (value as (...args: unknown[]) => unknown).bind(target)

@@ -140,6 +140,32 @@ describeRedis('Semaphore against five real redis-server processes', () => {
     quarantine.dispose();
   });
 
+  it('holders granted by different quorums never exceed the limit (each permit is a slot with one holder)', async () => {
+    // Three holders of a 3-permit semaphore, each granted by a different quorum of the five
+    // nodes (planted as the scripts write them). No node holds more than two of them, so a
+    // per-node count would admit a fourth holder on every node; slot by slot, each of the
+    // three slots is held on three nodes, free on two — never on a quorum.
+    const redlock = redlockOf({ retryCount: 3 });
+    const pool = redlock.semaphore('quorums', { permits: 3 });
+    const key = `${redlock.keyOf('quorums')}:semaphore`;
+    const far = Date.now() + 60_000;
+    const holders = [
+      { slot: 0, nodes: [0, 1, 2] },
+      { slot: 1, nodes: [2, 3, 4] },
+      { slot: 2, nodes: [0, 3, 4] },
+    ];
+    for (const [i, h] of holders.entries()) {
+      for (const node of h.nodes)
+        await redis().client(node).zadd(key, far, `${h.slot}:holder-${i}`);
+    }
+    const fourth = await pool.acquire().catch((e: unknown) => e);
+    expect(isLockTakenError(fourth), String(fourth)).toBe(true);
+    // Free one slot on a quorum (holder 1 expired there): now a permit is there to take.
+    for (const node of [2, 3, 4]) await redis().client(node).zrem(key, '1:holder-1');
+    const permit = await pool.acquire();
+    await permit.release();
+  });
+
   it('with 3 of 5 nodes paused: QuorumUnavailableError, promptly', async () => {
     const pool = redlockOf({ nodeTimeoutMs: 100, retryCount: 3 }).semaphore('down', { permits: 4 });
     for (const i of [0, 1, 2]) redis().pause(i);
