@@ -1,7 +1,8 @@
 /**
  * `keel/lock` — Redlock distributed locks over several independent Redis masters, with fencing
- * tokens. (In progress: `using()`, release notifications, the semaphore and `MemoryLock` land
- * next.)
+ * tokens, a lock-lost signal, `using()` with automatic extension, waiters woken by release
+ * notifications, a counting semaphore on server time, and `MemoryLock`, the same interface in
+ * one process. The README's "lock" section states the safety envelope.
  *
  * @packageDocumentation
  */
