@@ -83,6 +83,7 @@ async function run(o: DemoOptions): Promise<number> {
     closeClientSockets();
   };
   const onSignal = (): void => {
+    say('\nInterrupted: stopping the services and servers…');
     void cleanup().finally(() => process.exit(130));
   };
   process.once('SIGINT', onSignal);
