@@ -152,16 +152,21 @@ async function run(o: DemoOptions): Promise<number> {
     };
     const drillDone = runDrill(c, fleet, o, plan.buyers.length, progress, drill, printLine);
     let quarter = 1;
+    let ticking = true;
     const ticker = setInterval(
       () => {
         if (live) {
           void statusLine(fleet, progress, plan.buyers.length, started, mode).then((text) => {
-            statusText = text;
-            process.stdout.write(`\r\x1b[2K${text}`);
+            // One terminal line, or `\r` cannot redraw it.
+            if (!ticking) return;
+            statusText = text.slice(0, Math.max(20, (process.stdout.columns || 120) - 1));
+            process.stdout.write(`\r\x1b[2K${statusText}`);
           });
         } else if (progress.finished >= (quarter * plan.buyers.length) / 4 && quarter < 4) {
           quarter++;
-          void statusLine(fleet, progress, plan.buyers.length, started, mode).then(say);
+          void statusLine(fleet, progress, plan.buyers.length, started, mode).then((text) => {
+            if (ticking) say(text);
+          });
         }
       },
       live ? 250 : 100,
@@ -173,6 +178,7 @@ async function run(o: DemoOptions): Promise<number> {
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
     const durationMs = performance.now() - loadStarted;
     clearInterval(ticker);
+    ticking = false;
     if (live)
       process.stdout.write(
         `\r\x1b[2K${await statusLine(fleet, progress, plan.buyers.length, started, mode)}\n`,
