@@ -1,37 +1,32 @@
 /**
  * One node's command channel: runs a lock script with `EVALSHA`, falling back to `EVAL` when
  * the node does not have it cached (`NOSCRIPT`: a restarted or flushed node), and batches the
- * calls issued in the same tick into one pipeline.
+ * calls issued in the same tick into one command.
  *
- * Why batch. Every call on its own is one socket write (a system call, and a TCP segment for
- * Redis to read); under concurrency that is where the time goes, on the client and on the
- * server. The first call of a tick is sent at once; the calls issued after it while the same
- * burst of replies is processed are collected until the microtasks of that burst have run
- * (`process.nextTick`) and then written together as one ioredis pipeline — still one
- * `EVALSHA` per call, each atomic on its own, answered one by one; only the writes are merged. A pipeline is not a transaction (the Redis documentation's
- * "Redis pipelining" page), so nothing about the scripts' semantics changes, and a lone call
- * is sent as it is. Batching is used only for clients that offer `pipeline()` and are not
- * Redis Cluster clients (a cluster pipeline needs every key in one slot).
+ * Why batch. Every call on its own is one command: one socket write (a system call, and a TCP
+ * segment for Redis to read), one command object and reply for the client library to build and
+ * parse, one script run for Redis to dispatch; under concurrency that is where the time goes,
+ * on the client and on the server. The first call of a tick is sent at once (no added latency
+ * when calls are sparse); the calls issued after it while the same burst of replies is
+ * processed are collected until the microtasks of that burst have run (`process.nextTick`) and
+ * sent as one `EVALSHA` of the {@link BATCH} script, which runs each call's own script on its
+ * own keys and arguments and answers each call separately. Every call is exactly the script it
+ * would have run alone; the batch is atomic on the node as a whole, which is never weaker.
+ * Order is kept: a node runs its commands in the order they are sent on the connection. Not
+ * used for Redis Cluster clients (a batch would mix keys of different slots).
  *
  * @internal
  * @packageDocumentation
  */
-import type { Script } from './scripts.js';
-
-/** A pipeline as the lock uses it. An ioredis pipeline fits as is. */
-export interface LockPipeline {
-  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): unknown;
-  exec(): Promise<[Error | null, unknown][] | null>;
-}
+import { BATCH, type Script } from './scripts.js';
 
 /**
- * What the lock needs from a Redis client: EVALSHA and EVAL, and optionally `pipeline()` for
- * batching. An ioredis `Redis` fits as is; no ioredis type appears in the lock's logic.
+ * What the lock needs from a Redis client: EVALSHA and EVAL. An ioredis `Redis` fits as is;
+ * no ioredis type appears in the lock's logic.
  */
 export interface LockClient {
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  pipeline?(): LockPipeline;
 }
 
 interface Queued {
@@ -53,7 +48,7 @@ export class NodeChannel {
 
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
-    this.#batching = batching && typeof client.pipeline === 'function';
+    this.#batching = batching;
   }
 
   /** Runs `script` with `numKeys` keys first in `argv`; rejects with the node's error. */
@@ -96,23 +91,21 @@ export class NodeChannel {
       this.#direct(only.script, only.numKeys, only.argv).then(only.resolve, only.reject);
       return;
     }
-    let exec: Promise<[Error | null, unknown][] | null>;
-    try {
-      const pipeline = (this.#client.pipeline as () => LockPipeline).call(this.#client);
-      for (const q of queue) pipeline.evalsha(q.script.sha, q.numKeys, ...q.argv);
-      exec = pipeline.exec();
-    } catch (error) {
-      for (const q of queue) q.reject(error);
-      return;
+    const keys: (string | number)[] = [];
+    const args: (string | number)[] = [queue.length];
+    for (const q of queue) {
+      args.push(q.script.id, q.numKeys, q.argv.length - q.numKeys);
+      for (let i = 0; i < q.argv.length; i++) {
+        (i < q.numKeys ? keys : args).push(q.argv[i] as string | number);
+      }
     }
-    exec.then(
+    this.#direct(BATCH, keys.length, [...keys, ...args]).then(
       (replies) => {
         queue.forEach((q, i) => {
-          const [error, value] = replies?.[i] ?? [new Error('no reply in the pipeline'), null];
-          if (error === null) q.resolve(value);
-          else if (isNoScript(error)) {
-            this.#client.eval(q.script.source, q.numKeys, ...q.argv).then(q.resolve, q.reject);
-          } else q.reject(error);
+          const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
+          if (Array.isArray(reply) && reply[0] === 1) q.resolve(reply[1] ?? null);
+          else if (Array.isArray(reply)) q.reject(new Error(String(reply[1])));
+          else q.reject(new Error('no reply for this call in the batch'));
         });
       },
       (error: unknown) => {

@@ -8,7 +8,6 @@
  */
 export { Redlock } from './redlock.js';
 export type { RedlockOptions, LockClient } from './redlock.js';
-export type { LockPipeline } from './channel.js';
 export type { SubscriberClient } from './notifier.js';
 export { Lock } from './lock.js';
 export type { AcquireOptions, UsingOptions, ReleaseResult } from './lock.js';

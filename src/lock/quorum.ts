@@ -34,8 +34,8 @@ export interface QuorumSettings {
   readonly driftFactor: number;
   readonly clock: Clock;
   readonly random: () => number;
-  /** Batch the calls of one tick per node into a pipeline (see channel.ts). */
-  readonly pipelining: boolean;
+  /** Batch the calls of one tick per node into one command (see channel.ts). */
+  readonly batching: boolean;
 }
 
 /** Options of {@link Quorum.round}. */
@@ -115,7 +115,7 @@ export class Quorum {
   constructor(settings: QuorumSettings, notifier: ReleaseNotifier | undefined) {
     this.#s = settings;
     this.#notifier = notifier;
-    this.#channels = settings.clients.map((c) => new NodeChannel(c, settings.pipelining));
+    this.#channels = settings.clients.map((c) => new NodeChannel(c, settings.batching));
     this.size = Math.floor(settings.clients.length / 2) + 1;
   }
 

@@ -85,12 +85,12 @@ export interface RedlockOptions {
    */
   readonly notifications?: boolean;
   /**
-   * Write the script calls issued in the same tick to a node as one pipeline (still one
-   * script per call, each atomic; only the socket writes are merged). Used with clients that
-   * have `pipeline()` and are not Redis Cluster clients.
+   * Send the script calls issued to a node in the same tick as one command (a batch script
+   * that runs each call's own script and answers each separately; see the README). Not used
+   * with Redis Cluster clients.
    * @defaultValue true
    */
-  readonly pipelining?: boolean;
+  readonly batching?: boolean;
   readonly clock?: Clock;
   readonly random?: () => number;
 }
@@ -123,7 +123,7 @@ const spec = {
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
   keyPrefix: stringOption({ default: 'keel:lock:' }),
   notifications: booleanOption({ default: true }),
-  pipelining: booleanOption({ default: true }),
+  batching: booleanOption({ default: true }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
   random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
@@ -178,7 +178,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
         ? new ReleaseNotifier(duplicable, this.#o.clock, this.#o.nodeTimeoutMs)
         : undefined;
     this.#q = new Quorum(
-      { ...this.#o, pipelining: this.#o.pipelining && !this.#cluster },
+      { ...this.#o, batching: this.#o.batching && !this.#cluster },
       this.#notifier,
     );
   }

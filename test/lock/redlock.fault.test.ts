@@ -363,7 +363,9 @@ describeRedis('Redlock fault injection against five real redis-server processes'
       const taken = await b.acquire('minority').catch((e: unknown) => e);
       expect(isLockTakenError(taken), String(taken)).toBe(true);
       expect(nodesVoting(taken, 'taken').length).toBeGreaterThanOrEqual(3);
-      expect(nodesVoting(taken, 'granted')).toEqual([]);
+      // A node the first acquire was decided without may still run b's attempt first (Redis
+      // serves its connections in no promised order): b may win that node, never a quorum.
+      expect(nodesVoting(taken, 'granted').length).toBeLessThan(3);
       expect(now() - t, 'bounded by one node timeout (the undo waits for every node)').toBeLessThan(
         NT + 1_500,
       );

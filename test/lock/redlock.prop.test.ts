@@ -8,9 +8,9 @@ import {
   isLockTakenError,
   isQuorumUnavailableError,
   type Lock,
-  type LockPipeline,
   type ReleaseResult,
 } from '../../src/lock/index.js';
+import { BATCH } from '../../src/lock/scripts.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // Model-based tests of Redlock against five real redis-server processes. fast-check generates
@@ -112,32 +112,10 @@ function throughNet(client: Redis, node: number, net: Net): Redis {
   const evalScript = delayed((source, numKeys, ...rest) =>
     client.eval(String(source), numKeys as number, ...rest),
   );
-  // A pipeline's calls travel the same simulated link, each in call order (the Redlock
-  // batches the calls of one tick into a pipeline).
-  const pipeline = (): LockPipeline => {
-    const calls: (string | number)[][] = [];
-    const batch: LockPipeline = {
-      evalsha: (...args: (string | number)[]) => {
-        calls.push(args);
-        return batch;
-      },
-      exec: () =>
-        Promise.all(
-          calls.map((args) =>
-            evalsha(...args).then(
-              (value): [Error | null, unknown] => [null, value],
-              (error: unknown): [Error | null, unknown] => [error as Error, null],
-            ),
-          ),
-        ),
-    };
-    return batch;
-  };
   return new Proxy(client, {
     get(target, property) {
       if (property === 'evalsha') return evalsha;
       if (property === 'eval') return evalScript;
-      if (property === 'pipeline') return pipeline;
       const value: unknown = Reflect.get(target, property, target);
       return typeof value === 'function'
         ? (value as (...args: unknown[]) => unknown).bind(target)
@@ -217,7 +195,15 @@ describeRedis('Redlock model-based properties against five real redis-server pro
   // step-by-step expectations below depend on which script a node has seen. (FLUSHALL between
   // runs keeps the script cache.)
   beforeAll(async () => {
-    const warm = new Redlock({ clients: procClients[0] as Redis[], clock, retryCount: 0 });
+    // A generous node timeout: first connections on a busy machine may take a while.
+    const warm = new Redlock({
+      clients: procClients[0] as Redis[],
+      clock,
+      retryCount: 0,
+      nodeTimeoutMs: 5_000,
+    });
+    // The batch script too (calls of one tick to a node go out as one batch).
+    await Promise.all(inspect.map((c) => c.script('LOAD', BATCH.source)));
     const lock = await warm.acquire('warm-up');
     await lock.extend();
     await lock.release();
