@@ -294,7 +294,9 @@ export class RedisHarness implements AsyncDisposable {
     this.#stopped = true;
     const clients = [...this.#clients];
     this.#clients.clear();
-    await Promise.all(clients.map(closeClient));
+    // Clients and servers go down together: a client of a paused server only sees its
+    // connection end once the server is gone (waiting first cost up to 2 s per paused node).
+    const closed = Promise.all(clients.map(closeClient));
     await Promise.all(
       this.#instances.map(async (instance) => {
         if (
@@ -307,6 +309,7 @@ export class RedisHarness implements AsyncDisposable {
         instance.state = 'stopped';
       }),
     );
+    await closed;
     rmSync(this.#dir, { recursive: true, force: true });
   }
 
