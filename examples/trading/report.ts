@@ -297,7 +297,7 @@ export function formatReport(r: Report): string {
     lines.push(`  … and ${r.skus.length - hot.length} more SKUs (all in --json)`);
   lines.push(
     '',
-    `Payments: ${r.charges.charged} charged, ${r.charges.refunded} refunded (ambiguous charges voided), ${r.charges.voidedBeforeCharge} voided before any charge`,
+    `Payments: ${r.charges.charged} charges stand, ${r.charges.refunded} refunded by a compensation, ${r.charges.voidedBeforeCharge} voids recorded before any charge (a late charge is refused)`,
   );
   lines.push(
     `Idempotency: ${r.idempotency.duplicateBuyers} buyers sent their order twice, ${r.idempotency.retriedRequests} repeated requests in all; most orders for one key: ${r.idempotency.ordersForRepeatedKeys}`,
