@@ -229,9 +229,13 @@ export class Quorum {
         if (granted.length > 0) {
           // A split vote: contenders collided, or a release is still landing on some nodes.
           // No notification may come, so retry soon — after a short backoff that doubles with
-          // each split vote in a row (1, 2, 4 … ms, up to the retry delay), at a random moment
-          // so the contenders stop colliding.
-          const backoff = Math.min(Math.max(1, s.retryDelayMs), 2 ** splits++);
+          // each split vote in a row (from a twentieth of the node timeout: 5, 10, 20 … ms by
+          // default, up to the retry delay), at a random moment so the contenders stop
+          // colliding.
+          const backoff = Math.min(
+            Math.max(1, s.retryDelayMs),
+            Math.max(1, s.nodeTimeoutMs / 20) * 2 ** splits++,
+          );
           delay = backoff * (0.5 + s.random()) + s.random() * s.retryJitterMs;
         } else if (this.#notifier !== undefined && attempt < retryCount) {
           // Held by someone: wait for their release (pub/sub), or for the hold to expire on

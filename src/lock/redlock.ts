@@ -35,7 +35,8 @@ import {
   throwIfAborted,
   type Clock,
 } from '../core/index.js';
-import { LockCrossSlotError } from './errors.js';
+import { LockCrossSlotError, LockTakenError } from './errors.js';
+import { Turns } from './turns.js';
 import { ReleaseNotifier, canDuplicate, type DuplicableClient } from './notifier.js';
 import { Quorum, type LockClient, type NodeResult } from './quorum.js';
 import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE } from './scripts.js';
@@ -91,6 +92,13 @@ export interface RedlockOptions {
    * @defaultValue true
    */
   readonly batching?: boolean;
+  /**
+   * Line up this Redlock's acquisitions of one resource (with retries) in the process, oldest
+   * first, so only one of them at a time contends in Redis; the turn passes on release. Waiting
+   * in line spends the retry budget as polling would.
+   * @defaultValue true
+   */
+  readonly localTurns?: boolean;
   readonly clock?: Clock;
   readonly random?: () => number;
 }
@@ -124,6 +132,7 @@ const spec = {
   keyPrefix: stringOption({ default: 'keel:lock:' }),
   notifications: booleanOption({ default: true }),
   batching: booleanOption({ default: true }),
+  localTurns: booleanOption({ default: true }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
   random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
@@ -167,6 +176,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
   readonly #q: Quorum;
   readonly #cluster: boolean;
   readonly #notifier: ReleaseNotifier | undefined;
+  readonly #turns: Turns;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
@@ -177,6 +187,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
       this.#o.notifications && duplicable.length === clients.length
         ? new ReleaseNotifier(duplicable, this.#o.clock, this.#o.nodeTimeoutMs)
         : undefined;
+    this.#turns = new Turns(this.#o.clock);
     this.#q = new Quorum(
       { ...this.#o, batching: this.#o.batching && !this.#cluster },
       this.#notifier,
@@ -248,23 +259,53 @@ export class Redlock implements LockBackend, AsyncDisposable {
       if (slots.some((slot) => slot !== slots[0])) throw new LockCrossSlotError(list, slots);
     }
     const keys = [...lockKeys, ...lockKeys.map((k) => `${k}:fence`)];
-    return this.#q.acquire(
-      {
-        resources: list,
-        script: ACQUIRE,
-        keys,
-        args: (token) => [token, ttlMs],
-        granted: isGrant,
-        freesIn: pttlOf,
-        settle: (token, started, granted) =>
-          this.#settle(list, lockKeys, keys, token, ttlMs, started, granted),
-        undo: (token, nodes) =>
-          this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
-        channels: lockKeys.map((k) => `${k}:released`),
-      },
-      retryCount,
-      signal,
-    );
+    // One resource with retries: line up behind this process's other acquisitions of it.
+    const line =
+      this.#o.localTurns && list.length === 1 && retryCount > 0 ? lockKeys[0] : undefined;
+    let remaining = retryCount;
+    if (line !== undefined) {
+      const used = await this.#turns.enter(line, retryCount, () => this.#retryDelay(), signal);
+      if (used === undefined) {
+        throw new LockTakenError(
+          list,
+          [],
+          retryCount + 1,
+          `lock on ${list.join(', ')} is held by another holder in this process`,
+        );
+      }
+      remaining = retryCount - used;
+    }
+    try {
+      return await this.#q.acquire(
+        {
+          resources: list,
+          script: ACQUIRE,
+          keys,
+          args: (token) => [token, ttlMs],
+          granted: isGrant,
+          freesIn: pttlOf,
+          settle: async (token, started, granted) => {
+            const lock = await this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
+            if (lock !== undefined && line !== undefined) {
+              this.#turns.hold(line, token, () => lock.validUntil);
+            }
+            return lock;
+          },
+          undo: (token, nodes) =>
+            this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
+          channels: lockKeys.map((k) => `${k}:released`),
+        },
+        remaining,
+        signal,
+      );
+    } catch (error) {
+      if (line !== undefined) this.#turns.leave(line);
+      throw error;
+    }
+  }
+
+  #retryDelay(): number {
+    return this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
   }
 
   /**
@@ -337,6 +378,9 @@ export class Redlock implements LockBackend, AsyncDisposable {
     // finish on their own (each within the per-node timeout).
     const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
     const results = await this.#q.round(RELEASE, lockKeys, [token, '1'], yes);
+    // The next acquisition of this process in line goes now: its attempt follows this release
+    // on every connection.
+    if (lockKeys.length === 1) this.#turns.leave(lockKeys[0] as string, token);
     return this.#q.count(results, yes) >= this.#q.size;
   }
 
