@@ -10,7 +10,7 @@ export { Redlock } from './redlock.js';
 export type { RedlockOptions, LockClient } from './redlock.js';
 export type { SubscriberClient } from './notifier.js';
 export { Lock } from './lock.js';
-export type { AcquireOptions, UsingOptions, ReleaseResult } from './lock.js';
+export type { AcquireOptions, UsingOptions, ReleaseResult, LockService } from './lock.js';
 export {
   LockTakenError,
   QuorumUnavailableError,

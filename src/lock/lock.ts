@@ -21,8 +21,27 @@ import { LockLostError } from './errors.js';
 export interface AcquireOptions {
   readonly ttlMs?: number;
   readonly retryCount?: number;
+  /**
+   * Longest time to wait for the lock, over all attempts: once it has passed, the acquisition
+   * gives up with a {@link LockTakenError} (no more attempts are started). With `waitMs` and
+   * no `retryCount`, attempts are not counted — the time bounds the wait. Unlike `signal`, it
+   * bounds only the wait: in `using()`, the routine then runs as long as it needs.
+   */
+  readonly waitMs?: number;
   /** Stops retrying (and rejects with `signal.reason`). */
   readonly signal?: AbortSignal | undefined;
+}
+
+/** What a lock service offers: `Redlock` and `MemoryLock` both are one. */
+export interface LockService {
+  /** Locks one resource or several (all or none), retrying while taken. */
+  acquire(resources: string | readonly string[], options?: AcquireOptions): Promise<Lock>;
+  /** Runs `routine` while holding the lock: acquire, extend automatically, always release. */
+  using<R>(
+    resources: string | readonly string[],
+    options: UsingOptions,
+    routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R>;
 }
 
 /** Options of `using()`. */
@@ -41,6 +60,18 @@ export interface ReleaseResult {
   readonly expired: boolean;
 }
 
+/** The retry count that stands for "not counted" (`waitMs` bounds the wait instead). */
+const UNCOUNTED = 1_000_000;
+
+/**
+ * The waiting deadline of an acquisition with `waitMs` (clock time), or `undefined`.
+ *
+ * @internal
+ */
+export function waitDeadline(clock: Clock, waitMs: number | undefined): number | undefined {
+  return waitMs === undefined ? undefined : clock.now() + waitMs;
+}
+
 /**
  * Checks the arguments of `acquire(resources, options)`, shared by every lock service: one
  * resource name or a non-empty list of distinct ones, and the per-call options over the
@@ -53,7 +84,13 @@ export function resolveAcquire(
   resources: string | readonly string[],
   options: AcquireOptions,
   defaults: { readonly ttlMs: number; readonly retryCount: number },
-): { list: string[]; ttlMs: number; retryCount: number; signal: AbortSignal | undefined } {
+): {
+  list: string[];
+  ttlMs: number;
+  retryCount: number;
+  waitMs: number | undefined;
+  signal: AbortSignal | undefined;
+} {
   const input: unknown = resources;
   const list: unknown[] =
     typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
@@ -70,10 +107,16 @@ export function resolveAcquire(
   }
   const resolved = resolveOptions(owner, options, {
     ttlMs: integerOption({ min: 1, max: 86_400_000, default: defaults.ttlMs }),
-    retryCount: integerOption({ min: 0, max: 1_000_000, default: defaults.retryCount }),
+    retryCount: integerOption({ min: 0, max: UNCOUNTED, default: defaults.retryCount }),
+    waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
     signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
   });
-  return { list: list as string[], ...resolved };
+  const uncounted = resolved.waitMs !== undefined && options.retryCount === undefined;
+  return {
+    list: list as string[],
+    ...resolved,
+    retryCount: uncounted ? UNCOUNTED : resolved.retryCount,
+  };
 }
 
 /**

@@ -24,8 +24,10 @@ import {
   Lock,
   holdWhile,
   resolveAcquire,
+  waitDeadline,
   type AcquireOptions,
   type LockBackend,
+  type LockService,
   type UsingOptions,
 } from './lock.js';
 
@@ -75,7 +77,7 @@ interface Held {
  * console.log(total);
  * ```
  */
-export class MemoryLock implements LockBackend {
+export class MemoryLock implements LockService, LockBackend {
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
   readonly #held = new Map<string, Held>();
   readonly #fences = new Map<string, number>();
@@ -101,7 +103,7 @@ export class MemoryLock implements LockBackend {
     resources: string | readonly string[],
     options: AcquireOptions = {},
   ): Promise<Lock> {
-    const { list, ttlMs, retryCount, signal } = resolveAcquire(
+    const { list, ttlMs, retryCount, waitMs, signal } = resolveAcquire(
       'MemoryLock.acquire',
       resources,
       options,
@@ -111,13 +113,16 @@ export class MemoryLock implements LockBackend {
       },
     );
     throwIfAborted(signal);
+    const deadline = waitDeadline(this.#o.clock, waitMs);
     let freesIn = Infinity;
     for (let attempt = 0; attempt <= retryCount; attempt++) {
       if (attempt > 0) {
         // Woken by a release of one of the resources, or when the holder's ttl runs out, or
-        // after the retry delay, whichever comes first.
+        // after the retry delay, whichever comes first — and never past the waitMs deadline.
+        const left = deadline === undefined ? Infinity : deadline - this.#o.clock.now();
+        if (left < 0) break;
         const delay = this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
-        await this.#wait(list, Math.min(delay, freesIn), signal);
+        await this.#wait(list, Math.min(delay, freesIn, left), signal);
       }
       const now = this.#o.clock.now();
       freesIn = Infinity;

@@ -159,6 +159,7 @@ export class Quorum {
     plan: AcquirePlan<T>,
     retryCount: number,
     signal: AbortSignal | undefined,
+    deadline?: number,
   ): Promise<T> {
     const s = this.#s;
     let last: readonly NodeResult[] = [];
@@ -170,6 +171,15 @@ export class Quorum {
       let splits = 0;
       let freeRetries = 0;
       for (let attempt = 0; attempt <= retryCount; attempt++) {
+        if (attempt > 0 && deadline !== undefined) {
+          // waitMs: no attempt starts after the deadline; the last wait ends at it.
+          const left = deadline - s.clock.now();
+          if (left < 0) {
+            if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
+            break;
+          }
+          delay = Math.min(delay, left);
+        }
         if (attempt > 0 && delay > 0) {
           if (subscription === undefined) await sleep(delay, { signal, clock: s.clock });
           else await subscription.wait(seen, delay, signal);

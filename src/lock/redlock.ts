@@ -46,8 +46,10 @@ import {
   Lock,
   holdWhile,
   resolveAcquire,
+  waitDeadline,
   type AcquireOptions,
   type LockBackend,
+  type LockService,
   type UsingOptions,
 } from './lock.js';
 
@@ -171,7 +173,7 @@ const pttlOf = (r: NodeResult): number => {
  * }
  * ```
  */
-export class Redlock implements LockBackend, AsyncDisposable {
+export class Redlock implements LockService, LockBackend, AsyncDisposable {
   readonly #o: Resolved;
   readonly #q: Quorum;
   readonly #cluster: boolean;
@@ -243,7 +245,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
     resources: string | readonly string[],
     options: AcquireOptions = {},
   ): Promise<Lock> {
-    const { list, ttlMs, retryCount, signal } = resolveAcquire(
+    const { list, ttlMs, retryCount, waitMs, signal } = resolveAcquire(
       'Redlock.acquire',
       resources,
       options,
@@ -253,6 +255,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
       },
     );
     throwIfAborted(signal);
+    const deadline = waitDeadline(this.#o.clock, waitMs);
     const lockKeys = list.map((r) => this.keyOf(r));
     if (this.#cluster && lockKeys.length > 1) {
       const slots = lockKeys.map(keySlot);
@@ -264,7 +267,13 @@ export class Redlock implements LockBackend, AsyncDisposable {
       this.#o.localTurns && list.length === 1 && retryCount > 0 ? lockKeys[0] : undefined;
     let remaining = retryCount;
     if (line !== undefined) {
-      const used = await this.#turns.enter(line, retryCount, () => this.#retryDelay(), signal);
+      const used = await this.#turns.enter(
+        line,
+        retryCount,
+        () => this.#retryDelay(),
+        signal,
+        deadline,
+      );
       if (used === undefined) {
         throw new LockTakenError(
           list,
@@ -297,6 +306,7 @@ export class Redlock implements LockBackend, AsyncDisposable {
         },
         remaining,
         signal,
+        deadline,
       );
     } catch (error) {
       if (line !== undefined) this.#turns.leave(line);

@@ -17,6 +17,7 @@ import {
   guardedOption,
   integerOption,
   isAbortSignal,
+  numberOption,
   resolveOptions,
   throwIfAborted,
   type Clock,
@@ -28,6 +29,7 @@ import {
   holdWhile,
   type AcquireOptions,
   type LockBackend,
+  waitDeadline,
   type UsingOptions,
 } from './lock.js';
 import type { NodeResult, Quorum } from './quorum.js';
@@ -170,13 +172,22 @@ export class Semaphore implements LockBackend {
    * `LockTakenError` when they stay taken, `QuorumUnavailableError` when too many nodes fail.
    */
   async acquire(options: PermitOptions = {}): Promise<Permit> {
-    const { permits, ttlMs, retryCount, signal } = resolveOptions('Semaphore.acquire', options, {
-      permits: integerOption({ min: 1, max: this.limit, default: 1 }),
-      ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#c.ttlMs }),
-      retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#c.retryCount }),
-      signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
-    });
+    const { permits, ttlMs, retryCount, waitMs, signal } = resolveOptions(
+      'Semaphore.acquire',
+      options,
+      {
+        permits: integerOption({ min: 1, max: this.limit, default: 1 }),
+        ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#c.ttlMs }),
+        retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#c.retryCount }),
+        waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
+        signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+      },
+    );
     throwIfAborted(signal);
+    const deadline = waitDeadline(this.#c.quorum.clock, waitMs);
+    // With waitMs and no retryCount, the time bounds the wait, not a count of attempts.
+    const attempts =
+      waitMs !== undefined && options.retryCount === undefined ? 1_000_000 : retryCount;
     const q = this.#c.quorum;
     let slots: number[] = [];
     return q.acquire(
@@ -215,8 +226,9 @@ export class Semaphore implements LockBackend {
         channels: [`${this.#c.key}:released`],
         takenDetail: `semaphore ${this.name} has fewer than ${permits} of ${this.limit} permits free`,
       },
-      retryCount,
+      attempts,
       signal,
+      deadline,
     );
   }
 

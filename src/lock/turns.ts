@@ -39,13 +39,15 @@ export class Turns {
   /**
    * Takes the turn for `key`, waiting behind earlier acquisitions of this process. Each
    * `delay()` spent waiting counts as one attempt; resolves with the attempts used, or
-   * `undefined` when more than `attempts` were used. Rejects when `signal` aborts.
+   * `undefined` when more than `attempts` were used or the `deadline` (clock time) passed.
+   * Rejects when `signal` aborts.
    */
   async enter(
     key: string,
     attempts: number,
     delay: () => number,
     signal: AbortSignal | undefined,
+    deadline?: number,
   ): Promise<number | undefined> {
     const line = this.#lines.get(key);
     if (line === undefined) {
@@ -57,7 +59,12 @@ export class Turns {
     let used = 0;
     try {
       for (;;) {
-        await this.#pause(waiter, delay(), signal);
+        const left = deadline === undefined ? Infinity : deadline - this.#clock.now();
+        if (left < 0) {
+          this.#giveUp(key, line, waiter);
+          return undefined;
+        }
+        await this.#pause(waiter, Math.min(delay(), left), signal);
         if (waiter.handed) return used;
         const validUntil = line.validUntil;
         if (validUntil !== undefined && validUntil() <= this.#clock.now()) {

@@ -93,8 +93,37 @@ describe('MemoryLock', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('waitMs bounds the wait (not a count of attempts) and then gives up with LockTakenError', async () => {
+    const clock = new ManualClock();
+    const locks = new MemoryLock({ clock, ttlMs: 10_000, retryDelayMs: 10, retryJitterMs: 0 });
+    const holder = await locks.acquire('sku:8');
+    // Default retryCount (10) would give up after 100 ms of 10 ms retries; waitMs 300 waits on.
+    let got: Lock | undefined;
+    const waiting = locks.acquire('sku:8', { waitMs: 300 }).then((l) => (got = l));
+    await clock.advanceAsync(250);
+    expect(got).toBeUndefined();
+    await holder.release();
+    await waiting;
+    expect(got?.fencingToken).toBe(holder.fencingToken + 1);
+    // Nobody releases: LockTakenError once waitMs has passed, not the signal's reason.
+    const refused = locks.acquire('sku:8', { waitMs: 100 }).catch((e: unknown) => e);
+    await clock.advanceAsync(101);
+    expect(isLockTakenError(await refused)).toBe(true);
+    // In using(), waitMs bounds only the wait: the routine runs past it.
+    await got?.release();
+    const ran = await locks.using('sku:8', { waitMs: 50 }, async (signal) => {
+      await clock.advanceAsync(500);
+      return !signal.aborted;
+    });
+    expect(ran).toBe(true);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('rejects bad input', async () => {
     expect(invalidOption(() => new MemoryLock({ ttlMs: 0 })).option).toBe('ttlMs');
+    await expect(new MemoryLock().acquire('x', { waitMs: -1 })).rejects.toThrow(
+      /invalid option "waitMs"/,
+    );
     await expect(new MemoryLock().acquire('')).rejects.toThrow(/invalid option "resources"/);
   });
 });

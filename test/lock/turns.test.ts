@@ -33,6 +33,12 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
     return redlock;
   };
 
+  /** Loads the scripts on every node (a first EVALSHA falls back to EVAL: two calls). */
+  const warm = async (redlock: Redlock): Promise<void> => {
+    await (await redlock.acquire('warm-up')).release();
+    await sleep(20);
+  };
+
   afterEach(async () => {
     for (const r of opened.splice(0)) await r.close();
     await redis().flushAll();
@@ -42,7 +48,9 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
   it('waiters do not call Redis, and get the lock in the order they asked for it', async () => {
     // A retry delay of 20 s: only the handoff on release can explain prompt acquisitions.
     const redlock = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 3 });
+    await warm(redlock);
     const holder = await redlock.acquire('hot', { ttlMs: 30_000 });
+    await sleep(20); // the holder's stragglers are sent and counted
     const before = calls;
     const order: number[] = [];
     const tokens: number[] = [];
@@ -64,7 +72,9 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
 
   it('a waiter in line spends its retries as polling would, then gives up without calling Redis', async () => {
     const redlock = redlockOf({ retryDelayMs: 20, retryJitterMs: 0, retryCount: 3 });
+    await warm(redlock);
     const holder = await redlock.acquire('busy', { ttlMs: 30_000 });
+    await sleep(20); // the holder's stragglers are sent and counted
     const before = calls;
     const refused = await redlock.acquire('busy').catch((e: unknown) => e);
     expect(isLockTakenError(refused), String(refused)).toBe(true);
@@ -104,6 +114,28 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
     await behind;
     expect(second?.fencingToken).toBeGreaterThan(holder.fencingToken);
     await second?.release();
+  });
+
+  it('waitMs bounds the wait in line and in Redis, and then gives up with LockTakenError', async () => {
+    // 10 ms retries: the default retryCount (10) would give up after ~100 ms; waitMs waits on.
+    const redlock = redlockOf({ retryDelayMs: 10, retryJitterMs: 0, notifications: false });
+    const other = redlockOf({ retryDelayMs: 10, retryJitterMs: 0, notifications: false });
+    for (const r of [redlock, other]) await warm(r);
+    const holder = await other.acquire('wait', { ttlMs: 30_000 });
+    let got: Lock | undefined;
+    const inRedis = redlock.acquire('wait', { waitMs: 5_000 }).then((l) => (got = l));
+    const inLine = redlock.acquire('wait', { waitMs: 100 }).catch((e: unknown) => e);
+    expect(isLockTakenError(await inLine), 'gave up in line').toBe(true);
+    await sleep(200);
+    expect(got).toBeUndefined();
+    await holder.release();
+    await inRedis;
+    expect(got?.fencingToken).toBeGreaterThan(holder.fencingToken);
+    await got?.release();
+    const held = await other.acquire('wait', { ttlMs: 30_000 });
+    const refused = await redlock.acquire('wait', { waitMs: 100 }).catch((e: unknown) => e);
+    expect(isLockTakenError(refused), String(refused)).toBe(true);
+    await held.release();
   });
 
   it('with localTurns: false every acquisition contends in Redis', async () => {
