@@ -230,17 +230,23 @@ export class RedisHarness implements AsyncDisposable {
     return this.#instances.map((instance) => this.client(instance.index, options));
   }
 
-  /** Freezes server `index` with SIGSTOP: connections stay open, nothing answers. */
+  /**
+   * Freezes server `index` with SIGSTOP: connections stay open, nothing answers. Returns once
+   * the kernel reports the process stopped (signals are delivered asynchronously; on a busy
+   * machine the server could otherwise still answer a command sent right after).
+   */
   pause(index: number): void {
     const instance = this.#expect(index, 'running', 'pause');
     instance.child?.kill('SIGSTOP');
+    waitForState(instance.child?.pid, (state) => state === 'T' || state === 't');
     instance.state = 'paused';
   }
 
-  /** Thaws a paused server with SIGCONT. */
+  /** Thaws a paused server with SIGCONT; returns once the process is no longer stopped. */
   resume(index: number): void {
     const instance = this.#expect(index, 'paused', 'resume');
     instance.child?.kill('SIGCONT');
+    waitForState(instance.child?.pid, (state) => state !== 'T' && state !== 't');
     instance.state = 'running';
   }
 
@@ -269,7 +275,7 @@ export class RedisHarness implements AsyncDisposable {
   /** Deletes every key on server `index` (FLUSHALL). */
   async flush(index: number): Promise<void> {
     const instance = this.#expect(index, 'running', 'flush');
-    const reply = await rawCommand(instance.port, 'FLUSHALL');
+    const reply = await rawCommand(instance.port, 'FLUSHALL', 10_000);
     if (reply !== '+OK') throw new Error(`FLUSHALL on redis #${index} answered ${reply}`);
   }
 
@@ -430,6 +436,29 @@ export class RedisHarness implements AsyncDisposable {
       await delay(25);
     }
     instance.state = 'running';
+  }
+}
+
+/** The state letter of a process (`/proc/<pid>/stat` field 3), or undefined if unknown. */
+function processStateOf(pid: number): string | undefined {
+  try {
+    return /\) (\S)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Waits (synchronously, sleeping 1 ms at a time, at most 2 s) until the process's state
+ * satisfies `done`; gives up quietly where /proc is not available.
+ */
+function waitForState(pid: number | undefined, done: (state: string) => boolean): void {
+  if (pid === undefined) return;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 2000; i++) {
+    const state = processStateOf(pid);
+    if (state === undefined || done(state)) return;
+    Atomics.wait(sleeper, 0, 0, 1);
   }
 }
 
