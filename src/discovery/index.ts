@@ -12,6 +12,9 @@ export type {
   RegistryOptions,
   RegisterOptions,
   DiscoveryBalancerOptions,
+  InstanceEndpoint,
+  InstanceEndpointSpec,
+  InstanceLease,
   SignalOptions,
   RegistryError,
 } from './registry.js';

@@ -20,7 +20,15 @@ import {
   type Subscription,
   type Timer,
 } from '../core/index.js';
-import { LoadBalancer, type LoadBalancerOptions, type Strategy } from '../balancer/index.js';
+import {
+  LoadBalancer,
+  type Endpoint,
+  type EndpointSpec,
+  type Lease,
+  type LoadBalancerOptions,
+  type PickOptions,
+  type Strategy,
+} from '../balancer/index.js';
 import type { DiscoveryBackend } from './backend.js';
 import { UnknownServiceError } from './errors.js';
 import { checkFilter, matchesFilter, type InstanceFilter } from './filter.js';
@@ -562,8 +570,46 @@ export class Registry implements AsyncDisposable {
 }
 
 /**
+ * An endpoint of a {@link DiscoveryBalancer}: a balancer endpoint whose `data` is always the
+ * {@link Instance} it stands for (a plain `Endpoint<Instance>` has `data` optional).
+ */
+export interface InstanceEndpoint extends Endpoint<Instance> {
+  /** The instance behind the endpoint, as the view last saw it. */
+  readonly data: Instance;
+}
+
+/** A {@link DiscoveryBalancer}'s lease: its `endpoint.data` is always the {@link Instance}. */
+export interface InstanceLease extends Lease<Instance> {
+  readonly endpoint: InstanceEndpoint;
+}
+
+/** An endpoint spec carrying its instance: what {@link DiscoveryBalancer.update} takes. */
+export type InstanceEndpointSpec = EndpointSpec<Instance> & { readonly data: Instance };
+
+/**
  * A {@link LoadBalancer} whose endpoints follow a service's live view. Dispose it (or call
  * `close()`) to stop following.
+ *
+ * Its endpoints and leases are typed {@link InstanceEndpoint} / {@link InstanceLease}, so
+ * `lease.endpoint.data` is the {@link Instance} without an `undefined` check.
+ *
+ * @example
+ * ```ts
+ * import { leastRequest } from 'keel/balancer';
+ * import { Registry } from 'keel/discovery';
+ *
+ * const registry = new Registry();
+ * const orders = registry.balancer('orders', leastRequest());
+ * await orders.ready;
+ * const lease = orders.acquire();
+ * if (lease) {
+ *   const { host, port } = lease.endpoint.data; // the Instance, never undefined
+ *   console.log(`http://${host}:${port}/orders`);
+ *   lease.done({ ok: true });
+ * }
+ * orders.close();
+ * await registry.close();
+ * ```
  */
 export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposable {
   /** The watch the endpoint list follows. */
@@ -598,6 +644,38 @@ export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposa
   /** {@link DiscoveryBalancer.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  // The overrides below only narrow types: every endpoint comes from #refresh (or update(),
+  // typed to require `data`), so `data` is always the instance.
+
+  /** The current endpoints (in instance id order); each `data` is the {@link Instance}. */
+  override endpoints(): InstanceEndpoint[] {
+    return super.endpoints() as InstanceEndpoint[];
+  }
+
+  /** {@link LoadBalancer.pick}, with the {@link Instance} as `data`. */
+  override pick(options?: PickOptions): InstanceEndpoint | undefined {
+    return super.pick(options) as InstanceEndpoint | undefined;
+  }
+
+  /** {@link LoadBalancer.acquire}, with the {@link Instance} as `lease.endpoint.data`. */
+  override acquire(options?: PickOptions): InstanceLease | undefined {
+    return super.acquire(options) as InstanceLease | undefined;
+  }
+
+  /** {@link LoadBalancer.acquireOrThrow}, with the {@link Instance} as `lease.endpoint.data`. */
+  override acquireOrThrow(options?: PickOptions): InstanceLease {
+    return super.acquireOrThrow(options) as InstanceLease;
+  }
+
+  /**
+   * Replaces the endpoint list. The balancer does this itself after every batch of changes in
+   * the view (and a later batch overwrites a list set by hand); each endpoint must carry its
+   * instance as `data`.
+   */
+  override update(endpoints: Iterable<InstanceEndpointSpec>): void {
+    super.update(endpoints);
   }
 
   #refresh(): void {

@@ -2,12 +2,15 @@
  * The behavioural suite every discovery backend must pass, written once and run against the
  * memory backend (with a ManualClock) and the Redis backend (real redis-server, real time).
  */
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, expectTypeOf, it } from 'vitest';
 import { roundRobin } from '../../src/balancer/index.js';
 import type { Clock } from '../../src/core/index.js';
 import {
   Registry,
   type DiscoveryBackend,
+  type DiscoveryBalancer,
+  type Instance,
+  type InstanceEndpointSpec,
   type QuarantinedRecord,
   type RegistryOptions,
   type WatchChange,
@@ -299,7 +302,21 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     expect(balancer.endpoints().map((e) => e.id)).toEqual([`${svc}-1`, `${svc}-2`]);
     const lease = balancer.acquire({ exclude: new Set([`${svc}-2`]) });
     expect(lease?.endpoint.id).toBe(`${svc}-1`);
-    expect(lease?.endpoint.data?.port).toBe(9001);
+    // The instance is typed non-optional on endpoints and leases (and update() by hand must
+    // carry it too), and it is the watch's instance.
+    type B = DiscoveryBalancer;
+    expectTypeOf<ReturnType<B['endpoints']>[number]['data']>().toEqualTypeOf<Instance>();
+    expectTypeOf<NonNullable<ReturnType<B['pick']>>['data']>().toEqualTypeOf<Instance>();
+    expectTypeOf<
+      NonNullable<ReturnType<B['acquire']>>['endpoint']['data']
+    >().toEqualTypeOf<Instance>();
+    expectTypeOf<ReturnType<B['acquireOrThrow']>['endpoint']['data']>().toEqualTypeOf<Instance>();
+    expectTypeOf<Parameters<B['update']>[0]>().toEqualTypeOf<Iterable<InstanceEndpointSpec>>();
+    expectTypeOf<{ id: string }>().not.toExtend<InstanceEndpointSpec>();
+    expect(lease?.endpoint.data.port).toBe(9001);
+    for (const endpoint of balancer.endpoints()) {
+      expect(endpoint.data).toBe(balancer.watch.get(endpoint.id));
+    }
     const r3 = await a.register(instance(svc, 3));
     await eventually(
       f,
