@@ -178,9 +178,43 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
     });
   }
 
-  /** After each applied batch of changes (a log read, a resync). @internal */
+  /**
+   * After each batch of changes has been applied — a read of the change log, a resync (the
+   * first snapshot included), instances dropped at the end of a grace period — when the view is
+   * consistent again: every {@link ServiceWatch.onChange} of the batch has been delivered, and
+   * {@link ServiceWatch.instances} shows the batch as a whole.
+   *
+   * The hook for rebuilding something derived from the whole view (a hash ring, an endpoint
+   * list) once per batch rather than once per change, and never from a half-applied resync. A
+   * resync may end with nothing changed, so the listener may find the view as it was. It is not
+   * called on subscribing: to start from the current view, build once after subscribing.
+   *
+   * @example
+   * ```ts
+   * import { HashRing } from 'keel/hashring';
+   * import { Registry } from 'keel/discovery';
+   *
+   * const registry = new Registry();
+   * const shards = registry.watch('inventory');
+   * let ring = new HashRing();
+   * const rebuild = (): void => {
+   *   const up = shards.instances({ status: 'up' });
+   *   ring = new HashRing({ nodes: up.map((i) => ({ id: i.id })) });
+   * };
+   * shards.onSettled(rebuild);
+   * rebuild(); // the view as it is now (empty until the first snapshot is in)
+   * await shards.ready;
+   * console.log(ring.get('SKU-1')?.id);
+   * shards.close();
+   * await registry.close();
+   * ```
+   */
   onSettled(listener: () => void): Subscription {
-    return this.#track(this.#view.settled.subscribe(listener));
+    return this.#track(
+      this.#view.settled.subscribe(() => {
+        listener();
+      }),
+    );
   }
 
   /** The view going stale (store unreachable) or fresh again. */

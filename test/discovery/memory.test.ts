@@ -7,6 +7,7 @@ import {
   isRegistrationClosedError,
   isUnknownServiceError,
   type InvalidInstanceError,
+  type Registration,
 } from '../../src/discovery/index.js';
 import { invalidOption } from '../support/helpers.js';
 import { liveHandles } from '../support/vitest.js';
@@ -35,6 +36,28 @@ function memoryFixture(): BackendFixture {
     },
     cleanup: () => backend.close(),
   };
+}
+
+/**
+ * With the feeds paused, registers `add` orders instances through `registry` and deregisters
+ * the first `remove` of them — more changes than a log of 5 keeps — then resumes the feeds and
+ * lets time pass the resync jitter, so every watcher finds a gap and resyncs.
+ */
+async function overflowLog(
+  backend: MemoryBackend,
+  clock: ManualClock,
+  registry: Registry,
+  add: number,
+  remove: number,
+): Promise<Registration[]> {
+  backend.pauseFeeds();
+  const registrations: Registration[] = [];
+  for (let i = 0; i < add; i++)
+    registrations.push(await registry.register({ service: 'orders', host: 'h', port: i }));
+  for (let i = 0; i < remove; i++) await registrations[i]?.deregister();
+  backend.resumeFeeds();
+  await clock.advanceAsync(50);
+  return registrations;
 }
 
 describe('discovery on the memory backend (ManualClock): shared suite', () => {
@@ -117,13 +140,7 @@ describe('discovery: memory-specific behaviour', () => {
     const watch = b.watch('orders');
     await watch.ready;
     const history = new WatchHistory(watch);
-    backend.pauseFeeds();
-    const registrations = [];
-    for (let i = 0; i < 20; i++)
-      registrations.push(await a.register({ service: 'orders', host: 'h', port: i }));
-    for (let i = 0; i < 10; i++) await registrations[i]?.deregister();
-    backend.resumeFeeds();
-    await clock.advanceAsync(50); // past the resync jitter
+    const registrations = await overflowLog(backend, clock, a, 20, 10);
     expect(watch.resyncs).toBe(2);
     expect(history.changes.some((c) => c.source === 'resync')).toBe(true);
     history.expectConverged(backend.ids('orders'));
@@ -132,6 +149,64 @@ describe('discovery: memory-specific behaviour', () => {
     await clock.advanceAsync(1);
     history.expectConverged(backend.ids('orders'));
     expect(history.changes.at(-1)).toMatchObject({ type: 'removed', source: 'log' });
+    await a.close();
+    await b.close();
+  });
+
+  it('onSettled: once per applied batch (first snapshot, log read, resync), after all its changes', async () => {
+    const { clock, backend, make } = setup();
+    const [a, b] = [make(), make()];
+    await a.register({ service: 'orders', host: 'h', port: 100 });
+    const watch = b.watch('orders');
+    // Per settle: the changes delivered since the previous one, the view, and the store's truth.
+    const batches: { changes: number; view: string[]; truth: string[] }[] = [];
+    let delivered = 0;
+    watch.onChange(() => {
+      delivered++;
+    });
+    watch.onSettled(() => {
+      const view = watch.instances().map((i) => i.id);
+      batches.push({ changes: delivered, view, truth: backend.ids('orders').sort() });
+      delivered = 0;
+    });
+    await watch.ready;
+    expect(batches).toEqual([{ changes: 1, view: ['h:100'], truth: ['h:100'] }]); // first snapshot
+
+    await a.register({ service: 'orders', host: 'h', port: 101 });
+    await clock.advanceAsync(1);
+    expect(batches.at(-1)).toEqual({
+      changes: 1,
+      view: ['h:100', 'h:101'],
+      truth: ['h:100', 'h:101'],
+    });
+
+    // More changes than the log keeps while the feed is paused: the resync applies them as one
+    // batch, settled once, after the last of its changes.
+    const settledBefore = batches.length;
+    const registrations = await overflowLog(backend, clock, a, 12, 4);
+    expect(watch.resyncs).toBe(2);
+    const resync = batches.slice(settledBefore);
+    expect(resync).toHaveLength(1);
+    expect(resync[0]?.changes).toBe(8);
+    // Whenever it settled, the view was whole: equal to the store, nothing left undelivered.
+    for (const batch of batches) expect(batch.view).toEqual(batch.truth);
+    expect(delivered).toBe(0);
+
+    // Not called on subscribing, nor for a batch that changes nothing for this service.
+    let late = 0;
+    const sub = watch.onSettled(() => {
+      late++;
+    });
+    await a.register({ service: 'payments', host: 'h', port: 1 });
+    await clock.advanceAsync(1);
+    expect(late).toBe(0);
+    // Unsubscribed listeners, and those of a closed watch, are not called again.
+    sub.dispose();
+    watch.close();
+    await registrations[5]?.deregister();
+    await clock.advanceAsync(1);
+    expect(late).toBe(0);
+    expect(batches.length).toBe(settledBefore + 1);
     await a.close();
     await b.close();
   });
