@@ -72,10 +72,34 @@ export function waitDeadline(clock: Clock, waitMs: number | undefined): number |
   return waitMs === undefined ? undefined : clock.now() + waitMs;
 }
 
+const acquireSpecs = new WeakMap<object, ReturnType<typeof makeAcquireSpec>>();
+
+function makeAcquireSpec(defaults: { readonly ttlMs: number; readonly retryCount: number }) {
+  return {
+    ttlMs: integerOption({ min: 1, max: 86_400_000, default: defaults.ttlMs }),
+    retryCount: integerOption({ min: 0, max: UNCOUNTED, default: defaults.retryCount }),
+    waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
+    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+  };
+}
+
+/** The option rules of `acquire()` over one service's defaults, made once per service. */
+function acquireSpec(defaults: {
+  readonly ttlMs: number;
+  readonly retryCount: number;
+}): ReturnType<typeof makeAcquireSpec> {
+  let spec = acquireSpecs.get(defaults);
+  if (spec === undefined) {
+    spec = makeAcquireSpec(defaults);
+    acquireSpecs.set(defaults, spec);
+  }
+  return spec;
+}
+
 /**
  * Checks the arguments of `acquire(resources, options)`, shared by every lock service: one
  * resource name or a non-empty list of distinct ones, and the per-call options over the
- * service's defaults.
+ * service's defaults (pass the same `defaults` object every time: its rules are cached).
  *
  * @internal
  */
@@ -105,12 +129,7 @@ export function resolveAcquire(
   if (new Set(list).size !== list.length) {
     throw new InvalidOptionError(owner, 'resources', 'distinct resource names', input);
   }
-  const resolved = resolveOptions(owner, options, {
-    ttlMs: integerOption({ min: 1, max: 86_400_000, default: defaults.ttlMs }),
-    retryCount: integerOption({ min: 0, max: UNCOUNTED, default: defaults.retryCount }),
-    waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
-    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
-  });
+  const resolved = resolveOptions(owner, options, acquireSpec(defaults));
   const uncounted = resolved.waitMs !== undefined && options.retryCount === undefined;
   return {
     list: list as string[],

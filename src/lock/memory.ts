@@ -107,10 +107,7 @@ export class MemoryLock implements LockService, LockBackend {
       'MemoryLock.acquire',
       resources,
       options,
-      {
-        ttlMs: this.#o.ttlMs,
-        retryCount: this.#o.retryCount,
-      },
+      this.#o,
     );
     throwIfAborted(signal);
     const deadline = waitDeadline(this.#o.clock, waitMs);

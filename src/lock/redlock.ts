@@ -249,10 +249,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       'Redlock.acquire',
       resources,
       options,
-      {
-        ttlMs: this.#o.ttlMs,
-        retryCount: this.#o.retryCount,
-      },
+      this.#o,
     );
     throwIfAborted(signal);
     const deadline = waitDeadline(this.#o.clock, waitMs);

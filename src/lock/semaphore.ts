@@ -108,6 +108,17 @@ const freesIn = (r: NodeResult): number => {
   return Number.isFinite(ms) && ms >= 0 ? ms : Infinity;
 };
 
+/** The option rules of `Semaphore.acquire()`. */
+function permitSpec(limit: number, context: SemaphoreContext) {
+  return {
+    permits: integerOption({ min: 1, max: limit, default: 1 }),
+    ttlMs: integerOption({ min: 1, max: 86_400_000, default: context.ttlMs }),
+    retryCount: integerOption({ min: 0, max: 1_000_000, default: context.retryCount }),
+    waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
+    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+  };
+}
+
 /**
  * A counting semaphore over Redis (made by `Redlock.semaphore(name, { permits })`).
  *
@@ -132,6 +143,8 @@ export class Semaphore implements LockBackend {
   readonly #c: SemaphoreContext;
   readonly #keys: readonly string[];
   readonly #quarantined = new EventChannel<QuarantineEvent>();
+  /** The option rules of `acquire()`, made once. */
+  readonly #spec: ReturnType<typeof permitSpec>;
   /** Node → the slots it last said were taken. */
   readonly #taken = new Map<number, number[]>();
 
@@ -147,6 +160,7 @@ export class Semaphore implements LockBackend {
     this.limit = permits;
     this.#c = context;
     this.#keys = [context.key, `${context.key}:quarantine`];
+    this.#spec = permitSpec(permits, context);
   }
 
   /** @internal */
@@ -175,13 +189,7 @@ export class Semaphore implements LockBackend {
     const { permits, ttlMs, retryCount, waitMs, signal } = resolveOptions(
       'Semaphore.acquire',
       options,
-      {
-        permits: integerOption({ min: 1, max: this.limit, default: 1 }),
-        ttlMs: integerOption({ min: 1, max: 86_400_000, default: this.#c.ttlMs }),
-        retryCount: integerOption({ min: 0, max: 1_000_000, default: this.#c.retryCount }),
-        waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
-        signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
-      },
+      this.#spec,
     );
     throwIfAborted(signal);
     const deadline = waitDeadline(this.#c.quorum.clock, waitMs);
