@@ -5,16 +5,10 @@
  */
 import { Redis } from 'ioredis';
 import { MemoryBackend, RedisBackend, Registry, type DiscoveryBackend } from 'keel/discovery';
-import { MemoryLock, Redlock } from 'keel/lock';
+import { MemoryLock, Redlock, type LockService } from 'keel/lock';
 import type { Store } from './store.js';
 import { MemoryStore } from './store-memory.js';
 import { RedisStore } from './store-redis.js';
-
-/**
- * The lock operations the services use. `Redlock` and `MemoryLock` both have them, but
- * keel/lock exports no interface naming that common shape, so the example spells it out.
- */
-export type LockService = Pick<Redlock, 'acquire'>;
 
 /** Registration ttl: short, so a killed instance leaves every view within a couple of seconds. */
 export const REGISTRATION_TTL_MS = 1500;
@@ -38,14 +32,9 @@ export const LOCK_TTL_MS = 1000;
 /** Embedded mode: one of each, shared by every service in the process. */
 export class SharedMemoryInfra {
   readonly backend: DiscoveryBackend = new MemoryBackend();
-  // Fast retries: MemoryLock polls (it has no release notifications), and waits are bounded by
-  // each caller's AbortSignal rather than by a retry count.
-  readonly locks = new MemoryLock({
-    ttlMs: LOCK_TTL_MS,
-    retryDelayMs: 4,
-    retryJitterMs: 4,
-    retryCount: 1_000_000,
-  });
+  // Waiters are woken by the release (or the holder's expiry); each acquisition bounds its wait
+  // with `waitMs`, so no retry count or delay needs tuning.
+  readonly locks = new MemoryLock({ ttlMs: LOCK_TTL_MS });
   readonly store = new MemoryStore();
 
   /** A platform for one service instance: its own Registry over the shared backend. */
@@ -84,7 +73,7 @@ export function redisPlatform(
     clients,
     ttlMs: LOCK_TTL_MS,
     keyPrefix: `${prefix}lock:`,
-    retryCount: 1_000_000,
+    // Each acquisition bounds its wait with `waitMs`; between attempts, poll Redis briskly.
     retryDelayMs: 10,
     retryJitterMs: 20,
   });

@@ -6,7 +6,6 @@
  */
 import { leastRequest } from 'keel/balancer';
 import { call } from '../http.js';
-import { instanceOf } from './service.js';
 import { startService, type RunningService, type ServiceContext } from './service.js';
 
 /** One change in the gateway's view of `orders`. */
@@ -48,7 +47,7 @@ export function startGateway(ctx: ServiceContext): Promise<RunningService> {
         for (let attempt = 0; attempt < 3; attempt++) {
           const lease = orders.acquire({ exclude: tried });
           if (lease === undefined) break;
-          const instance = instanceOf(lease.endpoint);
+          const instance = lease.endpoint.data;
           tried.add(instance.id);
           const started = performance.now();
           try {

@@ -84,19 +84,17 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
   let stallArmedAt = 0;
   let stalls = 0;
 
-  // This shard's own view of the ring, to refuse SKUs it no longer owns (421).
+  // This shard's own view of the ring, to refuse SKUs it no longer owns (421): rebuilt once per
+  // batch of changes the view applies.
   const watch = registry.watch('inventory');
-  let ring: HashRing | undefined;
-  const rebuild = (): void => {
-    ring = new HashRing({ nodes: watch.instances({ status: 'up' }).map((i) => ({ id: i.id })) });
-  };
-  watch.onChange(() => {
-    queueMicrotask(rebuild);
+  const build = (): HashRing =>
+    new HashRing({ nodes: watch.instances({ status: 'up' }).map((i) => ({ id: i.id })) });
+  let ring = build(); // empty until the first snapshot is in
+  watch.onSettled(() => {
+    ring = build();
   });
-  void watch.ready.then(rebuild);
   // Before this shard sees itself in the ring (it just joined), it serves what it is sent.
-  const owns = (sku: string): boolean =>
-    ring === undefined || !ring.has(ctx.id) || ring.get(sku)?.id === ctx.id;
+  const owns = (sku: string): boolean => !ring.has(ctx.id) || ring.get(sku)?.id === ctx.id;
 
   /** Local FIFO per SKU, then the distributed lock. */
   async function withSku<T>(
@@ -117,9 +115,7 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
       waiting.set(sku, (waiting.get(sku) ?? 1) - 1);
     }
     try {
-      const lock = await locks.acquire(`sku:${sku}`, {
-        signal: AbortSignal.any([alive, AbortSignal.timeout(5000)]),
-      });
+      const lock = await locks.acquire(`sku:${sku}`, { waitMs: 5000, signal: alive });
       lock.signal.addEventListener('abort', turnOver, { once: true });
       try {
         return await fn(lock);
@@ -143,7 +139,7 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
       }
       if (!owns(sku)) {
         counts.misdirected++;
-        return { status: 421, body: { error: 'misdirected', owner: ring?.get(sku)?.id } };
+        return { status: 421, body: { error: 'misdirected', owner: ring.get(sku)?.id } };
       }
       try {
         return await withSku(sku, alive, async (lock): Promise<Reply> => {
@@ -181,11 +177,7 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
         });
       } catch (error) {
         if (alive.aborted) throw error;
-        if (
-          isLockTakenError(error) ||
-          isQuorumUnavailableError(error) ||
-          (error as Error).name === 'TimeoutError'
-        ) {
+        if (isLockTakenError(error) || isQuorumUnavailableError(error)) {
           counts.busy++;
           return { status: 503, body: { error: `busy: ${(error as Error).message}` } };
         }
@@ -204,7 +196,7 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
         return Promise.resolve({ status: 200, body: { stallMs } });
       },
     },
-    stats: () => ({ ...counts, stalls, ring: ring?.nodes().map((n) => n.id) ?? [] }),
+    stats: () => ({ ...counts, stalls, ring: ring.nodes().map((n) => n.id) }),
     dispose: () => {
       watch.close();
     },

@@ -19,13 +19,7 @@ import { isLockTakenError, type Lock } from 'keel/lock';
 import { priceOf } from '../config.js';
 import { call, sleep, type Reply } from '../http.js';
 import { isFinal, type OrderPatch, type OrderRecord, type OrderState } from '../store.js';
-import {
-  instanceOf,
-  startService,
-  text,
-  type RunningService,
-  type ServiceContext,
-} from './service.js';
+import { startService, text, type RunningService, type ServiceContext } from './service.js';
 
 /** Per-call timeout of a charge: past it the charge is ambiguous and must be voided. */
 export const PAYMENT_TIMEOUT_MS = 300;
@@ -84,7 +78,8 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
     transitions.push({ at: Date.now(), instance: ctx.id, from, to, reason });
   });
 
-  // Inventory: a ring over the live shards, rebuilt when the set changes.
+  // Inventory: a ring over the live shards, rebuilt once per batch of changes the view applies
+  // (when the set of shards changed).
   const inventory = registry.watch('inventory');
   let ring = new HashRing<Instance>();
   const rebuild = (): void => {
@@ -111,10 +106,8 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
     }
     ring = next;
   };
-  inventory.onChange(() => {
-    queueMicrotask(rebuild);
-  });
-  void inventory.ready.then(rebuild);
+  inventory.onSettled(rebuild);
+  rebuild(); // the view as it is now (empty until the first snapshot is in)
 
   async function callPayments(path: string, body: unknown, signal: AbortSignal): Promise<Reply> {
     const lease = payments.acquire();
@@ -122,8 +115,8 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
     const started = performance.now();
     let ok = false;
     try {
-      const instance = instanceOf(lease.endpoint);
-      const reply = await call(instance.port, path, body, { signal }, instance.host);
+      const { host, port } = lease.endpoint.data;
+      const reply = await call(port, path, body, { signal }, host);
       ok = reply.status < 500;
       return reply;
     } finally {
@@ -269,33 +262,32 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
     waitMs: number,
     alive: AbortSignal,
   ): Promise<OrderRecord | undefined> {
-    let lock: Lock;
     try {
-      lock = await locks.acquire(
+      return await locks.using(
         `order:${id}`,
-        waitMs === 0
-          ? { ttlMs: ORDER_LOCK_TTL_MS, retryCount: 0 }
-          : {
-              ttlMs: ORDER_LOCK_TTL_MS,
-              signal: AbortSignal.any([alive, AbortSignal.timeout(waitMs)]),
-            },
+        {
+          ttlMs: ORDER_LOCK_TTL_MS,
+          ...(waitMs === 0 ? { retryCount: 0 } : { waitMs }),
+          signal: alive,
+          // Never extended: a saga that outlives the ttl loses the order to the next holder (a
+          // retry, the sweeper), and its own later writes are refused by the fencing token.
+          maxExtensions: 0,
+        },
+        async (_signal, lock) => {
+          const order = await advance(id, lock, alive).catch((error: unknown) => {
+            if (alive.aborted) throw error;
+            // Superseded or a step failed: leave it pending; a retry or the sweeper goes on.
+            return store.peekOrder(id);
+          });
+          if (order !== undefined && isFinal(order.state))
+            byState[order.state] = (byState[order.state] ?? 0) + 1;
+          return order;
+        },
       );
     } catch (error) {
       if (alive.aborted) throw error;
-      if (isLockTakenError(error) || (error as Error).name === 'TimeoutError') return undefined;
+      if (isLockTakenError(error)) return undefined;
       throw error;
-    }
-    try {
-      const order = await advance(id, lock, alive).catch((error: unknown) => {
-        if (alive.aborted) throw error;
-        // Superseded or a step failed: leave it pending; a retry or the sweeper goes on.
-        return store.peekOrder(id);
-      });
-      if (order !== undefined && isFinal(order.state))
-        byState[order.state] = (byState[order.state] ?? 0) + 1;
-      return order;
-    } finally {
-      await lock.release().catch(() => undefined);
     }
   }
 

@@ -2,8 +2,8 @@
  * The shell every service shares: an HTTP server on a free loopback port, `GET /stats`, and a
  * registration in `keel/discovery` that heartbeats by itself and is withdrawn on shutdown.
  */
-import type { Endpoint } from 'keel/balancer';
-import type { Instance, Registration } from 'keel/discovery';
+import { setMaxListeners } from 'node:events';
+import type { Registration } from 'keel/discovery';
 import type { PaymentSettings } from '../config.js';
 import { HOST, serve, type Handler, type HttpServer } from '../http.js';
 import type { Platform } from '../platform.js';
@@ -53,6 +53,9 @@ export async function startService(
   build: (alive: AbortSignal) => ServiceParts,
 ): Promise<RunningService> {
   const crashController = new AbortController();
+  // Every request in flight listens to this signal (a lock held through `using()` links to it
+  // until it is released), so more than Node's default of 10 listeners is normal, not a leak.
+  setMaxListeners(0, crashController.signal);
   const parts = build(crashController.signal);
   const stats = (): Record<string, unknown> => ({
     id: ctx.id,
@@ -95,15 +98,6 @@ export async function startService(
       void ctx.platform.close();
     },
   };
-}
-
-/**
- * The instance behind a balancer endpoint. A `DiscoveryBalancer` always sets `data`, but its
- * endpoints are typed as `Endpoint<Instance>`, where `data` is optional.
- */
-export function instanceOf(endpoint: Endpoint<Instance>): Instance {
-  if (endpoint.data === undefined) throw new Error(`endpoint ${endpoint.id} has no instance`);
-  return endpoint.data;
 }
 
 /** A JSON body field as a string, or undefined. */
