@@ -29,16 +29,27 @@ export interface LockClient {
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
 }
 
+/** Receives a call's outcome: `ok` with the reply, or not with the error. */
+export type Answer = (ok: boolean, value: unknown) => void;
+
 interface Queued {
   readonly script: Script;
   readonly numKeys: number;
   readonly argv: readonly (string | number)[];
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (error: unknown) => void;
+  readonly answer: Answer;
 }
 
 const isNoScript = (error: unknown): boolean =>
   error instanceof Error && error.message.includes('NOSCRIPT');
+
+/** Channels that sent or queued a call in the current tick; one `nextTick` ends them all. */
+const active: NodeChannel[] = [];
+let tickScheduled = false;
+
+function endTick(): void {
+  tickScheduled = false;
+  for (const channel of active.splice(0)) channel.endTick();
+}
 
 export class NodeChannel {
   readonly #client: LockClient;
@@ -51,44 +62,83 @@ export class NodeChannel {
     this.#batching = batching;
   }
 
-  /** Runs `script` with `numKeys` keys first in `argv`; rejects with the node's error. */
-  call(script: Script, numKeys: number, argv: readonly (string | number)[]): Promise<unknown> {
-    if (!this.#batching) return this.#direct(script, numKeys, argv);
+  /**
+   * Runs `script` with `numKeys` keys first in `argv` and tells `answer` how it went (once,
+   * never synchronously throwing). Callbacks rather than a promise: this is the hot path.
+   */
+  send(script: Script, numKeys: number, argv: readonly (string | number)[], answer: Answer): void {
+    if (!this.#batching) {
+      this.#direct(script, numKeys, argv, answer);
+      return;
+    }
     // The first call of a tick goes out at once (no added latency when calls are sparse); the
     // calls that follow it in the same tick wait for the tick's end and go out together, after
     // it — the order of the node's commands is the order of the calls.
     if (!this.#scheduled) {
       this.#scheduled = true;
-      process.nextTick(this.#flush);
-      return this.#direct(script, numKeys, argv);
+      active.push(this);
+      if (!tickScheduled) {
+        tickScheduled = true;
+        process.nextTick(endTick);
+      }
+      this.#direct(script, numKeys, argv, answer);
+      return;
     }
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ script, numKeys, argv, resolve, reject });
-    });
+    this.#queue.push({ script, numKeys, argv, answer });
   }
 
-  #direct(script: Script, numKeys: number, argv: readonly (string | number)[]): Promise<unknown> {
+  #direct(
+    script: Script,
+    numKeys: number,
+    argv: readonly (string | number)[],
+    answer: Answer,
+  ): void {
     const client = this.#client;
     let sent: Promise<unknown>;
     try {
       sent = client.evalsha(script.sha, numKeys, ...argv);
     } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+      answer(false, error);
+      return;
     }
-    return sent.catch((error: unknown) => {
-      if (isNoScript(error)) return client.eval(script.source, numKeys, ...argv);
-      throw error;
-    });
+    sent.then(
+      (value) => {
+        answer(true, value);
+      },
+      (error: unknown) => {
+        if (!isNoScript(error)) {
+          answer(false, error);
+          return;
+        }
+        // Not cached on this node (restarted or flushed): send the script itself.
+        let retried: Promise<unknown>;
+        try {
+          retried = client.eval(script.source, numKeys, ...argv);
+        } catch (again) {
+          answer(false, again);
+          return;
+        }
+        retried.then(
+          (value) => {
+            answer(true, value);
+          },
+          (again: unknown) => {
+            answer(false, again);
+          },
+        );
+      },
+    );
   }
 
-  readonly #flush = (): void => {
+  /** The tick is over: send what it queued (as one batch when there are several). */
+  endTick(): void {
     this.#scheduled = false;
     const queue = this.#queue;
     if (queue.length === 0) return;
     this.#queue = [];
     if (queue.length === 1) {
       const only = queue[0] as Queued;
-      this.#direct(only.script, only.numKeys, only.argv).then(only.resolve, only.reject);
+      this.#direct(only.script, only.numKeys, only.argv, only.answer);
       return;
     }
     const keys: (string | number)[] = [];
@@ -99,18 +149,17 @@ export class NodeChannel {
         (i < q.numKeys ? keys : args).push(q.argv[i] as string | number);
       }
     }
-    this.#direct(BATCH, keys.length, [...keys, ...args]).then(
-      (replies) => {
-        queue.forEach((q, i) => {
-          const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
-          if (Array.isArray(reply) && reply[0] === 1) q.resolve(reply[1] ?? null);
-          else if (Array.isArray(reply)) q.reject(new Error(String(reply[1])));
-          else q.reject(new Error('no reply for this call in the batch'));
-        });
-      },
-      (error: unknown) => {
-        for (const q of queue) q.reject(error);
-      },
-    );
-  };
+    this.#direct(BATCH, keys.length, [...keys, ...args], (ok, replies) => {
+      queue.forEach((q, i) => {
+        if (!ok) {
+          q.answer(false, replies);
+          return;
+        }
+        const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
+        if (Array.isArray(reply) && reply[0] === 1) q.answer(true, reply[1] ?? null);
+        else if (Array.isArray(reply)) q.answer(false, new Error(String(reply[1])));
+        else q.answer(false, new Error('no reply for this call in the batch'));
+      });
+    });
+  }
 }

@@ -309,19 +309,16 @@ export class Quorum {
         if (settled) return;
         settled = true;
         timer.cancel();
-        // Array.from, not map: map skips the holes of nodes that have not answered.
-        resolve(
-          Array.from(
-            { length: n },
-            (_, node) =>
-              results[node] ?? {
-                node,
-                ok: false,
-                pending: true,
-                error: 'pending (decided without it)',
-              },
-          ),
-        );
+        // Fill in the nodes that have not answered (a plain loop: map would skip the holes).
+        for (let node = 0; node < n; node++) {
+          results[node] ??= {
+            node,
+            ok: false,
+            pending: true,
+            error: 'pending (decided without it)',
+          };
+        }
+        resolve(results as NodeResult[]);
       };
       const answer = (r: NodeResult): void => {
         if (settled) return;
@@ -342,18 +339,13 @@ export class Quorum {
         finish();
       }, nodeTimeoutMs);
       const send = (node: number): void => {
-        (channels[node] as NodeChannel).call(script, keys.length, argv).then(
-          (value) => {
-            answer({ node, ok: true, value });
-          },
-          (error: unknown) => {
-            answer({
-              node,
-              ok: false,
-              error: error instanceof Error ? error.message : String(error),
-            });
-          },
-        );
+        (channels[node] as NodeChannel).send(script, keys.length, argv, (ok, value) => {
+          answer(
+            ok
+              ? { node, ok: true, value }
+              : { node, ok: false, error: value instanceof Error ? value.message : String(value) },
+          );
+        });
       };
       if (nodes === undefined) for (let node = 0; node < n; node++) send(node);
       else for (const node of nodes) send(node);

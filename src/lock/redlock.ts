@@ -328,13 +328,21 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     started: number,
     granted: readonly NodeResult[],
   ): Promise<Lock | undefined> {
-    // Fencing tokens: the maximum counter over the granting nodes, per resource.
-    const fences = list.map((_, i) =>
-      Math.max(...granted.map((r) => Number((r.value as unknown[])[i + 1]))),
-    );
-    const inSync = granted.every((r) =>
-      list.every((_, i) => Number((r.value as unknown[])[i + 1]) === fences[i]),
-    );
+    // Fencing tokens: the maximum counter over the granting nodes, per resource; in sync when
+    // every granting node returned that maximum.
+    const fences: number[] = [];
+    let inSync = true;
+    for (let i = 0; i < list.length; i++) {
+      let max = -Infinity;
+      let min = Infinity;
+      for (const r of granted) {
+        const fence = Number((r.value as unknown[])[i + 1]);
+        if (fence > max) max = fence;
+        if (fence < min) min = fence;
+      }
+      fences.push(max);
+      if (min !== max) inSync = false;
+    }
     let fenced = inSync;
     if (!inSync) {
       const synced = await this.#q.round(
