@@ -42,6 +42,30 @@ interface Queued {
 const isNoScript = (error: unknown): boolean =>
   error instanceof Error && error.message.includes('NOSCRIPT');
 
+/**
+ * Sends one call and tells `answer` how it went, once; `recover` may take an error over (and
+ * return true) instead. A client that throws synchronously counts as an error too.
+ */
+function issue(
+  call: () => Promise<unknown>,
+  answer: Answer,
+  recover?: (error: unknown) => boolean,
+): void {
+  const fail = (error: unknown): void => {
+    if (recover?.(error) !== true) answer(false, error);
+  };
+  let sent: Promise<unknown>;
+  try {
+    sent = call();
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  sent.then((value) => {
+    answer(true, value);
+  }, fail);
+}
+
 /** Channels that sent or queued a call in the current tick; one `nextTick` ends them all. */
 const active: NodeChannel[] = [];
 let tickScheduled = false;
@@ -94,38 +118,14 @@ export class NodeChannel {
     answer: Answer,
   ): void {
     const client = this.#client;
-    let sent: Promise<unknown>;
-    try {
-      sent = client.evalsha(script.sha, numKeys, ...argv);
-    } catch (error) {
-      answer(false, error);
-      return;
-    }
-    sent.then(
-      (value) => {
-        answer(true, value);
-      },
-      (error: unknown) => {
-        if (!isNoScript(error)) {
-          answer(false, error);
-          return;
-        }
+    issue(
+      () => client.evalsha(script.sha, numKeys, ...argv),
+      answer,
+      (error) => {
+        if (!isNoScript(error)) return false;
         // Not cached on this node (restarted or flushed): send the script itself.
-        let retried: Promise<unknown>;
-        try {
-          retried = client.eval(script.source, numKeys, ...argv);
-        } catch (again) {
-          answer(false, again);
-          return;
-        }
-        retried.then(
-          (value) => {
-            answer(true, value);
-          },
-          (again: unknown) => {
-            answer(false, again);
-          },
-        );
+        issue(() => client.eval(script.source, numKeys, ...argv), answer);
+        return true;
       },
     );
   }
