@@ -357,7 +357,8 @@ export class Registry implements AsyncDisposable {
   /**
    * A {@link LoadBalancer} over `service` whose endpoints follow its live view (through
    * `update()`, so per-endpoint state — in-flight counts, latency, ejections — survives
-   * changes). Endpoint ids are instance ids; `endpoint.data` is the {@link Instance}.
+   * changes). Endpoint ids are instance ids; `endpoint.data` is the {@link Instance}, typed as
+   * always present ({@link InstanceEndpoint}, {@link InstanceLease}).
    */
   balancer(
     service: string,
