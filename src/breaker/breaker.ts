@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 import {
+  onAbort,
   isRandomSource,
   EventChannel,
   InvalidOptionError,
@@ -572,10 +573,12 @@ export class CircuitBreaker {
   ): Promise<R> {
     // A controller of this call's own: the timeout aborts this call and no other.
     const controller = new AbortController();
-    const onCallerAbort = (): void => {
-      controller.abort(callerSignal?.reason);
-    };
-    callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+    const offCaller =
+      callerSignal === undefined
+        ? undefined
+        : onAbort(callerSignal, () => {
+            controller.abort(callerSignal.reason);
+          });
     let timer: Timer | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = this.#o.clock.setTimer(() => {
@@ -604,7 +607,7 @@ export class CircuitBreaker {
       return await this.#onError(permit, error, fallback);
     } finally {
       timer?.cancel();
-      callerSignal?.removeEventListener('abort', onCallerAbort);
+      offCaller?.();
       timedOut.catch(() => undefined);
       aborted.catch(() => undefined);
     }

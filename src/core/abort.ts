@@ -35,15 +35,11 @@ export interface LinkedSignal extends Disposable {
  */
 export function linkSignals(...sources: readonly (AbortSignal | undefined)[]): LinkedSignal {
   const controller = new AbortController();
-  const attached: AbortSignal[] = [];
+  const offs: (() => void)[] = [];
   const detach = (): void => {
-    for (const source of attached) source.removeEventListener('abort', onAbort);
-    attached.length = 0;
+    for (const off of offs) off();
+    offs.length = 0;
   };
-  function onAbort(this: AbortSignal): void {
-    detach();
-    controller.abort(this.reason);
-  }
   for (const source of sources) {
     if (source === undefined) continue;
     if (source.aborted) {
@@ -51,13 +47,61 @@ export function linkSignals(...sources: readonly (AbortSignal | undefined)[]): L
       controller.abort(source.reason);
       break;
     }
-    source.addEventListener('abort', onAbort);
-    attached.push(source);
+    offs.push(
+      onAbort(source, () => {
+        detach();
+        controller.abort(source.reason);
+      }),
+    );
   }
   return {
     signal: controller.signal,
     dispose: detach,
     [Symbol.dispose]: detach,
+  };
+}
+
+interface Fanout {
+  readonly listeners: Set<() => void>;
+  readonly handler: () => void;
+}
+
+const fanouts = new WeakMap<AbortSignal, Fanout>();
+
+/**
+ * Calls `listener` once when `signal` aborts (check `signal.aborted` first: an aborted signal
+ * fires no more); returns a function that removes it, safe to call more than once. All the
+ * listeners Keel adds to one signal share a single `abort` listener on it, so a long-lived
+ * signal handed to many concurrent calls (a process-wide shutdown signal passed to a hundred
+ * `using()` calls) never trips Node's MaxListenersExceededWarning, and each call still removes
+ * its own when it ends.
+ *
+ * @internal
+ */
+export function onAbort(signal: AbortSignal, listener: () => void): () => void {
+  let fanout = fanouts.get(signal);
+  if (fanout === undefined) {
+    const listeners = new Set<() => void>();
+    const handler = (): void => {
+      fanouts.delete(signal);
+      for (const fn of [...listeners]) fn();
+    };
+    fanout = { listeners, handler };
+    fanouts.set(signal, fanout);
+    signal.addEventListener('abort', handler, { once: true });
+  }
+  // A wrapper per registration: the same function registered twice is two registrations.
+  const own = (): void => {
+    listener();
+  };
+  const current = fanout;
+  current.listeners.add(own);
+  return () => {
+    if (!current.listeners.delete(own) || current.listeners.size > 0) return;
+    if (fanouts.get(signal) === current) {
+      fanouts.delete(signal);
+      signal.removeEventListener('abort', current.handler);
+    }
   };
 }
 
@@ -85,15 +129,17 @@ export function sleep(ms: number, options: SleepOptions = {}): Promise<void> {
   const { signal, clock = systemClock, unref = false } = options;
   if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
   return new Promise<void>((resolve, reject) => {
-    const onAbort = (): void => {
-      timer.cancel();
-      reject(signal?.reason as unknown);
-    };
+    let off: (() => void) | undefined;
     const timer = clock.setTimer(() => {
-      signal?.removeEventListener('abort', onAbort);
+      off?.();
       resolve();
     }, ms);
     if (unref) timer.unref();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal !== undefined) {
+      off = onAbort(signal, () => {
+        timer.cancel();
+        reject(signal.reason as unknown);
+      });
+    }
   });
 }

@@ -8,7 +8,7 @@ export { KeelError, isKeelError, hasKeelCode } from './errors.js';
 export type { KeelErrorOptions } from './errors.js';
 export { systemClock, ManualClock, isClock } from './clock.js';
 export type { Clock, Timer } from './clock.js';
-export { throwIfAborted, linkSignals, sleep } from './abort.js';
+export { throwIfAborted, linkSignals, onAbort, sleep } from './abort.js';
 export type { LinkedSignal, SleepOptions } from './abort.js';
 export { EventChannel } from './events.js';
 export type { Listener, Subscription } from './events.js';

@@ -13,6 +13,7 @@ import {
   integerOption,
   isClock,
   numberOption,
+  onAbort,
   resolveOptions,
   systemClock,
   throwIfAborted,
@@ -146,9 +147,10 @@ export class MemoryLock implements LockService, LockBackend {
   #wait(resources: readonly string[], ms: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
     return new Promise<void>((resolve, reject) => {
+      let off: (() => void) | undefined;
       const done = (): void => {
         timer.cancel();
-        signal?.removeEventListener('abort', onAbort);
+        off?.();
         for (const r of resources) {
           const set = this.#waiters.get(r);
           set?.delete(wake);
@@ -159,12 +161,13 @@ export class MemoryLock implements LockService, LockBackend {
         done();
         resolve();
       };
-      const onAbort = (): void => {
-        done();
-        reject(signal?.reason as Error);
-      };
       const timer = this.#o.clock.setTimer(wake, Math.max(0, ms));
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal !== undefined) {
+        off = onAbort(signal, () => {
+          done();
+          reject(signal.reason as Error);
+        });
+      }
       for (const r of resources) {
         let set = this.#waiters.get(r);
         if (set === undefined) this.#waiters.set(r, (set = new Set()));

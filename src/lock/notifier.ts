@@ -11,7 +11,7 @@
  * @internal
  * @packageDocumentation
  */
-import type { Clock, Timer } from '../core/index.js';
+import { onAbort, type Clock, type Timer } from '../core/index.js';
 
 /** What a subscriber connection must offer. An ioredis `Redis` fits as is. */
 export interface SubscriberClient {
@@ -160,14 +160,11 @@ export class ReleaseNotifier {
             resolve();
             return;
           }
+          let off: (() => void) | undefined;
           const done = (): void => {
             wake = undefined;
             timer.cancel();
-            signal?.removeEventListener('abort', onAbort);
-          };
-          const onAbort = (): void => {
-            done();
-            reject(signal?.reason as Error);
+            off?.();
           };
           wake = () => {
             done();
@@ -180,7 +177,12 @@ export class ReleaseNotifier {
             },
             Math.max(0, ms),
           );
-          signal?.addEventListener('abort', onAbort, { once: true });
+          if (signal !== undefined) {
+            off = onAbort(signal, () => {
+              done();
+              reject(signal.reason as Error);
+            });
+          }
         }),
       [Symbol.dispose]: () => {
         if (disposed) return;

@@ -14,7 +14,7 @@
  * @internal
  * @packageDocumentation
  */
-import type { Clock } from '../core/index.js';
+import { onAbort, type Clock } from '../core/index.js';
 
 interface Waiter {
   handed: boolean;
@@ -115,21 +115,23 @@ export class Turns {
   #pause(waiter: Waiter, ms: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
     return new Promise<void>((resolve, reject) => {
+      let off: (() => void) | undefined;
       const done = (): void => {
         waiter.wake = undefined;
         timer.cancel();
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const onAbort = (): void => {
-        done();
-        reject(signal?.reason as Error);
+        off?.();
       };
       waiter.wake = () => {
         done();
         resolve();
       };
       const timer = this.#clock.setTimer(waiter.wake, Math.max(0, ms));
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal !== undefined) {
+        off = onAbort(signal, () => {
+          done();
+          reject(signal.reason as Error);
+        });
+      }
     });
   }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ManualClock, linkSignals, sleep, throwIfAborted } from '../../src/core/index.js';
+import { getEventListeners } from 'node:events';
+import { ManualClock, linkSignals, onAbort, sleep, throwIfAborted } from '../../src/core/index.js';
 
 /** Counts live Node timers; the kind of handle a leaking sleep would leave behind. */
 function liveTimeouts(): number {
@@ -141,5 +142,56 @@ describe('sleep', () => {
     };
     await sleep(1, { signal });
     expect(listeners).toBe(0);
+  });
+});
+
+describe('onAbort (one shared abort listener per signal)', () => {
+  it('many concurrent links and sleeps on one long-lived signal add one listener, all fire, and all are removed', async () => {
+    const shutdown = new AbortController();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    try {
+      const links = Array.from({ length: 100 }, () => linkSignals(shutdown.signal));
+      const clock = new ManualClock();
+      const sleeps = Array.from({ length: 100 }, () =>
+        sleep(1_000, { signal: shutdown.signal, clock }).catch((e: unknown) => e),
+      );
+      expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(1);
+      // Ending some of them removes only theirs.
+      for (const link of links.slice(0, 50)) link.dispose();
+      expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(1);
+      shutdown.abort(new Error('shutting down'));
+      expect(links.slice(50).every((l) => l.signal.aborted)).toBe(true);
+      expect(links.slice(0, 50).some((l) => l.signal.aborted)).toBe(false);
+      const reasons = await Promise.all(sleeps);
+      expect(reasons.every((r) => (r as Error).message === 'shutting down')).toBe(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('removing every registration removes the shared listener; the same function twice counts twice', () => {
+    const controller = new AbortController();
+    let calls = 0;
+    const listener = (): void => {
+      calls++;
+    };
+    const offA = onAbort(controller.signal, listener);
+    const offB = onAbort(controller.signal, listener);
+    offA();
+    offA(); // twice is harmless
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+    offB();
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    const offC = onAbort(controller.signal, listener);
+    onAbort(controller.signal, listener);
+    controller.abort();
+    expect(calls).toBe(2);
+    offC(); // after the abort: nothing to remove, no error
   });
 });

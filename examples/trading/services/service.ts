@@ -2,7 +2,6 @@
  * The shell every service shares: an HTTP server on a free loopback port, `GET /stats`, and a
  * registration in `keel/discovery` that heartbeats by itself and is withdrawn on shutdown.
  */
-import { setMaxListeners } from 'node:events';
 import type { Registration } from 'keel/discovery';
 import type { PaymentSettings } from '../config.js';
 import { HOST, serve, type Handler, type HttpServer } from '../http.js';
@@ -53,9 +52,8 @@ export async function startService(
   build: (alive: AbortSignal) => ServiceParts,
 ): Promise<RunningService> {
   const crashController = new AbortController();
-  // Every request in flight listens to this signal (a lock held through `using()` links to it
-  // until it is released), so more than Node's default of 10 listeners is normal, not a leak.
-  setMaxListeners(0, crashController.signal);
+  // Every request in flight passes this signal to `using()`; Keel adds one shared listener to
+  // it however many holds are in flight.
   const parts = build(crashController.signal);
   const stats = (): Record<string, unknown> => ({
     id: ctx.id,
