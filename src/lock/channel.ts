@@ -6,10 +6,10 @@
  * Why batch. Every call on its own is one command: one socket write (a system call, and a TCP
  * segment for Redis to read), one command object and reply for the client library to build and
  * parse, one script run for Redis to dispatch; under concurrency that is where the time goes,
- * on the client and on the server. The first call of a tick is sent at once (no added latency
- * when calls are sparse); the calls issued after it while the same burst of replies is
- * processed are collected until the microtasks of that burst have run (`process.nextTick`) and
- * sent as one `EVALSHA` of the {@link BATCH} script, which runs each call's own script on its
+ * on the client and on the server. A call to a node that owes no answer is sent at once (no
+ * added latency when calls are sparse); calls to a node with commands in flight are collected
+ * until the microtasks of the current burst of replies have run (`process.nextTick`) and sent
+ * as one `EVALSHA` of the {@link BATCH} script, which runs each call's own script on its
  * own keys and arguments and answers each call separately. Every call is exactly the script it
  * would have run alone; the batch is atomic on the node as a whole, which is never weaker.
  * Order is kept: a node runs its commands in the order they are sent on the connection. Not
@@ -80,6 +80,8 @@ export class NodeChannel {
   readonly #batching: boolean;
   #queue: Queued[] = [];
   #scheduled = false;
+  /** Commands sent and not answered yet (a batch counts once). */
+  #inflight = 0;
 
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
@@ -95,9 +97,14 @@ export class NodeChannel {
       this.#direct(script, numKeys, argv, answer);
       return;
     }
-    // The first call of a tick goes out at once (no added latency when calls are sparse); the
-    // calls that follow it in the same tick wait for the tick's end and go out together, after
-    // it — the order of the node's commands is the order of the calls.
+    // A call to an idle node goes out at once (no added latency when calls are sparse). While
+    // the node still owes answers, calls wait for the end of the tick and go out together,
+    // after what was sent before — the order of the node's commands is the order of the calls.
+    if (!this.#scheduled && this.#inflight === 0) {
+      this.#direct(script, numKeys, argv, answer);
+      return;
+    }
+    this.#queue.push({ script, numKeys, argv, answer });
     if (!this.#scheduled) {
       this.#scheduled = true;
       active.push(this);
@@ -105,10 +112,7 @@ export class NodeChannel {
         tickScheduled = true;
         process.nextTick(endTick);
       }
-      this.#direct(script, numKeys, argv, answer);
-      return;
     }
-    this.#queue.push({ script, numKeys, argv, answer });
   }
 
   #direct(
@@ -118,13 +122,18 @@ export class NodeChannel {
     answer: Answer,
   ): void {
     const client = this.#client;
+    this.#inflight++;
+    const settle: Answer = (ok, value) => {
+      this.#inflight--;
+      answer(ok, value);
+    };
     issue(
       () => client.evalsha(script.sha, numKeys, ...argv),
-      answer,
+      settle,
       (error) => {
         if (!isNoScript(error)) return false;
         // Not cached on this node (restarted or flushed): send the script itself.
-        issue(() => client.eval(script.source, numKeys, ...argv), answer);
+        issue(() => client.eval(script.source, numKeys, ...argv), settle);
         return true;
       },
     );
