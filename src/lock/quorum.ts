@@ -165,6 +165,10 @@ export class Quorum {
     let last: readonly NodeResult[] = [];
     let subscription: Subscription | undefined;
     let seen = 0;
+    /** A release that woke us and that we will not use goes to the next waiter. */
+    const passOnUnused = (): void => {
+      if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
+    };
     try {
       let delay = 0;
       let unavailable = 0;
@@ -175,7 +179,7 @@ export class Quorum {
           // waitMs: no attempt starts after the deadline; the last wait ends at it.
           const left = deadline - s.clock.now();
           if (left < 0) {
-            if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
+            passOnUnused();
             break;
           }
           delay = Math.min(delay, left);
@@ -231,8 +235,7 @@ export class Quorum {
         }
         if (attempt === retryCount) {
           await undone;
-          // A release that woke us after the last attempt goes to the next waiter.
-          if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
+          passOnUnused(); // a release that woke us after the last attempt
         }
         delay = s.retryDelayMs + s.random() * s.retryJitterMs;
         if (granted.length === 0) splits = 0;
@@ -263,8 +266,7 @@ export class Quorum {
         }
       }
     } catch (error) {
-      // Giving up (aborted, unavailable): a release that woke us goes to the next waiter.
-      if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
+      passOnUnused(); // giving up: aborted, or the quorum is unavailable
       throw error;
     } finally {
       subscription?.[Symbol.dispose]();

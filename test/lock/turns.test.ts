@@ -39,6 +39,21 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
     await sleep(20);
   };
 
+  /**
+   * A warmed-up Redlock (no jitter, three retries, `options` over that) holding `resource`,
+   * and the script calls counted once the holder's stragglers went out.
+   */
+  const held = async (
+    resource: string,
+    options: Partial<ConstructorParameters<typeof Redlock>[0]>,
+  ): Promise<{ redlock: Redlock; holder: Lock; before: number }> => {
+    const redlock = redlockOf({ retryJitterMs: 0, retryCount: 3, ...options });
+    await warm(redlock);
+    const holder = await redlock.acquire(resource, { ttlMs: 30_000 });
+    await sleep(20);
+    return { redlock, holder, before: calls };
+  };
+
   afterEach(async () => {
     for (const r of opened.splice(0)) await r.close();
     await redis().flushAll();
@@ -47,11 +62,7 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
 
   it('waiters do not call Redis, and get the lock in the order they asked for it', async () => {
     // A retry delay of 20 s: only the handoff on release can explain prompt acquisitions.
-    const redlock = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 3 });
-    await warm(redlock);
-    const holder = await redlock.acquire('hot', { ttlMs: 30_000 });
-    await sleep(20); // the holder's stragglers are sent and counted
-    const before = calls;
+    const { redlock, holder, before } = await held('hot', { retryDelayMs: 20_000 });
     const order: number[] = [];
     const tokens: number[] = [];
     const waiters = Array.from({ length: 5 }, (_, i) =>
@@ -71,11 +82,7 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
   });
 
   it('a waiter in line spends its retries as polling would, then gives up without calling Redis', async () => {
-    const redlock = redlockOf({ retryDelayMs: 20, retryJitterMs: 0, retryCount: 3 });
-    await warm(redlock);
-    const holder = await redlock.acquire('busy', { ttlMs: 30_000 });
-    await sleep(20); // the holder's stragglers are sent and counted
-    const before = calls;
+    const { redlock, holder, before } = await held('busy', { retryDelayMs: 20 });
     const refused = await redlock.acquire('busy').catch((e: unknown) => e);
     expect(isLockTakenError(refused), String(refused)).toBe(true);
     expect(refused).toMatchObject({ attempts: 4 });
