@@ -126,20 +126,54 @@ export function sleep(ms: number, options: SleepOptions = {}): Promise<void> {
   if (typeof ms !== 'number' || Number.isNaN(ms) || ms < 0) {
     return Promise.reject(new RangeError(`sleep: ms must be a number >= 0, got ${String(ms)}`));
   }
+  return wakeableSleep(ms, options).done;
+}
+
+/** A {@link wakeableSleep}: its promise, and a way to end it early. */
+export interface WakeableSleep {
+  /** Resolves after the delay or on `wake()`; rejects with `signal.reason` on abort. */
+  readonly done: Promise<void>;
+  /** Ends the sleep now (resolving `done`); does nothing once it has settled. */
+  readonly wake: () => void;
+}
+
+/**
+ * A {@link sleep} that something else may end early — a waiter woken by a release, by a turn
+ * handed over, or by a message. Negative or non-finite delays count as 0. Either way its timer
+ * and its abort listener are gone when it settles.
+ *
+ * @internal
+ */
+export function wakeableSleep(ms: number, options: SleepOptions = {}): WakeableSleep {
   const { signal, clock = systemClock, unref = false } = options;
-  if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
-  return new Promise<void>((resolve, reject) => {
-    let off: (() => void) | undefined;
-    const timer = clock.setTimer(() => {
-      off?.();
-      resolve();
-    }, ms);
-    if (unref) timer.unref();
-    if (signal !== undefined) {
-      off = onAbort(signal, () => {
-        timer.cancel();
-        reject(signal.reason as unknown);
-      });
-    }
-  });
+  let wake = (): void => undefined;
+  const done =
+    signal?.aborted === true
+      ? Promise.reject(signal.reason as unknown)
+      : new Promise<void>((resolve, reject) => {
+          let off: (() => void) | undefined;
+          const settle = (error?: { reason: unknown }): void => {
+            wake = () => undefined;
+            timer.cancel();
+            off?.();
+            if (error === undefined) resolve();
+            else reject(error.reason);
+          };
+          wake = () => {
+            settle();
+          };
+          const timer = clock.setTimer(wake, Number.isFinite(ms) ? Math.max(0, ms) : 0);
+          if (unref) timer.unref();
+          if (signal !== undefined) {
+            off = onAbort(signal, () => {
+              settle({ reason: signal.reason });
+            });
+          }
+        });
+  return {
+    done,
+    wake: () => {
+      wake();
+    },
+  };
 }

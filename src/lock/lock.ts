@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { randomFillSync } from 'node:crypto';
 import {
   InvalidOptionError,
   guardedOption,
@@ -60,6 +61,27 @@ export interface ReleaseResult {
   readonly expired: boolean;
 }
 
+/** Random bytes are drawn from the CSPRNG in blocks, 20 per token. */
+const TOKEN_BYTES = 20;
+const pool = Buffer.alloc(TOKEN_BYTES * 256);
+let poolOffset = pool.length;
+
+/**
+ * An unguessable token: 160 random bits from `crypto.randomFillSync`, as 40 hex digits
+ * (shared by every lock service).
+ *
+ * @internal
+ */
+export function newToken(): string {
+  if (poolOffset + TOKEN_BYTES > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const token = pool.toString('hex', poolOffset, poolOffset + TOKEN_BYTES);
+  poolOffset += TOKEN_BYTES;
+  return token;
+}
+
 /** The retry count that stands for "not counted" (`waitMs` bounds the wait instead). */
 const UNCOUNTED = 1_000_000;
 
@@ -72,9 +94,12 @@ export function waitDeadline(clock: Clock, waitMs: number | undefined): number |
   return waitMs === undefined ? undefined : clock.now() + waitMs;
 }
 
-const acquireSpecs = new WeakMap<object, ReturnType<typeof makeAcquireSpec>>();
-
-function makeAcquireSpec(defaults: { readonly ttlMs: number; readonly retryCount: number }) {
+/**
+ * The option rules of `acquire()` over a service's defaults (a semaphore adds `permits`).
+ *
+ * @internal
+ */
+export function acquireRules(defaults: { readonly ttlMs: number; readonly retryCount: number }) {
   return {
     ttlMs: integerOption({ min: 1, max: 86_400_000, default: defaults.ttlMs }),
     retryCount: integerOption({ min: 0, max: UNCOUNTED, default: defaults.retryCount }),
@@ -83,14 +108,31 @@ function makeAcquireSpec(defaults: { readonly ttlMs: number; readonly retryCount
   };
 }
 
+/**
+ * The retries an acquisition may make: `retryCount`, except that with `waitMs` and no
+ * `retryCount` of the caller's, attempts are not counted — the time bounds the wait.
+ *
+ * @internal
+ */
+export function retriesOf(
+  resolved: { readonly retryCount: number; readonly waitMs: number | undefined },
+  options: { readonly retryCount?: number },
+): number {
+  return resolved.waitMs !== undefined && options.retryCount === undefined
+    ? UNCOUNTED
+    : resolved.retryCount;
+}
+
+const acquireSpecs = new WeakMap<object, ReturnType<typeof acquireRules>>();
+
 /** The option rules of `acquire()` over one service's defaults, made once per service. */
 function acquireSpec(defaults: {
   readonly ttlMs: number;
   readonly retryCount: number;
-}): ReturnType<typeof makeAcquireSpec> {
+}): ReturnType<typeof acquireRules> {
   let spec = acquireSpecs.get(defaults);
   if (spec === undefined) {
-    spec = makeAcquireSpec(defaults);
+    spec = acquireRules(defaults);
     acquireSpecs.set(defaults, spec);
   }
   return spec;
@@ -130,12 +172,7 @@ export function resolveAcquire(
     throw new InvalidOptionError(owner, 'resources', 'distinct resource names', input);
   }
   const resolved = resolveOptions(owner, options, acquireSpec(defaults));
-  const uncounted = resolved.waitMs !== undefined && options.retryCount === undefined;
-  return {
-    list: list as string[],
-    ...resolved,
-    retryCount: uncounted ? UNCOUNTED : resolved.retryCount,
-  };
+  return { list: list as string[], ...resolved, retryCount: retriesOf(resolved, options) };
 }
 
 /**

@@ -13,17 +13,17 @@ import {
   integerOption,
   isClock,
   numberOption,
-  onAbort,
   resolveOptions,
   systemClock,
   throwIfAborted,
+  wakeableSleep,
   type Clock,
 } from '../core/index.js';
 import { LockTakenError } from './errors.js';
-import { newToken } from './quorum.js';
 import {
   Lock,
   holdWhile,
+  newToken,
   resolveAcquire,
   waitDeadline,
   type AcquireOptions,
@@ -145,33 +145,17 @@ export class MemoryLock implements LockService, LockBackend {
 
   /** Waits for a release of one of `resources`, `ms`, or `signal` (then rejects). */
   #wait(resources: readonly string[], ms: number, signal: AbortSignal | undefined): Promise<void> {
-    if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
-    return new Promise<void>((resolve, reject) => {
-      let off: (() => void) | undefined;
-      const done = (): void => {
-        timer.cancel();
-        off?.();
-        for (const r of resources) {
-          const set = this.#waiters.get(r);
-          set?.delete(wake);
-          if (set?.size === 0) this.#waiters.delete(r);
-        }
-      };
-      const wake = (): void => {
-        done();
-        resolve();
-      };
-      const timer = this.#o.clock.setTimer(wake, Math.max(0, ms));
-      if (signal !== undefined) {
-        off = onAbort(signal, () => {
-          done();
-          reject(signal.reason as Error);
-        });
-      }
+    const sleeping = wakeableSleep(ms, { signal, clock: this.#o.clock });
+    for (const r of resources) {
+      let set = this.#waiters.get(r);
+      if (set === undefined) this.#waiters.set(r, (set = new Set()));
+      set.add(sleeping.wake);
+    }
+    return sleeping.done.finally(() => {
       for (const r of resources) {
-        let set = this.#waiters.get(r);
-        if (set === undefined) this.#waiters.set(r, (set = new Set()));
-        set.add(wake);
+        const set = this.#waiters.get(r);
+        set?.delete(sleeping.wake);
+        if (set?.size === 0) this.#waiters.delete(r);
       }
     });
   }

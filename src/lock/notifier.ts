@@ -11,7 +11,7 @@
  * @internal
  * @packageDocumentation
  */
-import { onAbort, type Clock, type Timer } from '../core/index.js';
+import { wakeableSleep, type Clock, type Timer } from '../core/index.js';
 
 /** What a subscriber connection must offer. An ioredis `Redis` fits as is. */
 export interface SubscriberClient {
@@ -91,11 +91,6 @@ export class ReleaseNotifier {
   }
 
   /**
-   * Subscribes to `channels` and resolves once at least one node confirmed the subscription,
-   * or every node failed, or the ack timeout passed — a hung node never holds a waiter up; it
-   * just falls back to polling.
-   */
-  /**
    * A mark of the releases seen so far on `channels`, when every one of them is subscribed
    * already (else `undefined`: releases may go unseen). Two equal marks mean no release came
    * in between.
@@ -110,6 +105,11 @@ export class ReleaseNotifier {
     return mark;
   }
 
+  /**
+   * Subscribes to `channels` and resolves once at least one node confirmed the subscription,
+   * or every node failed, or the ack timeout passed — a hung node never holds a waiter up; it
+   * just falls back to polling.
+   */
   async subscribe(channels: readonly string[]): Promise<Subscription> {
     this.#linger?.cancel();
     this.#linger = undefined;
@@ -150,40 +150,15 @@ export class ReleaseNotifier {
       passOn: () => {
         for (const channel of channels) this.#deliver(channel, listener);
       },
-      wait: (seen, ms, signal) =>
-        new Promise<void>((resolve, reject) => {
-          if (signal?.aborted === true) {
-            reject(signal.reason as Error);
-            return;
-          }
-          if (count !== seen || disposed) {
-            resolve();
-            return;
-          }
-          let off: (() => void) | undefined;
-          const done = (): void => {
-            wake = undefined;
-            timer.cancel();
-            off?.();
-          };
-          wake = () => {
-            done();
-            resolve();
-          };
-          const timer = this.#clock.setTimer(
-            () => {
-              done();
-              resolve();
-            },
-            Math.max(0, ms),
-          );
-          if (signal !== undefined) {
-            off = onAbort(signal, () => {
-              done();
-              reject(signal.reason as Error);
-            });
-          }
-        }),
+      wait: (seen, ms, signal) => {
+        if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
+        if (count !== seen || disposed) return Promise.resolve();
+        const sleeping = wakeableSleep(ms, { signal, clock: this.#clock });
+        wake = sleeping.wake;
+        return sleeping.done.finally(() => {
+          if (wake === sleeping.wake) wake = undefined;
+        });
+      },
       [Symbol.dispose]: () => {
         if (disposed) return;
         disposed = true;

@@ -6,9 +6,9 @@
  * @internal
  * @packageDocumentation
  */
-import { randomFillSync } from 'node:crypto';
 import { sleep, type Clock } from '../core/index.js';
 import { LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
+import { newToken } from './lock.js';
 import type { ReleaseNotifier, Subscription } from './notifier.js';
 import { NodeChannel, type LockClient } from './channel.js';
 import type { Script } from './scripts.js';
@@ -83,22 +83,6 @@ export interface AcquirePlan<T> {
   readonly takenDetail?: string;
 }
 
-/** Random bytes are drawn from the CSPRNG in blocks, 20 per token. */
-const TOKEN_BYTES = 20;
-const pool = Buffer.alloc(TOKEN_BYTES * 256);
-let poolOffset = pool.length;
-
-/** An unguessable token: 160 random bits from `crypto.randomFillSync`, as 40 hex digits. */
-export function newToken(): string {
-  if (poolOffset + TOKEN_BYTES > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const token = pool.toString('hex', poolOffset, poolOffset + TOKEN_BYTES);
-  poolOffset += TOKEN_BYTES;
-  return token;
-}
-
 /** Informed re-attempts per acquisition that do not count as retries (see `retryAtOnce`). */
 const FREE_RETRIES = 3;
 
@@ -121,6 +105,11 @@ export class Quorum {
 
   get clock(): Clock {
     return this.#s.clock;
+  }
+
+  /** The jittered delay before a retry: `retryDelayMs` + random `retryJitterMs`. */
+  retryDelay(): number {
+    return this.#s.retryDelayMs + this.#s.random() * this.#s.retryJitterMs;
   }
 
   /** How many nodes there are. */
@@ -237,7 +226,7 @@ export class Quorum {
           await undone;
           passOnUnused(); // a release that woke us after the last attempt
         }
-        delay = s.retryDelayMs + s.random() * s.retryJitterMs;
+        delay = this.retryDelay();
         if (granted.length === 0) splits = 0;
         if (granted.length > 0) {
           // A split vote: contenders collided, or a release is still landing on some nodes.

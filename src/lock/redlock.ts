@@ -267,7 +267,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       const used = await this.#turns.enter(
         line,
         retryCount,
-        () => this.#retryDelay(),
+        () => this.#q.retryDelay(),
         signal,
         deadline,
       );
@@ -309,10 +309,6 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       if (line !== undefined) this.#turns.leave(line);
       throw error;
     }
-  }
-
-  #retryDelay(): number {
-    return this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
   }
 
   /**

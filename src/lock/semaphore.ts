@@ -14,10 +14,7 @@
 import {
   EventChannel,
   InvalidOptionError,
-  guardedOption,
   integerOption,
-  isAbortSignal,
-  numberOption,
   resolveOptions,
   throwIfAborted,
   type Clock,
@@ -29,6 +26,8 @@ import {
   holdWhile,
   type AcquireOptions,
   type LockBackend,
+  acquireRules,
+  retriesOf,
   waitDeadline,
   type UsingOptions,
 } from './lock.js';
@@ -108,15 +107,9 @@ const freesIn = (r: NodeResult): number => {
   return Number.isFinite(ms) && ms >= 0 ? ms : Infinity;
 };
 
-/** The option rules of `Semaphore.acquire()`. */
+/** The option rules of `Semaphore.acquire()`: a lock's, and how many permits. */
 function permitSpec(limit: number, context: SemaphoreContext) {
-  return {
-    permits: integerOption({ min: 1, max: limit, default: 1 }),
-    ttlMs: integerOption({ min: 1, max: 86_400_000, default: context.ttlMs }),
-    retryCount: integerOption({ min: 0, max: 1_000_000, default: context.retryCount }),
-    waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
-    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
-  };
+  return { ...acquireRules(context), permits: integerOption({ min: 1, max: limit, default: 1 }) };
 }
 
 /**
@@ -193,9 +186,7 @@ export class Semaphore implements LockBackend {
     );
     throwIfAborted(signal);
     const deadline = waitDeadline(this.#c.quorum.clock, waitMs);
-    // With waitMs and no retryCount, the time bounds the wait, not a count of attempts.
-    const attempts =
-      waitMs !== undefined && options.retryCount === undefined ? 1_000_000 : retryCount;
+    const attempts = retriesOf({ retryCount, waitMs }, options);
     const q = this.#c.quorum;
     let slots: number[] = [];
     return q.acquire(

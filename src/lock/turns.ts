@@ -14,7 +14,7 @@
  * @internal
  * @packageDocumentation
  */
-import { onAbort, type Clock } from '../core/index.js';
+import { wakeableSleep, type Clock } from '../core/index.js';
 
 interface Waiter {
   handed: boolean;
@@ -113,25 +113,10 @@ export class Turns {
   }
 
   #pause(waiter: Waiter, ms: number, signal: AbortSignal | undefined): Promise<void> {
-    if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
-    return new Promise<void>((resolve, reject) => {
-      let off: (() => void) | undefined;
-      const done = (): void => {
-        waiter.wake = undefined;
-        timer.cancel();
-        off?.();
-      };
-      waiter.wake = () => {
-        done();
-        resolve();
-      };
-      const timer = this.#clock.setTimer(waiter.wake, Math.max(0, ms));
-      if (signal !== undefined) {
-        off = onAbort(signal, () => {
-          done();
-          reject(signal.reason as Error);
-        });
-      }
+    const sleeping = wakeableSleep(ms, { signal, clock: this.#clock });
+    waiter.wake = sleeping.wake;
+    return sleeping.done.finally(() => {
+      waiter.wake = undefined;
     });
   }
 

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { getEventListeners } from 'node:events';
-import { ManualClock, linkSignals, onAbort, sleep, throwIfAborted } from '../../src/core/index.js';
+import {
+  ManualClock,
+  linkSignals,
+  onAbort,
+  sleep,
+  throwIfAborted,
+  wakeableSleep,
+} from '../../src/core/index.js';
 
 /** Counts live Node timers; the kind of handle a leaking sleep would leave behind. */
 function liveTimeouts(): number {
@@ -193,5 +200,28 @@ describe('onAbort (one shared abort listener per signal)', () => {
     controller.abort();
     expect(calls).toBe(2);
     offC(); // after the abort: nothing to remove, no error
+  });
+});
+
+describe('wakeableSleep', () => {
+  it('ends early on wake(), on abort, or at its delay, leaving no timer or listener', async () => {
+    const clock = new ManualClock();
+    const early = wakeableSleep(1_000, { clock });
+    early.wake();
+    await expect(early.done).resolves.toBeUndefined();
+    early.wake(); // after settling: nothing
+    expect(clock.pendingTimers).toBe(0);
+
+    const controller = new AbortController();
+    const aborted = wakeableSleep(1_000, { clock, signal: controller.signal });
+    controller.abort(new Error('stop'));
+    await expect(aborted.done).rejects.toThrow('stop');
+    expect(clock.pendingTimers).toBe(0);
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+
+    const timed = wakeableSleep(50, { clock, signal: new AbortController().signal });
+    clock.advance(50);
+    await expect(timed.done).resolves.toBeUndefined();
+    await expect(wakeableSleep(10, { signal: controller.signal }).done).rejects.toThrow('stop');
   });
 });
