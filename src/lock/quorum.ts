@@ -60,6 +60,12 @@ export interface AcquirePlan<T> {
   readonly observe?: (results: readonly NodeResult[]) => void;
   /** When a refusing node expects to free up (ms), if it said; else Infinity. */
   readonly freesIn: (r: NodeResult) => number;
+  /**
+   * Who holds what a refusing node refused (an opaque id), if it said. When a quorum of nodes
+   * name one holder, the resource is held — a refused attempt that some nodes granted is then
+   * not a split vote between contenders, and waits for the release like any other refusal.
+   */
+  readonly heldBy?: (r: NodeResult) => string | undefined;
   /** After a quorum granted: the result, or `undefined` to undo and retry. */
   readonly settle: (
     token: string,
@@ -228,12 +234,14 @@ export class Quorum {
         }
         delay = this.retryDelay();
         if (granted.length === 0) splits = 0;
-        if (granted.length > 0) {
+        if (granted.length > 0 && !this.#heldByQuorum(results, plan)) {
           // A split vote: contenders collided, or a release is still landing on some nodes.
           // No notification may come, so retry soon — after a short backoff that doubles with
           // each split vote in a row (from a twentieth of the node timeout: 5, 10, 20 … ms by
           // default, up to the retry delay), at a random moment so the contenders stop
-          // colliding.
+          // colliding. (Not when a quorum names one holder: some nodes granted only because
+          // that holder's own attempt had not reached them — a slow or reconnecting node —
+          // and quick retries would burn the retry count while the lock is simply held.)
           const backoff = Math.min(
             Math.max(1, s.retryDelayMs),
             Math.max(1, s.nodeTimeoutMs / 20) * 2 ** splits++,
@@ -266,6 +274,20 @@ export class Quorum {
       retryCount + 1,
       plan.takenDetail,
     );
+  }
+
+  /** Whether a quorum of refusing nodes named one and the same holder. */
+  #heldByQuorum(results: readonly NodeResult[], plan: AcquirePlan<unknown>): boolean {
+    if (plan.heldBy === undefined) return false;
+    const counts = new Map<string, number>();
+    for (const r of results) {
+      const holder = r.ok ? plan.heldBy(r) : undefined;
+      if (holder === undefined) continue;
+      const count = (counts.get(holder) ?? 0) + 1;
+      if (count >= this.size) return true;
+      counts.set(holder, count);
+    }
+    return false;
   }
 
   /**

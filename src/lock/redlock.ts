@@ -146,7 +146,19 @@ type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
 /** A node granted the attempt: the acquire script answered `{1, fence…}`. */
 const isGrant = (r: NodeResult): boolean => Array.isArray(r.value) && r.value[0] === 1;
 
-/** The remaining ttl a refusing node reported (`{0, index, pttl}`), or Infinity. */
+/**
+ * Who holds the lock on a refusing node (`{0, index, pttl, holder}`): the taken resource's index
+ * and its holder's release id, or `undefined` when the node did not say.
+ */
+const holderOf = (r: NodeResult): string | undefined => {
+  if (!Array.isArray(r.value) || r.value[0] !== 0) return undefined;
+  const holder: unknown = r.value[3];
+  return typeof holder === 'string' && holder !== ''
+    ? `${String(r.value[1])}:${holder}`
+    : undefined;
+};
+
+/** The remaining ttl a refusing node reported (`{0, index, pttl, holder}`), or Infinity. */
 const pttlOf = (r: NodeResult): number => {
   const pttl = Array.isArray(r.value) ? Number(r.value[2]) : NaN;
   return Number.isFinite(pttl) && pttl >= 0 ? pttl : Infinity;
@@ -290,6 +302,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
           args: (token) => [token, ttlMs],
           granted: isGrant,
           freesIn: pttlOf,
+          heldBy: holderOf,
           settle: async (token, started, granted) => {
             const lock = await this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
             if (lock !== undefined && line !== undefined) {

@@ -28,15 +28,22 @@ function script(body: string): Script {
 }
 
 /**
- * Acquire every resource or none: fail with the index of a taken key and its remaining ttl
- * (so a waiter knows when it frees up by expiry), else SET each key `PX ttl` to the token and
- * INCR its fencing counter. Returns `{1, fence…}` or `{0, index, pttl}`.
+ * Acquire every resource or none: fail with the index of a taken key, its remaining ttl (so a
+ * waiter knows when it frees up by expiry) and its holder — the holder's release id (16 hex
+ * digits of the SHA-1 of its token, as {@link RELEASE} publishes; '' for a value that is not a
+ * string), so a client can tell a lock held by one holder on a quorum from contenders that
+ * split the vote — else SET each key `PX ttl` to the token and INCR its fencing counter.
+ * Returns `{1, fence…}` or `{0, index, pttl, holder}`.
  */
 export const ACQUIRE = script(`
 local n = #KEYS / 2
 for i = 1, n do
   local pttl = redis.call('PTTL', KEYS[i])
-  if pttl ~= -2 then return {0, i, pttl} end
+  if pttl ~= -2 then
+    local holder = redis.pcall('GET', KEYS[i])
+    if type(holder) == 'string' then holder = string.sub(redis.sha1hex(holder), 1, 16) else holder = '' end
+    return {0, i, pttl, holder}
+  end
 end
 local out = {1}
 for i = 1, n do

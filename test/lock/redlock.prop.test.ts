@@ -11,6 +11,7 @@ import {
   type ReleaseResult,
 } from '../../src/lock/index.js';
 import { BATCH } from '../../src/lock/scripts.js';
+import { throughNet, type Net } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // Model-based tests of Redlock against five real redis-server processes. fast-check generates
@@ -72,57 +73,6 @@ class TrackingClock implements Clock {
   get pending(): number[] {
     return [...this.#pending.values()];
   }
-}
-
-/** The simulated network in front of the nodes: latency per node, and calls in flight. */
-interface Net {
-  readonly latency: number[];
-  readonly inflight: number[];
-}
-
-/**
- * An ioredis client whose script calls reach the node `net.latency[node]` ms late, in call
- * order (like a slow TCP link). Everything else (duplicate() for subscribers, …) is the client.
- */
-function throughNet(client: Redis, node: number, net: Net): Redis {
-  let sent: Promise<void> = Promise.resolve();
-  const delayed =
-    (call: (...args: (string | number)[]) => Promise<unknown>) =>
-    async (...args: (string | number)[]): Promise<unknown> => {
-      (net.inflight[node] as number)++;
-      try {
-        const sendAt = now() + (net.latency[node] as number);
-        const previous = sent;
-        let markSent = (): void => undefined;
-        sent = new Promise<void>((resolve) => (markSent = resolve));
-        try {
-          await previous;
-          const wait = sendAt - now();
-          if (wait > 0) await sleep(wait);
-        } finally {
-          markSent();
-        }
-        return await call(...args);
-      } finally {
-        (net.inflight[node] as number)--;
-      }
-    };
-  const evalsha = delayed((sha, numKeys, ...rest) =>
-    client.evalsha(String(sha), numKeys as number, ...rest),
-  );
-  const evalScript = delayed((source, numKeys, ...rest) =>
-    client.eval(String(source), numKeys as number, ...rest),
-  );
-  return new Proxy(client, {
-    get(target, property) {
-      if (property === 'evalsha') return evalsha;
-      if (property === 'eval') return evalScript;
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function'
-        ? (value as (...args: unknown[]) => unknown).bind(target)
-        : value;
-    },
-  });
 }
 
 async function until(condition: () => boolean, ms: number, what: string): Promise<void> {

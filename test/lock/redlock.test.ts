@@ -7,6 +7,7 @@ import {
   type Lock,
 } from '../../src/lock/index.js';
 import { invalidOption } from '../support/helpers.js';
+import { throughNet } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -146,6 +147,73 @@ describeRedis('Redlock against five real redis-server processes', () => {
     expect(held.signal.aborted).toBe(true);
     const again = await redlock.acquire('sku:8');
     await again.release();
+  });
+
+  /** A Redlock whose calls to the nodes in `slow` arrive 30 ms late (their answers come last). */
+  const withSlowNodes = (slow: readonly number[], options: Parameters<typeof redlockOf>[0]) => {
+    const net = {
+      latency: [0, 1, 2, 3, 4].map((i) => (slow.includes(i) ? 30 : 0)),
+      inflight: [0, 0, 0, 0, 0],
+    };
+    const clients = redis()
+      .clients({ maxRetriesPerRequest: 1 })
+      .map((c, i) => throughNet(c, i, net));
+    return redlockOf({ clients, nodeTimeoutMs: 1000, ...options });
+  };
+
+  it('a lock held on a quorum is waited for, not retried at once, when nodes it had not reached yet granted', async () => {
+    // The holder's own attempt reached nodes 0-2 only so far (nodes 3 and 4 were slow): some
+    // nodes grant the waiter, but this is no split vote between contenders — the lock is held.
+    // Nodes 0-2 answer last, so the waiter sees the grants and three refusals naming one holder.
+    // Quick split-vote retries would burn its three attempts in a few dozen milliseconds.
+    const waiter = withSlowNodes([0, 1, 2], {
+      retryDelayMs: 20_000,
+      retryJitterMs: 0,
+      retryCount: 2,
+    });
+    const key = waiter.keyOf('sku:held');
+    const clients = redis().clients();
+    for (const i of [0, 1, 2]) await clients[i]?.set(key, 'the-holders-token', 'PX', 400);
+    const lock = await waiter.acquire('sku:held', { ttlMs: 5000 });
+    expect(lock.resources).toEqual(['sku:held']); // taken when the holder's keys expired
+    await lock.release();
+    await waiter.close();
+    for (const c of clients) c.disconnect();
+  });
+
+  it('a vote split between other contenders is retried soon, not waited out', async () => {
+    // Node 4 answers first and grants; nodes 0-3 are held by two contenders, two nodes each:
+    // nobody holds a quorum, so no release will come — the waiter retries after a short backoff.
+    const waiter = withSlowNodes([0, 1, 2, 3], {
+      retryDelayMs: 20_000,
+      retryJitterMs: 0,
+      retryCount: 3,
+    });
+    const key = waiter.keyOf('sku:split');
+    const clients = redis().clients();
+    for (const i of [0, 1]) await clients[i]?.set(key, 'token-a', 'PX', 30_000);
+    for (const i of [2, 3]) await clients[i]?.set(key, 'token-b', 'PX', 30_000);
+    // Waiting for a release (20 s here) would end in the signal's TimeoutError instead.
+    const error = await waiter
+      .acquire('sku:split', { signal: AbortSignal.timeout(10_000) })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'KEEL_LOCK_TAKEN', attempts: 4 });
+    await waiter.close();
+    for (const c of clients) c.disconnect();
+  });
+
+  it('a lock key holding a non-string value is refused as taken, not a script error', async () => {
+    const redlock = redlockOf({ retryCount: 0 });
+    const key = redlock.keyOf('sku:list');
+    const clients = redis().clients();
+    for (const c of clients) await c.rpush(key, 'not a lock');
+    const error = await redlock.acquire('sku:list').catch((e: unknown) => e);
+    expect(isLockTakenError(error)).toBe(true);
+    const votes = (error as { votes: { vote: string; error?: string }[] }).votes;
+    expect(votes.filter((v) => v.vote === 'taken').length).toBeGreaterThanOrEqual(3);
+    // The others were not waited for once a quorum refused; none failed with a script error.
+    for (const v of votes.filter((v) => v.vote !== 'taken')) expect(v.error).toMatch(/^pending/);
+    for (const c of clients) c.disconnect();
   });
 
   it('an aborted signal stops retrying with its reason', async () => {
