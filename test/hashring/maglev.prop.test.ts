@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MaglevHash } from '../../src/hashring/maglev.js';
 import type { Key, NodeSpec } from '../../src/hashring/types.js';
 import { key as keyArb, keys as keysArb, nodeId, nodeSet, nodeSpec } from './arbitraries.js';
-import { shuffled } from '../support/helpers.js';
+import { seededRandom, shuffled } from '../support/helpers.js';
 
 const owners = (router: MaglevHash<number>, keys: readonly Key[]): (string | undefined)[] =>
   keys.map((k) => router.get(k)?.id);
@@ -120,28 +120,33 @@ describe('MaglevHash (properties)', () => {
   });
 
   it('removing a node keeps almost every key of the other nodes in place', () => {
-    // The removed node's keys must move; Maglev's point (§3.4: minimal disruption) is that
-    // few others do. Measured worst cases (3 600 random node sets, 3 000 keys each): 0.8% at
-    // M = 65537 with up to 30 nodes; with the smallest table the paper recommends (M ≈ 101·N)
-    // up to 9% at 15 nodes and 19.5% with 6 nodes — small tables disrupt much more. The bounds
-    // leave a margin over those.
+    // The removed node's keys must move (checked key by key); Maglev's point (§3.4: minimal
+    // disruption) is that few others do — on average, not in every case. Measured over random
+    // node sets of 2–30 (3 000 keys): at M = 65537 the mean is 0.1–0.2% and single sets reach
+    // 2.7%; with the smallest table the paper recommends (M ≈ 101·N) the mean is 1.6–2.4%, but a
+    // single 3-node set can move half of the others' keys (worst of 4 000 sets: 50%), so a
+    // per-set bound would be a claim Maglev does not make. The property bounds the mean over a
+    // batch of 20 random node sets, with node ids from a seeded PRNG (fast-check's bias towards
+    // tiny ids would make the sets of a batch alike, and the mean no mean).
     fc.assert(
-      fc.property(
-        fc.uniqueArray(nodeId, { minLength: 2, maxLength: 30 }),
-        fc.nat(),
-        fc.boolean(),
-        fc.string({ maxLength: 4 }),
-        (nodeIds, pick, small, salt) => {
-          const nodes = nodeIds.map((id) => ({ id }));
+      fc.property(fc.integer(), fc.boolean(), (seed, small) => {
+        const random = seededRandom(seed);
+        let sum = 0;
+        const sets = 20;
+        for (let s = 0; s < sets; s++) {
+          const size = 2 + Math.floor(random() * 29);
+          const nodeIds = new Set<string>();
+          while (nodeIds.size < size) nodeIds.add(Math.floor(random() * 2 ** 32).toString(36));
+          const nodes = [...nodeIds].map((id) => ({ id }));
           const m = small ? smallestPrimeAtLeast(101 * nodes.length, PRIMES) : 65537;
           const before = new MaglevHash({ nodes, tableSize: m });
           const after = new MaglevHash({ nodes, tableSize: m });
-          const victim = nodeIds[pick % nodeIds.length] as string;
+          const victim = (nodes[Math.floor(random() * nodes.length)] as { id: string }).id;
           after.remove(victim);
           let others = 0;
           let moved = 0;
-          for (let i = 0; i < 3000; i++) {
-            const key = `${salt}:${i}`;
+          for (let i = 0; i < 2000; i++) {
+            const key = `${seed}:${s}:${i}`;
             const owner = before.get(key)?.id;
             if (owner === victim) {
               expect(after.get(key)?.id).not.toBe(victim);
@@ -150,10 +155,11 @@ describe('MaglevHash (properties)', () => {
             others++;
             if (after.get(key)?.id !== owner) moved++;
           }
-          expect(moved / others).toBeLessThan(small ? 0.3 : 0.03);
-        },
-      ),
-      { numRuns: 30 },
+          sum += moved / others;
+        }
+        expect(sum / sets).toBeLessThan(small ? 0.08 : 0.01);
+      }),
+      { numRuns: 12 },
     );
   });
 
