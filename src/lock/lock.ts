@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-import { randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import {
   InvalidOptionError,
   guardedOption,
@@ -81,6 +81,17 @@ export function newToken(): string {
   poolOffset += TOKEN_BYTES;
   return token;
 }
+
+/**
+ * The public id of a holder: 16 hex digits of the SHA-1 of its token, which reveal nothing of
+ * the token. A release publishes it, and a node that refuses an attempt names the holder by it
+ * (computed there from the value it holds), so a waiter can tell the release it was woken by
+ * from a holder that still holds.
+ *
+ * @internal
+ */
+export const holderId = (token: string): string =>
+  createHash('sha1').update(token).digest('hex').slice(0, 16);
 
 /** The retry count that stands for "not counted" (`waitMs` bounds the wait instead). */
 const UNCOUNTED = 1_000_000;

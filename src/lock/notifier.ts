@@ -105,6 +105,13 @@ export class ReleaseNotifier {
     return mark;
   }
 
+  /** Whether a release with this id was delivered lately on one of `channels`. */
+  released(channels: readonly string[], id: string): boolean {
+    for (const channel of channels)
+      if (this.#recent.get(channel)?.includes(id) === true) return true;
+    return false;
+  }
+
   /**
    * Subscribes to `channels` and resolves once at least one node confirmed the subscription,
    * or every node failed, or the ack timeout passed — a hung node never holds a waiter up; it
@@ -221,7 +228,7 @@ export class ReleaseNotifier {
     if (set === undefined) return;
     if (this.#latest.has(channel)) this.#latest.set(channel, ++this.#sequence);
     if (message === WAKE_ALL) {
-      for (const listener of [...set]) listener.wake();
+      this.#wakeAll(channel);
       return;
     }
     let recent = this.#recent.get(channel);
@@ -247,24 +254,50 @@ export class ReleaseNotifier {
     }
   }
 
+  /**
+   * Resolves when the first node confirms the subscription to `channels`, or every node
+   * failed, or the ack timeout passed. A confirmation that comes only after the timeout (new
+   * connections on a busy machine) wakes every waiter of the channels once: they went on
+   * without a live subscription, and a release published before it was live went unseen.
+   */
   #confirm(subscribers: readonly SubscriberClient[], channels: readonly string[]): Promise<void> {
     return new Promise<void>((resolve) => {
       let pending = subscribers.length;
       let settled = false;
+      let timedOut = false;
       const finish = (): void => {
         if (settled) return;
         settled = true;
         timer.cancel();
         resolve();
       };
-      const timer = this.#clock.setTimer(finish, this.#ackTimeoutMs);
+      const timer = this.#clock.setTimer(() => {
+        timedOut = true;
+        finish();
+      }, this.#ackTimeoutMs);
       timer.unref();
+      const confirmed = (): void => {
+        if (timedOut) {
+          timedOut = false; // once
+          for (const channel of channels) {
+            if (this.#latest.has(channel)) this.#latest.set(channel, ++this.#sequence);
+            this.#wakeAll(channel);
+          }
+        }
+        finish();
+      };
       for (const s of subscribers) {
-        s.subscribe(...channels).then(finish, () => {
+        s.subscribe(...channels).then(confirmed, () => {
           if (--pending === 0) finish();
         });
       }
     });
+  }
+
+  /** Wakes every waiter of `channel`. */
+  #wakeAll(channel: string): void {
+    const set = this.#listeners.get(channel);
+    if (set !== undefined) for (const listener of [...set]) listener.wake();
   }
 
   #scheduleClose(): void {

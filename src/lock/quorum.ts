@@ -61,9 +61,10 @@ export interface AcquirePlan<T> {
   /** When a refusing node expects to free up (ms), if it said; else Infinity. */
   readonly freesIn: (r: NodeResult) => number;
   /**
-   * Who holds what a refusing node refused (an opaque id), if it said. When a quorum of nodes
-   * name one holder, the resource is held — a refused attempt that some nodes granted is then
-   * not a split vote between contenders, and waits for the release like any other refusal.
+   * Who holds what a refusing node refused (its id, as its release publishes), if it said.
+   * When a quorum of nodes name one holder whose release has not been seen, the resource is
+   * held — a refused attempt that some nodes granted is then not a split vote between
+   * contenders, and waits for the release like any other refusal.
    */
   readonly heldBy?: (r: NodeResult) => string | undefined;
   /** After a quorum granted: the result, or `undefined` to undo and retry. */
@@ -233,15 +234,18 @@ export class Quorum {
           passOnUnused(); // a release that woke us after the last attempt
         }
         delay = this.retryDelay();
-        if (granted.length === 0) splits = 0;
-        if (granted.length > 0 && !this.#heldByQuorum(results, plan)) {
-          // A split vote: contenders collided, or a release is still landing on some nodes.
-          // No notification may come, so retry soon — after a short backoff that doubles with
-          // each split vote in a row (from a twentieth of the node timeout: 5, 10, 20 … ms by
-          // default, up to the retry delay), at a random moment so the contenders stop
-          // colliding. (Not when a quorum names one holder: some nodes granted only because
-          // that holder's own attempt had not reached them — a slow or reconnecting node —
-          // and quick retries would burn the retry count while the lock is simply held.)
+        const refusals = this.#refusals(results, plan);
+        const soon = refusals === 'landing' || (granted.length > 0 && refusals !== 'held');
+        if (!soon) splits = 0;
+        if (soon) {
+          // A split vote (contenders collided), or a release we were told of is still landing
+          // on some nodes. No further notification may come, so retry soon — after a short
+          // backoff that doubles with each such attempt in a row (from a twentieth of the node
+          // timeout: 5, 10, 20 … ms by default, up to the retry delay), at a random moment so
+          // contenders stop colliding. Not when a quorum names one holder whose release we
+          // have not seen: some nodes granted only because that holder's own attempt had not
+          // reached them (a slow or reconnecting node), and quick retries would burn the
+          // retry count while the lock is simply held.
           const backoff = Math.min(
             Math.max(1, s.retryDelayMs),
             Math.max(1, s.nodeTimeoutMs / 20) * 2 ** splits++,
@@ -276,18 +280,27 @@ export class Quorum {
     );
   }
 
-  /** Whether a quorum of refusing nodes named one and the same holder. */
-  #heldByQuorum(results: readonly NodeResult[], plan: AcquirePlan<unknown>): boolean {
-    if (plan.heldBy === undefined) return false;
+  /**
+   * What the refusing nodes said of their holder: `'landing'` when one named a holder whose
+   * release we saw (the release is still reaching that node), `'held'` when a quorum named one
+   * holder, else `undefined` (nothing said, or different holders: contenders).
+   */
+  #refusals(
+    results: readonly NodeResult[],
+    plan: AcquirePlan<unknown>,
+  ): 'landing' | 'held' | undefined {
+    if (plan.heldBy === undefined) return undefined;
     const counts = new Map<string, number>();
+    let held = false;
     for (const r of results) {
       const holder = r.ok ? plan.heldBy(r) : undefined;
       if (holder === undefined) continue;
+      if (this.#notifier?.released(plan.channels, holder) === true) return 'landing';
       const count = (counts.get(holder) ?? 0) + 1;
-      if (count >= this.size) return true;
       counts.set(holder, count);
+      if (count >= this.size) held = true;
     }
-    return false;
+    return held ? 'held' : undefined;
   }
 
   /**

@@ -45,6 +45,7 @@ import { hashTag, keySlot } from './slot.js';
 import {
   Lock,
   holdWhile,
+  holderId,
   resolveAcquire,
   waitDeadline,
   type AcquireOptions,
@@ -143,19 +144,22 @@ const spec = {
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
 
-/** A node granted the attempt: the acquire script answered `{1, fence…}`. */
-const isGrant = (r: NodeResult): boolean => Array.isArray(r.value) && r.value[0] === 1;
+/** A node granted the attempt: the acquire script answered its fence, or `{1, fence…}`. */
+const isGrant = (r: NodeResult): boolean =>
+  typeof r.value === 'number' || (Array.isArray(r.value) && r.value[0] === 1);
+
+/** The fencing counter of resource `i` a granting node returned (`fence` or `{1, fence…}`). */
+const fenceOf = (r: NodeResult, i: number): number =>
+  typeof r.value === 'number' ? r.value : Number((r.value as unknown[])[i + 1]);
 
 /**
- * Who holds the lock on a refusing node (`{0, index, pttl, holder}`): the taken resource's index
- * and its holder's release id, or `undefined` when the node did not say.
+ * Who holds the lock on a refusing node (`{0, index, pttl, holder}`): the holder's id (see
+ * `holderId`), or `undefined` when the node did not say.
  */
 const holderOf = (r: NodeResult): string | undefined => {
   if (!Array.isArray(r.value) || r.value[0] !== 0) return undefined;
   const holder: unknown = r.value[3];
-  return typeof holder === 'string' && holder !== ''
-    ? `${String(r.value[1])}:${holder}`
-    : undefined;
+  return typeof holder === 'string' && holder !== '' ? holder : undefined;
 };
 
 /** The remaining ttl a refusing node reported (`{0, index, pttl, holder}`), or Infinity. */
@@ -345,7 +349,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       let max = -Infinity;
       let min = Infinity;
       for (const r of granted) {
-        const fence = Number((r.value as unknown[])[i + 1]);
+        const fence = fenceOf(r, i);
         if (fence > max) max = fence;
         if (fence < min) min = fence;
       }
@@ -401,7 +405,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
     // finish on their own (each within the per-node timeout).
     const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
-    const results = await this.#q.round(RELEASE, lockKeys, [token, '1'], yes);
+    const results = await this.#q.round(RELEASE, lockKeys, [token, holderId(token)], yes);
     // The next acquisition of this process in line goes now: its attempt follows this release
     // on every connection.
     if (lockKeys.length === 1) this.#turns.leave(lockKeys[0] as string, token);

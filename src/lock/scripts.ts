@@ -29,21 +29,31 @@ function script(body: string): Script {
 
 /**
  * Acquire every resource or none: fail with the index of a taken key, its remaining ttl (so a
- * waiter knows when it frees up by expiry) and its holder — the holder's release id (16 hex
- * digits of the SHA-1 of its token, as {@link RELEASE} publishes; '' for a value that is not a
- * string), so a client can tell a lock held by one holder on a quorum from contenders that
- * split the vote — else SET each key `PX ttl` to the token and INCR its fencing counter.
- * Returns `{1, fence…}` or `{0, index, pttl, holder}`.
+ * waiter knows when it frees up by expiry) and its holder's id (16 hex digits of the SHA-1 of
+ * the value it holds, as {@link RELEASE} publishes; '' for a value that is not a string), so a
+ * client can tell a lock held by one holder on a quorum from contenders that split the vote,
+ * and from a release still landing — else SET each key `PX ttl` to the token and INCR its
+ * fencing counter. Returns `{1, fence…}`, or for one resource just its
+ * fence (an integer ≥ 1), or `{0, index, pttl, holder}`.
+ *
+ * One resource (the common case) takes one `SET NX PX` instead of a check and a SET, and
+ * answers a plain integer: this script runs on every node for every acquisition, and measured
+ * over five local nodes an array reply (parsed by the client) cost about 6% of an uncontended
+ * acquire + release, a separate check about 4%. The refusal details are read only on refusal.
  */
 export const ACQUIRE = script(`
 local n = #KEYS / 2
+local function refused(i)
+  local holder = redis.pcall('GET', KEYS[i])
+  if type(holder) == 'string' then holder = string.sub(redis.sha1hex(holder), 1, 16) else holder = '' end
+  return {0, i, redis.call('PTTL', KEYS[i]), holder}
+end
+if n == 1 then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return refused(1) end
+  return redis.call('INCR', KEYS[2])
+end
 for i = 1, n do
-  local pttl = redis.call('PTTL', KEYS[i])
-  if pttl ~= -2 then
-    local holder = redis.pcall('GET', KEYS[i])
-    if type(holder) == 'string' then holder = string.sub(redis.sha1hex(holder), 1, 16) else holder = '' end
-    return {0, i, pttl, holder}
-  end
+  if redis.call('EXISTS', KEYS[i]) == 1 then return refused(i) end
 end
 local out = {1}
 for i = 1, n do
@@ -72,11 +82,12 @@ return covered
 `);
 
 /**
- * Compare-and-delete: delete the keys that still hold the token; returns how many. With
- * `ARGV[2] == '1'` it also PUBLISHes on `<key>:released` for each deleted key, waking one
- * waiter (the message is a release id: 16 hex digits of the token's SHA-1, the same on every
- * node so the N copies count once, and revealing nothing of the token)
- * (a failed attempt's undo passes '0': nobody waits for a lock that was never granted).
+ * Compare-and-delete: delete the keys that still hold the token (`ARGV[1]`); returns how many.
+ * Unless `ARGV[2]` is '0' (a failed attempt's undo: nobody waits for a lock that was never
+ * granted), it is the holder's id — 16 hex digits of the SHA-1 of the token, computed by the
+ * client, the same on every node so that the N copies of one release count once, and the id
+ * {@link ACQUIRE} names a holder by — and is PUBLISHed on `<key>:released` for each deleted
+ * key, waking one waiter.
  */
 export const RELEASE = script(`
 local deleted = 0
@@ -84,7 +95,7 @@ for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then
     redis.call('DEL', KEYS[i])
     deleted = deleted + 1
-    if ARGV[2] == '1' then redis.call('PUBLISH', KEYS[i] .. ':released', string.sub(redis.sha1hex(ARGV[1]), 1, 16)) end
+    if ARGV[2] ~= '0' then redis.call('PUBLISH', KEYS[i] .. ':released', ARGV[2]) end
   end
 end
 return deleted

@@ -1,4 +1,6 @@
 import { afterEach, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { Redlock } from '../../src/lock/index.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
@@ -77,6 +79,74 @@ describeRedis('release notifications (pub/sub) against five real redis-server pr
     const next = await waiting;
     await next.release();
     redis().resume(4);
+  });
+
+  it('a subscription confirmed only after the ack timeout wakes its waiter, which may have missed a release', async () => {
+    // The waiter's SUBSCRIBE reaches the nodes 400 ms late (a slow new connection): it stops
+    // waiting for the confirmation after the ack timeout (the node timeout, 100 ms), tries
+    // again, and sleeps for its 20 s retry delay. The holder releases before the subscription
+    // is live, so the release's message reaches nobody — the late confirmation must wake it.
+    const slowSubscribe = (client: Redis): Redis =>
+      new Proxy(client, {
+        get(target, property) {
+          if (property !== 'duplicate') {
+            const value: unknown = Reflect.get(target, property, target);
+            return typeof value === 'function'
+              ? (value as (...args: unknown[]) => unknown).bind(target)
+              : value;
+          }
+          return () => {
+            const subscriber = target.duplicate();
+            const subscribe = subscriber.subscribe.bind(subscriber);
+            Object.assign(subscriber, {
+              subscribe: async (...channels: string[]) => {
+                await sleep(400);
+                return subscribe(...channels);
+              },
+            });
+            return subscriber;
+          };
+        },
+      });
+    const holder = redlockOf();
+    const waiter = redlockOf({
+      clients: redis().clients({ maxRetriesPerRequest: 1 }).map(slowSubscribe),
+      retryDelayMs: 20_000,
+      retryJitterMs: 0,
+      retryCount: 5,
+    });
+    const lock = await holder.acquire('sku:n6', { ttlMs: 30_000 });
+    const waiting = waiter.acquire('sku:n6', {
+      ttlMs: 30_000,
+      signal: AbortSignal.timeout(10_000),
+    });
+    await sleep(200); // the waiter gave up on the confirmation and sleeps; nothing is subscribed
+    await lock.release();
+    const next = await waiting; // a TimeoutError here: the late confirmation did not wake it
+    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
+    await next.release();
+  });
+
+  it('a release that woke the waiter but is still landing on some nodes is retried soon, not waited out', async () => {
+    // A holder (token T) holds all five nodes. Its release lands on nodes 0 and 1 and publishes
+    // there; nodes 2-4 still hold T for a moment. The woken waiter sees two grants and three
+    // refusals naming T — a quorum, but of a holder whose release it saw: it retries soon
+    // rather than sleeping for its 20 s retry delay (no further message will come).
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 20 });
+    const key = waiter.keyOf('sku:landing');
+    const clients = redis().clients();
+    const token = 'ab'.repeat(20);
+    for (const c of clients) await c.set(key, token, 'PX', 30_000);
+    const waiting = waiter.acquire('sku:landing', { signal: AbortSignal.timeout(10_000) });
+    await sleep(200); // refused, subscribed, asleep
+    const id = createHash('sha1').update(token).digest('hex').slice(0, 16);
+    for (const i of [0, 1]) await clients[i]?.del(key);
+    await clients[0]?.publish(`${key}:released`, id);
+    await sleep(30);
+    for (const i of [2, 3, 4]) await clients[i]?.del(key);
+    const lock = await waiting; // a TimeoutError here: it waited for a message that never came
+    await lock.release();
+    for (const c of clients) c.disconnect();
   });
 
   it('close() (and the idle linger) closes the subscriber connections it opened', async () => {
