@@ -67,12 +67,15 @@ export interface AcquirePlan<T> {
    * contenders, and waits for the release like any other refusal.
    */
   readonly heldBy?: (r: NodeResult) => string | undefined;
-  /** After a quorum granted: the result, or `undefined` to undo and retry. */
+  /**
+   * After a quorum granted: the result, or `undefined` to undo and retry (a promise only when
+   * settling needs another round).
+   */
   readonly settle: (
     token: string,
     started: number,
     granted: readonly NodeResult[],
-  ) => Promise<T | undefined>;
+  ) => T | undefined | Promise<T | undefined>;
   /**
    * Undo a failed attempt on `nodes`, where it may have landed (never publishes a release).
    * Must send its calls before returning (the loop may not await the promise).
@@ -195,7 +198,8 @@ export class Quorum {
         last = results;
         const granted = results.filter((r) => r.ok && plan.granted(r));
         if (granted.length >= this.size) {
-          const won = await plan.settle(token, started, granted);
+          const settled = plan.settle(token, started, granted);
+          const won = settled instanceof Promise ? await settled : settled;
           if (won !== undefined) return won;
         }
         // Failed attempt: undo wherever it may have landed — every node except those that

@@ -280,13 +280,14 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       this.#o.localTurns && list.length === 1 && retryCount > 0 ? lockKeys[0] : undefined;
     let remaining = retryCount;
     if (line !== undefined) {
-      const used = await this.#turns.enter(
+      const entered = this.#turns.enter(
         line,
         retryCount,
         () => this.#q.retryDelay(),
         signal,
         deadline,
       );
+      const used = typeof entered === 'number' ? entered : await entered;
       if (used === undefined) {
         throw new LockTakenError(
           list,
@@ -307,12 +308,15 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
           granted: isGrant,
           freesIn: pttlOf,
           heldBy: holderOf,
-          settle: async (token, started, granted) => {
-            const lock = await this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
-            if (lock !== undefined && line !== undefined) {
-              this.#turns.hold(line, token, () => lock.validUntil);
-            }
-            return lock;
+          settle: (token, started, granted) => {
+            const held = (lock: Lock | undefined): Lock | undefined => {
+              if (lock !== undefined && line !== undefined) {
+                this.#turns.hold(line, token, () => lock.validUntil);
+              }
+              return lock;
+            };
+            const lock = this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
+            return lock instanceof Promise ? lock.then(held) : held(lock);
           },
           undo: (token, nodes) =>
             this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
@@ -332,7 +336,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
    * After a quorum granted: settle the fencing tokens (sync the counters when the granting
    * nodes disagree) and check the validity. The lock, or `undefined` when it must be undone.
    */
-  async #settle(
+  #settle(
     list: readonly string[],
     lockKeys: readonly string[],
     keys: readonly string[],
@@ -340,9 +344,10 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     ttlMs: number,
     started: number,
     granted: readonly NodeResult[],
-  ): Promise<Lock | undefined> {
+  ): Lock | undefined | Promise<Lock | undefined> {
     // Fencing tokens: the maximum counter over the granting nodes, per resource; in sync when
-    // every granting node returned that maximum.
+    // every granting node returned that maximum (then settled without a further await: this is
+    // the path of every uncontended acquisition).
     const fences: number[] = [];
     let inSync = true;
     for (let i = 0; i < list.length; i++) {
@@ -356,19 +361,16 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       fences.push(max);
       if (min !== max) inSync = false;
     }
-    let fenced = inSync;
-    if (!inSync) {
-      const synced = await this.#q.round(
-        SYNC_FENCE,
-        keys,
-        [token, ...fences],
-        (r) => Number(r.value) === list.length,
-      );
-      fenced = this.#q.count(synced, (r) => Number(r.value) === list.length) >= this.#q.size;
-    }
-    const validUntil = this.#q.deadline(started, ttlMs);
-    if (!fenced || validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return undefined;
-    return new Lock(this, list, lockKeys, token, validUntil, fences);
+    const made = (): Lock | undefined => {
+      const validUntil = this.#q.deadline(started, ttlMs);
+      if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return undefined;
+      return new Lock(this, list, lockKeys, token, validUntil, fences);
+    };
+    if (inSync) return made();
+    const covered = (r: NodeResult): boolean => Number(r.value) === list.length;
+    return this.#q
+      .round(SYNC_FENCE, keys, [token, ...fences], covered)
+      .then((synced) => (this.#q.count(synced, covered) >= this.#q.size ? made() : undefined));
   }
 
   /**

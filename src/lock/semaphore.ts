@@ -208,13 +208,9 @@ export class Semaphore implements LockBackend {
         freesIn,
         settle: (token, started) => {
           const validUntil = q.deadline(started, ttlMs);
-          if (validUntil - q.clock.now() <= this.#c.minValidityMs) {
-            return Promise.resolve(undefined);
-          }
+          if (validUntil - q.clock.now() <= this.#c.minValidityMs) return undefined;
           const handle = `${slots.join(',')}/${token}`;
-          return Promise.resolve(
-            new Permit(this, this.name, this.#keys, handle, validUntil, permits),
-          );
+          return new Permit(this, this.name, this.#keys, handle, validUntil, permits);
         },
         undo: (token, nodes) =>
           q.round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {

@@ -39,21 +39,33 @@ export class Turns {
   /**
    * Takes the turn for `key`, waiting behind earlier acquisitions of this process. Each
    * `delay()` spent waiting counts as one attempt; resolves with the attempts used, or
-   * `undefined` when more than `attempts` were used or the `deadline` (clock time) passed.
-   * Rejects when `signal` aborts.
+   * `undefined` when more than `attempts` were used or the `deadline` (clock time) passed
+   * (a plain 0 when the line is free). Rejects when `signal` aborts.
    */
-  async enter(
+  enter(
     key: string,
     attempts: number,
     delay: () => number,
     signal: AbortSignal | undefined,
     deadline?: number,
-  ): Promise<number | undefined> {
+  ): number | Promise<number | undefined> {
     const line = this.#lines.get(key);
     if (line === undefined) {
+      // A free line: the turn is taken at once, without a promise (every uncontended acquire).
       this.#lines.set(key, { token: undefined, validUntil: undefined, waiters: [] });
       return 0;
     }
+    return this.#wait(key, line, attempts, delay, signal, deadline);
+  }
+
+  async #wait(
+    key: string,
+    line: Line,
+    attempts: number,
+    delay: () => number,
+    signal: AbortSignal | undefined,
+    deadline: number | undefined,
+  ): Promise<number | undefined> {
     const waiter: Waiter = { handed: false, wake: undefined };
     line.waiters.push(waiter);
     let used = 0;
