@@ -309,14 +309,10 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
           freesIn: pttlOf,
           heldBy: holderOf,
           settle: (token, started, granted) => {
-            const held = (lock: Lock | undefined): Lock | undefined => {
-              if (lock !== undefined && line !== undefined) {
-                this.#turns.hold(line, token, () => lock.validUntil);
-              }
-              return lock;
-            };
             const lock = this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
-            return lock instanceof Promise ? lock.then(held) : held(lock);
+            return lock instanceof Promise
+              ? lock.then((settled) => this.#holdTurn(line, token, settled))
+              : this.#holdTurn(line, token, lock);
           },
           undo: (token, nodes) =>
             this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
@@ -361,16 +357,37 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       fences.push(max);
       if (min !== max) inSync = false;
     }
-    const made = (): Lock | undefined => {
-      const validUntil = this.#q.deadline(started, ttlMs);
-      if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return undefined;
-      return new Lock(this, list, lockKeys, token, validUntil, fences);
-    };
-    if (inSync) return made();
+    if (inSync) return this.#made(list, lockKeys, token, ttlMs, started, fences);
     const covered = (r: NodeResult): boolean => Number(r.value) === list.length;
     return this.#q
       .round(SYNC_FENCE, keys, [token, ...fences], covered)
-      .then((synced) => (this.#q.count(synced, covered) >= this.#q.size ? made() : undefined));
+      .then((synced) =>
+        this.#q.count(synced, covered) >= this.#q.size
+          ? this.#made(list, lockKeys, token, ttlMs, started, fences)
+          : undefined,
+      );
+  }
+
+  /** The lock, when its validity (measured from `started`) is still above the minimum. */
+  #made(
+    list: readonly string[],
+    lockKeys: readonly string[],
+    token: string,
+    ttlMs: number,
+    started: number,
+    fences: readonly number[],
+  ): Lock | undefined {
+    const validUntil = this.#q.deadline(started, ttlMs);
+    if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return undefined;
+    return new Lock(this, list, lockKeys, token, validUntil, fences);
+  }
+
+  /** A lock won through the local turn of `line` holds that turn until it is released. */
+  #holdTurn(line: string | undefined, token: string, lock: Lock | undefined): Lock | undefined {
+    if (lock !== undefined && line !== undefined) {
+      this.#turns.hold(line, token, () => lock.validUntil);
+    }
+    return lock;
   }
 
   /**
