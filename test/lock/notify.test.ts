@@ -2,6 +2,7 @@ import { afterEach, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Redlock } from '../../src/lock/index.js';
+import { withOverrides } from '../support/latency.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -87,25 +88,16 @@ describeRedis('release notifications (pub/sub) against five real redis-server pr
     // again, and sleeps for its 20 s retry delay. The holder releases before the subscription
     // is live, so the release's message reaches nobody — the late confirmation must wake it.
     const slowSubscribe = (client: Redis): Redis =>
-      new Proxy(client, {
-        get(target, property) {
-          if (property !== 'duplicate') {
-            const value: unknown = Reflect.get(target, property, target);
-            return typeof value === 'function'
-              ? (value as (...args: unknown[]) => unknown).bind(target)
-              : value;
-          }
-          return () => {
-            const subscriber = target.duplicate();
-            const subscribe = subscriber.subscribe.bind(subscriber);
-            Object.assign(subscriber, {
-              subscribe: async (...channels: string[]) => {
-                await sleep(400);
-                return subscribe(...channels);
-              },
-            });
-            return subscriber;
-          };
+      withOverrides(client, {
+        duplicate: () => {
+          const subscriber = client.duplicate();
+          const subscribe = subscriber.subscribe.bind(subscriber);
+          return withOverrides(subscriber, {
+            subscribe: async (...channels: string[]) => {
+              await sleep(400);
+              return subscribe(...channels);
+            },
+          });
         },
       });
     const holder = redlockOf();

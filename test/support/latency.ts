@@ -1,7 +1,8 @@
 /**
  * Injected network latency in front of a real redis-server: an ioredis client whose script
  * calls (EVALSHA / EVAL, what the lock sends) reach the node late, in call order, like a slow
- * TCP link. Redis itself is real; only the way there is slowed.
+ * TCP link; and `withOverrides`, for other such wrappers. Redis itself is real; only the way
+ * there is slowed.
  */
 import type { Redis } from 'ioredis';
 
@@ -47,10 +48,20 @@ export function throughNet(client: Redis, node: number, net: Net): Redis {
   const evalScript = delayed((source, numKeys, ...rest) =>
     client.eval(String(source), numKeys as number, ...rest),
   );
+  return withOverrides(client, { evalsha, eval: evalScript });
+}
+
+/**
+ * `client` with some of its methods replaced (a fault or a delay on the way to a real server);
+ * everything else is the client's own, bound to it.
+ */
+export function withOverrides<T extends object>(
+  client: T,
+  overrides: { readonly [K in keyof T]?: unknown },
+): T {
   return new Proxy(client, {
     get(target, property) {
-      if (property === 'evalsha') return evalsha;
-      if (property === 'eval') return evalScript;
+      if (Object.hasOwn(overrides, property)) return overrides[property as keyof T];
       const value: unknown = Reflect.get(target, property, target);
       return typeof value === 'function'
         ? (value as (...args: unknown[]) => unknown).bind(target)
