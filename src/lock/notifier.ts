@@ -90,6 +90,11 @@ export class ReleaseNotifier {
     this.#ackTimeoutMs = ackTimeoutMs;
   }
 
+  /** Whether any channel is subscribed (else no {@link mark} can be made). */
+  get listening(): boolean {
+    return this.#latest.size > 0;
+  }
+
   /**
    * A mark of the releases seen so far on `channels`, when every one of them is subscribed
    * already (else `undefined`: releases may go unseen). Two equal marks mean no release came

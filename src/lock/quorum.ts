@@ -190,7 +190,10 @@ export class Quorum {
         if (subscription !== undefined) seen = subscription.count;
         // Whether a release on the channels could be noticed from here on, without a
         // subscription of our own yet (another waiter of this Redlock may have one).
-        const mark = subscription === undefined ? this.#notifier?.mark(plan.channels) : undefined;
+        const mark =
+          subscription === undefined && this.#notifier?.listening === true
+            ? this.#notifier.mark(plan.channels)
+            : undefined;
         const token = newToken();
         const started = s.clock.now();
         const results = await this.round(plan.script, plan.keys, plan.args(token), plan.granted);

@@ -279,6 +279,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     const line =
       this.#o.localTurns && list.length === 1 && retryCount > 0 ? lockKeys[0] : undefined;
     let remaining = retryCount;
+    let channels: string[] | undefined;
     if (line !== undefined) {
       const entered = this.#turns.enter(
         line,
@@ -316,7 +317,10 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
           },
           undo: (token, nodes) =>
             this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
-          channels: lockKeys.map((k) => `${k}:released`),
+          // Built on first use: an acquisition that nobody makes wait never needs them.
+          get channels() {
+            return (channels ??= lockKeys.map((k) => `${k}:released`));
+          },
         },
         remaining,
         signal,
