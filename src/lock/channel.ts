@@ -18,6 +18,7 @@
  * @internal
  * @packageDocumentation
  */
+import type { NodeOutcome } from './errors.js';
 import { BATCH, type Script } from './scripts.js';
 
 /**
@@ -27,6 +28,133 @@ import { BATCH, type Script } from './scripts.js';
 export interface LockClient {
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+}
+
+/**
+ * What an ioredis client shows of itself, read only when describing a failure (never on the
+ * hot path). Every field is optional: a `LockClient` need not be an ioredis client.
+ */
+interface ClientView {
+  readonly status?: unknown;
+  readonly isCluster?: unknown;
+  readonly startupNodes?: unknown;
+  readonly stream?: { readonly errored?: unknown } | null;
+  readonly options?: null | {
+    readonly host?: unknown;
+    readonly port?: unknown;
+    readonly path?: unknown;
+    readonly name?: unknown;
+    readonly sentinels?: unknown;
+  };
+}
+
+/** `host:port` of an ioredis node description (`{ host, port }`, a port, or a string). */
+function hostPort(node: unknown): string {
+  if (typeof node === 'string') return node;
+  if (typeof node === 'number') return `localhost:${node}`;
+  if (typeof node === 'object' && node !== null) {
+    const { host, port } = node as { host?: unknown; port?: unknown };
+    return `${typeof host === 'string' ? host : 'localhost'}:${typeof port === 'number' || typeof port === 'string' ? port : 6379}`;
+  }
+  return '?';
+}
+
+/**
+ * How a client's node is named in errors, from the client's own options (ioredis: `host`,
+ * `port`, `path`; Sentinel: `name` and `sentinels`; Cluster: its startup nodes). Falls back
+ * to `node <index>` for a client that says nothing.
+ */
+export function nodeAddress(client: LockClient, index: number): string {
+  const view = client as ClientView;
+  if (view.isCluster === true && Array.isArray(view.startupNodes)) {
+    return `cluster via ${view.startupNodes.map(hostPort).join(',')}`;
+  }
+  const o = view.options;
+  if (o === undefined || o === null) return `node ${index}`;
+  if (Array.isArray(o.sentinels) && o.sentinels.length > 0) {
+    const name = typeof o.name === 'string' ? o.name : '?';
+    return `sentinel ${name} via ${o.sentinels.map(hostPort).join(',')}`;
+  }
+  if (typeof o.path === 'string' && o.path !== '') return o.path;
+  if (o.host === undefined && o.port === undefined) return `node ${index}`;
+  return hostPort(o);
+}
+
+/** A non-Error rejection, in words. */
+const describe = (value: unknown): string =>
+  typeof value === 'string' ? value : `a rejection that is not an Error (${typeof value})`;
+
+/** The marker of an error answered by Redis itself (as ioredis names its `ReplyError`). */
+const REPLY_ERROR = 'ReplyError';
+
+/** An error a script call answered inside a batch, named as ioredis names Redis's replies. */
+function replyError(message: string): Error {
+  const error = new Error(message);
+  error.name = REPLY_ERROR;
+  return error;
+}
+
+/** A failed call, classified: what happened, in words, and the client error behind it. */
+export interface Failure {
+  readonly kind: NodeOutcome;
+  readonly error: string;
+  readonly cause?: unknown;
+}
+
+/** The error with which the client's last connection attempt failed, if it shows one. */
+function connectionError(view: ClientView): unknown {
+  const errored = view.stream?.errored;
+  return errored instanceof Error ? errored : undefined;
+}
+
+const isRefused = (error: unknown): boolean =>
+  typeof error === 'object' &&
+  error !== null &&
+  (error as { code?: unknown }).code === 'ECONNREFUSED';
+
+/**
+ * Why a node failed a call — `error` is what the client rejected with, or `undefined` when
+ * the node did not answer within `timeoutMs`. With ioredis's offline queue a command to a node
+ * that is down waits for a reconnection, so the round only ever sees a timeout (or, with
+ * `maxRetriesPerRequest`, a retry error) while the real reason is on the client's socket
+ * (`stream.errored`, e.g. `ECONNREFUSED`): a client that is not connected (ioredis `status`
+ * other than `ready`) whose last connection attempt failed is `connection-refused` (refused)
+ * or `not-connected` (another reason), with that connection error as `cause`. Redis's own
+ * error replies are `script-error`; a node that is connected (or still connecting) but does
+ * not answer in time is `timed-out`.
+ */
+export function classify(client: LockClient, error: unknown, timeoutMs: number): Failure {
+  const view = client as ClientView;
+  if (error instanceof Error && error.name === REPLY_ERROR) {
+    return { kind: 'script-error', error: error.message, cause: error };
+  }
+  const status = view.status;
+  if (typeof status === 'string' && status !== 'ready') {
+    const last = connectionError(view);
+    const also = error instanceof Error ? `; ${error.message}` : '';
+    if (last instanceof Error) {
+      return isRefused(last)
+        ? { kind: 'connection-refused', error: `${last.message}${also}`, cause: last }
+        : {
+            kind: 'not-connected',
+            error: `${last.message} (client ${status})${also}`,
+            cause: last,
+          };
+    }
+    if (status === 'reconnecting' || status === 'close' || status === 'end') {
+      return {
+        kind: 'not-connected',
+        error: `not connected (client ${status})${also}`,
+        ...(error === undefined ? {} : { cause: error }),
+      };
+    }
+  }
+  if (error === undefined) return { kind: 'timed-out', error: `timed out after ${timeoutMs} ms` };
+  return {
+    kind: 'failed',
+    error: error instanceof Error ? error.message : describe(error),
+    cause: error,
+  };
 }
 
 /** Receives a call's outcome: `ok` with the reply, or not with the error. */
@@ -86,6 +214,11 @@ export class NodeChannel {
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
     this.#batching = batching;
+  }
+
+  /** The client behind this channel (to describe its failures). */
+  get client(): LockClient {
+    return this.#client;
   }
 
   /**
@@ -166,7 +299,7 @@ export class NodeChannel {
         }
         const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
         if (Array.isArray(reply) && reply[0] === 1) q.answer(true, reply[1] ?? null);
-        else if (Array.isArray(reply)) q.answer(false, new Error(String(reply[1])));
+        else if (Array.isArray(reply)) q.answer(false, replyError(String(reply[1])));
         else q.answer(false, new Error('no reply for this call in the batch'));
       });
     });

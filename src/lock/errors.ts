@@ -5,24 +5,85 @@
  */
 import { KeelError, hasKeelCode } from '../core/index.js';
 
+/**
+ * What became of one node's call in a lock round, finer than {@link NodeVote.vote}:
+ *
+ * - `granted`: the node granted the attempt.
+ * - `held-by-another`: the node refused: someone else (another process, or a lock this
+ *   Redlock does not know as its own) holds it — for a semaphore, the permits asked for.
+ * - `held-by-this-process`: the node refused because a lock of this very `Redlock` holds it.
+ * - `connection-refused`: the client is not connected and its last attempt to connect was
+ *   refused (`ECONNREFUSED`: nothing listens there — Redis is down).
+ * - `not-connected`: the client is not connected for another reason (connecting, reconnecting
+ *   after a reset, closed); `cause` holds the last connection error when there is one.
+ * - `timed-out`: connected, but no answer within `nodeTimeoutMs` (a paused or overloaded node).
+ * - `script-error`: Redis answered the script with an error (`cause` is the ioredis
+ *   `ReplyError`), e.g. a key of the wrong type.
+ * - `failed`: the client failed the call for another reason (see `error` and `cause`).
+ * - `pending`: the round was decided before this node answered (not a failure of the node).
+ */
+export type NodeOutcome =
+  | 'granted'
+  | 'held-by-another'
+  | 'held-by-this-process'
+  | 'connection-refused'
+  | 'not-connected'
+  | 'timed-out'
+  | 'script-error'
+  | 'failed'
+  | 'pending';
+
 /** What one Redis node answered in a lock round. */
 export interface NodeVote {
   /** Index of the node in the client list. */
   readonly node: number;
-  /** `granted`, `taken` (held by someone else), `error` (failed or timed out). */
+  /**
+   * The node as `host:port` (a Unix socket path for a socket client), from the client's
+   * options; `sentinel <name> via host:port,…` for a Sentinel client and `cluster via
+   * host:port,…` for a Cluster client. `memory` for `MemoryLock`.
+   */
+  readonly address: string;
+  /** `granted`, `taken` (held by someone), `error` (failed, timed out, or not waited for). */
   readonly vote: 'granted' | 'taken' | 'error';
-  /** For `error`: what went wrong. */
+  /** What exactly happened on this node. */
+  readonly kind: NodeOutcome;
+  /** For `error`: what went wrong, in words. */
   readonly error?: string;
+  /** For `error`: the client's own error (an ioredis error), when there is one. */
+  readonly cause?: unknown;
 }
 
 export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
 export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
+export const LOCK_TOO_SLOW = 'KEEL_LOCK_TOO_SLOW';
+
+/** Who holds what a {@link LockTakenError} could not get. */
+export type TakenBy = 'another' | 'this-process';
+
+/** Describes one node's vote for a message: `host:port kind (error)`. */
+const describeVote = (v: NodeVote): string =>
+  `${v.address} ${v.kind}${v.error === undefined ? '' : ` (${v.error})`}`;
 
 /**
- * The resources are held by someone else — or a semaphore has no free permits (a quorum of
- * nodes said so, or no quorum granted) — as opposed to the nodes being down.
+ * The `cause` of an error over several nodes' votes: the one client error there is, an
+ * `AggregateError` of them when several nodes failed, else nothing.
+ */
+function causeOf(votes: readonly NodeVote[]): { cause?: unknown } {
+  const causes: unknown[] = [];
+  for (const v of votes) if (v.cause !== undefined) causes.push(v.cause);
+  if (causes.length === 0) return {};
+  if (causes.length === 1) return { cause: causes[0] };
+  return { cause: new AggregateError(causes, `${causes.length} Redis nodes failed`) };
+}
+
+/**
+ * The resources are held — or a semaphore has no free permits (a quorum of nodes said so, or
+ * no quorum granted) — as opposed to the nodes being down ({@link QuorumUnavailableError}) or
+ * too slow ({@link LockTooSlowError}). `takenBy` says whether a lock of this very `Redlock`
+ * holds them (`this-process`: another acquisition of your own, e.g. a re-entrant call) or
+ * someone else does (`another`).
  */
 export class LockTakenError extends KeelError {
   override readonly name: string = 'LockTakenError';
@@ -30,31 +91,96 @@ export class LockTakenError extends KeelError {
   readonly resources: readonly string[];
   readonly votes: readonly NodeVote[];
   readonly attempts: number;
+  /** Who holds them: a lock of this `Redlock` (`this-process`) or someone else (`another`). */
+  readonly takenBy: TakenBy;
   constructor(
     resources: readonly string[],
     votes: readonly NodeVote[],
     attempts: number,
-    detail = `lock on ${resources.join(', ')} is held by someone else`,
+    detail?: string,
+    takenBy: TakenBy = 'another',
   ) {
-    super(LOCK_TAKEN, `${detail} (after ${attempts} attempt(s))`);
+    const what =
+      detail ??
+      `lock on ${resources.join(', ')} is held by ` +
+        (takenBy === 'this-process'
+          ? 'another acquisition of this Redlock (this process)'
+          : 'someone else');
+    const held = votes.filter((v) => v.vote !== 'granted');
+    super(
+      LOCK_TAKEN,
+      `${what} (after ${attempts} attempt(s))` +
+        (held.length === 0 ? '' : `: ${held.map(describeVote).join('; ')}`),
+      causeOf(votes),
+    );
     this.resources = resources;
     this.votes = votes;
     this.attempts = attempts;
+    this.takenBy = takenBy;
   }
 }
 
-/** Too many nodes failed or timed out for any quorum: the lock service itself is unavailable. */
+/**
+ * A quorum granted the lock, but the round took so long that too little validity was left
+ * (not more than `minValidityMs` after the ttl, the time the round took and the drift
+ * allowance): slow or distant nodes, or a ttl too short for them. The lock was undone, not
+ * returned. Raise `ttlMs`, or lower `nodeTimeoutMs` so slow nodes are not waited for. (A ttl
+ * that cannot leave enough validity even with no time spent is refused before any round, with
+ * an `InvalidOptionError`.)
+ */
+export class LockTooSlowError extends KeelError {
+  override readonly name: string = 'LockTooSlowError';
+  declare readonly code: typeof LOCK_TOO_SLOW;
+  readonly resources: readonly string[];
+  readonly votes: readonly NodeVote[];
+  readonly attempts: number;
+  /** How long the last granted round took (ms). */
+  readonly elapsedMs: number;
+  /** The ttl asked for (ms). */
+  readonly ttlMs: number;
+  constructor(
+    resources: readonly string[],
+    votes: readonly NodeVote[],
+    attempts: number,
+    elapsedMs: number,
+    ttlMs: number,
+    minValidityMs: number,
+  ) {
+    const slow = votes.filter((v) => v.vote !== 'granted');
+    super(
+      LOCK_TOO_SLOW,
+      `lock on ${resources.join(', ')} was granted by a quorum, but the round took ` +
+        `${Math.round(elapsedMs)} ms of the ${ttlMs} ms ttl and left no more than the minimum ` +
+        `validity of ${minValidityMs} ms (after ${attempts} attempt(s)); raise ttlMs or lower ` +
+        'nodeTimeoutMs' +
+        (slow.length === 0 ? '' : `: ${slow.map(describeVote).join('; ')}`),
+      causeOf(votes),
+    );
+    this.resources = resources;
+    this.votes = votes;
+    this.attempts = attempts;
+    this.elapsedMs = elapsedMs;
+    this.ttlMs = ttlMs;
+  }
+}
+
+/**
+ * Too many nodes failed or timed out for any quorum: the lock service itself is unavailable.
+ * Each failed node is named (`host:port`) with what happened to it (see {@link NodeOutcome});
+ * `cause` is the client's error (an `AggregateError` when several nodes failed).
+ */
 export class QuorumUnavailableError extends KeelError {
   override readonly name: string = 'QuorumUnavailableError';
   declare readonly code: typeof QUORUM_UNAVAILABLE;
   readonly resources: readonly string[];
   readonly votes: readonly NodeVote[];
   constructor(resources: readonly string[], votes: readonly NodeVote[], quorum: number) {
-    const failed = votes.filter((v) => v.vote === 'error');
+    const failed = votes.filter((v) => v.vote === 'error' && v.kind !== 'pending');
     super(
       QUORUM_UNAVAILABLE,
       `no quorum (${quorum} of ${votes.length}) for ${resources.join(', ')}: ` +
-        failed.map((v) => `node ${v.node}: ${v.error ?? 'error'}`).join('; '),
+        failed.map(describeVote).join('; '),
+      causeOf(votes),
     );
     this.resources = resources;
     this.votes = votes;
@@ -103,3 +229,5 @@ export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
 export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
   hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);
+export const isLockTooSlowError = (value: unknown): value is LockTooSlowError =>
+  hasKeelCode<LockTooSlowError>(value, LOCK_TOO_SLOW);

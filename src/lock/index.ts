@@ -20,12 +20,15 @@ export {
   isLockLostError,
   LockCrossSlotError,
   isLockCrossSlotError,
+  LockTooSlowError,
+  isLockTooSlowError,
+  LOCK_TOO_SLOW,
   LOCK_CROSS_SLOT,
   LOCK_TAKEN,
   QUORUM_UNAVAILABLE,
   LOCK_LOST,
 } from './errors.js';
-export type { NodeVote } from './errors.js';
+export type { NodeVote, NodeOutcome, TakenBy } from './errors.js';
 export { Semaphore, Permit } from './semaphore.js';
 export type {
   SemaphoreOptions,

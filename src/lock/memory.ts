@@ -140,7 +140,11 @@ export class MemoryLock implements LockService, LockBackend {
       });
       return new Lock(this, list, list, token, now + ttlMs, fences);
     }
-    throw new LockTakenError(list, [{ node: 0, vote: 'taken' }], retryCount + 1);
+    throw new LockTakenError(
+      list,
+      [{ node: 0, address: 'memory', vote: 'taken', kind: 'held-by-another' }],
+      retryCount + 1,
+    );
   }
 
   /** Waits for a release of one of `resources`, `ms`, or `signal` (then rejects). */

@@ -7,10 +7,17 @@
  * @packageDocumentation
  */
 import { sleep, type Clock } from '../core/index.js';
-import { LockTakenError, QuorumUnavailableError, type NodeVote } from './errors.js';
+import {
+  LockTakenError,
+  LockTooSlowError,
+  QuorumUnavailableError,
+  type NodeOutcome,
+  type NodeVote,
+} from './errors.js';
 import { newToken } from './lock.js';
 import type { ReleaseNotifier, Subscription } from './notifier.js';
-import { NodeChannel, type LockClient } from './channel.js';
+import { NodeChannel, classify, nodeAddress, type LockClient } from './channel.js';
+import { newPlanState, planNext, type PlanState } from './plan.js';
 import type { Script } from './scripts.js';
 
 export type { LockClient } from './channel.js';
@@ -21,8 +28,26 @@ export interface NodeResult {
   readonly ok: boolean;
   readonly value?: unknown;
   readonly error?: string;
+  /** For a failure: what happened (see {@link NodeOutcome}). */
+  readonly kind?: NodeOutcome;
+  /** For a failure: the client's error, if any. */
+  readonly cause?: unknown;
   /** Had not answered when the round was decided (not a failure of the node). */
   readonly pending?: true;
+}
+
+/**
+ * What `settle` answers when a quorum granted, but too late: too little validity was left.
+ * The attempt is undone like a refused one, and reported as too slow rather than as taken.
+ */
+export const TOO_SLOW: unique symbol = Symbol('keel.lock.tooSlow');
+
+/** What {@link Quorum.votes} needs of a plan to tell the votes apart. */
+export interface VotePlan {
+  readonly keys: readonly string[];
+  readonly granted: (r: NodeResult) => boolean;
+  readonly heldBy?: (r: NodeResult) => string | undefined;
+  readonly ownHolder?: (holder: string, keys: readonly string[]) => boolean;
 }
 
 /** Settings of the machinery (resolved Redlock options). */
@@ -47,9 +72,12 @@ export interface RoundOptions {
 }
 
 /** One kind of acquisition (a lock, a semaphore permit), as the loop drives it. */
-export interface AcquirePlan<T> {
+export interface AcquirePlan<T> extends VotePlan {
   /** For errors: what is being acquired. */
   readonly resources: readonly string[];
+  /** For LockTooSlowError: the ttl asked for, and the validity a grant must leave. */
+  readonly ttlMs: number;
+  readonly minValidityMs: number;
   readonly script: Script;
   readonly keys: readonly string[];
   /** Script arguments of one attempt with this token. */
@@ -68,14 +96,19 @@ export interface AcquirePlan<T> {
    */
   readonly heldBy?: (r: NodeResult) => string | undefined;
   /**
-   * After a quorum granted: the result, or `undefined` to undo and retry (a promise only when
-   * settling needs another round).
+   * Is `holder` (an id from `heldBy`) a lock of this very service on these `keys`? A refusal
+   * by such a node is reported as held by this process.
+   */
+  readonly ownHolder?: (holder: string, keys: readonly string[]) => boolean;
+  /**
+   * After a quorum granted: the result, or `undefined` to undo and retry, or {@link TOO_SLOW}
+   * when too little validity was left (a promise only when settling needs another round).
    */
   readonly settle: (
     token: string,
     started: number,
     granted: readonly NodeResult[],
-  ) => T | undefined | Promise<T | undefined>;
+  ) => T | undefined | typeof TOO_SLOW | Promise<T | undefined | typeof TOO_SLOW>;
   /**
    * Undo a failed attempt on `nodes`, where it may have landed (never publishes a release).
    * Must send its calls before returning (the loop may not await the promise).
@@ -92,12 +125,6 @@ export interface AcquirePlan<T> {
   /** For LockTakenError: what "taken" means here. */
   readonly takenDetail?: string;
 }
-
-/** Informed re-attempts per acquisition that do not count as retries (see `retryAtOnce`). */
-const FREE_RETRIES = 3;
-
-/** Retries of rounds in which too many nodes failed, before QuorumUnavailableError. */
-const UNAVAILABLE_RETRIES = 2;
 
 export class Quorum {
   readonly #s: QuorumSettings;
@@ -139,20 +166,43 @@ export class Quorum {
     return n;
   }
 
-  votes(results: readonly NodeResult[], granted: (r: NodeResult) => boolean): NodeVote[] {
-    return results.map((r) =>
-      !r.ok
-        ? { node: r.node, vote: 'error' as const, error: r.error ?? 'error' }
-        : granted(r)
-          ? { node: r.node, vote: 'granted' as const }
-          : { node: r.node, vote: 'taken' as const },
-    );
+  /** The node's address, as errors name it (`host:port`; see `nodeAddress`). */
+  address(node: number): string {
+    const channel = this.#channels[node];
+    return channel === undefined ? `node ${node}` : nodeAddress(channel.client, node);
+  }
+
+  /** The evidence of a round, per node, for an error (never on the success path). */
+  votes(results: readonly NodeResult[], plan: VotePlan): NodeVote[] {
+    return results.map((r): NodeVote => {
+      const address = this.address(r.node);
+      if (!r.ok) {
+        const vote = {
+          node: r.node,
+          address,
+          vote: 'error' as const,
+          kind: r.pending === true ? ('pending' as const) : (r.kind ?? 'failed'),
+          error: r.error ?? 'error',
+        };
+        return r.cause === undefined ? vote : { ...vote, cause: r.cause };
+      }
+      if (plan.granted(r)) return { node: r.node, address, vote: 'granted', kind: 'granted' };
+      const holder = plan.heldBy?.(r);
+      const mine = holder !== undefined && plan.ownHolder?.(holder, plan.keys) === true;
+      return {
+        node: r.node,
+        address,
+        vote: 'taken',
+        kind: mine ? 'held-by-this-process' : 'held-by-another',
+      };
+    });
   }
 
   /**
-   * The acquisition loop: attempt; on a quorum, settle; otherwise undo, and retry — soon after
-   * a split vote, on a release notification or the holder's reported expiry when held, after
-   * the jittered retry delay otherwise — up to `retryCount` times or until `signal` aborts.
+   * The acquisition loop: attempt; on a quorum, settle; otherwise undo, and do what the
+   * planner ({@link planNext}) says — retry soon after a split vote, on a release notification
+   * or the holder's reported expiry when held, after the jittered retry delay otherwise — up to
+   * `retryCount` times or until `signal` aborts.
    */
   async acquire<T>(
     plan: AcquirePlan<T>,
@@ -164,15 +214,14 @@ export class Quorum {
     let last: readonly NodeResult[] = [];
     let subscription: Subscription | undefined;
     let seen = 0;
+    // Made on the first failed round: an acquisition that wins at once never needs it.
+    let state: PlanState | undefined;
     /** A release that woke us and that we will not use goes to the next waiter. */
     const passOnUnused = (): void => {
       if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
     };
     try {
       let delay = 0;
-      let unavailable = 0;
-      let splits = 0;
-      let freeRetries = 0;
       for (let attempt = 0; attempt <= retryCount; attempt++) {
         if (attempt > 0 && deadline !== undefined) {
           // waitMs: no attempt starts after the deadline; the last wait ends at it.
@@ -200,10 +249,12 @@ export class Quorum {
         plan.observe?.(results);
         last = results;
         const granted = results.filter((r) => r.ok && plan.granted(r));
+        let tooSlow = false;
         if (granted.length >= this.size) {
           const settled = plan.settle(token, started, granted);
           const won = settled instanceof Promise ? await settled : settled;
-          if (won !== undefined) return won;
+          if (won === TOO_SLOW) tooSlow = true;
+          else if (won !== undefined) return won;
         }
         // Failed attempt: undo wherever it may have landed — every node except those that
         // refused (nothing landed there). Each node runs its commands in the order they were
@@ -212,65 +263,60 @@ export class Quorum {
         const landed: number[] = [];
         for (const r of results) if (!r.ok || plan.granted(r)) landed.push(r.node);
         const undone = landed.length > 0 ? plan.undo(token, landed) : undefined;
-        // Only real failures count against availability, not nodes the round did not wait for.
-        // A round where too many nodes failed may be a blip (a reconnect, a slow first
-        // connection): retried, but only twice, so a majority that is down is reported promptly.
-        const errors = results.filter((r) => !r.ok && r.pending !== true).length;
-        const failedMajority = errors > s.clients.length - this.size;
-        if (failedMajority && (++unavailable > UNAVAILABLE_RETRIES || attempt === retryCount)) {
-          await undone;
-          throw new QuorumUnavailableError(
-            plan.resources,
-            this.votes(results, plan.granted),
-            this.size,
-          );
-        }
-        if (
-          !failedMajority &&
-          freeRetries < FREE_RETRIES &&
-          plan.retryAtOnce !== undefined &&
-          plan.retryAtOnce()
-        ) {
-          freeRetries++;
-          attempt--;
-          delay = 0;
-          continue;
-        }
-        if (attempt === retryCount) {
-          await undone;
-          passOnUnused(); // a release that woke us after the last attempt
-        }
-        delay = this.retryDelay();
-        const refusals = this.#refusals(results, plan);
-        const soon = refusals === 'landing' || (granted.length > 0 && refusals !== 'held');
-        if (!soon) splits = 0;
-        if (soon) {
-          // A split vote (contenders collided), or a release we were told of is still landing
-          // on some nodes. No further notification may come, so retry soon — after a short
-          // backoff that doubles with each such attempt in a row (from a twentieth of the node
-          // timeout: 5, 10, 20 … ms by default, up to the retry delay), at a random moment so
-          // contenders stop colliding. Not when a quorum names one holder whose release we
-          // have not seen: some nodes granted only because that holder's own attempt had not
-          // reached them (a slow or reconnecting node), and quick retries would burn the
-          // retry count while the lock is simply held.
-          const backoff = Math.min(
-            Math.max(1, s.retryDelayMs),
-            Math.max(1, s.nodeTimeoutMs / 20) * 2 ** splits++,
-          );
-          delay = backoff * (0.5 + s.random()) + s.random() * s.retryJitterMs;
-        } else if (this.#notifier !== undefined && attempt < retryCount) {
-          // Held by someone: wait for their release (pub/sub), or for the hold to expire on
-          // the first node that reported it, whichever comes first — polling is the fallback.
-          const frees = Math.min(...results.map((r) => (r.ok ? plan.freesIn(r) : Infinity)));
-          if (frees >= 0 && frees < delay) delay = frees + 1;
-          if (subscription === undefined) {
-            subscription = await this.#notifier.subscribe(plan.channels);
-            seen = subscription.count;
-            // The holder may have released between our attempt and the subscription: try
-            // again at once rather than wait for a message that already went by — unless the
-            // channels were subscribed all along and no release came since the attempt began.
-            if (mark === undefined || this.#notifier.mark(plan.channels) !== mark) delay = 0;
-          }
+        state ??= newPlanState();
+        const next = planNext(
+          {
+            attempt,
+            retryCount,
+            nodes: s.clients.length,
+            quorum: this.size,
+            granted: granted.length,
+            // Only real failures count against availability, not nodes the round did not
+            // wait for.
+            failed: results.filter((r) => !r.ok && r.pending !== true).length,
+            tooSlow,
+            refusals: this.#refusals(results, plan),
+            freesIn: Math.min(...results.map((r) => (r.ok ? plan.freesIn(r) : Infinity))),
+            notifications: this.#notifier !== undefined,
+            retryAtOnce: plan.retryAtOnce,
+          },
+          state,
+          s,
+        );
+        switch (next.step) {
+          case 'unavailable':
+            await undone;
+            throw new QuorumUnavailableError(plan.resources, this.votes(results, plan), this.size);
+          case 'too-slow':
+            await undone;
+            throw new LockTooSlowError(
+              plan.resources,
+              this.votes(results, plan),
+              attempt + 1,
+              s.clock.now() - started,
+              plan.ttlMs,
+              plan.minValidityMs,
+            );
+          case 'again':
+            attempt--;
+            delay = 0;
+            continue;
+          case 'give-up':
+            await undone;
+            passOnUnused(); // a release that woke us after the last attempt
+            break;
+          case 'retry':
+            delay = next.delayMs;
+            if (next.wait && subscription === undefined && this.#notifier !== undefined) {
+              // Held by someone: wait for their release (pub/sub) as well as the delay.
+              subscription = await this.#notifier.subscribe(plan.channels);
+              seen = subscription.count;
+              // The holder may have released between our attempt and the subscription: try
+              // again at once rather than wait for a message that already went by — unless
+              // the channels were subscribed all along and no release came since the attempt
+              // began.
+              if (mark === undefined || this.#notifier.mark(plan.channels) !== mark) delay = 0;
+            }
         }
       }
     } catch (error) {
@@ -279,11 +325,15 @@ export class Quorum {
     } finally {
       subscription?.[Symbol.dispose]();
     }
+    const votes = this.votes(last, plan);
+    let mine = 0;
+    for (const v of votes) if (v.kind === 'held-by-this-process') mine++;
     throw new LockTakenError(
       plan.resources,
-      this.votes(last, plan.granted),
+      votes,
       retryCount + 1,
       plan.takenDetail,
+      mine >= this.size ? 'this-process' : 'another',
     );
   }
 
@@ -366,7 +416,12 @@ export class Quorum {
         if (settled) return;
         for (let node = 0; node < n; node++) {
           if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
-            results[node] = { node, ok: false, error: `timed out after ${nodeTimeoutMs} ms` };
+            const failure = classify(
+              (channels[node] as NodeChannel).client,
+              undefined,
+              nodeTimeoutMs,
+            );
+            results[node] = { node, ok: false, ...failure };
           }
         }
         finish();
@@ -376,7 +431,11 @@ export class Quorum {
           answer(
             ok
               ? { node, ok: true, value }
-              : { node, ok: false, error: value instanceof Error ? value.message : String(value) },
+              : {
+                  node,
+                  ok: false,
+                  ...classify((channels[node] as NodeChannel).client, value, nodeTimeoutMs),
+                },
           );
         });
       };

@@ -27,6 +27,7 @@ import {
   booleanOption,
   guardedOption,
   integerOption,
+  InvalidOptionError,
   isClock,
   numberOption,
   resolveOptions,
@@ -37,8 +38,9 @@ import {
 } from '../core/index.js';
 import { LockCrossSlotError, LockTakenError } from './errors.js';
 import { Turns } from './turns.js';
+import { shortestTtl, ttlExpectation } from './plan.js';
 import { ReleaseNotifier, canDuplicate, type DuplicableClient } from './notifier.js';
-import { Quorum, type LockClient, type NodeResult } from './quorum.js';
+import { Quorum, TOO_SLOW, type LockClient, type NodeResult } from './quorum.js';
 import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE } from './scripts.js';
 import { Semaphore, type SemaphoreOptions } from './semaphore.js';
 import { hashTag, keySlot } from './slot.js';
@@ -195,9 +197,18 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
   readonly #cluster: boolean;
   readonly #notifier: ReleaseNotifier | undefined;
   readonly #turns: Turns;
+  /**
+   * Lock key → token of the lock this Redlock last granted on it, until released: so that a
+   * refusal by our own lock is reported as held by this process (read only on refusals).
+   */
+  readonly #mine = new Map<string, string>();
+  /** The shortest ttl that can leave more than `minValidityMs` of validity (see `#checkTtl`). */
+  readonly #minTtlMs: number;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
+    this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
+    this.#checkTtl(OWNER, this.#o.ttlMs);
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
     const clients = this.#o.clients;
     const duplicable = clients.filter((c): c is LockClient & DuplicableClient => canDuplicate(c));
@@ -211,6 +222,29 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       this.#notifier,
     );
   }
+
+  /**
+   * A ttl that cannot leave more than `minValidityMs` of validity even if the round took no
+   * time is refused at once: every attempt would be granted, found too short and undone.
+   */
+  #checkTtl(owner: string, ttlMs: number): void {
+    if (ttlMs >= this.#minTtlMs) return;
+    throw new InvalidOptionError(
+      owner,
+      'ttlMs',
+      ttlExpectation(this.#minTtlMs, this.#o.minValidityMs, this.#o.driftFactor),
+      ttlMs,
+    );
+  }
+
+  /** Is `holder` (a holder id a node refused with) a lock of this Redlock on one of `keys`? */
+  readonly #ownHolder = (holder: string, keys: readonly string[]): boolean => {
+    for (const key of keys) {
+      const token = this.#mine.get(key);
+      if (token !== undefined && holderId(token) === holder) return true;
+    }
+    return false;
+  };
 
   /** The Redis key of a resource's lock (its fencing counter adds `:fence`). */
   keyOf(resource: string): string {
@@ -248,6 +282,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       ttlMs: this.#o.ttlMs,
       retryCount: this.#o.retryCount,
       minValidityMs: this.#o.minValidityMs,
+      driftFactor: this.#o.driftFactor,
       random: this.#o.random,
     });
   }
@@ -268,6 +303,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       this.#o,
     );
     throwIfAborted(signal);
+    if (ttlMs < this.#minTtlMs) this.#checkTtl('Redlock.acquire', ttlMs);
     const deadline = waitDeadline(this.#o.clock, waitMs);
     const lockKeys = list.map((r) => this.keyOf(r));
     if (this.#cluster && lockKeys.length > 1) {
@@ -290,11 +326,19 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       );
       const used = typeof entered === 'number' ? entered : await entered;
       if (used === undefined) {
+        // The budget ran out waiting behind this process's own acquisitions: held by this
+        // process if one of them holds the lock, else the one whose turn it is is still
+        // trying — against someone else.
+        const mine = this.#mine.has(line);
         throw new LockTakenError(
           list,
           [],
           retryCount + 1,
-          `lock on ${list.join(', ')} is held by another holder in this process`,
+          mine
+            ? undefined
+            : `lock on ${list.join(', ')} is held by someone else (another acquisition of ` +
+                'this Redlock is still waiting for it, ahead of this one)',
+          mine ? 'this-process' : 'another',
         );
       }
       remaining = retryCount - used;
@@ -303,12 +347,15 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       return await this.#q.acquire(
         {
           resources: list,
+          ttlMs,
+          minValidityMs: this.#o.minValidityMs,
           script: ACQUIRE,
           keys,
           args: (token) => [token, ttlMs],
           granted: isGrant,
           freesIn: pttlOf,
           heldBy: holderOf,
+          ownHolder: this.#ownHolder,
           settle: (token, started, granted) => {
             const lock = this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
             return lock instanceof Promise
@@ -344,7 +391,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     ttlMs: number,
     started: number,
     granted: readonly NodeResult[],
-  ): Lock | undefined | Promise<Lock | undefined> {
+  ): Lock | undefined | typeof TOO_SLOW | Promise<Lock | undefined | typeof TOO_SLOW> {
     // Fencing tokens: the maximum counter over the granting nodes, per resource; in sync when
     // every granting node returned that maximum (then settled without a further await: this is
     // the path of every uncontended acquisition).
@@ -372,7 +419,10 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       );
   }
 
-  /** The lock, when its validity (measured from `started`) is still above the minimum. */
+  /**
+   * The lock, when its validity (measured from `started`) is still above the minimum; else
+   * `TOO_SLOW`.
+   */
   #made(
     list: readonly string[],
     lockKeys: readonly string[],
@@ -380,15 +430,20 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     ttlMs: number,
     started: number,
     fences: readonly number[],
-  ): Lock | undefined {
+  ): Lock | typeof TOO_SLOW {
     const validUntil = this.#q.deadline(started, ttlMs);
-    if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return undefined;
+    if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return TOO_SLOW;
+    for (const key of lockKeys) this.#mine.set(key, token);
     return new Lock(this, list, lockKeys, token, validUntil, fences);
   }
 
   /** A lock won through the local turn of `line` holds that turn until it is released. */
-  #holdTurn(line: string | undefined, token: string, lock: Lock | undefined): Lock | undefined {
-    if (lock !== undefined && line !== undefined) {
+  #holdTurn<L extends Lock | undefined | typeof TOO_SLOW>(
+    line: string | undefined,
+    token: string,
+    lock: L,
+  ): L {
+    if (lock instanceof Lock && line !== undefined) {
       this.#turns.hold(line, token, () => lock.validUntil);
     }
     return lock;
@@ -428,6 +483,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
     // finish on their own (each within the per-node timeout).
     const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
+    for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
     const results = await this.#q.round(RELEASE, lockKeys, [token, holderId(token)], yes);
     // The next acquisition of this process in line goes now: its attempt follows this release
     // on every connection.

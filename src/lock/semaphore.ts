@@ -11,6 +11,7 @@
  *
  * @packageDocumentation
  */
+import { shortestTtl, ttlExpectation } from './plan.js';
 import {
   EventChannel,
   InvalidOptionError,
@@ -31,7 +32,7 @@ import {
   waitDeadline,
   type UsingOptions,
 } from './lock.js';
-import type { NodeResult, Quorum } from './quorum.js';
+import { TOO_SLOW, type NodeResult, type Quorum } from './quorum.js';
 import { SEM_ACQUIRE, SEM_EXTEND, SEM_RELEASE } from './scripts.js';
 
 /** Most permits a semaphore may have (each is a slot the scripts track by number). */
@@ -98,6 +99,7 @@ export interface SemaphoreContext {
   readonly ttlMs: number;
   readonly retryCount: number;
   readonly minValidityMs: number;
+  readonly driftFactor: number;
   readonly random: () => number;
 }
 
@@ -138,6 +140,8 @@ export class Semaphore implements LockBackend {
   readonly #quarantined = new EventChannel<QuarantineEvent>();
   /** The option rules of `acquire()`, made once. */
   readonly #spec: ReturnType<typeof permitSpec>;
+  /** The shortest ttl that can leave more than `minValidityMs` of validity. */
+  readonly #minTtlMs: number;
   /** Node → the slots it last said were taken. */
   readonly #taken = new Map<number, number[]>();
 
@@ -154,6 +158,7 @@ export class Semaphore implements LockBackend {
     this.#c = context;
     this.#keys = [context.key, `${context.key}:quarantine`];
     this.#spec = permitSpec(permits, context);
+    this.#minTtlMs = shortestTtl(context.minValidityMs, context.driftFactor);
   }
 
   /** @internal */
@@ -185,6 +190,15 @@ export class Semaphore implements LockBackend {
       this.#spec,
     );
     throwIfAborted(signal);
+    if (ttlMs < this.#minTtlMs) {
+      const { minValidityMs, driftFactor } = this.#c;
+      throw new InvalidOptionError(
+        'Semaphore.acquire',
+        'ttlMs',
+        ttlExpectation(this.#minTtlMs, minValidityMs, driftFactor),
+        ttlMs,
+      );
+    }
     const deadline = waitDeadline(this.#c.quorum.clock, waitMs);
     const attempts = retriesOf({ retryCount, waitMs }, options);
     const q = this.#c.quorum;
@@ -192,6 +206,8 @@ export class Semaphore implements LockBackend {
     return q.acquire(
       {
         resources: [this.name],
+        ttlMs,
+        minValidityMs: this.#c.minValidityMs,
         script: SEM_ACQUIRE,
         keys: this.#keys,
         args: (token) => {
@@ -208,7 +224,7 @@ export class Semaphore implements LockBackend {
         freesIn,
         settle: (token, started) => {
           const validUntil = q.deadline(started, ttlMs);
-          if (validUntil - q.clock.now() <= this.#c.minValidityMs) return undefined;
+          if (validUntil - q.clock.now() <= this.#c.minValidityMs) return TOO_SLOW;
           const handle = `${slots.join(',')}/${token}`;
           return new Permit(this, this.name, this.#keys, handle, validUntil, permits);
         },

@@ -86,7 +86,8 @@ describeRedis('local turns: one Redlock’s acquisitions of one resource line up
     const refused = await redlock.acquire('busy').catch((e: unknown) => e);
     expect(isLockTakenError(refused), String(refused)).toBe(true);
     expect(refused).toMatchObject({ attempts: 4 });
-    expect((refused as Error).message).toContain('held by another holder in this process');
+    expect(refused).toMatchObject({ takenBy: 'this-process' });
+    expect((refused as Error).message).toContain('held by another acquisition of this Redlock');
     expect(calls).toBe(before);
     await holder.release();
     // The line is empty again: the next acquisition goes straight to Redis.
