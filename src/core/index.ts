@@ -13,6 +13,7 @@ export type { LinkedSignal, SleepOptions, WakeableSleep } from './abort.js';
 export { EventChannel } from './events.js';
 export type { Listener, Subscription } from './events.js';
 export { describeValue } from './describe.js';
+export { redisAddress } from './redis-address.js';
 export {
   INVALID_OPTION,
   InvalidOptionError,

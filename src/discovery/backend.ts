@@ -89,6 +89,11 @@ export interface DiscoveryBackend {
   /** Short name for messages, e.g. `memory` or `redis`. */
   readonly kind: string;
   /**
+   * Where the store is, for messages: `host:port` of the Redis server (or its Sentinel or
+   * Cluster description), so an error can tell it apart from an instance's own host:port.
+   */
+  readonly address?: string | undefined;
+  /**
    * Creates or replaces a record (`data` is the encoded instance) owned by `token`, expiring
    * `ttlMs` from now by the store's clock. A record equal to the stored one only refreshes the
    * expiry (and ownership) without a log entry.

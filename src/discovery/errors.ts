@@ -78,9 +78,26 @@ export class RegistryUnavailableError extends KeelError {
   declare readonly code: typeof REGISTRY_UNAVAILABLE;
   /** What was being done, e.g. `register orders/orders-1` or `snapshot orders`. */
   readonly operation: string;
-  constructor(operation: string, why: string, options?: KeelErrorOptions) {
-    super(REGISTRY_UNAVAILABLE, `registry unavailable during ${operation}: ${why}`, options);
+  /**
+   * The store that failed, where known: e.g. `redis at 127.0.0.1:6379` (the backend's kind
+   * and address) — not to be confused with the host:port in an instance id.
+   */
+  readonly store: string | undefined;
+  constructor(
+    operation: string,
+    why: string,
+    options?: KeelErrorOptions & { readonly store?: string | undefined },
+  ) {
+    const store = options?.store;
+    super(
+      REGISTRY_UNAVAILABLE,
+      `registry unavailable during ${operation}` +
+        (store === undefined ? '' : ` (${store})`) +
+        `: ${why}`,
+      options,
+    );
     this.operation = operation;
+    this.store = store;
   }
 }
 

@@ -7,15 +7,29 @@
  * @packageDocumentation
  */
 import { isKeelError, throwIfAborted, type Clock, type Timer } from '../core/index.js';
+import type { DiscoveryBackend } from './backend.js';
 import { RegistryUnavailableError } from './errors.js';
 
-/** Runs `call` bounded by `timeoutMs` and `signal`; rejects with a typed error. @internal */
+/**
+ * How errors name a backend's store: `<kind> at <address>` (e.g. `redis at 127.0.0.1:6379`),
+ * or `undefined` when the backend does not say where it is. @internal
+ */
+export const storeOf = (backend: DiscoveryBackend): string | undefined => {
+  const address = backend.address;
+  return address === undefined ? undefined : `${backend.kind} at ${address}`;
+};
+
+/**
+ * Runs `call` bounded by `timeoutMs` and `signal`; rejects with a typed error, naming `store`
+ * (see {@link storeOf}) when given. @internal
+ */
 export async function bounded<T>(
   operation: string,
   clock: Clock,
   timeoutMs: number,
   signal: AbortSignal | undefined,
   call: (signal: AbortSignal | undefined) => Promise<T>,
+  store?: string,
 ): Promise<T> {
   throwIfAborted(signal);
   let timer: Timer | undefined;
@@ -27,7 +41,9 @@ export async function bounded<T>(
       promise,
       new Promise<never>((_, reject) => {
         timer = clock.setTimer(() => {
-          reject(new RegistryUnavailableError(operation, `no answer within ${timeoutMs} ms`));
+          reject(
+            new RegistryUnavailableError(operation, `no answer within ${timeoutMs} ms`, { store }),
+          );
         }, timeoutMs);
         timer.unref();
         if (signal !== undefined) {
@@ -44,7 +60,7 @@ export async function bounded<T>(
     throw new RegistryUnavailableError(
       operation,
       error instanceof Error ? error.message : String(error),
-      { cause: error },
+      { cause: error, store },
     );
   } finally {
     timer?.cancel();

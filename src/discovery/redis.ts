@@ -20,6 +20,7 @@ import {
   isClock,
   isRandomSource,
   numberOption,
+  redisAddress,
   resolveOptions,
   sleep,
   stringOption,
@@ -211,6 +212,11 @@ class ReadTimeout extends Error {
 export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   /** `redis`. */
   readonly kind = 'redis';
+
+  /** The Redis server's `host:port`, from the client's options (see `redisAddress`). */
+  get address(): string | undefined {
+    return redisAddress(this.#client);
+  }
   readonly #o: Resolved;
   readonly #client: DiscoveryRedisClient;
   /** Followed services → their feeds. */

@@ -13,7 +13,7 @@ import {
   RegistryUnavailableError,
 } from './errors.js';
 import { encodeInstance, parseInstance, type Instance, type InstanceSpec } from './instance.js';
-import { bounded } from './ops.js';
+import { bounded, storeOf } from './ops.js';
 
 /** Lifecycle of a {@link Registration}. */
 export type RegistrationState =
@@ -289,6 +289,8 @@ export class Registration implements AsyncDisposable {
           this.#ttlMs,
           { signal },
         ),
+      // The id is often the instance's host:port: say which address is the store's.
+      storeOf(s.backend),
     );
     this.#lastHeartbeat = s.clock.now();
   }

@@ -40,7 +40,7 @@ import {
   type InstanceSpec,
 } from './instance.js';
 import { MemoryBackend } from './memory.js';
-import { bounded } from './ops.js';
+import { bounded, storeOf } from './ops.js';
 import { Registration, type RegistrationSettings } from './registration.js';
 import { ServiceView, type QuarantinedRecord, type ViewSettings, type WatchError } from './view.js';
 import { ServiceWatch } from './watch.js';
@@ -293,6 +293,8 @@ export class Registry implements AsyncDisposable {
         this.#backend.register(parsed.service, parsed.id, encodeInstance(parsed), token, ttlMs, {
           signal: s,
         }),
+      // The id is often the instance's host:port: say which address is the store's.
+      storeOf(this.#backend),
     );
     this.#open();
     const registration = new Registration(this.#registrationSettings, parsed, token, ttlMs, (r) =>

@@ -18,6 +18,7 @@
  * @internal
  * @packageDocumentation
  */
+import { redisAddress } from '../core/index.js';
 import type { NodeOutcome } from './errors.js';
 import { BATCH, type Script } from './scripts.js';
 
@@ -36,48 +37,15 @@ export interface LockClient {
  */
 interface ClientView {
   readonly status?: unknown;
-  readonly isCluster?: unknown;
-  readonly startupNodes?: unknown;
   readonly stream?: { readonly errored?: unknown } | null;
-  readonly options?: null | {
-    readonly host?: unknown;
-    readonly port?: unknown;
-    readonly path?: unknown;
-    readonly name?: unknown;
-    readonly sentinels?: unknown;
-  };
-}
-
-/** `host:port` of an ioredis node description (`{ host, port }`, a port, or a string). */
-function hostPort(node: unknown): string {
-  if (typeof node === 'string') return node;
-  if (typeof node === 'number') return `localhost:${node}`;
-  if (typeof node === 'object' && node !== null) {
-    const { host, port } = node as { host?: unknown; port?: unknown };
-    return `${typeof host === 'string' ? host : 'localhost'}:${typeof port === 'number' || typeof port === 'string' ? port : 6379}`;
-  }
-  return '?';
 }
 
 /**
- * How a client's node is named in errors, from the client's own options (ioredis: `host`,
- * `port`, `path`; Sentinel: `name` and `sentinels`; Cluster: its startup nodes). Falls back
- * to `node <index>` for a client that says nothing.
+ * How a client's node is named in errors (see `redisAddress`: `host:port`, or the Sentinel
+ * name or Cluster startup nodes), or `node <index>` for a client that says nothing.
  */
 export function nodeAddress(client: LockClient, index: number): string {
-  const view = client as ClientView;
-  if (view.isCluster === true && Array.isArray(view.startupNodes)) {
-    return `cluster via ${view.startupNodes.map(hostPort).join(',')}`;
-  }
-  const o = view.options;
-  if (o === undefined || o === null) return `node ${index}`;
-  if (Array.isArray(o.sentinels) && o.sentinels.length > 0) {
-    const name = typeof o.name === 'string' ? o.name : '?';
-    return `sentinel ${name} via ${o.sentinels.map(hostPort).join(',')}`;
-  }
-  if (typeof o.path === 'string' && o.path !== '') return o.path;
-  if (o.host === undefined && o.port === undefined) return `node ${index}`;
-  return hostPort(o);
+  return redisAddress(client) ?? `node ${index}`;
 }
 
 /** A non-Error rejection, in words. */
