@@ -17,7 +17,7 @@ import {
 import { newToken } from './lock.js';
 import type { ReleaseNotifier, Subscription } from './notifier.js';
 import { NodeChannel, classify, nodeAddress, type LockClient } from './channel.js';
-import { newPlanState, planNext, type PlanState } from './plan.js';
+import { newPlanState, planNext, type PlanState, type RoundView } from './plan.js';
 import type { Script } from './scripts.js';
 
 export type { LockClient } from './channel.js';
@@ -264,39 +264,13 @@ export class Quorum {
         for (const r of results) if (!r.ok || plan.granted(r)) landed.push(r.node);
         const undone = landed.length > 0 ? plan.undo(token, landed) : undefined;
         state ??= newPlanState();
-        const next = planNext(
-          {
-            attempt,
-            retryCount,
-            nodes: s.clients.length,
-            quorum: this.size,
-            granted: granted.length,
-            // Only real failures count against availability, not nodes the round did not
-            // wait for.
-            failed: results.filter((r) => !r.ok && r.pending !== true).length,
-            tooSlow,
-            refusals: this.#refusals(results, plan),
-            freesIn: Math.min(...results.map((r) => (r.ok ? plan.freesIn(r) : Infinity))),
-            notifications: this.#notifier !== undefined,
-            retryAtOnce: plan.retryAtOnce,
-          },
-          state,
-          s,
-        );
+        const view = this.#view(plan, results, granted.length, tooSlow, attempt, retryCount);
+        const next = planNext(view, state, s);
         switch (next.step) {
           case 'unavailable':
-            await undone;
-            throw new QuorumUnavailableError(plan.resources, this.votes(results, plan), this.size);
           case 'too-slow':
             await undone;
-            throw new LockTooSlowError(
-              plan.resources,
-              this.votes(results, plan),
-              attempt + 1,
-              s.clock.now() - started,
-              plan.ttlMs,
-              plan.minValidityMs,
-            );
+            throw this.#failure(next.step, plan, results, attempt + 1, s.clock.now() - started);
           case 'again':
             attempt--;
             delay = 0;
@@ -325,13 +299,73 @@ export class Quorum {
     } finally {
       subscription?.[Symbol.dispose]();
     }
+    throw this.#taken(plan, last, retryCount + 1);
+  }
+
+  /** A failed round, as the planner sees it. */
+  #view(
+    plan: AcquirePlan<unknown>,
+    results: readonly NodeResult[],
+    granted: number,
+    tooSlow: boolean,
+    attempt: number,
+    retryCount: number,
+  ): RoundView {
+    let failed = 0;
+    let freesIn = Infinity;
+    for (const r of results) {
+      // Only real failures count against availability, not nodes the round did not wait for.
+      if (!r.ok && r.pending !== true) failed++;
+      if (r.ok) freesIn = Math.min(freesIn, plan.freesIn(r));
+    }
+    return {
+      attempt,
+      retryCount,
+      nodes: this.#channels.length,
+      quorum: this.size,
+      granted,
+      failed,
+      tooSlow,
+      refusals: this.#refusals(results, plan),
+      freesIn,
+      notifications: this.#notifier !== undefined,
+      retryAtOnce: plan.retryAtOnce,
+    };
+  }
+
+  /** The error of an acquisition the planner gave up on: nodes unavailable, or too slow. */
+  #failure(
+    step: 'unavailable' | 'too-slow',
+    plan: AcquirePlan<unknown>,
+    results: readonly NodeResult[],
+    attempts: number,
+    elapsedMs: number,
+  ): Error {
+    const votes = this.votes(results, plan);
+    return step === 'unavailable'
+      ? new QuorumUnavailableError(plan.resources, votes, this.size)
+      : new LockTooSlowError(
+          plan.resources,
+          votes,
+          attempts,
+          elapsedMs,
+          plan.ttlMs,
+          plan.minValidityMs,
+        );
+  }
+
+  /**
+   * The error of an acquisition that stayed refused: held by this process when a quorum of
+   * nodes named a lock of this service as the holder, else by another.
+   */
+  #taken(plan: AcquirePlan<unknown>, last: readonly NodeResult[], attempts: number): Error {
     const votes = this.votes(last, plan);
     let mine = 0;
     for (const v of votes) if (v.kind === 'held-by-this-process') mine++;
-    throw new LockTakenError(
+    return new LockTakenError(
       plan.resources,
       votes,
-      retryCount + 1,
+      attempts,
       plan.takenDetail,
       mine >= this.size ? 'this-process' : 'another',
     );
