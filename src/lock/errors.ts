@@ -229,5 +229,6 @@ export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
 export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
   hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);
+/** True for a {@link LockTooSlowError} from any copy of Keel (checks the stable `code`). */
 export const isLockTooSlowError = (value: unknown): value is LockTooSlowError =>
   hasKeelCode<LockTooSlowError>(value, LOCK_TOO_SLOW);

@@ -110,6 +110,12 @@ export interface RedlockOptions {
 
 const OWNER = 'Redlock';
 
+/**
+ * Most lock keys a Redlock remembers as its own (to report a refusal by its own lock as held
+ * by this process): beyond it, the oldest are forgotten — only that report is lost.
+ */
+const MAX_OWN_ENTRIES = 100_000;
+
 const isClientList = (value: unknown): value is readonly LockClient[] =>
   Array.isArray(value) &&
   value.length > 0 &&
@@ -434,7 +440,17 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     const validUntil = this.#q.deadline(started, ttlMs);
     if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return TOO_SLOW;
     for (const key of lockKeys) this.#mine.set(key, token);
+    // Locks dropped without a release leave their entries behind: keep the newest only.
+    if (this.#mine.size > MAX_OWN_ENTRIES) this.#forgetOldest();
     return new Lock(this, list, lockKeys, token, validUntil, fences);
+  }
+
+  /** Drops the oldest entries of `#mine` (a Map iterates in insertion order). */
+  #forgetOldest(): void {
+    for (const key of this.#mine.keys()) {
+      this.#mine.delete(key);
+      if (this.#mine.size <= MAX_OWN_ENTRIES / 2) return;
+    }
   }
 
   /** A lock won through the local turn of `line` holds that turn until it is released. */
