@@ -108,7 +108,8 @@ const AGAIN: Next = { step: 'again' };
  * 2. A quorum granted too late: retried {@link SLOW_RETRIES} times per acquisition (and never
  *    past the last attempt), then reported as too slow — not as taken.
  * 3. The caller knows better now (a semaphore learned which slots are free): re-attempt at
- *    once, up to {@link FREE_RETRIES} times, uncounted. Not after a failed majority.
+ *    once, up to {@link FREE_RETRIES} times, uncounted. Not after a failed majority, nor
+ *    after a round granted too late (it taught nothing about who holds what).
  * 4. That was the last attempt: give up.
  * 5. A split vote (some nodes granted, and no quorum names one holder), or a release still
  *    landing on some nodes: no notification may come, so retry soon — after a backoff that
@@ -125,6 +126,7 @@ export function planNext(round: RoundView, state: PlanState, settings: PlanSetti
   if (round.tooSlow && (++state.slow > SLOW_RETRIES || last)) return TOO_SLOW;
   if (
     !failedMajority &&
+    !round.tooSlow &&
     state.freeRetries < FREE_RETRIES &&
     round.retryAtOnce !== undefined &&
     round.retryAtOnce()

@@ -90,6 +90,13 @@ describeRedis('lock errors against three real redis-server processes', () => {
     for (let i = 0; i < 3; i++) {
       expect(await redis().client(i).exists(redlock.keyOf('slow'))).toBe(0);
     }
+    // The same for a semaphore's permits.
+    const permits = await redlock
+      .semaphore('slow', { permits: 2 })
+      .acquire({ ttlMs: 70 })
+      .catch((e: unknown) => e);
+    expect(isLockTooSlowError(permits), String(permits)).toBe(true);
+    expect(permits).toMatchObject({ attempts: SLOW_RETRIES + 1, resources: ['slow'] });
   });
 
   it('a lock held by this Redlock is reported as held by this process, one of another as another', async () => {

@@ -209,6 +209,14 @@ const rows: Row[] = [
     asked: false,
   },
   {
+    name: 'after a round granted too late: not asked',
+    round: { granted: 3, tooSlow: true, refusals: undefined },
+    atOnce: true,
+    next: retry(55, false),
+    after: { slow: 1, freeRetries: 0 },
+    asked: false,
+  },
+  {
     name: 'after a failed majority: not asked',
     round: { failed: 3 },
     atOnce: true,
