@@ -1,0 +1,373 @@
+/**
+ * The change log as Redis actually holds it, not as Keel wrote it: foreign entries appended by
+ * someone else (`XADD <log> * …`), entries that vanished before a reader got to them (`XTRIM
+ * MAXLEN 0`, `DEL` of the stream key), and a log bounded in bytes as well as entries. Writes
+ * must never wedge, readers must never spin or trust what Keel did not write, and every watcher
+ * must converge to the store's true state within a bounded time.
+ */
+import type { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import {
+  RedisBackend,
+  Registry,
+  type DiscoveryRedisClient,
+  type QuarantinedRecord,
+  type RedisBackendOptions,
+  type Registration,
+  type RegistryOptions,
+  type WatchError,
+} from '../../src/discovery/index.js';
+import { REGISTER } from '../../src/discovery/scripts.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+import { WatchHistory } from './history.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(check: () => void | Promise<void>, limitMs: number): Promise<void> {
+  const deadline = performance.now() + limitMs;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+      await sleep(25);
+    }
+  }
+}
+
+/** A client whose duplicate (the blocking reader) passes its XREADs through a gate. */
+function gatedClient(real: Redis, duplicates: Redis[], gate: () => Promise<void>) {
+  const wrap = (client: Redis, gated: boolean): DiscoveryRedisClient => ({
+    evalsha: (...args) => client.evalsha(...args),
+    eval: (...args) => client.eval(...args),
+    call: async (command, ...args) => {
+      if (gated && command === 'XREAD') await gate();
+      return client.call(command, ...args);
+    },
+    disconnect: () => {
+      client.disconnect();
+    },
+    on: (event, listener) => client.on(event, listener),
+    duplicate: () => {
+      const copy = client.duplicate();
+      duplicates.push(copy);
+      return wrap(copy, true);
+    },
+  });
+  return wrap(real, false);
+}
+
+describeRedis('discovery on Redis: foreign, vanished and oversized change-log entries', () => {
+  const redis = useRedis({ count: 1 });
+  const cleanups: (() => Promise<void> | void)[] = [];
+  let serial = 0;
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+    cleanups.length = 0;
+    await redis().flushAll();
+  });
+
+  const backendOptions = {
+    blockMs: 300,
+    readTimeoutMs: 400,
+    outageThresholdMs: 900,
+    outageGraceMs: 2500,
+    retryBaseMs: 50,
+    retryMaxMs: 400,
+  };
+
+  const backend = (extra: Partial<RedisBackendOptions> = {}): RedisBackend => {
+    const b = new RedisBackend({
+      client: redis().client(0, { maxRetriesPerRequest: 1 }),
+      ...backendOptions,
+      ...extra,
+    });
+    cleanups.push(() => b.close());
+    return b;
+  };
+
+  const registry = (options: RegistryOptions = {}, b: RedisBackend = backend()): Registry => {
+    const r = new Registry({
+      backend: b,
+      ttlMs: 1000,
+      reapIntervalMs: 150,
+      resyncJitterMs: 50,
+      retryBaseMs: 50,
+      retryMaxMs: 400,
+      operationTimeoutMs: 1000,
+      ...options,
+    });
+    cleanups.push(() => r.close());
+    return r;
+  };
+
+  const watchers = async (service: string, n: number) => {
+    const out: WatchHistory[] = [];
+    for (let i = 0; i < n; i++) {
+      const watch = registry({ reapIntervalMs: 0 }).watch(service);
+      await watch.ready;
+      const history = new WatchHistory(watch);
+      cleanups.push(() => {
+        history.dispose();
+      });
+      out.push(history);
+    }
+    return out;
+  };
+
+  const admin = (): Redis => redis().client(0);
+  const keysOf = (service: string) => new RedisBackend({ client: admin() }).keys(service);
+
+  const truth = async (service: string): Promise<string[]> =>
+    (await admin().hkeys(keysOf(service).records)).sort();
+
+  const converged = async (views: readonly WatchHistory[], service: string, limitMs: number) => {
+    await until(async () => {
+      const expected = await truth(service);
+      for (const v of views) v.expectConverged(expected);
+    }, limitMs);
+  };
+
+  /** Counts resyncs over a quiet period: a view that spins keeps snapshotting. */
+  const resyncsDuring = async (views: readonly WatchHistory[], ms: number): Promise<number> => {
+    const before = views.reduce((n, v) => n + v.watch.resyncs, 0);
+    await sleep(ms);
+    return views.reduce((n, v) => n + v.watch.resyncs, 0) - before;
+  };
+
+  const registerAll = async (r: Registry, service: string, n: number): Promise<Registration[]> => {
+    const out: Registration[] = [];
+    for (let i = 1; i <= n; i++)
+      out.push(await r.register({ service, id: `${service}-${i}`, host: '127.0.0.1', port: i }));
+    return out;
+  };
+
+  const record = (service: string, id: string, port = 1): string =>
+    JSON.stringify({ service, id, host: 'h', port, weight: 1, status: 'up', metadata: {} });
+
+  /** REGISTER, run by hand inside a MULTI so that the next command can hide its log entry. */
+  const registerArgs = (service: string, id: string): [number, ...(string | number)[]] => {
+    const k = keysOf(service);
+    return [
+      6,
+      k.records,
+      k.leases,
+      k.expiry,
+      k.meta,
+      k.log,
+      k.graced,
+      id,
+      record(service, id),
+      'hand-written-token',
+      600_000,
+      5000,
+      15_000,
+      1000,
+      64 * 1024 * 1024,
+    ];
+  };
+
+  it('a foreign XADD * entry wedges nothing: writes and reaps go on, views converge, it is reported once, nobody spins', async () => {
+    const service = `foreign-${++serial}`;
+    const writer = registry();
+    const writerErrors: Error[] = [];
+    writer.onError((e) => writerErrors.push(e.error));
+    const live = await registerAll(writer, service, 3);
+    const doomed = await writer.register({ service, id: `${service}-doomed`, host: 'h', port: 9 });
+    const views = await watchers(service, 3);
+    const reported: QuarantinedRecord[][] = views.map(() => []);
+    const errors: WatchError[] = [];
+    for (const [i, v] of views.entries()) {
+      v.watch.onQuarantined((q) => reported[i]?.push(q));
+      v.watch.onError((e) => errors.push(e));
+    }
+    const log = keysOf(service).log;
+    // Somebody else's entry, with an auto-generated id (the server's time: past every Keel id).
+    const foreign = await admin().xadd(log, '*', 'hello', 'world');
+    // And one shaped like Keel's own, naming a valid instance that was never registered.
+    const ghost = await admin().xadd(
+      log,
+      '*',
+      't',
+      'r',
+      'i',
+      'ghost',
+      'd',
+      record(service, 'ghost'),
+    );
+    // Every kind of write still goes through.
+    const late = await writer.register({ service, id: `${service}-late`, host: 'h', port: 4 });
+    expect(late.state).toBe('active');
+    await live[0]?.deregister();
+    doomed.abandon(); // expires: the reaper's entry must get through too
+    await until(async () => {
+      expect(await truth(service)).toEqual([...live.slice(1).map((r) => r.id), late.id].sort());
+    }, 5000);
+    await converged(views, service, 5000);
+    for (const v of views) expect(v.ids()).not.toContain('ghost');
+    // Each foreign entry is reported (once per view), not trusted.
+    await until(() => {
+      for (const r of reported) {
+        expect(r.map((q) => q.entry).sort()).toEqual([foreign, ghost].sort());
+      }
+    }, 3000);
+    // Nobody spins: a quiet second costs no resyncs.
+    expect(await resyncsDuring(views, 1200)).toBe(0);
+    // And they keep following the log in sequence.
+    await live[1]?.setStatus('draining');
+    await until(() => {
+      for (const v of views) expect(v.watch.get(live[1]?.id ?? '')?.status).toBe('draining');
+    }, 3000);
+    await converged(views, service, 3000);
+    expect(writerErrors).toEqual([]);
+  });
+
+  it('a foreign entry at the last possible stream id wedges nothing either', async () => {
+    const service = `exhausted-${++serial}`;
+    const writer = registry();
+    const live = await registerAll(writer, service, 2);
+    const views = await watchers(service, 2);
+    await admin().xadd(keysOf(service).log, '18446744073709551615-18446744073709551615', 'x', 'y');
+    const late = await writer.register({ service, id: `${service}-late`, host: 'h', port: 4 });
+    await live[0]?.deregister();
+    expect(await truth(service)).toEqual([live[1]?.id, late.id].sort());
+    await converged(views, service, 5000);
+    await writer.register({ service, id: `${service}-later`, host: 'h', port: 5 });
+    await converged(views, service, 5000);
+    expect(await resyncsDuring(views, 1000)).toBe(0);
+  });
+
+  it('an entry that claims a revision Keel never wrote is quarantined after one resync, not followed forever', async () => {
+    const service = `forged-${++serial}`;
+    const writer = registry();
+    await registerAll(writer, service, 2);
+    const views = await watchers(service, 2);
+    const reported: QuarantinedRecord[] = [];
+    for (const v of views) v.watch.onQuarantined((q) => reported.push(q));
+    const k = keysOf(service);
+    const [epoch, rev] = (await admin().hmget(k.meta, 'epoch', 'rev')) as [string, string];
+    // Keel's id format, far in this epoch's future: a gap every reader would resync over.
+    const forged = await admin().xadd(
+      k.log,
+      `${epoch}-${Number(rev) + 50}`,
+      't',
+      'r',
+      'i',
+      'ghost',
+      'd',
+      record(service, 'ghost'),
+    );
+    await until(() => {
+      expect(reported.filter((q) => q.entry === forged)).toHaveLength(views.length);
+    }, 5000);
+    expect(await resyncsDuring(views, 1000)).toBe(0);
+    await writer.register({ service, id: `${service}-3`, host: 'h', port: 3 });
+    await converged(views, service, 5000);
+    for (const v of views) expect(v.ids()).not.toContain('ghost');
+  });
+
+  for (const [what, hide] of [
+    ['the log trimmed to nothing (XTRIM MAXLEN 0)', ['XTRIM', 'MAXLEN', '0']],
+    ['the log key deleted (DEL)', ['DEL']],
+  ] as const) {
+    it(`a change whose entry vanished is noticed without a later write: ${what}`, async () => {
+      const service = `vanished-${++serial}`;
+      const writer = registry({ reapIntervalMs: 0 });
+      await registerAll(writer, service, 2);
+      const views = await watchers(service, 10);
+      // Registered and its entry gone in one transaction: blocked readers wake to an empty log.
+      const log = keysOf(service).log;
+      const multi = admin().multi();
+      multi.eval(REGISTER.source, ...registerArgs(service, 'hidden'));
+      const [command, ...rest] = hide;
+      multi.call(command, [log, ...rest]);
+      const results = (await multi.exec()) ?? [];
+      for (const [error] of results) expect(error).toBeNull();
+      expect(await truth(service)).toContain('hidden');
+      expect(await admin().xlen(log)).toBe(0);
+      await converged(views, service, 5000);
+      for (const v of views) expect(v.ids()).toContain('hidden');
+      await writer.register({ service, id: `${service}-3`, host: 'h', port: 3 });
+      await converged(views, service, 5000);
+      expect(await resyncsDuring(views, 1000)).toBe(0);
+    });
+  }
+
+  it('the log stays bounded in bytes under large records, and watchers stay correct across trimming', async () => {
+    const service = `bounded-${++serial}`;
+    const maxLogBytes = 256 * 1024;
+    const writer = registry({ reapIntervalMs: 0 }, backend({ maxLogBytes }));
+    const views = await watchers(service, 2);
+    // A slow watcher: its reads wait at a gate while the log is trimmed under it.
+    let open: () => void = () => undefined;
+    let gate: Promise<void> = Promise.resolve();
+    const duplicates: Redis[] = [];
+    cleanups.push(() => {
+      for (const d of duplicates) d.disconnect();
+    });
+    const slowBackend = new RedisBackend({
+      client: gatedClient(redis().client(0, { maxRetriesPerRequest: 1 }), duplicates, () => gate),
+      ...backendOptions,
+      readTimeoutMs: 10_000,
+    });
+    cleanups.push(() => slowBackend.close());
+    const slow = registry({ reapIntervalMs: 0 }, slowBackend).watch(service);
+    await slow.ready;
+    const slowHistory = new WatchHistory(slow);
+    cleanups.push(() => {
+      slowHistory.dispose();
+    });
+    const big = (n: number): Record<string, string> => {
+      const metadata: Record<string, string> = {};
+      for (let i = 0; i < 16; i++) metadata[`k${i}`] = `${n}`.padEnd(4096, 'x');
+      return metadata;
+    };
+    const first = await writer.register({ service, id: 'big-0', host: 'h', port: 1 });
+    await converged([...views, slowHistory], service, 3000);
+    gate = new Promise((resolve) => (open = resolve));
+    await sleep(700); // the slow watcher's current read ends; its next one waits at the gate
+    const others: Registration[] = [];
+    for (let i = 1; i <= 6; i++)
+      others.push(
+        await writer.register({ service, id: `big-${i}`, host: 'h', port: i, metadata: big(i) }),
+      );
+    for (let round = 0; round < 4; round++) {
+      for (const r of others) await r.setMetadata(big(round * 10));
+      await first.setStatus(round % 2 === 0 ? 'draining' : 'up');
+    }
+    const log = keysOf(service).log;
+    const entries = await admin().xrange(log, '-', '+');
+    let bytes = 0;
+    let largest = 0;
+    for (const [id, fields] of entries) {
+      const size = id.length + fields.reduce((n, f) => n + f.length, 0);
+      bytes += size;
+      largest = Math.max(largest, size);
+    }
+    // ~70 KiB entries: the byte budget, not the 1000-entry default, bounds the log.
+    expect(largest).toBeGreaterThan(64 * 1024);
+    expect(bytes).toBeLessThanOrEqual(maxLogBytes + largest);
+    expect(entries.length).toBeLessThan(10);
+    const slowResyncs = slow.resyncs;
+    open();
+    await converged([...views, slowHistory], service, 5000);
+    expect(slow.resyncs).toBeGreaterThan(slowResyncs); // fell behind the trimmed log
+    expect(slow.get('big-3')?.metadata.k0?.startsWith('30x')).toBe(true);
+    for (const v of views) expect(v.watch.get('big-3')?.metadata.k0?.startsWith('30x')).toBe(true);
+    // Trimmed after the fact too: a watcher whose next entry is gone resyncs.
+    await admin().xtrim(log, 'MAXLEN', 0);
+    await first.setStatus('draining');
+    await admin().xtrim(log, 'MAXLEN', 0);
+    await until(() => {
+      for (const w of [...views.map((v) => v.watch), slow])
+        expect(w.get('big-0')?.status).toBe('draining');
+    }, 5000);
+  });
+
+  it('the byte budget is an option, validated like every other', () => {
+    expect(() => backend({ maxLogBytes: 64 * 1024 })).not.toThrow();
+    expect(() => backend({ maxLogBytes: 0 })).toThrow(/maxLogBytes/);
+  });
+});
