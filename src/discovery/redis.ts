@@ -262,6 +262,8 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   #failures = 0;
   /** When services were last probed for lost entries (`#probe`). */
   #probedAt = Number.NEGATIVE_INFINITY;
+  /** Services whose log key holds another type (→ that type): left out of reads until fixed. */
+  readonly #badLogs = new Map<string, string>();
   #closed = false;
   readonly #closing = new AbortController();
 
@@ -417,7 +419,10 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     if (closed) {
       const set = this.#feeds.get(feed.service);
       set?.delete(feed);
-      if (set?.size === 0) this.#feeds.delete(feed.service);
+      if (set?.size === 0) {
+        this.#feeds.delete(feed.service);
+        this.#badLogs.delete(feed.service);
+      }
     }
     if (this.#closed) return;
     this.#loop ??= this.#readLoop().finally(() => {
@@ -456,10 +461,16 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       const cursors = this.#cursors();
       if (cursors.size === 0) {
         if (this.#feeds.size === 0) return;
+        let timer: Timer | undefined;
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
+          // Only services with a bad log key: look at them again every blockMs.
+          if (this.#badLogs.size > 0) timer = this.#o.clock.setTimer(resolve, this.#o.blockMs);
+          timer?.unref();
         });
+        timer?.cancel();
         this.#wake = undefined;
+        if (this.#badLogs.size > 0) await this.#recheckLogs().catch(() => undefined);
         continue;
       }
       try {
@@ -498,6 +509,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   #cursors(): Map<string, string> {
     const out = new Map<string, string>();
     for (const [service, set] of this.#feeds) {
+      if (this.#badLogs.has(service)) continue;
       let min: string | undefined;
       for (const feed of set) {
         const p = feed.position;
@@ -552,6 +564,12 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     let reply: unknown;
     try {
       reply = await this.#bounded(reader.call('XREAD', ...args), o.blockMs + o.readTimeoutMs);
+    } catch (error) {
+      // One service's log key holding another type fails the read of every service: find it,
+      // leave it out, and read the others on.
+      if (!(error instanceof Error && error.message.includes('WRONGTYPE'))) throw error;
+      if ((await this.#isolateBadLogs(services)) === 0) throw error;
+      return;
     } finally {
       this.#reading = false;
     }
@@ -601,6 +619,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
    */
   async #probe(cursors: Map<string, string>, services: readonly string[]): Promise<void> {
     this.#probedAt = this.#o.clock.now();
+    if (this.#badLogs.size > 0) await this.#recheckLogs();
     await Promise.all(
       services.map(async (service) => {
         const position = cursors.get(service);
@@ -620,6 +639,42 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
         if (set !== undefined) for (const feed of [...set]) feed.check(store);
       }),
     );
+  }
+
+  /** Finds the services among `services` whose log key is not a stream; returns how many. */
+  async #isolateBadLogs(services: readonly string[]): Promise<number> {
+    let found = 0;
+    for (const service of services) {
+      const log = this.keys(service).log;
+      const type = String(
+        await this.#bounded(this.#client.call('TYPE', log), this.#o.readTimeoutMs, false),
+      );
+      if (type === 'stream' || type === 'none') continue;
+      found++;
+      this.#badLogs.set(service, type);
+      const why = `change-log key ${log} holds a ${type}, not a stream: not read until a write replaces it`;
+      const set = this.#feeds.get(service);
+      if (set !== undefined) for (const feed of [...set]) feed.interrupt(why, new Error(why));
+    }
+    return found;
+  }
+
+  /** Services whose log key is a stream again (or gone) are read again, after a resync. */
+  async #recheckLogs(): Promise<void> {
+    for (const service of [...this.#badLogs.keys()]) {
+      const type = String(
+        await this.#bounded(
+          this.#client.call('TYPE', this.keys(service).log),
+          this.#o.readTimeoutMs,
+          false,
+        ),
+      );
+      if (type !== 'stream' && type !== 'none') continue;
+      this.#badLogs.delete(service);
+      const set = this.#feeds.get(service);
+      if (set !== undefined)
+        for (const feed of [...set]) feed.interrupt('change-log key is a stream again');
+    }
   }
 
   #interruptAll(reason: string, error?: unknown): void {

@@ -397,6 +397,46 @@ describeRedis('discovery on Redis: foreign, vanished and oversized change-log en
     }, 5000);
   });
 
+  it('a log key of another type stalls only its own service: the other services on the backend read on', async () => {
+    const bad = `badlog-${++serial}`;
+    const good = `goodlog-${serial}`;
+    const writer = registry();
+    await registerAll(writer, bad, 1);
+    await registerAll(writer, good, 1);
+    const reader = registry({ reapIntervalMs: 0 }); // one backend, one blocking read for both
+    const badWatch = reader.watch(bad);
+    const goodWatch = reader.watch(good);
+    await Promise.all([badWatch.ready, goodWatch.ready]);
+    const goodStale: boolean[] = [];
+    const goodErrors: WatchError[] = [];
+    const badErrors: WatchError[] = [];
+    goodWatch.onStaleChange((c) => goodStale.push(c.stale));
+    goodWatch.onError((e) => goodErrors.push(e));
+    badWatch.onError((e) => badErrors.push(e));
+    const resyncs = goodWatch.resyncs;
+    await admin().set(keysOf(bad).log, 'not a stream');
+    await sleep(800); // a few reads
+    await writer.register({ service: good, id: `${good}-2`, host: 'h', port: 2 });
+    await until(() => {
+      expect(goodWatch.instances().map((i) => i.id)).toEqual([`${good}-1`, `${good}-2`]);
+    }, 3000);
+    await sleep(500);
+    expect(goodStale).toEqual([]);
+    expect(goodErrors).toEqual([]);
+    expect(goodWatch.resyncs).toBe(resyncs); // followed in sequence, not through snapshots
+    expect(badErrors.map((e) => e.error.message).join()).toContain('not a stream');
+    // The next write to the bad service replaces its log; its watcher follows again.
+    await writer.register({ service: bad, id: `${bad}-2`, host: 'h', port: 2 });
+    await until(() => {
+      expect(badWatch.instances().map((i) => i.id)).toEqual([`${bad}-1`, `${bad}-2`]);
+      expect(badWatch.stale).toBe(false);
+    }, 3000);
+    await writer.register({ service: bad, id: `${bad}-3`, host: 'h', port: 3 });
+    await until(() => {
+      expect(badWatch.instances()).toHaveLength(3);
+    }, 3000);
+  });
+
   it('churn mixed with foreign entries, forged entries, trims and deletes of the log: every watcher converges (seeded)', async () => {
     const seed = Number(process.env.KEEL_SEED ?? Date.now() % 1_000_000);
     const random = seededRandom(seed);
