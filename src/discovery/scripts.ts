@@ -199,11 +199,15 @@ return #ids
 
 /**
  * No ARGV. Returns `{epoch or '', rev or '0', {id, data, …}, lid or ''}`, read atomically
- * (after replacing meta Keel did not write with a new epoch).
+ * (after starting a new epoch if meta is not Keel's, or gone while records or a log remain).
  */
 export const SNAPSHOT = script(`
 local meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
-if meta[1] and not (digits(meta[1]) and digits(meta[2])) then
+local damaged = meta[1] and not (digits(meta[1]) and digits(meta[2]))
+-- Records or a log without an epoch: meta was deleted or evicted. Start the new epoch now
+-- rather than at the next write, so readers do not take the old log for the current one.
+local orphaned = not meta[1] and redis.call('EXISTS', KEYS[1], KEYS[5]) > 0
+if damaged or orphaned then
   epoch()
   meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
 end

@@ -286,6 +286,23 @@ describeRedis('discovery on Redis: foreign, vanished and oversized change-log en
     for (const v of views) expect(v.watch.revision).toBeGreaterThan(0);
   });
 
+  it('meta lost while records and log remain (deleted, or evicted) makes one new epoch, not a resync loop', async () => {
+    const service = `nometa-${++serial}`;
+    const writer = registry({ reapIntervalMs: 0 });
+    const live = await registerAll(writer, service, 3);
+    await live[0]?.setStatus('draining');
+    const views = await watchers(service, 3, { dataLossGraceMs: 500 });
+    const k = keysOf(service);
+    await admin().del(k.meta);
+    await sleep(1000);
+    await converged(views, service, 5000);
+    expect(await resyncsDuring(views, 1200)).toBe(0);
+    for (const v of views) expect(v.watch.stale).toBe(false);
+    await writer.register({ service, id: `${service}-4`, host: 'h', port: 4 });
+    await converged(views, service, 5000);
+    expect(await resyncsDuring(views, 1000)).toBe(0);
+  });
+
   it('a log key of another type is replaced by the next write, and watchers converge', async () => {
     const service = `wrongtype-${++serial}`;
     const writer = registry();
