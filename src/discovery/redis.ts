@@ -128,9 +128,12 @@ export interface ServiceKeys {
   readonly leases: string;
   /** Sorted set: instance id → expiry, in Redis server milliseconds. */
   readonly expiry: string;
-  /** Hash: `epoch`, `rev` (revision), `seen` (server time of the last write or reap). */
+  /**
+   * Hash: `epoch`, `rev` (revision), `seen` (server time of the last write or reap), `lid`
+   * (stream id of the entry of `rev`), `lw`/`lm`/`lp` (the log's byte budget window).
+   */
   readonly meta: string;
-  /** Stream: the capped change log, entry ids `<epoch>-<revision>`. */
+  /** Stream: the capped change log, entry ids `<epoch>-<revision>` while the stream takes them. */
   readonly log: string;
   /** Set: ids given an outage grace period that have not heartbeated since. */
   readonly graced: string;
@@ -216,9 +219,18 @@ class ReadTimeout extends Error {
  *
  * Key layout per service `S` (prefix `keel:discovery:` by default), all with hash tag `{S}`:
  * `…{S}:records` hash id → instance JSON; `…{S}:leases` hash id → owner token; `…{S}:expiry`
- * sorted set id → expiry (server ms); `…{S}:meta` hash `epoch`, `rev`, `seen`; `…{S}:log`
- * stream of changes with ids `<epoch>-<revision>` (fields `t` type r/u/d/x, `i` id, `d` JSON);
- * `…{S}:graced` set of ids given an outage grace period.
+ * sorted set id → expiry (server ms); `…{S}:meta` hash `epoch`, `rev`, `seen`, `lid` (stream
+ * id of the entry of `rev`) and `lw`/`lm`/`lp` (the byte budget's window); `…{S}:log` stream
+ * of changes (fields `t` type r/u/d/x, `i` id, `e` epoch, `v` revision, `d` JSON), ids
+ * `<epoch>-<revision>` while the stream takes them; `…{S}:graced` set of ids given an outage
+ * grace period.
+ *
+ * The log is bounded by `maxLogLength` entries and about `maxLogBytes` bytes; a watcher further
+ * behind resyncs from a snapshot. What else writes to Redis is read as data, not trusted: an
+ * entry not shaped like Keel's is skipped and reported (`onQuarantined`, with `entry` set to its
+ * stream id), one claiming a revision Keel never wrote is quarantined after one resync, and
+ * neither stops the scripts from appending; a change whose entry vanished (trimmed, deleted,
+ * evicted) is found by the idle probe within about `blockMs` and resynced over.
  *
  * With Redis Cluster each service's keys share a slot, but one blocking read over services in
  * different slots is refused (`CROSSSLOT`): there, use one backend per watched service.
