@@ -122,6 +122,9 @@ export interface ViewSettings {
   readonly operationTimeoutMs: number;
 }
 
+/** Resyncs in a row that change nothing before a view reports it cannot make progress. */
+const FRUITLESS_LIMIT = 3;
+
 /** @internal */
 export class ServiceView implements FeedListener {
   readonly service: string;
@@ -157,6 +160,12 @@ export class ServiceView implements FeedListener {
   #resyncing = false;
   #again = false;
   #resyncs = 0;
+  /**
+   * Why the log last contradicted the view, while a resync it asked for is pending or done;
+   * and how many such resyncs in a row found the store exactly where the previous one did.
+   */
+  #contradiction: string | undefined;
+  #fruitless = 0;
   #closed = false;
   readonly #closing = new AbortController();
 
@@ -267,6 +276,7 @@ export class ServiceView implements FeedListener {
   entries(entries: readonly ChangeEntry[]): void {
     if (this.#closed || this.#resyncing || !this.#ready) return; // the resync's seek re-reads them
     let applied = false;
+    let progressed = false; // an entry applied, or one found not to be the registry's and skipped
     for (const entry of entries) {
       const position = entry.position;
       if (position !== undefined && this.#rejected.has(position)) continue;
@@ -274,7 +284,10 @@ export class ServiceView implements FeedListener {
       if (entry.epoch !== this.#epoch) {
         // A service that did not exist at the snapshot: its first entry starts the epoch.
         if (this.#revision === 0 && this.#epoch === '' && entry.revision === 1) {
-          if (position !== undefined && this.#notOurs(entry, position)) continue;
+          if (position !== undefined && this.#notOurs(entry, position)) {
+            progressed = true;
+            continue;
+          }
           this.#epoch = entry.epoch;
         } else {
           problem = `epoch changed (${this.#epoch || 'none'} -> ${entry.epoch})`;
@@ -286,12 +299,22 @@ export class ServiceView implements FeedListener {
           problem = `gap in the change log (at ${this.#revision}, next ${entry.revision})`;
       }
       if (problem !== undefined) {
-        if (position !== undefined && this.#notOurs(entry, position)) continue;
+        if (position !== undefined && this.#notOurs(entry, position)) {
+          progressed = true;
+          continue;
+        }
+        this.#contradiction = problem;
         this.#resync(problem, false);
         break;
       }
       this.#apply(entry);
       applied = true;
+      progressed = true;
+    }
+    if (progressed) {
+      // Progress: whatever the log said before, it is being followed again.
+      if (this.#fruitless >= FRUITLESS_LIMIT) this.#setStale(false);
+      this.#fruitless = 0;
     }
     if (applied && !this.resyncing) this.settled.emit(this);
   }
@@ -437,7 +460,8 @@ export class ServiceView implements FeedListener {
 
   async #resyncLoop(reason: string, immediate: boolean): Promise<void> {
     const s = this.#s;
-    let failures = 0;
+    // A log that keeps contradicting the snapshots: back off as after failures.
+    let failures = Math.max(0, this.#fruitless - FRUITLESS_LIMIT + 1);
     let first = immediate;
     try {
       for (;;) {
@@ -476,7 +500,7 @@ export class ServiceView implements FeedListener {
     } finally {
       this.#resyncing = false;
     }
-    this.#setStale(false);
+    if (this.#fruitless < FRUITLESS_LIMIT) this.#setStale(false);
     if (!this.#ready) {
       this.#ready = true;
       this.#resolveReady();
@@ -507,6 +531,30 @@ export class ServiceView implements FeedListener {
     return Promise.race([promise, timeout]).finally(() => timer?.cancel());
   }
 
+  /**
+   * A resync the log asked for that finds the store at the very epoch and revision of the view
+   * changed nothing: the log will say the same again. After {@link FRUITLESS_LIMIT} in a row the
+   * view cannot make progress — it turns stale, reports why, and backs off — rather than
+   * resync silently forever.
+   */
+  #countFruitless(epoch: string, revision: number): void {
+    const contradiction = this.#contradiction;
+    this.#contradiction = undefined;
+    if (contradiction === undefined) return;
+    if (!this.#ready || epoch !== this.#epoch || revision !== this.#revision) {
+      this.#fruitless = 0;
+      return;
+    }
+    this.#fruitless++;
+    if (this.#fruitless !== FRUITLESS_LIMIT) return;
+    const why = `the change log keeps contradicting the snapshot at revision ${revision} of epoch ${epoch || 'none'} (${contradiction})`;
+    this.#setStale(true, why);
+    this.errors.emit({
+      service: this.service,
+      error: new RegistryUnavailableError(`follow ${this.service}`, why),
+    });
+  }
+
   #applySnapshot(
     epoch: string,
     revision: number,
@@ -514,6 +562,7 @@ export class ServiceView implements FeedListener {
     position: string | undefined,
   ): void {
     this.#resyncs++;
+    this.#countFruitless(epoch, revision);
     const lostData = this.#ready && this.#epoch !== '' && epoch !== this.#epoch;
     this.#epoch = epoch;
     this.#revision = revision;

@@ -509,6 +509,7 @@ describeRedis('discovery on Redis: foreign, vanished and oversized change-log en
       for (const v of views) {
         for (const r of live.values()) expect(v.watch.get(r.id)?.status).toBe(r.instance.status);
         expect(v.ids()).not.toContain('ghost');
+        expect(v.watch.stale).toBe(false);
       }
       await sleep(600); // a forged entry read last is quarantined after at most one resync
       expect(await resyncsDuring(views, 1000)).toBe(0);
