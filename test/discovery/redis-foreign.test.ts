@@ -343,6 +343,39 @@ describeRedis('discovery on Redis: foreign, vanished and oversized change-log en
     });
   }
 
+  it('a vanished entry is noticed even while another service on the same reader is never quiet', async () => {
+    const quiet = `quiet-${++serial}`;
+    const busy = `busy-${serial}`;
+    const writer = registry({ reapIntervalMs: 0 });
+    await registerAll(writer, quiet, 1);
+    const churn = await writer.register({ service: busy, id: 'churn', host: 'h', port: 1 });
+    const reader = registry({ reapIntervalMs: 0 }); // one blocking read for both services
+    const quietWatch = reader.watch(quiet);
+    const busyWatch = reader.watch(busy);
+    await Promise.all([quietWatch.ready, busyWatch.ready]);
+    const stop = { now: false };
+    const churning = (async () => {
+      for (let i = 0; !stop.now; i++) {
+        await churn.setWeight((i % 50) + 1);
+        await sleep(20);
+      }
+    })();
+    try {
+      await sleep(300);
+      const multi = admin().multi();
+      multi.eval(REGISTER.source, ...registerArgs(quiet, 'hidden'));
+      multi.del(keysOf(quiet).log);
+      await multi.exec();
+      await until(() => {
+        expect(quietWatch.get('hidden')).toBeDefined();
+      }, 5000);
+    } finally {
+      stop.now = true;
+      await churning;
+    }
+    expect(busyWatch.get('churn')?.weight).toBe(churn.instance.weight);
+  });
+
   it('the log stays bounded in bytes under large records, and watchers stay correct across trimming', async () => {
     const service = `bounded-${++serial}`;
     const maxLogBytes = 256 * 1024;
