@@ -183,7 +183,8 @@ return 1
 
 /**
  * ARGV: silenceMs, graceMs, maxLogLength, limit, maxLogBytes. Removes up to `limit` records
- * whose expiry passed (logged as `x` expired). Idempotent: a second run finds nothing. Returns the count.
+ * whose expiry passed (logged as `x` expired). Idempotent: a second run finds nothing. Returns
+ * the count.
  */
 export const REAP = script(`
 preserve(tonumber(ARGV[1]), tonumber(ARGV[2]))
