@@ -27,6 +27,11 @@ export interface ChangeEntry {
   readonly id: string;
   /** The raw stored record for `registered` / `updated` (decoded and checked by the reader). */
   readonly data?: unknown;
+  /**
+   * Where the entry sits in the store's log, when that is not its revision (Redis: its stream
+   * id): names it in reports, and lets a reader recognise an entry it has seen before.
+   */
+  readonly position?: string;
 }
 
 /** One stored record, raw: decoded and checked by the reader. */
@@ -45,6 +50,8 @@ export interface Snapshot {
   readonly revision: number;
   /** Every stored record of the service. */
   readonly records: readonly RawRecord[];
+  /** The log position of the entry of `revision`, when not derived from it: pass to `seek()`. */
+  readonly position?: string;
 }
 
 /** Outcome of writing a registration. */
@@ -64,12 +71,21 @@ export interface FeedListener {
   interrupted(reason: string, error?: unknown): void;
   /** The feed read successfully again after an interruption. */
   healthy(): void;
+  /**
+   * The log holds an entry the store's own writes did not produce (another program wrote to
+   * it, or it is damaged): skipped, never applied. `position` names the entry; `id` is the
+   * instance id it claims, if any. Reported once per entry.
+   */
+  foreign(position: string, reason: string, id?: string): void;
 }
 
 /** A subscription to one service's change log. */
 export interface ChangeFeed extends Disposable {
-  /** Continue reading after this position (after a snapshot at `revision` of `epoch`). */
-  seek(epoch: string, revision: number): void;
+  /**
+   * Continue reading after this position (after a snapshot at `revision` of `epoch`, whose
+   * {@link Snapshot.position} is `position` when the backend gave one).
+   */
+  seek(epoch: string, revision: number, position?: string): void;
   /** Stops reading. Safe to call more than once. */
   close(): void;
 }

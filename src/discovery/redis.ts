@@ -9,8 +9,14 @@
  * connection is replaced and every reader is told to resync; a dropped connection is replaced
  * at once (not left to ioredis to reconnect and silently re-send the read) and handled the same
  * way;
- * and each idle timeout checks every service's epoch and revision, so a store that lost its
- * data while nobody wrote is noticed too.
+ * and each idle timeout (and, when reads are never idle, every `blockMs`) probes every service
+ * whose reads brought nothing: its epoch, its revision and whether the log holds anything past
+ * the reader's position, read atomically — so a store that lost its data while nobody wrote, and
+ * a change whose entry vanished from the log (trimmed, deleted, evicted), are noticed too.
+ *
+ * The log is read as data from outside: entries Keel's scripts did not write are reported
+ * through {@link FeedListener.foreign} and skipped, never applied; readers resume after
+ * stream positions, not after revisions, so a foreign entry cannot make them re-read it forever.
  *
  * @packageDocumentation
  */
@@ -41,7 +47,7 @@ import type {
   Snapshot,
   WriteOptions,
 } from './backend.js';
-import { DEREGISTER, HEARTBEAT, REAP, REGISTER, SNAPSHOT, type Script } from './scripts.js';
+import { DEREGISTER, HEARTBEAT, PROBE, REAP, REGISTER, SNAPSHOT, type Script } from './scripts.js';
 
 /**
  * What the Redis backend needs from a client. An ioredis `Redis` fits as is; no ioredis type
@@ -73,6 +79,16 @@ export interface RedisBackendOptions {
    * behind than this resyncs from a snapshot. @defaultValue 1000
    */
   readonly maxLogLength?: number | undefined;
+  /**
+   * Bytes of change-log entries kept per service, counted as the bytes of each entry's fields
+   * (the record's JSON, its id, epoch and revision) plus 64: the log is trimmed to
+   * `maxLogBytes / s` entries, where `s` is the largest entry logged in the last
+   * `2 × maxLogLength + 100` writes, so it holds at most about this much (plus one stream macro
+   * node, i.e. one entry when entries are larger than `stream-node-max-bytes`). The largest
+   * valid record (64 × 4 KiB of metadata) makes ~260 KB entries: 64 of them with the default.
+   * A reader further behind than the log resyncs from a snapshot. @defaultValue 16 MiB
+   */
+  readonly maxLogBytes?: number | undefined;
   /** How long one blocking read waits; also the period of the idle epoch check. @defaultValue 2000 */
   readonly blockMs?: number | undefined;
   /**
@@ -113,9 +129,12 @@ export interface ServiceKeys {
   readonly leases: string;
   /** Sorted set: instance id → expiry, in Redis server milliseconds. */
   readonly expiry: string;
-  /** Hash: `epoch`, `rev` (revision), `seen` (server time of the last write or reap). */
+  /**
+   * Hash: `epoch`, `rev` (revision), `seen` (server time of the last write or reap), `lid`
+   * (stream id of the entry of `rev`), `lw`/`lm`/`lp` (the log's byte budget window).
+   */
   readonly meta: string;
-  /** Stream: the capped change log, entry ids `<epoch>-<revision>`. */
+  /** Stream: the capped change log, entry ids `<epoch>-<revision>` while the stream takes them. */
   readonly log: string;
   /** Set: ids given an outage grace period that have not heartbeated since. */
   readonly graced: string;
@@ -135,6 +154,7 @@ const spec = {
   }),
   keyPrefix: stringOption({ default: 'keel:discovery:' }),
   maxLogLength: integerOption({ min: 1, max: 100_000_000, default: 1000 }),
+  maxLogBytes: integerOption({ min: 1024, max: 2 ** 40, default: 16 * 1024 * 1024 }),
   blockMs: integerOption({ min: 1, max: 600_000, default: 2000 }),
   readTimeoutMs: numberOption({ min: 1, max: 600_000, default: 2000 }),
   outageThresholdMs: numberOption({ min: 1, max: 86_400_000, default: 5000 }),
@@ -158,20 +178,35 @@ const TYPES: Readonly<Record<string, ChangeType>> = {
   x: 'expired',
 };
 
-/** A stream id as (epoch, revision), compared numerically. */
+/** A position in a service's revisions: (epoch, revision), compared numerically. */
 interface Cursor {
   readonly epoch: string;
   readonly revision: number;
 }
 
+/** The stream id Keel gives the entry of `cursor` when the stream takes explicit ids. */
 function streamId(cursor: Cursor): string {
   return `${cursor.epoch === '' ? '0' : cursor.epoch}-${cursor.revision}`;
 }
 
-function compareCursor(a: Cursor, b: Cursor): number {
-  const ea = a.epoch === '' ? 0 : Number(a.epoch);
-  const eb = b.epoch === '' ? 0 : Number(b.epoch);
-  return ea !== eb ? ea - eb : a.revision - b.revision;
+const STREAM_ID = /^(\d{1,20})-(\d{1,20})$/;
+
+/**
+ * Compares two stream ids (`<ms>-<seq>`, each a 64-bit unsigned number — BigInt, since foreign
+ * ids may be past 2^53). Anything else sorts first, so it never wins a maximum.
+ */
+function compareIds(a: string, b: string): number {
+  const ma = STREAM_ID.exec(a);
+  const mb = STREAM_ID.exec(b);
+  if (ma === null || mb === null) return ma === null ? (mb === null ? 0 : -1) : 1;
+  const [ams, aseq, bms, bseq] = [ma[1], ma[2], mb[1], mb[2]].map((x) => BigInt(x ?? '0')) as [
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+  ];
+  if (ams !== bms) return ams < bms ? -1 : 1;
+  return aseq === bseq ? 0 : aseq < bseq ? -1 : 1;
 }
 
 class ReadTimeout extends Error {
@@ -185,9 +220,18 @@ class ReadTimeout extends Error {
  *
  * Key layout per service `S` (prefix `keel:discovery:` by default), all with hash tag `{S}`:
  * `…{S}:records` hash id → instance JSON; `…{S}:leases` hash id → owner token; `…{S}:expiry`
- * sorted set id → expiry (server ms); `…{S}:meta` hash `epoch`, `rev`, `seen`; `…{S}:log`
- * stream of changes with ids `<epoch>-<revision>` (fields `t` type r/u/d/x, `i` id, `d` JSON);
- * `…{S}:graced` set of ids given an outage grace period.
+ * sorted set id → expiry (server ms); `…{S}:meta` hash `epoch`, `rev`, `seen`, `lid` (stream
+ * id of the entry of `rev`) and `lw`/`lm`/`lp` (the byte budget's window); `…{S}:log` stream
+ * of changes (fields `t` type r/u/d/x, `i` id, `e` epoch, `v` revision, `d` JSON), ids
+ * `<epoch>-<revision>` while the stream takes them; `…{S}:graced` set of ids given an outage
+ * grace period.
+ *
+ * The log is bounded by `maxLogLength` entries and about `maxLogBytes` bytes; a watcher further
+ * behind resyncs from a snapshot. What else writes to Redis is read as data, not trusted: an
+ * entry not shaped like Keel's is skipped and reported (`onQuarantined`, with `entry` set to its
+ * stream id), one claiming a revision Keel never wrote is quarantined after one resync, and
+ * neither stops the scripts from appending; a change whose entry vanished (trimmed, deleted,
+ * evicted) is found by the idle probe within about `blockMs` and resynced over.
  *
  * With Redis Cluster each service's keys share a slot, but one blocking read over services in
  * different slots is refused (`CROSSSLOT`): there, use one backend per watched service.
@@ -234,6 +278,10 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   /** Rejects the reader call in flight (a dropped connection's calls may never settle). */
   #cancel: ((error: Error) => void) | undefined;
   #failures = 0;
+  /** When services were last probed for lost entries (`#probe`). */
+  #probedAt = Number.NEGATIVE_INFINITY;
+  /** Services whose log key holds another type (→ that type): left out of reads until fixed. */
+  readonly #badLogs = new Map<string, string>();
   #closed = false;
   readonly #closing = new AbortController();
 
@@ -275,6 +323,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       o.outageThresholdMs,
       o.outageGraceMs,
       o.maxLogLength,
+      o.maxLogBytes,
     ]);
     return String(reply) as RegisterOutcome;
   }
@@ -314,6 +363,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       o.outageThresholdMs,
       o.outageGraceMs,
       o.maxLogLength,
+      o.maxLogBytes,
     ]);
     return Number(reply) === 1;
   }
@@ -325,11 +375,15 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     if (!Array.isArray(reply) || reply.length < 3 || !Array.isArray(reply[2])) {
       throw new Error(`unexpected snapshot reply for ${service}`);
     }
-    const [epoch, rev, flat] = reply as [unknown, unknown, unknown[]];
+    const [epoch, rev, flat, lid] = reply as [unknown, unknown, unknown[], unknown];
     const records: RawRecord[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2)
       records.push({ id: String(flat[i]), data: flat[i + 1] });
-    return { epoch: String(epoch), revision: Number(rev), records };
+    const snapshot = { epoch: String(epoch), revision: Number(rev), records };
+    // Where the entry of this revision sits in the log; absent for a log an older Keel wrote.
+    return typeof lid === 'string' && STREAM_ID.test(lid)
+      ? { ...snapshot, position: lid }
+      : snapshot;
   }
 
   /** {@inheritDoc DiscoveryBackend.reap} */
@@ -341,6 +395,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       o.outageGraceMs,
       o.maxLogLength,
       o.reapBatch,
+      o.maxLogBytes,
     ]);
     return Number(reply);
   }
@@ -382,7 +437,10 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     if (closed) {
       const set = this.#feeds.get(feed.service);
       set?.delete(feed);
-      if (set?.size === 0) this.#feeds.delete(feed.service);
+      if (set?.size === 0) {
+        this.#feeds.delete(feed.service);
+        this.#badLogs.delete(feed.service);
+      }
     }
     if (this.#closed) return;
     this.#loop ??= this.#readLoop().finally(() => {
@@ -421,10 +479,16 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       const cursors = this.#cursors();
       if (cursors.size === 0) {
         if (this.#feeds.size === 0) return;
+        let timer: Timer | undefined;
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
+          // Only services with a bad log key: look at them again every blockMs.
+          if (this.#badLogs.size > 0) timer = this.#o.clock.setTimer(resolve, this.#o.blockMs);
+          timer?.unref();
         });
+        timer?.cancel();
         this.#wake = undefined;
+        if (this.#badLogs.size > 0) await this.#recheckLogs().catch(() => undefined);
         continue;
       }
       try {
@@ -459,14 +523,15 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return this.#kicked;
   }
 
-  /** The smallest cursor of each followed, positioned service. */
-  #cursors(): Map<string, Cursor> {
-    const out = new Map<string, Cursor>();
+  /** The smallest log position of each followed, positioned service. */
+  #cursors(): Map<string, string> {
+    const out = new Map<string, string>();
     for (const [service, set] of this.#feeds) {
-      let min: Cursor | undefined;
+      if (this.#badLogs.has(service)) continue;
+      let min: string | undefined;
       for (const feed of set) {
-        const c = feed.cursor;
-        if (c !== undefined && (min === undefined || compareCursor(c, min) < 0)) min = c;
+        const p = feed.position;
+        if (p !== undefined && (min === undefined || compareIds(p, min) < 0)) min = p;
       }
       if (min !== undefined) out.set(service, min);
     }
@@ -503,20 +568,26 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     reader?.disconnect();
   }
 
-  async #readOnce(cursors: Map<string, Cursor>): Promise<void> {
+  async #readOnce(cursors: Map<string, string>): Promise<void> {
     const o = this.#o;
     const reader = await this.#ensureReader();
     const generation = this.#generation;
     const services = [...cursors.keys()];
     const args: (string | number)[] = ['COUNT', o.readBatch, 'BLOCK', o.blockMs, 'STREAMS'];
     for (const service of services) args.push(this.keys(service).log);
-    for (const service of services) args.push(streamId(cursors.get(service) as Cursor));
+    for (const service of services) args.push(cursors.get(service) as string);
     this.#kicked = false;
     this.#reading = true;
     this.#readSeq++;
     let reply: unknown;
     try {
       reply = await this.#bounded(reader.call('XREAD', ...args), o.blockMs + o.readTimeoutMs);
+    } catch (error) {
+      // One service's log key holding another type fails the read of every service: find it,
+      // leave it out, and read the others on.
+      if (!(error instanceof Error && error.message.includes('WRONGTYPE'))) throw error;
+      if ((await this.#isolateBadLogs(services)) === 0) throw error;
+      return;
     } finally {
       this.#reading = false;
     }
@@ -528,43 +599,100 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     }
     for (const set of this.#feeds.values()) for (const feed of set) feed.markHealthy();
     if (reply === null || reply === undefined) {
-      if (!this.#wasKicked()) await this.#checkEpochs(cursors);
+      if (!this.#wasKicked()) await this.#probe(cursors, services);
       return;
     }
-    for (const [key, entries] of streamsOf(reply)) {
+    const fed = new Set<string>();
+    for (const [key, raw] of streamsOf(reply)) {
       const service = services.find((s) => this.keys(s).log === key);
-      if (service === undefined) continue;
-      const parsed = entries.map(parseEntry);
+      const last = raw[raw.length - 1];
+      if (service === undefined || last === undefined) continue;
+      fed.add(service);
+      const entries: ChangeEntry[] = [];
+      const foreign: Foreign[] = [];
+      for (const item of raw) {
+        const parsed = parseEntry(item);
+        if ('reason' in parsed) foreign.push(parsed);
+        else entries.push(parsed);
+      }
       const set = this.#feeds.get(service);
-      if (set !== undefined) for (const feed of [...set]) feed.deliver(parsed);
+      if (set !== undefined) for (const feed of [...set]) feed.deliver(entries, foreign, last[0]);
+    }
+    // Reads that always bring something (other services busy) still probe the quiet ones.
+    if (!this.#wasKicked() && this.#o.clock.now() - this.#probedAt >= o.blockMs) {
+      await this.#probe(
+        cursors,
+        services.filter((s) => !fed.has(s)),
+      );
     }
   }
 
   /**
-   * An idle read proves nothing was appended after the cursors — unless the store lost its data
-   * and nobody wrote since. Compare each service's epoch and revision with its readers'.
+   * A read that brought nothing proves nothing was appended after the positions — not that
+   * nothing changed: the store may have lost its data with nobody writing since, or a change's
+   * entry may be gone from the log (trimmed to nothing, the key deleted or evicted). For each
+   * service, read atomically its epoch, its revision and whether the log holds anything past
+   * the position; a feed whose store moved (or went back) with nothing left to read is told to
+   * resync.
    */
-  async #checkEpochs(cursors: Map<string, Cursor>): Promise<void> {
+  async #probe(cursors: Map<string, string>, services: readonly string[]): Promise<void> {
+    this.#probedAt = this.#o.clock.now();
+    if (this.#badLogs.size > 0) await this.#recheckLogs();
     await Promise.all(
-      [...cursors].map(async ([service, cursor]) => {
-        const meta = await this.#bounded(
-          this.#client.call('HMGET', this.keys(service).meta, 'epoch', 'rev'),
+      services.map(async (service) => {
+        const position = cursors.get(service);
+        if (position === undefined) return;
+        const reply = await this.#bounded(
+          this.#run(PROBE, service, [position]),
           this.#o.readTimeoutMs,
           false,
         );
-        const [epoch, rev] = Array.isArray(meta) ? (meta as unknown[]) : [];
-        const storeEpoch = typeof epoch === 'string' ? epoch : '';
-        const storeRev = Number(rev ?? 0);
-        if (storeEpoch !== cursor.epoch || storeRev < cursor.revision) {
-          const set = this.#feeds.get(service);
-          if (set !== undefined)
-            for (const feed of [...set])
-              feed.interrupt(
-                `store epoch changed (${cursor.epoch || 'none'} -> ${storeEpoch || 'none'})`,
-              );
-        }
+        const [epoch, rev, after] = Array.isArray(reply) ? (reply as unknown[]) : [];
+        if (Number(after) === 1) return; // more to read: the next read brings it
+        const store: Cursor = {
+          epoch: typeof epoch === 'string' ? epoch : '',
+          revision: Number(rev ?? 0),
+        };
+        const set = this.#feeds.get(service);
+        if (set !== undefined) for (const feed of [...set]) feed.check(store);
       }),
     );
+  }
+
+  /** Finds the services among `services` whose log key is not a stream; returns how many. */
+  async #isolateBadLogs(services: readonly string[]): Promise<number> {
+    let found = 0;
+    for (const service of services) {
+      const log = this.keys(service).log;
+      const type = String(
+        await this.#bounded(this.#client.call('TYPE', log), this.#o.readTimeoutMs, false),
+      );
+      if (type === 'stream' || type === 'none') continue;
+      found++;
+      this.#badLogs.set(service, type);
+      const why = `change-log key ${log} holds a ${type}, not a stream: not read until a write replaces it`;
+      const set = this.#feeds.get(service);
+      if (set !== undefined) for (const feed of [...set]) feed.interrupt(why, new Error(why));
+    }
+    return found;
+  }
+
+  /** Services whose log key is a stream again (or gone) are read again, after a resync. */
+  async #recheckLogs(): Promise<void> {
+    for (const service of [...this.#badLogs.keys()]) {
+      const type = String(
+        await this.#bounded(
+          this.#client.call('TYPE', this.keys(service).log),
+          this.#o.readTimeoutMs,
+          false,
+        ),
+      );
+      if (type !== 'stream' && type !== 'none') continue;
+      this.#badLogs.delete(service);
+      const set = this.#feeds.get(service);
+      if (set !== undefined)
+        for (const feed of [...set]) feed.interrupt('change-log key is a stream again');
+    }
   }
 
   #interruptAll(reason: string, error?: unknown): void {
@@ -636,24 +764,66 @@ function streamsOf(reply: unknown): StreamEntries[] {
   return [];
 }
 
-function parseEntry(raw: [string, string[]]): ChangeEntry {
-  const [id, fields] = raw;
-  const dash = id.indexOf('-');
-  const epoch = id.slice(0, dash);
-  const revision = Number(id.slice(dash + 1));
+/** A log entry Keel's scripts did not write: reported and skipped. */
+interface Foreign {
+  readonly position: string;
+  readonly reason: string;
+  readonly id?: string;
+}
+
+const DIGITS = /^\d{1,15}$/;
+
+/**
+ * Reads one stream entry as a change, or as foreign when it is not shaped like one of Keel's: a
+ * known type `t`, an instance id `i`, and an epoch and revision — fields `e` and `v`, or, in
+ * entries older Keels wrote, the id `<epoch>-<revision>`.
+ */
+function parseEntry(raw: [string, string[]]): ChangeEntry | Foreign {
+  const [position, fields] = raw;
   let type: ChangeType | undefined;
-  let instanceId = '';
+  let kind: string | undefined;
+  let instanceId: string | undefined;
   let data: unknown;
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const field = fields[i];
+  let epoch: string | undefined;
+  let revision: string | undefined;
+  for (let i = 0; i + 1 < (fields as unknown[]).length; i += 2) {
+    const field = String(fields[i]);
     const value = fields[i + 1];
-    if (field === 't') type = TYPES[value as string];
-    else if (field === 'i') instanceId = String(value);
+    if (field === 't') {
+      kind = String(value);
+      type = Object.hasOwn(TYPES, kind) ? TYPES[kind] : undefined;
+    } else if (field === 'i') instanceId = String(value);
     else if (field === 'd') data = value;
+    else if (field === 'e') epoch = String(value);
+    else if (field === 'v') revision = String(value);
   }
-  // An entry of unknown shape still takes up its revision; as an update with no data it is
-  // quarantined by the reader rather than trusted or skipped.
-  return { epoch, revision, type: type ?? 'updated', id: instanceId, data };
+  if (epoch === undefined && revision === undefined) {
+    const m = STREAM_ID.exec(position);
+    epoch = m?.[1];
+    revision = m?.[2];
+  }
+  const claimed = instanceId === undefined || instanceId === '' ? {} : { id: instanceId };
+  if (type === undefined) {
+    const reason =
+      kind === undefined
+        ? 'not a change-log entry (no type field)'
+        : `unknown change type ${JSON.stringify(kind.slice(0, 20))}`;
+    return { position, reason, ...claimed };
+  }
+  if (claimed.id === undefined)
+    return { position, reason: 'change-log entry without an instance id' };
+  if (
+    epoch === undefined ||
+    revision === undefined ||
+    !DIGITS.test(epoch) ||
+    !DIGITS.test(revision)
+  )
+    return { position, reason: 'change-log entry without a valid epoch and revision', ...claimed };
+  const rev = Number(revision);
+  if (rev < 1) return { position, reason: 'change-log entry with revision 0', ...claimed };
+  return data === undefined
+    ? { epoch, revision: rev, type, id: claimed.id, position }
+    : { epoch, revision: rev, type, id: claimed.id, data, position };
 }
 
 /** One reader's cursor over one service's log. */
@@ -661,7 +831,12 @@ class RedisFeed implements ChangeFeed {
   readonly service: string;
   readonly #backend: RedisBackend;
   readonly #listener: FeedListener;
+  /** The revision the reader has in sequence (set by seek, advanced by entries that follow it). */
   #cursor: Cursor | undefined;
+  /** The stream id read up to. */
+  #position: string | undefined;
+  /** Foreign entries up to this position were reported already. */
+  #reported = '0-0';
   #interrupted = false;
   #closed = false;
 
@@ -671,23 +846,53 @@ class RedisFeed implements ChangeFeed {
     this.#listener = listener;
   }
 
-  get cursor(): Cursor | undefined {
-    return this.#cursor;
+  get position(): string | undefined {
+    return this.#position;
   }
 
-  seek(epoch: string, revision: number): void {
+  seek(epoch: string, revision: number, position?: string): void {
     if (this.#closed) return;
     this.#cursor = { epoch, revision };
+    this.#position =
+      position !== undefined && STREAM_ID.test(position) ? position : streamId({ epoch, revision });
     this.#interrupted = false;
     this.#backend.changed(this, false);
   }
 
-  deliver(entries: readonly ChangeEntry[]): void {
-    if (this.#closed || this.#cursor === undefined || entries.length === 0) return;
-    const last = entries[entries.length - 1] as ChangeEntry;
-    if (compareCursor(last, this.#cursor) > 0)
-      this.#cursor = { epoch: last.epoch, revision: last.revision };
+  /** Entries read (Keel's, and foreign ones) up to stream id `last`. */
+  deliver(entries: readonly ChangeEntry[], foreign: readonly Foreign[], last: string): void {
+    if (this.#closed || this.#cursor === undefined || this.#position === undefined) return;
+    if (compareIds(last, this.#position) > 0) this.#position = last;
+    for (const f of foreign) {
+      if (compareIds(f.position, this.#reported) <= 0) continue;
+      this.#reported = f.position;
+      this.#listener.foreign(f.position, f.reason, f.id);
+    }
+    if (entries.length === 0) return;
+    // Only entries in sequence move the cursor: one out of sequence makes the reader resync
+    // (which seeks) or quarantine it (which must not count as progress).
+    for (const entry of entries) {
+      const c: Cursor = this.#cursor;
+      const first = c.epoch === '' && c.revision === 0 && entry.revision === 1;
+      if ((entry.epoch === c.epoch || first) && entry.revision === c.revision + 1)
+        this.#cursor = { epoch: entry.epoch, revision: entry.revision };
+    }
     this.#listener.entries(entries);
+  }
+
+  /** The store as a probe found it, with nothing left to read: resync if it moved. */
+  check(store: Cursor): void {
+    const c = this.#cursor;
+    if (c === undefined) return;
+    if (store.epoch !== c.epoch) {
+      this.interrupt(`store epoch changed (${c.epoch || 'none'} -> ${store.epoch || 'none'})`);
+    } else if (store.revision < c.revision) {
+      this.interrupt(`store revision went back (${c.revision} -> ${store.revision})`);
+    } else if (store.revision > c.revision) {
+      this.interrupt(
+        `change-log entries lost: the store is at revision ${store.revision}, its log ends at ${c.revision} (trimmed, deleted or evicted)`,
+      );
+    }
   }
 
   interrupt(reason: string, error?: unknown): void {
@@ -695,7 +900,6 @@ class RedisFeed implements ChangeFeed {
     this.#interrupted = true;
     this.#listener.interrupted(reason, error);
   }
-
   markHealthy(): void {
     if (this.#closed) return;
     this.#listener.healthy();

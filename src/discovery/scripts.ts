@@ -11,10 +11,24 @@
  * Time is the server's (`TIME`, allowed in scripts since Redis 5 with effects replication, the
  * only mode since 7.0), so client clock skew never shortens or stretches a ttl.
  *
- * Change-log entries have explicit ids `<epoch>-<revision>`: entry ids then are revisions, a
- * reader resumes with `XREAD … <epoch>-<revision>`, and the epoch — the server time at which the
- * service's data was first written — is larger after the store lost its data, so a reader blocked
- * on the old epoch is woken by the first entry of the new one.
+ * Change-log entries carry their epoch and revision in fields (`e`, `v`), and are given the
+ * explicit id `<epoch>-<revision>` whenever the stream takes it. The epoch — the server time at
+ * which the service's data was first written — is larger after the store lost its data, so a
+ * reader blocked on the old epoch is woken by the first entry of the new one. The stream is
+ * shared with whoever else can write to Redis, so ids are only positions: after a foreign entry
+ * (`XADD <log> * …` takes the server's time, past every Keel id) the next id is left to the
+ * stream (`*`), and a stream that cannot take another id at all (a foreign entry at the last
+ * possible id, or a key of another type) is dropped and started again — readers notice the
+ * vanished entries by comparing revisions (`PROBE`). Meta field `lid` is the id of the entry of
+ * revision `rev`, where a reader resumes after a snapshot.
+ *
+ * The log is bounded in entries (`MAXLEN ~ maxLogLength`) and in bytes: each entry's size (its
+ * fields plus a fixed 64 for the id and field names) is tracked as the largest over two windows
+ * of `2 × maxLogLength + 100` appends (meta `lw` window start, `lm` this window's largest, `lp`
+ * the previous one's) — every entry still in the log was appended within those windows, since
+ * the log never holds more than `maxLogLength` plus one macro node — and the log is trimmed to
+ * `maxLogBytes / largest` entries, so it holds about `maxLogBytes` of entries at most (plus one
+ * macro node: one entry when entries are larger than `stream-node-max-bytes`, 4 KiB by default).
  *
  * @internal
  * @packageDocumentation
@@ -42,12 +56,19 @@ function script(body: string): Script {
 const PRELUDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function digits(v)
+  return type(v) == 'string' and string.match(v, '^%d+$') ~= nil and #v <= 15
+end
 local function epoch()
-  local e = redis.call('HGET', KEYS[4], 'epoch')
-  if not e then
+  local m = redis.call('HMGET', KEYS[4], 'epoch', 'rev')
+  local e = m[1]
+  -- No epoch yet, or meta that Keel did not write (not a number of at most 15 digits): a new
+  -- epoch, as after a data loss, rather than arithmetic on whatever is there.
+  if not (digits(e) and digits(m[2])) then
     -- A new epoch starts a new log: drop any leftover stream so its ids cannot collide.
     e = string.format('%.0f', now)
     redis.call('DEL', KEYS[5])
+    redis.call('HDEL', KEYS[4], 'lid', 'lw', 'lm', 'lp')
     redis.call('HSET', KEYS[4], 'epoch', e, 'rev', 0)
   end
   return e
@@ -65,16 +86,40 @@ local function preserve(silence, grace)
   end
   redis.call('HSET', KEYS[4], 'seen', string.format('%.0f', now))
 end
-local function append(maxlen, kind, id, data)
+local function append(maxlen, maxbytes, kind, id, data)
   local e = epoch()
-  local rev = tonumber(redis.call('HGET', KEYS[4], 'rev') or '0') + 1
-  local entry = e .. '-' .. string.format('%.0f', rev)
-  if data then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, entry, 't', kind, 'i', id, 'd', data)
-  else
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, entry, 't', kind, 'i', id)
+  local m = redis.call('HMGET', KEYS[4], 'rev', 'lid', 'lw', 'lm', 'lp')
+  local rev = tonumber(m[1]) + 1
+  local r = string.format('%.0f', rev)
+  -- The byte budget: the largest entry over the last two windows of appends bounds every
+  -- entry still in the log.
+  local window = 2 * maxlen + 100
+  local lw, lm, lp = tonumber(m[3]) or 0, tonumber(m[4]) or 0, tonumber(m[5]) or 0
+  if rev - lw >= window then
+    lp, lm, lw = lm, 0, rev
   end
-  redis.call('HSET', KEYS[4], 'rev', rev)
+  local size = #kind + #id + #e + #r + (data and #data or 0) + 64
+  if size > lm then lm = size end
+  local cap = math.max(1, math.min(maxlen, math.floor(maxbytes / math.max(lm, lp))))
+  local fields = { 't', kind, 'i', id, 'e', e, 'v', r }
+  if data then
+    fields[9] = 'd'
+    fields[10] = data
+  end
+  local explicit = e .. '-' .. r
+  local want = explicit
+  -- Once a foreign entry pushed the stream past the explicit ids, the stream picks them.
+  if m[2] and m[2] ~= e .. '-' .. string.format('%.0f', rev - 1) then want = '*' end
+  local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', cap, want, unpack(fields))
+  if type(added) == 'table' and added.err then
+    added = redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', cap, '*', unpack(fields))
+  end
+  if type(added) == 'table' and added.err then
+    -- The stream takes no id at all (exhausted by a foreign entry, or not a stream).
+    redis.call('DEL', KEYS[5])
+    added = redis.call('XADD', KEYS[5], 'MAXLEN', '~', cap, explicit, unpack(fields))
+  end
+  redis.call('HSET', KEYS[4], 'rev', r, 'lid', added, 'lw', lw, 'lm', lm, 'lp', lp)
   return rev
 end
 local function forget(id)
@@ -86,8 +131,9 @@ end
 `;
 
 /**
- * ARGV: id, data, token, ttlMs, silenceMs, graceMs, maxLogLength. Writes the record (logged as
- * `r` registered or `u` updated unless unchanged), takes ownership, sets the expiry.
+ * ARGV: id, data, token, ttlMs, silenceMs, graceMs, maxLogLength, maxLogBytes. Writes the
+ * record (logged as `r` registered or `u` updated unless unchanged), takes ownership, sets the
+ * expiry.
  * Returns `created`, `updated` or `unchanged`.
  */
 export const REGISTER = script(`
@@ -97,7 +143,7 @@ local old = redis.call('HGET', KEYS[1], id)
 local outcome = 'unchanged'
 if old ~= ARGV[2] then
   if old then outcome = 'updated' else outcome = 'created' end
-  append(ARGV[7], old and 'u' or 'r', id, ARGV[2])
+  append(tonumber(ARGV[7]), tonumber(ARGV[8]), old and 'u' or 'r', id, ARGV[2])
   redis.call('HSET', KEYS[1], id, ARGV[2])
 end
 redis.call('HSET', KEYS[2], id, ARGV[3])
@@ -121,33 +167,64 @@ redis.call('SREM', KEYS[6], id)
 return 'ok'
 `);
 
-/** ARGV: id, token, silenceMs, graceMs, maxLogLength. Removes a record this token owns; 1 or 0. */
+/**
+ * ARGV: id, token, silenceMs, graceMs, maxLogLength, maxLogBytes. Removes a record this token
+ * owns; 1 or 0.
+ */
 export const DEREGISTER = script(`
 preserve(tonumber(ARGV[3]), tonumber(ARGV[4]))
 local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], id) == 0 then return 0 end
 if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
-append(ARGV[5], 'd', id)
+append(tonumber(ARGV[5]), tonumber(ARGV[6]), 'd', id)
 forget(id)
 return 1
 `);
 
 /**
- * ARGV: silenceMs, graceMs, maxLogLength, limit. Removes up to `limit` records whose expiry
- * passed (logged as `x` expired). Idempotent: a second run finds nothing. Returns the count.
+ * ARGV: silenceMs, graceMs, maxLogLength, limit, maxLogBytes. Removes up to `limit` records
+ * whose expiry passed (logged as `x` expired). Idempotent: a second run finds nothing. Returns
+ * the count.
  */
 export const REAP = script(`
 preserve(tonumber(ARGV[1]), tonumber(ARGV[2]))
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(ids) do
-  if redis.call('HEXISTS', KEYS[1], id) == 1 then append(ARGV[3], 'x', id) end
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then
+    append(tonumber(ARGV[3]), tonumber(ARGV[5]), 'x', id)
+  end
   forget(id)
 end
 return #ids
 `);
 
-/** No ARGV. Returns `{epoch or '', rev or '0', {id, data, …}}`, read atomically. */
+/**
+ * No ARGV. Returns `{epoch or '', rev or '0', {id, data, …}, lid or ''}`, read atomically
+ * (after starting a new epoch if meta is not Keel's, or gone while records or a log remain).
+ */
 export const SNAPSHOT = script(`
+local meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
+local damaged = meta[1] and not (digits(meta[1]) and digits(meta[2]))
+-- Records or a log without an epoch: meta was deleted or evicted. Start the new epoch now
+-- rather than at the next write, so readers do not take the old log for the current one.
+local orphaned = not meta[1] and redis.call('EXISTS', KEYS[1], KEYS[5]) > 0
+if damaged or orphaned then
+  epoch()
+  meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
+end
+return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1]), meta[3] or ''}
+`);
+
+/**
+ * ARGV: a log position (stream id) a reader has read up to. Returns `{epoch or '', rev or '0',
+ * 1 or 0}`: the service's epoch and revision, and whether the log holds anything after that
+ * position — read atomically, so a revision ahead of what was read with nothing after the
+ * position means the entries were lost (trimmed, deleted, evicted), not that they are on the way.
+ */
+export const PROBE = script(`
 local meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev')
-return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1])}
+local following = redis.pcall('XRANGE', KEYS[5], '(' .. ARGV[1], '+', 'COUNT', 1)
+local after = 0
+if type(following) == 'table' and not following.err and #following > 0 then after = 1 end
+return {meta[1] or '', meta[2] or '0', after}
 `);

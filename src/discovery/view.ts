@@ -78,14 +78,19 @@ export interface InstanceRemoved extends ChangeBase {
 /** One change of a view. */
 export type WatchChange = InstanceAdded | InstanceUpdated | InstanceRemoved;
 
-/** A stored record that failed the schema: skipped, never trusted. */
+/**
+ * A stored record that failed the schema, or a change-log entry the registry did not write
+ * (another program appended to the log, or it is damaged): skipped, never trusted.
+ */
 export interface QuarantinedRecord {
   /** The service it was stored under. */
   readonly service: string;
-  /** The id it was stored under. */
+  /** The id it was stored under (for a log entry: the instance id it names, else its position). */
   readonly id: string;
   /** What is wrong with it. */
   readonly reason: string;
+  /** For a change-log entry: its position in the log (on Redis, its stream id). */
+  readonly entry?: string | undefined;
 }
 
 /** A view's staleness changed. */
@@ -117,6 +122,9 @@ export interface ViewSettings {
   readonly operationTimeoutMs: number;
 }
 
+/** Resyncs in a row that change nothing before a view reports it cannot make progress. */
+const FRUITLESS_LIMIT = 3;
+
 /** @internal */
 export class ServiceView implements FeedListener {
   readonly service: string;
@@ -134,6 +142,12 @@ export class ServiceView implements FeedListener {
   readonly #retained = new Map<string, number>();
   #graceTimer: Timer | undefined;
   readonly #quarantined = new Map<string, string>();
+  /**
+   * Log entries (by position) that did not fit the view's sequence, with the number of
+   * snapshots taken when they were first seen; and those found not to be the registry's own.
+   */
+  readonly #suspects = new Map<string, number>();
+  readonly #rejected = new Set<string>();
   #list: readonly Instance[] | undefined = [];
   #upList: readonly Instance[] | undefined = [];
   #epoch = '';
@@ -146,6 +160,12 @@ export class ServiceView implements FeedListener {
   #resyncing = false;
   #again = false;
   #resyncs = 0;
+  /**
+   * Why the log last contradicted the view, while a resync it asked for is pending or done;
+   * and how many such resyncs in a row found the store exactly where the previous one did.
+   */
+  #contradiction: string | undefined;
+  #fruitless = 0;
   #closed = false;
   readonly #closing = new AbortController();
 
@@ -256,25 +276,76 @@ export class ServiceView implements FeedListener {
   entries(entries: readonly ChangeEntry[]): void {
     if (this.#closed || this.#resyncing || !this.#ready) return; // the resync's seek re-reads them
     let applied = false;
+    let progressed = false; // an entry applied, or one found not to be the registry's and skipped
     for (const entry of entries) {
+      const position = entry.position;
+      if (position !== undefined && this.#rejected.has(position)) continue;
+      let problem: string | undefined;
       if (entry.epoch !== this.#epoch) {
         // A service that did not exist at the snapshot: its first entry starts the epoch.
         if (this.#revision === 0 && this.#epoch === '' && entry.revision === 1) {
+          if (position !== undefined && this.#notOurs(entry, position)) {
+            progressed = true;
+            continue;
+          }
           this.#epoch = entry.epoch;
         } else {
-          this.#resync(`epoch changed (${this.#epoch || 'none'} -> ${entry.epoch})`, false);
-          break;
+          problem = `epoch changed (${this.#epoch || 'none'} -> ${entry.epoch})`;
         }
       }
-      if (entry.revision <= this.#revision) continue; // a repeat: already applied
-      if (entry.revision !== this.#revision + 1) {
-        this.#resync(`gap in the change log (at ${this.#revision}, next ${entry.revision})`, false);
+      if (problem === undefined) {
+        if (entry.revision <= this.#revision) continue; // a repeat: already applied
+        if (entry.revision !== this.#revision + 1)
+          problem = `gap in the change log (at ${this.#revision}, next ${entry.revision})`;
+      }
+      if (problem !== undefined) {
+        if (position !== undefined && this.#notOurs(entry, position)) {
+          progressed = true;
+          continue;
+        }
+        this.#contradiction = problem;
+        this.#resync(problem, false);
         break;
       }
       this.#apply(entry);
       applied = true;
+      progressed = true;
+    }
+    if (progressed) {
+      // Progress: whatever the log said before, it is being followed again.
+      if (this.#fruitless >= FRUITLESS_LIMIT) this.#setStale(false);
+      this.#fruitless = 0;
     }
     if (applied && !this.resyncing) this.settled.emit(this);
+  }
+
+  foreign(position: string, reason: string, id?: string): void {
+    if (this.#closed) return;
+    this.quarantined.emit({ service: this.service, id: id ?? position, reason, entry: position });
+  }
+
+  /**
+   * Whether an entry that does not fit the sequence is one the registry never wrote. The first
+   * time, it cannot tell (a trimmed log, a data loss): it remembers the entry and resyncs. A
+   * snapshot is atomic with the scripts that append, so once a snapshot taken after the entry
+   * was first seen still does not account for it — the entry reappears out of sequence — it is
+   * not the registry's: quarantined and skipped from then on, rather than resynced over forever.
+   */
+  #notOurs(entry: ChangeEntry, position: string): boolean {
+    const seenAt = this.#suspects.get(position);
+    if (seenAt === undefined || seenAt >= this.#resyncs) {
+      if (seenAt === undefined) remember(this.#suspects, position, this.#resyncs);
+      return false;
+    }
+    this.#suspects.delete(position);
+    remember(this.#rejected, position);
+    this.quarantined.emit({
+      service: this.service,
+      id: entry.id,
+      reason: `change-log entry claims revision ${entry.revision} of epoch ${entry.epoch}, but a later snapshot is at revision ${this.#revision} of epoch ${this.#epoch || 'none'}: not written by a registry`,
+      entry: position,
+    });
+    return true;
   }
 
   interrupted(reason: string, error?: unknown): void {
@@ -389,7 +460,8 @@ export class ServiceView implements FeedListener {
 
   async #resyncLoop(reason: string, immediate: boolean): Promise<void> {
     const s = this.#s;
-    let failures = 0;
+    // A log that keeps contradicting the snapshots: back off as after failures.
+    let failures = Math.max(0, this.#fruitless - FRUITLESS_LIMIT + 1);
     let first = immediate;
     try {
       for (;;) {
@@ -407,7 +479,12 @@ export class ServiceView implements FeedListener {
         try {
           const snapshot = await this.#withTimeout(this.#backend.snapshot(this.service));
           if (this.#isClosed()) return;
-          this.#applySnapshot(snapshot.epoch, snapshot.revision, snapshot.records);
+          this.#applySnapshot(
+            snapshot.epoch,
+            snapshot.revision,
+            snapshot.records,
+            snapshot.position,
+          );
           failures = 0;
         } catch (error) {
           if (this.#isClosed()) return;
@@ -423,7 +500,7 @@ export class ServiceView implements FeedListener {
     } finally {
       this.#resyncing = false;
     }
-    this.#setStale(false);
+    if (this.#fruitless < FRUITLESS_LIMIT) this.#setStale(false);
     if (!this.#ready) {
       this.#ready = true;
       this.#resolveReady();
@@ -454,12 +531,38 @@ export class ServiceView implements FeedListener {
     return Promise.race([promise, timeout]).finally(() => timer?.cancel());
   }
 
+  /**
+   * A resync the log asked for that finds the store at the very epoch and revision of the view
+   * changed nothing: the log will say the same again. After {@link FRUITLESS_LIMIT} in a row the
+   * view cannot make progress — it turns stale, reports why, and backs off — rather than
+   * resync silently forever.
+   */
+  #countFruitless(epoch: string, revision: number): void {
+    const contradiction = this.#contradiction;
+    this.#contradiction = undefined;
+    if (contradiction === undefined) return;
+    if (!this.#ready || epoch !== this.#epoch || revision !== this.#revision) {
+      this.#fruitless = 0;
+      return;
+    }
+    this.#fruitless++;
+    if (this.#fruitless !== FRUITLESS_LIMIT) return;
+    const why = `the change log keeps contradicting the snapshot at revision ${revision} of epoch ${epoch || 'none'} (${contradiction})`;
+    this.#setStale(true, why);
+    this.errors.emit({
+      service: this.service,
+      error: new RegistryUnavailableError(`follow ${this.service}`, why),
+    });
+  }
+
   #applySnapshot(
     epoch: string,
     revision: number,
     records: readonly { id: string; data: unknown }[],
+    position: string | undefined,
   ): void {
     this.#resyncs++;
+    this.#countFruitless(epoch, revision);
     const lostData = this.#ready && this.#epoch !== '' && epoch !== this.#epoch;
     this.#epoch = epoch;
     this.#revision = revision;
@@ -498,7 +601,7 @@ export class ServiceView implements FeedListener {
       this.#remove(instance, 'resync', 'resync');
     }
     this.#scheduleGrace();
-    this.#feed?.seek(epoch, revision);
+    this.#feed?.seek(epoch, revision, position);
   }
 
   #scheduleGrace(): void {
@@ -530,4 +633,20 @@ export class ServiceView implements FeedListener {
     this.#scheduleGrace();
     if (changed) this.settled.emit(this);
   }
+}
+
+/** Adds to a bounded memory of log positions, forgetting the oldest past 1000. */
+function remember(memory: Set<string>, position: string): void;
+function remember(memory: Map<string, number>, position: string, value: number): void;
+function remember(
+  memory: Set<string> | Map<string, number>,
+  position: string,
+  value?: number,
+): void {
+  if (memory.size >= 1000) {
+    const oldest = memory.keys().next();
+    if (oldest.done !== true) memory.delete(oldest.value);
+  }
+  if (memory instanceof Map) memory.set(position, value ?? 0);
+  else memory.add(position);
 }
