@@ -4,6 +4,7 @@
  * `KEEL_SKIP_REDIS=1` (which the global setup announces).
  */
 import { afterAll, beforeAll, describe } from 'vitest';
+import { RedisClusterHarness, type RedisClusterOptions } from './cluster.js';
 import { RedisHarness, type RedisHarnessOptions } from './redis.js';
 
 /** True only when the user asked to skip the Redis suites. */
@@ -27,6 +28,27 @@ export function useRedis(options: RedisHarnessOptions = {}): () => RedisHarness 
   return () => {
     if (harness === undefined)
       throw new Error('the Redis harness has not started (is this inside a test?)');
+    return harness;
+  };
+}
+
+/**
+ * Starts a {@link RedisClusterHarness} (a real 3-master Redis Cluster by default) before the
+ * suite's tests and stops it after them. The hook gets the cluster's whole start budget, since
+ * forming a cluster on a loaded machine takes seconds.
+ */
+export function useRedisCluster(options: RedisClusterOptions = {}): () => RedisClusterHarness {
+  let harness: RedisClusterHarness | undefined;
+  const budget = (options.startTimeoutMs ?? 60_000) + 30_000;
+  beforeAll(async () => {
+    harness = await RedisClusterHarness.start(options);
+  }, budget);
+  afterAll(async () => {
+    await harness?.stop();
+  });
+  return () => {
+    if (harness === undefined)
+      throw new Error('the Redis Cluster harness has not started (is this inside a test?)');
     return harness;
   };
 }
