@@ -9,17 +9,18 @@
  * `cluster_state:ok` readiness signal this harness waits for on every node.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { Cluster, type Redis } from 'ioredis';
 import {
   REDIS_HOST,
   RedisHarness,
+  closeClient,
   rawCommand,
   redisServerPath,
   type ClientOptions,
   type RedisNode,
 } from './redis.js';
+import { isExecutable } from './redis-binary.js';
 
 export interface RedisClusterOptions {
   /** Masters to start (Redis Cluster needs at least 3). @defaultValue 3 */
@@ -40,15 +41,6 @@ export type ClusterClientOptions = NonNullable<ConstructorParameters<typeof Clus
 const HOW_TO_GET_CLI =
   "Install it (Debian/Ubuntu: `apt-get install redis-tools`, which Debian's redis-server " +
   'package depends on; macOS: `brew install redis`), or point KEEL_REDIS_CLI at a redis-cli binary.';
-
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The redis-cli binary: `KEEL_REDIS_CLI`, else the one next to the redis-server in use, else the
@@ -120,19 +112,6 @@ function createCluster(cli: string, ports: readonly number[], timeoutMs: number)
       else
         reject(new Error(`redis-cli ${args.join(' ')} failed (exit ${String(code)}):\n${output}`));
     });
-  });
-}
-
-/** Disconnects a Cluster client without waiting on its nodes and waits for 'end' (≤ 2 s). */
-function closeCluster(client: Cluster): Promise<void> {
-  if (client.status === 'end') return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, 2000);
-    client.once('end', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    client.disconnect();
   });
 }
 
@@ -317,7 +296,7 @@ export class RedisClusterHarness implements AsyncDisposable {
     this.#stopped = true;
     const clients = [...this.#clients];
     this.#clients.clear();
-    await Promise.all([...clients.map(closeCluster), this.#servers.stop()]);
+    await Promise.all([...clients.map(closeClient), this.#servers.stop()]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -474,8 +474,18 @@ function waitForState(pid: number | undefined, done: (state: string) => boolean)
   }
 }
 
-/** Disconnects a client without waiting on its server (which may be paused) and waits for 'end'. */
-function closeClient(client: Redis): Promise<void> {
+/** What {@link closeClient} needs: an ioredis `Redis` or `Cluster`. */
+export interface ClosableClient {
+  readonly status: string;
+  once(event: 'end', listener: () => void): unknown;
+  disconnect(): void;
+}
+
+/**
+ * Disconnects a client (`Redis` or `Cluster`) without waiting on its servers (which may be
+ * paused) and waits for 'end', at most 2 s.
+ */
+export function closeClient(client: ClosableClient): Promise<void> {
   if (client.status === 'end') return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, 2000);
