@@ -66,6 +66,11 @@ export interface DiscoveryRedisClient {
   disconnect(): void;
   /** Connection events: `close` (lost), `ready` (connected), `error`. */
   on(event: 'close' | 'ready' | 'error', listener: (...args: unknown[]) => void): unknown;
+  /**
+   * `true` for a Redis Cluster client (ioredis `Cluster`): each followed service then gets its
+   * own reader connection, since one blocking read cannot span hash slots.
+   */
+  readonly isCluster?: boolean | undefined;
 }
 
 /** Options of {@link RedisBackend}. */
@@ -209,6 +214,9 @@ function compareIds(a: string, b: string): number {
   return aseq === bseq ? 0 : aseq < bseq ? -1 : 1;
 }
 
+/** Backends made by a Redis Cluster backend to follow one service each. */
+const LANES = new WeakSet<RedisBackend>();
+
 class ReadTimeout extends Error {
   override readonly name = 'ReadTimeout';
 }
@@ -233,8 +241,12 @@ class ReadTimeout extends Error {
  * neither stops the scripts from appending; a change whose entry vanished (trimmed, deleted,
  * evicted) is found by the idle probe within about `blockMs` and resynced over.
  *
- * With Redis Cluster each service's keys share a slot, but one blocking read over services in
- * different slots is refused (`CROSSSLOT`): there, use one backend per watched service.
+ * With Redis Cluster (an ioredis `Cluster` client) each service's keys share a slot, but one
+ * blocking read over services in different slots would be refused (`CROSSSLOT`), so there the
+ * backend gives every followed service a reader of its own — one more connection (a duplicate
+ * of the client) per service followed, kept until `close()`. A change of cursor there takes
+ * effect at the next read (within `blockMs`): the read is not interrupted, since `CLIENT ID` and
+ * `CLIENT UNBLOCK` would reach an arbitrary node of the cluster.
  *
  * @example
  * ```ts
@@ -284,11 +296,20 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   readonly #badLogs = new Map<string, string>();
   #closed = false;
   readonly #closing = new AbortController();
+  readonly #options: RedisBackendOptions;
+  /** On Redis Cluster: a backend per followed service, each with its own reader. */
+  readonly #lanes = new Map<string, RedisBackend>();
 
   /** Validates `options` (throwing `InvalidOptionError` naming a bad one); connects nothing yet. */
   constructor(options: RedisBackendOptions) {
     this.#o = resolveOptions('RedisBackend', options, spec);
     this.#client = this.#o.client;
+    this.#options = options;
+  }
+
+  /** Whether followed services get readers of their own (a Cluster client, and not one already). */
+  #perService(): boolean {
+    return this.#client.isCluster === true && !LANES.has(this);
   }
 
   /** The keys of `service`. */
@@ -402,6 +423,15 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
 
   /** {@inheritDoc DiscoveryBackend.follow} */
   follow(service: string, listener: FeedListener): ChangeFeed {
+    if (this.#perService() && !this.#closed) {
+      let lane = this.#lanes.get(service);
+      if (lane === undefined) {
+        lane = new RedisBackend(this.#options);
+        LANES.add(lane);
+        this.#lanes.set(service, lane);
+      }
+      return lane.follow(service, listener);
+    }
     const feed = new RedisFeed(this, service, listener);
     let set = this.#feeds.get(service);
     if (set === undefined) {
@@ -422,7 +452,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     this.#wake?.();
     this.#reader?.disconnect();
     this.#reader = undefined;
-    await this.#loop;
+    await Promise.all([this.#loop, ...[...this.#lanes.values()].map((lane) => lane.close())]);
   }
 
   /** {@link RedisBackend.close}, for `await using`. */
@@ -458,7 +488,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   #kick(attempt = 0): void {
     this.#kicked = true;
     const id = this.#readerId;
-    if (id === undefined) return;
+    if (id === undefined || id < 0) return;
     const read = this.#readSeq;
     this.#client.call('CLIENT', 'UNBLOCK', id).then(
       (unblocked) => {
@@ -554,7 +584,11 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
         this.#interruptAll('connection to Redis lost');
       });
     }
-    const id = await this.#bounded(reader.call('CLIENT', 'ID'), this.#o.readTimeoutMs);
+    // On Redis Cluster the id would come from an arbitrary node, and a CLIENT UNBLOCK of it could
+    // wake someone else's blocked command there: no id, so no kicks (reads just run their course).
+    const id = LANES.has(this)
+      ? -1
+      : await this.#bounded(reader.call('CLIENT', 'ID'), this.#o.readTimeoutMs);
     this.#readerId = Number(id);
     return reader;
   }

@@ -1,45 +1,23 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { systemClock } from '../../src/core/index.js';
 import { RedisBackend, Registry } from '../../src/discovery/index.js';
 import { invalidOption } from '../support/helpers.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
+import { redisFixture } from './redis-fixture.js';
 import { registrySuite } from './shared-suite.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describeRedis('discovery on the Redis backend (real redis-server): shared suite', () => {
   const redis = useRedis({ count: 1 });
-  registrySuite(() => {
-    const backends: RedisBackend[] = [];
-    const admin = redis().client(0);
-    const layout = new RedisBackend({ client: admin });
-    const keysOf = (service: string) => layout.keys(service);
-    return Promise.resolve({
-      clock: systemClock,
-      backend: () => {
-        const backend = new RedisBackend({
-          client: redis().client(0, { maxRetriesPerRequest: 1 }),
-          blockMs: 500,
-          readTimeoutMs: 1000,
-        });
-        backends.push(backend);
-        return backend;
-      },
-      advance: sleep,
-      stepMs: 20,
-      ttlMs: 600,
-      reapIntervalMs: 150,
-      slackMs: 300,
-      truth: async (service: string) => (await admin.hkeys(keysOf(service).records)).sort(),
-      loseData: () => redis().flush(0),
-      plant: async (service: string, id: string, raw: string) => {
-        await admin.hset(keysOf(service).records, id, raw);
-      },
-      cleanup: async () => {
-        await Promise.all(backends.map((b) => b.close()));
-      },
-    });
-  });
+  registrySuite(() =>
+    Promise.resolve(
+      redisFixture({
+        admin: redis().client(0),
+        client: () => redis().client(0, { maxRetriesPerRequest: 1 }),
+        loseData: () => redis().flush(0),
+      }),
+    ),
+  );
 });
 
 describe('RedisBackend options', () => {

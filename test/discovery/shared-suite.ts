@@ -155,6 +155,39 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     watched.expectConverged(await f.truth(svc));
   });
 
+  it('one backend follows several services at once, each from its change log, with no error', async () => {
+    const services = [service(), service(), service()];
+    const writer = registry();
+    const reader = registry(); // one backend: every watch below shares it
+    const watched = await Promise.all(services.map((svc) => history(reader, svc)));
+    const errors: string[] = [];
+    for (const h of watched)
+      h.watch.onError((e) => errors.push(`${e.service}: ${e.error.message}`));
+    await Promise.all(services.map((svc) => writer.register(instance(svc, 1))));
+    await eventually(
+      f,
+      () => {
+        for (const [i, h] of watched.entries()) expect(h.ids()).toEqual([`${services[i]}-1`]);
+      },
+      2000 + f.slackMs,
+    );
+    await Promise.all(services.map((svc) => writer.register(instance(svc, 2))));
+    await eventually(
+      f,
+      () => {
+        for (const h of watched) expect(h.ids()).toHaveLength(2);
+      },
+      2000 + f.slackMs,
+    );
+    expect(errors).toEqual([]);
+    // Every change came from the log (no fall-back to full snapshots).
+    for (const h of watched) expect(h.changes.map((c) => c.source)).toEqual(['log', 'log']);
+    for (const [i, h] of watched.entries()) {
+      expect(h.watch.stale).toBe(false);
+      h.expectConverged(await f.truth(services[i] as string));
+    }
+  });
+
   it('heartbeats keep an instance alive well past its ttl', async () => {
     const svc = service();
     const a = registry();

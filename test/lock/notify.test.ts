@@ -25,32 +25,8 @@ describeRedis('release notifications (pub/sub) against five real redis-server pr
     await redis().flushAll();
   });
 
-  it('a release wakes a waiter at once, long before its next retry', async () => {
-    const holder = redlockOf();
-    // A retry delay of 20 s: only the notification can explain a prompt handoff.
-    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
-    const lock = await holder.acquire('sku:n1', { ttlMs: 30_000 });
-    const waiting = waiter.acquire('sku:n1', { ttlMs: 30_000 });
-    await sleep(100); // the waiter has tried, subscribed and is waiting
-    const released = performance.now();
-    await lock.release();
-    const next = await waiting;
-    expect(performance.now() - released).toBeLessThan(5_000);
-    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
-    await next.release();
-  });
-
-  it('a lock that expires without a release frees its waiter by its reported ttl, not the retry delay', async () => {
-    const holder = redlockOf();
-    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
-    const lock = await holder.acquire('sku:n2', { ttlMs: 300 });
-    const started = performance.now();
-    const next = await waiter.acquire('sku:n2');
-    expect(performance.now() - started).toBeLessThan(10_000);
-    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
-    await next.release();
-    await expect(lock.release()).resolves.toMatchObject({ expired: true, released: false });
-  });
+  // A release waking a waiter, and an expiry freeing one, are in the shared suite
+  // (shared-suite.ts), which runs on these five nodes (redlock.test.ts) and on Redis Cluster.
 
   it('with notifications off, waiters poll', async () => {
     const holder = redlockOf();

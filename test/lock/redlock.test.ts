@@ -1,16 +1,9 @@
-import { afterEach, expect, it } from 'vitest';
-import {
-  Redlock,
-  isLockLostError,
-  isLockTakenError,
-  isQuorumUnavailableError,
-  type Lock,
-} from '../../src/lock/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Redlock, isLockTakenError, isQuorumUnavailableError } from '../../src/lock/index.js';
 import { invalidOption } from '../support/helpers.js';
 import { throughNet } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+import { lockSuite } from './shared-suite.js';
 
 describeRedis('Redlock against five real redis-server processes', () => {
   const redis = useRedis({ count: 5 });
@@ -27,70 +20,12 @@ describeRedis('Redlock against five real redis-server processes', () => {
     await redis().flushAll();
   });
 
-  it('acquires, blocks a second holder with LockTakenError, and releases in one round', async () => {
-    const a = redlockOf();
-    const b = redlockOf({ retryCount: 2 });
-    const lock = await a.acquire('sku:1', { ttlMs: 5000 });
-    expect(lock.resources).toEqual(['sku:1']);
-    expect(lock.fencingToken).toBeGreaterThan(0);
-    expect(lock.signal.aborted).toBe(false);
-    const taken = await b.acquire('sku:1').catch((e: unknown) => e);
-    expect(isLockTakenError(taken)).toBe(true);
-    expect(
-      (taken as { votes: { vote: string }[] }).votes.filter((v) => v.vote === 'taken').length,
-    ).toBeGreaterThanOrEqual(3);
-    await expect(lock.release()).resolves.toEqual({ released: true, expired: false });
-    await expect(lock.release()).resolves.toMatchObject({ released: false }); // twice is harmless
-    const again = await b.acquire('sku:1');
-    expect(again.fencingToken).toBeGreaterThan(lock.fencingToken);
-    await again.release();
-  });
-
-  it('multi-resource locks are all or nothing', async () => {
-    const redlock = redlockOf({ retryCount: 0 });
-    const one = await redlock.acquire('sku:2');
-    const both = await redlock.acquire(['sku:3', 'sku:2']).catch((e: unknown) => e);
-    expect(isLockTakenError(both)).toBe(true);
-    // sku:3 must not have been left locked by the failed attempt.
-    const three = await redlock.acquire('sku:3');
-    await three.release();
-    await one.release();
-    const pair = await redlock.acquire(['sku:2', 'sku:3']);
-    expect(Object.keys(pair.fencingTokens)).toEqual(['sku:2', 'sku:3']);
-    await pair.release();
-  });
-
-  it('mutual exclusion under contention: read-sleep-write stays exact, no overlapping holders', async () => {
-    const clients = Array.from({ length: 8 }, () =>
-      redlockOf({ retryCount: 1000, retryDelayMs: 2, retryJitterMs: 3 }),
-    );
-    let value = 0;
-    const intervals: [number, number][] = [];
-    const tokens: number[] = [];
-    await Promise.all(
-      clients.map(async (redlock) => {
-        for (let i = 0; i < 5; i++) {
-          const lock = await redlock.acquire('counter', { ttlMs: 2000 });
-          const start = performance.now();
-          tokens.push(lock.fencingToken);
-          const read = value;
-          await sleep(1);
-          value = read + 1;
-          intervals.push([start, performance.now()]);
-          await lock.release();
-        }
-      }),
-    );
-    expect(value).toBe(40);
-    intervals.sort((x, y) => x[0] - y[0]);
-    for (let i = 1; i < intervals.length; i++) {
-      expect((intervals[i] as [number, number])[0]).toBeGreaterThanOrEqual(
-        (intervals[i - 1] as [number, number])[1],
-      );
-    }
-    // Fencing tokens strictly increase in acquisition order.
-    for (let i = 1; i < tokens.length; i++)
-      expect(tokens[i]).toBeGreaterThan(tokens[i - 1] as number);
+  describe('shared behaviour (lock and semaphore)', () => {
+    lockSuite(() => ({
+      clients: () => redis().clients({ maxRetriesPerRequest: 1 }),
+      flushAll: () => redis().flushAll(),
+      cluster: false,
+    }));
   });
 
   it('still locks with 2 of 5 nodes paused; fails fast with QuorumUnavailableError with 3 paused', async () => {
@@ -109,44 +44,6 @@ describeRedis('Redlock against five real redis-server processes', () => {
       (error as { votes: { vote: string }[] }).votes.filter((v) => v.vote === 'error'),
     ).toHaveLength(3);
     expect(performance.now() - t0).toBeLessThan(3000); // prompt: bounded by the node timeout, not a hang
-  });
-
-  it('lock.signal aborts with LockLostError at the validity deadline when not extended', async () => {
-    const redlock = redlockOf();
-    const lock = await redlock.acquire('sku:6', { ttlMs: 150 });
-    const lost = new Promise<unknown>((resolve) =>
-      lock.signal.addEventListener('abort', () => resolve(lock.signal.reason)),
-    );
-    const reason = await lost;
-    expect(isLockLostError(reason)).toBe(true);
-    expect(performance.now()).toBeGreaterThan(0);
-    await expect(lock.release()).resolves.toMatchObject({ expired: true }); // never throws for an expired lock
-  });
-
-  it('extend keeps the lock; keys deleted behind its back make the next extension fail and abort the signal', async () => {
-    const redlock = redlockOf();
-    const lock = await redlock.acquire('sku:7', { ttlMs: 1000 });
-    const before = lock.validUntil;
-    await sleep(20);
-    await lock.extend(1000);
-    expect(lock.validUntil).toBeGreaterThan(before);
-    await redis().flushAll();
-    const error = await lock.extend(1000).catch((e: unknown) => e);
-    expect(isLockLostError(error)).toBe(true);
-    expect(lock.signal.aborted).toBe(true);
-    await lock.release();
-  });
-
-  it('await using releases at the end of the block', async () => {
-    const redlock = redlockOf({ retryCount: 0 });
-    let held: Lock | undefined;
-    {
-      await using lock = await redlock.acquire('sku:8');
-      held = lock;
-    }
-    expect(held.signal.aborted).toBe(true);
-    const again = await redlock.acquire('sku:8');
-    await again.release();
   });
 
   /** A Redlock whose calls to the nodes in `slow` arrive 30 ms late (their answers come last). */
@@ -216,53 +113,6 @@ describeRedis('Redlock against five real redis-server processes', () => {
     for (const c of clients) c.disconnect();
   });
 
-  it('an aborted signal stops retrying with its reason', async () => {
-    const redlock = redlockOf({ retryCount: 1000, retryDelayMs: 20 });
-    const holder = await redlock.acquire('sku:9');
-    const controller = new AbortController();
-    const waiting = redlock.acquire('sku:9', { signal: controller.signal });
-    setTimeout(() => controller.abort(new Error('gave up')), 50);
-    await expect(waiting).rejects.toThrow('gave up');
-    await holder.release();
-  });
-
-  it('using() extends the lock while a long routine runs and releases it afterwards', async () => {
-    const redlock = redlockOf();
-    const other = redlockOf({ retryCount: 0 });
-    const before = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-    const result = await redlock.using('sku:10', { ttlMs: 300 }, async (signal, lock) => {
-      await sleep(700); // more than two ttls: only extensions keep it
-      expect(signal.aborted).toBe(false);
-      expect(isLockTakenError(await other.acquire('sku:10').catch((e: unknown) => e))).toBe(true);
-      return lock.fencingToken;
-    });
-    expect(result).toBeGreaterThan(0);
-    const after = await other.acquire('sku:10'); // released
-    await after.release();
-    await sleep(150); // let the failed acquisition's straggling node calls (≤ nodeTimeoutMs) settle
-    expect(
-      process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length,
-    ).toBeLessThanOrEqual(before);
-  });
-
-  it("using() keeps the routine's error and still releases", async () => {
-    const redlock = redlockOf({ retryCount: 0 });
-    await expect(
-      redlock.using('sku:11', {}, () => Promise.reject(new Error('routine failed'))),
-    ).rejects.toThrow('routine failed');
-    const again = await redlock.acquire('sku:11');
-    await again.release();
-  });
-
-  it('using() stops extending at maxHoldMs, so the routine sees the lock lost', async () => {
-    const redlock = redlockOf();
-    const reason = await redlock.using('sku:12', { ttlMs: 200, maxHoldMs: 300 }, async (signal) => {
-      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
-      return signal.reason as unknown;
-    });
-    expect(isLockLostError(reason)).toBe(true);
-  });
-
   it('rejects bad options and resources naming them', () => {
     expect(invalidOption(() => new Redlock({ clients: [] })).option).toBe('clients');
     expect(invalidOption(() => new Redlock({ clients: redis().clients(), ttlMs: 0 })).option).toBe(
@@ -271,14 +121,5 @@ describeRedis('Redlock against five real redis-server processes', () => {
     expect(
       invalidOption(() => new Redlock({ clients: redis().clients(), retryCount: -1 })).option,
     ).toBe('retryCount');
-  });
-
-  it('rejects bad resources before touching Redis', async () => {
-    const redlock = redlockOf();
-    for (const resources of ['', [], ['a', ''], ['a', 'a'], 5]) {
-      await expect(redlock.acquire(resources as string)).rejects.toThrow(
-        /invalid option "resources"/,
-      );
-    }
   });
 });

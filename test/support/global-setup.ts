@@ -45,8 +45,11 @@ export function setup(): () => void {
       } catch {
         continue; // already gone
       }
-      // Only a process we started: redis-server on the port we recorded for that pid.
-      if (!cmdline.includes('redis-server') || !cmdline.includes(`--port ${port}`)) continue;
+      // Only a process we started: redis-server on the port we recorded for that pid. Once up,
+      // redis-server retitles itself `redis-server 127.0.0.1:<port>` (plus ` [cluster]`), so
+      // its command line no longer holds the `--port <port>` it was started with.
+      const onPort = new RegExp(`(?:--port |:)${port}(?:\\s|$)`);
+      if (!/^\S*redis-server/.test(cmdline) || !onPort.test(cmdline)) continue;
       try {
         process.kill(pid, 'SIGKILL');
         reaped++;

@@ -99,8 +99,10 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * Sends one inline RESP command on a fresh socket and returns the first reply line. Used for
- * PING and FLUSHALL so the harness needs no client state of its own.
+ * Sends one inline RESP command on a fresh socket and returns its reply as text: the status,
+ * error or integer line as sent (`+PONG`, `-ERR …`, `:1`), or a bulk string's body (`CLUSTER
+ * INFO`). Used for PING, FLUSHALL and the cluster checks so the harness needs no client state
+ * of its own.
  */
 export function rawCommand(port: number, command: string, timeoutMs = 2000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -122,7 +124,17 @@ export function rawCommand(port: number, command: string, timeoutMs = 2000): Pro
     socket.on('data', (chunk: string) => {
       buffer += chunk;
       const end = buffer.indexOf('\r\n');
-      if (end !== -1) finish(undefined, buffer.slice(0, end));
+      if (end === -1) return;
+      const head = buffer.slice(0, end);
+      if (!head.startsWith('$')) {
+        finish(undefined, head);
+        return;
+      }
+      // RESP bulk string `$<length>\r\n<body>\r\n`; length counts bytes (these replies are ASCII).
+      const length = Number(head.slice(1));
+      if (length < 0) finish(undefined, '');
+      else if (buffer.length >= end + 2 + length)
+        finish(undefined, buffer.slice(end + 2, end + 2 + length));
     });
     socket.once('connect', () => socket.write(`${command}\r\n`));
   });
@@ -462,8 +474,18 @@ function waitForState(pid: number | undefined, done: (state: string) => boolean)
   }
 }
 
-/** Disconnects a client without waiting on its server (which may be paused) and waits for 'end'. */
-function closeClient(client: Redis): Promise<void> {
+/** What {@link closeClient} needs: an ioredis `Redis` or `Cluster`. */
+export interface ClosableClient {
+  readonly status: string;
+  once(event: 'end', listener: () => void): unknown;
+  disconnect(): void;
+}
+
+/**
+ * Disconnects a client (`Redis` or `Cluster`) without waiting on its servers (which may be
+ * paused) and waits for 'end', at most 2 s.
+ */
+export function closeClient(client: ClosableClient): Promise<void> {
   if (client.status === 'end') return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, 2000);

@@ -4,6 +4,7 @@
  * `KEEL_SKIP_REDIS=1` (which the global setup announces).
  */
 import { afterAll, beforeAll, describe } from 'vitest';
+import { RedisClusterHarness, type RedisClusterOptions } from './cluster.js';
 import { RedisHarness, type RedisHarnessOptions } from './redis.js';
 
 /** True only when the user asked to skip the Redis suites. */
@@ -13,22 +14,42 @@ export const redisSkipped = process.env.KEEL_SKIP_REDIS === '1';
 export const describeRedis = describe.skipIf(redisSkipped);
 
 /**
- * Starts a {@link RedisHarness} before the suite's tests and stops it after them. Returns an
- * accessor, since the harness exists only once `beforeAll` has run.
+ * Starts something with `start()` before the suite's tests (within `timeoutMs`, or the hook
+ * timeout) and stops it after them. Returns an accessor, since it exists only once `beforeAll`
+ * has run.
  */
-export function useRedis(options: RedisHarnessOptions = {}): () => RedisHarness {
-  let harness: RedisHarness | undefined;
+function useStarted<T extends { stop(): Promise<void> }>(
+  what: string,
+  start: () => Promise<T>,
+  timeoutMs?: number,
+): () => T {
+  let started: T | undefined;
   beforeAll(async () => {
-    harness = await RedisHarness.start(options);
-  });
+    started = await start();
+  }, timeoutMs);
   afterAll(async () => {
-    await harness?.stop();
+    await started?.stop();
   });
   return () => {
-    if (harness === undefined)
-      throw new Error('the Redis harness has not started (is this inside a test?)');
-    return harness;
+    if (started === undefined)
+      throw new Error(`the ${what} has not started (is this inside a test?)`);
+    return started;
   };
+}
+
+/** Starts a {@link RedisHarness} before the suite's tests and stops it after them. */
+export function useRedis(options: RedisHarnessOptions = {}): () => RedisHarness {
+  return useStarted('Redis harness', () => RedisHarness.start(options));
+}
+
+/**
+ * Starts a {@link RedisClusterHarness} (a real 3-master Redis Cluster by default) before the
+ * suite's tests and stops it after them. The hook gets the cluster's whole start budget and
+ * more, since forming a cluster on a loaded machine takes seconds.
+ */
+export function useRedisCluster(options: RedisClusterOptions = {}): () => RedisClusterHarness {
+  const budget = (options.startTimeoutMs ?? 60_000) + 30_000;
+  return useStarted('Redis Cluster harness', () => RedisClusterHarness.start(options), budget);
 }
 
 /** True while a process with this pid exists (signal 0 probes without touching it). */
