@@ -16,7 +16,7 @@
  * Names for `KEEL_CHAOS_KNOWN_BUGS` are these check names. With a fault mix outside the
  * default kinds nothing changes: every kind here is one discovery promises to survive.
  *
- * Bounded by default (10 s of churn); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts;
+ * Bounded by default (8 s of churn); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts;
  * `KEEL_CHAOS_DISCOVERY_FAULTS` sets the fault mix (`kind[:weight],…` of DISCOVERY_FAULTS).
  */
 import type { Redis } from 'ioredis';
@@ -43,7 +43,7 @@ import {
 } from './config.js';
 import { dataDirOf, wipeDir } from './faults.js';
 
-const seconds = chaosSeconds(10);
+const seconds = chaosSeconds(8);
 const SERVICES = ['chaos-a', 'chaos-b'] as const;
 const WRITERS = 3;
 const WATCHERS = 3;

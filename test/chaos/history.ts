@@ -89,10 +89,10 @@ export interface Overlap {
   readonly ms: number;
 }
 
-/** A hold whose acquisition began after an earlier grant, with a token not above it. */
+/** A hold granted after another, with a token not above the other's. */
 export interface Inversion {
   readonly resource: string;
-  /** The earlier hold (the highest token granted before `later` began acquiring). */
+  /** The earlier hold (the highest token granted before `later`). */
   readonly earlier: string;
   readonly earlierToken: number;
   readonly later: string;
@@ -144,22 +144,19 @@ export function findOverlaps(holds: readonly Hold[]): Overlap[] {
 }
 
 /**
- * Fencing inversions: a hold B whose `acquire()` began after another hold A's grant was known
- * (A.ack < B.start), yet B's token for the resource is not greater than A's. Redlock's fencing
- * claim is exactly that this never happens (see src/lock/redlock.ts).
+ * Fencing inversions: among holds with a non-empty validity, in the order their grants became
+ * known (`ack`), a token not greater than one granted before it. Redlock's fencing claim (see
+ * src/lock/redlock.ts) is that a lock granted later gets a greater token. For two valid holds
+ * that do not overlap, `ack` order is grant order (the later one was granted after the earlier
+ * one's validity ended, which is after the earlier one's `ack`), so this needs no finer clock;
+ * overlapping holds are reported as overlaps anyway.
  */
 export function findInversions(holds: readonly Hold[]): Inversion[] {
   const out: Inversion[] = [];
-  for (const [resource, list] of byResource(holds)) {
+  for (const [resource, list] of byResource(holds.filter(nonEmpty))) {
     const byAck = [...list].sort((a, b) => a.ack - b.ack);
-    const byStart = [...list].sort((a, b) => a.start - b.start);
-    let i = 0;
     let top: Hold | undefined;
-    for (const later of byStart) {
-      for (; i < byAck.length && (byAck[i] as Hold).ack < later.start; i++) {
-        const hold = byAck[i] as Hold;
-        if (top === undefined || tokenOf(hold, resource) > tokenOf(top, resource)) top = hold;
-      }
+    for (const later of byAck) {
       if (top !== undefined && tokenOf(later, resource) <= tokenOf(top, resource)) {
         out.push({
           resource,
@@ -169,6 +166,7 @@ export function findInversions(holds: readonly Hold[]): Inversion[] {
           laterToken: tokenOf(later, resource),
         });
       }
+      if (top === undefined || tokenOf(later, resource) > tokenOf(top, resource)) top = later;
     }
   }
   return out;

@@ -63,6 +63,8 @@ export interface LockRunReport {
   readonly errors: Readonly<Record<string, number>>;
   readonly errorSamples: Readonly<Record<string, string>>;
   readonly releases: { readonly released: number; readonly refused: number };
+  /** Promise rejections nobody handled in the workers (Keel's or the test's). */
+  readonly unhandled: number;
   /** Workers that exited abnormally, with their stderr tail. */
   readonly crashed: readonly string[];
   readonly wallMs: number;
@@ -140,11 +142,13 @@ export async function runLockChaos(redis: RedisHarness, o: LockRunOptions): Prom
     const errorSamples: Record<string, string> = {};
     let released = 0;
     let refused = 0;
+    let unhandled = 0;
     for (const d of done) {
       if (d === undefined) continue;
       for (const [k, v] of Object.entries(d.errors)) errors[k] = (errors[k] ?? 0) + v;
       for (const [k, v] of Object.entries(d.samples)) errorSamples[k] ??= v;
       released += d.released;
+      unhandled += d.unhandled;
       refused += d.releaseRefused;
     }
     const crashed: string[] = [];
@@ -170,6 +174,7 @@ export async function runLockChaos(redis: RedisHarness, o: LockRunOptions): Prom
       errors,
       errorSamples,
       releases: { released, refused },
+      unhandled,
       crashed,
       wallMs: performance.now() - began,
       phases,
@@ -275,7 +280,9 @@ export function describeRun(report: LockRunReport, rerun: string): string {
       `  over-committed instants (> ${o.permits} permits): ${report.overcommits.length}${report.overcommits.length > 0 ? ' ' + JSON.stringify(report.overcommits.slice(0, 3)) : ''}`,
     );
   }
-  lines.push(`  errors: ${JSON.stringify(report.errors)}`);
+  lines.push(
+    `  errors: ${JSON.stringify(report.errors)}; unhandled rejections: ${report.unhandled}`,
+  );
   for (const [k, v] of Object.entries(report.errorSamples)) lines.push(`    e.g. ${k}: ${v}`);
   if (report.crashed.length > 0) lines.push(`  crashed workers:\n${report.crashed.join('\n')}`);
   lines.push(
@@ -314,6 +321,7 @@ export function verdict(
   }
   if (report.acquisitions === 0) failing.push('progress');
   if (report.crashed.length > 0) failing.push('workers');
+  if (report.unhandled > 0) failing.push('unhandled-rejections');
   if (report.episodes.some((e) => e.error !== undefined)) failing.push('fault-runner');
   return { failing, tolerated };
 }

@@ -61,6 +61,8 @@ export type WorkerMessage =
       readonly samples: Readonly<Record<string, string>>;
       readonly released: number;
       readonly releaseRefused: number;
+      /** Promise rejections nobody handled (each would crash a process by default). */
+      readonly unhandled: number;
     };
 
 /** Messages to a worker. */
@@ -69,9 +71,13 @@ export type OrchestratorMessage =
   | { readonly t: 'stop' }
   | { readonly t: 'ack'; readonly seq: number; readonly ok: boolean };
 
-/** A lock resource every client takes only now and then (lock mode). */
-export const COLD_RESOURCE = 'chaos:cold';
-const COLD_SHARE = 0.02;
+/**
+ * Cold resources (lock mode): a twentieth of the acquisitions go to one of these sixteen, so
+ * each is locked only now and then and several faults — empty restarts among them — pass
+ * between two of its acquisitions with no traffic on it to repair restarted nodes' counters.
+ */
+const COLD_RESOURCES = 16;
+const COLD_SHARE = 0.05;
 
 /** The Redlocks' clock: host-wide monotonic time, system timers. */
 const hostClock: Clock = { now: hostNow, setTimer: (cb, ms) => systemClock.setTimer(cb, ms) };
@@ -108,6 +114,17 @@ process.on('message', (raw: OrchestratorMessage) => {
   else if (raw.t === 'stop') stopping = true;
   else pendingWrites.get(raw.seq)?.(raw.ok);
 });
+// A rejection nobody handled would crash a user's process (Node's default): count it, with
+// where the command came from (ioredis's showFriendlyErrorStack), and carry on.
+let unhandled = 0;
+process.on('unhandledRejection', (reason) => {
+  unhandled++;
+  recordError('unhandled rejection', reason);
+  const key = Object.keys(samples).find((k) => k.startsWith('unhandled rejection'));
+  if (key !== undefined && reason instanceof Error && !samples[key]?.includes('\n')) {
+    samples[key] = (reason.stack ?? reason.message).slice(0, 1500);
+  }
+});
 process.on('disconnect', () => {
   stopping = true;
   go();
@@ -141,10 +158,7 @@ async function loop(redlock: Redlock, client: number): Promise<void> {
       if (mode === 'lock') {
         const first = between(random, 0, resources.length - 1);
         if (random() < COLD_SHARE) {
-          // The cold resource: so rarely locked that several faults (empty restarts among
-          // them) pass between two of its acquisitions, with no traffic on it to repair the
-          // counters of restarted nodes.
-          chosen = [COLD_RESOURCE];
+          chosen = [`chaos:cold:${between(random, 0, COLD_RESOURCES - 1)}`];
         } else {
           chosen = [resources[first] as string];
           if (random() < 0.15 && resources.length > 1) {
@@ -220,7 +234,12 @@ async function main(): Promise<void> {
   const redlocks: Redlock[] = [];
   for (let c = 0; c < config.clients; c++) {
     const clients = config.ports.map((port) => {
-      const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+      const client = new Redis({
+        host: '127.0.0.1',
+        port,
+        maxRetriesPerRequest: 1,
+        showFriendlyErrorStack: true,
+      });
       client.on('error', () => undefined);
       connections.push(client);
       return client;
@@ -247,7 +266,7 @@ async function main(): Promise<void> {
   // Disconnect once the last report is flushed (a disconnect right away could drop it).
   if (!process.connected) return;
   process.send?.(
-    { t: 'done', errors, samples, released, releaseRefused } satisfies WorkerMessage,
+    { t: 'done', errors, samples, released, releaseRefused, unhandled } satisfies WorkerMessage,
     () => {
       process.disconnect();
     },

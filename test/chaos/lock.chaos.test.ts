@@ -6,7 +6,7 @@
  * set. The checker over the recorded history (history.ts) must find no overlapping valid holds,
  * no fencing inversion and no refused write of a valid holder.
  *
- * Bounded by default (10 s of chaos); `KEEL_CHAOS_S=300 npm run test:chaos` runs longer, and
+ * Bounded by default (8 s of chaos); `KEEL_CHAOS_S=300 npm run test:chaos` runs longer, and
  * `KEEL_CHAOS_SEED=<seed>` reruns a schedule (config.ts lists every variable). Check names for
  * `KEEL_CHAOS_KNOWN_BUGS`: `lock-overlap`, `lock-fencing`.
  */
@@ -16,7 +16,7 @@ import { chaosSeconds, chaosSeed, faultMix, knownBugs } from './config.js';
 import { DEFAULT_LOCK_MIX, LOCK_FAULTS } from './faults.js';
 import { describeRun, runLockChaos, verdict } from './lock-run.js';
 
-const seconds = chaosSeconds(10);
+const seconds = chaosSeconds(8);
 
 describeRedis('lock chaos (five nodes, faults inside the envelope)', () => {
   const redis = useRedis({ count: 5, args: ['--appendonly', 'yes', '--appendfsync', 'always'] });

@@ -5,7 +5,7 @@
  * (with their data, or empty after twice the ttl, one at a time). The checker sweeps the
  * recorded history: never more than `permits` permits validly held at once.
  *
- * Bounded by default (8 s of chaos); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts.
+ * Bounded by default (6 s of chaos); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts.
  * Check name for `KEEL_CHAOS_KNOWN_BUGS`: `semaphore-overcommit`.
  */
 import { expect, it } from 'vitest';
@@ -14,7 +14,7 @@ import { chaosSeconds, chaosSeed, faultMix, knownBugs } from './config.js';
 import { DEFAULT_LOCK_MIX, LOCK_FAULTS } from './faults.js';
 import { describeRun, runLockChaos, verdict } from './lock-run.js';
 
-const seconds = chaosSeconds(8);
+const seconds = chaosSeconds(6);
 
 describeRedis('semaphore chaos (five nodes, faults inside the envelope)', () => {
   const redis = useRedis({ count: 5, args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
