@@ -131,3 +131,12 @@ export function hostNow(): number {
 
 export const sleep = (ms: number): Promise<void> =>
   new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+/** The command that reruns a chaos file with this run's seed, duration and fault mixes. */
+export function rerunCommand(file: string, seed: number, seconds: number): string {
+  const mixes = ['KEEL_CHAOS_FAULTS', 'KEEL_CHAOS_DISCOVERY_FAULTS']
+    .filter((name) => (process.env[name] ?? '') !== '')
+    .map((name) => `${name}=${process.env[name] ?? ''} `)
+    .join('');
+  return `${mixes}KEEL_CHAOS_SEED=${seed} KEEL_CHAOS_S=${seconds} npx vitest run ${file}`;
+}

@@ -39,6 +39,7 @@ import {
   knownBugs,
   pickWeighted,
   prng,
+  rerunCommand,
   sleep,
 } from './config.js';
 import { dataDirOf, wipeDir } from './faults.js';
@@ -349,7 +350,7 @@ describeRedis(
           const tolerated = failed.filter((c) => known.has(c));
           if ((ops.register ?? 0) === 0) failing.push('progress');
           if (faultErrors.length > 0) failing.push('fault-runner');
-          const rerun = `KEEL_CHAOS_SEED=${seed} KEEL_CHAOS_S=${seconds} npx vitest run test/chaos/discovery.chaos.test.ts`;
+          const rerun = rerunCommand('test/chaos/discovery.chaos.test.ts', seed, seconds);
           const resyncs = histories.reduce((n, h) => n + h.watch.resyncs, 0);
           const text = [
             `discovery chaos: seed ${seed}, ${seconds} s, ${WRITERS} writers, ${WATCHERS} watchers × ${SERVICES.length} services`,

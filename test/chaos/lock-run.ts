@@ -298,30 +298,29 @@ export function describeRun(report: LockRunReport, rerun: string): string {
 }
 
 /**
- * The checks of a run that failed: safety checks (`lock-overlap`, `lock-fencing`,
- * `semaphore-overcommit`) gate only inside the envelope and unless listed in
- * `KEEL_CHAOS_KNOWN_BUGS` (then `tolerated`); the run itself (`progress`, `workers`,
- * `fault-runner`) always gates.
+ * The checks of a run that failed. Safety checks (`lock-overlap`, `lock-fencing`,
+ * `semaphore-overcommit`) gate only when the fault mix is inside the envelope; they and
+ * `unhandled-rejections` (a rejection nobody handled in a worker — Node would crash a user's
+ * process on it) are `tolerated` instead when listed in `KEEL_CHAOS_KNOWN_BUGS`. The run's own
+ * health (`progress`, `workers`, `fault-runner`) always gates.
  */
 export function verdict(
   report: LockRunReport,
   known: ReadonlySet<string>,
 ): { failing: string[]; tolerated: string[] } {
-  const failed: string[] = [];
-  if (report.overlaps.length > 0) failed.push('lock-overlap');
-  if (report.inversions.length > 0 || report.refusedLegitimate.length > 0)
-    failed.push('lock-fencing');
-  if (report.overcommits.length > 0) failed.push('semaphore-overcommit');
-  const safety = failed;
   const failing: string[] = [];
   const tolerated: string[] = [];
-  for (const check of safety) {
-    if (report.insideEnvelope && !known.has(check)) failing.push(check);
-    else tolerated.push(check);
-  }
+  const check = (name: string, failed: boolean, safety: boolean): void => {
+    if (!failed) return;
+    if (known.has(name) || (safety && !report.insideEnvelope)) tolerated.push(name);
+    else failing.push(name);
+  };
+  check('lock-overlap', report.overlaps.length > 0, true);
+  check('lock-fencing', report.inversions.length + report.refusedLegitimate.length > 0, true);
+  check('semaphore-overcommit', report.overcommits.length > 0, true);
+  check('unhandled-rejections', report.unhandled > 0, false);
   if (report.acquisitions === 0) failing.push('progress');
   if (report.crashed.length > 0) failing.push('workers');
-  if (report.unhandled > 0) failing.push('unhandled-rejections');
   if (report.episodes.some((e) => e.error !== undefined)) failing.push('fault-runner');
   return { failing, tolerated };
 }

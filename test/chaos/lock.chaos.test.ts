@@ -8,11 +8,12 @@
  *
  * Bounded by default (8 s of chaos); `KEEL_CHAOS_S=300 npm run test:chaos` runs longer, and
  * `KEEL_CHAOS_SEED=<seed>` reruns a schedule (config.ts lists every variable). Check names for
- * `KEEL_CHAOS_KNOWN_BUGS`: `lock-overlap`, `lock-fencing`.
+ * `KEEL_CHAOS_KNOWN_BUGS`: `lock-overlap`, `lock-fencing`,
+ * `unhandled-rejections` (see `verdict` in lock-run.ts).
  */
 import { expect, it } from 'vitest';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { chaosSeconds, chaosSeed, faultMix, knownBugs } from './config.js';
+import { chaosSeconds, chaosSeed, faultMix, knownBugs, rerunCommand } from './config.js';
 import { DEFAULT_LOCK_MIX, LOCK_FAULTS } from './faults.js';
 import { describeRun, runLockChaos, verdict } from './lock-run.js';
 
@@ -38,7 +39,7 @@ describeRedis('lock chaos (five nodes, faults inside the envelope)', () => {
       });
       const text = describeRun(
         report,
-        `KEEL_CHAOS_SEED=${seed} KEEL_CHAOS_S=${seconds} npx vitest run test/chaos/lock.chaos.test.ts`,
+        rerunCommand('test/chaos/lock.chaos.test.ts', seed, seconds),
       );
       const { failing, tolerated } = verdict(report, knownBugs());
       console.log(

@@ -6,11 +6,11 @@
  * recorded history: never more than `permits` permits validly held at once.
  *
  * Bounded by default (6 s of chaos); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts.
- * Check name for `KEEL_CHAOS_KNOWN_BUGS`: `semaphore-overcommit`.
+ * Check names for `KEEL_CHAOS_KNOWN_BUGS`: `semaphore-overcommit`, `unhandled-rejections`.
  */
 import { expect, it } from 'vitest';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { chaosSeconds, chaosSeed, faultMix, knownBugs } from './config.js';
+import { chaosSeconds, chaosSeed, faultMix, knownBugs, rerunCommand } from './config.js';
 import { DEFAULT_LOCK_MIX, LOCK_FAULTS } from './faults.js';
 import { describeRun, runLockChaos, verdict } from './lock-run.js';
 
@@ -36,7 +36,7 @@ describeRedis('semaphore chaos (five nodes, faults inside the envelope)', () => 
       });
       const text = describeRun(
         report,
-        `KEEL_CHAOS_SEED=${seed} KEEL_CHAOS_S=${seconds} npx vitest run test/chaos/semaphore.chaos.test.ts`,
+        rerunCommand('test/chaos/semaphore.chaos.test.ts', seed, seconds),
       );
       const { failing, tolerated } = verdict(report, knownBugs());
       console.log(
