@@ -1,0 +1,241 @@
+/**
+ * The seeded fault scheduler of the lock and semaphore chaos suites: a plan of fault episodes
+ * computed up front from the seed alone (so a seed reproduces the schedule, whatever the
+ * machine's timing), and a runner that carries it out on the Redis harness's nodes while
+ * keeping its promises in real time:
+ *
+ * - at most `maxDown` nodes (a minority) are faulted at once;
+ * - an empty restart waits, after the kill, at least twice the lock ttl (Redlock's "delayed
+ *   restart": every lock the node held has expired everywhere by then) and empty restarts
+ *   happen one at a time, each followed by a settling period of one ttl;
+ * - kills that keep data rely on the nodes running with `appendfsync always`.
+ *
+ * @packageDocumentation
+ */
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { RedisHarness } from '../support/redis.js';
+import { between, pickWeighted, prng, sleep } from './config.js';
+
+/** Every fault kind the lock scheduler knows. */
+export const LOCK_FAULTS = [
+  /** SIGSTOP for a while (up to 2.5 × ttl), then SIGCONT. */
+  'pause',
+  /** SIGKILL, down up to one ttl, restart with its data (AOF, appendfsync always). */
+  'restart',
+  /** SIGKILL, data files deleted, restart empty after ≥ 2 × ttl; one at a time. */
+  'restart-empty-delayed',
+  /** SIGKILL and restart empty at once — outside the documented envelope. */
+  'restart-empty',
+  /** FLUSHALL on a live node — outside the documented envelope. */
+  'flush',
+] as const;
+
+export type LockFault = (typeof LOCK_FAULTS)[number];
+
+/** The kinds inside the README's safety envelope. */
+export const LOCK_ENVELOPE: ReadonlySet<LockFault> = new Set([
+  'pause',
+  'restart',
+  'restart-empty-delayed',
+]);
+
+/** The default mix: everything inside the envelope. */
+export const DEFAULT_LOCK_MIX: Readonly<Partial<Record<LockFault, number>>> = {
+  pause: 3,
+  restart: 2,
+  'restart-empty-delayed': 2,
+};
+
+/** One planned fault. */
+export interface Episode {
+  readonly seq: number;
+  readonly kind: LockFault;
+  readonly node: number;
+  /** Planned start, ms after the run starts. */
+  readonly at: number;
+  /** How long the node stays paused or down. */
+  readonly holdMs: number;
+}
+
+const isEmpty = (kind: LockFault): boolean =>
+  kind === 'restart-empty-delayed' || kind === 'restart-empty';
+
+/** Plans the fault episodes of one run from its seed (pure: same inputs, same plan). */
+export function planFaults(input: {
+  readonly seed: number;
+  readonly durationMs: number;
+  readonly nodes: number;
+  readonly maxDown: number;
+  readonly ttlMs: number;
+  readonly mix: ReadonlyMap<LockFault, number>;
+}): Episode[] {
+  const { durationMs, nodes, maxDown, ttlMs, mix } = input;
+  const random = prng(input.seed ^ 0x5eed);
+  const busyUntil = new Array<number>(nodes).fill(0);
+  let emptyUntil = 0;
+  const plan: Episode[] = [];
+  for (let t = between(random, 200, 600); t < durationMs - 500; t += between(random, 150, 900)) {
+    const kind = pickWeighted(random, mix);
+    const down = busyUntil.filter((until) => until > t).length;
+    if (down >= maxDown || (isEmpty(kind) && emptyUntil > t)) continue;
+    const free = busyUntil.flatMap((until, node) => (until <= t ? [node] : []));
+    const node = free[between(random, 0, free.length - 1)];
+    if (node === undefined) continue;
+    const holdMs =
+      kind === 'pause'
+        ? between(random, Math.round(ttlMs / 5), Math.round(ttlMs * 2.5))
+        : kind === 'restart'
+          ? between(random, 0, ttlMs)
+          : kind === 'restart-empty-delayed'
+            ? between(random, 2 * ttlMs, 3 * ttlMs)
+            : kind === 'restart-empty'
+              ? between(random, 0, Math.round(ttlMs / 2))
+              : 0;
+    // A restart takes a few hundred ms on a loaded machine; after an empty one, let one ttl
+    // pass before the next (the runner enforces both in real time as well).
+    const settle = isEmpty(kind) ? ttlMs + 300 : 300;
+    busyUntil[node] = t + holdMs + settle;
+    if (isEmpty(kind)) emptyUntil = t + holdMs + settle;
+    plan.push({ seq: plan.length, kind, node, at: t, holdMs });
+  }
+  return plan;
+}
+
+/** What happened to one planned episode. */
+export interface EpisodeRecord extends Episode {
+  /** Actual start and end, ms after the run started (end: the node answers again). */
+  started?: number;
+  ended?: number;
+  error?: string;
+}
+
+/**
+ * Carries out a plan on a harness. Kept apart from planning so the plan is a pure function
+ * of the seed; the runner only delays an episode (never reorders or drops one) to keep the
+ * real-time promises listed at the top of this file.
+ */
+export class FaultRunner {
+  readonly #redis: RedisHarness;
+  readonly #ttlMs: number;
+  readonly #maxDown: number;
+  readonly #dirs: readonly string[];
+  readonly #busy = new Set<number>();
+  #emptyBusy = false;
+  readonly records: EpisodeRecord[] = [];
+
+  private constructor(redis: RedisHarness, ttlMs: number, maxDown: number, dirs: string[]) {
+    this.#redis = redis;
+    this.#ttlMs = ttlMs;
+    this.#maxDown = maxDown;
+    this.#dirs = dirs;
+  }
+
+  /** Learns each node's data directory, for empty restarts. */
+  static async create(redis: RedisHarness, ttlMs: number, maxDown: number): Promise<FaultRunner> {
+    const dirs: string[] = [];
+    for (let i = 0; i < redis.size; i++) dirs.push(await dataDirOf(redis, i));
+    return new FaultRunner(redis, ttlMs, maxDown, dirs);
+  }
+
+  /**
+   * Runs `plan` with `t0` (hostNow-free: performance.now()) as time zero; resolves when every
+   * episode is over and every node answers again.
+   */
+  async run(plan: readonly Episode[], t0: number): Promise<void> {
+    const running: Promise<void>[] = [];
+    for (const episode of plan) {
+      await sleep(t0 + episode.at - performance.now());
+      while (
+        this.#busy.has(episode.node) ||
+        this.#busy.size >= this.#maxDown ||
+        (isEmpty(episode.kind) && this.#emptyBusy)
+      ) {
+        await sleep(20);
+      }
+      const record: EpisodeRecord = { ...episode, started: performance.now() - t0 };
+      this.records.push(record);
+      this.#busy.add(episode.node);
+      if (isEmpty(episode.kind)) this.#emptyBusy = true;
+      running.push(
+        this.#carryOut(episode)
+          .catch((error: unknown) => {
+            record.error = error instanceof Error ? error.message : String(error);
+          })
+          .then(async () => {
+            record.ended = performance.now() - t0;
+            await sleep(isEmpty(episode.kind) ? this.#ttlMs : 0);
+            this.#busy.delete(episode.node);
+            if (isEmpty(episode.kind)) this.#emptyBusy = false;
+          }),
+      );
+    }
+    await Promise.all(running);
+  }
+
+  async #carryOut(episode: Episode): Promise<void> {
+    const redis = this.#redis;
+    const node = episode.node;
+    switch (episode.kind) {
+      case 'pause':
+        redis.pause(node);
+        await sleep(episode.holdMs);
+        redis.resume(node);
+        return;
+      case 'restart':
+        await redis.kill(node);
+        await sleep(episode.holdMs);
+        await redis.restart(node);
+        return;
+      case 'restart-empty-delayed':
+      case 'restart-empty': {
+        await redis.kill(node);
+        const killedAt = performance.now();
+        wipeDir(this.#dirs[node]);
+        const minimum = episode.kind === 'restart-empty-delayed' ? 2 * this.#ttlMs : 0;
+        await sleep(Math.max(episode.holdMs, minimum) - (performance.now() - killedAt));
+        await redis.restart(node);
+        return;
+      }
+      case 'flush':
+        await redis.flush(node);
+        return;
+    }
+  }
+
+  /** Brings every node back (resume the paused, restart the killed); for cleanup paths. */
+  async heal(): Promise<void> {
+    for (const node of this.#redis.nodes) {
+      if (node.state === 'paused') this.#redis.resume(node.index);
+      else if (node.state === 'killed') await this.#redis.restart(node.index);
+    }
+  }
+
+  /** Episodes carried out, by kind. */
+  counts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.records) out[r.kind] = (out[r.kind] ?? 0) + 1;
+    return out;
+  }
+}
+
+/** The data directory of harness node `index` (CONFIG GET dir): one of the harness's own. */
+export async function dataDirOf(redis: RedisHarness, index: number): Promise<string> {
+  const admin: Redis = redis.client(index);
+  try {
+    const reply = (await admin.config('GET', 'dir')) as unknown[];
+    const dir = String(reply[1]);
+    // Only ever delete inside the harness's own temporary directories.
+    if (!dir.includes('keel-redis-')) throw new Error(`unexpected redis dir ${dir}`);
+    return dir;
+  } finally {
+    admin.disconnect();
+  }
+}
+
+/** Deletes a killed node's data files (AOF directory, RDB), so it restarts empty. */
+export function wipeDir(dir: string | undefined): void {
+  if (dir === undefined) return;
+  for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true });
+}
