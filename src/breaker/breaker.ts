@@ -15,6 +15,8 @@ import {
   InvalidOptionError,
   booleanOption,
   functionOption,
+  isAbortSignal,
+  numberProblem,
   guardedOption,
   integerOption,
   isClock,
@@ -88,11 +90,21 @@ export interface CircuitBreakerOptions {
   readonly halfOpenWait?: boolean;
   /** Half-open gives up and re-opens after this long, so a hung trial cannot keep it stuck. @defaultValue 60000 */
   readonly maxHalfOpenMs?: number;
-  /** Default per-call timeout for `execute` (aborts that call only, counts as a failure). */
+  /**
+   * Default per-call timeout for `execute` (aborts that call only, counts as a failure):
+   * more than 0 and at most 86 400 000 ms (one day), or `Infinity` for none.
+   * @defaultValue none
+   */
   readonly timeoutMs?: number;
-  /** Which errors count as failures. @defaultValue every error */
+  /**
+   * Which errors count as failures. If it throws, the call counts as a failure.
+   * @defaultValue every error
+   */
   readonly isFailure?: (error: unknown) => boolean;
-  /** Errors that count neither way (e.g. a 404, a validation error). @defaultValue none */
+  /**
+   * Errors that count neither way (e.g. a 404, a validation error). If it throws, the call
+   * counts as a failure. @defaultValue none
+   */
   readonly ignore?: (error: unknown) => boolean;
   /**
    * Reject with errors that carry no stack trace: much cheaper when an open breaker rejects
@@ -101,7 +113,11 @@ export interface CircuitBreakerOptions {
   readonly stacklessRejections?: boolean;
   /** Clock for windows and durations. @defaultValue `systemClock` */
   readonly clock?: Clock;
-  /** Random numbers in [0, 1) for backoff jitter. @defaultValue `Math.random` */
+  /**
+   * Random numbers in [0, 1) for backoff jitter. A value that is not a number in [0, 1] is
+   * read as 0.5 (no spread), so a broken source cannot make an open time NaN.
+   * @defaultValue `Math.random`
+   */
   readonly random?: () => number;
 }
 
@@ -109,13 +125,30 @@ export interface CircuitBreakerOptions {
 export interface ExecuteOptions<R> {
   /** Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`. */
   readonly signal?: AbortSignal | undefined;
-  /** Timeout for this call; overrides the breaker's `timeoutMs`. */
+  /**
+   * Timeout for this call; overrides the breaker's `timeoutMs`. More than 0 and at most
+   * 86 400 000 ms, or `Infinity` for no timeout (even when the breaker has one).
+   */
   readonly timeoutMs?: number | undefined;
   /** Value (or promise) to return instead of failing: gets the rejection or the call's error. */
   readonly fallback?: ((error: unknown) => R | Promise<R>) | undefined;
 }
 
 const OWNER = 'CircuitBreaker';
+const EXECUTE = 'CircuitBreaker.execute';
+const FROM_JSON = 'CircuitBreaker.fromJSON';
+/** Longest timeout and open time: one day (well under `setTimeout`'s 2^31 − 1 ms ceiling). */
+const MAX_MS = 86_400_000;
+const TIMEOUT_BOUNDS = { min: 0, minExclusive: true, max: MAX_MS, allowInfinity: true } as const;
+const STATES: readonly BreakerState[] = [
+  'closed',
+  'open',
+  'half-open',
+  'forced-open',
+  'disabled',
+  'metrics-only',
+];
+const EXECUTE_KEYS: readonly string[] = ['signal', 'timeoutMs', 'fallback'];
 
 const spec = {
   name: stringOption({ nonEmpty: true, default: 'breaker' }),
@@ -148,7 +181,7 @@ const spec = {
   halfOpenPermits: integerOption({ min: 1, max: 1_000_000, default: 1 }),
   halfOpenWait: booleanOption({ default: false }),
   maxHalfOpenMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, default: 60_000 }),
-  timeoutMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, optional: true }),
+  timeoutMs: numberOption({ ...TIMEOUT_BOUNDS, optional: true }),
   isFailure: functionOption<(error: unknown) => boolean>({ optional: true }),
   ignore: functionOption<(error: unknown) => boolean>({ optional: true }),
   stacklessRejections: booleanOption({ default: false }),
@@ -159,6 +192,12 @@ const spec = {
 };
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
+
+function checkListener(method: string, listener: unknown): void {
+  if (typeof listener !== 'function') {
+    throw new InvalidOptionError(OWNER, 'listener', 'a function', listener, `${method}(listener)`);
+  }
+}
 
 /** A signal that never aborts, handed to calls that have neither a signal nor a timeout. */
 const NEVER = new AbortController().signal;
@@ -245,6 +284,8 @@ export class CircuitBreaker {
   }
 
   readonly #o: Resolved;
+  /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
+  readonly #timeoutMs: number | undefined;
   readonly #window: OutcomeWindow;
   /** Calls must be timed: slow-call detection is on, or the window is time-based. */
   readonly #timed: boolean;
@@ -297,6 +338,7 @@ export class CircuitBreaker {
         o.backoff.maxOpenDurationMs,
       );
     }
+    this.#timeoutMs = o.timeoutMs === Infinity ? undefined : o.timeoutMs;
     this.#timed = o.slowCallDurationMs !== Infinity || o.window.type === 'time';
     this.#window =
       o.window.type === 'count'
@@ -342,38 +384,93 @@ export class CircuitBreaker {
    * signal does or when this call's timeout passes — this call only. Rejections are
    * {@link BreakerOpenError}s; a timeout rejects with a {@link BreakerTimeoutError}. With a
    * `fallback`, its value is returned instead of either.
+   *
+   * Always returns a promise, never throws: a synchronous throw from `fn` rejects it (and
+   * counts as a failure). A non-function `fn` or bad options reject it with an
+   * {@link InvalidOptionError} naming what was wrong; such a call is not admitted and counts
+   * neither way.
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
-    const signal = options?.signal;
-    if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
-    const state = this.#state;
-    if (
-      !this.#timed &&
-      (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
-      options?.fallback === undefined &&
-      (options?.timeoutMs ?? this.#o.timeoutMs) === undefined
-    ) {
-      // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
-      // permit, no controller, no timer, no clock read. The outcome handlers are made once per
-      // state generation, so a call allocates nothing but the promise `then` returns.
-      let result: R | Promise<R>;
-      try {
-        result = fn(signal ?? NEVER);
-      } catch (error) {
-        this.#fastFailure(error);
-        return Promise.reject(error);
+    try {
+      if (typeof fn !== 'function') {
+        throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
       }
-      return Promise.resolve(result).then(this.#fastSuccess as (value: R) => R, this.#fastFailure);
+      let signal: AbortSignal | undefined;
+      let timeoutMs = this.#timeoutMs;
+      let fallback: ((error: unknown) => R | Promise<R>) | undefined;
+      if (options !== undefined) {
+        // Each field is read once: a getter cannot answer one way when checked, another when used.
+        const given: unknown = options;
+        if (typeof given !== 'object' || given === null) {
+          throw new InvalidOptionError(EXECUTE, 'options', 'an options object', given);
+        }
+        for (const key of Object.keys(options)) {
+          if (!EXECUTE_KEYS.includes(key)) {
+            throw new InvalidOptionError(
+              EXECUTE,
+              key,
+              `one of the known options (${EXECUTE_KEYS.join(', ')})`,
+              (options as Record<string, unknown>)[key],
+              'unknown option',
+            );
+          }
+        }
+        signal = options.signal;
+        if (signal !== undefined && !isAbortSignal(signal)) {
+          throw new InvalidOptionError(EXECUTE, 'signal', 'an AbortSignal', signal);
+        }
+        const callTimeout: unknown = options.timeoutMs;
+        if (callTimeout !== undefined) {
+          const problem = numberProblem(callTimeout, false, TIMEOUT_BOUNDS);
+          if (problem !== undefined) {
+            throw new InvalidOptionError(EXECUTE, 'timeoutMs', problem, callTimeout);
+          }
+          timeoutMs = callTimeout === Infinity ? undefined : (callTimeout as number);
+        }
+        fallback = options.fallback;
+        if (fallback !== undefined && typeof fallback !== 'function') {
+          throw new InvalidOptionError(EXECUTE, 'fallback', 'a function', fallback);
+        }
+        if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
+      }
+      const state = this.#state;
+      if (
+        !this.#timed &&
+        (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
+        fallback === undefined &&
+        timeoutMs === undefined
+      ) {
+        // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
+        // permit, no controller, no timer, no clock read. The outcome handlers are made once
+        // per state generation, so a call allocates nothing but the promise `then` returns.
+        const generation = this.#generation;
+        let result: R | Promise<R>;
+        try {
+          result = fn(signal ?? NEVER);
+        } catch (error) {
+          // A synchronous throw is a failure like a rejection, and reaches the caller the same
+          // way: as a rejected promise, never as a throw out of execute().
+          this.#record(generation, 0, 'failure', error);
+          return Promise.reject(error);
+        }
+        return Promise.resolve(result).then(
+          this.#fastSuccess as (value: R) => R,
+          this.#fastFailure,
+        );
+      }
+      return this.#executeFull(fn, this.#acquire(), signal, timeoutMs, fallback);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return this.#executeFull(fn, this.#acquire(), options);
   }
 
   async #executeFull<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
     admitted: Permit | undefined,
-    options: ExecuteOptions<R> | undefined,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    fallback: ((error: unknown) => R | Promise<R>) | undefined,
   ): Promise<R> {
-    const signal = options?.signal;
     let permit = admitted;
     while (permit === undefined) {
       if (this.#o.halfOpenWait && this.#state === 'half-open') {
@@ -382,20 +479,19 @@ export class CircuitBreaker {
         continue;
       }
       const rejection = this.#rejection();
-      if (options?.fallback !== undefined) return options.fallback(rejection);
+      if (fallback !== undefined) return fallback(rejection);
       throw rejection;
     }
-    const timeoutMs = options?.timeoutMs ?? this.#o.timeoutMs;
     if (timeoutMs === undefined) {
       try {
         return await fn(signal ?? NEVER);
       } catch (error) {
-        return await this.#onError(permit, error, options?.fallback);
+        return await this.#onError(permit, error, fallback);
       } finally {
         permit.success(); // no-op when #onError already reported a failure
       }
     }
-    return this.#executeWithTimeout(fn, permit, timeoutMs, signal, options?.fallback);
+    return this.#executeWithTimeout(fn, permit, timeoutMs, signal, fallback);
   }
 
   /**
@@ -475,76 +571,102 @@ export class CircuitBreaker {
    * A breaker with `options`, put in the state a snapshot recorded: open for the remaining
    * time, forced open, disabled… A half-open snapshot restores as open with no time left (the
    * next call is a trial). The sliding window starts empty.
+   *
+   * Every field is checked against what a breaker with these options could have recorded —
+   * `openRemainingMs` at most `backoff.maxOpenDurationMs × (1 + backoff.jitter)`,
+   * `consecutiveOpens` a safe integer, `name` a non-empty string — and a bad one throws an
+   * {@link InvalidOptionError} naming it (`snapshot.openRemainingMs`, …).
    */
-  static fromJSON(snapshot: unknown, options: CircuitBreakerOptions = {}): CircuitBreaker {
-    const s = snapshot as Partial<BreakerSnapshot> | null;
-    const states: readonly BreakerState[] = [
-      'closed',
-      'open',
-      'half-open',
-      'forced-open',
-      'disabled',
-      'metrics-only',
-    ];
-    if (typeof s !== 'object' || s === null || s.format !== 'keel.breaker' || s.version !== 1) {
+  static fromJSON(snapshot: unknown, options?: CircuitBreakerOptions): CircuitBreaker {
+    const given: unknown = options;
+    if (given !== undefined && (typeof given !== 'object' || given === null)) {
+      throw new InvalidOptionError(FROM_JSON, 'options', 'an options object', given);
+    }
+    if (typeof snapshot !== 'object' || snapshot === null) {
+      throw new InvalidOptionError(FROM_JSON, 'snapshot', 'a snapshot from toJSON()', snapshot);
+    }
+    // Each field is read once, so a getter cannot pass the check and then say something else.
+    const s = snapshot as Record<string, unknown>;
+    const format = s.format;
+    const version = s.version;
+    if (format !== 'keel.breaker' || version !== 1) {
       throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
+        FROM_JSON,
         'snapshot',
-        'a snapshot from CircuitBreaker#toJSON()',
+        'a snapshot from CircuitBreaker#toJSON() (format "keel.breaker", version 1)',
         snapshot,
       );
     }
-    if (typeof s.state !== 'string' || !states.includes(s.state)) {
+    const name = s.name;
+    if (name !== undefined && (typeof name !== 'string' || name === '')) {
+      throw new InvalidOptionError(FROM_JSON, 'snapshot.name', 'a non-empty string', name);
+    }
+    const state = s.state;
+    if (typeof state !== 'string' || !(STATES as readonly string[]).includes(state)) {
       throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
+        FROM_JSON,
         'snapshot.state',
-        `one of ${states.join(', ')}`,
-        s.state,
+        `one of ${STATES.join(', ')}`,
+        state,
       );
     }
     const remaining = s.openRemainingMs;
-    if (typeof remaining !== 'number' || !Number.isFinite(remaining) || remaining < 0) {
+    if (numberProblem(remaining, false, { min: 0, max: MAX_MS * 2 }) !== undefined) {
       throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
+        FROM_JSON,
         'snapshot.openRemainingMs',
         'a finite number >= 0',
         remaining,
       );
     }
     const opens = s.consecutiveOpens;
-    if (typeof opens !== 'number' || !Number.isInteger(opens) || opens < 0) {
+    if (numberProblem(opens, true, { min: 0 }) !== undefined) {
       throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
+        FROM_JSON,
         'snapshot.consecutiveOpens',
         'an integer >= 0',
         opens,
       );
     }
-    const breaker = new CircuitBreaker({
-      ...(typeof s.name === 'string' && options.name === undefined ? { name: s.name } : {}),
-      ...options,
-    });
-    breaker.#restore(s.state, remaining, opens);
+    const breaker = new CircuitBreaker(
+      name !== undefined && options?.name === undefined ? { ...options, name } : options,
+    );
+    // The longest open time this breaker could have set: its cap plus the jitter on top.
+    const { maxOpenDurationMs, jitter } = breaker.#o.backoff;
+    const longest = maxOpenDurationMs + jitter * maxOpenDurationMs;
+    if ((remaining as number) > longest) {
+      throw new InvalidOptionError(
+        FROM_JSON,
+        'snapshot.openRemainingMs',
+        `at most backoff.maxOpenDurationMs × (1 + backoff.jitter) = ${longest}`,
+        remaining,
+      );
+    }
+    breaker.#restore(state as BreakerState, remaining as number, opens as number);
     return breaker;
   }
 
   /** Subscribes to state changes. */
   onStateChange(listener: (change: StateChange) => void): Subscription {
+    checkListener('onStateChange', listener);
     return (this.#stateChanged ??= new EventChannel()).subscribe(listener);
   }
 
   /** Subscribes to rejected calls. */
   onCallRejected(listener: (event: CallRejected) => void): Subscription {
+    checkListener('onCallRejected', listener);
     return (this.#callRejected ??= new EventChannel()).subscribe(listener);
   }
 
   /** Subscribes to finished calls. */
   onCallFinished(listener: (event: CallFinished) => void): Subscription {
+    checkListener('onCallFinished', listener);
     return (this.#callFinished ??= new EventChannel()).subscribe(listener);
   }
 
   /** In `metrics-only` state: subscribes to the reasons the breaker would have opened. */
   onThresholdExceeded(listener: (reason: string) => void): Subscription {
+    checkListener('onThresholdExceeded', listener);
     return (this.#thresholdExceeded ??= new EventChannel()).subscribe(listener);
   }
 
@@ -700,10 +822,7 @@ export class CircuitBreaker {
         : Number.NaN;
     const durationMs = timed ? Math.max(0, now - startedAt) : 0;
     let kind = outcome;
-    if (kind === 'failure' && error !== undefined) {
-      if (this.#o.ignore?.(error) === true) kind = 'ignored';
-      else if (this.#o.isFailure !== undefined && !this.#o.isFailure(error)) kind = 'success';
-    }
+    if (kind === 'failure' && error !== undefined) kind = this.#classify(error);
     const slow = kind !== 'ignored' && durationMs >= this.#o.slowCallDurationMs;
     if (kind === 'success') this.#successful++;
     else if (kind === 'failure') this.#failed++;
@@ -740,6 +859,19 @@ export class CircuitBreaker {
       case 'forced-open':
         break;
     }
+  }
+
+  /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
+  #classify(error: unknown): 'failure' | 'success' | 'ignored' {
+    const o = this.#o;
+    try {
+      if (o.ignore?.(error) === true) return 'ignored';
+      if (o.isFailure !== undefined && !o.isFailure(error)) return 'success';
+    } catch {
+      // A classifier that throws must not lose the outcome (a lost half-open trial would hold
+      // the breaker half-open until maxHalfOpenMs): the conservative reading is a failure.
+    }
+    return 'failure';
   }
 
   #judgeWindow(now: number): void {
@@ -789,7 +921,14 @@ export class CircuitBreaker {
       o.openDurationMs * o.backoff.multiplier ** this.#consecutiveOpens,
       o.backoff.maxOpenDurationMs,
     );
-    const spread = o.backoff.jitter === 0 ? 0 : (o.random() * 2 - 1) * o.backoff.jitter * base;
+    let spread = 0;
+    if (o.backoff.jitter !== 0) {
+      // An injected source that returns NaN, 7 or a string must not make the open time NaN
+      // (an open breaker that never half-opens): anything outside [0, 1] is read as no spread.
+      const r: unknown = o.random();
+      const unit = typeof r === 'number' && r >= 0 && r <= 1 ? r : 0.5;
+      spread = (unit * 2 - 1) * o.backoff.jitter * base;
+    }
     this.#openUntil = now + Math.max(0, base + spread);
     this.#consecutiveOpens++;
     this.#transition('open', reason, now);
@@ -840,13 +979,18 @@ export class CircuitBreaker {
     this.#disarmWake();
     if (this.#state !== 'half-open') return;
     const due = this.#stateSince + this.#o.maxHalfOpenMs - now;
-    this.#wakeTimer = this.#o.clock.setTimer(
-      () => {
-        this.#wakeTimer = undefined;
-        this.#advance(this.#o.clock.now());
-      },
-      Math.max(0, due),
-    );
+    // Whole milliseconds, at least 1: a timer cannot do better, and a zero delay would spin.
+    const delay = due > 1 ? Math.ceil(due) : 1;
+    this.#wakeTimer = this.#o.clock.setTimer(() => {
+      this.#wakeTimer = undefined;
+      const at = this.#o.clock.now();
+      this.#advance(at);
+      // Never trust a timer to be exact: Node's setTimeout counts from the event loop's cached
+      // millisecond, so it can run a fraction of a millisecond before performance.now() says
+      // the deadline has passed. Half-open then is "not over yet" — so arm again, or the
+      // waiters would wait forever (issue 14).
+      if (this.#state === 'half-open' && this.#waiters.length > 0) this.#armWake(at);
+    }, delay);
     this.#wakeTimer.unref();
   }
 
