@@ -404,13 +404,17 @@ export class CircuitBreaker {
         if (typeof given !== 'object' || given === null) {
           throw new InvalidOptionError(EXECUTE, 'options', 'an options object', given);
         }
+        // As at construction: an unknown key is refused (a misspelt `timeout: 5` silently
+        // ignored would be worse), unless its value is undefined.
         for (const key of Object.keys(options)) {
-          if (!EXECUTE_KEYS.includes(key)) {
+          if (EXECUTE_KEYS.includes(key)) continue;
+          const value: unknown = (options as Record<string, unknown>)[key];
+          if (value !== undefined) {
             throw new InvalidOptionError(
               EXECUTE,
               key,
               `one of the known options (${EXECUTE_KEYS.join(', ')})`,
-              (options as Record<string, unknown>)[key],
+              value,
               'unknown option',
             );
           }
