@@ -41,7 +41,8 @@ import type {
   CallRejected,
   StateChange,
 } from './types.js';
-import { CountWindow, FAILED, SLOW, TimeWindow, type OutcomeWindow } from './window.js';
+import { BreakerPolicy, type Transition } from './policy.js';
+import { CountWindow, TimeWindow } from './window.js';
 
 /** Options of {@link CircuitBreaker}. */
 export interface CircuitBreakerOptions {
@@ -286,20 +287,10 @@ export class CircuitBreaker {
   readonly #o: Resolved;
   /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
   readonly #timeoutMs: number | undefined;
-  readonly #window: OutcomeWindow;
+  /** The decisions: state, window, trials, backoff (pure; this class is the shell around it). */
+  readonly #policy: BreakerPolicy;
   /** Calls must be timed: slow-call detection is on, or the window is time-based. */
   readonly #timed: boolean;
-  #state: BreakerState = 'closed';
-  #generation = 0;
-  #stateSince: number;
-  #openUntil = 0;
-  #consecutiveOpens = 0;
-  #consecutiveFailures = 0;
-  // Half-open bookkeeping.
-  #trialsStarted = 0;
-  #trialsDone = 0;
-  #trialFailures = 0;
-  #trialSlow = 0;
   #waiters: Waiter[] = [];
   /** Outcome handlers of the hot path, bound to the current generation (see #bindFastPath). */
   #fastSuccess: (value: unknown) => unknown = (value) => value;
@@ -340,17 +331,19 @@ export class CircuitBreaker {
     }
     this.#timeoutMs = o.timeoutMs === Infinity ? undefined : o.timeoutMs;
     this.#timed = o.slowCallDurationMs !== Infinity || o.window.type === 'time';
-    this.#window =
+    this.#policy = new BreakerPolicy(
+      o,
       o.window.type === 'count'
         ? new CountWindow(o.window.size)
-        : new TimeWindow(o.window.size, 1000);
-    this.#stateSince = o.clock.now();
+        : new TimeWindow(o.window.size, 1000),
+      o.clock.now(),
+    );
     this.#bindFastPath();
   }
 
   /** New hot-path handlers for the current generation: results of older calls then don't count. */
   #bindFastPath(): void {
-    const generation = this.#generation;
+    const generation = this.#policy.generation;
     this.#fastSuccess = (value) => {
       this.#record(generation, 0, 'success', undefined);
       return value;
@@ -369,14 +362,14 @@ export class CircuitBreaker {
   /** The current state (an open breaker whose time is up reads as half-open). */
   get state(): BreakerState {
     this.#advance(this.#o.clock.now());
-    return this.#state;
+    return this.#policy.state;
   }
 
   /** Milliseconds until a trial call will be let through (0 unless open or forced open). */
   get retryAfterMs(): number {
     const now = this.#o.clock.now();
     this.#advance(now);
-    return this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+    return this.#policy.retryAfter(now);
   }
 
   /**
@@ -437,7 +430,7 @@ export class CircuitBreaker {
         }
         if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
       }
-      const state = this.#state;
+      const state = this.#policy.state;
       if (
         !this.#timed &&
         (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
@@ -447,7 +440,7 @@ export class CircuitBreaker {
         // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
         // permit, no controller, no timer, no clock read. The outcome handlers are made once
         // per state generation, so a call allocates nothing but the promise `then` returns.
-        const generation = this.#generation;
+        const generation = this.#policy.generation;
         let result: R | Promise<R>;
         try {
           result = fn(signal ?? NEVER);
@@ -477,7 +470,7 @@ export class CircuitBreaker {
   ): Promise<R> {
     let permit = admitted;
     while (permit === undefined) {
-      if (this.#o.halfOpenWait && this.#state === 'half-open') {
+      if (this.#o.halfOpenWait && this.#policy.state === 'half-open') {
         await this.#waitForVerdict(signal);
         permit = this.#acquire();
         continue;
@@ -510,39 +503,37 @@ export class CircuitBreaker {
 
   /** Isolates the dependency: every call is rejected until another manual transition. */
   forceOpen(): void {
-    this.#transition('forced-open', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.moveTo('forced-open', 'manual', this.#o.clock.now()));
   }
 
   /** Lets every call through and only counts; thresholds are not evaluated. */
   disable(): void {
-    this.#transition('disabled', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.moveTo('disabled', 'manual', this.#o.clock.now()));
   }
 
   /** Lets every call through, evaluates thresholds and reports (onThresholdExceeded) without opening. */
   metricsOnly(): void {
-    this.#transition('metrics-only', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.moveTo('metrics-only', 'manual', this.#o.clock.now()));
   }
 
   /** Back to closed with an empty window (and no backoff history). */
   reset(): void {
-    this.#window.reset();
-    this.#consecutiveOpens = 0;
-    this.#consecutiveFailures = 0;
-    this.#transition('closed', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.reset(this.#o.clock.now()));
   }
 
   /** Opens now, as if the thresholds had been exceeded. */
   trip(): void {
-    this.#open(this.#o.clock.now(), 'manual');
+    this.#applied(this.#policy.open(this.#o.clock.now(), 'manual'));
   }
 
   /** A snapshot of the numbers. */
   metrics(): BreakerMetrics {
     const now = this.#o.clock.now();
     this.#advance(now);
-    const { calls, failures, slow } = this.#window.totals(now);
+    const policy = this.#policy;
+    const { calls, failures, slow } = policy.totals(now);
     return {
-      state: this.#state,
+      state: policy.state,
       calls,
       failures,
       slowCalls: slow,
@@ -552,8 +543,8 @@ export class CircuitBreaker {
       failedTotal: this.#failed,
       ignoredTotal: this.#ignored,
       rejectedTotal: this.#rejected,
-      timeInStateMs: now - this.#stateSince,
-      retryAfterMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+      timeInStateMs: now - policy.stateSince,
+      retryAfterMs: policy.retryAfter(now),
     };
   }
 
@@ -565,9 +556,9 @@ export class CircuitBreaker {
       format: 'keel.breaker',
       version: 1,
       name: this.#o.name,
-      state: this.#state,
-      openRemainingMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
-      consecutiveOpens: this.#consecutiveOpens,
+      state: this.#policy.state,
+      openRemainingMs: this.#policy.retryAfter(now),
+      consecutiveOpens: this.#policy.consecutiveOpens,
     };
   }
 
@@ -646,7 +637,14 @@ export class CircuitBreaker {
         remaining,
       );
     }
-    breaker.#restore(state as BreakerState, remaining as number, opens as number);
+    breaker.#applied(
+      breaker.#policy.restore(
+        state as BreakerState,
+        remaining as number,
+        opens as number,
+        breaker.#o.clock.now(),
+      ),
+    );
     return breaker;
   }
 
@@ -675,20 +673,6 @@ export class CircuitBreaker {
   }
 
   // -------------------------------------------------------------------------------------------
-
-  #restore(state: BreakerState, openRemainingMs: number, consecutiveOpens: number): void {
-    const now = this.#o.clock.now();
-    this.#consecutiveOpens = consecutiveOpens;
-    if (state === 'open' || state === 'half-open') {
-      this.#state = 'open';
-      this.#generation++;
-      this.#bindFastPath();
-      this.#stateSince = now;
-      this.#openUntil = now + (state === 'open' ? openRemainingMs : 0);
-    } else if (state !== 'closed') {
-      this.#transition(state, 'restored', now);
-    }
-  }
 
   async #executeWithTimeout<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
@@ -751,14 +735,14 @@ export class CircuitBreaker {
 
   #rejection(): BreakerOpenError {
     const now = this.#o.clock.now();
-    const retryAfter = this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+    const state = this.#policy.state;
+    const retryAfter = this.#policy.retryAfter(now);
     this.#countRejection();
-    if (!this.#o.stacklessRejections)
-      return new BreakerOpenError(this.#o.name, this.#state, retryAfter);
+    if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#o.name, state, retryAfter);
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     try {
-      return new BreakerOpenError(this.#o.name, this.#state, retryAfter);
+      return new BreakerOpenError(this.#o.name, state, retryAfter);
     } finally {
       Error.stackTraceLimit = limit;
     }
@@ -767,45 +751,30 @@ export class CircuitBreaker {
   #countRejection(): void {
     this.#rejected++;
     if (this.#callRejected?.active === true) {
-      const now = this.#o.clock.now();
       this.#callRejected.emit({
-        state: this.#state,
-        retryAfterMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+        state: this.#policy.state,
+        retryAfterMs: this.#policy.retryAfter(this.#o.clock.now()),
       });
     }
   }
 
   /** A permit if a call may go through now. Does not count rejections. */
   #acquire(): Permit | undefined {
+    const policy = this.#policy;
     // Closed with a count window and no slow-call timing needs no clock at all.
-    const state = this.#state;
+    const state = policy.state;
     if (!this.#timed && (state === 'closed' || state === 'disabled' || state === 'metrics-only')) {
-      return new Permit(this, this.#generation, 0);
+      return new Permit(this, policy.generation, 0);
     }
     const now = this.#o.clock.now();
     this.#advance(now);
-    switch (this.#state) {
-      case 'closed':
-      case 'disabled':
-      case 'metrics-only':
-        return new Permit(this, this.#generation, now);
-      case 'half-open':
-        if (this.#trialsStarted >= this.#o.halfOpenPermits) return undefined;
-        this.#trialsStarted++;
-        return new Permit(this, this.#generation, now);
-      case 'open':
-      case 'forced-open':
-        return undefined;
-    }
+    return policy.admit() ? new Permit(this, policy.generation, now) : undefined;
   }
 
-  /** Applies what time has changed: open → half-open when its time is up; half-open → open when stuck. */
+  /** Applies what time has changed (see BreakerPolicy#advance). */
   #advance(now: number): void {
-    if (this.#state === 'open' && now >= this.#openUntil) {
-      this.#transition('half-open', 'open duration elapsed', now);
-    } else if (this.#state === 'half-open' && now - this.#stateSince >= this.#o.maxHalfOpenMs) {
-      this.#open(now, `half-open for ${this.#o.maxHalfOpenMs} ms without a verdict`);
-    }
+    const moved = this.#policy.advance(now);
+    if (moved !== undefined) this.#applied(moved);
   }
 
   #record(
@@ -814,13 +783,15 @@ export class CircuitBreaker {
     outcome: 'success' | 'failure' | 'ignored',
     error: unknown,
   ): void {
+    const policy = this.#policy;
+    const state = policy.state;
     // The clock is needed for slow-call timing, a time window, an open or half-open breaker
     // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
-    // stays NaN, "not read": a transition reads the clock itself (see #transition).
+    // stays NaN, "not read": a transition reads the clock itself (see BreakerPolicy#onOutcome).
     const timed = this.#timed || startedAt !== 0;
     const now =
       timed ||
-      (this.#state !== 'closed' && this.#state !== 'disabled' && this.#state !== 'metrics-only') ||
+      (state !== 'closed' && state !== 'disabled' && state !== 'metrics-only') ||
       this.#callFinished?.active === true
         ? this.#o.clock.now()
         : Number.NaN;
@@ -831,38 +802,21 @@ export class CircuitBreaker {
     if (kind === 'success') this.#successful++;
     else if (kind === 'failure') this.#failed++;
     else this.#ignored++;
-    // A result from a call admitted under an earlier state must not steer this one (gobreaker's
-    // generation rule): a slow success from before the breaker opened cannot close it.
-    const counted = generation === this.#generation && kind !== 'ignored';
     if (this.#callFinished?.active === true)
       this.#callFinished.emit({
         outcome: kind,
         durationMs,
         slow,
-        counted: generation === this.#generation,
+        counted: generation === policy.generation,
       });
-    if (!counted) return;
-    this.#advance(now);
-    if (generation !== this.#generation) return; // #advance may have changed the state
-    const flags = (kind === 'failure' ? FAILED : 0) | (slow ? SLOW : 0);
-    switch (this.#state) {
-      case 'closed':
-      case 'metrics-only':
-      case 'disabled':
-        this.#window.record(flags, now);
-        this.#consecutiveFailures = kind === 'failure' ? this.#consecutiveFailures + 1 : 0;
-        if (this.#state !== 'disabled') this.#judgeWindow(now);
-        break;
-      case 'half-open':
-        this.#trialsDone++;
-        if (kind === 'failure') this.#trialFailures++;
-        if (slow) this.#trialSlow++;
-        this.#judgeTrials(now);
-        break;
-      case 'open':
-      case 'forced-open':
-        break;
+    if (kind === 'ignored' || generation !== policy.generation) return;
+    const verdict = policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock);
+    if (verdict === undefined) return;
+    if (typeof verdict === 'string') {
+      if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(verdict);
+      return;
     }
+    this.#applied(verdict);
   }
 
   /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
@@ -878,84 +832,20 @@ export class CircuitBreaker {
     return 'failure';
   }
 
-  #judgeWindow(now: number): void {
-    const o = this.#o;
-    let reason: string | undefined;
-    if (o.consecutiveFailures > 0 && this.#consecutiveFailures >= o.consecutiveFailures) {
-      reason = `${this.#consecutiveFailures} consecutive failures`;
-    } else {
-      const { calls, failures, slow } = this.#window.totals(now);
-      if (calls >= o.minimumCalls) {
-        if (failures / calls >= o.failureRateThreshold) {
-          reason = `failure rate ${(failures / calls).toFixed(3)} >= ${o.failureRateThreshold}`;
-        } else if (slow / calls >= o.slowCallRateThreshold) {
-          reason = `slow-call rate ${(slow / calls).toFixed(3)} >= ${o.slowCallRateThreshold}`;
-        }
-      }
-    }
-    if (reason === undefined) return;
-    if (this.#state === 'metrics-only') {
-      if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(reason);
-      return;
-    }
-    this.#open(now, reason);
-  }
-
-  #judgeTrials(now: number): void {
-    const o = this.#o;
-    const permits = o.halfOpenPermits;
-    // Decide as soon as the outcome is certain: enough failures (or slow calls) among the
-    // permitted trials that the rate reaches its threshold whatever the rest do — or all done.
-    if (this.#trialFailures / permits >= o.failureRateThreshold) {
-      this.#open(now, `half-open trials failed (${this.#trialFailures}/${permits})`);
-    } else if (this.#trialSlow / permits >= o.slowCallRateThreshold) {
-      this.#open(now, `half-open trials slow (${this.#trialSlow}/${permits})`);
-    } else if (this.#trialsDone >= permits) {
-      this.#consecutiveOpens = 0;
-      this.#consecutiveFailures = 0;
-      this.#window.reset();
-      this.#transition('closed', 'half-open trials succeeded', now);
-    }
-  }
-
-  #open(at: number, reason: string): void {
-    const o = this.#o;
-    const now = Number.isNaN(at) ? o.clock.now() : at;
-    const base = Math.min(
-      o.openDurationMs * o.backoff.multiplier ** this.#consecutiveOpens,
-      o.backoff.maxOpenDurationMs,
-    );
-    let spread = 0;
-    if (o.backoff.jitter !== 0) {
-      // An injected source that returns NaN, 7 or a string must not make the open time NaN
-      // (an open breaker that never half-opens): anything outside [0, 1] is read as no spread.
-      const r: unknown = o.random();
-      const unit = typeof r === 'number' && r >= 0 && r <= 1 ? r : 0.5;
-      spread = (unit * 2 - 1) * o.backoff.jitter * base;
-    }
-    this.#openUntil = now + Math.max(0, base + spread);
-    this.#consecutiveOpens++;
-    this.#transition('open', reason, now);
-  }
-
-  #transition(to: BreakerState, reason: string, at: number): void {
-    const now = Number.isNaN(at) ? this.#o.clock.now() : at;
-    const from = this.#state;
-    this.#state = to;
-    this.#generation++;
+  /**
+   * Carries out what a change of state means for the shell: the hot path's handlers belong to
+   * the new generation, waiters of a finished half-open retry, waiters of a new one get a
+   * wake-up, listeners hear of it.
+   */
+  #applied(transition: Transition | undefined): void {
+    if (transition === undefined) return;
+    const { from, to } = transition;
     this.#bindFastPath();
-    this.#stateSince = now;
-    if (to === 'half-open') {
-      this.#trialsStarted = 0;
-      this.#trialsDone = 0;
-      this.#trialFailures = 0;
-      this.#trialSlow = 0;
+    if (this.#waiters.length > 0) {
+      if (from === 'half-open') this.#releaseWaiters();
+      if (to === 'half-open') this.#armWake(this.#policy.stateSince);
     }
-    if (to === 'closed' && from !== 'half-open') this.#consecutiveFailures = 0;
-    if (from === 'half-open' && this.#waiters.length > 0) this.#releaseWaiters();
-    if (to === 'half-open' && this.#waiters.length > 0) this.#armWake(now);
-    if (this.#stateChanged?.active === true && from !== to)
-      this.#stateChanged.emit({ from, to, reason });
+    if (this.#stateChanged?.active === true && from !== to) this.#stateChanged.emit(transition);
   }
 
   /** Waits until half-open reaches a verdict (or the caller aborts). */
@@ -981,8 +871,8 @@ export class CircuitBreaker {
   /** Wakes waiters when half-open would give up, in case nothing else touches the breaker. */
   #armWake(now: number): void {
     this.#disarmWake();
-    if (this.#state !== 'half-open') return;
-    const due = this.#stateSince + this.#o.maxHalfOpenMs - now;
+    if (this.#policy.state !== 'half-open') return;
+    const due = this.#policy.halfOpenDeadline() - now;
     // Whole milliseconds, at least 1: a timer cannot do better, and a zero delay would spin.
     const delay = due > 1 ? Math.ceil(due) : 1;
     this.#wakeTimer = this.#o.clock.setTimer(() => {
@@ -993,7 +883,7 @@ export class CircuitBreaker {
       // millisecond, so it can run a fraction of a millisecond before performance.now() says
       // the deadline has passed. Half-open then is "not over yet" — so arm again, or the
       // waiters would wait forever (issue 14).
-      if (this.#state === 'half-open' && this.#waiters.length > 0) this.#armWake(at);
+      if (this.#policy.state === 'half-open' && this.#waiters.length > 0) this.#armWake(at);
     }, delay);
     this.#wakeTimer.unref();
   }
