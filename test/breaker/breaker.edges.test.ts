@@ -1,5 +1,6 @@
 // Issue 14, breaker items 1–4: the edges where the breaker hung, accepted bad input, or threw
 // the wrong way. Each test here failed on the code before its fix.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   ManualClock,
@@ -119,6 +120,37 @@ describe('half-open waiters never hang (issue 14, item 1)', () => {
     const waiters = Array.from({ length: 20 }, () => breaker.execute(ok).catch((e: unknown) => e));
     const settled = await Promise.all(waiters.map((w) => within(w, 3000)));
     expect(settled.filter((s) => s === 'pending')).toHaveLength(0);
+  });
+});
+
+describe('half-open waiters never hang, real timers, random durations (issue 14, item 1)', () => {
+  it('every waiter settles soon after maxHalfOpenMs, whatever its fraction of a millisecond', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.double({ min: 1, max: 15, noNaN: true }),
+        fc.double({ min: 0.01, max: 3, noNaN: true }),
+        fc.integer({ min: 1, max: 8 }),
+        async (maxHalfOpenMs, openDurationMs, waiting) => {
+          const breaker = new CircuitBreaker({
+            halfOpenWait: true,
+            maxHalfOpenMs,
+            openDurationMs,
+            backoff: { jitter: 0, maxOpenDurationMs: 10 },
+          });
+          breaker.trip();
+          await new Promise((resolve) => setTimeout(resolve, Math.ceil(openDurationMs) + 1));
+          const trial = breaker.tryAcquire(); // never reports
+          expect(trial).toBeDefined();
+          const waiters = Array.from({ length: waiting }, () =>
+            breaker.execute(ok).catch((e: unknown) => e),
+          );
+          // Generous: the verdict is due ~maxHalfOpenMs (<= 15 ms) in; 2 s means "hung".
+          const settled = await Promise.all(waiters.map((w) => within(w, 2000)));
+          expect(settled.filter((s) => s === 'pending')).toHaveLength(0);
+        },
+      ),
+      { numRuns: 25, endOnFailure: true }, // no shrinking: a failing run waits 2 s
+    );
   });
 });
 
