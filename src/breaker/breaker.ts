@@ -42,6 +42,7 @@ import type {
   StateChange,
 } from './types.js';
 import { BreakerPolicy, type Transition } from './policy.js';
+import { checkOpenRemaining, readSnapshot } from './snapshot.js';
 import { CountWindow, TimeWindow } from './window.js';
 
 /** Options of {@link CircuitBreaker}. */
@@ -141,14 +142,6 @@ const FROM_JSON = 'CircuitBreaker.fromJSON';
 /** Longest timeout and open time: one day (well under `setTimeout`'s 2^31 − 1 ms ceiling). */
 const MAX_MS = 86_400_000;
 const TIMEOUT_BOUNDS = { min: 0, minExclusive: true, max: MAX_MS, allowInfinity: true } as const;
-const STATES: readonly BreakerState[] = [
-  'closed',
-  'open',
-  'half-open',
-  'forced-open',
-  'disabled',
-  'metrics-only',
-];
 const EXECUTE_KEYS: readonly string[] = ['signal', 'timeoutMs', 'fallback'];
 
 const spec = {
@@ -577,74 +570,13 @@ export class CircuitBreaker {
     if (given !== undefined && (typeof given !== 'object' || given === null)) {
       throw new InvalidOptionError(FROM_JSON, 'options', 'an options object', given);
     }
-    if (typeof snapshot !== 'object' || snapshot === null) {
-      throw new InvalidOptionError(FROM_JSON, 'snapshot', 'a snapshot from toJSON()', snapshot);
-    }
-    // Each field is read once, so a getter cannot pass the check and then say something else.
-    const s = snapshot as Record<string, unknown>;
-    const format = s.format;
-    const version = s.version;
-    if (format !== 'keel.breaker' || version !== 1) {
-      throw new InvalidOptionError(
-        FROM_JSON,
-        'snapshot',
-        'a snapshot from CircuitBreaker#toJSON() (format "keel.breaker", version 1)',
-        snapshot,
-      );
-    }
-    const name = s.name;
-    if (name !== undefined && (typeof name !== 'string' || name === '')) {
-      throw new InvalidOptionError(FROM_JSON, 'snapshot.name', 'a non-empty string', name);
-    }
-    const state = s.state;
-    if (typeof state !== 'string' || !(STATES as readonly string[]).includes(state)) {
-      throw new InvalidOptionError(
-        FROM_JSON,
-        'snapshot.state',
-        `one of ${STATES.join(', ')}`,
-        state,
-      );
-    }
-    const remaining = s.openRemainingMs;
-    if (numberProblem(remaining, false, { min: 0, max: MAX_MS * 2 }) !== undefined) {
-      throw new InvalidOptionError(
-        FROM_JSON,
-        'snapshot.openRemainingMs',
-        'a finite number >= 0',
-        remaining,
-      );
-    }
-    const opens = s.consecutiveOpens;
-    if (numberProblem(opens, true, { min: 0 }) !== undefined) {
-      throw new InvalidOptionError(
-        FROM_JSON,
-        'snapshot.consecutiveOpens',
-        'an integer >= 0',
-        opens,
-      );
-    }
+    const { name, state, openRemainingMs, consecutiveOpens } = readSnapshot(snapshot);
     const breaker = new CircuitBreaker(
       name !== undefined && options?.name === undefined ? { ...options, name } : options,
     );
-    // The longest open time this breaker could have set: its cap plus the jitter on top.
-    const { maxOpenDurationMs, jitter } = breaker.#o.backoff;
-    const longest = maxOpenDurationMs + jitter * maxOpenDurationMs;
-    if ((remaining as number) > longest) {
-      throw new InvalidOptionError(
-        FROM_JSON,
-        'snapshot.openRemainingMs',
-        `at most backoff.maxOpenDurationMs × (1 + backoff.jitter) = ${longest}`,
-        remaining,
-      );
-    }
-    breaker.#applied(
-      breaker.#policy.restore(
-        state as BreakerState,
-        remaining as number,
-        opens as number,
-        breaker.#o.clock.now(),
-      ),
-    );
+    checkOpenRemaining(openRemainingMs, breaker.#o.backoff);
+    const now = breaker.#o.clock.now();
+    breaker.#applied(breaker.#policy.restore(state, openRemainingMs, consecutiveOpens, now));
     return breaker;
   }
 
