@@ -387,7 +387,7 @@ export class CircuitBreaker {
       if (options !== undefined) {
         // Each field is read once: a getter cannot answer one way when checked, another when used.
         const given: unknown = options;
-        if (typeof given !== 'object' || given === null) {
+        if (typeof given !== 'object' || given === null || Array.isArray(given)) {
           throw new InvalidOptionError(EXECUTE, 'options', 'an options object', given);
         }
         // As at construction: an unknown key is refused (a misspelt `timeout: 5` silently
@@ -567,7 +567,10 @@ export class CircuitBreaker {
    */
   static fromJSON(snapshot: unknown, options?: CircuitBreakerOptions): CircuitBreaker {
     const given: unknown = options;
-    if (given !== undefined && (typeof given !== 'object' || given === null)) {
+    if (
+      given !== undefined &&
+      (typeof given !== 'object' || given === null || Array.isArray(given))
+    ) {
       throw new InvalidOptionError(FROM_JSON, 'options', 'an options object', given);
     }
     const { name, state, openRemainingMs, consecutiveOpens } = readSnapshot(snapshot);

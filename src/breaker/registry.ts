@@ -49,7 +49,10 @@ export class BreakerRegistry {
       );
     }
     const given: unknown = overrides;
-    if (given !== undefined && (typeof given !== 'object' || given === null)) {
+    if (
+      given !== undefined &&
+      (typeof given !== 'object' || given === null || Array.isArray(given))
+    ) {
       throw new InvalidOptionError(
         'BreakerRegistry',
         'overrides',

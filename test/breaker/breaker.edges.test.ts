@@ -250,6 +250,8 @@ describe('execute() always answers with a promise (issue 14, item 3)', () => {
     const cases: [unknown, string][] = [
       [42, 'options'],
       [null, 'options'],
+      [[], 'options'],
+      [() => undefined, 'options'],
       [{ signal: 'abort' }, 'signal'],
       [{ fallback: 'value' }, 'fallback'],
       [{ timeout: 5 }, 'timeout'],
@@ -312,7 +314,7 @@ describe('fromJSON validates every field (issue 14, item 4)', () => {
   });
 
   it('bad fromJSON options are a typed error, not a TypeError', () => {
-    for (const options of [null, 5, 'x']) {
+    for (const options of [null, 5, 'x', ['a']]) {
       let error: unknown;
       try {
         CircuitBreaker.fromJSON(good, options as never);
@@ -385,7 +387,7 @@ describe('injected functions cannot break the breaker (found while fuzzing)', ()
 
   it('registry overrides that are not an object are an InvalidOptionError', () => {
     const registry = new BreakerRegistry();
-    for (const overrides of [null, 5, 'abc']) {
+    for (const overrides of [null, 5, 'abc', ['a']]) {
       let error: unknown;
       try {
         registry.breakerFor('k', overrides as never);
