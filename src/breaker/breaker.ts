@@ -15,6 +15,8 @@ import {
   InvalidOptionError,
   booleanOption,
   functionOption,
+  isAbortSignal,
+  numberProblem,
   guardedOption,
   integerOption,
   isClock,
@@ -39,7 +41,9 @@ import type {
   CallRejected,
   StateChange,
 } from './types.js';
-import { CountWindow, FAILED, SLOW, TimeWindow, type OutcomeWindow } from './window.js';
+import { BreakerPolicy, type Transition } from './policy.js';
+import { checkOpenRemaining, readSnapshot } from './snapshot.js';
+import { CountWindow, TimeWindow } from './window.js';
 
 /** Options of {@link CircuitBreaker}. */
 export interface CircuitBreakerOptions {
@@ -88,11 +92,21 @@ export interface CircuitBreakerOptions {
   readonly halfOpenWait?: boolean;
   /** Half-open gives up and re-opens after this long, so a hung trial cannot keep it stuck. @defaultValue 60000 */
   readonly maxHalfOpenMs?: number;
-  /** Default per-call timeout for `execute` (aborts that call only, counts as a failure). */
+  /**
+   * Default per-call timeout for `execute` (aborts that call only, counts as a failure):
+   * more than 0 and at most 86 400 000 ms (one day), or `Infinity` for none.
+   * @defaultValue none
+   */
   readonly timeoutMs?: number;
-  /** Which errors count as failures. @defaultValue every error */
+  /**
+   * Which errors count as failures. If it throws, the call counts as a failure.
+   * @defaultValue every error
+   */
   readonly isFailure?: (error: unknown) => boolean;
-  /** Errors that count neither way (e.g. a 404, a validation error). @defaultValue none */
+  /**
+   * Errors that count neither way (e.g. a 404, a validation error). If it throws, the call
+   * counts as a failure. @defaultValue none
+   */
   readonly ignore?: (error: unknown) => boolean;
   /**
    * Reject with errors that carry no stack trace: much cheaper when an open breaker rejects
@@ -101,7 +115,11 @@ export interface CircuitBreakerOptions {
   readonly stacklessRejections?: boolean;
   /** Clock for windows and durations. @defaultValue `systemClock` */
   readonly clock?: Clock;
-  /** Random numbers in [0, 1) for backoff jitter. @defaultValue `Math.random` */
+  /**
+   * Random numbers in [0, 1) for backoff jitter. A value that is not a number in [0, 1] is
+   * read as 0.5 (no spread), so a broken source cannot make an open time NaN.
+   * @defaultValue `Math.random`
+   */
   readonly random?: () => number;
 }
 
@@ -109,13 +127,22 @@ export interface CircuitBreakerOptions {
 export interface ExecuteOptions<R> {
   /** Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`. */
   readonly signal?: AbortSignal | undefined;
-  /** Timeout for this call; overrides the breaker's `timeoutMs`. */
+  /**
+   * Timeout for this call; overrides the breaker's `timeoutMs`. More than 0 and at most
+   * 86 400 000 ms, or `Infinity` for no timeout (even when the breaker has one).
+   */
   readonly timeoutMs?: number | undefined;
   /** Value (or promise) to return instead of failing: gets the rejection or the call's error. */
   readonly fallback?: ((error: unknown) => R | Promise<R>) | undefined;
 }
 
 const OWNER = 'CircuitBreaker';
+const EXECUTE = 'CircuitBreaker.execute';
+const FROM_JSON = 'CircuitBreaker.fromJSON';
+/** Longest timeout and open time: one day (well under `setTimeout`'s 2^31 − 1 ms ceiling). */
+const MAX_MS = 86_400_000;
+const TIMEOUT_BOUNDS = { min: 0, minExclusive: true, max: MAX_MS, allowInfinity: true } as const;
+const EXECUTE_KEYS: readonly string[] = ['signal', 'timeoutMs', 'fallback'];
 
 const spec = {
   name: stringOption({ nonEmpty: true, default: 'breaker' }),
@@ -148,7 +175,7 @@ const spec = {
   halfOpenPermits: integerOption({ min: 1, max: 1_000_000, default: 1 }),
   halfOpenWait: booleanOption({ default: false }),
   maxHalfOpenMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, default: 60_000 }),
-  timeoutMs: numberOption({ min: 0, minExclusive: true, max: 86_400_000, optional: true }),
+  timeoutMs: numberOption({ ...TIMEOUT_BOUNDS, optional: true }),
   isFailure: functionOption<(error: unknown) => boolean>({ optional: true }),
   ignore: functionOption<(error: unknown) => boolean>({ optional: true }),
   stacklessRejections: booleanOption({ default: false }),
@@ -159,6 +186,12 @@ const spec = {
 };
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
+
+function checkListener(method: string, listener: unknown): void {
+  if (typeof listener !== 'function') {
+    throw new InvalidOptionError(OWNER, 'listener', 'a function', listener, `${method}(listener)`);
+  }
+}
 
 /** A signal that never aborts, handed to calls that have neither a signal nor a timeout. */
 const NEVER = new AbortController().signal;
@@ -245,20 +278,12 @@ export class CircuitBreaker {
   }
 
   readonly #o: Resolved;
-  readonly #window: OutcomeWindow;
+  /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
+  readonly #timeoutMs: number | undefined;
+  /** The decisions: state, window, trials, backoff (pure; this class is the shell around it). */
+  readonly #policy: BreakerPolicy;
   /** Calls must be timed: slow-call detection is on, or the window is time-based. */
   readonly #timed: boolean;
-  #state: BreakerState = 'closed';
-  #generation = 0;
-  #stateSince: number;
-  #openUntil = 0;
-  #consecutiveOpens = 0;
-  #consecutiveFailures = 0;
-  // Half-open bookkeeping.
-  #trialsStarted = 0;
-  #trialsDone = 0;
-  #trialFailures = 0;
-  #trialSlow = 0;
   #waiters: Waiter[] = [];
   /** Outcome handlers of the hot path, bound to the current generation (see #bindFastPath). */
   #fastSuccess: (value: unknown) => unknown = (value) => value;
@@ -297,18 +322,21 @@ export class CircuitBreaker {
         o.backoff.maxOpenDurationMs,
       );
     }
+    this.#timeoutMs = o.timeoutMs === Infinity ? undefined : o.timeoutMs;
     this.#timed = o.slowCallDurationMs !== Infinity || o.window.type === 'time';
-    this.#window =
+    this.#policy = new BreakerPolicy(
+      o,
       o.window.type === 'count'
         ? new CountWindow(o.window.size)
-        : new TimeWindow(o.window.size, 1000);
-    this.#stateSince = o.clock.now();
+        : new TimeWindow(o.window.size, 1000),
+      o.clock.now(),
+    );
     this.#bindFastPath();
   }
 
   /** New hot-path handlers for the current generation: results of older calls then don't count. */
   #bindFastPath(): void {
-    const generation = this.#generation;
+    const generation = this.#policy.generation;
     this.#fastSuccess = (value) => {
       this.#record(generation, 0, 'success', undefined);
       return value;
@@ -327,14 +355,14 @@ export class CircuitBreaker {
   /** The current state (an open breaker whose time is up reads as half-open). */
   get state(): BreakerState {
     this.#advance(this.#o.clock.now());
-    return this.#state;
+    return this.#policy.state;
   }
 
   /** Milliseconds until a trial call will be let through (0 unless open or forced open). */
   get retryAfterMs(): number {
     const now = this.#o.clock.now();
     this.#advance(now);
-    return this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+    return this.#policy.retryAfter(now);
   }
 
   /**
@@ -342,60 +370,118 @@ export class CircuitBreaker {
    * signal does or when this call's timeout passes — this call only. Rejections are
    * {@link BreakerOpenError}s; a timeout rejects with a {@link BreakerTimeoutError}. With a
    * `fallback`, its value is returned instead of either.
+   *
+   * Always returns a promise, never throws: a synchronous throw from `fn` rejects it (and
+   * counts as a failure). A non-function `fn` or bad options reject it with an
+   * {@link InvalidOptionError} naming what was wrong; such a call is not admitted and counts
+   * neither way.
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
-    const signal = options?.signal;
-    if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
-    const state = this.#state;
-    if (
-      !this.#timed &&
-      (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
-      options?.fallback === undefined &&
-      (options?.timeoutMs ?? this.#o.timeoutMs) === undefined
-    ) {
-      // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
-      // permit, no controller, no timer, no clock read. The outcome handlers are made once per
-      // state generation, so a call allocates nothing but the promise `then` returns.
-      let result: R | Promise<R>;
-      try {
-        result = fn(signal ?? NEVER);
-      } catch (error) {
-        this.#fastFailure(error);
-        return Promise.reject(error);
+    try {
+      if (typeof fn !== 'function') {
+        throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
       }
-      return Promise.resolve(result).then(this.#fastSuccess as (value: R) => R, this.#fastFailure);
+      let signal: AbortSignal | undefined;
+      let timeoutMs = this.#timeoutMs;
+      let fallback: ((error: unknown) => R | Promise<R>) | undefined;
+      if (options !== undefined) {
+        // Each field is read once: a getter cannot answer one way when checked, another when used.
+        const given: unknown = options;
+        if (typeof given !== 'object' || given === null || Array.isArray(given)) {
+          throw new InvalidOptionError(EXECUTE, 'options', 'an options object', given);
+        }
+        // As at construction: an unknown key is refused (a misspelt `timeout: 5` silently
+        // ignored would be worse), unless its value is undefined.
+        for (const key of Object.keys(options)) {
+          if (EXECUTE_KEYS.includes(key)) continue;
+          const value: unknown = (options as Record<string, unknown>)[key];
+          if (value !== undefined) {
+            throw new InvalidOptionError(
+              EXECUTE,
+              key,
+              `one of the known options (${EXECUTE_KEYS.join(', ')})`,
+              value,
+              'unknown option',
+            );
+          }
+        }
+        signal = options.signal;
+        if (signal !== undefined && !isAbortSignal(signal)) {
+          throw new InvalidOptionError(EXECUTE, 'signal', 'an AbortSignal', signal);
+        }
+        const callTimeout: unknown = options.timeoutMs;
+        if (callTimeout !== undefined) {
+          const problem = numberProblem(callTimeout, false, TIMEOUT_BOUNDS);
+          if (problem !== undefined) {
+            throw new InvalidOptionError(EXECUTE, 'timeoutMs', problem, callTimeout);
+          }
+          timeoutMs = callTimeout === Infinity ? undefined : (callTimeout as number);
+        }
+        fallback = options.fallback;
+        if (fallback !== undefined && typeof fallback !== 'function') {
+          throw new InvalidOptionError(EXECUTE, 'fallback', 'a function', fallback);
+        }
+        if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
+      }
+      const state = this.#policy.state;
+      if (
+        !this.#timed &&
+        (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
+        fallback === undefined &&
+        timeoutMs === undefined
+      ) {
+        // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
+        // permit, no controller, no timer, no clock read. The outcome handlers are made once
+        // per state generation, so a call allocates nothing but the promise `then` returns.
+        const generation = this.#policy.generation;
+        let result: R | Promise<R>;
+        try {
+          result = fn(signal ?? NEVER);
+        } catch (error) {
+          // A synchronous throw is a failure like a rejection, and reaches the caller the same
+          // way: as a rejected promise, never as a throw out of execute().
+          this.#record(generation, 0, 'failure', error);
+          return Promise.reject(error);
+        }
+        return Promise.resolve(result).then(
+          this.#fastSuccess as (value: R) => R,
+          this.#fastFailure,
+        );
+      }
+      return this.#executeFull(fn, this.#acquire(), signal, timeoutMs, fallback);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return this.#executeFull(fn, this.#acquire(), options);
   }
 
   async #executeFull<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
     admitted: Permit | undefined,
-    options: ExecuteOptions<R> | undefined,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    fallback: ((error: unknown) => R | Promise<R>) | undefined,
   ): Promise<R> {
-    const signal = options?.signal;
     let permit = admitted;
     while (permit === undefined) {
-      if (this.#o.halfOpenWait && this.#state === 'half-open') {
+      if (this.#o.halfOpenWait && this.#policy.state === 'half-open') {
         await this.#waitForVerdict(signal);
         permit = this.#acquire();
         continue;
       }
       const rejection = this.#rejection();
-      if (options?.fallback !== undefined) return options.fallback(rejection);
+      if (fallback !== undefined) return fallback(rejection);
       throw rejection;
     }
-    const timeoutMs = options?.timeoutMs ?? this.#o.timeoutMs;
     if (timeoutMs === undefined) {
       try {
         return await fn(signal ?? NEVER);
       } catch (error) {
-        return await this.#onError(permit, error, options?.fallback);
+        return await this.#onError(permit, error, fallback);
       } finally {
         permit.success(); // no-op when #onError already reported a failure
       }
     }
-    return this.#executeWithTimeout(fn, permit, timeoutMs, signal, options?.fallback);
+    return this.#executeWithTimeout(fn, permit, timeoutMs, signal, fallback);
   }
 
   /**
@@ -410,39 +496,37 @@ export class CircuitBreaker {
 
   /** Isolates the dependency: every call is rejected until another manual transition. */
   forceOpen(): void {
-    this.#transition('forced-open', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.moveTo('forced-open', 'manual', this.#o.clock.now()));
   }
 
   /** Lets every call through and only counts; thresholds are not evaluated. */
   disable(): void {
-    this.#transition('disabled', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.moveTo('disabled', 'manual', this.#o.clock.now()));
   }
 
   /** Lets every call through, evaluates thresholds and reports (onThresholdExceeded) without opening. */
   metricsOnly(): void {
-    this.#transition('metrics-only', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.moveTo('metrics-only', 'manual', this.#o.clock.now()));
   }
 
   /** Back to closed with an empty window (and no backoff history). */
   reset(): void {
-    this.#window.reset();
-    this.#consecutiveOpens = 0;
-    this.#consecutiveFailures = 0;
-    this.#transition('closed', 'manual', this.#o.clock.now());
+    this.#applied(this.#policy.reset(this.#o.clock.now()));
   }
 
   /** Opens now, as if the thresholds had been exceeded. */
   trip(): void {
-    this.#open(this.#o.clock.now(), 'manual');
+    this.#applied(this.#policy.open(this.#o.clock.now(), 'manual'));
   }
 
   /** A snapshot of the numbers. */
   metrics(): BreakerMetrics {
     const now = this.#o.clock.now();
     this.#advance(now);
-    const { calls, failures, slow } = this.#window.totals(now);
+    const policy = this.#policy;
+    const { calls, failures, slow } = policy.totals(now);
     return {
-      state: this.#state,
+      state: policy.state,
       calls,
       failures,
       slowCalls: slow,
@@ -452,8 +536,8 @@ export class CircuitBreaker {
       failedTotal: this.#failed,
       ignoredTotal: this.#ignored,
       rejectedTotal: this.#rejected,
-      timeInStateMs: now - this.#stateSince,
-      retryAfterMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+      timeInStateMs: now - policy.stateSince,
+      retryAfterMs: policy.retryAfter(now),
     };
   }
 
@@ -465,9 +549,9 @@ export class CircuitBreaker {
       format: 'keel.breaker',
       version: 1,
       name: this.#o.name,
-      state: this.#state,
-      openRemainingMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
-      consecutiveOpens: this.#consecutiveOpens,
+      state: this.#policy.state,
+      openRemainingMs: this.#policy.retryAfter(now),
+      consecutiveOpens: this.#policy.consecutiveOpens,
     };
   }
 
@@ -475,94 +559,55 @@ export class CircuitBreaker {
    * A breaker with `options`, put in the state a snapshot recorded: open for the remaining
    * time, forced open, disabled… A half-open snapshot restores as open with no time left (the
    * next call is a trial). The sliding window starts empty.
+   *
+   * Every field is checked against what a breaker with these options could have recorded —
+   * `openRemainingMs` at most `backoff.maxOpenDurationMs × (1 + backoff.jitter)`,
+   * `consecutiveOpens` a safe integer, `name` a non-empty string — and a bad one throws an
+   * {@link InvalidOptionError} naming it (`snapshot.openRemainingMs`, …).
    */
-  static fromJSON(snapshot: unknown, options: CircuitBreakerOptions = {}): CircuitBreaker {
-    const s = snapshot as Partial<BreakerSnapshot> | null;
-    const states: readonly BreakerState[] = [
-      'closed',
-      'open',
-      'half-open',
-      'forced-open',
-      'disabled',
-      'metrics-only',
-    ];
-    if (typeof s !== 'object' || s === null || s.format !== 'keel.breaker' || s.version !== 1) {
-      throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
-        'snapshot',
-        'a snapshot from CircuitBreaker#toJSON()',
-        snapshot,
-      );
+  static fromJSON(snapshot: unknown, options?: CircuitBreakerOptions): CircuitBreaker {
+    const given: unknown = options;
+    if (
+      given !== undefined &&
+      (typeof given !== 'object' || given === null || Array.isArray(given))
+    ) {
+      throw new InvalidOptionError(FROM_JSON, 'options', 'an options object', given);
     }
-    if (typeof s.state !== 'string' || !states.includes(s.state)) {
-      throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
-        'snapshot.state',
-        `one of ${states.join(', ')}`,
-        s.state,
-      );
-    }
-    const remaining = s.openRemainingMs;
-    if (typeof remaining !== 'number' || !Number.isFinite(remaining) || remaining < 0) {
-      throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
-        'snapshot.openRemainingMs',
-        'a finite number >= 0',
-        remaining,
-      );
-    }
-    const opens = s.consecutiveOpens;
-    if (typeof opens !== 'number' || !Number.isInteger(opens) || opens < 0) {
-      throw new InvalidOptionError(
-        'CircuitBreaker.fromJSON',
-        'snapshot.consecutiveOpens',
-        'an integer >= 0',
-        opens,
-      );
-    }
-    const breaker = new CircuitBreaker({
-      ...(typeof s.name === 'string' && options.name === undefined ? { name: s.name } : {}),
-      ...options,
-    });
-    breaker.#restore(s.state, remaining, opens);
+    const { name, state, openRemainingMs, consecutiveOpens } = readSnapshot(snapshot);
+    const breaker = new CircuitBreaker(
+      name !== undefined && options?.name === undefined ? { ...options, name } : options,
+    );
+    checkOpenRemaining(openRemainingMs, breaker.#o.backoff);
+    const now = breaker.#o.clock.now();
+    breaker.#applied(breaker.#policy.restore(state, openRemainingMs, consecutiveOpens, now));
     return breaker;
   }
 
   /** Subscribes to state changes. */
   onStateChange(listener: (change: StateChange) => void): Subscription {
+    checkListener('onStateChange', listener);
     return (this.#stateChanged ??= new EventChannel()).subscribe(listener);
   }
 
   /** Subscribes to rejected calls. */
   onCallRejected(listener: (event: CallRejected) => void): Subscription {
+    checkListener('onCallRejected', listener);
     return (this.#callRejected ??= new EventChannel()).subscribe(listener);
   }
 
   /** Subscribes to finished calls. */
   onCallFinished(listener: (event: CallFinished) => void): Subscription {
+    checkListener('onCallFinished', listener);
     return (this.#callFinished ??= new EventChannel()).subscribe(listener);
   }
 
   /** In `metrics-only` state: subscribes to the reasons the breaker would have opened. */
   onThresholdExceeded(listener: (reason: string) => void): Subscription {
+    checkListener('onThresholdExceeded', listener);
     return (this.#thresholdExceeded ??= new EventChannel()).subscribe(listener);
   }
 
   // -------------------------------------------------------------------------------------------
-
-  #restore(state: BreakerState, openRemainingMs: number, consecutiveOpens: number): void {
-    const now = this.#o.clock.now();
-    this.#consecutiveOpens = consecutiveOpens;
-    if (state === 'open' || state === 'half-open') {
-      this.#state = 'open';
-      this.#generation++;
-      this.#bindFastPath();
-      this.#stateSince = now;
-      this.#openUntil = now + (state === 'open' ? openRemainingMs : 0);
-    } else if (state !== 'closed') {
-      this.#transition(state, 'restored', now);
-    }
-  }
 
   async #executeWithTimeout<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
@@ -625,14 +670,14 @@ export class CircuitBreaker {
 
   #rejection(): BreakerOpenError {
     const now = this.#o.clock.now();
-    const retryAfter = this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+    const state = this.#policy.state;
+    const retryAfter = this.#policy.retryAfter(now);
     this.#countRejection();
-    if (!this.#o.stacklessRejections)
-      return new BreakerOpenError(this.#o.name, this.#state, retryAfter);
+    if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#o.name, state, retryAfter);
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     try {
-      return new BreakerOpenError(this.#o.name, this.#state, retryAfter);
+      return new BreakerOpenError(this.#o.name, state, retryAfter);
     } finally {
       Error.stackTraceLimit = limit;
     }
@@ -641,45 +686,30 @@ export class CircuitBreaker {
   #countRejection(): void {
     this.#rejected++;
     if (this.#callRejected?.active === true) {
-      const now = this.#o.clock.now();
       this.#callRejected.emit({
-        state: this.#state,
-        retryAfterMs: this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0,
+        state: this.#policy.state,
+        retryAfterMs: this.#policy.retryAfter(this.#o.clock.now()),
       });
     }
   }
 
   /** A permit if a call may go through now. Does not count rejections. */
   #acquire(): Permit | undefined {
+    const policy = this.#policy;
     // Closed with a count window and no slow-call timing needs no clock at all.
-    const state = this.#state;
+    const state = policy.state;
     if (!this.#timed && (state === 'closed' || state === 'disabled' || state === 'metrics-only')) {
-      return new Permit(this, this.#generation, 0);
+      return new Permit(this, policy.generation, 0);
     }
     const now = this.#o.clock.now();
     this.#advance(now);
-    switch (this.#state) {
-      case 'closed':
-      case 'disabled':
-      case 'metrics-only':
-        return new Permit(this, this.#generation, now);
-      case 'half-open':
-        if (this.#trialsStarted >= this.#o.halfOpenPermits) return undefined;
-        this.#trialsStarted++;
-        return new Permit(this, this.#generation, now);
-      case 'open':
-      case 'forced-open':
-        return undefined;
-    }
+    return policy.admit() ? new Permit(this, policy.generation, now) : undefined;
   }
 
-  /** Applies what time has changed: open → half-open when its time is up; half-open → open when stuck. */
+  /** Applies what time has changed (see BreakerPolicy#advance). */
   #advance(now: number): void {
-    if (this.#state === 'open' && now >= this.#openUntil) {
-      this.#transition('half-open', 'open duration elapsed', now);
-    } else if (this.#state === 'half-open' && now - this.#stateSince >= this.#o.maxHalfOpenMs) {
-      this.#open(now, `half-open for ${this.#o.maxHalfOpenMs} ms without a verdict`);
-    }
+    const moved = this.#policy.advance(now);
+    if (moved !== undefined) this.#applied(moved);
   }
 
   #record(
@@ -688,131 +718,69 @@ export class CircuitBreaker {
     outcome: 'success' | 'failure' | 'ignored',
     error: unknown,
   ): void {
+    const policy = this.#policy;
+    const state = policy.state;
     // The clock is needed for slow-call timing, a time window, an open or half-open breaker
     // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
-    // stays NaN, "not read": a transition reads the clock itself (see #transition).
+    // stays NaN, "not read": a transition reads the clock itself (see BreakerPolicy#onOutcome).
     const timed = this.#timed || startedAt !== 0;
     const now =
       timed ||
-      (this.#state !== 'closed' && this.#state !== 'disabled' && this.#state !== 'metrics-only') ||
+      (state !== 'closed' && state !== 'disabled' && state !== 'metrics-only') ||
       this.#callFinished?.active === true
         ? this.#o.clock.now()
         : Number.NaN;
     const durationMs = timed ? Math.max(0, now - startedAt) : 0;
     let kind = outcome;
-    if (kind === 'failure' && error !== undefined) {
-      if (this.#o.ignore?.(error) === true) kind = 'ignored';
-      else if (this.#o.isFailure !== undefined && !this.#o.isFailure(error)) kind = 'success';
-    }
+    if (kind === 'failure' && error !== undefined) kind = this.#classify(error);
     const slow = kind !== 'ignored' && durationMs >= this.#o.slowCallDurationMs;
     if (kind === 'success') this.#successful++;
     else if (kind === 'failure') this.#failed++;
     else this.#ignored++;
-    // A result from a call admitted under an earlier state must not steer this one (gobreaker's
-    // generation rule): a slow success from before the breaker opened cannot close it.
-    const counted = generation === this.#generation && kind !== 'ignored';
     if (this.#callFinished?.active === true)
       this.#callFinished.emit({
         outcome: kind,
         durationMs,
         slow,
-        counted: generation === this.#generation,
+        counted: generation === policy.generation,
       });
-    if (!counted) return;
-    this.#advance(now);
-    if (generation !== this.#generation) return; // #advance may have changed the state
-    const flags = (kind === 'failure' ? FAILED : 0) | (slow ? SLOW : 0);
-    switch (this.#state) {
-      case 'closed':
-      case 'metrics-only':
-      case 'disabled':
-        this.#window.record(flags, now);
-        this.#consecutiveFailures = kind === 'failure' ? this.#consecutiveFailures + 1 : 0;
-        if (this.#state !== 'disabled') this.#judgeWindow(now);
-        break;
-      case 'half-open':
-        this.#trialsDone++;
-        if (kind === 'failure') this.#trialFailures++;
-        if (slow) this.#trialSlow++;
-        this.#judgeTrials(now);
-        break;
-      case 'open':
-      case 'forced-open':
-        break;
-    }
-  }
-
-  #judgeWindow(now: number): void {
-    const o = this.#o;
-    let reason: string | undefined;
-    if (o.consecutiveFailures > 0 && this.#consecutiveFailures >= o.consecutiveFailures) {
-      reason = `${this.#consecutiveFailures} consecutive failures`;
-    } else {
-      const { calls, failures, slow } = this.#window.totals(now);
-      if (calls >= o.minimumCalls) {
-        if (failures / calls >= o.failureRateThreshold) {
-          reason = `failure rate ${(failures / calls).toFixed(3)} >= ${o.failureRateThreshold}`;
-        } else if (slow / calls >= o.slowCallRateThreshold) {
-          reason = `slow-call rate ${(slow / calls).toFixed(3)} >= ${o.slowCallRateThreshold}`;
-        }
-      }
-    }
-    if (reason === undefined) return;
-    if (this.#state === 'metrics-only') {
-      if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(reason);
+    if (kind === 'ignored' || generation !== policy.generation) return;
+    const verdict = policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock);
+    if (verdict === undefined) return;
+    if (typeof verdict === 'string') {
+      if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(verdict);
       return;
     }
-    this.#open(now, reason);
+    this.#applied(verdict);
   }
 
-  #judgeTrials(now: number): void {
+  /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
+  #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
-    const permits = o.halfOpenPermits;
-    // Decide as soon as the outcome is certain: enough failures (or slow calls) among the
-    // permitted trials that the rate reaches its threshold whatever the rest do — or all done.
-    if (this.#trialFailures / permits >= o.failureRateThreshold) {
-      this.#open(now, `half-open trials failed (${this.#trialFailures}/${permits})`);
-    } else if (this.#trialSlow / permits >= o.slowCallRateThreshold) {
-      this.#open(now, `half-open trials slow (${this.#trialSlow}/${permits})`);
-    } else if (this.#trialsDone >= permits) {
-      this.#consecutiveOpens = 0;
-      this.#consecutiveFailures = 0;
-      this.#window.reset();
-      this.#transition('closed', 'half-open trials succeeded', now);
+    try {
+      if (o.ignore?.(error) === true) return 'ignored';
+      if (o.isFailure !== undefined && !o.isFailure(error)) return 'success';
+    } catch {
+      // A classifier that throws must not lose the outcome (a lost half-open trial would hold
+      // the breaker half-open until maxHalfOpenMs): the conservative reading is a failure.
     }
+    return 'failure';
   }
 
-  #open(at: number, reason: string): void {
-    const o = this.#o;
-    const now = Number.isNaN(at) ? o.clock.now() : at;
-    const base = Math.min(
-      o.openDurationMs * o.backoff.multiplier ** this.#consecutiveOpens,
-      o.backoff.maxOpenDurationMs,
-    );
-    const spread = o.backoff.jitter === 0 ? 0 : (o.random() * 2 - 1) * o.backoff.jitter * base;
-    this.#openUntil = now + Math.max(0, base + spread);
-    this.#consecutiveOpens++;
-    this.#transition('open', reason, now);
-  }
-
-  #transition(to: BreakerState, reason: string, at: number): void {
-    const now = Number.isNaN(at) ? this.#o.clock.now() : at;
-    const from = this.#state;
-    this.#state = to;
-    this.#generation++;
+  /**
+   * Carries out what a change of state means for the shell: the hot path's handlers belong to
+   * the new generation, waiters of a finished half-open retry, waiters of a new one get a
+   * wake-up, listeners hear of it.
+   */
+  #applied(transition: Transition | undefined): void {
+    if (transition === undefined) return;
+    const { from, to } = transition;
     this.#bindFastPath();
-    this.#stateSince = now;
-    if (to === 'half-open') {
-      this.#trialsStarted = 0;
-      this.#trialsDone = 0;
-      this.#trialFailures = 0;
-      this.#trialSlow = 0;
+    if (this.#waiters.length > 0) {
+      if (from === 'half-open') this.#releaseWaiters();
+      if (to === 'half-open') this.#armWake(this.#policy.stateSince);
     }
-    if (to === 'closed' && from !== 'half-open') this.#consecutiveFailures = 0;
-    if (from === 'half-open' && this.#waiters.length > 0) this.#releaseWaiters();
-    if (to === 'half-open' && this.#waiters.length > 0) this.#armWake(now);
-    if (this.#stateChanged?.active === true && from !== to)
-      this.#stateChanged.emit({ from, to, reason });
+    if (this.#stateChanged?.active === true && from !== to) this.#stateChanged.emit(transition);
   }
 
   /** Waits until half-open reaches a verdict (or the caller aborts). */
@@ -838,15 +806,20 @@ export class CircuitBreaker {
   /** Wakes waiters when half-open would give up, in case nothing else touches the breaker. */
   #armWake(now: number): void {
     this.#disarmWake();
-    if (this.#state !== 'half-open') return;
-    const due = this.#stateSince + this.#o.maxHalfOpenMs - now;
-    this.#wakeTimer = this.#o.clock.setTimer(
-      () => {
-        this.#wakeTimer = undefined;
-        this.#advance(this.#o.clock.now());
-      },
-      Math.max(0, due),
-    );
+    if (this.#policy.state !== 'half-open') return;
+    const due = this.#policy.halfOpenDeadline() - now;
+    // Whole milliseconds, at least 1: a timer cannot do better, and a zero delay would spin.
+    const delay = due > 1 ? Math.ceil(due) : 1;
+    this.#wakeTimer = this.#o.clock.setTimer(() => {
+      this.#wakeTimer = undefined;
+      const at = this.#o.clock.now();
+      this.#advance(at);
+      // Never trust a timer to be exact: Node's setTimeout counts from the event loop's cached
+      // millisecond, so it can run a fraction of a millisecond before performance.now() says
+      // the deadline has passed. Half-open then is "not over yet" — so arm again, or the
+      // waiters would wait forever (issue 14).
+      if (this.#policy.state === 'half-open' && this.#waiters.length > 0) this.#armWake(at);
+    }, delay);
     this.#wakeTimer.unref();
   }
 

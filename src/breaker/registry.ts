@@ -48,6 +48,19 @@ export class BreakerRegistry {
         'breakerFor(key)',
       );
     }
+    const given: unknown = overrides;
+    if (
+      given !== undefined &&
+      (typeof given !== 'object' || given === null || Array.isArray(given))
+    ) {
+      throw new InvalidOptionError(
+        'BreakerRegistry',
+        'overrides',
+        'an options object',
+        given,
+        'breakerFor(key, overrides)',
+      );
+    }
     const now = this.#clock.now();
     let entry = this.#entries.get(key);
     if (entry === undefined) {

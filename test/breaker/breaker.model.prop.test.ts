@@ -2,6 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import { CircuitBreaker, type BreakerPermit, type BreakerState } from '../../src/breaker/index.js';
+import { BreakerPolicy } from '../../src/breaker/policy.js';
+import { CountWindow } from '../../src/breaker/window.js';
 
 // A small reference model of the breaker's state machine (count window, no jitter), written
 // independently of the implementation, and a fast-check model-based test that drives both
@@ -243,6 +245,84 @@ describe('CircuitBreaker (model-based)', () => {
           }
           if (model.state === 'open')
             expect(metrics.retryAfterMs).toBe(Math.max(0, model.openUntil - clock.now()));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  // The same model against the pure policy alone — no shell, no clock object, no permits:
+  // time is a number passed in, an admission is a generation, an outcome is two booleans.
+  it('the pure policy agrees with the reference state machine, driven directly', () => {
+    fc.assert(
+      fc.property(config, fc.array(command, { maxLength: 120 }), (c, commands) => {
+        let now = 0;
+        const policy = new BreakerPolicy(
+          {
+            minimumCalls: c.minimumCalls,
+            failureRateThreshold: c.failureRateThreshold,
+            slowCallRateThreshold: c.slowCallRateThreshold,
+            consecutiveFailures: c.consecutiveFailures,
+            openDurationMs: c.openDurationMs,
+            backoff: {
+              multiplier: c.multiplier,
+              maxOpenDurationMs: c.maxOpenDurationMs,
+              jitter: 0,
+            },
+            halfOpenPermits: c.halfOpenPermits,
+            maxHalfOpenMs: c.maxHalfOpenMs,
+            random: () => 0.5,
+          },
+          new CountWindow(c.size),
+          now,
+        );
+        const time = { now: () => now };
+        const model = new Model(c);
+        const open: { generation: number; model: ModelPermit }[] = [];
+        for (const cmd of commands) {
+          if (cmd.kind === 'start') {
+            policy.advance(now);
+            const admitted = policy.admit();
+            const expected = model.acquire(now);
+            expect(admitted).toBe(expected !== undefined);
+            if (admitted && expected !== undefined)
+              open.push({ generation: policy.generation, model: expected });
+          } else if (cmd.kind === 'finish') {
+            if (open.length === 0) continue;
+            const [call] = open.splice(cmd.which % open.length, 1);
+            if (call === undefined) continue;
+            if (cmd.outcome !== 'ignored') {
+              const slow = now - call.model.startedAt >= c.slowCallDurationMs;
+              policy.onOutcome(call.generation, cmd.outcome === 'failure', slow, now, time);
+            }
+            model.record(call.model, cmd.outcome, now);
+          } else if (cmd.kind === 'advance') {
+            now += cmd.ms;
+          } else {
+            if (cmd.action === 'forceOpen') policy.moveTo('forced-open', 'manual', now);
+            else if (cmd.action === 'disable') policy.moveTo('disabled', 'manual', now);
+            else if (cmd.action === 'metricsOnly') policy.moveTo('metrics-only', 'manual', now);
+            else policy.reset(now);
+            model.manual(cmd.action, now);
+          }
+          model.advance(now);
+          policy.advance(now);
+          expect(policy.state).toBe(model.state);
+          expect(policy.generation).toBe(model.generation);
+          expect(policy.stateSince).toBe(model.stateSince);
+          expect(policy.consecutiveOpens).toBe(model.consecutiveOpens);
+          if (
+            model.state === 'closed' ||
+            model.state === 'disabled' ||
+            model.state === 'metrics-only'
+          ) {
+            const totals = policy.totals(now);
+            expect(totals.calls).toBe(model.window.length);
+            expect(totals.failures).toBe(model.window.filter((w) => w.failed).length);
+            expect(totals.slow).toBe(model.window.filter((w) => w.slow).length);
+          }
+          if (model.state === 'open')
+            expect(policy.retryAfter(now)).toBe(Math.max(0, model.openUntil - now));
         }
       }),
       { numRuns: 300 },

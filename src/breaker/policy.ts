@@ -1,0 +1,283 @@
+/**
+ * The breaker's decisions, apart from its execution (the split cockatiel makes between its
+ * `Breaker` and `CircuitBreakerPolicy`; the rules are Resilience4j's CircuitBreaker state
+ * machine). Plain code over plain data: it is told the time and the outcomes, never reads a
+ * timer, holds no promise, no waiter and no signal. {@link CircuitBreaker} is the shell that
+ * owns those, and the model test drives this class directly.
+ *
+ * Every method changes the state at most once and returns that change, so the shell can
+ * apply its consequences (rebinding the hot path, waking waiters, emitting events).
+ *
+ * @internal
+ * @packageDocumentation
+ */
+import type { BreakerState } from './types.js';
+import { FAILED, SLOW, type OutcomeWindow } from './window.js';
+
+/** The options the policy decides by (already validated). @internal */
+export interface PolicyConfig {
+  readonly minimumCalls: number;
+  readonly failureRateThreshold: number;
+  readonly slowCallRateThreshold: number;
+  readonly consecutiveFailures: number;
+  readonly openDurationMs: number;
+  readonly backoff: {
+    readonly multiplier: number;
+    readonly maxOpenDurationMs: number;
+    readonly jitter: number;
+  };
+  readonly halfOpenPermits: number;
+  readonly maxHalfOpenMs: number;
+  /** Random numbers in [0, 1] for the jitter; anything else is read as 0.5 (no spread). */
+  readonly random: () => number;
+}
+
+/** Where the policy reads the time when the shell did not (see onOutcome). @internal */
+export interface TimeSource {
+  now(): number;
+}
+
+/** One change of state and why. @internal */
+export interface Transition {
+  readonly from: BreakerState;
+  readonly to: BreakerState;
+  readonly reason: string;
+}
+
+/**
+ * What one outcome did: nothing (`undefined`), a change of state, or — in `metrics-only` —
+ * the reason the breaker would have opened (a string). @internal
+ */
+export type Verdict = Transition | string | undefined;
+
+/** The breaker's state machine. @internal */
+export class BreakerPolicy {
+  readonly #c: PolicyConfig;
+  readonly #window: OutcomeWindow;
+  #state: BreakerState = 'closed';
+  #generation = 0;
+  #stateSince: number;
+  #openUntil = 0;
+  #consecutiveOpens = 0;
+  #consecutiveFailures = 0;
+  #trialsStarted = 0;
+  #trialsDone = 0;
+  #trialFailures = 0;
+  #trialSlow = 0;
+
+  constructor(config: PolicyConfig, window: OutcomeWindow, now: number) {
+    this.#c = config;
+    this.#window = window;
+    this.#stateSince = now;
+  }
+
+  /** The state as last advanced. */
+  get state(): BreakerState {
+    return this.#state;
+  }
+
+  /** Bumped on every transition: outcomes of calls admitted under an older one do not count. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** When the current state began. */
+  get stateSince(): number {
+    return this.#stateSince;
+  }
+
+  /** Openings in a row without closing in between (drives backoff). */
+  get consecutiveOpens(): number {
+    return this.#consecutiveOpens;
+  }
+
+  /** Milliseconds until open turns half-open (0 unless open). */
+  retryAfter(now: number): number {
+    return this.#state === 'open' ? Math.max(0, this.#openUntil - now) : 0;
+  }
+
+  /** Calls, failures and slow calls in the window. */
+  totals(now: number): {
+    readonly calls: number;
+    readonly failures: number;
+    readonly slow: number;
+  } {
+    return this.#window.totals(now);
+  }
+
+  /** When half-open gives up, for the shell's wake-up of waiters. */
+  halfOpenDeadline(): number {
+    return this.#stateSince + this.#c.maxHalfOpenMs;
+  }
+
+  /** Applies what time has changed: open → half-open when its time is up; half-open → open when stuck. */
+  advance(now: number): Transition | undefined {
+    if (this.#state === 'open' && now >= this.#openUntil) {
+      return this.#transition('half-open', 'open duration elapsed', now);
+    }
+    if (this.#state === 'half-open' && now - this.#stateSince >= this.#c.maxHalfOpenMs) {
+      return this.open(now, `half-open for ${this.#c.maxHalfOpenMs} ms without a verdict`);
+    }
+    return undefined;
+  }
+
+  /**
+   * Whether a call may start now (call {@link BreakerPolicy.advance} first): always when
+   * closed, disabled or metrics-only; in half-open while trial permits are left (taking one);
+   * never when open or forced open.
+   */
+  admit(): boolean {
+    switch (this.#state) {
+      case 'closed':
+      case 'disabled':
+      case 'metrics-only':
+        return true;
+      case 'half-open':
+        if (this.#trialsStarted >= this.#c.halfOpenPermits) return false;
+        this.#trialsStarted++;
+        return true;
+      case 'open':
+      case 'forced-open':
+        return false;
+    }
+  }
+
+  /**
+   * A counted outcome (not ignored) of a call admitted under `generation`. `now` may be NaN
+   * ("not read", when nothing here needs it): a transition then reads `clock.now()`.
+   */
+  onOutcome(
+    generation: number,
+    failed: boolean,
+    slow: boolean,
+    now: number,
+    clock: TimeSource,
+  ): Verdict {
+    // A result from a call admitted under an earlier state must not steer this one (gobreaker's
+    // generation rule): a slow success from before the breaker opened cannot close it.
+    if (generation !== this.#generation) return undefined;
+    const moved = this.advance(now);
+    if (moved !== undefined) return moved; // the call's state is over; it does not count
+    switch (this.#state) {
+      case 'closed':
+      case 'metrics-only':
+      case 'disabled':
+        this.#window.record((failed ? FAILED : 0) | (slow ? SLOW : 0), now);
+        this.#consecutiveFailures = failed ? this.#consecutiveFailures + 1 : 0;
+        if (this.#state === 'disabled') return undefined;
+        return this.#judgeWindow(now, clock);
+      case 'half-open':
+        this.#trialsDone++;
+        if (failed) this.#trialFailures++;
+        if (slow) this.#trialSlow++;
+        return this.#judgeTrials(now);
+      case 'open':
+      case 'forced-open':
+        return undefined;
+    }
+  }
+
+  /** Opens now (thresholds exceeded, a failed trial, stuck half-open, or by hand). */
+  open(at: number, reason: string, clock?: TimeSource): Transition {
+    const c = this.#c;
+    const now = Number.isNaN(at) && clock !== undefined ? clock.now() : at;
+    const base = Math.min(
+      c.openDurationMs * c.backoff.multiplier ** this.#consecutiveOpens,
+      c.backoff.maxOpenDurationMs,
+    );
+    let spread = 0;
+    if (c.backoff.jitter !== 0) {
+      // An injected source that returns NaN, 7 or a string must not make the open time NaN
+      // (an open breaker that never half-opens): anything outside [0, 1] is read as no spread.
+      const r: unknown = c.random();
+      const unit = typeof r === 'number' && r >= 0 && r <= 1 ? r : 0.5;
+      spread = (unit * 2 - 1) * c.backoff.jitter * base;
+    }
+    this.#openUntil = now + Math.max(0, base + spread);
+    this.#consecutiveOpens++;
+    return this.#transition('open', reason, now);
+  }
+
+  /** A manual state: `forced-open`, `disabled`, `metrics-only` (or `closed`, see reset). */
+  moveTo(state: BreakerState, reason: string, now: number): Transition {
+    return this.#transition(state, reason, now);
+  }
+
+  /** Back to closed with an empty window and no backoff history. */
+  reset(now: number): Transition {
+    this.#window.reset();
+    this.#consecutiveOpens = 0;
+    this.#consecutiveFailures = 0;
+    return this.#transition('closed', 'manual', now);
+  }
+
+  /** The state of a snapshot: open (or half-open, as open with no time left) or a manual state. */
+  restore(
+    state: BreakerState,
+    openRemainingMs: number,
+    consecutiveOpens: number,
+    now: number,
+  ): Transition | undefined {
+    this.#consecutiveOpens = consecutiveOpens;
+    if (state === 'open' || state === 'half-open') {
+      this.#openUntil = now + (state === 'open' ? openRemainingMs : 0);
+      return this.#transition('open', 'restored', now);
+    }
+    return state === 'closed' ? undefined : this.#transition(state, 'restored', now);
+  }
+
+  #judgeWindow(now: number, clock: TimeSource): Verdict {
+    const c = this.#c;
+    let reason: string | undefined;
+    if (c.consecutiveFailures > 0 && this.#consecutiveFailures >= c.consecutiveFailures) {
+      reason = `${this.#consecutiveFailures} consecutive failures`;
+    } else {
+      const { calls, failures, slow } = this.#window.totals(now);
+      if (calls >= c.minimumCalls) {
+        if (failures / calls >= c.failureRateThreshold) {
+          reason = `failure rate ${(failures / calls).toFixed(3)} >= ${c.failureRateThreshold}`;
+        } else if (slow / calls >= c.slowCallRateThreshold) {
+          reason = `slow-call rate ${(slow / calls).toFixed(3)} >= ${c.slowCallRateThreshold}`;
+        }
+      }
+    }
+    if (reason === undefined) return undefined;
+    if (this.#state === 'metrics-only') return reason;
+    return this.open(now, reason, clock);
+  }
+
+  #judgeTrials(now: number): Transition | undefined {
+    const c = this.#c;
+    const permits = c.halfOpenPermits;
+    // Decide as soon as the outcome is certain: enough failures (or slow calls) among the
+    // permitted trials that the rate reaches its threshold whatever the rest do — or all done.
+    if (this.#trialFailures / permits >= c.failureRateThreshold) {
+      return this.open(now, `half-open trials failed (${this.#trialFailures}/${permits})`);
+    }
+    if (this.#trialSlow / permits >= c.slowCallRateThreshold) {
+      return this.open(now, `half-open trials slow (${this.#trialSlow}/${permits})`);
+    }
+    if (this.#trialsDone >= permits) {
+      this.#consecutiveOpens = 0;
+      this.#consecutiveFailures = 0;
+      this.#window.reset();
+      return this.#transition('closed', 'half-open trials succeeded', now);
+    }
+    return undefined;
+  }
+
+  #transition(to: BreakerState, reason: string, now: number): Transition {
+    const from = this.#state;
+    this.#state = to;
+    this.#generation++;
+    this.#stateSince = now;
+    if (to === 'half-open') {
+      this.#trialsStarted = 0;
+      this.#trialsDone = 0;
+      this.#trialFailures = 0;
+      this.#trialSlow = 0;
+    }
+    if (to === 'closed' && from !== 'half-open') this.#consecutiveFailures = 0;
+    return { from, to, reason };
+  }
+}
