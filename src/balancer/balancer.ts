@@ -416,7 +416,8 @@ export class LoadBalancer<T = unknown> {
    */
   acquire(options?: PickOptions): Lease<T> | undefined {
     this.#nowCache = Number.NaN;
-    this.#expireLeases(this.#now());
+    // Returns first, then expiries (#tick's order), as every other operation applies them.
+    this.#tick(this.#now());
     const state = this.#pickState(options);
     if (state === undefined) return undefined;
     state.inFlight++;
