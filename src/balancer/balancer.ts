@@ -129,6 +129,15 @@ const spec = {
   }),
 };
 
+/**
+ * Largest sum of all endpoint weights a balancer accepts: 2³² − 1, the bound Envoy puts on the
+ * weights of a locality ("the sum of the weights of all endpoints in the endpoint's locality
+ * must not exceed uint32_t maximal value", `envoy.config.endpoint.v3.LbEndpoint`). It keeps
+ * every weight sum the strategies form finite and exact enough: weights whose sum overflows to
+ * `Infinity` would silently skew weighted random and smooth weighted round-robin.
+ */
+export const MAX_TOTAL_WEIGHT = 2 ** 32 - 1;
+
 /** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */
 const SLOW_START_STEPS = 32;
 
@@ -277,7 +286,8 @@ export class LoadBalancer<T = unknown> {
       random: () => this.#randomFraction(),
       randomIndex: (n) => this.#randomIndex(n),
       usable: (state) =>
-        state.available && (this.#exclude === undefined || !this.#exclude.has(state.endpoint.id)),
+        state.available &&
+        (this.#exclude === undefined || !setHas.call(this.#exclude, state.endpoint.id)),
       weightOf: (state) => state.effectiveWeight,
       latencyOf: (state) => (state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#now())),
     };
@@ -310,32 +320,73 @@ export class LoadBalancer<T = unknown> {
    * ejection, rotation position); new ones start fresh (and slow-start, when configured);
    * removed ones are dropped and never handed out again. A lease on a removed endpoint can still
    * be finished; it just no longer counts anywhere.
+   *
+   * The update is a transaction: every entry is validated and the strategy's new state is built
+   * before anything is replaced, so when it throws (a malformed or duplicate entry, weights
+   * summing past {@link MAX_TOTAL_WEIGHT}, a list too large for the strategy) the balancer is
+   * exactly as it was. When the shorter list would leave more endpoints ejected than
+   * `outlierEjection.maxEjectionPercent` allows, the ones whose ejection would end first return
+   * early (with a `returned` health event), so the cap holds after every operation.
    */
   update(endpoints: Iterable<EndpointSpec<T>>): void {
-    const now = this.#clock.now();
-    const next: EndpointState<T>[] = [];
-    const seen = new Set<string>();
-    let i = 0;
     const input: unknown = endpoints;
     if (typeof input !== 'object' || input === null || !(Symbol.iterator in input)) {
       throw new InvalidOptionError(OWNER, 'endpoints', 'an iterable of endpoints', input);
     }
+    // 1. Validate every entry; nothing is touched yet.
+    const resolved: Endpoint<T>[] = [];
+    const seen = new Set<string>();
+    let total = 0;
     for (const spec of endpoints) {
-      const endpoint = resolveEndpoint<T>(spec, `endpoints[${i}]`);
+      const where = `endpoints[${resolved.length}]`;
+      const endpoint = resolveEndpoint<T>(spec, where);
       if (seen.has(endpoint.id)) throw new DuplicateEndpointError(endpoint.id);
       seen.add(endpoint.id);
+      total += endpoint.weight;
+      if (total > MAX_TOTAL_WEIGHT) {
+        throw new InvalidOptionError(
+          OWNER,
+          `${where}.weight`,
+          `a weight that keeps the sum of all endpoint weights <= MAX_TOTAL_WEIGHT (${MAX_TOTAL_WEIGHT})`,
+          endpoint.weight,
+          `endpoint ${JSON.stringify(endpoint.id)}`,
+        );
+      }
+      resolved.push(endpoint);
+    }
+    // Time-based changes due by now (returns, expired leases) happen first, as any other
+    // operation would apply them.
+    const now = this.#clock.now();
+    this.#tick(now);
+    // 2. Stage the new list. Endpoints that stay get their new description and position, which
+    // the strategy reads while it rebuilds; remember the old ones to put them back on failure.
+    const next: EndpointState<T>[] = [];
+    const undo: { state: EndpointState<T>; endpoint: Endpoint<T>; index: number }[] = [];
+    for (const endpoint of resolved) {
       const existing = this.#byId.get(endpoint.id);
       let state: EndpointState<T>;
       if (existing === undefined) {
         state = new EndpointState(endpoint, now);
       } else {
         state = existing;
+        undo.push({ state, endpoint: state.endpoint, index: state.index });
         if (!sameEndpoint(existing.endpoint, endpoint)) state.endpoint = endpoint;
       }
       state.index = next.length;
       next.push(state);
-      i++;
     }
+    // 3. Let the strategy build its state for the new list; built-in strategies build into
+    // locals and swap at the end, so a throw leaves them on the old list.
+    try {
+      this.#strategy.reset(next);
+    } catch (error) {
+      for (const { state, endpoint, index } of undo) {
+        state.endpoint = endpoint;
+        state.index = index;
+      }
+      throw error;
+    }
+    // 4. Swap.
     this.#byId.clear();
     this.#ejectedCount = 0;
     for (const state of next) {
@@ -343,8 +394,11 @@ export class LoadBalancer<T = unknown> {
       if (state.ejectedUntil !== 0) this.#ejectedCount++;
     }
     this.#states = next;
-    this.#strategy.reset(next);
+    const returned = this.#enforceEjectionCap(now);
     this.#changed(now);
+    if (returned !== undefined && this.#healthChanged.active) {
+      for (const id of returned) this.#healthChanged.emit({ id, state: 'returned' });
+    }
   }
 
   /**
@@ -362,7 +416,8 @@ export class LoadBalancer<T = unknown> {
    */
   acquire(options?: PickOptions): Lease<T> | undefined {
     this.#nowCache = Number.NaN;
-    this.#expireLeases(this.#now());
+    // Returns first, then expiries (#tick's order), as every other operation applies them.
+    this.#tick(this.#now());
     const state = this.#pickState(options);
     if (state === undefined) return undefined;
     state.inFlight++;
@@ -423,26 +478,48 @@ export class LoadBalancer<T = unknown> {
   // -------------------------------------------------------------------------------------------
 
   #pickState(options: PickOptions | undefined): EndpointState<T> | undefined {
+    let key: PickOptions['key'];
+    let exclude: PickOptions['exclude'];
+    if (options !== undefined) {
+      const given: unknown = options;
+      if (typeof given !== 'object' || given === null) {
+        throw new InvalidOptionError(
+          OWNER,
+          'options',
+          'an options object { key?, exclude? }',
+          given,
+        );
+      }
+      // Each property is read once, so a getter cannot answer differently after the check.
+      key = options.key;
+      exclude = options.exclude;
+      checkPickOptions(key, exclude);
+    }
     // The clock is read only when something time-based is pending (an ejection or a ramp to
     // end) or a strategy asks: a plain pick reads none. Forgotten leases are expired by
     // acquire(), where the clock is read anyway. Callers reset #nowCache first.
     if (this.#nextChange !== Infinity) this.#tick(this.#now());
     const ctx = this.#context;
-    ctx.key = options?.key;
-    const exclude = options?.exclude;
-    const excluding = exclude !== undefined && exclude.size > 0;
-    // An exclusion changes what is usable for this one pick: bump the version before it (so
-    // table-building strategies do not bake the exclusion in) and after it (so the next pick
-    // rebuilds without it).
-    if (excluding) this.#version++;
-    ctx.version = this.#version;
-    this.#exclude = excluding ? exclude : undefined;
-    let state = this.#strategy.pick(ctx);
-    if (excluding) {
-      this.#exclude = undefined;
+    ctx.key = key;
+    let state: EndpointState<T> | undefined;
+    if (exclude !== undefined && setSize.call(exclude) > 0) {
+      // An exclusion changes what is usable for this one pick: bump the version before it (so
+      // table-building strategies do not bake the exclusion in) and after it (so the next pick
+      // rebuilds without it) — also when the pick throws (a bad injected RNG), so no exclusion
+      // outlives its pick.
       ctx.version = ++this.#version;
+      this.#exclude = exclude;
+      try {
+        state = this.#strategy.pick(ctx);
+      } finally {
+        this.#exclude = undefined;
+        ctx.version = ++this.#version;
+      }
       // Everything left was excluded: better a repeat than nothing.
       state ??= this.#strategy.pick(ctx);
+    } else {
+      ctx.version = this.#version;
+      state = this.#strategy.pick(ctx);
     }
     if (state !== undefined) state.picks++;
     return state;
@@ -460,13 +537,32 @@ export class LoadBalancer<T = unknown> {
 
   #randomIndex(n: number): number {
     const injected = this.#random;
-    if (injected !== undefined) return Math.floor(injected() * n);
+    if (injected !== undefined) return Math.floor(this.#injectedFraction(injected) * n);
     return Math.floor((this.#next31() * n) / 2147483648);
   }
 
   #randomFraction(): number {
     const injected = this.#random;
-    return injected !== undefined ? injected() : this.#next31() / 2147483648;
+    return injected !== undefined ? this.#injectedFraction(injected) : this.#next31() / 2147483648;
+  }
+
+  /**
+   * A draw from the injected RNG, checked: a value outside [0, 1) (1, NaN, a negative number, a
+   * string) would index past the endpoint list and crash a strategy with a plain TypeError, or
+   * skew it silently. Thrown before the strategy changes anything, so the pick has no effect.
+   */
+  #injectedFraction(injected: () => number): number {
+    const value: unknown = injected();
+    if (typeof value !== 'number' || !(value >= 0 && value < 1)) {
+      throw new InvalidOptionError(
+        OWNER,
+        'random',
+        'a function returning numbers in [0, 1)',
+        value,
+        'the injected random() returned it',
+      );
+    }
+    return value;
   }
 
   /** The clock reading for the current operation, read at most once per operation. */
@@ -490,6 +586,7 @@ export class LoadBalancer<T = unknown> {
     return Math.max(1 / 1024, Math.round(weight * factor * 1024) / 1024);
   }
 
+  /** `lease.done(outcome)`: validates the outcome, applies what time changed, then settles. */
   #finish(record: LeaseRecord<T>, outcome: Outcome): void {
     if (record.finished) return;
     const given: unknown = outcome;
@@ -515,13 +612,24 @@ export class LoadBalancer<T = unknown> {
         'lease.done(outcome)',
       );
     }
-    record.finished = true;
     const now = this.#clock.now();
+    // Returns and lease expiries due by now come first, so whether this outcome can eject does
+    // not depend on whether something else looked at the balancer in between.
+    this.#tick(now);
+    // It may have expired just now (counted as a failure): #tick changed what TS narrowed.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+    if (record.finished) return;
+    this.#settle(record, outcome.ok, latency, now);
+  }
+
+  /** Releases a lease's in-flight count and records its outcome. */
+  #settle(record: LeaseRecord<T>, ok: boolean, latency: number | undefined, now: number): void {
+    record.finished = true;
     const state = record.state;
     state.inFlight--;
     if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
     if (latency !== undefined) this.#observeLatency(state, latency, now);
-    this.#record(state, outcome.ok, now);
+    this.#record(state, ok, now);
   }
 
   /** Peak-EWMA update (Finagle PeakEwma): jump up to a slower sample, decay toward faster ones. */
@@ -574,20 +682,53 @@ export class LoadBalancer<T = unknown> {
       });
   }
 
-  /** Applies everything time has changed since the last call: returns, ramp steps, expiries. */
+  /**
+   * Applies everything time has changed since the last call: returns and ramp steps first, then
+   * lease expiries (which may eject, so the cap must already count the returns).
+   */
   #tick(now: number): void {
-    this.#expireLeases(now);
-    if (now < this.#nextChange) return;
-    for (const state of this.#states) {
-      if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
-        state.ejectedUntil = 0;
-        state.warmingSince = now;
-        this.#ejectedCount--;
-        if (this.#healthChanged.active)
-          this.#healthChanged.emit({ id: state.endpoint.id, state: 'returned' });
+    if (now >= this.#nextChange) {
+      let returned: string[] | undefined;
+      for (const state of this.#states) {
+        if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
+          // The ramp starts when the ejection ended, not when someone noticed: slow start does
+          // not depend on how often the balancer is looked at.
+          state.warmingSince = state.ejectedUntil;
+          state.ejectedUntil = 0;
+          this.#ejectedCount--;
+          (returned ??= []).push(state.endpoint.id);
+        }
+      }
+      this.#changed(now);
+      // Listeners run once the state is consistent again (they may pick).
+      if (returned !== undefined && this.#healthChanged.active) {
+        for (const id of returned) this.#healthChanged.emit({ id, state: 'returned' });
       }
     }
-    this.#changed(now);
+    this.#expireLeases(now);
+  }
+
+  /**
+   * Returns ejected endpoints early until at most `maxEjectionPercent` of the list is ejected
+   * (after an update shrank it): those whose ejection would end first, list order on a tie.
+   * Returns their ids for the health events, which the caller emits once the state is
+   * consistent.
+   */
+  #enforceEjectionCap(now: number): string[] | undefined {
+    const max = Math.floor((this.#states.length * this.#ejection.maxEjectionPercent) / 100);
+    if (this.#ejectedCount <= max) return undefined;
+    const ejected = this.#states
+      .filter((state) => state.ejectedUntil !== 0)
+      .sort((a, b) => a.ejectedUntil - b.ejectedUntil || a.index - b.index);
+    const returned: string[] = [];
+    for (const state of ejected) {
+      if (this.#ejectedCount <= max) break;
+      state.ejectedUntil = 0;
+      state.warmingSince = now;
+      this.#ejectedCount--;
+      returned.push(state.endpoint.id);
+    }
+    return returned;
   }
 
   /** Something about usability or weights changed: bump the version and recompute timers. */
@@ -625,7 +766,7 @@ export class LoadBalancer<T = unknown> {
       if (record !== undefined && !record.finished) {
         if (record.startedAt > cutoff) break;
         // Never finished: release its in-flight count and count it as a failure.
-        this.#finish(record, { ok: false });
+        this.#settle(record, false, undefined, now);
       }
       leases[head] = undefined;
       head++;
@@ -653,6 +794,41 @@ export class DuplicateEndpointError extends KeelError {
       `${OWNER}: endpoint id ${JSON.stringify(id)} appears twice; ids must be unique`,
     );
     this.id = id;
+  }
+}
+
+/**
+ * `Set.prototype.has` and the `size` getter, called on `exclude` directly: a subclass or an
+ * object merely shaped like a Set cannot then throw or change its answer halfway through a
+ * pick, after a strategy has started updating its state.
+ */
+// Taken unbound on purpose (the rule below guards against forgetting `this`; these are only
+// ever invoked through `.call` with the Set as `this`).
+/* eslint-disable @typescript-eslint/unbound-method */
+const setHas: (this: ReadonlySet<string>, id: string) => boolean = Set.prototype.has;
+const setSize = Object.getOwnPropertyDescriptor(Set.prototype, 'size')?.get as (
+  this: ReadonlySet<string>,
+) => number;
+/* eslint-enable @typescript-eslint/unbound-method */
+
+/** Validates the options of `pick` / `acquire` (only when given: a plain pick checks nothing). */
+function checkPickOptions(key: unknown, exclude: unknown): void {
+  if (key !== undefined && typeof key !== 'string' && !(key instanceof Uint8Array)) {
+    throw new InvalidOptionError(OWNER, 'key', 'a string or Uint8Array', key);
+  }
+  if (exclude !== undefined && !isSet(exclude)) {
+    throw new InvalidOptionError(OWNER, 'exclude', 'a Set of endpoint ids', exclude);
+  }
+}
+
+/** A real Set (brand check: the intrinsic `size` getter throws for anything else, Proxies too). */
+function isSet(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  try {
+    setSize.call(value as ReadonlySet<string>);
+    return true;
+  } catch {
+    return false;
   }
 }
 

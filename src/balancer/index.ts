@@ -11,6 +11,7 @@ export {
   DuplicateEndpointError,
   NO_ENDPOINT,
   DUPLICATE_ENDPOINT,
+  MAX_TOTAL_WEIGHT,
 } from './balancer.js';
 export type { LoadBalancerOptions, OutlierEjectionOptions, SlowStartOptions } from './balancer.js';
 export type { Strategy, PickContext } from './strategy.js';

@@ -47,7 +47,9 @@ export interface Strategy<T = unknown> {
   readonly name: string;
   /**
    * The endpoint list changed. `states` is the new list in the caller's order; an endpoint that
-   * stayed keeps its state object (and so its counters and SWRR `current`).
+   * stayed keeps its state object (and so its counters and SWRR `current`). All or nothing:
+   * build the new state, then swap, so that a throw leaves the strategy on the old list (the
+   * balancer then keeps the old list too).
    */
   reset(states: readonly EndpointState<T>[]): void;
   /** Picks a usable endpoint, or `undefined` when none is usable. Must not allocate. */

@@ -40,7 +40,8 @@ export interface PickOptions {
   readonly key?: string | Uint8Array | undefined;
   /**
    * Ids to avoid, e.g. the endpoints a retry already tried. Honoured when another usable
-   * endpoint exists; otherwise ignored rather than returning nothing.
+   * endpoint exists; otherwise ignored rather than returning nothing. Must be a real `Set`
+   * (read with `Set.prototype.has` itself, so nothing can change its answer mid-pick).
    */
   readonly exclude?: ReadonlySet<string> | undefined;
 }

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-export { HashRing, ketamaDigests } from './ring.js';
+export { HashRing, ketamaDigests, MAX_RING_POINTS } from './ring.js';
 export type {
   HashRingOptions,
   RingMode,

@@ -148,6 +148,25 @@ const NO_CACHE: ReadonlyMap<string, number> = new Map();
 /** Owners are stored as 16-bit slot numbers: 8 bytes per point with the index. */
 const MAX_SLOT = 0xffff;
 
+/**
+ * Most points a ring may have in mode `keel`: 2²⁴ (16 777 216), about 100 MB with the index and
+ * seconds to build. Each node has `max(1, round(pointsPerWeight × weight))` points; a
+ * node, weight or snapshot that would take the ring past this bound is refused with an
+ * {@link InvalidOptionError} before anything changes (without it, weight 10⁶ built 160 M points
+ * in 28 s and 10³⁰⁰ threw a RangeError). 2²⁴ holds the default 160 points for 100 000 units of
+ * weight (65 536 nodes of weight 1.6, or 1 000 nodes of weight 100).
+ */
+export const MAX_RING_POINTS = 2 ** 24;
+
+/**
+ * Largest sum of weights in the compatibility modes: 2³² − 1. libmemcached and libketama keep
+ * weights in unsigned 32-bit integers and compute shares in float32, which overflows to
+ * infinity near 3.4 × 10³⁸ and left an empty ring; npm `hashring` inherits the same shares.
+ */
+const MAX_COMPAT_TOTAL_WEIGHT = 2 ** 32 - 1;
+/** Smallest weight in the compatibility modes: the least normal float32, 2⁻¹²⁶. */
+const MIN_COMPAT_WEIGHT = 2 ** -126;
+
 function isHasher(value: unknown): value is KeyHasher {
   return (
     typeof value === 'object' &&
@@ -300,6 +319,11 @@ interface Slot<T> {
  * `get` on an empty ring returns `undefined` rather than throwing: "no node" is an ordinary
  * state for a ring fed by service discovery.
  *
+ * **Bounded**: a ring holds at most {@link MAX_RING_POINTS} points in mode `keel`, and weights
+ * the C libraries can hold in the compatibility modes; a constructor, `add`, `setWeight` or
+ * `fromJSON` that would pass the bound throws an {@link InvalidOptionError} naming the weight,
+ * and a change that throws leaves the ring as it was.
+ *
  * @example
  * ```ts
  * import { HashRing } from 'keel/hashring';
@@ -375,6 +399,12 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     this.#hasher = toHasher(resolved.hash);
     this.#defaultHash = this.#hasher === murmur3Hasher;
     const initial = resolveNodes<T>(OWNER, nodes);
+    let points = 0;
+    let weight = 0;
+    initial.forEach((node, i) => {
+      points = this.#checkSize(node, `nodes[${i}].weight`, points, weight);
+      weight += node.weight;
+    });
     for (const node of initial) this.#insertSlot(node);
     this.#rebuild();
   }
@@ -560,6 +590,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   add(spec: NodeSpec<T>): this {
     const node = resolveNode<T>(OWNER, spec, 'node');
     if (this.#byId.has(node.id)) throw new DuplicateNodeError(OWNER, node.id);
+    this.#checkSize(node, 'node.weight', this.#points.length, this.totalWeight);
     const slot = this.#insertSlot(node);
     if (this.#mode === 'keel') this.#mergeNode(slot);
     else this.#rebuild();
@@ -602,6 +633,12 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     checkWeight(OWNER, id, weight);
     const node = resolveNode<T>(OWNER, { ...current.node, weight }, 'node');
     if (node.weight === current.node.weight) return this;
+    this.#checkSize(
+      node,
+      'weight',
+      this.#points.length - this.#pointsFor(current.node),
+      this.totalWeight - current.node.weight,
+    );
     current.node = node;
     if (this.#mode === 'keel') {
       this.#dropSlot(slot);
@@ -918,6 +955,40 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     this.#totalWeight = undefined;
     if (this.#cache.size > 0) this.#cache.clear();
     if (this.#cacheSize > 0 && this.#cache === NO_CACHE) this.#cache = new Map();
+  }
+
+  /**
+   * Checks that `node` fits beside the others — `points` points and `weight` total weight
+   * already — and returns the new point total (mode keel). Throws an InvalidOptionError naming
+   * `option` otherwise; called before anything changes.
+   */
+  #checkSize(node: RingNode<T>, option: string, points: number, weight: number): number {
+    const hint = `node ${JSON.stringify(node.id)}`;
+    if (this.#mode === 'keel') {
+      const total = points + this.#pointsFor(node);
+      if (total > MAX_RING_POINTS) {
+        throw new InvalidOptionError(
+          OWNER,
+          option,
+          `a weight that keeps the ring within MAX_RING_POINTS (${MAX_RING_POINTS}) points ` +
+            `(pointsPerWeight ${this.#pointsPerWeight} × weight, summed over nodes)`,
+          node.weight,
+          `${hint}: the ring would have ${total} points`,
+        );
+      }
+      return total;
+    }
+    if (node.weight < MIN_COMPAT_WEIGHT || weight + node.weight > MAX_COMPAT_TOTAL_WEIGHT) {
+      throw new InvalidOptionError(
+        OWNER,
+        option,
+        `in mode "${this.#mode}", a weight >= 2^-126 keeping the sum of weights <= ` +
+          `${MAX_COMPAT_TOTAL_WEIGHT} (the C libraries hold weights in uint32 and share them in float32)`,
+        node.weight,
+        hint,
+      );
+    }
+    return points;
   }
 
   /** Point count of a node in mode keel. */

@@ -56,14 +56,18 @@ class ConsistentHash<T> implements Strategy<T> {
   }
 
   reset(states: readonly EndpointState<T>[]): void {
-    this.#states = states;
+    // Build everything first, then swap: when a table cannot be built (more endpoints or ring
+    // points than it holds) the strategy keeps serving the old list, and the balancer keeps it.
     const nodes = states.map((state) => ({
       id: state.endpoint.id,
       weight: state.endpoint.weight,
       data: state,
     }));
-    this.#ring = new HashRing({ nodes });
-    this.#maglev = this.#table === 'maglev' ? new MaglevHash({ nodes }) : undefined;
+    const ring = new HashRing({ nodes });
+    const maglev = this.#table === 'maglev' ? new MaglevHash({ nodes }) : undefined;
+    this.#states = states;
+    this.#ring = ring;
+    this.#maglev = maglev;
     this.#totalWeight = states.reduce((sum, state) => sum + state.endpoint.weight, 0);
   }
 
