@@ -116,8 +116,9 @@ export interface CircuitBreakerOptions {
   /** Clock for windows and durations. @defaultValue `systemClock` */
   readonly clock?: Clock;
   /**
-   * Random numbers in [0, 1) for backoff jitter. A value that is not a number in [0, 1] is
-   * read as 0.5 (no spread), so a broken source cannot make an open time NaN.
+   * Random numbers in [0, 1) for backoff jitter. A value that is not a number in [0, 1], or a
+   * throw, is read as 0.5 (no spread): a broken source cannot make an open time NaN or keep
+   * the breaker from opening.
    * @defaultValue `Math.random`
    */
   readonly random?: () => number;

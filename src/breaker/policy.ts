@@ -188,8 +188,14 @@ export class BreakerPolicy {
     let spread = 0;
     if (c.backoff.jitter !== 0) {
       // An injected source that returns NaN, 7 or a string must not make the open time NaN
-      // (an open breaker that never half-opens): anything outside [0, 1] is read as no spread.
-      const r: unknown = c.random();
+      // (an open breaker that never half-opens), and one that throws must not stop it opening
+      // (or replace the failed call's error): either is read as 0.5, no spread.
+      let r: unknown;
+      try {
+        r = c.random();
+      } catch {
+        r = 0.5;
+      }
       const unit = typeof r === 'number' && r >= 0 && r <= 1 ? r : 0.5;
       spread = (unit * 2 - 1) * c.backoff.jitter * base;
     }

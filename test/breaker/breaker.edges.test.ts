@@ -343,6 +343,27 @@ describe('injected functions cannot break the breaker (found while fuzzing)', ()
     }
   });
 
+  it('a random source that throws cannot stop the breaker opening, nor replace the error', async () => {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({
+      clock,
+      window: { size: 2 },
+      minimumCalls: 1,
+      openDurationMs: 1000,
+      backoff: { jitter: 0.5 },
+      random: () => {
+        throw new Error('rng bug');
+      },
+    });
+    const error = new Error('call failed');
+    await expect(breaker.execute(() => Promise.reject(error))).rejects.toBe(error);
+    expect(breaker.state).toBe('open');
+    expect(breaker.retryAfterMs).toBe(1000);
+    clock.advance(1000);
+    breaker.trip();
+    expect(breaker.retryAfterMs).toBe(2000);
+  });
+
   it('an isFailure or ignore that throws counts the call as a failure, not lost', async () => {
     const clock = new ManualClock();
     const breaker = new CircuitBreaker({

@@ -761,14 +761,19 @@ describe('keel/breaker fuzz', () => {
     fc.assert(
       fc.property(
         fc.boolean(),
-        fc.func(fc.oneof(fc.double({ min: 0, max: 1, maxExcluded: true }), specialNumber)),
+        fc.oneof(
+          fc.func(fc.oneof(fc.double({ min: 0, max: 1, maxExcluded: true }), specialNumber)),
+          fc.constant((): number => {
+            throw new Error('random source bug');
+          }),
+        ),
         fc.array(command, { maxLength: 30 }),
         (timed, random, commands) => {
           count('commands');
           const clock = new ManualClock();
           const breaker = new CircuitBreaker({
             clock,
-            random, // may return NaN, -1, 1e300…: the open time must stay a finite number
+            random, // may return NaN, -1, 1e300… or throw: the open time must stay a finite number
             backoff: { jitter: 0.5 },
             window: { size: 4, type: timed ? 'time' : 'count' },
             minimumCalls: 2,
