@@ -94,7 +94,10 @@ export interface RedisBackendOptions {
    * A reader further behind than the log resyncs from a snapshot. @defaultValue 16 MiB
    */
   readonly maxLogBytes?: number | undefined;
-  /** How long one blocking read waits; also the period of the idle epoch check. @defaultValue 2000 */
+  /**
+   * How long one blocking read waits; also the period of the probe for a lost epoch or vanished
+   * log entries (so such a change shows within about this long). @defaultValue 2000
+   */
   readonly blockMs?: number | undefined;
   /**
    * How long past `blockMs` a read may take before the connection counts as lost and is
