@@ -23,13 +23,23 @@ export function describeValue(value: unknown): string {
       return 'a function';
     case 'object': {
       if (value === null) return 'null';
-      if (Array.isArray(value)) return `an array of length ${value.length}`;
-      if (value instanceof Uint8Array) return `a Uint8Array of length ${value.length}`;
-      if (value instanceof Error) return `an error (${value.name})`;
-      const proto: unknown = Object.getPrototypeOf(value);
-      if (proto === Object.prototype || proto === null) return 'an object';
-      const ctor = (proto as { constructor?: { name?: unknown } }).constructor;
-      return typeof ctor?.name === 'string' && ctor.name !== '' ? `a ${ctor.name}` : 'an object';
+      try {
+        return describeObject(value);
+      } catch {
+        // A revoked Proxy throws on every inspection (even Array.isArray): still describe it.
+        return 'an object that cannot be inspected (a revoked Proxy?)';
+      }
     }
   }
+}
+
+/** Objects, whose inspection may run user code (getters, Proxy traps) and so may throw. */
+function describeObject(value: object): string {
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (value instanceof Uint8Array) return `a Uint8Array of length ${value.length}`;
+  if (value instanceof Error) return `an error (${value.name})`;
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === null) return 'an object';
+  const ctor = (proto as { constructor?: { name?: unknown } }).constructor;
+  return typeof ctor?.name === 'string' && ctor.name !== '' ? `a ${ctor.name}` : 'an object';
 }

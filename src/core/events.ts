@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+import { InvalidOptionError } from './options.js';
 /** What `onX(listener)` returns: call `dispose()` (or let `using` do it) to unsubscribe. */
 export interface Subscription extends Disposable {
   /** Removes the listener. Safe to call more than once. */
@@ -61,7 +62,7 @@ export class EventChannel<T> {
    */
   subscribe(listener: Listener<T>): Subscription {
     if (typeof listener !== 'function') {
-      throw new TypeError(`EventChannel.subscribe: listener must be a function`);
+      throw new InvalidOptionError('EventChannel.subscribe', 'listener', 'a function', listener);
     }
     const token = {};
     this.#listeners = [...this.#listeners, listener];

@@ -96,16 +96,21 @@ function editDistance(a: string, b: string): number {
 }
 
 function closest(name: string, candidates: readonly string[]): string | undefined {
+  const allowed = Math.max(2, Math.floor(name.length / 3));
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {
+    // The distance is at least the difference in length: skip what cannot be close enough
+    // (a 1 MB unknown key would otherwise cost a 1 MB × option-name table per candidate).
+    const gap = Math.abs(name.length - candidate.length);
+    if (gap > allowed || gap >= bestDistance) continue;
     const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
     if (distance < bestDistance) {
       best = candidate;
       bestDistance = distance;
     }
   }
-  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+  return bestDistance <= allowed ? best : undefined;
 }
 
 /**

@@ -117,6 +117,8 @@ describe('EventChannel', () => {
 
   it('rejects a listener that is not a function', () => {
     const channel = new EventChannel<number>();
-    expect(() => channel.subscribe(42 as unknown as () => void)).toThrow(TypeError);
+    expect(() => channel.subscribe(42 as unknown as () => void)).toThrow(
+      expect.objectContaining({ code: 'KEEL_INVALID_OPTION', option: 'listener' }),
+    );
   });
 });

@@ -42,6 +42,11 @@ function thrown(fn: () => unknown): InvalidOptionError {
 }
 
 describe('resolveOptions', () => {
+  it('rejects a huge unknown key quickly, without a hint', () => {
+    const key = 'k'.repeat(1_000_000);
+    expect(() => resolveOptions('Thing', { [key]: 1 }, spec)).toThrow(/\(unknown option\)$/);
+  });
+
   it('fills defaults and returns a frozen copy without touching the input', () => {
     const input = { ttlMs: 500 };
     const resolved = resolveOptions('Thing', input, spec);
@@ -187,6 +192,19 @@ describe('describeValue', () => {
       },
     };
     expect(describeValue(hostile)).toBe('an object');
+  });
+
+  it('never throws, even for a revoked Proxy or a throwing getter', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    expect(describeValue(proxy)).toMatch(/cannot be inspected/);
+    const error = new Error('x');
+    Object.defineProperty(error, 'name', {
+      get() {
+        throw new Error('hostile');
+      },
+    });
+    expect(describeValue(error)).toMatch(/cannot be inspected/);
   });
 });
 
