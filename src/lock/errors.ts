@@ -19,6 +19,7 @@ export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
 export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
+export const FENCING_LOST = 'KEEL_LOCK_FENCING_LOST';
 
 /**
  * The resources are held by someone else — or a semaphore has no free permits (a quorum of
@@ -95,6 +96,45 @@ export class LockCrossSlotError extends KeelError {
   }
 }
 
+/**
+ * The fencing counters can no longer be trusted: fewer than a quorum of the nodes still have
+ * them (their incarnation key), while the others came back without them — a majority lost its
+ * data at once (restarts without persistence, flushes). Any token issued now could repeat one
+ * issued before, so none is: the acquisition was undone. Mutual exclusion is not what failed;
+ * fencing is. To go on anyway (accepting that tokens may repeat once), delete the incarnation
+ * key (`<keyPrefix>incarnation`) on the intact nodes: the next acquisition rebuilds every
+ * counter from the maximum over all nodes.
+ */
+export class FencingLostError extends KeelError {
+  override readonly name: string = 'FencingLostError';
+  declare readonly code: typeof FENCING_LOST;
+  readonly resources: readonly string[];
+  /** Nodes (indexes) that still have their counters. */
+  readonly intact: readonly number[];
+  /** Nodes (indexes) that answered without them. */
+  readonly emptied: readonly number[];
+  constructor(
+    resources: readonly string[],
+    intact: readonly number[],
+    emptied: readonly number[],
+    names: readonly string[],
+    quorum: number,
+  ) {
+    const named = (nodes: readonly number[]): string =>
+      nodes.length === 0 ? 'none' : nodes.map((n) => names[n] ?? `node ${n}`).join(', ');
+    super(
+      FENCING_LOST,
+      `no fencing token for ${resources.join(', ')}: only ${intact.length} node(s) still have ` +
+        `their fencing counters (${named(intact)}), fewer than the quorum of ${quorum}, and ` +
+        `${named(emptied)} came back without them (restarted without persistence or flushed). ` +
+        'A token issued now could repeat an earlier one; see FencingLostError in the README to go on.',
+    );
+    this.resources = resources;
+    this.intact = intact;
+    this.emptied = emptied;
+  }
+}
+
 export const isLockTakenError = (value: unknown): value is LockTakenError =>
   hasKeelCode<LockTakenError>(value, LOCK_TAKEN);
 export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavailableError =>
@@ -103,3 +143,5 @@ export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
 export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
   hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);
+export const isFencingLostError = (value: unknown): value is FencingLostError =>
+  hasKeelCode<FencingLostError>(value, FENCING_LOST);
