@@ -60,6 +60,7 @@ import {
   systemClock,
   throwIfAborted,
   type Clock,
+  type Timer,
 } from '../core/index.js';
 import { FencingLostError, LockCrossSlotError, LockTakenError } from './errors.js';
 import { FenceKeeper } from './fencing.js';
@@ -103,7 +104,9 @@ export interface RedlockOptions {
   readonly retryJitterMs?: number;
   /**
    * Prefix of lock keys. A resource `r` is stored at `<prefix>{r}` (its fencing counter at
-   * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r`.
+   * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r:lock`
+   * (counter `<prefix>r:lock:fence`). Each node also gets `<prefix>incarnation` (see the
+   * README on fencing across restarts).
    * @defaultValue 'keel:lock:'
    */
   readonly keyPrefix?: string;
@@ -134,6 +137,11 @@ export interface RedlockOptions {
 }
 
 const OWNER = 'Redlock';
+
+/** Background fencing checks that left a node unrepaired are tried again this many times… */
+const RECHECKS = 5;
+/** …this far apart. */
+const RECHECK_MS = 1_000;
 
 const isClientList = (value: unknown): value is readonly LockClient[] =>
   Array.isArray(value) &&
@@ -250,6 +258,8 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
   readonly #fence: FenceKeeper | undefined;
   /** Listeners on the clients' `ready` (reconnect) events, while watching. */
   #listening: (() => void)[] | undefined;
+  /** A fencing check scheduled again (see `#checkFencing`). */
+  #recheck: Timer | undefined;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
@@ -289,6 +299,8 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     this.#notifier?.close();
     const listeners = this.#listening;
     this.#listening = undefined;
+    this.#recheck?.cancel();
+    this.#recheck = undefined;
     this.#o.clients.forEach((c, i) => {
       const listener = listeners?.[i];
       if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
@@ -315,9 +327,32 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     });
   }
 
-  /** A fencing check in the background (its outcome matters to the next acquisition). */
-  #checkFencing(): void {
-    this.#fence?.check().catch(() => undefined);
+  /**
+   * A fencing check in the background (its outcome matters to the next acquisition). While
+   * watching, a check that left a node unrepaired (it did not answer in time, a repair round
+   * failed) is tried again a few times, a second apart — nothing else may come along to do it
+   * before the next node goes down.
+   */
+  #checkFencing(attempt = 0): void {
+    const fence = this.#fence;
+    if (fence === undefined) return;
+    fence.check().then(
+      (check) => {
+        if (check.state === 'lost' || (check.state === 'intact' && check.emptied.length === 0)) {
+          return;
+        }
+        if (this.#listening === undefined || attempt >= RECHECKS || this.#recheck !== undefined) {
+          return;
+        }
+        this.#recheck = this.#o.clock
+          .setTimer(() => {
+            this.#recheck = undefined;
+            this.#checkFencing(attempt + 1);
+          }, RECHECK_MS)
+          .unref();
+      },
+      () => undefined,
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -370,8 +405,9 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     const fenceKeys = lockKeys.map((k) => `${k}:fence`);
     const keys = [...lockKeys, ...fenceKeys];
     if (this.#fence !== undefined) keys.push(this.#fence.marker);
-    // The fencing tokens of the attempt that won, for bringing late nodes up to them.
-    let won: { readonly token: string; readonly fences: readonly number[] } | undefined;
+    // The attempt that won and its lock, for bringing late nodes up to its fencing tokens.
+    let wonWith: string | undefined;
+    let won: Lock | undefined;
     // Set when an attempt was undone because the nodes' counters had to be repaired first.
     const repaired = { now: false };
     // One resource with retries: line up behind this process's other acquisitions of it.
@@ -420,13 +456,13 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
               repaired,
             );
             if (!(lock instanceof Promise)) {
-              if (lock !== undefined)
-                won = { token, fences: list.map((r) => lock.fencingTokens[r] ?? 0) };
+              wonWith = token;
+              won = lock;
               return this.#holdTurn(line, token, lock);
             }
             return lock.then((settled) => {
-              if (settled !== undefined)
-                won = { token, fences: list.map((r) => settled.fencingTokens[r] ?? 0) };
+              wonWith = token;
+              won = settled;
               return this.#holdTurn(line, token, settled);
             });
           },
@@ -437,7 +473,13 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
             return again;
           },
           late: (token, r) => {
-            if (won !== undefined && won.token === token) this.#catchUp(fenceKeys, won.fences, r);
+            const lock = wonWith === token ? won : undefined;
+            if (lock === undefined) return;
+            this.#catchUp(
+              fenceKeys,
+              list.map((resource) => lock.fencingTokens[resource] ?? 0),
+              r,
+            );
           },
           undo: (token, nodes) =>
             this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
@@ -510,9 +552,9 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
    * The fencing tokens when the granting nodes disagree or too few of them are intact: a token
    * above every counter seen, raised onto a quorum of intact nodes whose counters were all below
    * it (higher counters raise the token, and the round is repeated). With too few intact nodes,
-   * a fencing check (repair) instead, and the attempt is undone and made again at once
-   * (`repaired`); a majority that lost its counters fails the acquisition with
-   * {@link FencingLostError}, after undoing it.
+   * one fencing check (repair) first, then again; if that does not settle it, the attempt is
+   * undone and made again at once (`repaired`). A majority that lost its counters fails the
+   * acquisition with {@link FencingLostError}, after undoing it.
    */
   async #settleSlowly(
     list: readonly string[],
@@ -529,10 +571,14 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     const keys = this.#fence === undefined ? fenceKeys : [...fenceKeys, this.#fence.marker];
     const covered = (r: NodeResult): boolean =>
       Array.isArray(r.value) && r.value[0] === 1 && r.value[1] === n;
+    let checked = false;
     for (let round = 0; round < 4; round++) {
       const results = await this.#q.round(SETTLE_FENCE, keys, [n, ...wanted], covered);
       if (this.#q.count(results, covered) >= this.#q.size) {
-        return this.#made(list, lockKeys, token, ttlMs, started, wanted);
+        const lock = this.#made(list, lockKeys, token, ttlMs, started, wanted);
+        // Too little validity left after a repair: the next attempt goes at once.
+        if (lock === undefined && checked) repaired.now = true;
+        return lock;
       }
       let intact = 0;
       for (const r of results) {
@@ -544,17 +590,19 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
         }
       }
       if (intact >= this.#q.size || this.#fence === undefined) continue;
+      if (checked) break;
+      checked = true;
       const check = await this.#fence.check();
       if (check.state === 'lost') {
         await this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true });
         const names = this.#o.clients.map(nameOf);
         throw new FencingLostError(list, check.intact, check.emptied, names, this.#q.size);
       }
-      // Repaired (or bootstrapped): the next attempt finds the counters intact and in step. Not
-      // known yet (nodes did not answer): the next attempt may know more. Either way at once.
-      repaired.now = true;
-      return undefined;
+      // Repaired (or bootstrapped): settle again. Not known yet (nodes did not answer): the
+      // next attempt, at once, may know more.
+      if (check.state !== 'intact') break;
     }
+    repaired.now = checked;
     return undefined;
   }
 

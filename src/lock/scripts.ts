@@ -132,7 +132,8 @@ return out
  * - `begin` (ARGV[3] = session ttl ms): 2 if the incarnation key KEYS[1] is already there,
  *   else join the session set and return 1;
  * - `copy` (KEYS[3…] counters, ARGV[3] = session ttl, ARGV[4…] values): raise each counter
- *   to its value; 1, or 0 if the session is gone;
+ *   to its value (a key that holds no integer, not ours, is left alone); 1, or 0 if the
+ *   session is gone;
  * - `end` (ARGV[3] = the new incarnation id): set the incarnation key, leave the session;
  *   1, or 0 if the session is gone.
  */
@@ -147,7 +148,9 @@ end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 0 end
 if step == 'copy' then
   for i = 3, #KEYS do
-    local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local raw = redis.pcall('GET', KEYS[i])
+    local current = nil
+    if raw == false then current = 0 elseif type(raw) == 'string' then current = tonumber(raw) end
     local wanted = tonumber(ARGV[i + 1])
     if current ~= nil and current < wanted then redis.call('SET', KEYS[i], wanted) end
   end
