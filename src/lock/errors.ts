@@ -127,7 +127,8 @@ export class FencingLostError extends KeelError {
       `no fencing token for ${resources.join(', ')}: only ${intact.length} node(s) still have ` +
         `their fencing counters (${named(intact)}), fewer than the quorum of ${quorum}, and ` +
         `${named(emptied)} came back without them (restarted without persistence or flushed). ` +
-        'A token issued now could repeat an earlier one; see FencingLostError in the README to go on.',
+        'A token issued now could repeat an earlier one; to go on, see "Fencing across restarts" ' +
+        'in the README.',
     );
     this.resources = resources;
     this.intact = intact;

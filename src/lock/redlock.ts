@@ -38,7 +38,9 @@
  * so F_B ≥ F_A + 1; on the other path x's counter was strictly below F_B. Before B returns, ≥ Q
  * intact nodes hold ≥ F_B: (1) for B.
  *
- * What this does not cover: a majority losing its data at once (detected: FencingLostError);
+ * What this does not cover: a node that comes back with part of its data (AOF without
+ * `appendfsync always`, an RDB snapshot) — it keeps its incarnation key with counters that may be
+ * behind, so (2) fails for it; a majority losing its data at once (detected: FencingLostError);
  * every node, or a majority while all intact nodes are unreachable, losing it at once (not
  * detectable from the data — only durability, AOF with `appendfsync always` on a majority of
  * nodes, prevents it); Redis Cluster clients, where a node-wide key cannot share a slot with

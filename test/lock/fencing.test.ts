@@ -153,6 +153,28 @@ describeRedis(
       );
     }, 120_000);
 
+    it('two of five nodes flushed at once (no reconnect to notice): their counters are not counted, and the acquisition that meets them has them repaired', async () => {
+      const net: Net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
+      const redlock = redlockOf(clientsOf().map((c, i) => throughNet(c, i, net)));
+      const before = await cycle(redlock, 'flushed', 4);
+      const fence = `${redlock.keyOf('flushed')}:fence`;
+      await redis().flush(0);
+      await redis().flush(1);
+      // The flushed nodes and one intact node decide the round.
+      net.latency[3] = net.latency[4] = 30;
+      const lock = await redlock.acquire('flushed');
+      expect(lock.fencingToken).toBeGreaterThan(before.at(-1) as number);
+      await lock.release();
+      for (const node of [0, 1]) {
+        await until(() => markedOn(node), 5_000, `node ${node} repaired`);
+        expect(await counterOn(node, fence)).toBeGreaterThanOrEqual(lock.fencingToken);
+      }
+      net.latency[3] = net.latency[4] = 0;
+      const next = await redlock.acquire('flushed');
+      expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
+      await next.release();
+    });
+
     it('a node that answers after the round was decided is brought up to the token', async () => {
       const net: Net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
       let unreachable = false;
