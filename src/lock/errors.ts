@@ -65,6 +65,7 @@ export type TakenBy = 'another' | 'this-process';
 /** Describes one node's vote for a message: `host:port kind (error)`. */
 const describeVote = (v: NodeVote): string =>
   `${v.address} ${v.kind}${v.error === undefined ? '' : ` (${v.error})`}`;
+export const FENCING_LOST = 'KEEL_LOCK_FENCING_LOST';
 
 /**
  * The `cause` of an error over several nodes' votes: the one client error there is, an
@@ -221,6 +222,46 @@ export class LockCrossSlotError extends KeelError {
   }
 }
 
+/**
+ * The fencing counters can no longer be trusted: fewer than a quorum of the nodes still have
+ * them (their incarnation key), while the others came back without them — a majority lost its
+ * data at once (restarts without persistence, flushes). Any token issued now could repeat one
+ * issued before, so none is: the acquisition was undone. Mutual exclusion is not what failed;
+ * fencing is. To go on anyway (accepting that tokens may repeat once), delete the incarnation
+ * key (`<keyPrefix>incarnation`) on the intact nodes: the next acquisition rebuilds every
+ * counter from the maximum over all nodes.
+ */
+export class FencingLostError extends KeelError {
+  override readonly name: string = 'FencingLostError';
+  declare readonly code: typeof FENCING_LOST;
+  readonly resources: readonly string[];
+  /** Nodes (indexes) that still have their counters. */
+  readonly intact: readonly number[];
+  /** Nodes (indexes) that answered without them. */
+  readonly emptied: readonly number[];
+  constructor(
+    resources: readonly string[],
+    intact: readonly number[],
+    emptied: readonly number[],
+    names: readonly string[],
+    quorum: number,
+  ) {
+    const named = (nodes: readonly number[]): string =>
+      nodes.length === 0 ? 'none' : nodes.map((n) => names[n] ?? `node ${n}`).join(', ');
+    super(
+      FENCING_LOST,
+      `no fencing token for ${resources.join(', ')}: only ${intact.length} node(s) still have ` +
+        `their fencing counters (${named(intact)}), fewer than the quorum of ${quorum}, and ` +
+        `${named(emptied)} came back without them (restarted without persistence or flushed). ` +
+        'A token issued now could repeat an earlier one; to go on, see "Fencing across restarts" ' +
+        'in the README.',
+    );
+    this.resources = resources;
+    this.intact = intact;
+    this.emptied = emptied;
+  }
+}
+
 export const isLockTakenError = (value: unknown): value is LockTakenError =>
   hasKeelCode<LockTakenError>(value, LOCK_TAKEN);
 export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavailableError =>
@@ -232,3 +273,5 @@ export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotErro
 /** True for a {@link LockTooSlowError} from any copy of Keel (checks the stable `code`). */
 export const isLockTooSlowError = (value: unknown): value is LockTooSlowError =>
   hasKeelCode<LockTooSlowError>(value, LOCK_TOO_SLOW);
+export const isFencingLostError = (value: unknown): value is FencingLostError =>
+  hasKeelCode<FencingLostError>(value, FENCING_LOST);

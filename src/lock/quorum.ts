@@ -69,6 +69,8 @@ export interface RoundOptions {
   readonly waitAll?: boolean;
   /** Call only these nodes (the others are reported as pending). */
   readonly nodes?: readonly number[];
+  /** Sees each answer that came after the round was decided (or timed out). */
+  readonly late?: (r: NodeResult) => void;
 }
 
 /** One kind of acquisition (a lock, a semaphore permit), as the loop drives it. */
@@ -84,6 +86,8 @@ export interface AcquirePlan<T> extends VotePlan {
   readonly args: (token: string) => readonly (string | number)[];
   /** Did this node grant the attempt? */
   readonly granted: (r: NodeResult) => boolean;
+  /** Sees the answers of an attempt that came after its round was decided. */
+  readonly late?: (token: string, r: NodeResult) => void;
   /** Sees each attempt's answers once (to report what they carry besides the vote). */
   readonly observe?: (results: readonly NodeResult[]) => void;
   /** When a refusing node expects to free up (ms), if it said; else Infinity. */
@@ -124,6 +128,17 @@ export interface AcquirePlan<T> extends VotePlan {
   readonly channels: readonly string[];
   /** For LockTakenError: what "taken" means here. */
   readonly takenDetail?: string;
+}
+
+/** The round options that hand an attempt's late answers to `plan.late`, if it has one. */
+function lateOf(plan: AcquirePlan<unknown>, token: string): RoundOptions | undefined {
+  const late = plan.late;
+  if (late === undefined) return undefined;
+  return {
+    late: (r) => {
+      late(token, r);
+    },
+  };
 }
 
 export class Quorum {
@@ -245,7 +260,14 @@ export class Quorum {
             : undefined;
         const token = newToken();
         const started = s.clock.now();
-        const results = await this.round(plan.script, plan.keys, plan.args(token), plan.granted);
+        const late = lateOf(plan, token);
+        const results = await this.round(
+          plan.script,
+          plan.keys,
+          plan.args(token),
+          plan.granted,
+          late,
+        );
         plan.observe?.(results);
         last = results;
         const granted = results.filter((r) => r.ok && plan.granted(r));
@@ -438,7 +460,10 @@ export class Quorum {
         resolve(results as NodeResult[]);
       };
       const answer = (r: NodeResult): void => {
-        if (settled) return;
+        if (settled) {
+          options.late?.(r);
+          return;
+        }
         results[r.node] = r;
         answered++;
         if (r.ok && yes(r)) yeses++;

@@ -8,17 +8,45 @@
  * monotonic clock; a lock whose validity is not above `minValidityMs` is released and retried,
  * never returned.
  *
- * Fencing tokens. Each node keeps, per resource, a counter that the acquire script INCRs. The
- * client takes F = the maximum over the nodes that granted it. Claim: a lock granted later on
- * the same resource gets a token > F. Proof sketch: before returning, the client makes sure a
- * quorum of nodes holds a counter ≥ F — either all granting nodes already returned F, or a
- * sync round raises the counters (only where its lock key still holds its token) on a quorum.
- * A later lock needs a quorum too; two quorums of the same N nodes intersect in at least one
- * node, whose counter is ≥ F, and that lock's INCR there yields > F; its token is the maximum
- * over its quorum, so > F. It breaks when that intersecting node loses its counter — a restart
- * without persistence before the older lock's keys expired elsewhere — which is exactly
- * Redlock's own requirement (restart nodes only after a delay ≥ the max ttl, or persist with
- * fsync=always).
+ * Fencing tokens. Each node keeps, per resource, a counter that the acquire script INCRs, and
+ * (standalone nodes) an incarnation key that only a repair or the first bootstrap writes (see
+ * fencing.ts): a node without it has lost its data since its counters were last known good, so
+ * only nodes that have it count ("intact" nodes; the acquire script says, one EXISTS inside it).
+ * Common path: a quorum of intact granting nodes returned the same counter F; the token is F.
+ * Otherwise (they disagree, or too few are intact) the client picks F above every counter it
+ * saw and raises the counters of a quorum of intact nodes whose counters were all strictly
+ * below F (SETTLE_FENCE; a counter at or above F raises F and the round is repeated). Nodes
+ * that answer after the round was decided, or without their incarnation key, are raised to F
+ * in the background, so counters do not drift apart.
+ *
+ * Claim: a lock B whose acquisition round starts after a lock A was returned with token F_A gets
+ * a token F_B > F_A, whatever nodes lost their data in between, provided that at every moment
+ * fewer than a quorum of nodes had lost their counters unrepaired (rolling restarts, one at a
+ * time, repaired as each comes back; otherwise acquisitions fail with `FencingLostError`).
+ *
+ * Proof sketch. (1) When A returns, a set S of ≥ Q intact nodes holds counters ≥ F_A (the
+ * granting nodes that returned F_A, or those raised to it); at most N − Q < Q nodes are outside
+ * S. Counters only grow. (2) From then on, every intact node lacking F_A is one of those
+ * outside nodes. A node of S loses F_A only with its data, which takes its incarnation key
+ * along; it becomes intact again only by a repair whose session began after that loss (the
+ * session set goes with the data too), which reads the counters of ≥ Q nodes, each intact for
+ * its whole scan — not all outside nodes, so one of them holds ≥ F_A — and raises the node to
+ * the maximum: it holds F_A again. A bootstrap marks nodes without reading an intact quorum, but
+ * only when no answering node is intact (see the README for what that cannot tell apart).
+ * (3) B counts only nodes that were intact when its script ran there, Q of them, all after A
+ * returned: by (2) one of them, x, held ≥ F_A. On the common path B's INCR at x returned F_B,
+ * so F_B ≥ F_A + 1; on the other path x's counter was strictly below F_B. Before B returns, ≥ Q
+ * intact nodes hold ≥ F_B: (1) for B.
+ *
+ * What this does not cover: a node that comes back with part of its data (AOF without
+ * `appendfsync always`, an RDB snapshot) — it keeps its incarnation key with counters that may be
+ * behind, so (2) fails for it; a majority losing its data at once (detected: FencingLostError);
+ * every node, or a majority while all intact nodes are unreachable, losing it at once (not
+ * detectable from the data — only durability, AOF with `appendfsync always` on a majority of
+ * nodes, prevents it); Redis Cluster clients, where a node-wide key cannot share a slot with
+ * every lock key, so the incarnation check is off there and fencing relies on that durability.
+ * Lock safety itself needs less: a restarted node only has to stay down for the longest ttl
+ * ("delayed restarts"), or persist its keys.
  *
  * @packageDocumentation
  */
@@ -35,13 +63,15 @@ import {
   systemClock,
   throwIfAborted,
   type Clock,
+  type Timer,
 } from '../core/index.js';
-import { LockCrossSlotError, LockTakenError } from './errors.js';
+import { FencingLostError, LockCrossSlotError, LockTakenError } from './errors.js';
+import { FenceKeeper } from './fencing.js';
 import { Turns } from './turns.js';
 import { shortestTtl, ttlExpectation } from './plan.js';
 import { ReleaseNotifier, canDuplicate, type DuplicableClient } from './notifier.js';
 import { Quorum, TOO_SLOW, type LockClient, type NodeResult } from './quorum.js';
-import { ACQUIRE, EXTEND, RELEASE, SYNC_FENCE } from './scripts.js';
+import { ACQUIRE, EXTEND, RELEASE, SETTLE_FENCE } from './scripts.js';
 import { Semaphore, type SemaphoreOptions } from './semaphore.js';
 import { hashTag, keySlot } from './slot.js';
 import {
@@ -78,7 +108,9 @@ export interface RedlockOptions {
   readonly retryJitterMs?: number;
   /**
    * Prefix of lock keys. A resource `r` is stored at `<prefix>{r}` (its fencing counter at
-   * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r`.
+   * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r:lock`
+   * (counter `<prefix>r:lock:fence`). Each node also gets `<prefix>incarnation` (see the
+   * README on fencing across restarts).
    * @defaultValue 'keel:lock:'
    */
   readonly keyPrefix?: string;
@@ -115,6 +147,10 @@ const OWNER = 'Redlock';
  * by this process): beyond it, the oldest are forgotten — only that report is lost.
  */
 const MAX_OWN_ENTRIES = 100_000;
+/** Background fencing checks that left a node unrepaired are tried again this many times… */
+const RECHECKS = 5;
+/** …this far apart. */
+const RECHECK_MS = 1_000;
 
 const isClientList = (value: unknown): value is readonly LockClient[] =>
   Array.isArray(value) &&
@@ -152,13 +188,37 @@ const spec = {
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
 
-/** A node granted the attempt: the acquire script answered its fence, or `{1, fence…}`. */
+/**
+ * A node granted the attempt: the acquire script answered its fence (negated from a node that
+ * lost its incarnation key), or `{1, fence…}` (`{2, fence…}` from such a node).
+ */
 const isGrant = (r: NodeResult): boolean =>
-  typeof r.value === 'number' || (Array.isArray(r.value) && r.value[0] === 1);
+  typeof r.value === 'number' || (Array.isArray(r.value) && (r.value[0] === 1 || r.value[0] === 2));
 
-/** The fencing counter of resource `i` a granting node returned (`fence` or `{1, fence…}`). */
+/** The fencing counter of resource `i` a granting node returned. */
 const fenceOf = (r: NodeResult, i: number): number =>
-  typeof r.value === 'number' ? r.value : Number((r.value as unknown[])[i + 1]);
+  typeof r.value === 'number' ? Math.abs(r.value) : Number((r.value as unknown[])[i + 1]);
+
+/** Did a granting node still have its incarnation key (its counters count)? */
+const intactOf = (r: NodeResult): boolean =>
+  typeof r.value === 'number' ? r.value > 0 : (r.value as unknown[])[0] === 1;
+
+/** How a node is named in errors: `host:port` when the client says, else its index. */
+const nameOf = (client: LockClient, node: number): string => {
+  const options = (client as { options?: { host?: unknown; port?: unknown } }).options;
+  return typeof options?.host === 'string' && typeof options.port === 'number'
+    ? `${options.host}:${options.port}`
+    : `node ${node}`;
+};
+
+/** An ioredis-like client we can hear reconnect. */
+interface Reconnecting {
+  on(event: 'ready', listener: () => void): unknown;
+  off(event: 'ready', listener: () => void): unknown;
+}
+const canReconnect = (client: LockClient): client is LockClient & Reconnecting =>
+  typeof (client as Partial<Reconnecting>).on === 'function' &&
+  typeof (client as Partial<Reconnecting>).off === 'function';
 
 /**
  * Who holds the lock on a refusing node (`{0, index, pttl, holder}`): the holder's id (see
@@ -210,6 +270,12 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
   readonly #mine = new Map<string, string>();
   /** The shortest ttl that can leave more than `minValidityMs` of validity (see `#checkTtl`). */
   readonly #minTtlMs: number;
+  /** Incarnation checks and repairs of the fencing counters (standalone nodes only). */
+  readonly #fence: FenceKeeper | undefined;
+  /** Listeners on the clients' `ready` (reconnect) events, while watching. */
+  #listening: (() => void)[] | undefined;
+  /** A fencing check scheduled again (see `#checkFencing`). */
+  #recheck: Timer | undefined;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
@@ -227,6 +293,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       { ...this.#o, batching: this.#o.batching && !this.#cluster },
       this.#notifier,
     );
+    this.#fence = this.#cluster ? undefined : new FenceKeeper(this.#q, this.#o.keyPrefix);
   }
 
   /**
@@ -252,10 +319,16 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     return false;
   };
 
-  /** The Redis key of a resource's lock (its fencing counter adds `:fence`). */
+  /**
+   * The Redis key of a resource's lock: `<prefix>{r}`, or `<prefix>r:lock` when that key
+   * already has a hash tag (from the resource or the prefix). Its fencing counter adds
+   * `:fence`, a semaphore `:semaphore`. No resource's key is another's counter or other key:
+   * every lock key ends in `}` or `:lock`, every other key in a suffix that is neither, and
+   * the two forms differ in their last characters too.
+   */
   keyOf(resource: string): string {
     const key = this.#o.keyPrefix + resource;
-    return hashTag(key) === undefined ? `${this.#o.keyPrefix}{${resource}}` : key;
+    return hashTag(key) === undefined ? `${this.#o.keyPrefix}{${resource}}` : `${key}:lock`;
   }
 
   /**
@@ -265,7 +338,62 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
    */
   close(): Promise<void> {
     this.#notifier?.close();
+    const listeners = this.#listening;
+    this.#listening = undefined;
+    this.#recheck?.cancel();
+    this.#recheck = undefined;
+    this.#o.clients.forEach((c, i) => {
+      const listener = listeners?.[i];
+      if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
+    });
     return Promise.resolve();
+  }
+
+  /**
+   * Checks the nodes' fencing counters when a client reconnects (a node may have restarted
+   * empty): repaired at once from the intact nodes, a node that restarted is whole again before
+   * the next one goes down. Until `close()`.
+   */
+  #watch(): void {
+    if (this.#listening !== undefined || this.#fence === undefined) return;
+    this.#listening = this.#o.clients.map((c) => {
+      // A client's first connection is no reconnect: only later `ready` events are.
+      let connected = (c as { status?: unknown }).status === 'ready';
+      const listener = (): void => {
+        if (connected) this.#checkFencing();
+        connected = true;
+      };
+      if (canReconnect(c)) c.on('ready', listener);
+      return listener;
+    });
+  }
+
+  /**
+   * A fencing check in the background (its outcome matters to the next acquisition). While
+   * watching, a check that left a node unrepaired (it did not answer in time, a repair round
+   * failed) is tried again a few times, a second apart — nothing else may come along to do it
+   * before the next node goes down.
+   */
+  #checkFencing(attempt = 0): void {
+    const fence = this.#fence;
+    if (fence === undefined) return;
+    fence.check().then(
+      (check) => {
+        if (check.state === 'lost' || (check.state === 'intact' && check.emptied.length === 0)) {
+          return;
+        }
+        if (this.#listening === undefined || attempt >= RECHECKS || this.#recheck !== undefined) {
+          return;
+        }
+        this.#recheck = this.#o.clock
+          .setTimer(() => {
+            this.#recheck = undefined;
+            this.#checkFencing(attempt + 1);
+          }, RECHECK_MS)
+          .unref();
+      },
+      () => undefined,
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -316,7 +444,15 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
       const slots = lockKeys.map(keySlot);
       if (slots.some((slot) => slot !== slots[0])) throw new LockCrossSlotError(list, slots);
     }
-    const keys = [...lockKeys, ...lockKeys.map((k) => `${k}:fence`)];
+    this.#watch();
+    const fenceKeys = lockKeys.map((k) => `${k}:fence`);
+    const keys = [...lockKeys, ...fenceKeys];
+    if (this.#fence !== undefined) keys.push(this.#fence.marker);
+    // The attempt that won and its lock, for bringing late nodes up to its fencing tokens.
+    let wonWith: string | undefined;
+    let won: Lock | undefined;
+    // Set when an attempt was undone because the nodes' counters had to be repaired first.
+    const repaired = { now: false };
     // One resource with retries: line up behind this process's other acquisitions of it.
     const line =
       this.#o.localTurns && list.length === 1 && retryCount > 0 ? lockKeys[0] : undefined;
@@ -363,10 +499,41 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
           heldBy: holderOf,
           ownHolder: this.#ownHolder,
           settle: (token, started, granted) => {
-            const lock = this.#settle(list, lockKeys, keys, token, ttlMs, started, granted);
-            return lock instanceof Promise
-              ? lock.then((settled) => this.#holdTurn(line, token, settled))
-              : this.#holdTurn(line, token, lock);
+            const lock = this.#settle(
+              list,
+              lockKeys,
+              fenceKeys,
+              token,
+              ttlMs,
+              started,
+              granted,
+              repaired,
+            );
+            if (!(lock instanceof Promise)) {
+              wonWith = token;
+              won = lock === TOO_SLOW ? undefined : lock;
+              return this.#holdTurn(line, token, lock);
+            }
+            return lock.then((settled) => {
+              wonWith = token;
+              won = settled === TOO_SLOW ? undefined : settled;
+              return this.#holdTurn(line, token, settled);
+            });
+          },
+          // An attempt undone after a repair is made again at once, not counted as a retry.
+          retryAtOnce: () => {
+            const again = repaired.now;
+            repaired.now = false;
+            return again;
+          },
+          late: (token, r) => {
+            const lock = wonWith === token ? won : undefined;
+            if (lock === undefined) return;
+            this.#catchUp(
+              fenceKeys,
+              list.map((resource) => lock.fencingTokens[resource] ?? 0),
+              r,
+            );
           },
           undo: (token, nodes) =>
             this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true, nodes }),
@@ -386,43 +553,130 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
   }
 
   /**
-   * After a quorum granted: settle the fencing tokens (sync the counters when the granting
-   * nodes disagree) and check the validity. The lock, or `undefined` when it must be undone.
+   * After a quorum granted: settle the fencing tokens and check the validity. The lock, or
+   * `undefined` when it must be undone.
    */
   #settle(
     list: readonly string[],
     lockKeys: readonly string[],
-    keys: readonly string[],
+    fenceKeys: readonly string[],
     token: string,
     ttlMs: number,
     started: number,
     granted: readonly NodeResult[],
+    repaired: { now: boolean },
   ): Lock | undefined | typeof TOO_SLOW | Promise<Lock | undefined | typeof TOO_SLOW> {
-    // Fencing tokens: the maximum counter over the granting nodes, per resource; in sync when
-    // every granting node returned that maximum (then settled without a further await: this is
-    // the path of every uncontended acquisition).
+    // Fencing tokens: the maximum counter over the intact granting nodes, per resource; settled
+    // without a further await when a quorum of them is intact and returned that maximum (the
+    // path of every uncontended acquisition). See the proof at the top of this file.
     const fences: number[] = [];
+    const highest: number[] = [];
     let inSync = true;
+    let intact = 0;
+    for (const r of granted) if (intactOf(r)) intact++;
     for (let i = 0; i < list.length; i++) {
       let max = -Infinity;
       let min = Infinity;
+      let top = 0;
       for (const r of granted) {
         const fence = fenceOf(r, i);
+        if (fence > top) top = fence;
+        if (!intactOf(r)) continue;
         if (fence > max) max = fence;
         if (fence < min) min = fence;
       }
       fences.push(max);
+      highest.push(Math.max(top, max));
       if (min !== max) inSync = false;
     }
-    if (inSync) return this.#made(list, lockKeys, token, ttlMs, started, fences);
-    const covered = (r: NodeResult): boolean => Number(r.value) === list.length;
-    return this.#q
-      .round(SYNC_FENCE, keys, [token, ...fences], covered)
-      .then((synced) =>
-        this.#q.count(synced, covered) >= this.#q.size
-          ? this.#made(list, lockKeys, token, ttlMs, started, fences)
-          : undefined,
-      );
+    if (intact < granted.length) this.#checkFencing();
+    if (inSync && intact >= this.#q.size) {
+      const lock = this.#made(list, lockKeys, token, ttlMs, started, fences);
+      if (lock !== TOO_SLOW && intact < granted.length) {
+        // Granting nodes without their incarnation key: raise their counters (they are not
+        // counted until repaired, but need not lag meanwhile).
+        for (const r of granted) if (!intactOf(r)) this.#catchUp(fenceKeys, fences, r);
+      }
+      return lock;
+    }
+    return this.#settleSlowly(list, lockKeys, fenceKeys, token, ttlMs, started, highest, repaired);
+  }
+
+  /**
+   * The fencing tokens when the granting nodes disagree or too few of them are intact: a token
+   * above every counter seen, raised onto a quorum of intact nodes whose counters were all below
+   * it (higher counters raise the token, and the round is repeated). With too few intact nodes,
+   * one fencing check (repair) first, then again; if that does not settle it, the attempt is
+   * undone and made again at once (`repaired`). A majority that lost its counters fails the
+   * acquisition with {@link FencingLostError}, after undoing it.
+   */
+  async #settleSlowly(
+    list: readonly string[],
+    lockKeys: readonly string[],
+    fenceKeys: readonly string[],
+    token: string,
+    ttlMs: number,
+    started: number,
+    highest: readonly number[],
+    repaired: { now: boolean },
+  ): Promise<Lock | undefined | typeof TOO_SLOW> {
+    const n = list.length;
+    const wanted = highest.map((f) => f + 1);
+    const keys = this.#fence === undefined ? fenceKeys : [...fenceKeys, this.#fence.marker];
+    const covered = (r: NodeResult): boolean =>
+      Array.isArray(r.value) && r.value[0] === 1 && r.value[1] === n;
+    let checked = false;
+    for (let round = 0; round < 4; round++) {
+      const results = await this.#q.round(SETTLE_FENCE, keys, [n, ...wanted], covered);
+      if (this.#q.count(results, covered) >= this.#q.size) {
+        const lock = this.#made(list, lockKeys, token, ttlMs, started, wanted);
+        // Too little validity left after a repair (which took the time): undone, and the next
+        // attempt goes at once — not a too-slow round of the nodes.
+        if (lock === TOO_SLOW && checked) {
+          repaired.now = true;
+          return undefined;
+        }
+        return lock;
+      }
+      let intact = 0;
+      for (const r of results) {
+        if (!r.ok || !Array.isArray(r.value) || r.value[0] !== 1) continue;
+        intact++;
+        for (let i = 0; i < n; i++) {
+          const current = Number(r.value[i + 2]);
+          if (current >= (wanted[i] as number)) wanted[i] = current + 1;
+        }
+      }
+      if (intact >= this.#q.size || this.#fence === undefined) continue;
+      if (checked) break;
+      checked = true;
+      const check = await this.#fence.check();
+      if (check.state === 'lost') {
+        await this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true });
+        const names = this.#o.clients.map(nameOf);
+        throw new FencingLostError(list, check.intact, check.emptied, names, this.#q.size);
+      }
+      // Repaired (or bootstrapped): settle again. Not known yet (nodes did not answer): the
+      // next attempt, at once, may know more.
+      if (check.state !== 'intact') break;
+    }
+    repaired.now = checked;
+    return undefined;
+  }
+
+  /**
+   * A node answered an acquisition that settled on `fences` (late, or without its incarnation
+   * key): raise its counters to them, in the background, unless it is intact and already there.
+   */
+  #catchUp(fenceKeys: readonly string[], fences: readonly number[], r: NodeResult): void {
+    if (!r.ok) return;
+    const grant = isGrant(r);
+    if (grant && !intactOf(r)) this.#checkFencing();
+    if (grant && intactOf(r) && fences.every((f, i) => fenceOf(r, i) >= f)) return;
+    const keys = this.#fence === undefined ? fenceKeys : [...fenceKeys, this.#fence.marker];
+    this.#q
+      .round(SETTLE_FENCE, keys, [fences.length, ...fences], () => true, { nodes: [r.node] })
+      .catch(() => undefined);
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * The Lua scripts of the lock, one round trip each, atomic on a node. Keys of a multi-resource
- * lock are passed as `KEYS`: lock keys first, then their fencing counters.
+ * lock are passed as `KEYS`: lock keys first, then their fencing counters (then, on standalone
+ * nodes, the node's incarnation key; see fencing.ts).
  *
  * @internal
  * @packageDocumentation
@@ -33,29 +34,40 @@ function script(body: string): Script {
  * the value it holds, as {@link RELEASE} publishes; '' for a value that is not a string), so a
  * client can tell a lock held by one holder on a quorum from contenders that split the vote,
  * and from a release still landing — else SET each key `PX ttl` to the token and INCR its
- * fencing counter. Returns `{1, fence…}`, or for one resource just its
- * fence (an integer ≥ 1), or `{0, index, pttl, holder}`.
+ * fencing counter.
+ *
+ * KEYS: the lock keys, their fencing counters, and (standalone nodes) the node's incarnation
+ * key last — an odd key count means it is there. A node without its incarnation key lost its
+ * data since the fencing counters were last known good there (a restart without persistence, a
+ * flush): its counters must not be counted (see fencing.ts), so the reply says so. Returns
+ * `{1, fence…}` (or `{2, fence…}` from such a node), or for one resource just its fence (an
+ * integer ≥ 1, negated from such a node), or `{0, index, pttl, holder}`.
  *
  * One resource (the common case) takes one `SET NX PX` instead of a check and a SET, and
  * answers a plain integer: this script runs on every node for every acquisition, and measured
  * over five local nodes an array reply (parsed by the client) cost about 6% of an uncontended
- * acquire + release, a separate check about 4%. The refusal details are read only on refusal.
+ * acquire + release, a separate check about 4%. The refusal details are read only on refusal;
+ * the incarnation check is one EXISTS inside the script, no extra round trip.
  */
 export const ACQUIRE = script(`
-local n = #KEYS / 2
+local n = math.floor(#KEYS / 2)
 local function refused(i)
   local holder = redis.pcall('GET', KEYS[i])
   if type(holder) == 'string' then holder = string.sub(redis.sha1hex(holder), 1, 16) else holder = '' end
   return {0, i, redis.call('PTTL', KEYS[i]), holder}
 end
+local lost = #KEYS % 2 == 1 and redis.call('EXISTS', KEYS[#KEYS]) == 0
 if n == 1 then
   if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return refused(1) end
-  return redis.call('INCR', KEYS[2])
+  local fence = redis.call('INCR', KEYS[2])
+  if lost then return -fence end
+  return fence
 end
 for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then return refused(i) end
 end
 local out = {1}
+if lost then out[1] = 2 end
 for i = 1, n do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
   out[i + 1] = redis.call('INCR', KEYS[n + i])
@@ -64,21 +76,90 @@ return out
 `);
 
 /**
- * Raise each fencing counter to at least the token the client settled on, but only where this
- * client's lock key still holds its token. Returns how many counters it covered.
+ * Settle fencing tokens when the granting nodes did not agree: raise each counter to its
+ * wanted token where it is below it. KEYS: the n counters, then (standalone) the incarnation
+ * key. ARGV: n, the n wanted tokens. Returns `{intact, covered, c…}`: intact is 0 when the
+ * incarnation key is missing (see {@link ACQUIRE}), covered how many counters were strictly
+ * below their token (and now hold it), c each counter as it was before.
  */
-export const SYNC_FENCE = script(`
-local n = #KEYS / 2
-local covered = 0
+export const SETTLE_FENCE = script(`
+local n = tonumber(ARGV[1])
+local intact = 1
+if #KEYS > n and redis.call('EXISTS', KEYS[#KEYS]) == 0 then intact = 0 end
+local out = {intact, 0}
 for i = 1, n do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    local current = tonumber(redis.call('GET', KEYS[n + i]) or '0')
-    local wanted = tonumber(ARGV[i + 1])
-    if current < wanted then redis.call('SET', KEYS[n + i], wanted) end
-    covered = covered + 1
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local wanted = tonumber(ARGV[i + 1])
+  if current < wanted then
+    redis.call('SET', KEYS[i], wanted)
+    out[2] = out[2] + 1
+  end
+  out[i + 2] = current
+end
+return out
+`);
+
+/** Is the node's incarnation key there (KEYS[1])? 1 or 0. */
+export const FENCE_STATUS = script(`
+return redis.call('EXISTS', KEYS[1])
+`);
+
+/**
+ * One page of the fencing counters on a node, for a repair. KEYS: the incarnation key, the
+ * repair-session set. ARGV: cursor, MATCH pattern, COUNT, session id. Returns `{intact,
+ * in session, next cursor, key, value, key, value…}` (values that are not integers are left
+ * out; SCAN returns every key present for the whole scan, and counters are never deleted).
+ */
+export const FENCE_SCAN = script(`
+local intact = redis.call('EXISTS', KEYS[1])
+local member = redis.call('SISMEMBER', KEYS[2], ARGV[4])
+local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local out = {intact, member, page[2] and page[1] or '0'}
+for _, key in ipairs(page[2] or {}) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'string' and tonumber(value) then
+    out[#out + 1] = key
+    out[#out + 1] = tonumber(value)
   end
 end
-return covered
+return out
+`);
+
+/**
+ * Repair a node's fencing counters, in steps of one repair session (ARGV[1], a random id kept
+ * in the session set KEYS[2] — gone if the node restarts meanwhile, so a repair never marks a
+ * node it did not fully write). ARGV[2] is the step:
+ * - `begin` (ARGV[3] = session ttl ms): 2 if the incarnation key KEYS[1] is already there,
+ *   else join the session set and return 1;
+ * - `copy` (KEYS[3…] counters, ARGV[3] = session ttl, ARGV[4…] values): raise each counter
+ *   to its value (a key that holds no integer, not ours, is left alone); 1, or 0 if the
+ *   session is gone;
+ * - `end` (ARGV[3] = the new incarnation id): set the incarnation key, leave the session;
+ *   1, or 0 if the session is gone.
+ */
+export const FENCE_REPAIR = script(`
+local step = ARGV[2]
+if step == 'begin' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 0 end
+if step == 'copy' then
+  for i = 3, #KEYS do
+    local raw = redis.pcall('GET', KEYS[i])
+    local current = nil
+    if raw == false then current = 0 elseif type(raw) == 'string' then current = tonumber(raw) end
+    local wanted = tonumber(ARGV[i + 1])
+    if current ~= nil and current < wanted then redis.call('SET', KEYS[i], wanted) end
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
 `);
 
 /**

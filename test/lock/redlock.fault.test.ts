@@ -352,6 +352,10 @@ describeRedis('Redlock fault injection against five real redis-server processes'
       const bClients = freshClients();
       const a = redlockOf({ nodeTimeoutMs: NT, retryCount: 0 }, aClients);
       const b = redlockOf({ nodeTimeoutMs: NT, retryCount: 0 }, bClients);
+      // The first acquisition on a deployment whose nodes have no fencing incarnation keys yet
+      // waits for every node (or the node timeout) before bootstrapping them: it must tell a new
+      // deployment from a majority that lost its counters. A deployment does that once.
+      await (await a.acquire('warm-up', { retryCount: 5 })).release();
       for (const i of pausedNodes) redis().pause(i);
 
       let t = now();

@@ -50,10 +50,10 @@ it('on a Redis Cluster client, multi-resource locks across slots fail with LockC
 it('keys carry a hash tag so a lock key and its fencing counter share a slot', () => {
   const redlock = new Redlock({ clients: [clusterClient()] });
   expect(redlock.keyOf('sku:1')).toBe('keel:lock:{sku:1}');
-  expect(redlock.keyOf('{order:42}:stock')).toBe('keel:lock:{order:42}:stock');
+  expect(redlock.keyOf('{order:42}:stock')).toBe('keel:lock:{order:42}:stock:lock');
   expect(keySlot(redlock.keyOf('{order:42}:stock'))).toBe(
     keySlot(redlock.keyOf('{order:42}:payment')),
   );
   const tagged = new Redlock({ clients: [clusterClient()], keyPrefix: 'app:{locks}:' });
-  expect(tagged.keyOf('a')).toBe('app:{locks}:a');
+  expect(tagged.keyOf('a')).toBe('app:{locks}:a:lock');
 });
