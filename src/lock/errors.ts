@@ -18,6 +18,7 @@ export interface NodeVote {
 export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
 export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
+export const LOCK_RELEASED = 'KEEL_LOCK_RELEASED';
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
 
 /**
@@ -61,13 +62,47 @@ export class QuorumUnavailableError extends KeelError {
   }
 }
 
-/** A held lock was lost: its validity ran out without an extension, or an extension failed. */
+/** Resource names for a message: all of them, or the first few and how many more. */
+const named = (resources: readonly string[]): string =>
+  resources.length <= 5
+    ? resources.join(', ')
+    : `${resources.slice(0, 3).join(', ')} and ${resources.length - 3} more`;
+
+/**
+ * How a lock was lost: its validity ran out without an extension (`deadline`), a quorum
+ * refused an extension (`extension-refused`), or an extension round granted too little validity
+ * to count on (`extension-too-short`: less than `minValidityMs`, or not past the loss margin).
+ */
+export type LockLossKind = 'deadline' | 'extension-refused' | 'extension-too-short';
+
+/**
+ * A held lock was lost: its validity ran out without an extension, or an extension failed. A
+ * voluntary release is not a loss: it is a {@link LockReleasedError}.
+ */
 export class LockLostError extends KeelError {
   override readonly name: string = 'LockLostError';
   declare readonly code: typeof LOCK_LOST;
   readonly resources: readonly string[];
-  constructor(resources: readonly string[], why: string) {
-    super(LOCK_LOST, `lock on ${resources.join(', ')} lost: ${why}`);
+  /** How it was lost. */
+  readonly kind: LockLossKind;
+  constructor(resources: readonly string[], why: string, kind: LockLossKind = 'deadline') {
+    super(LOCK_LOST, `lock on ${named(resources)} lost: ${why}`);
+    this.resources = resources;
+    this.kind = kind;
+  }
+}
+
+/**
+ * The reason `lock.signal` aborts with when its holder released the lock (and it was not lost
+ * before), and what `extend()` throws on a released handle — so code that counts lost locks by
+ * `isLockLostError(signal.reason)` does not count releases.
+ */
+export class LockReleasedError extends KeelError {
+  override readonly name: string = 'LockReleasedError';
+  declare readonly code: typeof LOCK_RELEASED;
+  readonly resources: readonly string[];
+  constructor(resources: readonly string[]) {
+    super(LOCK_RELEASED, `lock on ${named(resources)} was released by its holder`);
     this.resources = resources;
   }
 }
@@ -101,5 +136,7 @@ export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavail
   hasKeelCode<QuorumUnavailableError>(value, QUORUM_UNAVAILABLE);
 export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
+export const isLockReleasedError = (value: unknown): value is LockReleasedError =>
+  hasKeelCode<LockReleasedError>(value, LOCK_RELEASED);
 export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
   hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);

@@ -5,6 +5,7 @@ import { systemClock, type Clock, type Timer } from '../../src/core/index.js';
 import {
   Redlock,
   isLockLostError,
+  isLockReleasedError,
   isLockTakenError,
   isQuorumUnavailableError,
   type Lock,
@@ -709,7 +710,7 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     await lock[Symbol.asyncDispose]();
     await lock[Symbol.asyncDispose]();
     await expect(lock.release()).resolves.toMatchObject({ released: false });
-    await expect(lock.extend()).rejects.toSatisfy(isLockLostError);
+    await expect(lock.extend()).rejects.toSatisfy(isLockReleasedError);
     let held: Lock | undefined;
     {
       await using again = await redlock.acquire('dispose');
