@@ -207,6 +207,8 @@ export interface LockBackend {
   readonly clock: Clock;
   /** Default ttl, for `extend()` without an argument. */
   readonly ttlMs: number;
+  /** An extension must leave more validity than this (ms) to count. */
+  readonly minValidityMs: number;
   /** Extends every key still holding `token`; the new validity deadline, or `undefined` if refused. */
   extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined>;
   /** Deletes the keys still holding `token`; whether the release took (a quorum, for Redlock). */
@@ -348,8 +350,10 @@ export class Lock implements AsyncDisposable {
 
   /**
    * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
-   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it, and
-   * {@link LockReleasedError} on a released handle.
+   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it, or when
+   * the round leaves no more than `minValidityMs` (nor more than {@link LOSS_MARGIN_MS}) of
+   * validity — kind `extension-too-short`: the lock is then lost, and `validUntil` is the
+   * earlier of the two deadlines —, and {@link LockReleasedError} on a released handle.
    */
   async extend(ttlMs = this.#backend.ttlMs): Promise<void> {
     if (!Number.isInteger(ttlMs) || ttlMs < 1) {
@@ -366,6 +370,22 @@ export class Lock implements AsyncDisposable {
         this.resources,
         'extension refused by a quorum of nodes',
         'extension-refused',
+      );
+      this.#lose(error);
+      throw error;
+    }
+    const left = validUntil - this.#backend.clock.now();
+    const needed = Math.max(this.#backend.minValidityMs, LOSS_MARGIN_MS);
+    if (left <= needed) {
+      // Too little to count on — and the nodes that ran it now expire the keys by the new,
+      // short ttl, so the old deadline no longer holds either: the lock is lost.
+      this.#validUntil = Math.min(this.#validUntil, validUntil);
+      const error = new LockLostError(
+        this.resources,
+        `the extension left ${Math.max(0, Math.floor(left))} ms of validity; more than ` +
+          `${needed} ms is needed (minValidityMs ${this.#backend.minValidityMs}, loss margin ` +
+          `${LOSS_MARGIN_MS} ms)`,
+        'extension-too-short',
       );
       this.#lose(error);
       throw error;

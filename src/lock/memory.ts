@@ -99,6 +99,11 @@ export class MemoryLock implements LockService, LockBackend {
     return this.#o.ttlMs;
   }
 
+  /** @internal No network, so no minimum beyond the handle's loss margin. */
+  get minValidityMs(): number {
+    return 0;
+  }
+
   /** Locks one resource or several (all or none), retrying while taken. */
   async acquire(
     resources: string | readonly string[],

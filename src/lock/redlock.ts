@@ -444,4 +444,9 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
   get ttlMs(): number {
     return this.#o.ttlMs;
   }
+
+  /** @internal */
+  get minValidityMs(): number {
+    return this.#o.minValidityMs;
+  }
 }

@@ -166,6 +166,11 @@ export class Semaphore implements LockBackend {
     return this.#c.ttlMs;
   }
 
+  /** @internal */
+  get minValidityMs(): number {
+    return this.#c.minValidityMs;
+  }
+
   /**
    * Malformed entries found in a node's set: moved to a quarantine set, not counted as
    * permits, and reported here.

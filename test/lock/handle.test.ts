@@ -7,7 +7,9 @@ import {
   isLockReleasedError,
   LOCK_RELEASED,
   type Lock,
+  type LockLostError,
 } from '../../src/lock/index.js';
+import { throughNet, type Net } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // The lock handle's promises, on both lock services: a voluntary release is not a loss (its own
@@ -88,3 +90,60 @@ describeRedis('release is not loss (Redlock, five real nodes)', () => {
     }
   });
 });
+
+describe('extend() that grants too little validity (MemoryLock)', () => {
+  it('an extension to a ttl within the loss margin fails with LockLostError (extension-too-short)', async () => {
+    const clock = new ManualClock();
+    const locks = new MemoryLock({ clock, ttlMs: 1000, retryCount: 0 });
+    const lock = await locks.acquire('f');
+    const outcome = await lock.extend(3).catch((e: unknown) => e);
+    expect(isLockLostError(outcome), String(outcome)).toBe(true);
+    expect((outcome as LockLostError).kind).toBe('extension-too-short');
+    expect(lock.signal.reason).toBe(outcome);
+    // The store now holds it 3 ms: the handle does not keep believing the old 1000 ms deadline.
+    expect(lock.validUntil).toBe(3);
+    await expect(lock.release()).resolves.toEqual({ released: true, expired: true });
+  });
+});
+
+describeRedis(
+  'extend() that grants too little validity (Redlock, latency in front of five real nodes)',
+  () => {
+    const redis = useRedis({ count: 5 });
+
+    it('an extension round that leaves no more than minValidityMs rejects with LockLostError (extension-too-short), and the handle does not believe in it', async () => {
+      const net: Net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
+      const redlock = new Redlock({
+        clients: redis()
+          .clients()
+          .map((client, node) => throughNet(client, node, net)),
+        retryCount: 3,
+        retryDelayMs: 5,
+        nodeTimeoutMs: 2000, // the injected latency must not time the round out
+      });
+      try {
+        const lock = await redlock.acquire('ext:1', { ttlMs: 5000 });
+        await lock.extend(5000); // the extend script is cached on every node from here on
+        // Extend to 200 ms through 190 ms of latency: at most 200 − 190 − drift (4 ms) = 6 ms of
+        // validity can be left when the round ends, not more than minValidityMs (10).
+        net.latency.fill(190);
+        const outcome = await lock.extend(200).then(
+          () => 'extended',
+          (e: unknown) => e,
+        );
+        net.latency.fill(0);
+        expect(isLockLostError(outcome), String(outcome)).toBe(true);
+        expect((outcome as LockLostError).kind).toBe('extension-too-short');
+        expect(lock.signal.aborted).toBe(true);
+        expect(lock.signal.reason).toBe(outcome);
+        // The nodes now expire the keys within 200 ms of the round's start: the handle's deadline
+        // says so, instead of the 5 s one it had.
+        expect(lock.validUntil).toBeLessThanOrEqual(performance.now() + 10);
+        await expect(lock.extend(5000)).rejects.toSatisfy(isLockLostError);
+        await expect(lock.release()).resolves.toMatchObject({ expired: true });
+      } finally {
+        await redlock.close();
+      }
+    });
+  },
+);

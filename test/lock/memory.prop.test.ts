@@ -7,6 +7,7 @@ import {
   isLockReleasedError,
   isLockTakenError,
   type Lock,
+  type LockLostError,
   type ReleaseResult,
 } from '../../src/lock/index.js';
 import { LOSS_MARGIN_MS as M } from '../../src/lock/lock.js';
@@ -130,7 +131,10 @@ class Extend implements Cmd {
     const i = this.pick % m.handles.length;
     const h = m.handles[i] as ModelHandle;
     const lock = r.handles[i] as Lock;
-    const ok = !h.released && m.now < h.validUntil - M;
+    const held = !h.released && m.now < h.validUntil - M;
+    // An extension within the loss margin is too short to count: lost, the store's new
+    // (earlier) deadline taken.
+    const ok = held && this.ttlMs > M;
     const outcome = await lock.extend(this.ttlMs).then(
       () => 'extended',
       (e: unknown) => e,
@@ -138,6 +142,10 @@ class Extend implements Cmd {
     if (ok) {
       expect(outcome).toBe('extended');
       h.validUntil = m.now + this.ttlMs;
+    } else if (held) {
+      expect(isLockLostError(outcome), String(outcome)).toBe(true);
+      expect((outcome as LockLostError).kind).toBe('extension-too-short');
+      h.validUntil = Math.min(h.validUntil, m.now + this.ttlMs);
     } else if (h.released && !h.lostBeforeRelease) {
       expect(isLockReleasedError(outcome), String(outcome)).toBe(true);
     } else {

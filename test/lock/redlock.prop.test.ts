@@ -352,15 +352,26 @@ describeRedis('Redlock model-based properties against five real redis-server pro
         // Paused nodes cannot answer: only running nodes still holding the token can agree.
         expected = holding(snap, h.token) >= QUORUM;
       }
+      let tooShort = false as boolean; // set in the rejection handler
       const outcome = await h.lock.extend(this.ttlMs).then(
         () => true,
         (error: unknown) => {
           // Lost, or (a handle released before) released: never anything else.
           if (!isLockLostError(error) && !(h.released && isLockReleasedError(error))) throw error;
+          tooShort = isLockLostError(error) && error.kind === 'extension-too-short';
           return false;
         },
       );
-      if (expected !== undefined) expect(outcome, `extend #${h.id}`).toBe(expected);
+      const after = now();
+      if (tooShort) {
+        // Refused for the validity the round left (latency), not for the nodes' answers: the
+        // handle's deadline says how little that was.
+        expect(h.lock.validUntil - after, `extend #${h.id} too short`).toBeLessThanOrEqual(
+          MIN_VALIDITY,
+        );
+      } else if (expected !== undefined) expect(outcome, `extend #${h.id}`).toBe(expected);
+      // An extension that succeeds leaves more than the minimum validity (1 ms for microtasks).
+      if (outcome) expect(h.lock.validUntil - after).toBeGreaterThan(MIN_VALIDITY - 1);
       if (outcome) stats.extended++;
       else stats.extensionsRefused++;
       if (outcome) {
