@@ -70,10 +70,12 @@ const named = (resources: readonly string[]): string =>
 
 /**
  * How a lock was lost: its validity ran out without an extension (`deadline`), a quorum
- * refused an extension (`extension-refused`), or an extension round granted too little validity
- * to count on (`extension-too-short`: less than `minValidityMs`, or not past the loss margin).
+ * refused an extension (`extension-refused`), an extension round granted too little validity
+ * to count on (`extension-too-short`: less than `minValidityMs`, or not past the loss margin),
+ * or its release found too few nodes still holding it for a quorum (`not-held`: the keys
+ * expired, were deleted, or their nodes restarted empty).
  */
-export type LockLossKind = 'deadline' | 'extension-refused' | 'extension-too-short';
+export type LockLossKind = 'deadline' | 'extension-refused' | 'extension-too-short' | 'not-held';
 
 /**
  * A held lock was lost: its validity ran out without an extension, or an extension failed. A

@@ -17,6 +17,7 @@ import {
   type Timer,
 } from '../core/index.js';
 import { LockLostError, LockReleasedError } from './errors.js';
+import type { NodeResult } from './quorum.js';
 
 /** Options of one `acquire()`. */
 export interface AcquireOptions {
@@ -53,12 +54,50 @@ export interface UsingOptions extends AcquireOptions {
   readonly maxExtensions?: number;
 }
 
-/** What {@link Lock.release} found. */
+/**
+ * What {@link Lock.release} found. Neither released nor expired: the release round could not
+ * reach enough nodes to tell (errors, timeouts) — the keys then expire by their ttl.
+ */
 export interface ReleaseResult {
   /** A quorum of nodes deleted the lock's keys. */
   readonly released: boolean;
-  /** The lock had expired (its validity deadline passed, or too few nodes still held it). */
+  /**
+   * The lock was lost before this release (its signal aborted with a `LockLostError`: the loss
+   * moment passed, an extension failed), or the release found too few nodes still holding it
+   * for a quorum — then the signal aborts with a `LockLostError` of kind `not-held`.
+   */
   readonly expired: boolean;
+}
+
+/**
+ * What a release round found: `released` (a quorum deleted every key), `not-held` (too many
+ * nodes no longer held the lock for a quorum to), or `unknown` (too few answers to tell).
+ *
+ * @internal
+ */
+export type ReleaseOutcome = 'released' | 'not-held' | 'unknown';
+
+/**
+ * What a release round over a quorum of `size` found: `released` when a quorum said `yes`
+ * (deleted everything), `not-held` when more nodes answered "not (all) mine" than a quorum
+ * could spare, else `unknown` (errors, timeouts and nodes not waited for say nothing).
+ *
+ * @internal
+ */
+export function releaseOutcome(
+  results: readonly NodeResult[],
+  yes: (r: NodeResult) => boolean,
+  size: number,
+): ReleaseOutcome {
+  let released = 0;
+  let notHeld = 0;
+  for (const r of results) {
+    if (!r.ok) continue;
+    if (yes(r)) released++;
+    else notHeld++;
+  }
+  if (released >= size) return 'released';
+  return notHeld > results.length - size ? 'not-held' : 'unknown';
 }
 
 /** Random bytes are drawn from the CSPRNG in blocks, 20 per token. */
@@ -92,6 +131,13 @@ export function newToken(): string {
  */
 export const holderId = (token: string): string =>
   createHash('sha1').update(token).digest('hex').slice(0, 16);
+
+/**
+ * Most resources one lock may hold. Every acquire, extend and release runs one script over all
+ * of them on each node, and Redis runs nothing else meanwhile: at 10 000 resources (20 000
+ * keys with the fencing counters) that is already tens of milliseconds per node per call.
+ */
+export const MAX_RESOURCES = 10_000;
 
 /** The retry count that stands for "not counted" (`waitMs` bounds the wait instead). */
 const UNCOUNTED = 1_000_000;
@@ -183,6 +229,15 @@ export function resolveAcquire(
   const input: unknown = resources;
   const list: unknown[] =
     typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
+  if (list.length > MAX_RESOURCES) {
+    throw new InvalidOptionError(
+      owner,
+      'resources',
+      `at most ${MAX_RESOURCES} resource names per lock`,
+      input,
+      'each call runs one script over every key on each node, which blocks the node meanwhile',
+    );
+  }
   if (list.length === 0 || list.some((r) => typeof r !== 'string' || r === '')) {
     throw new InvalidOptionError(
       owner,
@@ -211,8 +266,8 @@ export interface LockBackend {
   readonly minValidityMs: number;
   /** Extends every key still holding `token`; the new validity deadline, or `undefined` if refused. */
   extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined>;
-  /** Deletes the keys still holding `token`; whether the release took (a quorum, for Redlock). */
-  releaseKeys(keys: readonly string[], token: string): Promise<boolean>;
+  /** Deletes the keys still holding `token`, and says what it found. */
+  releaseKeys(keys: readonly string[], token: string): Promise<ReleaseOutcome>;
 }
 
 /**
@@ -409,12 +464,22 @@ export class Lock implements AsyncDisposable {
     this.#disarm();
     if (this.#released) return { released: false, expired: expiredByTime };
     this.#released = true;
-    const released = await this.#backend.releaseKeys(this.#keys, this.#token);
+    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token);
+    if (outcome === 'not-held' && this.#lostWith === undefined) {
+      // Lost behind the handle's back (keys expired, deleted, or a node restarted empty).
+      this.#lose(
+        new LockLostError(
+          this.resources,
+          'the release found too few nodes still holding it for a quorum',
+          'not-held',
+        ),
+      );
+    }
     // The reason is made only for a signal someone reads (a stack capture per release adds up).
     if (this.#lostWith === undefined && this.#controller !== undefined) {
       this.#controller.abort(new LockReleasedError(this.resources));
     }
-    return { released, expired: expiredByTime || !released };
+    return { released: outcome === 'released', expired: expiredByTime || outcome === 'not-held' };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

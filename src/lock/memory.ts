@@ -29,6 +29,7 @@ import {
   type AcquireOptions,
   type LockBackend,
   type LockService,
+  type ReleaseOutcome,
   type UsingOptions,
 } from './lock.js';
 
@@ -187,7 +188,7 @@ export class MemoryLock implements LockService, LockBackend {
   }
 
   /** @internal */
-  releaseKeys(keys: readonly string[], token: string): Promise<boolean> {
+  releaseKeys(keys: readonly string[], token: string): Promise<ReleaseOutcome> {
     const now = this.#o.clock.now();
     let released = true;
     for (const k of keys) {
@@ -205,6 +206,6 @@ export class MemoryLock implements LockService, LockBackend {
       const set = this.#waiters.get(k);
       if (set !== undefined) for (const wake of [...set]) wake();
     }
-    return Promise.resolve(released);
+    return Promise.resolve(released ? 'released' : 'not-held');
   }
 }
