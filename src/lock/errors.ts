@@ -21,6 +21,12 @@ export const LOCK_LOST = 'KEEL_LOCK_LOST';
 export const LOCK_RELEASED = 'KEEL_LOCK_RELEASED';
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
 
+/** Resource names for a message: all of them, or the first few and how many more. */
+const named = (resources: readonly string[]): string =>
+  resources.length <= 5
+    ? resources.join(', ')
+    : `${resources.slice(0, 3).join(', ')} and ${resources.length - 3} more`;
+
 /**
  * The resources are held by someone else — or a semaphore has no free permits (a quorum of
  * nodes said so, or no quorum granted) — as opposed to the nodes being down.
@@ -35,7 +41,7 @@ export class LockTakenError extends KeelError {
     resources: readonly string[],
     votes: readonly NodeVote[],
     attempts: number,
-    detail = `lock on ${resources.join(', ')} is held by someone else`,
+    detail = `lock on ${named(resources)} is held by someone else`,
   ) {
     super(LOCK_TAKEN, `${detail} (after ${attempts} attempt(s))`);
     this.resources = resources;
@@ -54,19 +60,13 @@ export class QuorumUnavailableError extends KeelError {
     const failed = votes.filter((v) => v.vote === 'error');
     super(
       QUORUM_UNAVAILABLE,
-      `no quorum (${quorum} of ${votes.length}) for ${resources.join(', ')}: ` +
+      `no quorum (${quorum} of ${votes.length}) for ${named(resources)}: ` +
         failed.map((v) => `node ${v.node}: ${v.error ?? 'error'}`).join('; '),
     );
     this.resources = resources;
     this.votes = votes;
   }
 }
-
-/** Resource names for a message: all of them, or the first few and how many more. */
-const named = (resources: readonly string[]): string =>
-  resources.length <= 5
-    ? resources.join(', ')
-    : `${resources.slice(0, 3).join(', ')} and ${resources.length - 3} more`;
 
 /**
  * How a lock was lost: its validity ran out without an extension (`deadline`), a quorum
