@@ -147,6 +147,18 @@ describeRedis(
         expect(lock.validUntil).toBeLessThanOrEqual(performance.now() + 10);
         await expect(lock.extend(5000)).rejects.toSatisfy(isLockLostError);
         await expect(lock.release()).resolves.toMatchObject({ expired: true });
+
+        // The same rule for semaphore permits (the same handle, on server time).
+        const pool = redlock.semaphore('ext:pool', { permits: 2 });
+        const permit = await pool.acquire({ ttlMs: 5000 });
+        await permit.extend(5000); // the semaphore's extend script is cached from here on
+        net.latency.fill(190);
+        const short = await permit.extend(200).catch((e: unknown) => e);
+        net.latency.fill(0);
+        expect(isLockLostError(short), String(short)).toBe(true);
+        expect((short as LockLostError).kind).toBe('extension-too-short');
+        expect(permit.signal.reason).toBe(short);
+        await permit.release();
       } finally {
         await redlock.close();
       }
