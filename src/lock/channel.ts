@@ -162,6 +162,14 @@ function issue(
   }, fail);
 }
 
+/**
+ * Most arguments one batch may carry. The client is called with them spread (`evalsha(sha, n,
+ * ...argv)`), and V8 throws "Maximum call stack size exceeded" for a spread of ~125 000 on
+ * Node 20: seven 10 000-resource locks (20 002 arguments each) issued in one tick would make
+ * one such batch. A call that would take a batch past this sends what is queued first.
+ */
+const MAX_BATCH_ARGS = 50_000;
+
 /** Channels that sent or queued a call in the current tick; one `nextTick` ends them all. */
 const active: NodeChannel[] = [];
 let tickScheduled = false;
@@ -175,6 +183,8 @@ export class NodeChannel {
   readonly #client: LockClient;
   readonly #batching: boolean;
   #queue: Queued[] = [];
+  /** Arguments of the queued calls (see MAX_BATCH_ARGS). */
+  #queuedArgs = 0;
   #scheduled = false;
   /** Commands sent and not answered yet (a batch counts once). */
   #inflight = 0;
@@ -205,7 +215,10 @@ export class NodeChannel {
       this.#direct(script, numKeys, argv, answer);
       return;
     }
+    // Too much for one batch: what is queued goes now, in order, and this call starts the next.
+    if (this.#queuedArgs + argv.length > MAX_BATCH_ARGS) this.#sendQueued();
     this.#queue.push({ script, numKeys, argv, answer });
+    this.#queuedArgs += argv.length + 3;
     if (!this.#scheduled) {
       this.#scheduled = true;
       active.push(this);
@@ -243,9 +256,15 @@ export class NodeChannel {
   /** The tick is over: send what it queued (as one batch when there are several). */
   endTick(): void {
     this.#scheduled = false;
+    this.#sendQueued();
+  }
+
+  /** Sends the queued calls (as one batch when there are several). */
+  #sendQueued(): void {
     const queue = this.#queue;
     if (queue.length === 0) return;
     this.#queue = [];
+    this.#queuedArgs = 0;
     if (queue.length === 1) {
       const only = queue[0] as Queued;
       this.#direct(only.script, only.numKeys, only.argv, only.answer);

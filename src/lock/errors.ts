@@ -56,6 +56,7 @@ export interface NodeVote {
 export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
 export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
+export const LOCK_RELEASED = 'KEEL_LOCK_RELEASED';
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
 export const LOCK_TOO_SLOW = 'KEEL_LOCK_TOO_SLOW';
 
@@ -66,6 +67,12 @@ export type TakenBy = 'another' | 'this-process';
 const describeVote = (v: NodeVote): string =>
   `${v.address} ${v.kind}${v.error === undefined ? '' : ` (${v.error})`}`;
 export const FENCING_LOST = 'KEEL_LOCK_FENCING_LOST';
+
+/** Resource names for a message: all of them, or the first few and how many more. */
+const named = (resources: readonly string[]): string =>
+  resources.length <= 5
+    ? resources.join(', ')
+    : `${resources.slice(0, 3).join(', ')} and ${resources.length - 3} more`;
 
 /**
  * The `cause` of an error over several nodes' votes: the one client error there is, an
@@ -103,7 +110,7 @@ export class LockTakenError extends KeelError {
   ) {
     const what =
       detail ??
-      `lock on ${resources.join(', ')} is held by ` +
+      `lock on ${named(resources)} is held by ` +
         (takenBy === 'this-process'
           ? 'another acquisition of this Redlock (this process)'
           : 'someone else');
@@ -150,7 +157,7 @@ export class LockTooSlowError extends KeelError {
     const slow = votes.filter((v) => v.vote !== 'granted');
     super(
       LOCK_TOO_SLOW,
-      `lock on ${resources.join(', ')} was granted by a quorum, but the round took ` +
+      `lock on ${named(resources)} was granted by a quorum, but the round took ` +
         `${Math.round(elapsedMs)} ms of the ${ttlMs} ms ttl and left no more than the minimum ` +
         `validity of ${minValidityMs} ms (after ${attempts} attempt(s)); raise ttlMs or lower ` +
         'nodeTimeoutMs' +
@@ -179,7 +186,7 @@ export class QuorumUnavailableError extends KeelError {
     const failed = votes.filter((v) => v.vote === 'error' && v.kind !== 'pending');
     super(
       QUORUM_UNAVAILABLE,
-      `no quorum (${quorum} of ${votes.length}) for ${resources.join(', ')}: ` +
+      `no quorum (${quorum} of ${votes.length}) for ${named(resources)}: ` +
         failed.map(describeVote).join('; '),
       causeOf(votes),
     );
@@ -188,13 +195,43 @@ export class QuorumUnavailableError extends KeelError {
   }
 }
 
-/** A held lock was lost: its validity ran out without an extension, or an extension failed. */
+/**
+ * How a lock was lost: its validity ran out without an extension (`deadline`), a quorum
+ * refused an extension (`extension-refused`), an extension round granted too little validity
+ * to count on (`extension-too-short`: less than `minValidityMs`, or not past the loss margin),
+ * or its release found too few nodes still holding it for a quorum (`not-held`: the keys
+ * expired, were deleted, or their nodes restarted empty).
+ */
+export type LockLossKind = 'deadline' | 'extension-refused' | 'extension-too-short' | 'not-held';
+
+/**
+ * A held lock was lost: its validity ran out without an extension, or an extension failed. A
+ * voluntary release is not a loss: it is a {@link LockReleasedError}.
+ */
 export class LockLostError extends KeelError {
   override readonly name: string = 'LockLostError';
   declare readonly code: typeof LOCK_LOST;
   readonly resources: readonly string[];
-  constructor(resources: readonly string[], why: string) {
-    super(LOCK_LOST, `lock on ${resources.join(', ')} lost: ${why}`);
+  /** How it was lost. */
+  readonly kind: LockLossKind;
+  constructor(resources: readonly string[], why: string, kind: LockLossKind = 'deadline') {
+    super(LOCK_LOST, `lock on ${named(resources)} lost: ${why}`);
+    this.resources = resources;
+    this.kind = kind;
+  }
+}
+
+/**
+ * The reason `lock.signal` aborts with when its holder released the lock (and it was not lost
+ * before), and what `extend()` throws on a released handle — so code that counts lost locks by
+ * `isLockLostError(signal.reason)` does not count releases.
+ */
+export class LockReleasedError extends KeelError {
+  override readonly name: string = 'LockReleasedError';
+  declare readonly code: typeof LOCK_RELEASED;
+  readonly resources: readonly string[];
+  constructor(resources: readonly string[]) {
+    super(LOCK_RELEASED, `lock on ${named(resources)} was released by its holder`);
     this.resources = resources;
   }
 }
@@ -246,13 +283,13 @@ export class FencingLostError extends KeelError {
     names: readonly string[],
     quorum: number,
   ) {
-    const named = (nodes: readonly number[]): string =>
+    const nodeNames = (nodes: readonly number[]): string =>
       nodes.length === 0 ? 'none' : nodes.map((n) => names[n] ?? `node ${n}`).join(', ');
     super(
       FENCING_LOST,
-      `no fencing token for ${resources.join(', ')}: only ${intact.length} node(s) still have ` +
-        `their fencing counters (${named(intact)}), fewer than the quorum of ${quorum}, and ` +
-        `${named(emptied)} came back without them (restarted without persistence or flushed). ` +
+      `no fencing token for ${named(resources)}: only ${intact.length} node(s) still have ` +
+        `their fencing counters (${nodeNames(intact)}), fewer than the quorum of ${quorum}, and ` +
+        `${nodeNames(emptied)} came back without them (restarted without persistence or flushed). ` +
         'A token issued now could repeat an earlier one; to go on, see "Fencing across restarts" ' +
         'in the README.',
     );
@@ -268,6 +305,8 @@ export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavail
   hasKeelCode<QuorumUnavailableError>(value, QUORUM_UNAVAILABLE);
 export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
+export const isLockReleasedError = (value: unknown): value is LockReleasedError =>
+  hasKeelCode<LockReleasedError>(value, LOCK_RELEASED);
 export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
   hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);
 /** True for a {@link LockTooSlowError} from any copy of Keel (checks the stable `code`). */

@@ -15,6 +15,9 @@ export {
   LockTakenError,
   QuorumUnavailableError,
   LockLostError,
+  LockReleasedError,
+  isLockReleasedError,
+  LOCK_RELEASED,
   isLockTakenError,
   isQuorumUnavailableError,
   isLockLostError,
@@ -31,7 +34,7 @@ export {
   QUORUM_UNAVAILABLE,
   LOCK_LOST,
 } from './errors.js';
-export type { NodeVote, NodeOutcome, TakenBy } from './errors.js';
+export type { NodeVote, NodeOutcome, TakenBy, LockLossKind } from './errors.js';
 export { Semaphore, Permit } from './semaphore.js';
 export type {
   SemaphoreOptions,

@@ -16,7 +16,8 @@ import {
   type Clock,
   type Timer,
 } from '../core/index.js';
-import { LockLostError } from './errors.js';
+import { LockLostError, LockReleasedError } from './errors.js';
+import type { NodeResult } from './quorum.js';
 
 /** Options of one `acquire()`. */
 export interface AcquireOptions {
@@ -53,12 +54,50 @@ export interface UsingOptions extends AcquireOptions {
   readonly maxExtensions?: number;
 }
 
-/** What {@link Lock.release} found. */
+/**
+ * What {@link Lock.release} found. Neither released nor expired: the release round could not
+ * reach enough nodes to tell (errors, timeouts) — the keys then expire by their ttl.
+ */
 export interface ReleaseResult {
   /** A quorum of nodes deleted the lock's keys. */
   readonly released: boolean;
-  /** The lock had expired (its validity deadline passed, or too few nodes still held it). */
+  /**
+   * The lock was lost before this release (its signal aborted with a `LockLostError`: the loss
+   * moment passed, an extension failed), or the release found too few nodes still holding it
+   * for a quorum — then the signal aborts with a `LockLostError` of kind `not-held`.
+   */
   readonly expired: boolean;
+}
+
+/**
+ * What a release round found: `released` (a quorum deleted every key), `not-held` (too many
+ * nodes no longer held the lock for a quorum to), or `unknown` (too few answers to tell).
+ *
+ * @internal
+ */
+export type ReleaseOutcome = 'released' | 'not-held' | 'unknown';
+
+/**
+ * What a release round over a quorum of `size` found: `released` when a quorum said `yes`
+ * (deleted everything), `not-held` when more nodes answered "not (all) mine" than a quorum
+ * could spare, else `unknown` (errors, timeouts and nodes not waited for say nothing).
+ *
+ * @internal
+ */
+export function releaseOutcome(
+  results: readonly NodeResult[],
+  yes: (r: NodeResult) => boolean,
+  size: number,
+): ReleaseOutcome {
+  let released = 0;
+  let notHeld = 0;
+  for (const r of results) {
+    if (!r.ok) continue;
+    if (yes(r)) released++;
+    else notHeld++;
+  }
+  if (released >= size) return 'released';
+  return notHeld > results.length - size ? 'not-held' : 'unknown';
 }
 
 /** Random bytes are drawn from the CSPRNG in blocks, 20 per token. */
@@ -93,8 +132,27 @@ export function newToken(): string {
 export const holderId = (token: string): string =>
   createHash('sha1').update(token).digest('hex').slice(0, 16);
 
+/**
+ * Most resources one lock may hold. Every acquire, extend and release runs one script over all
+ * of them on each node, and Redis runs nothing else meanwhile: at 10 000 resources (20 000
+ * keys with the fencing counters) that is already tens of milliseconds per node per call.
+ */
+export const MAX_RESOURCES = 10_000;
+
 /** The retry count that stands for "not counted" (`waitMs` bounds the wait instead). */
 const UNCOUNTED = 1_000_000;
+
+/**
+ * How long before `validUntil` a handle counts its lock as lost (ms): its signal aborts, and
+ * `extend()` refuses, from `validUntil − LOSS_MARGIN_MS` on. Node runs a timer on whole
+ * milliseconds of a loop time cached at the start of each turn, so a timer due at the deadline
+ * fires up to a millisecond or two after it even on an idle event loop (measured: up to
+ * ~1.3 ms idle, 2.5 ms reported under I/O); firing 5 ms early absorbs that. A loop blocked
+ * for longer at that moment (synchronous work, a long GC pause, a starved process) delays the
+ * abort until it turns again — no timer can pre-empt running JavaScript — which is why a read
+ * of `lock.signal` also checks the clock itself.
+ */
+export const LOSS_MARGIN_MS = 5;
 
 /**
  * The waiting deadline of an acquisition with `waitMs` (clock time), or `undefined`.
@@ -171,6 +229,15 @@ export function resolveAcquire(
   const input: unknown = resources;
   const list: unknown[] =
     typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];
+  if (list.length > MAX_RESOURCES) {
+    throw new InvalidOptionError(
+      owner,
+      'resources',
+      `at most ${MAX_RESOURCES} resource names per lock`,
+      input,
+      'each call runs one script over every key on each node, which blocks the node meanwhile',
+    );
+  }
   if (list.length === 0 || list.some((r) => typeof r !== 'string' || r === '')) {
     throw new InvalidOptionError(
       owner,
@@ -195,10 +262,12 @@ export interface LockBackend {
   readonly clock: Clock;
   /** Default ttl, for `extend()` without an argument. */
   readonly ttlMs: number;
+  /** An extension must leave more validity than this (ms) to count. */
+  readonly minValidityMs: number;
   /** Extends every key still holding `token`; the new validity deadline, or `undefined` if refused. */
   extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined>;
-  /** Deletes the keys still holding `token`; whether the release took (a quorum, for Redlock). */
-  releaseKeys(keys: readonly string[], token: string): Promise<boolean>;
+  /** Deletes the keys still holding `token`, and says what it found. */
+  releaseKeys(keys: readonly string[], token: string): Promise<ReleaseOutcome>;
 }
 
 /**
@@ -236,7 +305,8 @@ export async function holdWhile<R, L extends Lock = Lock>(
   let timer: Timer | undefined;
   const schedule = (): void => {
     const now = clock.now();
-    const delay = Math.max(0, (lock.validUntil - now) / 2);
+    // Half-way to the loss moment (the signal aborts LOSS_MARGIN_MS before the deadline).
+    const delay = Math.max(0, (lock.validUntil - LOSS_MARGIN_MS - now) / 2);
     // Stop extending once the next extension — run `delay` from now, valid for ttlMs from
     // then — would carry the hold past maxHoldMs: the lock then expires at its deadline and
     // the routine's signal aborts.
@@ -261,8 +331,9 @@ export async function holdWhile<R, L extends Lock = Lock>(
 }
 
 /**
- * A held lock. `signal` aborts with a {@link LockLostError} at the validity deadline unless
- * the lock is extended first, and as soon as an extension fails.
+ * A held lock. `signal` aborts with a {@link LockLostError} {@link LOSS_MARGIN_MS} (5 ms)
+ * before the validity deadline unless the lock is extended first, and as soon as an extension
+ * fails; with a {@link LockReleasedError} when its holder releases it (a release is not a loss).
  *
  * The signal (its AbortController and the validity timer behind it) is created the first time
  * someone reads `signal` — `using()` always does — so a plain acquire + release pays for
@@ -278,7 +349,7 @@ export class Lock implements AsyncDisposable {
   readonly #keys: readonly string[];
   readonly #token: string;
   #controller: AbortController | undefined;
-  /** Why the lock was lost (or released), once it is. */
+  /** Why the lock was lost, once it is (a release afterwards does not change it). */
   #lostWith: LockLostError | undefined;
   #validUntil: number;
   #timer: Timer | undefined;
@@ -304,39 +375,73 @@ export class Lock implements AsyncDisposable {
     this.fencingToken = fences[0] ?? 0;
   }
 
-  /** Clock time (ms, the Redlock's clock) until which the lock is valid. */
+  /** Clock time (ms, the lock service's clock) until which the lock is valid. */
   get validUntil(): number {
     return this.#validUntil;
   }
 
-  /** Aborts with a LockLostError when the lock is lost. */
+  /**
+   * Aborts with a {@link LockLostError} when the lock is lost — by a timer due
+   * {@link LOSS_MARGIN_MS} before `validUntil`, so at or before the deadline whenever the event
+   * loop is not blocked at that moment — and with a {@link LockReleasedError} when it is
+   * released. Each read of `lock.signal` also checks the clock, so `lock.signal.aborted` is
+   * exact even while a late timer has not fired yet (a signal kept in a variable, or the one
+   * `using()` passes, learns of the loss by the timer).
+   */
   get signal(): AbortSignal {
-    if (this.#controller === undefined) {
-      this.#controller = new AbortController();
-      if (this.#released) this.#lostWith ??= new LockLostError(this.resources, 'released');
+    let controller = this.#controller;
+    if (controller === undefined) {
+      controller = this.#controller = new AbortController();
       this.#checkDeadline();
-      if (this.#lostWith !== undefined) this.#controller.abort(this.#lostWith);
+      const reason =
+        this.#lostWith ?? (this.#released ? new LockReleasedError(this.resources) : undefined);
+      if (reason !== undefined) controller.abort(reason);
       else this.#armLoss();
+    } else if (!controller.signal.aborted) {
+      this.#checkDeadline();
     }
-    return this.#controller.signal;
+    return controller.signal;
   }
 
   /**
    * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
-   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it.
+   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it, or when
+   * the round leaves no more than `minValidityMs` (nor more than {@link LOSS_MARGIN_MS}) of
+   * validity — kind `extension-too-short`: the lock is then lost, and `validUntil` is the
+   * earlier of the two deadlines —, and {@link LockReleasedError} on a released handle.
    */
   async extend(ttlMs = this.#backend.ttlMs): Promise<void> {
     if (!Number.isInteger(ttlMs) || ttlMs < 1) {
       throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
     }
-    this.#throwIfGone('already released');
+    this.#throwIfGone();
     const validUntil = await this.#backend.extendKeys(this.#keys, this.#token, ttlMs);
     // Released or lost while the round was in flight (the deadline passed mid-round): the
     // handle stays lost, whatever the nodes answered (a yes only means the keys outlive the
     // handle until its release or their expiry).
-    this.#throwIfGone('released during the extension');
+    this.#throwIfGone();
     if (validUntil === undefined) {
-      const error = new LockLostError(this.resources, 'extension refused by a quorum of nodes');
+      const error = new LockLostError(
+        this.resources,
+        'extension refused by a quorum of nodes',
+        'extension-refused',
+      );
+      this.#lose(error);
+      throw error;
+    }
+    const left = validUntil - this.#backend.clock.now();
+    const needed = Math.max(this.#backend.minValidityMs, LOSS_MARGIN_MS);
+    if (left <= needed) {
+      // Too little to count on — and the nodes that ran it now expire the keys by the new,
+      // short ttl, so the old deadline no longer holds either: the lock is lost.
+      this.#validUntil = Math.min(this.#validUntil, validUntil);
+      const error = new LockLostError(
+        this.resources,
+        `the extension left ${Math.max(0, Math.floor(left))} ms of validity; more than ` +
+          `${needed} ms is needed (minValidityMs ${this.#backend.minValidityMs}, loss margin ` +
+          `${LOSS_MARGIN_MS} ms)`,
+        'extension-too-short',
+      );
       this.#lose(error);
       throw error;
     }
@@ -346,50 +451,75 @@ export class Lock implements AsyncDisposable {
 
   /**
    * Releases the lock on every node in one round. Never throws because the lock already
-   * expired: it reports it. Releasing twice is harmless.
+   * expired: it reports it. Releasing twice is harmless. The signal aborts with a
+   * {@link LockReleasedError} — unless the lock was lost before, then it keeps its
+   * {@link LockLostError} and `expired` is true.
    */
   async release(): Promise<ReleaseResult> {
-    // Lost (the validity timer fired — possibly a hair before the deadline, the safe side) or
-    // past the deadline: expired, even if some nodes still had the keys.
-    const expiredByTime =
-      (this.#lostWith !== undefined && !this.#released) ||
-      this.#backend.clock.now() >= this.#validUntil;
+    // One clock read (this is the hot path): lost at the loss moment, as everywhere.
+    const now = this.#backend.clock.now();
+    if (!this.#released && this.#lostWith === undefined && now >= this.#validUntil - LOSS_MARGIN_MS)
+      this.#lose(this.#deadlineLoss());
+    // Lost (its loss moment passed, or an extension failed) or past the deadline: expired,
+    // even if some nodes still had the keys.
+    const expiredByTime = this.#lostWith !== undefined || now >= this.#validUntil;
     this.#disarm();
     if (this.#released) return { released: false, expired: expiredByTime };
     this.#released = true;
-    const released = await this.#backend.releaseKeys(this.#keys, this.#token);
-    // The error is made only for a signal someone reads (a stack capture per release adds up).
-    if (this.#lostWith === undefined && this.#controller !== undefined) {
-      this.#lostWith = new LockLostError(this.resources, 'released');
-      this.#controller.abort(this.#lostWith);
+    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token);
+    if (outcome === 'not-held' && this.#lostWith === undefined) {
+      // Lost behind the handle's back (keys expired, deleted, or a node restarted empty).
+      this.#lose(
+        new LockLostError(
+          this.resources,
+          'the release found too few nodes still holding it for a quorum',
+          'not-held',
+        ),
+      );
     }
-    return { released, expired: expiredByTime || !released };
+    // The reason is made only for a signal someone reads (a stack capture per release adds up).
+    if (this.#lostWith === undefined && this.#controller !== undefined) {
+      this.#controller.abort(new LockReleasedError(this.resources));
+    }
+    return { released: outcome === 'released', expired: expiredByTime || outcome === 'not-held' };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
   }
 
-  /** Throws if the handle is released or lost (its deadline passed counts as lost). */
-  #throwIfGone(releasedReason: string): void {
-    if (this.#released) throw new LockLostError(this.resources, releasedReason);
-    this.#checkDeadline();
+  /** Throws if the handle is lost (its loss moment passed counts) or released. */
+  #throwIfGone(): void {
+    if (!this.#released) this.#checkDeadline();
     if (this.#lostWith !== undefined) throw this.#lostWith;
+    if (this.#released) throw new LockReleasedError(this.resources);
   }
 
+  /** Loses a held lock whose loss moment (`validUntil − LOSS_MARGIN_MS`) has come. */
   #checkDeadline(): void {
-    if (this.#lostWith === undefined && this.#backend.clock.now() >= this.#validUntil) {
-      this.#lose(new LockLostError(this.resources, 'validity ran out before an extension'));
+    if (
+      this.#lostWith === undefined &&
+      !this.#released &&
+      this.#backend.clock.now() >= this.#validUntil - LOSS_MARGIN_MS
+    ) {
+      this.#lose(this.#deadlineLoss());
     }
+  }
+
+  #deadlineLoss(): LockLostError {
+    return new LockLostError(
+      this.resources,
+      `validity ran out before an extension (lost ${LOSS_MARGIN_MS} ms before validUntil)`,
+    );
   }
 
   #armLoss(): void {
     this.#disarm();
-    const delay = this.#validUntil - this.#backend.clock.now();
+    const delay = this.#validUntil - LOSS_MARGIN_MS - this.#backend.clock.now();
     this.#timer = this.#backend.clock.setTimer(
       () => {
         this.#timer = undefined;
-        this.#lose(new LockLostError(this.resources, 'validity ran out before an extension'));
+        if (!this.#released) this.#lose(this.#deadlineLoss());
       },
       Math.max(0, delay),
     );

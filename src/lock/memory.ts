@@ -29,6 +29,7 @@ import {
   type AcquireOptions,
   type LockBackend,
   type LockService,
+  type ReleaseOutcome,
   type UsingOptions,
 } from './lock.js';
 
@@ -97,6 +98,11 @@ export class MemoryLock implements LockService, LockBackend {
   /** @internal */
   get ttlMs(): number {
     return this.#o.ttlMs;
+  }
+
+  /** @internal No network, so no minimum beyond the handle's loss margin. */
+  get minValidityMs(): number {
+    return 0;
   }
 
   /** Locks one resource or several (all or none), retrying while taken. */
@@ -186,7 +192,7 @@ export class MemoryLock implements LockService, LockBackend {
   }
 
   /** @internal */
-  releaseKeys(keys: readonly string[], token: string): Promise<boolean> {
+  releaseKeys(keys: readonly string[], token: string): Promise<ReleaseOutcome> {
     const now = this.#o.clock.now();
     let released = true;
     for (const k of keys) {
@@ -204,6 +210,6 @@ export class MemoryLock implements LockService, LockBackend {
       const set = this.#waiters.get(k);
       if (set !== undefined) for (const wake of [...set]) wake();
     }
-    return Promise.resolve(released);
+    return Promise.resolve(released ? 'released' : 'not-held');
   }
 }

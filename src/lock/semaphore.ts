@@ -27,6 +27,8 @@ import {
   holdWhile,
   type AcquireOptions,
   type LockBackend,
+  type ReleaseOutcome,
+  releaseOutcome,
   acquireRules,
   retriesOf,
   waitDeadline,
@@ -169,6 +171,11 @@ export class Semaphore implements LockBackend {
   /** @internal */
   get ttlMs(): number {
     return this.#c.ttlMs;
+  }
+
+  /** @internal */
+  get minValidityMs(): number {
+    return this.#c.minValidityMs;
   }
 
   /**
@@ -324,12 +331,12 @@ export class Semaphore implements LockBackend {
   }
 
   /** @internal */
-  async releaseKeys(keys: readonly string[], handle: string): Promise<boolean> {
+  async releaseKeys(keys: readonly string[], handle: string): Promise<ReleaseOutcome> {
     const q = this.#c.quorum;
     const { token, slots } = this.#parse(handle);
     const yes = (r: NodeResult): boolean => Number(r.value) === 1;
     const results = await q.round(SEM_RELEASE, keys.slice(0, 1), [token, '1', ...slots], yes);
-    return q.count(results, yes) >= q.size;
+    return releaseOutcome(results, yes, q.size);
   }
 
   #report(r: NodeResult): void {

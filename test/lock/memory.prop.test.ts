@@ -4,15 +4,20 @@ import { ManualClock } from '../../src/core/index.js';
 import {
   MemoryLock,
   isLockLostError,
+  isLockReleasedError,
   isLockTakenError,
   type Lock,
+  type LockLostError,
   type ReleaseResult,
 } from '../../src/lock/index.js';
+import { LOSS_MARGIN_MS as M } from '../../src/lock/lock.js';
 
 // Model-based tests of MemoryLock on a ManualClock: fast-check drives the lock and a small
 // reference model with the same random commands (acquire / extend / release / advance time, from
 // several owners) and compares them after every step. Time moves only when a command says so,
-// so every expectation is exact — down to the millisecond a lock stops being valid.
+// so every expectation is exact — down to the millisecond a lock stops being valid. The store
+// holds a lock until its deadline (`validUntil`); the handle counts it lost M ms before
+// (LOSS_MARGIN_MS: its signal aborts and extend() refuses from `validUntil − M` on).
 
 const RESOURCES = ['a', 'b', 'c'] as const;
 const OWNERS = 3;
@@ -22,6 +27,8 @@ interface ModelHandle {
   readonly resources: readonly string[];
   validUntil: number;
   released: boolean;
+  /** Lost (its loss moment passed) before its release. */
+  lostBeforeRelease: boolean;
 }
 
 interface Model {
@@ -63,10 +70,13 @@ async function checkInvariants(m: Model, r: Real): Promise<void> {
   }
   m.handles.forEach((h, i) => {
     const lock = r.handles[i] as Lock;
-    // Lost exactly at its deadline (the loss timer), or when released — never earlier or later.
-    expect(lock.signal.aborted, `handle ${i} aborted`).toBe(h.released || m.now >= h.validUntil);
+    // Lost exactly at its loss moment (the loss timer), or when released — never earlier or later.
+    const lost = h.released ? h.lostBeforeRelease : m.now >= h.validUntil - M;
+    expect(lock.signal.aborted, `handle ${i} aborted`).toBe(h.released || lost);
     expect(lock.validUntil).toBe(h.validUntil);
-    if (lock.signal.aborted) expect(isLockLostError(lock.signal.reason)).toBe(true);
+    // A release is not a loss: released handles say so, unless they were lost first.
+    if (lost) expect(isLockLostError(lock.signal.reason)).toBe(true);
+    else if (h.released) expect(isLockReleasedError(lock.signal.reason)).toBe(true);
   });
 }
 
@@ -101,6 +111,7 @@ class Acquire implements Cmd {
         resources: this.resources,
         validUntil: m.now + this.ttlMs,
         released: false,
+        lostBeforeRelease: false,
       });
       r.handles.push(lock);
     }
@@ -120,7 +131,10 @@ class Extend implements Cmd {
     const i = this.pick % m.handles.length;
     const h = m.handles[i] as ModelHandle;
     const lock = r.handles[i] as Lock;
-    const ok = !h.released && m.now < h.validUntil;
+    const held = !h.released && m.now < h.validUntil - M;
+    // An extension within the loss margin is too short to count: lost, the store's new
+    // (earlier) deadline taken.
+    const ok = held && this.ttlMs > M;
     const outcome = await lock.extend(this.ttlMs).then(
       () => 'extended',
       (e: unknown) => e,
@@ -128,6 +142,12 @@ class Extend implements Cmd {
     if (ok) {
       expect(outcome).toBe('extended');
       h.validUntil = m.now + this.ttlMs;
+    } else if (held) {
+      expect(isLockLostError(outcome), String(outcome)).toBe(true);
+      expect((outcome as LockLostError).kind).toBe('extension-too-short');
+      h.validUntil = Math.min(h.validUntil, m.now + this.ttlMs);
+    } else if (h.released && !h.lostBeforeRelease) {
+      expect(isLockReleasedError(outcome), String(outcome)).toBe(true);
     } else {
       expect(isLockLostError(outcome), String(outcome)).toBe(true);
     }
@@ -143,10 +163,13 @@ class Release implements Cmd {
     const i = this.pick % m.handles.length;
     const h = m.handles[i] as ModelHandle;
     const lock = r.handles[i] as Lock;
-    const expired = m.now >= h.validUntil;
+    // Expired: lost by the handle (its loss moment passed); released: the store still held it.
+    const lost = h.released ? h.lostBeforeRelease : m.now >= h.validUntil - M;
+    const expired = lost || m.now >= h.validUntil;
     // Never throws, whether expired, re-acquired by someone else, or released already.
     const result: ReleaseResult = await lock.release();
-    expect(result).toEqual({ released: !h.released && !expired, expired });
+    expect(result).toEqual({ released: !h.released && m.now < h.validUntil, expired });
+    if (!h.released) h.lostBeforeRelease = lost;
     h.released = true;
     await checkInvariants(m, r);
   }
@@ -164,11 +187,14 @@ class Advance implements Cmd {
   toString = (): string => `advance(${this.ms})`;
 }
 
-/** Moves time to a handle's deadline, or a millisecond either side: the boundary cases. */
+/**
+ * Moves time to a handle's deadline or its loss moment (M ms before), or a millisecond either
+ * side: the boundary cases.
+ */
 class AdvanceToDeadline implements Cmd {
   constructor(
     readonly pick: number,
-    readonly offset: -1 | 0 | 1,
+    readonly offset: number,
   ) {}
   check = (m: Readonly<Model>): boolean => m.handles.length > 0;
   run(m: Model, r: Real): Promise<void> {
@@ -202,7 +228,7 @@ const commandsArb = fc.commands(
     fc.nat().map((pick) => new Release(pick)),
     fc.integer({ min: 0, max: 150 }).map((ms) => new Advance(ms)),
     fc
-      .tuple(fc.nat(), fc.constantFrom<-1 | 0 | 1>(-1, 0, 1))
+      .tuple(fc.nat(), fc.constantFrom(-1, 0, 1, -M - 1, -M, -M + 1))
       .map(([pick, offset]) => new AdvanceToDeadline(pick, offset)),
   ],
   { maxCommands: 60 },
@@ -233,7 +259,7 @@ describe('MemoryLock model (ManualClock)', () => {
       fc.asyncProperty(
         fc.integer({ min: 1, max: 100 }),
         fc.integer({ min: 0, max: 100 }),
-        fc.integer({ min: 1, max: 100 }),
+        fc.integer({ min: M + 1, max: 100 }),
         async (ttl, late, ttl2) => {
           const clock = new ManualClock();
           const locks = new MemoryLock({ clock, retryCount: 0 });
@@ -278,7 +304,7 @@ describe('MemoryLock using() (ManualClock)', () => {
   it('holds while extensions are allowed, loses it within the maxHoldMs / maxExtensions bounds, excludes others throughout, and leaves no timer', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.integer({ min: 2, max: 200 }),
+        fc.integer({ min: 2 * M, max: 200 }),
         fc.integer({ min: 1, max: 1000 }),
         fc.option(fc.integer({ min: 0, max: 8 }), { nil: undefined }),
         fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 20 }),
@@ -287,7 +313,7 @@ describe('MemoryLock using() (ManualClock)', () => {
           const locks = new CountingMemoryLock({ clock, ttlMs: ttl, retryCount: 0 });
           const options =
             maxExtensions === undefined ? { maxHoldMs } : { maxHoldMs, maxExtensions };
-          const seen = await locks.using('r', options, async (signal) => {
+          const seen = await locks.using('r', options, async (signal, lock) => {
             const start = clock.now();
             let lostAt: number | undefined;
             let reason: unknown;
@@ -301,11 +327,15 @@ describe('MemoryLock using() (ManualClock)', () => {
             while (clock.now() - start <= horizon) {
               await clock.advanceAsync(steps[i++ % steps.length] as number);
               const other = await locks.acquire('r').catch((e: unknown) => e);
-              if (signal.aborted) {
-                expect(isLockTakenError(other), 'free once lost').toBe(false);
+              // The signal aborts at the loss moment; the store frees the lock at the deadline.
+              expect(signal.aborted, 'lost from the loss moment on').toBe(
+                clock.now() >= lock.validUntil - M,
+              );
+              if (clock.now() >= lock.validUntil) {
+                expect(isLockTakenError(other), 'free once past the deadline').toBe(false);
                 await (other as Lock).release();
               } else {
-                expect(isLockTakenError(other), 'excluded while held').toBe(true);
+                expect(isLockTakenError(other), 'excluded until the deadline').toBe(true);
               }
             }
             return { start, lostAt, reason, extensions: locks.extensions };
@@ -320,7 +350,7 @@ describe('MemoryLock using() (ManualClock)', () => {
           expect(held).toBeLessThanOrEqual(ttl + (extensions * ttl) / 2);
           // Held at least until the last extension that stays within maxHoldMs could run.
           if (cap >= Math.ceil((2 * maxHoldMs) / ttl)) {
-            expect(held).toBeGreaterThanOrEqual(Math.min(ttl, maxHoldMs - ttl / 2));
+            expect(held).toBeGreaterThanOrEqual(Math.min(ttl, maxHoldMs - ttl / 2) - M);
           }
           // Bounded by maxHoldMs (or by the first ttl, when maxHoldMs is shorter).
           expect(held).toBeLessThanOrEqual(Math.max(ttl, maxHoldMs));

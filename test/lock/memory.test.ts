@@ -34,9 +34,11 @@ describe('MemoryLock', () => {
     clock.advance(60);
     await lock.extend(100);
     expect(lock.validUntil).toBe(160);
-    clock.advance(99);
+    // Lost LOSS_MARGIN_MS (5 ms) before the deadline: the signal aborts at 155.
+    clock.advance(94);
     expect(lock.signal.aborted).toBe(false);
     clock.advance(1);
+    expect(lock.signal.aborted).toBe(true);
     await expect(lock.extend()).rejects.toSatisfy(isLockLostError);
   });
 

@@ -5,6 +5,7 @@ import { systemClock, type Clock, type Timer } from '../../src/core/index.js';
 import {
   Redlock,
   isLockLostError,
+  isLockReleasedError,
   isLockTakenError,
   isQuorumUnavailableError,
   type Lock,
@@ -579,7 +580,7 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     await next.release();
   });
 
-  it('release with a majority paused reports { released: false, expired: true } within a node timeout, and the queued releases clean up on resume', async () => {
+  it('release with a majority paused reports { released: false, expired: false } (nothing says it expired: it did not) within a node timeout, and the queued releases clean up on resume', async () => {
     const NT = 300;
     const own = freshClients();
     const redlock = redlockOf({ nodeTimeoutMs: NT }, own);
@@ -588,9 +589,10 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     for (const i of [1, 2, 3]) redis().pause(i);
     const t = now();
     const result = await within(lock.release(), 10_000, 'release with 3 of 5 paused');
-    expect(result).toEqual({ released: false, expired: true });
+    expect(result).toEqual({ released: false, expired: false });
     expect(now() - t).toBeLessThan(NT + 1_500);
     expect(lock.signal.aborted).toBe(true);
+    expect(isLockReleasedError(lock.signal.reason)).toBe(true);
     for (const i of [1, 2, 3]) redis().resume(i);
     await drain(own);
     const next = await other.acquire('cut-off');
@@ -713,7 +715,7 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     await lock[Symbol.asyncDispose]();
     await lock[Symbol.asyncDispose]();
     await expect(lock.release()).resolves.toMatchObject({ released: false });
-    await expect(lock.extend()).rejects.toSatisfy(isLockLostError);
+    await expect(lock.extend()).rejects.toSatisfy(isLockReleasedError);
     let held: Lock | undefined;
     {
       await using again = await redlock.acquire('dispose');
