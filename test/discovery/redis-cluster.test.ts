@@ -28,7 +28,7 @@ describeRedis('discovery on the Redis backend over Redis Cluster (3 masters)', (
   });
 
   describe('one reader per followed service', () => {
-    it('reads each service on the master owning its slot, and close() ends every reader', async () => {
+    it('reads each service on the master owning its slot; a reader closes with its last watch, and close() ends them all', async () => {
       const name = `keel-lanes-${process.pid}`;
       const client = cluster().client({ redisOptions: { connectionName: name } });
       const backend = new RedisBackend({ client, blockMs: 500, readTimeoutMs: 1000 });
@@ -62,6 +62,20 @@ describeRedis('discovery on the Redis backend over Redis Cluster (3 masters)', (
           throw new Error(`readers never blocked as expected: ${JSON.stringify(await mine())}`);
         await sleep(20);
       }
+      // No watch left: the per-service readers close; only the client's own connections (one
+      // per master at most) stay.
+      for (const w of watches) w.close();
+      await until(async () => {
+        const now = await mine();
+        expect(now.map((m) => m.reading)).toEqual([0, 0, 0]);
+        expect(now.reduce((sum, m) => sum + m.all, 0)).toBeLessThanOrEqual(3);
+      }, 10_000);
+      // A new watch opens a reader again.
+      const again = registry.watch(services[0] as string);
+      await again.ready;
+      await until(async () => {
+        expect((await mine()).reduce((sum, m) => sum + m.reading, 0)).toBe(1);
+      }, 10_000);
       await registry.close();
       await backend.close();
       client.disconnect();
