@@ -247,9 +247,9 @@ class ReadTimeout extends Error {
  * With Redis Cluster (an ioredis `Cluster` client) each service's keys share a slot, but one
  * blocking read over services in different slots would be refused (`CROSSSLOT`), so there the
  * backend gives every followed service a reader of its own — one more connection (a duplicate
- * of the client) per service followed, kept until `close()`. A change of cursor there takes
- * effect at the next read (within `blockMs`): the read is not interrupted, since `CLIENT ID` and
- * `CLIENT UNBLOCK` would reach an arbitrary node of the cluster.
+ * of the client) per service followed, closed once nobody follows it. A change of cursor there
+ * takes effect at the next read (within `blockMs`): the read is not interrupted, since
+ * `CLIENT ID` and `CLIENT UNBLOCK` would reach an arbitrary node of the cluster.
  *
  * @example
  * ```ts
@@ -511,7 +511,11 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     while (!this.#closed) {
       const cursors = this.#cursors();
       if (cursors.size === 0) {
-        if (this.#feeds.size === 0) return;
+        if (this.#feeds.size === 0) {
+          // A per-service reader on Redis Cluster is not kept for a service nobody follows.
+          if (LANES.has(this)) this.#dropReader();
+          return;
+        }
         let timer: Timer | undefined;
         await new Promise<void>((resolve) => {
           this.#wake = resolve;

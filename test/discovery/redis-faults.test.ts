@@ -16,23 +16,12 @@ import {
   type RegistryOptions,
   type WatchError,
 } from '../../src/discovery/index.js';
+import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { WatchHistory } from './history.js';
+import { faultBackendOptions, faultRegistryOptions } from './redis-fixture.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check: () => void | Promise<void>, limitMs: number): Promise<void> {
-  const deadline = performance.now() + limitMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (performance.now() > deadline) throw error;
-      await sleep(25);
-    }
-  }
-}
 
 describeRedis('discovery on Redis under faults', () => {
   const redis = useRedis({ count: 1 });
@@ -47,19 +36,10 @@ describeRedis('discovery on Redis under faults', () => {
     await redis().flushAll();
   });
 
-  const backendOptions = {
-    blockMs: 300,
-    readTimeoutMs: 400,
-    outageThresholdMs: 900,
-    outageGraceMs: 2500,
-    retryBaseMs: 50,
-    retryMaxMs: 400,
-  };
-
   const backend = (client?: DiscoveryRedisClient, extra: object = {}): RedisBackend => {
     const b = new RedisBackend({
       client: client ?? redis().client(0, { maxRetriesPerRequest: 1 }),
-      ...backendOptions,
+      ...faultBackendOptions,
       ...extra,
     });
     cleanups.push(() => b.close());
@@ -69,12 +49,7 @@ describeRedis('discovery on Redis under faults', () => {
   const registry = (options: RegistryOptions = {}): Registry => {
     const r = new Registry({
       backend: backend(),
-      ttlMs: 1000,
-      reapIntervalMs: 150,
-      resyncJitterMs: 50,
-      retryBaseMs: 50,
-      retryMaxMs: 400,
-      operationTimeoutMs: 400,
+      ...faultRegistryOptions,
       ...options,
     });
     cleanups.push(() => r.close());

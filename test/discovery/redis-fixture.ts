@@ -54,3 +54,23 @@ export function redisFixture(setup: RedisFixtureSetup): BackendFixture {
     },
   };
 }
+
+/** Backend options of the fault tests: short blocks and timeouts, so faults show up quickly. */
+export const faultBackendOptions = {
+  blockMs: 300,
+  readTimeoutMs: 400,
+  outageThresholdMs: 900,
+  outageGraceMs: 2500,
+  retryBaseMs: 50,
+  retryMaxMs: 400,
+} as const;
+
+/** Registry options of the fault tests (ttl 1 s, quick reaps, resyncs and retries). */
+export const faultRegistryOptions = {
+  ttlMs: 1000,
+  reapIntervalMs: 150,
+  resyncJitterMs: 50,
+  retryBaseMs: 50,
+  retryMaxMs: 400,
+  operationTimeoutMs: 400,
+} as const;

@@ -42,3 +42,17 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** Retries `check` (which throws until satisfied) every 25 ms for up to `limitMs` of real time. */
+export async function until(check: () => void | Promise<void>, limitMs: number): Promise<void> {
+  const deadline = performance.now() + limitMs;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+}

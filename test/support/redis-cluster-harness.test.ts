@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { RedisClusterHarness, clusterInfo, redisCliPath } from './cluster.js';
+import { RedisClusterHarness, clusterInfo, freeClusterPort, redisCliPath } from './cluster.js';
 import { describeRedis, liveHandles, processExists, useRedisCluster } from './vitest.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -11,6 +11,8 @@ describeRedis('Redis Cluster test harness (real redis-server processes)', () => 
     const c = cluster();
     expect(c.size).toBe(3);
     expect(new Set(c.nodes.map((node) => node.port)).size).toBe(3);
+    // Each node's cluster bus listens on port + 10000, which must be a valid port.
+    expect(c.nodes.every((node) => node.port + 10_000 <= 65_535)).toBe(true);
     for (const node of c.nodes) {
       const info = await clusterInfo(node.port);
       expect(info.cluster_state).toBe('ok');
@@ -76,6 +78,11 @@ describeRedis('Redis Cluster test harness (real redis-server processes)', () => 
       if (saved === undefined) delete process.env.KEEL_REDIS_CLI;
       else process.env.KEEL_REDIS_CLI = saved;
     }
+  });
+
+  it('freeClusterPort only gives ports whose cluster bus port (+10000) is valid', async () => {
+    // Linux hands out ephemeral ports up to 60999; redis-server refuses a cluster port > 55535.
+    for (let i = 0; i < 50; i++) expect(await freeClusterPort()).toBeLessThanOrEqual(55_535);
   });
 
   it('refuses fewer than three masters', async () => {

@@ -41,6 +41,8 @@ export interface RedisHarnessOptions {
   readonly args?: readonly string[];
   /** Milliseconds to wait for a server to answer PING. @defaultValue 15000 */
   readonly startTimeoutMs?: number;
+  /** Picks a port for a new server. @defaultValue {@link freePort} */
+  readonly choosePort?: () => Promise<number>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,6 +178,7 @@ export class RedisHarness implements AsyncDisposable {
   readonly #binary: string;
   readonly #args: readonly string[];
   readonly #startTimeoutMs: number;
+  readonly #choosePort: () => Promise<number>;
   readonly #dir: string;
   readonly #instances: Instance[];
   readonly #clients = new Set<Redis>();
@@ -185,6 +188,7 @@ export class RedisHarness implements AsyncDisposable {
     this.#binary = binary;
     this.#args = options.args ?? [];
     this.#startTimeoutMs = options.startTimeoutMs ?? 15_000;
+    this.#choosePort = options.choosePort ?? freePort;
     this.#dir = mkdtempSync(join(tmpdir(), 'keel-redis-'));
     this.#instances = Array.from({ length: count }, (_, i) => new Instance(i));
   }
@@ -360,7 +364,7 @@ export class RedisHarness implements AsyncDisposable {
     // A free port can be taken by someone else between our probe and redis binding it; try a
     // few. A restart must reuse its port, so it retries the same one (it may be in TIME_WAIT).
     for (let attempt = 0; attempt < 5; attempt++) {
-      const chosen = port ?? (await freePort());
+      const chosen = port ?? (await this.#choosePort());
       try {
         await this.#spawnOnce(instance, chosen);
         return;
