@@ -117,7 +117,8 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
       };
     }
   }
-  if (error === undefined) return { kind: 'timed-out', error: `timed out after ${timeoutMs} ms` };
+  if (error === undefined)
+    return { kind: 'timed-out', error: `timed out after ${Math.floor(timeoutMs)} ms` };
   return {
     kind: 'failed',
     error: error instanceof Error ? error.message : describe(error),
