@@ -154,6 +154,7 @@ describeRedis(
           return registry;
         };
 
+        const t0 = performance.now();
         const writers = Array.from({ length: WRITERS }, () => makeRegistry());
         const live = new Map<string, Live>();
         const evictions: string[] = [];
@@ -168,7 +169,7 @@ describeRedis(
             watch.onRemoved((change) => {
               if (live.has(change.instance.id)) {
                 evictions.push(
-                  `watcher ${w} removed live ${change.instance.id} (${change.reason}, ${change.source})`,
+                  `watcher ${w} removed live ${change.instance.id} (${change.reason}, ${change.source}) @${Math.round(performance.now() - t0)}`,
                 );
               }
             });
@@ -183,7 +184,6 @@ describeRedis(
         const churnRandom = prng(seed);
         let serial = 0;
         let stopping = false;
-        const t0 = performance.now();
         const deadline = t0 + seconds * 1000;
 
         const churn = async (): Promise<void> => {
