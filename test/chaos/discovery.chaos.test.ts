@@ -154,6 +154,7 @@ describeRedis(
           return registry;
         };
 
+        const t0 = performance.now();
         const writers = Array.from({ length: WRITERS }, () => makeRegistry());
         const live = new Map<string, Live>();
         const evictions: string[] = [];
@@ -168,7 +169,7 @@ describeRedis(
             watch.onRemoved((change) => {
               if (live.has(change.instance.id)) {
                 evictions.push(
-                  `watcher ${w} removed live ${change.instance.id} (${change.reason}, ${change.source})`,
+                  `watcher ${w} removed live ${change.instance.id} (${change.reason}, ${change.source}) @${Math.round(performance.now() - t0)}`,
                 );
               }
             });
@@ -183,7 +184,6 @@ describeRedis(
         const churnRandom = prng(seed);
         let serial = 0;
         let stopping = false;
-        const t0 = performance.now();
         const deadline = t0 + seconds * 1000;
 
         const churn = async (): Promise<void> => {
@@ -202,8 +202,8 @@ describeRedis(
                   (registration) => {
                     live.set(id, { registration, service });
                   },
-                  () => {
-                    count(opErrors, 'register');
+                  (error: unknown) => {
+                    count(opErrors, `register: ${errorKind(error)}`);
                   },
                 ),
               );
@@ -213,8 +213,8 @@ describeRedis(
               pending.push(
                 target.registration.deregister().then(
                   () => undefined,
-                  () => {
-                    count(opErrors, 'deregister');
+                  (error: unknown) => {
+                    count(opErrors, `deregister: ${errorKind(error)}`);
                   },
                 ),
               );
@@ -232,8 +232,8 @@ describeRedis(
               pending.push(
                 update.then(
                   () => undefined,
-                  () => {
-                    count(opErrors, 'update');
+                  (error: unknown) => {
+                    count(opErrors, `update: ${errorKind(error)}`);
                   },
                 ),
               );
@@ -260,9 +260,11 @@ describeRedis(
                 await sleep(backendOptions.blockMs + 100);
                 const target = [...live.values()].find((l) => l.service === fault.service);
                 count(ops, 'fault-write');
-                await target?.registration.setMetadata({ fault: String(at) }).catch(() => {
-                  count(opErrors, 'fault-write');
-                });
+                await target?.registration
+                  .setMetadata({ fault: String(at) })
+                  .catch((error: unknown) => {
+                    count(opErrors, `fault-write: ${errorKind(error)}`);
+                  });
               }
               await inject(harness, admin, dir, keysOf(fault.service).log, fault).finally(() => {
                 gate.open();
@@ -354,7 +356,7 @@ describeRedis(
           const resyncs = histories.reduce((n, h) => n + h.watch.resyncs, 0);
           const text = [
             `discovery chaos: seed ${seed}, ${seconds} s, ${WRITERS} writers, ${WATCHERS} watchers × ${SERVICES.length} services`,
-            `  churn: ${JSON.stringify(ops)}, failed: ${JSON.stringify(opErrors)}; live at quiescence ${live.size}; watcher resyncs ${resyncs}`,
+            `  churn: ${JSON.stringify(ops)}, errors: ${JSON.stringify(opErrors)}; live at quiescence ${live.size}; watcher resyncs ${resyncs}`,
             `  faults: ${JSON.stringify(countKinds(done))} — ${done.join(' ')}`,
             `  convergence after quiescence: ${converged === undefined ? `NOT within ${CONVERGE_LIMIT_MS} ms (${last})` : `${Math.round(converged)} ms`}`,
             `  evictions of live instances: ${evictions.length}${evictions.length > 0 ? ' ' + evictions.slice(0, 5).join('; ') : ''}`,
@@ -462,6 +464,15 @@ function parse(json: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** An error's stable code (Keel errors), else its name marked untyped. */
+function errorKind(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'code' in error) {
+    const code = error.code;
+    if (typeof code === 'string') return code;
+  }
+  return error instanceof Error ? `untyped ${error.name}` : `thrown ${typeof error}`;
 }
 
 function countKinds(done: readonly string[]): Record<string, number> {
