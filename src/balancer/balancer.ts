@@ -20,7 +20,7 @@ import {
   type Clock,
   type Subscription,
 } from '../core/index.js';
-import { resolveNode } from '../hashring/nodes.js';
+import { forEachOf, resolveNode } from '../hashring/nodes.js';
 import { EndpointState } from './state.js';
 import type { PickContext, Strategy } from './strategy.js';
 import type {
@@ -337,7 +337,7 @@ export class LoadBalancer<T = unknown> {
     const resolved: Endpoint<T>[] = [];
     const seen = new Set<string>();
     let total = 0;
-    for (const spec of endpoints) {
+    forEachOf(OWNER, 'endpoints', input, (spec) => {
       const where = `endpoints[${resolved.length}]`;
       const endpoint = resolveEndpoint<T>(spec, where);
       if (seen.has(endpoint.id)) throw new DuplicateEndpointError(endpoint.id);
@@ -353,7 +353,7 @@ export class LoadBalancer<T = unknown> {
         );
       }
       resolved.push(endpoint);
-    }
+    });
     // Time-based changes due by now (returns, expired leases) happen first, as any other
     // operation would apply them.
     const now = this.#clock.now();
@@ -461,6 +461,9 @@ export class LoadBalancer<T = unknown> {
 
   /** Subscribes to ejections and returns; the subscription is a disposable. */
   onHealthChange(listener: (change: HealthChange) => void): Subscription {
+    if (typeof listener !== 'function') {
+      throw new InvalidOptionError(OWNER, 'listener', 'a function', listener, 'onHealthChange');
+    }
     return this.#healthChanged.subscribe(listener);
   }
 

@@ -83,7 +83,11 @@ describe('update() is a transaction', () => {
       yield { id: 'b' };
       throw new Error('iterator broke');
     }
-    expect((thrown(() => balancer.update(list())) as Error).message).toBe('iterator broke');
+    const error = thrown(() => balancer.update(list()));
+    // A typed error naming the option, with the iterator's own error as its cause.
+    expect(isInvalidOptionError(error)).toBe(true);
+    expect((error as { option: string }).option).toBe('endpoints');
+    expect(((error as Error).cause as Error).message).toBe('iterator broke');
     expect(snapshot(balancer)).toEqual(before);
   });
 });
