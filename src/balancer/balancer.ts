@@ -65,7 +65,10 @@ export interface SlowStartOptions {
 export interface LoadBalancerOptions<T = unknown> {
   /** The pick algorithm, e.g. `roundRobin()` or `leastRequest()`. */
   readonly strategy: Strategy<T>;
-  /** Initial endpoints. @defaultValue none */
+  /**
+   * Initial endpoints; their weights must sum to at most {@link MAX_TOTAL_WEIGHT}.
+   * @defaultValue none
+   */
   readonly endpoints?: Iterable<EndpointSpec<T>>;
   /** Passive outlier ejection. */
   readonly outlierEjection?: OutlierEjectionOptions;
@@ -93,6 +96,8 @@ export interface LoadBalancerOptions<T = unknown> {
    * Random numbers in [0, 1), for deterministic tests or a seeded simulation. By default the
    * balancer uses its own xorshift generator (seeded from `Math.random`), whose integer draws
    * never allocate; an injected function returning fractions may cost a heap number per draw.
+   * A draw outside [0, 1) (1, NaN, a negative number, a non-number) makes that pick throw an
+   * {@link InvalidOptionError} naming `random`, before anything changes.
    * @defaultValue an internal xorshift32 generator
    */
   readonly random?: (() => number) | undefined;
