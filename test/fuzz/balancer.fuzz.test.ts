@@ -31,7 +31,8 @@ import {
   settle,
 } from './arbitraries.js';
 
-const RUNS = 120;
+/** Runs per property; KEEL_FUZZ_RUNS raises it for a long local run. */
+const RUNS = Number(process.env.KEEL_FUZZ_RUNS ?? 120);
 const tally = newTally();
 let cases = 0;
 
