@@ -426,6 +426,7 @@ export class LoadBalancer<T = unknown> {
     const state = this.#pickState(options);
     if (state === undefined) return undefined;
     state.inFlight++;
+    this.#strategy.loadChanged?.(state);
     const record = new LeaseRecord(state, this.#now(), this.#finishBound);
     this.#leases.push(record);
     return record;
@@ -636,6 +637,7 @@ export class LoadBalancer<T = unknown> {
     const state = record.state;
     state.inFlight--;
     if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
+    this.#strategy.loadChanged?.(state);
     if (latency !== undefined) this.#observeLatency(state, latency, now);
     this.#record(state, ok, now);
   }
