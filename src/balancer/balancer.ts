@@ -20,7 +20,7 @@ import {
   type Clock,
   type Subscription,
 } from '../core/index.js';
-import { resolveNode } from '../hashring/nodes.js';
+import { forEachOf, resolveNode } from '../hashring/nodes.js';
 import { EndpointState } from './state.js';
 import type { PickContext, Strategy } from './strategy.js';
 import type {
@@ -65,7 +65,10 @@ export interface SlowStartOptions {
 export interface LoadBalancerOptions<T = unknown> {
   /** The pick algorithm, e.g. `roundRobin()` or `leastRequest()`. */
   readonly strategy: Strategy<T>;
-  /** Initial endpoints. @defaultValue none */
+  /**
+   * Initial endpoints; their weights must sum to at most {@link MAX_TOTAL_WEIGHT}.
+   * @defaultValue none
+   */
   readonly endpoints?: Iterable<EndpointSpec<T>>;
   /** Passive outlier ejection. */
   readonly outlierEjection?: OutlierEjectionOptions;
@@ -93,6 +96,8 @@ export interface LoadBalancerOptions<T = unknown> {
    * Random numbers in [0, 1), for deterministic tests or a seeded simulation. By default the
    * balancer uses its own xorshift generator (seeded from `Math.random`), whose integer draws
    * never allocate; an injected function returning fractions may cost a heap number per draw.
+   * A draw outside [0, 1) (1, NaN, a negative number, a non-number) makes that pick throw an
+   * {@link InvalidOptionError} naming `random`, before anything changes.
    * @defaultValue an internal xorshift32 generator
    */
   readonly random?: (() => number) | undefined;
@@ -337,7 +342,7 @@ export class LoadBalancer<T = unknown> {
     const resolved: Endpoint<T>[] = [];
     const seen = new Set<string>();
     let total = 0;
-    for (const spec of endpoints) {
+    forEachOf(OWNER, 'endpoints', input, (spec) => {
       const where = `endpoints[${resolved.length}]`;
       const endpoint = resolveEndpoint<T>(spec, where);
       if (seen.has(endpoint.id)) throw new DuplicateEndpointError(endpoint.id);
@@ -353,7 +358,7 @@ export class LoadBalancer<T = unknown> {
         );
       }
       resolved.push(endpoint);
-    }
+    });
     // Time-based changes due by now (returns, expired leases) happen first, as any other
     // operation would apply them.
     const now = this.#clock.now();
@@ -421,6 +426,7 @@ export class LoadBalancer<T = unknown> {
     const state = this.#pickState(options);
     if (state === undefined) return undefined;
     state.inFlight++;
+    this.#strategy.loadChanged?.(state);
     const record = new LeaseRecord(state, this.#now(), this.#finishBound);
     this.#leases.push(record);
     return record;
@@ -461,6 +467,9 @@ export class LoadBalancer<T = unknown> {
 
   /** Subscribes to ejections and returns; the subscription is a disposable. */
   onHealthChange(listener: (change: HealthChange) => void): Subscription {
+    if (typeof listener !== 'function') {
+      throw new InvalidOptionError(OWNER, 'listener', 'a function', listener, 'onHealthChange');
+    }
     return this.#healthChanged.subscribe(listener);
   }
 
@@ -628,6 +637,7 @@ export class LoadBalancer<T = unknown> {
     const state = record.state;
     state.inFlight--;
     if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
+    this.#strategy.loadChanged?.(state);
     if (latency !== undefined) this.#observeLatency(state, latency, now);
     this.#record(state, ok, now);
   }

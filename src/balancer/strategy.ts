@@ -52,6 +52,12 @@ export interface Strategy<T = unknown> {
    * balancer then keeps the old list too).
    */
   reset(states: readonly EndpointState<T>[]): void;
+  /**
+   * Optional: an endpoint's `inFlight` just changed (a call started or ended). Strategies that
+   * keep endpoints ordered by load update their order here instead of scanning on every pick.
+   * Called only for endpoints in the list of the last `reset`.
+   */
+  loadChanged?(state: EndpointState<T>): void;
   /** Picks a usable endpoint, or `undefined` when none is usable. Must not allocate. */
   pick(ctx: PickContext<T>): EndpointState<T> | undefined;
   /** Whether the strategy uses in-flight counts or latency (then `acquire()` matters). */

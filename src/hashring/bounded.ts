@@ -7,8 +7,9 @@
  *
  * @packageDocumentation
  */
-import { InvalidOptionError, numberOption, resolveOptions } from '../core/index.js';
-import type { HashRing } from './ring.js';
+import { InvalidOptionError, describeValue, numberOption, resolveOptions } from '../core/index.js';
+import { checkKey } from './nodes.js';
+import { HashRing } from './ring.js';
 import type { Key, RingNode } from './types.js';
 
 /** Options of {@link BoundedLoads}. */
@@ -35,6 +36,37 @@ export function boundedCap(
   weight: number,
   totalWeight: number,
 ): number {
+  const checks: [string, unknown, boolean][] = [
+    ['c', c, typeof c === 'number' && c > 1 && c <= 100],
+    [
+      'totalLoad',
+      totalLoad,
+      typeof totalLoad === 'number' && totalLoad >= 0 && totalLoad < Infinity,
+    ],
+    ['weight', weight, typeof weight === 'number' && weight > 0 && weight < Infinity],
+    [
+      'totalWeight',
+      totalWeight,
+      typeof totalWeight === 'number' &&
+        totalWeight < Infinity &&
+        (typeof weight !== 'number' || totalWeight >= weight),
+    ],
+  ];
+  for (const [option, value, ok] of checks) {
+    if (!ok) {
+      throw new InvalidOptionError(
+        'boundedCap',
+        option,
+        'c in (1, 100], a finite totalLoad >= 0, and finite weight > 0 <= totalWeight',
+        value,
+      );
+    }
+  }
+  return capFor(c, totalLoad, weight, totalWeight);
+}
+
+/** {@link boundedCap} without the checks, for callers whose inputs are known good. */
+function capFor(c: number, totalLoad: number, weight: number, totalWeight: number): number {
   return Math.ceil((c * (totalLoad + 1) * weight) / totalWeight);
 }
 
@@ -53,9 +85,30 @@ export function boundedGet<T>(
   c = 1.25,
 ): RingNode<T> | undefined {
   const { c: factor } = resolveOptions('boundedGet', { c }, spec);
+  if (!(ring instanceof HashRing)) {
+    throw new InvalidOptionError('boundedGet', 'ring', 'a HashRing', ring);
+  }
+  checkKey('boundedGet', key);
+  if (typeof loadOf !== 'function') {
+    throw new InvalidOptionError('boundedGet', 'loadOf', 'a function (node) => load', loadOf);
+  }
+  // Every load is checked where it is read: the walk compares them with caps.
+  const checkedLoad = (node: RingNode<T>): number => {
+    const load: unknown = loadOf(node);
+    if (typeof load !== 'number' || !(load >= 0 && load < Infinity)) {
+      throw new InvalidOptionError(
+        'boundedGet',
+        'loadOf',
+        'a function returning finite loads >= 0',
+        load,
+        `for node ${JSON.stringify(node.id)}`,
+      );
+    }
+    return load;
+  };
   let totalLoad = 0;
-  for (const node of ring.nodes()) totalLoad += loadOf(node);
-  return pickBounded(ring, key, loadOf, factor, totalLoad);
+  for (const node of ring.nodes()) totalLoad += checkedLoad(node);
+  return pickBounded(ring, key, checkedLoad, factor, totalLoad);
 }
 
 function pickBounded<T>(
@@ -69,7 +122,7 @@ function pickBounded<T>(
   let fallback: RingNode<T> | undefined;
   let fallbackRatio = Infinity;
   const chosen = ring.findFrom(key, (node) => {
-    const cap = boundedCap(factor, totalLoad, node.weight, totalWeight);
+    const cap = capFor(factor, totalLoad, node.weight, totalWeight);
     const load = loadOf(node);
     if (load < cap) return true;
     if (load / cap < fallbackRatio) {
@@ -105,6 +158,9 @@ export class BoundedLoads<T = unknown> {
   #revision = -1;
 
   constructor(ring: HashRing<T>, options: BoundedLoadsOptions = {}) {
+    if (!((ring as unknown) instanceof HashRing)) {
+      throw new InvalidOptionError(OWNER, 'ring', 'a HashRing', ring);
+    }
     this.#ring = ring;
     this.#c = resolveOptions(OWNER, options, spec).c;
   }
@@ -128,7 +184,7 @@ export class BoundedLoads<T = unknown> {
   capOf(id: string): number {
     const node = this.#ring.node(id);
     if (node === undefined) return 0;
-    return boundedCap(this.#c, this.#total, node.weight, this.#ring.totalWeight);
+    return capFor(this.#c, this.#total, node.weight, this.#ring.totalWeight);
   }
 
   /** For equal weights: the cap every node has for the next assignment. */
@@ -167,7 +223,7 @@ export class BoundedLoads<T = unknown> {
       throw new InvalidOptionError(
         OWNER,
         'count',
-        `an integer from 1 to ${current} (the load of ${JSON.stringify(id)})`,
+        `an integer from 1 to ${current} (the load of ${describeValue(id)})`,
         count,
         'release(id, count)',
       );

@@ -74,6 +74,33 @@ function mul64(aHi: number, aLo: number, bHi: number, bLo: number): void {
  * @internal
  */
 export function jumpConsistentHash(hi: number, lo: number, buckets: number): number {
+  for (const [option, word] of [
+    ['hi', hi],
+    ['lo', lo],
+  ] as const) {
+    if (!Number.isInteger(word) || word < -(2 ** 31) || word >= 2 ** 32) {
+      throw new InvalidOptionError(
+        'jumpConsistentHash',
+        option,
+        'a 32-bit integer word of the key (uint32 or int32)',
+        word,
+      );
+    }
+  }
+  // The paper's num_buckets is an int32; more would also make the loop's j lose precision.
+  if (!Number.isInteger(buckets) || buckets < 1 || buckets > 2 ** 31 - 1) {
+    throw new InvalidOptionError(
+      'jumpConsistentHash',
+      'buckets',
+      'an integer from 1 to 2^31 - 1',
+      buckets,
+    );
+  }
+  return jumpBucket(hi, lo, buckets);
+}
+
+/** {@link jumpConsistentHash} without the checks, for the router's own calls. */
+function jumpBucket(hi: number, lo: number, buckets: number): number {
   // Callers may pass the words as int32 (see outHi/outLo); work on them unsigned.
   hi >>>= 0;
   lo >>>= 0;
@@ -215,7 +242,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
     checkKey(OWNER, key);
     const size = this.#buckets.length;
     if (size === 0) return undefined;
-    return this.#buckets[jumpConsistentHash(hashHi(key), hashLo(key), size)];
+    return this.#buckets[jumpBucket(hashHi(key), hashLo(key), size)];
   }
 
   /**
@@ -235,7 +262,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
 
     let stateHi = hashHi(key);
     let stateLo = hashLo(key);
-    const owner = jumpConsistentHash(stateHi, stateLo, size);
+    const owner = jumpBucket(stateHi, stateLo, size);
     out.push(this.#buckets[owner] as RingNode<T>);
     marks[owner] = epoch;
 
@@ -251,7 +278,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
       stateLo >>>= 0;
       stateHi = (stateHi + GAMMA_HI + carry) >>> 0;
       splitMix64(stateHi, stateLo);
-      const b = jumpConsistentHash(outHi >>> 0, outLo >>> 0, size);
+      const b = jumpBucket(outHi >>> 0, outLo >>> 0, size);
       if (marks[b] !== epoch) {
         marks[b] = epoch;
         out.push(this.#buckets[b] as RingNode<T>);

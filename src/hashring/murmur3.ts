@@ -10,6 +10,7 @@
  *
  * @packageDocumentation
  */
+import { InvalidOptionError } from '../core/index.js';
 import type { KeyHasher } from './types.js';
 import { encodeUtf8Into } from './utf8.js';
 
@@ -92,13 +93,36 @@ export function murmur3Int(
  * console.log(h >>> 0 === h); // true: an unsigned 32-bit integer
  * ```
  */
-export function murmur3(
-  bytes: Uint8Array,
-  seed = 0,
-  offset = 0,
-  length = bytes.length - offset,
-): number {
-  return murmur3Int(bytes, seed, offset, length) >>> 0;
+export function murmur3(bytes: Uint8Array, seed = 0, offset = 0, length?: number): number {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new InvalidOptionError('murmur3', 'bytes', 'a Uint8Array', bytes);
+  }
+  checkSeed('murmur3', seed);
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > bytes.length) {
+    throw new InvalidOptionError(
+      'murmur3',
+      'offset',
+      `an integer from 0 to ${bytes.length}`,
+      offset,
+    );
+  }
+  const span = length ?? bytes.length - offset;
+  if (!Number.isSafeInteger(span) || span < 0 || offset + span > bytes.length) {
+    throw new InvalidOptionError(
+      'murmur3',
+      'length',
+      `an integer from 0 to ${bytes.length - offset} (bytes.length - offset)`,
+      length,
+    );
+  }
+  return murmur3Int(bytes, seed, offset, span) >>> 0;
+}
+
+/** The seed of the public hash functions: a number (used as its low 32 bits, as `seed | 0`). */
+function checkSeed(owner: string, seed: unknown): void {
+  if (typeof seed !== 'number') {
+    throw new InvalidOptionError(owner, 'seed', 'a number (its low 32 bits are used)', seed);
+  }
 }
 
 const encoder = new TextEncoder();
@@ -148,6 +172,10 @@ export function murmur3StringInt(key: string, seed = 0): number {
  * ```
  */
 export function murmur3String(key: string, seed = 0): number {
+  if (typeof key !== 'string') {
+    throw new InvalidOptionError('murmur3String', 'key', 'a string', key);
+  }
+  checkSeed('murmur3String', seed);
   return murmur3StringInt(key, seed) >>> 0;
 }
 

@@ -4,7 +4,7 @@
  * @internal
  * @packageDocumentation
  */
-import { InvalidOptionError } from '../core/index.js';
+import { InvalidOptionError, describeValue, isKeelError } from '../core/index.js';
 import { DuplicateNodeError } from './errors.js';
 import type { NodeSpec, RingNode } from './types.js';
 
@@ -41,6 +41,56 @@ export function resolveNode<T>(owner: string, spec: unknown, where: string): Rin
   return Object.freeze({ id, weight, zone, data });
 }
 
+/**
+ * Iterates a caller's iterable, turning a broken iteration protocol (a `Symbol.iterator` that
+ * is not a function, a `next()` result that is not an object, a Proxy a built-in iterator
+ * refuses) into an InvalidOptionError naming `where`, with the original error as `cause`.
+ * Errors the caller's own code throws while we read an entry are left to `visit`'s caller.
+ */
+export function forEachOf(
+  owner: string,
+  where: string,
+  iterable: unknown,
+  visit: (value: unknown, index: number) => void,
+): void {
+  const broken = (cause: unknown): InvalidOptionError => {
+    if (isKeelError(cause)) throw cause;
+    const error = new InvalidOptionError(
+      owner,
+      where,
+      'an iterable',
+      iterable,
+      'iterating it threw',
+    );
+    Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true });
+    return error;
+  };
+  if (typeof iterable !== 'object' || iterable === null || !(Symbol.iterator in iterable)) {
+    throw new InvalidOptionError(owner, where, 'an iterable', iterable);
+  }
+  let iterator: Iterator<unknown>;
+  try {
+    // Typed as TS sees it; at run time a caller's iterator may be anything.
+    const made: unknown = (iterable as Iterable<unknown>)[Symbol.iterator]();
+    if (typeof made !== 'object' || made === null) throw new TypeError('not an iterator');
+    iterator = made as Iterator<unknown>;
+  } catch (error) {
+    throw broken(error);
+  }
+  for (let index = 0; ; index++) {
+    let step: IteratorResult<unknown>;
+    try {
+      const next: unknown = iterator.next();
+      if (typeof next !== 'object' || next === null) throw new TypeError('not an iterator result');
+      step = next as IteratorResult<unknown>;
+    } catch (error) {
+      throw broken(error);
+    }
+    if (step.done === true) return;
+    visit(step.value, index);
+  }
+}
+
 /** Resolves a list of nodes, rejecting duplicate ids. */
 export function resolveNodes<T>(owner: string, specs: unknown, where = 'nodes'): RingNode<T>[] {
   if (specs === undefined) return [];
@@ -49,14 +99,12 @@ export function resolveNodes<T>(owner: string, specs: unknown, where = 'nodes'):
   }
   const out: RingNode<T>[] = [];
   const seen = new Set<string>();
-  let i = 0;
-  for (const spec of specs as Iterable<unknown>) {
+  forEachOf(owner, where, specs, (spec, i) => {
     const node = resolveNode<T>(owner, spec, `${where}[${i}]`);
     if (seen.has(node.id)) throw new DuplicateNodeError(owner, node.id);
     seen.add(node.id);
     out.push(node);
-    i++;
-  }
+  });
   return out;
 }
 
@@ -93,7 +141,7 @@ export function checkWeight(owner: string, id: string, weight: unknown): number 
       'weight',
       'a finite number > 0',
       weight,
-      `setWeight(${JSON.stringify(id)}, weight)`,
+      `setWeight(${describeValue(id)}, weight)`,
     );
   }
   return weight;

@@ -9,7 +9,7 @@
  *
  * @packageDocumentation
  */
-import { integerOption, numberOption, resolveOptions } from '../core/index.js';
+import { InvalidOptionError, integerOption, numberOption, resolveOptions } from '../core/index.js';
 import { checkCount, checkKey, resolveNode } from './nodes.js';
 import { HashRing } from './ring.js';
 import { DuplicateNodeError } from './errors.js';
@@ -106,6 +106,15 @@ export class PartitionedRing<T = unknown> implements KeyRouter<T> {
 
   /** The node owning a partition, or `undefined` when there are no nodes. */
   ownerOf(partition: number): RingNode<T> | undefined {
+    if (!Number.isInteger(partition) || partition < 0 || partition >= this.#partitions) {
+      throw new InvalidOptionError(
+        OWNER,
+        'partition',
+        `an integer from 0 to ${this.#partitions - 1}`,
+        partition,
+        'ownerOf(partition)',
+      );
+    }
     if (this.#ring.size === 0) return undefined;
     return this.#owners[this.#assignment[partition] ?? 0];
   }

@@ -17,7 +17,7 @@ import {
 } from '../core/index.js';
 import { DuplicateNodeError, InvalidSnapshotError } from './errors.js';
 import { md5Into, md5StringInto } from './md5.js';
-import { murmur3, murmur3Hasher, murmur3Int, murmur3StringInt, utf8 } from './murmur3.js';
+import { murmur3Hasher, murmur3Int, murmur3StringInt, utf8 } from './murmur3.js';
 import {
   checkCount,
   checkKey,
@@ -273,6 +273,46 @@ function ketamaLabel(mode: RingMode, id: string): string {
  * the C libraries' float32 arithmetic (`Math.fround` at every step they round).
  */
 export function ketamaDigests(
+  mode: Exclude<RingMode, 'keel'>,
+  weight: number,
+  totalWeight: number,
+  servers: number,
+): number {
+  const given: unknown = mode;
+  if (given !== 'libmemcached' && given !== 'libketama' && given !== 'hashring-legacy') {
+    throw new InvalidOptionError(
+      'ketamaDigests',
+      'mode',
+      'one of "libmemcached", "libketama", "hashring-legacy"',
+      mode,
+    );
+  }
+  const checks: [string, unknown, boolean][] = [
+    ['weight', weight, typeof weight === 'number' && weight > 0 && weight < Infinity],
+    [
+      'totalWeight',
+      totalWeight,
+      typeof totalWeight === 'number' &&
+        totalWeight < Infinity &&
+        (typeof weight !== 'number' || totalWeight >= weight),
+    ],
+    ['servers', servers, Number.isInteger(servers) && servers >= 1 && servers <= MAX_SLOT + 1],
+  ];
+  for (const [option, value, ok] of checks) {
+    if (!ok) {
+      throw new InvalidOptionError(
+        'ketamaDigests',
+        option,
+        `finite weight > 0 and <= totalWeight, servers an integer from 1 to ${MAX_SLOT + 1}`,
+        value,
+      );
+    }
+  }
+  return digestsFor(mode, weight, totalWeight, servers);
+}
+
+/** {@link ketamaDigests} without the checks, for the ring's own (validated) calls. */
+function digestsFor(
   mode: Exclude<RingMode, 'keel'>,
   weight: number,
   totalWeight: number,
@@ -563,6 +603,15 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
    * The building block of bounded-load assignment.
    */
   findFrom(key: Key, visit: (node: RingNode<T>) => boolean): RingNode<T> | undefined {
+    if (typeof visit !== 'function') {
+      throw new InvalidOptionError(
+        OWNER,
+        'visit',
+        'a function (node) => boolean',
+        visit,
+        'findFrom',
+      );
+    }
     const total = this.#points.length;
     if (total === 0) {
       checkKey(OWNER, key);
@@ -695,6 +744,14 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
    * keys the same way (same mode and hash function).
    */
   static diff<T>(before: HashRing<T>, after: HashRing<T>): RingDiff {
+    for (const [option, ring] of [
+      ['before', before],
+      ['after', after],
+    ] as const) {
+      if (!HashRing.#isRing(ring)) {
+        throw new InvalidOptionError('HashRing.diff', option, 'a HashRing', ring);
+      }
+    }
     if (
       before.hashName !== after.hashName ||
       (before.#mode === 'keel') !== (after.#mode === 'keel')
@@ -746,7 +803,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   get fingerprint(): string {
     if (this.#fingerprint !== undefined) return this.#fingerprint;
     const idHash = new Map<number, number>();
-    for (const [id, slot] of this.#byId) idHash.set(slot, murmur3(utf8(id)));
+    for (const [id, slot] of this.#byId) idHash.set(slot, murmur3Int(utf8(id)) >>> 0);
     const buffer = new Uint32Array(this.#points.length * 2 + 1);
     buffer[0] = MODES.indexOf(this.#mode);
     for (let i = 0; i < this.#points.length; i++) {
@@ -754,8 +811,8 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       buffer[2 + 2 * i] = idHash.get(this.#owners[i] as number) ?? 0;
     }
     const bytes = new Uint8Array(buffer.buffer);
-    const a = murmur3(bytes, 0x6b65656c);
-    const b = murmur3(bytes, 0x72696e67);
+    const a = murmur3Int(bytes, 0x6b65656c) >>> 0;
+    const b = murmur3Int(bytes, 0x72696e67) >>> 0;
     this.#fingerprint = a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
     return this.#fingerprint;
   }
@@ -795,6 +852,15 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     options: Pick<HashRingOptions<T>, 'hash' | 'cacheSize'> = {},
   ): HashRing<T> {
     const owner = 'HashRing.fromJSON';
+    const given: unknown = options;
+    if (typeof given !== 'object' || given === null) {
+      throw new InvalidOptionError(
+        owner,
+        'options',
+        'an options object { hash?, cacheSize? }',
+        given,
+      );
+    }
     let value = snapshot;
     if (typeof value === 'string') {
       try {
@@ -878,6 +944,11 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  /** Brand check: a HashRing of this copy of Keel (its private fields exist). */
+  static #isRing(value: unknown): value is HashRing {
+    return typeof value === 'object' && value !== null && #points in value;
+  }
 
   /** The key's hash as a signed int32 (see murmur3's `finish` for why not unsigned). */
   #hashChecked(key: Key): number {
@@ -1008,7 +1079,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       buffer.set(prefix);
       for (let i = 0; i < count; i++) {
         const length = prefix.length + writeDecimal(buffer, prefix.length, i);
-        out[i] = murmur3(buffer, 0, 0, length);
+        out[i] = murmur3Int(buffer, 0, 0, length) >>> 0;
       }
     } else {
       const prefix = `${node.id}-`;
@@ -1033,7 +1104,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       const mode = this.#mode;
       const totalWeight = live.reduce((sum, [, { node }]) => sum + node.weight, 0);
       for (const [, { node }] of live) {
-        const digests = ketamaDigests(mode, node.weight, totalWeight, live.length);
+        const digests = digestsFor(mode, node.weight, totalWeight, live.length);
         const label = ketamaLabel(mode, node.id);
         const out = new Uint32Array(Math.max(0, digests) * 4);
         for (let i = 0; i < digests; i++) {

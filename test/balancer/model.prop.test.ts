@@ -245,7 +245,7 @@ const strategies: [string, () => Strategy, number | undefined][] = [
 ];
 
 /** Operations and runs per strategy: ten strategies × RUNS × up to OPS operations in all. */
-const RUNS = 60;
+const RUNS = Number(process.env.KEEL_FUZZ_RUNS ?? 60);
 const OPS = 60;
 
 function run(

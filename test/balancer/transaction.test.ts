@@ -39,7 +39,8 @@ describe('update() is a transaction', () => {
     const before = snapshot(balancer);
     const many = Array.from({ length: 70_000 }, (_, i) => ({ id: `e${i}` }));
     const error = thrown(() => balancer.update(many));
-    expect(isKeelError(error)).toBe(true);
+    expect(isInvalidOptionError(error)).toBe(true);
+    expect((error as { option: string }).option).toBe('endpoints');
     expect(snapshot(balancer)).toEqual(before);
     for (let i = 0; i < 200; i++) {
       expect(['a', 'b']).toContain(balancer.pick({ key: `k${i}` })?.id);
@@ -83,7 +84,11 @@ describe('update() is a transaction', () => {
       yield { id: 'b' };
       throw new Error('iterator broke');
     }
-    expect((thrown(() => balancer.update(list())) as Error).message).toBe('iterator broke');
+    const error = thrown(() => balancer.update(list()));
+    // A typed error naming the option, with the iterator's own error as its cause.
+    expect(isInvalidOptionError(error)).toBe(true);
+    expect((error as { option: string }).option).toBe('endpoints');
+    expect(((error as Error).cause as Error).message).toBe('iterator broke');
     expect(snapshot(balancer)).toEqual(before);
   });
 });

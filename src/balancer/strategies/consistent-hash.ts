@@ -7,7 +7,13 @@
  *
  * @packageDocumentation
  */
-import { numberOption, oneOfOption, resolveOptions } from '../../core/index.js';
+import {
+  InvalidOptionError,
+  isInvalidOptionError,
+  numberOption,
+  oneOfOption,
+  resolveOptions,
+} from '../../core/index.js';
 import { HashRing, MaglevHash, type RingNode } from '../../hashring/index.js';
 import type { EndpointState } from '../state.js';
 import type { PickContext, Strategy } from '../strategy.js';
@@ -63,8 +69,22 @@ class ConsistentHash<T> implements Strategy<T> {
       weight: state.endpoint.weight,
       data: state,
     }));
-    const ring = new HashRing({ nodes });
-    const maglev = this.#table === 'maglev' ? new MaglevHash({ nodes }) : undefined;
+    let ring: HashRing<EndpointState<T>>;
+    let maglev: MaglevHash<EndpointState<T>> | undefined;
+    try {
+      ring = new HashRing({ nodes });
+      maglev = this.#table === 'maglev' ? new MaglevHash({ nodes }) : undefined;
+    } catch (error) {
+      // The table's limit (nodes, ring points) is the caller's endpoint list: say so.
+      if (!isInvalidOptionError(error)) throw error;
+      throw new InvalidOptionError(
+        'LoadBalancer',
+        'endpoints',
+        `a list the consistent-hash ${this.#table} can hold (${error.option}: ${error.expected})`,
+        states.length === 1 ? '1 endpoint' : `${states.length} endpoints`,
+        error.message,
+      );
+    }
     this.#states = states;
     this.#ring = ring;
     this.#maglev = maglev;
