@@ -151,7 +151,6 @@ function lateOf(plan: AcquirePlan<unknown>, token: string): RoundOptions | undef
  */
 const ARGUMENT_ALLOWANCE_MS = 0.1;
 
-
 export class Quorum {
   readonly #s: QuorumSettings;
   readonly #notifier: ReleaseNotifier | undefined;
@@ -487,11 +486,7 @@ export class Quorum {
         if (settled) return;
         for (let node = 0; node < n; node++) {
           if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
-            const failure = classify(
-              (channels[node] as NodeChannel).client,
-              undefined,
-              timeoutMs,
-            );
+            const failure = classify((channels[node] as NodeChannel).client, undefined, timeoutMs);
             results[node] = { node, ok: false, ...failure };
           }
         }
