@@ -19,13 +19,27 @@ export interface SubscriberClient {
   unsubscribe(...channels: string[]): Promise<unknown>;
   on(event: 'message', listener: (channel: string, message: string) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
+  on(event: 'ready', listener: () => void): unknown;
   disconnect(): void;
+}
+
+/** Options a subscriber connection is opened with (a subset of ioredis's). */
+export interface SubscriberOptions {
+  readonly autoResubscribe?: boolean;
 }
 
 /** A client that can open its own subscriber connection (ioredis: `duplicate()`). */
 export interface DuplicableClient {
-  duplicate(): SubscriberClient;
+  duplicate(options?: SubscriberOptions): SubscriberClient;
 }
+
+/**
+ * Subscriber connections re-subscribe themselves (see `#open`), not through ioredis's
+ * `autoResubscribe`, which sends its SUBSCRIBE without catching it: a re-subscription that
+ * fails (the connection drops again first, or Redis refuses it) is an unhandled rejection,
+ * which by default ends the process.
+ */
+const OWN_RESUBSCRIBE: SubscriberOptions = Object.freeze({ autoResubscribe: false });
 
 export const canDuplicate = (client: unknown): client is DuplicableClient =>
   typeof client === 'object' &&
@@ -215,10 +229,20 @@ export class ReleaseNotifier {
   #open(): SubscriberClient[] {
     if (this.#subscribers !== undefined) return this.#subscribers;
     const subscribers = this.#clients.map((client) => {
-      const subscriber = client.duplicate();
+      // A Cluster client's duplicate() takes other arguments (and subscribes through its own
+      // subscriber): it keeps its own re-subscription.
+      const cluster = (client as { isCluster?: unknown }).isCluster === true;
+      const subscriber = cluster ? client.duplicate() : client.duplicate(OWN_RESUBSCRIBE);
       // Connection errors are expected under faults (a paused or killed node); polling covers
       // them. A listener keeps ioredis from reporting them as unhandled.
       subscriber.on('error', () => undefined);
+      if (!cluster) {
+        let connected = false;
+        subscriber.on('ready', () => {
+          if (connected) this.#resubscribe(subscriber);
+          connected = true;
+        });
+      }
       subscriber.on('message', (channel: string, message: string) => {
         this.#onMessage(channel, message);
       });
@@ -226,6 +250,26 @@ export class ReleaseNotifier {
     });
     this.#subscribers = subscribers;
     return subscribers;
+  }
+
+  /**
+   * A subscriber connection is back after a reconnect: subscribe it to every channel waited on
+   * again (errors handled — polling covers a node that refuses), then wake those channels'
+   * waiters once, since a release published while it was away reached nobody here.
+   */
+  #resubscribe(subscriber: SubscriberClient): void {
+    if (this.#subscribers?.includes(subscriber) !== true) return;
+    const channels = [...this.#listeners.keys()];
+    if (channels.length === 0) return;
+    subscriber.subscribe(...channels).then(
+      () => {
+        for (const channel of channels) {
+          if (this.#latest.has(channel)) this.#latest.set(channel, ++this.#sequence);
+          this.#wakeAll(channel);
+        }
+      },
+      () => undefined,
+    );
   }
 
   #onMessage(channel: string, message: string): void {

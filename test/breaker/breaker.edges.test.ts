@@ -104,7 +104,10 @@ describe('half-open waiters never hang (issue 14, item 1)', () => {
     // Generous bound: the waiters must be released ~50 ms in; 3 s means "hung".
     const settled = await Promise.all(waiters.map((w) => within(w, 3000)));
     expect(settled.filter((s) => s === 'pending')).toHaveLength(0);
-    expect(settled.every((s) => isBreakerOpenError(s))).toBe(true);
+    // Released as rejected when half-open gives up — or, on a machine so loaded that the next
+    // 1 ms open period has passed by then, admitted to a later trial that succeeds.
+    expect(settled.every((s) => isBreakerOpenError(s) || s === 'ok')).toBe(true);
+    expect(settled.some((s) => isBreakerOpenError(s))).toBe(true);
   });
 
   it('waiters are released with the system clock and fractional durations', async () => {
