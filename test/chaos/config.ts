@@ -18,6 +18,8 @@
  * @packageDocumentation
  */
 
+import { seededRandom } from '../support/random.js';
+
 /** Seconds of chaos for one suite: `KEEL_CHAOS_S`, else the suite's bounded default. */
 export function chaosSeconds(boundedDefault: number): number {
   const raw = process.env.KEEL_CHAOS_S;
@@ -87,16 +89,7 @@ export function faultMix<K extends string>(
  * A seeded PRNG (mulberry32), numbers in [0, 1). Everything a chaos run decides at random draws
  * from one of these, so a seed reproduces the schedule.
  */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const prng: (seed: number) => () => number = seededRandom;
 
 /** An integer in [lo, hi] drawn from `random`. */
 export function between(random: () => number, lo: number, hi: number): number {

@@ -31,17 +31,7 @@ export function shuffled<T>(items: readonly T[], seed: number): T[] {
   return out;
 }
 
-/** A seeded PRNG (mulberry32) returning numbers in [0, 1), for deterministic tests. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from './random.js';
 
 /** Retries `check` (which throws until satisfied) every 25 ms for up to `limitMs` of real time. */
 export async function until(check: () => void | Promise<void>, limitMs: number): Promise<void> {

@@ -1,0 +1,16 @@
+/**
+ * Seeded randomness for tests, free of any vitest import so that child processes (the chaos
+ * suites' workers) can use it too.
+ */
+
+/** A seeded PRNG (mulberry32) returning numbers in [0, 1), for deterministic tests. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
