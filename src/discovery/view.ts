@@ -593,6 +593,13 @@ export class ServiceView implements FeedListener {
     const now = this.#s.clock.now();
     for (const instance of [...this.#instances.values()]) {
       if (seen.has(instance.id)) continue;
+      const deadline = this.#retained.get(instance.id);
+      if (deadline !== undefined && deadline <= now) {
+        // Its grace ended, and this fresh snapshot confirms it did not re-register.
+        this.#retained.delete(instance.id);
+        this.#remove(instance, 'lost', 'grace');
+        continue;
+      }
       if ((lostData || this.#retained.has(instance.id)) && this.#s.dataLossGraceMs > 0) {
         if (!this.#retained.has(instance.id))
           this.#retained.set(instance.id, now + this.#s.dataLossGraceMs);
@@ -617,21 +624,23 @@ export class ServiceView implements FeedListener {
       .unref();
   }
 
+  /**
+   * A data-loss grace period ended. Instances are removed only once a snapshot taken now
+   * confirms they are still missing (see `#applySnapshot`): this view may be behind the store
+   * (a paused store, a slow read) and not yet have read an instance's re-registration, and
+   * evicting a live instance on stale knowledge is the mass eviction the grace exists to
+   * prevent. While the store cannot be read, the instances stay (the view is stale then).
+   */
   #expireRetained(): void {
     if (this.#closed) return;
     const now = this.#s.clock.now();
-    let changed = false;
-    for (const [id, deadline] of [...this.#retained]) {
-      if (deadline > now) continue;
-      this.#retained.delete(id);
-      const instance = this.#instances.get(id);
-      if (instance !== undefined) {
-        this.#remove(instance, 'lost', 'grace');
-        changed = true;
+    for (const deadline of this.#retained.values()) {
+      if (deadline <= now) {
+        this.#resync('a data-loss grace period ended', true);
+        return;
       }
     }
     this.#scheduleGrace();
-    if (changed) this.settled.emit(this);
   }
 }
 
