@@ -133,6 +133,38 @@ describe('discovery: memory-specific behaviour', () => {
     await registry.close();
   });
 
+  it('a data-loss grace that ends while the watcher is behind the store evicts nobody who re-registered', async () => {
+    const { clock, backend, make } = setup();
+    const a = make({ ttlMs: 1000 });
+    const b = make({ dataLossGraceMs: 1500 });
+    const registration = await a.register({ service: 'orders', host: 'h', port: 1 });
+    const watch = b.watch('orders');
+    await watch.ready;
+    const history = new WatchHistory(watch);
+    // The store loses its data; the watcher resyncs into the new epoch and keeps h:1 for its
+    // grace. Then its log reads stall (a paused store, a slow read) while h:1 re-registers.
+    backend.simulateDataLoss();
+    await clock.advanceAsync(20);
+    backend.pauseFeeds();
+    for (let t = 0; t < 1400 && backend.ids('orders').length === 0; t += 50)
+      await clock.advanceAsync(50);
+    expect(backend.ids('orders')).toEqual(['h:1']);
+    // The grace ends with the re-registration still unread: a fresh snapshot keeps h:1.
+    for (let t = 0; t < 2000; t += 50) await clock.advanceAsync(50);
+    expect(history.changes.filter((c) => c.type === 'removed')).toEqual([]);
+    expect(watch.resyncs).toBeGreaterThanOrEqual(3); // the confirming snapshot
+    backend.resumeFeeds();
+    await clock.advanceAsync(50);
+    history.expectConverged(backend.ids('orders'));
+    // An instance that really did not come back is still removed when its grace ends.
+    registration.abandon(); // stops heartbeating, leaves its record to expire
+    backend.simulateDataLoss();
+    for (let t = 0; t < 3000; t += 50) await clock.advanceAsync(50);
+    history.expectConverged([]);
+    await a.close();
+    await b.close();
+  });
+
   it('a slow watcher whose log entries were trimmed detects the gap and resyncs', async () => {
     const { clock, backend, make } = setup();
     const a = make();
