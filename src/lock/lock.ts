@@ -284,7 +284,14 @@ export async function holdWhile<R, L extends Lock = Lock>(
   options: UsingOptions,
   routine: (signal: AbortSignal, lock: L) => Promise<R>,
 ): Promise<R> {
-  const { maxHoldMs, maxExtensions, ...acquireOptions } = options;
+  const given: unknown = options;
+  if (
+    given !== undefined &&
+    (typeof given !== 'object' || given === null || Array.isArray(given))
+  ) {
+    throw new InvalidOptionError(owner, 'options', 'an options object', options);
+  }
+  const { maxHoldMs, maxExtensions, ...acquireOptions } = (given ?? {}) as UsingOptions;
   const limits = resolveOptions(
     owner,
     { maxHoldMs, maxExtensions },

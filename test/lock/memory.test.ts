@@ -127,5 +127,11 @@ describe('MemoryLock', () => {
       /invalid option "waitMs"/,
     );
     await expect(new MemoryLock().acquire('')).rejects.toThrow(/invalid option "resources"/);
+    // using() options that are not an object (found by the fuzz suite: a plain TypeError).
+    for (const options of [null, 5, 'x', []]) {
+      await expect(
+        new MemoryLock().using('a', options as never, () => Promise.resolve(1)),
+      ).rejects.toMatchObject({ code: 'KEEL_INVALID_OPTION', option: 'options' });
+    }
   });
 });
