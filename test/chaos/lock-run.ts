@@ -8,7 +8,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { RedisHarness } from '../support/redis.js';
-import { hostNow, sleep } from './config.js';
+import { expect } from 'vitest';
+import { hostNow, knownBugs, rerunCommand, sleep } from './config.js';
 import {
   FaultRunner,
   LOCK_ENVELOPE,
@@ -323,4 +324,26 @@ export function verdict(
   if (report.crashed.length > 0) failing.push('workers');
   if (report.episodes.some((e) => e.error !== undefined)) failing.push('fault-runner');
   return { failing, tolerated };
+}
+
+/**
+ * Prints a run's report (with the command that reruns its schedule) and fails the test on any
+ * failing check not listed in `KEEL_CHAOS_KNOWN_BUGS` — the ending the lock and semaphore
+ * suites share.
+ */
+export function expectClean(
+  report: LockRunReport,
+  file: string,
+  seed: number,
+  seconds: number,
+): void {
+  const text = describeRun(report, rerunCommand(file, seed, seconds));
+  const { failing, tolerated } = verdict(report, knownBugs());
+  console.log(
+    text +
+      (tolerated.length > 0
+        ? `\n  tolerated (KEEL_CHAOS_KNOWN_BUGS): ${tolerated.join(', ')}`
+        : ''),
+  );
+  expect(failing, text).toEqual([]);
 }

@@ -11,11 +11,11 @@
  * `KEEL_CHAOS_KNOWN_BUGS`: `lock-overlap`, `lock-fencing`,
  * `unhandled-rejections` (see `verdict` in lock-run.ts).
  */
-import { expect, it } from 'vitest';
+import { it } from 'vitest';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { chaosSeconds, chaosSeed, faultMix, knownBugs, rerunCommand } from './config.js';
+import { chaosSeconds, chaosSeed, faultMix } from './config.js';
 import { DEFAULT_LOCK_MIX, LOCK_FAULTS } from './faults.js';
-import { describeRun, runLockChaos, verdict } from './lock-run.js';
+import { expectClean, runLockChaos } from './lock-run.js';
 
 const seconds = chaosSeconds(8);
 
@@ -37,18 +37,7 @@ describeRedis('lock chaos (five nodes, faults inside the envelope)', () => {
         permits: 1,
         mix: faultMix('KEEL_CHAOS_FAULTS', LOCK_FAULTS, DEFAULT_LOCK_MIX),
       });
-      const text = describeRun(
-        report,
-        rerunCommand('test/chaos/lock.chaos.test.ts', seed, seconds),
-      );
-      const { failing, tolerated } = verdict(report, knownBugs());
-      console.log(
-        text +
-          (tolerated.length > 0
-            ? `\n  tolerated (KEEL_CHAOS_KNOWN_BUGS): ${tolerated.join(', ')}`
-            : ''),
-      );
-      expect(failing, text).toEqual([]);
+      expectClean(report, 'test/chaos/lock.chaos.test.ts', seed, seconds);
     },
     seconds * 1000 + 180_000,
   );

@@ -8,11 +8,11 @@
  * Bounded by default (6 s of chaos); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts.
  * Check names for `KEEL_CHAOS_KNOWN_BUGS`: `semaphore-overcommit`, `unhandled-rejections`.
  */
-import { expect, it } from 'vitest';
+import { it } from 'vitest';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { chaosSeconds, chaosSeed, faultMix, knownBugs, rerunCommand } from './config.js';
+import { chaosSeconds, chaosSeed, faultMix } from './config.js';
 import { DEFAULT_LOCK_MIX, LOCK_FAULTS } from './faults.js';
-import { describeRun, runLockChaos, verdict } from './lock-run.js';
+import { expectClean, runLockChaos } from './lock-run.js';
 
 const seconds = chaosSeconds(6);
 
@@ -34,18 +34,7 @@ describeRedis('semaphore chaos (five nodes, faults inside the envelope)', () => 
         permits: 2,
         mix: faultMix('KEEL_CHAOS_FAULTS', LOCK_FAULTS, DEFAULT_LOCK_MIX),
       });
-      const text = describeRun(
-        report,
-        rerunCommand('test/chaos/semaphore.chaos.test.ts', seed, seconds),
-      );
-      const { failing, tolerated } = verdict(report, knownBugs());
-      console.log(
-        text +
-          (tolerated.length > 0
-            ? `\n  tolerated (KEEL_CHAOS_KNOWN_BUGS): ${tolerated.join(', ')}`
-            : ''),
-      );
-      expect(failing, text).toEqual([]);
+      expectClean(report, 'test/chaos/semaphore.chaos.test.ts', seed, seconds);
     },
     seconds * 1000 + 180_000,
   );
