@@ -6,7 +6,7 @@
  * `expectConverged` then compares the final view with the store's true state.
  */
 import { expect } from 'vitest';
-import type { Instance, ServiceWatch, WatchChange } from '../../src/discovery/index.js';
+import type { Instance, Registry, ServiceWatch, WatchChange } from '../../src/discovery/index.js';
 
 export class WatchHistory {
   readonly watch: ServiceWatch;
@@ -71,4 +71,27 @@ export class WatchHistory {
   dispose(): void {
     this.#subscription.dispose();
   }
+}
+
+/**
+ * Opens `n` watches of `service`, each on a registry of its own from `registry()`, waits until
+ * each is ready and records it; `cleanups` gets each history's disposal.
+ */
+export async function watchHistories(
+  registry: () => Registry,
+  service: string,
+  n: number,
+  cleanups: (() => unknown)[],
+): Promise<WatchHistory[]> {
+  const out: WatchHistory[] = [];
+  for (let i = 0; i < n; i++) {
+    const watch = registry().watch(service);
+    await watch.ready;
+    const history = new WatchHistory(watch);
+    cleanups.push(() => {
+      history.dispose();
+    });
+    out.push(history);
+  }
+  return out;
 }

@@ -18,7 +18,7 @@ import {
 } from '../../src/discovery/index.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { WatchHistory } from './history.js';
+import { WatchHistory, watchHistories } from './history.js';
 import { faultBackendOptions, faultRegistryOptions } from './redis-fixture.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -56,19 +56,8 @@ describeRedis('discovery on Redis under faults', () => {
     return r;
   };
 
-  const watchers = async (service: string, n: number, options: RegistryOptions = {}) => {
-    const out: WatchHistory[] = [];
-    for (let i = 0; i < n; i++) {
-      const watch = registry(options).watch(service);
-      await watch.ready;
-      const history = new WatchHistory(watch);
-      cleanups.push(() => {
-        history.dispose();
-      });
-      out.push(history);
-    }
-    return out;
-  };
+  const watchers = (service: string, n: number, options: RegistryOptions = {}) =>
+    watchHistories(() => registry(options), service, n, cleanups);
 
   const truth = async (service: string): Promise<string[]> => {
     const admin = redis().client(0);

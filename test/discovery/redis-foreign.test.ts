@@ -20,7 +20,7 @@ import {
 import { REGISTER } from '../../src/discovery/scripts.js';
 import { seededRandom } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { WatchHistory } from './history.js';
+import { WatchHistory, watchHistories } from './history.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -104,19 +104,8 @@ describeRedis('discovery on Redis: foreign, vanished and oversized change-log en
     return r;
   };
 
-  const watchers = async (service: string, n: number, options: RegistryOptions = {}) => {
-    const out: WatchHistory[] = [];
-    for (let i = 0; i < n; i++) {
-      const watch = registry({ reapIntervalMs: 0, ...options }).watch(service);
-      await watch.ready;
-      const history = new WatchHistory(watch);
-      cleanups.push(() => {
-        history.dispose();
-      });
-      out.push(history);
-    }
-    return out;
-  };
+  const watchers = (service: string, n: number, options: RegistryOptions = {}) =>
+    watchHistories(() => registry({ reapIntervalMs: 0, ...options }), service, n, cleanups);
 
   const admin = (): Redis => redis().client(0);
   const keysOf = (service: string) => new RedisBackend({ client: admin() }).keys(service);

@@ -5,7 +5,7 @@
  * us. Never a plain TypeError or RangeError from Keel itself.
  */
 import fc from 'fast-check';
-import { expect } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import { isInvalidOptionError, isKeelError } from '../../src/core/index.js';
 
 /** What hostile getters, traps and callbacks throw: the caller's own error, passed through. */
@@ -206,12 +206,24 @@ export const hostileNodeList: fc.Arbitrary<unknown> = fc.oneof(
 
 /** Counts of calls made and how they ended, for the report. */
 export interface Tally {
+  /** Properties' cases run (each may make several calls). */
+  cases: number;
   returned: number;
   typed: number;
   hostile: number;
 }
 
-export const newTally = (): Tally => ({ returned: 0, typed: 0, hostile: 0 });
+export const newTally = (): Tally => ({ cases: 0, returned: 0, typed: 0, hostile: 0 });
+
+/** Prints a suite's tally when its file ends (issue 14's report asks how many cases ran). */
+export function reportTally(suite: string, tally: Tally): void {
+  afterAll(() => {
+    console.info(
+      `${suite}: ${tally.cases} cases, ${tally.returned} returned, ${tally.typed} typed errors, ` +
+        `${tally.hostile} hostile errors passed through`,
+    );
+  });
+}
 
 /**
  * Runs `fn` and checks how it ended: a return (true), a typed KeelError (an InvalidOptionError

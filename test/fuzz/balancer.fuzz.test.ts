@@ -5,7 +5,7 @@
  * Bounded runs keep the file well under 20 s.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import {
   LoadBalancer,
@@ -28,20 +28,14 @@ import {
   hostileString,
   hostileValue,
   newTally,
+  reportTally,
   settle,
 } from './arbitraries.js';
 
 /** Runs per property; KEEL_FUZZ_RUNS raises it for a long local run. */
 const RUNS = Number(process.env.KEEL_FUZZ_RUNS ?? 120);
 const tally = newTally();
-let cases = 0;
-
-afterAll(() => {
-  console.info(
-    `balancer fuzz: ${cases} cases, ${tally.returned} returned, ${tally.typed} typed errors, ` +
-      `${tally.hostile} hostile errors passed through`,
-  );
-});
+reportTally('balancer fuzz', tally);
 
 const factories: [string, (options?: unknown) => Strategy][] = [
   ['roundRobin', () => roundRobin()],
@@ -118,7 +112,7 @@ describe('keel/balancer fuzz', () => {
           random: fc.oneof(fc.constant(seededRandom(1)), hostileValue),
         }),
         built(([name, make], factoryOptions, options) => {
-          cases++;
+          tally.cases++;
           settle(`${name}(options)`, () => make(factoryOptions), tally);
           let balancer: LoadBalancer | undefined;
           settle('new LoadBalancer', () => (balancer = new LoadBalancer(options as never)), tally);
@@ -167,7 +161,7 @@ describe('keel/balancer fuzz', () => {
           });
           const leases: Lease[] = [];
           for (const [method, x, list, key] of calls) {
-            cases++;
+            tally.cases++;
             const what = `${name}.${method}`;
             switch (method) {
               case 'update':

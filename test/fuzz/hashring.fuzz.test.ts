@@ -7,7 +7,7 @@
  * the documented limits (MAX_RING_POINTS), so nothing hangs.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   BoundedLoads,
   HashRing,
@@ -33,21 +33,14 @@ import {
   hostileString,
   hostileValue,
   newTally,
+  reportTally,
   settle,
 } from './arbitraries.js';
 
 /** Runs per property; KEEL_FUZZ_RUNS raises it for a long local run. */
 const RUNS = Number(process.env.KEEL_FUZZ_RUNS ?? 100);
 const tally = newTally();
-let cases = 0;
-
-afterAll(() => {
-  // The report of issue 14 asks how many cases ran; vitest prints this with --reporter=verbose.
-  console.info(
-    `hashring fuzz: ${cases} cases, ${tally.returned} returned, ${tally.typed} typed errors, ` +
-      `${tally.hostile} hostile errors passed through`,
-  );
-});
+reportTally('hashring fuzz', tally);
 
 /** Options objects with every known option possibly hostile, plus unknown and polluting keys. */
 function optionsArb(known: Record<string, fc.Arbitrary<unknown>>): fc.Arbitrary<unknown> {
@@ -99,7 +92,7 @@ describe('keel/hashring fuzz', () => {
           cacheSize: fc.oneof(fc.nat({ max: 100 }), hostileNumber),
         }),
         built((options) => {
-          cases++;
+          tally.cases++;
           let ring: HashRing | undefined;
           settle('new HashRing', () => (ring = new HashRing(options as never)), tally);
           if (ring !== undefined) {
@@ -150,7 +143,7 @@ describe('keel/hashring fuzz', () => {
           });
           const state = (): unknown => ringState(ring);
           for (const [method, x, y, spec] of calls) {
-            cases++;
+            tally.cases++;
             switch (method) {
               case 'get':
                 settle('get', () => ring.get(x as string), tally);
@@ -251,7 +244,7 @@ describe('keel/hashring fuzz', () => {
         }),
         fc.array(fc.tuple(hostileValue, hostileValue, hostileNodeSpec), { maxLength: 6 }),
         built(([name, make], options, calls) => {
-          cases++;
+          tally.cases++;
           settle(`new ${name}`, () => make(options), tally);
           // Methods run on a well-formed router, so their own arguments are what is tested.
           const router = make({
@@ -261,7 +254,7 @@ describe('keel/hashring fuzz', () => {
           });
           const state = (): unknown => routerState(router);
           for (const [x, y, spec] of calls) {
-            cases++;
+            tally.cases++;
             settle(`${name}.get`, () => router.get(x as string), tally);
             settle(`${name}.getN`, () => router.getN(x as string, y as number), tally);
             settle(`${name}.getN n`, () => router.getN('k', y as number), tally);
@@ -309,7 +302,7 @@ describe('keel/hashring fuzz', () => {
         optionsArb({ c: fc.oneof(fc.constantFrom(1.25, 2), hostileNumber) }),
         fc.array(fc.tuple(hostileValue, hostileValue), { maxLength: 6 }),
         built((ringArg, options, calls) => {
-          cases++;
+          tally.cases++;
           settle(
             'new BoundedLoads',
             () => new BoundedLoads(ringArg as HashRing, options as never),
@@ -318,7 +311,7 @@ describe('keel/hashring fuzz', () => {
           const ring = new HashRing({ nodes: [{ id: 'a' }, { id: 'b', weight: 2 }] });
           const loads = new BoundedLoads(ring);
           for (const [x, y] of calls) {
-            cases++;
+            tally.cases++;
             const state = (): unknown => ({
               total: loads.totalLoad,
               a: loads.load('a'),
@@ -348,7 +341,7 @@ describe('keel/hashring fuzz', () => {
         hostileValue,
         hostileValue,
         built((a, b, c, d) => {
-          cases++;
+          tally.cases++;
           settle('murmur3', () => murmur3(a as Uint8Array, b as number), tally);
           settle('murmur3String', () => murmur3String(a as string, b as number), tally);
           settle('murmur3Hasher.string', () => murmur3Hasher.string(a as string), tally);

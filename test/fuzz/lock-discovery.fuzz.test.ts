@@ -109,6 +109,15 @@ const resources: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 1, arbitrary: hostileValue },
 );
 
+/** Whether `r` is a string or an array of strings (false for a Proxy whose traps throw). */
+function plainResources(r: unknown): boolean {
+  try {
+    return typeof r === 'string' || (Array.isArray(r) && r.every((x) => typeof x === 'string'));
+  } catch {
+    return false;
+  }
+}
+
 /** Clients at a port nobody listens on, that give up at once and never reconnect. */
 function deadClients(n: number): Redis[] {
   return Array.from({ length: n }, () => {
@@ -158,7 +167,7 @@ describe('fuzz: keel/lock option layer', () => {
             tally,
           );
           // Nothing left held: a fresh acquisition of the same well-formed resources succeeds.
-          if (typeof r === 'string' || Array.isArray(r)) {
+          if (plainResources(r)) {
             const again = await locks
               .acquire(r as never, { retryCount: 0 })
               .catch((e: unknown) => e);
