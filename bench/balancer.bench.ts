@@ -1,6 +1,7 @@
 /**
  * balancer: ns per pick for every strategy at 10 and 1000 endpoints, against the floor of a
- * bare array index (`endpoints[i++ % n]`), plus heap bytes allocated per pick.
+ * bare array index (`endpoints[i++ % n]`), plus heap bytes allocated per pick; the grouped SWRR
+ * against nginx's loop, and bucketed least-connections against the O(n) scan on the same state.
  */
 import { getHeapStatistics } from 'node:v8';
 import {
@@ -13,8 +14,12 @@ import {
   roundRobin,
   smoothWeightedRoundRobin,
   weightedRandom,
+  type Lease,
+  type PickContext,
   type Strategy,
 } from '../src/balancer/index.js';
+import type { EndpointState } from '../src/balancer/state.js';
+import { scanLeastConnections } from '../src/balancer/strategies/least-connections.js';
 import { nginxSmoothWeightedRoundRobin } from '../src/balancer/strategies/swrr.js';
 import { defineSuite, type BenchReport, type BenchTask } from './suite.js';
 
@@ -100,6 +105,123 @@ function swrrTasks(): BenchTask[] {
   ];
 }
 
+/**
+ * One strategy that picks either through leastConnections()'s load buckets or through the plain
+ * O(n) scan, so both are timed on one balancer — the same endpoints, the same calls in flight.
+ * Both modes pay the same extra branch, so the ratio is, if anything, understated. In scan mode
+ * the buckets are not maintained (as a scanning strategy would not), and they are rebuilt on
+ * the first pick after switching back.
+ */
+class BucketsOrScan implements Strategy {
+  readonly name = 'least-connections (buckets or scan)';
+  readonly loadAware = true;
+  scan = false;
+  readonly #buckets = leastConnections();
+  #states: readonly EndpointState[] = [];
+
+  reset(states: readonly EndpointState[]): void {
+    this.#states = states;
+    this.#buckets.reset(states);
+  }
+
+  loadChanged(state: EndpointState): void {
+    if (!this.scan) this.#buckets.loadChanged?.(state);
+  }
+
+  pick(ctx: PickContext): EndpointState | undefined {
+    return this.scan ? scanLeastConnections(this.#states, ctx) : this.#buckets.pick(ctx);
+  }
+
+  /** Switches mode; back to the buckets means rebuilding them from the endpoints. */
+  use(scan: boolean): void {
+    if (this.scan === scan) return;
+    this.scan = scan;
+    if (!scan) this.#buckets.reset(this.#states);
+  }
+}
+
+/**
+ * Bucketed leastConnections() against the O(n) scan it replaces (issue 14: ≤ 150 ns per pick
+ * at 1 000 endpoints and ≥ 50× the scan). Two calls in flight per endpoint on average, so loads
+ * spread over many distinct values (16 weights) and the lowest bucket is small; picks against
+ * that state, and one call ending plus one starting per iteration (where the buckets move).
+ */
+function leastConnectionsTasks(n: number): BenchTask[] {
+  const endpoints = endpointsOf(n);
+  const strategy = new BucketsOrScan();
+  const balancer = new LoadBalancer({ strategy, endpoints });
+  const inFlight = 2 * n;
+  const leases: Lease[] = [];
+  for (let i = 0; i < inFlight; i++) leases.push(balancer.acquireOrThrow());
+  // Guard: on this state both modes pick an endpoint of the least load.
+  const byId = new Map<string, number>();
+  for (const lease of leases) byId.set(lease.endpoint.id, (byId.get(lease.endpoint.id) ?? 0) + 1);
+  const loadOf = (id: string | undefined): number => {
+    const weight = endpoints.find((e) => e.id === id)?.weight ?? Number.NaN;
+    return (byId.get(id ?? '') ?? 0) / weight;
+  };
+  for (let i = 0; i < 200; i++) {
+    strategy.use(i % 2 === 1);
+    const a = loadOf(balancer.pick()?.id);
+    strategy.use(i % 2 === 0);
+    const b = loadOf(balancer.pick()?.id);
+    if (!(a === b))
+      throw new Error(`bucketed least-connections diverged from the scan (${a} vs ${b})`);
+  }
+  // A ring of open leases: each iteration ends the oldest call and starts a new one.
+  let oldest = 0;
+  const churn = (): unknown => {
+    (leases[oldest] as Lease).done({ ok: true });
+    const lease = balancer.acquireOrThrow();
+    leases[oldest] = lease;
+    oldest = (oldest + 1) % inFlight;
+    return lease;
+  };
+  const scanPick = `leastConnections O(n) scan pick, N=${n}, ${inFlight} in flight`;
+  const scanChurn = `leastConnections O(n) scan done()+acquire(), N=${n}, ${inFlight} in flight`;
+  const slow = n >= 100 ? 10 : BATCH;
+  return [
+    {
+      name: `leastConnections bucketed pick, N=${n}, ${inFlight} in flight`,
+      kind: 'keel',
+      batch: BATCH,
+      compareTo: scanPick,
+      fn: () => {
+        strategy.use(false);
+        return balancer.pick();
+      },
+    },
+    {
+      name: scanPick,
+      kind: 'baseline',
+      batch: slow,
+      fn: () => {
+        strategy.use(true);
+        return balancer.pick();
+      },
+    },
+    {
+      name: `leastConnections bucketed done()+acquire(), N=${n}, ${inFlight} in flight`,
+      kind: 'keel',
+      batch: BATCH,
+      compareTo: scanChurn,
+      fn: () => {
+        strategy.use(false);
+        return churn();
+      },
+    },
+    {
+      name: scanChurn,
+      kind: 'baseline',
+      batch: slow,
+      fn: () => {
+        strategy.use(true);
+        return churn();
+      },
+    },
+  ];
+}
+
 function allocationReport(): BenchReport {
   const rows: Record<string, string | number>[] = [];
   for (const [label, make] of strategies) {
@@ -132,6 +254,12 @@ export const suite = defineSuite({
   name: 'balancer',
   description:
     'ns per pick for every strategy vs a bare array index, N = 10 and 1000 (16 distinct weights)',
-  tasks: [...pickTasks(10), ...pickTasks(1000), ...swrrTasks()],
+  tasks: [
+    ...pickTasks(10),
+    ...pickTasks(1000),
+    ...swrrTasks(),
+    ...leastConnectionsTasks(10),
+    ...leastConnectionsTasks(1000),
+  ],
   reports: () => [allocationReport()],
 });

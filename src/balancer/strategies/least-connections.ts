@@ -24,7 +24,15 @@ const MAX_DRAWS = 8;
 interface Bucket<T> {
   readonly load: number;
   readonly members: EndpointState<T>[];
+  /** Whether its load is in the heap. An emptied bucket leaves the heap when it reaches the top. */
+  queued: boolean;
 }
+
+/**
+ * Emptied buckets are kept for reuse (a call ending and the next starting move endpoints back
+ * and forth between the same few loads); past this many per endpoint, the next pick rebuilds.
+ */
+const BUCKETS_PER_ENDPOINT = 4;
 
 /**
  * The O(n) scan: the usable endpoint with the lowest `inFlight / effectiveWeight`, uniformly at
@@ -60,7 +68,10 @@ class LeastConnections<T> implements Strategy<T> {
   /** Set by `reset`: the next pick rebuilds whatever the version. */
   #stale = true;
   #builtFor = -1;
-  /** Load → bucket; an emptied bucket stays (with its heap entry) until it reaches the top. */
+  /**
+   * Load → bucket. An emptied bucket keeps its heap entry until it reaches the top, and stays
+   * in the map (out of the heap) after that, so the next endpoint at that load reuses it.
+   */
   readonly #buckets = new Map<number, Bucket<T>>();
   /** Min-heap of the loads of the buckets in `#buckets`, one entry per bucket. */
   #heap: number[] = [];
@@ -82,7 +93,12 @@ class LeastConnections<T> implements Strategy<T> {
   }
 
   pick(ctx: PickContext<T>): EndpointState<T> | undefined {
-    if (this.#stale || ctx.version !== this.#builtFor) this.#rebuild(ctx.version);
+    if (
+      this.#stale ||
+      ctx.version !== this.#builtFor ||
+      this.#buckets.size > BUCKETS_PER_ENDPOINT * this.#states.length + 64
+    )
+      this.#rebuild(ctx.version);
     const heap = this.#heap;
     let top: Bucket<T> | undefined;
     while (heap.length > 0) {
@@ -91,8 +107,8 @@ class LeastConnections<T> implements Strategy<T> {
         top = bucket;
         break;
       }
-      // An emptied bucket reached the top: drop it for good.
-      this.#buckets.delete(bucket.load);
+      // An emptied bucket reached the top: out of the heap, kept in the map for reuse.
+      bucket.queued = false;
       this.#pop();
     }
     if (top !== undefined) {
@@ -127,8 +143,11 @@ class LeastConnections<T> implements Strategy<T> {
     const load = state.inFlight / state.effectiveWeight;
     let bucket = this.#buckets.get(load);
     if (bucket === undefined) {
-      bucket = { load, members: [] };
+      bucket = { load, members: [], queued: true };
       this.#buckets.set(load, bucket);
+      this.#push(load);
+    } else if (!bucket.queued) {
+      bucket.queued = true;
       this.#push(load);
     }
     this.#slot[state.index] = bucket.members.length;
