@@ -1,13 +1,12 @@
 /**
- * The load balancer: an endpoint list that survives updates, a health layer shared by every
- * strategy (outlier ejection, panic threshold, slow start), in-flight and latency tracking
- * through leases, and a pluggable pick strategy.
+ * The load balancer: an endpoint list that survives updates, in-flight and latency tracking
+ * through leases, and the composition of a health layer shared by every strategy (outlier
+ * ejection, panic threshold, slow start: `health.ts`) with a pluggable pick strategy.
  *
  * @packageDocumentation
  */
 import {
   isRandomSource,
-  EventChannel,
   InvalidOptionError,
   KeelError,
   guardedOption,
@@ -21,6 +20,7 @@ import {
   type Subscription,
 } from '../core/index.js';
 import { forEachOf, resolveNode } from '../hashring/nodes.js';
+import { Health } from './health.js';
 import { EndpointState } from './state.js';
 import type { PickContext, Strategy } from './strategy.js';
 import type {
@@ -143,9 +143,6 @@ const spec = {
  */
 export const MAX_TOTAL_WEIGHT = 2 ** 32 - 1;
 
-/** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */
-const SLOW_START_STEPS = 32;
-
 /** Error code of {@link NoEndpointError}. */
 export const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';
 
@@ -228,18 +225,8 @@ export class LoadBalancer<T = unknown> {
   readonly #random: (() => number) | undefined;
   /** xorshift32 state (Marsaglia, "Xorshift RNGs", 2003); never 0. */
   #rng: number;
-  readonly #ejection: {
-    readonly consecutiveFailures: number;
-    readonly baseEjectionMs: number;
-    readonly maxEjectionMs: number;
-    readonly maxEjectionPercent: number;
-  };
-  readonly #panicThreshold: number;
-  readonly #slowStart: {
-    readonly windowMs: number;
-    readonly minWeightPercent: number;
-    readonly aggression: number;
-  };
+  /** Outlier ejection, its cap, panic mode and slow start; writes `available`/`effectiveWeight`. */
+  readonly #health: Health<T>;
   readonly #leaseTimeoutMs: number;
   readonly #decayMs: number;
 
@@ -248,15 +235,10 @@ export class LoadBalancer<T = unknown> {
   #version = 0;
   /** Clock reading cached for the current operation (NaN: not read yet). */
   #nowCache = Number.NaN;
-  #ejectedCount = 0;
-  #panic = false;
-  /** Earliest clock time at which something time-based changes (an ejection ends, a ramp steps). */
-  #nextChange = Infinity;
   /** Leases in start order, for expiry; `#leaseHead` is the first live index. */
   #leases: (LeaseRecord<T> | undefined)[] = [];
   #leaseHead = 0;
   #exclude: ReadonlySet<string> | undefined;
-  readonly #healthChanged = new EventChannel<HealthChange>();
   readonly #finishBound = (record: LeaseRecord<T>, outcome: Outcome): void => {
     this.#finish(record, outcome);
   };
@@ -272,17 +254,25 @@ export class LoadBalancer<T = unknown> {
     this.#clock = resolved.clock;
     this.#random = resolved.random;
     this.#rng = Math.floor(Math.random() * 0x7fffffff) | 1;
-    this.#ejection = resolved.outlierEjection;
-    if (this.#ejection.maxEjectionMs < this.#ejection.baseEjectionMs) {
+    const ejection = resolved.outlierEjection;
+    if (ejection.maxEjectionMs < ejection.baseEjectionMs) {
       throw new InvalidOptionError(
         OWNER,
         'outlierEjection.maxEjectionMs',
-        `a number >= outlierEjection.baseEjectionMs (${this.#ejection.baseEjectionMs})`,
-        this.#ejection.maxEjectionMs,
+        `a number >= outlierEjection.baseEjectionMs (${ejection.baseEjectionMs})`,
+        ejection.maxEjectionMs,
       );
     }
-    this.#panicThreshold = resolved.panicThresholdPercent;
-    this.#slowStart = resolved.slowStart;
+    this.#health = new Health<T>(
+      {
+        outlierEjection: ejection,
+        panicThresholdPercent: resolved.panicThresholdPercent,
+        slowStart: resolved.slowStart,
+      },
+      () => {
+        this.#version++;
+      },
+    );
     this.#leaseTimeoutMs = resolved.leaseTimeoutMs;
     this.#decayMs = resolved.latencyDecayMs;
     this.#context = {
@@ -312,7 +302,7 @@ export class LoadBalancer<T = unknown> {
   /** Whether panic mode is on: too few usable endpoints, so ejections are ignored. */
   get panicking(): boolean {
     this.#tick(this.#clock.now());
-    return this.#panic;
+    return this.#health.panicking;
   }
 
   /** The current endpoints, in the order last given to `update`. */
@@ -393,17 +383,10 @@ export class LoadBalancer<T = unknown> {
     }
     // 4. Swap.
     this.#byId.clear();
-    this.#ejectedCount = 0;
-    for (const state of next) {
-      this.#byId.set(state.endpoint.id, state);
-      if (state.ejectedUntil !== 0) this.#ejectedCount++;
-    }
+    for (const state of next) this.#byId.set(state.endpoint.id, state);
     this.#states = next;
-    const returned = this.#enforceEjectionCap(now);
-    this.#changed(now);
-    if (returned !== undefined && this.#healthChanged.active) {
-      for (const id of returned) this.#healthChanged.emit({ id, state: 'returned' });
-    }
+    // The health layer recounts ejections on the new list and applies the cap to it.
+    this.#health.reset(next, now);
   }
 
   /**
@@ -470,7 +453,7 @@ export class LoadBalancer<T = unknown> {
     if (typeof listener !== 'function') {
       throw new InvalidOptionError(OWNER, 'listener', 'a function', listener, 'onHealthChange');
     }
-    return this.#healthChanged.subscribe(listener);
+    return this.#health.changes.subscribe(listener);
   }
 
   /**
@@ -507,7 +490,7 @@ export class LoadBalancer<T = unknown> {
     // The clock is read only when something time-based is pending (an ejection or a ramp to
     // end) or a strategy asks: a plain pick reads none. Forgotten leases are expired by
     // acquire(), where the clock is read anyway. Callers reset #nowCache first.
-    if (this.#nextChange !== Infinity) this.#tick(this.#now());
+    if (this.#health.nextChange !== Infinity) this.#tick(this.#now());
     const ctx = this.#context;
     ctx.key = key;
     let state: EndpointState<T> | undefined;
@@ -580,21 +563,6 @@ export class LoadBalancer<T = unknown> {
     return this.#nowCache;
   }
 
-  /** Slow start: the weight at time `now`, its ramp quantised so tables rebuild rarely. */
-  #rampedWeight(state: EndpointState<T>, now: number): number {
-    const weight = state.endpoint.weight;
-    const window = this.#slowStart.windowMs;
-    if (window === 0) return weight;
-    const progress = (now - state.warmingSince) / window;
-    if (progress >= 1) return weight;
-    const step = Math.floor(Math.max(0, progress) * SLOW_START_STEPS) / SLOW_START_STEPS;
-    const min = this.#slowStart.minWeightPercent / 100;
-    const factor = Math.max(min, step ** (1 / this.#slowStart.aggression));
-    // On a 1/1024 grid: exact binary fractions keep weight sums exact, which smooth weighted
-    // round-robin's grouped form needs to stay grouped (and equal to nginx's loop).
-    return Math.max(1 / 1024, Math.round(weight * factor * 1024) / 1024);
-  }
-
   /** `lease.done(outcome)`: validates the outcome, applies what time changed, then settles. */
   #finish(record: LeaseRecord<T>, outcome: Outcome): void {
     if (record.finished) return;
@@ -639,7 +607,7 @@ export class LoadBalancer<T = unknown> {
     if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
     this.#strategy.loadChanged?.(state);
     if (latency !== undefined) this.#observeLatency(state, latency, now);
-    this.#record(state, ok, now);
+    this.#health.record(state, ok, now);
   }
 
   /** Peak-EWMA update (Finagle PeakEwma): jump up to a slower sample, decay toward faster ones. */
@@ -659,112 +627,14 @@ export class LoadBalancer<T = unknown> {
     state.ewmaAt = now;
   }
 
-  #record(state: EndpointState<T>, ok: boolean, now: number): void {
-    if (ok) {
-      state.successes++;
-      state.consecutiveFailures = 0;
-      return;
-    }
-    state.failures++;
-    state.consecutiveFailures++;
-    const limit = this.#ejection.consecutiveFailures;
-    if (limit > 0 && state.consecutiveFailures >= limit && state.ejectedUntil === 0)
-      this.#eject(state, now);
-  }
-
-  #eject(state: EndpointState<T>, now: number): void {
-    const max = Math.floor((this.#states.length * this.#ejection.maxEjectionPercent) / 100);
-    if (this.#ejectedCount + 1 > max) return; // would exceed the cap: keep it in rotation
-    state.timesEjected++;
-    const length = Math.min(
-      this.#ejection.baseEjectionMs * state.timesEjected,
-      this.#ejection.maxEjectionMs,
-    );
-    state.ejectedUntil = now + length;
-    state.consecutiveFailures = 0;
-    this.#ejectedCount++;
-    this.#changed(now);
-    if (this.#healthChanged.active)
-      this.#healthChanged.emit({
-        id: state.endpoint.id,
-        state: 'ejected',
-        until: state.ejectedUntil,
-      });
-  }
-
   /**
-   * Applies everything time has changed since the last call: returns and ramp steps first, then
-   * lease expiries (which may eject, so the cap must already count the returns).
+   * Applies everything time has changed since the last call: returns and ramp steps first (the
+   * health layer), then lease expiries (which may eject, so the cap must already count the
+   * returns).
    */
   #tick(now: number): void {
-    if (now >= this.#nextChange) {
-      let returned: string[] | undefined;
-      for (const state of this.#states) {
-        if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
-          // The ramp starts when the ejection ended, not when someone noticed: slow start does
-          // not depend on how often the balancer is looked at.
-          state.warmingSince = state.ejectedUntil;
-          state.ejectedUntil = 0;
-          this.#ejectedCount--;
-          (returned ??= []).push(state.endpoint.id);
-        }
-      }
-      this.#changed(now);
-      // Listeners run once the state is consistent again (they may pick).
-      if (returned !== undefined && this.#healthChanged.active) {
-        for (const id of returned) this.#healthChanged.emit({ id, state: 'returned' });
-      }
-    }
+    if (now >= this.#health.nextChange) this.#health.advance(now);
     this.#expireLeases(now);
-  }
-
-  /**
-   * Returns ejected endpoints early until at most `maxEjectionPercent` of the list is ejected
-   * (after an update shrank it): those whose ejection would end first, list order on a tie.
-   * Returns their ids for the health events, which the caller emits once the state is
-   * consistent.
-   */
-  #enforceEjectionCap(now: number): string[] | undefined {
-    const max = Math.floor((this.#states.length * this.#ejection.maxEjectionPercent) / 100);
-    if (this.#ejectedCount <= max) return undefined;
-    const ejected = this.#states
-      .filter((state) => state.ejectedUntil !== 0)
-      .sort((a, b) => a.ejectedUntil - b.ejectedUntil || a.index - b.index);
-    const returned: string[] = [];
-    for (const state of ejected) {
-      if (this.#ejectedCount <= max) break;
-      state.ejectedUntil = 0;
-      state.warmingSince = now;
-      this.#ejectedCount--;
-      returned.push(state.endpoint.id);
-    }
-    return returned;
-  }
-
-  /** Something about usability or weights changed: bump the version and recompute timers. */
-  #changed(now: number): void {
-    this.#version++;
-    const total = this.#states.length;
-    const usable = total - this.#ejectedCount;
-    this.#panic =
-      total > 0 && this.#panicThreshold > 0 && (usable * 100) / total < this.#panicThreshold;
-    let next = Infinity;
-    const window = this.#slowStart.windowMs;
-    for (const state of this.#states) {
-      state.effectiveWeight = this.#rampedWeight(state, now);
-      state.available = this.#panic || state.ejectedUntil === 0;
-      if (state.ejectedUntil !== 0) next = Math.min(next, state.ejectedUntil);
-      if (window > 0) {
-        const progress = (now - state.warmingSince) / window;
-        if (progress < 1) {
-          // The next quantised step of this endpoint's ramp.
-          const nextStep =
-            (Math.floor(Math.max(0, progress) * SLOW_START_STEPS) + 1) / SLOW_START_STEPS;
-          next = Math.min(next, state.warmingSince + nextStep * window);
-        }
-      }
-    }
-    this.#nextChange = next;
   }
 
   #expireLeases(now: number): void {
