@@ -9,7 +9,11 @@
  */
 import type { Endpoint } from './types.js';
 
-/** Mutable state of one endpoint. Strategies read it; only the balancer writes most fields. */
+/**
+ * Mutable state of one endpoint. Strategies read it; only the balancer (and its health layer)
+ * writes it. A strategy keeps whatever it needs per endpoint itself, in arrays indexed by
+ * `index` (smooth weighted round-robin's `current`, least connections' bucket slot).
+ */
 export class EndpointState<T = unknown> {
   /** The resolved endpoint (replaced when its weight, zone or data change in an update). */
   endpoint: Endpoint<T>;
@@ -39,8 +43,6 @@ export class EndpointState<T = unknown> {
   picks = 0;
   successes = 0;
   failures = 0;
-  /** Smooth weighted round-robin's `current` weight (nginx `peer->current_weight`). */
-  current = 0;
 
   constructor(endpoint: Endpoint<T>, now: number) {
     this.endpoint = endpoint;

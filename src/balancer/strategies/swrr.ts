@@ -24,67 +24,121 @@ import type { PickContext, Strategy } from '../strategy.js';
 /**
  * The nginx loop over `states` in list order: `current += weight` for every usable endpoint, the
  * strictly greatest `current` wins (so the first one on a tie), the winner loses the total.
- * Shared by both strategies so that the grouped one, when it falls back, performs the very same
- * floating-point operations in the very same order as the reference.
+ * `current[i]` is nginx's `peer->current_weight` of `states[i]`. Shared by both strategies so
+ * that the grouped one, when it falls back, performs the very same floating-point operations in
+ * the very same order as the reference.
  */
 function nginxPick<T>(
   states: readonly EndpointState<T>[],
+  current: Float64Array,
   ctx: PickContext<T>,
 ): EndpointState<T> | undefined {
-  let best: EndpointState<T> | undefined;
+  let best = -1;
+  let bestCurrent = 0;
   let total = 0;
   for (let i = 0; i < states.length; i++) {
     const state = states[i] as EndpointState<T>;
     if (!ctx.usable(state)) continue;
     const weight = ctx.weightOf(state);
-    state.current += weight;
+    const value = (current[i] as number) + weight;
+    current[i] = value;
     total += weight;
-    if (best === undefined || state.current > best.current) best = state;
+    if (best < 0 || value > bestCurrent) {
+      best = i;
+      bestCurrent = value;
+    }
   }
-  if (best !== undefined) best.current -= total;
-  return best;
+  if (best < 0) return undefined;
+  current[best] = bestCurrent - total;
+  return states[best];
 }
 
-class NginxSmoothWeightedRoundRobin<T> implements Strategy<T> {
+/**
+ * The `current` values for a new list: an endpoint that stays (the same state object) keeps its
+ * value from the old list, so an update does not restart the rotation; a new one starts at 0.
+ * O(n) with a map, only on `reset`.
+ */
+function carryCurrent<T>(
+  oldStates: readonly EndpointState<T>[],
+  oldCurrent: Float64Array,
+  states: readonly EndpointState<T>[],
+): Float64Array {
+  const byState = new Map<EndpointState<T>, number>();
+  for (let i = 0; i < oldStates.length; i++)
+    byState.set(oldStates[i] as EndpointState<T>, oldCurrent[i] as number);
+  const current = new Float64Array(states.length);
+  for (let i = 0; i < states.length; i++)
+    current[i] = byState.get(states[i] as EndpointState<T>) ?? 0;
+  return current;
+}
+
+/** Position of `state` in `states` (its `index` when that is current), or -1. */
+function positionOf<T>(states: readonly EndpointState<T>[], state: EndpointState<T>): number {
+  return states[state.index] === state ? state.index : states.indexOf(state);
+}
+
+class NginxSmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T> {
   readonly name = 'swrr-reference';
   readonly loadAware = false;
   #states: readonly EndpointState<T>[] = [];
+  /** Per position in `#states`: nginx's `current_weight`. */
+  #current: Float64Array = new Float64Array(0);
 
   reset(states: readonly EndpointState<T>[]): void {
     // A copy: the loop's order is the list order of this call, whatever the caller does later.
-    this.#states = states.slice();
+    const next = states.slice();
+    const current = carryCurrent(this.#states, this.#current, next);
+    this.#states = next;
+    this.#current = current;
   }
 
   pick(ctx: PickContext<T>): EndpointState<T> | undefined {
-    return nginxPick(this.#states, ctx);
+    return nginxPick(this.#states, this.#current, ctx);
+  }
+
+  flush(): void {
+    // Always exact.
+  }
+
+  currentOf(state: EndpointState<T>): number | undefined {
+    const position = positionOf(this.#states, state);
+    return position < 0 ? undefined : this.#current[position];
   }
 }
 
 /**
  * The reference smooth weighted round-robin: nginx's O(n)-per-pick loop, kept as the oracle that
- * {@link smoothWeightedRoundRobin} is tested and benchmarked against. `state.current` is exact
- * after every pick. Endpoints that stay across `reset` keep their `current`, so an update does not
- * restart the rotation; new endpoints bring their own (0 for a fresh `EndpointState`).
+ * {@link smoothWeightedRoundRobin} is tested and benchmarked against. Endpoints that stay across
+ * `reset` keep their `current`, so an update does not restart the rotation; new endpoints start
+ * at 0.
  *
  * @internal
  */
-export function nginxSmoothWeightedRoundRobin<T = unknown>(): Strategy<T> {
+export function nginxSmoothWeightedRoundRobin<T = unknown>(): SmoothWeightedRoundRobinStrategy<T> {
   return new NginxSmoothWeightedRoundRobin<T>();
 }
 
 /**
- * {@link smoothWeightedRoundRobin}'s strategy object: a {@link Strategy} plus `flush()`.
+ * {@link smoothWeightedRoundRobin}'s strategy object: a {@link Strategy} plus `flush()` and
+ * `currentOf()`, which tests use to compare it with nginx's loop value for value.
  */
 export interface SmoothWeightedRoundRobinStrategy<T = unknown> extends Strategy<T> {
   /**
-   * Writes the exact `current` of every endpoint into `state.current`. Between picks the grouped
-   * strategy keeps the `current` of the endpoints eligible since its last rebuild in its own
-   * arrays; `state.current` holds their value as of the last flush. Reading is O(n); picks stay
-   * valid afterwards. `reset()` flushes by itself.
+   * Writes the exact `current` of every endpoint into the strategy's per-endpoint array.
+   * Between picks the grouped strategy keeps the `current` of the endpoints eligible since its
+   * last rebuild as relative values and a shared offset; the array holds their value as of the
+   * last flush. O(n); picks stay valid afterwards. `reset()` flushes by itself.
    *
    * @internal
    */
   flush(): void;
+  /**
+   * The exact `current` (nginx's `current_weight`) of an endpoint of the last `reset`'s list,
+   * or `undefined` for one not in it. Flushes first, so O(n).
+   *
+   * @internal
+   */
+  currentOf(state: EndpointState<T>): number | undefined;
 }
 
 // Exactness budget (see `#rebuild`): every value either strategy computes must be a multiple of a
@@ -122,14 +176,19 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
 
   /** The list of the last `reset`, in caller order; a position in it is the tie-breaker. */
   #states: EndpointState<T>[] = [];
+  /**
+   * Per position: nginx's `current_weight`, exact for endpoints not grouped at the last rebuild
+   * and for all of them after a flush (grouped ones live in `#rel` and the class offsets).
+   */
+  #current: Float64Array = new Float64Array(0);
   /** Set by `reset` and by a fallback pick: the next pick rebuilds whatever the version. */
   #stale = true;
   /** `ctx.version` the classes were built for. */
   #builtVersion = 0;
   /**
    * Whether the classes below hold the truth: then the `current` of an eligible endpoint at
-   * position p of class k is `#rel[p] + #tick·w_k`, and `state.current` may be out of date.
-   * Otherwise every `state.current` is exact and picks run the nginx loop.
+   * position p of class k is `#rel[p] + #tick·w_k`, and `#current[p]` may be out of date.
+   * Otherwise every `#current[p]` is exact and picks run the nginx loop.
    */
   #grouped = false;
 
@@ -168,10 +227,14 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
   reset(states: readonly EndpointState<T>[]): void {
     // Write the grouped values back first: the endpoints that stay keep their `current`, so the
     // rotation carries on instead of restarting (the bug EndpointState exists to prevent).
+    // Materializing changes no value, so a throw below leaves the strategy as it was.
     this.#materialize();
+    const next = states.slice();
+    const current = carryCurrent(this.#states, this.#current, next);
     this.#grouped = false;
     this.#stale = true;
-    this.#states = states.slice();
+    this.#states = next;
+    this.#current = current;
     const n = states.length;
     if (this.#rel.length < n) {
       this.#rel = new Float64Array(n);
@@ -190,9 +253,16 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
     this.#materialize();
   }
 
+  currentOf(state: EndpointState<T>): number | undefined {
+    const position = positionOf(this.#states, state);
+    if (position < 0) return undefined;
+    this.#materialize();
+    return this.#current[position];
+  }
+
   pick(ctx: PickContext<T>): EndpointState<T> | undefined {
     if (this.#stale || ctx.version !== this.#builtVersion) this.#rebuild(ctx);
-    if (!this.#grouped) return nginxPick(this.#states, ctx);
+    if (!this.#grouped) return nginxPick(this.#states, this.#current, ctx);
     const classes = this.#classCount;
 
     let tick = this.#tick + 1;
@@ -230,7 +300,7 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
       this.#materialize();
       this.#grouped = false;
       this.#stale = true;
-      return nginxPick(this.#states, ctx);
+      return nginxPick(this.#states, this.#current, ctx);
     }
     const rel = this.#rel;
     const dropped = (rel[bestPos] as number) - this.#total;
@@ -273,18 +343,18 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
     this.#leadValue[k] = rel[lead] as number;
   }
 
-  /** Writes `rel + tick·w_k` (exact) into `state.current` for every grouped endpoint. */
+  /** Writes `rel + tick·w_k` (exact) into `#current` for every grouped endpoint. */
   #materialize(): void {
     if (!this.#grouped) return;
     const rel = this.#rel;
     const ring = this.#ring;
     const start = this.#start;
-    const states = this.#states;
+    const current = this.#current;
     for (let k = 0; k < this.#classCount; k++) {
       const offset = this.#tick * (this.#classWeight[k] as number);
       for (let h = start[k] as number, end = start[k + 1] as number; h < end; h++) {
         const p = ring[h] as number;
-        (states[p] as EndpointState<T>).current = (rel[p] as number) + offset;
+        current[p] = (rel[p] as number) + offset;
       }
     }
   }
@@ -337,6 +407,7 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
     const states = this.#states;
     const n = states.length;
     const weightAt = this.#weightAt;
+    const current = this.#current;
     let eligible = 0;
     let total = 0;
     let absSum = 0;
@@ -347,7 +418,7 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
       weightAt[i] = 0;
       if (!ctx.usable(state)) continue;
       const w = ctx.weightOf(state);
-      const c = state.current;
+      const c = current[i] as number;
       if (!(w > 0 && w < Infinity && Number.isFinite(c))) return; // the nginx loop
       weightAt[i] = w;
       eligible++;
@@ -414,7 +485,7 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
       const slot = head[k] as number;
       ring[slot] = i;
       head[k] = slot + 1;
-      rel[i] = (states[i] as EndpointState<T>).current;
+      rel[i] = current[i] as number;
     }
     const byCurrent = (a: number, b: number): number =>
       (rel[b] as number) - (rel[a] as number) || a - b;
@@ -447,10 +518,8 @@ class SmoothWeightedRoundRobin<T> implements SmoothWeightedRoundRobinStrategy<T>
  * again. Grouping needs 2·n·(Σw + Σ|current|) ≤ 2^50·Q, Q the largest power of two dividing every
  * weight and `current`: for integers, n·(Σw + Σ|current|) ≤ 2^49; dyadic weights (k/2^j) work too.
  *
- * `current` lives in `state.current` and survives `reset` for endpoints that stay, so list
- * updates do not restart the rotation. `state.current` is exact right after `reset()` and
- * `flush()`, at all times for endpoints that were not usable at the last rebuild, and after every
- * pick while the strategy runs the loop; otherwise the grouped values live in the strategy.
+ * `current` lives in the strategy (not on the balancer's endpoint state) and survives `reset`
+ * for endpoints that stay, so list updates do not restart the rotation; `currentOf()` reads it.
  *
  * Exactness assumes what {@link PickContext.version} promises: `usable` and `weightOf` answer
  * differently only after `version` changed. A winner that is no longer usable is still caught
