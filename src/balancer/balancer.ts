@@ -235,6 +235,11 @@ export class LoadBalancer<T = unknown> {
   #version = 0;
   /** Clock reading cached for the current operation (NaN: not read yet). */
   #nowCache = Number.NaN;
+  /**
+   * The health layer's `nextChange` (earliest time an ejection ends or a ramp steps), copied
+   * whenever it changes: a plain pick reads this field and nothing else of the health layer.
+   */
+  #nextChange = Infinity;
   /** Leases in start order, for expiry; `#leaseHead` is the first live index. */
   #leases: (LeaseRecord<T> | undefined)[] = [];
   #leaseHead = 0;
@@ -269,8 +274,9 @@ export class LoadBalancer<T = unknown> {
         panicThresholdPercent: resolved.panicThresholdPercent,
         slowStart: resolved.slowStart,
       },
-      () => {
+      (nextChange) => {
         this.#version++;
+        this.#nextChange = nextChange;
       },
     );
     this.#leaseTimeoutMs = resolved.leaseTimeoutMs;
@@ -490,7 +496,7 @@ export class LoadBalancer<T = unknown> {
     // The clock is read only when something time-based is pending (an ejection or a ramp to
     // end) or a strategy asks: a plain pick reads none. Forgotten leases are expired by
     // acquire(), where the clock is read anyway. Callers reset #nowCache first.
-    if (this.#health.nextChange !== Infinity) this.#tick(this.#now());
+    if (this.#nextChange !== Infinity) this.#tick(this.#now());
     const ctx = this.#context;
     ctx.key = key;
     let state: EndpointState<T> | undefined;
@@ -633,7 +639,7 @@ export class LoadBalancer<T = unknown> {
    * returns).
    */
   #tick(now: number): void {
-    if (now >= this.#health.nextChange) this.#health.advance(now);
+    if (now >= this.#nextChange) this.#health.advance(now);
     this.#expireLeases(now);
   }
 

@@ -48,12 +48,13 @@ export interface HealthSettings {
  * finished call and {@link Health.advance} before any operation once the clock has reached
  * {@link Health.nextChange}. After each of them the invariants hold: at most
  * `maxEjectionPercent` of the list ejected, `panicking` exactly when too few are usable, every
- * `available` and `effectiveWeight` current. `onChange` runs whenever usability or a weight may
- * have changed, before any health event is emitted (listeners may pick).
+ * `available` and `effectiveWeight` current. `onChange(nextChange)` runs whenever usability or a
+ * weight may have changed, once the new state is computed and before any health event is emitted
+ * (listeners may pick).
  */
 export class Health<T = unknown> {
   readonly #settings: HealthSettings;
-  readonly #onChange: () => void;
+  readonly #onChange: (nextChange: number) => void;
   #states: readonly EndpointState<T>[] = [];
   #ejected = 0;
   #panic = false;
@@ -65,7 +66,7 @@ export class Health<T = unknown> {
   /** Ejections and returns, emitted once the state is consistent again. */
   readonly changes = new EventChannel<HealthChange>();
 
-  constructor(settings: HealthSettings, onChange: () => void) {
+  constructor(settings: HealthSettings, onChange: (nextChange: number) => void) {
     this.#settings = settings;
     this.#onChange = onChange;
   }
@@ -188,11 +189,11 @@ export class Health<T = unknown> {
   }
 
   /**
-   * Usability or weights may have changed: tells the balancer (its pick context's version),
-   * then recomputes panic mode, every `available` and `effectiveWeight`, and `nextChange`.
+   * Usability or weights may have changed: recomputes panic mode, every `available` and
+   * `effectiveWeight`, and `nextChange`, then tells the balancer (which bumps its pick context's
+   * version and keeps its own copy of `nextChange`, read on every pick).
    */
   #recompute(now: number): void {
-    this.#onChange();
     const total = this.#states.length;
     const usable = total - this.#ejected;
     const threshold = this.#settings.panicThresholdPercent;
@@ -214,5 +215,6 @@ export class Health<T = unknown> {
       }
     }
     this.nextChange = next;
+    this.#onChange(next);
   }
 }

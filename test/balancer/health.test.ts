@@ -45,9 +45,10 @@ function states(weights: readonly number[], now = 0): EndpointState[] {
 /** A health layer over `list`, recording its events and how often it reported a change. */
 function setup(options: Parameters<typeof settings>[0], list: EndpointState[], now = 0) {
   const events: HealthChange[] = [];
-  const seen = { changes: 0, changesAtEvents: [] as number[] };
-  const health = new Health(settings(options), () => {
+  const seen = { changes: 0, changesAtEvents: [] as number[], nextChange: Number.NaN };
+  const health = new Health(settings(options), (nextChange) => {
     seen.changes++;
+    seen.nextChange = nextChange;
   });
   health.changes.subscribe((change) => {
     events.push(change);
@@ -143,12 +144,14 @@ describe('Health: outlier ejection', () => {
     expect([d, e, f].every((s) => s.ejectedUntil === 0)).toBe(true);
   });
 
-  it('reports a change before every event, so a listener sees the new usability', () => {
+  it('reports a change, with the new nextChange, before every event, so a listener sees the new usability', () => {
     const list = states([1, 1]);
     const { health, seen } = setup({}, list);
     const before = seen.changes;
     fail(health, list[0] as EndpointState, 0, 2);
+    expect(seen.nextChange).toBe(1_000);
     health.advance(1_000);
+    expect(seen.nextChange).toBe(Infinity);
     expect(seen.changesAtEvents).toEqual([before + 1, before + 2]);
   });
 });
