@@ -5,8 +5,9 @@ import {
   isQuorumUnavailableError,
   type Lock,
 } from '../../src/lock/index.js';
+import { ACQUIRE } from '../../src/lock/scripts.js';
 import { invalidOption } from '../support/helpers.js';
-import { throughNet } from '../support/latency.js';
+import { throughNet, withOverrides } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { lockSuite } from './shared-suite.js';
 
@@ -67,20 +68,42 @@ describeRedis('Redlock against five real redis-server processes', () => {
     // The holder's own attempt reached nodes 0-2 only so far (nodes 3 and 4 were slow): some
     // nodes grant the waiter, but this is no split vote between contenders — the lock is held.
     // Nodes 0-2 answer last, so the waiter sees the grants and three refusals naming one holder.
-    // Quick split-vote retries would burn its three attempts in a few dozen milliseconds.
-    const waiter = withSlowNodes([0, 1, 2], {
+    // It waits for the release or the holder's expiry: its first attempt, one right after
+    // subscribing, one at the expiry (and at most one more, should a subscription be confirmed
+    // late on a loaded machine). Taken for a split vote, it would retry soon instead — after
+    // 50, 100, 200, 400, 800 ms (and, before quick retries were counted by time, give up).
+    let rounds = 0;
+    const net = { latency: [30, 30, 30, 0, 0], inflight: [0, 0, 0, 0, 0] };
+    const clients = redis()
+      .clients({ maxRetriesPerRequest: 1 })
+      .map((c, i) => {
+        const slow = throughNet(c, i, net);
+        if (i !== 4) return slow;
+        // Every attempt reaches node 4 (one EVALSHA each, with batching off): count them.
+        return withOverrides(slow, {
+          evalsha: (sha: string, numKeys: number, ...args: (string | number)[]) => {
+            if (sha === ACQUIRE.sha) rounds++;
+            return slow.evalsha(sha, numKeys, ...args);
+          },
+        });
+      });
+    const waiter = redlockOf({
+      clients,
+      nodeTimeoutMs: 1000,
+      batching: false,
       retryDelayMs: 20_000,
       retryJitterMs: 0,
       retryCount: 2,
     });
     const key = waiter.keyOf('sku:held');
-    const clients = redis().clients();
-    for (const i of [0, 1, 2]) await clients[i]?.set(key, 'the-holders-token', 'PX', 400);
+    const raw = redis().clients();
+    for (const i of [0, 1, 2]) await raw[i]?.set(key, 'the-holders-token', 'PX', 2_000);
     const lock = await waiter.acquire('sku:held', { ttlMs: 5000 });
     expect(lock.resources).toEqual(['sku:held']); // taken when the holder's keys expired
+    expect(rounds).toBeLessThanOrEqual(4);
     await lock.release();
     await waiter.close();
-    for (const c of clients) c.disconnect();
+    for (const c of raw) c.disconnect();
   });
 
   it('a vote split between other contenders is retried soon, not waited out, and not given up on at once', async () => {
