@@ -98,6 +98,10 @@ export class LockTakenError extends KeelError {
   declare readonly code: typeof LOCK_TAKEN;
   readonly resources: readonly string[];
   readonly votes: readonly NodeVote[];
+  /**
+   * Attempts counted against `retryCount`: the first and each retry (quick attempts within a
+   * retry's delay after a split vote, and informed re-attempts, are not counted).
+   */
   readonly attempts: number;
   /** Who holds them: a lock of this `Redlock` (`this-process`) or someone else (`another`). */
   readonly takenBy: TakenBy;

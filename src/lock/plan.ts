@@ -59,6 +59,11 @@ export interface PlanState {
   slow: number;
   /** Quick retries in a row (split votes, releases still landing). */
   splits: number;
+  /**
+   * What is left (ms) of the retry delay the last counted quick retry stood for: quick
+   * retries whose delays fit in it are not counted (see {@link planNext}, rule 4).
+   */
+  credit: number;
   /** Re-attempts made at once, not counted as retries. */
   freeRetries: number;
 }
@@ -80,17 +85,24 @@ export interface PlanSettings {
  * - `give-up`: that was the last attempt; the lock stays taken (LockTakenError).
  * - `again`: re-attempt at once; it does not count as a retry.
  * - `retry`: re-attempt after `delayMs`; with `wait`, wait for a release notification as well
- *   (whichever comes first), subscribing to the release channels if not yet done.
+ *   (whichever comes first), subscribing to the release channels if not yet done. Unless
+ *   `counted`, it does not count as a retry (a quick retry within a counted one's delay).
  */
 export type Next =
   | { readonly step: 'unavailable' | 'too-slow' | 'give-up' | 'again' }
-  | { readonly step: 'retry'; readonly delayMs: number; readonly wait: boolean };
+  | {
+      readonly step: 'retry';
+      readonly delayMs: number;
+      readonly wait: boolean;
+      readonly counted: boolean;
+    };
 
 /** A fresh state for a new acquisition. */
 export const newPlanState = (): PlanState => ({
   unavailable: 0,
   slow: 0,
   splits: 0,
+  credit: 0,
   freeRetries: 0,
 });
 
@@ -110,11 +122,19 @@ const AGAIN: Next = { step: 'again' };
  * 3. The caller knows better now (a semaphore learned which slots are free): re-attempt at
  *    once, up to {@link FREE_RETRIES} times, uncounted. Not after a failed majority, nor
  *    after a round granted too late (it taught nothing about who holds what).
- * 4. That was the last attempt: give up.
- * 5. A split vote (some nodes granted, and no quorum names one holder), or a release still
+ * 4. A split vote (some nodes granted, and no quorum names one holder), or a release still
  *    landing on some nodes: no notification may come, so retry soon — after a backoff that
  *    doubles with each such attempt in a row, from a twentieth of the node timeout up to the
- *    retry delay, at a random moment so contenders stop colliding.
+ *    retry delay, at a random moment so contenders stop colliding. Such quick retries spend
+ *    the retry budget by time, not by number: the first of a run counts as a retry and stands
+ *    for a whole retry delay (`retryDelayMs`); the ones after it whose delays still fit in what
+ *    is left of that delay are not counted (even after the last attempt), and the next that
+ *    does not fit counts again. So `retryCount` keeps meaning about `retryCount` retry delays
+ *    of patience: a release that takes a few hundred milliseconds to reach a quorum (a loaded
+ *    machine, a distant node; each round meanwhile is a split vote) is waited out, not answered
+ *    with LockTakenError after five quick retries in ~35 ms. Not after a failed majority, nor
+ *    a round granted too late: those have budgets of their own and count every retry.
+ * 5. That was the last attempt: give up.
  * 6. Otherwise the resource is held: retry after the jittered retry delay — or, with
  *    notifications, when a release is announced or when the hold expires on the first node
  *    that reported it, whichever comes first.
@@ -134,25 +154,32 @@ export function planNext(round: RoundView, state: PlanState, settings: PlanSetti
     state.freeRetries++;
     return AGAIN;
   }
-  if (last) return GIVE_UP;
   const { random, retryDelayMs, retryJitterMs, nodeTimeoutMs } = settings;
-  let delayMs = retryDelayMs + random() * retryJitterMs;
   const soon = round.refusals === 'landing' || (round.granted > 0 && round.refusals !== 'held');
   if (soon) {
     // Not when a quorum names one holder whose release we have not seen: some nodes granted
     // only because that holder's own attempt had not reached them (a slow or reconnecting
-    // node), and quick retries would burn the retry count while the lock is simply held.
+    // node), and quick retries would spend the retry budget while the lock is simply held.
     const backoff = Math.min(
       Math.max(1, retryDelayMs),
       Math.max(1, nodeTimeoutMs / 20) * 2 ** state.splits++,
     );
-    delayMs = backoff * (0.5 + random()) + random() * retryJitterMs;
-    return { step: 'retry', delayMs, wait: false };
+    const delayMs = backoff * (0.5 + random()) + random() * retryJitterMs;
+    if (!failedMajority && !round.tooSlow && delayMs <= state.credit) {
+      state.credit -= delayMs;
+      return { step: 'retry', delayMs, wait: false, counted: false };
+    }
+    if (last) return GIVE_UP;
+    state.credit = failedMajority || round.tooSlow ? 0 : Math.max(0, retryDelayMs - delayMs);
+    return { step: 'retry', delayMs, wait: false, counted: true };
   }
   state.splits = 0;
-  if (!round.notifications) return { step: 'retry', delayMs, wait: false };
+  state.credit = 0;
+  if (last) return GIVE_UP;
+  let delayMs = retryDelayMs + random() * retryJitterMs;
+  if (!round.notifications) return { step: 'retry', delayMs, wait: false, counted: true };
   if (round.freesIn >= 0 && round.freesIn < delayMs) delayMs = round.freesIn + 1;
-  return { step: 'retry', delayMs, wait: true };
+  return { step: 'retry', delayMs, wait: true, counted: true };
 }
 
 /**

@@ -227,7 +227,8 @@ export class Quorum {
    * The acquisition loop: attempt; on a quorum, settle; otherwise undo, and do what the
    * planner ({@link planNext}) says — retry soon after a split vote, on a release notification
    * or the holder's reported expiry when held, after the jittered retry delay otherwise — up to
-   * `retryCount` times or until `signal` aborts.
+   * `retryCount` counted retries (informed re-attempts, and quick retries within a counted
+   * retry's delay, are not counted) or until `signal` aborts.
    */
   async acquire<T>(
     plan: AcquirePlan<T>,
@@ -247,8 +248,10 @@ export class Quorum {
     };
     try {
       let delay = 0;
+      // `attempt` counts what the budget counts; `rounds`, every round made.
+      let rounds = 0;
       for (let attempt = 0; attempt <= retryCount; attempt++) {
-        if (attempt > 0 && deadline !== undefined) {
+        if (rounds > 0 && deadline !== undefined) {
           // waitMs: no attempt starts after the deadline; the last wait ends at it.
           const left = deadline - s.clock.now();
           if (left < 0) {
@@ -257,10 +260,11 @@ export class Quorum {
           }
           delay = Math.min(delay, left);
         }
-        if (attempt > 0 && delay > 0) {
+        if (rounds > 0 && delay > 0) {
           if (subscription === undefined) await sleep(delay, { signal, clock: s.clock });
           else await subscription.wait(seen, delay, signal);
         }
+        rounds++;
         if (subscription !== undefined) seen = subscription.count;
         // Whether a release on the channels could be noticed from here on, without a
         // subscription of our own yet (another waiter of this Redlock may have one).
@@ -312,6 +316,7 @@ export class Quorum {
             passOnUnused(); // a release that woke us after the last attempt
             break;
           case 'retry':
+            if (!next.counted) attempt--; // a quick retry within a counted retry's delay
             delay = next.delayMs;
             if (next.wait && subscription === undefined && this.#notifier !== undefined) {
               // Held by someone: wait for their release (pub/sub) as well as the delay.

@@ -105,7 +105,13 @@ export interface RedlockOptions {
    * 10 000-resource lock, 20 000 keys: +2 s). @defaultValue 100
    */
   readonly nodeTimeoutMs?: number;
-  /** Further attempts after the first when the lock is taken. @defaultValue 10 */
+  /**
+   * Further attempts after the first when the lock is taken, each after about `retryDelayMs`
+   * (sooner when a release notification or the holder's expiry comes first). After a split
+   * vote, or while a release is still reaching some nodes, a retry is made sooner and may be
+   * spread over several quick attempts within its `retryDelayMs`; only the first of those
+   * counts. @defaultValue 10
+   */
   readonly retryCount?: number;
   /** Base delay between attempts. @defaultValue 200 */
   readonly retryDelayMs?: number;

@@ -46,7 +46,12 @@ interface Row {
   readonly asked?: boolean;
 }
 
-const retry = (delayMs: number, wait: boolean): Next => ({ step: 'retry', delayMs, wait });
+const retry = (delayMs: number, wait: boolean, counted = true): Next => ({
+  step: 'retry',
+  delayMs,
+  wait,
+  counted,
+});
 
 const rows: Row[] = [
   // Held by someone: wait for the release, at most the jittered delay, or until it expires.
@@ -78,10 +83,52 @@ const rows: Row[] = [
   },
   // Split votes and releases still landing: retry soon, backing off.
   {
-    name: 'split vote: retry after 5 ms backoff',
+    name: 'split vote: retry after 5 ms backoff, counted; it buys the rest of a retry delay',
     round: { granted: 2, refusals: undefined },
     next: retry(55, false),
-    after: { splits: 1 },
+    after: { splits: 1, credit: 145 },
+  },
+  {
+    name: 'split vote within the delay a counted retry bought: quick, uncounted',
+    round: { granted: 2, refusals: undefined },
+    before: { splits: 1, credit: 145 },
+    next: retry(60, false, false),
+    after: { splits: 2, credit: 85 },
+  },
+  {
+    name: 'split vote when what is left of the bought delay is too short: counted again',
+    round: { granted: 2, refusals: undefined },
+    before: { splits: 2, credit: 69 },
+    next: retry(70, false),
+    after: { splits: 3, credit: 130 },
+  },
+  {
+    name: 'split vote on the last attempt with bought delay left: still made, uncounted',
+    round: { granted: 2, refusals: undefined, attempt: 10 },
+    before: { credit: 100 },
+    next: retry(55, false, false),
+    after: { splits: 1, credit: 45 },
+  },
+  {
+    name: 'split vote on the last attempt, the bought delay spent: give up',
+    round: { granted: 2, refusals: undefined, attempt: 10 },
+    before: { credit: 54 },
+    next: { step: 'give-up' },
+    after: { credit: 54 },
+  },
+  {
+    name: 'release still landing within a bought delay: quick, uncounted',
+    round: { refusals: 'landing' },
+    before: { splits: 1, credit: 145 },
+    next: retry(60, false, false),
+    after: { splits: 2, credit: 85 },
+  },
+  {
+    name: 'held after quick retries: the bought delay and the backoff end',
+    round: {},
+    before: { splits: 3, credit: 100 },
+    next: retry(250, true),
+    after: { splits: 0, credit: 0 },
   },
   {
     name: 'fourth split vote in a row: 40 ms backoff',
@@ -136,6 +183,13 @@ const rows: Row[] = [
     after: { unavailable: 1, splits: 1 },
   },
   {
+    name: 'majority failed, some granted, a bought delay left: still counted',
+    round: { failed: 3, granted: 2, refusals: undefined },
+    before: { credit: 1000 },
+    next: retry(55, false),
+    after: { unavailable: 1, splits: 1 },
+  },
+  {
     name: 'majority failed once more than the budget: unavailable',
     round: { failed: 3 },
     before: { unavailable: UNAVAILABLE_RETRIES },
@@ -158,6 +212,13 @@ const rows: Row[] = [
   {
     name: 'too slow once: retried soon',
     round: { granted: 3, tooSlow: true, refusals: undefined },
+    next: retry(55, false),
+    after: { slow: 1, splits: 1 },
+  },
+  {
+    name: 'too slow, a bought delay left: still counted',
+    round: { granted: 3, tooSlow: true, refusals: undefined },
+    before: { credit: 1000 },
     next: retry(55, false),
     after: { slow: 1, splits: 1 },
   },
@@ -263,6 +324,113 @@ describe('planNext: what an acquisition does after a failed round', () => {
           if (!split) return next.delayMs >= 200 && next.delayMs <= 300;
           const backoff = Math.min(200, 5 * 2 ** splits);
           return next.delayMs >= backoff / 2 && next.delayMs <= backoff * 1.5 + 100;
+        },
+      ),
+    );
+  });
+});
+
+/**
+ * Plays failed rounds through the planner as `Quorum.acquire` does: a retry the plan counts
+ * (and an informed re-attempt) moves to the next attempt, a quick re-attempt within a retry
+ * delay it bought does not. Returns the steps taken, the delays of the uncounted retries and
+ * how many retries were counted, stopping at the first step that is not a retry.
+ */
+function play(
+  rounds: Iterable<Partial<RoundView>>,
+  retryCount: number,
+  plan: typeof settings,
+): { steps: Next['step'][]; counted: number; uncountedMs: number } {
+  const state = newPlanState();
+  const steps: Next['step'][] = [];
+  let attempt = 0;
+  let counted = 0;
+  let uncountedMs = 0;
+  for (const round of rounds) {
+    const next = planNext({ ...held, retryCount, ...round, attempt }, state, plan);
+    steps.push(next.step);
+    if (next.step !== 'retry') break;
+    // A plan without `counted` (before quick retries could be uncounted) counts every retry.
+    if ((next as { counted?: boolean }).counted === false) uncountedMs += next.delayMs;
+    else {
+      attempt++;
+      counted++;
+    }
+  }
+  return { steps, counted, uncountedMs };
+}
+
+describe('planNext: a release still landing does not spend the retry budget at once', () => {
+  // The flaky "semaphore: a release wakes a waiter at once" (shared-suite.ts), as the planner
+  // saw it: a waiter with retryCount 5 and a 20 s retry delay is refused twice (its first
+  // attempt, and the one right after subscribing), then woken by the release. The release
+  // reaches the nodes one after another on a loaded machine, so the rounds while it lands are
+  // split votes (a semaphore's refusals name no holder) — or, for a lock, refusals naming the
+  // holder whose release was seen. Quick retries back off from 5 ms; if each counted as a
+  // retry, the five were gone in ~35 ms and the waiter gave up before the release had reached a
+  // quorum. Ten quick rounds span ~5 s here: all of it within the first retry delay.
+  const waiter = { retryDelayMs: 20_000, retryJitterMs: 0, nodeTimeoutMs: 100, random: () => 0.5 };
+  const landing = (kind: 'split' | 'landing', n: number): Partial<RoundView>[] =>
+    Array.from({ length: n }, () =>
+      kind === 'split' ? { granted: 2, refusals: undefined } : { refusals: 'landing' },
+    );
+
+  it.each(['split', 'landing'] as const)(
+    'a semaphore (%s votes) keeps retrying while the release lands, on one counted retry',
+    (kind) => {
+      const { steps, counted } = play([{}, {}, ...landing(kind, 10)], 5, waiter);
+      expect(steps).toEqual(Array.from({ length: 12 }, () => 'retry'));
+      expect(counted).toBe(3); // two waits for the release, one retry spread over quick rounds
+    },
+  );
+
+  it('split votes that never end still give up, after about retryCount retry delays', () => {
+    const rounds = (function* () {
+      for (;;) yield { granted: 2, refusals: undefined } as Partial<RoundView>;
+    })();
+    const { steps, counted, uncountedMs } = play(rounds, 3, waiter);
+    expect(steps.at(-1)).toBe('give-up');
+    expect(counted).toBe(3);
+    expect(uncountedMs).toBeLessThanOrEqual(3 * 20_000);
+  });
+
+  it('for any settings and votes: quick rounds never stretch a counted retry past its delay', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 6 }),
+        fc.record({
+          retryDelayMs: fc.integer({ min: 0, max: 5_000 }),
+          retryJitterMs: fc.integer({ min: 0, max: 300 }),
+          nodeTimeoutMs: fc.integer({ min: 1, max: 2_000 }),
+        }),
+        fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), {
+          minLength: 1,
+        }),
+        fc.array(
+          fc.constantFrom<Partial<RoundView>>(
+            { granted: 2, refusals: undefined },
+            { granted: 1, refusals: undefined },
+            { refusals: 'landing' },
+            { granted: 2, refusals: 'landing' },
+            {},
+          ),
+          { minLength: 1 },
+        ),
+        (retryCount, timing, draws, kinds) => {
+          let d = 0;
+          const random = (): number => draws[d++ % draws.length] as number;
+          const rounds = (function* () {
+            for (let i = 0; ; i++) yield kinds[i % kinds.length] as Partial<RoundView>;
+          })();
+          const { steps, counted, uncountedMs } = play(rounds, retryCount, { ...timing, random });
+          // It ends (it does not retry forever), by giving up after exactly retryCount retries,
+          // and the uncounted quick rounds waited no longer in all than the counted retries'
+          // delays: the budget is retryCount retry delays, however the votes split.
+          return (
+            steps.at(-1) === 'give-up' &&
+            counted === retryCount &&
+            uncountedMs <= counted * timing.retryDelayMs
+          );
         },
       ),
     );

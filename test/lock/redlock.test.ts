@@ -1,7 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Redlock, isLockTakenError, isQuorumUnavailableError } from '../../src/lock/index.js';
+import {
+  Redlock,
+  isLockTakenError,
+  isQuorumUnavailableError,
+  type Lock,
+} from '../../src/lock/index.js';
+import { ACQUIRE } from '../../src/lock/scripts.js';
 import { invalidOption } from '../support/helpers.js';
-import { throughNet } from '../support/latency.js';
+import { throughNet, withOverrides } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { lockSuite } from './shared-suite.js';
 
@@ -62,25 +68,52 @@ describeRedis('Redlock against five real redis-server processes', () => {
     // The holder's own attempt reached nodes 0-2 only so far (nodes 3 and 4 were slow): some
     // nodes grant the waiter, but this is no split vote between contenders — the lock is held.
     // Nodes 0-2 answer last, so the waiter sees the grants and three refusals naming one holder.
-    // Quick split-vote retries would burn its three attempts in a few dozen milliseconds.
-    const waiter = withSlowNodes([0, 1, 2], {
+    // It waits for the release or the holder's expiry: its first attempt, one right after
+    // subscribing, one at the expiry (and at most one more, should a subscription be confirmed
+    // late on a loaded machine). Taken for a split vote, it would retry soon instead — after
+    // 50, 100, 200, 400, 800 ms (and, before quick retries were counted by time, give up).
+    let rounds = 0;
+    const net = { latency: [30, 30, 30, 0, 0], inflight: [0, 0, 0, 0, 0] };
+    const clients = redis()
+      .clients({ maxRetriesPerRequest: 1 })
+      .map((c, i) => {
+        const slow = throughNet(c, i, net);
+        if (i !== 4) return slow;
+        // Every attempt reaches node 4 (one EVALSHA each, with batching off): count them.
+        return withOverrides(slow, {
+          evalsha: (sha: string, numKeys: number, ...args: (string | number)[]) => {
+            if (sha === ACQUIRE.sha) rounds++;
+            return slow.evalsha(sha, numKeys, ...args);
+          },
+        });
+      });
+    const waiter = redlockOf({
+      clients,
+      nodeTimeoutMs: 1000,
+      batching: false,
       retryDelayMs: 20_000,
       retryJitterMs: 0,
       retryCount: 2,
     });
     const key = waiter.keyOf('sku:held');
-    const clients = redis().clients();
-    for (const i of [0, 1, 2]) await clients[i]?.set(key, 'the-holders-token', 'PX', 400);
+    const raw = redis().clients();
+    for (const i of [0, 1, 2]) await raw[i]?.set(key, 'the-holders-token', 'PX', 2_000);
     const lock = await waiter.acquire('sku:held', { ttlMs: 5000 });
     expect(lock.resources).toEqual(['sku:held']); // taken when the holder's keys expired
+    expect(rounds).toBeLessThanOrEqual(4);
     await lock.release();
     await waiter.close();
-    for (const c of clients) c.disconnect();
+    for (const c of raw) c.disconnect();
   });
 
-  it('a vote split between other contenders is retried soon, not waited out', async () => {
+  it('a vote split between other contenders is retried soon, not waited out, and not given up on at once', async () => {
     // Node 4 answers first and grants; nodes 0-3 are held by two contenders, two nodes each:
-    // nobody holds a quorum, so no release will come — the waiter retries after a short backoff.
+    // nobody holds a quorum, so no release will come — the waiter retries after a short
+    // backoff. Its quick retries spend the budget by time (a counted retry stands for a retry
+    // delay, here 20 s), not five in ~35 ms: when one contender goes away without a release
+    // (its keys deleted, as by a crash and expiry) 1.5 s later, the waiter gets the
+    // lock. Waiting for a release would end in the signal's TimeoutError; counting every quick
+    // retry, in LockTakenError after four attempts in ~0.5 s (backoff 50, 100, 200 ms).
     const waiter = withSlowNodes([0, 1, 2, 3], {
       retryDelayMs: 20_000,
       retryJitterMs: 0,
@@ -90,13 +123,59 @@ describeRedis('Redlock against five real redis-server processes', () => {
     const clients = redis().clients();
     for (const i of [0, 1]) await clients[i]?.set(key, 'token-a', 'PX', 30_000);
     for (const i of [2, 3]) await clients[i]?.set(key, 'token-b', 'PX', 30_000);
-    // Waiting for a release (20 s here) would end in the signal's TimeoutError instead.
-    const error = await waiter
+    const gone = new Promise((resolve) => setTimeout(resolve, 1_500)).then(async () => {
+      for (const i of [0, 1]) await clients[i]?.del(key);
+    });
+    const lock = await waiter
       .acquire('sku:split', { signal: AbortSignal.timeout(10_000) })
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'KEEL_LOCK_TAKEN', attempts: 4 });
+    await gone;
+    expect(lock, String(lock)).toHaveProperty('resources', ['sku:split']);
+    await (lock as Lock).release();
     await waiter.close();
+    // A split that never ends is still given up on, after about retryCount retry delays.
+    const impatient = withSlowNodes([0, 1, 2, 3], { retryDelayMs: 100, retryCount: 2 });
+    for (const i of [0, 1]) await clients[i]?.set(key, 'token-a', 'PX', 30_000);
+    const error = await impatient
+      .acquire('sku:split', { signal: AbortSignal.timeout(10_000) })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'KEEL_LOCK_TAKEN', attempts: 3 });
+    await impatient.close();
     for (const c of clients) c.disconnect();
+  });
+
+  it('a release that reaches three nodes late still hands the lock to the waiter it woke', async () => {
+    // The holder's release reaches nodes 0-1 at once and nodes 2-4 1.5 s later (a loaded
+    // machine, a distant node). The first copy wakes the waiter; until the release lands on a
+    // quorum each of its rounds sees nodes 0-1 grant and nodes 2-4 refuse, naming the holder
+    // whose release it saw: the release is still landing, so it retries soon. Those quick
+    // retries used to count as retries: five in a few hundred ms, then LockTakenError.
+    const net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
+    const holder = redlockOf({
+      clients: redis()
+        .clients({ maxRetriesPerRequest: 1 })
+        .map((c, i) => throughNet(c, i, net)),
+      nodeTimeoutMs: 5_000,
+    });
+    const waiter = withSlowNodes([2, 3, 4], {
+      retryDelayMs: 20_000,
+      retryJitterMs: 0,
+      retryCount: 5,
+    });
+    const lock = await holder.acquire('sku:landing', { ttlMs: 30_000 });
+    const waiting = waiter
+      .acquire('sku:landing', { ttlMs: 30_000, signal: AbortSignal.timeout(15_000) })
+      .catch((e: unknown) => e);
+    await new Promise((resolve) => setTimeout(resolve, 400)); // refused, subscribed, waiting
+    for (const i of [2, 3, 4]) net.latency[i] = 1_500;
+    const released = lock.release();
+    const next = await waiting;
+    expect(next, String(next)).toHaveProperty('resources', ['sku:landing']);
+    expect((next as Lock).fencingToken).toBeGreaterThan(lock.fencingToken);
+    await released;
+    await (next as Lock).release();
+    await holder.close();
+    await waiter.close();
   });
 
   it('a lock key holding a non-string value is refused as taken, not a script error', async () => {

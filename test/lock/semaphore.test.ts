@@ -6,6 +6,7 @@ import {
   type QuarantineEvent,
 } from '../../src/lock/index.js';
 import { invalidOption } from '../support/helpers.js';
+import { throughNet, type Net } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 describeRedis('Semaphore against five real redis-server processes', () => {
@@ -75,6 +76,44 @@ describeRedis('Semaphore against five real redis-server processes', () => {
     for (const node of [2, 3, 4]) await redis().client(node).zrem(key, '1:holder-1');
     const permit = await pool.acquire();
     await permit.release();
+  });
+
+  it('a release that reaches three nodes late still hands the permit to the waiter it woke', async () => {
+    // The flaky "a release wakes a waiter at once" (shared-suite.ts) on a loaded machine: the
+    // release lands on the nodes one after another, and the first wakes the waiter. Here the
+    // holder's release reaches nodes 0-1 at once and nodes 2-4 1.5 s later; the waiter's calls
+    // to nodes 2-4 take 60 ms, so each of its rounds meanwhile sees nodes 0-1 grant and 2-4
+    // refuse — a split vote (a semaphore's refusals name no holder). Quick retries back off
+    // from 5 ms; when each counted as a retry, the five were spent in a few hundred ms and the
+    // waiter gave up with LockTakenError long before the release reached a quorum.
+    const netOf = (latency: number[]): Net => ({ latency, inflight: [0, 0, 0, 0, 0] });
+    const clientsThrough = (net: Net) =>
+      redis()
+        .clients({ maxRetriesPerRequest: 1 })
+        .map((c, i) => throughNet(c, i, net));
+    const holderNet = netOf([0, 0, 0, 0, 0]);
+    const pool = redlockOf({ clients: clientsThrough(holderNet), nodeTimeoutMs: 5_000 }).semaphore(
+      'landing',
+      { permits: 1 },
+    );
+    const waiterPool = redlockOf({
+      clients: clientsThrough(netOf([0, 0, 60, 60, 60])),
+      nodeTimeoutMs: 1_000,
+      retryDelayMs: 20_000,
+      retryJitterMs: 0,
+      retryCount: 5,
+    }).semaphore('landing', { permits: 1 });
+    const held = await pool.acquire({ ttlMs: 30_000 });
+    const waiting = waiterPool
+      .acquire({ ttlMs: 30_000, signal: AbortSignal.timeout(15_000) })
+      .catch((e: unknown) => e);
+    await new Promise((resolve) => setTimeout(resolve, 400)); // refused, subscribed, waiting
+    for (const i of [2, 3, 4]) holderNet.latency[i] = 1_500;
+    const released = held.release();
+    const next = await waiting;
+    expect(next, String(next)).toHaveProperty('permits', 1);
+    await released;
+    await (next as { release(): Promise<unknown> }).release();
   });
 
   it('with 3 of 5 nodes paused: QuorumUnavailableError, promptly', async () => {
