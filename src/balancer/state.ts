@@ -4,7 +4,8 @@
  * survive membership changes (the gRPC-java bug that reset rotations put 3–4× load on the
  * first endpoints after every update).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import type { Endpoint } from './types.js';

@@ -17,7 +17,8 @@
  * snapshot are kept for a grace period rather than dropped at once, so a Redis restart does
  * not empty every balancer.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { EventChannel, sleep, type Clock, type Timer } from '../core/index.js';

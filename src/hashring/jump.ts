@@ -71,7 +71,6 @@ function mul64(aHi: number, aLo: number, bHi: number, bLo: number): void {
  * @param lo - low 32 bits of the key, unsigned
  * @param buckets - number of buckets, >= 1
  * @returns the bucket, 0 … buckets − 1
- * @internal
  */
 export function jumpConsistentHash(hi: number, lo: number, buckets: number): number {
   for (const [option, word] of [

@@ -27,7 +27,6 @@ import {
   resolveAcquire,
   waitDeadline,
   type AcquireOptions,
-  type LockBackend,
   type LockService,
   type ReleaseOutcome,
   type UsingOptions,
@@ -79,7 +78,9 @@ interface Held {
  * console.log(total);
  * ```
  */
-export class MemoryLock implements LockService, LockBackend {
+export class MemoryLock implements LockService {
+  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`); not declared
+  // with `implements`, since that interface is internal and the .d.ts build strips it.
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
   readonly #held = new Map<string, Held>();
   readonly #fences = new Map<string, number>();

@@ -81,7 +81,6 @@ import {
   resolveAcquire,
   waitDeadline,
   type AcquireOptions,
-  type LockBackend,
   type LockService,
   type ReleaseOutcome,
   releaseOutcome,
@@ -262,7 +261,9 @@ const pttlOf = (r: NodeResult): number => {
  * }
  * ```
  */
-export class Redlock implements LockService, LockBackend, AsyncDisposable {
+export class Redlock implements LockService, AsyncDisposable {
+  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`); not declared
+  // with `implements`, since that interface is internal and the .d.ts build strips it.
   readonly #o: Resolved;
   readonly #q: Quorum;
   readonly #cluster: boolean;

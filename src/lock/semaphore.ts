@@ -132,7 +132,9 @@ function permitSpec(limit: number, context: SemaphoreContext) {
  * });
  * ```
  */
-export class Semaphore implements LockBackend {
+export class Semaphore {
+  // Also the LockBackend of its Permits (checked where it passes `this` to `new Permit`); not declared
+  // with `implements`, since that interface is internal and the .d.ts build strips it.
   /** The semaphore's name. */
   readonly name: string;
   /** Permits in all. */
