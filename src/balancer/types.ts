@@ -23,8 +23,8 @@ export interface Outcome {
 }
 
 /**
- * One call in flight on an endpoint, from {@link Balancer.acquire}. Call `done()` exactly once
- * when the call ends (later calls are ignored). A lease that is never finished is expired
+ * One call in flight on an endpoint, from {@link keel/balancer!LoadBalancer.acquire}. Call
+ * `done()` exactly once when the call ends (later calls are ignored). A lease that is never finished is expired
  * once it is older than `leaseTimeoutMs` — at the next `acquire()` or `stats()` — and counted
  * as a failure, so a forgotten lease cannot hold an in-flight count forever.
  */

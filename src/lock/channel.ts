@@ -28,7 +28,9 @@ import { BATCH, type Script } from './scripts.js';
  * no ioredis type appears in the lock's logic.
  */
 export interface LockClient {
+  /** `EVALSHA sha numKeys ...keys ...args`: runs a script the node has cached. */
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /** `EVAL script numKeys ...keys ...args`: the fallback when the node answers `NOSCRIPT`. */
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
 }
 

@@ -42,7 +42,9 @@ export interface MemoryLockOptions {
   readonly retryDelayMs?: number;
   /** Random extra delay, 0 … this. @defaultValue 25 */
   readonly retryJitterMs?: number;
+  /** Clock for validity, deadlines and retry delays. @defaultValue `systemClock` */
   readonly clock?: Clock;
+  /** Random numbers in [0, 1) for retry jitter. @defaultValue `Math.random` */
   readonly random?: () => number;
 }
 

@@ -16,11 +16,17 @@ import { wakeableSleep, type Clock, type Timer } from '../core/index.js';
 
 /** What a subscriber connection must offer. An ioredis `Redis` fits as is. */
 export interface SubscriberClient {
+  /** `SUBSCRIBE` to release channels. */
   subscribe(...channels: string[]): Promise<unknown>;
+  /** `UNSUBSCRIBE` from channels nobody waits on any more. */
   unsubscribe(...channels: string[]): Promise<unknown>;
+  /** A release published on a channel: wakes that channel's waiters. */
   on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  /** Connection errors: listened to so none is unhandled; waiters keep their retry timers. */
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** Connected: after a reconnect, Keel subscribes the connection's channels again. */
   on(event: 'ready', listener: () => void): unknown;
+  /** Closes the connection: after a short linger once nobody waits, or on `Redlock.close()`. */
   disconnect(): void;
 }
 

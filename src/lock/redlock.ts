@@ -140,7 +140,12 @@ export interface RedlockOptions {
    * @defaultValue true
    */
   readonly localTurns?: boolean;
+  /** Clock for validity, deadlines and retry delays. @defaultValue `systemClock` */
   readonly clock?: Clock;
+  /**
+   * Random numbers in [0, 1) for retry jitter (tokens come from `node:crypto`, not from this).
+   * @defaultValue `Math.random`
+   */
   readonly random?: () => number;
 }
 
@@ -402,6 +407,7 @@ export class Redlock implements LockService, AsyncDisposable {
     );
   }
 
+  /** Closes the Redlock (see {@link Redlock.close}): what `await using` calls. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

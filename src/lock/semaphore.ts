@@ -63,7 +63,9 @@ export interface PermitUsingOptions extends UsingOptions {
 
 /** Reported when a node held semaphore entries that do not parse (moved aside, not counted). */
 export interface QuarantineEvent {
+  /** The semaphore's name. */
   readonly semaphore: string;
+  /** Index of the node in the Redlock's client list. */
   readonly node: number;
   /** How many entries this round moved to the quarantine set. */
   readonly entries: number;
