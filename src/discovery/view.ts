@@ -53,6 +53,7 @@ interface ChangeBase {
 
 /** An instance appeared. */
 export interface InstanceAdded extends ChangeBase {
+  /** Discriminant of {@link WatchChange}. */
   readonly type: 'added';
   /** The new instance. */
   readonly instance: Instance;
@@ -60,6 +61,7 @@ export interface InstanceAdded extends ChangeBase {
 
 /** An instance's data changed (status, weight, metadata, …). */
 export interface InstanceUpdated extends ChangeBase {
+  /** Discriminant of {@link WatchChange}. */
   readonly type: 'updated';
   /** The instance as it is now. */
   readonly instance: Instance;
@@ -69,6 +71,7 @@ export interface InstanceUpdated extends ChangeBase {
 
 /** An instance left. */
 export interface InstanceRemoved extends ChangeBase {
+  /** Discriminant of {@link WatchChange}. */
   readonly type: 'removed';
   /** The instance as it was last seen. */
   readonly instance: Instance;

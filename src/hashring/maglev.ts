@@ -155,8 +155,8 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
 
   /**
    * @param options - nodes and table size; see {@link MaglevHashOptions}
-   * @throws {@link keel!InvalidOptionError} for a malformed node, a `tableSize` that is not a prime,
-   *   or fewer table slots than nodes
+   * @throws {@link keel!InvalidOptionError} for a malformed node, a `tableSize` that is not a
+   *   prime, or fewer table slots than nodes
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: MaglevHashOptions<T> = {}) {
@@ -250,8 +250,8 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
    * Adds a node and rebuilds the table (O(M log M) expected; see the class notes).
    *
    * @returns this router, for chaining
-   * @throws {@link keel!InvalidOptionError} for a malformed node, or when a fixed `tableSize` has no
-   *   room for another node
+   * @throws {@link keel!InvalidOptionError} for a malformed node, or when a fixed `tableSize`
+   *   has no room for another node
    * @throws {@link DuplicateNodeError} when the id is already present
    */
   add(node: NodeSpec<T>): this {

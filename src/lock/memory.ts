@@ -81,8 +81,8 @@ interface Held {
  * ```
  */
 export class MemoryLock implements LockService {
-  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`); not declared
-  // with `implements`, since that interface is internal and the .d.ts build strips it.
+  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`), but
+  // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
   readonly #held = new Map<string, Held>();
   readonly #fences = new Map<string, number>();

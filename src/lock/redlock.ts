@@ -267,8 +267,8 @@ const pttlOf = (r: NodeResult): number => {
  * ```
  */
 export class Redlock implements LockService, AsyncDisposable {
-  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`); not declared
-  // with `implements`, since that interface is internal and the .d.ts build strips it.
+  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`), but
+  // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: Resolved;
   readonly #q: Quorum;
   readonly #cluster: boolean;

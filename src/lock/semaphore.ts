@@ -135,8 +135,8 @@ function permitSpec(limit: number, context: SemaphoreContext) {
  * ```
  */
 export class Semaphore {
-  // Also the LockBackend of its Permits (checked where it passes `this` to `new Permit`); not declared
-  // with `implements`, since that interface is internal and the .d.ts build strips it.
+  // Also the LockBackend of its Permits (checked where it passes `this` to `new Permit`), but
+  // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   /** The semaphore's name. */
   readonly name: string;
   /** Permits in all. */
