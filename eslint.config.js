@@ -6,6 +6,7 @@ export default tseslint.config(
   {
     ignores: [
       'dist/',
+      'docs/api/',
       'coverage/',
       'test-results/',
       '.scratch/',

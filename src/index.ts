@@ -5,7 +5,7 @@
  * has its own subpath: `keel/hashring`, `keel/lock`, `keel/balancer`, `keel/breaker`,
  * `keel/discovery`.
  *
- * @packageDocumentation
+ * @module keel
  */
 export {
   KeelError,

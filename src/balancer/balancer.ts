@@ -673,6 +673,7 @@ export const DUPLICATE_ENDPOINT = 'KEEL_DUPLICATE_ENDPOINT';
 export class DuplicateEndpointError extends KeelError {
   override readonly name: string = 'DuplicateEndpointError';
   declare readonly code: typeof DUPLICATE_ENDPOINT;
+  /** The id that appears twice. */
   readonly id: string;
   constructor(id: string) {
     super(

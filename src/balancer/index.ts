@@ -3,7 +3,7 @@
  * fail: one {@link LoadBalancer} with a shared health layer (outlier ejection, panic
  * threshold, slow start) and pluggable pick strategies.
  *
- * @packageDocumentation
+ * @module keel/balancer
  */
 export {
   LoadBalancer,

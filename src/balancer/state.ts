@@ -4,7 +4,8 @@
  * survive membership changes (the gRPC-java bug that reset rotations put 3–4× load on the
  * first endpoints after every update).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import type { Endpoint } from './types.js';
@@ -33,15 +34,21 @@ export class EndpointState<T = unknown> {
   inFlight = 0;
   /** Peak-EWMA latency estimate (ms) and the clock time of its last update (-1: no sample). */
   ewmaMs = 0;
+  /** Clock time (ms) of the last latency sample, -1 before the first. */
   ewmaAt = -1;
+  /** Failures since the last success or ejection. */
   consecutiveFailures = 0;
   /** Clock ms until which the endpoint is ejected; 0 when it is not ejected. */
   ejectedUntil = 0;
+  /** Ejections so far (each lasts longer). */
   timesEjected = 0;
   /** Clock ms from which slow start ramps this endpoint up (added, or back from ejection). */
   warmingSince: number;
+  /** Times picked. */
   picks = 0;
+  /** Calls reported successful. */
   successes = 0;
+  /** Calls reported failed (expired leases included). */
   failures = 0;
 
   constructor(endpoint: Endpoint<T>, now: number) {
@@ -50,6 +57,7 @@ export class EndpointState<T = unknown> {
     this.warmingSince = now;
   }
 
+  /** The endpoint's id. */
   get id(): string {
     return this.endpoint.id;
   }

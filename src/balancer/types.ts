@@ -23,12 +23,14 @@ export interface Outcome {
 }
 
 /**
- * One call in flight on an endpoint, from {@link Balancer.acquire}. Call `done()` exactly once
- * when the call ends (later calls are ignored). A lease that is never finished is expired
- * once it is older than `leaseTimeoutMs` — at the next `acquire()` or `stats()` — and counted
- * as a failure, so a forgotten lease cannot hold an in-flight count forever.
+ * One call in flight on an endpoint, from {@link keel/balancer!LoadBalancer.acquire}. Call
+ * `done()` exactly once when the call ends (later calls are ignored). A lease that is never
+ * finished is expired once it is older than `leaseTimeoutMs` — at the next `acquire()` or
+ * `stats()` — and counted as a failure, so a forgotten lease cannot hold an in-flight count
+ * forever.
  */
 export interface Lease<T = unknown> {
+  /** The endpoint picked for this call. */
   readonly endpoint: Endpoint<T>;
   /** Reports the outcome and releases the in-flight count. Idempotent. */
   done(outcome: Outcome): void;
@@ -48,25 +50,35 @@ export interface PickOptions {
 
 /** Observable state of one endpoint, for metrics and debugging. */
 export interface EndpointStats {
+  /** The endpoint's id. */
   readonly id: string;
+  /** Its configured weight. */
   readonly weight: number;
   /** Weight after slow start: what the strategy uses now. */
   readonly effectiveWeight: number;
+  /** Calls started and not yet finished (or expired). */
   readonly inFlight: number;
   /** Peak-EWMA latency estimate in ms (0 before the first sample). */
   readonly latencyEwmaMs: number;
+  /** Failures since the last success or ejection (either resets it). */
   readonly consecutiveFailures: number;
   /** Clock time (ms) until which the endpoint is ejected, or `undefined` when it is not. */
   readonly ejectedUntil: number | undefined;
+  /** Ejections so far; each ejection lasts longer (base × this, up to the maximum). */
   readonly timesEjected: number;
+  /** Times it was picked. */
   readonly picks: number;
+  /** Calls reported successful. */
   readonly successes: number;
+  /** Calls reported failed (expired leases included). */
   readonly failures: number;
 }
 
 /** A change of an endpoint's health, from `onHealthChange`. */
 export interface HealthChange {
+  /** The endpoint's id. */
   readonly id: string;
+  /** `ejected` (taken out of rotation by outlier ejection) or `returned` (back in it). */
   readonly state: 'ejected' | 'returned';
   /** For `ejected`: when it may return (clock ms). */
   readonly until?: number;

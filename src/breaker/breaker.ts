@@ -53,7 +53,12 @@ export interface CircuitBreakerOptions {
    * The sliding window: `count` keeps the last `size` calls; `time` keeps the last `size`
    * seconds (one bucket per second). @defaultValue `{ type: 'count', size: 20 }`
    */
-  readonly window?: { readonly type?: 'count' | 'time'; readonly size?: number };
+  readonly window?: {
+    /** `count`: the last `size` calls; `time`: the last `size` seconds. @defaultValue 'count' */
+    readonly type?: 'count' | 'time';
+    /** Calls (`count`) or seconds (`time`) the window holds, 1 … 10⁶. @defaultValue 20 */
+    readonly size?: number;
+  };
   /** Calls the window must hold before rates are judged. @defaultValue 10 */
   readonly minimumCalls?: number;
   /** Open when failures ÷ calls reaches this (0 < x ≤ 1). @defaultValue 0.5 */

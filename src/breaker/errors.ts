@@ -45,7 +45,9 @@ export function isBreakerOpenError(value: unknown): value is BreakerOpenError {
 export class BreakerTimeoutError extends KeelError {
   override readonly name: string = 'BreakerTimeoutError';
   declare readonly code: typeof BREAKER_TIMEOUT;
+  /** The breaker's name. */
   readonly breaker: string;
+  /** The timeout the call exceeded (ms). */
   readonly timeoutMs: number;
   constructor(breaker: string, timeoutMs: number) {
     super(

@@ -3,7 +3,7 @@
  * not: Resilience4j's state model (sliding windows, failure and slow-call rates, half-open
  * trials), computed on access with no background timers.
  *
- * @packageDocumentation
+ * @module keel/breaker
  */
 export { CircuitBreaker } from './breaker.js';
 export type { CircuitBreakerOptions, ExecuteOptions } from './breaker.js';

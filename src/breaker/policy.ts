@@ -8,7 +8,8 @@
  * Every method changes the state at most once and returns that change, so the shell can
  * apply its consequences (rebinding the hot path, waking waiters, emitting events).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import type { BreakerState } from './types.js';

@@ -2,7 +2,8 @@
  * Reading a {@link BreakerSnapshot} back: every field checked, each read once (so a getter
  * cannot pass the check and then say something else), a typed error naming the bad one.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { InvalidOptionError, numberProblem } from '../core/index.js';

@@ -15,7 +15,9 @@ export type BreakerState =
 
 /** A state change, from `onStateChange`. */
 export interface StateChange {
+  /** The state left. */
   readonly from: BreakerState;
+  /** The state entered. */
   readonly to: BreakerState;
   /** Why, in a few words: `failure rate 0.6 >= 0.5`, `open duration elapsed`, `manual`, … */
   readonly reason: string;
@@ -23,15 +25,19 @@ export interface StateChange {
 
 /** A rejected call, from `onCallRejected`. */
 export interface CallRejected {
+  /** The state that rejected the call: `open`, `half-open` (trials all taken) or `forced-open`. */
   readonly state: BreakerState;
+  /** Milliseconds until a trial call may be let through (0 when that is not time-bound). */
   readonly retryAfterMs: number;
 }
 
 /** A finished call, from `onCallFinished`. */
 export interface CallFinished {
+  /** How the call counted (`ignored`: by the `ignore` option or `permit.ignore()`). */
   readonly outcome: 'success' | 'failure' | 'ignored';
   /** The call's duration; 0 unless calls are timed (slow-call detection or a time window). */
   readonly durationMs: number;
+  /** Slower than the slow-call threshold. */
   readonly slow: boolean;
   /** False when the call started under an earlier state and so did not count toward this one. */
   readonly counted: boolean;
@@ -39,10 +45,13 @@ export interface CallFinished {
 
 /** A snapshot of a breaker's numbers, from `metrics()`. */
 export interface BreakerMetrics {
+  /** The current state. */
   readonly state: BreakerState;
   /** Calls in the sliding window. */
   readonly calls: number;
+  /** Failed calls in the sliding window. */
   readonly failures: number;
+  /** Slow calls in the sliding window. */
   readonly slowCalls: number;
   /** Failures ÷ calls in the window (0 when empty). */
   readonly failureRate: number;
@@ -50,8 +59,11 @@ export interface BreakerMetrics {
   readonly slowCallRate: number;
   /** Totals since creation. */
   readonly successfulTotal: number;
+  /** Failed calls since creation. */
   readonly failedTotal: number;
+  /** Calls classified as neither success nor failure, since creation. */
   readonly ignoredTotal: number;
+  /** Calls rejected without running (open, or no trial left), since creation. */
   readonly rejectedTotal: number;
   /** Milliseconds spent in the current state. */
   readonly timeInStateMs: number;
@@ -74,9 +86,13 @@ export interface BreakerPermit {
 
 /** A JSON-safe snapshot of a breaker's state, from `toJSON()`. */
 export interface BreakerSnapshot {
+  /** Marks the object as a breaker snapshot. */
   readonly format: 'keel.breaker';
+  /** Snapshot format version. */
   readonly version: 1;
+  /** The breaker's name. */
   readonly name: string;
+  /** Its state when the snapshot was taken. */
   readonly state: BreakerState;
   /** Remaining open time when the snapshot was taken (ms). */
   readonly openRemainingMs: number;

@@ -4,7 +4,8 @@
  * running totals, so recording an outcome and reading the rates are O(1) — and there is no
  * timer: time buckets roll forward when touched.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 

@@ -38,6 +38,10 @@ export interface KeelErrorOptions {
  * ```
  */
 export class KeelError extends Error {
+  /**
+   * The error class's name, set explicitly (never derived from `constructor.name`, which
+   * minifiers rename): `'KeelError'` here, the subclass's own name in each subclass.
+   */
   override readonly name: string = 'KeelError';
 
   /** Stable, machine-readable error code, e.g. `KEEL_INVALID_OPTION`. */

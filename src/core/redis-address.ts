@@ -3,7 +3,8 @@
  * message is being written (never on a hot path). Pure: it inspects plain properties and
  * imports no Redis client, so any component can name the node it failed to reach.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 

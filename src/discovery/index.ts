@@ -5,7 +5,7 @@
  * `keel/balancer`. Backends: Redis (shared by many processes, no change ever missed) and
  * in-memory (embedded default, tests).
  *
- * @packageDocumentation
+ * @module keel/discovery
  */
 export { Registry, DiscoveryBalancer } from './registry.js';
 export type {

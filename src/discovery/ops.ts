@@ -3,7 +3,8 @@
  * and ioredis has no command timeout by default) and the caller's signal, and failures become
  * {@link RegistryUnavailableError}s.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { isKeelError, throwIfAborted, type Clock, type Timer } from '../core/index.js';

@@ -587,7 +587,10 @@ export interface InstanceLease extends Lease<Instance> {
 }
 
 /** An endpoint spec carrying its instance: what {@link DiscoveryBalancer.update} takes. */
-export type InstanceEndpointSpec = EndpointSpec<Instance> & { readonly data: Instance };
+export type InstanceEndpointSpec = EndpointSpec<Instance> & {
+  /** The instance the endpoint stands for. */
+  readonly data: Instance;
+};
 
 /**
  * A {@link LoadBalancer} whose endpoints follow a service's live view. Dispose it (or call

@@ -30,7 +30,8 @@
  * `maxLogBytes / largest` entries, so it holds about `maxLogBytes` of entries at most (plus one
  * macro node: one entry when entries are larger than `stream-node-max-bytes`, 4 KiB by default).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { createHash } from 'node:crypto';

@@ -17,7 +17,8 @@
  * snapshot are kept for a grace period rather than dropped at once, so a Redis restart does
  * not empty every balancer.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { EventChannel, sleep, type Clock, type Timer } from '../core/index.js';
@@ -52,6 +53,7 @@ interface ChangeBase {
 
 /** An instance appeared. */
 export interface InstanceAdded extends ChangeBase {
+  /** Discriminant of {@link WatchChange}. */
   readonly type: 'added';
   /** The new instance. */
   readonly instance: Instance;
@@ -59,6 +61,7 @@ export interface InstanceAdded extends ChangeBase {
 
 /** An instance's data changed (status, weight, metadata, …). */
 export interface InstanceUpdated extends ChangeBase {
+  /** Discriminant of {@link WatchChange}. */
   readonly type: 'updated';
   /** The instance as it is now. */
   readonly instance: Instance;
@@ -68,6 +71,7 @@ export interface InstanceUpdated extends ChangeBase {
 
 /** An instance left. */
 export interface InstanceRemoved extends ChangeBase {
+  /** Discriminant of {@link WatchChange}. */
   readonly type: 'removed';
   /** The instance as it was last seen. */
   readonly instance: Instance;

@@ -2,7 +2,7 @@
  * `keel/hashring` — consistent hashing: the ring with virtual nodes (and its ketama-compatible
  * modes), bounded loads, and alternatives under the same interface.
  *
- * @packageDocumentation
+ * @module keel/hashring
  */
 export { HashRing, ketamaDigests, MAX_RING_POINTS } from './ring.js';
 export type {

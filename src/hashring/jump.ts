@@ -71,7 +71,6 @@ function mul64(aHi: number, aLo: number, bHi: number, bLo: number): void {
  * @param lo - low 32 bits of the key, unsigned
  * @param buckets - number of buckets, >= 1
  * @returns the bucket, 0 … buckets − 1
- * @internal
  */
 export function jumpConsistentHash(hi: number, lo: number, buckets: number): number {
   for (const [option, word] of [
@@ -186,9 +185,9 @@ const optionSpec = { nodes: nodesRule };
  *
  * - `add(node)` appends a bucket: only keys that now land in it move (about 1/(N+1) of them).
  * - `removeLast()` drops the last bucket: only its keys move. `remove(id)` accepts only the
- *   last bucket's id and throws an {@link InvalidOptionError} for any other node, because
+ *   last bucket's id and throws an {@link keel!InvalidOptionError} for any other node, because
  *   removing bucket `i < N−1` would renumber every later bucket and move their keys too.
- * - Weights other than 1 are rejected with an {@link InvalidOptionError} naming
+ * - Weights other than 1 are rejected with an {@link keel!InvalidOptionError} naming
  *   `nodes[i].weight` (or `node.weight` from `add`).
  * - `getN(key, n)` returns the owner, then further distinct buckets drawn by jumping with keys
  *   derived from the key's hash by SplitMix64 (skipping buckets already chosen). Each draw is
@@ -220,7 +219,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
 
   /**
    * @param options - the initial buckets; see {@link JumpHashOptions}
-   * @throws {@link InvalidOptionError} for a malformed node or a weight other than 1
+   * @throws {@link keel!InvalidOptionError} for a malformed node or a weight other than 1
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: JumpHashOptions<T> = {}) {
@@ -236,7 +235,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
   /**
    * The node owning `key`, or `undefined` when there are no buckets. Allocates nothing.
    *
-   * @throws {@link InvalidOptionError} when `key` is not a string or Uint8Array
+   * @throws {@link keel!InvalidOptionError} when `key` is not a string or Uint8Array
    */
   get(key: Key): RingNode<T> | undefined {
     checkKey(OWNER, key);
@@ -249,7 +248,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
    * Up to `n` distinct nodes for `key`, the owner first: `min(n, size)` nodes.
    *
    * @param n - how many nodes: an integer >= 0, or `Infinity` for all of them
-   * @throws {@link InvalidOptionError} for a bad key or `n`
+   * @throws {@link keel!InvalidOptionError} for a bad key or `n`
    */
   getN(key: Key, n: number): RingNode<T>[] {
     checkKey(OWNER, key);
@@ -326,7 +325,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
    * them — and they move from every other bucket evenly.
    *
    * @returns this router, for chaining
-   * @throws {@link InvalidOptionError} for a malformed node or a weight other than 1
+   * @throws {@link keel!InvalidOptionError} for a malformed node or a weight other than 1
    * @throws {@link DuplicateNodeError} when the id is already present
    */
   add(node: NodeSpec<T>): this {
@@ -342,7 +341,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
    * from the end without remapping other keys.
    *
    * @returns `true` when removed, `false` when no node has this id
-   * @throws {@link InvalidOptionError} (option `id`) when the node exists but is not the last
+   * @throws {@link keel!InvalidOptionError} (option `id`) when the node exists but is not the last
    *   bucket; use {@link JumpHash.removeLast}, or build a new `JumpHash` and accept that the
    *   keys of every later bucket move
    */

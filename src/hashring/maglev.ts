@@ -155,8 +155,8 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
 
   /**
    * @param options - nodes and table size; see {@link MaglevHashOptions}
-   * @throws {@link InvalidOptionError} for a malformed node, a `tableSize` that is not a prime,
-   *   or fewer table slots than nodes
+   * @throws {@link keel!InvalidOptionError} for a malformed node, a `tableSize` that is not a
+   *   prime, or fewer table slots than nodes
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: MaglevHashOptions<T> = {}) {
@@ -184,7 +184,7 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
    * The node owning `key`'s table slot, or `undefined` when there are no nodes. O(1); allocates
    * nothing.
    *
-   * @throws {@link InvalidOptionError} when `key` is not a string or Uint8Array
+   * @throws {@link keel!InvalidOptionError} when `key` is not a string or Uint8Array
    */
   get(key: Key): RingNode<T> | undefined {
     checkKey(OWNER, key);
@@ -197,7 +197,7 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
    * yet chosen. Returns `min(n, size)` nodes.
    *
    * @param n - how many nodes: an integer >= 0, or `Infinity` for all of them
-   * @throws {@link InvalidOptionError} for a bad key or `n`
+   * @throws {@link keel!InvalidOptionError} for a bad key or `n`
    */
   getN(key: Key, n: number): RingNode<T>[] {
     checkKey(OWNER, key);
@@ -250,8 +250,8 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
    * Adds a node and rebuilds the table (O(M log M) expected; see the class notes).
    *
    * @returns this router, for chaining
-   * @throws {@link InvalidOptionError} for a malformed node, or when a fixed `tableSize` has no
-   *   room for another node
+   * @throws {@link keel!InvalidOptionError} for a malformed node, or when a fixed `tableSize`
+   *   has no room for another node
    * @throws {@link DuplicateNodeError} when the id is already present
    */
   add(node: NodeSpec<T>): this {
@@ -280,7 +280,7 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
    *
    * @param weight - a finite number > 0
    * @returns this router, for chaining
-   * @throws {@link InvalidOptionError} for a bad weight (option `weight`) or an unknown id
+   * @throws {@link keel!InvalidOptionError} for a bad weight (option `weight`) or an unknown id
    *   (option `id`)
    */
   setWeight(id: string, weight: number): this {

@@ -5,7 +5,8 @@
  * nothing — the reason not to call `crypto.createHash('md5')` on every lookup, which is what
  * makes npm `hashring` slow.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { encodeUtf8Into } from './utf8.js';

@@ -1,7 +1,8 @@
 /**
  * Validation of caller-supplied nodes, shared by every router in `keel/hashring`.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { InvalidOptionError, describeValue, isKeelError } from '../core/index.js';

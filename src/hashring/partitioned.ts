@@ -147,6 +147,10 @@ export class PartitionedRing<T = unknown> implements KeyRouter<T> {
     return out;
   }
 
+  /**
+   * Adds a node and redistributes the partitions. Throws {@link DuplicateNodeError} if the id
+   * is present.
+   */
   add(spec: NodeSpec<T>): this {
     const node = resolveNode<T>(OWNER, spec, 'node');
     if (this.#ring.has(node.id)) throw new DuplicateNodeError(OWNER, node.id);
@@ -155,12 +159,17 @@ export class PartitionedRing<T = unknown> implements KeyRouter<T> {
     return this;
   }
 
+  /**
+   * Removes the node with this id and redistributes the partitions; `false` (and no change) when
+   * the id is not on the ring.
+   */
   remove(id: string): boolean {
     const removed = this.#ring.remove(id);
     if (removed) this.#distribute();
     return removed;
   }
 
+  /** Changes a node's weight (its partition cap) and redistributes. Throws for an unknown id. */
   setWeight(id: string, weight: number): this {
     this.#ring.setWeight(id, weight);
     this.#distribute();

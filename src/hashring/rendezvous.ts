@@ -113,7 +113,7 @@ export class RendezvousHash<T = unknown> implements KeyRouter<T> {
 
   /**
    * @param options - the initial nodes; see {@link RendezvousHashOptions}
-   * @throws {@link InvalidOptionError} for a malformed node
+   * @throws {@link keel!InvalidOptionError} for a malformed node
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: RendezvousHashOptions<T> = {}) {
@@ -132,7 +132,7 @@ export class RendezvousHash<T = unknown> implements KeyRouter<T> {
    * The node with the highest score for `key`, or `undefined` when there are no nodes.
    * Allocates nothing; O(N).
    *
-   * @throws {@link InvalidOptionError} when `key` is not a string or Uint8Array
+   * @throws {@link keel!InvalidOptionError} when `key` is not a string or Uint8Array
    */
   get(key: Key): RingNode<T> | undefined {
     checkKey(OWNER, key);
@@ -173,7 +173,7 @@ export class RendezvousHash<T = unknown> implements KeyRouter<T> {
    * {@link RendezvousHash.get}'s answer). O(N log n).
    *
    * @param n - how many nodes: an integer >= 0, or `Infinity` for all of them
-   * @throws {@link InvalidOptionError} for a bad key or `n`
+   * @throws {@link keel!InvalidOptionError} for a bad key or `n`
    */
   getN(key: Key, n: number): RingNode<T>[] {
     checkKey(OWNER, key);
@@ -235,7 +235,7 @@ export class RendezvousHash<T = unknown> implements KeyRouter<T> {
    * Adds a node. Only keys whose new highest score is this node's move, and they move to it.
    *
    * @returns this router, for chaining
-   * @throws {@link InvalidOptionError} for a malformed node
+   * @throws {@link keel!InvalidOptionError} for a malformed node
    * @throws {@link DuplicateNodeError} when the id is already present
    */
   add(node: NodeSpec<T>): this {
@@ -261,7 +261,7 @@ export class RendezvousHash<T = unknown> implements KeyRouter<T> {
    *
    * @param weight - a finite number > 0
    * @returns this router, for chaining
-   * @throws {@link InvalidOptionError} for a bad weight (option `weight`) or an unknown id
+   * @throws {@link keel!InvalidOptionError} for a bad weight (option `weight`) or an unknown id
    *   (option `id`)
    */
   setWeight(id: string, weight: number): this {

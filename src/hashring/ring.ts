@@ -77,6 +77,7 @@ export interface HashRingOptions<T = unknown> {
 
 /** One node's share of the ring, from `stats()`. */
 export interface NodeShare {
+  /** The node's id. */
   readonly id: string;
   /** Points (virtual nodes) the node has. */
   readonly points: number;
@@ -88,7 +89,9 @@ export interface NodeShare {
 
 /** Balance of a ring, computed exactly from arc lengths (no sampling). */
 export interface RingStats {
+  /** Each node's share of the hash space. */
   readonly nodes: readonly NodeShare[];
+  /** Points (virtual nodes) on the ring in all. */
   readonly points: number;
   /** Standard deviation of `share / ideal` over nodes (0 = perfect). */
   readonly stdDev: number;
@@ -120,9 +123,13 @@ export interface RingDiff {
 
 /** A JSON-safe description of a ring, from `toJSON()`; `HashRing.fromJSON` rebuilds it. */
 export interface RingSnapshot<T = unknown> {
+  /** Marks the object as a ring snapshot. */
   readonly format: 'keel.hashring';
+  /** Snapshot format version. */
   readonly version: 1;
+  /** The ring's {@link RingMode}. */
   readonly mode: RingMode;
+  /** The ring's `pointsPerWeight` option. */
   readonly pointsPerWeight: number;
   /** Name of the key hasher (`custom` for a plain function: pass it again to `fromJSON`). */
   readonly hash: string;

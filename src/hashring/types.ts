@@ -21,9 +21,13 @@ export interface NodeSpec<T = unknown> {
 
 /** A node as Keel hands it back: resolved and frozen. The same object on every lookup. */
 export interface RingNode<T = unknown> {
+  /** The node's id, unique in its ring. */
   readonly id: string;
+  /** Its weight (1 unless given). */
   readonly weight: number;
+  /** Its zone, when given. */
   readonly zone: string | undefined;
+  /** The caller's data attached to it, when given. */
   readonly data: T | undefined;
 }
 

@@ -4,7 +4,8 @@
  * allocate. Follows the WHATWG Encoding Standard's UTF-8 encoder: lone surrogates become
  * U+FFFD, exactly as `TextEncoder` does.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 

@@ -15,7 +15,8 @@
  * Order is kept: a node runs its commands in the order they are sent on the connection. Not
  * used for Redis Cluster clients (a batch would mix keys of different slots).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { redisAddress } from '../core/index.js';
@@ -27,7 +28,9 @@ import { BATCH, type Script } from './scripts.js';
  * no ioredis type appears in the lock's logic.
  */
 export interface LockClient {
+  /** `EVALSHA sha numKeys ...keys ...args`: runs a script the node has cached. */
   evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /** `EVAL script numKeys ...keys ...args`: the fallback when the node answers `NOSCRIPT`. */
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
 }
 

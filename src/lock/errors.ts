@@ -53,11 +53,17 @@ export interface NodeVote {
   readonly cause?: unknown;
 }
 
+/** Error code of {@link LockTakenError}. */
 export const LOCK_TAKEN = 'KEEL_LOCK_TAKEN';
+/** Error code of {@link QuorumUnavailableError}. */
 export const QUORUM_UNAVAILABLE = 'KEEL_QUORUM_UNAVAILABLE';
+/** Error code of {@link LockLostError}. */
 export const LOCK_LOST = 'KEEL_LOCK_LOST';
+/** Error code of {@link LockReleasedError}. */
 export const LOCK_RELEASED = 'KEEL_LOCK_RELEASED';
+/** Error code of {@link LockCrossSlotError}. */
 export const LOCK_CROSS_SLOT = 'KEEL_LOCK_CROSS_SLOT';
+/** Error code of {@link LockTooSlowError}. */
 export const LOCK_TOO_SLOW = 'KEEL_LOCK_TOO_SLOW';
 
 /** Who holds what a {@link LockTakenError} could not get. */
@@ -66,6 +72,7 @@ export type TakenBy = 'another' | 'this-process';
 /** Describes one node's vote for a message: `host:port kind (error)`. */
 const describeVote = (v: NodeVote): string =>
   `${v.address} ${v.kind}${v.error === undefined ? '' : ` (${v.error})`}`;
+/** Error code of {@link FencingLostError}. */
 export const FENCING_LOST = 'KEEL_LOCK_FENCING_LOST';
 
 /** Resource names for a message: all of them, or the first few and how many more. */
@@ -96,7 +103,12 @@ function causeOf(votes: readonly NodeVote[]): { cause?: unknown } {
 export class LockTakenError extends KeelError {
   override readonly name: string = 'LockTakenError';
   declare readonly code: typeof LOCK_TAKEN;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
+  /**
+   * Each node's answer in the last round, in client order (empty when the wait ended behind
+   * another acquisition of this `Redlock` before any round was sent).
+   */
   readonly votes: readonly NodeVote[];
   /**
    * Attempts counted against `retryCount`: the first and each retry (quick attempts within a
@@ -143,8 +155,11 @@ export class LockTakenError extends KeelError {
 export class LockTooSlowError extends KeelError {
   override readonly name: string = 'LockTooSlowError';
   declare readonly code: typeof LOCK_TOO_SLOW;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
+  /** Each node's answer in the last round, in client order. */
   readonly votes: readonly NodeVote[];
+  /** Rounds tried, the first one included. */
   readonly attempts: number;
   /** How long the last granted round took (ms). */
   readonly elapsedMs: number;
@@ -184,7 +199,9 @@ export class LockTooSlowError extends KeelError {
 export class QuorumUnavailableError extends KeelError {
   override readonly name: string = 'QuorumUnavailableError';
   declare readonly code: typeof QUORUM_UNAVAILABLE;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
+  /** Each node's answer in the last round, in client order. */
   readonly votes: readonly NodeVote[];
   constructor(resources: readonly string[], votes: readonly NodeVote[], quorum: number) {
     const failed = votes.filter((v) => v.vote === 'error' && v.kind !== 'pending');
@@ -215,6 +232,7 @@ export type LockLossKind = 'deadline' | 'extension-refused' | 'extension-too-sho
 export class LockLostError extends KeelError {
   override readonly name: string = 'LockLostError';
   declare readonly code: typeof LOCK_LOST;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
   /** How it was lost. */
   readonly kind: LockLossKind;
@@ -233,6 +251,7 @@ export class LockLostError extends KeelError {
 export class LockReleasedError extends KeelError {
   override readonly name: string = 'LockReleasedError';
   declare readonly code: typeof LOCK_RELEASED;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
   constructor(resources: readonly string[]) {
     super(LOCK_RELEASED, `lock on ${named(resources)} was released by its holder`);
@@ -248,6 +267,7 @@ export class LockReleasedError extends KeelError {
 export class LockCrossSlotError extends KeelError {
   override readonly name: string = 'LockCrossSlotError';
   declare readonly code: typeof LOCK_CROSS_SLOT;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
   /** Cluster slot of each resource's key, in order. */
   readonly slots: readonly number[];
@@ -275,6 +295,7 @@ export class LockCrossSlotError extends KeelError {
 export class FencingLostError extends KeelError {
   override readonly name: string = 'FencingLostError';
   declare readonly code: typeof FENCING_LOST;
+  /** The resources asked for, in the order given. */
   readonly resources: readonly string[];
   /** Nodes (indexes) that still have their counters. */
   readonly intact: readonly number[];
@@ -303,18 +324,24 @@ export class FencingLostError extends KeelError {
   }
 }
 
+/** True for a {@link LockTakenError} from any copy of Keel (checks the stable `code`). */
 export const isLockTakenError = (value: unknown): value is LockTakenError =>
   hasKeelCode<LockTakenError>(value, LOCK_TAKEN);
+/** True for a {@link QuorumUnavailableError} from any copy of Keel (checks the stable `code`). */
 export const isQuorumUnavailableError = (value: unknown): value is QuorumUnavailableError =>
   hasKeelCode<QuorumUnavailableError>(value, QUORUM_UNAVAILABLE);
+/** True for a {@link LockLostError} from any copy of Keel (checks the stable `code`). */
 export const isLockLostError = (value: unknown): value is LockLostError =>
   hasKeelCode<LockLostError>(value, LOCK_LOST);
+/** True for a {@link LockReleasedError} from any copy of Keel (checks the stable `code`). */
 export const isLockReleasedError = (value: unknown): value is LockReleasedError =>
   hasKeelCode<LockReleasedError>(value, LOCK_RELEASED);
+/** True for a {@link LockCrossSlotError} from any copy of Keel (checks the stable `code`). */
 export const isLockCrossSlotError = (value: unknown): value is LockCrossSlotError =>
   hasKeelCode<LockCrossSlotError>(value, LOCK_CROSS_SLOT);
 /** True for a {@link LockTooSlowError} from any copy of Keel (checks the stable `code`). */
 export const isLockTooSlowError = (value: unknown): value is LockTooSlowError =>
   hasKeelCode<LockTooSlowError>(value, LOCK_TOO_SLOW);
+/** True for a {@link FencingLostError} from any copy of Keel (checks the stable `code`). */
 export const isFencingLostError = (value: unknown): value is FencingLostError =>
   hasKeelCode<FencingLostError>(value, FENCING_LOST);

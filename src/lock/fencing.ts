@@ -25,7 +25,8 @@
  * deployment is taken to be new (or to have lost everything — the two cannot be told apart, see
  * the README): the answering nodes are bootstrapped from the maximum of their own counters.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { newToken } from './lock.js';

@@ -4,7 +4,7 @@
  * notifications, a counting semaphore on server time, and `MemoryLock`, the same interface in
  * one process. The README's "lock" section states the safety envelope.
  *
- * @packageDocumentation
+ * @module keel/lock
  */
 export { Redlock } from './redlock.js';
 export type { RedlockOptions, LockClient } from './redlock.js';

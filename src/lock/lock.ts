@@ -21,7 +21,16 @@ import type { NodeResult } from './quorum.js';
 
 /** Options of one `acquire()`. */
 export interface AcquireOptions {
+  /**
+   * Time-to-live of this lock (ms), 1 … 86 400 000: how long it stays valid unless extended.
+   * @defaultValue the service's `ttlMs` (for a semaphore, its Redlock's)
+   */
   readonly ttlMs?: number;
+  /**
+   * Further attempts after the first while the lock is taken (0: try once). Without it, a
+   * given `waitMs` bounds the wait instead of a count.
+   * @defaultValue the service's `retryCount` (for a semaphore, its Redlock's)
+   */
   readonly retryCount?: number;
   /**
    * Longest time to wait for the lock, over all attempts: once it has passed, the acquisition
@@ -338,7 +347,7 @@ export async function holdWhile<R, L extends Lock = Lock>(
 }
 
 /**
- * A held lock. `signal` aborts with a {@link LockLostError} {@link LOSS_MARGIN_MS} (5 ms)
+ * A held lock. `signal` aborts with a {@link LockLostError} a loss margin (5 ms)
  * before the validity deadline unless the lock is extended first, and as soon as an extension
  * fails; with a {@link LockReleasedError} when its holder releases it (a release is not a loss).
  *
@@ -347,6 +356,7 @@ export async function holdWhile<R, L extends Lock = Lock>(
  * neither; a deadline that passed before the first read aborts the signal at once.
  */
 export class Lock implements AsyncDisposable {
+  /** The locked resources, in the order given to `acquire()`. */
   readonly resources: readonly string[];
   /** Fencing token of the first resource (see `fencingTokens` for all). */
   readonly fencingToken: number;
@@ -389,7 +399,7 @@ export class Lock implements AsyncDisposable {
 
   /**
    * Aborts with a {@link LockLostError} when the lock is lost — by a timer due
-   * {@link LOSS_MARGIN_MS} before `validUntil`, so at or before the deadline whenever the event
+   * the loss margin (5 ms) before `validUntil`, so at or before the deadline whenever the event
    * loop is not blocked at that moment — and with a {@link LockReleasedError} when it is
    * released. Each read of `lock.signal` also checks the clock, so `lock.signal.aborted` is
    * exact even while a late timer has not fired yet (a signal kept in a variable, or the one
@@ -413,7 +423,7 @@ export class Lock implements AsyncDisposable {
   /**
    * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
    * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it, or when
-   * the round leaves no more than `minValidityMs` (nor more than {@link LOSS_MARGIN_MS}) of
+   * the round leaves no more than `minValidityMs` (nor more than the 5 ms loss margin) of
    * validity — kind `extension-too-short`: the lock is then lost, and `validUntil` is the
    * earlier of the two deadlines —, and {@link LockReleasedError} on a released handle.
    */
@@ -491,6 +501,7 @@ export class Lock implements AsyncDisposable {
     return { released: outcome === 'released', expired: expiredByTime || outcome === 'not-held' };
   }
 
+  /** Releases the lock (see {@link Lock.release}): what `await using` calls. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
   }

@@ -27,7 +27,6 @@ import {
   resolveAcquire,
   waitDeadline,
   type AcquireOptions,
-  type LockBackend,
   type LockService,
   type ReleaseOutcome,
   type UsingOptions,
@@ -43,7 +42,9 @@ export interface MemoryLockOptions {
   readonly retryDelayMs?: number;
   /** Random extra delay, 0 … this. @defaultValue 25 */
   readonly retryJitterMs?: number;
+  /** Clock for validity, deadlines and retry delays. @defaultValue `systemClock` */
   readonly clock?: Clock;
+  /** Random numbers in [0, 1) for retry jitter. @defaultValue `Math.random` */
   readonly random?: () => number;
 }
 
@@ -79,7 +80,9 @@ interface Held {
  * console.log(total);
  * ```
  */
-export class MemoryLock implements LockService, LockBackend {
+export class MemoryLock implements LockService {
+  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`), but
+  // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
   readonly #held = new Map<string, Held>();
   readonly #fences = new Map<string, number>();

@@ -8,18 +8,25 @@
  * waiter of the Redlock, with per-channel reference counts; closed after a short linger once
  * nobody waits, and by `Redlock.close()`.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { wakeableSleep, type Clock, type Timer } from '../core/index.js';
 
 /** What a subscriber connection must offer. An ioredis `Redis` fits as is. */
 export interface SubscriberClient {
+  /** `SUBSCRIBE` to release channels. */
   subscribe(...channels: string[]): Promise<unknown>;
+  /** `UNSUBSCRIBE` from channels nobody waits on any more. */
   unsubscribe(...channels: string[]): Promise<unknown>;
+  /** A release published on a channel: wakes that channel's waiters. */
   on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  /** Connection errors: listened to so none is unhandled; waiters keep their retry timers. */
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** Connected: after a reconnect, Keel subscribes the connection's channels again. */
   on(event: 'ready', listener: () => void): unknown;
+  /** Closes the connection: after a short linger once nobody waits, or on `Redlock.close()`. */
   disconnect(): void;
 }
 
@@ -47,7 +54,7 @@ export const canDuplicate = (client: unknown): client is DuplicableClient =>
   typeof (client as Partial<DuplicableClient>).duplicate === 'function';
 
 /** A waiter's view of its channels: a counter of wake-ups and a way to wait for the next. */
-export interface Subscription extends Disposable {
+export interface ReleaseSubscription extends Disposable {
   /** Wake-ups delivered so far on any of the channels. */
   readonly count: number;
   /**
@@ -136,7 +143,7 @@ export class ReleaseNotifier {
    * or every node failed, or the ack timeout passed — a hung node never holds a waiter up; it
    * just falls back to polling.
    */
-  async subscribe(channels: readonly string[]): Promise<Subscription> {
+  async subscribe(channels: readonly string[]): Promise<ReleaseSubscription> {
     this.#linger?.cancel();
     this.#linger = undefined;
     const subscribers = this.#open();
@@ -169,7 +176,7 @@ export class ReleaseNotifier {
       }
     }
     let disposed = false;
-    const subscription: Subscription = {
+    const subscription: ReleaseSubscription = {
       get count() {
         return count;
       },

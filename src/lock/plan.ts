@@ -6,7 +6,8 @@
  * can answer (`retryAtOnce`) is asked only when the rules get that far. `Quorum.acquire`
  * executes the plan; test/lock/plan.test.ts states the rules as a table.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 

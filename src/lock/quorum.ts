@@ -3,7 +3,8 @@
  * nodes with per-node timeouts and early decisions, and the acquisition loop (attempt, undo,
  * jittered retry, wake-up by release notification).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { sleep, type Clock } from '../core/index.js';
@@ -15,7 +16,7 @@ import {
   type NodeVote,
 } from './errors.js';
 import { newToken } from './lock.js';
-import type { ReleaseNotifier, Subscription } from './notifier.js';
+import type { ReleaseNotifier, ReleaseSubscription } from './notifier.js';
 import { NodeChannel, classify, nodeAddress, type LockClient } from './channel.js';
 import { newPlanState, planNext, type PlanState, type RoundView } from './plan.js';
 import type { Script } from './scripts.js';
@@ -238,7 +239,7 @@ export class Quorum {
   ): Promise<T> {
     const s = this.#s;
     let last: readonly NodeResult[] = [];
-    let subscription: Subscription | undefined;
+    let subscription: ReleaseSubscription | undefined;
     let seen = 0;
     // Made on the first failed round: an acquisition that wins at once never needs it.
     let state: PlanState | undefined;

@@ -81,7 +81,6 @@ import {
   resolveAcquire,
   waitDeadline,
   type AcquireOptions,
-  type LockBackend,
   type LockService,
   type ReleaseOutcome,
   releaseOutcome,
@@ -147,7 +146,12 @@ export interface RedlockOptions {
    * @defaultValue true
    */
   readonly localTurns?: boolean;
+  /** Clock for validity, deadlines and retry delays. @defaultValue `systemClock` */
   readonly clock?: Clock;
+  /**
+   * Random numbers in [0, 1) for retry jitter (tokens come from `node:crypto`, not from this).
+   * @defaultValue `Math.random`
+   */
   readonly random?: () => number;
 }
 
@@ -268,7 +272,9 @@ const pttlOf = (r: NodeResult): number => {
  * }
  * ```
  */
-export class Redlock implements LockService, LockBackend, AsyncDisposable {
+export class Redlock implements LockService, AsyncDisposable {
+  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`), but
+  // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: Resolved;
   readonly #q: Quorum;
   readonly #cluster: boolean;
@@ -407,6 +413,7 @@ export class Redlock implements LockService, LockBackend, AsyncDisposable {
     );
   }
 
+  /** Closes the Redlock (see {@link Redlock.close}): what `await using` calls. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

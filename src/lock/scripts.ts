@@ -3,7 +3,8 @@
  * lock are passed as `KEYS`: lock keys first, then their fencing counters (then, on standalone
  * nodes, the node's incarnation key; see fencing.ts).
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { createHash } from 'node:crypto';

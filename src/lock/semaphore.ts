@@ -63,7 +63,9 @@ export interface PermitUsingOptions extends UsingOptions {
 
 /** Reported when a node held semaphore entries that do not parse (moved aside, not counted). */
 export interface QuarantineEvent {
+  /** The semaphore's name. */
   readonly semaphore: string;
+  /** Index of the node in the Redlock's client list. */
   readonly node: number;
   /** How many entries this round moved to the quarantine set. */
   readonly entries: number;
@@ -132,7 +134,9 @@ function permitSpec(limit: number, context: SemaphoreContext) {
  * });
  * ```
  */
-export class Semaphore implements LockBackend {
+export class Semaphore {
+  // Also the LockBackend of its Permits (checked where it passes `this` to `new Permit`), but
+  // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   /** The semaphore's name. */
   readonly name: string;
   /** Permits in all. */

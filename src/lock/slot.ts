@@ -8,7 +8,8 @@
  * 0, no reflection; CRC16("123456789") = 0x31C3), computed over the hash tag — the part between
  * the first `{` and the next `}` — when that part is non-empty.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 

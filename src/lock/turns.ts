@@ -11,7 +11,8 @@
  * same way, and the Redis-side algorithm is untouched: the turn holder still needs a quorum.
  * A turn whose lock expired without a release is taken over by the next waiter that notices.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import { wakeableSleep, type Clock } from '../core/index.js';

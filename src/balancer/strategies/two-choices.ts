@@ -4,7 +4,8 @@
  * Nearly as good as scanning for the least loaded, at O(1) per pick, and without the herd
  * behaviour of every client picking the same "best" endpoint.
  *
- * @internal
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
 import type { EndpointState } from '../state.js';
