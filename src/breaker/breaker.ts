@@ -44,7 +44,7 @@ import type {
 import { BreakerPolicy, type Transition } from './policy.js';
 import { checkOpenRemaining, readSnapshot } from './snapshot.js';
 import { Deadline, deadlineQueueFor, type DeadlineQueue } from './deadlines.js';
-import { CountWindow, TimeWindow } from './window.js';
+import { CountWindow, TimeWindow, type OutcomeWindow } from './window.js';
 
 /** Options of {@link CircuitBreaker}. */
 export interface CircuitBreakerOptions {
@@ -188,6 +188,68 @@ const spec = {
 };
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
+
+/**
+ * Everything a breaker reads from its options, validated and derived once. Breakers of a
+ * {@link BreakerRegistry} made from its defaults share one (only the name is their own), so a
+ * breaker carries no copy of its options. @internal
+ */
+export interface BreakerConfig {
+  readonly o: Resolved;
+  /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
+  readonly timeoutMs: number | undefined;
+  /** Calls must be timed: slow-call detection is on, or the window is time-based. */
+  readonly timed: boolean;
+  /** Makes a breaker's sliding window, on its first outcome. */
+  readonly makeWindow: () => OutcomeWindow;
+}
+
+/** Validates `options` into a {@link BreakerConfig} (errors name the option, as the constructor's). @internal */
+export function breakerConfig(options: CircuitBreakerOptions | undefined): BreakerConfig {
+  const o = resolveOptions(OWNER, options, spec);
+  if (o.minimumCalls > o.window.size && o.window.type === 'count') {
+    throw new InvalidOptionError(
+      OWNER,
+      'minimumCalls',
+      `at most window.size (${o.window.size}) for a count window, or the breaker could never open`,
+      o.minimumCalls,
+    );
+  }
+  if (o.backoff.maxOpenDurationMs < o.openDurationMs) {
+    throw new InvalidOptionError(
+      OWNER,
+      'backoff.maxOpenDurationMs',
+      `a duration >= openDurationMs (${o.openDurationMs})`,
+      o.backoff.maxOpenDurationMs,
+    );
+  }
+  const size = o.window.size;
+  return Object.freeze({
+    o,
+    timeoutMs: o.timeoutMs === Infinity ? undefined : o.timeoutMs,
+    timed: o.slowCallDurationMs !== Infinity || o.window.type === 'time',
+    makeWindow:
+      o.window.type === 'count'
+        ? (): OutcomeWindow => new CountWindow(size)
+        : (): OutcomeWindow => new TimeWindow(size, 1000),
+  });
+}
+
+/** Set by {@link sharedBreaker} for the one constructor call it makes. */
+let sharedConfig: BreakerConfig | undefined;
+
+/**
+ * A breaker named `name` on an already validated config that other breakers share (for
+ * {@link BreakerRegistry}). @internal
+ */
+export function sharedBreaker(config: BreakerConfig, name: string): CircuitBreaker {
+  sharedConfig = config;
+  try {
+    return new CircuitBreaker({ name });
+  } finally {
+    sharedConfig = undefined;
+  }
+}
 
 function checkListener(method: string, listener: unknown): void {
   if (typeof listener !== 'function') {
@@ -425,19 +487,20 @@ export class CircuitBreaker {
     };
   }
 
-  readonly #o: Resolved;
-  /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
-  readonly #timeoutMs: number | undefined;
+  // Memory per breaker matters (thousands of them, one per downstream key): options live in
+  // a config shared by a registry's breakers; the window, the waiters, the hot path's handlers
+  // and the event channels are made on first use.
+  readonly #c: BreakerConfig;
+  readonly #name: string;
   /** The decisions: state, window, trials, backoff (pure; this class is the shell around it). */
   readonly #policy: BreakerPolicy;
-  /** Calls must be timed: slow-call detection is on, or the window is time-based. */
-  readonly #timed: boolean;
-  #waiters: Waiter[] = [];
-  /** Outcome handlers of the hot path, bound to the current generation (see #bindFastPath). */
-  #fastSuccess: (value: unknown) => unknown = (value) => value;
-  #fastFailure: (error: unknown) => never = (error) => {
-    throw error;
-  };
+  #waiters: Waiter[] | undefined;
+  /**
+   * Outcome handlers of the hot path, bound to the current generation (see #bindFastPath);
+   * `undefined` until the next hot-path call after a transition.
+   */
+  #fastSuccess: ((value: unknown) => unknown) | undefined;
+  #fastFailure: ((error: unknown) => never) | undefined;
   #wakeTimer: Timer | undefined;
   /** The clock's deadline queue, looked up on the first call with a timeout. */
   #deadlines: DeadlineQueue | undefined;
@@ -456,52 +519,36 @@ export class CircuitBreaker {
   #thresholdExceeded: EventChannel<string> | undefined;
 
   constructor(options: CircuitBreakerOptions = {}) {
-    this.#o = resolveOptions(OWNER, options, spec);
-    const o = this.#o;
-    if (o.minimumCalls > o.window.size && o.window.type === 'count') {
-      throw new InvalidOptionError(
-        OWNER,
-        'minimumCalls',
-        `at most window.size (${o.window.size}) for a count window, or the breaker could never open`,
-        o.minimumCalls,
-      );
-    }
-    if (o.backoff.maxOpenDurationMs < o.openDurationMs) {
-      throw new InvalidOptionError(
-        OWNER,
-        'backoff.maxOpenDurationMs',
-        `a duration >= openDurationMs (${o.openDurationMs})`,
-        o.backoff.maxOpenDurationMs,
-      );
-    }
-    this.#timeoutMs = o.timeoutMs === Infinity ? undefined : o.timeoutMs;
-    this.#timed = o.slowCallDurationMs !== Infinity || o.window.type === 'time';
-    this.#policy = new BreakerPolicy(
-      o,
-      o.window.type === 'count'
-        ? new CountWindow(o.window.size)
-        : new TimeWindow(o.window.size, 1000),
-      o.clock.now(),
-    );
-    this.#bindFastPath();
+    const shared = sharedConfig;
+    sharedConfig = undefined;
+    this.#c = shared ?? breakerConfig(options);
+    const o = this.#c.o;
+    this.#name = shared === undefined ? o.name : (options.name ?? o.name);
+    this.#policy = new BreakerPolicy(o, this.#c.makeWindow, o.clock.now());
+  }
+
+  /** The validated options. */
+  get #o(): Resolved {
+    return this.#c.o;
   }
 
   /** New hot-path handlers for the current generation: results of older calls then don't count. */
-  #bindFastPath(): void {
+  #bindFastPath(): (value: unknown) => unknown {
     const generation = this.#policy.generation;
-    this.#fastSuccess = (value) => {
-      this.#record(generation, 0, 'success', undefined);
-      return value;
-    };
+    // Made per generation, not per call: a call allocates nothing but the promise `then` makes.
     this.#fastFailure = (error) => {
       this.#record(generation, 0, 'failure', error);
       throw error;
     };
+    return (this.#fastSuccess = (value) => {
+      this.#record(generation, 0, 'success', undefined);
+      return value;
+    });
   }
 
   /** The breaker's name. */
   get name(): string {
-    return this.#o.name;
+    return this.#name;
   }
 
   /** The current state (an open breaker whose time is up reads as half-open). */
@@ -534,7 +581,7 @@ export class CircuitBreaker {
         throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
       }
       let signal: AbortSignal | undefined;
-      let timeoutMs = this.#timeoutMs;
+      let timeoutMs = this.#c.timeoutMs;
       let fallback: ((error: unknown) => R | Promise<R>) | undefined;
       if (options !== undefined) {
         // Each field is read once: a getter cannot answer one way when checked, another when used.
@@ -578,7 +625,7 @@ export class CircuitBreaker {
       }
       const state = this.#policy.state;
       if (
-        !this.#timed &&
+        !this.#c.timed &&
         (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
         fallback === undefined &&
         timeoutMs === undefined
@@ -596,10 +643,8 @@ export class CircuitBreaker {
           this.#record(generation, 0, 'failure', error);
           return Promise.reject(error);
         }
-        return Promise.resolve(result).then(
-          this.#fastSuccess as (value: R) => R,
-          this.#fastFailure,
-        );
+        const onSuccess = this.#fastSuccess ?? this.#bindFastPath();
+        return Promise.resolve(result).then(onSuccess as (value: R) => R, this.#fastFailure);
       }
       const permit = this.#acquire();
       if (permit !== undefined && timeoutMs !== undefined) {
@@ -705,7 +750,7 @@ export class CircuitBreaker {
     return {
       format: 'keel.breaker',
       version: 1,
-      name: this.#o.name,
+      name: this.#name,
       state: this.#policy.state,
       openRemainingMs: this.#policy.retryAfter(now),
       consecutiveOpens: this.#policy.consecutiveOpens,
@@ -792,7 +837,7 @@ export class CircuitBreaker {
       bucket.timeoutMs !== timeoutMs ||
       bucket.expired
     ) {
-      bucket = new CallBucket(queue, this.#o.name, timeoutMs, due);
+      bucket = new CallBucket(queue, this.#name, timeoutMs, due);
       if (callerSignal === undefined) this.#bucket = bucket;
     }
     const call = new TimedCall<R>(bucket, permit, fallback);
@@ -839,11 +884,11 @@ export class CircuitBreaker {
     const state = this.#policy.state;
     const retryAfter = this.#policy.retryAfter(now);
     this.#countRejection();
-    if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#o.name, state, retryAfter);
+    if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#name, state, retryAfter);
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     try {
-      return new BreakerOpenError(this.#o.name, state, retryAfter);
+      return new BreakerOpenError(this.#name, state, retryAfter);
     } finally {
       Error.stackTraceLimit = limit;
     }
@@ -864,7 +909,10 @@ export class CircuitBreaker {
     const policy = this.#policy;
     // Closed with a count window and no slow-call timing needs no clock at all.
     const state = policy.state;
-    if (!this.#timed && (state === 'closed' || state === 'disabled' || state === 'metrics-only')) {
+    if (
+      !this.#c.timed &&
+      (state === 'closed' || state === 'disabled' || state === 'metrics-only')
+    ) {
       return new Permit(this, policy.generation, 0);
     }
     const now = this.#o.clock.now();
@@ -889,7 +937,7 @@ export class CircuitBreaker {
     // The clock is needed for slow-call timing, a time window, an open or half-open breaker
     // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
     // stays NaN, "not read": a transition reads the clock itself (see BreakerPolicy#onOutcome).
-    const timed = this.#timed || startedAt !== 0;
+    const timed = this.#c.timed || startedAt !== 0;
     const now =
       timed ||
       (state !== 'closed' && state !== 'disabled' && state !== 'metrics-only') ||
@@ -941,8 +989,9 @@ export class CircuitBreaker {
   #applied(transition: Transition | undefined): void {
     if (transition === undefined) return;
     const { from, to } = transition;
-    this.#bindFastPath();
-    if (this.#waiters.length > 0) {
+    // The hot path's handlers belong to the old generation: made again on its next call.
+    this.#fastSuccess = this.#fastFailure = undefined;
+    if (this.#waiters !== undefined && this.#waiters.length > 0) {
       if (from === 'half-open') this.#releaseWaiters();
       if (to === 'half-open') this.#armWake(this.#policy.stateSince);
     }
@@ -958,14 +1007,15 @@ export class CircuitBreaker {
         reject,
         signal,
         onAbort: () => {
-          this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          if (this.#waiters.length === 0) this.#disarmWake();
+          this.#waiters = this.#waiters?.filter((w) => w !== waiter);
+          if (this.#waiters?.length === 0) this.#disarmWake();
           reject(signal?.reason as unknown);
         },
       };
       signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      this.#waiters.push(waiter);
-      if (this.#waiters.length === 1) this.#armWake(this.#o.clock.now());
+      const waiters = (this.#waiters ??= []);
+      waiters.push(waiter);
+      if (waiters.length === 1) this.#armWake(this.#o.clock.now());
     });
   }
 
@@ -984,7 +1034,9 @@ export class CircuitBreaker {
       // millisecond, so it can run a fraction of a millisecond before performance.now() says
       // the deadline has passed. Half-open then is "not over yet" — so arm again, or the
       // waiters would wait forever (issue 14).
-      if (this.#policy.state === 'half-open' && this.#waiters.length > 0) this.#armWake(at);
+      if (this.#policy.state === 'half-open' && (this.#waiters?.length ?? 0) > 0) {
+        this.#armWake(at);
+      }
     }, delay);
     this.#wakeTimer.unref();
   }
@@ -996,8 +1048,8 @@ export class CircuitBreaker {
 
   /** The half-open verdict is in: waiters retry (and are admitted or rejected by the new state). */
   #releaseWaiters(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
+    const waiters = this.#waiters ?? [];
+    this.#waiters = undefined;
     this.#disarmWake();
     for (const waiter of waiters) {
       waiter.signal?.removeEventListener('abort', waiter.onAbort);
