@@ -566,9 +566,16 @@ export class CircuitBreaker {
 
   /**
    * Runs `fn` through the breaker. `fn` gets an AbortSignal that aborts when the caller's
-   * signal does or when this call's timeout passes — this call only. Rejections are
-   * {@link BreakerOpenError}s; a timeout rejects with a {@link BreakerTimeoutError}. With a
-   * `fallback`, its value is returned instead of either.
+   * signal does or when this call's timeout passes — never because another call timed out or
+   * was aborted. Rejections are {@link BreakerOpenError}s; a timeout rejects with a
+   * {@link BreakerTimeoutError}. With a `fallback`, its value is returned instead of either.
+   *
+   * A timeout costs no timer of its own: deadlines are rounded up to the millisecond (a call
+   * times out at most 1 ms late, never early) and kept in one queue per clock with one timer.
+   * Calls without a caller's signal whose deadlines fall in the same millisecond share one
+   * AbortSignal (creating one costs microseconds on Node 20): it aborts at that deadline if
+   * any of them is still running then — so the signal of a call that already finished may
+   * still abort at its own deadline. Read the signal only while the call runs.
    *
    * Always returns a promise, never throws: a synchronous throw from `fn` rejects it (and
    * counts as a failure). A non-function `fn` or bad options reject it with an
