@@ -206,7 +206,30 @@ export interface BreakerConfig {
 
 /** Validates `options` into a {@link BreakerConfig} (errors name the option, as the constructor's). @internal */
 export function breakerConfig(options: CircuitBreakerOptions | undefined): BreakerConfig {
-  const o = resolveOptions(OWNER, options, spec);
+  const r = resolveOptions(OWNER, options, spec);
+  // resolveOptions builds its result key by key, and V8 keeps an object that grew past a dozen
+  // properties that way in dictionary mode: about 1 KB here. The same values in one literal
+  // make a compact object with its fields in place.
+  const o: Resolved = Object.freeze({
+    name: r.name,
+    window: r.window,
+    minimumCalls: r.minimumCalls,
+    failureRateThreshold: r.failureRateThreshold,
+    slowCallRateThreshold: r.slowCallRateThreshold,
+    slowCallDurationMs: r.slowCallDurationMs,
+    consecutiveFailures: r.consecutiveFailures,
+    openDurationMs: r.openDurationMs,
+    backoff: r.backoff,
+    halfOpenPermits: r.halfOpenPermits,
+    halfOpenWait: r.halfOpenWait,
+    maxHalfOpenMs: r.maxHalfOpenMs,
+    timeoutMs: r.timeoutMs,
+    isFailure: r.isFailure,
+    ignore: r.ignore,
+    stacklessRejections: r.stacklessRejections,
+    clock: r.clock,
+    random: r.random,
+  });
   if (o.minimumCalls > o.window.size && o.window.type === 'count') {
     throw new InvalidOptionError(
       OWNER,
@@ -375,14 +398,15 @@ class TimedCall<R> {
   offCaller: (() => void) | undefined;
   readonly promise: Promise<R>;
   #done = false;
-  readonly #bucket: CallBucket;
+  /** The deadline's bucket; `undefined` for a call that only has a caller's signal. */
+  readonly #bucket: CallBucket | undefined;
   readonly #permit: BreakerPermit;
   readonly #fallback: ((error: unknown) => R | Promise<R>) | undefined;
   #resolve!: (value: R | Promise<R>) => void;
   #reject!: (error: unknown) => void;
 
   constructor(
-    bucket: CallBucket,
+    bucket: CallBucket | undefined,
     permit: BreakerPermit,
     fallback: ((error: unknown) => R | Promise<R>) | undefined,
   ) {
@@ -408,10 +432,15 @@ class TimedCall<R> {
     this.#fail(error);
   }
 
+  /** The signal fn gets, when it is not the caller's own. */
+  get signal(): AbortSignal | undefined {
+    return this.#bucket?.controller.signal;
+  }
+
   /** The caller's signal aborted: this call's own signal aborts, and the call fails with it. */
   abortedBy(reason: unknown): void {
     if (this.#done) return;
-    this.#bucket.controller.abort(reason);
+    this.#bucket?.controller.abort(reason);
     this.failed(reason);
   }
 
@@ -425,7 +454,7 @@ class TimedCall<R> {
 
   #end(): void {
     this.#done = true;
-    this.#bucket.detach(this as TimedCall<unknown>);
+    this.#bucket?.detach(this as TimedCall<unknown>);
     this.offCaller?.();
   }
 
@@ -630,15 +659,17 @@ export class CircuitBreaker {
         !this.#c.timed &&
         (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
         fallback === undefined &&
-        timeoutMs === undefined
+        timeoutMs === undefined &&
+        signal === undefined
       ) {
-        // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
-        // permit, no controller, no timer, no clock read. The outcome handlers are made once
-        // per state generation, so a call allocates nothing but the promise `then` returns.
+        // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
+        // function, no permit, no controller, no timer, no clock read. The success handler is
+        // made once per state generation; a call allocates the promise `then` returns and its
+        // failure handler.
         const generation = this.#policy.generation;
         let result: R | Promise<R>;
         try {
-          result = fn(signal ?? NEVER);
+          result = fn(NEVER);
         } catch (error) {
           // A synchronous throw is a failure like a rejection, and reaches the caller the same
           // way: as a rejected promise, never as a throw out of execute().
@@ -656,7 +687,7 @@ export class CircuitBreaker {
         });
       }
       const permit = this.#acquire();
-      if (permit !== undefined && timeoutMs !== undefined) {
+      if (permit !== undefined && (timeoutMs !== undefined || signal !== undefined)) {
         return this.#executeTimed(fn, permit, timeoutMs, signal, fallback);
       }
       return this.#executeFull(fn, permit, signal, timeoutMs, fallback);
@@ -683,9 +714,9 @@ export class CircuitBreaker {
       if (fallback !== undefined) return fallback(rejection);
       throw rejection;
     }
-    if (timeoutMs === undefined) {
+    if (timeoutMs === undefined && signal === undefined) {
       try {
-        return await fn(signal ?? NEVER);
+        return await fn(NEVER);
       } catch (error) {
         return await this.#onError(permit, error, fallback);
       } finally {
@@ -830,10 +861,15 @@ export class CircuitBreaker {
   #executeTimed<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
     permit: BreakerPermit,
-    timeoutMs: number,
+    timeoutMs: number | undefined,
     callerSignal: AbortSignal | undefined,
     fallback: ((error: unknown) => R | Promise<R>) | undefined,
   ): Promise<R> {
+    if (timeoutMs === undefined) {
+      // No deadline, only the caller's signal: fn gets that signal itself, and its abort
+      // settles the call even if fn ignores it.
+      return this.#runCall(fn, new TimedCall<R>(undefined, permit, fallback), callerSignal);
+    }
     const clock = this.#o.clock;
     // Rounded up to the millisecond: a timeout fires no earlier than asked, at most 1 ms later
     // (timers have whole milliseconds anyway), and calls in one millisecond can share.
@@ -851,16 +887,27 @@ export class CircuitBreaker {
     }
     const call = new TimedCall<R>(bucket, permit, fallback);
     bucket.attach(call as TimedCall<unknown>);
+    return this.#runCall(fn, call, callerSignal);
+  }
+
+  /** Runs `fn` for `call`: the caller's abort, fn's outcome or the deadline settles it. */
+  #runCall<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    call: TimedCall<R>,
+    callerSignal: AbortSignal | undefined,
+  ): Promise<R> {
     if (callerSignal !== undefined) {
-      if (callerSignal.aborted) call.abortedBy(callerSignal.reason);
-      else
-        call.offCaller = onAbort(callerSignal, () => {
-          call.abortedBy(callerSignal.reason);
-        });
+      if (callerSignal.aborted) {
+        call.abortedBy(callerSignal.reason);
+        return call.promise;
+      }
+      call.offCaller = onAbort(callerSignal, () => {
+        call.abortedBy(callerSignal.reason);
+      });
     }
     let result: R | Promise<R>;
     try {
-      result = fn(bucket.controller.signal);
+      result = fn(call.signal ?? (callerSignal as AbortSignal));
     } catch (error) {
       call.failed(error);
       return call.promise;

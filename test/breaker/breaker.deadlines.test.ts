@@ -215,6 +215,28 @@ describe('per-call timeouts share one deadline structure', () => {
     expect(breaker.metrics().failedTotal).toBe(1);
   });
 
+  it('without a timeout, a caller abort still settles a call whose fn ignores its signal', async () => {
+    // Found by the execute fuzz (seed -133685497): `signal` is documented to abort the call,
+    // but the hot path without a timeout only handed the signal to fn and waited forever.
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({ clock });
+    const controller = new AbortController();
+    let seen: AbortSignal | undefined;
+    const call = breaker.execute(
+      (signal) => {
+        seen = signal;
+        return hang();
+      },
+      { signal: controller.signal },
+    );
+    expect(seen).toBe(controller.signal); // no timeout: fn gets the caller's own signal
+    controller.abort(new Error('gone'));
+    await expect(call).rejects.toThrow('gone');
+    expect(breaker.metrics().failedTotal).toBe(1);
+    await drain();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a timeout with a fallback resolves with the fallback and still counts as a failure', async () => {
     const clock = new ManualClock();
     const breaker = new CircuitBreaker({ clock });
