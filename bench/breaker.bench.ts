@@ -1,13 +1,15 @@
 /**
- * breaker: the cost of a circuit breaker around an already-resolved async function — Keel's
- * CircuitBreaker against `opossum` (9.x) and `cockatiel` (3.x), the breakers Node users pick,
- * and the bare call as the baseline. Also the failure path as the window grows, rejections while
- * open (with and without stack traces), and memory per breaker.
+ * breaker: the cost of a circuit breaker around an async function — Keel's CircuitBreaker
+ * against `opossum` (9.x) and `cockatiel` (3.x), the breakers Node users pick, and the bare call
+ * as the baseline — in three call mixes (issue 14): a function returning an already-resolved
+ * promise, a truly async one (a chain of awaits) and a rejecting one. Also a call with a per-call
+ * `timeoutMs`, the failure path as the window grows, rejections while open (with and without
+ * stack traces), and memory per breaker, alone and inside a `BreakerRegistry`.
  */
 import { getHeapStatistics } from 'node:v8';
 import { ConsecutiveBreaker, circuitBreaker, handleAll } from 'cockatiel';
 import Opossum from 'opossum';
-import { CircuitBreaker } from '../src/breaker/index.js';
+import { BreakerRegistry, CircuitBreaker } from '../src/breaker/index.js';
 import { defineSuite, type BenchReport, type BenchTask, type MeasuredTask } from './suite.js';
 
 const resolved = (): Promise<number> => Promise.resolve(1);
@@ -25,6 +27,47 @@ const BARE = 'bare call (await fn())';
 const KEEL = 'keel CircuitBreaker.execute (closed)';
 const OPOSSUM = 'opossum.fire (closed)';
 const COCKATIEL = 'cockatiel policy.execute (closed)';
+const KEEL_TIMEOUT = 'keel execute with timeoutMs: 1000 (closed, finishes in time)';
+
+/** A truly async function: three awaits, so the promise settles several microtasks later. */
+const tick = Promise.resolve();
+const asyncFn = async (): Promise<number> => {
+  await tick;
+  await tick;
+  await tick;
+  return 1;
+};
+const ASYNC_BARE = 'async fn: bare call';
+const ASYNC_KEEL = 'async fn: keel execute (closed)';
+const ASYNC_COCKATIEL = 'async fn: cockatiel execute (closed)';
+const keelAsync = new CircuitBreaker({ name: 'bench-async' });
+const cockatielAsync = circuitBreaker(handleAll, {
+  halfOpenAfter: 10_000,
+  breaker: new ConsecutiveBreaker(5),
+});
+
+/**
+ * A rejecting function. One error object, made once: an `Error` with its stack per call would
+ * cost more than either breaker. Both breakers must stay closed while every call fails: Keel's
+ * window is never full enough to judge (it is reset every 100 000 calls), cockatiel's
+ * consecutive-failure threshold is never reached.
+ */
+const downError = new Error('down');
+const rejecting = (): Promise<number> => Promise.reject(downError);
+const swallow = (): number => 0;
+const REJECT_BARE = 'rejecting fn: bare call';
+const REJECT_KEEL = 'rejecting fn: keel execute (closed)';
+const REJECT_COCKATIEL = 'rejecting fn: cockatiel execute (closed)';
+const keelRejecting = new CircuitBreaker({
+  name: 'bench-rejecting',
+  window: { size: 1_000_000 },
+  minimumCalls: 1_000_000,
+});
+let rejectedCalls = 0;
+const cockatielRejecting = circuitBreaker(handleAll, {
+  halfOpenAfter: 10_000,
+  breaker: new ConsecutiveBreaker(Number.MAX_SAFE_INTEGER),
+});
 
 function closedTasks(): BenchTask[] {
   return [
@@ -37,6 +80,35 @@ function closedTasks(): BenchTask[] {
     },
     { name: OPOSSUM, kind: 'peer', fn: () => opossum.fire() },
     { name: COCKATIEL, kind: 'peer', fn: () => cockatiel.execute(resolved) },
+    {
+      name: KEEL_TIMEOUT,
+      kind: 'keel',
+      compareTo: [KEEL],
+      fn: () => keel.execute(resolved, { timeoutMs: 1000 }),
+    },
+    { name: ASYNC_BARE, kind: 'baseline', fn: () => asyncFn() },
+    {
+      name: ASYNC_KEEL,
+      kind: 'keel',
+      compareTo: [ASYNC_COCKATIEL, ASYNC_BARE],
+      fn: () => keelAsync.execute(asyncFn),
+    },
+    { name: ASYNC_COCKATIEL, kind: 'peer', fn: () => cockatielAsync.execute(asyncFn) },
+    { name: REJECT_BARE, kind: 'baseline', fn: () => rejecting().catch(swallow) },
+    {
+      name: REJECT_KEEL,
+      kind: 'keel',
+      compareTo: [REJECT_COCKATIEL, REJECT_BARE],
+      fn: () => {
+        if (++rejectedCalls % 100_000 === 0) keelRejecting.reset();
+        return keelRejecting.execute(rejecting).catch(swallow);
+      },
+    },
+    {
+      name: REJECT_COCKATIEL,
+      kind: 'peer',
+      fn: () => cockatielRejecting.execute(rejecting).catch(swallow),
+    },
   ];
 }
 
@@ -91,22 +163,46 @@ function rejectionTasks(): BenchTask[] {
 }
 
 function overheadReport(measured: ReadonlyMap<string, MeasuredTask>): BenchReport {
-  const bare = measured.get(BARE)?.meanNs ?? Number.NaN;
-  const overhead = (name: string): number => (measured.get(name)?.meanNs ?? Number.NaN) - bare;
-  const ours = overhead(KEEL);
+  const mean = (name: string): number => measured.get(name)?.meanNs ?? Number.NaN;
+  const row = (
+    mix: string,
+    bare: string,
+    ours: string,
+    peer: string,
+    peerName: string,
+  ): Record<string, string | number> => {
+    const keelNs = mean(ours) - mean(bare);
+    const peerNs = mean(peer) - mean(bare);
+    return {
+      'call mix': mix,
+      peer: peerName,
+      'bare ns': mean(bare),
+      'keel overhead ns': keelNs,
+      'peer overhead ns': peerNs,
+      'keel ÷ peer (target ≤ 0.333)': keelNs / peerNs,
+    };
+  };
   return {
-    title: 'closed-state overhead per call (mean breaker time − mean bare call time, same run)',
+    title:
+      'closed-state overhead per call (mean breaker time − mean bare call time, same run), by call mix',
     rows: [
-      { breaker: 'keel', 'overhead ns': ours, 'keel ÷ this': 1 },
+      row('already-resolved promise', BARE, KEEL, COCKATIEL, 'cockatiel'),
+      row('already-resolved promise', BARE, KEEL, OPOSSUM, 'opossum'),
+      row('async (3 awaits)', ASYNC_BARE, ASYNC_KEEL, ASYNC_COCKATIEL, 'cockatiel'),
+      row('rejecting', REJECT_BARE, REJECT_KEEL, REJECT_COCKATIEL, 'cockatiel'),
+    ],
+  };
+}
+
+function timeoutReport(measured: ReadonlyMap<string, MeasuredTask>): BenchReport {
+  const mean = (name: string): number => measured.get(name)?.meanNs ?? Number.NaN;
+  return {
+    title: 'cost of a per-call timeoutMs (call finishes in time; same breaker, same run)',
+    rows: [
       {
-        breaker: 'opossum',
-        'overhead ns': overhead(OPOSSUM),
-        'keel ÷ this': ours / overhead(OPOSSUM),
-      },
-      {
-        breaker: 'cockatiel',
-        'overhead ns': overhead(COCKATIEL),
-        'keel ÷ this': ours / overhead(COCKATIEL),
+        'without timeout ns': mean(KEEL),
+        'with timeoutMs ns': mean(KEEL_TIMEOUT),
+        'extra ns (target < 1000)': mean(KEEL_TIMEOUT) - mean(KEEL),
       },
     ],
   };
@@ -123,12 +219,18 @@ function memoryReport(): BenchReport {
     const after = getHeapStatistics().used_heap_size;
     return held.length > 0 ? (after - before) / held.length : 0;
   };
+  const registry = new BreakerRegistry({ failureRateThreshold: 0.5, openDurationMs: 10_000 });
+  let keys = 0;
   return {
     title: 'memory per breaker instance (10 000 instances, heap delta after GC)',
     rows: [
       {
         breaker: 'keel CircuitBreaker (count window of 20)',
         'bytes/instance': measure(() => new CircuitBreaker()),
+      },
+      {
+        breaker: 'keel CircuitBreaker in a BreakerRegistry (shared defaults, key strings included)',
+        'bytes/instance': measure(() => registry.breakerFor(`downstream-${keys++}`)),
       },
       {
         breaker: 'cockatiel circuitBreaker(ConsecutiveBreaker)',
@@ -151,7 +253,7 @@ function memoryReport(): BenchReport {
 export const suite = defineSuite({
   name: 'breaker',
   description:
-    'CircuitBreaker vs opossum 9 and cockatiel 3 around an already-resolved async function',
+    'CircuitBreaker vs opossum 9 and cockatiel 3: resolved, async and rejecting calls, timeouts, memory',
   tasks: [...closedTasks(), ...failureTasks(), ...rejectionTasks()],
-  reports: (measured) => [overheadReport(measured), memoryReport()],
+  reports: (measured) => [overheadReport(measured), timeoutReport(measured), memoryReport()],
 });

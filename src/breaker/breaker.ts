@@ -43,7 +43,8 @@ import type {
 } from './types.js';
 import { BreakerPolicy, type Transition } from './policy.js';
 import { checkOpenRemaining, readSnapshot } from './snapshot.js';
-import { CountWindow, TimeWindow } from './window.js';
+import { Deadline, deadlineQueueFor, type DeadlineQueue } from './deadlines.js';
+import { CountWindow, TimeWindow, type OutcomeWindow } from './window.js';
 
 /** Options of {@link CircuitBreaker}. */
 export interface CircuitBreakerOptions {
@@ -193,9 +194,109 @@ const spec = {
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
 
+/**
+ * Everything a breaker reads from its options, validated and derived once. Breakers of a
+ * {@link BreakerRegistry} made from its defaults share one (only the name is their own), so a
+ * breaker carries no copy of its options. @internal
+ */
+export interface BreakerConfig {
+  readonly o: Resolved;
+  /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
+  readonly timeoutMs: number | undefined;
+  /** Calls must be timed: slow-call detection is on, or the window is time-based. */
+  readonly timed: boolean;
+  /** Makes a breaker's sliding window, on its first outcome. */
+  readonly makeWindow: () => OutcomeWindow;
+}
+
+/** Validates `options` into a {@link BreakerConfig} (errors name the option, as the constructor's). @internal */
+export function breakerConfig(options: CircuitBreakerOptions | undefined): BreakerConfig {
+  const r = resolveOptions(OWNER, options, spec);
+  // resolveOptions builds its result key by key, and V8 keeps an object that grew past a dozen
+  // properties that way in dictionary mode: about 1 KB here. The same values in one literal
+  // make a compact object with its fields in place.
+  const o: Resolved = Object.freeze({
+    name: r.name,
+    window: r.window,
+    minimumCalls: r.minimumCalls,
+    failureRateThreshold: r.failureRateThreshold,
+    slowCallRateThreshold: r.slowCallRateThreshold,
+    slowCallDurationMs: r.slowCallDurationMs,
+    consecutiveFailures: r.consecutiveFailures,
+    openDurationMs: r.openDurationMs,
+    backoff: r.backoff,
+    halfOpenPermits: r.halfOpenPermits,
+    halfOpenWait: r.halfOpenWait,
+    maxHalfOpenMs: r.maxHalfOpenMs,
+    timeoutMs: r.timeoutMs,
+    isFailure: r.isFailure,
+    ignore: r.ignore,
+    stacklessRejections: r.stacklessRejections,
+    clock: r.clock,
+    random: r.random,
+  });
+  if (o.minimumCalls > o.window.size && o.window.type === 'count') {
+    throw new InvalidOptionError(
+      OWNER,
+      'minimumCalls',
+      `at most window.size (${o.window.size}) for a count window, or the breaker could never open`,
+      o.minimumCalls,
+    );
+  }
+  if (o.backoff.maxOpenDurationMs < o.openDurationMs) {
+    throw new InvalidOptionError(
+      OWNER,
+      'backoff.maxOpenDurationMs',
+      `a duration >= openDurationMs (${o.openDurationMs})`,
+      o.backoff.maxOpenDurationMs,
+    );
+  }
+  const size = o.window.size;
+  return Object.freeze({
+    o,
+    timeoutMs: o.timeoutMs === Infinity ? undefined : o.timeoutMs,
+    timed: o.slowCallDurationMs !== Infinity || o.window.type === 'time',
+    makeWindow:
+      o.window.type === 'count'
+        ? (): OutcomeWindow => new CountWindow(size)
+        : (): OutcomeWindow => new TimeWindow(size, 1000),
+  });
+}
+
+/** Set by {@link sharedBreaker} for the one constructor call it makes. */
+let sharedConfig: BreakerConfig | undefined;
+
+/**
+ * A breaker named `name` on an already validated config that other breakers share (for
+ * {@link BreakerRegistry}). @internal
+ */
+export function sharedBreaker(config: BreakerConfig, name: string): CircuitBreaker {
+  sharedConfig = config;
+  try {
+    return new CircuitBreaker({ name });
+  } finally {
+    sharedConfig = undefined;
+  }
+}
+
 function checkListener(method: string, listener: unknown): void {
   if (typeof listener !== 'function') {
     throw new InvalidOptionError(OWNER, 'listener', 'a function', listener, `${method}(listener)`);
+  }
+}
+
+/** Refuses an unknown own key of execute's options unless its value is undefined. */
+function refuseUnknown(options: object, key: string): void {
+  if (!Object.hasOwn(options, key)) return; // inherited: Object.keys never saw those either
+  const value: unknown = (options as Record<string, unknown>)[key];
+  if (value !== undefined) {
+    throw new InvalidOptionError(
+      EXECUTE,
+      key,
+      `one of the known options (${EXECUTE_KEYS.join(', ')})`,
+      value,
+      'unknown option',
+    );
   }
 }
 
@@ -237,6 +338,143 @@ class Permit implements BreakerPermit {
     if (this.#done) return;
     this.#done = true;
     recordOutcome(this.#breaker, this.#generation, this.#startedAt, 'ignored', undefined);
+  }
+}
+
+/**
+ * Calls through one breaker with the same timeout and the same deadline (to the millisecond):
+ * one entry in the clock's deadline queue, one AbortSignal for all of them, aborted when the
+ * deadline passes with any of them still running. Queued while it has calls pending.
+ */
+class CallBucket extends Deadline {
+  readonly #queue: DeadlineQueue;
+  readonly #breaker: string;
+  readonly timeoutMs: number;
+  readonly controller = new AbortController();
+  /** Pending calls: a doubly linked list through TimedCall#prev/#next. */
+  #head: TimedCall<unknown> | undefined;
+  expired = false;
+
+  constructor(queue: DeadlineQueue, breaker: string, timeoutMs: number, due: number) {
+    super(due);
+    this.#queue = queue;
+    this.#breaker = breaker;
+    this.timeoutMs = timeoutMs;
+  }
+
+  attach(call: TimedCall<unknown>): void {
+    const head = this.#head;
+    call.next = head;
+    if (head !== undefined) head.prev = call;
+    this.#head = call;
+    if (this.index < 0) this.#queue.add(this);
+  }
+
+  detach(call: TimedCall<unknown>): void {
+    const { prev, next } = call;
+    if (prev !== undefined) prev.next = next;
+    else if (this.#head === call) this.#head = next;
+    else return; // not attached (already timed out)
+    if (next !== undefined) next.prev = prev;
+    call.prev = call.next = undefined;
+    if (this.#head === undefined) this.#queue.remove(this);
+  }
+
+  expire(): void {
+    this.expired = true;
+    const error = new BreakerTimeoutError(this.#breaker, this.timeoutMs);
+    let call = this.#head;
+    this.#head = undefined;
+    // The calls' functions hear of it first (their signal), then the callers (their promise).
+    this.controller.abort(error);
+    while (call !== undefined) {
+      const next = call.next;
+      call.prev = call.next = undefined;
+      call.timedOut(error);
+      call = next;
+    }
+  }
+}
+
+/** One call with a deadline: settles once, by its function, its deadline or its caller's abort. */
+class TimedCall<R> {
+  prev: TimedCall<unknown> | undefined;
+  next: TimedCall<unknown> | undefined;
+  offCaller: (() => void) | undefined;
+  readonly promise: Promise<R>;
+  #done = false;
+  /** The deadline's bucket; `undefined` for a call that only has a caller's signal. */
+  readonly #bucket: CallBucket | undefined;
+  readonly #permit: BreakerPermit;
+  readonly #fallback: ((error: unknown) => R | Promise<R>) | undefined;
+  #resolve!: (value: R | Promise<R>) => void;
+  #reject!: (error: unknown) => void;
+
+  constructor(
+    bucket: CallBucket | undefined,
+    permit: BreakerPermit,
+    fallback: ((error: unknown) => R | Promise<R>) | undefined,
+  ) {
+    this.#bucket = bucket;
+    this.#permit = permit;
+    this.#fallback = fallback;
+    this.promise = new Promise<R>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  succeeded(value: R): void {
+    if (this.#done) return;
+    this.#end();
+    this.#permit.success();
+    this.#resolve(value);
+  }
+
+  failed(error: unknown): void {
+    if (this.#done) return;
+    this.#end();
+    this.#fail(error);
+  }
+
+  /** The signal fn gets, when it is not the caller's own. */
+  get signal(): AbortSignal | undefined {
+    return this.#bucket?.controller.signal;
+  }
+
+  /** The caller's signal aborted: this call's own signal aborts, and the call fails with it. */
+  abortedBy(reason: unknown): void {
+    if (this.#done) return;
+    this.#bucket?.controller.abort(reason);
+    this.failed(reason);
+  }
+
+  /** The deadline passed (the bucket has already let go of this call). */
+  timedOut(error: unknown): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.offCaller?.();
+    this.#fail(error);
+  }
+
+  #end(): void {
+    this.#done = true;
+    this.#bucket?.detach(this as TimedCall<unknown>);
+    this.offCaller?.();
+  }
+
+  #fail(error: unknown): void {
+    this.#permit.failure(error);
+    const fallback = this.#fallback;
+    if (fallback === undefined) {
+      this.#reject(error);
+      return;
+    }
+    try {
+      this.#resolve(fallback(error));
+    } catch (fallbackError) {
+      this.#reject(fallbackError);
+    }
   }
 }
 
@@ -283,20 +521,24 @@ export class CircuitBreaker {
     };
   }
 
-  readonly #o: Resolved;
-  /** The default per-call timeout; `undefined` for none (an `Infinity` option). */
-  readonly #timeoutMs: number | undefined;
+  // Memory per breaker matters (thousands of them, one per downstream key): options live in
+  // a config shared by a registry's breakers; the window, the waiters, the hot path's handlers
+  // and the event channels are made on first use.
+  readonly #c: BreakerConfig;
+  readonly #name: string;
   /** The decisions: state, window, trials, backoff (pure; this class is the shell around it). */
   readonly #policy: BreakerPolicy;
-  /** Calls must be timed: slow-call detection is on, or the window is time-based. */
-  readonly #timed: boolean;
-  #waiters: Waiter[] = [];
-  /** Outcome handlers of the hot path, bound to the current generation (see #bindFastPath). */
-  #fastSuccess: (value: unknown) => unknown = (value) => value;
-  #fastFailure: (error: unknown) => never = (error) => {
-    throw error;
-  };
+  #waiters: Waiter[] | undefined;
+  /**
+   * The hot path's success handler, bound to the current generation (see #bindFastPath);
+   * `undefined` until the next hot-path call after a transition.
+   */
+  #fastSuccess: ((value: unknown) => unknown) | undefined;
   #wakeTimer: Timer | undefined;
+  /** The clock's deadline queue, looked up on the first call with a timeout. */
+  #deadlines: DeadlineQueue | undefined;
+  /** The bucket the latest calls with a timeout joined (see #executeTimed). */
+  #bucket: CallBucket | undefined;
   // Totals.
   #successful = 0;
   #failed = 0;
@@ -310,52 +552,32 @@ export class CircuitBreaker {
   #thresholdExceeded: EventChannel<string> | undefined;
 
   constructor(options: CircuitBreakerOptions = {}) {
-    this.#o = resolveOptions(OWNER, options, spec);
-    const o = this.#o;
-    if (o.minimumCalls > o.window.size && o.window.type === 'count') {
-      throw new InvalidOptionError(
-        OWNER,
-        'minimumCalls',
-        `at most window.size (${o.window.size}) for a count window, or the breaker could never open`,
-        o.minimumCalls,
-      );
-    }
-    if (o.backoff.maxOpenDurationMs < o.openDurationMs) {
-      throw new InvalidOptionError(
-        OWNER,
-        'backoff.maxOpenDurationMs',
-        `a duration >= openDurationMs (${o.openDurationMs})`,
-        o.backoff.maxOpenDurationMs,
-      );
-    }
-    this.#timeoutMs = o.timeoutMs === Infinity ? undefined : o.timeoutMs;
-    this.#timed = o.slowCallDurationMs !== Infinity || o.window.type === 'time';
-    this.#policy = new BreakerPolicy(
-      o,
-      o.window.type === 'count'
-        ? new CountWindow(o.window.size)
-        : new TimeWindow(o.window.size, 1000),
-      o.clock.now(),
-    );
-    this.#bindFastPath();
+    const shared = sharedConfig;
+    sharedConfig = undefined;
+    this.#c = shared ?? breakerConfig(options);
+    const o = this.#c.o;
+    this.#name = shared === undefined ? o.name : (options.name ?? o.name);
+    this.#policy = new BreakerPolicy(o, this.#c.makeWindow, o.clock.now());
   }
 
-  /** New hot-path handlers for the current generation: results of older calls then don't count. */
-  #bindFastPath(): void {
+  /** The validated options. */
+  get #o(): Resolved {
+    return this.#c.o;
+  }
+
+  /** A new hot-path success handler for the current generation: older calls' then don't count. */
+  #bindFastPath(): (value: unknown) => unknown {
     const generation = this.#policy.generation;
-    this.#fastSuccess = (value) => {
+    // Made per generation, not per call.
+    return (this.#fastSuccess = (value) => {
       this.#record(generation, 0, 'success', undefined);
       return value;
-    };
-    this.#fastFailure = (error) => {
-      this.#record(generation, 0, 'failure', error);
-      throw error;
-    };
+    });
   }
 
   /** The breaker's name. */
   get name(): string {
-    return this.#o.name;
+    return this.#name;
   }
 
   /** The current state (an open breaker whose time is up reads as half-open). */
@@ -373,9 +595,16 @@ export class CircuitBreaker {
 
   /**
    * Runs `fn` through the breaker. `fn` gets an AbortSignal that aborts when the caller's
-   * signal does or when this call's timeout passes — this call only. Rejections are
-   * {@link BreakerOpenError}s; a timeout rejects with a {@link BreakerTimeoutError}. With a
-   * `fallback`, its value is returned instead of either.
+   * signal does or when this call's timeout passes — never because another call timed out or
+   * was aborted. Rejections are {@link BreakerOpenError}s; a timeout rejects with a
+   * {@link BreakerTimeoutError}. With a `fallback`, its value is returned instead of either.
+   *
+   * A timeout costs no timer of its own: deadlines are rounded up to the millisecond (a call
+   * times out at most 1 ms late, never early) and kept in one queue per clock with one timer.
+   * Calls without a caller's signal whose deadlines fall in the same millisecond share one
+   * AbortSignal (creating one costs microseconds on Node 20): it aborts at that deadline if
+   * any of them is still running then — so the signal of a call that already finished may
+   * still abort at its own deadline. Read the signal only while the call runs.
    *
    * Always returns a promise, never throws: a synchronous throw from `fn` rejects it (and
    * counts as a failure). A non-function `fn` or bad options reject it with an
@@ -388,7 +617,7 @@ export class CircuitBreaker {
         throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
       }
       let signal: AbortSignal | undefined;
-      let timeoutMs = this.#timeoutMs;
+      let timeoutMs = this.#c.timeoutMs;
       let fallback: ((error: unknown) => R | Promise<R>) | undefined;
       if (options !== undefined) {
         // Each field is read once: a getter cannot answer one way when checked, another when used.
@@ -397,18 +626,11 @@ export class CircuitBreaker {
           throw new InvalidOptionError(EXECUTE, 'options', 'an options object', given);
         }
         // As at construction: an unknown key is refused (a misspelt `timeout: 5` silently
-        // ignored would be worse), unless its value is undefined.
-        for (const key of Object.keys(options)) {
-          if (EXECUTE_KEYS.includes(key)) continue;
-          const value: unknown = (options as Record<string, unknown>)[key];
-          if (value !== undefined) {
-            throw new InvalidOptionError(
-              EXECUTE,
-              key,
-              `one of the known options (${EXECUTE_KEYS.join(', ')})`,
-              value,
-              'unknown option',
-            );
+        // ignored would be worse), unless its value is undefined. A for-in over an ordinary
+        // object literal walks V8's enum cache and allocates nothing, unlike Object.keys.
+        for (const key in given) {
+          if (key !== 'signal' && key !== 'timeoutMs' && key !== 'fallback') {
+            refuseUnknown(given, key);
           }
         }
         signal = options.signal;
@@ -417,11 +639,19 @@ export class CircuitBreaker {
         }
         const callTimeout: unknown = options.timeoutMs;
         if (callTimeout !== undefined) {
-          const problem = numberProblem(callTimeout, false, TIMEOUT_BOUNDS);
-          if (problem !== undefined) {
-            throw new InvalidOptionError(EXECUTE, 'timeoutMs', problem, callTimeout);
+          // typeof and two comparisons; the message is only built for a bad value.
+          if (typeof callTimeout === 'number' && callTimeout > 0 && callTimeout <= MAX_MS) {
+            timeoutMs = callTimeout;
+          } else if (callTimeout === Infinity) {
+            timeoutMs = undefined;
+          } else {
+            throw new InvalidOptionError(
+              EXECUTE,
+              'timeoutMs',
+              numberProblem(callTimeout, false, TIMEOUT_BOUNDS) ?? 'a number',
+              callTimeout,
+            );
           }
-          timeoutMs = callTimeout === Infinity ? undefined : (callTimeout as number);
         }
         fallback = options.fallback;
         if (fallback !== undefined && typeof fallback !== 'function') {
@@ -431,30 +661,41 @@ export class CircuitBreaker {
       }
       const state = this.#policy.state;
       if (
-        !this.#timed &&
+        !this.#c.timed &&
         (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
         fallback === undefined &&
-        timeoutMs === undefined
+        timeoutMs === undefined &&
+        signal === undefined
       ) {
-        // The hot path — admitted, untimed, no timeout, no fallback: no async function, no
-        // permit, no controller, no timer, no clock read. The outcome handlers are made once
-        // per state generation, so a call allocates nothing but the promise `then` returns.
+        // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
+        // function, no permit, no controller, no timer, no clock read. The success handler is
+        // made once per state generation; a call allocates the promise `then` returns and its
+        // failure handler.
         const generation = this.#policy.generation;
         let result: R | Promise<R>;
         try {
-          result = fn(signal ?? NEVER);
+          result = fn(NEVER);
         } catch (error) {
           // A synchronous throw is a failure like a rejection, and reaches the caller the same
           // way: as a rejected promise, never as a throw out of execute().
           this.#record(generation, 0, 'failure', error);
           return Promise.reject(error);
         }
-        return Promise.resolve(result).then(
-          this.#fastSuccess as (value: R) => R,
-          this.#fastFailure,
-        );
+        const onSuccess = this.#fastSuccess ?? this.#bindFastPath();
+        const promise = Promise.resolve(result);
+        // A failure hands back the promise that failed (rejected already, and handled here)
+        // rather than rethrowing: a throw in a reaction costs V8 a message object and a stack
+        // walk, microseconds on the failure path. That needs this one closure per call.
+        return promise.then(onSuccess as (value: R) => R, (error: unknown) => {
+          this.#record(generation, 0, 'failure', error);
+          return promise;
+        });
       }
-      return this.#executeFull(fn, this.#acquire(), signal, timeoutMs, fallback);
+      const permit = this.#acquire();
+      if (permit !== undefined && (timeoutMs !== undefined || signal !== undefined)) {
+        return this.#executeTimed(fn, permit, timeoutMs, signal, fallback);
+      }
+      return this.#executeFull(fn, permit, signal, timeoutMs, fallback);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -478,16 +719,16 @@ export class CircuitBreaker {
       if (fallback !== undefined) return fallback(rejection);
       throw rejection;
     }
-    if (timeoutMs === undefined) {
+    if (timeoutMs === undefined && signal === undefined) {
       try {
-        return await fn(signal ?? NEVER);
+        return await fn(NEVER);
       } catch (error) {
         return await this.#onError(permit, error, fallback);
       } finally {
         permit.success(); // no-op when #onError already reported a failure
       }
     }
-    return this.#executeWithTimeout(fn, permit, timeoutMs, signal, fallback);
+    return this.#executeTimed(fn, permit, timeoutMs, signal, fallback);
   }
 
   /**
@@ -554,7 +795,7 @@ export class CircuitBreaker {
     return {
       format: 'keel.breaker',
       version: 1,
-      name: this.#o.name,
+      name: this.#name,
       state: this.#policy.state,
       openRemainingMs: this.#policy.retryAfter(now),
       consecutiveOpens: this.#policy.consecutiveOpens,
@@ -615,53 +856,78 @@ export class CircuitBreaker {
 
   // -------------------------------------------------------------------------------------------
 
-  async #executeWithTimeout<R>(
+  /**
+   * A call with a deadline. No timer of its own: calls through this breaker with the same
+   * timeout whose deadlines fall in the same millisecond share a {@link CallBucket} — one
+   * entry in the clock's deadline queue and one AbortSignal (creating an AbortSignal costs
+   * microseconds on Node 20, more than the rest of the call). A call with a caller's signal
+   * gets a bucket of its own, since that signal must abort it alone.
+   */
+  #executeTimed<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
     permit: BreakerPermit,
-    timeoutMs: number,
+    timeoutMs: number | undefined,
     callerSignal: AbortSignal | undefined,
     fallback: ((error: unknown) => R | Promise<R>) | undefined,
   ): Promise<R> {
-    // A controller of this call's own: the timeout aborts this call and no other.
-    const controller = new AbortController();
-    const offCaller =
-      callerSignal === undefined
-        ? undefined
-        : onAbort(callerSignal, () => {
-            controller.abort(callerSignal.reason);
-          });
-    let timer: Timer | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = this.#o.clock.setTimer(() => {
-        const error = new BreakerTimeoutError(this.#o.name, timeoutMs);
-        controller.abort(error);
-        reject(error);
-      }, timeoutMs);
-    });
-    const aborted = new Promise<never>((_, reject) => {
-      controller.signal.addEventListener(
-        'abort',
-        () => {
-          reject(controller.signal.reason as unknown);
-        },
-        { once: true },
-      );
-    });
-    try {
-      const call = Promise.resolve().then(() => fn(controller.signal));
-      // The call may ignore its signal and never settle; the race still ends this call.
-      call.catch(() => undefined);
-      const result = await Promise.race([call, timedOut, aborted]);
-      permit.success();
-      return result;
-    } catch (error) {
-      return await this.#onError(permit, error, fallback);
-    } finally {
-      timer?.cancel();
-      offCaller?.();
-      timedOut.catch(() => undefined);
-      aborted.catch(() => undefined);
+    if (timeoutMs === undefined) {
+      // No deadline, only the caller's signal: fn gets that signal itself, and its abort
+      // settles the call even if fn ignores it.
+      return this.#runCall(fn, new TimedCall<R>(undefined, permit, fallback), callerSignal);
     }
+    const clock = this.#o.clock;
+    // Rounded up to the millisecond: a timeout fires no earlier than asked, at most 1 ms later
+    // (timers have whole milliseconds anyway), and calls in one millisecond can share.
+    const due = Math.ceil(clock.now() + timeoutMs);
+    const queue = (this.#deadlines ??= deadlineQueueFor(clock));
+    let bucket = callerSignal === undefined ? this.#bucket : undefined;
+    if (
+      bucket === undefined ||
+      bucket.due !== due ||
+      bucket.timeoutMs !== timeoutMs ||
+      bucket.expired
+    ) {
+      bucket = new CallBucket(queue, this.#name, timeoutMs, due);
+      if (callerSignal === undefined) this.#bucket = bucket;
+    }
+    const call = new TimedCall<R>(bucket, permit, fallback);
+    bucket.attach(call as TimedCall<unknown>);
+    return this.#runCall(fn, call, callerSignal);
+  }
+
+  /** Runs `fn` for `call`: the caller's abort, fn's outcome or the deadline settles it. */
+  #runCall<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    call: TimedCall<R>,
+    callerSignal: AbortSignal | undefined,
+  ): Promise<R> {
+    if (callerSignal !== undefined) {
+      if (callerSignal.aborted) {
+        call.abortedBy(callerSignal.reason);
+        return call.promise;
+      }
+      call.offCaller = onAbort(callerSignal, () => {
+        call.abortedBy(callerSignal.reason);
+      });
+    }
+    let result: R | Promise<R>;
+    try {
+      result = fn(call.signal ?? (callerSignal as AbortSignal));
+    } catch (error) {
+      call.failed(error);
+      return call.promise;
+    }
+    // Inline arrows rather than bound methods or arrow fields: nothing named per call (a
+    // keepNames build wraps every named function it creates).
+    Promise.resolve(result).then(
+      (value) => {
+        call.succeeded(value);
+      },
+      (error: unknown) => {
+        call.failed(error);
+      },
+    );
+    return call.promise;
   }
 
   #onError<R>(
@@ -679,11 +945,11 @@ export class CircuitBreaker {
     const state = this.#policy.state;
     const retryAfter = this.#policy.retryAfter(now);
     this.#countRejection();
-    if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#o.name, state, retryAfter);
+    if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#name, state, retryAfter);
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     try {
-      return new BreakerOpenError(this.#o.name, state, retryAfter);
+      return new BreakerOpenError(this.#name, state, retryAfter);
     } finally {
       Error.stackTraceLimit = limit;
     }
@@ -704,7 +970,10 @@ export class CircuitBreaker {
     const policy = this.#policy;
     // Closed with a count window and no slow-call timing needs no clock at all.
     const state = policy.state;
-    if (!this.#timed && (state === 'closed' || state === 'disabled' || state === 'metrics-only')) {
+    if (
+      !this.#c.timed &&
+      (state === 'closed' || state === 'disabled' || state === 'metrics-only')
+    ) {
       return new Permit(this, policy.generation, 0);
     }
     const now = this.#o.clock.now();
@@ -729,7 +998,7 @@ export class CircuitBreaker {
     // The clock is needed for slow-call timing, a time window, an open or half-open breaker
     // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
     // stays NaN, "not read": a transition reads the clock itself (see BreakerPolicy#onOutcome).
-    const timed = this.#timed || startedAt !== 0;
+    const timed = this.#c.timed || startedAt !== 0;
     const now =
       timed ||
       (state !== 'closed' && state !== 'disabled' && state !== 'metrics-only') ||
@@ -781,8 +1050,9 @@ export class CircuitBreaker {
   #applied(transition: Transition | undefined): void {
     if (transition === undefined) return;
     const { from, to } = transition;
-    this.#bindFastPath();
-    if (this.#waiters.length > 0) {
+    // The hot path's handlers belong to the old generation: made again on its next call.
+    this.#fastSuccess = undefined;
+    if (this.#waiters !== undefined && this.#waiters.length > 0) {
       if (from === 'half-open') this.#releaseWaiters();
       if (to === 'half-open') this.#armWake(this.#policy.stateSince);
     }
@@ -798,14 +1068,15 @@ export class CircuitBreaker {
         reject,
         signal,
         onAbort: () => {
-          this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          if (this.#waiters.length === 0) this.#disarmWake();
+          this.#waiters = this.#waiters?.filter((w) => w !== waiter);
+          if (this.#waiters?.length === 0) this.#disarmWake();
           reject(signal?.reason as unknown);
         },
       };
       signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      this.#waiters.push(waiter);
-      if (this.#waiters.length === 1) this.#armWake(this.#o.clock.now());
+      const waiters = (this.#waiters ??= []);
+      waiters.push(waiter);
+      if (waiters.length === 1) this.#armWake(this.#o.clock.now());
     });
   }
 
@@ -824,7 +1095,9 @@ export class CircuitBreaker {
       // millisecond, so it can run a fraction of a millisecond before performance.now() says
       // the deadline has passed. Half-open then is "not over yet" — so arm again, or the
       // waiters would wait forever (issue 14).
-      if (this.#policy.state === 'half-open' && this.#waiters.length > 0) this.#armWake(at);
+      if (this.#policy.state === 'half-open' && (this.#waiters?.length ?? 0) > 0) {
+        this.#armWake(at);
+      }
     }, delay);
     this.#wakeTimer.unref();
   }
@@ -836,8 +1109,8 @@ export class CircuitBreaker {
 
   /** The half-open verdict is in: waiters retry (and are admitted or rejected by the new state). */
   #releaseWaiters(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
+    const waiters = this.#waiters ?? [];
+    this.#waiters = undefined;
     this.#disarmWake();
     for (const waiter of waiters) {
       waiter.signal?.removeEventListener('abort', waiter.onAbort);

@@ -51,10 +51,13 @@ export interface Transition {
  */
 export type Verdict = Transition | string | undefined;
 
+const NO_CALLS = Object.freeze({ calls: 0, failures: 0, slow: 0 });
+
 /** The breaker's state machine. @internal */
 export class BreakerPolicy {
   readonly #c: PolicyConfig;
-  readonly #window: OutcomeWindow;
+  /** The window, or what makes it on the first outcome (most breakers wait long for one). */
+  #window: OutcomeWindow | (() => OutcomeWindow);
   #state: BreakerState = 'closed';
   #generation = 0;
   #stateSince: number;
@@ -66,7 +69,7 @@ export class BreakerPolicy {
   #trialFailures = 0;
   #trialSlow = 0;
 
-  constructor(config: PolicyConfig, window: OutcomeWindow, now: number) {
+  constructor(config: PolicyConfig, window: OutcomeWindow | (() => OutcomeWindow), now: number) {
     this.#c = config;
     this.#window = window;
     this.#stateSince = now;
@@ -103,7 +106,8 @@ export class BreakerPolicy {
     readonly failures: number;
     readonly slow: number;
   } {
-    return this.#window.totals(now);
+    const window = this.#window;
+    return typeof window === 'function' ? NO_CALLS : window.totals(now);
   }
 
   /** When half-open gives up, for the shell's wake-up of waiters. */
@@ -163,7 +167,7 @@ export class BreakerPolicy {
       case 'closed':
       case 'metrics-only':
       case 'disabled':
-        this.#window.record((failed ? FAILED : 0) | (slow ? SLOW : 0), now);
+        this.#madeWindow().record((failed ? FAILED : 0) | (slow ? SLOW : 0), now);
         this.#consecutiveFailures = failed ? this.#consecutiveFailures + 1 : 0;
         if (this.#state === 'disabled') return undefined;
         return this.#judgeWindow(now, clock);
@@ -212,7 +216,7 @@ export class BreakerPolicy {
 
   /** Back to closed with an empty window and no backoff history. */
   reset(now: number): Transition {
-    this.#window.reset();
+    if (typeof this.#window !== 'function') this.#window.reset();
     this.#consecutiveOpens = 0;
     this.#consecutiveFailures = 0;
     return this.#transition('closed', 'manual', now);
@@ -233,13 +237,18 @@ export class BreakerPolicy {
     return state === 'closed' ? undefined : this.#transition(state, 'restored', now);
   }
 
+  #madeWindow(): OutcomeWindow {
+    const window = this.#window;
+    return typeof window === 'function' ? (this.#window = window()) : window;
+  }
+
   #judgeWindow(now: number, clock: TimeSource): Verdict {
     const c = this.#c;
     let reason: string | undefined;
     if (c.consecutiveFailures > 0 && this.#consecutiveFailures >= c.consecutiveFailures) {
       reason = `${this.#consecutiveFailures} consecutive failures`;
     } else {
-      const { calls, failures, slow } = this.#window.totals(now);
+      const { calls, failures, slow } = this.totals(now);
       if (calls >= c.minimumCalls) {
         if (failures / calls >= c.failureRateThreshold) {
           reason = `failure rate ${(failures / calls).toFixed(3)} >= ${c.failureRateThreshold}`;
@@ -267,7 +276,7 @@ export class BreakerPolicy {
     if (this.#trialsDone >= permits) {
       this.#consecutiveOpens = 0;
       this.#consecutiveFailures = 0;
-      this.#window.reset();
+      if (typeof this.#window !== 'function') this.#window.reset();
       return this.#transition('closed', 'half-open trials succeeded', now);
     }
     return undefined;

@@ -4,7 +4,13 @@
  * @packageDocumentation
  */
 import { InvalidOptionError, systemClock, type Clock } from '../core/index.js';
-import { CircuitBreaker, type CircuitBreakerOptions } from './breaker.js';
+import {
+  CircuitBreaker,
+  breakerConfig,
+  sharedBreaker,
+  type BreakerConfig,
+  type CircuitBreakerOptions,
+} from './breaker.js';
 
 interface Entry {
   readonly breaker: CircuitBreaker;
@@ -27,13 +33,18 @@ interface Entry {
  */
 export class BreakerRegistry {
   readonly #defaults: CircuitBreakerOptions;
+  /** The defaults, validated once and shared by every breaker made without overrides. */
+  readonly #config: BreakerConfig;
+  /** The name the defaults give every breaker, if they name one (then it wins over the key). */
+  readonly #defaultName: boolean;
   readonly #entries = new Map<string, Entry>();
   readonly #clock: Clock;
 
   constructor(defaults: CircuitBreakerOptions = {}) {
     // Validate the defaults once, now, rather than at the first breakerFor().
-    new CircuitBreaker(defaults);
+    this.#config = breakerConfig(defaults);
     this.#defaults = { ...defaults };
+    this.#defaultName = Object.hasOwn(this.#defaults, 'name');
     this.#clock = defaults.clock ?? systemClock;
   }
 
@@ -65,7 +76,11 @@ export class BreakerRegistry {
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       entry = {
-        breaker: new CircuitBreaker({ name: key, ...this.#defaults, ...overrides }),
+        breaker:
+          overrides === undefined
+            ? // The same as below without a copy of the options: `{ name: key, ...defaults }`.
+              sharedBreaker(this.#config, this.#defaultName ? this.#config.o.name : key)
+            : new CircuitBreaker({ name: key, ...this.#defaults, ...overrides }),
         lastUsed: now,
       };
       this.#entries.set(key, entry);
