@@ -13,6 +13,9 @@ import { BreakerRegistry, CircuitBreaker } from '../src/breaker/index.js';
 import { defineSuite, type BenchReport, type BenchTask, type MeasuredTask } from './suite.js';
 
 const resolved = (): Promise<number> => Promise.resolve(1);
+/** Declares the signal parameter, so it gets an AbortSignal of its own (see `execute`). */
+const resolvedTakingSignal = (signal: AbortSignal): Promise<number> =>
+  Promise.resolve(signal.aborted ? 0 : 1);
 const failing = (): Promise<number> => Promise.reject(new Error('down'));
 
 const keel = new CircuitBreaker({ name: 'bench' });
@@ -28,6 +31,7 @@ const KEEL = 'keel CircuitBreaker.execute (closed)';
 const OPOSSUM = 'opossum.fire (closed)';
 const COCKATIEL = 'cockatiel policy.execute (closed)';
 const KEEL_TIMEOUT = 'keel execute with timeoutMs: 1000 (closed, finishes in time)';
+const KEEL_TIMEOUT_SIGNAL = 'keel execute with timeoutMs: 1000, fn takes its own signal';
 
 /** A truly async function: three awaits, so the promise settles several microtasks later. */
 const tick = Promise.resolve();
@@ -85,6 +89,12 @@ function closedTasks(): BenchTask[] {
       kind: 'keel',
       compareTo: [KEEL],
       fn: () => keel.execute(resolved, { timeoutMs: 1000 }),
+    },
+    {
+      name: KEEL_TIMEOUT_SIGNAL,
+      kind: 'keel',
+      compareTo: [KEEL],
+      fn: () => keel.execute(resolvedTakingSignal, { timeoutMs: 1000 }),
     },
     { name: ASYNC_BARE, kind: 'baseline', fn: () => asyncFn() },
     {
@@ -200,9 +210,16 @@ function timeoutReport(measured: ReadonlyMap<string, MeasuredTask>): BenchReport
     title: 'cost of a per-call timeoutMs (call finishes in time; same breaker, same run)',
     rows: [
       {
+        fn: '() => … (shares a signal)',
         'without timeout ns': mean(KEEL),
         'with timeoutMs ns': mean(KEEL_TIMEOUT),
         'extra ns (target < 1000)': mean(KEEL_TIMEOUT) - mean(KEEL),
+      },
+      {
+        fn: '(signal) => … (own AbortSignal)',
+        'without timeout ns': mean(KEEL),
+        'with timeoutMs ns': mean(KEEL_TIMEOUT_SIGNAL),
+        'extra ns (target < 1000)': mean(KEEL_TIMEOUT_SIGNAL) - mean(KEEL),
       },
     ],
   };

@@ -601,10 +601,12 @@ export class CircuitBreaker {
    *
    * A timeout costs no timer of its own: deadlines are rounded up to the millisecond (a call
    * times out at most 1 ms late, never early) and kept in one queue per clock with one timer.
-   * Calls without a caller's signal whose deadlines fall in the same millisecond share one
-   * AbortSignal (creating one costs microseconds on Node 20): it aborts at that deadline if
-   * any of them is still running then — so the signal of a call that already finished may
-   * still abort at its own deadline. Read the signal only while the call runs.
+   * A function that declares a parameter (`(signal) => …`) gets an AbortSignal of its own,
+   * aborted only for its own call, never after it finished. Creating an AbortSignal costs
+   * microseconds on Node 20 — more than the rest of the call — so a function that declares
+   * none (`() => …`, `fn.length === 0`, which cannot name the signal) shares one with the
+   * calls of this breaker whose deadlines fall in the same millisecond: only code that reads
+   * `arguments` or a rest parameter could see it abort for another call.
    *
    * Always returns a promise, never throws: a synchronous throw from `fn` rejects it (and
    * counts as a failure). A non-function `fn` or bad options reject it with an
@@ -860,8 +862,9 @@ export class CircuitBreaker {
    * A call with a deadline. No timer of its own: calls through this breaker with the same
    * timeout whose deadlines fall in the same millisecond share a {@link CallBucket} — one
    * entry in the clock's deadline queue and one AbortSignal (creating an AbortSignal costs
-   * microseconds on Node 20, more than the rest of the call). A call with a caller's signal
-   * gets a bucket of its own, since that signal must abort it alone.
+   * microseconds on Node 20, more than the rest of the call). A call with a caller's signal,
+   * or whose function declares a parameter (so it may keep the signal, e.g. for a response
+   * body read after it resolved), gets a bucket of its own: its signal must abort for it alone.
    */
   #executeTimed<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
@@ -880,7 +883,8 @@ export class CircuitBreaker {
     // (timers have whole milliseconds anyway), and calls in one millisecond can share.
     const due = Math.ceil(clock.now() + timeoutMs);
     const queue = (this.#deadlines ??= deadlineQueueFor(clock));
-    let bucket = callerSignal === undefined ? this.#bucket : undefined;
+    const shares = callerSignal === undefined && fn.length === 0;
+    let bucket = shares ? this.#bucket : undefined;
     if (
       bucket === undefined ||
       bucket.due !== due ||
@@ -888,7 +892,7 @@ export class CircuitBreaker {
       bucket.expired
     ) {
       bucket = new CallBucket(queue, this.#name, timeoutMs, due);
-      if (callerSignal === undefined) this.#bucket = bucket;
+      if (shares) this.#bucket = bucket;
     }
     const call = new TimedCall<R>(bucket, permit, fallback);
     bucket.attach(call as TimedCall<unknown>);

@@ -82,6 +82,41 @@ describe('per-call timeouts share one deadline structure', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('a finished call whose fn took the signal keeps it un-aborted when a call of the same millisecond times out', async () => {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({ clock });
+    let kept: AbortSignal | undefined;
+    // Finishes at once but keeps its signal (as a fetch whose body is read later would).
+    await breaker.execute(
+      (signal) => {
+        kept = signal;
+        return Promise.resolve(1);
+      },
+      { timeoutMs: 50 },
+    );
+    const late = breaker.execute((signal) => (signal.aborted ? 0 : hang()), { timeoutMs: 50 });
+    const lateOutcome = late.then(
+      () => 'resolved',
+      (error: unknown) => (isBreakerTimeoutError(error) ? 'timed out' : 'other'),
+    );
+    await clock.advanceAsync(60);
+    expect(await lateOutcome).toBe('timed out');
+    expect(kept?.aborted).toBe(false);
+  });
+
+  it('calls whose fn declares no parameter share one deadline entry per millisecond', async () => {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({ clock });
+    const outcomes = [0, 1, 2].map(() =>
+      breaker.execute(() => hang(), { timeoutMs: 20 }).catch((error: unknown) => error),
+    );
+    expect(deadlineQueueFor(clock).size).toBe(1);
+    await clock.advanceAsync(20);
+    for (const outcome of outcomes) expect(isBreakerTimeoutError(await outcome)).toBe(true);
+    await drain();
+    expect(deadlineQueueFor(clock).size).toBe(0);
+  });
+
   it('calls of several breakers on one clock share its timer and each time out on time', async () => {
     const clock = new ManualClock();
     const a = new CircuitBreaker({ clock, name: 'a' });
