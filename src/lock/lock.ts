@@ -216,6 +216,20 @@ function acquireSpec(defaults: {
   return spec;
 }
 
+/** The options of `acquire()` called without any, resolved once per service's defaults. */
+const noOptions = new WeakMap<
+  object,
+  ReturnType<typeof resolveOptions<ReturnType<typeof acquireRules>>>
+>();
+
+/** A plain object with no own properties (`{}`, as `acquire()`'s default options are). */
+function isEmptyObject(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+  for (const key in value) if (Object.hasOwn(value, key)) return false;
+  return true;
+}
+
 /**
  * Checks the arguments of `acquire(resources, options)`, shared by every lock service: one
  * resource name or a non-empty list of distinct ones, and the per-call options over the
@@ -235,6 +249,22 @@ export function resolveAcquire(
   waitMs: number | undefined;
   signal: AbortSignal | undefined;
 } {
+  // The common call — one resource name, no options — checks nothing else and reuses the
+  // defaults resolved once per service (this is the hot path of every uncontended acquire).
+  if (typeof resources === 'string' && resources !== '' && isEmptyObject(options)) {
+    let base = noOptions.get(defaults);
+    if (base === undefined) {
+      base = resolveOptions(owner, {}, acquireSpec(defaults));
+      noOptions.set(defaults, base);
+    }
+    return {
+      list: [resources],
+      ttlMs: base.ttlMs,
+      retryCount: base.retryCount,
+      waitMs: undefined,
+      signal: undefined,
+    };
+  }
   const input: unknown = resources;
   const list: unknown[] =
     typeof input === 'string' ? [input] : Array.isArray(input) ? (input as unknown[]) : [];

@@ -289,6 +289,15 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #minTtlMs: number;
   /** Incarnation checks and repairs of the fencing counters (standalone nodes only). */
   readonly #fence: FenceKeeper | undefined;
+  /**
+   * How long a refused acquisition's interest in the release stays marked on a node (see
+   * ACQUIRE): well over the longest a waiter can take between two attempts — a retry delay
+   * (at most 1.5 × `retryDelayMs` + `retryJitterMs`, see plan.ts) and two rounds, doubled,
+   * plus a second for a loaded event loop — so that while it keeps waiting, its mark never
+   * lapses, and every release on that node publishes. A mark outliving its waiter costs only
+   * a PUBLISH nobody reads.
+   */
+  readonly #interestMs: number;
   /** Listeners on the clients' `ready` (reconnect) events, while watching. */
   #listening: (() => void)[] | undefined;
   /** A fencing check scheduled again (see `#checkFencing`). */
@@ -298,6 +307,9 @@ export class Redlock implements LockService, AsyncDisposable {
     this.#o = resolveOptions(OWNER, options, spec);
     this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
     this.#checkTtl(OWNER, this.#o.ttlMs);
+    this.#interestMs = Math.ceil(
+      2 * (1.5 * this.#o.retryDelayMs + this.#o.retryJitterMs + 2 * this.#o.nodeTimeoutMs) + 1000,
+    );
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
     const clients = this.#o.clients;
     const duplicable = clients.filter((c): c is LockClient & DuplicableClient => canDuplicate(c));
@@ -466,6 +478,8 @@ export class Redlock implements LockService, AsyncDisposable {
     const fenceKeys = lockKeys.map((k) => `${k}:fence`);
     const keys = [...lockKeys, ...fenceKeys];
     if (this.#fence !== undefined) keys.push(this.#fence.marker);
+    // Rounds over many keys may take longer (see quorum.ts): 1 ms more per key covers two.
+    const interestMs = this.#interestMs + keys.length;
     // The attempt that won and its lock, for bringing late nodes up to its fencing tokens.
     let wonWith: string | undefined;
     let won: Lock | undefined;
@@ -511,7 +525,7 @@ export class Redlock implements LockService, AsyncDisposable {
           minValidityMs: this.#o.minValidityMs,
           script: ACQUIRE,
           keys,
-          args: (token) => [token, ttlMs],
+          args: (token) => [token, ttlMs, interestMs],
           granted: isGrant,
           freesIn: pttlOf,
           heldBy: holderOf,
@@ -772,7 +786,9 @@ export class Redlock implements LockService, AsyncDisposable {
     // finish on their own (each within the per-node timeout).
     const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
     for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
-    const results = await this.#q.round(RELEASE, lockKeys, [token, holderId(token)], yes);
+    // The script publishes the release (and computes the holder's id) only on nodes where an
+    // acquisition was refused lately, i.e. where someone may wait.
+    const results = await this.#q.round(RELEASE, lockKeys, [token], yes);
     // The next acquisition of this process in line goes now: its attempt follows this release
     // on every connection.
     if (lockKeys.length === 1) this.#turns.leave(lockKeys[0] as string, token);

@@ -117,6 +117,78 @@ describeRedis('release notifications (pub/sub) against five real redis-server pr
     for (const c of clients) c.disconnect();
   });
 
+  it('a release publishes only where a waiter registered interest: none with nobody waiting', async () => {
+    // Every release used to PUBLISH on every node, waiting or not: a script step per node per
+    // cycle, and a message for every subscriber of the channel to read. A refused acquisition
+    // now marks interest on the refusing node (inside the same script), and only a release
+    // that finds the mark publishes.
+    const redlock = redlockOf();
+    const key = redlock.keyOf('sku:quiet');
+    const listeners = redis().clients();
+    const heard: string[] = [];
+    for (const l of listeners) {
+      l.on('message', (channel: string) => heard.push(channel));
+      await l.subscribe(`${key}:released`);
+    }
+    for (let i = 0; i < 3; i++) await (await redlock.acquire('sku:quiet')).release();
+    await sleep(100);
+    expect(heard).toEqual([]);
+    // With a waiter refused, the release is heard (on the nodes that refused it).
+    const lock = await redlock.acquire('sku:quiet');
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
+    const waiting = waiter.acquire('sku:quiet', { signal: AbortSignal.timeout(10_000) });
+    await sleep(200); // refused, subscribed, asleep
+    await lock.release();
+    await (await waiting).release();
+    expect(heard.length).toBeGreaterThanOrEqual(redlock.quorum);
+    for (const l of listeners) l.disconnect();
+  });
+
+  it('no wake-up is lost when a release races the waiter’s refusal and subscription', async () => {
+    // The waiter's 20 s retry delay means only a notification (or the re-attempt made right
+    // after subscribing) can hand it the lock in time. The release lands anywhere from before
+    // the waiter's first attempt to after its subscription: on each node either the attempt
+    // finds the key gone, or its refusal marks interest there before the release runs.
+    const holder = redlockOf();
+    const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 50 });
+    for (let i = 0; i < 30; i++) {
+      const lock = await holder.acquire('sku:race');
+      const waiting = waiter.acquire('sku:race', { signal: AbortSignal.timeout(10_000) });
+      await sleep(i % 6); // 0-5 ms: before, during and after the refusal and subscription
+      await lock.release();
+      const next = await waiting; // a TimeoutError here: a release went unheard
+      expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
+      await next.release();
+    }
+  });
+
+  it('waiters left behind by a release hear the next holder’s release too', async () => {
+    // Interest is marked for a while after each refusal, not deleted by the release it woke
+    // someone for. Three acquisitions of one Redlock (no local turns) wait; a release wakes
+    // one of them (the longest-waiting), the other two sleep on for their 20 s retry delay and
+    // only the next holders' releases can wake them.
+    const holder = redlockOf();
+    const redlock = redlockOf({
+      retryDelayMs: 20_000,
+      retryJitterMs: 0,
+      retryCount: 50,
+      localTurns: false,
+    });
+    const waiters = [redlock, redlock, redlock];
+    const lock = await holder.acquire('sku:chain');
+    const got: number[] = [];
+    const waiting = waiters.map(async (w) => {
+      const held = await w.acquire('sku:chain', { signal: AbortSignal.timeout(10_000) });
+      got.push(held.fencingToken);
+      await sleep(30);
+      await held.release();
+    });
+    await sleep(200); // all refused, subscribed, asleep
+    await lock.release();
+    await Promise.all(waiting); // a TimeoutError here: a later release went unheard
+    expect(got).toHaveLength(3);
+  });
+
   it('close() (and the idle linger) closes the subscriber connections it opened', async () => {
     const holder = redlockOf();
     const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
