@@ -49,10 +49,18 @@ interface TaskReport {
   readonly rmePercent: number;
   /** First (main) comparison: the task compared with and ops/s of this ÷ ops/s of that. */
   readonly compareTo?: string;
-  /** ops/s of this task ÷ ops/s of `compareTo`, same run; > 1 means this task is faster. */
+  /**
+   * ops/s of this task ÷ ops/s of `compareTo` in the same process (the median over its
+   * interleaved rounds); > 1 means this task is faster.
+   */
   readonly ratio?: number;
   /** Every comparison, when a task is compared with more than one peer. */
-  readonly comparisons?: readonly { readonly compareTo: string; readonly ratio: number }[];
+  readonly comparisons?: readonly {
+    readonly compareTo: string;
+    readonly ratio: number;
+    /** This task's ops/s ÷ the other's in each interleaved round of this run. */
+    readonly roundRatios: readonly number[];
+  }[];
 }
 
 /** One run of one suite, as the child process reports it. */
@@ -113,6 +121,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const resultsDir = join(here, 'results');
 /** Invocations kept per suite in `bench/results/<suite>.json`. */
 const HISTORY = 20;
+/** Measured time per task and run in full mode, split over {@link ROUNDS} interleaved rounds. */
+const TASK_MS = 1000;
+const ROUNDS = 5;
 /** Widest line the tables print. */
 const WIDTH = 120;
 const USAGE = 'usage: npm run bench [-- <filter>...] [--quick] [--runs=N]';
@@ -246,40 +257,78 @@ function batchLoop(fn: () => unknown, batch: number): () => unknown {
 
 async function runSuite(file: string, suite: BenchSuite): Promise<RunReport> {
   const started = Date.now();
-  // tinybench 6 warms every task up (warmupTime / warmupIterations) before it measures any.
-  const bench = new Bench(
-    quick
-      ? { time: 100, warmupTime: 20, iterations: 10, warmupIterations: 5 }
-      : { time: 1000, warmupTime: 250, iterations: 50, warmupIterations: 20 },
+  const fns = new Map(
+    suite.tasks.map((t) => [t.name, (t.batch ?? 1) === 1 ? t.fn : batchLoop(t.fn, t.batch ?? 1)]),
   );
-  for (const task of suite.tasks) {
-    const { fn, batch = 1 } = task;
-    bench.add(task.name, batch === 1 ? fn : batchLoop(fn, batch));
-  }
   const batchOf = new Map(suite.tasks.map((t) => [t.name, t.batch ?? 1]));
-  await bench.run();
+  // Interleaved rounds: every task is measured for a slice of its time in each round, so a
+  // task and the one it is compared with meet the same background load (a shared machine's
+  // load shifts within seconds). tinybench 6 warms every task up (warmupTime /
+  // warmupIterations) before it measures any; later rounds find the code already warm.
+  const rounds = quick ? 1 : ROUNDS;
+  const slices = new Map<
+    string,
+    { samples: number; totalMs: number; p50: number; p99: number; rme: number }[]
+  >();
+  for (let round = 0; round < rounds; round++) {
+    const bench = new Bench(
+      quick
+        ? { time: 100, warmupTime: 20, iterations: 10, warmupIterations: 5 }
+        : {
+            time: TASK_MS / rounds,
+            iterations: 10,
+            warmup: round === 0,
+            warmupTime: 250,
+            warmupIterations: 20,
+          },
+    );
+    for (const [name, fn] of fns) bench.add(name, fn);
+    await bench.run();
+    for (const task of bench.tasks) {
+      const result = task.result;
+      if (result.state !== 'completed') {
+        const detail = result.state === 'errored' ? `: ${result.error.message}` : '';
+        throw new Error(
+          `bench ${suite.name} / ${task.name} did not complete (${result.state}${detail})`,
+        );
+      }
+      const list = slices.get(task.name) ?? [];
+      list.push({
+        samples: result.latency.samplesCount,
+        totalMs: result.totalTime,
+        p50: result.latency.p50,
+        p99: result.latency.p99,
+        rme: result.latency.rme,
+      });
+      slices.set(task.name, list);
+    }
+  }
   const measured = new Map<
     string,
-    { ops: number; meanNs: number; p50Ns: number; p99Ns: number; samples: number; rme: number }
-  >();
-  for (const task of bench.tasks) {
-    const result = task.result;
-    if (result.state !== 'completed') {
-      const detail = result.state === 'errored' ? `: ${result.error.message}` : '';
-      throw new Error(
-        `bench ${suite.name} / ${task.name} did not complete (${result.state}${detail})`,
-      );
+    {
+      ops: number;
+      meanNs: number;
+      p50Ns: number;
+      p99Ns: number;
+      samples: number;
+      rme: number;
+      roundOps: number[];
     }
-    const batch = batchOf.get(task.name) ?? 1;
-    measured.set(task.name, {
+  >();
+  for (const [name, list] of slices) {
+    const batch = batchOf.get(name) ?? 1;
+    const calls = list.reduce((sum, x) => sum + x.samples * batch, 0);
+    const totalMs = list.reduce((sum, x) => sum + x.totalMs, 0);
+    measured.set(name, {
       // Calls per second of measured time (1 / mean latency). tinybench's throughput.mean
       // averages per-sample rates, which over-weights fast outliers and flatters noisy tasks.
-      ops: (1000 / result.period) * batch,
-      meanNs: (result.latency.mean * 1e6) / batch,
-      p50Ns: (result.latency.p50 * 1e6) / batch,
-      p99Ns: (result.latency.p99 * 1e6) / batch,
-      samples: result.latency.samplesCount,
-      rme: result.latency.rme,
+      ops: (calls * 1000) / totalMs,
+      meanNs: (totalMs * 1e6) / calls,
+      p50Ns: (spreadOf(list.map((x) => x.p50)).median * 1e6) / batch,
+      p99Ns: (spreadOf(list.map((x) => x.p99)).median * 1e6) / batch,
+      samples: list.reduce((sum, x) => sum + x.samples, 0),
+      rme: spreadOf(list.map((x) => x.rme)).median,
+      roundOps: list.map((x) => (x.samples * batch * 1000) / x.totalMs),
     });
   }
   const tasks = suite.tasks.map((task): TaskReport => {
@@ -299,7 +348,9 @@ async function runSuite(file: string, suite: BenchSuite): Promise<RunReport> {
     const comparisons = compareTargets(task).map((target) => {
       const peer = measured.get(target);
       if (peer === undefined) throw new Error(`bench ${suite.name}: no result for ${target}`);
-      return { compareTo: target, ratio: m.ops / peer.ops };
+      // The median of the rounds' ratios: one round disturbed by a burst of load moves it little.
+      const roundRatios = m.roundOps.map((ops, i) => ops / (peer.roundOps[i] ?? Number.NaN));
+      return { compareTo: target, ratio: spreadOf(roundRatios).median, roundRatios };
     });
     const [main] = comparisons;
     return main === undefined
