@@ -210,6 +210,9 @@ function table(
     if ((widths[widest] ?? 0) <= floor) break;
     widths[widest] = (widths[widest] ?? 0) - 1;
   }
+  // Figures line up on the right; text (names, targets, notes) reads left to right.
+  const figure = /^(—|-|[<>≤≥~×+−-]?\s*[\d.]+\S*( \S+)?( \(.*\))?)?$/;
+  const left = header.map((_, i) => i < textColumns || !rows.every((r) => figure.test(r[i] ?? '')));
   const render = (cells: readonly string[]): string[] => {
     const wrapped = cells.map((c, i) => wrap(c, widths[i] ?? floor));
     const height = Math.max(...wrapped.map((w) => w.length));
@@ -218,8 +221,7 @@ function table(
       const parts = wrapped.map((w, i) => {
         const text = w[line] ?? '';
         const width = widths[i] ?? 0;
-        // Text columns (the first `textColumns`) read left to right; figures line up right.
-        return i < textColumns ? text.padEnd(width) : text.padStart(width);
+        return left[i] === true ? text.padEnd(width) : text.padStart(width);
       });
       out.push(`${indent}${parts.join(' '.repeat(gap))}`.trimEnd());
     }
