@@ -1,6 +1,7 @@
 /**
  * The shape of a benchmark suite. Each `bench/<component>.bench.ts` exports `suite`, made by
- * {@link defineSuite}; `bench/run.ts` runs it with tinybench.
+ * {@link defineSuite}; `bench/run.ts` runs it with tinybench, each run in a fresh child process
+ * (three runs in full mode), so module-level state is per run.
  */
 
 /** One measured function. */
@@ -36,7 +37,10 @@ export interface MeasuredTask {
 
 /** What the runner tells a suite's hooks about the run. */
 export interface SuiteContext {
-  /** `--quick`: a short smoke run (CI); keep hooks and reports short too. */
+  /**
+   * `--quick`: a short smoke run (CI); keep hooks and reports short too, and judge no target
+   * (the runner also replaces the words "met" and "MISSED" in quick-mode report cells).
+   */
   readonly quick: boolean;
 }
 
