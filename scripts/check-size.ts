@@ -16,8 +16,14 @@
  * and a budget for a subpath that is not exported is an error too, so the two lists stay in
  * step.
  *
+ * The same bundles check the dependency lists: every package in `dependencies` must be imported
+ * (directly or through another module) by some subpath — one only tests or benchmarks use
+ * belongs in `devDependencies` — and every package a subpath imports from node_modules must be
+ * in `dependencies`, else consumers would not get it installed.
+ *
  * Usage: `npm run build && npm run size` (add `--json` for machine-readable output). Exits 1
- * when a subpath is over budget, a budget is missing or malformed, or `dist/` is not built.
+ * when a subpath is over budget, a budget is missing or malformed, a dependency list is wrong,
+ * or `dist/` is not built.
  */
 import { build } from 'esbuild';
 import { existsSync, readFileSync } from 'node:fs';
@@ -40,6 +46,8 @@ interface Measured {
   readonly minified: number;
   readonly gzip: number;
   readonly budget: Budget | undefined;
+  /** Packages from node_modules the subpath imports (even if minification drops all of it). */
+  readonly packages: readonly string[];
 }
 
 const UNITS: Readonly<Record<string, number>> = { B: 1, kB: 1000, KiB: 1024 };
@@ -74,7 +82,15 @@ function importEntries(exportsField: unknown): Map<string, string> {
   return entries;
 }
 
-async function measure(file: string): Promise<{ minified: number; gzip: number }> {
+/** The package a bundled input path comes from (`node_modules/@scope/name/…`), if any. */
+function packageOf(input: string): string | undefined {
+  const match = /(?:^|\/)node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input);
+  return match?.[1];
+}
+
+async function measure(
+  file: string,
+): Promise<{ minified: number; gzip: number; packages: string[] }> {
   const result = await build({
     entryPoints: [join(root, file)],
     bundle: true,
@@ -84,18 +100,29 @@ async function measure(file: string): Promise<{ minified: number; gzip: number }
     target: 'node20',
     external: EXTERNAL,
     write: false,
+    metafile: true,
     // Keel's package.json says `"sideEffects": false`, so esbuild warns about the bare chunk
     // imports tsup writes; that is expected, not a problem of the measurement.
     logLevel: 'error',
   });
   const output = result.outputFiles[0];
   if (output === undefined) throw new Error(`esbuild produced no output for ${file}`);
-  return { minified: output.contents.length, gzip: gzipSync(output.contents, { level: 9 }).length };
+  const packages = new Set<string>();
+  for (const input of Object.keys(result.metafile.inputs)) {
+    const name = packageOf(input);
+    if (name !== undefined) packages.add(name);
+  }
+  return {
+    minified: output.contents.length,
+    gzip: gzipSync(output.contents, { level: 9 }).length,
+    packages: [...packages].sort(),
+  };
 }
 
 async function main(): Promise<number> {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
     exports?: unknown;
+    dependencies?: Record<string, string>;
     keel?: { sizeBudgets?: Record<string, { minified?: unknown; gzip?: unknown }> };
   };
   const entries = importEntries(pkg.exports);
@@ -139,6 +166,23 @@ async function main(): Promise<number> {
     }
   }
 
+  const dependencies = new Set(Object.keys(pkg.dependencies ?? {}));
+  const bundled = new Set(rows.flatMap((r) => r.packages));
+  for (const r of rows) {
+    for (const name of r.packages) {
+      if (!dependencies.has(name)) {
+        errors.push(`${r.subpath} imports "${name}", which is not in dependencies`);
+      }
+    }
+  }
+  for (const name of dependencies) {
+    if (!bundled.has(name)) {
+      errors.push(
+        `"${name}" is in dependencies but no subpath imports it (move it to devDependencies)`,
+      );
+    }
+  }
+
   if (process.argv.includes('--json')) {
     console.log(JSON.stringify({ rows, errors }, null, 2));
   } else {
@@ -158,7 +202,12 @@ async function main(): Promise<number> {
     }
     console.log('(esbuild --bundle --minify --platform=node --format=esm, ioredis external)');
     for (const e of errors) console.error(`size check: ${e}`);
-    if (errors.length === 0) console.log(`size check: ${rows.length} subpaths within budget`);
+    if (errors.length === 0) {
+      console.log(
+        `size check: ${rows.length} subpaths within budget; dependencies imported: ` +
+          ([...bundled].join(', ') || 'none'),
+      );
+    }
   }
   return errors.length === 0 ? 0 : 1;
 }
