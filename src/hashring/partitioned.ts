@@ -33,9 +33,9 @@ export interface PartitionedRingOptions<T = unknown> {
 
 const OWNER = 'PartitionedRing';
 const spec = {
-  partitionCount: integerOption({ min: 1, max: 1 << 24, default: 271 }),
-  c: numberOption({ min: 1, minExclusive: true, max: 100, default: 1.25 }),
-  pointsPerWeight: integerOption({ min: 1, max: 100_000, default: 160 }),
+  partitionCount: /* @__PURE__ */ integerOption({ min: 1, max: 1 << 24, default: 271 }),
+  c: /* @__PURE__ */ numberOption({ min: 1, minExclusive: true, max: 100, default: 1.25 }),
+  pointsPerWeight: /* @__PURE__ */ integerOption({ min: 1, max: 100_000, default: 160 }),
 };
 
 /**
