@@ -1,4 +1,38 @@
-import { defineConfig } from 'tsup';
+import { readFile } from 'node:fs/promises';
+import { defineConfig, type Options } from 'tsup';
+import { compactLua } from './src/discovery/lua.js';
+
+type Plugin = NonNullable<Options['esbuildPlugins']>[number];
+
+/**
+ * Ships the Redis backend's Lua without its comments and indentation (issue 16, item 2: they
+ * were about 1 kB of `keel/discovery`). Every Lua text in `src/discovery/scripts.ts` is a
+ * template literal given to `script(` or assigned to `PRELUDE`; each is replaced by its
+ * compacted form (see src/discovery/lua.ts, which `script()` also runs, so the sources the tests
+ * run send the same text). The build fails if the file no longer looks the way this expects.
+ * esbuild's onLoad hook: https://esbuild.github.io/plugins/#on-load
+ */
+const compactLuaPlugin: Plugin = {
+  name: 'keel-compact-lua',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]src[\\/]discovery[\\/]scripts\.ts$/ }, async (args) => {
+      const text = await readFile(args.path, 'utf8');
+      let count = 0;
+      const contents = text.replace(
+        /(script\(|const PRELUDE = )`([^`]*)`/g,
+        (_match, head: string, lua: string) => {
+          if (lua.includes('${') || lua.includes('\\')) {
+            throw new Error(`${args.path}: a Lua template has a substitution or an escape`);
+          }
+          count++;
+          return `${head}\`${compactLua(lua)}\``;
+        },
+      );
+      if (count < 2) throw new Error(`${args.path}: no Lua templates found to compact`);
+      return { contents, loader: 'ts' };
+    });
+  },
+};
 
 /**
  * One entry per public subpath in package.json `exports`. ESM (`.js` + `.d.ts`) and CJS
@@ -23,4 +57,5 @@ export default defineConfig({
   splitting: true,
   treeshake: true,
   outDir: 'dist',
+  esbuildPlugins: [compactLuaPlugin],
 });

@@ -62,7 +62,7 @@ class SystemTimer implements Timer {
  * console.log(elapsedMs >= 0); // true: monotonic
  * ```
  */
-export const systemClock: Clock = Object.freeze({
+export const systemClock: Clock = /* @__PURE__ */ Object.freeze({
   now: () => performance.now(),
   setTimer: (callback: () => void, delayMs: number): Timer => new SystemTimer(callback, delayMs),
 });

@@ -16,7 +16,7 @@ export interface Subscription extends Disposable {
 /** A listener for events carrying `T`. */
 export type Listener<T> = (event: T) => void;
 
-const EMPTY: readonly never[] = Object.freeze([]);
+const EMPTY: readonly never[] = /* @__PURE__ */ Object.freeze([]);
 
 /**
  * One typed event. Emitting with no listeners is a single length check: no allocation, no

@@ -1,14 +1,18 @@
 /**
  * The instance model: what one running copy of a service tells the registry about itself.
- * Validated with zod at the edges — strictly on the way in (a typo in a registration is a bug to
- * report at once), leniently on the way back (a record written by a newer Keel with an extra
- * field is still usable), and never trusted: a record read back that fails the schema is
- * quarantined by the watch, not handed to callers.
+ * Validated at the edges — strictly on the way in (a typo in a registration is a bug to report
+ * at once), leniently on the way back (a record written by a newer Keel with an extra field is
+ * still usable), and never trusted: a record read back that fails the checks is quarantined by
+ * the watch, not handed to callers.
+ *
+ * The checks are written out by hand rather than with zod: a handful of fields did not justify
+ * the ~450 kB zod added to every bundle of `keel/discovery` (issue 16). They accept exactly what
+ * the zod schema they replaced accepted and word their problems as its English messages did;
+ * `test/discovery/instance-schema.prop.test.ts` holds the two side by side.
  *
  * @packageDocumentation
  */
-import { z } from 'zod';
-import { InvalidInstanceError } from './errors.js';
+import { InvalidInstanceError, type InstanceProblem } from './errors.js';
 
 /**
  * Lifecycle status of an instance. `up` takes traffic; `draining` is finishing its work and
@@ -74,49 +78,264 @@ const SERVICE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 // Ids are printable ASCII without braces or whitespace, so they are safe in keys, logs and URLs.
 const ID = /^[!-z|~]{1,256}$/;
 
-const text = (max: number): z.ZodString => z.string().min(1).max(max);
+const FIELDS = [
+  'service',
+  'id',
+  'host',
+  'port',
+  'weight',
+  'zone',
+  'version',
+  'status',
+  'metadata',
+] as const;
+type Field = (typeof FIELDS)[number];
+const FIELD_NAMES: ReadonlySet<string> = new Set(FIELDS);
 
-const fields = {
-  service: z.string().regex(SERVICE, 'letters, digits, ".", "_" or "-" (1-128, starting alnum)'),
-  id: z.string().regex(ID, 'printable characters without spaces or braces (1-256)'),
-  host: text(255),
-  port: z.number().int().min(0).max(65535),
-  weight: z.number().positive(),
-  zone: text(128).optional(),
-  version: text(128).optional(),
-  status: z.enum(['up', 'draining', 'down']),
-  metadata: z
-    .record(z.string().min(1).max(128), z.string().max(4096))
-    .refine((m) => Object.keys(m).length <= 64, 'at most 64 entries'),
+/** The fields a registration may leave out (each has a default or is optional). */
+const SPEC_OPTIONAL: ReadonlySet<Field> = new Set([
+  'id',
+  'weight',
+  'zone',
+  'version',
+  'status',
+  'metadata',
+]);
+/** The fields a stored record may leave out. */
+const STORED_OPTIONAL: ReadonlySet<Field> = new Set(['zone', 'version']);
+
+const MAX_METADATA_ENTRIES = 64;
+
+/** Instance data that passed the checks (fields not yet defaulted). */
+interface Checked {
+  service: string;
+  id: string | undefined;
+  host: string;
+  port: number;
+  weight: number | undefined;
+  zone: string | undefined;
+  version: string | undefined;
+  status: InstanceStatus | undefined;
+  metadata: Record<string, string> | undefined;
+}
+
+/**
+ * What a message calls a value's type: `typeof`, with `null`, `array`, `NaN`/`Infinity` and the
+ * class name of an object made by a constructor other than `Object` told apart.
+ */
+function typeName(value: unknown): string {
+  if (typeof value === 'number') return Number.isFinite(value) ? 'number' : String(value);
+  if (typeof value !== 'object') return typeof value;
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (Object.getPrototypeOf(value) !== Object.prototype && 'constructor' in value) {
+    const ctor: unknown = value.constructor;
+    if (ctor) {
+      const name: unknown = (ctor as { name?: unknown }).name;
+      return typeof name === 'string' ? name : 'object';
+    }
+  }
+  return 'object';
+}
+
+const wrongType = (expected: string, value: unknown): string =>
+  `Invalid input: expected ${expected}, received ${typeName(value)}`;
+
+/**
+ * Length in Unicode code points (the limits count characters, not UTF-16 units): a surrogate
+ * pair (a high surrogate U+D800–DBFF followed by a low one U+DC00–DFFF, ECMA-262 §6.1.4) counts
+ * once, a lone surrogate as one.
+ */
+function codePoints(text: string): number {
+  let count = text.length;
+  for (let i = 0; i < text.length - 1; i++) {
+    if ((text.charCodeAt(i) & 0xfc00) === 0xd800 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      count--;
+      i++;
+    }
+  }
+  return count;
+}
+
+const longerThan = (text: string, max: number): boolean =>
+  text.length > max && codePoints(text) > max;
+
+/**
+ * Checks one value, adding what is wrong with it to `problems`. Returns true when the value is
+ * of the wrong kind altogether (later checks on it would be noise), false otherwise.
+ */
+type Check = (value: unknown, path: string, problems: InstanceProblem[]) => boolean;
+
+function text(min: 0 | 1, max: number): Check {
+  return (value, path, problems) => {
+    if (typeof value !== 'string') {
+      problems.push({ path, message: wrongType('string', value) });
+      return true;
+    }
+    if (value.length < min) {
+      problems.push({ path, message: `Too small: expected string to have >=${min} characters` });
+    } else if (longerThan(value, max)) {
+      problems.push({ path, message: `Too big: expected string to have <=${max} characters` });
+    }
+    return false;
+  };
+}
+
+function matching(pattern: RegExp, message: string): Check {
+  return (value, path, problems) => {
+    if (typeof value !== 'string') {
+      problems.push({ path, message: wrongType('string', value) });
+      return true;
+    }
+    if (!pattern.test(value)) problems.push({ path, message });
+    return false;
+  };
+}
+
+const isNumber = (value: unknown): value is number =>
+  typeof value === 'number' && Number.isFinite(value);
+
+const checkPort: Check = (value, path, problems) => {
+  if (!isNumber(value)) {
+    problems.push({ path, message: wrongType('number', value) });
+    return true;
+  }
+  if (!Number.isInteger(value)) {
+    problems.push({ path, message: 'Invalid input: expected int, received number' });
+    return true;
+  }
+  if (value > Number.MAX_SAFE_INTEGER) {
+    problems.push({ path, message: `Too big: expected int to be <=${Number.MAX_SAFE_INTEGER}` });
+  } else if (value < Number.MIN_SAFE_INTEGER) {
+    problems.push({ path, message: `Too small: expected int to be >=${Number.MIN_SAFE_INTEGER}` });
+  }
+  if (value < 0) problems.push({ path, message: 'Too small: expected number to be >=0' });
+  if (value > 65535) problems.push({ path, message: 'Too big: expected number to be <=65535' });
+  return false;
 };
 
-/** Registration input: strict (unknown fields are errors), with defaults for the optional parts. */
-const specSchema = z.strictObject({
-  service: fields.service,
-  id: fields.id.optional(),
-  host: fields.host,
-  port: fields.port,
-  weight: fields.weight.optional(),
-  zone: fields.zone,
-  version: fields.version,
-  status: fields.status.optional(),
-  metadata: fields.metadata.optional(),
-});
+const checkWeight: Check = (value, path, problems) => {
+  if (!isNumber(value)) {
+    problems.push({ path, message: wrongType('number', value) });
+    return true;
+  }
+  if (!(value > 0)) problems.push({ path, message: 'Too small: expected number to be >0' });
+  return false;
+};
 
-/** Stored form read back: every field present (optional ones may be absent), extras ignored. */
-const storedSchema = z.object({
-  service: fields.service,
-  id: fields.id,
-  host: fields.host,
-  port: fields.port,
-  weight: fields.weight,
-  zone: fields.zone,
-  version: fields.version,
-  status: fields.status,
-  metadata: fields.metadata,
-});
+const checkStatus: Check = (value, path, problems) => {
+  if (INSTANCE_STATUSES.includes(value as InstanceStatus)) return false;
+  problems.push({
+    path,
+    message: `Invalid option: expected one of ${INSTANCE_STATUSES.map((s) => `"${s}"`).join('|')}`,
+  });
+  return true;
+};
 
-function freeze(value: z.infer<typeof storedSchema>): Instance {
+const CHECKS: Readonly<Record<Exclude<Field, 'metadata'>, Check>> = {
+  service: matching(SERVICE, 'letters, digits, ".", "_" or "-" (1-128, starting alnum)'),
+  id: matching(ID, 'printable characters without spaces or braces (1-256)'),
+  host: text(1, 255),
+  port: checkPort,
+  weight: checkWeight,
+  zone: text(1, 128),
+  version: text(1, 128),
+  status: checkStatus,
+};
+
+/** An object (not null, not an array): what the instance itself must be. */
+const isObject = (value: unknown): value is Record<PropertyKey, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * A plain object, as metadata must be: made by an object literal, `JSON.parse` or
+ * `Object.create(null)` — not a Map, Date or class instance (whose data is not in its own
+ * enumerable properties).
+ */
+function isPlainObject(value: unknown): value is Record<PropertyKey, unknown> {
+  if (!isObject(value)) return false;
+  const ctor: unknown = value.constructor;
+  if (typeof ctor !== 'function') return true;
+  const proto: unknown = (ctor as { prototype?: unknown }).prototype;
+  return isObject(proto) && Object.prototype.hasOwnProperty.call(proto, 'isPrototypeOf');
+}
+
+const checkMetadataValue = text(0, 4096);
+
+/**
+ * Checks metadata and copies it: every own enumerable key (a `__proto__` key is dropped, never
+ * copied), each value read once so the copy holds what was checked. Undefined when `value` is
+ * not a plain object.
+ */
+function checkMetadata(
+  value: unknown,
+  path: string,
+  problems: InstanceProblem[],
+): Record<string, string> | undefined {
+  if (!isPlainObject(value)) {
+    problems.push({ path, message: wrongType('record', value) });
+    return undefined;
+  }
+  const copy: Record<string, string> = {};
+  let entries = 0;
+  let wrongKind = false;
+  for (const key of Reflect.ownKeys(value)) {
+    if (key === '__proto__' || !Object.prototype.propertyIsEnumerable.call(value, key)) continue;
+    const at = `${path}.${String(key)}`;
+    // Keys are 1-128 characters; a symbol key is not a string at all.
+    if (typeof key !== 'string' || key.length === 0 || longerThan(key, 128)) {
+      problems.push({ path: at, message: 'Invalid key in record' });
+      wrongKind = true;
+      continue;
+    }
+    const entry = value[key];
+    if (checkMetadataValue(entry, at, problems)) wrongKind = true;
+    copy[key] = entry as string;
+    entries++;
+  }
+  if (!wrongKind && entries > MAX_METADATA_ENTRIES) {
+    problems.push({ path, message: `at most ${MAX_METADATA_ENTRIES} entries` });
+  }
+  return copy;
+}
+
+/**
+ * Checks instance data field by field, each field read once. `strict` (registration) makes
+ * unknown fields a problem; `optional` names the fields that may be absent (or undefined).
+ */
+function check(
+  input: unknown,
+  optional: ReadonlySet<Field>,
+  strict: boolean,
+  problems: InstanceProblem[],
+): Checked | undefined {
+  if (!isObject(input)) {
+    problems.push({ path: 'instance', message: wrongType('object', input) });
+    return undefined;
+  }
+  const out: Partial<Record<Field, unknown>> = {};
+  for (const field of FIELDS) {
+    const value = input[field];
+    if (value === undefined && optional.has(field)) continue;
+    out[field] =
+      field === 'metadata'
+        ? checkMetadata(value, field, problems)
+        : (CHECKS[field](value, field, problems), value);
+  }
+  if (strict) {
+    // Inherited enumerable keys count too: they are part of what the caller handed over.
+    for (const key in input) {
+      if (!FIELD_NAMES.has(key)) {
+        problems.push({ path: key, message: 'unknown field' });
+        break;
+      }
+    }
+  }
+  return problems.length === 0 ? (out as Checked) : undefined;
+}
+
+/** The instance, frozen, metadata copied and frozen too. */
+function freeze(value: Checked & { id: string; weight: number; status: InstanceStatus }): Instance {
   return Object.freeze({
     service: value.service,
     id: value.id,
@@ -130,17 +349,6 @@ function freeze(value: z.infer<typeof storedSchema>): Instance {
   });
 }
 
-function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string } {
-  const parts = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p)));
-  // An unknown field is reported on its parent; name the field itself.
-  if (issue.code === 'unrecognized_keys' && issue.keys[0] !== undefined) {
-    parts.push(issue.keys[0]);
-    return { path: parts.join('.'), message: 'unknown field' };
-  }
-  const path = parts.join('.');
-  return { path: path === '' ? 'instance' : path, message: issue.message };
-}
-
 /**
  * Validates and defaults registration data. Throws {@link InvalidInstanceError} naming the first
  * bad field (and listing every problem).
@@ -149,24 +357,18 @@ function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string
  * @internal
  */
 export function parseInstance(input: unknown, where: string): Instance {
-  const result = specSchema.safeParse(input);
-  if (!result.success) {
-    const problems = result.error.issues.map(describeIssue);
+  const problems: InstanceProblem[] = [];
+  const v = check(input, SPEC_OPTIONAL, true, problems);
+  if (v === undefined) {
     const first = problems[0] ?? { path: 'instance', message: 'invalid' };
     const value = first.path === 'instance' ? input : pick(input, first.path.split('.'));
     throw new InvalidInstanceError(where, first.path, first.message, value, problems);
   }
-  const v = result.data;
   return freeze({
-    service: v.service,
+    ...v,
     id: v.id ?? `${v.host}:${v.port}`,
-    host: v.host,
-    port: v.port,
     weight: v.weight ?? 1,
-    zone: v.zone,
-    version: v.version,
     status: v.status ?? 'up',
-    metadata: v.metadata ?? {},
   });
 }
 
@@ -199,18 +401,23 @@ export function decodeInstance(raw: unknown, service: string, id: string): Decod
       return { ok: false, reason: 'not valid JSON' };
     }
   }
-  const result = storedSchema.safeParse(value);
-  if (!result.success) {
-    const problem = describeIssue(result.error.issues[0] as z.core.$ZodIssue);
+  const problems: InstanceProblem[] = [];
+  const v = check(value, STORED_OPTIONAL, false, problems);
+  if (v === undefined) {
+    const problem = problems[0] ?? { path: 'instance', message: 'invalid' };
     return { ok: false, reason: `${problem.path}: ${problem.message}` };
   }
-  if (result.data.service !== service || result.data.id !== id) {
+  if (v.service !== service || v.id !== id) {
     return {
       ok: false,
-      reason: `record claims ${result.data.service}/${result.data.id} but is stored as ${service}/${id}`,
+      reason: `record claims ${v.service}/${String(v.id)} but is stored as ${service}/${id}`,
     };
   }
-  return { ok: true, instance: freeze(result.data) };
+  // Weight and status are required in a stored record, so they were checked present.
+  return {
+    ok: true,
+    instance: freeze({ ...v, id, weight: v.weight as number, status: v.status as InstanceStatus }),
+  };
 }
 
 /** The stored form of an instance: JSON with a fixed field order, so equal instances encode equally. */

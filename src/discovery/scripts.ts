@@ -35,6 +35,7 @@
  * @packageDocumentation
  */
 import { createHash } from 'node:crypto';
+import { compactLua } from './lua.js';
 
 /** A script with its SHA-1, for EVALSHA with an EVAL fallback on NOSCRIPT. */
 export interface Script {
@@ -43,7 +44,8 @@ export interface Script {
 }
 
 function script(body: string): Script {
-  const source = PRELUDE + body;
+  // A no-op on the built package, whose Lua the build compacted already (see lua.ts).
+  const source = compactLua(PRELUDE + body);
   return { source, sha: createHash('sha1').update(source).digest('hex') };
 }
 

@@ -24,7 +24,9 @@ export interface BoundedLoadsOptions {
 }
 
 const OWNER = 'BoundedLoads';
-const spec = { c: numberOption({ min: 1, minExclusive: true, max: 100, default: 1.25 }) };
+const spec = {
+  c: /* @__PURE__ */ numberOption({ min: 1, minExclusive: true, max: 100, default: 1.25 }),
+};
 
 /**
  * The cap for a node of weight `weight` when `totalLoad` keys are placed and one more is

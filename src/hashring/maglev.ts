@@ -93,7 +93,7 @@ const tableSizeRule: OptionRule<number | undefined> = {
 
 const optionSpec = { nodes: nodesRule, tableSize: tableSizeRule };
 
-const EMPTY_TABLE = new Int32Array(0);
+const EMPTY_TABLE = /* @__PURE__ */ new Int32Array(0);
 
 /**
  * Maglev hashing (Eisenbud et al., NSDI 2016, §3.4): a prime-sized lookup table filled by the

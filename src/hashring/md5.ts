@@ -12,18 +12,21 @@
 import { encodeUtf8Into } from './utf8.js';
 
 // K[i] = floor(|sin(i + 1)| × 2³²), RFC 1321 section 3.4.
-const K = new Int32Array(64);
-for (let i = 0; i < 64; i++) K[i] = Math.floor(Math.abs(Math.sin(i + 1)) * 2 ** 32) | 0;
+// Built by one call marked pure, so bundles that never hash with MD5 drop the table.
+const K = /* @__PURE__ */ Int32Array.from(
+  { length: 64 },
+  (_, i) => Math.floor(Math.abs(Math.sin(i + 1)) * 2 ** 32) | 0,
+);
 
 // Per-round left-rotation amounts.
-const S = new Uint8Array([
+const S = /* @__PURE__ */ new Uint8Array([
   7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14,
   20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6,
   10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
 ]);
 
-const words = new Int32Array(16);
-let scratch = new Uint8Array(256);
+const words = /* @__PURE__ */ new Int32Array(16);
+let scratch = /* @__PURE__ */ new Uint8Array(256);
 
 /** The four little-endian 32-bit words of an MD5 digest, as unsigned integers. */
 export type Md5Words = Uint32Array;
@@ -70,8 +73,8 @@ function processBlock(state: Int32Array, block: Uint8Array, offset: number): voi
   state[3] = ((state[3] as number) + d) | 0;
 }
 
-const state = new Int32Array(4);
-const tail = new Uint8Array(128);
+const state = /* @__PURE__ */ new Int32Array(4);
+const tail = /* @__PURE__ */ new Uint8Array(128);
 
 /**
  * MD5 of `length` bytes of `bytes` from `offset`, written into `out` as four little-endian

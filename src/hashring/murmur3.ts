@@ -125,8 +125,8 @@ function checkSeed(owner: string, seed: unknown): void {
   }
 }
 
-const encoder = new TextEncoder();
-let scratch = new Uint8Array(256);
+const encoder = /* @__PURE__ */ new TextEncoder();
+let scratch = /* @__PURE__ */ new Uint8Array(256);
 
 /** Encodes `key` as UTF-8 into the shared scratch buffer; returns the byte length. */
 function encodeScratch(key: string): number {
@@ -185,7 +185,7 @@ function murmur3Utf8(key: string, seed: number): number {
 }
 
 /** Keel's default key hasher: MurmurHash3 x86_32, seed 0. */
-export const murmur3Hasher: KeyHasher = Object.freeze({
+export const murmur3Hasher: KeyHasher = /* @__PURE__ */ Object.freeze({
   name: 'murmur3',
   string: (key: string) => murmur3String(key),
   bytes: (bytes: Uint8Array) => murmur3(bytes),

@@ -32,10 +32,12 @@ export interface PartitionedRingOptions<T = unknown> {
 }
 
 const OWNER = 'PartitionedRing';
+// 16_777_216 = 2²⁴, written as a literal: bundlers keep `1 << 24` (an operator they do not
+// evaluate) and with it this whole object in bundles that never use PartitionedRing.
 const spec = {
-  partitionCount: integerOption({ min: 1, max: 1 << 24, default: 271 }),
-  c: numberOption({ min: 1, minExclusive: true, max: 100, default: 1.25 }),
-  pointsPerWeight: integerOption({ min: 1, max: 100_000, default: 160 }),
+  partitionCount: /* @__PURE__ */ integerOption({ min: 1, max: 16_777_216, default: 271 }),
+  c: /* @__PURE__ */ numberOption({ min: 1, minExclusive: true, max: 100, default: 1.25 }),
+  pointsPerWeight: /* @__PURE__ */ integerOption({ min: 1, max: 100_000, default: 160 }),
 };
 
 /**

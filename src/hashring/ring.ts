@@ -189,12 +189,12 @@ function isHashOption(value: unknown): value is KeyHasher | HashFunction {
 }
 
 const spec = {
-  mode: oneOfOption(MODES, { default: 'keel' }),
-  pointsPerWeight: integerOption({ min: 1, max: 100_000, default: 160 }),
-  hash: guardedOption(isHashOption, 'a KeyHasher or a (bytes) => uint32 function', {
+  mode: /* @__PURE__ */ oneOfOption(MODES, { default: 'keel' }),
+  pointsPerWeight: /* @__PURE__ */ integerOption({ min: 1, max: 100_000, default: 160 }),
+  hash: /* @__PURE__ */ guardedOption(isHashOption, 'a KeyHasher or a (bytes) => uint32 function', {
     default: murmur3Hasher,
   }),
-  cacheSize: integerOption({ min: 0, max: 10_000_000, default: 0 }),
+  cacheSize: /* @__PURE__ */ integerOption({ min: 0, max: 10_000_000, default: 0 }),
 };
 
 function toHasher(hash: KeyHasher | HashFunction): KeyHasher {
