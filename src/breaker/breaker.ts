@@ -533,7 +533,9 @@ export class CircuitBreaker {
    * The hot path's success handler, bound to the current generation (see #bindFastPath);
    * `undefined` until the next hot-path call after a transition.
    */
-  #fastSuccess: ((value: unknown) => unknown) | undefined;
+  #fastSuccess: ((value: unknown) => void) | undefined;
+  /** The hot path's failure handler, made with #fastSuccess. */
+  #fastFailure: ((error: unknown) => void) | undefined;
   #wakeTimer: Timer | undefined;
   /** The clock's deadline queue, looked up on the first call with a timeout. */
   #deadlines: DeadlineQueue | undefined;
@@ -565,13 +567,18 @@ export class CircuitBreaker {
     return this.#c.o;
   }
 
-  /** A new hot-path success handler for the current generation: older calls' then don't count. */
-  #bindFastPath(): (value: unknown) => unknown {
+  /**
+   * The hot path's handlers for the current generation (older calls' outcomes don't count):
+   * made once per generation, not per call. They return nothing: the caller awaits fn's own
+   * promise, not the promise their `then` makes.
+   */
+  #bindFastPath(): (value: unknown) => void {
     const generation = this.#policy.generation;
-    // Made per generation, not per call.
-    return (this.#fastSuccess = (value) => {
+    this.#fastFailure = (error) => {
+      this.#record(generation, 0, 'failure', error);
+    };
+    return (this.#fastSuccess = () => {
       this.#record(generation, 0, 'success', undefined);
-      return value;
     });
   }
 
@@ -670,9 +677,8 @@ export class CircuitBreaker {
         signal === undefined
       ) {
         // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
-        // function, no permit, no controller, no timer, no clock read. The success handler is
-        // made once per state generation; a call allocates the promise `then` returns and its
-        // failure handler.
+        // function, no permit, no controller, no timer, no clock read, no closure: the handlers
+        // are made once per state generation; a call allocates only the promise `then` returns.
         const generation = this.#policy.generation;
         let result: R | Promise<R>;
         try {
@@ -685,13 +691,18 @@ export class CircuitBreaker {
         }
         const onSuccess = this.#fastSuccess ?? this.#bindFastPath();
         const promise = Promise.resolve(result);
-        // A failure hands back the promise that failed (rejected already, and handled here)
-        // rather than rethrowing: a throw in a reaction costs V8 a message object and a stack
-        // walk, microseconds on the failure path. That needs this one closure per call.
-        return promise.then(onSuccess as (value: R) => R, (error: unknown) => {
-          this.#record(generation, 0, 'failure', error);
-          return promise;
-        });
+        // The outcome is recorded by a reaction of fn's own promise, and that promise is what
+        // the caller gets: awaiting it costs the caller no extra microtask (a promise `then`
+        // returned would settle one hop later, as each `await` of cockatiel's async execute
+        // does). Reactions run in the order they were added (ECMA-262 PerformPromiseThen), so
+        // this one, added before execute returns, has run when the caller's await resumes. Its
+        // handlers return nothing, and #record survives a classifier or listener that throws,
+        // so the promise `then` makes here fulfils unobserved (only an injected clock that
+        // throws in a transition would reject it, as an unhandled rejection). A failure
+        // reaches the caller as the very promise that failed — no rethrow, which would cost V8
+        // a message object and a stack walk.
+        void promise.then(onSuccess, this.#fastFailure);
+        return promise;
       }
       const permit = this.#acquire();
       if (permit !== undefined && (timeoutMs !== undefined || signal !== undefined)) {
@@ -1056,6 +1067,7 @@ export class CircuitBreaker {
     const { from, to } = transition;
     // The hot path's handlers belong to the old generation: made again on its next call.
     this.#fastSuccess = undefined;
+    this.#fastFailure = undefined;
     if (this.#waiters !== undefined && this.#waiters.length > 0) {
       if (from === 'half-open') this.#releaseWaiters();
       if (to === 'half-open') this.#armWake(this.#policy.stateSince);

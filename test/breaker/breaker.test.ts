@@ -441,6 +441,33 @@ describe('CircuitBreaker', () => {
   });
 });
 
+describe('CircuitBreaker closed-state hot path', () => {
+  it('adds no microtask: the caller resumes with a bare await of the same promise, outcome counted', async () => {
+    const breaker = new CircuitBreaker({ name: 'hops' });
+    for (const [fn, expected] of [
+      [ok, { successfulTotal: 1, failedTotal: 0 }],
+      [boom, { successfulTotal: 1, failedTotal: 1 }],
+    ] as const) {
+      const order: string[] = [];
+      const seen: unknown[] = [];
+      const viaBreaker = breaker.execute(fn).then(
+        () => order.push('breaker'),
+        () => order.push('breaker'),
+      );
+      // A bare call's promise, awaited after the breaker's: it resumes after the breaker's
+      // caller only if execute adds no hop of its own.
+      const bare = fn().then(
+        () => order.push('bare'),
+        () => order.push('bare'),
+      );
+      void viaBreaker.then(() => seen.push(breaker.metrics()));
+      await Promise.all([viaBreaker, bare]);
+      expect(order).toEqual(['breaker', 'bare']);
+      expect(seen[0]).toMatchObject(expected);
+    }
+  });
+});
+
 describe('BreakerRegistry', () => {
   it('hands out one breaker per key with shared defaults and collects unused ones', () => {
     const clock = new ManualClock();
