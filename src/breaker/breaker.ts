@@ -41,7 +41,7 @@ import type {
   CallRejected,
   StateChange,
 } from './types.js';
-import { BreakerPolicy, type Transition } from './policy.js';
+import { BreakerPolicy, type Transition, type Verdict } from './policy.js';
 import { checkOpenRemaining, readSnapshot } from './snapshot.js';
 import { Deadline, deadlineQueueFor, type DeadlineQueue } from './deadlines.js';
 import { CountWindow, TimeWindow, type OutcomeWindow } from './window.js';
@@ -572,14 +572,25 @@ export class CircuitBreaker {
    * made once per generation, not per call. They return nothing: the caller awaits fn's own
    * promise, not the promise their `then` makes.
    */
-  #bindFastPath(): (value: unknown) => void {
+  #bindFastPath(): void {
     const generation = this.#policy.generation;
+    const policy = this.#policy;
     this.#fastFailure = (error) => {
       this.#record(generation, 0, 'failure', error);
     };
-    return (this.#fastSuccess = () => {
-      this.#record(generation, 0, 'success', undefined);
-    });
+    this.#fastSuccess = () => {
+      // What #record does for a success here, minus what cannot apply: the hot path runs only
+      // untimed (count window, no slow-call timing, so no clock), and while the generation is
+      // the one these handlers were made for, the state is still closed, disabled or
+      // metrics-only. Anyone listening for finished calls gets the full path.
+      if (this.#callFinished !== undefined || generation !== policy.generation) {
+        this.#record(generation, 0, 'success', undefined);
+        return;
+      }
+      this.#successful++;
+      const verdict = policy.untimedSuccess(this.#c.o.clock);
+      if (verdict !== undefined) this.#verdict(verdict);
+    };
   }
 
   /** The breaker's name. */
@@ -622,6 +633,18 @@ export class CircuitBreaker {
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
     try {
+      // The hot path's handlers exist only while its state does (#applied drops them on every
+      // transition): closed, disabled or metrics-only, untimed. A call without options through
+      // a breaker without a default timeout then needs no other check.
+      const onSuccess = this.#fastSuccess;
+      if (
+        onSuccess !== undefined &&
+        options === undefined &&
+        typeof fn === 'function' &&
+        this.#c.timeoutMs === undefined
+      ) {
+        return this.#hot(fn, onSuccess, this.#fastFailure as (error: unknown) => void);
+      }
       if (typeof fn !== 'function') {
         throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
       }
@@ -679,30 +702,12 @@ export class CircuitBreaker {
         // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
         // function, no permit, no controller, no timer, no clock read, no closure: the handlers
         // are made once per state generation; a call allocates only the promise `then` returns.
-        const generation = this.#policy.generation;
-        let result: R | Promise<R>;
-        try {
-          result = fn(NEVER);
-        } catch (error) {
-          // A synchronous throw is a failure like a rejection, and reaches the caller the same
-          // way: as a rejected promise, never as a throw out of execute().
-          this.#record(generation, 0, 'failure', error);
-          return Promise.reject(error);
-        }
-        const onSuccess = this.#fastSuccess ?? this.#bindFastPath();
-        const promise = Promise.resolve(result);
-        // The outcome is recorded by a reaction of fn's own promise, and that promise is what
-        // the caller gets: awaiting it costs the caller no extra microtask (a promise `then`
-        // returned would settle one hop later, as each `await` of cockatiel's async execute
-        // does). Reactions run in the order they were added (ECMA-262 PerformPromiseThen), so
-        // this one, added before execute returns, has run when the caller's await resumes. Its
-        // handlers return nothing, and #record survives a classifier or listener that throws,
-        // so the promise `then` makes here fulfils unobserved (only an injected clock that
-        // throws in a transition would reject it, as an unhandled rejection). A failure
-        // reaches the caller as the very promise that failed — no rethrow, which would cost V8
-        // a message object and a stack walk.
-        void promise.then(onSuccess, this.#fastFailure);
-        return promise;
+        if (this.#fastSuccess === undefined) this.#bindFastPath();
+        return this.#hot(
+          fn,
+          this.#fastSuccess as (value: unknown) => void,
+          this.#fastFailure as (error: unknown) => void,
+        );
       }
       const permit = this.#acquire();
       if (permit !== undefined && (timeoutMs !== undefined || signal !== undefined)) {
@@ -712,6 +717,39 @@ export class CircuitBreaker {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * Runs `fn` on the hot path with the handlers of the generation it was admitted under (taken
+   * before `fn` runs: a transition `fn` makes itself does not move its outcome to the next).
+   */
+  #hot<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    onSuccess: (value: unknown) => void,
+    onFailure: (error: unknown) => void,
+  ): Promise<R> {
+    let result: R | Promise<R>;
+    try {
+      result = fn(NEVER);
+    } catch (error) {
+      // A synchronous throw is a failure like a rejection, and reaches the caller the same
+      // way: as a rejected promise, never as a throw out of execute().
+      onFailure(error);
+      return Promise.reject(error);
+    }
+    const promise = Promise.resolve(result);
+    // The outcome is recorded by a reaction of fn's own promise, and that promise is what
+    // the caller gets: awaiting it costs the caller no extra microtask (a promise `then`
+    // returned would settle one hop later, as each `await` of cockatiel's async execute
+    // does). Reactions run in the order they were added (ECMA-262 PerformPromiseThen), so
+    // this one, added before execute returns, has run when the caller's await resumes. Its
+    // handlers return nothing, and #record survives a classifier or listener that throws,
+    // so the promise `then` makes here fulfils unobserved (only an injected clock that
+    // throws in a transition would reject it, as an unhandled rejection). A failure
+    // reaches the caller as the very promise that failed — no rethrow, which would cost V8
+    // a message object and a stack walk.
+    void promise.then(onSuccess, onFailure);
+    return promise;
   }
 
   async #executeFull<R>(
@@ -1035,7 +1073,11 @@ export class CircuitBreaker {
         counted: generation === policy.generation,
       });
     if (kind === 'ignored' || generation !== policy.generation) return;
-    const verdict = policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock);
+    this.#verdict(policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock));
+  }
+
+  /** Carries out what an outcome decided: a transition, or (metrics-only) a threshold passed. */
+  #verdict(verdict: Verdict): void {
     if (verdict === undefined) return;
     if (typeof verdict === 'string') {
       if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(verdict);

@@ -182,6 +182,19 @@ export class BreakerPolicy {
     }
   }
 
+  /**
+   * {@link BreakerPolicy.onOutcome} for a success that is not slow, of a call admitted under
+   * the current generation in the closed, disabled or metrics-only state, with a count window
+   * and `now` not read: the same steps without the checks that cannot apply there (`advance`
+   * changes none of these states).
+   */
+  untimedSuccess(clock: TimeSource): Verdict {
+    this.#madeWindow().record(0, Number.NaN);
+    this.#consecutiveFailures = 0;
+    if (this.#state === 'disabled') return undefined;
+    return this.#judgeWindow(Number.NaN, clock);
+  }
+
   /** Opens now (thresholds exceeded, a failed trial, stuck half-open, or by hand). */
   open(at: number, reason: string, clock?: TimeSource): Transition {
     const c = this.#c;

@@ -468,6 +468,23 @@ describe('CircuitBreaker closed-state hot path', () => {
   });
 });
 
+describe('CircuitBreaker generation of a hot-path call', () => {
+  it("a call whose fn resets the breaker itself counts under the state it was admitted in, not the next one's window", async () => {
+    for (const fn of [ok, boom]) {
+      const breaker = new CircuitBreaker({ name: 'own-reset' });
+      await breaker.execute(ok); // the hot path's handlers exist
+      await breaker
+        .execute(() => {
+          breaker.reset(); // a transition: calls admitted before it no longer count
+          return fn();
+        })
+        .catch(() => undefined);
+      // As for any call admitted before a transition: in the totals, not in the new window.
+      expect(breaker.metrics()).toMatchObject({ calls: 0, failures: 0 });
+    }
+  });
+});
+
 describe('BreakerRegistry', () => {
   it('hands out one breaker per key with shared defaults and collects unused ones', () => {
     const clock = new ManualClock();
