@@ -575,6 +575,7 @@ export class CircuitBreaker {
   #bindFastPath(): void {
     const generation = this.#policy.generation;
     const policy = this.#policy;
+    const clock = this.#o.clock;
     this.#fastFailure = (error) => {
       this.#record(generation, 0, 'failure', error);
     };
@@ -588,7 +589,7 @@ export class CircuitBreaker {
         return;
       }
       this.#successful++;
-      const verdict = policy.untimedSuccess(this.#c.o.clock);
+      const verdict = policy.untimedSuccess(clock);
       if (verdict !== undefined) this.#verdict(verdict);
     };
   }
@@ -633,16 +634,11 @@ export class CircuitBreaker {
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
     try {
-      // The hot path's handlers exist only while its state does (#applied drops them on every
-      // transition): closed, disabled or metrics-only, untimed. A call without options through
-      // a breaker without a default timeout then needs no other check.
+      // The hot path's handlers exist only while it applies (#applied drops them on every
+      // transition): closed, disabled or metrics-only, untimed, no default timeout. A call
+      // without options then needs no other check.
       const onSuccess = this.#fastSuccess;
-      if (
-        onSuccess !== undefined &&
-        options === undefined &&
-        typeof fn === 'function' &&
-        this.#c.timeoutMs === undefined
-      ) {
+      if (onSuccess !== undefined && options === undefined && typeof fn === 'function') {
         return this.#hot(fn, onSuccess, this.#fastFailure as (error: unknown) => void);
       }
       if (typeof fn !== 'function') {
@@ -697,7 +693,10 @@ export class CircuitBreaker {
         (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
         fallback === undefined &&
         timeoutMs === undefined &&
-        signal === undefined
+        signal === undefined &&
+        // Not when a call's `timeoutMs: Infinity` lifted a default timeout: the handlers made
+        // here would let later calls without options skip it.
+        this.#c.timeoutMs === undefined
       ) {
         // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
         // function, no permit, no controller, no timer, no clock read, no closure: the handlers

@@ -485,6 +485,17 @@ describe('CircuitBreaker generation of a hot-path call', () => {
   });
 });
 
+describe('CircuitBreaker hot path and a default timeout', () => {
+  it('a call that lifts the default timeout (timeoutMs: Infinity) does not lift it for the next calls', async () => {
+    const breaker = new CircuitBreaker({ name: 'default-timeout', timeoutMs: 20 });
+    await expect(breaker.execute(ok, { timeoutMs: Infinity })).resolves.toBe('ok');
+    await expect(breaker.execute(ok)).resolves.toBe('ok');
+    const hang = (): Promise<never> => new Promise<never>(() => undefined);
+    const outcome = await breaker.execute(hang).catch((error: unknown) => error);
+    expect(isBreakerTimeoutError(outcome)).toBe(true);
+  });
+});
+
 describe('BreakerRegistry', () => {
   it('hands out one breaker per key with shared defaults and collects unused ones', () => {
     const clock = new ManualClock();
