@@ -633,14 +633,28 @@ export class CircuitBreaker {
    * neither way.
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
-    try {
-      // The hot path's handlers exist only while it applies (#applied drops them on every
-      // transition): closed, disabled or metrics-only, untimed, no default timeout. A call
-      // without options then needs no other check.
-      const onSuccess = this.#fastSuccess;
-      if (onSuccess !== undefined && options === undefined && typeof fn === 'function') {
+    // The hot path's handlers exist only while it applies (#applied drops them on every
+    // transition): closed, disabled or metrics-only, untimed, no default timeout. A call
+    // without options then needs no other check. Kept this small so that V8 can inline it
+    // (and #hot) into the caller: fn's call site is then the caller's own, not one shared by
+    // every function run through every breaker.
+    const onSuccess = this.#fastSuccess;
+    if (onSuccess !== undefined && options === undefined && typeof fn === 'function') {
+      try {
         return this.#hot(fn, onSuccess, this.#fastFailure as (error: unknown) => void);
+      } catch (error) {
+        return Promise.reject(error);
       }
+    }
+    return this.#execute(fn, options);
+  }
+
+  /** {@link CircuitBreaker.execute} when the hot path's handlers are not at hand. */
+  #execute<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    options: ExecuteOptions<R> | undefined,
+  ): Promise<R> {
+    try {
       if (typeof fn !== 'function') {
         throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
       }
