@@ -631,6 +631,11 @@ export class CircuitBreaker {
    * counts as a failure). A non-function `fn` or bad options reject it with an
    * {@link InvalidOptionError} naming what was wrong; such a call is not admitted and counts
    * neither way.
+   *
+   * A call without options through a breaker that needs no clock (closed, disabled or
+   * metrics-only; count window, no slow-call timing, no default timeout) costs no extra
+   * microtask: the promise returned is `fn`'s own (when it returns a native promise), and the
+   * outcome has been counted by the time an `await` of it resumes.
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
     // The hot path's handlers exist only while it applies (#applied drops them on every
