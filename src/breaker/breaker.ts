@@ -41,7 +41,7 @@ import type {
   CallRejected,
   StateChange,
 } from './types.js';
-import { BreakerPolicy, type Transition } from './policy.js';
+import { BreakerPolicy, type Transition, type Verdict } from './policy.js';
 import { checkOpenRemaining, readSnapshot } from './snapshot.js';
 import { Deadline, deadlineQueueFor, type DeadlineQueue } from './deadlines.js';
 import { CountWindow, TimeWindow, type OutcomeWindow } from './window.js';
@@ -533,7 +533,9 @@ export class CircuitBreaker {
    * The hot path's success handler, bound to the current generation (see #bindFastPath);
    * `undefined` until the next hot-path call after a transition.
    */
-  #fastSuccess: ((value: unknown) => unknown) | undefined;
+  #fastSuccess: ((value: unknown) => void) | undefined;
+  /** The hot path's failure handler, made with #fastSuccess. */
+  #fastFailure: ((error: unknown) => void) | undefined;
   #wakeTimer: Timer | undefined;
   /** The clock's deadline queue, looked up on the first call with a timeout. */
   #deadlines: DeadlineQueue | undefined;
@@ -565,14 +567,31 @@ export class CircuitBreaker {
     return this.#c.o;
   }
 
-  /** A new hot-path success handler for the current generation: older calls' then don't count. */
-  #bindFastPath(): (value: unknown) => unknown {
+  /**
+   * The hot path's handlers for the current generation (older calls' outcomes don't count):
+   * made once per generation, not per call. They return nothing: the caller awaits fn's own
+   * promise, not the promise their `then` makes.
+   */
+  #bindFastPath(): void {
     const generation = this.#policy.generation;
-    // Made per generation, not per call.
-    return (this.#fastSuccess = (value) => {
-      this.#record(generation, 0, 'success', undefined);
-      return value;
-    });
+    const policy = this.#policy;
+    const clock = this.#o.clock;
+    this.#fastFailure = (error) => {
+      this.#record(generation, 0, 'failure', error);
+    };
+    this.#fastSuccess = () => {
+      // What #record does for a success here, minus what cannot apply: the hot path runs only
+      // untimed (count window, no slow-call timing, so no clock), and while the generation is
+      // the one these handlers were made for, the state is still closed, disabled or
+      // metrics-only. Anyone listening for finished calls gets the full path.
+      if (this.#callFinished !== undefined || generation !== policy.generation) {
+        this.#record(generation, 0, 'success', undefined);
+        return;
+      }
+      this.#successful++;
+      const verdict = policy.untimedSuccess(clock);
+      if (verdict !== undefined) this.#verdict(verdict);
+    };
   }
 
   /** The breaker's name. */
@@ -612,8 +631,34 @@ export class CircuitBreaker {
    * counts as a failure). A non-function `fn` or bad options reject it with an
    * {@link InvalidOptionError} naming what was wrong; such a call is not admitted and counts
    * neither way.
+   *
+   * A call without options through a breaker that needs no clock (closed, disabled or
+   * metrics-only; count window, no slow-call timing, no default timeout) costs no extra
+   * microtask: the promise returned is `fn`'s own (when it returns a native promise), and the
+   * outcome has been counted by the time an `await` of it resumes.
    */
   execute<R>(fn: (signal: AbortSignal) => R | Promise<R>, options?: ExecuteOptions<R>): Promise<R> {
+    // The hot path's handlers exist only while it applies (#applied drops them on every
+    // transition): closed, disabled or metrics-only, untimed, no default timeout. A call
+    // without options then needs no other check. Kept this small so that V8 can inline it
+    // (and #hot) into the caller: fn's call site is then the caller's own, not one shared by
+    // every function run through every breaker.
+    const onSuccess = this.#fastSuccess;
+    if (onSuccess !== undefined && options === undefined && typeof fn === 'function') {
+      try {
+        return this.#hot(fn, onSuccess, this.#fastFailure as (error: unknown) => void);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    return this.#execute(fn, options);
+  }
+
+  /** {@link CircuitBreaker.execute} when the hot path's handlers are not at hand. */
+  #execute<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    options: ExecuteOptions<R> | undefined,
+  ): Promise<R> {
     try {
       if (typeof fn !== 'function') {
         throw new InvalidOptionError(EXECUTE, 'fn', 'a function', fn, 'execute(fn, options)');
@@ -667,31 +712,20 @@ export class CircuitBreaker {
         (state === 'closed' || state === 'disabled' || state === 'metrics-only') &&
         fallback === undefined &&
         timeoutMs === undefined &&
-        signal === undefined
+        signal === undefined &&
+        // Not when a call's `timeoutMs: Infinity` lifted a default timeout: the handlers made
+        // here would let later calls without options skip it.
+        this.#c.timeoutMs === undefined
       ) {
         // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
-        // function, no permit, no controller, no timer, no clock read. The success handler is
-        // made once per state generation; a call allocates the promise `then` returns and its
-        // failure handler.
-        const generation = this.#policy.generation;
-        let result: R | Promise<R>;
-        try {
-          result = fn(NEVER);
-        } catch (error) {
-          // A synchronous throw is a failure like a rejection, and reaches the caller the same
-          // way: as a rejected promise, never as a throw out of execute().
-          this.#record(generation, 0, 'failure', error);
-          return Promise.reject(error);
-        }
-        const onSuccess = this.#fastSuccess ?? this.#bindFastPath();
-        const promise = Promise.resolve(result);
-        // A failure hands back the promise that failed (rejected already, and handled here)
-        // rather than rethrowing: a throw in a reaction costs V8 a message object and a stack
-        // walk, microseconds on the failure path. That needs this one closure per call.
-        return promise.then(onSuccess as (value: R) => R, (error: unknown) => {
-          this.#record(generation, 0, 'failure', error);
-          return promise;
-        });
+        // function, no permit, no controller, no timer, no clock read, no closure: the handlers
+        // are made once per state generation; a call allocates only the promise `then` returns.
+        if (this.#fastSuccess === undefined) this.#bindFastPath();
+        return this.#hot(
+          fn,
+          this.#fastSuccess as (value: unknown) => void,
+          this.#fastFailure as (error: unknown) => void,
+        );
       }
       const permit = this.#acquire();
       if (permit !== undefined && (timeoutMs !== undefined || signal !== undefined)) {
@@ -701,6 +735,39 @@ export class CircuitBreaker {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * Runs `fn` on the hot path with the handlers of the generation it was admitted under (taken
+   * before `fn` runs: a transition `fn` makes itself does not move its outcome to the next).
+   */
+  #hot<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    onSuccess: (value: unknown) => void,
+    onFailure: (error: unknown) => void,
+  ): Promise<R> {
+    let result: R | Promise<R>;
+    try {
+      result = fn(NEVER);
+    } catch (error) {
+      // A synchronous throw is a failure like a rejection, and reaches the caller the same
+      // way: as a rejected promise, never as a throw out of execute().
+      onFailure(error);
+      return Promise.reject(error);
+    }
+    const promise = Promise.resolve(result);
+    // The outcome is recorded by a reaction of fn's own promise, and that promise is what
+    // the caller gets: awaiting it costs the caller no extra microtask (a promise `then`
+    // returned would settle one hop later, as each `await` of cockatiel's async execute
+    // does). Reactions run in the order they were added (ECMA-262 PerformPromiseThen), so
+    // this one, added before execute returns, has run when the caller's await resumes. Its
+    // handlers return nothing, and #record survives a classifier or listener that throws,
+    // so the promise `then` makes here fulfils unobserved (only an injected clock that
+    // throws in a transition would reject it, as an unhandled rejection). A failure
+    // reaches the caller as the very promise that failed — no rethrow, which would cost V8
+    // a message object and a stack walk.
+    void promise.then(onSuccess, onFailure);
+    return promise;
   }
 
   async #executeFull<R>(
@@ -1024,7 +1091,11 @@ export class CircuitBreaker {
         counted: generation === policy.generation,
       });
     if (kind === 'ignored' || generation !== policy.generation) return;
-    const verdict = policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock);
+    this.#verdict(policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock));
+  }
+
+  /** Carries out what an outcome decided: a transition, or (metrics-only) a threshold passed. */
+  #verdict(verdict: Verdict): void {
     if (verdict === undefined) return;
     if (typeof verdict === 'string') {
       if (this.#thresholdExceeded?.active === true) this.#thresholdExceeded.emit(verdict);
@@ -1056,6 +1127,7 @@ export class CircuitBreaker {
     const { from, to } = transition;
     // The hot path's handlers belong to the old generation: made again on its next call.
     this.#fastSuccess = undefined;
+    this.#fastFailure = undefined;
     if (this.#waiters !== undefined && this.#waiters.length > 0) {
       if (from === 'half-open') this.#releaseWaiters();
       if (to === 'half-open') this.#armWake(this.#policy.stateSince);

@@ -182,6 +182,22 @@ export class BreakerPolicy {
     }
   }
 
+  /**
+   * {@link BreakerPolicy.onOutcome} for a success that is not slow, of a call admitted under
+   * the current generation in the closed, disabled or metrics-only state, with a count window
+   * and `now` not read: the same steps without the checks that cannot apply there (`advance`
+   * changes none of these states). A window without a failure or a slow call is not judged:
+   * both rates are 0, below any threshold (thresholds are > 0), and the consecutive failures
+   * are 0 after a success.
+   */
+  untimedSuccess(clock: TimeSource): Verdict {
+    this.#consecutiveFailures = 0;
+    if (!this.#madeWindow().recordSuccess(Number.NaN) || this.#state === 'disabled') {
+      return undefined;
+    }
+    return this.#judgeWindow(Number.NaN, clock);
+  }
+
   /** Opens now (thresholds exceeded, a failed trial, stuck half-open, or by hand). */
   open(at: number, reason: string, clock?: TimeSource): Transition {
     const c = this.#c;

@@ -19,6 +19,11 @@ export interface OutcomeWindow {
   totals(now: number): { readonly calls: number; readonly failures: number; readonly slow: number };
   /** Adds one outcome (`FAILED | SLOW` flags) at time `now`. */
   record(flags: number, now: number): void;
+  /**
+   * Adds one success that is not slow at time `now`; true when the window still holds a
+   * failure or a slow call (otherwise no rate can have reached a threshold).
+   */
+  recordSuccess(now: number): boolean;
   /** Forgets everything. */
   reset(): void;
 }
@@ -59,6 +64,24 @@ export class CountWindow implements OutcomeWindow {
     if ((flags & FAILED) !== 0) this.#failures++;
     if ((flags & SLOW) !== 0) this.#slow++;
     this.#next = at + 1 === outcomes.length ? 0 : at + 1;
+  }
+
+  recordSuccess(): boolean {
+    const outcomes = this.#outcomes;
+    const at = this.#next;
+    if (this.#filled === outcomes.length) {
+      const old = outcomes[at] as number;
+      if (old !== 0) {
+        if ((old & FAILED) !== 0) this.#failures--;
+        if ((old & SLOW) !== 0) this.#slow--;
+        outcomes[at] = 0;
+      }
+    } else {
+      // Slots not yet filled since construction or reset hold 0 already.
+      this.#filled++;
+    }
+    this.#next = at + 1 === outcomes.length ? 0 : at + 1;
+    return (this.#failures | this.#slow) !== 0;
   }
 
   reset(): void {
@@ -116,6 +139,11 @@ export class TimeWindow implements OutcomeWindow {
       this.#slow[at] = (this.#slow[at] as number) + 1;
       this.#totalSlow++;
     }
+  }
+
+  recordSuccess(now: number): boolean {
+    this.record(0, now);
+    return (this.#totalFailures | this.#totalSlow) !== 0;
   }
 
   reset(): void {

@@ -441,6 +441,61 @@ describe('CircuitBreaker', () => {
   });
 });
 
+describe('CircuitBreaker closed-state hot path', () => {
+  it('adds no microtask: the caller resumes with a bare await of the same promise, outcome counted', async () => {
+    const breaker = new CircuitBreaker({ name: 'hops' });
+    for (const [fn, expected] of [
+      [ok, { successfulTotal: 1, failedTotal: 0 }],
+      [boom, { successfulTotal: 1, failedTotal: 1 }],
+    ] as const) {
+      const order: string[] = [];
+      const seen: unknown[] = [];
+      const viaBreaker = breaker.execute(fn).then(
+        () => order.push('breaker'),
+        () => order.push('breaker'),
+      );
+      // A bare call's promise, awaited after the breaker's: it resumes after the breaker's
+      // caller only if execute adds no hop of its own.
+      const bare = fn().then(
+        () => order.push('bare'),
+        () => order.push('bare'),
+      );
+      void viaBreaker.then(() => seen.push(breaker.metrics()));
+      await Promise.all([viaBreaker, bare]);
+      expect(order).toEqual(['breaker', 'bare']);
+      expect(seen[0]).toMatchObject(expected);
+    }
+  });
+});
+
+describe('CircuitBreaker generation of a hot-path call', () => {
+  it("a call whose fn resets the breaker itself counts under the state it was admitted in, not the next one's window", async () => {
+    for (const fn of [ok, boom]) {
+      const breaker = new CircuitBreaker({ name: 'own-reset' });
+      await breaker.execute(ok); // the hot path's handlers exist
+      await breaker
+        .execute(() => {
+          breaker.reset(); // a transition: calls admitted before it no longer count
+          return fn();
+        })
+        .catch(() => undefined);
+      // As for any call admitted before a transition: in the totals, not in the new window.
+      expect(breaker.metrics()).toMatchObject({ calls: 0, failures: 0 });
+    }
+  });
+});
+
+describe('CircuitBreaker hot path and a default timeout', () => {
+  it('a call that lifts the default timeout (timeoutMs: Infinity) does not lift it for the next calls', async () => {
+    const breaker = new CircuitBreaker({ name: 'default-timeout', timeoutMs: 20 });
+    await expect(breaker.execute(ok, { timeoutMs: Infinity })).resolves.toBe('ok');
+    await expect(breaker.execute(ok)).resolves.toBe('ok');
+    const hang = (): Promise<never> => new Promise<never>(() => undefined);
+    const outcome = await breaker.execute(hang).catch((error: unknown) => error);
+    expect(isBreakerTimeoutError(outcome)).toBe(true);
+  });
+});
+
 describe('BreakerRegistry', () => {
   it('hands out one breaker per key with shared defaults and collects unused ones', () => {
     const clock = new ManualClock();
