@@ -143,27 +143,25 @@ const isNoScript = (error: unknown): boolean =>
   error instanceof Error && error.message.includes('NOSCRIPT');
 
 /**
- * Sends one call and tells `answer` how it went, once; `recover` may take an error over (and
- * return true) instead. A client that throws synchronously counts as an error too.
+ * Sends one call and tells `answer` how it went, once. A client that throws synchronously
+ * counts as an error too.
  */
-function issue(
-  call: () => Promise<unknown>,
-  answer: Answer,
-  recover?: (error: unknown) => boolean,
-): void {
-  const fail = (error: unknown): void => {
-    if (recover?.(error) !== true) answer(false, error);
-  };
+function issue(call: () => Promise<unknown>, answer: Answer): void {
   let sent: Promise<unknown>;
   try {
     sent = call();
   } catch (error) {
-    fail(error);
+    answer(false, error);
     return;
   }
-  sent.then((value) => {
-    answer(true, value);
-  }, fail);
+  sent.then(
+    (value) => {
+      answer(true, value);
+    },
+    (error: unknown) => {
+      answer(false, error);
+    },
+  );
 }
 
 /**
@@ -239,20 +237,48 @@ export class NodeChannel {
     argv: readonly (string | number)[],
     answer: Answer,
   ): void {
-    const client = this.#client;
+    // Two closures per call (the hot path: every node of every round): the reply handlers.
     this.#inflight++;
-    const settle: Answer = (ok, value) => {
+    let sent: Promise<unknown>;
+    try {
+      sent = this.#client.evalsha(script.sha, numKeys, ...argv);
+    } catch (error) {
+      this.#failed(script, numKeys, argv, answer, error);
+      return;
+    }
+    sent.then(
+      (value) => {
+        this.#inflight--;
+        answer(true, value);
+      },
+      (error: unknown) => {
+        this.#failed(script, numKeys, argv, answer, error);
+      },
+    );
+  }
+
+  /**
+   * An EVALSHA failed (or threw): when the node has not cached the script (restarted or
+   * flushed), send the script itself; else the call failed.
+   */
+  #failed(
+    script: Script,
+    numKeys: number,
+    argv: readonly (string | number)[],
+    answer: Answer,
+    error: unknown,
+  ): void {
+    if (!isNoScript(error)) {
       this.#inflight--;
-      answer(ok, value);
-    };
+      answer(false, error);
+      return;
+    }
+    const client = this.#client;
     issue(
-      () => client.evalsha(script.sha, numKeys, ...argv),
-      settle,
-      (error) => {
-        if (!isNoScript(error)) return false;
-        // Not cached on this node (restarted or flushed): send the script itself.
-        issue(() => client.eval(script.source, numKeys, ...argv), settle);
-        return true;
+      () => client.eval(script.source, numKeys, ...argv),
+      (ok, value) => {
+        this.#inflight--;
+        answer(ok, value);
       },
     );
   }
