@@ -129,41 +129,43 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
   };
 }
 
-/** Receives a call's outcome: `ok` with the reply, or not with the error. */
-export type Answer = (ok: boolean, value: unknown) => void;
+/**
+ * Receives a call's outcome: `ok` with the reply, or not with the error; `tag` is the number
+ * the call was sent with (a round's node index: one handler serves all its nodes).
+ */
+export type Answer = (ok: boolean, value: unknown, tag: number) => void;
 
 interface Queued {
   readonly script: Script;
   readonly numKeys: number;
   readonly argv: readonly (string | number)[];
   readonly answer: Answer;
+  readonly tag: number;
 }
 
 const isNoScript = (error: unknown): boolean =>
   error instanceof Error && error.message.includes('NOSCRIPT');
 
 /**
- * Sends one call and tells `answer` how it went, once; `recover` may take an error over (and
- * return true) instead. A client that throws synchronously counts as an error too.
+ * Sends one call and tells `answer` how it went, once. A client that throws synchronously
+ * counts as an error too.
  */
-function issue(
-  call: () => Promise<unknown>,
-  answer: Answer,
-  recover?: (error: unknown) => boolean,
-): void {
-  const fail = (error: unknown): void => {
-    if (recover?.(error) !== true) answer(false, error);
-  };
+function issue(call: () => Promise<unknown>, answer: (ok: boolean, value: unknown) => void): void {
   let sent: Promise<unknown>;
   try {
     sent = call();
   } catch (error) {
-    fail(error);
+    answer(false, error);
     return;
   }
-  sent.then((value) => {
-    answer(true, value);
-  }, fail);
+  sent.then(
+    (value) => {
+      answer(true, value);
+    },
+    (error: unknown) => {
+      answer(false, error);
+    },
+  );
 }
 
 /**
@@ -205,23 +207,30 @@ export class NodeChannel {
 
   /**
    * Runs `script` with `numKeys` keys first in `argv` and tells `answer` how it went (once,
-   * never synchronously throwing). Callbacks rather than a promise: this is the hot path.
+   * never synchronously throwing), passing it `tag`. Callbacks rather than a promise: this is
+   * the hot path.
    */
-  send(script: Script, numKeys: number, argv: readonly (string | number)[], answer: Answer): void {
+  send(
+    script: Script,
+    numKeys: number,
+    argv: readonly (string | number)[],
+    answer: Answer,
+    tag = 0,
+  ): void {
     if (!this.#batching) {
-      this.#direct(script, numKeys, argv, answer);
+      this.#direct(script, numKeys, argv, answer, tag);
       return;
     }
     // A call to an idle node goes out at once (no added latency when calls are sparse). While
     // the node still owes answers, calls wait for the end of the tick and go out together,
     // after what was sent before — the order of the node's commands is the order of the calls.
     if (!this.#scheduled && this.#inflight === 0) {
-      this.#direct(script, numKeys, argv, answer);
+      this.#direct(script, numKeys, argv, answer, tag);
       return;
     }
     // Too much for one batch: what is queued goes now, in order, and this call starts the next.
     if (this.#queuedArgs + argv.length > MAX_BATCH_ARGS) this.#sendQueued();
-    this.#queue.push({ script, numKeys, argv, answer });
+    this.#queue.push({ script, numKeys, argv, answer, tag });
     this.#queuedArgs += argv.length + 3;
     if (!this.#scheduled) {
       this.#scheduled = true;
@@ -238,21 +247,51 @@ export class NodeChannel {
     numKeys: number,
     argv: readonly (string | number)[],
     answer: Answer,
+    tag: number,
   ): void {
-    const client = this.#client;
+    // Two closures per call (the hot path: every node of every round): the reply handlers.
     this.#inflight++;
-    const settle: Answer = (ok, value) => {
+    let sent: Promise<unknown>;
+    try {
+      sent = this.#client.evalsha(script.sha, numKeys, ...argv);
+    } catch (error) {
+      this.#failed(script, numKeys, argv, answer, tag, error);
+      return;
+    }
+    sent.then(
+      (value) => {
+        this.#inflight--;
+        answer(true, value, tag);
+      },
+      (error: unknown) => {
+        this.#failed(script, numKeys, argv, answer, tag, error);
+      },
+    );
+  }
+
+  /**
+   * An EVALSHA failed (or threw): when the node has not cached the script (restarted or
+   * flushed), send the script itself; else the call failed.
+   */
+  #failed(
+    script: Script,
+    numKeys: number,
+    argv: readonly (string | number)[],
+    answer: Answer,
+    tag: number,
+    error: unknown,
+  ): void {
+    if (!isNoScript(error)) {
       this.#inflight--;
-      answer(ok, value);
-    };
+      answer(false, error, tag);
+      return;
+    }
+    const client = this.#client;
     issue(
-      () => client.evalsha(script.sha, numKeys, ...argv),
-      settle,
-      (error) => {
-        if (!isNoScript(error)) return false;
-        // Not cached on this node (restarted or flushed): send the script itself.
-        issue(() => client.eval(script.source, numKeys, ...argv), settle);
-        return true;
+      () => client.eval(script.source, numKeys, ...argv),
+      (ok, value) => {
+        this.#inflight--;
+        answer(ok, value, tag);
       },
     );
   }
@@ -271,7 +310,7 @@ export class NodeChannel {
     this.#queuedArgs = 0;
     if (queue.length === 1) {
       const only = queue[0] as Queued;
-      this.#direct(only.script, only.numKeys, only.argv, only.answer);
+      this.#direct(only.script, only.numKeys, only.argv, only.answer, only.tag);
       return;
     }
     const keys: (string | number)[] = [];
@@ -282,17 +321,23 @@ export class NodeChannel {
         (i < q.numKeys ? keys : args).push(q.argv[i] as string | number);
       }
     }
-    this.#direct(BATCH, keys.length, [...keys, ...args], (ok, replies) => {
-      queue.forEach((q, i) => {
-        if (!ok) {
-          q.answer(false, replies);
-          return;
-        }
-        const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
-        if (Array.isArray(reply) && reply[0] === 1) q.answer(true, reply[1] ?? null);
-        else if (Array.isArray(reply)) q.answer(false, replyError(String(reply[1])));
-        else q.answer(false, new Error('no reply for this call in the batch'));
-      });
-    });
+    this.#direct(
+      BATCH,
+      keys.length,
+      [...keys, ...args],
+      (ok, replies) => {
+        queue.forEach((q, i) => {
+          if (!ok) {
+            q.answer(false, replies, q.tag);
+            return;
+          }
+          const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
+          if (Array.isArray(reply) && reply[0] === 1) q.answer(true, reply[1] ?? null, q.tag);
+          else if (Array.isArray(reply)) q.answer(false, replyError(String(reply[1])), q.tag);
+          else q.answer(false, new Error('no reply for this call in the batch'), q.tag);
+        });
+      },
+      0,
+    );
   }
 }

@@ -498,18 +498,20 @@ export class Quorum {
         }
         finish();
       }, timeoutMs);
+      // One reply handler for every node of the round (the channel hands back the node).
+      const reply = (ok: boolean, value: unknown, node: number): void => {
+        answer(
+          ok
+            ? { node, ok: true, value }
+            : {
+                node,
+                ok: false,
+                ...classify((channels[node] as NodeChannel).client, value, nodeTimeoutMs),
+              },
+        );
+      };
       const send = (node: number): void => {
-        (channels[node] as NodeChannel).send(script, keys.length, argv, (ok, value) => {
-          answer(
-            ok
-              ? { node, ok: true, value }
-              : {
-                  node,
-                  ok: false,
-                  ...classify((channels[node] as NodeChannel).client, value, nodeTimeoutMs),
-                },
-          );
-        });
+        (channels[node] as NodeChannel).send(script, keys.length, argv, reply, node);
       };
       if (nodes === undefined) for (let node = 0; node < n; node++) send(node);
       else for (const node of nodes) send(node);
