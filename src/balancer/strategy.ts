@@ -1,6 +1,6 @@
 /**
  * The contract between the balancer (endpoint list, health, leases) and a pick strategy (the
- * algorithm). Strategies are plain objects over plain data; they never see ioredis, timers or
+ * algorithm). Strategies are plain objects over plain data; they never see a Redis client, timers or
  * the caller's options.
  *
  * @packageDocumentation
