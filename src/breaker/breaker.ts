@@ -605,11 +605,14 @@ export class CircuitBreaker {
     return this.#policy.state;
   }
 
-  /** Milliseconds until a trial call will be let through (0 unless open or forced open). */
+  /**
+   * Whole milliseconds until a trial call will be let through (0 unless open or forced open),
+   * rounded up: a caller that waits this long finds the breaker ready for a trial.
+   */
   get retryAfterMs(): number {
     const now = this.#o.clock.now();
     this.#advance(now);
-    return this.#policy.retryAfter(now);
+    return this.#retryAfter(now);
   }
 
   /**
@@ -853,7 +856,7 @@ export class CircuitBreaker {
       ignoredTotal: this.#ignored,
       rejectedTotal: this.#rejected,
       timeInStateMs: now - policy.stateSince,
-      retryAfterMs: policy.retryAfter(now),
+      retryAfterMs: this.#retryAfter(now),
     };
   }
 
@@ -1011,10 +1014,19 @@ export class CircuitBreaker {
     throw error;
   }
 
+  /**
+   * `retryAfterMs` as callers see it: whole milliseconds, rounded up (never down), so a caller
+   * that waits that long finds the open duration over (the policy half-opens at `now >=
+   * openUntil`). Snapshots keep the exact remainder (`toJSON`'s `openRemainingMs`).
+   */
+  #retryAfter(now: number): number {
+    return Math.ceil(this.#policy.retryAfter(now));
+  }
+
   #rejection(): BreakerOpenError {
     const now = this.#o.clock.now();
     const state = this.#policy.state;
-    const retryAfter = this.#policy.retryAfter(now);
+    const retryAfter = this.#retryAfter(now);
     this.#countRejection();
     if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#name, state, retryAfter);
     const limit = Error.stackTraceLimit;
@@ -1031,7 +1043,7 @@ export class CircuitBreaker {
     if (this.#callRejected?.active === true) {
       this.#callRejected.emit({
         state: this.#policy.state,
-        retryAfterMs: this.#policy.retryAfter(this.#o.clock.now()),
+        retryAfterMs: this.#retryAfter(this.#o.clock.now()),
       });
     }
   }
