@@ -18,6 +18,7 @@ import {
   isAbortSignal,
   numberProblem,
   guardedOption,
+  hasKeelCode,
   integerOption,
   isClock,
   nestedOption,
@@ -105,13 +106,18 @@ export interface CircuitBreakerOptions {
    */
   readonly timeoutMs?: number;
   /**
-   * Which errors count as failures. If it throws, the call counts as a failure.
+   * Which errors count as failures. If it throws, the call counts as a failure. Errors that
+   * `ignore` matches (by default a `NoEndpointError`) never reach it.
    * @defaultValue every error
    */
   readonly isFailure?: (error: unknown) => boolean;
   /**
    * Errors that count neither way (e.g. a 404, a validation error). If it throws, the call
-   * counts as a failure. @defaultValue none
+   * counts as a failure. Without it, a `NoEndpointError` from `keel/balancer` (code
+   * `KEEL_NO_ENDPOINT`: the balancer had no endpoint to pick) is ignored, since it says nothing
+   * about the downstream's health. Giving `ignore` replaces that default: to keep it, include
+   * `(error as { code?: unknown }).code === NO_ENDPOINT` in yours.
+   * @defaultValue errors with code `KEEL_NO_ENDPOINT`
    */
   readonly ignore?: (error: unknown) => boolean;
   /**
@@ -144,6 +150,12 @@ export interface ExecuteOptions<R> {
 }
 
 const OWNER = 'CircuitBreaker';
+/**
+ * The stable code of `keel/balancer`'s `NoEndpointError` (its `NO_ENDPOINT`), ignored by
+ * default. Spelled out rather than imported so `keel/breaker` does not bundle the balancer; a
+ * test holds the two equal.
+ */
+const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';
 const EXECUTE = 'CircuitBreaker.execute';
 const FROM_JSON = 'CircuitBreaker.fromJSON';
 /** Longest timeout and open time: one day (well under `setTimeout`'s 2^31 − 1 ms ceiling). */
@@ -605,11 +617,14 @@ export class CircuitBreaker {
     return this.#policy.state;
   }
 
-  /** Milliseconds until a trial call will be let through (0 unless open or forced open). */
+  /**
+   * Whole milliseconds until a trial call will be let through (0 unless open or forced open),
+   * rounded up: a caller that waits this long finds the breaker ready for a trial.
+   */
   get retryAfterMs(): number {
     const now = this.#o.clock.now();
     this.#advance(now);
-    return this.#policy.retryAfter(now);
+    return this.#retryAfter(now);
   }
 
   /**
@@ -853,7 +868,7 @@ export class CircuitBreaker {
       ignoredTotal: this.#ignored,
       rejectedTotal: this.#rejected,
       timeInStateMs: now - policy.stateSince,
-      retryAfterMs: policy.retryAfter(now),
+      retryAfterMs: this.#retryAfter(now),
     };
   }
 
@@ -1011,10 +1026,19 @@ export class CircuitBreaker {
     throw error;
   }
 
+  /**
+   * `retryAfterMs` as callers see it: whole milliseconds, rounded up (never down), so a caller
+   * that waits that long finds the open duration over (the policy half-opens at `now >=
+   * openUntil`). Snapshots keep the exact remainder (`toJSON`'s `openRemainingMs`).
+   */
+  #retryAfter(now: number): number {
+    return Math.ceil(this.#policy.retryAfter(now));
+  }
+
   #rejection(): BreakerOpenError {
     const now = this.#o.clock.now();
     const state = this.#policy.state;
-    const retryAfter = this.#policy.retryAfter(now);
+    const retryAfter = this.#retryAfter(now);
     this.#countRejection();
     if (!this.#o.stacklessRejections) return new BreakerOpenError(this.#name, state, retryAfter);
     const limit = Error.stackTraceLimit;
@@ -1031,7 +1055,7 @@ export class CircuitBreaker {
     if (this.#callRejected?.active === true) {
       this.#callRejected.emit({
         state: this.#policy.state,
-        retryAfterMs: this.#policy.retryAfter(this.#o.clock.now()),
+        retryAfterMs: this.#retryAfter(this.#o.clock.now()),
       });
     }
   }
@@ -1108,7 +1132,11 @@ export class CircuitBreaker {
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
     try {
-      if (o.ignore?.(error) === true) return 'ignored';
+      // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
+      // predicate's answer counts only when it is `true`, as documented.
+      const ignored: unknown =
+        o.ignore === undefined ? hasKeelCode(error, NO_ENDPOINT) : o.ignore(error);
+      if (ignored === true) return 'ignored';
       if (o.isFailure !== undefined && !o.isFailure(error)) return 'success';
     } catch {
       // A classifier that throws must not lose the outcome (a lost half-open trial would hold

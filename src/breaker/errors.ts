@@ -22,7 +22,10 @@ export class BreakerOpenError extends KeelError {
   readonly breaker: string;
   /** The state that rejected the call. */
   readonly state: BreakerState;
-  /** Milliseconds until the breaker lets a trial call through, as far as it knows. */
+  /**
+   * Whole milliseconds until the breaker lets a trial call through, as far as it knows:
+   * rounded up, so waiting this long finds the open duration over.
+   */
   readonly retryAfterMs: number;
 
   constructor(breaker: string, state: BreakerState, retryAfterMs: number) {
@@ -32,7 +35,7 @@ export class BreakerOpenError extends KeelError {
     );
     this.breaker = breaker;
     this.state = state;
-    this.retryAfterMs = retryAfterMs;
+    this.retryAfterMs = Math.ceil(retryAfterMs);
   }
 }
 

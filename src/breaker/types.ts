@@ -27,7 +27,10 @@ export interface StateChange {
 export interface CallRejected {
   /** The state that rejected the call: `open`, `half-open` (trials all taken) or `forced-open`. */
   readonly state: BreakerState;
-  /** Milliseconds until a trial call may be let through (0 when that is not time-bound). */
+  /**
+   * Whole milliseconds (rounded up) until a trial call may be let through (0 when that is not
+   * time-bound).
+   */
   readonly retryAfterMs: number;
 }
 
@@ -67,7 +70,7 @@ export interface BreakerMetrics {
   readonly rejectedTotal: number;
   /** Milliseconds spent in the current state. */
   readonly timeInStateMs: number;
-  /** Milliseconds until a trial call is let through (0 unless open). */
+  /** Whole milliseconds (rounded up) until a trial call is let through (0 unless open). */
   readonly retryAfterMs: number;
 }
 

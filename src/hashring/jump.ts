@@ -9,7 +9,14 @@
 import { InvalidOptionError, resolveOptions, type OptionRule } from '../core/index.js';
 import { DuplicateNodeError } from './errors.js';
 import { murmur3Int, murmur3StringInt } from './murmur3.js';
-import { checkCount, checkKey, compareIds, resolveNode, resolveNodes } from './nodes.js';
+import {
+  checkCount,
+  checkKey,
+  checkOptionsShape,
+  compareIds,
+  resolveNode,
+  resolveNodes,
+} from './nodes.js';
 import type { Key, KeyRouter, NodeSpec, RingNode } from './types.js';
 
 const OWNER = 'JumpHash';
@@ -223,6 +230,7 @@ export class JumpHash<T = unknown> implements KeyRouter<T> {
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: JumpHashOptions<T> = {}) {
+    checkOptionsShape(OWNER, options);
     const resolved = resolveOptions(OWNER, options, optionSpec);
     for (const node of resolved.nodes as RingNode<T>[]) this.#append(node);
   }

@@ -8,7 +8,7 @@
  */
 import { InvalidOptionError, resolveOptions, type OptionRule } from '../core/index.js';
 import { murmur3Int, murmur3String, murmur3StringInt } from './murmur3.js';
-import { SortedNodes, checkCount, checkKey, resolveNodes } from './nodes.js';
+import { SortedNodes, checkCount, checkKey, checkOptionsShape, resolveNodes } from './nodes.js';
 import type { Key, KeyRouter, NodeSpec, RingNode } from './types.js';
 
 const OWNER = 'MaglevHash';
@@ -160,6 +160,7 @@ export class MaglevHash<T = unknown> implements KeyRouter<T> {
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: MaglevHashOptions<T> = {}) {
+    checkOptionsShape(OWNER, options);
     const resolved = resolveOptions(OWNER, options, optionSpec);
     this.#set = new SortedNodes(OWNER, resolved.nodes as RingNode<T>[]);
     this.#nodes = this.#set.list;

@@ -9,6 +9,33 @@ import { InvalidOptionError, describeValue, isKeelError } from '../core/index.js
 import { DuplicateNodeError } from './errors.js';
 import type { NodeSpec, RingNode } from './types.js';
 
+/** What every router constructor takes, in the words of its errors. */
+const OPTIONS_SHAPE = 'an options object ({ nodes: [...] })';
+
+/**
+ * Checks that a router constructor's argument is `undefined` or a plain options object, before
+ * its keys are read: an array passed where `{ nodes }` belongs would otherwise be read as the
+ * options `"0"`, `"1"`… Throws an {@link InvalidOptionError} for `options` whose hint shows the
+ * call to write, e.g. `new HashRing({ nodes: [{ id: "a" }, { id: "b" }] })`.
+ */
+export function checkOptionsShape(owner: string, input: unknown): void {
+  if (input === undefined) return;
+  if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
+    const proto: unknown = Object.getPrototypeOf(input);
+    if (proto === Object.prototype || proto === null) return;
+  }
+  let hint: string | undefined;
+  if (Array.isArray(input)) {
+    const ids =
+      input.length <= 3 && input.every((item) => typeof item === 'string' && item.length <= 40);
+    const nodes = ids
+      ? (input as string[]).map((id) => `{ id: ${JSON.stringify(id)} }`).join(', ')
+      : '...';
+    hint = `the nodes go inside the options: new ${owner}({ nodes: [${nodes}] })`;
+  }
+  throw new InvalidOptionError(owner, 'options', OPTIONS_SHAPE, input, hint);
+}
+
 /**
  * Checks one node and returns its frozen, resolved form. `where` names it in errors, e.g.
  * `nodes[2]` or `add(node)`.

@@ -10,7 +10,7 @@
  * @packageDocumentation
  */
 import { InvalidOptionError, integerOption, numberOption, resolveOptions } from '../core/index.js';
-import { checkCount, checkKey, resolveNode } from './nodes.js';
+import { checkCount, checkKey, checkOptionsShape, resolveNode } from './nodes.js';
 import { HashRing } from './ring.js';
 import { DuplicateNodeError } from './errors.js';
 import type { Key, KeyRouter, NodeSpec, RingNode } from './types.js';
@@ -61,10 +61,9 @@ export class PartitionedRing<T = unknown> implements KeyRouter<T> {
   #owners: RingNode<T>[] = [];
 
   constructor(options: PartitionedRingOptions<T> = {}) {
-    const input: unknown = options;
-    const isObject = typeof input === 'object' && input !== null;
-    const { nodes, ...rest } = (isObject ? input : {}) as PartitionedRingOptions<T>;
-    const resolved = resolveOptions(OWNER, isObject ? rest : input, spec);
+    checkOptionsShape(OWNER, options);
+    const { nodes, ...rest } = options;
+    const resolved = resolveOptions(OWNER, rest, spec);
     this.#partitions = resolved.partitionCount;
     this.#c = resolved.c;
     this.#ring = new HashRing<T>({

@@ -9,7 +9,7 @@
  */
 import { resolveOptions, type OptionRule } from '../core/index.js';
 import { fmix32, murmur3Int, murmur3String, murmur3StringInt } from './murmur3.js';
-import { SortedNodes, checkCount, checkKey, resolveNodes } from './nodes.js';
+import { SortedNodes, checkCount, checkKey, checkOptionsShape, resolveNodes } from './nodes.js';
 import type { Key, KeyRouter, NodeSpec, RingNode } from './types.js';
 
 const OWNER = 'RendezvousHash';
@@ -117,6 +117,7 @@ export class RendezvousHash<T = unknown> implements KeyRouter<T> {
    * @throws {@link DuplicateNodeError} when two nodes share an id
    */
   constructor(options: RendezvousHashOptions<T> = {}) {
+    checkOptionsShape(OWNER, options);
     const resolved = resolveOptions(OWNER, options, optionSpec);
     this.#set = new SortedNodes(OWNER, resolved.nodes as RingNode<T>[]);
     this.#nodes = this.#set.list;

@@ -21,6 +21,7 @@ import { murmur3Hasher, murmur3Int, murmur3StringInt, utf8 } from './murmur3.js'
 import {
   checkCount,
   checkKey,
+  checkOptionsShape,
   checkWeight,
   compareIds,
   resolveNode,
@@ -417,11 +418,11 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   readonly #digest = new Uint32Array(4);
 
   constructor(options: HashRingOptions<T> = {}) {
-    const input: unknown = options;
-    const isObject = typeof input === 'object' && input !== null;
-    const { nodes, ...rest } = (isObject ? input : {}) as HashRingOptions<T>;
-    // A non-object `options` reaches resolveOptions as-is, which rejects it with a clear error.
-    const resolved = resolveOptions(OWNER, isObject ? rest : input, spec);
+    // An array (`new HashRing(['a', 'b'])`) or any other non-options value is refused here,
+    // before its indices could be read as unknown options "0", "1"…
+    checkOptionsShape(OWNER, options);
+    const { nodes, ...rest } = options;
+    const resolved = resolveOptions(OWNER, rest, spec);
     this.#mode = resolved.mode;
     this.#pointsPerWeight = resolved.pointsPerWeight;
     this.#cacheSize = resolved.cacheSize;

@@ -47,6 +47,14 @@ export interface AcquireOptions {
 export interface LockService {
   /** Locks one resource or several (all or none), retrying while taken. */
   acquire(resources: string | readonly string[], options?: AcquireOptions): Promise<Lock>;
+  /**
+   * Runs `routine` while holding the lock with the default {@link UsingOptions}: acquire,
+   * extend automatically, always release.
+   */
+  using<R>(
+    resources: string | readonly string[],
+    routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R>;
   /** Runs `routine` while holding the lock: acquire, extend automatically, always release. */
   using<R>(
     resources: string | readonly string[],
@@ -320,15 +328,26 @@ export async function holdWhile<R, L extends Lock = Lock>(
   owner: string,
   backend: LockBackend,
   acquire: (options: AcquireOptions) => Promise<L>,
-  options: UsingOptions,
-  routine: (signal: AbortSignal, lock: L) => Promise<R>,
+  optionsOrRoutine: UsingOptions | ((signal: AbortSignal, lock: L) => Promise<R>),
+  maybeRoutine?: (signal: AbortSignal, lock: L) => Promise<R>,
 ): Promise<R> {
-  const given: unknown = options;
+  // `using(resources, routine)`: a function where the options go, and no routine after it,
+  // is the routine with the default options. (With a routine after it, a function there is
+  // refused below as options that are not an object.)
+  const short = maybeRoutine === undefined && typeof optionsOrRoutine === 'function';
+  const given: unknown = short ? undefined : optionsOrRoutine;
+  const routine = short ? optionsOrRoutine : maybeRoutine;
   if (
     given !== undefined &&
     (typeof given !== 'object' || given === null || Array.isArray(given))
   ) {
-    throw new InvalidOptionError(owner, 'options', 'an options object', options);
+    throw new InvalidOptionError(
+      owner,
+      'options',
+      'an options object',
+      given,
+      'or leave it out: using(resources, routine)',
+    );
   }
   const { maxHoldMs, maxExtensions, ...acquireOptions } = (given ?? {}) as UsingOptions;
   const limits = resolveOptions(

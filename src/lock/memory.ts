@@ -74,7 +74,7 @@ interface Held {
  * import { MemoryLock } from 'keel/lock';
  *
  * const locks = new MemoryLock({ ttlMs: 2_000 });
- * const total = await locks.using('sku:1', {}, async (signal, lock) => {
+ * const total = await locks.using('sku:1', async (signal, lock) => {
  *   return signal.aborted ? 0 : lock.fencingToken;
  * });
  * console.log(total);
@@ -173,13 +173,29 @@ export class MemoryLock implements LockService {
     });
   }
 
+  /** Runs `routine` while holding the lock, with the default options; see `Redlock.using`. */
+  using<R>(
+    resources: string | readonly string[],
+    routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R>;
   /** Runs `routine` while holding the lock; see `Redlock.using`. */
   using<R>(
     resources: string | readonly string[],
     options: UsingOptions,
     routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R>;
+  using<R>(
+    resources: string | readonly string[],
+    optionsOrRoutine: UsingOptions | ((signal: AbortSignal, lock: Lock) => Promise<R>),
+    routine?: (signal: AbortSignal, lock: Lock) => Promise<R>,
   ): Promise<R> {
-    return holdWhile('MemoryLock.using', this, (o) => this.acquire(resources, o), options, routine);
+    return holdWhile(
+      'MemoryLock.using',
+      this,
+      (o) => this.acquire(resources, o),
+      optionsOrRoutine,
+      routine,
+    );
   }
 
   /** @internal */

@@ -793,13 +793,52 @@ export class Redlock implements LockService, AsyncDisposable {
    * `maxHoldMs` and `maxExtensions`), aborts the routine's signal if the lock is lost or the
    * caller's signal aborts, and always releases in `finally` — keeping the routine's own error
    * rather than masking it. Leaves no timer behind.
+   *
+   * The options may be left out: `using(resources, routine)` is
+   * `using(resources, {}, routine)` — the Redlock's `ttlMs` and retries, `maxHoldMs` 300 000,
+   * `maxExtensions` 1000.
+   *
+   * @example
+   * ```ts
+   * import { Redis } from 'ioredis';
+   * import { Redlock } from 'keel/lock';
+   *
+   * const clients = [6379, 6380, 6381].map((port) => new Redis({ port, lazyConnect: true }));
+   * const redlock = new Redlock({ clients });
+   * const token = await redlock.using('order:42', async (signal, lock) => {
+   *   signal.throwIfAborted();
+   *   return lock.fencingToken;
+   * });
+   * console.log(token);
+   * await redlock.close();
+   * await Promise.all(clients.map((client) => client.quit())); // the clients stay yours
+   * ```
+   */
+  using<R>(
+    resources: string | readonly string[],
+    routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R>;
+  /**
+   * Runs `routine` while holding the lock, with `options` (an acquisition's `ttlMs`,
+   * `retryCount`, `waitMs`, `signal`, and the hold limits `maxHoldMs`, `maxExtensions`).
    */
   using<R>(
     resources: string | readonly string[],
     options: UsingOptions,
     routine: (signal: AbortSignal, lock: Lock) => Promise<R>,
+  ): Promise<R>;
+  using<R>(
+    resources: string | readonly string[],
+    optionsOrRoutine: UsingOptions | ((signal: AbortSignal, lock: Lock) => Promise<R>),
+    routine?: (signal: AbortSignal, lock: Lock) => Promise<R>,
   ): Promise<R> {
-    return holdWhile('Redlock.using', this, (o) => this.acquire(resources, o), options, routine);
+    return holdWhile(
+      'Redlock.using',
+      this,
+      (o) => this.acquire(resources, o),
+      optionsOrRoutine,
+      routine,
+    );
   }
 
   /** @internal */

@@ -244,7 +244,9 @@ describe('CircuitBreaker (model-based)', () => {
             expect(metrics.failures).toBe(model.window.filter((w) => w.failed).length);
           }
           if (model.state === 'open')
-            expect(metrics.retryAfterMs).toBe(Math.max(0, model.openUntil - clock.now()));
+            expect(metrics.retryAfterMs).toBe(
+              Math.ceil(Math.max(0, model.openUntil - clock.now())),
+            );
         }
       }),
       { numRuns: 300 },

@@ -106,6 +106,29 @@ describe('CircuitBreaker', () => {
     expect(high.retryAfterMs).toBeCloseTo(1200, 0);
   });
 
+  it('retryAfterMs is a whole number of ms, rounded up, everywhere it is exposed', async () => {
+    // Issue 16 papercut: retryAfterMs was an unrounded float (999.6, 1199.9988…). Rounded up,
+    // a caller that waits exactly that long finds the breaker ready for a trial.
+    const clock = new ManualClock();
+    const breaker = tripped(clock, { backoff: { jitter: 0.2 }, random: () => 0.999999 });
+    const rejected: number[] = [];
+    breaker.onCallRejected((event) => rejected.push(event.retryAfterMs));
+    breaker.trip();
+    clock.advance(0.4);
+    const error = await breaker.execute(ok).catch((e: unknown) => e);
+    expect(isBreakerOpenError(error)).toBe(true);
+    const wait = (error as { retryAfterMs: number }).retryAfterMs;
+    expect(wait).toBe(1200); // 1199.9996 - 0.4 = 1199.5996, rounded up
+    expect(breaker.retryAfterMs).toBe(1200);
+    expect(breaker.metrics().retryAfterMs).toBe(1200);
+    expect(rejected).toEqual([1200]);
+    clock.advance(wait - 1);
+    expect(breaker.state).toBe('open');
+    clock.advance(1);
+    expect(breaker.state).toBe('half-open');
+    expect(breaker.retryAfterMs).toBe(0);
+  });
+
   it('counts slow calls, successful or not, against the slow-call threshold', () => {
     const clock = new ManualClock();
     const breaker = tripped(clock, {

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
-import { MemoryLock, isLockLostError, isLockTakenError, type Lock } from '../../src/lock/index.js';
+import {
+  MemoryLock,
+  isLockLostError,
+  isLockTakenError,
+  type Lock,
+  type LockService,
+} from '../../src/lock/index.js';
 import { invalidOption } from '../support/helpers.js';
 
 describe('MemoryLock', () => {
@@ -40,6 +46,25 @@ describe('MemoryLock', () => {
     clock.advance(1);
     expect(lock.signal.aborted).toBe(true);
     await expect(lock.extend()).rejects.toSatisfy(isLockLostError);
+  });
+
+  it('using(resources, routine) works without an options object, also through LockService', async () => {
+    // Issue 16 papercut: `using(resource, routine)` did not compile without `{}`.
+    const locks = new MemoryLock({ retryCount: 0 });
+    const service: LockService = locks;
+    const seen = await service.using('sku:9', async (signal, lock) => {
+      expect(signal.aborted).toBe(false);
+      expect(lock.resources).toEqual(['sku:9']);
+      expect(isLockTakenError(await locks.acquire('sku:9').catch((e: unknown) => e))).toBe(true);
+      return lock.fencingToken;
+    });
+    expect(typeof seen).toBe('number');
+    const many = await locks.using(['sku:9', 'sku:10'], (_signal, lock) =>
+      Promise.resolve(lock.resources.length),
+    );
+    expect(many).toBe(2);
+    const again = await locks.acquire(['sku:9', 'sku:10']); // both released
+    await again.release();
   });
 
   it('using() serialises concurrent routines and waits for the holder', async () => {
@@ -127,6 +152,11 @@ describe('MemoryLock', () => {
       /invalid option "waitMs"/,
     );
     await expect(new MemoryLock().acquire('')).rejects.toThrow(/invalid option "resources"/);
+    // using(resources) with neither options nor routine names the missing routine.
+    await expect(new MemoryLock().using('a', undefined as never)).rejects.toMatchObject({
+      code: 'KEEL_INVALID_OPTION',
+      option: 'routine',
+    });
     // using() options that are not an object (found by the fuzz suite: a plain TypeError).
     for (const options of [null, 5, 'x', []]) {
       await expect(

@@ -240,6 +240,22 @@ export function lockSuite(target: () => LockTarget): void {
       await again.release();
     });
 
+    it('using(resources, routine) without options holds the lock with the defaults', async () => {
+      // Issue 16 papercut: `using(resource, routine)` did not compile without `{}`.
+      const redlock = redlockOf({ retryCount: 0 });
+      const seen = await redlock.using('sku:13', async (signal, lock) => {
+        expect(signal.aborted).toBe(false);
+        expect(lock.resources).toEqual(['sku:13']);
+        expect(isLockTakenError(await redlock.acquire('sku:13').catch((e: unknown) => e))).toBe(
+          true,
+        );
+        return 'held';
+      });
+      expect(seen).toBe('held');
+      const again = await redlock.acquire('sku:13'); // released after the routine
+      await again.release();
+    });
+
     it('using() stops extending at maxHoldMs, so the routine sees the lock lost', async () => {
       const redlock = redlockOf();
       const reason = await redlock.using(
