@@ -28,7 +28,7 @@ export type {
 export { roundRobin } from './strategies/round-robin.js';
 export { random, weightedRandom } from './strategies/random.js';
 export { leastConnections } from './strategies/least-connections.js';
-export { leastRequest } from './strategies/least-request.js';
+export { leastRequest, p2c } from './strategies/least-request.js';
 export type { LeastRequestOptions } from './strategies/least-request.js';
 export { peakEwma } from './strategies/peak-ewma.js';
 export { consistentHash } from './strategies/consistent-hash.js';
