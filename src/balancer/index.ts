@@ -13,7 +13,12 @@ export {
   DUPLICATE_ENDPOINT,
   MAX_TOTAL_WEIGHT,
 } from './balancer.js';
-export type { LoadBalancerOptions, OutlierEjectionOptions, SlowStartOptions } from './balancer.js';
+export type {
+  LoadBalancerOptions,
+  NoEndpointReason,
+  OutlierEjectionOptions,
+  SlowStartOptions,
+} from './balancer.js';
 export type { Strategy, PickContext } from './strategy.js';
 export type { EndpointState } from './state.js';
 export type {
