@@ -187,18 +187,29 @@ export class NoEndpointError extends KeelError {
   constructor(
     strategy: string,
     endpoints: number,
-    details?: { readonly service?: string | undefined; readonly ejected?: number | undefined },
+    details?: {
+      readonly service?: string | undefined;
+      readonly ejected?: number | undefined;
+      /** Whether panic mode was on (ejected endpoints still usable). */
+      readonly panicking?: boolean | undefined;
+    },
   ) {
     const service = details?.service;
     const ejected = details?.ejected ?? 0;
+    const panicking = details?.panicking === true;
     const reason: NoEndpointReason =
-      endpoints === 0 ? 'no-endpoints' : ejected >= endpoints ? 'all-ejected' : 'strategy-declined';
+      endpoints === 0
+        ? 'no-endpoints'
+        : ejected >= endpoints && !panicking
+          ? 'all-ejected'
+          : 'strategy-declined';
     const why =
       reason === 'no-endpoints'
         ? 'the endpoint list is empty'
         : reason === 'all-ejected'
           ? `all ${endpoints} endpoints are ejected by outlier detection and panic mode is off`
-          : `the strategy picked none of the ${endpoints} endpoints (${ejected} ejected)`;
+          : `the strategy picked none of the ${endpoints} endpoints (${ejected} ejected` +
+            `${panicking ? ', panic mode on' : ''})`;
     const whose = service === undefined ? '' : ` for ${JSON.stringify(service)}`;
     super(NO_ENDPOINT, `no endpoint to pick${whose} (${strategy}): ${why}`);
     this.service = service;
@@ -487,6 +498,7 @@ export class LoadBalancer<T = unknown> {
       throw new NoEndpointError(this.#strategy.name, this.#states.length, {
         service: this.#name,
         ejected,
+        panicking: this.#health.panicking,
       });
     }
     return lease;

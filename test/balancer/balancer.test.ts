@@ -373,6 +373,35 @@ describe('LoadBalancer', () => {
     );
   });
 
+  it('NoEndpointError does not blame ejection while panic mode balances over ejected endpoints', () => {
+    let decline = false;
+    const inner = roundRobin();
+    const flaky: Strategy = {
+      name: 'flaky',
+      loadAware: false,
+      reset: (states) => inner.reset(states),
+      pick: (ctx) => (decline ? undefined : inner.pick(ctx)),
+    };
+    const balancer = new LoadBalancer({
+      strategy: flaky,
+      endpoints: [{ id: 'a' }, { id: 'b' }],
+      clock: new ManualClock(),
+      outlierEjection: { consecutiveFailures: 1, maxEjectionPercent: 100 },
+      panicThresholdPercent: 50,
+    });
+    balancer.acquire()?.done({ ok: false });
+    balancer.acquire()?.done({ ok: false });
+    expect(balancer.panicking).toBe(true);
+    decline = true;
+    const error = thrown(() => balancer.acquireOrThrow()) as NoEndpointError;
+    expect(error.ejected).toBe(2);
+    expect(error.reason).toBe('strategy-declined');
+    expect(error.message).toBe(
+      'no endpoint to pick (flaky): the strategy picked none of the 2 endpoints (2 ejected, ' +
+        'panic mode on)',
+    );
+  });
+
   it('validates the name option', () => {
     expect(invalidOption(() => new LoadBalancer({ strategy: roundRobin(), name: '' })).option).toBe(
       'name',
