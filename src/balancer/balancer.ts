@@ -15,6 +15,7 @@ import {
   nestedOption,
   numberOption,
   resolveOptions,
+  stringOption,
   systemClock,
   type Clock,
   type Subscription,
@@ -66,6 +67,13 @@ export interface LoadBalancerOptions<T = unknown> {
   /** The pick algorithm, e.g. `roundRobin()` or `leastRequest()`. */
   readonly strategy: Strategy<T>;
   /**
+   * What the balancer balances over, usually the service name (a non-empty string): errors
+   * such as {@link NoEndpointError} name it. A balancer made by `Registry.balancer()` takes
+   * its service's name unless this is given.
+   * @defaultValue none
+   */
+  readonly name?: string | undefined;
+  /**
    * Initial endpoints; their weights must sum to at most {@link MAX_TOTAL_WEIGHT}.
    * @defaultValue none
    */
@@ -114,6 +122,7 @@ const isStrategy = (value: unknown): value is Strategy =>
 
 const spec = {
   strategy: guardedOption(isStrategy, 'a strategy such as roundRobin()', { required: true }),
+  name: stringOption({ optional: true, nonEmpty: true }),
   outlierEjection: nestedOption({
     consecutiveFailures: integerOption({ min: 0, max: 1_000_000, default: 5 }),
     baseEjectionMs: numberOption({ min: 1, max: 86_400_000, default: 30_000 }),
@@ -146,17 +155,68 @@ export const MAX_TOTAL_WEIGHT = 2 ** 32 - 1;
 /** Error code of {@link NoEndpointError}. */
 export const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';
 
+/**
+ * Why a balancer had nothing to pick:
+ * - `no-endpoints`: the endpoint list is empty (for a discovery balancer: no instance of the
+ *   service matches its filter);
+ * - `all-ejected`: outlier detection ejected every endpoint and panic mode is off
+ *   (`panicThresholdPercent: 0`; any other threshold balances over ejected endpoints instead);
+ * - `strategy-declined`: usable endpoints exist but the strategy picked none (only a custom
+ *   strategy does this).
+ *
+ * Endpoints excluded by the caller (`exclude`) are never the reason: an exclusion that would
+ * leave nothing is ignored.
+ */
+export type NoEndpointReason = 'no-endpoints' | 'all-ejected' | 'strategy-declined';
+
 /** Thrown by {@link LoadBalancer.acquireOrThrow} when there is no endpoint to pick. */
 export class NoEndpointError extends KeelError {
   override readonly name: string = 'NoEndpointError';
   declare readonly code: typeof NO_ENDPOINT;
-  constructor(strategy: string, size: number) {
-    super(
-      NO_ENDPOINT,
-      size === 0
-        ? `no endpoint to pick (${strategy}): the endpoint list is empty`
-        : `no endpoint to pick (${strategy}): every endpoint is excluded`,
-    );
+  /** The balancer's `name` (a discovery balancer's service), if it has one. */
+  readonly service: string | undefined;
+  /** The strategy's name, e.g. `least-request`. */
+  readonly strategy: string;
+  /** Why there was nothing to pick. */
+  readonly reason: NoEndpointReason;
+  /** How many endpoints the balancer had. */
+  readonly endpoints: number;
+  /** How many of them were ejected by outlier detection. */
+  readonly ejected: number;
+
+  constructor(
+    strategy: string,
+    endpoints: number,
+    details?: {
+      readonly service?: string | undefined;
+      readonly ejected?: number | undefined;
+      /** Whether panic mode was on (ejected endpoints still usable). */
+      readonly panicking?: boolean | undefined;
+    },
+  ) {
+    const service = details?.service;
+    const ejected = details?.ejected ?? 0;
+    const panicking = details?.panicking === true;
+    const reason: NoEndpointReason =
+      endpoints === 0
+        ? 'no-endpoints'
+        : ejected >= endpoints && !panicking
+          ? 'all-ejected'
+          : 'strategy-declined';
+    const why =
+      reason === 'no-endpoints'
+        ? 'the endpoint list is empty'
+        : reason === 'all-ejected'
+          ? `all ${endpoints} endpoints are ejected by outlier detection and panic mode is off`
+          : `the strategy picked none of the ${endpoints} endpoints (${ejected} ejected` +
+            `${panicking ? ', panic mode on' : ''})`;
+    const whose = service === undefined ? '' : ` for ${JSON.stringify(service)}`;
+    super(NO_ENDPOINT, `no endpoint to pick${whose} (${strategy}): ${why}`);
+    this.service = service;
+    this.strategy = strategy;
+    this.reason = reason;
+    this.endpoints = endpoints;
+    this.ejected = ejected;
   }
 }
 
@@ -227,6 +287,7 @@ export class LoadBalancer<T = unknown> {
   #rng: number;
   /** Outlier ejection, its cap, panic mode and slow start; writes `available`/`effectiveWeight`. */
   readonly #health: Health<T>;
+  readonly #name: string | undefined;
   readonly #leaseTimeoutMs: number;
   readonly #decayMs: number;
 
@@ -256,6 +317,7 @@ export class LoadBalancer<T = unknown> {
     const { endpoints, ...rest } = (isObject ? input : {}) as LoadBalancerOptions<T>;
     const resolved = resolveOptions(OWNER, isObject ? rest : input, spec);
     this.#strategy = resolved.strategy as Strategy<T>;
+    this.#name = resolved.name;
     this.#clock = resolved.clock;
     this.#random = resolved.random;
     this.#rng = Math.floor(Math.random() * 0x7fffffff) | 1;
@@ -293,6 +355,11 @@ export class LoadBalancer<T = unknown> {
       latencyOf: (state) => (state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#now())),
     };
     this.update(endpoints ?? []);
+  }
+
+  /** The balancer's name (see {@link LoadBalancerOptions.name}), if it has one. */
+  get name(): string | undefined {
+    return this.#name;
   }
 
   /** The strategy's name, e.g. `round-robin`. */
@@ -424,7 +491,16 @@ export class LoadBalancer<T = unknown> {
   /** Like {@link LoadBalancer.acquire}, but throws {@link NoEndpointError} instead of `undefined`. */
   acquireOrThrow(options?: PickOptions): Lease<T> {
     const lease = this.acquire(options);
-    if (lease === undefined) throw new NoEndpointError(this.#strategy.name, this.#states.length);
+    if (lease === undefined) {
+      // The error path only: acquire() just brought ejections up to date.
+      let ejected = 0;
+      for (const state of this.#states) if (state.ejectedUntil !== 0) ejected++;
+      throw new NoEndpointError(this.#strategy.name, this.#states.length, {
+        service: this.#name,
+        ejected,
+        panicking: this.#health.panicking,
+      });
+    }
     return lease;
   }
 

@@ -13,7 +13,12 @@ export {
   DUPLICATE_ENDPOINT,
   MAX_TOTAL_WEIGHT,
 } from './balancer.js';
-export type { LoadBalancerOptions, OutlierEjectionOptions, SlowStartOptions } from './balancer.js';
+export type {
+  LoadBalancerOptions,
+  NoEndpointReason,
+  OutlierEjectionOptions,
+  SlowStartOptions,
+} from './balancer.js';
 export type { Strategy, PickContext } from './strategy.js';
 export type { EndpointState } from './state.js';
 export type {
@@ -28,7 +33,7 @@ export type {
 export { roundRobin } from './strategies/round-robin.js';
 export { random, weightedRandom } from './strategies/random.js';
 export { leastConnections } from './strategies/least-connections.js';
-export { leastRequest } from './strategies/least-request.js';
+export { leastRequest, p2c } from './strategies/least-request.js';
 export type { LeastRequestOptions } from './strategies/least-request.js';
 export { peakEwma } from './strategies/peak-ewma.js';
 export { consistentHash } from './strategies/consistent-hash.js';

@@ -44,9 +44,18 @@ export class InvalidInstanceError extends KeelError {
   ) {
     const got = describeValue(received);
     const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';
+    // A wrong-type problem already says what kind of value came ("expected a number, received a
+    // string"): the value follows in brackets where it adds something (a string, a number, a
+    // boolean), not as a second "received" (issue 16).
+    const saysReceived = /, received [^,]*$/.test(message);
+    const shown =
+      typeof received === 'number'
+        ? Number.isFinite(received)
+        : ['string', 'bigint', 'boolean'].includes(typeof received);
+    const tail = !saysReceived ? `, received ${got}` : shown ? ` (${got})` : '';
     super(
       INVALID_INSTANCE,
-      `${where}: invalid instance field "${field}": ${message}, received ${got}${more}`,
+      `${where}: invalid instance field "${field}": ${message}${tail}${more}`,
     );
     this.field = field;
     this.received = got;

@@ -138,8 +138,19 @@ function typeName(value: unknown): string {
   return 'object';
 }
 
+/** A type name with its article, as a sentence reads it: `a string`, `an array`, `null`. */
+function withArticle(name: string): string {
+  if (/^(null|undefined|NaN|-?Infinity)$/.test(name)) return name;
+  return /^[aeiouAEIOU]/.test(name) ? `an ${name}` : `a ${name}`;
+}
+
+/**
+ * A value of the wrong type, e.g. `expected a number, received a string`. The error built from
+ * the first problem adds the value itself (issue 16: the words once read "received string,
+ * received \"8080\"").
+ */
 const wrongType = (expected: string, value: unknown): string =>
-  `Invalid input: expected ${expected}, received ${typeName(value)}`;
+  `expected ${withArticle(expected)}, received ${withArticle(typeName(value))}`;
 
 /**
  * Length in Unicode code points (the limits count characters, not UTF-16 units): a surrogate
@@ -201,7 +212,7 @@ const checkPort: Check = (value, path, problems) => {
     return true;
   }
   if (!Number.isInteger(value)) {
-    problems.push({ path, message: 'Invalid input: expected int, received number' });
+    problems.push({ path, message: 'expected an integer, received a number' });
     return true;
   }
   if (value > Number.MAX_SAFE_INTEGER) {

@@ -372,7 +372,12 @@ export class Registry implements AsyncDisposable {
     const checked = { status: 'up' as const, ...checkFilter('Registry.balancer', filter) };
     const watch = this.watch(service);
     try {
-      return new DiscoveryBalancer(watch, checked, { clock: this.#o.clock, ...rest, strategy });
+      return new DiscoveryBalancer(watch, checked, {
+        clock: this.#o.clock,
+        name: service,
+        ...rest,
+        strategy,
+      });
     } catch (error) {
       watch.close();
       throw error;

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock, isInvalidOptionError, isKeelError } from '../../src/core/index.js';
 import {
   LoadBalancer,
+  NoEndpointError,
   consistentHash,
   leastConnections,
   leastRequest,
@@ -310,6 +311,106 @@ describe('LoadBalancer', () => {
     const error = thrown(() => new LoadBalancer({ strategy: roundRobin() }).acquireOrThrow());
     expect(isKeelError(error)).toBe(true);
     expect((error as { code: string }).code).toBe('KEEL_NO_ENDPOINT');
+  });
+
+  // Issue 16: the error named neither the service nor the real reason ("every endpoint is
+  // excluded" when they were all ejected).
+  it('NoEndpointError names the balancer and says the list is empty', () => {
+    const error = thrown(() =>
+      new LoadBalancer({ name: 'orders', strategy: roundRobin() }).acquireOrThrow(),
+    ) as NoEndpointError;
+    expect(error).toBeInstanceOf(NoEndpointError);
+    expect(error.service).toBe('orders');
+    expect(error.reason).toBe('no-endpoints');
+    expect(error.endpoints).toBe(0);
+    expect(error.message).toBe(
+      'no endpoint to pick for "orders" (round-robin): the endpoint list is empty',
+    );
+    const unnamed = thrown(() =>
+      new LoadBalancer({ strategy: roundRobin() }).acquireOrThrow(),
+    ) as NoEndpointError;
+    expect(unnamed.service).toBeUndefined();
+    expect(unnamed.message).toBe('no endpoint to pick (round-robin): the endpoint list is empty');
+  });
+
+  it('NoEndpointError says every endpoint is ejected (panic mode off), excluded ones or not', () => {
+    const balancer = new LoadBalancer({
+      name: 'orders',
+      strategy: leastRequest(),
+      endpoints: [{ id: 'a' }, { id: 'b' }],
+      clock: new ManualClock(),
+      outlierEjection: { consecutiveFailures: 1, maxEjectionPercent: 100 },
+      panicThresholdPercent: 0,
+    });
+    balancer.acquire()?.done({ ok: false });
+    balancer.acquire()?.done({ ok: false });
+    for (const exclude of [undefined, new Set(['a'])]) {
+      const error = thrown(() => balancer.acquireOrThrow({ exclude })) as NoEndpointError;
+      expect(error.reason).toBe('all-ejected');
+      expect(error.endpoints).toBe(2);
+      expect(error.ejected).toBe(2);
+      expect(error.message).toBe(
+        'no endpoint to pick for "orders" (least-request): all 2 endpoints are ejected by ' +
+          'outlier detection and panic mode is off',
+      );
+    }
+  });
+
+  it('NoEndpointError says when the strategy picked none of the usable endpoints', () => {
+    const declines: Strategy = {
+      name: 'never',
+      loadAware: false,
+      reset: () => {},
+      pick: () => undefined,
+    };
+    const error = thrown(() =>
+      new LoadBalancer({ strategy: declines, endpoints: three }).acquireOrThrow(),
+    ) as NoEndpointError;
+    expect(error.reason).toBe('strategy-declined');
+    expect(error.ejected).toBe(0);
+    expect(error.message).toBe(
+      'no endpoint to pick (never): the strategy picked none of the 3 endpoints (0 ejected)',
+    );
+  });
+
+  it('NoEndpointError does not blame ejection while panic mode balances over ejected endpoints', () => {
+    let decline = false;
+    const inner = roundRobin();
+    const flaky: Strategy = {
+      name: 'flaky',
+      loadAware: false,
+      reset: (states) => inner.reset(states),
+      pick: (ctx) => (decline ? undefined : inner.pick(ctx)),
+    };
+    const balancer = new LoadBalancer({
+      strategy: flaky,
+      endpoints: [{ id: 'a' }, { id: 'b' }],
+      clock: new ManualClock(),
+      outlierEjection: { consecutiveFailures: 1, maxEjectionPercent: 100 },
+      panicThresholdPercent: 50,
+    });
+    balancer.acquire()?.done({ ok: false });
+    balancer.acquire()?.done({ ok: false });
+    expect(balancer.panicking).toBe(true);
+    decline = true;
+    const error = thrown(() => balancer.acquireOrThrow()) as NoEndpointError;
+    expect(error.ejected).toBe(2);
+    expect(error.reason).toBe('strategy-declined');
+    expect(error.message).toBe(
+      'no endpoint to pick (flaky): the strategy picked none of the 2 endpoints (2 ejected, ' +
+        'panic mode on)',
+    );
+  });
+
+  it('validates the name option', () => {
+    expect(invalidOption(() => new LoadBalancer({ strategy: roundRobin(), name: '' })).option).toBe(
+      'name',
+    );
+    expect(
+      invalidOption(() => new LoadBalancer({ strategy: roundRobin(), name: 7 as never })).option,
+    ).toBe('name');
+    expect(new LoadBalancer({ strategy: roundRobin(), name: 'orders' }).name).toBe('orders');
+    expect(new LoadBalancer({ strategy: roundRobin() }).name).toBeUndefined();
   });
 
   it('rejects bad endpoints and options with typed errors naming them', () => {

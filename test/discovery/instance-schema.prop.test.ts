@@ -5,6 +5,9 @@
  * (`parseInstance`) and read-back (`decodeInstance`) must accept the same inputs, produce the
  * same instance, and report the same problems with the same messages.
  *
+ * zod's "Invalid input: expected number, received string" is reworded to "expected a number,
+ * received a string" (issue 16) on both sides of the comparison; see `plainWords`.
+ *
  * One difference is intended and normalised away below: zod also measured the `length` of a
  * value that is not a string at all (`host: []` gave "expected string, received array" and then
  * "Too small: expected array to have >=1 items"); the hand-written checks report the wrong type
@@ -74,7 +77,22 @@ function describeIssue(issue: z.core.$ZodIssue): InstanceProblem {
     return { path: parts.join('.'), message: 'unknown field' };
   }
   const path = parts.join('.');
-  return { path: path === '' ? 'instance' : path, message: issue.message };
+  return { path: path === '' ? 'instance' : path, message: plainWords(issue.message) };
+}
+
+/**
+ * zod's "Invalid input: expected number, received string" in the words Keel uses since issue 16
+ * ("expected a number, received a string"): the one rewording of zod's messages.
+ */
+function plainWords(message: string): string {
+  const match = /^Invalid input: expected (\w+), received (.+)$/.exec(message);
+  if (match === null) return message;
+  const a = (name: string): string =>
+    /^(null|undefined|NaN|-?Infinity)$/.test(name)
+      ? name
+      : `${/^[aeiou]/i.test(name) ? 'an' : 'a'} ${name}`;
+  const expected = match[1] === 'int' ? 'integer' : (match[1] as string);
+  return `expected ${a(expected)}, received ${a(match[2] as string)}`;
 }
 
 /** zod's length checks on a value of the wrong type (see the file comment). */
@@ -454,11 +472,18 @@ describe('instance validation matches the zod schema it replaced', () => {
     const problem = (spec: object): string =>
       (actualParse(spec) as { message: string }).message.replace(/^Test: /, '');
     const base = { service: 'orders', host: 'h', port: 1 };
+    // Issue 16: the type and the value were each introduced by "received".
     expect(problem({ ...base, port: '8080' })).toBe(
-      'invalid instance field "port": Invalid input: expected number, received string, received "8080"',
+      'invalid instance field "port": expected a number, received a string ("8080")',
     );
     expect(problem({ ...base, port: 1.5 })).toBe(
-      'invalid instance field "port": Invalid input: expected int, received number, received 1.5',
+      'invalid instance field "port": expected an integer, received a number (1.5)',
+    );
+    expect(problem({ ...base, port: null })).toBe(
+      'invalid instance field "port": expected a number, received null',
+    );
+    expect(problem({ ...base, metadata: new Map() })).toBe(
+      'invalid instance field "metadata": expected a record, received a Map',
     );
     expect(problem({ ...base, port: 1e20 })).toBe(
       'invalid instance field "port": Too big: expected int to be <=9007199254740991, received 100000000000000000000 (and 1 more problem(s))',
@@ -479,7 +504,7 @@ describe('instance validation matches the zod schema it replaced', () => {
       'invalid instance field "metadata.": Invalid key in record, received "x"',
     );
     expect(problem([])).toBe(
-      'invalid instance field "instance": Invalid input: expected object, received array, received an array of length 0',
+      'invalid instance field "instance": expected an object, received an array',
     );
   });
 });

@@ -9,7 +9,8 @@ import {
   type InvalidInstanceError,
   type Registration,
 } from '../../src/discovery/index.js';
-import { invalidOption } from '../support/helpers.js';
+import { NoEndpointError, roundRobin } from '../../src/balancer/index.js';
+import { invalidOption, thrown } from '../support/helpers.js';
 import { liveHandles } from '../support/vitest.js';
 import { WatchHistory } from './history.js';
 import { registrySuite, type BackendFixture } from './shared-suite.js';
@@ -113,6 +114,23 @@ describe('discovery: memory-specific behaviour', () => {
     expect(invalidOption(() => registry.discover('orders', { state: 'up' } as never)).option).toBe(
       'filter.state',
     );
+  });
+
+  // Issue 16: a balancer that follows a service names it when there is nothing to pick.
+  it('a discovery balancer names its service in NoEndpointError', async () => {
+    const registry = new Registry();
+    const orders = registry.balancer('orders', roundRobin());
+    await orders.ready;
+    const error = thrown(() => orders.acquireOrThrow()) as NoEndpointError;
+    expect(error).toBeInstanceOf(NoEndpointError);
+    expect(error.service).toBe('orders');
+    expect(error.reason).toBe('no-endpoints');
+    expect(error.message).toContain('for "orders"');
+    const named = registry.balancer('orders', roundRobin(), { name: 'orders (eu-west)' });
+    expect(named.name).toBe('orders (eu-west)');
+    orders.close();
+    named.close();
+    await registry.close();
   });
 
   it('strict mode rejects unknown services', async () => {

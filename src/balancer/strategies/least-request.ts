@@ -66,3 +66,17 @@ export function leastRequest<T = unknown>(options: LeastRequestOptions = {}): St
   });
   return new LeastRequest<T>(activeRequestBias);
 }
+
+/**
+ * `p2c()` — "power of two choices" (Mitzenmacher, "The Power of Two Choices in Randomized Load
+ * Balancing", 2001), the name most people look for. It is {@link leastRequest} under another
+ * name: the same factory, the same options and the same strategy (`name: 'least-request'`).
+ *
+ * @example
+ * ```ts
+ * import { LoadBalancer, p2c } from 'keel/balancer';
+ *
+ * const balancer = new LoadBalancer({ strategy: p2c(), endpoints: [{ id: 'a' }, { id: 'b' }] });
+ * ```
+ */
+export const p2c: typeof leastRequest = leastRequest;
