@@ -198,12 +198,35 @@ const spec = {
   cacheSize: /* @__PURE__ */ integerOption({ min: 0, max: 10_000_000, default: 0 }),
 };
 
+/**
+ * A custom hash function's answer as an unsigned 32-bit integer. Signed 32-bit answers (as
+ * from `x | 0`) are taken as their two's complement; anything else — a bigint, a string, NaN,
+ * a fraction, a number beyond 32 bits — is an {@link InvalidOptionError} on `hash`, instead of
+ * a TypeError deep inside or every point silently coerced to 0.
+ */
+function hashValue(value: unknown): number {
+  if (
+    typeof value === 'number' &&
+    Number.isInteger(value) &&
+    value >= -(2 ** 31) &&
+    value < 2 ** 32
+  ) {
+    return value >>> 0;
+  }
+  throw new InvalidOptionError(
+    OWNER,
+    'hash',
+    'a function returning an integer from 0 to 2^32 - 1 (or a signed 32-bit integer)',
+    value,
+  );
+}
+
 function toHasher(hash: KeyHasher | HashFunction): KeyHasher {
   if (typeof hash !== 'function') return hash;
   return Object.freeze({
     name: 'custom',
-    string: (key: string) => hash(utf8(key)) >>> 0,
-    bytes: (bytes: Uint8Array) => hash(bytes) >>> 0,
+    string: (key: string) => hashValue(hash(utf8(key))),
+    bytes: (bytes: Uint8Array) => hashValue(hash(bytes)),
   });
 }
 
