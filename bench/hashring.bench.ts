@@ -23,24 +23,13 @@ import {
   type KeyRouter,
 } from '../src/hashring/index.js';
 import { defineSuite, type BenchReport, type BenchTask } from './suite.js';
-
-/** Deterministic PRNG (mulberry32) so every run measures the same keys. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../test/support/random.js';
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789:-_';
 
 /** `count` unique keys of 10–20 characters. */
 function makeKeys(count: number, seed: number): string[] {
-  const random = rng(seed);
+  const random = seededRandom(seed);
   const out = new Set<string>();
   while (out.size < count) {
     const length = 10 + Math.floor(random() * 11);

@@ -7,6 +7,7 @@ import {
   type SmoothWeightedRoundRobinStrategy,
 } from '../../src/balancer/strategies/swrr.js';
 import type { PickContext } from '../../src/balancer/strategy.js';
+import { seededRandom } from '../support/random.js';
 
 type State = EndpointState<undefined>;
 
@@ -42,18 +43,6 @@ class FakeContext implements PickContext<undefined> {
 
 const endpoint = (id: string, weight: number): State =>
   new EndpointState({ id, weight, zone: undefined, data: undefined }, 0);
-
-/** mulberry32: a small seeded PRNG for shuffles inside commands. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const harmonic = (n: number): number => {
   let h = 0;
@@ -237,7 +226,7 @@ class Reset implements fc.Command<Model, Real> {
   ) {}
   check = (): boolean => true;
   run(model: Model, real: Real): void {
-    const random = seeded(this.seed);
+    const random = seededRandom(this.seed);
     const leaveRate = random() * 0.5;
     const ids = model.reference.list.map((s) => s.id).filter(() => random() >= leaveRate);
     for (const which of this.added) {
