@@ -32,3 +32,8 @@ export {
   isRandomSource,
 } from './options.js';
 export type { OptionRule, OptionSpec, ResolvedOptions, NumberBounds } from './options.js';
+export { compactLua, luaScript, runScript, isNoScriptError } from './lua.js';
+export type { LuaScript, ScriptClient } from './lua.js';
+export { KeelChannel, channelName, operationChannel, wallTime } from './diagnostics.js';
+export type { KeelComponent } from './diagnostics.js';
+export { unitRandom, exponentialDelay, jitter, fullJitter, decorrelatedJitter } from './backoff.js';
