@@ -25,6 +25,7 @@ import type {
   Snapshot,
   WriteOptions,
 } from './backend.js';
+import { RegistryUnavailableError } from './errors.js';
 
 /** Options of {@link MemoryBackend}. */
 export interface MemoryBackendOptions {
@@ -91,6 +92,7 @@ export class MemoryBackend implements DiscoveryBackend {
   readonly #services = new Map<string, ServiceState>();
   readonly #feeds = new Set<MemoryFeed>();
   #paused = false;
+  #outage: string | undefined;
 
   /** Validates `options`; throws `InvalidOptionError` naming a bad one. */
   constructor(options: MemoryBackendOptions = {}) {
@@ -220,6 +222,28 @@ export class MemoryBackend implements DiscoveryBackend {
     for (const feed of [...this.#feeds]) feed.interrupt(reason);
   }
 
+  /**
+   * Makes the store unreachable, as a stopped or partitioned Redis would, until
+   * {@link endOutage}: every call rejects with a `RegistryUnavailableError`, and every reader's
+   * feed is interrupted and delivers nothing. The data stays (use {@link simulateDataLoss} for a
+   * store that comes back empty).
+   */
+  simulateOutage(reason = 'simulated outage'): void {
+    this.#outage = reason;
+    for (const feed of [...this.#feeds]) feed.interrupt(reason);
+  }
+
+  /** Ends {@link simulateOutage}: calls work again and readers catch up. */
+  endOutage(): void {
+    this.#outage = undefined;
+    for (const feed of this.#feeds) feed.schedule();
+  }
+
+  /** Whether {@link simulateOutage} is in effect. */
+  get inOutage(): boolean {
+    return this.#outage !== undefined;
+  }
+
   /** Stops delivering log entries (a slow reader) until {@link resumeFeeds}. */
   pauseFeeds(): void {
     this.#paused = true;
@@ -285,6 +309,11 @@ export class MemoryBackend implements DiscoveryBackend {
   #run<T>(options: WriteOptions | undefined, fn: () => T): Promise<T> {
     try {
       throwIfAborted(options?.signal);
+      if (this.#outage !== undefined) {
+        throw new RegistryUnavailableError('memory backend call', this.#outage, {
+          store: 'memory',
+        });
+      }
       return Promise.resolve(fn());
     } catch (error) {
       return Promise.reject(error);
@@ -340,7 +369,7 @@ class MemoryFeed implements ChangeFeed {
   }
 
   #pump(): void {
-    if (this.#closed || this.#backend.feedsPaused) return;
+    if (this.#closed || this.#backend.feedsPaused || this.#backend.inOutage) return;
     const state = this.#backend.serviceState(this.service);
     if (state === undefined) {
       // The service's data is gone (or never was): a reader positioned in an epoch must resync.

@@ -72,8 +72,10 @@ export interface RegistryOptions {
   readonly retryMaxMs?: number | undefined;
   /**
    * When a resync finds the store lost its data (a new epoch), instances missing from it stay in
-   * views this long, to give them time to re-register, before they are removed. 0 removes them
-   * at once. @defaultValue 15000
+   * views this long, to give them time to re-register, before they are removed. The time counts
+   * from the last moment nobody could have re-registered: it starts again when the store loses
+   * its data again, when the service's data starts again in a new epoch, and when the store is
+   * readable again after an outage. 0 removes them at once. @defaultValue 15000
    */
   readonly dataLossGraceMs?: number | undefined;
   /** Timeout of each store call. @defaultValue 2000 */

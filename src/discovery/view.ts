@@ -144,6 +144,12 @@ export class ServiceView implements FeedListener {
   readonly #raw = new Map<string, string>();
   /** Instances kept through a data loss, by id → deadline. */
   readonly #retained = new Map<string, number>();
+  /**
+   * Set when the store could not be read (a failed snapshot, an interrupted feed) and cleared by
+   * the next snapshot, which restarts the retained instances' grace: an instance cannot
+   * re-register while the store is unreachable, so the grace counts from its return.
+   */
+  #unreachable = false;
   #graceTimer: Timer | undefined;
   readonly #quarantined = new Map<string, string>();
   /**
@@ -293,6 +299,10 @@ export class ServiceView implements FeedListener {
             continue;
           }
           this.#epoch = entry.epoch;
+          // The service's data starts again after a loss this view saw: whoever it still keeps
+          // gets the whole grace from now, as after a resync into a new epoch — the store may
+          // have lost the data again since then, re-registrations included.
+          this.#restartGrace();
         } else {
           problem = `epoch changed (${this.#epoch || 'none'} -> ${entry.epoch})`;
         }
@@ -354,6 +364,7 @@ export class ServiceView implements FeedListener {
 
   interrupted(reason: string, error?: unknown): void {
     if (this.#closed) return;
+    this.#unreachable = true;
     this.#setStale(true, reason);
     if (error !== undefined) this.#reportError(error, reason);
     this.#resync(reason, false);
@@ -493,6 +504,7 @@ export class ServiceView implements FeedListener {
         } catch (error) {
           if (this.#isClosed()) return;
           failures++;
+          this.#unreachable = true;
           this.#setStale(true, `resync failed (${reason})`);
           this.#reportError(error, 'snapshot');
           continue;
@@ -595,24 +607,39 @@ export class ServiceView implements FeedListener {
     }
     for (const id of this.#quarantined.keys()) if (!seen.has(id)) this.#quarantined.delete(id);
     const now = this.#s.clock.now();
+    const grace = this.#s.dataLossGraceMs;
+    // The store is readable again after an outage, or lost its data (again): every instance
+    // still waiting gets the whole grace from now, since none could re-register before
+    // (issue 13: with the grace counted from the first of several empty restarts, a watcher
+    // evicted an instance that was alive and heartbeating).
+    const restartGrace = this.#unreachable || lostData;
+    this.#unreachable = false;
     for (const instance of [...this.#instances.values()]) {
       if (seen.has(instance.id)) continue;
       const deadline = this.#retained.get(instance.id);
-      if (deadline !== undefined && deadline <= now) {
+      if (deadline !== undefined && !restartGrace && deadline <= now) {
         // Its grace ended, and this fresh snapshot confirms it did not re-register.
         this.#retained.delete(instance.id);
         this.#remove(instance, 'lost', 'grace');
         continue;
       }
-      if ((lostData || this.#retained.has(instance.id)) && this.#s.dataLossGraceMs > 0) {
-        if (!this.#retained.has(instance.id))
-          this.#retained.set(instance.id, now + this.#s.dataLossGraceMs);
+      if ((lostData || deadline !== undefined) && grace > 0) {
+        if (deadline === undefined || restartGrace)
+          this.#retained.set(instance.id, Math.max(deadline ?? 0, now + grace));
         continue;
       }
       this.#remove(instance, 'resync', 'resync');
     }
     this.#scheduleGrace();
     this.#feed?.seek(epoch, revision, position);
+  }
+
+  /** Every retained instance gets the whole data-loss grace from now. */
+  #restartGrace(): void {
+    if (this.#retained.size === 0) return;
+    const until = this.#s.clock.now() + this.#s.dataLossGraceMs;
+    for (const [id, deadline] of this.#retained) this.#retained.set(id, Math.max(deadline, until));
+    this.#scheduleGrace();
   }
 
   #scheduleGrace(): void {

@@ -5,6 +5,7 @@ import {
   Registry,
   isInvalidInstanceError,
   isRegistrationClosedError,
+  isRegistryUnavailableError,
   isUnknownServiceError,
   type InvalidInstanceError,
   type Registration,
@@ -181,6 +182,92 @@ describe('discovery: memory-specific behaviour', () => {
     history.expectConverged([]);
     await a.close();
     await b.close();
+  });
+
+  // Issue 13, found by the discovery chaos check 'discovery-eviction' (seed 1761071674): after
+  // several empty restarts a watcher's data-loss grace evicted an instance that was alive and
+  // heartbeating, because the grace kept counting from the first data loss.
+  it('a second data loss restarts the grace: an instance that had re-registered is not evicted', async () => {
+    const { clock, backend, make } = setup();
+    const slow = make({ ttlMs: 3000 }); // heartbeats about every second
+    const fast = make({ ttlMs: 300 }); // about every 100 ms
+    const b = make({ dataLossGraceMs: 1500 });
+    const registration = await slow.register({ service: 'orders', host: 'h', port: 1 });
+    await fast.register({ service: 'orders', host: 'h', port: 2 });
+    const watch = b.watch('orders');
+    await watch.ready;
+    const history = new WatchHistory(watch);
+    backend.simulateDataLoss();
+    await clock.advanceAsync(20); // the watcher resyncs into the new epoch and keeps both
+    expect(watch.instances().map((i) => i.id)).toEqual(['h:1', 'h:2']);
+    // Its reads stall, so it sees neither re-register; then the store loses its data again
+    // (restarted empty twice in a row) before the first grace would have ended.
+    backend.pauseFeeds();
+    for (let t = 0; t < 1250 && backend.ids('orders').length < 2; t += 50)
+      await clock.advanceAsync(50);
+    expect(backend.ids('orders')).toEqual(['h:1', 'h:2']);
+    backend.simulateDataLoss();
+    backend.resumeFeeds();
+    // h:2 is back at once; h:1 needs a heartbeat (about a second) to notice, and gets the
+    // whole grace from the store's new start to do it.
+    for (let t = 0; t < 1450; t += 50) await clock.advanceAsync(50);
+    expect(backend.ids('orders')).toEqual(['h:1', 'h:2']);
+    expect(history.changes.filter((c) => c.type === 'removed')).toEqual([]);
+    history.expectConverged(['h:1', 'h:2']);
+    // One that really does not come back is still removed once the grace ends.
+    registration.abandon();
+    backend.simulateDataLoss();
+    for (let t = 0; t < 1400; t += 50) await clock.advanceAsync(50);
+    expect(watch.instances().map((i) => i.id)).toEqual(['h:1', 'h:2']);
+    for (let t = 0; t < 1000; t += 50) await clock.advanceAsync(50);
+    history.expectConverged(['h:2']);
+    expect(history.changes.at(-1)).toMatchObject({ type: 'removed', reason: 'lost' });
+    await slow.close();
+    await fast.close();
+    await b.close();
+  });
+
+  it('the grace counts from when the store is reachable again: an outage during it evicts nobody', async () => {
+    const { clock, backend, make } = setup();
+    const a = make({ ttlMs: 3000 }); // heartbeats about every second
+    const b = make({ dataLossGraceMs: 1500, retryMaxMs: 200 }); // resyncs soon after an outage
+    await a.register({ service: 'orders', host: 'h', port: 1 });
+    const watch = b.watch('orders');
+    await watch.ready;
+    const history = new WatchHistory(watch);
+    // The store comes back empty and at once becomes unreachable again for longer than the
+    // grace (a second restart): h:1 cannot re-register, and the view cannot read.
+    backend.simulateDataLoss();
+    await clock.advanceAsync(20);
+    backend.simulateOutage('restarting');
+    for (let t = 0; t < 2500; t += 50) await clock.advanceAsync(50);
+    expect(watch.stale).toBe(true);
+    expect(watch.instances().map((i) => i.id)).toEqual(['h:1']);
+    backend.endOutage();
+    // The store is back: h:1 re-registers at its next heartbeat, within a grace of the return.
+    for (let t = 0; t < 1400; t += 50) await clock.advanceAsync(50);
+    expect(backend.ids('orders')).toEqual(['h:1']);
+    expect(history.changes.filter((c) => c.type === 'removed')).toEqual([]);
+    expect(watch.stale).toBe(false);
+    history.expectConverged(['h:1']);
+    await a.close();
+    await b.close();
+  });
+
+  it('simulateOutage makes every call fail with RegistryUnavailableError until endOutage', async () => {
+    const { backend, make } = setup();
+    const a = make();
+    backend.simulateOutage('partitioned');
+    const error = await a
+      .register({ service: 'orders', host: 'h', port: 1 })
+      .catch((e: unknown) => e);
+    expect(isRegistryUnavailableError(error)).toBe(true);
+    expect((error as Error).message).toContain('partitioned');
+    backend.endOutage();
+    const registration = await a.register({ service: 'orders', host: 'h', port: 1 });
+    expect(backend.ids('orders')).toEqual(['h:1']);
+    await registration.deregister();
+    await a.close();
   });
 
   it('a slow watcher whose log entries were trimmed detects the gap and resyncs', async () => {
