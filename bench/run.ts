@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- <filter>...] [--quick] [--runs=N]`
+ * `npm run bench [-- <filter>...] [--quick] [--runs=N] [--html | --html-only]`
  *
  * Runs every `bench/*.bench.ts` (or those whose file or suite name contains a filter) with
  * tinybench. Every run of a suite is its own child process — a fresh V8 with `--expose-gc` and
@@ -20,7 +20,9 @@
  *
  * Output: tables at most 120 columns wide; `bench/results/<suite>.json` keeps, per suite, the
  * last {@link HISTORY} invocations with every run's figures; `bench/results/latest.json` holds
- * this invocation's summary (CI reads `suites[].tasks[].ratio` from it).
+ * this invocation's summary (CI reads `suites[].tasks[].ratio` from it). `--html` also writes
+ * `bench/results/report.html`, a self-contained chart page of every suite's newest recorded
+ * invocation (see html.ts); `--html-only` writes it from the stored results without running.
  */
 import { fork } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -34,6 +36,7 @@ import {
   type MeasuredTask,
   type SuiteContext,
 } from './suite.js';
+import { renderHtml, type HtmlSuite, type HtmlTask } from './html.js';
 
 /** One task's figures from one run (one child process). */
 interface TaskReport {
@@ -126,7 +129,7 @@ const TASK_MS = 1000;
 const ROUNDS = 5;
 /** Widest line the tables print. */
 const WIDTH = 120;
-const USAGE = 'usage: npm run bench [-- <filter>...] [--quick] [--runs=N]';
+const USAGE = 'usage: npm run bench [-- <filter>...] [--quick] [--runs=N] [--html | --html-only]';
 
 const args = process.argv.slice(2);
 const childIndex = args.indexOf('--child');
@@ -135,8 +138,15 @@ const userArgs =
   childIndex >= 0 ? args.filter((_, i) => i !== childIndex && i !== childIndex + 1) : args;
 const quick = userArgs.includes('--quick');
 const runsFlag = userArgs.find((a) => a.startsWith('--runs='));
+const html = userArgs.includes('--html');
+const htmlOnly = userArgs.includes('--html-only');
 const unknownFlags = userArgs.filter(
-  (a) => a.startsWith('--') && a !== '--quick' && !a.startsWith('--runs='),
+  (a) =>
+    a.startsWith('--') &&
+    a !== '--quick' &&
+    a !== '--html' &&
+    a !== '--html-only' &&
+    !a.startsWith('--runs='),
 );
 if (unknownFlags.length > 0) {
   console.error(`bench: unknown option(s) ${unknownFlags.join(', ')}; ${USAGE}`);
@@ -645,7 +655,53 @@ function record(summary: SuiteSummary, all: readonly RunReport[], meta: object):
   return path;
 }
 
+/** Writes `bench/results/report.html` from every suite's newest recorded invocation. */
+function writeHtml(): string {
+  const suites: HtmlSuite[] = [];
+  const names = existsSync(resultsDir) ? readdirSync(resultsDir) : [];
+  for (const name of names.filter((n) => n.endsWith('.json') && n !== 'latest.json').sort()) {
+    let parsed: Partial<SuiteFile>;
+    try {
+      parsed = JSON.parse(readFileSync(join(resultsDir, name), 'utf8')) as Partial<SuiteFile>;
+    } catch {
+      console.error(`bench: bench/results/${name} is not readable JSON; left out of the page`);
+      continue;
+    }
+    const last = (Array.isArray(parsed.invocations) ? parsed.invocations.at(-1) : undefined) as
+      | {
+          date?: string;
+          node?: string;
+          command?: string;
+          quick?: boolean;
+          runsPerSuite?: number;
+          summary?: { tasks?: HtmlTask[]; reports?: HtmlSuite['reports'] };
+        }
+      | undefined;
+    if (last?.summary === undefined) continue;
+    suites.push({
+      name: parsed.suite ?? name.replace(/\.json$/, ''),
+      description: parsed.description ?? '',
+      date: last.date ?? '',
+      node: last.node ?? '',
+      command: last.command ?? '',
+      quick: last.quick === true,
+      runs: last.runsPerSuite ?? 1,
+      tasks: last.summary.tasks ?? [],
+      reports: last.summary.reports ?? [],
+    });
+  }
+  const path = join(resultsDir, 'report.html');
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(path, renderHtml(suites, new Date().toISOString()));
+  console.log(`wrote bench/results/report.html (${suites.length} suite(s))`);
+  return path;
+}
+
 async function main(): Promise<void> {
+  if (htmlOnly) {
+    writeHtml();
+    return;
+  }
   const files = readdirSync(here)
     .filter((f) => f.endsWith('.bench.ts'))
     .sort();
@@ -706,6 +762,7 @@ async function main(): Promise<void> {
       `(${summaries.length} suite(s), ${ratios} ratio(s), ${runs} run(s) each)` +
       (quick ? ' — quick mode: smoke numbers only, no verdicts' : ''),
   );
+  if (html) writeHtml();
   if (failures.length > 0) {
     console.error(`bench: failed: ${failures.join(', ')}`);
     process.exit(1);
