@@ -10,7 +10,9 @@
  * - `discovery-convergence`: every watcher's view equals the store's truth (the records hash),
  *   and the truth equals the registrations still alive, within CONVERGE_LIMIT_MS (the time it
  *   took is reported);
- * - `discovery-eviction`: no watcher ever removed an instance whose registration was alive;
+ * - `discovery-eviction`: no watcher ever removed an instance whose registration was alive and
+ *   had a heartbeat acknowledged within its ttl (removals of one whose heartbeats could not get
+ *   through for longer — the store expires it by right — are counted and reported apart);
  * - `discovery-history`: every watcher's change history stayed coherent;
  * - `discovery-registrations`: no live registration ended up closed or replaced.
  * Names for `KEEL_CHAOS_KNOWN_BUGS` are these check names. With a fault mix outside the
@@ -158,6 +160,7 @@ describeRedis(
         const writers = Array.from({ length: WRITERS }, () => makeRegistry());
         const live = new Map<string, Live>();
         const evictions: string[] = [];
+        const unacknowledged: string[] = [];
         const histories: { watcher: number; watch: ServiceWatch; history: WatchHistory }[] = [];
         for (let w = 0; w < WATCHERS; w++) {
           const registry = makeRegistry(true);
@@ -167,11 +170,16 @@ describeRedis(
             const history = new WatchHistory(watch);
             histories.push({ watcher: w, watch, history });
             watch.onRemoved((change) => {
-              if (live.has(change.instance.id)) {
-                evictions.push(
-                  `watcher ${w} removed live ${change.instance.id} (${change.reason}, ${change.source}) @${Math.round(performance.now() - t0)}`,
-                );
-              }
+              const alive = live.get(change.instance.id);
+              if (alive === undefined) return;
+              // The store drops a registration `ttlMs` after the last heartbeat it acknowledged
+              // (the ack comes after the script ran, so the record's expiry is at most
+              // lastHeartbeat + ttl). One whose heartbeats have not got through for longer than
+              // that (a heavily loaded machine: every call timing out) is expired by right.
+              const ageMs = performance.now() - alive.registration.lastHeartbeat;
+              const what = `watcher ${w} removed live ${change.instance.id} (${change.reason}, ${change.source}) @${Math.round(performance.now() - t0)}, last acknowledged heartbeat ${Math.round(ageMs)} ms before`;
+              if (ageMs > registryOptions.ttlMs) unacknowledged.push(what);
+              else evictions.push(what);
             });
           }
         }
@@ -360,6 +368,7 @@ describeRedis(
             `  faults: ${JSON.stringify(countKinds(done))} — ${done.join(' ')}`,
             `  convergence after quiescence: ${converged === undefined ? `NOT within ${CONVERGE_LIMIT_MS} ms (${last})` : `${Math.round(converged)} ms`}`,
             `  evictions of live instances: ${evictions.length}${evictions.length > 0 ? ' ' + evictions.slice(0, 5).join('; ') : ''}`,
+            `  removals of live instances with no heartbeat acknowledged within their ttl (expired by right): ${unacknowledged.length}${unacknowledged.length > 0 ? ' ' + unacknowledged.slice(0, 5).join('; ') : ''}`,
             `  history problems: ${problems.length}${problems.length > 0 ? ' ' + problems.slice(0, 5).join('; ') : ''}`,
             `  live registrations closed or replaced: ${lostRegistrations.length}${lostRegistrations.length > 0 ? ' ' + lostRegistrations.join(', ') : ''}`,
             ...(faultErrors.length > 0 ? [`  fault errors: ${faultErrors.join('; ')}`] : []),
