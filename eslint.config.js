@@ -13,6 +13,9 @@ export default tseslint.config(
       'bench/results/',
       'node_modules/',
       '.examples/',
+      // Consumer projects of the packed tarball, each with its own tsconfig and package.json
+      // (test/consumers/run.sh type-checks and runs them against the installed package).
+      'test/consumers/',
     ],
   },
   eslint.configs.recommended,
