@@ -1,12 +1,18 @@
 /**
- * Type-checks the code examples users read: every ```ts block in README.md and every TSDoc
- * `@example` block in src/ (skipping `@internal` docs). Each becomes a module under
- * `.examples/`, compiled by tsconfig.examples.json, where `keel` and `keel/<component>`
- * resolve to the sources — so an example that drifts from the API fails `npm run typecheck`.
+ * Checks the code examples users read.
+ *
+ * - README.md: every ```ts block must be its file under `examples/readme/`, byte for byte
+ *   (scripts/readme-examples.ts). Those files are type-checked with everything else by
+ *   `tsc -p tsconfig.json` and run by test/readme/readme-examples.test.ts. With `--write`
+ *   (`npm run examples:sync`) the files are rewritten from the README instead.
+ * - TSDoc: every `@example` block in src/ (skipping `@internal` docs) becomes a module under
+ *   `.examples/`, compiled by tsconfig.examples.json, where `keel` and `keel/<component>`
+ *   resolve to the sources — so an example that drifts from the API fails `npm run typecheck`.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { readmeDrift, writeReadmeExamples } from './readme-examples.js';
 
 const root = join(import.meta.dirname, '..');
 const outDir = join(root, '.examples');
@@ -32,10 +38,20 @@ function walk(dir: string): string[] {
   });
 }
 
-const examples: Example[] = [];
-for (const [i, code] of fencedBlocks(readFileSync(join(root, 'README.md'), 'utf8')).entries()) {
-  examples.push({ source: `README.md #${i + 1}`, code });
+if (process.argv.includes('--write')) {
+  const written = writeReadmeExamples(root);
+  console.log(`examples: wrote ${written.length} README blocks to examples/readme/`);
+} else {
+  const drift = readmeDrift(root);
+  if (drift.length > 0) {
+    console.error(
+      `examples: README.md and examples/readme/ disagree (run \`npm run examples:sync\` after editing a README block):\n  ${drift.join('\n  ')}`,
+    );
+    process.exit(1);
+  }
 }
+
+const examples: Example[] = [];
 for (const file of walk(join(root, 'src'))) {
   const text = readFileSync(file, 'utf8');
   for (const comment of text.match(/\/\*\*[\s\S]*?\*\//g) ?? []) {
@@ -71,4 +87,6 @@ if (tsc.status !== 0) {
   console.error(`examples: type errors (files in .examples/ map to:\n  ${index.join('\n  ')})`);
   process.exit(1);
 }
-console.log(`examples: ${examples.length} README/TSDoc examples type-check`);
+console.log(
+  `examples: README.md matches examples/readme/; ${examples.length} TSDoc examples type-check`,
+);
