@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import {
+  ClosedError,
   guardedOption,
   integerOption,
   isClock,
@@ -58,6 +59,8 @@ function newEpoch(): string {
   return `m${Date.now().toString(36)}.${epochCounter}.${Math.floor(Math.random() * 1e9).toString(36)}`;
 }
 
+const OWNER = 'MemoryBackend';
+
 /**
  * An in-memory {@link DiscoveryBackend}. Several registries sharing one `MemoryBackend` see
  * each other, as processes sharing one Redis do. Writes apply at once; change-log entries reach
@@ -82,7 +85,7 @@ function newEpoch(): string {
  * await a.close();
  * ```
  */
-export class MemoryBackend implements DiscoveryBackend {
+export class MemoryBackend implements DiscoveryBackend, AsyncDisposable {
   /** `memory`. */
   readonly kind = 'memory';
   readonly #clock: Clock;
@@ -91,10 +94,11 @@ export class MemoryBackend implements DiscoveryBackend {
   readonly #services = new Map<string, ServiceState>();
   readonly #feeds = new Set<MemoryFeed>();
   #paused = false;
+  #closed = false;
 
   /** Validates `options`; throws `InvalidOptionError` naming a bad one. */
   constructor(options: MemoryBackendOptions = {}) {
-    const o = resolveOptions('MemoryBackend', options, spec);
+    const o = resolveOptions(OWNER, options, spec);
     this.#clock = o.clock;
     this.#maxLog = o.maxLogLength;
   }
@@ -113,7 +117,7 @@ export class MemoryBackend implements DiscoveryBackend {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<RegisterOutcome> {
-    return this.#run(options, () => {
+    return this.#run('register', options, () => {
       const state = this.#state(service);
       const expiresAt = this.#clock.now() + ttlMs;
       const existing = state.records.get(id);
@@ -136,7 +140,7 @@ export class MemoryBackend implements DiscoveryBackend {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<HeartbeatOutcome> {
-    return this.#run(options, (): HeartbeatOutcome => {
+    return this.#run('heartbeat', options, (): HeartbeatOutcome => {
       const record = this.#services.get(service)?.records.get(id);
       if (record === undefined) return 'missing';
       if (record.token !== token) return 'replaced';
@@ -147,7 +151,7 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.deregister} */
   deregister(service: string, id: string, token: string, options?: WriteOptions): Promise<boolean> {
-    return this.#run(options, () => {
+    return this.#run('deregister', options, () => {
       const state = this.#services.get(service);
       const record = state?.records.get(id);
       if (state === undefined || record === undefined || record.token !== token) return false;
@@ -159,7 +163,7 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.snapshot} */
   snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
-    return this.#run(options, (): Snapshot => {
+    return this.#run('snapshot', options, (): Snapshot => {
       const state = this.#services.get(service);
       if (state === undefined) return { epoch: '', revision: 0, records: [] };
       return {
@@ -172,7 +176,7 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.reap} */
   reap(service: string, options?: WriteOptions): Promise<number> {
-    return this.#run(options, () => {
+    return this.#run('reap', options, () => {
       const state = this.#services.get(service);
       if (state === undefined) return 0;
       const now = this.#clock.now();
@@ -190,15 +194,26 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.follow} */
   follow(service: string, listener: FeedListener): ChangeFeed {
+    if (this.#closed) throw new ClosedError(OWNER, 'follow');
     const feed = new MemoryFeed(this, service, listener, () => this.#feeds.delete(feed));
     this.#feeds.add(feed);
     return feed;
   }
 
-  /** Stops every reader. The stored data stays (a backend may be shared). */
+  /**
+   * Stops every reader (their pending deliveries too). Afterwards every method rejects (or
+   * throws) a `ClosedError`. Close a shared backend after the registries that use it. Safe to
+   * call twice.
+   */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const feed of [...this.#feeds]) feed.close();
     await Promise.resolve();
+  }
+
+  /** {@link MemoryBackend.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   // --- fault injection -----------------------------------------------------------------------
@@ -282,8 +297,9 @@ export class MemoryBackend implements DiscoveryBackend {
     for (const feed of this.#feeds) if (feed.service === service) feed.schedule();
   }
 
-  #run<T>(options: WriteOptions | undefined, fn: () => T): Promise<T> {
+  #run<T>(operation: string, options: WriteOptions | undefined, fn: () => T): Promise<T> {
     try {
+      if (this.#closed) throw new ClosedError(OWNER, operation);
       throwIfAborted(options?.signal);
       return Promise.resolve(fn());
     } catch (error) {
