@@ -81,7 +81,12 @@ export interface RegistryOptions {
   readonly operationTimeoutMs?: number | undefined;
   /** Services to watch from the start (and, with `strict`, the only ones allowed). @defaultValue [] */
   readonly services?: readonly string[] | undefined;
-  /** Reject service names not in `services` with {@link UnknownServiceError} (catches typos). @defaultValue false */
+  /**
+   * Reject service names not in `services` with {@link UnknownServiceError} (catches typos at
+   * the call). Without it, any name is watched, and one the store has never had is reported
+   * once through {@link Registry.onError} (an `UnknownServiceError`, reason
+   * `never-registered`). @defaultValue false
+   */
   readonly strict?: boolean | undefined;
   /** Clock for heartbeats, reaping and retries. @defaultValue `systemClock` */
   readonly clock?: Clock | undefined;
@@ -391,7 +396,11 @@ export class Registry implements AsyncDisposable {
     }
   }
 
-  /** Background failures: heartbeats, reaps and views that failed (all keep retrying). */
+  /**
+   * Background failures: heartbeats, reaps and views that failed (all keep retrying) — and, on
+   * a registry that is not `strict`, a service asked about that the store has never had (an
+   * {@link UnknownServiceError}, reason `never-registered`, once per service: a misspelt name?).
+   */
   onError(listener: (error: RegistryError) => void): Subscription {
     return this.#errors.subscribe(listener);
   }
@@ -536,10 +545,31 @@ export class Registry implements AsyncDisposable {
       });
       entry = { view, refs: 0, pinned: false };
       this.#views.set(service, entry);
+      if (!this.#o.strict) {
+        void view.ready.then(() => {
+          this.#checkExists(view);
+        });
+      }
       view.start();
       this.#startReaper();
     }
     return entry;
+  }
+
+  /**
+   * A non-strict registry watches any name it is given, so a misspelt one would stay `[]` in
+   * silence: once its first snapshot is in, a service the store has never had (no epoch: not
+   * one write since the store began or lost its data) that this registry neither declared nor
+   * registered is reported, once per view, through `onError`.
+   */
+  #checkExists(view: ServiceView): void {
+    const service = view.service;
+    if (this.#closed || view.closed || view.epoch !== '' || view.list().length > 0) return;
+    if (this.#known.has(service)) return;
+    this.#errors.emit({
+      operation: `watch ${service}`,
+      error: new UnknownServiceError(service, [...this.#known].sort(), 'never-registered'),
+    });
   }
 
   #maybeDrop(service: string, entry: ViewEntry): void {
