@@ -95,9 +95,8 @@ export class UnknownServiceError extends KeelError {
       UNKNOWN_SERVICE,
       reason === 'not-declared'
         ? `unknown service ${JSON.stringify(service)} (strict registry; known: ${names})`
-        : `service ${JSON.stringify(service)} has never had an instance in the store — a ` +
-            `misspelt name? (known here: ${names}); it is watched anyway, and shows up once ` +
-            'an instance registers',
+        : `service ${JSON.stringify(service)} never had an instance in the store: a typo? ` +
+            `(known: ${names}; still watched)`,
     );
     this.service = service;
     this.known = known;
