@@ -10,6 +10,9 @@
 export {
   KeelError,
   isKeelError,
+  ClosedError,
+  isClosedError,
+  CLOSED,
   InvalidOptionError,
   isInvalidOptionError,
   INVALID_OPTION,

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import {
+  hasKeelCode,
   isRandomSource,
   InvalidOptionError,
   KeelError,
@@ -759,6 +760,29 @@ export class DuplicateEndpointError extends KeelError {
     this.id = id;
   }
 }
+
+/**
+ * True when `value` is a {@link NoEndpointError} from any copy of Keel: the check to make
+ * before counting a failure against an endpoint or a breaker — there was no endpoint to call.
+ *
+ * @example
+ * ```ts
+ * import { LoadBalancer, isNoEndpointError, roundRobin } from 'keel/balancer';
+ *
+ * const balancer = new LoadBalancer({ strategy: roundRobin(), name: 'payments' });
+ * try {
+ *   balancer.acquireOrThrow();
+ * } catch (error) {
+ *   if (isNoEndpointError(error)) console.log(error.reason, error.service); // no-endpoints payments
+ * }
+ * ```
+ */
+export const isNoEndpointError = (value: unknown): value is NoEndpointError =>
+  hasKeelCode<NoEndpointError>(value, NO_ENDPOINT);
+
+/** True when `value` is a {@link DuplicateEndpointError} from any copy of Keel. */
+export const isDuplicateEndpointError = (value: unknown): value is DuplicateEndpointError =>
+  hasKeelCode<DuplicateEndpointError>(value, DUPLICATE_ENDPOINT);
 
 /**
  * `Set.prototype.has` and the `size` getter, called on `exclude` directly: a subclass or an

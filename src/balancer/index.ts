@@ -9,6 +9,8 @@ export {
   LoadBalancer,
   NoEndpointError,
   DuplicateEndpointError,
+  isNoEndpointError,
+  isDuplicateEndpointError,
   NO_ENDPOINT,
   DUPLICATE_ENDPOINT,
   MAX_TOTAL_WEIGHT,

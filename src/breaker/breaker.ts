@@ -116,7 +116,7 @@ export interface CircuitBreakerOptions {
    * counts as a failure. Without it, a `NoEndpointError` from `keel/balancer` (code
    * `KEEL_NO_ENDPOINT`: the balancer had no endpoint to pick) is ignored, since it says nothing
    * about the downstream's health. Giving `ignore` replaces that default: to keep it, include
-   * `(error as { code?: unknown }).code === NO_ENDPOINT` in yours.
+   * `isNoEndpointError(error)` (from `keel/balancer`) in yours.
    * @defaultValue errors with code `KEEL_NO_ENDPOINT`
    */
   readonly ignore?: (error: unknown) => boolean;

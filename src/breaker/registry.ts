@@ -3,7 +3,7 @@
  *
  * @packageDocumentation
  */
-import { InvalidOptionError, systemClock, type Clock } from '../core/index.js';
+import { ClosedError, InvalidOptionError, systemClock, type Clock } from '../core/index.js';
 import {
   CircuitBreaker,
   breakerConfig,
@@ -31,7 +31,7 @@ interface Entry {
  * breakers.sweep(15 * 60_000); // forget breakers unused for 15 minutes
  * ```
  */
-export class BreakerRegistry {
+export class BreakerRegistry implements AsyncDisposable {
   readonly #defaults: CircuitBreakerOptions;
   /** The defaults, validated once and shared by every breaker made without overrides. */
   readonly #config: BreakerConfig;
@@ -39,6 +39,7 @@ export class BreakerRegistry {
   readonly #defaultName: boolean;
   readonly #entries = new Map<string, Entry>();
   readonly #clock: Clock;
+  #closed = false;
 
   constructor(defaults: CircuitBreakerOptions = {}) {
     // Validate the defaults once, now, rather than at the first breakerFor().
@@ -50,6 +51,7 @@ export class BreakerRegistry {
 
   /** The breaker for `key`, created with the defaults and `overrides` on first use. */
   breakerFor(key: string, overrides?: CircuitBreakerOptions): CircuitBreaker {
+    this.#open('breakerFor');
     if (typeof key !== 'string' || key === '') {
       throw new InvalidOptionError(
         'BreakerRegistry',
@@ -111,6 +113,7 @@ export class BreakerRegistry {
 
   /** Forgets breakers not asked for in the last `idleMs` and returns how many went. */
   sweep(idleMs: number): number {
+    this.#open('sweep');
     if (typeof idleMs !== 'number' || !(idleMs >= 0)) {
       throw new InvalidOptionError(
         'BreakerRegistry',
@@ -129,5 +132,26 @@ export class BreakerRegistry {
       }
     }
     return removed;
+  }
+
+  /**
+   * Forgets every breaker; afterwards `breakerFor()` and `sweep()` throw a `ClosedError`. A
+   * breaker owns no connection and no timer beyond the calls it is running, so breakers handed
+   * out before keep working for whoever holds them. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#entries.clear();
+    return Promise.resolve();
+  }
+
+  /** {@link BreakerRegistry.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Throws a `ClosedError` naming `operation` once the registry is closed. */
+  #open(operation: string): void {
+    if (this.#closed) throw new ClosedError('BreakerRegistry', operation);
   }
 }

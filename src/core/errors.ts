@@ -56,7 +56,8 @@ export class KeelError extends Error {
 
 /**
  * True when `value` is an error thrown by Keel — by this copy of Keel or by any other copy
- * loaded in the same process.
+ * loaded in the same process — and, when `code` is given, one with that `code` (for example
+ * `isKeelError(error, 'KEEL_CLOSED')`).
  *
  * @example
  * ```ts
@@ -67,11 +68,12 @@ export class KeelError extends Error {
  * }
  * ```
  */
-export function isKeelError(value: unknown): value is KeelError {
+export function isKeelError(value: unknown, code?: string): value is KeelError {
   return (
     typeof value === 'object' &&
     value !== null &&
-    (value as { [KEEL_ERROR_BRAND]?: unknown })[KEEL_ERROR_BRAND] === true
+    (value as { [KEEL_ERROR_BRAND]?: unknown })[KEEL_ERROR_BRAND] === true &&
+    (code === undefined || (value as KeelError).code === code)
   );
 }
 
@@ -84,3 +86,41 @@ export function isKeelError(value: unknown): value is KeelError {
 export function hasKeelCode<E extends KeelError>(value: unknown, code: E['code']): value is E {
   return isKeelError(value) && value.code === code;
 }
+
+/** Error code of {@link ClosedError}. */
+export const CLOSED = 'KEEL_CLOSED';
+
+/**
+ * A method was called on an object after its `close()` (or `await using` disposal): a
+ * `Redlock`, `Semaphore`, `MemoryLock`, `Registry`, `ServiceWatch`, `DiscoveryBalancer`,
+ * backend or `BreakerRegistry`. `object` names which one, `operation` the method called.
+ *
+ * @example
+ * ```ts
+ * import { isClosedError } from 'keel';
+ * import { MemoryLock } from 'keel/lock';
+ *
+ * const locks = new MemoryLock();
+ * await locks.close();
+ * const error = await locks.acquire('sku:1').catch((e: unknown) => e);
+ * if (isClosedError(error)) console.log(error.object, error.operation); // MemoryLock acquire
+ * ```
+ */
+export class ClosedError extends KeelError {
+  override readonly name: string = 'ClosedError';
+  declare readonly code: typeof CLOSED;
+  /** The closed object, e.g. `Redlock` or `ServiceWatch "payments"`. */
+  readonly object: string;
+  /** The method called after close, e.g. `acquire`. */
+  readonly operation: string;
+
+  constructor(object: string, operation: string) {
+    super(CLOSED, `${object} is closed: ${operation}() cannot be called after close()`);
+    this.object = object;
+    this.operation = operation;
+  }
+}
+
+/** True when `value` is a {@link ClosedError} from any copy of Keel. */
+export const isClosedError = (value: unknown): value is ClosedError =>
+  hasKeelCode<ClosedError>(value, CLOSED);

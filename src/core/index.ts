@@ -4,7 +4,14 @@
  *
  * @packageDocumentation
  */
-export { KeelError, isKeelError, hasKeelCode } from './errors.js';
+export {
+  KeelError,
+  isKeelError,
+  hasKeelCode,
+  ClosedError,
+  isClosedError,
+  CLOSED,
+} from './errors.js';
 export type { KeelErrorOptions } from './errors.js';
 export { systemClock, ManualClock, isClock } from './clock.js';
 export type { Clock, Timer } from './clock.js';

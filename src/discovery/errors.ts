@@ -63,21 +63,44 @@ export class InvalidInstanceError extends KeelError {
   }
 }
 
-/** A service name outside the registry's declared `services`, with `strict: true`. */
+/**
+ * Why a service is unknown: `not-declared` — outside a strict registry's `services` (thrown);
+ * `never-registered` — the store has never had an instance of it, by the first snapshot a
+ * non-strict registry took (reported once through `Registry.onError`; a misspelt name?).
+ */
+export type UnknownServiceReason = 'not-declared' | 'never-registered';
+
+/**
+ * A service name that looks wrong. Thrown by a `strict` registry for a name outside its
+ * `services` (`reason: 'not-declared'`); reported once through `Registry.onError` by any other
+ * registry when the store has never had the service it was asked about
+ * (`reason: 'never-registered'`) — it keeps watching, so a first instance still shows up.
+ */
 export class UnknownServiceError extends KeelError {
   override readonly name: string = 'UnknownServiceError';
   declare readonly code: typeof UNKNOWN_SERVICE;
   /** The service name that was asked for. */
   readonly service: string;
-  /** The services the registry knows. */
+  /** The services the registry knows (declared in `services`, or registered through it). */
   readonly known: readonly string[];
-  constructor(service: string, known: readonly string[]) {
+  /** Why the service is unknown. */
+  readonly reason: UnknownServiceReason;
+  constructor(
+    service: string,
+    known: readonly string[],
+    reason: UnknownServiceReason = 'not-declared',
+  ) {
+    const names = known.join(', ') || 'none';
     super(
       UNKNOWN_SERVICE,
-      `unknown service ${JSON.stringify(service)} (strict registry; known: ${known.join(', ') || 'none'})`,
+      reason === 'not-declared'
+        ? `unknown service ${JSON.stringify(service)} (strict registry; known: ${names})`
+        : `service ${JSON.stringify(service)} never had an instance in the store: a typo? ` +
+            `(known: ${names}; still watched)`,
     );
     this.service = service;
     this.known = known;
+    this.reason = reason;
   }
 }
 

@@ -67,6 +67,6 @@ export {
   REGISTRATION_CLOSED,
   REGISTRATION_REPLACED,
 } from './errors.js';
-export type { InstanceProblem } from './errors.js';
+export type { InstanceProblem, UnknownServiceReason } from './errors.js';
 export { RedisBackend } from './redis.js';
 export type { RedisBackendOptions, DiscoveryRedisClient, ServiceKeys } from './redis.js';

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import {
+  ClosedError,
   guardedOption,
   integerOption,
   isClock,
@@ -59,6 +60,8 @@ function newEpoch(): string {
   return `m${Date.now().toString(36)}.${epochCounter}.${Math.floor(Math.random() * 1e9).toString(36)}`;
 }
 
+const OWNER = 'MemoryBackend';
+
 /**
  * An in-memory {@link DiscoveryBackend}. Several registries sharing one `MemoryBackend` see
  * each other, as processes sharing one Redis do. Writes apply at once; change-log entries reach
@@ -83,7 +86,7 @@ function newEpoch(): string {
  * await a.close();
  * ```
  */
-export class MemoryBackend implements DiscoveryBackend {
+export class MemoryBackend implements DiscoveryBackend, AsyncDisposable {
   /** `memory`. */
   readonly kind = 'memory';
   readonly #clock: Clock;
@@ -93,10 +96,11 @@ export class MemoryBackend implements DiscoveryBackend {
   readonly #feeds = new Set<MemoryFeed>();
   #paused = false;
   #outage: string | undefined;
+  #closed = false;
 
   /** Validates `options`; throws `InvalidOptionError` naming a bad one. */
   constructor(options: MemoryBackendOptions = {}) {
-    const o = resolveOptions('MemoryBackend', options, spec);
+    const o = resolveOptions(OWNER, options, spec);
     this.#clock = o.clock;
     this.#maxLog = o.maxLogLength;
   }
@@ -115,7 +119,7 @@ export class MemoryBackend implements DiscoveryBackend {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<RegisterOutcome> {
-    return this.#run(options, () => {
+    return this.#run('register', options, () => {
       const state = this.#state(service);
       const expiresAt = this.#clock.now() + ttlMs;
       const existing = state.records.get(id);
@@ -138,7 +142,7 @@ export class MemoryBackend implements DiscoveryBackend {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<HeartbeatOutcome> {
-    return this.#run(options, (): HeartbeatOutcome => {
+    return this.#run('heartbeat', options, (): HeartbeatOutcome => {
       const record = this.#services.get(service)?.records.get(id);
       if (record === undefined) return 'missing';
       if (record.token !== token) return 'replaced';
@@ -149,7 +153,7 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.deregister} */
   deregister(service: string, id: string, token: string, options?: WriteOptions): Promise<boolean> {
-    return this.#run(options, () => {
+    return this.#run('deregister', options, () => {
       const state = this.#services.get(service);
       const record = state?.records.get(id);
       if (state === undefined || record === undefined || record.token !== token) return false;
@@ -161,7 +165,7 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.snapshot} */
   snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
-    return this.#run(options, (): Snapshot => {
+    return this.#run('snapshot', options, (): Snapshot => {
       const state = this.#services.get(service);
       if (state === undefined) return { epoch: '', revision: 0, records: [] };
       return {
@@ -174,7 +178,7 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.reap} */
   reap(service: string, options?: WriteOptions): Promise<number> {
-    return this.#run(options, () => {
+    return this.#run('reap', options, () => {
       const state = this.#services.get(service);
       if (state === undefined) return 0;
       const now = this.#clock.now();
@@ -192,15 +196,26 @@ export class MemoryBackend implements DiscoveryBackend {
 
   /** {@inheritDoc DiscoveryBackend.follow} */
   follow(service: string, listener: FeedListener): ChangeFeed {
+    if (this.#closed) throw new ClosedError(OWNER, 'follow');
     const feed = new MemoryFeed(this, service, listener, () => this.#feeds.delete(feed));
     this.#feeds.add(feed);
     return feed;
   }
 
-  /** Stops every reader. The stored data stays (a backend may be shared). */
+  /**
+   * Stops every reader (their pending deliveries too). Afterwards every method rejects (or
+   * throws) a `ClosedError`. Close a shared backend after the registries that use it. Safe to
+   * call twice.
+   */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const feed of [...this.#feeds]) feed.close();
     await Promise.resolve();
+  }
+
+  /** {@link MemoryBackend.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   // --- fault injection -----------------------------------------------------------------------
@@ -306,11 +321,12 @@ export class MemoryBackend implements DiscoveryBackend {
     for (const feed of this.#feeds) if (feed.service === service) feed.schedule();
   }
 
-  #run<T>(options: WriteOptions | undefined, fn: () => T): Promise<T> {
+  #run<T>(operation: string, options: WriteOptions | undefined, fn: () => T): Promise<T> {
     try {
+      if (this.#closed) throw new ClosedError(OWNER, operation);
       throwIfAborted(options?.signal);
       if (this.#outage !== undefined) {
-        throw new RegistryUnavailableError('memory backend call', this.#outage, {
+        throw new RegistryUnavailableError(operation, this.#outage, {
           store: 'memory',
         });
       }

@@ -21,6 +21,7 @@
  * @packageDocumentation
  */
 import {
+  ClosedError,
   guardedOption,
   integerOption,
   isClock,
@@ -337,6 +338,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<RegisterOutcome> {
+    this.#open('register');
     throwIfAborted(options?.signal);
     const o = this.#o;
     const reply = await this.#run(REGISTER, service, [
@@ -360,6 +362,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<HeartbeatOutcome> {
+    this.#open('heartbeat');
     throwIfAborted(options?.signal);
     const o = this.#o;
     const reply = await this.#run(HEARTBEAT, service, [
@@ -379,6 +382,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     token: string,
     options?: WriteOptions,
   ): Promise<boolean> {
+    this.#open('deregister');
     throwIfAborted(options?.signal);
     const o = this.#o;
     const reply = await this.#run(DEREGISTER, service, [
@@ -394,6 +398,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
 
   /** {@inheritDoc DiscoveryBackend.snapshot} */
   async snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
+    this.#open('snapshot');
     throwIfAborted(options?.signal);
     const reply = await this.#run(SNAPSHOT, service, []);
     if (!Array.isArray(reply) || reply.length < 3 || !Array.isArray(reply[2])) {
@@ -412,6 +417,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
 
   /** {@inheritDoc DiscoveryBackend.reap} */
   async reap(service: string, options?: WriteOptions): Promise<number> {
+    this.#open('reap');
     throwIfAborted(options?.signal);
     const o = this.#o;
     const reply = await this.#run(REAP, service, [
@@ -426,6 +432,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
 
   /** {@inheritDoc DiscoveryBackend.follow} */
   follow(service: string, listener: FeedListener): ChangeFeed {
+    this.#open('follow');
     if (this.#perService() && !this.#closed) {
       let lane = this.#lanes.get(service);
       if (lane === undefined) {
@@ -445,7 +452,12 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     return feed;
   }
 
-  /** Stops the reader and closes its connection. The client you passed stays open. */
+  /**
+   * Stops the reader and closes its connection (and, on Redis Cluster, each service's reader).
+   * The client you passed stays open: quit it yourself, after this. Afterwards every method
+   * rejects (or throws) a `ClosedError`. Close it after the registries that use it. Safe to
+   * call twice.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -554,6 +566,11 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   // Methods rather than fields: these change across awaits, which type narrowing cannot see.
   #isClosed(): boolean {
     return this.#closed;
+  }
+
+  /** Throws a `ClosedError` naming `operation` once the backend is closed. */
+  #open(operation: string): void {
+    if (this.#closed) throw new ClosedError('RedisBackend', operation);
   }
 
   #wasKicked(): boolean {

@@ -89,8 +89,7 @@ export class Registration implements AsyncDisposable {
   readonly #errors = new EventChannel<Error>();
   #lastHeartbeat: number;
 
-  /** @internal */
-  constructor(
+  private constructor(
     settings: RegistrationSettings,
     instance: Instance,
     token: string,
@@ -104,6 +103,21 @@ export class Registration implements AsyncDisposable {
     this.#onClose = onClose;
     this.#lastHeartbeat = settings.clock.now();
     this.#schedule();
+  }
+
+  /**
+   * A registration just written to the store (registrations come from `Registry.register()`).
+   *
+   * @internal
+   */
+  static started(
+    settings: RegistrationSettings,
+    instance: Instance,
+    token: string,
+    ttlMs: number,
+    onClose: (registration: Registration) => void,
+  ): Registration {
+    return new Registration(settings, instance, token, ttlMs, onClose);
   }
 
   /** The instance as registered now. */
@@ -232,14 +246,24 @@ export class Registration implements AsyncDisposable {
     );
   }
 
-  /** Deregisters; a failure is reported through `onError` rather than thrown from disposal. */
-  async [Symbol.asyncDispose](): Promise<void> {
+  /**
+   * Deregisters and stops heartbeating, like {@link Registration.deregister}, but never rejects:
+   * a failure is reported through `onError` (the record then expires after its ttl). Afterwards
+   * `update()`, `heartbeat()` and the setters reject with {@link RegistrationClosedError}.
+   * Safe to call twice; closing the registry closes its registrations too.
+   */
+  async close(): Promise<void> {
     try {
       await this.deregister();
     } catch (error) {
       this.#errors.emit(error as Error);
       this.#s.reportError(error as Error);
     }
+  }
+
+  /** {@link Registration.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   /**

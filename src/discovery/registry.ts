@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import {
+  ClosedError,
   EventChannel,
   InvalidOptionError,
   booleanOption,
@@ -82,7 +83,12 @@ export interface RegistryOptions {
   readonly operationTimeoutMs?: number | undefined;
   /** Services to watch from the start (and, with `strict`, the only ones allowed). @defaultValue [] */
   readonly services?: readonly string[] | undefined;
-  /** Reject service names not in `services` with {@link UnknownServiceError} (catches typos). @defaultValue false */
+  /**
+   * Reject service names not in `services` with {@link UnknownServiceError} (catches typos at
+   * the call). Without it, any name is watched, and one the store has never had is reported
+   * once through {@link Registry.onError} (an `UnknownServiceError`, reason
+   * `never-registered`). @defaultValue false
+   */
   readonly strict?: boolean | undefined;
   /** Clock for heartbeats, reaping and retries. @defaultValue `systemClock` */
   readonly clock?: Clock | undefined;
@@ -212,6 +218,8 @@ export class Registry implements AsyncDisposable {
   #reaping = false;
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** Removers of the handlers `deregisterOnSignals()` installed (close removes them). */
+  readonly #signalHandlers = new Set<() => void>();
 
   /**
    * Validates `options` (throwing `InvalidOptionError` naming a bad one) and starts watching
@@ -276,7 +284,7 @@ export class Registry implements AsyncDisposable {
    * {@link RegistryUnavailableError} when the store cannot be reached.
    */
   async register(instance: InstanceSpec, options: RegisterOptions = {}): Promise<Registration> {
-    this.#open();
+    this.#open('register');
     const { ttlMs = this.#o.ttlMs, signal } = options;
     throwIfAborted(signal);
     const parsed = parseInstance(instance, 'Registry.register');
@@ -298,9 +306,13 @@ export class Registry implements AsyncDisposable {
       // The id is often the instance's host:port: say which address is the store's.
       storeOf(this.#backend),
     );
-    this.#open();
-    const registration = new Registration(this.#registrationSettings, parsed, token, ttlMs, (r) =>
-      this.#registrations.delete(r),
+    this.#open('register');
+    const registration = Registration.started(
+      this.#registrationSettings,
+      parsed,
+      token,
+      ttlMs,
+      (r) => this.#registrations.delete(r),
     );
     this.#registrations.add(registration);
     this.#known.add(parsed.service);
@@ -317,7 +329,7 @@ export class Registry implements AsyncDisposable {
    * registry.ready(service)` first when that matters.
    */
   discover(service: string, filter?: InstanceFilter): readonly Instance[] {
-    this.#open();
+    this.#open('discover');
     let entry = this.#views.get(service);
     if (entry === undefined || !entry.pinned) {
       this.#checkService(service);
@@ -335,22 +347,22 @@ export class Registry implements AsyncDisposable {
     service: string,
     options: { readonly signal?: AbortSignal | undefined } = {},
   ): Promise<void> {
-    this.#open();
+    this.#open('ready');
     this.#checkService(service);
     const entry = this.#entry(service);
     entry.pinned = true;
-    const watch = new ServiceWatch(entry.view, () => undefined);
+    const watch = ServiceWatch.of(entry.view, () => undefined);
     await watch.whenReady(options);
   }
 
   /** A live view of `service`. Close it when done (or `using`). */
   watch(service: string): ServiceWatch {
-    this.#open();
+    this.#open('watch');
     this.#checkService(service);
     const entry = this.#entry(service);
     entry.refs++;
     let released = false;
-    return new ServiceWatch(entry.view, () => {
+    return ServiceWatch.of(entry.view, () => {
       if (released) return;
       released = true;
       entry.refs--;
@@ -369,12 +381,12 @@ export class Registry implements AsyncDisposable {
     strategy: Strategy<Instance>,
     options: DiscoveryBalancerOptions = {},
   ): DiscoveryBalancer {
-    this.#open();
+    this.#open('balancer');
     const { filter, ...rest } = options;
     const checked = { status: 'up' as const, ...checkFilter('Registry.balancer', filter) };
     const watch = this.watch(service);
     try {
-      return new DiscoveryBalancer(watch, checked, {
+      return DiscoveryBalancer.following(watch, checked, {
         clock: this.#o.clock,
         name: service,
         ...rest,
@@ -386,7 +398,11 @@ export class Registry implements AsyncDisposable {
     }
   }
 
-  /** Background failures: heartbeats, reaps and views that failed (all keep retrying). */
+  /**
+   * Background failures: heartbeats, reaps and views that failed (all keep retrying) — and, on
+   * a registry that is not `strict`, a service asked about that the store has never had (an
+   * {@link UnknownServiceError}, reason `never-registered`, once per service: a misspelt name?).
+   */
   onError(listener: (error: RegistryError) => void): Subscription {
     return this.#errors.subscribe(listener);
   }
@@ -398,6 +414,7 @@ export class Registry implements AsyncDisposable {
 
   /** Runs the reaper once over every service of interest now; resolves how many it removed. */
   async reap(options: { readonly signal?: AbortSignal | undefined } = {}): Promise<number> {
+    this.#open('reap');
     let removed = 0;
     for (const service of this.#interest()) {
       removed += await bounded(
@@ -417,6 +434,7 @@ export class Registry implements AsyncDisposable {
    * would have. Opt-in; dispose the returned subscription to remove the handlers.
    */
   deregisterOnSignals(options: SignalOptions = {}): Subscription {
+    this.#open('deregisterOnSignals');
     const o = resolveOptions('Registry.deregisterOnSignals', options, {
       signals: guardedOption(
         (v: unknown): v is readonly NodeJS.Signals[] =>
@@ -431,6 +449,7 @@ export class Registry implements AsyncDisposable {
     const remove = (): void => {
       if (!active) return;
       active = false;
+      this.#signalHandlers.delete(remove);
       for (const signal of o.signals) process.removeListener(signal, handler);
     };
     const handler = (signal: NodeJS.Signals): void => {
@@ -448,12 +467,16 @@ export class Registry implements AsyncDisposable {
       })();
     };
     for (const signal of o.signals) process.on(signal, handler);
+    this.#signalHandlers.add(remove);
     return { dispose: remove, [Symbol.dispose]: remove };
   }
 
   /**
-   * Deregisters every registration made here (best effort), closes every view and stops the
-   * reaper. Closes the backend only if the registry created it. Safe to call twice.
+   * Deregisters every registration made here (best effort; failures go to `onError`), closes
+   * every view — and so every watch and balancer made here —, stops the reaper and removes the
+   * handlers of {@link Registry.deregisterOnSignals}. Closes the backend only if the registry
+   * created it (a backend you passed is yours to close, after the registry). Afterwards its
+   * methods throw a `ClosedError`. Safe to call twice.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
@@ -469,6 +492,7 @@ export class Registry implements AsyncDisposable {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    for (const remove of [...this.#signalHandlers]) remove();
     this.#reapTimer?.cancel();
     this.#reapTimer = undefined;
     await Promise.allSettled(
@@ -488,8 +512,9 @@ export class Registry implements AsyncDisposable {
     if (this.#ownsBackend) await this.#backend.close();
   }
 
-  #open(): void {
-    if (this.#closed) throw new InvalidOptionError(OWNER, 'registry', 'an open registry', 'closed');
+  /** Throws a `ClosedError` naming `operation` once the registry is closed. */
+  #open(operation: string): void {
+    if (this.#closed) throw new ClosedError(OWNER, operation);
   }
 
   #checkService(service: unknown): void {
@@ -522,10 +547,31 @@ export class Registry implements AsyncDisposable {
       });
       entry = { view, refs: 0, pinned: false };
       this.#views.set(service, entry);
+      if (!this.#o.strict) {
+        void view.ready.then(() => {
+          this.#checkExists(view);
+        });
+      }
       view.start();
       this.#startReaper();
     }
     return entry;
+  }
+
+  /**
+   * A non-strict registry watches any name it is given, so a misspelt one would stay `[]` in
+   * silence: once its first snapshot is in, a service the store has never had (no epoch: not
+   * one write since the store began or lost its data) that this registry neither declared nor
+   * registered is reported, once per view, through `onError`.
+   */
+  #checkExists(view: ServiceView): void {
+    const service = view.service;
+    if (this.#closed || view.closed || view.epoch !== '' || view.list().length > 0) return;
+    if (this.#known.has(service)) return;
+    this.#errors.emit({
+      operation: `watch ${service}`,
+      error: new UnknownServiceError(service, [...this.#known].sort(), 'never-registered'),
+    });
   }
 
   #maybeDrop(service: string, entry: ViewEntry): void {
@@ -624,14 +670,21 @@ export type InstanceEndpointSpec = EndpointSpec<Instance> & {
  * await registry.close();
  * ```
  */
-export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposable {
+export class DiscoveryBalancer
+  extends LoadBalancer<Instance>
+  implements Disposable, AsyncDisposable
+{
   /** The watch the endpoint list follows. */
   readonly watch: ServiceWatch;
   readonly #filter: InstanceFilter;
   readonly #subscription: Subscription;
+  #closed = false;
 
-  /** @internal */
-  constructor(watch: ServiceWatch, filter: InstanceFilter, options: LoadBalancerOptions<Instance>) {
+  private constructor(
+    watch: ServiceWatch,
+    filter: InstanceFilter,
+    options: LoadBalancerOptions<Instance>,
+  ) {
     super(options);
     this.watch = watch;
     this.#filter = filter;
@@ -643,15 +696,48 @@ export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposa
     });
   }
 
+  /**
+   * A balancer over `watch`'s instances that match `filter` (balancers come from
+   * `Registry.balancer()` only).
+   *
+   * @internal
+   */
+  static following(
+    watch: ServiceWatch,
+    filter: InstanceFilter,
+    options: LoadBalancerOptions<Instance>,
+  ): DiscoveryBalancer {
+    return new DiscoveryBalancer(watch, filter, options);
+  }
+
   /** Resolves once the view's first snapshot is in. */
   get ready(): Promise<void> {
     return this.watch.ready;
   }
 
-  /** Stops following the view (the endpoint list stays as it is). Safe to call twice. */
+  /** Whether the balancer is closed (by {@link DiscoveryBalancer.close}, or its registry closed). */
+  get closed(): boolean {
+    return this.#closed || this.watch.closed;
+  }
+
+  /**
+   * Stops following the view and closes its watch. Afterwards `pick()`, `acquire()`,
+   * `acquireOrThrow()` and `endpoints()` throw a `ClosedError` rather than pick from a list
+   * nobody updates; leases already out can still report `done()`. Closing the registry closes
+   * its balancers too. Safe to call twice.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#subscription.dispose();
     this.watch.close();
+  }
+
+  /** Throws a `ClosedError` naming `operation` once closed. */
+  #open(operation: string): void {
+    if (this.#closed || this.watch.closed) {
+      throw new ClosedError(`DiscoveryBalancer ${JSON.stringify(this.watch.service)}`, operation);
+    }
   }
 
   /** {@link DiscoveryBalancer.close}, for `using`. */
@@ -659,26 +745,36 @@ export class DiscoveryBalancer extends LoadBalancer<Instance> implements Disposa
     this.close();
   }
 
+  /** {@link DiscoveryBalancer.close}, for `await using` (like every closable Keel object). */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
   // The overrides below only narrow types: every endpoint comes from #refresh (or update(),
   // typed to require `data`), so `data` is always the instance.
 
   /** The current endpoints (in instance id order); each `data` is the {@link Instance}. */
   override endpoints(): InstanceEndpoint[] {
+    this.#open('endpoints');
     return super.endpoints() as InstanceEndpoint[];
   }
 
   /** {@link LoadBalancer.pick}, with the {@link Instance} as `data`. */
   override pick(options?: PickOptions): InstanceEndpoint | undefined {
+    this.#open('pick');
     return super.pick(options) as InstanceEndpoint | undefined;
   }
 
   /** {@link LoadBalancer.acquire}, with the {@link Instance} as `lease.endpoint.data`. */
   override acquire(options?: PickOptions): InstanceLease | undefined {
+    this.#open('acquire');
     return super.acquire(options) as InstanceLease | undefined;
   }
 
   /** {@link LoadBalancer.acquireOrThrow}, with the {@link Instance} as `lease.endpoint.data`. */
   override acquireOrThrow(options?: PickOptions): InstanceLease {
+    this.#open('acquireOrThrow');
     return super.acquireOrThrow(options) as InstanceLease;
   }
 

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-import { throwIfAborted, type Subscription } from '../core/index.js';
+import { ClosedError, throwIfAborted, type Subscription } from '../core/index.js';
 import { matchesFilter, type InstanceFilter } from './filter.js';
 import type { Instance } from './instance.js';
 import type {
@@ -53,17 +53,32 @@ export interface WhenReadyOptions {
  * await registry.close();
  * ```
  */
-export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
+export class ServiceWatch implements Disposable, AsyncDisposable, AsyncIterable<WatchChange> {
   readonly #view: ServiceView;
   readonly #release: () => void;
   readonly #subscriptions = new Set<Subscription>();
   readonly #iterators = new Set<() => void>();
   #closed = false;
 
-  /** @internal */
-  constructor(view: ServiceView, release: () => void) {
+  private constructor(view: ServiceView, release: () => void) {
     this.#view = view;
     this.#release = release;
+  }
+
+  /**
+   * A handle on `view`; `release` runs once, on close (watches come from `Registry.watch()`).
+   *
+   * @internal
+   */
+  static of(view: ServiceView, release: () => void): ServiceWatch {
+    return new ServiceWatch(view, release);
+  }
+
+  /** Throws a `ClosedError` naming `operation` once this handle or its registry is closed. */
+  #open(operation: string): void {
+    if (this.#closed || this.#view.closed) {
+      throw new ClosedError(`ServiceWatch ${JSON.stringify(this.#view.service)}`, operation);
+    }
   }
 
   /** The watched service. */
@@ -119,6 +134,7 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
 
   /** Waits for the first snapshot, or rejects with `signal.reason` if the signal aborts first. */
   async whenReady(options: WhenReadyOptions = {}): Promise<void> {
+    this.#open('whenReady');
     const signal = options.signal;
     throwIfAborted(signal);
     if (this.#view.isReady || signal === undefined) return this.#view.ready;
@@ -143,22 +159,26 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
    * the local cache: never waits, never throws for an unreachable store.
    */
   instances(filter?: InstanceFilter): readonly Instance[] {
+    this.#open('instances');
     const all = this.#view.list();
     return filter === undefined ? all : all.filter((i) => matchesFilter(i, filter));
   }
 
   /** One instance by id, or `undefined`. */
   get(id: string): Instance | undefined {
+    this.#open('get');
     return this.#view.get(id);
   }
 
   /** Every change, in order. */
   onChange(listener: (change: WatchChange) => void): Subscription {
+    this.#open('onChange');
     return this.#track(this.#view.changed.subscribe(listener));
   }
 
   /** Instances appearing. */
   onAdded(listener: (change: InstanceAdded) => void): Subscription {
+    this.#open('onAdded');
     return this.onChange((change) => {
       if (change.type === 'added') listener(change);
     });
@@ -166,6 +186,7 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
 
   /** Instances whose data changed (status, weight, metadata, …). */
   onUpdated(listener: (change: InstanceUpdated) => void): Subscription {
+    this.#open('onUpdated');
     return this.onChange((change) => {
       if (change.type === 'updated') listener(change);
     });
@@ -173,6 +194,7 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
 
   /** Instances leaving, with the reason. */
   onRemoved(listener: (change: InstanceRemoved) => void): Subscription {
+    this.#open('onRemoved');
     return this.onChange((change) => {
       if (change.type === 'removed') listener(change);
     });
@@ -210,6 +232,7 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
    * ```
    */
   onSettled(listener: () => void): Subscription {
+    this.#open('onSettled');
     return this.#track(
       this.#view.settled.subscribe(() => {
         listener();
@@ -219,16 +242,19 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
 
   /** The view going stale (store unreachable) or fresh again. */
   onStaleChange(listener: (change: StaleChange) => void): Subscription {
+    this.#open('onStaleChange');
     return this.#track(this.#view.staleChanged.subscribe(listener));
   }
 
   /** Background failures (the view keeps retrying with jittered backoff). */
   onError(listener: (error: WatchError) => void): Subscription {
+    this.#open('onError');
     return this.#track(this.#view.errors.subscribe(listener));
   }
 
   /** Records in the store that fail the schema: skipped, reported once each. */
   onQuarantined(listener: (record: QuarantinedRecord) => void): Subscription {
+    this.#open('onQuarantined');
     return this.#track(this.#view.quarantined.subscribe(listener));
   }
 
@@ -309,7 +335,13 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
     return this.changes();
   }
 
-  /** Removes this handle's listeners and ends its iterators. Safe to call twice. */
+  /**
+   * Removes this handle's listeners and ends its iterators (the registry stops following the
+   * service once no watch, balancer or `discover()` needs it). Afterwards its methods throw a
+   * `ClosedError` — except `changes()` (and `for await`), which end at once, as the iterators
+   * open at close do; its properties (`closed`, `service`, …) can still be read. Safe to call
+   * twice; closing the registry closes its watches too.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -322,6 +354,12 @@ export class ServiceWatch implements Disposable, AsyncIterable<WatchChange> {
   /** {@link ServiceWatch.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** {@link ServiceWatch.close}, for `await using` (like every closable Keel object). */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
   }
 
   #track(subscription: Subscription): Subscription {

@@ -7,6 +7,7 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import {
   InvalidOptionError,
+  KeelError,
   guardedOption,
   isAbortSignal,
   integerOption,
@@ -421,24 +422,59 @@ export class Lock implements AsyncDisposable {
   #timer: Timer | undefined;
   #released = false;
 
+  /**
+   * Locks come from `acquire()` and `using()` (of a `Redlock` or `MemoryLock`); they cannot be
+   * made any other way.
+   */
+  protected constructor();
   /** @internal */
-  constructor(
+  protected constructor(
     backend: LockBackend,
     resources: readonly string[],
     keys: readonly string[],
     token: string,
     validUntil: number,
     fences: readonly number[],
+  );
+  protected constructor(
+    backend?: LockBackend,
+    resources?: readonly string[],
+    keys?: readonly string[],
+    token?: string,
+    validUntil?: number,
+    fences?: readonly number[],
   ) {
+    // The declarations show only the argument-less form, so no caller outside Keel can make a
+    // handle; a subclass that calls it gets this error instead of a handle that holds nothing.
+    if (backend === undefined || resources === undefined) {
+      throw new KeelError('KEEL_NOT_CONSTRUCTIBLE', 'a Lock is made by acquire() or using()');
+    }
     this.#backend = backend;
     this.resources = resources;
-    this.#keys = keys;
-    this.#token = token;
-    this.#validUntil = validUntil;
+    this.#keys = keys as readonly string[];
+    this.#token = token as string;
+    this.#validUntil = validUntil as number;
+    const f = fences as readonly number[];
     const tokens: Record<string, number> = {};
-    for (let i = 0; i < resources.length; i++) tokens[resources[i] as string] = fences[i] ?? 0;
+    for (let i = 0; i < resources.length; i++) tokens[resources[i] as string] = f[i] ?? 0;
     this.fencingTokens = Object.freeze(tokens);
-    this.fencingToken = fences[0] ?? 0;
+    this.fencingToken = f[0] ?? 0;
+  }
+
+  /**
+   * A held lock's handle (Keel's lock services make their locks through this).
+   *
+   * @internal
+   */
+  static made(
+    backend: LockBackend,
+    resources: readonly string[],
+    keys: readonly string[],
+    token: string,
+    validUntil: number,
+    fences: readonly number[],
+  ): Lock {
+    return new Lock(backend, resources, keys, token, validUntil, fences);
   }
 
   /** Clock time (ms, the lock service's clock) until which the lock is valid. */

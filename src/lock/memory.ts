@@ -8,6 +8,7 @@
  * @packageDocumentation
  */
 import {
+  ClosedError,
   isRandomSource,
   guardedOption,
   integerOption,
@@ -80,8 +81,8 @@ interface Held {
  * console.log(total);
  * ```
  */
-export class MemoryLock implements LockService {
-  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`), but
+export class MemoryLock implements LockService, AsyncDisposable {
+  // Also the LockBackend of its Locks (checked where it passes `this` to `Lock.made`), but
   // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
   readonly #held = new Map<string, Held>();
@@ -89,8 +90,32 @@ export class MemoryLock implements LockService {
   /** Resource → wake-ups of the acquisitions waiting for it, longest-waiting first. */
   readonly #waiters = new Map<string, Set<() => void>>();
 
+  /** Set by {@link MemoryLock.close}. */
+  #closed = false;
+
   constructor(options: MemoryLockOptions = {}) {
     this.#o = resolveOptions(OWNER, options, spec);
+  }
+
+  /**
+   * Closes the lock service: acquisitions still waiting end with a `ClosedError` (their retry
+   * timers cleared), and so do later `acquire()` and `using()` calls. Locks already held can
+   * still be released. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const set of [...this.#waiters.values()]) for (const wake of [...set]) wake();
+    return Promise.resolve();
+  }
+
+  /** Read through a method: TypeScript keeps a field narrowed across an `await`. */
+  #isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** {@link MemoryLock.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   /** @internal */
@@ -113,6 +138,7 @@ export class MemoryLock implements LockService {
     resources: string | readonly string[],
     options: AcquireOptions = {},
   ): Promise<Lock> {
+    if (this.#closed) throw new ClosedError(OWNER, 'acquire');
     const { list, ttlMs, retryCount, waitMs, signal } = resolveAcquire(
       'MemoryLock.acquire',
       resources,
@@ -130,6 +156,7 @@ export class MemoryLock implements LockService {
         if (left < 0) break;
         const delay = this.#o.retryDelayMs + this.#o.random() * this.#o.retryJitterMs;
         await this.#wait(list, Math.min(delay, freesIn, left), signal);
+        if (this.#isClosed()) throw new ClosedError(OWNER, 'acquire');
       }
       const now = this.#o.clock.now();
       freesIn = Infinity;
@@ -147,7 +174,7 @@ export class MemoryLock implements LockService {
         this.#held.set(r, { token, expiresAt: now + ttlMs });
         return next;
       });
-      return new Lock(this, list, list, token, now + ttlMs, fences);
+      return Lock.made(this, list, list, token, now + ttlMs, fences);
     }
     throw new LockTakenError(
       list,
@@ -189,6 +216,7 @@ export class MemoryLock implements LockService {
     optionsOrRoutine: UsingOptions | ((signal: AbortSignal, lock: Lock) => Promise<R>),
     routine?: (signal: AbortSignal, lock: Lock) => Promise<R>,
   ): Promise<R> {
+    if (this.#closed) return Promise.reject(new ClosedError(OWNER, 'using'));
     return holdWhile(
       'MemoryLock.using',
       this,

@@ -104,6 +104,8 @@ export class ReleaseNotifier {
   readonly #latest = new Map<string, number>();
   #sequence = 0;
   #linger: Timer | undefined;
+  /** Set by {@link end}: no connection is opened again. */
+  #ended = false;
 
   constructor(clients: readonly DuplicableClient[], clock: Clock, ackTimeoutMs: number) {
     this.#clients = clients;
@@ -144,6 +146,7 @@ export class ReleaseNotifier {
    * just falls back to polling.
    */
   async subscribe(channels: readonly string[]): Promise<ReleaseSubscription> {
+    if (this.#ended) return this.#polling();
     this.#linger?.cancel();
     this.#linger = undefined;
     const subscribers = this.#open();
@@ -231,6 +234,25 @@ export class ReleaseNotifier {
     this.#recent.clear();
     this.#latest.clear();
     if (subscribers !== undefined) for (const s of subscribers) s.disconnect();
+  }
+
+  /**
+   * Closes the subscriber connections for good (`Redlock.close()`): acquisitions still waiting
+   * fall back to polling and never open connections again.
+   */
+  end(): void {
+    this.#ended = true;
+    this.close();
+  }
+
+  /** What a waiter gets once the notifier has ended: wake-ups by its retry timer only. */
+  #polling(): ReleaseSubscription {
+    return {
+      count: 0,
+      passOn: () => undefined,
+      wait: (_seen, ms, signal) => wakeableSleep(ms, { signal, clock: this.#clock }).done,
+      [Symbol.dispose]: () => undefined,
+    };
   }
 
   #open(): SubscriberClient[] {

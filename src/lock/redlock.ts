@@ -51,6 +51,7 @@
  * @packageDocumentation
  */
 import {
+  ClosedError,
   isRandomSource,
   booleanOption,
   guardedOption,
@@ -288,7 +289,7 @@ const pttlOf = (r: NodeResult): number => {
  * ```
  */
 export class Redlock implements LockService, AsyncDisposable {
-  // Also the LockBackend of its Locks (checked where it passes `this` to `new Lock`), but
+  // Also the LockBackend of its Locks (checked where it passes `this` to `Lock.made`), but
   // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: Resolved;
   readonly #q: Quorum;
@@ -319,6 +320,8 @@ export class Redlock implements LockService, AsyncDisposable {
   #listening: (() => void)[] | undefined;
   /** A fencing check scheduled again (see `#checkFencing`). */
   #recheck: Timer | undefined;
+  /** Set by {@link Redlock.close}. */
+  #closed = false;
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
@@ -378,12 +381,16 @@ export class Redlock implements LockService, AsyncDisposable {
   }
 
   /**
-   * Closes the connections this Redlock opened itself (the subscriber connections behind
-   * release notifications). Your clients stay yours to quit. Safe to call twice; the Redlock
-   * still works afterwards, re-opening what it needs.
+   * Closes the Redlock: closes the connections it opened itself (the subscriber connections
+   * behind release notifications), stops its background fencing checks and removes its
+   * listeners from your clients. Your clients stay yours to quit. Afterwards `acquire()`,
+   * `using()` and `semaphore()` — and the semaphores it made — fail with a `ClosedError`;
+   * locks already held can still be released (through your clients). Acquisitions still
+   * waiting go on by polling until they win or give up. Safe to call twice.
    */
   close(): Promise<void> {
-    this.#notifier?.close();
+    this.#closed = true;
+    this.#notifier?.end();
     const listeners = this.#listening;
     this.#listening = undefined;
     this.#recheck?.cancel();
@@ -457,7 +464,9 @@ export class Redlock implements LockService, AsyncDisposable {
    * quorum rules. Expiry is computed from Redis server time inside the scripts.
    */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
-    return new Semaphore(name, options, {
+    if (this.#closed) throw new ClosedError(OWNER, 'semaphore');
+    return Semaphore.made(name, options, {
+      closed: () => this.#closed,
       quorum: this.#q,
       key: `${this.keyOf(name)}:semaphore`,
       ttlMs: this.#o.ttlMs,
@@ -477,6 +486,7 @@ export class Redlock implements LockService, AsyncDisposable {
     resources: string | readonly string[],
     options: AcquireOptions = {},
   ): Promise<Lock> {
+    if (this.#closed) throw new ClosedError(OWNER, 'acquire');
     const { list, ttlMs, retryCount, waitMs, signal } = resolveAcquire(
       'Redlock.acquire',
       resources,
@@ -735,7 +745,7 @@ export class Redlock implements LockService, AsyncDisposable {
     for (const key of lockKeys) this.#mine.set(key, token);
     // Locks dropped without a release leave their entries behind: keep the newest only.
     if (this.#mine.size > MAX_OWN_ENTRIES) this.#forgetOldest();
-    return new Lock(this, list, lockKeys, token, validUntil, fences);
+    return Lock.made(this, list, lockKeys, token, validUntil, fences);
   }
 
   /** The script keys of an acquisition of `list` (see ACQUIRE). */
@@ -832,6 +842,7 @@ export class Redlock implements LockService, AsyncDisposable {
     optionsOrRoutine: UsingOptions | ((signal: AbortSignal, lock: Lock) => Promise<R>),
     routine?: (signal: AbortSignal, lock: Lock) => Promise<R>,
   ): Promise<R> {
+    if (this.#closed) return Promise.reject(new ClosedError(OWNER, 'using'));
     return holdWhile(
       'Redlock.using',
       this,

@@ -13,6 +13,7 @@
  */
 import { shortestTtl, ttlExpectation } from './plan.js';
 import {
+  ClosedError,
   EventChannel,
   InvalidOptionError,
   integerOption,
@@ -82,8 +83,7 @@ export class Permit extends Lock {
   /** Permits this handle holds. */
   readonly permits: number;
 
-  /** @internal */
-  constructor(
+  private constructor(
     backend: LockBackend,
     name: string,
     keys: readonly string[],
@@ -94,10 +94,28 @@ export class Permit extends Lock {
     super(backend, [name], keys, member, validUntil, []);
     this.permits = permits;
   }
+
+  /**
+   * Held permits (permits come from `Semaphore.acquire()` and `using()` only).
+   *
+   * @internal
+   */
+  static granted(
+    backend: LockBackend,
+    name: string,
+    keys: readonly string[],
+    member: string,
+    validUntil: number,
+    permits: number,
+  ): Permit {
+    return new Permit(backend, name, keys, member, validUntil, permits);
+  }
 }
 
 /** @internal What a semaphore takes from the Redlock that made it. */
 export interface SemaphoreContext {
+  /** Whether the Redlock is closed (its semaphores close with it). */
+  readonly closed: () => boolean;
   readonly quorum: Quorum;
   readonly key: string;
   readonly ttlMs: number;
@@ -134,8 +152,8 @@ function permitSpec(limit: number, context: SemaphoreContext) {
  * });
  * ```
  */
-export class Semaphore {
-  // Also the LockBackend of its Permits (checked where it passes `this` to `new Permit`), but
+export class Semaphore implements AsyncDisposable {
+  // Also the LockBackend of its Permits (checked where it passes `this` to `Permit.granted`), but
   // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   /** The semaphore's name. */
   readonly name: string;
@@ -151,8 +169,10 @@ export class Semaphore {
   /** Node → the slots it last said were taken. */
   readonly #taken = new Map<number, number[]>();
 
-  /** @internal */
-  constructor(name: string, options: SemaphoreOptions, context: SemaphoreContext) {
+  /** Set by {@link Semaphore.close}. */
+  #closed = false;
+
+  private constructor(name: string, options: SemaphoreOptions, context: SemaphoreContext) {
     if (typeof name !== 'string' || name === '') {
       throw new InvalidOptionError('Redlock.semaphore', 'name', 'a non-empty string', name);
     }
@@ -165,6 +185,38 @@ export class Semaphore {
     this.#keys = [context.key, `${context.key}:quarantine`];
     this.#spec = permitSpec(permits, context);
     this.#minTtlMs = shortestTtl(context.minValidityMs, context.driftFactor);
+  }
+
+  /**
+   * A semaphore on a Redlock's nodes (semaphores come from `Redlock.semaphore()` only).
+   *
+   * @internal
+   */
+  static made(name: string, options: SemaphoreOptions, context: SemaphoreContext): Semaphore {
+    return new Semaphore(name, options, context);
+  }
+
+  /**
+   * Closes this semaphore: afterwards `acquire()` and `using()` fail with a `ClosedError`
+   * (permits already held can still be released). It owns no connection or timer of its own —
+   * those are its Redlock's, and closing the Redlock closes its semaphores too. Safe to call
+   * twice.
+   */
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  /** {@link Semaphore.close}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Throws a `ClosedError` naming `operation` once this semaphore or its Redlock is closed. */
+  #open(operation: string): void {
+    if (this.#closed || this.#c.closed()) {
+      throw new ClosedError(`Semaphore ${JSON.stringify(this.name)}`, operation);
+    }
   }
 
   /** @internal */
@@ -195,6 +247,7 @@ export class Semaphore {
    * `LockTakenError` when they stay taken, `QuorumUnavailableError` when too many nodes fail.
    */
   async acquire(options: PermitOptions = {}): Promise<Permit> {
+    this.#open('acquire');
     const { permits, ttlMs, retryCount, waitMs, signal } = resolveOptions(
       'Semaphore.acquire',
       options,
@@ -237,7 +290,7 @@ export class Semaphore {
           const validUntil = q.deadline(started, ttlMs);
           if (validUntil - q.clock.now() <= this.#c.minValidityMs) return TOO_SLOW;
           const handle = `${slots.join(',')}/${token}`;
-          return new Permit(this, this.name, this.#keys, handle, validUntil, permits);
+          return Permit.granted(this, this.name, this.#keys, handle, validUntil, permits);
         },
         undo: (token, nodes) =>
           q.round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
@@ -305,17 +358,42 @@ export class Semaphore {
     return { token: handle.slice(at + 1), slots: handle.slice(0, at).split(',') };
   }
 
+  /**
+   * Runs `routine` while holding one permit, with the default options: `using(routine)` is
+   * `using({}, routine)`. See `Redlock.using`.
+   */
+  using<R>(routine: (signal: AbortSignal, permit: Permit) => Promise<R>): Promise<R>;
   /** Runs `routine` while holding permits; see `Redlock.using`. */
   using<R>(
     options: PermitUsingOptions,
     routine: (signal: AbortSignal, permit: Permit) => Promise<R>,
+  ): Promise<R>;
+  using<R>(
+    optionsOrRoutine: PermitUsingOptions | ((signal: AbortSignal, permit: Permit) => Promise<R>),
+    routine?: (signal: AbortSignal, permit: Permit) => Promise<R>,
   ): Promise<R> {
-    const { permits, ...rest } = options;
+    try {
+      this.#open('using');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // `using(routine)`: a function where the options go, and nothing after it. Anything else
+    // that is not an options object is left for holdWhile to refuse, naming it.
+    if (typeof optionsOrRoutine === 'function' && routine === undefined) {
+      return holdWhile('Semaphore.using', this, (o) => this.acquire(o), optionsOrRoutine);
+    }
+    const given: unknown = optionsOrRoutine;
+    const { permits, ...rest } =
+      typeof given === 'object' && given !== null && !Array.isArray(given)
+        ? (given as PermitUsingOptions)
+        : { permits: undefined };
     return holdWhile(
       'Semaphore.using',
       this,
       (o) => this.acquire({ ...o, ...(permits === undefined ? {} : { permits }) }),
-      rest,
+      typeof given === 'object' && given !== null && !Array.isArray(given)
+        ? rest
+        : (given as PermitUsingOptions),
       routine,
     );
   }

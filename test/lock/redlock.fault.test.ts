@@ -1,7 +1,7 @@
 import { getEventListeners } from 'node:events';
 import type { Redis } from 'ioredis';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { systemClock, type Clock, type Timer } from '../../src/core/index.js';
+import { isClosedError, systemClock, type Clock, type Timer } from '../../src/core/index.js';
 import {
   Redlock,
   isLockLostError,
@@ -711,7 +711,7 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
   });
 
-  it('disposing twice is harmless, for locks and Redlocks; a closed Redlock still works', async () => {
+  it('disposing twice is harmless, for locks and Redlocks; a closed Redlock refuses, its locks release', async () => {
     const redlock = redlockOf({ retryCount: 0 });
     const lock = await redlock.acquire('dispose');
     await lock[Symbol.asyncDispose]();
@@ -725,10 +725,11 @@ describeRedis('Redlock fault injection against five real redis-server processes'
       await again.release(); // and again when the block ends
     }
     expect(held.signal.aborted).toBe(true);
+    const last = await redlock.acquire('dispose');
     await redlock.close();
     await redlock[Symbol.asyncDispose]();
-    const after = await redlock.acquire('dispose');
-    await after.release();
+    await expect(redlock.acquire('dispose')).rejects.toSatisfy(isClosedError);
+    await expect(last.release()).resolves.toMatchObject({ released: true });
   });
 
   it('release() during an in-flight extend() leaves no timer behind', async () => {

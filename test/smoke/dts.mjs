@@ -3,7 +3,10 @@
 // - no name renamed by the .d.ts bundler (`Subscription$1`: two modules' types of one name
 //   meeting in one bundle), which is what editors show on hover;
 // - every .d.ts / .d.cts type-checks with `skipLibCheck: false`, so nothing public refers to a
-//   stripped declaration (test/smoke/tsconfig.dts.json; the consumer has @types/node).
+//   stripped declaration (test/smoke/tsconfig.dts.json; the consumer has @types/node);
+// - the handles Keel makes itself (Lock, Permit, Semaphore, Registration, ServiceWatch,
+//   DiscoveryBalancer) have no public constructor, and `instanceof` works on them
+//   (test/smoke/no-constructors.mts, type-checked with the same settings).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
