@@ -77,8 +77,8 @@ const RUNS: Readonly<Record<string, readonly Expectation[]>> = {
       // and a slower node's NOSCRIPT → EVAL fallback (src/lock/channel.ts, `#failed`) is then
       // written to the user's client up to ~50 ms after the example's quit(); when the server
       // has already closed that connection, ioredis reports `write EPIPE` as an unhandled
-      // 'error' event (instrumented: 10 of 30 runs on fresh servers wrote an EVAL after QUIT,
-      // about 1 in 10 of them hit the closed socket). Remove this when Redlock can be drained.
+      // 'error' event (instrumented: 30 runs on fresh servers wrote 10 EVALs after their QUIT;
+      // a run in ~10 hits the closed socket under load). Remove this when Redlock can be drained.
       stderrTolerated: /^\[ioredis\] Unhandled error event: Error: (write EPIPE|read ECONNRESET)$/,
     },
   ],
