@@ -23,6 +23,7 @@
 import type { Redis } from 'ioredis';
 import NodeRedlock from 'redlock';
 import { RedlockMutex } from 'redis-semaphore';
+import diagnostics from 'node:diagnostics_channel';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -284,6 +285,78 @@ async function latencyReport(
           library === 'node-redlock'
             ? `p50 ≤ 1.0× ${met(keel50 <= p50)}, p99 ≤ 1.0× ${met(keel99 <= p99)}`
             : '—',
+      };
+    }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) The cost of diagnostics_channel: the same uncontended cycle with nobody subscribed and
+// with one subscriber (an APM-like listener on every lock channel: the three traces and the
+// events), interleaved call by call. The subscription is switched between the timed cycles.
+
+/** Messages the subscriber of (e) received. */
+let delivered = 0;
+const count = (): void => {
+  delivered++;
+};
+
+/** One subscriber on every lock channel; returns the function that unsubscribes it. */
+function subscribeAll(): () => void {
+  const stops: (() => void)[] = [];
+  for (const op of ['acquire', 'extend', 'release']) {
+    const channel = diagnostics.tracingChannel(`keel:lock:${op}`);
+    const handlers = { start: count, end: count, asyncStart: count, asyncEnd: count, error: count };
+    channel.subscribe(handlers);
+    stops.push(() => {
+      channel.unsubscribe(handlers);
+    });
+  }
+  for (const event of ['lost', 'quorum-failed', 'contended']) {
+    diagnostics.subscribe(`keel:lock:${event}`, count);
+    stops.push(() => {
+      diagnostics.unsubscribe(`keel:lock:${event}`, count);
+    });
+  }
+  return () => {
+    for (const stop of stops) stop();
+  };
+}
+
+async function diagnosticsReport(context: SuiteContext): Promise<BenchReport> {
+  const rounds = context.quick ? 300 : 3000;
+  progress(`(e) diagnostics_channel cost: ${rounds} cycles with and without a subscriber`);
+  const keelCycle = (cycles[0] as (typeof cycles)[number])[2];
+  const none: number[] = [];
+  const one: number[] = [];
+  delivered = 0;
+  for (let round = 0; round < rounds; round++) {
+    // Alternate which goes first, so neither always follows the other.
+    for (const subscribed of round % 2 === 0 ? [false, true] : [true, false]) {
+      const unsubscribe = subscribed ? subscribeAll() : undefined;
+      const t0 = performance.now();
+      await keelCycle();
+      (subscribed ? one : none).push(performance.now() - t0);
+      unsubscribe?.();
+    }
+  }
+  const base50 = percentile(none, 0.5);
+  const base99 = percentile(none, 0.99);
+  return {
+    title: `(e) keel Redlock acquire + release with nobody subscribed to the keel:lock:* channels vs one subscriber on all of them (interleaved, ${rounds} cycles each)`,
+    rows: [
+      ['no subscriber', none],
+      ['one subscriber', one],
+    ].map(([label, samples]) => {
+      const p50 = percentile(samples as number[], 0.5);
+      const p99 = percentile(samples as number[], 0.99);
+      return {
+        'keel Redlock': label as string,
+        'p50 ms': ms(p50),
+        'p99 ms': ms(p99),
+        'p50 ÷ no subscriber': ratio(p50 / base50),
+        'p99 ÷ no subscriber': ratio(p99 / base99),
+        'messages per cycle': label === 'one subscriber' ? (delivered / rounds).toFixed(1) : '0',
       };
     }),
   };
@@ -792,6 +865,7 @@ export const suite = defineSuite({
     reports.push(await throughputReport(context));
     reports.push(await handoffReport(context));
     reports.push(await pausedReport(context));
+    reports.push(await diagnosticsReport(context));
     reports.push({
       title:
         "node-redlock 'error' events during the run (it emits one per node that refuses or fails a vote)",

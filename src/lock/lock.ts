@@ -17,6 +17,8 @@ import {
   type Clock,
   type Timer,
 } from '../core/index.js';
+import { extendChannel, releaseChannel } from './diagnostics.js';
+import type { LockExtendMessage, LockReleaseMessage } from './diagnostics.js';
 import { LockLostError, LockReleasedError } from './errors.js';
 import type { NodeResult } from './quorum.js';
 
@@ -313,9 +315,36 @@ export interface LockBackend {
   /** An extension must leave more validity than this (ms) to count. */
   readonly minValidityMs: number;
   /** Extends every key still holding `token`; the new validity deadline, or `undefined` if refused. */
-  extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined>;
+  extendKeys(
+    keys: readonly string[],
+    token: string,
+    ttlMs: number,
+    resources?: readonly string[],
+  ): Promise<number | undefined>;
   /** Deletes the keys still holding `token`, and says what it found. */
-  releaseKeys(keys: readonly string[], token: string): Promise<ReleaseOutcome>;
+  releaseKeys(
+    keys: readonly string[],
+    token: string,
+    resources?: readonly string[],
+  ): Promise<ReleaseOutcome>;
+  /** Told how the service's locks fare (Redlock: its stats and diagnostics channels). */
+  readonly observer?: LockObserver | undefined;
+}
+
+/**
+ * What a lock service learns from its {@link Lock}s: successful extensions, and the end of each
+ * hold — a release, or the loss being seen — exactly once per lock. Also names the nodes and
+ * quorum for the `keel:lock:extend` and `keel:lock:release` traces, which a Lock publishes only
+ * when its service has an observer (Redlock's locks).
+ *
+ * @internal
+ */
+export interface LockObserver {
+  readonly nodes: readonly string[];
+  readonly quorum: number;
+  extended(lock: Lock): void;
+  /** The hold ended after `heldMs`: released (`lost` undefined) or lost. */
+  ended(lock: Lock, lost: LockLostError | undefined, heldMs: number): void;
 }
 
 /**
@@ -410,9 +439,13 @@ export class Lock implements AsyncDisposable {
   readonly resources: readonly string[];
   /** Fencing token of the first resource (see `fencingTokens` for all). */
   readonly fencingToken: number;
-  /** Fencing token per resource. */
-  readonly fencingTokens: Readonly<Record<string, number>>;
+  readonly #fences: readonly number[];
+  #fencingTokens: Readonly<Record<string, number>> | undefined;
   readonly #backend: LockBackend;
+  /** When the lock was granted (the service's clock), for hold times. */
+  readonly #since: number;
+  /** The hold ended (released, or seen lost) and the observer was told. */
+  #ended = false;
   readonly #keys: readonly string[];
   readonly #token: string;
   #controller: AbortController | undefined;
@@ -454,11 +487,9 @@ export class Lock implements AsyncDisposable {
     this.#keys = keys as readonly string[];
     this.#token = token as string;
     this.#validUntil = validUntil as number;
-    const f = fences as readonly number[];
-    const tokens: Record<string, number> = {};
-    for (let i = 0; i < resources.length; i++) tokens[resources[i] as string] = f[i] ?? 0;
-    this.fencingTokens = Object.freeze(tokens);
-    this.fencingToken = f[0] ?? 0;
+    this.#fences = fences as readonly number[];
+    this.fencingToken = this.#fences[0] ?? 0;
+    this.#since = backend.clock.now();
   }
 
   /**
@@ -475,6 +506,34 @@ export class Lock implements AsyncDisposable {
     fences: readonly number[],
   ): Lock {
     return new Lock(backend, resources, keys, token, validUntil, fences);
+  }
+
+  /**
+   * Fencing token per resource. Built on first read (most callers read only `fencingToken`;
+   * a frozen object per acquisition was a cost of every uncontended cycle).
+   */
+  get fencingTokens(): Readonly<Record<string, number>> {
+    let tokens = this.#fencingTokens;
+    if (tokens === undefined) {
+      const made: Record<string, number> = {};
+      const fences = this.#fences;
+      for (let i = 0; i < this.resources.length; i++) {
+        made[this.resources[i] as string] = fences[i] ?? 0;
+      }
+      tokens = this.#fencingTokens = Object.freeze(made);
+    }
+    return tokens;
+  }
+
+  /**
+   * Milliseconds of validity left: `validUntil` minus now on the service's clock, 0 once the
+   * lock is released or lost (its loss moment, 5 ms before `validUntil`, counts as lost, as for
+   * `signal`).
+   */
+  remainingMs(): number {
+    if (!this.#released) this.#checkDeadline();
+    if (this.#released || this.#lostWith !== undefined) return 0;
+    return Math.max(0, this.#validUntil - this.#backend.clock.now());
   }
 
   /** Clock time (ms, the lock service's clock) until which the lock is valid. */
@@ -512,12 +571,32 @@ export class Lock implements AsyncDisposable {
    * validity — kind `extension-too-short`: the lock is then lost, and `validUntil` is the
    * earlier of the two deadlines —, and {@link LockReleasedError} on a released handle.
    */
-  async extend(ttlMs = this.#backend.ttlMs): Promise<void> {
+  extend(ttlMs = this.#backend.ttlMs): Promise<void> {
+    const observer = this.#backend.observer;
+    if (observer === undefined || !extendChannel.hasSubscribers) return this.#extend(ttlMs);
+    const message: LockExtendMessage = {
+      resources: this.resources,
+      nodes: observer.nodes,
+      quorum: observer.quorum,
+      fencingToken: this.fencingToken,
+      ttlMs,
+      time: Date.now(),
+      holdMs: this.#backend.clock.now() - this.#since,
+    };
+    return extendChannel.tracePromise(this.#extend, message, this, ttlMs, message);
+  }
+
+  async #extend(ttlMs: number, message?: LockExtendMessage): Promise<void> {
     if (!Number.isInteger(ttlMs) || ttlMs < 1) {
       throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
     }
     this.#throwIfGone();
-    const validUntil = await this.#backend.extendKeys(this.#keys, this.#token, ttlMs);
+    const validUntil = await this.#backend.extendKeys(
+      this.#keys,
+      this.#token,
+      ttlMs,
+      this.resources,
+    );
     // Released or lost while the round was in flight (the deadline passed mid-round): the
     // handle stays lost, whatever the nodes answered (a yes only means the keys outlive the
     // handle until its release or their expiry).
@@ -548,7 +627,9 @@ export class Lock implements AsyncDisposable {
       throw error;
     }
     this.#validUntil = validUntil;
+    if (message !== undefined) message.validUntil = validUntil;
     if (this.#controller !== undefined) this.#armLoss();
+    this.#backend.observer?.extended(this);
   }
 
   /**
@@ -557,7 +638,23 @@ export class Lock implements AsyncDisposable {
    * {@link LockReleasedError} — unless the lock was lost before, then it keeps its
    * {@link LockLostError} and `expired` is true.
    */
-  async release(): Promise<ReleaseResult> {
+  release(): Promise<ReleaseResult> {
+    const observer = this.#backend.observer;
+    if (observer === undefined || !releaseChannel.hasSubscribers || this.#released) {
+      return this.#release();
+    }
+    const message: LockReleaseMessage = {
+      resources: this.resources,
+      nodes: observer.nodes,
+      quorum: observer.quorum,
+      fencingToken: this.fencingToken,
+      time: Date.now(),
+      holdMs: this.#backend.clock.now() - this.#since,
+    };
+    return releaseChannel.tracePromise(this.#release, message, this);
+  }
+
+  async #release(): Promise<ReleaseResult> {
     // One clock read (this is the hot path): lost at the loss moment, as everywhere.
     const now = this.#backend.clock.now();
     if (!this.#released && this.#lostWith === undefined && now >= this.#validUntil - LOSS_MARGIN_MS)
@@ -568,7 +665,7 @@ export class Lock implements AsyncDisposable {
     this.#disarm();
     if (this.#released) return { released: false, expired: expiredByTime };
     this.#released = true;
-    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token);
+    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources);
     if (outcome === 'not-held' && this.#lostWith === undefined) {
       // Lost behind the handle's back (keys expired, deleted, or a node restarted empty).
       this.#lose(
@@ -583,6 +680,7 @@ export class Lock implements AsyncDisposable {
     if (this.#lostWith === undefined && this.#controller !== undefined) {
       this.#controller.abort(new LockReleasedError(this.resources));
     }
+    this.#end(this.#lostWith);
     return { released: outcome === 'released', expired: expiredByTime || outcome === 'not-held' };
   }
 
@@ -639,5 +737,13 @@ export class Lock implements AsyncDisposable {
     if (this.#lostWith !== undefined) return;
     this.#lostWith = error;
     this.#controller?.abort(error);
+    this.#end(error);
+  }
+
+  /** The hold ended (released, or lost): tells the service's observer, once. */
+  #end(lost: LockLostError | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#backend.observer?.ended(this, lost, this.#backend.clock.now() - this.#since);
   }
 }

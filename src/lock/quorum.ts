@@ -125,6 +125,18 @@ export interface AcquirePlan<T> extends VotePlan {
    * free)? Then it is made at once, without counting as a retry (a few times per acquire).
    */
   readonly retryAtOnce?: () => boolean;
+  /**
+   * Sees each failed round (no lock came of it), with the planner's view of it, before the
+   * loop acts on it (for statistics and diagnostics: never on the path of a granted round).
+   */
+  readonly refused?: (results: readonly NodeResult[], view: RoundView) => void;
+  /**
+   * The first round's script does not mark interest in a release (a lock's first attempt,
+   * which succeeds whenever the resource is free, sends one argument less): when it is refused
+   * and the loop is to wait for a release notification, it first retries at once — that
+   * attempt marks its interest, so the release it then waits for is announced.
+   */
+  readonly firstRoundUnmarked?: boolean;
   /** Release channels to wait on when the resource is held. */
   readonly channels: readonly string[];
   /** For LockTakenError: what "taken" means here. */
@@ -133,11 +145,10 @@ export interface AcquirePlan<T> extends VotePlan {
 
 /** The round options that hand an attempt's late answers to `plan.late`, if it has one. */
 function lateOf(plan: AcquirePlan<unknown>, token: string): RoundOptions | undefined {
-  const late = plan.late;
-  if (late === undefined) return undefined;
+  if (plan.late === undefined) return undefined;
   return {
     late: (r) => {
-      late(token, r);
+      plan.late?.(token, r); // called on the plan: it may be a class instance
     },
   };
 }
@@ -302,6 +313,7 @@ export class Quorum {
         const undone = landed.length > 0 ? plan.undo(token, landed) : undefined;
         state ??= newPlanState();
         const view = this.#view(plan, results, granted.length, tooSlow, attempt, retryCount);
+        plan.refused?.(results, view);
         const next = planNext(view, state, s);
         switch (next.step) {
           case 'unavailable':
@@ -329,6 +341,9 @@ export class Quorum {
               // began.
               if (mark === undefined || this.#notifier.mark(plan.channels) !== mark) delay = 0;
             }
+            // The first round left no mark of interest on the nodes (see `firstRoundUnmarked`):
+            // a release would not be announced, so mark it before waiting for one.
+            if (next.wait && rounds === 1 && plan.firstRoundUnmarked === true) delay = 0;
         }
       }
     } catch (error) {
@@ -367,7 +382,8 @@ export class Quorum {
       refusals: this.#refusals(results, plan),
       freesIn,
       notifications: this.#notifier !== undefined,
-      retryAtOnce: plan.retryAtOnce,
+      // Called on the plan (it may be a class instance), only when the rules get that far.
+      retryAtOnce: plan.retryAtOnce === undefined ? undefined : () => plan.retryAtOnce?.() === true,
     };
   }
 

@@ -41,11 +41,13 @@ function script(body: string): Script {
  * key last — an odd key count means it is there. A node without its incarnation key lost its
  * data since the fencing counters were last known good there (a restart without persistence, a
  * flush): its counters must not be counted (see fencing.ts), so the reply says so. ARGV: the
- * token, the ttl, and how long (ms) a refused acquirer may take before its next attempt.
+ * token, the ttl, and (optional) how long (ms) a refused acquirer may take before its next
+ * attempt — without it a refusal marks nothing (a lock's first round goes without; see
+ * `AcquirePlan.firstRoundUnmarked`).
  * Returns `{1, fence…}` (or `{2, fence…}` from such a node), or for one resource just its
  * fence (an integer ≥ 1, negated from such a node), or `{0, index, pttl, holder}`.
  *
- * A refusal also marks interest in the taken key's release: `<key>:waiting`, for ARGV[3] ms
+ * A refusal with ARGV[3] also marks interest in the taken key's release: `<key>:waiting`, for ARGV[3] ms
  * (see {@link RELEASE}, which publishes only when it finds the mark). The mark is made on the
  * node, atomically with the refusal, so a release that runs there later finds it.
  *
@@ -54,16 +56,17 @@ function script(body: string): Script {
  * over five local nodes an array reply (parsed by the client) cost about 6% of an uncontended
  * acquire + release, a separate check about 4%. The refusal details are read only on refusal
  * (inline: a local function would be a new closure on every call); the incarnation check is
- * one EXISTS inside the script, no extra round trip.
+ * one EXISTS inside the script, no extra round trip, made only when the script grants (its
+ * answer matters only then; atomic with the grant all the same).
  */
 export const ACQUIRE = script(`
-local lost = #KEYS % 2 == 1 and redis.call('EXISTS', KEYS[#KEYS]) == 0
-local n = math.floor(#KEYS / 2)
+local nk = #KEYS
+local n = math.floor(nk / 2)
 local taken = 0
 if n == 1 then
   if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     local fence = redis.call('INCR', KEYS[2])
-    if lost then return -fence end
+    if nk == 3 and redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
     return fence
   end
   taken = 1
@@ -76,7 +79,7 @@ else
   end
   if taken == 0 then
     local out = {1}
-    if lost then out[1] = 2 end
+    if nk % 2 == 1 and redis.call('EXISTS', KEYS[nk]) == 0 then out[1] = 2 end
     for i = 1, n do
       redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
       out[i + 1] = redis.call('INCR', KEYS[n + i])

@@ -137,7 +137,17 @@ describeRedis('release notifications (pub/sub) against five real redis-server pr
     const lock = await redlock.acquire('sku:quiet');
     const waiter = redlockOf({ retryDelayMs: 20_000, retryJitterMs: 0, retryCount: 5 });
     const waiting = waiter.acquire('sku:quiet', { signal: AbortSignal.timeout(10_000) });
-    await sleep(200); // refused, subscribed, asleep
+    // Refused, subscribed, asleep: its interest is marked on a quorum. (A lock's first round
+    // marks nothing — it sends one argument less — so the mark comes from the round the
+    // waiter makes once subscribed; wait for it rather than for a fixed time, which a loaded
+    // machine may not keep.)
+    const probes = redis().clients();
+    for (let i = 0; i < 500; i++) {
+      const marks = await Promise.all(probes.map((c) => c.exists(`${key}:waiting`)));
+      if (marks.filter((m) => m === 1).length >= redlock.quorum) break;
+      await sleep(10);
+    }
+    for (const p of probes) p.disconnect();
     await lock.release();
     await (await waiting).release();
     expect(heard.length).toBeGreaterThanOrEqual(redlock.quorum);
