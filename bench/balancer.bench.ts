@@ -3,6 +3,7 @@
  * bare array index (`endpoints[i++ % n]`), plus heap bytes allocated per pick; the grouped SWRR
  * against nginx's loop, and bucketed least-connections against the O(n) scan on the same state.
  */
+import diagnostics from 'node:diagnostics_channel';
 import { getHeapStatistics } from 'node:v8';
 import {
   LoadBalancer,
@@ -80,6 +81,33 @@ function pickTasks(n: number): BenchTask[] {
     });
   }
   return tasks;
+}
+
+/**
+ * The `keel:balancer:pick` diagnostics channel (issue 15): a pick with a subscriber against the
+ * same pick without one (every pick row above runs without; the check is one property read).
+ */
+function pickChannelTasks(): BenchTask[] {
+  const endpoints = endpointsOf(10);
+  const balancer = new LoadBalancer({ name: 'bench', strategy: roundRobin(), endpoints });
+  const plainName = 'roundRobin pick, N=10, no keel:balancer:pick subscriber';
+  const subscriber = (): void => undefined;
+  return [
+    { name: plainName, kind: 'keel', batch: BATCH, fn: () => balancer.pick() },
+    {
+      name: 'roundRobin pick, N=10, a keel:balancer:pick subscriber',
+      kind: 'keel',
+      batch: BATCH,
+      compareTo: plainName,
+      beforeAll: () => {
+        diagnostics.subscribe('keel:balancer:pick', subscriber);
+      },
+      afterAll: () => {
+        diagnostics.unsubscribe('keel:balancer:pick', subscriber);
+      },
+      fn: () => balancer.pick(),
+    },
+  ];
 }
 
 /** The grouped SWRR against nginx's plain O(n) loop, same endpoints and weights, same run. */
@@ -257,6 +285,7 @@ export const suite = defineSuite({
   tasks: [
     ...pickTasks(10),
     ...pickTasks(1000),
+    ...pickChannelTasks(),
     ...swrrTasks(),
     ...leastConnectionsTasks(10),
     ...leastConnectionsTasks(1000),

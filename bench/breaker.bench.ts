@@ -6,6 +6,7 @@
  * `timeoutMs`, the failure path as the window grows, rejections while open (with and without
  * stack traces), and memory per breaker, alone and inside a `BreakerRegistry`.
  */
+import diagnostics from 'node:diagnostics_channel';
 import { getHeapStatistics } from 'node:v8';
 import { ConsecutiveBreaker, circuitBreaker, handleAll } from 'cockatiel';
 import Opossum from 'opossum';
@@ -30,6 +31,9 @@ const BARE = 'bare call (await fn())';
 const KEEL = 'keel CircuitBreaker.execute (closed)';
 const OPOSSUM = 'opossum.fire (closed)';
 const COCKATIEL = 'cockatiel policy.execute (closed)';
+const KEEL_TRACED = 'keel execute, traceExecute: true, no subscriber (closed)';
+const KEEL_TRACED_SUBSCRIBED = 'keel execute, traceExecute: true, a tracing subscriber (closed)';
+const KEEL_CHANNEL_SUBSCRIBED = 'keel execute with a keel:breaker:state-change subscriber (closed)';
 const KEEL_TIMEOUT = 'keel execute with timeoutMs: 1000 (closed, finishes in time)';
 const KEEL_TIMEOUT_SIGNAL = 'keel execute with timeoutMs: 1000, fn takes its own signal';
 
@@ -72,6 +76,53 @@ const cockatielRejecting = circuitBreaker(handleAll, {
   halfOpenAfter: 10_000,
   breaker: new ConsecutiveBreaker(Number.MAX_SAFE_INTEGER),
 });
+
+/** Diagnostics channels (issue 15): what publishing costs without and with a subscriber. */
+const keelTraced = new CircuitBreaker({ name: 'bench-traced', traceExecute: true });
+const tracing = diagnostics.tracingChannel('keel:breaker:execute');
+const tracingSubscriber = {
+  start: (): void => undefined,
+  end: (): void => undefined,
+  asyncStart: (): void => undefined,
+  asyncEnd: (): void => undefined,
+  error: (): void => undefined,
+};
+const stateChanges = (): void => undefined;
+
+function channelTasks(): BenchTask[] {
+  return [
+    {
+      name: KEEL_CHANNEL_SUBSCRIBED,
+      kind: 'keel',
+      compareTo: [KEEL],
+      beforeAll: () => {
+        diagnostics.subscribe('keel:breaker:state-change', stateChanges);
+      },
+      afterAll: () => {
+        diagnostics.unsubscribe('keel:breaker:state-change', stateChanges);
+      },
+      fn: () => keel.execute(resolved),
+    },
+    {
+      name: KEEL_TRACED,
+      kind: 'keel',
+      compareTo: [KEEL],
+      fn: () => keelTraced.execute(resolved),
+    },
+    {
+      name: KEEL_TRACED_SUBSCRIBED,
+      kind: 'keel',
+      compareTo: [KEEL_TRACED, KEEL],
+      beforeAll: () => {
+        tracing.subscribe(tracingSubscriber);
+      },
+      afterAll: () => {
+        tracing.unsubscribe(tracingSubscriber);
+      },
+      fn: () => keelTraced.execute(resolved),
+    },
+  ];
+}
 
 function closedTasks(): BenchTask[] {
   return [
@@ -271,6 +322,6 @@ export const suite = defineSuite({
   name: 'breaker',
   description:
     'CircuitBreaker vs opossum 9 and cockatiel 3: resolved, async and rejecting calls, timeouts, memory',
-  tasks: [...closedTasks(), ...failureTasks(), ...rejectionTasks()],
+  tasks: [...closedTasks(), ...channelTasks(), ...failureTasks(), ...rejectionTasks()],
   reports: (measured) => [overheadReport(measured), timeoutReport(measured), memoryReport()],
 });

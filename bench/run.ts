@@ -294,7 +294,13 @@ async function runSuite(file: string, suite: BenchSuite): Promise<RunReport> {
             warmupIterations: 20,
           },
     );
-    for (const [name, fn] of fns) bench.add(name, fn);
+    for (const [name, fn] of fns) {
+      const task = suite.tasks.find((t) => t.name === name);
+      const hooks: { beforeAll?: () => void; afterAll?: () => void } = {};
+      if (task?.beforeAll !== undefined) hooks.beforeAll = task.beforeAll;
+      if (task?.afterAll !== undefined) hooks.afterAll = task.afterAll;
+      bench.add(name, fn, hooks);
+    }
     await bench.run();
     for (const task of bench.tasks) {
       const result = task.result;

@@ -23,6 +23,14 @@ export interface BenchTask {
   readonly batch?: number;
   /** Who the task measures: Keel itself, a peer library users would otherwise pick, or a baseline. */
   readonly kind: 'keel' | 'peer' | 'baseline';
+  /**
+   * Runs before the task is measured (each round), e.g. to subscribe to a diagnostics channel
+   * for a "with a subscriber" row; {@link BenchTask.afterAll} undoes it, so other tasks run
+   * without.
+   */
+  readonly beforeAll?: () => void;
+  /** Runs after the task was measured (each round). */
+  readonly afterAll?: () => void;
 }
 
 /** Per-call figures of one task from the current run. */

@@ -32,8 +32,11 @@ import { gzipSync } from 'node:zlib';
 
 const root = join(import.meta.dirname, '..');
 
-/** Packages a consumer's bundle keeps outside Keel's cost (besides Node's built-ins). */
-const EXTERNAL = ['ioredis'];
+/**
+ * Packages a consumer's bundle keeps outside Keel's cost (besides Node's built-ins): the peer
+ * dependencies, which the consumer installs and bundles once for their whole app.
+ */
+const EXTERNAL = ['ioredis', '@opentelemetry/api'];
 
 interface Budget {
   readonly minified: number;

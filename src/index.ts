@@ -19,5 +19,16 @@ export {
   systemClock,
   ManualClock,
   EventChannel,
+  silentLogger,
+  isLogger,
 } from './core/index.js';
-export type { KeelErrorOptions, Clock, Timer, Listener, Subscription } from './core/index.js';
+export type {
+  KeelErrorOptions,
+  Clock,
+  Timer,
+  Listener,
+  Subscription,
+  Logger,
+  LogMethod,
+  LogLevel,
+} from './core/index.js';

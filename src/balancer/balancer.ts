@@ -18,9 +18,11 @@ import {
   resolveOptions,
   stringOption,
   systemClock,
+  wallTime,
   type Clock,
   type Subscription,
 } from '../core/index.js';
+import { pickChannel } from './channels.js';
 import { forEachOf, resolveNode } from '../hashring/nodes.js';
 import { Health } from './health.js';
 import { EndpointState } from './state.js';
@@ -341,6 +343,7 @@ export class LoadBalancer<T = unknown> {
         this.#version++;
         this.#nextChange = nextChange;
       },
+      resolved.name,
     );
     this.#leaseTimeoutMs = resolved.leaseTimeoutMs;
     this.#decayMs = resolved.latencyDecayMs;
@@ -519,6 +522,8 @@ export class LoadBalancer<T = unknown> {
       latencyEwmaMs: this.latencyCost(state, now),
       consecutiveFailures: state.consecutiveFailures,
       ejectedUntil: state.ejectedUntil === 0 ? undefined : state.ejectedUntil,
+      ejectedUntilTime:
+        state.ejectedUntil === 0 ? undefined : wallTime() + (state.ejectedUntil - now),
       timesEjected: state.timesEjected,
       picks: state.picks,
       successes: state.successes,
@@ -596,8 +601,22 @@ export class LoadBalancer<T = unknown> {
       ctx.version = this.#version;
       state = this.#strategy.pick(ctx);
     }
-    if (state !== undefined) state.picks++;
+    if (state !== undefined) {
+      state.picks++;
+      // One property read when nobody listens (bench/balancer.bench.ts measures it).
+      if (pickChannel.active) this.#publishPick(state);
+    }
     return state;
+  }
+
+  #publishPick(state: EndpointState<T>): void {
+    pickChannel.publish({
+      balancer: this.#name,
+      strategy: this.#strategy.name,
+      id: state.endpoint.id,
+      inFlight: state.inFlight,
+      time: wallTime(),
+    });
   }
 
   /** Next 31 random bits as a non-negative integer (a small integer: never boxed). */

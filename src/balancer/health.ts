@@ -11,7 +11,13 @@
  * @internal
  * @packageDocumentation
  */
-import { EventChannel } from '../core/index.js';
+import { EventChannel, wallTime } from '../core/index.js';
+import {
+  ejectedChannel,
+  panicEnteredChannel,
+  panicLeftChannel,
+  returnedChannel,
+} from './channels.js';
 import type { EndpointState } from './state.js';
 import type { HealthChange } from './types.js';
 
@@ -66,9 +72,13 @@ export class Health<T = unknown> {
   /** Ejections and returns, emitted once the state is consistent again. */
   readonly changes = new EventChannel<HealthChange>();
 
-  constructor(settings: HealthSettings, onChange: (nextChange: number) => void) {
+  /** The balancer's name, for the diagnostics channels. */
+  readonly #name: string | undefined;
+
+  constructor(settings: HealthSettings, onChange: (nextChange: number) => void, name?: string) {
     this.#settings = settings;
     this.#onChange = onChange;
+    this.#name = name;
   }
 
   /** Whether panic mode is on (as of the last call): ejections are ignored. */
@@ -87,14 +97,14 @@ export class Health<T = unknown> {
    * ejection would end first return early (list order on a tie), with a `returned` event.
    */
   reset(states: readonly EndpointState<T>[], now: number): void {
+    const panic = this.#panic;
     this.#states = states;
     this.#ejected = 0;
     for (const state of states) if (state.ejectedUntil !== 0) this.#ejected++;
     const returned = this.#enforceCap(now);
     this.#recompute(now);
-    if (returned !== undefined && this.changes.active) {
-      for (const id of returned) this.changes.emit({ id, state: 'returned' });
-    }
+    if (returned !== undefined) for (const id of returned) this.#returned(id);
+    this.#panicChanged(panic);
   }
 
   /**
@@ -122,6 +132,7 @@ export class Health<T = unknown> {
    */
   advance(now: number): void {
     if (now < this.nextChange) return;
+    const panic = this.#panic;
     let returned: string[] | undefined;
     for (const state of this.#states) {
       if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
@@ -132,9 +143,8 @@ export class Health<T = unknown> {
       }
     }
     this.#recompute(now);
-    if (returned !== undefined && this.changes.active) {
-      for (const id of returned) this.changes.emit({ id, state: 'returned' });
-    }
+    if (returned !== undefined) for (const id of returned) this.#returned(id);
+    this.#panicChanged(panic);
   }
 
   /** Slow start: the weight of `state` at time `now`, on a quantised ramp. */
@@ -160,14 +170,67 @@ export class Health<T = unknown> {
 
   #eject(state: EndpointState<T>, now: number): void {
     if (this.#ejected + 1 > this.#cap()) return; // would exceed the cap: keep it in rotation
+    const panic = this.#panic;
     const { baseEjectionMs, maxEjectionMs } = this.#settings.outlierEjection;
     state.timesEjected++;
     state.ejectedUntil = now + Math.min(baseEjectionMs * state.timesEjected, maxEjectionMs);
     state.consecutiveFailures = 0;
     this.#ejected++;
     this.#recompute(now);
-    if (this.changes.active)
-      this.changes.emit({ id: state.endpoint.id, state: 'ejected', until: state.ejectedUntil });
+    this.#ejectedNow(state, now);
+    this.#panicChanged(panic);
+  }
+
+  // The one place each health event is told from: typed listeners and the diagnostics channel.
+  // Nothing is built (not even a clock read) when neither listens.
+
+  #ejectedNow(state: EndpointState<T>, now: number): void {
+    const typed = this.changes.active;
+    if (!typed && !ejectedChannel.active) return;
+    const id = state.endpoint.id;
+    const until = state.ejectedUntil;
+    const time = wallTime();
+    const untilTime = time + (until - now);
+    if (typed) this.changes.emit({ id, state: 'ejected', until, untilTime, time });
+    ejectedChannel.publish({
+      balancer: this.#name,
+      id,
+      until,
+      untilTime,
+      timesEjected: state.timesEjected,
+      ejected: this.#ejected,
+      total: this.#states.length,
+      time,
+    });
+  }
+
+  #returned(id: string): void {
+    const typed = this.changes.active;
+    if (!typed && !returnedChannel.active) return;
+    const time = wallTime();
+    if (typed) this.changes.emit({ id, state: 'returned', time });
+    returnedChannel.publish({
+      balancer: this.#name,
+      id,
+      ejected: this.#ejected,
+      total: this.#states.length,
+      time,
+    });
+  }
+
+  /** Panic mode entered or left since `before` was read: tells the channel. */
+  #panicChanged(before: boolean): void {
+    if (this.#panic === before) return;
+    const channel = this.#panic ? panicEnteredChannel : panicLeftChannel;
+    if (!channel.active) return;
+    const total = this.#states.length;
+    channel.publish({
+      balancer: this.#name,
+      usable: total - this.#ejected,
+      total,
+      thresholdPercent: this.#settings.panicThresholdPercent,
+      time: wallTime(),
+    });
   }
 
   /** Returns ejected endpoints early until the cap holds; their ids, or undefined if none. */

@@ -22,6 +22,7 @@ export type {
   SlowStartOptions,
 } from './balancer.js';
 export type { Strategy, PickContext } from './strategy.js';
+export type { EndpointHealthMessage, PanicMessage, PickMessage } from './channels.js';
 export type { EndpointState } from './state.js';
 export type {
   Endpoint,

@@ -64,6 +64,8 @@ export interface EndpointStats {
   readonly consecutiveFailures: number;
   /** Clock time (ms) until which the endpoint is ejected, or `undefined` when it is not. */
   readonly ejectedUntil: number | undefined;
+  /** `ejectedUntil` as wall-clock epoch ms, for dashboards. */
+  readonly ejectedUntilTime: number | undefined;
   /** Ejections so far; each ejection lasts longer (base × this, up to the maximum). */
   readonly timesEjected: number;
   /** Times it was picked. */
@@ -82,4 +84,8 @@ export interface HealthChange {
   readonly state: 'ejected' | 'returned';
   /** For `ejected`: when it may return (clock ms). */
   readonly until?: number;
+  /** For `ejected`: when it may return, wall-clock epoch ms. */
+  readonly untilTime?: number;
+  /** Wall-clock time of the change (epoch ms). */
+  readonly time: number;
 }

@@ -28,10 +28,16 @@ import {
   stringOption,
   systemClock,
   throwIfAborted,
+  log,
+  loggerOption,
+  silentLogger,
+  wallTime,
   type Clock,
+  type Logger,
   type Subscription,
   type Timer,
 } from '../core/index.js';
+import { callRejectedChannel, executeChannel, stateChangeChannel } from './channels.js';
 import { BreakerOpenError, BreakerTimeoutError } from './errors.js';
 import type {
   BreakerMetrics,
@@ -134,6 +140,20 @@ export interface CircuitBreakerOptions {
    * @defaultValue `Math.random`
    */
   readonly random?: () => number;
+  /**
+   * Publish every `execute()` on the `keel:breaker:execute` tracing channel
+   * (`tracing:keel:breaker:execute:start` / `end` / `asyncStart` / `asyncEnd` / `error`) while
+   * someone subscribes to it. Off by default: a traced call cannot take the allocation-free
+   * hot path. State changes and rejections are published on their channels either way.
+   * @defaultValue false
+   */
+  readonly traceExecute?: boolean;
+  /**
+   * Where the breaker logs its state changes (pino-style `{ debug, info, warn, error }`): an
+   * opening at `warn`, every other change at `info`. Never a line per call.
+   * @defaultValue a silent logger
+   */
+  readonly logger?: Logger;
 }
 
 /** Options of one {@link CircuitBreaker.execute} call. */
@@ -202,6 +222,8 @@ const spec = {
   random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
   }),
+  traceExecute: booleanOption({ default: false }),
+  logger: loggerOption(),
 };
 
 type Resolved = ReturnType<typeof resolveOptions<typeof spec>>;
@@ -246,6 +268,8 @@ export function breakerConfig(options: CircuitBreakerOptions | undefined): Break
     stacklessRejections: r.stacklessRejections,
     clock: r.clock,
     random: r.random,
+    traceExecute: r.traceExecute,
+    logger: r.logger,
   });
   if (o.minimumCalls > o.window.size && o.window.type === 'count') {
     throw new InvalidOptionError(
@@ -669,8 +693,22 @@ export class CircuitBreaker {
     return this.#execute(fn, options);
   }
 
-  /** {@link CircuitBreaker.execute} when the hot path's handlers are not at hand. */
+  /**
+   * {@link CircuitBreaker.execute} when the hot path's handlers are not at hand — always, for a
+   * breaker with `traceExecute` (it never binds them), so tracing costs untraced breakers nothing.
+   */
   #execute<R>(
+    fn: (signal: AbortSignal) => R | Promise<R>,
+    options: ExecuteOptions<R> | undefined,
+  ): Promise<R> {
+    if (this.#o.traceExecute && executeChannel.hasSubscribers) {
+      const context = { name: this.#name, state: this.#policy.state, time: wallTime() };
+      return executeChannel.tracePromise(() => this.#call(fn, options), context);
+    }
+    return this.#call(fn, options);
+  }
+
+  #call<R>(
     fn: (signal: AbortSignal) => R | Promise<R>,
     options: ExecuteOptions<R> | undefined,
   ): Promise<R> {
@@ -730,7 +768,10 @@ export class CircuitBreaker {
         signal === undefined &&
         // Not when a call's `timeoutMs: Infinity` lifted a default timeout: the handlers made
         // here would let later calls without options skip it.
-        this.#c.timeoutMs === undefined
+        this.#c.timeoutMs === undefined &&
+        // A traced breaker never binds the hot path's handlers: every call comes through
+        // #execute, where the tracing channel is checked.
+        !this.#o.traceExecute
       ) {
         // The hot path — admitted, untimed, no timeout, no signal, no fallback: no async
         // function, no permit, no controller, no timer, no clock read, no closure: the handlers
@@ -869,6 +910,7 @@ export class CircuitBreaker {
       rejectedTotal: this.#rejected,
       timeInStateMs: now - policy.stateSince,
       retryAfterMs: this.#retryAfter(now),
+      time: wallTime(),
     };
   }
 
@@ -1050,14 +1092,16 @@ export class CircuitBreaker {
     }
   }
 
+  /** Counts a rejection and tells whoever listens: typed listeners and the channel, from here. */
   #countRejection(): void {
     this.#rejected++;
-    if (this.#callRejected?.active === true) {
-      this.#callRejected.emit({
-        state: this.#policy.state,
-        retryAfterMs: this.#retryAfter(this.#o.clock.now()),
-      });
-    }
+    const typed = this.#callRejected?.active === true;
+    if (!typed && !callRejectedChannel.active) return;
+    const state = this.#policy.state;
+    const retryAfterMs = this.#retryAfter(this.#o.clock.now());
+    const time = wallTime();
+    if (typed) this.#callRejected?.emit({ state, retryAfterMs, time });
+    callRejectedChannel.publish({ name: this.#name, state, retryAfterMs, time });
   }
 
   /** A permit if a call may go through now. Does not count rejections. */
@@ -1160,7 +1204,28 @@ export class CircuitBreaker {
       if (from === 'half-open') this.#releaseWaiters();
       if (to === 'half-open') this.#armWake(this.#policy.stateSince);
     }
-    if (this.#stateChanged?.active === true && from !== to) this.#stateChanged.emit(transition);
+    if (from !== to) this.#announce(transition);
+  }
+
+  /**
+   * A change of state, told once from here to everyone: typed listeners, the
+   * `keel:breaker:state-change` channel and the logger.
+   */
+  #announce({ from, to, reason }: Transition): void {
+    const typed = this.#stateChanged?.active === true;
+    const logger = this.#o.logger;
+    const time = wallTime();
+    if (typed) this.#stateChanged?.emit({ from, to, reason, time });
+    if (stateChangeChannel.active) {
+      stateChangeChannel.publish({ name: this.#name, from, to, reason, time });
+    }
+    if (logger === silentLogger) return;
+    log(
+      logger,
+      to === 'open' || to === 'forced-open' ? 'warn' : 'info',
+      { breaker: this.#name, from, to, reason, time },
+      `breaker ${this.#name}: ${from} -> ${to} (${reason})`,
+    );
   }
 
   /** Waits until half-open reaches a verdict (or the caller aborts). */

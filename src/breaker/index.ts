@@ -8,6 +8,12 @@
 export { CircuitBreaker } from './breaker.js';
 export type { CircuitBreakerOptions, ExecuteOptions } from './breaker.js';
 export { BreakerRegistry } from './registry.js';
+export type { BreakerRegistryMetrics } from './registry.js';
+export type {
+  BreakerStateChangeMessage,
+  BreakerCallRejectedMessage,
+  BreakerExecuteContext,
+} from './channels.js';
 export {
   BreakerOpenError,
   BreakerTimeoutError,

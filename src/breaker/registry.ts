@@ -3,7 +3,14 @@
  *
  * @packageDocumentation
  */
-import { ClosedError, InvalidOptionError, systemClock, type Clock } from '../core/index.js';
+import {
+  ClosedError,
+  InvalidOptionError,
+  log,
+  systemClock,
+  wallTime,
+  type Clock,
+} from '../core/index.js';
 import {
   CircuitBreaker,
   breakerConfig,
@@ -11,6 +18,29 @@ import {
   type BreakerConfig,
   type CircuitBreakerOptions,
 } from './breaker.js';
+import type { BreakerMetrics, BreakerState } from './types.js';
+
+/** A roll-up of every breaker of a {@link BreakerRegistry}, from `metrics()`. */
+export interface BreakerRegistryMetrics {
+  /** Wall-clock time of the snapshot (epoch ms). */
+  readonly time: number;
+  /** Number of breakers. */
+  readonly breakers: number;
+  /** How many breakers are in each state (every state present, 0 when none). */
+  readonly byState: Readonly<Record<BreakerState, number>>;
+  /** Names of the breakers that reject calls now (`open` or `forced-open`), sorted. */
+  readonly open: readonly string[];
+  /** Sums over all breakers, since each was created. */
+  readonly successfulTotal: number;
+  /** Failed calls, summed. */
+  readonly failedTotal: number;
+  /** Ignored calls, summed. */
+  readonly ignoredTotal: number;
+  /** Rejected calls, summed. */
+  readonly rejectedTotal: number;
+  /** Each breaker's own snapshot, by key. */
+  readonly perBreaker: Readonly<Record<string, BreakerMetrics>>;
+}
 
 interface Entry {
   readonly breaker: CircuitBreaker;
@@ -131,6 +161,14 @@ export class BreakerRegistry implements AsyncDisposable {
         removed++;
       }
     }
+    if (removed > 0) {
+      log(
+        this.#config.o.logger,
+        'debug',
+        { removed, remaining: this.#entries.size, idleMs },
+        `breaker registry: swept ${removed} idle breaker(s)`,
+      );
+    }
     return removed;
   }
 
@@ -153,5 +191,51 @@ export class BreakerRegistry implements AsyncDisposable {
   /** Throws a `ClosedError` naming `operation` once the registry is closed. */
   #open(operation: string): void {
     if (this.#closed) throw new ClosedError('BreakerRegistry', operation);
+  }
+
+  /**
+   * A roll-up of every breaker: how many are in each state, which reject calls now, the call
+   * totals summed, and each breaker's own {@link BreakerMetrics} by key. Costs one `metrics()`
+   * per breaker; meant for a metrics scrape, not for every call.
+   */
+  metrics(): BreakerRegistryMetrics {
+    const byState: Record<BreakerState, number> = {
+      closed: 0,
+      open: 0,
+      'half-open': 0,
+      'forced-open': 0,
+      disabled: 0,
+      'metrics-only': 0,
+    };
+    const perBreaker: Record<string, BreakerMetrics> = Object.create(null) as Record<
+      string,
+      BreakerMetrics
+    >;
+    const open: string[] = [];
+    let successfulTotal = 0;
+    let failedTotal = 0;
+    let ignoredTotal = 0;
+    let rejectedTotal = 0;
+    for (const [key, { breaker }] of this.#entries) {
+      const m = breaker.metrics();
+      perBreaker[key] = m;
+      byState[m.state]++;
+      if (m.state === 'open' || m.state === 'forced-open') open.push(key);
+      successfulTotal += m.successfulTotal;
+      failedTotal += m.failedTotal;
+      ignoredTotal += m.ignoredTotal;
+      rejectedTotal += m.rejectedTotal;
+    }
+    return {
+      time: wallTime(),
+      breakers: this.#entries.size,
+      byState,
+      open: open.sort(),
+      successfulTotal,
+      failedTotal,
+      ignoredTotal,
+      rejectedTotal,
+      perBreaker,
+    };
   }
 }

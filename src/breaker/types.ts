@@ -21,6 +21,8 @@ export interface StateChange {
   readonly to: BreakerState;
   /** Why, in a few words: `failure rate 0.6 >= 0.5`, `open duration elapsed`, `manual`, … */
   readonly reason: string;
+  /** Wall-clock time of the change (epoch ms, `Date.now()`), for dashboards and logs. */
+  readonly time: number;
 }
 
 /** A rejected call, from `onCallRejected`. */
@@ -32,6 +34,8 @@ export interface CallRejected {
    * time-bound).
    */
   readonly retryAfterMs: number;
+  /** Wall-clock time of the rejection (epoch ms). */
+  readonly time: number;
 }
 
 /** A finished call, from `onCallFinished`. */
@@ -72,6 +76,8 @@ export interface BreakerMetrics {
   readonly timeInStateMs: number;
   /** Whole milliseconds (rounded up) until a trial call is let through (0 unless open). */
   readonly retryAfterMs: number;
+  /** Wall-clock time of the snapshot (epoch ms), beside the monotonic durations above. */
+  readonly time: number;
 }
 
 /**

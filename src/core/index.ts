@@ -43,4 +43,6 @@ export { compactLua, luaScript, runScript, isNoScriptError } from './lua.js';
 export type { LuaScript, ScriptClient } from './lua.js';
 export { KeelChannel, channelName, operationChannel, wallTime } from './diagnostics.js';
 export type { KeelComponent } from './diagnostics.js';
+export { silentLogger, isLogger, loggerOption, log } from './logger.js';
+export type { Logger, LogMethod, LogLevel } from './logger.js';
 export { unitRandom, exponentialDelay, jitter, fullJitter, decorrelatedJitter } from './backoff.js';

@@ -17,7 +17,18 @@ export type {
   InstanceLease,
   SignalOptions,
   RegistryError,
+  RegistryStats,
+  ViewStats,
 } from './registry.js';
+export type {
+  RegisterContext,
+  ResyncContext,
+  ViewChangedMessage,
+  StaleMessage,
+  EpochChangedMessage,
+  QuarantinedMessage,
+  RegistrationMessage,
+} from './channels.js';
 export { Registration } from './registration.js';
 export type { RegistrationState, RegistrationStateChange, InstancePatch } from './registration.js';
 export { ServiceWatch } from './watch.js';

@@ -53,6 +53,10 @@ export interface RegistrationSettings {
   readonly operationTimeoutMs: number;
   readonly retryBaseMs: number;
   readonly reportError: (error: Error) => void;
+  /** The store had lost the registration and it was written again. */
+  readonly reregistered: (registration: Registration) => void;
+  /** A background heartbeat failed (`failures` in a row, this one included). */
+  readonly heartbeatFailed: (registration: Registration, error: Error, failures: number) => void;
 }
 
 /**
@@ -344,7 +348,10 @@ export class Registration implements AsyncDisposable {
     // The store lost the record: write it again, as it is now.
     this.#setState('lost');
     await this.#write(this.#instance, options);
-    if (this.#state === 'lost') this.#setState('active');
+    if (this.#state === 'lost') {
+      this.#setState('active');
+      s.reregistered(this);
+    }
   }
 
   /** Next heartbeat: a fraction of the ttl, jittered; sooner (with backoff) after failures. */
@@ -379,6 +386,7 @@ export class Registration implements AsyncDisposable {
                       String(error),
                     );
               this.#errors.emit(e);
+              s.heartbeatFailed(this, e, this.#failures);
               s.reportError(e);
             },
           )

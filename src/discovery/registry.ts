@@ -17,10 +17,25 @@ import {
   sleep,
   systemClock,
   throwIfAborted,
+  log,
+  loggerOption,
+  wallTime,
   type Clock,
+  type Logger,
   type Subscription,
   type Timer,
 } from '../core/index.js';
+import {
+  epochChangedChannel,
+  freshChannel,
+  heartbeatFailedChannel,
+  quarantinedChannel,
+  registerChannel,
+  reregisteredChannel,
+  staleChannel,
+  traced,
+  viewChangedChannel,
+} from './channels.js';
 import {
   LoadBalancer,
   type Endpoint,
@@ -43,7 +58,13 @@ import {
 import { MemoryBackend } from './memory.js';
 import { bounded, storeOf } from './ops.js';
 import { Registration, type RegistrationSettings } from './registration.js';
-import { ServiceView, type QuarantinedRecord, type ViewSettings, type WatchError } from './view.js';
+import {
+  ServiceView,
+  type QuarantinedRecord,
+  type StaleChange,
+  type ViewSettings,
+  type WatchError,
+} from './view.js';
 import { ServiceWatch } from './watch.js';
 
 /** Options of {@link Registry}. */
@@ -94,6 +115,63 @@ export interface RegistryOptions {
   readonly clock?: Clock | undefined;
   /** Random numbers in [0, 1) for jitter. @defaultValue `Math.random` */
   readonly random?: (() => number) | undefined;
+  /**
+   * Where operational events are logged (pino-style `{ debug, info, warn, error }`, called as
+   * `(obj, msg)`): a quarantined record, a view going stale or fresh, a resync, a store that
+   * lost its data (a new epoch), a re-registration, a failed heartbeat or store call. Never a
+   * line per `discover()` or per change. @defaultValue a silent logger
+   */
+  readonly logger?: Logger | undefined;
+}
+
+/** One watched service in {@link RegistryStats}. */
+export interface ViewStats {
+  /** The service. */
+  readonly service: string;
+  /** Whether its first snapshot is in. */
+  readonly ready: boolean;
+  /** Instances in the view (any status). */
+  readonly instances: number;
+  /** Instances `up`. */
+  readonly up: number;
+  /** Whether the view may be out of date now. */
+  readonly stale: boolean;
+  /** Since when it has been stale (epoch ms); `undefined` when fresh. */
+  readonly staleSince: number | undefined;
+  /** The store revision and epoch the view reflects. */
+  readonly revision: number;
+  /** The store epoch the view reflects. */
+  readonly epoch: string;
+  /** Snapshots it has taken (the first included). */
+  readonly resyncs: number;
+  /** Instances kept through a data loss that have not re-registered yet. */
+  readonly retained: number;
+  /** Open `watch()` handles and balancers on it. */
+  readonly watchers: number;
+}
+
+/** A snapshot of a registry's numbers, from {@link Registry.stats}. */
+export interface RegistryStats {
+  /** Wall-clock time of the snapshot (epoch ms). */
+  readonly time: number;
+  /** Every watched service, by name order. */
+  readonly views: readonly ViewStats[];
+  /** Views stale now. */
+  readonly staleViews: number;
+  /** Registrations made here and still open. */
+  readonly registrations: number;
+  /** Snapshots taken by every view so far, closed views included. */
+  readonly resyncs: number;
+  /** Records and log entries quarantined so far. */
+  readonly quarantined: number;
+  /** Background heartbeats that failed so far. */
+  readonly heartbeatFailures: number;
+  /** Registrations written again after the store lost them. */
+  readonly reregistrations: number;
+  /** Store data losses seen (a view's epoch changed). */
+  readonly epochChanges: number;
+  /** Background failures reported through `onError` so far. */
+  readonly errors: number;
 }
 
 /** Options of {@link Registry.register}. */
@@ -165,6 +243,7 @@ const spec = {
   services: guardedOption(isServiceList, 'an array of service names', { default: [] }),
   strict: booleanOption({ default: false }),
   clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+  logger: loggerOption(),
   random: guardedOption(isRandomSource, 'a function returning numbers in [0, 1)', {
     default: Math.random,
   }),
@@ -178,6 +257,11 @@ interface ViewEntry {
   refs: number;
   /** Kept open for the registry's life (discover(), `services`). */
   pinned: boolean;
+  /** Wall-clock time the view went stale, or undefined while fresh. */
+  staleSince: number | undefined;
+  /** The epoch and snapshot count at the last settled batch, to tell epoch changes and resyncs. */
+  epoch: string;
+  resyncs: number;
 }
 
 /**
@@ -216,6 +300,13 @@ export class Registry implements AsyncDisposable {
   readonly #registrationSettings: RegistrationSettings;
   #reapTimer: Timer | undefined;
   #reaping = false;
+  // Totals for stats(), counted where the events are told.
+  #resyncsOfClosedViews = 0;
+  #quarantinedTotal = 0;
+  #heartbeatFailures = 0;
+  #reregistrations = 0;
+  #epochChanges = 0;
+  #errorsTotal = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
   /** Removers of the handlers `deregisterOnSignals()` installed (close removes them). */
@@ -257,7 +348,30 @@ export class Registry implements AsyncDisposable {
       operationTimeoutMs: o.operationTimeoutMs,
       retryBaseMs: o.retryBaseMs,
       reportError: (error) => {
-        this.#errors.emit({ operation: 'heartbeat', error });
+        this.#reportError('heartbeat', error);
+      },
+      reregistered: (r) => {
+        this.#reregistrations++;
+        const time = wallTime();
+        reregisteredChannel.publish({ service: r.service, id: r.id, time });
+        log(
+          this.#o.logger,
+          'warn',
+          { service: r.service, id: r.id, time },
+          `discovery: ${r.service}/${r.id} was lost by the store and registered again`,
+        );
+      },
+      heartbeatFailed: (r, error, failures) => {
+        this.#heartbeatFailures++;
+        if (heartbeatFailedChannel.active) {
+          heartbeatFailedChannel.publish({
+            service: r.service,
+            id: r.id,
+            failures,
+            error,
+            time: wallTime(),
+          });
+        }
       },
     };
     for (const service of o.services) this.#entry(service).pinned = true;
@@ -294,17 +408,27 @@ export class Registry implements AsyncDisposable {
     this.#checkKnown(parsed.service, true);
     const token = randomUUID();
     const o = this.#o;
-    await bounded(
-      `register ${parsed.service}/${parsed.id}`,
-      o.clock,
-      o.operationTimeoutMs,
-      signal,
-      (s) =>
-        this.#backend.register(parsed.service, parsed.id, encodeInstance(parsed), token, ttlMs, {
-          signal: s,
-        }),
-      // The id is often the instance's host:port: say which address is the store's.
-      storeOf(this.#backend),
+    await traced(
+      registerChannel,
+      () => ({ service: parsed.service, id: parsed.id, ttlMs, time: wallTime() }),
+      () =>
+        bounded(
+          `register ${parsed.service}/${parsed.id}`,
+          o.clock,
+          o.operationTimeoutMs,
+          signal,
+          (s) =>
+            this.#backend.register(
+              parsed.service,
+              parsed.id,
+              encodeInstance(parsed),
+              token,
+              ttlMs,
+              { signal: s },
+            ),
+          // The id is often the instance's host:port: say which address is the store's.
+          storeOf(this.#backend),
+        ),
     );
     this.#open('register');
     const registration = Registration.started(
@@ -412,6 +536,49 @@ export class Registry implements AsyncDisposable {
     return this.#quarantined.subscribe(listener);
   }
 
+  /**
+   * A snapshot of the registry's numbers: every watched view (size, staleness and since when,
+   * revision, epoch, resyncs, instances retained through a data loss) and the totals of what
+   * happened in the background (resyncs, quarantined records, failed heartbeats,
+   * re-registrations, data losses, errors). Cheap enough for every metrics scrape.
+   */
+  stats(): RegistryStats {
+    const views: ViewStats[] = [];
+    let resyncs = this.#resyncsOfClosedViews;
+    let staleViews = 0;
+    for (const [service, entry] of this.#views) {
+      const view = entry.view;
+      resyncs += view.resyncs;
+      if (view.stale) staleViews++;
+      views.push({
+        service,
+        ready: view.isReady,
+        instances: view.list().length,
+        up: view.upList().length,
+        stale: view.stale,
+        staleSince: view.stale ? entry.staleSince : undefined,
+        revision: view.revision,
+        epoch: view.epoch,
+        resyncs: view.resyncs,
+        retained: view.retainedIds().length,
+        watchers: entry.refs,
+      });
+    }
+    views.sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
+    return {
+      time: wallTime(),
+      views,
+      staleViews,
+      registrations: this.#registrations.size,
+      resyncs,
+      quarantined: this.#quarantinedTotal,
+      heartbeatFailures: this.#heartbeatFailures,
+      reregistrations: this.#reregistrations,
+      epochChanges: this.#epochChanges,
+      errors: this.#errorsTotal,
+    };
+  }
+
   /** Runs the reaper once over every service of interest now; resolves how many it removed. */
   async reap(options: { readonly signal?: AbortSignal | undefined } = {}): Promise<number> {
     this.#open('reap');
@@ -500,10 +667,7 @@ export class Registry implements AsyncDisposable {
         try {
           await r.deregister();
         } catch (error) {
-          this.#errors.emit({
-            operation: `deregister ${r.service}/${r.id}`,
-            error: error as Error,
-          });
+          this.#reportError(`deregister ${r.service}/${r.id}`, error as Error);
         }
       }),
     );
@@ -540,12 +704,28 @@ export class Registry implements AsyncDisposable {
     if (entry === undefined) {
       const view = new ServiceView(service, this.#backend, this.#viewSettings);
       view.errors.subscribe((e: WatchError) => {
-        this.#errors.emit({ operation: `watch ${e.service}`, error: e.error });
+        this.#reportError(`watch ${e.service}`, e.error);
       });
+      const created: ViewEntry = {
+        view,
+        refs: 0,
+        pinned: false,
+        staleSince: undefined,
+        epoch: '',
+        resyncs: 0,
+      };
+      // The view's events, told from here to the registry's typed events, the diagnostics
+      // channels and the logger (view.ts keeps to the view; see channels.ts for the names).
       view.quarantined.subscribe((record) => {
-        this.#quarantined.emit(record);
+        this.#onQuarantined(record);
       });
-      entry = { view, refs: 0, pinned: false };
+      view.staleChanged.subscribe((change) => {
+        this.#onStaleChange(created, change);
+      });
+      view.settled.subscribe(() => {
+        this.#onSettled(created);
+      });
+      entry = created;
       this.#views.set(service, entry);
       if (!this.#o.strict) {
         void view.ready.then(() => {
@@ -577,7 +757,101 @@ export class Registry implements AsyncDisposable {
   #maybeDrop(service: string, entry: ViewEntry): void {
     if (entry.refs > 0 || entry.pinned || this.#views.get(service) !== entry) return;
     this.#views.delete(service);
+    this.#resyncsOfClosedViews += entry.view.resyncs;
     entry.view.close();
+  }
+
+  /** A background failure: counted, logged, told to `onError` listeners. */
+  #reportError(operation: string, error: Error): void {
+    this.#errorsTotal++;
+    log(
+      this.#o.logger,
+      'warn',
+      { operation, err: error },
+      `discovery: ${operation} failed: ${error.message}`,
+    );
+    this.#errors.emit({ operation, error });
+  }
+
+  #onQuarantined(record: QuarantinedRecord): void {
+    this.#quarantinedTotal++;
+    const time = wallTime();
+    if (quarantinedChannel.active) quarantinedChannel.publish({ ...record, time });
+    log(
+      this.#o.logger,
+      'warn',
+      { ...record, time },
+      `discovery: quarantined ${record.service}/${record.id}: ${record.reason}`,
+    );
+    this.#quarantined.emit(record);
+  }
+
+  #onStaleChange(entry: ViewEntry, change: StaleChange): void {
+    const time = wallTime();
+    const service = change.service;
+    if (change.stale) {
+      entry.staleSince = time;
+      if (staleChannel.active) staleChannel.publish({ service, reason: change.reason, time });
+      log(
+        this.#o.logger,
+        'warn',
+        { service, reason: change.reason, time },
+        `discovery: view of ${service} is stale (${change.reason ?? 'unknown'})`,
+      );
+      return;
+    }
+    const staleMs = entry.staleSince === undefined ? 0 : time - entry.staleSince;
+    entry.staleSince = undefined;
+    if (freshChannel.active) freshChannel.publish({ service, staleMs, time });
+    log(
+      this.#o.logger,
+      'info',
+      { service, staleMs, time },
+      `discovery: view of ${service} is fresh again`,
+    );
+  }
+
+  /** After every applied batch: epoch changes, resyncs and the view-changed channel. */
+  #onSettled(entry: ViewEntry): void {
+    const view = entry.view;
+    const service = view.service;
+    const logger = this.#o.logger;
+    if (view.epoch !== entry.epoch) {
+      const from = entry.epoch;
+      entry.epoch = view.epoch;
+      // The first epoch a view sees is no change; any later one means the store lost its data.
+      if (from !== '') {
+        this.#epochChanges++;
+        const time = wallTime();
+        epochChangedChannel.publish({ service, from, to: view.epoch, time });
+        log(
+          logger,
+          'warn',
+          { service, from, to: view.epoch, retained: view.retainedIds().length, time },
+          `discovery: the store lost the data of ${service} (epoch ${from} -> ${view.epoch})`,
+        );
+      }
+    }
+    if (view.resyncs !== entry.resyncs) {
+      entry.resyncs = view.resyncs;
+      log(
+        logger,
+        'debug',
+        { service, resyncs: view.resyncs, revision: view.revision, epoch: view.epoch },
+        `discovery: resynced ${service} at revision ${view.revision}`,
+      );
+    }
+    if (viewChangedChannel.active) {
+      viewChangedChannel.publish({
+        service,
+        revision: view.revision,
+        epoch: view.epoch,
+        instances: view.list().length,
+        up: view.upList().length,
+        resyncs: view.resyncs,
+        time: wallTime(),
+      });
+    }
   }
 
   #interest(): string[] {
@@ -614,8 +888,7 @@ export class Registry implements AsyncDisposable {
               () => this.#backend.reap(service),
             );
           } catch (error) {
-            if (!this.#closed)
-              this.#errors.emit({ operation: `reap ${service}`, error: error as Error });
+            if (!this.#closed) this.#reportError(`reap ${service}`, error as Error);
           }
         }),
       );

@@ -21,7 +21,8 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { EventChannel, sleep, type Clock, type Timer } from '../core/index.js';
+import { EventChannel, sleep, wallTime, type Clock, type Timer } from '../core/index.js';
+import { resyncChannel, traced } from './channels.js';
 import type { ChangeEntry, ChangeFeed, DiscoveryBackend, FeedListener } from './backend.js';
 import { RegistryUnavailableError, isRegistryUnavailableError } from './errors.js';
 import { decodeInstance, sameInstance, type Instance } from './instance.js';
@@ -492,7 +493,12 @@ export class ServiceView implements FeedListener {
         if (this.#isClosed()) return;
         this.#again = false;
         try {
-          const snapshot = await this.#withTimeout(this.#backend.snapshot(this.service));
+          // Traced as keel:discovery:resync while someone subscribes (see channels.ts).
+          const snapshot = await traced(
+            resyncChannel,
+            () => ({ service: this.service, reason, time: wallTime() }),
+            () => this.#withTimeout(this.#backend.snapshot(this.service)),
+          );
           if (this.#isClosed()) return;
           this.#applySnapshot(
             snapshot.epoch,

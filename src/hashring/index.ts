@@ -37,3 +37,4 @@ export { RendezvousHash } from './rendezvous.js';
 export type { RendezvousHashOptions } from './rendezvous.js';
 export { MaglevHash } from './maglev.js';
 export type { MaglevHashOptions } from './maglev.js';
+export type { RingRebuiltMessage } from './channels.js';

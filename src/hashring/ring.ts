@@ -14,7 +14,9 @@ import {
   integerOption,
   oneOfOption,
   resolveOptions,
+  wallTime,
 } from '../core/index.js';
+import { rebuiltChannel, type RingRebuiltMessage } from './channels.js';
 import { DuplicateNodeError, InvalidSnapshotError } from './errors.js';
 import { md5Into, md5StringInto } from './md5.js';
 import { murmur3Hasher, murmur3Int, murmur3StringInt, utf8 } from './murmur3.js';
@@ -675,6 +677,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     if (this.#mode === 'keel') this.#mergeNode(slot);
     else this.#rebuild();
     this.#changed();
+    if (rebuiltChannel.active) this.#publish('add', node.id);
     return this;
   }
 
@@ -691,6 +694,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     if (this.#mode === 'keel') this.#dropSlot(slot);
     else this.#rebuild();
     this.#changed();
+    if (rebuiltChannel.active) this.#publish('remove', id);
     return true;
   }
 
@@ -727,6 +731,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       this.#rebuild();
     }
     this.#changed();
+    if (rebuiltChannel.active) this.#publish('set-weight', id);
     return this;
   }
 
@@ -1049,6 +1054,18 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     this.#slots[slot] = { node, order: this.#nextOrder++ };
     this.#byId.set(node.id, slot);
     return slot;
+  }
+
+  #publish(change: RingRebuiltMessage['change'], id: string): void {
+    rebuiltChannel.publish({
+      change,
+      id,
+      mode: this.#mode,
+      nodes: this.#byId.size,
+      points: this.#points.length,
+      revision: this.#revision,
+      time: wallTime(),
+    });
   }
 
   #changed(): void {

@@ -51,7 +51,11 @@ function setup(options: Parameters<typeof settings>[0], list: EndpointState[], n
     seen.nextChange = nextChange;
   });
   health.changes.subscribe((change) => {
-    events.push(change);
+    // Wall-clock fields move with Date.now(); test/balancer/observability.test.ts checks them.
+    const rest: Record<string, unknown> = { ...change };
+    delete rest.time;
+    delete rest.untilTime;
+    events.push(rest as unknown as HealthChange);
     seen.changesAtEvents.push(seen.changes);
   });
   health.reset(list, now);

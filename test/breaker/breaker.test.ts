@@ -49,7 +49,14 @@ describe('CircuitBreaker', () => {
       retryAfterMs: 600,
       breaker: 'breaker',
     });
-    expect(changes).toEqual([{ from: 'closed', to: 'open', reason: 'failure rate 0.500 >= 0.5' }]);
+    expect(changes).toEqual([
+      {
+        from: 'closed',
+        to: 'open',
+        reason: 'failure rate 0.500 >= 0.5',
+        time: expect.any(Number) as number,
+      },
+    ]);
     expect(breaker.metrics()).toMatchObject({
       rejectedTotal: 1,
       failedTotal: 1,
@@ -391,7 +398,9 @@ describe('CircuitBreaker', () => {
     expect(finished).toHaveLength(1);
     breaker.forceOpen();
     breaker.tryAcquire();
-    expect(rejected).toEqual([{ state: 'forced-open', retryAfterMs: 0 }]);
+    expect(rejected).toEqual([
+      { state: 'forced-open', retryAfterMs: 0, time: expect.any(Number) as number },
+    ]);
   });
 
   it('toJSON / fromJSON carry the state across a restart', () => {

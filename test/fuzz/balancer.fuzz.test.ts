@@ -69,7 +69,8 @@ function state(balancer: LoadBalancer): unknown {
   return {
     size: balancer.size,
     endpoints: balancer.endpoints(),
-    stats: balancer.allStats(),
+    // ejectedUntilTime is ejectedUntil in wall-clock time: read now, it moves with Date.now().
+    stats: balancer.allStats().map((stats) => ({ ...stats, ejectedUntilTime: undefined })),
     panicking: balancer.panicking,
   };
 }

@@ -266,6 +266,13 @@ const validOption: { readonly [K in keyof CircuitBreakerOptions]-?: fc.Arbitrary
   stacklessRejections: fc.boolean(),
   clock: fc.constant(undefined),
   random: fc.oneof(fc.constant(Math.random), fc.func(specialNumber)),
+  traceExecute: fc.boolean(),
+  logger: fc.constant({
+    debug: () => undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+  }),
 };
 const optionKeys = Object.keys(validOption) as (keyof CircuitBreakerOptions)[];
 
@@ -336,10 +343,11 @@ function expectTyped(error: unknown, paths: readonly string[], label: string): v
 }
 
 /** The counters that a refused call must not change. */
-function counters(breaker: CircuitBreaker): Omit<BreakerMetrics, 'timeInStateMs'> {
+function counters(breaker: CircuitBreaker): Omit<BreakerMetrics, 'timeInStateMs' | 'time'> {
   const rest: Record<string, unknown> = { ...breaker.metrics() };
   delete rest.timeInStateMs;
-  return rest as Omit<BreakerMetrics, 'timeInStateMs'>;
+  delete rest.time; // wall-clock time of the snapshot
+  return rest as Omit<BreakerMetrics, 'timeInStateMs' | 'time'>;
 }
 
 function attempt(fn: () => unknown): { ok: true; value: unknown } | { ok: false; error: unknown } {
