@@ -32,7 +32,7 @@ import {
   type Timer,
 } from '../core/index.js';
 import { RendezvousHash } from '../hashring/index.js';
-import { command, entriesOf, run, type QueueRedisClient } from './client.js';
+import { entriesOf, run, type QueueRedisClient } from './client.js';
 import {
   decodeEntry,
   leaseKey,
@@ -42,7 +42,12 @@ import {
   type ForeignEntry,
   type PartitionKeys,
 } from './codec.js';
-import { LeaseExpiredError, QueueClosedError, QueueRedisError } from './errors.js';
+import {
+  LeaseExpiredError,
+  QueueClosedError,
+  QueueRedisError,
+  isLeaseExpiredError,
+} from './errors.js';
 import type { Queue, QueueSettings } from './queue.js';
 import { checkName } from './queue.js';
 import {
@@ -55,7 +60,7 @@ import {
   RECLAIM,
   REDELIVER,
   RETRY,
-  TAKE,
+  NEXT,
   UNLEASE,
 } from './scripts.js';
 
@@ -758,7 +763,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             `reclaim ${this.topic}`,
             RECLAIM,
             [keys.stream],
-            [this.group, this.name, this.#o.visibilityMs, free],
+            [
+              this.group,
+              this.name,
+              this.#o.visibilityMs,
+              free,
+              ...[...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+            ],
           )) as [unknown, unknown, unknown, unknown][] | null;
           for (const [entryId, raw, previous, deliveries] of got ?? []) {
             if (this.#isClosing()) {
@@ -890,56 +901,42 @@ export class Consumer<T = unknown> implements AsyncDisposable {
 
   async #partitionLoop(owned: Owned): Promise<void> {
     const { keys, lease } = owned;
-    const batch = 16;
-    while (!owned.lost && !owned.stopping && !this.#isClosing()) {
-      let entries: [string, unknown, string | undefined, number][];
-      const taken = await run(
-        this.#s.client,
-        `take ${this.topic}`,
-        TAKE,
-        [keys.stream, lease],
-        [this.group, this.name, this.name, batch],
-      ).catch((error: unknown) => (this.#report(error), undefined));
-      if (taken === undefined) {
-        await this.#pause(100, owned.controller.signal);
+    while (this.#active(owned)) {
+      let next: unknown;
+      try {
+        next = await run(
+          this.#s.client,
+          `next ${this.topic}`,
+          NEXT,
+          [keys.stream, lease],
+          [this.group, this.name, this.name],
+        );
+      } catch (error) {
+        if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
+          await this.#ensureGroup(owned.p);
+        } else {
+          this.#report(error);
+          await this.#pause(100, owned.controller.signal);
+        }
         continue;
       }
-      if (taken === -1) {
+      if (next === -1) {
         this.#lose(owned, 'the partition lease was taken over');
         break;
       }
-      entries = (taken as [unknown, unknown, unknown, unknown][]).map(([e, f, prev, d]) => [
-        String(e),
-        f,
-        String(prev),
-        Number(d),
-      ]);
-      if (entries.length === 0) {
-        const reply = await command(this.#s.client, `read ${this.topic}`, 'XREADGROUP', [
-          'GROUP',
-          this.group,
-          this.name,
-          'COUNT',
-          batch,
-          'STREAMS',
-          keys.stream,
-          '>',
-        ]).catch(async (error: unknown) => {
-          if (String((error as { cause?: unknown }).cause).includes('NOGROUP'))
-            await this.#ensureGroup(owned.p);
-          else this.#report(error);
-          return undefined;
-        });
-        entries = entriesOf(reply).map(([e, f]) => [String(e), f, undefined, 1]);
-      }
-      if (entries.length === 0) {
+      const [entry] = next as [unknown, unknown, unknown, unknown][];
+      if (entry === undefined) {
         await this.#pause(this.#o.pollMs, owned.controller.signal);
         continue;
       }
-      for (const [entryId, raw, previous, deliveries] of entries) {
-        if (!this.#active(owned)) break;
-        await this.#ordered(owned, decodeEntry(entryId, raw), deliveries, previous);
-      }
+      const [entryId, raw, previous, deliveries] = entry;
+      const prev = String(previous);
+      await this.#ordered(
+        owned,
+        decodeEntry(String(entryId), raw),
+        Number(deliveries),
+        prev === '' ? undefined : prev,
+      );
     }
     if (!owned.lost) {
       await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(
@@ -1003,6 +1000,14 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         return;
       }
       const controller = new AbortController();
+      // A handler still running at its visibility timeout gives the partition up: the lease is
+      // no longer renewed (so another consumer takes over once it lapses) and anything this
+      // handler does later is refused by the lease check in the settling scripts.
+      controller.signal.addEventListener('abort', () => {
+        if (isLeaseExpiredError(controller.signal.reason)) {
+          this.#lose(owned, 'a handler ran past its visibility timeout');
+        }
+      });
       const outcome = await this.#invoke(
         owned.p,
         entry,
@@ -1114,7 +1119,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       });
     }
     for (const owned of this.#owned.values()) owned.controller.abort(reason);
-    await pending().catch(() => undefined);
+    // A handler that ignores its signal is not waited for forever: whatever it does later is
+    // refused (its message was handed back, its partition lease given up).
+    let grace: Timer | undefined;
+    await Promise.race([
+      pending().catch(() => undefined),
+      new Promise<void>((resolve) => {
+        grace = this.#s.clock.setTimer(resolve, Math.max(100, this.#o.closeTimeoutMs));
+        grace.unref();
+      }),
+    ]);
+    grace?.cancel();
     if (this.#o.ordered) {
       await run(
         this.#s.client,

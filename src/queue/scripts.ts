@@ -120,43 +120,54 @@ return dlq
 /**
  * Reclaims messages idle for at least `minIdle` ms (their consumer died or stalled) to this
  * consumer. XPENDING first, so the previous owner's name and the delivery count are known.
- * KEYS: stream. ARGV: group, consumer, min idle ms, count. Returns
+ * Entries this consumer is still handling (listed after the count) are left alone: reclaiming
+ * them from itself would only reset their idle time and hide them from the others.
+ * KEYS: stream. ARGV: group, consumer, min idle ms, count, in-flight entry ids. Returns
  * `{{entry id, fields, previous owner, deliveries}, …}`.
  */
 export const RECLAIM = script(`
-local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
+local mine = {}
+for i = 5, #ARGV do mine[ARGV[i]] = true end
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4] + #ARGV - 4)
 local out = {}
 for _, p in ipairs(pend) do
-  local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
-  local e = got[1]
-  if type(e) == 'table' and type(e[2]) == 'table' then
-    out[#out + 1] = {p[1], e[2], p[2], p[4] + 1}
-  elseif type(e) ~= 'table' then
-    redis.call('XACK', KEYS[1], ARGV[1], p[1])
+  if not (mine[p[1]] and p[2] == ARGV[2]) then
+    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
+    local e = got[1]
+    if type(e) == 'table' and type(e[2]) == 'table' then
+      out[#out + 1] = {p[1], e[2], p[2], p[4] + 1}
+    elseif type(e) ~= 'table' then
+      redis.call('XACK', KEYS[1], ARGV[1], p[1])
+    end
   end
 end
 return out
 `);
 
 /**
- * Ordered mode: takes every pending entry of the partition (left by a previous owner, or by
- * this one) in stream order, while holding the lease. KEYS: stream, lease. ARGV: group,
- * consumer, lease token, count. Returns `-1` without the lease, else as {@link RECLAIM}.
+ * Ordered mode: the partition's next message, while holding the lease — its oldest pending
+ * entry (left by a previous owner that died or timed out) claimed to this consumer, or else one
+ * new entry (`XREADGROUP … COUNT 1`, allowed in scripts without BLOCK). One at a time, so an
+ * owner that dies has been delivered only the message it was handling: the others' delivery
+ * counts stay true. KEYS: stream, lease. ARGV: group, consumer, lease token. Returns `-1`
+ * without the lease, `{}` when there is nothing, else `{{entry id, fields, previous owner or
+ * '', deliveries}}`.
  */
-export const TAKE = script(`
+export const NEXT = script(`
 if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
-local pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4])
-local out = {}
-for _, p in ipairs(pend) do
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
+while #pend == 1 do
+  local p = pend[1]
   local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, p[1])
   local e = got[1]
-  if type(e) == 'table' and type(e[2]) == 'table' then
-    out[#out + 1] = {p[1], e[2], p[2], p[4] + 1}
-  else
-    redis.call('XACK', KEYS[1], ARGV[1], p[1])
-  end
+  if type(e) == 'table' and type(e[2]) == 'table' then return {{p[1], e[2], p[2], p[4] + 1}} end
+  redis.call('XACK', KEYS[1], ARGV[1], p[1])
+  pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
 end
-return out
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+if not r then return {} end
+local e = r[1][2][1]
+return {{e[1], e[2], '', 1}}
 `);
 
 /**

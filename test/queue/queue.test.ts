@@ -48,7 +48,7 @@ describeRedis('keel/queue on a real redis-server', () => {
     expect(m?.id).toBe(sent.id);
     const stream = queue.keys('orders', 0).stream;
     await until(async () => expect(await client.xlen(stream)).toBe(0), 10_000);
-    const pending = (await client.xpending(stream, 'billing'));
+    const pending = await client.xpending(stream, 'billing');
     expect(pending[0]).toBe(0);
   });
 
@@ -135,7 +135,7 @@ describeRedis('keel/queue on a real redis-server', () => {
     expect(letter?.group).toBe('g');
     expect(letter?.payload).toEqual({ n: 1 });
     const stream = queue.keys('orders', 0).stream;
-    expect(((await client.xpending(stream, 'g')))[0]).toBe(0);
+    expect((await client.xpending(stream, 'g'))[0]).toBe(0);
     await until(() => expect(events).toHaveLength(1), 5000);
   });
 
@@ -218,10 +218,7 @@ describeRedis('keel/queue on a real redis-server', () => {
     release();
     await until(() => expect(handledBy).toEqual(['a:1']), 5000);
     const stream = queue.keys('orders', 0).stream;
-    await until(
-      async () => expect(((await client.xpending(stream, 'g')))[0]).toBe(0),
-      5000,
-    );
+    await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 5000);
     expect(await queue.deadLetters('orders')).toEqual([]);
   });
 
@@ -284,10 +281,7 @@ describeRedis('keel/queue on a real redis-server', () => {
     );
     await queue.send('orders', 1);
     await until(
-      async () =>
-        expect(((await client.xpending(queue.keys('orders', 0).stream, 'g')))[0]).toBe(
-          1,
-        ),
+      async () => expect((await client.xpending(queue.keys('orders', 0).stream, 'g'))[0]).toBe(1),
       10_000,
     );
     await consumer.close();
