@@ -13,7 +13,7 @@ import {
   type Message,
 } from '../../src/queue/index.js';
 import { invalidOption, until } from '../support/helpers.js';
-import { describeRedis, useRedis } from '../support/vitest.js';
+import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
 describeRedis('keel/queue on a real redis-server', () => {
   const redis = useRedis({ count: 1 });
@@ -331,5 +331,37 @@ describeRedis('keel/queue on a real redis-server', () => {
     const controller = new AbortController();
     controller.abort(new Error('stop'));
     await expect(queue.send('orders', 1, { signal: controller.signal })).rejects.toThrow('stop');
+  });
+  it('leaves no timers or sockets behind once the consumer and its clients are closed', async () => {
+    const before = liveHandles();
+    const own = redis().client(0);
+    const queue = new Queue({ client: own });
+    const seen: number[] = [];
+    const consumer = queue.consume<number>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload);
+      },
+      { sweepMs: 20 },
+    );
+    await queue.send('orders', 1, { delayMs: 10 });
+    await until(() => expect(seen).toEqual([1]), 10_000);
+    await consumer.close();
+    await queue.close();
+    await own.quit();
+    await until(() => {
+      const after = liveHandles();
+      expect(after.Timeout ?? 0).toBeLessThanOrEqual(before.Timeout ?? 0);
+      expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(before.TCPSocketWrap ?? 0);
+    }, 5000);
+  });
+  it('closes the consumer when its signal aborts', async () => {
+    const queue = queueOf();
+    const controller = new AbortController();
+    const consumer = queue.consume('orders', 'g', () => undefined, { signal: controller.signal });
+    controller.abort();
+    await consumer.closed;
+    expect(consumer.inFlight).toBe(0);
   });
 });
