@@ -47,6 +47,7 @@ export default defineConfig({
     'breaker/index': 'src/breaker/index.ts',
     'discovery/index': 'src/discovery/index.ts',
     'otel/index': 'src/otel/index.ts',
+    'queue/index': 'src/queue/index.ts',
   },
   format: ['esm', 'cjs'],
   target: 'node20',

@@ -1,0 +1,201 @@
+/**
+ * How a Keel message sits in a Redis Stream entry, and the key names of a topic. Pure: no I/O.
+ *
+ * Entry fields (short names keep the per-message memory small):
+ * `v` format (`1`), `i` message id, `k` ordering key (empty: none), `p` payload JSON, `h` headers
+ * JSON (empty: none), `t` producer wall time (epoch ms), and on redelivered copies `a` attempts
+ * already failed, `g` the one consumer group the copy is for (retries and replays), `c`
+ * consumer names that handled it before, `e` the last error.
+ *
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * @packageDocumentation
+ */
+import { murmur3String } from '../hashring/index.js';
+
+/** The Redis keys of one partition of a topic. All share one hash tag, so one slot. */
+export interface PartitionKeys {
+  readonly stream: string;
+  readonly delayed: string;
+  readonly dlq: string;
+  readonly tag: string;
+}
+
+/**
+ * Keys of partition `p` of `topic`: `<prefix>:{<topic>:<p>}:s` (stream), `…:d` (delayed ZSET),
+ * `…:dlq` (dead letters). The braces are a Redis Cluster hash tag
+ * (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags): every
+ * key of a partition — and its dedup and lease keys — lands in one slot, so one script can touch
+ * them all.
+ */
+export function partitionKeys(prefix: string, topic: string, p: number): PartitionKeys {
+  const tag = `{${topic}:${p}}`;
+  return {
+    stream: `${prefix}:${tag}:s`,
+    delayed: `${prefix}:${tag}:d`,
+    dlq: `${prefix}:${tag}:dlq`,
+    tag,
+  };
+}
+
+/** The dedup key of message `id` in a partition (same slot as its stream). */
+export const dedupKey = (prefix: string, keys: PartitionKeys, id: string): string =>
+  `${prefix}:${keys.tag}:id:${id}`;
+
+/** The per-group lease key of a partition, for per-key ordered consumers. */
+export const leaseKey = (prefix: string, keys: PartitionKeys, group: string): string =>
+  `${prefix}:${keys.tag}:lease:${group}`;
+
+/** The live-member ZSET of an ordered consumer group (scores: server-time expiry, ms). */
+export const membersKey = (prefix: string, topic: string, group: string): string =>
+  `${prefix}:{${topic}}:members:${group}`;
+
+/**
+ * The partition of a message: murmur3 (keel/hashring) of its key, or of its id when it has no
+ * key — so a retried send of one id reaches the same partition and its dedup record.
+ */
+export function partitionOf(keyOrId: string, partitions: number): number {
+  return partitions === 1 ? 0 : murmur3String(keyOrId) % partitions;
+}
+
+/** What a producer puts in an entry. */
+export interface OutgoingFields {
+  readonly id: string;
+  readonly key: string;
+  readonly payload: string;
+  readonly headers: string;
+  readonly sentAt: number;
+}
+
+/** The field/value list of a fresh message. */
+export function encodeFields(m: OutgoingFields): string[] {
+  return ['v', '1', 'i', m.id, 'k', m.key, 'p', m.payload, 'h', m.headers, 't', String(m.sentAt)];
+}
+
+/** A stream entry read back as a Keel message (payload still JSON text). */
+export interface DecodedEntry {
+  readonly ok: true;
+  readonly entryId: string;
+  readonly id: string;
+  readonly key: string | undefined;
+  readonly payloadJson: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly sentAt: number;
+  /** Attempts that failed before this copy was written. */
+  readonly failed: number;
+  /** The only group this copy is for, if any. */
+  readonly group: string | undefined;
+  /** Consumers that handled earlier attempts. */
+  readonly consumers: readonly string[];
+  /** Every field, as read (for dead-lettering and retries). */
+  readonly fields: readonly string[];
+}
+
+/** A stream entry that is not a Keel message. */
+export interface ForeignEntry {
+  readonly ok: false;
+  readonly entryId: string;
+  readonly reason: string;
+  readonly fields: readonly string[];
+}
+
+const COUNT = /^\d{1,9}$/;
+
+/** Reads an entry's field/value list; anything not written by Keel is {@link ForeignEntry}. */
+export function decodeEntry(entryId: string, raw: unknown): DecodedEntry | ForeignEntry {
+  const fields: string[] = [];
+  if (Array.isArray(raw)) {
+    for (const f of raw) fields.push(Buffer.isBuffer(f) ? f.toString() : String(f));
+  }
+  const bad = (reason: string): ForeignEntry => ({ ok: false, entryId, reason, fields });
+  if (!Array.isArray(raw) || fields.length % 2 !== 0) return bad('fields are not pairs');
+  const map = new Map<string, string>();
+  for (let i = 0; i < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
+  if (map.get('v') !== '1') return bad('no format field v=1');
+  const id = map.get('i');
+  if (id === undefined || id === '') return bad('no message id (field i)');
+  const payloadJson = map.get('p');
+  if (payloadJson === undefined) return bad('no payload (field p)');
+  try {
+    JSON.parse(payloadJson);
+  } catch {
+    return bad('payload (field p) is not JSON');
+  }
+  let headers: Record<string, string> = {};
+  const h = map.get('h') ?? '';
+  if (h !== '') {
+    try {
+      const parsed: unknown = JSON.parse(h);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        return bad('headers (field h) are not a JSON object');
+      }
+      for (const v of Object.values(parsed)) {
+        if (typeof v !== 'string') return bad('a header value is not a string');
+      }
+      headers = parsed as Record<string, string>;
+    } catch {
+      return bad('headers (field h) are not JSON');
+    }
+  }
+  const a = map.get('a') ?? '0';
+  if (!COUNT.test(a)) return bad('attempt count (field a) is not a count');
+  const t = Number(map.get('t') ?? '0');
+  const key = map.get('k') ?? '';
+  const group = map.get('g');
+  const c = map.get('c') ?? '';
+  return {
+    ok: true,
+    entryId,
+    id,
+    key: key === '' ? undefined : key,
+    payloadJson,
+    headers,
+    sentAt: Number.isFinite(t) ? t : 0,
+    failed: Number(a),
+    group: group === undefined || group === '' ? undefined : group,
+    consumers: c === '' ? [] : c.split(','),
+    fields,
+  };
+}
+
+/**
+ * The fields of a copy of `m` for a retry: the original message fields, with the attempts that
+ * failed so far, the group it is for, the consumers so far and the last error.
+ */
+export function retryFields(
+  m: DecodedEntry,
+  failed: number,
+  group: string,
+  consumers: readonly string[],
+  error: string,
+): string[] {
+  return [
+    'v',
+    '1',
+    'i',
+    m.id,
+    'k',
+    m.key ?? '',
+    'p',
+    m.payloadJson,
+    'h',
+    Object.keys(m.headers).length === 0 ? '' : JSON.stringify(m.headers),
+    't',
+    String(m.sentAt),
+    'a',
+    String(failed),
+    'g',
+    group,
+    'c',
+    consumers.join(','),
+    'e',
+    error.slice(0, 1000),
+  ];
+}
+
+/** Stream ids compared numerically (`ms-seq`). Negative when a < b. */
+export function compareStreamIds(a: string, b: string): number {
+  const [am = '0', as = '0'] = a.split('-');
+  const [bm = '0', bs = '0'] = b.split('-');
+  const d = Number(am) - Number(bm);
+  return d !== 0 ? d : Number(as) - Number(bs);
+}

@@ -1,0 +1,1170 @@
+/**
+ * A consumer of one topic in one consumer group: reads with `XREADGROUP`, runs the handler with
+ * at most `concurrency` messages in flight, acks only after the handler resolves, retries
+ * failures with backoff, reclaims messages whose consumer died (visibility timeout), and
+ * dead-letters a message after `maxAttempts` — atomically with its ack. With `ordered: true`,
+ * each partition has one owner at a time (a lease) that handles its messages one by one in
+ * stream order, retrying in place, so same-key messages keep their order across consumers,
+ * crashes and retries.
+ *
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import {
+  EventChannel,
+  InvalidOptionError,
+  KeelChannel,
+  booleanOption,
+  exponentialDelay,
+  functionOption,
+  guardedOption,
+  integerOption,
+  isAbortSignal,
+  isRandomSource,
+  jitter,
+  numberOption,
+  onAbort,
+  resolveOptions,
+  wakeableSleep,
+  wallTime,
+  type Subscription,
+  type Timer,
+} from '../core/index.js';
+import { RendezvousHash } from '../hashring/index.js';
+import { entriesOf, run, type QueueRedisClient } from './client.js';
+import {
+  decodeEntry,
+  leaseKey,
+  membersKey,
+  retryFields,
+  type DecodedEntry,
+  type ForeignEntry,
+  type PartitionKeys,
+} from './codec.js';
+import {
+  LeaseExpiredError,
+  QueueClosedError,
+  QueueRedisError,
+  isLeaseExpiredError,
+} from './errors.js';
+import type { Queue, QueueSettings } from './queue.js';
+import { checkName } from './queue.js';
+import {
+  ACK,
+  DEAD,
+  HAND_BACK,
+  LEASE,
+  MEMBERS,
+  PROMOTE,
+  RECLAIM,
+  REDELIVER,
+  RETRY,
+  NEXT,
+  UNLEASE,
+} from './scripts.js';
+
+/** One delivery of a message to a handler. */
+export interface Message<T = unknown> {
+  /** The Keel message id (dedup id). */
+  readonly id: string;
+  readonly topic: string;
+  readonly group: string;
+  /** The ordering key, if the producer gave one. */
+  readonly key: string | undefined;
+  readonly payload: T;
+  readonly headers: Readonly<Record<string, string>>;
+  /** 1 on the first delivery, 2 on the next (after a failure, a crash or a timeout), … */
+  readonly attempt: number;
+  /** Producer wall-clock time of the send (epoch ms). */
+  readonly sentAt: number;
+  /** The stream entry id of this copy. */
+  readonly entryId: string;
+  readonly partition: number;
+  /** This consumer's name. */
+  readonly consumer: string;
+  /**
+   * Aborts when the message's visibility timeout (or the partition lease) is about to run out,
+   * or when the consumer closes and hands the message back: stop, another consumer may get it.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** A message handler. Resolve to ack; throw (reject) to retry. */
+export type Handler<T = unknown> = (message: Message<T>) => Promise<void> | void;
+
+/** Exponential backoff with jitter between attempts. */
+export interface BackoffOptions {
+  /** Delay before the 2nd attempt. @defaultValue 100 */
+  readonly initialMs?: number | undefined;
+  /** Upper bound. @defaultValue 30_000 */
+  readonly maxMs?: number | undefined;
+  /** Growth per attempt. @defaultValue 2 */
+  readonly factor?: number | undefined;
+  /** ± fraction of uniform jitter. @defaultValue 0.2 */
+  readonly jitter?: number | undefined;
+}
+
+/** Options of {@link Queue.consume}. */
+export interface ConsumerOptions {
+  /** Messages in flight at most (ordered mode: partitions owned at most). @defaultValue 10 */
+  readonly concurrency?: number | undefined;
+  /**
+   * How long a delivery is this consumer's: past it another consumer reclaims the message, and
+   * the handler's signal aborts shortly before it. In ordered mode also the partition lease.
+   * @defaultValue 30_000
+   */
+  readonly visibilityMs?: number | undefined;
+  /** Attempts before a message is dead-lettered. @defaultValue 5 */
+  readonly maxAttempts?: number | undefined;
+  /** Backoff between attempts: options, or `(attempt) => ms`. @defaultValue `{}` */
+  readonly backoff?: BackoffOptions | ((attempt: number) => number) | undefined;
+  /** Per-key ordering (one owner per partition, one message at a time). @defaultValue false */
+  readonly ordered?: boolean | undefined;
+  /** This consumer's name in the group. @defaultValue `host:pid:random` */
+  readonly consumer?: string | undefined;
+  /** Period of the sweep (delayed messages due, reclaims, retention). @defaultValue min(1000, visibilityMs / 4) */
+  readonly sweepMs?: number | undefined;
+  /** How long one blocking read waits. @defaultValue 1000 */
+  readonly blockMs?: number | undefined;
+  /** Ordered mode: wait between polls of an empty partition. @defaultValue 20 */
+  readonly pollMs?: number | undefined;
+  /** On close, how long in-flight handlers may finish before they are handed back. @defaultValue 5000 */
+  readonly closeTimeoutMs?: number | undefined;
+  /** Random source for jitter, `() => [0, 1)`. @defaultValue Math.random */
+  readonly random?: (() => number) | undefined;
+  /** Closes the consumer when aborted. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** A message given up on, as {@link Consumer.onDeadLetter} reports it. */
+export interface DeadLetterEvent {
+  readonly topic: string;
+  readonly group: string;
+  readonly id: string | undefined;
+  readonly entryId: string;
+  readonly reason: 'failed' | 'expired' | 'invalid';
+  readonly error: string;
+  readonly attempts: number;
+  readonly consumers: readonly string[];
+  /** Wall-clock time, epoch ms. */
+  readonly time: number;
+}
+
+const OWNER = 'Queue.consume';
+const handled = new KeelChannel<{
+  topic: string;
+  group: string;
+  id: string;
+  attempt: number;
+  outcome: string;
+  durationMs: number;
+  time: number;
+}>('queue', 'handled');
+const deadLettered = new KeelChannel<DeadLetterEvent>('queue', 'dead-letter');
+const failures = new KeelChannel<{ topic: string; group: string; error: unknown; time: number }>(
+  'queue',
+  'error',
+);
+
+const isBackoff = (v: unknown): v is BackoffOptions | ((attempt: number) => number) =>
+  typeof v === 'function' || (typeof v === 'object' && v !== null && !Array.isArray(v));
+
+const spec = {
+  concurrency: integerOption({ default: 10, min: 1, max: 10_000 }),
+  visibilityMs: integerOption({ default: 30_000, min: 50 }),
+  maxAttempts: integerOption({ default: 5, min: 1, max: 1_000_000 }),
+  backoff: guardedOption(isBackoff, 'backoff options or a function (attempt) => ms', {
+    default: {},
+  }),
+  ordered: booleanOption({ default: false }),
+  consumer: { parse: (v: unknown) => v as string | undefined },
+  sweepMs: integerOption({ optional: true, min: 5 }),
+  blockMs: integerOption({ default: 1000, min: 1 }),
+  pollMs: integerOption({ default: 20, min: 1 }),
+  closeTimeoutMs: integerOption({ default: 5000, min: 0 }),
+  random: functionOption<() => number>({ default: Math.random }),
+  signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+};
+
+interface Delivery {
+  readonly controller: AbortController;
+  done: Promise<void>;
+  handedBack: boolean;
+  readonly p: number;
+  readonly entryId: string;
+}
+
+interface Owned {
+  readonly p: number;
+  readonly keys: PartitionKeys;
+  readonly lease: string;
+  readonly controller: AbortController;
+  expiry: Timer | undefined;
+  stopping: boolean;
+  lost: boolean;
+  loop: Promise<void>;
+}
+
+type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
+
+const text = (error: unknown): string =>
+  error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+
+/**
+ * A running consumer (see {@link Queue.consume}). Close it with `close()` or `await using`.
+ */
+export class Consumer<T = unknown> implements AsyncDisposable {
+  /** This consumer's name in the group. */
+  readonly name: string;
+  readonly topic: string;
+  readonly group: string;
+  /** Resolves when the consumer has fully closed. */
+  readonly closed: Promise<void>;
+  readonly #s: QueueSettings;
+  readonly #queue: Queue;
+  readonly #handler: Handler<T>;
+  readonly #o: ReturnType<typeof resolveConsumer>;
+  readonly #margin: number;
+  readonly #sweepMs: number;
+  readonly #reader: QueueRedisClient;
+  readonly #inFlight = new Map<string, Delivery>();
+  readonly #owned = new Map<number, Owned>();
+  readonly #stop = new AbortController();
+  readonly #deadLetters = new EventChannel<DeadLetterEvent>();
+  readonly #errors = new EventChannel<unknown>();
+  #slotWaiter: (() => void) | undefined;
+  #readerId: number | undefined;
+  #closing = false;
+  #active(owned: Owned): boolean {
+    return !owned.lost && !owned.stopping && !this.#closing;
+  }
+  #isClosing(): boolean {
+    return this.#closing;
+  }
+  #closePromise: Promise<void> | undefined;
+  #sweepTimer: Timer | undefined;
+  #sweeping: Promise<void> = Promise.resolve();
+  #sweeps = 0;
+  #members: readonly string[] = [];
+  #main: Promise<void>;
+  #resolveClosed: () => void = () => undefined;
+  #offSignal: (() => void) | undefined;
+
+  /** @internal use {@link Queue.consume} */
+  constructor(
+    queue: Queue,
+    topic: string,
+    group: string,
+    handler: Handler<T>,
+    options?: ConsumerOptions,
+  ) {
+    checkName(OWNER, 'topic', topic);
+    checkName(OWNER, 'group', group);
+    if (typeof handler !== 'function') {
+      throw new InvalidOptionError(
+        OWNER,
+        'handler',
+        'a function (message) => Promise<void>',
+        handler,
+      );
+    }
+    const o = resolveConsumer(options);
+    this.name =
+      o.consumer === undefined
+        ? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
+        : checkName(OWNER, 'consumer', o.consumer);
+    if (!isRandomSource(o.random))
+      throw new InvalidOptionError(OWNER, 'random', 'a function', o.random);
+    this.topic = topic;
+    this.group = group;
+    this.#queue = queue;
+    this.#s = queue.settings;
+    this.#handler = handler;
+    this.#o = o;
+    this.#margin = Math.min(1000, Math.floor(o.visibilityMs / 10));
+    this.#sweepMs = o.sweepMs ?? Math.max(5, Math.min(1000, Math.floor(o.visibilityMs / 4)));
+    this.#reader = this.#s.client.duplicate();
+    (this.#reader as { on?: (e: string, f: () => void) => void }).on?.('error', () => undefined);
+    this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
+    if (o.signal !== undefined) {
+      if (o.signal.aborted) queueMicrotask(() => void this.close());
+      else this.#offSignal = onAbort(o.signal, () => void this.close());
+    }
+    this.#main = this.#start();
+  }
+
+  /** Subscribes to messages this consumer dead-lettered (or quarantined as foreign data). */
+  onDeadLetter(listener: (event: DeadLetterEvent) => void): Subscription {
+    return this.#deadLetters.subscribe(listener);
+  }
+
+  /** Subscribes to errors of the background loops (Redis failures); they are retried. */
+  onError(listener: (error: unknown) => void): Subscription {
+    return this.#errors.subscribe(listener);
+  }
+
+  /** Messages being handled now. */
+  get inFlight(): number {
+    return this.#o.ordered ? [...this.#owned.values()].length : this.#inFlight.size;
+  }
+
+  async #start(): Promise<void> {
+    for (let p = 0; p < this.#s.partitions; p++) await this.#ensureGroup(p);
+    if (this.#isClosing()) return;
+    if (!this.#o.ordered) {
+      if (this.#s.client.isCluster !== true) {
+        try {
+          this.#readerId = Number(await this.#reader.call('CLIENT', 'ID'));
+        } catch {
+          this.#readerId = undefined;
+        }
+      }
+    }
+    this.#scheduleSweep(0);
+    await (this.#o.ordered ? this.#membershipLoop() : this.#readLoop());
+  }
+
+  async #ensureGroup(p: number): Promise<void> {
+    for (let attempt = 0; !this.#isClosing(); attempt++) {
+      try {
+        await this.#s.client.call(
+          'XGROUP',
+          'CREATE',
+          this.#queue.keys(this.topic, p).stream,
+          this.group,
+          '0',
+          'MKSTREAM',
+        );
+        return;
+      } catch (error) {
+        if (error instanceof Error && error.message.startsWith('BUSYGROUP')) return;
+        this.#report(new QueueRedisError(`create group ${this.group}`, this.#s.client, error));
+        await this.#pause(Math.min(1000, 50 * 2 ** attempt));
+      }
+    }
+  }
+
+  #report(error: unknown): void {
+    if (this.#errors.active) this.#errors.emit(error);
+    if (failures.active) {
+      failures.publish({ topic: this.topic, group: this.group, error, time: wallTime() });
+    }
+  }
+
+  /** Sleeps, or less if the consumer closes. */
+  async #pause(ms: number, signal: AbortSignal = this.#stop.signal): Promise<void> {
+    await wakeableSleep(ms, { clock: this.#s.clock, signal, unref: true }).done.catch(
+      () => undefined,
+    );
+  }
+
+  #delay(attempt: number): number {
+    const b = this.#o.backoff;
+    if (typeof b === 'function') {
+      const d: unknown = b(attempt);
+      if (typeof d !== 'number') return 0;
+      return Number.isFinite(d) ? Math.max(0, Math.round(d)) : 0;
+    }
+    const base = exponentialDelay(attempt, b.initialMs ?? 100, b.maxMs ?? 30_000, b.factor ?? 2);
+    return Math.round(jitter(base, b.jitter ?? 0.2, this.#o.random));
+  }
+
+  // ————— unordered mode —————
+
+  async #readLoop(): Promise<void> {
+    const n = this.#s.partitions;
+    const block = n === 1 ? this.#o.blockMs : Math.max(1, Math.floor(this.#o.blockMs / n));
+    let rr = 0;
+    while (!this.#isClosing()) {
+      if (this.#inFlight.size >= this.#o.concurrency) {
+        await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
+        continue;
+      }
+      const p = rr++ % n;
+      const keys = this.#queue.keys(this.topic, p);
+      const free = this.#o.concurrency - this.#inFlight.size;
+      const start = this.#s.clock.now();
+      let reply: unknown;
+      try {
+        reply = await this.#reader.call(
+          'XREADGROUP',
+          'GROUP',
+          this.group,
+          this.name,
+          'COUNT',
+          free,
+          'BLOCK',
+          block,
+          'STREAMS',
+          keys.stream,
+          '>',
+        );
+      } catch (error) {
+        if (this.#isClosing()) break;
+        if (error instanceof Error && error.message.startsWith('NOGROUP')) {
+          await this.#ensureGroup(p);
+        } else {
+          this.#report(new QueueRedisError(`read ${this.topic}`, this.#reader, error));
+          await this.#pause(200);
+        }
+        continue;
+      }
+      for (const [entryId, raw] of entriesOf(reply)) {
+        this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
+      }
+    }
+  }
+
+  #dispatch(
+    p: number,
+    keys: PartitionKeys,
+    entry: DecodedEntry | ForeignEntry,
+    deliveries: number,
+    start: number,
+    previous: string | undefined,
+  ): void {
+    const id = `${p}/${entry.entryId}`;
+    if (this.#inFlight.has(id)) return;
+    const delivery: Delivery = {
+      controller: new AbortController(),
+      handedBack: false,
+      p,
+      entryId: entry.entryId,
+      done: Promise.resolve(),
+    };
+    this.#inFlight.set(id, delivery);
+    delivery.done = this.#deliver(delivery, keys, entry, deliveries, start, previous)
+      .catch((error: unknown) => {
+        this.#report(error);
+      })
+      .finally(() => {
+        this.#inFlight.delete(id);
+        const wake = this.#slotWaiter;
+        this.#slotWaiter = undefined;
+        wake?.();
+      });
+  }
+
+  async #deliver(
+    delivery: Delivery,
+    keys: PartitionKeys,
+    entry: DecodedEntry | ForeignEntry,
+    deliveries: number,
+    start: number,
+    previous: string | undefined,
+  ): Promise<void> {
+    {
+      const lease = leaseKey(this.#s.prefix, keys, this.group);
+      const deadline = start + this.#o.visibilityMs - this.#margin;
+      if (!entry.ok) {
+        await this.#quarantine(keys, lease, '', entry, deadline);
+        return;
+      }
+      if (entry.group !== undefined && entry.group !== this.group) {
+        await this.#settle(
+          'ack',
+          ACK,
+          [keys.stream, lease],
+          [this.group, entry.entryId, this.name, ''],
+          deadline,
+        );
+        return;
+      }
+      const consumers =
+        previous === undefined ? [...entry.consumers] : [...entry.consumers, previous];
+      const attempt = entry.failed + deliveries;
+      if (attempt > this.#o.maxAttempts) {
+        await this.#dead(
+          keys,
+          lease,
+          '',
+          entry,
+          attempt - 1,
+          consumers,
+          'expired',
+          `delivered ${deliveries} time(s) without an ack (last consumer ${previous ?? 'unknown'} died or timed out)`,
+          deadline,
+        );
+        return;
+      }
+      const outcome = await this.#invoke(delivery.p, entry, attempt, deadline, delivery.controller);
+      if (outcome.ok) {
+        await this.#settle(
+          'ack',
+          ACK,
+          [keys.stream, lease],
+          [this.group, entry.entryId, this.name, ''],
+          deadline,
+        );
+        return;
+      }
+      if (delivery.handedBack) return; // closing: it was handed back, another consumer retries it
+      const all = [...consumers, this.name];
+      if (attempt >= this.#o.maxAttempts) {
+        await this.#dead(
+          keys,
+          lease,
+          '',
+          entry,
+          attempt,
+          all,
+          'failed',
+          text(outcome.error),
+          deadline,
+        );
+        return;
+      }
+      await this.#settle(
+        'retry',
+        RETRY,
+        [keys.stream, keys.delayed, lease],
+        [
+          this.group,
+          entry.entryId,
+          this.name,
+          '',
+          this.#delay(attempt),
+          ...retryFields(entry, attempt, this.group, all, text(outcome.error)),
+        ],
+        deadline,
+      );
+    }
+  }
+
+  /** Runs the handler; aborts its signal at `deadline` or when `extra` aborts. */
+  async #invoke(
+    p: number,
+    entry: DecodedEntry,
+    attempt: number,
+    deadline: number,
+    controller: AbortController,
+    extra?: AbortSignal,
+  ): Promise<Outcome> {
+    const clock = this.#s.clock;
+    const timer = clock.setTimer(() => {
+      controller.abort(
+        new LeaseExpiredError(
+          entry.id,
+          `visibility timeout (${this.#o.visibilityMs} ms) is running out`,
+        ),
+      );
+    }, deadline - clock.now());
+    timer.unref();
+    const off =
+      extra === undefined
+        ? undefined
+        : onAbort(extra, () => {
+            controller.abort(extra.reason);
+          });
+    if (extra?.aborted === true) controller.abort(extra.reason);
+    const began = clock.now();
+    let outcome: Outcome;
+    try {
+      await this.#handler({
+        id: entry.id,
+        topic: this.topic,
+        group: this.group,
+        key: entry.key,
+        payload: JSON.parse(entry.payloadJson) as T,
+        headers: entry.headers,
+        attempt,
+        sentAt: entry.sentAt,
+        entryId: entry.entryId,
+        partition: p,
+        consumer: this.name,
+        signal: controller.signal,
+      });
+      outcome = { ok: true };
+    } catch (error) {
+      outcome = { ok: false, error };
+    } finally {
+      timer.cancel();
+      off?.();
+    }
+    if (handled.active) {
+      handled.publish({
+        topic: this.topic,
+        group: this.group,
+        id: entry.id,
+        attempt,
+        outcome: outcome.ok ? 'ok' : 'failed',
+        durationMs: clock.now() - began,
+        time: wallTime(),
+      });
+    }
+    return outcome;
+  }
+
+  /**
+   * Runs a settling script (ack, retry, dead-letter), retrying transient Redis failures for a
+   * while: an unsettled message is not lost (it stays pending and is reclaimed), only delayed.
+   */
+  async #settle(
+    what: string,
+    script: Parameters<typeof run>[2],
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    deadline: number,
+  ): Promise<unknown> {
+    for (let i = 0; ; i++) {
+      try {
+        return await run(this.#s.client, `${what} ${this.topic}`, script, keys, args);
+      } catch (error) {
+        this.#report(error);
+        const late = this.#s.clock.now() > deadline + this.#o.visibilityMs;
+        if (i >= 8 || late) return undefined;
+        await wakeableSleep(Math.min(1000, 25 * 2 ** i), { clock: this.#s.clock, unref: true })
+          .done;
+      }
+    }
+  }
+
+  async #dead(
+    keys: PartitionKeys,
+    lease: string,
+    token: string,
+    entry: DecodedEntry,
+    attempts: number,
+    consumers: readonly string[],
+    reason: 'failed' | 'expired',
+    error: string,
+    deadline: number,
+  ): Promise<unknown> {
+    const original = entry.fields.slice(0, 12);
+    const r = await this.#settle(
+      'dead-letter',
+      DEAD,
+      [keys.stream, keys.dlq, lease],
+      [
+        this.group,
+        entry.entryId,
+        this.name,
+        token,
+        ...original,
+        'x:reason',
+        reason,
+        'x:error',
+        error.slice(0, 2000),
+        'x:attempts',
+        attempts,
+        'x:consumers',
+        consumers.join(','),
+        'x:group',
+        this.group,
+        'x:entry',
+        entry.entryId,
+        'x:at',
+        wallTime(),
+      ],
+      deadline,
+    );
+    if (typeof r === 'string') {
+      this.#published({ id: entry.id, entryId: entry.entryId, reason, error, attempts, consumers });
+    }
+    return r;
+  }
+
+  async #quarantine(
+    keys: PartitionKeys,
+    lease: string,
+    token: string,
+    entry: ForeignEntry,
+    deadline: number,
+  ): Promise<unknown> {
+    const r = await this.#settle(
+      'quarantine',
+      DEAD,
+      [keys.stream, keys.dlq, lease],
+      [
+        this.group,
+        entry.entryId,
+        this.name,
+        token,
+        'x:reason',
+        'invalid',
+        'x:error',
+        `not a Keel message: ${entry.reason}`,
+        'x:raw',
+        JSON.stringify(entry.fields).slice(0, 100_000),
+        'x:attempts',
+        0,
+        'x:consumers',
+        this.name,
+        'x:group',
+        this.group,
+        'x:entry',
+        entry.entryId,
+        'x:at',
+        wallTime(),
+      ],
+      deadline,
+    );
+    if (typeof r === 'string') {
+      this.#published({
+        id: undefined,
+        entryId: entry.entryId,
+        reason: 'invalid',
+        error: `not a Keel message: ${entry.reason}`,
+        attempts: 0,
+        consumers: [this.name],
+      });
+    }
+    return r;
+  }
+
+  #published(e: Omit<DeadLetterEvent, 'topic' | 'group' | 'time'>): void {
+    if (!this.#deadLetters.active && !deadLettered.active) return;
+    const event: DeadLetterEvent = { ...e, topic: this.topic, group: this.group, time: wallTime() };
+    this.#deadLetters.emit(event);
+    deadLettered.publish(event);
+  }
+
+  // ————— the sweep: delayed messages, reclaims, retention —————
+
+  #scheduleSweep(delay: number): void {
+    if (this.#isClosing()) return;
+    this.#sweepTimer = this.#s.clock.setTimer(() => {
+      this.#sweepTimer = undefined;
+      this.#sweeping = this.#sweep()
+        .catch((error: unknown) => {
+          this.#report(error);
+        })
+        .finally(() => {
+          this.#scheduleSweep(this.#sweepMs);
+        });
+    }, delay);
+    this.#sweepTimer.unref();
+  }
+
+  async #sweep(): Promise<void> {
+    const sweep = this.#sweeps++;
+    const partitions = this.#o.ordered
+      ? [...this.#owned.keys()]
+      : Array.from({ length: this.#s.partitions }, (_, p) => p);
+    const r = this.#s.retention;
+    const retain = (r.maxLen !== undefined || r.maxAgeMs !== undefined) && sweep % 10 === 0;
+    for (const p of partitions) {
+      if (this.#isClosing()) return;
+      const keys = this.#queue.keys(this.topic, p);
+      await run(
+        this.#s.client,
+        `promote ${this.topic}`,
+        PROMOTE,
+        [keys.stream, keys.delayed],
+        [256],
+      );
+      if (!this.#o.ordered) {
+        const free = this.#o.concurrency - this.#inFlight.size;
+        if (free > 0) {
+          const start = this.#s.clock.now();
+          const got = (await run(
+            this.#s.client,
+            `reclaim ${this.topic}`,
+            RECLAIM,
+            [keys.stream],
+            [
+              this.group,
+              this.name,
+              this.#o.visibilityMs,
+              free,
+              ...[...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+            ],
+          )) as [unknown, unknown, unknown, unknown][] | null;
+          for (const [entryId, raw, previous, deliveries] of got ?? []) {
+            if (this.#isClosing()) {
+              await run(
+                this.#s.client,
+                `hand back ${this.topic}`,
+                HAND_BACK,
+                [keys.stream],
+                [this.group, String(entryId), this.name, this.#o.visibilityMs],
+              );
+              continue;
+            }
+            this.#dispatch(
+              p,
+              keys,
+              decodeEntry(String(entryId), raw),
+              Number(deliveries),
+              start,
+              String(previous),
+            );
+          }
+        }
+      }
+      if (retain) await this.#queue.trimPartition(this.topic, p);
+    }
+  }
+
+  // ————— ordered mode —————
+
+  async #membershipLoop(): Promise<void> {
+    const heartbeat = Math.max(10, Math.floor(this.#o.visibilityMs / 3));
+    const key = membersKey(this.#s.prefix, this.topic, this.group);
+    while (!this.#isClosing()) {
+      try {
+        const sentAt = this.#s.clock.now();
+        const members = (
+          (await run(
+            this.#s.client,
+            `members ${this.topic}`,
+            MEMBERS,
+            [key],
+            [this.name, this.#o.visibilityMs, '0'],
+          )) as unknown[]
+        ).map(String);
+        const changed = members.join('\n') !== this.#members.join('\n');
+        this.#members = members;
+        const ring = new RendezvousHash({ nodes: members.map((id) => ({ id })) });
+        const mine = (p: number): boolean => ring.get(`p${p}`)?.id === this.name;
+        // Renew what we hold; on a membership change let go of what is now someone else's.
+        for (const owned of [...this.#owned.values()]) {
+          if (owned.lost || owned.stopping) continue;
+          const ok = await run(
+            this.#s.client,
+            `lease ${this.topic}`,
+            LEASE,
+            [owned.lease],
+            [this.name, this.#o.visibilityMs],
+          ).catch((error: unknown) => (this.#report(error), undefined));
+          if (ok === 1) this.#armLease(owned, sentAt);
+          else if (ok === 0) this.#lose(owned, 'the partition lease was taken over');
+          if (changed && !mine(owned.p)) owned.stopping = true;
+        }
+        const order = Array.from({ length: this.#s.partitions }, (_, p) => p).sort(
+          (a, b) => Number(mine(b)) - Number(mine(a)),
+        );
+        for (const p of order) {
+          if (this.#isClosing() || this.#owned.size >= this.#o.concurrency) break;
+          if (this.#owned.has(p)) continue;
+          if (!mine(p) && this.#owned.size > 0 && changed) continue;
+          const keys = this.#queue.keys(this.topic, p);
+          const lease = leaseKey(this.#s.prefix, keys, this.group);
+          const start = this.#s.clock.now();
+          const ok = await run(
+            this.#s.client,
+            `lease ${this.topic}`,
+            LEASE,
+            [lease],
+            [this.name, this.#o.visibilityMs],
+          );
+          if (ok !== 1 || this.#isClosing()) {
+            if (ok === 1)
+              await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]);
+            continue;
+          }
+          const owned: Owned = {
+            p,
+            keys,
+            lease,
+            controller: new AbortController(),
+            expiry: undefined,
+            stopping: false,
+            lost: false,
+            loop: Promise.resolve(),
+          };
+          this.#armLease(owned, start);
+          this.#owned.set(p, owned);
+          owned.loop = this.#partitionLoop(owned)
+            .catch((error: unknown) => {
+              this.#report(error);
+            })
+            .finally(() => {
+              owned.expiry?.cancel();
+              this.#owned.delete(p);
+            });
+        }
+      } catch (error) {
+        this.#report(error);
+      }
+      await this.#pause(heartbeat);
+    }
+  }
+
+  /** The lease is valid until `sentAt + visibilityMs`; abort the partition's work before. */
+  #armLease(owned: Owned, sentAt: number): void {
+    owned.expiry?.cancel();
+    const remaining = sentAt + this.#o.visibilityMs - this.#margin - this.#s.clock.now();
+    owned.expiry = this.#s.clock.setTimer(() => {
+      this.#lose(owned, 'the partition lease is running out (not renewed)');
+    }, remaining);
+    owned.expiry.unref();
+  }
+
+  #lose(owned: Owned, why: string): void {
+    if (owned.lost) return;
+    owned.lost = true;
+    owned.expiry?.cancel();
+    owned.controller.abort(new LeaseExpiredError(`partition ${owned.p}`, why));
+  }
+
+  async #partitionLoop(owned: Owned): Promise<void> {
+    const { keys, lease } = owned;
+    while (this.#active(owned)) {
+      let next: unknown;
+      try {
+        next = await run(
+          this.#s.client,
+          `next ${this.topic}`,
+          NEXT,
+          [keys.stream, lease],
+          [this.group, this.name, this.name],
+        );
+      } catch (error) {
+        if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
+          await this.#ensureGroup(owned.p);
+        } else {
+          this.#report(error);
+          await this.#pause(100, owned.controller.signal);
+        }
+        continue;
+      }
+      if (next === -1) {
+        this.#lose(owned, 'the partition lease was taken over');
+        break;
+      }
+      const [entry] = next as [unknown, unknown, unknown, unknown][];
+      if (entry === undefined) {
+        await this.#pause(this.#o.pollMs, owned.controller.signal);
+        continue;
+      }
+      const [entryId, raw, previous, deliveries] = entry;
+      const prev = String(previous);
+      await this.#ordered(
+        owned,
+        decodeEntry(String(entryId), raw),
+        Number(deliveries),
+        prev === '' ? undefined : prev,
+      );
+    }
+    if (!owned.lost) {
+      await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(
+        (error: unknown) => {
+          this.#report(error);
+        },
+      );
+    }
+  }
+
+  async #ordered(
+    owned: Owned,
+    entry: DecodedEntry | ForeignEntry,
+    deliveries: number,
+
+    previous: string | undefined,
+  ): Promise<void> {
+    const { keys, lease } = owned;
+    const token = this.name;
+    const deadlineOf = (): number => this.#s.clock.now() + this.#o.visibilityMs - this.#margin;
+    const refused = (r: unknown): void => {
+      if (r === -1 || r === 0)
+        this.#lose(owned, 'the message or the partition lease was taken over');
+    };
+    if (!entry.ok) {
+      refused(await this.#quarantine(keys, lease, token, entry, deadlineOf()));
+      return;
+    }
+    if (entry.group !== undefined && entry.group !== this.group) {
+      refused(
+        await this.#settle(
+          'ack',
+          ACK,
+          [keys.stream, lease],
+          [this.group, entry.entryId, this.name, token],
+          deadlineOf(),
+        ),
+      );
+      return;
+    }
+    const consumers =
+      previous === undefined || previous === this.name
+        ? [...entry.consumers]
+        : [...entry.consumers, previous];
+    let attempt = entry.failed + deliveries;
+    for (;;) {
+      if (attempt > this.#o.maxAttempts) {
+        refused(
+          await this.#dead(
+            keys,
+            lease,
+            token,
+            entry,
+            attempt - 1,
+            consumers,
+            'expired',
+            `delivered ${attempt - 1} time(s) without an ack`,
+            deadlineOf(),
+          ),
+        );
+        return;
+      }
+      const controller = new AbortController();
+      // A handler still running at its visibility timeout gives the partition up: the lease is
+      // no longer renewed (so another consumer takes over once it lapses) and anything this
+      // handler does later is refused by the lease check in the settling scripts.
+      controller.signal.addEventListener('abort', () => {
+        if (isLeaseExpiredError(controller.signal.reason)) {
+          this.#lose(owned, 'a handler ran past its visibility timeout');
+        }
+      });
+      const outcome = await this.#invoke(
+        owned.p,
+        entry,
+        attempt,
+        deadlineOf(),
+        controller,
+        owned.controller.signal,
+      );
+      if (owned.lost) return;
+      if (outcome.ok) {
+        refused(
+          await this.#settle(
+            'ack',
+            ACK,
+            [keys.stream, lease],
+            [this.group, entry.entryId, this.name, token],
+            deadlineOf(),
+          ),
+        );
+        return;
+      }
+      if (!consumers.includes(this.name)) consumers.push(this.name);
+      if (attempt >= this.#o.maxAttempts) {
+        refused(
+          await this.#dead(
+            keys,
+            lease,
+            token,
+            entry,
+            attempt,
+            consumers,
+            'failed',
+            text(outcome.error),
+            deadlineOf(),
+          ),
+        );
+        return;
+      }
+      await this.#pause(this.#delay(attempt), owned.controller.signal);
+      if (!this.#active(owned) && !owned.stopping) return;
+      const r = await this.#settle(
+        'redeliver',
+        REDELIVER,
+        [keys.stream, lease],
+        [this.group, entry.entryId, this.name, token],
+        deadlineOf(),
+      );
+      if (r !== 1) {
+        refused(r);
+        return;
+      }
+      attempt++;
+    }
+  }
+
+  // ————— closing —————
+
+  /**
+   * Stops reading, lets in-flight handlers finish for up to `closeTimeoutMs`, then aborts the
+   * rest and hands their messages back for immediate reclaim; releases partition leases; closes
+   * the reader connection. Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.#closePromise ??= this.#close();
+    return this.#closePromise;
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true;
+    this.#offSignal?.();
+    this.#stop.abort(new QueueClosedError(`consumer ${this.name}`));
+    this.#sweepTimer?.cancel();
+    const wake = this.#slotWaiter;
+    this.#slotWaiter = undefined;
+    wake?.();
+    if (this.#readerId !== undefined) {
+      await this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId).catch(() => undefined);
+    }
+    await this.#main.catch(() => undefined);
+    await this.#sweeping.catch(() => undefined);
+    for (const owned of this.#owned.values()) owned.stopping = true;
+    const pending = (): Promise<unknown> =>
+      Promise.all([
+        ...[...this.#inFlight.values()].map((d) => d.done),
+        ...[...this.#owned.values()].map((o) => o.loop),
+      ]);
+    let timer: Timer | undefined;
+    await Promise.race([
+      pending(),
+      new Promise<void>((resolve) => {
+        timer = this.#s.clock.setTimer(resolve, this.#o.closeTimeoutMs);
+        timer.unref();
+      }),
+    ]);
+    timer?.cancel();
+    const reason = new QueueClosedError(`consumer ${this.name}`);
+    for (const d of this.#inFlight.values()) {
+      d.handedBack = true;
+      d.controller.abort(reason);
+      const keys = this.#queue.keys(this.topic, d.p);
+      await run(
+        this.#s.client,
+        `hand back ${this.topic}`,
+        HAND_BACK,
+        [keys.stream],
+        [this.group, d.entryId, this.name, this.#o.visibilityMs],
+      ).catch((error: unknown) => {
+        this.#report(error);
+      });
+    }
+    for (const owned of this.#owned.values()) owned.controller.abort(reason);
+    // A handler that ignores its signal is not waited for forever: whatever it does later is
+    // refused (its message was handed back, its partition lease given up).
+    let grace: Timer | undefined;
+    await Promise.race([
+      pending().catch(() => undefined),
+      new Promise<void>((resolve) => {
+        grace = this.#s.clock.setTimer(resolve, Math.max(100, this.#o.closeTimeoutMs));
+        grace.unref();
+      }),
+    ]);
+    grace?.cancel();
+    if (this.#o.ordered) {
+      await run(
+        this.#s.client,
+        `members ${this.topic}`,
+        MEMBERS,
+        [membersKey(this.#s.prefix, this.topic, this.group)],
+        [this.name, this.#o.visibilityMs, '1'],
+      ).catch((error: unknown) => {
+        this.#report(error);
+      });
+    }
+    this.#reader.disconnect();
+    this.#resolveClosed();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function resolveConsumer(options: unknown) {
+  const o = resolveOptions(OWNER, options, spec);
+  if (o.consumer !== undefined) checkName(OWNER, 'consumer', o.consumer);
+  if (typeof o.backoff === 'object') {
+    resolveOptions(
+      OWNER,
+      o.backoff,
+      {
+        initialMs: numberOption({ optional: true, min: 0 }),
+        maxMs: numberOption({ optional: true, min: 0 }),
+        factor: numberOption({ optional: true, min: 1 }),
+        jitter: numberOption({ optional: true, min: 0, max: 1 }),
+      },
+      'backoff',
+    );
+  }
+  return o;
+}

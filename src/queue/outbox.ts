@@ -1,0 +1,84 @@
+/**
+ * The transactional outbox: an outgoing message is staged inside the caller's Redis
+ * transaction (`MULTI` … `EXEC`) beside the business state it belongs to, so either both are
+ * written or neither — a crash can never keep the state and lose the event, or send an event
+ * for state that was never written. The staged command is the producer's own send script
+ * (dedup and delay included), queued in the transaction with `EVAL`.
+ *
+ * @packageDocumentation
+ */
+import { InvalidOptionError } from '../core/index.js';
+import { checkName, type Queue, type SendItem } from './queue.js';
+import { SEND } from './scripts.js';
+
+/** A transaction being built: an ioredis `client.multi()` fits. */
+export interface Transaction {
+  eval(source: string, numKeys: number, ...args: (string | number)[]): unknown;
+}
+
+/** What {@link Outbox.stage} queued. */
+export interface StagedMessage {
+  readonly id: string;
+  readonly partition: number;
+}
+
+/**
+ * Stages messages of a {@link Queue} inside Redis transactions. On Redis Cluster every key of
+ * one transaction must share a slot: name the business keys with `queue.hashTag(topic, key)`.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { Outbox, Queue } from 'keel/queue';
+ *
+ * const client = new Redis();
+ * const outbox = new Outbox(new Queue({ client }));
+ * const tx = client.multi();
+ * tx.hset('order:7', 'status', 'confirmed');
+ * outbox.stage(tx, 'orders', { orderId: 7, status: 'confirmed' }, { key: 'order:7', id: 'order-7-confirmed' });
+ * await tx.exec();
+ * ```
+ */
+export class Outbox {
+  readonly #queue: Queue;
+
+  constructor(queue: Queue) {
+    if (!((queue as unknown) instanceof Object) || !('plan' in queue)) {
+      throw new InvalidOptionError('Outbox', 'queue', 'a Queue', queue);
+    }
+    this.#queue = queue;
+  }
+
+  /** Queues the send of one message in `transaction`; it is written when the transaction is. */
+  stage<T>(
+    transaction: Transaction,
+    topic: string,
+    payload: T,
+    options?: Omit<SendItem<T>, 'payload'>,
+  ): StagedMessage {
+    checkName('Outbox.stage', 'topic', topic);
+    if (
+      !((transaction as unknown) instanceof Object) ||
+      typeof (transaction as { eval?: unknown }).eval !== 'function'
+    ) {
+      throw new InvalidOptionError(
+        'Outbox.stage',
+        'transaction',
+        'a MULTI transaction (client.multi())',
+        transaction,
+      );
+    }
+    const plan = this.#queue.plan(topic, { ...options, payload });
+    transaction.eval(
+      SEND.source,
+      3,
+      plan.keys.stream,
+      plan.keys.delayed,
+      plan.dedup,
+      plan.window,
+      plan.delayMs,
+      ...plan.fields,
+    );
+    return { id: plan.id, partition: plan.partition };
+  }
+}

@@ -1,0 +1,522 @@
+/**
+ * `Queue`: the producer side (send, sendMany, delayed messages, dedup), retention, the
+ * dead-letter stream (list, replay) and the factory of consumers, over one Redis client.
+ *
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  InvalidOptionError,
+  KeelChannel,
+  guardedOption,
+  integerOption,
+  isAbortSignal,
+  isClock,
+  nestedOption,
+  resolveOptions,
+  stringOption,
+  systemClock,
+  throwIfAborted,
+  wallTime,
+  type Clock,
+} from '../core/index.js';
+import { command, isQueueClient, run, type QueueRedisClient, type RawEntry } from './client.js';
+import {
+  dedupKey,
+  decodeEntry,
+  encodeFields,
+  partitionKeys,
+  partitionOf,
+  type PartitionKeys,
+} from './codec.js';
+import { Consumer, type ConsumerOptions, type Handler } from './consumer.js';
+import { PayloadError, QueueClosedError } from './errors.js';
+import { REPLAY, SEND, TRIM } from './scripts.js';
+
+/** Retention of a topic's streams: trimmed by length and/or age, never past a pending message. */
+export interface RetentionOptions {
+  /** Keep at most about this many entries per partition stream. @defaultValue no limit */
+  readonly maxLen?: number | undefined;
+  /** Drop entries older than this (by stream id time). @defaultValue no limit */
+  readonly maxAgeMs?: number | undefined;
+}
+
+/** Options of {@link Queue}. */
+export interface QueueOptions {
+  /** The Redis client (ioredis `Redis` or `Cluster`). Not closed by the queue. */
+  readonly client: QueueRedisClient;
+  /** Prefix of every key (no braces). @defaultValue 'keel:q' */
+  readonly prefix?: string | undefined;
+  /**
+   * Streams per topic. Messages go to `murmur3(key ?? id) % partitions`; per-key ordered
+   * consumers own one partition at a time each. Every producer and consumer of a topic must use
+   * the same number. @defaultValue 1
+   */
+  readonly partitions?: number | undefined;
+  /** How long a sent message id is remembered for dedup. @defaultValue 3_600_000 (1 h) */
+  readonly dedupWindowMs?: number | undefined;
+  /** Retention, applied by consumers' sweeps and by {@link Queue.trim}. @defaultValue none */
+  readonly retention?: RetentionOptions | undefined;
+  /** Monotonic clock for timers and deadlines. @defaultValue systemClock */
+  readonly clock?: Clock | undefined;
+}
+
+/** Options of one {@link Queue.send}. */
+export interface SendOptions {
+  /** Ordering key: same-key messages share a partition (and, for ordered consumers, an order). */
+  readonly key?: string | undefined;
+  /**
+   * Message id. When given, sending the same id again within `dedupWindowMs` enqueues nothing
+   * (the result says `duplicate`). @defaultValue a random UUID (no dedup record kept)
+   */
+  readonly id?: string | undefined;
+  /** Deliver no earlier than this many ms from now (Redis server time). @defaultValue 0 */
+  readonly delayMs?: number | undefined;
+  /** String headers carried with the message. */
+  readonly headers?: Readonly<Record<string, string>> | undefined;
+  /** Aborts the send before it is written. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** One item of {@link Queue.sendMany}. */
+export interface SendItem<T = unknown> extends Omit<SendOptions, 'signal'> {
+  readonly payload: T;
+}
+
+/** What a send did. */
+export interface SendResult {
+  /** The message id (given or generated). */
+  readonly id: string;
+  /** `sent` (in the stream), `delayed` (in the delayed set), `duplicate` (id seen, not sent). */
+  readonly status: 'sent' | 'delayed' | 'duplicate';
+  /** The partition it went to. */
+  readonly partition: number;
+  /** The stream entry id, for `sent`. */
+  readonly entryId?: string | undefined;
+}
+
+/** A message in the dead-letter stream. */
+export interface DeadLetter {
+  /** Partition whose DLQ holds it. */
+  readonly partition: number;
+  /** The DLQ entry id. */
+  readonly dlqEntryId: string;
+  /** `failed` (attempts exhausted), `expired` (delivered too often without an ack), `invalid`. */
+  readonly reason: string;
+  /** The last error, in words. */
+  readonly error: string;
+  /** Attempts made. */
+  readonly attempts: number;
+  /** Consumers that handled it, oldest first. */
+  readonly consumers: readonly string[];
+  /** The group that gave up on it. */
+  readonly group: string;
+  /** The Keel message id (`undefined` for foreign data). */
+  readonly id: string | undefined;
+  /** The ordering key. */
+  readonly key: string | undefined;
+  /** The payload (parsed JSON), `undefined` for foreign data. */
+  readonly payload: unknown;
+  /** Headers. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** All fields of the DLQ entry, as stored. */
+  readonly fields: Readonly<Record<string, string>>;
+}
+
+/** Options of {@link Queue.replay} and {@link Queue.deadLetters}. */
+export interface ReplayOptions {
+  /** Only dead letters for which this returns true. @defaultValue all */
+  readonly filter?: ((letter: DeadLetter) => boolean) | undefined;
+  /** At most this many. @defaultValue 1000 */
+  readonly limit?: number | undefined;
+  /** Aborts between entries. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+const OWNER = 'Queue';
+const NAME = /^[^{}\s]{1,200}$/;
+const sent = new KeelChannel<{ topic: string; id: string; status: string; time: number }>(
+  'queue',
+  'send',
+);
+
+const spec = {
+  client: guardedOption(isQueueClient, 'an ioredis client (evalsha, eval, call, duplicate)', {
+    required: true,
+  }),
+  prefix: stringOption({ default: 'keel:q', nonEmpty: true }),
+  partitions: integerOption({ default: 1, min: 1, max: 1024 }),
+  dedupWindowMs: integerOption({ default: 3_600_000, min: 1 }),
+  retention: nestedOption({
+    maxLen: integerOption({ optional: true, min: 1 }),
+    maxAgeMs: integerOption({ optional: true, min: 1 }),
+  }),
+  clock: guardedOption(isClock, 'a Clock ({ now, setTimer })', { default: systemClock }),
+};
+
+/** Resolved queue settings, shared with its consumers. @internal */
+export type QueueSettings = ReturnType<typeof resolveQueueOptions>;
+
+function resolveQueueOptions(options: unknown) {
+  const o = resolveOptions(OWNER, options, spec);
+  if (/[{}]/.test(o.prefix)) {
+    throw new InvalidOptionError(OWNER, 'prefix', 'a prefix without { or }', o.prefix);
+  }
+  return o;
+}
+
+/** Checks a topic, group or consumer name. @internal */
+export function checkName(owner: string, what: string, value: unknown): string {
+  if (typeof value !== 'string' || !NAME.test(value)) {
+    throw new InvalidOptionError(
+      owner,
+      what,
+      'a non-empty string of at most 200 characters without braces or spaces',
+      value,
+    );
+  }
+  return value;
+}
+
+function checkSend(topic: string, o: unknown): void {
+  if (o === undefined) return;
+  resolveOptions(`Queue.send(${topic})`, o, {
+    key: stringOption({ optional: true }),
+    id: stringOption({ optional: true, nonEmpty: true }),
+    delayMs: integerOption({ optional: true, min: 0 }),
+    headers: guardedOption(isHeaders, 'an object of string values', { optional: true }),
+    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+    payload: { parse: (v: unknown) => v },
+  });
+}
+
+function isHeaders(v: unknown): v is Record<string, string> {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    !Array.isArray(v) &&
+    Object.values(v).every((x) => typeof x === 'string')
+  );
+}
+
+/**
+ * Reliable messaging on Redis Streams: producers `send`, consumers (`consume`) handle each
+ * message at least once and ack only after the handler resolves; failures are retried with
+ * backoff and, after `maxAttempts`, dead-lettered atomically with the ack.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { Queue } from 'keel/queue';
+ *
+ * const queue = new Queue({ client: new Redis() });
+ * await queue.send('orders', { orderId: 7 }, { key: 'customer:42', id: 'order-7' });
+ * const consumer = queue.consume('orders', 'billing', async (message) => {
+ *   console.log(message.payload, message.attempt);
+ * });
+ * await consumer.close();
+ * ```
+ */
+export class Queue implements AsyncDisposable {
+  /** @internal */
+  readonly settings: QueueSettings;
+  readonly #consumers = new Set<Consumer<never>>();
+  #closed = false;
+
+  /**
+   * @param options - see {@link QueueOptions}
+   * @throws {@link keel!InvalidOptionError} for a bad option
+   */
+  constructor(options: QueueOptions) {
+    this.settings = resolveQueueOptions(options);
+  }
+
+  /** The keys of partition `p` of `topic`. @internal */
+  keys(topic: string, p: number): PartitionKeys {
+    return partitionKeys(this.settings.prefix, topic, p);
+  }
+
+  /**
+   * The Redis Cluster hash tag (`{topic:p}`) of the partition a key (or id) goes to: name the
+   * business keys an {@link Outbox} transaction writes with it, so they share the stream's slot.
+   */
+  hashTag(topic: string, keyOrId: string): string {
+    checkName(OWNER, 'topic', topic);
+    return this.keys(topic, partitionOf(keyOrId, this.settings.partitions)).tag;
+  }
+
+  /**
+   * Sends one message. Resolves once Redis has it (in the stream, or in the delayed set).
+   *
+   * @throws {@link keel!InvalidOptionError} for a bad topic or option
+   * @throws {@link PayloadError} when the payload is not JSON-serialisable
+   * @throws {@link QueueRedisError} when Redis fails
+   */
+  async send(topic: string, payload: unknown, options?: SendOptions): Promise<SendResult> {
+    this.#open();
+    checkName(OWNER, 'topic', topic);
+    checkSend(topic, options);
+    throwIfAborted(options?.signal);
+    const plan = this.plan(topic, { ...options, payload });
+    const result = await this.#write(topic, plan);
+    if (sent.active) {
+      sent.publish({ topic, id: result.id, status: result.status, time: wallTime() });
+    }
+    return result;
+  }
+
+  /**
+   * Sends several messages (written together; each is deduplicated and delayed on its own).
+   * Results are in input order.
+   */
+  async sendMany<T>(
+    topic: string,
+    items: readonly SendItem<T>[],
+    options?: { readonly signal?: AbortSignal | undefined },
+  ): Promise<SendResult[]> {
+    this.#open();
+    checkName(OWNER, 'topic', topic);
+    if (!Array.isArray(items)) {
+      throw new InvalidOptionError('Queue.sendMany', 'items', 'an array of { payload, … }', items);
+    }
+    for (const item of items) checkSend(topic, item);
+    throwIfAborted(options?.signal);
+    const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
+    return Promise.all(plans.map((plan) => this.#write(topic, plan)));
+  }
+
+  /** The keys and arguments of one send (also what an outbox stages). @internal */
+  plan(topic: string, item: SendItem): SendPlan {
+    let json: string;
+    try {
+      json = JSON.stringify(item.payload);
+    } catch (error) {
+      throw new PayloadError(topic, 'the payload is not JSON-serialisable', error);
+    }
+    if ((json as string | undefined) === undefined) {
+      throw new PayloadError(topic, 'the payload is not JSON-serialisable (undefined)');
+    }
+    const given = item.id !== undefined;
+    const id = item.id ?? randomUUID();
+    const key = item.key ?? '';
+    const partition = partitionOf(item.key ?? id, this.settings.partitions);
+    const keys = this.keys(topic, partition);
+    const headers =
+      item.headers === undefined || Object.keys(item.headers).length === 0
+        ? ''
+        : JSON.stringify(item.headers);
+    const fields = encodeFields({ id, key, payload: json, headers, sentAt: wallTime() });
+    return {
+      id,
+      partition,
+      keys,
+      dedup: given ? dedupKey(this.settings.prefix, keys, id) : keys.stream,
+      window: given ? this.settings.dedupWindowMs : 0,
+      delayMs: item.delayMs ?? 0,
+      fields,
+    };
+  }
+
+  async #write(topic: string, plan: SendPlan): Promise<SendResult> {
+    const { id, partition } = plan;
+    if (plan.window === 0 && plan.delayMs === 0) {
+      // The default path: one XADD, no script.
+      const entryId = await command(this.settings.client, `send ${topic}`, 'XADD', [
+        plan.keys.stream,
+        '*',
+        ...plan.fields,
+      ]);
+      return { id, partition, status: 'sent', entryId: String(entryId) };
+    }
+    const reply = (await run(
+      this.settings.client,
+      `send ${topic}`,
+      SEND,
+      [plan.keys.stream, plan.keys.delayed, plan.dedup],
+      [plan.window, plan.delayMs, ...plan.fields],
+    )) as [unknown, unknown];
+    const code = Number(reply[0]);
+    const status = code === 0 ? 'duplicate' : code === 2 ? 'delayed' : 'sent';
+    return status === 'sent'
+      ? { id, partition, status, entryId: String(reply[1]) }
+      : { id, partition, status };
+  }
+
+  /**
+   * Starts a consumer of `topic` in consumer group `group` (created at the start of the stream
+   * when missing). See {@link ConsumerOptions}.
+   *
+   * @throws {@link keel!InvalidOptionError} for a bad name or option
+   */
+  consume<T = unknown>(
+    topic: string,
+    group: string,
+    handler: Handler<T>,
+    options?: ConsumerOptions,
+  ): Consumer<T> {
+    this.#open();
+    const consumer = new Consumer<T>(this, topic, group, handler, options);
+    this.#consumers.add(consumer);
+    consumer.closed.then(
+      () => this.#consumers.delete(consumer as unknown as Consumer<never>),
+      () => undefined,
+    );
+    return consumer;
+  }
+
+  /**
+   * Applies retention to every partition of `topic` now (consumers also do it on their sweep).
+   * Never trims a pending or undelivered entry. Returns how many entries were trimmed.
+   */
+  async trim(topic: string): Promise<number> {
+    checkName(OWNER, 'topic', topic);
+    const r = this.settings.retention;
+    if (r.maxLen === undefined && r.maxAgeMs === undefined) return 0;
+    let total = 0;
+    for (let p = 0; p < this.settings.partitions; p++) total += await this.trimPartition(topic, p);
+    return total;
+  }
+
+  /** @internal */
+  async trimPartition(topic: string, p: number): Promise<number> {
+    const r = this.settings.retention;
+    return Number(
+      await run(
+        this.settings.client,
+        `trim ${topic}`,
+        TRIM,
+        [this.keys(topic, p).stream],
+        [r.maxLen ?? 0, r.maxAgeMs ?? 0],
+      ),
+    );
+  }
+
+  /** Lists dead letters of `topic` (oldest first, up to `limit`). */
+  async deadLetters(topic: string, options?: ReplayOptions): Promise<DeadLetter[]> {
+    checkName(OWNER, 'topic', topic);
+    const o = resolveReplay(options);
+    const out: DeadLetter[] = [];
+    for (let p = 0; p < this.settings.partitions && out.length < o.limit; p++) {
+      throwIfAborted(o.signal);
+      for (const letter of await this.#readDlq(topic, p, o.limit)) {
+        if (out.length >= o.limit) break;
+        if (o.filter === undefined || o.filter(letter)) out.push(letter);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Puts dead letters of `topic` back on its stream for the group that gave up on them, with
+   * their attempt count reset (each one is moved atomically: removed from the DLQ and added to
+   * the stream in one script). Foreign entries (reason `invalid`) are never replayed. Returns
+   * how many were replayed.
+   */
+  async replay(topic: string, options?: ReplayOptions): Promise<number> {
+    this.#open();
+    const letters = await this.deadLetters(topic, options);
+    let n = 0;
+    for (const letter of letters) {
+      throwIfAborted(options?.signal);
+      if (letter.reason === 'invalid' || letter.id === undefined) continue;
+      const keys = this.keys(topic, letter.partition);
+      const f = letter.fields;
+      const fields = [
+        'v',
+        '1',
+        'i',
+        letter.id,
+        'k',
+        f.k ?? '',
+        'p',
+        f.p ?? 'null',
+        'h',
+        f.h ?? '',
+        't',
+        f.t ?? '0',
+        'g',
+        letter.group,
+      ];
+      const r = await run(
+        this.settings.client,
+        `replay ${topic}`,
+        REPLAY,
+        [keys.dlq, keys.stream],
+        [letter.dlqEntryId, ...fields],
+      );
+      if (r !== 0 && r !== null) n++;
+    }
+    return n;
+  }
+
+  async #readDlq(topic: string, p: number, limit: number): Promise<DeadLetter[]> {
+    const reply = (await command(this.settings.client, `dead letters ${topic}`, 'XRANGE', [
+      this.keys(topic, p).dlq,
+      '-',
+      '+',
+      'COUNT',
+      limit,
+    ])) as RawEntry[] | null;
+    return (reply ?? []).map(([entryId, raw]) => toDeadLetter(p, String(entryId), raw));
+  }
+
+  /** Closes every consumer this queue started (the client stays open). Safe to call twice. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#consumers].map((c) => c.close()));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #open(): void {
+    if (this.#closed) throw new QueueClosedError('Queue');
+  }
+}
+
+/** The keys and arguments of one planned send. @internal */
+export interface SendPlan {
+  readonly id: string;
+  readonly partition: number;
+  readonly keys: PartitionKeys;
+  readonly dedup: string;
+  readonly window: number;
+  readonly delayMs: number;
+  readonly fields: readonly string[];
+}
+
+function resolveReplay(options: unknown) {
+  return resolveOptions('Queue.replay', options, {
+    filter: guardedOption(
+      (v: unknown): v is (l: DeadLetter) => boolean => typeof v === 'function',
+      'a function',
+      { optional: true },
+    ),
+    limit: integerOption({ default: 1000, min: 1 }),
+    signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+  });
+}
+
+function toDeadLetter(partition: number, dlqEntryId: string, raw: unknown): DeadLetter {
+  const list = Array.isArray(raw) ? raw.map((x) => String(x)) : [];
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < list.length; i += 2) fields[list[i] as string] = list[i + 1] as string;
+  const message = decodeEntry(dlqEntryId, list);
+  let payload: unknown;
+  if (message.ok) payload = JSON.parse(message.payloadJson);
+  return {
+    partition,
+    dlqEntryId,
+    reason: fields['x:reason'] ?? 'failed',
+    error: fields['x:error'] ?? '',
+    attempts: Number(fields['x:attempts'] ?? '0'),
+    consumers: (fields['x:consumers'] ?? '').split(',').filter((c) => c !== ''),
+    group: fields['x:group'] ?? '',
+    id: message.ok ? message.id : undefined,
+    key: message.ok ? message.key : undefined,
+    payload,
+    headers: message.ok ? message.headers : {},
+    fields,
+  };
+}

@@ -1,0 +1,295 @@
+/**
+ * The queue's Lua scripts. Each runs atomically on the node that holds one partition (all its
+ * keys share a hash tag), which is what makes the guarantees hold: an ack, a retry and a
+ * dead-letter each check — in the same step that acts — that this consumer still holds the
+ * message (its pending-entries-list entry, and in ordered mode the partition lease), so a late
+ * ack from a consumer whose message was reclaimed is refused rather than applied twice.
+ *
+ * Stream commands: https://redis.io/docs/latest/develop/data-types/streams/ (XPENDING's
+ * extended form with IDLE and a consumer filter, XCLAIM, XINFO GROUPS' `pending` and
+ * `last-delivered-id`, XTRIM MINID). Scripts read replies in RESP2 form (Lua's default), so
+ * XINFO answers flat name/value lists whatever protocol the client speaks.
+ *
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * @packageDocumentation
+ */
+import { luaScript, type LuaScript } from '../core/index.js';
+
+const PRELUDE = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function owns(stream, group, id, consumer)
+  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 1
+end
+local function lease_ok(key, token)
+  return token == '' or redis.call('GET', key) == token
+end
+local function settle(stream, group, id)
+  redis.call('XACK', stream, group, id)
+  if #redis.call('XINFO', 'GROUPS', stream) == 1 then redis.call('XDEL', stream, id) end
+end
+local function tail(from)
+  local out = {}
+  for i = from, #ARGV do out[#out + 1] = ARGV[i] end
+  return out
+end
+`;
+
+const script = (body: string): LuaScript => luaScript(PRELUDE + body);
+
+/**
+ * Send with dedup and/or delay. KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
+ * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
+ * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
+ */
+export const SEND = script(`
+if ARGV[1] ~= '0' then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return {0, ''} end
+end
+local fields = tail(3)
+local delay = tonumber(ARGV[2])
+if delay > 0 then
+  local due = now_ms() + delay
+  redis.call('ZADD', KEYS[2], due, cjson.encode(fields))
+  return {2, tostring(due)}
+end
+return {1, redis.call('XADD', KEYS[1], '*', unpack(fields))}
+`);
+
+/**
+ * Moves due delayed messages into the stream, by Redis server time. KEYS: stream, delayed.
+ * ARGV: at most how many. Returns how many moved.
+ */
+export const PROMOTE = script(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for _, m in ipairs(due) do
+  local ok, fields = pcall(cjson.decode, m)
+  if ok and type(fields) == 'table' and #fields >= 2 then
+    redis.call('XADD', KEYS[1], '*', unpack(fields))
+  end
+  redis.call('ZREM', KEYS[2], m)
+end
+return #due
+`);
+
+/**
+ * Ack. KEYS: stream, lease. ARGV: group, entry id, consumer, lease token ('' in unordered mode).
+ * Returns 1 acked, 0 refused (no longer this consumer's), -1 refused (lease lost).
+ */
+export const ACK = script(`
+if not lease_ok(KEYS[2], ARGV[4]) then return -1 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+settle(KEYS[1], ARGV[1], ARGV[2])
+return 1
+`);
+
+/**
+ * Retry later: ack this copy and schedule a new one (for this group only) after a delay.
+ * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delay ms, fields.
+ * Returns 1, or 0 / -1 as {@link ACK}.
+ */
+export const RETRY = script(`
+if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+settle(KEYS[1], ARGV[1], ARGV[2])
+local fields = tail(6)
+local delay = tonumber(ARGV[5])
+if delay > 0 then
+  redis.call('ZADD', KEYS[2], now_ms() + delay, cjson.encode(fields))
+else
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+return 1
+`);
+
+/**
+ * Dead-letter: add the entry to the DLQ stream and ack it, in one step. KEYS: stream, dlq,
+ * lease. ARGV: group, entry id, consumer, lease token, then the DLQ entry's fields. Returns the
+ * DLQ entry id, or 0 / -1 as {@link ACK}.
+ */
+export const DEAD = script(`
+if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local dlq = redis.call('XADD', KEYS[2], '*', unpack(tail(5)))
+settle(KEYS[1], ARGV[1], ARGV[2])
+return dlq
+`);
+
+/**
+ * Reclaims messages idle for at least `minIdle` ms (their consumer died or stalled) to this
+ * consumer. XPENDING first, so the previous owner's name and the delivery count are known.
+ * Entries this consumer is still handling (listed after the count) are left alone: reclaiming
+ * them from itself would only reset their idle time and hide them from the others.
+ * KEYS: stream. ARGV: group, consumer, min idle ms, count, in-flight entry ids. Returns
+ * `{{entry id, fields, previous owner, deliveries}, …}`.
+ */
+export const RECLAIM = script(`
+local mine = {}
+for i = 5, #ARGV do mine[ARGV[i]] = true end
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4] + #ARGV - 4)
+local out = {}
+for _, p in ipairs(pend) do
+  if not (mine[p[1]] and p[2] == ARGV[2]) then
+    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
+    local e = got[1]
+    if type(e) == 'table' and type(e[2]) == 'table' then
+      out[#out + 1] = {p[1], e[2], p[2], p[4] + 1}
+    elseif type(e) ~= 'table' then
+      redis.call('XACK', KEYS[1], ARGV[1], p[1])
+    end
+  end
+end
+return out
+`);
+
+/**
+ * Ordered mode: the partition's next message, while holding the lease — its oldest pending
+ * entry (left by a previous owner that died or timed out) claimed to this consumer, or else one
+ * new entry (`XREADGROUP … COUNT 1`, allowed in scripts without BLOCK). One at a time, so an
+ * owner that dies has been delivered only the message it was handling: the others' delivery
+ * counts stay true. KEYS: stream, lease. ARGV: group, consumer, lease token. Returns `-1`
+ * without the lease, `{}` when there is nothing, else `{{entry id, fields, previous owner or
+ * '', deliveries}}`.
+ */
+export const NEXT = script(`
+if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
+while #pend == 1 do
+  local p = pend[1]
+  local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, p[1])
+  local e = got[1]
+  if type(e) == 'table' and type(e[2]) == 'table' then return {{p[1], e[2], p[2], p[4] + 1}} end
+  redis.call('XACK', KEYS[1], ARGV[1], p[1])
+  pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+if not r then return {} end
+local e = r[1][2][1]
+return {{e[1], e[2], '', 1}}
+`);
+
+/**
+ * Ordered mode: counts one more delivery of an entry being retried in place (XCLAIM to itself
+ * increments the delivery counter, so a new owner sees the attempts). KEYS: stream, lease.
+ * ARGV: group, entry id, consumer, lease token. Returns 1, or 0 / -1 as {@link ACK}.
+ */
+export const REDELIVER = script(`
+if not lease_ok(KEYS[2], ARGV[4]) then return -1 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2])
+return 1
+`);
+
+/**
+ * Hands a message back on close: still pending, but idle as if for `idle` ms, so another
+ * consumer's next reclaim takes it at once. KEYS: stream. ARGV: group, entry id, consumer,
+ * idle ms. Returns 1, or 0 when it is no longer this consumer's.
+ */
+export const HAND_BACK = script(`
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[4], 'JUSTID')
+return 1
+`);
+
+/**
+ * Retention: trims entries older than `maxAgeMs` (by their id's time) or beyond the newest
+ * `maxLen`, but never at or past the oldest entry some group still needs — its oldest pending
+ * entry, or (with none pending) its last delivered one, past which nothing was read yet. So a
+ * pending or undelivered message is never dropped. KEYS: stream. ARGV: max length (0: none),
+ * max age ms (0: none). Returns how many entries were trimmed.
+ */
+export const TRIM = script(`
+local function before(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local max_len, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cut = nil
+if max_len > 0 then
+  local len = redis.call('XLEN', KEYS[1])
+  if len > max_len then
+    local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(len - max_len + 1, 10000))
+    cut = r[#r][1]
+  end
+end
+if max_age > 0 then
+  local a = tostring(now_ms() - max_age) .. '-0'
+  if cut == nil or before(cut, a) then cut = a end
+end
+if cut == nil then return 0 end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local floor = info['last-delivered-id']
+  if tonumber(info['pending']) > 0 then floor = redis.call('XPENDING', KEYS[1], info['name'])[2] end
+  if before(floor, cut) then cut = floor end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', cut)
+`);
+
+/**
+ * Replays one dead letter: removes it from the DLQ and adds the given fields to the stream, in
+ * one step. KEYS: dlq, stream. ARGV: DLQ entry id, fields. Returns the new entry id, or 0 when
+ * the dead letter is gone (replayed by someone else).
+ */
+export const REPLAY = script(`
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+return redis.call('XADD', KEYS[2], '*', unpack(tail(2)))
+`);
+
+/** Lease: take or renew. KEYS: lease. ARGV: token, ttl ms. Returns 1 held, 0 someone else's. */
+export const LEASE = script(`
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`);
+
+/** Lease: give up if still ours. KEYS: lease. ARGV: token. */
+export const UNLEASE = script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`);
+
+/**
+ * Group membership heartbeat for ordered consumers: KEYS: members ZSET. ARGV: member, ttl ms,
+ * leave ('1' to leave). Returns the live members.
+ */
+export const MEMBERS = script(`
+local now = now_ms()
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`);
+
+/**
+ * Idempotent effect: applies a list of commands and records the message as processed, unless
+ * it already was. KEYS: processed-record key, then every command's keys in order. ARGV: record
+ * ttl ms, command count, then per command: key count, arg count, name, args. Returns 1 applied,
+ * 0 already processed.
+ */
+export const APPLY_ONCE = luaScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ki, ai = 2, 3
+for _ = 1, tonumber(ARGV[2]) do
+  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  local cmd = {ARGV[ai + 2]}
+  ai = ai + 3
+  for _ = 1, nk do cmd[#cmd + 1] = KEYS[ki]; ki = ki + 1 end
+  for _ = 1, na do cmd[#cmd + 1] = ARGV[ai]; ai = ai + 1 end
+  redis.call(unpack(cmd))
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+`);

@@ -1,0 +1,195 @@
+/**
+ * Queue chaos: consumer processes handle a stream of keyed messages through the idempotent
+ * helper while a seeded scheduler SIGKILLs consumers mid-handler (and restarts them), pauses
+ * Redis (SIGSTOP/SIGCONT), and the handlers fail at random (before and after their effect);
+ * some messages are poison and always fail. At quiescence the checker counts:
+ *
+ * - lost: sent messages neither handled (effect recorded) nor in the dead-letter stream — must be 0;
+ * - duplicate effects: messages whose effect was applied more than once — must be 0;
+ * - out-of-order (ordered mode): per key, effects not in send order — must be 0;
+ * - poison handled: a poison message with an effect — must be 0.
+ *
+ * Bounded by default (6 s of chaos per mode); `KEEL_CHAOS_S=120` runs longer and
+ * `KEEL_CHAOS_SEED=<seed>` reruns a schedule (see config.ts).
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { Queue } from '../../src/queue/index.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+import { between, chaosSeconds, chaosSeed, prng, rerunCommand, sleep } from './config.js';
+import type { ChaosPayload, QueueWorkerConfig } from './queue-worker.js';
+
+const seconds = chaosSeconds(6);
+const root = join(import.meta.dirname, '..', '..');
+const workerScript = join(import.meta.dirname, 'queue-worker.ts');
+const FILE = 'test/chaos/queue.chaos.test.ts';
+
+interface Worker {
+  child: ChildProcess;
+  ready: Promise<void>;
+  exited: Promise<number | null>;
+}
+
+describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)', () => {
+  const redis = useRedis({ count: 1 });
+
+  for (const ordered of [true, false]) {
+    it(
+      `${ordered ? 'ordered' : 'unordered'}: lost 0, duplicate effects 0${ordered ? ', out-of-order 0' : ''}`,
+      async () => {
+        const seed = chaosSeed();
+        const random = prng(seed);
+        const port = redis().port(0);
+        const client = redis().client(0);
+        const partitions = 4;
+        const queue = new Queue({ client, partitions });
+        const workers = new Map<number, Worker>();
+        const counts = { kills: 0, pauses: 0, sent: 0, restarts: 0 };
+        let generation = 0;
+        const start = (slot: number): void => {
+          const config: QueueWorkerConfig = {
+            port,
+            name: `w${slot}-${generation++}`,
+            seed: seed + generation,
+            ordered,
+            partitions,
+          };
+          const child = fork(workerScript, [JSON.stringify(config)], {
+            cwd: root,
+            execArgv: ['--import', 'tsx'],
+            stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+          });
+          workers.set(slot, {
+            child,
+            ready: new Promise((resolve) =>
+              child.on('message', (m: { t: string }) => {
+                if (m.t === 'ready') resolve();
+              }),
+            ),
+            exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+          });
+        };
+        const sent: { id: string; key: string; seq: number; poison: boolean }[] = [];
+        try {
+          for (let w = 0; w < 3; w++) start(w);
+          await Promise.all([...workers.values()].map((w) => w.ready));
+          const deadline = performance.now() + seconds * 1000;
+          const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+          const nextSeq = new Map<string, number>();
+          // Producers: one sequential sender per key (send order is the order to keep).
+          const producers = keys.map(async (key) => {
+            while (performance.now() < deadline) {
+              const seq = nextSeq.get(key) ?? 0;
+              nextSeq.set(key, seq + 1);
+              const poison = random() < 0.03;
+              const id = `${key}-${seq}`;
+              const payload: ChaosPayload = { key, seq, poison };
+              await queue.send('chaos', payload, { key, id });
+              sent.push({ id, key, seq, poison });
+              await sleep(between(random, 2, 25));
+            }
+          });
+          // Faults.
+          const faults = (async () => {
+            while (performance.now() < deadline - 500) {
+              await sleep(between(random, 200, 700));
+              if (random() < 0.65) {
+                const slot = between(random, 0, 2);
+                const w = workers.get(slot);
+                if (w !== undefined && w.child.exitCode === null) {
+                  w.child.kill('SIGKILL');
+                  counts.kills++;
+                  await w.exited;
+                  await sleep(between(random, 0, 400));
+                  start(slot);
+                  counts.restarts++;
+                }
+              } else {
+                redis().pause(0);
+                counts.pauses++;
+                await sleep(between(random, 100, 1500));
+                redis().resume(0);
+              }
+            }
+          })();
+          await Promise.all([...producers, faults]);
+          counts.sent = sent.length;
+          // Quiescence: every sent message handled or dead-lettered (bounded wait).
+          const settleBy = performance.now() + 90_000;
+          let handled = new Map<string, number>();
+          let dead = new Set<string>();
+          for (;;) {
+            handled = new Map(
+              Object.entries(await client.hgetall('{fx}:count')).map(([k, v]) => [k, Number(v)]),
+            );
+            dead = new Set(
+              (await queue.deadLetters('chaos', { limit: 1_000_000 })).flatMap((l) =>
+                l.id === undefined ? [] : [l.id],
+              ),
+            );
+            const open = sent.filter((m) => !handled.has(m.id) && !dead.has(m.id));
+            if (open.length === 0 || performance.now() > settleBy) break;
+            await sleep(200);
+          }
+          const lost = sent.filter((m) => !handled.has(m.id) && !dead.has(m.id));
+          const duplicates = [...handled].filter(([, n]) => n > 1);
+          const poisonHandled = sent.filter((m) => m.poison && handled.has(m.id));
+          const bothWays = sent.filter((m) => handled.has(m.id) && dead.has(m.id));
+          let outOfOrder = 0;
+          const samples: string[] = [];
+          if (ordered) {
+            for (const key of keys) {
+              const log = (await client.lrange(`{fx}:log:${key}`, 0, -1)).map(Number);
+              for (let i = 1; i < log.length; i++) {
+                if ((log[i] ?? 0) <= (log[i - 1] ?? 0)) {
+                  outOfOrder++;
+                  if (samples.length < 5) samples.push(`${key}: ${log[i - 1]} then ${log[i]}`);
+                }
+              }
+            }
+          }
+          const report = [
+            `queue chaos (${ordered ? 'ordered' : 'unordered'}): seed ${seed}, ${seconds} s, 3 consumer processes, ${partitions} partitions`,
+            `  sent ${sent.length} (poison ${sent.filter((m) => m.poison).length}), handled ${handled.size}, dead-lettered ${dead.size} (handled and dead-lettered: ${bothWays.length})`,
+            `  faults: SIGKILL ${counts.kills} (restarted ${counts.restarts}), Redis paused ${counts.pauses}`,
+            `  lost ${lost.length}${
+              lost.length > 0
+                ? ' e.g. ' +
+                  lost
+                    .slice(0, 5)
+                    .map((m) => m.id)
+                    .join(',')
+                : ''
+            }, duplicate effects ${duplicates.length}, ` +
+              `out-of-order ${ordered ? outOfOrder : 'n/a'}${samples.length > 0 ? ' e.g. ' + samples.join('; ') : ''}, poison handled ${poisonHandled.length}`,
+            `  rerun: ${rerunCommand(FILE, seed, seconds)}`,
+          ].join('\n');
+          console.log(report);
+          expect(
+            {
+              lost: lost.length,
+              duplicates: duplicates.length,
+              outOfOrder,
+              poisonHandled: poisonHandled.length,
+            },
+            report,
+          ).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0, poisonHandled: 0 });
+          expect(sent.length, report).toBeGreaterThan(0);
+        } finally {
+          if (redis().node(0).state === 'paused') redis().resume(0);
+          for (const w of workers.values()) if (w.child.connected) w.child.send({ t: 'stop' });
+          await Promise.race([
+            Promise.all([...workers.values()].map((w) => w.exited)),
+            sleep(15_000),
+          ]);
+          // Only our own children, by pid, and only those still running.
+          for (const w of workers.values()) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+          await queue.close();
+          await redis().flushAll();
+        }
+      },
+      seconds * 1000 + 180_000,
+    );
+  }
+});

@@ -1,0 +1,174 @@
+/**
+ * Per-key ordering, the idempotent consumer and the transactional outbox, against a real
+ * redis-server.
+ */
+import type { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import { Outbox, Queue, idempotent, type Effect, type Message } from '../../src/queue/index.js';
+import { invalidOption, until } from '../support/helpers.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+describeRedis('keel/queue ordering, idempotency and outbox', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+  let client: Redis;
+  const queueOf = (options: Partial<ConstructorParameters<typeof Queue>[0]> = {}): Queue => {
+    client = redis().client(0);
+    const queue = new Queue({ client, ...options });
+    opened.push(queue);
+    return queue;
+  };
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('ordered: same-key messages are handled one at a time, in send order, across consumers and retries', async () => {
+    const queue = queueOf({ partitions: 4 });
+    const keys = ['a', 'b', 'c', 'd', 'e'];
+    const perKey = 12;
+    const order = new Map<string, number[]>();
+    const busy = new Set<string>();
+    let overlaps = 0;
+    const handler = async (m: Message<{ seq: number }>): Promise<void> => {
+      const key = m.key ?? '';
+      if (busy.has(key)) overlaps++;
+      busy.add(key);
+      try {
+        await new Promise((r) => setTimeout(r, 2));
+        // Every third message fails its first attempt: order must survive the retry.
+        if (m.payload.seq % 3 === 0 && m.attempt === 1) throw new Error('transient');
+        order.set(key, [...(order.get(key) ?? []), m.payload.seq]);
+      } finally {
+        busy.delete(key);
+      }
+    };
+    const options = { ordered: true, concurrency: 4, visibilityMs: 2000, backoff: () => 5 };
+    queue.consume('ledger', 'g', handler, { ...options, consumer: 'one' });
+    queue.consume('ledger', 'g', handler, { ...options, consumer: 'two' });
+    for (let seq = 0; seq < perKey; seq++) {
+      for (const key of keys) await queue.send('ledger', { seq }, { key });
+    }
+    const expected = Array.from({ length: perKey }, (_, i) => i);
+    await until(() => {
+      for (const key of keys) expect(order.get(key)).toEqual(expected);
+    }, 30_000);
+    expect(overlaps).toBe(0);
+  });
+
+  it('ordered: a handler stuck past its visibility timeout gives the partition up; the next owner redelivers in order and the late ack is refused', async () => {
+    const queue = queueOf();
+    let release: () => void = () => undefined;
+    const stuck = new Promise<void>((resolve) => (release = resolve));
+    const aLog: string[] = [];
+    queue.consume<{ seq: number }>(
+      'ledger',
+      'g',
+      async (m) => {
+        if (m.payload.seq === 0) await stuck;
+        aLog.push(`${m.payload.seq}@${m.attempt}`);
+      },
+      { ordered: true, consumer: 'a', visibilityMs: 400 },
+    );
+    for (let seq = 0; seq < 3; seq++) await queue.send('ledger', { seq }, { key: 'k' });
+    await until(
+      async () => expect(await client.get(`keel:q:{ledger:0}:lease:g`)).toBe('a'),
+      10_000,
+    );
+    const bLog: string[] = [];
+    queue.consume<{ seq: number }>(
+      'ledger',
+      'g',
+      (m) => {
+        bLog.push(`${m.payload.seq}@${m.attempt}`);
+      },
+      { ordered: true, consumer: 'b', visibilityMs: 400 },
+    );
+    await until(() => expect(bLog).toEqual(['0@2', '1@1', '2@1']), 20_000);
+    release();
+    await until(() => expect(aLog).toEqual(['0@1']), 5000);
+    const stream = queue.keys('ledger', 0).stream;
+    await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 5000);
+    expect(await queue.deadLetters('ledger')).toEqual([]);
+  });
+
+  it('idempotent: a message delivered twice applies its Redis effect once', async () => {
+    const queue = queueOf();
+    const inner = idempotent<{ amount: number }>({ client: redis().client(0) }, (m, effect) => {
+      effect.call('HINCRBY', ['{acct}:balance'], 'alice', m.payload.amount);
+      effect.call('RPUSH', ['{acct}:log'], m.id);
+    });
+    let first = true;
+    const runs: number[] = [];
+    // The first delivery applies the effect, then hangs past its visibility timeout without an
+    // ack — as a consumer that died between the effect and the ack would.
+    queue.consume<{ amount: number }>(
+      'pay',
+      'g',
+      async (m) => {
+        runs.push(m.attempt);
+        await inner(m);
+        if (first) {
+          first = false;
+          await new Promise<void>((resolve) => m.signal.addEventListener('abort', () => resolve()));
+          throw m.signal.reason;
+        }
+      },
+      { visibilityMs: 300, sweepMs: 50 },
+    );
+    await queue.send('pay', { amount: 5 });
+    await until(() => expect(runs).toEqual([1, 2]), 10_000);
+    await until(async () => expect(await client.xlen(queue.keys('pay', 0).stream)).toBe(0), 10_000);
+    expect(await client.hget('{acct}:balance', 'alice')).toBe('5');
+    expect(await client.lrange('{acct}:log', 0, -1)).toHaveLength(1);
+  });
+
+  it('idempotent: bad effect commands are typed errors, and the message is retried', () => {
+    let captured: Effect | undefined;
+    const handler = idempotent({ client: redis().client(0) }, (_m, effect) => {
+      captured = effect;
+    });
+    const message = { signal: new AbortController().signal, topic: 't', group: 'g', id: 'x' };
+    void Promise.resolve(handler(message as never)).catch(() => undefined);
+    if (captured === undefined) throw new Error('no effect');
+    const effectOf = (): Effect => captured as Effect;
+    const effect = effectOf();
+    expect(invalidOption(() => effect.call('', ['k'])).option).toBe('effect.call command');
+    expect(invalidOption(() => effect.call('SET', 'k' as never)).option).toBe('effect.call keys');
+    expect(invalidOption(() => effect.call('SET', ['k'], NaN)).option).toBe('effect.call args');
+    expect(invalidOption(() => idempotent({} as never, () => undefined)).option).toBe('client');
+  });
+
+  it('outbox: business state and the message are written in one MULTI — both, or neither', async () => {
+    const queue = queueOf();
+    const outbox = new Outbox(queue);
+    const tag = queue.hashTag('orders', 'order:7');
+    const tx = client.multi();
+    tx.hset(`${tag}:order:7`, 'status', 'confirmed');
+    const staged = outbox.stage(tx, 'orders', { orderId: 7 }, { key: 'order:7', id: 'order-7' });
+    await tx.exec();
+    expect(await client.hget(`${tag}:order:7`, 'status')).toBe('confirmed');
+    const seen: string[] = [];
+    queue.consume('orders', 'g', (m) => {
+      seen.push(m.id);
+    });
+    await until(() => expect(seen).toEqual([staged.id]), 10_000);
+
+    // A discarded transaction writes neither.
+    const discarded = client.multi();
+    discarded.hset(`${tag}:order:8`, 'status', 'confirmed');
+    outbox.stage(discarded, 'orders', { orderId: 8 }, { key: 'order:8' });
+    discarded.discard();
+    // A transaction Redis refuses (a bad command queued) writes neither.
+    const refused = client.multi();
+    refused.hset(`${tag}:order:9`, 'status', 'confirmed');
+    outbox.stage(refused, 'orders', { orderId: 9 }, { key: 'order:9' });
+    (refused as unknown as { call(...a: string[]): unknown }).call('NOSUCHCOMMAND');
+    await expect(refused.exec()).rejects.toThrow();
+    await queue.send('orders', { orderId: 10 }, { id: 'after' });
+    await until(() => expect(seen).toEqual([staged.id, 'after']), 10_000);
+    expect(await client.exists(`${tag}:order:8`, `${tag}:order:9`)).toBe(0);
+    expect(invalidOption(() => outbox.stage({} as never, 'orders', 1)).option).toBe('transaction');
+  });
+});

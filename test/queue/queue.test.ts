@@ -1,0 +1,367 @@
+/**
+ * keel/queue example tests against a real redis-server: the happy path, every error path
+ * (retry, dead letter, foreign data, visibility timeout, late ack, close with work in flight),
+ * dedup, delay, replay, backpressure, and option validation.
+ */
+import type { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import {
+  Queue,
+  isLeaseExpiredError,
+  isPayloadError,
+  isQueueClosedError,
+  type Message,
+} from '../../src/queue/index.js';
+import { invalidOption, until } from '../support/helpers.js';
+import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
+
+describeRedis('keel/queue on a real redis-server', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+  let client: Redis;
+  const queueOf = (options: Partial<ConstructorParameters<typeof Queue>[0]> = {}): Queue => {
+    client = redis().client(0);
+    const queue = new Queue({ client, ...options });
+    opened.push(queue);
+    return queue;
+  };
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('sends, hands the message to one handler, acks after it resolves and deletes the entry', async () => {
+    const queue = queueOf();
+    const seen: Message<{ n: number }>[] = [];
+    queue.consume<{ n: number }>('orders', 'billing', (m) => {
+      seen.push(m);
+    });
+    const sent = await queue.send('orders', { n: 1 }, { key: 'k1', headers: { trace: 't1' } });
+    expect(sent.status).toBe('sent');
+    await until(() => expect(seen).toHaveLength(1), 10_000);
+    const [m] = seen;
+    expect(m?.payload).toEqual({ n: 1 });
+    expect(m?.key).toBe('k1');
+    expect(m?.headers).toEqual({ trace: 't1' });
+    expect(m?.attempt).toBe(1);
+    expect(m?.id).toBe(sent.id);
+    const stream = queue.keys('orders', 0).stream;
+    await until(async () => expect(await client.xlen(stream)).toBe(0), 10_000);
+    const pending = await client.xpending(stream, 'billing');
+    expect(pending[0]).toBe(0);
+  });
+
+  it('dedups by message id within the window: the second send enqueues nothing', async () => {
+    const queue = queueOf();
+    const first = await queue.send('orders', { n: 1 }, { id: 'order-1' });
+    const second = await queue.send('orders', { n: 2 }, { id: 'order-1' });
+    expect(first.status).toBe('sent');
+    expect(second.status).toBe('duplicate');
+    expect(await client.xlen(queue.keys('orders', 0).stream)).toBe(1);
+  });
+
+  it('holds a delayed message in the delayed set, then delivers it', async () => {
+    const queue = queueOf();
+    const r = await queue.send('orders', { n: 1 }, { delayMs: 300 });
+    expect(r.status).toBe('delayed');
+    const keys = queue.keys('orders', 0);
+    expect(await client.zcard(keys.delayed)).toBe(1);
+    expect(await client.xlen(keys.stream)).toBe(0);
+    const seen: number[] = [];
+    queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload.n);
+      },
+      { visibilityMs: 400 },
+    );
+    await until(() => expect(seen).toEqual([1]), 10_000);
+    expect(await client.zcard(keys.delayed)).toBe(0);
+  });
+
+  it('sendMany sends each item, in input order of results', async () => {
+    const queue = queueOf();
+    const results = await queue.sendMany('orders', [
+      { payload: 1, id: 'a' },
+      { payload: 2, id: 'a' },
+      { payload: 3 },
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['sent', 'duplicate', 'sent']);
+  });
+
+  it('retries a failing handler with backoff and a growing attempt count, then acks', async () => {
+    const queue = queueOf();
+    const attempts: number[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        attempts.push(m.attempt);
+        if (m.attempt < 3) throw new Error(`boom ${m.attempt}`);
+      },
+      { backoff: { initialMs: 10 }, visibilityMs: 1000 },
+    );
+    await queue.send('orders', { n: 1 });
+    await until(() => expect(attempts).toEqual([1, 2, 3]), 10_000);
+    await until(
+      async () => expect(await client.xlen(queue.keys('orders', 0).stream)).toBe(0),
+      5000,
+    );
+    expect(await queue.deadLetters('orders')).toEqual([]);
+  });
+
+  it('dead-letters after maxAttempts with the last error, attempts and consumer names, acked in the same step', async () => {
+    const queue = queueOf();
+    const events: unknown[] = [];
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      () => {
+        throw new Error('always fails');
+      },
+      { maxAttempts: 3, backoff: () => 5, consumer: 'c1', visibilityMs: 1000 },
+    );
+    consumer.onDeadLetter((e) => events.push(e));
+    const sent = await queue.send('orders', { n: 1 }, { key: 'k' });
+    await until(async () => expect(await queue.deadLetters('orders')).toHaveLength(1), 10_000);
+    const [letter] = await queue.deadLetters('orders');
+    expect(letter?.id).toBe(sent.id);
+    expect(letter?.reason).toBe('failed');
+    expect(letter?.error).toContain('always fails');
+    expect(letter?.attempts).toBe(3);
+    expect(letter?.consumers).toContain('c1');
+    expect(letter?.group).toBe('g');
+    expect(letter?.payload).toEqual({ n: 1 });
+    const stream = queue.keys('orders', 0).stream;
+    expect((await client.xpending(stream, 'g'))[0]).toBe(0);
+    await until(() => expect(events).toHaveLength(1), 5000);
+  });
+
+  it('replays dead letters to the group that gave up on them, with the attempt count reset', async () => {
+    const queue = queueOf();
+    let healthy = false;
+    const handled: number[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        if (!healthy) throw new Error('down');
+        handled.push(m.attempt);
+      },
+      { maxAttempts: 1, visibilityMs: 1000 },
+    );
+    await queue.send('orders', { n: 1 });
+    await until(async () => expect(await queue.deadLetters('orders')).toHaveLength(1), 10_000);
+    healthy = true;
+    expect(await queue.replay('orders', { filter: (l) => l.group === 'g' })).toBe(1);
+    await until(() => expect(handled).toEqual([1]), 10_000);
+    expect(await queue.deadLetters('orders')).toEqual([]);
+  });
+
+  it('quarantines foreign stream entries to the DLQ with a reason and keeps consuming', async () => {
+    const queue = queueOf();
+    const seen: number[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload.n);
+      },
+      { visibilityMs: 1000 },
+    );
+    const events: { reason: string }[] = [];
+    consumer.onDeadLetter((e) => events.push(e));
+    const stream = queue.keys('orders', 0).stream;
+    await client.xadd(stream, '*', 'hello', 'world');
+    await client.xadd(stream, '*', 'v', '1', 'i', 'x', 'p', '{not json');
+    await queue.send('orders', { n: 7 });
+    await until(() => expect(seen).toEqual([7]), 10_000);
+    await until(async () => expect(await queue.deadLetters('orders')).toHaveLength(2), 10_000);
+    const letters = await queue.deadLetters('orders');
+    expect(letters.map((l) => l.reason)).toEqual(['invalid', 'invalid']);
+    expect(letters[1]?.error).toContain('payload');
+    expect(await queue.replay('orders')).toBe(0);
+    await until(() => expect(events).toHaveLength(2), 5000);
+  });
+
+  it('aborts a handler still running at its visibility timeout; another consumer reclaims it (attempt 2) and the late ack is refused', async () => {
+    const queue = queueOf();
+    const reasons: unknown[] = [];
+    const handledBy: string[] = [];
+    let release: () => void = () => undefined;
+    const stuck = new Promise<void>((resolve) => (release = resolve));
+    queue.consume(
+      'orders',
+      'g',
+      async (m) => {
+        m.signal.addEventListener('abort', () => reasons.push(m.signal.reason));
+        await stuck; // ignores its signal: keeps running past the timeout
+        handledBy.push(`a:${m.attempt}`);
+      },
+      { consumer: 'a', visibilityMs: 300, sweepMs: 50 },
+    );
+    await queue.send('orders', { n: 1 });
+    await until(() => expect(reasons).toHaveLength(1), 10_000);
+    expect(isLeaseExpiredError(reasons[0])).toBe(true);
+    const attempts: number[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        attempts.push(m.attempt);
+      },
+      { consumer: 'b', visibilityMs: 300, sweepMs: 50 },
+    );
+    await until(() => expect(attempts).toEqual([2]), 10_000);
+    release();
+    await until(() => expect(handledBy).toEqual(['a:1']), 5000);
+    const stream = queue.keys('orders', 0).stream;
+    await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 5000);
+    expect(await queue.deadLetters('orders')).toEqual([]);
+  });
+
+  it('never has more than `concurrency` handlers in flight', async () => {
+    const queue = queueOf();
+    let now = 0;
+    let peak = 0;
+    let done = 0;
+    queue.consume(
+      'orders',
+      'g',
+      async () => {
+        now++;
+        peak = Math.max(peak, now);
+        await new Promise((r) => setTimeout(r, 20));
+        now--;
+        done++;
+      },
+      { concurrency: 3 },
+    );
+    await queue.sendMany(
+      'orders',
+      Array.from({ length: 20 }, (_, i) => ({ payload: i })),
+    );
+    await until(() => expect(done).toBe(20), 20_000);
+    expect(peak).toBe(3);
+  });
+
+  it('close() waits for in-flight handlers and acks them; later calls are refused', async () => {
+    const queue = queueOf();
+    let finished = 0;
+    let started = 0;
+    const consumer = queue.consume('orders', 'g', async () => {
+      started++;
+      await new Promise((r) => setTimeout(r, 100));
+      finished++;
+    });
+    await queue.send('orders', 1);
+    await until(() => expect(started).toBe(1), 10_000);
+    await consumer.close();
+    expect(finished).toBe(1);
+    await consumer.close();
+    expect(await client.xlen(queue.keys('orders', 0).stream)).toBe(0);
+    await queue.close();
+    await expect(queue.send('orders', 2)).rejects.toSatisfy(isQueueClosedError);
+  });
+
+  it('close() hands back a handler that outlives closeTimeoutMs: aborted, and another consumer gets it at once', async () => {
+    const queue = queueOf();
+    const reasons: unknown[] = [];
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      async (m) => {
+        await new Promise<void>((resolve) => m.signal.addEventListener('abort', () => resolve()));
+        reasons.push(m.signal.reason);
+        throw m.signal.reason;
+      },
+      { closeTimeoutMs: 50, visibilityMs: 60_000 },
+    );
+    await queue.send('orders', 1);
+    await until(
+      async () => expect((await client.xpending(queue.keys('orders', 0).stream, 'g'))[0]).toBe(1),
+      10_000,
+    );
+    await consumer.close();
+    expect(isQueueClosedError(reasons[0])).toBe(true);
+    const attempts: number[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        attempts.push(m.attempt);
+      },
+      { visibilityMs: 60_000, sweepMs: 50 },
+    );
+    // Handed back: reclaimed by the next sweep, not after the 60 s visibility timeout.
+    await until(() => expect(attempts).toEqual([2]), 10_000);
+  });
+
+  it('await using closes the consumer', async () => {
+    const queue = queueOf();
+    {
+      await using consumer = queue.consume('orders', 'g', () => undefined);
+      expect(consumer.name).toContain(':');
+    }
+  });
+
+  it('rejects bad options and payloads with typed errors naming what was wrong', async () => {
+    const queue = queueOf();
+    expect(invalidOption(() => new Queue({ client: {} as never })).option).toBe('client');
+    expect(invalidOption(() => queueOf({ partitions: 0 })).option).toBe('partitions');
+    expect(invalidOption(() => queueOf({ prefix: 'a{b}' })).option).toBe('prefix');
+    expect(
+      invalidOption(() => queue.consume('orders', 'g', () => undefined, { concurrency: 0 })).option,
+    ).toBe('concurrency');
+    expect(
+      invalidOption(() => queue.consume('orders', 'g', () => undefined, { backoff: { factor: 0 } }))
+        .option,
+    ).toBe('backoff.factor');
+    expect(invalidOption(() => queue.consume('or ders', 'g', () => undefined)).option).toBe(
+      'topic',
+    );
+    expect(invalidOption(() => queue.consume('orders', 'g', 42 as never)).option).toBe('handler');
+    await expect(queue.send('orders', 1, { delayMs: -1 })).rejects.toMatchObject({
+      option: 'delayMs',
+    });
+    await expect(queue.send('orders', 1n)).rejects.toSatisfy(isPayloadError);
+    await expect(queue.send('orders', undefined)).rejects.toSatisfy(isPayloadError);
+    const controller = new AbortController();
+    controller.abort(new Error('stop'));
+    await expect(queue.send('orders', 1, { signal: controller.signal })).rejects.toThrow('stop');
+  });
+  it('leaves no timers or sockets behind once the consumer and its clients are closed', async () => {
+    const before = liveHandles();
+    const own = redis().client(0);
+    const queue = new Queue({ client: own });
+    const seen: number[] = [];
+    const consumer = queue.consume<number>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload);
+      },
+      { sweepMs: 20 },
+    );
+    await queue.send('orders', 1, { delayMs: 10 });
+    await until(() => expect(seen).toEqual([1]), 10_000);
+    await consumer.close();
+    await queue.close();
+    await own.quit();
+    await until(() => {
+      const after = liveHandles();
+      expect(after.Timeout ?? 0).toBeLessThanOrEqual(before.Timeout ?? 0);
+      expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(before.TCPSocketWrap ?? 0);
+    }, 5000);
+  });
+  it('closes the consumer when its signal aborts', async () => {
+    const queue = queueOf();
+    const controller = new AbortController();
+    const consumer = queue.consume('orders', 'g', () => undefined, { signal: controller.signal });
+    controller.abort();
+    await consumer.closed;
+    expect(consumer.inFlight).toBe(0);
+  });
+});
