@@ -48,6 +48,7 @@ export default defineConfig({
     'discovery/index': 'src/discovery/index.ts',
     'otel/index': 'src/otel/index.ts',
     'queue/index': 'src/queue/index.ts',
+    'saga/index': 'src/saga/index.ts',
   },
   format: ['esm', 'cjs'],
   target: 'node20',

@@ -1,0 +1,1000 @@
+/**
+ * The durable saga coordinator: runs saga instances step by step, writing each state change to
+ * Redis with one fenced script before and after every step, and recovers the instances of
+ * coordinators that died.
+ *
+ * **Ownership.** An instance is owned by one coordinator at a time: its owner id and fence are
+ * in the instance's hash, with a lease (server time) that every transition renews and a
+ * heartbeat renews during a long step. Any coordinator may claim an instance whose lease ran out
+ * (the recovery loop, or `run` on the same id); claiming raises the fence, so every later write
+ * of the old owner is refused (`SagaFencedError`) and it stops. Two coordinators can therefore
+ * never both advance one instance, and an instance whose owner died is taken over within its
+ * lease plus one recovery poll.
+ *
+ * **Steps.** Before a step's action, `begin` records the attempt; after it, `done` records the
+ * output (and `completed` after the last step). A step that throws is retried by its policy;
+ * when it fails for good (or the saga times out, or is cancelled), `fail` turns the instance to
+ * `compensating`, and the compensations of every step whose action began run in reverse order,
+ * each recorded by `cbegin` / `cdone`. A compensation that keeps failing is retried with backoff
+ * up to its limit, then the instance is parked `needs-attention` with its history.
+ *
+ * **Idempotency.** Each action is called with `ctx.idempotencyKey` = `<saga>:<id>:<step>`, the
+ * same on every attempt and after every recovery: a re-run after a crash is safe when the callee
+ * honours the key. The two anomalies Seata's TCC fence exists for are guarded on both sides: a
+ * compensation is only called for a step whose action began (the coordinator never compensates
+ * a step it never started), and an action may arrive after its compensation only from an
+ * attempt that was already in flight — which the participant refuses through
+ * {@link IdempotencyKeys.compensate}'s tombstone.
+ *
+ * Internal module: the public names are re-exported by `keel/saga`.
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  EventChannel,
+  InvalidOptionError,
+  exponentialDelay,
+  isAbortSignal,
+  isClock,
+  jitter,
+  linkSignals,
+  onAbort,
+  resolveOptions,
+  systemClock,
+  throwIfAborted,
+  wakeableSleep,
+  wallTime,
+  type Clock,
+  type ScriptClient,
+  type Subscription,
+  type Timer,
+} from '../core/index.js';
+import {
+  booleanOption,
+  functionOption,
+  guardedOption,
+  integerOption,
+  stringOption,
+} from '../core/options.js';
+import { fencedChannel, transitionChannel, type SagaTransitionEvent } from './channels.js';
+import { SagaDefinition, type ResolvedRetry } from './definition.js';
+import {
+  SagaClosedError,
+  SagaConflictError,
+  SagaFencedError,
+  SagaStepTimeoutError,
+  SagaTimeoutError,
+  SagaUnknownError,
+  isSagaStoreError,
+} from './errors.js';
+import {
+  LIVE,
+  decodeEntry,
+  nextAction,
+  type Row,
+  type SagaHistoryEntry,
+  type SagaStatus,
+} from './state.js';
+import { SagaStore, type TransitionOp } from './store.js';
+
+/** Options of {@link SagaCoordinator}. */
+export interface SagaCoordinatorOptions {
+  /** A Redis client that runs scripts: an ioredis `Redis` or `Cluster`. */
+  readonly redis: ScriptClient;
+  /** Every saga this process may run or recover. */
+  readonly sagas: readonly SagaDefinition<unknown, unknown>[];
+  /** Prefix of every key. @defaultValue `'keel:saga:'` */
+  readonly prefix?: string;
+  /**
+   * Shards per saga: instances are spread over this many hash tags (Redis Cluster slots), each
+   * with its own recovery index. Must be the same in every process. @defaultValue 8
+   */
+  readonly shards?: number;
+  /** How long an owner's claim lasts without a transition or heartbeat. @defaultValue 15000 */
+  readonly leaseMs?: number;
+  /** Run the recovery loop (claims instances whose owner died). @defaultValue true */
+  readonly recovery?: boolean;
+  /** Mean time between recovery polls, jittered ± 50 %. @defaultValue 1000 */
+  readonly recoveryIntervalMs?: number;
+  /** Recovered instances this coordinator drives at once. @defaultValue 32 */
+  readonly maxRecovering?: number;
+  /** History entries kept per live instance (and for `needs-attention`). @defaultValue 64 */
+  readonly historyLimit?: number;
+  /** History entries kept once an instance completes or is compensated. @defaultValue 6 */
+  readonly finishedHistory?: number;
+  /** How long a completed or compensated instance stays readable. @defaultValue 7 days */
+  readonly retentionMs?: number;
+  /** This coordinator's owner id in Redis. @defaultValue a random UUID */
+  readonly owner?: string;
+  /** Clock for timeouts, backoff and polls. @defaultValue `systemClock` */
+  readonly clock?: Clock;
+  /** Random source in [0, 1) for jitter. @defaultValue `Math.random` */
+  readonly random?: () => number;
+}
+
+/** Options of {@link SagaCoordinator.run}. */
+export interface RunOptions {
+  /**
+   * Cancels the saga: the running step's signal aborts, the saga compensates (in the
+   * background, by this coordinator), and `run` rejects with `signal.reason` once the
+   * cancellation is recorded.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** How a saga instance ended, as `run` resolves. */
+export type SagaOutcome<R = Readonly<Record<string, unknown>>> =
+  | { readonly status: 'completed'; readonly id: string; readonly outputs: R }
+  | { readonly status: 'compensated'; readonly id: string; readonly reason: string }
+  | { readonly status: 'needs-attention'; readonly id: string; readonly reason: string };
+
+/** A saga instance as stored, for inspection. */
+export interface SagaSnapshot {
+  readonly saga: string;
+  readonly id: string;
+  readonly status: SagaStatus;
+  /** The saga's input. */
+  readonly input: unknown;
+  /** The step running forward (its name), while `running`. */
+  readonly step: string | undefined;
+  /** The next step to compensate, while `compensating`. */
+  readonly compensating: string | undefined;
+  /** Outputs of the steps that completed, by name. */
+  readonly outputs: Readonly<Record<string, unknown>>;
+  /** Attempts per step (forward). */
+  readonly attempts: Readonly<Record<string, number>>;
+  /** Compensation attempts per step. */
+  readonly compensationAttempts: Readonly<Record<string, number>>;
+  /** Why it compensates, or why it was parked. */
+  readonly reason: string | undefined;
+  readonly owner: string;
+  readonly fence: number;
+  readonly version: number;
+  /** Lease expiry, epoch ms on the Redis server (0 once finished). */
+  readonly leaseUntil: number;
+  /** The saga's deadline, epoch ms on the Redis server, if it has a timeout. */
+  readonly deadline: number | undefined;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** The transitions, oldest first (capped). */
+  readonly history: readonly SagaHistoryEntry[];
+}
+
+/** Options of {@link SagaCoordinator.list}. */
+export interface ListOptions {
+  /** Only instances in this status. @defaultValue every status */
+  readonly status?: SagaStatus;
+  /** At most this many. @defaultValue 100 */
+  readonly limit?: number;
+}
+
+interface Resolved {
+  readonly prefix: string;
+  readonly shards: number;
+  readonly leaseMs: number;
+  readonly recovery: boolean;
+  readonly recoveryIntervalMs: number;
+  readonly maxRecovering: number;
+  readonly historyLimit: number;
+  readonly finishedHistory: number;
+  readonly retentionMs: number;
+  readonly owner: string;
+  readonly clock: Clock;
+  readonly random: () => number;
+}
+
+const MAX_DETAIL = 200;
+const short = (text: string): string =>
+  (text.length > MAX_DETAIL ? `${text.slice(0, MAX_DETAIL)}…` : text).replace(/\|/g, '/');
+const messageOf = (error: unknown): string =>
+  short(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+
+const encode = (value: unknown): string => {
+  const text = JSON.stringify(value) as string | undefined;
+  return text ?? '';
+};
+const decode = (text: string | undefined): unknown =>
+  text === undefined || text === '' ? undefined : JSON.parse(text);
+
+/** Thrown inside a drive when it must stop (not an outcome). */
+class Stop extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('stop');
+    this.error = error;
+  }
+}
+
+/** Rejects with the signal's reason as soon as it aborts, whatever `promise` does. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as unknown);
+  return new Promise<T>((resolve, reject) => {
+    const off = onAbort(signal, () => {
+      reject(signal.reason as unknown);
+    });
+    promise.then(
+      (value) => {
+        off();
+        resolve(value);
+      },
+      (error: unknown) => {
+        off();
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Runs and recovers durable sagas on Redis.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { SagaCoordinator, defineSaga } from 'keel/saga';
+ *
+ * const transfer = defineSaga('transfer', [
+ *   { name: 'debit', run: () => ({ ok: true }), compensate: () => undefined },
+ *   { name: 'credit', run: () => ({ ok: true }) },
+ * ]);
+ * const redis = new Redis();
+ * await using sagas = new SagaCoordinator({ redis, sagas: [transfer] });
+ * const outcome = await sagas.run(transfer, 'transfer-42', { cents: 500 });
+ * console.log(outcome.status); // 'completed'
+ * redis.disconnect();
+ * ```
+ */
+export class SagaCoordinator implements AsyncDisposable {
+  readonly #o: Resolved;
+  readonly #store: SagaStore;
+  readonly #defs = new Map<string, SagaDefinition<unknown, unknown>>();
+  /** Instances this coordinator drives, by `<saga>/<id>`. */
+  readonly #drives = new Map<string, Promise<Row>>();
+  readonly #transitions = new EventChannel<SagaTransitionEvent>();
+  readonly #closing = new AbortController();
+  #recovering = 0;
+  #timer: Timer | undefined;
+  #polling: Promise<unknown> = Promise.resolve();
+  #closed: Promise<void> | undefined;
+
+  constructor(options: SagaCoordinatorOptions) {
+    const owner = 'SagaCoordinator';
+    const o = resolveOptions(owner, options, {
+      redis: guardedOption(
+        (v): v is ScriptClient =>
+          typeof v === 'object' &&
+          v !== null &&
+          typeof (v as ScriptClient).evalsha === 'function' &&
+          typeof (v as ScriptClient).eval === 'function',
+        'a Redis client with evalsha and eval (ioredis Redis or Cluster)',
+        { required: true },
+      ),
+      sagas: {
+        parse: (v, own, opt) => {
+          if (!Array.isArray(v) || v.length === 0) {
+            throw new InvalidOptionError(own, opt, 'a non-empty array of defineSaga() results', v);
+          }
+          return v as unknown[];
+        },
+      },
+      prefix: stringOption({ default: 'keel:saga:' }),
+      shards: integerOption({ min: 1, max: 1024, default: 8 }),
+      leaseMs: integerOption({ min: 100, max: 3_600_000, default: 15_000 }),
+      recovery: booleanOption({ default: true }),
+      recoveryIntervalMs: integerOption({ min: 10, max: 3_600_000, default: 1000 }),
+      maxRecovering: integerOption({ min: 1, max: 100_000, default: 32 }),
+      historyLimit: integerOption({ min: 4, max: 10_000, default: 64 }),
+      finishedHistory: integerOption({ min: 1, max: 10_000, default: 6 }),
+      retentionMs: integerOption({ min: 1000, max: 2 ** 40, default: 7 * 24 * 3_600_000 }),
+      owner: stringOption({ nonEmpty: true, default: '' }),
+      clock: guardedOption(isClock, 'a Clock { now(), setTimer() }', { default: systemClock }),
+      random: functionOption<() => number>({ default: Math.random }),
+    });
+    if (/[{}|]/.test(o.prefix)) {
+      throw new InvalidOptionError(owner, 'prefix', 'a string without "{", "}" or "|"', o.prefix);
+    }
+    for (const [i, def] of o.sagas.entries()) {
+      if (
+        !(def instanceof SagaDefinition) ||
+        typeof (def as { name?: unknown }).name !== 'string' ||
+        !Array.isArray((def as { steps?: unknown }).steps)
+      ) {
+        throw new InvalidOptionError(owner, `sagas[${i}]`, 'a defineSaga() result', def);
+      }
+      const d: SagaDefinition<unknown, unknown> = def;
+      if (this.#defs.has(d.name)) {
+        throw new InvalidOptionError(owner, `sagas[${i}]`, 'sagas with distinct names', d.name);
+      }
+      this.#defs.set(d.name, d);
+    }
+    this.#o = Object.freeze({
+      prefix: o.prefix,
+      shards: o.shards,
+      leaseMs: o.leaseMs,
+      recovery: o.recovery,
+      recoveryIntervalMs: o.recoveryIntervalMs,
+      maxRecovering: o.maxRecovering,
+      historyLimit: o.historyLimit,
+      finishedHistory: Math.min(o.finishedHistory, o.historyLimit),
+      retentionMs: o.retentionMs,
+      owner: o.owner === '' ? randomUUID() : o.owner,
+      clock: o.clock,
+      random: o.random,
+    });
+    this.#store = new SagaStore({
+      client: o.redis,
+      prefix: o.prefix,
+      shards: o.shards,
+      leaseMs: o.leaseMs,
+      historyLimit: o.historyLimit,
+      finishedHistory: this.#o.finishedHistory,
+      retentionMs: o.retentionMs,
+    });
+    if (this.#o.recovery) this.#schedule();
+  }
+
+  /** This coordinator's owner id (as stored in the instances it owns). */
+  get owner(): string {
+    return this.#o.owner;
+  }
+
+  /** Subscribes to every transition this coordinator writes. */
+  onTransition(listener: (event: SagaTransitionEvent) => void): Subscription {
+    return this.#transitions.subscribe(listener);
+  }
+
+  /**
+   * Runs saga instance `id` of `saga` with `input` to its end and says how it ended. Starting
+   * an id that exists is safe: a finished instance answers its outcome, a live one is awaited
+   * (or claimed and continued, if its owner died). The same id with another input is a
+   * {@link SagaConflictError}.
+   *
+   * @throws {@link SagaConflictError}, {@link SagaUnknownError} (saga not given to this
+   * coordinator), {@link SagaClosedError}, {@link SagaStoreError}, `signal.reason`.
+   */
+  async run<I, R>(
+    saga: SagaDefinition<I, R>,
+    id: string,
+    input: I,
+    options: RunOptions = {},
+  ): Promise<SagaOutcome<R>> {
+    const signal = options.signal;
+    if (signal !== undefined && !isAbortSignal(signal)) {
+      throw new InvalidOptionError('SagaCoordinator.run', 'signal', 'an AbortSignal', signal);
+    }
+    throwIfAborted(signal);
+    const def = this.#definition(saga);
+    this.#checkId(id);
+    if (this.#isClosing()) throw new SagaClosedError(`run ${def.name}/${id}`);
+    const inputText = encode(input);
+    if (inputText === '') {
+      throw new InvalidOptionError(
+        'SagaCoordinator.run',
+        'input',
+        'a JSON-serializable value',
+        input,
+      );
+    }
+    for (;;) {
+      const local = this.#drives.get(`${def.name}/${id}`);
+      const row =
+        local !== undefined ? await local : await this.#startOrAwait(def, id, inputText, signal);
+      if (row !== undefined && !LIVE.has(row.status))
+        return this.#outcome(def, id, row) as SagaOutcome<R>;
+      throwIfAborted(signal);
+      if (this.#isClosing()) throw new SagaClosedError(`run ${def.name}/${id}`);
+      // Lost it to another owner, or it is someone else's: wait a poll and look again.
+      await wakeableSleep(this.#pollDelay(), {
+        clock: this.#o.clock,
+        signal: signal ?? this.#closing.signal,
+      }).done.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Starts (or claims) the instance and drives it to its end if it is ours; else returns what
+   * Redis holds.
+   */
+  async #startOrAwait(
+    def: SagaDefinition<unknown, unknown>,
+    id: string,
+    inputText: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Row | undefined> {
+    const started = await this.#store.start(
+      def.name,
+      id,
+      this.#o.owner,
+      inputText,
+      def.timeoutMs ?? 0,
+      def.steps.length,
+    );
+    if (started.kind === 'conflict') throw new SagaConflictError(def.name, id);
+    const row = started.row;
+    if (row === undefined) return undefined;
+    if (started.kind === 'exists') return row;
+    this.#publish(def, id, row, started.kind === 'created' ? 'start' : 'claim', -1);
+    const key = `${def.name}/${id}`;
+    let cancelled: () => void = () => undefined;
+    const onCancelled = new Promise<never>((_, reject) => {
+      cancelled = () => {
+        reject(signal?.reason as unknown);
+      };
+    });
+    onCancelled.catch(() => undefined);
+    const drive = this.#track(key, this.#drive(def, id, row, signal, cancelled));
+    return await (signal === undefined ? drive : Promise.race([drive, onCancelled]));
+  }
+
+  #track(key: string, drive: Promise<Row>): Promise<Row> {
+    const tracked = drive.finally(() => {
+      if (this.#drives.get(key) === tracked) this.#drives.delete(key);
+    });
+    tracked.catch(() => undefined);
+    this.#drives.set(key, tracked);
+    return tracked;
+  }
+
+  /**
+   * Asks instance `id` to compensate: whichever coordinator owns it compensates at its next
+   * step boundary (the running step finishes first). False when it is not running forward.
+   */
+  async cancel(saga: SagaDefinition<unknown, unknown> | string, id: string): Promise<boolean> {
+    const def = this.#definition(saga);
+    this.#checkId(id);
+    return this.#store.cancel(def.name, id);
+  }
+
+  /** The stored state of instance `id`, or `undefined` when it does not exist (or expired). */
+  async get(
+    saga: SagaDefinition<unknown, unknown> | string,
+    id: string,
+  ): Promise<SagaSnapshot | undefined> {
+    const def = this.#definition(saga);
+    this.#checkId(id);
+    const read = await this.#store.read(def.name, id);
+    if (read === undefined) return undefined;
+    return this.#snapshot(def, id, read.row, read.history);
+  }
+
+  /** Instances of `saga`, optionally of one status (live ones first, then newest finished). */
+  async list(
+    saga: SagaDefinition<unknown, unknown> | string,
+    options: ListOptions = {},
+  ): Promise<SagaSnapshot[]> {
+    const def = this.#definition(saga);
+    const o = resolveOptions('SagaCoordinator.list', options, {
+      status: {
+        parse: (v, own, opt) => {
+          if (v === undefined) return '' as const;
+          if (
+            typeof v !== 'string' ||
+            !['running', 'compensating', 'completed', 'compensated', 'needs-attention'].includes(v)
+          ) {
+            throw new InvalidOptionError(own, opt, 'a saga status', v);
+          }
+          return v as SagaStatus;
+        },
+      },
+      limit: integerOption({ min: 1, max: 10_000, default: 100 }),
+    });
+    const ids = await this.#store.list(def.name, o.status, o.limit);
+    const out: SagaSnapshot[] = [];
+    for (const { id } of ids) {
+      const snap = await this.get(def, id);
+      if (snap !== undefined && (o.status === '' || snap.status === o.status)) out.push(snap);
+    }
+    return out;
+  }
+
+  /**
+   * One recovery pass now: claims every instance (of every saga given) whose lease ran out, up
+   * to `maxRecovering` driven at once, and starts driving them. Resolves with how many it
+   * claimed. The background loop calls this on its own.
+   */
+  async recoverNow(): Promise<number> {
+    let claimed = 0;
+    for (const def of this.#defs.values()) {
+      for (let shard = 0; shard < this.#o.shards; shard++) {
+        const room = this.#o.maxRecovering - this.#recovering;
+        if (room <= 0 || this.#closing.signal.aborted) return claimed;
+        const { rows } = await this.#store.claim(def.name, shard, this.#o.owner, room);
+        for (const [id, row] of rows) {
+          claimed++;
+          this.#publish(def, id, row, 'claim', -1);
+          const key = `${def.name}/${id}`;
+          this.#recovering++;
+          const drive = this.#drive(def, id, row, undefined, () => undefined).finally(() => {
+            this.#recovering--;
+          });
+          void this.#track(key, drive);
+        }
+      }
+    }
+    return claimed;
+  }
+
+  /**
+   * Stops the recovery loop and starts nothing new; instances being driven stop at their next
+   * step boundary (the running step or compensation finishes and is recorded), leaving their
+   * lease to expire so another process continues them. Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#closing.abort(new SagaClosedError('close'));
+      this.#timer?.cancel();
+      await this.#polling.catch(() => undefined);
+      await Promise.allSettled([...this.#drives.values()]);
+    })();
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #definition(saga: SagaDefinition<unknown, unknown> | string): SagaDefinition<unknown, unknown> {
+    const name = typeof saga === 'string' ? saga : (saga as { name?: unknown }).name;
+    const def = typeof name === 'string' ? this.#defs.get(name) : undefined;
+    if (def === undefined) throw new SagaUnknownError(String(name));
+    return def;
+  }
+
+  #isClosing(): boolean {
+    return this.#closing.signal.aborted;
+  }
+
+  #checkId(id: unknown): void {
+    if (typeof id !== 'string' || id === '' || id.length > 512) {
+      throw new InvalidOptionError('SagaCoordinator', 'id', 'a string of 1–512 characters', id);
+    }
+  }
+
+  #pollDelay(): number {
+    return jitter(this.#o.recoveryIntervalMs, 0.5, this.#o.random);
+  }
+
+  #schedule(): void {
+    if (this.#closing.signal.aborted) return;
+    this.#timer = this.#o.clock
+      .setTimer(() => {
+        this.#polling = this.recoverNow()
+          .catch(() => undefined)
+          .finally(() => {
+            this.#schedule();
+          });
+      }, this.#pollDelay())
+      .unref();
+  }
+
+  #publish(
+    def: SagaDefinition<unknown, unknown>,
+    id: string,
+    row: Row,
+    event: string,
+    step: number,
+  ): void {
+    if (!this.#transitions.active && !transitionChannel.active) return;
+    const message: SagaTransitionEvent = {
+      saga: def.name,
+      id,
+      event,
+      step: step >= 0 ? def.steps[step]?.name : undefined,
+      status: row.status,
+      version: row.version,
+      fence: row.fence,
+      owner: row.owner,
+      time: wallTime(),
+    };
+    this.#transitions.emit(message);
+    transitionChannel.publish(message);
+  }
+
+  #outcome(def: SagaDefinition<unknown, unknown>, id: string, row: Row): SagaOutcome {
+    if (row.status === 'completed') {
+      return { status: 'completed', id, outputs: this.#outputs(def, row) };
+    }
+    return {
+      status: row.status === 'compensated' ? 'compensated' : 'needs-attention',
+      id,
+      reason: row.reason ?? '',
+    };
+  }
+
+  #outputs(def: SagaDefinition<unknown, unknown>, row: Row): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [i, text] of row.outputs) {
+      const step = def.steps[i];
+      if (step !== undefined) out[step.name] = decode(text);
+    }
+    return out;
+  }
+
+  #snapshot(
+    def: SagaDefinition<unknown, unknown>,
+    id: string,
+    row: Row,
+    history: readonly string[],
+  ): SagaSnapshot {
+    const names = def.steps.map((s) => s.name);
+    const byName = (m: Map<number, number>): Record<string, number> => {
+      const out: Record<string, number> = {};
+      for (const [i, n] of m) out[names[i] ?? String(i)] = n;
+      return out;
+    };
+    return {
+      saga: def.name,
+      id,
+      status: row.status,
+      input: decode(row.input),
+      step: row.status === 'running' ? names[row.cur] : undefined,
+      compensating: row.status === 'compensating' && row.cj >= 0 ? names[row.cj] : undefined,
+      outputs: this.#outputs(def, row),
+      attempts: byName(row.attempts),
+      compensationAttempts: byName(row.compensations),
+      reason: row.reason,
+      owner: row.owner,
+      fence: row.fence,
+      version: row.version,
+      leaseUntil: row.leaseUntil,
+      deadline: row.deadline > 0 ? row.deadline : undefined,
+      createdAt: row.createdAt,
+      updatedAt: row.updatedAt,
+      history: history.map((text) => decodeEntry(text, names)),
+    };
+  }
+
+  /**
+   * Drives an owned instance until it finishes, this coordinator loses it (resolves with the
+   * row as last known, still live) or closes.
+   */
+  async #drive(
+    def: SagaDefinition<unknown, unknown>,
+    id: string,
+    start: Row,
+    signal: AbortSignal | undefined,
+    cancelled: () => void,
+  ): Promise<Row> {
+    const row = start;
+    const meta = def.steps.map((s) => ({
+      attempts: s.retry.attempts,
+      compensates: s.compensate !== undefined,
+    }));
+    let lastError = '';
+    let serverNow = row.updatedAt;
+    let cancelRecorded = false;
+    const names = def.steps.map((s) => s.name);
+
+    const write = async (
+      op: TransitionOp,
+      step: number,
+      detail: string,
+      argument: string,
+    ): Promise<boolean> => {
+      for (let attempt = 1; ; attempt++) {
+        let reply;
+        try {
+          reply = await this.#store.transition(
+            def.name,
+            id,
+            row,
+            op,
+            step,
+            short(detail),
+            argument,
+          );
+        } catch (error) {
+          // Redis refused or timed out: the write may or may not have landed. Retry it; a
+          // version refusal afterwards tells that it did (and we re-read).
+          if (!isSagaStoreError(error) || this.#closing.signal.aborted) throw new Stop(error);
+          await this.#sleep(exponentialDelay(attempt, 50, 2000), undefined).catch((e: unknown) => {
+            throw new Stop(e);
+          });
+          continue;
+        }
+        if (reply.ok) {
+          if (op !== 'renew') {
+            row.version = reply.version;
+            row.status = reply.status;
+            row.cj = reply.cj;
+            row.reason = reply.why;
+            row.updatedAt = reply.now;
+          }
+          row.leaseUntil = reply.lease;
+          serverNow = reply.now;
+          return true;
+        }
+        if (reply.why === 'version' && reply.fence === row.fence) {
+          // Our own earlier write landed but its reply was lost: re-read and decide again.
+          const read = await this.#store.read(def.name, id).catch(() => undefined);
+          if (read !== undefined && read.row.owner === row.owner && read.row.fence === row.fence) {
+            Object.assign(row, read.row);
+            return false;
+          }
+        }
+        fencedChannel.publish({
+          saga: def.name,
+          id,
+          owner: row.owner,
+          fence: row.fence,
+          currentFence: reply.fence,
+          time: wallTime(),
+        });
+        throw new Stop(
+          new SagaFencedError(
+            def.name,
+            id,
+            { mine: row.fence, current: reply.fence },
+            { mine: row.version, current: reply.version },
+          ),
+        );
+      }
+    };
+
+    const transition = async (
+      op: TransitionOp,
+      step: number,
+      detail: string,
+      argument: string,
+      event = op as string,
+    ): Promise<boolean> => {
+      const landed = await write(op, step, detail, argument);
+      if (landed) {
+        if (op === 'fail' || (op === 'begin' && row.status !== 'running')) {
+          // Compensation begins; a cancelled run's caller may stop waiting now.
+          if (!cancelRecorded && signal?.aborted === true) {
+            cancelRecorded = true;
+            cancelled();
+          }
+        }
+        if (op === 'done') {
+          row.outputs.set(step, argument);
+          row.cur = step + 1;
+          row.phase = 'idle';
+        } else if (op === 'begin' && row.status === 'running') {
+          row.attempts.set(step, Number(argument));
+          row.phase = 'run';
+        } else if (op === 'cbegin') {
+          row.compensations.set(step, Number(argument));
+          row.phase = 'comp';
+        } else {
+          row.phase = 'idle';
+        }
+        this.#publish(def, id, row, event, step);
+      }
+      return landed;
+    };
+
+    const context = (step: number, attempt: number) => ({
+      saga: def.name,
+      sagaId: id,
+      step: names[step] ?? '',
+      input: decode(row.input),
+      outputs: Object.freeze(
+        this.#outputs(def, {
+          ...row,
+          outputs: new Map([...row.outputs].filter(([i]) => i < step)),
+        }),
+      ),
+      idempotencyKey: `${def.name}:${id}:${names[step] ?? ''}`,
+      attempt,
+    });
+
+    /** Calls `fn` with a signal that aborts on the step timeout, the deadline, cancel, loss. */
+    const call = async (
+      fn: (signal: AbortSignal) => unknown,
+      stepName: string,
+      timeoutMs: number | undefined,
+      forward: boolean,
+    ): Promise<unknown> => {
+      const lost = new AbortController();
+      const timers: Timer[] = [];
+      const timeout = new AbortController();
+      if (timeoutMs !== undefined) {
+        timers.push(
+          this.#o.clock.setTimer(() => {
+            timeout.abort(new SagaStepTimeoutError(stepName, timeoutMs));
+          }, timeoutMs),
+        );
+      }
+      if (forward && row.deadline > 0 && def.timeoutMs !== undefined) {
+        const left = row.deadline - serverNow;
+        const t = def.timeoutMs;
+        timers.push(
+          this.#o.clock.setTimer(() => {
+            timeout.abort(new SagaTimeoutError(def.name, t));
+          }, left),
+        );
+      }
+      // Heartbeat: renew the lease a few times per lease while the call runs.
+      let beat: Timer | undefined;
+      const heartbeat = (): void => {
+        beat = this.#o.clock.setTimer(() => {
+          write('renew', -1, '', '').then(
+            () => {
+              heartbeat();
+            },
+            (error: unknown) => {
+              const cause = error instanceof Stop ? error.error : error;
+              lost.abort(cause);
+            },
+          );
+        }, this.#o.leaseMs / 3);
+        beat.unref();
+      };
+      heartbeat();
+      using link = linkSignals(lost.signal, timeout.signal, forward ? signal : undefined);
+      try {
+        return await raceAbort(
+          Promise.resolve().then(() => fn(link.signal)),
+          link.signal,
+        );
+      } finally {
+        beat?.cancel();
+        for (const t of timers) t.cancel();
+        if (lost.signal.aborted) {
+          // eslint-disable-next-line no-unsafe-finally
+          throw new Stop(lost.signal.reason);
+        }
+      }
+    };
+
+    try {
+      for (;;) {
+        if (this.#closing.signal.aborted)
+          throw new Stop(new SagaClosedError(`drive ${def.name}/${id}`));
+        if (row.status === 'running' && signal?.aborted === true) {
+          await transition('fail', row.cur, 'cancelled', 'cancelled');
+          continue;
+        }
+        if (row.status === 'compensating' && signal?.aborted === true && !cancelRecorded) {
+          cancelRecorded = true;
+          cancelled();
+        }
+        const next = nextAction(row, meta, def.compensationRetry.attempts);
+        switch (next.kind) {
+          case 'finished':
+            return row;
+          case 'exhausted':
+            await transition(
+              'fail',
+              next.step,
+              `${names[next.step]}: attempts used up`,
+              `step ${names[next.step]} failed after ${meta[next.step]?.attempts} attempts${lastError === '' ? '' : `: ${lastError}`}`,
+            );
+            continue;
+          case 'park':
+            await transition(
+              'park',
+              next.step,
+              lastError,
+              `compensation of ${names[next.step]} failed ${def.compensationRetry.attempts} times${lastError === '' ? '' : `: ${lastError}`}`,
+            );
+            continue;
+          case 'skip':
+            await transition('cdone', next.step, 'no compensation', 'skip', 'skip');
+            continue;
+          case 'run': {
+            const step = def.steps[next.step];
+            if (step === undefined) return row;
+            if (
+              !(await transition(
+                'begin',
+                next.step,
+                `attempt ${next.attempt}${lastError === '' ? '' : ` after ${lastError}`}`,
+                String(next.attempt),
+              ))
+            )
+              continue;
+            if (row.status !== 'running') continue; // the begin turned into compensation
+            const ctx = context(next.step, next.attempt);
+            let output: unknown;
+            try {
+              output = await call(
+                (s) => step.run(ctx as never, s),
+                step.name,
+                step.timeoutMs,
+                true,
+              );
+            } catch (error) {
+              if (error instanceof Stop) throw error;
+              lastError = messageOf(error);
+              if (signal?.aborted === true) continue; // recorded as a cancellation above
+              if (error instanceof SagaTimeoutError) {
+                await transition('fail', next.step, lastError, `saga-timeout: ${lastError}`);
+                continue;
+              }
+              if (!this.#retryable(step.retry, error)) {
+                await transition(
+                  'fail',
+                  next.step,
+                  lastError,
+                  `step ${step.name} failed: ${lastError}`,
+                );
+                continue;
+              }
+              if (next.attempt < step.retry.attempts)
+                await this.#backoff(step.retry, next.attempt, signal);
+              continue; // next.kind becomes run (attempt + 1) or exhausted
+            }
+            const text = encode(output);
+            await transition('done', next.step, '', text);
+            lastError = '';
+            continue;
+          }
+          case 'compensate': {
+            const step = def.steps[next.step];
+            const compensate = step?.compensate;
+            if (step === undefined || compensate === undefined) return row;
+            if (
+              !(await transition(
+                'cbegin',
+                next.step,
+                `attempt ${next.attempt}${lastError === '' ? '' : ` after ${lastError}`}`,
+                String(next.attempt),
+              ))
+            )
+              continue;
+            const completed = row.outputs.has(next.step);
+            const ctx = {
+              ...context(next.step, next.attempt),
+              output: decode(row.outputs.get(next.step)),
+              completed,
+            };
+            try {
+              await call((s) => compensate(ctx as never, s), step.name, step.timeoutMs, false);
+            } catch (error) {
+              if (error instanceof Stop) throw error;
+              lastError = messageOf(error);
+              if (next.attempt < def.compensationRetry.attempts)
+                await this.#backoff(def.compensationRetry, next.attempt, undefined);
+              continue;
+            }
+            lastError = '';
+            await transition('cdone', next.step, '', 'cdone');
+            continue;
+          }
+        }
+      }
+    } catch (error) {
+      if (error instanceof Stop) {
+        if (signal?.aborted === true && !cancelRecorded) {
+          cancelRecorded = true;
+          cancelled();
+        }
+        return row; // still live: someone else has it, or we closed
+      }
+      throw error;
+    }
+  }
+
+  #retryable(retry: ResolvedRetry, error: unknown): boolean {
+    if (retry.retryIf === undefined) return true;
+    try {
+      return retry.retryIf(error);
+    } catch {
+      return false;
+    }
+  }
+
+  async #backoff(
+    retry: ResolvedRetry,
+    attempt: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const delay = jitter(
+      exponentialDelay(attempt, retry.initialDelayMs, retry.maxDelayMs, retry.factor),
+      retry.jitter,
+      this.#o.random,
+    );
+    await this.#sleep(delay, signal).catch(() => undefined);
+  }
+
+  /** Sleeps on the clock; wakes early on close or `signal`. */
+  async #sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    using link = linkSignals(this.#closing.signal, signal);
+    await wakeableSleep(ms, { clock: this.#o.clock, signal: link.signal }).done;
+  }
+}

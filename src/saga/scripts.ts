@@ -1,0 +1,247 @@
+/**
+ * The Lua scripts behind every saga state change. Each transition is ONE script call (one round
+ * trip): it reads the instance's owner, fence and version, refuses the write unless all three
+ * are the caller's (so a coordinator whose lease was taken over can change nothing — the
+ * fencing-token rule of Kleppmann's "How to do distributed locking", 2016), and otherwise writes
+ * the new state, renews the lease, moves the instance in its shard's index and appends one
+ * history entry, atomically (a script runs in isolation: https://redis.io/docs/latest/develop/interact/programmability/eval-intro/).
+ *
+ * Time is the Redis server's (`TIME`; scripts are replicated by effects since Redis 5, so the
+ * call is allowed), so leases and deadlines compare one clock, whatever the coordinators' clocks
+ * say.
+ *
+ * Keys of one instance share a hash tag `{<saga>:<shard>}` with its shard's index, so every
+ * script touches one Redis Cluster slot. Layout under `<prefix>{<saga>:<shard>}:`:
+ * `s:<id>` the instance hash, `h:<id>` its history list, `live` a sorted set of the running and
+ * compensating instances scored by lease expiry (the recovery loop's work list),
+ * `fin:<status>` sorted sets of finished instances scored by finish time (for `list`).
+ *
+ * Instance hash fields: `n` saga, `in` input JSON, `st` status, `cur` current step, `cj` next
+ * step to compensate, `ph` phase (`idle` | `run` | `comp`), `v` version, `f` fence, `ow` owner,
+ * `ls` lease expiry, `dl` deadline (0: none), `t0` created, `up` updated, `ns` step count,
+ * `why` reason for compensating or parking, `cx` cancel requested, `o:<i>` output of step i,
+ * `a:<i>` attempts of step i, `c:<i>` compensation attempts of step i.
+ *
+ * History entries: `time|version|fence|event|step|detail`.
+ *
+ * Internal module.
+ * @packageDocumentation
+ */
+import { luaScript } from '../core/index.js';
+
+const NOW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+/**
+ * A transition of an instance the caller owns.
+ * KEYS: 1 hash, 2 history, 3 live, 4 fin:completed, 5 fin:compensated, 6 fin:needs-attention.
+ * ARGV: 1 id, 2 owner, 3 fence, 4 version, 5 leaseMs, 6 history cap, 7 retentionMs,
+ * 8 history kept when finished, 9 op, 10 step, 11 detail, 12 op argument.
+ * Replies `{1, version, now, lease, status, cj, why}` or `{0, why, fence, version, status}`.
+ */
+export const TRANSITION = luaScript(`${NOW}
+local h = KEYS[1]
+local id = ARGV[1]
+local fence = ARGV[3]
+local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph')
+if not s[1] then return {0, 'missing', '0', '0', ''} end
+if s[2] ~= ARGV[2] or s[3] ~= fence then return {0, 'fenced', s[3], s[4], s[1]} end
+local st = s[1]
+local op = ARGV[9]
+local step = tonumber(ARGV[10])
+local detail = ARGV[11]
+local lease = now + tonumber(ARGV[5])
+local live = st == 'running' or st == 'compensating'
+if not live then return {0, 'state', s[3], s[4], st} end
+-- A heartbeat checks the owner and fence only: it may cross a transition of the same owner.
+if op ~= 'renew' and s[4] ~= ARGV[4] then return {0, 'version', s[3], s[4], s[1]} end
+if op == 'renew' then
+  redis.call('HSET', h, 'ls', lease)
+  redis.call('ZADD', KEYS[3], lease, id)
+  return {1, tonumber(s[4]), now, lease, st, tonumber(s[6])}
+end
+local v = tonumber(s[4]) + 1
+local function log(event)
+  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. fence .. '|' .. event .. '|' .. step .. '|' .. detail)
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+end
+local function finish(status, event)
+  redis.call('HSET', h, 'st', status, 'v', v, 'up', now, 'ls', 0, 'ph', 'idle')
+  redis.call('ZREM', KEYS[3], id)
+  log(event)
+  local fin = KEYS[4]
+  if status == 'compensated' then fin = KEYS[5] elseif status == 'needs-attention' then fin = KEYS[6] end
+  redis.call('ZADD', fin, now, id)
+  if status ~= 'needs-attention' then
+    local keep = tonumber(ARGV[8])
+    local retention = tonumber(ARGV[7])
+    redis.call('LTRIM', KEYS[2], -keep, -1)
+    redis.call('PEXPIRE', h, retention)
+    redis.call('PEXPIRE', KEYS[2], retention)
+    redis.call('ZREMRANGEBYSCORE', fin, '-inf', now - retention)
+  end
+  return {1, v, now, 0, status, tonumber(redis.call('HGET', h, 'cj')), redis.call('HGET', h, 'why')}
+end
+local function advance(status, event)
+  redis.call('HSET', h, 'v', v, 'up', now, 'ls', lease)
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(event)
+  return {1, v, now, lease, status, tonumber(redis.call('HGET', h, 'cj')), redis.call('HGET', h, 'why')}
+end
+local function compensate(cj, why, event)
+  redis.call('HSET', h, 'cj', cj, 'why', why, 'ph', 'idle')
+  if cj < 0 then return finish('compensated', event) end
+  redis.call('HSET', h, 'st', 'compensating')
+  return advance('compensating', event)
+end
+local function begun()
+  if s[10] == 'run' then return step end
+  return step - 1
+end
+if op == 'begin' or op == 'done' or op == 'fail' then
+  if st ~= 'running' or tonumber(s[5]) ~= step then return {0, 'state', s[3], s[4], st} end
+else
+  if st ~= 'compensating' or tonumber(s[6]) ~= step then return {0, 'state', s[3], s[4], st} end
+end
+if op == 'begin' then
+  local why = nil
+  if s[8] == '1' then why = 'cancelled'
+  elseif tonumber(s[7]) > 0 and now >= tonumber(s[7]) then why = 'saga-timeout' end
+  if why then return compensate(begun(), why, 'fail') end
+  redis.call('HSET', h, 'ph', 'run', 'a:' .. step, ARGV[12])
+  return advance('running', 'begin')
+elseif op == 'done' then
+  redis.call('HSET', h, 'o:' .. step, ARGV[12], 'cur', step + 1, 'ph', 'idle')
+  if step + 1 >= tonumber(s[9]) then return finish('completed', 'done') end
+  return advance('running', 'done')
+elseif op == 'fail' then
+  return compensate(begun(), ARGV[12], 'fail')
+elseif op == 'cbegin' then
+  redis.call('HSET', h, 'ph', 'comp', 'c:' .. step, ARGV[12])
+  return advance('compensating', 'cbegin')
+elseif op == 'cdone' then
+  redis.call('HSET', h, 'cj', step - 1, 'ph', 'idle')
+  if step - 1 < 0 then return finish('compensated', ARGV[12]) end
+  return advance('compensating', ARGV[12])
+elseif op == 'park' then
+  redis.call('HSET', h, 'why', ARGV[12])
+  return finish('needs-attention', 'park')
+end
+return redis.error_reply('keel saga: unknown transition ' .. op)
+`);
+
+/**
+ * Starts an instance, or finds it: creates it when absent (owned by the caller), claims it when
+ * it is live and its lease ran out, else leaves it. A different input under the same id is a
+ * conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
+ * 5 leaseMs, 6 history cap, 7 timeoutMs (0: none), 8 step count.
+ * Replies `{1, 'created' | 'claimed' | 'exists', now, HGETALL}` or `{0, 'conflict'}`.
+ */
+export const START = luaScript(`${NOW}
+local h = KEYS[1]
+local id = ARGV[1]
+local lease = now + tonumber(ARGV[5])
+local function log(v, f, event, detail)
+  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+end
+if redis.call('EXISTS', h) == 0 then
+  local dl = 0
+  if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
+  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
+    'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
+    'ns', ARGV[8])
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(1, 1, 'start', ARGV[2])
+  return {1, 'created', now, redis.call('HGETALL', h)}
+end
+if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
+local s = redis.call('HMGET', h, 'st', 'ls')
+if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
+  local f = redis.call('HINCRBY', h, 'f', 1)
+  local v = redis.call('HINCRBY', h, 'v', 1)
+  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now)
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(v, f, 'claim', ARGV[2])
+  return {1, 'claimed', now, redis.call('HGETALL', h)}
+end
+return {1, 'exists', now, redis.call('HGETALL', h)}
+`);
+
+/**
+ * The recovery loop's claim on one shard: every live instance whose lease ran out (up to a
+ * limit) gets the caller as owner and a fence one higher, so its old owner's writes are refused.
+ * KEYS: 1 live. ARGV: 1 owner, 2 leaseMs, 3 history cap, 4 limit, 5 key base
+ * (`<prefix>{<saga>:<shard>}:`, the same slot as KEYS[1]).
+ * Replies `{now, {id, HGETALL, id, HGETALL, …}}`.
+ */
+export const CLAIM = luaScript(`${NOW}
+local base = ARGV[5]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local h = base .. 's:' .. id
+  local s = redis.call('HMGET', h, 'st', 'ls')
+  if not s[1] or (s[1] ~= 'running' and s[1] ~= 'compensating') then
+    redis.call('ZREM', KEYS[1], id)
+  elseif tonumber(s[2]) > now then
+    redis.call('ZADD', KEYS[1], s[2], id)
+  else
+    local f = redis.call('HINCRBY', h, 'f', 1)
+    local v = redis.call('HINCRBY', h, 'v', 1)
+    local lease = now + tonumber(ARGV[2])
+    redis.call('HSET', h, 'ow', ARGV[1], 'ls', lease, 'up', now)
+    redis.call('ZADD', KEYS[1], lease, id)
+    local hist = base .. 'h:' .. id
+    redis.call('RPUSH', hist, now .. '|' .. v .. '|' .. f .. '|claim|-1|' .. ARGV[1])
+    redis.call('LTRIM', hist, -tonumber(ARGV[3]), -1)
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGETALL', h)
+  end
+end
+return {now, out}
+`);
+
+/** An instance's hash and history. KEYS: 1 hash, 2 history. Replies `{HGETALL, LRANGE}`. */
+export const READ = luaScript(`
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
+`);
+
+/**
+ * Asks a running instance to compensate: its next `begin`, by whichever coordinator owns it,
+ * turns into compensation. KEYS: 1 hash. Replies 1 when set, 0 when the instance is missing or
+ * no longer running forward.
+ */
+export const CANCEL = luaScript(`
+if redis.call('HGET', KEYS[1], 'st') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'cx', '1')
+return 1
+`);
+
+/**
+ * Ids in one shard by status, newest first. KEYS: 1 live, 2 fin:completed, 3 fin:compensated,
+ * 4 fin:needs-attention. ARGV: 1 status, 2 limit, 3 key base. Replies a flat `{id, status, …}`.
+ */
+export const LIST = luaScript(`
+local want = ARGV[1]
+local limit = tonumber(ARGV[2])
+local out = {}
+local function add(id, st)
+  if #out < limit * 2 then out[#out + 1] = id; out[#out + 1] = st end
+end
+if want == 'running' or want == 'compensating' or want == '' then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local st = redis.call('HGET', ARGV[3] .. 's:' .. id, 'st')
+    if st and (want == '' or st == want) then add(id, st) end
+  end
+end
+local names = {'completed', 'compensated', 'needs-attention'}
+for i = 2, 4 do
+  if want == '' or want == names[i - 1] then
+    for _, id in ipairs(redis.call('ZREVRANGE', KEYS[i], 0, limit - 1)) do add(id, names[i - 1]) end
+  end
+end
+return out
+`);

@@ -1,0 +1,391 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { ManualClock } from '../../src/core/index.js';
+import {
+  SagaCoordinator,
+  defineSaga,
+  isSagaConflictError,
+  isSagaUnknownError,
+  type SagaCoordinatorOptions,
+  type SagaTransitionEvent,
+  type StepContext,
+} from '../../src/saga/index.js';
+import { invalidOption, until } from '../support/helpers.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+interface Order {
+  readonly sku: string;
+  readonly cents: number;
+}
+
+/** A saga over a log of effects, with knobs to fail steps. */
+function orderSaga(
+  log: string[],
+  fail: { step?: string; times?: number; compensation?: string } = {},
+) {
+  let failures = 0;
+  const maybeFail = (name: string): void => {
+    if (fail.step === name && failures < (fail.times ?? Infinity)) {
+      failures++;
+      throw new Error(`${name} refused`);
+    }
+  };
+  return defineSaga(
+    'order',
+    [
+      {
+        name: 'reserve',
+        run: (ctx: StepContext<Order>) => {
+          log.push(`do reserve ${ctx.idempotencyKey}`);
+          maybeFail('reserve');
+          return { reservation: `r-${ctx.input.sku}` };
+        },
+        compensate: (ctx) => {
+          log.push(`undo reserve ${String(ctx.output?.reservation)}`);
+        },
+        retry: { attempts: 2, initialDelayMs: 1 },
+      },
+      {
+        name: 'charge',
+        run: (ctx) => {
+          log.push(`do charge ${ctx.outputs.reserve.reservation}`);
+          maybeFail('charge');
+          return { payment: `p-${ctx.input.cents}` };
+        },
+        compensate: (ctx) => {
+          log.push(`undo charge ${ctx.completed ? String(ctx.output?.payment) : 'unknown'}`);
+          if (fail.compensation === 'charge') throw new Error('refund refused');
+        },
+        retry: { attempts: 2, initialDelayMs: 1 },
+      },
+      {
+        name: 'ship',
+        run: (ctx) => {
+          log.push(`do ship ${ctx.outputs.charge.payment}`);
+          maybeFail('ship');
+          return ctx.outputs.reserve.reservation.length;
+        },
+        retry: { attempts: 2, initialDelayMs: 1 },
+      },
+    ],
+    { compensationRetry: { attempts: 3, initialDelayMs: 1 } },
+  );
+}
+
+describeRedis('SagaCoordinator on a real redis-server', () => {
+  const redis = useRedis();
+  let client: Redis;
+  const coordinators: SagaCoordinator[] = [];
+  beforeAll(() => {
+    client = redis().client(0);
+  });
+  afterAll(() => {
+    client.disconnect();
+  });
+  afterEach(async () => {
+    await Promise.all(coordinators.map((c) => c.close()));
+    coordinators.length = 0;
+    await redis().flushAll();
+  });
+  const coordinator = (
+    options: Partial<SagaCoordinatorOptions> & Pick<SagaCoordinatorOptions, 'sagas'>,
+  ) => {
+    const c = new SagaCoordinator({ redis: client, recovery: false, ...options });
+    coordinators.push(c);
+    return c;
+  };
+
+  it('runs every step once, in order, two transitions per step, and answers the outputs', async () => {
+    const log: string[] = [];
+    const saga = orderSaga(log);
+    const sagas = coordinator({ sagas: [saga] });
+    const events: SagaTransitionEvent[] = [];
+    sagas.onTransition((e) => events.push(e));
+    const outcome = await sagas.run(saga, 'o-1', { sku: 'a', cents: 5 });
+    expect(outcome).toEqual({
+      status: 'completed',
+      id: 'o-1',
+      outputs: { reserve: { reservation: 'r-a' }, charge: { payment: 'p-5' }, ship: 3 },
+    });
+    if (outcome.status === 'completed') {
+      const n: number = outcome.outputs.ship; // typed end to end
+      expect(n).toBe(3);
+    }
+    expect(log).toEqual(['do reserve order:o-1:reserve', 'do charge r-a', 'do ship p-5']);
+    expect(events.map((e) => `${e.event}:${e.step ?? ''}`)).toEqual([
+      'start:',
+      'begin:reserve',
+      'done:reserve',
+      'begin:charge',
+      'done:charge',
+      'begin:ship',
+      'done:ship',
+    ]);
+    const snap = await sagas.get(saga, 'o-1');
+    expect(snap?.status).toBe('completed');
+    expect(snap?.input).toEqual({ sku: 'a', cents: 5 });
+    expect(snap?.history.at(-1)?.event).toBe('done');
+    // Running it again answers the stored outcome and runs nothing.
+    const again = await sagas.run(saga, 'o-1', { sku: 'a', cents: 5 });
+    expect(again).toEqual(outcome);
+    expect(log).toHaveLength(3);
+    const conflict = await sagas.run(saga, 'o-1', { sku: 'b', cents: 5 }).catch((e: unknown) => e);
+    expect(isSagaConflictError(conflict)).toBe(true);
+  });
+
+  it('a step failing after its retries compensates every step that began, in reverse', async () => {
+    const log: string[] = [];
+    const saga = orderSaga(log, { step: 'ship' });
+    const sagas = coordinator({ sagas: [saga] });
+    const outcome = await sagas.run(saga, 'o-2', { sku: 'a', cents: 5 });
+    expect(outcome.status).toBe('compensated');
+    if (outcome.status === 'compensated')
+      expect(outcome.reason).toMatch(/ship failed.*ship refused/);
+    expect(log).toEqual([
+      'do reserve order:o-2:reserve',
+      'do charge r-a',
+      'do ship p-5',
+      'do ship p-5',
+      'undo charge p-5',
+      'undo reserve r-a',
+    ]);
+    const snap = await sagas.get(saga, 'o-2');
+    expect(snap?.attempts).toEqual({ reserve: 1, charge: 1, ship: 2 });
+  });
+
+  it('the failing step itself is compensated with output undefined (its effect is unknown)', async () => {
+    const log: string[] = [];
+    const saga = orderSaga(log, { step: 'charge' });
+    const sagas = coordinator({ sagas: [saga] });
+    const outcome = await sagas.run(saga, 'o-3', { sku: 'a', cents: 5 });
+    expect(outcome.status).toBe('compensated');
+    expect(log.slice(-2)).toEqual(['undo charge unknown', 'undo reserve r-a']);
+  });
+
+  it('a step that recovers within its retries completes', async () => {
+    const log: string[] = [];
+    const saga = orderSaga(log, { step: 'charge', times: 1 });
+    const sagas = coordinator({ sagas: [saga] });
+    expect((await sagas.run(saga, 'o-4', { sku: 'a', cents: 5 })).status).toBe('completed');
+    expect(log.filter((l) => l.startsWith('do charge'))).toHaveLength(2);
+  });
+
+  it('a compensation failing past its retries parks the saga needs-attention with its history', async () => {
+    const log: string[] = [];
+    const saga = orderSaga(log, { step: 'ship', compensation: 'charge' });
+    const sagas = coordinator({ sagas: [saga] });
+    const outcome = await sagas.run(saga, 'o-5', { sku: 'a', cents: 5 });
+    expect(outcome.status).toBe('needs-attention');
+    if (outcome.status === 'needs-attention') {
+      expect(outcome.reason).toMatch(
+        /compensation of charge failed 3 times: Error: refund refused/,
+      );
+    }
+    expect(log.filter((l) => l.startsWith('undo charge'))).toHaveLength(3);
+    expect(log.some((l) => l.startsWith('undo reserve'))).toBe(false);
+    const snap = await sagas.get(saga, 'o-5');
+    expect(snap?.status).toBe('needs-attention');
+    expect(snap?.history.map((h) => h.event)).toEqual([
+      'start',
+      'begin',
+      'done',
+      'begin',
+      'done',
+      'begin',
+      'begin',
+      'fail',
+      'skip', // ship has no compensation
+      'cbegin',
+      'cbegin',
+      'cbegin',
+      'park',
+    ]);
+    expect((await sagas.list(saga, { status: 'needs-attention' })).map((s) => s.id)).toEqual([
+      'o-5',
+    ]);
+    expect(await client.pttl('keel:saga:{order:0}:x')).toBe(-2);
+  });
+
+  it('a step timeout aborts the attempt; the saga timeout compensates', async () => {
+    const seen: string[] = [];
+    const saga = defineSaga('slow', [
+      { name: 'a', run: () => 1, compensate: () => void seen.push('undo a') },
+      {
+        name: 'b',
+        run: (_ctx, signal) =>
+          new Promise<number>((_, reject) => {
+            signal.addEventListener('abort', () => {
+              seen.push(`aborted ${(signal.reason as Error).name}`);
+              reject(signal.reason as Error);
+            });
+          }),
+        timeoutMs: 30,
+        retry: { attempts: 2, initialDelayMs: 1 },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    const outcome = await sagas.run(saga, 's-1', null);
+    expect(outcome.status).toBe('compensated');
+    expect(seen).toEqual([
+      'aborted SagaStepTimeoutError',
+      'aborted SagaStepTimeoutError',
+      'undo a',
+    ]);
+
+    const whole = defineSaga(
+      'whole',
+      [
+        { name: 'a', run: () => 1, compensate: () => void seen.push('undo whole a') },
+        {
+          name: 'b',
+          run: (_c, signal) =>
+            new Promise((_, reject) =>
+              signal.addEventListener('abort', () => reject(signal.reason as Error)),
+            ),
+        },
+      ],
+      { timeoutMs: 60 },
+    );
+    const other = coordinator({ sagas: [whole] });
+    const ended = await other.run(whole, 'w-1', null);
+    expect(ended.status).toBe('compensated');
+    if (ended.status === 'compensated') expect(ended.reason).toMatch(/saga-timeout/);
+    expect(seen.at(-1)).toBe('undo whole a');
+  });
+
+  it('cancellation by signal compensates, and run rejects with the reason', async () => {
+    const log: string[] = [];
+    let started: () => void = () => undefined;
+    const inStep = new Promise<void>((resolve) => (started = resolve));
+    const saga = defineSaga('cancel', [
+      { name: 'a', run: () => 'x', compensate: () => void log.push('undo a') },
+      {
+        name: 'b',
+        run: (_c, signal) =>
+          new Promise((_, reject) => {
+            started();
+            signal.addEventListener('abort', () => reject(signal.reason as Error));
+          }),
+        compensate: (ctx) => void log.push(`undo b ${String(ctx.completed)}`),
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    const controller = new AbortController();
+    const running = sagas.run(saga, 'c-1', null, { signal: controller.signal });
+    await inStep;
+    const reason = new Error('user cancelled');
+    controller.abort(reason);
+    await expect(running).rejects.toBe(reason);
+    await until(async () => {
+      expect((await sagas.get(saga, 'c-1'))?.status).toBe('compensated');
+    }, 5000);
+    expect(log).toEqual(['undo b false', 'undo a']);
+    expect((await sagas.get(saga, 'c-1'))?.reason).toBe('cancelled');
+  });
+
+  it('cancel(id) from anywhere makes the owner compensate at its next step boundary', async () => {
+    const log: string[] = [];
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const saga = defineSaga('remote', [
+      {
+        name: 'a',
+        run: async () => {
+          await gate;
+          return 1;
+        },
+        compensate: () => void log.push('undo a'),
+      },
+      { name: 'b', run: () => void log.push('do b') },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    const running = sagas.run(saga, 'r-1', null);
+    await until(async () => {
+      expect((await sagas.get(saga, 'r-1'))?.step).toBe('a');
+    }, 5000);
+    expect(await sagas.cancel(saga, 'r-1')).toBe(true);
+    release();
+    expect((await running).status).toBe('compensated');
+    expect(log).toEqual(['undo a']);
+  });
+
+  it('a finished saga costs at most 1 KB of Redis', async () => {
+    const saga = orderSaga([]);
+    const sagas = coordinator({ sagas: [saga] });
+    await sagas.run(saga, 'order-000123', { sku: 'sku-42', cents: 1999 });
+    const keys = await client.keys('keel:saga:*');
+    let bytes = 0;
+    for (const key of keys) {
+      if (key.endsWith('live') || key.includes(':fin:')) continue;
+      bytes += Number(await client.memory('USAGE', key));
+    }
+    // plus the index entry in fin:completed (a few tens of bytes)
+    expect(bytes).toBeLessThanOrEqual(1024 - 64);
+    expect(await client.pttl(keys.find((k) => k.includes(':s:')) ?? '')).toBeGreaterThan(0);
+  });
+
+  it('rejects bad options and unknown sagas with typed errors', async () => {
+    const saga = orderSaga([]);
+    invalidOption(() => new SagaCoordinator({ redis: client, sagas: [] }));
+    invalidOption(() => new SagaCoordinator({ redis: client, sagas: [saga], leaseMs: 5 }));
+    invalidOption(() => new SagaCoordinator({ redis: {} as never, sagas: [saga] }));
+    const sagas = coordinator({ sagas: [saga] });
+    const unknown = defineSaga('other', [{ name: 'x', run: () => 1 }]);
+    expect(isSagaUnknownError(await sagas.run(unknown, 'x', null).catch((e: unknown) => e))).toBe(
+      true,
+    );
+    await expect(sagas.run(saga, '', { sku: 'a', cents: 1 })).rejects.toMatchObject({
+      code: 'KEEL_INVALID_OPTION',
+    });
+  });
+
+  describe('ownership', () => {
+    it("an old owner's late write is refused after another coordinator took over; no step runs twice", async () => {
+      const effects: string[] = [];
+      let releaseA: () => void = () => undefined;
+      const gateA = new Promise<void>((resolve) => (releaseA = resolve));
+      let calls = 0;
+      const saga = defineSaga('handover', [
+        {
+          name: 'a',
+          run: async (ctx) => {
+            calls++;
+            if (calls === 1) await gateA; // A's call hangs past its lease
+            effects.push(`a by attempt ${ctx.attempt}`);
+            return calls;
+          },
+          compensate: () => void effects.push('undo a'),
+        },
+        { name: 'b', run: () => void effects.push('b') },
+      ]);
+      // A's clock never moves: its heartbeat never renews, as in a paused process.
+      const a = coordinator({ sagas: [saga], leaseMs: 200, clock: new ManualClock(), owner: 'A' });
+      const b = coordinator({ sagas: [saga], leaseMs: 200, owner: 'B' });
+      const runA = a.run(saga, 'h-1', null);
+      await until(async () => {
+        expect((await a.get(saga, 'h-1'))?.step).toBe('a');
+      }, 5000);
+      await until(async () => {
+        expect(await b.recoverNow()).toBe(1);
+      }, 5000);
+      await until(async () => {
+        expect((await b.get(saga, 'h-1'))?.status).toBe('completed');
+      }, 5000);
+      releaseA(); // A's step returns now; its 'done' must be refused
+      const fenced: unknown[] = [];
+      a.onTransition((e) => fenced.push(e));
+      const snapBefore = await b.get(saga, 'h-1');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const snapAfter = await b.get(saga, 'h-1');
+      expect(snapAfter?.version).toBe(snapBefore?.version);
+      expect(snapAfter?.owner).toBe('B');
+      expect(snapAfter?.fence).toBe(2);
+      expect(snapAfter?.outputs).toEqual({ a: 2 });
+      expect(effects).toEqual(['a by attempt 2', 'b', 'a by attempt 1']);
+      expect(fenced).toEqual([]);
+      // A stopped driving at the refusal; its caller still learns how the saga ended.
+      await a.close();
+      expect(await runA).toMatchObject({ status: 'completed', outputs: { a: 2 } });
+    });
+  });
+});
