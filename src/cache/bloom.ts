@@ -86,8 +86,9 @@ export function bloomPositions(
 ): void {
   const m = shape.bits;
   let position = (murmur3StringInt(key, SEED_1) >>> 0) % m;
-  // An odd step of at least 1: a zero step would put all k probes on one bit.
-  const step = ((murmur3StringInt(key, SEED_2) >>> 0) | 1) % m || 1;
+  // A step of at least 1 (a zero step would put all k probes on one bit). `>>> 0` after the
+  // `| 1`: bitwise OR yields a signed int32, and a negative step walks off the array.
+  const step = ((murmur3StringInt(key, SEED_2) | 1) >>> 0) % m || 1;
   for (let i = 0; i < shape.hashes; i++) {
     out[at + i] = position;
     position += step;
