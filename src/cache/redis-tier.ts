@@ -28,7 +28,10 @@ export interface CacheSubscriber {
 export interface CacheRedisClient {
   evalsha(sha: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
   eval(source: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
-  duplicate?: (options?: { autoResubscribe?: boolean }) => CacheSubscriber;
+  /** ioredis: a new connection with the same options (`Redis`) or startup nodes (`Cluster`). */
+  duplicate?(): CacheSubscriber;
+  /** ioredis sets it on a `Cluster` client, whose `duplicate()` takes other arguments. */
+  readonly isCluster?: boolean | undefined;
 }
 
 /** True for anything that can run the cache's scripts. @internal */
@@ -128,7 +131,7 @@ export class RedisTier {
   constructor(settings: TierSettings) {
     this.#s = settings;
     if (settings.subscribe && typeof settings.client.duplicate === 'function') {
-      this.#subscriber = this.#openSubscriber(settings.client.duplicate.bind(settings.client));
+      this.#subscriber = this.#openSubscriber(settings.client);
     }
   }
 
@@ -142,10 +145,13 @@ export class RedisTier {
     return this.#s.clock.now() < this.#downUntil;
   }
 
-  #openSubscriber(duplicate: NonNullable<CacheRedisClient['duplicate']>): CacheSubscriber {
+  #openSubscriber(client: CacheRedisClient): CacheSubscriber {
     // Resubscribing ourselves on 'ready' (not ioredis's autoResubscribe, which does not catch a
-    // failed SUBSCRIBE): a failure here only means waiters fall back to polling.
-    const subscriber = duplicate({ autoResubscribe: false });
+    // failed SUBSCRIBE): a failure here only means waiters fall back to polling. A Cluster's
+    // duplicate(startupNodes?, options?) is called bare: it resubscribes on its own.
+    const plain = client as { duplicate(options?: { autoResubscribe: boolean }): CacheSubscriber };
+    const subscriber =
+      client.isCluster === true ? plain.duplicate() : plain.duplicate({ autoResubscribe: false });
     const channel = this.#s.channel;
     subscriber.on('error', () => undefined);
     subscriber.on('ready', () => {
