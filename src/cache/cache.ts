@@ -535,7 +535,14 @@ export class Cache {
   ): Promise<V | undefined> {
     const core = this.#core;
     const guard = core.guard;
-    if (guard !== undefined && !(await guard.mightContain(key))) return undefined;
+    // A guard that cannot answer (its Redis is down) lets the key through: it exists to spare
+    // the database absent keys, and refusing present ones would be an outage of its own.
+    if (guard !== undefined) {
+      const maybe = await Promise.resolve()
+        .then(() => guard.mightContain(key))
+        .catch(() => true);
+      if (!maybe) return undefined;
+    }
     // The last value we know, served if the loader fails within its grace period.
     let last = core.l1?.get(full);
     const token = core.token();

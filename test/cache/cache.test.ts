@@ -199,6 +199,13 @@ describe('Cache (L1 only)', () => {
     await expect(cache.getOrLoad('sku-404', load.loader)).resolves.toBe('x');
   });
 
+  it('a guard that fails (its Redis is down) lets the key through to the loader', async () => {
+    await using cache = new Cache({
+      guard: { mightContain: () => Promise.reject(new Error('bloom unreachable')) },
+    });
+    await expect(cache.getOrLoad('sku-1', () => 'loaded')).resolves.toBe('loaded');
+  });
+
   it('L1 is bounded by count and by size', async () => {
     await using byCount = new Cache({ l1: { max: 2 } });
     for (const k of ['a', 'b', 'c']) await byCount.set(k, k);
