@@ -53,6 +53,8 @@ function classify(error: unknown): RedisFailureKind {
   const code = (error as { code?: unknown }).code;
   const text = `${error.message} ${typeof code === 'string' ? code : ''}`;
   if (text.includes('ECONNREFUSED')) return 'connection-refused';
+  // ioredis gives up on a command after `maxRetriesPerRequest` reconnection attempts.
+  if (error.name === 'MaxRetriesPerRequestError') return 'not-connected';
   if (
     text.includes('Connection is closed') ||
     text.includes("Stream isn't writeable") ||

@@ -9,7 +9,7 @@ import {
   type CacheQuarantineEvent,
 } from '../../src/cache/index.js';
 import { until } from '../support/helpers.js';
-import { describeRedis, useRedis } from '../support/vitest.js';
+import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -31,6 +31,7 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
   afterEach(async () => {
     for (const c of opened.splice(0)) await c.close();
     if (redis().node(0).state === 'paused') redis().resume(0);
+    if (redis().node(0).state === 'killed') await redis().restart(0);
     for (const c of clients.splice(0)) c.disconnect();
     await redis().flushAll();
   });
@@ -195,6 +196,44 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
       await a.getOrLoad(`probe-${Math.random()}`, () => 1);
       expect(recovered).toHaveLength(1);
     }, 10_000);
+  });
+
+  it('Redis killed: L1 and the loader keep serving, a typed degraded event, recovery after a restart', async () => {
+    const a = cacheOf({ redisTimeoutMs: 300, degradedRetryMs: 100 });
+    const degraded: CacheDegradedEvent[] = [];
+    a.onDegraded((e) => degraded.push(e));
+    let recovered = 0;
+    a.onRecovered(() => recovered++);
+    await a.getOrLoad('warm', () => 'w');
+    await redis().kill(0);
+    await expect(a.getOrLoad('warm', () => 'x')).resolves.toBe('w');
+    await expect(a.getOrLoad('cold', () => 'loaded')).resolves.toBe('loaded');
+    expect(degraded).toHaveLength(1);
+    expect(['connection-refused', 'not-connected', 'timed-out']).toContain(degraded[0]?.error.kind);
+    await redis().restart(0);
+    await until(async () => {
+      await a.getOrLoad(`probe-${Math.random()}`, () => 1);
+      expect(recovered).toBe(1);
+    }, 20_000);
+  });
+
+  it('close leaves no socket or timer behind (the subscriber it opened is closed)', async () => {
+    const before = liveHandles();
+    const c = client();
+    const cache = new Cache({ redis: c });
+    await cache.getOrLoad('k', () => 1);
+    await until(
+      () => expect(liveHandles().TCPSocketWrap ?? 0).toBeGreaterThan(before.TCPSocketWrap ?? 0),
+      5_000,
+    );
+    await cache.close();
+    await cache.close();
+    c.disconnect();
+    await until(() => {
+      const after = liveHandles();
+      expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(before.TCPSocketWrap ?? 0);
+      expect(after.Timeout ?? 0).toBeLessThanOrEqual(before.Timeout ?? 0);
+    }, 5_000);
   });
 
   it('RedisBloomFilter: no false negatives, batch calls, rebuild by atomic swap', async () => {
