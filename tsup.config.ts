@@ -49,6 +49,7 @@ export default defineConfig({
     'otel/index': 'src/otel/index.ts',
     'queue/index': 'src/queue/index.ts',
     'saga/index': 'src/saga/index.ts',
+    'cache/index': 'src/cache/index.ts',
   },
   format: ['esm', 'cjs'],
   target: 'node20',

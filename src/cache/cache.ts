@@ -1,0 +1,950 @@
+/**
+ * `Cache`: an in-process L1 (lru-cache) in front of an optional Redis L2, built against the
+ * three ways a cache fails under load — breakdown (a hot key expires and everyone rebuilds it:
+ * in-process single-flight plus a cross-process Redis lease, stale-while-revalidate, XFetch),
+ * avalanche (keys expiring together: ttl jitter, `warm`) and penetration (keys that exist
+ * nowhere: negative caching, a Bloom-filter guard).
+ *
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import {
+  EventChannel,
+  InvalidOptionError,
+  KeelChannel,
+  onAbort,
+  throwIfAborted,
+  wakeableSleep,
+  wallTime,
+  type Subscription,
+} from '../core/index.js';
+import {
+  decodeEnvelope,
+  encodeEnvelope,
+  freshness,
+  jitteredTtl,
+  makeEntry,
+  shiftEntry,
+  xfetchRefresh,
+  type Entry,
+  type Lifetimes,
+} from './entry.js';
+import { CacheClosedError, CacheSerializationError, isCacheRedisError } from './errors.js';
+import type {
+  CacheDegradedEvent,
+  CacheGraceEvent,
+  CacheQuarantineEvent,
+  CacheRecoveredEvent,
+  CacheRefreshErrorEvent,
+  CacheStaleWriteRefusedEvent,
+} from './events.js';
+import {
+  resolveCacheOptions,
+  resolveCallOptions,
+  type CacheGuard,
+  type CacheOptions,
+  type LifetimeOptions,
+  type ResolvedCacheOptions,
+} from './options.js';
+import { RedisTier } from './redis-tier.js';
+import * as scripts from './scripts.js';
+
+/** What a loader is given. */
+export interface LoaderContext {
+  /** The key asked for (without the namespace). */
+  readonly key: string;
+  /** Aborts when the cache closes; pass it on to the database call. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Loads the value of a key from the source of truth. Returning `undefined` means the key does
+ * not exist: the absence is cached for `negativeTtlMs`.
+ */
+export type Loader<V> = (context: LoaderContext) => V | undefined | Promise<V | undefined>;
+
+/** Options of {@link Cache.warm}. */
+export interface WarmOptions {
+  /** Most loads at once. @defaultValue `8` */
+  readonly concurrency?: number | undefined;
+  /** Stops warming (the loads already running finish); rejects with its reason. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Options of {@link Cache.get} and {@link Cache.delete}. */
+export interface CallOptions {
+  /** Rejects with its reason when aborted. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** A quarantined value is kept this long under `<key>:quarantine` for inspection. */
+const QUARANTINE_TTL_MS = 86_400_000;
+
+const channels = {
+  degraded: new KeelChannel<CacheDegradedEvent>('cache', 'degraded'),
+  recovered: new KeelChannel<CacheRecoveredEvent>('cache', 'recovered'),
+  quarantine: new KeelChannel<CacheQuarantineEvent>('cache', 'quarantine'),
+  grace: new KeelChannel<CacheGraceEvent>('cache', 'grace'),
+  refreshError: new KeelChannel<CacheRefreshErrorEvent>('cache', 'refresh-error'),
+  staleWriteRefused: new KeelChannel<CacheStaleWriteRefusedEvent>('cache', 'stale-write-refused'),
+};
+
+/** One shared load of a key in this process. */
+interface Flight {
+  readonly promise: Promise<unknown>;
+  /** Set by a local `set`/`delete` while loading: the result must not be stored. */
+  voided: boolean;
+}
+
+/** A read of L2 turned into an entry on the local timeline, or why there is none. */
+type L2Read =
+  | { readonly kind: 'entry'; readonly entry: Entry; readonly took: boolean }
+  | { readonly kind: 'miss'; readonly took: boolean; readonly leaseTtlMs: number }
+  | { readonly kind: 'down' };
+
+const isKey = (key: unknown): key is string => typeof key === 'string' && key !== '';
+
+/** Everything the namespaces of one cache share. */
+class CacheCore {
+  readonly o: ResolvedCacheOptions;
+  readonly l1: LRUCache<string, Entry> | undefined;
+  readonly tier: RedisTier | undefined;
+  readonly origin = randomUUID();
+  readonly channel: string;
+  readonly flights = new Map<string, Flight>();
+  readonly refreshing = new Set<string>();
+  readonly waiters = new Map<string, Set<() => void>>();
+  readonly closing = new AbortController();
+  guard: CacheGuard | undefined;
+  #tokens = 0;
+  closed = false;
+
+  readonly degraded = new EventChannel<CacheDegradedEvent>();
+  readonly recovered = new EventChannel<CacheRecoveredEvent>();
+  readonly quarantine = new EventChannel<CacheQuarantineEvent>();
+  readonly grace = new EventChannel<CacheGraceEvent>();
+  readonly refreshError = new EventChannel<CacheRefreshErrorEvent>();
+  readonly staleWriteRefused = new EventChannel<CacheStaleWriteRefusedEvent>();
+
+  constructor(options: ResolvedCacheOptions) {
+    this.o = options;
+    this.guard = options.guard;
+    this.channel = `${options.prefix}events`;
+    if (options.l1 !== false) {
+      const { max, maxSize, sizeOf } = options.l1;
+      this.l1 =
+        maxSize === undefined
+          ? new LRUCache<string, Entry>({ max })
+          : new LRUCache<string, Entry>({
+              max,
+              maxSize,
+              sizeCalculation: (entry) => Math.max(1, measure(entry.value, sizeOf)),
+            });
+    }
+    if (options.redis !== undefined) {
+      this.tier = new RedisTier({
+        client: options.redis,
+        clock: options.clock,
+        timeoutMs: options.redisTimeoutMs,
+        retryMs: options.degradedRetryMs,
+        channel: this.channel,
+        subscribe: options.invalidation,
+        onMessage: (message) => {
+          this.#onMessage(message);
+        },
+        onDegraded: (operation, error) => {
+          this.emit(this.degraded, channels.degraded, () => ({
+            operation,
+            error,
+            time: wallTime(),
+          }));
+        },
+        onRecovered: (degradedMs) => {
+          this.emit(this.recovered, channels.recovered, () => ({ degradedMs, time: wallTime() }));
+        },
+      });
+    }
+  }
+
+  /** Feeds a typed event and its diagnostics channel from one place; builds nothing unheard. */
+  emit<T extends object>(events: EventChannel<T>, channel: KeelChannel<T>, build: () => T): void {
+    if (!events.active && !channel.active) return;
+    const event = build();
+    events.emit(event);
+    channel.publish(event);
+  }
+
+  token(): string {
+    return `${this.origin}:${(this.#tokens++).toString(36)}`;
+  }
+
+  valueKey(full: string): string {
+    return `${this.o.prefix}{${full}}`;
+  }
+
+  /** `f` fill, `i` invalidation (set/delete), `r` lease released: `kind|origin|namespace:key`. */
+  message(kind: 'f' | 'i' | 'r', full: string): string {
+    return `${kind}|${this.origin}|${full}`;
+  }
+
+  #onMessage(message: string): void {
+    const first = message.indexOf('|');
+    const second = message.indexOf('|', first + 1);
+    if (first !== 1 || second === -1) return;
+    const full = message.slice(second + 1);
+    // Another process changed the value: our L1 copy is out of date. Our own messages change
+    // nothing (L1 was updated before the write).
+    if (message.slice(first + 1, second) !== this.origin && message[0] !== 'r') {
+      this.l1?.delete(full);
+    }
+    this.wake(full);
+  }
+
+  wake(full: string): void {
+    const set = this.waiters.get(full);
+    if (set === undefined) return;
+    for (const wake of [...set]) wake();
+  }
+
+  /** Sleeps until `full` is filled, released or invalidated, or `ms` passes. */
+  async waitFor(full: string, ms: number): Promise<void> {
+    const sleeping = wakeableSleep(ms, { clock: this.o.clock, signal: this.closing.signal });
+    let set = this.waiters.get(full);
+    if (set === undefined) this.waiters.set(full, (set = new Set()));
+    set.add(sleeping.wake);
+    try {
+      await sleeping.done;
+    } finally {
+      set.delete(sleeping.wake);
+      if (set.size === 0) this.waiters.delete(full);
+    }
+  }
+
+  storeL1(full: string, entry: Entry): void {
+    if (this.l1 === undefined) return;
+    const cap = this.o.l1 === false ? Infinity : this.o.l1.ttlMs;
+    if (cap !== Infinity) {
+      const limit = this.o.clock.now() + cap;
+      entry = {
+        ...entry,
+        freshUntil: Math.min(entry.freshUntil, limit),
+        staleUntil: Math.min(entry.staleUntil, limit),
+      };
+    }
+    this.l1.set(full, entry);
+  }
+
+  /** Wall-clock minus monotonic: adding it moves a local deadline onto the shared timeline. */
+  wallOffset(): number {
+    return this.o.wallClock() - this.o.clock.now();
+  }
+
+  lifetimes(options: LifetimeOptions | undefined): Lifetimes {
+    const o = this.o;
+    return {
+      ttlMs: jitteredTtl(options?.ttlMs ?? o.ttlMs, o.jitter, o.random),
+      staleMs: options?.staleMs ?? o.staleMs,
+      graceMs: options?.graceMs ?? o.graceMs,
+    };
+  }
+
+  negativeLifetimes(): Lifetimes {
+    return { ttlMs: this.o.negativeTtlMs, staleMs: 0, graceMs: 0 };
+  }
+
+  /** Reads L2 and, with `acquire`, takes the lease when there is no value. */
+  async readL2(full: string, token: string, acquire: boolean): Promise<L2Read> {
+    const tier = this.tier;
+    if (tier === undefined) return { kind: 'down' };
+    const key = this.valueKey(full);
+    let reply: unknown;
+    try {
+      reply = await tier.run(
+        'read',
+        scripts.READ,
+        [key, `${key}:lease`],
+        [token, this.o.leaseTtlMs, acquire ? '1' : '0'],
+      );
+    } catch (error) {
+      if (isCacheRedisError(error)) return { kind: 'down' };
+      throw error;
+    }
+    const [raw, took, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
+    const leaseTtlMs = typeof pttl === 'number' && pttl > 0 ? pttl : 0;
+    if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
+    const entry = await this.#parse(full, key, raw);
+    if (entry === undefined) return { kind: 'miss', took: false, leaseTtlMs };
+    return { kind: 'entry', entry, took: took === 1 };
+  }
+
+  /** The envelope as a local entry, or `undefined` after quarantining it. */
+  async #parse(full: string, key: string, raw: string): Promise<Entry | undefined> {
+    const envelope = decodeEnvelope(raw);
+    let reason: string | undefined;
+    let cause: unknown;
+    let value: unknown;
+    if ('malformed' in envelope) {
+      reason = envelope.malformed;
+    } else if (!envelope.negative) {
+      try {
+        value = this.o.serializer.deserialize(envelope.payload);
+      } catch (error) {
+        reason = 'the serializer refused the payload';
+        cause = error;
+      }
+      if (reason === undefined && value === undefined) reason = 'the payload reads as undefined';
+    }
+    if (reason !== undefined || 'malformed' in envelope) {
+      const quarantineKey = `${key}:quarantine`;
+      let moved = false;
+      try {
+        moved =
+          (await this.tier?.run(
+            'quarantine',
+            scripts.QUARANTINE,
+            [key, quarantineKey],
+            [raw, QUARANTINE_TTL_MS],
+          )) === 1;
+      } catch {
+        // Reported below either way; the value is not served.
+      }
+      const why = reason ?? 'malformed';
+      this.emit(this.quarantine, channels.quarantine, () => ({
+        key: full,
+        reason: why,
+        quarantineKey: moved ? quarantineKey : undefined,
+        ...(cause === undefined ? {} : { cause }),
+        time: wallTime(),
+      }));
+      return undefined;
+    }
+    const entry: Entry = {
+      value,
+      negative: envelope.negative,
+      freshUntil: envelope.freshUntil,
+      staleUntil: envelope.staleUntil,
+      graceUntil: envelope.graceUntil,
+      deltaMs: envelope.deltaMs,
+    };
+    return shiftEntry(entry, -this.wallOffset());
+  }
+
+  /** Serializes `entry` into the envelope text, and its Redis expiry (ms from now, ≥ 1). */
+  envelope(full: string, entry: Entry): { text: string; px: number } {
+    let payload = '';
+    if (!entry.negative) {
+      try {
+        payload = this.o.serializer.serialize(entry.value);
+      } catch (error) {
+        throw new CacheSerializationError(full, error);
+      }
+      if (typeof payload !== 'string') {
+        throw new CacheSerializationError(
+          full,
+          new Error('the serializer did not return a string'),
+        );
+      }
+    }
+    const offset = this.wallOffset();
+    const text = encodeEnvelope(shiftEntry(entry, offset), payload);
+    const px = Math.max(1, Math.ceil(entry.graceUntil - this.o.clock.now()));
+    return { text, px: Number.isFinite(px) ? px : 2_147_483_647 };
+  }
+}
+
+function measure(value: unknown, sizeOf: ((value: unknown) => number) | undefined): number {
+  if (sizeOf !== undefined) {
+    const size = sizeOf(value);
+    return Number.isFinite(size) && size > 0 ? size : 1;
+  }
+  try {
+    return (JSON.stringify(value) as string | undefined)?.length ?? 1;
+  } catch {
+    return 1;
+  }
+}
+
+/** Resolves or rejects with `promise`, or rejects with `signal.reason` first. */
+function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const off = onAbort(signal, () => {
+      reject(signal.reason as Error);
+    });
+    promise.then(
+      (value) => {
+        off();
+        resolve(value);
+      },
+      (error: unknown) => {
+        off();
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * A two-tier cache: an in-process L1 (`lru-cache`, bounded by count and size) in front of an
+ * optional Redis L2, that does not stampede, avalanche or let absent keys through.
+ *
+ * - `getOrLoad` runs the loader **once** per key per expiry: callers in this process share one
+ *   load, and processes share one through a short Redis lease (`SET NX PX` with a token); the
+ *   others wait for the value, woken by pub/sub (polling as the fallback), or get the stale
+ *   value. A lease whose holder died runs out and another process loads.
+ * - A load that started before a `delete` or `set` cannot write its (possibly older) value
+ *   back: its lease token was voided (memcache leases, NSDI 2013).
+ * - Stale-while-revalidate within `staleMs`, XFetch early refresh (β), grace when the loader
+ *   fails, ttl jitter, negative caching and an optional Bloom-filter `guard`.
+ * - Redis failing or paused degrades to L1 and the loader (`onDegraded`), never beyond
+ *   `redisTimeoutMs` per call; values read back from Redis are checked, and anything malformed
+ *   is quarantined (`onQuarantine`), never served.
+ *
+ * @example
+ * ```ts
+ * import { Cache } from 'keel/cache';
+ *
+ * await using cache = new Cache({ ttlMs: 30_000, staleMs: 5_000 });
+ * const price = await cache.getOrLoad('sku-1', async () => ({ cents: 1999 }));
+ * console.log(price); // { cents: 1999 }
+ * ```
+ */
+export class Cache {
+  readonly #core: CacheCore;
+  readonly #namespace: string;
+
+  /** @throws InvalidOptionError naming a bad option */
+  constructor(options: CacheOptions = {}) {
+    const view = pendingView;
+    pendingView = undefined;
+    if (view !== undefined) {
+      this.#core = view.core;
+      this.#namespace = view.namespace;
+    } else {
+      const resolved = resolveCacheOptions(options);
+      this.#core = new CacheCore(resolved);
+      this.#namespace = resolved.namespace;
+    }
+  }
+
+  /** This cache's namespace: its keys are `namespace:key` in L1 and in Redis. */
+  get name(): string {
+    return this.#namespace;
+  }
+
+  /**
+   * A cache over another namespace that shares this one's L1, Redis connection, options and
+   * events. Closing any view closes them all.
+   *
+   * @throws InvalidOptionError when `namespace` is not a non-empty string
+   */
+  namespace(namespace: string): Cache {
+    if (!isKey(namespace)) {
+      throw new InvalidOptionError('Cache.namespace', 'namespace', 'a non-empty string', namespace);
+    }
+    pendingView = { core: this.#core, namespace };
+    return new Cache();
+  }
+
+  /**
+   * Swaps the guard consulted before Redis and the loader (a rebuilt Bloom filter), atomically
+   * for every later call; `undefined` removes it.
+   */
+  setGuard(guard: CacheGuard | undefined): void {
+    if (guard !== undefined && typeof (guard as Partial<CacheGuard>).mightContain !== 'function') {
+      throw new InvalidOptionError(
+        'Cache.setGuard',
+        'guard',
+        'a guard { mightContain(key) }',
+        guard,
+      );
+    }
+    this.#core.guard = guard;
+  }
+
+  #full(owner: string, key: unknown): string {
+    if (this.#core.closed) throw new CacheClosedError();
+    if (!isKey(key)) throw new InvalidOptionError(owner, 'key', 'a non-empty string', key);
+    return `${this.#namespace}:${key}`;
+  }
+
+  /**
+   * The value of `key`: fresh from L1; else (stale, expired or absent) the result of one load
+   * shared by every caller in every process. A stale value within `staleMs` is returned at once
+   * while one caller refreshes it; a fresh one may be refreshed early (XFetch). `undefined`
+   * when the loader said the key does not exist (cached for `negativeTtlMs`) or the guard ruled
+   * it out.
+   *
+   * @throws what the loader threw, when there is no value within the grace period to serve
+   * @throws CacheClosedError after `close()`
+   * @throws InvalidOptionError for a bad key or option
+   */
+  getOrLoad<V>(key: string, loader: Loader<V>, options?: LifetimeOptions): Promise<V | undefined> {
+    // Not an async function: an L1 hit costs one resolved promise and no async frame. Errors
+    // are still delivered as rejections, never thrown synchronously.
+    try {
+      return this.#getOrLoad(key, loader, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #getOrLoad<V>(
+    key: string,
+    loader: Loader<V>,
+    options: LifetimeOptions | undefined,
+  ): Promise<V | undefined> {
+    const full = this.#full('Cache.getOrLoad', key);
+    if (typeof loader !== 'function') {
+      throw new InvalidOptionError('Cache.getOrLoad', 'loader', 'a function', loader);
+    }
+    const call = options === undefined ? undefined : resolveCallOptions('Cache.getOrLoad', options);
+    throwIfAborted(call?.signal);
+    const core = this.#core;
+    const entry = core.l1?.get(full);
+    if (entry !== undefined) {
+      const now = core.o.clock.now();
+      const state = freshness(entry, now);
+      if (state === 'fresh') {
+        if (xfetchRefresh(entry, now, core.o.beta, core.o.random)) {
+          this.#refresh(full, key, loader, call);
+        }
+        return Promise.resolve(entry.value as V | undefined);
+      }
+      if (state === 'stale') {
+        this.#refresh(full, key, loader, call);
+        return Promise.resolve(entry.value as V | undefined);
+      }
+      if (state === 'expired') core.l1?.delete(full);
+    }
+    let flight = core.flights.get(full);
+    if (flight === undefined) {
+      const started: Flight = { promise: Promise.resolve(), voided: false };
+      const promise = this.#load(full, key, loader, call, started);
+      (started as { promise: Promise<unknown> }).promise = promise;
+      flight = started;
+      core.flights.set(full, flight);
+      const done = (): void => {
+        if (core.flights.get(full) === started) core.flights.delete(full);
+      };
+      promise.then(done, done);
+    }
+    return raceSignal(flight.promise as Promise<V | undefined>, call?.signal);
+  }
+
+  /** The shared load of `full` (foreground: some caller waits for it). */
+  async #load<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+    flight: Flight,
+  ): Promise<V | undefined> {
+    const core = this.#core;
+    const guard = core.guard;
+    // A guard that cannot answer (its Redis is down) lets the key through: it exists to spare
+    // the database absent keys, and refusing present ones would be an outage of its own.
+    if (guard !== undefined) {
+      const maybe = await Promise.resolve()
+        .then(() => guard.mightContain(key))
+        .catch(() => true);
+      if (!maybe) return undefined;
+    }
+    // The last value we know, served if the loader fails within its grace period.
+    let last = core.l1?.get(full);
+    const token = core.token();
+    if (core.tier !== undefined) {
+      const deadline = core.o.clock.now() + core.o.maxWaitMs;
+      for (;;) {
+        const read = await core.readL2(full, token, true);
+        if (read.kind === 'down') break;
+        let took = read.took;
+        if (read.kind === 'entry') {
+          const now = core.o.clock.now();
+          const state = freshness(read.entry, now);
+          if (state === 'fresh' || state === 'stale') {
+            if (!flight.voided) core.storeL1(full, read.entry);
+            if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
+              this.#refresh(full, key, loader, call);
+            }
+            return read.entry.value as V | undefined;
+          }
+          if (state === 'grace') last = read.entry;
+          // A value past its stale window is still there: the lease was not tried.
+          took = await this.#takeLease(full, token);
+        }
+        if (took) return this.#run(full, key, loader, call, flight, token, last);
+        if (core.closed) throw new CacheClosedError();
+        const left = deadline - core.o.clock.now();
+        if (left <= 0) break;
+        const leaseLeft = read.kind === 'miss' && read.leaseTtlMs > 0 ? read.leaseTtlMs : Infinity;
+        // Rejects with CacheClosedError if the cache closes meanwhile.
+        await core.waitFor(full, Math.min(core.o.pollIntervalMs, leaseLeft, left));
+      }
+    }
+    return this.#run(full, key, loader, call, flight, undefined, last);
+  }
+
+  async #takeLease(full: string, token: string): Promise<boolean> {
+    const core = this.#core;
+    const key = core.valueKey(full);
+    try {
+      return (
+        (await core.tier?.run(
+          'lease',
+          scripts.TAKE_LEASE,
+          [`${key}:lease`],
+          [token, core.o.leaseTtlMs],
+        )) === 1
+      );
+    } catch (error) {
+      if (isCacheRedisError(error)) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Runs the loader and stores its result: in L2 through the lease `token` (refused if a set or
+   * delete voided it), and in L1 unless a local set or delete voided the flight. Without a token
+   * (L1 only, Redis degraded, or a waiter that gave up waiting) L2 is left alone.
+   */
+  async #run<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+    flight: Flight,
+    token: string | undefined,
+    last: Entry | undefined,
+  ): Promise<V | undefined> {
+    const core = this.#core;
+    const clock = core.o.clock;
+    const tier = core.tier;
+    const valueKey = core.valueKey(full);
+    const leaseKey = `${valueKey}:lease`;
+    // The holder keeps its lease while the loader runs, so it only runs out if this process
+    // dies (then another process takes over within leaseTtlMs).
+    let heartbeat: { cancel(): void } | undefined;
+    const beat = (): void => {
+      heartbeat = clock
+        .setTimer(() => {
+          tier
+            ?.run('extend', scripts.EXTEND_LEASE, [leaseKey], [token ?? '', core.o.leaseTtlMs])
+            .catch(() => undefined);
+          beat();
+        }, core.o.leaseTtlMs / 3)
+        .unref();
+    };
+    if (token !== undefined && tier !== undefined) beat();
+    const started = clock.now();
+    let value: V | undefined;
+    try {
+      value = await loader({ key, signal: core.closing.signal });
+    } catch (error) {
+      heartbeat?.cancel();
+      if (token !== undefined && tier !== undefined) {
+        // Give the lease up so a waiter takes over now rather than when it runs out.
+        await tier
+          .run(
+            'release',
+            scripts.RELEASE,
+            [leaseKey],
+            [token, core.channel, core.message('r', full)],
+          )
+          .catch(() => undefined);
+      }
+      const now = clock.now();
+      if (last !== undefined && now < last.graceUntil && !last.negative) {
+        const served = last;
+        core.emit(core.grace, channels.grace, () => ({
+          key: full,
+          error,
+          staleByMs: Math.max(0, now - served.freshUntil),
+          time: wallTime(),
+        }));
+        return served.value as V | undefined;
+      }
+      throw error;
+    } finally {
+      heartbeat?.cancel();
+    }
+    const now = clock.now();
+    const negative = value === undefined;
+    if (negative && core.o.negativeTtlMs <= 0) {
+      if (token !== undefined && tier !== undefined) {
+        await tier
+          .run(
+            'release',
+            scripts.RELEASE,
+            [leaseKey],
+            [token, core.channel, core.message('r', full)],
+          )
+          .catch(() => undefined);
+      }
+      return undefined;
+    }
+    const entry = makeEntry(
+      value,
+      negative,
+      now,
+      negative ? core.negativeLifetimes() : core.lifetimes(call),
+      now - started,
+    );
+    let stored = token === undefined;
+    if (token !== undefined && tier !== undefined) {
+      const { text, px } = core.envelope(full, entry);
+      try {
+        stored =
+          (await tier.run(
+            'fill',
+            scripts.FILL,
+            [valueKey, leaseKey],
+            [token, text, px, core.channel, core.message('f', full)],
+          )) === 1;
+      } catch (error) {
+        if (!isCacheRedisError(error)) throw error;
+        // Redis failed the write-back: keep the value in L1 (this process's own read).
+        stored = true;
+      }
+      if (!stored) {
+        core.emit(core.staleWriteRefused, channels.staleWriteRefused, () => ({
+          key: full,
+          time: wallTime(),
+        }));
+      }
+      core.wake(full);
+    }
+    if (stored && !flight.voided) core.storeL1(full, entry);
+    return value;
+  }
+
+  /** Starts a background refresh of `full` unless one is running; never throws. */
+  #refresh<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+  ): void {
+    const core = this.#core;
+    if (core.refreshing.has(full) || core.flights.has(full) || core.closed) return;
+    core.refreshing.add(full);
+    const flight: Flight = { promise: Promise.resolve(), voided: false };
+    const run = async (): Promise<void> => {
+      let token: string | undefined;
+      if (core.tier !== undefined && !core.tier.degraded) {
+        token = core.token();
+        // Another process (or this one) is refreshing: its fill will reach us.
+        if (!(await this.#takeLease(full, token))) return;
+      }
+      // Grace is the foreground's business: a failed refresh leaves the stale value in place.
+      await this.#run(full, key, loader, call, flight, token, undefined);
+    };
+    core.flights.set(full, flight);
+    const promise = run().then(
+      () => undefined,
+      (error: unknown) => {
+        core.emit(core.refreshError, channels.refreshError, () => ({
+          key: full,
+          error,
+          time: wallTime(),
+        }));
+      },
+    );
+    (flight as { promise: Promise<unknown> }).promise = promise;
+    void promise.finally(() => {
+      core.refreshing.delete(full);
+      if (core.flights.get(full) === flight) core.flights.delete(full);
+    });
+  }
+
+  /**
+   * The value of `key` if cached and fresh or within `staleMs` (L1, then Redis), without
+   * loading; `undefined` otherwise (and for a cached absence). Redis failures degrade to a miss.
+   */
+  async get<V = unknown>(key: string, options?: CallOptions): Promise<V | undefined> {
+    const full = this.#full('Cache.get', key);
+    throwIfAborted(options?.signal);
+    const core = this.#core;
+    const now = core.o.clock.now();
+    const entry = core.l1?.get(full);
+    if (entry !== undefined) {
+      const state = freshness(entry, now);
+      if (state === 'fresh' || state === 'stale') return entry.value as V | undefined;
+    }
+    if (core.tier === undefined) return undefined;
+    const read = await raceSignal(core.readL2(full, '', false), options?.signal);
+    if (read.kind !== 'entry') return undefined;
+    const state = freshness(read.entry, core.o.clock.now());
+    if (state !== 'fresh' && state !== 'stale') return undefined;
+    core.storeL1(full, read.entry);
+    return read.entry.value as V | undefined;
+  }
+
+  /**
+   * The fresh value of `key` in L1, synchronously, or `undefined`: no Redis, no loader, no
+   * recency update. For hot paths that can fall back to `getOrLoad`.
+   */
+  // The caller names the type it stored, as with JSON.parse: the cache cannot check it.
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
+  peek<V = unknown>(key: string): V | undefined {
+    const full = this.#full('Cache.peek', key);
+    const entry = this.#core.l1?.peek(full);
+    if (entry === undefined || this.#core.o.clock.now() >= entry.freshUntil) return undefined;
+    return entry.value as V | undefined;
+  }
+
+  /**
+   * Stores `value` for `key` in L1 and Redis, voids any load of it in flight here or in other
+   * processes (their write-back is refused), and tells other processes to drop their L1 copy.
+   *
+   * @throws CacheRedisError when Redis failed the write (L1 was updated)
+   * @throws CacheSerializationError when the serializer could not write the value
+   */
+  async set(key: string, value: unknown, options?: LifetimeOptions): Promise<void> {
+    const full = this.#full('Cache.set', key);
+    if (value === undefined) {
+      throw new InvalidOptionError('Cache.set', 'value', 'a value (use delete to remove)', value);
+    }
+    const call = options === undefined ? undefined : resolveCallOptions('Cache.set', options);
+    throwIfAborted(call?.signal);
+    const core = this.#core;
+    const entry = makeEntry(value, false, core.o.clock.now(), core.lifetimes(call), 0);
+    const envelope = core.tier === undefined ? undefined : core.envelope(full, entry);
+    this.#void(full);
+    core.storeL1(full, entry);
+    if (core.tier !== undefined && envelope !== undefined) {
+      const valueKey = core.valueKey(full);
+      await raceSignal(
+        core.tier.run(
+          'set',
+          scripts.WRITE,
+          [valueKey, `${valueKey}:lease`],
+          [envelope.text, envelope.px, core.channel, core.message('i', full)],
+        ),
+        call?.signal,
+      );
+    }
+  }
+
+  /**
+   * Removes `key` from L1 and Redis, voids any load of it in flight (here and elsewhere: its
+   * write-back is refused), and tells other processes to drop their L1 copy.
+   *
+   * @returns whether a value was there (in Redis when there is one, else in L1)
+   * @throws CacheRedisError when Redis failed the delete (L1 was cleared)
+   */
+  async delete(key: string, options?: CallOptions): Promise<boolean> {
+    const full = this.#full('Cache.delete', key);
+    throwIfAborted(options?.signal);
+    const core = this.#core;
+    this.#void(full);
+    const had = core.l1?.delete(full) ?? false;
+    if (core.tier === undefined) return had;
+    const valueKey = core.valueKey(full);
+    const reply = await raceSignal(
+      core.tier.run(
+        'delete',
+        scripts.DELETE,
+        [valueKey, `${valueKey}:lease`],
+        [core.channel, core.message('i', full)],
+      ),
+      options?.signal,
+    );
+    return reply === 1;
+  }
+
+  /** A local set or delete: a load in flight must not store its (older) result. */
+  #void(full: string): void {
+    const core = this.#core;
+    const flight = core.flights.get(full);
+    if (flight !== undefined) {
+      flight.voided = true;
+      core.flights.delete(full);
+    }
+  }
+
+  /**
+   * Loads `keys` ahead of traffic (avalanche prevention after a deploy or a flush), at most
+   * `concurrency` at once, each through `getOrLoad` (so it is single-flighted like any read).
+   *
+   * @returns how many keys were loaded with a value (not absent)
+   */
+  async warm<V>(
+    keys: Iterable<string>,
+    loader: Loader<V>,
+    options: WarmOptions = {},
+  ): Promise<number> {
+    const concurrency = options.concurrency ?? 8;
+    if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+      throw new InvalidOptionError('Cache.warm', 'concurrency', 'an integer >= 1', concurrency);
+    }
+    throwIfAborted(options.signal);
+    const iterator = keys[Symbol.iterator]();
+    let loaded = 0;
+    const worker = async (): Promise<void> => {
+      for (let next = iterator.next(); next.done !== true; next = iterator.next()) {
+        throwIfAborted(options.signal);
+        const value = await this.getOrLoad(next.value, loader, { signal: options.signal });
+        if (value !== undefined) loaded++;
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    return loaded;
+  }
+
+  /** Redis failed: the cache serves from L1 and the loader until it answers again. */
+  onDegraded(listener: (event: CacheDegradedEvent) => void): Subscription {
+    return this.#core.degraded.subscribe(listener);
+  }
+
+  /** Redis answers again after a degraded period. */
+  onRecovered(listener: (event: CacheRecoveredEvent) => void): Subscription {
+    return this.#core.recovered.subscribe(listener);
+  }
+
+  /** A value read from Redis was malformed: moved aside and treated as a miss. */
+  onQuarantine(listener: (event: CacheQuarantineEvent) => void): Subscription {
+    return this.#core.quarantine.subscribe(listener);
+  }
+
+  /** The loader failed and the last value was served (grace period). */
+  onGrace(listener: (event: CacheGraceEvent) => void): Subscription {
+    return this.#core.grace.subscribe(listener);
+  }
+
+  /** A background refresh failed; the old value stays until it expires. */
+  onRefreshError(listener: (event: CacheRefreshErrorEvent) => void): Subscription {
+    return this.#core.refreshError.subscribe(listener);
+  }
+
+  /** A loaded value was not written back because the key was set or deleted meanwhile. */
+  onStaleWriteRefused(listener: (event: CacheStaleWriteRefusedEvent) => void): Subscription {
+    return this.#core.staleWriteRefused.subscribe(listener);
+  }
+
+  /**
+   * Closes the cache (all its namespaces): calls reject with {@link CacheClosedError}, waiters
+   * wake and reject, loaders see their signal abort, the subscriber connection this cache opened
+   * closes. The Redis client passed in is left open (it is the caller's). Safe to call twice.
+   */
+  close(): Promise<void> {
+    const core = this.#core;
+    if (core.closed) return Promise.resolve();
+    core.closed = true;
+    core.closing.abort(new CacheClosedError());
+    core.tier?.close();
+    core.l1?.clear();
+    return Promise.resolve();
+  }
+
+  /** `await using cache = new Cache(…)` closes it. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Handed from `namespace()` to the constructor it calls, synchronously. */
+let pendingView: { readonly core: CacheCore; readonly namespace: string } | undefined;

@@ -1,0 +1,156 @@
+/**
+ * The pure part of the cache: what an entry is, how long it is fresh, stale and kept for
+ * grace, how its TTL is jittered, when XFetch refreshes it early, and how it is written to
+ * Redis as text (and read back, distrusting every byte). No I/O and no clock reads here: every
+ * function is given the time.
+ *
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * @packageDocumentation
+ */
+
+/** Lifetimes of an entry, as given by the caller (already resolved from the defaults). */
+export interface Lifetimes {
+  /** How long the value is fresh. */
+  readonly ttlMs: number;
+  /** How long after that a stale value is served while one caller refreshes it. */
+  readonly staleMs: number;
+  /** How long after that the last value is still served, only when the loader fails. */
+  readonly graceMs: number;
+}
+
+/**
+ * One cached value with its deadlines on some timeline (monotonic ms in L1, wall-clock epoch ms
+ * in the Redis envelope).
+ */
+export interface Entry<V = unknown> {
+  /** The value; `undefined` for a negative entry (the loader said the key does not exist). */
+  readonly value: V | undefined;
+  /** True when the entry records an absence (negative caching). */
+  readonly negative: boolean;
+  /** Fresh before this time. */
+  readonly freshUntil: number;
+  /** Servable as stale (while refreshing) before this time. */
+  readonly staleUntil: number;
+  /** Servable, when the loader fails, before this time. */
+  readonly graceUntil: number;
+  /** How long the load that produced it took (XFetch's δ), in ms. */
+  readonly deltaMs: number;
+}
+
+/** How an entry stands at a given time. */
+export type Freshness = 'fresh' | 'stale' | 'grace' | 'expired';
+
+/** Where `entry` stands at `now`. */
+export function freshness(entry: Entry, now: number): Freshness {
+  if (now < entry.freshUntil) return 'fresh';
+  if (now < entry.staleUntil) return 'stale';
+  if (now < entry.graceUntil) return 'grace';
+  return 'expired';
+}
+
+/**
+ * The TTL actually used for one write: `ttlMs` shortened by up to `jitter` of itself, drawn
+ * from `random` in [0, 1). Keys written together then expire spread over a window instead of
+ * all at once (cache avalanche). Jitter only *shortens*, so the ttl a caller gives stays an
+ * upper bound on the age of a fresh value.
+ */
+export function jitteredTtl(ttlMs: number, jitter: number, random: () => number): number {
+  if (jitter <= 0 || ttlMs <= 0) return ttlMs;
+  return ttlMs * (1 - jitter * random());
+}
+
+/** An entry for `value` written at `now` with `lifetimes`. */
+export function makeEntry<V>(
+  value: V | undefined,
+  negative: boolean,
+  now: number,
+  lifetimes: Lifetimes,
+  deltaMs: number,
+): Entry<V> {
+  const freshUntil = now + lifetimes.ttlMs;
+  const staleUntil = freshUntil + lifetimes.staleMs;
+  return {
+    value,
+    negative,
+    freshUntil,
+    staleUntil,
+    graceUntil: staleUntil + lifetimes.graceMs,
+    deltaMs,
+  };
+}
+
+/**
+ * XFetch (Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
+ * Prevention", VLDB 2015, Algorithm 1): refresh early when
+ * `now − δ·β·ln(rand()) ≥ expiry`. `−ln(rand())` is an exponential draw, so the earlier before
+ * expiry, the less likely a refresh; δ (the last load's duration) scales the window to how long
+ * a refresh takes, and β > 1 favours earlier refreshes, β < 1 later ones. β = 0 turns it off.
+ */
+export function xfetchRefresh(
+  entry: Entry,
+  now: number,
+  beta: number,
+  random: () => number,
+): boolean {
+  if (beta <= 0 || entry.deltaMs <= 0) return false;
+  // 1 - random() is in (0, 1], so the logarithm is finite.
+  return now - entry.deltaMs * beta * Math.log(1 - random()) >= entry.freshUntil;
+}
+
+/** The same entry on another timeline (Redis wall-clock ↔ local monotonic), shifted by `offset`. */
+export function shiftEntry<V>(entry: Entry<V>, offset: number): Entry<V> {
+  return {
+    value: entry.value,
+    negative: entry.negative,
+    freshUntil: entry.freshUntil + offset,
+    staleUntil: entry.staleUntil + offset,
+    graceUntil: entry.graceUntil + offset,
+    deltaMs: entry.deltaMs,
+  };
+}
+
+/**
+ * The text written to Redis: a header line `k1|fresh|stale|grace|delta|v` (wall-clock epoch ms
+ * as integers, `v` for a value or `n` for an absence), a newline, and the serialized value.
+ * A fixed, versioned header so a reader can refuse anything it did not write.
+ */
+export function encodeEnvelope(entry: Entry, payload: string): string {
+  return (
+    `k1|${Math.round(entry.freshUntil)}|${Math.round(entry.staleUntil)}|` +
+    `${Math.round(entry.graceUntil)}|${Math.round(entry.deltaMs)}|${entry.negative ? 'n' : 'v'}\n` +
+    payload
+  );
+}
+
+/** A parsed envelope header (times on the wall clock) and the payload text after it. */
+export interface Envelope {
+  readonly negative: boolean;
+  readonly freshUntil: number;
+  readonly staleUntil: number;
+  readonly graceUntil: number;
+  readonly deltaMs: number;
+  readonly payload: string;
+}
+
+const HEADER = /^k1\|(\d{1,16})\|(\d{1,16})\|(\d{1,16})\|(\d{1,12})\|([vn])$/;
+
+/**
+ * Parses what Redis returned, or says why it cannot be trusted: an unknown header, deadlines
+ * out of order, or a negative entry carrying a payload.
+ */
+export function decodeEnvelope(raw: string): Envelope | { readonly malformed: string } {
+  const newline = raw.indexOf('\n');
+  if (newline === -1) return { malformed: 'no envelope header' };
+  const match = HEADER.exec(raw.slice(0, newline));
+  if (match === null) return { malformed: 'unknown envelope header' };
+  const freshUntil = Number(match[1]);
+  const staleUntil = Number(match[2]);
+  const graceUntil = Number(match[3]);
+  if (!(freshUntil <= staleUntil && staleUntil <= graceUntil)) {
+    return { malformed: 'envelope deadlines out of order' };
+  }
+  const negative = match[5] === 'n';
+  const payload = raw.slice(newline + 1);
+  if (negative && payload !== '') return { malformed: 'negative entry with a payload' };
+  return { negative, freshUntil, staleUntil, graceUntil, deltaMs: Number(match[4]), payload };
+}

@@ -1,0 +1,256 @@
+/**
+ * A Bloom filter kept in Redis as a bitmap (one string key, `SETBIT`/`GETBIT`), so every
+ * process shares it. Bit positions are computed here (the same double hashing as
+ * {@link BloomFilter}); each call sends all of them to one script: one round trip per call,
+ * batch or not.
+ *
+ * @packageDocumentation
+ */
+import {
+  InvalidOptionError,
+  guardedOption,
+  integerOption,
+  isClock,
+  numberOption,
+  redisAddress,
+  resolveOptions,
+  stringOption,
+  systemClock,
+  luaScript,
+  type Clock,
+} from '../core/index.js';
+import { bloomPositions, bloomShape, checkBloomKey, type BloomShape } from './bloom.js';
+import { CacheClosedError } from './errors.js';
+import {
+  isCacheRedisClient,
+  redisFailure,
+  runBounded,
+  type CacheRedisClient,
+} from './redis-tier.js';
+
+/**
+ * KEYS: bitmap. ARGV: k, then k positions per key. Sets the bits; returns per key 1 when one
+ * of its bits was unset (the key was certainly new), else 0.
+ */
+const ADD = luaScript(`
+local k = tonumber(ARGV[1])
+local out = {}
+local n = (#ARGV - 1) / k
+for j = 0, n - 1 do
+  local fresh = 0
+  for i = 1, k do
+    if redis.call('SETBIT', KEYS[1], ARGV[1 + j * k + i], 1) == 0 then fresh = 1 end
+  end
+  out[j + 1] = fresh
+end
+return out
+`);
+
+/** KEYS: bitmap. ARGV: k, then k positions per key. Returns per key 1 if all its bits are set. */
+const CHECK = luaScript(`
+local k = tonumber(ARGV[1])
+local out = {}
+local n = (#ARGV - 1) / k
+for j = 0, n - 1 do
+  local all = 1
+  for i = 1, k do
+    if redis.call('GETBIT', KEYS[1], ARGV[1 + j * k + i]) == 0 then all = 0 break end
+  end
+  out[j + 1] = all
+end
+return out
+`);
+
+/** KEYS: source, destination. Swaps a rebuilt filter in atomically. */
+const SWAP = luaScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+return 1
+`);
+
+/** KEYS: a side key. Clears it before a rebuild. */
+const CLEAR = luaScript(`
+return redis.call('DEL', KEYS[1])
+`);
+
+/** Keys per script call when adding many (bounds one script's run time on the server). */
+const CHUNK = 1_000;
+
+/** Options of {@link RedisBloomFilter}. */
+export interface RedisBloomOptions {
+  /** The Redis client (an ioredis `Redis` or `Cluster`). */
+  readonly redis: CacheRedisClient;
+  /** The filter's name; its key is `<prefix>{<name>}` (one Cluster slot). */
+  readonly name: string;
+  /** How many distinct keys the filter is designed for. */
+  readonly expectedItems: number;
+  /** Target false-positive rate at `expectedItems`. @defaultValue `0.01` */
+  readonly falsePositiveRate?: number | undefined;
+  /** Key prefix; no `{` or `}`. @defaultValue `'keel:bloom:'` */
+  readonly prefix?: string | undefined;
+  /** Longest wait for one call, ms. @defaultValue `1_000` */
+  readonly timeoutMs?: number | undefined;
+  /** Clock for the timeout. @defaultValue `systemClock` */
+  readonly clock?: Clock | undefined;
+}
+
+const spec = {
+  redis: guardedOption(isCacheRedisClient, 'a Redis client (ioredis Redis or Cluster)', {
+    required: true,
+  }),
+  name: stringOption({ required: true, nonEmpty: true }),
+  expectedItems: integerOption({ min: 1, required: true }),
+  falsePositiveRate: numberOption({ min: 0, minExclusive: true, max: 0.5, default: 0.01 }),
+  prefix: stringOption({ default: 'keel:bloom:' }),
+  timeoutMs: numberOption({ min: 1, default: 1_000 }),
+  clock: guardedOption(isClock, 'a Clock { now(), setTimer() }', { default: systemClock }),
+};
+
+/**
+ * A Bloom filter on Redis shared by every process: no false negatives, false positives at about
+ * the designed rate at `expectedItems`. Use it alone or as a `Cache`'s `guard` (a Redis failure
+ * there lets the key through rather than refusing it). `rebuild` replaces the contents
+ * atomically.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { RedisBloomFilter } from 'keel/cache';
+ *
+ * const redis = new Redis();
+ * const skus = new RedisBloomFilter({ redis, name: 'skus', expectedItems: 1_000_000 });
+ * await skus.addAll(['sku-1', 'sku-2']);
+ * console.log(await skus.mightContain('sku-1')); // true
+ * redis.disconnect();
+ * ```
+ */
+export class RedisBloomFilter {
+  /** Bits (m) and hashes (k). */
+  readonly shape: BloomShape;
+  /** The Redis key holding the bitmap. */
+  readonly key: string;
+  readonly #o: ReturnType<typeof resolveBloomOptions>;
+  #closed = false;
+
+  /** @throws InvalidOptionError naming a bad option */
+  constructor(options: RedisBloomOptions) {
+    this.#o = resolveBloomOptions(options);
+    this.shape = Object.freeze(
+      bloomShape(
+        { expectedItems: this.#o.expectedItems, falsePositiveRate: this.#o.falsePositiveRate },
+        'RedisBloomFilter',
+      ),
+    );
+    this.key = `${this.#o.prefix}{${this.#o.name}}`;
+  }
+
+  #positions(owner: string, keys: readonly string[]): (string | number)[] {
+    const k = this.shape.hashes;
+    const out = new Array<number>(keys.length * k);
+    keys.forEach((key, j) => {
+      checkBloomKey(owner, key);
+      bloomPositions(key, this.shape, out, j * k);
+    });
+    return [k, ...out];
+  }
+
+  async #run(operation: string, script: typeof ADD, key: string, args: (string | number)[]) {
+    if (this.#closed) throw new CacheClosedError('Bloom filter');
+    try {
+      return await runBounded(this.#o.redis, script, [key], args, this.#o.clock, this.#o.timeoutMs);
+    } catch (error) {
+      throw redisFailure(operation, redisAddress(this.#o.redis) ?? 'redis', error);
+    }
+  }
+
+  async #batch(
+    operation: string,
+    script: typeof ADD,
+    key: string,
+    keys: readonly string[],
+  ): Promise<boolean[]> {
+    if (keys.length === 0) return [];
+    const reply = await this.#run(operation, script, key, this.#positions(operation, keys));
+    return Array.isArray(reply) ? reply.map((bit) => bit === 1) : keys.map(() => false);
+  }
+
+  /**
+   * Adds `key`; true when it was certainly not in the filter before.
+   * @throws CacheRedisError when Redis fails or times out
+   */
+  async add(key: string): Promise<boolean> {
+    const [fresh] = await this.#batch('bloom-add', ADD, this.key, [key]);
+    return fresh === true;
+  }
+
+  /**
+   * False only when `key` was certainly never added.
+   * @throws CacheRedisError when Redis fails or times out
+   */
+  async mightContain(key: string): Promise<boolean> {
+    const [maybe] = await this.#batch('bloom-check', CHECK, this.key, [key]);
+    return maybe === true;
+  }
+
+  /** {@link RedisBloomFilter.add} for each key, in one round trip; one result per key. */
+  addAll(keys: readonly string[]): Promise<boolean[]> {
+    return this.#batch('bloom-add', ADD, this.key, keys);
+  }
+
+  /** {@link RedisBloomFilter.mightContain} for each key, in one round trip. */
+  mightContainAll(keys: readonly string[]): Promise<boolean[]> {
+    return this.#batch('bloom-check', CHECK, this.key, keys);
+  }
+
+  /**
+   * Replaces the filter's contents by exactly `keys` (the set of existing items, re-read from
+   * the database): built under a side key in the same slot, then renamed over the live one in
+   * one step, so readers see the old filter or the new one, never a half-built one.
+   */
+  async rebuild(keys: Iterable<string>): Promise<void> {
+    const side = `${this.key}:rebuild`;
+    await this.#run('bloom-rebuild', CLEAR, side, []);
+    let chunk: string[] = [];
+    for (const key of keys) {
+      chunk.push(key);
+      if (chunk.length === CHUNK) {
+        await this.#batch('bloom-rebuild', ADD, side, chunk);
+        chunk = [];
+      }
+    }
+    await this.#batch('bloom-rebuild', ADD, side, chunk);
+    if (this.#closed) throw new CacheClosedError('Bloom filter');
+    try {
+      await runBounded(this.#o.redis, SWAP, [side, this.key], [], this.#o.clock, this.#o.timeoutMs);
+    } catch (error) {
+      throw redisFailure('bloom-rebuild', redisAddress(this.#o.redis) ?? 'redis', error);
+    }
+  }
+
+  /** Stops the filter (later calls reject); the Redis client stays the caller's. Idempotent. */
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  /** `await using` closes it. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+function resolveBloomOptions(options: unknown) {
+  const resolved = resolveOptions('RedisBloomFilter', options, spec);
+  if (/[{}]/.test(resolved.prefix)) {
+    throw new InvalidOptionError(
+      'RedisBloomFilter',
+      'prefix',
+      'a prefix without "{" or "}" (the name is the hash tag)',
+      resolved.prefix,
+    );
+  }
+  return resolved;
+}

@@ -1,0 +1,106 @@
+/**
+ * The cache's Lua scripts. Every script touches one entry's keys, which share a hash tag
+ * (`<prefix>{<namespace>:<key>}` and the same with `:lease`), so each runs on one Redis Cluster
+ * slot. A value and its lease change together, atomically, which is what makes a lease token
+ * able to refuse a stale write-back (Nishtala et al., "Scaling Memcache at Facebook", NSDI 2013,
+ * §3.2.1: a delete invalidates the lease, and a set carrying the old token is refused).
+ *
+ * Internal module: not an entry point; only what an entry point re-exports from it is API.
+ * @packageDocumentation
+ */
+import { luaScript } from '../core/index.js';
+
+/**
+ * KEYS: value, lease. ARGV: token, lease ttl ms, acquire ('1' | '0').
+ * Returns { value or nil, 1 if this call took the lease else 0, the lease's PTTL }.
+ * With acquire = '1' the lease is taken only when there is no value: one round trip for a
+ * read that misses and becomes the loader.
+ */
+export const READ = luaScript(`
+local v = redis.call('GET', KEYS[1])
+local took = 0
+if ARGV[3] == '1' and not v then
+  if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then took = 1 end
+end
+return {v, took, redis.call('PTTL', KEYS[2])}
+`);
+
+/**
+ * KEYS: lease. ARGV: token, lease ttl ms. Takes the lease if free (a refresh of a stale
+ * value). Returns 1 when taken, else 0.
+ */
+export const TAKE_LEASE = luaScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+`);
+
+/**
+ * KEYS: lease. ARGV: token, lease ttl ms. Extends the lease while its holder still loads.
+ * Returns 1 when the token still holds it, else 0.
+ */
+export const EXTEND_LEASE = luaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`);
+
+/**
+ * KEYS: value, lease. ARGV: token, envelope, px, channel, message.
+ * The loader's write-back: stored only if the token still holds the lease (no delete or set
+ * came in between); then the lease goes and waiters are told. Returns 1 if written, else 0.
+ */
+export const FILL = luaScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+`);
+
+/**
+ * KEYS: lease. ARGV: token, channel, message. A holder whose loader failed gives the lease up
+ * and wakes the waiters (one of them takes over). Returns 1 if it still held it.
+ */
+export const RELEASE = luaScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+`);
+
+/**
+ * KEYS: value, lease. ARGV: envelope, px, channel, message. An explicit set: the value is
+ * written, any lease is voided (a load that started before it must not overwrite it), and
+ * other processes drop their L1 copy.
+ */
+export const WRITE = luaScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+`);
+
+/**
+ * KEYS: value, lease. ARGV: channel, message. Delete: the value and any lease go (voiding an
+ * in-flight load's write-back), and other processes drop their L1 copy. Returns 1 if a value
+ * was there.
+ */
+export const DELETE = luaScript(`
+local n = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n
+`);
+
+/**
+ * KEYS: value, quarantine. ARGV: the raw text read, quarantine ttl ms. Moves a malformed value
+ * aside (for inspection, with a ttl) — only if it is still the text that was read, so a good
+ * value written meanwhile is never moved. Returns 1 if moved.
+ */
+export const QUARANTINE = luaScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+`);

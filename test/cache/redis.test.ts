@@ -1,0 +1,258 @@
+import { afterEach, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import {
+  Cache,
+  RedisBloomFilter,
+  isCacheRedisError,
+  type CacheDegradedEvent,
+  type CacheOptions,
+  type CacheQuarantineEvent,
+} from '../../src/cache/index.js';
+import { until } from '../support/helpers.js';
+import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describeRedis('Cache with Redis L2 (real redis-server)', () => {
+  const redis = useRedis();
+  const opened: Cache[] = [];
+  const clients: Redis[] = [];
+  const client = (): Redis => {
+    const c = redis().client(0, { maxRetriesPerRequest: 1 });
+    clients.push(c);
+    return c;
+  };
+  const cacheOf = (options: CacheOptions = {}): Cache => {
+    const cache = new Cache({ redis: client(), jitter: 0, beta: 0, ...options });
+    opened.push(cache);
+    return cache;
+  };
+
+  afterEach(async () => {
+    for (const c of opened.splice(0)) await c.close();
+    if (redis().node(0).state === 'paused') redis().resume(0);
+    if (redis().node(0).state === 'killed') await redis().restart(0);
+    for (const c of clients.splice(0)) c.disconnect();
+    await redis().flushAll();
+  });
+
+  it('a value loaded by one process is served to another from Redis without loading', async () => {
+    const a = cacheOf();
+    const b = cacheOf();
+    await expect(a.getOrLoad('sku-1', () => ({ cents: 1999 }))).resolves.toEqual({ cents: 1999 });
+    await expect(
+      b.getOrLoad('sku-1', () => {
+        throw new Error('must not load');
+      }),
+    ).resolves.toEqual({ cents: 1999 });
+    await expect(b.get('sku-1')).resolves.toEqual({ cents: 1999 });
+    const raw = await client().get('keel:cache:{default:sku-1}');
+    expect(raw).toMatch(/^k1\|\d+\|\d+\|\d+\|\d+\|v\n\{"cents":1999\}$/);
+  });
+
+  it('many caches × many concurrent callers of one cold key: the loader runs once', async () => {
+    const caches = Array.from({ length: 5 }, () => cacheOf());
+    let calls = 0;
+    const loader = async () => {
+      calls++;
+      await sleep(50);
+      return 'v';
+    };
+    const results = await Promise.all(
+      caches.flatMap((c) => Array.from({ length: 50 }, () => c.getOrLoad('cold', loader))),
+    );
+    expect(calls).toBe(1);
+    expect(new Set(results)).toEqual(new Set(['v']));
+  });
+
+  it('set and delete in one process drop the L1 copy in the others (pub/sub)', async () => {
+    const a = cacheOf();
+    const b = cacheOf();
+    await a.set('k', 1);
+    await expect(b.get('k')).resolves.toBe(1);
+    expect(b.peek('k')).toBe(1);
+    await a.set('k', 2);
+    await until(() => expect(b.peek('k')).toBe(undefined), 5_000);
+    await expect(b.get('k')).resolves.toBe(2);
+    await a.delete('k');
+    await until(() => expect(b.peek('k')).toBe(undefined), 5_000);
+    await expect(b.getOrLoad('k', () => 3)).resolves.toBe(3);
+  });
+
+  it('without invalidation messages, an L1 copy is still not served past its l1 ttl', async () => {
+    const a = cacheOf();
+    const b = cacheOf({ invalidation: false, l1: { ttlMs: 100 } });
+    await a.set('k', 1);
+    await expect(b.get('k')).resolves.toBe(1);
+    await a.set('k', 2);
+    expect(b.peek('k')).toBe(1); // nobody told b
+    await sleep(150);
+    expect(b.peek('k')).toBe(undefined);
+    await expect(b.get('k')).resolves.toBe(2);
+  });
+
+  it('a load that started before a delete cannot write its value back (lease token voided)', async () => {
+    const a = cacheOf();
+    const b = cacheOf();
+    const refused: string[] = [];
+    a.onStaleWriteRefused((e) => refused.push(e.key));
+    let release: (() => void) | undefined;
+    const loading = a.getOrLoad('k', async () => {
+      await new Promise<void>((resolve) => (release = resolve));
+      return 'read before the delete';
+    });
+    await until(() => expect(release).toBeDefined(), 5_000);
+    await b.delete('k');
+    release?.();
+    await expect(loading).resolves.toBe('read before the delete');
+    expect(refused).toEqual(['default:k']);
+    expect(await client().exists('keel:cache:{default:k}')).toBe(0);
+    await expect(a.getOrLoad('k', () => 'fresh')).resolves.toBe('fresh');
+  });
+
+  it('malformed data in Redis is quarantined and reported, never served', async () => {
+    const raw = client();
+    const a = cacheOf();
+    const events: CacheQuarantineEvent[] = [];
+    a.onQuarantine((e) => events.push(e));
+    for (const [key, text] of [
+      ['bad1', 'not an envelope'],
+      ['bad2', 'k1|5|4|9|0|v\n1'],
+      [
+        'bad3',
+        `k1|${Date.now() + 60_000}|${Date.now() + 60_000}|${Date.now() + 60_000}|0|v\n{oops`,
+      ],
+    ] as const) {
+      await raw.set(`keel:cache:{default:${key}}`, text);
+      await expect(a.getOrLoad(key, () => 'loaded')).resolves.toBe('loaded');
+      expect(await raw.get(`keel:cache:{default:${key}}:quarantine`)).toBe(text);
+    }
+    expect(events.map((e) => e.reason)).toEqual([
+      'no envelope header',
+      'envelope deadlines out of order',
+      'the serializer refused the payload',
+    ]);
+    expect(events[2]?.cause).toBeInstanceOf(SyntaxError);
+    await expect(a.get('bad3')).resolves.toBe('loaded');
+  });
+
+  it('L2 only (l1: false) reads Redis every time', async () => {
+    const a = cacheOf({ l1: false });
+    const b = cacheOf();
+    await a.set('k', 1);
+    await b.set('k', 2);
+    await expect(a.get('k')).resolves.toBe(2);
+    expect(a.peek('k')).toBe(undefined);
+  });
+
+  it('a lease whose holder died runs out and another process loads', async () => {
+    const raw = client();
+    await raw.set('keel:cache:{default:k}:lease', 'dead-holder', 'PX', 300);
+    const a = cacheOf({ leaseTtlMs: 300, pollIntervalMs: 50 });
+    let calls = 0;
+    await expect(a.getOrLoad('k', () => ++calls)).resolves.toBe(1);
+    expect(calls).toBe(1);
+  });
+
+  it('stale-while-revalidate across processes: one refresh, others keep the stale value', async () => {
+    const caches = Array.from({ length: 3 }, () => cacheOf({ ttlMs: 100, staleMs: 10_000 }));
+    let calls = 0;
+    const loader = async () => {
+      calls++;
+      await sleep(30);
+      return calls;
+    };
+    await caches[0]?.getOrLoad('k', loader);
+    await sleep(120);
+    const stale = await Promise.all(
+      caches.flatMap((c) => Array.from({ length: 10 }, () => c.getOrLoad('k', loader))),
+    );
+    expect(new Set(stale)).toEqual(new Set([1]));
+    await until(() => expect(calls).toBe(2), 5_000);
+    await until(async () => expect(await caches[2]?.get('k')).toBe(2), 5_000);
+    expect(calls).toBe(2);
+  });
+
+  it('Redis paused: reads degrade to L1 and the loader within the timeout, writes throw typed errors', async () => {
+    const a = cacheOf({ redisTimeoutMs: 200, degradedRetryMs: 200 });
+    const degraded: CacheDegradedEvent[] = [];
+    const recovered: number[] = [];
+    a.onDegraded((e) => degraded.push(e));
+    a.onRecovered((e) => recovered.push(e.degradedMs));
+    await a.getOrLoad('warm', () => 'w');
+    redis().pause(0);
+    const started = performance.now();
+    await expect(a.getOrLoad('cold', () => 'from loader')).resolves.toBe('from loader');
+    expect(performance.now() - started).toBeLessThan(5_000); // bounded by redisTimeoutMs, generous margin
+    await expect(a.getOrLoad('warm', () => 'x')).resolves.toBe('w');
+    expect(degraded).toHaveLength(1);
+    expect(degraded[0]?.error.kind).toBe('timed-out');
+    expect(degraded[0]?.error.address).toMatch(/^127\.0\.0\.1:\d+$/);
+    const error = await a.set('k', 1).catch((e: unknown) => e);
+    expect(isCacheRedisError(error)).toBe(true);
+    redis().resume(0);
+    await sleep(250);
+    await until(async () => {
+      await a.getOrLoad(`probe-${Math.random()}`, () => 1);
+      expect(recovered).toHaveLength(1);
+    }, 10_000);
+  });
+
+  it('Redis killed: L1 and the loader keep serving, a typed degraded event, recovery after a restart', async () => {
+    const a = cacheOf({ redisTimeoutMs: 300, degradedRetryMs: 100 });
+    const degraded: CacheDegradedEvent[] = [];
+    a.onDegraded((e) => degraded.push(e));
+    let recovered = 0;
+    a.onRecovered(() => recovered++);
+    await a.getOrLoad('warm', () => 'w');
+    await redis().kill(0);
+    await expect(a.getOrLoad('warm', () => 'x')).resolves.toBe('w');
+    await expect(a.getOrLoad('cold', () => 'loaded')).resolves.toBe('loaded');
+    expect(degraded).toHaveLength(1);
+    expect(['connection-refused', 'not-connected', 'timed-out']).toContain(degraded[0]?.error.kind);
+    await redis().restart(0);
+    await until(async () => {
+      await a.getOrLoad(`probe-${Math.random()}`, () => 1);
+      expect(recovered).toBe(1);
+    }, 20_000);
+  });
+
+  it('close leaves no socket or timer behind (the subscriber it opened is closed)', async () => {
+    const before = liveHandles();
+    const c = client();
+    const cache = new Cache({ redis: c });
+    await cache.getOrLoad('k', () => 1);
+    await until(
+      () => expect(liveHandles().TCPSocketWrap ?? 0).toBeGreaterThan(before.TCPSocketWrap ?? 0),
+      5_000,
+    );
+    await cache.close();
+    await cache.close();
+    c.disconnect();
+    await until(() => {
+      const after = liveHandles();
+      expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(before.TCPSocketWrap ?? 0);
+      expect(after.Timeout ?? 0).toBeLessThanOrEqual(before.Timeout ?? 0);
+    }, 5_000);
+  });
+
+  it('RedisBloomFilter: no false negatives, batch calls, rebuild by atomic swap', async () => {
+    const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 1000 });
+    const keys = Array.from({ length: 1000 }, (_, i) => `sku-${i}`);
+    const fresh = await bloom.addAll(keys);
+    expect(fresh.filter(Boolean).length).toBeGreaterThan(990);
+    expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);
+    await expect(bloom.add('sku-1')).resolves.toBe(false);
+    await expect(bloom.mightContain('sku-0')).resolves.toBe(true);
+    const absent = await bloom.mightContainAll(Array.from({ length: 2000 }, (_, i) => `x-${i}`));
+    expect(absent.filter(Boolean).length).toBeLessThan(60); // ~20 expected at 1 %
+    await bloom.rebuild(['only-this']);
+    await expect(bloom.mightContain('only-this')).resolves.toBe(true);
+    expect((await bloom.mightContainAll(keys)).filter(Boolean).length).toBeLessThan(30);
+    const cache = cacheOf({ guard: bloom });
+    let calls = 0;
+    await expect(cache.getOrLoad('sku-404', () => ++calls)).resolves.toBe(undefined);
+    expect(calls).toBe(0);
+    await bloom.close();
+  });
+});
