@@ -46,6 +46,7 @@ export default defineConfig({
     'balancer/index': 'src/balancer/index.ts',
     'breaker/index': 'src/breaker/index.ts',
     'discovery/index': 'src/discovery/index.ts',
+    'resilience/index': 'src/resilience/index.ts',
   },
   format: ['esm', 'cjs'],
   target: 'node20',
