@@ -36,3 +36,5 @@ export {
   CALL_FAILED,
 } from './errors.js';
 export type { BulkheadRejection, TriedEndpoint } from './errors.js';
+export { resilientCall, ResilientCaller } from './endpoint.js';
+export type { ResilientCallOptions, ResilientCallCallOptions, CallReport } from './endpoint.js';
