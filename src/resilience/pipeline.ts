@@ -22,10 +22,13 @@ export type PolicyLike = Policy | CircuitBreaker;
 
 const OWNER = 'pipeline';
 
-/** A circuit breaker as a pipeline stage. */
+/**
+ * A circuit breaker as a pipeline stage. The breaker is always called without options, so it
+ * takes its hot path (no permit, no timer, no controller): the signal reaches `fn` and the
+ * stages inside through the chain, not through the breaker, and cancellation stays with them
+ * (a timeout stage, the function) — the breaker only counts outcomes.
+ */
 class BreakerStage implements Stage {
-  // A breaker settles a call early when its signal aborts, but a cooperative timeout outside
-  // should not count on it: the function's own promise is the call's outcome.
   readonly observesSignal = false;
   readonly #breaker: CircuitBreaker;
 
@@ -34,12 +37,11 @@ class BreakerStage implements Stage {
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
-    const breaker = this.#breaker;
-    const inner = (chain.innermost(next) ? fn : (s: AbortSignal) => chain.step(next, fn, s)) as (
-      signal: AbortSignal,
-    ) => R | Promise<R>;
-    // Without a signal the breaker takes its hot path: no permit, no timer, no controller.
-    return signal === NEVER ? breaker.execute(inner) : breaker.execute(inner, { signal });
+    if (chain.innermost(next) && fn.length === 0) {
+      // fn cannot see a signal: hand it over as it is (no closure).
+      return this.#breaker.execute(fn as () => R | Promise<R>);
+    }
+    return this.#breaker.execute(() => chain.step(next, fn, signal));
   }
 }
 
