@@ -36,4 +36,11 @@ export { compactLua, luaScript, runScript, isNoScriptError } from './lua.js';
 export type { LuaScript, ScriptClient } from './lua.js';
 export { KeelChannel, channelName, operationChannel, wallTime } from './diagnostics.js';
 export type { KeelComponent } from './diagnostics.js';
-export { unitRandom, exponentialDelay, jitter, fullJitter, decorrelatedJitter } from './backoff.js';
+export {
+  unitRandom,
+  exponentialDelay,
+  jitter,
+  fullJitter,
+  equalJitter,
+  decorrelatedJitter,
+} from './backoff.js';
