@@ -13,6 +13,7 @@ import {
   integerOption,
   isAbortSignal,
   isClock,
+  neverAbortingSignal,
   onAbort,
   nestedOption,
   numberOption,
@@ -156,7 +157,7 @@ const spec = {
 export const MAX_TOTAL_WEIGHT = 2 ** 32 - 1;
 
 /** The signal `run()` hands a function when the caller gave none: it never aborts. */
-const NEVER_SIGNAL = /* @__PURE__ */ new AbortController().signal;
+const NEVER_SIGNAL = /* @__PURE__ */ neverAbortingSignal();
 
 /** Error code of {@link NoEndpointError}. */
 export const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';

@@ -8,7 +8,14 @@ export { KeelError, isKeelError, hasKeelCode } from './errors.js';
 export type { KeelErrorOptions } from './errors.js';
 export { systemClock, ManualClock, isClock } from './clock.js';
 export type { Clock, Timer } from './clock.js';
-export { throwIfAborted, linkSignals, onAbort, sleep, wakeableSleep } from './abort.js';
+export {
+  throwIfAborted,
+  linkSignals,
+  onAbort,
+  sleep,
+  wakeableSleep,
+  neverAbortingSignal,
+} from './abort.js';
 export type { LinkedSignal, SleepOptions, WakeableSleep } from './abort.js';
 export { EventChannel } from './events.js';
 export type { Listener, Subscription } from './events.js';

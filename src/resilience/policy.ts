@@ -7,7 +7,7 @@
  *
  * @packageDocumentation
  */
-import { InvalidOptionError, isAbortSignal } from '../core/index.js';
+import { InvalidOptionError, isAbortSignal, neverAbortingSignal } from '../core/index.js';
 
 /** A function a policy runs: it gets the call's signal and returns a value or a promise. */
 export type Attempt<R> = (signal: AbortSignal) => R | PromiseLike<R>;
@@ -31,7 +31,7 @@ export interface Policy {
 }
 
 /** A signal that never aborts: what `fn` gets when neither the caller nor a policy needs one. */
-export const NEVER: AbortSignal = new AbortController().signal;
+export const NEVER: AbortSignal = /* @__PURE__ */ neverAbortingSignal();
 
 /** Runs `fn(signal)` and returns a native promise of its outcome (a throw becomes a rejection). */
 export function invoke<R>(fn: Attempt<R>, signal: AbortSignal): Promise<R> {
