@@ -50,6 +50,7 @@ export default defineConfig({
     'queue/index': 'src/queue/index.ts',
     'saga/index': 'src/saga/index.ts',
     'cache/index': 'src/cache/index.ts',
+    'resilience/index': 'src/resilience/index.ts',
   },
   format: ['esm', 'cjs'],
   target: 'node20',

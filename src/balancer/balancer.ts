@@ -12,7 +12,10 @@ import {
   KeelError,
   guardedOption,
   integerOption,
+  isAbortSignal,
   isClock,
+  neverAbortingSignal,
+  onAbort,
   nestedOption,
   numberOption,
   resolveOptions,
@@ -35,6 +38,7 @@ import type {
   Lease,
   Outcome,
   PickOptions,
+  RunOptions,
 } from './types.js';
 
 /** Outlier-ejection settings (passive health checking, as Envoy's outlier detection). */
@@ -154,6 +158,9 @@ const spec = {
  * `Infinity` would silently skew weighted random and smooth weighted round-robin.
  */
 export const MAX_TOTAL_WEIGHT = 2 ** 32 - 1;
+
+/** The signal `run()` hands a function when the caller gave none: it never aborts. */
+const NEVER_SIGNAL = /* @__PURE__ */ neverAbortingSignal();
 
 /** Error code of {@link NoEndpointError}. */
 export const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';
@@ -508,6 +515,111 @@ export class LoadBalancer<T = unknown> {
     return lease;
   }
 
+  /**
+   * Picks an endpoint, runs `fn(endpoint, signal)` on it and always finishes the lease: with
+   * `{ ok: true }` and the latency when `fn` succeeds, `{ ok: false }` and the latency when it
+   * fails, and as cancelled (counted neither way) when the caller's signal aborted. Rejects with
+   * {@link NoEndpointError} when there is nothing to pick, and with `signal.reason` as soon as
+   * the signal aborts (checked first; `fn` may run on, unobserved, if it ignores its signal).
+   *
+   * @example
+   * ```ts
+   * import { LoadBalancer, p2c } from 'keel/balancer';
+   *
+   * const balancer = new LoadBalancer({
+   *   strategy: p2c(),
+   *   endpoints: [{ id: 'a', data: 'http://10.0.0.1' }, { id: 'b', data: 'http://10.0.0.2' }],
+   * });
+   * const tried = new Set<string>();
+   * const answer = await balancer.run(
+   *   async (endpoint, signal) => {
+   *     tried.add(endpoint.id);
+   *     return signal.aborted ? 'aborted' : `called ${String(endpoint.data)}`;
+   *   },
+   *   { exclude: tried },
+   * );
+   * console.log(answer.startsWith('called')); // true
+   * ```
+   */
+  run<R>(
+    fn: (endpoint: Endpoint<T>, signal: AbortSignal) => R | PromiseLike<R>,
+    options?: RunOptions,
+  ): Promise<R> {
+    let signal: AbortSignal | undefined;
+    let lease: Lease<T>;
+    try {
+      if (typeof fn !== 'function') {
+        throw new InvalidOptionError(OWNER, 'fn', 'a function', fn, 'run(fn, options)');
+      }
+      let pick: PickOptions | undefined;
+      if (options !== undefined) {
+        const given: unknown = options;
+        if (typeof given !== 'object' || given === null || Array.isArray(given)) {
+          throw new InvalidOptionError(OWNER, 'options', 'an options object', given, 'run');
+        }
+        for (const key in given) {
+          if (key !== 'signal' && key !== 'key' && key !== 'exclude') {
+            const value = (given as Record<string, unknown>)[key];
+            if (value !== undefined) {
+              throw new InvalidOptionError(
+                OWNER,
+                key,
+                'one of the known options (key, exclude, signal)',
+                value,
+                'unknown option of run()',
+              );
+            }
+          }
+        }
+        signal = options.signal;
+        if (signal !== undefined && !isAbortSignal(signal)) {
+          throw new InvalidOptionError(OWNER, 'signal', 'an AbortSignal', signal, 'run');
+        }
+        if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
+        pick = { key: options.key, exclude: options.exclude };
+      }
+      lease = this.acquireOrThrow(pick);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const clock = this.#clock;
+    const started = clock.now();
+    return new Promise<R>((resolve, reject) => {
+      let off: (() => void) | undefined;
+      const settle = (ok: boolean, cancelled: boolean): void => {
+        off?.();
+        off = undefined;
+        lease.done({ ok, latencyMs: Math.max(0, clock.now() - started), cancelled });
+      };
+      if (signal !== undefined) {
+        const caller = signal;
+        off = onAbort(caller, () => {
+          off = undefined;
+          settle(false, true);
+          reject(caller.reason as Error);
+        });
+      }
+      let result: R | PromiseLike<R>;
+      try {
+        result = fn(lease.endpoint, signal ?? NEVER_SIGNAL);
+      } catch (error) {
+        settle(false, signal?.aborted === true);
+        reject(error);
+        return;
+      }
+      Promise.resolve(result).then(
+        (value) => {
+          settle(true, false);
+          resolve(value);
+        },
+        (error: unknown) => {
+          settle(false, signal?.aborted === true);
+          reject(error);
+        },
+      );
+    });
+  }
+
   /** Observable state of one endpoint, or `undefined` for an unknown id. */
   stats(id: string): EndpointStats | undefined {
     const state = this.#byId.get(id);
@@ -691,6 +803,16 @@ export class LoadBalancer<T = unknown> {
         'lease.done(outcome)',
       );
     }
+    const cancelled: unknown = outcome.cancelled;
+    if (cancelled !== undefined && typeof cancelled !== 'boolean') {
+      throw new InvalidOptionError(
+        OWNER,
+        'outcome.cancelled',
+        'a boolean',
+        cancelled,
+        'lease.done(outcome)',
+      );
+    }
     const now = this.#clock.now();
     // Returns and lease expiries due by now come first, so whether this outcome can eject does
     // not depend on whether something else looked at the balancer in between.
@@ -698,16 +820,24 @@ export class LoadBalancer<T = unknown> {
     // It may have expired just now (counted as a failure): #tick changed what TS narrowed.
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
     if (record.finished) return;
-    this.#settle(record, outcome.ok, latency, now);
+    this.#settle(record, outcome.ok, latency, now, cancelled === true);
   }
 
   /** Releases a lease's in-flight count and records its outcome. */
-  #settle(record: LeaseRecord<T>, ok: boolean, latency: number | undefined, now: number): void {
+  #settle(
+    record: LeaseRecord<T>,
+    ok: boolean,
+    latency: number | undefined,
+    now: number,
+    cancelled = false,
+  ): void {
     record.finished = true;
     const state = record.state;
     state.inFlight--;
     if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
     this.#strategy.loadChanged?.(state);
+    // An abandoned call says nothing about the endpoint's health or speed.
+    if (cancelled) return;
     if (latency !== undefined) this.#observeLatency(state, latency, now);
     this.#health.record(state, ok, now);
   }

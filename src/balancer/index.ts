@@ -32,6 +32,7 @@ export type {
   Lease,
   Outcome,
   PickOptions,
+  RunOptions,
 } from './types.js';
 export { roundRobin } from './strategies/round-robin.js';
 export { random, weightedRandom } from './strategies/random.js';

@@ -20,6 +20,21 @@ export interface Outcome {
   readonly ok: boolean;
   /** How long the call took, in milliseconds; feeds latency-aware strategies. */
   readonly latencyMs?: number | undefined;
+  /**
+   * The caller abandoned the call (it aborted, or a hedged attempt lost the race): the lease is
+   * released without counting for or against the endpoint — `ok` and `latencyMs` are ignored.
+   * @defaultValue false
+   */
+  readonly cancelled?: boolean | undefined;
+}
+
+/** Options of {@link keel/balancer!LoadBalancer.run}. */
+export interface RunOptions extends PickOptions {
+  /**
+   * Aborts the call: `fn` gets it, `run` rejects with `signal.reason` as soon as it aborts (even
+   * if `fn` ignores it), and the lease is released as cancelled, not as a failure.
+   */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**

@@ -10,6 +10,7 @@
  */
 import {
   onAbort,
+  neverAbortingSignal,
   isRandomSource,
   EventChannel,
   InvalidOptionError,
@@ -336,8 +337,11 @@ function refuseUnknown(options: object, key: string): void {
   }
 }
 
-/** A signal that never aborts, handed to calls that have neither a signal nor a timeout. */
-const NEVER = new AbortController().signal;
+/**
+ * A signal that never aborts, handed to calls that have neither a signal nor a timeout; shared,
+ * so its listener limit is lifted (see neverAbortingSignal).
+ */
+const NEVER = /* @__PURE__ */ neverAbortingSignal();
 
 interface Waiter {
   readonly resolve: () => void;

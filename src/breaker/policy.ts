@@ -12,6 +12,7 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
+import { exponentialDelay, jitter } from '../core/index.js';
 import type { BreakerState } from './types.js';
 import { FAILED, SLOW, type OutcomeWindow } from './window.js';
 
@@ -202,25 +203,17 @@ export class BreakerPolicy {
   open(at: number, reason: string, clock?: TimeSource): Transition {
     const c = this.#c;
     const now = Number.isNaN(at) && clock !== undefined ? clock.now() : at;
-    const base = Math.min(
-      c.openDurationMs * c.backoff.multiplier ** this.#consecutiveOpens,
+    // The open time grows by the multiplier per opening in a row, capped, then spread by ± the
+    // jitter fraction: core/backoff's formulas. An injected source that returns NaN, 7 or a
+    // string, or throws, reads as 0.5 there (no spread): the open time never becomes NaN (an
+    // open breaker that never half-opens) and a broken source never stops it opening.
+    const base = exponentialDelay(
+      this.#consecutiveOpens + 1,
+      c.openDurationMs,
       c.backoff.maxOpenDurationMs,
+      c.backoff.multiplier,
     );
-    let spread = 0;
-    if (c.backoff.jitter !== 0) {
-      // An injected source that returns NaN, 7 or a string must not make the open time NaN
-      // (an open breaker that never half-opens), and one that throws must not stop it opening
-      // (or replace the failed call's error): either is read as 0.5, no spread.
-      let r: unknown;
-      try {
-        r = c.random();
-      } catch {
-        r = 0.5;
-      }
-      const unit = typeof r === 'number' && r >= 0 && r <= 1 ? r : 0.5;
-      spread = (unit * 2 - 1) * c.backoff.jitter * base;
-    }
-    this.#openUntil = now + Math.max(0, base + spread);
+    this.#openUntil = now + jitter(base, c.backoff.jitter, c.random);
     this.#consecutiveOpens++;
     return this.#transition('open', reason, now);
   }

@@ -5,6 +5,7 @@
  *
  * @packageDocumentation
  */
+import { setMaxListeners } from 'node:events';
 import { systemClock, type Clock } from './clock.js';
 
 /**
@@ -176,4 +177,18 @@ export function wakeableSleep(ms: number, options: SleepOptions = {}): WakeableS
       wake();
     },
   };
+}
+
+/**
+ * A signal that never aborts, for calls whose caller gave none: functions may still listen to
+ * it (`fetch(url, { signal })` does), so it is shared by every such call — and many concurrent
+ * calls each adding a listener must not trip Node's MaxListenersExceededWarning (a false leak
+ * report: each call removes its own). Its listener limit is lifted.
+ *
+ * @internal
+ */
+export function neverAbortingSignal(): AbortSignal {
+  const signal = new AbortController().signal;
+  setMaxListeners(0, signal);
+  return signal;
 }

@@ -6,6 +6,7 @@
  * - {@link exponentialDelay}: `min(maxMs, initialMs × factor^(attempt−1))`.
  * - {@link jitter}: spreads a delay by ± a fraction, uniformly.
  * - {@link fullJitter}: uniform in `[0, delay]` ("Full Jitter").
+ * - {@link equalJitter}: uniform in `[delay / 2, delay]` ("Equal Jitter").
  * - {@link decorrelatedJitter}: `min(capMs, uniform(baseMs, previous × 3))` ("Decorrelated
  *   Jitter"), the formula as published by Marc Brooker, "Exponential Backoff And Jitter", AWS
  *   Architecture Blog, 2015 (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
@@ -49,6 +50,11 @@ export function jitter(delayMs: number, fraction: number, random: () => number):
 /** Uniform in `[0, delayMs]` (AWS's "Full Jitter"). */
 export function fullJitter(delayMs: number, random: () => number): number {
   return delayMs * unitRandom(random);
+}
+
+/** Uniform in `[delayMs / 2, delayMs]` (AWS's "Equal Jitter": never less than half the delay). */
+export function equalJitter(delayMs: number, random: () => number): number {
+  return delayMs * (0.5 + unitRandom(random) / 2);
 }
 
 /**

@@ -15,7 +15,14 @@ export {
 export type { KeelErrorOptions } from './errors.js';
 export { systemClock, ManualClock, isClock } from './clock.js';
 export type { Clock, Timer } from './clock.js';
-export { throwIfAborted, linkSignals, onAbort, sleep, wakeableSleep } from './abort.js';
+export {
+  throwIfAborted,
+  linkSignals,
+  onAbort,
+  sleep,
+  wakeableSleep,
+  neverAbortingSignal,
+} from './abort.js';
 export type { LinkedSignal, SleepOptions, WakeableSleep } from './abort.js';
 export { EventChannel } from './events.js';
 export type { Listener, Subscription } from './events.js';
@@ -45,4 +52,11 @@ export { KeelChannel, channelName, operationChannel, wallTime } from './diagnost
 export type { KeelComponent } from './diagnostics.js';
 export { silentLogger, isLogger, loggerOption, log } from './logger.js';
 export type { Logger, LogMethod, LogLevel } from './logger.js';
-export { unitRandom, exponentialDelay, jitter, fullJitter, decorrelatedJitter } from './backoff.js';
+export {
+  unitRandom,
+  exponentialDelay,
+  jitter,
+  fullJitter,
+  equalJitter,
+  decorrelatedJitter,
+} from './backoff.js';

@@ -5,7 +5,15 @@
  *
  * @packageDocumentation
  */
-import { EventChannel, type Clock, type Subscription, type Timer } from '../core/index.js';
+import {
+  EventChannel,
+  equalJitter,
+  exponentialDelay,
+  jitter,
+  type Clock,
+  type Subscription,
+  type Timer,
+} from '../core/index.js';
 import type { DiscoveryBackend, WriteOptions } from './backend.js';
 import {
   RegistrationClosedError,
@@ -359,13 +367,18 @@ export class Registration implements AsyncDisposable {
     if (this.#state === 'closed' || this.#state === 'replaced') return;
     const s = this.#s;
     const interval = this.#ttlMs * s.heartbeatFraction;
-    const jittered = interval * (1 - s.heartbeatJitter + 2 * s.heartbeatJitter * s.random());
+    // ± heartbeatJitter around the interval; after failures, exponential backoff with equal
+    // jitter (at least half the delay), doubling up to 2^10 × retryBaseMs: core/backoff.
+    const jittered = jitter(interval, s.heartbeatJitter, s.random);
     const delay =
       this.#failures === 0
         ? jittered
         : Math.min(
             jittered,
-            s.retryBaseMs * 2 ** Math.min(this.#failures - 1, 10) * (0.5 + s.random() / 2),
+            equalJitter(
+              exponentialDelay(Math.min(this.#failures, 11), s.retryBaseMs, s.retryBaseMs * 1024),
+              s.random,
+            ),
           );
     this.#timer = s.clock
       .setTimer(() => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   decorrelatedJitter,
+  equalJitter,
   exponentialDelay,
   fullJitter,
   jitter,
@@ -84,5 +85,17 @@ describe('core/backoff', () => {
     expect(decorrelatedJitter(100, 10, 1000, () => 0)).toBe(10);
     expect(decorrelatedJitter(100, 10, 1000, () => 1)).toBe(300);
     expect(decorrelatedJitter(400, 10, 1000, () => 1)).toBe(1000);
+  });
+
+  it('equal jitter stays within [delay / 2, delay], whatever the random source', () => {
+    fc.assert(
+      fc.property(fc.double({ min: 0, max: 1e6, noNaN: true }), anyRandom, (delay, random) => {
+        const e = equalJitter(delay, random);
+        expect(e).toBeGreaterThanOrEqual(delay / 2 - 1e-9);
+        expect(e).toBeLessThanOrEqual(delay + 1e-9);
+      }),
+    );
+    expect(equalJitter(100, () => 0)).toBe(50);
+    expect(equalJitter(100, () => 1)).toBe(100);
   });
 });

@@ -1,0 +1,284 @@
+/**
+ * resilience: what a retry + timeout + breaker pipeline costs on a call that succeeds — against
+ * the bare call and cockatiel 3's `wrap(retry, timeout, circuitBreaker)` (issue 17: ≤ 2× the
+ * bare call, ≥ 20× faster than cockatiel) — and the issue's simulation: 10 in-process endpoints
+ * (2 failing 50 %, 1 ten times slower), 3 000 requests with real small latencies, comparing a
+ * plain call, a naive retry(3), cockatiel retry + breaker, and Keel's `resilientCall` with and
+ * without hedging; then every endpoint down.
+ */
+import {
+  ConsecutiveBreaker,
+  ExponentialBackoff,
+  SamplingBreaker,
+  TimeoutStrategy,
+  circuitBreaker,
+  handleAll,
+  retry as cockatielRetry,
+  timeout as cockatielTimeout,
+  wrap,
+} from 'cockatiel';
+import { CircuitBreaker } from '../src/breaker/index.js';
+import { LoadBalancer, p2c, type Endpoint } from '../src/balancer/index.js';
+import { pipeline, resilientCall, retry, timeout } from '../src/resilience/index.js';
+import { defineSuite, type BenchReport, type BenchTask, type SuiteContext } from './suite.js';
+
+// ---------------------------------------------------------------------------------------------
+// Cost on a succeeding call.
+
+const resolved = (): Promise<number> => Promise.resolve(1);
+const resolvedTakingSignal = (signal: AbortSignal): Promise<number> =>
+  Promise.resolve(signal.aborted ? 0 : 1);
+
+const keelCooperative = pipeline(
+  retry({ maxAttempts: 3 }),
+  timeout({ ms: 1000 }),
+  new CircuitBreaker({ name: 'bench-coop' }),
+);
+const keelAggressive = pipeline(
+  retry({ maxAttempts: 3 }),
+  timeout({ ms: 1000, strategy: 'aggressive' }),
+  new CircuitBreaker({ name: 'bench-aggr' }),
+);
+const cockatiel = wrap(
+  cockatielRetry(handleAll, { maxAttempts: 2 }),
+  cockatielTimeout(1000, TimeoutStrategy.Cooperative),
+  circuitBreaker(handleAll, { halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(5) }),
+);
+
+const BARE = 'bare call (fn())';
+const COCKATIEL = 'cockatiel wrap(retry, timeout, circuitBreaker).execute';
+const KEEL_COOP = 'keel pipeline(retry, timeout, breaker), () => fn';
+const KEEL_AGGR = "keel pipeline(retry, timeout 'aggressive', breaker), () => fn";
+const KEEL_SIGNAL = 'keel pipeline(retry, timeout, breaker), (signal) => fn';
+
+function costTasks(): BenchTask[] {
+  return [
+    { name: BARE, kind: 'baseline', fn: () => resolved() },
+    {
+      name: KEEL_COOP,
+      kind: 'keel',
+      compareTo: [COCKATIEL, BARE],
+      fn: () => keelCooperative.execute(resolved),
+    },
+    {
+      name: KEEL_AGGR,
+      kind: 'keel',
+      compareTo: [COCKATIEL, BARE],
+      fn: () => keelAggressive.execute(resolved),
+    },
+    {
+      name: KEEL_SIGNAL,
+      kind: 'keel',
+      compareTo: [COCKATIEL, BARE],
+      fn: () => keelCooperative.execute(resolvedTakingSignal),
+    },
+    { name: COCKATIEL, kind: 'peer', fn: () => cockatiel.execute(resolved) },
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulation.
+
+interface Behaviour {
+  /** Probability an attempt fails. */
+  readonly failRate: number;
+  /** Latency of an attempt (ms). */
+  readonly latencyMs: number;
+}
+
+const BASE_MS = 2;
+
+/** 10 endpoints: e0, e1 fail half their calls; e2 is ten times slower; the rest are healthy. */
+function mixedFleet(): Behaviour[] {
+  return Array.from({ length: 10 }, (_, i) => ({
+    failRate: i < 2 ? 0.5 : 0,
+    latencyMs: i === 2 ? BASE_MS * 10 : BASE_MS,
+  }));
+}
+
+function downFleet(): Behaviour[] {
+  return Array.from({ length: 10 }, () => ({ failRate: 1, latencyMs: BASE_MS }));
+}
+
+/** A seeded PRNG (mulberry32), so each scenario sees the same failures. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Sim {
+  readonly balancer: LoadBalancer<Behaviour>;
+  /** Calls that reached an endpoint. */
+  attempts: number;
+  /** One call of an endpoint: waits its latency, then fails with its probability. */
+  readonly call: (endpoint: Endpoint<Behaviour>, signal: AbortSignal) => Promise<number>;
+}
+
+function simulation(fleet: Behaviour[], seed: number): Sim {
+  const random = seeded(seed);
+  const sim: Sim = {
+    balancer: new LoadBalancer<Behaviour>({
+      strategy: p2c(),
+      endpoints: fleet.map((data, i) => ({ id: `e${i}`, data })),
+      random: seeded(seed + 1),
+      // Outlier ejection off: what is compared is the call policies, not the balancer's health.
+      outlierEjection: { consecutiveFailures: 1_000_000 },
+    }),
+    attempts: 0,
+    call: (endpoint, signal) => {
+      sim.attempts++;
+      const behaviour = endpoint.data as Behaviour;
+      const fails = random() < behaviour.failRate;
+      return new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          signal.removeEventListener('abort', onAbort);
+          if (fails) reject(new Error(`${endpoint.id} failed`));
+          else resolve(1);
+        }, behaviour.latencyMs);
+        const onAbort = (): void => {
+          clearTimeout(timer);
+          reject(signal.reason as Error);
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    },
+  };
+  return sim;
+}
+
+interface Result {
+  readonly scenario: string;
+  readonly fleet: string;
+  readonly requests: number;
+  readonly successPercent: number;
+  readonly attemptsPerRequest: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+const CONCURRENCY = 20;
+
+async function drive(
+  scenario: string,
+  fleetName: string,
+  sim: Sim,
+  requests: number,
+  request: () => Promise<unknown>,
+): Promise<Result> {
+  const latencies: number[] = [];
+  let ok = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < requests) {
+      next++;
+      const started = performance.now();
+      try {
+        await request();
+        ok++;
+      } catch {
+        // counted as a failed request
+      }
+      latencies.push(performance.now() - started);
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  latencies.sort((a, b) => a - b);
+  const at = (q: number): number =>
+    latencies[Math.min(latencies.length - 1, Math.ceil(q * latencies.length) - 1)] ?? NaN;
+  return {
+    scenario,
+    fleet: fleetName,
+    requests,
+    successPercent: (100 * ok) / requests,
+    attemptsPerRequest: sim.attempts / requests,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+  };
+}
+
+type Scenario = (sim: Sim) => () => Promise<unknown>;
+
+const scenarios: readonly (readonly [string, Scenario])[] = [
+  ['plain call (balancer.run)', (sim) => () => sim.balancer.run(sim.call)],
+  [
+    'naive retry(3): keel retry, no budget, no backoff',
+    (sim) => {
+      const policy = retry({ maxAttempts: 4, backoff: { type: 'none' } });
+      return () => policy.execute(() => sim.balancer.run(sim.call));
+    },
+  ],
+  [
+    'cockatiel retry(3) + breaker (defaults: 128 ms exp. backoff)',
+    (sim) => {
+      const policy = wrap(
+        cockatielRetry(handleAll, { maxAttempts: 3, backoff: new ExponentialBackoff() }),
+        circuitBreaker(handleAll, {
+          halfOpenAfter: 5_000,
+          breaker: new SamplingBreaker({ threshold: 0.5, duration: 10_000, minimumRps: 5 }),
+        }),
+      );
+      return () => policy.execute(({ signal }) => sim.balancer.run(sim.call, { signal }));
+    },
+  ],
+  [
+    'keel resilientCall (idempotent, retry 3, breaker/endpoint, budget)',
+    (sim) => {
+      const caller = resilientCall(sim.balancer, { retry: { maxAttempts: 3 } });
+      return () => caller.call(sim.call, { idempotent: true });
+    },
+  ],
+  [
+    'keel resilientCall + hedge after p95',
+    (sim) => {
+      const caller = resilientCall(sim.balancer, {
+        retry: { maxAttempts: 3 },
+        hedge: { afterPercentile: 95, afterMs: BASE_MS * 3 },
+      });
+      return () => caller.call(sim.call, { idempotent: true });
+    },
+  ],
+];
+
+async function simulationReport(context: SuiteContext): Promise<BenchReport> {
+  const requests = context.quick ? 600 : 3000;
+  const rows: Record<string, string | number>[] = [];
+  for (const [fleetName, fleet] of [
+    ['2 failing 50 %, 1 slow 10×', mixedFleet],
+    ['all 10 down', downFleet],
+  ] as const) {
+    for (const [name, make] of scenarios) {
+      // Warm-up on a fleet of its own: the first errors a process makes pay for loading source
+      // maps (tsx) and the JIT for every path; neither belongs in the scenario's tail.
+      const warm = simulation(fleet(), 5);
+      await drive(name, fleetName, warm, 200, make(warm));
+      const sim = simulation(fleet(), 17);
+      const result = await drive(name, fleetName, sim, requests, make(sim));
+      rows.push({
+        fleet: result.fleet,
+        scenario: result.scenario,
+        'success %': Number(result.successPercent.toFixed(1)),
+        'attempts/req': Number(result.attemptsPerRequest.toFixed(3)),
+        'p50 ms': Number(result.p50Ms.toFixed(1)),
+        'p99 ms': Number(result.p99Ms.toFixed(1)),
+      });
+    }
+  }
+  return {
+    title: `simulation: 10 endpoints, ${requests} requests, ${CONCURRENCY} concurrent, base latency ${BASE_MS} ms (real timers)`,
+    rows,
+  };
+}
+
+export const suite = defineSuite({
+  name: 'resilience',
+  description:
+    'retry+timeout+breaker pipeline vs bare call and cockatiel 3 wrap(); endpoint-aware simulation',
+  tasks: costTasks(),
+  reports: async (_measured, context) => [await simulationReport(context)],
+});

@@ -1,0 +1,103 @@
+/**
+ * `pipeline()`: policies composed in order, outermost first (Polly v8's resilience pipeline;
+ * cockatiel's `wrap`). The composition costs nothing per call: see {@link Chain}.
+ *
+ * @packageDocumentation
+ */
+import { InvalidOptionError } from '../core/index.js';
+import { CircuitBreaker } from '../breaker/index.js';
+import {
+  Chain,
+  NEVER,
+  SinglePolicy,
+  callSignal,
+  type Attempt,
+  type Policy,
+  type PolicyCallOptions,
+  type Stage,
+} from './policy.js';
+
+/** What a pipeline is made of: policies, other pipelines, and circuit breakers. */
+export type PolicyLike = Policy | CircuitBreaker;
+
+const OWNER = 'pipeline';
+
+/**
+ * A circuit breaker as a pipeline stage. The breaker is always called without options, so it
+ * takes its hot path (no permit, no timer, no controller): the signal reaches `fn` and the
+ * stages inside through the chain, not through the breaker, and cancellation stays with them
+ * (a timeout stage, the function) — the breaker only counts outcomes.
+ */
+class BreakerStage implements Stage {
+  readonly observesSignal = false;
+  readonly #breaker: CircuitBreaker;
+
+  constructor(breaker: CircuitBreaker) {
+    this.#breaker = breaker;
+  }
+
+  run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
+    if (chain.innermost(next) && fn.length === 0) {
+      // fn cannot see a signal: hand it over as it is (no closure).
+      return this.#breaker.execute(fn as () => R | Promise<R>);
+    }
+    return this.#breaker.execute(() => chain.step(next, fn, signal));
+  }
+}
+
+/** A composed policy. */
+class Pipeline implements Policy {
+  readonly chain: Chain;
+
+  constructor(stages: readonly Stage[]) {
+    this.chain = new Chain(stages);
+  }
+
+  execute<R>(fn: Attempt<R>, options?: PolicyCallOptions): Promise<R> {
+    try {
+      if (typeof fn !== 'function') {
+        throw new InvalidOptionError(`${OWNER}.execute`, 'fn', 'a function', fn);
+      }
+      const signal = options === undefined ? NEVER : callSignal(`${OWNER}.execute`, options);
+      if (signal.aborted) return Promise.reject(signal.reason as Error);
+      return this.chain.step(0, fn, signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}
+
+/**
+ * Composes policies (and circuit breakers) into one, the first outermost: in
+ * `pipeline(fallback(x), retry(), breaker, timeout({ ms: 500 }))` the timeout bounds each
+ * attempt, the breaker sees every attempt, the retry repeats them and the fallback answers
+ * when all failed. Nested pipelines are flattened.
+ *
+ * @example
+ * ```ts
+ * import { CircuitBreaker } from 'keel/breaker';
+ * import { pipeline, retry, timeout } from 'keel/resilience';
+ *
+ * const breaker = new CircuitBreaker({ name: 'quotes' });
+ * const policy = pipeline(retry({ maxAttempts: 3 }), breaker, timeout({ ms: 200 }));
+ * const quote = await policy.execute(async (signal) => (signal.aborted ? 0 : 101));
+ * console.log(quote); // 101
+ * ```
+ */
+export function pipeline(...policies: PolicyLike[]): Policy {
+  const stages: Stage[] = [];
+  policies.forEach((policy, index) => {
+    if (policy instanceof SinglePolicy) stages.push(policy);
+    else if (policy instanceof Pipeline) stages.push(...policy.chain.stages);
+    else if (policy instanceof CircuitBreaker) stages.push(new BreakerStage(policy));
+    else {
+      throw new InvalidOptionError(
+        OWNER,
+        `policies[${index}]`,
+        'a policy (retry(), timeout(), …) or a CircuitBreaker',
+        policy,
+      );
+    }
+  });
+  return new Pipeline(stages);
+}

@@ -1,0 +1,252 @@
+/**
+ * `timeout()`: bounds how long a call may take. Deadlines share the breaker's deadline queue
+ * (one heap and one unref'd timer per clock), so a call that finishes in time costs no timer;
+ * and calls that cannot see their signal share one AbortController per millisecond of deadline.
+ *
+ * @packageDocumentation
+ */
+import {
+  guardedOption,
+  isClock,
+  numberOption,
+  onAbort,
+  oneOfOption,
+  resolveOptions,
+  systemClock,
+  type Clock,
+} from '../core/index.js';
+import { Deadline, deadlineQueueFor, type DeadlineQueue } from '../breaker/deadlines.js';
+import { TimeoutError } from './errors.js';
+import { NEVER, SinglePolicy, type Attempt, type Chain, type Policy } from './policy.js';
+
+/** Options of {@link timeout}. */
+export interface TimeoutOptions {
+  /** The longest a call may take (ms), more than 0 and at most 86 400 000. */
+  readonly ms: number;
+  /**
+   * `cooperative`: at the deadline the call's signal aborts with a {@link TimeoutError}, and
+   * the call ends when its function (or a policy inside) stops — the function must honour its
+   * signal; one that takes no signal (`() => …`) with no policy inside cannot be stopped, so
+   * nothing is timed. `aggressive`: the signal aborts and the call also rejects with the
+   * {@link TimeoutError} at once, whether or not the function stops (it runs on unobserved).
+   * @defaultValue 'cooperative'
+   */
+  readonly strategy?: 'cooperative' | 'aggressive';
+  /** Clock. @defaultValue `systemClock` */
+  readonly clock?: Clock;
+}
+
+const OWNER = 'timeout';
+
+const spec = {
+  ms: numberOption({ min: 0, minExclusive: true, max: 86_400_000, required: true }),
+  strategy: oneOfOption(['cooperative', 'aggressive'], { default: 'cooperative' }),
+  clock: guardedOption(isClock, 'a Clock', { default: systemClock }),
+};
+
+/** A call waiting on an aggressive deadline: settles once, by its outcome or the deadline. */
+class RacingCall<R> {
+  prev: RacingCall<unknown> | undefined;
+  next: RacingCall<unknown> | undefined;
+  done = false;
+  readonly promise: Promise<R>;
+  resolve!: (value: R) => void;
+  reject!: (error: unknown) => void;
+
+  constructor() {
+    this.promise = new Promise<R>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+}
+
+/**
+ * Calls with the same deadline (to the millisecond): one entry in the clock's deadline queue
+ * and one controller. Queued while it has calls pending.
+ */
+class Bucket extends Deadline {
+  readonly controller = new AbortController();
+  readonly #queue: DeadlineQueue;
+  readonly #ms: number;
+  readonly #strategy: 'cooperative' | 'aggressive';
+  /** Cooperative calls still running. */
+  #pending = 0;
+  /** Aggressive calls still running: a doubly linked list. */
+  #head: RacingCall<unknown> | undefined;
+  expired = false;
+  /** Removes the caller-signal link of a bucket made for one call. */
+  off: (() => void) | undefined;
+  /** A cooperative call ended (either way): bound once per bucket, not per call. */
+  readonly release = (): void => {
+    this.off?.();
+    if (--this.#pending === 0 && this.#head === undefined) this.#queue.remove(this);
+  };
+
+  constructor(
+    queue: DeadlineQueue,
+    ms: number,
+    strategy: 'cooperative' | 'aggressive',
+    due: number,
+  ) {
+    super(due);
+    this.#queue = queue;
+    this.#ms = ms;
+    this.#strategy = strategy;
+  }
+
+  join(): void {
+    this.#pending++;
+    if (this.index < 0) this.#queue.add(this);
+  }
+
+  attach(call: RacingCall<unknown>): void {
+    call.next = this.#head;
+    if (this.#head !== undefined) this.#head.prev = call;
+    this.#head = call;
+    if (this.index < 0) this.#queue.add(this);
+  }
+
+  /** The call settled: out of the list (no-op when the deadline already took it). */
+  detach(call: RacingCall<unknown>): void {
+    const { prev, next } = call;
+    if (prev !== undefined) prev.next = next;
+    else if (this.#head === call) this.#head = next;
+    else return;
+    if (next !== undefined) next.prev = prev;
+    call.prev = call.next = undefined;
+    if (this.#head === undefined && this.#pending === 0) this.#queue.remove(this);
+    if (this.off !== undefined && this.#head === undefined) this.off();
+  }
+
+  expire(): void {
+    this.#end(new TimeoutError(this.#ms, this.#strategy));
+  }
+
+  /** The caller's signal aborted (a bucket of one call): it ends now, with the caller's reason. */
+  cancel(reason: unknown): void {
+    this.#queue.remove(this);
+    this.#end(reason);
+  }
+
+  #end(error: unknown): void {
+    this.expired = true;
+    // Functions hear of it first (their signal), then callers (their promise).
+    this.controller.abort(error);
+    let call = this.#head;
+    this.#head = undefined;
+    this.off?.();
+    while (call !== undefined) {
+      const next = call.next;
+      call.prev = call.next = undefined;
+      if (!call.done) {
+        call.done = true;
+        call.reject(error);
+      }
+      call = next;
+    }
+  }
+}
+
+class TimeoutPolicy extends SinglePolicy {
+  readonly observesSignal: boolean;
+  protected readonly owner = OWNER;
+  readonly #ms: number;
+  readonly #aggressive: boolean;
+  readonly #clock: Clock;
+  #queue: DeadlineQueue | undefined;
+  /** The bucket the latest sharing calls joined. */
+  #shared: Bucket | undefined;
+
+  constructor(options: TimeoutOptions) {
+    super();
+    const o = resolveOptions(OWNER, options, spec);
+    this.#ms = o.ms;
+    this.#aggressive = o.strategy === 'aggressive';
+    this.#clock = o.clock;
+    // An aggressive timeout ends the call itself; a cooperative one only passes a signal on.
+    this.observesSignal = this.#aggressive;
+  }
+
+  run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
+    if (!this.#aggressive && !chain.observed(next, fn)) {
+      // Nothing inside can see a signal, so a cooperative timeout has nothing to abort.
+      return chain.step(next, fn, signal);
+    }
+    const bucket = this.#bucket(fn, signal);
+    if (bucket === undefined) return Promise.reject(signal.reason as Error);
+    if (!this.#aggressive) {
+      bucket.join();
+      const promise = chain.step(next, fn, bucket.controller.signal);
+      void promise.then(bucket.release, bucket.release);
+      return promise;
+    }
+    const call = new RacingCall<R>();
+    bucket.attach(call as RacingCall<unknown>);
+    chain.step(next, fn, bucket.controller.signal).then(
+      (value) => {
+        if (call.done) return;
+        call.done = true;
+        bucket.detach(call as RacingCall<unknown>);
+        call.resolve(value);
+      },
+      (error: unknown) => {
+        if (call.done) return;
+        call.done = true;
+        bucket.detach(call as RacingCall<unknown>);
+        call.reject(error);
+      },
+    );
+    return call.promise;
+  }
+
+  /**
+   * The bucket for a call due `ms` from now. Calls whose function takes no signal and that have
+   * no caller's signal share one (nothing can keep their signal past the call, so aborting it
+   * for another call of the same millisecond is unobservable); any other call gets its own,
+   * linked to the caller's signal. `undefined` when the caller's signal has aborted.
+   */
+  #bucket(fn: Attempt<unknown>, signal: AbortSignal): Bucket | undefined {
+    const due = Math.ceil(this.#clock.now() + this.#ms);
+    const queue = (this.#queue ??= deadlineQueueFor(this.#clock));
+    const strategy = this.#aggressive ? 'aggressive' : 'cooperative';
+    if (fn.length === 0 && signal === NEVER) {
+      let shared = this.#shared;
+      if (shared === undefined || shared.due !== due || shared.expired) {
+        shared = this.#shared = new Bucket(queue, this.#ms, strategy, due);
+      }
+      return shared;
+    }
+    if (signal.aborted) return undefined;
+    const own = new Bucket(queue, this.#ms, strategy, due);
+    if (signal !== NEVER) {
+      own.off = onAbort(signal, () => {
+        own.off = undefined;
+        own.cancel(signal.reason);
+      });
+    }
+    return own;
+  }
+}
+
+/**
+ * A policy that bounds a call's time: at `ms` its signal aborts with a {@link TimeoutError}
+ * (`cooperative`), and with `strategy: 'aggressive'` the call also rejects then, whether or
+ * not its function stops. Calls that finish in time cost no timer and, when their function
+ * takes no signal, no AbortController of their own.
+ *
+ * @example
+ * ```ts
+ * import { timeout, isTimeoutError } from 'keel/resilience';
+ *
+ * const policy = timeout({ ms: 50, strategy: 'aggressive' });
+ * try {
+ *   await policy.execute(() => new Promise((resolve) => setTimeout(resolve, 1_000).unref()));
+ * } catch (error) {
+ *   console.log(isTimeoutError(error)); // true
+ * }
+ * ```
+ */
+export function timeout(options: TimeoutOptions): Policy {
+  return new TimeoutPolicy(options);
+}
