@@ -302,7 +302,6 @@ interface AttemptHost {
   ): Lock | undefined | typeof TOO_SLOW | Promise<Lock | undefined | typeof TOO_SLOW>;
   catchUp(fenceKeys: readonly string[], fences: readonly number[], r: NodeResult): void;
   refused(attempt: LockAttempt, results: readonly NodeResult[], view: RoundView): void;
-  behindOwn(attempt: LockAttempt): void;
 }
 
 const never = (): boolean => false;
@@ -403,10 +402,6 @@ class LockAttempt implements AcquirePlan<Lock> {
 
   refused(results: readonly NodeResult[], view: RoundView): void {
     this.host.refused(this, results, view);
-  }
-
-  behindOwn(): void {
-    this.host.behindOwn(this);
   }
 }
 
@@ -531,9 +526,6 @@ export class Redlock implements LockService, AsyncDisposable {
       },
       refused: (attempt, results, view) => {
         this.#refused(attempt, results, view);
-      },
-      behindOwn: (attempt) => {
-        this.#behindOwn(attempt);
       },
     };
     const nodes = Object.freeze(clients.map((_, node) => q.address(node)));
@@ -719,7 +711,11 @@ export class Redlock implements LockService, AsyncDisposable {
     return acquireChannel.tracePromise(this.#acquire, message, this, resources, options, message);
   }
 
-  /** {@link Redlock.acquire}, counted in the stats, with the trace context if traced. */
+  /**
+   * {@link Redlock.acquire}, counted in the stats, with the trace context if traced: the local
+   * turn first (see `localTurns`), then the quorum rounds. One async function for the whole
+   * acquisition (each one more is a promise and a frame per acquire).
+   */
   async #acquire(
     resources: string | readonly string[],
     options: AcquireOptions,
@@ -729,10 +725,29 @@ export class Redlock implements LockService, AsyncDisposable {
     const clock = this.#o.clock;
     const called = clock.now();
     const counters = this.#counters;
+    const signal = options.signal;
     let attempt: LockAttempt | undefined;
+    let inTurn = false;
     try {
       attempt = this.#attempt(resources, options, message);
-      const lock = await this.#acquireWith(attempt, options.signal);
+      this.#watch();
+      const { line, retryCount, deadline } = attempt;
+      let remaining = retryCount;
+      if (line !== undefined) {
+        const entered = this.#turns.enter(
+          line,
+          retryCount,
+          () => this.#q.retryDelay(),
+          signal,
+          deadline,
+        );
+        if (typeof entered !== 'number') this.#behindOwn(attempt);
+        const used = typeof entered === 'number' ? entered : await entered;
+        if (used === undefined) throw this.#turnTaken(attempt, line);
+        inTurn = true;
+        remaining = retryCount - used;
+      }
+      const lock = await this.#q.acquire(attempt, remaining, signal, deadline);
       const waitMs = clock.now() - called;
       counters.acquired++;
       counters.held++;
@@ -748,7 +763,8 @@ export class Redlock implements LockService, AsyncDisposable {
       if (lostChannel.active) watchLoss(lock);
       return lock;
     } catch (error) {
-      counters.failed[failureOf(error, options.signal)]++;
+      if (inTurn) this.#turns.leave(attempt?.line as string);
+      counters.failed[failureOf(error, signal)]++;
       if (message !== undefined) {
         message.attempts = attempt?.rounds ?? 0;
         message.waitMs = clock.now() - called;
@@ -759,6 +775,26 @@ export class Redlock implements LockService, AsyncDisposable {
     } finally {
       if (attempt?.waiting === true) counters.waiting--;
     }
+  }
+
+  /**
+   * The retry budget ran out waiting behind this process's own acquisitions: held by this
+   * process if one of them holds the lock, else the one whose turn it is is still trying —
+   * against someone else.
+   */
+  #turnTaken(attempt: LockAttempt, line: string): LockTakenError {
+    const list = attempt.resources;
+    const mine = this.#mine.has(line);
+    return new LockTakenError(
+      list,
+      [],
+      attempt.retryCount + 1,
+      mine
+        ? undefined
+        : `lock on ${list.join(', ')} is held by someone else (another acquisition of ` +
+            'this Redlock is still waiting for it, ahead of this one)',
+      mine ? 'this-process' : 'another',
+    );
   }
 
   /** Checks an acquisition's arguments: its attempt, not started yet. */
@@ -792,48 +828,6 @@ export class Redlock implements LockService, AsyncDisposable {
       waitDeadline(this.#o.clock, waitMs),
       message,
     );
-  }
-
-  /** Runs an acquisition: its local turn first (see `localTurns`), then the quorum rounds. */
-  async #acquireWith(attempt: LockAttempt, signal: AbortSignal | undefined): Promise<Lock> {
-    this.#watch();
-    const { line, retryCount, deadline } = attempt;
-    let remaining = retryCount;
-    if (line !== undefined) {
-      const entered = this.#turns.enter(
-        line,
-        retryCount,
-        () => this.#q.retryDelay(),
-        signal,
-        deadline,
-      );
-      if (typeof entered !== 'number') attempt.behindOwn();
-      const used = typeof entered === 'number' ? entered : await entered;
-      if (used === undefined) {
-        // The budget ran out waiting behind this process's own acquisitions: held by this
-        // process if one of them holds the lock, else the one whose turn it is is still
-        // trying — against someone else.
-        const list = attempt.resources;
-        const mine = this.#mine.has(line);
-        throw new LockTakenError(
-          list,
-          [],
-          retryCount + 1,
-          mine
-            ? undefined
-            : `lock on ${list.join(', ')} is held by someone else (another acquisition of ` +
-                'this Redlock is still waiting for it, ahead of this one)',
-          mine ? 'this-process' : 'another',
-        );
-      }
-      remaining = retryCount - used;
-    }
-    try {
-      return await this.#q.acquire(attempt, remaining, signal, deadline);
-    } catch (error) {
-      if (line !== undefined) this.#turns.leave(line);
-      throw error;
-    }
   }
 
   /**
