@@ -68,11 +68,15 @@ import {
 export interface Message<T = unknown> {
   /** The Keel message id (dedup id). */
   readonly id: string;
+  /** The topic it was sent to. */
   readonly topic: string;
+  /** The consumer group handling it. */
   readonly group: string;
   /** The ordering key, if the producer gave one. */
   readonly key: string | undefined;
+  /** The message body, parsed from JSON. */
   readonly payload: T;
+  /** Headers given by the producer. */
   readonly headers: Readonly<Record<string, string>>;
   /** 1 on the first delivery, 2 on the next (after a failure, a crash or a timeout), … */
   readonly attempt: number;
@@ -80,6 +84,7 @@ export interface Message<T = unknown> {
   readonly sentAt: number;
   /** The stream entry id of this copy. */
   readonly entryId: string;
+  /** The partition (stream) it came from. */
   readonly partition: number;
   /** This consumer's name. */
   readonly consumer: string;
@@ -139,13 +144,21 @@ export interface ConsumerOptions {
 
 /** A message given up on, as {@link Consumer.onDeadLetter} reports it. */
 export interface DeadLetterEvent {
+  /** The topic. */
   readonly topic: string;
+  /** The group that gave up. */
   readonly group: string;
+  /** The Keel message id (`undefined` for foreign data). */
   readonly id: string | undefined;
+  /** The stream entry id it had. */
   readonly entryId: string;
+  /** `failed` (attempts exhausted), `expired` (delivered too often without an ack), `invalid` (foreign data). */
   readonly reason: 'failed' | 'expired' | 'invalid';
+  /** The last error (or why it is not a Keel message). */
   readonly error: string;
+  /** Attempts made. */
   readonly attempts: number;
+  /** Consumers that handled it, oldest first. */
   readonly consumers: readonly string[];
   /** Wall-clock time, epoch ms. */
   readonly time: number;
@@ -217,7 +230,9 @@ const text = (error: unknown): string =>
 export class Consumer<T = unknown> implements AsyncDisposable {
   /** This consumer's name in the group. */
   readonly name: string;
+  /** The topic consumed. */
   readonly topic: string;
+  /** The consumer group. */
   readonly group: string;
   /** Resolves when the consumer has fully closed. */
   readonly closed: Promise<void>;
@@ -1145,6 +1160,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     this.#resolveClosed();
   }
 
+  /** Same as {@link Consumer.close}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -13,12 +13,15 @@ import { SEND } from './scripts.js';
 
 /** A transaction being built: an ioredis `client.multi()` fits. */
 export interface Transaction {
+  /** Queues a script call in the transaction (ioredis `multi().eval`). */
   eval(source: string, numKeys: number, ...args: (string | number)[]): unknown;
 }
 
 /** What {@link Outbox.stage} queued. */
 export interface StagedMessage {
+  /** The message id (given or generated). */
   readonly id: string;
+  /** The partition it will be written to. */
   readonly partition: number;
 }
 

@@ -80,6 +80,7 @@ export interface SendOptions {
 
 /** One item of {@link Queue.sendMany}. */
 export interface SendItem<T = unknown> extends Omit<SendOptions, 'signal'> {
+  /** The message body (JSON-serialisable). */
   readonly payload: T;
 }
 
@@ -466,6 +467,7 @@ export class Queue implements AsyncDisposable {
     await Promise.all([...this.#consumers].map((c) => c.close()));
   }
 
+  /** Same as {@link Queue.close}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
