@@ -39,7 +39,7 @@ describeRedis('keel/saga on Redis Cluster', () => {
       leaseMs: 300,
       clock: new ManualClock(),
     });
-    const b = new SagaCoordinator({ redis: client, sagas: [saga], recovery: false, leaseMs: 300 });
+    const b = new SagaCoordinator({ redis: client, sagas: [saga], recovery: false, leaseMs: 2000 });
     try {
       const ids = Array.from({ length: 12 }, (_, i) => `id-${i}`);
       const outcomes = await Promise.all(ids.map((id) => b.run(saga, id, { i: id })));
@@ -47,14 +47,14 @@ describeRedis('keel/saga on Redis Cluster', () => {
       void a.run(saga, 'stuck', null).catch(() => undefined);
       await until(async () => {
         expect((await b.get(saga, 'stuck'))?.step).toBe('b');
-      }, 10_000);
+      }, 30_000);
       hang = false;
       await until(async () => {
         expect(await b.recoverNow()).toBe(1);
-      }, 10_000);
+      }, 30_000);
       await until(async () => {
         expect((await b.get(saga, 'stuck'))?.status).toBe('completed');
-      }, 10_000);
+      }, 30_000);
       expect((await b.list(saga, { status: 'completed' })).length).toBe(13);
       const { idempotent } = new IdempotencyKeys({ redis: client });
       expect(await idempotent('cluster-key', () => 7)).toBe(7);
