@@ -515,9 +515,10 @@ export class SagaCoordinator implements AsyncDisposable {
   }
 
   /**
-   * Stops the recovery loop and starts nothing new; instances being driven stop at their next
-   * step boundary (the running step or compensation finishes and is recorded), leaving their
-   * lease to expire so another process continues them. Safe to call more than once.
+   * Stops the recovery loop and starts nothing new; instances being driven stop where they are:
+   * a running step's or compensation's signal aborts (with a {@link SagaClosedError}) and
+   * nothing more is recorded, so their lease runs out and another process re-runs that call
+   * with the same idempotency key and continues. Safe to call more than once.
    */
   close(): Promise<void> {
     this.#closed ??= (async () => {
@@ -825,7 +826,14 @@ export class SagaCoordinator implements AsyncDisposable {
         beat.unref();
       };
       heartbeat();
-      using link = linkSignals(lost.signal, timeout.signal, forward ? signal : undefined);
+      // Closing aborts the call too (recorded as nothing: the lease runs out and another process
+      // re-runs it with the same idempotency key), so close() never waits on a hung step.
+      using link = linkSignals(
+        lost.signal,
+        timeout.signal,
+        this.#closing.signal,
+        forward ? signal : undefined,
+      );
       try {
         return await raceAbort(
           Promise.resolve().then(() => fn(link.signal)),
@@ -900,6 +908,7 @@ export class SagaCoordinator implements AsyncDisposable {
               );
             } catch (error) {
               if (error instanceof Stop) throw error;
+              if (this.#isClosing()) throw new Stop(error);
               lastError = messageOf(error);
               if (signal?.aborted === true) continue; // recorded as a cancellation above
               if (error instanceof SagaTimeoutError) {
@@ -947,6 +956,7 @@ export class SagaCoordinator implements AsyncDisposable {
               await call((s) => compensate(ctx as never, s), step.name, step.timeoutMs, false);
             } catch (error) {
               if (error instanceof Stop) throw error;
+              if (this.#isClosing()) throw new Stop(error);
               lastError = messageOf(error);
               if (next.attempt < def.compensationRetry.attempts)
                 await this.#backoff(def.compensationRetry, next.attempt, undefined);
