@@ -57,7 +57,8 @@ describe('BloomFilter (property)', () => {
       for (let i = 0; i < probes; i++) if (bloom.mightContain(`absent:${i}`)) positives++;
       expect(positives / probes).toBeLessThanOrEqual(1.5 * rate);
     }
-  });
+    // 810 000 hash computations: seconds on a loaded 2-core machine, not a timing claim.
+  }, 120_000);
 
   it('is sized from the count and rate (1 % is 9.585 bits per element, k = 7)', () => {
     expect(bloomShape({ expectedItems: 1_000_000, falsePositiveRate: 0.01 })).toEqual({
