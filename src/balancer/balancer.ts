@@ -551,34 +551,13 @@ export class LoadBalancer<T = unknown> {
       if (typeof fn !== 'function') {
         throw new InvalidOptionError(OWNER, 'fn', 'a function', fn, 'run(fn, options)');
       }
-      let pick: PickOptions | undefined;
-      if (options !== undefined) {
-        const given: unknown = options;
-        if (typeof given !== 'object' || given === null || Array.isArray(given)) {
-          throw new InvalidOptionError(OWNER, 'options', 'an options object', given, 'run');
-        }
-        for (const key in given) {
-          if (key !== 'signal' && key !== 'key' && key !== 'exclude') {
-            const value = (given as Record<string, unknown>)[key];
-            if (value !== undefined) {
-              throw new InvalidOptionError(
-                OWNER,
-                key,
-                'one of the known options (key, exclude, signal)',
-                value,
-                'unknown option of run()',
-              );
-            }
-          }
-        }
-        signal = options.signal;
-        if (signal !== undefined && !isAbortSignal(signal)) {
-          throw new InvalidOptionError(OWNER, 'signal', 'an AbortSignal', signal, 'run');
-        }
-        if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
-        pick = { key: options.key, exclude: options.exclude };
+      // The pick checks the options object, `key` and `exclude` (as acquire's do).
+      signal = typeof options === 'object' ? (options as RunOptions | null)?.signal : undefined;
+      if (signal !== undefined && !isAbortSignal(signal)) {
+        throw new InvalidOptionError(OWNER, 'signal', 'an AbortSignal', signal, 'run');
       }
-      lease = this.acquireOrThrow(pick);
+      if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
+      lease = this.acquireOrThrow(options);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -70,8 +70,11 @@ describe('LoadBalancer.run', () => {
     await expect(balancer.run(() => 1, { signal: 1 } as never)).rejects.toMatchObject({
       option: 'signal',
     });
-    await expect(balancer.run(() => 1, { keys: 'x' } as never)).rejects.toMatchObject({
-      option: 'keys',
+    await expect(balancer.run(() => 1, { key: 5 } as never)).rejects.toMatchObject({
+      option: 'key',
+    });
+    await expect(balancer.run(() => 1, 'x' as never)).rejects.toMatchObject({
+      option: 'options',
     });
   });
 });
