@@ -108,6 +108,37 @@ const RUNS: Readonly<Record<string, readonly Expectation[]>> = {
       ],
     },
   ],
+  'resilience.ts': [
+    {
+      name: 'retries a read on another endpoint, calls a charge once, runs a pipeline',
+      stdout: [/^101\.5 true$/, /^not-idempotent 1$/, /^42$/],
+      exact: true,
+    },
+  ],
+  'cache.ts': [
+    {
+      name: 'on a redis-server: 100 readers of a cold key, one database read; the Bloom guard stops an absent SKU',
+      redis: 1,
+      stdout: [/^1999 1$/, /^undefined$/],
+      exact: true,
+    },
+  ],
+  'queue.ts': [
+    {
+      name: 'on a redis-server: a duplicate send is dropped, each effect applied once',
+      redis: 1,
+      stdout: [/^\{ alice: '500', bob: '250' \}$/],
+      exact: true,
+    },
+  ],
+  'saga.ts': [
+    {
+      name: 'on a redis-server: a failed charge compensates the reservation',
+      redis: 1,
+      stdout: [/^released r-A1$/, /^compensated$/],
+      exact: true,
+    },
+  ],
 };
 
 interface Outcome {
