@@ -31,4 +31,6 @@ export type {
   Logger,
   LogMethod,
   LogLevel,
+  KeelChannel,
+  KeelComponent,
 } from './core/index.js';

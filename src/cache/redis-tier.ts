@@ -12,10 +12,15 @@ import { CacheRedisError, type RedisFailureKind } from './errors.js';
 
 /** A connection for pub/sub, as ioredis's `duplicate()` gives it. */
 export interface CacheSubscriber {
+  /** Subscribes the connection to `channels`. */
   subscribe(...channels: string[]): Promise<unknown>;
+  /** Listens for messages published on a subscribed channel. */
   on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  /** Listens for connection errors. */
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** Listens for the connection becoming ready (again, after a reconnect). */
   on(event: 'ready', listener: () => void): unknown;
+  /** Closes the connection. */
   disconnect(): void;
 }
 
@@ -26,7 +31,9 @@ export interface CacheSubscriber {
  * copies live out their ttl.
  */
 export interface CacheRedisClient {
+  /** Runs a cached Lua script by its SHA1 (`EVALSHA`). */
   evalsha(sha: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
+  /** Runs a Lua script from its source (`EVAL`). */
   eval(source: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
   /** ioredis: a new connection with the same options (`Redis`) or startup nodes (`Cluster`). */
   duplicate?(): CacheSubscriber;

@@ -36,9 +36,14 @@ export function luaScript(text: string): LuaScript {
   return { source, sha: createHash('sha1').update(source).digest('hex') };
 }
 
-/** The two calls a client needs to run scripts (ioredis's `evalsha` and `eval` fit). */
+/**
+ * The two calls a client needs to run scripts (ioredis's `evalsha` and `eval` fit).
+ * @inline
+ */
 export interface ScriptClient {
+  /** Runs a cached Lua script by its SHA1 (`EVALSHA`). */
   evalsha(sha: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
+  /** Runs a Lua script from its source (`EVAL`). */
   eval(source: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
 }
 

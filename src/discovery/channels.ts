@@ -53,6 +53,7 @@ export interface ResyncContext {
 
 /** Published on `keel:discovery:view-changed`. */
 export interface ViewChangedMessage {
+  /** The watched service. */
   readonly service: string;
   /** The store revision the view reflects. */
   readonly revision: number;
@@ -64,21 +65,25 @@ export interface ViewChangedMessage {
   readonly up: number;
   /** Snapshots the view has taken so far. */
   readonly resyncs: number;
+  /** Wall-clock time of the event (epoch ms). */
   readonly time: number;
 }
 
 /** Published on `keel:discovery:stale` and `keel:discovery:fresh`. */
 export interface StaleMessage {
+  /** The service. */
   readonly service: string;
   /** Why it went stale (on `stale` only). */
   readonly reason?: string | undefined;
   /** On `fresh`: how long the view was stale (ms). */
   readonly staleMs?: number;
+  /** Wall-clock time of the event (epoch ms). */
   readonly time: number;
 }
 
 /** Published on `keel:discovery:epoch-changed`. */
 export interface EpochChangedMessage {
+  /** The service. */
   readonly service: string;
   /** The epoch before. */
   readonly from: string;
@@ -87,11 +92,13 @@ export interface EpochChangedMessage {
    * yet (nobody has re-registered), else the new epoch.
    */
   readonly to: string;
+  /** Wall-clock time of the event (epoch ms). */
   readonly time: number;
 }
 
 /** Published on `keel:discovery:quarantined`. */
 export interface QuarantinedMessage {
+  /** The service. */
   readonly service: string;
   /** The id it was stored under. */
   readonly id: string;
@@ -99,11 +106,13 @@ export interface QuarantinedMessage {
   readonly reason: string;
   /** For a change-log entry: its position in the log. */
   readonly entry?: string | undefined;
+  /** Wall-clock time of the event (epoch ms). */
   readonly time: number;
 }
 
 /** Published on `keel:discovery:re-registered` and `keel:discovery:heartbeat-failed`. */
 export interface RegistrationMessage {
+  /** The service. */
   readonly service: string;
   /** The instance id. */
   readonly id: string;
@@ -111,6 +120,7 @@ export interface RegistrationMessage {
   readonly failures?: number;
   /** For a failed heartbeat: the error. */
   readonly error?: Error;
+  /** Wall-clock time of the event (epoch ms). */
   readonly time: number;
 }
 

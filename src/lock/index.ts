@@ -7,7 +7,13 @@
  * @module keel/lock
  */
 export { Redlock } from './redlock.js';
-export type { RedlockOptions, LockClient } from './redlock.js';
+export type {
+  RedlockOptions,
+  LockClient,
+  RedlockStats,
+  DurationSummary,
+  AcquireFailure,
+} from './redlock.js';
 export type { SubscriberClient } from './notifier.js';
 export { Lock } from './lock.js';
 export type { AcquireOptions, UsingOptions, ReleaseResult, LockService } from './lock.js';

@@ -16,7 +16,9 @@ export type AcquireFailure =
 export interface DurationSummary {
   /** Durations recorded since the Redlock was made. */
   readonly count: number;
+  /** The median (ms). */
   readonly p50: number;
+  /** The 99th percentile (ms). */
   readonly p99: number;
   /** The longest recorded. */
   readonly max: number;

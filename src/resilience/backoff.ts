@@ -30,13 +30,18 @@ import {
  * The defaults are RPC-sized (Envoy's retry backoff: 25 ms base, 250 ms cap).
  */
 export type BackoffOptions =
-  | { readonly type: 'none' }
   | {
+      /** Retry at once. */
+      readonly type: 'none';
+    }
+  | {
+      /** Always wait `delayMs`. */
       readonly type: 'constant';
       /** The wait (ms), 0 … 86 400 000. @defaultValue 25 */
       readonly delayMs?: number;
     }
   | {
+      /** Exponential backoff, capped and jittered. */
       readonly type: 'exponential';
       /** The first wait (ms). @defaultValue 25 */
       readonly initialMs?: number;
@@ -48,6 +53,7 @@ export type BackoffOptions =
       readonly jitter?: 'full' | number;
     }
   | {
+      /** AWS's decorrelated jitter. */
       readonly type: 'decorrelated';
       /** The shortest wait and the first one's lower bound (ms). @defaultValue 25 */
       readonly baseMs?: number;

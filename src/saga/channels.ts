@@ -8,7 +8,9 @@ import type { SagaStatus } from './state.js';
 
 /** A transition Redis accepted (`keel:saga:transition`, and `SagaCoordinator.onTransition`). */
 export interface SagaTransitionEvent {
+  /** The saga definition's name. */
   readonly saga: string;
+  /** The instance id. */
   readonly id: string;
   /** `start`, `claim`, `begin`, `done`, `fail`, `cbegin`, `cdone`, `skip`, `park`. */
   readonly event: string;
@@ -16,7 +18,9 @@ export interface SagaTransitionEvent {
   readonly step: string | undefined;
   /** The status after the transition. */
   readonly status: SagaStatus;
+  /** The instance's version after the transition. */
   readonly version: number;
+  /** The fence the transition was written with. */
   readonly fence: number;
   /** The coordinator that wrote it. */
   readonly owner: string;
@@ -26,11 +30,17 @@ export interface SagaTransitionEvent {
 
 /** A write refused because the coordinator lost the instance (`keel:saga:fenced`). */
 export interface SagaFencedEvent {
+  /** The saga definition's name. */
   readonly saga: string;
+  /** The instance id. */
   readonly id: string;
+  /** The coordinator whose write was refused. */
   readonly owner: string;
+  /** The fence that coordinator wrote with. */
   readonly fence: number;
+  /** The fence Redis holds. */
   readonly currentFence: number;
+  /** Epoch ms (this process's wall clock). */
   readonly time: number;
 }
 

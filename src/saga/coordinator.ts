@@ -124,14 +124,38 @@ export interface RunOptions {
 
 /** How a saga instance ended, as `run` resolves. */
 export type SagaOutcome<R = Readonly<Record<string, unknown>>> =
-  | { readonly status: 'completed'; readonly id: string; readonly outputs: R }
-  | { readonly status: 'compensated'; readonly id: string; readonly reason: string }
-  | { readonly status: 'needs-attention'; readonly id: string; readonly reason: string };
+  | {
+      /** Every step ran. */
+      readonly status: 'completed';
+      /** The instance id. */
+      readonly id: string;
+      /** The outputs of all steps, by step name. */
+      readonly outputs: R;
+    }
+  | {
+      /** The saga did not complete; the steps it had done were compensated. */
+      readonly status: 'compensated';
+      /** The instance id. */
+      readonly id: string;
+      /** Why it compensated. */
+      readonly reason: string;
+    }
+  | {
+      /** A compensation could not be completed; the instance was parked for an operator. */
+      readonly status: 'needs-attention';
+      /** The instance id. */
+      readonly id: string;
+      /** Why it was parked. */
+      readonly reason: string;
+    };
 
 /** A saga instance as stored, for inspection. */
 export interface SagaSnapshot {
+  /** The saga definition's name. */
   readonly saga: string;
+  /** The instance id. */
   readonly id: string;
+  /** The instance's status. */
   readonly status: SagaStatus;
   /** The saga's input. */
   readonly input: unknown;
@@ -147,14 +171,19 @@ export interface SagaSnapshot {
   readonly compensationAttempts: Readonly<Record<string, number>>;
   /** Why it compensates, or why it was parked. */
   readonly reason: string | undefined;
+  /** The owner id of the coordinator that holds (or last held) the instance. */
   readonly owner: string;
+  /** The fencing token, raised each time a coordinator claims the instance. */
   readonly fence: number;
+  /** The version, raised by each transition Redis accepts. */
   readonly version: number;
   /** Lease expiry, epoch ms on the Redis server (0 once finished). */
   readonly leaseUntil: number;
   /** The saga's deadline, epoch ms on the Redis server, if it has a timeout. */
   readonly deadline: number | undefined;
+  /** When the instance was started, epoch ms on the Redis server. */
   readonly createdAt: number;
+  /** When the instance last changed, epoch ms on the Redis server. */
   readonly updatedAt: number;
   /** The transitions, oldest first (capped). */
   readonly history: readonly SagaHistoryEntry[];
@@ -530,6 +559,7 @@ export class SagaCoordinator implements AsyncDisposable {
     return this.#closed;
   }
 
+  /** Same as {@link SagaCoordinator.close}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

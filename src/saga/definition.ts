@@ -2,7 +2,7 @@
  * Saga definitions: `defineSaga(name, steps, options?)`, typed end to end — each step's output
  * is a typed field of `ctx.outputs` in every later step and in the compensations — and checked
  * once, at definition time (names, functions, retry and timeout numbers), with
- * {@link InvalidOptionError}s that name what was wrong.
+ * {@link keel!InvalidOptionError}s that name what was wrong.
  *
  * A definition is plain data: it runs nowhere until a `SagaCoordinator` is given it. Every
  * process that may run or recover a saga must be given the same definition (same name, same
@@ -132,7 +132,12 @@ declare const types: unique symbol;
  */
 export class SagaDefinition<I = unknown, R = Readonly<Record<string, unknown>>> {
   /** Phantom: carries the input and outputs types; never set. */
-  declare readonly [types]: { readonly input: I; readonly outputs: R };
+  declare readonly [types]: {
+    /** The input type. */
+    readonly input: I;
+    /** The outputs type, by step name. */
+    readonly outputs: R;
+  };
   /** The saga's name (part of every Redis key it uses). */
   readonly name: string;
   /** The steps, in order. @internal */
@@ -193,9 +198,11 @@ function checkTimeout(owner: string, option: string, value: unknown): number | u
   return value as number;
 }
 
+/** A step's output, under its name. @inline */
 type Out<N extends string, O> = { readonly [K in N]: Awaited<O> };
+/** A step named `N` with input `I`, earlier outputs `P` and output `O`. @inline */
 type Step<N extends string, I, P, O> = SagaStep<N, I, P, O>;
-/** The outputs before the first step: none. */
+/** The outputs before the first step: none. @inline */
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- an object with no outputs yet
 type None = {};
 // The overloads below give each step the outputs of the steps before it. TypeScript infers the
@@ -209,7 +216,7 @@ type None = {};
  * `ctx.outputs.<step name>`, typed; its `compensate(ctx, signal)` also sees its own `output`.
  * Annotate the first step's `ctx` as `StepContext<YourInput>` to type the input.
  *
- * @throws {@link InvalidOptionError} for a bad name, duplicate step names, a missing `run`,
+ * @throws {@link keel!InvalidOptionError} for a bad name, duplicate step names, a missing `run`,
  * or bad retry / timeout numbers.
  *
  * @example

@@ -41,9 +41,19 @@ export class SagaFencedError extends KeelError {
   /** The instance id. */
   readonly id: string;
   /** The fence this coordinator wrote with, and the one Redis holds. */
-  readonly fence: { readonly mine: number; readonly current: number };
+  readonly fence: {
+    /** The fence this coordinator wrote with. */
+    readonly mine: number;
+    /** The fence Redis holds. */
+    readonly current: number;
+  };
   /** The version this coordinator expected, and the one Redis holds. */
-  readonly version: { readonly mine: number; readonly current: number };
+  readonly version: {
+    /** The version this coordinator expected. */
+    readonly mine: number;
+    /** The version Redis holds. */
+    readonly current: number;
+  };
   constructor(
     saga: string,
     id: string,
@@ -66,7 +76,9 @@ export class SagaFencedError extends KeelError {
 export class SagaConflictError extends KeelError {
   override readonly name: string = 'SagaConflictError';
   declare readonly code: typeof SAGA_CONFLICT;
+  /** The saga definition's name. */
   readonly saga: string;
+  /** The instance id. */
   readonly id: string;
   constructor(saga: string, id: string) {
     super(
@@ -82,7 +94,9 @@ export class SagaConflictError extends KeelError {
 export class SagaUnknownError extends KeelError {
   override readonly name: string = 'SagaUnknownError';
   declare readonly code: typeof SAGA_UNKNOWN;
+  /** The saga name. */
   readonly saga: string;
+  /** The instance id, when the instance was missing; `undefined` when the definition was. */
   readonly id: string | undefined;
   constructor(saga: string, id?: string) {
     super(
@@ -100,7 +114,9 @@ export class SagaUnknownError extends KeelError {
 export class SagaStepTimeoutError extends KeelError {
   override readonly name: string = 'SagaStepTimeoutError';
   declare readonly code: typeof SAGA_STEP_TIMEOUT;
+  /** The step's name. */
   readonly step: string;
+  /** The step's timeout (ms). */
   readonly timeoutMs: number;
   constructor(step: string, timeoutMs: number) {
     super(SAGA_STEP_TIMEOUT, `step ${step} did not finish within its timeoutMs (${timeoutMs} ms)`);
@@ -113,7 +129,9 @@ export class SagaStepTimeoutError extends KeelError {
 export class SagaTimeoutError extends KeelError {
   override readonly name: string = 'SagaTimeoutError';
   declare readonly code: typeof SAGA_TIMEOUT;
+  /** The saga definition's name. */
   readonly saga: string;
+  /** The saga's timeout (ms). */
   readonly timeoutMs: number;
   constructor(saga: string, timeoutMs: number) {
     super(SAGA_TIMEOUT, `saga ${saga} did not finish within its timeoutMs (${timeoutMs} ms)`);
@@ -154,6 +172,7 @@ export class SagaStoreError extends KeelError {
 export class IdempotencyConflictError extends KeelError {
   override readonly name: string = 'IdempotencyConflictError';
   declare readonly code: typeof IDEMPOTENCY_CONFLICT;
+  /** The idempotency key. */
   readonly key: string;
   constructor(key: string) {
     super(
@@ -171,6 +190,7 @@ export class IdempotencyConflictError extends KeelError {
 export class IdempotencyCancelledError extends KeelError {
   override readonly name: string = 'IdempotencyCancelledError';
   declare readonly code: typeof IDEMPOTENCY_CANCELLED;
+  /** The idempotency key. */
   readonly key: string;
   constructor(key: string) {
     super(
@@ -189,6 +209,7 @@ export class IdempotencyCancelledError extends KeelError {
 export class IdempotencyLostError extends KeelError {
   override readonly name: string = 'IdempotencyLostError';
   declare readonly code: typeof IDEMPOTENCY_LOST;
+  /** The idempotency key. */
   readonly key: string;
   constructor(key: string) {
     super(
