@@ -21,6 +21,7 @@ import { CircuitBreaker } from '../src/breaker/index.js';
 import { LoadBalancer, p2c, type Endpoint } from '../src/balancer/index.js';
 import { pipeline, resilientCall, retry, timeout } from '../src/resilience/index.js';
 import { defineSuite, type BenchReport, type BenchTask, type SuiteContext } from './suite.js';
+import { seededRandom } from '../test/support/random.js';
 
 // ---------------------------------------------------------------------------------------------
 // Cost on a succeeding call.
@@ -100,18 +101,6 @@ function downFleet(): Behaviour[] {
   return Array.from({ length: 10 }, () => ({ failRate: 1, latencyMs: BASE_MS }));
 }
 
-/** A seeded PRNG (mulberry32), so each scenario sees the same failures. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Sim {
   readonly balancer: LoadBalancer<Behaviour>;
   /** Calls that reached an endpoint. */
@@ -121,12 +110,12 @@ interface Sim {
 }
 
 function simulation(fleet: Behaviour[], seed: number): Sim {
-  const random = seeded(seed);
+  const random = seededRandom(seed);
   const sim: Sim = {
     balancer: new LoadBalancer<Behaviour>({
       strategy: p2c(),
       endpoints: fleet.map((data, i) => ({ id: `e${i}`, data })),
-      random: seeded(seed + 1),
+      random: seededRandom(seed + 1),
       // Outlier ejection off: what is compared is the call policies, not the balancer's health.
       outlierEjection: { consecutiveFailures: 1_000_000 },
     }),

@@ -15,7 +15,7 @@ import {
   EventChannel,
   InvalidOptionError,
   KeelChannel,
-  onAbort,
+  raceAbort,
   throwIfAborted,
   wakeableSleep,
   wallTime,
@@ -367,26 +367,6 @@ function measure(value: unknown, sizeOf: ((value: unknown) => number) | undefine
   }
 }
 
-/** Resolves or rejects with `promise`, or rejects with `signal.reason` first. */
-function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const off = onAbort(signal, () => {
-      reject(signal.reason as Error);
-    });
-    promise.then(
-      (value) => {
-        off();
-        resolve(value);
-      },
-      (error: unknown) => {
-        off();
-        reject(error);
-      },
-    );
-  });
-}
-
 /**
  * A two-tier cache: an in-process L1 (`lru-cache`, bounded by count and size) in front of an
  * optional Redis L2, that does not stampede, avalanche or let absent keys through.
@@ -532,7 +512,7 @@ export class Cache {
       };
       promise.then(done, done);
     }
-    return raceSignal(flight.promise as Promise<V | undefined>, call?.signal);
+    return raceAbort(flight.promise as Promise<V | undefined>, call?.signal);
   }
 
   /** The shared load of `full` (foreground: some caller waits for it). */
@@ -775,7 +755,7 @@ export class Cache {
       if (state === 'fresh' || state === 'stale') return entry.value as V | undefined;
     }
     if (core.tier === undefined) return undefined;
-    const read = await raceSignal(core.readL2(full, '', false), options?.signal);
+    const read = await raceAbort(core.readL2(full, '', false), options?.signal);
     if (read.kind !== 'entry') return undefined;
     const state = freshness(read.entry, core.o.clock.now());
     if (state !== 'fresh' && state !== 'stale') return undefined;
@@ -817,7 +797,7 @@ export class Cache {
     core.storeL1(full, entry);
     if (core.tier !== undefined && envelope !== undefined) {
       const valueKey = core.valueKey(full);
-      await raceSignal(
+      await raceAbort(
         core.tier.run(
           'set',
           scripts.WRITE,
@@ -844,7 +824,7 @@ export class Cache {
     const had = core.l1?.delete(full) ?? false;
     if (core.tier === undefined) return had;
     const valueKey = core.valueKey(full);
-    const reply = await raceSignal(
+    const reply = await raceAbort(
       core.tier.run(
         'delete',
         scripts.DELETE,

@@ -192,3 +192,30 @@ export function neverAbortingSignal(): AbortSignal {
   setMaxListeners(0, signal);
   return signal;
 }
+
+/**
+ * Settles as `promise` does, or rejects with `signal.reason` as soon as `signal` aborts —
+ * at once when it already has — whichever comes first (`promise` itself is not cancelled).
+ * Without a signal, `promise` itself.
+ *
+ * @internal
+ */
+export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason as unknown);
+  return new Promise<T>((resolve, reject) => {
+    const off = onAbort(signal, () => {
+      reject(signal.reason as unknown);
+    });
+    promise.then(
+      (value) => {
+        off();
+        resolve(value);
+      },
+      (error: unknown) => {
+        off();
+        reject(error);
+      },
+    );
+  });
+}

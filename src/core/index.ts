@@ -19,6 +19,7 @@ export {
   throwIfAborted,
   linkSignals,
   onAbort,
+  raceAbort,
   sleep,
   wakeableSleep,
   neverAbortingSignal,

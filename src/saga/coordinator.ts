@@ -38,7 +38,7 @@ import {
   isClock,
   jitter,
   linkSignals,
-  onAbort,
+  raceAbort,
   resolveOptions,
   systemClock,
   throwIfAborted,
@@ -232,26 +232,6 @@ class Stop extends Error {
     super('stop');
     this.error = error;
   }
-}
-
-/** Rejects with the signal's reason as soon as it aborts, whatever `promise` does. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as unknown);
-  return new Promise<T>((resolve, reject) => {
-    const off = onAbort(signal, () => {
-      reject(signal.reason as unknown);
-    });
-    promise.then(
-      (value) => {
-        off();
-        resolve(value);
-      },
-      (error: unknown) => {
-        off();
-        reject(error);
-      },
-    );
-  });
 }
 
 /**

@@ -4,6 +4,7 @@ import {
   ManualClock,
   linkSignals,
   onAbort,
+  raceAbort,
   sleep,
   throwIfAborted,
   wakeableSleep,
@@ -223,5 +224,26 @@ describe('wakeableSleep', () => {
     clock.advance(50);
     await expect(timed.done).resolves.toBeUndefined();
     await expect(wakeableSleep(10, { signal: controller.signal }).done).rejects.toThrow('stop');
+  });
+});
+
+describe('raceAbort', () => {
+  it('settles as the promise does, or rejects with the reason when the signal aborts first', async () => {
+    await expect(raceAbort(Promise.resolve(1), undefined)).resolves.toBe(1);
+    const controller = new AbortController();
+    await expect(raceAbort(Promise.resolve(2), controller.signal)).resolves.toBe(2);
+    await expect(raceAbort(Promise.reject(new Error('no')), controller.signal)).rejects.toThrow(
+      'no',
+    );
+    const pending = raceAbort(new Promise<never>(() => undefined), controller.signal);
+    controller.abort(new Error('stop'));
+    await expect(pending).rejects.toThrow('stop');
+  });
+
+  it('rejects at once for a signal that already aborted (an onAbort listener would never fire)', async () => {
+    const aborted = AbortSignal.abort(new Error('already'));
+    await expect(raceAbort(new Promise<never>(() => undefined), aborted)).rejects.toThrow(
+      'already',
+    );
   });
 });
