@@ -367,6 +367,10 @@ export class SagaCoordinator implements AsyncDisposable {
     input: I,
     options: RunOptions = {},
   ): Promise<SagaOutcome<R>> {
+    // `null` skips the default parameter; reading `.signal` off it would be a plain TypeError.
+    if ((options as RunOptions | null) === null) {
+      throw new InvalidOptionError('SagaCoordinator.run', 'options', 'an object', options);
+    }
     const signal = options.signal;
     if (signal !== undefined && !isAbortSignal(signal)) {
       throw new InvalidOptionError('SagaCoordinator.run', 'signal', 'an AbortSignal', signal);
@@ -375,13 +379,23 @@ export class SagaCoordinator implements AsyncDisposable {
     const def = this.#definition(saga);
     this.#checkId(id);
     if (this.#isClosing()) throw new SagaClosedError(`run ${def.name}/${id}`);
-    const inputText = encode(input);
+    let inputText = '';
+    let why: string | undefined;
+    try {
+      inputText = encode(input);
+    } catch (error) {
+      // JSON.stringify throws a TypeError for a BigInt or a cycle: bad input, not a Keel bug.
+      // Anything else (a caller's throwing getter or toJSON) is the caller's own and passes on.
+      if (!(error instanceof TypeError)) throw error;
+      why = error.message;
+    }
     if (inputText === '') {
       throw new InvalidOptionError(
         'SagaCoordinator.run',
         'input',
         'a JSON-serializable value',
         input,
+        why,
       );
     }
     for (;;) {
