@@ -13,6 +13,9 @@ export default tseslint.config(
       'bench/results/',
       'node_modules/',
       '.examples/',
+      // A type-level test of dist/'s declarations (no public constructors), checked by
+      // test/smoke/dts.mjs after a build; linting it would need the build too.
+      'test/smoke/no-constructors.mts',
       // Consumer projects of the packed tarball, each with its own tsconfig and package.json
       // (test/consumers/run.sh type-checks and runs them against the installed package).
       'test/consumers/',

@@ -12,6 +12,9 @@ import { RedisStore, purgePrefix } from './store-redis.js';
 import { starters } from './services/index.js';
 import type { Role, RunningService } from './services/service.js';
 
+/** How long a child process may take to start and report ready. */
+const START_LIMIT_MS = 120_000;
+
 /** A running instance as the scenario sees it. */
 export interface InstanceHandle {
   readonly id: string;
@@ -142,9 +145,15 @@ export function redisCluster(
       children.add(child);
       if (child.pid !== undefined) pids.push(child.pid);
       const ready = await new Promise<ReadyMessage>((resolve, reject) => {
+        // Each child compiles its TypeScript with tsx as it starts: well under a second on an
+        // idle machine, but it took longer than 30 s at load ~27. A bound for a child that hangs.
         const timer = setTimeout(() => {
-          reject(new Error(`${id} did not start within 30 s`));
-        }, 30_000);
+          reject(
+            new Error(
+              `${id} did not start within ${START_LIMIT_MS / 1000} s (each child compiles with tsx as it starts: is the machine overloaded?)`,
+            ),
+          );
+        }, START_LIMIT_MS);
         child.once('message', (message: ReadyMessage) => {
           clearTimeout(timer);
           resolve(message);
