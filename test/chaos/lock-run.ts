@@ -188,7 +188,8 @@ export async function runLockChaos(redis: RedisHarness, o: LockRunOptions): Prom
 }
 
 function message(worker: Worker, msg: OrchestratorMessage): void {
-  if (worker.child.connected) worker.child.send(msg);
+  // With a callback, a send to a worker killed a moment ago (EPIPE) is not an uncaught 'error'.
+  if (worker.child.connected) worker.child.send(msg, () => undefined);
 }
 
 function startWorker(

@@ -178,7 +178,8 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
           expect(sent.length, report).toBeGreaterThan(0);
         } finally {
           if (redis().node(0).state === 'paused') redis().resume(0);
-          for (const w of workers.values()) if (w.child.connected) w.child.send({ t: 'stop' });
+          for (const w of workers.values())
+            if (w.child.connected) w.child.send({ t: 'stop' }, () => undefined);
           await Promise.race([
             Promise.all([...workers.values()].map((w) => w.exited)),
             sleep(15_000),

@@ -110,7 +110,9 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
         return worker;
       };
       const send = (w: Worker, t: string): void => {
-        if (w.child.connected) w.child.send({ t });
+        // A worker the schedule has just SIGKILLed may still look connected: with a callback, a
+        // send to its closed pipe (EPIPE) is reported here instead of as an uncaught 'error'.
+        if (w.child.connected) w.child.send({ t }, () => undefined);
       };
       const faults = { kills: 0, pauses: 0 };
       let quiescing = false;
