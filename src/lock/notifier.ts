@@ -119,6 +119,14 @@ export class ReleaseNotifier {
   }
 
   /**
+   * Whether an acquisition of this Redlock is subscribed to `channel`, waiting for a release:
+   * then a release of the lock publishes even where no refusal marked it (see RELEASE).
+   */
+  awaits(channel: string): boolean {
+    return this.#listeners.has(channel);
+  }
+
+  /**
    * A mark of the releases seen so far on `channels`, when every one of them is subscribed
    * already (else `undefined`: releases may go unseen). Two equal marks mean no release came
    * in between.

@@ -339,7 +339,6 @@ class LockAttempt implements AcquirePlan<Lock> {
     readonly resources: readonly string[],
     keys: AcquireKeys,
     readonly ttlMs: number,
-    readonly interestMs: number,
     /** The local turn's key (see `localTurns`), if the acquisition lines up for one. */
     readonly line: string | undefined,
     readonly retryCount: number,
@@ -358,14 +357,14 @@ class LockAttempt implements AcquirePlan<Lock> {
   readonly firstRoundUnmarked = true;
 
   /**
-   * ACQUIRE's arguments: the token and ttl, and from the second round on how long a refusal
-   * marks interest in the release. The first round goes without: most acquisitions succeed
+   * ACQUIRE's arguments: the token and ttl, and from the second round on a flag: a refusal
+   * marks interest in the release (see `WAITING_MARK`). The first round goes without: most acquisitions succeed
    * at once, and every argument costs the client and each node (about 2 % of a node's work
    * per acquire + release, measured in instructions); a waiter's first wait is preceded by a
    * round that marks it (see `firstRoundUnmarked`).
    */
   args(token: string): readonly (string | number)[] {
-    return ++this.rounds === 1 ? [token, this.ttlMs] : [token, this.ttlMs, this.interestMs];
+    return ++this.rounds === 1 ? [token, this.ttlMs] : [token, this.ttlMs, 1];
   }
 
   settle(
@@ -467,15 +466,6 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #minTtlMs: number;
   /** Incarnation checks and repairs of the fencing counters (standalone nodes only). */
   readonly #fence: FenceKeeper | undefined;
-  /**
-   * How long a refused acquisition's interest in the release stays marked on a node (see
-   * ACQUIRE): well over the longest a waiter can take between two attempts — a retry delay
-   * (at most 1.5 × `retryDelayMs` + `retryJitterMs`, see plan.ts) and two rounds, doubled,
-   * plus a second for a loaded event loop — so that while it keeps waiting, its mark never
-   * lapses, and every release on that node publishes. A mark outliving its waiter costs only
-   * a PUBLISH nobody reads.
-   */
-  readonly #interestMs: number;
   /** Listeners on the clients' `ready` (reconnect) events, while watching. */
   #listening: (() => void)[] | undefined;
   /** A fencing check scheduled again (see `#checkFencing`). */
@@ -498,9 +488,6 @@ export class Redlock implements LockService, AsyncDisposable {
     this.#o = resolveOptions(OWNER, options, spec);
     this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
     this.#checkTtl(OWNER, this.#o.ttlMs);
-    this.#interestMs = Math.ceil(
-      2 * (1.5 * this.#o.retryDelayMs + this.#o.retryJitterMs + 2 * this.#o.nodeTimeoutMs) + 1000,
-    );
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
     const clients = this.#o.clients;
     const duplicable = clients.filter((c): c is LockClient & DuplicableClient => canDuplicate(c));
@@ -821,8 +808,6 @@ export class Redlock implements LockService, AsyncDisposable {
       list,
       keys,
       ttlMs,
-      // Rounds over many keys may take longer (see quorum.ts): 1 ms more per key covers two.
-      this.#interestMs + keys.keys.length,
       line,
       retryCount,
       waitDeadline(this.#o.clock, waitMs),
@@ -1203,13 +1188,28 @@ export class Redlock implements LockService, AsyncDisposable {
     const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
     for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
     // The script publishes the release (and computes the holder's id) only on nodes where an
-    // acquisition was refused lately, i.e. where someone may wait.
-    const results = await this.#q.round(RELEASE, lockKeys, [token], yes);
+    // acquisition was refused, i.e. where someone may wait — or everywhere when an acquisition
+    // of this Redlock is waiting for one of the keys (it may not have marked this holder's
+    // token: see RELEASE).
+    const results = await this.#q.round(
+      RELEASE,
+      lockKeys,
+      this.#awaited(lockKeys) ? [token, '1'] : [token],
+      yes,
+    );
     if (quorumFailedChannel.active) this.#quorumFailed('release', resources, results, yes);
     // The next acquisition of this process in line goes now: its attempt follows this release
     // on every connection.
     if (lockKeys.length === 1) this.#turns.leave(lockKeys[0] as string, token);
     return releaseOutcome(results, yes, this.#q.size);
+  }
+
+  /** Whether an acquisition of this Redlock waits for a release of one of `lockKeys`. */
+  #awaited(lockKeys: readonly string[]): boolean {
+    const notifier = this.#notifier;
+    if (notifier === undefined || !notifier.listening) return false;
+    for (const key of lockKeys) if (notifier.awaits(`${key}:released`)) return true;
+    return false;
   }
 
   /**

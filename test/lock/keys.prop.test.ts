@@ -4,7 +4,7 @@ import { Redlock, type LockClient } from '../../src/lock/index.js';
 import { keySlot } from '../../src/lock/slot.js';
 
 // The key scheme of a Redlock, as a property over resource names and prefixes: no resource's
-// keys (lock, fencing counter, waiters' interest mark, semaphore and its quarantine) are another resource's, none is a
+// keys (lock, fencing counter, semaphore and its quarantine) are another resource's, none is a
 // node-wide key (the incarnation key and the repair sessions of fencing), and every key of one
 // resource lives in one Redis Cluster slot. (Pure: no command is sent.)
 
@@ -17,13 +17,7 @@ const idle: LockClient = {
 /** Every key `redlock` uses for resource (or semaphore name) `r`. */
 const keysOf = (redlock: Redlock, r: string): string[] => {
   const lock = redlock.keyOf(r);
-  return [
-    lock,
-    `${lock}:fence`,
-    `${lock}:waiting`,
-    `${lock}:semaphore`,
-    `${lock}:semaphore:quarantine`,
-  ];
+  return [lock, `${lock}:fence`, `${lock}:semaphore`, `${lock}:semaphore:quarantine`];
 };
 
 // Names built from the characters that matter: braces (hash tags), the separator, and the

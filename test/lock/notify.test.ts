@@ -2,6 +2,7 @@ import { afterEach, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Redlock } from '../../src/lock/index.js';
+import { WAITING_MARK } from '../../src/lock/scripts.js';
 import { withOverrides } from '../support/latency.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
@@ -141,10 +142,11 @@ describeRedis('release notifications (pub/sub) against five real redis-server pr
     // marks nothing — it sends one argument less — so the mark comes from the round the
     // waiter makes once subscribed; wait for it rather than for a fixed time, which a loaded
     // machine may not keep.)
+    // The mark is in the key: the holder's token with WAITING_MARK appended.
     const probes = redis().clients();
     for (let i = 0; i < 500; i++) {
-      const marks = await Promise.all(probes.map((c) => c.exists(`${key}:waiting`)));
-      if (marks.filter((m) => m === 1).length >= redlock.quorum) break;
+      const values = await Promise.all(probes.map((c) => c.get(key)));
+      if (values.filter((v) => v?.endsWith(WAITING_MARK)).length >= redlock.quorum) break;
       await sleep(10);
     }
     for (const p of probes) p.disconnect();

@@ -12,6 +12,7 @@ import {
   type NodeVote,
   type RedlockOptions,
 } from '../../src/lock/index.js';
+import { unmarked } from '../../src/lock/scripts.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // Fault injection, contention and fencing against five real redis-server processes: nodes
@@ -168,7 +169,7 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     const found = await Promise.all(
       inspect.map(async (c, node) => ({
         node,
-        token: (await c.get(key)) ?? '',
+        token: unmarked((await c.get(key)) ?? ''),
         pttl: await c.pttl(key),
       })),
     );

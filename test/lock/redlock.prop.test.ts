@@ -12,7 +12,7 @@ import {
   type Lock,
   type ReleaseResult,
 } from '../../src/lock/index.js';
-import { BATCH } from '../../src/lock/scripts.js';
+import { BATCH, unmarked } from '../../src/lock/scripts.js';
 import { throughNet, type Net } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -188,7 +188,7 @@ describeRedis('Redlock model-based properties against five real redis-server pro
         const values = await Promise.all(keys.map((k) => (inspect[node] as Redis).get(k)));
         out.set(
           node,
-          values.map((v) => v ?? ''),
+          values.map((v) => unmarked(v ?? '')),
         );
       }),
     );
@@ -774,7 +774,11 @@ describeRedis('Redlock model-based properties against five real redis-server pro
                 running(world).map((i) => (inspect[i] as Redis).get(key)),
               );
               const counts = new Map<string, number>();
-              for (const v of values) if (v !== null) counts.set(v, (counts.get(v) ?? 0) + 1);
+              for (const raw of values) {
+                if (raw === null) continue;
+                const v = unmarked(raw);
+                counts.set(v, (counts.get(v) ?? 0) + 1);
+              }
               return Math.max(0, ...counts.values());
             };
             const old = await first.acquire('x', { ttlMs, retryCount: 0 });
