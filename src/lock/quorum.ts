@@ -7,7 +7,7 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { sleep, type Clock } from '../core/index.js';
+import { sleep, type Clock, type Timer } from '../core/index.js';
 import {
   LockTakenError,
   LockTooSlowError,
@@ -184,6 +184,27 @@ export class Quorum {
   /** The jittered delay before a retry: `retryDelayMs` + random `retryJitterMs`. */
   retryDelay(): number {
     return this.#s.retryDelayMs + this.#s.random() * this.#s.retryJitterMs;
+  }
+
+  /**
+   * Resolves once no node has a call in flight (a straggler of a round decided without it, its
+   * `EVAL` fallback after `NOSCRIPT`), or after `boundMs` — a node that never answers does not
+   * hold the caller longer than that.
+   */
+  async drain(boundMs: number): Promise<void> {
+    const busy = this.#channels.filter((channel) => channel.busy);
+    if (busy.length === 0) return;
+    let timer: Timer | undefined;
+    try {
+      await Promise.race([
+        Promise.all(busy.map((channel) => channel.idle())),
+        new Promise<void>((resolve) => {
+          timer = this.#s.clock.setTimer(resolve, boundMs).unref();
+        }),
+      ]);
+    } finally {
+      timer?.cancel();
+    }
   }
 
   /** How many nodes there are. */
