@@ -525,7 +525,7 @@ export class Quorum {
         if (answered === called || (!waitAll && (yeses >= this.size || noes > n - this.size)))
           finish();
       };
-      const timer = clock.setTimer(() => {
+      const expire = (): void => {
         if (settled) return;
         for (let node = 0; node < n; node++) {
           if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
@@ -534,6 +534,12 @@ export class Quorum {
           }
         }
         finish();
+      };
+      // The timeout runs after the I/O that is ready when it fires (one setImmediate; see
+      // core/io-timeout.ts): replies that arrived while the process was busy past the timeout
+      // decide the round, rather than losing to a timer that the event loop runs first.
+      const timer = clock.setTimer(() => {
+        if (!settled) setImmediate(expire);
       }, timeoutMs);
       // One reply handler for every node of the round (the channel hands back the node).
       const reply = (ok: boolean, value: unknown, node: number): void => {
