@@ -32,5 +32,7 @@ try {
 const processor = redlock.semaphore('card-processor', { permits: 10 });
 await processor.using({ ttlMs: 5_000 }, async () => console.log('charging'));
 
-// Your clients stay yours: quit them, or they keep the process alive.
+// Your clients stay yours: close the Redlock (it waits for its calls still under way), then
+// quit them, or they keep the process alive.
+await redlock.close();
 await Promise.all(clients.map((client) => client.quit()));

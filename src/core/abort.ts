@@ -7,6 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { systemClock, type Clock } from './clock.js';
+import { InvalidOptionError } from './options.js';
 
 /**
  * Throws `signal.reason` when the signal has already aborted; does nothing for `undefined`.
@@ -120,12 +121,12 @@ export interface SleepOptions {
  * Resolves after `ms` milliseconds, or rejects with `signal.reason` as soon as the signal
  * aborts. Either way its timer and its abort listener are gone when it settles.
  *
- * @throws RangeError when `ms` is negative or not a number
+ * Rejects with an `InvalidOptionError` (option `ms`) when `ms` is negative or not a number.
  * @internal
  */
 export function sleep(ms: number, options: SleepOptions = {}): Promise<void> {
   if (typeof ms !== 'number' || Number.isNaN(ms) || ms < 0) {
-    return Promise.reject(new RangeError(`sleep: ms must be a number >= 0, got ${String(ms)}`));
+    return Promise.reject(new InvalidOptionError('sleep', 'ms', 'a number >= 0', ms));
   }
   return wakeableSleep(ms, options).done;
 }

@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import { InvalidOptionError } from './options.js';
 
 /** A scheduled callback. */
 export interface Timer {
@@ -74,6 +75,14 @@ interface PendingTimer {
   cancelled: boolean;
 }
 
+/** `ms` if it is a finite number >= 0 (a step of time), else an error naming `owner`'s `ms`. */
+function checkStep(owner: string, ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0) {
+    throw new InvalidOptionError(owner, 'ms', 'a finite number >= 0', ms);
+  }
+  return ms;
+}
+
 /**
  * A clock that moves only when told to, for deterministic tests of time-based behaviour.
  * Timers run in due order (ties in scheduling order) as time is advanced past them; a timer
@@ -99,7 +108,9 @@ export class ManualClock implements Clock {
 
   /** @param startMs - the initial reading of `now()`; defaults to 0 */
   constructor(startMs = 0) {
-    if (!Number.isFinite(startMs)) throw new RangeError('ManualClock: startMs must be finite');
+    if (!Number.isFinite(startMs)) {
+      throw new InvalidOptionError('ManualClock', 'startMs', 'a finite number', startMs);
+    }
     this.#now = startMs;
   }
 
@@ -132,14 +143,18 @@ export class ManualClock implements Clock {
 
   /** Moves time forward by `ms` (>= 0), running every timer that falls due, in order. */
   advance(ms: number): void {
-    this.advanceTo(this.#now + this.#checkStep(ms));
+    this.advanceTo(this.#now + checkStep('ManualClock.advance', ms));
   }
 
   /** Moves time forward to `timeMs` (which must not be in the past), running due timers. */
   advanceTo(timeMs: number): void {
-    if (!(timeMs >= this.#now)) {
-      throw new RangeError(
-        `ManualClock: cannot move time backwards (now ${this.#now}, asked ${timeMs})`,
+    // Number.isFinite is false for a non-number too: a string that compares as later is no time.
+    if (!Number.isFinite(timeMs) || timeMs < this.#now) {
+      throw new InvalidOptionError(
+        'ManualClock.advanceTo',
+        'timeMs',
+        `a finite time >= now (${this.#now})`,
+        timeMs,
       );
     }
     for (let next = this.#nextDue(timeMs); next !== undefined; next = this.#nextDue(timeMs)) {
@@ -156,7 +171,7 @@ export class ManualClock implements Clock {
    * in real time.
    */
   async advanceAsync(ms: number): Promise<void> {
-    const target = this.#now + this.#checkStep(ms);
+    const target = this.#now + checkStep('ManualClock.advanceAsync', ms);
     await flushMicrotasks();
     for (let next = this.#nextDue(target); next !== undefined; next = this.#nextDue(target)) {
       this.#now = next.due;
@@ -166,13 +181,6 @@ export class ManualClock implements Clock {
     }
     this.#now = target;
     await flushMicrotasks();
-  }
-
-  #checkStep(ms: number): number {
-    if (!(ms >= 0) || !Number.isFinite(ms)) {
-      throw new RangeError(`ManualClock: advance needs a finite ms >= 0, got ${ms}`);
-    }
-    return ms;
   }
 
   #nextDue(limit: number): PendingTimer | undefined {

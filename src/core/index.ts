@@ -15,6 +15,7 @@ export {
 export type { KeelErrorOptions } from './errors.js';
 export { systemClock, ManualClock, isClock } from './clock.js';
 export type { Clock, Timer } from './clock.js';
+export { ioTimeout } from './io-timeout.js';
 export {
   throwIfAborted,
   linkSignals,

@@ -7,7 +7,7 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { isKeelError, throwIfAborted, type Clock, type Timer } from '../core/index.js';
+import { ioTimeout, isKeelError, throwIfAborted, type Clock, type Timer } from '../core/index.js';
 import type { DiscoveryBackend } from './backend.js';
 import { RegistryUnavailableError } from './errors.js';
 
@@ -41,11 +41,19 @@ export async function bounded<T>(
     return await Promise.race([
       promise,
       new Promise<never>((_, reject) => {
-        timer = clock.setTimer(() => {
-          reject(
-            new RegistryUnavailableError(operation, `no answer within ${timeoutMs} ms`, { store }),
-          );
-        }, timeoutMs);
+        // After the I/O ready by then (see core/io-timeout.ts): a reply that arrived while the
+        // process was busy past the timeout wins over it.
+        timer = ioTimeout(
+          clock,
+          () => {
+            reject(
+              new RegistryUnavailableError(operation, `no answer within ${timeoutMs} ms`, {
+                store,
+              }),
+            );
+          },
+          timeoutMs,
+        );
         timer.unref();
         if (signal !== undefined) {
           onAbort = () => {

@@ -24,6 +24,7 @@ import {
   ClosedError,
   guardedOption,
   integerOption,
+  ioTimeout,
   isClock,
   isRandomSource,
   numberOption,
@@ -770,9 +771,14 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       promise,
       new Promise<never>((_, reject) => {
         if (cancellable) this.#cancel = reject;
-        timer = this.#o.clock.setTimer(() => {
-          reject(new ReadTimeout(`no answer within ${ms} ms`));
-        }, ms);
+        // After the I/O ready by then (see core/io-timeout.ts), so lag does not fail a read.
+        timer = ioTimeout(
+          this.#o.clock,
+          () => {
+            reject(new ReadTimeout(`no answer within ${ms} ms`));
+          },
+          ms,
+        );
         timer.unref();
       }),
     ]).finally(() => {

@@ -21,7 +21,7 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { EventChannel, sleep, wallTime, type Clock, type Timer } from '../core/index.js';
+import { EventChannel, ioTimeout, sleep, wallTime, type Clock, type Timer } from '../core/index.js';
 import { resyncChannel, traced } from './channels.js';
 import type { ChangeEntry, ChangeFeed, DiscoveryBackend, FeedListener } from './backend.js';
 import { RegistryUnavailableError, isRegistryUnavailableError } from './errors.js';
@@ -542,11 +542,16 @@ export class ServiceView implements FeedListener {
     const ms = this.#s.operationTimeoutMs;
     let timer: Timer | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = this.#s.clock.setTimer(() => {
-        reject(
-          new RegistryUnavailableError(`snapshot ${this.service}`, `no answer within ${ms} ms`),
-        );
-      }, ms);
+      // After the I/O ready by then (see core/io-timeout.ts), so lag does not fail a snapshot.
+      timer = ioTimeout(
+        this.#s.clock,
+        () => {
+          reject(
+            new RegistryUnavailableError(`snapshot ${this.service}`, `no answer within ${ms} ms`),
+          );
+        },
+        ms,
+      );
       timer.unref();
     });
     promise.catch(() => undefined);

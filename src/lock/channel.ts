@@ -194,6 +194,8 @@ export class NodeChannel {
   #scheduled = false;
   /** Commands sent and not answered yet (a batch counts once). */
   #inflight = 0;
+  /** Callers of {@link NodeChannel.idle} waiting for the last answer (undefined: none). */
+  #idleWaiters: (() => void)[] | undefined;
 
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
@@ -203,6 +205,31 @@ export class NodeChannel {
   /** The client behind this channel (to describe its failures). */
   get client(): LockClient {
     return this.#client;
+  }
+
+  /** Whether a call is in flight or queued (what `Redlock.close()` waits for). */
+  get busy(): boolean {
+    return this.#inflight > 0 || this.#queue.length > 0;
+  }
+
+  /**
+   * Resolves once no call is in flight or queued on this node — counting a call's `EVAL`
+   * fallback after `NOSCRIPT`, which is sent after the round may have been decided without it.
+   */
+  idle(): Promise<void> {
+    if (!this.busy) return Promise.resolve();
+    return new Promise((resolve) => {
+      (this.#idleWaiters ??= []).push(resolve);
+    });
+  }
+
+  /** A command got its answer: one fewer in flight; wake `idle()` callers if that was the last. */
+  #answered(): void {
+    this.#inflight--;
+    const waiters = this.#idleWaiters;
+    if (waiters === undefined || this.busy) return;
+    this.#idleWaiters = undefined;
+    for (const wake of waiters) wake();
   }
 
   /**
@@ -260,7 +287,7 @@ export class NodeChannel {
     }
     sent.then(
       (value) => {
-        this.#inflight--;
+        this.#answered();
         answer(true, value, tag);
       },
       (error: unknown) => {
@@ -282,7 +309,7 @@ export class NodeChannel {
     error: unknown,
   ): void {
     if (!isNoScript(error)) {
-      this.#inflight--;
+      this.#answered();
       answer(false, error, tag);
       return;
     }
@@ -290,7 +317,7 @@ export class NodeChannel {
     issue(
       () => client.eval(script.source, numKeys, ...argv),
       (ok, value) => {
-        this.#inflight--;
+        this.#answered();
         answer(ok, value, tag);
       },
     );

@@ -7,7 +7,7 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { sleep, type Clock } from '../core/index.js';
+import { sleep, type Clock, type Timer } from '../core/index.js';
 import {
   LockTakenError,
   LockTooSlowError,
@@ -184,6 +184,27 @@ export class Quorum {
   /** The jittered delay before a retry: `retryDelayMs` + random `retryJitterMs`. */
   retryDelay(): number {
     return this.#s.retryDelayMs + this.#s.random() * this.#s.retryJitterMs;
+  }
+
+  /**
+   * Resolves once no node has a call in flight (a straggler of a round decided without it, its
+   * `EVAL` fallback after `NOSCRIPT`), or after `boundMs` — a node that never answers does not
+   * hold the caller longer than that.
+   */
+  async drain(boundMs: number): Promise<void> {
+    const busy = this.#channels.filter((channel) => channel.busy);
+    if (busy.length === 0) return;
+    let timer: Timer | undefined;
+    try {
+      await Promise.race([
+        Promise.all(busy.map((channel) => channel.idle())),
+        new Promise<void>((resolve) => {
+          timer = this.#s.clock.setTimer(resolve, boundMs).unref();
+        }),
+      ]);
+    } finally {
+      timer?.cancel();
+    }
   }
 
   /** How many nodes there are. */
@@ -504,7 +525,7 @@ export class Quorum {
         if (answered === called || (!waitAll && (yeses >= this.size || noes > n - this.size)))
           finish();
       };
-      const timer = clock.setTimer(() => {
+      const expire = (): void => {
         if (settled) return;
         for (let node = 0; node < n; node++) {
           if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
@@ -513,6 +534,12 @@ export class Quorum {
           }
         }
         finish();
+      };
+      // The timeout runs after the I/O that is ready when it fires (one setImmediate; see
+      // core/io-timeout.ts): replies that arrived while the process was busy past the timeout
+      // decide the round, rather than losing to a timer that the event loop runs first.
+      const timer = clock.setTimer(() => {
+        if (!settled) setImmediate(expire);
       }, timeoutMs);
       // One reply handler for every node of the round (the channel hands back the node).
       const reply = (ok: boolean, value: unknown, node: number): void => {

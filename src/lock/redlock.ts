@@ -587,8 +587,13 @@ export class Redlock implements LockService, AsyncDisposable {
    * `using()` and `semaphore()` — and the semaphores it made — fail with a `ClosedError`;
    * locks already held can still be released (through your clients). Acquisitions still
    * waiting go on by polling until they win or give up. Safe to call twice.
+   *
+   * Resolves once no call to a node is in flight — a release or extension is decided by a
+   * quorum, and the slower nodes' calls (with the `EVAL` a node that lost its script cache
+   * needs after `EVALSHA`) go on after it — or after `2 × nodeTimeoutMs` for a node that does
+   * not answer. So quitting your clients after `close()` cuts off no command of Keel's.
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closed = true;
     this.#notifier?.end();
     const listeners = this.#listening;
@@ -599,7 +604,7 @@ export class Redlock implements LockService, AsyncDisposable {
       const listener = listeners?.[i];
       if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
     });
-    return Promise.resolve();
+    await this.#q.drain(2 * this.#o.nodeTimeoutMs);
   }
 
   /**

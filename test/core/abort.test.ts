@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { getEventListeners } from 'node:events';
 import {
   ManualClock,
+  isInvalidOptionError,
   linkSignals,
   onAbort,
   raceAbort,
@@ -114,10 +115,16 @@ describe('sleep', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
-  it('rejects invalid delays with a RangeError', async () => {
-    await expect(sleep(-1)).rejects.toThrow(RangeError);
-    await expect(sleep(Number.NaN)).rejects.toThrow(RangeError);
-    await expect(sleep('5' as unknown as number)).rejects.toThrow(RangeError);
+  it('rejects invalid delays with an InvalidOptionError naming the argument', async () => {
+    for (const bad of [-1, Number.NaN, '5', undefined]) {
+      const error = await sleep(bad as number).catch((e: unknown) => e);
+      expect(isInvalidOptionError(error), String(bad)).toBe(true);
+      expect(error).toMatchObject({ owner: 'sleep', option: 'ms', expected: 'a number >= 0' });
+    }
+    expect((await sleep(-1).catch((e: unknown) => e)) as Error).toHaveProperty(
+      'message',
+      'sleep: invalid option "ms": expected a number >= 0, received -1',
+    );
   });
 
   it('leaves no Node timer behind, whether it completes or is aborted', async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ManualClock, isClock, systemClock } from '../../src/core/index.js';
+import { ManualClock, isClock, isInvalidOptionError, systemClock } from '../../src/core/index.js';
+import { invalidOption } from '../support/helpers.js';
 
 describe('systemClock', () => {
   it('is monotonic and runs timers', async () => {
@@ -80,12 +81,26 @@ describe('ManualClock', () => {
     expect(ran).toBe(false);
   });
 
-  it('refuses to go backwards or by invalid steps', () => {
+  it('refuses to go backwards or by invalid steps with an InvalidOptionError naming the argument', () => {
     const clock = new ManualClock(10);
-    expect(() => clock.advanceTo(5)).toThrow(RangeError);
-    expect(() => clock.advance(-1)).toThrow(RangeError);
-    expect(() => clock.advance(Number.NaN)).toThrow(RangeError);
-    expect(() => new ManualClock(Infinity)).toThrow(RangeError);
+    const backwards = invalidOption(() => clock.advanceTo(5));
+    expect(backwards).toMatchObject({ owner: 'ManualClock.advanceTo', option: 'timeMs' });
+    expect(backwards.message).toBe(
+      'ManualClock.advanceTo: invalid option "timeMs": expected a finite time >= now (10), received 5',
+    );
+    for (const bad of [-1, Number.NaN, Infinity, '5']) {
+      const error = invalidOption(() => clock.advance(bad as number));
+      expect(error).toMatchObject({ owner: 'ManualClock.advance', option: 'ms' });
+      expect(error.expected).toBe('a finite number >= 0');
+    }
+    // A string that compares as a later time is no time either: the clock stays a number.
+    expect(invalidOption(() => clock.advanceTo('20' as unknown as number)).option).toBe('timeMs');
+    expect(clock.now()).toBe(10);
+    for (const bad of [Infinity, Number.NaN, '0', null]) {
+      const error = invalidOption(() => new ManualClock(bad as number));
+      expect(error).toMatchObject({ owner: 'ManualClock', option: 'startMs' });
+    }
+    expect(new ManualClock(undefined).now()).toBe(0);
   });
 
   it('advanceAsync lets promise chains run between timers', async () => {
@@ -102,6 +117,8 @@ describe('ManualClock', () => {
     await clock.advanceAsync(30);
     await done;
     expect(seen).toEqual([10, 20, 30]);
-    await expect(clock.advanceAsync(-1)).rejects.toThrow(RangeError);
+    const error = await clock.advanceAsync(-1).catch((e: unknown) => e);
+    expect(isInvalidOptionError(error)).toBe(true);
+    expect(error).toMatchObject({ owner: 'ManualClock.advanceAsync', option: 'ms' });
   });
 });

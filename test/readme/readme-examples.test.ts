@@ -73,13 +73,6 @@ const RUNS: Readonly<Record<string, readonly Expectation[]>> = {
       redis: 5,
       stdout: [/^decrement stock with fencing token \d+$/, /^charging$/],
       exact: true,
-      // Known src/lock issue (reported 2026-12-04): a semaphore release resolves at a quorum,
-      // and a slower node's NOSCRIPT → EVAL fallback (src/lock/channel.ts, `#failed`) is then
-      // written to the user's client up to ~50 ms after the example's quit(); when the server
-      // has already closed that connection, ioredis reports `write EPIPE` as an unhandled
-      // 'error' event (instrumented: 30 runs on fresh servers wrote 10 EVALs after their QUIT;
-      // a run in ~10 hits the closed socket under load). Remove this when Redlock can be drained.
-      stderrTolerated: /^\[ioredis\] Unhandled error event: Error: (write EPIPE|read ECONNRESET)$/,
     },
   ],
   'balancer.ts': [{ name: 'prints the stats of the endpoint left', stdout: [/payments-2/] }],
