@@ -22,7 +22,7 @@ import {
 import { setMaxListeners } from 'node:events';
 import { CircuitBreaker } from '../src/breaker/index.js';
 import { ManualClock, systemClock, type Clock } from '../src/core/index.js';
-import { LoadBalancer, p2c, type Endpoint } from '../src/balancer/index.js';
+import { LoadBalancer, p2c, peakEwma, type Endpoint } from '../src/balancer/index.js';
 import { pipeline, resilientCall, retry, timeout } from '../src/resilience/index.js';
 import { defineSuite, type BenchReport, type BenchTask } from './suite.js';
 import { seededRandom } from '../test/support/random.js';
@@ -269,6 +269,27 @@ const scenarios: readonly Scenario[] = [
     true,
     (sim) => {
       const caller = resilientCall(sim.balancer, {
+        retry: { maxAttempts: 3 },
+        hedge: { afterPercentile: 95, afterMs: BASE_MS * 3 },
+        clock: sim.clock,
+      });
+      return () => caller.call(sim.call, { idempotent: true });
+    },
+  ],
+  [
+    // The same with a latency-aware balancer: hedging pairs with a strategy that steers away
+    // from the slow endpoint, so fewer requests need a hedge at all.
+    'keel resilientCall + hedge after p95, peakEwma balancer',
+    true,
+    (sim) => {
+      const balancer = new LoadBalancer<Behaviour>({
+        strategy: peakEwma(),
+        endpoints: sim.balancer.endpoints(),
+        random: seededRandom(18),
+        clock: sim.clock,
+        outlierEjection: { consecutiveFailures: 1_000_000 },
+      });
+      const caller = resilientCall(balancer, {
         retry: { maxAttempts: 3 },
         hedge: { afterPercentile: 95, afterMs: BASE_MS * 3 },
         clock: sim.clock,
