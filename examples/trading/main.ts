@@ -14,6 +14,7 @@ import { memoryCluster, redisCluster, type Cluster } from './cluster.js';
 import { call, closeClientSockets, sleep } from './http.js';
 import { findRedisServer, startRedisServers, type RedisServers } from './redis-servers.js';
 import { audit, formatReport } from './report.js';
+import { resilienceFigures } from './report-resilience.js';
 import {
   makePlan,
   runBuyers,
@@ -24,6 +25,7 @@ import {
   type Progress,
 } from './scenario.js';
 import type { BreakerTransition, RingChange } from './services/orders.js';
+import type { CallRecord } from './services/calls.js';
 import type { ViewEvent } from './services/gateway.js';
 import type { Role } from './services/service.js';
 
@@ -198,6 +200,11 @@ async function run(o: DemoOptions): Promise<number> {
       drill,
       gatewayEvents: (gatewayStats?.events ?? []) as ViewEvent[],
       transitions: ordersStats.flatMap((s) => s.transitions as BreakerTransition[]),
+      resilience: resilienceFigures(
+        ordersStats.flatMap((s) => s.chargeLog as CallRecord[]),
+        drill.outage,
+        gatewayStats?.calls as Parameters<typeof resilienceFigures>[2],
+      ),
       ringChanges: ordersStats.flatMap((s) => s.ringChanges as RingChange[]),
       fencedOff: inventoryStats.reduce((a, s) => a + Number(s.fencedOff), 0),
       processes: {

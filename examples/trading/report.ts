@@ -3,6 +3,7 @@
  * system exists for, then prints the report (and writes it as JSON).
  */
 import type { DemoOptions } from './config.js';
+import { formatResilience, type ResilienceFigures } from './report-resilience.js';
 import type { BuyerResult, DrillLog, Plan } from './scenario.js';
 import type { BreakerTransition, RingChange } from './services/orders.js';
 import type { ViewEvent } from './services/gateway.js';
@@ -52,6 +53,8 @@ export interface Report {
   };
   readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
   readonly breakerTransitions: readonly BreakerTransition[];
+  /** Attempts per call of the resilient calls, during the payments outage and otherwise. */
+  readonly resilience: ResilienceFigures;
   readonly killed: {
     readonly id: string | undefined;
     readonly ejectedAfterMs: number | undefined;
@@ -82,6 +85,7 @@ export interface AuditInput {
   readonly drill: DrillLog;
   readonly gatewayEvents: readonly ViewEvent[];
   readonly transitions: readonly BreakerTransition[];
+  readonly resilience: ResilienceFigures;
   readonly ringChanges: readonly RingChange[];
   readonly fencedOff: number;
   readonly stalls: number;
@@ -259,6 +263,7 @@ export function audit(input: AuditInput): Report {
       max: percentile(latencies, 1),
     },
     breakerTransitions: [...input.transitions].sort((a, b) => a.at - b.at),
+    resilience: input.resilience,
     killed: { id: killed?.id, ejectedAfterMs: after('ejected'), removedAfterMs: after('removed') },
     rebalance: {
       joined: input.drill.joined?.id,
@@ -305,10 +310,13 @@ export function formatReport(r: Report): string {
   lines.push(
     `Latency per buyer (first request to final answer): p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms`,
   );
-  lines.push('', 'Breaker transitions (payments, per orders instance):');
-  for (const t of r.breakerTransitions)
-    lines.push(`  ${pad(t.instance, 10)} ${pad(`${t.from} -> ${t.to}`, 22)} ${t.reason}`);
+  lines.push('', 'Breaker transitions (per orders instance, one breaker per payments instance):');
+  for (const t of r.breakerTransitions) {
+    const who = t.target === undefined ? t.instance : `${t.instance} -> ${t.target}`;
+    lines.push(`  ${pad(who, 24)} ${pad(`${t.from} -> ${t.to}`, 22)} ${t.reason}`);
+  }
   if (r.breakerTransitions.length === 0) lines.push('  none');
+  lines.push('', ...formatResilience(r.resilience));
   const ejected =
     r.killed.ejectedAfterMs === undefined
       ? 'not ejected by the balancer (no request failed on it twice)'

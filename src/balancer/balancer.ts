@@ -815,8 +815,15 @@ export class LoadBalancer<T = unknown> {
     state.inFlight--;
     if (this.#byId.get(state.endpoint.id) !== state) return; // removed meanwhile: nothing to count
     this.#strategy.loadChanged?.(state);
-    // An abandoned call says nothing about the endpoint's health or speed.
-    if (cancelled) return;
+    if (cancelled) {
+      // An abandoned call says nothing about the endpoint's health. How long it had run is a
+      // lower bound on its latency: news only when above the estimate (a hedge's loser was
+      // slower than believed). Without it, hedging away from a slow endpoint would hide its
+      // slowness from the latency-aware strategies, which would keep picking it.
+      if (latency !== undefined && latency > this.latencyCost(state, now))
+        this.#observeLatency(state, latency, now);
+      return;
+    }
     if (latency !== undefined) this.#observeLatency(state, latency, now);
     this.#health.record(state, ok, now);
   }

@@ -22,7 +22,9 @@ export interface Outcome {
   readonly latencyMs?: number | undefined;
   /**
    * The caller abandoned the call (it aborted, or a hedged attempt lost the race): the lease is
-   * released without counting for or against the endpoint — `ok` and `latencyMs` are ignored.
+   * released without counting for or against the endpoint's health — `ok` is ignored. A
+   * `latencyMs` given with it is how long the call had run, a lower bound on its latency: it
+   * raises the endpoint's latency estimate when above it and is ignored otherwise.
    * @defaultValue false
    */
   readonly cancelled?: boolean | undefined;

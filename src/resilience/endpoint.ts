@@ -284,7 +284,9 @@ export class ResilientCaller<T = unknown> {
         attempt.record.outcome = outcome;
         attempt.record.latencyMs = latency;
         if (outcome === 'aborted') {
-          attempt.lease.done({ ok: false, cancelled: true });
+          // How long it ran is a lower bound on its latency (it never answered): the balancer
+          // learns that the endpoint a hedge raced away from is slow.
+          attempt.lease.done({ ok: false, cancelled: true, latencyMs: latency });
           attempt.permit.ignore();
           return;
         }

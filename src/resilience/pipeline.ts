@@ -37,9 +37,10 @@ class BreakerStage implements Stage {
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
-    if (chain.innermost(next) && fn.length === 0) {
-      // fn cannot see a signal: hand it over as it is (no closure).
-      return this.#breaker.execute(fn as () => R | Promise<R>);
+    if (chain.innermost(next) && (signal === NEVER || fn.length === 0)) {
+      // fn would get the never-aborting signal the breaker's hot path hands it anyway, or
+      // cannot see one: hand it over as it is (no closure).
+      return this.#breaker.execute(fn as (signal: AbortSignal) => R | Promise<R>);
     }
     return this.#breaker.execute(() => chain.step(next, fn, signal));
   }

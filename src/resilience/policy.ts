@@ -85,7 +85,8 @@ export class Chain {
    * which cannot name it).
    */
   observed(at: number, fn: Attempt<unknown>): boolean {
-    return fn.length > 0 || this.#observedFrom[at] === true;
+    // The stages' flag first: reading a function's `length` is a call into the runtime.
+    return this.#observedFrom[at] === true || fn.length > 0;
   }
 
   /** Whether stage `at` is the last before `fn`. */

@@ -1,10 +1,11 @@
 /**
  * `timeout()`: bounds how long a call may take. Deadlines share the breaker's deadline queue
  * (one heap and one unref'd timer per clock), so a call that finishes in time costs no timer;
- * and calls that cannot see their signal share one AbortController per millisecond of deadline.
+ * and calls without a caller's signal share one AbortController per millisecond of deadline.
  *
  * @packageDocumentation
  */
+import { setMaxListeners } from 'node:events';
 import {
   guardedOption,
   isClock,
@@ -62,8 +63,8 @@ class RacingCall<R> {
 }
 
 /**
- * Calls with the same deadline (to the millisecond): one entry in the clock's deadline queue
- * and one controller. Queued while it has calls pending.
+ * Calls with the same deadline (to the millisecond) and no caller's signal: one entry in the
+ * clock's deadline queue and one controller. Queued while it has calls pending.
  */
 class Bucket extends Deadline {
   readonly controller = new AbortController();
@@ -173,7 +174,7 @@ class TimeoutPolicy extends SinglePolicy {
       // Nothing inside can see a signal, so a cooperative timeout has nothing to abort.
       return chain.step(next, fn, signal);
     }
-    const bucket = this.#bucket(fn, signal);
+    const bucket = this.#bucket(signal);
     if (bucket === undefined) return Promise.reject(signal.reason as Error);
     if (!this.#aggressive) {
       bucket.join();
@@ -201,19 +202,24 @@ class TimeoutPolicy extends SinglePolicy {
   }
 
   /**
-   * The bucket for a call due `ms` from now. Calls whose function takes no signal and that have
-   * no caller's signal share one (nothing can keep their signal past the call, so aborting it
-   * for another call of the same millisecond is unobservable); any other call gets its own,
-   * linked to the caller's signal. `undefined` when the caller's signal has aborted.
+   * The bucket for a call due `ms` from now. Calls without a caller's signal share one per
+   * millisecond of deadline: its signal aborts at exactly the deadline each of them has, so a
+   * call still running then sees what its own controller would have shown it. (A function that
+   * keeps using its signal after its call ended — a body read later — may see it abort at that
+   * call's deadline while another call of the same millisecond is still running, as it would
+   * with `AbortSignal.timeout(ms)`.) A call with a caller's signal gets its own bucket, linked
+   * to that signal. `undefined` when the caller's signal has aborted.
    */
-  #bucket(fn: Attempt<unknown>, signal: AbortSignal): Bucket | undefined {
+  #bucket(signal: AbortSignal): Bucket | undefined {
     const due = Math.ceil(this.#clock.now() + this.#ms);
     const queue = (this.#queue ??= deadlineQueueFor(this.#clock));
     const strategy = this.#aggressive ? 'aggressive' : 'cooperative';
-    if (fn.length === 0 && signal === NEVER) {
+    if (signal === NEVER) {
       let shared = this.#shared;
       if (shared === undefined || shared.due !== due || shared.expired) {
         shared = this.#shared = new Bucket(queue, this.#ms, strategy, due);
+        // Every function of the millisecond may listen to it (fetch does, until it answers).
+        setMaxListeners(0, shared.controller.signal);
       }
       return shared;
     }
@@ -232,8 +238,8 @@ class TimeoutPolicy extends SinglePolicy {
 /**
  * A policy that bounds a call's time: at `ms` its signal aborts with a {@link TimeoutError}
  * (`cooperative`), and with `strategy: 'aggressive'` the call also rejects then, whether or
- * not its function stops. Calls that finish in time cost no timer and, when their function
- * takes no signal, no AbortController of their own.
+ * not its function stops. Calls that finish in time cost no timer, and calls without a caller's
+ * signal no AbortController of their own: those due in the same millisecond share one.
  *
  * @example
  * ```ts

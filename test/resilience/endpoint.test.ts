@@ -191,6 +191,53 @@ describe('resilientCall', () => {
     expect(balancer.stats(slow as string)).toMatchObject({ failures: 0, successes: 0 });
   });
 
+  it("a hedge's loser raises its endpoint's latency estimate by the time it ran, never lowers it", async () => {
+    // A latency-aware balancer must learn that the endpoint it hedged away from is slow: the
+    // loser never answers, so how long it had run when it lost is its latency's lower bound.
+    const clock = new ManualClock();
+    const balancer = balancerOf(['x', 'y'], clock);
+    const warm = (id: string): Promise<unknown> =>
+      balancer.run(() => new Promise((resolve) => clock.setTimer(() => resolve(id), 1)), {
+        exclude: new Set([id === 'x' ? 'y' : 'x']),
+      });
+    const warmed = Promise.all([warm('x'), warm('y')]);
+    await clock.advanceAsync(1);
+    await warmed;
+    expect(balancer.stats('x')?.latencyEwmaMs).toBe(1);
+    const caller = resilientCall(balancer, { clock, hedge: { afterMs: 10 } });
+    let slow: string | undefined;
+    const done = caller.callWithReport(
+      (endpoint, signal) =>
+        new Promise<string>((resolve, reject) => {
+          slow ??= endpoint.id;
+          const timer = clock.setTimer(() => resolve(endpoint.id), endpoint.id === slow ? 1000 : 5);
+          signal.addEventListener('abort', () => {
+            timer.cancel();
+            reject(signal.reason as Error);
+          });
+        }),
+      { idempotent: true },
+    );
+    await clock.advanceAsync(20);
+    await done;
+    const stats = balancer.stats(slow as string);
+    // It ran 15 ms (hedge at 10, the hedge's 5) before it lost: about that now (the estimate
+    // decays a little toward faster samples while time passes), up from 1.
+    expect(stats?.latencyEwmaMs).toBeGreaterThan(14);
+    // Counted neither as a success nor as a failure (the warm-up's success only).
+    expect(stats).toMatchObject({ successes: 1, failures: 0, inFlight: 0 });
+    // A shorter lower bound than the estimate says nothing: a quick abandoned call leaves it.
+    const before = balancer.stats('x')?.latencyEwmaMs as number;
+    const controller = new AbortController();
+    const abandoned = balancer.run(() => new Promise(() => undefined), {
+      signal: controller.signal,
+      exclude: new Set(['y']),
+    });
+    controller.abort(new Error('gone'));
+    await expect(abandoned).rejects.toThrow('gone');
+    expect(balancer.stats('x')?.latencyEwmaMs).toBeGreaterThanOrEqual(before);
+  });
+
   it('a caller abort stops every attempt in flight and leaves no timer or lease', async () => {
     const clock = new ManualClock();
     const balancer = balancerOf(['a', 'b'], clock);

@@ -284,6 +284,44 @@ describe('timeout', () => {
     expect(seen).toBeInstanceOf(Error);
   });
 
+  it('calls without a caller signal that are due in the same millisecond share one signal, which still aborts at the deadline', async () => {
+    // No AbortController per call (issue 17: cockatiel's per-call controller is most of its
+    // cost): concurrent calls due in the same millisecond share one; so do calls in a row.
+    const clock = new ManualClock();
+    const policy = timeout({ ms: 100, clock });
+    const signals: AbortSignal[] = [];
+    const quick = (signal: AbortSignal): Promise<number> => {
+      signals.push(signal);
+      return Promise.resolve(1);
+    };
+    await Promise.all([policy.execute(quick), policy.execute(quick)]);
+    await policy.execute(quick);
+    expect(signals.length).toBe(3);
+    expect(new Set(signals).size).toBe(1);
+    // More than ten listeners on the shared signal (ten fetches in flight) warn nobody.
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w);
+    };
+    process.on('warning', onWarning);
+    const slow = Array.from({ length: 12 }, () =>
+      policy
+        .execute(
+          (signal) =>
+            new Promise((_, reject) => {
+              signal.addEventListener('abort', () => reject(signal.reason as Error));
+            }),
+        )
+        .catch((e: unknown) => e),
+    );
+    await clock.advanceAsync(101);
+    const errors = await Promise.all(slow);
+    process.off('warning', onWarning);
+    expect(errors.every((e) => isTimeoutError(e))).toBe(true);
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('validates ms', () => {
     invalidOption(() => timeout({ ms: 0 }));
     invalidOption(() => timeout({} as never));

@@ -1,11 +1,12 @@
 /**
  * gateway — the front door. Finds `orders` instances through `keel/discovery` and spreads
  * requests over them with a `keel/balancer` least-request (P2C) balancer with outlier
- * ejection. A request whose instance fails on the wire is sent again to another instance:
- * safe, because the buyer's idempotency key makes the retry find the same order.
+ * ejection, through `keel/resilience` (services/calls.ts). A request whose instance fails on the
+ * wire is sent again to another instance, within a retry budget: safe, because the buyer's
+ * idempotency key makes the retry find the same order.
  */
 import { leastRequest } from 'keel/balancer';
-import { call } from '../http.js';
+import { ordersCalls } from './calls.js';
 import { startService, type RunningService, type ServiceContext } from './service.js';
 
 /** One change in the gateway's view of `orders`. */
@@ -22,7 +23,8 @@ export function startGateway(ctx: ServiceContext): Promise<RunningService> {
   });
   const seen = new Set<string>();
   const events: ViewEvent[] = [];
-  const counts = { requests: 0, resent: 0, noInstance: 0 };
+  const counts = { requests: 0, noInstance: 0 };
+  const calls = ordersCalls(orders);
   const subscriptions = [
     orders.watch.onAdded(({ instance }) => {
       seen.add(instance.id);
@@ -43,28 +45,11 @@ export function startGateway(ctx: ServiceContext): Promise<RunningService> {
     routes: {
       'POST /orders': async (body) => {
         counts.requests++;
-        const tried = new Set<string>();
-        for (let attempt = 0; attempt < 3; attempt++) {
-          const lease = orders.acquire({ exclude: tried });
-          if (lease === undefined) break;
-          const instance = lease.endpoint.data;
-          tried.add(instance.id);
-          const started = performance.now();
-          try {
-            const reply = await call(
-              instance.port,
-              '/orders',
-              body,
-              { signal: alive, timeoutMs: 10_000 },
-              instance.host,
-            );
-            lease.done({ ok: reply.status !== 500, latencyMs: performance.now() - started });
-            return { status: reply.status, body: { ...reply.body, via: instance.id } };
-          } catch (error) {
-            lease.done({ ok: false, latencyMs: performance.now() - started });
-            if (alive.aborted) throw error;
-            counts.resent++;
-          }
+        try {
+          const { reply, via } = await calls.send(body, alive);
+          return { status: reply.status, body: { ...reply.body, via } };
+        } catch (error) {
+          if (alive.aborted) throw error;
         }
         counts.noInstance++;
         return { status: 503, body: { error: 'no orders instance answered' } };
@@ -72,6 +57,7 @@ export function startGateway(ctx: ServiceContext): Promise<RunningService> {
     },
     stats: () => ({
       ...counts,
+      calls: calls.counts,
       seen: [...seen].sort(),
       endpoints: orders.endpoints().map((e) => e.id),
       events,

@@ -1,7 +1,8 @@
 /**
  * orders — takes an order through its saga: reserve stock on the inventory shard that owns the
- * SKU (`keel/hashring` over the live `inventory` instances), charge through `payments` behind a
- * `keel/breaker` circuit breaker with a per-call timeout, then commit the reservation — or
+ * SKU (`keel/hashring` over the live `inventory` instances), charge through `payments` with
+ * `keel/resilience` (a breaker per payments instance, a per-attempt timeout, a retry on the other
+ * instance within a budget: services/calls.ts), then commit the reservation — or
  * compensate (void an ambiguous charge, release the reservation) and end in a clear state.
  *
  * Idempotency: the buyer's key maps to one order id, atomically in the store, so a retried
@@ -12,26 +13,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import { leastRequest } from 'keel/balancer';
-import { CircuitBreaker, isBreakerOpenError } from 'keel/breaker';
 import type { Instance } from 'keel/discovery';
 import { HashRing } from 'keel/hashring';
 import { isLockTakenError, type Lock } from 'keel/lock';
 import { priceOf } from '../config.js';
-import { call, sleep, type Reply } from '../http.js';
 import { isFinal, type OrderPatch, type OrderRecord, type OrderState } from '../store.js';
 import { startService, text, type RunningService, type ServiceContext } from './service.js';
+import { inventoryCall as callInventory, paymentsCalls, type ChargeOutcome } from './calls.js';
 
-/** Per-call timeout of a charge: past it the charge is ambiguous and must be voided. */
+/**
+ * Per-attempt timeout of a charge: past it the attempt is ambiguous; the charge goes once more to
+ * the other payments instance, and is voided if no attempt answers.
+ */
 export const PAYMENT_TIMEOUT_MS = 300;
 /** The order lock's ttl: longer than a healthy saga, short enough for a quick takeover. */
 const ORDER_LOCK_TTL_MS = 3000;
-
-/** A definite "not charged" from payments (outage): counts against the breaker. */
-class PaymentsRefused extends Error {
-  override readonly name = 'PaymentsRefused';
-}
-
-type ChargeOutcome = 'charged' | 'declined' | 'voided' | 'unavailable' | 'unknown';
 
 /** The order's lock was lost or fenced off: stop, the next holder carries on. */
 class Superseded extends Error {
@@ -41,6 +37,8 @@ class Superseded extends Error {
 export interface BreakerTransition {
   readonly at: number;
   readonly instance: string;
+  /** The payments instance whose breaker (in `instance`) changed. */
+  readonly target?: string;
   readonly from: string;
   readonly to: string;
   readonly reason: string;
@@ -60,22 +58,12 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
   const transitions: BreakerTransition[] = [];
   const ringChanges: RingChange[] = [];
 
-  // Payments: a balancer over the live instances, behind one breaker for the dependency.
+  // Payments: a balancer over the live instances, a breaker per instance (services/calls.ts).
   const payments = registry.balancer('payments', leastRequest(), {
     outlierEjection: { consecutiveFailures: 5, baseEjectionMs: 2000 },
   });
-  const breaker = new CircuitBreaker({
-    name: `payments@${ctx.id}`,
-    window: { type: 'count', size: 20 },
-    minimumCalls: 8,
-    failureRateThreshold: 0.5,
-    openDurationMs: 700,
-    backoff: { multiplier: 1.5, maxOpenDurationMs: 2000 },
-    halfOpenPermits: 2,
-    timeoutMs: PAYMENT_TIMEOUT_MS,
-  });
-  const stateSub = breaker.onStateChange(({ from, to, reason }) => {
-    transitions.push({ at: Date.now(), instance: ctx.id, from, to, reason });
+  const paying = paymentsCalls(payments, PAYMENT_TIMEOUT_MS, ({ at, target, from, to, reason }) => {
+    transitions.push({ at, instance: ctx.id, target, from, to, reason });
   });
 
   // Inventory: a ring over the live shards, rebuilt once per batch of changes the view applies
@@ -109,89 +97,17 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
   inventory.onSettled(rebuild);
   rebuild(); // the view as it is now (empty until the first snapshot is in)
 
-  async function callPayments(path: string, body: unknown, signal: AbortSignal): Promise<Reply> {
-    const lease = payments.acquire();
-    if (lease === undefined) throw new PaymentsRefused('no payments instance');
-    const started = performance.now();
-    let ok = false;
-    try {
-      const { host, port } = lease.endpoint.data;
-      const reply = await call(port, path, body, { signal }, host);
-      ok = reply.status < 500;
-      return reply;
-    } finally {
-      lease.done({ ok, latencyMs: performance.now() - started });
-    }
-  }
-
-  async function charge(order: OrderRecord, alive: AbortSignal): Promise<ChargeOutcome> {
-    try {
-      const reply = await breaker.execute(async (signal) => {
-        const r = await callPayments(
-          '/charge',
-          { orderId: order.id, key: order.key, amount: order.amount },
-          AbortSignal.any([signal, alive]),
-        );
-        if (r.status >= 500) throw new PaymentsRefused(String(r.body.error));
-        return r;
-      });
-      if (reply.status === 200) return 'charged';
-      if (reply.status === 402) return 'declined';
-      return 'voided'; // 409: the ledger has a void for this order already
-    } catch (error) {
-      if (alive.aborted) throw error;
-      // Refused or never sent: certainly not charged. Anything else (timeout, reset): unknown.
-      return isBreakerOpenError(error) || error instanceof PaymentsRefused
-        ? 'unavailable'
-        : 'unknown';
-    }
-  }
-
-  async function voidCharge(order: OrderRecord, alive: AbortSignal): Promise<void> {
+  const charge = (order: OrderRecord, alive: AbortSignal): Promise<ChargeOutcome> =>
+    paying.charge(order, alive);
+  const voidCharge = (order: OrderRecord, alive: AbortSignal): Promise<void> => {
     counts.voids++;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        const reply = await callPayments(
-          '/void',
-          { orderId: order.id },
-          AbortSignal.any([alive, AbortSignal.timeout(2000)]),
-        );
-        if (reply.status === 200) return;
-      } catch (error) {
-        if (alive.aborted) throw error;
-      }
-      await sleep(50 * (attempt + 1), alive);
-    }
-    throw new Error('void failed; the sweeper will retry');
-  }
-
-  async function inventoryCall(
+    return paying.voidCharge(order.id, alive);
+  };
+  const inventoryCall = (
     op: 'reserve' | 'commit' | 'release',
     order: OrderRecord,
     alive: AbortSignal,
-  ): Promise<string> {
-    for (let attempt = 0; attempt < 12; attempt++) {
-      const owner = ring.get(order.sku)?.data;
-      if (owner !== undefined) {
-        const reply = await call(
-          owner.port,
-          `/${op}`,
-          { sku: order.sku, orderId: order.id, qty: order.qty },
-          { signal: alive },
-          owner.host,
-        );
-        if (reply.status === 200) return String(reply.body.status);
-        // 421: the shard's ring moved on before ours; 409 fenced / 503 busy: try again.
-        if (reply.status !== 421 && reply.status !== 503 && reply.body.error !== 'fenced') {
-          throw new Error(
-            `inventory ${op} ${order.sku}: ${reply.status} ${String(reply.body.error)}`,
-          );
-        }
-      }
-      await sleep(10 * (attempt + 1), alive);
-    }
-    throw new Error(`inventory ${op} ${order.sku}: no owner answered`);
-  }
+  ): Promise<string> => callInventory((sku) => ring.get(sku)?.data, op, order, alive);
 
   /** Takes the order one persisted step at a time until it is final. */
   async function advance(id: string, lock: Lock, alive: AbortSignal): Promise<OrderRecord> {
@@ -357,7 +273,8 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
       stats: () => ({
         ...counts,
         byState,
-        breaker: breaker.state,
+        breaker: paying.breakerStates(),
+        chargeLog: paying.chargeLog,
         transitions,
         ringChanges,
         ring: ring.nodes().map((n) => n.id),
@@ -365,7 +282,6 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
       }),
       dispose: () => {
         clearInterval(sweeper);
-        stateSub.dispose();
         payments.close();
         inventory.close();
       },
