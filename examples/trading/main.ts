@@ -12,6 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs, USAGE, type DemoOptions } from './config.js';
 import { memoryCluster, redisCluster, type Cluster } from './cluster.js';
 import { call, closeClientSockets, sleep } from './http.js';
+import { auditEvents, OrderEvents, type EventsAudit } from './events.js';
+import { runEventsDrill } from './events-drill.js';
+import { redisClient } from './platform.js';
 import { findRedisServer, startRedisServers, type RedisServers } from './redis-servers.js';
 import { audit, formatReport } from './report.js';
 import { resilienceFigures } from './report-resilience.js';
@@ -78,9 +81,12 @@ async function run(o: DemoOptions): Promise<number> {
 
   let servers: RedisServers | undefined;
   let cluster: Cluster | undefined;
+  // Redis mode: a client on the first server and the run's prefix, for the order events.
+  let eventsAt: { client: ReturnType<typeof redisClient>; prefix: string } | undefined;
   const fleet: Fleet = new Map();
   const cleanup = async (): Promise<void> => {
     await cluster?.close().catch(() => undefined);
+    await eventsAt?.client.quit().catch(() => undefined);
     await servers?.stop();
     closeClientSockets();
   };
@@ -105,12 +111,9 @@ async function run(o: DemoOptions): Promise<number> {
           `Redis mode on existing servers: ${urls.join(', ')}; each service instance is a child process.`,
         );
       }
-      cluster = redisCluster(
-        settings,
-        urls,
-        `trading:${randomBytes(4).toString('hex')}:`,
-        o.redisUrls !== undefined,
-      );
+      const prefix = `trading:${randomBytes(4).toString('hex')}:`;
+      eventsAt = { client: redisClient(urls[0] as string), prefix };
+      cluster = redisCluster(settings, urls, prefix, o.redisUrls !== undefined);
     } else {
       cluster = memoryCluster(settings);
     }
@@ -125,6 +128,12 @@ async function run(o: DemoOptions): Promise<number> {
       ['orders', 'orders-2'],
       ['orders', 'orders-3'],
       ['gateway', 'gateway'],
+      ...(mode === 'redis'
+        ? ([
+            ['ledger', 'ledger-1'],
+            ['ledger', 'ledger-2'],
+          ] as [Role, string][])
+        : []),
     ];
     const c = cluster;
     for (const handle of await Promise.all(ids.map(([role, id]) => c.start(role, id))))
@@ -153,6 +162,17 @@ async function run(o: DemoOptions): Promise<number> {
       else say(line);
     };
     const drillDone = runDrill(c, fleet, o, plan.buyers.length, progress, drill, printLine);
+    const eventsDrill =
+      eventsAt === undefined
+        ? undefined
+        : runEventsDrill(
+            fleet,
+            new OrderEvents(eventsAt.client, eventsAt.prefix),
+            progress,
+            plan.buyers.length,
+            drill,
+            printLine,
+          );
     let quarter = 1;
     let ticking = true;
     const ticker = setInterval(
@@ -175,6 +195,7 @@ async function run(o: DemoOptions): Promise<number> {
     );
     const results = await runBuyers(plan, o, gateway.port, progress);
     await drillDone;
+    await eventsDrill;
     // Orders whose buyers gave up, or whose instance died, are finished by the sweepers.
     const deadline = Date.now() + 30_000;
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
@@ -190,6 +211,11 @@ async function run(o: DemoOptions): Promise<number> {
     const ordersStats = await stats(fleet, 'orders');
     const inventoryStats = await stats(fleet, 'inventory');
     const snapshot = await c.store.snapshot();
+    let events: EventsAudit | undefined;
+    if (eventsAt !== undefined) {
+      const confirmed = snapshot.orders.filter((x) => x.state === 'confirmed').map((x) => x.id);
+      events = await auditEvents(eventsAt.client, eventsAt.prefix, confirmed);
+    }
     const report = audit({
       options: o,
       mode,
@@ -212,6 +238,7 @@ async function run(o: DemoOptions): Promise<number> {
         redisPorts: servers?.urls.map((u) => Number(new URL(u).port)) ?? [],
       },
       stalls: inventoryStats.reduce((a, s) => a + Number(s.stalls), 0),
+      events,
     });
     say(formatReport(report));
     if (o.json !== undefined) {

@@ -6,6 +6,7 @@
 import { Redis } from 'ioredis';
 import { MemoryBackend, RedisBackend, Registry, type DiscoveryBackend } from 'keel/discovery';
 import { MemoryLock, Redlock, type LockService } from 'keel/lock';
+import { OrderEvents } from './events.js';
 import type { Store } from './store.js';
 import { MemoryStore } from './store-memory.js';
 import { RedisStore } from './store-redis.js';
@@ -19,6 +20,10 @@ export interface Platform {
   readonly locks: LockService;
   readonly registry: Registry;
   readonly store: Store;
+  /** Redis mode: the first server's client, the run's key prefix and the order-event outbox. */
+  readonly redis?: Redis | undefined;
+  readonly prefix?: string | undefined;
+  readonly events?: OrderEvents | undefined;
   /** Deregisters, then closes what this platform opened. */
   close(): Promise<void>;
 }
@@ -84,6 +89,9 @@ export function redisPlatform(
     registry,
     store: redisStore,
     redisStore,
+    redis: first,
+    prefix,
+    events: new OrderEvents(first, prefix),
     close: async () => {
       await registry.close();
       await backend.close();

@@ -3,6 +3,7 @@
  * system exists for, then prints the report (and writes it as JSON).
  */
 import type { DemoOptions } from './config.js';
+import type { EventsAudit } from './events.js';
 import { formatResilience, type ResilienceFigures } from './report-resilience.js';
 import type { BuyerResult, DrillLog, Plan } from './scenario.js';
 import type { BreakerTransition, RingChange } from './services/orders.js';
@@ -72,6 +73,8 @@ export interface Report {
     readonly services: readonly number[];
     readonly redisPorts: readonly number[];
   };
+  /** Redis mode: order events through the outbox to the ledger (`undefined` in embedded mode). */
+  readonly events?: EventsAudit | undefined;
 }
 
 /** Inputs gathered by main.ts. */
@@ -90,6 +93,8 @@ export interface AuditInput {
   readonly fencedOff: number;
   readonly stalls: number;
   readonly processes: Report['processes'];
+  /** Redis mode: the order events' audit (see events.ts). */
+  readonly events?: EventsAudit | undefined;
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -227,7 +232,9 @@ export function audit(input: AuditInput): Report {
   const ledger = Object.values(snapshot.ledger);
   const initial = snapshot.stock.reduce((a, s) => a + s.initial, 0);
   const sold = snapshot.stock.reduce((a, s) => a + s.sold, 0);
+  if (input.events !== undefined) invariants.push(input.events.invariant);
   return {
+    events: input.events,
     ok: invariants.every((i) => i.ok),
     oversold,
     mode: input.mode,
@@ -330,6 +337,12 @@ export function formatReport(r: Report): string {
   );
   lines.push(
     `Fencing: ${r.fencing.stalls} stalled owner(s); ${r.fencing.staleWritesRefused} stale stock write(s) refused by fencing tokens`,
+  );
+  lines.push(
+    '',
+    r.events === undefined
+      ? 'Events: not run (embedded mode; keel/queue needs Redis).'
+      : `Events (order-confirmed, outbox → ledger via keel/queue): sent ${r.events.sent} = handled ${r.events.handled} + dead-lettered ${r.events.deadLettered}, lost ${r.events.lost}, duplicate effects ${r.events.duplicateEffects}`,
   );
   lines.push('', 'Invariants:');
   for (const i of r.invariants)

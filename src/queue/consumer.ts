@@ -34,6 +34,7 @@ import {
 import { RendezvousHash } from '../hashring/index.js';
 import { entriesOf, run, type QueueRedisClient } from './client.js';
 import {
+  compareStreamIds,
   decodeEntry,
   leaseKey,
   membersKey,
@@ -52,6 +53,7 @@ import type { Queue, QueueSettings } from './queue.js';
 import { checkName } from './queue.js';
 import {
   ACK,
+  ACK_MANY,
   DEAD,
   HAND_BACK,
   LEASE,
@@ -208,6 +210,19 @@ interface Delivery {
   readonly entryId: string;
 }
 
+/** A handled message waiting for its ack, which goes out with others in one script call. */
+interface PendingAck {
+  readonly p: number;
+  /** Its key in the in-flight map. */
+  readonly slot: string;
+  readonly entryId: string;
+  readonly deadline: number;
+  readonly resolve: (result: unknown) => void;
+}
+
+/** At most this many ids per batch-ack call (Lua's `unpack` has a stack limit near 8000). */
+const ACK_BATCH = 1000;
+
 interface Owned {
   readonly p: number;
   readonly keys: PartitionKeys;
@@ -249,6 +264,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   readonly #deadLetters = new EventChannel<DeadLetterEvent>();
   readonly #errors = new EventChannel<unknown>();
   #slotWaiter: (() => void) | undefined;
+  /** Handled messages whose ack is not yet sent, oldest first. */
+  #acks: PendingAck[] = [];
+  #ackTick = false;
   #readerId: number | undefined;
   #closing = false;
   #active(owned: Owned): boolean {
@@ -392,8 +410,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const block = n === 1 ? this.#o.blockMs : Math.max(1, Math.floor(this.#o.blockMs / n));
     let rr = 0;
     while (!this.#isClosing()) {
-      if (this.#inFlight.size >= this.#o.concurrency) {
+      if (this.#inFlight.size - this.#acks.length >= this.#o.concurrency) {
         await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
+        continue;
+      }
+      if (this.#acks.length > 0) {
+        // Handled messages wait for their ack: send it with the next read, one round trip.
+        await this.#ackAndRead();
         continue;
       }
       const p = rr++ % n;
@@ -429,6 +452,143 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
       }
     }
+  }
+
+  /**
+   * Queues the ack of a handled message. Acks queued in one turn of the event loop go out
+   * together: with the read loop's next read when it is waiting for a free slot (one script call
+   * acks the batch and reads the next), else on their own in one batch-ack call per partition.
+   * Resolves with the script's answer for this entry (1 acked, 0 refused: no longer ours), or
+   * `undefined` when Redis kept failing (the message stays pending and is reclaimed later).
+   */
+  #ackLater(p: number, entryId: string, deadline: number): Promise<unknown> {
+    return new Promise<unknown>((resolve) => {
+      this.#acks.push({ p, slot: `${p}/${entryId}`, entryId, deadline, resolve });
+      if (this.#ackTick) return;
+      this.#ackTick = true;
+      // One turn of the event loop later: every handler that resolved in this turn has queued.
+      setImmediate(() => {
+        this.#ackTick = false;
+        const wake = this.#slotWaiter;
+        if (wake !== undefined && !this.#isClosing()) {
+          this.#slotWaiter = undefined;
+          wake();
+        } else {
+          this.#flushAcks();
+        }
+      });
+    });
+  }
+
+  /** Takes up to {@link ACK_BATCH} queued acks of partition `p` (oldest partition first if unset). */
+  #takeAcks(p?: number): PendingAck[] {
+    const part = p ?? this.#acks[0]?.p;
+    const taken: PendingAck[] = [];
+    const rest: PendingAck[] = [];
+    for (const a of this.#acks) {
+      if (a.p === part && taken.length < ACK_BATCH) taken.push(a);
+      else rest.push(a);
+    }
+    this.#acks = rest;
+    return taken;
+  }
+
+  /** Sends every queued ack now, one batch-ack call per partition, without reading. */
+  #flushAcks(): void {
+    while (this.#acks.length > 0) {
+      const batch = this.#takeAcks();
+      void this.#sendAcks(batch).then(
+        () => undefined,
+        () => undefined,
+      );
+    }
+  }
+
+  /** The read loop's turn when acks are queued: ack a batch and read what is new, in one call. */
+  async #ackAndRead(): Promise<void> {
+    const batch = this.#takeAcks();
+    const p = (batch[0] as PendingAck).p;
+    // Other partitions' acks go out on their own, at once.
+    this.#flushAcks();
+    const free = this.#o.concurrency - this.#inFlight.size + batch.length;
+    const start = this.#s.clock.now();
+    const keys = this.#queue.keys(this.topic, p);
+    // Pipelined on one connection: the batch ack, then a non-blocking read of up to as many
+    // messages as the acks free (plus free slots) — one round trip, and the read's reply never
+    // passes through Lua.
+    const acked = this.#sendAcks(batch);
+    const read = this.#s.client
+      .call(
+        'XREADGROUP',
+        'GROUP',
+        this.group,
+        this.name,
+        'COUNT',
+        free,
+        'STREAMS',
+        keys.stream,
+        '>',
+      )
+      .then(entriesOf, (error: unknown) => {
+        this.#report(new QueueRedisError(`read ${this.topic}`, this.#s.client, error));
+        return [];
+      });
+    await acked;
+    const entries = await read;
+    for (const [entryId, raw] of entries) {
+      this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
+    }
+  }
+
+  /**
+   * One batch-ack call for `batch` (all of one partition). On a Redis failure each ack is
+   * retried on its own (see {@link #settle}).
+   */
+  async #sendAcks(batch: PendingAck[]): Promise<void> {
+    batch.sort((a, b) => compareStreamIds(a.entryId, b.entryId));
+    const p = (batch[0] as PendingAck).p;
+    const keys = this.#queue.keys(this.topic, p);
+    let flags: unknown[];
+    try {
+      flags = (await run(
+        this.#s.client,
+        `ack ${this.topic}`,
+        ACK_MANY,
+        [keys.stream],
+        [
+          this.group,
+          this.name,
+          this.#inFlight.size + batch.length + 1,
+          ...batch.map((a) => a.entryId),
+        ],
+      )) as unknown[];
+    } catch (error) {
+      if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
+        await this.#ensureGroup(p);
+      } else {
+        this.#report(error);
+      }
+      const lease = leaseKey(this.#s.prefix, keys, this.group);
+      await Promise.all(
+        batch.map(async (a) => {
+          const r = await this.#settle(
+            'ack',
+            ACK,
+            [keys.stream, lease],
+            [this.group, a.entryId, this.name, ''],
+            a.deadline,
+          );
+          this.#inFlight.delete(a.slot);
+          a.resolve(r);
+        }),
+      );
+      return;
+    }
+    batch.forEach((a, i) => {
+      // Freed now, before the entries read in the same round trip are dispatched.
+      this.#inFlight.delete(a.slot);
+      a.resolve(Number(flags[i]));
+    });
   }
 
   #dispatch(
@@ -505,13 +665,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       }
       const outcome = await this.#invoke(delivery.p, entry, attempt, deadline, delivery.controller);
       if (outcome.ok) {
-        await this.#settle(
-          'ack',
-          ACK,
-          [keys.stream, lease],
-          [this.group, entry.entryId, this.name, ''],
-          deadline,
-        );
+        await this.#ackLater(delivery.p, entry.entryId, deadline);
         return;
       }
       if (delivery.handedBack) return; // closing: it was handed back, another consumer retries it
@@ -916,6 +1070,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
 
   async #partitionLoop(owned: Owned): Promise<void> {
     const { keys, lease } = owned;
+    // The entry whose handler resolved, acked together with the read of the next one.
+    let toAck = '';
     while (this.#active(owned)) {
       let next: unknown;
       try {
@@ -924,8 +1080,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           `next ${this.topic}`,
           NEXT,
           [keys.stream, lease],
-          [this.group, this.name, this.name],
+          [this.group, this.name, this.name, toAck],
         );
+        toAck = '';
       } catch (error) {
         if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
           await this.#ensureGroup(owned.p);
@@ -935,8 +1092,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         }
         continue;
       }
-      if (next === -1) {
-        this.#lose(owned, 'the partition lease was taken over');
+      if (next === -1 || next === 0) {
+        this.#lose(owned, 'the message or the partition lease was taken over');
         break;
       }
       const [entry] = next as [unknown, unknown, unknown, unknown][];
@@ -946,12 +1103,24 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       }
       const [entryId, raw, previous, deliveries] = entry;
       const prev = String(previous);
-      await this.#ordered(
+      toAck = await this.#ordered(
         owned,
         decodeEntry(String(entryId), raw),
         Number(deliveries),
         prev === '' ? undefined : prev,
       );
+    }
+    if (toAck !== '' && !owned.lost) {
+      // Stopping with a handled message not yet acked: ack it on its own.
+      const r = await this.#settle(
+        'ack',
+        ACK,
+        [keys.stream, lease],
+        [this.group, toAck, this.name, this.name],
+        this.#s.clock.now() + this.#o.visibilityMs - this.#margin,
+      );
+      if (r === -1 || r === 0)
+        this.#lose(owned, 'the message or the partition lease was taken over');
     }
     if (!owned.lost) {
       await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(
@@ -962,13 +1131,16 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     }
   }
 
+  /**
+   * Handles one message of an owned partition, retrying in place. Returns the entry id to ack
+   * when the handler resolved (the partition loop acks it with its next read), else ''.
+   */
   async #ordered(
     owned: Owned,
     entry: DecodedEntry | ForeignEntry,
     deliveries: number,
-
     previous: string | undefined,
-  ): Promise<void> {
+  ): Promise<string> {
     const { keys, lease } = owned;
     const token = this.name;
     const deadlineOf = (): number => this.#s.clock.now() + this.#o.visibilityMs - this.#margin;
@@ -978,7 +1150,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     };
     if (!entry.ok) {
       refused(await this.#quarantine(keys, lease, token, entry, deadlineOf()));
-      return;
+      return '';
     }
     if (entry.group !== undefined && entry.group !== this.group) {
       refused(
@@ -990,7 +1162,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           deadlineOf(),
         ),
       );
-      return;
+      return '';
     }
     const consumers =
       previous === undefined || previous === this.name
@@ -1012,7 +1184,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             deadlineOf(),
           ),
         );
-        return;
+        return '';
       }
       const controller = new AbortController();
       // A handler still running at its visibility timeout gives the partition up: the lease is
@@ -1031,19 +1203,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         controller,
         owned.controller.signal,
       );
-      if (owned.lost) return;
-      if (outcome.ok) {
-        refused(
-          await this.#settle(
-            'ack',
-            ACK,
-            [keys.stream, lease],
-            [this.group, entry.entryId, this.name, token],
-            deadlineOf(),
-          ),
-        );
-        return;
-      }
+      if (owned.lost) return '';
+      if (outcome.ok) return entry.entryId;
       if (!consumers.includes(this.name)) consumers.push(this.name);
       if (attempt >= this.#o.maxAttempts) {
         refused(
@@ -1059,10 +1220,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             deadlineOf(),
           ),
         );
-        return;
+        return '';
       }
       await this.#pause(this.#delay(attempt), owned.controller.signal);
-      if (!this.#active(owned) && !owned.stopping) return;
+      if (!this.#active(owned) && !owned.stopping) return '';
       const r = await this.#settle(
         'redeliver',
         REDELIVER,
@@ -1072,7 +1233,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       );
       if (r !== 1) {
         refused(r);
-        return;
+        return '';
       }
       attempt++;
     }

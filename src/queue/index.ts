@@ -15,6 +15,7 @@ export type {
   SendResult,
   DeadLetter,
   ReplayOptions,
+  CloseOnSignalsOptions,
 } from './queue.js';
 export { Consumer } from './consumer.js';
 export type {

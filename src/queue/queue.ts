@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import {
   InvalidOptionError,
   KeelChannel,
+  booleanOption,
   guardedOption,
   integerOption,
   isAbortSignal,
@@ -19,6 +20,7 @@ import {
   throwIfAborted,
   wallTime,
   type Clock,
+  type Subscription,
 } from '../core/index.js';
 import { command, isQueueClient, run, type QueueRedisClient, type RawEntry } from './client.js';
 import {
@@ -94,6 +96,17 @@ export interface SendResult {
   readonly partition: number;
   /** The stream entry id, for `sent`. */
   readonly entryId?: string | undefined;
+}
+
+/** Options of {@link Queue.closeOnSignals}. */
+export interface CloseOnSignalsOptions {
+  /** The signals that close the queue. @defaultValue `['SIGTERM', 'SIGINT']` */
+  readonly signals?: readonly NodeJS.Signals[] | undefined;
+  /**
+   * After closing, raise the signal again so the process ends as it would have — unless other
+   * listeners for it exist (they own the shutdown then). @defaultValue true
+   */
+  readonly exit?: boolean | undefined;
 }
 
 /** A message in the dead-letter stream. */
@@ -222,6 +235,7 @@ export class Queue implements AsyncDisposable {
   /** @internal */
   readonly settings: QueueSettings;
   readonly #consumers = new Set<Consumer<never>>();
+  readonly #signalHandlers = new Set<() => void>();
   #closed = false;
 
   /**
@@ -461,9 +475,65 @@ export class Queue implements AsyncDisposable {
     return (reply ?? []).map(([entryId, raw]) => toDeadLetter(p, String(entryId), raw));
   }
 
-  /** Closes every consumer this queue started (the client stays open). Safe to call twice. */
+  /**
+   * Graceful shutdown on a process signal: on SIGTERM or SIGINT (by default) the queue closes —
+   * every consumer stops reading, lets its in-flight handlers finish for up to its
+   * `closeTimeoutMs` and acks them, then aborts the rest and hands their messages back for
+   * another consumer to take at once — and then the signal is raised again, so the process
+   * ends as it would have (unless other listeners for the signal exist: they own the shutdown).
+   * Opt-in; dispose the returned subscription to remove the handlers ({@link Queue.close}
+   * removes them too).
+   *
+   * @example
+   * ```ts
+   * import { Redis } from 'ioredis';
+   * import { Queue } from 'keel/queue';
+   *
+   * const queue = new Queue({ client: new Redis() });
+   * queue.consume('orders', 'billing', async () => {});
+   * queue.closeOnSignals(); // SIGTERM: finish or hand back in-flight messages, then exit
+   * ```
+   *
+   * @throws {@link keel!InvalidOptionError} for a bad option
+   */
+  closeOnSignals(options?: CloseOnSignalsOptions): Subscription {
+    this.#open();
+    const o = resolveOptions('Queue.closeOnSignals', options, {
+      signals: guardedOption(
+        (v: unknown): v is readonly NodeJS.Signals[] =>
+          Array.isArray(v) && v.every((s) => typeof s === 'string' && s.startsWith('SIG')),
+        'an array of signal names (SIGTERM, …)',
+        { default: ['SIGTERM', 'SIGINT'] as readonly NodeJS.Signals[] },
+      ),
+      exit: booleanOption({ default: true }),
+    });
+    let active = true;
+    const remove = (): void => {
+      if (!active) return;
+      active = false;
+      this.#signalHandlers.delete(remove);
+      for (const signal of o.signals) process.removeListener(signal, handler);
+    };
+    const handler = (signal: NodeJS.Signals): void => {
+      remove();
+      void this.close()
+        .catch(() => undefined)
+        .finally(() => {
+          if (o.exit && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+        });
+    };
+    for (const signal of o.signals) process.on(signal, handler);
+    this.#signalHandlers.add(remove);
+    return { dispose: remove, [Symbol.dispose]: remove };
+  }
+
+  /**
+   * Closes every consumer this queue started (the client stays open) and removes the handlers
+   * of {@link Queue.closeOnSignals}. Safe to call twice.
+   */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const remove of [...this.#signalHandlers]) remove();
     await Promise.all([...this.#consumers].map((c) => c.close()));
   }
 

@@ -86,6 +86,41 @@ return 1
 `);
 
 /**
+ * Batch ack (unordered mode, no lease). KEYS: stream. ARGV: group, consumer, XPENDING bound,
+ * then the entry ids to ack in ascending order. Ownership is checked for the whole batch by one
+ * XPENDING over the batch's id range filtered to this consumer (its own pending-entries list,
+ * so the cost is the entries it returns); when that reply reaches the bound (it may be cut
+ * short), each id is checked alone. An id that is no longer this consumer's (reclaimed by
+ * another after its visibility timeout) is refused, not acked. The acked entries are deleted
+ * when the stream has one group, as {@link ACK} does. Returns per id 1 acked / 0 refused.
+ */
+export const ACK_MANY = script(`
+local g, me = ARGV[1], ARGV[2]
+local bound = tonumber(ARGV[3])
+local pend = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[#ARGV], bound, me)
+local mine = {}
+if #pend >= bound then
+  for i = 4, #ARGV do mine[ARGV[i]] = owns(KEYS[1], g, ARGV[i], me) end
+else
+  for _, p in ipairs(pend) do mine[p[1]] = true end
+end
+local flags, ids = {}, {}
+for i = 4, #ARGV do
+  if mine[ARGV[i]] then
+    ids[#ids + 1] = ARGV[i]
+    flags[i - 3] = 1
+  else
+    flags[i - 3] = 0
+  end
+end
+if #ids > 0 then
+  redis.call('XACK', KEYS[1], g, unpack(ids))
+  if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then redis.call('XDEL', KEYS[1], unpack(ids)) end
+end
+return flags
+`);
+
+/**
  * Retry later: ack this copy and schedule a new one (for this group only) after a delay.
  * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delay ms, fields.
  * Returns 1, or 0 / -1 as {@link ACK}.
@@ -149,12 +184,18 @@ return out
  * entry (left by a previous owner that died or timed out) claimed to this consumer, or else one
  * new entry (`XREADGROUP … COUNT 1`, allowed in scripts without BLOCK). One at a time, so an
  * owner that dies has been delivered only the message it was handling: the others' delivery
- * counts stay true. KEYS: stream, lease. ARGV: group, consumer, lease token. Returns `-1`
- * without the lease, `{}` when there is nothing, else `{{entry id, fields, previous owner or
- * '', deliveries}}`.
+ * counts stay true. When ARGV[4] names an entry, it is acked first, in the same step (the
+ * previous message's handler resolved): one script call per message. KEYS: stream, lease.
+ * ARGV: group, consumer, lease token, entry id to ack ('' for none). Returns `-1` without the
+ * lease, `0` when the entry to ack is no longer this consumer's, `{}` when there is nothing
+ * next, else `{{entry id, fields, previous owner or '', deliveries}}`.
  */
 export const NEXT = script(`
 if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
+if ARGV[4] ~= '' then
+  if not owns(KEYS[1], ARGV[1], ARGV[4], ARGV[2]) then return 0 end
+  settle(KEYS[1], ARGV[1], ARGV[4])
+end
 local pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
 while #pend == 1 do
   local p = pend[1]

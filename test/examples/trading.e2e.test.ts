@@ -102,7 +102,21 @@ function expectSound(run: Run, mode: 'redis' | 'memory'): void {
     'one charge per confirmed order, none without one',
     'retries never create a second order',
     'every answer matches the stored order',
+    ...(mode === 'redis' ? ['events: every one handled or dead-lettered, once'] : []),
   ]);
+  if (mode === 'redis') {
+    // Order events (keel/queue): one per confirmed order plus the drill's poison message,
+    // every one handled once or dead-lettered — with a ledger instance SIGKILLed mid-run.
+    const e = r.events;
+    expect(e?.sent).toBe((r.outcomes.confirmed ?? 0) + 1);
+    expect(e?.deadLettered).toBe(1);
+    expect(e?.handled).toBe(r.outcomes.confirmed);
+    expect(e?.lost).toBe(0);
+    expect(e?.duplicateEffects).toBe(0);
+    expect(run.output).toContain('killed ledger-1');
+  } else {
+    expect(r.events).toBeUndefined();
+  }
   for (const s of r.skus) {
     expect(s.sold + s.remaining).toBe(s.initial);
     expect(s.sold).toBe(s.confirmedUnits);
@@ -142,8 +156,9 @@ describeRedis('examples/trading end to end on real redis-servers', () => {
       .join(',');
     const run = await demo('redis-existing', ['--redis', urls]);
     expectSound(run, 'redis');
-    // Separate processes, all gone now: the service instances (the killed one included).
-    expect(run.report.processes.services.length).toBe(9);
+    // Separate processes, all gone now: the service instances (the killed ones included; the
+    // two ledger instances consume the order events).
+    expect(run.report.processes.services.length).toBe(11);
     for (const pid of run.report.processes.services) expect(processExists(pid)).toBe(false);
     for (const client of redis().clients()) expect(await client.dbsize()).toBe(0);
   }, 120_000);

@@ -1,6 +1,7 @@
 /** Every service by role. */
 import { startGateway } from './gateway.js';
 import { startInventory } from './inventory.js';
+import { startLedger } from './ledger.js';
 import { startOrders } from './orders.js';
 import { startPayments } from './payments.js';
 import type { Role, RunningService, ServiceContext } from './service.js';
@@ -10,4 +11,5 @@ export const starters: Readonly<Record<Role, (ctx: ServiceContext) => Promise<Ru
   orders: startOrders,
   inventory: startInventory,
   payments: startPayments,
+  ledger: startLedger,
 };

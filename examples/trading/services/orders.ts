@@ -157,6 +157,13 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
           break;
         case 'committing':
           await inventoryCall('commit', order, alive);
+          // Redis mode: the order-confirmed event, through the outbox (see ../events.ts).
+          await ctx.platform.events?.confirmed({
+            orderId: id,
+            sku: order.sku,
+            qty: order.qty,
+            amount: order.amount,
+          });
           await finish('confirmed');
           break;
         case 'releasing':

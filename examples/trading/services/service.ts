@@ -7,7 +7,7 @@ import type { PaymentSettings } from '../config.js';
 import { HOST, serve, type Handler, type HttpServer } from '../http.js';
 import type { Platform } from '../platform.js';
 
-export type Role = 'gateway' | 'orders' | 'inventory' | 'payments';
+export type Role = 'gateway' | 'orders' | 'inventory' | 'payments' | 'ledger';
 
 /** What a service instance is started with. */
 export interface ServiceContext {
