@@ -8,10 +8,13 @@
  * lock and registry. See README.md next to this file.
  */
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseArgs, USAGE, type DemoOptions } from './config.js';
 import { memoryCluster, redisCluster, type Cluster } from './cluster.js';
 import { call, closeClientSockets, sleep } from './http.js';
+import { collectTimelines, renderHtml } from './html-report.js';
+import type { MetricsServer } from './metrics.js';
 import { findRedisServer, startRedisServers, type RedisServers } from './redis-servers.js';
 import { audit, formatReport } from './report.js';
 import {
@@ -76,8 +79,10 @@ async function run(o: DemoOptions): Promise<number> {
 
   let servers: RedisServers | undefined;
   let cluster: Cluster | undefined;
+  let metrics: MetricsServer | undefined;
   const fleet: Fleet = new Map();
   const cleanup = async (): Promise<void> => {
+    await metrics?.close().catch(() => undefined);
     await cluster?.close().catch(() => undefined);
     await servers?.stop();
     closeClientSockets();
@@ -89,7 +94,18 @@ async function run(o: DemoOptions): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const settings = { seed: o.seed, payments: o.payments, skus: plan.skus };
+    const settings = {
+      seed: o.seed,
+      payments: o.payments,
+      skus: plan.skus,
+      metrics: o.metricsPort !== undefined,
+    };
+    if (o.metricsPort !== undefined) {
+      // Loaded only with --metrics-port: the OpenTelemetry SDK is not needed otherwise.
+      const { startDemoMetrics } = await import('./metrics.js');
+      metrics = await startDemoMetrics(mode, o.metricsPort, fleet);
+      say(`Prometheus metrics (keel/otel) at ${metrics.url}`);
+    }
     if (mode === 'redis') {
       let urls = o.redisUrls;
       if (urls === undefined) {
@@ -177,6 +193,7 @@ async function run(o: DemoOptions): Promise<number> {
     const deadline = Date.now() + 30_000;
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
     const durationMs = performance.now() - loadStarted;
+    const ended = Date.now();
     clearInterval(ticker);
     ticking = false;
     if (live)
@@ -207,6 +224,21 @@ async function run(o: DemoOptions): Promise<number> {
       stalls: inventoryStats.reduce((a, s) => a + Number(s.stalls), 0),
     });
     say(formatReport(report));
+    writeFileSync(
+      o.html,
+      renderHtml({
+        report,
+        results,
+        drill,
+        gatewayEvents: (gatewayStats?.events ?? []) as ViewEvent[],
+        ringChanges: ordersStats.flatMap((s) => s.ringChanges as RingChange[]),
+        timelines: await collectTimelines(fleet),
+        orders: ids.filter(([role]) => role === 'orders').map(([, id]) => id),
+        startedAt: started,
+        endedAt: ended,
+      }),
+    );
+    say(`HTML report written to ${resolve(o.html)}`);
     if (o.json !== undefined) {
       writeFileSync(o.json, `${JSON.stringify(report, null, 2)}\n`);
       say(`JSON report written to ${o.json}`);
