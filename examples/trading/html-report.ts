@@ -250,10 +250,7 @@ function throughputChart(input: HtmlInput, c: Chart, markers: readonly Marker[])
   c.timeAxis();
   c.valueAxis(maxRate, yRate, 'left', '/s');
   c.valueAxis(maxLatency, yLat, 'right', ' ms');
-  c.parts.push(
-    `<text x="${LEFT - 6}" y="${c.top + reserved - 4}" class="tick" text-anchor="end">answers</text>`,
-    `<text x="${W - RIGHT + 6}" y="${c.top + reserved - 4}" class="tick">p99</text>`,
-  );
+
   const barWidth = (size / (c.span[1] - c.span[0])) * PLOT;
   perSecond.forEach((v, i) => {
     const x = c.x(c.span[0] + i * size);
@@ -417,7 +414,7 @@ function lockChart(input: HtmlInput, c: Chart, markers: readonly Marker[]): stri
 }
 
 function legend(
-  items: readonly [string, string, 'bar' | 'line' | 'dash' | 'dot' | 'tri'][],
+  items: readonly [string, string, 'bar' | 'line' | 'dash' | 'dot' | 'tri' | 'box'][],
 ): string {
   return `<div class="legend">${items
     .map(([color, label, kind]) => {
@@ -430,7 +427,9 @@ function legend(
               ? `<line x1="0" x2="14" y1="7" y2="7" stroke="${color}" stroke-width="2" stroke-dasharray="4 2"/>`
               : kind === 'dot'
                 ? `<circle cx="7" cy="7" r="4" fill="${color}"/>`
-                : `<path d="M7 1 l6 12 h-12 z" fill="${color}"/>`;
+                : kind === 'box'
+                  ? `<rect x="3" y="3" width="8" height="8" fill="none" stroke="${color}" stroke-width="2"/>`
+                  : `<path d="M7 1 l6 12 h-12 z" fill="${color}"/>`;
       return `<span><svg width="14" height="14">${swatch}</svg>${esc(label)}</span>`;
     })
     .join('')}</div>`;
@@ -542,6 +541,7 @@ ${legend([
   [COLORS.wait, 'wait of one acquisition', 'dot'],
   [COLORS.failed, 'acquisition that gave up', 'dot'],
   [COLORS.fault, 'stale write refused (fencing token)', 'tri'],
+  [COLORS.change, 'lock seen lost', 'box'],
 ])}
 ${lockChart(input, new Chart(260, x, span, { top: 10, bottom: 26 }), markers)}
 </section>
