@@ -109,7 +109,7 @@ class Chart {
       const x = this.x(this.span[0] + s * 1000);
       this.parts.push(
         `<line x1="${x}" x2="${x}" y1="${this.top}" y2="${this.bottom}" stroke="${COLORS.grid}"/>`,
-        `<text x="${x}" y="${this.bottom + 16}" class="tick" text-anchor="middle">${fmt(s, step < 1 ? 1 : 0)} s</text>`,
+        `<text x="${x}" y="${this.bottom + 16}" class="tick" text-anchor="middle">${fmt(s, Number.isInteger(step) ? 0 : 1)} s</text>`,
       );
     }
   }
@@ -127,7 +127,7 @@ class Chart {
       const label =
         unit === ' ms' && max >= 2000
           ? `${fmt(v / 1000, step % 1000 === 0 ? 0 : 1)} s`
-          : `${fmt(v, step < 1 ? 1 : 0)}${unit}`;
+          : `${fmt(v, Number.isInteger(step) ? 0 : 1)}${unit}`;
       this.parts.push(
         `<text x="${tx}" y="${yy + 4}" class="tick" text-anchor="${side === 'left' ? 'end' : 'start'}">${label}</text>`,
       );
