@@ -21,6 +21,8 @@ export interface InstanceHandle {
   readonly role: Role;
   readonly port: number;
   readonly pid: number;
+  /** Port of the instance's own Prometheus exporter (Redis mode with `--metrics-port`). */
+  readonly metricsPort?: number | undefined;
   /** Crash without warning: SIGKILL in Redis mode. */
   kill(): Promise<void>;
   /** Graceful shutdown: deregister, finish requests, exit. */
@@ -32,6 +34,8 @@ export interface ClusterSettings {
   readonly seed: number;
   readonly payments: PaymentSettings;
   readonly skus: readonly string[];
+  /** Each instance process records its Keel metrics and serves them (`--metrics-port`). */
+  readonly metrics?: boolean | undefined;
 }
 
 export interface Cluster {
@@ -83,6 +87,8 @@ export function memoryCluster(settings: ClusterSettings): Cluster {
 export interface ReadyMessage {
   readonly type: 'ready';
   readonly port: number;
+  /** Where the instance serves its Prometheus text, when metrics are on. */
+  readonly metricsPort?: number | undefined;
 }
 
 /** Environment variable carrying a service process's settings (JSON). */
@@ -171,6 +177,7 @@ export function redisCluster(
         id,
         role,
         port: ready.port,
+        metricsPort: ready.metricsPort,
         pid: child.pid ?? 0,
         kill: async () => {
           child.kill('SIGKILL');

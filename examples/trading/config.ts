@@ -45,6 +45,10 @@ export interface DemoOptions {
   readonly json: string | undefined;
   /** Show the live status line even when stdout is not a terminal. */
   readonly live: boolean;
+  /** Serve Prometheus text at `http://127.0.0.1:<port>/metrics` during the run (0: any free port). */
+  readonly metricsPort: number | undefined;
+  /** Where to write the HTML report. */
+  readonly html: string;
 }
 
 export const DEFAULTS: DemoOptions = {
@@ -62,6 +66,8 @@ export const DEFAULTS: DemoOptions = {
   redisServers: 3,
   json: undefined,
   live: false,
+  metricsPort: undefined,
+  html: 'demo-report.html',
 };
 
 export const USAGE = `Usage: npm run demo -- [options]
@@ -79,6 +85,9 @@ export const USAGE = `Usage: npm run demo -- [options]
   --redis-servers N redis-server processes to start in Redis mode (default ${DEFAULTS.redisServers})
   --json FILE       also write the report as JSON
   --live            live status line even when stdout is not a terminal
+  --metrics-port N  serve Prometheus text at http://127.0.0.1:N/metrics while the demo runs
+                    (keel/otel instrument() in every service process; 0 = any free port)
+  --html FILE       where to write the HTML report (default ${DEFAULTS.html})
   --help            this text`;
 
 /** Numeric options: the field they set, their range, and whether they are whole numbers. */
@@ -93,6 +102,7 @@ const NUMERIC: Readonly<
   '--stock-ratio': ['stockRatio', 0.01, 10, 'real'],
   '--outage-ms': ['outageMs', 0, 600_000, 'int'],
   '--redis-servers': ['redisServers', 1, 9, 'int'],
+  '--metrics-port': ['metricsPort', 0, 65535, 'int'],
 };
 
 /** Parses the command line (without `node` and the script). Throws a readable Error on bad input. */
@@ -124,6 +134,10 @@ export function parseArgs(argv: readonly string[]): DemoOptions | 'help' {
       const file = argv[++i];
       if (file === undefined || file === '') throw new Error('--json expects a file name');
       o.json = file;
+    } else if (arg === '--html') {
+      const file = argv[++i];
+      if (file === undefined || file === '') throw new Error('--html expects a file name');
+      o.html = file;
     } else {
       throw new Error(`unknown option ${arg}\n\n${USAGE}`);
     }

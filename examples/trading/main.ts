@@ -8,6 +8,7 @@
  * lock and registry. See README.md next to this file.
  */
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseArgs, USAGE, type DemoOptions } from './config.js';
 import { memoryCluster, redisCluster, type Cluster } from './cluster.js';
@@ -15,6 +16,8 @@ import { call, closeClientSockets, sleep } from './http.js';
 import { auditEvents, OrderEvents, type EventsAudit } from './events.js';
 import { runEventsDrill } from './events-drill.js';
 import { redisClient } from './platform.js';
+import { collectTimelines, renderHtml } from './html-report.js';
+import type { MetricsServer } from './metrics.js';
 import { findRedisServer, startRedisServers, type RedisServers } from './redis-servers.js';
 import { audit, formatReport } from './report.js';
 import { resilienceFigures } from './report-resilience.js';
@@ -83,8 +86,10 @@ async function run(o: DemoOptions): Promise<number> {
   let cluster: Cluster | undefined;
   // Redis mode: a client on the first server and the run's prefix, for the order events.
   let eventsAt: { client: ReturnType<typeof redisClient>; prefix: string } | undefined;
+  let metrics: MetricsServer | undefined;
   const fleet: Fleet = new Map();
   const cleanup = async (): Promise<void> => {
+    await metrics?.close().catch(() => undefined);
     await cluster?.close().catch(() => undefined);
     await eventsAt?.client.quit().catch(() => undefined);
     await servers?.stop();
@@ -97,7 +102,18 @@ async function run(o: DemoOptions): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const settings = { seed: o.seed, payments: o.payments, skus: plan.skus };
+    const settings = {
+      seed: o.seed,
+      payments: o.payments,
+      skus: plan.skus,
+      metrics: o.metricsPort !== undefined,
+    };
+    if (o.metricsPort !== undefined) {
+      // Loaded only with --metrics-port: the OpenTelemetry SDK is not needed otherwise.
+      const { startDemoMetrics } = await import('./metrics.js');
+      metrics = await startDemoMetrics(mode, o.metricsPort, fleet);
+      say(`Prometheus metrics (keel/otel) at ${metrics.url}`);
+    }
     if (mode === 'redis') {
       let urls = o.redisUrls;
       if (urls === undefined) {
@@ -200,6 +216,7 @@ async function run(o: DemoOptions): Promise<number> {
     const deadline = Date.now() + 30_000;
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
     const durationMs = performance.now() - loadStarted;
+    const ended = Date.now();
     clearInterval(ticker);
     ticking = false;
     if (live)
@@ -241,6 +258,21 @@ async function run(o: DemoOptions): Promise<number> {
       events,
     });
     say(formatReport(report));
+    writeFileSync(
+      o.html,
+      renderHtml({
+        report,
+        results,
+        drill,
+        gatewayEvents: (gatewayStats?.events ?? []) as ViewEvent[],
+        ringChanges: ordersStats.flatMap((s) => s.ringChanges as RingChange[]),
+        timelines: await collectTimelines(fleet),
+        orders: ids.filter(([role]) => role === 'orders').map(([, id]) => id),
+        startedAt: started,
+        endedAt: ended,
+      }),
+    );
+    say(`HTML report written to ${resolve(o.html)}`);
     if (o.json !== undefined) {
       writeFileSync(o.json, `${JSON.stringify(report, null, 2)}\n`);
       say(`JSON report written to ${o.json}`);

@@ -68,6 +68,8 @@ export interface BuyerResult {
   readonly state: string;
   /** First request to final answer. */
   readonly latencyMs: number;
+  /** When the final answer came (epoch ms). */
+  readonly finishedAt: number;
 }
 
 /** Live progress, shared with the status line and the drill. */
@@ -142,6 +144,7 @@ export async function runBuyers(
         orderIds: [...new Set(seen.ids)],
         state,
         latencyMs: performance.now() - started,
+        finishedAt: Date.now(),
       });
     }
   };

@@ -9,6 +9,10 @@ import { redisPlatform } from './platform.js';
 import { starters } from './services/index.js';
 
 const spec = JSON.parse(process.env[SPEC_ENV] ?? '{}') as ProcessSpec;
+// Before the platform and service exist, so their first events are recorded. Imported only
+// when asked for: the OpenTelemetry SDK is not loaded (nor paid for at start-up) otherwise.
+const metrics =
+  spec.metrics === true ? await (await import('./metrics.js')).startProcessMetrics() : undefined;
 const platform = redisPlatform(spec.urls, spec.prefix);
 const service = await starters[spec.role]({
   id: spec.id,
@@ -36,4 +40,8 @@ process.on('SIGINT', () => void shutdown(0));
 process.on('disconnect', () => {
   if (!stopping) process.exit(1);
 });
-process.send?.({ type: 'ready', port: service.port } satisfies ReadyMessage);
+process.send?.({
+  type: 'ready',
+  port: service.port,
+  metricsPort: metrics?.port,
+} satisfies ReadyMessage);

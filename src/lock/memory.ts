@@ -20,7 +20,8 @@ import {
   wakeableSleep,
   type Clock,
 } from '../core/index.js';
-import { LockTakenError } from './errors.js';
+import { acquireChannel, contendedChannel, type LockAcquireMessage } from './diagnostics.js';
+import { LockTakenError, type NodeVote } from './errors.js';
 import {
   Lock,
   holdWhile,
@@ -81,6 +82,11 @@ interface Held {
  * console.log(total);
  * ```
  */
+/** The one "node" a MemoryLock names in its diagnostics messages. */
+const MEMORY_NODES: readonly string[] = ['memory'];
+/** The vote of that node when the resource is held. */
+const TAKEN_VOTE: NodeVote = { node: 0, address: 'memory', vote: 'taken', kind: 'held-by-another' };
+
 export class MemoryLock implements LockService, AsyncDisposable {
   // Also the LockBackend of its Locks (checked where it passes `this` to `Lock.made`), but
   // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
@@ -133,10 +139,30 @@ export class MemoryLock implements LockService, AsyncDisposable {
     return 0;
   }
 
-  /** Locks one resource or several (all or none), retrying while taken. */
-  async acquire(
+  /**
+   * Locks one resource or several (all or none), retrying while taken.
+   *
+   * Traced on `keel:lock:acquire` (and `keel:lock:contended` when the resource is held) like
+   * Redlock's, with the one node named `memory`; without a subscriber that costs one property read.
+   */
+  acquire(resources: string | readonly string[], options: AcquireOptions = {}): Promise<Lock> {
+    if (!acquireChannel.hasSubscribers) return this.#acquire(resources, options, undefined);
+    const message: LockAcquireMessage = {
+      resources: typeof resources === 'string' ? [resources] : resources,
+      nodes: MEMORY_NODES,
+      quorum: 1,
+      time: Date.now(),
+      attempts: 0,
+      waitMs: 0,
+    };
+    return acquireChannel.tracePromise(this.#acquire, message, this, resources, options, message);
+  }
+
+  /** {@link MemoryLock.acquire}, filling the trace context `message` when traced. */
+  async #acquire(
     resources: string | readonly string[],
-    options: AcquireOptions = {},
+    options: AcquireOptions,
+    message: LockAcquireMessage | undefined,
   ): Promise<Lock> {
     if (this.#closed) throw new ClosedError(OWNER, 'acquire');
     const { list, ttlMs, retryCount, waitMs, signal } = resolveAcquire(
@@ -146,9 +172,12 @@ export class MemoryLock implements LockService, AsyncDisposable {
       this.#o,
     );
     throwIfAborted(signal);
+    if (message !== undefined) message.resources = list;
+    const called = this.#o.clock.now();
     const deadline = waitDeadline(this.#o.clock, waitMs);
     let freesIn = Infinity;
-    for (let attempt = 0; attempt <= retryCount; attempt++) {
+    let attempt = 0;
+    for (; attempt <= retryCount; attempt++) {
       if (attempt > 0) {
         // Woken by a release of one of the resources, or when the holder's ttl runs out, or
         // after the retry delay, whichever comes first — and never past the waitMs deadline.
@@ -166,7 +195,24 @@ export class MemoryLock implements LockService, AsyncDisposable {
           freesIn = Math.min(freesIn, held.expiresAt - now);
         }
       }
-      if (freesIn !== Infinity) continue;
+      if (freesIn !== Infinity) {
+        if (attempt === 0 && contendedChannel.active) {
+          contendedChannel.publish({
+            resources: list,
+            nodes: MEMORY_NODES,
+            attempt: 1,
+            takenBy: 'another',
+            freesInMs: freesIn,
+            votes: [TAKEN_VOTE],
+            time: Date.now(),
+          });
+        }
+        if (message !== undefined) {
+          message.attempts = attempt + 1;
+          message.waitMs = this.#o.clock.now() - called;
+        }
+        continue;
+      }
       const token = newToken();
       const fences = list.map((r) => {
         const next = (this.#fences.get(r) ?? 0) + 1;
@@ -174,13 +220,15 @@ export class MemoryLock implements LockService, AsyncDisposable {
         this.#held.set(r, { token, expiresAt: now + ttlMs });
         return next;
       });
+      if (message !== undefined) {
+        message.attempts = attempt + 1;
+        message.waitMs = now - called;
+        message.fencingToken = fences[0] as number;
+      }
       return Lock.made(this, list, list, token, now + ttlMs, fences);
     }
-    throw new LockTakenError(
-      list,
-      [{ node: 0, address: 'memory', vote: 'taken', kind: 'held-by-another' }],
-      retryCount + 1,
-    );
+    if (message !== undefined) message.votes = [TAKEN_VOTE];
+    throw new LockTakenError(list, [TAKEN_VOTE], retryCount + 1);
   }
 
   /** Waits for a release of one of `resources`, `ms`, or `signal` (then rejects). */

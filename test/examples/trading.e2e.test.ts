@@ -7,7 +7,8 @@
  * The verdicts are deterministic under the seed; only timings vary.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,11 +31,62 @@ interface Run {
   readonly code: number | null;
   readonly output: string;
   readonly report: Report;
+  /** With `--metrics-port`: the last `/metrics` scrape taken while the demo ran. */
+  readonly scrape: Sample[] | undefined;
+  /** The HTML report's path (`--html`). */
+  readonly html: string;
 }
+
+/** One sample of Prometheus text: name, labels, value. */
+interface Sample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/** Parses Prometheus text exposition (the samples; comments skipped). */
+function parsePrometheus(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (m === null) throw new Error(`not a Prometheus sample: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const [, k, v] of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      labels[k as string] = v as string;
+    samples.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+/** GETs a URL's body (loopback). */
+function fetchText(url: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    get(url, { signal: AbortSignal.timeout(15_000) }, (res) => {
+      let text = '';
+      res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      res.once('end', () => {
+        resolve({ status: res.statusCode ?? 0, text });
+      });
+    }).once('error', reject);
+  });
+}
+
+/** Whether a scrape shows all four components, the breaker already open once. */
+const SERIES = {
+  lock: 'keel_lock_acquire_duration_count',
+  breaker: 'keel_breaker_transitions_total',
+  balancer: 'keel_balancer_picks_total',
+  discovery: 'keel_discovery_view_size',
+} as const;
+const complete = (samples: readonly Sample[]): boolean =>
+  Object.values(SERIES).every((name) => samples.some((s) => s.name === name)) &&
+  samples.some((s) => s.name === SERIES.breaker && s.labels.keel_breaker_to === 'open');
 
 /** Runs the demo to completion (killing it if it overruns) and reads its JSON report. */
 function demo(name: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   const json = join(dir, `${name}.json`);
+  const html = join(dir, `${name}.html`);
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
@@ -47,6 +99,8 @@ function demo(name: string, args: readonly string[], env: NodeJS.ProcessEnv = {}
         ...args,
         '--json',
         json,
+        '--html',
+        html,
       ],
       {
         cwd: root,
@@ -57,19 +111,85 @@ function demo(name: string, args: readonly string[], env: NodeJS.ProcessEnv = {}
       },
     );
     let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    let closed = false;
+    // With --metrics-port: scrape /metrics while the demo runs, until a scrape shows every
+    // component (the breaker having opened in the outage) or the demo ends.
+    let scrape: Sample[] | undefined;
+    let scraping: Promise<void> | undefined;
+    const poll = async (url: string): Promise<void> => {
+      while (!closed) {
+        const reply = await fetchText(url).catch(() => undefined);
+        if (reply?.status === 200) {
+          scrape = parsePrometheus(reply.text);
+          if (complete(scrape)) return;
+        }
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const url = /Prometheus metrics \(keel\/otel\) at (http:\/\/\S+\/metrics)/.exec(output)?.[1];
+      if (url !== undefined && scraping === undefined) scraping = poll(url);
+    });
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.once('error', reject);
     child.once('close', (code) => {
-      try {
-        resolve({ code, output, report: JSON.parse(readFileSync(json, 'utf8')) as Report });
-      } catch (error) {
-        reject(
-          new Error(`no report from the demo (exit ${String(code)}):\n${output}`, { cause: error }),
-        );
-      }
+      closed = true;
+      void (scraping ?? Promise.resolve()).then(() => {
+        try {
+          resolve({
+            code,
+            output,
+            report: JSON.parse(readFileSync(json, 'utf8')) as Report,
+            scrape,
+            html,
+          });
+        } catch (error) {
+          reject(
+            new Error(`no report from the demo (exit ${String(code)}):\n${output}`, {
+              cause: error,
+            }),
+          );
+        }
+      });
     });
   });
+}
+
+/**
+ * The scrape taken mid-run has lock, breaker, balancer and discovery series with sane values:
+ * locks acquired, a breaker opened in the outage, the gateway's balancer picking orders
+ * instances, and the gateway's view of `orders` holding 1 to 3 instances.
+ */
+function expectScraped(run: Run, gateway: string): void {
+  const samples = run.scrape;
+  expect(samples, `no /metrics scrape during the run:\n${run.output}`).toBeDefined();
+  const all = samples ?? [];
+  const sum = (name: string, where: (l: Readonly<Record<string, string>>) => boolean): number =>
+    all.filter((s) => s.name === name && where(s.labels)).reduce((a, s) => a + s.value, 0);
+  expect(sum(SERIES.lock, () => true)).toBeGreaterThan(0);
+  expect(sum('keel_lock_acquire_duration_sum', () => true)).toBeGreaterThanOrEqual(0);
+  expect(sum(SERIES.breaker, (l) => l.keel_breaker_to === 'open')).toBeGreaterThanOrEqual(1);
+  for (const s of all.filter((x) => x.name === SERIES.breaker))
+    expect(s.labels.keel_breaker_name).toMatch(/^payments@orders-[123]$/);
+  expect(
+    sum(SERIES.balancer, (l) => l.instance === gateway && l.keel_balancer_name === 'orders'),
+  ).toBeGreaterThan(0);
+  const view = all.filter(
+    (s) =>
+      s.name === SERIES.discovery &&
+      s.labels.instance === gateway &&
+      s.labels.keel_discovery_service === 'orders' &&
+      s.labels.keel_discovery_status === 'up',
+  );
+  expect(view).toHaveLength(1);
+  expect(view[0]?.value).toBeGreaterThanOrEqual(1);
+  expect(view[0]?.value).toBeLessThanOrEqual(3);
+  // Every value is a number; every sample is labelled with the process it came from.
+  for (const s of all) {
+    expect(Number.isNaN(s.value), `${s.name} ${JSON.stringify(s.labels)}`).toBe(false);
+    expect(s.labels.instance).toBeDefined();
+  }
 }
 
 /** Whether something accepts connections on a loopback port. */
@@ -84,6 +204,28 @@ function listening(port: number): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/**
+ * The HTML report: written where `--html` said, self-contained (inline SVG and CSS; nothing
+ * fetched: no script, no external URL), with its charts and the invariants table, and named at
+ * the end of the run.
+ */
+function expectHtml(run: Run): void {
+  expect(existsSync(run.html), run.output).toBe(true);
+  const html = readFileSync(run.html, 'utf8');
+  expect(run.output).toContain(`HTML report written to ${run.html}`);
+  expect(html.startsWith('<!doctype html>')).toBe(true);
+  expect(html).not.toMatch(/<script|<link|<img|(src|href)\s*=\s*["']?https?:/i);
+  for (const title of [
+    'throughput and p99 latency over time',
+    'circuit breaker state per orders instance',
+    "the gateway's view of orders",
+    'lock waits and fencing refusals',
+  ])
+    expect(html).toContain(`aria-label="${title}"`);
+  for (const i of run.report.invariants) expect(html).toContain(i.name);
+  expect(html).toContain('all invariants hold');
 }
 
 /** Every invariant of the report, and the evidence that every fault happened. */
@@ -141,9 +283,11 @@ function expectSound(run: Run, mode: 'redis' | 'memory'): void {
 
 describe('examples/trading end to end', () => {
   it('embedded mode (--memory): every invariant holds through every fault', async () => {
-    const run = await demo('memory', ['--memory']);
+    const run = await demo('memory', ['--memory', '--metrics-port', '0']);
     expectSound(run, 'memory');
     expect(run.output).toContain('Embedded mode (--memory)');
+    expectScraped(run, 'embedded');
+    expectHtml(run);
   }, 120_000);
 });
 
@@ -164,8 +308,18 @@ describeRedis('examples/trading end to end on real redis-servers', () => {
   }, 120_000);
 
   it('Redis mode with its own redis-servers: every invariant holds, and no server outlives it', async () => {
-    const run = await demo('redis-own', [], { KEEL_REDIS_SERVER: redisServerPath() });
+    const run = await demo('redis-own', ['--metrics-port', '0'], {
+      KEEL_REDIS_SERVER: redisServerPath(),
+    });
     expectSound(run, 'redis');
+    expectScraped(run, 'gateway');
+    expectHtml(run);
+    // Lock series come from the instances that lock: inventory shards and orders.
+    expect(
+      run.scrape?.some(
+        (s) => s.name === SERIES.lock && /^(inventory|orders)-\d$/.test(s.labels.instance ?? ''),
+      ),
+    ).toBe(true);
     expect(run.report.processes.redisPorts.length).toBe(3);
     for (const port of run.report.processes.redisPorts) expect(await listening(port)).toBe(false);
     for (const pid of run.report.processes.services) expect(processExists(pid)).toBe(false);

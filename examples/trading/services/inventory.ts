@@ -13,6 +13,7 @@ import { isLockTakenError, isQuorumUnavailableError, type Lock } from 'keel/lock
 import { sleep, type Reply } from '../http.js';
 import { LOCK_TTL_MS } from '../platform.js';
 import type { StockView } from '../store.js';
+import { noteFencedOff } from '../timeline.js';
 import { startService, text, type RunningService, type ServiceContext } from './service.js';
 
 type Op = 'reserve' | 'commit' | 'release';
@@ -148,6 +149,7 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
           if (view === undefined) return { status: 404, body: { error: `unknown sku ${sku}` } };
           if (view === 'stale') {
             counts.fencedOff++;
+            noteFencedOff();
             return { status: 409, body: { error: 'fenced' } };
           }
           const decision = decide(op, view, qty);
@@ -167,6 +169,7 @@ export function startInventory(ctx: ServiceContext): Promise<RunningService> {
             }
             if (!(await store.writeStock(sku, token, orderId, decision.next))) {
               counts.fencedOff++;
+              noteFencedOff();
               return { status: 409, body: { error: 'fenced' } };
             }
           }

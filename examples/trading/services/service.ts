@@ -6,6 +6,7 @@ import type { Registration } from 'keel/discovery';
 import type { PaymentSettings } from '../config.js';
 import { HOST, serve, type Handler, type HttpServer } from '../http.js';
 import type { Platform } from '../platform.js';
+import { recordTimeline, timeline } from '../timeline.js';
 
 export type Role = 'gateway' | 'orders' | 'inventory' | 'payments' | 'ledger';
 
@@ -51,6 +52,7 @@ export async function startService(
   ctx: ServiceContext,
   build: (alive: AbortSignal) => ServiceParts,
 ): Promise<RunningService> {
+  recordTimeline();
   const crashController = new AbortController();
   // Every request in flight passes this signal to `using()`; Keel adds one shared listener to
   // it however many holds are in flight.
@@ -64,6 +66,8 @@ export async function startService(
   const server: HttpServer = await serve({
     ...parts.routes,
     'GET /stats': () => Promise.resolve({ status: 200, body: stats() }),
+    // Lock waits, locks lost and fenced-off writes over time, for the HTML report.
+    'GET /timeline': () => Promise.resolve({ status: 200, body: { ...timeline() } }),
   });
   const registration: Registration = await ctx.platform.registry.register({
     service: role,
