@@ -80,6 +80,9 @@ export interface CallOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
+/** A Redis value counts as newer than the copy being reloaded when fresh this much longer. */
+const LEASE_FRESHER_MARGIN_MS = 10;
+
 /** A quarantined value is kept this long under `<key>:quarantine` for inspection. */
 const QUARANTINE_TTL_MS = 86_400_000;
 
@@ -97,7 +100,16 @@ interface Flight {
   readonly promise: Promise<unknown>;
   /** Set by a local `set`/`delete` while loading: the result must not be stored. */
   voided: boolean;
+  /**
+   * A background refresh: its promise resolves to the loaded value, or to {@link NO_VALUE} when
+   * it did not load (another process held the lease, or the loader failed), in which case a
+   * caller that joined it loads in the foreground.
+   */
+  readonly background: boolean;
 }
+
+/** What a background refresh's flight resolves to when it produced no value. */
+const NO_VALUE: unique symbol = Symbol('no value');
 
 /** A read of L2 turned into an entry on the local timeline, or why there is none. */
 type L2Read =
@@ -275,13 +287,13 @@ class CacheCore {
     const [raw, took, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
     const leaseTtlMs = typeof pttl === 'number' && pttl > 0 ? pttl : 0;
     if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
-    const entry = await this.#parse(full, key, raw);
+    const entry = await this.parse(full, key, raw);
     if (entry === undefined) return { kind: 'miss', took: false, leaseTtlMs };
     return { kind: 'entry', entry, took: took === 1 };
   }
 
   /** The envelope as a local entry, or `undefined` after quarantining it. */
-  async #parse(full: string, key: string, raw: string): Promise<Entry | undefined> {
+  async parse(full: string, key: string, raw: string): Promise<Entry | undefined> {
     const envelope = decodeEnvelope(raw);
     let reason: string | undefined;
     let cause: unknown;
@@ -490,19 +502,27 @@ export class Cache {
       const state = freshness(entry, now);
       if (state === 'fresh') {
         if (xfetchRefresh(entry, now, core.o.beta, core.o.random)) {
-          this.#refresh(full, key, loader, call);
+          this.#refresh(full, key, loader, call, entry.freshUntil);
         }
         return Promise.resolve(entry.value as V | undefined);
       }
       if (state === 'stale') {
-        this.#refresh(full, key, loader, call);
+        this.#refresh(full, key, loader, call, entry.freshUntil);
         return Promise.resolve(entry.value as V | undefined);
       }
       if (state === 'expired') core.l1?.delete(full);
     }
     let flight = core.flights.get(full);
+    if (flight?.background === true) {
+      // A refresh of the value that just went out of date is running: share its result, and
+      // load in the foreground only if it produced none.
+      const joined = flight.promise.then((value) =>
+        value === NO_VALUE ? this.getOrLoad(key, loader, options) : (value as V | undefined),
+      );
+      return raceAbort(joined, call?.signal);
+    }
     if (flight === undefined) {
-      const started: Flight = { promise: Promise.resolve(), voided: false };
+      const started: Flight = { promise: Promise.resolve(), voided: false, background: false };
       const promise = this.#load(full, key, loader, call, started);
       (started as { promise: Promise<unknown> }).promise = promise;
       flight = started;
@@ -548,13 +568,18 @@ export class Cache {
           if (state === 'fresh' || state === 'stale') {
             if (!flight.voided) core.storeL1(full, read.entry);
             if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
-              this.#refresh(full, key, loader, call);
+              this.#refresh(full, key, loader, call, read.entry.freshUntil);
             }
             return read.entry.value as V | undefined;
           }
           if (state === 'grace') last = read.entry;
           // A value past its stale window is still there: the lease was not tried.
-          took = await this.#takeLease(full, token);
+          const lease = await this.#takeLease(full, token, read.entry.freshUntil);
+          if (lease.fresher !== undefined) {
+            if (!flight.voided) core.storeL1(full, lease.fresher);
+            return lease.fresher.value as V | undefined;
+          }
+          took = lease.took;
         }
         if (took) return this.#run(full, key, loader, call, flight, token, last);
         if (core.closed) throw new CacheClosedError();
@@ -568,22 +593,39 @@ export class Cache {
     return this.#run(full, key, loader, call, flight, undefined, last);
   }
 
-  async #takeLease(full: string, token: string): Promise<boolean> {
+  /**
+   * Takes the lease to reload a copy fresh until `freshUntil` (local time) — unless Redis
+   * already holds a value fresh for longer (another process reloaded it meanwhile), which is
+   * returned instead: without that check, a process whose copy went out of date just after
+   * another's fill (its message still on the way) would take the released lease and load again.
+   */
+  async #takeLease(
+    full: string,
+    token: string,
+    freshUntil: number,
+  ): Promise<{ readonly took: boolean; readonly fresher?: Entry }> {
     const core = this.#core;
     const key = core.valueKey(full);
+    // On the shared (wall-clock) timeline, with a margin for the envelope's rounding and the
+    // jitter between two reads of the offset.
+    const after = Math.round(freshUntil + core.wallOffset()) + LEASE_FRESHER_MARGIN_MS;
+    let reply: unknown;
     try {
-      return (
-        (await core.tier?.run(
-          'lease',
-          scripts.TAKE_LEASE,
-          [`${key}:lease`],
-          [token, core.o.leaseTtlMs],
-        )) === 1
+      reply = await core.tier?.run(
+        'lease',
+        scripts.TAKE_LEASE,
+        [key, `${key}:lease`],
+        [token, core.o.leaseTtlMs, Number.isFinite(after) ? after : 0],
       );
     } catch (error) {
-      if (isCacheRedisError(error)) return false;
+      if (isCacheRedisError(error)) return { took: false };
       throw error;
     }
+    const [took, raw] = Array.isArray(reply) ? (reply as unknown[]) : [];
+    if (took === 1) return { took: true };
+    if (typeof raw !== 'string') return { took: false };
+    const fresher = await core.parse(full, key, raw);
+    return fresher === undefined ? { took: false } : { took: false, fresher };
   }
 
   /**
@@ -707,32 +749,38 @@ export class Cache {
     key: string,
     loader: Loader<V>,
     call: LifetimeOptions | undefined,
+    freshUntil: number,
   ): void {
     const core = this.#core;
     if (core.refreshing.has(full) || core.flights.has(full) || core.closed) return;
     core.refreshing.add(full);
-    const flight: Flight = { promise: Promise.resolve(), voided: false };
-    const run = async (): Promise<void> => {
+    const flight: Flight = { promise: Promise.resolve(), voided: false, background: true };
+    const run = async (): Promise<unknown> => {
       let token: string | undefined;
       if (core.tier !== undefined && !core.tier.degraded) {
         token = core.token();
+        const lease = await this.#takeLease(full, token, freshUntil);
+        // Redis already holds a newer value (another process refreshed it; its fill message
+        // has not reached us yet): take that one instead of loading again.
+        if (lease.fresher !== undefined) {
+          if (!flight.voided) core.storeL1(full, lease.fresher);
+          return lease.fresher.value;
+        }
         // Another process (or this one) is refreshing: its fill will reach us.
-        if (!(await this.#takeLease(full, token))) return;
+        if (!lease.took) return NO_VALUE;
       }
       // Grace is the foreground's business: a failed refresh leaves the stale value in place.
-      await this.#run(full, key, loader, call, flight, token, undefined);
+      return this.#run(full, key, loader, call, flight, token, undefined);
     };
     core.flights.set(full, flight);
-    const promise = run().then(
-      () => undefined,
-      (error: unknown) => {
-        core.emit(core.refreshError, channels.refreshError, () => ({
-          key: full,
-          error,
-          time: wallTime(),
-        }));
-      },
-    );
+    const promise = run().catch((error: unknown) => {
+      core.emit(core.refreshError, channels.refreshError, () => ({
+        key: full,
+        error,
+        time: wallTime(),
+      }));
+      return NO_VALUE;
+    });
     (flight as { promise: Promise<unknown> }).promise = promise;
     void promise.finally(() => {
       core.refreshing.delete(full);

@@ -82,6 +82,27 @@ describe('Cache (L1 only)', () => {
     expect(calls).toBe(2);
   });
 
+  it('a caller arriving past staleMs while a background refresh runs gets its value, not undefined', async () => {
+    const clock = new ManualClock();
+    await using cache = new Cache({ clock, ttlMs: 100, staleMs: 50, jitter: 0, beta: 0 });
+    let release: (() => void) | undefined;
+    let calls = 0;
+    const loader = async () => {
+      calls++;
+      if (calls > 1) await new Promise<void>((resolve) => (release = resolve));
+      return calls;
+    };
+    await cache.getOrLoad('k', loader);
+    clock.advance(120);
+    await expect(cache.getOrLoad('k', loader)).resolves.toBe(1); // stale: refresh starts
+    clock.advance(40); // past staleMs, the refresh still running
+    const late = cache.getOrLoad('k', loader);
+    await tick();
+    release?.();
+    await expect(late).resolves.toBe(2);
+    expect(calls).toBe(2);
+  });
+
   it('past staleMs everyone waits for the one load', async () => {
     const clock = new ManualClock();
     await using cache = new Cache({ clock, ttlMs: 100, staleMs: 50, jitter: 0, beta: 0 });
