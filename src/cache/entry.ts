@@ -35,6 +35,11 @@ export interface Entry<V = unknown> {
   readonly graceUntil: number;
   /** How long the load that produced it took (XFetch's δ), in ms. */
   readonly deltaMs: number;
+  /**
+   * A promise of `value`, made on the first L1 hit through `getOrLoad` and returned to every
+   * later hit: a settled promise can be awaited any number of times, so a hit allocates none.
+   */
+  hit?: Promise<unknown> | undefined;
 }
 
 /** How an entry stands at a given time. */
@@ -76,8 +81,12 @@ export function makeEntry<V>(
     staleUntil,
     graceUntil: staleUntil + lifetimes.graceMs,
     deltaMs,
+    hit: undefined,
   };
 }
+
+/** Above the largest exponential draw `−ln(1 − random())` a double in [0, 1) can give. */
+const XFETCH_MAX_DRAW = 37;
 
 /**
  * XFetch (Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
@@ -93,6 +102,9 @@ export function xfetchRefresh(
   random: () => number,
 ): boolean {
   if (beta <= 0 || entry.deltaMs <= 0) return false;
+  // −ln(1 − r) ≤ −ln(2⁻⁵³) < 37 for any double r in [0, 1): further from expiry than that
+  // many δ·β, no draw can trigger a refresh, so none is made (the common case of a hot hit).
+  if (entry.freshUntil - now >= XFETCH_MAX_DRAW * entry.deltaMs * beta) return false;
   // 1 - random() is in (0, 1], so the logarithm is finite.
   return now - entry.deltaMs * beta * Math.log(1 - random()) >= entry.freshUntil;
 }
@@ -106,6 +118,7 @@ export function shiftEntry<V>(entry: Entry<V>, offset: number): Entry<V> {
     staleUntil: entry.staleUntil + offset,
     graceUntil: entry.graceUntil + offset,
     deltaMs: entry.deltaMs,
+    hit: undefined,
   };
 }
 

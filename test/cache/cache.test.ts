@@ -103,6 +103,29 @@ describe('Cache (L1 only)', () => {
     expect(calls).toBe(2);
   });
 
+  it('on the system clock (read once per ms on hits), an expired value is not served', async () => {
+    await using cache = new Cache({ ttlMs: 20, jitter: 0, beta: 0 });
+    await cache.getOrLoad('k', () => 1);
+    // Hits in a synchronous loop reuse one clock reading for at most a few of them.
+    for (let i = 0; i < 100; i++) cache.peek('k');
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(cache.peek('k')).toBeUndefined();
+    await expect(cache.getOrLoad('k', () => 2)).resolves.toBe(2);
+    expect(cache.peek('k')).toBe(2);
+  });
+
+  it('after a hit, a bad key is still a typed error (the last-key memo checks nothing less)', async () => {
+    await using cache = new Cache();
+    await cache.getOrLoad('k', () => 1);
+    for (const bad of [undefined, '', 7, {}]) {
+      await expect(cache.getOrLoad(bad as string, () => 1)).rejects.toMatchObject({
+        name: 'InvalidOptionError',
+        option: 'key',
+      });
+      expect(invalidOption(() => cache.peek(bad as string)).option).toBe('key');
+    }
+  });
+
   it('past staleMs everyone waits for the one load', async () => {
     const clock = new ManualClock();
     await using cache = new Cache({ clock, ttlMs: 100, staleMs: 50, jitter: 0, beta: 0 });
