@@ -295,6 +295,7 @@ class CacheCore {
         graceUntil: entry.graceUntil,
         deltaMs: entry.deltaMs,
         hit: undefined,
+        refreshAt: Number.NaN,
       };
     }
     this.l1.set(full, entry);
@@ -391,6 +392,7 @@ class CacheCore {
       staleUntil: envelope.staleUntil,
       graceUntil: envelope.graceUntil,
       deltaMs: envelope.deltaMs,
+      refreshAt: Number.NaN,
     };
     return shiftEntry(entry, -this.wallOffset());
   }

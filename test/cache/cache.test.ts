@@ -178,6 +178,30 @@ describe('Cache (L1 only)', () => {
     expect(calls).toBe(2);
   });
 
+  it('XFetch draws once per entry, not per hit: a much-read key is not refreshed far ahead of expiry', async () => {
+    const clock = new ManualClock();
+    // A seeded source: per-hit draws would, over 2000 hits 300 ms (6 δ) before expiry, almost
+    // surely draw one above 6 (each does with probability e^-6); one draw per entry rarely does.
+    let state = 42;
+    const random = (): number => {
+      state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+      return state / 2 ** 31;
+    };
+    await using cache = new Cache({ clock, ttlMs: 1000, jitter: 0, beta: 1, random });
+    let calls = 0;
+    const loader = async () => {
+      calls++;
+      clock.advance(50); // δ = 50
+      await tick();
+      return calls;
+    };
+    await cache.getOrLoad('k', loader);
+    clock.advance(700); // 300 ms (6 δ) before expiry (fresh until 50 + 1000)
+    for (let i = 0; i < 2000; i++) await cache.getOrLoad('k', loader);
+    await tick();
+    expect(calls).toBe(1);
+  });
+
   it('a delete during a load keeps the load from storing its (older) value', async () => {
     await using cache = new Cache();
     let release: (() => void) | undefined;
