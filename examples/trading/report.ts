@@ -2,6 +2,7 @@
  * The audit at the end of a run: it reads the store back and checks every invariant the
  * system exists for, then prints the report (and writes it as JSON).
  */
+import { catalogInvariants, catalogLines, type CatalogResult } from './catalog.js';
 import type { DemoOptions } from './config.js';
 import type { BuyerResult, DrillLog, Plan } from './scenario.js';
 import type { BreakerTransition, RingChange } from './services/orders.js';
@@ -69,6 +70,8 @@ export interface Report {
     readonly services: readonly number[];
     readonly redisPorts: readonly number[];
   };
+  /** Product-page reads through keel/cache (see catalog.ts). */
+  readonly catalog?: CatalogResult | undefined;
 }
 
 /** Inputs gathered by main.ts. */
@@ -86,6 +89,8 @@ export interface AuditInput {
   readonly fencedOff: number;
   readonly stalls: number;
   readonly processes: Report['processes'];
+  /** Product-page reads through keel/cache during the sale. */
+  readonly catalog?: CatalogResult | undefined;
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -223,6 +228,7 @@ export function audit(input: AuditInput): Report {
   const ledger = Object.values(snapshot.ledger);
   const initial = snapshot.stock.reduce((a, s) => a + s.initial, 0);
   const sold = snapshot.stock.reduce((a, s) => a + s.sold, 0);
+  if (input.catalog !== undefined) invariants.push(...catalogInvariants(input.catalog));
   return {
     ok: invariants.every((i) => i.ok),
     oversold,
@@ -268,6 +274,7 @@ export function audit(input: AuditInput): Report {
     fencing: { staleWritesRefused: input.fencedOff, stalls: input.stalls },
     drill: input.drill.lines,
     processes: input.processes,
+    catalog: input.catalog,
   };
 }
 
@@ -323,6 +330,7 @@ export function formatReport(r: Report): string {
   lines.push(
     `Fencing: ${r.fencing.stalls} stalled owner(s); ${r.fencing.staleWritesRefused} stale stock write(s) refused by fencing tokens`,
   );
+  if (r.catalog !== undefined) lines.push(...catalogLines(r.catalog));
   lines.push('', 'Invariants:');
   for (const i of r.invariants)
     lines.push(`  ${i.ok ? 'PASS' : 'FAIL'}  ${pad(i.name, 48)} ${i.detail}`);

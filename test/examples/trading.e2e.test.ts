@@ -102,6 +102,8 @@ function expectSound(run: Run, mode: 'redis' | 'memory'): void {
     'one charge per confirmed order, none without one',
     'retries never create a second order',
     'every answer matches the stored order',
+    'cache: loader calls for the hot SKU per expiry ≤ 1',
+    'cache: absent SKUs never reach the database',
   ]);
   for (const s of r.skus) {
     expect(s.sold + s.remaining).toBe(s.initial);
