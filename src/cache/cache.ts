@@ -295,7 +295,7 @@ class CacheCore {
         graceUntil: entry.graceUntil,
         deltaMs: entry.deltaMs,
         hit: undefined,
-        refreshAt: Number.NaN,
+        refreshAt: undefined,
       };
     }
     this.l1.set(full, entry);
@@ -392,7 +392,7 @@ class CacheCore {
       staleUntil: envelope.staleUntil,
       graceUntil: envelope.graceUntil,
       deltaMs: envelope.deltaMs,
-      refreshAt: Number.NaN,
+      refreshAt: undefined,
     };
     return shiftEntry(entry, -this.wallOffset());
   }

@@ -41,10 +41,11 @@ export interface Entry<V = unknown> {
    */
   hit?: Promise<unknown> | undefined;
   /**
-   * XFetch's refresh time for this copy, drawn on the first hit near expiry (`NaN` until then):
-   * one draw per entry per process, not per hit — see {@link xfetchRefresh}.
+   * XFetch's refresh time for this copy, drawn on the first hit near expiry (`undefined` until
+   * then, which costs no number box per entry): one draw per entry per process, not per hit —
+   * see {@link xfetchRefresh}.
    */
-  refreshAt: number;
+  refreshAt: number | undefined;
 }
 
 /** How an entry stands at a given time. */
@@ -87,7 +88,7 @@ export function makeEntry<V>(
     graceUntil: staleUntil + lifetimes.graceMs,
     deltaMs,
     hit: undefined,
-    refreshAt: Number.NaN,
+    refreshAt: undefined,
   };
 }
 
@@ -119,7 +120,7 @@ export function xfetchRefresh(
   // many δ·β, no draw can trigger a refresh, so none is made yet (the common case of a hit).
   if (entry.freshUntil - now >= XFETCH_MAX_DRAW * entry.deltaMs * beta) return false;
   let at = entry.refreshAt;
-  if (Number.isNaN(at)) {
+  if (at === undefined) {
     // 1 - random() is in (0, 1], so the logarithm is finite.
     at = entry.refreshAt = entry.freshUntil + entry.deltaMs * beta * Math.log(1 - random());
   }
@@ -136,7 +137,7 @@ export function shiftEntry<V>(entry: Entry<V>, offset: number): Entry<V> {
     graceUntil: entry.graceUntil + offset,
     deltaMs: entry.deltaMs,
     hit: undefined,
-    refreshAt: Number.NaN,
+    refreshAt: undefined,
   };
 }
 
