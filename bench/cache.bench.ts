@@ -1,16 +1,29 @@
 /**
- * cache: L1 hit cost — Keel's `Cache.getOrLoad` (async) and `peek` (sync) on a warm key against
- * `cache-manager` (7.x, in-memory Keyv) `get`, `bentocache` (1.x, memory driver) `getOrSet`, and
- * bare `lru-cache` `get` as the floor (issue 18's table). Only the in-process hit path: the
- * stampede and L2 figures of the issue need Redis and several processes, and are shown by
- * test/cache/multiprocess.test.ts (loader calls) rather than timed here.
+ * cache: issue 18's table. Timed tasks: the L1 hit — Keel's `Cache.getOrLoad` (async) and `peek`
+ * (sync) on a warm key against `cache-manager` (7.x, in-memory Keyv) `get`, `bentocache` (1.x,
+ * memory driver) `getOrSet`, and bare `lru-cache` `get` as the floor. Reports, same run, one
+ * local redis-server started here: the cold stampede and the hot key across 4 processes
+ * (bench/cache-worker.ts; bentocache with its Redis L2, cache-manager over Keyv + @keyv/redis),
+ * the L2 hit against raw ioredis GET + JSON.parse, bytes per small L1 entry, the Bloom filter
+ * against `bloom-filters`, and loader calls for absent keys.
  */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { BentoCache, bentostore } from 'bentocache';
+// CommonJS: Node's ESM loader sees no named exports in it.
+import bloomFilters from 'bloom-filters';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { createCache } from 'cache-manager';
 import { LRUCache } from 'lru-cache';
-import { Cache } from '../src/cache/index.js';
-import { defineSuite } from './suite.js';
+import { BloomFilter, Cache } from '../src/cache/index.js';
+import { RedisHarness } from '../test/support/redis.js';
+import type {
+  CacheBenchWorkerConfig,
+  CacheLib,
+  FromCacheBenchWorker,
+  ToCacheBenchWorker,
+} from './cache-worker.js';
+import { defineSuite, type BenchReport, type SuiteContext } from './suite.js';
 
 const KEY = 'sku-1';
 const VALUE = { sku: 'sku-1', cents: 1999 };
@@ -35,13 +48,28 @@ export const suite = defineSuite({
   name: 'cache',
   description: 'L1 hit: keel getOrLoad / peek vs cache-manager get, bentocache getOrSet, lru-cache',
   setup: async () => {
+    harness = await RedisHarness.start({ count: 1 });
     await keel.getOrLoad(KEY, load);
     await manager.set(KEY, VALUE);
     await bento.getOrSet({ key: KEY, factory: load, ttl: '1h' });
   },
   teardown: async () => {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
     await keel.close();
     await bento.disconnect();
+    await harness?.stop();
+    harness = undefined;
+  },
+  reports: async (_measured, context) => {
+    const r = harness;
+    if (r === undefined) return [];
+    return [
+      ...(await processRows(r, context)),
+      await l2HitRow(r, context),
+      bytesRow(context),
+      bloomRow(context),
+      await absentRow(r),
+    ];
   },
   tasks: [
     { name: LRU, kind: 'baseline', fn: () => lru.get(KEY) },
@@ -51,3 +79,323 @@ export const suite = defineSuite({
     { name: BENTO, kind: 'peer', fn: () => bento.getOrSet({ key: KEY, factory: load, ttl: '1h' }) },
   ],
 });
+
+let harness: RedisHarness | undefined;
+const children: ChildProcess[] = [];
+const PeerBloom = bloomFilters.BloomFilter;
+const LIBS: readonly CacheLib[] = ['keel', 'bentocache', 'cache-manager'];
+const workerScript = fileURLToPath(new URL('./cache-worker.ts', import.meta.url));
+
+function percentile(values: readonly number[], q: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
+}
+const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '–');
+const verdict = (ok: boolean, context: SuiteContext): string =>
+  context.quick ? '' : ok ? 'met' : 'MISSED';
+
+interface BenchWorker {
+  readonly child: ChildProcess;
+  readonly ready: Promise<void>;
+  run(message: ToCacheBenchWorker): Promise<Extract<FromCacheBenchWorker, { t: 'done' }>>;
+}
+
+function startWorker(config: CacheBenchWorkerConfig): BenchWorker {
+  const child = fork(workerScript, [JSON.stringify(config)], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  children.push(child);
+  let ready = (): void => undefined;
+  let done: ((m: Extract<FromCacheBenchWorker, { t: 'done' }>) => void) | undefined;
+  child.on('message', (m: FromCacheBenchWorker) => {
+    if (m.t === 'ready') ready();
+    else done?.(m);
+  });
+  return {
+    child,
+    ready: new Promise((resolve) => (ready = resolve)),
+    run: (message) =>
+      new Promise((resolve) => {
+        done = resolve;
+        child.send(message);
+      }),
+  };
+}
+
+/** Cold stampede (4 processes × 250 callers, 50 ms loader) and hot key (1 s ttl, 3.5 s). */
+async function processRows(r: RedisHarness, context: SuiteContext): Promise<BenchReport[]> {
+  const port = r.port(0);
+  const counter = r.client(0);
+  const rounds = context.quick ? 3 : 20;
+  const stampede: Record<string, string | number>[] = [];
+  const hot: Record<string, string | number>[] = [];
+  try {
+    for (const lib of LIBS) {
+      const workers = Array.from({ length: 4 }, () =>
+        startWorker({ lib, port, loaderMs: 50, callers: 250 }),
+      );
+      await Promise.all(workers.map((w) => w.ready));
+      const calls: number[] = [];
+      const waits: number[] = [];
+      let errors = 0;
+      for (let round = 0; round < rounds; round++) {
+        const key = `cold-${round}`;
+        const done = await Promise.all(
+          workers.map((w) => w.run({ t: 'stampede', key, ttlMs: 60_000 })),
+        );
+        calls.push(Number(await counter.get(`loads:${lib}:${key}`)));
+        for (const d of done) {
+          waits.push(...d.latencies);
+          errors += d.errors;
+        }
+      }
+      const exact = calls.filter((c) => c === 1).length;
+      stampede.push({
+        library: lib,
+        'loader calls per round': `${Math.min(...calls)}–${Math.max(...calls)}`,
+        'rounds with exactly 1': `${exact} of ${rounds}`,
+        'waiters p50 (ms)': ms(percentile(waits, 0.5)),
+        'waiters p99 (ms)': ms(percentile(waits, 0.99)),
+        'waiters max (ms)': ms(Math.max(...waits)),
+        errors,
+        target:
+          lib === 'keel' ? verdict(exact === rounds && percentile(waits, 0.99) <= 60, context) : '',
+      });
+      // Hot key: 4 processes × 20 readers for 3.5 s, ttl 1 s.
+      const hotMs = 3_500;
+      const done = await Promise.all(
+        workers.map((w) => w.run({ t: 'hot', key: 'hot', ttlMs: 1_000, ms: hotMs })),
+      );
+      const loads = Number(await counter.get(`loads:${lib}:hot`));
+      const latencies = done.flatMap((d) => d.latencies);
+      // The first load is the cold one; the expiries after it are 3.5 s / 1 s.
+      const perExpiry = (loads - 1) / (hotMs / 1_000);
+      hot.push({
+        library: lib,
+        reads: latencies.length,
+        'loader calls': loads,
+        'per expiry': perExpiry.toFixed(2),
+        'read p99 (ms)': ms(percentile(latencies, 0.99)),
+        'reads ≥ 40 ms (blocked on a load)': latencies.filter((l) => l >= 40).length,
+        target: lib === 'keel' ? verdict(perExpiry <= 1.05, context) : '',
+      });
+      for (const w of workers) w.child.send({ t: 'stop' });
+      await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              if (w.child.exitCode !== null) resolve();
+              else
+                w.child.once('exit', () => {
+                  resolve();
+                });
+            }),
+        ),
+      );
+    }
+  } finally {
+    counter.disconnect();
+  }
+  return [
+    {
+      title: `cold stampede: 4 processes × 250 concurrent reads of one cold key, 50 ms loader, ${rounds} rounds (target: exactly 1 loader call every round, waiters ≤ loader + 10 ms)`,
+      rows: stampede,
+    },
+    {
+      title:
+        'hot key: 4 processes × 20 readers, ttl 1 s, 3.5 s (target ≤ 1.05 loader calls per expiry; Keel staleMs 1 s)',
+      rows: hot,
+    },
+  ];
+}
+
+/** L2 hit (L1 off) p50/p99 against raw ioredis GET + JSON.parse, interleaved in blocks. */
+async function l2HitRow(r: RedisHarness, context: SuiteContext): Promise<BenchReport> {
+  const client = r.client(0);
+  const cache = new Cache({ redis: client, l1: false, ttlMs: 3_600_000, beta: 0 });
+  try {
+    await cache.set('l2', VALUE);
+    await client.set('raw', JSON.stringify(VALUE));
+    const keel: number[] = [];
+    const raw: number[] = [];
+    const blocks = context.quick ? 5 : 50;
+    for (let b = 0; b < blocks; b++) {
+      for (let i = 0; i < 100; i++) {
+        const t = performance.now();
+        await cache.getOrLoad('l2', load);
+        keel.push(performance.now() - t);
+      }
+      for (let i = 0; i < 100; i++) {
+        const t = performance.now();
+        JSON.parse((await client.get('raw')) ?? 'null');
+        raw.push(performance.now() - t);
+      }
+    }
+    const us = (x: number): string => (x * 1000).toFixed(0);
+    const p50 = percentile(keel, 0.5) / percentile(raw, 0.5);
+    const p99 = percentile(keel, 0.99) / percentile(raw, 0.99);
+    return {
+      title: `L2 hit (L1 off), ${blocks * 100} sequential reads each, interleaved (target ≤ ×1.15 p50, ≤ ×1.3 p99 of raw)`,
+      rows: [
+        {
+          read: 'keel getOrLoad (one EVALSHA)',
+          'p50 (µs)': us(percentile(keel, 0.5)),
+          'p99 (µs)': us(percentile(keel, 0.99)),
+          'p50 ÷ raw': `×${p50.toFixed(2)}`,
+          'p99 ÷ raw': `×${p99.toFixed(2)}`,
+          target: verdict(p50 <= 1.15 && p99 <= 1.3, context),
+        },
+        {
+          read: 'raw ioredis GET + JSON.parse',
+          'p50 (µs)': us(percentile(raw, 0.5)),
+          'p99 (µs)': us(percentile(raw, 0.99)),
+          'p50 ÷ raw': '×1',
+          'p99 ÷ raw': '×1',
+          target: '',
+        },
+      ],
+    };
+  } finally {
+    await cache.close();
+    client.disconnect();
+  }
+}
+
+/** Heap bytes per small entry (key `sku-<i>`, value `{ sku, cents }`), after a full GC. */
+function bytesRow(context: SuiteContext): BenchReport {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const n = context.quick ? 10_000 : 100_000;
+  const measure = (fill: () => unknown): number => {
+    gc?.();
+    const before = process.memoryUsage().heapUsed;
+    const kept = fill();
+    gc?.();
+    const after = process.memoryUsage().heapUsed;
+    if (kept === undefined) throw new Error('nothing kept');
+    return (after - before) / n;
+  };
+  const value = (i: number) => ({ sku: `sku-${i}`, cents: i });
+  const lruBytes = measure(() => {
+    const c = new LRUCache<string, object>({ max: n + 1, ttl: 3_600_000 });
+    for (let i = 0; i < n; i++) c.set(`sku-${i}`, value(i));
+    return c;
+  });
+  const keelBytes = measure(() => {
+    const c = new Cache({ ttlMs: 3_600_000, l1: { max: n + 1 } });
+    for (let i = 0; i < n; i++) void c.set(`sku-${i}`, value(i));
+    return c;
+  });
+  const managerBytes = measure(() => {
+    const c = createCache({ ttl: 3_600_000 });
+    for (let i = 0; i < n; i++) void c.set(`sku-${i}`, value(i));
+    return c;
+  });
+  return {
+    title: `bytes per small L1 entry (${n} entries of { sku, cents }, heap after GC; target ≤ ×1.25 lru-cache)`,
+    rows: [
+      { library: 'lru-cache (ttl)', bytes: Math.round(lruBytes), '÷ lru-cache': '×1', target: '' },
+      {
+        library: 'keel Cache (L1)',
+        bytes: Math.round(keelBytes),
+        '÷ lru-cache': `×${(keelBytes / lruBytes).toFixed(2)}`,
+        target: verdict(keelBytes <= 1.25 * lruBytes, context),
+      },
+      {
+        library: 'cache-manager (memory)',
+        bytes: Math.round(managerBytes),
+        '÷ lru-cache': `×${(managerBytes / lruBytes).toFixed(2)}`,
+        target: '',
+      },
+    ],
+  };
+}
+
+/** Bloom filter at n items / 1 % FP: mightContain ops/s, bits per element, measured FP. */
+function bloomRow(context: SuiteContext): BenchReport {
+  const n = context.quick ? 100_000 : 1_000_000;
+  const probes = context.quick ? 20_000 : 200_000;
+  const keel = new BloomFilter({ expectedItems: n, falsePositiveRate: 0.01 });
+  const peer = PeerBloom.create(n, 0.01);
+  for (let i = 0; i < n; i++) {
+    keel.add(`in-${i}`);
+    peer.add(`in-${i}`);
+  }
+  const absent = Array.from({ length: probes }, (_, i) => `out-${i}`);
+  const run = (has: (k: string) => boolean): { opsPerSec: number; fp: number } => {
+    let fp = 0;
+    const t = performance.now();
+    for (const k of absent) if (has(k)) fp++;
+    return { opsPerSec: probes / ((performance.now() - t) / 1000), fp: fp / probes };
+  };
+  const k = run((key) => keel.mightContain(key));
+  const p = run((key) => peer.has(key));
+  const keelBits = keel.shape.bits / n;
+  const peerBits = peer.size / n;
+  return {
+    title: `Bloom filter, ${n} items, 1 % target FP, ${probes} absent probes (target ≥ ×50 ops/s, ≤ 9.6 bits/element, FP ≤ 1.05 %)`,
+    rows: [
+      {
+        library: 'keel BloomFilter',
+        'mightContain ops/s': Math.round(k.opsPerSec),
+        '÷ bloom-filters': `×${(k.opsPerSec / p.opsPerSec).toFixed(1)}`,
+        'bits/element': keelBits.toFixed(3),
+        'measured FP %': (k.fp * 100).toFixed(3),
+        target: verdict(
+          k.opsPerSec >= 50 * p.opsPerSec && keelBits <= 9.6 && k.fp <= 0.0105,
+          context,
+        ),
+      },
+      {
+        library: 'bloom-filters 3.x has',
+        'mightContain ops/s': Math.round(p.opsPerSec),
+        '÷ bloom-filters': '×1',
+        'bits/element': peerBits.toFixed(3),
+        'measured FP %': (p.fp * 100).toFixed(3),
+        target: '',
+      },
+    ],
+  };
+}
+
+/** Absent keys: 100 keys that exist nowhere, each read 10 times within the negative ttl. */
+async function absentRow(r: RedisHarness): Promise<BenchReport> {
+  const client = r.client(0);
+  const keys = Array.from({ length: 100 }, (_, i) => `absent-${i}`);
+  let calls = 0;
+  const none = (): undefined => {
+    calls++;
+    return undefined;
+  };
+  const rows: Record<string, string | number>[] = [];
+  const measure = async (library: string, read: (key: string) => Promise<unknown>) => {
+    calls = 0;
+    for (let round = 0; round < 10; round++) {
+      for (const key of keys) await read(key).catch(() => undefined);
+    }
+    rows.push({ library, reads: 1_000, 'loader calls': calls, 'per absent key': calls / 100 });
+  };
+  const keelCache = new Cache({ redis: client, negativeTtlMs: 60_000 });
+  const bentoCache = new BentoCache({
+    default: 'm',
+    stores: { m: bentostore().useL1Layer(memoryDriver({ maxItems: 10_000 })) },
+  });
+  const managerCache = createCache({ ttl: 60_000 });
+  try {
+    await measure('keel getOrLoad (negativeTtlMs 60 s)', (key) => keelCache.getOrLoad(key, none));
+    await measure('bentocache getOrSet', (key) =>
+      bentoCache.getOrSet({ key, factory: none, ttl: '1m' }),
+    );
+    await measure('cache-manager wrap', (key) => managerCache.wrap(key, none, 60_000));
+  } finally {
+    await keelCache.close();
+    await bentoCache.disconnect();
+    client.disconnect();
+  }
+  return {
+    title:
+      'absent keys: 100 keys × 10 reads within the negative ttl (target ≤ 1 loader call per key)',
+    rows,
+  };
+}

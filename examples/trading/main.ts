@@ -10,6 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { runCatalog } from './catalog.js';
 import { parseArgs, USAGE, type DemoOptions } from './config.js';
 import { memoryCluster, redisCluster, type Cluster } from './cluster.js';
 import { call, closeClientSockets, sleep } from './http.js';
@@ -189,6 +190,14 @@ async function run(o: DemoOptions): Promise<number> {
             drill,
             printLine,
           );
+    // Shoppers browse product pages (through keel/cache) while the sale runs.
+    const catalogDone = runCatalog({
+      skus: plan.skus,
+      seed: o.seed,
+      redisUrl: mode === 'redis' ? (servers?.urls[0] ?? o.redisUrls?.[0]) : undefined,
+      prefix: `trading:${randomBytes(4).toString('hex')}:cache:`,
+      stop: () => progress.loadDone,
+    });
     let quarter = 1;
     let ticking = true;
     const ticker = setInterval(
@@ -212,6 +221,7 @@ async function run(o: DemoOptions): Promise<number> {
     const results = await runBuyers(plan, o, gateway.port, progress);
     await drillDone;
     await eventsDrill;
+    const catalog = await catalogDone;
     // Orders whose buyers gave up, or whose instance died, are finished by the sweepers.
     const deadline = Date.now() + 30_000;
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
@@ -256,6 +266,7 @@ async function run(o: DemoOptions): Promise<number> {
       },
       stalls: inventoryStats.reduce((a, s) => a + Number(s.stalls), 0),
       events,
+      catalog,
     });
     say(formatReport(report));
     writeFileSync(

@@ -2,6 +2,7 @@
  * The audit at the end of a run: it reads the store back and checks every invariant the
  * system exists for, then prints the report (and writes it as JSON).
  */
+import { catalogInvariants, catalogLines, type CatalogResult } from './catalog.js';
 import type { DemoOptions } from './config.js';
 import type { EventsAudit } from './events.js';
 import { formatResilience, type ResilienceFigures } from './report-resilience.js';
@@ -75,6 +76,8 @@ export interface Report {
   };
   /** Redis mode: order events through the outbox to the ledger (`undefined` in embedded mode). */
   readonly events?: EventsAudit | undefined;
+  /** Product-page reads through keel/cache (see catalog.ts). */
+  readonly catalog?: CatalogResult | undefined;
 }
 
 /** Inputs gathered by main.ts. */
@@ -95,6 +98,8 @@ export interface AuditInput {
   readonly processes: Report['processes'];
   /** Redis mode: the order events' audit (see events.ts). */
   readonly events?: EventsAudit | undefined;
+  /** Product-page reads through keel/cache during the sale. */
+  readonly catalog?: CatalogResult | undefined;
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -233,6 +238,7 @@ export function audit(input: AuditInput): Report {
   const initial = snapshot.stock.reduce((a, s) => a + s.initial, 0);
   const sold = snapshot.stock.reduce((a, s) => a + s.sold, 0);
   if (input.events !== undefined) invariants.push(input.events.invariant);
+  if (input.catalog !== undefined) invariants.push(...catalogInvariants(input.catalog));
   return {
     events: input.events,
     ok: invariants.every((i) => i.ok),
@@ -280,6 +286,7 @@ export function audit(input: AuditInput): Report {
     fencing: { staleWritesRefused: input.fencedOff, stalls: input.stalls },
     drill: input.drill.lines,
     processes: input.processes,
+    catalog: input.catalog,
   };
 }
 
@@ -344,6 +351,7 @@ export function formatReport(r: Report): string {
       ? 'Events: not run (embedded mode; keel/queue needs Redis).'
       : `Events (order-confirmed, outbox → ledger via keel/queue): sent ${r.events.sent} = handled ${r.events.handled} + dead-lettered ${r.events.deadLettered}, lost ${r.events.lost}, duplicate effects ${r.events.duplicateEffects}`,
   );
+  if (r.catalog !== undefined) lines.push(...catalogLines(r.catalog));
   lines.push('', 'Invariants:');
   for (const i of r.invariants)
     lines.push(`  ${i.ok ? 'PASS' : 'FAIL'}  ${pad(i.name, 48)} ${i.detail}`);

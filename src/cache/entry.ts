@@ -35,6 +35,17 @@ export interface Entry<V = unknown> {
   readonly graceUntil: number;
   /** How long the load that produced it took (XFetch's δ), in ms. */
   readonly deltaMs: number;
+  /**
+   * A promise of `value`, made on the first L1 hit through `getOrLoad` and returned to every
+   * later hit: a settled promise can be awaited any number of times, so a hit allocates none.
+   */
+  hit?: Promise<unknown> | undefined;
+  /**
+   * XFetch's refresh time for this copy, drawn on the first hit near expiry (`undefined` until
+   * then, which costs no number box per entry): one draw per entry per process, not per hit —
+   * see {@link xfetchRefresh}.
+   */
+  refreshAt: number | undefined;
 }
 
 /** How an entry stands at a given time. */
@@ -76,8 +87,13 @@ export function makeEntry<V>(
     staleUntil,
     graceUntil: staleUntil + lifetimes.graceMs,
     deltaMs,
+    hit: undefined,
+    refreshAt: undefined,
   };
 }
+
+/** Above the largest exponential draw `−ln(1 − random())` a double in [0, 1) can give. */
+const XFETCH_MAX_DRAW = 37;
 
 /**
  * XFetch (Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
@@ -85,6 +101,13 @@ export function makeEntry<V>(
  * `now − δ·β·ln(rand()) ≥ expiry`. `−ln(rand())` is an exponential draw, so the earlier before
  * expiry, the less likely a refresh; δ (the last load's duration) scales the window to how long
  * a refresh takes, and β > 1 favours earlier refreshes, β < 1 later ones. β = 0 turns it off.
+ *
+ * One draw per entry (per process), made on the first hit within reach of expiry and kept in
+ * `entry.refreshAt`, rather than the paper's one per request: with a draw per request, a key
+ * read r times a second is refreshed about δ·β·ln(r·δ) early — for a hot key on a loaded machine
+ * most of its ttl, so several loads per expiry. Here the paper's per-request protection is not
+ * needed (the lease and stale-while-revalidate already stop a stampede); the refresh still
+ * lands about δ·β before expiry, and processes draw independently.
  */
 export function xfetchRefresh(
   entry: Entry,
@@ -93,8 +116,15 @@ export function xfetchRefresh(
   random: () => number,
 ): boolean {
   if (beta <= 0 || entry.deltaMs <= 0) return false;
-  // 1 - random() is in (0, 1], so the logarithm is finite.
-  return now - entry.deltaMs * beta * Math.log(1 - random()) >= entry.freshUntil;
+  // −ln(1 − r) ≤ −ln(2⁻⁵³) < 37 for any double r in [0, 1): further from expiry than that
+  // many δ·β, no draw can trigger a refresh, so none is made yet (the common case of a hit).
+  if (entry.freshUntil - now >= XFETCH_MAX_DRAW * entry.deltaMs * beta) return false;
+  let at = entry.refreshAt;
+  if (at === undefined) {
+    // 1 - random() is in (0, 1], so the logarithm is finite.
+    at = entry.refreshAt = entry.freshUntil + entry.deltaMs * beta * Math.log(1 - random());
+  }
+  return now >= at;
 }
 
 /** The same entry on another timeline (Redis wall-clock ↔ local monotonic), shifted by `offset`. */
@@ -106,6 +136,8 @@ export function shiftEntry<V>(entry: Entry<V>, offset: number): Entry<V> {
     staleUntil: entry.staleUntil + offset,
     graceUntil: entry.graceUntil + offset,
     deltaMs: entry.deltaMs,
+    hit: undefined,
+    refreshAt: undefined,
   };
 }
 

@@ -26,12 +26,20 @@ return {v, took, redis.call('PTTL', KEYS[2])}
 `);
 
 /**
- * KEYS: lease. ARGV: token, lease ttl ms. Takes the lease if free (a refresh of a stale
- * value). Returns 1 when taken, else 0.
+ * KEYS: value, lease. ARGV: token, lease ttl ms, a wall-clock time T. Takes the lease if free,
+ * to reload a copy that is fresh until about T (a stale value, an XFetch early refresh, a value
+ * past its stale window) — unless the value in Redis is fresh past T: another process reloaded
+ * it already, so that value is returned instead of the lease (its envelope header starts
+ * `k1|<freshUntil>|`). Returns { 1 } when taken, { 0, newer value } or { 0 }.
  */
 export const TAKE_LEASE = luaScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local fresh = tonumber(string.match(v, '^k1|(%d+)|'))
+  if fresh and fresh > tonumber(ARGV[3]) then return {0, v} end
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+return {0}
 `);
 
 /**

@@ -82,6 +82,50 @@ describe('Cache (L1 only)', () => {
     expect(calls).toBe(2);
   });
 
+  it('a caller arriving past staleMs while a background refresh runs gets its value, not undefined', async () => {
+    const clock = new ManualClock();
+    await using cache = new Cache({ clock, ttlMs: 100, staleMs: 50, jitter: 0, beta: 0 });
+    let release: (() => void) | undefined;
+    let calls = 0;
+    const loader = async () => {
+      calls++;
+      if (calls > 1) await new Promise<void>((resolve) => (release = resolve));
+      return calls;
+    };
+    await cache.getOrLoad('k', loader);
+    clock.advance(120);
+    await expect(cache.getOrLoad('k', loader)).resolves.toBe(1); // stale: refresh starts
+    clock.advance(40); // past staleMs, the refresh still running
+    const late = cache.getOrLoad('k', loader);
+    await tick();
+    release?.();
+    await expect(late).resolves.toBe(2);
+    expect(calls).toBe(2);
+  });
+
+  it('on the system clock (read once per ms on hits), an expired value is not served', async () => {
+    await using cache = new Cache({ ttlMs: 20, jitter: 0, beta: 0 });
+    await cache.getOrLoad('k', () => 1);
+    // Hits in a synchronous loop reuse one clock reading for at most a few of them.
+    for (let i = 0; i < 100; i++) cache.peek('k');
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(cache.peek('k')).toBeUndefined();
+    await expect(cache.getOrLoad('k', () => 2)).resolves.toBe(2);
+    expect(cache.peek('k')).toBe(2);
+  });
+
+  it('after a hit, a bad key is still a typed error (the last-key memo checks nothing less)', async () => {
+    await using cache = new Cache();
+    await cache.getOrLoad('k', () => 1);
+    for (const bad of [undefined, '', 7, {}]) {
+      await expect(cache.getOrLoad(bad as string, () => 1)).rejects.toMatchObject({
+        name: 'InvalidOptionError',
+        option: 'key',
+      });
+      expect(invalidOption(() => cache.peek(bad as string)).option).toBe('key');
+    }
+  });
+
   it('past staleMs everyone waits for the one load', async () => {
     const clock = new ManualClock();
     await using cache = new Cache({ clock, ttlMs: 100, staleMs: 50, jitter: 0, beta: 0 });
@@ -132,6 +176,30 @@ describe('Cache (L1 only)', () => {
     await expect(cache.getOrLoad('k', loader)).resolves.toBe(1);
     await tick();
     expect(calls).toBe(2);
+  });
+
+  it('XFetch draws once per entry, not per hit: a much-read key is not refreshed far ahead of expiry', async () => {
+    const clock = new ManualClock();
+    // A seeded source: per-hit draws would, over 2000 hits 300 ms (6 δ) before expiry, almost
+    // surely draw one above 6 (each does with probability e^-6); one draw per entry rarely does.
+    let state = 42;
+    const random = (): number => {
+      state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+      return state / 2 ** 31;
+    };
+    await using cache = new Cache({ clock, ttlMs: 1000, jitter: 0, beta: 1, random });
+    let calls = 0;
+    const loader = async () => {
+      calls++;
+      clock.advance(50); // δ = 50
+      await tick();
+      return calls;
+    };
+    await cache.getOrLoad('k', loader);
+    clock.advance(700); // 300 ms (6 δ) before expiry (fresh until 50 + 1000)
+    for (let i = 0; i < 2000; i++) await cache.getOrLoad('k', loader);
+    await tick();
+    expect(calls).toBe(1);
   });
 
   it('a delete during a load keeps the load from storing its (older) value', async () => {

@@ -245,6 +245,8 @@ function expectSound(run: Run, mode: 'redis' | 'memory'): void {
     'retries never create a second order',
     'every answer matches the stored order',
     ...(mode === 'redis' ? ['events: every one handled or dead-lettered, once'] : []),
+    'cache: loader calls for the hot SKU per expiry ≤ 1',
+    'cache: absent SKUs never reach the database',
   ]);
   if (mode === 'redis') {
     // Order events (keel/queue): one per confirmed order plus the drill's poison message,

@@ -1,0 +1,117 @@
+/**
+ * One process of the cache benchmark's multi-process rows (forked by cache.bench.ts, run by
+ * tsx): a cache of the library named in its config (Keel, bentocache with its Redis L2, or
+ * cache-manager over Keyv + @keyv/redis) on the benchmark's Redis. On `stampede` it runs
+ * `callers` concurrent reads of one cold key; on `hot` it keeps `callers` readers of one key
+ * busy for `ms`. The loader counts itself in Redis (`INCR loads:<lib>:<key>`, shared by every
+ * process) and takes `loaderMs`. It reports each read's latency.
+ *
+ * @packageDocumentation
+ */
+import KeyvRedis, { Keyv } from '@keyv/redis';
+import { BentoCache, bentostore } from 'bentocache';
+import { memoryDriver } from 'bentocache/drivers/memory';
+import { redisDriver } from 'bentocache/drivers/redis';
+import { createCache } from 'cache-manager';
+import { Redis } from 'ioredis';
+import { Cache } from '../src/cache/index.js';
+
+export type CacheLib = 'keel' | 'bentocache' | 'cache-manager';
+
+export interface CacheBenchWorkerConfig {
+  readonly lib: CacheLib;
+  readonly port: number;
+  readonly loaderMs: number;
+  readonly callers: number;
+}
+
+export type ToCacheBenchWorker =
+  | { readonly t: 'stampede'; readonly key: string; readonly ttlMs: number }
+  | { readonly t: 'hot'; readonly key: string; readonly ttlMs: number; readonly ms: number }
+  | { readonly t: 'stop' };
+
+export type FromCacheBenchWorker =
+  | { readonly t: 'ready' }
+  | { readonly t: 'done'; readonly latencies: readonly number[]; readonly errors: number };
+
+const config = JSON.parse(process.argv[2] ?? '{}') as CacheBenchWorkerConfig;
+const send = (message: FromCacheBenchWorker): void => {
+  if (process.connected) process.send?.(message, () => undefined);
+};
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const counter = new Redis({ host: '127.0.0.1', port: config.port });
+const loader = async (key: string): Promise<{ key: string; at: number }> => {
+  await counter.incr(`loads:${config.lib}:${key}`);
+  await sleep(config.loaderMs);
+  return { key, at: Date.now() };
+};
+
+/** One read through the library under test, with its ttl. */
+let read: (key: string, ttlMs: number) => Promise<unknown>;
+let close: () => Promise<void>;
+if (config.lib === 'keel') {
+  const redis = new Redis({ host: '127.0.0.1', port: config.port });
+  // staleMs: a hot key is served stale while one caller refreshes it (nobody blocks).
+  const cache = new Cache({ redis, staleMs: 1_000 });
+  read = (key, ttlMs) => cache.getOrLoad(key, () => loader(key), { ttlMs });
+  close = async () => {
+    await cache.close();
+    redis.disconnect();
+  };
+} else if (config.lib === 'bentocache') {
+  const bento = new BentoCache({
+    default: 'c',
+    stores: {
+      c: bentostore()
+        .useL1Layer(memoryDriver({ maxItems: 10_000 }))
+        .useL2Layer(redisDriver({ connection: { host: '127.0.0.1', port: config.port } })),
+    },
+  });
+  read = (key, ttlMs) => bento.getOrSet({ key, factory: () => loader(key), ttl: ttlMs });
+  close = () => bento.disconnect();
+} else {
+  const keyv = new Keyv({ store: new KeyvRedis(`redis://127.0.0.1:${config.port}`) });
+  const manager = createCache({ stores: [keyv] });
+  read = (key, ttlMs) => manager.wrap(key, () => loader(key), ttlMs);
+  close = () => manager.disconnect().then(() => undefined);
+}
+
+async function timed(key: string, ttlMs: number, out: number[]): Promise<boolean> {
+  const start = performance.now();
+  try {
+    await read(key, ttlMs);
+    out.push(performance.now() - start);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+process.on('message', (message: ToCacheBenchWorker) => {
+  if (message.t === 'stop') {
+    void close()
+      .catch(() => undefined)
+      .then(() => {
+        counter.disconnect();
+        process.disconnect();
+      });
+    return;
+  }
+  const latencies: number[] = [];
+  let errors = 0;
+  const { key, ttlMs } = message;
+  const until = message.t === 'hot' ? performance.now() + message.ms : 0;
+  const caller = async (): Promise<void> => {
+    do {
+      if (!(await timed(key, ttlMs, latencies))) errors++;
+      if (message.t === 'hot') await sleep(1);
+    } while (performance.now() < until);
+  };
+  void Promise.all(Array.from({ length: config.callers }, caller)).then(() => {
+    send({ t: 'done', latencies, errors });
+  });
+});
+
+await counter.ping();
+send({ t: 'ready' });
