@@ -16,7 +16,6 @@ import {
   InvalidOptionError,
   KeelChannel,
   raceAbort,
-  systemClock,
   throwIfAborted,
   wakeableSleep,
   wallTime,
@@ -81,11 +80,6 @@ export interface CallOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-/** How long one reading of the system clock judges L1 hits (see `CacheCore.hitNow`). */
-const HIT_CLOCK_MS = 1;
-/** At most this many hits are judged by one reading. */
-const HIT_CLOCK_USES = 16;
-
 /** A Redis value counts as newer than the copy being reloaded when fresh this much longer. */
 const LEASE_FRESHER_MARGIN_MS = 10;
 
@@ -142,14 +136,6 @@ class CacheCore {
   guard: CacheGuard | undefined;
   #tokens = 0;
   closed = false;
-  /** See {@link CacheCore.hitNow}. */
-  #coarse = 0;
-  #coarseUses = 0;
-  #coarseTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #coarseReset = (): void => {
-    this.#coarse = 0;
-    this.#coarseTimer = undefined;
-  };
 
   readonly degraded = new EventChannel<CacheDegradedEvent>();
   readonly recovered = new EventChannel<CacheRecoveredEvent>();
@@ -207,32 +193,13 @@ class CacheCore {
   }
 
   /**
-   * The time to judge an L1 hit by. A clock read costs more than the rest of a hit (150–300 ns
-   * on a loaded VM), so on the system clock a reading is reused for up to
-   * {@link HIT_CLOCK_MS} and {@link HIT_CLOCK_USES} hits (whichever ends first: the timer
-   * cannot fire inside a long synchronous loop) — lru-cache's `ttlResolution` idea. The reading
-   * is moved {@link HIT_CLOCK_MS} ahead, so a deadline is judged early rather than late. An
-   * injected clock is read every time (tests stay exact). Entries are always written with a
-   * fresh reading.
+   * The time to judge an L1 hit by: a fresh clock reading, every time. (A reading reused for a
+   * millisecond or several hits, lru-cache's `ttlResolution`, is faster, but after the event
+   * loop was blocked it is as old as the block, and a hit could then return a value past its
+   * ttl + staleMs — the bound the cache promises.)
    */
   hitNow(): number {
-    if (this.#coarse !== 0 && --this.#coarseUses > 0) return this.#coarse;
-    const clock = this.o.clock;
-    const now = clock.now();
-    if (clock !== systemClock || this.closed) return now;
-    this.#coarse = now + HIT_CLOCK_MS;
-    this.#coarseUses = HIT_CLOCK_USES;
-    if (this.#coarseTimer === undefined) {
-      this.#coarseTimer = setTimeout(this.#coarseReset, HIT_CLOCK_MS);
-      this.#coarseTimer.unref();
-    }
-    return this.#coarse;
-  }
-
-  /** Stops the hit clock's timer (on close). */
-  stopHitClock(): void {
-    if (this.#coarseTimer !== undefined) clearTimeout(this.#coarseTimer);
-    this.#coarseReset();
+    return this.o.clock.now();
   }
 
   token(): string {
@@ -1022,7 +989,6 @@ export class Cache {
     if (core.closed) return Promise.resolve();
     core.closed = true;
     core.closing.abort(new CacheClosedError());
-    core.stopHitClock();
     core.tier?.close();
     core.l1?.clear();
     return Promise.resolve();

@@ -103,10 +103,22 @@ describe('Cache (L1 only)', () => {
     expect(calls).toBe(2);
   });
 
-  it('on the system clock (read once per ms on hits), an expired value is not served', async () => {
+  it('on the system clock, a hit after the event loop was blocked past the ttl is not served', async () => {
+    // A clock reading reused across hits (lru-cache's ttlResolution) would still be the one
+    // taken before the block, and the expired value would come back.
+    await using cache = new Cache({ ttlMs: 20, staleMs: 0, jitter: 0, beta: 0 });
+    await cache.getOrLoad('k', () => 1);
+    expect(cache.peek('k')).toBe(1);
+    const until = performance.now() + 60;
+    while (performance.now() < until) {
+      // blocked: no timer can run
+    }
+    expect(cache.peek('k')).toBeUndefined();
+  });
+
+  it('on the system clock, an expired value is not served', async () => {
     await using cache = new Cache({ ttlMs: 20, jitter: 0, beta: 0 });
     await cache.getOrLoad('k', () => 1);
-    // Hits in a synchronous loop reuse one clock reading for at most a few of them.
     for (let i = 0; i < 100; i++) cache.peek('k');
     await new Promise((resolve) => setTimeout(resolve, 60));
     expect(cache.peek('k')).toBeUndefined();
