@@ -11,7 +11,7 @@
  * after an instance died — carries on from the recorded step and never repeats a finished one.
  */
 import { randomUUID } from 'node:crypto';
-import { leastRequest } from 'keel/balancer';
+import { LoadBalancer, leastRequest } from 'keel/balancer';
 import { CircuitBreaker, isBreakerOpenError } from 'keel/breaker';
 import type { Instance } from 'keel/discovery';
 import { HashRing } from 'keel/hashring';
@@ -61,7 +61,8 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
   const ringChanges: RingChange[] = [];
 
   // Payments: a balancer over the live instances, behind one breaker for the dependency.
-  const payments = registry.balancer('payments', leastRequest(), {
+  const payments = LoadBalancer.following(registry.watch('payments'), {
+    strategy: leastRequest(),
     outlierEjection: { consecutiveFailures: 5, baseEjectionMs: 2000 },
   });
   const breaker = new CircuitBreaker({
