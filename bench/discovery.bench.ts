@@ -20,11 +20,10 @@
  * `--quick` keeps every part short (fewer rounds, ttl 1 s, 1 000 instances): smoke only.
  */
 import type { Redis } from 'ioredis';
-import { roundRobin } from '../src/balancer/index.js';
+import { LoadBalancer, roundRobin, type FollowingBalancer } from '../src/balancer/index.js';
 import {
   RedisBackend,
   Registry,
-  type DiscoveryBalancer,
   type Registration,
   type ServiceWatch,
 } from '../src/discovery/index.js';
@@ -40,7 +39,7 @@ interface Rig {
   readonly writer: Registry;
   readonly reader: Registry;
   readonly watch: ServiceWatch;
-  readonly balancer: DiscoveryBalancer;
+  readonly balancer: FollowingBalancer<ServiceWatch>;
   readonly recordsKey: string;
 }
 
@@ -87,7 +86,7 @@ async function setup(): Promise<void> {
   const watch = reader.watch(CACHE_SERVICE);
   await watch.ready;
   await reader.ready(CACHE_SERVICE);
-  const balancer = reader.balancer(CACHE_SERVICE, roundRobin());
+  const balancer = LoadBalancer.following(reader.watch(CACHE_SERVICE), { strategy: roundRobin() });
   const recordsKey = new RedisBackend({ client: admin }).keys(CACHE_SERVICE).records;
   rig = { harness, admin, writer, reader, watch, balancer, recordsKey };
 }

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { leastRequest } from 'keel/balancer';
+import { LoadBalancer, leastRequest } from 'keel/balancer';
 import { MemoryBackend, RedisBackend, Registry } from 'keel/discovery';
 
 // One RedisBackend per process (it opens one extra connection, shared by every watch);
@@ -27,8 +27,9 @@ payments.onStaleChange(({ stale }) => console.log(stale ? 'store unreachable' : 
 await payments.ready;
 console.log(registry.discover('payments', { zone: 'eu-1a' }).map((i) => `${i.host}:${i.port}`));
 
-// Balance: endpoints follow the watch through update(), so per-endpoint state survives changes.
-const balancer = registry.balancer('payments', leastRequest());
+// Balance: endpoints follow a watch through update(), so per-endpoint state survives changes.
+// The balancer owns the watch it follows: balancer.close() closes it.
+const balancer = LoadBalancer.following(registry.watch('payments'), { strategy: leastRequest() });
 const lease = balancer.acquire();
 lease?.done({ ok: true, latencyMs: 12 }); // … after calling lease.endpoint.data (the Instance)
 

@@ -8,6 +8,7 @@
 import {
   hasKeelCode,
   isRandomSource,
+  ClosedError,
   InvalidOptionError,
   KeelError,
   guardedOption,
@@ -75,8 +76,8 @@ export interface LoadBalancerOptions<T = unknown> {
   readonly strategy: Strategy<T>;
   /**
    * What the balancer balances over, usually the service name (a non-empty string): errors
-   * such as {@link NoEndpointError} name it. A balancer made by `Registry.balancer()` takes
-   * its service's name unless this is given.
+   * such as {@link NoEndpointError} name it. A balancer made by {@link LoadBalancer.following}
+   * takes its watch's service name unless this is given.
    * @defaultValue none
    */
   readonly name?: string | undefined;
@@ -366,6 +367,48 @@ export class LoadBalancer<T = unknown> {
       latencyOf: (state) => (state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#now())),
     };
     this.update(endpoints ?? []);
+  }
+
+  /**
+   * A balancer whose endpoints follow a live list of instances — a `keel/discovery`
+   * `ServiceWatch` (`registry.watch(service)`), or anything with the same shape
+   * ({@link FollowedWatch}). After every settled batch of changes it re-reads
+   * `watch.instances(filter)` and passes the result to `update()`, so per-endpoint state
+   * (in-flight counts, latency, ejections) survives the changes. Endpoint ids are instance ids;
+   * `endpoint.data` is the instance, typed as always present.
+   *
+   * The balancer owns the watch: its `close()` (or `using`) closes the watch, and it closes
+   * itself when the watch closes (a closed registry closes its watches). If the options are
+   * invalid, the watch is closed before the error is thrown.
+   *
+   * @example
+   * ```ts
+   * import { LoadBalancer, leastRequest } from 'keel/balancer';
+   * import { Registry } from 'keel/discovery';
+   *
+   * const registry = new Registry();
+   * const orders = LoadBalancer.following(registry.watch('orders'), { strategy: leastRequest() });
+   * await orders.ready;
+   * const lease = orders.acquire();
+   * if (lease) {
+   *   const { host, port } = lease.endpoint.data; // the Instance, never undefined
+   *   console.log(`http://${host}:${port}/orders`);
+   *   lease.done({ ok: true });
+   * }
+   * orders.close(); // closes the watch too
+   * await registry.close();
+   * ```
+   */
+  static following<W extends FollowedWatch<FollowedInstance, never>>(
+    watch: W,
+    options: FollowingBalancerOptions<WatchInstance<W>, WatchFilter<W>>,
+  ): FollowingBalancer<W> {
+    try {
+      return makeFollowing(watch, options);
+    } catch (error) {
+      watch.close();
+      throw error;
+    }
   }
 
   /** The balancer's name (see {@link LoadBalancerOptions.name}), if it has one. */
@@ -960,4 +1003,233 @@ function resolveEndpoint<T>(spec: unknown, where: string): Endpoint<T> {
 
 function sameEndpoint<T>(a: Endpoint<T>, b: Endpoint<T>): boolean {
   return a.weight === b.weight && a.zone === b.zone && a.data === b.data;
+}
+
+/**
+ * What {@link LoadBalancer.following} needs of each instance it follows (a `keel/discovery`
+ * `Instance` has all of it).
+ */
+export interface FollowedInstance {
+  /** Becomes the endpoint id. */
+  readonly id: string;
+  /** Becomes the endpoint weight. */
+  readonly weight?: number | undefined;
+  /** Becomes the endpoint zone. */
+  readonly zone?: string | undefined;
+}
+
+/**
+ * The live list {@link LoadBalancer.following} follows: what it uses of a `keel/discovery`
+ * `ServiceWatch`, declared here so `keel/balancer` needs no code from `keel/discovery`.
+ *
+ * @typeParam I - The instances in the list.
+ * @typeParam F - The filter `instances()` takes.
+ */
+export interface FollowedWatch<I extends FollowedInstance = FollowedInstance, F = object> {
+  /** What the list is of (the service name); the balancer's default name. */
+  readonly service: string;
+  /** Resolves once the list is first known. */
+  readonly ready: Promise<void>;
+  /** Whether the watch is closed; the balancer is closed with it. */
+  readonly closed: boolean;
+  /** The current instances that match `filter`. */
+  instances(filter?: F): Iterable<I>;
+  /** Calls `listener` after each batch of changes has been applied. */
+  onSettled(listener: () => void): Subscription;
+  /** Stops the watch; the balancer calls it from its own `close()`. */
+  close(): void;
+}
+
+/** The instance type of a {@link FollowedWatch}. */
+export type WatchInstance<W> = W extends FollowedWatch<infer I, never> ? I : never;
+
+/** The filter type a {@link FollowedWatch}'s `instances()` takes. */
+export type WatchFilter<W> =
+  W extends FollowedWatch<FollowedInstance, infer F> ? NonNullable<F> : never;
+
+/**
+ * Options of {@link LoadBalancer.following}: the {@link LoadBalancerOptions} (but `endpoints`,
+ * which come from the watch) plus which instances to use.
+ */
+export type FollowingBalancerOptions<I = unknown, F = object> = Omit<
+  LoadBalancerOptions<I>,
+  'endpoints'
+> & {
+  /**
+   * Which instances become endpoints: passed to `watch.instances()`, with `status: 'up'` unless
+   * it names a status (draining and down instances get no new traffic). A `keel/discovery`
+   * watch checks it and throws an `InvalidOptionError` for an unknown field or status.
+   * @defaultValue `{ status: 'up' }`
+   */
+  readonly filter?: F | undefined;
+};
+
+/** An endpoint of a {@link FollowingBalancer}: its `data` is always the instance it stands for. */
+export type FollowingEndpoint<I> = Endpoint<I> & {
+  /** The instance behind the endpoint, as the watch last saw it. */
+  readonly data: I;
+};
+
+/** A {@link FollowingBalancer}'s lease: its `endpoint.data` is always the instance. */
+export type FollowingLease<I> = Lease<I> & {
+  /** The endpoint picked for this call, with its instance. */
+  readonly endpoint: FollowingEndpoint<I>;
+};
+
+/** An endpoint spec carrying its instance: what {@link FollowingBalancer.update} takes. */
+export type FollowingEndpointSpec<I> = EndpointSpec<I> & {
+  /** The instance the endpoint stands for. */
+  readonly data: I;
+};
+
+/** Builds a {@link FollowingBalancer} (its constructor is private); set by its static block. */
+let makeFollowing: <W extends FollowedWatch<FollowedInstance, never>>(
+  watch: W,
+  options: FollowingBalancerOptions<WatchInstance<W>, WatchFilter<W>>,
+) => FollowingBalancer<W>;
+
+/**
+ * A {@link LoadBalancer} whose endpoints follow a watch's live list of instances: made by
+ * {@link LoadBalancer.following}. Dispose it (or call `close()`) to stop following; that closes
+ * the watch too.
+ *
+ * Its endpoints and leases are typed {@link FollowingEndpoint} / {@link FollowingLease}, so
+ * `lease.endpoint.data` is the instance without an `undefined` check.
+ *
+ * @typeParam W - The watch followed (a `keel/discovery` `ServiceWatch`); its instances are
+ * the endpoints' `data`.
+ */
+export class FollowingBalancer<W extends FollowedWatch<FollowedInstance, never> = FollowedWatch>
+  extends LoadBalancer<WatchInstance<W>>
+  implements Disposable, AsyncDisposable
+{
+  /** The watch the endpoint list follows (closed with the balancer). */
+  readonly watch: W;
+  readonly #filter: object;
+  readonly #subscription: Subscription;
+  #closed = false;
+
+  static {
+    makeFollowing = (watch, options) => new FollowingBalancer(watch, options);
+  }
+
+  private constructor(
+    watch: W,
+    options: FollowingBalancerOptions<WatchInstance<W>, WatchFilter<W>>,
+  ) {
+    const input: unknown = options;
+    if (typeof input !== 'object' || input === null) {
+      throw new InvalidOptionError('LoadBalancer.following', 'options', 'an object', input);
+    }
+    const { filter, ...rest } = options;
+    const given: unknown = filter;
+    if (given !== undefined && (typeof given !== 'object' || given === null)) {
+      throw new InvalidOptionError(
+        'LoadBalancer.following',
+        'filter',
+        'an object { status?, zone?, … }',
+        filter,
+      );
+    }
+    super({ name: watch.service, ...rest });
+    this.watch = watch;
+    this.#filter = { status: 'up', ...filter };
+    this.#refresh();
+    // Each applied batch (log entries, a resync) re-derives the endpoint list once; update()
+    // keeps the state of endpoints that stay.
+    this.#subscription = watch.onSettled(() => {
+      this.#refresh();
+    });
+  }
+
+  /** Resolves once the watch's first list is in. */
+  get ready(): Promise<void> {
+    return this.watch.ready;
+  }
+
+  /** Whether the balancer is closed (by {@link FollowingBalancer.close}, or its watch closed). */
+  get closed(): boolean {
+    return this.#closed || this.watch.closed;
+  }
+
+  /**
+   * Stops following and closes the watch. Afterwards `pick()`, `acquire()`, `acquireOrThrow()`,
+   * `run()` and `endpoints()` throw a `ClosedError` rather than pick from a list nobody updates;
+   * leases already out can still report `done()`. Closing the watch (or the registry it came
+   * from) closes the balancer too. Safe to call twice.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#subscription.dispose();
+    this.watch.close();
+  }
+
+  /** Throws a `ClosedError` naming `operation` once closed. */
+  #open(operation: string): void {
+    if (this.#closed || this.watch.closed) {
+      throw new ClosedError(`FollowingBalancer ${JSON.stringify(this.watch.service)}`, operation);
+    }
+  }
+
+  /** {@link FollowingBalancer.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** {@link FollowingBalancer.close}, for `await using` (like every closable Keel object). */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  // The overrides below only narrow types: every endpoint comes from #refresh (or update(),
+  // typed to require `data`), so `data` is always the instance.
+
+  /** The current endpoints (in the watch's order); each `data` is the instance. */
+  override endpoints(): FollowingEndpoint<WatchInstance<W>>[] {
+    this.#open('endpoints');
+    return super.endpoints() as FollowingEndpoint<WatchInstance<W>>[];
+  }
+
+  /** {@link LoadBalancer.pick}, with the instance as `data`. */
+  override pick(options?: PickOptions): FollowingEndpoint<WatchInstance<W>> | undefined {
+    this.#open('pick');
+    return super.pick(options) as FollowingEndpoint<WatchInstance<W>> | undefined;
+  }
+
+  /** {@link LoadBalancer.acquire}, with the instance as `lease.endpoint.data`. */
+  override acquire(options?: PickOptions): FollowingLease<WatchInstance<W>> | undefined {
+    this.#open('acquire');
+    return super.acquire(options) as FollowingLease<WatchInstance<W>> | undefined;
+  }
+
+  /** {@link LoadBalancer.acquireOrThrow}, with the instance as `lease.endpoint.data`. */
+  override acquireOrThrow(options?: PickOptions): FollowingLease<WatchInstance<W>> {
+    this.#open('acquireOrThrow');
+    return super.acquireOrThrow(options) as FollowingLease<WatchInstance<W>>;
+  }
+
+  /**
+   * Replaces the endpoint list. The balancer does this itself after every batch of changes in
+   * the watch (and a later batch overwrites a list set by hand); each endpoint must carry its
+   * instance as `data`.
+   */
+  override update(endpoints: Iterable<FollowingEndpointSpec<WatchInstance<W>>>): void {
+    super.update(endpoints);
+  }
+
+  #refresh(): void {
+    const endpoints: FollowingEndpointSpec<WatchInstance<W>>[] = [];
+    const watch = this.watch as unknown as FollowedWatch<WatchInstance<W> & FollowedInstance>;
+    for (const instance of watch.instances(this.#filter)) {
+      endpoints.push({
+        id: instance.id,
+        weight: instance.weight,
+        zone: instance.zone,
+        data: instance,
+      });
+    }
+    this.update(endpoints);
+  }
 }

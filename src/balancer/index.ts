@@ -14,12 +14,21 @@ export {
   NO_ENDPOINT,
   DUPLICATE_ENDPOINT,
   MAX_TOTAL_WEIGHT,
+  FollowingBalancer,
 } from './balancer.js';
 export type {
   LoadBalancerOptions,
   NoEndpointReason,
   OutlierEjectionOptions,
   SlowStartOptions,
+  FollowedInstance,
+  FollowedWatch,
+  FollowingBalancerOptions,
+  FollowingEndpoint,
+  FollowingEndpointSpec,
+  FollowingLease,
+  WatchFilter,
+  WatchInstance,
 } from './balancer.js';
 export type { Strategy, PickContext } from './strategy.js';
 export type { EndpointHealthMessage, PanicMessage, PickMessage } from './channels.js';

@@ -92,7 +92,7 @@ export const CLOSED = 'KEEL_CLOSED';
 
 /**
  * A method was called on an object after its `close()` (or `await using` disposal): a
- * `Redlock`, `Semaphore`, `MemoryLock`, `Registry`, `ServiceWatch`, `DiscoveryBalancer`,
+ * `Redlock`, `Semaphore`, `MemoryLock`, `Registry`, `ServiceWatch`, `FollowingBalancer`,
  * backend or `BreakerRegistry`. `object` names which one, `operation` the method called.
  *
  * @example

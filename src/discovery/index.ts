@@ -7,11 +7,10 @@
  *
  * @module keel/discovery
  */
-export { Registry, DiscoveryBalancer } from './registry.js';
+export { Registry } from './registry.js';
 export type {
   RegistryOptions,
   RegisterOptions,
-  DiscoveryBalancerOptions,
   InstanceEndpoint,
   InstanceEndpointSpec,
   InstanceLease,

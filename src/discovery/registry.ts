@@ -36,14 +36,10 @@ import {
   traced,
   viewChangedChannel,
 } from './channels.js';
-import {
-  LoadBalancer,
-  type Endpoint,
-  type EndpointSpec,
-  type Lease,
-  type LoadBalancerOptions,
-  type PickOptions,
-  type Strategy,
+import type {
+  FollowingEndpoint,
+  FollowingEndpointSpec,
+  FollowingLease,
 } from '../balancer/index.js';
 import type { DiscoveryBackend } from './backend.js';
 import { UnknownServiceError } from './errors.js';
@@ -146,7 +142,7 @@ export interface ViewStats {
   readonly resyncs: number;
   /** Instances kept through a data loss that have not re-registered yet. */
   readonly retained: number;
-  /** Open `watch()` handles and balancers on it. */
+  /** Open `watch()` handles (balancers following a watch included). */
   readonly watchers: number;
 }
 
@@ -181,15 +177,6 @@ export interface RegisterOptions {
   /** Aborts the registration: rejects with `signal.reason`. */
   readonly signal?: AbortSignal | undefined;
 }
-
-/** Options of {@link Registry.balancer}: the balancer's own options plus which instances to use. */
-export type DiscoveryBalancerOptions = Omit<
-  LoadBalancerOptions<Instance>,
-  'strategy' | 'endpoints'
-> & {
-  /** Which instances become endpoints. @defaultValue `{ status: 'up' }` */
-  readonly filter?: InstanceFilter | undefined;
-};
 
 /** Options of {@link Registry.deregisterOnSignals}. */
 export interface SignalOptions {
@@ -267,18 +254,18 @@ interface ViewEntry {
 /**
  * The service-registry client: `register` an instance (a self-heartbeating
  * {@link Registration}), `discover` instances from a local cache, `watch` a service's live view,
- * and get a {@link LoadBalancer} whose endpoints follow the view.
+ * and follow a watch with a `keel/balancer` balancer (`LoadBalancer.following(watch, …)`).
  *
  * @example
  * ```ts
  * import { Redis } from 'ioredis';
- * import { leastRequest } from 'keel/balancer';
+ * import { LoadBalancer, leastRequest } from 'keel/balancer';
  * import { RedisBackend, Registry } from 'keel/discovery';
  *
  * const backend = new RedisBackend({ client: new Redis({ lazyConnect: true }) });
  * const registry = new Registry({ backend });
  * await using me = await registry.register({ service: 'orders', host: '10.0.0.5', port: 8080 });
- * const payments = registry.balancer('payments', leastRequest());
+ * const payments = LoadBalancer.following(registry.watch('payments'), { strategy: leastRequest() });
  * await payments.ready;
  * const lease = payments.acquire(); // lease?.endpoint.data is the payments Instance
  * lease?.done({ ok: true, latencyMs: 12 });
@@ -495,34 +482,6 @@ export class Registry implements AsyncDisposable {
   }
 
   /**
-   * A {@link LoadBalancer} over `service` whose endpoints follow its live view (through
-   * `update()`, so per-endpoint state — in-flight counts, latency, ejections — survives
-   * changes). Endpoint ids are instance ids; `endpoint.data` is the {@link Instance}, typed as
-   * always present ({@link InstanceEndpoint}, {@link InstanceLease}).
-   */
-  balancer(
-    service: string,
-    strategy: Strategy<Instance>,
-    options: DiscoveryBalancerOptions = {},
-  ): DiscoveryBalancer {
-    this.#open('balancer');
-    const { filter, ...rest } = options;
-    const checked = { status: 'up' as const, ...checkFilter('Registry.balancer', filter) };
-    const watch = this.watch(service);
-    try {
-      return DiscoveryBalancer.following(watch, checked, {
-        clock: this.#o.clock,
-        name: service,
-        ...rest,
-        strategy,
-      });
-    } catch (error) {
-      watch.close();
-      throw error;
-    }
-  }
-
-  /**
    * Background failures: heartbeats, reaps and views that failed (all keep retrying) — and, on
    * a registry that is not `strict`, a service asked about that the store has never had (an
    * {@link UnknownServiceError}, reason `never-registered`, once per service: a misspelt name?).
@@ -640,7 +599,7 @@ export class Registry implements AsyncDisposable {
 
   /**
    * Deregisters every registration made here (best effort; failures go to `onError`), closes
-   * every view — and so every watch and balancer made here —, stops the reaper and removes the
+   * every view — and so every watch made here, and the balancers following them —, stops the reaper and removes the
    * handlers of {@link Registry.deregisterOnSignals}. Closes the backend only if the registry
    * created it (a backend you passed is yours to close, after the registry). Afterwards its
    * methods throw a `ClosedError`. Safe to call twice.
@@ -899,177 +858,13 @@ export class Registry implements AsyncDisposable {
 }
 
 /**
- * An endpoint of a {@link DiscoveryBalancer}: a balancer endpoint whose `data` is always the
- * {@link Instance} it stands for (a plain `Endpoint<Instance>` has `data` optional).
+ * An endpoint of a balancer that follows a watch ({@link keel/balancer!LoadBalancer.following}):
+ * its `data` is always the {@link Instance} it stands for.
  */
-export interface InstanceEndpoint extends Endpoint<Instance> {
-  /** The instance behind the endpoint, as the view last saw it. */
-  readonly data: Instance;
-}
+export type InstanceEndpoint = FollowingEndpoint<Instance>;
 
-/** A {@link DiscoveryBalancer}'s lease: its `endpoint.data` is always the {@link Instance}. */
-export interface InstanceLease extends Lease<Instance> {
-  readonly endpoint: InstanceEndpoint;
-}
+/** A lease from a balancer that follows a watch: its `endpoint.data` is always the {@link Instance}. */
+export type InstanceLease = FollowingLease<Instance>;
 
-/** An endpoint spec carrying its instance: what {@link DiscoveryBalancer.update} takes. */
-export type InstanceEndpointSpec = EndpointSpec<Instance> & {
-  /** The instance the endpoint stands for. */
-  readonly data: Instance;
-};
-
-/**
- * A {@link LoadBalancer} whose endpoints follow a service's live view. Dispose it (or call
- * `close()`) to stop following.
- *
- * Its endpoints and leases are typed {@link InstanceEndpoint} / {@link InstanceLease}, so
- * `lease.endpoint.data` is the {@link Instance} without an `undefined` check.
- *
- * @example
- * ```ts
- * import { leastRequest } from 'keel/balancer';
- * import { Registry } from 'keel/discovery';
- *
- * const registry = new Registry();
- * const orders = registry.balancer('orders', leastRequest());
- * await orders.ready;
- * const lease = orders.acquire();
- * if (lease) {
- *   const { host, port } = lease.endpoint.data; // the Instance, never undefined
- *   console.log(`http://${host}:${port}/orders`);
- *   lease.done({ ok: true });
- * }
- * orders.close();
- * await registry.close();
- * ```
- */
-export class DiscoveryBalancer
-  extends LoadBalancer<Instance>
-  implements Disposable, AsyncDisposable
-{
-  /** The watch the endpoint list follows. */
-  readonly watch: ServiceWatch;
-  readonly #filter: InstanceFilter;
-  readonly #subscription: Subscription;
-  #closed = false;
-
-  private constructor(
-    watch: ServiceWatch,
-    filter: InstanceFilter,
-    options: LoadBalancerOptions<Instance>,
-  ) {
-    super(options);
-    this.watch = watch;
-    this.#filter = filter;
-    this.#refresh();
-    // Each applied batch (log entries, a resync) re-derives the endpoint list once; update()
-    // keeps the state of endpoints that stay.
-    this.#subscription = watch.onSettled(() => {
-      this.#refresh();
-    });
-  }
-
-  /**
-   * A balancer over `watch`'s instances that match `filter` (balancers come from
-   * `Registry.balancer()` only).
-   *
-   * @internal
-   */
-  static following(
-    watch: ServiceWatch,
-    filter: InstanceFilter,
-    options: LoadBalancerOptions<Instance>,
-  ): DiscoveryBalancer {
-    return new DiscoveryBalancer(watch, filter, options);
-  }
-
-  /** Resolves once the view's first snapshot is in. */
-  get ready(): Promise<void> {
-    return this.watch.ready;
-  }
-
-  /** Whether the balancer is closed (by {@link DiscoveryBalancer.close}, or its registry closed). */
-  get closed(): boolean {
-    return this.#closed || this.watch.closed;
-  }
-
-  /**
-   * Stops following the view and closes its watch. Afterwards `pick()`, `acquire()`,
-   * `acquireOrThrow()` and `endpoints()` throw a `ClosedError` rather than pick from a list
-   * nobody updates; leases already out can still report `done()`. Closing the registry closes
-   * its balancers too. Safe to call twice.
-   */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#subscription.dispose();
-    this.watch.close();
-  }
-
-  /** Throws a `ClosedError` naming `operation` once closed. */
-  #open(operation: string): void {
-    if (this.#closed || this.watch.closed) {
-      throw new ClosedError(`DiscoveryBalancer ${JSON.stringify(this.watch.service)}`, operation);
-    }
-  }
-
-  /** {@link DiscoveryBalancer.close}, for `using`. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** {@link DiscoveryBalancer.close}, for `await using` (like every closable Keel object). */
-  [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    return Promise.resolve();
-  }
-
-  // The overrides below only narrow types: every endpoint comes from #refresh (or update(),
-  // typed to require `data`), so `data` is always the instance.
-
-  /** The current endpoints (in instance id order); each `data` is the {@link Instance}. */
-  override endpoints(): InstanceEndpoint[] {
-    this.#open('endpoints');
-    return super.endpoints() as InstanceEndpoint[];
-  }
-
-  /** {@link LoadBalancer.pick}, with the {@link Instance} as `data`. */
-  override pick(options?: PickOptions): InstanceEndpoint | undefined {
-    this.#open('pick');
-    return super.pick(options) as InstanceEndpoint | undefined;
-  }
-
-  /** {@link LoadBalancer.acquire}, with the {@link Instance} as `lease.endpoint.data`. */
-  override acquire(options?: PickOptions): InstanceLease | undefined {
-    this.#open('acquire');
-    return super.acquire(options) as InstanceLease | undefined;
-  }
-
-  /** {@link LoadBalancer.acquireOrThrow}, with the {@link Instance} as `lease.endpoint.data`. */
-  override acquireOrThrow(options?: PickOptions): InstanceLease {
-    this.#open('acquireOrThrow');
-    return super.acquireOrThrow(options) as InstanceLease;
-  }
-
-  /**
-   * Replaces the endpoint list. The balancer does this itself after every batch of changes in
-   * the view (and a later batch overwrites a list set by hand); each endpoint must carry its
-   * instance as `data`.
-   */
-  override update(endpoints: Iterable<InstanceEndpointSpec>): void {
-    super.update(endpoints);
-  }
-
-  #refresh(): void {
-    const endpoints = [];
-    for (const instance of this.watch.instances(this.#filter)) {
-      endpoints.push({
-        id: instance.id,
-        weight: instance.weight,
-        zone: instance.zone,
-        data: instance,
-      });
-    }
-    this.update(endpoints);
-  }
-}
+/** An endpoint spec carrying its instance (what a following balancer's `update()` takes). */
+export type InstanceEndpointSpec = FollowingEndpointSpec<Instance>;

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import { ClosedError, throwIfAborted, type Subscription } from '../core/index.js';
-import { matchesFilter, type InstanceFilter } from './filter.js';
+import { checkFilter, matchesFilter, type InstanceFilter } from './filter.js';
 import type { Instance } from './instance.js';
 import type {
   InstanceAdded,
@@ -156,12 +156,15 @@ export class ServiceWatch implements Disposable, AsyncDisposable, AsyncIterable<
 
   /**
    * The instances in the view, in id order — every status unless `filter` says otherwise. From
-   * the local cache: never waits, never throws for an unreachable store.
+   * the local cache: never waits, never throws for an unreachable store. A filter with an
+   * unknown field or status throws an `InvalidOptionError`.
    */
   instances(filter?: InstanceFilter): readonly Instance[] {
     this.#open('instances');
     const all = this.#view.list();
-    return filter === undefined ? all : all.filter((i) => matchesFilter(i, filter));
+    if (filter === undefined) return all;
+    const checked = checkFilter('ServiceWatch.instances', filter) ?? {};
+    return all.filter((i) => matchesFilter(i, checked));
   }
 
   /** One instance by id, or `undefined`. */

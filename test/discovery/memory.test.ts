@@ -10,7 +10,7 @@ import {
   type InvalidInstanceError,
   type Registration,
 } from '../../src/discovery/index.js';
-import { NoEndpointError, roundRobin } from '../../src/balancer/index.js';
+import { LoadBalancer, NoEndpointError, roundRobin } from '../../src/balancer/index.js';
 import { invalidOption, thrown } from '../support/helpers.js';
 import { liveHandles } from '../support/vitest.js';
 import { WatchHistory } from './history.js';
@@ -120,17 +120,37 @@ describe('discovery: memory-specific behaviour', () => {
   // Issue 16: a balancer that follows a service names it when there is nothing to pick.
   it('a discovery balancer names its service in NoEndpointError', async () => {
     const registry = new Registry();
-    const orders = registry.balancer('orders', roundRobin());
+    const orders = LoadBalancer.following(registry.watch('orders'), { strategy: roundRobin() });
     await orders.ready;
     const error = thrown(() => orders.acquireOrThrow()) as NoEndpointError;
     expect(error).toBeInstanceOf(NoEndpointError);
     expect(error.service).toBe('orders');
     expect(error.reason).toBe('no-endpoints');
     expect(error.message).toContain('for "orders"');
-    const named = registry.balancer('orders', roundRobin(), { name: 'orders (eu-west)' });
+    const named = LoadBalancer.following(registry.watch('orders'), {
+      strategy: roundRobin(),
+      name: 'orders (eu-west)',
+    });
     expect(named.name).toBe('orders (eu-west)');
     orders.close();
     named.close();
+    await registry.close();
+  });
+
+  // Issue 16: LoadBalancer.following checks the filter through the watch, at construction.
+  it('a balancer following a watch rejects a bad filter and closes the watch', async () => {
+    const registry = new Registry();
+    const watch = registry.watch('orders');
+    const filter = { stauts: 'up' } as never;
+    const error = invalidOption(() =>
+      LoadBalancer.following(watch, { strategy: roundRobin(), filter }),
+    );
+    expect(error.option).toBe('filter.stauts');
+    expect(watch.closed).toBe(true);
+    const status = { status: 'gone' } as never;
+    expect(invalidOption(() => registry.watch('orders').instances(status)).option).toBe(
+      'filter.status',
+    );
     await registry.close();
   });
 

@@ -3,12 +3,11 @@
  * memory backend (with a ManualClock) and the Redis backend (real redis-server, real time).
  */
 import { afterEach, beforeEach, expect, expectTypeOf, it } from 'vitest';
-import { roundRobin } from '../../src/balancer/index.js';
+import { LoadBalancer, roundRobin } from '../../src/balancer/index.js';
 import type { Clock } from '../../src/core/index.js';
 import {
   Registry,
   type DiscoveryBackend,
-  type DiscoveryBalancer,
   type Instance,
   type InstanceEndpointSpec,
   type QuarantinedRecord,
@@ -330,14 +329,15 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     const b = registry();
     const r1 = await a.register(instance(svc, 1));
     await a.register(instance(svc, 2));
-    const balancer = b.balancer(svc, roundRobin());
+    const watch = b.watch(svc);
+    const balancer = LoadBalancer.following(watch, { strategy: roundRobin(), clock: f.clock });
     await balancer.ready;
     expect(balancer.endpoints().map((e) => e.id)).toEqual([`${svc}-1`, `${svc}-2`]);
     const lease = balancer.acquire({ exclude: new Set([`${svc}-2`]) });
     expect(lease?.endpoint.id).toBe(`${svc}-1`);
     // The instance is typed non-optional on endpoints and leases (and update() by hand must
     // carry it too), and it is the watch's instance.
-    type B = DiscoveryBalancer;
+    type B = typeof balancer;
     expectTypeOf<ReturnType<B['endpoints']>[number]['data']>().toEqualTypeOf<Instance>();
     expectTypeOf<NonNullable<ReturnType<B['pick']>>['data']>().toEqualTypeOf<Instance>();
     expectTypeOf<
@@ -348,7 +348,7 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     expectTypeOf<{ id: string }>().not.toExtend<InstanceEndpointSpec>();
     expect(lease?.endpoint.data.port).toBe(9001);
     for (const endpoint of balancer.endpoints()) {
-      expect(endpoint.data).toBe(balancer.watch.get(endpoint.id));
+      expect(endpoint.data).toBe(watch.get(endpoint.id));
     }
     const r3 = await a.register(instance(svc, 3));
     await eventually(
@@ -377,6 +377,7 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     );
     lease?.done({ ok: true });
     balancer.close();
+    expect(watch.closed).toBe(true); // the balancer owns its watch
   });
 
   it('a watch offers typed events, an async iterator and ready', async () => {

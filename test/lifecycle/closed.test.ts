@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { ClosedError, isClosedError, isKeelError } from '../../src/core/index.js';
 import { BreakerRegistry } from '../../src/breaker/index.js';
-import { leastRequest } from '../../src/balancer/index.js';
+import { LoadBalancer, leastRequest } from '../../src/balancer/index.js';
 import {
   MemoryBackend,
   RedisBackend,
@@ -77,7 +77,7 @@ describe('close() once, close() again, then every method fails with ClosedError'
     const registry = new Registry();
     const registration = await registry.register({ service: 'orders', host: 'h', port: 1 });
     const watch = registry.watch('orders');
-    const balancer = registry.balancer('orders', leastRequest());
+    const balancer = LoadBalancer.following(registry.watch('orders'), { strategy: leastRequest() });
     await watch.ready;
     const backend = registry.backend;
     await registry.close();
@@ -88,7 +88,6 @@ describe('close() once, close() again, then every method fails with ClosedError'
     await expectClosed(() => registry.discover('orders'), 'Registry', 'discover');
     await expectClosed(() => registry.ready('orders'), 'Registry', 'ready');
     await expectClosed(() => registry.watch('orders'), 'Registry', 'watch');
-    await expectClosed(() => registry.balancer('orders', leastRequest()), 'Registry', 'balancer');
     await expectClosed(() => registry.reap(), 'Registry', 'reap');
     await expectClosed(() => registry.deregisterOnSignals(), 'Registry', 'deregisterOnSignals');
 
@@ -102,10 +101,13 @@ describe('close() once, close() again, then every method fails with ClosedError'
     await expectClosed(() => watch.onChange(() => undefined), w, 'onChange');
     await expectClosed(() => watch.onAdded(() => undefined), w, 'onAdded');
     await expectClosed(() => watch.whenReady(), w, 'whenReady');
+    // A balancer cannot follow a closed watch.
+    const following = () => LoadBalancer.following(watch, { strategy: leastRequest() });
+    await expectClosed(following, w, 'instances');
     // Iterating a closed watch ends at once, as the iterators open at close did.
     expect((await watch.changes().next()).done).toBe(true);
     watch.close();
-    const b = 'DiscoveryBalancer "orders"';
+    const b = 'FollowingBalancer "orders"';
     await expectClosed(() => balancer.pick(), b, 'pick');
     await expectClosed(() => balancer.acquire(), b, 'acquire');
     await expectClosed(() => balancer.acquireOrThrow(), b, 'acquireOrThrow');
@@ -116,16 +118,16 @@ describe('close() once, close() again, then every method fails with ClosedError'
     await expectClosed(() => backend.snapshot('orders'), 'MemoryBackend', 'snapshot');
   });
 
-  it('ServiceWatch and DiscoveryBalancer closed on their own; the registry keeps working', async () => {
+  it('ServiceWatch and FollowingBalancer closed on their own; the registry keeps working', async () => {
     await using registry = new Registry();
     const watch = registry.watch('orders');
-    const balancer = registry.balancer('orders', leastRequest());
+    const balancer = LoadBalancer.following(registry.watch('orders'), { strategy: leastRequest() });
     watch.close();
     watch.close();
     balancer.close();
     balancer.close();
     await expectClosed(() => watch.instances(), 'ServiceWatch "orders"', 'instances');
-    await expectClosed(() => balancer.pick(), 'DiscoveryBalancer "orders"', 'pick');
+    await expectClosed(() => balancer.pick(), 'FollowingBalancer "orders"', 'pick');
     expect(registry.discover('orders')).toEqual([]);
     {
       await using again = registry.watch('orders');

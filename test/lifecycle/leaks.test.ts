@@ -10,7 +10,7 @@
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { BreakerRegistry } from '../../src/breaker/index.js';
-import { leastRequest } from '../../src/balancer/index.js';
+import { LoadBalancer, leastRequest } from '../../src/balancer/index.js';
 import { RedisBackend, Registry } from '../../src/discovery/index.js';
 import { MemoryLock, Redlock } from '../../src/lock/index.js';
 import { until } from '../support/helpers.js';
@@ -101,7 +101,7 @@ describeRedis('nothing is left behind after close()', () => {
     watch.onAdded(() => undefined);
     const changes = watch.changes();
     const next = changes.next();
-    const balancer = registry.balancer('orders', leastRequest());
+    const balancer = LoadBalancer.following(registry.watch('orders'), { strategy: leastRequest() });
     await balancer.ready;
     await next;
     balancer.acquire()?.done({ ok: true, latencyMs: 1 });

@@ -5,7 +5,7 @@
 // - every .d.ts / .d.cts type-checks with `skipLibCheck: false`, so nothing public refers to a
 //   stripped declaration (test/smoke/tsconfig.dts.json; the consumer has @types/node);
 // - the handles Keel makes itself (Lock, Permit, Semaphore, Registration, ServiceWatch,
-//   DiscoveryBalancer) have no public constructor, and `instanceof` works on them
+//   FollowingBalancer) have no public constructor, and `instanceof` works on them
 //   (test/smoke/no-constructors.mts, type-checked with the same settings).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

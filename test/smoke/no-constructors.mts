@@ -2,7 +2,8 @@
 // the handles Keel makes itself have no public constructor (issue 16, item 2) — with the
 // `@internal` constructors stripped, the .d.ts used to show an implicit public one — and
 // `instanceof` still works on them.
-import { DiscoveryBalancer, Registration, ServiceWatch } from '../../dist/discovery/index.js';
+import { FollowingBalancer } from '../../dist/balancer/index.js';
+import { Registration, ServiceWatch } from '../../dist/discovery/index.js';
 import { Lock, Permit, Semaphore } from '../../dist/lock/index.js';
 
 // @ts-expect-error Lock has no public constructor (locks come from acquire() and using())
@@ -15,8 +16,8 @@ new Semaphore();
 new Registration();
 // @ts-expect-error ServiceWatch has no public constructor (Registry.watch())
 new ServiceWatch();
-// @ts-expect-error DiscoveryBalancer has no public constructor (Registry.balancer())
-new DiscoveryBalancer({} as never); // eslint-disable-line @typescript-eslint/no-unnecessary-type-assertion -- options, as the public constructor took before
+// @ts-expect-error FollowingBalancer has no public constructor (LoadBalancer.following())
+new FollowingBalancer({} as never); // eslint-disable-line @typescript-eslint/no-unnecessary-type-assertion -- a watch, as the public constructor would take
 
 export function kinds(value: unknown): string[] {
   const found: string[] = [];
@@ -25,6 +26,6 @@ export function kinds(value: unknown): string[] {
   if (value instanceof Semaphore) found.push(value.name);
   if (value instanceof Registration) found.push(value.id);
   if (value instanceof ServiceWatch) found.push(value.service);
-  if (value instanceof DiscoveryBalancer) found.push(value.watch.service);
+  if (value instanceof FollowingBalancer) found.push(value.watch.service);
   return found;
 }

@@ -5,7 +5,8 @@
  * function; the services only decide what a reply means.
  */
 import { BreakerRegistry } from 'keel/breaker';
-import type { DiscoveryBalancer, Instance } from 'keel/discovery';
+import type { FollowingBalancer } from 'keel/balancer';
+import type { Instance, ServiceWatch } from 'keel/discovery';
 import {
   RetryBudget,
   isResilientCallError,
@@ -56,7 +57,7 @@ class OrdersFailed extends Error {
  * of requests + 10/s, Finagle's defaults) so a sick fleet never sees triple the load. A breaker
  * per instance leaves a failing one out of the picks, beside the balancer's outlier ejection.
  */
-export function ordersCalls(orders: DiscoveryBalancer): OrdersCalls {
+export function ordersCalls(orders: FollowingBalancer<ServiceWatch>): OrdersCalls {
   const counts = { requests: 0, attempts: 0, budgetRefused: 0 };
   const caller = resilientCall(orders, {
     retry: { maxAttempts: 3, backoff: { type: 'none' }, budget: new RetryBudget() },
@@ -147,7 +148,7 @@ export interface ChargeOrder {
  * slow tail here is a charge that outlives the timeout — the retry already covers it.
  */
 export function paymentsCalls(
-  payments: DiscoveryBalancer,
+  payments: FollowingBalancer<ServiceWatch>,
   timeoutMs: number,
   onBreakerChange: (change: PaymentsBreakerChange) => void,
 ): PaymentsCalls {

@@ -5,7 +5,7 @@
  * wire is sent again to another instance, within a retry budget: safe, because the buyer's
  * idempotency key makes the retry find the same order.
  */
-import { leastRequest } from 'keel/balancer';
+import { LoadBalancer, leastRequest } from 'keel/balancer';
 import { ordersCalls } from './calls.js';
 import { startService, type RunningService, type ServiceContext } from './service.js';
 
@@ -18,7 +18,8 @@ export interface ViewEvent {
 }
 
 export function startGateway(ctx: ServiceContext): Promise<RunningService> {
-  const orders = ctx.platform.registry.balancer('orders', leastRequest(), {
+  const orders = LoadBalancer.following(ctx.platform.registry.watch('orders'), {
+    strategy: leastRequest(),
     outlierEjection: { consecutiveFailures: 2, baseEjectionMs: 5000, maxEjectionPercent: 50 },
   });
   const seen = new Set<string>();

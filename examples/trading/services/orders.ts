@@ -12,7 +12,7 @@
  * after an instance died — carries on from the recorded step and never repeats a finished one.
  */
 import { randomUUID } from 'node:crypto';
-import { leastRequest } from 'keel/balancer';
+import { LoadBalancer, leastRequest } from 'keel/balancer';
 import type { Instance } from 'keel/discovery';
 import { HashRing } from 'keel/hashring';
 import { isLockTakenError, type Lock } from 'keel/lock';
@@ -59,7 +59,8 @@ export function startOrders(ctx: ServiceContext): Promise<RunningService> {
   const ringChanges: RingChange[] = [];
 
   // Payments: a balancer over the live instances, a breaker per instance (services/calls.ts).
-  const payments = registry.balancer('payments', leastRequest(), {
+  const payments = LoadBalancer.following(registry.watch('payments'), {
+    strategy: leastRequest(),
     outlierEjection: { consecutiveFailures: 5, baseEjectionMs: 2000 },
   });
   const paying = paymentsCalls(payments, PAYMENT_TIMEOUT_MS, ({ at, target, from, to, reason }) => {
