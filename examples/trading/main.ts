@@ -13,7 +13,7 @@ import { parseArgs, USAGE, type DemoOptions } from './config.js';
 import { memoryCluster, redisCluster, type Cluster } from './cluster.js';
 import { call, closeClientSockets, sleep } from './http.js';
 import { findRedisServer, startRedisServers, type RedisServers } from './redis-servers.js';
-import { audit, formatReport } from './report.js';
+import { audit, formatReport, type SagaReport } from './report.js';
 import {
   makePlan,
   runBuyers,
@@ -36,6 +36,14 @@ async function stats(fleet: Fleet, role: Role): Promise<Record<string, unknown>[
   return Promise.all(
     handles.map(async (h) => (await call(h.port, '/stats', undefined, { timeoutMs: 5000 })).body),
   );
+}
+
+/** The order sagas as stored (asked of one live orders instance), for the report. */
+async function sagaReport(fleet: Fleet, traced: readonly string[]): Promise<SagaReport> {
+  const orders = [...fleet.values()].find((h) => h.role === 'orders');
+  if (orders === undefined) throw new Error('no orders instance left to ask about the sagas');
+  return (await call(orders.port, '/sagas', { ids: traced }, { timeoutMs: 30_000 }))
+    .body as unknown as SagaReport;
 }
 
 /** Waits until every instance sees the fleet it needs (discovery views filled). */
@@ -173,7 +181,7 @@ async function run(o: DemoOptions): Promise<number> {
     );
     const results = await runBuyers(plan, o, gateway.port, progress);
     await drillDone;
-    // Orders whose buyers gave up, or whose instance died, are finished by the sweepers.
+    // Orders whose buyers gave up, or whose instance died, are finished by the sagas' recovery.
     const deadline = Date.now() + 30_000;
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
     const durationMs = performance.now() - loadStarted;
@@ -188,6 +196,7 @@ async function run(o: DemoOptions): Promise<number> {
     const ordersStats = await stats(fleet, 'orders');
     const inventoryStats = await stats(fleet, 'inventory');
     const snapshot = await c.store.snapshot();
+    const sagas = await sagaReport(fleet, drill.midPayment ?? []);
     const report = audit({
       options: o,
       mode,
@@ -205,6 +214,7 @@ async function run(o: DemoOptions): Promise<number> {
         redisPorts: servers?.urls.map((u) => Number(new URL(u).port)) ?? [],
       },
       stalls: inventoryStats.reduce((a, s) => a + Number(s.stalls), 0),
+      sagas,
     });
     say(formatReport(report));
     if (o.json !== undefined) {

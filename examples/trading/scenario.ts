@@ -153,6 +153,8 @@ export async function runBuyers(
 /** What the drill did, and when (ms since the epoch). */
 export interface DrillLog {
   killed?: { id: string; pid: number; at: number };
+  /** Order sagas the killed instance was in the middle of a payment step of. */
+  midPayment?: readonly string[];
   outage?: { from: number; to: number };
   stall?: { shards: readonly string[]; at: number };
   joined?: { id: string; at: number };
@@ -164,6 +166,24 @@ export type Fleet = Map<string, InstanceHandle>;
 
 const byRole = (fleet: Fleet, role: Role): InstanceHandle[] =>
   [...fleet.values()].filter((h) => h.role === role);
+
+/**
+ * Makes an orders instance stop inside its next few payment steps (the charge sent, its outcome
+ * not yet recorded by the saga) and waits until it is in at least one, for up to 3 s: the kill
+ * then lands mid-payment. Answers the order ids of the sagas it is stuck in.
+ */
+async function holdPayments(victim: InstanceHandle): Promise<string[]> {
+  await call(victim.port, '/admin/hold-charges', { count: 3 });
+  const deadline = Date.now() + 3000;
+  let held: string[] = [];
+  while (Date.now() < deadline) {
+    const stats = await call(victim.port, '/stats', undefined, { timeoutMs: 1000 });
+    held = (stats.body.midPayment as string[] | undefined) ?? [];
+    if (held.length >= 3) break;
+    await sleep(20);
+  }
+  return held;
+}
 
 /**
  * The faults, each when the given share of buyers has been dispatched (or the load is done):
@@ -201,11 +221,12 @@ export async function runDrill(
   await at(0.2);
   const victim = fleet.get('orders-2') ?? byRole(fleet, 'orders')[0];
   if (victim !== undefined) {
+    log.midPayment = await holdPayments(victim);
     await victim.kill();
     fleet.delete(victim.id);
     log.killed = { id: victim.id, pid: victim.pid, at: Date.now() };
     note(
-      `fault: killed ${victim.id} without warning (${cluster.mode === 'redis' ? `SIGKILL pid ${victim.pid}` : 'crash in place'})`,
+      `fault: killed ${victim.id} without warning (${cluster.mode === 'redis' ? `SIGKILL pid ${victim.pid}` : 'crash in place'}) in the middle of ${log.midPayment.length} payment step(s)`,
     );
   }
 
