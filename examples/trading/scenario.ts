@@ -168,18 +168,19 @@ const byRole = (fleet: Fleet, role: Role): InstanceHandle[] =>
   [...fleet.values()].filter((h) => h.role === role);
 
 /**
- * Makes an orders instance stop inside its next few payment steps (the charge sent, its outcome
- * not yet recorded by the saga) and waits until it is in at least one, for up to 3 s: the kill
- * then lands mid-payment. Answers the order ids of the sagas it is stuck in.
+ * Makes an orders instance stop inside its next three payment steps (the charge sent, its
+ * outcome not yet recorded by the saga) and waits until it is inside all three, or inside one
+ * after 2 s (a bound of 15 s for a loaded machine): the kill then lands mid-payment. Answers the
+ * order ids of the sagas it is stuck in.
  */
 async function holdPayments(victim: InstanceHandle): Promise<string[]> {
   await call(victim.port, '/admin/hold-charges', { count: 3 });
-  const deadline = Date.now() + 3000;
+  const started = Date.now();
   let held: string[] = [];
-  while (Date.now() < deadline) {
-    const stats = await call(victim.port, '/stats', undefined, { timeoutMs: 1000 });
+  while (Date.now() < started + 15_000) {
+    const stats = await call(victim.port, '/stats', undefined, { timeoutMs: 5000 });
     held = (stats.body.midPayment as string[] | undefined) ?? [];
-    if (held.length >= 3) break;
+    if (held.length >= 3 || (held.length > 0 && Date.now() > started + 2000)) break;
     await sleep(20);
   }
   return held;

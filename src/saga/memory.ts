@@ -489,40 +489,37 @@ const undoEnd: Port = (ks, keys, a) => {
   return 1;
 };
 
-const PORTS: ReadonlyMap<string, Port> = new Map(
-  (
-    [
-      [TRANSITION, transition],
-      [START, start],
-      [CLAIM, claim],
-      [READ, read],
-      [CANCEL, cancel],
-      [LIST, list],
-      [ACQUIRE, acquire],
-      [COMPLETE, complete],
-      [RELEASE, release],
-      [RENEW, renew],
-      [UNDO_BEGIN, undoBegin],
-      [UNDO_END, undoEnd],
-    ] as [LuaScript, Port][]
-  ).map(([script, port]) => [script.sha, port]),
-);
-const SOURCES: ReadonlyMap<string, string> = new Map(
-  [
-    TRANSITION,
-    START,
-    CLAIM,
-    READ,
-    CANCEL,
-    LIST,
-    ACQUIRE,
-    COMPLETE,
-    RELEASE,
-    RENEW,
-    UNDO_BEGIN,
-    UNDO_END,
-  ].map((s) => [s.source, s.sha]),
-);
+let tables: { ports: ReadonlyMap<string, Port>; sources: ReadonlyMap<string, string> } | undefined;
+
+/**
+ * The ports by script SHA-1, and the SHA-1s by script source. Built on first use, so a bundle
+ * that never constructs a backend keeps nothing of it (no module-level work to preserve).
+ */
+function scriptTables(): {
+  ports: ReadonlyMap<string, Port>;
+  sources: ReadonlyMap<string, string>;
+} {
+  if (tables !== undefined) return tables;
+  const all: [LuaScript, Port][] = [
+    [TRANSITION, transition],
+    [START, start],
+    [CLAIM, claim],
+    [READ, read],
+    [CANCEL, cancel],
+    [LIST, list],
+    [ACQUIRE, acquire],
+    [COMPLETE, complete],
+    [RELEASE, release],
+    [RENEW, renew],
+    [UNDO_BEGIN, undoBegin],
+    [UNDO_END, undoEnd],
+  ];
+  tables = {
+    ports: new Map(all.map(([script, port]) => [script.sha, port])),
+    sources: new Map(all.map(([script]) => [script.source, script.sha])),
+  };
+  return tables;
+}
 
 /**
  * A reply as Redis turns a Lua value into one: numbers to integers, `false`/`nil` to a null
@@ -587,7 +584,7 @@ export class MemorySagaBackend {
   }
 
   #call(sha: string, numKeys: number, args: readonly (string | number | Buffer)[]): unknown {
-    const port = PORTS.get(sha);
+    const port = scriptTables().ports.get(sha);
     if (port === undefined) throw new Error('NOSCRIPT No matching script (MemorySagaBackend)');
     if (++this.#calls % 1024 === 0) this.#keys.sweep();
     const all = args.map(String);
@@ -605,7 +602,7 @@ export class MemorySagaBackend {
 
   /** Runs one of `keel/saga`'s scripts from its source (as Redis's `EVAL`). */
   eval(source: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown> {
-    const sha = SOURCES.get(source);
+    const sha = scriptTables().sources.get(source);
     if (sha === undefined) {
       return Promise.reject(new Error('ERR MemorySagaBackend runs keel/saga scripts only'));
     }
