@@ -20,8 +20,8 @@ import { redisClient } from './platform.js';
 import { collectTimelines, renderHtml } from './html-report.js';
 import type { MetricsServer } from './metrics.js';
 import { findRedisServer, startRedisServers, type RedisServers } from './redis-servers.js';
-import { audit, formatReport } from './report.js';
 import { resilienceFigures } from './report-resilience.js';
+import { audit, formatReport, type SagaReport } from './report.js';
 import {
   makePlan,
   runBuyers,
@@ -45,6 +45,14 @@ async function stats(fleet: Fleet, role: Role): Promise<Record<string, unknown>[
   return Promise.all(
     handles.map(async (h) => (await call(h.port, '/stats', undefined, { timeoutMs: 5000 })).body),
   );
+}
+
+/** The order sagas as stored (asked of one live orders instance), for the report. */
+async function sagaReport(fleet: Fleet, traced: readonly string[]): Promise<SagaReport> {
+  const orders = [...fleet.values()].find((h) => h.role === 'orders');
+  if (orders === undefined) throw new Error('no orders instance left to ask about the sagas');
+  return (await call(orders.port, '/sagas', { ids: traced }, { timeoutMs: 30_000 }))
+    .body as unknown as SagaReport;
 }
 
 /** Waits until every instance sees the fleet it needs (discovery views filled). */
@@ -222,7 +230,7 @@ async function run(o: DemoOptions): Promise<number> {
     await drillDone;
     await eventsDrill;
     const catalog = await catalogDone;
-    // Orders whose buyers gave up, or whose instance died, are finished by the sweepers.
+    // Orders whose buyers gave up, or whose instance died, are finished by the sagas' recovery.
     const deadline = Date.now() + 30_000;
     while ((await c.store.pendingCount()) > 0 && Date.now() < deadline) await sleep(100);
     const durationMs = performance.now() - loadStarted;
@@ -243,6 +251,7 @@ async function run(o: DemoOptions): Promise<number> {
       const confirmed = snapshot.orders.filter((x) => x.state === 'confirmed').map((x) => x.id);
       events = await auditEvents(eventsAt.client, eventsAt.prefix, confirmed);
     }
+    const sagas = await sagaReport(fleet, drill.midPayment ?? []);
     const report = audit({
       options: o,
       mode,
@@ -267,6 +276,7 @@ async function run(o: DemoOptions): Promise<number> {
       stalls: inventoryStats.reduce((a, s) => a + Number(s.stalls), 0),
       events,
       catalog,
+      sagas,
     });
     say(formatReport(report));
     writeFileSync(

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { MemoryBackend, RedisBackend, Registry, type DiscoveryBackend } from 'keel/discovery';
 import { MemoryLock, Redlock, type LockService } from 'keel/lock';
 import { OrderEvents } from './events.js';
+import { MemorySagaBackend, type SagaCoordinatorOptions } from 'keel/saga';
 import type { Store } from './store.js';
 import { MemoryStore } from './store-memory.js';
 import { RedisStore } from './store-redis.js';
@@ -24,6 +25,13 @@ export interface Platform {
   readonly redis?: Redis | undefined;
   readonly prefix?: string | undefined;
   readonly events?: OrderEvents | undefined;
+  /**
+   * Where keel/saga keeps the order sagas and the buyers' idempotency keys: the first Redis
+   * server, or (embedded mode) one MemorySagaBackend shared by every instance in the process.
+   */
+  readonly sagaRedis: SagaCoordinatorOptions['redis'];
+  /** Prefix of this run's saga and idempotency keys there. */
+  readonly sagaPrefix: string;
   /** Deregisters, then closes what this platform opened. */
   close(): Promise<void>;
 }
@@ -41,6 +49,7 @@ export class SharedMemoryInfra {
   // with `waitMs`, so no retry count or delay needs tuning.
   readonly locks = new MemoryLock({ ttlMs: LOCK_TTL_MS });
   readonly store = new MemoryStore();
+  readonly sagas = new MemorySagaBackend();
 
   /** A platform for one service instance: its own Registry over the shared backend. */
   platform(): Platform {
@@ -50,6 +59,8 @@ export class SharedMemoryInfra {
       locks: this.locks,
       registry,
       store: this.store,
+      sagaRedis: this.sagas,
+      sagaPrefix: 'trading:',
       close: () => registry.close(),
     };
   }
@@ -88,6 +99,8 @@ export function redisPlatform(
     locks,
     registry,
     store: redisStore,
+    sagaRedis: first,
+    sagaPrefix: prefix,
     redisStore,
     redis: first,
     prefix,

@@ -11,6 +11,30 @@ import type { BreakerTransition, RingChange } from './services/orders.js';
 import type { ViewEvent } from './services/gateway.js';
 import type { StoreSnapshot } from './store.js';
 
+/** The order sagas as keel/saga stores them, at the end of the run. */
+export interface SagaReport {
+  readonly completed: number;
+  readonly compensated: number;
+  /** Parked for an operator: a compensation kept failing. Each with why. */
+  readonly needsAttention: readonly { readonly id: string; readonly reason: string }[];
+  /** Still running or compensating after the run (must be none). */
+  readonly stuck: readonly {
+    readonly id: string;
+    readonly status: string;
+    readonly step?: string;
+  }[];
+  /** The sagas the killed instance was in the middle of a payment step of, and how they ended. */
+  readonly traced: readonly {
+    readonly id: string;
+    readonly status: string;
+    readonly claimedBy: readonly string[];
+    /** The owner that holds (or finished) it: `<instance>:<pid>:<start time>`. */
+    readonly owner: string;
+    readonly reason: string;
+    readonly events: readonly string[];
+  }[];
+}
+
 export interface Invariant {
   readonly name: string;
   readonly ok: boolean;
@@ -68,6 +92,7 @@ export interface Report {
     readonly movedFraction: number | undefined;
   };
   readonly fencing: { readonly staleWritesRefused: number; readonly stalls: number };
+  readonly sagas: SagaReport;
   readonly drill: readonly string[];
   /** What the run started: service process pids and redis-server ports (all gone at exit). */
   readonly processes: {
@@ -100,6 +125,7 @@ export interface AuditInput {
   readonly events?: EventsAudit | undefined;
   /** Product-page reads through keel/cache during the sale. */
   readonly catalog?: CatalogResult | undefined;
+  readonly sagas: SagaReport;
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -284,6 +310,7 @@ export function audit(input: AuditInput): Report {
       movedFraction: rebalance?.movedFraction,
     },
     fencing: { staleWritesRefused: input.fencedOff, stalls: input.stalls },
+    sagas: input.sagas,
     drill: input.drill.lines,
     processes: input.processes,
     catalog: input.catalog,
@@ -352,9 +379,33 @@ export function formatReport(r: Report): string {
       : `Events (order-confirmed, outbox → ledger via keel/queue): sent ${r.events.sent} = handled ${r.events.handled} + dead-lettered ${r.events.deadLettered}, lost ${r.events.lost}, duplicate effects ${r.events.duplicateEffects}`,
   );
   if (r.catalog !== undefined) lines.push(...catalogLines(r.catalog));
+  lines.push(...formatSagas(r.sagas, r.killed.id));
   lines.push('', 'Invariants:');
   for (const i of r.invariants)
     lines.push(`  ${i.ok ? 'PASS' : 'FAIL'}  ${pad(i.name, 48)} ${i.detail}`);
   lines.push('', r.ok ? 'All invariants hold.' : 'SOME INVARIANTS FAILED.');
   return lines.join('\n');
+}
+
+/** The sagas' lines of the report: how every order saga ended, and the ones a kill interrupted. */
+export function formatSagas(s: SagaReport, killed: string | undefined): string[] {
+  const lines = [
+    '',
+    `Sagas (keel/saga): completed ${s.completed}, compensated ${s.compensated}, needs-attention ${s.needsAttention.length}, stuck ${s.stuck.length}`,
+  ];
+  for (const p of s.needsAttention) lines.push(`  needs-attention ${p.id}: ${p.reason}`);
+  for (const p of s.stuck.slice(0, 5))
+    lines.push(`  STUCK ${p.id}: ${p.status}${p.step === undefined ? '' : ` at ${p.step}`}`);
+  if (s.traced.length > 0) {
+    lines.push(
+      `  ${killed ?? 'the killed instance'} died in the middle of ${s.traced.length} payment step(s); another instance took each over after its lease:`,
+    );
+    for (const t of s.traced) {
+      const why = t.reason === '' ? '' : ` (${t.reason})`;
+      lines.push(
+        `    ${t.id}: ${t.status}${why} by ${t.owner.split(':')[0] ?? '?'}; last: ${t.events.slice(-4).join(', ')}`,
+      );
+    }
+  }
+  return lines;
 }

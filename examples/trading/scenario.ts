@@ -156,6 +156,8 @@ export async function runBuyers(
 /** What the drill did, and when (ms since the epoch). */
 export interface DrillLog {
   killed?: { id: string; pid: number; at: number };
+  /** Order sagas the killed instance was in the middle of a payment step of. */
+  midPayment?: readonly string[];
   outage?: { from: number; to: number };
   stall?: { shards: readonly string[]; at: number };
   joined?: { id: string; at: number };
@@ -167,6 +169,25 @@ export type Fleet = Map<string, InstanceHandle>;
 
 const byRole = (fleet: Fleet, role: Role): InstanceHandle[] =>
   [...fleet.values()].filter((h) => h.role === role);
+
+/**
+ * Makes an orders instance stop inside its next three payment steps (the charge sent, its
+ * outcome not yet recorded by the saga) and waits until it is inside all three, or inside one
+ * after 2 s (a bound of 15 s for a loaded machine): the kill then lands mid-payment. Answers the
+ * order ids of the sagas it is stuck in.
+ */
+async function holdPayments(victim: InstanceHandle): Promise<string[]> {
+  await call(victim.port, '/admin/hold-charges', { count: 3 });
+  const started = Date.now();
+  let held: string[] = [];
+  while (Date.now() < started + 15_000) {
+    const stats = await call(victim.port, '/stats', undefined, { timeoutMs: 5000 });
+    held = (stats.body.midPayment as string[] | undefined) ?? [];
+    if (held.length >= 3 || (held.length > 0 && Date.now() > started + 2000)) break;
+    await sleep(20);
+  }
+  return held;
+}
 
 /**
  * The faults, each when the given share of buyers has been dispatched (or the load is done):
@@ -204,11 +225,12 @@ export async function runDrill(
   await at(0.2);
   const victim = fleet.get('orders-2') ?? byRole(fleet, 'orders')[0];
   if (victim !== undefined) {
+    log.midPayment = await holdPayments(victim);
     await victim.kill();
     fleet.delete(victim.id);
     log.killed = { id: victim.id, pid: victim.pid, at: Date.now() };
     note(
-      `fault: killed ${victim.id} without warning (${cluster.mode === 'redis' ? `SIGKILL pid ${victim.pid}` : 'crash in place'})`,
+      `fault: killed ${victim.id} without warning (${cluster.mode === 'redis' ? `SIGKILL pid ${victim.pid}` : 'crash in place'}) in the middle of ${log.midPayment.length} payment step(s)`,
     );
   }
 

@@ -4,6 +4,7 @@
  */
 import {
   isFinal,
+  keysOf,
   orderFields,
   parseOrder,
   type Fenced,
@@ -31,7 +32,6 @@ function admit(record: FencedRecord, token: number): boolean {
 
 export class MemoryStore implements Store {
   readonly #orders = new Map<string, FencedRecord>();
-  readonly #keys = new Map<string, string>();
   readonly #pending = new Map<string, number>();
   readonly #stock = new Map<string, FencedRecord>();
   readonly #ledger = new Map<string, LedgerState>();
@@ -51,9 +51,7 @@ export class MemoryStore implements Store {
   }
 
   createOrder(order: OrderRecord): Promise<{ id: string; created: boolean }> {
-    const existing = this.#keys.get(order.key);
-    if (existing !== undefined) return Promise.resolve({ id: existing, created: false });
-    this.#keys.set(order.key, order.id);
+    if (this.#orders.has(order.id)) return Promise.resolve({ id: order.id, created: false });
     this.#orders.set(order.id, { fence: 0, fields: new Map(Object.entries(orderFields(order))) });
     this.#pending.set(order.id, order.createdAt);
     return Promise.resolve({ id: order.id, created: true });
@@ -130,9 +128,10 @@ export class MemoryStore implements Store {
   }
 
   snapshot(): Promise<StoreSnapshot> {
+    const orders = [...this.#orders.values()].map((r) => parseOrder(Object.fromEntries(r.fields)));
     return Promise.resolve({
-      orders: [...this.#orders.values()].map((r) => parseOrder(Object.fromEntries(r.fields))),
-      keys: Object.fromEntries(this.#keys),
+      orders,
+      keys: keysOf(orders),
       stock: [...this.#stock].map(([sku, r]) => ({
         sku,
         initial: Number(r.fields.get('initial')),

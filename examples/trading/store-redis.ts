@@ -1,21 +1,20 @@
 /**
  * The store in Redis (Redis mode): one Lua script per operation, so each check-and-set is
  * atomic on the server. Key layout under a per-run prefix P:
- * `P:order:<id>` hash (order fields + `_fence`), `P:idem` hash key → order id, `P:pending`
+ * `P:order:<id>` hash (order fields + `_fence`), `P:orders` set of order ids, `P:pending`
  * sorted set id → last touch, `P:stock:<sku>` hash (`initial`, `available`, `sold`, `_fence`,
  * `r:<orderId>` reservations), `P:skus` set, `P:ledger` hash order id → state,
  * `P:journal` list of `charge <id>` / `refund <id>`.
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { ORDER_FIELDS, orderFields, parseOrder } from './store.js';
+import { ORDER_FIELDS, keysOf, orderFields, parseOrder } from './store.js';
 import type * as S from './store.js';
 
-// KEYS: idem, order, pending. ARGV: key, id, now, field, value, …
+// KEYS: orders, order, pending. ARGV: key, id, now, field, value, …
 const CREATE_ORDER = `
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing then return {0, existing} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, ARGV[2]} end
+redis.call('SADD', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return {1, ARGV[2]}`;
@@ -102,7 +101,7 @@ export class RedisStore implements S.Store {
   async createOrder(order: S.OrderRecord): Promise<{ id: string; created: boolean }> {
     const reply = (await this.#run(
       CREATE_ORDER,
-      [`${this.#p}idem`, `${this.#p}order:${order.id}`, `${this.#p}pending`],
+      [`${this.#p}orders`, `${this.#p}order:${order.id}`, `${this.#p}pending`],
       [order.key, order.id, order.createdAt, ...flat(orderFields(order))],
     )) as [number, string];
     return { id: reply[1], created: reply[0] === 1 };
@@ -198,19 +197,19 @@ export class RedisStore implements S.Store {
 
   async snapshot(): Promise<S.StoreSnapshot> {
     const r = this.#redis;
-    const keys = await r.hgetall(`${this.#p}idem`);
-    const ids = Object.values(keys);
+    const ids = await r.smembers(`${this.#p}orders`);
     const orderPipe = r.pipeline();
     for (const id of ids) orderPipe.hgetall(`${this.#p}order:${id}`);
     const orderReplies = (await orderPipe.exec()) ?? [];
+    const orders = orderReplies.map(([, fields]) => parseOrder(fields as Record<string, string>));
     const skus = (await r.smembers(`${this.#p}skus`)).sort();
     const stockPipe = r.pipeline();
     for (const sku of skus) stockPipe.hgetall(`${this.#p}stock:${sku}`);
     const stockReplies = (await stockPipe.exec()) ?? [];
     const journal = await r.lrange(`${this.#p}journal`, 0, -1);
     return {
-      orders: orderReplies.map(([, fields]) => parseOrder(fields as Record<string, string>)),
-      keys,
+      orders,
+      keys: keysOf(orders),
       stock: skus.map((sku, i) => {
         const fields = (stockReplies[i]?.[1] ?? {}) as Record<string, string>;
         return {

@@ -1,5 +1,5 @@
 /**
- * The shared store: orders (with their idempotency keys), stock per SKU and the payments
+ * The shared store: orders, stock per SKU and the payments
  * ledger. In Redis mode it is Redis (store-redis.ts); in embedded mode a Map-backed twin with
  * the same semantics (store-memory.ts).
  *
@@ -25,7 +25,10 @@ export type OrderStep = 'new' | 'charging' | 'voiding' | 'committing' | 'releasi
 /** One order as stored. */
 export interface OrderRecord {
   readonly id: string;
-  /** The buyer's idempotency key: one order per key, however often it is sent. */
+  /**
+   * The buyer's idempotency key: one order per key, however often it is sent (keel/saga's
+   * IdempotencyKeys, in services/orders.ts; the order id is derived from it).
+   */
   readonly key: string;
   readonly buyer: string;
   readonly sku: string;
@@ -66,7 +69,7 @@ export interface LedgerEvent {
 /** Everything, read back for the audit at the end of a run. */
 export interface StoreSnapshot {
   readonly orders: readonly OrderRecord[];
-  /** Idempotency key → order id. */
+  /** Idempotency key → order id (from the orders). */
   readonly keys: Readonly<Record<string, string>>;
   readonly stock: readonly {
     readonly sku: string;
@@ -88,8 +91,8 @@ export interface Store {
   /** Puts the initial stock (and forgets any earlier run under the same prefix). */
   initStock(units: Readonly<Record<string, number>>): Promise<void>;
   /**
-   * Creates the order for `key` unless one exists: returns the id of the order that owns the
-   * key, and whether it was created now. Atomic, so two instances racing on a key agree.
+   * Creates the order unless one with its id exists: returns the id, and whether it was created
+   * now. Atomic, so a saga step that runs again (after a crash) creates nothing twice.
    */
   createOrder(order: OrderRecord): Promise<{ id: string; created: boolean }>;
   /** A fenced read of an order (`undefined` if it does not exist). */
@@ -154,3 +157,16 @@ export const ORDER_FIELDS = Object.keys(
 ) as readonly (keyof OrderRecord)[];
 
 export const isFinal = (state: OrderState): boolean => state !== 'pending';
+
+/**
+ * Idempotency key → order id, from the orders (for the audit). There is one order per key; were
+ * there more, the first by id is named, whatever order the store lists them in.
+ */
+export function keysOf(orders: readonly OrderRecord[]): Record<string, string> {
+  const keys: Record<string, string> = {};
+  for (const o of orders) {
+    const named = keys[o.key];
+    if (named === undefined || o.id < named) keys[o.key] = o.id;
+  }
+  return keys;
+}

@@ -805,6 +805,7 @@ export class SagaCoordinator implements AsyncDisposable {
       ),
       idempotencyKey: `${def.name}:${id}:${names[step] ?? ''}`,
       attempt,
+      fence: row.fence,
     });
 
     /** Calls `fn` with a signal that aborts on the step timeout, the deadline, cancel, loss. */
@@ -975,6 +976,7 @@ export class SagaCoordinator implements AsyncDisposable {
               ...context(next.step, next.attempt),
               output: decode(row.outputs.get(next.step)),
               completed,
+              reason: row.reason ?? '',
             };
             try {
               await call((s) => compensate(ctx as never, s), step.name, step.timeoutMs, false);

@@ -52,6 +52,13 @@ export interface StepContext<I = unknown, P = Readonly<Record<string, unknown>>>
   readonly idempotencyKey: string;
   /** 1 for the first attempt of this step (counted across crashes and recoveries). */
   readonly attempt: number;
+  /**
+   * The fencing token of this coordinator's claim on the instance: raised each time another
+   * coordinator takes the instance over. A store that refuses tokens older than the newest it
+   * has seen (Kleppmann's fencing rule) thereby refuses the late writes of an owner that lost
+   * the instance mid-step.
+   */
+  readonly fence: number;
 }
 
 /** What a step's `compensate` receives. */
@@ -69,6 +76,11 @@ export interface CompensationContext<
   readonly output: O | undefined;
   /** True when the action is known to have completed (`output` is its result). */
   readonly completed: boolean;
+  /**
+   * Why the saga compensates: `step <name> failed: <error>`, `step <name> failed after <n>
+   * attempts: <error>`, `cancelled`, or `saga-timeout…`.
+   */
+  readonly reason: string;
 }
 
 /** One step of a saga: an action and the compensation that undoes it. */

@@ -54,7 +54,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
 /** ARGV: 1 token, 2 fingerprint, 3 leaseMs, 4 ttlMs. */
-const ACQUIRE = luaScript(`${NOW}
+export const ACQUIRE = luaScript(`${NOW}
 local k = KEYS[1]
 local r = redis.call('HMGET', k, 's', 'fp', 'r', 'l')
 if not r[1] then
@@ -71,7 +71,7 @@ return {'run', 1}
 `);
 
 /** ARGV: 1 token, 2 result, 3 ttlMs. */
-const COMPLETE = luaScript(`
+export const COMPLETE = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] ~= 'run' or r[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'done', 'r', ARGV[2])
@@ -81,7 +81,7 @@ return 1
 `);
 
 /** Frees a key whose function threw, so the next call runs afresh. ARGV: 1 token. */
-const RELEASE = luaScript(`
+export const RELEASE = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] ~= 'run' or r[2] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -89,7 +89,7 @@ return 1
 `);
 
 /** ARGV: 1 token, 2 leaseMs, 3 state the holder is in (`run` | `undoing`). */
-const RENEW = luaScript(`${NOW}
+export const RENEW = luaScript(`${NOW}
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] ~= ARGV[3] or r[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
@@ -97,7 +97,7 @@ return 1
 `);
 
 /** ARGV: 1 token, 2 leaseMs, 3 ttlMs. Replies `{kind, result or '', has result, wait ms}`. */
-const UNDO_BEGIN = luaScript(`${NOW}
+export const UNDO_BEGIN = luaScript(`${NOW}
 local k = KEYS[1]
 local r = redis.call('HMGET', k, 's', 'r', 'l')
 local lease = now + tonumber(ARGV[2])
@@ -114,7 +114,7 @@ return {'undo', '', 0, 0}
 `);
 
 /** ARGV: 1 token, 2 ttlMs. */
-const UNDO_END = luaScript(`
+export const UNDO_END = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] ~= 'undoing' or r[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'cancelled')

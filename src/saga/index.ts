@@ -27,6 +27,8 @@ export type {
 export type { SagaStatus, SagaHistoryEntry } from './state.js';
 export type { SagaTransitionEvent, SagaFencedEvent } from './channels.js';
 export { IdempotencyKeys } from './idempotency.js';
+export { MemorySagaBackend } from './memory.js';
+export type { MemorySagaBackendOptions } from './memory.js';
 export type {
   IdempotencyKeysOptions,
   IdempotentOptions,

@@ -281,6 +281,20 @@ function expectSound(run: Run, mode: 'redis' | 'memory'): void {
   expect(r.rebalance.joined).toBe('inventory-3');
   expect(r.rebalance.movedSkus).toBeGreaterThan(0);
   expect(r.fencing.stalls).toBeGreaterThan(0);
+  // The order sagas (keel/saga): none stuck, one per order, and the killed instance was in the
+  // middle of payment steps that another instance finished or compensated.
+  expect(r.sagas.stuck).toEqual([]);
+  expect(r.sagas.completed).toBe(r.outcomes.confirmed);
+  expect(r.sagas.completed + r.sagas.compensated + r.sagas.needsAttention.length).toBe(
+    Object.entries(r.outcomes)
+      .filter(([state]) => !state.startsWith('('))
+      .reduce((a, [, n]) => a + n, 0),
+  );
+  expect(r.sagas.traced.length).toBeGreaterThan(0);
+  for (const t of r.sagas.traced) {
+    expect(['completed', 'compensated']).toContain(t.status);
+    expect(t.owner.split(':')[0]).not.toBe(r.killed.id);
+  }
 }
 
 describe('examples/trading end to end', () => {

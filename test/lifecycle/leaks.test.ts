@@ -13,6 +13,12 @@ import { BreakerRegistry } from '../../src/breaker/index.js';
 import { LoadBalancer, leastRequest } from '../../src/balancer/index.js';
 import { RedisBackend, Registry } from '../../src/discovery/index.js';
 import { MemoryLock, Redlock } from '../../src/lock/index.js';
+import {
+  IdempotencyKeys,
+  MemorySagaBackend,
+  SagaCoordinator,
+  defineSaga,
+} from '../../src/saga/index.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { KeelTimers, footprint, type Footprint } from './resources.js';
@@ -133,6 +139,100 @@ describeRedis('nothing is left behind after close()', () => {
     await breakers.breakerFor('quick').execute(() => Promise.resolve(1));
     await slow;
     await breakers.close();
+    await expectBackTo(before);
+  });
+
+  /** A saga whose steps sleep, fail once, time out, or hang until their signal aborts. */
+  const leakySaga = (name: string) => {
+    let failed = false;
+    return defineSaga(name, [
+      {
+        name: 'slow',
+        run: () => sleep(150), // past leaseMs / 3: the heartbeat renews the lease
+        compensate: () => undefined,
+      },
+      {
+        name: 'flaky',
+        run: () => {
+          if (!failed) {
+            failed = true;
+            throw new Error('once'); // a retry with backoff
+          }
+          return 1;
+        },
+        retry: { attempts: 2, initialDelayMs: 20 },
+      },
+      {
+        name: 'timed',
+        // The step timeout aborts it (and the step lets go of its own timer).
+        run: (ctx, signal) =>
+          ctx.input === 'timeout'
+            ? new Promise((resolve) => {
+                const t = setTimeout(resolve, 10_000);
+                signal.addEventListener('abort', () => clearTimeout(t), { once: true });
+              })
+            : 0,
+        timeoutMs: 100,
+        retry: { attempts: 1 },
+      },
+      {
+        name: 'hang',
+        run: (_ctx, signal) =>
+          new Promise((resolve) => {
+            signal.addEventListener('abort', () => resolve(0), { once: true });
+          }),
+      },
+    ]);
+  };
+
+  it('SagaCoordinator (recovery loop, heartbeats, step timeouts, backoff, a step hung at close) and IdempotencyKeys', async () => {
+    const before = await footprint(ports(), clients);
+    const client = clients[0] as Redis;
+    const saga = leakySaga('leak');
+    const sagas = new SagaCoordinator({
+      redis: client,
+      sagas: [saga],
+      leaseMs: 300,
+      recoveryIntervalMs: 20,
+    });
+    // Timed out (compensates), then one hung when close() comes.
+    expect((await sagas.run(saga, 'timeout', 'timeout')).status).toBe('compensated');
+    const hung = sagas.run(saga, 'hung', 'hang').catch((e: unknown) => e);
+    await until(async () => {
+      expect((await sagas.get(saga, 'hung'))?.step).toBe('hang');
+    }, SETTLE_MS);
+    const keys = new IdempotencyKeys({ redis: client, leaseMs: 300, maxPollMs: 20 });
+    const first = keys.idempotent('leak:k', () => sleep(150).then(() => 1));
+    const waiter = keys.idempotent('leak:k', () => 2);
+    expect(await Promise.all([first, waiter])).toEqual([1, 1]);
+    expect(await keys.compensate('leak:k', () => undefined)).toBe('undone');
+    expect(await keys.compensate('leak:empty', () => undefined)).toBe('empty');
+    await sleep(60); // recovery polls run
+    await sagas.close();
+    await sagas.close();
+    expect(await hung).toMatchObject({ code: 'KEEL_SAGA_CLOSED' });
+    await expectBackTo(before);
+  });
+
+  it('SagaCoordinator and IdempotencyKeys over a MemorySagaBackend', async () => {
+    const before = await footprint(ports(), clients);
+    const backend = new MemorySagaBackend();
+    const saga = leakySaga('leak-memory');
+    const sagas = new SagaCoordinator({
+      redis: backend,
+      sagas: [saga],
+      leaseMs: 300,
+      recoveryIntervalMs: 20,
+    });
+    expect((await sagas.run(saga, 'timeout', 'timeout')).status).toBe('compensated');
+    const hung = sagas.run(saga, 'hung', 'hang').catch((e: unknown) => e);
+    await until(async () => {
+      expect((await sagas.get(saga, 'hung'))?.step).toBe('hang');
+    }, SETTLE_MS);
+    const { idempotent } = new IdempotencyKeys({ redis: backend, leaseMs: 300 });
+    expect(await idempotent('k', () => sleep(150).then(() => 1))).toBe(1);
+    await sagas.close();
+    expect(await hung).toMatchObject({ code: 'KEEL_SAGA_CLOSED' });
     await expectBackTo(before);
   });
 });

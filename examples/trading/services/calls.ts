@@ -254,7 +254,7 @@ export function paymentsCalls(
         if (reply.status !== 200) throw new Error(`void answered ${reply.status}`);
       } catch (error) {
         if (alive.aborted) throw error;
-        throw new Error('void failed; the sweeper will retry', { cause: error });
+        throw new Error('void failed; the saga retries it', { cause: error });
       }
     },
   };

@@ -1,0 +1,241 @@
+/**
+ * `MemorySagaBackend` against a real redis-server: every sequence of `keel/saga`'s script calls
+ * (saga start, transitions of every kind from right and wrong owners, fences and versions, claims,
+ * reads, cancels, lists; idempotency acquire / complete / release / renew / undo) gets the same
+ * replies from both, so the ported scripts keep the Lua's ownership, fencing and idempotency
+ * rules. Time-valued fields (server time, leases, waits) are normalized; leases are either 0
+ * (expired at once) or 100 s (never expires during a run), so expiry decides alike on both.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { runScript, type LuaScript, type ScriptClient } from '../../src/core/index.js';
+import { isInvalidOptionError } from '../../src/core/options.js';
+import {
+  ACQUIRE,
+  COMPLETE,
+  RELEASE,
+  RENEW,
+  UNDO_BEGIN,
+  UNDO_END,
+} from '../../src/saga/idempotency.js';
+import {
+  IdempotencyKeys,
+  MemorySagaBackend,
+  SagaCoordinator,
+  defineSaga,
+} from '../../src/saga/index.js';
+import { CANCEL, CLAIM, LIST, READ, START, TRANSITION } from '../../src/saga/scripts.js';
+import { SagaStore } from '../../src/saga/store.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+const IDS = ['a', 'b'];
+const OWNERS = ['o1', 'o2'];
+const LEASES = [0, 100_000];
+const OPS = ['begin', 'done', 'fail', 'cbegin', 'cdone', 'park', 'renew', 'bogus'] as const;
+const STATUSES = ['', 'running', 'compensating', 'completed', 'compensated', 'needs-attention'];
+const KEYS = ['k1', 'k2'];
+const TOKENS = ['t1', 't2'];
+
+const SCRIPTS: Readonly<Record<string, LuaScript>> = {
+  START,
+  TRANSITION,
+  CLAIM,
+  READ,
+  CANCEL,
+  LIST,
+  ACQUIRE,
+  COMPLETE,
+  RELEASE,
+  RENEW,
+  UNDO_BEGIN,
+  UNDO_END,
+};
+
+/** A script call, by the script's name (so a counterexample reads well). */
+type Call = readonly [string, readonly string[], readonly (string | number)[]];
+
+const pick = <T>(list: readonly T[]): fc.Arbitrary<T> => fc.constantFrom(...list);
+
+function calls(prefix: string): fc.Arbitrary<Call[]> {
+  const store = new SagaStore({
+    client: {} as ScriptClient,
+    prefix,
+    shards: 1,
+    leaseMs: 0,
+    historyLimit: 4,
+    finishedHistory: 2,
+    retentionMs: 100_000,
+  });
+  const keys = (id: string): string[] => [...store.keys('S', id).all];
+  const base = store.base('S', 0);
+  const idem = (k: string): string[] => [`${prefix}idem:{${k}}`];
+  const call: fc.Arbitrary<Call> = fc.oneof(
+    fc
+      .record({
+        id: pick(IDS),
+        owner: pick(OWNERS),
+        input: pick(['{"x":1}', '{"x":2}']),
+        lease: pick(LEASES),
+        steps: fc.integer({ min: 1, max: 3 }),
+      })
+      .map(({ id, owner, input, lease, steps }): Call => [
+        'START',
+        keys(id).slice(0, 3),
+        [id, owner, 'S', input, lease, 4, 0, steps],
+      ]),
+    fc
+      .record({
+        id: pick(IDS),
+        owner: pick(OWNERS),
+        fence: fc.integer({ min: 1, max: 3 }),
+        version: fc.integer({ min: 1, max: 8 }),
+        lease: pick(LEASES),
+        op: pick(OPS),
+        step: fc.integer({ min: -1, max: 3 }),
+      })
+      .map(({ id, owner, fence, version, lease, op, step }): Call => [
+        'TRANSITION',
+        keys(id),
+        [
+          id,
+          owner,
+          fence,
+          version,
+          lease,
+          4,
+          100_000,
+          2,
+          op,
+          step,
+          `detail ${op}`,
+          op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`,
+        ],
+      ]),
+    fc
+      .record({ owner: pick(OWNERS), lease: pick(LEASES), limit: fc.integer({ min: 1, max: 3 }) })
+      .map(({ owner, lease, limit }): Call => [
+        'CLAIM',
+        [`${base}live`],
+        [owner, lease, 4, limit, base],
+      ]),
+    pick(IDS).map((id): Call => ['READ', keys(id).slice(0, 2), []]),
+    pick(IDS).map((id): Call => ['CANCEL', keys(id).slice(0, 1), []]),
+    fc
+      .record({ status: pick(STATUSES), limit: fc.integer({ min: 1, max: 3 }) })
+      .map(({ status, limit }): Call => ['LIST', keys('').slice(2), [status, limit, base]]),
+    fc
+      .record({
+        k: pick(KEYS),
+        token: pick(TOKENS),
+        fp: pick(['', 'f1', 'f2']),
+        lease: pick(LEASES),
+      })
+      .map(({ k, token, fp, lease }): Call => ['ACQUIRE', idem(k), [token, fp, lease, 100_000]]),
+    fc
+      .record({ k: pick(KEYS), token: pick(TOKENS), result: pick(['j1', 'u']) })
+      .map(({ k, token, result }): Call => ['COMPLETE', idem(k), [token, result, 100_000]]),
+    fc
+      .record({ k: pick(KEYS), token: pick(TOKENS) })
+      .map(({ k, token }): Call => ['RELEASE', idem(k), [token]]),
+    fc
+      .record({ k: pick(KEYS), token: pick(TOKENS), state: pick(['run', 'undoing']) })
+      .map(({ k, token, state }): Call => ['RENEW', idem(k), [token, 100_000, state]]),
+    fc
+      .record({ k: pick(KEYS), token: pick(TOKENS), lease: pick(LEASES) })
+      .map(({ k, token, lease }): Call => ['UNDO_BEGIN', idem(k), [token, lease, 100_000]]),
+    fc
+      .record({ k: pick(KEYS), token: pick(TOKENS) })
+      .map(({ k, token }): Call => ['UNDO_END', idem(k), [token, 100_000]]),
+  );
+  return fc.array(call, { minLength: 1, maxLength: 40 });
+}
+
+/** Replaces what depends on the clock: epoch-ms numbers and strings, waits, history times. */
+function normalize(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(normalize);
+  if (typeof value === 'number') return value > 1000 ? 'N' : value;
+  if (typeof value === 'string') {
+    if (/^\d{4,}$/.test(value)) return 'N';
+    return value.replace(/^\d{10,}\|/, 'T|');
+  }
+  return value;
+}
+
+async function replay(client: ScriptClient, list: readonly Call[]): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for (const [name, keys, args] of list) {
+    try {
+      out.push(normalize(await runScript(client, SCRIPTS[name] as LuaScript, keys, args)));
+    } catch (error) {
+      out.push(`error: ${String(error).includes('unknown transition') ? 'unknown op' : 'other'}`);
+    }
+  }
+  return out;
+}
+
+describeRedis('MemorySagaBackend answers as Redis does (real redis-server)', () => {
+  const redis = useRedis({ count: 1 });
+
+  it("every sequence of saga and idempotency script calls gets Redis's replies", async () => {
+    const client = redis().client(0);
+    await fc.assert(
+      fc.asyncProperty(calls('mem:'), async (list) => {
+        await redis().flushAll();
+        const onRedis = await replay(client, list);
+        const inMemory = await replay(new MemorySagaBackend(), list);
+        expect(inMemory).toEqual(onRedis);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('MemorySagaBackend', () => {
+  it('refuses scripts that are not keel/saga’s, and bad options with a typed error', async () => {
+    const backend = new MemorySagaBackend();
+    await expect(backend.eval('return 1', 0)).rejects.toThrow(/keel\/saga scripts only/);
+    await expect(backend.evalsha('0'.repeat(40), 0)).rejects.toThrow(/NOSCRIPT/);
+    let error: unknown;
+    try {
+      new MemorySagaBackend({ now: 5 as unknown as () => number });
+    } catch (e) {
+      error = e;
+    }
+    expect(isInvalidOptionError(error)).toBe(true);
+  });
+
+  it('runs sagas and idempotency keys for a coordinator; compensations see the fence and the reason', async () => {
+    const backend = new MemorySagaBackend();
+    const seen: string[] = [];
+    const saga = defineSaga('m', [
+      {
+        name: 'a',
+        run: (ctx) => `a@${ctx.fence}`,
+        compensate: (ctx) => {
+          seen.push(`undo a ${String(ctx.output)} fence ${ctx.fence}: ${ctx.reason}`);
+        },
+      },
+      {
+        name: 'b',
+        run: () => {
+          throw new Error('nope');
+        },
+        retry: { attempts: 1 },
+      },
+    ]);
+    await using sagas = new SagaCoordinator({ redis: backend, sagas: [saga], recovery: false });
+    const outcome = await sagas.run(saga, 'm-1', {});
+    expect(outcome).toEqual({
+      status: 'compensated',
+      id: 'm-1',
+      reason: 'step b failed after 1 attempts: Error: nope',
+    });
+    expect(seen).toEqual(['undo a a@1 fence 1: step b failed after 1 attempts: Error: nope']);
+    expect((await sagas.list(saga, { status: 'compensated' })).map((s) => s.id)).toEqual(['m-1']);
+    const { idempotent } = new IdempotencyKeys({ redis: backend });
+    let runs = 0;
+    const once = (): Promise<number> => idempotent('k', () => ++runs, { payload: 1 });
+    expect(await Promise.all([once(), once()])).toEqual([1, 1]);
+    expect(runs).toBe(1);
+  });
+});
