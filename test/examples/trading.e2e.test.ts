@@ -170,8 +170,10 @@ function expectScraped(run: Run, gateway: string): void {
   expect(sum(SERIES.lock, () => true)).toBeGreaterThan(0);
   expect(sum('keel_lock_acquire_duration_sum', () => true)).toBeGreaterThanOrEqual(0);
   expect(sum(SERIES.breaker, (l) => l.keel_breaker_to === 'open')).toBeGreaterThanOrEqual(1);
+  // A breaker per called instance (keel/resilience's BreakerRegistry, keyed by instance id):
+  // the gateway's per orders instance, each orders instance's per payments instance.
   for (const s of all.filter((x) => x.name === SERIES.breaker))
-    expect(s.labels.keel_breaker_name).toMatch(/^payments@orders-[123]$/);
+    expect(s.labels.keel_breaker_name).toMatch(/^(orders-[1-3]|payments-[12])$/);
   expect(
     sum(SERIES.balancer, (l) => l.instance === gateway && l.keel_balancer_name === 'orders'),
   ).toBeGreaterThan(0);
