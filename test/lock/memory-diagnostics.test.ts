@@ -10,10 +10,7 @@ import { recordChannels, tracingNames } from '../support/channels.js';
 describe('MemoryLock diagnostics channels', () => {
   it('traces a contended acquisition: contended once, then asyncEnd with waits, attempts and the fencing token', async () => {
     const locks = new MemoryLock({ ttlMs: 5000, retryDelayMs: 5, retryJitterMs: 0 });
-    const channels = recordChannels([
-      ...tracingNames('keel:lock:acquire'),
-      'keel:lock:contended',
-    ]);
+    const channels = recordChannels([...tracingNames('keel:lock:acquire'), 'keel:lock:contended']);
     try {
       const first = await locks.acquire('sku:1');
       const second = locks.acquire('sku:1', { waitMs: 2000 });
