@@ -165,7 +165,7 @@ async function run(o: DemoOptions): Promise<number> {
       fleet.set(handle.id, handle);
     await untilSettled(fleet);
     say(
-      `Services up in ${((performance.now() - fleetStarted) / 1000).toFixed(1)} s: 1 gateway, 3 orders, 2 inventory shards, 2 payments — found each other through keel/discovery.`,
+      `Services up in ${((performance.now() - fleetStarted) / 1000).toFixed(1)} s: 1 gateway, 3 orders, 2 inventory shards, 2 payments${mode === 'redis' ? ', 2 ledger' : ''} — found each other through keel/discovery.`,
     );
 
     const gateway = fleet.get('gateway');
