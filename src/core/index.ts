@@ -16,6 +16,7 @@ export type { KeelErrorOptions } from './errors.js';
 export { systemClock, ManualClock, isClock } from './clock.js';
 export type { Clock, Timer } from './clock.js';
 export { ioTimeout } from './io-timeout.js';
+export { onShutdownSignals, signalsOption } from './signals.js';
 export {
   throwIfAborted,
   linkSignals,

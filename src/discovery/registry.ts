@@ -13,6 +13,8 @@ import {
   isClock,
   isRandomSource,
   numberOption,
+  onShutdownSignals,
+  signalsOption,
   resolveOptions,
   sleep,
   systemClock,
@@ -562,39 +564,18 @@ export class Registry implements AsyncDisposable {
   deregisterOnSignals(options: SignalOptions = {}): Subscription {
     this.#open('deregisterOnSignals');
     const o = resolveOptions('Registry.deregisterOnSignals', options, {
-      signals: guardedOption(
-        (v: unknown): v is readonly NodeJS.Signals[] =>
-          Array.isArray(v) && v.every((s) => typeof s === 'string' && s.startsWith('SIG')),
-        'an array of signal names',
-        { default: ['SIGTERM', 'SIGINT'] as readonly NodeJS.Signals[] },
-      ),
+      signals: signalsOption,
       drainMs: numberOption({ min: 0, max: 3_600_000, default: 0 }),
       exit: booleanOption({ default: true }),
     });
-    let active = true;
-    const remove = (): void => {
-      if (!active) return;
-      active = false;
-      this.#signalHandlers.delete(remove);
-      for (const signal of o.signals) process.removeListener(signal, handler);
+    const shutdown = async (): Promise<void> => {
+      if (o.drainMs > 0) {
+        await Promise.allSettled(this.registrations().map((r) => r.drain()));
+        await sleep(o.drainMs, { clock: this.#o.clock });
+      }
+      await this.close();
     };
-    const handler = (signal: NodeJS.Signals): void => {
-      remove();
-      void (async () => {
-        try {
-          if (o.drainMs > 0) {
-            await Promise.allSettled(this.registrations().map((r) => r.drain()));
-            await sleep(o.drainMs, { clock: this.#o.clock });
-          }
-          await this.close();
-        } finally {
-          if (o.exit && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-        }
-      })();
-    };
-    for (const signal of o.signals) process.on(signal, handler);
-    this.#signalHandlers.add(remove);
-    return { dispose: remove, [Symbol.dispose]: remove };
+    return onShutdownSignals(o.signals, o.exit, shutdown, this.#signalHandlers);
   }
 
   /**

@@ -13,6 +13,8 @@ import {
   integerOption,
   isAbortSignal,
   isClock,
+  onShutdownSignals,
+  signalsOption,
   nestedOption,
   resolveOptions,
   stringOption,
@@ -499,32 +501,10 @@ export class Queue implements AsyncDisposable {
   closeOnSignals(options?: CloseOnSignalsOptions): Subscription {
     this.#open();
     const o = resolveOptions('Queue.closeOnSignals', options, {
-      signals: guardedOption(
-        (v: unknown): v is readonly NodeJS.Signals[] =>
-          Array.isArray(v) && v.every((s) => typeof s === 'string' && s.startsWith('SIG')),
-        'an array of signal names (SIGTERM, …)',
-        { default: ['SIGTERM', 'SIGINT'] as readonly NodeJS.Signals[] },
-      ),
+      signals: signalsOption,
       exit: booleanOption({ default: true }),
     });
-    let active = true;
-    const remove = (): void => {
-      if (!active) return;
-      active = false;
-      this.#signalHandlers.delete(remove);
-      for (const signal of o.signals) process.removeListener(signal, handler);
-    };
-    const handler = (signal: NodeJS.Signals): void => {
-      remove();
-      void this.close()
-        .catch(() => undefined)
-        .finally(() => {
-          if (o.exit && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-        });
-    };
-    for (const signal of o.signals) process.on(signal, handler);
-    this.#signalHandlers.add(remove);
-    return { dispose: remove, [Symbol.dispose]: remove };
+    return onShutdownSignals(o.signals, o.exit, () => this.close(), this.#signalHandlers);
   }
 
   /**
