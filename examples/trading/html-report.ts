@@ -461,7 +461,8 @@ td,th{text-align:left;padding:5px 8px;border-bottom:1px solid ${COLORS.grid}}
 th{color:${COLORS.muted};font-weight:600}
 .pass{color:${COLORS.closed};font-weight:700}.fail{color:${COLORS.open};font-weight:700}
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:14px}
-pre{font-size:12px;background:#f5f7fa;padding:8px;border-radius:6px;overflow:auto;margin:0 0 8px}
+.cols>*{min-width:0}
+pre{font-size:12px;background:#f5f7fa;padding:8px;border-radius:6px;overflow:auto;margin:0 0 8px;white-space:pre-wrap;overflow-wrap:anywhere}
 `;
 
 /** The page, as one HTML string. */
