@@ -67,8 +67,14 @@ async function variant(stubbed: boolean): Promise<Variant> {
 
 const [on, off] = await Promise.all([variant(false), variant(true)]);
 
-// Guard the bench itself: the shipped variant publishes to a subscriber, the stubbed one cannot.
-{
+/**
+ * Guards the bench itself: the shipped variant publishes to a subscriber, the stubbed one
+ * cannot. Run after the measurements (as the suite's teardown): a pick made while someone
+ * subscribes leaves its type feedback in `pick()` (the publishing branch taken, an active
+ * channel seen), so run first it made the measured process one that had had a subscriber —
+ * not the no-subscriber case the suite is about.
+ */
+function checkVariants(): void {
   const seen: unknown[] = [];
   const listener = (m: unknown): void => {
     seen.push(m);
@@ -132,4 +138,5 @@ export const suite = defineSuite({
     ...pair('breaker execute (closed)', execute, undefined),
     ...pair('MemoryLock acquire + release', lockCycle, undefined),
   ],
+  teardown: checkVariants,
 });
