@@ -116,7 +116,13 @@ const NO_VALUE: unique symbol = Symbol('no value');
 
 /** A read of L2 turned into an entry on the local timeline, or why there is none. */
 type L2Read =
-  | { readonly kind: 'entry'; readonly entry: Entry; readonly took: boolean }
+  | {
+      readonly kind: 'entry';
+      readonly entry: Entry;
+      readonly took: boolean;
+      /** Redis reported the key changed while this read was on its way: serve, don't keep. */
+      readonly uncached?: true;
+    }
   | { readonly kind: 'miss'; readonly took: boolean; readonly leaseTtlMs: number }
   | { readonly kind: 'down' };
 
@@ -134,6 +140,12 @@ class CacheCore {
   readonly waiters = new Map<string, Set<() => void>>();
   readonly closing = new AbortController();
   guard: CacheGuard | undefined;
+  /**
+   * L2 reads on their way, by key, while Redis tracking is on: a report that the key changed
+   * marks them, and a marked read's value is not kept in L1 (it may predate the change — the
+   * race the Redis client-side caching docs describe for a separate invalidation connection).
+   */
+  readonly reads = new Map<string, Set<{ stale: boolean }>>();
   #tokens = 0;
   closed = false;
 
@@ -167,6 +179,14 @@ class CacheCore {
         retryMs: options.degradedRetryMs,
         channel: this.channel,
         subscribe: options.invalidation,
+        tracking: options.tracking,
+        prefix: options.prefix,
+        onInvalidate: (keys) => {
+          this.#onInvalidate(keys);
+        },
+        onTracking: (active) => {
+          if (active) this.#invalidateAll();
+        },
         onMessage: (message) => {
           this.#onMessage(message);
         },
@@ -228,6 +248,33 @@ class CacheCore {
     this.wake(full);
   }
 
+  /**
+   * Redis reported keys changed (any writer, Keel or not): their L1 copies go, and reads of them
+   * on their way are not kept. `null` (a flush) drops every copy.
+   */
+  #onInvalidate(keys: readonly string[] | null): void {
+    if (keys === null) {
+      this.#invalidateAll();
+      return;
+    }
+    const prefix = this.o.prefix;
+    for (const key of keys) {
+      // `<prefix>{<namespace:key>}`; the lease, quarantine and other keys under the prefix end
+      // after the brace and are not values.
+      if (!key.startsWith(prefix) || key[prefix.length] !== '{' || !key.endsWith('}')) continue;
+      const full = key.slice(prefix.length + 1, -1);
+      this.l1?.delete(full);
+      const reads = this.reads.get(full);
+      if (reads !== undefined) for (const read of reads) read.stale = true;
+    }
+  }
+
+  /** Every L1 copy goes and no read on its way is kept: changes may have gone unreported. */
+  #invalidateAll(): void {
+    this.l1?.clear();
+    for (const reads of this.reads.values()) for (const read of reads) read.stale = true;
+  }
+
   wake(full: string): void {
     const set = this.waiters.get(full);
     if (set === undefined) return;
@@ -286,11 +333,79 @@ class CacheCore {
     return { ttlMs: this.o.negativeTtlMs, staleMs: 0, graceMs: 0 };
   }
 
-  /** Reads L2 and, with `acquire`, takes the lease when there is no value. */
-  async readL2(full: string, token: string, acquire: boolean): Promise<L2Read> {
+  /**
+   * Reads L2 and, with `acquire`, takes the lease when there is no value. A value is read with
+   * one plain `GET` (a hit costs one command and one round trip); only a miss, or a value that
+   * was quarantined, runs the script that reads again and takes the lease atomically.
+   */
+  readL2(full: string, token: string, acquire: boolean): Promise<L2Read> {
     const tier = this.tier;
-    if (tier === undefined) return { kind: 'down' };
+    if (tier === undefined) return Promise.resolve<L2Read>({ kind: 'down' });
+    // Not async itself: the read's own promise is returned, with no layer around it.
+    if (!this.o.tracking) return this.#readL2(tier, full, token, acquire, undefined);
+    return this.#trackedReadL2(tier, full, token, acquire);
+  }
+
+  /** `readL2` registered in `reads`, so a report of a change on its way marks it. */
+  async #trackedReadL2(
+    tier: RedisTier,
+    full: string,
+    token: string,
+    acquire: boolean,
+  ): Promise<L2Read> {
+    const read = { stale: false };
+    let reads = this.reads.get(full);
+    if (reads === undefined) this.reads.set(full, (reads = new Set()));
+    reads.add(read);
+    try {
+      return await this.#readL2(tier, full, token, acquire, read);
+    } finally {
+      reads.delete(read);
+      if (reads.size === 0 && this.reads.get(full) === reads) this.reads.delete(full);
+    }
+  }
+
+  #readL2(
+    tier: RedisTier,
+    full: string,
+    token: string,
+    acquire: boolean,
+    read: { readonly stale: boolean } | undefined,
+  ): Promise<L2Read> {
     const key = this.valueKey(full);
+    if (!tier.canGet) return this.#readScript(tier, full, key, token, acquire, read);
+    // A chain, not an async function: a hit costs the GET's promise and this one.
+    return tier.get('read', key).then(
+      (raw): L2Read | Promise<L2Read> => {
+        if (typeof raw === 'string') {
+          const entry = this.parse(full, key, raw);
+          if (!(entry instanceof Promise)) {
+            return read?.stale === true
+              ? { kind: 'entry', entry, took: false, uncached: true }
+              : { kind: 'entry', entry, took: false };
+          }
+          // Quarantined: the script reads again and takes the lease.
+          return entry.then(() => this.#readScript(tier, full, key, token, acquire, read));
+        }
+        if (!acquire) return { kind: 'miss', took: false, leaseTtlMs: 0 };
+        return this.#readScript(tier, full, key, token, acquire, read);
+      },
+      (error: unknown): L2Read => {
+        if (isCacheRedisError(error)) return { kind: 'down' };
+        throw error;
+      },
+    );
+  }
+
+  /** The read script: the value, and with `acquire` the lease when there is none, atomically. */
+  async #readScript(
+    tier: RedisTier,
+    full: string,
+    key: string,
+    token: string,
+    acquire: boolean,
+    read: { readonly stale: boolean } | undefined,
+  ): Promise<L2Read> {
     let reply: unknown;
     try {
       reply = await tier.run(
@@ -308,11 +423,13 @@ class CacheCore {
     if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
     const entry = await this.parse(full, key, raw);
     if (entry === undefined) return { kind: 'miss', took: false, leaseTtlMs };
-    return { kind: 'entry', entry, took: took === 1 };
+    return read?.stale === true
+      ? { kind: 'entry', entry, took: took === 1, uncached: true }
+      : { kind: 'entry', entry, took: took === 1 };
   }
 
   /** The envelope as a local entry, or `undefined` after quarantining it. */
-  async parse(full: string, key: string, raw: string): Promise<Entry | undefined> {
+  parse(full: string, key: string, raw: string): Entry | Promise<undefined> {
     const envelope = decodeEnvelope(raw);
     let reason: string | undefined;
     let cause: unknown;
@@ -329,28 +446,7 @@ class CacheCore {
       if (reason === undefined && value === undefined) reason = 'the payload reads as undefined';
     }
     if (reason !== undefined || 'malformed' in envelope) {
-      const quarantineKey = `${key}:quarantine`;
-      let moved = false;
-      try {
-        moved =
-          (await this.tier?.run(
-            'quarantine',
-            scripts.QUARANTINE,
-            [key, quarantineKey],
-            [raw, QUARANTINE_TTL_MS],
-          )) === 1;
-      } catch {
-        // Reported below either way; the value is not served.
-      }
-      const why = reason ?? 'malformed';
-      this.emit(this.quarantine, channels.quarantine, () => ({
-        key: full,
-        reason: why,
-        quarantineKey: moved ? quarantineKey : undefined,
-        ...(cause === undefined ? {} : { cause }),
-        time: wallTime(),
-      }));
-      return undefined;
+      return this.#quarantine(full, key, raw, reason ?? 'malformed', cause);
     }
     const entry: Entry = {
       value,
@@ -362,6 +458,37 @@ class CacheCore {
       refreshAt: undefined,
     };
     return shiftEntry(entry, -this.wallOffset());
+  }
+
+  /** Moves a malformed value aside and reports it (a good read stays synchronous). */
+  async #quarantine(
+    full: string,
+    key: string,
+    raw: string,
+    reason: string,
+    cause: unknown,
+  ): Promise<undefined> {
+    const quarantineKey = `${key}:quarantine`;
+    let moved = false;
+    try {
+      moved =
+        (await this.tier?.run(
+          'quarantine',
+          scripts.QUARANTINE,
+          [key, quarantineKey],
+          [raw, QUARANTINE_TTL_MS],
+        )) === 1;
+    } catch {
+      // Reported below either way; the value is not served.
+    }
+    this.emit(this.quarantine, channels.quarantine, () => ({
+      key: full,
+      reason,
+      quarantineKey: moved ? quarantineKey : undefined,
+      ...(cause === undefined ? {} : { cause }),
+      time: wallTime(),
+    }));
+    return undefined;
   }
 
   /** Serializes `entry` into the envelope text, and its Redis expiry (ms from now, ≥ 1). */
@@ -592,7 +719,7 @@ export class Cache {
           const now = core.o.clock.now();
           const state = freshness(read.entry, now);
           if (state === 'fresh' || state === 'stale') {
-            if (!flight.voided) core.storeL1(full, read.entry);
+            if (!flight.voided && read.uncached !== true) core.storeL1(full, read.entry);
             if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
               this.#refresh(full, key, loader, call, read.entry.freshUntil);
             }
@@ -832,7 +959,7 @@ export class Cache {
     if (read.kind !== 'entry') return undefined;
     const state = freshness(read.entry, core.o.clock.now());
     if (state !== 'fresh' && state !== 'stale') return undefined;
-    core.storeL1(full, read.entry);
+    if (read.uncached !== true) core.storeL1(full, read.entry);
     return read.entry.value as V | undefined;
   }
 
@@ -992,6 +1119,16 @@ export class Cache {
     core.tier?.close();
     core.l1?.clear();
     return Promise.resolve();
+  }
+
+  /**
+   * Whether Redis reports every change to this cache's keys right now (option `tracking`, on a
+   * Redis ≥ 6 that accepts `CLIENT TRACKING`): `false` before the invalidation connection is
+   * up, while it is down, and where the server refused (the cache then relies on its own
+   * pub/sub invalidation and the L1 ttl).
+   */
+  get tracking(): boolean {
+    return this.#core.tier?.tracking ?? false;
   }
 
   /** `await using cache = new Cache(…)` closes it. */

@@ -103,6 +103,15 @@ export interface CacheOptions {
    * (needs `redis.duplicate()`). @defaultValue `true`
    */
   readonly invalidation?: boolean | undefined;
+  /**
+   * Server-assisted invalidation: Redis (≥ 6, not a Cluster) reports every change to a key
+   * under `prefix` — by any client, Keel or not — on the invalidation connection
+   * (`CLIENT TRACKING on REDIRECT <its id> BCAST PREFIX <prefix>`), and this process drops its
+   * L1 copy. Costs one message to every process per write under the prefix, and this process's
+   * own writes drop its own copy too. Where the server refuses, the cache keeps to its pub/sub
+   * invalidation (see `Cache.tracking`). Needs `invalidation`. @defaultValue `false`
+   */
+  readonly tracking?: boolean | undefined;
   /** Text format of values in Redis. @defaultValue {@link jsonSerializer} */
   readonly serializer?: Serializer | undefined;
   /** Keys it rules out are answered `undefined` without Redis or the loader. */
@@ -160,6 +169,7 @@ const spec = {
   redisTimeoutMs: numberOption({ min: 1, default: 1_000 }),
   degradedRetryMs: numberOption({ min: 0, default: 1_000 }),
   invalidation: booleanOption({ default: true }),
+  tracking: booleanOption({ default: false }),
   serializer: guardedOption(isSerializer, 'a serializer { serialize, deserialize }', {
     default: jsonSerializer,
   }),
@@ -183,6 +193,14 @@ export function resolveCacheOptions(options: unknown) {
       'prefix',
       'a prefix without "{" or "}" (the key is the hash tag)',
       resolved.prefix,
+    );
+  }
+  if (resolved.tracking && !resolved.invalidation) {
+    throw new InvalidOptionError(
+      'Cache',
+      'tracking',
+      'false when invalidation is false (tracking reports arrive on its connection)',
+      true,
     );
   }
   if (resolved.l1 === false && resolved.redis === undefined) {

@@ -7,7 +7,14 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { redisAddress, runScript, type Clock, type LuaScript } from '../core/index.js';
+import {
+  ioTimeout,
+  redisAddress,
+  runScript,
+  type Clock,
+  type LuaScript,
+  type Timer,
+} from '../core/index.js';
 import { CacheRedisError, type RedisFailureKind } from './errors.js';
 
 /** A connection for pub/sub, as ioredis's `duplicate()` gives it. */
@@ -16,25 +23,35 @@ export interface CacheSubscriber {
   subscribe(...channels: string[]): Promise<unknown>;
   /** Listens for messages published on a subscribed channel. */
   on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  /**
+   * Listens for messages as the client received them: Redis's key-invalidation messages
+   * (`tracking`) carry an array of keys, or `null`, which the string event cannot show.
+   */
+  on(event: 'messageBuffer', listener: (channel: unknown, message: unknown) => void): unknown;
   /** Listens for connection errors. */
   on(event: 'error', listener: (error: Error) => void): unknown;
-  /** Listens for the connection becoming ready (again, after a reconnect). */
-  on(event: 'ready', listener: () => void): unknown;
+  /** Listens for the connection becoming ready (again, after a reconnect) or closing. */
+  on(event: 'ready' | 'close', listener: () => void): unknown;
+  /** Any command (`CLIENT ID`, `CLIENT TRACKING …`), for server-assisted invalidation. */
+  call?(command: string, ...args: (string | number)[]): Promise<unknown>;
   /** Closes the connection. */
   disconnect(): void;
 }
 
 /**
- * What the cache needs of a Redis client: scripts (`evalsha` / `eval`) and, for cross-process
- * notifications and invalidations, `duplicate()` to open its subscriber connection. An ioredis
- * `Redis` or `Cluster` fits as is. Without `duplicate`, waiters poll and other processes' L1
- * copies live out their ttl.
+ * What the cache needs of a Redis client: scripts (`evalsha` / `eval`), `get` for the one-round
+ * trip read of a hit, and, for cross-process notifications and invalidations, `duplicate()` to
+ * open its subscriber connection. An ioredis `Redis` or `Cluster` fits as is. Without `get`,
+ * reads run a script; without `duplicate`, waiters poll and other processes' L1 copies live out
+ * their ttl.
  */
 export interface CacheRedisClient {
   /** Runs a cached Lua script by its SHA1 (`EVALSHA`). */
   evalsha(sha: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
   /** Runs a Lua script from its source (`EVAL`). */
   eval(source: string, numKeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
+  /** A plain `GET`: what a cache hit costs (one command, one round trip). */
+  get?(key: string): Promise<string | null>;
   /** ioredis: a new connection with the same options (`Redis`) or startup nodes (`Cluster`). */
   duplicate?(): CacheSubscriber;
   /** ioredis sets it on a `Cluster` client, whose `duplicate()` takes other arguments. */
@@ -84,12 +101,42 @@ export function redisFailure(operation: string, address: string, error: unknown)
 }
 
 /**
- * Runs `script`, rejecting with an internal timeout marker (see {@link redisFailure}) when
- * Redis has not answered within `timeoutMs`. The timer is cleared either way, and a reply that
- * comes after the timeout is dropped without an unhandled rejection.
+ * `call`, or a rejection with an internal timeout marker (see {@link redisFailure}) when Redis
+ * has not answered within `timeoutMs`. The timer is an {@link ioTimeout}: after the event loop
+ * was blocked past the deadline, a reply already in the socket still wins. It is cleared either
+ * way, and a reply that comes after the timeout is dropped without an unhandled rejection. One
+ * promise and one timer per call (no `Promise.race`, no async frame).
  * @internal
  */
-export async function runBounded(
+export function bounded<T>(call: Promise<T>, clock: Clock, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = ioTimeout(
+      clock,
+      () => {
+        // The marker, not an Error: redisFailure turns it into a CacheRedisError ('timed-out').
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
+        reject(TIMED_OUT);
+      },
+      timeoutMs,
+    );
+    call.then(
+      (value) => {
+        timer.cancel();
+        resolve(value);
+      },
+      (error: unknown) => {
+        timer.cancel();
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Runs `script`, bounded by `timeoutMs` (see {@link bounded}).
+ * @internal
+ */
+export function runBounded(
   client: CacheRedisClient,
   script: LuaScript,
   keys: readonly string[],
@@ -97,20 +144,108 @@ export async function runBounded(
   clock: Clock,
   timeoutMs: number,
 ): Promise<unknown> {
-  let timer: { cancel(): void } | undefined;
-  try {
-    const call = runScript(client, script, keys, args);
-    call.catch(() => undefined);
-    const timeout = new Promise<never>((_, reject) => {
-      timer = clock.setTimer(() => {
-        // The marker, not an Error: redisFailure turns it into a CacheRedisError ('timed-out').
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
-        reject(TIMED_OUT);
-      }, timeoutMs);
-    });
-    return await Promise.race([call, timeout]);
-  } finally {
-    timer?.cancel();
+  return bounded(runScript(client, script, keys, args), clock, timeoutMs);
+}
+
+/**
+ * The channel Redis publishes key invalidations on, for a connection that `CLIENT TRACKING …
+ * REDIRECT`s them to a RESP2 pub/sub connection (https://redis.io/docs/latest/develop/reference/client-side-caching/).
+ */
+export const INVALIDATE_CHANNEL = '__redis__:invalidate';
+
+/** A call waiting for Redis, in {@link Deadlines}. */
+interface Pending {
+  readonly deadline: number;
+  done: boolean;
+  readonly expire: () => void;
+}
+
+/**
+ * The per-call timeouts of one tier, on one timer. Every call gets the same `timeoutMs`, so
+ * deadlines fall in the order calls start: a FIFO queue with one timer armed for its head does
+ * the work of a timer per call (a `setTimeout` + `clearTimeout` pair cost about as much as the
+ * rest of an L2 hit's own code). Replies on one connection come in order, so settled calls leave
+ * from the head and the queue stays as short as the calls in flight. When the timer fires, the
+ * expiry waits one `setImmediate`, as {@link ioTimeout} does: after the event loop was blocked,
+ * replies already in the socket are read first and win.
+ */
+class Deadlines {
+  readonly #clock: Clock;
+  readonly #ms: number;
+  #queue: Pending[] = [];
+  #head = 0;
+  #timer: Timer | undefined;
+  #immediate: ReturnType<typeof setImmediate> | undefined;
+
+  constructor(clock: Clock, ms: number) {
+    this.#clock = clock;
+    this.#ms = ms;
+  }
+
+  /** Calls `expire` once `timeoutMs` passes, unless {@link settle} comes first. */
+  add(expire: () => void): Pending {
+    const pending: Pending = { deadline: this.#clock.now() + this.#ms, done: false, expire };
+    this.#queue.push(pending);
+    if (this.#timer === undefined && this.#immediate === undefined) this.#arm(this.#ms);
+    return pending;
+  }
+
+  /** The call answered: it will not expire. */
+  settle(pending: Pending): void {
+    pending.done = true;
+    const queue = this.#queue;
+    let head = this.#head;
+    while (head < queue.length && (queue[head] as Pending).done) head++;
+    if (head === queue.length) {
+      queue.length = 0;
+      head = 0;
+    } else if (head >= 1024 && head * 2 >= queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+    this.#head = head;
+  }
+
+  #arm(ms: number): void {
+    // Unref'd: a call in flight keeps its socket (and so the process) alive by itself.
+    this.#timer = this.#clock
+      .setTimer(() => {
+        this.#timer = undefined;
+        this.#immediate = setImmediate(() => {
+          this.#immediate = undefined;
+          this.#expire();
+        });
+        this.#immediate.unref();
+      }, ms)
+      .unref();
+  }
+
+  #expire(): void {
+    const now = this.#clock.now();
+    const queue = this.#queue;
+    while (this.#head < queue.length) {
+      const pending = queue[this.#head] as Pending;
+      if (!pending.done) {
+        if (pending.deadline > now) break;
+        pending.done = true;
+        pending.expire();
+      }
+      this.#head++;
+    }
+    if (this.#head === queue.length) {
+      queue.length = 0;
+      this.#head = 0;
+      return;
+    }
+    this.#arm(Math.max(1, (queue[this.#head] as Pending).deadline - now));
+  }
+
+  /** Stops the timer (calls still in flight then never time out: the tier is closing). */
+  close(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
+    this.#immediate = undefined;
   }
 }
 
@@ -126,6 +261,29 @@ export interface TierSettings {
   readonly onMessage: (message: string) => void;
   readonly onDegraded: (operation: string, error: CacheRedisError) => void;
   readonly onRecovered: (degradedMs: number) => void;
+  /** Ask Redis (≥ 6, not a Cluster) to report every change to a key under `prefix`. */
+  readonly tracking?: boolean;
+  /** The key prefix tracked in broadcasting mode. */
+  readonly prefix?: string;
+  /** Keys Redis reported changed (full Redis key names), or `null`: every key went (a flush). */
+  readonly onInvalidate?: (keys: readonly string[] | null) => void;
+  /**
+   * Tracking was (re-)established (`true`: reports flow from now on; any change before may have
+   * gone unreported) or its connection closed (`false`).
+   */
+  readonly onTracking?: (active: boolean) => void;
+}
+
+/** The keys of a tracking invalidation message: an array of keys, or `null` for a flush. */
+function invalidatedKeys(message: unknown): string[] | null {
+  if (message === null || message === undefined) return null;
+  const list = Array.isArray(message) ? (message as unknown[]) : [message];
+  const keys: string[] = [];
+  for (const key of list) {
+    if (typeof key === 'string') keys.push(key);
+    else if (Buffer.isBuffer(key)) keys.push(key.toString('utf8'));
+  }
+  return keys;
 }
 
 export class RedisTier {
@@ -136,9 +294,20 @@ export class RedisTier {
   #degradedSince: number | undefined;
   #lastError: CacheRedisError | undefined;
   #subscriber: CacheSubscriber | undefined;
+  /** Bumped each time the subscriber's connection closes: a set-up begun before is void. */
+  #connection = 0;
+  #tracking = false;
+  /** `GET` of the client, bound; `undefined` when it has none (reads then run a script). */
+  readonly #get: ((key: string) => Promise<string | null>) | undefined;
+  readonly #deadlines: Deadlines;
 
   constructor(settings: TierSettings) {
     this.#s = settings;
+    this.#deadlines = new Deadlines(settings.clock, settings.timeoutMs);
+    this.#get =
+      typeof settings.client.get === 'function'
+        ? settings.client.get.bind(settings.client)
+        : undefined;
     if (settings.subscribe && typeof settings.client.duplicate === 'function') {
       this.#subscriber = this.#openSubscriber(settings.client);
     }
@@ -147,6 +316,16 @@ export class RedisTier {
   /** Whether other processes' fills and invalidations reach this one. */
   get subscribed(): boolean {
     return this.#subscriber !== undefined;
+  }
+
+  /** Whether Redis reports changed keys to this tier right now (`CLIENT TRACKING`). */
+  get tracking(): boolean {
+    return this.#tracking;
+  }
+
+  /** Whether a read can be a plain `GET` (the client has `get`). */
+  get canGet(): boolean {
+    return this.#get !== undefined;
   }
 
   /** Whether the tier is degraded now (Redis failed lately and is not yet due to be retried). */
@@ -158,18 +337,89 @@ export class RedisTier {
     // Resubscribing ourselves on 'ready' (not ioredis's autoResubscribe, which does not catch a
     // failed SUBSCRIBE): a failure here only means waiters fall back to polling. A Cluster's
     // duplicate(startupNodes?, options?) is called bare: it resubscribes on its own.
-    const plain = client as { duplicate(options?: { autoResubscribe: boolean }): CacheSubscriber };
+    // With tracking, the connection speaks RESP2 (ioredis 6 defaults to RESP3): Redis then sends
+    // the redirected reports as pub/sub messages on __redis__:invalidate, where a RESP3
+    // connection would get `invalidate` push frames that ioredis does not surface.
+    const plain = client as {
+      duplicate(options?: { autoResubscribe: boolean; protocol?: number }): CacheSubscriber;
+    };
     const subscriber =
-      client.isCluster === true ? plain.duplicate() : plain.duplicate({ autoResubscribe: false });
+      client.isCluster === true
+        ? plain.duplicate()
+        : plain.duplicate(
+            this.#s.tracking === true
+              ? { autoResubscribe: false, protocol: 2 }
+              : { autoResubscribe: false },
+          );
     const channel = this.#s.channel;
     subscriber.on('error', () => undefined);
     subscriber.on('ready', () => {
-      subscriber.subscribe(channel).catch(() => undefined);
+      void this.#setUp(subscriber);
+    });
+    subscriber.on('close', () => {
+      this.#connection++;
+      if (this.#tracking) {
+        this.#tracking = false;
+        this.#s.onTracking?.(false);
+      }
     });
     subscriber.on('message', (from, message) => {
       if (from === channel) this.#s.onMessage(message);
     });
+    if (this.#s.tracking === true) {
+      subscriber.on('messageBuffer', (from, message) => {
+        if (String(from) === INVALIDATE_CHANNEL) this.#s.onInvalidate?.(invalidatedKeys(message));
+      });
+    }
     return subscriber;
+  }
+
+  /**
+   * On every (re)connection of the subscriber: with `tracking`, turns on `CLIENT TRACKING` in
+   * broadcasting mode for the cache's prefix, redirected to this same connection (RESP2: the
+   * reports arrive as messages on `__redis__:invalidate`, which it subscribes to); then
+   * subscribes. Broadcasting mode (`BCAST PREFIX`) reports every change under the prefix
+   * whichever connection read the key, so the caller's client is left untouched and the server
+   * keeps no per-key table (https://redis.io/docs/latest/commands/client-tracking/). A server
+   * that refuses (Redis < 6, a Cluster, `CLIENT` renamed or denied by ACL) leaves the cache on
+   * its own pub/sub invalidation.
+   */
+  async #setUp(subscriber: CacheSubscriber): Promise<void> {
+    const connection = this.#connection;
+    const channels = [this.#s.channel];
+    let tracking = false;
+    const call =
+      typeof subscriber.call === 'function' ? subscriber.call.bind(subscriber) : undefined;
+    if (this.#s.tracking === true && this.#s.client.isCluster !== true && call !== undefined) {
+      try {
+        const id = await call('CLIENT', 'ID');
+        await call(
+          'CLIENT',
+          'TRACKING',
+          'ON',
+          'REDIRECT',
+          String(id),
+          'BCAST',
+          'PREFIX',
+          this.#s.prefix ?? '',
+        );
+        channels.push(INVALIDATE_CHANNEL);
+        tracking = true;
+      } catch {
+        tracking = false;
+      }
+    }
+    try {
+      await subscriber.subscribe(...channels);
+    } catch {
+      return;
+    }
+    // Reports flow only once the connection is subscribed: anything changed before may have gone
+    // unreported, which onTracking(true) tells the cache (it drops its L1 copies).
+    if (tracking && connection === this.#connection && this.#subscriber === subscriber) {
+      this.#tracking = true;
+      this.#s.onTracking?.(true);
+    }
   }
 
   /** The node errors name, read only when an error is built. */
@@ -181,42 +431,88 @@ export class RedisTier {
    * Runs `script`, bounded by the per-call timeout. Failures (and calls made while degraded)
    * throw a {@link CacheRedisError}; the first failure starts a degraded period and reports it.
    */
-  async run(
+  run(
     operation: string,
     script: LuaScript,
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
-    const clock = this.#s.clock;
-    if (clock.now() < this.#downUntil && this.#lastError !== undefined) throw this.#lastError;
-    try {
-      const reply = await runBounded(this.#s.client, script, keys, args, clock, this.#s.timeoutMs);
-      if (this.#degradedSince !== undefined) {
-        const since = this.#degradedSince;
-        this.#degradedSince = undefined;
-        this.#downUntil = -Infinity;
-        this.#s.onRecovered(clock.now() - since);
-      }
-      return reply;
-    } catch (error) {
-      const failure = redisFailure(operation, this.#where, error);
-      const kind = failure.kind;
-      // A script error is this call's problem (a key of the wrong type), not Redis being down.
-      if (kind !== 'script-error') {
-        this.#lastError = failure;
-        this.#downUntil = clock.now() + this.#s.retryMs;
-        if (this.#degradedSince === undefined) {
-          this.#degradedSince = clock.now();
-          this.#s.onDegraded(operation, failure);
-        }
-      }
-      throw failure;
+    if (this.#lastError !== undefined && this.#s.clock.now() < this.#downUntil) {
+      return Promise.reject(this.#lastError);
     }
+    return this.#call(operation, runScript(this.#s.client, script, keys, args));
+  }
+
+  /**
+   * `GET key` (see {@link canGet}), bounded and degraded like {@link run}: a cache hit in one
+   * plain command and one round trip.
+   */
+  get(operation: string, key: string): Promise<string | null> {
+    if (this.#lastError !== undefined && this.#s.clock.now() < this.#downUntil) {
+      return Promise.reject(this.#lastError);
+    }
+    const get = this.#get;
+    if (get === undefined) return Promise.reject(new TypeError('the Redis client has no get'));
+    return this.#call(operation, get(key));
+  }
+
+  /**
+   * `call` bounded by the per-call timeout (see {@link Deadlines}), its outcome recorded (a
+   * success ends a degraded period, a failure starts one), in one promise: a hit pays for one
+   * promise over the client's own, and no timer of its own.
+   */
+  #call<T>(operation: string, call: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      // A reply after the timeout is dropped: it neither settles the call nor ends the degraded
+      // period it started (a later call does, once Redis answers in time).
+      const pending = this.#deadlines.add(() => {
+        reject(this.#failed(operation, TIMED_OUT));
+      });
+      call.then(
+        (reply) => {
+          if (pending.done) return;
+          this.#deadlines.settle(pending);
+          if (this.#degradedSince !== undefined) this.#recovered();
+          resolve(reply);
+        },
+        (error: unknown) => {
+          if (pending.done) return;
+          this.#deadlines.settle(pending);
+          reject(this.#failed(operation, error));
+        },
+      );
+    });
+  }
+
+  #recovered(): void {
+    const since = this.#degradedSince;
+    if (since === undefined) return;
+    this.#degradedSince = undefined;
+    this.#downUntil = -Infinity;
+    this.#s.onRecovered(this.#s.clock.now() - since);
+  }
+
+  #failed(operation: string, error: unknown): CacheRedisError {
+    const clock = this.#s.clock;
+    const failure = redisFailure(operation, this.#where, error);
+    // A script error is this call's problem (a key of the wrong type), not Redis being down.
+    if (failure.kind !== 'script-error') {
+      this.#lastError = failure;
+      this.#downUntil = clock.now() + this.#s.retryMs;
+      if (this.#degradedSince === undefined) {
+        this.#degradedSince = clock.now();
+        this.#s.onDegraded(operation, failure);
+      }
+    }
+    return failure;
   }
 
   /** Closes the subscriber connection this tier opened (never the caller's client). */
   close(): void {
+    this.#deadlines.close();
     this.#subscriber?.disconnect();
     this.#subscriber = undefined;
+    this.#connection++;
+    this.#tracking = false;
   }
 }

@@ -81,6 +81,8 @@ const cache = new Cache({
   pollIntervalMs: 100,
   redisTimeoutMs: config.redisTimeoutMs,
   degradedRetryMs: config.redisTimeoutMs,
+  // KEEL_CACHE_TRACKING=1 runs the same chaos with server-assisted invalidation on.
+  tracking: process.env.KEEL_CACHE_TRACKING === '1',
 });
 
 /** `calm`: no more writes, short loads (the "Redis healthy" measurement). Read through

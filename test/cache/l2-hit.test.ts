@@ -1,0 +1,84 @@
+/**
+ * What an L2 hit costs Redis, counted with `INFO commandstats` (deterministic, unlike timings):
+ * a value found in Redis is one plain `GET` — no script, no lease key, no second command — and
+ * a malformed value found that way is still quarantined and reported, never served.
+ */
+import { afterEach, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { Cache, type CacheOptions, type CacheQuarantineEvent } from '../../src/cache/index.js';
+import { redisCost, redisCounters } from '../support/redis-cost.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+const fail = (): never => {
+  throw new Error('must not load');
+};
+
+describeRedis('Cache: an L2 hit is one GET (real redis-server, INFO commandstats)', () => {
+  const redis = useRedis();
+  const opened: Cache[] = [];
+  const clients: Redis[] = [];
+  const client = (): Redis => {
+    const c = redis().client(0, { maxRetriesPerRequest: 1 });
+    clients.push(c);
+    return c;
+  };
+  // No subscriber connection: its SUBSCRIBE would land in the counts whenever it connects.
+  const cacheOf = (options: CacheOptions = {}): Cache => {
+    const cache = new Cache({
+      redis: client(),
+      jitter: 0,
+      beta: 0,
+      invalidation: false,
+      ...options,
+    });
+    opened.push(cache);
+    return cache;
+  };
+
+  afterEach(async () => {
+    for (const c of opened.splice(0)) await c.close();
+    for (const c of clients.splice(0)) c.disconnect();
+    await redis().flushAll();
+  });
+
+  it('getOrLoad and get of a value in Redis (L1 off) send one GET each and nothing else', async () => {
+    const probe = client();
+    const cache = cacheOf({ l1: false });
+    await cache.set('sku-1', { cents: 1999 });
+    const before = await redisCounters(probe);
+    for (let i = 0; i < 20; i++) {
+      await expect(cache.getOrLoad('sku-1', fail)).resolves.toEqual({ cents: 1999 });
+    }
+    for (let i = 0; i < 5; i++) await expect(cache.get('sku-1')).resolves.toEqual({ cents: 1999 });
+    const cost = redisCost(before, await redisCounters(probe));
+    expect(Object.fromEntries(cost.byCommand)).toEqual({ get: 25 });
+    expect(cost.scripts).toBe(0);
+  });
+
+  it('an L1 miss that Redis answers sends one GET, then L1 serves without Redis', async () => {
+    const probe = client();
+    const writer = cacheOf();
+    const reader = cacheOf();
+    await writer.set('sku-2', 'v');
+    const before = await redisCounters(probe);
+    for (let i = 0; i < 10; i++) await expect(reader.getOrLoad('sku-2', fail)).resolves.toBe('v');
+    const cost = redisCost(before, await redisCounters(probe));
+    expect(Object.fromEntries(cost.byCommand)).toEqual({ get: 1 });
+  });
+
+  it('a malformed value read by GET is quarantined, reported, and the loader answers at once', async () => {
+    const raw = client();
+    // Waiting for a poll would take a minute: the value must be moved aside and the lease taken
+    // in the same call.
+    const cache = cacheOf({ l1: false, pollIntervalMs: 60_000, maxWaitMs: 60_000 });
+    const events: CacheQuarantineEvent[] = [];
+    cache.onQuarantine((e) => events.push(e));
+    const later = Date.now() + 60_000;
+    await raw.set('keel:cache:{default:bad}', `k1|${later}|${later}|${later}|0|v\n{oops`);
+    await expect(cache.getOrLoad('bad', () => 'loaded')).resolves.toBe('loaded');
+    expect(events.map((e) => e.reason)).toEqual(['the serializer refused the payload']);
+    expect(events[0]?.quarantineKey).toBe('keel:cache:{default:bad}:quarantine');
+    expect(await raw.get('keel:cache:{default:bad}:quarantine')).toMatch(/\{oops$/);
+    await expect(cache.get('bad')).resolves.toBe('loaded');
+  }, 20_000);
+});
