@@ -10,6 +10,7 @@ import {
   type SagaTransitionEvent,
   type StepContext,
 } from '../../src/saga/index.js';
+import { SagaStore } from '../../src/saga/store.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -322,6 +323,42 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     // plus the index entry in fin:completed (a few tens of bytes)
     expect(bytes).toBeLessThanOrEqual(1024 - 64);
     expect(await client.pttl(keys.find((k) => k.includes(':s:')) ?? '')).toBeGreaterThan(0);
+  });
+
+  it('a transition that neither finishes nor trims runs five commands in its script', async () => {
+    // Deterministic cost (INFO commandstats counts the commands a script runs): TIME, HMGET,
+    // one HSET, ZADD to the recovery index, RPUSH to the history.
+    const store = new SagaStore({
+      client,
+      prefix: 'count:',
+      shards: 1,
+      leaseMs: 15_000,
+      historyLimit: 64,
+      finishedHistory: 6,
+      retentionMs: 60_000,
+    });
+    const started = await store.start('c', 'i', 'me', '{}', 0, 3);
+    const row = { owner: 'me', fence: 1, version: started.row?.version ?? 0 };
+    await client.config('RESETSTAT');
+    const ops = [
+      ['begin', 0, '1'],
+      ['done', 0, '{"ok":1}'],
+      ['begin', 1, '1'],
+      ['done', 1, '{"ok":2}'],
+    ] as const;
+    for (const [op, step, argument] of ops) {
+      const reply = await store.transition('c', 'i', row, op, step, '', argument);
+      expect(reply.ok).toBe(true);
+      row.version = reply.ok ? reply.version : row.version;
+    }
+    const stats = await client.info('commandstats');
+    let inner = 0;
+    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      // Redis 7 names subcommands `config|resetstat`: count only what the scripts ran.
+      const name = (m[1] ?? '').split('|')[0] ?? '';
+      if (!['evalsha', 'eval', 'config', 'info'].includes(name)) inner += Number(m[2]);
+    }
+    expect(inner / ops.length).toBeLessThanOrEqual(5);
   });
 
   it('rejects bad options and unknown sagas with typed errors', async () => {
