@@ -109,6 +109,10 @@ export class SagaStore {
     };
   }
 
+  /**
+   * One transition script call. `keys` are the instance's keys ({@link SagaStore.keys}), which a
+   * caller driving one instance computes once rather than per transition.
+   */
   async transition(
     saga: string,
     id: string,
@@ -117,13 +121,12 @@ export class SagaStore {
     step: number,
     detail: string,
     argument: string,
+    keys: readonly string[] = this.keys(saga, id).all,
   ): Promise<TransitionReply> {
     const c = this.config;
-    const reply = (await this.#run(
-      `${op} step ${step} of ${saga}/${id}`,
-      TRANSITION,
-      this.keys(saga, id).all,
-      [
+    let reply: unknown[];
+    try {
+      reply = (await runScript(c.client, TRANSITION, keys, [
         id,
         row.owner,
         row.fence,
@@ -136,8 +139,11 @@ export class SagaStore {
         step,
         detail,
         argument,
-      ],
-    )) as unknown[];
+      ])) as unknown[];
+    } catch (error) {
+      // The operation's name is built only when it is needed (not on every transition).
+      throw new SagaStoreError(`${op} step ${step} of ${saga}/${id}`, { cause: error });
+    }
     if (Number(reply[0]) === 1) {
       return {
         ok: true,

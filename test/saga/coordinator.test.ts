@@ -361,6 +361,72 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(inner / ops.length).toBeLessThanOrEqual(5);
   });
 
+  it("a step's input and outputs are its own: what one step changes, the next does not see", async () => {
+    const seen: unknown[] = [];
+    const saga = defineSaga('own', [
+      {
+        name: 'a',
+        run: (ctx: StepContext<{ n: number[] }>) => {
+          ctx.input.n.push(99);
+          return { list: [1] };
+        },
+      },
+      {
+        name: 'b',
+        run: (ctx) => {
+          seen.push(structuredClone(ctx.input), structuredClone(ctx.outputs));
+          ctx.outputs.a.list.push(2);
+          ctx.input.n.push(98);
+          return 0;
+        },
+      },
+      {
+        name: 'c',
+        run: (ctx) => {
+          seen.push(ctx.input, ctx.outputs);
+          return 0;
+        },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    expect((await sagas.run(saga, 'own-1', { n: [1] })).status).toBe('completed');
+    expect(seen).toEqual([
+      { n: [1] },
+      { a: { list: [1] } },
+      { n: [1] },
+      { a: { list: [1] }, b: 0 },
+    ]);
+  });
+
+  it('a step running for several leases keeps its saga: the heartbeat renews it, nobody claims it', async () => {
+    let runs = 0;
+    const saga = defineSaga('long', [
+      {
+        name: 'slow',
+        run: async () => {
+          runs++;
+          await new Promise((resolve) => setTimeout(resolve, 1600)); // over three leases
+          return runs;
+        },
+      },
+      { name: 'next', run: () => 0 },
+    ]);
+    const owner = coordinator({ sagas: [saga], leaseMs: 500, owner: 'owner' });
+    const rival = coordinator({
+      sagas: [saga],
+      leaseMs: 500,
+      owner: 'rival',
+      recovery: true,
+      recoveryIntervalMs: 20,
+    });
+    const outcome = await owner.run(saga, 'long-1', null);
+    expect(outcome).toMatchObject({ status: 'completed', outputs: { slow: 1 } });
+    expect(runs).toBe(1);
+    const snap = await rival.get(saga, 'long-1');
+    expect(snap?.owner).toBe('owner');
+    expect(snap?.fence).toBe(1);
+  });
+
   it('rejects bad options and unknown sagas with typed errors', async () => {
     const saga = orderSaga([]);
     invalidOption(() => new SagaCoordinator({ redis: client, sagas: [] }));
