@@ -234,7 +234,7 @@ interface Beating {
   last: number;
   /** A renewal of this drive is in flight (the timer starts no second one). */
   renewing: boolean;
-  /** Renews the lease now; a lost lease aborts the call in flight. */
+  /** Renews the lease now; a refused renewal aborts the call in flight. */
   renew(): void;
 }
 
@@ -742,13 +742,13 @@ export class SagaCoordinator implements AsyncDisposable {
     const names = def.steps.map((s) => s.name);
     // The instance's keys, once per drive (not a hash and six strings per transition).
     const keys = this.#store.keys(def.name, id).all;
-    /** The call in flight: the heartbeat's lost lease aborts it. */
-    let current: { lose(cause: unknown): void } | undefined;
+    /** Ends the call in flight on a lost lease (the heartbeat's renewal refused). */
+    let current: ((cause: unknown) => void) | undefined;
     const beating: Beating = {
       last: this.#o.clock.now(),
       renewing: false,
       renew: () => {
-        const call = current;
+        const lose = current;
         beating.renewing = true;
         write('renew', -1, '', '').then(
           () => {
@@ -756,7 +756,7 @@ export class SagaCoordinator implements AsyncDisposable {
           },
           (error: unknown) => {
             beating.renewing = false;
-            call?.lose(error instanceof Stop ? error.error : error);
+            lose?.(error instanceof Stop ? error.error : error);
           },
         );
       },
@@ -905,81 +905,73 @@ export class SagaCoordinator implements AsyncDisposable {
     ): Promise<unknown> =>
       new Promise<unknown>((resolve, reject) => {
         const controller = new AbortController();
-        const timers: Timer[] = [];
+        /** What to undo when the call settles: abort listeners, timers. */
         const offs: (() => void)[] = [];
-        let settled = false;
         let lost: { cause: unknown } | undefined;
+        let settled = false;
         const settle = (ok: boolean, value: unknown): void => {
           if (settled) return;
           settled = true;
-          if (current === self) current = undefined;
+          if (current === lose) current = undefined;
           this.#beating.delete(beating);
           for (const off of offs) off();
-          for (const t of timers) t.cancel();
           if (lost !== undefined) reject(new Stop(lost.cause));
           else if (ok) resolve(value);
           else reject(value);
         };
         const abort = (reason: unknown): void => {
-          if (settled) return;
-          controller.abort(reason);
+          if (!settled) controller.abort(reason);
           settle(false, reason);
         };
-        const self = {
-          lose: (cause: unknown): void => {
-            if (settled) return;
-            lost = { cause };
-            abort(cause);
-          },
+        const lose = (cause: unknown): void => {
+          if (!settled) lost = { cause };
+          abort(cause);
+        };
+        const timer = (ms: number, error: () => unknown): void => {
+          const t = this.#o.clock.setTimer(() => {
+            abort(error());
+          }, ms);
+          offs.push(() => {
+            t.cancel();
+          });
         };
         // Closing aborts the call too (recorded as nothing: the lease runs out and another
         // process re-runs it with the same idempotency key), so close() never waits on a hung
-        // step.
-        const sources = [this.#closing.signal, forward ? signal : undefined];
-        for (const source of sources) {
-          if (source === undefined) continue;
-          if (source.aborted) {
+        // step. A call whose close or cancel came first is not started.
+        for (const source of [this.#closing.signal, forward ? signal : undefined]) {
+          if (source?.aborted === true) {
             abort(source.reason as unknown);
-            return; // the call never starts
+            return;
           }
-          offs.push(
-            onAbort(source, () => {
-              abort(source.reason as unknown);
-            }),
-          );
+          if (source !== undefined) {
+            offs.push(
+              onAbort(source, () => {
+                abort(source.reason as unknown);
+              }),
+            );
+          }
         }
         if (timeoutMs !== undefined) {
-          timers.push(
-            this.#o.clock.setTimer(() => {
-              abort(new SagaStepTimeoutError(stepName, timeoutMs));
-            }, timeoutMs),
-          );
+          timer(timeoutMs, () => new SagaStepTimeoutError(stepName, timeoutMs));
         }
-        if (forward && row.deadline > 0 && def.timeoutMs !== undefined) {
-          const t = def.timeoutMs;
-          timers.push(
-            this.#o.clock.setTimer(() => {
-              abort(new SagaTimeoutError(def.name, t));
-            }, row.deadline - serverNow),
-          );
+        const sagaMs = def.timeoutMs;
+        if (forward && row.deadline > 0 && sagaMs !== undefined) {
+          timer(row.deadline - serverNow, () => new SagaTimeoutError(def.name, sagaMs));
         }
-        current = self;
+        current = lose;
         this.#startBeat(beating);
-        let result: unknown;
-        try {
-          result = fn(controller.signal);
-        } catch (error) {
-          settle(false, error);
-          return;
-        }
-        Promise.resolve(result).then(
-          (value) => {
-            settle(true, value);
-          },
-          (error: unknown) => {
-            settle(false, error);
-          },
-        );
+        // Run in a reaction, as before: a step that throws synchronously rejects like one that
+        // rejects.
+        Promise.resolve()
+          .then(() => fn(controller.signal))
+          .then(
+            (value) => {
+              settle(true, value);
+            },
+            (error: unknown) => {
+              settle(false, error);
+            },
+          );
       });
 
     try {

@@ -124,26 +124,20 @@ export class SagaStore {
     keys: readonly string[] = this.keys(saga, id).all,
   ): Promise<TransitionReply> {
     const c = this.config;
-    let reply: unknown[];
-    try {
-      reply = (await runScript(c.client, TRANSITION, keys, [
-        id,
-        row.owner,
-        row.fence,
-        row.version,
-        c.leaseMs,
-        c.historyLimit,
-        c.retentionMs,
-        c.finishedHistory,
-        op,
-        step,
-        detail,
-        argument,
-      ])) as unknown[];
-    } catch (error) {
-      // The operation's name is built only when it is needed (not on every transition).
-      throw new SagaStoreError(`${op} step ${step} of ${saga}/${id}`, { cause: error });
-    }
+    const reply = (await this.#run(`${op} step ${step} of ${saga}/${id}`, TRANSITION, keys, [
+      id,
+      row.owner,
+      row.fence,
+      row.version,
+      c.leaseMs,
+      c.historyLimit,
+      c.retentionMs,
+      c.finishedHistory,
+      op,
+      step,
+      detail,
+      argument,
+    ])) as unknown[];
     if (Number(reply[0]) === 1) {
       return {
         ok: true,
