@@ -38,7 +38,7 @@ import {
   isClock,
   jitter,
   linkSignals,
-  raceAbort,
+  onAbort,
   resolveOptions,
   systemClock,
   throwIfAborted,
@@ -225,6 +225,19 @@ const encode = (value: unknown): string => {
 const decode = (text: string | undefined): unknown =>
   text === undefined || text === '' ? undefined : JSON.parse(text);
 
+/**
+ * A drive whose step or compensation call is in flight, as the coordinator's one heartbeat
+ * timer sees it.
+ */
+interface Beating {
+  /** `clock.now()` when Redis last accepted a write of this drive (each one renews the lease). */
+  last: number;
+  /** A renewal of this drive is in flight (the timer starts no second one). */
+  renewing: boolean;
+  /** Renews the lease now; a refused renewal aborts the call in flight. */
+  renew(): void;
+}
+
 /** Thrown inside a drive when it must stop (not an outcome). */
 class Stop extends Error {
   readonly error: unknown;
@@ -263,6 +276,9 @@ export class SagaCoordinator implements AsyncDisposable {
   readonly #closing = new AbortController();
   #recovering = 0;
   #timer: Timer | undefined;
+  /** Drives with a call in flight, renewed by the one heartbeat timer below. */
+  readonly #beating = new Set<Beating>();
+  #beat: Timer | undefined;
   #polling: Promise<unknown> = Promise.resolve();
   #closed: Promise<void> | undefined;
 
@@ -547,6 +563,8 @@ export class SagaCoordinator implements AsyncDisposable {
     this.#closed ??= (async () => {
       this.#closing.abort(new SagaClosedError('close'));
       this.#timer?.cancel();
+      this.#beat?.cancel();
+      this.#beat = undefined;
       await this.#polling.catch(() => undefined);
       await Promise.allSettled([...this.#drives.values()]);
     })();
@@ -594,6 +612,32 @@ export class SagaCoordinator implements AsyncDisposable {
       .unref();
   }
 
+  /**
+   * Puts a drive whose call starts under the heartbeat. One timer per coordinator, every
+   * `leaseMs / 6`, renews each drive whose last accepted write is at least that old: a lease is
+   * renewed by the time a third of it has passed (at most two periods), as a per-call timer of
+   * `leaseMs / 3` did — without a timer set and cleared around every step. The timer stops
+   * re-arming once no call is in flight, and is unref'd.
+   */
+  #startBeat(beating: Beating): void {
+    this.#beating.add(beating);
+    if (this.#beat === undefined && !this.#closing.signal.aborted) this.#armBeat();
+  }
+
+  #armBeat(): void {
+    const period = this.#o.leaseMs / 6;
+    this.#beat = this.#o.clock
+      .setTimer(() => {
+        this.#beat = undefined;
+        const now = this.#o.clock.now();
+        for (const beating of this.#beating) {
+          if (!beating.renewing && now - beating.last >= period) beating.renew();
+        }
+        if (this.#beating.size > 0 && !this.#closing.signal.aborted) this.#armBeat();
+      }, period)
+      .unref();
+  }
+
   #publish(
     def: SagaDefinition<unknown, unknown>,
     id: string,
@@ -628,11 +672,16 @@ export class SagaCoordinator implements AsyncDisposable {
     };
   }
 
-  #outputs(def: SagaDefinition<unknown, unknown>, row: Row): Record<string, unknown> {
+  /** The decoded outputs of `row`'s steps before `before` (all of them by default), by name. */
+  #outputs(
+    def: SagaDefinition<unknown, unknown>,
+    row: Row,
+    before = Infinity,
+  ): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const [i, text] of row.outputs) {
       const step = def.steps[i];
-      if (step !== undefined) out[step.name] = decode(text);
+      if (step !== undefined && i < before) out[step.name] = decode(text);
     }
     return out;
   }
@@ -691,6 +740,27 @@ export class SagaCoordinator implements AsyncDisposable {
     let serverNow = row.updatedAt;
     let cancelRecorded = false;
     const names = def.steps.map((s) => s.name);
+    // The instance's keys, once per drive (not a hash and six strings per transition).
+    const keys = this.#store.keys(def.name, id).all;
+    /** Ends the call in flight on a lost lease (the heartbeat's renewal refused). */
+    let current: ((cause: unknown) => void) | undefined;
+    const beating: Beating = {
+      last: this.#o.clock.now(),
+      renewing: false,
+      renew: () => {
+        const lose = current;
+        beating.renewing = true;
+        write('renew', -1, '', '').then(
+          () => {
+            beating.renewing = false;
+          },
+          (error: unknown) => {
+            beating.renewing = false;
+            lose?.(error instanceof Stop ? error.error : error);
+          },
+        );
+      },
+    };
 
     const write = async (
       op: TransitionOp,
@@ -709,6 +779,7 @@ export class SagaCoordinator implements AsyncDisposable {
             step,
             short(detail),
             argument,
+            keys,
           );
         } catch (error) {
           // Redis refused or timed out: the write may or may not have landed. Retry it; a
@@ -729,6 +800,7 @@ export class SagaCoordinator implements AsyncDisposable {
           }
           row.leaseUntil = reply.lease;
           serverNow = reply.now;
+          beating.last = this.#o.clock.now();
           return true;
         }
         if (reply.why === 'version' && reply.fence === row.fence) {
@@ -792,87 +864,115 @@ export class SagaCoordinator implements AsyncDisposable {
       return landed;
     };
 
-    const context = (step: number, attempt: number) => ({
-      saga: def.name,
-      sagaId: id,
-      step: names[step] ?? '',
-      input: decode(row.input),
-      outputs: Object.freeze(
-        this.#outputs(def, {
-          ...row,
-          outputs: new Map([...row.outputs].filter(([i]) => i < step)),
-        }),
-      ),
-      idempotencyKey: `${def.name}:${id}:${names[step] ?? ''}`,
-      attempt,
-      fence: row.fence,
-    });
+    /**
+     * A step's context. `input` and `outputs` are decoded from their JSON when first read, and
+     * afresh for every context (a step that changes them changes nothing another step sees, as
+     * after a recovery): a step that reads neither decodes nothing.
+     */
+    const earlier = (step: number): Readonly<Record<string, unknown>> =>
+      Object.freeze(this.#outputs(def, row, step));
+    const context = (step: number, attempt: number) => {
+      let input: { value: unknown } | undefined;
+      let outputs: Readonly<Record<string, unknown>> | undefined;
+      return {
+        saga: def.name,
+        sagaId: id,
+        step: names[step] ?? '',
+        get input(): unknown {
+          input ??= { value: decode(row.input) };
+          return input.value;
+        },
+        get outputs(): Readonly<Record<string, unknown>> {
+          outputs ??= earlier(step);
+          return outputs;
+        },
+        idempotencyKey: `${def.name}:${id}:${names[step] ?? ''}`,
+        attempt,
+        fence: row.fence,
+      };
+    };
 
-    /** Calls `fn` with a signal that aborts on the step timeout, the deadline, cancel, loss. */
-    const call = async (
+    /**
+     * Calls `fn` with a signal that aborts on the step timeout, the deadline, cancel (forward
+     * calls), close, or a lost lease (the heartbeat's renewal refused): one AbortController per
+     * call, aborted directly by each source; the call settles at the first of them.
+     */
+    const call = (
       fn: (signal: AbortSignal) => unknown,
       stepName: string,
       timeoutMs: number | undefined,
       forward: boolean,
-    ): Promise<unknown> => {
-      const lost = new AbortController();
-      const timers: Timer[] = [];
-      const timeout = new AbortController();
-      if (timeoutMs !== undefined) {
-        timers.push(
-          this.#o.clock.setTimer(() => {
-            timeout.abort(new SagaStepTimeoutError(stepName, timeoutMs));
-          }, timeoutMs),
-        );
-      }
-      if (forward && row.deadline > 0 && def.timeoutMs !== undefined) {
-        const left = row.deadline - serverNow;
-        const t = def.timeoutMs;
-        timers.push(
-          this.#o.clock.setTimer(() => {
-            timeout.abort(new SagaTimeoutError(def.name, t));
-          }, left),
-        );
-      }
-      // Heartbeat: renew the lease a few times per lease while the call runs.
-      let beat: Timer | undefined;
-      const heartbeat = (): void => {
-        beat = this.#o.clock.setTimer(() => {
-          write('renew', -1, '', '').then(
-            () => {
-              heartbeat();
+    ): Promise<unknown> =>
+      new Promise<unknown>((resolve, reject) => {
+        const controller = new AbortController();
+        /** What to undo when the call settles: abort listeners, timers. */
+        const offs: (() => void)[] = [];
+        let lost: { cause: unknown } | undefined;
+        let settled = false;
+        const settle = (ok: boolean, value: unknown): void => {
+          if (settled) return;
+          settled = true;
+          if (current === lose) current = undefined;
+          this.#beating.delete(beating);
+          for (const off of offs) off();
+          if (lost !== undefined) reject(new Stop(lost.cause));
+          else if (ok) resolve(value);
+          else reject(value);
+        };
+        const abort = (reason: unknown): void => {
+          if (!settled) controller.abort(reason);
+          settle(false, reason);
+        };
+        const lose = (cause: unknown): void => {
+          if (!settled) lost = { cause };
+          abort(cause);
+        };
+        const timer = (ms: number, error: () => unknown): void => {
+          const t = this.#o.clock.setTimer(() => {
+            abort(error());
+          }, ms);
+          offs.push(() => {
+            t.cancel();
+          });
+        };
+        // Closing aborts the call too (recorded as nothing: the lease runs out and another
+        // process re-runs it with the same idempotency key), so close() never waits on a hung
+        // step. A call whose close or cancel came first is not started.
+        for (const source of [this.#closing.signal, forward ? signal : undefined]) {
+          if (source?.aborted === true) {
+            abort(source.reason as unknown);
+            return;
+          }
+          if (source !== undefined) {
+            offs.push(
+              onAbort(source, () => {
+                abort(source.reason as unknown);
+              }),
+            );
+          }
+        }
+        if (timeoutMs !== undefined) {
+          timer(timeoutMs, () => new SagaStepTimeoutError(stepName, timeoutMs));
+        }
+        const sagaMs = def.timeoutMs;
+        if (forward && row.deadline > 0 && sagaMs !== undefined) {
+          timer(row.deadline - serverNow, () => new SagaTimeoutError(def.name, sagaMs));
+        }
+        current = lose;
+        this.#startBeat(beating);
+        // Run in a reaction, as before: a step that throws synchronously rejects like one that
+        // rejects.
+        Promise.resolve()
+          .then(() => fn(controller.signal))
+          .then(
+            (value) => {
+              settle(true, value);
             },
             (error: unknown) => {
-              const cause = error instanceof Stop ? error.error : error;
-              lost.abort(cause);
+              settle(false, error);
             },
           );
-        }, this.#o.leaseMs / 3);
-        beat.unref();
-      };
-      heartbeat();
-      // Closing aborts the call too (recorded as nothing: the lease runs out and another process
-      // re-runs it with the same idempotency key), so close() never waits on a hung step.
-      using link = linkSignals(
-        lost.signal,
-        timeout.signal,
-        this.#closing.signal,
-        forward ? signal : undefined,
-      );
-      try {
-        return await raceAbort(
-          Promise.resolve().then(() => fn(link.signal)),
-          link.signal,
-        );
-      } finally {
-        beat?.cancel();
-        for (const t of timers) t.cancel();
-        if (lost.signal.aborted) {
-          // eslint-disable-next-line no-unsafe-finally
-          throw new Stop(lost.signal.reason);
-        }
-      }
-    };
+      });
 
     try {
       for (;;) {

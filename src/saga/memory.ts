@@ -132,8 +132,9 @@ class Keyspace {
     return map === undefined ? [] : [...map].flat();
   }
 
-  rpush(key: string, item: string): void {
-    (this.#of(key, 'list', true) as { items: string[] }).items.push(item);
+  /** Appends `item`; answers the list's new length, as Redis does. */
+  rpush(key: string, item: string): number {
+    return (this.#of(key, 'list', true) as { items: string[] }).items.push(item);
   }
 
   /** Redis index rules: negative counts from the end; an empty range deletes the key. */
@@ -214,8 +215,20 @@ const transition: Port = (ks, keys, a) => {
   const [h, hist, live, finCompleted, finCompensated, finParked] = keys as string[];
   const id = a[0] as string;
   const fence = a[2] as string;
-  const s = ks.hmget(h as string, ['st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph']);
-  const [st, ow, f, ver, cur, cjNow, dl, cx, ns, ph] = s;
+  const s = ks.hmget(h as string, [
+    'st',
+    'ow',
+    'f',
+    'v',
+    'cur',
+    'cj',
+    'dl',
+    'cx',
+    'ns',
+    'ph',
+    'why',
+  ]);
+  const [st, ow, f, ver, cur, cjNow, dl, cx, ns, ph, whyNow] = s;
   if (st === null) return [0, 'missing', '0', '0', ''];
   if (ow !== a[1] || f !== fence) return [0, 'fenced', f, ver, st];
   const op = a[8];
@@ -231,21 +244,18 @@ const transition: Port = (ks, keys, a) => {
     return [1, Number(ver), now, lease, st, Number(cjNow)];
   }
   const v = Number(ver) + 1;
+  // The fields this transition changes, written at its end in one HSET (in the Lua's order).
+  const set: Record<string, string | number> = {};
+  let cj = Number(cjNow);
+  let why = whyNow;
   const log = (event: string): void => {
-    ks.rpush(hist as string, `${now}|${v}|${fence}|${event}|${step}|${detail}`);
-    ks.ltrim(hist as string, -Number(a[5]), -1);
+    const cap = Number(a[5]);
+    const n = ks.rpush(hist as string, `${now}|${v}|${fence}|${event}|${step}|${detail}`);
+    if (n > cap) ks.ltrim(hist as string, -cap, -1);
   };
-  const reply = (status: string, leaseUntil: number): unknown[] => [
-    1,
-    v,
-    now,
-    leaseUntil,
-    status,
-    Number(ks.hget(h as string, 'cj')),
-    ks.hget(h as string, 'why'),
-  ];
   const finish = (status: string, event: string): unknown[] => {
-    ks.hset(h as string, { st: status, v, up: now, ls: 0, ph: 'idle' });
+    Object.assign(set, { st: status, v, up: now, ls: 0, ph: 'idle' });
+    ks.hset(h as string, set);
     ks.zrem(live as string, id);
     log(event);
     const fin =
@@ -262,18 +272,21 @@ const transition: Port = (ks, keys, a) => {
       ks.pexpire(hist as string, retention);
       ks.zremrangebyscore(fin as string, now - retention);
     }
-    return reply(status, 0);
+    return [1, v, now, 0, status, cj, why];
   };
   const advance = (status: string, event: string): unknown[] => {
-    ks.hset(h as string, { v, up: now, ls: lease });
+    Object.assign(set, { v, up: now, ls: lease });
+    ks.hset(h as string, set);
     ks.zadd(live as string, lease, id);
     log(event);
-    return reply(status, lease);
+    return [1, v, now, lease, status, cj, why];
   };
-  const compensate = (cj: number, why: string, event: string): unknown[] => {
-    ks.hset(h as string, { cj, why, ph: 'idle' });
-    if (cj < 0) return finish('compensated', event);
-    ks.hset(h as string, { st: 'compensating' });
+  const compensate = (j: number, reason: string, event: string): unknown[] => {
+    cj = j;
+    why = reason;
+    Object.assign(set, { cj: j, why: reason, ph: 'idle' });
+    if (j < 0) return finish('compensated', event);
+    set.st = 'compensating';
     return advance('compensating', event);
   };
   const begun = (): number => (ph === 'run' ? step : step - 1);
@@ -285,28 +298,31 @@ const transition: Port = (ks, keys, a) => {
   const arg = a[11] as string;
   switch (op) {
     case 'begin': {
-      let why: string | undefined;
-      if (cx === '1') why = 'cancelled';
-      else if (Number(dl) > 0 && now >= Number(dl)) why = 'saga-timeout';
-      if (why !== undefined) return compensate(begun(), why, 'fail');
-      ks.hset(h as string, { ph: 'run', [`a:${step}`]: arg });
+      let reason: string | undefined;
+      if (cx === '1') reason = 'cancelled';
+      else if (Number(dl) > 0 && now >= Number(dl)) reason = 'saga-timeout';
+      if (reason !== undefined) return compensate(begun(), reason, 'fail');
+      Object.assign(set, { ph: 'run', [`a:${step}`]: arg });
       return advance('running', 'begin');
     }
     case 'done':
-      ks.hset(h as string, { [`o:${step}`]: arg, cur: step + 1, ph: 'idle' });
+      Object.assign(set, { [`o:${step}`]: arg, cur: step + 1 });
       if (step + 1 >= Number(ns)) return finish('completed', 'done');
+      set.ph = 'idle';
       return advance('running', 'done');
     case 'fail':
       return compensate(begun(), arg, 'fail');
     case 'cbegin':
-      ks.hset(h as string, { ph: 'comp', [`c:${step}`]: arg });
+      Object.assign(set, { ph: 'comp', [`c:${step}`]: arg });
       return advance('compensating', 'cbegin');
     case 'cdone':
-      ks.hset(h as string, { cj: step - 1, ph: 'idle' });
-      if (step - 1 < 0) return finish('compensated', arg);
+      cj = step - 1;
+      Object.assign(set, { cj, ph: 'idle' });
+      if (cj < 0) return finish('compensated', arg);
       return advance('compensating', arg);
     case 'park':
-      ks.hset(h as string, { why: arg });
+      why = arg;
+      set.why = arg;
       return finish('needs-attention', 'park');
     default:
       throw new Error(`ERR keel saga: unknown transition ${String(op)}`);

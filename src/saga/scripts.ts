@@ -40,12 +40,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
  * ARGV: 1 id, 2 owner, 3 fence, 4 version, 5 leaseMs, 6 history cap, 7 retentionMs,
  * 8 history kept when finished, 9 op, 10 step, 11 detail, 12 op argument.
  * Replies `{1, version, now, lease, status, cj, why}` or `{0, why, fence, version, status}`.
+ * A heartbeat (`renew`) checks the owner and fence only: it may cross a transition of the same
+ * owner.
+ *
+ * Cost: the fields a transition changes go into ONE `HSET` at its end, `cj` and `why` for the
+ * reply come from the first `HMGET` (not read again after the write), and the history is trimmed
+ * only when `RPUSH` answers a length past its cap — five commands for a transition that neither
+ * finishes nor trims (`TIME`, `HMGET`, `HSET`, `ZADD`, `RPUSH`; nine before).
  */
 export const TRANSITION = luaScript(`${NOW}
 local h = KEYS[1]
 local id = ARGV[1]
 local fence = ARGV[3]
-local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph')
+local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph', 'why')
 if not s[1] then return {0, 'missing', '0', '0', ''} end
 if s[2] ~= ARGV[2] or s[3] ~= fence then return {0, 'fenced', s[3], s[4], s[1]} end
 local st = s[1]
@@ -55,7 +62,6 @@ local detail = ARGV[11]
 local lease = now + tonumber(ARGV[5])
 local live = st == 'running' or st == 'compensating'
 if not live then return {0, 'state', s[3], s[4], st} end
--- A heartbeat checks the owner and fence only: it may cross a transition of the same owner.
 if op ~= 'renew' and s[4] ~= ARGV[4] then return {0, 'version', s[3], s[4], s[1]} end
 if op == 'renew' then
   redis.call('HSET', h, 'ls', lease)
@@ -63,12 +69,20 @@ if op == 'renew' then
   return {1, tonumber(s[4]), now, lease, st, tonumber(s[6])}
 end
 local v = tonumber(s[4]) + 1
+local set = {}
+local cj = tonumber(s[6])
+local why = s[11]
+local function put(...)
+  for _, x in ipairs({...}) do set[#set + 1] = x end
+end
 local function log(event)
-  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. fence .. '|' .. event .. '|' .. step .. '|' .. detail)
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+  local cap = tonumber(ARGV[6])
+  local n = redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. fence .. '|' .. event .. '|' .. step .. '|' .. detail)
+  if n > cap then redis.call('LTRIM', KEYS[2], -cap, -1) end
 end
 local function finish(status, event)
-  redis.call('HSET', h, 'st', status, 'v', v, 'up', now, 'ls', 0, 'ph', 'idle')
+  put('st', status, 'v', v, 'up', now, 'ls', 0, 'ph', 'idle')
+  redis.call('HSET', h, unpack(set))
   redis.call('ZREM', KEYS[3], id)
   log(event)
   local fin = KEYS[4]
@@ -82,18 +96,21 @@ local function finish(status, event)
     redis.call('PEXPIRE', KEYS[2], retention)
     redis.call('ZREMRANGEBYSCORE', fin, '-inf', now - retention)
   end
-  return {1, v, now, 0, status, tonumber(redis.call('HGET', h, 'cj')), redis.call('HGET', h, 'why')}
+  return {1, v, now, 0, status, cj, why}
 end
 local function advance(status, event)
-  redis.call('HSET', h, 'v', v, 'up', now, 'ls', lease)
+  put('v', v, 'up', now, 'ls', lease)
+  redis.call('HSET', h, unpack(set))
   redis.call('ZADD', KEYS[3], lease, id)
   log(event)
-  return {1, v, now, lease, status, tonumber(redis.call('HGET', h, 'cj')), redis.call('HGET', h, 'why')}
+  return {1, v, now, lease, status, cj, why}
 end
-local function compensate(cj, why, event)
-  redis.call('HSET', h, 'cj', cj, 'why', why, 'ph', 'idle')
-  if cj < 0 then return finish('compensated', event) end
-  redis.call('HSET', h, 'st', 'compensating')
+local function compensate(j, reason, event)
+  cj = j
+  why = reason
+  put('cj', j, 'why', reason, 'ph', 'idle')
+  if j < 0 then return finish('compensated', event) end
+  put('st', 'compensating')
   return advance('compensating', event)
 end
 local function begun()
@@ -106,27 +123,30 @@ else
   if st ~= 'compensating' or tonumber(s[6]) ~= step then return {0, 'state', s[3], s[4], st} end
 end
 if op == 'begin' then
-  local why = nil
-  if s[8] == '1' then why = 'cancelled'
-  elseif tonumber(s[7]) > 0 and now >= tonumber(s[7]) then why = 'saga-timeout' end
-  if why then return compensate(begun(), why, 'fail') end
-  redis.call('HSET', h, 'ph', 'run', 'a:' .. step, ARGV[12])
+  local reason = nil
+  if s[8] == '1' then reason = 'cancelled'
+  elseif tonumber(s[7]) > 0 and now >= tonumber(s[7]) then reason = 'saga-timeout' end
+  if reason then return compensate(begun(), reason, 'fail') end
+  put('ph', 'run', 'a:' .. step, ARGV[12])
   return advance('running', 'begin')
 elseif op == 'done' then
-  redis.call('HSET', h, 'o:' .. step, ARGV[12], 'cur', step + 1, 'ph', 'idle')
+  put('o:' .. step, ARGV[12], 'cur', step + 1)
   if step + 1 >= tonumber(s[9]) then return finish('completed', 'done') end
+  put('ph', 'idle')
   return advance('running', 'done')
 elseif op == 'fail' then
   return compensate(begun(), ARGV[12], 'fail')
 elseif op == 'cbegin' then
-  redis.call('HSET', h, 'ph', 'comp', 'c:' .. step, ARGV[12])
+  put('ph', 'comp', 'c:' .. step, ARGV[12])
   return advance('compensating', 'cbegin')
 elseif op == 'cdone' then
-  redis.call('HSET', h, 'cj', step - 1, 'ph', 'idle')
-  if step - 1 < 0 then return finish('compensated', ARGV[12]) end
+  cj = step - 1
+  put('cj', cj, 'ph', 'idle')
+  if cj < 0 then return finish('compensated', ARGV[12]) end
   return advance('compensating', ARGV[12])
 elseif op == 'park' then
-  redis.call('HSET', h, 'why', ARGV[12])
+  why = ARGV[12]
+  put('why', why)
   return finish('needs-attention', 'park')
 end
 return redis.error_reply('keel saga: unknown transition ' .. op)

@@ -109,6 +109,10 @@ export class SagaStore {
     };
   }
 
+  /**
+   * One transition script call. `keys` are the instance's keys ({@link SagaStore.keys}), which a
+   * caller driving one instance computes once rather than per transition.
+   */
   async transition(
     saga: string,
     id: string,
@@ -117,27 +121,23 @@ export class SagaStore {
     step: number,
     detail: string,
     argument: string,
+    keys: readonly string[] = this.keys(saga, id).all,
   ): Promise<TransitionReply> {
     const c = this.config;
-    const reply = (await this.#run(
-      `${op} step ${step} of ${saga}/${id}`,
-      TRANSITION,
-      this.keys(saga, id).all,
-      [
-        id,
-        row.owner,
-        row.fence,
-        row.version,
-        c.leaseMs,
-        c.historyLimit,
-        c.retentionMs,
-        c.finishedHistory,
-        op,
-        step,
-        detail,
-        argument,
-      ],
-    )) as unknown[];
+    const reply = (await this.#run(`${op} step ${step} of ${saga}/${id}`, TRANSITION, keys, [
+      id,
+      row.owner,
+      row.fence,
+      row.version,
+      c.leaseMs,
+      c.historyLimit,
+      c.retentionMs,
+      c.finishedHistory,
+      op,
+      step,
+      detail,
+      argument,
+    ])) as unknown[];
     if (Number(reply[0]) === 1) {
       return {
         ok: true,

@@ -10,6 +10,7 @@ import {
   type SagaTransitionEvent,
   type StepContext,
 } from '../../src/saga/index.js';
+import { SagaStore } from '../../src/saga/store.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -322,6 +323,108 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     // plus the index entry in fin:completed (a few tens of bytes)
     expect(bytes).toBeLessThanOrEqual(1024 - 64);
     expect(await client.pttl(keys.find((k) => k.includes(':s:')) ?? '')).toBeGreaterThan(0);
+  });
+
+  it('a transition that neither finishes nor trims runs five commands in its script', async () => {
+    // Deterministic cost (INFO commandstats counts the commands a script runs): TIME, HMGET,
+    // one HSET, ZADD to the recovery index, RPUSH to the history.
+    const store = new SagaStore({
+      client,
+      prefix: 'count:',
+      shards: 1,
+      leaseMs: 15_000,
+      historyLimit: 64,
+      finishedHistory: 6,
+      retentionMs: 60_000,
+    });
+    const started = await store.start('c', 'i', 'me', '{}', 0, 3);
+    const row = { owner: 'me', fence: 1, version: started.row?.version ?? 0 };
+    await client.config('RESETSTAT');
+    const ops = [
+      ['begin', 0, '1'],
+      ['done', 0, '{"ok":1}'],
+      ['begin', 1, '1'],
+      ['done', 1, '{"ok":2}'],
+    ] as const;
+    for (const [op, step, argument] of ops) {
+      const reply = await store.transition('c', 'i', row, op, step, '', argument);
+      expect(reply.ok).toBe(true);
+      row.version = reply.ok ? reply.version : row.version;
+    }
+    const stats = await client.info('commandstats');
+    let inner = 0;
+    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      // Redis 7 names subcommands `config|resetstat`: count only what the scripts ran.
+      const name = (m[1] ?? '').split('|')[0] ?? '';
+      if (!['evalsha', 'eval', 'config', 'info'].includes(name)) inner += Number(m[2]);
+    }
+    expect(inner / ops.length).toBeLessThanOrEqual(5);
+  });
+
+  it("a step's input and outputs are its own: what one step changes, the next does not see", async () => {
+    const seen: unknown[] = [];
+    const saga = defineSaga('own', [
+      {
+        name: 'a',
+        run: (ctx: StepContext<{ n: number[] }>) => {
+          ctx.input.n.push(99);
+          return { list: [1] };
+        },
+      },
+      {
+        name: 'b',
+        run: (ctx) => {
+          seen.push(structuredClone(ctx.input), structuredClone(ctx.outputs));
+          ctx.outputs.a.list.push(2);
+          ctx.input.n.push(98);
+          return 0;
+        },
+      },
+      {
+        name: 'c',
+        run: (ctx) => {
+          seen.push(ctx.input, ctx.outputs);
+          return 0;
+        },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    expect((await sagas.run(saga, 'own-1', { n: [1] })).status).toBe('completed');
+    expect(seen).toEqual([
+      { n: [1] },
+      { a: { list: [1] } },
+      { n: [1] },
+      { a: { list: [1] }, b: 0 },
+    ]);
+  });
+
+  it('a step running for several leases keeps its saga: the heartbeat renews it, nobody claims it', async () => {
+    let runs = 0;
+    const saga = defineSaga('long', [
+      {
+        name: 'slow',
+        run: async () => {
+          runs++;
+          await new Promise((resolve) => setTimeout(resolve, 1600)); // over three leases
+          return runs;
+        },
+      },
+      { name: 'next', run: () => 0 },
+    ]);
+    const owner = coordinator({ sagas: [saga], leaseMs: 500, owner: 'owner' });
+    const rival = coordinator({
+      sagas: [saga],
+      leaseMs: 500,
+      owner: 'rival',
+      recovery: true,
+      recoveryIntervalMs: 20,
+    });
+    const outcome = await owner.run(saga, 'long-1', null);
+    expect(outcome).toMatchObject({ status: 'completed', outputs: { slow: 1 } });
+    expect(runs).toBe(1);
+    const snap = await rival.get(saga, 'long-1');
+    expect(snap?.owner).toBe('owner');
+    expect(snap?.fence).toBe(1);
   });
 
   it('rejects bad options and unknown sagas with typed errors', async () => {
