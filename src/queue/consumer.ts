@@ -202,12 +202,22 @@ const spec = {
   signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
 };
 
+/**
+ * One delivery of an entry to this consumer. Its identity is the entry id AND the delivery count
+ * Redis gave it: an entry reclaimed back to this consumer (from one that took it over and died)
+ * while an older delivery of it still runs here is a new delivery, and only the newest one may
+ * settle the entry — the scripts check the count.
+ */
 interface Delivery {
   readonly controller: AbortController;
   done: Promise<void>;
   handedBack: boolean;
   readonly p: number;
   readonly entryId: string;
+  /** The entry's delivery count in the group's pending-entries list when it was delivered. */
+  readonly deliveries: number;
+  /** Its key in the in-flight map: partition, entry id, delivery count. */
+  readonly slot: string;
 }
 
 /** A handled message waiting for its ack, which goes out with others in one script call. */
@@ -216,6 +226,7 @@ interface PendingAck {
   /** Its key in the in-flight map. */
   readonly slot: string;
   readonly entryId: string;
+  readonly deliveries: number;
   readonly deadline: number;
   readonly resolve: (result: unknown) => void;
 }
@@ -461,9 +472,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
    * Resolves with the script's answer for this entry (1 acked, 0 refused: no longer ours), or
    * `undefined` when Redis kept failing (the message stays pending and is reclaimed later).
    */
-  #ackLater(p: number, entryId: string, deadline: number): Promise<unknown> {
+  #ackLater(delivery: Delivery, deadline: number): Promise<unknown> {
+    const { p, slot, entryId, deliveries } = delivery;
     return new Promise<unknown>((resolve) => {
-      this.#acks.push({ p, slot: `${p}/${entryId}`, entryId, deadline, resolve });
+      this.#acks.push({ p, slot, entryId, deliveries, deadline, resolve });
       if (this.#ackTick) return;
       this.#ackTick = true;
       // One turn of the event loop later: every handler that resolved in this turn has queued.
@@ -559,7 +571,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           this.group,
           this.name,
           this.#inFlight.size + batch.length + 1,
-          ...batch.map((a) => a.entryId),
+          ...batch.flatMap((a) => [a.entryId, a.deliveries]),
         ],
       )) as unknown[];
     } catch (error) {
@@ -575,7 +587,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             'ack',
             ACK,
             [keys.stream, lease],
-            [this.group, a.entryId, this.name, ''],
+            [this.group, a.entryId, this.name, '', a.deliveries],
             a.deadline,
           );
           this.#inFlight.delete(a.slot);
@@ -599,13 +611,30 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     start: number,
     previous: string | undefined,
   ): void {
-    const id = `${p}/${entry.entryId}`;
+    const id = `${p}/${entry.entryId}/${deliveries}`;
     if (this.#inFlight.has(id)) return;
+    if (deliveries > 1) {
+      // Reclaimed back to this consumer while an older delivery of it may still run here (it
+      // outlived its visibility timeout; another consumer took the entry over, then died): that
+      // older delivery has lost the message — its signal aborts and its ack will be refused.
+      for (const older of this.#inFlight.values()) {
+        if (older.p === p && older.entryId === entry.entryId && !older.controller.signal.aborted) {
+          older.controller.abort(
+            new LeaseExpiredError(
+              entry.ok ? entry.id : entry.entryId,
+              `delivered again (delivery ${deliveries}) after its visibility timeout`,
+            ),
+          );
+        }
+      }
+    }
     const delivery: Delivery = {
       controller: new AbortController(),
       handedBack: false,
       p,
       entryId: entry.entryId,
+      deliveries,
+      slot: id,
       done: Promise.resolve(),
     };
     this.#inFlight.set(id, delivery);
@@ -633,7 +662,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       const lease = leaseKey(this.#s.prefix, keys, this.group);
       const deadline = start + this.#o.visibilityMs - this.#margin;
       if (!entry.ok) {
-        await this.#quarantine(keys, lease, '', entry, deadline);
+        await this.#quarantine(keys, lease, '', deliveries, entry, deadline);
         return;
       }
       if (entry.group !== undefined && entry.group !== this.group) {
@@ -641,7 +670,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           'ack',
           ACK,
           [keys.stream, lease],
-          [this.group, entry.entryId, this.name, ''],
+          [this.group, entry.entryId, this.name, '', deliveries],
           deadline,
         );
         return;
@@ -654,6 +683,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           keys,
           lease,
           '',
+          deliveries,
           entry,
           attempt - 1,
           consumers,
@@ -665,7 +695,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       }
       const outcome = await this.#invoke(delivery.p, entry, attempt, deadline, delivery.controller);
       if (outcome.ok) {
-        await this.#ackLater(delivery.p, entry.entryId, deadline);
+        await this.#ackLater(delivery, deadline);
         return;
       }
       if (delivery.handedBack) return; // closing: it was handed back, another consumer retries it
@@ -675,6 +705,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           keys,
           lease,
           '',
+          deliveries,
           entry,
           attempt,
           all,
@@ -693,6 +724,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           entry.entryId,
           this.name,
           '',
+          deliveries,
           this.#delay(attempt),
           ...retryFields(entry, attempt, this.group, all, text(outcome.error)),
         ],
@@ -793,6 +825,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     keys: PartitionKeys,
     lease: string,
     token: string,
+    deliveries: number | '',
     entry: DecodedEntry,
     attempts: number,
     consumers: readonly string[],
@@ -810,6 +843,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         entry.entryId,
         this.name,
         token,
+        deliveries,
         ...original,
         'x:reason',
         reason,
@@ -838,6 +872,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     keys: PartitionKeys,
     lease: string,
     token: string,
+    deliveries: number | '',
     entry: ForeignEntry,
     deadline: number,
   ): Promise<unknown> {
@@ -850,6 +885,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         entry.entryId,
         this.name,
         token,
+        deliveries,
         'x:reason',
         'invalid',
         'x:error',
@@ -937,7 +973,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
               this.name,
               this.#o.visibilityMs,
               free,
-              ...[...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+              ...new Set(
+                [...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+              ),
             ],
           )) as [unknown, unknown, unknown, unknown][] | null;
           for (const [entryId, raw, previous, deliveries] of got ?? []) {
@@ -947,7 +985,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
                 `hand back ${this.topic}`,
                 HAND_BACK,
                 [keys.stream],
-                [this.group, String(entryId), this.name, this.#o.visibilityMs],
+                [this.group, String(entryId), this.name, this.#o.visibilityMs, Number(deliveries)],
               );
               continue;
             }
@@ -1149,7 +1187,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         this.#lose(owned, 'the message or the partition lease was taken over');
     };
     if (!entry.ok) {
-      refused(await this.#quarantine(keys, lease, token, entry, deadlineOf()));
+      refused(await this.#quarantine(keys, lease, token, '', entry, deadlineOf()));
       return '';
     }
     if (entry.group !== undefined && entry.group !== this.group) {
@@ -1176,6 +1214,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             keys,
             lease,
             token,
+            '',
             entry,
             attempt - 1,
             consumers,
@@ -1212,6 +1251,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             keys,
             lease,
             token,
+            '',
             entry,
             attempt,
             consumers,
@@ -1289,7 +1329,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         `hand back ${this.topic}`,
         HAND_BACK,
         [keys.stream],
-        [this.group, d.entryId, this.name, this.#o.visibilityMs],
+        [this.group, d.entryId, this.name, this.#o.visibilityMs, d.deliveries],
       ).catch((error: unknown) => {
         this.#report(error);
       });
