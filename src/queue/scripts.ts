@@ -90,7 +90,8 @@ return 1
 
 /**
  * Batch ack (unordered mode, no lease). KEYS: stream. ARGV: group, consumer, XPENDING bound,
- * then per delivery to ack, in ascending entry id order, its entry id and its delivery count.
+ * the batch's lowest and highest entry id, delete flag (1: delete now), how many earlier acked
+ * ids follow, those ids, then per delivery to ack its entry id and its delivery count.
  * Ownership is checked for the whole batch by one XPENDING over the batch's id range filtered
  * to this consumer (its own pending-entries list, so the cost is the entries it returns); when
  * that reply reaches the bound (it may be cut short), each id is checked alone. A delivery is
@@ -98,24 +99,29 @@ return 1
  * entry reclaimed by another consumer after its visibility timeout is refused, and so is the
  * late ack of an older delivery of an entry that was since reclaimed back to this same
  * consumer (XCLAIM counts one more delivery: https://redis.io/docs/latest/commands/xclaim/) —
- * the newer delivery settles it. The acked entries are deleted when the stream has one group,
- * as {@link ACK} does. Returns per delivery 1 acked / 0 refused.
+ * the newer delivery settles it. With the delete flag, the acked entries and the earlier acked
+ * ids are deleted when the stream has one group (as {@link ACK} does at once); without it the
+ * consumer remembers what it acked and deletes it with a later call. Returns per delivery
+ * 1 acked / 0 refused.
  */
 export const ACK_MANY = script(`
 local g, me = ARGV[1], ARGV[2]
 local bound = tonumber(ARGV[3])
-local pend = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[#ARGV - 1], bound, me)
+local first = 8 + tonumber(ARGV[7])
 local count = {}
-if #pend >= bound then
-  for i = 4, #ARGV, 2 do
-    local p = redis.call('XPENDING', KEYS[1], g, ARGV[i], ARGV[i], 1, me)[1]
-    if p ~= nil then count[ARGV[i]] = p[4] end
+if first < #ARGV then
+  local pend = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], bound, me)
+  if #pend >= bound then
+    for i = first, #ARGV, 2 do
+      local p = redis.call('XPENDING', KEYS[1], g, ARGV[i], ARGV[i], 1, me)[1]
+      if p ~= nil then count[ARGV[i]] = p[4] end
+    end
+  else
+    for _, p in ipairs(pend) do count[p[1]] = p[4] end
   end
-else
-  for _, p in ipairs(pend) do count[p[1]] = p[4] end
 end
 local flags, ids = {}, {}
-for i = 4, #ARGV, 2 do
+for i = first, #ARGV, 2 do
   if count[ARGV[i]] ~= nil and count[ARGV[i]] == tonumber(ARGV[i + 1]) then
     count[ARGV[i]] = nil
     ids[#ids + 1] = ARGV[i]
@@ -124,9 +130,12 @@ for i = 4, #ARGV, 2 do
     flags[#flags + 1] = 0
   end
 end
-if #ids > 0 then
-  redis.call('XACK', KEYS[1], g, unpack(ids))
-  if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then redis.call('XDEL', KEYS[1], unpack(ids)) end
+if #ids > 0 then redis.call('XACK', KEYS[1], g, unpack(ids)) end
+if ARGV[6] == '1' then
+  for i = 8, first - 1 do ids[#ids + 1] = ARGV[i] end
+  if #ids > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then
+    redis.call('XDEL', KEYS[1], unpack(ids))
+  end
 end
 return flags
 `);
