@@ -71,13 +71,15 @@ export function encodeFields(m: OutgoingFields): string[] {
   return ['v', '1', 'i', m.id, 'k', m.key, 'p', m.payload, 'h', m.headers, 't', String(m.sentAt)];
 }
 
-/** A stream entry read back as a Keel message (payload still JSON text). */
+/** A stream entry read back as a Keel message. */
 export interface DecodedEntry {
   readonly ok: true;
   readonly entryId: string;
   readonly id: string;
   readonly key: string | undefined;
   readonly payloadJson: string;
+  /** The payload, parsed once from {@link DecodedEntry.payloadJson} (decoding checks it is JSON). */
+  readonly payload: unknown;
   readonly headers: Readonly<Record<string, string>>;
   readonly sentAt: number;
   /** Attempts that failed before this copy was written. */
@@ -99,60 +101,108 @@ export interface ForeignEntry {
 }
 
 const COUNT = /^\d{1,9}$/;
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+const NO_CONSUMERS: readonly string[] = Object.freeze([]);
 
-/** Reads an entry's field/value list; anything not written by Keel is {@link ForeignEntry}. */
-export function decodeEntry(entryId: string, raw: unknown): DecodedEntry | ForeignEntry {
-  const fields: string[] = [];
-  if (Array.isArray(raw)) {
-    for (const f of raw) fields.push(Buffer.isBuffer(f) ? f.toString() : String(f));
+/** The field/value list as strings: the reply itself when it already is (ioredis's default). */
+function stringsOf(raw: readonly unknown[]): string[] {
+  for (let i = 0; i < raw.length; i++) {
+    if (typeof raw[i] !== 'string') {
+      return raw.map((f) => (Buffer.isBuffer(f) ? f.toString() : String(f)));
+    }
   }
+  return raw as string[];
+}
+
+/**
+ * Reads an entry's field/value list; anything not written by Keel is {@link ForeignEntry}.
+ * One pass over the fields (a repeated field: the last one counts), one JSON parse of the payload.
+ */
+export function decodeEntry(entryId: string, raw: unknown): DecodedEntry | ForeignEntry {
+  const fields = Array.isArray(raw) ? stringsOf(raw as unknown[]) : [];
   const bad = (reason: string): ForeignEntry => ({ ok: false, entryId, reason, fields });
   if (!Array.isArray(raw) || fields.length % 2 !== 0) return bad('fields are not pairs');
-  const map = new Map<string, string>();
-  for (let i = 0; i < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
-  if (map.get('v') !== '1') return bad('no format field v=1');
-  const id = map.get('i');
+  let v: string | undefined;
+  let id: string | undefined;
+  let payloadJson: string | undefined;
+  let group: string | undefined;
+  let key = '';
+  let h = '';
+  let a = '0';
+  let t = '0';
+  let c = '';
+  for (let i = 0; i < fields.length; i += 2) {
+    const value = fields[i + 1] as string;
+    switch (fields[i]) {
+      case 'v':
+        v = value;
+        break;
+      case 'i':
+        id = value;
+        break;
+      case 'k':
+        key = value;
+        break;
+      case 'p':
+        payloadJson = value;
+        break;
+      case 'h':
+        h = value;
+        break;
+      case 't':
+        t = value;
+        break;
+      case 'a':
+        a = value;
+        break;
+      case 'g':
+        group = value;
+        break;
+      case 'c':
+        c = value;
+        break;
+      default:
+        break;
+    }
+  }
+  if (v !== '1') return bad('no format field v=1');
   if (id === undefined || id === '') return bad('no message id (field i)');
-  const payloadJson = map.get('p');
   if (payloadJson === undefined) return bad('no payload (field p)');
+  let payload: unknown;
   try {
-    JSON.parse(payloadJson);
+    payload = JSON.parse(payloadJson);
   } catch {
     return bad('payload (field p) is not JSON');
   }
-  let headers: Record<string, string> = {};
-  const h = map.get('h') ?? '';
+  let headers: Readonly<Record<string, string>> = NO_HEADERS;
   if (h !== '') {
     try {
       const parsed: unknown = JSON.parse(h);
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
         return bad('headers (field h) are not a JSON object');
       }
-      for (const v of Object.values(parsed)) {
-        if (typeof v !== 'string') return bad('a header value is not a string');
+      for (const value of Object.values(parsed)) {
+        if (typeof value !== 'string') return bad('a header value is not a string');
       }
       headers = parsed as Record<string, string>;
     } catch {
       return bad('headers (field h) are not JSON');
     }
   }
-  const a = map.get('a') ?? '0';
-  if (!COUNT.test(a)) return bad('attempt count (field a) is not a count');
-  const t = Number(map.get('t') ?? '0');
-  const key = map.get('k') ?? '';
-  const group = map.get('g');
-  const c = map.get('c') ?? '';
+  if (a !== '0' && !COUNT.test(a)) return bad('attempt count (field a) is not a count');
+  const sentAt = Number(t);
   return {
     ok: true,
     entryId,
     id,
     key: key === '' ? undefined : key,
     payloadJson,
+    payload,
     headers,
-    sentAt: Number.isFinite(t) ? t : 0,
-    failed: Number(a),
+    sentAt: Number.isFinite(sentAt) ? sentAt : 0,
+    failed: a === '0' ? 0 : Number(a),
     group: group === undefined || group === '' ? undefined : group,
-    consumers: c === '' ? [] : c.split(','),
+    consumers: c === '' ? NO_CONSUMERS : c.split(','),
     fields,
   };
 }
@@ -194,8 +244,9 @@ export function retryFields(
 
 /** Stream ids compared numerically (`ms-seq`). Negative when a < b. */
 export function compareStreamIds(a: string, b: string): number {
-  const [am = '0', as = '0'] = a.split('-');
-  const [bm = '0', bs = '0'] = b.split('-');
-  const d = Number(am) - Number(bm);
-  return d !== 0 ? d : Number(as) - Number(bs);
+  const ai = a.indexOf('-');
+  const bi = b.indexOf('-');
+  const d = Number(ai < 0 ? a : a.slice(0, ai)) - Number(bi < 0 ? b : b.slice(0, bi));
+  if (d !== 0) return d;
+  return (ai < 0 ? 0 : Number(a.slice(ai + 1))) - (bi < 0 ? 0 : Number(b.slice(bi + 1)));
 }

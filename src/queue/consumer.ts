@@ -21,6 +21,7 @@ import {
   guardedOption,
   integerOption,
   isAbortSignal,
+  isNoScriptError,
   isRandomSource,
   jitter,
   numberOption,
@@ -32,7 +33,7 @@ import {
   type Timer,
 } from '../core/index.js';
 import { RendezvousHash } from '../hashring/index.js';
-import { entriesOf, run, type QueueRedisClient } from './client.js';
+import { entriesOf, pipelineOf, run, type QueueRedisClient, type RawEntry } from './client.js';
 import {
   compareStreamIds,
   decodeEntry,
@@ -202,26 +203,37 @@ const spec = {
   signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
 };
 
+/**
+ * One delivery of an entry to this consumer. Its identity is the entry id AND the delivery count
+ * Redis gave it: an entry reclaimed back to this consumer (from one that took it over and died)
+ * while an older delivery of it still runs here is a new delivery, and only the newest one may
+ * settle the entry — the scripts check the count.
+ */
 interface Delivery {
   readonly controller: AbortController;
-  done: Promise<void>;
   handedBack: boolean;
+  /** True while its handler runs (its signal aborts at the deadline only then). */
+  running: boolean;
   readonly p: number;
+  /** The Keel message id (the entry id for foreign data). */
+  readonly id: string;
   readonly entryId: string;
-}
-
-/** A handled message waiting for its ack, which goes out with others in one script call. */
-interface PendingAck {
-  readonly p: number;
-  /** Its key in the in-flight map. */
-  readonly slot: string;
-  readonly entryId: string;
+  /** Visibility deadline on the consumer's clock: the handler's signal aborts then. */
   readonly deadline: number;
-  readonly resolve: (result: unknown) => void;
+  /** The entry's delivery count in the group's pending-entries list when it was delivered. */
+  readonly deliveries: number;
+  /** Its key in the in-flight map: partition, entry id, delivery count. */
+  readonly slot: string;
 }
 
 /** At most this many ids per batch-ack call (Lua's `unpack` has a stack limit near 8000). */
 const ACK_BATCH = 1000;
+
+/**
+ * Acked entries are deleted from the stream at least this many at a time (one group check and
+ * one XDEL for all of them); fewer wait for a later ack call or the next sweep.
+ */
+const FORGET_BATCH = 16;
 
 interface Owned {
   readonly p: number;
@@ -264,8 +276,14 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   readonly #deadLetters = new EventChannel<DeadLetterEvent>();
   readonly #errors = new EventChannel<unknown>();
   #slotWaiter: (() => void) | undefined;
-  /** Handled messages whose ack is not yet sent, oldest first. */
-  #acks: PendingAck[] = [];
+  /** Handled deliveries whose ack is not yet sent, oldest first. */
+  #acks: Delivery[] = [];
+  /** Acked entries not yet deleted from the stream, by partition (see {@link FORGET_BATCH}). */
+  readonly #forget = new Map<number, string[]>();
+  /** Waiters for nothing in flight (close). */
+  readonly #drained: (() => void)[] = [];
+  #deadlineTimer: Timer | undefined;
+  #deadlineAt = Infinity;
   #ackTick = false;
   #readerId: number | undefined;
   #closing = false;
@@ -455,36 +473,36 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   }
 
   /**
-   * Queues the ack of a handled message. Acks queued in one turn of the event loop go out
+   * Queues the ack of a handled delivery. Acks queued in one turn of the event loop go out
    * together: with the read loop's next read when it is waiting for a free slot (one script call
    * acks the batch and reads the next), else on their own in one batch-ack call per partition.
-   * Resolves with the script's answer for this entry (1 acked, 0 refused: no longer ours), or
-   * `undefined` when Redis kept failing (the message stays pending and is reclaimed later).
+   * The delivery is finished (its slot freed) once its ack was answered — acked, or refused (no
+   * longer ours) — or Redis kept failing (the message stays pending and is reclaimed later).
    */
-  #ackLater(p: number, entryId: string, deadline: number): Promise<unknown> {
-    return new Promise<unknown>((resolve) => {
-      this.#acks.push({ p, slot: `${p}/${entryId}`, entryId, deadline, resolve });
-      if (this.#ackTick) return;
-      this.#ackTick = true;
-      // One turn of the event loop later: every handler that resolved in this turn has queued.
-      setImmediate(() => {
-        this.#ackTick = false;
-        const wake = this.#slotWaiter;
-        if (wake !== undefined && !this.#isClosing()) {
-          this.#slotWaiter = undefined;
-          wake();
-        } else {
-          this.#flushAcks();
-        }
-      });
-    });
+  #ackLater(delivery: Delivery): void {
+    this.#acks.push(delivery);
+    if (this.#ackTick) return;
+    this.#ackTick = true;
+    // One turn of the event loop later: every handler that resolved in this turn has queued.
+    setImmediate(this.#onAckTick);
   }
 
+  readonly #onAckTick = (): void => {
+    this.#ackTick = false;
+    const wake = this.#slotWaiter;
+    if (wake !== undefined && !this.#isClosing()) {
+      this.#slotWaiter = undefined;
+      wake();
+    } else {
+      this.#flushAcks();
+    }
+  };
+
   /** Takes up to {@link ACK_BATCH} queued acks of partition `p` (oldest partition first if unset). */
-  #takeAcks(p?: number): PendingAck[] {
+  #takeAcks(p?: number): Delivery[] {
     const part = p ?? this.#acks[0]?.p;
-    const taken: PendingAck[] = [];
-    const rest: PendingAck[] = [];
+    const taken: Delivery[] = [];
+    const rest: Delivery[] = [];
     for (const a of this.#acks) {
       if (a.p === part && taken.length < ACK_BATCH) taken.push(a);
       else rest.push(a);
@@ -507,15 +525,21 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   /** The read loop's turn when acks are queued: ack a batch and read what is new, in one call. */
   async #ackAndRead(): Promise<void> {
     const batch = this.#takeAcks();
-    const p = (batch[0] as PendingAck).p;
+    const p = (batch[0] as Delivery).p;
     // Other partitions' acks go out on their own, at once.
     this.#flushAcks();
     const free = this.#o.concurrency - this.#inFlight.size + batch.length;
     const start = this.#s.clock.now();
     const keys = this.#queue.keys(this.topic, p);
     // Pipelined on one connection: the batch ack, then a non-blocking read of up to as many
-    // messages as the acks free (plus free slots) — one round trip, and the read's reply never
-    // passes through Lua.
+    // messages as the acks free (plus free slots) — one write and one round trip, and the read's
+    // reply never passes through Lua.
+    if (typeof (this.#s.client as { pipeline?: unknown }).pipeline === 'function') {
+      for (const [entryId, raw] of await this.#sendAcks(batch, free)) {
+        this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
+      }
+      return;
+    }
     const acked = this.#sendAcks(batch);
     const read = this.#s.client
       .call(
@@ -541,28 +565,87 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   }
 
   /**
-   * One batch-ack call for `batch` (all of one partition). On a Redis failure each ack is
-   * retried on its own (see {@link #settle}).
+   * One batch-ack call for `batch` (all of one partition). Acked entries are deleted from the
+   * stream (when it has one group) in batches of at least {@link FORGET_BATCH}: a batch that
+   * small is remembered and deleted with a later one (or by the next sweep), so concurrency 1
+   * does not pay the group check and the delete per message. On a Redis failure each ack is
+   * retried on its own (see {@link #settle}), deleting as it acks. With `readCount`, a
+   * non-blocking read of up to that many new entries goes out in the same pipeline (one write);
+   * its entries are returned.
    */
-  async #sendAcks(batch: PendingAck[]): Promise<void> {
-    batch.sort((a, b) => compareStreamIds(a.entryId, b.entryId));
-    const p = (batch[0] as PendingAck).p;
+  async #sendAcks(batch: Delivery[], readCount = 0): Promise<RawEntry[]> {
+    const first = batch[0] as Delivery;
+    const p = first.p;
     const keys = this.#queue.keys(this.topic, p);
-    let flags: unknown[];
-    try {
-      flags = (await run(
-        this.#s.client,
-        `ack ${this.topic}`,
-        ACK_MANY,
-        [keys.stream],
-        [
-          this.group,
-          this.name,
-          this.#inFlight.size + batch.length + 1,
-          ...batch.map((a) => a.entryId),
-        ],
-      )) as unknown[];
-    } catch (error) {
+    // The ownership check reads the consumer's pending entries between the lowest and highest id.
+    let lo = first.entryId;
+    let hi = lo;
+    for (const a of batch) {
+      if (compareStreamIds(a.entryId, lo) < 0) lo = a.entryId;
+      else if (compareStreamIds(a.entryId, hi) > 0) hi = a.entryId;
+    }
+    const earlier = this.#forget.get(p);
+    const forgetNow = (earlier?.length ?? 0) + batch.length >= FORGET_BATCH;
+    if (forgetNow) this.#forget.delete(p);
+    const args: (string | number)[] = [
+      this.group,
+      this.name,
+      this.#inFlight.size + batch.length + 1,
+      lo,
+      hi,
+    ];
+    if (forgetNow && earlier !== undefined) args.push(1, earlier.length, ...earlier);
+    else args.push(forgetNow ? 1 : 0, 0);
+    for (const a of batch) args.push(a.entryId, a.deliveries);
+    let flags: unknown[] | undefined;
+    let failure: unknown;
+    let entries: RawEntry[] = [];
+    const pipeline = readCount > 0 ? pipelineOf(this.#s.client) : undefined;
+    if (pipeline !== undefined) {
+      pipeline.evalsha(ACK_MANY.sha, 1, keys.stream, ...args);
+      pipeline.call(
+        'XREADGROUP',
+        'GROUP',
+        this.group,
+        this.name,
+        'COUNT',
+        readCount,
+        'STREAMS',
+        keys.stream,
+        '>',
+      );
+      try {
+        const replies = await pipeline.exec();
+        const [ackError, ackReply] = replies?.[0] ?? [new Error('no reply'), undefined];
+        const [readError, readReply] = replies?.[1] ?? [new Error('no reply'), undefined];
+        if (ackError === null) flags = ackReply as unknown[];
+        // A server without the script cached: sent again below, from source.
+        else if (!isNoScriptError(ackError)) failure = ackError;
+        if (readError === null) entries = entriesOf(readReply);
+        else this.#report(new QueueRedisError(`read ${this.topic}`, this.#s.client, readError));
+      } catch (error) {
+        failure = error;
+      }
+      if (failure !== undefined) {
+        failure = new QueueRedisError(`ack ${this.topic}`, this.#s.client, failure);
+      }
+    }
+    if (flags === undefined && failure === undefined) {
+      try {
+        flags = (await run(
+          this.#s.client,
+          `ack ${this.topic}`,
+          ACK_MANY,
+          [keys.stream],
+          args,
+        )) as unknown[];
+      } catch (error) {
+        failure = error;
+      }
+    }
+    if (flags === undefined) {
+      const error = failure;
+      if (forgetNow && earlier !== undefined) this.#remember(p, earlier);
       if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
         await this.#ensureGroup(p);
       } else {
@@ -571,24 +654,52 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       const lease = leaseKey(this.#s.prefix, keys, this.group);
       await Promise.all(
         batch.map(async (a) => {
-          const r = await this.#settle(
+          await this.#settle(
             'ack',
             ACK,
             [keys.stream, lease],
-            [this.group, a.entryId, this.name, ''],
+            [this.group, a.entryId, this.name, '', a.deliveries],
             a.deadline,
           );
-          this.#inFlight.delete(a.slot);
-          a.resolve(r);
+          this.#finish(a);
         }),
       );
-      return;
+      return entries;
     }
+    const acked: string[] = [];
     batch.forEach((a, i) => {
+      if (!forgetNow && Number(flags[i]) === 1) acked.push(a.entryId);
       // Freed now, before the entries read in the same round trip are dispatched.
-      this.#inFlight.delete(a.slot);
-      a.resolve(Number(flags[i]));
+      this.#finish(a);
     });
+    if (acked.length > 0) this.#remember(p, acked);
+    return entries;
+  }
+
+  /** Remembers acked entries of partition `p` to delete with a later batch. */
+  #remember(p: number, entryIds: readonly string[]): void {
+    const list = this.#forget.get(p);
+    if (list === undefined) this.#forget.set(p, [...entryIds]);
+    else list.push(...entryIds);
+  }
+
+  /** Deletes the remembered acked entries of partition `p` now (the sweep, and close). */
+  async #forgetNow(p: number): Promise<void> {
+    const ids = this.#forget.get(p);
+    if (ids === undefined || ids.length === 0) return;
+    this.#forget.delete(p);
+    try {
+      await run(
+        this.#s.client,
+        `ack ${this.topic}`,
+        ACK_MANY,
+        [this.#queue.keys(this.topic, p).stream],
+        [this.group, this.name, 0, '', '', 1, ids.length, ...ids],
+      );
+    } catch (error) {
+      this.#remember(p, ids);
+      throw error;
+    }
   }
 
   #dispatch(
@@ -599,112 +710,280 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     start: number,
     previous: string | undefined,
   ): void {
-    const id = `${p}/${entry.entryId}`;
-    if (this.#inFlight.has(id)) return;
+    const slot = `${p}/${entry.entryId}/${deliveries}`;
+    if (this.#inFlight.has(slot)) return;
+    const id = entry.ok ? entry.id : entry.entryId;
+    if (deliveries > 1) {
+      // Reclaimed back to this consumer while an older delivery of it may still run here (it
+      // outlived its visibility timeout; another consumer took the entry over, then died): that
+      // older delivery has lost the message — its signal aborts and its ack will be refused.
+      for (const older of this.#inFlight.values()) {
+        if (older.p === p && older.entryId === entry.entryId && !older.controller.signal.aborted) {
+          older.controller.abort(
+            new LeaseExpiredError(
+              id,
+              `delivered again (delivery ${deliveries}) after its visibility timeout`,
+            ),
+          );
+        }
+      }
+    }
     const delivery: Delivery = {
       controller: new AbortController(),
       handedBack: false,
+      running: false,
       p,
+      id,
       entryId: entry.entryId,
-      done: Promise.resolve(),
+      deliveries,
+      slot,
+      deadline: start + this.#o.visibilityMs - this.#margin,
     };
-    this.#inFlight.set(id, delivery);
-    delivery.done = this.#deliver(delivery, keys, entry, deliveries, start, previous)
-      .catch((error: unknown) => {
-        this.#report(error);
-      })
-      .finally(() => {
-        this.#inFlight.delete(id);
-        const wake = this.#slotWaiter;
-        this.#slotWaiter = undefined;
-        wake?.();
-      });
-  }
-
-  async #deliver(
-    delivery: Delivery,
-    keys: PartitionKeys,
-    entry: DecodedEntry | ForeignEntry,
-    deliveries: number,
-    start: number,
-    previous: string | undefined,
-  ): Promise<void> {
-    {
-      const lease = leaseKey(this.#s.prefix, keys, this.group);
-      const deadline = start + this.#o.visibilityMs - this.#margin;
-      if (!entry.ok) {
-        await this.#quarantine(keys, lease, '', entry, deadline);
-        return;
-      }
-      if (entry.group !== undefined && entry.group !== this.group) {
-        await this.#settle(
+    this.#inFlight.set(slot, delivery);
+    if (!entry.ok) {
+      this.#track(
+        delivery,
+        this.#quarantine(keys, this.#lease(keys), '', deliveries, entry, delivery.deadline),
+      );
+    } else if (entry.group !== undefined && entry.group !== this.group) {
+      this.#track(
+        delivery,
+        this.#settle(
           'ack',
           ACK,
-          [keys.stream, lease],
-          [this.group, entry.entryId, this.name, ''],
-          deadline,
-        );
-        return;
-      }
-      const consumers =
-        previous === undefined ? [...entry.consumers] : [...entry.consumers, previous];
+          [keys.stream, this.#lease(keys)],
+          [this.group, entry.entryId, this.name, '', deliveries],
+          delivery.deadline,
+        ),
+      );
+    } else if (entry.failed + deliveries > this.#o.maxAttempts) {
       const attempt = entry.failed + deliveries;
-      if (attempt > this.#o.maxAttempts) {
-        await this.#dead(
+      this.#track(
+        delivery,
+        this.#dead(
           keys,
-          lease,
+          this.#lease(keys),
           '',
+          deliveries,
           entry,
           attempt - 1,
-          consumers,
+          this.#consumersOf(entry, previous),
           'expired',
           `delivered ${deliveries} time(s) without an ack (last consumer ${previous ?? 'unknown'} died or timed out)`,
-          deadline,
-        );
-        return;
-      }
-      const outcome = await this.#invoke(delivery.p, entry, attempt, deadline, delivery.controller);
-      if (outcome.ok) {
-        await this.#ackLater(delivery.p, entry.entryId, deadline);
-        return;
-      }
-      if (delivery.handedBack) return; // closing: it was handed back, another consumer retries it
-      const all = [...consumers, this.name];
-      if (attempt >= this.#o.maxAttempts) {
-        await this.#dead(
-          keys,
-          lease,
-          '',
-          entry,
-          attempt,
-          all,
-          'failed',
-          text(outcome.error),
-          deadline,
-        );
-        return;
-      }
-      await this.#settle(
-        'retry',
-        RETRY,
-        [keys.stream, keys.delayed, lease],
-        [
-          this.group,
-          entry.entryId,
-          this.name,
-          '',
-          this.#delay(attempt),
-          ...retryFields(entry, attempt, this.group, all, text(outcome.error)),
-        ],
-        deadline,
+          delivery.deadline,
+        ),
       );
+    } else {
+      this.#run(delivery, keys, entry, previous);
     }
   }
+
+  /** The lease key the settling scripts take ('' token: not checked in unordered mode). */
+  #lease(keys: PartitionKeys): string {
+    return leaseKey(this.#s.prefix, keys, this.group);
+  }
+
+  #consumersOf(entry: DecodedEntry, previous: string | undefined): string[] {
+    return previous === undefined ? [...entry.consumers] : [...entry.consumers, previous];
+  }
+
+  /** Finishes `delivery` when `work` settles (the paths that do not run the handler). */
+  #track(delivery: Delivery, work: Promise<unknown>): void {
+    void work.then(
+      () => {
+        this.#finish(delivery);
+      },
+      (error: unknown) => {
+        this.#report(error);
+        this.#finish(delivery);
+      },
+    );
+  }
+
+  /** A delivery is over: its slot is free (unless a newer delivery of the entry holds it). */
+  #finish(delivery: Delivery): void {
+    if (this.#inFlight.get(delivery.slot) === delivery) this.#inFlight.delete(delivery.slot);
+    const wake = this.#slotWaiter;
+    this.#slotWaiter = undefined;
+    wake?.();
+    if (this.#inFlight.size === 0 && this.#drained.length > 0) {
+      for (const resolve of this.#drained.splice(0)) resolve();
+    }
+  }
+
+  /** Resolves once nothing is in flight. */
+  #whenDrained(): Promise<void> {
+    if (this.#inFlight.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#drained.push(resolve));
+  }
+
+  /**
+   * Runs the handler on a delivery. No promise, closure or timer of its own when the handler
+   * returns synchronously: the visibility deadline is watched by one timer for all deliveries.
+   */
+  #run(
+    delivery: Delivery,
+    keys: PartitionKeys,
+    entry: DecodedEntry,
+    previous: string | undefined,
+  ): void {
+    const attempt = entry.failed + delivery.deliveries;
+    delivery.running = true;
+    this.#watch(delivery);
+    const began = this.#s.clock.now();
+    let result: unknown;
+    try {
+      result = this.#handler({
+        id: entry.id,
+        topic: this.topic,
+        group: this.group,
+        key: entry.key,
+        payload: entry.payload as T,
+        headers: entry.headers,
+        attempt,
+        sentAt: entry.sentAt,
+        entryId: entry.entryId,
+        partition: delivery.p,
+        consumer: this.name,
+        signal: delivery.controller.signal,
+      });
+    } catch (error) {
+      this.#ran(delivery, keys, entry, attempt, previous, began, false, error);
+      return;
+    }
+    if (
+      result instanceof Promise ||
+      typeof (result as { then?: unknown } | null)?.then === 'function'
+    ) {
+      void Promise.resolve(result).then(
+        () => {
+          this.#ran(delivery, keys, entry, attempt, previous, began, true, undefined);
+        },
+        (error: unknown) => {
+          this.#ran(delivery, keys, entry, attempt, previous, began, false, error);
+        },
+      );
+    } else {
+      this.#ran(delivery, keys, entry, attempt, previous, began, true, undefined);
+    }
+  }
+
+  /** The handler's outcome: ack (batched), or retry / dead-letter. */
+  #ran(
+    delivery: Delivery,
+    keys: PartitionKeys,
+    entry: DecodedEntry,
+    attempt: number,
+    previous: string | undefined,
+    began: number,
+    ok: boolean,
+    error: unknown,
+  ): void {
+    delivery.running = false;
+    if (handled.active) {
+      handled.publish({
+        topic: this.topic,
+        group: this.group,
+        id: entry.id,
+        attempt,
+        outcome: ok ? 'ok' : 'failed',
+        durationMs: this.#s.clock.now() - began,
+        time: wallTime(),
+      });
+    }
+    if (ok) {
+      this.#ackLater(delivery);
+      return;
+    }
+    if (delivery.handedBack) {
+      // Closing: it was handed back, another consumer retries it.
+      this.#finish(delivery);
+      return;
+    }
+    this.#track(delivery, this.#failed(delivery, keys, entry, attempt, previous, error));
+  }
+
+  /** A failed attempt: dead-letter it after `maxAttempts`, else retry it after a backoff. */
+  async #failed(
+    delivery: Delivery,
+    keys: PartitionKeys,
+    entry: DecodedEntry,
+    attempt: number,
+    previous: string | undefined,
+    error: unknown,
+  ): Promise<void> {
+    const all = [...this.#consumersOf(entry, previous), this.name];
+    if (attempt >= this.#o.maxAttempts) {
+      await this.#dead(
+        keys,
+        this.#lease(keys),
+        '',
+        delivery.deliveries,
+        entry,
+        attempt,
+        all,
+        'failed',
+        text(error),
+        delivery.deadline,
+      );
+      return;
+    }
+    await this.#settle(
+      'retry',
+      RETRY,
+      [keys.stream, keys.delayed, this.#lease(keys)],
+      [
+        this.group,
+        entry.entryId,
+        this.name,
+        '',
+        delivery.deliveries,
+        this.#delay(attempt),
+        ...retryFields(entry, attempt, this.group, all, text(error)),
+      ],
+      delivery.deadline,
+    );
+  }
+
+  /** Watches a running delivery's visibility deadline (one timer, armed for the earliest). */
+  #watch(delivery: Delivery): void {
+    if (delivery.deadline < this.#deadlineAt) this.#armDeadline(delivery.deadline);
+  }
+
+  #armDeadline(at: number): void {
+    this.#deadlineTimer?.cancel();
+    this.#deadlineAt = at;
+    this.#deadlineTimer = this.#s.clock.setTimer(this.#onDeadline, at - this.#s.clock.now());
+    this.#deadlineTimer.unref();
+  }
+
+  /** Aborts the signal of every handler still running at its deadline; re-arms for the next. */
+  readonly #onDeadline = (): void => {
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = Infinity;
+    const now = this.#s.clock.now();
+    let next = Infinity;
+    for (const d of this.#inFlight.values()) {
+      if (!d.running || d.controller.signal.aborted) continue;
+      if (d.deadline <= now) {
+        d.controller.abort(
+          new LeaseExpiredError(
+            d.id,
+            `visibility timeout (${this.#o.visibilityMs} ms) is running out`,
+          ),
+        );
+      } else if (d.deadline < next) {
+        next = d.deadline;
+      }
+    }
+    if (next !== Infinity) this.#armDeadline(next);
+  };
 
   /** Runs the handler; aborts its signal at `deadline` or when `extra` aborts. */
   async #invoke(
     p: number,
     entry: DecodedEntry,
+    payload: unknown,
     attempt: number,
     deadline: number,
     controller: AbortController,
@@ -735,7 +1014,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         topic: this.topic,
         group: this.group,
         key: entry.key,
-        payload: JSON.parse(entry.payloadJson) as T,
+        payload: payload as T,
         headers: entry.headers,
         attempt,
         sentAt: entry.sentAt,
@@ -793,6 +1072,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     keys: PartitionKeys,
     lease: string,
     token: string,
+    deliveries: number | '',
     entry: DecodedEntry,
     attempts: number,
     consumers: readonly string[],
@@ -810,6 +1090,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         entry.entryId,
         this.name,
         token,
+        deliveries,
         ...original,
         'x:reason',
         reason,
@@ -838,6 +1119,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     keys: PartitionKeys,
     lease: string,
     token: string,
+    deliveries: number | '',
     entry: ForeignEntry,
     deadline: number,
   ): Promise<unknown> {
@@ -850,6 +1132,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         entry.entryId,
         this.name,
         token,
+        deliveries,
         'x:reason',
         'invalid',
         'x:error',
@@ -937,7 +1220,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
               this.name,
               this.#o.visibilityMs,
               free,
-              ...[...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+              ...new Set(
+                [...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+              ),
             ],
           )) as [unknown, unknown, unknown, unknown][] | null;
           for (const [entryId, raw, previous, deliveries] of got ?? []) {
@@ -947,7 +1232,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
                 `hand back ${this.topic}`,
                 HAND_BACK,
                 [keys.stream],
-                [this.group, String(entryId), this.name, this.#o.visibilityMs],
+                [this.group, String(entryId), this.name, this.#o.visibilityMs, Number(deliveries)],
               );
               continue;
             }
@@ -962,6 +1247,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           }
         }
       }
+      if (this.#forget.has(p)) await this.#forgetNow(p);
       if (retain) await this.#queue.trimPartition(this.topic, p);
     }
   }
@@ -1149,7 +1435,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         this.#lose(owned, 'the message or the partition lease was taken over');
     };
     if (!entry.ok) {
-      refused(await this.#quarantine(keys, lease, token, entry, deadlineOf()));
+      refused(await this.#quarantine(keys, lease, token, '', entry, deadlineOf()));
       return '';
     }
     if (entry.group !== undefined && entry.group !== this.group) {
@@ -1169,6 +1455,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         ? [...entry.consumers]
         : [...entry.consumers, previous];
     let attempt = entry.failed + deliveries;
+    let first = true;
     for (;;) {
       if (attempt > this.#o.maxAttempts) {
         refused(
@@ -1176,6 +1463,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             keys,
             lease,
             token,
+            '',
             entry,
             attempt - 1,
             consumers,
@@ -1195,9 +1483,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           this.#lose(owned, 'a handler ran past its visibility timeout');
         }
       });
+      // Each attempt gets its own copy of the payload: a handler may have changed the last one.
+      const payload = first ? entry.payload : (JSON.parse(entry.payloadJson) as unknown);
+      first = false;
       const outcome = await this.#invoke(
         owned.p,
         entry,
+        payload,
         attempt,
         deadlineOf(),
         controller,
@@ -1212,6 +1504,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             keys,
             lease,
             token,
+            '',
             entry,
             attempt,
             consumers,
@@ -1266,10 +1559,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     await this.#sweeping.catch(() => undefined);
     for (const owned of this.#owned.values()) owned.stopping = true;
     const pending = (): Promise<unknown> =>
-      Promise.all([
-        ...[...this.#inFlight.values()].map((d) => d.done),
-        ...[...this.#owned.values()].map((o) => o.loop),
-      ]);
+      Promise.all([this.#whenDrained(), ...[...this.#owned.values()].map((o) => o.loop)]);
     let timer: Timer | undefined;
     await Promise.race([
       pending(),
@@ -1289,7 +1579,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         `hand back ${this.topic}`,
         HAND_BACK,
         [keys.stream],
-        [this.group, d.entryId, this.name, this.#o.visibilityMs],
+        [this.group, d.entryId, this.name, this.#o.visibilityMs, d.deliveries],
       ).catch((error: unknown) => {
         this.#report(error);
       });
@@ -1306,6 +1596,12 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       }),
     ]);
     grace?.cancel();
+    this.#deadlineTimer?.cancel();
+    for (const p of [...this.#forget.keys()]) {
+      await this.#forgetNow(p).catch((error: unknown) => {
+        this.#report(error);
+      });
+    }
     if (this.#o.ordered) {
       await run(
         this.#s.client,

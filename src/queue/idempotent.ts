@@ -13,7 +13,7 @@ import {
   resolveOptions,
   stringOption,
 } from '../core/index.js';
-import { isQueueClient, run, type QueueRedisClient } from './client.js';
+import { isQueueClient, runBatched, type QueueRedisClient } from './client.js';
 import type { Handler, Message } from './consumer.js';
 import { APPLY_ONCE } from './scripts.js';
 
@@ -119,6 +119,7 @@ export function idempotent<T>(
       keys.push(...c.keys);
       args.push(c.keys.length, c.args.length, c.name, ...c.args);
     }
-    await run(o.client, `apply effect of ${message.id}`, APPLY_ONCE, keys, args);
+    // Batched with the other handlers' effects of this tick: one round trip for many.
+    await runBatched(o.client, `apply effect of ${message.id}`, APPLY_ONCE, keys, args);
   };
 }

@@ -13,6 +13,7 @@ import {
   integerOption,
   isAbortSignal,
   isClock,
+  isNoScriptError,
   onShutdownSignals,
   signalsOption,
   nestedOption,
@@ -24,7 +25,15 @@ import {
   type Clock,
   type Subscription,
 } from '../core/index.js';
-import { command, isQueueClient, run, type QueueRedisClient, type RawEntry } from './client.js';
+import {
+  command,
+  isCached,
+  isQueueClient,
+  pipelineOf,
+  run,
+  type QueueRedisClient,
+  type RawEntry,
+} from './client.js';
 import {
   dedupKey,
   decodeEntry,
@@ -34,7 +43,7 @@ import {
   type PartitionKeys,
 } from './codec.js';
 import { Consumer, type ConsumerOptions, type Handler } from './consumer.js';
-import { PayloadError, QueueClosedError } from './errors.js';
+import { PayloadError, QueueClosedError, QueueRedisError } from './errors.js';
 import { REPLAY, SEND, TRIM } from './scripts.js';
 
 /** Retention of a topic's streams: trimmed by length and/or age, never past a pending message. */
@@ -195,7 +204,8 @@ export function checkName(owner: string, what: string, value: unknown): string {
 }
 
 function checkSend(topic: string, o: unknown): void {
-  if (o === undefined) return;
+  if (o === undefined || plainSend(o)) return;
+  // Something to refuse, or an unusual shape: the full check, which names what is wrong.
   resolveOptions(`Queue.send(${topic})`, o, {
     key: stringOption({ optional: true }),
     id: stringOption({ optional: true, nonEmpty: true }),
@@ -204,6 +214,41 @@ function checkSend(topic: string, o: unknown): void {
     signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
     payload: { parse: (v: unknown) => v },
   });
+}
+
+/**
+ * The fast check of send options (every send runs it): true when each field is one
+ * {@link checkSend}'s full check accepts. False is not a verdict: the full check decides then.
+ */
+function plainSend(o: unknown): boolean {
+  if (typeof o !== 'object' || o === null || Object.getPrototypeOf(o) !== Object.prototype) {
+    return false;
+  }
+  const r = o as Record<string, unknown>;
+  for (const name in r) {
+    const v = r[name];
+    if (v === undefined || name === 'payload') continue;
+    switch (name) {
+      case 'key':
+        if (typeof v !== 'string') return false;
+        break;
+      case 'id':
+        if (typeof v !== 'string' || v === '') return false;
+        break;
+      case 'delayMs':
+        if (!Number.isSafeInteger(v) || (v as number) < 0) return false;
+        break;
+      case 'headers':
+        if (!isHeaders(v)) return false;
+        break;
+      case 'signal':
+        if (!isAbortSignal(v)) return false;
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
 }
 
 function isHeaders(v: unknown): v is Record<string, string> {
@@ -238,6 +283,8 @@ export class Queue implements AsyncDisposable {
   readonly settings: QueueSettings;
   readonly #consumers = new Set<Consumer<never>>();
   readonly #signalHandlers = new Set<() => void>();
+  /** Partition keys by topic, built once (every send and every delivery needs them). */
+  readonly #keys = new Map<string, PartitionKeys[]>();
   #closed = false;
 
   /**
@@ -250,7 +297,14 @@ export class Queue implements AsyncDisposable {
 
   /** The keys of partition `p` of `topic`. @internal */
   keys(topic: string, p: number): PartitionKeys {
-    return partitionKeys(this.settings.prefix, topic, p);
+    let byPartition = this.#keys.get(topic);
+    if (byPartition === undefined) {
+      // Bounded: a program sending to ever new topic names does not grow this without end.
+      if (this.#keys.size >= 1000) this.#keys.clear();
+      byPartition = [];
+      this.#keys.set(topic, byPartition);
+    }
+    return (byPartition[p] ??= partitionKeys(this.settings.prefix, topic, p));
   }
 
   /**
@@ -299,7 +353,84 @@ export class Queue implements AsyncDisposable {
     for (const item of items) checkSend(topic, item);
     throwIfAborted(options?.signal);
     const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
-    return Promise.all(plans.map((plan) => this.#write(topic, plan)));
+    const client = this.settings.client as { pipeline?: unknown };
+    if (plans.length < 2 || typeof client.pipeline !== 'function') {
+      return Promise.all(plans.map((plan) => this.#write(topic, plan)));
+    }
+    // One pipeline per partition (its keys share one slot, as a Cluster pipeline needs): one
+    // write and one round trip for the batch instead of one per message.
+    const byPartition = new Map<number, number[]>();
+    plans.forEach((plan, i) => {
+      const list = byPartition.get(plan.partition);
+      if (list === undefined) byPartition.set(plan.partition, [i]);
+      else list.push(i);
+    });
+    const results: SendResult[] = new Array<SendResult>(plans.length);
+    await Promise.all(
+      [...byPartition.values()].map(async (indexes) => {
+        const batch = indexes.map((i) => plans[i] as SendPlan);
+        const written = await this.#writeMany(topic, batch);
+        indexes.forEach((i, j) => (results[i] = written[j] as SendResult));
+      }),
+    );
+    return results;
+  }
+
+  /** Writes plans of one partition in one pipeline; a script the server lacks is sent again alone. */
+  async #writeMany(topic: string, plans: readonly SendPlan[]): Promise<SendResult[]> {
+    const client = this.settings.client;
+    const scripted = plans.findIndex((plan) => plan.window !== 0 || plan.delayMs !== 0);
+    if (scripted >= 0 && !isCached(client, SEND)) {
+      // The send script is not known to the server yet: one send alone first (it loads it).
+      const first = await this.#write(topic, plans[scripted] as SendPlan);
+      const rest = await this.#writeMany(
+        topic,
+        plans.filter((_, i) => i !== scripted),
+      );
+      rest.splice(scripted, 0, first);
+      return rest;
+    }
+    const pipeline = pipelineOf(client);
+    if (pipeline === undefined) return Promise.all(plans.map((plan) => this.#write(topic, plan)));
+    for (const plan of plans) {
+      if (plan.window === 0 && plan.delayMs === 0) {
+        pipeline.call('XADD', plan.keys.stream, '*', ...plan.fields);
+      } else {
+        pipeline.evalsha(
+          SEND.sha,
+          3,
+          plan.keys.stream,
+          plan.keys.delayed,
+          plan.dedup,
+          plan.window,
+          plan.delayMs,
+          ...plan.fields,
+        );
+      }
+    }
+    let replies: [Error | null, unknown][] | null;
+    try {
+      replies = await pipeline.exec();
+    } catch (error) {
+      throw new QueueRedisError(`send ${topic}`, client, error);
+    }
+    // A server without the send script cached: the first such send goes again alone, from
+    // source (which caches it), then the others (by hash).
+    let loaded: Promise<unknown> | undefined;
+    return Promise.all(
+      plans.map(async (plan, i) => {
+        const [error, reply] = replies?.[i] ?? [new Error('no reply'), undefined];
+        if (error === null) return resultOf(plan, reply);
+        if (!isNoScriptError(error)) throw new QueueRedisError(`send ${topic}`, client, error);
+        if (loaded === undefined) {
+          const first = this.#write(topic, plan);
+          loaded = first.catch(() => undefined);
+          return first;
+        }
+        await loaded;
+        return this.#write(topic, plan);
+      }),
+    );
   }
 
   /** The keys and arguments of one send (also what an outbox stages). @internal */
@@ -345,18 +476,14 @@ export class Queue implements AsyncDisposable {
       ]);
       return { id, partition, status: 'sent', entryId: String(entryId) };
     }
-    const reply = (await run(
+    const reply = await run(
       this.settings.client,
       `send ${topic}`,
       SEND,
       [plan.keys.stream, plan.keys.delayed, plan.dedup],
       [plan.window, plan.delayMs, ...plan.fields],
-    )) as [unknown, unknown];
-    const code = Number(reply[0]);
-    const status = code === 0 ? 'duplicate' : code === 2 ? 'delayed' : 'sent';
-    return status === 'sent'
-      ? { id, partition, status, entryId: String(reply[1]) }
-      : { id, partition, status };
+    );
+    return resultOf(plan, reply);
   }
 
   /**
@@ -536,6 +663,19 @@ export interface SendPlan {
   readonly window: number;
   readonly delayMs: number;
   readonly fields: readonly string[];
+}
+
+/** A send's result from its reply: an XADD's entry id, or {@link SEND}'s `{code, entry id}`. */
+function resultOf(plan: SendPlan, reply: unknown): SendResult {
+  const { id, partition } = plan;
+  if (plan.window === 0 && plan.delayMs === 0) {
+    return { id, partition, status: 'sent', entryId: String(reply) };
+  }
+  const [code, entryId] = reply as [unknown, unknown];
+  const status = Number(code) === 0 ? 'duplicate' : Number(code) === 2 ? 'delayed' : 'sent';
+  return status === 'sent'
+    ? { id, partition, status, entryId: String(entryId) }
+    : { id, partition, status };
 }
 
 function resolveReplay(options: unknown) {

@@ -20,8 +20,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function owns(stream, group, id, consumer)
-  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 1
+local function owns(stream, group, id, consumer, deliveries)
+  local p = redis.call('XPENDING', stream, group, id, id, 1, consumer)[1]
+  return p ~= nil and (deliveries == nil or deliveries == '' or p[4] == tonumber(deliveries))
 end
 local function lease_ok(key, token)
   return token == '' or redis.call('GET', key) == token
@@ -75,62 +76,81 @@ return #due
 `);
 
 /**
- * Ack. KEYS: stream, lease. ARGV: group, entry id, consumer, lease token ('' in unordered mode).
- * Returns 1 acked, 0 refused (no longer this consumer's), -1 refused (lease lost).
+ * Ack. KEYS: stream, lease. ARGV: group, entry id, consumer, lease token ('' in unordered mode),
+ * delivery count of the delivery being settled ('' not to check it). Returns 1 acked, 0 refused
+ * (no longer this consumer's, or delivered again since — see {@link ACK_MANY}), -1 refused
+ * (lease lost).
  */
 export const ACK = script(`
 if not lease_ok(KEYS[2], ARGV[4]) then return -1 end
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then return 0 end
 settle(KEYS[1], ARGV[1], ARGV[2])
 return 1
 `);
 
 /**
  * Batch ack (unordered mode, no lease). KEYS: stream. ARGV: group, consumer, XPENDING bound,
- * then the entry ids to ack in ascending order. Ownership is checked for the whole batch by one
- * XPENDING over the batch's id range filtered to this consumer (its own pending-entries list,
- * so the cost is the entries it returns); when that reply reaches the bound (it may be cut
- * short), each id is checked alone. An id that is no longer this consumer's (reclaimed by
- * another after its visibility timeout) is refused, not acked. The acked entries are deleted
- * when the stream has one group, as {@link ACK} does. Returns per id 1 acked / 0 refused.
+ * the batch's lowest and highest entry id, delete flag (1: delete now), how many earlier acked
+ * ids follow, those ids, then per delivery to ack its entry id and its delivery count.
+ * Ownership is checked for the whole batch by one XPENDING over the batch's id range filtered
+ * to this consumer (its own pending-entries list, so the cost is the entries it returns); when
+ * that reply reaches the bound (it may be cut short), each id is checked alone. A delivery is
+ * acked only while its entry is still this consumer's AND still at that delivery count: an
+ * entry reclaimed by another consumer after its visibility timeout is refused, and so is the
+ * late ack of an older delivery of an entry that was since reclaimed back to this same
+ * consumer (XCLAIM counts one more delivery: https://redis.io/docs/latest/commands/xclaim/) —
+ * the newer delivery settles it. With the delete flag, the acked entries and the earlier acked
+ * ids are deleted when the stream has one group (as {@link ACK} does at once); without it the
+ * consumer remembers what it acked and deletes it with a later call. Returns per delivery
+ * 1 acked / 0 refused.
  */
 export const ACK_MANY = script(`
 local g, me = ARGV[1], ARGV[2]
 local bound = tonumber(ARGV[3])
-local pend = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[#ARGV], bound, me)
-local mine = {}
-if #pend >= bound then
-  for i = 4, #ARGV do mine[ARGV[i]] = owns(KEYS[1], g, ARGV[i], me) end
-else
-  for _, p in ipairs(pend) do mine[p[1]] = true end
-end
-local flags, ids = {}, {}
-for i = 4, #ARGV do
-  if mine[ARGV[i]] then
-    ids[#ids + 1] = ARGV[i]
-    flags[i - 3] = 1
+local first = 8 + tonumber(ARGV[7])
+local count = {}
+if first < #ARGV then
+  local pend = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], bound, me)
+  if #pend >= bound then
+    for i = first, #ARGV, 2 do
+      local p = redis.call('XPENDING', KEYS[1], g, ARGV[i], ARGV[i], 1, me)[1]
+      if p ~= nil then count[ARGV[i]] = p[4] end
+    end
   else
-    flags[i - 3] = 0
+    for _, p in ipairs(pend) do count[p[1]] = p[4] end
   end
 end
-if #ids > 0 then
-  redis.call('XACK', KEYS[1], g, unpack(ids))
-  if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then redis.call('XDEL', KEYS[1], unpack(ids)) end
+local flags, ids = {}, {}
+for i = first, #ARGV, 2 do
+  if count[ARGV[i]] ~= nil and count[ARGV[i]] == tonumber(ARGV[i + 1]) then
+    count[ARGV[i]] = nil
+    ids[#ids + 1] = ARGV[i]
+    flags[#flags + 1] = 1
+  else
+    flags[#flags + 1] = 0
+  end
+end
+if #ids > 0 then redis.call('XACK', KEYS[1], g, unpack(ids)) end
+if ARGV[6] == '1' then
+  for i = 8, first - 1 do ids[#ids + 1] = ARGV[i] end
+  if #ids > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then
+    redis.call('XDEL', KEYS[1], unpack(ids))
+  end
 end
 return flags
 `);
 
 /**
  * Retry later: ack this copy and schedule a new one (for this group only) after a delay.
- * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delay ms, fields.
- * Returns 1, or 0 / -1 as {@link ACK}.
+ * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delivery count
+ * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}.
  */
 export const RETRY = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then return 0 end
 settle(KEYS[1], ARGV[1], ARGV[2])
-local fields = tail(6)
-local delay = tonumber(ARGV[5])
+local fields = tail(7)
+local delay = tonumber(ARGV[6])
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now_ms() + delay, cjson.encode(fields))
 else
@@ -141,13 +161,13 @@ return 1
 
 /**
  * Dead-letter: add the entry to the DLQ stream and ack it, in one step. KEYS: stream, dlq,
- * lease. ARGV: group, entry id, consumer, lease token, then the DLQ entry's fields. Returns the
- * DLQ entry id, or 0 / -1 as {@link ACK}.
+ * lease. ARGV: group, entry id, consumer, lease token, delivery count (as {@link ACK}), then
+ * the DLQ entry's fields. Returns the DLQ entry id, or 0 / -1 as {@link ACK}.
  */
 export const DEAD = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-local dlq = redis.call('XADD', KEYS[2], '*', unpack(tail(5)))
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then return 0 end
+local dlq = redis.call('XADD', KEYS[2], '*', unpack(tail(6)))
 settle(KEYS[1], ARGV[1], ARGV[2])
 return dlq
 `);
@@ -225,11 +245,12 @@ return 1
 
 /**
  * Hands a message back on close: still pending, but idle as if for `idle` ms, so another
- * consumer's next reclaim takes it at once. KEYS: stream. ARGV: group, entry id, consumer,
- * idle ms. Returns 1, or 0 when it is no longer this consumer's.
+ * consumer's next reclaim takes it at once (JUSTID: the delivery count stays). KEYS: stream.
+ * ARGV: group, entry id, consumer, idle ms, delivery count (as {@link ACK}). Returns 1, or 0
+ * when it is no longer this consumer's delivery.
  */
 export const HAND_BACK = script(`
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[4], 'JUSTID')
 return 1
 `);

@@ -2,7 +2,8 @@
  * Property tests of keel/queue's invariants on a real redis-server: retention never trims a
  * pending or undelivered entry; dedup enqueues each id once; a delayed message is never
  * delivered early (by Redis server time); a message ends either handled-and-acked or in the
- * dead-letter stream — never both, never neither, never still pending.
+ * dead-letter stream — never both, never neither, never still pending; only the newest delivery
+ * of a message settles it.
  */
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
@@ -170,6 +171,62 @@ describeRedis('keel/queue properties', () => {
       { numRuns: 8 },
     );
   });
+
+  it('a delivery settles its message only while it is the newest: an older delivery of a message reclaimed back to the same consumer is refused, whatever it and the newer one do, in either order', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.boolean(),
+        fc.boolean(),
+        fc.boolean(),
+        async (staleOk, currentOk, staleFirst) => {
+          const c = clientOf();
+          await c.flushall();
+          const queue = new Queue({ client: redis().client(0) });
+          const keys = queue.keys('t', 0);
+          const calls: number[] = [];
+          const finished: number[] = [];
+          const gates = new Map<number, (ok: boolean) => void>();
+          let entryId = '';
+          queue.consume(
+            't',
+            'g',
+            async (m) => {
+              entryId = m.entryId;
+              calls.push(m.attempt);
+              const ok = await new Promise<boolean>((resolve) => gates.set(m.attempt, resolve));
+              finished.push(m.attempt);
+              if (!ok) throw new Error(`attempt ${m.attempt} failed`);
+            },
+            { consumer: 'a', visibilityMs: 300, sweepMs: 50, maxAttempts: 3, backoff: () => 1 },
+          );
+          await queue.send('t', 1);
+          await until(() => expect(calls).toEqual([1]), 10_000);
+          // Taken over by a consumer that dies at once, then reclaimed back to 'a'.
+          await c.xclaim(keys.stream, 'g', 'ghost', 0, entryId);
+          await until(() => expect(calls).toEqual([1, 3]), 10_000);
+          const finish = async (attempt: number, ok: boolean): Promise<void> => {
+            gates.get(attempt)?.(ok);
+            await until(() => expect(finished).toContain(attempt), 5000);
+            await new Promise((r) => setTimeout(r, 100)); // its settling call is written by now
+          };
+          if (staleFirst) await finish(1, staleOk);
+          await finish(3, currentOk);
+          if (!staleFirst) await finish(1, staleOk);
+          await until(async () => {
+            expect((await c.xpending(keys.stream, 'g'))[0]).toBe(0);
+            const dead = await queue.deadLetters('t');
+            expect(dead.map((l) => l.attempts)).toEqual(currentOk ? [] : [3]);
+          }, 10_000);
+          await queue.close();
+          // Nothing the older delivery did took effect: no retry copy, no second settle.
+          expect(calls).toEqual([1, 3]);
+          expect(await c.xlen(keys.stream)).toBe(0);
+          expect(await c.zcard(keys.delayed)).toBe(0);
+        },
+      ),
+      { numRuns: 8 },
+    );
+  }, 90_000);
 });
 
 function extract(reply: unknown): string[] {

@@ -222,6 +222,61 @@ describeRedis('keel/queue on a real redis-server', () => {
     expect(await queue.deadLetters('orders')).toEqual([]);
   });
 
+  it('a message reclaimed back to the consumer still running its older delivery is handled again; the older delivery’s late ack is refused and the newer one’s outcome counts', async () => {
+    const queue = queueOf();
+    const stream = queue.keys('orders', 0).stream;
+    const calls: number[] = [];
+    const reasons: unknown[] = [];
+    const gates = new Map<number, { open: () => void; fail: (e: Error) => void }>();
+    let entryId = '';
+    let staleDone = false;
+    queue.consume(
+      'orders',
+      'g',
+      async (m) => {
+        entryId = m.entryId;
+        calls.push(m.attempt);
+        m.signal.addEventListener('abort', () => reasons.push(m.signal.reason));
+        // Ignores its signal: runs until the test lets it finish.
+        await new Promise<void>((resolve, reject) =>
+          gates.set(m.attempt, { open: resolve, fail: reject }),
+        );
+        if (m.attempt === 1) staleDone = true;
+      },
+      { consumer: 'a', visibilityMs: 300, sweepMs: 50, maxAttempts: 3, backoff: () => 1 },
+    );
+    await queue.send('orders', { n: 1 });
+    await until(() => expect(calls).toEqual([1]), 10_000);
+    // Another consumer reclaims it (delivery 2) and dies at once: its copy idles on 'ghost'.
+    const claimed = (await client.xclaim(stream, 'g', 'ghost', 0, entryId)) as [string][];
+    expect(claimed.map(([id]) => id)).toEqual([entryId]);
+    // 'a' reclaims it from the dead 'ghost' (delivery 3) while delivery 1 still runs on 'a'.
+    await until(() => expect(calls).toEqual([1, 3]), 10_000);
+    await until(() => expect(reasons.length).toBeGreaterThanOrEqual(1), 5000);
+    expect(isLeaseExpiredError(reasons[0])).toBe(true);
+    // Delivery 1 finishes now: its ack must not settle delivery 3's message.
+    gates.get(1)?.open();
+    await until(() => expect(staleDone).toBe(true), 5000);
+    await new Promise((r) => setTimeout(r, 100)); // its ack (if any) is written by now
+    const [row] = (await client.xpending(stream, 'g', '-', '+', 10)) as [
+      string,
+      string,
+      number,
+      number,
+    ][];
+    expect(row?.[0]).toBe(entryId);
+    expect(row?.[1]).toBe('a');
+    expect(row?.[3]).toBe(3);
+    // Delivery 3 fails on its last attempt: that outcome counts — the message is dead-lettered.
+    gates.get(3)?.fail(new Error('third time unlucky'));
+    await until(async () => expect(await queue.deadLetters('orders')).toHaveLength(1), 10_000);
+    const [letter] = await queue.deadLetters('orders');
+    expect(letter?.attempts).toBe(3);
+    expect(letter?.error).toContain('third time unlucky');
+    expect((await client.xpending(stream, 'g'))[0]).toBe(0);
+    expect(calls).toEqual([1, 3]);
+  });
+
   it('never has more than `concurrency` handlers in flight', async () => {
     const queue = queueOf();
     let now = 0;
