@@ -9,10 +9,13 @@
  * - **k hashes by double hashing** over MurmurHash3 (`src/hashring/murmur3.ts`):
  *   gᵢ(x) = h₁(x) + i·h₂(x) mod m, with h₁, h₂ two seeds of murmur3 — Kirsch & Mitzenmacher,
  *   "Less Hashing, Same Performance: Building a Better Bloom Filter" (ESA 2006), which shows
- *   the false-positive rate is asymptotically that of k independent hashes.
+ *   the false-positive rate is asymptotically that of k independent hashes. Both seeds are
+ *   hashed in one pass over the key, and the k probes follow from h₁ and h₂ alone: a lookup
+ *   reads the key once and allocates nothing.
  *
  * This module is pure: it computes bit positions and keeps an in-memory bit array. The Redis
- * filter (`redis-bloom.ts`) sends the same positions to a script.
+ * filter (`redis-bloom.ts`) sends the same positions to a script; they are pinned by a test,
+ * since a change would make every filter already in Redis answer "absent" for present keys.
  *
  * @packageDocumentation
  */
@@ -74,8 +77,93 @@ export function bloomShape(options: BloomOptions, owner = 'bloomShape'): BloomSh
   return { bits, hashes };
 }
 
+// MurmurHash3 x86_32's constants (SMHasher's MurmurHash3.cpp, `MurmurHash3_x86_32`).
+const C1 = 0xcc9e2d51;
+const C2 = 0x1b873593;
+
 /**
- * Writes the k bit positions of `key` into `out` from `at` (double hashing, see the header).
+ * The two hashes of the last key given to {@link hashPair}, as signed int32s: module state
+ * rather than a returned pair, so a lookup allocates nothing (a returned array or object would
+ * be one allocation per call; int32s stay unboxed in registers).
+ */
+let hash1 = 0;
+let hash2 = 0;
+
+/** One 4-byte block into a murmur3 state (the reference's body step). */
+function mixBlock(h: number, k: number): number {
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+/** The reference's finalisation (length, then fmix32), as a signed int32. */
+function finishHash(h: number, length: number): number {
+  h ^= length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/**
+ * Sets {@link hash1} and {@link hash2} to MurmurHash3 x86_32 of the UTF-8 bytes of `key` with
+ * seeds {@link SEED_1} and {@link SEED_2} — bit for bit `murmur3StringInt(key, SEED_1)` and
+ * `murmur3StringInt(key, SEED_2)` (tested), so the probe positions, and with them the bits of
+ * every Redis filter written before, are unchanged — in **one pass** over the key: the block
+ * scramble (`k·c1`, rotate, `·c2`) does not depend on the seed, so each block is read and
+ * scrambled once and folded into both states. ASCII keys are read from their char codes;
+ * others (rare) fall back to the UTF-8 path of `keel/hashring`'s murmur3, twice.
+ */
+function hashPair(key: string): void {
+  const length = key.length;
+  let a = SEED_1 | 0;
+  let b = SEED_2 | 0;
+  const end = length & ~3;
+  let i = 0;
+  for (; i < end; i += 4) {
+    const c0 = key.charCodeAt(i);
+    const c1 = key.charCodeAt(i + 1);
+    const c2 = key.charCodeAt(i + 2);
+    const c3 = key.charCodeAt(i + 3);
+    if ((c0 | c1 | c2 | c3) > 0x7f) {
+      hashPairUtf8(key);
+      return;
+    }
+    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16) | (c3 << 24), C1);
+    k = Math.imul((k << 15) | (k >>> 17), C2);
+    a = mixBlock(a, k);
+    b = mixBlock(b, k);
+  }
+  const tail = length & 3;
+  if (tail !== 0) {
+    const c0 = key.charCodeAt(i);
+    const c1 = tail > 1 ? key.charCodeAt(i + 1) : 0;
+    const c2 = tail > 2 ? key.charCodeAt(i + 2) : 0;
+    if ((c0 | c1 | c2) > 0x7f) {
+      hashPairUtf8(key);
+      return;
+    }
+    let k = Math.imul(c0 | (c1 << 8) | (c2 << 16), C1);
+    k = Math.imul((k << 15) | (k >>> 17), C2);
+    a ^= k;
+    b ^= k;
+  }
+  hash1 = finishHash(a, length);
+  hash2 = finishHash(b, length);
+}
+
+/** {@link hashPair} for a key with non-ASCII characters: its UTF-8 bytes, hashed twice. */
+function hashPairUtf8(key: string): void {
+  hash1 = murmur3StringInt(key, SEED_1);
+  hash2 = murmur3StringInt(key, SEED_2);
+}
+
+/**
+ * Writes the k bit positions of `key` into `out` from `at` (double hashing, see the header):
+ * gᵢ = (h₁ + i·s) mod m for i = 0 … k − 1, with h₁ = murmur3(key, seed 0) mod m and the step
+ * s = (murmur3(key, seed 0x9747b28c) | 1) mod m, or 1 if that is 0. The Redis filter sends
+ * these positions to `SETBIT`/`GETBIT`; {@link BloomFilter} tests the same ones in memory.
  * @internal
  */
 export function bloomPositions(
@@ -84,11 +172,12 @@ export function bloomPositions(
   out: number[] | Float64Array,
   at = 0,
 ): void {
+  hashPair(key);
   const m = shape.bits;
-  let position = (murmur3StringInt(key, SEED_1) >>> 0) % m;
+  let position = (hash1 >>> 0) % m;
   // A step of at least 1 (a zero step would put all k probes on one bit). `>>> 0` after the
   // `| 1`: bitwise OR yields a signed int32, and a negative step walks off the array.
-  const step = ((murmur3StringInt(key, SEED_2) | 1) >>> 0) % m || 1;
+  const step = ((hash2 | 1) >>> 0) % m || 1;
   for (let i = 0; i < shape.hashes; i++) {
     out[at + i] = position;
     position += step;
@@ -119,14 +208,17 @@ export class BloomFilter {
   /** Bits (m) and hashes (k). */
   readonly shape: BloomShape;
   readonly #bits: Uint8Array;
-  readonly #scratch: Float64Array;
+  /** m and k, copied out of `shape` for the hot paths. */
+  readonly #m: number;
+  readonly #k: number;
   #added = 0;
 
   /** @throws InvalidOptionError for a bad count or rate */
   constructor(options: BloomOptions) {
     this.shape = Object.freeze(bloomShape(options, 'BloomFilter'));
     this.#bits = new Uint8Array(Math.ceil(this.shape.bits / 8));
-    this.#scratch = new Float64Array(this.shape.hashes);
+    this.#m = this.shape.bits;
+    this.#k = this.shape.hashes;
   }
 
   /** Keys added that were not (as far as the filter could tell) in it already. */
@@ -139,20 +231,29 @@ export class BloomFilter {
     return this.#bits.length;
   }
 
+  // `add` and `mightContain` walk the positions of `bloomPositions` inline: one hash pass, then
+  // k bit tests, with no position array and no allocation per call. Bit p is bit p & 7 of byte
+  // p >>> 3 (p < 2³², so `>>>` and `&` see it exactly).
+
   /** Adds `key`; returns true when it was certainly not in the filter before. */
   add(key: string): boolean {
-    checkBloomKey('BloomFilter.add', key);
-    bloomPositions(key, this.shape, this.#scratch);
+    if (typeof key !== 'string') checkBloomKey('BloomFilter.add', key);
+    hashPair(key);
+    const m = this.#m;
     const bits = this.#bits;
+    let position = (hash1 >>> 0) % m;
+    const step = ((hash2 | 1) >>> 0) % m || 1;
     let fresh = false;
-    for (let i = 0; i < this.#scratch.length; i++) {
-      const p = this.#scratch[i] as number;
-      const byte = p >>> 3;
-      const mask = 1 << (p & 7);
-      if (((bits[byte] as number) & mask) === 0) {
+    for (let i = this.#k; i > 0; i--) {
+      const byte = position >>> 3;
+      const mask = 1 << (position & 7);
+      const old = bits[byte] as number;
+      if ((old & mask) === 0) {
         fresh = true;
-        bits[byte] = (bits[byte] as number) | mask;
+        bits[byte] = old | mask;
       }
+      position += step;
+      if (position >= m) position -= m;
     }
     if (fresh) this.#added++;
     return fresh;
@@ -160,12 +261,16 @@ export class BloomFilter {
 
   /** False only when `key` was certainly never added. */
   mightContain(key: string): boolean {
-    checkBloomKey('BloomFilter.mightContain', key);
-    bloomPositions(key, this.shape, this.#scratch);
+    if (typeof key !== 'string') checkBloomKey('BloomFilter.mightContain', key);
+    hashPair(key);
+    const m = this.#m;
     const bits = this.#bits;
-    for (let i = 0; i < this.#scratch.length; i++) {
-      const p = this.#scratch[i] as number;
-      if (((bits[p >>> 3] as number) & (1 << (p & 7))) === 0) return false;
+    let position = (hash1 >>> 0) % m;
+    const step = ((hash2 | 1) >>> 0) % m || 1;
+    for (let i = this.#k; i > 0; i--) {
+      if (((bits[position >>> 3] as number) & (1 << (position & 7))) === 0) return false;
+      position += step;
+      if (position >= m) position -= m;
     }
     return true;
   }

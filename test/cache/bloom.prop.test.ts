@@ -2,7 +2,24 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BloomFilter, bloomShape } from '../../src/cache/index.js';
 import { bloomPositions } from '../../src/cache/bloom.js';
-import { invalidOption } from '../support/helpers.js';
+import { murmur3String } from '../../src/hashring/index.js';
+import { invalidOption, seededRandom } from '../support/helpers.js';
+
+/**
+ * The documented probe sequence, from the public murmur3: gᵢ = (h₁ + i·s) mod m with
+ * h₁ = murmur3(key, 0) mod m and s = (murmur3(key, 0x9747b28c) | 1) mod m (1 if 0). The Redis
+ * filter's bits are these positions, so they may not change without a migration.
+ */
+function referencePositions(key: string, bits: number, hashes: number): number[] {
+  let position = murmur3String(key, 0) % bits;
+  const step = ((murmur3String(key, 0x9747b28c) | 1) >>> 0) % bits || 1;
+  const out: number[] = [];
+  for (let i = 0; i < hashes; i++) {
+    out.push(position);
+    position = (position + step) % bits;
+  }
+  return out;
+}
 
 describe('BloomFilter (property)', () => {
   it('never gives a false negative', () => {
@@ -44,6 +61,68 @@ describe('BloomFilter (property)', () => {
     );
   });
 
+  it('bit positions are the documented double hashing over murmur3 (the Redis layout), for any string', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme' })),
+        fc.integer({ min: 1, max: 2 ** 32 }),
+        fc.integer({ min: 1, max: 12 }),
+        (key, bits, hashes) => {
+          const out: number[] = [];
+          bloomPositions(key, { bits, hashes }, out);
+          expect(out).toEqual(referencePositions(key, bits, hashes));
+        },
+      ),
+      { numRuns: 1_000 },
+    );
+    // Pinned values (as written to Redis by earlier versions): a change here orphans every
+    // filter already stored.
+    const pinned: number[] = [];
+    bloomPositions('sku-1', { bits: 9_585_059, hashes: 7 }, pinned);
+    expect(pinned).toEqual(PINNED_SKU_1);
+  });
+
+  it('in memory, add and mightContain test exactly the positions of bloomPositions', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.boolean(), fc.string({ maxLength: 12 })), { maxLength: 200 }),
+        fc.integer({ min: 8, max: 4_000 }),
+        (steps, expectedItems) => {
+          const bloom = new BloomFilter({ expectedItems, falsePositiveRate: 0.2 });
+          const set = new Set<number>();
+          for (const [adding, key] of steps) {
+            const positions: number[] = [];
+            bloomPositions(key, bloom.shape, positions);
+            const all = positions.every((p) => set.has(p));
+            if (adding) {
+              expect(bloom.add(key)).toBe(!all);
+              for (const p of positions) set.add(p);
+            } else {
+              expect(bloom.mightContain(key)).toBe(all);
+            }
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('at the design count of 1e6 and 1 %, the measured false-positive rate is ≤ 1.05 % (fixed seed)', () => {
+    const n = 1_000_000;
+    const bloom = new BloomFilter({ expectedItems: n, falsePositiveRate: 0.01 });
+    expect(bloom.shape.bits / n).toBeLessThanOrEqual(9.6);
+    const random = seededRandom(18);
+    // Random-looking keys of the shape an application uses; members and probes are disjoint
+    // (different prefixes), so every positive probe is a false one.
+    const token = (): string => Math.floor(random() * 2 ** 32).toString(36);
+    for (let i = 0; i < n; i++) bloom.add(`sku:${token()}:${i}`);
+    const probes = 1_000_000;
+    let positives = 0;
+    for (let i = 0; i < probes; i++) if (bloom.mightContain(`missing:${token()}:${i}`)) positives++;
+    // (1 − e^(−7/9.585))^7 ≈ 1.003 % in theory; one standard error at 1e6 probes is 0.01 %.
+    expect(positives / probes).toBeLessThanOrEqual(0.0105);
+  }, 120_000);
+
   it('at the designed count the measured false-positive rate is at most 1.5× the target', () => {
     for (const [n, rate] of [
       [20_000, 0.01],
@@ -77,3 +156,8 @@ describe('BloomFilter (property)', () => {
     );
   });
 });
+
+/** bloomPositions('sku-1', 1e6 items at 1 %) as the code before the one-pass hash computed it. */
+const PINNED_SKU_1: readonly number[] = [
+  8_632_566, 3_679_725, 8_311_943, 3_359_102, 7_991_320, 3_038_479, 7_670_697,
+];
