@@ -1,0 +1,78 @@
+/**
+ * One measurement of the cache benchmark's bytes row, in a process of its own (forked by
+ * cache.bench.ts with `--expose-gc`, run by tsx): the growth of the V8 heap **plus ArrayBuffer
+ * backing stores** (`heapUsed + arrayBuffers`, after two full GCs) while one store of the
+ * library named in argv[2] holds n = argv[3] small entries (key `sku-<i>`, value
+ * `{ sku, cents }`), divided by n. `heapUsed` alone leaves out typed arrays' contents, which
+ * live outside the V8 heap (lru-cache's recency list, Keel's L1 slots). A fresh process per
+ * measurement: in the benchmark's own process, the garbage and buffers of the rows before
+ * (Redis clients, tinybench samples) move the heap by more than n entries weigh. Prints the
+ * bytes per entry as JSON.
+ *
+ * @packageDocumentation
+ */
+import { createCache } from 'cache-manager';
+import { LRUCache } from 'lru-cache';
+import { Cache } from '../src/cache/index.js';
+
+export type BytesLib = 'lru-cache' | 'keel-set' | 'keel-loaded' | 'cache-manager';
+
+const lib = process.argv[2] as BytesLib;
+const n = Number(process.argv[3]);
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) throw new Error('bench/cache-bytes.ts needs node --expose-gc');
+
+const used = (): number => {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+};
+const value = (i: number) => ({ sku: `sku-${i}`, cents: i });
+
+const fills: Record<BytesLib, (n: number) => Promise<unknown>> = {
+  'lru-cache': (n) => {
+    const c = new LRUCache<string, object>({ max: n + 1, ttl: 3_600_000 });
+    for (let i = 0; i < n; i++) c.set(`sku-${i}`, value(i));
+    return Promise.resolve(c);
+  },
+  'keel-set': async (n) => {
+    const c = new Cache({ ttlMs: 3_600_000, l1: { max: n + 1 } });
+    for (let i = 0; i < n; i++) await c.set(`sku-${i}`, value(i));
+    return c;
+  },
+  // Loaded through getOrLoad and hit once each (a hit keeps a settled promise of the value,
+  // so later hits allocate none): what a read-through cache holds.
+  'keel-loaded': async (n) => {
+    const c = new Cache({ ttlMs: 3_600_000, beta: 0, l1: { max: n + 1 } });
+    for (let i = 0; i < n; i++) {
+      await c.getOrLoad(`sku-${i}`, () => value(i));
+      await c.getOrLoad(`sku-${i}`, () => value(i));
+    }
+    return c;
+  },
+  // Every write awaited: a write still in flight holds promises and closures.
+  'cache-manager': async (n) => {
+    const c = createCache({ ttl: 3_600_000 });
+    for (let i = 0; i < n; i++) await c.set(`sku-${i}`, value(i));
+    return c;
+  },
+};
+
+/** Fills a small store first (loading and compiling what the fill needs), then measures. */
+async function main(): Promise<number> {
+  await warmUp();
+  const before = used();
+  const kept = await fills[lib](n);
+  const after = used();
+  // Read after the second reading, so the store is alive through it.
+  if (kept === undefined) throw new Error('nothing kept');
+  return (after - before) / n;
+}
+
+/** Returns nothing: the warm-up store is garbage by the time `main` reads the heap. */
+async function warmUp(): Promise<void> {
+  await fills[lib](1_000);
+}
+
+console.log(JSON.stringify(await main()));
