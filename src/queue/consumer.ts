@@ -65,6 +65,7 @@ import {
   RETRY,
   NEXT,
   UNLEASE,
+  TRIM_DONE,
 } from './scripts.js';
 
 /** One delivery of a message to a handler. */
@@ -1248,6 +1249,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         }
       }
       if (this.#forget.has(p)) await this.#forgetNow(p);
+      // Acked entries a dead consumer had not deleted yet (see TRIM_DONE): one call per sweep.
+      await run(this.#s.client, `trim ${this.topic}`, TRIM_DONE, [keys.stream], []);
       if (retain) await this.#queue.trimPartition(this.topic, p);
     }
   }

@@ -294,6 +294,35 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 `);
 
 /**
+ * Trims what the group is done with, for a stream with exactly one group (the case where acked
+ * entries are deleted at all, as {@link ACK} does): every entry below the group's oldest
+ * pending entry, or — with none pending — at or below its last delivered one. Such an entry
+ * was delivered (the group was created at id 0 and reads in id order) and is not pending, so
+ * it was acked; its consumer may have died before deleting it (acked entries are deleted in
+ * batches). Delayed and retried messages are added with new (higher) ids, so they are above
+ * the cut until delivered. With several groups nothing is trimmed here: entries stay until
+ * every group is done and the retention policy ({@link TRIM}) takes them. `XTRIM … MINID`
+ * (Redis 6.2+) removes the entries whose id is lower than the given one:
+ * https://redis.io/docs/latest/commands/xtrim/. KEYS: stream. Returns how many were trimmed.
+ */
+export const TRIM_DONE = script(`
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups ~= 1 then return 0 end
+local info = {}
+for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
+local cut
+if tonumber(info['pending']) > 0 then
+  cut = redis.call('XPENDING', KEYS[1], info['name'])[2]
+else
+  local ms, seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
+  -- The next id after the last delivered one (MINID keeps ids at or above the cut).
+  if ms == nil or #seq > 15 then return 0 end
+  cut = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', cut)
+`);
+
+/**
  * Replays one dead letter: removes it from the DLQ and adds the given fields to the stream, in
  * one step. KEYS: dlq, stream. ARGV: DLQ entry id, fields. Returns the new entry id, or 0 when
  * the dead letter is gone (replayed by someone else).

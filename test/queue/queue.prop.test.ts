@@ -8,7 +8,9 @@
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { afterAll, expect, it } from 'vitest';
+import { run } from '../../src/queue/client.js';
 import { Queue } from '../../src/queue/index.js';
+import { TRIM_DONE } from '../../src/queue/scripts.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -71,6 +73,67 @@ describeRedis('keel/queue properties', () => {
         },
       ),
       { numRuns: 40 },
+    );
+  });
+
+  it('the sweep’s trim of acked entries never removes a pending or undelivered one, and with one group and nothing pending leaves only the undelivered', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 30 }),
+        fc.integer({ min: 1, max: 2 }),
+        // Rounds of: read up to `read` new entries to a group, then ack those whose bit is set.
+        fc.array(fc.record({ group: fc.nat(1), read: fc.nat(8), acks: fc.array(fc.boolean()) }), {
+          maxLength: 6,
+        }),
+        async (sends, groups, rounds) => {
+          const c = clientOf();
+          await c.flushall();
+          const queue = new Queue({ client: c });
+          const stream = queue.keys('d', 0).stream;
+          for (let i = 0; i < sends; i++) await queue.send('d', i);
+          for (let g = 0; g < groups; g++)
+            await c.xgroup('CREATE', stream, `g${g}`, '0', 'MKSTREAM');
+          const all = (await c.xrange(stream, '-', '+')).map(([id]) => id);
+          const pending = Array.from({ length: groups }, () => new Set<string>());
+          const delivered = Array.from({ length: groups }, () => 0);
+          for (const r of rounds) {
+            const g = r.group % groups;
+            if (r.read === 0) continue;
+            const got = extract(
+              await c.call(
+                'XREADGROUP',
+                'GROUP',
+                `g${g}`,
+                'c',
+                'COUNT',
+                r.read,
+                'STREAMS',
+                stream,
+                '>',
+              ),
+            );
+            delivered[g] = (delivered[g] ?? 0) + got.length;
+            got.forEach((id, i) => {
+              if (r.acks[i] === true) void c.xack(stream, `g${g}`, id);
+              else pending[g]?.add(id);
+            });
+          }
+          await c.ping();
+          const mustKeep = new Set<string>();
+          for (let g = 0; g < groups; g++) {
+            for (const id of pending[g] ?? []) mustKeep.add(id);
+            for (const id of all.slice(delivered[g])) mustKeep.add(id); // not yet delivered to g
+          }
+          const trimmed = Number(await run(c, 'trim', TRIM_DONE, [stream], []));
+          const left = (await c.xrange(stream, '-', '+')).map(([id]) => id);
+          for (const id of mustKeep) expect(left).toContain(id);
+          expect(left.length).toBe(all.length - trimmed);
+          if (groups > 1) expect(trimmed).toBe(0);
+          else if (mustKeep.size === 0) expect(left).toEqual([]);
+          else if (pending[0]?.size === 0) expect(left).toEqual(all.slice(delivered[0]));
+        },
+      ),
+      { numRuns: 60 },
     );
   });
 
