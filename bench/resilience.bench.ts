@@ -24,7 +24,13 @@ import { CircuitBreaker } from '../src/breaker/index.js';
 import { ManualClock, systemClock, type Clock } from '../src/core/index.js';
 import { LoadBalancer, p2c, peakEwma, type Endpoint } from '../src/balancer/index.js';
 import { pipeline, resilientCall, retry, timeout } from '../src/resilience/index.js';
-import { defineSuite, type BenchReport, type BenchTask } from './suite.js';
+import {
+  defineSuite,
+  type BenchReport,
+  type BenchTask,
+  type MeasuredTask,
+  type SuiteContext,
+} from './suite.js';
 import { seededRandom } from '../test/support/random.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -79,6 +85,42 @@ function costTasks(): BenchTask[] {
     },
     { name: COCKATIEL, kind: 'peer', fn: () => cockatiel.execute(resolved) },
   ];
+}
+
+/**
+ * Issue 17's two targets for a succeeding call, judged on the ratio table's own figures (ops/s
+ * of the pipeline ÷ ops/s of the other task, median of this run's interleaved rounds): cost ≤ 2×
+ * the bare call means ops/s ÷ bare ≥ 0.5; ≥ 20× faster than cockatiel means ÷ cockatiel ≥ 20.
+ */
+function targetsReport(
+  measured: ReadonlyMap<string, MeasuredTask>,
+  context: SuiteContext,
+): BenchReport {
+  const verdict = (ok: boolean): string => (context.quick ? '' : ok ? 'met' : 'MISSED');
+  const row = (pipeline: string, name: string): Record<string, string | number> => {
+    const ratios = measured.get(name)?.ratios;
+    const bare = ratios?.get(BARE) ?? Number.NaN;
+    const peer = ratios?.get(COCKATIEL) ?? Number.NaN;
+    return {
+      pipeline,
+      '÷ bare (≥ 0.5)': bare,
+      'cost × bare': 1 / bare,
+      '≤ 2× bare': verdict(bare >= 0.5),
+      '÷ cockatiel (≥ 20)': peer,
+      '≥ 20× cockatiel': verdict(peer >= 20),
+    };
+  };
+  return {
+    title:
+      'issue 17 targets, succeeding call: pipeline(retry, timeout, breaker) ops/s ÷ bare call ' +
+      'ops/s ≥ 0.5 (costs ≤ 2× the bare call) and ÷ cockatiel wrap() ≥ 20 (median of the ' +
+      "run's interleaved rounds, as in the ratio table)",
+    rows: [
+      row('timeout cooperative, () => fn', KEEL_COOP),
+      row("timeout 'aggressive', () => fn", KEEL_AGGR),
+      row('timeout cooperative, (signal) => fn', KEEL_SIGNAL),
+    ],
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,5 +378,8 @@ export const suite = defineSuite({
   description:
     'retry+timeout+breaker pipeline vs bare call and cockatiel 3 wrap(); endpoint-aware simulation',
   tasks: costTasks(),
-  reports: async (_measured, context) => [await simulate(context.quick)],
+  reports: async (measured, context) => [
+    targetsReport(measured, context),
+    await simulate(context.quick),
+  ],
 });

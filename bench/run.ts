@@ -378,7 +378,13 @@ async function runSuite(file: string, suite: BenchSuite): Promise<RunReport> {
   const perCall = new Map<string, MeasuredTask>(
     tasks.map((t) => [
       t.name,
-      { opsPerSec: t.opsPerSec, meanNs: t.meanNs, p50Ns: t.p50Ns, p99Ns: t.p99Ns },
+      {
+        opsPerSec: t.opsPerSec,
+        meanNs: t.meanNs,
+        p50Ns: t.p50Ns,
+        p99Ns: t.p99Ns,
+        ratios: new Map((t.comparisons ?? []).map((c) => [c.compareTo, c.ratio])),
+      },
     ]),
   );
   const reports = (await suite.reports?.(perCall, context)) ?? [];

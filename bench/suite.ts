@@ -41,6 +41,11 @@ export interface MeasuredTask {
   readonly p50Ns: number;
   /** 99th-percentile latency per call (for batched tasks, of batch means). */
   readonly p99Ns: number;
+  /**
+   * This task's ops/s ÷ each `compareTo` task's, the median over the run's interleaved rounds:
+   * the figures of the ratio table, for a report's verdict. Empty without `compareTo`.
+   */
+  readonly ratios: ReadonlyMap<string, number>;
 }
 
 /** What the runner tells a suite's hooks about the run. */

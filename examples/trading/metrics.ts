@@ -20,17 +20,9 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { AggregationType, MeterProvider } from '@opentelemetry/sdk-metrics';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { instrument } from 'keel/otel';
 import { HOST } from './http.js';
-
-/**
- * Bucket bounds (seconds) for Keel's duration histograms: the SDK's default bounds (0 … 10 000)
- * are meant for milliseconds and would put every lock wait in the first bucket.
- */
-const SECONDS_BUCKETS = [
-  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-];
 
 /** A running exporter: the text of this process's Keel metrics, on a loopback port. */
 export interface ProcessMetrics {
@@ -91,18 +83,8 @@ export async function startProcessMetrics(): Promise<ProcessMetrics> {
     withoutScopeInfo: true,
     withoutTargetInfo: true,
   });
-  const provider = new MeterProvider({
-    readers: [exporter],
-    views: [
-      {
-        instrumentUnit: 's',
-        aggregation: {
-          type: AggregationType.EXPLICIT_BUCKET_HISTOGRAM,
-          options: { boundaries: SECONDS_BUCKETS },
-        },
-      },
-    ],
-  });
+  // No View for the duration histograms: `instrument()` advises bucket bounds in seconds.
+  const provider = new MeterProvider({ readers: [exporter] });
   // Picks too: `keel_balancer_picks_total` is each balancer's request rate (a publish per pick,
   // a cost a demo can pay; `instrument()` leaves it off by default).
   const instrumentation = instrument({ meterProvider: provider, picks: true });

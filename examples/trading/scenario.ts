@@ -6,6 +6,7 @@ import { seededRandom, type DemoOptions } from './config.js';
 import { call, sleep } from './http.js';
 import type { Cluster, InstanceHandle } from './cluster.js';
 import type { Role } from './services/service.js';
+import { breakersCell, ordersSeenCell, type Polled } from './status.js';
 
 /** One buyer: what they want, and whether they press "buy" twice. */
 export interface Buyer {
@@ -266,11 +267,17 @@ export async function statusLine(
   started: number,
   mode: string,
 ): Promise<string> {
-  const stats = async (h: InstanceHandle): Promise<Record<string, unknown>> =>
-    (await call(h.port, '/stats', undefined, { timeoutMs: 500 }).catch(() => ({ body: {} }))).body;
+  // A /stats that misses its deadline (a loaded machine) reads as undefined: shown as `?`.
+  const stats = async (h: InstanceHandle): Promise<Polled> => ({
+    id: h.id,
+    stats: await call(h.port, '/stats', undefined, { timeoutMs: 500 }).then(
+      (reply) => reply.body,
+      () => undefined,
+    ),
+  });
   const orders = await Promise.all(byRole(fleet, 'orders').map(stats));
   const gateway = byRole(fleet, 'gateway')[0];
-  const g = gateway === undefined ? {} : await stats(gateway);
+  const g = gateway === undefined ? undefined : await stats(gateway);
   const seconds = (Date.now() - started) / 1000;
   const o = progress.outcomes;
   const rejected = Object.entries(o)
@@ -281,7 +288,7 @@ export async function statusLine(
     `${progress.finished}/${total} buyers`,
     `${(progress.finished / Math.max(seconds, 0.1)).toFixed(0)} orders/s`,
     `confirmed ${o.confirmed ?? 0}, rejected ${rejected}`,
-    `breakers ${orders.map((s) => `${String(s.id)}:${String(s.breaker)}`).join(' ')}`,
-    `orders seen ${(g.seen as unknown[] | undefined)?.length ?? 0} (in view ${(g.endpoints as unknown[] | undefined)?.length ?? 0})`,
+    breakersCell(orders),
+    ordersSeenCell(g),
   ].join(' | ');
 }

@@ -527,6 +527,27 @@ let recordOutcome: (
   error: unknown,
 ) => void;
 
+/** Bridge to the hot path's handlers, for {@link hotPathHandler}. */
+let hotHandler: (breaker: CircuitBreaker, failure: boolean) => ((x: unknown) => void) | undefined;
+
+/**
+ * The hot path's success (`failure` false) or failure handler of `breaker`'s current state
+ * generation: what {@link CircuitBreaker.execute} attaches to the promise of a call without
+ * options when the breaker is closed (or disabled, metrics-only), untimed and untraced.
+ * `undefined` when the hot path does not apply now, or was not bound since the last transition
+ * (a call through `execute` binds it). For keel/resilience's pipeline stage, which runs the
+ * rest of its chain itself and only needs the outcome counted: attaching both handlers to the
+ * call's promise, read before the call starts, is what `execute` does on that path, without the
+ * closure a call of `execute` would need to carry the chain.
+ * @internal
+ */
+export function hotPathHandler(
+  breaker: CircuitBreaker,
+  failure: boolean,
+): ((x: unknown) => void) | undefined {
+  return hotHandler(breaker, failure);
+}
+
 /**
  * A circuit breaker: stops calling a failing dependency for a while instead of tying up every
  * caller waiting on it.
@@ -559,6 +580,7 @@ export class CircuitBreaker {
     recordOutcome = (breaker, generation, startedAt, outcome, error) => {
       breaker.#record(generation, startedAt, outcome, error);
     };
+    hotHandler = (breaker, failure) => (failure ? breaker.#fastFailure : breaker.#fastSuccess);
   }
 
   // Memory per breaker matters (thousands of them, one per downstream key): options live in

@@ -50,6 +50,21 @@ export interface Instrumentation extends Disposable {
   dispose(): void;
 }
 
+/**
+ * Bucket bounds (seconds) advised for every duration histogram. Without advice an SDK
+ * aggregates with the specification's default bounds (0, 5, 10, 25 … 10 000), which were chosen
+ * for milliseconds: every Keel duration, recorded in seconds, would fall in the first bucket.
+ * These follow the bounds the HTTP semantic conventions advise for `http.server.request.duration`
+ * (https://opentelemetry.io/docs/specs/semconv/http/http-metrics/), reaching down to 0.5 ms for
+ * the sub-millisecond operations Keel times (a lock acquired on a loopback Redis, a call through
+ * a breaker). An application's own View still overrides them (advice is a hint; the SDK applies
+ * a matching View's aggregation first: the metrics SDK specification, "Instrument advisory
+ * parameters").
+ */
+const SECONDS_BUCKETS: readonly number[] = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
 /** The scope name of Keel's meter and tracer. */
 export const INSTRUMENTATION_SCOPE = 'keel';
 
@@ -150,7 +165,11 @@ export function instrument(options: InstrumentOptions = {}): Instrumentation {
   const counter = (name: string, unit: string, description: string): Counter =>
     meter.createCounter(name, { unit, description });
   const seconds = (name: string, description: string): Histogram =>
-    meter.createHistogram(name, { unit: 's', description });
+    meter.createHistogram(name, {
+      unit: 's',
+      description,
+      advice: { explicitBucketBoundaries: [...SECONDS_BUCKETS] },
+    });
 
   /** A traced operation: a span from start to asyncEnd, and its duration recorded. */
   const operation = (channel: string, op: Operation): void => {

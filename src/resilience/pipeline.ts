@@ -6,6 +6,7 @@
  */
 import { InvalidOptionError } from '../core/index.js';
 import { CircuitBreaker } from '../breaker/index.js';
+import { hotPathHandler } from '../breaker/breaker.js';
 import {
   Chain,
   NEVER,
@@ -23,10 +24,14 @@ export type PolicyLike = Policy | CircuitBreaker;
 const OWNER = 'pipeline';
 
 /**
- * A circuit breaker as a pipeline stage. The breaker is always called without options, so it
- * takes its hot path (no permit, no timer, no controller): the signal reaches `fn` and the
- * stages inside through the chain, not through the breaker, and cancellation stays with them
- * (a timeout stage, the function) — the breaker only counts outcomes.
+ * A circuit breaker as a pipeline stage. The breaker only counts outcomes: the signal reaches
+ * `fn` and the stages inside through the chain, not through the breaker, and cancellation stays
+ * with them (a timeout stage, the function).
+ *
+ * While the breaker's hot path applies (closed, untimed, untraced: see {@link hotPathHandler})
+ * the stage runs the rest of the chain itself and attaches the breaker's two handlers to the
+ * promise — what `execute` does on that path, minus the closure a call of `execute` would need
+ * to carry the chain: a call through this stage allocates nothing of its own.
  */
 class BreakerStage implements Stage {
   readonly observesSignal = false;
@@ -37,6 +42,30 @@ class BreakerStage implements Stage {
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
+    const breaker = this.#breaker;
+    // Both handlers are read before the call starts, as `execute` does: an outcome counts for
+    // the generation the call was admitted under, even when the call itself moves the breaker.
+    const onSuccess = hotPathHandler(breaker, false);
+    const onFailure = hotPathHandler(breaker, true);
+    if (onSuccess === undefined || onFailure === undefined)
+      return this.#execute(chain, next, fn, signal);
+    let promise: Promise<R>;
+    try {
+      promise = chain.step(next, fn, signal);
+    } catch (error) {
+      // (Stages return rejected promises rather than throw; counted all the same if one does.)
+      onFailure(error);
+      return Promise.reject(error);
+    }
+    // Reactions run in the order they were added: the outcome is counted before the stage
+    // outside (or the caller's await) sees it. The promise `then` makes is not observed (the
+    // handlers return nothing and do not throw), as in `execute`.
+    void promise.then(onSuccess, onFailure);
+    return promise;
+  }
+
+  /** Through `execute`: the breaker admits (or rejects) the call, and binds its hot path. */
+  #execute<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
     if (chain.innermost(next) && (signal === NEVER || fn.length === 0)) {
       // fn would get the never-aborting signal the breaker's hot path hands it anyway, or
       // cannot see one: hand it over as it is (no closure).
@@ -59,7 +88,8 @@ class Pipeline implements Policy {
       if (typeof fn !== 'function') {
         throw new InvalidOptionError(`${OWNER}.execute`, 'fn', 'a function', fn);
       }
-      const signal = options === undefined ? NEVER : callSignal(`${OWNER}.execute`, options);
+      if (options === undefined) return this.chain.step(0, fn, NEVER);
+      const signal = callSignal(`${OWNER}.execute`, options);
       if (signal.aborted) return Promise.reject(signal.reason as Error);
       return this.chain.step(0, fn, signal);
     } catch (error) {

@@ -223,6 +223,42 @@ describe('keel/otel instrument()', () => {
     });
   });
 
+  it('gives its seconds histograms bucket bounds for seconds: 1 ms and 1 s land in different buckets', async () => {
+    // With no advice the SDK aggregates with its default bounds, meant for milliseconds
+    // (0, 5, 10, 25 … 10 000): every Keel duration, in seconds, fell in the one bucket (0, 5].
+    const s = sdk();
+    cleanups.push(() => s.meterProvider.shutdown());
+    const instrumentation = instrument({
+      meterProvider: s.meterProvider,
+      tracerProvider: s.tracerProvider,
+    });
+    cleanups.push(() => {
+      instrumentation.dispose();
+    });
+    const release = diagnostics.tracingChannel('keel:lock:release');
+    await release.tracePromise(() => Promise.resolve(true), { resource: 'a', holdMs: 1 });
+    await release.tracePromise(() => Promise.resolve(true), { resource: 'b', holdMs: 1000 });
+
+    const m = await s.collect();
+    const hold = point(m.get('keel.lock.hold.duration'), {}) as
+      { count: number; buckets: { boundaries: number[]; counts: number[] } } | undefined;
+    expect(hold?.count).toBe(2);
+    const counts = hold?.buckets.counts ?? [];
+    const filled = counts.flatMap((n, i) => (n > 0 ? [i] : []));
+    expect(filled).toHaveLength(2);
+    // Every duration histogram Keel made has the same seconds bounds: sub-millisecond to 10 s.
+    const histograms = [...m.values()].filter((metric) => metric.descriptor.unit === 's');
+    expect(histograms.length).toBeGreaterThan(0);
+    for (const metric of histograms) {
+      for (const dataPoint of metric.dataPoints) {
+        const bounds = (dataPoint.value as { buckets: { boundaries: number[] } }).buckets
+          .boundaries;
+        expect(bounds[0]).toBeLessThan(0.001);
+        expect(bounds.at(-1)).toBe(10);
+      }
+    }
+  });
+
   it('unsubscribes on dispose: nothing is recorded after, the channels go quiet', async () => {
     const s = sdk();
     cleanups.push(() => s.meterProvider.shutdown());

@@ -444,6 +444,66 @@ describe('pipeline', () => {
     expect(m.successfulTotal).toBe(1);
   });
 
+  it('a breaker stage counts every outcome, in any position, and opens and rejects as the breaker does', async () => {
+    for (const order of ['innermost', 'middle'] as const) {
+      const breaker = new CircuitBreaker({
+        name: `stage-${order}`,
+        window: { type: 'count', size: 10 },
+        minimumCalls: 4,
+        failureRateThreshold: 0.5,
+        openDurationMs: 60_000,
+      });
+      const policy =
+        order === 'innermost'
+          ? pipeline(timeout({ ms: 1000 }), breaker)
+          : pipeline(breaker, timeout({ ms: 1000, strategy: 'aggressive' }));
+      let calls = 0;
+      // Successes (the first binds the breaker's hot path), a rejection, a synchronous throw,
+      // a (signal) => … function: each counted once.
+      await expect(policy.execute(() => Promise.resolve(++calls))).resolves.toBe(1);
+      await expect(policy.execute(() => Promise.resolve(++calls))).resolves.toBe(2);
+      await expect(
+        policy.execute((signal) => {
+          calls++;
+          return Promise.reject(new Flaky(signal.aborted ? 'aborted' : 'no'));
+        }),
+      ).rejects.toThrow('no');
+      expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 1 });
+      await expect(
+        policy.execute(() => {
+          calls++;
+          throw new Flaky('sync');
+        }),
+      ).rejects.toThrow('sync');
+      // 2 failures of 4 calls: open. The next call is rejected without running.
+      expect(breaker.state).toBe('open');
+      const error: unknown = await policy.execute(() => ++calls).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BreakerOpenError);
+      expect(calls).toBe(4);
+      expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 2 });
+    }
+  });
+
+  it('a (signal) => … function behind a breaker stage gets the timeout outside it, aborted at the deadline', async () => {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({ name: 'stage-signal', clock });
+    const policy = pipeline(retry({ maxAttempts: 1 }), timeout({ ms: 100, clock }), breaker);
+    // A first call binds the breaker's hot path; the second runs on it.
+    await expect(policy.execute((signal) => Promise.resolve(signal.aborted))).resolves.toBe(false);
+    const done = policy
+      .execute(
+        (signal) =>
+          new Promise((_, reject) => {
+            signal.addEventListener('abort', () => reject(signal.reason as Error));
+          }),
+      )
+      .catch((e: unknown) => e);
+    await clock.advanceAsync(101);
+    expect(isTimeoutError(await done)).toBe(true);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 1, failedTotal: 1 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('nested pipelines flatten; a fallback outside answers when retries are spent', async () => {
     const inner = pipeline(retry({ maxAttempts: 2, backoff: noWait }));
     const policy = pipeline(fallback('fallback'), inner);
