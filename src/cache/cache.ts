@@ -131,6 +131,9 @@ type L2Read =
 
 const isKey = (key: unknown): key is string => typeof key === 'string' && key !== '';
 
+/** How many distinct L1 lives a cache keeps for sharing (see {@link CacheCore.storeL1}). */
+const LIVES_KEPT = 256;
+
 /**
  * `full` as one flat string, for keeping as an L1 key. `namespace:key` built by `+` is a V8
  * cons string — a node pointing at both parts, which the map then keeps alive with it (about
@@ -149,6 +152,8 @@ class CacheCore {
   /** {@link CacheCore.hit}'s memo. */
   #hitSlot: L1Entry | undefined;
   #hitValue: Promise<unknown> = Promise.resolve(undefined);
+  /** Recent lives by their fields, shared by the entries that have them. */
+  readonly #lives = new Map<string, L1Life>();
   #life: L1Life = { staleMs: 0, graceMs: 0, negative: false, deltaMs: 0, refreshAt: undefined };
   readonly tier: RedisTier | undefined;
   readonly origin = randomUUID();
@@ -333,7 +338,9 @@ class CacheCore {
     const staleMs = Math.min(Math.round(staleUntil - freshUntil), staleUntil - base);
     const graceMs = Math.min(Math.round(entry.graceUntil - freshUntil), entry.graceUntil - base);
     // δ matters only to XFetch; without it every entry of the same lifetimes shares one life.
-    const deltaMs = this.o.beta > 0 ? entry.deltaMs : 0;
+    // With it, δ in whole ms rounded up (as the Redis envelope keeps it; up, so that XFetch
+    // stays on for a sub-ms load), so that loads of about the same duration share one too.
+    const deltaMs = this.o.beta > 0 ? Math.ceil(entry.deltaMs) : 0;
     let life = this.#life;
     if (
       life.staleMs !== staleMs ||
@@ -341,13 +348,15 @@ class CacheCore {
       life.negative !== entry.negative ||
       life.deltaMs !== deltaMs
     ) {
-      life = this.#life = {
-        staleMs,
-        graceMs,
-        negative: entry.negative,
-        deltaMs,
-        refreshAt: undefined,
-      };
+      // Not the last one: look it up among the recent ones (a bounded table, emptied when full).
+      const id = `${staleMs}|${graceMs}|${entry.negative ? 1 : 0}|${deltaMs}`;
+      let known = this.#lives.get(id);
+      if (known === undefined) {
+        if (this.#lives.size >= LIVES_KEPT) this.#lives.clear();
+        known = { staleMs, graceMs, negative: entry.negative, deltaMs, refreshAt: undefined };
+        this.#lives.set(id, known);
+      }
+      life = this.#life = known;
     }
     this.l1.set(flatKey(full), { value: entry.value, fresh, life });
   }

@@ -22,12 +22,14 @@ const bytesPerEntry = async (lib: string): Promise<number> => {
 };
 
 describe('Cache L1: bytes per small entry', () => {
-  it('a set entry and a loaded-and-hit entry each weigh at most 1.25× an lru-cache slot with a ttl', async () => {
+  it('a set entry and a loaded-and-hit entry (XFetch off and on) each weigh at most 1.25× an lru-cache slot with a ttl', async () => {
     const lru = await bytesPerEntry('lru-cache');
     const set = await bytesPerEntry('keel-set');
     const loaded = await bytesPerEntry('keel-loaded');
+    const xfetch = await bytesPerEntry('keel-loaded-xfetch');
     expect(lru).toBeGreaterThan(0);
     expect(set / lru).toBeLessThanOrEqual(1.25);
     expect(loaded / lru).toBeLessThanOrEqual(1.25);
+    expect(xfetch / lru).toBeLessThanOrEqual(1.25);
   }, 120_000);
 });
