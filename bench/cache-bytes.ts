@@ -15,7 +15,8 @@ import { createCache } from 'cache-manager';
 import { LRUCache } from 'lru-cache';
 import { Cache } from '../src/cache/index.js';
 
-export type BytesLib = 'lru-cache' | 'keel-set' | 'keel-loaded' | 'cache-manager';
+export type BytesLib =
+  'lru-cache' | 'keel-set' | 'keel-loaded' | 'keel-loaded-xfetch' | 'cache-manager';
 
 const lib = process.argv[2] as BytesLib;
 const n = Number(process.argv[3]);
@@ -41,10 +42,18 @@ const fills: Record<BytesLib, (n: number) => Promise<unknown>> = {
     for (let i = 0; i < n; i++) await c.set(`sku-${i}`, value(i));
     return c;
   },
-  // Loaded through getOrLoad and hit once each (a hit keeps a settled promise of the value,
-  // so later hits allocate none): what a read-through cache holds.
+  // Loaded through getOrLoad and hit once each: what a read-through cache holds (XFetch off).
   'keel-loaded': async (n) => {
     const c = new Cache({ ttlMs: 3_600_000, beta: 0, l1: { max: n + 1 } });
+    for (let i = 0; i < n; i++) {
+      await c.getOrLoad(`sku-${i}`, () => value(i));
+      await c.getOrLoad(`sku-${i}`, () => value(i));
+    }
+    return c;
+  },
+  // The same with XFetch on (the default β = 1): every entry also keeps its load's duration.
+  'keel-loaded-xfetch': async (n) => {
+    const c = new Cache({ ttlMs: 3_600_000, l1: { max: n + 1 } });
     for (let i = 0; i < n; i++) {
       await c.getOrLoad(`sku-${i}`, () => value(i));
       await c.getOrLoad(`sku-${i}`, () => value(i));

@@ -313,7 +313,13 @@ async function bytesRow(context: SuiteContext): Promise<BenchReport> {
     );
     return Number(JSON.parse(stdout.trim()));
   };
-  const libs: readonly BytesLib[] = ['lru-cache', 'keel-set', 'keel-loaded', 'cache-manager'];
+  const libs: readonly BytesLib[] = [
+    'lru-cache',
+    'keel-set',
+    'keel-loaded',
+    'keel-loaded-xfetch',
+    'cache-manager',
+  ];
   const best = new Map<BytesLib, number>();
   for (let round = 0; round < 2; round++) {
     for (const lib of libs) best.set(lib, Math.min(best.get(lib) ?? Infinity, await measure(lib)));
@@ -331,7 +337,8 @@ async function bytesRow(context: SuiteContext): Promise<BenchReport> {
     rows: [
       row('lru-cache (ttl)', 'lru-cache', ''),
       row('keel Cache (L1), set', 'keel-set', verdict(keel <= 1.25 * lru, context)),
-      row('keel Cache (L1), getOrLoad + a hit', 'keel-loaded', ''),
+      row('keel Cache (L1), getOrLoad + a hit, XFetch off', 'keel-loaded', ''),
+      row('keel Cache (L1), getOrLoad + a hit, XFetch on', 'keel-loaded-xfetch', ''),
       row('cache-manager (memory)', 'cache-manager', ''),
     ],
   };

@@ -28,8 +28,11 @@ import {
   jitteredTtl,
   makeEntry,
   shiftEntry,
+  xfetchRefreshL1,
   xfetchRefresh,
   type Entry,
+  type L1Entry,
+  type L1Life,
   type Lifetimes,
 } from './entry.js';
 import { CacheClosedError, CacheSerializationError, isCacheRedisError } from './errors.js';
@@ -128,10 +131,30 @@ type L2Read =
 
 const isKey = (key: unknown): key is string => typeof key === 'string' && key !== '';
 
+/** How many distinct L1 lives a cache keeps for sharing (see {@link CacheCore.storeL1}). */
+const LIVES_KEPT = 256;
+
+/**
+ * `full` as one flat string, for keeping as an L1 key. `namespace:key` built by `+` is a V8
+ * cons string — a node pointing at both parts, which the map then keeps alive with it (about
+ * 32 bytes more per entry than one flat copy); `join` writes the characters into a new string.
+ */
+const flatKey = (full: string): string =>
+  full.length < 13 ? full : [full.slice(0, 1), full.slice(1)].join('');
+
 /** Everything the namespaces of one cache share. */
 class CacheCore {
   readonly o: ResolvedCacheOptions;
-  readonly l1: LRUCache<string, Entry> | undefined;
+  readonly l1: LRUCache<string, L1Entry> | undefined;
+  /** The time L1 entries' fresh deadlines are counted from (see {@link L1Entry}). */
+  readonly epoch: number;
+  /** The last life given to an L1 entry, shared by the next ones with the same lifetimes. */
+  /** {@link CacheCore.hit}'s memo. */
+  #hitSlot: L1Entry | undefined;
+  #hitValue: Promise<unknown> = Promise.resolve(undefined);
+  /** Recent lives by their fields, shared by the entries that have them. */
+  readonly #lives = new Map<string, L1Life>();
+  #life: L1Life = { staleMs: 0, graceMs: 0, negative: false, deltaMs: 0, refreshAt: undefined };
   readonly tier: RedisTier | undefined;
   readonly origin = randomUUID();
   readonly channel: string;
@@ -160,12 +183,13 @@ class CacheCore {
     this.o = options;
     this.guard = options.guard;
     this.channel = `${options.prefix}events`;
+    this.epoch = options.clock.now();
     if (options.l1 !== false) {
       const { max, maxSize, sizeOf } = options.l1;
       this.l1 =
         maxSize === undefined
-          ? new LRUCache<string, Entry>({ max })
-          : new LRUCache<string, Entry>({
+          ? new LRUCache<string, L1Entry>({ max })
+          : new LRUCache<string, L1Entry>({
               max,
               maxSize,
               sizeCalculation: (entry) => Math.max(1, measure(entry.value, sizeOf)),
@@ -298,21 +322,72 @@ class CacheCore {
   storeL1(full: string, entry: Entry): void {
     if (this.l1 === undefined) return;
     const cap = this.o.l1 === false ? Infinity : this.o.l1.ttlMs;
+    let freshUntil = entry.freshUntil;
+    let staleUntil = entry.staleUntil;
     if (cap !== Infinity) {
       const limit = this.o.clock.now() + cap;
-      // Built field by field, in makeEntry's order: every L1 entry has one hidden class.
-      entry = {
-        value: entry.value,
-        negative: entry.negative,
-        freshUntil: Math.min(entry.freshUntil, limit),
-        staleUntil: Math.min(entry.staleUntil, limit),
-        graceUntil: entry.graceUntil,
-        deltaMs: entry.deltaMs,
-        hit: undefined,
-        refreshAt: undefined,
-      };
+      freshUntil = Math.min(freshUntil, limit);
+      staleUntil = Math.min(staleUntil, limit);
     }
-    this.l1.set(full, entry);
+    // Whole ms after the epoch, rounded down (`+ 0` turns a -0, which V8 boxes, into 0).
+    const fresh = Math.floor(freshUntil - this.epoch) + 0;
+    const base = this.epoch + fresh;
+    // Whole durations where they are (the cache's lifetimes; a fractional clock reading makes
+    // `(t + d) - t` differ from d in the last bits), so that entries share one life — but never
+    // reaching past the deadlines given.
+    const staleMs = Math.min(Math.round(staleUntil - freshUntil), staleUntil - base);
+    const graceMs = Math.min(Math.round(entry.graceUntil - freshUntil), entry.graceUntil - base);
+    // δ matters only to XFetch; without it every entry of the same lifetimes shares one life.
+    // With it, δ in whole ms rounded up (as the Redis envelope keeps it; up, so that XFetch
+    // stays on for a sub-ms load), so that loads of about the same duration share one too.
+    const deltaMs = this.o.beta > 0 ? Math.ceil(entry.deltaMs) : 0;
+    let life = this.#life;
+    if (
+      life.staleMs !== staleMs ||
+      life.graceMs !== graceMs ||
+      life.negative !== entry.negative ||
+      life.deltaMs !== deltaMs
+    ) {
+      // Not the last one: look it up among the recent ones (a bounded table, emptied when full).
+      const id = `${staleMs}|${graceMs}|${entry.negative ? 1 : 0}|${deltaMs}`;
+      let known = this.#lives.get(id);
+      if (known === undefined) {
+        if (this.#lives.size >= LIVES_KEPT) this.#lives.clear();
+        known = { staleMs, graceMs, negative: entry.negative, deltaMs, refreshAt: undefined };
+        this.#lives.set(id, known);
+      }
+      life = this.#life = known;
+    }
+    this.l1.set(flatKey(full), { value: entry.value, fresh, life });
+  }
+
+  /**
+   * A settled promise of an L1 hit's value. Kept for the last entry hit only, not one per entry
+   * (bytes every entry would carry): a hot key's repeated hits then allocate nothing, another
+   * key's hit allocates one promise. An entry is a new object whenever its value changes, so
+   * the kept promise is never of an older value.
+   */
+  hit(slot: L1Entry): Promise<unknown> {
+    if (this.#hitSlot !== slot) {
+      this.#hitSlot = slot;
+      this.#hitValue = Promise.resolve(slot.value);
+    }
+    return this.#hitValue;
+  }
+
+  /** An L1 entry as an {@link Entry} on the local timeline (for a load's grace fallback). */
+  fromL1(slot: L1Entry): Entry {
+    const freshUntil = this.epoch + slot.fresh;
+    const life = slot.life;
+    return {
+      value: slot.value,
+      negative: life.negative,
+      freshUntil,
+      staleUntil: freshUntil + life.staleMs,
+      graceUntil: freshUntil + life.graceMs,
+      deltaMs: life.deltaMs,
+      refreshAt: life.refreshAt,
+    };
   }
 
   /** Wall-clock minus monotonic: adding it moves a local deadline onto the shared timeline. */
@@ -649,21 +724,21 @@ export class Cache {
     const call = options === undefined ? undefined : resolveCallOptions('Cache.getOrLoad', options);
     if (call !== undefined) throwIfAborted(call.signal);
     const core = this.#core;
-    const entry = core.l1?.get(full);
-    if (entry !== undefined) {
+    const slot = core.l1?.get(full);
+    if (slot !== undefined) {
       const now = core.hitNow();
-      const state = freshness(entry, now);
-      if (state === 'fresh') {
-        if (xfetchRefresh(entry, now, core.o.beta, core.o.random)) {
-          this.#refresh(full, key, loader, call, entry.freshUntil);
+      const freshUntil = core.epoch + slot.fresh;
+      if (now < freshUntil) {
+        if (xfetchRefreshL1(slot, freshUntil, now, core.o.beta, core.o.random)) {
+          this.#refresh(full, key, loader, call, freshUntil);
         }
-        return (entry.hit ??= Promise.resolve(entry.value)) as Promise<V | undefined>;
+        return core.hit(slot) as Promise<V | undefined>;
       }
-      if (state === 'stale') {
-        this.#refresh(full, key, loader, call, entry.freshUntil);
-        return (entry.hit ??= Promise.resolve(entry.value)) as Promise<V | undefined>;
+      if (now < freshUntil + slot.life.staleMs) {
+        this.#refresh(full, key, loader, call, freshUntil);
+        return core.hit(slot) as Promise<V | undefined>;
       }
-      if (state === 'expired') core.l1?.delete(full);
+      if (now >= freshUntil + slot.life.graceMs) core.l1?.delete(full);
     }
     let flight = core.flights.get(full);
     if (flight?.background === true) {
@@ -707,7 +782,8 @@ export class Cache {
       if (!maybe) return undefined;
     }
     // The last value we know, served if the loader fails within its grace period.
-    let last = core.l1?.get(full);
+    const slot = core.l1?.get(full);
+    let last = slot === undefined ? undefined : core.fromL1(slot);
     const token = core.token();
     if (core.tier !== undefined) {
       const deadline = core.o.clock.now() + core.o.maxWaitMs;
@@ -949,10 +1025,9 @@ export class Cache {
     const full = this.#full('Cache.get', key);
     throwIfAborted(options?.signal);
     const core = this.#core;
-    const entry = core.l1?.get(full);
-    if (entry !== undefined) {
-      const state = freshness(entry, core.hitNow());
-      if (state === 'fresh' || state === 'stale') return entry.value as V | undefined;
+    const slot = core.l1?.get(full);
+    if (slot !== undefined && core.hitNow() < core.epoch + slot.fresh + slot.life.staleMs) {
+      return slot.value as V | undefined;
     }
     if (core.tier === undefined) return undefined;
     const read = await raceAbort(core.readL2(full, '', false), options?.signal);
@@ -972,9 +1047,9 @@ export class Cache {
   peek<V = unknown>(key: string): V | undefined {
     const full = this.#full('Cache.peek', key);
     const core = this.#core;
-    const entry = core.l1?.peek(full);
-    if (entry === undefined || core.hitNow() >= entry.freshUntil) return undefined;
-    return entry.value as V | undefined;
+    const slot = core.l1?.peek(full);
+    if (slot === undefined || core.hitNow() >= core.epoch + slot.fresh) return undefined;
+    return slot.value as V | undefined;
   }
 
   /**

@@ -36,11 +36,6 @@ export interface Entry<V = unknown> {
   /** How long the load that produced it took (XFetch's δ), in ms. */
   readonly deltaMs: number;
   /**
-   * A promise of `value`, made on the first L1 hit through `getOrLoad` and returned to every
-   * later hit: a settled promise can be awaited any number of times, so a hit allocates none.
-   */
-  hit?: Promise<unknown> | undefined;
-  /**
    * XFetch's refresh time for this copy, drawn on the first hit near expiry (`undefined` until
    * then, which costs no number box per entry): one draw per entry per process, not per hit —
    * see {@link xfetchRefresh}.
@@ -87,7 +82,6 @@ export function makeEntry<V>(
     staleUntil,
     graceUntil: staleUntil + lifetimes.graceMs,
     deltaMs,
-    hit: undefined,
     refreshAt: undefined,
   };
 }
@@ -127,6 +121,67 @@ export function xfetchRefresh(
   return now >= at;
 }
 
+/**
+ * What an L1 entry's deadlines are read with, besides its fresh deadline: durations measured
+ * from that deadline, and XFetch's state. Entries written with the same lifetimes share one
+ * (`set`s and loads with the cache's defaults), so it costs an entry one pointer; an entry gets
+ * a copy of its own only when XFetch draws its refresh time.
+ */
+export interface L1Life {
+  /** Stale until this long after the fresh deadline. */
+  readonly staleMs: number;
+  /** Servable on a loader failure until this long after the fresh deadline. */
+  readonly graceMs: number;
+  /** True when the entry records an absence. */
+  readonly negative: boolean;
+  /** XFetch's δ: how long the load that produced the value took, in ms (0: no early refresh). */
+  readonly deltaMs: number;
+  /** XFetch's drawn refresh time (monotonic ms), on an entry's own copy; `undefined` before. */
+  readonly refreshAt: number | undefined;
+}
+
+/**
+ * One L1 entry, kept small because a cache holds many (three fields, one hidden class): the
+ * value, the fresh deadline as whole ms after the cache's epoch — a small integer V8 stores
+ * unboxed, where a fractional clock reading would be a 16-byte heap number per deadline — and
+ * the (usually shared) {@link L1Life}. The deadline is rounded *down*, so an entry goes stale at
+ * most 1 ms early and never late. (Past 2³¹ ms ≈ 24 days after the epoch the offset no longer
+ * fits a small integer: V8 then boxes it — more bytes, same answers.)
+ */
+export interface L1Entry {
+  readonly value: unknown;
+  readonly fresh: number;
+  life: L1Life;
+}
+
+/**
+ * XFetch ({@link xfetchRefresh}) for an L1 entry whose fresh deadline is `freshUntil`: the same
+ * rule and the same one draw per entry, kept on the entry's own copy of its life.
+ */
+export function xfetchRefreshL1(
+  entry: L1Entry,
+  freshUntil: number,
+  now: number,
+  beta: number,
+  random: () => number,
+): boolean {
+  const life = entry.life;
+  if (beta <= 0 || life.deltaMs <= 0) return false;
+  if (freshUntil - now >= XFETCH_MAX_DRAW * life.deltaMs * beta) return false;
+  let at = life.refreshAt;
+  if (at === undefined) {
+    at = freshUntil + life.deltaMs * beta * Math.log(1 - random());
+    entry.life = {
+      staleMs: life.staleMs,
+      graceMs: life.graceMs,
+      negative: life.negative,
+      deltaMs: life.deltaMs,
+      refreshAt: at,
+    };
+  }
+  return now >= at;
+}
+
 /** The same entry on another timeline (Redis wall-clock ↔ local monotonic), shifted by `offset`. */
 export function shiftEntry<V>(entry: Entry<V>, offset: number): Entry<V> {
   return {
@@ -136,7 +191,6 @@ export function shiftEntry<V>(entry: Entry<V>, offset: number): Entry<V> {
     staleUntil: entry.staleUntil + offset,
     graceUntil: entry.graceUntil + offset,
     deltaMs: entry.deltaMs,
-    hit: undefined,
     refreshAt: undefined,
   };
 }

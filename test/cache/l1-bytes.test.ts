@@ -1,0 +1,35 @@
+/**
+ * What a small L1 entry weighs, against lru-cache's own slot: measured by bench/cache-bytes.ts
+ * in a fresh process per library (V8 heap + ArrayBuffers after two full GCs, deterministic to
+ * about a byte per entry), not timed. Keel's L1 is an lru-cache; its own bookkeeping per entry
+ * (deadlines, XFetch state, the namespaced key) may add at most a quarter.
+ */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const script = fileURLToPath(new URL('../../bench/cache-bytes.ts', import.meta.url));
+const n = 50_000;
+
+const bytesPerEntry = async (lib: string): Promise<number> => {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--expose-gc', '--import', 'tsx', script, lib, String(n)],
+    { cwd: fileURLToPath(new URL('../..', import.meta.url)) },
+  );
+  return Number(JSON.parse(stdout));
+};
+
+describe('Cache L1: bytes per small entry', () => {
+  it('a set entry and a loaded-and-hit entry (XFetch off and on) each weigh at most 1.25× an lru-cache slot with a ttl', async () => {
+    const lru = await bytesPerEntry('lru-cache');
+    const set = await bytesPerEntry('keel-set');
+    const loaded = await bytesPerEntry('keel-loaded');
+    const xfetch = await bytesPerEntry('keel-loaded-xfetch');
+    expect(lru).toBeGreaterThan(0);
+    expect(set / lru).toBeLessThanOrEqual(1.25);
+    expect(loaded / lru).toBeLessThanOrEqual(1.25);
+    expect(xfetch / lru).toBeLessThanOrEqual(1.25);
+  }, 120_000);
+});
