@@ -23,6 +23,11 @@ export interface CacheBenchWorkerConfig {
   readonly port: number;
   readonly loaderMs: number;
   readonly callers: number;
+  /**
+   * Record each load (`RPUSH trace:<lib>:<key>` of `{ pid, start, end }`, wall-clock ms) so that
+   * the benchmark can tell a duplicate load from one per expiry.
+   */
+  readonly trace?: boolean;
 }
 
 export type ToCacheBenchWorker =
@@ -42,9 +47,17 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 const counter = new Redis({ host: '127.0.0.1', port: config.port });
 const loader = async (key: string): Promise<{ key: string; at: number }> => {
+  const start = Date.now();
   await counter.incr(`loads:${config.lib}:${key}`);
   await sleep(config.loaderMs);
-  return { key, at: Date.now() };
+  const end = Date.now();
+  if (config.trace === true) {
+    // Not awaited: the load ends when the loader returns, not when Redis has the trace.
+    void counter
+      .rpush(`trace:${config.lib}:${key}`, JSON.stringify({ pid: process.pid, start, end }))
+      .catch(() => undefined);
+  }
+  return { key, at: end };
 };
 
 /** One read through the library under test, with its ttl. */

@@ -203,6 +203,7 @@ class CacheCore {
         retryMs: options.degradedRetryMs,
         channel: this.channel,
         subscribe: options.invalidation,
+        scripts: scripts.ALL,
         tracking: options.tracking,
         prefix: options.prefix,
         onInvalidate: (keys) => {

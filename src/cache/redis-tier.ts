@@ -56,6 +56,8 @@ export interface CacheRedisClient {
   duplicate?(): CacheSubscriber;
   /** ioredis sets it on a `Cluster` client, whose `duplicate()` takes other arguments. */
   readonly isCluster?: boolean | undefined;
+  /** `SCRIPT LOAD source`: the cache's scripts are loaded when it is built (see `RedisTier`). */
+  script?(subcommand: 'LOAD', source: string): Promise<unknown>;
 }
 
 /** True for anything that can run the cache's scripts. @internal */
@@ -261,6 +263,8 @@ export interface TierSettings {
   readonly onMessage: (message: string) => void;
   readonly onDegraded: (operation: string, error: CacheRedisError) => void;
   readonly onRecovered: (degradedMs: number) => void;
+  /** Scripts loaded into Redis up front (`SCRIPT LOAD`, one per script, not awaited). */
+  readonly scripts?: readonly LuaScript[];
   /** Ask Redis (≥ 6, not a Cluster) to report every change to a key under `prefix`. */
   readonly tracking?: boolean;
   /** The key prefix tracked in broadcasting mode. */
@@ -310,6 +314,28 @@ export class RedisTier {
         : undefined;
     if (settings.subscribe && typeof settings.client.duplicate === 'function') {
       this.#subscriber = this.#openSubscriber(settings.client);
+    }
+    this.#preload(settings.client, settings.scripts ?? []);
+  }
+
+  /**
+   * Loads `scripts` into Redis now, so that the first `EVALSHA` of each finds it. Otherwise the
+   * first cold stampede a fresh process serves (after a deploy, or a Redis restart) pays a
+   * `NOSCRIPT` reply and an `EVAL` of the whole source — a second round trip — to take the
+   * lease, and again to fill: on the critical path of every waiter of that first load. The
+   * `SCRIPT LOAD`s go first on the client's connection, so the cache's later calls on it come
+   * after them. Best effort: not awaited, failures ignored (a Redis that refuses `SCRIPT`, is
+   * down, or flushes its scripts later still gets the `EVAL` fallback of `runScript`). Skipped
+   * on a Cluster, where `SCRIPT LOAD` reaches one node and each node needs its own copy.
+   */
+  #preload(client: CacheRedisClient, scripts: readonly LuaScript[]): void {
+    if (client.isCluster === true || typeof client.script !== 'function') return;
+    for (const script of scripts) {
+      try {
+        client.script('LOAD', script.source).catch(() => undefined);
+      } catch {
+        // A client whose `script` throws: the EVAL fallback covers it.
+      }
     }
   }
 

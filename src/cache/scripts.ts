@@ -8,7 +8,7 @@
  * Internal module: not an entry point; only what an entry point re-exports from it is API.
  * @packageDocumentation
  */
-import { luaScript } from '../core/index.js';
+import { luaScript, type LuaScript } from '../core/index.js';
 
 /**
  * KEYS: value, lease. ARGV: token, lease ttl ms, acquire ('1' | '0').
@@ -112,3 +112,15 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[1])
 return 1
 `);
+
+/** Every script of the cache, loaded into Redis when a cache is built. */
+export const ALL: readonly LuaScript[] = [
+  READ,
+  TAKE_LEASE,
+  EXTEND_LEASE,
+  FILL,
+  RELEASE,
+  WRITE,
+  DELETE,
+  QUARANTINE,
+];
