@@ -65,9 +65,28 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     expect(new Set(results)).toEqual(new Set(['v']));
   });
 
+  /**
+   * Waits until `to` hears `from`'s invalidations: a cache subscribes on its own connection once
+   * that connection is ready, and a message published before then is lost (its L1 copy then
+   * lives out its L1 ttl, the documented bound). A probe key is read into `to`'s L1 and
+   * overwritten by `from` until the copy goes.
+   */
+  const listening = async (from: Cache, to: Cache): Promise<void> => {
+    let round = 0;
+    await until(async () => {
+      round++;
+      await from.set('probe', round);
+      await expect(to.get('probe')).resolves.toBe(round);
+      await from.set('probe', -round);
+      await until(() => expect(to.peek('probe')).toBe(undefined), 200);
+    }, 5_000);
+    await from.delete('probe');
+  };
+
   it('set and delete in one process drop the L1 copy in the others (pub/sub)', async () => {
     const a = cacheOf();
     const b = cacheOf();
+    await listening(a, b);
     await a.set('k', 1);
     await expect(b.get('k')).resolves.toBe(1);
     expect(b.peek('k')).toBe(1);
