@@ -1,0 +1,148 @@
+/**
+ * Per-cycle cost of an uncontended acquire + release, Keel builds vs node-redlock, on five local
+ * redis-servers sharing the same ioredis clients (as row (a) of lock.bench.ts). Libraries run in
+ * blocks, A/B/A/B…, in one process; per library it sums over its blocks: this process's CPU
+ * (`process.cpuUsage`), the servers' CPU (`INFO cpu`, getrusage: unaffected by waiting for a
+ * core), the commands the servers ran (`INFO commandstats`, scripts' inner commands included)
+ * and the script's own `usec_per_call`; and it reports the cycles' wall-time p50/p99.
+ *
+ *   node --expose-gc --import tsx bench/lock-cost.ts [--cycles=20000] [--block=1000] <dist dir>…
+ *
+ * Each `<dist dir>` is a built Keel (`npx tsup`, then a copy of `dist/`), loaded side by side.
+ * Not a suite of `npm run bench`: a measuring tool for changes to the lock's scripts.
+ */
+import type { Redis } from 'ioredis';
+import type * as LockModule from '../src/lock/index.js';
+import NodeRedlock from 'redlock';
+import { resolve, join } from 'node:path';
+import { RedisHarness } from '../test/support/redis.js';
+import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
+
+const arg = (name: string, fallback: number): number => {
+  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
+  return found === undefined ? fallback : Number(found.slice(name.length + 3));
+};
+const CYCLES = arg('cycles', 20_000);
+const BLOCK = arg('block', 1000);
+const dists = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+
+interface Library {
+  readonly name: string;
+  readonly cycle: () => Promise<unknown>;
+  nodeCpuUs: number;
+  redisCpuUs: number;
+  commands: number;
+  scripts: number;
+  scriptUsec: number;
+  readonly byCommand: Map<string, number>;
+  readonly samples: number[];
+}
+
+const percentile = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+};
+
+/** `usec` total of the script commands in `INFO commandstats`. */
+async function scriptUsec(client: Redis): Promise<number> {
+  const stats = await client.info('commandstats');
+  let total = 0;
+  for (const m of stats.matchAll(/cmdstat_(evalsha|eval):calls=\d+,usec=(\d+)/g)) {
+    total += Number(m[2]);
+  }
+  return total;
+}
+
+async function main(): Promise<void> {
+  const harness = await RedisHarness.start({ count: 5 });
+  const clients = harness.clients();
+  const probes = harness.clients();
+  try {
+    await Promise.all([...clients, ...probes].map((c) => c.ping()));
+    const libraries: Library[] = [];
+    const made = (name: string, cycle: () => Promise<unknown>): Library => ({
+      name,
+      cycle,
+      nodeCpuUs: 0,
+      redisCpuUs: 0,
+      commands: 0,
+      scripts: 0,
+      scriptUsec: 0,
+      byCommand: new Map(),
+      samples: [],
+    });
+    for (const [i, dir] of dists.entries()) {
+      const mod = (await import(join(resolve(dir), 'lock', 'index.js'))) as typeof LockModule;
+      const keel = new mod.Redlock({ clients, ttlMs: 10_000, driftFactor: 0.01 });
+      const resource = `cost:keel${i}`;
+      libraries.push(
+        made(`keel ${dir}`, async () => {
+          const lock = await keel.acquire(resource);
+          return lock.release();
+        }),
+      );
+    }
+    const redlock = new NodeRedlock(clients, { driftFactor: 0.01, retryCount: 10 });
+    redlock.on('error', () => undefined);
+    libraries.push(
+      made('node-redlock', async () => {
+        const lock = await redlock.acquire(['cost:redlock'], 10_000);
+        return lock.release();
+      }),
+    );
+    // Warm up, interleaved.
+    for (let r = 0; r < 3000; r++) for (const lib of libraries) await lib.cycle();
+    const blocks = Math.ceil(CYCLES / BLOCK);
+    for (let b = 0; b < blocks; b++) {
+      for (let k = 0; k < libraries.length; k++) {
+        const lib = libraries[(b + k) % libraries.length] as Library;
+        // Let late answers of the previous block land before the counters are read.
+        await new Promise((r) => setTimeout(r, 20));
+        const before: RedisCounters[] = await Promise.all(probes.map(redisCounters));
+        const usecBefore = await Promise.all(probes.map(scriptUsec));
+        const cpu0 = process.cpuUsage();
+        for (let c = 0; c < BLOCK; c++) {
+          const t0 = performance.now();
+          await lib.cycle();
+          lib.samples.push(performance.now() - t0);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+        const cpu = process.cpuUsage(cpu0);
+        const after = await Promise.all(probes.map(redisCounters));
+        const usecAfter = await Promise.all(probes.map(scriptUsec));
+        lib.nodeCpuUs += cpu.user + cpu.system;
+        for (let n = 0; n < probes.length; n++) {
+          const cost = redisCost(before[n] as RedisCounters, after[n] as RedisCounters);
+          lib.redisCpuUs += cost.cpuMicros;
+          lib.commands += cost.commands;
+          lib.scripts += cost.scripts;
+          lib.scriptUsec += (usecAfter[n] as number) - (usecBefore[n] as number);
+          for (const [name, d] of cost.byCommand) {
+            if (name === 'info') continue;
+            lib.byCommand.set(name, (lib.byCommand.get(name) ?? 0) + d);
+          }
+        }
+      }
+    }
+    const cycles = blocks * BLOCK;
+    const rows = libraries.map((lib) => ({
+      library: lib.name,
+      'node CPU µs/cycle': (lib.nodeCpuUs / cycles).toFixed(1),
+      'redis CPU µs/cycle (5 nodes)': (lib.redisCpuUs / cycles).toFixed(1),
+      'script usec/cycle (5 nodes)': (lib.scriptUsec / cycles).toFixed(2),
+      'commands/cycle': (lib.commands / cycles).toFixed(2),
+      'p50 ms': percentile(lib.samples, 0.5).toFixed(3),
+      'p99 ms': percentile(lib.samples, 0.99).toFixed(3),
+    }));
+    console.table(rows);
+    for (const lib of libraries) {
+      const per = [...lib.byCommand].map(([k, v]) => `${k}=${(v / cycles).toFixed(2)}`).join(' ');
+      console.log(`${lib.name}: ${per}`);
+    }
+  } finally {
+    await Promise.all(probes.map((c) => c.quit().catch(() => undefined)));
+    await harness.stop();
+  }
+}
+
+await main();
