@@ -26,10 +26,10 @@
  *   position, and follows every other variant, equally often;
  * - no idling: every variant runs once per round. Measured pair after pair instead (all pairs
  *   of one comparison, then the next), the lock cycle of whichever variant had waited through
- *   the first comparison came out 22–43 % slower than the baseline in 4 of 4 processes on this
+ *   the first comparison came out at ×0.54–×0.80 of the baseline in 7 of 7 processes on this
  *   machine — the A/A copy as much as the shipped bundle, whichever went second; rotating the
  *   contenders pair by pair but with the baseline in every pair ran the baseline twice as often
- *   and favoured it (A/A ×0.83–×0.99);
+ *   and favoured it (A/A ×0.83–×1.01 over 6 processes);
  * - time scale: on a shared machine load and clock speed move within seconds, so two 200 ms
  *   slices do not meet the same conditions; blocks 0.5 ms apart mostly do, and a block a
  *   preemption or a GC hit is one outlier round out of hundreds, which the median ignores;
