@@ -141,6 +141,23 @@ export function entriesOf(reply: unknown): RawEntry[] {
   return [];
 }
 
+/**
+ * The names of the streams an `XREAD` over several streams answered with entries, whatever the
+ * reply mapping (as {@link entriesOf}: `[[key, entries], …]`, a flattened map
+ * `[key, entries, key, entries, …]`, or an object keyed by stream).
+ */
+export function streamsOf(reply: unknown): string[] {
+  if (reply === null || reply === undefined || typeof reply !== 'object') return [];
+  if (!Array.isArray(reply)) return Object.keys(reply);
+  const names: string[] = [];
+  if (typeof reply[0] === 'string' || Buffer.isBuffer(reply[0])) {
+    for (let i = 0; i < reply.length; i += 2) names.push(String(reply[i]));
+  } else {
+    for (const pair of reply) if (Array.isArray(pair)) names.push(String(pair[0]));
+  }
+  return names;
+}
+
 interface Queued {
   readonly operation: string;
   readonly script: LuaScript;

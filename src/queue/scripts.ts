@@ -207,8 +207,10 @@ return out
  * counts stay true. When ARGV[4] names an entry, it is acked first, in the same step (the
  * previous message's handler resolved): one script call per message. KEYS: stream, lease.
  * ARGV: group, consumer, lease token, entry id to ack ('' for none). Returns `-1` without the
- * lease, `0` when the entry to ack is no longer this consumer's, `{}` when there is nothing
- * next, else `{{entry id, fields, previous owner or '', deliveries}}`.
+ * lease, `0` when the entry to ack is no longer this consumer's, when there is nothing next the
+ * id of the stream's last entry (`'0-0'` when it is empty) — nothing was delivered, so every
+ * entry the group has not read yet comes after it: the consumer waits for one with `XREAD` from
+ * that id — else `{{entry id, fields, previous owner or '', deliveries}}`.
  */
 export const NEXT = script(`
 if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
@@ -226,7 +228,11 @@ while #pend == 1 do
   pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
 end
 local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-if not r then return {} end
+if not r then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if last then return last[1] end
+  return '0-0'
+end
 local e = r[1][2][1]
 return {{e[1], e[2], '', 1}}
 `);

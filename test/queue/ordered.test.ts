@@ -57,6 +57,44 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     expect(overlaps).toBe(0);
   });
 
+  it('ordered: an idle partition is woken by a new message, not by its next poll (polls and blocking reads 60 s apart)', async () => {
+    const queue = queueOf({ partitions: 4 });
+    // One key per partition, found by hashing (the partition a key goes to is fixed).
+    const keyOf = new Map<number, string>();
+    for (let i = 0; keyOf.size < 4; i++) {
+      const key = `key${i}`;
+      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('wake', key))?.[1]);
+      if (!keyOf.has(p)) keyOf.set(p, key);
+    }
+    const seen: string[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'wake',
+      'g',
+      (m) => {
+        seen.push(`${m.partition}:${m.payload.n}`);
+      },
+      { ordered: true, concurrency: 4, pollMs: 60_000, blockMs: 60_000 },
+    );
+    const acked = async (p: number): Promise<void> => {
+      const stream = queue.keys('wake', p).stream;
+      await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 10_000);
+    };
+    // Each message goes to a partition that has been idle since its last one was acked: the
+    // partitions go idle at different times, so later ones join a blocking read already waiting.
+    let n = 0;
+    for (let round = 0; round < 2; round++) {
+      for (const p of [0, 1, 2, 3]) {
+        await queue.send('wake', { n }, { key: keyOf.get(p) });
+        await until(() => expect(seen).toContain(`${p}:${n}`), 10_000);
+        await acked(p);
+        n++;
+      }
+    }
+    expect(seen).toHaveLength(8);
+    // Closing does not wait for the 60-second blocking read.
+    await consumer.close();
+  });
+
   it('ordered: a handler stuck past its visibility timeout gives the partition up; the next owner redelivers in order and the late ack is refused', async () => {
     const queue = queueOf();
     let release: () => void = () => undefined;
