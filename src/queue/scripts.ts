@@ -372,12 +372,18 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 
 /**
  * Idempotent effect: applies a list of commands and records the message as processed, unless
- * it already was. KEYS: processed-record key, then every command's keys in order. ARGV: record
- * ttl ms, command count, then per command: key count, arg count, name, args. Returns 1 applied,
- * 0 already processed.
+ * it already was. The record is taken first (`SET NX`: one command does the check and the
+ * write); a command that fails gives it back and fails the script, so the message is not
+ * recorded as processed and its retry applies the effect (scripts are not rolled back: the
+ * commands before the failing one stay applied, as they did when the record was written last).
+ * `redis.pcall` returns a command's error instead of raising it:
+ * https://redis.io/docs/latest/develop/interact/programmability/lua-api/#redis.pcall
+ * KEYS: processed-record key, then every command's keys in order. ARGV: record ttl ms, command
+ * count, then per command: key count, arg count, name, args. Returns 1 applied, 0 already
+ * processed.
  */
 export const APPLY_ONCE = luaScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
 local ki, ai = 2, 3
 for _ = 1, tonumber(ARGV[2]) do
   local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
@@ -385,8 +391,11 @@ for _ = 1, tonumber(ARGV[2]) do
   ai = ai + 3
   for _ = 1, nk do cmd[#cmd + 1] = KEYS[ki]; ki = ki + 1 end
   for _ = 1, na do cmd[#cmd + 1] = ARGV[ai]; ai = ai + 1 end
-  redis.call(unpack(cmd))
+  local r = redis.pcall(unpack(cmd))
+  if type(r) == 'table' and r.err ~= nil then
+    redis.call('DEL', KEYS[1])
+    return redis.error_reply(r.err)
+  end
 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 `);

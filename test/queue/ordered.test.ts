@@ -162,6 +162,33 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     expect(await client.lrange('{acct}:log', 0, -1)).toHaveLength(1);
   });
 
+  it('idempotent: an effect command Redis refuses records nothing — the retry applies the effect', async () => {
+    const queue = queueOf();
+    await client.set('{acct}:count', 'not a hash');
+    const inner = idempotent<{ n: number }>({ client: redis().client(0) }, (m, effect) => {
+      effect.call('RPUSH', ['{acct}:log'], m.id);
+      effect.call('HINCRBY', ['{acct}:count'], 'n', m.payload.n);
+    });
+    const attempts: number[] = [];
+    queue.consume<{ n: number }>(
+      'pay',
+      'g',
+      async (m) => {
+        attempts.push(m.attempt);
+        if (m.attempt === 2) await client.del('{acct}:count');
+        await inner(m);
+      },
+      { backoff: () => 0 },
+    );
+    await queue.send('pay', { n: 3 }, { id: 'pay-1' });
+    await until(() => expect(attempts).toEqual([1, 2]), 10_000);
+    await until(async () => expect(await client.hget('{acct}:count', 'n')).toBe('3'), 10_000);
+    expect(await client.keys('keel:q:done:*')).toHaveLength(1);
+    // The first attempt's RPUSH ran before HINCRBY failed (a script is not rolled back), and the
+    // retry ran the whole effect: as before, a failing effect is applied again in full.
+    expect(await client.lrange('{acct}:log', 0, -1)).toEqual(['pay-1', 'pay-1']);
+  });
+
   it('idempotent: bad effect commands are typed errors, and the message is retried', () => {
     let captured: Effect | undefined;
     const handler = idempotent({ client: redis().client(0) }, (_m, effect) => {
