@@ -49,14 +49,14 @@ export const SEND = script(`
 if ARGV[1] ~= '0' then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return {0, ''} end
 end
-local fields = tail(3)
 local delay = tonumber(ARGV[2])
 if delay > 0 then
   local due = now_ms() + delay
-  redis.call('ZADD', KEYS[2], due, cjson.encode(fields))
+  redis.call('ZADD', KEYS[2], due, cjson.encode(tail(3)))
   return {2, tostring(due)}
 end
-return {1, redis.call('XADD', KEYS[1], '*', unpack(fields))}
+-- The fields straight from ARGV (no copy into a table first).
+return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
 `);
 
 /**
@@ -100,8 +100,13 @@ return 1
  * late ack of an older delivery of an entry that was since reclaimed back to this same
  * consumer (XCLAIM counts one more delivery: https://redis.io/docs/latest/commands/xclaim/) —
  * the newer delivery settles it. With the delete flag, the acked entries and the earlier acked
- * ids are deleted when the stream has one group (as {@link ACK} does at once); without it the
- * consumer remembers what it acked and deletes it with a later call. Returns per delivery
+ * ids are removed when the stream has one group (as {@link ACK} does at once); without it the
+ * consumer remembers what it acked and removes it with a later call. They are removed as
+ * {@link TRIM_DONE} trims — `XTRIM MINID` at the group's oldest pending entry (or, with none
+ * pending, just past its last delivered one), which drops whole stream nodes at once: every
+ * entry below that was delivered and is not pending, so it was acked — and only the acked ids
+ * at or above it are deleted with `XDEL` (which looks each id up in its node: the costly way,
+ * left for the ids an older pending message keeps above the cut). Returns per delivery
  * 1 acked / 0 refused.
  */
 export const ACK_MANY = script(`
@@ -133,8 +138,30 @@ end
 if #ids > 0 then redis.call('XACK', KEYS[1], g, unpack(ids)) end
 if ARGV[6] == '1' then
   for i = 8, first - 1 do ids[#ids + 1] = ARGV[i] end
-  if #ids > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then
-    redis.call('XDEL', KEYS[1], unpack(ids))
+  local groups = #ids > 0 and redis.call('XINFO', 'GROUPS', KEYS[1]) or {}
+  if #groups == 1 then
+    local info = {}
+    for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
+    local cut
+    if tonumber(info['pending']) > 0 then
+      cut = redis.call('XPENDING', KEYS[1], g)[2]
+    else
+      local ms, seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
+      if ms ~= nil and #seq <= 15 then cut = ms .. '-' .. string.format('%d', tonumber(seq) + 1) end
+    end
+    local rest = ids
+    if cut ~= nil then
+      redis.call('XTRIM', KEYS[1], 'MINID', cut)
+      local cm, cs = string.match(cut, '^(%d+)-(%d+)$')
+      cm, cs = tonumber(cm), tonumber(cs)
+      rest = {}
+      for _, id in ipairs(ids) do
+        local m, q = string.match(id, '^(%d+)-(%d+)$')
+        m, q = tonumber(m), tonumber(q)
+        if m == nil or m > cm or (m == cm and q >= cs) then rest[#rest + 1] = id end
+      end
+    end
+    if #rest > 0 then redis.call('XDEL', KEYS[1], unpack(rest)) end
   end
 end
 return flags
