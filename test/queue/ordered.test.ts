@@ -95,6 +95,45 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     await consumer.close();
   });
 
+  it('ordered: after Redis restarts, idle partitions are still woken by new messages (the reader’s new connection id is used to add them)', async () => {
+    const queue = queueOf({ partitions: 4 });
+    const keyOf = new Map<number, string>();
+    for (let i = 0; keyOf.size < 4; i++) {
+      const key = `key${i}`;
+      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('wake', key))?.[1]);
+      if (!keyOf.has(p)) keyOf.set(p, key);
+    }
+    const seen: string[] = [];
+    queue.consume<{ n: number }>(
+      'wake',
+      'g',
+      (m) => {
+        seen.push(`${m.partition}:${m.payload.n}`);
+      },
+      { ordered: true, concurrency: 4, pollMs: 60_000, blockMs: 60_000, visibilityMs: 1500 },
+    );
+    const acked = async (p: number): Promise<void> => {
+      const stream = queue.keys('wake', p).stream;
+      await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 10_000);
+    };
+    await queue.send('wake', { n: 0 }, { key: keyOf.get(0) });
+    await until(() => expect(seen).toContain('0:0'), 10_000);
+    await redis().restart(0);
+    // Back empty: the consumer re-creates its groups and takes its leases again.
+    await until(async () => {
+      for (const p of [0, 1, 2, 3]) {
+        expect(await client.get(`keel:q:{wake:${p}}:lease:g`)).not.toBeNull();
+      }
+    }, 20_000);
+    let n = 1;
+    for (const p of [1, 2, 3, 0]) {
+      await queue.send('wake', { n }, { key: keyOf.get(p) });
+      await until(() => expect(seen).toContain(`${p}:${n}`), 10_000);
+      await acked(p);
+      n++;
+    }
+  });
+
   it('ordered: a handler stuck past its visibility timeout gives the partition up; the next owner redelivers in order and the late ack is refused', async () => {
     const queue = queueOf();
     let release: () => void = () => undefined;
