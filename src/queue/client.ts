@@ -147,15 +147,12 @@ export function entriesOf(reply: unknown): RawEntry[] {
  * `[key, entries, key, entries, …]`, or an object keyed by stream).
  */
 export function streamsOf(reply: unknown): string[] {
-  if (reply === null || reply === undefined || typeof reply !== 'object') return [];
-  if (!Array.isArray(reply)) return Object.keys(reply);
-  const names: string[] = [];
-  if (typeof reply[0] === 'string' || Buffer.isBuffer(reply[0])) {
-    for (let i = 0; i < reply.length; i += 2) names.push(String(reply[i]));
-  } else {
-    for (const pair of reply) if (Array.isArray(pair)) names.push(String(pair[0]));
-  }
-  return names;
+  if (!Array.isArray(reply))
+    return typeof reply === 'object' && reply !== null ? Object.keys(reply) : [];
+  // A pair's first item is its stream; in a flattened map the streams are the non-arrays.
+  return reply.flatMap((x: unknown) =>
+    Array.isArray(x) ? (Array.isArray(x[0]) ? [] : [String(x[0])]) : [String(x)],
+  );
 }
 
 interface Queued {

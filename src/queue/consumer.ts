@@ -254,6 +254,8 @@ interface Owned {
   loop: Promise<void>;
 }
 
+const TAKEN_OVER = 'the message or the partition lease was taken over';
+
 type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
 
 /** An idle partition of an ordered consumer: new entries come after `after`. */
@@ -319,8 +321,6 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   #waiter: Promise<void> | undefined;
   /** The partitions the waiter's current blocking read covers (undefined: not blocked). */
   #blockedOn: ReadonlySet<number> | undefined;
-  /** Bumped per blocking read of the waiter, so an unblock meant for one is not retried on the next. */
-  #blockGen = 0;
   /** The waiter's read was unblocked on purpose (to add a partition), not timed out. */
   #rearm = false;
   #main: Promise<void>;
@@ -1406,7 +1406,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         continue;
       }
       if (next === -1 || next === 0) {
-        this.#lose(owned, 'the message or the partition lease was taken over');
+        this.#lose(owned, TAKEN_OVER);
         break;
       }
       if (typeof next === 'string' || next instanceof Buffer) {
@@ -1414,12 +1414,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         await this.#whenNew(owned, String(next));
         continue;
       }
-      const [entry] = next as [unknown, unknown, unknown, unknown][];
-      if (entry === undefined) {
-        await this.#pause(this.#o.pollMs, owned.controller.signal);
-        continue;
-      }
-      const [entryId, raw, previous, deliveries] = entry;
+      const [entryId, raw, previous, deliveries] = (
+        next as [unknown, unknown, unknown, unknown][]
+      )[0] as [unknown, unknown, unknown, unknown];
       const prev = String(previous);
       toAck = await this.#ordered(
         owned,
@@ -1437,8 +1434,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         [this.group, toAck, this.name, this.name],
         this.#s.clock.now() + this.#o.visibilityMs - this.#margin,
       );
-      if (r === -1 || r === 0)
-        this.#lose(owned, 'the message or the partition lease was taken over');
+      if (r === -1 || r === 0) this.#lose(owned, TAKEN_OVER);
     }
     if (!owned.lost) {
       await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(
@@ -1501,25 +1497,26 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     for (const p of this.#idle.keys()) {
       if (!blocked.has(p)) {
         this.#rearm = true;
-        this.#unblock(this.#blockGen, 0);
+        this.#unblock(0);
         return;
       }
     }
   }
 
   /**
-   * Unblocks the waiter's read number `gen`. `CLIENT UNBLOCK` answers 0 when the reader is not
-   * blocked: its read may not have reached Redis yet (it went out on another connection), so
-   * that is tried again shortly, while that read is still the current one.
+   * Unblocks the waiter's read. `CLIENT UNBLOCK` answers 0 when the reader is not blocked: its
+   * read may not have reached Redis yet (it went out on another connection), so that is tried
+   * again shortly while the waiter is still blocked (an unblock that reaches a later read only
+   * has it block again).
    */
-  #unblock(gen: number, tries: number): void {
+  #unblock(tries: number): void {
     void this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId as number).then(
       (n) => {
         if (Number(n) !== 0 || tries >= 50) return;
-        if (gen !== this.#blockGen || this.#blockedOn === undefined || this.#isClosing()) return;
+        if (this.#blockedOn === undefined || this.#isClosing()) return;
         this.#s.clock
           .setTimer(() => {
-            this.#unblock(gen, tries + 1);
+            this.#unblock(tries + 1);
           }, 1)
           .unref();
       },
@@ -1532,7 +1529,6 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       const waits = [...this.#idle];
       this.#blockedOn = new Set(waits.map(([p]) => p));
       this.#rearm = false;
-      this.#blockGen++;
       const began = this.#s.clock.now();
       let reply: unknown;
       try {
@@ -1584,8 +1580,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const token = this.name;
     const deadlineOf = (): number => this.#s.clock.now() + this.#o.visibilityMs - this.#margin;
     const refused = (r: unknown): void => {
-      if (r === -1 || r === 0)
-        this.#lose(owned, 'the message or the partition lease was taken over');
+      if (r === -1 || r === 0) this.#lose(owned, TAKEN_OVER);
     };
     if (!entry.ok) {
       refused(await this.#quarantine(keys, lease, token, '', entry, deadlineOf()));

@@ -15,6 +15,11 @@
  */
 import { luaScript, type LuaScript } from '../core/index.js';
 
+/**
+ * Helpers every script starts with. `done_cut(stream)`: where a one-group stream is done (see
+ * {@link TRIM_DONE}) — its oldest pending entry (and `true`: something is still pending), else
+ * just past its last delivered one — or nil with several groups.
+ */
 const PRELUDE = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,6 +36,17 @@ local function settle(stream, group, id)
   redis.call('XACK', stream, group, id)
   if #redis.call('XINFO', 'GROUPS', stream) == 1 then redis.call('XDEL', stream, id) end
 end
+local function done_cut(stream)
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  if #groups ~= 1 then return nil end
+  local info = {}
+  for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
+  if tonumber(info['pending']) > 0 then return redis.call('XPENDING', stream, info['name'])[2], true end
+  local last = info['last-delivered-id']
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  if ms == nil or #seq > 15 then return last, true end
+  return ms .. '-' .. string.format('%d', tonumber(seq) + 1), false
+end
 local function tail(from)
   local out = {}
   for i = from, #ARGV do out[#out + 1] = ARGV[i] end
@@ -41,7 +57,7 @@ end
 const script = (body: string): LuaScript => luaScript(PRELUDE + body);
 
 /**
- * Send with dedup and/or delay. KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
+ * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first). KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
  * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
  * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
  */
@@ -55,7 +71,6 @@ if delay > 0 then
   redis.call('ZADD', KEYS[2], due, cjson.encode(tail(3)))
   return {2, tostring(due)}
 end
--- The fields straight from ARGV (no copy into a table first).
 return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
 `);
 
@@ -104,10 +119,10 @@ return 1
  * consumer remembers what it acked and removes it with a later call. They are removed as
  * {@link TRIM_DONE} trims — `XTRIM MINID` at the group's oldest pending entry (or, with none
  * pending, just past its last delivered one), which drops whole stream nodes at once: every
- * entry below that was delivered and is not pending, so it was acked — and only the acked ids
- * at or above it are deleted with `XDEL` (which looks each id up in its node: the costly way,
- * left for the ids an older pending message keeps above the cut). Returns per delivery
- * 1 acked / 0 refused.
+ * entry below that was delivered and is not pending, so it was acked — and only while some
+ * older message is still pending are they also deleted with `XDEL` (which looks each id up in
+ * its node: the costly way, for the acked ids that pending one keeps above the cut). Returns
+ * per delivery 1 acked / 0 refused.
  */
 export const ACK_MANY = script(`
 local g, me = ARGV[1], ARGV[2]
@@ -138,30 +153,12 @@ end
 if #ids > 0 then redis.call('XACK', KEYS[1], g, unpack(ids)) end
 if ARGV[6] == '1' then
   for i = 8, first - 1 do ids[#ids + 1] = ARGV[i] end
-  local groups = #ids > 0 and redis.call('XINFO', 'GROUPS', KEYS[1]) or {}
-  if #groups == 1 then
-    local info = {}
-    for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
-    local cut
-    if tonumber(info['pending']) > 0 then
-      cut = redis.call('XPENDING', KEYS[1], g)[2]
-    else
-      local ms, seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
-      if ms ~= nil and #seq <= 15 then cut = ms .. '-' .. string.format('%d', tonumber(seq) + 1) end
-    end
-    local rest = ids
+  if #ids > 0 then
+    local cut, pending = done_cut(KEYS[1])
     if cut ~= nil then
       redis.call('XTRIM', KEYS[1], 'MINID', cut)
-      local cm, cs = string.match(cut, '^(%d+)-(%d+)$')
-      cm, cs = tonumber(cm), tonumber(cs)
-      rest = {}
-      for _, id in ipairs(ids) do
-        local m, q = string.match(id, '^(%d+)-(%d+)$')
-        m, q = tonumber(m), tonumber(q)
-        if m == nil or m > cm or (m == cm and q >= cs) then rest[#rest + 1] = id end
-      end
+      if pending then redis.call('XDEL', KEYS[1], unpack(ids)) end
     end
-    if #rest > 0 then redis.call('XDEL', KEYS[1], unpack(rest)) end
   end
 end
 return flags
@@ -339,19 +336,8 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
  * https://redis.io/docs/latest/commands/xtrim/. KEYS: stream. Returns how many were trimmed.
  */
 export const TRIM_DONE = script(`
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups ~= 1 then return 0 end
-local info = {}
-for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
-local cut
-if tonumber(info['pending']) > 0 then
-  cut = redis.call('XPENDING', KEYS[1], info['name'])[2]
-else
-  local ms, seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
-  -- The next id after the last delivered one (MINID keeps ids at or above the cut).
-  if ms == nil or #seq > 15 then return 0 end
-  cut = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
-end
+local cut = done_cut(KEYS[1])
+if cut == nil then return 0 end
 return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 `);
 

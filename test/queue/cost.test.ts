@@ -58,8 +58,9 @@ describeRedis('keel/queue cost per message', () => {
     expect(cost.byCommand.get('xadd')).toBe(N);
     expect(cost.scripts).toBeLessThanOrEqual(N / 10);
     // Acked entries go with XTRIM MINID below the group's oldest pending entry (whole stream
-    // nodes at once), not with XDEL, which looks every id up in its node: none pending here.
-    expect(cost.byCommand.get('xdel') ?? 0).toBe(0);
+    // nodes at once), not with XDEL, which looks every id up in its node — that only when a
+    // message is still pending below them (a batch acked while others are in flight: rare here).
+    expect(cost.byCommand.get('xdel') ?? 0).toBeLessThanOrEqual(2);
     // Measured 1.13 per message: the XADD, and a share of each batch's read and ack script.
     expect(cost.commands).toBeLessThanOrEqual(1.5 * N);
   });
@@ -70,7 +71,7 @@ describeRedis('keel/queue cost per message', () => {
     // XADD, XREADGROUP, EVALSHA, XPENDING, XACK per message; XINFO + XDEL per 16 (5.14 measured).
     expect(cost.commands).toBeLessThanOrEqual(5.5 * N);
     expect(cost.byCommand.get('xinfo|groups') ?? 0).toBeLessThanOrEqual(N / 8);
-    expect(cost.byCommand.get('xdel') ?? 0).toBe(0);
+    expect(cost.byCommand.get('xdel') ?? 0).toBeLessThanOrEqual(2);
   });
 
   it('dedup + idempotent consumer, concurrency 50: two script calls and at most 6.5 commands per message', async () => {
