@@ -12,9 +12,10 @@
  * Reports, each system fresh on a second redis-server: Redis commands per message (inside
  * scripts included), script calls per message and Redis CPU per message (`INFO commandstats`,
  * `INFO cpu` deltas: counts are deterministic, CPU is the server's own getrusage time); send →
- * handler-start latency at 200 msg/s; memory per waiting message with a 104-byte payload
- * (`MEMORY USAGE`); and a consumer SIGKILLed with 10 messages in flight (5 s visibility): how
- * long until all 10 ran again elsewhere, and with which delivery count.
+ * handler-start latency at 200 msg/s, with the raw Streams floor (XADD, blocking XREADGROUP)
+ * measured beside it; memory per waiting message with a 104-byte payload (`MEMORY USAGE`);
+ * and a consumer SIGKILLed with 10 messages in flight (5 s visibility): how long until all 10
+ * ran again elsewhere, and with which delivery count.
  *
  * Figures on a loaded 2-core machine are indicative: compare the ratios of one run.
  *
@@ -191,6 +192,12 @@ function rawSystem(node: number, stream: string): System & { ready: Promise<unkn
   };
 }
 
+function rawEntries(reply: unknown): [string, string[]][] {
+  if (!Array.isArray(reply) || reply.length === 0) return [];
+  const first: unknown = reply[0];
+  return (typeof first === 'string' ? reply[1] : (first as unknown[])[1]) as [string, string[]][];
+}
+
 function entryIds(reply: unknown): string[] {
   if (!Array.isArray(reply) || reply.length === 0) return [];
   const first: unknown = reply[0];
@@ -265,7 +272,7 @@ function quantile(sorted: readonly number[], q: number): number {
 
 /** Send → handler start at `rate` msg/s, `m` messages, one at a time. */
 async function latencyOf(
-  kind: 'keel' | 'bull',
+  kind: 'raw' | 'keel' | 'bull',
   m: number,
   rate = 200,
 ): Promise<{ p50: number; p99: number }> {
@@ -274,7 +281,45 @@ async function latencyOf(
   const seen: number[] = [];
   let close: () => Promise<unknown>;
   let send: (t: number) => Promise<unknown>;
-  if (kind === 'keel') {
+  if (kind === 'raw') {
+    // The floor: XADD on one connection, a blocking XREADGROUP loop on another (acks pipelined
+    // after each read), the same Redis and process — what any Streams consumer waits for.
+    const w = client(1);
+    const r = client(1);
+    await w.xgroup('CREATE', 'raw:lat', 'g', '0', 'MKSTREAM');
+    const stop = { on: true };
+    const loop = (async () => {
+      while (stop.on) {
+        const reply = await r.call(
+          'XREADGROUP',
+          'GROUP',
+          'g',
+          'c',
+          'COUNT',
+          10,
+          'BLOCK',
+          100,
+          'STREAMS',
+          'raw:lat',
+          '>',
+        );
+        const entries = rawEntries(reply);
+        if (entries.length === 0) continue;
+        const ack = w.pipeline();
+        for (const [id, fields] of entries) {
+          seen.push(performance.now() - (JSON.parse(fields[1] ?? '{}') as { t: number }).t);
+          ack.xack('raw:lat', 'g', id);
+          ack.xdel('raw:lat', id);
+        }
+        await ack.exec();
+      }
+    })();
+    send = (t) => w.xadd('raw:lat', '*', 'p', JSON.stringify({ t, ...payload }));
+    close = async () => {
+      stop.on = false;
+      await loop;
+    };
+  } else if (kind === 'keel') {
     const queue = new Queue({ client: client(1) });
     const consumer = queue.consume<{ t: number }>('lat', 'g', (msg) => {
       seen.push(performance.now() - msg.payload.t);
@@ -482,10 +527,15 @@ async function reports(_measured: unknown, context: SuiteContext): Promise<reado
   }
   const latN = context.quick ? 100 : 1000;
   const latRows: Record<string, string | number>[] = [];
-  for (const kind of ['keel', 'bull'] as const) {
+  for (const kind of ['raw', 'keel', 'bull'] as const) {
     const l = await latencyOf(kind, latN);
     latRows.push({
-      system: kind === 'keel' ? 'Keel (default)' : `BullMQ (concurrency ${CONCURRENCY})`,
+      system:
+        kind === 'raw'
+          ? 'raw Streams (XADD, blocking XREADGROUP): the floor'
+          : kind === 'keel'
+            ? 'Keel (default)'
+            : `BullMQ (concurrency ${CONCURRENCY})`,
       'p50 ms': ms(l.p50),
       'p99 ms': ms(l.p99),
       target: kind === 'keel' ? `p50 ≤ 0.5, p99 ≤ 3: ${verdict(l.p50 <= 0.5 && l.p99 <= 3)}` : '—',

@@ -141,6 +141,20 @@ export function entriesOf(reply: unknown): RawEntry[] {
   return [];
 }
 
+/**
+ * The names of the streams an `XREAD` over several streams answered with entries, whatever the
+ * reply mapping (as {@link entriesOf}: `[[key, entries], …]`, a flattened map
+ * `[key, entries, key, entries, …]`, or an object keyed by stream).
+ */
+export function streamsOf(reply: unknown): string[] {
+  if (!Array.isArray(reply))
+    return typeof reply === 'object' && reply !== null ? Object.keys(reply) : [];
+  // A pair's first item is its stream; in a flattened map the streams are the non-arrays.
+  return reply.flatMap((x: unknown) =>
+    Array.isArray(x) ? (Array.isArray(x[0]) ? [] : [String(x[0])]) : [String(x)],
+  );
+}
+
 interface Queued {
   readonly operation: string;
   readonly script: LuaScript;

@@ -33,7 +33,14 @@ import {
   type Timer,
 } from '../core/index.js';
 import { RendezvousHash } from '../hashring/index.js';
-import { entriesOf, pipelineOf, run, type QueueRedisClient, type RawEntry } from './client.js';
+import {
+  entriesOf,
+  pipelineOf,
+  run,
+  streamsOf,
+  type QueueRedisClient,
+  type RawEntry,
+} from './client.js';
 import {
   compareStreamIds,
   decodeEntry,
@@ -247,7 +254,16 @@ interface Owned {
   loop: Promise<void>;
 }
 
+const TAKEN_OVER = 'the message or the partition lease was taken over';
+
 type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
+
+/** An idle partition of an ordered consumer: new entries come after `after`. */
+interface IdleWait {
+  readonly stream: string;
+  readonly after: string;
+  readonly wake: () => void;
+}
 
 const text = (error: unknown): string =>
   error instanceof Error ? `${error.name}: ${error.message}` : String(error);
@@ -299,6 +315,14 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   #sweeping: Promise<void> = Promise.resolve();
   #sweeps = 0;
   #members: readonly string[] = [];
+  /** Ordered mode: owned partitions with nothing to read, waiting for a new entry. */
+  readonly #idle = new Map<number, IdleWait>();
+  /** Ordered mode: the loop that waits (one blocking `XREAD`) for the idle partitions. */
+  #waiter: Promise<void> | undefined;
+  /** The partitions the waiter's current blocking read covers (undefined: not blocked). */
+  #blockedOn: ReadonlySet<number> | undefined;
+  /** The waiter's read was unblocked on purpose (to add a partition), not timed out. */
+  #rearm = false;
   #main: Promise<void>;
   #resolveClosed: () => void = () => undefined;
   #offSignal: (() => void) | undefined;
@@ -364,13 +388,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   async #start(): Promise<void> {
     for (let p = 0; p < this.#s.partitions; p++) await this.#ensureGroup(p);
     if (this.#isClosing()) return;
-    if (!this.#o.ordered) {
-      if (this.#s.client.isCluster !== true) {
-        try {
-          this.#readerId = Number(await this.#reader.call('CLIENT', 'ID'));
-        } catch {
-          this.#readerId = undefined;
-        }
+    if (this.#s.client.isCluster !== true) {
+      // The reader's id, to unblock its blocking read (on close; in ordered mode also to add a
+      // partition that went idle to the read that waits for new messages).
+      try {
+        this.#readerId = Number(await this.#reader.call('CLIENT', 'ID'));
+      } catch {
+        this.#readerId = undefined;
       }
     }
     this.#scheduleSweep(0);
@@ -1288,7 +1312,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           ).catch((error: unknown) => (this.#report(error), undefined));
           if (ok === 1) this.#armLease(owned, sentAt);
           else if (ok === 0) this.#lose(owned, 'the partition lease was taken over');
-          if (changed && !mine(owned.p)) owned.stopping = true;
+          if (changed && !mine(owned.p)) this.#stopOwned(owned);
         }
         const order = Array.from({ length: this.#s.partitions }, (_, p) => p).sort(
           (a, b) => Number(mine(b)) - Number(mine(a)),
@@ -1382,15 +1406,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         continue;
       }
       if (next === -1 || next === 0) {
-        this.#lose(owned, 'the message or the partition lease was taken over');
+        this.#lose(owned, TAKEN_OVER);
         break;
       }
-      const [entry] = next as [unknown, unknown, unknown, unknown][];
-      if (entry === undefined) {
-        await this.#pause(this.#o.pollMs, owned.controller.signal);
+      if (typeof next === 'string' || next instanceof Buffer) {
+        // Nothing to read: wait for an entry after the stream's last one.
+        await this.#whenNew(owned, String(next));
         continue;
       }
-      const [entryId, raw, previous, deliveries] = entry;
+      const [entryId, raw, previous, deliveries] = (
+        next as [unknown, unknown, unknown, unknown][]
+      )[0] as [unknown, unknown, unknown, unknown];
       const prev = String(previous);
       toAck = await this.#ordered(
         owned,
@@ -1408,8 +1434,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         [this.group, toAck, this.name, this.name],
         this.#s.clock.now() + this.#o.visibilityMs - this.#margin,
       );
-      if (r === -1 || r === 0)
-        this.#lose(owned, 'the message or the partition lease was taken over');
+      if (r === -1 || r === 0) this.#lose(owned, TAKEN_OVER);
     }
     if (!owned.lost) {
       await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(
@@ -1418,6 +1443,127 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         },
       );
     }
+  }
+
+  /** Stops an owned partition's loop after its current message (and wakes it if idle). */
+  #stopOwned(owned: Owned): void {
+    owned.stopping = true;
+    this.#idle.get(owned.p)?.wake();
+  }
+
+  /**
+   * Waits until partition `owned` may have something new: an entry after `after` (the id of the
+   * stream's last entry when the partition's read found nothing) — seen by one blocking `XREAD`
+   * on the reader connection for all of this consumer's idle partitions, which does not touch
+   * the group (the partition loop then reads it under its lease, as always) — or the lease is
+   * lost, or the partition stops. A read that times out (`blockMs`) wakes its partitions to
+   * look once more. Without a way to unblock the reader (Redis Cluster: the partitions' streams
+   * are in different slots), polls every `pollMs` instead.
+   * https://redis.io/docs/latest/commands/xread/ ,
+   * https://redis.io/docs/latest/commands/client-unblock/
+   */
+  #whenNew(owned: Owned, after: string): Promise<void> {
+    if (this.#readerId === undefined) return this.#pause(this.#o.pollMs, owned.controller.signal);
+    const signal = owned.controller.signal;
+    if (signal.aborted || !this.#active(owned)) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        if (this.#idle.get(owned.p)?.wake === wake) this.#idle.delete(owned.p);
+        off();
+        resolve();
+      };
+      const off = onAbort(signal, wake);
+      this.#idle.set(owned.p, { stream: owned.keys.stream, after, wake });
+      this.#kickWaiter();
+    });
+  }
+
+  /** Starts the waiter, or has it re-block to cover a partition its current read leaves out. */
+  #kickWaiter(): void {
+    if (this.#waiter === undefined) {
+      this.#waiter = this.#waitLoop()
+        .catch((error: unknown) => {
+          this.#report(error);
+        })
+        .finally(() => {
+          this.#waiter = undefined;
+          // A partition that went idle as the loop ended.
+          if (this.#idle.size > 0 && !this.#isClosing()) this.#kickWaiter();
+        });
+      return;
+    }
+    const blocked = this.#blockedOn;
+    if (blocked === undefined || this.#rearm) return;
+    for (const p of this.#idle.keys()) {
+      if (!blocked.has(p)) {
+        this.#rearm = true;
+        this.#unblock(0);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Unblocks the waiter's read. `CLIENT UNBLOCK` answers 0 when the reader is not blocked: its
+   * read may not have reached Redis yet (it went out on another connection), so that is tried
+   * again shortly while the waiter is still blocked (an unblock that reaches a later read only
+   * has it block again).
+   */
+  #unblock(tries: number): void {
+    void this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId as number).then(
+      (n) => {
+        if (Number(n) !== 0 || tries >= 50) return;
+        if (this.#blockedOn === undefined || this.#isClosing()) return;
+        this.#s.clock
+          .setTimer(() => {
+            this.#unblock(tries + 1);
+          }, 1)
+          .unref();
+      },
+      () => undefined,
+    );
+  }
+
+  async #waitLoop(): Promise<void> {
+    while (!this.#isClosing() && this.#idle.size > 0) {
+      const waits = [...this.#idle];
+      this.#blockedOn = new Set(waits.map(([p]) => p));
+      this.#rearm = false;
+      const began = this.#s.clock.now();
+      let reply: unknown;
+      try {
+        reply = await this.#reader.call(
+          'XREAD',
+          'COUNT',
+          1,
+          'BLOCK',
+          this.#o.blockMs,
+          'STREAMS',
+          ...waits.map(([, w]) => w.stream),
+          ...waits.map(([, w]) => w.after),
+        );
+      } catch (error) {
+        this.#blockedOn = undefined;
+        if (this.#isClosing()) return;
+        this.#report(new QueueRedisError(`wait for ${this.topic}`, this.#reader, error));
+        // Each partition looks again itself (and comes back here if still idle).
+        for (const [, w] of waits) w.wake();
+        await this.#pause(this.#o.pollMs);
+        continue;
+      }
+      this.#blockedOn = undefined;
+      if (reply === null || reply === undefined) {
+        // Answered before its time: unblocked to add a partition (or by an unblock meant for
+        // the read before, which reached this one): block again at once. Timed out: every
+        // waiting partition looks once more (a slow poll, should a wake-up have been missed).
+        if (this.#s.clock.now() - began < this.#o.blockMs - 1) continue;
+        for (const [, w] of waits) w.wake();
+        continue;
+      }
+      const streams = new Set(streamsOf(reply));
+      for (const [, w] of waits) if (streams.has(w.stream)) w.wake();
+    }
+    this.#blockedOn = undefined;
   }
 
   /**
@@ -1434,8 +1580,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const token = this.name;
     const deadlineOf = (): number => this.#s.clock.now() + this.#o.visibilityMs - this.#margin;
     const refused = (r: unknown): void => {
-      if (r === -1 || r === 0)
-        this.#lose(owned, 'the message or the partition lease was taken over');
+      if (r === -1 || r === 0) this.#lose(owned, TAKEN_OVER);
     };
     if (!entry.ok) {
       refused(await this.#quarantine(keys, lease, token, '', entry, deadlineOf()));
@@ -1560,7 +1705,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     }
     await this.#main.catch(() => undefined);
     await this.#sweeping.catch(() => undefined);
-    for (const owned of this.#owned.values()) owned.stopping = true;
+    for (const owned of this.#owned.values()) this.#stopOwned(owned);
     const pending = (): Promise<unknown> =>
       Promise.all([this.#whenDrained(), ...[...this.#owned.values()].map((o) => o.loop)]);
     let timer: Timer | undefined;

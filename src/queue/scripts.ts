@@ -15,6 +15,11 @@
  */
 import { luaScript, type LuaScript } from '../core/index.js';
 
+/**
+ * Helpers every script starts with. `done_cut(stream)`: where a one-group stream is done (see
+ * {@link TRIM_DONE}) — its oldest pending entry (and `true`: something is still pending), else
+ * just past its last delivered one — or nil with several groups.
+ */
 const PRELUDE = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,6 +36,17 @@ local function settle(stream, group, id)
   redis.call('XACK', stream, group, id)
   if #redis.call('XINFO', 'GROUPS', stream) == 1 then redis.call('XDEL', stream, id) end
 end
+local function done_cut(stream)
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  if #groups ~= 1 then return nil end
+  local info = {}
+  for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
+  if tonumber(info['pending']) > 0 then return redis.call('XPENDING', stream, info['name'])[2], true end
+  local last = info['last-delivered-id']
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  if ms == nil or #seq > 15 then return last, true end
+  return ms .. '-' .. string.format('%d', tonumber(seq) + 1), false
+end
 local function tail(from)
   local out = {}
   for i = from, #ARGV do out[#out + 1] = ARGV[i] end
@@ -41,7 +57,7 @@ end
 const script = (body: string): LuaScript => luaScript(PRELUDE + body);
 
 /**
- * Send with dedup and/or delay. KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
+ * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first). KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
  * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
  * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
  */
@@ -49,14 +65,13 @@ export const SEND = script(`
 if ARGV[1] ~= '0' then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return {0, ''} end
 end
-local fields = tail(3)
 local delay = tonumber(ARGV[2])
 if delay > 0 then
   local due = now_ms() + delay
-  redis.call('ZADD', KEYS[2], due, cjson.encode(fields))
+  redis.call('ZADD', KEYS[2], due, cjson.encode(tail(3)))
   return {2, tostring(due)}
 end
-return {1, redis.call('XADD', KEYS[1], '*', unpack(fields))}
+return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
 `);
 
 /**
@@ -100,9 +115,14 @@ return 1
  * late ack of an older delivery of an entry that was since reclaimed back to this same
  * consumer (XCLAIM counts one more delivery: https://redis.io/docs/latest/commands/xclaim/) —
  * the newer delivery settles it. With the delete flag, the acked entries and the earlier acked
- * ids are deleted when the stream has one group (as {@link ACK} does at once); without it the
- * consumer remembers what it acked and deletes it with a later call. Returns per delivery
- * 1 acked / 0 refused.
+ * ids are removed when the stream has one group (as {@link ACK} does at once); without it the
+ * consumer remembers what it acked and removes it with a later call. They are removed as
+ * {@link TRIM_DONE} trims — `XTRIM MINID` at the group's oldest pending entry (or, with none
+ * pending, just past its last delivered one), which drops whole stream nodes at once: every
+ * entry below that was delivered and is not pending, so it was acked — and only while some
+ * older message is still pending are they also deleted with `XDEL` (which looks each id up in
+ * its node: the costly way, for the acked ids that pending one keeps above the cut). Returns
+ * per delivery 1 acked / 0 refused.
  */
 export const ACK_MANY = script(`
 local g, me = ARGV[1], ARGV[2]
@@ -133,8 +153,12 @@ end
 if #ids > 0 then redis.call('XACK', KEYS[1], g, unpack(ids)) end
 if ARGV[6] == '1' then
   for i = 8, first - 1 do ids[#ids + 1] = ARGV[i] end
-  if #ids > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then
-    redis.call('XDEL', KEYS[1], unpack(ids))
+  if #ids > 0 then
+    local cut, pending = done_cut(KEYS[1])
+    if cut ~= nil then
+      redis.call('XTRIM', KEYS[1], 'MINID', cut)
+      if pending then redis.call('XDEL', KEYS[1], unpack(ids)) end
+    end
   end
 end
 return flags
@@ -207,8 +231,10 @@ return out
  * counts stay true. When ARGV[4] names an entry, it is acked first, in the same step (the
  * previous message's handler resolved): one script call per message. KEYS: stream, lease.
  * ARGV: group, consumer, lease token, entry id to ack ('' for none). Returns `-1` without the
- * lease, `0` when the entry to ack is no longer this consumer's, `{}` when there is nothing
- * next, else `{{entry id, fields, previous owner or '', deliveries}}`.
+ * lease, `0` when the entry to ack is no longer this consumer's, when there is nothing next the
+ * id of the stream's last entry (`'0-0'` when it is empty) — nothing was delivered, so every
+ * entry the group has not read yet comes after it: the consumer waits for one with `XREAD` from
+ * that id — else `{{entry id, fields, previous owner or '', deliveries}}`.
  */
 export const NEXT = script(`
 if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
@@ -226,7 +252,11 @@ while #pend == 1 do
   pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
 end
 local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-if not r then return {} end
+if not r then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if last then return last[1] end
+  return '0-0'
+end
 local e = r[1][2][1]
 return {{e[1], e[2], '', 1}}
 `);
@@ -306,19 +336,8 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
  * https://redis.io/docs/latest/commands/xtrim/. KEYS: stream. Returns how many were trimmed.
  */
 export const TRIM_DONE = script(`
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups ~= 1 then return 0 end
-local info = {}
-for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
-local cut
-if tonumber(info['pending']) > 0 then
-  cut = redis.call('XPENDING', KEYS[1], info['name'])[2]
-else
-  local ms, seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
-  -- The next id after the last delivered one (MINID keeps ids at or above the cut).
-  if ms == nil or #seq > 15 then return 0 end
-  cut = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
-end
+local cut = done_cut(KEYS[1])
+if cut == nil then return 0 end
 return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 `);
 
@@ -366,12 +385,18 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 
 /**
  * Idempotent effect: applies a list of commands and records the message as processed, unless
- * it already was. KEYS: processed-record key, then every command's keys in order. ARGV: record
- * ttl ms, command count, then per command: key count, arg count, name, args. Returns 1 applied,
- * 0 already processed.
+ * it already was. The record is taken first (`SET NX`: one command does the check and the
+ * write); a command that fails gives it back and fails the script, so the message is not
+ * recorded as processed and its retry applies the effect (scripts are not rolled back: the
+ * commands before the failing one stay applied, as they did when the record was written last).
+ * `redis.pcall` returns a command's error instead of raising it:
+ * https://redis.io/docs/latest/develop/interact/programmability/lua-api/#redis.pcall
+ * KEYS: processed-record key, then every command's keys in order. ARGV: record ttl ms, command
+ * count, then per command: key count, arg count, name, args. Returns 1 applied, 0 already
+ * processed.
  */
 export const APPLY_ONCE = luaScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
 local ki, ai = 2, 3
 for _ = 1, tonumber(ARGV[2]) do
   local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
@@ -379,8 +404,11 @@ for _ = 1, tonumber(ARGV[2]) do
   ai = ai + 3
   for _ = 1, nk do cmd[#cmd + 1] = KEYS[ki]; ki = ki + 1 end
   for _ = 1, na do cmd[#cmd + 1] = ARGV[ai]; ai = ai + 1 end
-  redis.call(unpack(cmd))
+  local r = redis.pcall(unpack(cmd))
+  if type(r) == 'table' and r.err ~= nil then
+    redis.call('DEL', KEYS[1])
+    return redis.error_reply(r.err)
+  end
 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 `);

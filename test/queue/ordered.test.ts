@@ -57,6 +57,83 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     expect(overlaps).toBe(0);
   });
 
+  it('ordered: an idle partition is woken by a new message, not by its next poll (polls and blocking reads 60 s apart)', async () => {
+    const queue = queueOf({ partitions: 4 });
+    // One key per partition, found by hashing (the partition a key goes to is fixed).
+    const keyOf = new Map<number, string>();
+    for (let i = 0; keyOf.size < 4; i++) {
+      const key = `key${i}`;
+      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('wake', key))?.[1]);
+      if (!keyOf.has(p)) keyOf.set(p, key);
+    }
+    const seen: string[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'wake',
+      'g',
+      (m) => {
+        seen.push(`${m.partition}:${m.payload.n}`);
+      },
+      { ordered: true, concurrency: 4, pollMs: 60_000, blockMs: 60_000 },
+    );
+    const acked = async (p: number): Promise<void> => {
+      const stream = queue.keys('wake', p).stream;
+      await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 10_000);
+    };
+    // Each message goes to a partition that has been idle since its last one was acked: the
+    // partitions go idle at different times, so later ones join a blocking read already waiting.
+    let n = 0;
+    for (let round = 0; round < 2; round++) {
+      for (const p of [0, 1, 2, 3]) {
+        await queue.send('wake', { n }, { key: keyOf.get(p) });
+        await until(() => expect(seen).toContain(`${p}:${n}`), 10_000);
+        await acked(p);
+        n++;
+      }
+    }
+    expect(seen).toHaveLength(8);
+    // Closing does not wait for the 60-second blocking read.
+    await consumer.close();
+  });
+
+  it('ordered: after Redis restarts, idle partitions are still woken by new messages (the reader’s new connection id is used to add them)', async () => {
+    const queue = queueOf({ partitions: 4 });
+    const keyOf = new Map<number, string>();
+    for (let i = 0; keyOf.size < 4; i++) {
+      const key = `key${i}`;
+      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('wake', key))?.[1]);
+      if (!keyOf.has(p)) keyOf.set(p, key);
+    }
+    const seen: string[] = [];
+    queue.consume<{ n: number }>(
+      'wake',
+      'g',
+      (m) => {
+        seen.push(`${m.partition}:${m.payload.n}`);
+      },
+      { ordered: true, concurrency: 4, pollMs: 60_000, blockMs: 60_000, visibilityMs: 1500 },
+    );
+    const acked = async (p: number): Promise<void> => {
+      const stream = queue.keys('wake', p).stream;
+      await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 10_000);
+    };
+    await queue.send('wake', { n: 0 }, { key: keyOf.get(0) });
+    await until(() => expect(seen).toContain('0:0'), 10_000);
+    await redis().restart(0);
+    // Back empty: the consumer re-creates its groups and takes its leases again.
+    await until(async () => {
+      for (const p of [0, 1, 2, 3]) {
+        expect(await client.get(`keel:q:{wake:${p}}:lease:g`)).not.toBeNull();
+      }
+    }, 20_000);
+    let n = 1;
+    for (const p of [1, 2, 3, 0]) {
+      await queue.send('wake', { n }, { key: keyOf.get(p) });
+      await until(() => expect(seen).toContain(`${p}:${n}`), 10_000);
+      await acked(p);
+      n++;
+    }
+  });
+
   it('ordered: a handler stuck past its visibility timeout gives the partition up; the next owner redelivers in order and the late ack is refused', async () => {
     const queue = queueOf();
     let release: () => void = () => undefined;
@@ -122,6 +199,33 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     await until(async () => expect(await client.xlen(queue.keys('pay', 0).stream)).toBe(0), 10_000);
     expect(await client.hget('{acct}:balance', 'alice')).toBe('5');
     expect(await client.lrange('{acct}:log', 0, -1)).toHaveLength(1);
+  });
+
+  it('idempotent: an effect command Redis refuses records nothing — the retry applies the effect', async () => {
+    const queue = queueOf();
+    await client.set('{acct}:count', 'not a hash');
+    const inner = idempotent<{ n: number }>({ client: redis().client(0) }, (m, effect) => {
+      effect.call('RPUSH', ['{acct}:log'], m.id);
+      effect.call('HINCRBY', ['{acct}:count'], 'n', m.payload.n);
+    });
+    const attempts: number[] = [];
+    queue.consume<{ n: number }>(
+      'pay',
+      'g',
+      async (m) => {
+        attempts.push(m.attempt);
+        if (m.attempt === 2) await client.del('{acct}:count');
+        await inner(m);
+      },
+      { backoff: () => 0 },
+    );
+    await queue.send('pay', { n: 3 }, { id: 'pay-1' });
+    await until(() => expect(attempts).toEqual([1, 2]), 10_000);
+    await until(async () => expect(await client.hget('{acct}:count', 'n')).toBe('3'), 10_000);
+    expect(await client.keys('keel:q:done:*')).toHaveLength(1);
+    // The first attempt's RPUSH ran before HINCRBY failed (a script is not rolled back), and the
+    // retry ran the whole effect: as before, a failing effect is applied again in full.
+    expect(await client.lrange('{acct}:log', 0, -1)).toEqual(['pay-1', 'pay-1']);
   });
 
   it('idempotent: bad effect commands are typed errors, and the message is retried', () => {

@@ -52,6 +52,38 @@ describeRedis('keel/queue on a real redis-server', () => {
     expect(pending[0]).toBe(0);
   });
 
+  it('acked entries are removed while an older message is still pending; the pending one stays and is acked later', async () => {
+    const queue = queueOf();
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let handled = 0;
+    queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      async (m) => {
+        // The first message is held while the next 40 are handled and acked.
+        if (m.payload.n === 0) await held;
+        handled++;
+      },
+      { concurrency: 8 },
+    );
+    const first = await queue.send('orders', { n: 0 });
+    await queue.sendMany(
+      'orders',
+      Array.from({ length: 40 }, (_, i) => ({ payload: { n: i + 1 } })),
+    );
+    const stream = queue.keys('orders', 0).stream;
+    await until(() => expect(handled).toBe(40), 10_000);
+    // Acked entries are deleted in batches (at least 16 at a time): all but a few are gone,
+    // and the held one is still there, pending.
+    await until(async () => expect(await client.xlen(stream)).toBeLessThan(16), 10_000);
+    expect((await client.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0]).toBe(first.entryId);
+    expect((await client.xpending(stream, 'g'))[0]).toBe(1);
+    release();
+    await until(() => expect(handled).toBe(41), 10_000);
+    await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 10_000);
+  });
+
   it('dedups by message id within the window: the second send enqueues nothing', async () => {
     const queue = queueOf();
     const first = await queue.send('orders', { n: 1 }, { id: 'order-1' });
