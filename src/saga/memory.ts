@@ -15,7 +15,7 @@
 import { resolveOptions, type LuaScript } from '../core/index.js';
 import { functionOption } from '../core/options.js';
 import { ACQUIRE, COMPLETE, RELEASE, RENEW, UNDO_BEGIN, UNDO_END } from './idempotency.js';
-import { CANCEL, CLAIM, LIST, READ, START, TRANSITION } from './scripts.js';
+import { CANCEL, CLAIM, LIST, READ, START, TRANSITION, TRANSITIONS } from './scripts.js';
 
 type Value =
   | { readonly kind: 'hash'; readonly map: Map<string, string> }
@@ -329,6 +329,28 @@ const transition: Port = (ks, keys, a) => {
   }
 };
 
+/**
+ * Several transitions in one call (TRANSITIONS): each is {@link transition} on its six keys and
+ * its arguments, answered separately; one that throws is answered `[-1, message]`.
+ */
+const transitions: Port = (ks, keys, a) => {
+  const out: unknown[] = [];
+  const shared = a.slice(1, 5); // leaseMs, history cap, retentionMs, history kept
+  for (let i = 0; i < Number(a[0]); i++) {
+    const own = a.slice(5 + 8 * i, 13 + 8 * i);
+    const args = [...own.slice(0, 4), ...shared, ...own.slice(4)];
+    try {
+      out.push(transition(ks, keys.slice(6 * i, 6 * i + 6), args));
+    } catch (error) {
+      // Redis answers an error of `redis.call` as its message, and `redis.error_reply(text)`
+      // (an unknown op) as `text` alone, with no `ERR ` code in front.
+      const message = error instanceof Error ? error.message : String(error);
+      out.push([-1, message.replace(/^ERR (keel saga: )/, '$1')]);
+    }
+  }
+  return out;
+};
+
 const start: Port = (ks, keys, a) => {
   const now = ks.now();
   const [h, hist, live] = keys as [string, string, string];
@@ -518,6 +540,7 @@ function scriptTables(): {
   if (tables !== undefined) return tables;
   const all: [LuaScript, Port][] = [
     [TRANSITION, transition],
+    [TRANSITIONS, transitions],
     [START, start],
     [CLAIM, claim],
     [READ, read],

@@ -35,20 +35,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
 /**
- * A transition of an instance the caller owns.
- * KEYS: 1 hash, 2 history, 3 live, 4 fin:completed, 5 fin:compensated, 6 fin:needs-attention.
- * ARGV: 1 id, 2 owner, 3 fence, 4 version, 5 leaseMs, 6 history cap, 7 retentionMs,
- * 8 history kept when finished, 9 op, 10 step, 11 detail, 12 op argument.
- * Replies `{1, version, now, lease, status, cj, why}` or `{0, why, fence, version, status}`.
- * A heartbeat (`renew`) checks the owner and fence only: it may cross a transition of the same
- * owner.
- *
- * Cost: the fields a transition changes go into ONE `HSET` at its end, `cj` and `why` for the
- * reply come from the first `HMGET` (not read again after the write), and the history is trimmed
- * only when `RPUSH` answers a length past its cap — five commands for a transition that neither
- * finishes nor trims (`TIME`, `HMGET`, `HSET`, `ZADD`, `RPUSH`; nine before).
+ * The logic of one transition, as a Lua function of its keys, arguments and the server time, shared
+ * by {@link TRANSITION} (one transition) and {@link TRANSITIONS} (several in one script call).
  */
-export const TRANSITION = luaScript(`${NOW}
+const TRANSITION_FUNCTION = `
+local function transition(KEYS, ARGV, now)
 local h = KEYS[1]
 local id = ARGV[1]
 local fence = ARGV[3]
@@ -150,6 +141,67 @@ elseif op == 'park' then
   return finish('needs-attention', 'park')
 end
 return redis.error_reply('keel saga: unknown transition ' .. op)
+end
+`;
+
+/**
+ * A transition of an instance the caller owns.
+ * KEYS: 1 hash, 2 history, 3 live, 4 fin:completed, 5 fin:compensated, 6 fin:needs-attention.
+ * ARGV: 1 id, 2 owner, 3 fence, 4 version, 5 leaseMs, 6 history cap, 7 retentionMs,
+ * 8 history kept when finished, 9 op, 10 step, 11 detail, 12 op argument.
+ * Replies `{1, version, now, lease, status, cj, why}` or `{0, why, fence, version, status}`.
+ * A heartbeat (`renew`) checks the owner and fence only: it may cross a transition of the same
+ * owner.
+ *
+ * Cost: the fields a transition changes go into ONE `HSET` at its end, `cj` and `why` for the
+ * reply come from the first `HMGET` (not read again after the write), and the history is trimmed
+ * only when `RPUSH` answers a length past its cap — five commands for a transition that neither
+ * finishes nor trims (`TIME`, `HMGET`, `HSET`, `ZADD`, `RPUSH`; nine before), four inside a
+ * {@link TRANSITIONS} call (which reads `TIME` once for all).
+ */
+export const TRANSITION = luaScript(`${NOW}${TRANSITION_FUNCTION}
+return transition(KEYS, ARGV, now)
+`);
+
+/**
+ * Several transitions in ONE script call: the transitions a coordinator issued in the same tick
+ * (see `TransitionBatcher` in store.ts). Each runs {@link TRANSITION}'s own logic, with its own
+ * owner, fence and version checks, on its own keys, and is answered separately: a refused or
+ * failing transition leaves the others exactly as they would be alone (a Lua error is caught
+ * with `pcall` and answered as that transition's error; its writes before the error stay, as
+ * they would after the same error in a script of its own). The server time is read once (the
+ * script is atomic: every transition in it happens at the same instant anyway).
+ *
+ * KEYS: {@link TRANSITION}'s six keys per transition, one transition after the other. ARGV: 1
+ * count, 2 leaseMs, 3 history cap, 4 retentionMs, 5 history kept when finished (the store's
+ * settings, the same for every transition), then per transition 8 arguments: id, owner, fence,
+ * version, op, step, detail, op argument. Replies a list with each transition's
+ * {@link TRANSITION} reply, or `{-1, message}` for one that raised an error.
+ *
+ * On Redis Cluster every transition of one call must be in one slot: the store groups them by
+ * hash tag.
+ */
+export const TRANSITIONS = luaScript(`${NOW}${TRANSITION_FUNCTION}
+local lease, cap, retention, keep = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local out = {}
+local k, a = 0, 5
+for i = 1, tonumber(ARGV[1]) do
+  local ok, r = pcall(transition,
+    {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]},
+    {ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], lease, cap, retention, keep,
+      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]},
+    now)
+  if not ok then
+    if type(r) == 'table' and r.err then r = r.err end
+    r = {-1, tostring(r)}
+  elseif type(r) == 'table' and r.err then
+    r = {-1, r.err}
+  end
+  out[i] = r
+  k = k + 6
+  a = a + 8
+end
+return out
 `);
 
 /**

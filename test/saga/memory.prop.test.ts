@@ -24,7 +24,15 @@ import {
   SagaCoordinator,
   defineSaga,
 } from '../../src/saga/index.js';
-import { CANCEL, CLAIM, LIST, READ, START, TRANSITION } from '../../src/saga/scripts.js';
+import {
+  CANCEL,
+  CLAIM,
+  LIST,
+  READ,
+  START,
+  TRANSITION,
+  TRANSITIONS,
+} from '../../src/saga/scripts.js';
 import { SagaStore } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -39,6 +47,7 @@ const TOKENS = ['t1', 't2'];
 const SCRIPTS: Readonly<Record<string, LuaScript>> = {
   START,
   TRANSITION,
+  TRANSITIONS,
   CLAIM,
   READ,
   CANCEL,
@@ -69,6 +78,22 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
   const keys = (id: string): string[] => [...store.keys('S', id).all];
   const base = store.base('S', 0);
   const idem = (k: string): string[] => [`${prefix}idem:{${k}}`];
+  const transition = fc
+    .record({
+      id: pick(IDS),
+      owner: pick(OWNERS),
+      fence: fc.integer({ min: 1, max: 3 }),
+      version: fc.integer({ min: 1, max: 8 }),
+      lease: pick(LEASES),
+      op: pick(OPS),
+      step: fc.integer({ min: -1, max: 3 }),
+    })
+    .map(({ id, owner, fence, version, lease, op, step }) => ({
+      keys: keys(id),
+      own: [id, owner, fence, version] as (string | number)[],
+      lease,
+      rest: [op, step, `detail ${op}`, op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`],
+    }));
   const call: fc.Arbitrary<Call> = fc.oneof(
     fc
       .record({
@@ -83,33 +108,19 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
         keys(id).slice(0, 3),
         [id, owner, 'S', input, lease, 4, 0, steps],
       ]),
+    transition.map(({ keys: k, own, lease, rest }): Call => [
+      'TRANSITION',
+      k,
+      [...own, lease, 4, 100_000, 2, ...rest],
+    ]),
+    // Several transitions in one call (what a coordinator sends for the transitions of a tick):
+    // the same ids may repeat, so a later one sees what an earlier one wrote.
     fc
-      .record({
-        id: pick(IDS),
-        owner: pick(OWNERS),
-        fence: fc.integer({ min: 1, max: 3 }),
-        version: fc.integer({ min: 1, max: 8 }),
-        lease: pick(LEASES),
-        op: pick(OPS),
-        step: fc.integer({ min: -1, max: 3 }),
-      })
-      .map(({ id, owner, fence, version, lease, op, step }): Call => [
-        'TRANSITION',
-        keys(id),
-        [
-          id,
-          owner,
-          fence,
-          version,
-          lease,
-          4,
-          100_000,
-          2,
-          op,
-          step,
-          `detail ${op}`,
-          op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`,
-        ],
+      .record({ lease: pick(LEASES), list: fc.array(transition, { minLength: 1, maxLength: 4 }) })
+      .map(({ lease, list }): Call => [
+        'TRANSITIONS',
+        list.flatMap((t) => t.keys),
+        [list.length, lease, 4, 100_000, 2, ...list.flatMap((t) => [...t.own, ...t.rest])],
       ]),
     fc
       // A limit of at least the number of ids: with a smaller one, which of two sagas whose
