@@ -330,17 +330,26 @@ const transition: Port = (ks, keys, a) => {
 };
 
 /**
- * Several transitions in one call (TRANSITIONS): each is {@link transition} on its six keys and
- * its arguments, answered separately; one that throws is answered `[-1, message]`.
+ * Several transitions in one call (TRANSITIONS, same layout): each is {@link transition} on its
+ * own keys and arguments, answered separately; one that throws is answered `[-1, message]`.
  */
 const transitions: Port = (ks, keys, a) => {
   const out: unknown[] = [];
-  const shared = a.slice(1, 5); // leaseMs, history cap, retentionMs, history kept
-  for (let i = 0; i < Number(a[0]); i++) {
-    const own = a.slice(5 + 8 * i, 13 + 8 * i);
-    const args = [...own.slice(0, 4), ...shared, ...own.slice(4)];
+  const n = Number(a[0]);
+  const m = Number(a[1]);
+  const shared = a.slice(2, 6); // leaseMs, history cap, retentionMs, history kept
+  for (let i = 0; i < n; i++) {
+    const own = a.slice(7 + 9 * i, 16 + 9 * i);
+    const g = 4 * (Number(own[0]) - 1);
+    const owner = own[2] === '' ? (a[6] as string) : (own[2] as string);
+    const args = [own[1] as string, owner, ...own.slice(3, 5), ...shared, ...own.slice(5)];
+    const mine = [
+      keys[4 * m + 2 * i] as string,
+      keys[4 * m + 2 * i + 1] as string,
+      ...keys.slice(g, g + 4),
+    ];
     try {
-      out.push(transition(ks, keys.slice(6 * i, 6 * i + 6), args));
+      out.push(transition(ks, mine, args));
     } catch (error) {
       // Redis answers an error of `redis.call` as its message, and `redis.error_reply(text)`
       // (an unknown op) as `text` alone, with no `ERR ` code in front.

@@ -70,6 +70,55 @@ interface Queued {
   readonly reject: (error: unknown) => void;
 }
 
+/**
+ * The keys and arguments of one {@link TRANSITIONS} call for `items` (each: its six keys, as
+ * {@link SagaStore.keys} gives them, and its eight arguments: id, owner, fence, version, op,
+ * step, detail, op argument). Each shard's four keys go once, and the owner once: the batch's
+ * owner is the first item's, and an item carrying it sends `''` instead — unless some item's
+ * owner is `''` itself (no coordinator has one: the option refuses it), in which case the batch's
+ * owner is `''` and every item sends its own, so `''` always decodes to what was meant.
+ * @internal
+ */
+export function encodeBatch(
+  items: readonly {
+    readonly keys: readonly string[];
+    readonly args: readonly (string | number)[];
+  }[],
+  settings: Pick<StoreConfig, 'leaseMs' | 'historyLimit' | 'retentionMs' | 'finishedHistory'>,
+): { keys: string[]; args: (string | number)[] } {
+  let owner = String(items[0]?.args[1] ?? '');
+  for (const item of items) if (item.args[1] === '') owner = '';
+  const shards = new Map<string, number>();
+  const shardKeys: string[] = [];
+  const own: string[] = [];
+  const perItem: (string | number)[] = [];
+  for (const { keys, args } of items) {
+    const live = keys[2] as string;
+    let g = shards.get(live);
+    if (g === undefined) {
+      g = shards.size + 1;
+      shards.set(live, g);
+      shardKeys.push(live, keys[3] as string, keys[4] as string, keys[5] as string);
+    }
+    own.push(keys[0] as string, keys[1] as string);
+    perItem.push(g, args[0] as string, args[1] === owner ? '' : (args[1] as string));
+    for (let i = 2; i < 8; i++) perItem.push(args[i] as string | number);
+  }
+  return {
+    keys: [...shardKeys, ...own],
+    args: [
+      items.length,
+      shards.size,
+      settings.leaseMs,
+      settings.historyLimit,
+      settings.retentionMs,
+      settings.finishedHistory,
+      owner,
+      ...perItem,
+    ],
+  };
+}
+
 /** A transition's reply inside a batch that raised an error there: `{-1, message}`. */
 function batchError(reply: unknown): Error | undefined {
   if (!Array.isArray(reply) || Number(reply[0]) !== -1) return undefined;
@@ -178,18 +227,7 @@ class TransitionBatcher {
       return;
     }
     const c = this.#config;
-    const keys: string[] = [];
-    const args: (string | number)[] = [
-      queue.length,
-      c.leaseMs,
-      c.historyLimit,
-      c.retentionMs,
-      c.finishedHistory,
-    ];
-    for (const q of queue) {
-      for (const key of q.keys) keys.push(key);
-      for (const arg of q.args) args.push(arg);
-    }
+    const { keys, args } = encodeBatch(queue, c);
     this.#inflight++;
     runScript(c.client, TRANSITIONS, keys, args).then(
       (replies) => {

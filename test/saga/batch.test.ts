@@ -104,6 +104,35 @@ describeRedis('saga transitions batched per tick', () => {
     expect(after.every((r) => r.ok)).toBe(true);
   });
 
+  it('each transition in a batch is checked against its own owner (sent once when shared)', async () => {
+    const store = storeOf(client, 'owners:');
+    const rows = await startAll(store, 4);
+    const theirs = await store.start('b', 'theirs', 'you', '{}', 0, 3);
+    const you = { owner: 'you', fence: 1, version: theirs.row?.version ?? 0 };
+    await admin.config('RESETSTAT');
+    const replies = await Promise.all([
+      store.transition('b', 'i-0', rows[0] ?? you, 'begin', 0, '', '1'),
+      store.transition('b', 'i-1', rows[1] ?? you, 'begin', 0, '', '1'),
+      store.transition('b', 'theirs', you, 'begin', 0, '', '1'),
+      // Not the owner: refused, though another transition of the batch is its owner's.
+      store.transition('b', 'theirs', { ...you, owner: 'me' }, 'done', 0, '', '{}'),
+      // An empty owner (no coordinator has one) is not taken for the batch's shared owner.
+      store.transition('b', 'i-2', { ...(rows[2] ?? you), owner: '' }, 'begin', 0, '', '1'),
+      store.transition('b', 'i-3', rows[3] ?? you, 'begin', 0, '', '1'),
+    ]);
+    expect((await scriptCalls(admin)).evalsha).toBe(2);
+    expect(replies.map((r) => (r.ok ? 'ok' : r.why))).toEqual([
+      'ok',
+      'ok',
+      'ok',
+      'fenced',
+      'fenced',
+      'ok',
+    ]);
+    expect((await store.read('b', 'theirs'))?.row).toMatchObject({ owner: 'you', version: 2 });
+    expect((await store.read('b', 'i-2'))?.row).toMatchObject({ owner: 'me', version: 1 });
+  });
+
   it('a finishing transition and a step transition in one batch each do their own writes', async () => {
     const store = storeOf(client, 'fin:');
     const rows = await startAll(store, 4);

@@ -33,7 +33,7 @@ import {
   TRANSITION,
   TRANSITIONS,
 } from '../../src/saga/scripts.js';
-import { SagaStore } from '../../src/saga/store.js';
+import { SagaStore, encodeBatch } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const IDS = ['a', 'b'];
@@ -117,11 +117,13 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
     // the same ids may repeat, so a later one sees what an earlier one wrote.
     fc
       .record({ lease: pick(LEASES), list: fc.array(transition, { minLength: 1, maxLength: 4 }) })
-      .map(({ lease, list }): Call => [
-        'TRANSITIONS',
-        list.flatMap((t) => t.keys),
-        [list.length, lease, 4, 100_000, 2, ...list.flatMap((t) => [...t.own, ...t.rest])],
-      ]),
+      .map(({ lease, list }): Call => {
+        const batch = encodeBatch(
+          list.map((t) => ({ keys: t.keys, args: [...t.own, ...t.rest] })),
+          { leaseMs: lease, historyLimit: 4, retentionMs: 100_000, finishedHistory: 2 },
+        );
+        return ['TRANSITIONS', batch.keys, batch.args];
+      }),
     fc
       // A limit of at least the number of ids: with a smaller one, which of two sagas whose
       // leases end in the same millisecond is claimed depends on each backend's own clock.
