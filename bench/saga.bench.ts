@@ -3,7 +3,8 @@
  * change (one fenced transition script) is measured against it (target ≤ 2× PING at p50); a
  * 5-step saga end to end (start + begin/done per step = 11 round trips) against the same 5
  * steps hand-written with no durability (each step's effect is one Redis INCR in both, standing
- * in for the remote call); 100 sagas in flight at once (target ≥ 50 k transitions/s). Reports:
+ * in for the remote call); 100 sagas in flight at once (target ≥ 50 k transitions/s), with those
+ * steps and with steps that do no I/O (the transitions alone, as the issue's floor). Reports:
  * Redis commands per saga (`INFO commandstats`, deterministic), bytes per finished saga
  * (`MEMORY USAGE`, target ≤ 1 KB), and the takeover time of a dead coordinator's saga (target:
  * within its lease plus one recovery poll). Figures on a loaded 2-core machine are indicative.
@@ -27,6 +28,7 @@ let client: Redis | undefined;
 let effects: Redis | undefined;
 let coordinator: SagaCoordinator | undefined;
 let saga: SagaDefinition<typeof input, unknown> | undefined;
+let bare: SagaDefinition<typeof input, unknown> | undefined;
 let store: SagaStore | undefined;
 let serial = 0;
 
@@ -44,12 +46,23 @@ function fiveSteps(): SagaDefinition<typeof input, unknown> {
   return defineSaga('bench', [step('s1'), step('s2'), step('s3'), step('s4'), step('s5')]);
 }
 
+/**
+ * The same five steps with no I/O (each answers at once): what is left is the transitions
+ * alone, as in the floor the issue's 50 k/s target comes from (one plain script call per
+ * transition, 100 in flight, nothing else on the connection or the server).
+ */
+function fiveBareSteps(): SagaDefinition<typeof input, unknown> {
+  const step = (name: string) => ({ name, run: () => ({ ok: name.length }) });
+  return defineSaga('bare', [step('s1'), step('s2'), step('s3'), step('s4'), step('s5')]);
+}
+
 async function setup(): Promise<void> {
   harness = await RedisHarness.start({ count: 1 });
   client = harness.client(0);
   effects = harness.client(0);
   saga = fiveSteps();
-  coordinator = new SagaCoordinator({ redis: client, sagas: [saga], recovery: false });
+  bare = fiveBareSteps();
+  coordinator = new SagaCoordinator({ redis: client, sagas: [saga, bare], recovery: false });
   store = new SagaStore({
     client,
     prefix: 'bench:one:',
@@ -121,6 +134,18 @@ async function handWritten(): Promise<number> {
 
 async function inFlight(): Promise<number> {
   await Promise.all(Array.from({ length: IN_FLIGHT }, oneSaga));
+  return IN_FLIGHT;
+}
+
+async function bareInFlight(): Promise<number> {
+  const c = coordinator as SagaCoordinator;
+  const def = bare as SagaDefinition<typeof input, unknown>;
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      const outcome = await c.run(def, `b-${serial++}`, input);
+      if (outcome.status !== 'completed') throw new Error(`bench: saga ${outcome.status}`);
+    }),
+  );
   return IN_FLIGHT;
 }
 
@@ -247,6 +272,7 @@ async function reports(
   const whole = measured.get(SAGA);
   const hand = measured.get(HAND);
   const many = measured.get(MANY);
+  const bareMany = measured.get(BARE);
   const timing: Record<string, string | number>[] = [
     {
       measure: 'PING p50 (the floor)',
@@ -282,6 +308,16 @@ async function reports(
       verdict:
         many === undefined ? '' : verdict(many.opsPerSec * IN_FLIGHT * TRANSITIONS >= 50_000),
     },
+    {
+      measure: `transitions/s with ${IN_FLIGHT} sagas in flight, steps without I/O (the issue's floor was measured so)`,
+      value:
+        bareMany === undefined ? 'n/a' : Math.round(bareMany.opsPerSec * IN_FLIGHT * TRANSITIONS),
+      target: '≥ 50000',
+      verdict:
+        bareMany === undefined
+          ? ''
+          : verdict(bareMany.opsPerSec * IN_FLIGHT * TRANSITIONS >= 50_000),
+    },
   ];
   const rows = [
     ...timing,
@@ -297,6 +333,7 @@ const ONE = 'one saga transition (fenced script)';
 const SAGA = `${STEPS}-step saga end to end (${TRANSITIONS} transitions + ${STEPS} step calls)`;
 const HAND = `${STEPS} steps hand-written, no durability (${STEPS} step calls)`;
 const MANY = `${IN_FLIGHT} ${STEPS}-step sagas in flight`;
+const BARE = `${IN_FLIGHT} ${STEPS}-step sagas in flight, steps without I/O`;
 
 export const suite = defineSuite({
   name: 'saga',
@@ -307,6 +344,7 @@ export const suite = defineSuite({
     { name: HAND, kind: 'baseline', fn: handWritten },
     { name: SAGA, kind: 'keel', fn: oneSaga, compareTo: HAND },
     { name: MANY, kind: 'keel', fn: inFlight },
+    { name: BARE, kind: 'keel', fn: bareInFlight },
   ],
   reports,
   setup,

@@ -15,7 +15,7 @@
 import { resolveOptions, type LuaScript } from '../core/index.js';
 import { functionOption } from '../core/options.js';
 import { ACQUIRE, COMPLETE, RELEASE, RENEW, UNDO_BEGIN, UNDO_END } from './idempotency.js';
-import { CANCEL, CLAIM, LIST, READ, START, TRANSITION } from './scripts.js';
+import { CANCEL, CLAIM, LIST, READ, START, TRANSITION, TRANSITIONS } from './scripts.js';
 
 type Value =
   | { readonly kind: 'hash'; readonly map: Map<string, string> }
@@ -329,6 +329,37 @@ const transition: Port = (ks, keys, a) => {
   }
 };
 
+/**
+ * Several transitions in one call (TRANSITIONS, same layout): each is {@link transition} on its
+ * own keys and arguments, answered separately; one that throws is answered `[-1, message]`.
+ */
+const transitions: Port = (ks, keys, a) => {
+  const out: unknown[] = [];
+  const n = Number(a[0]);
+  const m = Number(a[1]);
+  const shared = a.slice(2, 6); // leaseMs, history cap, retentionMs, history kept
+  for (let i = 0; i < n; i++) {
+    const own = a.slice(7 + 9 * i, 16 + 9 * i);
+    const g = 4 * (Number(own[0]) - 1);
+    const owner = own[2] === '' ? (a[6] as string) : (own[2] as string);
+    const args = [own[1] as string, owner, ...own.slice(3, 5), ...shared, ...own.slice(5)];
+    const mine = [
+      keys[4 * m + 2 * i] as string,
+      keys[4 * m + 2 * i + 1] as string,
+      ...keys.slice(g, g + 4),
+    ];
+    try {
+      out.push(transition(ks, mine, args));
+    } catch (error) {
+      // Redis answers an error of `redis.call` as its message, and `redis.error_reply(text)`
+      // (an unknown op) as `text` alone, with no `ERR ` code in front.
+      const message = error instanceof Error ? error.message : String(error);
+      out.push([-1, message.replace(/^ERR (keel saga: )/, '$1')]);
+    }
+  }
+  return out;
+};
+
 const start: Port = (ks, keys, a) => {
   const now = ks.now();
   const [h, hist, live] = keys as [string, string, string];
@@ -518,6 +549,7 @@ function scriptTables(): {
   if (tables !== undefined) return tables;
   const all: [LuaScript, Port][] = [
     [TRANSITION, transition],
+    [TRANSITIONS, transitions],
     [START, start],
     [CLAIM, claim],
     [READ, read],

@@ -7,6 +7,7 @@ import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import { IdempotencyKeys, SagaCoordinator, defineSaga } from '../../src/saga/index.js';
+import { SagaStore } from '../../src/saga/store.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedisCluster } from '../support/vitest.js';
 
@@ -62,6 +63,61 @@ describeRedis('keel/saga on Redis Cluster', () => {
     } finally {
       await a.close();
       await b.close();
+    }
+  }, 120_000);
+
+  it('transitions of one tick are batched per hash tag: no batch crosses a slot', async () => {
+    const store = new SagaStore({
+      client,
+      prefix: 'batch:',
+      shards: 8,
+      leaseMs: 15_000,
+      historyLimit: 64,
+      finishedHistory: 6,
+      retentionMs: 60_000,
+    });
+    const ids = Array.from({ length: 40 }, (_, i) => `t-${i}`);
+    const rows: { owner: string; fence: number; version: number }[] = [];
+    for (const id of ids) {
+      const started = await store.start('cb', id, 'me', '{}', 0, 3);
+      rows.push({ owner: 'me', fence: 1, version: started.row?.version ?? 0 });
+    }
+    const masters = cluster().nodes.map((n) => cluster().nodeClient(n.index));
+    const calls = async (): Promise<number> => {
+      let total = 0;
+      for (const m of masters) {
+        const info = await m.info('commandstats');
+        for (const x of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm))
+          total += Number(x[1]);
+      }
+      return total;
+    };
+    try {
+      const before = await calls();
+      // One is refused (stale fence): only its own transition.
+      const replies = await Promise.all(
+        ids.map((id, i) =>
+          store.transition(
+            'cb',
+            id,
+            { owner: 'me', fence: i === 9 ? 5 : 1, version: rows[i]?.version ?? 0 },
+            'begin',
+            0,
+            '',
+            '1',
+          ),
+        ),
+      );
+      const sent = (await calls()) - before;
+      expect(replies.map((r) => r.ok)).toEqual(ids.map((_, i) => i !== 9));
+      expect(replies[9]).toMatchObject({ ok: false, why: 'fenced' });
+      // The first alone, then at most one call per hash tag (8 shards), NOSCRIPT fallbacks aside.
+      expect(sent).toBeLessThanOrEqual(2 * (1 + 8));
+      for (const [i, id] of ids.entries()) {
+        expect((await store.read('cb', id))?.row.version).toBe(i === 9 ? 1 : 2);
+      }
+    } finally {
+      for (const m of masters) m.disconnect();
     }
   }, 120_000);
 });

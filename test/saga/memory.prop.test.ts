@@ -24,8 +24,16 @@ import {
   SagaCoordinator,
   defineSaga,
 } from '../../src/saga/index.js';
-import { CANCEL, CLAIM, LIST, READ, START, TRANSITION } from '../../src/saga/scripts.js';
-import { SagaStore } from '../../src/saga/store.js';
+import {
+  CANCEL,
+  CLAIM,
+  LIST,
+  READ,
+  START,
+  TRANSITION,
+  TRANSITIONS,
+} from '../../src/saga/scripts.js';
+import { SagaStore, encodeBatch } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const IDS = ['a', 'b'];
@@ -39,6 +47,7 @@ const TOKENS = ['t1', 't2'];
 const SCRIPTS: Readonly<Record<string, LuaScript>> = {
   START,
   TRANSITION,
+  TRANSITIONS,
   CLAIM,
   READ,
   CANCEL,
@@ -69,6 +78,22 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
   const keys = (id: string): string[] => [...store.keys('S', id).all];
   const base = store.base('S', 0);
   const idem = (k: string): string[] => [`${prefix}idem:{${k}}`];
+  const transition = fc
+    .record({
+      id: pick(IDS),
+      owner: pick(OWNERS),
+      fence: fc.integer({ min: 1, max: 3 }),
+      version: fc.integer({ min: 1, max: 8 }),
+      lease: pick(LEASES),
+      op: pick(OPS),
+      step: fc.integer({ min: -1, max: 3 }),
+    })
+    .map(({ id, owner, fence, version, lease, op, step }) => ({
+      keys: keys(id),
+      own: [id, owner, fence, version] as (string | number)[],
+      lease,
+      rest: [op, step, `detail ${op}`, op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`],
+    }));
   const call: fc.Arbitrary<Call> = fc.oneof(
     fc
       .record({
@@ -83,34 +108,22 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
         keys(id).slice(0, 3),
         [id, owner, 'S', input, lease, 4, 0, steps],
       ]),
+    transition.map(({ keys: k, own, lease, rest }): Call => [
+      'TRANSITION',
+      k,
+      [...own, lease, 4, 100_000, 2, ...rest],
+    ]),
+    // Several transitions in one call (what a coordinator sends for the transitions of a tick):
+    // the same ids may repeat, so a later one sees what an earlier one wrote.
     fc
-      .record({
-        id: pick(IDS),
-        owner: pick(OWNERS),
-        fence: fc.integer({ min: 1, max: 3 }),
-        version: fc.integer({ min: 1, max: 8 }),
-        lease: pick(LEASES),
-        op: pick(OPS),
-        step: fc.integer({ min: -1, max: 3 }),
-      })
-      .map(({ id, owner, fence, version, lease, op, step }): Call => [
-        'TRANSITION',
-        keys(id),
-        [
-          id,
-          owner,
-          fence,
-          version,
-          lease,
-          4,
-          100_000,
-          2,
-          op,
-          step,
-          `detail ${op}`,
-          op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`,
-        ],
-      ]),
+      .record({ lease: pick(LEASES), list: fc.array(transition, { minLength: 1, maxLength: 4 }) })
+      .map(({ lease, list }): Call => {
+        const batch = encodeBatch(
+          list.map((t) => ({ keys: t.keys, args: [...t.own, ...t.rest] })),
+          { leaseMs: lease, historyLimit: 4, retentionMs: 100_000, finishedHistory: 2 },
+        );
+        return ['TRANSITIONS', batch.keys, batch.args];
+      }),
     fc
       // A limit of at least the number of ids: with a smaller one, which of two sagas whose
       // leases end in the same millisecond is claimed depends on each backend's own clock.

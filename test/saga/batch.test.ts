@@ -1,0 +1,219 @@
+/**
+ * Transitions issued in the same tick on one coordinator's client go to Redis as ONE script
+ * call that runs each transition's own logic (its fencing and version checks included) on its
+ * own keys and answers each separately. These tests pin what that must not change: a refused
+ * transition in a batch leaves the others exactly as they would be alone; a Redis that lost its
+ * script cache (restarted) still runs a batch; and (in cluster.test.ts) a batch never mixes slots.
+ * Counts come from `INFO commandstats` (deterministic), never from timings.
+ */
+import type { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { SagaCoordinator, defineSaga, type SagaTransitionEvent } from '../../src/saga/index.js';
+import { SagaStore, type TransitionReply } from '../../src/saga/store.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+/**
+ * Script calls (EVALSHA and EVAL) since the last RESETSTAT; `calls` counts the ones answered
+ * with an error too (NOSCRIPT).
+ */
+async function scriptCalls(client: Redis): Promise<{ evalsha: number; eval: number }> {
+  const info = await client.info('commandstats');
+  const count = (name: string): number =>
+    Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  return { evalsha: count('evalsha'), eval: count('eval') };
+}
+
+const storeOf = (client: Redis, prefix: string): SagaStore =>
+  new SagaStore({
+    client,
+    prefix,
+    shards: 4,
+    leaseMs: 15_000,
+    historyLimit: 64,
+    finishedHistory: 6,
+    retentionMs: 60_000,
+  });
+
+describeRedis('saga transitions batched per tick', () => {
+  const redis = useRedis();
+  let client: Redis;
+  let admin: Redis;
+  beforeAll(() => {
+    client = redis().client(0);
+    admin = redis().client(0);
+  });
+  afterAll(() => {
+    client.disconnect();
+    admin.disconnect();
+  });
+  afterEach(async () => {
+    await redis().flushAll();
+  });
+
+  /** Starts `n` instances of a 3-step saga `b`, one after the other. */
+  async function startAll(store: SagaStore, n: number) {
+    const rows = [];
+    for (let i = 0; i < n; i++) {
+      const started = await store.start('b', `i-${i}`, 'me', '{}', 0, 3);
+      if (started.row === undefined) throw new Error('start failed');
+      rows.push({ owner: 'me', fence: started.row.fence, version: started.row.version });
+    }
+    return rows;
+  }
+
+  it('transitions of one tick go as one script call; a refused one changes nothing for the others', async () => {
+    const store = storeOf(client, 'mix:');
+    const rows = await startAll(store, 10);
+    await admin.config('RESETSTAT');
+    // Same tick: the first goes out at once (nothing in flight), the other nine wait for the
+    // end of the tick and go together. Three are refused, each by its own check.
+    const replies: TransitionReply[] = await Promise.all(
+      rows.map((row, i) => {
+        if (i === 3)
+          return store.transition('b', `i-${i}`, { ...row, fence: 7 }, 'begin', 0, '', '1');
+        if (i === 5)
+          return store.transition('b', `i-${i}`, { ...row, version: 9 }, 'begin', 0, '', '1');
+        if (i === 7) return store.transition('b', `i-${i}`, row, 'begin', 2, '', '1');
+        return store.transition('b', `i-${i}`, row, 'begin', 0, '', '1');
+      }),
+    );
+    expect((await scriptCalls(admin)).evalsha).toBe(2);
+    replies.forEach((reply, i) => {
+      if (i === 3) expect(reply).toMatchObject({ ok: false, why: 'fenced', fence: 1, version: 1 });
+      else if (i === 5) expect(reply).toMatchObject({ ok: false, why: 'version', version: 1 });
+      else if (i === 7) expect(reply).toMatchObject({ ok: false, why: 'state', status: 'running' });
+      else expect(reply).toMatchObject({ ok: true, version: 2, status: 'running', cj: -1 });
+    });
+    for (let i = 0; i < rows.length; i++) {
+      const read = await store.read('b', `i-${i}`);
+      const refused = i === 3 || i === 5 || i === 7;
+      expect(read?.row.version).toBe(refused ? 1 : 2);
+      expect(read?.row.phase).toBe(refused ? 'idle' : 'run');
+      expect(read?.history.map((h) => h.split('|')[3])).toEqual(
+        refused ? ['start'] : ['start', 'begin'],
+      );
+    }
+    // Each refused caller can go on from what its refusal said; the others are unaffected.
+    const after = await Promise.all(
+      rows.map((row, i) =>
+        [3, 5, 7].includes(i)
+          ? store.transition('b', `i-${i}`, row, 'begin', 0, '', '1')
+          : store.transition('b', `i-${i}`, { ...row, version: 2 }, 'done', 0, '', '{}'),
+      ),
+    );
+    expect(after.every((r) => r.ok)).toBe(true);
+  });
+
+  it('each transition in a batch is checked against its own owner (sent once when shared)', async () => {
+    const store = storeOf(client, 'owners:');
+    const rows = await startAll(store, 4);
+    const theirs = await store.start('b', 'theirs', 'you', '{}', 0, 3);
+    const you = { owner: 'you', fence: 1, version: theirs.row?.version ?? 0 };
+    await admin.config('RESETSTAT');
+    const replies = await Promise.all([
+      store.transition('b', 'i-0', rows[0] ?? you, 'begin', 0, '', '1'),
+      store.transition('b', 'i-1', rows[1] ?? you, 'begin', 0, '', '1'),
+      store.transition('b', 'theirs', you, 'begin', 0, '', '1'),
+      // Not the owner: refused, though another transition of the batch is its owner's.
+      store.transition('b', 'theirs', { ...you, owner: 'me' }, 'done', 0, '', '{}'),
+      // An empty owner (no coordinator has one) is not taken for the batch's shared owner.
+      store.transition('b', 'i-2', { ...(rows[2] ?? you), owner: '' }, 'begin', 0, '', '1'),
+      store.transition('b', 'i-3', rows[3] ?? you, 'begin', 0, '', '1'),
+    ]);
+    expect((await scriptCalls(admin)).evalsha).toBe(2);
+    expect(replies.map((r) => (r.ok ? 'ok' : r.why))).toEqual([
+      'ok',
+      'ok',
+      'ok',
+      'fenced',
+      'fenced',
+      'ok',
+    ]);
+    expect((await store.read('b', 'theirs'))?.row).toMatchObject({ owner: 'you', version: 2 });
+    expect((await store.read('b', 'i-2'))?.row).toMatchObject({ owner: 'me', version: 1 });
+  });
+
+  it('a finishing transition and a step transition in one batch each do their own writes', async () => {
+    const store = storeOf(client, 'fin:');
+    const rows = await startAll(store, 4);
+    // i-1 fails before any step began (finishes compensated), the others begin step 0, in one
+    // tick.
+    await admin.config('RESETSTAT');
+    const replies = await Promise.all(
+      rows.map((row, i) =>
+        i === 1
+          ? store.transition('b', `i-${i}`, row, 'fail', 0, 'x', 'refused')
+          : store.transition('b', `i-${i}`, row, 'begin', 0, '', '1'),
+      ),
+    );
+    expect((await scriptCalls(admin)).evalsha).toBe(2);
+    expect(replies[1]).toMatchObject({ ok: true, status: 'compensated', why: 'refused', lease: 0 });
+    expect(replies.filter((r) => r.ok && r.status === 'running')).toHaveLength(3);
+    expect(await client.zscore(`${store.keys('b', 'i-1').base}live`, 'i-1')).toBeNull();
+    expect(
+      await client.zscore(`${store.keys('b', 'i-1').base}fin:compensated`, 'i-1'),
+    ).not.toBeNull();
+    expect(await client.pttl(store.keys('b', 'i-1').all[0] ?? '')).toBeGreaterThan(0);
+    expect(await client.pttl(store.keys('b', 'i-0').all[0] ?? '')).toBe(-1);
+  });
+
+  it('a batch sent to a restarted Redis (no script cached) falls back to EVAL and lands', async () => {
+    await redis().restart(0);
+    const store = storeOf(client, 'restart:');
+    const rows = await startAll(store, 6);
+    await admin.config('RESETSTAT');
+    const replies = await Promise.all(
+      rows.map((row, i) => store.transition('b', `i-${i}`, row, 'begin', 0, '', '1')),
+    );
+    expect(replies.every((r) => r.ok && r.version === 2)).toBe(true);
+    // One EVALSHA alone and one batch, each answered NOSCRIPT and sent again with EVAL.
+    expect(await scriptCalls(admin)).toEqual({ evalsha: 2, eval: 2 });
+    // Cached now: the next tick's batch needs no fallback.
+    await admin.config('RESETSTAT');
+    const next = await Promise.all(
+      rows.map((row, i) =>
+        store.transition('b', `i-${i}`, { ...row, version: 2 }, 'done', 0, '', '{}'),
+      ),
+    );
+    expect(next.every((r) => r.ok && r.version === 3)).toBe(true);
+    expect(await scriptCalls(admin)).toEqual({ evalsha: 2, eval: 0 });
+  });
+
+  it('sagas in flight on one coordinator share script calls; each history is its own', async () => {
+    const saga = defineSaga('flight', [
+      { name: 'a', run: (ctx) => `a-${ctx.sagaId}` },
+      { name: 'b', run: (ctx) => `b-${ctx.sagaId}` },
+      { name: 'c', run: (ctx) => ctx.outputs.a },
+    ]);
+    const sagas = new SagaCoordinator({ redis: client, sagas: [saga], recovery: false });
+    const events: SagaTransitionEvent[] = [];
+    sagas.onTransition((e) => events.push(e));
+    try {
+      await admin.config('RESETSTAT');
+      const ids = Array.from({ length: 30 }, (_, i) => `f-${i}`);
+      const outcomes = await Promise.all(ids.map((id) => sagas.run(saga, id, { id })));
+      const calls = await scriptCalls(admin);
+      for (const [i, outcome] of outcomes.entries()) {
+        expect(outcome).toEqual({
+          status: 'completed',
+          id: `f-${i}`,
+          outputs: { a: `a-f-${i}`, b: `b-f-${i}`, c: `a-f-${i}` },
+        });
+      }
+      // 30 × (start + 2 per step) = 210 state changes; batched, far fewer script calls.
+      expect(events).toHaveLength(210);
+      expect(calls.evalsha + calls.eval).toBeLessThanOrEqual(105);
+      for (const id of ids) {
+        const snap = await sagas.get(saga, id);
+        expect(snap?.version).toBe(7);
+        expect(snap?.history.map((h) => `${h.event}:${h.step ?? ''}`).slice(-3)).toEqual([
+          'done:b',
+          'begin:c',
+          'done:c',
+        ]);
+      }
+    } finally {
+      await sagas.close();
+    }
+  });
+});
