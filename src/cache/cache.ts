@@ -169,6 +169,12 @@ class CacheCore {
    * race the Redis client-side caching docs describe for a separate invalidation connection).
    */
   readonly reads = new Map<string, Set<{ stale: boolean }>>();
+  /**
+   * Bumped each time every L1 copy is dropped (changes may have gone unheard): a Redis read
+   * begun under an older generation may predate such a change, so its value is served but not
+   * kept in L1.
+   */
+  generation = 0;
   #tokens = 0;
   closed = false;
 
@@ -209,8 +215,8 @@ class CacheCore {
         onInvalidate: (keys) => {
           this.#onInvalidate(keys);
         },
-        onTracking: (active) => {
-          if (active) this.#invalidateAll();
+        onListening: () => {
+          this.#invalidateAll();
         },
         onMessage: (message) => {
           this.#onMessage(message);
@@ -294,8 +300,12 @@ class CacheCore {
     }
   }
 
-  /** Every L1 copy goes and no read on its way is kept: changes may have gone unreported. */
+  /**
+   * Every L1 copy goes and no read on its way is kept: changes may have gone unheard (the
+   * subscription just went live, at startup or after a reconnect; a flush was reported).
+   */
   #invalidateAll(): void {
+    this.generation++;
     this.l1?.clear();
     for (const reads of this.reads.values()) for (const read of reads) read.stale = true;
   }
@@ -450,13 +460,14 @@ class CacheCore {
   ): Promise<L2Read> {
     const key = this.valueKey(full);
     if (!tier.canGet) return this.#readScript(tier, full, key, token, acquire, read);
+    const generation = this.generation;
     // A chain, not an async function: a hit costs the GET's promise and this one.
     return tier.get('read', key).then(
       (raw): L2Read | Promise<L2Read> => {
         if (typeof raw === 'string') {
           const entry = this.parse(full, key, raw);
           if (!(entry instanceof Promise)) {
-            return read?.stale === true
+            return read?.stale === true || generation !== this.generation
               ? { kind: 'entry', entry, took: false, uncached: true }
               : { kind: 'entry', entry, took: false };
           }
@@ -482,6 +493,7 @@ class CacheCore {
     acquire: boolean,
     read: { readonly stale: boolean } | undefined,
   ): Promise<L2Read> {
+    const generation = this.generation;
     let reply: unknown;
     try {
       reply = await tier.run(
@@ -499,7 +511,7 @@ class CacheCore {
     if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
     const entry = await this.parse(full, key, raw);
     if (entry === undefined) return { kind: 'miss', took: false, leaseTtlMs };
-    return read?.stale === true
+    return read?.stale === true || generation !== this.generation
       ? { kind: 'entry', entry, took: took === 1, uncached: true }
       : { kind: 'entry', entry, took: took === 1 };
   }
@@ -806,7 +818,7 @@ export class Cache {
           // A value past its stale window is still there: the lease was not tried.
           const lease = await this.#takeLease(full, token, read.entry.freshUntil);
           if (lease.fresher !== undefined) {
-            if (!flight.voided) core.storeL1(full, lease.fresher);
+            if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
             return lease.fresher.value as V | undefined;
           }
           took = lease.took;
@@ -833,9 +845,10 @@ export class Cache {
     full: string,
     token: string,
     freshUntil: number,
-  ): Promise<{ readonly took: boolean; readonly fresher?: Entry }> {
+  ): Promise<{ readonly took: boolean; readonly fresher?: Entry; readonly keep?: boolean }> {
     const core = this.#core;
     const key = core.valueKey(full);
+    const generation = core.generation;
     // On the shared (wall-clock) timeline, with a margin for the envelope's rounding and the
     // jitter between two reads of the offset.
     const after = Math.round(freshUntil + core.wallOffset()) + LEASE_FRESHER_MARGIN_MS;
@@ -855,7 +868,10 @@ export class Cache {
     if (took === 1) return { took: true };
     if (typeof raw !== 'string') return { took: false };
     const fresher = await core.parse(full, key, raw);
-    return fresher === undefined ? { took: false } : { took: false, fresher };
+    // `keep`: no change went unheard while the script ran (see CacheCore.generation).
+    return fresher === undefined
+      ? { took: false }
+      : { took: false, fresher, keep: generation === core.generation };
   }
 
   /**
@@ -993,7 +1009,7 @@ export class Cache {
         // Redis already holds a newer value (another process refreshed it; its fill message
         // has not reached us yet): take that one instead of loading again.
         if (lease.fresher !== undefined) {
-          if (!flight.voided) core.storeL1(full, lease.fresher);
+          if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
           return lease.fresher.value;
         }
         // Another process (or this one) is refreshing: its fill will reach us.
@@ -1205,6 +1221,18 @@ export class Cache {
    */
   get tracking(): boolean {
     return this.#core.tier?.tracking ?? false;
+  }
+
+  /**
+   * Whether this cache hears other processes' invalidations and fills right now: its
+   * subscription on its own Redis connection is live. `false` before that connection has
+   * subscribed, while it is down, and without one (`invalidation: false`, no Redis, a client
+   * without `duplicate`). Each time it becomes `true` (at startup, after every reconnect) the
+   * cache drops every L1 copy it holds: writes published meanwhile went unheard. Until then an
+   * L1 copy is served within its ttl (+ `staleMs`; cap it with `l1: { ttlMs }`).
+   */
+  get listening(): boolean {
+    return this.#core.tier?.listening ?? false;
   }
 
   /** `await using cache = new Cache(…)` closes it. */

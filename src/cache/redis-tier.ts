@@ -272,10 +272,11 @@ export interface TierSettings {
   /** Keys Redis reported changed (full Redis key names), or `null`: every key went (a flush). */
   readonly onInvalidate?: (keys: readonly string[] | null) => void;
   /**
-   * Tracking was (re-)established (`true`: reports flow from now on; any change before may have
-   * gone unreported) or its connection closed (`false`).
+   * The subscription went live, at startup or after a reconnect (with `tracking`, reports flow
+   * too): messages and reports are heard from now on, and any published before — while the
+   * connection was not yet subscribed, or down — were lost.
    */
-  readonly onTracking?: (active: boolean) => void;
+  readonly onListening?: () => void;
 }
 
 /** The keys of a tracking invalidation message: an array of keys, or `null` for a flush. */
@@ -300,6 +301,8 @@ export class RedisTier {
   #subscriber: CacheSubscriber | undefined;
   /** Bumped each time the subscriber's connection closes: a set-up begun before is void. */
   #connection = 0;
+  /** The subscriber's connection is subscribed: other processes' messages reach this one. */
+  #listening = false;
   #tracking = false;
   /** `GET` of the client, bound; `undefined` when it has none (reads then run a script). */
   readonly #get: ((key: string) => Promise<string | null>) | undefined;
@@ -344,6 +347,11 @@ export class RedisTier {
     return this.#subscriber !== undefined;
   }
 
+  /** Whether the subscription is live right now (see {@link TierSettings.onListening}). */
+  get listening(): boolean {
+    return this.#listening;
+  }
+
   /** Whether Redis reports changed keys to this tier right now (`CLIENT TRACKING`). */
   get tracking(): boolean {
     return this.#tracking;
@@ -384,10 +392,8 @@ export class RedisTier {
     });
     subscriber.on('close', () => {
       this.#connection++;
-      if (this.#tracking) {
-        this.#tracking = false;
-        this.#s.onTracking?.(false);
-      }
+      this.#listening = false;
+      this.#tracking = false;
     });
     subscriber.on('message', (from, message) => {
       if (from === channel) this.#s.onMessage(message);
@@ -440,11 +446,13 @@ export class RedisTier {
     } catch {
       return;
     }
-    // Reports flow only once the connection is subscribed: anything changed before may have gone
-    // unreported, which onTracking(true) tells the cache (it drops its L1 copies).
-    if (tracking && connection === this.#connection && this.#subscriber === subscriber) {
-      this.#tracking = true;
-      this.#s.onTracking?.(true);
+    // Messages (and reports) reach this process only from the moment Redis ran the SUBSCRIBE:
+    // any published before — since the cache started, or while the connection was down — went
+    // to nobody. onListening tells the cache, which drops the L1 copies it may have kept since.
+    if (connection === this.#connection && this.#subscriber === subscriber) {
+      this.#listening = true;
+      this.#tracking = tracking;
+      this.#s.onListening?.();
     }
   }
 
@@ -539,6 +547,7 @@ export class RedisTier {
     this.#subscriber?.disconnect();
     this.#subscriber = undefined;
     this.#connection++;
+    this.#listening = false;
     this.#tracking = false;
   }
 }

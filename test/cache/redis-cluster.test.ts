@@ -23,6 +23,8 @@ describeRedis('Cache on a Redis Cluster (3 masters)', () => {
   it('keys on every master: one load for several caches, invalidation, stale write-back refused', async () => {
     const caches = [cacheOf(), cacheOf(), cacheOf()];
     try {
+      // Subscribed: nothing loaded below is dropped by a subscription going live late.
+      await until(() => expect(caches.every((c) => c.listening)).toBe(true), 10_000);
       for (let i = 0; i < 12; i++) {
         let calls = 0;
         const loader = async () => {

@@ -1,5 +1,5 @@
 import { afterEach, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import {
   Cache,
   RedisBloomFilter,
@@ -9,6 +9,7 @@ import {
   type CacheQuarantineEvent,
 } from '../../src/cache/index.js';
 import { until } from '../support/helpers.js';
+import { withOverrides } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -65,28 +66,13 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     expect(new Set(results)).toEqual(new Set(['v']));
   });
 
-  /**
-   * Waits until `to` hears `from`'s invalidations: a cache subscribes on its own connection once
-   * that connection is ready, and a message published before then is lost (its L1 copy then
-   * lives out its L1 ttl, the documented bound). A probe key is read into `to`'s L1 and
-   * overwritten by `from` until the copy goes.
-   */
-  const listening = async (from: Cache, to: Cache): Promise<void> => {
-    let round = 0;
-    await until(async () => {
-      round++;
-      await from.set('probe', round);
-      await expect(to.get('probe')).resolves.toBe(round);
-      await from.set('probe', -round);
-      await until(() => expect(to.peek('probe')).toBe(undefined), 200);
-    }, 5_000);
-    await from.delete('probe');
-  };
-
   it('set and delete in one process drop the L1 copy in the others (pub/sub)', async () => {
     const a = cacheOf();
     const b = cacheOf();
-    await listening(a, b);
+    // Messages reach b once its subscription is live (it then drops what it held before, and a
+    // read on its way is not kept; see the two tests below): from then on, only a's messages
+    // can drop b's copies.
+    await until(() => expect(b.listening).toBe(true), 10_000);
     await a.set('k', 1);
     await expect(b.get('k')).resolves.toBe(1);
     expect(b.peek('k')).toBe(1);
@@ -96,6 +82,82 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     await a.delete('k');
     await until(() => expect(b.peek('k')).toBe(undefined), 5_000);
     await expect(b.getOrLoad('k', () => 3)).resolves.toBe(3);
+  });
+
+  /**
+   * `c` whose cache subscriber's SUBSCRIBE is held back until `open()` (the connection itself
+   * is real and ready): the window between a cache's start and its subscription going live,
+   * made as long as a test needs. `live` resolves when Redis answered the SUBSCRIBE.
+   */
+  const heldSubscription = (
+    c: Redis,
+    overrides: { readonly [K in keyof Redis]?: unknown } = {},
+  ): { client: Redis; open: () => void; live: Promise<void> } => {
+    let open = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let markLive = (): void => undefined;
+    const live = new Promise<void>((resolve) => (markLive = resolve));
+    const wrapped = withOverrides(c, {
+      ...overrides,
+      duplicate: (options?: Partial<RedisOptions>) => {
+        const subscriber = c.duplicate(options);
+        return withOverrides(subscriber, {
+          subscribe: async (...channels: string[]) => {
+            await gate;
+            const reply = await subscriber.subscribe(...channels);
+            markLive();
+            return reply;
+          },
+        });
+      },
+    });
+    return { client: wrapped, open, live };
+  };
+
+  it('an L1 copy made before the subscription is live is dropped when it goes live (writes in between went unheard)', async () => {
+    const a = cacheOf();
+    const held = heldSubscription(client());
+    const b = cacheOf({ redis: held.client });
+    await a.set('k', 1);
+    await expect(b.get('k')).resolves.toBe(1);
+    expect(b.peek('k')).toBe(1);
+    // Published while b is not subscribed: b never hears of it.
+    await a.set('k', 2);
+    held.open();
+    await held.live;
+    await sleep(0); // the cache's own continuation of the SUBSCRIBE reply has run
+    expect(b.peek('k')).toBe(undefined);
+    await expect(b.get('k')).resolves.toBe(2);
+    expect(b.peek('k')).toBe(2);
+  });
+
+  it('a read on its way when the subscription goes live is served, not kept (it may predate an unheard write)', async () => {
+    const a = cacheOf();
+    const raw = client();
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let answered = (): void => undefined;
+    const atRedis = new Promise<void>((resolve) => (answered = resolve));
+    const held = heldSubscription(raw, {
+      get: async (key: string) => {
+        const value = await raw.get(key);
+        answered();
+        await released;
+        return value;
+      },
+    });
+    const b = cacheOf({ redis: held.client });
+    await a.set('k', 1);
+    const reading = b.get('k');
+    await atRedis; // Redis answered 1; the reply is held on its way to b
+    await a.set('k', 2); // unheard by b
+    held.open();
+    await held.live;
+    await sleep(0);
+    release();
+    await expect(reading).resolves.toBe(1);
+    expect(b.peek('k')).toBe(undefined);
+    await expect(b.get('k')).resolves.toBe(2);
   });
 
   it('without invalidation messages, an L1 copy is still not served past its l1 ttl', async () => {

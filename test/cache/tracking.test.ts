@@ -72,7 +72,7 @@ suite('Cache tracking: Redis reports changed keys (real redis-server)', [], (t) 
     const raw = t.client();
     const tracked = t.cacheOf({ tracking: true });
     const plain = t.cacheOf();
-    await until(() => expect(tracked.tracking).toBe(true), 10_000);
+    await until(() => expect(tracked.tracking && plain.listening).toBe(true), 10_000);
     expect(plain.tracking).toBe(false);
     await holdInL1(plain, raw, 1);
     await holdInL1(tracked, raw, 1);
@@ -169,6 +169,10 @@ suite(
     it('falls back to pub/sub invalidation: Keel writes still drop L1 copies elsewhere', async () => {
       const a = t.cacheOf({ tracking: true });
       const b = t.cacheOf({ tracking: true });
+      // Once a's subscription is live, it has dropped whatever it held before (writes published
+      // earlier went to nobody), so the copy below can only be dropped by b's message.
+      await until(() => expect(a.listening).toBe(true), 10_000);
+      expect(a.tracking).toBe(false);
       await b.set('k', 1);
       await until(async () => {
         await a.get('k');
