@@ -22,15 +22,16 @@ import {
   type Subscription,
 } from '../core/index.js';
 import {
-  decodeEnvelope,
   encodeEnvelope,
   freshness,
   jitteredTtl,
   makeEntry,
+  readHeader,
   shiftEntry,
   xfetchRefreshL1,
   xfetchRefresh,
   type Entry,
+  type HeaderFields,
   type L1Entry,
   type L1Life,
   type Lifetimes,
@@ -111,8 +112,26 @@ interface Flight {
   readonly background: boolean;
 }
 
+/** A settled promise, the placeholder of a flight's until its own is made. */
+const RESOLVED: Promise<unknown> = Promise.resolve();
+
 /** `Cache`'s key memo before its first key: equal to nothing a caller can pass. */
 const NO_KEY: object = Object.freeze({});
+
+/** {@link CacheCore.parse}'s header fields, reused by every read (it is synchronous). */
+const HEADER: HeaderFields = {
+  negative: false,
+  freshUntil: 0,
+  staleUntil: 0,
+  graceUntil: 0,
+  deltaMs: 0,
+};
+
+/** A load's first `GET` found no value: the read script (which takes the lease) runs next. */
+const MISSED: unique symbol = Symbol('missed');
+
+/** A load's first read found Redis down. */
+const DOWN: L2Read = Object.freeze({ kind: 'down' });
 
 /** What a background refresh's flight resolves to when it produced no value. */
 const NO_VALUE: unique symbol = Symbol('no value');
@@ -233,6 +252,11 @@ class CacheCore {
         },
       });
     }
+  }
+
+  /** A foreground load settles: later callers start their own (or find L1 filled). */
+  land(full: string, flight: Flight): void {
+    if (this.flights.get(full) === flight) this.flights.delete(full);
   }
 
   /** Feeds a typed event and its diagnostics channel from one place; builds nothing unheard. */
@@ -484,6 +508,13 @@ class CacheCore {
     );
   }
 
+  /** The read script, taking the lease when there is no value (after a `GET` that missed). */
+  readScript(full: string, token: string): Promise<L2Read> {
+    const tier = this.tier;
+    if (tier === undefined) return Promise.resolve<L2Read>(DOWN);
+    return this.#readScript(tier, full, this.valueKey(full), token, true, undefined);
+  }
+
   /** The read script: the value, and with `acquire` the lease when there is none, atomically. */
   async #readScript(
     tier: RedisTier,
@@ -516,36 +547,38 @@ class CacheCore {
       : { kind: 'entry', entry, took: took === 1 };
   }
 
-  /** The envelope as a local entry, or `undefined` after quarantining it. */
+  /**
+   * The envelope as a local entry, or `undefined` after quarantining it. A good read allocates
+   * the payload's text, the value and the entry, nothing more (see {@link readHeader}).
+   */
   parse(full: string, key: string, raw: string): Entry | Promise<undefined> {
-    const envelope = decodeEnvelope(raw);
-    let reason: string | undefined;
-    let cause: unknown;
+    const header = HEADER;
+    const start = readHeader(raw, header);
+    if (typeof start === 'string') return this.#quarantine(full, key, raw, start, undefined);
+    // Read out before the serializer runs (it is the caller's code).
+    const { negative, freshUntil, staleUntil, graceUntil, deltaMs } = header;
     let value: unknown;
-    if ('malformed' in envelope) {
-      reason = envelope.malformed;
-    } else if (!envelope.negative) {
+    if (!negative) {
       try {
-        value = this.o.serializer.deserialize(envelope.payload);
+        value = this.o.serializer.deserialize(raw.slice(start));
       } catch (error) {
-        reason = 'the serializer refused the payload';
-        cause = error;
+        return this.#quarantine(full, key, raw, 'the serializer refused the payload', error);
       }
-      if (reason === undefined && value === undefined) reason = 'the payload reads as undefined';
+      if (value === undefined) {
+        return this.#quarantine(full, key, raw, 'the payload reads as undefined', undefined);
+      }
     }
-    if (reason !== undefined || 'malformed' in envelope) {
-      return this.#quarantine(full, key, raw, reason ?? 'malformed', cause);
-    }
-    const entry: Entry = {
+    // From the shared wall-clock timeline onto the local one (as shiftEntry does).
+    const offset = -this.wallOffset();
+    return {
       value,
-      negative: envelope.negative,
-      freshUntil: envelope.freshUntil,
-      staleUntil: envelope.staleUntil,
-      graceUntil: envelope.graceUntil,
-      deltaMs: envelope.deltaMs,
+      negative,
+      freshUntil: freshUntil + offset,
+      staleUntil: staleUntil + offset,
+      graceUntil: graceUntil + offset,
+      deltaMs,
       refreshAt: undefined,
     };
-    return shiftEntry(entry, -this.wallOffset());
   }
 
   /** Moves a malformed value aside and reports it (a good read stays synchronous). */
@@ -763,21 +796,29 @@ export class Cache {
       return raceAbort(joined, call?.signal);
     }
     if (flight === undefined) {
-      const started: Flight = { promise: Promise.resolve(), voided: false, background: false };
-      const promise = this.#load(full, key, loader, call, started);
+      // Registered first, so every path of the load can take it out as it settles (see land).
+      const started: Flight = { promise: RESOLVED, voided: false, background: false };
+      core.flights.set(full, started);
+      let promise: Promise<V | undefined>;
+      try {
+        promise = this.#load(full, key, loader, call, started);
+      } catch (error) {
+        core.land(full, started);
+        throw error;
+      }
       (started as { promise: Promise<unknown> }).promise = promise;
       flight = started;
-      core.flights.set(full, flight);
-      const done = (): void => {
-        if (core.flights.get(full) === started) core.flights.delete(full);
-      };
-      promise.then(done, done);
     }
     return raceAbort(flight.promise as Promise<V | undefined>, call?.signal);
   }
 
-  /** The shared load of `full` (foreground: some caller waits for it). */
-  async #load<V>(
+  /**
+   * The shared load of `full` (foreground: some caller waits for it). Without a guard to ask
+   * first, it starts with one plain `GET`, chained here directly — no async frame and no lease
+   * token, which only a miss needs: an L2 hit costs the GET's promise, the tier's and this
+   * chain's. Anything but a fresh or stale value goes on in {@link Cache.#loadRest}.
+   */
+  #load<V>(
     full: string,
     key: string,
     loader: Loader<V>,
@@ -785,7 +826,86 @@ export class Cache {
     flight: Flight,
   ): Promise<V | undefined> {
     const core = this.#core;
-    const guard = core.guard;
+    const tier = core.tier;
+    if (core.guard !== undefined || tier === undefined || !tier.canGet || core.o.tracking) {
+      return this.#loadRest(full, key, loader, call, flight, undefined);
+    }
+    const generation = core.generation;
+    const valueKey = core.valueKey(full);
+    // Every path either goes on in #loadRest (which lands the flight as it settles) or lands it
+    // here, before anything that could throw (a refresh started below then is not refused as
+    // already running).
+    return tier.get('read', valueKey).then(
+      (raw): V | undefined | Promise<V | undefined> => {
+        if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
+        const entry = core.parse(full, valueKey, raw);
+        // Quarantined: the read script reads again and takes the lease.
+        if (entry instanceof Promise) {
+          return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+        }
+        const now = core.o.clock.now();
+        // Past its stale window: reloaded (or served within grace) the long way.
+        if (now >= entry.staleUntil) {
+          const read: L2Read =
+            generation === core.generation
+              ? { kind: 'entry', entry, took: false }
+              : { kind: 'entry', entry, took: false, uncached: true };
+          return this.#loadRest(full, key, loader, call, flight, read);
+        }
+        core.land(full, flight);
+        // A read begun before a change went unheard is served, not kept (CacheCore.generation).
+        if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
+        if (now >= entry.freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random)) {
+          this.#refresh(full, key, loader, call, entry.freshUntil);
+        }
+        return entry.value as V | undefined;
+      },
+      (error: unknown) => {
+        if (!isCacheRedisError(error)) {
+          core.land(full, flight);
+          throw error;
+        }
+        return this.#loadRest(full, key, loader, call, flight, DOWN);
+      },
+    );
+  }
+
+  /**
+   * The rest of a load: the lease, waiting for another process's fill, the loader. `first` is
+   * what {@link Cache.#load}'s `GET` found (`MISSED`: no value, so the read script runs next),
+   * or `undefined` to start with a read.
+   */
+  #loadRest<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+    flight: Flight,
+    first: L2Read | typeof MISSED | undefined,
+  ): Promise<V | undefined> {
+    const core = this.#core;
+    return this.#loadSlow(full, key, loader, call, flight, first).then(
+      (value) => {
+        core.land(full, flight);
+        return value;
+      },
+      (error: unknown) => {
+        core.land(full, flight);
+        throw error;
+      },
+    );
+  }
+
+  async #loadSlow<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+    flight: Flight,
+    first: L2Read | typeof MISSED | undefined,
+  ): Promise<V | undefined> {
+    const core = this.#core;
+    const guard = first === undefined ? core.guard : undefined;
     // A guard that cannot answer (its Redis is down) lets the key through: it exists to spare
     // the database absent keys, and refusing present ones would be an outage of its own.
     if (guard !== undefined) {
@@ -800,8 +920,15 @@ export class Cache {
     const token = core.token();
     if (core.tier !== undefined) {
       const deadline = core.o.clock.now() + core.o.maxWaitMs;
+      let next = first;
       for (;;) {
-        const read = await core.readL2(full, token, true);
+        const read =
+          next === undefined
+            ? await core.readL2(full, token, true)
+            : next === MISSED
+              ? await core.readScript(full, token)
+              : next;
+        next = undefined;
         if (read.kind === 'down') break;
         let took = read.took;
         if (read.kind === 'entry') {
@@ -810,6 +937,8 @@ export class Cache {
           if (state === 'fresh' || state === 'stale') {
             if (!flight.voided && read.uncached !== true) core.storeL1(full, read.entry);
             if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
+              // Out first: a refresh is not started while a load of the key is registered.
+              core.land(full, flight);
               this.#refresh(full, key, loader, call, read.entry.freshUntil);
             }
             return read.entry.value as V | undefined;

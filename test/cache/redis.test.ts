@@ -226,6 +226,22 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     expect(a.peek('k')).toBe(undefined);
   });
 
+  it('a stale value read from Redis is served and refreshed in the background (L1 off too)', async () => {
+    for (const l1 of [false, undefined] as const) {
+      await client().flushall();
+      const a = cacheOf({ l1, ttlMs: 100, staleMs: 60_000 });
+      let calls = 0;
+      const loader = () => ++calls;
+      await expect(a.getOrLoad('k', loader)).resolves.toBe(1);
+      await sleep(150);
+      // A fresh cache: its L1 is empty, so the stale value comes from Redis.
+      const b = cacheOf({ l1, ttlMs: 100, staleMs: 60_000 });
+      await expect(b.getOrLoad('k', loader)).resolves.toBe(1);
+      await until(() => expect(calls).toBe(2), 5_000);
+      await until(async () => expect(await b.getOrLoad('k', loader)).toBe(2), 5_000);
+    }
+  });
+
   it('a lease whose holder died runs out and another process loads', async () => {
     const raw = client();
     await raw.set('keel:cache:{default:k}:lease', 'dead-holder', 'PX', 300);
