@@ -127,6 +127,12 @@ const HEADER: HeaderFields = {
   deltaMs: 0,
 };
 
+/**
+ * Longest envelope (characters) a fill message carries to the waiters (see
+ * {@link CacheCore.fillMessage}); a larger value is read from Redis by each waiting process.
+ */
+const FILL_MESSAGE_VALUE_MAX = 8_192;
+
 /** A load's first `GET` found no value: the read script (which takes the lease) runs next. */
 const MISSED: unique symbol = Symbol('missed');
 
@@ -179,7 +185,7 @@ class CacheCore {
   readonly channel: string;
   readonly flights = new Map<string, Flight>();
   readonly refreshing = new Set<string>();
-  readonly waiters = new Map<string, Set<() => void>>();
+  readonly waiters = new Map<string, Set<(filled: Entry | undefined) => void>>();
   readonly closing = new AbortController();
   guard: CacheGuard | undefined;
   /**
@@ -290,15 +296,50 @@ class CacheCore {
     return `${kind}|${this.origin}|${full}`;
   }
 
+  /**
+   * A fill's message: with the envelope written when it is small (`v|origin|<length of the
+   * key>|namespace:key<envelope>`), so that waiters in other processes, woken by it, have the
+   * value without reading Redis again — a round trip, and a wake-up of the process, fewer
+   * between the loader's end and theirs. A larger value goes as a plain `f` (the message fans
+   * out to every process subscribed).
+   */
+  fillMessage(full: string, envelope: string): string {
+    return envelope.length > FILL_MESSAGE_VALUE_MAX
+      ? this.message('f', full)
+      : `v|${this.origin}|${full.length}|${full}${envelope}`;
+  }
+
   #onMessage(message: string): void {
     const first = message.indexOf('|');
     const second = message.indexOf('|', first + 1);
     if (first !== 1 || second === -1) return;
-    const full = message.slice(second + 1);
+    let full: string;
+    let envelope: string | undefined;
+    if (message[0] === 'v') {
+      const third = message.indexOf('|', second + 1);
+      const length = third === -1 ? NaN : Number(message.slice(second + 1, third));
+      if (!Number.isSafeInteger(length) || length < 1 || third + 1 + length > message.length) {
+        return;
+      }
+      full = message.slice(third + 1, third + 1 + length);
+      envelope = message.slice(third + 1 + length);
+    } else {
+      full = message.slice(second + 1);
+    }
     // Another process changed the value: our L1 copy is out of date. Our own messages change
     // nothing (L1 was updated before the write).
     if (message.slice(first + 1, second) !== this.origin && message[0] !== 'r') {
       this.l1?.delete(full);
+    }
+    // The filled value goes to this process's waiters (a load waiting on the lease), which keep
+    // it in L1 as they would a read — unless a local set or delete voided them meanwhile. It is
+    // not put in L1 here: a local set may have come after the fill (its message still on the
+    // way), and its newer value must not be overwritten. A value that does not read back is
+    // left to the waiters' own read (which quarantines it).
+    if (envelope !== undefined && this.waiters.has(full)) {
+      const entry = this.#decode(envelope);
+      this.wake(full, 'failure' in entry ? undefined : entry);
+      return;
     }
     this.wake(full);
   }
@@ -334,24 +375,35 @@ class CacheCore {
     for (const reads of this.reads.values()) for (const read of reads) read.stale = true;
   }
 
-  wake(full: string): void {
+  /** Wakes the waiters of `full`, with the value a fill message carried if there is one. */
+  wake(full: string, filled?: Entry): void {
     const set = this.waiters.get(full);
     if (set === undefined) return;
-    for (const wake of [...set]) wake();
+    for (const wake of [...set]) wake(filled);
   }
 
-  /** Sleeps until `full` is filled, released or invalidated, or `ms` passes. */
-  async waitFor(full: string, ms: number): Promise<void> {
+  /**
+   * Sleeps until `full` is filled, released or invalidated, or `ms` passes.
+   *
+   * @returns the value the fill message that woke it carried (on the local timeline), if any
+   */
+  async waitFor(full: string, ms: number): Promise<Entry | undefined> {
     const sleeping = wakeableSleep(ms, { clock: this.o.clock, signal: this.closing.signal });
+    let filled: Entry | undefined;
+    const wake = (entry: Entry | undefined): void => {
+      filled = entry;
+      sleeping.wake();
+    };
     let set = this.waiters.get(full);
     if (set === undefined) this.waiters.set(full, (set = new Set()));
-    set.add(sleeping.wake);
+    set.add(wake);
     try {
       await sleeping.done;
     } finally {
-      set.delete(sleeping.wake);
+      set.delete(wake);
       if (set.size === 0) this.waiters.delete(full);
     }
+    return filled;
   }
 
   storeL1(full: string, entry: Entry): void {
@@ -552,9 +604,16 @@ class CacheCore {
    * the payload's text, the value and the entry, nothing more (see {@link readHeader}).
    */
   parse(full: string, key: string, raw: string): Entry | Promise<undefined> {
+    const entry = this.#decode(raw);
+    if (!('failure' in entry)) return entry;
+    return this.#quarantine(full, key, raw, entry.failure, entry.cause);
+  }
+
+  /** The envelope as a local entry, or why it cannot be trusted. */
+  #decode(raw: string): Entry | { readonly failure: string; readonly cause: unknown } {
     const header = HEADER;
     const start = readHeader(raw, header);
-    if (typeof start === 'string') return this.#quarantine(full, key, raw, start, undefined);
+    if (typeof start === 'string') return { failure: start, cause: undefined };
     // Read out before the serializer runs (it is the caller's code).
     const { negative, freshUntil, staleUntil, graceUntil, deltaMs } = header;
     let value: unknown;
@@ -562,11 +621,10 @@ class CacheCore {
       try {
         value = this.o.serializer.deserialize(raw.slice(start));
       } catch (error) {
-        return this.#quarantine(full, key, raw, 'the serializer refused the payload', error);
+        return { failure: 'the serializer refused the payload', cause: error };
       }
-      if (value === undefined) {
-        return this.#quarantine(full, key, raw, 'the payload reads as undefined', undefined);
-      }
+      if (value === undefined)
+        return { failure: 'the payload reads as undefined', cause: undefined };
     }
     // From the shared wall-clock timeline onto the local one (as shiftEntry does).
     const offset = -this.wallOffset();
@@ -957,8 +1015,10 @@ export class Cache {
         const left = deadline - core.o.clock.now();
         if (left <= 0) break;
         const leaseLeft = read.kind === 'miss' && read.leaseTtlMs > 0 ? read.leaseTtlMs : Infinity;
-        // Rejects with CacheClosedError if the cache closes meanwhile.
-        await core.waitFor(full, Math.min(core.o.pollIntervalMs, leaseLeft, left));
+        // Rejects with CacheClosedError if the cache closes meanwhile. A fill message that
+        // carried the value is the next read (no GET after the wake).
+        const filled = await core.waitFor(full, Math.min(core.o.pollIntervalMs, leaseLeft, left));
+        if (filled !== undefined) next = { kind: 'entry', entry: filled, took: false };
       }
     }
     return this.#run(full, key, loader, call, flight, undefined, last);
@@ -1099,7 +1159,7 @@ export class Cache {
             'fill',
             scripts.FILL,
             [valueKey, leaseKey],
-            [token, text, px, core.channel, core.message('f', full)],
+            [token, text, px, core.channel, core.fillMessage(full, text)],
           )) === 1;
       } catch (error) {
         if (!isCacheRedisError(error)) throw error;
