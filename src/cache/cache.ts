@@ -115,6 +115,9 @@ interface Flight {
 /** A settled promise, the placeholder of a flight's until its own is made. */
 const RESOLVED: Promise<unknown> = Promise.resolve();
 
+/** The entry that keeps {@link CacheCore.flights} from emptying; never any key's flight. */
+const IDLE_FLIGHT: Flight = Object.freeze({ promise: RESOLVED, voided: false, background: false });
+
 /** `Cache`'s key memo before its first key: equal to nothing a caller can pass. */
 const NO_KEY: object = Object.freeze({});
 
@@ -183,7 +186,12 @@ class CacheCore {
   readonly tier: RedisTier | undefined;
   readonly origin = randomUUID();
   readonly channel: string;
-  readonly flights = new Map<string, Flight>();
+  /**
+   * Loads in flight, by key. It always holds one entry under `''` (no key's name): a map that
+   * goes from one entry to none and back on every load shrinks and grows its table each time,
+   * an allocation per L2 hit; one that never empties reuses its table for a few loads.
+   */
+  readonly flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
   readonly refreshing = new Set<string>();
   readonly waiters = new Map<string, Set<(filled: Entry | undefined) => void>>();
   readonly closing = new AbortController();
@@ -201,6 +209,8 @@ class CacheCore {
    */
   generation = 0;
   #tokens = 0;
+  #lastFull = '';
+  #lastValueKey = '';
   closed = false;
 
   readonly degraded = new EventChannel<CacheDegradedEvent>();
@@ -287,8 +297,13 @@ class CacheCore {
     return `${this.origin}:${(this.#tokens++).toString(36)}`;
   }
 
+  /** The Redis key of `full`'s value (the last one is kept: a hot key's reads build no string). */
   valueKey(full: string): string {
-    return `${this.o.prefix}{${full}}`;
+    if (full !== this.#lastFull) {
+      this.#lastFull = full;
+      this.#lastValueKey = `${this.o.prefix}{${full}}`;
+    }
+    return this.#lastValueKey;
   }
 
   /** `f` fill, `i` invalidation (set/delete), `r` lease released: `kind|origin|namespace:key`. */
