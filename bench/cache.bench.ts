@@ -272,7 +272,11 @@ interface SeenFill {
   readonly deltaMs: number;
 }
 
-/** Records every fill of `key` (Keel's `f|` message, then a GET of the envelope it wrote). */
+/**
+ * Records every fill of `key`: Keel's `v|origin|<key length>|<key><envelope>` message, which
+ * carries the envelope it wrote, or (a large value) its `f|origin|<key>` message and then a GET
+ * of the envelope.
+ */
 async function watchFills(
   r: RedisHarness,
   key: string,
@@ -281,15 +285,27 @@ async function watchFills(
   const reader = r.client(0);
   const seen: SeenFill[] = [];
   const reads: Promise<unknown>[] = [];
+  const full = `default:${key}`;
+  const record = (at: number, raw: string | null): void => {
+    const envelope = raw === null ? undefined : decodeEnvelope(raw);
+    if (envelope !== undefined && !('malformed' in envelope)) {
+      seen.push({ at, freshUntil: envelope.freshUntil, deltaMs: envelope.deltaMs });
+    }
+  };
   sub.on('message', (_channel: string, message: string) => {
-    if (!message.startsWith('f|') || !message.endsWith(`|default:${key}`)) return;
     const at = Date.now();
+    if (message.startsWith('v|')) {
+      const lengthAt = message.indexOf('|', 2) + 1;
+      const keyAt = message.indexOf('|', lengthAt) + 1;
+      if (message.slice(lengthAt, keyAt - 1) !== String(full.length)) return;
+      if (message.slice(keyAt, keyAt + full.length) !== full) return;
+      record(at, message.slice(keyAt + full.length));
+      return;
+    }
+    if (!message.startsWith('f|') || !message.endsWith(`|${full}`)) return;
     reads.push(
-      reader.get(`keel:cache:{default:${key}}`).then((raw) => {
-        const envelope = raw === null ? undefined : decodeEnvelope(raw);
-        if (envelope !== undefined && !('malformed' in envelope)) {
-          seen.push({ at, freshUntil: envelope.freshUntil, deltaMs: envelope.deltaMs });
-        }
+      reader.get(`keel:cache:{${full}}`).then((raw) => {
+        record(at, raw);
       }),
     );
   });

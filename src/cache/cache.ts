@@ -22,15 +22,16 @@ import {
   type Subscription,
 } from '../core/index.js';
 import {
-  decodeEnvelope,
   encodeEnvelope,
   freshness,
   jitteredTtl,
   makeEntry,
+  readHeader,
   shiftEntry,
   xfetchRefreshL1,
   xfetchRefresh,
   type Entry,
+  type HeaderFields,
   type L1Entry,
   type L1Life,
   type Lifetimes,
@@ -111,8 +112,35 @@ interface Flight {
   readonly background: boolean;
 }
 
+/** A settled promise, the placeholder of a flight's until its own is made. */
+const RESOLVED: Promise<unknown> = Promise.resolve();
+
+/** The entry that keeps {@link CacheCore.flights} from emptying; never any key's flight. */
+const IDLE_FLIGHT: Flight = Object.freeze({ promise: RESOLVED, voided: false, background: false });
+
 /** `Cache`'s key memo before its first key: equal to nothing a caller can pass. */
 const NO_KEY: object = Object.freeze({});
+
+/** {@link CacheCore.parse}'s header fields, reused by every read (it is synchronous). */
+const HEADER: HeaderFields = {
+  negative: false,
+  freshUntil: 0,
+  staleUntil: 0,
+  graceUntil: 0,
+  deltaMs: 0,
+};
+
+/**
+ * Longest envelope (characters) a fill message carries to the waiters (see
+ * {@link CacheCore.fillMessage}); a larger value is read from Redis by each waiting process.
+ */
+const FILL_MESSAGE_VALUE_MAX = 8_192;
+
+/** A load's first `GET` found no value: the read script (which takes the lease) runs next. */
+const MISSED: unique symbol = Symbol('missed');
+
+/** A load's first read found Redis down. */
+const DOWN: L2Read = Object.freeze({ kind: 'down' });
 
 /** What a background refresh's flight resolves to when it produced no value. */
 const NO_VALUE: unique symbol = Symbol('no value');
@@ -158,9 +186,14 @@ class CacheCore {
   readonly tier: RedisTier | undefined;
   readonly origin = randomUUID();
   readonly channel: string;
-  readonly flights = new Map<string, Flight>();
+  /**
+   * Loads in flight, by key. It always holds one entry under `''` (no key's name): a map that
+   * goes from one entry to none and back on every load shrinks and grows its table each time,
+   * an allocation per L2 hit; one that never empties reuses its table for a few loads.
+   */
+  readonly flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
   readonly refreshing = new Set<string>();
-  readonly waiters = new Map<string, Set<() => void>>();
+  readonly waiters = new Map<string, Set<(filled: Entry | undefined) => void>>();
   readonly closing = new AbortController();
   guard: CacheGuard | undefined;
   /**
@@ -176,6 +209,8 @@ class CacheCore {
    */
   generation = 0;
   #tokens = 0;
+  #lastFull = '';
+  #lastValueKey = '';
   closed = false;
 
   readonly degraded = new EventChannel<CacheDegradedEvent>();
@@ -235,6 +270,11 @@ class CacheCore {
     }
   }
 
+  /** A foreground load settles: later callers start their own (or find L1 filled). */
+  land(full: string, flight: Flight): void {
+    if (this.flights.get(full) === flight) this.flights.delete(full);
+  }
+
   /** Feeds a typed event and its diagnostics channel from one place; builds nothing unheard. */
   emit<T extends object>(events: EventChannel<T>, channel: KeelChannel<T>, build: () => T): void {
     if (!events.active && !channel.active) return;
@@ -257,8 +297,13 @@ class CacheCore {
     return `${this.origin}:${(this.#tokens++).toString(36)}`;
   }
 
+  /** The Redis key of `full`'s value (the last one is kept: a hot key's reads build no string). */
   valueKey(full: string): string {
-    return `${this.o.prefix}{${full}}`;
+    if (full !== this.#lastFull) {
+      this.#lastFull = full;
+      this.#lastValueKey = `${this.o.prefix}{${full}}`;
+    }
+    return this.#lastValueKey;
   }
 
   /** `f` fill, `i` invalidation (set/delete), `r` lease released: `kind|origin|namespace:key`. */
@@ -266,15 +311,50 @@ class CacheCore {
     return `${kind}|${this.origin}|${full}`;
   }
 
+  /**
+   * A fill's message: with the envelope written when it is small (`v|origin|<length of the
+   * key>|namespace:key<envelope>`), so that waiters in other processes, woken by it, have the
+   * value without reading Redis again — a round trip, and a wake-up of the process, fewer
+   * between the loader's end and theirs. A larger value goes as a plain `f` (the message fans
+   * out to every process subscribed).
+   */
+  fillMessage(full: string, envelope: string): string {
+    return envelope.length > FILL_MESSAGE_VALUE_MAX
+      ? this.message('f', full)
+      : `v|${this.origin}|${full.length}|${full}${envelope}`;
+  }
+
   #onMessage(message: string): void {
     const first = message.indexOf('|');
     const second = message.indexOf('|', first + 1);
     if (first !== 1 || second === -1) return;
-    const full = message.slice(second + 1);
+    let full: string;
+    let envelope: string | undefined;
+    if (message[0] === 'v') {
+      const third = message.indexOf('|', second + 1);
+      const length = third === -1 ? NaN : Number(message.slice(second + 1, third));
+      if (!Number.isSafeInteger(length) || length < 1 || third + 1 + length > message.length) {
+        return;
+      }
+      full = message.slice(third + 1, third + 1 + length);
+      envelope = message.slice(third + 1 + length);
+    } else {
+      full = message.slice(second + 1);
+    }
     // Another process changed the value: our L1 copy is out of date. Our own messages change
     // nothing (L1 was updated before the write).
     if (message.slice(first + 1, second) !== this.origin && message[0] !== 'r') {
       this.l1?.delete(full);
+    }
+    // The filled value goes to this process's waiters (a load waiting on the lease), which keep
+    // it in L1 as they would a read — unless a local set or delete voided them meanwhile. It is
+    // not put in L1 here: a local set may have come after the fill (its message still on the
+    // way), and its newer value must not be overwritten. A value that does not read back is
+    // left to the waiters' own read (which quarantines it).
+    if (envelope !== undefined && this.waiters.has(full)) {
+      const entry = this.#decode(envelope);
+      this.wake(full, 'failure' in entry ? undefined : entry);
+      return;
     }
     this.wake(full);
   }
@@ -310,24 +390,35 @@ class CacheCore {
     for (const reads of this.reads.values()) for (const read of reads) read.stale = true;
   }
 
-  wake(full: string): void {
+  /** Wakes the waiters of `full`, with the value a fill message carried if there is one. */
+  wake(full: string, filled?: Entry): void {
     const set = this.waiters.get(full);
     if (set === undefined) return;
-    for (const wake of [...set]) wake();
+    for (const wake of [...set]) wake(filled);
   }
 
-  /** Sleeps until `full` is filled, released or invalidated, or `ms` passes. */
-  async waitFor(full: string, ms: number): Promise<void> {
+  /**
+   * Sleeps until `full` is filled, released or invalidated, or `ms` passes.
+   *
+   * @returns the value the fill message that woke it carried (on the local timeline), if any
+   */
+  async waitFor(full: string, ms: number): Promise<Entry | undefined> {
     const sleeping = wakeableSleep(ms, { clock: this.o.clock, signal: this.closing.signal });
+    let filled: Entry | undefined;
+    const wake = (entry: Entry | undefined): void => {
+      filled = entry;
+      sleeping.wake();
+    };
     let set = this.waiters.get(full);
     if (set === undefined) this.waiters.set(full, (set = new Set()));
-    set.add(sleeping.wake);
+    set.add(wake);
     try {
       await sleeping.done;
     } finally {
-      set.delete(sleeping.wake);
+      set.delete(wake);
       if (set.size === 0) this.waiters.delete(full);
     }
+    return filled;
   }
 
   storeL1(full: string, entry: Entry): void {
@@ -484,6 +575,13 @@ class CacheCore {
     );
   }
 
+  /** The read script, taking the lease when there is no value (after a `GET` that missed). */
+  readScript(full: string, token: string): Promise<L2Read> {
+    const tier = this.tier;
+    if (tier === undefined) return Promise.resolve<L2Read>(DOWN);
+    return this.#readScript(tier, full, this.valueKey(full), token, true, undefined);
+  }
+
   /** The read script: the value, and with `acquire` the lease when there is none, atomically. */
   async #readScript(
     tier: RedisTier,
@@ -516,36 +614,44 @@ class CacheCore {
       : { kind: 'entry', entry, took: took === 1 };
   }
 
-  /** The envelope as a local entry, or `undefined` after quarantining it. */
+  /**
+   * The envelope as a local entry, or `undefined` after quarantining it. A good read allocates
+   * the payload's text, the value and the entry, nothing more (see {@link readHeader}).
+   */
   parse(full: string, key: string, raw: string): Entry | Promise<undefined> {
-    const envelope = decodeEnvelope(raw);
-    let reason: string | undefined;
-    let cause: unknown;
+    const entry = this.#decode(raw);
+    if (!('failure' in entry)) return entry;
+    return this.#quarantine(full, key, raw, entry.failure, entry.cause);
+  }
+
+  /** The envelope as a local entry, or why it cannot be trusted. */
+  #decode(raw: string): Entry | { readonly failure: string; readonly cause: unknown } {
+    const header = HEADER;
+    const start = readHeader(raw, header);
+    if (typeof start === 'string') return { failure: start, cause: undefined };
+    // Read out before the serializer runs (it is the caller's code).
+    const { negative, freshUntil, staleUntil, graceUntil, deltaMs } = header;
     let value: unknown;
-    if ('malformed' in envelope) {
-      reason = envelope.malformed;
-    } else if (!envelope.negative) {
+    if (!negative) {
       try {
-        value = this.o.serializer.deserialize(envelope.payload);
+        value = this.o.serializer.deserialize(raw.slice(start));
       } catch (error) {
-        reason = 'the serializer refused the payload';
-        cause = error;
+        return { failure: 'the serializer refused the payload', cause: error };
       }
-      if (reason === undefined && value === undefined) reason = 'the payload reads as undefined';
+      if (value === undefined)
+        return { failure: 'the payload reads as undefined', cause: undefined };
     }
-    if (reason !== undefined || 'malformed' in envelope) {
-      return this.#quarantine(full, key, raw, reason ?? 'malformed', cause);
-    }
-    const entry: Entry = {
+    // From the shared wall-clock timeline onto the local one (as shiftEntry does).
+    const offset = -this.wallOffset();
+    return {
       value,
-      negative: envelope.negative,
-      freshUntil: envelope.freshUntil,
-      staleUntil: envelope.staleUntil,
-      graceUntil: envelope.graceUntil,
-      deltaMs: envelope.deltaMs,
+      negative,
+      freshUntil: freshUntil + offset,
+      staleUntil: staleUntil + offset,
+      graceUntil: graceUntil + offset,
+      deltaMs,
       refreshAt: undefined,
     };
-    return shiftEntry(entry, -this.wallOffset());
   }
 
   /** Moves a malformed value aside and reports it (a good read stays synchronous). */
@@ -763,21 +869,29 @@ export class Cache {
       return raceAbort(joined, call?.signal);
     }
     if (flight === undefined) {
-      const started: Flight = { promise: Promise.resolve(), voided: false, background: false };
-      const promise = this.#load(full, key, loader, call, started);
+      // Registered first, so every path of the load can take it out as it settles (see land).
+      const started: Flight = { promise: RESOLVED, voided: false, background: false };
+      core.flights.set(full, started);
+      let promise: Promise<V | undefined>;
+      try {
+        promise = this.#load(full, key, loader, call, started);
+      } catch (error) {
+        core.land(full, started);
+        throw error;
+      }
       (started as { promise: Promise<unknown> }).promise = promise;
       flight = started;
-      core.flights.set(full, flight);
-      const done = (): void => {
-        if (core.flights.get(full) === started) core.flights.delete(full);
-      };
-      promise.then(done, done);
     }
     return raceAbort(flight.promise as Promise<V | undefined>, call?.signal);
   }
 
-  /** The shared load of `full` (foreground: some caller waits for it). */
-  async #load<V>(
+  /**
+   * The shared load of `full` (foreground: some caller waits for it). Without a guard to ask
+   * first, it starts with one plain `GET`, chained here directly — no async frame and no lease
+   * token, which only a miss needs: an L2 hit costs the GET's promise, the tier's and this
+   * chain's. Anything but a fresh or stale value goes on in {@link Cache.#loadRest}.
+   */
+  #load<V>(
     full: string,
     key: string,
     loader: Loader<V>,
@@ -785,7 +899,86 @@ export class Cache {
     flight: Flight,
   ): Promise<V | undefined> {
     const core = this.#core;
-    const guard = core.guard;
+    const tier = core.tier;
+    if (core.guard !== undefined || tier === undefined || !tier.canGet || core.o.tracking) {
+      return this.#loadRest(full, key, loader, call, flight, undefined);
+    }
+    const generation = core.generation;
+    const valueKey = core.valueKey(full);
+    // Every path either goes on in #loadRest (which lands the flight as it settles) or lands it
+    // here, before anything that could throw (a refresh started below then is not refused as
+    // already running).
+    return tier.get('read', valueKey).then(
+      (raw): V | undefined | Promise<V | undefined> => {
+        if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
+        const entry = core.parse(full, valueKey, raw);
+        // Quarantined: the read script reads again and takes the lease.
+        if (entry instanceof Promise) {
+          return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+        }
+        const now = core.o.clock.now();
+        // Past its stale window: reloaded (or served within grace) the long way.
+        if (now >= entry.staleUntil) {
+          const read: L2Read =
+            generation === core.generation
+              ? { kind: 'entry', entry, took: false }
+              : { kind: 'entry', entry, took: false, uncached: true };
+          return this.#loadRest(full, key, loader, call, flight, read);
+        }
+        core.land(full, flight);
+        // A read begun before a change went unheard is served, not kept (CacheCore.generation).
+        if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
+        if (now >= entry.freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random)) {
+          this.#refresh(full, key, loader, call, entry.freshUntil);
+        }
+        return entry.value as V | undefined;
+      },
+      (error: unknown) => {
+        if (!isCacheRedisError(error)) {
+          core.land(full, flight);
+          throw error;
+        }
+        return this.#loadRest(full, key, loader, call, flight, DOWN);
+      },
+    );
+  }
+
+  /**
+   * The rest of a load: the lease, waiting for another process's fill, the loader. `first` is
+   * what {@link Cache.#load}'s `GET` found (`MISSED`: no value, so the read script runs next),
+   * or `undefined` to start with a read.
+   */
+  #loadRest<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+    flight: Flight,
+    first: L2Read | typeof MISSED | undefined,
+  ): Promise<V | undefined> {
+    const core = this.#core;
+    return this.#loadSlow(full, key, loader, call, flight, first).then(
+      (value) => {
+        core.land(full, flight);
+        return value;
+      },
+      (error: unknown) => {
+        core.land(full, flight);
+        throw error;
+      },
+    );
+  }
+
+  async #loadSlow<V>(
+    full: string,
+    key: string,
+    loader: Loader<V>,
+    call: LifetimeOptions | undefined,
+    flight: Flight,
+    first: L2Read | typeof MISSED | undefined,
+  ): Promise<V | undefined> {
+    const core = this.#core;
+    const guard = first === undefined ? core.guard : undefined;
     // A guard that cannot answer (its Redis is down) lets the key through: it exists to spare
     // the database absent keys, and refusing present ones would be an outage of its own.
     if (guard !== undefined) {
@@ -800,8 +993,15 @@ export class Cache {
     const token = core.token();
     if (core.tier !== undefined) {
       const deadline = core.o.clock.now() + core.o.maxWaitMs;
+      let next = first;
       for (;;) {
-        const read = await core.readL2(full, token, true);
+        const read =
+          next === undefined
+            ? await core.readL2(full, token, true)
+            : next === MISSED
+              ? await core.readScript(full, token)
+              : next;
+        next = undefined;
         if (read.kind === 'down') break;
         let took = read.took;
         if (read.kind === 'entry') {
@@ -810,6 +1010,8 @@ export class Cache {
           if (state === 'fresh' || state === 'stale') {
             if (!flight.voided && read.uncached !== true) core.storeL1(full, read.entry);
             if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
+              // Out first: a refresh is not started while a load of the key is registered.
+              core.land(full, flight);
               this.#refresh(full, key, loader, call, read.entry.freshUntil);
             }
             return read.entry.value as V | undefined;
@@ -828,8 +1030,10 @@ export class Cache {
         const left = deadline - core.o.clock.now();
         if (left <= 0) break;
         const leaseLeft = read.kind === 'miss' && read.leaseTtlMs > 0 ? read.leaseTtlMs : Infinity;
-        // Rejects with CacheClosedError if the cache closes meanwhile.
-        await core.waitFor(full, Math.min(core.o.pollIntervalMs, leaseLeft, left));
+        // Rejects with CacheClosedError if the cache closes meanwhile. A fill message that
+        // carried the value is the next read (no GET after the wake).
+        const filled = await core.waitFor(full, Math.min(core.o.pollIntervalMs, leaseLeft, left));
+        if (filled !== undefined) next = { kind: 'entry', entry: filled, took: false };
       }
     }
     return this.#run(full, key, loader, call, flight, undefined, last);
@@ -970,7 +1174,7 @@ export class Cache {
             'fill',
             scripts.FILL,
             [valueKey, leaseKey],
-            [token, text, px, core.channel, core.message('f', full)],
+            [token, text, px, core.channel, core.fillMessage(full, text)],
           )) === 1;
       } catch (error) {
         if (!isCacheRedisError(error)) throw error;

@@ -159,7 +159,10 @@ export const INVALIDATE_CHANNEL = '__redis__:invalidate';
 interface Pending {
   readonly deadline: number;
   done: boolean;
-  readonly expire: () => void;
+  /** What the call is, for the error when it times out. */
+  readonly operation: string;
+  /** Rejects the call's promise. */
+  readonly reject: (error: unknown) => void;
 }
 
 /**
@@ -167,27 +170,37 @@ interface Pending {
  * deadlines fall in the order calls start: a FIFO queue with one timer armed for its head does
  * the work of a timer per call (a `setTimeout` + `clearTimeout` pair cost about as much as the
  * rest of an L2 hit's own code). Replies on one connection come in order, so settled calls leave
- * from the head and the queue stays as short as the calls in flight. When the timer fires, the
- * expiry waits one `setImmediate`, as {@link ioTimeout} does: after the event loop was blocked,
- * replies already in the socket are read first and win.
+ * from the head and the queue stays as short as the calls in flight. The queue is an array used
+ * from `#head` to `#tail` and kept when it empties (emptied by `length = 0`, V8 would free its
+ * store, and the next call allocate it again). When the timer fires, the expiry waits one
+ * `setImmediate`, as {@link ioTimeout} does: after the event loop was blocked, replies already in
+ * the socket are read first and win.
  */
 class Deadlines {
   readonly #clock: Clock;
   readonly #ms: number;
-  #queue: Pending[] = [];
+  readonly #expire: (pending: Pending) => void;
+  readonly #queue: (Pending | undefined)[] = [];
   #head = 0;
+  #tail = 0;
   #timer: Timer | undefined;
   #immediate: ReturnType<typeof setImmediate> | undefined;
 
-  constructor(clock: Clock, ms: number) {
+  constructor(clock: Clock, ms: number, expire: (pending: Pending) => void) {
     this.#clock = clock;
     this.#ms = ms;
+    this.#expire = expire;
   }
 
-  /** Calls `expire` once `timeoutMs` passes, unless {@link settle} comes first. */
-  add(expire: () => void): Pending {
-    const pending: Pending = { deadline: this.#clock.now() + this.#ms, done: false, expire };
-    this.#queue.push(pending);
+  /** Calls `reject` with a timeout once `timeoutMs` passes, unless {@link settle} comes first. */
+  add(operation: string, reject: (error: unknown) => void): Pending {
+    const pending: Pending = {
+      deadline: this.#clock.now() + this.#ms,
+      done: false,
+      operation,
+      reject,
+    };
+    this.#queue[this.#tail++] = pending;
     if (this.#timer === undefined && this.#immediate === undefined) this.#arm(this.#ms);
     return pending;
   }
@@ -195,14 +208,20 @@ class Deadlines {
   /** The call answered: it will not expire. */
   settle(pending: Pending): void {
     pending.done = true;
+    this.#drop();
+  }
+
+  /** Moves the head past settled calls (their slots emptied: nothing of theirs is kept). */
+  #drop(): void {
     const queue = this.#queue;
+    const tail = this.#tail;
     let head = this.#head;
-    while (head < queue.length && (queue[head] as Pending).done) head++;
-    if (head === queue.length) {
-      queue.length = 0;
-      head = 0;
-    } else if (head >= 1024 && head * 2 >= queue.length) {
-      queue.splice(0, head);
+    while (head < tail && (queue[head] as Pending).done) queue[head++] = undefined;
+    if (head === tail) {
+      head = this.#tail = 0;
+    } else if (head >= 1024 && head * 2 >= tail) {
+      queue.copyWithin(0, head, tail);
+      queue.length = this.#tail = tail - head;
       head = 0;
     }
     this.#head = head;
@@ -215,31 +234,27 @@ class Deadlines {
         this.#timer = undefined;
         this.#immediate = setImmediate(() => {
           this.#immediate = undefined;
-          this.#expire();
+          this.#expireDue();
         });
         this.#immediate.unref();
       }, ms)
       .unref();
   }
 
-  #expire(): void {
+  #expireDue(): void {
     const now = this.#clock.now();
     const queue = this.#queue;
-    while (this.#head < queue.length) {
-      const pending = queue[this.#head] as Pending;
-      if (!pending.done) {
-        if (pending.deadline > now) break;
-        pending.done = true;
-        pending.expire();
-      }
-      this.#head++;
+    for (let at = this.#head; at < this.#tail; at++) {
+      const pending = queue[at] as Pending;
+      if (pending.done) continue;
+      if (pending.deadline > now) break;
+      pending.done = true;
+      this.#expire(pending);
     }
-    if (this.#head === queue.length) {
-      queue.length = 0;
-      this.#head = 0;
-      return;
+    this.#drop();
+    if (this.#head < this.#tail) {
+      this.#arm(Math.max(1, (queue[this.#head] as Pending).deadline - now));
     }
-    this.#arm(Math.max(1, (queue[this.#head] as Pending).deadline - now));
   }
 
   /** Stops the timer (calls still in flight then never time out: the tier is closing). */
@@ -310,7 +325,11 @@ export class RedisTier {
 
   constructor(settings: TierSettings) {
     this.#s = settings;
-    this.#deadlines = new Deadlines(settings.clock, settings.timeoutMs);
+    // A reply after the timeout is dropped: it neither settles the call nor ends the degraded
+    // period it started (a later call does, once Redis answers in time).
+    this.#deadlines = new Deadlines(settings.clock, settings.timeoutMs, (pending) => {
+      pending.reject(this.#failed(pending.operation, TIMED_OUT));
+    });
     this.#get =
       typeof settings.client.get === 'function'
         ? settings.client.get.bind(settings.client)
@@ -497,11 +516,7 @@ export class RedisTier {
    */
   #call<T>(operation: string, call: Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      // A reply after the timeout is dropped: it neither settles the call nor ends the degraded
-      // period it started (a later call does, once Redis answers in time).
-      const pending = this.#deadlines.add(() => {
-        reject(this.#failed(operation, TIMED_OUT));
-      });
+      const pending = this.#deadlines.add(operation, reject);
       call.then(
         (reply) => {
           if (pending.done) return;

@@ -226,6 +226,81 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     expect(a.peek('k')).toBe(undefined);
   });
 
+  it('a stale value read from Redis is served and refreshed in the background (L1 off too)', async () => {
+    for (const l1 of [false, undefined] as const) {
+      await client().flushall();
+      const a = cacheOf({ l1, ttlMs: 100, staleMs: 60_000 });
+      let calls = 0;
+      const loader = () => ++calls;
+      await expect(a.getOrLoad('k', loader)).resolves.toBe(1);
+      await sleep(150);
+      // A fresh cache: its L1 is empty, so the stale value comes from Redis.
+      const b = cacheOf({ l1, ttlMs: 100, staleMs: 60_000 });
+      await expect(b.getOrLoad('k', loader)).resolves.toBe(1);
+      await until(() => expect(calls).toBe(2), 5_000);
+      await until(async () => expect(await b.getOrLoad('k', loader)).toBe(2), 5_000);
+    }
+  });
+
+  it('a waiter woken by the fill message gets the value from it: no read of Redis after the wake', async () => {
+    const a = cacheOf();
+    const raw = client();
+    let gets = 0;
+    let scriptReplies = 0;
+    const counted = withOverrides(raw, {
+      get: (key: string) => {
+        gets++;
+        return raw.get(key);
+      },
+      evalsha: async (...args: Parameters<Redis['evalsha']>) => {
+        const reply = await raw.evalsha(...args);
+        scriptReplies++;
+        return reply;
+      },
+    });
+    const b = cacheOf({ redis: counted, pollIntervalMs: 60_000 });
+    await until(() => expect(b.listening).toBe(true), 10_000);
+    let release: (() => void) | undefined;
+    const loading = a.getOrLoad(
+      'k',
+      () => new Promise<{ n: number }>((resolve) => (release = () => resolve({ n: 1 }))),
+    );
+    await until(() => expect(release).toBeDefined(), 5_000);
+    const waiting = b.getOrLoad('k', () => {
+      throw new Error('b must not load');
+    });
+    // b's GET missed and its read script found a's lease: b now waits for a's fill.
+    await until(() => expect(scriptReplies).toBe(1), 5_000);
+    expect(gets).toBe(1);
+    release?.();
+    await expect(loading).resolves.toEqual({ n: 1 });
+    await expect(waiting).resolves.toEqual({ n: 1 });
+    expect(gets).toBe(1);
+    expect(b.peek('k')).toEqual({ n: 1 });
+  });
+
+  it('a value too large for the fill message is read from Redis by the woken waiter', async () => {
+    // Without the wake, b would sleep until a's lease ran out (30 s) or its poll (60 s).
+    const a = cacheOf({ leaseTtlMs: 30_000 });
+    const b = cacheOf({ leaseTtlMs: 30_000, pollIntervalMs: 60_000 });
+    await until(() => expect(b.listening).toBe(true), 10_000);
+    const big = 'x'.repeat(20_000);
+    let release: (() => void) | undefined;
+    const loading = a.getOrLoad(
+      'big',
+      () => new Promise<string>((resolve) => (release = () => resolve(big))),
+    );
+    await until(() => expect(release).toBeDefined(), 5_000);
+    const started = performance.now();
+    const waiting = b.getOrLoad('big', () => 'b must not load');
+    await sleep(100);
+    release?.();
+    await expect(loading).resolves.toBe(big);
+    await expect(waiting).resolves.toBe(big);
+    // Woken by the message; generous margin.
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
   it('a lease whose holder died runs out and another process loads', async () => {
     const raw = client();
     await raw.set('keel:cache:{default:k}:lease', 'dead-holder', 'PX', 300);
