@@ -13,7 +13,6 @@ import {
   SinglePolicy,
   callSignal,
   type Attempt,
-  type OutcomeHandler,
   type Policy,
   type PolicyCallOptions,
   type Stage,
@@ -40,10 +39,6 @@ class BreakerStage implements Stage {
 
   constructor(breaker: CircuitBreaker) {
     this.#breaker = breaker;
-  }
-
-  outcomeHandler(failure: boolean): OutcomeHandler | undefined {
-    return hotPathHandler(this.#breaker, failure);
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {

@@ -24,14 +24,7 @@ import { isBreakerOpenError } from '../breaker/index.js';
 import { resolveBackoff, type Backoff, type BackoffOptions } from './backoff.js';
 import { isRetryBudget, type RetryBudget } from './budget.js';
 import { BULKHEAD_REJECTED } from './errors.js';
-import {
-  NEVER,
-  SinglePolicy,
-  type Attempt,
-  type Chain,
-  type Policy,
-  type Recovery,
-} from './policy.js';
+import { NEVER, SinglePolicy, type Attempt, type Chain, type Policy } from './policy.js';
 
 /** A class of errors, for `retryOn: [TypeError, MyHttpError]`. */
 export type ErrorClass = abstract new (...args: never[]) => unknown;
@@ -275,7 +268,7 @@ export function publishRetry(attempt: number, decision: Decision, error: unknown
   });
 }
 
-class RetryPolicy extends SinglePolicy implements Recovery {
+class RetryPolicy extends SinglePolicy {
   readonly observesSignal = true;
   protected readonly owner = OWNER;
   readonly #rules: RetryRules;
@@ -288,14 +281,6 @@ class RetryPolicy extends SinglePolicy implements Recovery {
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
     const rules = this.#rules;
     rules.budget?.deposit();
-    if (rules.maxAttempts > 1 && rules.resultFilter === undefined) {
-      const inner = chain.stages[next];
-      if (inner?.runRecovering !== undefined) {
-        // The stage inside reacts to the attempt anyway: it carries on with `recover` when the
-        // attempt fails, and this stage adds no reaction of its own.
-        return inner.runRecovering(chain, next + 1, fn, signal, this, next);
-      }
-    }
     const first = chain.step(next, fn, signal);
     if (rules.maxAttempts === 1) return first;
     if (rules.resultFilter === undefined) {
@@ -309,16 +294,6 @@ class RetryPolicy extends SinglePolicy implements Recovery {
         rules.retriesResult(value) ? this.#again(chain, next, fn, signal, value, true) : value,
       (error: unknown) => this.#again(chain, next, fn, signal, error, false),
     );
-  }
-
-  recover<R>(
-    chain: Chain,
-    next: number,
-    fn: Attempt<R>,
-    signal: AbortSignal,
-    error: unknown,
-  ): Promise<R> {
-    return this.#again(chain, next, fn, signal, error, false);
   }
 
   async #again<R>(
