@@ -16,9 +16,11 @@
 import { luaScript, type LuaScript } from '../core/index.js';
 
 /**
- * Helpers every script starts with. `done_cut(stream)`: where a one-group stream is done (see
- * {@link TRIM_DONE}) — its oldest pending entry (and `true`: something is still pending), else
- * just past its last delivered one — or nil with several groups.
+ * Helpers every script starts with. `done_cut(stream)`: where every group of a stream is done
+ * (see {@link TRIM_DONE}) — for one group, its oldest pending entry (and `true`: something is
+ * still pending), else just past its last delivered one; with several groups the lowest of
+ * those over the groups (and `false`: an acked id above it may still be needed by another
+ * group, so it is never deleted one by one); nil with no group.
  */
 const PRELUDE = `
 local function now_ms()
@@ -36,16 +38,30 @@ local function settle(stream, group, id)
   redis.call('XACK', stream, group, id)
   if #redis.call('XINFO', 'GROUPS', stream) == 1 then redis.call('XDEL', stream, id) end
 end
-local function done_cut(stream)
-  local groups = redis.call('XINFO', 'GROUPS', stream)
-  if #groups ~= 1 then return nil end
+local function id_before(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local function group_cut(stream, g)
   local info = {}
-  for i = 1, #groups[1], 2 do info[groups[1][i]] = groups[1][i + 1] end
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
   if tonumber(info['pending']) > 0 then return redis.call('XPENDING', stream, info['name'])[2], true end
   local last = info['last-delivered-id']
   local ms, seq = string.match(last, '^(%d+)-(%d+)$')
   if ms == nil or #seq > 15 then return last, true end
   return ms .. '-' .. string.format('%d', tonumber(seq) + 1), false
+end
+local function done_cut(stream)
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  if #groups == 1 then return group_cut(stream, groups[1]) end
+  local cut = nil
+  for _, g in ipairs(groups) do
+    local c = group_cut(stream, g)
+    if cut == nil or id_before(c, cut) then cut = c end
+  end
+  return cut, false
 end
 local function tail(from)
   local out = {}
@@ -324,14 +340,13 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 `);
 
 /**
- * Trims what the group is done with, for a stream with exactly one group (the case where acked
- * entries are deleted at all, as {@link ACK} does): every entry below the group's oldest
- * pending entry, or — with none pending — at or below its last delivered one. Such an entry
+ * Trims what every group is done with: every entry below each group's oldest pending entry,
+ * or — with none pending — at or below its last delivered one (with several groups, below the
+ * lowest of those, so an entry stays until every group has acked it). Such an entry
  * was delivered (the group was created at id 0 and reads in id order) and is not pending, so
  * it was acked; its consumer may have died before deleting it (acked entries are deleted in
  * batches). Delayed and retried messages are added with new (higher) ids, so they are above
- * the cut until delivered. With several groups nothing is trimmed here: entries stay until
- * every group is done and the retention policy ({@link TRIM}) takes them. `XTRIM … MINID`
+ * the cut until delivered. `XTRIM … MINID`
  * (Redis 6.2+) removes the entries whose id is lower than the given one:
  * https://redis.io/docs/latest/commands/xtrim/. KEYS: stream. Returns how many were trimmed.
  */

@@ -84,6 +84,38 @@ describeRedis('keel/queue on a real redis-server', () => {
     await until(async () => expect((await client.xpending(stream, 'g'))[0]).toBe(0), 10_000);
   });
 
+  it('with two groups, an entry stays until both have acked it, then is removed (nothing kept after the last ack)', async () => {
+    const queue = queueOf();
+    const stream = queue.keys('orders', 0).stream;
+    const seen = { billing: 0, shipping: 0 };
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    queue.consume<{ n: number }>('orders', 'billing', () => {
+      seen.billing++;
+    });
+    // The second group holds every message until released.
+    queue.consume<{ n: number }>(
+      'orders',
+      'shipping',
+      async () => {
+        await held;
+        seen.shipping++;
+      },
+      { concurrency: 50 },
+    );
+    await queue.sendMany(
+      'orders',
+      Array.from({ length: 30 }, (_, i) => ({ payload: { n: i } })),
+    );
+    await until(() => expect(seen.billing).toBe(30), 10_000);
+    await until(async () => expect((await client.xpending(stream, 'billing'))[0]).toBe(0), 10_000);
+    // billing is done with all 30; shipping still needs them: none may go.
+    expect(await client.xlen(stream)).toBe(30);
+    release();
+    await until(() => expect(seen.shipping).toBe(30), 10_000);
+    await until(async () => expect(await client.xlen(stream)).toBe(0), 10_000);
+  });
+
   it('dedups by message id within the window: the second send enqueues nothing', async () => {
     const queue = queueOf();
     const first = await queue.send('orders', { n: 1 }, { id: 'order-1' });
