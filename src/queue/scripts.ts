@@ -309,12 +309,6 @@ return 1
  * max age ms (0: none). Returns how many entries were trimmed.
  */
 export const TRIM = script(`
-local function before(a, b)
-  local am, as = string.match(a, '(%d+)-(%d+)')
-  local bm, bs = string.match(b, '(%d+)-(%d+)')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am < bm or (am == bm and as < bs)
-end
 local max_len, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cut = nil
 if max_len > 0 then
@@ -326,7 +320,7 @@ if max_len > 0 then
 end
 if max_age > 0 then
   local a = tostring(now_ms() - max_age) .. '-0'
-  if cut == nil or before(cut, a) then cut = a end
+  if cut == nil or id_before(cut, a) then cut = a end
 end
 if cut == nil then return 0 end
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -334,7 +328,7 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
   local floor = info['last-delivered-id']
   if tonumber(info['pending']) > 0 then floor = redis.call('XPENDING', KEYS[1], info['name'])[2] end
-  if before(floor, cut) then cut = floor end
+  if id_before(floor, cut) then cut = floor end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 `);
