@@ -5,12 +5,11 @@
  * back (recovered), the last value served in grace when the loader fails. Each message carries
  * wall-clock time and the same payload the typed `on…` event gets.
  */
-import { afterEach, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
-import { Cache, type CacheOptions } from '../../src/cache/index.js';
+import { expect, it } from 'vitest';
 import { recordChannels } from '../support/channels.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
+import { useCaches } from '../support/cache.js';
 
 const CHANNELS = [
   'keel:cache:quarantine',
@@ -22,25 +21,7 @@ const CHANNELS = [
 
 describeRedis('cache observability (real redis-server)', () => {
   const redis = useRedis();
-  const opened: Cache[] = [];
-  const clients: Redis[] = [];
-  const client = (): Redis => {
-    const c = redis().client(0, { maxRetriesPerRequest: 1 });
-    clients.push(c);
-    return c;
-  };
-  const cacheOf = (options: CacheOptions = {}): Cache => {
-    const cache = new Cache({ redis: client(), jitter: 0, beta: 0, ...options });
-    opened.push(cache);
-    return cache;
-  };
-
-  afterEach(async () => {
-    for (const c of opened.splice(0)) await c.close();
-    if (redis().node(0).state === 'paused') redis().resume(0);
-    for (const c of clients.splice(0)) c.disconnect();
-    await redis().flushAll();
-  });
+  const { client, cacheOf } = useCaches(redis);
 
   it('publishes quarantine, stale-write-refused, degraded, recovered and grace for one scripted scenario', async () => {
     const channels = recordChannels(CHANNELS);

@@ -1,41 +1,21 @@
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import type { Redis, RedisOptions } from 'ioredis';
 import {
-  Cache,
   RedisBloomFilter,
   isCacheRedisError,
   type CacheDegradedEvent,
-  type CacheOptions,
   type CacheQuarantineEvent,
 } from '../../src/cache/index.js';
 import { until } from '../support/helpers.js';
 import { withOverrides } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
+import { useCaches } from '../support/cache.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describeRedis('Cache with Redis L2 (real redis-server)', () => {
   const redis = useRedis();
-  const opened: Cache[] = [];
-  const clients: Redis[] = [];
-  const client = (): Redis => {
-    const c = redis().client(0, { maxRetriesPerRequest: 1 });
-    clients.push(c);
-    return c;
-  };
-  const cacheOf = (options: CacheOptions = {}): Cache => {
-    const cache = new Cache({ redis: client(), jitter: 0, beta: 0, ...options });
-    opened.push(cache);
-    return cache;
-  };
-
-  afterEach(async () => {
-    for (const c of opened.splice(0)) await c.close();
-    if (redis().node(0).state === 'paused') redis().resume(0);
-    if (redis().node(0).state === 'killed') await redis().restart(0);
-    for (const c of clients.splice(0)) c.disconnect();
-    await redis().flushAll();
-  });
+  const { client, cacheOf } = useCaches(redis);
 
   it('a value loaded by one process is served to another from Redis without loading', async () => {
     const a = cacheOf();

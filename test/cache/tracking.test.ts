@@ -5,12 +5,13 @@
  * writes by a plain ioredis client, FLUSHALL (a `null` report), the server killed and restarted
  * under tracking, and a server that refuses `CLIENT`.
  */
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { Cache, type CacheOptions } from '../../src/cache/index.js';
 import { invalidOption, until } from '../support/helpers.js';
 import type { RedisHarness } from '../support/redis.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
+import { useCaches } from '../support/cache.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -25,24 +26,7 @@ const KEY = 'keel:cache:{default:sku-1}';
 function suite(name: string, args: readonly string[], body: (ctx: Context) => void): void {
   describeRedis(name, () => {
     const redis = useRedis({ args });
-    const opened: Cache[] = [];
-    const clients: Redis[] = [];
-    const client = (): Redis => {
-      const c = redis().client(0, { maxRetriesPerRequest: 1 });
-      clients.push(c);
-      return c;
-    };
-    const cacheOf = (options: CacheOptions = {}): Cache => {
-      const cache = new Cache({ redis: client(), jitter: 0, beta: 0, ...options });
-      opened.push(cache);
-      return cache;
-    };
-    afterEach(async () => {
-      for (const c of opened.splice(0)) await c.close();
-      if (redis().node(0).state === 'killed') await redis().restart(0);
-      for (const c of clients.splice(0)) c.disconnect();
-      await redis().flushAll();
-    });
+    const { client, cacheOf } = useCaches(redis);
     body({ redis, client, cacheOf });
   });
 }

@@ -1,0 +1,46 @@
+/**
+ * The cache suites' shared fixture on a {@link RedisHarness}: ioredis clients on node 0 (one
+ * retry per request, so a test that stops the node sees errors rather than a queue), caches
+ * built on them with the suites' defaults (no ttl jitter, no XFetch), and one `afterEach` that
+ * closes every cache, brings node 0 back (resumed or restarted), disconnects the clients and
+ * flushes the data.
+ */
+import type { Redis } from 'ioredis';
+import { afterEach } from 'vitest';
+import { Cache, type CacheOptions } from '../../src/cache/index.js';
+import type { RedisHarness } from './redis.js';
+
+/** What a cache suite builds its tests from. */
+export interface CacheFixture {
+  /** A new client on node 0, disconnected after the test. */
+  readonly client: () => Redis;
+  /** A new cache on a new client, `jitter: 0`, `beta: 0`, then `defaults`, then `options`. */
+  readonly cacheOf: (options?: CacheOptions) => Cache;
+}
+
+/** Registers the fixture's `afterEach`; call it inside the suite's `describe`. */
+export function useCaches(redis: () => RedisHarness, defaults: CacheOptions = {}): CacheFixture {
+  const opened: Cache[] = [];
+  const clients: Redis[] = [];
+  const client = (): Redis => {
+    const c = redis().client(0, { maxRetriesPerRequest: 1 });
+    clients.push(c);
+    return c;
+  };
+  afterEach(async () => {
+    for (const c of opened.splice(0)) await c.close();
+    const node = redis().node(0);
+    if (node.state === 'paused') redis().resume(0);
+    if (node.state === 'killed') await redis().restart(0);
+    for (const c of clients.splice(0)) c.disconnect();
+    await redis().flushAll();
+  });
+  return {
+    client,
+    cacheOf: (options = {}) => {
+      const cache = new Cache({ redis: client(), jitter: 0, beta: 0, ...defaults, ...options });
+      opened.push(cache);
+      return cache;
+    },
+  };
+}
