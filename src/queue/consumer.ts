@@ -361,7 +361,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     this.#margin = Math.min(1000, Math.floor(o.visibilityMs / 10));
     this.#sweepMs = o.sweepMs ?? Math.max(5, Math.min(1000, Math.floor(o.visibilityMs / 4)));
     this.#reader = this.#s.client.duplicate();
-    (this.#reader as { on?: (e: string, f: () => void) => void }).on?.('error', () => undefined);
+    const events = this.#reader as { on?: (e: string, f: () => void) => void };
+    events.on?.('error', () => undefined);
+    // A reconnected reader has a new connection id: learn it, so that an unblock never goes to
+    // the old one (after a Redis restart ids start again, and the old id may be someone else's).
+    if (this.#s.client.isCluster !== true) events.on?.('ready', () => void this.#learnReaderId());
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
     if (o.signal !== undefined) {
       if (o.signal.aborted) queueMicrotask(() => void this.close());
@@ -385,17 +389,22 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     return this.#o.ordered ? [...this.#owned.values()].length : this.#inFlight.size;
   }
 
+  /** The reader's connection id (see `#unblock`); undefined when it cannot be had. */
+  async #learnReaderId(): Promise<void> {
+    try {
+      this.#readerId = Number(await this.#reader.call('CLIENT', 'ID'));
+    } catch {
+      this.#readerId = undefined;
+    }
+  }
+
   async #start(): Promise<void> {
     for (let p = 0; p < this.#s.partitions; p++) await this.#ensureGroup(p);
     if (this.#isClosing()) return;
     if (this.#s.client.isCluster !== true) {
       // The reader's id, to unblock its blocking read (on close; in ordered mode also to add a
       // partition that went idle to the read that waits for new messages).
-      try {
-        this.#readerId = Number(await this.#reader.call('CLIENT', 'ID'));
-      } catch {
-        this.#readerId = undefined;
-      }
+      await this.#learnReaderId();
     }
     this.#scheduleSweep(0);
     await (this.#o.ordered ? this.#membershipLoop() : this.#readLoop());

@@ -134,6 +134,53 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     }
   });
 
+  it('ordered: after the reader’s connection is dropped and comes back with a new id, idle partitions are still woken at once (not after blockMs)', async () => {
+    const queue = queueOf({ partitions: 2 });
+    const keyOf = new Map<number, string>();
+    for (let i = 0; keyOf.size < 2; i++) {
+      const key = `key${i}`;
+      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('kick', key))?.[1]);
+      if (!keyOf.has(p)) keyOf.set(p, key);
+    }
+    const seen: string[] = [];
+    queue.consume<{ n: number }>(
+      'kick',
+      'g',
+      (m) => {
+        seen.push(`${m.partition}:${m.payload.n}`);
+      },
+      { ordered: true, concurrency: 2, pollMs: 60_000, blockMs: 60_000 },
+    );
+    // The reader: the one connection blocked in XREAD.
+    const readerIds = async (): Promise<string[]> =>
+      String(await client.call('CLIENT', 'LIST'))
+        .split('\n')
+        .filter((line) => / cmd=xread( |$)/.test(line) && / flags=b /.test(line))
+        .map((line) => /(?:^|\s)id=(\d+)/.exec(line)?.[1] ?? '');
+    await queue.send('kick', { n: 0 }, { key: keyOf.get(0) });
+    await until(() => expect(seen).toContain('0:0'), 10_000);
+    let old: string[] = [];
+    await until(async () => {
+      old = await readerIds();
+      expect(old).toHaveLength(1);
+    }, 10_000);
+    await client.call('CLIENT', 'KILL', 'ID', old[0] as string);
+    // Back, blocked again, on a connection with another id.
+    await until(async () => {
+      const now = await readerIds();
+      expect(now).toHaveLength(1);
+      expect(now[0]).not.toBe(old[0]);
+    }, 20_000);
+    // Each message makes its partition busy, then idle again: the idle one must be added to the
+    // read at once — by an unblock sent to the reader's new id.
+    let n = 1;
+    for (const p of [0, 1, 0, 1, 0]) {
+      await queue.send('kick', { n }, { key: keyOf.get(p) });
+      await until(() => expect(seen).toContain(`${p}:${n}`), 10_000);
+      n++;
+    }
+  });
+
   it('ordered: a handler stuck past its visibility timeout gives the partition up; the next owner redelivers in order and the late ack is refused', async () => {
     const queue = queueOf();
     let release: () => void = () => undefined;
