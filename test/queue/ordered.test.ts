@@ -8,6 +8,20 @@ import { Outbox, Queue, idempotent, type Effect, type Message } from '../../src/
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
+/**
+ * One key per partition of `topic`, found by hashing (the partition a key goes to is fixed):
+ * partition → key.
+ */
+function keyPerPartition(queue: Queue, topic: string, partitions: number): Map<number, string> {
+  const keyOf = new Map<number, string>();
+  for (let i = 0; keyOf.size < partitions; i++) {
+    const key = `key${i}`;
+    const p = Number(/:(\d+)\}$/.exec(queue.hashTag(topic, key))?.[1]);
+    if (!keyOf.has(p)) keyOf.set(p, key);
+  }
+  return keyOf;
+}
+
 describeRedis('keel/queue ordering, idempotency and outbox', () => {
   const redis = useRedis({ count: 1 });
   const opened: { close(): Promise<void> }[] = [];
@@ -59,13 +73,7 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
 
   it('ordered: an idle partition is woken by a new message, not by its next poll (polls and blocking reads 60 s apart)', async () => {
     const queue = queueOf({ partitions: 4 });
-    // One key per partition, found by hashing (the partition a key goes to is fixed).
-    const keyOf = new Map<number, string>();
-    for (let i = 0; keyOf.size < 4; i++) {
-      const key = `key${i}`;
-      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('wake', key))?.[1]);
-      if (!keyOf.has(p)) keyOf.set(p, key);
-    }
+    const keyOf = keyPerPartition(queue, 'wake', 4);
     const seen: string[] = [];
     const consumer = queue.consume<{ n: number }>(
       'wake',
@@ -97,12 +105,7 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
 
   it('ordered: after Redis restarts, idle partitions are still woken by new messages (the reader’s new connection id is used to add them)', async () => {
     const queue = queueOf({ partitions: 4 });
-    const keyOf = new Map<number, string>();
-    for (let i = 0; keyOf.size < 4; i++) {
-      const key = `key${i}`;
-      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('wake', key))?.[1]);
-      if (!keyOf.has(p)) keyOf.set(p, key);
-    }
+    const keyOf = keyPerPartition(queue, 'wake', 4);
     const seen: string[] = [];
     queue.consume<{ n: number }>(
       'wake',
@@ -136,12 +139,7 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
 
   it('ordered: after the reader’s connection is dropped and comes back with a new id, idle partitions are still woken at once (not after blockMs)', async () => {
     const queue = queueOf({ partitions: 2 });
-    const keyOf = new Map<number, string>();
-    for (let i = 0; keyOf.size < 2; i++) {
-      const key = `key${i}`;
-      const p = Number(/:(\d+)\}$/.exec(queue.hashTag('kick', key))?.[1]);
-      if (!keyOf.has(p)) keyOf.set(p, key);
-    }
+    const keyOf = keyPerPartition(queue, 'kick', 2);
     const seen: string[] = [];
     queue.consume<{ n: number }>(
       'kick',
