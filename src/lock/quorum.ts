@@ -163,12 +163,26 @@ function lateOf(plan: AcquirePlan<unknown>, token: string): RoundOptions | undef
  */
 const ARGUMENT_ALLOWANCE_MS = 0.1;
 
+/** How early a timer may fire against the clock (Node's timers count whole milliseconds). */
+const TIMER_GRANULARITY_MS = 1;
+
+/** A round waiting for answers: when it times out, and what does it. */
+interface Waiting {
+  readonly due: number;
+  readonly expire: () => void;
+}
+
 export class Quorum {
   readonly #s: QuorumSettings;
   readonly #notifier: ReleaseNotifier | undefined;
   readonly #channels: readonly NodeChannel[];
   /** Nodes that must agree: ⌊N/2⌋ + 1. */
   readonly size: number;
+  /** Rounds still waiting for answers (see {@link Quorum.round} and `#bark`). */
+  readonly #waiting = new Set<Waiting>();
+  /** The one timer behind every round's timeout, and when it is due (Infinity: not armed). */
+  #watchdog: Timer | undefined;
+  #watchdogDue = Infinity;
 
   constructor(settings: QuorumSettings, notifier: ReleaseNotifier | undefined) {
     this.#s = settings;
@@ -470,12 +484,65 @@ export class Quorum {
   }
 
   /**
+   * Times out `waiting` at its due time, by the Quorum's one timer: armed for the earliest due
+   * round, and left armed when rounds finish before it (they leave `#waiting`). A round
+   * finishes in well under its timeout almost always, so a timer of its own — a `setTimeout`
+   * and a `clearTimeout` per round, each a timer list made and dropped and the event loop's
+   * timer re-armed — was work on every acquire and release for a timer that never fired. Each
+   * round is still timed out when its own timeout has passed (the timer is re-armed for the
+   * next due round whenever it fires; see `#bark`), so a node that does not answer is not
+   * waited for any longer than before.
+   */
+  #watch(waiting: Waiting): void {
+    this.#waiting.add(waiting);
+    if (waiting.due < this.#watchdogDue) this.#arm(waiting.due);
+  }
+
+  #arm(due: number): void {
+    const clock = this.#s.clock;
+    this.#watchdog?.cancel();
+    this.#watchdogDue = due;
+    // Unref'd: a round waits for answers on the nodes' connections, which keep the process
+    // alive on their own; a watchdog left armed after the last round must not.
+    this.#watchdog = clock.setTimer(this.#bark, due - clock.now()).unref();
+  }
+
+  /**
+   * The timer fired: time out every round that is due (its `expire` runs after the I/O that is
+   * ready now — one setImmediate, see core/io-timeout.ts — so replies that arrived while the
+   * process was busy past the timeout still decide the round), and re-arm for the next one. A
+   * round due within the timer's granularity (1 ms) counts as due: the timer may fire up to that
+   * much before the clock reaches it, as a timer of the round's own could.
+   */
+  readonly #bark = (): void => {
+    this.#watchdog = undefined;
+    this.#watchdogDue = Infinity;
+    const now = this.#s.clock.now();
+    let next = Infinity;
+    for (const waiting of this.#waiting) {
+      if (waiting.due - now < TIMER_GRANULARITY_MS) {
+        this.#waiting.delete(waiting);
+        setImmediate(waiting.expire);
+      } else if (waiting.due < next) next = waiting.due;
+    }
+    if (next !== Infinity) this.#arm(next);
+  };
+
+  /** Cancels the rounds' timer if no round is waiting (a round made later arms it again). */
+  rest(): void {
+    if (this.#waiting.size > 0) return;
+    this.#watchdog?.cancel();
+    this.#watchdog = undefined;
+    this.#watchdogDue = Infinity;
+  }
+
+  /**
    * Runs a script on every node at once (or on `nodes` only), bounded by one per-node timeout
    * for the whole round, and settles as soon as the outcome is known: a quorum answered "yes",
    * or too few nodes are left to make one (`waitAll` waits for every node called, or the
    * timeout). Nodes not waited for are reported as `pending`; their late answers are ignored.
    *
-   * Deliberately no async wrappers, no per-node timers and no `Promise.race`: this is the hot
+   * Deliberately no async wrappers, no timer of its own and no `Promise.race`: this is the hot
    * path of every acquire, extend and release.
    */
   round(
@@ -501,7 +568,7 @@ export class Quorum {
       const finish = (): void => {
         if (settled) return;
         settled = true;
-        timer.cancel();
+        this.#waiting.delete(waiting);
         // Fill in the nodes that have not answered (a plain loop: map would skip the holes).
         for (let node = 0; node < n; node++) {
           results[node] ??= {
@@ -535,12 +602,9 @@ export class Quorum {
         }
         finish();
       };
-      // The timeout runs after the I/O that is ready when it fires (one setImmediate; see
-      // core/io-timeout.ts): replies that arrived while the process was busy past the timeout
-      // decide the round, rather than losing to a timer that the event loop runs first.
-      const timer = clock.setTimer(() => {
-        if (!settled) setImmediate(expire);
-      }, timeoutMs);
+      // Timed out by the Quorum's one timer (see `#watch`), which runs `expire` after the I/O
+      // that is ready when it fires.
+      const waiting: Waiting = { due: clock.now() + timeoutMs, expire };
       // One reply handler for every node of the round (the channel hands back the node).
       const reply = (ok: boolean, value: unknown, node: number): void => {
         answer(
@@ -556,6 +620,7 @@ export class Quorum {
       const send = (node: number): void => {
         (channels[node] as NodeChannel).send(script, keys.length, argv, reply, node);
       };
+      this.#watch(waiting);
       if (nodes === undefined) for (let node = 0; node < n; node++) send(node);
       else for (const node of nodes) send(node);
       if (called === 0) finish();

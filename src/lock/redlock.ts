@@ -605,6 +605,7 @@ export class Redlock implements LockService, AsyncDisposable {
       if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
     });
     await this.#q.drain(2 * this.#o.nodeTimeoutMs);
+    this.#q.rest();
   }
 
   /**

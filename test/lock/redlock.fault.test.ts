@@ -393,6 +393,26 @@ describeRedis('Redlock fault injection against five real redis-server processes'
     },
   );
 
+  it('a round is timed out at its own node timeout, not at that of an earlier round that armed the one timer of the rounds', async () => {
+    const NT = 400;
+    const redlock = redlockOf({ nodeTimeoutMs: NT, retryCount: 0 });
+    // An answered acquire: the timer of the rounds' timeouts stays armed for it, about NT from
+    // now (see Quorum#watch).
+    const lock = await redlock.acquire('watchdog');
+    await sleep(NT / 2);
+    for (const i of [0, 2, 3]) redis().pause(i);
+    // One round (a release is never retried), with a majority that does not answer.
+    const t = now();
+    const outcome = await within(lock.release(), 20_000, 'release with 3 of 5 paused');
+    const took = now() - t;
+    expect(outcome).toEqual({ released: false, expired: false });
+    // The timer fired for the earlier round about NT / 2 after t: this round must not have been
+    // timed out then (a timer may fire up to a tick before its time: 20 ms of slack), and was
+    // timed out at its own deadline (a generous bound: a loaded machine).
+    expect(took).toBeGreaterThanOrEqual(NT - 20);
+    expect(took).toBeLessThan(10 * NT + 2_000);
+  });
+
   it('with 3 of 5 paused: QuorumUnavailableError promptly, naming the failed nodes, and nothing left behind', async () => {
     const NT = 200;
     const own = freshClients();
