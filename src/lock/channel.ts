@@ -182,7 +182,10 @@ let tickScheduled = false;
 
 function endTick(): void {
   tickScheduled = false;
-  for (const channel of active.splice(0)) channel.endTick();
+  // In place (no copy per tick): a channel that queues again while this runs — a call issued
+  // from an answer — is pushed behind and ended in this same pass, as a later tick would.
+  for (let i = 0; i < active.length; i++) (active[i] as NodeChannel).endTick();
+  active.length = 0;
 }
 
 export class NodeChannel {
@@ -333,13 +336,17 @@ export class NodeChannel {
   #sendQueued(): void {
     const queue = this.#queue;
     if (queue.length === 0) return;
-    this.#queue = [];
     this.#queuedArgs = 0;
     if (queue.length === 1) {
+      // The one queued call goes alone; the array is kept for the next ones (the common case:
+      // a call to a node that still owed a straggler's answer, e.g. a release after an acquire
+      // decided without that node).
       const only = queue[0] as Queued;
+      queue.length = 0;
       this.#direct(only.script, only.numKeys, only.argv, only.answer, only.tag);
       return;
     }
+    this.#queue = [];
     const keys: (string | number)[] = [];
     const args: (string | number)[] = [queue.length];
     for (const q of queue) {

@@ -166,10 +166,16 @@ const ARGUMENT_ALLOWANCE_MS = 0.1;
 /** How early a timer may fire against the clock (Node's timers count whole milliseconds). */
 const TIMER_GRANULARITY_MS = 1;
 
-/** A round waiting for answers: when it times out, and what does it. */
+/**
+ * A round waiting for answers: when it times out, and what does it; linked into its Quorum's
+ * list of waiting rounds while `listed` (a list rather than a Set: no hashing per round).
+ */
 interface Waiting {
   readonly due: number;
   readonly expire: () => void;
+  listed: boolean;
+  prev: Waiting | undefined;
+  next: Waiting | undefined;
 }
 
 export class Quorum {
@@ -178,8 +184,8 @@ export class Quorum {
   readonly #channels: readonly NodeChannel[];
   /** Nodes that must agree: ⌊N/2⌋ + 1. */
   readonly size: number;
-  /** Rounds still waiting for answers (see {@link Quorum.round} and `#bark`). */
-  readonly #waiting = new Set<Waiting>();
+  /** Rounds still waiting for answers, newest first (see {@link Quorum.round} and `#bark`). */
+  #waiting: Waiting | undefined;
   /** The one timer behind every round's timeout, and when it is due (Infinity: not armed). */
   #watchdog: Timer | undefined;
   #watchdogDue = Infinity;
@@ -494,8 +500,24 @@ export class Quorum {
    * waited for any longer than before.
    */
   #watch(waiting: Waiting): void {
-    this.#waiting.add(waiting);
+    const head = this.#waiting;
+    waiting.listed = true;
+    waiting.next = head;
+    if (head !== undefined) head.prev = waiting;
+    this.#waiting = waiting;
     if (waiting.due < this.#watchdogDue) this.#arm(waiting.due);
+  }
+
+  /** Takes a round out of the waiting list (if it is still there). */
+  #unwatch(waiting: Waiting): void {
+    if (!waiting.listed) return;
+    waiting.listed = false;
+    const { prev, next } = waiting;
+    if (prev === undefined) this.#waiting = next;
+    else prev.next = next;
+    if (next !== undefined) next.prev = prev;
+    waiting.prev = undefined;
+    waiting.next = undefined;
   }
 
   #arm(due: number): void {
@@ -518,19 +540,21 @@ export class Quorum {
     this.#watchdog = undefined;
     this.#watchdogDue = Infinity;
     const now = this.#s.clock.now();
-    let next = Infinity;
-    for (const waiting of this.#waiting) {
+    let soonest = Infinity;
+    for (let waiting = this.#waiting; waiting !== undefined;) {
+      const after = waiting.next;
       if (waiting.due - now < TIMER_GRANULARITY_MS) {
-        this.#waiting.delete(waiting);
+        this.#unwatch(waiting);
         setImmediate(waiting.expire);
-      } else if (waiting.due < next) next = waiting.due;
+      } else if (waiting.due < soonest) soonest = waiting.due;
+      waiting = after;
     }
-    if (next !== Infinity) this.#arm(next);
+    if (soonest !== Infinity) this.#arm(soonest);
   };
 
   /** Cancels the rounds' timer if no round is waiting (a round made later arms it again). */
   rest(): void {
-    if (this.#waiting.size > 0) return;
+    if (this.#waiting !== undefined) return;
     this.#watchdog?.cancel();
     this.#watchdog = undefined;
     this.#watchdogDue = Infinity;
@@ -568,7 +592,7 @@ export class Quorum {
       const finish = (): void => {
         if (settled) return;
         settled = true;
-        this.#waiting.delete(waiting);
+        this.#unwatch(waiting);
         // Fill in the nodes that have not answered (a plain loop: map would skip the holes).
         for (let node = 0; node < n; node++) {
           results[node] ??= {
@@ -604,7 +628,13 @@ export class Quorum {
       };
       // Timed out by the Quorum's one timer (see `#watch`), which runs `expire` after the I/O
       // that is ready when it fires.
-      const waiting: Waiting = { due: clock.now() + timeoutMs, expire };
+      const waiting: Waiting = {
+        due: clock.now() + timeoutMs,
+        expire,
+        listed: false,
+        prev: undefined,
+        next: undefined,
+      };
       // One reply handler for every node of the round (the channel hands back the node).
       const reply = (ok: boolean, value: unknown, node: number): void => {
         answer(

@@ -364,7 +364,10 @@ class LockAttempt implements AcquirePlan<Lock> {
    * round that marks it (see `firstRoundUnmarked`).
    */
   args(token: string): readonly (string | number)[] {
-    return ++this.rounds === 1 ? [token, this.ttlMs] : [token, this.ttlMs, 1];
+    // The ttl as the client sends it (an integer, in decimal), made once per round rather than
+    // by the client once per node.
+    const ttl = String(this.ttlMs);
+    return ++this.rounds === 1 ? [token, ttl] : [token, ttl, '1'];
   }
 
   settle(
