@@ -468,6 +468,7 @@ export class Lock implements AsyncDisposable {
     token: string,
     validUntil: number,
     fences: readonly number[],
+    since?: number,
   );
   protected constructor(
     backend?: LockBackend,
@@ -476,6 +477,7 @@ export class Lock implements AsyncDisposable {
     token?: string,
     validUntil?: number,
     fences?: readonly number[],
+    since?: number,
   ) {
     // The declarations show only the argument-less form, so no caller outside Keel can make a
     // handle; a subclass that calls it gets this error instead of a handle that holds nothing.
@@ -489,11 +491,13 @@ export class Lock implements AsyncDisposable {
     this.#validUntil = validUntil as number;
     this.#fences = fences as readonly number[];
     this.fencingToken = this.#fences[0] ?? 0;
-    this.#since = backend.clock.now();
+    this.#since = since ?? backend.clock.now();
   }
 
   /**
-   * A held lock's handle (Keel's lock services make their locks through this).
+   * A held lock's handle (Keel's lock services make their locks through this). `since`: when
+   * it was granted on the service's clock, if the caller just read it (a clock read less on
+   * the hot path); else read here.
    *
    * @internal
    */
@@ -504,8 +508,9 @@ export class Lock implements AsyncDisposable {
     token: string,
     validUntil: number,
     fences: readonly number[],
+    since?: number,
   ): Lock {
-    return new Lock(backend, resources, keys, token, validUntil, fences);
+    return new Lock(backend, resources, keys, token, validUntil, fences, since);
   }
 
   /**

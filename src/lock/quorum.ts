@@ -72,6 +72,11 @@ export interface RoundOptions {
   readonly nodes?: readonly number[];
   /** Sees each answer that came after the round was decided (or timed out). */
   readonly late?: (r: NodeResult) => void;
+  /**
+   * When the round starts on the clock, if the caller has just read it (its timeout counts
+   * from there; else the round reads the clock).
+   */
+  readonly started?: number;
 }
 
 /** One kind of acquisition (a lock, a semaphore permit), as the loop drives it. */
@@ -143,10 +148,14 @@ export interface AcquirePlan<T> extends VotePlan {
   readonly takenDetail?: string;
 }
 
-/** The round options that hand an attempt's late answers to `plan.late`, if it has one. */
-function lateOf(plan: AcquirePlan<unknown>, token: string): RoundOptions | undefined {
-  if (plan.late === undefined) return undefined;
+/**
+ * The options of an attempt's round: it starts at `started`, and hands its late answers to
+ * `plan.late`, if it has one.
+ */
+function roundOf(plan: AcquirePlan<unknown>, token: string, started: number): RoundOptions {
+  if (plan.late === undefined) return { started };
   return {
+    started,
     late: (r) => {
       plan.late?.(token, r); // called on the plan: it may be a class instance
     },
@@ -327,13 +336,12 @@ export class Quorum {
             : undefined;
         const token = newToken();
         const started = s.clock.now();
-        const late = lateOf(plan, token);
         const results = await this.round(
           plan.script,
           plan.keys,
           plan.args(token),
           plan.granted,
-          late,
+          roundOf(plan, token, started),
         );
         plan.observe?.(results);
         last = results;
@@ -629,7 +637,7 @@ export class Quorum {
       // Timed out by the Quorum's one timer (see `#watch`), which runs `expire` after the I/O
       // that is ready when it fires.
       const waiting: Waiting = {
-        due: clock.now() + timeoutMs,
+        due: (options.started ?? clock.now()) + timeoutMs,
         expire,
         listed: false,
         prev: undefined,

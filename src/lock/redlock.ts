@@ -1058,12 +1058,13 @@ export class Redlock implements LockService, AsyncDisposable {
     fences: readonly number[],
   ): Lock | typeof TOO_SLOW {
     const validUntil = this.#q.deadline(started, attempt.ttlMs);
-    if (validUntil - this.#o.clock.now() <= this.#o.minValidityMs) return TOO_SLOW;
+    const now = this.#o.clock.now();
+    if (validUntil - now <= this.#o.minValidityMs) return TOO_SLOW;
     for (const key of attempt.lockKeys) this.#mine.set(key, token);
     // Locks dropped without a release leave their entries behind: keep the newest only.
     if (this.#mine.size > MAX_OWN_ENTRIES) this.#forgetOldest();
     attempt.fences = fences;
-    return Lock.made(this, attempt.resources, attempt.lockKeys, token, validUntil, fences);
+    return Lock.made(this, attempt.resources, attempt.lockKeys, token, validUntil, fences, now);
   }
 
   /** The script keys of an acquisition of `list` (see ACQUIRE). */
