@@ -38,11 +38,19 @@
  *   purpose, 21 calls per block for every 20 it is credited — must read about ×0.95, and is
  *   judged by the same rule: "MISSED" wherever 5 % is over both 2 ns and 2 % (execute and lock;
  *   5 % of a 6.5 ns pick is within 2 ns). A method that hid a 5 % cost would fail its control.
+ *
+ * Precision (session 11): the young generation is emptied before every block (see `settle`),
+ * so no block pays for collecting another variant's garbage; blocks are whole multiples of 256
+ * calls (the lock's token-pool refill period); the lock's blocks are 2 ms (four times the work
+ * per round); and each row shows the 95 % interval of its median. Allocation, which the
+ * emptied young generation could otherwise hide, is measured per call and judged: the shipped
+ * code may allocate no more than the compiled-out one.
  */
 import diagnostics from 'node:diagnostics_channel';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import v8 from 'node:v8';
 import { build, type Plugin } from 'esbuild';
 import type * as Drivers from './diagnostics-drivers.js';
 import { defineSuite, type BenchReport, type BenchTask, type SuiteContext } from './suite.js';
@@ -120,13 +128,45 @@ interface Operation {
   readonly what: string;
   readonly driver: (v: Variant) => Drivers.Driver;
   readonly batch?: number;
+  /**
+   * One block's length (ms) in the judged rounds, full mode. The lock's round ratios spread
+   * about three times as wide as the pick's at 0.5 ms (IQR 0.34 against 0.12 in one loaded
+   * run), so its blocks are longer: four times the work per round halves a ratio's spread
+   * where the noise is independent per block.
+   */
+  readonly blockMs: number;
 }
 
 const OPERATIONS: readonly Operation[] = [
-  { what: 'roundRobin pick, N=10', driver: (v) => v.pickDriver(), batch: BATCH },
-  { what: 'breaker execute (closed)', driver: (v) => v.executeDriver() },
-  { what: 'MemoryLock acquire + release', driver: (v) => v.lockDriver() },
+  { what: 'roundRobin pick, N=10', driver: (v) => v.pickDriver(), batch: BATCH, blockMs: 0.5 },
+  { what: 'breaker execute (closed)', driver: (v) => v.executeDriver(), blockMs: 0.5 },
+  { what: 'MemoryLock acquire + release', driver: (v) => v.lockDriver(), blockMs: 2 },
 ];
+
+/**
+ * Blocks are a whole number of these calls. A lock acquisition takes its token from a pool of
+ * random bytes refilled every 256 tokens (`newToken`, src/lock/lock.ts): a block of any other
+ * length holds one refill more or less depending on where the pool stood, a per-block jitter
+ * of about 1 % at 0.5 ms; with whole multiples every block pays for the same number of refills,
+ * its exact share. Harmless for the other rows (thousands of calls per block either way).
+ */
+const CALLS_QUANTUM = 256;
+
+/** V8's collector, when the process runs with `--expose-gc` (the runner always does). */
+const collect = (globalThis as { gc?: (options?: { type: 'minor' | 'major' }) => void }).gc;
+
+/**
+ * Empties the young generation (a scavenge) before a timed block, so a block's time holds
+ * the scavenges its own allocation causes and no other's. Without it the variants share one
+ * young generation: whichever block happens to fill it pays for collecting the garbage the
+ * others left (the lock allocates about 2 KB per acquire + release, a scavenge every few
+ * blocks), which put a random 5–20 % on a quarter of the lock's blocks. Allocation itself
+ * stays in the blocks, and what a variant allocates is measured and judged separately
+ * ({@link bytesPerCall}), so garbage the shipped code made when nobody listens cannot hide.
+ */
+function settle(): void {
+  collect?.({ type: 'minor' });
+}
 
 /** Each variant's drivers, made once: the tasks and the A/B/B/A blocks use the same objects. */
 const drivers = new Map(
@@ -223,6 +263,7 @@ async function interleaved(
     for (let k = 0; k < all.length; k++) {
       const at = (shift + (reversed ? all.length - 1 - k : k)) % all.length;
       const c = all[at] as Contender;
+      settle();
       ms[at] = await c.block(Math.round(calls * c.overrun));
     }
     const baseMs = ms[0] as number;
@@ -252,7 +293,61 @@ async function calibrate(
   }
   // A low quantile: on a loaded machine the median block is one a preemption stretched.
   const msPerCall = quantile(perCall.slice(-8 * blocks.length), 0.2);
-  return Math.max(1, Math.round(blockMs / msPerCall));
+  return CALLS_QUANTUM * Math.max(1, Math.round(blockMs / msPerCall / CALLS_QUANTUM));
+}
+
+/** Calls per allocation sample: well inside one young generation (the lock's ~2 KB each). */
+const ALLOCATION_CALLS = 256;
+
+/**
+ * Bytes a block allocates per call (the median of five samples), read from V8's young
+ * generation: emptied by a scavenge, then its used size after a block of
+ * {@link ALLOCATION_CALLS} calls, which is too little to fill it (a sample in which it was
+ * collected all the same, its size having gone down, is dropped). Deterministic up to the
+ * driver's own few bytes per block; `undefined` without `--expose-gc`.
+ */
+async function bytesPerCall(block: Drivers.Block): Promise<number | undefined> {
+  if (collect === undefined) return undefined;
+  const used = (): number =>
+    v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')
+      ?.space_used_size ?? 0;
+  const samples: number[] = [];
+  for (let k = 0; k < 5; k++) {
+    settle();
+    const before = used();
+    await block(ALLOCATION_CALLS);
+    const after = used();
+    if (after >= before) samples.push((after - before) / ALLOCATION_CALLS);
+  }
+  return samples.length === 0 ? undefined : median(samples);
+}
+
+/**
+ * Allocation the shipped code may add per call when nobody listens: none. Half a byte of
+ * slack for the driver's per-block bytes spread over the calls (one object in a block of
+ * 256 calls is about 0.1 B per call).
+ */
+const MAX_EXTRA_BYTES = 0.5;
+
+/**
+ * A distribution-free 95 % confidence interval of the median of `values`: the order
+ * statistics n/2 ∓ 0.98·√n (the binomial rank test's normal approximation), so a reader sees
+ * how precisely the rounds pinned the median down, not only how widely the rounds spread.
+ */
+function medianInterval(values: readonly number[]): [number, number] {
+  const sorted = [...values].sort((a, b) => a - b);
+  const n = sorted.length;
+  const half = 0.98 * Math.sqrt(n);
+  const low = Math.max(0, Math.floor(n / 2 - half));
+  const high = Math.min(n - 1, Math.ceil(n / 2 + half) - 1);
+  return [sorted[low] as number, sorted[high] as number];
+}
+
+/** The cost (1 ÷ ratio − 1, in %) at both ends of the median ratio's 95 % interval. */
+function costInterval(ratios: readonly number[]): string {
+  const [low, high] = medianInterval(ratios);
+  const pct = (ratio: number): string => (Math.round((1 / ratio - 1) * 1000) / 10).toFixed(1);
+  return `${pct(high)} … ${pct(low)}`;
 }
 
 /** Three significant digits (the runner prints numbers with up to four decimals). */
@@ -261,13 +356,13 @@ function round3(value: number): number {
 }
 
 async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
-  const blockMs = context.quick ? 0.2 : 0.5;
   const rounds = context.quick ? 40 : 800;
   const rows: Record<string, string | number>[] = [];
   const ruling = (fraction: number, costNs: number): string =>
     context.quick ? '' : fraction <= MAX_FRACTION || costNs <= MAX_NS ? 'met' : 'MISSED';
   for (const op of OPERATIONS) {
     const d = driversOf(op.what);
+    const blockMs = context.quick ? 0.2 : op.blockMs;
     const calls = await calibrate(
       [d.off.block, d.offCopy.block, d.on.block, d.onCopy.block],
       blockMs,
@@ -283,22 +378,42 @@ async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
       },
     ];
     const results = await interleaved(d.off.block, contenders, calls, rounds);
+    // Measured after the rounds, when every variant runs its optimized code (an interpreted
+    // or baseline-compiled copy allocates what the optimizing compiler's escape analysis saves).
+    const baseBytes = await bytesPerCall(d.off.block);
+    const bytes = [
+      await bytesPerCall(d.on.block),
+      await bytesPerCall(d.offCopy.block),
+      await bytesPerCall(d.onCopy.block),
+    ];
     contenders.forEach((contender, i) => {
       const r = results[i] as (typeof results)[number];
       const ratio = median(r.ratios);
       const baseNs = median(r.baseNs);
       const fraction = 1 / ratio - 1;
       const costNs = baseNs * fraction;
-      const verdict = ruling(fraction, costNs);
+      const own = bytes[i];
+      const extraBytes = own === undefined || baseBytes === undefined ? undefined : own - baseBytes;
+      const timeVerdict = ruling(fraction, costNs);
+      const verdict =
+        timeVerdict === 'met' && extraBytes !== undefined && extraBytes > MAX_EXTRA_BYTES
+          ? 'MISSED'
+          : timeVerdict;
       rows.push({
         call: op.what,
         'no subscriber': contender.row,
+        'calls/block': calls,
         'compiled out ns': round3(baseNs),
         'this ns': round3(median(r.ns)),
+        'bytes/call: compiled out → this':
+          own === undefined || baseBytes === undefined
+            ? 'not measured'
+            : `${round3(baseBytes)} → ${round3(own)}`,
         'ops/s ÷ compiled out': ratio,
         'IQR of round ratios': quantile(r.ratios, 0.75) - quantile(r.ratios, 0.25),
         'cost ns': round3(costNs),
         'cost %': Math.round(fraction * 1000) / 10,
+        'cost %, 95 % CI': costInterval(r.ratios),
         'target ≤ 2 ns or ≤ 2 %':
           i === 0 || verdict === ''
             ? verdict
@@ -309,10 +424,14 @@ async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
   return {
     title:
       `no-subscriber cost, judged here: ${rounds} interleaved rounds in one process, each one ` +
-      `~${blockMs} ms block of every variant, in an order rotated every round; ratio = median of ` +
-      'the round ratios. Checks of the method, every run: A/A should read ×1.00; the control ' +
-      '(21 calls per block credited as 20) should read ×0.95 and be caught wherever 5 % is over ' +
-      'both 2 ns and 2 %',
+      `block of every variant (~${context.quick ? '0.2' : '0.5'} ms; the lock's ` +
+      `~${context.quick ? '0.2' : '2'} ms; whole multiples of ${CALLS_QUANTUM} calls), in an ` +
+      'order rotated every round, the young generation emptied before each block' +
+      `${collect === undefined ? ' (NOT: run with --expose-gc)' : ''}; ratio = median of the ` +
+      'round ratios. Judged: time within 2 ns or 2 %, and no more bytes allocated per call ' +
+      `(+${MAX_EXTRA_BYTES} B slack). Checks of the method, every run: A/A should read ×1.00; ` +
+      'the control (21 calls per block credited as 20) should read ×0.95 and be caught wherever ' +
+      '5 % is over both 2 ns and 2 %',
     rows,
   };
 }

@@ -42,6 +42,9 @@ import type {
   RunOptions,
 } from './types.js';
 
+/** Node's `keel:balancer:pick` channel, read directly by the per-pick guard. */
+const pickGuard = pickChannel.channel;
+
 /** Outlier-ejection settings (passive health checking, as Envoy's outlier detection). */
 export interface OutlierEjectionOptions {
   /** Consecutive failures that eject an endpoint; 0 turns ejection off. @defaultValue 5 */
@@ -737,8 +740,8 @@ export class LoadBalancer<T = unknown> {
     }
     if (state !== undefined) {
       state.picks++;
-      // One property read when nobody listens (bench/balancer.bench.ts measures it).
-      if (pickChannel.active) this.#publishPick(state);
+      // One property read when nobody listens (bench/diagnostics.bench.ts measures it).
+      if (pickGuard.hasSubscribers) this.#publishPick(state);
     }
     return state;
   }

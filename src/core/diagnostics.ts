@@ -57,11 +57,17 @@ export function channelName(component: KeelComponent, event: string): string {
 export class KeelChannel<T extends object> {
   /** The channel's name, `keel:<component>:<event>`. */
   readonly name: string;
+  /**
+   * Node's channel of that name. A per-call guard reads `hasSubscribers` on it, held in a
+   * module constant (`const guard = someChannel.channel`): one property read fewer than
+   * {@link KeelChannel.active}, which reads it through this object.
+   */
+  readonly channel: Channel;
   readonly #channel: Channel;
 
   constructor(component: KeelComponent, event: string) {
     this.name = channelName(component, event);
-    this.#channel = diagnostics.channel(this.name);
+    this.#channel = this.channel = diagnostics.channel(this.name);
   }
 
   /** True when somebody subscribed to this channel (by name, through any module copy). */

@@ -101,6 +101,23 @@ describe('balancer observability (issue 15)', () => {
     expect(channels.of(PICK)).toHaveLength(2);
   });
 
+  it('publishes the first pick after a subscriber comes, however many picks ran without one', () => {
+    const balancer = new LoadBalancer({
+      name: 'hot',
+      strategy: roundRobin(),
+      endpoints: [{ id: 'a' }, { id: 'b' }],
+    });
+    // Enough picks for the optimizing compiler to take pick() with the guard's channel
+    // seen only without subscribers: the guard must still read the channel each time.
+    for (let i = 0; i < 200_000; i++) balancer.pick();
+    using channels = recordChannels([PICK]);
+    balancer.pick();
+    expect(channels.of(PICK)).toHaveLength(1);
+    channels.dispose();
+    for (let i = 0; i < 1000; i++) balancer.pick();
+    expect(channels.of(PICK)).toHaveLength(1);
+  });
+
   it('stats give the end of an ejection in wall-clock time too', () => {
     const clock = new ManualClock();
     const balancer = new LoadBalancer({

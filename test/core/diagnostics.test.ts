@@ -35,6 +35,21 @@ describe('core/diagnostics', () => {
     expect(seen).toEqual([{ n: 1 }]);
   });
 
+  it("exposes Node's channel of its name for per-call guards", () => {
+    const channel = new KeelChannel<{ n: number }>('lock', 'test-guard');
+    expect(channel.channel).toBe(diagnostics.channel('keel:lock:test-guard'));
+    const guard = channel.channel;
+    expect(guard.hasSubscribers).toBe(false);
+    const listener = (): void => undefined;
+    diagnostics.subscribe('keel:lock:test-guard', listener);
+    try {
+      expect(guard.hasSubscribers).toBe(true);
+    } finally {
+      diagnostics.unsubscribe('keel:lock:test-guard', listener);
+    }
+    expect(guard.hasSubscribers).toBe(false);
+  });
+
   it('gives operations a TracingChannel under the same name', async () => {
     const op = operationChannel<{ resource: string; result?: unknown }>('lock', 'test-op');
     const events: string[] = [];
