@@ -59,10 +59,22 @@ function capture(resolve: (value: unknown) => void, reject: (error: unknown) => 
   capturedReject = reject;
 }
 
+/**
+ * A call waiting on an aggressive deadline, as a {@link Bucket} lists it: `done` once it
+ * settled; `reject` is what the deadline (or the caller's abort) does to a call not yet done,
+ * after setting `done`. @internal
+ */
+export interface Racer {
+  prev: Racer | undefined;
+  next: Racer | undefined;
+  done: boolean;
+  reject(error: unknown): void;
+}
+
 /** A call waiting on an aggressive deadline: settles once, by its outcome or the deadline. */
-class RacingCall<R> {
-  prev: RacingCall<unknown> | undefined;
-  next: RacingCall<unknown> | undefined;
+class RacingCall<R> implements Racer {
+  prev: Racer | undefined;
+  next: Racer | undefined;
   done = false;
   readonly promise: Promise<R>;
   readonly resolve: (value: R) => void;
@@ -79,7 +91,7 @@ class RacingCall<R> {
  * Calls with the same deadline (to the millisecond) and no caller's signal: one entry in the
  * clock's deadline queue and one controller. Queued while it has calls pending.
  */
-class Bucket extends Deadline {
+export class Bucket extends Deadline {
   readonly controller = new AbortController();
   readonly #queue: DeadlineQueue;
   readonly #ms: number;
@@ -87,7 +99,7 @@ class Bucket extends Deadline {
   /** Cooperative calls still running. */
   #pending = 0;
   /** Aggressive calls still running: a doubly linked list. */
-  #head: RacingCall<unknown> | undefined;
+  #head: Racer | undefined;
   expired = false;
   /** Removes the caller-signal link of a bucket made for one call. */
   off: (() => void) | undefined;
@@ -114,7 +126,7 @@ class Bucket extends Deadline {
     if (this.index < 0) this.#queue.add(this);
   }
 
-  attach(call: RacingCall<unknown>): void {
+  attach(call: Racer): void {
     call.next = this.#head;
     if (this.#head !== undefined) this.#head.prev = call;
     this.#head = call;
@@ -122,7 +134,7 @@ class Bucket extends Deadline {
   }
 
   /** The call settled: out of the list (no-op when the deadline already took it). */
-  detach(call: RacingCall<unknown>): void {
+  detach(call: Racer): void {
     const { prev, next } = call;
     if (prev !== undefined) prev.next = next;
     else if (this.#head === call) this.#head = next;
@@ -162,11 +174,16 @@ class Bucket extends Deadline {
   }
 }
 
-class TimeoutPolicy extends SinglePolicy {
+/** @internal */
+export class TimeoutPolicy extends SinglePolicy {
   readonly observesSignal: boolean;
   protected readonly owner = OWNER;
   readonly #ms: number;
   readonly #aggressive: boolean;
+  /** Whether the strategy is `aggressive`. @internal */
+  get aggressive(): boolean {
+    return this.#aggressive;
+  }
   readonly #clock: Clock;
   #queue: DeadlineQueue | undefined;
   /** The bucket the latest sharing calls joined. */
@@ -196,22 +213,30 @@ class TimeoutPolicy extends SinglePolicy {
       return promise;
     }
     const call = new RacingCall<R>();
-    bucket.attach(call as RacingCall<unknown>);
+    bucket.attach(call);
     chain.step(next, fn, bucket.controller.signal).then(
       (value) => {
         if (call.done) return;
         call.done = true;
-        bucket.detach(call as RacingCall<unknown>);
+        bucket.detach(call);
         call.resolve(value);
       },
       (error: unknown) => {
         if (call.done) return;
         call.done = true;
-        bucket.detach(call as RacingCall<unknown>);
+        bucket.detach(call);
         call.reject(error);
       },
     );
     return call.promise;
+  }
+
+  /**
+   * The bucket shared by calls without a caller's signal due `ms` from now (for a pipeline's
+   * specialised executors, which join or attach to it themselves). @internal
+   */
+  sharedBucket(): Bucket {
+    return this.#bucket(NEVER) as Bucket;
   }
 
   /**
