@@ -227,3 +227,35 @@ describe('pipeline(retry, timeout cooperative, breaker)', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 });
+
+describe('timeout on the system clock (read through process.hrtime)', () => {
+  it.each(['cooperative', 'aggressive'] as const)(
+    '%s: the deadline is never before ms on performance.now()',
+    async (strategy) => {
+      const breaker = new CircuitBreaker({ name: `system-${strategy}` });
+      const policy = pipeline(retry({ maxAttempts: 1 }), timeout({ ms: 20, strategy }), breaker);
+      await policy.execute(() => 0);
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        let abortedAt = Number.NaN;
+        const outcome = await policy
+          .execute(
+            (signal) =>
+              new Promise((_, reject) => {
+                signal.addEventListener(
+                  'abort',
+                  () => {
+                    abortedAt = performance.now();
+                    reject(signal.reason as Error);
+                  },
+                  { once: true },
+                );
+              }),
+          )
+          .catch((e: unknown) => e);
+        expect(isTimeoutError(outcome)).toBe(true);
+        expect(abortedAt - started).toBeGreaterThanOrEqual(20);
+      }
+    },
+  );
+});
