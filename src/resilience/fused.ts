@@ -62,7 +62,7 @@ export class CooperativeExecutor {
     retry.begin();
     const bucket = this.#timeout.sharedBucket();
     bucket.join();
-    const promise = invoke(fn, bucket.controller.signal);
+    const promise = invoke(fn, bucket.signal);
     let ok = this.#ok;
     if (bucket !== this.#okBucket || onSuccess !== this.#okCounts) {
       this.#okBucket = bucket;
@@ -160,7 +160,7 @@ export class AggressiveExecutor {
     bucket.attach(call);
     // The breaker counts every outcome, also one that comes after the deadline (it sits inside
     // the timeout); the call takes the outcome only while it is not done.
-    invoke(fn, bucket.controller.signal).then(
+    invoke(fn, bucket.signal).then(
       (value) => {
         onSuccess(value);
         call.succeed(value);

@@ -123,6 +123,8 @@ class RacingCall<R> implements Racer {
  */
 export class Bucket extends Deadline {
   readonly controller = new AbortController();
+  /** The controller's signal, read once (its getter checks its receiver on every read). */
+  readonly signal = this.controller.signal;
   readonly #queue: DeadlineQueue;
   readonly #ms: number;
   readonly #strategy: 'cooperative' | 'aggressive';
@@ -274,13 +276,13 @@ export class TimeoutPolicy extends SinglePolicy {
     if (bucket === undefined) return Promise.reject(signal.reason as Error);
     if (!this.#aggressive) {
       bucket.join();
-      const promise = chain.step(next, fn, bucket.controller.signal);
+      const promise = chain.step(next, fn, bucket.signal);
       void promise.then(bucket.release, bucket.release);
       return promise;
     }
     const call = new RacingCall<R>();
     bucket.attach(call);
-    chain.step(next, fn, bucket.controller.signal).then(
+    chain.step(next, fn, bucket.signal).then(
       (value) => {
         if (call.done) return;
         call.done = true;
@@ -324,7 +326,7 @@ export class TimeoutPolicy extends SinglePolicy {
         shared = this.#shared = new Bucket(queue, this.#ms, strategy, due);
         shared.shared = true;
         // Every function of the millisecond may listen to it (fetch does, until it answers).
-        setMaxListeners(0, shared.controller.signal);
+        setMaxListeners(0, shared.signal);
       }
       return shared;
     }
