@@ -17,6 +17,9 @@ import {
   type PolicyCallOptions,
   type Stage,
 } from './policy.js';
+import { RetryPolicy } from './retry.js';
+import { TimeoutPolicy } from './timeout.js';
+import { AggressiveExecutor, CooperativeExecutor } from './fused.js';
 
 /** What a pipeline is made of: policies, other pipelines, and circuit breakers. */
 export type PolicyLike = Policy | CircuitBreaker;
@@ -39,6 +42,11 @@ class BreakerStage implements Stage {
 
   constructor(breaker: CircuitBreaker) {
     this.#breaker = breaker;
+  }
+
+  /** The breaker. */
+  get breaker(): CircuitBreaker {
+    return this.#breaker;
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
@@ -99,6 +107,89 @@ class Pipeline implements Policy {
 }
 
 /**
+ * `pipeline(retry, timeout cooperative, breaker)`: a call whose function takes the signal (and
+ * no caller's signal) runs on its own executor (see fused.ts); any other, through the stages.
+ */
+class CooperativePipeline extends Pipeline {
+  readonly #executor: CooperativeExecutor;
+
+  constructor(stages: readonly Stage[], executor: (chain: Chain) => CooperativeExecutor) {
+    super(stages);
+    this.#executor = executor(this.chain);
+  }
+
+  override execute<R>(fn: Attempt<R>, options?: PolicyCallOptions): Promise<R> {
+    try {
+      if (typeof fn !== 'function') {
+        throw new InvalidOptionError(`${OWNER}.execute`, 'fn', 'a function', fn);
+      }
+      if (options === undefined) {
+        // Stage 2, the breaker, observes no signal: whether fn takes one.
+        return this.chain.observed(2, fn) ? this.#executor.run(fn) : this.chain.step(0, fn, NEVER);
+      }
+      const signal = callSignal(`${OWNER}.execute`, options);
+      if (signal.aborted) return Promise.reject(signal.reason as Error);
+      return this.chain.step(0, fn, signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}
+
+/**
+ * `pipeline(retry, timeout aggressive, breaker)`: a call without a caller's signal runs on its
+ * own executor (see fused.ts); one with a signal, through the stages.
+ */
+class AggressivePipeline extends Pipeline {
+  readonly #executor: AggressiveExecutor;
+
+  constructor(stages: readonly Stage[], executor: (chain: Chain) => AggressiveExecutor) {
+    super(stages);
+    this.#executor = executor(this.chain);
+  }
+
+  override execute<R>(fn: Attempt<R>, options?: PolicyCallOptions): Promise<R> {
+    try {
+      if (typeof fn !== 'function') {
+        throw new InvalidOptionError(`${OWNER}.execute`, 'fn', 'a function', fn);
+      }
+      if (options === undefined) return this.#executor.run(fn);
+      const signal = callSignal(`${OWNER}.execute`, options);
+      if (signal.aborted) return Promise.reject(signal.reason as Error);
+      return this.chain.step(0, fn, signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}
+
+/**
+ * The pipeline for `stages`: `retry` (retrying errors only), `timeout`, breaker — in that order
+ * and nothing else — gets a specialised executor for the calls that need the deadline.
+ */
+function build(stages: readonly Stage[]): Pipeline {
+  const [retry, timeout, breaker] = stages;
+  if (
+    stages.length === 3 &&
+    retry instanceof RetryPolicy &&
+    retry.errorsOnly &&
+    timeout instanceof TimeoutPolicy &&
+    breaker instanceof BreakerStage
+  ) {
+    return timeout.aggressive
+      ? new AggressivePipeline(
+          stages,
+          (chain) => new AggressiveExecutor(chain, retry, timeout, breaker.breaker),
+        )
+      : new CooperativePipeline(
+          stages,
+          (chain) => new CooperativeExecutor(chain, retry, timeout, breaker.breaker),
+        );
+  }
+  return new Pipeline(stages);
+}
+
+/**
  * Composes policies (and circuit breakers) into one, the first outermost: in
  * `pipeline(fallback(x), retry(), breaker, timeout({ ms: 500 }))` the timeout bounds each
  * attempt, the breaker sees every attempt, the retry repeats them and the fallback answers
@@ -130,5 +221,5 @@ export function pipeline(...policies: PolicyLike[]): Policy {
       );
     }
   });
-  return new Pipeline(stages);
+  return build(stages);
 }

@@ -268,7 +268,8 @@ export function publishRetry(attempt: number, decision: Decision, error: unknown
   });
 }
 
-class RetryPolicy extends SinglePolicy {
+/** @internal */
+export class RetryPolicy extends SinglePolicy {
   readonly observesSignal = true;
   protected readonly owner = OWNER;
   readonly #rules: RetryRules;
@@ -276,6 +277,35 @@ class RetryPolicy extends SinglePolicy {
   constructor(options: RetryOptions | undefined) {
     super();
     this.#rules = new RetryRules(OWNER, options);
+  }
+
+  /**
+   * Whether a pipeline's specialised executor may run this retry's first attempt itself: it
+   * retries on errors only (no result filter), so a first attempt that succeeds is the call's
+   * outcome as it is. @internal
+   */
+  get errorsOnly(): boolean {
+    return this.#rules.resultFilter === undefined;
+  }
+
+  /** What `run` does before the first attempt (a specialised executor calls it). @internal */
+  begin(): void {
+    this.#rules.budget?.deposit();
+  }
+
+  /**
+   * What `run` does when the first attempt failed with `error`: the next attempts' outcome
+   * (run with `chain.step(next, …)`), or the rejection. @internal
+   */
+  recover<R>(
+    chain: Chain,
+    next: number,
+    fn: Attempt<R>,
+    signal: AbortSignal,
+    error: unknown,
+  ): Promise<R> {
+    if (this.#rules.maxAttempts === 1) return Promise.reject(error);
+    return this.#again(chain, next, fn, signal, error, false);
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {

@@ -1,0 +1,261 @@
+/**
+ * `pipeline(retry, timeout, breaker)` runs a call that needs its deadline — an aggressive
+ * timeout, or a cooperative one whose function takes the signal — on a specialised executor
+ * (src/resilience/fused.ts) once the breaker is on its hot path. These tests run every path
+ * of both executors (each test checks the executor did run) against what the stages promise:
+ * values and errors pass through, the breaker counts every attempt (also one that ends after
+ * an aggressive deadline), failures and timeouts are retried, the deadline aborts the signal
+ * and not before, a caller's signal still aborts, and no timer is left.
+ */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ManualClock } from '../../src/core/index.js';
+import { CircuitBreaker, isBreakerOpenError } from '../../src/breaker/index.js';
+import { AggressiveExecutor, CooperativeExecutor } from '../../src/resilience/fused.js';
+import {
+  RetryBudget,
+  isTimeoutError,
+  pipeline,
+  retry,
+  retryChannel,
+  timeout,
+  type RetryEvent,
+} from '../../src/resilience/index.js';
+
+type Strategy = 'cooperative' | 'aggressive';
+
+/** Lets promise reactions and then the end-of-tick callbacks run. */
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** The pipeline, its breaker on its hot path (bound by a first call), and a spy on its executor. */
+async function setup(strategy: Strategy, maxAttempts = 2) {
+  const clock = new ManualClock();
+  const breaker = new CircuitBreaker({ name: `fused-${strategy}`, clock, minimumCalls: 20 });
+  const policy = pipeline(
+    retry({ maxAttempts, backoff: { type: 'none' }, clock }),
+    timeout({ ms: 100, strategy, clock }),
+    breaker,
+  );
+  const executor = strategy === 'aggressive' ? AggressiveExecutor : CooperativeExecutor;
+  const run = vi.spyOn(executor.prototype, 'run');
+  await policy.execute(() => 0);
+  run.mockClear();
+  return { clock, breaker, policy, run };
+}
+
+/** `body` as a function that declares the signal (`fn.length` 1), whatever it does with it. */
+function takingSignal<R>(body: () => R): (signal: AbortSignal) => R {
+  return (signal) => (signal.aborted ? body() : body());
+}
+
+/** A function of the signal that never settles unless its signal aborts. */
+function hanging(signals: AbortSignal[]) {
+  return (signal: AbortSignal): Promise<string> =>
+    new Promise((_, reject) => {
+      signals.push(signal);
+      signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+    });
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe.each(['cooperative', 'aggressive'] as const)(
+  'pipeline(retry, timeout %s, breaker) on its executor',
+  (strategy) => {
+    it('a success keeps its value, is counted, and leaves no timer; its signal never aborts', async () => {
+      const { clock, breaker, policy, run } = await setup(strategy);
+      const seen: AbortSignal[] = [];
+      const values = await Promise.all(
+        [1, 2, 3].map((n) =>
+          policy.execute((signal) => {
+            seen.push(signal);
+            return Promise.resolve(n);
+          }),
+        ),
+      );
+      expect(values).toEqual([1, 2, 3]);
+      expect(run).toHaveBeenCalledTimes(3);
+      expect(breaker.metrics()).toMatchObject({ successfulTotal: 4, failedTotal: 0 });
+      await tick();
+      expect(clock.pendingTimers).toBe(0);
+      await clock.advanceAsync(1000);
+      expect(seen.every((s) => !s.aborted)).toBe(true);
+    });
+
+    it('a failure (rejected or thrown) is counted and retried through the stages', async () => {
+      const { breaker, policy, run } = await setup(strategy, 3);
+      let calls = 0;
+      const value = await policy.execute((signal) => {
+        calls++;
+        if (calls === 1) return Promise.reject(new Error('first'));
+        if (calls === 2) throw new Error('second');
+        return signal.aborted ? 'aborted' : 'third';
+      });
+      expect(value).toBe('third');
+      expect(calls).toBe(3);
+      expect(run).toHaveBeenCalledTimes(1);
+      expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 2 });
+    });
+
+    it('the last failure is the outcome; with maxAttempts 1 no retry decision is published', async () => {
+      const { policy, run } = await setup(strategy, 2);
+      const error = new Error('always');
+      await expect(policy.execute(takingSignal(() => Promise.reject(error)))).rejects.toBe(error);
+      expect(run).toHaveBeenCalledTimes(1);
+
+      const one = await setup(strategy, 1);
+      const events: RetryEvent[] = [];
+      const listen = (event: unknown): void => {
+        events.push(event as RetryEvent);
+      };
+      subscribe(retryChannel.name, listen);
+      try {
+        await expect(one.policy.execute(takingSignal(() => Promise.reject(error)))).rejects.toBe(
+          error,
+        );
+      } finally {
+        unsubscribe(retryChannel.name, listen);
+      }
+      expect(one.run).toHaveBeenCalledTimes(1);
+      expect(events).toEqual([]);
+    });
+
+    it('the deadline aborts the signal with a TimeoutError, not before; the retry then succeeds', async () => {
+      const { clock, breaker, policy, run } = await setup(strategy);
+      const signals: AbortSignal[] = [];
+      const hang = hanging(signals);
+      let calls = 0;
+      let outcome: unknown = 'pending';
+      void policy
+        .execute((signal) => (++calls === 1 ? hang(signal) : 'ok'))
+        .then((v) => (outcome = v));
+      await clock.advanceAsync(99);
+      expect(outcome).toBe('pending');
+      expect(signals[0]?.aborted).toBe(false);
+      await clock.advanceAsync(1);
+      await tick();
+      expect(isTimeoutError(signals[0]?.reason)).toBe(true);
+      expect(outcome).toBe('ok');
+      expect(calls).toBe(2);
+      expect(run).toHaveBeenCalledTimes(1);
+      expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 1 });
+      await tick();
+      expect(clock.pendingTimers).toBe(0);
+    });
+
+    it("a caller's signal still aborts the call and the function's signal", async () => {
+      const { clock, policy } = await setup(strategy, 3);
+      const signals: AbortSignal[] = [];
+      const controller = new AbortController();
+      const done = policy
+        .execute(hanging(signals), { signal: controller.signal })
+        .catch((e: unknown) => e);
+      await clock.advanceAsync(10);
+      const reason = new Error('caller gave up');
+      controller.abort(reason);
+      expect(await done).toBe(reason);
+      expect(signals).toHaveLength(1);
+      expect(signals[0]?.aborted).toBe(true);
+      await tick();
+      expect(clock.pendingTimers).toBe(0);
+    });
+
+    it('an open breaker rejects through the stages; the budget is drawn on as by the stages', async () => {
+      const clock = new ManualClock();
+      const breaker = new CircuitBreaker({ name: 'open', clock });
+      const budget = new RetryBudget({ percent: 0, minRetriesPerSecond: 0, clock });
+      const policy = pipeline(
+        retry({ maxAttempts: 3, backoff: { type: 'none' }, budget, clock }),
+        timeout({ ms: 100, strategy, clock }),
+        breaker,
+      );
+      const executor = strategy === 'aggressive' ? AggressiveExecutor : CooperativeExecutor;
+      await policy.execute(() => 0);
+      const run = vi.spyOn(executor.prototype, 'run');
+      let calls = 0;
+      // No budget for a retry: one attempt.
+      await expect(
+        policy.execute(
+          takingSignal(() => {
+            calls++;
+            return Promise.reject(new Error('no budget'));
+          }),
+        ),
+      ).rejects.toThrow('no budget');
+      expect(calls).toBe(1);
+      expect(run).toHaveBeenCalledTimes(1);
+      breaker.forceOpen();
+      await expect(policy.execute(takingSignal(() => 1))).rejects.toSatisfy(isBreakerOpenError);
+    });
+  },
+);
+
+describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
+  it('settles at the deadline although the function never does; the breaker counts the late outcome', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 1);
+    let fail!: (e: Error) => void;
+    const done = policy
+      .execute(() => new Promise((_, reject) => (fail = reject)))
+      .catch((e: unknown) => e);
+    await clock.advanceAsync(100);
+    expect(isTimeoutError(await done)).toBe(true);
+    expect(run).toHaveBeenCalledTimes(1);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 1, failedTotal: 0 });
+    fail(new Error('late'));
+    await tick();
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 1, failedTotal: 1 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('a function that takes no signal is timed too, and its timeout retried', async () => {
+    const { clock, policy, run } = await setup('aggressive', 2);
+    let calls = 0;
+    const done = policy.execute(() => (++calls === 1 ? new Promise<string>(() => {}) : 'second'));
+    await clock.advanceAsync(100);
+    await expect(done).resolves.toBe('second');
+    expect(run).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe('pipeline(retry, timeout cooperative, breaker)', () => {
+  it('runs a function that takes no signal through the stages, untimed', async () => {
+    const { clock, policy, run } = await setup('cooperative');
+    await expect(policy.execute(() => Promise.resolve(5))).resolves.toBe(5);
+    expect(run).not.toHaveBeenCalled();
+    expect(clock.pendingTimers).toBe(0);
+  });
+});
+
+describe('timeout on the system clock (read through process.hrtime)', () => {
+  it.each(['cooperative', 'aggressive'] as const)(
+    '%s: the deadline is never before ms on performance.now()',
+    async (strategy) => {
+      const breaker = new CircuitBreaker({ name: `system-${strategy}` });
+      const policy = pipeline(retry({ maxAttempts: 1 }), timeout({ ms: 20, strategy }), breaker);
+      await policy.execute(() => 0);
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        let abortedAt = Number.NaN;
+        const outcome = await policy
+          .execute(
+            (signal) =>
+              new Promise((_, reject) => {
+                signal.addEventListener(
+                  'abort',
+                  () => {
+                    abortedAt = performance.now();
+                    reject(signal.reason as Error);
+                  },
+                  { once: true },
+                );
+              }),
+          )
+          .catch((e: unknown) => e);
+        expect(isTimeoutError(outcome)).toBe(true);
+        expect(abortedAt - started).toBeGreaterThanOrEqual(20);
+      }
+    },
+  );
+});
