@@ -24,8 +24,9 @@ export interface CacheBenchWorkerConfig {
   readonly loaderMs: number;
   readonly callers: number;
   /**
-   * Record each load (`RPUSH trace:<lib>:<key>` of `{ pid, start, end }`, wall-clock ms) so that
-   * the benchmark can tell a duplicate load from one per expiry.
+   * Record each load (`RPUSH trace:<lib>:<key>` of `{ pid, start, end, t0, t1 }`: wall-clock ms,
+   * and the same instants by {@link hiResNow}) so that the benchmark can tell a duplicate load
+   * from one per expiry, and subtract what the loader itself took from its waiters' waits.
    */
   readonly trace?: boolean;
 }
@@ -37,7 +38,21 @@ export type ToCacheBenchWorker =
 
 export type FromCacheBenchWorker =
   | { readonly t: 'ready' }
-  | { readonly t: 'done'; readonly latencies: readonly number[]; readonly errors: number };
+  | {
+      readonly t: 'done';
+      readonly latencies: readonly number[];
+      readonly errors: number;
+      /** When the first caller started and the last one settled ({@link hiResNow}). */
+      readonly begun: number;
+      readonly ended: number;
+    };
+
+/**
+ * Wall-clock milliseconds with the monotonic clock's resolution: the process's time origin plus
+ * `performance.now()`, comparable across the benchmark's processes to well under a millisecond
+ * (Date.now() has whole milliseconds only).
+ */
+export const hiResNow = (): number => performance.timeOrigin + performance.now();
 
 const config = JSON.parse(process.argv[2] ?? '{}') as CacheBenchWorkerConfig;
 const send = (message: FromCacheBenchWorker): void => {
@@ -48,13 +63,15 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 const counter = new Redis({ host: '127.0.0.1', port: config.port });
 const loader = async (key: string): Promise<{ key: string; at: number }> => {
   const start = Date.now();
+  const t0 = hiResNow();
   await counter.incr(`loads:${config.lib}:${key}`);
   await sleep(config.loaderMs);
+  const t1 = hiResNow();
   const end = Date.now();
   if (config.trace === true) {
     // Not awaited: the load ends when the loader returns, not when Redis has the trace.
     void counter
-      .rpush(`trace:${config.lib}:${key}`, JSON.stringify({ pid: process.pid, start, end }))
+      .rpush(`trace:${config.lib}:${key}`, JSON.stringify({ pid: process.pid, start, end, t0, t1 }))
       .catch(() => undefined);
   }
   return { key, at: end };
@@ -63,6 +80,8 @@ const loader = async (key: string): Promise<{ key: string; at: number }> => {
 /** One read through the library under test, with its ttl. */
 let read: (key: string, ttlMs: number) => Promise<unknown>;
 let close: () => Promise<void>;
+/** Resolves when the library can take a round: Keel's once its cache hears fill messages. */
+let ready: () => Promise<void> = () => Promise.resolve();
 if (config.lib === 'keel') {
   const redis = new Redis({ host: '127.0.0.1', port: config.port });
   // staleMs: a hot key is served stale while one caller refreshes it (nobody blocks).
@@ -71,6 +90,12 @@ if (config.lib === 'keel') {
   close = async () => {
     await cache.close();
     redis.disconnect();
+  };
+  // A round must not start before the cache's subscription is live: a fill published earlier
+  // would go unheard and its waiters wake on their poll (pollIntervalMs) — start-up, not the
+  // stampede. Bounded: a cache that never listens still runs (its waits then show as ≥ 200 ms).
+  ready = async () => {
+    for (let waited = 0; !cache.listening && waited < 10_000; waited += 10) await sleep(10);
   };
 } else if (config.lib === 'bentocache') {
   const bento = new BentoCache({
@@ -121,10 +146,12 @@ process.on('message', (message: ToCacheBenchWorker) => {
       if (message.t === 'hot') await sleep(1);
     } while (performance.now() < until);
   };
+  const begun = hiResNow();
   void Promise.all(Array.from({ length: config.callers }, caller)).then(() => {
-    send({ t: 'done', latencies, errors });
+    send({ t: 'done', latencies, errors, begun, ended: hiResNow() });
   });
 });
 
 await counter.ping();
+await ready();
 send({ t: 'ready' });

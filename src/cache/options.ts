@@ -19,6 +19,7 @@ import {
   systemClock,
   type Clock,
   type OptionRule,
+  type ResolvedOptions,
 } from '../core/index.js';
 import { isCacheRedisClient, type CacheRedisClient } from './redis-tier.js';
 import { isSerializer, jsonSerializer, type Serializer } from './serializer.js';
@@ -229,19 +230,52 @@ export interface LifetimeOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-const callSpec = {
+function isSignal(v: unknown): v is AbortSignal {
+  return typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean';
+}
+
+/** The per-call options' rules (exported for the test that holds the fast path to them). @internal */
+export const callSpec = {
   ttlMs: numberOption({ min: 0, minExclusive: true, optional: true }),
   staleMs: numberOption({ min: 0, optional: true, allowInfinity: true }),
   graceMs: numberOption({ min: 0, optional: true, allowInfinity: true }),
-  signal: guardedOption(
-    (v: unknown): v is AbortSignal =>
-      typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean',
-    'an AbortSignal',
-    { optional: true },
-  ),
+  signal: guardedOption(isSignal, 'an AbortSignal', { optional: true }),
 };
 
-/** Validates per-call options (cheap: skipped entirely when none are given). @internal */
-export function resolveCallOptions(owner: string, options: unknown) {
-  return resolveOptions(owner, options, callSpec);
+/** Per-call options, validated and frozen. @internal */
+export type CallOptions = ResolvedOptions<typeof callSpec>;
+
+/**
+ * Validates per-call options (skipped entirely when none are given). Every call with options
+ * runs this — each of a stampede's callers, each L1 hit — so the common case, a plain object
+ * of valid per-call options, is checked here directly; anything else goes to the general
+ * resolver, which accepts the same and names whatever is wrong. @internal
+ */
+export function resolveCallOptions(owner: string, options: unknown): CallOptions {
+  return quickCallOptions(options) ?? resolveOptions(owner, options, callSpec);
+}
+
+/**
+ * `options` resolved as {@link callSpec}'s rules would, when it is a plain object whose own
+ * enumerable keys are all per-call options and whose values all pass; else `undefined`.
+ */
+function quickCallOptions(options: unknown): CallOptions | undefined {
+  if (options === null || typeof options !== 'object') return undefined;
+  if (Object.getPrototypeOf(options) !== Object.prototype) return undefined;
+  for (const key in options) {
+    if (!Object.hasOwn(callSpec, key) && Object.hasOwn(options, key)) return undefined;
+  }
+  const { ttlMs, staleMs, graceMs, signal } = options as Record<string, unknown>;
+  // ttlMs: finite and > 0; staleMs, graceMs: ≥ 0, Infinity allowed (NaN fails either test).
+  return isWait(staleMs) &&
+    isWait(graceMs) &&
+    (signal === undefined || isSignal(signal)) &&
+    (ttlMs === undefined || (isWait(ttlMs) && ttlMs > 0 && ttlMs < Infinity))
+    ? Object.freeze({ ttlMs, staleMs, graceMs, signal })
+    : undefined;
+}
+
+/** Absent, or a number ≥ 0 (Infinity included). */
+function isWait(value: unknown): value is number | undefined {
+  return value === undefined || (typeof value === 'number' && value >= 0);
 }
