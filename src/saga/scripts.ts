@@ -145,6 +145,56 @@ end
 `;
 
 /**
+ * The logic of a start, as a Lua function of its keys, arguments and the server time, shared by
+ * {@link START} (one start) and {@link TRANSITIONS} (starts batched with other writes).
+ */
+const START_FUNCTION = `
+local function start(KEYS, ARGV, now)
+local h = KEYS[1]
+local id = ARGV[1]
+local lease = now + tonumber(ARGV[5])
+local function log(v, f, event, detail)
+  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+end
+if redis.call('EXISTS', h) == 0 then
+  local dl = 0
+  if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
+  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
+    'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
+    'ns', ARGV[8])
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(1, 1, 'start', ARGV[2])
+  return {1, 'created', now, lease, dl}
+end
+if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
+local s = redis.call('HMGET', h, 'st', 'ls')
+if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
+  local f = redis.call('HINCRBY', h, 'f', 1)
+  local v = redis.call('HINCRBY', h, 'v', 1)
+  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now)
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(v, f, 'claim', ARGV[2])
+  return {1, 'claimed', now, redis.call('HGETALL', h)}
+end
+return {1, 'exists', now, redis.call('HGETALL', h)}
+end
+`;
+
+/**
+ * Starts an instance, or finds it: creates it when absent (owned by the caller), claims it when
+ * it is live and its lease ran out, else leaves it. A different input under the same id is a
+ * conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
+ * 5 leaseMs, 6 history cap, 7 timeoutMs (0: none), 8 step count.
+ * Replies `{1, 'created', now, lease, deadline}` (the caller knows every other field of what it
+ * created: no `HGETALL` to send back), `{1, 'claimed' | 'exists', now, HGETALL}` or
+ * `{0, 'conflict'}`.
+ */
+export const START = luaScript(`${NOW}${START_FUNCTION}
+return start(KEYS, ARGV, now)
+`);
+
+/**
  * A transition of an instance the caller owns.
  * KEYS: 1 hash, 2 history, 3 live, 4 fin:completed, 5 fin:compensated, 6 fin:needs-attention.
  * ARGV: 1 id, 2 owner, 3 fence, 4 version, 5 leaseMs, 6 history cap, 7 retentionMs,
@@ -182,10 +232,15 @@ return transition(KEYS, ARGV, now)
  * version, op, step, detail, op argument. Replies a list with each transition's
  * {@link TRANSITION} reply, or `{-1, message}` for one that raised an error.
  *
+ * A start ({@link START}'s logic, op `start`) rides in the same batch: a coordinator given many
+ * sagas at once starts them in one call. Its nine arguments reuse the slots: shard, id, owner,
+ * (fence unused), timeoutMs in the version slot, `start`, step count in the step slot, saga name
+ * in the detail slot, input JSON as the op argument; it uses its hash, history and shard `live`.
+ *
  * On Redis Cluster every transition of one call must be in one slot: the store groups them by
  * hash tag.
  */
-export const TRANSITIONS = luaScript(`${NOW}${TRANSITION_FUNCTION}
+export const TRANSITIONS = luaScript(`${NOW}${TRANSITION_FUNCTION}${START_FUNCTION}
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, cap, retention, keep, owner = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local out = {}
@@ -194,11 +249,17 @@ for i = 1, n do
   local g = 4 * (tonumber(ARGV[a + 1]) - 1)
   local who = ARGV[a + 3]
   if who == '' then who = owner end
-  local ok, r = pcall(transition,
-    {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
-    {ARGV[a + 2], who, ARGV[a + 4], ARGV[a + 5], lease, cap, retention, keep,
-      ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]},
-    now)
+  local ok, r
+  if ARGV[a + 6] == 'start' then
+    ok, r = pcall(start, {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1]},
+      {ARGV[a + 2], who, ARGV[a + 8], ARGV[a + 9], lease, cap, ARGV[a + 5], ARGV[a + 7]}, now)
+  else
+    ok, r = pcall(transition,
+      {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
+      {ARGV[a + 2], who, ARGV[a + 4], ARGV[a + 5], lease, cap, retention, keep,
+        ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]},
+      now)
+  end
   if not ok then
     if type(r) == 'table' and r.err then r = r.err end
     r = {-1, tostring(r)}
@@ -210,44 +271,6 @@ for i = 1, n do
   a = a + 9
 end
 return out
-`);
-
-/**
- * Starts an instance, or finds it: creates it when absent (owned by the caller), claims it when
- * it is live and its lease ran out, else leaves it. A different input under the same id is a
- * conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
- * 5 leaseMs, 6 history cap, 7 timeoutMs (0: none), 8 step count.
- * Replies `{1, 'created' | 'claimed' | 'exists', now, HGETALL}` or `{0, 'conflict'}`.
- */
-export const START = luaScript(`${NOW}
-local h = KEYS[1]
-local id = ARGV[1]
-local lease = now + tonumber(ARGV[5])
-local function log(v, f, event, detail)
-  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
-end
-if redis.call('EXISTS', h) == 0 then
-  local dl = 0
-  if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
-  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
-    'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
-    'ns', ARGV[8])
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(1, 1, 'start', ARGV[2])
-  return {1, 'created', now, redis.call('HGETALL', h)}
-end
-if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
-local s = redis.call('HMGET', h, 'st', 'ls')
-if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
-  local f = redis.call('HINCRBY', h, 'f', 1)
-  local v = redis.call('HINCRBY', h, 'v', 1)
-  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now)
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(v, f, 'claim', ARGV[2])
-  return {1, 'claimed', now, redis.call('HGETALL', h)}
-end
-return {1, 'exists', now, redis.call('HGETALL', h)}
 `);
 
 /**

@@ -94,6 +94,20 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
       lease,
       rest: [op, step, `detail ${op}`, op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`],
     }));
+  /** A start in a batch: its arguments in a transition's slots (see TRANSITIONS). */
+  const startItem = fc
+    .record({
+      id: pick(IDS),
+      owner: pick(OWNERS),
+      input: pick(['{"x":1}', '{"x":2}']),
+      timeout: pick([0, 1_000_000]),
+      steps: fc.integer({ min: 1, max: 3 }),
+    })
+    .map(({ id, owner, input, timeout, steps }) => ({
+      keys: keys(id),
+      own: [id, owner, '', timeout] as (string | number)[],
+      rest: ['start', steps, 'S', input],
+    }));
   const call: fc.Arbitrary<Call> = fc.oneof(
     fc
       .record({
@@ -113,10 +127,16 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
       k,
       [...own, lease, 4, 100_000, 2, ...rest],
     ]),
-    // Several transitions in one call (what a coordinator sends for the transitions of a tick):
-    // the same ids may repeat, so a later one sees what an earlier one wrote.
+    // Several transitions in one call (what a coordinator sends for the transitions of a tick),
+    // starts among them: the same ids may repeat, so a later one sees what an earlier one wrote.
     fc
-      .record({ lease: pick(LEASES), list: fc.array(transition, { minLength: 1, maxLength: 4 }) })
+      .record({
+        lease: pick(LEASES),
+        list: fc.array(fc.oneof(transition, transition, startItem), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+      })
       .map(({ lease, list }): Call => {
         const batch = encodeBatch(
           list.map((t) => ({ keys: t.keys, args: [...t.own, ...t.rest] })),
