@@ -6,7 +6,7 @@
  * server's CPU (`INFO cpu`, getrusage: unaffected by waiting for a core on a loaded machine), and
  * the script calls and commands the server ran (`INFO commandstats`, deterministic).
  *
- *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] <src dir>…
+ *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] [--only=io|bare] <src dir>…
  *
  * `--port=N` uses a redis-server already listening on 127.0.0.1:N (started under
  * `valgrind --tool=callgrind`, it counts the server's instructions per transition exactly).
@@ -30,6 +30,8 @@ const BLOCKS = arg('blocks', 6);
 const IN_FLIGHT = 100;
 const STEPS = 5;
 const TRANSITIONS = 1 + 2 * STEPS;
+/** `--only=io` or `--only=bare`: one of the two rows. */
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const dirs = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const input = { orderId: 12345, sku: 'ABC-123', qty: 2, cents: 3998 };
 
@@ -82,6 +84,7 @@ async function main(): Promise<void> {
         ['io', io],
         ['bare', bare],
       ] as const) {
+        if (only !== undefined && only !== label) continue;
         variants.push({
           name: `${label} ${dir}`,
           round: async () => {
