@@ -128,8 +128,8 @@ function batchError(reply: unknown): Error | undefined {
 }
 
 /**
- * Sends transitions to Redis, batching the ones issued in the same tick into one call of
- * {@link TRANSITIONS}.
+ * Sends transitions (and starts) to Redis, batching the ones issued in the same tick into one
+ * call of {@link TRANSITIONS}.
  *
  * Why. Each call on its own is one command: a socket write (a system call), a command for the
  * client library to encode and a reply to parse, and a script run for Redis to dispatch (argument
