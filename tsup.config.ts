@@ -35,6 +35,42 @@ const compactLuaPlugin: Plugin = {
 };
 
 /**
+ * The same for `keel/saga`'s scripts (src/saga/scripts.ts): every `const NAME = \`…\`` Lua text
+ * (the shared prelude and function bodies; none has a substitution) and every `luaScript(\`…\`)`
+ * without one. A script built as `${A}${B}…` is compacted whole again by `luaScript()` at load
+ * time, and each part starts and ends at a line boundary, so compacting the parts first (line by
+ * line, as {@link compactLua} works) changes nothing in the text Redis gets or its SHA-1.
+ */
+const compactSagaLuaPlugin: Plugin = {
+  name: 'keel-compact-saga-lua',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]src[\\/]saga[\\/]scripts\.ts$/ }, async (args) => {
+      const text = await readFile(args.path, 'utf8');
+      let count = 0;
+      const contents = text.replace(
+        /(const [A-Z_]+ = |luaScript\()`([^`]*)`/g,
+        (match, head: string, lua: string) => {
+          if (lua.includes('\\')) throw new Error(`${args.path}: a Lua template has an escape`);
+          if (lua.includes('${')) {
+            if (head.startsWith('const')) {
+              throw new Error(`${args.path}: a Lua const template has a substitution`);
+            }
+            return match; // a script made of parts: luaScript() compacts it whole
+          }
+          if (!lua.startsWith('\n') || !lua.endsWith('\n')) {
+            throw new Error(`${args.path}: a Lua template does not start and end a line`);
+          }
+          count++;
+          return `${head}\`${compactLua(lua)}\``;
+        },
+      );
+      if (count < 3) throw new Error(`${args.path}: no Lua templates found to compact`);
+      return { contents, loader: 'ts' };
+    });
+  },
+};
+
+/**
  * One entry per public subpath in package.json `exports`. ESM (`.js` + `.d.ts`) and CJS
  * (`.cjs` + `.d.cts`), so `import` and `require` users both get real types.
  */
@@ -62,5 +98,5 @@ export default defineConfig({
   splitting: true,
   treeshake: true,
   outDir: 'dist',
-  esbuildPlugins: [compactLuaPlugin],
+  esbuildPlugins: [compactLuaPlugin, compactSagaLuaPlugin],
 });

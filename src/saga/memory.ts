@@ -31,10 +31,30 @@ interface Entry {
 /** The few Redis commands the scripts use, with Redis's semantics for them. */
 class Keyspace {
   readonly #data = new Map<string, Entry>();
-  readonly now: () => number;
+  readonly #clock: () => number;
+  /** The instant a script call runs at (set for the length of the call). */
+  #instant: number | undefined;
 
   constructor(now: () => number) {
-    this.now = now;
+    this.#clock = now;
+  }
+
+  /** The time now: within {@link Keyspace.atOneInstant}, the same all along (as in a script). */
+  now(): number {
+    return this.#instant ?? this.#clock();
+  }
+
+  /**
+   * Runs `fn` at one instant: a script runs atomically, and a batch of transitions in one
+   * script reads the server time once, so each of them sees the same time.
+   */
+  atOneInstant<T>(fn: () => T): T {
+    this.#instant = this.#clock();
+    try {
+      return fn();
+    } finally {
+      this.#instant = undefined;
+    }
   }
 
   #get(key: string): Entry | undefined {
@@ -330,8 +350,9 @@ const transition: Port = (ks, keys, a) => {
 };
 
 /**
- * Several transitions in one call (TRANSITIONS, same layout): each is {@link transition} on its
- * own keys and arguments, answered separately; one that throws is answered `[-1, message]`.
+ * Several transitions in one call (TRANSITIONS, same layout): each is {@link transition} (or
+ * {@link start}, op `start`) on its own keys and arguments, answered separately; one that throws
+ * is answered `[-1, message]`.
  */
 const transitions: Port = (ks, keys, a) => {
   const out: unknown[] = [];
@@ -349,7 +370,11 @@ const transitions: Port = (ks, keys, a) => {
       ...keys.slice(g, g + 4),
     ];
     try {
-      out.push(transition(ks, mine, args));
+      // A start rides in a transition's slots (see TRANSITIONS in scripts.ts).
+      if (own[5] === 'start') {
+        const startArgs = [own[1], owner, own[7], own[8], a[2], a[3], own[4], own[6]] as string[];
+        out.push(start(ks, mine.slice(0, 3), startArgs));
+      } else out.push(transition(ks, mine, args));
     } catch (error) {
       // Redis answers an error of `redis.call` as its message, and `redis.error_reply(text)`
       // (an unknown op) as `text` alone, with no `ERR ` code in front.
@@ -389,7 +414,7 @@ const start: Port = (ks, keys, a) => {
     });
     ks.zadd(live, lease, id);
     log(1, 1, 'start', a[1] as string);
-    return [1, 'created', now, ks.hgetall(h)];
+    return [1, 'created', now, lease, dl];
   }
   if (ks.hget(h, 'in') !== a[3]) return [0, 'conflict'];
   const [st, ls] = ks.hmget(h, ['st', 'ls']);
@@ -636,7 +661,8 @@ export class MemorySagaBackend {
     if (port === undefined) throw new Error('NOSCRIPT No matching script (MemorySagaBackend)');
     if (++this.#calls % 1024 === 0) this.#keys.sweep();
     const all = args.map(String);
-    return toReply(port(this.#keys, all.slice(0, numKeys), all.slice(numKeys)));
+    const keys = this.#keys;
+    return toReply(keys.atOneInstant(() => port(keys, all.slice(0, numKeys), all.slice(numKeys))));
   }
 
   /** Runs one of `keel/saga`'s scripts by its SHA-1 (as Redis's `EVALSHA`). */

@@ -37,112 +37,161 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /**
  * The logic of one transition, as a Lua function of its keys, arguments and the server time, shared
  * by {@link TRANSITION} (one transition) and {@link TRANSITIONS} (several in one script call).
+ *
+ * Written for the cost per transition (most of what Redis spends on a saga):
+ * - Numbers go to Redis as strings made once: `now` and the lease (the same for every
+ *   transition of a call) by the caller, the version with `%d`. Redis 7.0 turns each Lua number
+ *   given to `redis.call` into text with `%.17g`, and Lua's own `..` with `%.14g`: a floating
+ *   point conversion each (the largest single cost in a callgrind profile of the server, ~14 %
+ *   of its instructions). The step goes as its argument's own text.
+ * - No closure is made per call: the helpers below are the chunk's, and get what they need as
+ *   arguments; a transition's own fields go in one table, after the common ones in one `HSET`
+ *   (a field given twice takes its last value: the same in both places here).
  */
 const TRANSITION_FUNCTION = `
-local function transition(KEYS, ARGV, now)
-local h = KEYS[1]
-local id = ARGV[1]
-local fence = ARGV[3]
-local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph', 'why')
-if not s[1] then return {0, 'missing', '0', '0', ''} end
-if s[2] ~= ARGV[2] or s[3] ~= fence then return {0, 'fenced', s[3], s[4], s[1]} end
-local st = s[1]
-local op = ARGV[9]
-local step = tonumber(ARGV[10])
-local detail = ARGV[11]
-local lease = now + tonumber(ARGV[5])
-local live = st == 'running' or st == 'compensating'
-if not live then return {0, 'state', s[3], s[4], st} end
-if op ~= 'renew' and s[4] ~= ARGV[4] then return {0, 'version', s[3], s[4], s[1]} end
-if op == 'renew' then
-  redis.call('HSET', h, 'ls', lease)
-  redis.call('ZADD', KEYS[3], lease, id)
-  return {1, tonumber(s[4]), now, lease, st, tonumber(s[6])}
+local function record(KEYS, ARGV, nows, vs, event)
+  local n = redis.call('RPUSH', KEYS[2],
+    nows .. '|' .. vs .. '|' .. ARGV[3] .. '|' .. event .. '|' .. ARGV[10] .. '|' .. ARGV[11])
+  if n > tonumber(ARGV[6]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[6], '-1') end
 end
-local v = tonumber(s[4]) + 1
-local set = {}
-local cj = tonumber(s[6])
-local why = s[11]
-local function put(...)
-  for _, x in ipairs({...}) do set[#set + 1] = x end
-end
-local function log(event)
-  local cap = tonumber(ARGV[6])
-  local n = redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. fence .. '|' .. event .. '|' .. step .. '|' .. detail)
-  if n > cap then redis.call('LTRIM', KEYS[2], -cap, -1) end
-end
-local function finish(status, event)
-  put('st', status, 'v', v, 'up', now, 'ls', 0, 'ph', 'idle')
-  redis.call('HSET', h, unpack(set))
-  redis.call('ZREM', KEYS[3], id)
-  log(event)
+local function finish(KEYS, ARGV, set, status, event, now, nows, v, vs, cj, why)
+  redis.call('HSET', KEYS[1], 'st', status, 'v', vs, 'up', nows, 'ls', '0', 'ph', 'idle', unpack(set))
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  record(KEYS, ARGV, nows, vs, event)
   local fin = KEYS[4]
   if status == 'compensated' then fin = KEYS[5] elseif status == 'needs-attention' then fin = KEYS[6] end
-  redis.call('ZADD', fin, now, id)
+  redis.call('ZADD', fin, nows, ARGV[1])
   if status ~= 'needs-attention' then
-    local keep = tonumber(ARGV[8])
-    local retention = tonumber(ARGV[7])
-    redis.call('LTRIM', KEYS[2], -keep, -1)
-    redis.call('PEXPIRE', h, retention)
-    redis.call('PEXPIRE', KEYS[2], retention)
-    redis.call('ZREMRANGEBYSCORE', fin, '-inf', now - retention)
+    redis.call('LTRIM', KEYS[2], '-' .. ARGV[8], '-1')
+    redis.call('PEXPIRE', KEYS[1], ARGV[7])
+    redis.call('PEXPIRE', KEYS[2], ARGV[7])
+    redis.call('ZREMRANGEBYSCORE', fin, '-inf', string.format('%d', now - tonumber(ARGV[7])))
   end
   return {1, v, now, 0, status, cj, why}
 end
-local function advance(status, event)
-  put('v', v, 'up', now, 'ls', lease)
-  redis.call('HSET', h, unpack(set))
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(event)
+local function advance(KEYS, ARGV, set, status, event, now, nows, lease, leases, v, vs, cj, why)
+  redis.call('HSET', KEYS[1], 'v', vs, 'up', nows, 'ls', leases, unpack(set))
+  redis.call('ZADD', KEYS[3], leases, ARGV[1])
+  record(KEYS, ARGV, nows, vs, event)
   return {1, v, now, lease, status, cj, why}
 end
-local function compensate(j, reason, event)
-  cj = j
-  why = reason
-  put('cj', j, 'why', reason, 'ph', 'idle')
-  if j < 0 then return finish('compensated', event) end
-  put('st', 'compensating')
-  return advance('compensating', event)
+local function transition(KEYS, ARGV, now, nows, lease, leases)
+local h = KEYS[1]
+local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph', 'why')
+if not s[1] then return {0, 'missing', '0', '0', ''} end
+if s[2] ~= ARGV[2] or s[3] ~= ARGV[3] then return {0, 'fenced', s[3], s[4], s[1]} end
+local st = s[1]
+local op = ARGV[9]
+if st ~= 'running' and st ~= 'compensating' then return {0, 'state', s[3], s[4], st} end
+if op ~= 'renew' and s[4] ~= ARGV[4] then return {0, 'version', s[3], s[4], s[1]} end
+if op == 'renew' then
+  redis.call('HSET', h, 'ls', leases)
+  redis.call('ZADD', KEYS[3], leases, ARGV[1])
+  return {1, tonumber(s[4]), now, lease, st, tonumber(s[6])}
 end
-local function begun()
-  if s[10] == 'run' then return step end
-  return step - 1
-end
+local step = tonumber(ARGV[10])
 if op == 'begin' or op == 'done' or op == 'fail' then
   if st ~= 'running' or tonumber(s[5]) ~= step then return {0, 'state', s[3], s[4], st} end
 else
   if st ~= 'compensating' or tonumber(s[6]) ~= step then return {0, 'state', s[3], s[4], st} end
 end
+local v = tonumber(s[4]) + 1
+local vs = string.format('%d', v)
+local cj = tonumber(s[6])
+local why = s[11]
+local arg = ARGV[12]
+-- Compensation begins from step j (nothing to compensate: j < 0), for a reason.
+local j, reason, event
 if op == 'begin' then
-  local reason = nil
   if s[8] == '1' then reason = 'cancelled'
   elseif tonumber(s[7]) > 0 and now >= tonumber(s[7]) then reason = 'saga-timeout' end
-  if reason then return compensate(begun(), reason, 'fail') end
-  put('ph', 'run', 'a:' .. step, ARGV[12])
-  return advance('running', 'begin')
+  if not reason then
+    return advance(KEYS, ARGV, {'ph', 'run', 'a:' .. ARGV[10], arg}, 'running', 'begin',
+      now, nows, lease, leases, v, vs, cj, why)
+  end
+  event = 'fail'
 elseif op == 'done' then
-  put('o:' .. step, ARGV[12], 'cur', step + 1)
-  if step + 1 >= tonumber(s[9]) then return finish('completed', 'done') end
-  put('ph', 'idle')
-  return advance('running', 'done')
+  local set = {'o:' .. ARGV[10], arg, 'cur', string.format('%d', step + 1)}
+  if step + 1 >= tonumber(s[9]) then
+    return finish(KEYS, ARGV, set, 'completed', 'done', now, nows, v, vs, cj, why)
+  end
+  set[5] = 'ph'; set[6] = 'idle'
+  return advance(KEYS, ARGV, set, 'running', 'done', now, nows, lease, leases, v, vs, cj, why)
 elseif op == 'fail' then
-  return compensate(begun(), ARGV[12], 'fail')
+  reason = arg
+  event = 'fail'
 elseif op == 'cbegin' then
-  put('ph', 'comp', 'c:' .. step, ARGV[12])
-  return advance('compensating', 'cbegin')
+  return advance(KEYS, ARGV, {'ph', 'comp', 'c:' .. ARGV[10], arg}, 'compensating', 'cbegin',
+    now, nows, lease, leases, v, vs, cj, why)
 elseif op == 'cdone' then
   cj = step - 1
-  put('cj', cj, 'ph', 'idle')
-  if cj < 0 then return finish('compensated', ARGV[12]) end
-  return advance('compensating', ARGV[12])
+  local set = {'cj', string.format('%d', cj), 'ph', 'idle'}
+  if cj < 0 then return finish(KEYS, ARGV, set, 'compensated', arg, now, nows, v, vs, cj, why) end
+  return advance(KEYS, ARGV, set, 'compensating', arg, now, nows, lease, leases, v, vs, cj, why)
 elseif op == 'park' then
-  why = ARGV[12]
-  put('why', why)
-  return finish('needs-attention', 'park')
+  return finish(KEYS, ARGV, {'why', arg}, 'needs-attention', 'park', now, nows, v, vs, cj, arg)
+else
+  return redis.error_reply('keel saga: unknown transition ' .. op)
 end
-return redis.error_reply('keel saga: unknown transition ' .. op)
+-- A failed step, a cancel or the saga's deadline: compensate from the last step begun.
+j = step - 1
+if s[10] == 'run' then j = step end
+local set = {'cj', string.format('%d', j), 'why', reason, 'ph', 'idle'}
+if j < 0 then return finish(KEYS, ARGV, set, 'compensated', event, now, nows, v, vs, j, reason) end
+set[7] = 'st'; set[8] = 'compensating'
+return advance(KEYS, ARGV, set, 'compensating', event, now, nows, lease, leases, v, vs, j, reason)
 end
 `;
+
+/**
+ * The logic of a start, as a Lua function of its keys, arguments and the server time, shared by
+ * {@link START} (one start) and {@link TRANSITIONS} (starts batched with other writes).
+ */
+const START_FUNCTION = `
+local function start(KEYS, ARGV, now)
+local h = KEYS[1]
+local id = ARGV[1]
+local lease = now + tonumber(ARGV[5])
+local function log(v, f, event, detail)
+  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+end
+if redis.call('EXISTS', h) == 0 then
+  local dl = 0
+  if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
+  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
+    'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
+    'ns', ARGV[8])
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(1, 1, 'start', ARGV[2])
+  return {1, 'created', now, lease, dl}
+end
+if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
+local s = redis.call('HMGET', h, 'st', 'ls')
+if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
+  local f = redis.call('HINCRBY', h, 'f', 1)
+  local v = redis.call('HINCRBY', h, 'v', 1)
+  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now)
+  redis.call('ZADD', KEYS[3], lease, id)
+  log(v, f, 'claim', ARGV[2])
+  return {1, 'claimed', now, redis.call('HGETALL', h)}
+end
+return {1, 'exists', now, redis.call('HGETALL', h)}
+end
+`;
+
+/**
+ * Starts an instance, or finds it: creates it when absent (owned by the caller), claims it when
+ * it is live and its lease ran out, else leaves it. A different input under the same id is a
+ * conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
+ * 5 leaseMs, 6 history cap, 7 timeoutMs (0: none), 8 step count.
+ * Replies `{1, 'created', now, lease, deadline}` (the caller knows every other field of what it
+ * created: no `HGETALL` to send back), `{1, 'claimed' | 'exists', now, HGETALL}` or
+ * `{0, 'conflict'}`.
+ */
+export const START = luaScript(`${NOW}${START_FUNCTION}
+return start(KEYS, ARGV, now)
+`);
 
 /**
  * A transition of an instance the caller owns.
@@ -160,7 +209,8 @@ end
  * {@link TRANSITIONS} call (which reads `TIME` once for all).
  */
 export const TRANSITION = luaScript(`${NOW}${TRANSITION_FUNCTION}
-return transition(KEYS, ARGV, now)
+local lease = now + tonumber(ARGV[5])
+return transition(KEYS, ARGV, now, string.format('%d', now), lease, string.format('%d', lease))
 `);
 
 /**
@@ -182,23 +232,37 @@ return transition(KEYS, ARGV, now)
  * version, op, step, detail, op argument. Replies a list with each transition's
  * {@link TRANSITION} reply, or `{-1, message}` for one that raised an error.
  *
+ * A start ({@link START}'s logic, op `start`) rides in the same batch: a coordinator given many
+ * sagas at once starts them in one call. Its nine arguments reuse the slots: shard, id, owner,
+ * (fence unused), timeoutMs in the version slot, `start`, step count in the step slot, saga name
+ * in the detail slot, input JSON as the op argument; it uses its hash, history and shard `live`.
+ *
  * On Redis Cluster every transition of one call must be in one slot: the store groups them by
  * hash tag.
  */
-export const TRANSITIONS = luaScript(`${NOW}${TRANSITION_FUNCTION}
+export const TRANSITIONS = luaScript(`${NOW}${TRANSITION_FUNCTION}${START_FUNCTION}
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, cap, retention, keep, owner = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+-- The same instant and lease for every transition of the call, as text once.
+local nows, until_ = string.format('%d', now), now + tonumber(lease)
+local untils = string.format('%d', until_)
 local out = {}
 local k, a = 4 * m, 7
 for i = 1, n do
   local g = 4 * (tonumber(ARGV[a + 1]) - 1)
   local who = ARGV[a + 3]
   if who == '' then who = owner end
-  local ok, r = pcall(transition,
-    {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
-    {ARGV[a + 2], who, ARGV[a + 4], ARGV[a + 5], lease, cap, retention, keep,
-      ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]},
-    now)
+  local ok, r
+  if ARGV[a + 6] == 'start' then
+    ok, r = pcall(start, {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1]},
+      {ARGV[a + 2], who, ARGV[a + 8], ARGV[a + 9], lease, cap, ARGV[a + 5], ARGV[a + 7]}, now)
+  else
+    ok, r = pcall(transition,
+      {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
+      {ARGV[a + 2], who, ARGV[a + 4], ARGV[a + 5], lease, cap, retention, keep,
+        ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]},
+      now, nows, until_, untils)
+  end
   if not ok then
     if type(r) == 'table' and r.err then r = r.err end
     r = {-1, tostring(r)}
@@ -210,44 +274,6 @@ for i = 1, n do
   a = a + 9
 end
 return out
-`);
-
-/**
- * Starts an instance, or finds it: creates it when absent (owned by the caller), claims it when
- * it is live and its lease ran out, else leaves it. A different input under the same id is a
- * conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
- * 5 leaseMs, 6 history cap, 7 timeoutMs (0: none), 8 step count.
- * Replies `{1, 'created' | 'claimed' | 'exists', now, HGETALL}` or `{0, 'conflict'}`.
- */
-export const START = luaScript(`${NOW}
-local h = KEYS[1]
-local id = ARGV[1]
-local lease = now + tonumber(ARGV[5])
-local function log(v, f, event, detail)
-  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
-end
-if redis.call('EXISTS', h) == 0 then
-  local dl = 0
-  if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
-  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
-    'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
-    'ns', ARGV[8])
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(1, 1, 'start', ARGV[2])
-  return {1, 'created', now, redis.call('HGETALL', h)}
-end
-if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
-local s = redis.call('HMGET', h, 'st', 'ls')
-if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
-  local f = redis.call('HINCRBY', h, 'f', 1)
-  local v = redis.call('HINCRBY', h, 'v', 1)
-  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now)
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(v, f, 'claim', ARGV[2])
-  return {1, 'claimed', now, redis.call('HGETALL', h)}
-end
-return {1, 'exists', now, redis.call('HGETALL', h)}
 `);
 
 /**

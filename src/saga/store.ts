@@ -128,8 +128,8 @@ function batchError(reply: unknown): Error | undefined {
 }
 
 /**
- * Sends transitions to Redis, batching the ones issued in the same tick into one call of
- * {@link TRANSITIONS}.
+ * Sends transitions (and starts) to Redis, batching the ones issued in the same tick into one
+ * call of {@link TRANSITIONS}.
  *
  * Why. Each call on its own is one command: a socket write (a system call), a command for the
  * client library to encode and a reply to parse, and a script run for Redis to dispatch (argument
@@ -196,11 +196,26 @@ class TransitionBatcher {
     for (const queue of queues.values()) this.#send(queue);
   };
 
-  /** One transition alone: {@link TRANSITION} with its twelve arguments. */
+  /**
+   * One write alone: {@link TRANSITION} with its twelve arguments, or {@link START} with its
+   * eight for a start.
+   */
   async #one(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     const c = this.#config;
     this.#inflight++;
     try {
+      if (args[4] === 'start') {
+        return await runScript(c.client, START, keys.slice(0, 3), [
+          args[0] as string,
+          args[1] as string,
+          args[6] as string,
+          args[7] as string,
+          c.leaseMs,
+          c.historyLimit,
+          args[3] as number,
+          args[5] as number,
+        ]);
+      }
       return await runScript(c.client, TRANSITION, keys, [
         args[0] as string,
         args[1] as string,
@@ -282,6 +297,10 @@ export class SagaStore {
     }
   }
 
+  /**
+   * Starts instance `id` (or finds it: see {@link START}). Batched with the other writes of the
+   * tick like a transition: a coordinator given many sagas at once starts them in one call.
+   */
   async start(
     saga: string,
     id: string,
@@ -294,19 +313,49 @@ export class SagaStore {
     now: number;
     row: Row | undefined;
   }> {
-    const c = this.config;
-    const reply = (await this.#run(
-      `start ${saga}/${id}`,
-      START,
-      this.keys(saga, id).all.slice(0, 3),
-      [id, owner, saga, input, c.leaseMs, c.historyLimit, timeoutMs, steps],
-    )) as unknown[];
+    let reply: unknown[];
+    try {
+      // A start's arguments in a transition's slots (see TRANSITIONS in scripts.ts).
+      reply = (await this.#batcher.send(this.keys(saga, id).all, [
+        id,
+        owner,
+        '',
+        timeoutMs,
+        'start',
+        steps,
+        saga,
+        input,
+      ])) as unknown[];
+    } catch (error) {
+      throw new SagaStoreError(`start ${saga}/${id}`, { cause: error });
+    }
     if (Number(reply[0]) === 0) return { kind: 'conflict', now: 0, row: undefined };
-    return {
-      kind: String(reply[1]) as 'created' | 'claimed' | 'exists',
-      now: Number(reply[2]),
-      row: decodeRow(reply[3] as unknown[]),
+    const kind = String(reply[1]) as 'created' | 'claimed' | 'exists';
+    const now = Number(reply[2]);
+    if (kind !== 'created') return { kind, now, row: decodeRow(reply[3] as unknown[]) };
+    // What START wrote, known without reading it back.
+    const row: Row = {
+      saga,
+      input,
+      status: 'running',
+      cur: 0,
+      cj: -1,
+      phase: 'idle',
+      version: 1,
+      fence: 1,
+      owner,
+      leaseUntil: Number(reply[3]),
+      deadline: Number(reply[4]),
+      createdAt: now,
+      updatedAt: now,
+      steps,
+      reason: undefined,
+      cancel: false,
+      outputs: new Map(),
+      attempts: new Map(),
+      compensations: new Map(),
     };
+    return { kind, now, row };
   }
 
   /**

@@ -157,6 +157,48 @@ describeRedis('saga transitions batched per tick', () => {
     expect(await client.pttl(store.keys('b', 'i-0').all[0] ?? '')).toBe(-1);
   });
 
+  it('starts of one tick go as one script call, each answered as alone (created, exists, claimed, conflict)', async () => {
+    const store = storeOf(client, 'starts:');
+    // Before the tick: one instance that exists and is live, one whose owner's lease ran out.
+    await store.start('b', 'live', 'you', '{}', 0, 3);
+    await store.start('b', 'dead', 'you', '{}', 0, 3);
+    await client.hset(store.keys('b', 'dead').all[0] ?? '', 'ls', 1);
+    await admin.config('RESETSTAT');
+    const [first, ...rest] = await Promise.all([
+      store.start('b', 'n-0', 'me', '{"a":1}', 0, 3),
+      store.start('b', 'n-1', 'me', '{"a":2}', 5000, 4),
+      store.start('b', 'live', 'me', '{}', 0, 3),
+      store.start('b', 'dead', 'me', '{}', 0, 3),
+      store.start('b', 'live', 'me', '{"other":1}', 0, 3),
+      store.start('b', 'n-2', 'me', '{"a":3}', 0, 3),
+    ]);
+    // The first alone (nothing in flight), the other five together.
+    expect((await scriptCalls(admin)).evalsha).toBe(2);
+    expect([first, ...rest].map((r) => r.kind)).toEqual([
+      'created',
+      'created',
+      'exists',
+      'claimed',
+      'conflict',
+      'created',
+    ]);
+    expect(rest[1].row).toMatchObject({ owner: 'you', fence: 1 });
+    expect(rest[2].row).toMatchObject({ owner: 'me', fence: 2, version: 2 });
+    // A created instance's row, built from what START wrote, is what Redis holds.
+    for (const [id, started] of [
+      ['n-0', first],
+      ['n-1', rest[0]],
+      ['n-2', rest[4]],
+    ] as const) {
+      expect(started.row).toEqual((await store.read('b', id))?.row);
+      expect((await store.read('b', id))?.history.map((h) => h.split('|')[3])).toEqual(['start']);
+    }
+    expect(rest[0].row?.deadline).toBe(rest[0].now + 5000);
+    // Each created one is in its shard's recovery index, scored by its lease.
+    const n1 = store.keys('b', 'n-1');
+    expect(Number(await client.zscore(`${n1.base}live`, 'n-1'))).toBe(rest[0].row?.leaseUntil);
+  });
+
   it('a batch sent to a restarted Redis (no script cached) falls back to EVAL and lands', async () => {
     await redis().restart(0);
     const store = storeOf(client, 'restart:');

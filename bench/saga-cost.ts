@@ -1,0 +1,147 @@
+/**
+ * Per-transition cost of 100 5-step sagas in flight (the two throughput rows of saga.bench.ts:
+ * steps that make one Redis call, and steps with no I/O), for several Keel sources loaded side by
+ * side in one process on one local redis-server. Variants run in blocks, A/B/A/B…; per variant it
+ * sums over its blocks: wall time (transitions/s), this process's CPU (`process.cpuUsage`), the
+ * server's CPU (`INFO cpu`, getrusage: unaffected by waiting for a core on a loaded machine), and
+ * the script calls and commands the server ran (`INFO commandstats`, deterministic).
+ *
+ *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] [--only=io|bare] <src dir>…
+ *
+ * `--port=N` uses a redis-server already listening on 127.0.0.1:N (started under
+ * `valgrind --tool=callgrind`, it counts the server's instructions per transition exactly).
+ *
+ * Each `<src dir>` holds a copy of Keel's `src/` (e.g. `.scratch/A/src`, a copy taken before a
+ * change, and `src`). Not a suite of `npm run bench`: a measuring tool for changes to the saga's
+ * store and scripts.
+ */
+import { Redis } from 'ioredis';
+import type * as SagaModule from '../src/saga/index.js';
+import { resolve, join } from 'node:path';
+import { RedisHarness } from '../test/support/redis.js';
+import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
+
+const arg = (name: string, fallback: number): number => {
+  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
+  return found === undefined ? fallback : Number(found.slice(name.length + 3));
+};
+const ROUNDS = arg('rounds', 20);
+const BLOCKS = arg('blocks', 6);
+const IN_FLIGHT = 100;
+const STEPS = 5;
+const TRANSITIONS = 1 + 2 * STEPS;
+/** `--only=io` or `--only=bare`: one of the two rows. */
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+const dirs = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const input = { orderId: 12345, sku: 'ABC-123', qty: 2, cents: 3998 };
+
+interface Variant {
+  readonly name: string;
+  readonly round: () => Promise<void>;
+  wallMs: number;
+  nodeCpuUs: number;
+  redisCpuUs: number;
+  scripts: number;
+  commands: number;
+  sagas: number;
+}
+
+async function main(): Promise<void> {
+  // --port=N: an already running server (e.g. one under `valgrind --tool=callgrind`).
+  const port = arg('port', 0);
+  const harness = port === 0 ? await RedisHarness.start({ count: 1 }) : undefined;
+  const connect = (): Redis =>
+    harness === undefined ? new Redis({ host: '127.0.0.1', port }) : harness.client(0);
+  const client = connect();
+  const effects = connect();
+  const probe = connect();
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    const variants: Variant[] = [];
+    let serial = 0;
+    for (const [i, dir] of dirs.entries()) {
+      const mod = (await import(join(resolve(dir), 'saga', 'index.ts'))) as typeof SagaModule;
+      const io = mod.defineSaga(
+        'io',
+        [1, 2, 3, 4, 5].map((n) => ({
+          name: `s${n}`,
+          run: async () => ({ ok: await effects.incr(`effect:s${n}`) }),
+          compensate: () => undefined,
+        })),
+      );
+      const bare = mod.defineSaga(
+        'bare',
+        [1, 2, 3, 4, 5].map((n) => ({ name: `s${n}`, run: () => ({ ok: n }) })),
+      );
+      const coordinator = new mod.SagaCoordinator({
+        redis: client,
+        sagas: [io, bare],
+        recovery: false,
+        prefix: `cost${i}:`,
+      });
+      closers.push(() => coordinator.close());
+      for (const [label, def] of [
+        ['io', io],
+        ['bare', bare],
+      ] as const) {
+        if (only !== undefined && only !== label) continue;
+        variants.push({
+          name: `${label} ${dir}`,
+          round: async () => {
+            await Promise.all(
+              Array.from({ length: IN_FLIGHT }, async () => {
+                const outcome = await coordinator.run(def, `x-${serial++}`, input);
+                if (outcome.status !== 'completed') throw new Error(`saga ${outcome.status}`);
+              }),
+            );
+          },
+          wallMs: 0,
+          nodeCpuUs: 0,
+          redisCpuUs: 0,
+          scripts: 0,
+          commands: 0,
+          sagas: 0,
+        });
+      }
+    }
+    for (let r = 0; r < 5; r++) for (const v of variants) await v.round();
+    for (let b = 0; b < BLOCKS; b++) {
+      for (let k = 0; k < variants.length; k++) {
+        const v = variants[(b + k) % variants.length] as Variant;
+        globalThis.gc?.();
+        await new Promise((r) => setTimeout(r, 20));
+        const before: RedisCounters = await redisCounters(probe);
+        const cpu0 = process.cpuUsage();
+        const t0 = performance.now();
+        for (let c = 0; c < ROUNDS; c++) await v.round();
+        v.wallMs += performance.now() - t0;
+        const cpu = process.cpuUsage(cpu0);
+        const cost = redisCost(before, await redisCounters(probe));
+        v.nodeCpuUs += cpu.user + cpu.system;
+        v.redisCpuUs += cost.cpuMicros;
+        v.scripts += cost.scripts;
+        v.commands += cost.commands - (cost.byCommand.get('incr') ?? 0);
+        v.sagas += ROUNDS * IN_FLIGHT;
+      }
+    }
+    console.table(
+      variants.map((v) => {
+        const t = v.sagas * TRANSITIONS;
+        return {
+          variant: v.name,
+          'transitions/s': Math.round(t / (v.wallMs / 1000)),
+          'node CPU µs/transition': (v.nodeCpuUs / t).toFixed(2),
+          'redis CPU µs/transition': (v.redisCpuUs / t).toFixed(2),
+          'script calls/saga': (v.scripts / v.sagas).toFixed(2),
+          'commands/transition': (v.commands / t).toFixed(2),
+        };
+      }),
+    );
+  } finally {
+    for (const close of closers) await close();
+    for (const c of [client, effects, probe]) await c.quit().catch(() => undefined);
+    await harness?.stop();
+  }
+}
+
+await main();
