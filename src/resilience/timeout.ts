@@ -119,12 +119,12 @@ class RacingCall<R> implements Racer {
 
 /**
  * Calls with the same deadline (to the millisecond) and no caller's signal: one entry in the
- * clock's deadline queue and one controller. Queued while it has calls pending.
+ * clock's deadline queue and one controller. Queued while it has calls pending. @internal
  */
 export class Bucket extends Deadline {
   readonly controller = new AbortController();
   /** The controller's signal, read once (its getter checks its receiver on every read). */
-  readonly signal = this.controller.signal;
+  readonly signal: AbortSignal = this.controller.signal;
   readonly #queue: DeadlineQueue;
   readonly #ms: number;
   readonly #strategy: 'cooperative' | 'aggressive';
