@@ -57,14 +57,24 @@ const spec = {
  */
 let hrOffset = Number.NaN;
 
+/**
+ * `performance.now` as the process started. Fake timers (vitest's, Jest's, sinon's) replace it,
+ * and the deadline queue then runs on the replacement: while it is replaced, deadlines are
+ * computed on it too, never on `hrtime()` calibrated against the original.
+ */
+// eslint-disable-next-line @typescript-eslint/unbound-method -- compared, never called
+const nativeNow = performance.now;
+
 /** The system clock's `now()`, read through `process.hrtime()` (see {@link hrOffset}). */
 function systemNow(): number {
+  if (performance.now !== nativeNow) return performance.now();
+  if (Number.isNaN(hrOffset)) calibrate();
   const t = hrtime();
   return t[0] * 1e3 + t[1] / 1e6 - hrOffset;
 }
 
 function calibrate(): void {
-  if (!Number.isNaN(hrOffset)) return;
+  if (!Number.isNaN(hrOffset) || performance.now !== nativeNow) return;
   // Each pair gives an offset at most the true one; the largest of a few is the closest (one
   // pair split by a context switch would be off by the switch, milliseconds on a busy host).
   let offset = -Infinity;

@@ -200,3 +200,28 @@ describe('what a pipeline holds on to', () => {
     expect(refs[0]?.deref()).toBeUndefined();
   });
 });
+
+describe('timeout() on the system clock when performance.now is replaced', () => {
+  // Fake timers (vitest's, Jest's, sinon's) replace performance.now; the deadline queue then
+  // runs on the replacement, so the deadline must be computed on it too — not on a clock read
+  // through process.hrtime() and calibrated against the original (review finding, session 11).
+  it('a call that ends well before its deadline is not timed out when the clock was moved', async () => {
+    const policy = timeout({ ms: 200, strategy: 'aggressive' });
+    await expect(policy.execute(() => Promise.resolve('warm'))).resolves.toBe('warm');
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(performance)
+    const original = performance.now;
+    const shifted = (): number => original.call(performance) + 10_000;
+    performance.now = shifted;
+    try {
+      // A later millisecond: not the warm call's bucket.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const call = policy.execute(
+        () => new Promise<string>((resolve) => setTimeout(() => resolve('ok'), 20)),
+      );
+      await expect(call).resolves.toBe('ok');
+    } finally {
+      performance.now = original;
+    }
+    await expect(policy.execute(() => Promise.resolve('after'))).resolves.toBe('after');
+  });
+});
