@@ -345,7 +345,9 @@ export class SagaStore {
       fence: 1,
       owner,
       leaseUntil: Number(reply[3]),
-      deadline: Number(reply[4]),
+      // Not reply[4]: Redis turns a Lua number into an integer reply, and a fractional
+      // timeoutMs makes a fractional deadline (stored as START wrote it: now + timeoutMs).
+      deadline: timeoutMs > 0 ? now + timeoutMs : 0,
       createdAt: now,
       updatedAt: now,
       steps,

@@ -199,6 +199,15 @@ describeRedis('saga transitions batched per tick', () => {
     expect(Number(await client.zscore(`${n1.base}live`, 'n-1'))).toBe(rest[0].row?.leaseUntil);
   });
 
+  it('a created start with a fractional timeoutMs reports the deadline Redis holds', async () => {
+    // Redis turns a Lua number into an integer reply: the row is built from what START wrote.
+    const store = storeOf(client, 'frac:');
+    const started = await store.start('b', 'f', 'me', '{}', 1500.5, 3);
+    expect(started.kind).toBe('created');
+    expect(started.row?.deadline).toBe(started.now + 1500.5);
+    expect(started.row).toEqual((await store.read('b', 'f'))?.row);
+  });
+
   it('a batch sent to a restarted Redis (no script cached) falls back to EVAL and lands', async () => {
     await redis().restart(0);
     const store = storeOf(client, 'restart:');
