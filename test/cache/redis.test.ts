@@ -315,6 +315,8 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     const recovered: number[] = [];
     a.onDegraded((e) => degraded.push(e));
     a.onRecovered((e) => recovered.push(e.degradedMs));
+    // An L1 copy made before the invalidation subscription is live is dropped when it goes live.
+    await until(() => expect(a.listening).toBe(true), 10_000);
     await a.getOrLoad('warm', () => 'w');
     redis().pause(0);
     const started = performance.now();
@@ -340,6 +342,8 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     a.onDegraded((e) => degraded.push(e));
     let recovered = 0;
     a.onRecovered(() => recovered++);
+    // An L1 copy made before the invalidation subscription is live is dropped when it goes live.
+    await until(() => expect(a.listening).toBe(true), 10_000);
     await a.getOrLoad('warm', () => 'w');
     await redis().kill(0);
     await expect(a.getOrLoad('warm', () => 'x')).resolves.toBe('w');
