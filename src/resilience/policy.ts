@@ -44,27 +44,6 @@ export function invoke<R>(fn: Attempt<R>, signal: AbortSignal): Promise<R> {
   }
 }
 
-/** A breaker's outcome handler: counts a call's value (success) or error (failure). @internal */
-export type OutcomeHandler = (outcome: unknown) => void;
-
-/**
- * What carries on after a failed attempt, for a stage that takes over the failure handling of
- * the retry just outside it (see {@link Stage.runRecovering}). @internal
- */
-export interface Recovery {
-  /**
-   * What the retry's own rejection handler returns after attempt 1 failed with `error`: the
-   * next attempts' outcome, or a rejection. `next` is the index of the stage inside the retry.
-   */
-  recover<R>(
-    chain: Chain,
-    next: number,
-    fn: Attempt<R>,
-    signal: AbortSignal,
-    error: unknown,
-  ): Promise<R>;
-}
-
 /**
  * One policy's part in a chain. `run` carries out the policy around "the rest of the chain",
  * which it starts with `chain.step(next, fn, signal)` as often as it needs to. @internal
@@ -77,28 +56,6 @@ export interface Stage {
    * `fn` takes no signal.
    */
   readonly observesSignal: boolean;
-  /**
-   * Runs as {@link Stage.run} does, except that when the call fails, the returned promise
-   * follows `recovery.recover(chain, recoverAt, fn, signal, error)` instead of rejecting: the
-   * retry outside hands its failure handling to a stage that attaches a reaction of its own
-   * anyway, so a call that succeeds pays for one reaction, not two.
-   */
-  runRecovering?<R>(
-    chain: Chain,
-    next: number,
-    fn: Attempt<R>,
-    signal: AbortSignal,
-    recovery: Recovery,
-    recoverAt: number,
-  ): Promise<R>;
-  /**
-   * For a stage that, on this call, would only count the outcome (a circuit breaker on its hot
-   * path): its success (`failure` false) or failure handler, read before the call starts;
-   * `undefined` when the stage has more to do. A stage just outside may then run the chain past
-   * it and call both handlers itself, first thing in its own reaction (before anything else
-   * sees the outcome), instead of the stage attaching a reaction of its own.
-   */
-  outcomeHandler?(failure: boolean): OutcomeHandler | undefined;
 }
 
 /** The stages of a pipeline, outermost first. @internal */
