@@ -18,8 +18,8 @@ import type { Clock, Timer } from '../core/index.js';
 
 /** Something that falls due once: a bucket of calls sharing a deadline. @internal */
 export abstract class Deadline {
-  /** When it falls due, on the queue's clock (ms). */
-  readonly due: number;
+  /** When it falls due, on the queue's clock (ms); moved only through {@link DeadlineQueue.postpone}. */
+  due: number;
   /** Position in the heap; -1 while not queued. */
   index = -1;
 
@@ -92,6 +92,20 @@ export class DeadlineQueue {
       this.#idleCheckQueued = true;
       process.nextTick(this.#idleCheck);
     }
+  }
+
+  /**
+   * Moves `entry` to fall due at `due`, later than now (queued or not). Its old time may keep
+   * the timer armed earlier: the timer then fires, finds nothing due and arms again.
+   */
+  postpone(entry: Deadline, due: number): void {
+    if (entry.index < 0) {
+      entry.due = due;
+      return;
+    }
+    this.#removeAt(entry.index);
+    entry.due = due;
+    this.add(entry);
   }
 
   #arm(due: number): void {

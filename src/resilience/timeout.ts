@@ -264,6 +264,24 @@ export class TimeoutPolicy extends SinglePolicy {
   #queue: DeadlineQueue | undefined;
   /** The bucket the latest sharing calls joined. */
   #shared: Bucket | undefined;
+  /**
+   * On the system clock: the shared bucket this tick's first sharing call chose by reading the
+   * clock. The tick's later sharing calls join it without a read (a clock read costs about
+   * 100 ns on a virtual machine whose clock source is not the vDSO's: as much as a bare call);
+   * {@link TimeoutPolicy.#endTick} then moves its deadline to `ms` after the tick's end if that
+   * is later, so no call of the tick is due before `ms` after it started. Sound because the
+   * deadline queue's timer cannot run before that: Node runs the `process.nextTick` queue at the
+   * end of every callback, and between two timers' callbacks.
+   */
+  #tickShared: Bucket | undefined;
+  /** Bound once per policy: the end-of-tick hook {@link TimeoutPolicy.#tickShared} queues. */
+  readonly #endTick = (): void => {
+    const bucket = this.#tickShared;
+    this.#tickShared = undefined;
+    if (bucket === undefined || bucket.expired) return;
+    const due = Math.ceil(systemNow() + this.#ms);
+    if (due > bucket.due) (this.#queue as DeadlineQueue).postpone(bucket, due);
+  };
 
   constructor(options: TimeoutOptions) {
     super();
@@ -323,10 +341,17 @@ export class TimeoutPolicy extends SinglePolicy {
    * call still running then sees what its own controller would have shown it. (A function that
    * keeps using its signal after its call ended — a body read later — may see it abort at that
    * call's deadline while another call of the same millisecond is still running, as it would
-   * with `AbortSignal.timeout(ms)`.) A call with a caller's signal gets its own bucket, linked
+   * with `AbortSignal.timeout(ms)`.) On the system clock, the sharing calls of one tick join
+   * the bucket its first one chose, due `ms` after the tick's end if that is later (see
+   * {@link TimeoutPolicy.#tickShared}). A call with a caller's signal gets its own bucket, linked
    * to that signal. `undefined` when the caller's signal has aborted.
    */
   #bucket(signal: AbortSignal): Bucket | undefined {
+    if (signal === NEVER) {
+      // Chosen by an earlier call of this tick: no clock read (see #endTick).
+      const current = this.#tickShared;
+      if (current !== undefined && !current.expired) return current;
+    }
     const due = Math.ceil((this.#systemTime ? systemNow() : this.#clock.now()) + this.#ms);
     const queue = (this.#queue ??= deadlineQueueFor(this.#clock));
     const strategy = this.#aggressive ? 'aggressive' : 'cooperative';
@@ -337,6 +362,10 @@ export class TimeoutPolicy extends SinglePolicy {
         shared.shared = true;
         // Every function of the millisecond may listen to it (fetch does, until it answers).
         setMaxListeners(0, shared.signal);
+      }
+      if (this.#systemTime && performance.now === nativeNow) {
+        this.#tickShared = shared;
+        process.nextTick(this.#endTick);
       }
       return shared;
     }

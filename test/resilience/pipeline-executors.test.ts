@@ -258,4 +258,35 @@ describe('timeout on the system clock (read through process.hrtime)', () => {
       }
     },
   );
+
+  it.each(['cooperative', 'aggressive'] as const)(
+    '%s: a call that starts late in a tick is due ms after its own start, not the tick’s first call’s',
+    async (strategy) => {
+      const breaker = new CircuitBreaker({ name: `system-tick-${strategy}` });
+      const policy = pipeline(retry({ maxAttempts: 1 }), timeout({ ms: 20, strategy }), breaker);
+      await policy.execute(() => 0);
+      const hang = (signal: AbortSignal, at: { aborted: number }): Promise<never> =>
+        new Promise((_, reject) => {
+          signal.addEventListener(
+            'abort',
+            () => {
+              at.aborted = performance.now();
+              reject(signal.reason as Error);
+            },
+            { once: true },
+          );
+        });
+      const first = { aborted: Number.NaN };
+      const late = { aborted: Number.NaN };
+      // Both calls in one synchronous run, the second 8 ms after the first (bounded spin).
+      const firstDone = policy.execute((signal) => hang(signal, first)).catch((e: unknown) => e);
+      const spinFrom = performance.now();
+      for (let i = 0; i < 1e9 && performance.now() - spinFrom < 8; i++);
+      const lateStarted = performance.now();
+      const lateDone = policy.execute((signal) => hang(signal, late)).catch((e: unknown) => e);
+      expect(isTimeoutError(await firstDone)).toBe(true);
+      expect(isTimeoutError(await lateDone)).toBe(true);
+      expect(late.aborted - lateStarted).toBeGreaterThanOrEqual(20);
+    },
+  );
 });
