@@ -43,6 +43,22 @@ export class CooperativeExecutor {
   #ok: (value: unknown) => unknown = (value) => value;
   #okBucket: Bucket | undefined;
   #okCounts: Handler | undefined;
+  /**
+   * The failure reaction for the last call's bucket, breaker handler and function: made once
+   * per function per tick, not per call. Forgotten at the end of the tick it was made in, so
+   * the executor holds on to no call's function after the call (as {@link Chain.observed}).
+   */
+  #fail: (error: unknown) => unknown = (error) => error;
+  #failBucket: Bucket | undefined;
+  #failCounts: Handler | undefined;
+  #failFn: Attempt<unknown> | undefined;
+  #forgetQueued = false;
+  readonly #forget = (): void => {
+    this.#forgetQueued = false;
+    this.#failFn = undefined;
+    this.#failBucket = undefined;
+    this.#fail = (error) => error;
+  };
 
   /** `chain`: the pipeline's stages, retry, timeout and breaker, for everything else. */
   constructor(chain: Chain, retry: RetryPolicy, timeout: TimeoutPolicy, breaker: CircuitBreaker) {
@@ -73,12 +89,23 @@ export class CooperativeExecutor {
         return value;
       };
     }
-    const chain = this.#chain;
-    return promise.then(ok as (value: R) => R, (error: unknown) => {
-      onFailure(error);
-      bucket.release();
-      return retry.recover(chain, 1, fn, NEVER, error);
-    });
+    let fail = this.#fail;
+    if (bucket !== this.#failBucket || onFailure !== this.#failCounts || fn !== this.#failFn) {
+      this.#failBucket = bucket;
+      this.#failCounts = onFailure;
+      this.#failFn = fn;
+      const chain = this.#chain;
+      fail = this.#fail = (error: unknown): unknown => {
+        onFailure(error);
+        bucket.release();
+        return retry.recover(chain, 1, fn, NEVER, error);
+      };
+      if (!this.#forgetQueued) {
+        this.#forgetQueued = true;
+        process.nextTick(this.#forget);
+      }
+    }
+    return promise.then(ok as (value: R) => R, fail as (error: unknown) => Promise<R>);
   }
 }
 

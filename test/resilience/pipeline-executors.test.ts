@@ -99,6 +99,28 @@ describe.each(['cooperative', 'aggressive'] as const)(
       expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 2 });
     });
 
+    it('calls of one function in one tick, then of another, each retry their own function', async () => {
+      const { breaker, policy, run } = await setup(strategy, 2);
+      const tries = new Map<string, number>();
+      // The invocations of each function that fail: the first attempt of every call.
+      const failing: Record<string, number[]> = { a: [1, 2, 5], b: [1] };
+      const flaky = (name: string) => (signal: AbortSignal) => {
+        const n = (tries.get(name) ?? 0) + 1;
+        tries.set(name, n);
+        if (failing[name]?.includes(n) === true) return Promise.reject(new Error(name));
+        return signal.aborted ? '' : name;
+      };
+      const a = flaky('a');
+      const first = await Promise.all([policy.execute(a), policy.execute(a)]);
+      const b = flaky('b');
+      const second = await Promise.all([policy.execute(b), policy.execute(a)]);
+      expect(first).toEqual(['a', 'a']);
+      expect(second).toEqual(['b', 'a']);
+      expect(Object.fromEntries(tries)).toEqual({ a: 6, b: 2 });
+      expect(run).toHaveBeenCalledTimes(4);
+      expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 4 });
+    });
+
     it('the last failure is the outcome; with maxAttempts 1 no retry decision is published', async () => {
       const { policy, run } = await setup(strategy, 2);
       const error = new Error('always');
