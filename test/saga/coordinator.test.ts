@@ -254,6 +254,51 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(seen.at(-1)).toBe('undo whole a');
   });
 
+  it('close() aborts the step and the compensation in flight with a SagaClosedError and records nothing more', async () => {
+    const seen: string[] = [];
+    const waitAbort = (label: string, signal: AbortSignal) =>
+      new Promise<never>((_, reject) => {
+        signal.addEventListener('abort', () => {
+          seen.push(`${label} ${(signal.reason as Error).name}`);
+          reject(signal.reason as Error);
+        });
+      });
+    const saga = defineSaga('closing', [
+      { name: 'a', run: () => 1 },
+      { name: 'b', run: (_c, signal) => waitAbort('do b', signal) },
+    ]);
+    const back = defineSaga('closing-back', [
+      { name: 'a', run: () => 1, compensate: (_c, signal) => waitAbort('undo a', signal) },
+      {
+        name: 'b',
+        run: () => {
+          throw new Error('no');
+        },
+        retry: { attempts: 1 },
+      },
+    ]);
+    const forward = coordinator({ sagas: [saga] });
+    const backward = coordinator({ sagas: [back] });
+    const ran = forward.run(saga, 'fwd', null);
+    const undone = backward.run(back, 'back', null);
+    await until(async () => expect((await forward.get(saga, 'fwd'))?.step).toBe('b'), 5000);
+    await until(async () => {
+      const snap = await backward.get(back, 'back');
+      expect(snap?.compensationAttempts).toEqual({ a: 1 });
+    }, 5000);
+    await Promise.all([forward.close(), backward.close()]);
+    await expect(ran).rejects.toMatchObject({ code: 'KEEL_SAGA_CLOSED' });
+    await expect(undone).rejects.toMatchObject({ code: 'KEEL_SAGA_CLOSED' });
+    expect(seen.sort()).toEqual(['do b SagaClosedError', 'undo a SagaClosedError']);
+    // Still live, still owned, as it was when the calls began: another process re-runs them.
+    const fwd = await forward.get(saga, 'fwd');
+    expect(fwd).toMatchObject({ status: 'running', step: 'b', attempts: { a: 1, b: 1 } });
+    expect(await backward.get(back, 'back')).toMatchObject({
+      status: 'compensating',
+      compensating: 'a',
+    });
+  });
+
   it('cancellation by signal compensates, and run rejects with the reason', async () => {
     const log: string[] = [];
     let started: () => void = () => undefined;
