@@ -214,7 +214,9 @@ interface Resolved {
 
 const MAX_DETAIL = 200;
 const short = (text: string): string =>
-  (text.length > MAX_DETAIL ? `${text.slice(0, MAX_DETAIL)}…` : text).replace(/\|/g, '/');
+  text.length <= MAX_DETAIL && !text.includes('|')
+    ? text // most details: nothing to cut or replace (no new string per transition)
+    : (text.length > MAX_DETAIL ? `${text.slice(0, MAX_DETAIL)}…` : text).replace(/\|/g, '/');
 const messageOf = (error: unknown): string =>
   short(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
 
@@ -234,8 +236,88 @@ interface Beating {
   last: number;
   /** A renewal of this drive is in flight (the timer starts no second one). */
   renewing: boolean;
+  /** The drive's call in flight. */
+  current: Attempt | undefined;
   /** Renews the lease now; a refused renewal aborts the call in flight. */
   renew(): void;
+}
+
+/**
+ * One step or compensation call in flight: its signal, and how it settles — at the first of its
+ * own result, an abort (step timeout, deadline, cancel, close) or a lost lease. Methods on a
+ * class rather than closures made per call: a saga runs one of these per step, so what it
+ * allocates is paid once per step by every saga in flight.
+ */
+class Attempt {
+  readonly controller = new AbortController();
+  /** What to undo when the call settles (abort listeners, timers); none for most calls. */
+  undo: (() => void)[] | undefined;
+  lost: { cause: unknown } | undefined;
+  settled = false;
+  readonly #beating: Beating;
+  readonly #coordinator: Set<Beating>;
+  readonly #resolve: (value: unknown) => void;
+  readonly #reject: (error: unknown) => void;
+
+  constructor(
+    beating: Beating,
+    coordinator: Set<Beating>,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.#beating = beating;
+    this.#coordinator = coordinator;
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  settle(ok: boolean, value: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.#beating.current === this) this.#beating.current = undefined;
+    this.#coordinator.delete(this.#beating);
+    if (this.undo !== undefined) for (const off of this.undo) off();
+    if (this.lost !== undefined) this.#reject(new Stop(this.lost.cause));
+    else if (ok) this.#resolve(value);
+    else this.#reject(value);
+  }
+
+  abort(reason: unknown): void {
+    if (!this.settled) this.controller.abort(reason);
+    this.settle(false, reason);
+  }
+
+  /** The lease is lost: the call ends as a {@link Stop} (nothing more is recorded). */
+  lose(cause: unknown): void {
+    if (!this.settled) this.lost = { cause };
+    this.abort(cause);
+  }
+
+  /** Settles by `result`: at once for a plain value, on settlement for a promise or thenable. */
+  follow(result: unknown): void {
+    if (typeof (result as { then?: unknown } | null)?.then !== 'function') {
+      this.settle(true, result);
+      return;
+    }
+    Promise.resolve(result).then(
+      (value) => {
+        this.settle(true, value);
+      },
+      (error: unknown) => {
+        this.settle(false, error);
+      },
+    );
+  }
+
+  /** Aborts the call with `error()` after `ms` on `clock`, unless it settles first. */
+  after(clock: Clock, ms: number, error: () => unknown): void {
+    const t = clock.setTimer(() => {
+      this.abort(error());
+    }, ms);
+    (this.undo ??= []).push(() => {
+      t.cancel();
+    });
+  }
 }
 
 /** Thrown inside a drive when it must stop (not an outcome). */
@@ -562,6 +644,10 @@ export class SagaCoordinator implements AsyncDisposable {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#closing.abort(new SagaClosedError('close'));
+      // Every call in flight ends now (each drive's call is under the heartbeat while it runs).
+      for (const beating of [...this.#beating]) {
+        beating.current?.abort(this.#closing.signal.reason as unknown);
+      }
       this.#timer?.cancel();
       this.#beat?.cancel();
       this.#beat = undefined;
@@ -742,31 +828,37 @@ export class SagaCoordinator implements AsyncDisposable {
     const names = def.steps.map((s) => s.name);
     // The instance's keys, once per drive (not a hash and six strings per transition).
     const keys = this.#store.keys(def.name, id).all;
-    /** Ends the call in flight on a lost lease (the heartbeat's renewal refused). */
-    let current: ((cause: unknown) => void) | undefined;
     const beating: Beating = {
       last: this.#o.clock.now(),
       renewing: false,
+      current: undefined,
       renew: () => {
-        const lose = current;
+        // The call in flight now: a refusal ends it (not a later call of the same drive).
+        const attempt = beating.current;
         beating.renewing = true;
-        write('renew', -1, '', '').then(
+        transition('renew', -1, '', '').then(
           () => {
             beating.renewing = false;
           },
           (error: unknown) => {
             beating.renewing = false;
-            lose?.(error instanceof Stop ? error.error : error);
+            attempt?.lose(error instanceof Stop ? error.error : error);
           },
         );
       },
     };
 
-    const write = async (
+    /**
+     * Writes one transition (or a heartbeat's `renew`), retrying while Redis fails; true when it
+     * landed (and `row` follows it), false when a lost reply made us re-read `row`. One async
+     * function per transition, not two: each level of async call is a promise per transition.
+     */
+    const transition = async (
       op: TransitionOp,
       step: number,
       detail: string,
       argument: string,
+      event: string = op,
     ): Promise<boolean> => {
       for (let attempt = 1; ; attempt++) {
         let reply;
@@ -791,16 +883,10 @@ export class SagaCoordinator implements AsyncDisposable {
           continue;
         }
         if (reply.ok) {
-          if (op !== 'renew') {
-            row.version = reply.version;
-            row.status = reply.status;
-            row.cj = reply.cj;
-            row.reason = reply.why;
-            row.updatedAt = reply.now;
-          }
           row.leaseUntil = reply.lease;
           serverNow = reply.now;
           beating.last = this.#o.clock.now();
+          if (op !== 'renew') landed(op, step, argument, event, reply);
           return true;
         }
         if (reply.why === 'version' && reply.fence === row.fence) {
@@ -830,38 +916,46 @@ export class SagaCoordinator implements AsyncDisposable {
       }
     };
 
-    const transition = async (
+    /** What a landed transition changes in `row` (beyond what its reply says), and who hears. */
+    const landed = (
       op: TransitionOp,
       step: number,
-      detail: string,
       argument: string,
-      event = op as string,
-    ): Promise<boolean> => {
-      const landed = await write(op, step, detail, argument);
-      if (landed) {
-        if (op === 'fail' || (op === 'begin' && row.status !== 'running')) {
-          // Compensation begins; a cancelled run's caller may stop waiting now.
-          if (!cancelRecorded && signal?.aborted === true) {
-            cancelRecorded = true;
-            cancelled();
-          }
+      event: string,
+      reply: {
+        version: number;
+        status: SagaStatus;
+        cj: number;
+        why: string | undefined;
+        now: number;
+      },
+    ): void => {
+      row.version = reply.version;
+      row.status = reply.status;
+      row.cj = reply.cj;
+      row.reason = reply.why;
+      row.updatedAt = reply.now;
+      if (op === 'fail' || (op === 'begin' && row.status !== 'running')) {
+        // Compensation begins; a cancelled run's caller may stop waiting now.
+        if (!cancelRecorded && signal?.aborted === true) {
+          cancelRecorded = true;
+          cancelled();
         }
-        if (op === 'done') {
-          row.outputs.set(step, argument);
-          row.cur = step + 1;
-          row.phase = 'idle';
-        } else if (op === 'begin' && row.status === 'running') {
-          row.attempts.set(step, Number(argument));
-          row.phase = 'run';
-        } else if (op === 'cbegin') {
-          row.compensations.set(step, Number(argument));
-          row.phase = 'comp';
-        } else {
-          row.phase = 'idle';
-        }
-        this.#publish(def, id, row, event, step);
       }
-      return landed;
+      if (op === 'done') {
+        row.outputs.set(step, argument);
+        row.cur = step + 1;
+        row.phase = 'idle';
+      } else if (op === 'begin' && row.status === 'running') {
+        row.attempts.set(step, Number(argument));
+        row.phase = 'run';
+      } else if (op === 'cbegin') {
+        row.compensations.set(step, Number(argument));
+        row.phase = 'comp';
+      } else {
+        row.phase = 'idle';
+      }
+      this.#publish(def, id, row, event, step);
     };
 
     /**
@@ -895,7 +989,10 @@ export class SagaCoordinator implements AsyncDisposable {
     /**
      * Calls `fn` with a signal that aborts on the step timeout, the deadline, cancel (forward
      * calls), close, or a lost lease (the heartbeat's renewal refused): one AbortController per
-     * call, aborted directly by each source; the call settles at the first of them.
+     * call, aborted directly by each source; the call settles at the first of them. Closing
+     * reaches the call through the heartbeat's set (see {@link SagaCoordinator.close}), not a
+     * listener per call; timers and a listener on the run's signal are set only when there is
+     * one.
      */
     const call = (
       fn: (signal: AbortSignal) => unknown,
@@ -904,74 +1001,50 @@ export class SagaCoordinator implements AsyncDisposable {
       forward: boolean,
     ): Promise<unknown> =>
       new Promise<unknown>((resolve, reject) => {
-        const controller = new AbortController();
-        /** What to undo when the call settles: abort listeners, timers. */
-        const offs: (() => void)[] = [];
-        let lost: { cause: unknown } | undefined;
-        let settled = false;
-        const settle = (ok: boolean, value: unknown): void => {
-          if (settled) return;
-          settled = true;
-          if (current === lose) current = undefined;
-          this.#beating.delete(beating);
-          for (const off of offs) off();
-          if (lost !== undefined) reject(new Stop(lost.cause));
-          else if (ok) resolve(value);
-          else reject(value);
-        };
-        const abort = (reason: unknown): void => {
-          if (!settled) controller.abort(reason);
-          settle(false, reason);
-        };
-        const lose = (cause: unknown): void => {
-          if (!settled) lost = { cause };
-          abort(cause);
-        };
-        const timer = (ms: number, error: () => unknown): void => {
-          const t = this.#o.clock.setTimer(() => {
-            abort(error());
-          }, ms);
-          offs.push(() => {
-            t.cancel();
-          });
-        };
+        const attempt = new Attempt(beating, this.#beating, resolve, reject);
         // Closing aborts the call too (recorded as nothing: the lease runs out and another
         // process re-runs it with the same idempotency key), so close() never waits on a hung
         // step. A call whose close or cancel came first is not started.
-        for (const source of [this.#closing.signal, forward ? signal : undefined]) {
-          if (source?.aborted === true) {
-            abort(source.reason as unknown);
+        if (this.#closing.signal.aborted) {
+          attempt.abort(this.#closing.signal.reason as unknown);
+          return;
+        }
+        if (forward && signal !== undefined) {
+          const source = signal;
+          if (source.aborted) {
+            attempt.abort(source.reason as unknown);
             return;
           }
-          if (source !== undefined) {
-            offs.push(
-              onAbort(source, () => {
-                abort(source.reason as unknown);
-              }),
-            );
-          }
+          (attempt.undo ??= []).push(
+            onAbort(source, () => {
+              attempt.abort(source.reason as unknown);
+            }),
+          );
         }
+        const clock = this.#o.clock;
         if (timeoutMs !== undefined) {
-          timer(timeoutMs, () => new SagaStepTimeoutError(stepName, timeoutMs));
+          attempt.after(clock, timeoutMs, () => new SagaStepTimeoutError(stepName, timeoutMs));
         }
         const sagaMs = def.timeoutMs;
         if (forward && row.deadline > 0 && sagaMs !== undefined) {
-          timer(row.deadline - serverNow, () => new SagaTimeoutError(def.name, sagaMs));
-        }
-        current = lose;
-        this.#startBeat(beating);
-        // Run in a reaction, as before: a step that throws synchronously rejects like one that
-        // rejects.
-        Promise.resolve()
-          .then(() => fn(controller.signal))
-          .then(
-            (value) => {
-              settle(true, value);
-            },
-            (error: unknown) => {
-              settle(false, error);
-            },
+          attempt.after(
+            clock,
+            row.deadline - serverNow,
+            () => new SagaTimeoutError(def.name, sagaMs),
           );
+        }
+        beating.current = attempt;
+        this.#startBeat(beating);
+        // A step that throws synchronously rejects like one that rejects; a step that answers
+        // a plain value settles the call at once (no reaction, no promise made for it).
+        let result: unknown;
+        try {
+          result = fn(attempt.controller.signal);
+        } catch (error) {
+          attempt.settle(false, error);
+          return;
+        }
+        attempt.follow(result);
       });
 
     try {

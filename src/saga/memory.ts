@@ -247,8 +247,9 @@ const transition: Port = (ks, keys, a) => {
     'ns',
     'ph',
     'why',
+    'ix',
   ]);
-  const [st, ow, f, ver, cur, cjNow, dl, cx, ns, ph, whyNow] = s;
+  const [st, ow, f, ver, cur, cjNow, dl, cx, ns, ph, whyNow, ixNow] = s;
   if (st === null) return [0, 'missing', '0', '0', ''];
   if (ow !== a[1] || f !== fence) return [0, 'fenced', f, ver, st];
   const op = a[8];
@@ -258,9 +259,26 @@ const transition: Port = (ks, keys, a) => {
   if (!isLive(st)) return [0, 'state', f, ver, st];
   // A heartbeat checks the owner and fence only: it may cross a transition of the same owner.
   if (op !== 'renew' && ver !== a[3]) return [0, 'version', f, ver, st];
-  if (op === 'renew') {
-    ks.hset(h as string, { ls: lease });
+  /**
+   * The index moves only when the lease moved past half its length from the indexed score (or
+   * back, or the score is unknown): the index stays at or below the lease (see TRANSITION).
+   */
+  const reindex = (): boolean => {
+    // The Lua compares same-length decimal texts, which order as their numbers do.
+    const text = String(lease);
+    const floor = String(lease - Math.floor(Number(a[4]) / 2));
+    const held =
+      typeof ixNow === 'string' &&
+      ixNow.length === text.length &&
+      floor.length === text.length &&
+      ixNow >= floor &&
+      ixNow <= text;
+    if (held) return false;
     ks.zadd(live as string, lease, id);
+    return true;
+  };
+  if (op === 'renew') {
+    ks.hset(h as string, reindex() ? { ls: lease, ix: lease } : { ls: lease });
     return [1, Number(ver), now, lease, st, Number(cjNow)];
   }
   const v = Number(ver) + 1;
@@ -295,9 +313,9 @@ const transition: Port = (ks, keys, a) => {
     return [1, v, now, 0, status, cj, why];
   };
   const advance = (status: string, event: string): unknown[] => {
+    if (reindex()) set.ix = lease;
     Object.assign(set, { v, up: now, ls: lease });
     ks.hset(h as string, set);
-    ks.zadd(live as string, lease, id);
     log(event);
     return [1, v, now, lease, status, cj, why];
   };
@@ -411,6 +429,7 @@ const start: Port = (ks, keys, a) => {
       t0: now,
       up: now,
       ns: a[7] as string,
+      ix: lease,
     });
     ks.zadd(live, lease, id);
     log(1, 1, 'start', a[1] as string);
@@ -421,7 +440,7 @@ const start: Port = (ks, keys, a) => {
   if (isLive(st) && Number(ls) <= now) {
     const f = ks.hincrby(h, 'f', 1);
     const v = ks.hincrby(h, 'v', 1);
-    ks.hset(h, { ow: a[1] as string, ls: lease, up: now });
+    ks.hset(h, { ow: a[1] as string, ls: lease, up: now, ix: lease });
     ks.zadd(live, lease, id);
     log(v, f, 'claim', a[1] as string);
     return [1, 'claimed', now, ks.hgetall(h)];
@@ -441,11 +460,12 @@ const claim: Port = (ks, keys, a) => {
       ks.zrem(live, id);
     } else if (Number(ls) > now) {
       ks.zadd(live, Number(ls), id);
+      ks.hset(h, { ix: ls as string });
     } else {
       const f = ks.hincrby(h, 'f', 1);
       const v = ks.hincrby(h, 'v', 1);
       const lease = now + Number(a[1]);
-      ks.hset(h, { ow: a[0] as string, ls: lease, up: now });
+      ks.hset(h, { ow: a[0] as string, ls: lease, up: now, ix: lease });
       ks.zadd(live, lease, id);
       const hist = `${base}h:${id}`;
       ks.rpush(hist, `${now}|${v}|${f}|claim|-1|${a[0] as string}`);

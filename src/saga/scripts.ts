@@ -19,7 +19,8 @@
  * Instance hash fields: `n` saga, `in` input JSON, `st` status, `cur` current step, `cj` next
  * step to compensate, `ph` phase (`idle` | `run` | `comp`), `v` version, `f` fence, `ow` owner,
  * `ls` lease expiry, `dl` deadline (0: none), `t0` created, `up` updated, `ns` step count,
- * `why` reason for compensating or parking, `cx` cancel requested, `o:<i>` output of step i,
+ * `why` reason for compensating or parking, `cx` cancel requested, `ix` the instance's score in
+ * `live` (see {@link TRANSITION}), `o:<i>` output of step i,
  * `a:<i>` attempts of step i, `c:<i>` compensation attempts of step i.
  *
  * History entries: `time|version|fence|event|step|detail`.
@@ -69,15 +70,23 @@ local function finish(KEYS, ARGV, set, status, event, now, nows, v, vs, cj, why)
   end
   return {1, v, now, 0, status, cj, why}
 end
-local function advance(KEYS, ARGV, set, status, event, now, nows, lease, leases, v, vs, cj, why)
-  redis.call('HSET', KEYS[1], 'v', vs, 'up', nows, 'ls', leases, unpack(set))
+local function reindex(KEYS, ARGV, ix, leases, floors)
+  if ix and #ix == #leases and #floors == #leases and ix >= floors and ix <= leases then
+    return false
+  end
   redis.call('ZADD', KEYS[3], leases, ARGV[1])
+  return true
+end
+local function advance(KEYS, ARGV, set, status, event, now, nows, lease, leases, v, vs, cj, why, ix, floors)
+  if reindex(KEYS, ARGV, ix, leases, floors) then set[#set + 1] = 'ix'; set[#set + 1] = leases end
+  redis.call('HSET', KEYS[1], 'v', vs, 'up', nows, 'ls', leases, unpack(set))
   record(KEYS, ARGV, nows, vs, event)
   return {1, v, now, lease, status, cj, why}
 end
-local function transition(KEYS, ARGV, now, nows, lease, leases)
+local function transition(KEYS, ARGV, now, nows, lease, leases, floors)
 local h = KEYS[1]
-local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph', 'why')
+local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph', 'why', 'ix')
+local ix = s[12]
 if not s[1] then return {0, 'missing', '0', '0', ''} end
 if s[2] ~= ARGV[2] or s[3] ~= ARGV[3] then return {0, 'fenced', s[3], s[4], s[1]} end
 local st = s[1]
@@ -85,8 +94,11 @@ local op = ARGV[9]
 if st ~= 'running' and st ~= 'compensating' then return {0, 'state', s[3], s[4], st} end
 if op ~= 'renew' and s[4] ~= ARGV[4] then return {0, 'version', s[3], s[4], s[1]} end
 if op == 'renew' then
-  redis.call('HSET', h, 'ls', leases)
-  redis.call('ZADD', KEYS[3], leases, ARGV[1])
+  if reindex(KEYS, ARGV, ix, leases, floors) then
+    redis.call('HSET', h, 'ls', leases, 'ix', leases)
+  else
+    redis.call('HSET', h, 'ls', leases)
+  end
   return {1, tonumber(s[4]), now, lease, st, tonumber(s[6])}
 end
 local step = tonumber(ARGV[10])
@@ -107,7 +119,7 @@ if op == 'begin' then
   elseif tonumber(s[7]) > 0 and now >= tonumber(s[7]) then reason = 'saga-timeout' end
   if not reason then
     return advance(KEYS, ARGV, {'ph', 'run', 'a:' .. ARGV[10], arg}, 'running', 'begin',
-      now, nows, lease, leases, v, vs, cj, why)
+      now, nows, lease, leases, v, vs, cj, why, ix, floors)
   end
   event = 'fail'
 elseif op == 'done' then
@@ -116,18 +128,18 @@ elseif op == 'done' then
     return finish(KEYS, ARGV, set, 'completed', 'done', now, nows, v, vs, cj, why)
   end
   set[5] = 'ph'; set[6] = 'idle'
-  return advance(KEYS, ARGV, set, 'running', 'done', now, nows, lease, leases, v, vs, cj, why)
+  return advance(KEYS, ARGV, set, 'running', 'done', now, nows, lease, leases, v, vs, cj, why, ix, floors)
 elseif op == 'fail' then
   reason = arg
   event = 'fail'
 elseif op == 'cbegin' then
   return advance(KEYS, ARGV, {'ph', 'comp', 'c:' .. ARGV[10], arg}, 'compensating', 'cbegin',
-    now, nows, lease, leases, v, vs, cj, why)
+    now, nows, lease, leases, v, vs, cj, why, ix, floors)
 elseif op == 'cdone' then
   cj = step - 1
   local set = {'cj', string.format('%d', cj), 'ph', 'idle'}
   if cj < 0 then return finish(KEYS, ARGV, set, 'compensated', arg, now, nows, v, vs, cj, why) end
-  return advance(KEYS, ARGV, set, 'compensating', arg, now, nows, lease, leases, v, vs, cj, why)
+  return advance(KEYS, ARGV, set, 'compensating', arg, now, nows, lease, leases, v, vs, cj, why, ix, floors)
 elseif op == 'park' then
   return finish(KEYS, ARGV, {'why', arg}, 'needs-attention', 'park', now, nows, v, vs, cj, arg)
 else
@@ -139,7 +151,7 @@ if s[10] == 'run' then j = step end
 local set = {'cj', string.format('%d', j), 'why', reason, 'ph', 'idle'}
 if j < 0 then return finish(KEYS, ARGV, set, 'compensated', event, now, nows, v, vs, j, reason) end
 set[7] = 'st'; set[8] = 'compensating'
-return advance(KEYS, ARGV, set, 'compensating', event, now, nows, lease, leases, v, vs, j, reason)
+return advance(KEYS, ARGV, set, 'compensating', event, now, nows, lease, leases, v, vs, j, reason, ix, floors)
 end
 `;
 
@@ -161,7 +173,7 @@ if redis.call('EXISTS', h) == 0 then
   if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
   redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
     'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
-    'ns', ARGV[8])
+    'ns', ARGV[8], 'ix', lease)
   redis.call('ZADD', KEYS[3], lease, id)
   log(1, 1, 'start', ARGV[2])
   return {1, 'created', now, lease, dl}
@@ -171,7 +183,7 @@ local s = redis.call('HMGET', h, 'st', 'ls')
 if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
   local f = redis.call('HINCRBY', h, 'f', 1)
   local v = redis.call('HINCRBY', h, 'v', 1)
-  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now)
+  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now, 'ix', lease)
   redis.call('ZADD', KEYS[3], lease, id)
   log(v, f, 'claim', ARGV[2])
   return {1, 'claimed', now, redis.call('HGETALL', h)}
@@ -204,13 +216,25 @@ return start(KEYS, ARGV, now)
  *
  * Cost: the fields a transition changes go into ONE `HSET` at its end, `cj` and `why` for the
  * reply come from the first `HMGET` (not read again after the write), and the history is trimmed
- * only when `RPUSH` answers a length past its cap — five commands for a transition that neither
- * finishes nor trims (`TIME`, `HMGET`, `HSET`, `ZADD`, `RPUSH`; nine before), four inside a
- * {@link TRANSITIONS} call (which reads `TIME` once for all).
+ * only when `RPUSH` answers a length past its cap — four commands for a transition that neither
+ * finishes nor trims (`TIME`, `HMGET`, `HSET`, `RPUSH`), three inside a {@link TRANSITIONS} call
+ * (which reads `TIME` once for all).
+ *
+ * The recovery index (`live`, scored by lease expiry) moves only when the new lease is more than
+ * half a lease past the score it holds, or before it (a server clock set back), or that score is
+ * unknown (`ix`, written with every `ZADD` to `live` by every script, is missing in data written
+ * before it existed): a `ZADD` to a sorted set (parse, format and re-insert the score) was the
+ * largest command a transition ran after `HMGET`. Why a takeover still finds every instance whose
+ * lease ran out: every script that writes the instance's score in `live` writes the same value to
+ * `ix`, so the score is always `ix`; a transition leaves it only when `ix <= lease`, so the score
+ * never passes the instance's lease `ls` — an instance whose lease ran out has a score at or
+ * before now, where {@link CLAIM} looks. A live owner's score stays more than a sixth of a lease
+ * ahead (its heartbeat renews within a third of a lease), so a claim does not scan it.
  */
 export const TRANSITION = luaScript(`${NOW}${TRANSITION_FUNCTION}
 local lease = now + tonumber(ARGV[5])
-return transition(KEYS, ARGV, now, string.format('%d', now), lease, string.format('%d', lease))
+return transition(KEYS, ARGV, now, string.format('%d', now), lease, string.format('%d', lease),
+  string.format('%d', lease - math.floor(tonumber(ARGV[5]) / 2)))
 `);
 
 /**
@@ -246,6 +270,7 @@ local lease, cap, retention, keep, owner = ARGV[3], ARGV[4], ARGV[5], ARGV[6], A
 -- The same instant and lease for every transition of the call, as text once.
 local nows, until_ = string.format('%d', now), now + tonumber(lease)
 local untils = string.format('%d', until_)
+local floors = string.format('%d', until_ - math.floor(tonumber(lease) / 2))
 local out = {}
 local k, a = 4 * m, 7
 for i = 1, n do
@@ -261,7 +286,7 @@ for i = 1, n do
       {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
       {ARGV[a + 2], who, ARGV[a + 4], ARGV[a + 5], lease, cap, retention, keep,
         ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]},
-      now, nows, until_, untils)
+      now, nows, until_, untils, floors)
   end
   if not ok then
     if type(r) == 'table' and r.err then r = r.err end
@@ -294,11 +319,12 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   elseif tonumber(s[2]) > now then
     redis.call('ZADD', KEYS[1], s[2], id)
+    redis.call('HSET', h, 'ix', s[2])
   else
     local f = redis.call('HINCRBY', h, 'f', 1)
     local v = redis.call('HINCRBY', h, 'v', 1)
     local lease = now + tonumber(ARGV[2])
-    redis.call('HSET', h, 'ow', ARGV[1], 'ls', lease, 'up', now)
+    redis.call('HSET', h, 'ow', ARGV[1], 'ls', lease, 'up', now, 'ix', lease)
     redis.call('ZADD', KEYS[1], lease, id)
     local hist = base .. 'h:' .. id
     redis.call('RPUSH', hist, now .. '|' .. v .. '|' .. f .. '|claim|-1|' .. ARGV[1])

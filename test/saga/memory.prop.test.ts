@@ -256,6 +256,16 @@ describeRedis('MemorySagaBackend answers as Redis does (real redis-server)', () 
         const onRedis = await replay(client, list);
         const inMemory = await replay(new MemorySagaBackend(), list);
         expect(inMemory).toEqual(onRedis);
+        // The recovery index never runs ahead of a live instance's lease (a transition moves it
+        // only when the lease moved by more than half its length): a claim finds every
+        // instance whose lease ran out.
+        const live = await client.zrange('mem:{S:0}:live', '0', '-1', 'WITHSCORES');
+        for (let i = 0; i + 1 < live.length; i += 2) {
+          const [st, ls] = await client.hmget(`mem:{S:0}:s:${live[i]}`, 'st', 'ls');
+          if (st === 'running' || st === 'compensating') {
+            expect(Number(live[i + 1])).toBeLessThanOrEqual(Number(ls));
+          }
+        }
       }),
       { numRuns: 200 },
     );
