@@ -242,6 +242,41 @@ function isEmptyObject(value: unknown): boolean {
 }
 
 /**
+ * Whether `acquire(resources, options)` is the common call — one resource name, no options —
+ * which needs no other check: the service's defaults ({@link acquireDefaults}) apply.
+ *
+ * @internal
+ */
+export function isPlainAcquire(
+  resources: string | readonly string[],
+  options: AcquireOptions | undefined,
+): resources is string {
+  return (
+    typeof resources === 'string' &&
+    resources !== '' &&
+    (options === undefined || isEmptyObject(options))
+  );
+}
+
+/**
+ * The options of `acquire()` called without any, over a service's defaults: resolved once per
+ * `defaults` object (pass the same one every time).
+ *
+ * @internal
+ */
+export function acquireDefaults(
+  owner: string,
+  defaults: { readonly ttlMs: number; readonly retryCount: number },
+): { readonly ttlMs: number; readonly retryCount: number } {
+  let base = noOptions.get(defaults);
+  if (base === undefined) {
+    base = resolveOptions(owner, {}, acquireSpec(defaults));
+    noOptions.set(defaults, base);
+  }
+  return base;
+}
+
+/**
  * Checks the arguments of `acquire(resources, options)`, shared by every lock service: one
  * resource name or a non-empty list of distinct ones, and the per-call options over the
  * service's defaults (pass the same `defaults` object every time: its rules are cached).
@@ -251,7 +286,7 @@ function isEmptyObject(value: unknown): boolean {
 export function resolveAcquire(
   owner: string,
   resources: string | readonly string[],
-  options: AcquireOptions,
+  options: AcquireOptions | undefined,
   defaults: { readonly ttlMs: number; readonly retryCount: number },
 ): {
   list: string[];
@@ -262,12 +297,8 @@ export function resolveAcquire(
 } {
   // The common call — one resource name, no options — checks nothing else and reuses the
   // defaults resolved once per service (this is the hot path of every uncontended acquire).
-  if (typeof resources === 'string' && resources !== '' && isEmptyObject(options)) {
-    let base = noOptions.get(defaults);
-    if (base === undefined) {
-      base = resolveOptions(owner, {}, acquireSpec(defaults));
-      noOptions.set(defaults, base);
-    }
+  if (isPlainAcquire(resources, options)) {
+    const base = acquireDefaults(owner, defaults);
     return {
       list: [resources],
       ttlMs: base.ttlMs,
@@ -299,8 +330,9 @@ export function resolveAcquire(
   if (new Set(list).size !== list.length) {
     throw new InvalidOptionError(owner, 'resources', 'distinct resource names', input);
   }
-  const resolved = resolveOptions(owner, options, acquireSpec(defaults));
-  return { list: list as string[], ...resolved, retryCount: retriesOf(resolved, options) };
+  const given = options ?? {};
+  const resolved = resolveOptions(owner, given, acquireSpec(defaults));
+  return { list: list as string[], ...resolved, retryCount: retriesOf(resolved, given) };
 }
 
 /**
@@ -327,6 +359,11 @@ export interface LockBackend {
     token: string,
     resources?: readonly string[],
   ): Promise<ReleaseOutcome>;
+  /**
+   * {@link LockBackend.releaseKeys} for a backend that knows the answer at once (MemoryLock):
+   * when present, an untraced release runs without an async function or an awaited round.
+   */
+  readonly releaseKeysNow?: (keys: readonly string[], token: string, now: number) => ReleaseOutcome;
   /** Told how the service's locks fare (Redlock: its stats and diagnostics channels). */
   readonly observer?: LockObserver | undefined;
 }
@@ -345,6 +382,21 @@ export interface LockObserver {
   extended(lock: Lock): void;
   /** The hold ended after `heldMs`: released (`lost` undefined) or lost. */
   ended(lock: Lock, lost: LockLostError | undefined, heldMs: number): void;
+}
+
+/**
+ * The four results a release can give, shared and frozen: a release allocates none (the lock's
+ * hot path — an in-process acquire + release otherwise made one per cycle).
+ */
+const RELEASE_RESULTS: readonly ReleaseResult[] = [
+  Object.freeze({ released: false, expired: false }),
+  Object.freeze({ released: false, expired: true }),
+  Object.freeze({ released: true, expired: false }),
+  Object.freeze({ released: true, expired: true }),
+];
+
+function releaseResult(released: boolean, expired: boolean): ReleaseResult {
+  return RELEASE_RESULTS[(released ? 2 : 0) + (expired ? 1 : 0)] as ReleaseResult;
 }
 
 /**
@@ -646,7 +698,8 @@ export class Lock implements AsyncDisposable {
   release(): Promise<ReleaseResult> {
     const observer = this.#backend.observer;
     if (observer === undefined || !releaseChannel.hasSubscribers || this.#released) {
-      return this.#release();
+      const releaseNow = this.#backend.releaseKeysNow;
+      return releaseNow === undefined ? this.#release() : this.#releaseNow(releaseNow);
     }
     const message: LockReleaseMessage = {
       resources: this.resources,
@@ -661,16 +714,49 @@ export class Lock implements AsyncDisposable {
 
   async #release(): Promise<ReleaseResult> {
     // One clock read (this is the hot path): lost at the loss moment, as everywhere.
-    const now = this.#backend.clock.now();
+    const expiredByTime = this.#startRelease(this.#backend.clock.now());
+    if (this.#released) return releaseResult(false, expiredByTime);
+    this.#released = true;
+    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources);
+    return this.#finishRelease(outcome, expiredByTime);
+  }
+
+  /**
+   * {@link Lock.release} on a backend that answers at once: the same steps as `#release`, done
+   * before `release()` returns (the signal aborts then, not a microtask later), with no async
+   * function and no awaited round — the hot path of an in-process acquire + release.
+   */
+  #releaseNow(
+    releaseNow: (keys: readonly string[], token: string, now: number) => ReleaseOutcome,
+  ): Promise<ReleaseResult> {
+    try {
+      const now = this.#backend.clock.now();
+      const expiredByTime = this.#startRelease(now);
+      if (this.#released) return Promise.resolve(releaseResult(false, expiredByTime));
+      this.#released = true;
+      const outcome = releaseNow.call(this.#backend, this.#keys, this.#token, now);
+      return Promise.resolve(this.#finishRelease(outcome, expiredByTime));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * A release's first half: loses a lock whose loss moment has come, stops the loss timer and
+   * says whether the lock had expired by time at `now` (the service's clock, just read).
+   */
+  #startRelease(now: number): boolean {
     if (!this.#released && this.#lostWith === undefined && now >= this.#validUntil - LOSS_MARGIN_MS)
       this.#lose(this.#deadlineLoss());
     // Lost (its loss moment passed, or an extension failed) or past the deadline: expired,
     // even if some nodes still had the keys.
     const expiredByTime = this.#lostWith !== undefined || now >= this.#validUntil;
     this.#disarm();
-    if (this.#released) return { released: false, expired: expiredByTime };
-    this.#released = true;
-    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources);
+    return expiredByTime;
+  }
+
+  /** A release's second half, once the backend said what it found. */
+  #finishRelease(outcome: ReleaseOutcome, expiredByTime: boolean): ReleaseResult {
     if (outcome === 'not-held' && this.#lostWith === undefined) {
       // Lost behind the handle's back (keys expired, deleted, or a node restarted empty).
       this.#lose(
@@ -686,7 +772,7 @@ export class Lock implements AsyncDisposable {
       this.#controller.abort(new LockReleasedError(this.resources));
     }
     this.#end(this.#lostWith);
-    return { released: outcome === 'released', expired: expiredByTime || outcome === 'not-held' };
+    return releaseResult(outcome === 'released', expiredByTime || outcome === 'not-held');
   }
 
   /** Releases the lock (see {@link Lock.release}): what `await using` calls. */

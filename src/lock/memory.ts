@@ -24,7 +24,9 @@ import { acquireChannel, contendedChannel, type LockAcquireMessage } from './dia
 import { LockTakenError, type NodeVote } from './errors.js';
 import {
   Lock,
+  acquireDefaults,
   holdWhile,
+  isPlainAcquire,
   newToken,
   resolveAcquire,
   waitDeadline,
@@ -63,8 +65,17 @@ const spec = {
   }),
 };
 
-interface Held {
-  readonly token: string;
+/**
+ * One resource's state: its last fencing token and, while held, the holder's token and
+ * deadline. Kept (and reused) after a release — the fencing token must outlive the hold anyway —
+ * so an acquire + release allocates no record and never shrinks or regrows a map.
+ */
+interface Slot {
+  /** The last fencing token given out (0: never held). */
+  fence: number;
+  /** The holder's token; `undefined` when released. */
+  token: string | undefined;
+  /** When the hold expires (clock time); meaningful while `token` is set. */
   expiresAt: number;
 }
 
@@ -91,8 +102,8 @@ export class MemoryLock implements LockService, AsyncDisposable {
   // Also the LockBackend of its Locks (checked where it passes `this` to `Lock.made`), but
   // not declared with `implements`: that interface is internal, and the .d.ts build strips it.
   readonly #o: ReturnType<typeof resolveOptions<typeof spec>>;
-  readonly #held = new Map<string, Held>();
-  readonly #fences = new Map<string, number>();
+  /** Resource → its slot, from its first acquisition on (as fencing tokens must be). */
+  readonly #slots = new Map<string, Slot>();
   /** Resource → wake-ups of the acquisitions waiting for it, longest-waiting first. */
   readonly #waiters = new Map<string, Set<() => void>>();
 
@@ -145,8 +156,22 @@ export class MemoryLock implements LockService, AsyncDisposable {
    * Traced on `keel:lock:acquire` (and `keel:lock:contended` when the resource is held) like
    * Redlock's, with the one node named `memory`; without a subscriber that costs one property read.
    */
-  acquire(resources: string | readonly string[], options: AcquireOptions = {}): Promise<Lock> {
-    if (!acquireChannel.hasSubscribers) return this.#acquire(resources, options, undefined);
+  acquire(resources: string | readonly string[], options?: AcquireOptions): Promise<Lock> {
+    if (!acquireChannel.hasSubscribers) {
+      // Untraced, the common call (one name, no options: nothing else to check) that finds the
+      // resource free completes here, before acquire() returns — no async function (its
+      // promise and frame) on the uncontended path. The caller sees what it saw before: a
+      // promise resolved with the lock.
+      if (isPlainAcquire(resources, options) && !this.#closed) {
+        const now = this.#o.clock.now();
+        const slot = this.#slots.get(resources);
+        if (slot?.token === undefined || slot.expiresAt <= now) {
+          const ttlMs = acquireDefaults('MemoryLock.acquire', this.#o).ttlMs;
+          return Promise.resolve(this.#take([resources], ttlMs, now));
+        }
+      }
+      return this.#acquire(resources, options, undefined);
+    }
     const message: LockAcquireMessage = {
       resources: typeof resources === 'string' ? [resources] : resources,
       nodes: MEMORY_NODES,
@@ -158,10 +183,39 @@ export class MemoryLock implements LockService, AsyncDisposable {
     return acquireChannel.tracePromise(this.#acquire, message, this, resources, options, message);
   }
 
-  /** {@link MemoryLock.acquire}, filling the trace context `message` when traced. */
+  /** How long until every one of `resources` is free (ms): `Infinity` when all are now. */
+  #freesIn(resources: readonly string[], now: number): number {
+    let freesIn = Infinity;
+    for (const r of resources) {
+      const slot = this.#slots.get(r);
+      if (slot?.token !== undefined && slot.expiresAt > now) {
+        freesIn = Math.min(freesIn, slot.expiresAt - now);
+      }
+    }
+    return freesIn;
+  }
+
+  /** Takes every one of `resources` (all free at `now`) for `ttlMs`: the lock. */
+  #take(resources: string[], ttlMs: number, now: number): Lock {
+    const token = newToken();
+    const expiresAt = now + ttlMs;
+    const fences = new Array<number>(resources.length);
+    for (let i = 0; i < resources.length; i++) {
+      const r = resources[i] as string;
+      let slot = this.#slots.get(r);
+      if (slot === undefined) this.#slots.set(r, (slot = { fence: 0, token, expiresAt }));
+      slot.fence++;
+      slot.token = token;
+      slot.expiresAt = expiresAt;
+      fences[i] = slot.fence;
+    }
+    return Lock.made(this, resources, resources, token, expiresAt, fences, now);
+  }
+
+  /** {@link MemoryLock.acquire}'s attempts, filling the trace context `message` when traced. */
   async #acquire(
     resources: string | readonly string[],
-    options: AcquireOptions,
+    options: AcquireOptions | undefined,
     message: LockAcquireMessage | undefined,
   ): Promise<Lock> {
     if (this.#closed) throw new ClosedError(OWNER, 'acquire');
@@ -189,13 +243,7 @@ export class MemoryLock implements LockService, AsyncDisposable {
         if (this.#isClosed()) throw new ClosedError(OWNER, 'acquire');
       }
       const now = this.#o.clock.now();
-      freesIn = Infinity;
-      for (const r of list) {
-        const held = this.#held.get(r);
-        if (held !== undefined && held.expiresAt > now) {
-          freesIn = Math.min(freesIn, held.expiresAt - now);
-        }
-      }
+      freesIn = this.#freesIn(list, now);
       if (freesIn !== Infinity) {
         if (attempt === 0 && contendedChannel.active) {
           contendedChannel.publish({
@@ -214,19 +262,13 @@ export class MemoryLock implements LockService, AsyncDisposable {
         }
         continue;
       }
-      const token = newToken();
-      const fences = list.map((r) => {
-        const next = (this.#fences.get(r) ?? 0) + 1;
-        this.#fences.set(r, next);
-        this.#held.set(r, { token, expiresAt: now + ttlMs });
-        return next;
-      });
+      const lock = this.#take(list, ttlMs, now);
       if (message !== undefined) {
         message.attempts = attempt + 1;
         message.waitMs = now - called;
-        message.fencingToken = fences[0] as number;
+        message.fencingToken = lock.fencingToken;
       }
-      return Lock.made(this, list, list, token, now + ttlMs, fences);
+      return lock;
     }
     if (message !== undefined) message.votes = [TAKEN_VOTE];
     throw new LockTakenError(list, [TAKEN_VOTE], retryCount + 1);
@@ -279,26 +321,35 @@ export class MemoryLock implements LockService, AsyncDisposable {
   extendKeys(keys: readonly string[], token: string, ttlMs: number): Promise<number | undefined> {
     const now = this.#o.clock.now();
     const mine = keys.every((k) => {
-      const held = this.#held.get(k);
-      return held !== undefined && held.token === token && held.expiresAt > now;
+      const slot = this.#slots.get(k);
+      return slot?.token === token && slot.expiresAt > now;
     });
     if (!mine) return Promise.resolve(undefined);
-    for (const k of keys) (this.#held.get(k) as Held).expiresAt = now + ttlMs;
+    for (const k of keys) (this.#slots.get(k) as Slot).expiresAt = now + ttlMs;
     return Promise.resolve(now + ttlMs);
   }
 
   /** @internal */
   releaseKeys(keys: readonly string[], token: string): Promise<ReleaseOutcome> {
-    const now = this.#o.clock.now();
+    return Promise.resolve(this.releaseKeysNow(keys, token, this.#o.clock.now()));
+  }
+
+  /**
+   * {@link MemoryLock.releaseKeys}, answered at once: what a lock's release calls, with the
+   * time it just read on this service's clock.
+   *
+   * @internal
+   */
+  releaseKeysNow(keys: readonly string[], token: string, now: number): ReleaseOutcome {
     let released = true;
     for (const k of keys) {
-      const held = this.#held.get(k);
-      if (held?.token !== token) {
+      const slot = this.#slots.get(k);
+      if (slot?.token !== token) {
         released = false;
         continue;
       }
-      if (held.expiresAt <= now) released = false;
-      this.#held.delete(k);
+      if (slot.expiresAt <= now) released = false;
+      slot.token = undefined;
     }
     // Wake every waiter of the released resources: in one process that costs nothing, and they
     // run in the order they started waiting, so the longest waiter gets the lock.
@@ -306,6 +357,6 @@ export class MemoryLock implements LockService, AsyncDisposable {
       const set = this.#waiters.get(k);
       if (set !== undefined) for (const wake of [...set]) wake();
     }
-    return Promise.resolve(released ? 'released' : 'not-held');
+    return released ? 'released' : 'not-held';
   }
 }

@@ -146,6 +146,50 @@ describe('MemoryLock', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('a release settles before release() returns: the signal has aborted, the result is frozen', async () => {
+    // Session 12: an untraced MemoryLock release runs without an async function or an awaited
+    // round (its hot path); what a caller can see of that is tested here.
+    const locks = new MemoryLock({ retryCount: 0 });
+    const lock = await locks.acquire('sku:10');
+    const signal = lock.signal;
+    const pending = lock.release();
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toMatchObject({ code: 'KEEL_LOCK_RELEASED' });
+    const result = await pending;
+    expect(result).toEqual({ released: true, expired: false });
+    expect(Object.isFrozen(result)).toBe(true);
+    // Released already: at once again, the same frozen answer as before.
+    const again = await lock.release();
+    expect(again).toEqual({ released: false, expired: false });
+    expect(Object.isFrozen(again)).toBe(true);
+  });
+
+  it('reuses a resource after release and after expiry, its fencing token rising every time', async () => {
+    // Each resource keeps one slot (fencing token, holder) from its first acquisition on; a
+    // release or an expiry leaves the slot, so the next holder must still see it as free.
+    const clock = new ManualClock();
+    const locks = new MemoryLock({ clock, ttlMs: 100, retryCount: 0 });
+    const fences: number[] = [];
+    const first = await locks.acquire('sku:11');
+    fences.push(first.fencingToken);
+    await first.release();
+    const second = await locks.acquire('sku:11', undefined);
+    fences.push(second.fencingToken);
+    clock.advance(100); // expired, never released
+    const third = await locks.acquire('sku:11', {});
+    fences.push(third.fencingToken);
+    // The expired holder's release neither frees nor disturbs the new holder.
+    await expect(second.release()).resolves.toEqual({ released: false, expired: true });
+    expect(isLockTakenError(await locks.acquire('sku:11').catch((e: unknown) => e))).toBe(true);
+    await expect(third.release()).resolves.toEqual({ released: true, expired: false });
+    // A multi-resource lock over a released and a new resource.
+    const both = await locks.acquire(['sku:11', 'sku:12']);
+    expect(both.fencingTokens).toEqual({ 'sku:11': 4, 'sku:12': 1 });
+    expect(fences).toEqual([1, 2, 3]);
+    await locks.close();
+    await expect(locks.acquire('sku:13')).rejects.toMatchObject({ code: 'KEEL_CLOSED' });
+  });
+
   it('rejects bad input', async () => {
     expect(invalidOption(() => new MemoryLock({ ttlMs: 0 })).option).toBe('ttlMs');
     await expect(new MemoryLock().acquire('x', { waitMs: -1 })).rejects.toThrow(
