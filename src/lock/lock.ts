@@ -321,11 +321,15 @@ export interface LockBackend {
     ttlMs: number,
     resources?: readonly string[],
   ): Promise<number | undefined>;
-  /** Deletes the keys still holding `token`, and says what it found. */
+  /**
+   * Deletes the keys still holding `token`, and says what it found. `now`: the service's clock,
+   * read by the caller just before (saves the release a clock read).
+   */
   releaseKeys(
     keys: readonly string[],
     token: string,
     resources?: readonly string[],
+    now?: number,
   ): Promise<ReleaseOutcome>;
   /** Told how the service's locks fare (Redlock: its stats and diagnostics channels). */
   readonly observer?: LockObserver | undefined;
@@ -670,7 +674,7 @@ export class Lock implements AsyncDisposable {
     this.#disarm();
     if (this.#released) return { released: false, expired: expiredByTime };
     this.#released = true;
-    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources);
+    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources, now);
     if (outcome === 'not-held' && this.#lostWith === undefined) {
       // Lost behind the handle's back (keys expired, deleted, or a node restarted empty).
       this.#lose(
