@@ -353,11 +353,15 @@ export interface LockBackend {
     ttlMs: number,
     resources?: readonly string[],
   ): Promise<number | undefined>;
-  /** Deletes the keys still holding `token`, and says what it found. */
+  /**
+   * Deletes the keys still holding `token`, and says what it found. `now`: the service's clock,
+   * read by the caller just before (saves the release a clock read).
+   */
   releaseKeys(
     keys: readonly string[],
     token: string,
     resources?: readonly string[],
+    now?: number,
   ): Promise<ReleaseOutcome>;
   /**
    * {@link LockBackend.releaseKeys} for a backend that knows the answer at once (MemoryLock):
@@ -714,10 +718,11 @@ export class Lock implements AsyncDisposable {
 
   async #release(): Promise<ReleaseResult> {
     // One clock read (this is the hot path): lost at the loss moment, as everywhere.
-    const expiredByTime = this.#startRelease(this.#backend.clock.now());
+    const now = this.#backend.clock.now();
+    const expiredByTime = this.#startRelease(now);
     if (this.#released) return releaseResult(false, expiredByTime);
     this.#released = true;
-    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources);
+    const outcome = await this.#backend.releaseKeys(this.#keys, this.#token, this.resources, now);
     return this.#finishRelease(outcome, expiredByTime);
   }
 

@@ -76,7 +76,7 @@ export interface RoundOptions {
    * When the round starts on the clock, if the caller has just read it (its timeout counts
    * from there; else the round reads the clock).
    */
-  readonly started?: number;
+  readonly started?: number | undefined;
 }
 
 /** One kind of acquisition (a lock, a semaphore permit), as the loop drives it. */
@@ -198,12 +198,24 @@ export class Quorum {
   /** The one timer behind every round's timeout, and when it is due (Infinity: not armed). */
   #watchdog: Timer | undefined;
   #watchdogDue = Infinity;
+  /**
+   * What a round reports for each node it did not wait for: the same answer every time (rounds
+   * are the hot path; two of five nodes are left pending in most of them). Read-only, as every
+   * NodeResult: nothing writes to a round's answers.
+   */
+  readonly #pending: readonly NodeResult[];
 
   constructor(settings: QuorumSettings, notifier: ReleaseNotifier | undefined) {
     this.#s = settings;
     this.#notifier = notifier;
     this.#channels = settings.clients.map((c) => new NodeChannel(c, settings.batching));
     this.size = Math.floor(settings.clients.length / 2) + 1;
+    this.#pending = settings.clients.map((_, node): NodeResult => ({
+      node,
+      ok: false,
+      pending: true,
+      error: 'pending (decided without it)',
+    }));
   }
 
   get clock(): Clock {
@@ -290,13 +302,15 @@ export class Quorum {
    * planner ({@link planNext}) says — retry soon after a split vote, on a release notification
    * or the holder's reported expiry when held, after the jittered retry delay otherwise — up to
    * `retryCount` counted retries (informed re-attempts, and quick retries within a counted
-   * retry's delay, are not counted) or until `signal` aborts.
+   * retry's delay, are not counted) or until `signal` aborts. `calledAt`: the clock, read by
+   * the caller just before with no await since (saves the first round a clock read).
    */
   async acquire<T>(
     plan: AcquirePlan<T>,
     retryCount: number,
     signal: AbortSignal | undefined,
     deadline?: number,
+    calledAt?: number,
   ): Promise<T> {
     const s = this.#s;
     let last: readonly NodeResult[] = [];
@@ -335,7 +349,9 @@ export class Quorum {
             ? this.#notifier.mark(plan.channels)
             : undefined;
         const token = newToken();
-        const started = s.clock.now();
+        // The first round may count from the caller's own clock read (`calledAt`, made with no
+        // await since): an earlier start only shortens the validity the round grants.
+        const started = rounds === 1 && calledAt !== undefined ? calledAt : s.clock.now();
         const results = await this.round(
           plan.script,
           plan.keys,
@@ -586,6 +602,7 @@ export class Quorum {
   ): Promise<NodeResult[]> {
     const { clock, nodeTimeoutMs } = this.#s;
     const channels = this.#channels;
+    const pending = this.#pending;
     const n = channels.length;
     const nodes = options.nodes;
     const called = nodes === undefined ? n : nodes.length;
@@ -601,15 +618,9 @@ export class Quorum {
         if (settled) return;
         settled = true;
         this.#unwatch(waiting);
-        // Fill in the nodes that have not answered (a plain loop: map would skip the holes).
-        for (let node = 0; node < n; node++) {
-          results[node] ??= {
-            node,
-            ok: false,
-            pending: true,
-            error: 'pending (decided without it)',
-          };
-        }
+        // Fill in the nodes that have not answered (a plain loop: map would skip the holes),
+        // with the Quorum's shared answers for them (one object per node, not per round).
+        for (let node = 0; node < n; node++) results[node] ??= pending[node] as NodeResult;
         resolve(results as NodeResult[]);
       };
       const answer = (r: NodeResult): void => {

@@ -327,6 +327,8 @@ class LockAttempt implements AcquirePlan<Lock> {
   fences: readonly number[] | undefined = undefined;
   /** Set when an attempt was undone because the nodes' counters had to be repaired first. */
   repaired = false;
+  /** When the lock was granted (the clock read of `Redlock.#made`), for the wait time. */
+  grantedAt = 0;
   /** Rounds made so far, and the last one's answers. */
   rounds = 0;
   last: readonly NodeResult[] | undefined = undefined;
@@ -724,6 +726,8 @@ export class Redlock implements LockService, AsyncDisposable {
     const signal = options.signal;
     let attempt: LockAttempt | undefined;
     let inTurn = false;
+    /** Waited behind this process's own acquisitions (else `called` starts the first round). */
+    let waited = false;
     try {
       attempt = this.#attempt(resources, options, message);
       this.#watch();
@@ -737,14 +741,24 @@ export class Redlock implements LockService, AsyncDisposable {
           signal,
           deadline,
         );
-        if (typeof entered !== 'number') this.#behindOwn(attempt);
+        if (typeof entered !== 'number') {
+          this.#behindOwn(attempt);
+          waited = true;
+        }
         const used = typeof entered === 'number' ? entered : await entered;
         if (used === undefined) throw this.#turnTaken(attempt, line);
         inTurn = true;
         remaining = retryCount - used;
       }
-      const lock = await this.#q.acquire(attempt, remaining, signal, deadline);
-      const waitMs = clock.now() - called;
+      const lock = await this.#q.acquire(
+        attempt,
+        remaining,
+        signal,
+        deadline,
+        waited ? undefined : called,
+      );
+      // Until the grant was seen (the clock read that measured the lock's validity).
+      const waitMs = attempt.grantedAt - called;
       counters.acquired++;
       counters.held++;
       counters.wait.record(waitMs);
@@ -1060,6 +1074,7 @@ export class Redlock implements LockService, AsyncDisposable {
     const validUntil = this.#q.deadline(started, attempt.ttlMs);
     const now = this.#o.clock.now();
     if (validUntil - now <= this.#o.minValidityMs) return TOO_SLOW;
+    attempt.grantedAt = now;
     for (const key of attempt.lockKeys) this.#mine.set(key, token);
     // Locks dropped without a release leave their entries behind: keep the newest only.
     if (this.#mine.size > MAX_OWN_ENTRIES) this.#forgetOldest();
@@ -1192,6 +1207,7 @@ export class Redlock implements LockService, AsyncDisposable {
     lockKeys: readonly string[],
     token: string,
     resources?: readonly string[],
+    now?: number,
   ): Promise<ReleaseOutcome> {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
     // finish on their own (each within the per-node timeout).
@@ -1206,6 +1222,8 @@ export class Redlock implements LockService, AsyncDisposable {
       lockKeys,
       this.#awaited(lockKeys) ? [token, '1'] : [token],
       yes,
+      // The round's timeout counts from the caller's clock read, if it made one just before.
+      { started: now },
     );
     if (quorumFailedChannel.active) this.#quorumFailed('release', resources, results, yes);
     // The next acquisition of this process in line goes now: its attempt follows this release

@@ -92,9 +92,8 @@ export const unmarked = (value: string): string =>
  */
 export const ACQUIRE = script(`
 local nk = #KEYS
-local n = math.floor(nk / 2)
 local taken = 0
-if n == 1 then
+if nk < 4 then
   if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     local fence = redis.call('INCR', KEYS[2])
     if nk == 3 and redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
@@ -102,6 +101,7 @@ if n == 1 then
   end
   taken = 1
 else
+  local n = math.floor(nk / 2)
   for i = 1, n do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       taken = i
