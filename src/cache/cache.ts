@@ -130,6 +130,19 @@ const HEADER: HeaderFields = {
   deltaMs: 0,
 };
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** {@link CacheCore.parseShared}'s entry, reused by every such read (see there). */
+const SCRATCH: Mutable<Entry> = {
+  value: undefined,
+  negative: false,
+  freshUntil: 0,
+  staleUntil: 0,
+  graceUntil: 0,
+  deltaMs: 0,
+  refreshAt: undefined,
+};
+
 /**
  * Longest envelope (characters) a fill message carries to the waiters (see
  * {@link CacheCore.fillMessage}); a larger value is read from Redis by each waiting process.
@@ -624,8 +637,29 @@ class CacheCore {
     return this.#quarantine(full, key, raw, entry.failure, entry.cause);
   }
 
+  /**
+   * {@link parse} into {@link SCRATCH}, which it returns: no entry object for an L2 hit, whose
+   * deadlines are only compared and copied. Its fields are the read's only until the next read
+   * of any key; the caller reads them out (or copies it) before running anything that could
+   * read.
+   */
+  parseShared(full: string, key: string, raw: string): Entry | Promise<undefined> {
+    const failure = this.#decodeInto(raw, SCRATCH);
+    if (failure === undefined) return SCRATCH;
+    return this.#quarantine(full, key, raw, failure.failure, failure.cause);
+  }
+
   /** The envelope as a local entry, or why it cannot be trusted. */
   #decode(raw: string): Entry | { readonly failure: string; readonly cause: unknown } {
+    // A copy of the scratch entry, made before anything else can read into it.
+    return this.#decodeInto(raw, SCRATCH) ?? { ...SCRATCH };
+  }
+
+  /** Decodes the envelope into `into`'s fields, or says why it cannot be trusted. */
+  #decodeInto(
+    raw: string,
+    into: Mutable<Entry>,
+  ): { readonly failure: string; readonly cause: unknown } | undefined {
     const header = HEADER;
     const start = readHeader(raw, header);
     if (typeof start === 'string') return { failure: start, cause: undefined };
@@ -643,15 +677,14 @@ class CacheCore {
     }
     // From the shared wall-clock timeline onto the local one (as shiftEntry does).
     const offset = -this.wallOffset();
-    return {
-      value,
-      negative,
-      freshUntil: freshUntil + offset,
-      staleUntil: staleUntil + offset,
-      graceUntil: graceUntil + offset,
-      deltaMs,
-      refreshAt: undefined,
-    };
+    into.value = value;
+    into.negative = negative;
+    into.freshUntil = freshUntil + offset;
+    into.staleUntil = staleUntil + offset;
+    into.graceUntil = graceUntil + offset;
+    into.deltaMs = deltaMs;
+    into.refreshAt = undefined;
+    return undefined;
   }
 
   /** Moves a malformed value aside and reports it (a good read stays synchronous). */
@@ -888,8 +921,8 @@ export class Cache {
   /**
    * The shared load of `full` (foreground: some caller waits for it). Without a guard to ask
    * first, it starts with one plain `GET`, chained here directly — no async frame and no lease
-   * token, which only a miss needs: an L2 hit costs the GET's promise, the tier's and this
-   * chain's. Anything but a fresh or stale value goes on in {@link Cache.#loadRest}.
+   * token, which only a miss needs: an L2 hit costs the GET's promise and the tier's, whose
+   * reaction runs what follows (see {@link RedisTier.getThen}). Anything but a fresh or stale value goes on in {@link Cache.#loadRest}.
    */
   #load<V>(
     full: string,
@@ -908,39 +941,35 @@ export class Cache {
     // Every path either goes on in #loadRest (which lands the flight as it settles) or lands it
     // here, before anything that could throw (a refresh started below then is not refused as
     // already running).
-    return tier.get('read', valueKey).then(
-      (raw): V | undefined | Promise<V | undefined> => {
-        if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
-        const entry = core.parse(full, valueKey, raw);
-        // Quarantined: the read script reads again and takes the lease.
-        if (entry instanceof Promise) {
-          return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
-        }
-        const now = core.o.clock.now();
-        // Past its stale window: reloaded (or served within grace) the long way.
-        if (now >= entry.staleUntil) {
-          const read: L2Read =
-            generation === core.generation
-              ? { kind: 'entry', entry, took: false }
-              : { kind: 'entry', entry, took: false, uncached: true };
-          return this.#loadRest(full, key, loader, call, flight, read);
-        }
-        core.land(full, flight);
-        // A read begun before a change went unheard is served, not kept (CacheCore.generation).
-        if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
-        if (now >= entry.freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random)) {
-          this.#refresh(full, key, loader, call, entry.freshUntil);
-        }
-        return entry.value as V | undefined;
-      },
-      (error: unknown) => {
-        if (!isCacheRedisError(error)) {
-          core.land(full, flight);
-          throw error;
-        }
-        return this.#loadRest(full, key, loader, call, flight, DOWN);
-      },
-    );
+    // The tier runs what follows the GET in its own reaction to it (one promise, one closure).
+    return tier.getThen('read', valueKey, (raw, error): V | undefined | Promise<V | undefined> => {
+      if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
+      if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
+      // The shared scratch entry (no object per hit): used up before anything else can read.
+      const entry = core.parseShared(full, valueKey, raw);
+      // Quarantined: the read script reads again and takes the lease.
+      if (entry instanceof Promise) {
+        return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+      }
+      const value = entry.value as V | undefined;
+      const freshUntil = entry.freshUntil;
+      const now = core.o.clock.now();
+      // Past its stale window: reloaded (or served within grace) the long way, with a copy.
+      if (now >= entry.staleUntil) {
+        const own: Entry = { ...entry };
+        const read: L2Read =
+          generation === core.generation
+            ? { kind: 'entry', entry: own, took: false }
+            : { kind: 'entry', entry: own, took: false, uncached: true };
+        return this.#loadRest(full, key, loader, call, flight, read);
+      }
+      const refresh = now >= freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random);
+      core.land(full, flight);
+      // A read begun before a change went unheard is served, not kept (CacheCore.generation).
+      if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
+      if (refresh) this.#refresh(full, key, loader, call, freshUntil);
+      return value;
+    });
   }
 
   /**

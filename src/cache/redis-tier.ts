@@ -161,8 +161,49 @@ interface Pending {
   done: boolean;
   /** What the call is, for the error when it times out. */
   readonly operation: string;
-  /** Rejects the call's promise. */
+  /** Settles the call's promise. */
+  readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
+  /** What the call's promise settles with, given the outcome (see {@link RedisTier.getThen}). */
+  readonly then: Continuation<unknown, unknown> | undefined;
+}
+
+/**
+ * What follows a Redis call, run in the tier's own reaction to it: given the reply, or the
+ * {@link CacheRedisError} the call failed or timed out with (`reply` then `undefined`).
+ */
+export type Continuation<T, R> = (
+  reply: T | undefined,
+  error: CacheRedisError | undefined,
+) => R | PromiseLike<R>;
+
+const noop = (): void => undefined;
+
+/** Where {@link capture} puts the resolving functions of the promise being made. */
+const captured: { resolve: (value: unknown) => void; reject: (error: unknown) => void } = {
+  resolve: noop,
+  reject: noop,
+};
+
+/** A promise executor that keeps nothing itself (see {@link RedisTier.#call}). */
+function capture(resolve: (value: never) => void, reject: (error: unknown) => void): void {
+  captured.resolve = resolve as (value: unknown) => void;
+  captured.reject = reject;
+}
+
+/** Settles `pending`'s promise with the call's outcome, through its continuation if it has one. */
+function finish(pending: Pending, reply: unknown, error: CacheRedisError | undefined): void {
+  const then = pending.then;
+  if (then === undefined) {
+    if (error === undefined) pending.resolve(reply);
+    else pending.reject(error);
+    return;
+  }
+  try {
+    pending.resolve(then(reply, error));
+  } catch (thrown) {
+    pending.reject(thrown);
+  }
 }
 
 /**
@@ -193,12 +234,19 @@ class Deadlines {
   }
 
   /** Calls `reject` with a timeout once `timeoutMs` passes, unless {@link settle} comes first. */
-  add(operation: string, reject: (error: unknown) => void): Pending {
+  add(
+    operation: string,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+    then: Continuation<unknown, unknown> | undefined,
+  ): Pending {
     const pending: Pending = {
       deadline: this.#clock.now() + this.#ms,
       done: false,
       operation,
+      resolve,
       reject,
+      then,
     };
     this.#queue[this.#tail++] = pending;
     if (this.#timer === undefined && this.#immediate === undefined) this.#arm(this.#ms);
@@ -328,7 +376,7 @@ export class RedisTier {
     // A reply after the timeout is dropped: it neither settles the call nor ends the degraded
     // period it started (a later call does, once Redis answers in time).
     this.#deadlines = new Deadlines(settings.clock, settings.timeoutMs, (pending) => {
-      pending.reject(this.#failed(pending.operation, TIMED_OUT));
+      finish(pending, undefined, this.#failed(pending.operation, TIMED_OUT));
     });
     this.#get =
       typeof settings.client.get === 'function'
@@ -501,36 +549,70 @@ export class RedisTier {
    * plain command and one round trip.
    */
   get(operation: string, key: string): Promise<string | null> {
+    return this.getThen<string | null>(operation, key, undefined);
+  }
+
+  /**
+   * {@link get} with `then` run on its outcome — the reply, or the {@link CacheRedisError} it
+   * failed with — in the tier's own reaction to the call: the promise returned settles with
+   * what `then` returns (or rejects with what it throws). What follows a read then costs no
+   * promise and reaction of its own. `then` always runs asynchronously (degraded too).
+   */
+  getThen<R>(
+    operation: string,
+    key: string,
+    then: Continuation<string | null, R> | undefined,
+  ): Promise<R> {
     if (this.#lastError !== undefined && this.#s.clock.now() < this.#downUntil) {
-      return Promise.reject(this.#lastError);
+      const error = this.#lastError;
+      return then === undefined
+        ? Promise.reject(error)
+        : Promise.resolve().then(() => then(undefined, error));
     }
     const get = this.#get;
     if (get === undefined) return Promise.reject(new TypeError('the Redis client has no get'));
-    return this.#call(operation, get(key));
+    return this.#call(operation, get(key), then as Continuation<unknown, unknown> | undefined);
   }
 
   /**
    * `call` bounded by the per-call timeout (see {@link Deadlines}), its outcome recorded (a
    * success ends a degraded period, a failure starts one), in one promise: a hit pays for one
-   * promise over the client's own, and no timer of its own.
+   * promise over the client's own, and no timer of its own. With `then`, the promise settles
+   * with what `then` makes of the outcome (see {@link getThen}).
    */
-  #call<T>(operation: string, call: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const pending = this.#deadlines.add(operation, reject);
+  #call<R>(
+    operation: string,
+    call: Promise<unknown>,
+    then?: Continuation<unknown, unknown>,
+  ): Promise<R> {
+    // The executor is one shared function (no closure per call): it hands the promise's
+    // resolving functions out through `captured`, read right after.
+    const promise = new Promise<R>(capture);
+    const { resolve, reject } = captured;
+    captured.resolve = captured.reject = noop;
+    let pending: Pending | undefined;
+    try {
+      pending = this.#deadlines.add(operation, resolve, reject, then);
+      const settling = pending;
       call.then(
         (reply) => {
-          if (pending.done) return;
-          this.#deadlines.settle(pending);
+          if (settling.done) return;
+          this.#deadlines.settle(settling);
           if (this.#degradedSince !== undefined) this.#recovered();
-          resolve(reply);
+          finish(settling, reply, undefined);
         },
         (error: unknown) => {
-          if (pending.done) return;
-          this.#deadlines.settle(pending);
-          reject(this.#failed(operation, error));
+          if (settling.done) return;
+          this.#deadlines.settle(settling);
+          finish(settling, undefined, this.#failed(operation, error));
         },
       );
-    });
+    } catch (error) {
+      // As a throwing executor would: the promise rejects (and the call will not time out).
+      if (pending !== undefined) this.#deadlines.settle(pending);
+      reject(error);
+    }
+    return promise;
   }
 
   #recovered(): void {

@@ -46,6 +46,24 @@ describeRedis('Cache: an L2 hit is one GET (real redis-server, INFO commandstats
     expect(Object.fromEntries(cost.byCommand)).toEqual({ get: 1 });
   });
 
+  it('L2 hits of different keys landing together each get their own value, in L1 too', async () => {
+    // The hit path decodes into one shared scratch entry: replies read from one socket chunk
+    // run back to back, and none may see another's value or be kept with another's lifetimes.
+    const writer = cacheOf({ l1: false });
+    const reader = cacheOf({ l1: false });
+    const keys = Array.from({ length: 20 }, (_, i) => `k${i}`);
+    await Promise.all(
+      keys.map((k, i) => writer.set(k, { n: i }, { ttlMs: 60_000 + i * 1_000, staleMs: 0 })),
+    );
+    const values = await Promise.all(keys.map((k) => reader.getOrLoad(k, fail)));
+    expect(values).toEqual(keys.map((_, i) => ({ n: i })));
+    const l1 = cacheOf({ invalidation: false });
+    await Promise.all(keys.map((k) => l1.getOrLoad(k, fail)));
+    for (let i = 0; i < keys.length; i++) {
+      await expect(l1.getOrLoad(`k${i}`, fail)).resolves.toEqual({ n: i });
+    }
+  });
+
   it('a malformed value read by GET is quarantined, reported, and the loader answers at once', async () => {
     const raw = client();
     // Waiting for a poll would take a minute: the value must be moved aside and the lease taken
