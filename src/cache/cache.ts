@@ -649,10 +649,20 @@ class CacheCore {
     return this.#quarantine(full, key, raw, failure.failure, failure.cause);
   }
 
+  /** Lets go of the value {@link parseShared} left in the scratch entry (it may be large). */
+  releaseShared(): void {
+    SCRATCH.value = undefined;
+  }
+
   /** The envelope as a local entry, or why it cannot be trusted. */
   #decode(raw: string): Entry | { readonly failure: string; readonly cause: unknown } {
-    // A copy of the scratch entry, made before anything else can read into it.
-    return this.#decodeInto(raw, SCRATCH) ?? { ...SCRATCH };
+    // A copy of the scratch entry, made before anything else can read into it; the scratch
+    // entry keeps no value after it.
+    const failure = this.#decodeInto(raw, SCRATCH);
+    if (failure !== undefined) return failure;
+    const entry = { ...SCRATCH };
+    SCRATCH.value = undefined;
+    return entry;
   }
 
   /** Decodes the envelope into `into`'s fields, or says why it cannot be trusted. */
@@ -957,6 +967,7 @@ export class Cache {
       // Past its stale window: reloaded (or served within grace) the long way, with a copy.
       if (now >= entry.staleUntil) {
         const own: Entry = { ...entry };
+        core.releaseShared();
         const read: L2Read =
           generation === core.generation
             ? { kind: 'entry', entry: own, took: false }
@@ -967,6 +978,7 @@ export class Cache {
       core.land(full, flight);
       // A read begun before a change went unheard is served, not kept (CacheCore.generation).
       if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
+      core.releaseShared();
       if (refresh) this.#refresh(full, key, loader, call, freshUntil);
       return value;
     });

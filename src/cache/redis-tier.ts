@@ -571,7 +571,14 @@ export class RedisTier {
     }
     const get = this.#get;
     if (get === undefined) return Promise.reject(new TypeError('the Redis client has no get'));
-    return this.#call(operation, get(key), then as Continuation<unknown, unknown> | undefined);
+    let call: Promise<unknown>;
+    try {
+      call = get(key);
+    } catch (error) {
+      // A client that throws instead of rejecting fails the call the same way.
+      call = Promise.reject(error);
+    }
+    return this.#call(operation, call, then as Continuation<unknown, unknown> | undefined);
   }
 
   /**
@@ -608,9 +615,18 @@ export class RedisTier {
         },
       );
     } catch (error) {
-      // As a throwing executor would: the promise rejects (and the call will not time out).
+      // As a throwing executor would: the promise rejects (and the call will not time out) —
+      // but a continuation still runs, as for a failed call: it releases what its caller holds
+      // (a load's single-flight slot).
       if (pending !== undefined) this.#deadlines.settle(pending);
-      reject(error);
+      if (then === undefined) reject(error);
+      else {
+        try {
+          resolve(then(undefined, this.#failed(operation, error)));
+        } catch (thrown) {
+          reject(thrown);
+        }
+      }
     }
     return promise;
   }

@@ -280,7 +280,13 @@ export class TimeoutPolicy extends SinglePolicy {
     this.#tickShared = undefined;
     if (bucket === undefined || bucket.expired) return;
     const due = Math.ceil(systemNow() + this.#ms);
-    if (due > bucket.due) (this.#queue as DeadlineQueue).postpone(bucket, due);
+    if (due > bucket.due) {
+      (this.#queue as DeadlineQueue).postpone(bucket, due);
+      // A bucket is moved at most once: the next tick's first call starts a new one instead of
+      // joining (and moving) it again. Joining it would let a busy loop, whose every tick ends
+      // past a millisecond, carry the calls already in it later and later without bound.
+      if (this.#shared === bucket) this.#shared = undefined;
+    }
   };
 
   constructor(options: TimeoutOptions) {

@@ -274,8 +274,12 @@ class Attempt {
   settle(ok: boolean, value: unknown): void {
     if (this.settled) return;
     this.settled = true;
-    if (this.#beating.current === this) this.#beating.current = undefined;
-    this.#coordinator.delete(this.#beating);
+    // Only the current call stops the heartbeat: an older call of the same drive settling late
+    // must not stop the renewals a newer call's lease depends on.
+    if (this.#beating.current === this) {
+      this.#beating.current = undefined;
+      this.#coordinator.delete(this.#beating);
+    }
     if (this.undo !== undefined) for (const off of this.undo) off();
     if (this.lost !== undefined) this.#reject(new Stop(this.lost.cause));
     else if (ok) this.#resolve(value);
@@ -295,7 +299,15 @@ class Attempt {
 
   /** Settles by `result`: at once for a plain value, on settlement for a promise or thenable. */
   follow(result: unknown): void {
-    if (typeof (result as { then?: unknown } | null)?.then !== 'function') {
+    let then: unknown;
+    try {
+      then = (result as { then?: unknown } | null)?.then;
+    } catch (error) {
+      // A result whose `then` getter throws fails the call, as a rejection would.
+      this.settle(false, error);
+      return;
+    }
+    if (typeof then !== 'function') {
       this.settle(true, result);
       return;
     }

@@ -272,7 +272,8 @@ const transition: Port = (ks, keys, a) => {
       ixNow.length === text.length &&
       floor.length === text.length &&
       ixNow >= floor &&
-      ixNow <= text;
+      ixNow <= text &&
+      /^\d+$/.test(ixNow);
     if (held) return false;
     ks.zadd(live as string, lease, id);
     return true;

@@ -71,7 +71,8 @@ local function finish(KEYS, ARGV, set, status, event, now, nows, v, vs, cj, why)
   return {1, v, now, 0, status, cj, why}
 end
 local function reindex(KEYS, ARGV, ix, leases, floors)
-  if ix and #ix == #leases and #floors == #leases and ix >= floors and ix <= leases then
+  if ix and #ix == #leases and #floors == #leases and ix >= floors and ix <= leases
+    and not string.find(ix, '%D') then
     return false
   end
   redis.call('ZADD', KEYS[3], leases, ARGV[1])

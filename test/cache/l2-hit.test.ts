@@ -64,6 +64,28 @@ describeRedis('Cache: an L2 hit is one GET (real redis-server, INFO commandstats
     }
   });
 
+  it.each(['throws', 'answers with no promise'] as const)(
+    'a client whose get %s once fails that read without leaving its load stuck',
+    async (mode) => {
+      const c = client();
+      const realGet = c.get.bind(c);
+      let broken = true;
+      (c as unknown as { get: (key: string) => unknown }).get = (key: string) => {
+        if (!broken) return realGet(key);
+        broken = false;
+        if (mode === 'throws') throw new Error('client broke');
+        return 'not a promise';
+      };
+      const cache = cacheOf({ redis: c, l1: false });
+      // The failed read is Redis being down for this call: the loader answers, and the key's
+      // single-flight slot is released (a stuck slot would hand its failure to every later call).
+      await expect(cache.getOrLoad(`broken-${mode}`, () => 'loaded')).resolves.toBe('loaded');
+      await expect(cache.getOrLoad(`broken-${mode}`, () => 'again')).resolves.toMatch(
+        /^(loaded|again)$/,
+      );
+    },
+  );
+
   it('a malformed value read by GET is quarantined, reported, and the loader answers at once', async () => {
     const raw = client();
     // Waiting for a poll would take a minute: the value must be moved aside and the lease taken

@@ -11,6 +11,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import { CircuitBreaker, isBreakerOpenError } from '../../src/breaker/index.js';
+import { DeadlineQueue } from '../../src/breaker/deadlines.js';
 import { AggressiveExecutor, CooperativeExecutor } from '../../src/resilience/fused.js';
 import {
   RetryBudget,
@@ -309,6 +310,78 @@ describe('timeout on the system clock (read through process.hrtime)', () => {
       expect(isTimeoutError(await firstDone)).toBe(true);
       expect(isTimeoutError(await lateDone)).toBe(true);
       expect(late.aborted - lateStarted).toBeGreaterThanOrEqual(20);
+    },
+  );
+
+  it.each(['cooperative', 'aggressive'] as const)(
+    '%s: a busy loop whose every tick ends past a millisecond moves each deadline at most once',
+    async (strategy) => {
+      // Each callback makes one call and spins until just past the next millisecond, so a tick
+      // ends in a later millisecond than it began and the next one usually begins in that same
+      // millisecond. The end of a tick moves its bucket's deadline (its calls are due `ms` after
+      // the tick); the next tick's first call must then start a new bucket, not join that one —
+      // joining would move it again at the end of that tick, and so on, carrying the calls
+      // already in it later and later for as long as the loop stays busy.
+      const breaker = new CircuitBreaker({
+        name: `system-busy-${strategy}`,
+        minimumCalls: 5_000,
+        window: { size: 5_000 },
+      });
+      const policy = pipeline(retry({ maxAttempts: 1 }), timeout({ ms: 20, strategy }), breaker);
+      await policy.execute(() => 0);
+      const moves = new Map<object, number>();
+      // Counts each bucket's moves (a wrapper around the queue's own method, restored below).
+      const descriptor = Object.getOwnPropertyDescriptor(DeadlineQueue.prototype, 'postpone');
+      const original = descriptor?.value as (this: DeadlineQueue, ...args: unknown[]) => void;
+      DeadlineQueue.prototype.postpone = function (this: DeadlineQueue, entry, due) {
+        moves.set(entry, (moves.get(entry) ?? 0) + 1);
+        original.call(this, entry, due);
+      };
+      const settled: Promise<unknown>[] = [];
+      const started: number[] = [];
+      const aborted: number[] = [];
+      try {
+        await new Promise<void>((resolve) => {
+          let n = 0;
+          const step = (): void => {
+            const i = n;
+            started[i] = performance.now();
+            settled.push(
+              policy
+                .execute(
+                  (signal) =>
+                    new Promise<never>((_, reject) => {
+                      signal.addEventListener(
+                        'abort',
+                        () => {
+                          aborted[i] = performance.now();
+                          reject(signal.reason as Error);
+                        },
+                        { once: true },
+                      );
+                    }),
+                )
+                .catch((e: unknown) => e),
+            );
+            const boundary = Math.floor(performance.now()) + 1;
+            for (let k = 0; k < 1e9 && performance.now() < boundary + 0.05; k++);
+            n++;
+            if (n < 80) setImmediate(step);
+            else resolve();
+          };
+          step();
+        });
+      } finally {
+        if (descriptor !== undefined)
+          Object.defineProperty(DeadlineQueue.prototype, 'postpone', descriptor);
+      }
+      const outcomes = await Promise.all(settled);
+      for (const outcome of outcomes) expect(isTimeoutError(outcome)).toBe(true);
+      for (let i = 0; i < outcomes.length; i++) {
+        expect((aborted[i] as number) - (started[i] as number)).toBeGreaterThanOrEqual(20);
+      }
+      expect(moves.size).toBeGreaterThan(0); // the loop did move deadlines
+      expect(Math.max(...moves.values())).toBe(1);
     },
   );
 });

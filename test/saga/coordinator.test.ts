@@ -311,6 +311,34 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     });
   });
 
+  it("a step whose result's then getter throws fails the attempt and ends it: its timer is cleared, its signal never aborts", async () => {
+    const signals: AbortSignal[] = [];
+    const saga = defineSaga('bad-thenable', [
+      { name: 'a', run: () => 1, compensate: () => undefined },
+      {
+        name: 'b',
+        run: (_c, signal) => {
+          signals.push(signal);
+          return {
+            get then(): never {
+              throw new Error('then getter');
+            },
+          };
+        },
+        timeoutMs: 40,
+        retry: { attempts: 1 },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    const outcome = await sagas.run(saga, 'bt-1', null);
+    expect(outcome.status).toBe('compensated');
+    if (outcome.status === 'compensated') expect(outcome.reason).toMatch(/then getter/);
+    // Past the step's timeout: an attempt left unsettled would have its timer fire and abort it.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(signals).toHaveLength(1);
+    expect(signals[0]?.aborted).toBe(false);
+  });
+
   it('cancellation by signal compensates, and run rejects with the reason', async () => {
     const log: string[] = [];
     let started: () => void = () => undefined;
@@ -442,6 +470,13 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     const next = await step('done', 0, '{}');
     expect(await index()).toBe(next);
     expect(Number(await client.hget(hash, 'ix'))).toBe(next);
+    // A foreign `ix` that is not a number (here the same length as the lease and ordered inside
+    // the window as text) is not trusted: the next transition indexes again.
+    await client.hset(hash, 'ix', `${String(next).slice(0, -1)}/`);
+    await client.zadd('ix:{c:0}:live', 1, 'i');
+    const after = await step('begin', 1, '1');
+    expect(await index()).toBe(after);
+    expect(Number(await client.hget(hash, 'ix'))).toBe(after);
   });
 
   it("a step's input and outputs are its own: what one step changes, the next does not see", async () => {
