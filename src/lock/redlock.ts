@@ -38,6 +38,13 @@
  * so F_B ≥ F_A + 1; on the other path x's counter was strictly below F_B. Before B returns, ≥ Q
  * intact nodes hold ≥ F_B: (1) for B.
  *
+ * Tagged counters (see ACQUIRE in scripts.ts): a counter that passed the incarnation check once
+ * is marked in its own value and counts without the check afterwards. A tag is written only
+ * atomically with finding the incarnation key, never by a repair or a catch-up, and is lost
+ * only with the data — so a node counted through a tagged counter had its key, with no loss
+ * since, and everything above holds with "intact" read as "intact, or its counter tagged".
+ * (The repair still reads only nodes with the key; any ≥ Q of those meet S all the same.)
+ *
  * What this does not cover: a node that comes back with part of its data (AOF without
  * `appendfsync always`, an RDB snapshot) — it keeps its incarnation key with counters that may be
  * behind, so (2) fails for it; a majority losing its data at once (detected: FencingLostError);

@@ -21,6 +21,15 @@ export interface Script {
 
 const all: Script[] = [];
 
+/**
+ * Added to a fencing counter known to be intact (see {@link ACQUIRE}): a counter above it holds
+ * `FENCE_TAG + its fence`. Tokens stay far below it (one acquisition per microsecond would
+ * take 35 years to reach it), and every value, tagged or not, is an integer Lua's doubles hold
+ * exactly (below 2^53).
+ */
+export const FENCE_TAG = 2 ** 50;
+const TAG = String(FENCE_TAG);
+
 const sha1 = (text: string): string => createHash('sha1').update(text).digest('hex');
 
 function script(body: string): Script {
@@ -58,6 +67,27 @@ export const unmarked = (value: string): string =>
  * Returns `{1, fence…}` (or `{2, fence…}` from such a node), or for one resource just its
  * fence (an integer ≥ 1, negated from such a node), or `{0, index, pttl, holder}`.
  *
+ * Tagged counters: the incarnation check is made once per counter, not once per grant. A
+ * counter that passed it holds its fence plus {@link FENCE_TAG} ("tagged"); the INCR of a
+ * tagged counter answers above the tag, and the script returns it, less the tag, as intact
+ * without reading the incarnation key. An untagged counter (new, an old-format counter of
+ * Keel ≤ 0.1, or one written while the node lacked its incarnation key) is checked: key there
+ * → tagged now (INCRBY, atomic with the check) and intact; key gone → answered as not intact
+ * and left untagged. Why a tag may stand for the check: only two writes make a counter tagged
+ * — this script and {@link SETTLE_FENCE}, each atomically with finding the incarnation key —
+ * and every other write keeps a counter's tag as it was (the repair's copy step, the catch-up
+ * of an emptied node, an undone attempt's INCR: all leave an untagged counter untagged, and
+ * only raise a tagged one). So a tagged counter on a node means: the node had its incarnation
+ * key when the counter was tagged, and has not lost its data since — a loss takes the tag
+ * with the counter, exactly as it takes the incarnation key. That is all the proof in
+ * redlock.ts uses of "intact" (step 2: a node counted after a loss was repaired after it), so
+ * counting a tagged counter is counting a counter of an intact node. (What it gives up: the
+ * incarnation key deleted by hand, without a loss, no longer stops that node's tagged
+ * counters from counting — which is right, they were not lost.) Every reader decodes: the
+ * scripts here, the repair's scan; the client only ever sees fences.
+ * Mixed versions: a Keel ≤ 0.1 client reading a tagged counter would issue tokens near 2^50,
+ * above every token of this format — do not run both on the same counters.
+ *
  * A refusal with ARGV[3] also marks interest in the taken key's release, in the key itself: the
  * holder's token gets {@link WAITING_MARK} appended, its ttl kept (see {@link RELEASE}, which
  * publishes only when it finds the mark, and {@link EXTEND}, which accepts the marked token). The
@@ -77,18 +107,14 @@ export const unmarked = (value: string): string =>
  * answer matters only then; atomic with the grant all the same).
  *
  * What the fencing costs a node, measured (valgrind callgrind on five local redis-servers 7.0,
- * user-space instructions per node per uncontended acquire + release, 1000 cycles, two runs):
- * this script and {@link RELEASE} 65.5k–66.7k, node-redlock's EXISTS + SET and GET + DEL
- * 57.4k–58.4k; without the EXISTS 62.6k–63.4k, without INCR and EXISTS 58.2k–58.5k. A node-wide
- * hash (`HINCRBY <prefix>fences <lock key> 1`, two keys instead of three, no EXISTS at all) came
- * to 63.8k–64.7k: HINCRBY on a hash field costs more than INCR on a key, so at most ~1.5k
- * (~2 %) of a node's work per cycle is to be had there. And the EXISTS cannot be made
- * conditional on the counter being new (1): an emptied node keeps answering INCRs, so its
- * second grant would answer 2 unchecked and count as intact with a counter that restarted from
- * nothing — sound only if no counter could ever exist on a node without its incarnation key,
- * which the repair's copy step, SETTLE_FENCE's catch-up of emptied nodes and an undone
- * attempt's INCR all break today. Not worth a new layout, a migration of every counter and
- * a rule against running old and new clients side by side (they would count in two places).
+ * user-space instructions per node per uncontended acquire + release): session 12, with the
+ * EXISTS in every grant, 63.2k–64.7k against node-redlock's 55.5k–56.3k; with tagged counters
+ * (`bench/lock-redis-count.ts`, 2000 cycles, the same run) about 3.7k less per node (see
+ * bench/README.md). A node-wide hash (`HINCRBY <prefix>fences <lock key> 1`) came to
+ * 63.8k–64.7k with the EXISTS: HINCRBY on a hash field costs more than INCR on a key. The
+ * EXISTS cannot be skipped merely for a counter that already exists: an emptied node's counters
+ * are created by INCRs, catch-ups and repair copies while it lacks its key, so existing says
+ * nothing about having been checked — the tag does.
  */
 export const ACQUIRE = script(`
 local nk = #KEYS
@@ -96,7 +122,11 @@ local taken = 0
 if nk < 4 then
   if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     local fence = redis.call('INCR', KEYS[2])
-    if nk == 3 and redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
+    if fence > ${TAG} then return fence - ${TAG} end
+    if nk == 3 then
+      if redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
+      redis.call('INCRBY', KEYS[2], '${TAG}')
+    end
     return fence
   end
   taken = 1
@@ -110,10 +140,17 @@ else
   end
   if taken == 0 then
     local out = {1}
-    if nk % 2 == 1 and redis.call('EXISTS', KEYS[nk]) == 0 then out[1] = 2 end
+    local known = nil
     for i = 1, n do
       redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-      out[i + 1] = redis.call('INCR', KEYS[n + i])
+      local fence = redis.call('INCR', KEYS[n + i])
+      if fence > ${TAG} then
+        fence = fence - ${TAG}
+      elseif nk % 2 == 1 then
+        if known == nil then known = redis.call('EXISTS', KEYS[nk]) end
+        if known == 1 then redis.call('INCRBY', KEYS[n + i], '${TAG}') else out[1] = 2 end
+      end
+      out[i + 1] = fence
     end
     return out
   end
@@ -139,18 +176,24 @@ return {0, taken, pttl, holder}
  * wanted token where it is below it. KEYS: the n counters, then (standalone) the incarnation
  * key. ARGV: n, the n wanted tokens. Returns `{intact, covered, c…}`: intact is 0 when the
  * incarnation key is missing (see {@link ACQUIRE}), covered how many counters were strictly
- * below their token (and now hold it), c each counter as it was before.
+ * below their token (and now hold it), c each counter as it was before (decoded, see
+ * {@link FENCE_TAG}). A raised counter is written tagged when the incarnation key is there or it
+ * was tagged already, else untagged (see {@link ACQUIRE}).
  */
 export const SETTLE_FENCE = script(`
 local n = tonumber(ARGV[1])
 local intact = 1
 if #KEYS > n and redis.call('EXISTS', KEYS[#KEYS]) == 0 then intact = 0 end
+local tag = #KEYS > n and intact == 1
 local out = {intact, 0}
 for i = 1, n do
   local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local tagged = current > ${TAG}
+  if tagged then current = current - ${TAG} end
   local wanted = tonumber(ARGV[i + 1])
   if current < wanted then
-    redis.call('SET', KEYS[i], wanted)
+    if tagged or tag then wanted = wanted + ${TAG} end
+    redis.call('SET', KEYS[i], string.format('%.0f', wanted))
     out[2] = out[2] + 1
   end
   out[i + 2] = current
@@ -166,8 +209,9 @@ return redis.call('EXISTS', KEYS[1])
 /**
  * One page of the fencing counters on a node, for a repair. KEYS: the incarnation key, the
  * repair-session set. ARGV: cursor, MATCH pattern, COUNT, session id. Returns `{intact,
- * in session, next cursor, key, value, key, value…}` (values that are not integers are left
- * out; SCAN returns every key present for the whole scan, and counters are never deleted).
+ * in session, next cursor, key, value, key, value…}` (values decoded, see {@link FENCE_TAG};
+ * values that are not integers are left out; SCAN returns every key present for the whole
+ * scan, and counters are never deleted).
  */
 export const FENCE_SCAN = script(`
 local intact = redis.call('EXISTS', KEYS[1])
@@ -177,8 +221,10 @@ local out = {intact, member, page[2] and page[1] or '0'}
 for _, key in ipairs(page[2] or {}) do
   local value = redis.pcall('GET', key)
   if type(value) == 'string' and tonumber(value) then
+    value = tonumber(value)
+    if value > ${TAG} then value = value - ${TAG} end
     out[#out + 1] = key
-    out[#out + 1] = tonumber(value)
+    out[#out + 1] = value
   end
 end
 return out
@@ -191,8 +237,9 @@ return out
  * - `begin` (ARGV[3] = session ttl ms): 2 if the incarnation key KEYS[1] is already there,
  *   else join the session set and return 1;
  * - `copy` (KEYS[3…] counters, ARGV[3] = session ttl, ARGV[4…] values): raise each counter
- *   to its value (a key that holds no integer, not ours, is left alone); 1, or 0 if the
- *   session is gone;
+ *   to its value (a key that holds no integer, not ours, is left alone), keeping it tagged
+ *   or untagged as it was — the node lacks its incarnation key, so nothing here tags a counter
+ *   (see {@link ACQUIRE}); 1, or 0 if the session is gone;
  * - `end` (ARGV[3] = the new incarnation id): set the incarnation key, leave the session;
  *   1, or 0 if the session is gone.
  */
@@ -211,7 +258,13 @@ if step == 'copy' then
     local current = nil
     if raw == false then current = 0 elseif type(raw) == 'string' then current = tonumber(raw) end
     local wanted = tonumber(ARGV[i + 1])
-    if current ~= nil and current < wanted then redis.call('SET', KEYS[i], wanted) end
+    if current ~= nil and current > ${TAG} then
+      if current - ${TAG} < wanted then
+        redis.call('SET', KEYS[i], string.format('%.0f', wanted + ${TAG}))
+      end
+    elseif current ~= nil and current < wanted then
+      redis.call('SET', KEYS[i], wanted)
+    end
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return 1

@@ -16,7 +16,11 @@ import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { RedisHarness } from '../support/redis.js';
+import { FENCE_REPAIR } from '../../src/lock/scripts.js';
 import { between, pickWeighted, prng, sleep } from './config.js';
+
+/** The Redlock's default key prefix (the chaos workers use it). */
+const KEY_PREFIX = 'keel:lock:';
 
 /** Every fault kind the lock scheduler knows. */
 export const LOCK_FAULTS = [
@@ -26,6 +30,12 @@ export const LOCK_FAULTS = [
   'restart',
   /** SIGKILL, data files deleted, restart empty after ≥ 2 × ttl; one at a time. */
   'restart-empty-delayed',
+  /**
+   * As `restart-empty-delayed`, and at once after the restart a repairer that dies half-way:
+   * it begins a repair session and copies stale values (1) onto the node's fencing counters,
+   * then never marks the node — before the Redlocks (reconnecting) repair it themselves.
+   */
+  'restart-empty-interrupted',
   /** SIGKILL and restart empty at once — outside the documented envelope. */
   'restart-empty',
   /** FLUSHALL on a live node — outside the documented envelope. */
@@ -39,6 +49,7 @@ export const LOCK_ENVELOPE: ReadonlySet<LockFault> = new Set([
   'pause',
   'restart',
   'restart-empty-delayed',
+  'restart-empty-interrupted',
 ]);
 
 /** The default mix: everything inside the envelope. */
@@ -46,6 +57,7 @@ export const DEFAULT_LOCK_MIX: Readonly<Partial<Record<LockFault, number>>> = {
   pause: 3,
   restart: 2,
   'restart-empty-delayed': 2,
+  'restart-empty-interrupted': 1,
 };
 
 /** One planned fault. */
@@ -59,8 +71,9 @@ export interface Episode {
   readonly holdMs: number;
 }
 
-const isEmpty = (kind: LockFault): boolean =>
-  kind === 'restart-empty-delayed' || kind === 'restart-empty';
+const isEmpty = (kind: LockFault): boolean => kind.startsWith('restart-empty');
+const isDelayed = (kind: LockFault): boolean =>
+  kind === 'restart-empty-delayed' || kind === 'restart-empty-interrupted';
 
 /** Plans the fault episodes of one run from its seed (pure: same inputs, same plan). */
 export function planFaults(input: {
@@ -88,7 +101,7 @@ export function planFaults(input: {
         ? between(random, Math.round(ttlMs / 5), Math.round(ttlMs * 2.5))
         : kind === 'restart'
           ? between(random, 0, ttlMs)
-          : kind === 'restart-empty-delayed'
+          : isDelayed(kind)
             ? between(random, 2 * ttlMs, 3 * ttlMs)
             : kind === 'restart-empty'
               ? between(random, 0, Math.round(ttlMs / 2))
@@ -109,6 +122,8 @@ export interface EpisodeRecord extends Episode {
   started?: number;
   ended?: number;
   error?: string;
+  /** `restart-empty-interrupted`: did the dead repairer write before the Redlocks repaired? */
+  staleCopied?: boolean;
 }
 
 /**
@@ -121,22 +136,38 @@ export class FaultRunner {
   readonly #ttlMs: number;
   readonly #maxDown: number;
   readonly #dirs: readonly string[];
+  readonly #counters: readonly string[];
   readonly #busy = new Set<number>();
   #emptyBusy = false;
   readonly records: EpisodeRecord[] = [];
 
-  private constructor(redis: RedisHarness, ttlMs: number, maxDown: number, dirs: string[]) {
+  private constructor(
+    redis: RedisHarness,
+    ttlMs: number,
+    maxDown: number,
+    dirs: string[],
+    counters: readonly string[],
+  ) {
     this.#redis = redis;
     this.#ttlMs = ttlMs;
     this.#maxDown = maxDown;
     this.#dirs = dirs;
+    this.#counters = counters;
   }
 
-  /** Learns each node's data directory, for empty restarts. */
-  static async create(redis: RedisHarness, ttlMs: number, maxDown: number): Promise<FaultRunner> {
+  /**
+   * Learns each node's data directory, for empty restarts. `counters`: the fencing counter keys
+   * a `restart-empty-interrupted` writes stale values to.
+   */
+  static async create(
+    redis: RedisHarness,
+    ttlMs: number,
+    maxDown: number,
+    counters: readonly string[] = [],
+  ): Promise<FaultRunner> {
     const dirs: string[] = [];
     for (let i = 0; i < redis.size; i++) dirs.push(await dataDirOf(redis, i));
-    return new FaultRunner(redis, ttlMs, maxDown, dirs);
+    return new FaultRunner(redis, ttlMs, maxDown, dirs, counters);
   }
 
   /**
@@ -159,7 +190,7 @@ export class FaultRunner {
       this.#busy.add(episode.node);
       if (isEmpty(episode.kind)) this.#emptyBusy = true;
       running.push(
-        this.#carryOut(episode)
+        this.#carryOut(episode, record)
           .catch((error: unknown) => {
             record.error = error instanceof Error ? error.message : String(error);
           })
@@ -174,7 +205,7 @@ export class FaultRunner {
     await Promise.all(running);
   }
 
-  async #carryOut(episode: Episode): Promise<void> {
+  async #carryOut(episode: Episode, record: EpisodeRecord): Promise<void> {
     const redis = this.#redis;
     const node = episode.node;
     switch (episode.kind) {
@@ -189,18 +220,43 @@ export class FaultRunner {
         await redis.restart(node);
         return;
       case 'restart-empty-delayed':
+      case 'restart-empty-interrupted':
       case 'restart-empty': {
         await redis.kill(node);
         const killedAt = performance.now();
         wipeDir(this.#dirs[node]);
-        const minimum = episode.kind === 'restart-empty-delayed' ? 2 * this.#ttlMs : 0;
+        const minimum = isDelayed(episode.kind) ? 2 * this.#ttlMs : 0;
         await sleep(Math.max(episode.holdMs, minimum) - (performance.now() - killedAt));
         await redis.restart(node);
+        if (episode.kind === 'restart-empty-interrupted') {
+          record.staleCopied = await this.#deadRepairer(node);
+        }
         return;
       }
       case 'flush':
         await redis.flush(node);
         return;
+    }
+  }
+
+  /**
+   * A repairer that dies after its copy step: a session begun on the node, every counter in
+   * `counters` raised to 1 (stale: far below the tokens issued), the node never marked. The
+   * repair's copy never tags a counter, so these must not count. False when a Redlock had
+   * already repaired the node (the session's begin answers 2).
+   */
+  async #deadRepairer(node: number): Promise<boolean> {
+    const admin: Redis = this.#redis.client(node);
+    try {
+      const keys = [`${KEY_PREFIX}incarnation`, `${KEY_PREFIX}repairing`];
+      const run = (more: string[], args: (string | number)[]): Promise<unknown> =>
+        admin.eval(FENCE_REPAIR.source, keys.length + more.length, ...keys, ...more, ...args);
+      if ((await run([], ['dead-repairer', 'begin', 60_000])) !== 1) return false;
+      const ones = this.#counters.map(() => 1);
+      await run([...this.#counters], ['dead-repairer', 'copy', 60_000, ...ones]);
+      return true;
+    } finally {
+      admin.disconnect();
     }
   }
 

@@ -46,6 +46,11 @@ export interface LockRunOptions {
   /** Semaphore permits (ignored for locks). */
   readonly permits: number;
   readonly mix: ReadonlyMap<LockFault, number>;
+  /**
+   * Lock mode: store this old-format fencing counter (the plain token, as Keel ≤ 0.1 wrote it)
+   * for every resource on every node before the run, so the run starts by migrating them.
+   */
+  readonly oldFormatCounters?: number | undefined;
 }
 
 export interface LockRunReport {
@@ -87,7 +92,17 @@ export async function runLockChaos(redis: RedisHarness, o: LockRunOptions): Prom
   const began = performance.now();
   const durationMs = o.seconds * 1000;
   const maxDown = Math.floor((redis.size - 1) / 2);
-  const runner = await FaultRunner.create(redis, o.ttlMs, maxDown);
+  // The workers' Redlocks use the default key prefix; a resource without a hash tag `r` has
+  // its counter at `keel:lock:{r}:fence` (see RedlockOptions.keyPrefix).
+  const counters = o.mode === 'lock' ? o.resources.map((r) => `keel:lock:{${r}}:fence`) : [];
+  const runner = await FaultRunner.create(redis, o.ttlMs, maxDown, counters);
+  if (o.oldFormatCounters !== undefined) {
+    for (let i = 0; i < redis.size; i++) {
+      const admin = redis.client(i);
+      for (const key of counters) await admin.set(key, o.oldFormatCounters);
+      admin.disconnect();
+    }
+  }
   const plan = planFaults({
     seed: o.seed,
     durationMs,
@@ -291,7 +306,7 @@ export function describeRun(report: LockRunReport, rerun: string): string {
     `  schedule: ${report.episodes
       .map(
         (e) =>
-          `${e.kind}#${e.node}@${Math.round(e.started ?? e.at)}+${e.holdMs}${e.error === undefined ? '' : ` (error: ${e.error})`}`,
+          `${e.kind}#${e.node}@${Math.round(e.started ?? e.at)}+${e.holdMs}${e.staleCopied === true ? ' (stale copy)' : ''}${e.error === undefined ? '' : ` (error: ${e.error})`}`,
       )
       .join(' ')}`,
   );

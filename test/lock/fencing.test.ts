@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { Redlock, isFencingLostError, type RedlockOptions } from '../../src/lock/index.js';
+import { FENCE_TAG } from '../../src/lock/scripts.js';
 import { throughNet, withOverrides, type Net } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -50,8 +51,11 @@ describeRedis(
       return redlock;
     };
 
-    const counterOn = async (node: number, key: string): Promise<number> =>
-      Number((await (inspect[node] as Redis).get(key)) ?? '0');
+    /** The fence a counter holds (tagged or not, see FENCE_TAG). */
+    const counterOn = async (node: number, key: string): Promise<number> => {
+      const value = Number((await (inspect[node] as Redis).get(key)) ?? '0');
+      return value > FENCE_TAG ? value - FENCE_TAG : value;
+    };
     const markedOn = async (node: number): Promise<boolean> =>
       (await (inspect[node] as Redis).exists('keel:lock:incarnation')) === 1;
 
