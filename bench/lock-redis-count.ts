@@ -12,7 +12,7 @@
  * cycle's commands): the same added cost for every library, reported on its own line (a cycle
  * of PINGs only) so it can be subtracted.
  *
- *   node --import tsx bench/lock-redis-count.ts [--cycles=2000] [--warmup=500] <dist dir>…
+ *   node --import tsx bench/lock-redis-count.ts [--cycles=2000] [--warmup=500] [--fresh] <dist dir>…
  *
  * Each `<dist dir>` is a built Keel (`npm run build`, then a copy of `dist/`). Needs valgrind.
  * Not a suite of `npm run bench`: a measuring tool for changes to the lock's scripts.
@@ -33,6 +33,8 @@ const arg = (name: string, fallback: number): number => {
 };
 const CYCLES = arg('cycles', 2000);
 const WARMUP = arg('warmup', 500);
+/** `--fresh`: a new resource name every cycle (a lock per entity), for Keel and node-redlock. */
+const FRESH = process.argv.includes('--fresh');
 const dists = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 
 const freePort = (): Promise<number> =>
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
         await measured.ping();
         break;
       } catch {
-        if (i > 100) throw new Error('the valgrind redis-server did not start');
+        if (i > 400) throw new Error('the valgrind redis-server did not start');
         await new Promise((r) => setTimeout(r, 300));
       }
     }
@@ -105,21 +107,25 @@ async function main(): Promise<void> {
     for (const [i, d] of dists.entries()) {
       const mod = (await import(join(resolve(d), 'lock', 'index.js'))) as typeof LockModule;
       const keel = new mod.Redlock({ clients, ttlMs: 10_000, driftFactor: 0.01 });
-      const resource = `cost:keel${i}`;
+      let n = 0;
       libraries.push([
         `keel ${d}`,
         async () => {
-          const lock = await keel.acquire(resource);
+          const lock = await keel.acquire(FRESH ? `cost:keel${i}:${n++}` : `cost:keel${i}`);
           return lock.release();
         },
       ]);
     }
     const redlock = new NodeRedlock(clients, { driftFactor: 0.01, retryCount: 10 });
     redlock.on('error', () => undefined);
+    let r = 0;
     libraries.push([
       'node-redlock',
       async () => {
-        const lock = await redlock.acquire(['cost:redlock'], 10_000);
+        const lock = await redlock.acquire(
+          [FRESH ? `cost:redlock:${r++}` : 'cost:redlock'],
+          10_000,
+        );
         return lock.release();
       },
     ]);

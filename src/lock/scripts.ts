@@ -72,8 +72,11 @@ export const unmarked = (value: string): string =>
  * tagged counter answers above the tag, and the script returns it, less the tag, as intact
  * without reading the incarnation key. An untagged counter (new, an old-format counter of
  * Keel ≤ 0.1, or one written while the node lacked its incarnation key) is checked: key there
- * → tagged now (INCRBY, atomic with the check) and intact; key gone → answered as not intact
- * and left untagged. Why a tag may stand for the check: only two writes make a counter tagged
+ * → intact, and tagged now (INCRBY, atomic with the check) unless this was its first grant;
+ * key gone → answered as not intact and left untagged. (A counter is tagged from its second
+ * grant on: measured with a new resource name per cycle — a lock per entity — tagging at once
+ * cost each node ~6k instructions more per cycle than the EXISTS it was to save; a resource
+ * locked again pays one INCRBY, once.) Why a tag may stand for the check: only two writes make a counter tagged
  * — this script and {@link SETTLE_FENCE}, each atomically with finding the incarnation key —
  * and every other write keeps a counter's tag as it was (the repair's copy step, the catch-up
  * of an emptied node, an undone attempt's INCR: all leave an untagged counter untagged, and
@@ -109,8 +112,8 @@ export const unmarked = (value: string): string =>
  * What the fencing costs a node, measured (valgrind callgrind on five local redis-servers 7.0,
  * user-space instructions per node per uncontended acquire + release): session 12, with the
  * EXISTS in every grant, 63.2k–64.7k against node-redlock's 55.5k–56.3k; with tagged counters
- * (`bench/lock-redis-count.ts`, 2000 cycles, the same run) about 3.7k less per node (see
- * bench/README.md). A node-wide hash (`HINCRBY <prefix>fences <lock key> 1`) came to
+ * (`bench/lock-redis-count.ts`, 2000 cycles, the same run) 3.5k–3.9k less per node, and the
+ * same as before with a new resource per cycle (see bench/README.md). A node-wide hash (`HINCRBY <prefix>fences <lock key> 1`) came to
  * 63.8k–64.7k with the EXISTS: HINCRBY on a hash field costs more than INCR on a key. The
  * EXISTS cannot be skipped merely for a counter that already exists: an emptied node's counters
  * are created by INCRs, catch-ups and repair copies while it lacks its key, so existing says
@@ -125,7 +128,7 @@ if nk < 4 then
     if fence > ${TAG} then return fence - ${TAG} end
     if nk == 3 then
       if redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
-      redis.call('INCRBY', KEYS[2], '${TAG}')
+      if fence > 1 then redis.call('INCRBY', KEYS[2], '${TAG}') end
     end
     return fence
   end
@@ -148,7 +151,11 @@ else
         fence = fence - ${TAG}
       elseif nk % 2 == 1 then
         if known == nil then known = redis.call('EXISTS', KEYS[nk]) end
-        if known == 1 then redis.call('INCRBY', KEYS[n + i], '${TAG}') else out[1] = 2 end
+        if known == 0 then
+          out[1] = 2
+        elseif fence > 1 then
+          redis.call('INCRBY', KEYS[n + i], '${TAG}')
+        end
       end
       out[i + 1] = fence
     end

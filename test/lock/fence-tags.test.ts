@@ -66,11 +66,18 @@ describeRedis('tagged fencing counters (five real redis-server processes)', () =
     await redis().flushAll();
   });
 
-  it('after its first grant, a counter is tagged on every node and acquisitions read no incarnation key', async () => {
+  it('a counter is left untagged by its first grant and tagged by its second; from then on acquisitions read no incarnation key', async () => {
     const redlock = redlockOf(clientsOf());
-    const first = await once(redlock, 'tagged');
+    await once(redlock, 'bootstrap'); // every node gets its incarnation key
     const fence = `${redlock.keyOf('tagged')}:fence`;
-    // The late nodes' answers (and catch-ups) land.
+    // A lock taken once (a lock per entity) pays no tag: INCR and the check, as before tags.
+    expect(await once(redlock, 'tagged')).toBe(1);
+    await until(async () => {
+      expect(await Promise.all(NODES.map((i) => raw(i, fence)))).toEqual(NODES.map(() => 1));
+    }, 5_000);
+    const first = await once(redlock, 'tagged');
+    expect(first).toBe(2);
+    // The late nodes' answers land.
     await until(async () => {
       for (const i of NODES) expect(await raw(i, fence)).toBe(FENCE_TAG + first);
     }, 5_000);
