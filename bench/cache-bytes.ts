@@ -6,8 +6,13 @@
  * `{ sku, cents }`), divided by n. `heapUsed` alone leaves out typed arrays' contents, which
  * live outside the V8 heap (lru-cache's recency list, Keel's L1 slots). A fresh process per
  * measurement: in the benchmark's own process, the garbage and buffers of the rows before
- * (Redis clients, tinybench samples) move the heap by more than n entries weigh. Prints the
- * bytes per entry as JSON.
+ * (Redis clients, tinybench samples) move the heap by more than n entries weigh. With
+ * argv[4] = k > 1 it fills k such stores one after another, each measured on its own while the
+ * ones before stay alive, and reports the median: a fresh process's heap sometimes grows by
+ * about 200 kB more during one measurement than during another (seen in both libraries alike,
+ * in the old space, not in compiled code; more often on a loaded machine) — 4 bytes per entry
+ * at n = 50 000, enough to move a ratio by 0.02 — and a median of three is not moved by one
+ * such reading. Prints the bytes per entry as JSON.
  *
  * @packageDocumentation
  */
@@ -20,6 +25,7 @@ export type BytesLib =
 
 const lib = process.argv[2] as BytesLib;
 const n = Number(process.argv[3]);
+const repeats = Number(process.argv[4] ?? 1);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('bench/cache-bytes.ts needs node --expose-gc');
 
@@ -68,15 +74,25 @@ const fills: Record<BytesLib, (n: number) => Promise<unknown>> = {
   },
 };
 
-/** Fills a small store first (loading and compiling what the fill needs), then measures. */
+/**
+ * Fills a small store first (loading and compiling what the fill needs), then measures
+ * `repeats` stores, each kept alive to the end; the median of their bytes per entry.
+ */
 async function main(): Promise<number> {
   await warmUp();
-  const before = used();
-  const kept = await fills[lib](n);
-  const after = used();
-  // Read after the second reading, so the store is alive through it.
-  if (kept === undefined) throw new Error('nothing kept');
-  return (after - before) / n;
+  const kept: unknown[] = [];
+  const perEntry: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const before = used();
+    const store = await fills[lib](n);
+    const after = used();
+    // Kept past the second reading (and the later ones), so the store is alive through it.
+    kept.push(store);
+    perEntry.push((after - before) / n);
+  }
+  if (kept.some((store) => store === undefined)) throw new Error('nothing kept');
+  perEntry.sort((a, b) => a - b);
+  return perEntry[Math.floor(perEntry.length / 2)] as number;
 }
 
 /** Returns nothing: the warm-up store is garbage by the time `main` reads the heap. */

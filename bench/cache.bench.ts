@@ -290,7 +290,10 @@ async function processRows(r: RedisHarness, context: SuiteContext): Promise<Benc
           'max (ms)': ms(Math.max(...values)),
         });
         stages.push(
-          stage('first caller starts → loader starts (GET miss, lease script)', before),
+          stage(
+            'first caller starts → loader starts (GET miss; the lease script sent with it)',
+            before,
+          ),
           stage('loader runs (INCR, 50 ms timer and its lateness)', loaderTook),
           stage('loader returns → last caller settles (fill script, PUBLISH, wake)', after),
           stage("each wait − its round's loader time", overLoader),

@@ -110,13 +110,61 @@ interface Flight {
    * caller that joined it loads in the foreground.
    */
   readonly background: boolean;
+  /**
+   * The load's first `GET` is on its way (see {@link Cache.#load}): a caller that joins now
+   * sends the lease read along with it (see {@link Probe}).
+   */
+  getting: boolean;
+  /** The lease read sent along with the first `GET`, if a caller joined in time. */
+  probe: Probe | undefined;
+}
+
+/**
+ * The read script (which takes the lease when Redis has no value) sent by the second caller of
+ * a load while the load's first `GET` is still on its way, rather than after that `GET` comes
+ * back empty: on a key that many callers want at once — a cold stampede — the lease is then
+ * taken (or found held) one round trip sooner, and the loader, or the wait for another
+ * process's fill, starts one round trip sooner. A `GET` that finds the value makes the read
+ * unneeded; if the read took the lease all the same (the value went in between), the lease is
+ * given back (see {@link Cache.#dropProbe}).
+ */
+interface Probe {
+  /** The lease token the read script was sent with (the load's token if it takes the lease). */
+  readonly token: string;
+  /** Registered before the read was sent (see {@link CacheCore.watch}). */
+  readonly watch: Watch;
+  readonly read: Promise<L2Read>;
+}
+
+/**
+ * What a load of a key has heard about it on the subscriber connection since it last sent a
+ * read to Redis. Registered before the read is sent, so a fill, release or invalidation that
+ * Redis ran after the read is heard even when its message is handled before the read's reply
+ * (they come on two connections: the event loop may read either socket first) — a waiter
+ * registered only once the reply is in would sleep through it, until its poll.
+ */
+interface Watch {
+  /** A message about the key came since the last read was sent. */
+  heard: boolean;
+  /** The value the last such message carried (a fill's envelope, on the local timeline). */
+  filled: Entry | undefined;
+  /** Wakes the load if it sleeps; a no-op otherwise. */
+  wake: () => void;
 }
 
 /** A settled promise, the placeholder of a flight's until its own is made. */
 const RESOLVED: Promise<unknown> = Promise.resolve();
 
 /** The entry that keeps {@link CacheCore.flights} from emptying; never any key's flight. */
-const IDLE_FLIGHT: Flight = Object.freeze({ promise: RESOLVED, voided: false, background: false });
+const IDLE_FLIGHT: Flight = Object.freeze({
+  promise: RESOLVED,
+  voided: false,
+  background: false,
+  getting: false,
+  probe: undefined,
+});
+
+const noop = (): void => undefined;
 
 /** `Cache`'s key memo before its first key: equal to nothing a caller can pass. */
 const NO_KEY: object = Object.freeze({});
@@ -206,7 +254,8 @@ class CacheCore {
    */
   readonly flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
   readonly refreshing = new Set<string>();
-  readonly waiters = new Map<string, Set<(filled: Entry | undefined) => void>>();
+  /** The loads of each key that wait, or may come to wait, for another's fill (see Watch). */
+  readonly watches = new Map<string, Set<Watch>>();
   readonly closing = new AbortController();
   guard: CacheGuard | undefined;
   /**
@@ -364,7 +413,7 @@ class CacheCore {
     // not put in L1 here: a local set may have come after the fill (its message still on the
     // way), and its newer value must not be overwritten. A value that does not read back is
     // left to the waiters' own read (which quarantines it).
-    if (envelope !== undefined && this.waiters.has(full)) {
+    if (envelope !== undefined && this.watches.has(full)) {
       const entry = this.#decode(envelope);
       this.wake(full, 'failure' in entry ? undefined : entry);
       return;
@@ -403,34 +452,58 @@ class CacheCore {
     for (const reads of this.reads.values()) for (const read of reads) read.stale = true;
   }
 
-  /** Wakes the waiters of `full`, with the value a fill message carried if there is one. */
+  /**
+   * Tells the loads watching `full` that it was filled, released or invalidated (with the value
+   * a fill message carried, if any), and wakes those that sleep. The latest message wins: a
+   * fill followed by an invalidation leaves no value to take.
+   */
   wake(full: string, filled?: Entry): void {
-    const set = this.waiters.get(full);
+    const set = this.watches.get(full);
     if (set === undefined) return;
-    for (const wake of [...set]) wake(filled);
+    // A wake only settles a promise: nothing here changes the set while it is walked.
+    for (const watch of set) {
+      watch.heard = true;
+      watch.filled = filled;
+      watch.wake();
+    }
+  }
+
+  /** Starts hearing about `full`; call before sending the read that may lead to a wait. */
+  watch(full: string): Watch {
+    const watch: Watch = { heard: false, filled: undefined, wake: noop };
+    let set = this.watches.get(full);
+    if (set === undefined) this.watches.set(full, (set = new Set()));
+    set.add(watch);
+    return watch;
+  }
+
+  unwatch(full: string, watch: Watch): void {
+    const set = this.watches.get(full);
+    if (set === undefined) return;
+    set.delete(watch);
+    if (set.size === 0) this.watches.delete(full);
   }
 
   /**
-   * Sleeps until `full` is filled, released or invalidated, or `ms` passes.
+   * Sleeps until a message about the watched key comes, or `ms` passes — at once if one came
+   * since the last read was sent. Rejects with CacheClosedError if the cache closes meanwhile.
    *
-   * @returns the value the fill message that woke it carried (on the local timeline), if any
+   * @returns the value the last message carried (on the local timeline), if any; the watch is
+   *   then reset, ready for the next read
    */
-  async waitFor(full: string, ms: number): Promise<Entry | undefined> {
-    const sleeping = wakeableSleep(ms, { clock: this.o.clock, signal: this.closing.signal });
-    let filled: Entry | undefined;
-    const wake = (entry: Entry | undefined): void => {
-      filled = entry;
-      sleeping.wake();
-    };
-    let set = this.waiters.get(full);
-    if (set === undefined) this.waiters.set(full, (set = new Set()));
-    set.add(wake);
-    try {
-      await sleeping.done;
-    } finally {
-      set.delete(wake);
-      if (set.size === 0) this.waiters.delete(full);
+  async waitFor(watch: Watch, ms: number): Promise<Entry | undefined> {
+    if (!watch.heard) {
+      const sleeping = wakeableSleep(ms, { clock: this.o.clock, signal: this.closing.signal });
+      watch.wake = sleeping.wake;
+      try {
+        await sleeping.done;
+      } finally {
+        watch.wake = noop;
+      }
     }
+    const filled = watch.filled;
+    watch.heard = false;
+    watch.filled = undefined;
     return filled;
   }
 
@@ -913,7 +986,13 @@ export class Cache {
     }
     if (flight === undefined) {
       // Registered first, so every path of the load can take it out as it settles (see land).
-      const started: Flight = { promise: RESOLVED, voided: false, background: false };
+      const started: Flight = {
+        promise: RESOLVED,
+        voided: false,
+        background: false,
+        getting: false,
+        probe: undefined,
+      };
       core.flights.set(full, started);
       let promise: Promise<V | undefined>;
       try {
@@ -924,6 +1003,9 @@ export class Cache {
       }
       (started as { promise: Promise<unknown> }).promise = promise;
       flight = started;
+    } else if (flight.getting && flight.probe === undefined) {
+      // A second caller while the first GET is on its way: the key is wanted by many at once.
+      this.#probe(full, flight);
     }
     return raceAbort(flight.promise as Promise<V | undefined>, call?.signal);
   }
@@ -952,7 +1034,15 @@ export class Cache {
     // here, before anything that could throw (a refresh started below then is not refused as
     // already running).
     // The tier runs what follows the GET in its own reaction to it (one promise, one closure).
+    flight.getting = true;
     return tier.getThen('read', valueKey, (raw, error): V | undefined | Promise<V | undefined> => {
+      flight.getting = false;
+      // A lease read that left with the GET goes on only after a miss (it ran after the GET);
+      // on every other path it is let go of (see #dropProbe).
+      if (typeof raw !== 'string' && error === undefined) {
+        return this.#loadRest(full, key, loader, call, flight, MISSED);
+      }
+      if (flight.probe !== undefined) this.#dropProbe(full, flight);
       if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
       if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
       // The shared scratch entry (no object per hit): used up before anything else can read.
@@ -982,6 +1072,43 @@ export class Cache {
       if (refresh) this.#refresh(full, key, loader, call, freshUntil);
       return value;
     });
+  }
+
+  /** Sends the lease read along with `flight`'s first GET (see {@link Probe}). */
+  #probe(full: string, flight: Flight): void {
+    const core = this.#core;
+    const token = core.token();
+    const watch = core.watch(full);
+    const read = core.readScript(full, token);
+    // Marked handled now: a read let go of is never awaited (one that is still throws there).
+    read.catch(noop);
+    flight.probe = { token, watch, read };
+  }
+
+  /**
+   * Lets go of the lease read sent with a GET that did not miss: it stops watching, and a lease
+   * it took all the same (the value went between the GET and the script) is given back at once,
+   * waking the other processes' waiters, rather than held until it runs out with nobody
+   * loading.
+   */
+  #dropProbe(full: string, flight: Flight): void {
+    const probe = flight.probe;
+    if (probe === undefined) return;
+    flight.probe = undefined;
+    const core = this.#core;
+    core.unwatch(full, probe.watch);
+    void probe.read.then((read) => {
+      if (read.kind === 'down' || !read.took || core.tier === undefined) return;
+      const leaseKey = `${core.valueKey(full)}:lease`;
+      return core.tier
+        .run(
+          'release',
+          scripts.RELEASE,
+          [leaseKey],
+          [probe.token, core.channel, core.message('r', full)],
+        )
+        .catch(noop);
+    }, noop);
   }
 
   /**
@@ -1031,53 +1158,73 @@ export class Cache {
     // The last value we know, served if the loader fails within its grace period.
     const slot = core.l1?.get(full);
     let last = slot === undefined ? undefined : core.fromL1(slot);
-    const token = core.token();
-    if (core.tier !== undefined) {
-      const deadline = core.o.clock.now() + core.o.maxWaitMs;
-      let next = first;
-      for (;;) {
-        const read =
-          next === undefined
-            ? await core.readL2(full, token, true)
-            : next === MISSED
-              ? await core.readScript(full, token)
-              : next;
-        next = undefined;
-        if (read.kind === 'down') break;
-        let took = read.took;
-        if (read.kind === 'entry') {
-          const now = core.o.clock.now();
-          const state = freshness(read.entry, now);
-          if (state === 'fresh' || state === 'stale') {
-            if (!flight.voided && read.uncached !== true) core.storeL1(full, read.entry);
-            if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
-              // Out first: a refresh is not started while a load of the key is registered.
-              core.land(full, flight);
-              this.#refresh(full, key, loader, call, read.entry.freshUntil);
+    // A lease read sent along with the first GET (see Probe) is this load's first read script.
+    let probe = first === MISSED ? flight.probe : undefined;
+    flight.probe = undefined;
+    const token = probe?.token ?? core.token();
+    // Registered before the first read that may lead to a wait is sent (see Watch).
+    const watch = core.tier === undefined ? undefined : (probe?.watch ?? core.watch(full));
+    // Whether this load holds the lease (then it loads with its token).
+    let leased = false;
+    try {
+      if (watch !== undefined) {
+        const deadline = core.o.clock.now() + core.o.maxWaitMs;
+        let next = first;
+        for (;;) {
+          const read =
+            next === undefined
+              ? await core.readL2(full, token, true)
+              : next === MISSED
+                ? await (probe?.read ?? core.readScript(full, token))
+                : next;
+          next = undefined;
+          probe = undefined;
+          if (read.kind === 'down') break;
+          let took = read.took;
+          if (read.kind === 'entry') {
+            const now = core.o.clock.now();
+            const state = freshness(read.entry, now);
+            if (state === 'fresh' || state === 'stale') {
+              if (!flight.voided && read.uncached !== true) core.storeL1(full, read.entry);
+              if (state === 'stale' || xfetchRefresh(read.entry, now, core.o.beta, core.o.random)) {
+                // Out first: a refresh is not started while a load of the key is registered.
+                core.land(full, flight);
+                this.#refresh(full, key, loader, call, read.entry.freshUntil);
+              }
+              return read.entry.value as V | undefined;
             }
-            return read.entry.value as V | undefined;
+            if (state === 'grace') last = read.entry;
+            // A value past its stale window is still there: the lease was not tried.
+            const lease = await this.#takeLease(full, token, read.entry.freshUntil);
+            if (lease.fresher !== undefined) {
+              if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
+              return lease.fresher.value as V | undefined;
+            }
+            took = lease.took;
           }
-          if (state === 'grace') last = read.entry;
-          // A value past its stale window is still there: the lease was not tried.
-          const lease = await this.#takeLease(full, token, read.entry.freshUntil);
-          if (lease.fresher !== undefined) {
-            if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
-            return lease.fresher.value as V | undefined;
+          if (took) {
+            leased = true;
+            break;
           }
-          took = lease.took;
+          if (core.closed) throw new CacheClosedError();
+          const left = deadline - core.o.clock.now();
+          if (left <= 0) break;
+          const leaseLeft =
+            read.kind === 'miss' && read.leaseTtlMs > 0 ? read.leaseTtlMs : Infinity;
+          // Rejects with CacheClosedError if the cache closes meanwhile. A fill message that
+          // carried the value is the next read (no GET after the wake); one heard before the
+          // read's reply was handled wakes it at once.
+          const filled = await core.waitFor(
+            watch,
+            Math.min(core.o.pollIntervalMs, leaseLeft, left),
+          );
+          if (filled !== undefined) next = { kind: 'entry', entry: filled, took: false };
         }
-        if (took) return this.#run(full, key, loader, call, flight, token, last);
-        if (core.closed) throw new CacheClosedError();
-        const left = deadline - core.o.clock.now();
-        if (left <= 0) break;
-        const leaseLeft = read.kind === 'miss' && read.leaseTtlMs > 0 ? read.leaseTtlMs : Infinity;
-        // Rejects with CacheClosedError if the cache closes meanwhile. A fill message that
-        // carried the value is the next read (no GET after the wake).
-        const filled = await core.waitFor(full, Math.min(core.o.pollIntervalMs, leaseLeft, left));
-        if (filled !== undefined) next = { kind: 'entry', entry: filled, took: false };
       }
+    } finally {
+      if (watch !== undefined) core.unwatch(full, watch);
     }
-    return this.#run(full, key, loader, call, flight, undefined, last);
+    return this.#run(full, key, loader, call, flight, leased ? token : undefined, last);
   }
 
   /**
@@ -1245,7 +1392,13 @@ export class Cache {
     const core = this.#core;
     if (core.refreshing.has(full) || core.flights.has(full) || core.closed) return;
     core.refreshing.add(full);
-    const flight: Flight = { promise: Promise.resolve(), voided: false, background: true };
+    const flight: Flight = {
+      promise: Promise.resolve(),
+      voided: false,
+      background: true,
+      getting: false,
+      probe: undefined,
+    };
     const run = async (): Promise<unknown> => {
       let token: string | undefined;
       if (core.tier !== undefined && !core.tier.degraded) {

@@ -9,7 +9,7 @@ import {
 import { until } from '../support/helpers.js';
 import { withOverrides } from '../support/latency.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
-import { useCaches } from '../support/cache.js';
+import { heldLoad, useCaches } from '../support/cache.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -240,19 +240,14 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     });
     const b = cacheOf({ redis: counted, pollIntervalMs: 60_000 });
     await until(() => expect(b.listening).toBe(true), 10_000);
-    let release: (() => void) | undefined;
-    const loading = a.getOrLoad(
-      'k',
-      () => new Promise<{ n: number }>((resolve) => (release = () => resolve({ n: 1 }))),
-    );
-    await until(() => expect(release).toBeDefined(), 5_000);
+    const { loading, release } = await heldLoad(a, 'k', { n: 1 });
     const waiting = b.getOrLoad('k', () => {
       throw new Error('b must not load');
     });
     // b's GET missed and its read script found a's lease: b now waits for a's fill.
     await until(() => expect(scriptReplies).toBe(1), 5_000);
     expect(gets).toBe(1);
-    release?.();
+    release();
     await expect(loading).resolves.toEqual({ n: 1 });
     await expect(waiting).resolves.toEqual({ n: 1 });
     expect(gets).toBe(1);
@@ -265,16 +260,11 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
     const b = cacheOf({ leaseTtlMs: 30_000, pollIntervalMs: 60_000 });
     await until(() => expect(b.listening).toBe(true), 10_000);
     const big = 'x'.repeat(20_000);
-    let release: (() => void) | undefined;
-    const loading = a.getOrLoad(
-      'big',
-      () => new Promise<string>((resolve) => (release = () => resolve(big))),
-    );
-    await until(() => expect(release).toBeDefined(), 5_000);
+    const { loading, release } = await heldLoad(a, 'big', big);
     const started = performance.now();
     const waiting = b.getOrLoad('big', () => 'b must not load');
     await sleep(100);
-    release?.();
+    release();
     await expect(loading).resolves.toBe(big);
     await expect(waiting).resolves.toBe(big);
     // Woken by the message; generous margin.

@@ -6,8 +6,9 @@
  * flushes the data.
  */
 import type { Redis } from 'ioredis';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { Cache, type CacheOptions } from '../../src/cache/index.js';
+import { until } from './helpers.js';
 import type { RedisHarness } from './redis.js';
 
 /** What a cache suite builds its tests from. */
@@ -43,4 +44,26 @@ export function useCaches(redis: () => RedisHarness, defaults: CacheOptions = {}
       return cache;
     },
   };
+}
+
+/** A load that holds its lease until released (see {@link heldLoad}). */
+export interface HeldLoad<V> {
+  /** What `getOrLoad` resolves to. */
+  readonly loading: Promise<V | undefined>;
+  /** Lets the loader return its value. */
+  readonly release: () => void;
+}
+
+/**
+ * `cache.getOrLoad(key)` whose loader returns `value` only when released: resolves once the
+ * loader runs, i.e. once `cache` holds the key's lease (other caches then wait for its fill).
+ */
+export async function heldLoad<V>(cache: Cache, key: string, value: V): Promise<HeldLoad<V>> {
+  let release: (() => void) | undefined;
+  const loading = cache.getOrLoad(
+    key,
+    () => new Promise<V>((resolve) => (release = () => resolve(value))),
+  );
+  await until(() => expect(release).toBeDefined(), 5_000);
+  return { loading, release: () => release?.() };
 }
