@@ -25,7 +25,7 @@ import type { CircuitBreaker } from '../breaker/index.js';
 import { hotPathHandler } from '../breaker/breaker.js';
 import { NEVER, invoke, type Attempt, type Chain } from './policy.js';
 import type { RetryPolicy } from './retry.js';
-import type { Bucket, Racer, TimeoutPolicy } from './timeout.js';
+import type { Bucket, SlotDeadline, TimeoutPolicy } from './timeout.js';
 
 type Handler = (outcome: unknown) => void;
 
@@ -185,82 +185,54 @@ export class PlainExecutor extends Executor {
   }
 }
 
-/** The resolving functions {@link capture} was last handed. */
+/** The resolve function {@link capture} was last handed. */
 let capturedResolve: (value: unknown) => void = () => undefined;
-/** Hands a new promise's resolve function to {@link RacingAttempt}'s constructor. */
+/**
+ * Hands a new promise's resolve function to {@link AggressiveExecutor.run}, which reads it at
+ * once (the executor runs synchronously inside `new Promise`, ECMA-262 Promise ( executor )
+ * step 9): no closure and context made for every call to carry it out.
+ */
 function capture(resolve: (value: unknown) => void): void {
   capturedResolve = resolve;
-}
-
-/**
- * A call of {@link AggressiveExecutor}: its promise settles once — with the first attempt's
- * value, or (the attempt failed, or its deadline came first) with the retry's further attempts.
- */
-class RacingAttempt<R> implements Racer {
-  prev: Racer | undefined;
-  next: Racer | undefined;
-  done = false;
-  readonly promise: Promise<R>;
-  readonly #resolve: (value: R | Promise<R>) => void;
-  readonly #executor: AggressiveExecutor;
-  readonly #bucket: Bucket;
-  readonly #fn: Attempt<R>;
-
-  constructor(executor: AggressiveExecutor, bucket: Bucket, fn: Attempt<R>) {
-    this.promise = new Promise<R>(capture as (resolve: (value: R) => void) => void);
-    this.#resolve = capturedResolve;
-    this.#executor = executor;
-    this.#bucket = bucket;
-    this.#fn = fn;
-  }
-
-  /** The attempt succeeded. */
-  succeed(value: R): void {
-    if (this.done) return;
-    this.done = true;
-    this.#bucket.detach(this);
-    this.#resolve(value);
-  }
-
-  /** The attempt failed, before its deadline. */
-  fail(error: unknown): void {
-    if (this.done) return;
-    this.done = true;
-    this.#bucket.detach(this);
-    this.#resolve(this.#executor.recover(this.#fn, error));
-  }
-
-  /** The deadline (the bucket set `done` and took the call off its list). */
-  reject(error: unknown): void {
-    this.#resolve(this.#executor.recover(this.#fn, error));
-  }
 }
 
 /**
  * `pipeline(retry, timeout aggressive, breaker)`, called without a caller's signal. @internal
  */
 export class AggressiveExecutor extends Executor {
+  /**
+   * At a bucket's deadline, for a call still running: its promise follows the retry's next
+   * attempts. Bound once per executor.
+   */
+  readonly #onDeadline: SlotDeadline = (settle, fn, error) => {
+    (settle as (value: unknown) => void)(this.recover(fn as Attempt<unknown>, error));
+  };
+
   run<R>(fn: Attempt<R>): Promise<R> {
     const onSuccess = hotPathHandler(this.breaker, false);
     const onFailure = hotPathHandler(this.breaker, true);
     if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
     this.retry.begin();
     const bucket = this.timeout.sharedBucket();
-    const call = new RacingAttempt<R>(this, bucket, fn);
-    bucket.attach(call);
+    // The call's promise settles once: with the first attempt's value, or (the attempt failed,
+    // or its deadline came first) with the retry's further attempts. Its state lives in the
+    // bucket's slot and in the two reactions below: no object of its own.
+    const promise = new Promise<R>(capture as (resolve: (value: R) => void) => void);
+    const settle = capturedResolve as (value: R | Promise<R>) => void;
+    const slot = bucket.enter(settle, fn, this.#onDeadline);
     // The breaker counts every outcome, also one that comes after the deadline (it sits inside
-    // the timeout); the call takes the outcome only while it is not done.
+    // the timeout); the call takes the outcome only while its slot is still its own.
     invoke(fn, bucket.signal).then(
       (value) => {
         onSuccess(value);
-        call.succeed(value);
+        if (bucket.leave(slot)) settle(value);
       },
       (error: unknown) => {
         onFailure(error);
-        call.fail(error);
+        if (bucket.leave(slot)) settle(this.recover(fn, error));
       },
     );
-    return call.promise;
+    return promise;
   }
 
   /** After the first attempt failed (or timed out) with `error`: the retry's next attempts. */

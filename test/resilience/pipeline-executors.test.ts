@@ -236,6 +236,49 @@ describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('a bucket whose calls all ended takes new ones: a hanging call still times out, its late value is ignored', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 2);
+    // Same millisecond, same bucket: each call leaves it empty before the next one comes.
+    for (let i = 0; i < 5; i++) expect(await policy.execute(() => i)).toBe(i);
+    let late!: (value: string) => void;
+    let calls = 0;
+    const hung = policy.execute(() =>
+      ++calls === 1 ? new Promise<string>((resolve) => (late = resolve)) : 'retried',
+    );
+    // Enters the bucket after the hanging call and leaves it before the deadline.
+    await expect(policy.execute(() => 'quick')).resolves.toBe('quick');
+    await clock.advanceAsync(99);
+    expect(calls).toBe(1);
+    await clock.advanceAsync(1);
+    await expect(hung).resolves.toBe('retried');
+    late('late');
+    await tick();
+    await expect(hung).resolves.toBe('retried');
+    expect(run).toHaveBeenCalledTimes(7);
+    // setup's call, 5, quick, the retry, and the late success (the breaker sits inside the
+    // timeout: it counts the outcome the caller no longer waits for).
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 9, failedTotal: 0 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('of calls sharing a deadline, those that ended keep their outcome, the others time out', async () => {
+    const { clock, breaker, policy } = await setup('aggressive', 1);
+    const pending: ((value: number) => void)[] = [];
+    const outcomes = [0, 1, 2, 3].map((n) =>
+      policy
+        .execute(() => (n % 2 === 0 ? n : new Promise<number>((resolve) => pending.push(resolve))))
+        .catch((error: unknown) => (isTimeoutError(error) ? 'timeout' : error)),
+    );
+    await tick();
+    pending[1]?.(3); // the second hanging call ends in time, the first does not
+    await clock.advanceAsync(100);
+    expect(await Promise.all(outcomes)).toEqual([0, 'timeout', 2, 3]);
+    pending[0]?.(1);
+    await tick();
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 0 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a function that takes no signal is timed too, and its timeout retried', async () => {
     const { clock, policy, run } = await setup('aggressive', 2);
     let calls = 0;
