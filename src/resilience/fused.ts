@@ -6,10 +6,12 @@
  * bucket lets the call go, the call's own promise settles (or, on a failure, follows the
  * retry's further attempts, which run through the stages as usual).
  *
+ * A cooperative pipeline's call whose function takes no signal has nothing the deadline could
+ * abort: {@link PlainExecutor} runs it as the retry around the breaker, also in one reaction.
+ *
  * Each shape has its own executor, with its own functions: a process that runs the same
- * pipeline with `() => fn` (which goes through the stages, untouched) and with
- * `(signal) => fn`, or an aggressive pipeline next to a cooperative one, keeps each hot path's
- * call sites monomorphic. (Fusing the reactions inside the shared stage functions instead made
+ * pipeline with `() => fn` and with `(signal) => fn`, or an aggressive pipeline next to a
+ * cooperative one, keeps each hot path's call sites monomorphic. (Fusing the reactions inside the shared stage functions instead made
  * every variant's code polymorphic, and the `() => fn` pipeline three times slower in one
  * process: see the CHANGELOG, 2026-12-05.)
  *
@@ -23,19 +25,76 @@ import type { CircuitBreaker } from '../breaker/index.js';
 import { hotPathHandler } from '../breaker/breaker.js';
 import { NEVER, invoke, type Attempt, type Chain } from './policy.js';
 import type { RetryPolicy } from './retry.js';
-import type { Bucket, Racer, TimeoutPolicy } from './timeout.js';
+import type { Bucket, SlotDeadline, TimeoutPolicy } from './timeout.js';
 
 type Handler = (outcome: unknown) => void;
+
+/**
+ * An executor's failure reaction for the breaker handler, deadline bucket and function the
+ * last call had: made once per function per tick, not per call. Forgotten at the end of the
+ * tick it was made in, so the executor holds on to no call's function after the call (as
+ * {@link Chain.observed}).
+ */
+class FailureMemo {
+  reaction: (error: unknown) => unknown = (error) => error;
+  #counts: Handler | undefined;
+  #bucket: Bucket | undefined;
+  #fn: Attempt<unknown> | undefined;
+  #forgetQueued = false;
+  readonly #forget = (): void => {
+    this.#forgetQueued = false;
+    this.#fn = undefined;
+    this.#bucket = undefined;
+    this.#counts = undefined;
+    this.reaction = (error) => error;
+  };
+
+  /** Whether {@link FailureMemo.reaction} was made for these. */
+  holds(counts: Handler, bucket: Bucket | undefined, fn: Attempt<unknown>): boolean {
+    return counts === this.#counts && bucket === this.#bucket && fn === this.#fn;
+  }
+
+  remember(
+    counts: Handler,
+    bucket: Bucket | undefined,
+    fn: Attempt<unknown>,
+    reaction: (error: unknown) => unknown,
+  ): void {
+    this.#counts = counts;
+    this.#bucket = bucket;
+    this.#fn = fn;
+    this.reaction = reaction;
+    if (!this.#forgetQueued) {
+      this.#forgetQueued = true;
+      process.nextTick(this.#forget);
+    }
+  }
+}
+
+/**
+ * What each executor is made of: the pipeline's stages (for everything off its hot path) and
+ * its three policies. Each subclass has a `run` of its own, so each hot path's call sites stay
+ * its own.
+ */
+abstract class Executor {
+  protected readonly chain: Chain;
+  protected readonly retry: RetryPolicy;
+  protected readonly timeout: TimeoutPolicy;
+  protected readonly breaker: CircuitBreaker;
+
+  constructor(chain: Chain, retry: RetryPolicy, timeout: TimeoutPolicy, breaker: CircuitBreaker) {
+    this.chain = chain;
+    this.retry = retry;
+    this.timeout = timeout;
+    this.breaker = breaker;
+  }
+}
 
 /**
  * `pipeline(retry, timeout cooperative, breaker)` for a function that takes the signal, called
  * without a caller's signal. @internal
  */
-export class CooperativeExecutor {
-  readonly #chain: Chain;
-  readonly #retry: RetryPolicy;
-  readonly #timeout: TimeoutPolicy;
-  readonly #breaker: CircuitBreaker;
+export class CooperativeExecutor extends Executor {
   /**
    * The success reaction for the bucket and breaker handler the last call had: made once per
    * millisecond of deadline (and breaker generation), not per call.
@@ -43,40 +102,17 @@ export class CooperativeExecutor {
   #ok: (value: unknown) => unknown = (value) => value;
   #okBucket: Bucket | undefined;
   #okCounts: Handler | undefined;
-  /**
-   * The failure reaction for the last call's bucket, breaker handler and function: made once
-   * per function per tick, not per call. Forgotten at the end of the tick it was made in, so
-   * the executor holds on to no call's function after the call (as {@link Chain.observed}).
-   */
-  #fail: (error: unknown) => unknown = (error) => error;
-  #failBucket: Bucket | undefined;
-  #failCounts: Handler | undefined;
-  #failFn: Attempt<unknown> | undefined;
-  #forgetQueued = false;
-  readonly #forget = (): void => {
-    this.#forgetQueued = false;
-    this.#failFn = undefined;
-    this.#failBucket = undefined;
-    this.#fail = (error) => error;
-  };
-
-  /** `chain`: the pipeline's stages, retry, timeout and breaker, for everything else. */
-  constructor(chain: Chain, retry: RetryPolicy, timeout: TimeoutPolicy, breaker: CircuitBreaker) {
-    this.#chain = chain;
-    this.#retry = retry;
-    this.#timeout = timeout;
-    this.#breaker = breaker;
-  }
+  readonly #fail = new FailureMemo();
 
   run<R>(fn: Attempt<R>): Promise<R> {
     // Read before the call starts, as the breaker does: the outcome counts for the generation
     // the call was admitted under.
-    const onSuccess = hotPathHandler(this.#breaker, false);
-    const onFailure = hotPathHandler(this.#breaker, true);
-    if (onSuccess === undefined || onFailure === undefined) return this.#chain.step(0, fn, NEVER);
-    const retry = this.#retry;
+    const onSuccess = hotPathHandler(this.breaker, false);
+    const onFailure = hotPathHandler(this.breaker, true);
+    if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
+    const retry = this.retry;
     retry.begin();
-    const bucket = this.#timeout.sharedBucket();
+    const bucket = this.timeout.sharedBucket();
     bucket.join();
     const promise = invoke(fn, bucket.signal);
     let ok = this.#ok;
@@ -89,119 +125,118 @@ export class CooperativeExecutor {
         return value;
       };
     }
-    let fail = this.#fail;
-    if (bucket !== this.#failBucket || onFailure !== this.#failCounts || fn !== this.#failFn) {
-      this.#failBucket = bucket;
-      this.#failCounts = onFailure;
-      this.#failFn = fn;
-      const chain = this.#chain;
-      fail = this.#fail = (error: unknown): unknown => {
+    let fail = this.#fail.reaction;
+    if (!this.#fail.holds(onFailure, bucket, fn)) {
+      const chain = this.chain;
+      fail = (error: unknown): unknown => {
         onFailure(error);
         bucket.release();
         return retry.recover(chain, 1, fn, NEVER, error);
       };
-      if (!this.#forgetQueued) {
-        this.#forgetQueued = true;
-        process.nextTick(this.#forget);
-      }
+      this.#fail.remember(onFailure, bucket, fn, fail);
     }
     return promise.then(ok as (value: R) => R, fail as (error: unknown) => Promise<R>);
   }
 }
 
-/** The resolving functions {@link capture} was last handed. */
+/**
+ * `pipeline(retry, timeout cooperative, breaker)` for a function that takes no signal, called
+ * without a caller's signal: the timeout has nothing to abort (see {@link TimeoutPolicy}), so
+ * the call is the retry around the breaker. The stages would attach two reactions (the
+ * breaker's counting, then the retry's failure handler, a closure per call) and the caller
+ * would resume a microtask after the second; here ONE reaction counts the outcome and either
+ * returns the value or starts the retry's further attempts (through the stages, as usual). Its
+ * handlers are made once per breaker generation (success) and once per function per tick
+ * (failure), not per call. @internal
+ */
+export class PlainExecutor extends Executor {
+  /** The success reaction for the breaker handler it was made with. */
+  #ok: (value: unknown) => unknown = (value) => value;
+  #okCounts: Handler | undefined;
+  readonly #fail = new FailureMemo();
+
+  run<R>(fn: Attempt<R>): Promise<R> {
+    // Read before the call starts, as the breaker does: the outcome counts for the generation
+    // the call was admitted under.
+    const onSuccess = hotPathHandler(this.breaker, false);
+    const onFailure = hotPathHandler(this.breaker, true);
+    if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
+    const retry = this.retry;
+    retry.begin();
+    const promise = invoke(fn, NEVER);
+    let ok = this.#ok;
+    if (onSuccess !== this.#okCounts) {
+      this.#okCounts = onSuccess;
+      ok = this.#ok = (value: unknown): unknown => {
+        onSuccess(value);
+        return value;
+      };
+    }
+    let fail = this.#fail.reaction;
+    if (!this.#fail.holds(onFailure, undefined, fn)) {
+      const chain = this.chain;
+      fail = (error: unknown): unknown => {
+        onFailure(error);
+        return retry.recover(chain, 1, fn, NEVER, error);
+      };
+      this.#fail.remember(onFailure, undefined, fn, fail);
+    }
+    return promise.then(ok as (value: R) => R, fail as (error: unknown) => Promise<R>);
+  }
+}
+
+/** The resolve function {@link capture} was last handed. */
 let capturedResolve: (value: unknown) => void = () => undefined;
-/** Hands a new promise's resolve function to {@link RacingAttempt}'s constructor. */
+/**
+ * Hands a new promise's resolve function to {@link AggressiveExecutor.run}, which reads it at
+ * once (the executor runs synchronously inside `new Promise`, ECMA-262 Promise ( executor )
+ * step 9): no closure and context made for every call to carry it out.
+ */
 function capture(resolve: (value: unknown) => void): void {
   capturedResolve = resolve;
 }
 
 /**
- * A call of {@link AggressiveExecutor}: its promise settles once — with the first attempt's
- * value, or (the attempt failed, or its deadline came first) with the retry's further attempts.
- */
-class RacingAttempt<R> implements Racer {
-  prev: Racer | undefined;
-  next: Racer | undefined;
-  done = false;
-  readonly promise: Promise<R>;
-  readonly #resolve: (value: R | Promise<R>) => void;
-  readonly #executor: AggressiveExecutor;
-  readonly #bucket: Bucket;
-  readonly #fn: Attempt<R>;
-
-  constructor(executor: AggressiveExecutor, bucket: Bucket, fn: Attempt<R>) {
-    this.promise = new Promise<R>(capture as (resolve: (value: R) => void) => void);
-    this.#resolve = capturedResolve;
-    this.#executor = executor;
-    this.#bucket = bucket;
-    this.#fn = fn;
-  }
-
-  /** The attempt succeeded. */
-  succeed(value: R): void {
-    if (this.done) return;
-    this.done = true;
-    this.#bucket.detach(this);
-    this.#resolve(value);
-  }
-
-  /** The attempt failed, before its deadline. */
-  fail(error: unknown): void {
-    if (this.done) return;
-    this.done = true;
-    this.#bucket.detach(this);
-    this.#resolve(this.#executor.recover(this.#fn, error));
-  }
-
-  /** The deadline (the bucket set `done` and took the call off its list). */
-  reject(error: unknown): void {
-    this.#resolve(this.#executor.recover(this.#fn, error));
-  }
-}
-
-/**
  * `pipeline(retry, timeout aggressive, breaker)`, called without a caller's signal. @internal
  */
-export class AggressiveExecutor {
-  readonly #chain: Chain;
-  readonly #retry: RetryPolicy;
-  readonly #timeout: TimeoutPolicy;
-  readonly #breaker: CircuitBreaker;
-
-  /** `chain`: the pipeline's stages, retry, timeout and breaker, for everything else. */
-  constructor(chain: Chain, retry: RetryPolicy, timeout: TimeoutPolicy, breaker: CircuitBreaker) {
-    this.#chain = chain;
-    this.#retry = retry;
-    this.#timeout = timeout;
-    this.#breaker = breaker;
-  }
+export class AggressiveExecutor extends Executor {
+  /**
+   * At a bucket's deadline, for a call still running: its promise follows the retry's next
+   * attempts. Bound once per executor.
+   */
+  readonly #onDeadline: SlotDeadline = (settle, fn, error) => {
+    (settle as (value: unknown) => void)(this.recover(fn as Attempt<unknown>, error));
+  };
 
   run<R>(fn: Attempt<R>): Promise<R> {
-    const onSuccess = hotPathHandler(this.#breaker, false);
-    const onFailure = hotPathHandler(this.#breaker, true);
-    if (onSuccess === undefined || onFailure === undefined) return this.#chain.step(0, fn, NEVER);
-    this.#retry.begin();
-    const bucket = this.#timeout.sharedBucket();
-    const call = new RacingAttempt<R>(this, bucket, fn);
-    bucket.attach(call);
+    const onSuccess = hotPathHandler(this.breaker, false);
+    const onFailure = hotPathHandler(this.breaker, true);
+    if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
+    this.retry.begin();
+    const bucket = this.timeout.sharedBucket();
+    // The call's promise settles once: with the first attempt's value, or (the attempt failed,
+    // or its deadline came first) with the retry's further attempts. Its state lives in the
+    // bucket's slot and in the two reactions below: no object of its own.
+    const promise = new Promise<R>(capture as (resolve: (value: R) => void) => void);
+    const settle = capturedResolve as (value: R | Promise<R>) => void;
+    const slot = bucket.enter(settle, fn, this.#onDeadline);
     // The breaker counts every outcome, also one that comes after the deadline (it sits inside
-    // the timeout); the call takes the outcome only while it is not done.
+    // the timeout); the call takes the outcome only while its slot is still its own.
     invoke(fn, bucket.signal).then(
       (value) => {
         onSuccess(value);
-        call.succeed(value);
+        if (bucket.leave(slot)) settle(value);
       },
       (error: unknown) => {
         onFailure(error);
-        call.fail(error);
+        if (bucket.leave(slot)) settle(this.recover(fn, error));
       },
     );
-    return call.promise;
+    return promise;
   }
 
   /** After the first attempt failed (or timed out) with `error`: the retry's next attempts. */
   recover<R>(fn: Attempt<R>, error: unknown): Promise<R> {
-    return this.#retry.recover(this.#chain, 1, fn, NEVER, error);
+    return this.retry.recover(this.chain, 1, fn, NEVER, error);
   }
 }

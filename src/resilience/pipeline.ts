@@ -19,7 +19,7 @@ import {
 } from './policy.js';
 import { RetryPolicy } from './retry.js';
 import { TimeoutPolicy } from './timeout.js';
-import { AggressiveExecutor, CooperativeExecutor } from './fused.js';
+import { AggressiveExecutor, CooperativeExecutor, PlainExecutor } from './fused.js';
 
 /** What a pipeline is made of: policies, other pipelines, and circuit breakers. */
 export type PolicyLike = Policy | CircuitBreaker;
@@ -107,15 +107,23 @@ class Pipeline implements Policy {
 }
 
 /**
- * `pipeline(retry, timeout cooperative, breaker)`: a call whose function takes the signal (and
- * no caller's signal) runs on its own executor (see fused.ts); any other, through the stages.
+ * `pipeline(retry, timeout cooperative, breaker)`: a call without a caller's signal runs on an
+ * executor of its own (see fused.ts) — one for a function that takes the signal, one for a
+ * function that takes none (untimed: nothing could see the deadline); any other call, through
+ * the stages.
  */
 class CooperativePipeline extends Pipeline {
   readonly #executor: CooperativeExecutor;
+  readonly #plain: PlainExecutor;
 
-  constructor(stages: readonly Stage[], executor: (chain: Chain) => CooperativeExecutor) {
+  constructor(
+    stages: readonly Stage[],
+    executor: (chain: Chain) => CooperativeExecutor,
+    plain: (chain: Chain) => PlainExecutor,
+  ) {
     super(stages);
     this.#executor = executor(this.chain);
+    this.#plain = plain(this.chain);
   }
 
   override execute<R>(fn: Attempt<R>, options?: PolicyCallOptions): Promise<R> {
@@ -125,7 +133,7 @@ class CooperativePipeline extends Pipeline {
       }
       if (options === undefined) {
         // Stage 2, the breaker, observes no signal: whether fn takes one.
-        return this.chain.observed(2, fn) ? this.#executor.run(fn) : this.chain.step(0, fn, NEVER);
+        return this.chain.observed(2, fn) ? this.#executor.run(fn) : this.#plain.run(fn);
       }
       const signal = callSignal(`${OWNER}.execute`, options);
       if (signal.aborted) return Promise.reject(signal.reason as Error);
@@ -184,6 +192,7 @@ function build(stages: readonly Stage[]): Pipeline {
       : new CooperativePipeline(
           stages,
           (chain) => new CooperativeExecutor(chain, retry, timeout, breaker.breaker),
+          (chain) => new PlainExecutor(chain, retry, timeout, breaker.breaker),
         );
   }
   return new Pipeline(stages);

@@ -111,6 +111,12 @@ export interface Racer {
   reject(error: unknown): void;
 }
 
+/**
+ * What a bucket does at its deadline for a call of a pipeline's aggressive executor still
+ * running: `settle` settles the call's promise, `fn` is the call's function. @internal
+ */
+export type SlotDeadline = (settle: (value: never) => void, fn: unknown, error: unknown) => void;
+
 /** A call waiting on an aggressive deadline: settles once, by its outcome or the deadline. */
 class RacingCall<R> implements Racer {
   prev: Racer | undefined;
@@ -142,13 +148,24 @@ export class Bucket extends Deadline {
   #pending = 0;
   /** Aggressive calls still running: a doubly linked list. */
   #head: Racer | undefined;
+  /**
+   * Calls of a pipeline's aggressive executor still running, three entries each (see
+   * {@link Bucket.enter}); a settled call's entries are cleared at once, and the array is
+   * emptied whenever no call is left in it. No object per call: the entries are what the
+   * call's own reactions already hold.
+   */
+  #slots: unknown[] = [];
+  /** Where the next call's entries go: reset (not the array's length) when no call is left. */
+  #top = 0;
+  /** Calls in {@link Bucket.#slots} still running. */
+  #live = 0;
   expired = false;
   /** Removes the caller-signal link of a bucket made for one call. */
   off: (() => void) | undefined;
   /** A cooperative call ended (either way): bound once per bucket, not per call. */
   readonly release = (): void => {
     this.off?.();
-    if (--this.#pending === 0 && this.#head === undefined) this.#idle();
+    if (--this.#pending === 0 && this.#head === undefined && this.#live === 0) this.#idle();
   };
   /** Shared by the calls without a caller's signal (see {@link TimeoutPolicy}). */
   shared = false;
@@ -180,6 +197,39 @@ export class Bucket extends Deadline {
     if (this.index < 0) this.#queue.add(this);
   }
 
+  /**
+   * A call of a pipeline's aggressive executor starts: `settle` settles its promise, and at
+   * the deadline `onDeadline(settle, fn, error)` runs for it unless it left first. Returns
+   * its slot, for {@link Bucket.leave}.
+   */
+  enter(settle: (value: never) => void, fn: unknown, onDeadline: SlotDeadline): number {
+    const slots = this.#slots;
+    const slot = this.#top;
+    slots[slot] = settle;
+    slots[slot + 1] = fn;
+    slots[slot + 2] = onDeadline;
+    this.#top = slot + 3;
+    this.#live++;
+    if (this.index < 0) this.#queue.add(this);
+    return slot;
+  }
+
+  /**
+   * The call in `slot` settled: whether it was still running (false when the deadline took it
+   * first: its outcome is then ignored).
+   */
+  leave(slot: number): boolean {
+    const slots = this.#slots;
+    if (slots[slot] === undefined) return false;
+    slots[slot] = slots[slot + 1] = slots[slot + 2] = undefined;
+    if (--this.#live === 0) {
+      // Cleared entries only: the array keeps its room for the next calls.
+      this.#top = 0;
+      if (this.#pending === 0 && this.#head === undefined) this.#idle();
+    }
+    return true;
+  }
+
   /** The call settled: out of the list (no-op when the deadline already took it). */
   detach(call: Racer): void {
     const { prev, next } = call;
@@ -188,12 +238,12 @@ export class Bucket extends Deadline {
     else return;
     if (next !== undefined) next.prev = prev;
     call.prev = call.next = undefined;
-    if (this.#head === undefined && this.#pending === 0) this.#idle();
+    if (this.#head === undefined && this.#pending === 0 && this.#live === 0) this.#idle();
     if (this.off !== undefined && this.#head === undefined) this.off();
   }
 
   expire(): void {
-    if (this.#pending === 0 && this.#head === undefined) {
+    if (this.#pending === 0 && this.#head === undefined && this.#live === 0) {
       // Due while idle (its calls all ended earlier in this tick): nobody to time out, and
       // the signal the ended calls were given must not abort.
       this.expired = true;
@@ -218,7 +268,9 @@ export class Bucket extends Deadline {
     process.nextTick(
       (this.#idleCheck ??= (): void => {
         this.#idleCheckQueued = false;
-        if (this.#pending === 0 && this.#head === undefined) this.#queue.remove(this);
+        if (this.#pending === 0 && this.#head === undefined && this.#live === 0) {
+          this.#queue.remove(this);
+        }
       }),
     );
   }
@@ -244,6 +296,16 @@ export class Bucket extends Deadline {
         call.reject(error);
       }
       call = next;
+    }
+    const slots = this.#slots;
+    const top = this.#top;
+    // A fresh array: a call leaving later finds its slot empty (taken by the deadline).
+    this.#slots = [];
+    this.#top = this.#live = 0;
+    for (let at = 0; at < top; at += 3) {
+      const settle = slots[at];
+      if (settle === undefined) continue;
+      (slots[at + 2] as SlotDeadline)(settle as (value: never) => void, slots[at + 1], error);
     }
   }
 }

@@ -12,7 +12,11 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import { CircuitBreaker, isBreakerOpenError } from '../../src/breaker/index.js';
 import { DeadlineQueue } from '../../src/breaker/deadlines.js';
-import { AggressiveExecutor, CooperativeExecutor } from '../../src/resilience/fused.js';
+import {
+  AggressiveExecutor,
+  CooperativeExecutor,
+  PlainExecutor,
+} from '../../src/resilience/fused.js';
 import {
   RetryBudget,
   isTimeoutError,
@@ -232,6 +236,49 @@ describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('a bucket whose calls all ended takes new ones: a hanging call still times out, its late value is ignored', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 2);
+    // Same millisecond, same bucket: each call leaves it empty before the next one comes.
+    for (let i = 0; i < 5; i++) expect(await policy.execute(() => i)).toBe(i);
+    let late!: (value: string) => void;
+    let calls = 0;
+    const hung = policy.execute(() =>
+      ++calls === 1 ? new Promise<string>((resolve) => (late = resolve)) : 'retried',
+    );
+    // Enters the bucket after the hanging call and leaves it before the deadline.
+    await expect(policy.execute(() => 'quick')).resolves.toBe('quick');
+    await clock.advanceAsync(99);
+    expect(calls).toBe(1);
+    await clock.advanceAsync(1);
+    await expect(hung).resolves.toBe('retried');
+    late('late');
+    await tick();
+    await expect(hung).resolves.toBe('retried');
+    expect(run).toHaveBeenCalledTimes(7);
+    // setup's call, 5, quick, the retry, and the late success (the breaker sits inside the
+    // timeout: it counts the outcome the caller no longer waits for).
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 9, failedTotal: 0 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('of calls sharing a deadline, those that ended keep their outcome, the others time out', async () => {
+    const { clock, breaker, policy } = await setup('aggressive', 1);
+    const pending: ((value: number) => void)[] = [];
+    const outcomes = [0, 1, 2, 3].map((n) =>
+      policy
+        .execute(() => (n % 2 === 0 ? n : new Promise<number>((resolve) => pending.push(resolve))))
+        .catch((error: unknown) => (isTimeoutError(error) ? 'timeout' : error)),
+    );
+    await tick();
+    pending[1]?.(3); // the second hanging call ends in time, the first does not
+    await clock.advanceAsync(100);
+    expect(await Promise.all(outcomes)).toEqual([0, 'timeout', 2, 3]);
+    pending[0]?.(1);
+    await tick();
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 0 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a function that takes no signal is timed too, and its timeout retried', async () => {
     const { clock, policy, run } = await setup('aggressive', 2);
     let calls = 0;
@@ -248,6 +295,96 @@ describe('pipeline(retry, timeout cooperative, breaker)', () => {
     await expect(policy.execute(() => Promise.resolve(5))).resolves.toBe(5);
     expect(run).not.toHaveBeenCalled();
     expect(clock.pendingTimers).toBe(0);
+  });
+});
+
+describe('pipeline(retry, timeout cooperative, breaker), fn taking no signal, on its executor', () => {
+  /** The pipeline, its breaker on its hot path, and a spy on the executor for such functions. */
+  async function plain(maxAttempts = 2) {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({ name: 'fused-plain', clock, minimumCalls: 20 });
+    const policy = pipeline(
+      retry({ maxAttempts, backoff: { type: 'none' }, clock }),
+      timeout({ ms: 100, clock }),
+      breaker,
+    );
+    const run = vi.spyOn(PlainExecutor.prototype, 'run');
+    await policy.execute(() => 0);
+    run.mockClear();
+    return { clock, breaker, policy, run };
+  }
+
+  it('a success keeps its value and is counted, untimed (no timer, no deadline)', async () => {
+    const { clock, breaker, policy, run } = await plain();
+    const values = await Promise.all(
+      [1, 2, 3].map((n) => policy.execute(() => Promise.resolve(n))),
+    );
+    expect(values).toEqual([1, 2, 3]);
+    expect(await policy.execute(() => 'sync')).toBe('sync');
+    expect(run).toHaveBeenCalledTimes(4);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 0 });
+    expect(clock.pendingTimers).toBe(0);
+    // Untimed: a call that outlives the timeout is not cut short.
+    let finish!: (v: string) => void;
+    const slow = policy.execute(() => new Promise<string>((resolve) => (finish = resolve)));
+    await clock.advanceAsync(1000);
+    finish('late but fine');
+    await expect(slow).resolves.toBe('late but fine');
+  });
+
+  it('a failure (rejected or thrown) is counted and retried through the stages', async () => {
+    const { breaker, policy, run } = await plain(3);
+    let calls = 0;
+    const value = await policy.execute(() => {
+      calls++;
+      if (calls === 1) return Promise.reject(new Error('first'));
+      if (calls === 2) throw new Error('second');
+      return 'third';
+    });
+    expect(value).toBe('third');
+    expect(calls).toBe(3);
+    expect(run).toHaveBeenCalledTimes(1);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 2 });
+    const error = new Error('always');
+    await expect(policy.execute(() => Promise.reject(error))).rejects.toBe(error);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 5 });
+  });
+
+  it('calls of one function in one tick, then of another, each retry their own function', async () => {
+    const { breaker, policy, run } = await plain(2);
+    const tries = new Map<string, number>();
+    const failing: Record<string, number[]> = { a: [1, 2, 5], b: [1] };
+    const flaky = (name: string) => () => {
+      const n = (tries.get(name) ?? 0) + 1;
+      tries.set(name, n);
+      if (failing[name]?.includes(n) === true) return Promise.reject(new Error(name));
+      return name;
+    };
+    const a = flaky('a');
+    const first = await Promise.all([policy.execute(a), policy.execute(a)]);
+    const b = flaky('b');
+    const second = await Promise.all([policy.execute(b), policy.execute(a)]);
+    expect(first).toEqual(['a', 'a']);
+    expect(second).toEqual(['b', 'a']);
+    expect(Object.fromEntries(tries)).toEqual({ a: 6, b: 2 });
+    expect(run).toHaveBeenCalledTimes(4);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 4 });
+  });
+
+  it('counts for the generation a call was admitted under; an open breaker rejects through the stages', async () => {
+    const { breaker, policy, run } = await plain(1);
+    await policy.execute(() => 1);
+    breaker.forceOpen();
+    await expect(policy.execute(() => 1)).rejects.toSatisfy(isBreakerOpenError);
+    expect(run).toHaveBeenCalledTimes(2);
+    breaker.reset();
+    // A new generation: its first call binds the hot path through the stages, the next ones
+    // run on the executor again and are counted (the totals are the breaker's, across resets).
+    await policy.execute(() => 2);
+    await policy.execute(() => 3);
+    await expect(policy.execute(() => Promise.reject(new Error('x')))).rejects.toThrow('x');
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 4, failedTotal: 1 });
+    expect(run).toHaveBeenCalledTimes(5);
   });
 });
 
