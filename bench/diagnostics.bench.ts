@@ -27,14 +27,29 @@
  * every copy, in a cyclic order that rotates one place every round and is reversed every other
  * cycle, so every copy takes every position equally often and none sits idle while others are
  * measured (measured pair after pair instead, whichever waited came out 20–46 % faster in
- * session 10). A copy's figure is the median, over hundreds of rounds, of its block's log time
- * minus the mean log time of the compiled-out copies in that round: rounds share the machine's
- * load of that moment, so the load cancels; a block a preemption or a GC hit is one outlier
- * round, which the median ignores.
+ * session 10). A block is timed in the CPU time the process used during it, not wall time: a
+ * block another process's time slice fell into is not longer in CPU time. A copy's figure is
+ * the median, over its rounds, of its block's log time minus the mean log time of the
+ * compiled-out copies in that round: rounds share the machine's state of that moment, so it
+ * cancels; a block a preemption or a GC hit is one outlier round, which the median ignores.
+ *
+ * **Generations (session 13).** The lock's copies of identical code differ far more than its
+ * rounds do: in one process the figure of each of 8 lock copies (4 compiled out, 4 shipped)
+ * over 300 rounds had a bootstrap standard error of 0.2–0.5 %, while the copies lay 3–5 %
+ * apart (SD), the same in the first and the second half of the rounds (correlation 0.99); with
+ * 12 copies of each the SD was 5 %, one copy 16 % off. A loop of two awaits alone, the driver's
+ * part, showed no such spread (copies 0.4 % apart); so it is the lock's own code, placed and
+ * compiled once per copy (compiling without background threads did not remove it). With 4
+ * copies per variant no number of rounds brought the interval under the 3 % the lock's
+ * injected cost needs. So the lock's row measures {@link Operation.generations} generations,
+ * each a fresh set of copies of every variant (new files, a new shuffled order), warmed up and
+ * measured for {@link Operation.rounds} rounds of its own — 32 copies per variant in the time
+ * 4 copies took for 400 rounds. Each generation is judged against its own compiled-out copies;
+ * the spread is pooled within each variant and generation.
  *
  * **The verdict.** A variant's cost is the mean of its copies' figures minus the compiled-out
  * copies' mean; its 95 % interval is Student's t over the copies (the spread of copies within
- * each variant, pooled: df = 3·(copies − 1)), so it holds the copy-placement offset as well as
+ * each variant and generation, pooled: df = 3·generations·(copies − 1)), so it holds the copy-placement offset as well as
  * the rounds' noise. "MISSED" when the cost is over the target (2 ns and 2 %) AND the interval
  * lies above 0 — a cost beyond what copies of identical code differ by in this run; else "met".
  * The interval widens with the noise, which alone would make a noisy run kinder; two checks
@@ -383,6 +398,13 @@ function cpuMs(): number {
  * CPU time 5.6 %. The time between blocks (the scavenge of {@link settle}, its helper threads)
  * is outside every block.
  */
+/** A block's CPU time (ms): see {@link cpuMs}. */
+async function cpuTimed(block: Drivers.Block, calls: number): Promise<number> {
+  const start = cpuMs();
+  await block(calls);
+  return cpuMs() - start;
+}
+
 async function interleaved(
   blocks: readonly Drivers.Block[],
   calls: number,
@@ -396,9 +418,7 @@ async function interleaved(
     for (let k = 0; k < n; k++) {
       const at = (shift + (reversed ? n - 1 - k : k)) % n;
       settle();
-      const start = cpuMs();
-      await (blocks[at] as Drivers.Block)(calls);
-      (out[at] as number[]).push(cpuMs() - start);
+      (out[at] as number[]).push(await cpuTimed(blocks[at] as Drivers.Block, calls));
     }
   }
   return out;
@@ -428,7 +448,9 @@ async function calibrate(
  * copy without the work (the median of 15 alternating pairs' differences), and rescaled four
  * times. Timed apart from the operation, the spin misjudged it both ways: a short multiply
  * chain overlaps with the work around it (3 spins added nothing measurable to an `execute`),
- * and the difference of two single noisy blocks set the count on a loaded machine. What the
+ * and the difference of two single noisy blocks set the count on a loaded machine. Timed in
+ * CPU time, as the rounds are (sized in wall time on a loaded machine, the lock's +3 % came
+ * out at +4.1, +6.3 and +7.4 % in the CPU-timed rounds of three runs). What the
  * work adds in the rounds is measured there again and shown in the injected row.
  */
 async function spinIterations(m: Measured, calls: number, ns: number): Promise<number> {
@@ -437,10 +459,10 @@ async function spinIterations(m: Measured, calls: number, ns: number): Promise<n
     for (let rep = 0; rep < 15; rep++) {
       m.module.setExtraWork(0);
       settle();
-      const without = await m.driver.block(calls);
+      const without = await cpuTimed(m.driver.block, calls);
       m.module.setExtraWork(iterations);
       settle();
-      diffs.push(((await m.driver.block(calls)) - without) * 1e6);
+      diffs.push(((await cpuTimed(m.driver.block, calls)) - without) * 1e6);
     }
     m.module.setExtraWork(0);
     return median(diffs) / calls;
@@ -578,7 +600,7 @@ async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
     for (let rep = 0; rep < 5; rep++) {
       for (const m of baseBlocks) {
         settle();
-        probeMs = Math.min(probeMs, await m.driver.block(calls));
+        probeMs = Math.min(probeMs, await cpuTimed(m.driver.block, calls));
       }
     }
     const probeNs = (probeMs * 1e6) / calls;
