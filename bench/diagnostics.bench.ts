@@ -424,16 +424,21 @@ async function interleaved(
   return out;
 }
 
-/** Warms every block up (interleaved, so none is first) and sizes a block to `blockMs`. */
+/**
+ * Warms every block up (interleaved, so none is first) for `warmMs` of this process's CPU time
+ * and sizes a block to `blockMs`. CPU time, not wall time: on a loaded machine 400 ms of wall
+ * time left each copy a fraction of that on a core, so copies were still being optimized while
+ * the injected work was sized against them (the same +12 ns came out at 7 to 64 spins).
+ */
 async function calibrate(
   blocks: readonly Drivers.Block[],
   blockMs: number,
   warmMs: number,
 ): Promise<number> {
   let calls = 16;
-  const until = performance.now() + warmMs;
+  const until = cpuMs() + warmMs;
   const perCall: number[] = [];
-  while (performance.now() < until) {
+  while (cpuMs() < until) {
     for (const block of blocks) perCall.push((await block(calls)) / calls);
     if (median(perCall.slice(-blocks.length)) * calls < blockMs / 2) calls *= 2;
   }
@@ -571,10 +576,10 @@ async function judgedRounds(
   };
 }
 
-/** Warms every block up, interleaved, for `ms` (a later generation's copies, `calls` known). */
+/** Warms every block up, interleaved, for `ms` of CPU time (a later generation's copies). */
 async function warm(blocks: readonly Drivers.Block[], calls: number, ms: number): Promise<void> {
-  const until = performance.now() + ms;
-  while (performance.now() < until) for (const block of blocks) await block(calls);
+  const until = cpuMs() + ms;
+  while (cpuMs() < until) for (const block of blocks) await block(calls);
 }
 
 async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
