@@ -43,9 +43,9 @@
  * copies per variant no number of rounds brought the interval under the 3 % the lock's
  * injected cost needs. So the lock's row measures {@link Operation.generations} generations,
  * each a fresh set of copies of every variant (new files, a new shuffled order), warmed up and
- * measured for {@link Operation.rounds} rounds of its own — 32 copies per variant in the time
- * 4 copies took for 400 rounds. Each generation is judged against its own compiled-out copies;
- * the spread is pooled within each variant and generation.
+ * measured for {@link Operation.rounds} rounds of its own — 48 copies per variant in about the
+ * time 4 copies took for 400 rounds. Each generation is judged against its own compiled-out
+ * copies; the spread is pooled within each variant and generation.
  *
  * **The verdict.** A variant's cost is the mean of its copies' figures minus the compiled-out
  * copies' mean; its 95 % interval is Student's t over the copies (the spread of copies within
@@ -246,8 +246,8 @@ const OPERATIONS: readonly Operation[] = [
     what: 'MemoryLock acquire + release',
     driver: (v) => v.lockDriver(),
     blockMs: 2,
-    rounds: 40,
-    generations: 8,
+    rounds: 30,
+    generations: 12,
   },
 ];
 
@@ -450,8 +450,8 @@ async function calibrate(
 /**
  * Iterations of the injected copies' {@link Drivers.spin} that add about `ns` per call to the
  * operation's blocks: measured in the blocks themselves, on one injected copy against the same
- * copy without the work (the median of 15 alternating pairs' differences), and rescaled four
- * times. Timed apart from the operation, the spin misjudged it both ways: a short multiply
+ * copy without the work (the median of alternating pairs' differences): first per spin from
+ * 32 spins, then checked, with more pairs, at the count that gives. Timed apart from the operation, the spin misjudged it both ways: a short multiply
  * chain overlaps with the work around it (3 spins added nothing measurable to an `execute`),
  * and the difference of two single noisy blocks set the count on a loaded machine. Timed in
  * CPU time, as the rounds are (sized in wall time on a loaded machine, the lock's +3 % came
@@ -459,9 +459,9 @@ async function calibrate(
  * work adds in the rounds is measured there again and shown in the injected row.
  */
 async function spinIterations(m: Measured, calls: number, ns: number): Promise<number> {
-  const addedAt = async (iterations: number): Promise<number> => {
+  const addedAt = async (iterations: number, pairs: number): Promise<number> => {
     const diffs: number[] = [];
-    for (let rep = 0; rep < 15; rep++) {
+    for (let rep = 0; rep < pairs; rep++) {
       m.module.setExtraWork(0);
       settle();
       const without = await cpuTimed(m.driver.block, calls);
@@ -472,10 +472,17 @@ async function spinIterations(m: Measured, calls: number, ns: number): Promise<n
     m.module.setExtraWork(0);
     return median(diffs) / calls;
   };
-  let iterations = 4;
-  for (let step = 0; step < 4; step++) {
-    const added = await addedAt(iterations);
-    const scale = added <= 0 ? 4 : Math.min(4, Math.max(0.25, ns / added));
+  // Coarse: the cost of one spin from many (a difference of tens of per cent, which one pair
+  // of blocks resolves; at the target's few per cent a pair's own noise is as large).
+  const coarse = 32;
+  const perSpin = (await addedAt(coarse, 15)) / coarse;
+  let iterations = perSpin > 0 ? Math.max(1, Math.round(ns / perSpin)) : coarse;
+  // Fine: once at the count found, with more pairs; rescaled (at most ×2 either way) only when
+  // it is far off — a short chain overlaps with the operation's own work, so it adds less
+  // than its share of the long one.
+  const added = await addedAt(iterations, 31);
+  if (added < ns * 0.6 || added > ns * 1.6) {
+    const scale = added <= 0 ? 2 : Math.min(2, Math.max(0.5, ns / added));
     iterations = Math.max(1, Math.round(iterations * scale));
   }
   return iterations;
@@ -734,7 +741,7 @@ async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
     title:
       `no-subscriber cost, judged here: per generation ${k} copies each of compiled out, as ` +
       'shipped and compiled out + injected work, loaded in a shuffled order (seed ' +
-      `${seed}); ${quick ? '30 rounds' : 'pick and execute 1 generation of 400 rounds, the lock 8 generations (fresh copies each) of 40'}, ` +
+      `${seed}); ${quick ? '30 rounds' : 'pick and execute 1 generation of 400 rounds, the lock 12 generations (fresh copies each) of 30'}, ` +
       `each one block of every copy (~${quick ? '0.2' : '0.5'} ms; the lock's ~${quick ? '0.2' : '2'} ` +
       `ms; whole multiples of ${CALLS_QUANTUM} calls) in a rotating order, timed in CPU time, ` +
       'the young generation emptied before each block' +
