@@ -449,38 +449,47 @@ async function calibrate(
 
 /**
  * Iterations of the injected copies' {@link Drivers.spin} that add about `ns` per call to the
- * operation's blocks: measured in the blocks themselves, on one injected copy against the same
- * copy without the work (the median of alternating pairs' differences): first per spin from
- * 32 spins, then checked, with more pairs, at the count that gives. Timed apart from the operation, the spin misjudged it both ways: a short multiply
- * chain overlaps with the work around it (3 spins added nothing measurable to an `execute`),
- * and the difference of two single noisy blocks set the count on a loaded machine. Timed in
- * CPU time, as the rounds are (sized in wall time on a loaded machine, the lock's +3 % came
- * out at +4.1, +6.3 and +7.4 % in the CPU-timed rounds of three runs). What the
- * work adds in the rounds is measured there again and shown in the injected row.
+ * operation's blocks: measured in the blocks themselves, on each injected copy in turn against
+ * the same copy without the work (the median of alternating pairs' differences): first per
+ * spin from 32 spins, then checked, with more pairs, at the count that gives. All the injected
+ * copies, not only the first: sized on one copy, the lock's 12 ns came out at 7 to 30 spins
+ * from run to run (+11 to +44 ns in the rounds) — what a spin adds may differ between copies
+ * as the operation itself does. Timed apart from the operation, the spin misjudged it both
+ * ways: a short multiply chain overlaps with the work around it (3 spins added nothing
+ * measurable to an `execute`), and the difference of two single noisy blocks set the count on
+ * a loaded machine. Timed in CPU time, as the rounds are (sized in wall time on a loaded
+ * machine, the lock's +3 % came out at +4.1, +6.3 and +7.4 % in the CPU-timed rounds of three
+ * runs). What the work adds in the rounds is measured there again and shown in the injected
+ * row.
  */
-async function spinIterations(m: Measured, calls: number, ns: number): Promise<number> {
+async function spinIterations(
+  injected: readonly Measured[],
+  calls: number,
+  ns: number,
+): Promise<number> {
   const addedAt = async (iterations: number, pairs: number): Promise<number> => {
     const diffs: number[] = [];
     for (let rep = 0; rep < pairs; rep++) {
+      const m = injected[rep % injected.length] as Measured;
       m.module.setExtraWork(0);
       settle();
       const without = await cpuTimed(m.driver.block, calls);
       m.module.setExtraWork(iterations);
       settle();
       diffs.push(((await cpuTimed(m.driver.block, calls)) - without) * 1e6);
+      m.module.setExtraWork(0);
     }
-    m.module.setExtraWork(0);
     return median(diffs) / calls;
   };
   // Coarse: the cost of one spin from many (a difference of tens of per cent, which one pair
   // of blocks resolves; at the target's few per cent a pair's own noise is as large).
   const coarse = 32;
-  const perSpin = (await addedAt(coarse, 15)) / coarse;
+  const perSpin = (await addedAt(coarse, 16)) / coarse;
   let iterations = perSpin > 0 ? Math.max(1, Math.round(ns / perSpin)) : coarse;
   // Fine: once at the count found, with more pairs; rescaled (at most ×2 either way) only when
   // it is far off — a short chain overlaps with the operation's own work, so it adds less
   // than its share of the long one.
-  const added = await addedAt(iterations, 31);
+  const added = await addedAt(iterations, 32);
   if (added < ns * 0.6 || added > ns * 1.6) {
     const scale = added <= 0 ? 2 : Math.min(2, Math.max(0.5, ns / added));
     iterations = Math.max(1, Math.round(iterations * scale));
@@ -617,7 +626,7 @@ async function noSubscriberReport(context: SuiteContext): Promise<BenchReport> {
     }
     const probeNs = (probeMs * 1e6) / calls;
     const injectedNs = Math.max(MAX_NS, MAX_FRACTION * probeNs) * INJECTED_OVER_LIMIT;
-    const iterations = await spinIterations(injected[0] as Measured, calls, injectedNs);
+    const iterations = await spinIterations(injected, calls, injectedNs);
     for (const m of injected) m.module.setExtraWork(iterations);
     // Warm the injected copies' spin path up before any round is timed.
     for (const m of injected) await m.driver.block(calls);
