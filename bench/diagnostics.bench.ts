@@ -487,11 +487,13 @@ async function spinIterations(
   const coarse = 32;
   const perSpin = (await addedAt(coarse, 16)) / coarse;
   let iterations = perSpin > 0 ? Math.max(1, Math.round(ns / perSpin)) : coarse;
-  // Fine: once at the count found, with more pairs; rescaled (at most ×2 either way) only when
-  // it is far off — a short chain overlaps with the operation's own work, so it adds less
-  // than its share of the long one.
-  const added = await addedAt(iterations, 32);
-  if (added < ns * 0.6 || added > ns * 1.6) {
+  // Fine: at the count found, with more pairs, rescaled (at most ×2 either way) while it is
+  // more than a fifth off, up to three times — a short chain overlaps with the operation's own
+  // work, so it adds less than its share of the long one (accepted within ×0.6 … ×1.6, once,
+  // the pick's and execute's 3 ns came out at 1.8 and 1.9 ns in the rounds: under the limit).
+  for (let step = 0; step < 3; step++) {
+    const added = await addedAt(iterations, 32);
+    if (added >= ns * 0.8 && added <= ns * 1.25) break;
     const scale = added <= 0 ? 2 : Math.min(2, Math.max(0.5, ns / added));
     iterations = Math.max(1, Math.round(iterations * scale));
   }
