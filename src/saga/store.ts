@@ -119,6 +119,76 @@ export function encodeBatch(
   };
 }
 
+/** The integer in `text` from `from` to `to` (digits only; anything else as `Number` reads it). */
+function intIn(text: string, from: number, to: number): number {
+  if (from === to) return 0; // as Number('')
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9 || n > 1e14) return Number(text.slice(from, to));
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+const STATUS_TEXTS: readonly SagaStatus[] = [
+  'running',
+  'compensating',
+  'completed',
+  'compensated',
+  'needs-attention',
+];
+
+/** The status in `text` from `from` to `to`: one of the constants when it is one (no copy). */
+function statusIn(text: string, from: number, to: number): string {
+  for (const status of STATUS_TEXTS) {
+    if (status.length === to - from && text.startsWith(status, from)) return status;
+  }
+  return text.slice(from, to);
+}
+
+/**
+ * Decodes a {@link TRANSITION} reply: `1|version|now|lease|cj|status[|why]` or
+ * `0|why|fence|version|status` (see scripts.ts). Read in place (no split, no string per number):
+ * it runs once per transition. A reply of any other shape is a store error.
+ * @internal
+ */
+export function decodeTransitionReply(reply: unknown): TransitionReply {
+  if (typeof reply !== 'string' || reply.length < 2 || reply[1] !== '|') {
+    throw new Error(`keel saga: unexpected transition reply ${JSON.stringify(reply)}`);
+  }
+  const a = 2;
+  const b = reply.indexOf('|', a);
+  const c = b < 0 ? -1 : reply.indexOf('|', b + 1);
+  const d = c < 0 ? -1 : reply.indexOf('|', c + 1);
+  if (d < 0) throw new Error(`keel saga: unexpected transition reply ${JSON.stringify(reply)}`);
+  if (reply[0] === '0') {
+    return {
+      ok: false,
+      why: reply.slice(a, b) as 'missing',
+      fence: intIn(reply, b + 1, c),
+      version: intIn(reply, c + 1, d),
+      status: reply.slice(d + 1),
+    };
+  }
+  const e = reply.indexOf('|', d + 1);
+  if (reply[0] !== '1' || e < 0) {
+    throw new Error(`keel saga: unexpected transition reply ${JSON.stringify(reply)}`);
+  }
+  const f = reply.indexOf('|', e + 1);
+  const cjAt = d + 1;
+  return {
+    ok: true,
+    version: intIn(reply, a, b),
+    now: intIn(reply, b + 1, c),
+    lease: intIn(reply, c + 1, d),
+    // cj may be -1: intIn reads anything but digits as Number does.
+    cj: intIn(reply, cjAt, e),
+    status: statusIn(reply, e + 1, f < 0 ? reply.length : f) as SagaStatus,
+    why: f < 0 ? undefined : reply.slice(f + 1),
+  };
+}
+
 /** A transition's reply inside a batch that raised an error there: `{-1, message}`. */
 function batchError(reply: unknown): Error | undefined {
   if (!Array.isArray(reply) || Number(reply[0]) !== -1) return undefined;
@@ -252,7 +322,7 @@ class TransitionBatcher {
           const reply = list[i];
           const error = batchError(reply);
           if (error !== undefined) q.reject(error);
-          else if (Array.isArray(reply)) q.resolve(reply);
+          else if (typeof reply === 'string' || Array.isArray(reply)) q.resolve(reply);
           else q.reject(new Error('keel saga: no reply for this transition in its batch'));
         });
       },
@@ -374,9 +444,9 @@ export class SagaStore {
     argument: string,
     keys: readonly string[] = this.keys(saga, id).all,
   ): Promise<TransitionReply> {
-    let reply: unknown[];
+    let reply: unknown;
     try {
-      reply = (await this.#batcher.send(keys, [
+      reply = await this.#batcher.send(keys, [
         id,
         row.owner,
         row.fence,
@@ -385,28 +455,11 @@ export class SagaStore {
         step,
         detail,
         argument,
-      ])) as unknown[];
+      ]);
     } catch (error) {
       throw new SagaStoreError(`${op} step ${step} of ${saga}/${id}`, { cause: error });
     }
-    if (Number(reply[0]) === 1) {
-      return {
-        ok: true,
-        version: Number(reply[1]),
-        now: Number(reply[2]),
-        lease: Number(reply[3]),
-        status: String(reply[4]) as SagaStatus,
-        cj: Number(reply[5]),
-        why: typeof reply[6] === 'string' ? reply[6] : undefined,
-      };
-    }
-    return {
-      ok: false,
-      why: String(reply[1]) as 'missing',
-      fence: Number(reply[2]),
-      version: Number(reply[3]),
-      status: String(reply[4]),
-    };
+    return decodeTransitionReply(reply);
   }
 
   /** Claims the expired instances of one shard. */
