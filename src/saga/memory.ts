@@ -383,21 +383,26 @@ const transitions: Port = (ks, keys, a) => {
   const m = Number(a[1]);
   const shared = a.slice(2, 6); // leaseMs, history cap, retentionMs, history kept
   for (let i = 0; i < n; i++) {
-    const own = a.slice(7 + 9 * i, 16 + 9 * i);
-    const g = 4 * (Number(own[0]) - 1);
-    const owner = own[2] === '' ? (a[6] as string) : (own[2] as string);
-    const args = [own[1] as string, owner, ...own.slice(3, 5), ...shared, ...own.slice(5)];
-    const mine = [
-      keys[4 * m + 2 * i] as string,
-      keys[4 * m + 2 * i + 1] as string,
-      ...keys.slice(g, g + 4),
-    ];
+    // shard|fence|version|op|step, owner, detail, op argument (see TRANSITIONS in scripts.ts).
+    const [head, who, detail, arg] = a.slice(7 + 4 * i, 11 + 4 * i);
+    const m5 = /^(\d+)\|([^|]*)\|([^|]*)\|([^|]*)\|(.*)$/s.exec(head as string);
+    if (m5 === null) throw new Error(`ERR keel saga: bad batch item ${String(head)}`);
+    const [, shard, fence, version, op, step] = m5 as unknown as string[];
+    const g = 4 * (Number(shard) - 1);
+    const owner = who === '' ? (a[6] as string) : (who as string);
+    const h = keys[4 * m + 2 * i] as string;
+    // The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
+    const id = h.slice((keys[g] as string).length - 2);
+    const mine = [h, keys[4 * m + 2 * i + 1] as string, ...keys.slice(g, g + 4)];
     try {
       // A start rides in a transition's slots (see TRANSITIONS in scripts.ts).
-      if (own[5] === 'start') {
-        const startArgs = [own[1], owner, own[7], own[8], a[2], a[3], own[4], own[6]] as string[];
+      if (op === 'start') {
+        const startArgs = [id, owner, detail, arg, a[2], a[3], version, step] as string[];
         out.push(start(ks, mine.slice(0, 3), startArgs));
-      } else out.push(transition(ks, mine, args));
+      } else {
+        const args = [id, owner, fence, version, ...shared, op, step, detail, arg] as string[];
+        out.push(transition(ks, mine, args));
+      }
     } catch (error) {
       // Redis answers an error of `redis.call` as its message, and `redis.error_reply(text)`
       // (an unknown op) as `text` alone, with no `ERR ` code in front.

@@ -263,15 +263,20 @@ return transition(KEYS, ARGV, now, string.format('%d', now), string.format('%d',
  * three `fin:` sets), the store's settings, and the owner most transitions carry.
  * KEYS: per shard used, its `live`, `fin:completed`, `fin:compensated`, `fin:needs-attention`;
  * then per transition its hash and history. ARGV: 1 transitions n, 2 shards m, 3 leaseMs,
- * 4 history cap, 5 retentionMs, 6 history kept when finished, 7 owner; then per transition 9
- * arguments: shard (1..m), id, owner (`''`: ARGV[7]; see `encodeBatch` in store.ts), fence,
- * version, op, step, detail, op argument. Replies a list with each transition's
- * {@link TRANSITION} reply, or `{-1, message}` for one that raised an error.
+ * 4 history cap, 5 retentionMs, 6 history kept when finished, 7 owner; then per transition 4
+ * arguments: `shard|fence|version|op|step` (shard 1..m; the five short fields in one text, split
+ * by one `string.match`), owner (`''`: ARGV[7]; see `encodeBatch` in store.ts), detail, op
+ * argument. The id is not sent: it is the tail of the instance's hash key (`<base>s:<id>`, where
+ * the shard's `live` is `<base>live`) — read from a declared key's name, no key derived. Four
+ * arguments instead of nine: the client encodes (and Redis parses) five fewer bulk strings per
+ * transition, numbers included. Replies a list with each transition's {@link TRANSITION} reply,
+ * or `{-1, message}` for one that raised an error.
  *
  * A start ({@link START}'s logic, op `start`) rides in the same batch: a coordinator given many
- * sagas at once starts them in one call. Its nine arguments reuse the slots: shard, id, owner,
- * (fence unused), timeoutMs in the version slot, `start`, step count in the step slot, saga name
- * in the detail slot, input JSON as the op argument; it uses its hash, history and shard `live`.
+ * sagas at once starts them in one call. It reuses the slots: `shard||timeoutMs|start|steps`
+ * (fence unused, timeoutMs in the version field, the step count in the step field), owner, saga
+ * name in the detail slot, input JSON as the op argument; it uses its hash, history and shard
+ * `live`.
  *
  * On Redis Cluster every transition of one call must be in one slot: the store groups them by
  * hash tag.
@@ -286,18 +291,22 @@ local floors = string.format('%d', until_ - math.floor(tonumber(lease) / 2))
 local out = {}
 local k, a = 4 * m, 7
 for i = 1, n do
-  local g = 4 * (tonumber(ARGV[a + 1]) - 1)
-  local who = ARGV[a + 3]
+  local gs, fence, version, op, step =
+    string.match(ARGV[a + 1], '^(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local g = 4 * (tonumber(gs) - 1)
+  local h = KEYS[k + 1]
+  -- The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
+  local id = string.sub(h, #KEYS[g + 1] - 1)
+  local who = ARGV[a + 2]
   if who == '' then who = owner end
   local ok, r
-  if ARGV[a + 6] == 'start' then
-    ok, r = pcall(start, {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1]},
-      {ARGV[a + 2], who, ARGV[a + 8], ARGV[a + 9], lease, cap, ARGV[a + 5], ARGV[a + 7]}, now)
+  if op == 'start' then
+    ok, r = pcall(start, {h, KEYS[k + 2], KEYS[g + 1]},
+      {id, who, ARGV[a + 3], ARGV[a + 4], lease, cap, version, step}, now)
   else
     ok, r = pcall(transition,
-      {KEYS[k + 1], KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
-      {ARGV[a + 2], who, ARGV[a + 4], ARGV[a + 5], lease, cap, retention, keep,
-        ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]},
+      {h, KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
+      {id, who, fence, version, lease, cap, retention, keep, op, step, ARGV[a + 3], ARGV[a + 4]},
       now, nows, untils, floors)
   end
   if not ok then
@@ -308,7 +317,7 @@ for i = 1, n do
   end
   out[i] = r
   k = k + 2
-  a = a + 9
+  a = a + 4
 end
 return out
 `);

@@ -101,8 +101,13 @@ export function encodeBatch(
       shardKeys.push(live, keys[3] as string, keys[4] as string, keys[5] as string);
     }
     own.push(keys[0] as string, keys[1] as string);
-    perItem.push(g, args[0] as string, args[1] === owner ? '' : (args[1] as string));
-    for (let i = 2; i < 8; i++) perItem.push(args[i] as string | number);
+    // shard|fence|version|op|step in one text; the id is the hash key's tail (see TRANSITIONS).
+    perItem.push(
+      `${g}|${args[2] as string | number}|${args[3] as string | number}|${args[4] as string}|${args[5] as string | number}`,
+      args[1] === owner ? '' : (args[1] as string),
+      args[6] as string,
+      args[7] as string,
+    );
   }
   return {
     keys: [...shardKeys, ...own],

@@ -199,6 +199,46 @@ describeRedis('saga transitions batched per tick', () => {
     expect(Number(await client.zscore(`${n1.base}live`, 'n-1'))).toBe(rest[0].row?.leaseUntil);
   });
 
+  it('a batch item reads its id from its hash key: ids of any text land on their own instance', async () => {
+    // The batch sends no id (the hash key's tail is the id): ids with the separators the batch
+    // uses, key-like text, braces and multi-byte characters must land where they would alone.
+    const ids = ['a|b', '1|2|3|begin|0', 's:x', 'x}y{z', 'ü-日本-🎉', ' ', 'live'];
+    const store = storeOf(client, 'ids:');
+    const started = await Promise.all(ids.map((id) => store.start('b', id, 'me', '{}', 0, 2)));
+    expect(started.map((s) => s.kind)).toEqual(ids.map(() => 'created'));
+    const begun = await Promise.all(
+      ids.map((id) =>
+        store.transition(
+          'b',
+          id,
+          { owner: 'me', fence: 1, version: 1 },
+          'begin',
+          0,
+          `d-${id}`,
+          '1',
+        ),
+      ),
+    );
+    expect(begun.map((r) => r.ok && r.version)).toEqual(ids.map(() => 2));
+    const done = await Promise.all(
+      ids.map((id) =>
+        store.transition('b', id, { owner: 'me', fence: 1, version: 2 }, 'done', 0, '', `"${id}"`),
+      ),
+    );
+    expect(done.map((r) => r.ok && r.version)).toEqual(ids.map(() => 3));
+    for (const id of ids) {
+      const read = await store.read('b', id);
+      expect(read?.row.outputs.get(0)).toBe(`"${id}"`);
+      expect(read?.row.version).toBe(3);
+      expect(read?.history.map((h) => h.split('|')[3])).toEqual(['start', 'begin', 'done']);
+      // The recovery index holds the instance under its own id.
+      const { base } = store.keys('b', id);
+      expect(await admin.zscore(`${base}live`, id)).not.toBeNull();
+    }
+    const hashes = (await admin.keys('ids:*')).filter((k) => /^ids:\{b:\d+\}:s:/.test(k));
+    expect(hashes).toHaveLength(ids.length);
+  });
+
   it('a created start with a fractional timeoutMs reports the deadline Redis holds', async () => {
     // Redis turns a Lua number into an integer reply: the row is built from what START wrote.
     const store = storeOf(client, 'frac:');
