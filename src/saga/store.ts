@@ -61,8 +61,10 @@ export type TransitionReply =
  */
 const MAX_BATCH = 256;
 
-/** A transition waiting for the end of the tick. */
+/** A transition (or start) on its way: waiting for the end of the tick, or sent. */
 interface Queued {
+  /** The saga's name (for the error's message). */
+  readonly saga: string;
   readonly keys: readonly string[];
   /** id, owner, fence, version, op, step, detail, op argument */
   readonly args: readonly (string | number)[];
@@ -202,6 +204,32 @@ function batchError(reply: unknown): Error | undefined {
   return error;
 }
 
+/** The store error of a failed transition (or start), naming it. */
+function storeError(q: Queued, cause: unknown): SagaStoreError {
+  const [id, , , , op, step] = q.args;
+  const what =
+    op === 'start'
+      ? `start ${q.saga}/${String(id)}`
+      : `${String(op)} step ${String(step)} of ${q.saga}/${String(id)}`;
+  return new SagaStoreError(what, { cause });
+}
+
+/** Settles `q` by its reply: a transition's decoded, a start's as it is. */
+function settle(q: Queued, reply: unknown): void {
+  if (q.args[4] === 'start') {
+    q.resolve(reply);
+    return;
+  }
+  let decoded: TransitionReply;
+  try {
+    decoded = decodeTransitionReply(reply);
+  } catch (error) {
+    q.reject(error); // not a store error: a reply of the wrong shape is not retried
+    return;
+  }
+  q.resolve(decoded);
+}
+
 /**
  * Sends transitions (and starts) to Redis, batching the ones issued in the same tick into one
  * call of {@link TRANSITIONS}.
@@ -239,20 +267,30 @@ class TransitionBatcher {
   }
 
   /**
-   * Runs one transition: `keys` its six keys, `args` its eight arguments (see
-   * {@link TRANSITIONS}). Resolves with its {@link TRANSITION} reply; rejects with the client's
-   * error (or Redis's, for this transition).
+   * Runs one transition of saga `saga`: `keys` its six keys, `args` its eight arguments (see
+   * {@link TRANSITIONS}). Resolves with its decoded reply ({@link decodeTransitionReply}; a
+   * start's as Redis answered it), so the store adds no promise of its own per transition;
+   * rejects with a {@link SagaStoreError} for the client's error or Redis's (for this
+   * transition), or with the decoding error for a reply of the wrong shape.
    */
-  send(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    if (!this.#scheduled && this.#inflight === 0) return this.#one(keys, args);
+  send(
+    saga: string,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      const item: Queued = { saga, keys, args, resolve, reject };
+      if (!this.#scheduled && this.#inflight === 0) {
+        this.#one(item);
+        return;
+      }
       const group = this.#perTag ? (keys[2] ?? '') : '';
       let queue = this.#queues.get(group);
       if (queue === undefined) {
         queue = [];
         this.#queues.set(group, queue);
       }
-      queue.push({ keys, args, resolve, reject });
+      queue.push(item);
       if (queue.length >= MAX_BATCH) {
         this.#queues.delete(group);
         this.#send(queue);
@@ -275,45 +313,53 @@ class TransitionBatcher {
    * One write alone: {@link TRANSITION} with its twelve arguments, or {@link START} with its
    * eight for a start.
    */
-  async #one(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    const c = this.#config;
+  #one(item: Queued): void {
     this.#inflight++;
-    try {
-      if (args[4] === 'start') {
-        return await runScript(c.client, START, keys.slice(0, 3), [
-          args[0] as string,
-          args[1] as string,
-          args[6] as string,
-          args[7] as string,
-          c.leaseMs,
-          c.historyLimit,
-          args[3] as number,
-          args[5] as number,
-        ]);
-      }
-      return await runScript(c.client, TRANSITION, keys, [
+    this.#script(item.keys, item.args).then(
+      (reply) => {
+        this.#inflight--;
+        settle(item, reply);
+      },
+      (error: unknown) => {
+        this.#inflight--;
+        item.reject(storeError(item, error));
+      },
+    );
+  }
+
+  #script(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    const c = this.#config;
+    if (args[4] === 'start') {
+      return runScript(c.client, START, keys.slice(0, 3), [
         args[0] as string,
         args[1] as string,
-        args[2] as number,
-        args[3] as number,
-        c.leaseMs,
-        c.historyLimit,
-        c.retentionMs,
-        c.finishedHistory,
-        args[4] as string,
-        args[5] as number,
         args[6] as string,
         args[7] as string,
+        c.leaseMs,
+        c.historyLimit,
+        args[3] as number,
+        args[5] as number,
       ]);
-    } finally {
-      this.#inflight--;
     }
+    return runScript(c.client, TRANSITION, keys, [
+      args[0] as string,
+      args[1] as string,
+      args[2] as number,
+      args[3] as number,
+      c.leaseMs,
+      c.historyLimit,
+      c.retentionMs,
+      c.finishedHistory,
+      args[4] as string,
+      args[5] as number,
+      args[6] as string,
+      args[7] as string,
+    ]);
   }
 
   #send(queue: readonly Queued[]): void {
     if (queue.length === 1) {
-      const only = queue[0] as Queued;
-      this.#one(only.keys, only.args).then(only.resolve, only.reject);
+      this.#one(queue[0] as Queued);
       return;
     }
     const c = this.#config;
@@ -323,17 +369,21 @@ class TransitionBatcher {
       (replies) => {
         this.#inflight--;
         const list = Array.isArray(replies) ? (replies as unknown[]) : [];
-        queue.forEach((q, i) => {
+        for (let i = 0; i < queue.length; i++) {
+          const q = queue[i] as Queued;
           const reply = list[i];
           const error = batchError(reply);
-          if (error !== undefined) q.reject(error);
-          else if (typeof reply === 'string' || Array.isArray(reply)) q.resolve(reply);
-          else q.reject(new Error('keel saga: no reply for this transition in its batch'));
-        });
+          if (error !== undefined) q.reject(storeError(q, error));
+          else if (typeof reply === 'string' || Array.isArray(reply)) settle(q, reply);
+          else {
+            const missing = new Error('keel saga: no reply for this transition in its batch');
+            q.reject(storeError(q, missing));
+          }
+        }
       },
       (error: unknown) => {
         this.#inflight--;
-        for (const q of queue) q.reject(error);
+        for (const q of queue) q.reject(storeError(q, error));
       },
     );
   }
@@ -388,22 +438,18 @@ export class SagaStore {
     now: number;
     row: Row | undefined;
   }> {
-    let reply: unknown[];
-    try {
-      // A start's arguments in a transition's slots (see TRANSITIONS in scripts.ts).
-      reply = (await this.#batcher.send(this.keys(saga, id).all, [
-        id,
-        owner,
-        '',
-        timeoutMs,
-        'start',
-        steps,
-        saga,
-        input,
-      ])) as unknown[];
-    } catch (error) {
-      throw new SagaStoreError(`start ${saga}/${id}`, { cause: error });
-    }
+    // A start's arguments in a transition's slots (see TRANSITIONS in scripts.ts). A failure
+    // is a SagaStoreError naming the start (see TransitionBatcher.send).
+    const reply = (await this.#batcher.send(saga, this.keys(saga, id).all, [
+      id,
+      owner,
+      '',
+      timeoutMs,
+      'start',
+      steps,
+      saga,
+      input,
+    ])) as unknown[];
     if (Number(reply[0]) === 0) return { kind: 'conflict', now: 0, row: undefined };
     const kind = String(reply[1]) as 'created' | 'claimed' | 'exists';
     const now = Number(reply[2]);
@@ -439,7 +485,7 @@ export class SagaStore {
    * One transition script call. `keys` are the instance's keys ({@link SagaStore.keys}), which a
    * caller driving one instance computes once rather than per transition.
    */
-  async transition(
+  transition(
     saga: string,
     id: string,
     row: Pick<Row, 'owner' | 'fence' | 'version'>,
@@ -449,22 +495,18 @@ export class SagaStore {
     argument: string,
     keys: readonly string[] = this.keys(saga, id).all,
   ): Promise<TransitionReply> {
-    let reply: unknown;
-    try {
-      reply = await this.#batcher.send(keys, [
-        id,
-        row.owner,
-        row.fence,
-        row.version,
-        op,
-        step,
-        detail,
-        argument,
-      ]);
-    } catch (error) {
-      throw new SagaStoreError(`${op} step ${step} of ${saga}/${id}`, { cause: error });
-    }
-    return decodeTransitionReply(reply);
+    // Decoded, and a failure named, by the batcher: no async frame of its own here (one promise
+    // less per transition).
+    return this.#batcher.send(saga, keys, [
+      id,
+      row.owner,
+      row.fence,
+      row.version,
+      op,
+      step,
+      detail,
+      argument,
+    ]) as Promise<TransitionReply>;
   }
 
   /** Claims the expired instances of one shard. */

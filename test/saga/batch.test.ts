@@ -8,7 +8,12 @@
  */
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { SagaCoordinator, defineSaga, type SagaTransitionEvent } from '../../src/saga/index.js';
+import {
+  SagaCoordinator,
+  defineSaga,
+  isSagaStoreError,
+  type SagaTransitionEvent,
+} from '../../src/saga/index.js';
 import { SagaStore, type TransitionReply } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -237,6 +242,71 @@ describeRedis('saga transitions batched per tick', () => {
     }
     const hashes = (await admin.keys('ids:*')).filter((k) => /^ids:\{b:\d+\}:s:/.test(k));
     expect(hashes).toHaveLength(ids.length);
+  });
+
+  it('a failed call rejects each transition and start with a store error naming it, alone or batched', async () => {
+    // The coordinator retries a write only on a store error (it may have landed): the batcher,
+    // which decodes and names each reply, must give one for every way a call fails.
+    const own = redis().client(0);
+    const store = storeOf(own, 'fail:');
+    const rows = await startAll(store, 3);
+    own.disconnect();
+    const calls = [
+      store.transition(
+        'b',
+        'i-0',
+        rows[0] ?? { owner: 'me', fence: 1, version: 1 },
+        'begin',
+        0,
+        '',
+        '1',
+      ),
+      store.transition(
+        'b',
+        'i-1',
+        rows[1] ?? { owner: 'me', fence: 1, version: 1 },
+        'begin',
+        0,
+        '',
+        '1',
+      ),
+      store.start('b', 'new', 'me', '{}', 0, 3),
+    ];
+    const errors = await Promise.all(
+      calls.map((p) =>
+        p.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    expect(errors.map((e) => isSagaStoreError(e))).toEqual([true, true, true]);
+    expect(errors.map((e) => (e as Error).message)).toEqual([
+      expect.stringContaining('begin step 0 of b/i-0'),
+      expect.stringContaining('begin step 0 of b/i-1'),
+      expect.stringContaining('start b/new'),
+    ]);
+    // An error Redis raises for one transition of a batch (WRONGTYPE: its hash key holds a
+    // string) is a store error too; the others of the batch land.
+    const store2 = storeOf(client, 'fail2:');
+    const [r0, r1] = await startAll(store2, 2);
+    await admin.set(store2.keys('b', 'w').all[0] ?? '', 'not a hash');
+    const row = { owner: 'me', fence: 1, version: 1 };
+    const mixed = await Promise.all(
+      [
+        store2.transition('b', 'i-0', r0 ?? row, 'begin', 0, '', '1'), // alone: nothing in flight
+        store2.transition('b', 'i-1', r1 ?? row, 'begin', 0, '', '1'), // these two: one batch
+        store2.transition('b', 'w', row, 'begin', 0, '', '1'),
+      ].map((p) =>
+        p.then(
+          (r) => r.ok,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    expect(mixed.slice(0, 2)).toEqual([true, true]);
+    expect(isSagaStoreError(mixed[2])).toBe(true);
+    expect((mixed[2] as Error).message).toContain('begin step 0 of b/w');
   });
 
   it('a created start with a fractional timeoutMs reports the deadline Redis holds', async () => {
