@@ -383,13 +383,20 @@ const transitions: Port = (ks, keys, a) => {
   const m = Number(a[1]);
   const shared = a.slice(2, 6); // leaseMs, history cap, retentionMs, history kept
   for (let i = 0; i < n; i++) {
-    // shard|fence|version|op|step, owner, detail, op argument (see TRANSITIONS in scripts.ts).
-    const [head, who, detail, arg] = a.slice(7 + 4 * i, 11 + 4 * i);
-    const m5 = /^(\d+)\|([^|]*)\|([^|]*)\|([^|]*)\|(.*)$/s.exec(head as string);
-    if (m5 === null) throw new Error(`ERR keel saga: bad batch item ${String(head)}`);
-    const [, shard, fence, version, op, step] = m5 as unknown as string[];
+    // shard|fence|version|op|step|<owner bytes>|<detail bytes>|<owner><detail><op argument>
+    // (see TRANSITIONS in scripts.ts): lengths in UTF-8 bytes, as the Lua cuts them.
+    const item = a[7 + i] as string;
+    const m7 = /^(\d+)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|(\d+)\|(\d+)\|/.exec(item);
+    if (m7 === null) throw new Error(`ERR keel saga: bad batch item ${item}`);
+    const [head, shard, fence, version, op, step, ol, dl] = m7 as unknown as string[];
+    const rest = Buffer.from(item.slice((head as string).length), 'utf8');
+    const q = Number(ol);
+    const e = q + Number(dl);
+    const who = rest.subarray(0, q).toString('utf8');
+    const detail = rest.subarray(q, e).toString('utf8');
+    const arg = rest.subarray(e).toString('utf8');
     const g = 4 * (Number(shard) - 1);
-    const owner = who === '' ? (a[6] as string) : (who as string);
+    const owner = who === '' ? (a[6] as string) : (who);
     const h = keys[4 * m + 2 * i] as string;
     // The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
     const id = h.slice((keys[g] as string).length - 2);

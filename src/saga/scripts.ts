@@ -263,20 +263,20 @@ return transition(KEYS, ARGV, now, string.format('%d', now), string.format('%d',
  * three `fin:` sets), the store's settings, and the owner most transitions carry.
  * KEYS: per shard used, its `live`, `fin:completed`, `fin:compensated`, `fin:needs-attention`;
  * then per transition its hash and history. ARGV: 1 transitions n, 2 shards m, 3 leaseMs,
- * 4 history cap, 5 retentionMs, 6 history kept when finished, 7 owner; then per transition 4
- * arguments: `shard|fence|version|op|step` (shard 1..m; the five short fields in one text, split
- * by one `string.match`), owner (`''`: ARGV[7]; see `encodeBatch` in store.ts), detail, op
- * argument. The id is not sent: it is the tail of the instance's hash key (`<base>s:<id>`, where
- * the shard's `live` is `<base>live`) — read from a declared key's name, no key derived. Four
- * arguments instead of nine: the client encodes (and Redis parses) five fewer bulk strings per
- * transition, numbers included. Replies a list with each transition's {@link TRANSITION} reply,
+ * 4 history cap, 5 retentionMs, 6 history kept when finished, 7 owner; then per transition ONE
+ * argument: `shard|fence|version|op|step|<owner bytes>|<detail bytes>|<owner><detail><op argument>`
+ * (shard 1..m; the short fields split by one `string.match`, then owner, detail and op argument
+ * cut by their byte lengths, so they may hold any text; owner `''`: ARGV[7], see `encodeBatch`
+ * in store.ts). The id is not sent: it is the tail of the instance's hash key (`<base>s:<id>`,
+ * where the shard's `live` is `<base>live`) — read from a declared key's name, no key derived.
+ * One argument instead of nine: the client encodes (and Redis parses) eight fewer bulk strings
+ * per transition, numbers included. Replies a list with each transition's {@link TRANSITION} reply,
  * or `{-1, message}` for one that raised an error.
  *
  * A start ({@link START}'s logic, op `start`) rides in the same batch: a coordinator given many
- * sagas at once starts them in one call. It reuses the slots: `shard||timeoutMs|start|steps`
- * (fence unused, timeoutMs in the version field, the step count in the step field), owner, saga
- * name in the detail slot, input JSON as the op argument; it uses its hash, history and shard
- * `live`.
+ * sagas at once starts them in one call. It reuses the fields: fence unused, timeoutMs in the
+ * version field, the step count in the step field, the saga name as the detail, the input JSON as
+ * the op argument; it uses its hash, history and shard `live`.
  *
  * On Redis Cluster every transition of one call must be in one slot: the store groups them by
  * hash tag.
@@ -291,22 +291,25 @@ local floors = string.format('%d', until_ - math.floor(tonumber(lease) / 2))
 local out = {}
 local k, a = 4 * m, 7
 for i = 1, n do
-  local gs, fence, version, op, step =
-    string.match(ARGV[a + 1], '^(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local item = ARGV[a + 1]
+  local gs, fence, version, op, step, ol, dl, p =
+    string.match(item, '^(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)|(%d+)|()')
+  local q = p + tonumber(ol)
+  local e = q + tonumber(dl)
+  local who, detail, arg = string.sub(item, p, q - 1), string.sub(item, q, e - 1), string.sub(item, e)
   local g = 4 * (tonumber(gs) - 1)
   local h = KEYS[k + 1]
   -- The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
   local id = string.sub(h, #KEYS[g + 1] - 1)
-  local who = ARGV[a + 2]
   if who == '' then who = owner end
   local ok, r
   if op == 'start' then
     ok, r = pcall(start, {h, KEYS[k + 2], KEYS[g + 1]},
-      {id, who, ARGV[a + 3], ARGV[a + 4], lease, cap, version, step}, now)
+      {id, who, detail, arg, lease, cap, version, step}, now)
   else
     ok, r = pcall(transition,
       {h, KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},
-      {id, who, fence, version, lease, cap, retention, keep, op, step, ARGV[a + 3], ARGV[a + 4]},
+      {id, who, fence, version, lease, cap, retention, keep, op, step, detail, arg},
       now, nows, untils, floors)
   end
   if not ok then
@@ -317,7 +320,7 @@ for i = 1, n do
   end
   out[i] = r
   k = k + 2
-  a = a + 4
+  a = a + 1
 end
 return out
 `);

@@ -103,12 +103,12 @@ export function encodeBatch(
       shardKeys.push(live, keys[3] as string, keys[4] as string, keys[5] as string);
     }
     own.push(keys[0] as string, keys[1] as string);
-    // shard|fence|version|op|step in one text; the id is the hash key's tail (see TRANSITIONS).
+    // One text per transition; the id is the hash key's tail (see TRANSITIONS). Owner and
+    // detail go with their UTF-8 byte lengths (Lua cuts bytes), the op argument takes the rest.
+    const who = args[1] === owner ? '' : (args[1] as string);
+    const detail = args[6] as string;
     perItem.push(
-      `${g}|${args[2] as string | number}|${args[3] as string | number}|${args[4] as string}|${args[5] as string | number}`,
-      args[1] === owner ? '' : (args[1] as string),
-      args[6] as string,
-      args[7] as string,
+      `${g}|${args[2] as string | number}|${args[3] as string | number}|${args[4] as string}|${args[5] as string | number}|${who === '' ? 0 : Buffer.byteLength(who)}|${detail === '' ? 0 : Buffer.byteLength(detail)}|${who}${detail}${args[7] as string}`,
     );
   }
   return {

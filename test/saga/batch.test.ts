@@ -236,6 +236,8 @@ describeRedis('saga transitions batched per tick', () => {
       expect(read?.row.outputs.get(0)).toBe(`"${id}"`);
       expect(read?.row.version).toBe(3);
       expect(read?.history.map((h) => h.split('|')[3])).toEqual(['start', 'begin', 'done']);
+      // The detail (any text, multi-byte included) is cut from the batch item by its byte length.
+      expect(read?.history[1]?.endsWith(`|0|d-${id}`)).toBe(true);
       // The recovery index holds the instance under its own id.
       const { base } = store.keys('b', id);
       expect(await admin.zscore(`${base}live`, id)).not.toBeNull();
