@@ -6,8 +6,9 @@
  * server's CPU (`INFO cpu`, getrusage: unaffected by waiting for a core on a loaded machine), and
  * the script calls and commands the server ran (`INFO commandstats`, deterministic).
  *
- *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] [--only=io|bare] <src dir>…
+ *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] [--only=io|bare] [--hand] <src dir>…
  *
+ * `--hand` adds the io row's steps alone (no saga), the user's own cost to subtract.
  * `--port=N` uses a redis-server already listening on 127.0.0.1:N (started under
  * `valgrind --tool=callgrind`, it counts the server's instructions per transition exactly).
  *
@@ -40,11 +41,25 @@ interface Variant {
   readonly round: () => Promise<void>;
   wallMs: number;
   nodeCpuUs: number;
+  /** Of nodeCpuUs, the kernel's (system calls: socket writes and reads). */
+  nodeSysUs: number;
   redisCpuUs: number;
   scripts: number;
   commands: number;
   sagas: number;
 }
+
+const variant = (name: string, round: () => Promise<void>): Variant => ({
+  name,
+  round,
+  wallMs: 0,
+  nodeCpuUs: 0,
+  nodeSysUs: 0,
+  redisCpuUs: 0,
+  scripts: 0,
+  commands: 0,
+  sagas: 0,
+});
 
 async function main(): Promise<void> {
   // --port=N: an already running server (e.g. one under `valgrind --tool=callgrind`).
@@ -85,24 +100,30 @@ async function main(): Promise<void> {
         ['bare', bare],
       ] as const) {
         if (only !== undefined && only !== label) continue;
-        variants.push({
-          name: `${label} ${dir}`,
-          round: async () => {
+        variants.push(
+          variant(`${label} ${dir}`, async () => {
             await Promise.all(
               Array.from({ length: IN_FLIGHT }, async () => {
                 const outcome = await coordinator.run(def, `x-${serial++}`, input);
                 if (outcome.status !== 'completed') throw new Error(`saga ${outcome.status}`);
               }),
             );
-          },
-          wallMs: 0,
-          nodeCpuUs: 0,
-          redisCpuUs: 0,
-          scripts: 0,
-          commands: 0,
-          sagas: 0,
-        });
+          }),
+        );
       }
+    }
+    if (process.argv.includes('--hand')) {
+      // The io row's steps alone (5 INCRs per saga, 100 in flight, no saga): the user's own cost,
+      // to subtract from the io row's (per transition here too: the same divisor).
+      variants.push(
+        variant('hand (io steps alone)', async () => {
+          await Promise.all(
+            Array.from({ length: IN_FLIGHT }, async () => {
+              for (let n = 1; n <= STEPS; n++) await effects.incr(`effect:s${n}`);
+            }),
+          );
+        }),
+      );
     }
     for (let r = 0; r < 5; r++) for (const v of variants) await v.round();
     for (let b = 0; b < BLOCKS; b++) {
@@ -118,6 +139,7 @@ async function main(): Promise<void> {
         const cpu = process.cpuUsage(cpu0);
         const cost = redisCost(before, await redisCounters(probe));
         v.nodeCpuUs += cpu.user + cpu.system;
+        v.nodeSysUs += cpu.system;
         v.redisCpuUs += cost.cpuMicros;
         v.scripts += cost.scripts;
         v.commands += cost.commands - (cost.byCommand.get('incr') ?? 0);
@@ -131,6 +153,7 @@ async function main(): Promise<void> {
           variant: v.name,
           'transitions/s': Math.round(t / (v.wallMs / 1000)),
           'node CPU µs/transition': (v.nodeCpuUs / t).toFixed(2),
+          'of it sys': (v.nodeSysUs / t).toFixed(2),
           'redis CPU µs/transition': (v.redisCpuUs / t).toFixed(2),
           'script calls/saga': (v.scripts / v.sagas).toFixed(2),
           'commands/transition': (v.commands / t).toFixed(2),

@@ -250,15 +250,17 @@ const transition: Port = (ks, keys, a) => {
     'ix',
   ]);
   const [st, ow, f, ver, cur, cjNow, dl, cx, ns, ph, whyNow, ixNow] = s;
-  if (st === null) return [0, 'missing', '0', '0', ''];
-  if (ow !== a[1] || f !== fence) return [0, 'fenced', f, ver, st];
+  if (st === null) return '0|missing|0|0|';
+  // Replies as the Lua builds them: one string (see TRANSITION in scripts.ts).
+  const refuse = (why: string): string => `0|${why}|${f ?? ''}|${ver ?? ''}|${st}`;
+  if (ow !== a[1] || f !== fence) return refuse('fenced');
   const op = a[8];
   const step = Number(a[9]);
   const detail = a[10] as string;
   const lease = now + Number(a[4]);
-  if (!isLive(st)) return [0, 'state', f, ver, st];
+  if (!isLive(st)) return refuse('state');
   // A heartbeat checks the owner and fence only: it may cross a transition of the same owner.
-  if (op !== 'renew' && ver !== a[3]) return [0, 'version', f, ver, st];
+  if (op !== 'renew' && ver !== a[3]) return refuse('version');
   /**
    * The index moves only when the lease moved past half its length from the indexed score (or
    * back, or the score is unknown): the index stays at or below the lease (see TRANSITION).
@@ -280,19 +282,21 @@ const transition: Port = (ks, keys, a) => {
   };
   if (op === 'renew') {
     ks.hset(h as string, reindex() ? { ls: lease, ix: lease } : { ls: lease });
-    return [1, Number(ver), now, lease, st, Number(cjNow)];
+    return `1|${ver ?? ''}|${now}|${lease}|${cjNow ?? ''}|${st}`;
   }
   const v = Number(ver) + 1;
   // The fields this transition changes, written at its end in one HSET (in the Lua's order).
   const set: Record<string, string | number> = {};
-  let cj = Number(cjNow);
+  let cj: string | number = cjNow ?? '';
   let why = whyNow;
+  const reply = (status: string, leaseNow: number): string =>
+    `1|${v}|${now}|${leaseNow}|${cj}|${status}${typeof why === 'string' ? `|${why}` : ''}`;
   const log = (event: string): void => {
     const cap = Number(a[5]);
     const n = ks.rpush(hist as string, `${now}|${v}|${fence}|${event}|${step}|${detail}`);
     if (n > cap) ks.ltrim(hist as string, -cap, -1);
   };
-  const finish = (status: string, event: string): unknown[] => {
+  const finish = (status: string, event: string): string => {
     Object.assign(set, { st: status, v, up: now, ls: 0, ph: 'idle' });
     ks.hset(h as string, set);
     ks.zrem(live as string, id);
@@ -311,16 +315,16 @@ const transition: Port = (ks, keys, a) => {
       ks.pexpire(hist as string, retention);
       ks.zremrangebyscore(fin as string, now - retention);
     }
-    return [1, v, now, 0, status, cj, why];
+    return reply(status, 0);
   };
-  const advance = (status: string, event: string): unknown[] => {
+  const advance = (status: string, event: string): string => {
     if (reindex()) set.ix = lease;
     Object.assign(set, { v, up: now, ls: lease });
     ks.hset(h as string, set);
     log(event);
-    return [1, v, now, lease, status, cj, why];
+    return reply(status, lease);
   };
-  const compensate = (j: number, reason: string, event: string): unknown[] => {
+  const compensate = (j: number, reason: string, event: string): string => {
     cj = j;
     why = reason;
     Object.assign(set, { cj: j, why: reason, ph: 'idle' });
@@ -330,9 +334,9 @@ const transition: Port = (ks, keys, a) => {
   };
   const begun = (): number => (ph === 'run' ? step : step - 1);
   if (op === 'begin' || op === 'done' || op === 'fail') {
-    if (st !== 'running' || Number(cur) !== step) return [0, 'state', f, ver, st];
+    if (st !== 'running' || Number(cur) !== step) return refuse('state');
   } else if (st !== 'compensating' || Number(cjNow) !== step) {
-    return [0, 'state', f, ver, st];
+    return refuse('state');
   }
   const arg = a[11] as string;
   switch (op) {
@@ -357,7 +361,7 @@ const transition: Port = (ks, keys, a) => {
     case 'cdone':
       cj = step - 1;
       Object.assign(set, { cj, ph: 'idle' });
-      if (cj < 0) return finish('compensated', arg);
+      if (step < 1) return finish('compensated', arg);
       return advance('compensating', arg);
     case 'park':
       why = arg;
@@ -379,21 +383,33 @@ const transitions: Port = (ks, keys, a) => {
   const m = Number(a[1]);
   const shared = a.slice(2, 6); // leaseMs, history cap, retentionMs, history kept
   for (let i = 0; i < n; i++) {
-    const own = a.slice(7 + 9 * i, 16 + 9 * i);
-    const g = 4 * (Number(own[0]) - 1);
-    const owner = own[2] === '' ? (a[6] as string) : (own[2] as string);
-    const args = [own[1] as string, owner, ...own.slice(3, 5), ...shared, ...own.slice(5)];
-    const mine = [
-      keys[4 * m + 2 * i] as string,
-      keys[4 * m + 2 * i + 1] as string,
-      ...keys.slice(g, g + 4),
-    ];
+    // shard|fence|version|op|step|<owner bytes>|<detail bytes>|<owner><detail><op argument>
+    // (see TRANSITIONS in scripts.ts): lengths in UTF-8 bytes, as the Lua cuts them.
+    const item = a[7 + i] as string;
+    const m7 = /^(\d+)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|(\d+)\|(\d+)\|/.exec(item);
+    if (m7 === null) throw new Error(`ERR keel saga: bad batch item ${item}`);
+    const [head, shard, fence, version, op, step, ol, dl] = m7 as unknown as string[];
+    const rest = Buffer.from(item.slice((head as string).length), 'utf8');
+    const q = Number(ol);
+    const e = q + Number(dl);
+    const who = rest.subarray(0, q).toString('utf8');
+    const detail = rest.subarray(q, e).toString('utf8');
+    const arg = rest.subarray(e).toString('utf8');
+    const g = 4 * (Number(shard) - 1);
+    const owner = who === '' ? (a[6] as string) : (who);
+    const h = keys[4 * m + 2 * i] as string;
+    // The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
+    const id = h.slice((keys[g] as string).length - 2);
+    const mine = [h, keys[4 * m + 2 * i + 1] as string, ...keys.slice(g, g + 4)];
     try {
       // A start rides in a transition's slots (see TRANSITIONS in scripts.ts).
-      if (own[5] === 'start') {
-        const startArgs = [own[1], owner, own[7], own[8], a[2], a[3], own[4], own[6]] as string[];
+      if (op === 'start') {
+        const startArgs = [id, owner, detail, arg, a[2], a[3], version, step] as string[];
         out.push(start(ks, mine.slice(0, 3), startArgs));
-      } else out.push(transition(ks, mine, args));
+      } else {
+        const args = [id, owner, fence, version, ...shared, op, step, detail, arg] as string[];
+        out.push(transition(ks, mine, args));
+      }
     } catch (error) {
       // Redis answers an error of `redis.call` as its message, and `redis.error_reply(text)`
       // (an unknown op) as `text` alone, with no `ERR ` code in front.

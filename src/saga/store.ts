@@ -61,8 +61,10 @@ export type TransitionReply =
  */
 const MAX_BATCH = 256;
 
-/** A transition waiting for the end of the tick. */
+/** A transition (or start) on its way: waiting for the end of the tick, or sent. */
 interface Queued {
+  /** The saga's name (for the error's message). */
+  readonly saga: string;
   readonly keys: readonly string[];
   /** id, owner, fence, version, op, step, detail, op argument */
   readonly args: readonly (string | number)[];
@@ -101,8 +103,13 @@ export function encodeBatch(
       shardKeys.push(live, keys[3] as string, keys[4] as string, keys[5] as string);
     }
     own.push(keys[0] as string, keys[1] as string);
-    perItem.push(g, args[0] as string, args[1] === owner ? '' : (args[1] as string));
-    for (let i = 2; i < 8; i++) perItem.push(args[i] as string | number);
+    // One text per transition; the id is the hash key's tail (see TRANSITIONS). Owner and
+    // detail go with their UTF-8 byte lengths (Lua cuts bytes), the op argument takes the rest.
+    const who = args[1] === owner ? '' : (args[1] as string);
+    const detail = args[6] as string;
+    perItem.push(
+      `${g}|${args[2] as string | number}|${args[3] as string | number}|${args[4] as string}|${args[5] as string | number}|${who === '' ? 0 : Buffer.byteLength(who)}|${detail === '' ? 0 : Buffer.byteLength(detail)}|${who}${detail}${args[7] as string}`,
+    );
   }
   return {
     keys: [...shardKeys, ...own],
@@ -119,12 +126,108 @@ export function encodeBatch(
   };
 }
 
+/** The integer in `text` from `from` to `to` (digits only; anything else as `Number` reads it). */
+function intIn(text: string, from: number, to: number): number {
+  if (from === to) return 0; // as Number('')
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9 || n > 1e14) return Number(text.slice(from, to));
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+const STATUS_TEXTS: readonly SagaStatus[] = [
+  'running',
+  'compensating',
+  'completed',
+  'compensated',
+  'needs-attention',
+];
+
+/** The status in `text` from `from` to `to`: one of the constants when it is one (no copy). */
+function statusIn(text: string, from: number, to: number): string {
+  for (const status of STATUS_TEXTS) {
+    if (status.length === to - from && text.startsWith(status, from)) return status;
+  }
+  return text.slice(from, to);
+}
+
+/**
+ * Decodes a {@link TRANSITION} reply: `1|version|now|lease|cj|status[|why]` or
+ * `0|why|fence|version|status` (see scripts.ts). Read in place (no split, no string per number):
+ * it runs once per transition. A reply of any other shape is a store error.
+ * @internal
+ */
+export function decodeTransitionReply(reply: unknown): TransitionReply {
+  if (typeof reply !== 'string' || reply.length < 2 || reply[1] !== '|') {
+    throw new Error(`keel saga: unexpected transition reply ${JSON.stringify(reply)}`);
+  }
+  const a = 2;
+  const b = reply.indexOf('|', a);
+  const c = b < 0 ? -1 : reply.indexOf('|', b + 1);
+  const d = c < 0 ? -1 : reply.indexOf('|', c + 1);
+  if (d < 0) throw new Error(`keel saga: unexpected transition reply ${JSON.stringify(reply)}`);
+  if (reply[0] === '0') {
+    return {
+      ok: false,
+      why: reply.slice(a, b) as 'missing',
+      fence: intIn(reply, b + 1, c),
+      version: intIn(reply, c + 1, d),
+      status: reply.slice(d + 1),
+    };
+  }
+  const e = reply.indexOf('|', d + 1);
+  if (reply[0] !== '1' || e < 0) {
+    throw new Error(`keel saga: unexpected transition reply ${JSON.stringify(reply)}`);
+  }
+  const f = reply.indexOf('|', e + 1);
+  const cjAt = d + 1;
+  return {
+    ok: true,
+    version: intIn(reply, a, b),
+    now: intIn(reply, b + 1, c),
+    lease: intIn(reply, c + 1, d),
+    // cj may be -1: intIn reads anything but digits as Number does.
+    cj: intIn(reply, cjAt, e),
+    status: statusIn(reply, e + 1, f < 0 ? reply.length : f) as SagaStatus,
+    why: f < 0 ? undefined : reply.slice(f + 1),
+  };
+}
+
 /** A transition's reply inside a batch that raised an error there: `{-1, message}`. */
 function batchError(reply: unknown): Error | undefined {
   if (!Array.isArray(reply) || Number(reply[0]) !== -1) return undefined;
   const error = new Error(String(reply[1]));
   error.name = 'ReplyError'; // as ioredis names an error Redis answered
   return error;
+}
+
+/** The store error of a failed transition (or start), naming it. */
+function storeError(q: Queued, cause: unknown): SagaStoreError {
+  const [id, , , , op, step] = q.args;
+  const what =
+    op === 'start'
+      ? `start ${q.saga}/${String(id)}`
+      : `${String(op)} step ${String(step)} of ${q.saga}/${String(id)}`;
+  return new SagaStoreError(what, { cause });
+}
+
+/** Settles `q` by its reply: a transition's decoded, a start's as it is. */
+function settle(q: Queued, reply: unknown): void {
+  if (q.args[4] === 'start') {
+    q.resolve(reply);
+    return;
+  }
+  let decoded: TransitionReply;
+  try {
+    decoded = decodeTransitionReply(reply);
+  } catch (error) {
+    q.reject(error); // not a store error: a reply of the wrong shape is not retried
+    return;
+  }
+  q.resolve(decoded);
 }
 
 /**
@@ -164,20 +267,30 @@ class TransitionBatcher {
   }
 
   /**
-   * Runs one transition: `keys` its six keys, `args` its eight arguments (see
-   * {@link TRANSITIONS}). Resolves with its {@link TRANSITION} reply; rejects with the client's
-   * error (or Redis's, for this transition).
+   * Runs one transition of saga `saga`: `keys` its six keys, `args` its eight arguments (see
+   * {@link TRANSITIONS}). Resolves with its decoded reply ({@link decodeTransitionReply}; a
+   * start's as Redis answered it), so the store adds no promise of its own per transition;
+   * rejects with a {@link SagaStoreError} for the client's error or Redis's (for this
+   * transition), or with the decoding error for a reply of the wrong shape.
    */
-  send(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    if (!this.#scheduled && this.#inflight === 0) return this.#one(keys, args);
+  send(
+    saga: string,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      const item: Queued = { saga, keys, args, resolve, reject };
+      if (!this.#scheduled && this.#inflight === 0) {
+        this.#one(item);
+        return;
+      }
       const group = this.#perTag ? (keys[2] ?? '') : '';
       let queue = this.#queues.get(group);
       if (queue === undefined) {
         queue = [];
         this.#queues.set(group, queue);
       }
-      queue.push({ keys, args, resolve, reject });
+      queue.push(item);
       if (queue.length >= MAX_BATCH) {
         this.#queues.delete(group);
         this.#send(queue);
@@ -200,45 +313,53 @@ class TransitionBatcher {
    * One write alone: {@link TRANSITION} with its twelve arguments, or {@link START} with its
    * eight for a start.
    */
-  async #one(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    const c = this.#config;
+  #one(item: Queued): void {
     this.#inflight++;
-    try {
-      if (args[4] === 'start') {
-        return await runScript(c.client, START, keys.slice(0, 3), [
-          args[0] as string,
-          args[1] as string,
-          args[6] as string,
-          args[7] as string,
-          c.leaseMs,
-          c.historyLimit,
-          args[3] as number,
-          args[5] as number,
-        ]);
-      }
-      return await runScript(c.client, TRANSITION, keys, [
+    this.#script(item.keys, item.args).then(
+      (reply) => {
+        this.#inflight--;
+        settle(item, reply);
+      },
+      (error: unknown) => {
+        this.#inflight--;
+        item.reject(storeError(item, error));
+      },
+    );
+  }
+
+  #script(keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    const c = this.#config;
+    if (args[4] === 'start') {
+      return runScript(c.client, START, keys.slice(0, 3), [
         args[0] as string,
         args[1] as string,
-        args[2] as number,
-        args[3] as number,
-        c.leaseMs,
-        c.historyLimit,
-        c.retentionMs,
-        c.finishedHistory,
-        args[4] as string,
-        args[5] as number,
         args[6] as string,
         args[7] as string,
+        c.leaseMs,
+        c.historyLimit,
+        args[3] as number,
+        args[5] as number,
       ]);
-    } finally {
-      this.#inflight--;
     }
+    return runScript(c.client, TRANSITION, keys, [
+      args[0] as string,
+      args[1] as string,
+      args[2] as number,
+      args[3] as number,
+      c.leaseMs,
+      c.historyLimit,
+      c.retentionMs,
+      c.finishedHistory,
+      args[4] as string,
+      args[5] as number,
+      args[6] as string,
+      args[7] as string,
+    ]);
   }
 
   #send(queue: readonly Queued[]): void {
     if (queue.length === 1) {
-      const only = queue[0] as Queued;
-      this.#one(only.keys, only.args).then(only.resolve, only.reject);
+      this.#one(queue[0] as Queued);
       return;
     }
     const c = this.#config;
@@ -248,17 +369,21 @@ class TransitionBatcher {
       (replies) => {
         this.#inflight--;
         const list = Array.isArray(replies) ? (replies as unknown[]) : [];
-        queue.forEach((q, i) => {
+        for (let i = 0; i < queue.length; i++) {
+          const q = queue[i] as Queued;
           const reply = list[i];
           const error = batchError(reply);
-          if (error !== undefined) q.reject(error);
-          else if (Array.isArray(reply)) q.resolve(reply);
-          else q.reject(new Error('keel saga: no reply for this transition in its batch'));
-        });
+          if (error !== undefined) q.reject(storeError(q, error));
+          else if (typeof reply === 'string' || Array.isArray(reply)) settle(q, reply);
+          else {
+            const missing = new Error('keel saga: no reply for this transition in its batch');
+            q.reject(storeError(q, missing));
+          }
+        }
       },
       (error: unknown) => {
         this.#inflight--;
-        for (const q of queue) q.reject(error);
+        for (const q of queue) q.reject(storeError(q, error));
       },
     );
   }
@@ -313,22 +438,18 @@ export class SagaStore {
     now: number;
     row: Row | undefined;
   }> {
-    let reply: unknown[];
-    try {
-      // A start's arguments in a transition's slots (see TRANSITIONS in scripts.ts).
-      reply = (await this.#batcher.send(this.keys(saga, id).all, [
-        id,
-        owner,
-        '',
-        timeoutMs,
-        'start',
-        steps,
-        saga,
-        input,
-      ])) as unknown[];
-    } catch (error) {
-      throw new SagaStoreError(`start ${saga}/${id}`, { cause: error });
-    }
+    // A start's arguments in a transition's slots (see TRANSITIONS in scripts.ts). A failure
+    // is a SagaStoreError naming the start (see TransitionBatcher.send).
+    const reply = (await this.#batcher.send(saga, this.keys(saga, id).all, [
+      id,
+      owner,
+      '',
+      timeoutMs,
+      'start',
+      steps,
+      saga,
+      input,
+    ])) as unknown[];
     if (Number(reply[0]) === 0) return { kind: 'conflict', now: 0, row: undefined };
     const kind = String(reply[1]) as 'created' | 'claimed' | 'exists';
     const now = Number(reply[2]);
@@ -364,7 +485,7 @@ export class SagaStore {
    * One transition script call. `keys` are the instance's keys ({@link SagaStore.keys}), which a
    * caller driving one instance computes once rather than per transition.
    */
-  async transition(
+  transition(
     saga: string,
     id: string,
     row: Pick<Row, 'owner' | 'fence' | 'version'>,
@@ -374,39 +495,18 @@ export class SagaStore {
     argument: string,
     keys: readonly string[] = this.keys(saga, id).all,
   ): Promise<TransitionReply> {
-    let reply: unknown[];
-    try {
-      reply = (await this.#batcher.send(keys, [
-        id,
-        row.owner,
-        row.fence,
-        row.version,
-        op,
-        step,
-        detail,
-        argument,
-      ])) as unknown[];
-    } catch (error) {
-      throw new SagaStoreError(`${op} step ${step} of ${saga}/${id}`, { cause: error });
-    }
-    if (Number(reply[0]) === 1) {
-      return {
-        ok: true,
-        version: Number(reply[1]),
-        now: Number(reply[2]),
-        lease: Number(reply[3]),
-        status: String(reply[4]) as SagaStatus,
-        cj: Number(reply[5]),
-        why: typeof reply[6] === 'string' ? reply[6] : undefined,
-      };
-    }
-    return {
-      ok: false,
-      why: String(reply[1]) as 'missing',
-      fence: Number(reply[2]),
-      version: Number(reply[3]),
-      status: String(reply[4]),
-    };
+    // Decoded, and a failure named, by the batcher: no async frame of its own here (one promise
+    // less per transition).
+    return this.#batcher.send(saga, keys, [
+      id,
+      row.owner,
+      row.fence,
+      row.version,
+      op,
+      step,
+      detail,
+      argument,
+    ]) as Promise<TransitionReply>;
   }
 
   /** Claims the expired instances of one shard. */

@@ -8,7 +8,12 @@
  */
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { SagaCoordinator, defineSaga, type SagaTransitionEvent } from '../../src/saga/index.js';
+import {
+  SagaCoordinator,
+  defineSaga,
+  isSagaStoreError,
+  type SagaTransitionEvent,
+} from '../../src/saga/index.js';
 import { SagaStore, type TransitionReply } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -197,6 +202,113 @@ describeRedis('saga transitions batched per tick', () => {
     // Each created one is in its shard's recovery index, scored by its lease.
     const n1 = store.keys('b', 'n-1');
     expect(Number(await client.zscore(`${n1.base}live`, 'n-1'))).toBe(rest[0].row?.leaseUntil);
+  });
+
+  it('a batch item reads its id from its hash key: ids of any text land on their own instance', async () => {
+    // The batch sends no id (the hash key's tail is the id): ids with the separators the batch
+    // uses, key-like text, braces and multi-byte characters must land where they would alone.
+    const ids = ['a|b', '1|2|3|begin|0', 's:x', 'x}y{z', 'ü-日本-🎉', ' ', 'live'];
+    const store = storeOf(client, 'ids:');
+    const started = await Promise.all(ids.map((id) => store.start('b', id, 'me', '{}', 0, 2)));
+    expect(started.map((s) => s.kind)).toEqual(ids.map(() => 'created'));
+    const begun = await Promise.all(
+      ids.map((id) =>
+        store.transition(
+          'b',
+          id,
+          { owner: 'me', fence: 1, version: 1 },
+          'begin',
+          0,
+          `d-${id}`,
+          '1',
+        ),
+      ),
+    );
+    expect(begun.map((r) => r.ok && r.version)).toEqual(ids.map(() => 2));
+    const done = await Promise.all(
+      ids.map((id) =>
+        store.transition('b', id, { owner: 'me', fence: 1, version: 2 }, 'done', 0, '', `"${id}"`),
+      ),
+    );
+    expect(done.map((r) => r.ok && r.version)).toEqual(ids.map(() => 3));
+    for (const id of ids) {
+      const read = await store.read('b', id);
+      expect(read?.row.outputs.get(0)).toBe(`"${id}"`);
+      expect(read?.row.version).toBe(3);
+      expect(read?.history.map((h) => h.split('|')[3])).toEqual(['start', 'begin', 'done']);
+      // The detail (any text, multi-byte included) is cut from the batch item by its byte length.
+      expect(read?.history[1]?.endsWith(`|0|d-${id}`)).toBe(true);
+      // The recovery index holds the instance under its own id.
+      const { base } = store.keys('b', id);
+      expect(await admin.zscore(`${base}live`, id)).not.toBeNull();
+    }
+    const hashes = (await admin.keys('ids:*')).filter((k) => /^ids:\{b:\d+\}:s:/.test(k));
+    expect(hashes).toHaveLength(ids.length);
+  });
+
+  it('a failed call rejects each transition and start with a store error naming it, alone or batched', async () => {
+    // The coordinator retries a write only on a store error (it may have landed): the batcher,
+    // which decodes and names each reply, must give one for every way a call fails.
+    const own = redis().client(0);
+    const store = storeOf(own, 'fail:');
+    const rows = await startAll(store, 3);
+    own.disconnect();
+    const calls = [
+      store.transition(
+        'b',
+        'i-0',
+        rows[0] ?? { owner: 'me', fence: 1, version: 1 },
+        'begin',
+        0,
+        '',
+        '1',
+      ),
+      store.transition(
+        'b',
+        'i-1',
+        rows[1] ?? { owner: 'me', fence: 1, version: 1 },
+        'begin',
+        0,
+        '',
+        '1',
+      ),
+      store.start('b', 'new', 'me', '{}', 0, 3),
+    ];
+    const errors = await Promise.all(
+      calls.map((p) =>
+        p.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    expect(errors.map((e) => isSagaStoreError(e))).toEqual([true, true, true]);
+    expect(errors.map((e) => (e as Error).message)).toEqual([
+      expect.stringContaining('begin step 0 of b/i-0'),
+      expect.stringContaining('begin step 0 of b/i-1'),
+      expect.stringContaining('start b/new'),
+    ]);
+    // An error Redis raises for one transition of a batch (WRONGTYPE: its hash key holds a
+    // string) is a store error too; the others of the batch land.
+    const store2 = storeOf(client, 'fail2:');
+    const [r0, r1] = await startAll(store2, 2);
+    await admin.set(store2.keys('b', 'w').all[0] ?? '', 'not a hash');
+    const row = { owner: 'me', fence: 1, version: 1 };
+    const mixed = await Promise.all(
+      [
+        store2.transition('b', 'i-0', r0 ?? row, 'begin', 0, '', '1'), // alone: nothing in flight
+        store2.transition('b', 'i-1', r1 ?? row, 'begin', 0, '', '1'), // these two: one batch
+        store2.transition('b', 'w', row, 'begin', 0, '', '1'),
+      ].map((p) =>
+        p.then(
+          (r) => r.ok,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    expect(mixed.slice(0, 2)).toEqual([true, true]);
+    expect(isSagaStoreError(mixed[2])).toBe(true);
+    expect((mixed[2] as Error).message).toContain('begin step 0 of b/w');
   });
 
   it('a created start with a fractional timeoutMs reports the deadline Redis holds', async () => {

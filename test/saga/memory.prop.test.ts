@@ -200,7 +200,9 @@ function normalize(value: unknown): unknown {
   if (typeof value === 'number') return value > 1000 ? 'N' : value;
   if (typeof value === 'string') {
     if (/^\d{4,}$/.test(value)) return 'N';
-    return value.replace(/^\d{10,}\|/, 'T|');
+    // History entries start with the time; transition replies (`1|version|now|lease|…`) hold
+    // it and the lease among their fields.
+    return value.replace(/(^|\|)\d{10,}(?=\||$)/g, '$1T');
   }
   return value;
 }
