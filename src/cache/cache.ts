@@ -200,6 +200,13 @@ const FILL_MESSAGE_VALUE_MAX = 8_192;
 /** A load's first `GET` found no value: the read script (which takes the lease) runs next. */
 const MISSED: unique symbol = Symbol('missed');
 
+/**
+ * A bare lease read (see {@link CacheCore.readScript}) found a value, which it did not send:
+ * the load that uses it reads the value with a GET. Took no lease, so a read let go of needs
+ * nothing undone.
+ */
+const PRESENT: L2Read = Object.freeze({ kind: 'miss', took: false, leaseTtlMs: 0 });
+
 /** A load's first read found Redis down. */
 const DOWN: L2Read = Object.freeze({ kind: 'down' });
 
@@ -661,11 +668,16 @@ class CacheCore {
     );
   }
 
-  /** The read script, taking the lease when there is no value (after a `GET` that missed). */
-  readScript(full: string, token: string): Promise<L2Read> {
+  /**
+   * The read script, taking the lease when there is no value (after a `GET` that missed).
+   * `bare`: a value it finds is not sent back (see {@link scripts.READ}) but read again with a
+   * `GET` when the read is used — the lease read that leaves with a GET is used only after a
+   * miss, so it must not carry (nor decode, nor quarantine) a value nobody will use.
+   */
+  readScript(full: string, token: string, bare = false): Promise<L2Read> {
     const tier = this.tier;
     if (tier === undefined) return Promise.resolve<L2Read>(DOWN);
-    return this.#readScript(tier, full, this.valueKey(full), token, true, undefined);
+    return this.#readScript(tier, full, this.valueKey(full), token, true, undefined, bare);
   }
 
   /** The read script: the value, and with `acquire` the lease when there is none, atomically. */
@@ -676,6 +688,7 @@ class CacheCore {
     token: string,
     acquire: boolean,
     read: { readonly stale: boolean } | undefined,
+    bare = false,
   ): Promise<L2Read> {
     const generation = this.generation;
     let reply: unknown;
@@ -684,13 +697,18 @@ class CacheCore {
         'read',
         scripts.READ,
         [key, `${key}:lease`],
-        [token, this.o.leaseTtlMs, acquire ? '1' : '0'],
+        bare
+          ? [token, this.o.leaseTtlMs, acquire ? '1' : '0', '1']
+          : [token, this.o.leaseTtlMs, acquire ? '1' : '0'],
       );
     } catch (error) {
       if (isCacheRedisError(error)) return { kind: 'down' };
       throw error;
     }
     const [raw, took, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
+    // A bare read found a value (it came between the GET that missed and this script; no lease
+    // was taken): whoever uses this read reads the value itself (see #loadSlow).
+    if (bare && raw === 1) return PRESENT;
     const leaseTtlMs = typeof pttl === 'number' && pttl > 0 ? pttl : 0;
     if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
     const entry = await this.parse(full, key, raw);
@@ -1079,7 +1097,7 @@ export class Cache {
     const core = this.#core;
     const token = core.token();
     const watch = core.watch(full);
-    const read = core.readScript(full, token);
+    const read = core.readScript(full, token, true);
     // Marked handled now: a read let go of is never awaited (one that is still throws there).
     read.catch(noop);
     flight.probe = { token, watch, read };
@@ -1171,12 +1189,13 @@ export class Cache {
         const deadline = core.o.clock.now() + core.o.maxWaitMs;
         let next = first;
         for (;;) {
-          const read =
+          let read =
             next === undefined
               ? await core.readL2(full, token, true)
               : next === MISSED
                 ? await (probe?.read ?? core.readScript(full, token))
                 : next;
+          if (read === PRESENT) read = await core.readL2(full, token, true);
           next = undefined;
           probe = undefined;
           if (read.kind === 'down') break;

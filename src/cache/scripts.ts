@@ -11,10 +11,14 @@
 import { luaScript, type LuaScript } from '../core/index.js';
 
 /**
- * KEYS: value, lease. ARGV: token, lease ttl ms, acquire ('1' | '0').
+ * KEYS: value, lease. ARGV: token, lease ttl ms, acquire ('1' | '0'), and optionally bare
+ * ('1': a value found is answered as the integer 1, not sent).
  * Returns { value or nil, 1 if this call took the lease else 0, the lease's PTTL }.
  * With acquire = '1' the lease is taken only when there is no value: one round trip for a
- * read that misses and becomes the loader.
+ * read that misses and becomes the loader. Bare is for the lease read sent along with a GET
+ * (see `Probe` in cache.ts): it is used only if that GET misses, so a value it would carry is
+ * almost always thrown away — on a warm key read by several callers at once it would cross the
+ * network and be decoded twice.
  */
 export const READ = luaScript(`
 local v = redis.call('GET', KEYS[1])
@@ -22,6 +26,7 @@ local took = 0
 if ARGV[3] == '1' and not v then
   if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then took = 1 end
 end
+if v and ARGV[4] == '1' then v = 1 end
 return {v, took, redis.call('PTTL', KEYS[2])}
 `);
 

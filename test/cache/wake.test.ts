@@ -125,17 +125,88 @@ describeRedis('Cache: waiting for another process’s load (real redis-server)',
       evalsha: async (...args: Parameters<Redis['evalsha']>) => {
         await replied.promise;
         await probe.del('keel:cache:{default:k}');
-        return raw.evalsha(...args);
+        const reply = await raw.evalsha(...args);
+        // The first script is the lease read (the release that follows comes through here too).
+        if (leaseAfterRead === -1) {
+          leaseAfterRead = await probe.exists('keel:cache:{default:k}:lease');
+        }
+        return reply;
       },
     });
+    let leaseAfterRead = -1;
     const reader = cacheOf({ redis: wrapped, l1: false, leaseTtlMs: 30_000 });
     await expect(
       Promise.all([reader.getOrLoad('k', () => 'loaded'), reader.getOrLoad('k', () => 'loaded')]),
     ).resolves.toEqual(['v', 'v']);
-    // Not held for its 30 s: nobody else would load the key until it ran out.
+    // The lease read did take the lease (else this test proves nothing)…
+    await until(() => expect(leaseAfterRead).toBe(1), 5_000);
+    // …and it is not held for its 30 s: nobody else would load the key until it ran out.
     await until(
       async () => expect(await probe.exists('keel:cache:{default:k}:lease')).toBe(0),
       5_000,
     );
+  });
+
+  it('concurrent callers of a warm key: the lease read sent with the GET carries no value, and the value is decoded once', async () => {
+    const writer = cacheOf();
+    await writer.set('warm', { n: 7 });
+    const raw = client();
+    const scriptReplies: unknown[] = [];
+    const logged = withOverrides(raw, {
+      evalsha: (...args: Parameters<Redis['evalsha']>) =>
+        raw.evalsha(...args).then((reply) => {
+          scriptReplies.push(reply);
+          return reply;
+        }),
+    });
+    let decoded = 0;
+    const reader = cacheOf({
+      redis: logged,
+      l1: false,
+      serializer: {
+        serialize: (value) => JSON.stringify(value),
+        deserialize: (text) => {
+          decoded++;
+          return JSON.parse(text) as unknown;
+        },
+      },
+    });
+    await expect(
+      Promise.all(Array.from({ length: 3 }, () => reader.getOrLoad('warm', () => ({ n: 0 })))),
+    ).resolves.toEqual([{ n: 7 }, { n: 7 }, { n: 7 }]);
+    // The lease read did leave with the GET (a second caller joined while it was on its way)…
+    await until(() => expect(scriptReplies.length).toBe(1), 5_000);
+    // …but found the value without sending it, and no lease was taken.
+    expect(scriptReplies[0]).toEqual([1, 0, -2]);
+    expect(decoded).toBe(1);
+  });
+
+  it('a lease read that finds a value which came after the GET missed reads it (no lease, no load)', async () => {
+    const writer = cacheOf();
+    const raw = client();
+    const gotReply = signal();
+    const wrapped = withOverrides(raw, {
+      // The GET misses; the value is written before the lease read runs.
+      get: (key: string) =>
+        raw.get(key).then((reply) => {
+          gotReply.fire();
+          return reply;
+        }),
+      evalsha: async (...args: Parameters<Redis['evalsha']>) => {
+        await gotReply.promise;
+        await writer.set('late', 'arrived');
+        return raw.evalsha(...args);
+      },
+    });
+    const reader = cacheOf({ redis: wrapped, l1: false });
+    let loads = 0;
+    const loader = (): string => {
+      loads++;
+      return 'loaded';
+    };
+    await expect(
+      Promise.all([reader.getOrLoad('late', loader), reader.getOrLoad('late', loader)]),
+    ).resolves.toEqual(['arrived', 'arrived']);
+    expect(loads).toBe(0);
   });
 });
