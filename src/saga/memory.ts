@@ -396,7 +396,7 @@ const transitions: Port = (ks, keys, a) => {
     const detail = rest.subarray(q, e).toString('utf8');
     const arg = rest.subarray(e).toString('utf8');
     const g = 4 * (Number(shard) - 1);
-    const owner = who === '' ? (a[6] as string) : (who);
+    const owner = who === '' ? (a[6] as string) : who;
     const h = keys[4 * m + 2 * i] as string;
     // The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
     const id = h.slice((keys[g] as string).length - 2);
