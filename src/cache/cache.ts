@@ -47,6 +47,7 @@ import type {
 } from './events.js';
 import {
   resolveCacheOptions,
+  callSignal,
   resolveCallOptions,
   type CacheGuard,
   type CacheOptions,
@@ -117,6 +118,14 @@ interface Flight {
   getting: boolean;
   /** The lease read sent along with the first `GET`, if a caller joined in time. */
   probe: Probe | undefined;
+}
+
+/**
+ * A `getOrLoad` caller's options as the load or refresh it starts keeps them: validated and
+ * frozen (the caller may change its object afterwards).
+ */
+function kept(options: LifetimeOptions | undefined): LifetimeOptions | undefined {
+  return options === undefined ? undefined : resolveCallOptions('Cache.getOrLoad', options);
 }
 
 /**
@@ -974,8 +983,11 @@ export class Cache {
     if (typeof loader !== 'function') {
       throw new InvalidOptionError('Cache.getOrLoad', 'loader', 'a function', loader);
     }
-    const call = options === undefined ? undefined : resolveCallOptions('Cache.getOrLoad', options);
-    if (call !== undefined) throwIfAborted(call.signal);
+    // Validated here, copied only where kept: a caller that starts a load or a refresh keeps its
+    // lifetimes (resolved below); one that joins a load in flight — all of a stampede's callers
+    // but one — only waits, and needs only its signal (no copy: no garbage per waiter).
+    const signal = options === undefined ? undefined : callSignal('Cache.getOrLoad', options);
+    throwIfAborted(signal);
     const core = this.#core;
     const slot = core.l1?.get(full);
     if (slot !== undefined) {
@@ -983,12 +995,12 @@ export class Cache {
       const freshUntil = core.epoch + slot.fresh;
       if (now < freshUntil) {
         if (xfetchRefreshL1(slot, freshUntil, now, core.o.beta, core.o.random)) {
-          this.#refresh(full, key, loader, call, freshUntil);
+          this.#refresh(full, key, loader, kept(options), freshUntil);
         }
         return core.hit(slot) as Promise<V | undefined>;
       }
       if (now < freshUntil + slot.life.staleMs) {
-        this.#refresh(full, key, loader, call, freshUntil);
+        this.#refresh(full, key, loader, kept(options), freshUntil);
         return core.hit(slot) as Promise<V | undefined>;
       }
       if (now >= freshUntil + slot.life.graceMs) core.l1?.delete(full);
@@ -1000,7 +1012,7 @@ export class Cache {
       const joined = flight.promise.then((value) =>
         value === NO_VALUE ? this.getOrLoad(key, loader, options) : (value as V | undefined),
       );
-      return raceAbort(joined, call?.signal);
+      return raceAbort(joined, signal);
     }
     if (flight === undefined) {
       // Registered first, so every path of the load can take it out as it settles (see land).
@@ -1014,7 +1026,7 @@ export class Cache {
       core.flights.set(full, started);
       let promise: Promise<V | undefined>;
       try {
-        promise = this.#load(full, key, loader, call, started);
+        promise = this.#load(full, key, loader, kept(options), started);
       } catch (error) {
         core.land(full, started);
         throw error;
@@ -1025,7 +1037,7 @@ export class Cache {
       // A second caller while the first GET is on its way: the key is wanted by many at once.
       this.#probe(full, flight);
     }
-    return raceAbort(flight.promise as Promise<V | undefined>, call?.signal);
+    return raceAbort(flight.promise as Promise<V | undefined>, signal);
   }
 
   /**

@@ -246,20 +246,58 @@ export const callSpec = {
 export type CallOptions = ResolvedOptions<typeof callSpec>;
 
 /**
- * Validates per-call options (skipped entirely when none are given). Every call with options
- * runs this — each of a stampede's callers, each L1 hit — so the common case, a plain object
- * of valid per-call options, is checked here directly; anything else goes to the general
- * resolver, which accepts the same and names whatever is wrong. @internal
+ * Validates per-call options (skipped entirely when none are given) into the frozen copy a
+ * call that loads or refreshes keeps. The common case, a plain object of valid per-call
+ * options, is checked here directly; anything else goes to the general resolver, which
+ * accepts the same and names whatever is wrong. @internal
  */
 export function resolveCallOptions(owner: string, options: unknown): CallOptions {
-  return quickCallOptions(options) ?? resolveOptions(owner, options, callSpec);
+  return quickCallOptions(options, freezeCall) ?? resolveOptions(owner, options, callSpec);
 }
 
 /**
- * `options` resolved as {@link callSpec}'s rules would, when it is a plain object whose own
- * enumerable keys are all per-call options and whose values all pass; else `undefined`.
+ * Validates per-call options exactly as {@link resolveCallOptions} does, but builds no copy:
+ * only the signal they carry. For a call that only waits — a caller joining a load in flight,
+ * every one of a stampede's callers but the first, or an L1 hit — whose lifetimes nobody
+ * reads: a frozen copy per such call was a few hundred bytes of garbage per waiter, and with
+ * 250 waiters a round the young generation filled (and was scavenged) in the middle of rounds.
+ * @internal
  */
-function quickCallOptions(options: unknown): CallOptions | undefined {
+export function callSignal(owner: string, options: unknown): AbortSignal | undefined {
+  const quick = quickCallOptions(options, signalOf);
+  if (quick === NO_SIGNAL) return undefined;
+  return quick ?? resolveOptions(owner, options, callSpec).signal;
+}
+
+/** A valid plain object without a signal (see {@link callSignal}); `undefined` means "not quick". */
+const NO_SIGNAL = Symbol('no signal');
+const freezeCall = (
+  ttlMs: number | undefined,
+  staleMs: number | undefined,
+  graceMs: number | undefined,
+  signal: AbortSignal | undefined,
+): CallOptions => Object.freeze({ ttlMs, staleMs, graceMs, signal });
+const signalOf = (
+  _ttlMs: number | undefined,
+  _staleMs: number | undefined,
+  _graceMs: number | undefined,
+  signal: AbortSignal | undefined,
+): AbortSignal | typeof NO_SIGNAL => signal ?? NO_SIGNAL;
+
+/**
+ * `take(ttlMs, staleMs, graceMs, signal)` — each read once — when `options` is a plain object
+ * whose own enumerable keys are all per-call options and whose values all pass
+ * {@link callSpec}'s rules; else `undefined`, for the general resolver to judge.
+ */
+function quickCallOptions<T>(
+  options: unknown,
+  take: (
+    ttlMs: number | undefined,
+    staleMs: number | undefined,
+    graceMs: number | undefined,
+    signal: AbortSignal | undefined,
+  ) => T,
+): T | undefined {
   if (options === null || typeof options !== 'object') return undefined;
   if (Object.getPrototypeOf(options) !== Object.prototype) return undefined;
   for (const key in options) {
@@ -271,7 +309,7 @@ function quickCallOptions(options: unknown): CallOptions | undefined {
     isWait(graceMs) &&
     (signal === undefined || isSignal(signal)) &&
     (ttlMs === undefined || (isWait(ttlMs) && ttlMs > 0 && ttlMs < Infinity))
-    ? Object.freeze({ ttlMs, staleMs, graceMs, signal })
+    ? take(ttlMs, staleMs, graceMs, signal)
     : undefined;
 }
 

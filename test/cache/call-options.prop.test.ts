@@ -1,12 +1,14 @@
 /**
  * Per-call options (`getOrLoad(key, loader, { ttlMs, staleMs, graceMs, signal })`): the cache
  * resolves them on every call, so it has a fast path for the common case; it must accept and
- * return exactly what the general resolver does, and leave every refusal to it.
+ * return exactly what the general resolver does, and leave every refusal to it. A call that only
+ * waits (it joins a load in flight) is checked without a copy: it must accept and refuse exactly
+ * the same, and find the same signal.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { resolveOptions } from '../../src/core/options.js';
-import { callSpec, resolveCallOptions } from '../../src/cache/options.js';
+import { callSignal, callSpec, resolveCallOptions } from '../../src/cache/options.js';
 
 const OWNER = 'Cache.getOrLoad';
 
@@ -52,6 +54,24 @@ describe('per-call options', () => {
       fc.property(input, (given) => {
         expect(outcome(() => resolveCallOptions(OWNER, given))).toEqual(
           outcome(() => resolveOptions(OWNER, given, callSpec)),
+        );
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('a waiting call is accepted and refused exactly as the general resolver does, same signal', () => {
+    const signalOutcome = (resolve: () => unknown): unknown => {
+      try {
+        return { signal: resolve() };
+      } catch (error) {
+        return { error: (error as Error).name, message: (error as Error).message };
+      }
+    };
+    fc.assert(
+      fc.property(input, (given) => {
+        expect(signalOutcome(() => callSignal(OWNER, given))).toEqual(
+          signalOutcome(() => resolveOptions(OWNER, given, callSpec).signal),
         );
       }),
       { numRuns: 2_000 },
