@@ -8,6 +8,9 @@
  *
  * @packageDocumentation
  */
+import { readFileSync } from 'node:fs';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
 import KeyvRedis, { Keyv } from '@keyv/redis';
 import { BentoCache, bentostore } from 'bentocache';
 import { memoryDriver } from 'bentocache/drivers/memory';
@@ -45,6 +48,18 @@ export type FromCacheBenchWorker =
       /** When the first caller started and the last one settled ({@link hiResNow}). */
       readonly begun: number;
       readonly ended: number;
+      /** Garbage collections that started between `begun` and `ended` (young and full). */
+      readonly gcs: number;
+      /** Their pauses, in ms. */
+      readonly gcMs: number;
+      /**
+       * This process's time runnable but waiting for a core over the same span, in ms (Linux
+       * `/proc/self/schedstat`, second field; NaN where it does not exist), and its CPU time.
+       */
+      readonly runQueueMs: number;
+      readonly cpuMs: number;
+      /** V8 heap growth over the same span in bytes: what the round allocated when no GC ran. */
+      readonly heapBytes: number;
     };
 
 /**
@@ -126,6 +141,98 @@ async function timed(key: string, ttlMs: number, out: number[]): Promise<boolean
   }
 }
 
+/** Garbage collections seen so far: when each began ({@link hiResNow}) and its pause (ms). */
+const gcStarts: number[] = [];
+const gcPauses: number[] = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gcStarts.push(performance.timeOrigin + entry.startTime);
+    gcPauses.push(entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+
+/** Nanoseconds this process's main thread has waited on a run queue (Linux; else NaN). */
+function runQueueNs(): number {
+  try {
+    return Number(readFileSync('/proc/self/schedstat', 'utf8').split(' ')[1]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * A cold stampede: `config.callers` concurrent reads of `key`, started in one synchronous loop.
+ *
+ * Each caller's bookkeeping is one `then` on its read (its start time, a latency pushed, a
+ * countdown) — not an async function awaiting another async function, joined by Promise.all:
+ * those cost two async frames, their promises and Promise.all's per-element closures, about
+ * 600 bytes and two extra promise reactions per caller, the same for every library. With 1 000
+ * callers a round that garbage filled the workers' young generations every ~30 rounds — all
+ * four at once, since they allocate alike — and the scavenges, and the extra reactions run while
+ * the four processes queue for two cores, landed in the very window being measured (first caller
+ * to loader, fill to last caller). What is timed is the library's wait, not the harness's.
+ * The schedstat and cpu readings are taken before the first caller starts and after the last
+ * one settled, outside that window.
+ */
+function stampede(key: string, ttlMs: number): void {
+  const latencies: number[] = [];
+  let errors = 0;
+  let left = config.callers;
+  const queued = runQueueNs();
+  const cpu = process.cpuUsage();
+  const gcsBefore = gcStarts.length;
+  const heap = getHeapStatistics().used_heap_size;
+  const begun = hiResNow();
+  const settled = (): void => {
+    if (--left > 0) return;
+    const ended = hiResNow();
+    const used = process.cpuUsage(cpu);
+    const heapBytes = getHeapStatistics().used_heap_size - heap;
+    // GC entries reach the observer late (after the GC, on a later tick): counted by start time.
+    setImmediate(() => {
+      let gcs = 0;
+      let gcMs = 0;
+      for (let i = gcsBefore; i < gcStarts.length; i++) {
+        const at = gcStarts[i] as number;
+        if (at >= begun && at <= ended) {
+          gcs++;
+          gcMs += gcPauses[i] as number;
+        }
+      }
+      send({
+        t: 'done',
+        latencies,
+        errors,
+        begun,
+        ended,
+        gcs,
+        gcMs,
+        runQueueMs: (runQueueNs() - queued) / 1e6,
+        cpuMs: (used.user + used.system) / 1e3,
+        heapBytes,
+      });
+    });
+  };
+  const failed = (): void => {
+    errors++;
+    settled();
+  };
+  for (let i = 0; i < config.callers; i++) {
+    const start = performance.now();
+    let reading: Promise<unknown>;
+    try {
+      reading = read(key, ttlMs);
+    } catch {
+      failed();
+      continue;
+    }
+    reading.then(() => {
+      latencies.push(performance.now() - start);
+      settled();
+    }, failed);
+  }
+}
+
 process.on('message', (message: ToCacheBenchWorker) => {
   if (message.t === 'stop') {
     void close()
@@ -136,19 +243,34 @@ process.on('message', (message: ToCacheBenchWorker) => {
       });
     return;
   }
+  if (message.t === 'stampede') {
+    stampede(message.key, message.ttlMs);
+    return;
+  }
   const latencies: number[] = [];
   let errors = 0;
   const { key, ttlMs } = message;
-  const until = message.t === 'hot' ? performance.now() + message.ms : 0;
+  const until = performance.now() + message.ms;
   const caller = async (): Promise<void> => {
     do {
       if (!(await timed(key, ttlMs, latencies))) errors++;
-      if (message.t === 'hot') await sleep(1);
+      await sleep(1);
     } while (performance.now() < until);
   };
   const begun = hiResNow();
   void Promise.all(Array.from({ length: config.callers }, caller)).then(() => {
-    send({ t: 'done', latencies, errors, begun, ended: hiResNow() });
+    send({
+      t: 'done',
+      latencies,
+      errors,
+      begun,
+      ended: hiResNow(),
+      gcs: Number.NaN,
+      gcMs: Number.NaN,
+      runQueueMs: Number.NaN,
+      cpuMs: Number.NaN,
+      heapBytes: Number.NaN,
+    });
   });
 });
 

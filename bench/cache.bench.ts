@@ -224,6 +224,13 @@ async function processRows(r: RedisHarness, context: SuiteContext): Promise<Benc
       const loaderTook: number[] = [];
       const before: number[] = [];
       const after: number[] = [];
+      // Exact counts per round (see cache-worker.ts's stampede): GCs begun inside the round in
+      // any of the 4 workers, and per worker its wait for a core and its CPU time.
+      const gcs: number[] = [];
+      const gcMs: number[] = [];
+      const runQueue: number[] = [];
+      const cpu: number[] = [];
+      const heapKb: number[] = [];
       let errors = 0;
       for (let round = 0; round < rounds; round++) {
         const key = `cold-${round}`;
@@ -246,6 +253,13 @@ async function processRows(r: RedisHarness, context: SuiteContext): Promise<Benc
         // the loader returning → the last caller of any process settled (fill, wake-ups).
         before.push(load.t0 - Math.min(...done.map((d) => d.begun)));
         after.push(Math.max(...done.map((d) => d.ended)) - load.t1);
+        gcs.push(done.reduce((sum, d) => sum + d.gcs, 0));
+        gcMs.push(done.reduce((sum, d) => sum + d.gcMs, 0));
+        for (const d of done) {
+          runQueue.push(d.runQueueMs);
+          cpu.push(d.cpuMs);
+          if (d.gcs === 0) heapKb.push(d.heapBytes / 1024);
+        }
       }
       const exact = calls.filter((c) => c === 1).length;
       const warmExact = warmCalls.filter((c) => c === 1).length;
@@ -297,6 +311,11 @@ async function processRows(r: RedisHarness, context: SuiteContext): Promise<Benc
           stage('loader runs (INCR, 50 ms timer and its lateness)', loaderTook),
           stage('loader returns → last caller settles (fill script, PUBLISH, wake)', after),
           stage("each wait − its round's loader time", overLoader),
+          stage('GCs begun in the round, 4 workers together (count)', gcs),
+          stage('their pauses, 4 workers together', gcMs),
+          stage('a worker waiting for a core in the round (schedstat run-queue time)', runQueue),
+          stage('a worker’s CPU time in the round', cpu),
+          stage('a worker’s heap growth in a round without GC (kB, not ms)', heapKb),
         );
       }
       // Hot key: 4 processes × 250 readers for 3.5 s, ttl 1 s.
