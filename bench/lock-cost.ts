@@ -8,6 +8,12 @@
  *
  *   node --expose-gc --import tsx bench/lock-cost.ts [--cycles=20000] [--block=1000] <dist dir>…
  *
+ * With `--heap` it measures instead the heap bytes this process allocates per cycle, per
+ * library, exactly: no collection may run inside a measured block of `--cycles` cycles (run
+ * with `--min-semi-space-size=256 --max-semi-space-size=256`; it says when one did).
+ *
+ *   node --expose-gc --min-semi-space-size=256 --max-semi-space-size=256 --import tsx bench/lock-cost.ts --heap [--cycles=5000] <dist dir>…
+ *
  * Each `<dist dir>` is a built Keel (`npx tsup`, then a copy of `dist/`), loaded side by side.
  * Not a suite of `npm run bench`: a measuring tool for changes to the lock's scripts.
  */
@@ -15,6 +21,7 @@ import type { Redis } from 'ioredis';
 import type * as LockModule from '../src/lock/index.js';
 import NodeRedlock from 'redlock';
 import { resolve, join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
 
@@ -51,6 +58,35 @@ async function scriptUsec(client: Redis): Promise<number> {
     total += Number(m[2]);
   }
   return total;
+}
+
+let collections = 0;
+new PerformanceObserver((list) => {
+  collections += list.getEntries().length;
+}).observe({ entryTypes: ['gc'] });
+const ticks = async (n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((done) => setImmediate(done));
+};
+
+/** Heap bytes allocated per cycle of `lib` over `cycles` cycles, with no collection between. */
+async function heapPerCycle(lib: Library, cycles: number): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error('--heap needs node --expose-gc');
+  gc();
+  // The observer hears of the collection just asked for a little late.
+  await new Promise((done) => setTimeout(done, 50));
+  const before = collections;
+  const heap0 = process.memoryUsage().heapUsed;
+  for (let c = 0; c < cycles; c++) await lib.cycle();
+  // The late answers of the last cycle (Keel decides at a quorum) are part of its cost.
+  await new Promise((done) => setTimeout(done, 20));
+  const heap1 = process.memoryUsage().heapUsed;
+  await ticks(1);
+  const clean = collections === before;
+  console.log(
+    `${lib.name}: ${((heap1 - heap0) / cycles).toFixed(0)} heap bytes/cycle over ${cycles}` +
+      (clean ? '' : ` (NOT exact: ${collections - before} collections ran)`),
+  );
 }
 
 async function main(): Promise<void> {
@@ -92,6 +128,10 @@ async function main(): Promise<void> {
     );
     // Warm up, interleaved.
     for (let r = 0; r < 3000; r++) for (const lib of libraries) await lib.cycle();
+    if (process.argv.includes('--heap')) {
+      for (const lib of libraries) await heapPerCycle(lib, arg('cycles', 5000));
+      return;
+    }
     const blocks = Math.ceil(CYCLES / BLOCK);
     for (let b = 0; b < blocks; b++) {
       for (let k = 0; k < libraries.length; k++) {
