@@ -329,6 +329,14 @@ interface AttemptHost {
 
 const never = (): boolean => false;
 
+/** A release round's yes for one key (made once: a release is the hot path). */
+const releasedOne = (r: NodeResult): boolean => Number(r.value) === 1;
+/** A release round's yes for `n` keys: the node deleted every one. */
+const releasedAll =
+  (n: number) =>
+  (r: NodeResult): boolean =>
+    Number(r.value) === n;
+
 /**
  * One acquisition of a Redlock, as the plan `Quorum.acquire` executes: its keys and settings,
  * and what its rounds learned. A class rather than an object literal of closures: an
@@ -513,6 +521,8 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #counters = new LockCounters();
   /** What the acquisitions' plans call back (see `LockAttempt`). */
   readonly #host: AttemptHost;
+  /** The delay between attempts, for waiting in a local turn (made once: no closure per call). */
+  readonly #retryDelay = (): number => this.#q.retryDelay();
   /**
    * What this Redlock's locks report (extensions, the end of each hold), and the nodes the
    * diagnostics messages name.
@@ -767,13 +777,7 @@ export class Redlock implements LockService, AsyncDisposable {
       const { line, retryCount, deadline } = attempt;
       let remaining = retryCount;
       if (line !== undefined) {
-        const entered = this.#turns.enter(
-          line,
-          retryCount,
-          () => this.#q.retryDelay(),
-          signal,
-          deadline,
-        );
+        const entered = this.#turns.enter(line, retryCount, this.#retryDelay, signal, deadline);
         if (typeof entered !== 'number') {
           this.#behindOwn(attempt);
           waited = true;
@@ -1257,7 +1261,7 @@ export class Redlock implements LockService, AsyncDisposable {
   ): Promise<ReleaseOutcome> {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
     // finish on their own (each within the per-node timeout).
-    const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
+    const yes = lockKeys.length === 1 ? releasedOne : releasedAll(lockKeys.length);
     for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
     // The script publishes the release (and computes the holder's id) only on nodes where an
     // acquisition was refused, i.e. where someone may wait — or everywhere when an acquisition
