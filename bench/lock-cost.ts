@@ -8,6 +8,18 @@
  *
  *   node --expose-gc --import tsx bench/lock-cost.ts [--cycles=20000] [--block=1000] <dist dir>…
  *
+ * With `--heap` it measures instead the heap bytes this process allocates per cycle, per
+ * library, exactly: no collection may run inside a measured block of `--cycles` cycles (run
+ * with `--min-semi-space-size=256 --max-semi-space-size=256`; it says when one did).
+ *
+ * With `--callgrind`, run under valgrind, it counts this process's instructions per cycle per
+ * library (Node's side of a cycle, ioredis included; run in a scratch directory, where the
+ * dumps go):
+ *
+ *   valgrind --tool=callgrind node [--jitless] --import tsx bench/lock-cost.ts --callgrind --warmup=300 [--cycles=1000] <dist dir>…
+ *
+ *   node --expose-gc --min-semi-space-size=256 --max-semi-space-size=256 --import tsx bench/lock-cost.ts --heap [--cycles=5000] <dist dir>…
+ *
  * Each `<dist dir>` is a built Keel (`npx tsup`, then a copy of `dist/`), loaded side by side.
  * Not a suite of `npm run bench`: a measuring tool for changes to the lock's scripts.
  */
@@ -15,6 +27,9 @@ import type { Redis } from 'ioredis';
 import type * as LockModule from '../src/lock/index.js';
 import NodeRedlock from 'redlock';
 import { resolve, join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
 
@@ -51,6 +66,60 @@ async function scriptUsec(client: Redis): Promise<number> {
     total += Number(m[2]);
   }
   return total;
+}
+
+let collections = 0;
+new PerformanceObserver((list) => {
+  collections += list.getEntries().length;
+}).observe({ entryTypes: ['gc'] });
+const ticks = async (n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((done) => setImmediate(done));
+};
+
+/**
+ * This process's instructions per cycle of `lib`, when it runs under `valgrind --tool=callgrind`:
+ * counters zeroed, `cycles` cycles, a dump, its total ÷ cycles (as lock-redis-count.ts does for
+ * a redis-server).
+ */
+async function instructionsPerCycle(lib: Library, cycles: number): Promise<void> {
+  const pid = String(process.pid);
+  const dir = process.cwd();
+  await new Promise((done) => setTimeout(done, 20));
+  execFileSync('callgrind_control', ['--zero', pid], { stdio: 'ignore' });
+  for (let c = 0; c < cycles; c++) await lib.cycle();
+  // The late answers of the last cycle (Keel decides at a quorum) are part of its cost.
+  await new Promise((done) => setTimeout(done, 20));
+  const before = new Set(readdirSync(dir));
+  execFileSync('callgrind_control', ['--dump', pid], { stdio: 'ignore' });
+  const fresh = readdirSync(dir).filter((f) => f.startsWith('callgrind.out') && !before.has(f));
+  if (fresh.length !== 1) throw new Error(`expected one new dump, found ${fresh.join(', ')}`);
+  const text = readFileSync(join(dir, fresh[0] as string), 'utf8');
+  const total = /^(?:totals|summary): (\d+)/m.exec(text);
+  if (total === null) throw new Error('no totals line in the dump');
+  console.log(
+    `${lib.name}: ${(Number(total[1]) / cycles).toFixed(0)} instructions/cycle (${cycles})`,
+  );
+}
+
+/** Heap bytes allocated per cycle of `lib` over `cycles` cycles, with no collection between. */
+async function heapPerCycle(lib: Library, cycles: number): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error('--heap needs node --expose-gc');
+  gc();
+  // The observer hears of the collection just asked for a little late.
+  await new Promise((done) => setTimeout(done, 50));
+  const before = collections;
+  const heap0 = process.memoryUsage().heapUsed;
+  for (let c = 0; c < cycles; c++) await lib.cycle();
+  // The late answers of the last cycle (Keel decides at a quorum) are part of its cost.
+  await new Promise((done) => setTimeout(done, 20));
+  const heap1 = process.memoryUsage().heapUsed;
+  await ticks(1);
+  const clean = collections === before;
+  console.log(
+    `${lib.name}: ${((heap1 - heap0) / cycles).toFixed(0)} heap bytes/cycle over ${cycles}` +
+      (clean ? '' : ` (NOT exact: ${collections - before} collections ran)`),
+  );
 }
 
 async function main(): Promise<void> {
@@ -91,7 +160,16 @@ async function main(): Promise<void> {
       }),
     );
     // Warm up, interleaved.
-    for (let r = 0; r < 3000; r++) for (const lib of libraries) await lib.cycle();
+    const warmup = arg('warmup', 3000);
+    for (let r = 0; r < warmup; r++) for (const lib of libraries) await lib.cycle();
+    if (process.argv.includes('--callgrind')) {
+      for (const lib of libraries) await instructionsPerCycle(lib, arg('cycles', 1000));
+      return;
+    }
+    if (process.argv.includes('--heap')) {
+      for (const lib of libraries) await heapPerCycle(lib, arg('cycles', 5000));
+      return;
+    }
     const blocks = Math.ceil(CYCLES / BLOCK);
     for (let b = 0; b < blocks; b++) {
       for (let k = 0; k < libraries.length; k++) {

@@ -17,7 +17,7 @@ import {
 } from './errors.js';
 import { newToken } from './lock.js';
 import type { ReleaseNotifier, ReleaseSubscription } from './notifier.js';
-import { NodeChannel, classify, nodeAddress, type LockClient } from './channel.js';
+import { NodeChannel, classify, nodeAddress, type Answer, type LockClient } from './channel.js';
 import { newPlanState, planNext, type PlanState, type RoundView } from './plan.js';
 import type { Script } from './scripts.js';
 
@@ -72,6 +72,11 @@ export interface RoundOptions {
   readonly nodes?: readonly number[];
   /** Sees each answer that came after the round was decided (or timed out). */
   readonly late?: (r: NodeResult) => void;
+  /**
+   * An acquisition's attempt, whose plan sees its late answers (`plan.late(token, r)`, called
+   * on the plan): what `late` does, without a closure per round.
+   */
+  readonly attempt?: { readonly plan: AcquirePlan<unknown>; readonly token: string };
   /**
    * When the round starts on the clock, if the caller has just read it (its timeout counts
    * from there; else the round reads the clock).
@@ -153,13 +158,15 @@ export interface AcquirePlan<T> extends VotePlan {
  * `plan.late`, if it has one.
  */
 function roundOf(plan: AcquirePlan<unknown>, token: string, started: number): RoundOptions {
-  if (plan.late === undefined) return { started };
-  return {
-    started,
-    late: (r) => {
-      plan.late?.(token, r); // called on the plan: it may be a class instance
-    },
-  };
+  return plan.late === undefined ? { started } : { started, attempt: { plan, token } };
+}
+
+/**
+ * A release that woke an acquisition and that it will not use goes to the next waiter (a
+ * function, not a closure per acquisition: most acquisitions never subscribe).
+ */
+function passOnUnused(subscription: ReleaseSubscription | undefined, seen: number): void {
+  if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
 }
 
 /**
@@ -181,10 +188,107 @@ const TIMER_GRANULARITY_MS = 1;
  */
 interface Waiting {
   readonly due: number;
-  readonly expire: () => void;
+  expire(): void;
   listed: boolean;
   prev: Waiting | undefined;
   next: Waiting | undefined;
+}
+
+/** Times out a round (`setImmediate`'s callback, one function for every round). */
+const expireRound = (waiting: Waiting): void => {
+  waiting.expire();
+};
+
+/**
+ * One round of {@link Quorum.round} waiting for its answers: its state and the steps that
+ * settle it, as one object with one closure (`reply`, the handler the nodes' channels call)
+ * rather than a closure per step — this is the hot path of every acquire, extend and release.
+ */
+class Round implements Waiting {
+  readonly results: (NodeResult | undefined)[];
+  settled = false;
+  answered = 0;
+  yeses = 0;
+  listed = false;
+  prev: Waiting | undefined = undefined;
+  next: Waiting | undefined = undefined;
+  /** One reply handler for every node of the round (the channel hands back the node). */
+  readonly reply: Answer = (ok, value, node) => {
+    this.answer(
+      ok
+        ? { node, ok: true, value }
+        : {
+            node,
+            ok: false,
+            ...classify((this.channels[node] as NodeChannel).client, value, this.nodeTimeoutMs),
+          },
+    );
+  };
+
+  constructor(
+    readonly quorum: Quorum,
+    readonly channels: readonly NodeChannel[],
+    readonly pending: readonly NodeResult[],
+    readonly yes: (r: NodeResult) => boolean,
+    readonly options: RoundOptions,
+    readonly called: number,
+    readonly timeoutMs: number,
+    readonly nodeTimeoutMs: number,
+    readonly due: number,
+    readonly resolve: (results: NodeResult[]) => void,
+  ) {
+    this.results = new Array<NodeResult | undefined>(channels.length);
+  }
+
+  finish(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.quorum.unwatch(this);
+    // Fill in the nodes that have not answered (a plain loop: map would skip the holes), with
+    // the Quorum's shared answers for them (one object per node, not per round).
+    const results = this.results;
+    const pending = this.pending;
+    for (let node = 0; node < results.length; node++) results[node] ??= pending[node] as NodeResult;
+    this.resolve(results as NodeResult[]);
+  }
+
+  answer(r: NodeResult): void {
+    if (this.settled) {
+      const { late, attempt } = this.options;
+      late?.(r);
+      attempt?.plan.late?.(attempt.token, r); // called on the plan: it may be a class instance
+      return;
+    }
+    this.results[r.node] = r;
+    this.answered++;
+    if (r.ok && this.yes(r)) this.yeses++;
+    const noes = this.answered - this.yeses;
+    const n = this.results.length;
+    const size = this.quorum.size;
+    if (
+      this.answered === this.called ||
+      (this.options.waitAll !== true && (this.yeses >= size || noes > n - size))
+    ) {
+      this.finish();
+    }
+  }
+
+  expire(): void {
+    if (this.settled) return;
+    const results = this.results;
+    const nodes = this.options.nodes;
+    for (let node = 0; node < results.length; node++) {
+      if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
+        const failure = classify(
+          (this.channels[node] as NodeChannel).client,
+          undefined,
+          this.timeoutMs,
+        );
+        results[node] = { node, ok: false, ...failure };
+      }
+    }
+    this.finish();
+  }
 }
 
 export class Quorum {
@@ -318,10 +422,6 @@ export class Quorum {
     let seen = 0;
     // Made on the first failed round: an acquisition that wins at once never needs it.
     let state: PlanState | undefined;
-    /** A release that woke us and that we will not use goes to the next waiter. */
-    const passOnUnused = (): void => {
-      if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
-    };
     try {
       let delay = 0;
       // `attempt` counts what the budget counts; `rounds`, every round made.
@@ -331,7 +431,7 @@ export class Quorum {
           // waitMs: no attempt starts after the deadline; the last wait ends at it.
           const left = deadline - s.clock.now();
           if (left < 0) {
-            passOnUnused();
+            passOnUnused(subscription, seen);
             break;
           }
           delay = Math.min(delay, left);
@@ -391,7 +491,7 @@ export class Quorum {
             continue;
           case 'give-up':
             await undone;
-            passOnUnused(); // a release that woke us after the last attempt
+            passOnUnused(subscription, seen); // a release that woke us after the last attempt
             break;
           case 'retry':
             if (!next.counted) attempt--; // a quick retry within a counted retry's delay
@@ -412,7 +512,7 @@ export class Quorum {
         }
       }
     } catch (error) {
-      passOnUnused(); // giving up: aborted, or the quorum is unavailable
+      passOnUnused(subscription, seen); // giving up: aborted, or the quorum is unavailable
       throw error;
     } finally {
       subscription?.[Symbol.dispose]();
@@ -533,7 +633,7 @@ export class Quorum {
   }
 
   /** Takes a round out of the waiting list (if it is still there). */
-  #unwatch(waiting: Waiting): void {
+  unwatch(waiting: Waiting): void {
     if (!waiting.listed) return;
     waiting.listed = false;
     const { prev, next } = waiting;
@@ -568,8 +668,8 @@ export class Quorum {
     for (let waiting = this.#waiting; waiting !== undefined;) {
       const after = waiting.next;
       if (waiting.due - now < TIMER_GRANULARITY_MS) {
-        this.#unwatch(waiting);
-        setImmediate(waiting.expire);
+        this.unwatch(waiting);
+        setImmediate(expireRound, waiting);
       } else if (waiting.due < soonest) soonest = waiting.due;
       waiting = after;
     }
@@ -602,77 +702,40 @@ export class Quorum {
   ): Promise<NodeResult[]> {
     const { clock, nodeTimeoutMs } = this.#s;
     const channels = this.#channels;
-    const pending = this.#pending;
     const n = channels.length;
     const nodes = options.nodes;
     const called = nodes === undefined ? n : nodes.length;
-    const waitAll = options.waitAll === true;
     const argv = keys.length === 0 ? [...args] : [...keys, ...args];
     const timeoutMs = nodeTimeoutMs + argv.length * ARGUMENT_ALLOWANCE_MS;
+    const due = (options.started ?? clock.now()) + timeoutMs;
     return new Promise((resolve) => {
-      const results: (NodeResult | undefined)[] = new Array<NodeResult | undefined>(n);
-      let settled = false;
-      let answered = 0;
-      let yeses = 0;
-      const finish = (): void => {
-        if (settled) return;
-        settled = true;
-        this.#unwatch(waiting);
-        // Fill in the nodes that have not answered (a plain loop: map would skip the holes),
-        // with the Quorum's shared answers for them (one object per node, not per round).
-        for (let node = 0; node < n; node++) results[node] ??= pending[node] as NodeResult;
-        resolve(results as NodeResult[]);
-      };
-      const answer = (r: NodeResult): void => {
-        if (settled) {
-          options.late?.(r);
-          return;
-        }
-        results[r.node] = r;
-        answered++;
-        if (r.ok && yes(r)) yeses++;
-        const noes = answered - yeses;
-        if (answered === called || (!waitAll && (yeses >= this.size || noes > n - this.size)))
-          finish();
-      };
-      const expire = (): void => {
-        if (settled) return;
-        for (let node = 0; node < n; node++) {
-          if (results[node] === undefined && (nodes === undefined || nodes.includes(node))) {
-            const failure = classify((channels[node] as NodeChannel).client, undefined, timeoutMs);
-            results[node] = { node, ok: false, ...failure };
-          }
-        }
-        finish();
-      };
+      const round = new Round(
+        this,
+        channels,
+        this.#pending,
+        yes,
+        options,
+        called,
+        timeoutMs,
+        nodeTimeoutMs,
+        due,
+        resolve,
+      );
       // Timed out by the Quorum's one timer (see `#watch`), which runs `expire` after the I/O
       // that is ready when it fires.
-      const waiting: Waiting = {
-        due: (options.started ?? clock.now()) + timeoutMs,
-        expire,
-        listed: false,
-        prev: undefined,
-        next: undefined,
-      };
-      // One reply handler for every node of the round (the channel hands back the node).
-      const reply = (ok: boolean, value: unknown, node: number): void => {
-        answer(
-          ok
-            ? { node, ok: true, value }
-            : {
-                node,
-                ok: false,
-                ...classify((channels[node] as NodeChannel).client, value, nodeTimeoutMs),
-              },
-        );
-      };
-      const send = (node: number): void => {
-        (channels[node] as NodeChannel).send(script, keys.length, argv, reply, node);
-      };
-      this.#watch(waiting);
-      if (nodes === undefined) for (let node = 0; node < n; node++) send(node);
-      else for (const node of nodes) send(node);
-      if (called === 0) finish();
+      this.#watch(round);
+      const numKeys = keys.length;
+      const reply = round.reply;
+      if (nodes === undefined) {
+        for (let node = 0; node < n; node++) {
+          (channels[node] as NodeChannel).send(script, numKeys, argv, reply, node);
+        }
+      } else {
+        for (const node of nodes) {
+          (channels[node] as NodeChannel).send(script, numKeys, argv, reply, node);
+        }
+      }
+      if (called === 0) round.finish();
     });
   }
 }

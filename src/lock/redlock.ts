@@ -206,6 +206,18 @@ interface AcquireKeys {
   readonly fenceKeys: readonly string[];
   readonly keys: readonly string[];
   readonly channels: readonly string[];
+  /**
+   * ACQUIRE's KEYS without the incarnation key (the lock key and its counter): one resource on
+   * standalone nodes only, else undefined.
+   */
+  readonly taggedKeys: readonly string[] | undefined;
+  /**
+   * The resource's counter was tagged on every node that granted its last acquisition, so the
+   * next one sends `taggedKeys` (one key less for every node to take in); cleared when a node
+   * answers them with an untagged counter. A hint only: without the incarnation key ACQUIRE
+   * counts only tagged counters, never one it cannot vouch for (see ACQUIRE).
+   */
+  tagged: boolean;
 }
 /** Background fencing checks that left a node unrepaired are tried again this many times… */
 const RECHECKS = 5;
@@ -259,9 +271,13 @@ const isGrant = (r: NodeResult): boolean =>
 const fenceOf = (r: NodeResult, i: number): number =>
   typeof r.value === 'number' ? Math.abs(r.value) : Number((r.value as unknown[])[i + 1]);
 
-/** Did a granting node still have its incarnation key (its counters count)? */
+/**
+ * Did a granting node still have its incarnation key, or a tagged counter (its counters count)?
+ * On standalone nodes; on Redis Cluster there is no incarnation check, and every grant counts.
+ */
 const intactOf = (r: NodeResult): boolean =>
   typeof r.value === 'number' ? r.value > 0 : (r.value as unknown[])[0] === 1;
+const counted = (): boolean => true;
 
 /** How a node is named in errors: `host:port` when the client says, else its index. */
 const nameOf = (client: LockClient, node: number): string => {
@@ -313,6 +329,14 @@ interface AttemptHost {
 
 const never = (): boolean => false;
 
+/** A release round's yes for one key (made once: a release is the hot path). */
+const releasedOne = (r: NodeResult): boolean => Number(r.value) === 1;
+/** A release round's yes for `n` keys: the node deleted every one. */
+const releasedAll =
+  (n: number) =>
+  (r: NodeResult): boolean =>
+    Number(r.value) === n;
+
 /**
  * One acquisition of a Redlock, as the plan `Quorum.acquire` executes: its keys and settings,
  * and what its rounds learned. A class rather than an object literal of closures: an
@@ -329,6 +353,10 @@ class LockAttempt implements AcquirePlan<Lock> {
   readonly fenceKeys: readonly string[];
   readonly keys: readonly string[];
   readonly channels: readonly string[];
+  /** The keys it was made from (their `tagged` hint is kept there, per resource). */
+  readonly source: AcquireKeys;
+  /** Sent without the incarnation key (see `AcquireKeys.tagged`). */
+  readonly tagged: boolean;
   /** The attempt that won (its token) and its fencing tokens, for late nodes. */
   wonWith: string | undefined = undefined;
   fences: readonly number[] | undefined = undefined;
@@ -358,8 +386,11 @@ class LockAttempt implements AcquirePlan<Lock> {
     this.minValidityMs = host.minValidityMs;
     this.lockKeys = keys.lockKeys;
     this.fenceKeys = keys.fenceKeys;
-    this.keys = keys.keys;
     this.channels = keys.channels;
+    this.source = keys;
+    const taggedKeys = keys.tagged ? keys.taggedKeys : undefined;
+    this.tagged = taggedKeys !== undefined;
+    this.keys = taggedKeys ?? keys.keys;
   }
 
   /** See {@link AcquirePlan.firstRoundUnmarked}. */
@@ -478,6 +509,8 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #minTtlMs: number;
   /** Incarnation checks and repairs of the fencing counters (standalone nodes only). */
   readonly #fence: FenceKeeper | undefined;
+  /** Do a granting node's counters count? (`intactOf`; on Redis Cluster, always.) */
+  readonly #intactOf: (r: NodeResult) => boolean;
   /** Listeners on the clients' `ready` (reconnect) events, while watching. */
   #listening: (() => void)[] | undefined;
   /** A fencing check scheduled again (see `#checkFencing`). */
@@ -488,6 +521,8 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #counters = new LockCounters();
   /** What the acquisitions' plans call back (see `LockAttempt`). */
   readonly #host: AttemptHost;
+  /** The delay between attempts, for waiting in a local turn (made once: no closure per call). */
+  readonly #retryDelay = (): number => this.#q.retryDelay();
   /**
    * What this Redlock's locks report (extensions, the end of each hold), and the nodes the
    * diagnostics messages name.
@@ -513,6 +548,7 @@ export class Redlock implements LockService, AsyncDisposable {
       this.#notifier,
     );
     this.#fence = this.#cluster ? undefined : new FenceKeeper(this.#q, this.#o.keyPrefix);
+    this.#intactOf = this.#cluster ? counted : intactOf;
     const q = this.#q;
     this.#host = {
       quorum: q,
@@ -741,13 +777,7 @@ export class Redlock implements LockService, AsyncDisposable {
       const { line, retryCount, deadline } = attempt;
       let remaining = retryCount;
       if (line !== undefined) {
-        const entered = this.#turns.enter(
-          line,
-          retryCount,
-          () => this.#q.retryDelay(),
-          signal,
-          deadline,
-        );
+        const entered = this.#turns.enter(line, retryCount, this.#retryDelay, signal, deadline);
         if (typeof entered !== 'number') {
           this.#behindOwn(attempt);
           waited = true;
@@ -965,6 +995,7 @@ export class Redlock implements LockService, AsyncDisposable {
     const highest: number[] = [];
     let inSync = true;
     let intact = 0;
+    const intactOf = this.#intactOf;
     for (const r of granted) if (intactOf(r)) intact++;
     for (let i = 0; i < list.length; i++) {
       let max = -Infinity;
@@ -981,7 +1012,15 @@ export class Redlock implements LockService, AsyncDisposable {
       highest.push(Math.max(top, max));
       if (min !== max) inSync = false;
     }
-    if (intact < granted.length) this.#checkFencing();
+    if (intact < granted.length) {
+      this.#checkFencing();
+      // An untagged counter answered a round without the incarnation key: send the key again.
+      attempt.source.tagged = false;
+    } else if (!attempt.tagged && inSync && (fences[0] as number) > 1) {
+      // Every granting node had its incarnation key and a counter past its first grant, so
+      // ACQUIRE left each of them tagged (see ACQUIRE): the next acquisition can skip the key.
+      attempt.source.tagged = true;
+    }
     if (inSync && intact >= this.#q.size) {
       const lock = this.#made(attempt, token, started, fences);
       if (lock !== TOO_SLOW && intact < granted.length) {
@@ -1060,8 +1099,9 @@ export class Redlock implements LockService, AsyncDisposable {
   #catchUp(fenceKeys: readonly string[], fences: readonly number[], r: NodeResult): void {
     if (!r.ok) return;
     const grant = isGrant(r);
-    if (grant && !intactOf(r)) this.#checkFencing();
-    if (grant && intactOf(r) && atLeast(r, fences)) return;
+    const intact = grant && this.#intactOf(r);
+    if (grant && !intact) this.#checkFencing();
+    if (intact && atLeast(r, fences)) return;
     const keys = this.#fence === undefined ? fenceKeys : [...fenceKeys, this.#fence.marker];
     this.#q
       .round(SETTLE_FENCE, keys, [fences.length, ...fences], () => true, { nodes: [r.node] })
@@ -1098,9 +1138,12 @@ export class Redlock implements LockService, AsyncDisposable {
     }
     const fenceKeys = lockKeys.map((k) => `${k}:fence`);
     const keys = [...lockKeys, ...fenceKeys];
+    // One resource on standalone nodes may go without the incarnation key once its counter is
+    // tagged (see ACQUIRE and `AcquireKeys.tagged`); a copy of `keys` before the key is added.
+    const taggedKeys = this.#fence !== undefined && lockKeys.length === 1 ? [...keys] : undefined;
     if (this.#fence !== undefined) keys.push(this.#fence.marker);
     const channels = lockKeys.map((k) => `${k}:released`);
-    return { lockKeys, fenceKeys, keys, channels };
+    return { lockKeys, fenceKeys, keys, channels, taggedKeys, tagged: false };
   }
 
   /**
@@ -1218,7 +1261,7 @@ export class Redlock implements LockService, AsyncDisposable {
   ): Promise<ReleaseOutcome> {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
     // finish on their own (each within the per-node timeout).
-    const yes = (r: NodeResult): boolean => Number(r.value) === lockKeys.length;
+    const yes = lockKeys.length === 1 ? releasedOne : releasedAll(lockKeys.length);
     for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
     // The script publishes the release (and computes the holder's id) only on nodes where an
     // acquisition was refused, i.e. where someone may wait — or everywhere when an acquisition

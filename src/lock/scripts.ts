@@ -60,12 +60,21 @@ export const unmarked = (value: string): string =>
  * KEYS: the lock keys, their fencing counters, and (standalone nodes) the node's incarnation
  * key last — an odd key count means it is there. A node without its incarnation key lost its
  * data since the fencing counters were last known good there (a restart without persistence, a
- * flush): its counters must not be counted (see fencing.ts), so the reply says so. ARGV: the
+ * flush): its counters must not be counted (see fencing.ts), so the reply says so. One resource
+ * may be sent without the incarnation key (two keys): a tagged counter (below) is answered as
+ * intact, as with the key, and an untagged one — which only the key could vouch for — as not
+ * counted (`-fence`, the answer of a node without its key). A standalone client sends the two
+ * keys once the resource's counter was tagged on every node that granted its last acquisition
+ * (`AcquireKeys.tagged` in redlock.ts), and the three again after a node answered `-fence`;
+ * each node then takes in one key less per acquisition — measured with
+ * `bench/lock-redis-count.ts`, see bench/README.md. On Redis Cluster (always two keys, no
+ * incarnation key there) the client counts every grant. ARGV: the
  * token, the ttl, and (optional) how long (ms) a refused acquirer may take before its next
  * attempt — without it a refusal marks nothing (a lock's first round goes without; see
  * `AcquirePlan.firstRoundUnmarked`).
  * Returns `{1, fence…}` (or `{2, fence…}` from such a node), or for one resource just its
- * fence (an integer ≥ 1, negated from such a node), or `{0, index, pttl, holder}`.
+ * fence (an integer ≥ 1, negated from such a node or for an unchecked counter), or
+ * `{0, index, pttl, holder}`.
  *
  * Tagged counters: the incarnation check is made once per counter, not once per grant. A
  * counter that passed it holds its fence plus {@link FENCE_TAG} ("tagged"); the INCR of a
@@ -126,10 +135,9 @@ if nk < 4 then
   if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     local fence = redis.call('INCR', KEYS[2])
     if fence > ${TAG} then return fence - ${TAG} end
-    if nk == 3 then
-      if redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
-      if fence > 1 then redis.call('INCRBY', KEYS[2], '${TAG}') end
-    end
+    if nk == 2 then return -fence end
+    if redis.call('EXISTS', KEYS[3]) == 0 then return -fence end
+    if fence > 1 then redis.call('INCRBY', KEYS[2], '${TAG}') end
     return fence
   end
   taken = 1
@@ -300,8 +308,24 @@ return 1
  * release and channel (see notifier.ts), so the next holder is likely its neighbour — a release
  * with `ARGV[2]` = '1' (its Redlock has acquisitions subscribed to the channel) publishes
  * whether marked or not.
+ *
+ * One key without `ARGV[2]` (the uncontended release) takes a straight path — the same steps
+ * without the loop and its bookkeeping, measured with `bench/lock-redis-count.ts`.
  */
 export const RELEASE = script(`
+if #KEYS == 1 and not ARGV[2] then
+  local value = redis.call('GET', KEYS[1])
+  if value == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  if value and value == ARGV[1] .. '${MARK}' then
+    redis.call('DEL', KEYS[1])
+    redis.call('PUBLISH', KEYS[1] .. ':released', string.sub(redis.sha1hex(ARGV[1]), 1, 16))
+    return 1
+  end
+  return 0
+end
 local deleted = 0
 local id = nil
 for i = 1, #KEYS do
