@@ -13,12 +13,16 @@
  * `valgrind --tool=callgrind`, it counts the server's instructions per transition exactly).
  *
  * Each `<src dir>` holds a copy of Keel's `src/` (e.g. `.scratch/A/src`, a copy taken before a
- * change, and `src`). Not a suite of `npm run bench`: a measuring tool for changes to the saga's
+ * change, and `src`), run through tsx, or a build (`dist`, after `npm run build`): what users run
+ * (tsx compiles with esbuild's `keepNames`, which wraps every function made at run time in a
+ * `__name` call, an `Object.defineProperty`; a build has none). Not a suite of `npm run bench`: a measuring tool for changes to the saga's
  * store and scripts.
  */
 import { Redis } from 'ioredis';
 import type * as SagaModule from '../src/saga/index.js';
+import { existsSync } from 'node:fs';
 import { resolve, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
 
@@ -75,7 +79,10 @@ async function main(): Promise<void> {
     const variants: Variant[] = [];
     let serial = 0;
     for (const [i, dir] of dirs.entries()) {
-      const mod = (await import(join(resolve(dir), 'saga', 'index.ts'))) as typeof SagaModule;
+      // A source copy (saga/index.ts, through tsx) or a build (dist/: saga/index.js, what users run).
+      const source = join(resolve(dir), 'saga', 'index.ts');
+      const entry = existsSync(source) ? source : join(resolve(dir), 'saga', 'index.js');
+      const mod = (await import(pathToFileURL(entry).href)) as typeof SagaModule;
       const io = mod.defineSaga(
         'io',
         [1, 2, 3, 4, 5].map((n) => ({

@@ -90,40 +90,55 @@ export function encodeBatch(
 ): { keys: string[]; args: (string | number)[] } {
   let owner = String(items[0]?.args[1] ?? '');
   for (const item of items) if (item.args[1] === '') owner = '';
+  // The result is built in place (no per-item arrays spread together afterwards): the shard
+  // keys lead the keys, so a first pass numbers the shards and a second adds each item's own.
+  // Runs once per batch; what it allocates per item (its text) is paid by every transition.
   const shards = new Map<string, number>();
-  const shardKeys: string[] = [];
-  const own: string[] = [];
-  const perItem: (string | number)[] = [];
-  for (const { keys, args } of items) {
-    const live = keys[2] as string;
+  const keys: string[] = [];
+  const group: number[] = [];
+  for (const { keys: k } of items) {
+    const live = k[2] as string;
     let g = shards.get(live);
     if (g === undefined) {
       g = shards.size + 1;
       shards.set(live, g);
-      shardKeys.push(live, keys[3] as string, keys[4] as string, keys[5] as string);
+      keys.push(live, k[3] as string, k[4] as string, k[5] as string);
     }
-    own.push(keys[0] as string, keys[1] as string);
+    group.push(g);
+  }
+  const args: (string | number)[] = [
+    items.length,
+    shards.size,
+    settings.leaseMs,
+    settings.historyLimit,
+    settings.retentionMs,
+    settings.finishedHistory,
+    owner,
+  ];
+  const parts: (string | number)[] = [];
+  for (let i = 0; i < items.length; i++) {
+    const { keys: k, args: a } = items[i] as (typeof items)[number];
+    keys.push(k[0] as string, k[1] as string);
     // One text per transition; the id is the hash key's tail (see TRANSITIONS). Owner and
     // detail go with their UTF-8 byte lengths (Lua cuts bytes), the op argument takes the rest.
-    const who = args[1] === owner ? '' : (args[1] as string);
-    const detail = args[6] as string;
-    perItem.push(
-      `${g}|${args[2] as string | number}|${args[3] as string | number}|${args[4] as string}|${args[5] as string | number}|${who === '' ? 0 : Buffer.byteLength(who)}|${detail === '' ? 0 : Buffer.byteLength(detail)}|${who}${detail}${args[7] as string}`,
+    // Joined from one reused array: a flat string at once, where a template literal makes a
+    // chain of partial strings that the client flattens again to measure and write it.
+    const who = a[1] === owner ? '' : (a[1] as string);
+    const detail = a[6] as string;
+    parts.length = 0;
+    parts.push(
+      group[i] as number,
+      a[2] as string | number,
+      a[3] as string | number,
+      a[4] as string,
+      a[5] as string | number,
+      who === '' ? 0 : Buffer.byteLength(who),
+      detail === '' ? 0 : Buffer.byteLength(detail),
+      `${who}${detail}${a[7] as string}`,
     );
+    args.push(parts.join('|'));
   }
-  return {
-    keys: [...shardKeys, ...own],
-    args: [
-      items.length,
-      shards.size,
-      settings.leaseMs,
-      settings.historyLimit,
-      settings.retentionMs,
-      settings.finishedHistory,
-      owner,
-      ...perItem,
-    ],
-  };
+  return { keys, args };
 }
 
 /** The integer in `text` from `from` to `to` (digits only; anything else as `Number` reads it). */
