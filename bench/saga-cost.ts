@@ -25,13 +25,10 @@ import { resolve, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
+import { numberFlag } from './flags.js';
 
-const arg = (name: string, fallback: number): number => {
-  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return found === undefined ? fallback : Number(found.slice(name.length + 3));
-};
-const ROUNDS = arg('rounds', 20);
-const BLOCKS = arg('blocks', 6);
+const ROUNDS = numberFlag('rounds', 20);
+const BLOCKS = numberFlag('blocks', 6);
 const IN_FLIGHT = 100;
 const STEPS = 5;
 const TRANSITIONS = 1 + 2 * STEPS;
@@ -67,7 +64,7 @@ const variant = (name: string, round: () => Promise<void>): Variant => ({
 
 async function main(): Promise<void> {
   // --port=N: an already running server (e.g. one under `valgrind --tool=callgrind`).
-  const port = arg('port', 0);
+  const port = numberFlag('port', 0);
   const harness = port === 0 ? await RedisHarness.start({ count: 1 }) : undefined;
   const connect = (): Redis =>
     harness === undefined ? new Redis({ host: '127.0.0.1', port }) : harness.client(0);
