@@ -109,6 +109,7 @@ async function main(): Promise<void> {
     }
     await coordinator.close();
     const warm = rows.slice(2);
+    if (warm.length < 3) return; // too few blocks after warm-up for a correlation
     const col = (k: string): number[] => warm.map((r) => r[k] as number);
     const tps = col('transitions/s');
     const wait = warm.map(
