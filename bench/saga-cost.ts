@@ -4,7 +4,8 @@
  * side in one process on one local redis-server. Variants run in blocks, A/B/A/B…; per variant it
  * sums over its blocks: wall time (transitions/s), this process's CPU (`process.cpuUsage`), the
  * server's CPU (`INFO cpu`, getrusage: unaffected by waiting for a core on a loaded machine), and
- * the script calls and commands the server ran (`INFO commandstats`, deterministic).
+ * the script calls and commands the server ran (`INFO commandstats`, deterministic), and, in
+ * blocks with no GC, the bytes allocated per transition (heap growth; see `gcs` below).
  *
  *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] [--only=io|bare] [--hand] <src dir>…
  *
@@ -23,6 +24,7 @@ import type * as SagaModule from '../src/saga/index.js';
 import { existsSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
 import { numberFlag } from './flags.js';
@@ -44,6 +46,9 @@ interface Variant {
   nodeCpuUs: number;
   /** Of nodeCpuUs, the kernel's (system calls: socket writes and reads). */
   nodeSysUs: number;
+  /** Heap growth over the blocks with no GC in them (bytes), and the transitions they ran. */
+  allocBytes: number;
+  allocTransitions: number;
   redisCpuUs: number;
   scripts: number;
   commands: number;
@@ -56,11 +61,23 @@ const variant = (name: string, round: () => Promise<void>): Variant => ({
   wallMs: 0,
   nodeCpuUs: 0,
   nodeSysUs: 0,
+  allocBytes: 0,
+  allocTransitions: 0,
   redisCpuUs: 0,
   scripts: 0,
   commands: 0,
   sagas: 0,
 });
+
+/**
+ * GCs so far. A block with none in it grew the heap by exactly what it allocated (what survives
+ * and what is garbage alike): run with a young generation large enough, e.g.
+ * `--min-semi-space-size=256 --max-semi-space-size=256` (MB) for `--rounds=20`.
+ */
+let gcs = 0;
+new PerformanceObserver((list) => {
+  gcs += list.getEntries().length;
+}).observe({ entryTypes: ['gc'] });
 
 async function main(): Promise<void> {
   // --port=N: an already running server (e.g. one under `valgrind --tool=callgrind`).
@@ -136,11 +153,19 @@ async function main(): Promise<void> {
         globalThis.gc?.();
         await new Promise((r) => setTimeout(r, 20));
         const before: RedisCounters = await redisCounters(probe);
+        const gcs0 = gcs;
+        const heap0 = process.memoryUsage().heapUsed;
         const cpu0 = process.cpuUsage();
         const t0 = performance.now();
         for (let c = 0; c < ROUNDS; c++) await v.round();
         v.wallMs += performance.now() - t0;
         const cpu = process.cpuUsage(cpu0);
+        const heap1 = process.memoryUsage().heapUsed;
+        await new Promise((r) => setImmediate(r)); // GC entries are delivered asynchronously
+        if (gcs === gcs0) {
+          v.allocBytes += heap1 - heap0;
+          v.allocTransitions += ROUNDS * IN_FLIGHT * TRANSITIONS;
+        }
         const cost = redisCost(before, await redisCounters(probe));
         v.nodeCpuUs += cpu.user + cpu.system;
         v.nodeSysUs += cpu.system;
@@ -161,6 +186,8 @@ async function main(): Promise<void> {
           'redis CPU µs/transition': (v.redisCpuUs / t).toFixed(2),
           'script calls/saga': (v.scripts / v.sagas).toFixed(2),
           'commands/transition': (v.commands / t).toFixed(2),
+          'kB allocated/transition':
+            v.allocTransitions === 0 ? 'GC' : (v.allocBytes / v.allocTransitions / 1000).toFixed(3),
         };
       }),
     );

@@ -92,51 +92,55 @@ export function encodeBatch(
   for (const item of items) if (item.args[1] === '') owner = '';
   // The result is built in place (no per-item arrays spread together afterwards): the shard
   // keys lead the keys, so a first pass numbers the shards and a second adds each item's own.
-  // Runs once per batch; what it allocates per item (its text) is paid by every transition.
+  // Runs once per batch; what it allocates per item is paid by every transition.
   const shards = new Map<string, number>();
-  const keys: string[] = [];
-  const group: number[] = [];
-  for (const { keys: k } of items) {
+  const shardKeys: string[] = [];
+  /** Each item's shard number, 1..m (m ≤ the number of items). */
+  const group = new Uint16Array(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const k = (items[i] as (typeof items)[number]).keys;
     const live = k[2] as string;
     let g = shards.get(live);
     if (g === undefined) {
       g = shards.size + 1;
       shards.set(live, g);
-      keys.push(live, k[3] as string, k[4] as string, k[5] as string);
+      shardKeys.push(live, k[3] as string, k[4] as string, k[5] as string);
     }
-    group.push(g);
+    group[i] = g;
   }
-  const args: (string | number)[] = [
-    items.length,
-    shards.size,
-    settings.leaseMs,
-    settings.historyLimit,
-    settings.retentionMs,
-    settings.finishedHistory,
-    owner,
-  ];
-  const parts: (string | number)[] = [];
-  for (let i = 0; i < items.length; i++) {
+  // Sized up front (no growth copies): the shard keys, then each item's hash and history.
+  const keys = new Array<string>(shardKeys.length + 2 * items.length);
+  for (let i = 0; i < shardKeys.length; i++) keys[i] = shardKeys[i] as string;
+  const args = new Array<string | number>(7 + items.length);
+  args[0] = items.length;
+  args[1] = shards.size;
+  args[2] = settings.leaseMs;
+  args[3] = settings.historyLimit;
+  args[4] = settings.retentionMs;
+  args[5] = settings.finishedHistory;
+  args[6] = owner;
+  const parts: (string | number)[] = [0, 0, 0, '', 0, 0, 0, ''];
+  for (let i = 0, at = shardKeys.length; i < items.length; i++, at += 2) {
     const { keys: k, args: a } = items[i] as (typeof items)[number];
-    keys.push(k[0] as string, k[1] as string);
+    keys[at] = k[0] as string;
+    keys[at + 1] = k[1] as string;
     // One text per transition; the id is the hash key's tail (see TRANSITIONS). Owner and
     // detail go with their UTF-8 byte lengths (Lua cuts bytes), the op argument takes the rest.
     // Joined from one reused array: a flat string at once, where a template literal makes a
     // chain of partial strings that the client flattens again to measure and write it.
     const who = a[1] === owner ? '' : (a[1] as string);
     const detail = a[6] as string;
-    parts.length = 0;
-    parts.push(
-      group[i] as number,
-      a[2] as string | number,
-      a[3] as string | number,
-      a[4] as string,
-      a[5] as string | number,
-      who === '' ? 0 : Buffer.byteLength(who),
-      detail === '' ? 0 : Buffer.byteLength(detail),
-      `${who}${detail}${a[7] as string}`,
-    );
-    args.push(parts.join('|'));
+    // Written by index, never emptied: `parts.length = 0` would give up its backing store and
+    // the pushes would allocate a new one for every transition.
+    parts[0] = group[i] as number;
+    parts[1] = a[2] as string | number;
+    parts[2] = a[3] as string | number;
+    parts[3] = a[4] as string;
+    parts[4] = a[5] as string | number;
+    parts[5] = who === '' ? 0 : Buffer.byteLength(who);
+    parts[6] = detail === '' ? 0 : Buffer.byteLength(detail);
+    parts[7] = `${who}${detail}${a[7] as string}`;
+    args[7 + i] = parts.join('|');
   }
   return { keys, args };
 }
