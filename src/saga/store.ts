@@ -9,7 +9,13 @@
  * Internal module.
  * @packageDocumentation
  */
-import { runScript, type LuaScript, type ScriptClient } from '../core/index.js';
+import {
+  lastResolvers,
+  pending,
+  runScript,
+  type LuaScript,
+  type ScriptClient,
+} from '../core/index.js';
 import { SagaStoreError } from './errors.js';
 import { CANCEL, CLAIM, LIST, READ, START, TRANSITION, TRANSITIONS } from './scripts.js';
 import { decodeRow, shardOf, type Row, type SagaStatus } from './state.js';
@@ -297,28 +303,38 @@ class TransitionBatcher {
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const item: Queued = { saga, keys, args, resolve, reject };
-      if (!this.#scheduled && this.#inflight === 0) {
-        this.#one(item);
-        return;
-      }
-      const group = this.#perTag ? (keys[2] ?? '') : '';
-      let queue = this.#queues.get(group);
-      if (queue === undefined) {
-        queue = [];
-        this.#queues.set(group, queue);
-      }
-      queue.push(item);
-      if (queue.length >= MAX_BATCH) {
-        this.#queues.delete(group);
-        this.#send(queue);
-      }
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        process.nextTick(this.#endTick);
-      }
-    });
+    // One promise and no executor closure per transition (see core's pending()).
+    const promise = pending<unknown>();
+    const { resolve, reject } = lastResolvers as Pick<Queued, 'resolve' | 'reject'>;
+    const item: Queued = { saga, keys, args, resolve, reject };
+    try {
+      this.#enqueue(item);
+    } catch (error) {
+      item.reject(error); // as a throw inside a promise's executor would
+    }
+    return promise;
+  }
+
+  #enqueue(item: Queued): void {
+    if (!this.#scheduled && this.#inflight === 0) {
+      this.#one(item);
+      return;
+    }
+    const group = this.#perTag ? (item.keys[2] ?? '') : '';
+    let queue = this.#queues.get(group);
+    if (queue === undefined) {
+      queue = [];
+      this.#queues.set(group, queue);
+    }
+    queue.push(item);
+    if (queue.length >= MAX_BATCH) {
+      this.#queues.delete(group);
+      this.#send(queue);
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      process.nextTick(this.#endTick);
+    }
   }
 
   readonly #endTick = (): void => {
