@@ -24,12 +24,10 @@ import type { Redis } from 'ioredis';
 import NodeRedlock from 'redlock';
 import { RedlockMutex } from 'redis-semaphore';
 import diagnostics from 'node:diagnostics_channel';
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type * as LockModule from '../src/lock/index.js';
 import type { Redlock, RedlockOptions } from '../src/lock/index.js';
 import { RedisHarness } from '../test/support/redis.js';
+import { loadKeel } from './built.js';
 import {
   defineSuite,
   type BenchReport,
@@ -58,41 +56,16 @@ interface Rig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Which Keel is measured. The peers are plain JavaScript from node_modules; Keel's sources run
-// through tsx, whose transform keeps function names by wrapping every closure it creates (a
-// defineProperty per closure, a quarter of Keel's JavaScript time per lock cycle in a profile).
-// Users run the built package, so that is what is measured when it is up to date.
+// Which Keel is measured: the built package when it is up to date (see bench/built.ts).
 
 let keelLock: typeof LockModule | undefined;
 let measuredBuild = 'not loaded';
 
-function newestSource(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestSource(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-async function loadKeel(): Promise<typeof LockModule> {
+async function loadKeelLock(): Promise<typeof LockModule> {
   if (keelLock !== undefined) return keelLock;
-  const root = join(import.meta.dirname, '..');
-  const built = join(root, 'dist', 'lock', 'index.js');
-  let fresh: boolean;
-  try {
-    fresh = statSync(built).mtimeMs >= newestSource(join(root, 'src'));
-  } catch {
-    fresh = false;
-  }
-  if (fresh) {
-    keelLock = (await import(pathToFileURL(built).href)) as typeof LockModule;
-    measuredBuild = 'the built package (dist/)';
-  } else {
-    keelLock = await import('../src/lock/index.js');
-    measuredBuild =
-      'the sources through tsx (dist/ missing or older than src/: run `npm run build` first to measure what users run)';
-  }
+  const loaded = await loadKeel('lock', () => import('../src/lock/index.js'));
+  keelLock = loaded.module;
+  measuredBuild = loaded.from;
   return keelLock;
 }
 
@@ -114,7 +87,7 @@ function need(): Rig {
 }
 
 async function setup(context: SuiteContext): Promise<void> {
-  await loadKeel();
+  await loadKeelLock();
   // Assigned before anything else can fail, so teardown stops the servers whatever happens.
   harness = await RedisHarness.start({ count: NODES });
   const clients = harness.clients();

@@ -4,7 +4,8 @@
  * side in one process on one local redis-server. Variants run in blocks, A/B/A/B…; per variant it
  * sums over its blocks: wall time (transitions/s), this process's CPU (`process.cpuUsage`), the
  * server's CPU (`INFO cpu`, getrusage: unaffected by waiting for a core on a loaded machine), and
- * the script calls and commands the server ran (`INFO commandstats`, deterministic).
+ * the script calls and commands the server ran (`INFO commandstats`, deterministic), and, in
+ * blocks with no GC, the bytes allocated per transition (heap growth; see `gcs` below).
  *
  *   node --expose-gc --import tsx bench/saga-cost.ts [--rounds=20] [--blocks=6] [--port=N] [--only=io|bare] [--hand] <src dir>…
  *
@@ -13,21 +14,23 @@
  * `valgrind --tool=callgrind`, it counts the server's instructions per transition exactly).
  *
  * Each `<src dir>` holds a copy of Keel's `src/` (e.g. `.scratch/A/src`, a copy taken before a
- * change, and `src`). Not a suite of `npm run bench`: a measuring tool for changes to the saga's
+ * change, and `src`), run through tsx, or a build (`dist`, after `npm run build`): what users run
+ * (tsx compiles with esbuild's `keepNames`, which wraps every function made at run time in a
+ * `__name` call, an `Object.defineProperty`; a build has none). Not a suite of `npm run bench`: a measuring tool for changes to the saga's
  * store and scripts.
  */
 import { Redis } from 'ioredis';
 import type * as SagaModule from '../src/saga/index.js';
+import { existsSync } from 'node:fs';
 import { resolve, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
+import { numberFlag } from './flags.js';
 
-const arg = (name: string, fallback: number): number => {
-  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return found === undefined ? fallback : Number(found.slice(name.length + 3));
-};
-const ROUNDS = arg('rounds', 20);
-const BLOCKS = arg('blocks', 6);
+const ROUNDS = numberFlag('rounds', 20);
+const BLOCKS = numberFlag('blocks', 6);
 const IN_FLIGHT = 100;
 const STEPS = 5;
 const TRANSITIONS = 1 + 2 * STEPS;
@@ -43,6 +46,9 @@ interface Variant {
   nodeCpuUs: number;
   /** Of nodeCpuUs, the kernel's (system calls: socket writes and reads). */
   nodeSysUs: number;
+  /** Heap growth over the blocks with no GC in them (bytes), and the transitions they ran. */
+  allocBytes: number;
+  allocTransitions: number;
   redisCpuUs: number;
   scripts: number;
   commands: number;
@@ -55,15 +61,27 @@ const variant = (name: string, round: () => Promise<void>): Variant => ({
   wallMs: 0,
   nodeCpuUs: 0,
   nodeSysUs: 0,
+  allocBytes: 0,
+  allocTransitions: 0,
   redisCpuUs: 0,
   scripts: 0,
   commands: 0,
   sagas: 0,
 });
 
+/**
+ * GCs so far. A block with none in it grew the heap by exactly what it allocated (what survives
+ * and what is garbage alike): run with a young generation large enough, e.g.
+ * `--min-semi-space-size=256 --max-semi-space-size=256` (MB) for `--rounds=20`.
+ */
+let gcs = 0;
+new PerformanceObserver((list) => {
+  gcs += list.getEntries().length;
+}).observe({ entryTypes: ['gc'] });
+
 async function main(): Promise<void> {
   // --port=N: an already running server (e.g. one under `valgrind --tool=callgrind`).
-  const port = arg('port', 0);
+  const port = numberFlag('port', 0);
   const harness = port === 0 ? await RedisHarness.start({ count: 1 }) : undefined;
   const connect = (): Redis =>
     harness === undefined ? new Redis({ host: '127.0.0.1', port }) : harness.client(0);
@@ -75,7 +93,10 @@ async function main(): Promise<void> {
     const variants: Variant[] = [];
     let serial = 0;
     for (const [i, dir] of dirs.entries()) {
-      const mod = (await import(join(resolve(dir), 'saga', 'index.ts'))) as typeof SagaModule;
+      // A source copy (saga/index.ts, through tsx) or a build (dist/: saga/index.js, what users run).
+      const source = join(resolve(dir), 'saga', 'index.ts');
+      const entry = existsSync(source) ? source : join(resolve(dir), 'saga', 'index.js');
+      const mod = (await import(pathToFileURL(entry).href)) as typeof SagaModule;
       const io = mod.defineSaga(
         'io',
         [1, 2, 3, 4, 5].map((n) => ({
@@ -132,11 +153,19 @@ async function main(): Promise<void> {
         globalThis.gc?.();
         await new Promise((r) => setTimeout(r, 20));
         const before: RedisCounters = await redisCounters(probe);
+        const gcs0 = gcs;
+        const heap0 = process.memoryUsage().heapUsed;
         const cpu0 = process.cpuUsage();
         const t0 = performance.now();
         for (let c = 0; c < ROUNDS; c++) await v.round();
         v.wallMs += performance.now() - t0;
         const cpu = process.cpuUsage(cpu0);
+        const heap1 = process.memoryUsage().heapUsed;
+        await new Promise((r) => setImmediate(r)); // GC entries are delivered asynchronously
+        if (gcs === gcs0) {
+          v.allocBytes += heap1 - heap0;
+          v.allocTransitions += ROUNDS * IN_FLIGHT * TRANSITIONS;
+        }
         const cost = redisCost(before, await redisCounters(probe));
         v.nodeCpuUs += cpu.user + cpu.system;
         v.nodeSysUs += cpu.system;
@@ -157,6 +186,8 @@ async function main(): Promise<void> {
           'redis CPU µs/transition': (v.redisCpuUs / t).toFixed(2),
           'script calls/saga': (v.scripts / v.sagas).toFixed(2),
           'commands/transition': (v.commands / t).toFixed(2),
+          'kB allocated/transition':
+            v.allocTransitions === 0 ? 'GC' : (v.allocBytes / v.allocTransitions / 1000).toFixed(3),
         };
       }),
     );

@@ -50,6 +50,7 @@ export {
 } from './options.js';
 export type { OptionRule, OptionSpec, ResolvedOptions, NumberBounds } from './options.js';
 export { compactLua, luaScript, runScript, isNoScriptError } from './lua.js';
+export { pending, lastResolvers } from './pending.js';
 export type { LuaScript, ScriptClient } from './lua.js';
 export { KeelChannel, channelName, operationChannel, wallTime } from './diagnostics.js';
 export type { KeelComponent } from './diagnostics.js';

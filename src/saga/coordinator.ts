@@ -37,8 +37,10 @@ import {
   isAbortSignal,
   isClock,
   jitter,
+  lastResolvers,
   linkSignals,
   onAbort,
+  pending,
   resolveOptions,
   systemClock,
   throwIfAborted,
@@ -1011,53 +1013,74 @@ export class SagaCoordinator implements AsyncDisposable {
       stepName: string,
       timeoutMs: number | undefined,
       forward: boolean,
-    ): Promise<unknown> =>
-      new Promise<unknown>((resolve, reject) => {
-        const attempt = new Attempt(beating, this.#beating, resolve, reject);
-        // Closing aborts the call too (recorded as nothing: the lease runs out and another
-        // process re-runs it with the same idempotency key), so close() never waits on a hung
-        // step. A call whose close or cancel came first is not started.
-        if (this.#closing.signal.aborted) {
-          attempt.abort(this.#closing.signal.reason as unknown);
+    ): Promise<unknown> => {
+      // One promise and no executor closure per call (see core's pending()).
+      const settled = pending<unknown>();
+      const { resolve, reject } = lastResolvers as {
+        resolve: (value: unknown) => void;
+        reject: (error: unknown) => void;
+      };
+      const attempt = new Attempt(beating, this.#beating, resolve, reject);
+      try {
+        launch(attempt, fn, stepName, timeoutMs, forward);
+      } catch (error) {
+        reject(error); // as a throw inside a promise's executor would
+      }
+      return settled;
+    };
+
+    /** Starts `fn` as `attempt` (what `call` does once its promise exists). */
+    const launch = (
+      attempt: Attempt,
+      fn: (signal: AbortSignal) => unknown,
+      stepName: string,
+      timeoutMs: number | undefined,
+      forward: boolean,
+    ): void => {
+      // Closing aborts the call too (recorded as nothing: the lease runs out and another
+      // process re-runs it with the same idempotency key), so close() never waits on a hung
+      // step. A call whose close or cancel came first is not started.
+      if (this.#closing.signal.aborted) {
+        attempt.abort(this.#closing.signal.reason as unknown);
+        return;
+      }
+      if (forward && signal !== undefined) {
+        const source = signal;
+        if (source.aborted) {
+          attempt.abort(source.reason as unknown);
           return;
         }
-        if (forward && signal !== undefined) {
-          const source = signal;
-          if (source.aborted) {
+        (attempt.undo ??= []).push(
+          onAbort(source, () => {
             attempt.abort(source.reason as unknown);
-            return;
-          }
-          (attempt.undo ??= []).push(
-            onAbort(source, () => {
-              attempt.abort(source.reason as unknown);
-            }),
-          );
-        }
-        const clock = this.#o.clock;
-        if (timeoutMs !== undefined) {
-          attempt.after(clock, timeoutMs, () => new SagaStepTimeoutError(stepName, timeoutMs));
-        }
-        const sagaMs = def.timeoutMs;
-        if (forward && row.deadline > 0 && sagaMs !== undefined) {
-          attempt.after(
-            clock,
-            row.deadline - serverNow,
-            () => new SagaTimeoutError(def.name, sagaMs),
-          );
-        }
-        beating.current = attempt;
-        this.#startBeat(beating);
-        // A step that throws synchronously rejects like one that rejects; a step that answers
-        // a plain value settles the call at once (no reaction, no promise made for it).
-        let result: unknown;
-        try {
-          result = fn(attempt.controller.signal);
-        } catch (error) {
-          attempt.settle(false, error);
-          return;
-        }
-        attempt.follow(result);
-      });
+          }),
+        );
+      }
+      const clock = this.#o.clock;
+      if (timeoutMs !== undefined) {
+        attempt.after(clock, timeoutMs, () => new SagaStepTimeoutError(stepName, timeoutMs));
+      }
+      const sagaMs = def.timeoutMs;
+      if (forward && row.deadline > 0 && sagaMs !== undefined) {
+        attempt.after(
+          clock,
+          row.deadline - serverNow,
+          () => new SagaTimeoutError(def.name, sagaMs),
+        );
+      }
+      beating.current = attempt;
+      this.#startBeat(beating);
+      // A step that throws synchronously rejects like one that rejects; a step that answers
+      // a plain value settles the call at once (no reaction, no promise made for it).
+      let result: unknown;
+      try {
+        result = fn(attempt.controller.signal);
+      } catch (error) {
+        attempt.settle(false, error);
+        return;
+      }
+      attempt.follow(result);
+    };
 
     try {
       for (;;) {

@@ -9,7 +9,13 @@
  * Internal module.
  * @packageDocumentation
  */
-import { runScript, type LuaScript, type ScriptClient } from '../core/index.js';
+import {
+  lastResolvers,
+  pending,
+  runScript,
+  type LuaScript,
+  type ScriptClient,
+} from '../core/index.js';
 import { SagaStoreError } from './errors.js';
 import { CANCEL, CLAIM, LIST, READ, START, TRANSITION, TRANSITIONS } from './scripts.js';
 import { decodeRow, shardOf, type Row, type SagaStatus } from './state.js';
@@ -90,40 +96,59 @@ export function encodeBatch(
 ): { keys: string[]; args: (string | number)[] } {
   let owner = String(items[0]?.args[1] ?? '');
   for (const item of items) if (item.args[1] === '') owner = '';
+  // The result is built in place (no per-item arrays spread together afterwards): the shard
+  // keys lead the keys, so a first pass numbers the shards and a second adds each item's own.
+  // Runs once per batch; what it allocates per item is paid by every transition.
   const shards = new Map<string, number>();
   const shardKeys: string[] = [];
-  const own: string[] = [];
-  const perItem: (string | number)[] = [];
-  for (const { keys, args } of items) {
-    const live = keys[2] as string;
+  /** Each item's shard number, 1..m (m ≤ the number of items). */
+  const group = new Uint16Array(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const k = (items[i] as (typeof items)[number]).keys;
+    const live = k[2] as string;
     let g = shards.get(live);
     if (g === undefined) {
       g = shards.size + 1;
       shards.set(live, g);
-      shardKeys.push(live, keys[3] as string, keys[4] as string, keys[5] as string);
+      shardKeys.push(live, k[3] as string, k[4] as string, k[5] as string);
     }
-    own.push(keys[0] as string, keys[1] as string);
+    group[i] = g;
+  }
+  // Sized up front (no growth copies): the shard keys, then each item's hash and history.
+  const keys = new Array<string>(shardKeys.length + 2 * items.length);
+  for (let i = 0; i < shardKeys.length; i++) keys[i] = shardKeys[i] as string;
+  const args = new Array<string | number>(7 + items.length);
+  args[0] = items.length;
+  args[1] = shards.size;
+  args[2] = settings.leaseMs;
+  args[3] = settings.historyLimit;
+  args[4] = settings.retentionMs;
+  args[5] = settings.finishedHistory;
+  args[6] = owner;
+  const parts: (string | number)[] = [0, 0, 0, '', 0, 0, 0, ''];
+  for (let i = 0, at = shardKeys.length; i < items.length; i++, at += 2) {
+    const { keys: k, args: a } = items[i] as (typeof items)[number];
+    keys[at] = k[0] as string;
+    keys[at + 1] = k[1] as string;
     // One text per transition; the id is the hash key's tail (see TRANSITIONS). Owner and
     // detail go with their UTF-8 byte lengths (Lua cuts bytes), the op argument takes the rest.
-    const who = args[1] === owner ? '' : (args[1] as string);
-    const detail = args[6] as string;
-    perItem.push(
-      `${g}|${args[2] as string | number}|${args[3] as string | number}|${args[4] as string}|${args[5] as string | number}|${who === '' ? 0 : Buffer.byteLength(who)}|${detail === '' ? 0 : Buffer.byteLength(detail)}|${who}${detail}${args[7] as string}`,
-    );
+    // Joined from one reused array: a flat string at once, where a template literal makes a
+    // chain of partial strings that the client flattens again to measure and write it.
+    const who = a[1] === owner ? '' : (a[1] as string);
+    const detail = a[6] as string;
+    // Written by index, never emptied: `parts.length = 0` would give up its backing store and
+    // the pushes would allocate a new one for every transition.
+    parts[0] = group[i] as number;
+    parts[1] = a[2] as string | number;
+    parts[2] = a[3] as string | number;
+    parts[3] = a[4] as string;
+    parts[4] = a[5] as string | number;
+    parts[5] = who === '' ? 0 : Buffer.byteLength(who);
+    parts[6] = detail === '' ? 0 : Buffer.byteLength(detail);
+    parts[7] = `${who}${detail}${a[7] as string}`;
+    args[7 + i] = parts.join('|');
   }
-  return {
-    keys: [...shardKeys, ...own],
-    args: [
-      items.length,
-      shards.size,
-      settings.leaseMs,
-      settings.historyLimit,
-      settings.retentionMs,
-      settings.finishedHistory,
-      owner,
-      ...perItem,
-    ],
-  };
+  return { keys, args };
 }
 
 /** The integer in `text` from `from` to `to` (digits only; anything else as `Number` reads it). */
@@ -278,28 +303,38 @@ class TransitionBatcher {
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const item: Queued = { saga, keys, args, resolve, reject };
-      if (!this.#scheduled && this.#inflight === 0) {
-        this.#one(item);
-        return;
-      }
-      const group = this.#perTag ? (keys[2] ?? '') : '';
-      let queue = this.#queues.get(group);
-      if (queue === undefined) {
-        queue = [];
-        this.#queues.set(group, queue);
-      }
-      queue.push(item);
-      if (queue.length >= MAX_BATCH) {
-        this.#queues.delete(group);
-        this.#send(queue);
-      }
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        process.nextTick(this.#endTick);
-      }
-    });
+    // One promise and no executor closure per transition (see core's pending()).
+    const promise = pending<unknown>();
+    const { resolve, reject } = lastResolvers as Pick<Queued, 'resolve' | 'reject'>;
+    const item: Queued = { saga, keys, args, resolve, reject };
+    try {
+      this.#enqueue(item);
+    } catch (error) {
+      item.reject(error); // as a throw inside a promise's executor would
+    }
+    return promise;
+  }
+
+  #enqueue(item: Queued): void {
+    if (!this.#scheduled && this.#inflight === 0) {
+      this.#one(item);
+      return;
+    }
+    const group = this.#perTag ? (item.keys[2] ?? '') : '';
+    let queue = this.#queues.get(group);
+    if (queue === undefined) {
+      queue = [];
+      this.#queues.set(group, queue);
+    }
+    queue.push(item);
+    if (queue.length >= MAX_BATCH) {
+      this.#queues.delete(group);
+      this.#send(queue);
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      process.nextTick(this.#endTick);
+    }
   }
 
   readonly #endTick = (): void => {
