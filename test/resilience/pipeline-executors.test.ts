@@ -279,6 +279,42 @@ describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('calls sharing a bucket settle in any order, each with its own outcome, also in reused slots', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 2);
+    const settle: { ok: (v: string) => void; fail: (e: Error) => void }[] = [];
+    const attempts = new Map<string, number>();
+    const call = (name: string) =>
+      policy.execute(() => {
+        const n = (attempts.get(name) ?? 0) + 1;
+        attempts.set(name, n);
+        // A retry answers at once; a first attempt waits for the test.
+        if (n > 1) return `${name} retried`;
+        return new Promise<string>((ok, fail) => settle.push({ ok, fail }));
+      });
+    // Four calls in one bucket (slots 0-3), settled last first; b and d fail and are retried.
+    const first = ['a', 'b', 'c', 'd'].map(call);
+    settle[3]?.fail(new Error('d'));
+    settle[2]?.ok('c');
+    settle[1]?.fail(new Error('b'));
+    settle[0]?.ok('a');
+    expect(await Promise.all(first)).toEqual(['a', 'b retried', 'c', 'd retried']);
+    // The bucket is empty again: the next calls take its slots (and their reactions) again;
+    // f outlives the deadline, e does not, g fails after f's slot was taken by the deadline.
+    const second = ['e', 'f', 'g'].map((name) => call(name).catch((e: unknown) => e));
+    settle[6]?.ok('g');
+    settle[4]?.ok('e');
+    await clock.advanceAsync(100);
+    const late = settle[5];
+    expect(await Promise.all(second)).toEqual(['e', 'f retried', 'g']);
+    late?.fail(new Error('late f'));
+    await tick();
+    expect(Object.fromEntries(attempts)).toEqual({ a: 1, b: 2, c: 1, d: 2, e: 1, f: 2, g: 1 });
+    expect(run).toHaveBeenCalledTimes(7);
+    // setup's call, a c e g, the retries of b d f: successes; b d and f's late outcome: failures.
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 8, failedTotal: 3 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a function that takes no signal is timed too, and its timeout retried', async () => {
     const { clock, policy, run } = await setup('aggressive', 2);
     let calls = 0;
