@@ -407,7 +407,9 @@ describe('pipeline(retry, timeout cooperative, breaker), fn taking no signal, on
     expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 4 });
   });
 
-  it('counts for the generation a call was admitted under; an open breaker rejects through the stages', async () => {
+  // A call settled across a generation change: 'an outcome counts for the generation its call
+  // was admitted under' below.
+  it('after a reset, counts on the executor again; an open breaker rejects through the stages', async () => {
     const { breaker, policy, run } = await plain(1);
     await policy.execute(() => 1);
     breaker.forceOpen();
@@ -421,6 +423,58 @@ describe('pipeline(retry, timeout cooperative, breaker), fn taking no signal, on
     await expect(policy.execute(() => Promise.reject(new Error('x')))).rejects.toThrow('x');
     expect(breaker.metrics()).toMatchObject({ successfulTotal: 4, failedTotal: 1 });
     expect(run).toHaveBeenCalledTimes(5);
+  });
+});
+
+describe('an outcome counts for the generation its call was admitted under', () => {
+  // Each executor takes the breaker's handlers when a call starts. A call admitted before a
+  // reset and settled after the new generation's hot path is bound must not land in the new
+  // generation's window: there it would make 1 success + 1 failure of minimumCalls 2, a failure
+  // rate of 0.5, and open the breaker.
+  it.each([
+    ['plain', 'cooperative', false],
+    ['cooperative', 'cooperative', true],
+    ['aggressive', 'aggressive', false],
+  ] as const)('%s executor', async (name, strategy, signalled) => {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({
+      name: `generation-${name}`,
+      clock,
+      minimumCalls: 2,
+      failureRateThreshold: 0.5,
+    });
+    const policy = pipeline(
+      retry({ maxAttempts: 1, backoff: { type: 'none' }, clock }),
+      timeout({ ms: 100, strategy, clock }),
+      breaker,
+    );
+    const executor = {
+      plain: PlainExecutor,
+      cooperative: CooperativeExecutor,
+      aggressive: AggressiveExecutor,
+    }[name];
+    const run = vi.spyOn(executor.prototype, 'run');
+    const body = (value: Promise<number> | number) =>
+      signalled ? takingSignal(() => value) : () => value;
+    await policy.execute(body(0)); // binds the first generation's hot path
+    let fail!: (error: Error) => void;
+    const stale = policy
+      .execute(body(new Promise<number>((_, reject) => (fail = reject))))
+      .catch((error: unknown) => error);
+    breaker.reset();
+    await policy.execute(body(1)); // the new generation's first call binds its hot path
+    // Every call entered the executor; the stale one (the second) ran on its hot path.
+    expect(run).toHaveBeenCalledTimes(3);
+    const error = new Error('stale');
+    fail(error);
+    expect(await stale).toBe(error);
+    await tick();
+    expect(breaker.state).toBe('closed');
+    // The totals are the breaker's, across generations: the stale failure is in them.
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 1 });
+    // A failure of the new generation does count: 1 success + 1 failure opens it.
+    await expect(policy.execute(body(Promise.reject(new Error('x'))))).rejects.toThrow('x');
+    expect(breaker.state).toBe('open');
   });
 });
 
