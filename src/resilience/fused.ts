@@ -204,17 +204,6 @@ export class PlainExecutor extends Executor {
   }
 }
 
-/** The resolve function {@link capture} was last handed. */
-let capturedResolve: (value: unknown) => void = () => undefined;
-/**
- * Hands a new promise's resolve function to {@link AggressiveExecutor.run}, which reads it at
- * once (the executor runs synchronously inside `new Promise`, ECMA-262 Promise ( executor )
- * step 9): no closure and context made for every call to carry it out.
- */
-function capture(resolve: (value: unknown) => void): void {
-  capturedResolve = resolve;
-}
-
 /**
  * `pipeline(retry, timeout aggressive, breaker)`, called without a caller's signal. @internal
  */
@@ -240,15 +229,10 @@ export class AggressiveExecutor extends Executor {
     // bucket's slot, and the reaction on the function's promise is the slot's (see
     // Bucket.follow): no object and no closure of its own. The breaker counts every outcome,
     // also one that comes after the deadline (it sits inside the timeout).
-    const promise = new Promise<R>(capture as (resolve: (value: R) => void) => void);
-    bucket.follow(
-      invoke(fn, bucket.signal),
-      capturedResolve,
-      fn,
-      this.#onSettle,
-      onSuccess,
-      onFailure,
-    );
+    const promise = new Promise<R>(bucket.capture as (resolve: (value: R) => void) => void);
+    // The slot is the call's before fn runs: a call fn makes of this pipeline takes the next.
+    const slot = bucket.captured;
+    bucket.follow(slot, invoke(fn, bucket.signal), fn, this.#onSettle, onSuccess, onFailure);
     return promise;
   }
 

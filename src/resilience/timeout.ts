@@ -174,6 +174,7 @@ export class Bucket extends Deadline {
   readonly #reactions: ((outcome: unknown) => void)[] = [];
   /** Where the next call's entries go: reset (not the array's length) when no call is left. */
   #top = 0;
+  #capture: ((resolve: (value: never) => void) => void) | undefined;
   /** Calls in {@link Bucket.#slots} still running. */
   #live = 0;
   expired = false;
@@ -215,33 +216,56 @@ export class Bucket extends Deadline {
   }
 
   /**
-   * A call of a pipeline's aggressive executor starts, `promise` its function's: `settle`
-   * settles the call's promise. When `promise` settles, `onSuccess` or `onFailure` counts the
-   * outcome (also one that comes after the deadline); then, if the call is still running, a
-   * value settles it and a failure runs `onSettle(settle, fn, error)`. At the deadline
-   * `onSettle(settle, fn, timeoutError)` runs for it unless it left first.
+   * A call of a pipeline's aggressive executor starts: `new Promise(bucket.capture)` makes its
+   * promise and puts the promise's resolve function (which settles the call) in the bucket's
+   * next slot, which it takes; read {@link Bucket.captured} at once for the slot, then
+   * {@link Bucket.follow}. The resolve function goes straight into the slot array, not through
+   * a variable first: each store of a new object into an older one costs a write barrier.
+   */
+  get capture(): (resolve: (value: never) => void) => void {
+    return this.#capture ?? this.#makeCapture();
+  }
+
+  /** The slot {@link Bucket.capture} took last. */
+  captured = 0;
+
+  /** Apart from {@link Bucket.capture}'s getter: see {@link Bucket.#react}. */
+  #makeCapture(): (resolve: (value: never) => void) => void {
+    return (this.#capture = (resolve) => {
+      const slot = this.#top;
+      this.#slots[slot] = resolve;
+      this.captured = slot;
+      this.#top = slot + SLOT;
+      this.#live++;
+      if (this.index < 0) this.#queue.add(this);
+    });
+  }
+
+  /**
+   * The call that took `slot` (see {@link Bucket.capture}) runs `fn`, whose promise is
+   * `promise`. When `promise` settles, `onSuccess` or `onFailure` counts the outcome (also one
+   * that comes after the deadline); then, if the call is still running, a value settles it and
+   * a failure runs `onSettle(settle, fn, error)`. At the deadline `onSettle(settle, fn,
+   * timeoutError)` runs for it unless it left first.
    */
   follow(
+    slot: number,
     promise: Promise<unknown>,
-    settle: (value: never) => void,
     fn: unknown,
     onSettle: SlotDeadline,
     onSuccess: SlotCounts,
     onFailure: SlotCounts,
   ): void {
     const slots = this.#slots;
-    const slot = this.#top;
-    slots[slot] = settle;
     slots[slot + 1] = fn;
     slots[slot + 2] = onSettle;
     slots[slot + 3] = onSuccess;
     slots[slot + 4] = onFailure;
-    this.#top = slot + SLOT;
-    this.#live++;
-    if (this.index < 0) this.#queue.add(this);
     const reactions = this.#reactions;
     const at = (slot / SLOT) * 2;
-    if (at === reactions.length) this.#react(slot);
+    // (Not necessarily the next slot to get its reactions: a call its function makes of the
+    // same pipeline takes a later slot, and follows, before it does.)
+    if (reactions[at] === undefined) this.#react(slot, at);
     void promise.then(reactions[at], reactions[at + 1]);
   }
 
@@ -250,15 +274,14 @@ export class Bucket extends Deadline {
    * `this` gets a context at every entry (V8 allocates a function's context when it is
    * entered), so {@link Bucket.follow} makes none.
    */
-  #react(slot: number): void {
-    this.#reactions.push(
-      (value) => {
-        this.#outcome(slot, value, false);
-      },
-      (error) => {
-        this.#outcome(slot, error, true);
-      },
-    );
+  #react(slot: number, at: number): void {
+    const reactions = this.#reactions;
+    reactions[at] = (value) => {
+      this.#outcome(slot, value, false);
+    };
+    reactions[at + 1] = (error) => {
+      this.#outcome(slot, error, true);
+    };
   }
 
   /** The function of the call in `slot` settled with `outcome`. */

@@ -315,6 +315,26 @@ describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('a function that calls the pipeline itself: each call keeps its own slot and outcome', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 1);
+    let inner: Promise<string> | undefined;
+    let finishOuter!: (value: string) => void;
+    const outer = policy.execute(() => {
+      // Runs inside the outer call's start, in the same bucket, before it returns.
+      inner = policy.execute(
+        () => new Promise<string>((resolve) => setImmediate(resolve, 'inner')),
+      );
+      return new Promise<string>((resolve) => (finishOuter = resolve));
+    });
+    await expect(inner).resolves.toBe('inner');
+    finishOuter('outer');
+    await expect(outer).resolves.toBe('outer');
+    expect(run).toHaveBeenCalledTimes(2);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 3, failedTotal: 0 });
+    await tick();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a function that takes no signal is timed too, and its timeout retried', async () => {
     const { clock, policy, run } = await setup('aggressive', 2);
     let calls = 0;
