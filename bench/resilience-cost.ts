@@ -1,12 +1,15 @@
 /**
  * Exact per-call cost of the calls `resilience.bench.ts` times (issue 17's "≤ 2× a bare call"):
  * heap bytes allocated per call (no collection may run inside the measured loop: run with a
- * young generation large enough, `--max-semi-space-size=256`; the script checks it), and, with
+ * young generation fixed large enough, `--min-semi-space-size=256 --max-semi-space-size=256` —
+ * with only the maximum set it starts small and scavenges, and the script's check does not
+ * always hear of it: confirm with `--trace-gc`), and, with
  * `--profile`, the allocations by function from V8's sampling heap profiler (objects collected
  * by either collector included). Instructions per call come from running it under callgrind
  * twice with different `--calls` and dividing the difference:
  *
- *   node --expose-gc --max-semi-space-size=256 --import tsx bench/resilience-cost.ts <dist> [mode…]
+ *   node --expose-gc --min-semi-space-size=256 --max-semi-space-size=256 --import tsx \
+ *     bench/resilience-cost.ts <dist> [mode…]
  *   valgrind --tool=callgrind node --jitless --import tsx bench/resilience-cost.ts <dist> aggr --calls=2000
  *
  * `<dist>` is a built Keel (`npm run build`, or a copy of `dist/` to compare builds); modes are

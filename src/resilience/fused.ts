@@ -110,32 +110,44 @@ export class CooperativeExecutor extends Executor {
     const onSuccess = hotPathHandler(this.breaker, false);
     const onFailure = hotPathHandler(this.breaker, true);
     if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
-    const retry = this.retry;
-    retry.begin();
+    this.retry.begin();
     const bucket = this.timeout.sharedBucket();
     bucket.join();
     const promise = invoke(fn, bucket.signal);
-    let ok = this.#ok;
-    if (bucket !== this.#okBucket || onSuccess !== this.#okCounts) {
-      this.#okBucket = bucket;
-      this.#okCounts = onSuccess;
-      ok = this.#ok = (value: unknown): unknown => {
-        onSuccess(value);
-        bucket.release();
-        return value;
-      };
-    }
-    let fail = this.#fail.reaction;
-    if (!this.#fail.holds(onFailure, bucket, fn)) {
-      const chain = this.chain;
-      fail = (error: unknown): unknown => {
-        onFailure(error);
-        bucket.release();
-        return retry.recover(chain, 1, fn, NEVER, error);
-      };
-      this.#fail.remember(onFailure, bucket, fn, fail);
-    }
+    const ok =
+      bucket === this.#okBucket && onSuccess === this.#okCounts
+        ? this.#ok
+        : this.#makeOk(onSuccess, bucket);
+    const fail = this.#fail.holds(onFailure, bucket, fn)
+      ? this.#fail.reaction
+      : this.#makeFail(onFailure, bucket, fn);
     return promise.then(ok as (value: R) => R, fail as (error: unknown) => Promise<R>);
+  }
+
+  // The reactions are made in methods of their own, not in `run`: a function that makes a
+  // closure gets a context at every entry (V8 allocates a function's context, holding the
+  // variables its closures use, when it is entered), also when it makes none.
+
+  #makeOk(onSuccess: Handler, bucket: Bucket): (value: unknown) => unknown {
+    this.#okBucket = bucket;
+    this.#okCounts = onSuccess;
+    return (this.#ok = (value: unknown): unknown => {
+      onSuccess(value);
+      bucket.release();
+      return value;
+    });
+  }
+
+  #makeFail(onFailure: Handler, bucket: Bucket, fn: Attempt<unknown>): (error: unknown) => unknown {
+    const retry = this.retry;
+    const chain = this.chain;
+    const fail = (error: unknown): unknown => {
+      onFailure(error);
+      bucket.release();
+      return retry.recover(chain, 1, fn, NEVER, error);
+    };
+    this.#fail.remember(onFailure, bucket, fn, fail);
+    return fail;
   }
 }
 
@@ -161,39 +173,35 @@ export class PlainExecutor extends Executor {
     const onSuccess = hotPathHandler(this.breaker, false);
     const onFailure = hotPathHandler(this.breaker, true);
     if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
-    const retry = this.retry;
-    retry.begin();
+    this.retry.begin();
     const promise = invoke(fn, NEVER);
-    let ok = this.#ok;
-    if (onSuccess !== this.#okCounts) {
-      this.#okCounts = onSuccess;
-      ok = this.#ok = (value: unknown): unknown => {
-        onSuccess(value);
-        return value;
-      };
-    }
-    let fail = this.#fail.reaction;
-    if (!this.#fail.holds(onFailure, undefined, fn)) {
-      const chain = this.chain;
-      fail = (error: unknown): unknown => {
-        onFailure(error);
-        return retry.recover(chain, 1, fn, NEVER, error);
-      };
-      this.#fail.remember(onFailure, undefined, fn, fail);
-    }
+    const ok = onSuccess === this.#okCounts ? this.#ok : this.#makeOk(onSuccess);
+    const fail = this.#fail.holds(onFailure, undefined, fn)
+      ? this.#fail.reaction
+      : this.#makeFail(onFailure, fn);
     return promise.then(ok as (value: R) => R, fail as (error: unknown) => Promise<R>);
   }
-}
 
-/** The resolve function {@link capture} was last handed. */
-let capturedResolve: (value: unknown) => void = () => undefined;
-/**
- * Hands a new promise's resolve function to {@link AggressiveExecutor.run}, which reads it at
- * once (the executor runs synchronously inside `new Promise`, ECMA-262 Promise ( executor )
- * step 9): no closure and context made for every call to carry it out.
- */
-function capture(resolve: (value: unknown) => void): void {
-  capturedResolve = resolve;
+  // Made apart from `run`, as in CooperativeExecutor (no context per call).
+
+  #makeOk(onSuccess: Handler): (value: unknown) => unknown {
+    this.#okCounts = onSuccess;
+    return (this.#ok = (value: unknown): unknown => {
+      onSuccess(value);
+      return value;
+    });
+  }
+
+  #makeFail(onFailure: Handler, fn: Attempt<unknown>): (error: unknown) => unknown {
+    const retry = this.retry;
+    const chain = this.chain;
+    const fail = (error: unknown): unknown => {
+      onFailure(error);
+      return retry.recover(chain, 1, fn, NEVER, error);
+    };
+    this.#fail.remember(onFailure, undefined, fn, fail);
+    return fail;
+  }
 }
 
 /**
@@ -201,14 +209,16 @@ function capture(resolve: (value: unknown) => void): void {
  */
 export class AggressiveExecutor extends Executor {
   /**
-   * At a bucket's deadline, for a call still running: its promise follows the retry's next
-   * attempts. Bound once per executor.
+   * At a bucket's deadline, or when its first attempt failed, for a call still running: its
+   * promise follows the retry's next attempts. Bound once per executor.
    */
-  readonly #onDeadline: SlotDeadline = (settle, fn, error) => {
+  readonly #onSettle: SlotDeadline = (settle, fn, error) => {
     (settle as (value: unknown) => void)(this.recover(fn as Attempt<unknown>, error));
   };
 
   run<R>(fn: Attempt<R>): Promise<R> {
+    // Read before the call starts, as the breaker does: the outcome counts for the generation
+    // the call was admitted under.
     const onSuccess = hotPathHandler(this.breaker, false);
     const onFailure = hotPathHandler(this.breaker, true);
     if (onSuccess === undefined || onFailure === undefined) return this.chain.step(0, fn, NEVER);
@@ -216,22 +226,13 @@ export class AggressiveExecutor extends Executor {
     const bucket = this.timeout.sharedBucket();
     // The call's promise settles once: with the first attempt's value, or (the attempt failed,
     // or its deadline came first) with the retry's further attempts. Its state lives in the
-    // bucket's slot and in the two reactions below: no object of its own.
-    const promise = new Promise<R>(capture as (resolve: (value: R) => void) => void);
-    const settle = capturedResolve as (value: R | Promise<R>) => void;
-    const slot = bucket.enter(settle, fn, this.#onDeadline);
-    // The breaker counts every outcome, also one that comes after the deadline (it sits inside
-    // the timeout); the call takes the outcome only while its slot is still its own.
-    invoke(fn, bucket.signal).then(
-      (value) => {
-        onSuccess(value);
-        if (bucket.leave(slot)) settle(value);
-      },
-      (error: unknown) => {
-        onFailure(error);
-        if (bucket.leave(slot)) settle(this.recover(fn, error));
-      },
-    );
+    // bucket's slot, and the reaction on the function's promise is the slot's (see
+    // Bucket.follow): no object and no closure of its own. The breaker counts every outcome,
+    // also one that comes after the deadline (it sits inside the timeout).
+    const promise = new Promise<R>(bucket.capture as (resolve: (value: R) => void) => void);
+    // The slot is the call's before fn runs: a call fn makes of this pipeline takes the next.
+    const slot = bucket.captured;
+    bucket.follow(slot, invoke(fn, bucket.signal), fn, this.#onSettle, onSuccess, onFailure);
     return promise;
   }
 

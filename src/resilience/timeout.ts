@@ -112,10 +112,20 @@ export interface Racer {
 }
 
 /**
- * What a bucket does at its deadline for a call of a pipeline's aggressive executor still
- * running: `settle` settles the call's promise, `fn` is the call's function. @internal
+ * What a bucket does for a call of a pipeline's aggressive executor still running when its
+ * deadline comes (`error` the {@link TimeoutError}) or its function fails first (`error` the
+ * failure): `settle` settles the call's promise, `fn` is the call's function. @internal
  */
 export type SlotDeadline = (settle: (value: never) => void, fn: unknown, error: unknown) => void;
+
+/** Counts an outcome (a breaker's hot-path handler). @internal */
+export type SlotCounts = (outcome: unknown) => void;
+
+/**
+ * Entries per call in {@link Bucket}'s slot array: the call's settle function, its function,
+ * its {@link SlotDeadline}, and the two functions that count its success and its failure.
+ */
+const SLOT = 5;
 
 /** A call waiting on an aggressive deadline: settles once, by its outcome or the deadline. */
 class RacingCall<R> implements Racer {
@@ -149,14 +159,22 @@ export class Bucket extends Deadline {
   /** Aggressive calls still running: a doubly linked list. */
   #head: Racer | undefined;
   /**
-   * Calls of a pipeline's aggressive executor still running, three entries each (see
-   * {@link Bucket.enter}); a settled call's entries are cleared at once, and the array is
-   * emptied whenever no call is left in it. No object per call: the entries are what the
-   * call's own reactions already hold.
+   * Calls of a pipeline's aggressive executor still running, {@link SLOT} entries each (see
+   * {@link Bucket.follow}); a settled call's entries are cleared at once, and the array is
+   * reused from its start whenever no call is left in it. No object per call.
    */
-  #slots: unknown[] = [];
+  readonly #slots: unknown[] = [];
+  /**
+   * The reactions a call in each slot attaches to its function's promise, two per slot (success,
+   * failure), made by the first call that takes the slot: a bucket's calls reuse them, so calls
+   * one after another make none. A slot is taken again only after every call before it in the
+   * bucket left it, by its own reaction (a slot the deadline took is never taken again: an
+   * expired bucket takes no calls), so a slot's reactions wait on one promise at a time.
+   */
+  readonly #reactions: ((outcome: unknown) => void)[] = [];
   /** Where the next call's entries go: reset (not the array's length) when no call is left. */
   #top = 0;
+  #capture: ((resolve: (value: never) => void) => void) | undefined;
   /** Calls in {@link Bucket.#slots} still running. */
   #live = 0;
   expired = false;
@@ -198,36 +216,94 @@ export class Bucket extends Deadline {
   }
 
   /**
-   * A call of a pipeline's aggressive executor starts: `settle` settles its promise, and at
-   * the deadline `onDeadline(settle, fn, error)` runs for it unless it left first. Returns
-   * its slot, for {@link Bucket.leave}.
+   * A call of a pipeline's aggressive executor starts: `new Promise(bucket.capture)` makes its
+   * promise and puts the promise's resolve function (which settles the call) in the bucket's
+   * next slot, which it takes; read {@link Bucket.captured} at once for the slot, then
+   * {@link Bucket.follow}. The resolve function goes straight into the slot array, not through
+   * a variable first: each store of a new object into an older one costs a write barrier.
    */
-  enter(settle: (value: never) => void, fn: unknown, onDeadline: SlotDeadline): number {
-    const slots = this.#slots;
-    const slot = this.#top;
-    slots[slot] = settle;
-    slots[slot + 1] = fn;
-    slots[slot + 2] = onDeadline;
-    this.#top = slot + 3;
-    this.#live++;
-    if (this.index < 0) this.#queue.add(this);
-    return slot;
+  get capture(): (resolve: (value: never) => void) => void {
+    return this.#capture ?? this.#makeCapture();
+  }
+
+  /** The slot {@link Bucket.capture} took last. */
+  captured = 0;
+
+  /** Apart from {@link Bucket.capture}'s getter: see {@link Bucket.#react}. */
+  #makeCapture(): (resolve: (value: never) => void) => void {
+    return (this.#capture = (resolve) => {
+      const slot = this.#top;
+      this.#slots[slot] = resolve;
+      this.captured = slot;
+      this.#top = slot + SLOT;
+      this.#live++;
+      if (this.index < 0) this.#queue.add(this);
+    });
   }
 
   /**
-   * The call in `slot` settled: whether it was still running (false when the deadline took it
-   * first: its outcome is then ignored).
+   * The call that took `slot` (see {@link Bucket.capture}) runs `fn`, whose promise is
+   * `promise`. When `promise` settles, `onSuccess` or `onFailure` counts the outcome (also one
+   * that comes after the deadline); then, if the call is still running, a value settles it and
+   * a failure runs `onSettle(settle, fn, error)`. At the deadline `onSettle(settle, fn,
+   * timeoutError)` runs for it unless it left first.
    */
-  leave(slot: number): boolean {
+  follow(
+    slot: number,
+    promise: Promise<unknown>,
+    fn: unknown,
+    onSettle: SlotDeadline,
+    onSuccess: SlotCounts,
+    onFailure: SlotCounts,
+  ): void {
     const slots = this.#slots;
-    if (slots[slot] === undefined) return false;
+    slots[slot + 1] = fn;
+    slots[slot + 2] = onSettle;
+    slots[slot + 3] = onSuccess;
+    slots[slot + 4] = onFailure;
+    const reactions = this.#reactions;
+    const at = (slot / SLOT) * 2;
+    // (Not necessarily the next slot to get its reactions: a call its function makes of the
+    // same pipeline takes a later slot, and follows, before it does.)
+    if (reactions[at] === undefined) this.#react(slot, at);
+    void promise.then(reactions[at], reactions[at + 1]);
+  }
+
+  /**
+   * Makes the reactions of `slot`. A method of its own: a function that makes a closure over
+   * `this` gets a context at every entry (V8 allocates a function's context when it is
+   * entered), so {@link Bucket.follow} makes none.
+   */
+  #react(slot: number, at: number): void {
+    const reactions = this.#reactions;
+    reactions[at] = (value) => {
+      this.#outcome(slot, value, false);
+    };
+    reactions[at + 1] = (error) => {
+      this.#outcome(slot, error, true);
+    };
+  }
+
+  /** The function of the call in `slot` settled with `outcome`. */
+  #outcome(slot: number, outcome: unknown, failed: boolean): void {
+    const slots = this.#slots;
+    // Counted first, as the breaker (inside the timeout) would, whether the call still runs.
+    const counts = slots[failed ? slot + 4 : slot + 3] as SlotCounts;
+    slots[slot + 3] = slots[slot + 4] = undefined;
+    const settle = slots[slot] as ((value: unknown) => void) | undefined;
+    const fn = slots[slot + 1];
+    const onSettle = slots[slot + 2] as SlotDeadline;
+    counts(outcome);
+    // Taken by the deadline: its outcome is ignored.
+    if (settle === undefined) return;
     slots[slot] = slots[slot + 1] = slots[slot + 2] = undefined;
     if (--this.#live === 0) {
       // Cleared entries only: the array keeps its room for the next calls.
       this.#top = 0;
       if (this.#pending === 0 && this.#head === undefined) this.#idle();
     }
-    return true;
+    if (failed) onSettle(settle, fn, outcome);
+    else settle(outcome);
   }
 
   /** The call settled: out of the list (no-op when the deadline already took it). */
@@ -265,14 +341,17 @@ export class Bucket extends Deadline {
     }
     if (this.#idleCheckQueued) return;
     this.#idleCheckQueued = true;
-    process.nextTick(
-      (this.#idleCheck ??= (): void => {
-        this.#idleCheckQueued = false;
-        if (this.#pending === 0 && this.#head === undefined && this.#live === 0) {
-          this.#queue.remove(this);
-        }
-      }),
-    );
+    process.nextTick(this.#idleCheck ?? this.#makeIdleCheck());
+  }
+
+  /** Apart from {@link Bucket.#idle}, which runs per call: see {@link Bucket.#react}. */
+  #makeIdleCheck(): () => void {
+    return (this.#idleCheck = (): void => {
+      this.#idleCheckQueued = false;
+      if (this.#pending === 0 && this.#head === undefined && this.#live === 0) {
+        this.#queue.remove(this);
+      }
+    });
   }
 
   /** The caller's signal aborted (a bucket of one call): it ends now, with the caller's reason. */
@@ -299,15 +378,32 @@ export class Bucket extends Deadline {
     }
     const slots = this.#slots;
     const top = this.#top;
-    // A fresh array: a call leaving later finds its slot empty (taken by the deadline).
-    this.#slots = [];
+    // The bucket takes no call after this: the slots stay as they are, but for the entries
+    // each running call's end would clear. Its counting functions stay, for its late outcome;
+    // its empty settle entry tells its reaction the deadline took it.
     this.#top = this.#live = 0;
-    for (let at = 0; at < top; at += 3) {
+    for (let at = 0; at < top; at += SLOT) {
       const settle = slots[at];
       if (settle === undefined) continue;
-      (slots[at + 2] as SlotDeadline)(settle as (value: never) => void, slots[at + 1], error);
+      const fn = slots[at + 1];
+      const onSettle = slots[at + 2] as SlotDeadline;
+      slots[at] = slots[at + 1] = slots[at + 2] = undefined;
+      onSettle(settle as (value: never) => void, fn, error);
     }
   }
+}
+
+/**
+ * `bucket`, made for one call with the caller's `signal`, linked to it. Apart from
+ * `TimeoutPolicy.#bucket`, which every call runs: a closure over its `signal` there would give
+ * it a context at every entry (see {@link Bucket.#react}).
+ */
+function ownBucket(bucket: Bucket, signal: AbortSignal): Bucket {
+  bucket.off = onAbort(signal, () => {
+    bucket.off = undefined;
+    bucket.cancel(signal.reason);
+  });
+  return bucket;
 }
 
 /** @internal */
@@ -438,14 +534,7 @@ export class TimeoutPolicy extends SinglePolicy {
       return shared;
     }
     if (signal.aborted) return undefined;
-    const own = new Bucket(queue, this.#ms, strategy, due);
-    if (signal !== NEVER) {
-      own.off = onAbort(signal, () => {
-        own.off = undefined;
-        own.cancel(signal.reason);
-      });
-    }
-    return own;
+    return ownBucket(new Bucket(queue, this.#ms, strategy, due), signal);
   }
 }
 

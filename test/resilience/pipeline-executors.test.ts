@@ -279,6 +279,62 @@ describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('calls sharing a bucket settle in any order, each with its own outcome, also in reused slots', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 2);
+    const settle: { ok: (v: string) => void; fail: (e: Error) => void }[] = [];
+    const attempts = new Map<string, number>();
+    const call = (name: string) =>
+      policy.execute(() => {
+        const n = (attempts.get(name) ?? 0) + 1;
+        attempts.set(name, n);
+        // A retry answers at once; a first attempt waits for the test.
+        if (n > 1) return `${name} retried`;
+        return new Promise<string>((ok, fail) => settle.push({ ok, fail }));
+      });
+    // Four calls in one bucket (slots 0-3), settled last first; b and d fail and are retried.
+    const first = ['a', 'b', 'c', 'd'].map(call);
+    settle[3]?.fail(new Error('d'));
+    settle[2]?.ok('c');
+    settle[1]?.fail(new Error('b'));
+    settle[0]?.ok('a');
+    expect(await Promise.all(first)).toEqual(['a', 'b retried', 'c', 'd retried']);
+    // The bucket is empty again: the next calls take its slots (and their reactions) again;
+    // f outlives the deadline, e does not, g fails after f's slot was taken by the deadline.
+    const second = ['e', 'f', 'g'].map((name) => call(name).catch((e: unknown) => e));
+    settle[6]?.ok('g');
+    settle[4]?.ok('e');
+    await clock.advanceAsync(100);
+    const late = settle[5];
+    expect(await Promise.all(second)).toEqual(['e', 'f retried', 'g']);
+    late?.fail(new Error('late f'));
+    await tick();
+    expect(Object.fromEntries(attempts)).toEqual({ a: 1, b: 2, c: 1, d: 2, e: 1, f: 2, g: 1 });
+    expect(run).toHaveBeenCalledTimes(7);
+    // setup's call, a c e g, the retries of b d f: successes; b d and f's late outcome: failures.
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 8, failedTotal: 3 });
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('a function that calls the pipeline itself: each call keeps its own slot and outcome', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 1);
+    let inner: Promise<string> | undefined;
+    let finishOuter!: (value: string) => void;
+    const outer = policy.execute(() => {
+      // Runs inside the outer call's start, in the same bucket, before it returns.
+      inner = policy.execute(
+        () => new Promise<string>((resolve) => setImmediate(resolve, 'inner')),
+      );
+      return new Promise<string>((resolve) => (finishOuter = resolve));
+    });
+    await expect(inner).resolves.toBe('inner');
+    finishOuter('outer');
+    await expect(outer).resolves.toBe('outer');
+    expect(run).toHaveBeenCalledTimes(2);
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 3, failedTotal: 0 });
+    await tick();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a function that takes no signal is timed too, and its timeout retried', async () => {
     const { clock, policy, run } = await setup('aggressive', 2);
     let calls = 0;
@@ -371,7 +427,9 @@ describe('pipeline(retry, timeout cooperative, breaker), fn taking no signal, on
     expect(breaker.metrics()).toMatchObject({ successfulTotal: 5, failedTotal: 4 });
   });
 
-  it('counts for the generation a call was admitted under; an open breaker rejects through the stages', async () => {
+  // A call settled across a generation change: 'an outcome counts for the generation its call
+  // was admitted under' below.
+  it('after a reset, counts on the executor again; an open breaker rejects through the stages', async () => {
     const { breaker, policy, run } = await plain(1);
     await policy.execute(() => 1);
     breaker.forceOpen();
@@ -385,6 +443,58 @@ describe('pipeline(retry, timeout cooperative, breaker), fn taking no signal, on
     await expect(policy.execute(() => Promise.reject(new Error('x')))).rejects.toThrow('x');
     expect(breaker.metrics()).toMatchObject({ successfulTotal: 4, failedTotal: 1 });
     expect(run).toHaveBeenCalledTimes(5);
+  });
+});
+
+describe('an outcome counts for the generation its call was admitted under', () => {
+  // Each executor takes the breaker's handlers when a call starts. A call admitted before a
+  // reset and settled after the new generation's hot path is bound must not land in the new
+  // generation's window: there it would make 1 success + 1 failure of minimumCalls 2, a failure
+  // rate of 0.5, and open the breaker.
+  it.each([
+    ['plain', 'cooperative', false],
+    ['cooperative', 'cooperative', true],
+    ['aggressive', 'aggressive', false],
+  ] as const)('%s executor', async (name, strategy, signalled) => {
+    const clock = new ManualClock();
+    const breaker = new CircuitBreaker({
+      name: `generation-${name}`,
+      clock,
+      minimumCalls: 2,
+      failureRateThreshold: 0.5,
+    });
+    const policy = pipeline(
+      retry({ maxAttempts: 1, backoff: { type: 'none' }, clock }),
+      timeout({ ms: 100, strategy, clock }),
+      breaker,
+    );
+    const executor = {
+      plain: PlainExecutor,
+      cooperative: CooperativeExecutor,
+      aggressive: AggressiveExecutor,
+    }[name];
+    const run = vi.spyOn(executor.prototype, 'run');
+    const body = (value: Promise<number> | number) =>
+      signalled ? takingSignal(() => value) : () => value;
+    await policy.execute(body(0)); // binds the first generation's hot path
+    let fail!: (error: Error) => void;
+    const stale = policy
+      .execute(body(new Promise<number>((_, reject) => (fail = reject))))
+      .catch((error: unknown) => error);
+    breaker.reset();
+    await policy.execute(body(1)); // the new generation's first call binds its hot path
+    // Every call entered the executor; the stale one (the second) ran on its hot path.
+    expect(run).toHaveBeenCalledTimes(3);
+    const error = new Error('stale');
+    fail(error);
+    expect(await stale).toBe(error);
+    await tick();
+    expect(breaker.state).toBe('closed');
+    // The totals are the breaker's, across generations: the stale failure is in them.
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 2, failedTotal: 1 });
+    // A failure of the new generation does count: 1 success + 1 failure opens it.
+    await expect(policy.execute(body(Promise.reject(new Error('x'))))).rejects.toThrow('x');
+    expect(breaker.state).toBe('open');
   });
 });
 
