@@ -131,9 +131,11 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
 
 /**
  * Receives a call's outcome: `ok` with the reply, or not with the error; `tag` is the number
- * the call was sent with (a round's node index: one handler serves all its nodes).
+ * the call was sent with (a round's node index: one handler serves all its nodes). `overtaken`:
+ * the call ran late, by its `EVAL` fallback after `NOSCRIPT`, after calls sent behind it had
+ * run on the node (see `NodeChannel.#failed`).
  */
-export type Answer = (ok: boolean, value: unknown, tag: number) => void;
+export type Answer = (ok: boolean, value: unknown, tag: number, overtaken?: true) => void;
 
 interface Queued {
   readonly script: Script;
@@ -302,6 +304,13 @@ export class NodeChannel {
   /**
    * An EVALSHA failed (or threw): when the node has not cached the script (restarted or
    * flushed), send the script itself; else the call failed.
+   *
+   * The `EVAL` breaks the channel's order: calls sent after this one on the connection have run
+   * on the node already (or will, before the `EVAL`) — e.g. the release of a lock whose acquire
+   * this is, decided without this node. Redis answers a connection's commands in the order it
+   * runs them, so those calls are exactly the ones still unanswered now besides this one: with
+   * any, the answer is marked `overtaken` (over-approximated by calls whose own fallback is
+   * pending; only on this rare path), and the caller may have to undo what it did late.
    */
   #failed(
     script: Script,
@@ -317,11 +326,17 @@ export class NodeChannel {
       return;
     }
     const client = this.#client;
+    const overtaken = this.#inflight > 1 ? true : undefined;
     issue(
       () => client.eval(script.source, numKeys, ...argv),
       (ok, value) => {
-        this.#answered();
-        answer(ok, value, tag);
+        // Answered before it stops counting: a call the answer sends to this node (an undo of
+        // an overtaken grant) keeps the channel busy, so `idle()` waits for that one too.
+        try {
+          answer(ok, value, tag, overtaken);
+        } finally {
+          this.#answered();
+        }
       },
     );
   }
@@ -359,15 +374,16 @@ export class NodeChannel {
       BATCH,
       keys.length,
       [...keys, ...args],
-      (ok, replies) => {
+      (ok, replies, _, overtaken) => {
         queue.forEach((q, i) => {
           if (!ok) {
             q.answer(false, replies, q.tag);
             return;
           }
           const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
-          if (Array.isArray(reply) && reply[0] === 1) q.answer(true, reply[1] ?? null, q.tag);
-          else if (Array.isArray(reply)) q.answer(false, replyError(String(reply[1])), q.tag);
+          if (Array.isArray(reply) && reply[0] === 1) {
+            q.answer(true, reply[1] ?? null, q.tag, overtaken);
+          } else if (Array.isArray(reply)) q.answer(false, replyError(String(reply[1])), q.tag);
           else q.answer(false, new Error('no reply for this call in the batch'), q.tag);
         });
       },

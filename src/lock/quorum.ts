@@ -35,6 +35,11 @@ export interface NodeResult {
   readonly cause?: unknown;
   /** Had not answered when the round was decided (not a failure of the node). */
   readonly pending?: true;
+  /**
+   * Ran late on the node, after calls sent behind it (its `EVAL` fallback after `NOSCRIPT`;
+   * see `NodeChannel`): a late grant so marked may have landed after its own release or undo.
+   */
+  readonly overtaken?: true;
 }
 
 /**
@@ -213,10 +218,12 @@ class Round implements Waiting {
   prev: Waiting | undefined = undefined;
   next: Waiting | undefined = undefined;
   /** One reply handler for every node of the round (the channel hands back the node). */
-  readonly reply: Answer = (ok, value, node) => {
+  readonly reply: Answer = (ok, value, node, overtaken) => {
     this.answer(
       ok
-        ? { node, ok: true, value }
+        ? overtaken === undefined
+          ? { node, ok: true, value }
+          : { node, ok: true, value, overtaken }
         : {
             node,
             ok: false,

@@ -324,6 +324,8 @@ interface AttemptHost {
     granted: readonly NodeResult[],
   ): Lock | undefined | typeof TOO_SLOW | Promise<Lock | undefined | typeof TOO_SLOW>;
   catchUp(fenceKeys: readonly string[], fences: readonly number[], r: NodeResult): void;
+  /** Is `key` held by this Redlock with `token` (acquired and not released since)? */
+  holds(key: string, token: string): boolean;
   refused(attempt: LockAttempt, results: readonly NodeResult[], view: RoundView): void;
 }
 
@@ -426,6 +428,12 @@ class LockAttempt implements AcquirePlan<Lock> {
   }
 
   late(token: string, r: NodeResult): void {
+    // A grant that ran on the node after calls sent behind it (its EVAL after NOSCRIPT) may
+    // have landed after this token's release or undo there, and would hold the key until the
+    // ttl: release it on that node unless the lock is held (its release, sent later, lands
+    // after). In doubt it is released: a late grant was never counted in the lock's quorum.
+    if (r.overtaken === true && isGrant(r) && !this.host.holds(this.lockKeys[0] as string, token))
+      void this.undo(token, [r.node]);
     const fences = this.fences;
     if (this.wonWith === token && fences !== undefined)
       this.host.catchUp(this.fenceKeys, fences, r);
@@ -559,6 +567,7 @@ export class Redlock implements LockService, AsyncDisposable {
       catchUp: (fenceKeys, fences, r) => {
         this.#catchUp(fenceKeys, fences, r);
       },
+      holds: (key, token) => this.#mine.get(key) === token,
       refused: (attempt, results, view) => {
         this.#refused(attempt, results, view);
       },
