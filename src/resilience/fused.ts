@@ -232,7 +232,8 @@ export class AggressiveExecutor extends Executor {
     const promise = new Promise<R>(bucket.capture as (resolve: (value: R) => void) => void);
     // The slot is the call's before fn runs: a call fn makes of this pipeline takes the next.
     const slot = bucket.captured;
-    bucket.follow(slot, invoke(fn, bucket.signal), fn, this.#onSettle, onSuccess, onFailure);
+    bucket.enter(slot, fn, this.#onSettle, onSuccess, onFailure);
+    bucket.follow(slot, invoke(fn, bucket.signal));
     return promise;
   }
 

@@ -242,15 +242,16 @@ export class Bucket extends Deadline {
   }
 
   /**
-   * The call that took `slot` (see {@link Bucket.capture}) runs `fn`, whose promise is
-   * `promise`. When `promise` settles, `onSuccess` or `onFailure` counts the outcome (also one
-   * that comes after the deadline); then, if the call is still running, a value settles it and
-   * a failure runs `onSettle(settle, fn, error)`. At the deadline `onSettle(settle, fn,
-   * timeoutError)` runs for it unless it left first.
+   * The call that took `slot` (see {@link Bucket.capture}) is about to run `fn`: its entries
+   * are written before `fn` runs, so a deadline that fires while it runs (a clock whose timers
+   * fire synchronously, e.g. `ManualClock.advance` called by `fn`) finds the slot whole. When
+   * the promise `fn` returned settles (see {@link Bucket.follow}), `onSuccess` or `onFailure`
+   * counts the outcome (also one that comes after the deadline); then, if the call is still
+   * running, a value settles it and a failure runs `onSettle(settle, fn, error)`. At the
+   * deadline `onSettle(settle, fn, timeoutError)` runs for it unless it left first.
    */
-  follow(
+  enter(
     slot: number,
-    promise: Promise<unknown>,
     fn: unknown,
     onSettle: SlotDeadline,
     onSuccess: SlotCounts,
@@ -261,6 +262,10 @@ export class Bucket extends Deadline {
     slots[slot + 2] = onSettle;
     slots[slot + 3] = onSuccess;
     slots[slot + 4] = onFailure;
+  }
+
+  /** The call in `slot` (see {@link Bucket.enter}) ran its function, which returned `promise`. */
+  follow(slot: number, promise: Promise<unknown>): void {
     const reactions = this.#reactions;
     const at = (slot / SLOT) * 2;
     // (Not necessarily the next slot to get its reactions: a call its function makes of the
@@ -290,10 +295,12 @@ export class Bucket extends Deadline {
     // Counted first, as the breaker (inside the timeout) would, whether the call still runs.
     const counts = slots[failed ? slot + 4 : slot + 3] as SlotCounts;
     slots[slot + 3] = slots[slot + 4] = undefined;
+    counts(outcome);
+    // Read after counting: a breaker listener may have fired this bucket's deadline meanwhile
+    // (a clock whose timers fire synchronously), which settled the call.
     const settle = slots[slot] as ((value: unknown) => void) | undefined;
     const fn = slots[slot + 1];
     const onSettle = slots[slot + 2] as SlotDeadline;
-    counts(outcome);
     // Taken by the deadline: its outcome is ignored.
     if (settle === undefined) return;
     slots[slot] = slots[slot + 1] = slots[slot + 2] = undefined;

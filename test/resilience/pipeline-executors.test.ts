@@ -335,6 +335,43 @@ describe('pipeline(retry, timeout aggressive, breaker) on its executor', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('a function that moves the clock past its own deadline times out there and is retried; other deadlines still fire', async () => {
+    const { clock, breaker, policy, run } = await setup('aggressive', 2);
+    // Another pipeline on the same clock (one deadline queue), its call due later.
+    const slow = pipeline(
+      retry({ maxAttempts: 1, backoff: { type: 'none' }, clock }),
+      timeout({ ms: 1000, strategy: 'aggressive', clock }),
+      new CircuitBreaker({ name: 'fused-slow', clock, minimumCalls: 20 }),
+    );
+    await slow.execute(() => 0);
+    const hung = slow.execute(() => new Promise<string>(() => {})).catch((e: unknown) => e);
+    // A call of the same bucket, started first (an earlier slot), hangs.
+    const before = policy.execute(() => new Promise<string>(() => {})).catch((e: unknown) => e);
+    let calls = 0;
+    const moved = policy.execute(() => {
+      // The deadline (100) fires synchronously, while this attempt runs (ManualClock's timers
+      // do); the retry's attempt, due at 200, answers in time.
+      if (++calls === 1) clock.advance(150);
+      return calls === 1 ? 'too late' : 'second';
+    });
+    await expect(moved).resolves.toBe('second');
+    expect(calls).toBe(2);
+    expect(clock.now()).toBe(150);
+    // The earlier slot was timed out (and its retry too, once its own deadline came).
+    await clock.advanceAsync(100);
+    expect(isTimeoutError(await before)).toBe(true);
+    // The other pipeline's deadline still fires.
+    await clock.advanceAsync(750);
+    expect(isTimeoutError(await hung)).toBe(true);
+    // Both pipelines' executors: slow's first call and hung, before, moved.
+    expect(run).toHaveBeenCalledTimes(4);
+    // setup's call, 'too late' (counted after its deadline) and 'second'; before's two timeouts
+    // are not counted by the breaker (it counts the attempts' outcomes, which never came).
+    expect(breaker.metrics()).toMatchObject({ successfulTotal: 3, failedTotal: 0 });
+    await tick();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('a function that takes no signal is timed too, and its timeout retried', async () => {
     const { clock, policy, run } = await setup('aggressive', 2);
     let calls = 0;
