@@ -274,6 +274,10 @@ const fenceOf = (r: NodeResult, i: number): number =>
 /**
  * Did a granting node still have its incarnation key, or a tagged counter (its counters count)?
  * On standalone nodes; on Redis Cluster there is no incarnation check, and every grant counts.
+ * A negative answer (`-fence`) means "not vouched for": the node lost its data, or — in the
+ * two-key form, sent without the incarnation key — its counter is merely not tagged yet (e.g.
+ * it missed the grants that tagged the others); either way the next acquisition sends the key,
+ * and a stale hint costs one fencing check, never a wrong count.
  */
 const intactOf = (r: NodeResult): boolean =>
   typeof r.value === 'number' ? r.value > 0 : (r.value as unknown[])[0] === 1;
