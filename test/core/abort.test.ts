@@ -128,17 +128,24 @@ describe('sleep', () => {
   });
 
   it('leaves no Node timer behind, whether it completes or is aborted', async () => {
-    const before = liveTimeouts();
-    await sleep(1);
+    // Counted as differences across synchronous steps only: a timer left by an earlier test
+    // (or vitest's own) may end at any await, so a count taken before one is no baseline.
+    let live = liveTimeouts();
+    const completes = sleep(1);
+    expect(liveTimeouts()).toBe(live + 1);
+    await completes;
     const controller = new AbortController();
+    live = liveTimeouts();
     const aborted = sleep(60_000, { signal: controller.signal });
-    expect(liveTimeouts()).toBe(before + 1);
+    expect(liveTimeouts()).toBe(live + 1);
     controller.abort(new Error('stop'));
+    // Cleared by the abort itself, not later.
+    expect(liveTimeouts()).toBe(live);
     await expect(aborted).rejects.toThrow('stop');
-    expect(liveTimeouts()).toBe(before);
+    live = liveTimeouts();
     const background = sleep(60_000, { signal: controller.signal, unref: true });
+    expect(liveTimeouts()).toBe(live);
     await expect(background).rejects.toThrow('stop');
-    expect(liveTimeouts()).toBe(before);
   });
 
   it('removes its abort listener once it resolves', async () => {
