@@ -32,11 +32,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
+import { numberFlag as arg } from './flags.js';
 
-const arg = (name: string, fallback: number): number => {
-  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return found === undefined ? fallback : Number(found.slice(name.length + 3));
-};
 const CYCLES = arg('cycles', 20_000);
 const BLOCK = arg('block', 1000);
 const dists = process.argv.slice(2).filter((a) => !a.startsWith('--'));

@@ -26,11 +26,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RedisHarness } from '../test/support/redis.js';
+import { numberFlag as arg } from './flags.js';
 
-const arg = (name: string, fallback: number): number => {
-  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return found === undefined ? fallback : Number(found.slice(name.length + 3));
-};
 const CYCLES = arg('cycles', 2000);
 const WARMUP = arg('warmup', 500);
 /** `--fresh`: a new resource name every cycle (a lock per entity), for Keel and node-redlock. */

@@ -24,11 +24,8 @@ import { Session } from 'node:inspector/promises';
 import { PerformanceObserver } from 'node:perf_hooks';
 import type * as Resilience from '../src/resilience/index.js';
 import type * as Breaker from '../src/breaker/index.js';
+import { numberFlag as arg } from './flags.js';
 
-const arg = (name: string, fallback: number): number => {
-  const found = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return found === undefined ? fallback : Number(found.slice(name.length + 3));
-};
 const CALLS = arg('calls', 100_000);
 const WARM = arg('warm', 20_000);
 const profile = process.argv.includes('--profile');
