@@ -432,12 +432,17 @@ describeRedis('Redlock model-based properties against five real redis-server pro
       if (!h.released) h.endedAt ??= at;
       h.released = true;
 
+      const started = now();
       const result: ReleaseResult = await h.lock.release(); // must never throw
+      const tookMs = now() - started;
       if (result.released) stats.released++;
       if (result.expired) stats.releasedExpired++;
 
-      // Neither released nor expired only when the round could not tell: too few answers.
-      if (!wasReleased && !result.expired && !result.released) {
+      // Neither released nor expired only when the round could not tell: too few answers. A
+      // round that ran for the node timeout may have had answers time out (on a loaded machine
+      // even the largest injected latency plus scheduling can pass it), so the count of nodes
+      // that would say "not mine" is checked only for rounds that ended before it.
+      if (!wasReleased && !result.expired && !result.released && tookMs < NODE_TIMEOUT) {
         expect(
           notMine,
           `release #${h.id}: undecided with ${notMine} nodes saying not mine`,
