@@ -26,7 +26,11 @@ const { Cache } = (
   await loadKeel<typeof CacheModule>('cache', () => import('../src/cache/index.js'))
 ).module;
 
-export type CacheLib = 'keel' | 'bentocache' | 'cache-manager';
+/**
+ * `null` is no cache: one shared promise of the loader per key in each process, for measuring
+ * the harness alone (bench/cache-stampede-count.ts); the suite never runs it.
+ */
+export type CacheLib = 'keel' | 'bentocache' | 'cache-manager' | 'null';
 
 export interface CacheBenchWorkerConfig {
   readonly lib: CacheLib;
@@ -119,6 +123,14 @@ if (config.lib === 'keel') {
   ready = async () => {
     for (let waited = 0; !cache.listening && waited < 10_000; waited += 10) await sleep(10);
   };
+} else if (config.lib === 'null') {
+  const flights = new Map<string, Promise<unknown>>();
+  read = (key) => {
+    let flight = flights.get(key);
+    if (flight === undefined) flights.set(key, (flight = loader(key)));
+    return flight;
+  };
+  close = () => Promise.resolve();
 } else if (config.lib === 'bentocache') {
   const bento = new BentoCache({
     default: 'c',

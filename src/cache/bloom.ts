@@ -174,15 +174,42 @@ export function bloomPositions(
 ): void {
   hashPair(key);
   const m = shape.bits;
-  let position = (hash1 >>> 0) % m;
+  const m32 = m >>> 0;
+  let position = modBits(hash1 >>> 0, m32);
   // A step of at least 1 (a zero step would put all k probes on one bit). `>>> 0` after the
   // `| 1`: bitwise OR yields a signed int32, and a negative step walks off the array.
-  const step = ((hash2 | 1) >>> 0) % m || 1;
+  const step = modBits((hash2 | 1) >>> 0, m32) || 1;
+  const back = (m - step) >>> 0;
   for (let i = 0; i < shape.hashes; i++) {
     out[at + i] = position;
-    position += step;
-    if (position >= m) position -= m;
+    position = nextProbe(position, step, back);
   }
+}
+
+// The probe walk in 32-bit unsigned integers. m is at most 2³², so every position and step
+// fits a uint32, but `x % m` with m read as a plain number, and `position += step` (up to
+// 2³³ − 2 before the wrap), are double arithmetic to the optimizing compiler: a float modulus
+// (a C call) per lookup. Here every operand is a `>>> 0`-typed uint32, so both compile to
+// integer instructions, and the positions are exactly those of the plain formula:
+// - m32 = m >>> 0 is m itself below 2³², and 0 for m = 2³², where h mod 2³² = h for any
+//   uint32 h: so `m32 === 0 ? h : h % m32` (`modBits`) is h mod m for every m in [1, 2³²].
+// - With back = m − step (in [0, m), a uint32), (p + step) mod m for p in [0, m) is p − back
+//   when p ≥ back, else p + step (then < m): neither leaves [0, 2³²), so no `>>> 0` wraps
+//   anything. (`(p + step) >>> 0` followed by `− m` would: for m > 2³¹, p + step can pass 2³².)
+
+/** (position + step) mod m, for position and step in [0, m) and back = m − step (see above). */
+function nextProbe(position: number, step: number, back: number): number {
+  return position >= back ? (position - back) >>> 0 : (position + step) >>> 0;
+}
+
+/**
+ * h mod m for a uint32 h and m32 = m >>> 0 (see above). `m32 >>> 0` again here, not only where
+ * m32 was made: the compiler types an operand by the expression it sees, and a parameter or
+ * field read is just "a number" — without it the modulus stayed a float one (a C call; an
+ * absent-key lookup measured ~80 ns, ~55 ns with it).
+ */
+function modBits(h: number, m32: number): number {
+  return m32 === 0 ? h : (h % (m32 >>> 0)) >>> 0;
 }
 
 /** Checks a key argument; keys are strings (hash whatever identifies the item). @internal */
@@ -232,17 +259,18 @@ export class BloomFilter {
   }
 
   // `add` and `mightContain` walk the positions of `bloomPositions` inline: one hash pass, then
-  // k bit tests, with no position array and no allocation per call. Bit p is bit p & 7 of byte
-  // p >>> 3 (p < 2³², so `>>>` and `&` see it exactly).
+  // k bit tests, with no position array and no allocation per call, in uint32 arithmetic (see
+  // `modBits`). Bit p is bit p & 7 of byte p >>> 3 (p < 2³², so `>>>` and `&` see it exactly).
 
   /** Adds `key`; returns true when it was certainly not in the filter before. */
   add(key: string): boolean {
     if (typeof key !== 'string') checkBloomKey('BloomFilter.add', key);
     hashPair(key);
-    const m = this.#m;
+    const m32 = this.#m >>> 0;
     const bits = this.#bits;
-    let position = (hash1 >>> 0) % m;
-    const step = ((hash2 | 1) >>> 0) % m || 1;
+    let position = modBits(hash1 >>> 0, m32);
+    const step = modBits((hash2 | 1) >>> 0, m32) || 1;
+    const back = (this.#m - step) >>> 0;
     let fresh = false;
     for (let i = this.#k; i > 0; i--) {
       const byte = position >>> 3;
@@ -252,8 +280,7 @@ export class BloomFilter {
         fresh = true;
         bits[byte] = old | mask;
       }
-      position += step;
-      if (position >= m) position -= m;
+      position = nextProbe(position, step, back);
     }
     if (fresh) this.#added++;
     return fresh;
@@ -263,14 +290,14 @@ export class BloomFilter {
   mightContain(key: string): boolean {
     if (typeof key !== 'string') checkBloomKey('BloomFilter.mightContain', key);
     hashPair(key);
-    const m = this.#m;
+    const m32 = this.#m >>> 0;
     const bits = this.#bits;
-    let position = (hash1 >>> 0) % m;
-    const step = ((hash2 | 1) >>> 0) % m || 1;
+    let position = modBits(hash1 >>> 0, m32);
+    const step = modBits((hash2 | 1) >>> 0, m32) || 1;
+    const back = (this.#m - step) >>> 0;
     for (let i = this.#k; i > 0; i--) {
       if (((bits[position >>> 3] as number) & (1 << (position & 7))) === 0) return false;
-      position += step;
-      if (position >= m) position -= m;
+      position = nextProbe(position, step, back);
     }
     return true;
   }

@@ -82,6 +82,40 @@ describe('BloomFilter (property)', () => {
     expect(pinned).toEqual(PINNED_SKU_1);
   });
 
+  it('bit positions match the reference where m is near 2^31 and 2^32 (position + step passes 2^32)', () => {
+    // The walk runs in uint32 arithmetic; these are the shapes where a naive uint32 sum would
+    // wrap: position and step near m, with m above 2^31.
+    const sizes = [2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 3_000_000_017, 2 ** 32 - 1, 2 ** 32];
+    let crossings = 0;
+    for (const bits of sizes) {
+      for (let i = 0; i < 400; i++) {
+        const key = `edge:${bits}:${i}`;
+        const out: number[] = [];
+        bloomPositions(key, { bits, hashes: 12 }, out);
+        const reference = referencePositions(key, bits, 12);
+        expect(out).toEqual(reference);
+        for (let j = 1; j < reference.length; j++) {
+          const step = ((murmur3String(key, 0x9747b28c) | 1) >>> 0) % bits || 1;
+          if ((reference[j - 1] as number) + step >= 2 ** 32) crossings++;
+        }
+      }
+    }
+    // The keys do exercise the case (hundreds of steps cross 2^32 with these sizes).
+    expect(crossings).toBeGreaterThan(100);
+  });
+
+  it('in memory, a filter of more than 2^31 bits has no false negatives', () => {
+    // ~448 M items at 1 %: m just under 2^32 (a 512 MiB array, zero pages until written).
+    const bloom = new BloomFilter({ expectedItems: 448_000_000, falsePositiveRate: 0.01 });
+    expect(bloom.shape.bits).toBeGreaterThan(2 ** 31);
+    const keys = Array.from({ length: 2_000 }, (_, i) => `big:${i}`);
+    for (const key of keys) expect(bloom.add(key)).toBe(true);
+    for (const key of keys) expect(bloom.mightContain(key)).toBe(true);
+    let absent = 0;
+    for (let i = 0; i < 2_000; i++) if (!bloom.mightContain(`absent:${i}`)) absent++;
+    expect(absent).toBe(2_000);
+  });
+
   it('in memory, add and mightContain test exactly the positions of bloomPositions', () => {
     fc.assert(
       fc.property(
