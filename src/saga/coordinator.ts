@@ -77,7 +77,7 @@ import {
   type SagaHistoryEntry,
   type SagaStatus,
 } from './state.js';
-import { SagaStore, type TransitionOp } from './store.js';
+import { SagaStore, type TransitionOp, type TransitionReply } from './store.js';
 
 /** Options of {@link SagaCoordinator}. */
 export interface SagaCoordinatorOptions {
@@ -891,29 +891,71 @@ export class SagaCoordinator implements AsyncDisposable {
 
     /**
      * Writes one transition (or a heartbeat's `renew`), retrying while Redis fails; true when it
-     * landed (and `row` follows it), false when a lost reply made us re-read `row`. One async
-     * function per transition, not two: each level of async call is a promise per transition.
+     * landed (and `row` follows it), false when a lost reply made us re-read `row`. The first
+     * write is the store's promise and one `then` (no async function: its frame, register file
+     * and the await's closures were ~0.5 kB per transition); a failure or a refusal goes on in
+     * {@link settleTransition}.
      */
-    const transition = async (
+    const transition = (
       op: TransitionOp,
       step: number,
       detail: string,
       argument: string,
       event: string = op,
+    ): Promise<boolean> =>
+      this.#store.transition(def.name, id, row, op, step, short(detail), argument, keys).then(
+        (reply) =>
+          accepted(op, step, argument, event, reply) ||
+          settleTransition(op, step, detail, argument, event, reply, undefined),
+        (error: unknown) => settleTransition(op, step, detail, argument, event, undefined, error),
+      );
+
+    /** True when `reply` says the transition landed; `row` then follows it. */
+    const accepted = (
+      op: TransitionOp,
+      step: number,
+      argument: string,
+      event: string,
+      reply: TransitionReply,
+    ): boolean => {
+      if (!reply.ok) return false;
+      row.leaseUntil = reply.lease;
+      serverNow = reply.now;
+      beating.last = this.#o.clock.now();
+      if (op !== 'renew') landed(op, step, argument, event, reply);
+      return true;
+    };
+
+    /**
+     * A transition whose first write failed (`error`) or was refused (`first`): retries while
+     * Redis fails, re-reads when our own earlier write landed unseen, else stops (fenced).
+     */
+    const settleTransition = async (
+      op: TransitionOp,
+      step: number,
+      detail: string,
+      argument: string,
+      event: string,
+      first: TransitionReply | undefined,
+      firstError: unknown,
     ): Promise<boolean> => {
       for (let attempt = 1; ; attempt++) {
         let reply;
         try {
-          reply = await this.#store.transition(
-            def.name,
-            id,
-            row,
-            op,
-            step,
-            short(detail),
-            argument,
-            keys,
-          );
+          if (attempt === 1 && first !== undefined) reply = first;
+          else if (attempt === 1) throw firstError;
+          else {
+            reply = await this.#store.transition(
+              def.name,
+              id,
+              row,
+              op,
+              step,
+              short(detail),
+              argument,
+              keys,
+            );
+          }
         } catch (error) {
           // Redis refused or timed out: the write may or may not have landed. Retry it; a
           // version refusal afterwards tells that it did (and we re-read).
@@ -923,13 +965,7 @@ export class SagaCoordinator implements AsyncDisposable {
           });
           continue;
         }
-        if (reply.ok) {
-          row.leaseUntil = reply.lease;
-          serverNow = reply.now;
-          beating.last = this.#o.clock.now();
-          if (op !== 'renew') landed(op, step, argument, event, reply);
-          return true;
-        }
+        if (reply.ok) return accepted(op, step, argument, event, reply);
         if (reply.why === 'version' && reply.fence === row.fence) {
           // Our own earlier write landed but its reply was lost: re-read and decide again.
           const read = await this.#store.read(def.name, id).catch(() => undefined);

@@ -605,6 +605,32 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(errors[0]).toBeInstanceOf(SyntaxError);
   });
 
+  it('a write whose reply is lost is retried; the refusal that follows re-reads, and every step runs once', async () => {
+    const own = redis().client(0, { commandTimeout: 100 });
+    let runs = 0;
+    const saga = defineSaga('lost', [
+      {
+        name: 'a',
+        run: () => {
+          runs++;
+          // The step's `done` is sent to a stopped server: its reply times out (a store error,
+          // retried) though the write lands once the server runs again.
+          redis().pause(0);
+          setTimeout(() => redis().resume(0), 400);
+          return 1;
+        },
+      },
+      { name: 'b', run: () => 2 },
+    ]);
+    const sagas = coordinator({ sagas: [saga], redis: own });
+    const outcome = await sagas.run(saga, 'lost-1', null);
+    expect(outcome).toMatchObject({ status: 'completed', outputs: { a: 1, b: 2 } });
+    expect(runs).toBe(1);
+    const history = (await sagas.get(saga, 'lost-1'))?.history.map((h) => h.event);
+    expect(history).toEqual(['start', 'begin', 'done', 'begin', 'done']);
+    own.disconnect();
+  });
+
   it('a step running for several leases keeps its saga: the heartbeat renews it, nobody claims it', async () => {
     let runs = 0;
     const saga = defineSaga('long', [
