@@ -232,16 +232,16 @@ const ignore = (): undefined => undefined;
 const decode = (text: string | undefined): unknown =>
   text === undefined || text === '' ? undefined : JSON.parse(text);
 
-/**
- * A drive whose step or compensation call is in flight, as the coordinator's one heartbeat
- * timer sees it.
- */
 /** A definition's step names and what `nextAction` reads of each step. */
 interface DefinitionShape {
   readonly meta: readonly { readonly attempts: number; readonly compensates: boolean }[];
   readonly names: readonly string[];
 }
 
+/**
+ * A drive whose step or compensation call is in flight, as the coordinator's one heartbeat
+ * timer sees it.
+ */
 interface Beating {
   /** `clock.now()` when Redis last accepted a write of this drive (each one renews the lease). */
   last: number;
