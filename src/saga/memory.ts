@@ -382,19 +382,23 @@ const transitions: Port = (ks, keys, a) => {
   const n = Number(a[0]);
   const m = Number(a[1]);
   const shared = a.slice(2, 6); // leaseMs, history cap, retentionMs, history kept
+  // Every transition's own arguments in one text (see TRANSITIONS in scripts.ts): lengths in
+  // UTF-8 bytes, as the Lua cuts them, so the text is read as bytes (latin1: one char a byte).
+  const all = Buffer.from(a[7] as string, 'utf8');
+  const bytes = all.toString('latin1');
+  const head = /(\d+)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|(\d+)\|(\d+)\|(\d+)\|/y;
   for (let i = 0; i < n; i++) {
-    // shard|fence|version|op|step|<owner bytes>|<detail bytes>|<owner><detail><op argument>
-    // (see TRANSITIONS in scripts.ts): lengths in UTF-8 bytes, as the Lua cuts them.
-    const item = a[7 + i] as string;
-    const m7 = /^(\d+)\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|(\d+)\|(\d+)\|/.exec(item);
-    if (m7 === null) throw new Error(`ERR keel saga: bad batch item ${item}`);
-    const [head, shard, fence, version, op, step, ol, dl] = m7 as unknown as string[];
-    const rest = Buffer.from(item.slice((head as string).length), 'utf8');
-    const q = Number(ol);
-    const e = q + Number(dl);
-    const who = rest.subarray(0, q).toString('utf8');
-    const detail = rest.subarray(q, e).toString('utf8');
-    const arg = rest.subarray(e).toString('utf8');
+    const m8 = head.exec(bytes);
+    if (m8 === null) throw new Error(`ERR keel saga: bad batch item ${i}`);
+    const [, shard, fence, version, op, step, ol, dl, al] = m8 as unknown as string[];
+    const p = head.lastIndex;
+    const q = p + Number(ol) + 1;
+    const e = q + Number(dl) + 1;
+    const end = e + Number(al);
+    head.lastIndex = end + 1;
+    const who = all.subarray(p, q - 1).toString('utf8');
+    const detail = all.subarray(q, e - 1).toString('utf8');
+    const arg = all.subarray(e, end).toString('utf8');
     const g = 4 * (Number(shard) - 1);
     const owner = who === '' ? (a[6] as string) : who;
     const h = keys[4 * m + 2 * i] as string;

@@ -79,12 +79,20 @@ interface Queued {
 }
 
 /**
+ * The pieces of a batch's one text argument, written by index and cut to length before the
+ * join (cutting a longer array trims it in place; only growing allocates). Reused: a batch is
+ * encoded synchronously, start to end.
+ */
+const batchParts: (string | number)[] = [];
+
+/**
  * The keys and arguments of one {@link TRANSITIONS} call for `items` (each: its six keys, as
  * {@link SagaStore.keys} gives them, and its eight arguments: id, owner, fence, version, op,
  * step, detail, op argument). Each shard's four keys go once, and the owner once: the batch's
  * owner is the first item's, and an item carrying it sends `''` instead — unless some item's
  * owner is `''` itself (no coordinator has one: the option refuses it), in which case the batch's
  * owner is `''` and every item sends its own, so `''` always decodes to what was meant.
+ * Every transition's own arguments go in ONE text, joined once (see TRANSITIONS).
  * @internal
  */
 export function encodeBatch(
@@ -117,50 +125,70 @@ export function encodeBatch(
   // Sized up front (no growth copies): the shard keys, then each item's hash and history.
   const keys = new Array<string>(shardKeys.length + 2 * items.length);
   for (let i = 0; i < shardKeys.length; i++) keys[i] = shardKeys[i] as string;
-  const args = new Array<string | number>(7 + items.length);
-  args[0] = items.length;
-  args[1] = shards.size;
-  args[2] = settings.leaseMs;
-  args[3] = settings.historyLimit;
-  args[4] = settings.retentionMs;
-  args[5] = settings.finishedHistory;
-  args[6] = owner;
-  const parts: (string | number)[] = [0, 0, 0, '', 0, 0, 0, ''];
+  // Per transition, eleven pieces joined by `|`: shard, fence, version, op, step, then the
+  // UTF-8 byte lengths of owner, detail and op argument (Lua cuts bytes), then those three
+  // texts. One argument for the whole batch: the client writes (and Redis parses) one bulk
+  // string instead of one per transition, and no text is made per transition on the way.
+  const parts = batchParts;
+  let j = 0;
   for (let i = 0, at = shardKeys.length; i < items.length; i++, at += 2) {
     const { keys: k, args: a } = items[i] as (typeof items)[number];
     keys[at] = k[0] as string;
     keys[at + 1] = k[1] as string;
-    // One text per transition; the id is the hash key's tail (see TRANSITIONS). Owner and
-    // detail go with their UTF-8 byte lengths (Lua cuts bytes), the op argument takes the rest.
-    // Joined from one reused array: a flat string at once, where a template literal makes a
-    // chain of partial strings that the client flattens again to measure and write it.
     const who = a[1] === owner ? '' : (a[1] as string);
     const detail = a[6] as string;
-    // Written by index, never emptied: `parts.length = 0` would give up its backing store and
-    // the pushes would allocate a new one for every transition.
-    parts[0] = group[i] as number;
-    parts[1] = a[2] as string | number;
-    parts[2] = a[3] as string | number;
-    parts[3] = a[4] as string;
-    parts[4] = a[5] as string | number;
-    parts[5] = who === '' ? 0 : Buffer.byteLength(who);
-    parts[6] = detail === '' ? 0 : Buffer.byteLength(detail);
-    parts[7] = `${who}${detail}${a[7] as string}`;
-    args[7 + i] = parts.join('|');
+    const argument = a[7] as string;
+    parts[j] = group[i] as number;
+    parts[j + 1] = a[2] as string | number;
+    parts[j + 2] = a[3] as string | number;
+    parts[j + 3] = a[4] as string;
+    parts[j + 4] = a[5] as string | number;
+    parts[j + 5] = who === '' ? 0 : Buffer.byteLength(who);
+    parts[j + 6] = detail === '' ? 0 : Buffer.byteLength(detail);
+    parts[j + 7] = argument === '' ? 0 : Buffer.byteLength(argument);
+    parts[j + 8] = who;
+    parts[j + 9] = detail;
+    parts[j + 10] = argument;
+    j += 11;
   }
-  return { keys, args };
+  parts.length = j;
+  const joined = parts.join('|');
+  // The texts (an op argument is a step's output) are not kept alive until the next batch;
+  // `parts.length = 0` would do it but give up the backing store.
+  for (let x = 8; x < j; x += 11) {
+    parts[x] = '';
+    parts[x + 1] = '';
+    parts[x + 2] = '';
+  }
+  return {
+    keys,
+    args: [
+      items.length,
+      shards.size,
+      settings.leaseMs,
+      settings.historyLimit,
+      settings.retentionMs,
+      settings.finishedHistory,
+      owner,
+      joined,
+    ],
+  };
 }
 
-/** The integer in `text` from `from` to `to` (digits only; anything else as `Number` reads it). */
+/**
+ * The integer in `text` from `from` to `to`: digits, or `-` and digits (`cj` is -1 until a saga
+ * compensates), read in place; anything else as `Number` reads the text.
+ */
 function intIn(text: string, from: number, to: number): number {
   if (from === to) return 0; // as Number('')
+  const negative = text.charCodeAt(from) === 45 && to - from > 1;
   let n = 0;
-  for (let i = from; i < to; i++) {
+  for (let i = negative ? from + 1 : from; i < to; i++) {
     const d = text.charCodeAt(i) - 48;
     if (d < 0 || d > 9 || n > 1e14) return Number(text.slice(from, to));
     n = n * 10 + d;
   }
-  return n;
+  return negative ? -n : n;
 }
 
 const STATUS_TEXTS: readonly SagaStatus[] = [

@@ -14,7 +14,7 @@ import {
   isSagaStoreError,
   type SagaTransitionEvent,
 } from '../../src/saga/index.js';
-import { SagaStore, type TransitionReply } from '../../src/saga/store.js';
+import { SagaStore, encodeBatch, type TransitionReply } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 /**
@@ -244,6 +244,40 @@ describeRedis('saga transitions batched per tick', () => {
     }
     const hashes = (await admin.keys('ids:*')).filter((k) => /^ids:\{b:\d+\}:s:/.test(k));
     expect(hashes).toHaveLength(ids.length);
+  });
+
+  it("a batch sends every transition's own arguments as one text; owners, details and outputs of any text come through", async () => {
+    const owners = ['me', 'ü|1|2|', '🎉 x', 'me'];
+    const store = storeOf(client, 'one:');
+    await Promise.all(owners.map((o, i) => store.start('b', `o-${i}`, o, '{}', 0, 2)));
+    const items = owners.map((owner, i) => ({
+      keys: store.keys('b', `o-${i}`).all,
+      args: [`o-${i}`, owner, 1, 1, 'begin', 0, `é|${i}|`, `"日|${i}"`],
+    }));
+    const settings = { leaseMs: 5000, historyLimit: 8, retentionMs: 60_000, finishedHistory: 4 };
+    // Eight arguments whatever the number of transitions: the settings, the owner, one text.
+    expect(encodeBatch(items, settings).args).toHaveLength(8);
+    expect(encodeBatch([...items, ...items], settings).args).toHaveLength(8);
+    const replies = await Promise.all(
+      owners.map((owner, i) =>
+        store.transition(
+          'b',
+          `o-${i}`,
+          { owner, fence: 1, version: 1 },
+          'begin',
+          0,
+          `é|${i}|`,
+          `${i}`,
+        ),
+      ),
+    );
+    expect(replies.map((r) => r.ok && r.version)).toEqual([2, 2, 2, 2]);
+    for (let i = 0; i < owners.length; i++) {
+      const read = await store.read('b', `o-${i}`);
+      expect(read?.row).toMatchObject({ owner: owners[i], version: 2, phase: 'run' });
+      expect(read?.row.attempts.get(0)).toBe(i);
+      expect(read?.history[1]?.endsWith(`|begin|0|é|${i}|`)).toBe(true);
+    }
   });
 
   it('a failed call rejects each transition and start with a store error naming it, alone or batched', async () => {

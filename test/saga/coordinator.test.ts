@@ -516,6 +516,121 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     ]);
   });
 
+  it("a step's context holds input and outputs as plain own values: the same on every read, kept by a spread", async () => {
+    const seen: unknown[] = [];
+    const saga = defineSaga('plain', [
+      { name: 'a', run: () => ({ x: 1 }) },
+      {
+        name: 'b',
+        run: (ctx: StepContext<{ n: number }>) => {
+          const input = Object.getOwnPropertyDescriptor(ctx, 'input');
+          const outputs = Object.getOwnPropertyDescriptor(ctx, 'outputs');
+          const copy = { ...ctx };
+          seen.push(
+            input?.value,
+            input?.enumerable,
+            'get' in (input ?? {}),
+            outputs?.value,
+            Object.isFrozen(outputs?.value),
+            ctx.input === ctx.input && ctx.outputs === ctx.outputs,
+            copy.input === ctx.input && copy.outputs === ctx.outputs,
+            Object.keys(ctx),
+          );
+          return 0;
+        },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    expect((await sagas.run(saga, 'plain-1', { n: 7 })).status).toBe('completed');
+    expect(seen).toEqual([
+      { n: 7 },
+      true,
+      false,
+      { a: { x: 1 } },
+      true,
+      true,
+      true,
+      ['saga', 'sagaId', 'step', 'input', 'outputs', 'idempotencyKey', 'attempt', 'fence'],
+    ]);
+  });
+
+  it('an input in Redis that is not JSON fails the step that reads it (the saga compensates), as a read inside the step', async () => {
+    const errors: unknown[] = [];
+    const saga = defineSaga('bad', [
+      { name: 'a', run: () => 1 },
+      {
+        name: 'b',
+        run: (ctx) => {
+          try {
+            return ctx.input;
+          } catch (error) {
+            errors.push(error);
+            throw error;
+          }
+        },
+        retry: { attempts: 1 },
+      },
+    ]);
+    // An instance left by a coordinator that died after step a, its input overwritten by a
+    // foreign write: the next owner decodes what it claims.
+    const store = oneShardStore(client, 'bad:', 500);
+    const started = await store.start('bad', 'i', 'gone', '{}', 0, 2);
+    const row = { owner: 'gone', fence: 1, version: started.row?.version ?? 0 };
+    for (const [op, argument] of [
+      ['begin', '1'],
+      ['done', '1'],
+    ] as const) {
+      const reply = await store.transition('bad', 'i', row, op, 0, '', argument);
+      if (reply.ok) row.version = reply.version;
+    }
+    await client.hset('bad:{bad:0}:s:i', 'in', '{not json', 'ls', 1);
+    const sagas = coordinator({
+      sagas: [saga],
+      prefix: 'bad:',
+      shards: 1,
+      leaseMs: 500,
+      recovery: true,
+      recoveryIntervalMs: 20,
+    });
+    expect(sagas).toBeDefined();
+    // Read from the store: the coordinator's get() decodes the input too.
+    let snap = (await store.read('bad', 'i'))?.row;
+    for (let i = 0; i < 200 && snap?.status !== 'compensated'; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      snap = (await store.read('bad', 'i'))?.row;
+    }
+    expect(snap?.status).toBe('compensated');
+    expect(snap?.owner).not.toBe('gone');
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(SyntaxError);
+  });
+
+  it('a write whose reply is lost is retried; the refusal that follows re-reads, and every step runs once', async () => {
+    const own = redis().client(0, { commandTimeout: 100 });
+    let runs = 0;
+    const saga = defineSaga('lost', [
+      {
+        name: 'a',
+        run: () => {
+          runs++;
+          // The step's `done` is sent to a stopped server: its reply times out (a store error,
+          // retried) though the write lands once the server runs again.
+          redis().pause(0);
+          setTimeout(() => redis().resume(0), 400);
+          return 1;
+        },
+      },
+      { name: 'b', run: () => 2 },
+    ]);
+    const sagas = coordinator({ sagas: [saga], redis: own });
+    const outcome = await sagas.run(saga, 'lost-1', null);
+    expect(outcome).toMatchObject({ status: 'completed', outputs: { a: 1, b: 2 } });
+    expect(runs).toBe(1);
+    const history = (await sagas.get(saga, 'lost-1'))?.history.map((h) => h.event);
+    expect(history).toEqual(['start', 'begin', 'done', 'begin', 'done']);
+    own.disconnect();
+  });
+
   it('a step running for several leases keeps its saga: the heartbeat renews it, nobody claims it', async () => {
     let runs = 0;
     const saga = defineSaga('long', [

@@ -55,6 +55,31 @@ describe('decodeTransitionReply', () => {
     });
   });
 
+  it('reads every number field exactly as Number reads its text (signs, foreign text)', () => {
+    for (const cj of [
+      '-1',
+      '-0',
+      '-12',
+      '7',
+      '-',
+      '--1',
+      '-0x10',
+      '0x10',
+      '-1.5',
+      '1e3',
+      ' 1',
+      '',
+    ]) {
+      const reply = decodeTransitionReply(`1|1|2|3|${cj}|running`);
+      expect(reply.ok && reply.cj).toBe(Number(cj));
+      const refusal = decodeTransitionReply(`0|state|${cj}|${cj}|running`);
+      expect(refusal.ok ? undefined : [refusal.fence, refusal.version]).toEqual([
+        Number(cj),
+        Number(cj),
+      ]);
+    }
+  });
+
   it('refuses a reply of another shape (an old array reply, a truncated string)', () => {
     for (const bad of [[1, 2, 3, 4, 'running', -1], '', '1', '1|2|3|4|5', '2|a|b|c|d|e', null]) {
       expect(() => decodeTransitionReply(bad)).toThrow(/unexpected transition reply/);
