@@ -3,8 +3,8 @@
  * (as shipped, or with publishing compiled out) and run as plain Node under
  *
  *   valgrind --tool=callgrind --separate-threads=yes --dump-before=uv_getrusage \
- *     --callgrind-out-file=<dir>/cg.%p node --expose-gc --min-semi-space-size=16 <bundle> \
- *     --dir=<dir> [--inject=0.03]
+ *     --callgrind-out-file=<dir>/cg.%p node --expose-gc --min-semi-space-size=16 \
+ *     --single-threaded <bundle> --dir=<dir> [--inject=0.03]
  *
  * It counts, for pick, execute and MemoryLock acquire + release, the instructions its main
  * thread runs per call in steady state, and the bytes each call allocates. Every
@@ -18,6 +18,15 @@
  * is the per-call count. The young generation is emptied before a window and sized (16 MB) so that no window
  * fills it: a window a collection fell into is reported as such and not used (a scavenge adds
  * tens of instructions per call to the parts it falls in).
+ *
+ * `--single-threaded` (V8's: compile on the main thread, no background compiler or collector
+ * threads): with the optimizing compiler on its own thread, when optimized code lands and
+ * with what feedback depends on how that thread is scheduled against the main one, which
+ * differs from process to process — two processes of the same shipped bundle counted 5 242 and
+ * 5 322 instructions per lock cycle (a third, in a loaded run, 5 523), and one's pick was still
+ * unoptimized after 200 000 calls. Single-threaded, two processes counted the same to 0.5
+ * instruction (lock 5 112.7–5 113.2, pick 166.0–166.4): the variants then differ in their
+ * code, not in a race. The compiler's own work falls in the warm-up, before any window.
  *
  * `--inject=f` (the injected-cost variant, compiled out): the drivers' extra work (`spin`) is
  * sized, per operation, so that it adds the fraction `f` to the count: windows at 0, 1 and 33
@@ -36,11 +45,7 @@ import * as drivers from './diagnostics-drivers.js';
 const flag = (name: string): string | undefined =>
   process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 
-const dir = flag('dir');
-if (dir === undefined) throw new Error('diagnostics-count: --dir=<callgrind output dir> needed');
-const inject = Number(flag('inject') ?? '0');
 const collect = (globalThis as { gc?: (options?: { type: 'minor' | 'major' }) => void }).gc;
-if (collect === undefined) throw new Error('diagnostics-count: run node with --expose-gc');
 
 /** What one operation is counted with (calls per window; warm-up calls before any window). */
 interface Counted {
@@ -51,9 +56,9 @@ interface Counted {
 }
 
 const COUNTED: readonly Counted[] = [
-  { op: 'pick', driver: drivers.pickDriver, calls: 20_000, warmup: 200_000 },
-  { op: 'execute', driver: drivers.executeDriver, calls: 4_000, warmup: 40_000 },
-  { op: 'lock', driver: drivers.lockDriver, calls: 2_048, warmup: 20_480 },
+  { op: 'pick', driver: drivers.pickDriver, calls: 20_000, warmup: 100_000 },
+  { op: 'execute', driver: drivers.executeDriver, calls: 4_000, warmup: 20_000 },
+  { op: 'lock', driver: drivers.lockDriver, calls: 2_048, warmup: 10_240 },
 ];
 
 /** Measured windows per operation and variant. */
@@ -72,11 +77,11 @@ function mark(): void {
   process.cpuUsage();
 }
 
-/** The instructions of the dump the last marker wrote. */
-function lastDump(): number {
-  const file = newestDump(readdirSync(dir as string), 'cg', process.pid);
+/** The instructions of the dump the last marker wrote into `dir`. */
+function lastDump(dir: string): number {
+  const file = newestDump(readdirSync(dir), 'cg', process.pid);
   if (file === undefined) throw new Error('diagnostics-count: no dump (not under callgrind?)');
-  return instructionTotal(readFileSync(join(dir as string, file), 'utf8'));
+  return instructionTotal(readFileSync(join(dir, file), 'utf8'));
 }
 
 interface Window {
@@ -93,7 +98,7 @@ async function heard(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise((done) => setImmediate(done));
 }
 
-async function window(block: drivers.Block, calls: number): Promise<Window> {
+async function window(dir: string, block: drivers.Block, calls: number): Promise<Window> {
   collect?.({ type: 'minor' });
   await heard();
   const before = collections;
@@ -102,22 +107,23 @@ async function window(block: drivers.Block, calls: number): Promise<Window> {
   await block(calls);
   mark();
   const bytes = newSpaceUsed() - used;
-  const instructions = lastDump();
+  const instructions = lastDump(dir);
   await heard();
   return { instructions, bytes, collections: collections - before };
 }
 
 /** Per-call instructions and bytes of `calls`-call windows, less an empty window's. */
 async function perCall(
+  dir: string,
   block: drivers.Block,
   calls: number,
   n: number,
 ): Promise<{ instructions: number[]; bytes: number[]; collected: number }> {
   // One call, not none: the pick's block checks that it picked something.
-  const empty = await window(block, 1);
+  const empty = await window(dir, block, 1);
   const out = { instructions: [] as number[], bytes: [] as number[], collected: 0 };
   for (let i = 0; i < n; i++) {
-    const w = await window(block, calls);
+    const w = await window(dir, block, calls);
     if (w.collections > 0) {
       out.collected++;
       continue;
@@ -138,6 +144,10 @@ const median = (xs: readonly number[]): number => {
 
 /** Counts every operation in turn and prints one JSON line per operation. */
 export async function main(): Promise<void> {
+  const dir = flag('dir');
+  if (dir === undefined) throw new Error('diagnostics-count: --dir=<callgrind output dir> needed');
+  if (collect === undefined) throw new Error('diagnostics-count: run node with --expose-gc');
+  const inject = Number(flag('inject') ?? '0');
   for (const c of COUNTED) {
     const { block } = c.driver();
     // The injected variant warms up with its work switched on, as in the timed rows.
@@ -148,7 +158,7 @@ export async function main(): Promise<void> {
       const at = async (k: number): Promise<number> => {
         drivers.setExtraWork(k);
         await block(c.calls);
-        return median((await perCall(block, c.calls, 2)).instructions);
+        return median((await perCall(dir, block, c.calls, 2)).instructions);
       };
       const none = await at(0);
       const one = await at(1);
@@ -159,7 +169,7 @@ export async function main(): Promise<void> {
       drivers.setExtraWork(spins);
       await block(c.calls);
     }
-    const counted = await perCall(block, c.calls, WINDOWS);
+    const counted = await perCall(dir, block, c.calls, WINDOWS);
     drivers.setExtraWork(0);
     console.log(JSON.stringify({ op: c.op, calls: c.calls, warmup: c.warmup, spins, ...counted }));
   }

@@ -159,6 +159,8 @@ export function countUnderCallgrind(bundle: string, args: readonly string[]): Pr
       '--expose-gc',
       // A young generation no window fills (a lock window allocates ~1.8 MB).
       '--min-semi-space-size=16',
+      // One deterministic JIT outcome per bundle (see diagnostics-count.ts).
+      '--single-threaded',
       bundle,
       `--dir=${dir}`,
       ...args,

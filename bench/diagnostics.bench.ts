@@ -705,8 +705,9 @@ function countedReport(
       'no-subscriber cost, COUNTED (the verdict where valgrind is here; the timed rows below ' +
       'cannot resolve 2 %: copies of identical code time a fixed few % apart, see their A/A row): ' +
       'each variant in its own Node process under valgrind --tool=callgrind --separate-threads=yes ' +
-      '--dump-before=uv_getrusage, bundled as the timed copies are; steady state after a warm-up ' +
-      '(pick 200 000 calls, execute 40 000, the lock 20 480), then 4 windows (pick 20 000 calls, ' +
+      '--dump-before=uv_getrusage, node --single-threaded (one deterministic JIT outcome: with a ' +
+      'background compiler, processes of one bundle counted up to 5 % apart), bundled as the timed copies ' +
+      'are; steady state after a warm-up (pick 100 000 calls, execute 20 000, the lock 10 240), then 4 windows (pick 20 000 calls, ' +
       'execute 4 000, the lock 2 048) between process.cpuUsage() markers, each less a one-call ' +
       'window, main thread only, a window a collection fell into dropped. Instructions per call ' +
       "are the windows' median. MISSED when as shipped counts over 2 % more than compiled out " +
