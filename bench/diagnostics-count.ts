@@ -41,6 +41,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { instructionTotal, newestDump } from './callgrind.js';
 import * as drivers from './diagnostics-drivers.js';
+import { median } from './diagnostics-counted.js';
 
 const flag = (name: string): string | undefined =>
   process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -133,14 +134,6 @@ async function perCall(
   }
   return out;
 }
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1
-    ? (s[mid] as number)
-    : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-};
 
 /** Counts every operation in turn and prints one JSON line per operation. */
 export async function main(): Promise<void> {

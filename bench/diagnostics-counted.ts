@@ -67,7 +67,8 @@ export interface CountedJudgement {
   readonly verdict: string;
 }
 
-function median(values: readonly number[]): number {
+/** The middle value (the mean of the two middle ones for an even count). */
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1

@@ -80,6 +80,7 @@ import type * as Drivers from './diagnostics-drivers.js';
 import {
   countUnderCallgrind,
   judgeCounted,
+  median,
   valgrindAvailable,
   type CountedJudgement,
   type CountedOp,
@@ -353,14 +354,6 @@ const MAX_FRACTION = 0.02;
  */
 const INJECTED_OVER_LIMIT = 1.5;
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
 function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
@@ -626,8 +619,13 @@ async function warm(blocks: readonly Drivers.Block[], calls: number, ms: number)
 /** The counting child's entry: its main, bundled with one variant as the copies are. */
 const COUNT_ENTRY = `import { main } from './bench/diagnostics-count.ts';\nawait main();\n`;
 
-/** Windows of one variant's child may spread this much, (max − min) ÷ median (see judgeCounted). */
-const MAX_COUNT_SPREAD = MAX_FRACTION / 10;
+/**
+ * Windows of one variant's child may spread this much, (max − min) ÷ median (see
+ * judgeCounted): a quarter of the limit, so a cost at the limit stands four times out of it.
+ * (A tenth at first: the pick's windows, 166.0–166.4 instructions, spread 0.21 % — a third of
+ * an instruction per call, the same in every run.)
+ */
+const MAX_COUNT_SPREAD = MAX_FRACTION / 4;
 
 /**
  * The counted rows' figures (see `diagnostics-counted.ts`): each variant's counting child
