@@ -120,8 +120,12 @@ async function perCall(
   calls: number,
   n: number,
 ): Promise<{ instructions: number[]; bytes: number[]; collected: number }> {
-  // One call, not none: the pick's block checks that it picked something.
-  const empty = await window(dir, block, 1);
+  // One call, not none: the pick's block checks that it picked something. Taken again if a
+  // collection fell into it (it is subtracted from every window, so the spread would not show it).
+  let empty = await window(dir, block, 1);
+  for (let retry = 0; empty.collections > 0 && retry < 3; retry++)
+    empty = await window(dir, block, 1);
+  if (empty.collections > 0) return { instructions: [], bytes: [], collected: n };
   const out = { instructions: [] as number[], bytes: [] as number[], collected: 0 };
   for (let i = 0; i < n; i++) {
     const w = await window(dir, block, calls);
@@ -158,7 +162,9 @@ export async function main(): Promise<void> {
       const many = await at(33);
       const perSpin = (many - one) / 32;
       const fixed = one - none - perSpin;
-      spins = Math.max(1, Math.round((inject * none - fixed) / perSpin));
+      // NaN when a sizing window had a collection: one spin then (judged as sized).
+      const sized = Math.round((inject * none - fixed) / perSpin);
+      spins = Number.isFinite(sized) ? Math.max(1, sized) : 1;
       drivers.setExtraWork(spins);
       await block(c.calls);
     }

@@ -63,6 +63,14 @@
  * tell a cost of that size from noise, and the shipped row says "no verdict", not "met". The
  * A/A row (compiled-out copies, one half against the other) shows the copy spread directly.
  *
+ * **Counted verdict (session 15).** None of the above could settle the lock's row: the A/A row
+ * (copies of identical code) reads 2–4 % in some quiet runs, as much as the target allows. Where
+ * `valgrind` is installed and the run is not `--quick`, each variant also runs in its own Node
+ * process under callgrind, and the instructions and bytes per call counted there decide the
+ * verdict of all three rows (`diagnostics-counted.ts`, `diagnostics-count.ts`); the timed rows
+ * are still measured and printed, their verdict as "timed: …; counted: …". Without valgrind the
+ * timed verdict stands.
+ *
  * Precision (session 11, kept): the young generation is emptied before every block (see
  * `settle`), so no block pays for collecting another copy's garbage; blocks are whole multiples
  * of 256 calls (the lock's token-pool refill period). Allocation, which the emptied young
