@@ -639,8 +639,8 @@ const MAX_COUNT_SPREAD = MAX_FRACTION / 4;
  * The counted rows' figures (see `diagnostics-counted.ts`): each variant's counting child
  * under callgrind — compiled out, as shipped, and compiled out with work injected to add
  * {@link INJECTED_OVER_LIMIT} times the allowed fraction of instructions — all three at once
- * (a count does not depend on what else runs), judged per operation. `undefined` in a quick
- * run or without valgrind: then the timed verdict stands.
+ * (a count does not depend on what else runs), judged per operation. In a quick run or
+ * without valgrind, the reason there are none (a string): then the timed verdict stands.
  */
 async function countedJudgements(
   context: SuiteContext,
