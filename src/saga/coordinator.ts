@@ -232,6 +232,21 @@ const ignore = (): undefined => undefined;
 const decode = (text: string | undefined): unknown =>
   text === undefined || text === '' ? undefined : JSON.parse(text);
 
+/**
+ * Above this many characters of stored input and earlier outputs, a step's context decodes
+ * them only when read: decoding up front is cheaper per step for the usual small texts (a
+ * context with accessors costs ~0.9 kB), but would parse every earlier output for every step
+ * whether read or not — megabytes per step for a saga with large outputs.
+ */
+const EAGER_DECODE_LIMIT = 64 * 1024;
+
+/** Characters of `row`'s input and of its outputs of steps before `step`. */
+function textBefore(row: Row, step: number): number {
+  let total = row.input.length;
+  for (const [at, text] of row.outputs) if (at < step) total += text.length;
+  return total;
+}
+
 /** A definition's step names and what `nextAction` reads of each step. */
 interface DefinitionShape {
   readonly meta: readonly { readonly attempts: number; readonly compensates: boolean }[];
@@ -1046,6 +1061,8 @@ export class SagaCoordinator implements AsyncDisposable {
     const earlier = (step: number): Readonly<Record<string, unknown>> =>
       Object.freeze(this.#outputs(def, row, step));
     const context = (step: number, attempt: number) => {
+      // Large stored texts decode only if read (a step that reads neither pays nothing).
+      if (textBefore(row, step) > EAGER_DECODE_LIMIT) return lazyContext(step, attempt);
       let input: unknown;
       let outputs: Readonly<Record<string, unknown>>;
       try {
@@ -1065,7 +1082,10 @@ export class SagaCoordinator implements AsyncDisposable {
         fence: row.fence,
       };
     };
-    /** A context whose `input` and `outputs` decode when first read (and throw there). */
+    /**
+     * A context whose `input` and `outputs` decode when first read (and throw there): for stored
+     * data that does not decode, and for texts over {@link EAGER_DECODE_LIMIT}.
+     */
     const lazyContext = (step: number, attempt: number) => {
       let input: { value: unknown } | undefined;
       let outputs: Readonly<Record<string, unknown>> | undefined;
@@ -1267,13 +1287,16 @@ export class SagaCoordinator implements AsyncDisposable {
             )
               continue;
             const completed = row.outputs.has(next.step);
-            const ctx = {
-              ...context(next.step, next.attempt),
-              output: decode(row.outputs.get(next.step)),
-              completed,
-              reason: row.reason ?? '',
-            };
             try {
+              // Built inside the try: data in Redis that does not decode (a foreign write) fails
+              // this attempt like a throwing compensation — retried, then parked
+              // `needs-attention` — instead of leaving the instance in `comp` for every owner.
+              const ctx = {
+                ...context(next.step, next.attempt),
+                output: decode(row.outputs.get(next.step)),
+                completed,
+                reason: row.reason ?? '',
+              };
               await call((s) => compensate(ctx as never, s), step.name, step.timeoutMs, false);
             } catch (error) {
               if (error instanceof Stop) throw error;

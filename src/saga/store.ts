@@ -67,6 +67,28 @@ export type TransitionReply =
  */
 const MAX_BATCH = 256;
 
+/**
+ * Most text (details and op arguments, in UTF-16 code units: at most 3 UTF-8 bytes each) one
+ * script call carries. A batch's texts travel joined in one argument ({@link encodeBatch}), so
+ * without a cap a tick of large step outputs would make one string past V8's limit (~2²⁹
+ * characters: `join` throws) or one bulk string past Redis's `proto-max-bulk-len` (512 MB by
+ * default: Redis drops the connection, failing every command on it). A transition that would
+ * take its queue past the cap sends the queue first and starts the next one; a single larger
+ * transition goes alone, as an unbatched one always did. @internal
+ */
+export const MAX_BATCH_TEXT = 1 << 20;
+
+/** The texts of one transition, as counted against {@link MAX_BATCH_TEXT}. */
+function textOf(item: Queued): number {
+  return (item.args[6] as string).length + (item.args[7] as string).length;
+}
+
+/** The transitions of one group waiting for the end of the tick, and their texts' size. */
+interface Queue {
+  readonly items: Queued[];
+  text: number;
+}
+
 /** A transition (or start) on its way: waiting for the end of the tick, or sent. */
 interface Queued {
   /** The saga's name (for the error's message). */
@@ -309,7 +331,7 @@ class TransitionBatcher {
   /** On Redis Cluster: one queue per hash tag (a batch never mixes slots). */
   readonly #perTag: boolean;
   /** Queued transitions by group (`''`, or the shard's `live` key on a Cluster). */
-  #queues = new Map<string, Queued[]>();
+  #queues = new Map<string, Queue>();
   #scheduled = false;
   /** Script calls sent and not answered yet (a batch counts once). */
   #inflight = 0;
@@ -349,15 +371,23 @@ class TransitionBatcher {
       return;
     }
     const group = this.#perTag ? (item.keys[2] ?? '') : '';
+    const text = textOf(item);
     let queue = this.#queues.get(group);
+    if (queue !== undefined && queue.text + text > MAX_BATCH_TEXT) {
+      // Sent before this one, in issue order (a connection keeps it), and a new queue begun.
+      this.#queues.delete(group);
+      this.#send(queue.items);
+      queue = undefined;
+    }
     if (queue === undefined) {
-      queue = [];
+      queue = { items: [], text: 0 };
       this.#queues.set(group, queue);
     }
-    queue.push(item);
-    if (queue.length >= MAX_BATCH) {
+    queue.items.push(item);
+    queue.text += text;
+    if (queue.items.length >= MAX_BATCH || queue.text >= MAX_BATCH_TEXT) {
       this.#queues.delete(group);
-      this.#send(queue);
+      this.#send(queue.items);
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
@@ -369,7 +399,7 @@ class TransitionBatcher {
     this.#scheduled = false;
     const queues = this.#queues;
     this.#queues = new Map();
-    for (const queue of queues.values()) this.#send(queue);
+    for (const queue of queues.values()) this.#send(queue.items);
   };
 
   /**
@@ -426,7 +456,16 @@ class TransitionBatcher {
       return;
     }
     const c = this.#config;
-    const { keys, args } = encodeBatch(queue, c);
+    let batch: { keys: string[]; args: (string | number)[] };
+    try {
+      batch = encodeBatch(queue, c);
+    } catch (error) {
+      // Not expected (texts are capped per batch, see MAX_BATCH_TEXT); if it happens, every
+      // transition of the batch is answered, none left waiting, and the other queues still go.
+      for (const q of queue) q.reject(error);
+      return;
+    }
+    const { keys, args } = batch;
     this.#inflight++;
     runScript(c.client, TRANSITIONS, keys, args).then(
       (replies) => {

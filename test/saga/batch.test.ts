@@ -14,7 +14,12 @@ import {
   isSagaStoreError,
   type SagaTransitionEvent,
 } from '../../src/saga/index.js';
-import { SagaStore, encodeBatch, type TransitionReply } from '../../src/saga/store.js';
+import {
+  MAX_BATCH_TEXT,
+  SagaStore,
+  encodeBatch,
+  type TransitionReply,
+} from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 /**
@@ -107,6 +112,40 @@ describeRedis('saga transitions batched per tick', () => {
       ),
     );
     expect(after.every((r) => r.ok)).toBe(true);
+  });
+
+  it('a tick of large outputs goes in more than one script call, none past MAX_BATCH_TEXT', async () => {
+    const store = storeOf(client, 'big:');
+    const rows = await startAll(store, 5);
+    for (let i = 0; i < rows.length; i++) {
+      await store.transition('b', `i-${i}`, rows[i] as (typeof rows)[number], 'begin', 0, '', '1');
+    }
+    await admin.config('RESETSTAT');
+    // Each output a bit under a third of the cap: the first goes alone (nothing in flight),
+    // the next three fill one batch, and the fifth would take it past the cap, so the batch goes
+    // first and the fifth after it. Without the cap: 2 calls, the last one carrying all four.
+    const size = Math.floor(MAX_BATCH_TEXT * 0.3);
+    const outputs = rows.map((_, i) => JSON.stringify(`${i}`.repeat(size)));
+    const replies = await Promise.all(
+      rows.map((row, i) =>
+        store.transition(
+          'b',
+          `i-${i}`,
+          { ...row, version: 2 },
+          'done',
+          0,
+          '',
+          outputs[i] as string,
+        ),
+      ),
+    );
+    expect((await scriptCalls(admin)).evalsha).toBe(3);
+    expect(replies.every((r) => r.ok)).toBe(true);
+    for (let i = 0; i < rows.length; i++) {
+      const read = await store.read('b', `i-${i}`);
+      expect(read?.history.map((h) => h.split('|')[3])).toEqual(['start', 'begin', 'done']);
+      expect(read?.row.outputs.get(0)).toBe(outputs[i]);
+    }
   });
 
   it('each transition in a batch is checked against its own owner (sent once when shared)', async () => {

@@ -554,6 +554,26 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     ]);
   });
 
+  /**
+   * Saga `name`'s instance `i` (prefix `<name>:`, one shard, lease 500 ms) as a coordinator that
+   * died after step 0 left it, its input then overwritten by a foreign write (not JSON) and its
+   * lease ended: the next owner decodes what it claims. Returns the store.
+   */
+  async function leftWithForeignInput(name: string): Promise<SagaStore> {
+    const store = oneShardStore(client, `${name}:`, 500);
+    const started = await store.start(name, 'i', 'gone', '{}', 0, 2);
+    const row = { owner: 'gone', fence: 1, version: started.row?.version ?? 0 };
+    for (const [op, argument] of [
+      ['begin', '1'],
+      ['done', '1'],
+    ] as const) {
+      const reply = await store.transition(name, 'i', row, op, 0, '', argument);
+      if (reply.ok) row.version = reply.version;
+    }
+    await client.hset(`${name}:{${name}:0}:s:i`, 'in', '{not json', 'ls', 1);
+    return store;
+  }
+
   it('an input in Redis that is not JSON fails the step that reads it (the saga compensates), as a read inside the step', async () => {
     const errors: unknown[] = [];
     const saga = defineSaga('bad', [
@@ -573,17 +593,7 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     ]);
     // An instance left by a coordinator that died after step a, its input overwritten by a
     // foreign write: the next owner decodes what it claims.
-    const store = oneShardStore(client, 'bad:', 500);
-    const started = await store.start('bad', 'i', 'gone', '{}', 0, 2);
-    const row = { owner: 'gone', fence: 1, version: started.row?.version ?? 0 };
-    for (const [op, argument] of [
-      ['begin', '1'],
-      ['done', '1'],
-    ] as const) {
-      const reply = await store.transition('bad', 'i', row, op, 0, '', argument);
-      if (reply.ok) row.version = reply.version;
-    }
-    await client.hset('bad:{bad:0}:s:i', 'in', '{not json', 'ls', 1);
+    const store = await leftWithForeignInput('bad');
     const sagas = coordinator({
       sagas: [saga],
       prefix: 'bad:',
@@ -603,6 +613,87 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(snap?.owner).not.toBe('gone');
     expect(errors).toHaveLength(1);
     expect(errors[0]).toBeInstanceOf(SyntaxError);
+  });
+
+  it('a compensation whose stored input is not JSON fails its attempts and parks the saga needs-attention (the run does not throw)', async () => {
+    let compensations = 0;
+    const saga = defineSaga(
+      'badc',
+      [
+        {
+          name: 'a',
+          run: () => 1,
+          compensate: () => {
+            compensations++;
+          },
+        },
+        {
+          name: 'b',
+          run: () => {
+            throw new Error('no stock');
+          },
+          retry: { attempts: 1 },
+        },
+      ],
+      { compensationRetry: { attempts: 2, initialDelayMs: 1, jitter: 0 } },
+    );
+    // As above: an instance left after step a, its input overwritten by a foreign write. Step b
+    // fails; compensating a needs a context, and building it reads the input.
+    const store = await leftWithForeignInput('badc');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (error: unknown): void => void unhandled.push(error);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      coordinator({
+        sagas: [saga],
+        prefix: 'badc:',
+        shards: 1,
+        leaseMs: 500,
+        recovery: true,
+        recoveryIntervalMs: 20,
+      });
+      let snap = (await store.read('badc', 'i'))?.row;
+      for (let i = 0; i < 300 && snap?.status !== 'needs-attention'; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        snap = (await store.read('badc', 'i'))?.row;
+      }
+      expect(snap?.status).toBe('needs-attention');
+      // Retried in place by the one owner that claimed it, and parked naming the error. (Before:
+      // each attempt threw out of the run, the instance waited out its lease to be claimed
+      // again, and it was parked with no reason.)
+      const history = (await store.read('badc', 'i'))?.history ?? [];
+      const ops = history.map((h) => h.split('|')[3]);
+      expect(ops.filter((op) => op === 'claim')).toHaveLength(1);
+      expect(history.at(-1)).toMatch(/\|park\|0\|SyntaxError/);
+      expect(snap?.compensations.get(0)).toBe(2);
+      expect(compensations).toBe(0);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('a context over 64 KiB of stored text decodes input and outputs when read: the same values, read once each', async () => {
+    const seen: unknown[] = [];
+    const big = 'x'.repeat(70 * 1024);
+    const saga = defineSaga('lazy', [
+      { name: 'a', run: () => ({ x: 1 }) },
+      {
+        name: 'b',
+        run: (ctx: StepContext<{ s: string }>) => {
+          seen.push(
+            'get' in (Object.getOwnPropertyDescriptor(ctx, 'input') ?? {}),
+            ctx.input.s === big,
+            ctx.input === ctx.input,
+            ctx.outputs,
+          );
+          return 0;
+        },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga] });
+    expect((await sagas.run(saga, 'lazy-1', { s: big })).status).toBe('completed');
+    expect(seen).toEqual([true, true, true, { a: { x: 1 } }]);
   });
 
   it('a write whose reply is lost is retried; the refusal that follows re-reads, and every step runs once', async () => {

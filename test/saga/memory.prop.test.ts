@@ -37,7 +37,9 @@ import { SagaStore, encodeBatch } from '../../src/saga/store.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const IDS = ['a', 'b'];
-const OWNERS = ['o1', 'o2'];
+/** Owners, details and op arguments include the batch encoding's separator and multi-byte text. */
+const OWNERS = ['o1', 'o2', 'ö|🎉'];
+const TEXTS = ['', '|', 'é|🎉', 'a detail', '||é'];
 const LEASES = [0, 100_000];
 const OPS = ['begin', 'done', 'fail', 'cbegin', 'cdone', 'park', 'renew', 'bogus'] as const;
 const STATUSES = ['', 'running', 'compensating', 'completed', 'compensated', 'needs-attention'];
@@ -87,12 +89,14 @@ function calls(prefix: string): fc.Arbitrary<Call[]> {
       lease: pick(LEASES),
       op: pick(OPS),
       step: fc.integer({ min: -1, max: 3 }),
+      detail: pick(TEXTS),
+      argument: pick(TEXTS),
     })
-    .map(({ id, owner, fence, version, lease, op, step }) => ({
+    .map(({ id, owner, fence, version, lease, op, step, detail, argument }) => ({
       keys: keys(id),
       own: [id, owner, fence, version] as (string | number)[],
       lease,
-      rest: [op, step, `detail ${op}`, op === 'begin' || op === 'cbegin' ? '1' : `arg-${op}`],
+      rest: [op, step, detail, op === 'begin' || op === 'cbegin' ? '1' : argument],
     }));
   /** A start in a batch: its arguments in a transition's slots (see TRANSITIONS). */
   const startItem = fc
