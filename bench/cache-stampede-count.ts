@@ -1,7 +1,7 @@
 /**
  * Counts behind the cache suite's cold stampede (diagnostic, not part of `npm run bench`): the
  * same 4 worker processes (bench/cache-worker.ts) × 250 concurrent `getOrLoad` of one cold key,
- * 50 ms loader, on a redis-server of its own, 10 untimed warm-up rounds and then `rounds`
+ * 50 ms loader, on a redis-server of its own, 20 untimed warm-up rounds and then `rounds`
  * measured ones. Per measured round it reads, from the workers' own reports, each worker's CPU
  * time, its heap growth (rounds without a GC) and its run-queue wait, and from Redis
  * `INFO commandstats` before and after the round, the commands the round ran (script-internal
@@ -19,7 +19,7 @@ import type { FromCacheBenchWorker, ToCacheBenchWorker } from './cache-worker.js
 type Done = Extract<FromCacheBenchWorker, { t: 'done' }>;
 
 const rounds = Number(process.argv[2] ?? 30);
-const WARM_UP = 10;
+const WARM_UP = 20;
 const lib = process.env.LIB ?? 'keel';
 const script = fileURLToPath(new URL('./cache-worker.ts', import.meta.url));
 

@@ -100,7 +100,7 @@ export const suite = defineSuite({
 
 let harness: RedisHarness | undefined;
 /** Untimed stampede rounds before the measured ones (see processRows). */
-const WARM_UP_ROUNDS = 10;
+const WARM_UP_ROUNDS = 20;
 const children: ChildProcess[] = [];
 const PeerBloom = bloomFilters.BloomFilter;
 const LIBS: readonly CacheLib[] = ['keel', 'bentocache', 'cache-manager'];
@@ -196,7 +196,10 @@ function startWorker(config: CacheBenchWorkerConfig): BenchWorker {
  * then compiled by V8 as it gets hot (`--trace-opt` shows TurboFan compiling the cache's and the
  * bench's functions in rounds 2–9, on a 2-core machine that also runs the other workers and
  * Redis) — and one such round is 1 000 of the 20 000 waits, five times what sets the p99. Their
- * loader calls are still counted and reported, and so is their slowest wait.
+ * loader calls are still counted and reported, and so is their slowest wait. Twenty, not ten
+ * (session 15): per-round CPU of each worker (`bench/cache-stampede-count.ts`) showed a second
+ * wave in rounds 10–11 — 6–13 ms of CPU in every worker against 1–2 ms from round 12 on, in
+ * two runs, whatever the warm-up count — so with ten the first measured rounds paid for it.
  */
 async function processRows(r: RedisHarness, context: SuiteContext): Promise<BenchReport[]> {
   const port = r.port(0);
