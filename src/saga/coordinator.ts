@@ -240,10 +240,13 @@ const decode = (text: string | undefined): unknown =>
  */
 const EAGER_DECODE_LIMIT = 64 * 1024;
 
-/** Characters of `row`'s input and of its outputs of steps before `step`. */
+/**
+ * Characters of `row`'s input and of its outputs of steps before `step` (outputs are keyed by
+ * step index: read by index, no entry arrays or iterator per step context).
+ */
 function textBefore(row: Row, step: number): number {
   let total = row.input.length;
-  for (const [at, text] of row.outputs) if (at < step) total += text.length;
+  for (let at = 0; at < step; at++) total += row.outputs.get(at)?.length ?? 0;
   return total;
 }
 
