@@ -4,7 +4,8 @@
  * - `kill-after`: runs saga `id` and SIGKILLs itself right after its `killAfter`-th accepted
  *   transition (a coordinator dying after each state change in turn).
  * - `chaos`: on `go`, keeps `inFlight` sagas running with fresh ids until `stop-new`, recovering
- *   others' sagas all along; reports every accepted transition over IPC; exits on `exit`.
+ *   others' sagas all along; reports every accepted transition over IPC; answers `stop-new` with
+ *   `stopped` once none of its own sagas is still being started or run; exits on `exit`.
  *
  * @packageDocumentation
  */
@@ -30,6 +31,8 @@ export interface SagaWorkerConfig {
 
 export type SagaWorkerMessage =
   | { readonly t: 'ready' }
+  /** After `stop-new`: this worker starts no saga and runs none of its own any more. */
+  | { readonly t: 'stopped' }
   | {
       readonly t: 'transition';
       readonly id: string;
@@ -111,6 +114,9 @@ process.on('message', (m: { t: string }) => {
     }
   } else if (m.t === 'stop-new') {
     stopNew = true;
+    // The test's quiescence waits for this: a saga whose start was still on its way to Redis
+    // when the test last looked would otherwise begin after it decided all was quiet.
+    void Promise.all(loops).then(() => send({ t: 'stopped' }));
   } else if (m.t === 'exit') {
     void (async () => {
       stopNew = true;

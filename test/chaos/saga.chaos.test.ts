@@ -47,6 +47,8 @@ interface Worker {
   readonly child: ChildProcess;
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
+  /** Answered `stopped` to `stop-new` (see saga-worker.ts). */
+  readonly stopped: Promise<void>;
   done: Extract<SagaWorkerMessage, { t: 'done' }> | undefined;
   stderr: string;
 }
@@ -87,10 +89,12 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
           stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
         });
         let ready: () => void = () => undefined;
+        let stopped: () => void = () => undefined;
         const worker: Worker = {
           child,
           ready: new Promise((resolve) => (ready = resolve)),
           exited: new Promise((resolve) => child.once('exit', () => resolve())),
+          stopped: new Promise((resolve) => (stopped = resolve)),
           done: undefined,
           stderr: '',
         };
@@ -99,6 +103,7 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
         });
         child.on('message', (m: SagaWorkerMessage) => {
           if (m.t === 'ready') ready();
+          else if (m.t === 'stopped') stopped();
           else if (m.t === 'done') worker.done = m;
           else {
             const list = writes.get(m.id) ?? [];
@@ -154,7 +159,17 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
         const living = workers.filter(
           (w) => w.child.exitCode === null && w.child.signalCode === null,
         );
-        for (const w of living) send(w, 'stop-new');
+        // Told once ready (a replacement may still be starting up: its IPC listener is not there
+        // yet). Each confirms with `stopped` when none of its own sagas is being started or run any
+        // more; only then does an empty scan below mean quiet (a start still on its way to Redis
+        // is invisible to the scan, and its saga would begin after the checker decided).
+        for (const w of living) void w.ready.then(() => send(w, 'stop-new'));
+        const quietBy = performance.now() + 60_000;
+        await Promise.race([
+          Promise.all(living.map((w) => Promise.race([w.stopped, w.exited]))),
+          sleep(60_000),
+        ]);
+        progress('stopped starting');
         const keys = async (): Promise<string[]> => {
           const out: string[] = [];
           let cursor = '0';
@@ -173,7 +188,6 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
         };
         const statusOf = async (key: string): Promise<string> =>
           (await client.hget(key, 'st')) ?? 'missing';
-        const quietBy = performance.now() + 60_000;
         for (;;) {
           const live = [];
           for (const key of await keys()) {
