@@ -15,6 +15,14 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * How long a restarted node may take to be repaired: the Redlock checks on reconnect and, if a
+ * check leaves the node unrepaired (a node slow to answer on a loaded machine), tries again up to
+ * 5 times a second apart (RECHECKS × RECHECK_MS in redlock.ts). A wait as long as that window
+ * failed whenever one check missed under load; twice the window leaves room for the checks.
+ */
+const REPAIRED_MS = 10_000;
+
 /** Polls `condition` every 10 ms until it holds; throws after `ms`. */
 async function until(condition: () => Promise<boolean>, ms: number, what: string): Promise<void> {
   const deadline = performance.now() + ms;
@@ -102,7 +110,9 @@ describeRedis(
         await sleep(2 * TTL); // "delayed restarts": down for longer than any lock's ttl
         await redis().restart(node);
         // Back before the next one goes down: the Redlock, still connected, repairs it.
-        await until(() => markedOn(node), 5_000, `node ${node} repaired`).catch(() => undefined);
+        await until(() => markedOn(node), REPAIRED_MS, `node ${node} repaired`).catch(
+          () => undefined,
+        );
       }
       // The two untouched nodes answer last, so a round is decided by the restarted ones.
       net.latency[3] = net.latency[4] = 30;
@@ -139,7 +149,7 @@ describeRedis(
                 await sleep(step.downMs);
                 await redis().restart(step.node);
                 // Back before the next one goes down: repaired by the connected Redlock.
-                await until(() => markedOn(step.node), 5_000, `node ${step.node} repaired`);
+                await until(() => markedOn(step.node), REPAIRED_MS, `node ${step.node} repaired`);
                 tokens.push(...(await cycle(redlock, 'schedule', step.acquisitions)));
               }
               tokens.push(...(await cycle(redlock, 'schedule', 1)));
@@ -170,7 +180,7 @@ describeRedis(
       expect(lock.fencingToken).toBeGreaterThan(before.at(-1) as number);
       await lock.release();
       for (const node of [0, 1]) {
-        await until(() => markedOn(node), 5_000, `node ${node} repaired`);
+        await until(() => markedOn(node), REPAIRED_MS, `node ${node} repaired`);
         expect(await counterOn(node, fence)).toBeGreaterThanOrEqual(lock.fencingToken);
       }
       net.latency[3] = net.latency[4] = 0;
