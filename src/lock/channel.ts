@@ -6,8 +6,8 @@
  * Why batch. Every call on its own is one command: one socket write (a system call, and a TCP
  * segment for Redis to read), one command object and reply for the client library to build and
  * parse, one script run for Redis to dispatch; under concurrency that is where the time goes,
- * on the client and on the server. A call to a node that owes no answer is sent at once (no
- * added latency when calls are sparse); calls to a node with commands in flight are collected
+ * on the client and on the server. A call to a node that owes at most one answer is sent at
+ * once (no added latency when calls are sparse); calls to a node with more in flight are collected
  * until the microtasks of the current burst of replies have run (`process.nextTick`) and sent
  * as one `EVALSHA` of the {@link BATCH} script, which runs each call's own script on its
  * own keys and arguments and answers each call separately. Every call is exactly the script it
@@ -253,10 +253,16 @@ export class NodeChannel {
       this.#direct(script, numKeys, argv, answer, tag);
       return;
     }
-    // A call to an idle node goes out at once (no added latency when calls are sparse). While
-    // the node still owes answers, calls wait for the end of the tick and go out together,
-    // after what was sent before — the order of the node's commands is the order of the calls.
-    if (!this.#scheduled && this.#inflight === 0) {
+    // A call to a node with nothing queued and at most one answer owed goes out at once (no
+    // added latency when calls are sparse). One owed answer is the uncontended case: a round
+    // decided at a quorum leaves its slower nodes owing their answer, and the caller's next
+    // round (the release after an acquire) reaches them before it comes in — queued, 4 of the
+    // 10 calls of an acquire + release waited for the tick's end, each with a queue entry and
+    // a tick of their own. With more owed (calls issued faster than the node answers), calls
+    // wait for the end of the tick and go out together, after what was sent before: the order
+    // of the node's commands is the order of the calls either way (nothing is queued when one
+    // goes out at once).
+    if (!this.#scheduled && this.#inflight <= 1) {
       this.#direct(script, numKeys, argv, answer, tag);
       return;
     }
