@@ -4,9 +4,10 @@ import { NodeChannel, type LockClient } from '../../src/lock/channel.js';
 import { BATCH, FENCE_STATUS } from '../../src/lock/scripts.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
-// When a node's calls go out: at once while the node owes at most one answer (a round decided
-// without it leaves it owing its answer, and the caller's next round must not wait for the end
-// of the tick for that), batched at the end of the tick while it owes more.
+// When a node's calls go out: at once while every answer the node owes is late (a round
+// decided without the node leaves it owing its answer, and the caller's next round must not wait
+// for the end of the tick for that), batched at the end of the tick while it owes answers
+// somebody waits for.
 
 /** A real client whose EVALSHA calls are recorded (the SHA-1 of each, in order). */
 function recording(client: Redis): { client: LockClient; sent: string[] } {
@@ -38,25 +39,49 @@ describeRedis('NodeChannel', () => {
     await redis().flushAll();
   });
 
-  it('sends a call to a node owing one answer at once, not at the end of the tick', async () => {
+  it('sends a call to a node that owes only late answers at once, not at the end of the tick', async () => {
     const { client, sent } = recording(redis().clients()[0] as Redis);
     const channel = new NodeChannel(client, true);
-    const first = call(channel); // the node owes this one's answer now
+    const first = call(channel);
+    channel.late(); // its round was decided without it
     const second = call(channel);
     // Both were handed to the client synchronously: no tick went by.
     expect(sent).toEqual([FENCE_STATUS.sha, FENCE_STATUS.sha]);
     expect(await first).toEqual([true, 0]);
+    channel.lateAnswered();
     expect(await second).toEqual([true, 0]);
+    // Nothing owed now: the next call goes at once too.
+    const third = call(channel);
+    expect(sent).toHaveLength(3);
+    expect(await third).toEqual([true, 0]);
   });
 
-  it('batches the calls of one tick to a node owing two answers or more', async () => {
+  it('batches the calls of one tick to a node owing an answer somebody waits for', async () => {
     const { client, sent } = recording(redis().clients()[0] as Redis);
     const channel = new NodeChannel(client, true);
     const calls = [call(channel), call(channel), call(channel), call(channel)];
-    // Two went at once; the other two wait for the end of the tick, and go as one batch.
+    // The first went at once; the other three wait for the end of the tick, and go as one batch.
+    expect(sent).toEqual([FENCE_STATUS.sha]);
+    await new Promise((done) => process.nextTick(done));
+    expect(sent).toEqual([FENCE_STATUS.sha, BATCH.sha]);
+    for (const answer of await Promise.all(calls)) expect(answer).toEqual([true, 0]);
+  });
+
+  it('batches again once the late answers are in and an answer somebody waits for is owed', async () => {
+    const { client, sent } = recording(redis().clients()[0] as Redis);
+    const channel = new NodeChannel(client, true);
+    const first = call(channel);
+    channel.late();
+    const second = call(channel); // at once: only a late answer was owed
+    const third = call(channel); // held back: the second's answer is awaited
     expect(sent).toEqual([FENCE_STATUS.sha, FENCE_STATUS.sha]);
     await new Promise((done) => process.nextTick(done));
-    expect(sent).toEqual([FENCE_STATUS.sha, FENCE_STATUS.sha, BATCH.sha]);
-    for (const answer of await Promise.all(calls)) expect(answer).toEqual([true, 0]);
+    expect(sent).toEqual([FENCE_STATUS.sha, FENCE_STATUS.sha, FENCE_STATUS.sha]);
+    expect(await first).toEqual([true, 0]);
+    channel.lateAnswered();
+    expect(await Promise.all([second, third])).toEqual([
+      [true, 0],
+      [true, 0],
+    ]);
   });
 });
