@@ -20,6 +20,8 @@
  *
  *   node --expose-gc --min-semi-space-size=256 --max-semi-space-size=256 --import tsx bench/lock-cost.ts --heap [--cycles=5000] <dist dir>…
  *
+ * `--no-batching` makes Keel's Redlocks with `batching: false`, in any mode.
+ *
  * Each `<dist dir>` is a built Keel (`npx tsup`, then a copy of `dist/`), loaded side by side.
  * Not a suite of `npm run bench`: a measuring tool for changes to the lock's scripts.
  */
@@ -37,6 +39,8 @@ import { numberFlag as arg } from './flags.js';
 const CYCLES = arg('cycles', 20_000);
 const BLOCK = arg('block', 1000);
 const dists = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+/** `--no-batching`: Keel's Redlocks with `batching: false` (see src/lock/channel.ts). */
+const BATCHING = !process.argv.includes('--no-batching');
 
 interface Library {
   readonly name: string;
@@ -139,7 +143,12 @@ async function main(): Promise<void> {
     });
     for (const [i, dir] of dists.entries()) {
       const mod = (await import(join(resolve(dir), 'lock', 'index.js'))) as typeof LockModule;
-      const keel = new mod.Redlock({ clients, ttlMs: 10_000, driftFactor: 0.01 });
+      const keel = new mod.Redlock({
+        clients,
+        ttlMs: 10_000,
+        driftFactor: 0.01,
+        batching: BATCHING,
+      });
       const resource = `cost:keel${i}`;
       libraries.push(
         made(`keel ${dir}`, async () => {

@@ -6,8 +6,9 @@
  * Why batch. Every call on its own is one command: one socket write (a system call, and a TCP
  * segment for Redis to read), one command object and reply for the client library to build and
  * parse, one script run for Redis to dispatch; under concurrency that is where the time goes,
- * on the client and on the server. A call to a node that owes no answer is sent at once (no
- * added latency when calls are sparse); calls to a node with commands in flight are collected
+ * on the client and on the server. A call to a node that owes at most one answer is sent at
+ * once when every answer the node owes is late (its round was decided without it; no added
+ * latency when calls are sparse); calls to a node owing answers somebody waits for are collected
  * until the microtasks of the current burst of replies have run (`process.nextTick`) and sent
  * as one `EVALSHA` of the {@link BATCH} script, which runs each call's own script on its
  * own keys and arguments and answers each call separately. Every call is exactly the script it
@@ -199,6 +200,13 @@ export class NodeChannel {
   #scheduled = false;
   /** Commands sent and not answered yet (a batch counts once). */
   #inflight = 0;
+  /** Calls sent or queued and not answered yet (a batch counts each of its calls). */
+  #owed = 0;
+  /**
+   * Of the calls owed, those nobody waits for any more: their round was decided without them
+   * (see {@link NodeChannel.late}).
+   */
+  #late = 0;
   /** Callers of {@link NodeChannel.idle} waiting for the last answer (undefined: none). */
   #idleWaiters: (() => void)[] | undefined;
 
@@ -228,13 +236,31 @@ export class NodeChannel {
     });
   }
 
-  /** A command got its answer: one fewer in flight; wake `idle()` callers if that was the last. */
-  #answered(): void {
+  /**
+   * A command (of `calls` calls) got its answer: one fewer in flight; wake `idle()` callers if
+   * that was the last.
+   */
+  #answered(calls: number): void {
     this.#inflight--;
+    this.#owed -= calls;
     const waiters = this.#idleWaiters;
     if (waiters === undefined || this.busy) return;
     this.#idleWaiters = undefined;
     for (const wake of waiters) wake();
+  }
+
+  /**
+   * A call sent here is owed to a round that was decided without it (its answer will come
+   * late); {@link NodeChannel.lateAnswered} when it comes. A call to a node that owes only such
+   * answers is not held back for a batch (see {@link NodeChannel.send}).
+   */
+  late(): void {
+    this.#late++;
+  }
+
+  /** A call counted by {@link NodeChannel.late} was answered. */
+  lateAnswered(): void {
+    if (this.#late > 0) this.#late--;
   }
 
   /**
@@ -250,19 +276,29 @@ export class NodeChannel {
     tag = 0,
   ): void {
     if (!this.#batching) {
-      this.#direct(script, numKeys, argv, answer, tag);
+      this.#owed++;
+      this.#direct(script, numKeys, argv, answer, tag, 1);
       return;
     }
-    // A call to an idle node goes out at once (no added latency when calls are sparse). While
-    // the node still owes answers, calls wait for the end of the tick and go out together,
-    // after what was sent before — the order of the node's commands is the order of the calls.
-    if (!this.#scheduled && this.#inflight === 0) {
-      this.#direct(script, numKeys, argv, answer, tag);
+    // A call goes out at once when nothing is queued for the node and every answer it owes is
+    // late — owed to rounds that were decided without it (no added latency when calls are
+    // sparse). Late answers are the uncontended case: a round decided at a quorum leaves its
+    // slower nodes owing their answer, and the caller's next round (the release after an
+    // acquire) reaches them before it comes in; held back, 4 of the 10 calls of an acquire +
+    // release waited for the tick's end, each with a queue entry and a tick of their own. While
+    // the node owes answers somebody waits for (calls issued faster than it answers), calls
+    // wait for the end of the tick and go out together, after what was sent before: the order
+    // of the node's commands is the order of the calls either way (nothing is queued when one
+    // goes out at once).
+    if (!this.#scheduled && this.#owed <= this.#late) {
+      this.#owed++;
+      this.#direct(script, numKeys, argv, answer, tag, 1);
       return;
     }
     // Too much for one batch: what is queued goes now, in order, and this call starts the next.
     if (this.#queuedArgs + argv.length > MAX_BATCH_ARGS) this.#sendQueued();
     this.#queue.push({ script, numKeys, argv, answer, tag });
+    this.#owed++;
     this.#queuedArgs += argv.length + 3;
     if (!this.#scheduled) {
       this.#scheduled = true;
@@ -280,6 +316,7 @@ export class NodeChannel {
     argv: readonly (string | number)[],
     answer: Answer,
     tag: number,
+    calls: number,
   ): void {
     // Two closures per call (the hot path: every node of every round): the reply handlers.
     this.#inflight++;
@@ -287,16 +324,16 @@ export class NodeChannel {
     try {
       sent = this.#client.evalsha(script.sha, numKeys, ...argv);
     } catch (error) {
-      this.#failed(script, numKeys, argv, answer, tag, error);
+      this.#failed(script, numKeys, argv, answer, tag, calls, error);
       return;
     }
     sent.then(
       (value) => {
-        this.#answered();
+        this.#answered(calls);
         answer(true, value, tag);
       },
       (error: unknown) => {
-        this.#failed(script, numKeys, argv, answer, tag, error);
+        this.#failed(script, numKeys, argv, answer, tag, calls, error);
       },
     );
   }
@@ -318,10 +355,11 @@ export class NodeChannel {
     argv: readonly (string | number)[],
     answer: Answer,
     tag: number,
+    calls: number,
     error: unknown,
   ): void {
     if (!isNoScript(error)) {
-      this.#answered();
+      this.#answered(calls);
       answer(false, error, tag);
       return;
     }
@@ -335,7 +373,7 @@ export class NodeChannel {
         try {
           answer(ok, value, tag, overtaken);
         } finally {
-          this.#answered();
+          this.#answered(calls);
         }
       },
     );
@@ -358,7 +396,7 @@ export class NodeChannel {
       // decided without that node).
       const only = queue[0] as Queued;
       queue.length = 0;
-      this.#direct(only.script, only.numKeys, only.argv, only.answer, only.tag);
+      this.#direct(only.script, only.numKeys, only.argv, only.answer, only.tag, 1);
       return;
     }
     this.#queue = [];
@@ -388,6 +426,7 @@ export class NodeChannel {
         });
       },
       0,
+      queue.length,
     );
   }
 }

@@ -253,14 +253,22 @@ class Round implements Waiting {
     this.quorum.unwatch(this);
     // Fill in the nodes that have not answered (a plain loop: map would skip the holes), with
     // the Quorum's shared answers for them (one object per node, not per round).
+    // A node called that has not answered owes its channel a late answer (see `NodeChannel.late`).
     const results = this.results;
     const pending = this.pending;
-    for (let node = 0; node < results.length; node++) results[node] ??= pending[node] as NodeResult;
+    const nodes = this.options.nodes;
+    for (let node = 0; node < results.length; node++) {
+      if (results[node] !== undefined) continue;
+      if (nodes === undefined || nodes.includes(node)) (this.channels[node] as NodeChannel).late();
+      results[node] = pending[node];
+    }
     this.resolve(results as NodeResult[]);
   }
 
   answer(r: NodeResult): void {
     if (this.settled) {
+      // Counted as late when the round was decided (see `finish` and `expire`).
+      (this.channels[r.node] as NodeChannel).lateAnswered();
       const { late, attempt } = this.options;
       late?.(r);
       attempt?.plan.late?.(attempt.token, r); // called on the plan: it may be a class instance
@@ -292,6 +300,8 @@ class Round implements Waiting {
           this.timeoutMs,
         );
         results[node] = { node, ok: false, ...failure };
+        // Its answer, if it comes, comes late (see `NodeChannel.late`).
+        (this.channels[node] as NodeChannel).late();
       }
     }
     this.finish();
