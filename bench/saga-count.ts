@@ -21,6 +21,7 @@ import { Redis } from 'ioredis';
 import { resolve, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type * as SagaModule from '../src/saga/index.js';
+import { benchSagas } from './saga-rows.js';
 
 const [dir = 'dist', port = '6379', roundsText = '10', row = 'bare'] = process.argv.slice(2);
 const mod = (await import(
@@ -30,18 +31,7 @@ const connect = (): Redis => new Redis({ host: '127.0.0.1', port: Number(port) }
 const client = connect();
 const effects = connect();
 const probe = connect();
-const bare = mod.defineSaga(
-  'bare',
-  [1, 2, 3, 4, 5].map((n) => ({ name: `s${n}`, run: () => ({ ok: n }) })),
-);
-const io = mod.defineSaga(
-  'io',
-  [1, 2, 3, 4, 5].map((n) => ({
-    name: `s${n}`,
-    run: async () => ({ ok: await effects.incr(`effect:s${n}`) }),
-    compensate: () => undefined,
-  })),
-);
+const { io, bare } = benchSagas(mod, effects);
 const def = row === 'io' ? io : bare;
 // A fresh prefix per run: a run never meets another's instances.
 const coordinator = new mod.SagaCoordinator({
