@@ -339,6 +339,87 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(signals[0]?.aborted).toBe(false);
   });
 
+  it('steps and compensations that answer at once, throw at once or answer later take the same paths: outputs, retries, compensation order, `this`, signals', async () => {
+    const log: string[] = [];
+    const signals: AbortSignal[] = [];
+    const selves: unknown[] = [];
+    let syncThrows = 0;
+    let compThrows = 0;
+    const saga = defineSaga(
+      'mixed',
+      [
+        {
+          name: 'now',
+          run(_c, signal) {
+            selves.push(this);
+            signals.push(signal);
+            log.push('do now');
+            return { n: 1 }; // a plain value: settles as it starts
+          },
+          compensate(c) {
+            selves.push(this);
+            log.push(`undo now ${JSON.stringify(c.output)}`);
+            if (compThrows++ === 0) throw new Error('undo now refused'); // once, at once
+          },
+        },
+        {
+          name: 'later',
+          run: async (c, signal) => {
+            signals.push(signal);
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            log.push(`do later ${JSON.stringify(c.outputs)}`);
+            return { n: 2 };
+          },
+          compensate: async (c) => {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            log.push(`undo later ${JSON.stringify(c.output)}`);
+          },
+        },
+        {
+          name: 'throws',
+          run: (_c, signal) => {
+            signals.push(signal);
+            log.push('do throws');
+            if (syncThrows++ < 1) throw new Error('at once'); // retried, then a rejection
+            return Promise.reject(new Error('later'));
+          },
+          retry: { attempts: 2, initialDelayMs: 1 },
+        },
+      ],
+      { compensationRetry: { attempts: 3, initialDelayMs: 1 } },
+    );
+    const sagas = coordinator({ sagas: [saga] });
+    const outcome = await sagas.run(saga, 'm-1', null);
+    expect(outcome).toEqual({
+      status: 'compensated',
+      id: 'm-1',
+      reason: 'step throws failed after 2 attempts: Error: later',
+    });
+    expect(log).toEqual([
+      'do now',
+      'do later {"now":{"n":1}}',
+      'do throws',
+      'do throws',
+      'undo later {"n":2}',
+      'undo now {"n":1}',
+      'undo now {"n":1}',
+    ]);
+    // An action is called on its step, a compensation as a bare function.
+    expect(selves).toHaveLength(3);
+    expect((selves[0] as { name?: unknown } | undefined)?.name).toBe('now');
+    expect(selves.slice(1)).toEqual([undefined, undefined]);
+    // One signal per call, none aborted (nothing aborted them), each a real AbortSignal.
+    expect(signals).toHaveLength(4);
+    expect(new Set(signals).size).toBe(4);
+    for (const signal of signals) {
+      expect(signal).toBeInstanceOf(AbortSignal);
+      expect(signal.aborted).toBe(false);
+    }
+    const snap = await sagas.get(saga, 'm-1');
+    expect(snap?.attempts).toEqual({ now: 1, later: 1, throws: 2 });
+    expect(snap?.compensationAttempts).toEqual({ now: 2, later: 1 });
+  });
+
   it('cancellation by signal compensates, and run rejects with the reason', async () => {
     const log: string[] = [];
     let started: () => void = () => undefined;
