@@ -36,7 +36,12 @@ import {
   type L1Life,
   type Lifetimes,
 } from './entry.js';
-import { CacheClosedError, CacheSerializationError, isCacheRedisError } from './errors.js';
+import {
+  CacheClosedError,
+  CacheSerializationError,
+  isCacheRedisError,
+  type CacheRedisError,
+} from './errors.js';
 import type {
   CacheDegradedEvent,
   CacheGraceEvent,
@@ -118,6 +123,16 @@ interface Flight {
   getting: boolean;
   /** The lease read sent along with the first `GET`, if a caller joined in time. */
   probe: Probe | undefined;
+  /**
+   * The load's key, its full name, loader and kept lifetimes, and the generation its first `GET`
+   * began in: what that `GET`'s continuation ({@link Cache.#afterGet}, one function per cache)
+   * reads, held here rather than in a closure made per load.
+   */
+  readonly full: string;
+  readonly key: string;
+  readonly loader: Loader<unknown>;
+  readonly call: LifetimeOptions | undefined;
+  generation: number;
 }
 
 /**
@@ -165,15 +180,20 @@ interface Watch {
 const RESOLVED: Promise<unknown> = Promise.resolve();
 
 /** The entry that keeps {@link CacheCore.flights} from emptying; never any key's flight. */
+const noop = (): void => undefined;
+
 const IDLE_FLIGHT: Flight = Object.freeze({
   promise: RESOLVED,
   voided: false,
   background: false,
   getting: false,
   probe: undefined,
+  full: '',
+  key: '',
+  loader: noop,
+  call: undefined,
+  generation: 0,
 });
-
-const noop = (): void => undefined;
 
 /** `Cache`'s key memo before its first key: equal to nothing a caller can pass. */
 const NO_KEY: object = Object.freeze({});
@@ -1015,6 +1035,7 @@ export class Cache {
       return raceAbort(joined, signal);
     }
     if (flight === undefined) {
+      const call = kept(options);
       // Registered first, so every path of the load can take it out as it settles (see land).
       const started: Flight = {
         promise: RESOLVED,
@@ -1022,11 +1043,16 @@ export class Cache {
         background: false,
         getting: false,
         probe: undefined,
+        full,
+        key,
+        loader,
+        call,
+        generation: 0,
       };
       core.flights.set(full, started);
       let promise: Promise<V | undefined>;
       try {
-        promise = this.#load(full, key, loader, kept(options), started);
+        promise = this.#load(full, key, loader, call, started);
       } catch (error) {
         core.land(full, started);
         throw error;
@@ -1058,51 +1084,62 @@ export class Cache {
     if (core.guard !== undefined || tier === undefined || !tier.canGet || core.o.tracking) {
       return this.#loadRest(full, key, loader, call, flight, undefined);
     }
-    const generation = core.generation;
-    const valueKey = core.valueKey(full);
     // Every path either goes on in #loadRest (which lands the flight as it settles) or lands it
-    // here, before anything that could throw (a refresh started below then is not refused as
-    // already running).
-    // The tier runs what follows the GET in its own reaction to it (one promise, one closure).
+    // in #afterGet, before anything that could throw (a refresh started there then is not
+    // refused as already running).
+    flight.generation = core.generation;
     flight.getting = true;
-    return tier.getThen('read', valueKey, (raw, error): V | undefined | Promise<V | undefined> => {
-      flight.getting = false;
-      // A lease read that left with the GET goes on only after a miss (it ran after the GET);
-      // on every other path it is let go of (see #dropProbe).
-      if (typeof raw !== 'string' && error === undefined) {
-        return this.#loadRest(full, key, loader, call, flight, MISSED);
-      }
-      if (flight.probe !== undefined) this.#dropProbe(full, flight);
-      if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
-      if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
-      // The shared scratch entry (no object per hit): used up before anything else can read.
-      const entry = core.parseShared(full, valueKey, raw);
-      // Quarantined: the read script reads again and takes the lease.
-      if (entry instanceof Promise) {
-        return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
-      }
-      const value = entry.value as V | undefined;
-      const freshUntil = entry.freshUntil;
-      const now = core.o.clock.now();
-      // Past its stale window: reloaded (or served within grace) the long way, with a copy.
-      if (now >= entry.staleUntil) {
-        const own: Entry = { ...entry };
-        core.releaseShared();
-        const read: L2Read =
-          generation === core.generation
-            ? { kind: 'entry', entry: own, took: false }
-            : { kind: 'entry', entry: own, took: false, uncached: true };
-        return this.#loadRest(full, key, loader, call, flight, read);
-      }
-      const refresh = now >= freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random);
-      core.land(full, flight);
-      // A read begun before a change went unheard is served, not kept (CacheCore.generation).
-      if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
-      core.releaseShared();
-      if (refresh) this.#refresh(full, key, loader, call, freshUntil);
-      return value;
-    });
+    // The tier runs #afterGet in its own reaction to the GET, given the flight (one promise, no
+    // closure made per load).
+    return tier.getThen('read', core.valueKey(full), this.#afterGet, flight) as Promise<
+      V | undefined
+    >;
   }
+
+  /** What follows {@link Cache.#load}'s `GET` of `flight`'s key: `raw` is what it found. */
+  readonly #afterGet = (
+    raw: string | null | undefined,
+    error: CacheRedisError | undefined,
+    flight: Flight,
+  ): unknown => {
+    const core = this.#core;
+    const { full, key, loader, call, generation } = flight;
+    flight.getting = false;
+    // A lease read that left with the GET goes on only after a miss (it ran after the GET);
+    // on every other path it is let go of (see #dropProbe).
+    if (typeof raw !== 'string' && error === undefined) {
+      return this.#loadRest(full, key, loader, call, flight, MISSED);
+    }
+    if (flight.probe !== undefined) this.#dropProbe(full, flight);
+    if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
+    if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
+    // The shared scratch entry (no object per hit): used up before anything else can read.
+    const entry = core.parseShared(full, core.valueKey(full), raw);
+    // Quarantined: the read script reads again and takes the lease.
+    if (entry instanceof Promise) {
+      return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+    }
+    const value = entry.value;
+    const freshUntil = entry.freshUntil;
+    const now = core.o.clock.now();
+    // Past its stale window: reloaded (or served within grace) the long way, with a copy.
+    if (now >= entry.staleUntil) {
+      const own: Entry = { ...entry };
+      core.releaseShared();
+      const read: L2Read =
+        generation === core.generation
+          ? { kind: 'entry', entry: own, took: false }
+          : { kind: 'entry', entry: own, took: false, uncached: true };
+      return this.#loadRest(full, key, loader, call, flight, read);
+    }
+    const refresh = now >= freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random);
+    core.land(full, flight);
+    // A read begun before a change went unheard is served, not kept (CacheCore.generation).
+    if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
+    core.releaseShared();
+    if (refresh) this.#refresh(full, key, loader, call, freshUntil);
+    return value;
+  };
 
   /** Sends the lease read along with `flight`'s first GET (see {@link Probe}). */
   #probe(full: string, flight: Flight): void {
@@ -1429,6 +1466,11 @@ export class Cache {
       background: true,
       getting: false,
       probe: undefined,
+      full,
+      key,
+      loader,
+      call,
+      generation: core.generation,
     };
     const run = async (): Promise<unknown> => {
       let token: string | undefined;
