@@ -179,7 +179,7 @@ interface Watch {
 /** A settled promise, the placeholder of a flight's until its own is made. */
 const RESOLVED: Promise<unknown> = Promise.resolve();
 
-/** The entry that keeps {@link CacheCore.flights} from emptying; never any key's flight. */
+/** The entry that keeps {@link CacheCore.#flights} from emptying; never any key's flight. */
 const noop = (): void => undefined;
 
 const IDLE_FLIGHT: Flight = Object.freeze({
@@ -284,11 +284,17 @@ class CacheCore {
   readonly origin = randomUUID();
   readonly channel: string;
   /**
-   * Loads in flight, by key. It always holds one entry under `''` (no key's name): a map that
-   * goes from one entry to none and back on every load shrinks and grows its table each time,
-   * an allocation per L2 hit; one that never empties reuses its table for a few loads.
+   * Loads in flight, by key: the first in {@link CacheCore.#soloKey} / {@link CacheCore.#solo},
+   * any others here (a key is in one place or the other, never both). One load at a time — a
+   * hot key's L2 hits one after another — then never touches the map: a map that gains and loses
+   * an entry per load rebuilds its table every few loads (V8's ordered hash tables reclaim
+   * deleted entries only by rehashing into a new table), about 50 bytes per L2 hit. The map
+   * always holds one entry under `''` (no key's name), so that it does not shrink and grow its
+   * table as it empties and fills while several loads overlap.
    */
-  readonly flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
+  readonly #flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
+  #soloKey: string | undefined;
+  #solo: Flight | undefined;
   readonly refreshing = new Set<string>();
   /** The loads of each key that wait, or may come to wait, for another's fill (see Watch). */
   readonly watches = new Map<string, Set<Watch>>();
@@ -370,7 +376,28 @@ class CacheCore {
 
   /** A foreground load settles: later callers start their own (or find L1 filled). */
   land(full: string, flight: Flight): void {
-    if (this.flights.get(full) === flight) this.flights.delete(full);
+    if (this.flightOf(full) === flight) this.endFlight(full);
+  }
+
+  /** The load of `full` in flight, if any. */
+  flightOf(full: string): Flight | undefined {
+    return this.#soloKey === full ? this.#solo : this.#flights.get(full);
+  }
+
+  /** Registers `flight` as the load of `full`, which has none in flight. */
+  startFlight(full: string, flight: Flight): void {
+    if (this.#soloKey === undefined) {
+      this.#soloKey = full;
+      this.#solo = flight;
+    } else this.#flights.set(full, flight);
+  }
+
+  /** Takes the load of `full` out (later callers start their own). */
+  endFlight(full: string): void {
+    if (this.#soloKey === full) {
+      this.#soloKey = undefined;
+      this.#solo = undefined;
+    } else this.#flights.delete(full);
   }
 
   /** Feeds a typed event and its diagnostics channel from one place; builds nothing unheard. */
@@ -1025,7 +1052,7 @@ export class Cache {
       }
       if (now >= freshUntil + slot.life.graceMs) core.l1?.delete(full);
     }
-    let flight = core.flights.get(full);
+    let flight = core.flightOf(full);
     if (flight?.background === true) {
       // A refresh of the value that just went out of date is running: share its result, and
       // load in the foreground only if it produced none.
@@ -1049,7 +1076,7 @@ export class Cache {
         call,
         generation: 0,
       };
-      core.flights.set(full, started);
+      core.startFlight(full, started);
       let promise: Promise<V | undefined>;
       try {
         promise = this.#load(full, key, loader, call, started);
@@ -1458,7 +1485,7 @@ export class Cache {
     freshUntil: number,
   ): void {
     const core = this.#core;
-    if (core.refreshing.has(full) || core.flights.has(full) || core.closed) return;
+    if (core.refreshing.has(full) || core.flightOf(full) !== undefined || core.closed) return;
     core.refreshing.add(full);
     const flight: Flight = {
       promise: Promise.resolve(),
@@ -1489,7 +1516,7 @@ export class Cache {
       // Grace is the foreground's business: a failed refresh leaves the stale value in place.
       return this.#run(full, key, loader, call, flight, token, undefined);
     };
-    core.flights.set(full, flight);
+    core.startFlight(full, flight);
     const promise = run().catch((error: unknown) => {
       core.emit(core.refreshError, channels.refreshError, () => ({
         key: full,
@@ -1501,7 +1528,7 @@ export class Cache {
     (flight as { promise: Promise<unknown> }).promise = promise;
     void promise.finally(() => {
       core.refreshing.delete(full);
-      if (core.flights.get(full) === flight) core.flights.delete(full);
+      core.land(full, flight);
     });
   }
 
@@ -1603,10 +1630,10 @@ export class Cache {
   /** A local set or delete: a load in flight must not store its (older) result. */
   #void(full: string): void {
     const core = this.#core;
-    const flight = core.flights.get(full);
+    const flight = core.flightOf(full);
     if (flight !== undefined) {
       flight.voided = true;
-      core.flights.delete(full);
+      core.endFlight(full);
     }
   }
 
