@@ -36,7 +36,12 @@ import {
   type L1Life,
   type Lifetimes,
 } from './entry.js';
-import { CacheClosedError, CacheSerializationError, isCacheRedisError } from './errors.js';
+import {
+  CacheClosedError,
+  CacheSerializationError,
+  isCacheRedisError,
+  type CacheRedisError,
+} from './errors.js';
 import type {
   CacheDegradedEvent,
   CacheGraceEvent,
@@ -118,6 +123,16 @@ interface Flight {
   getting: boolean;
   /** The lease read sent along with the first `GET`, if a caller joined in time. */
   probe: Probe | undefined;
+  /**
+   * The load's key, its full name, loader and kept lifetimes, and the generation its first `GET`
+   * began in: what that `GET`'s continuation ({@link Cache.#afterGet}, one function per cache)
+   * reads, held here rather than in a closure made per load.
+   */
+  readonly full: string;
+  readonly key: string;
+  readonly loader: Loader<unknown>;
+  readonly call: LifetimeOptions | undefined;
+  generation: number;
 }
 
 /**
@@ -164,16 +179,21 @@ interface Watch {
 /** A settled promise, the placeholder of a flight's until its own is made. */
 const RESOLVED: Promise<unknown> = Promise.resolve();
 
-/** The entry that keeps {@link CacheCore.flights} from emptying; never any key's flight. */
+/** The entry that keeps {@link CacheCore.#flights} from emptying; never any key's flight. */
+const noop = (): void => undefined;
+
 const IDLE_FLIGHT: Flight = Object.freeze({
   promise: RESOLVED,
   voided: false,
   background: false,
   getting: false,
   probe: undefined,
+  full: '',
+  key: '',
+  loader: noop,
+  call: undefined,
+  generation: 0,
 });
-
-const noop = (): void => undefined;
 
 /** `Cache`'s key memo before its first key: equal to nothing a caller can pass. */
 const NO_KEY: object = Object.freeze({});
@@ -264,11 +284,17 @@ class CacheCore {
   readonly origin = randomUUID();
   readonly channel: string;
   /**
-   * Loads in flight, by key. It always holds one entry under `''` (no key's name): a map that
-   * goes from one entry to none and back on every load shrinks and grows its table each time,
-   * an allocation per L2 hit; one that never empties reuses its table for a few loads.
+   * Loads in flight, by key: the first in {@link CacheCore.#soloKey} / {@link CacheCore.#solo},
+   * any others here (a key is in one place or the other, never both). One load at a time — a
+   * hot key's L2 hits one after another — then never touches the map: a map that gains and loses
+   * an entry per load rebuilds its table every few loads (V8's ordered hash tables reclaim
+   * deleted entries only by rehashing into a new table), about 50 bytes per L2 hit. The map
+   * always holds one entry under `''` (no key's name), so that it does not shrink and grow its
+   * table as it empties and fills while several loads overlap.
    */
-  readonly flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
+  readonly #flights = new Map<string, Flight>([['', IDLE_FLIGHT]]);
+  #soloKey: string | undefined;
+  #solo: Flight | undefined;
   readonly refreshing = new Set<string>();
   /** The loads of each key that wait, or may come to wait, for another's fill (see Watch). */
   readonly watches = new Map<string, Set<Watch>>();
@@ -350,7 +376,28 @@ class CacheCore {
 
   /** A foreground load settles: later callers start their own (or find L1 filled). */
   land(full: string, flight: Flight): void {
-    if (this.flights.get(full) === flight) this.flights.delete(full);
+    if (this.flightOf(full) === flight) this.endFlight(full);
+  }
+
+  /** The load of `full` in flight, if any. */
+  flightOf(full: string): Flight | undefined {
+    return this.#soloKey === full ? this.#solo : this.#flights.get(full);
+  }
+
+  /** Registers `flight` as the load of `full`, which has none in flight. */
+  startFlight(full: string, flight: Flight): void {
+    if (this.#soloKey === undefined) {
+      this.#soloKey = full;
+      this.#solo = flight;
+    } else this.#flights.set(full, flight);
+  }
+
+  /** Takes the load of `full` out (later callers start their own). */
+  endFlight(full: string): void {
+    if (this.#soloKey === full) {
+      this.#soloKey = undefined;
+      this.#solo = undefined;
+    } else this.#flights.delete(full);
   }
 
   /** Feeds a typed event and its diagnostics channel from one place; builds nothing unheard. */
@@ -1005,7 +1052,7 @@ export class Cache {
       }
       if (now >= freshUntil + slot.life.graceMs) core.l1?.delete(full);
     }
-    let flight = core.flights.get(full);
+    let flight = core.flightOf(full);
     if (flight?.background === true) {
       // A refresh of the value that just went out of date is running: share its result, and
       // load in the foreground only if it produced none.
@@ -1015,6 +1062,7 @@ export class Cache {
       return raceAbort(joined, signal);
     }
     if (flight === undefined) {
+      const call = kept(options);
       // Registered first, so every path of the load can take it out as it settles (see land).
       const started: Flight = {
         promise: RESOLVED,
@@ -1022,11 +1070,16 @@ export class Cache {
         background: false,
         getting: false,
         probe: undefined,
+        full,
+        key,
+        loader,
+        call,
+        generation: 0,
       };
-      core.flights.set(full, started);
+      core.startFlight(full, started);
       let promise: Promise<V | undefined>;
       try {
-        promise = this.#load(full, key, loader, kept(options), started);
+        promise = this.#load(full, key, loader, call, started);
       } catch (error) {
         core.land(full, started);
         throw error;
@@ -1058,51 +1111,62 @@ export class Cache {
     if (core.guard !== undefined || tier === undefined || !tier.canGet || core.o.tracking) {
       return this.#loadRest(full, key, loader, call, flight, undefined);
     }
-    const generation = core.generation;
-    const valueKey = core.valueKey(full);
     // Every path either goes on in #loadRest (which lands the flight as it settles) or lands it
-    // here, before anything that could throw (a refresh started below then is not refused as
-    // already running).
-    // The tier runs what follows the GET in its own reaction to it (one promise, one closure).
+    // in #afterGet, before anything that could throw (a refresh started there then is not
+    // refused as already running).
+    flight.generation = core.generation;
     flight.getting = true;
-    return tier.getThen('read', valueKey, (raw, error): V | undefined | Promise<V | undefined> => {
-      flight.getting = false;
-      // A lease read that left with the GET goes on only after a miss (it ran after the GET);
-      // on every other path it is let go of (see #dropProbe).
-      if (typeof raw !== 'string' && error === undefined) {
-        return this.#loadRest(full, key, loader, call, flight, MISSED);
-      }
-      if (flight.probe !== undefined) this.#dropProbe(full, flight);
-      if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
-      if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
-      // The shared scratch entry (no object per hit): used up before anything else can read.
-      const entry = core.parseShared(full, valueKey, raw);
-      // Quarantined: the read script reads again and takes the lease.
-      if (entry instanceof Promise) {
-        return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
-      }
-      const value = entry.value as V | undefined;
-      const freshUntil = entry.freshUntil;
-      const now = core.o.clock.now();
-      // Past its stale window: reloaded (or served within grace) the long way, with a copy.
-      if (now >= entry.staleUntil) {
-        const own: Entry = { ...entry };
-        core.releaseShared();
-        const read: L2Read =
-          generation === core.generation
-            ? { kind: 'entry', entry: own, took: false }
-            : { kind: 'entry', entry: own, took: false, uncached: true };
-        return this.#loadRest(full, key, loader, call, flight, read);
-      }
-      const refresh = now >= freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random);
-      core.land(full, flight);
-      // A read begun before a change went unheard is served, not kept (CacheCore.generation).
-      if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
-      core.releaseShared();
-      if (refresh) this.#refresh(full, key, loader, call, freshUntil);
-      return value;
-    });
+    // The tier runs #afterGet in its own reaction to the GET, given the flight (one promise, no
+    // closure made per load).
+    return tier.getThen('read', core.valueKey(full), this.#afterGet, flight) as Promise<
+      V | undefined
+    >;
   }
+
+  /** What follows {@link Cache.#load}'s `GET` of `flight`'s key: `raw` is what it found. */
+  readonly #afterGet = (
+    raw: string | null | undefined,
+    error: CacheRedisError | undefined,
+    flight: Flight,
+  ): unknown => {
+    const core = this.#core;
+    const { full, key, loader, call, generation } = flight;
+    flight.getting = false;
+    // A lease read that left with the GET goes on only after a miss (it ran after the GET);
+    // on every other path it is let go of (see #dropProbe).
+    if (typeof raw !== 'string' && error === undefined) {
+      return this.#loadRest(full, key, loader, call, flight, MISSED);
+    }
+    if (flight.probe !== undefined) this.#dropProbe(full, flight);
+    if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
+    if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
+    // The shared scratch entry (no object per hit): used up before anything else can read.
+    const entry = core.parseShared(full, core.valueKey(full), raw);
+    // Quarantined: the read script reads again and takes the lease.
+    if (entry instanceof Promise) {
+      return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+    }
+    const value = entry.value;
+    const freshUntil = entry.freshUntil;
+    const now = core.o.clock.now();
+    // Past its stale window: reloaded (or served within grace) the long way, with a copy.
+    if (now >= entry.staleUntil) {
+      const own: Entry = { ...entry };
+      core.releaseShared();
+      const read: L2Read =
+        generation === core.generation
+          ? { kind: 'entry', entry: own, took: false }
+          : { kind: 'entry', entry: own, took: false, uncached: true };
+      return this.#loadRest(full, key, loader, call, flight, read);
+    }
+    const refresh = now >= freshUntil || xfetchRefresh(entry, now, core.o.beta, core.o.random);
+    core.land(full, flight);
+    // A read begun before a change went unheard is served, not kept (CacheCore.generation).
+    if (!flight.voided && generation === core.generation) core.storeL1(full, entry);
+    core.releaseShared();
+    if (refresh) this.#refresh(full, key, loader, call, freshUntil);
+    return value;
+  };
 
   /** Sends the lease read along with `flight`'s first GET (see {@link Probe}). */
   #probe(full: string, flight: Flight): void {
@@ -1421,7 +1485,7 @@ export class Cache {
     freshUntil: number,
   ): void {
     const core = this.#core;
-    if (core.refreshing.has(full) || core.flights.has(full) || core.closed) return;
+    if (core.refreshing.has(full) || core.flightOf(full) !== undefined || core.closed) return;
     core.refreshing.add(full);
     const flight: Flight = {
       promise: Promise.resolve(),
@@ -1429,6 +1493,11 @@ export class Cache {
       background: true,
       getting: false,
       probe: undefined,
+      full,
+      key,
+      loader,
+      call,
+      generation: core.generation,
     };
     const run = async (): Promise<unknown> => {
       let token: string | undefined;
@@ -1447,7 +1516,7 @@ export class Cache {
       // Grace is the foreground's business: a failed refresh leaves the stale value in place.
       return this.#run(full, key, loader, call, flight, token, undefined);
     };
-    core.flights.set(full, flight);
+    core.startFlight(full, flight);
     const promise = run().catch((error: unknown) => {
       core.emit(core.refreshError, channels.refreshError, () => ({
         key: full,
@@ -1459,7 +1528,7 @@ export class Cache {
     (flight as { promise: Promise<unknown> }).promise = promise;
     void promise.finally(() => {
       core.refreshing.delete(full);
-      if (core.flights.get(full) === flight) core.flights.delete(full);
+      core.land(full, flight);
     });
   }
 
@@ -1561,10 +1630,10 @@ export class Cache {
   /** A local set or delete: a load in flight must not store its (older) result. */
   #void(full: string): void {
     const core = this.#core;
-    const flight = core.flights.get(full);
+    const flight = core.flightOf(full);
     if (flight !== undefined) {
       flight.voided = true;
-      core.flights.delete(full);
+      core.endFlight(full);
     }
   }
 

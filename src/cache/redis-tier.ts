@@ -155,26 +155,16 @@ export function runBounded(
  */
 export const INVALIDATE_CHANNEL = '__redis__:invalidate';
 
-/** A call waiting for Redis, in {@link Deadlines}. */
-interface Pending {
-  readonly deadline: number;
-  done: boolean;
-  /** What the call is, for the error when it times out. */
-  readonly operation: string;
-  /** Settles the call's promise. */
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (error: unknown) => void;
-  /** What the call's promise settles with, given the outcome (see {@link RedisTier.getThen}). */
-  readonly then: Continuation<unknown, unknown> | undefined;
-}
-
 /**
  * What follows a Redis call, run in the tier's own reaction to it: given the reply, or the
- * {@link CacheRedisError} the call failed or timed out with (`reply` then `undefined`).
+ * {@link CacheRedisError} the call failed or timed out with (`reply` then `undefined`), and the
+ * `datum` the call was made with — the caller's state, so that a continuation can be one function
+ * made once rather than a closure made per call.
  */
-export type Continuation<T, R> = (
+export type Continuation<T, R, D = undefined> = (
   reply: T | undefined,
   error: CacheRedisError | undefined,
+  datum: D,
 ) => R | PromiseLike<R>;
 
 const noop = (): void => undefined;
@@ -191,88 +181,165 @@ function capture(resolve: (value: never) => void, reject: (error: unknown) => vo
   captured.reject = reject;
 }
 
-/** Settles `pending`'s promise with the call's outcome, through its continuation if it has one. */
-function finish(pending: Pending, reply: unknown, error: CacheRedisError | undefined): void {
-  const then = pending.then;
+/**
+ * A call taken out of {@link Deadlines} (see {@link Deadlines.take}): what settles its promise.
+ * One record, overwritten by each take and read out at once, so taking a call allocates nothing.
+ */
+interface Taken {
+  operation: string;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+  then: Continuation<unknown, unknown, unknown> | undefined;
+  datum: unknown;
+}
+
+/** Settles a taken call's promise with its outcome, through its continuation if it has one. */
+function finish(
+  resolve: (value: unknown) => void,
+  reject: (error: unknown) => void,
+  then: Continuation<unknown, unknown, unknown> | undefined,
+  datum: unknown,
+  reply: unknown,
+  error: CacheRedisError | undefined,
+): void {
   if (then === undefined) {
-    if (error === undefined) pending.resolve(reply);
-    else pending.reject(error);
+    if (error === undefined) resolve(reply);
+    else reject(error);
     return;
   }
   try {
-    pending.resolve(then(reply, error));
+    resolve(then(reply, error, datum));
   } catch (thrown) {
-    pending.reject(thrown);
+    reject(thrown);
   }
 }
+
+/** Slots per call in {@link Deadlines}' ring: operation, resolve, reject, then, datum. */
+const STRIDE = 5;
 
 /**
  * The per-call timeouts of one tier, on one timer. Every call gets the same `timeoutMs`, so
  * deadlines fall in the order calls start: a FIFO queue with one timer armed for its head does
  * the work of a timer per call (a `setTimeout` + `clearTimeout` pair cost about as much as the
- * rest of an L2 hit's own code). Replies on one connection come in order, so settled calls leave
- * from the head and the queue stays as short as the calls in flight. The queue is an array used
- * from `#head` to `#tail` and kept when it empties (emptied by `length = 0`, V8 would free its
- * store, and the next call allocate it again). When the timer fires, the expiry waits one
- * `setImmediate`, as {@link ioTimeout} does: after the event loop was blocked, replies already in
- * the socket are read first and win.
+ * rest of an L2 hit's own code). Replies on one connection mostly come in order, so settled calls
+ * leave from the head and the queue stays as short as the calls in flight.
+ *
+ * A call is a number, its place in the order calls were added; its fields live in a ring — one
+ * array of {@link STRIDE} slots per call and a `Float64Array` of deadlines, indexed by the
+ * number's low bits, doubled when full and never shrunk — not in an object per call: adding,
+ * settling and expiring a call allocate nothing (a deadline in an object's field would also be a
+ * heap number of its own). A call is in the queue while `#head ≤ call < #tail`, and waits while
+ * its `resolve` slot is set; its slots are emptied when it is taken, so nothing of a settled call
+ * is kept. When the timer fires, the expiry waits one `setImmediate`, as {@link ioTimeout} does:
+ * after the event loop was blocked, replies already in the socket are read first and win.
  */
 class Deadlines {
   readonly #clock: Clock;
   readonly #ms: number;
-  readonly #expire: (pending: Pending) => void;
-  readonly #queue: (Pending | undefined)[] = [];
+  readonly #expire: (taken: Taken) => void;
+  /** Capacity − 1 (the capacity is a power of two). */
+  #mask = 15;
+  #deadline = new Float64Array(16);
+  #slots: unknown[] = new Array<unknown>(16 * STRIDE).fill(undefined);
+  /** The oldest call still in the queue, and the number the next call added gets. */
   #head = 0;
   #tail = 0;
   #timer: Timer | undefined;
   #immediate: ReturnType<typeof setImmediate> | undefined;
+  /** What {@link take} hands out (see {@link Taken}). */
+  readonly taken: Taken = {
+    operation: '',
+    resolve: noop,
+    reject: noop,
+    then: undefined,
+    datum: undefined,
+  };
 
-  constructor(clock: Clock, ms: number, expire: (pending: Pending) => void) {
+  constructor(clock: Clock, ms: number, expire: (taken: Taken) => void) {
     this.#clock = clock;
     this.#ms = ms;
     this.#expire = expire;
   }
 
-  /** Calls `reject` with a timeout once `timeoutMs` passes, unless {@link settle} comes first. */
+  /**
+   * Adds a call that expires `timeoutMs` from now unless {@link take}n first; returns its
+   * number.
+   */
   add(
     operation: string,
     resolve: (value: unknown) => void,
     reject: (error: unknown) => void,
-    then: Continuation<unknown, unknown> | undefined,
-  ): Pending {
-    const pending: Pending = {
-      deadline: this.#clock.now() + this.#ms,
-      done: false,
-      operation,
-      resolve,
-      reject,
-      then,
-    };
-    this.#queue[this.#tail++] = pending;
+    then: Continuation<unknown, unknown, unknown> | undefined,
+    datum: unknown,
+  ): number {
+    if (this.#tail - this.#head > this.#mask) this.#grow();
+    const call = this.#tail++;
+    const at = call & this.#mask;
+    this.#deadline[at] = this.#clock.now() + this.#ms;
+    const slots = this.#slots;
+    const base = at * STRIDE;
+    slots[base] = operation;
+    slots[base + 1] = resolve;
+    slots[base + 2] = reject;
+    slots[base + 3] = then;
+    slots[base + 4] = datum;
     if (this.#timer === undefined && this.#immediate === undefined) this.#arm(this.#ms);
-    return pending;
+    return call;
   }
 
-  /** The call answered: it will not expire. */
-  settle(pending: Pending): void {
-    pending.done = true;
+  /** Whether the call in ring position `at` still waits. */
+  #waits(at: number): boolean {
+    return this.#slots[at * STRIDE + 1] !== undefined;
+  }
+
+  /**
+   * Takes `call` out (it answered): true, with its fields in {@link taken}, if it was still
+   * waiting; false if it expired (or was taken) before.
+   */
+  take(call: number): boolean {
+    const at = call & this.#mask;
+    if (call < this.#head || !this.#waits(at)) return false;
+    this.#takeAt(at);
     this.#drop();
+    return true;
   }
 
-  /** Moves the head past settled calls (their slots emptied: nothing of theirs is kept). */
+  /** Copies the call in ring position `at` into {@link taken} and empties its slots. */
+  #takeAt(at: number): void {
+    const taken = this.taken;
+    const slots = this.#slots;
+    const base = at * STRIDE;
+    taken.operation = slots[base] as string;
+    taken.resolve = slots[base + 1] as (value: unknown) => void;
+    taken.reject = slots[base + 2] as (error: unknown) => void;
+    taken.then = slots[base + 3] as Continuation<unknown, unknown, unknown> | undefined;
+    taken.datum = slots[base + 4];
+    slots.fill(undefined, base, base + STRIDE);
+  }
+
+  /** Moves the head past calls already taken. */
   #drop(): void {
-    const queue = this.#queue;
     const tail = this.#tail;
     let head = this.#head;
-    while (head < tail && (queue[head] as Pending).done) queue[head++] = undefined;
-    if (head === tail) {
-      head = this.#tail = 0;
-    } else if (head >= 1024 && head * 2 >= tail) {
-      queue.copyWithin(0, head, tail);
-      queue.length = this.#tail = tail - head;
-      head = 0;
-    }
+    while (head < tail && !this.#waits(head & this.#mask)) head++;
     this.#head = head;
+  }
+
+  /** Doubles the ring, each call in the queue moved to its position in the larger one. */
+  #grow(): void {
+    const mask = this.#mask;
+    const size = (mask + 1) * 2;
+    const deadline = new Float64Array(size);
+    const slots = new Array<unknown>(size * STRIDE).fill(undefined);
+    for (let call = this.#head; call < this.#tail; call++) {
+      const from = call & mask;
+      const to = call & (size - 1);
+      deadline[to] = this.#deadline[from] as number;
+      for (let k = 0; k < STRIDE; k++) slots[to * STRIDE + k] = this.#slots[from * STRIDE + k];
+    }
+    this.#mask = size - 1;
+    this.#deadline = deadline;
+    this.#slots = slots;
   }
 
   #arm(ms: number): void {
@@ -291,17 +358,22 @@ class Deadlines {
 
   #expireDue(): void {
     const now = this.#clock.now();
-    const queue = this.#queue;
-    for (let at = this.#head; at < this.#tail; at++) {
-      const pending = queue[at] as Pending;
-      if (pending.done) continue;
-      if (pending.deadline > now) break;
-      pending.done = true;
-      this.#expire(pending);
+    // The tail as it is now: a call an expiry's continuation adds is not looked at here.
+    const tail = this.#tail;
+    for (let call = this.#head; call < tail; call++) {
+      // A continuation run by an expiry may have taken calls and so moved the head past this
+      // one (their positions may then hold newer calls).
+      if (call < this.#head) call = this.#head;
+      const at = call & this.#mask;
+      if (!this.#waits(at)) continue;
+      if ((this.#deadline[at] as number) > now) break;
+      this.#takeAt(at);
+      this.#expire(this.taken);
     }
     this.#drop();
     if (this.#head < this.#tail) {
-      this.#arm(Math.max(1, (queue[this.#head] as Pending).deadline - now));
+      const first = this.#deadline[this.#head & this.#mask] as number;
+      this.#arm(Math.max(1, first - now));
     }
   }
 
@@ -375,8 +447,9 @@ export class RedisTier {
     this.#s = settings;
     // A reply after the timeout is dropped: it neither settles the call nor ends the degraded
     // period it started (a later call does, once Redis answers in time).
-    this.#deadlines = new Deadlines(settings.clock, settings.timeoutMs, (pending) => {
-      finish(pending, undefined, this.#failed(pending.operation, TIMED_OUT));
+    this.#deadlines = new Deadlines(settings.clock, settings.timeoutMs, (taken) => {
+      const { resolve, reject, then, datum } = taken;
+      finish(resolve, reject, then, datum, undefined, this.#failed(taken.operation, TIMED_OUT));
     });
     this.#get =
       typeof settings.client.get === 'function'
@@ -549,25 +622,27 @@ export class RedisTier {
    * plain command and one round trip.
    */
   get(operation: string, key: string): Promise<string | null> {
-    return this.getThen<string | null>(operation, key, undefined);
+    return this.getThen<string | null, undefined>(operation, key, undefined, undefined);
   }
 
   /**
    * {@link get} with `then` run on its outcome — the reply, or the {@link CacheRedisError} it
    * failed with — in the tier's own reaction to the call: the promise returned settles with
    * what `then` returns (or rejects with what it throws). What follows a read then costs no
-   * promise and reaction of its own. `then` always runs asynchronously (degraded too).
+   * promise and reaction of its own. `then` always runs asynchronously (degraded too), and is
+   * given `datum`: a continuation made once, given each call's state, costs a read no closure.
    */
-  getThen<R>(
+  getThen<R, D>(
     operation: string,
     key: string,
-    then: Continuation<string | null, R> | undefined,
+    then: Continuation<string | null, R, D> | undefined,
+    datum: D,
   ): Promise<R> {
     if (this.#lastError !== undefined && this.#s.clock.now() < this.#downUntil) {
       const error = this.#lastError;
       return then === undefined
         ? Promise.reject(error)
-        : Promise.resolve().then(() => then(undefined, error));
+        : Promise.resolve().then(() => then(undefined, error, datum));
     }
     const get = this.#get;
     if (get === undefined) return Promise.reject(new TypeError('the Redis client has no get'));
@@ -578,7 +653,12 @@ export class RedisTier {
       // A client that throws instead of rejecting fails the call the same way.
       call = Promise.reject(error);
     }
-    return this.#call(operation, call, then as Continuation<unknown, unknown> | undefined);
+    return this.#call(
+      operation,
+      call,
+      then as Continuation<unknown, unknown, unknown> | undefined,
+      datum,
+    );
   }
 
   /**
@@ -589,46 +669,57 @@ export class RedisTier {
    */
   #call<R>(
     operation: string,
-    call: Promise<unknown>,
-    then?: Continuation<unknown, unknown>,
+    request: Promise<unknown>,
+    then?: Continuation<unknown, unknown, unknown>,
+    datum?: unknown,
   ): Promise<R> {
     // The executor is one shared function (no closure per call): it hands the promise's
     // resolving functions out through `captured`, read right after.
     const promise = new Promise<R>(capture);
     const { resolve, reject } = captured;
     captured.resolve = captured.reject = noop;
-    let pending: Pending | undefined;
+    let call = -1;
     try {
-      pending = this.#deadlines.add(operation, resolve, reject, then);
-      const settling = pending;
-      call.then(
+      call = this.#deadlines.add(operation, resolve, reject, then, datum);
+      const at = call;
+      request.then(
         (reply) => {
-          if (settling.done) return;
-          this.#deadlines.settle(settling);
-          if (this.#degradedSince !== undefined) this.#recovered();
-          finish(settling, reply, undefined);
+          this.#answered(at, true, reply);
         },
         (error: unknown) => {
-          if (settling.done) return;
-          this.#deadlines.settle(settling);
-          finish(settling, undefined, this.#failed(operation, error));
+          this.#answered(at, false, error);
         },
       );
     } catch (error) {
       // As a throwing executor would: the promise rejects (and the call will not time out) —
       // but a continuation still runs, as for a failed call: it releases what its caller holds
       // (a load's single-flight slot).
-      if (pending !== undefined) this.#deadlines.settle(pending);
+      if (call !== -1) this.#deadlines.take(call);
       if (then === undefined) reject(error);
       else {
         try {
-          resolve(then(undefined, this.#failed(operation, error)));
+          resolve(then(undefined, this.#failed(operation, error), datum));
         } catch (thrown) {
           reject(thrown);
         }
       }
     }
     return promise;
+  }
+
+  /**
+   * Call `call` answered: `ok` with `outcome` its reply, else `outcome` what it failed with.
+   * Ignored when it timed out before: a late reply neither settles the call nor ends the
+   * degraded period it started (a later call does, once Redis answers in time).
+   */
+  #answered(call: number, ok: boolean, outcome: unknown): void {
+    const deadlines = this.#deadlines;
+    if (!deadlines.take(call)) return;
+    const { operation, resolve, reject, then, datum } = deadlines.taken;
+    if (ok) {
+      if (this.#degradedSince !== undefined) this.#recovered();
+      finish(resolve, reject, then, datum, outcome, undefined);
+    } else finish(resolve, reject, then, datum, undefined, this.#failed(operation, outcome));
   }
 
   #recovered(): void {
