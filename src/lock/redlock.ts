@@ -692,14 +692,21 @@ export class Redlock implements LockService, AsyncDisposable {
    * A fencing check in the background (its outcome matters to the next acquisition). While
    * watching, a check that left a node unrepaired (it did not answer in time, a repair round
    * failed) is tried again a few times, a second apart — nothing else may come along to do it
-   * before the next node goes down.
+   * before the next node goes down. A node that did not answer at all counts as unrepaired: the
+   * check a reconnect starts may not hear the node that just came back (its first replies
+   * slower than `nodeTimeoutMs`), and would otherwise have been the last look at it.
    */
   #checkFencing(attempt = 0): void {
     const fence = this.#fence;
     if (fence === undefined) return;
     fence.check().then(
       (check) => {
-        if (check.state === 'lost' || (check.state === 'intact' && check.emptied.length === 0)) {
+        if (
+          check.state === 'lost' ||
+          (check.state === 'intact' &&
+            check.emptied.length === 0 &&
+            check.intact.length === this.#q.nodes)
+        ) {
           return;
         }
         if (this.#listening === undefined || attempt >= RECHECKS || this.#recheck !== undefined) {

@@ -167,6 +167,32 @@ describeRedis(
       );
     }, 120_000);
 
+    it('a restarted node too slow to answer the reconnect check is repaired by a later check', async () => {
+      const net: Net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
+      const raw = clientsOf();
+      const redlock = redlockOf(raw.map((c, i) => throughNet(c, i, net)));
+      const before = await cycle(redlock, 'slow-back', 2);
+      for (const node of NODES) await until(() => markedOn(node), REPAIRED_MS, `node ${node}`);
+      // Node 2 comes back empty, and its first answers take longer than nodeTimeoutMs (200): the
+      // check its reconnect starts hears nothing from it (as on a loaded machine, or a server
+      // still warming up). That check must not be the last word on the node.
+      net.latency[2] = 500;
+      await redis().kill(2);
+      await redis().restart(2);
+      await until(
+        () => Promise.resolve(raw[2]?.status === 'ready'),
+        REPAIRED_MS,
+        'node 2 reconnected',
+      );
+      await sleep(400);
+      net.latency[2] = 0;
+      // Nothing else (no acquisition) would look at node 2 again.
+      await until(() => markedOn(2), REPAIRED_MS, 'node 2 repaired');
+      expect(await counterOn(2, `${redlock.keyOf('slow-back')}:fence`)).toBeGreaterThanOrEqual(
+        before.at(-1) as number,
+      );
+    });
+
     it('two of five nodes flushed at once (no reconnect to notice): their counters are not counted, and the acquisition that meets them has them repaired', async () => {
       const net: Net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
       const redlock = redlockOf(clientsOf().map((c, i) => throughNet(c, i, net)));
