@@ -28,7 +28,6 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
 import { numberFlag } from './flags.js';
-import { benchSagas } from './saga-rows.js';
 
 const ROUNDS = numberFlag('rounds', 20);
 const BLOCKS = numberFlag('blocks', 6);
@@ -98,7 +97,18 @@ async function main(): Promise<void> {
       const source = join(resolve(dir), 'saga', 'index.ts');
       const entry = existsSync(source) ? source : join(resolve(dir), 'saga', 'index.js');
       const mod = (await import(pathToFileURL(entry).href)) as typeof SagaModule;
-      const { io, bare } = benchSagas(mod, effects);
+      const io = mod.defineSaga(
+        'io',
+        [1, 2, 3, 4, 5].map((n) => ({
+          name: `s${n}`,
+          run: async () => ({ ok: await effects.incr(`effect:s${n}`) }),
+          compensate: () => undefined,
+        })),
+      );
+      const bare = mod.defineSaga(
+        'bare',
+        [1, 2, 3, 4, 5].map((n) => ({ name: `s${n}`, run: () => ({ ok: n }) })),
+      );
       const coordinator = new mod.SagaCoordinator({
         redis: client,
         sagas: [io, bare],

@@ -59,7 +59,7 @@ import {
   stringOption,
 } from '../core/options.js';
 import { fencedChannel, transitionChannel, type SagaTransitionEvent } from './channels.js';
-import { SagaDefinition, type ResolvedRetry, type ResolvedStep } from './definition.js';
+import { SagaDefinition, type ResolvedRetry } from './definition.js';
 import {
   SagaClosedError,
   SagaConflictError,
@@ -77,7 +77,7 @@ import {
   type SagaHistoryEntry,
   type SagaStatus,
 } from './state.js';
-import { SagaStore, type StoreWrite, type TransitionOp, type TransitionReply } from './store.js';
+import { SagaStore, type TransitionOp, type TransitionReply } from './store.js';
 
 /** Options of {@link SagaCoordinator}. */
 export interface SagaCoordinatorOptions {
@@ -271,89 +271,6 @@ interface Beating {
   renew(): void;
 }
 
-/** A drive's handling of its transitions' replies (see {@link TransitionWrite}). */
-interface Hears {
-  /** True when `reply` says the write landed (the drive's row then follows it). */
-  accepted(write: TransitionWrite, reply: TransitionReply): boolean;
-  /** Goes on with a write that failed or was refused (retries, re-reads, or stops). */
-  settle(
-    write: TransitionWrite,
-    first: TransitionReply | undefined,
-    error: unknown,
-  ): Promise<boolean>;
-}
-
-/**
- * One transition on its way to the store, and how its drive hears the reply: the store calls
- * `resolve` or `reject` on it directly (see {@link StoreWrite}), and it settles the promise the
- * drive awaits — true when the write landed, else as the retry and re-read path decides. One
- * object and one promise per transition: no promise of the store's with a reaction chained
- * to it, and no closures made per transition.
- */
-class TransitionWrite implements StoreWrite {
-  readonly saga: string;
-  readonly keys: readonly string[];
-  readonly args: readonly (string | number)[];
-  /** The detail as given (`args` holds it shortened; a retry shortens it again from this). */
-  readonly detail: string;
-  readonly event: string;
-  readonly #hears: Hears;
-  readonly #resolve: (value: boolean | Promise<boolean>) => void;
-  readonly #reject: (error: unknown) => void;
-
-  constructor(
-    saga: string,
-    keys: readonly string[],
-    args: readonly (string | number)[],
-    detail: string,
-    event: string,
-    hears: Hears,
-    resolve: (value: boolean | Promise<boolean>) => void,
-    reject: (error: unknown) => void,
-  ) {
-    this.saga = saga;
-    this.keys = keys;
-    this.args = args;
-    this.detail = detail;
-    this.event = event;
-    this.#hears = hears;
-    this.#resolve = resolve;
-    this.#reject = reject;
-  }
-
-  get op(): TransitionOp {
-    return this.args[4] as TransitionOp;
-  }
-
-  get step(): number {
-    return this.args[5] as number;
-  }
-
-  get argument(): string {
-    return this.args[7] as string;
-  }
-
-  resolve(reply: unknown): void {
-    // Never throws into the store's loop over a batch: whatever the drive's handling throws
-    // (an event listener's error is re-thrown asynchronously, but to be sure) rejects this
-    // transition alone, as it did inside a reaction.
-    try {
-      const r = reply as TransitionReply;
-      this.#resolve(this.#hears.accepted(this, r) || this.#hears.settle(this, r, undefined));
-    } catch (error) {
-      this.#reject(error);
-    }
-  }
-
-  reject(error: unknown): void {
-    try {
-      this.#resolve(this.#hears.settle(this, undefined, error));
-    } catch (e) {
-      this.#reject(e);
-    }
-  }
-}
-
 /**
  * One step or compensation call in flight: its signal, and how it settles — at the first of its
  * own result, an abort (step timeout, deadline, cancel, close) or a lost lease. Methods on a
@@ -366,18 +283,21 @@ class Attempt {
   undo: (() => void)[] | undefined;
   lost: { cause: unknown } | undefined;
   settled = false;
-  /** How it settled, while nobody waits on {@link Attempt.outcome}: succeeded, and with what. */
-  ok = false;
-  value: unknown;
   readonly #beating: Beating;
   readonly #coordinator: Set<Beating>;
-  /** The resolving functions of {@link Attempt.outcome}'s promise, once one is made. */
-  #resolve: ((value: unknown) => void) | undefined;
-  #reject: ((error: unknown) => void) | undefined;
+  readonly #resolve: (value: unknown) => void;
+  readonly #reject: (error: unknown) => void;
 
-  constructor(beating: Beating, coordinator: Set<Beating>) {
+  constructor(
+    beating: Beating,
+    coordinator: Set<Beating>,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+  ) {
     this.#beating = beating;
     this.#coordinator = coordinator;
+    this.#resolve = resolve;
+    this.#reject = reject;
   }
 
   settle(ok: boolean, value: unknown): void {
@@ -390,28 +310,9 @@ class Attempt {
       this.#coordinator.delete(this.#beating);
     }
     if (this.undo !== undefined) for (const off of this.undo) off();
-    if (this.lost !== undefined) {
-      ok = false;
-      value = new Stop(this.lost.cause);
-    }
-    if (this.#resolve === undefined) {
-      // Settled before anyone waited (a step that answered at once): kept for outcome().
-      this.ok = ok;
-      this.value = value;
-    } else if (ok) this.#resolve(value);
-    else this.#reject?.(value);
-  }
-
-  /**
-   * The call's outcome as a promise: made only for a call still in flight (a call that settled
-   * as it started is read from `ok` and `value`, with no promise and no await).
-   */
-  outcome(): Promise<unknown> {
-    if (this.settled) return this.ok ? Promise.resolve(this.value) : Promise.reject(this.value);
-    const promise = pending<unknown>();
-    this.#resolve = lastResolvers.resolve as (value: unknown) => void;
-    this.#reject = lastResolvers.reject;
-    return promise;
+    if (this.lost !== undefined) this.#reject(new Stop(this.lost.cause));
+    else if (ok) this.#resolve(value);
+    else this.#reject(value);
   }
 
   abort(reason: unknown): void {
@@ -1019,42 +920,13 @@ export class SagaCoordinator implements AsyncDisposable {
       detail: string,
       argument: string,
       event: string = op,
-    ): Promise<boolean> => {
-      const landing = pending<boolean>();
-      const { resolve, reject } = lastResolvers as {
-        resolve: (value: boolean | Promise<boolean>) => void;
-        reject: (error: unknown) => void;
-      };
-      this.#store.write(
-        new TransitionWrite(
-          def.name,
-          keys,
-          [id, row.owner, row.fence, row.version, op, step, short(detail), argument],
-          detail,
-          event,
-          hears,
-          resolve,
-          reject,
-        ),
+    ): Promise<boolean> =>
+      this.#store.transition(def.name, id, row, op, step, short(detail), argument, keys).then(
+        (reply) =>
+          accepted(op, step, argument, event, reply) ||
+          settleTransition(op, step, detail, argument, event, reply, undefined),
+        (error: unknown) => settleTransition(op, step, detail, argument, event, undefined, error),
       );
-      return landing;
-    };
-
-    /** What a {@link TransitionWrite} of this drive calls with its reply or failure. */
-    const hears: Hears = {
-      accepted: (write, reply) =>
-        accepted(write.op, write.step, write.argument, write.event, reply),
-      settle: (write, first, error) =>
-        settleTransition(
-          write.op,
-          write.step,
-          write.detail,
-          write.argument,
-          write.event,
-          first,
-          error,
-        ),
-    };
 
     /** True when `reply` says the transition landed; `row` then follows it. */
     const accepted = (
@@ -1247,31 +1119,34 @@ export class SagaCoordinator implements AsyncDisposable {
      * one.
      */
     const call = (
-      step: ResolvedStep,
-      fn: (ctx: never, signal: AbortSignal) => unknown,
-      ctx: unknown,
+      fn: (signal: AbortSignal) => unknown,
+      stepName: string,
+      timeoutMs: number | undefined,
       forward: boolean,
-    ): Attempt => {
-      // No promise unless the call is still in flight once started (see Attempt.outcome).
-      const attempt = new Attempt(beating, this.#beating);
+    ): Promise<unknown> => {
+      // One promise and no executor closure per call (see core's pending()).
+      const settled = pending<unknown>();
+      const { resolve, reject } = lastResolvers as {
+        resolve: (value: unknown) => void;
+        reject: (error: unknown) => void;
+      };
+      const attempt = new Attempt(beating, this.#beating, resolve, reject);
       try {
-        launch(attempt, step, fn, ctx, forward);
+        launch(attempt, fn, stepName, timeoutMs, forward);
       } catch (error) {
-        attempt.settle(false, error); // as a throw inside a promise's executor would
+        reject(error); // as a throw inside a promise's executor would
       }
-      return attempt;
+      return settled;
     };
 
-    /** Starts `step`'s `fn` (its action or compensation) as `attempt`. */
+    /** Starts `fn` as `attempt` (what `call` does once its promise exists). */
     const launch = (
       attempt: Attempt,
-      step: ResolvedStep,
-      fn: (ctx: never, signal: AbortSignal) => unknown,
-      ctx: unknown,
+      fn: (signal: AbortSignal) => unknown,
+      stepName: string,
+      timeoutMs: number | undefined,
       forward: boolean,
     ): void => {
-      const stepName = step.name;
-      const timeoutMs = step.timeoutMs;
       // Closing aborts the call too (recorded as nothing: the lease runs out and another
       // process re-runs it with the same idempotency key), so close() never waits on a hung
       // step. A call whose close or cancel came first is not started.
@@ -1309,9 +1184,7 @@ export class SagaCoordinator implements AsyncDisposable {
       // a plain value settles the call at once (no reaction, no promise made for it).
       let result: unknown;
       try {
-        // An action is called on its step (`step.run(ctx, signal)`), a compensation as a bare
-        // function, as they always were.
-        result = fn.call(forward ? step : undefined, ctx as never, attempt.controller.signal);
+        result = fn(attempt.controller.signal);
       } catch (error) {
         attempt.settle(false, error);
         return;
@@ -1370,9 +1243,12 @@ export class SagaCoordinator implements AsyncDisposable {
             const ctx = context(next.step, next.attempt);
             let output: unknown;
             try {
-              const attempt = call(step, step.run, ctx, true);
-              // A step that answered at once is read as it is (no promise, no await).
-              output = attempt.settled && attempt.ok ? attempt.value : await attempt.outcome();
+              output = await call(
+                (s) => step.run(ctx as never, s),
+                step.name,
+                step.timeoutMs,
+                true,
+              );
             } catch (error) {
               if (error instanceof Stop) throw error;
               if (this.#isClosing()) throw new Stop(error);
@@ -1424,8 +1300,7 @@ export class SagaCoordinator implements AsyncDisposable {
                 completed,
                 reason: row.reason ?? '',
               };
-              const attempt = call(step, compensate, ctx, false);
-              if (!attempt.settled || !attempt.ok) await attempt.outcome();
+              await call((s) => compensate(ctx as never, s), step.name, step.timeoutMs, false);
             } catch (error) {
               if (error instanceof Stop) throw error;
               if (this.#isClosing()) throw new Stop(error);

@@ -79,33 +79,25 @@ const MAX_BATCH = 256;
 export const MAX_BATCH_TEXT = 1 << 20;
 
 /** The texts of one transition, as counted against {@link MAX_BATCH_TEXT}. */
-function textOf(item: StoreWrite): number {
+function textOf(item: Queued): number {
   return (item.args[6] as string).length + (item.args[7] as string).length;
 }
 
 /** The transitions of one group waiting for the end of the tick, and their texts' size. */
 interface Queue {
-  readonly items: StoreWrite[];
+  readonly items: Queued[];
   text: number;
 }
 
-/**
- * A transition (or start) on its way: waiting for the end of the tick, or sent. The store calls
- * exactly one of `resolve` and `reject`, once, when its reply (or failure) comes. @internal
- */
-export interface StoreWrite {
+/** A transition (or start) on its way: waiting for the end of the tick, or sent. */
+interface Queued {
   /** The saga's name (for the error's message). */
   readonly saga: string;
   readonly keys: readonly string[];
   /** id, owner, fence, version, op, step, detail, op argument */
   readonly args: readonly (string | number)[];
-  /**
-   * Hears a transition's decoded reply ({@link decodeTransitionReply}), a start's as Redis
-   * answered it. Called inside the loop that answers a whole batch: it must not throw.
-   */
-  resolve(reply: unknown): void;
-  /** Hears a {@link SagaStoreError}, or the decoding error of a reply of the wrong shape. */
-  reject(error: unknown): void;
+  readonly resolve: (reply: unknown) => void;
+  readonly reject: (error: unknown) => void;
 }
 
 /**
@@ -288,7 +280,7 @@ function batchError(reply: unknown): Error | undefined {
 }
 
 /** The store error of a failed transition (or start), naming it. */
-function storeError(q: StoreWrite, cause: unknown): SagaStoreError {
+function storeError(q: Queued, cause: unknown): SagaStoreError {
   const [id, , , , op, step] = q.args;
   const what =
     op === 'start'
@@ -298,7 +290,7 @@ function storeError(q: StoreWrite, cause: unknown): SagaStoreError {
 }
 
 /** Settles `q` by its reply: a transition's decoded, a start's as it is. */
-function settle(q: StoreWrite, reply: unknown): void {
+function settle(q: Queued, reply: unknown): void {
   if (q.args[4] === 'start') {
     q.resolve(reply);
     return;
@@ -363,24 +355,17 @@ class TransitionBatcher {
   ): Promise<unknown> {
     // One promise and no executor closure per transition (see core's pending()).
     const promise = pending<unknown>();
-    const { resolve, reject } = lastResolvers as Pick<StoreWrite, 'resolve' | 'reject'>;
-    this.write({ saga, keys, args, resolve, reject });
-    return promise;
-  }
-
-  /**
-   * Runs one write whose caller hears the reply itself (see {@link StoreWrite}): no promise made
-   * for it here.
-   */
-  write(item: StoreWrite): void {
+    const { resolve, reject } = lastResolvers as Pick<Queued, 'resolve' | 'reject'>;
+    const item: Queued = { saga, keys, args, resolve, reject };
     try {
       this.#enqueue(item);
     } catch (error) {
       item.reject(error); // as a throw inside a promise's executor would
     }
+    return promise;
   }
 
-  #enqueue(item: StoreWrite): void {
+  #enqueue(item: Queued): void {
     if (!this.#scheduled && this.#inflight === 0) {
       this.#one(item);
       return;
@@ -421,7 +406,7 @@ class TransitionBatcher {
    * One write alone: {@link TRANSITION} with its twelve arguments, or {@link START} with its
    * eight for a start.
    */
-  #one(item: StoreWrite): void {
+  #one(item: Queued): void {
     this.#inflight++;
     this.#script(item.keys, item.args).then(
       (reply) => {
@@ -465,9 +450,9 @@ class TransitionBatcher {
     ]);
   }
 
-  #send(queue: readonly StoreWrite[]): void {
+  #send(queue: readonly Queued[]): void {
     if (queue.length === 1) {
-      this.#one(queue[0] as StoreWrite);
+      this.#one(queue[0] as Queued);
       return;
     }
     const c = this.#config;
@@ -487,7 +472,7 @@ class TransitionBatcher {
         this.#inflight--;
         const list = Array.isArray(replies) ? (replies as unknown[]) : [];
         for (let i = 0; i < queue.length; i++) {
-          const q = queue[i] as StoreWrite;
+          const q = queue[i] as Queued;
           const reply = list[i];
           const error = batchError(reply);
           if (error !== undefined) q.reject(storeError(q, error));
@@ -624,15 +609,6 @@ export class SagaStore {
       detail,
       argument,
     ]) as Promise<TransitionReply>;
-  }
-
-  /**
-   * One transition script call whose caller hears the reply itself: `write.args` are
-   * {@link SagaStore.transition}'s (id, owner, fence, version, op, step, detail, op argument).
-   * A coordinator's hot path: the reply reaches it with no promise of the store's in between.
-   */
-  write(write: StoreWrite): void {
-    this.#batcher.write(write);
   }
 
   /** Claims the expired instances of one shard. */
