@@ -6,9 +6,9 @@
  * Why batch. Every call on its own is one command: one socket write (a system call, and a TCP
  * segment for Redis to read), one command object and reply for the client library to build and
  * parse, one script run for Redis to dispatch; under concurrency that is where the time goes,
- * on the client and on the server. A call to a node that owes at most one answer is sent at
- * once when every answer the node owes is late (its round was decided without it; no added
- * latency when calls are sparse); calls to a node owing answers somebody waits for are collected
+ * on the client and on the server. A call to a node with nothing queued is sent at once when
+ * every answer the node owes is late (its round was decided without it; no added latency when
+ * calls are sparse); calls to a node owing answers somebody waits for are collected
  * until the microtasks of the current burst of replies have run (`process.nextTick`) and sent
  * as one `EVALSHA` of the {@link BATCH} script, which runs each call's own script on its
  * own keys and arguments and answers each call separately. Every call is exactly the script it

@@ -527,6 +527,8 @@ export class Redlock implements LockService, AsyncDisposable {
   #listening: (() => void)[] | undefined;
   /** A fencing check scheduled again (see `#checkFencing`). */
   #recheck: Timer | undefined;
+  /** The attempt number the pending recheck runs as (see `#checkFencing`). */
+  #recheckAttempt = 0;
   /** Set by {@link Redlock.close}. */
   #closed = false;
   /** What `stats()` reports. */
@@ -709,13 +711,20 @@ export class Redlock implements LockService, AsyncDisposable {
         ) {
           return;
         }
-        if (this.#listening === undefined || attempt >= RECHECKS || this.#recheck !== undefined) {
+        if (this.#listening === undefined) return;
+        if (this.#recheck !== undefined) {
+          // A recheck is already pending: a new event (another reconnect) gives it a fresh
+          // budget rather than being dropped, so a node that came back meanwhile still gets
+          // RECHECKS looks of its own.
+          if (attempt === 0) this.#recheckAttempt = 1;
           return;
         }
+        if (attempt >= RECHECKS) return;
+        this.#recheckAttempt = attempt + 1;
         this.#recheck = this.#o.clock
           .setTimer(() => {
             this.#recheck = undefined;
-            this.#checkFencing(attempt + 1);
+            this.#checkFencing(this.#recheckAttempt);
           }, RECHECK_MS)
           .unref();
       },
