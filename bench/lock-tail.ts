@@ -7,8 +7,10 @@
  * with `--rusage`, the process's voluntary context switches inside it (it blocked waiting for a
  * reply: a server had not run yet); with `--wrap`, answers that arrived inside it to calls sent
  * before it, and the node that answered last (every library's clients are wrapped alike). It
- * prints, per library, the composition of all cycles and of those above p98, and the p50/p99
- * by the library that ran just before.
+ * prints, per library, the composition of all cycles and of those above p98, the p50/p99
+ * by the library that ran just before, and (session 17) the cycles a collection overlapped by
+ * the library that ran just before and by the half (acquire or release) in which it started,
+ * and how many collections ran outside every timed cycle.
  *
  * With `--hooks` (distorts the timings; counts only): promises made, and callbacks of other
  * async resources run (socket reads, ticks, timers), per cycle and per library, by async_hooks;
@@ -368,7 +370,28 @@ async function main(): Promise<void> {
           `neither: p50 ${pct(neither, 0.5).toFixed(3)} p99 ${pct(neither, 0.99).toFixed(3)}`,
       );
       console.log(`  tail: ${describe(tail)}`);
+      // Which cycle a collection lands in: by the library that ran just before, and by the half
+      // (acquire or release) in which it started.
+      const gcPrev = new Map<string, number>();
+      let inAcquire = 0;
+      let inRelease = 0;
+      for (const c of lib.cycles) {
+        if (!gcIn(c).any) continue;
+        gcPrev.set(c.prev, (gcPrev.get(c.prev) ?? 0) + 1);
+        for (const g of gcs) {
+          if (g.end < c.t0 || g.start > c.t2) continue;
+          if (g.start < c.t1) inAcquire++;
+          else inRelease++;
+        }
+      }
+      console.log(
+        `  gc cycles by the library before: ${[...gcPrev].map(([p, n]) => `${p}:${n}`).join(' ')}; ` +
+          `collections starting in acquire ${inAcquire}, in release ${inRelease}`,
+      );
     }
+    let between = 0;
+    for (const g of gcs) if (find(g.start) === undefined && find(g.end) === undefined) between++;
+    console.log(`collections outside every timed cycle: ${between} of ${gcs.length}`);
     const k = libs[0] as Lib;
     const n = libs[1] as Lib;
     const kt = k.cycles.map((c) => c.t2 - c.t0);
