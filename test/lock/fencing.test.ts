@@ -59,6 +59,17 @@ describeRedis(
       return redlock;
     };
 
+    /** Kills node `node`, restarts it empty, and waits until its client in `raw` is ready again. */
+    const restartEmpty = async (raw: readonly Redis[], node: number): Promise<void> => {
+      await redis().kill(node);
+      await redis().restart(node);
+      await until(
+        () => Promise.resolve(raw[node]?.status === 'ready'),
+        REPAIRED_MS,
+        `node ${node} reconnected`,
+      );
+    };
+
     /** The fence a counter holds (tagged or not, see FENCE_TAG). */
     const counterOn = async (node: number, key: string): Promise<number> => {
       const value = Number((await (inspect[node] as Redis).get(key)) ?? '0');
@@ -177,13 +188,7 @@ describeRedis(
       // check its reconnect starts hears nothing from it (as on a loaded machine, or a server
       // still warming up). That check must not be the last word on the node.
       net.latency[2] = 500;
-      await redis().kill(2);
-      await redis().restart(2);
-      await until(
-        () => Promise.resolve(raw[2]?.status === 'ready'),
-        REPAIRED_MS,
-        'node 2 reconnected',
-      );
+      await restartEmpty(raw, 2);
       await sleep(400);
       net.latency[2] = 0;
       // Nothing else (no acquisition) would look at node 2 again.
@@ -215,13 +220,7 @@ describeRedis(
       // Node 2 comes back empty; every round of the repair its reconnect starts (status, begin,
       // scans, copy, end) takes 100 ms, so close() comes in the middle of it.
       for (const node of NODES) net.latency[node] = 100;
-      await redis().kill(2);
-      await redis().restart(2);
-      await until(
-        () => Promise.resolve(raw[2]?.status === 'ready'),
-        REPAIRED_MS,
-        'node 2 reconnected',
-      );
+      await restartEmpty(raw, 2);
       await redlock.close();
       closed = true;
       await sleep(1_500); // the rest of a repair (and a recheck) would show by now
