@@ -140,13 +140,9 @@ export function parseCounted(stdout: string): CountedOp[] {
     .map((line) => JSON.parse(line) as CountedOp);
 }
 
-/**
- * Runs the counting child `bundle` (a file) under callgrind, with `args`, and returns what it
- * printed. Its dumps go to a fresh temporary directory, removed afterwards.
- */
-export function countUnderCallgrind(bundle: string, args: readonly string[]): Promise<CountedOp[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'keel-diag-cg-'));
-  const child = spawn(
+/** Starts the counting child: `bundle` under callgrind, with `args`, its dumps in `dir`. */
+function spawnCounting(dir: string, bundle: string, args: readonly string[]) {
+  return spawn(
     'valgrind',
     [
       '--tool=callgrind',
@@ -168,14 +164,41 @@ export function countUnderCallgrind(bundle: string, args: readonly string[]): Pr
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+}
+
+/**
+ * Runs the counting child `bundle` (a file) under callgrind, with `args`, and returns what it
+ * printed. Its dumps go to a fresh temporary directory in `parent`, removed on every path: the
+ * child ran, could not be spawned (spawn() throws on a bad argument), or failed to start (an
+ * `error` event; Node does not promise a `close` after one).
+ */
+export function countUnderCallgrind(
+  bundle: string,
+  args: readonly string[],
+  parent: string = tmpdir(),
+): Promise<CountedOp[]> {
+  const dir = mkdtempSync(join(parent, 'keel-diag-cg-'));
+  const removeDir = (): void => {
+    rmSync(dir, { recursive: true, force: true });
+  };
+  let child: ReturnType<typeof spawnCounting>;
+  try {
+    child = spawnCounting(dir, bundle, args);
+  } catch (error) {
+    removeDir();
+    return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+  }
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   return new Promise<CountedOp[]>((resolve, reject) => {
-    child.on('error', reject);
+    child.on('error', (error) => {
+      removeDir();
+      reject(error);
+    });
     child.on('close', (code) => {
-      rmSync(dir, { recursive: true, force: true });
+      removeDir();
       if (code === 0) resolve(parseCounted(stdout));
       else
         reject(

@@ -20,7 +20,7 @@
 import { Redis } from 'ioredis';
 import type * as LockModule from '../src/lock/index.js';
 import NodeRedlock from 'redlock';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -58,48 +58,66 @@ function lastDumpTotal(dir: string, before: ReadonlySet<string>): number {
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'keel-cg-'));
-  const port = await freePort();
-  const child = spawn(
-    'valgrind',
-    [
-      '--tool=callgrind',
-      `--callgrind-out-file=${join(dir, 'cg.%p')}`,
-      'redis-server',
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--hz',
-      '1',
-      '--dir',
-      dir,
-    ],
-    { stdio: 'ignore' },
-  );
-  const harness = await RedisHarness.start({ count: 4, args: ['--hz', '1'] });
-  const measured = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
-  measured.on('error', () => undefined);
-  const clients = [
-    ...harness.clients(),
-    new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 200 }),
-  ];
+  // Everything after the directory is made runs inside the try, so that the finally removes it
+  // (and stops what was started) on every path: valgrind missing, the harness failing, a count
+  // failing.
+  let child: ChildProcess | undefined;
+  let ended: Promise<unknown> = Promise.resolve();
+  let failed: Error | undefined;
+  let harness: RedisHarness | undefined;
+  let measured: Redis | undefined;
+  const clients: Redis[] = [];
   try {
+    const port = await freePort();
+    const server = spawn(
+      'valgrind',
+      [
+        '--tool=callgrind',
+        `--callgrind-out-file=${join(dir, 'cg.%p')}`,
+        'redis-server',
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--hz',
+        '1',
+        '--dir',
+        dir,
+      ],
+      { stdio: 'ignore' },
+    );
+    child = server;
+    // Listened to at once: a spawn that fails (valgrind not installed) emits `error` — which,
+    // unheard, would end the process before the finally — and `close` may come before the
+    // finally would start waiting for it.
+    server.once('error', (error) => {
+      failed = error;
+    });
+    ended = new Promise((done) => server.once('close', done));
+    harness = await RedisHarness.start({ count: 4, args: ['--hz', '1'] });
+    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
+    measured = probe;
+    probe.on('error', () => undefined);
+    clients.push(
+      ...harness.clients(),
+      new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 200 }),
+    );
     for (let i = 0; ; i++) {
       try {
-        await measured.connect();
-        await measured.ping();
+        await probe.connect();
+        await probe.ping();
         break;
       } catch {
+        if (failed !== undefined) throw failed;
         if (i > 400) throw new Error('the valgrind redis-server did not start');
         await new Promise((r) => setTimeout(r, 300));
       }
     }
-    await Promise.all(clients.map((c) => c.ping()));
-    const pid = String(child.pid);
+    const pid = String(server.pid);
     const libraries: [string, () => Promise<unknown>][] = [['PING only', () => Promise.resolve()]];
     for (const [i, d] of dists.entries()) {
       const mod = (await import(join(resolve(d), 'lock', 'index.js'))) as typeof LockModule;
@@ -128,7 +146,7 @@ async function main(): Promise<void> {
     ]);
     const cycle = async (run: () => Promise<unknown>): Promise<void> => {
       await run();
-      await measured.ping();
+      await probe.ping();
     };
     for (const [name, run] of libraries) {
       for (let c = 0; c < WARMUP; c++) await cycle(run);
@@ -140,11 +158,13 @@ async function main(): Promise<void> {
       console.log(`${name}: ${(total / CYCLES).toFixed(0)} instructions per cycle (${CYCLES})`);
     }
   } finally {
-    await measured.quit().catch(() => undefined);
+    await measured?.quit().catch(() => undefined);
     for (const c of clients) c.disconnect();
-    await harness.stop();
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('close', r));
+    await harness?.stop();
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+    }
+    await ended;
     rmSync(dir, { recursive: true, force: true });
   }
 }

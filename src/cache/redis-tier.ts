@@ -246,6 +246,14 @@ class Deadlines {
   #tail = 0;
   #timer: Timer | undefined;
   #immediate: ReturnType<typeof setImmediate> | undefined;
+  /**
+   * True while {@link #expireDue} runs: a call its continuations add then arms no timer (the
+   * expiry arms the one timer when it is done; armed twice, the first would be lost to
+   * `close()`).
+   */
+  #expiring = false;
+  /** Set by {@link close}: no timer is armed and nothing expires any more. */
+  #closed = false;
   /** What {@link take} hands out (see {@link Taken}). */
   readonly taken: Taken = {
     operation: '',
@@ -283,7 +291,9 @@ class Deadlines {
     slots[base + 2] = reject;
     slots[base + 3] = then;
     slots[base + 4] = datum;
-    if (this.#timer === undefined && this.#immediate === undefined) this.#arm(this.#ms);
+    if (this.#timer === undefined && this.#immediate === undefined && !this.#expiring) {
+      this.#arm(this.#ms);
+    }
     return call;
   }
 
@@ -343,6 +353,7 @@ class Deadlines {
   }
 
   #arm(ms: number): void {
+    if (this.#closed) return;
     // Unref'd: a call in flight keeps its socket (and so the process) alive by itself.
     this.#timer = this.#clock
       .setTimer(() => {
@@ -360,15 +371,21 @@ class Deadlines {
     const now = this.#clock.now();
     // The tail as it is now: a call an expiry's continuation adds is not looked at here.
     const tail = this.#tail;
-    for (let call = this.#head; call < tail; call++) {
-      // A continuation run by an expiry may have taken calls and so moved the head past this
-      // one (their positions may then hold newer calls).
-      if (call < this.#head) call = this.#head;
-      const at = call & this.#mask;
-      if (!this.#waits(at)) continue;
-      if ((this.#deadline[at] as number) > now) break;
-      this.#takeAt(at);
-      this.#expire(this.taken);
+    this.#expiring = true;
+    try {
+      // A continuation may close the tier: the calls after it then stay in flight, unexpired.
+      for (let call = this.#head; call < tail && !this.#closed; call++) {
+        // A continuation run by an expiry may have taken calls and so moved the head past this
+        // one (their positions may then hold newer calls).
+        if (call < this.#head) call = this.#head;
+        const at = call & this.#mask;
+        if (!this.#waits(at)) continue;
+        if ((this.#deadline[at] as number) > now) break;
+        this.#takeAt(at);
+        this.#expire(this.taken);
+      }
+    } finally {
+      this.#expiring = false;
     }
     this.#drop();
     if (this.#head < this.#tail) {
@@ -379,6 +396,7 @@ class Deadlines {
 
   /** Stops the timer (calls still in flight then never time out: the tier is closing). */
   close(): void {
+    this.#closed = true;
     this.#timer?.cancel();
     this.#timer = undefined;
     if (this.#immediate !== undefined) clearImmediate(this.#immediate);

@@ -73,6 +73,8 @@ export class FenceKeeper {
   readonly #q: Quorum;
   #queued: Promise<FenceCheck> | undefined;
   #tail: Promise<unknown> = Promise.resolve();
+  /** Set by {@link FenceKeeper.stop}: no round is sent any more. */
+  #stopped = false;
 
   constructor(q: Quorum, keyPrefix: string) {
     this.#q = q;
@@ -96,8 +98,26 @@ export class FenceKeeper {
     return run;
   }
 
+  /**
+   * Stops checking (the Redlock's `close()`): no check sends a round any more, and the one
+   * running ends at its next step (a repair cut short is what a client that died mid-repair
+   * leaves: a session that expires, the node still unmarked for the next Redlock to repair).
+   * Resolves once that check has ended — after the round it had in flight, each bounded by the
+   * node timeout.
+   */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#tail;
+  }
+
+  /** Stopped? (A call, not the field: a check reads it again after each await.) */
+  #halted(): boolean {
+    return this.#stopped;
+  }
+
   async #run(): Promise<FenceCheck> {
     const q = this.#q;
+    if (this.#halted()) return { state: 'unavailable', intact: [], emptied: [] };
     const status = await q.round(FENCE_STATUS, [this.marker], [], always, { waitAll: true });
     const intact: number[] = [];
     const emptied: number[] = [];
@@ -135,6 +155,7 @@ export class FenceKeeper {
     bootstrap: boolean,
   ): Promise<number[]> {
     const q = this.#q;
+    if (this.#halted()) return [];
     const session = newToken();
     const keys = [this.marker, this.#sessions];
     const begun = await q.round(FENCE_REPAIR, keys, [session, 'begin', SESSION_TTL_MS], isOne, {
@@ -142,16 +163,16 @@ export class FenceKeeper {
       nodes: targets,
     });
     let writing = targets.filter((n) => saidOne(begun, n));
-    if (writing.length === 0) return [];
+    if (writing.length === 0 || this.#halted()) return [];
     // A bootstrap reads the nodes it writes, each valid while its session holds (no restart).
     const from = bootstrap ? writing : sources;
     const counters = new Map<string, number>();
     const complete = await Promise.all(
       from.map((n) => this.#scan(n, session, bootstrap, counters)),
     );
-    if (complete.filter(Boolean).length < q.size) return [];
+    if (complete.filter(Boolean).length < q.size || this.#halted()) return [];
     const entries = [...counters];
-    for (let i = 0; i < entries.length && writing.length > 0; i += CHUNK) {
+    for (let i = 0; i < entries.length && writing.length > 0 && !this.#halted(); i += CHUNK) {
       const chunk = entries.slice(i, i + CHUNK);
       const copied = await q.round(
         FENCE_REPAIR,
@@ -162,7 +183,7 @@ export class FenceKeeper {
       );
       writing = writing.filter((n) => saidOne(copied, n));
     }
-    if (writing.length === 0) return [];
+    if (writing.length === 0 || this.#halted()) return [];
     const ended = await q.round(FENCE_REPAIR, keys, [session, 'end', newToken()], isOne, {
       waitAll: true,
       nodes: writing,
@@ -182,6 +203,7 @@ export class FenceKeeper {
   ): Promise<boolean> {
     let cursor = '0';
     do {
+      if (this.#halted()) return false;
       const page = (
         await this.#q.round(
           FENCE_SCAN,

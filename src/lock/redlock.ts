@@ -645,8 +645,9 @@ export class Redlock implements LockService, AsyncDisposable {
 
   /**
    * Closes the Redlock: closes the connections it opened itself (the subscriber connections
-   * behind release notifications), stops its background fencing checks and removes its
-   * listeners from your clients. Your clients stay yours to quit. Afterwards `acquire()`,
+   * behind release notifications), stops its fencing checks (one running ends after the round
+   * it has in flight; a node it left unrepaired is repaired by the next Redlock that checks)
+   * and removes its listeners from your clients. Your clients stay yours to quit. Afterwards `acquire()`,
    * `using()` and `semaphore()` — and the semaphores it made — fail with a `ClosedError`;
    * locks already held can still be released (through your clients). Acquisitions still
    * waiting go on by polling until they win or give up. Safe to call twice.
@@ -667,7 +668,10 @@ export class Redlock implements LockService, AsyncDisposable {
       const listener = listeners?.[i];
       if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
     });
-    await this.#q.drain(2 * this.#o.nodeTimeoutMs);
+    // A fencing check running (a reconnect's, a recheck's) is several rounds in a row; drain()
+    // alone waits only for the one in flight, and the next would be sent after close resolved.
+    // Stopped first (synchronously), it sends none, so drain()'s bound still holds.
+    await Promise.all([this.#fence?.stop(), this.#q.drain(2 * this.#o.nodeTimeoutMs)]);
     this.#q.rest();
   }
 

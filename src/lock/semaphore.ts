@@ -171,6 +171,8 @@ export class Semaphore implements AsyncDisposable {
 
   /** Set by {@link Semaphore.close}. */
   #closed = false;
+  /** Releases of overtaken late grants still in flight (see `#lateGrant`); `close()` waits. */
+  readonly #releasing = new Set<Promise<unknown>>();
 
   private constructor(name: string, options: SemaphoreOptions, context: SemaphoreContext) {
     if (typeof name !== 'string' || name === '') {
@@ -199,12 +201,13 @@ export class Semaphore implements AsyncDisposable {
   /**
    * Closes this semaphore: afterwards `acquire()` and `using()` fail with a `ClosedError`
    * (permits already held can still be released). It owns no connection or timer of its own —
-   * those are its Redlock's, and closing the Redlock closes its semaphores too. Safe to call
+   * those are its Redlock's, and closing the Redlock closes its semaphores too. Resolves once
+   * the releases of late grants it sent (see `acquire()`) have been answered. Safe to call
    * twice.
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closed = true;
-    return Promise.resolve();
+    while (this.#releasing.size > 0) await Promise.all(this.#releasing);
   }
 
   /** {@link Semaphore.close}, for `await using`. */
@@ -266,7 +269,13 @@ export class Semaphore implements AsyncDisposable {
     const deadline = waitDeadline(this.#c.quorum.clock, waitMs);
     const attempts = retriesOf({ retryCount, waitMs }, options);
     const q = this.#c.quorum;
+    // The slots of the attempt made last (`slotsOf`), and of earlier ones — kept only when an
+    // acquisition makes more than one attempt — for their late answers (see `late`).
     let slots: number[] = [];
+    let slotsOf = '';
+    let earlier: Map<string, number[]> | undefined;
+    let permit: Permit | undefined;
+    let wonWith = '';
     return q.acquire(
       {
         resources: [this.name],
@@ -275,7 +284,9 @@ export class Semaphore implements AsyncDisposable {
         script: SEM_ACQUIRE,
         keys: this.#keys,
         args: (token) => {
+          if (slotsOf !== '') (earlier ??= new Map()).set(slotsOf, slots);
           slots = this.#choose(permits);
+          slotsOf = token;
           return [token, ttlMs, this.limit, ...slots];
         },
         granted: isGrant,
@@ -290,7 +301,20 @@ export class Semaphore implements AsyncDisposable {
           const validUntil = q.deadline(started, ttlMs);
           if (validUntil - q.clock.now() <= this.#c.minValidityMs) return TOO_SLOW;
           const handle = `${slots.join(',')}/${token}`;
-          return Permit.granted(this, this.name, this.#keys, handle, validUntil, permits);
+          permit = Permit.granted(this, this.name, this.#keys, handle, validUntil, permits);
+          wonWith = token;
+          return permit;
+        },
+        // A grant that ran on a node after calls sent behind it (its EVAL after NOSCRIPT, see
+        // NodeChannel) may have landed after this attempt's undo or the permit's release there,
+        // and would keep its slots until the ttl: released on that node unless the permit is
+        // still held (its release, sent later, lands after). In doubt it is released: a late
+        // grant never counted in the permit's quorum. As Redlock's LockAttempt.late does.
+        late: (token, r) => {
+          if (r.overtaken !== true || !isGrant(r)) return;
+          if (token === wonWith && permit !== undefined && permit.remainingMs() > 0) return;
+          const taken = token === slotsOf ? slots : earlier?.get(token);
+          if (taken !== undefined) this.#releaseLate(token, taken, r.node);
         },
         undo: (token, nodes) =>
           q.round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
@@ -305,6 +329,19 @@ export class Semaphore implements AsyncDisposable {
       signal,
       deadline,
     );
+  }
+
+  /** Releases on `node` the `slots` a late grant to `token` took there (see `acquire`'s `late`). */
+  #releaseLate(token: string, slots: readonly number[], node: number): void {
+    const q = this.#c.quorum;
+    const release = q
+      .round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
+        waitAll: true,
+        nodes: [node],
+      })
+      .catch(() => undefined)
+      .finally(() => this.#releasing.delete(release));
+    this.#releasing.add(release);
   }
 
   /**

@@ -1,6 +1,10 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { instructionTotal, newestDump } from '../../bench/callgrind.js';
 import {
+  countUnderCallgrind,
   judgeCounted,
   parseCounted,
   type CountedOp,
@@ -128,5 +132,33 @@ describe('the counted verdict', () => {
   it("reads the child's JSON lines and nothing else", () => {
     const line = JSON.stringify(off);
     expect(parseCounted(`noise\n${line}\n\n${line}\n`)).toEqual([off, off]);
+  });
+});
+
+describe("a counting child's temporary directory", () => {
+  /** Runs `count` with a fresh parent for its temporary directory; what that parent holds after. */
+  const leftIn = async (count: (parent: string) => Promise<unknown>): Promise<string[]> => {
+    const parent = mkdtempSync(join(tmpdir(), 'keel-cg-test-'));
+    try {
+      await expect(count(parent)).rejects.toThrow();
+      return readdirSync(parent);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  };
+
+  it('is removed when the child cannot be spawned (spawn throws)', async () => {
+    // A NUL byte in an argument: spawn() refuses it synchronously (ERR_INVALID_ARG_VALUE).
+    expect(await leftIn((parent) => countUnderCallgrind('bad\0bundle', [], parent))).toEqual([]);
+  });
+
+  it('is removed when the program is not found (the child emits error)', async () => {
+    const path = process.env.PATH;
+    process.env.PATH = join(tmpdir(), 'keel-cg-test-no-such-dir');
+    try {
+      expect(await leftIn((parent) => countUnderCallgrind('bundle.mjs', [], parent))).toEqual([]);
+    } finally {
+      process.env.PATH = path;
+    }
   });
 });

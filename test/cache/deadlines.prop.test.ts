@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import { isCacheRedisError } from '../../src/cache/errors.js';
-import { RedisTier, type CacheRedisClient } from '../../src/cache/redis-tier.js';
+import { heldTier } from '../support/cache.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const TIMEOUT_MS = 100;
@@ -38,29 +38,7 @@ describeRedis('RedisTier: per-call timeouts on one queue (real redis-server)', (
           ),
           async (steps) => {
             const clock = new ManualClock(1_000);
-            const held: (() => void)[] = [];
-            const client: CacheRedisClient = {
-              evalsha: () => Promise.reject(new Error('unused')),
-              eval: () => Promise.reject(new Error('unused')),
-              get: (key) =>
-                real
-                  .get(key)
-                  .then(
-                    (reply) =>
-                      new Promise<string | null>((resolve) => held.push(() => resolve(reply))),
-                  ),
-            };
-            const tier = new RedisTier({
-              client,
-              clock,
-              timeoutMs: TIMEOUT_MS,
-              retryMs: 0,
-              channel: 'unused',
-              subscribe: false,
-              onMessage: () => undefined,
-              onDegraded: () => undefined,
-              onRecovered: () => undefined,
-            });
+            const { tier, held } = heldTier(real, clock, TIMEOUT_MS);
             interface Call {
               readonly deadline: number;
               released: number | undefined;

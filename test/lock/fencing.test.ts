@@ -59,6 +59,17 @@ describeRedis(
       return redlock;
     };
 
+    /** Kills node `node`, restarts it empty, and waits until its client in `raw` is ready again. */
+    const restartEmpty = async (raw: readonly Redis[], node: number): Promise<void> => {
+      await redis().kill(node);
+      await redis().restart(node);
+      await until(
+        () => Promise.resolve(raw[node]?.status === 'ready'),
+        REPAIRED_MS,
+        `node ${node} reconnected`,
+      );
+    };
+
     /** The fence a counter holds (tagged or not, see FENCE_TAG). */
     const counterOn = async (node: number, key: string): Promise<number> => {
       const value = Number((await (inspect[node] as Redis).get(key)) ?? '0');
@@ -177,13 +188,7 @@ describeRedis(
       // check its reconnect starts hears nothing from it (as on a loaded machine, or a server
       // still warming up). That check must not be the last word on the node.
       net.latency[2] = 500;
-      await redis().kill(2);
-      await redis().restart(2);
-      await until(
-        () => Promise.resolve(raw[2]?.status === 'ready'),
-        REPAIRED_MS,
-        'node 2 reconnected',
-      );
+      await restartEmpty(raw, 2);
       await sleep(400);
       net.latency[2] = 0;
       // Nothing else (no acquisition) would look at node 2 again.
@@ -191,6 +196,35 @@ describeRedis(
       expect(await counterOn(2, `${redlock.keyOf('slow-back')}:fence`)).toBeGreaterThanOrEqual(
         before.at(-1) as number,
       );
+    });
+
+    it('close() during the fencing repair a reconnect started: no command reaches a node after close() resolves', async () => {
+      const net: Net = { latency: [0, 0, 0, 0, 0], inflight: [0, 0, 0, 0, 0] };
+      const raw = clientsOf();
+      let closed = false;
+      const afterClose: string[] = [];
+      // Every script call the Redlock makes, noted when it comes after close() resolved.
+      const clients = raw.map((c, i) => {
+        const slow = throughNet(c, i, net);
+        const note =
+          (name: 'evalsha' | 'eval') =>
+          (...args: (string | number)[]): Promise<unknown> => {
+            if (closed) afterClose.push(`${name} on node ${i}`);
+            return (slow[name] as (...a: (string | number)[]) => Promise<unknown>)(...args);
+          };
+        return withOverrides(slow, { evalsha: note('evalsha'), eval: note('eval') });
+      });
+      const redlock = redlockOf(clients, { nodeTimeoutMs: 2_000 });
+      await cycle(redlock, 'closing-repair', 2);
+      for (const node of NODES) await until(() => markedOn(node), REPAIRED_MS, `node ${node}`);
+      // Node 2 comes back empty; every round of the repair its reconnect starts (status, begin,
+      // scans, copy, end) takes 100 ms, so close() comes in the middle of it.
+      for (const node of NODES) net.latency[node] = 100;
+      await restartEmpty(raw, 2);
+      await redlock.close();
+      closed = true;
+      await sleep(1_500); // the rest of a repair (and a recheck) would show by now
+      expect(afterClose).toEqual([]);
     });
 
     it('two of five nodes flushed at once (no reconnect to notice): their counters are not counted, and the acquisition that meets them has them repaired', async () => {

@@ -8,6 +8,8 @@
 import type { Redis } from 'ioredis';
 import { afterEach, expect } from 'vitest';
 import { Cache, type CacheOptions } from '../../src/cache/index.js';
+import { RedisTier, type CacheRedisClient } from '../../src/cache/redis-tier.js';
+import type { Clock } from '../../src/core/index.js';
 import { until } from './helpers.js';
 import type { RedisHarness } from './redis.js';
 
@@ -66,4 +68,40 @@ export async function heldLoad<V>(cache: Cache, key: string, value: V): Promise<
   );
   await until(() => expect(release).toBeDefined(), 5_000);
   return { loading, release: () => release?.() };
+}
+
+/** A Redis tier whose GET replies come from a real server but wait in `held` until let through. */
+export interface HeldTier {
+  readonly tier: RedisTier;
+  /** One function per reply that reached the hold, in arrival order: call it to deliver. */
+  readonly held: (() => void)[];
+}
+
+/**
+ * A {@link RedisTier} on `real` (no subscriber, no degraded pause) whose GET replies are held
+ * back until the test lets them through (a slow server, step by step), timing out after
+ * `timeoutMs` on `clock`.
+ */
+export function heldTier(real: Redis, clock: Clock, timeoutMs: number): HeldTier {
+  const held: (() => void)[] = [];
+  const client: CacheRedisClient = {
+    evalsha: () => Promise.reject(new Error('unused')),
+    eval: () => Promise.reject(new Error('unused')),
+    get: (key) =>
+      real
+        .get(key)
+        .then((reply) => new Promise<string | null>((resolve) => held.push(() => resolve(reply)))),
+  };
+  const tier = new RedisTier({
+    client,
+    clock,
+    timeoutMs,
+    retryMs: 0,
+    channel: 'unused',
+    subscribe: false,
+    onMessage: () => undefined,
+    onDegraded: () => undefined,
+    onRecovered: () => undefined,
+  });
+  return { tier, held };
 }
