@@ -22,6 +22,7 @@ import { pathToFileURL } from 'node:url';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters } from '../test/support/redis-cost.js';
 import { numberFlag } from './flags.js';
+import { sagaRows } from './saga-rows.js';
 
 const ROUNDS = numberFlag('rounds', 20);
 const REPEATS = numberFlag('repeats', 2);
@@ -30,7 +31,6 @@ const TRANSITIONS = 11;
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const share = process.argv.includes('--share');
 const dirs = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const input = { orderId: 12345, sku: 'ABC-123', qty: 2, cents: 3998 };
 
 /** What the coordinator's client sent: transitions per call, and calls in flight at each send. */
 interface Sends {
@@ -72,7 +72,6 @@ async function main(): Promise<void> {
   const closers: (() => Promise<void>)[] = [];
   try {
     const runs: { label: string; sends: Sends; round: () => Promise<void> }[] = [];
-    let serial = 0;
     for (const [i, dir] of dirs.entries()) {
       const entry = join(resolve(dir), 'saga', 'index.js');
       const mod = (await import(pathToFileURL(entry).href)) as typeof SagaModule;
@@ -80,43 +79,9 @@ async function main(): Promise<void> {
       const plain = harness.client(0);
       const client = counted(plain, sends);
       const effects = share ? plain : harness.client(0);
-      const io = mod.defineSaga(
-        'io',
-        [1, 2, 3, 4, 5].map((n) => ({
-          name: `s${n}`,
-          run: async () => ({ ok: await effects.incr(`effect:s${n}`) }),
-          compensate: () => undefined,
-        })),
-      );
-      const bare = mod.defineSaga(
-        'bare',
-        [1, 2, 3, 4, 5].map((n) => ({ name: `s${n}`, run: () => ({ ok: n }) })),
-      );
-      const coordinator = new mod.SagaCoordinator({
-        redis: client,
-        sagas: [io, bare],
-        recovery: false,
-        prefix: `overlap${i}:`,
-      });
+      const { coordinator, rows: made } = sagaRows(mod, client, effects, `overlap${i}:`, only);
       closers.push(() => coordinator.close());
-      for (const [label, def] of [
-        ['io', io],
-        ['bare', bare],
-      ] as const) {
-        if (only !== undefined && only !== label) continue;
-        runs.push({
-          label: `${label} ${dir}`,
-          sends,
-          round: async () => {
-            await Promise.all(
-              Array.from({ length: IN_FLIGHT }, async () => {
-                const outcome = await coordinator.run(def, `o-${serial++}`, input);
-                if (outcome.status !== 'completed') throw new Error(`saga ${outcome.status}`);
-              }),
-            );
-          },
-        });
-      }
+      for (const row of made) runs.push({ label: `${row.label} ${dir}`, sends, round: row.round });
     }
     for (const run of runs) for (let r = 0; r < 20; r++) await run.round();
     for (let repeat = 0; repeat < REPEATS; repeat++) {

@@ -94,17 +94,11 @@ end
 local function refuse(why, s)
   return '0|' .. why .. '|' .. (s[3] or '') .. '|' .. (s[4] or '') .. '|' .. s[1]
 end
+local MORE = {begin = {'dl', 'cx'}, done = {'ns'}}
 local function transition(KEYS, ARGV, now, nows, leases, floors)
 local h = KEYS[1]
 local op = ARGV[9]
-local s
-if op == 'begin' then
-  s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'why', 'ix', 'dl', 'cx')
-elseif op == 'done' then
-  s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'why', 'ix', 'ns')
-else
-  s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'why', 'ix')
-end
+local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'why', 'ix', unpack(MORE[op] or {}))
 local ix = s[8]
 if not s[1] then return '0|missing|0|0|' end
 if s[2] ~= ARGV[2] or s[3] ~= ARGV[3] then return refuse('fenced', s) end
@@ -210,7 +204,7 @@ if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
   local v = redis.call('HINCRBY', h, 'v', 1)
   redis.call('HSET', h, 'ow', ARGV[2], 'ls', leases, 'up', nows, 'ix', leases)
   redis.call('ZADD', KEYS[3], leases, id)
-  log(KEYS, ARGV, nows, string.format('%d', v), string.format('%d', f), 'claim', ARGV[2])
+  log(KEYS, ARGV, nows, v, f, 'claim', ARGV[2])
   return {1, 'claimed', now, redis.call('HGETALL', h)}
 end
 return {1, 'exists', now, redis.call('HGETALL', h)}
