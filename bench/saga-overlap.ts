@@ -3,8 +3,9 @@
  * (a `dist`-like directory holding `saga/index.js`) and each row (steps with one Redis `INCR`,
  * steps without I/O), after 20 warm-up rounds of 100 sagas: wall time per transition, this
  * process's CPU (`process.cpuUsage`) and the server's (`INFO cpu`) per transition, and their sum
- * less the wall time — positive only when the two processes overlapped (when both waited for a
- * core on a loaded machine, it goes negative); then how the transitions rode: transitions per
+ * less the wall time — positive when the two processes overlapped (when both waited for a core
+ * on a loaded machine, it goes negative; Node's CPU is the whole process's, V8's GC helper threads
+ * included, so it is an upper bound of the overlap); then how the transitions rode: transitions per
  * script call, the share of transitions by the size of the call that carried them, and how many
  * of the coordinator's script calls were already in flight when each was sent (counted on the
  * coordinator's client, around `evalsha`). Builds and rows alternate, `--repeats` times.
