@@ -28,6 +28,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters, type RedisCounters } from '../test/support/redis-cost.js';
 import { numberFlag } from './flags.js';
+import { sagaRows } from './saga-rows.js';
 
 const ROUNDS = numberFlag('rounds', 20);
 const BLOCKS = numberFlag('blocks', 6);
@@ -37,7 +38,6 @@ const TRANSITIONS = 1 + 2 * STEPS;
 /** `--only=io` or `--only=bare`: one of the two rows. */
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const dirs = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const input = { orderId: 12345, sku: 'ABC-123', qty: 2, cents: 3998 };
 
 interface Variant {
   readonly name: string;
@@ -91,47 +91,14 @@ async function main(): Promise<void> {
   const closers: (() => Promise<void>)[] = [];
   try {
     const variants: Variant[] = [];
-    let serial = 0;
     for (const [i, dir] of dirs.entries()) {
       // A source copy (saga/index.ts, through tsx) or a build (dist/: saga/index.js, what users run).
       const source = join(resolve(dir), 'saga', 'index.ts');
       const entry = existsSync(source) ? source : join(resolve(dir), 'saga', 'index.js');
       const mod = (await import(pathToFileURL(entry).href)) as typeof SagaModule;
-      const io = mod.defineSaga(
-        'io',
-        [1, 2, 3, 4, 5].map((n) => ({
-          name: `s${n}`,
-          run: async () => ({ ok: await effects.incr(`effect:s${n}`) }),
-          compensate: () => undefined,
-        })),
-      );
-      const bare = mod.defineSaga(
-        'bare',
-        [1, 2, 3, 4, 5].map((n) => ({ name: `s${n}`, run: () => ({ ok: n }) })),
-      );
-      const coordinator = new mod.SagaCoordinator({
-        redis: client,
-        sagas: [io, bare],
-        recovery: false,
-        prefix: `cost${i}:`,
-      });
+      const { coordinator, rows } = sagaRows(mod, client, effects, `cost${i}:`, only);
       closers.push(() => coordinator.close());
-      for (const [label, def] of [
-        ['io', io],
-        ['bare', bare],
-      ] as const) {
-        if (only !== undefined && only !== label) continue;
-        variants.push(
-          variant(`${label} ${dir}`, async () => {
-            await Promise.all(
-              Array.from({ length: IN_FLIGHT }, async () => {
-                const outcome = await coordinator.run(def, `x-${serial++}`, input);
-                if (outcome.status !== 'completed') throw new Error(`saga ${outcome.status}`);
-              }),
-            );
-          }),
-        );
-      }
+      for (const row of rows) variants.push(variant(`${row.label} ${dir}`, row.round));
     }
     if (process.argv.includes('--hand')) {
       // The io row's steps alone (5 INCRs per saga, 100 in flight, no saga): the user's own cost,

@@ -48,6 +48,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
  * - No closure is made per call: the helpers below are the chunk's, and get what they need as
  *   arguments; a transition's own fields go in one table, after the common ones in one `HSET`
  *   (a field given twice takes its last value: the same in both places here).
+ * - `HMGET` reads only the fields the op needs (each field is a scan of the hash's listpack, an
+ *   absent one — `cx` and `why` while a saga runs — a scan of all of it): every op the eight it
+ *   checks or answers with, `begin` also `dl` and `cx`, `done` also `ns`. The phase, needed only
+ *   when compensation begins, is read there with `HGET` (nothing was written before it: it is
+ *   what the script found).
  */
 const TRANSITION_FUNCTION = `
 local function record(KEYS, ARGV, nows, vs, event)
@@ -89,14 +94,15 @@ end
 local function refuse(why, s)
   return '0|' .. why .. '|' .. (s[3] or '') .. '|' .. (s[4] or '') .. '|' .. s[1]
 end
+local MORE = {begin = {'dl', 'cx'}, done = {'ns'}}
 local function transition(KEYS, ARGV, now, nows, leases, floors)
 local h = KEYS[1]
-local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'dl', 'cx', 'ns', 'ph', 'why', 'ix')
-local ix = s[12]
+local op = ARGV[9]
+local s = redis.call('HMGET', h, 'st', 'ow', 'f', 'v', 'cur', 'cj', 'why', 'ix', unpack(MORE[op] or {}))
+local ix = s[8]
 if not s[1] then return '0|missing|0|0|' end
 if s[2] ~= ARGV[2] or s[3] ~= ARGV[3] then return refuse('fenced', s) end
 local st = s[1]
-local op = ARGV[9]
 if st ~= 'running' and st ~= 'compensating' then return refuse('state', s) end
 if op ~= 'renew' and s[4] ~= ARGV[4] then return refuse('version', s) end
 local cjs = s[6] or ''
@@ -116,13 +122,13 @@ else
 end
 local v = tonumber(s[4]) + 1
 local vs = string.format('%d', v)
-local why = s[11]
+local why = s[7]
 local arg = ARGV[12]
 -- Compensation begins from step j (nothing to compensate: j < 0), for a reason.
 local j, reason, event
 if op == 'begin' then
-  if s[8] == '1' then reason = 'cancelled'
-  elseif tonumber(s[7]) > 0 and now >= tonumber(s[7]) then reason = 'saga-timeout' end
+  if s[10] == '1' then reason = 'cancelled'
+  elseif tonumber(s[9]) > 0 and now >= tonumber(s[9]) then reason = 'saga-timeout' end
   if not reason then
     return advance(KEYS, ARGV, {'ph', 'run', 'a:' .. ARGV[10], arg}, 'running', 'begin',
       nows, leases, vs, cjs, why, ix, floors)
@@ -153,7 +159,7 @@ else
 end
 -- A failed step, a cancel or the saga's deadline: compensate from the last step begun.
 j = step - 1
-if s[10] == 'run' then j = step end
+if redis.call('HGET', h, 'ph') == 'run' then j = step end
 local js = string.format('%d', j)
 local set = {'cj', js, 'why', reason, 'ph', 'idle'}
 if j < 0 then return finish(KEYS, ARGV, set, 'compensated', event, now, nows, vs, js, reason) end
@@ -163,36 +169,42 @@ end
 `;
 
 /**
- * The logic of a start, as a Lua function of its keys, arguments and the server time, shared by
- * {@link START} (one start) and {@link TRANSITIONS} (starts batched with other writes).
+ * The logic of a start, as a Lua function of its keys, arguments and the server time (`now`, and
+ * as text `nows` and the new lease `leases`), shared by {@link START} (one start) and
+ * {@link TRANSITIONS} (starts batched with other writes). As in {@link TRANSITION_FUNCTION},
+ * every number goes to Redis as text made once (the same bytes Redis's `%.17g` and Lua's `%.14g`
+ * made of these whole numbers, without a floating-point conversion each: a start passed twelve),
+ * no closure is made per call, and the history is trimmed only past its cap. A fractional
+ * deadline (a fractional timeoutMs) still goes as a Lua number, formatted by Redis as always.
  */
 const START_FUNCTION = `
-local function start(KEYS, ARGV, now)
+local function log(KEYS, ARGV, nows, v, f, event, detail)
+  local n = redis.call('RPUSH', KEYS[2], nows .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
+  if n > tonumber(ARGV[6]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[6], '-1') end
+end
+local function start(KEYS, ARGV, now, nows, leases)
 local h = KEYS[1]
 local id = ARGV[1]
-local lease = now + tonumber(ARGV[5])
-local function log(v, f, event, detail)
-  redis.call('RPUSH', KEYS[2], now .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
-end
 if redis.call('EXISTS', h) == 0 then
   local dl = 0
   if tonumber(ARGV[7]) > 0 then dl = now + tonumber(ARGV[7]) end
-  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', 0, 'cj', -1,
-    'ph', 'idle', 'v', 1, 'f', 1, 'ow', ARGV[2], 'ls', lease, 'dl', dl, 't0', now, 'up', now,
-    'ns', ARGV[8], 'ix', lease)
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(1, 1, 'start', ARGV[2])
-  return {1, 'created', now, lease, dl}
+  local dls = dl
+  if dl == math.floor(dl) then dls = string.format('%d', dl) end
+  redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', '0', 'cj', '-1',
+    'ph', 'idle', 'v', '1', 'f', '1', 'ow', ARGV[2], 'ls', leases, 'dl', dls, 't0', nows,
+    'up', nows, 'ns', ARGV[8], 'ix', leases)
+  redis.call('ZADD', KEYS[3], leases, id)
+  log(KEYS, ARGV, nows, '1', '1', 'start', ARGV[2])
+  return {1, 'created', now, tonumber(leases), dl}
 end
 if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
 local s = redis.call('HMGET', h, 'st', 'ls')
 if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
   local f = redis.call('HINCRBY', h, 'f', 1)
   local v = redis.call('HINCRBY', h, 'v', 1)
-  redis.call('HSET', h, 'ow', ARGV[2], 'ls', lease, 'up', now, 'ix', lease)
-  redis.call('ZADD', KEYS[3], lease, id)
-  log(v, f, 'claim', ARGV[2])
+  redis.call('HSET', h, 'ow', ARGV[2], 'ls', leases, 'up', nows, 'ix', leases)
+  redis.call('ZADD', KEYS[3], leases, id)
+  log(KEYS, ARGV, nows, v, f, 'claim', ARGV[2])
   return {1, 'claimed', now, redis.call('HGETALL', h)}
 end
 return {1, 'exists', now, redis.call('HGETALL', h)}
@@ -209,7 +221,7 @@ end
  * `{0, 'conflict'}`.
  */
 export const START = luaScript(`${NOW}${START_FUNCTION}
-return start(KEYS, ARGV, now)
+return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now + tonumber(ARGV[5])))
 `);
 
 /**
@@ -267,7 +279,8 @@ return transition(KEYS, ARGV, now, string.format('%d', now), string.format('%d',
  * own arguments in ONE text: per transition
  * `shard|fence|version|op|step|<owner bytes>|<detail bytes>|<argument bytes>|<owner>|<detail>|<op argument>`,
  * the transitions joined by `|` (shard 1..m; the short fields split by one anchored
- * `string.match` from where the previous transition ended, then owner, detail and op argument
+ * `string.match` from where the previous transition ended — their digits read by arithmetic,
+ * which converts a string once where `tonumber` converts it twice — then owner, detail and op argument
  * cut by their byte lengths, so they may hold any text; owner `''`: ARGV[7], see `encodeBatch`
  * in store.ts). The id is not sent: it is the tail of the instance's hash key (`<base>s:<id>`,
  * where the shard's `live` is `<base>live`) — read from a declared key's name, no key derived.
@@ -297,12 +310,12 @@ local k, at = 4 * m, 1
 for i = 1, n do
   local gs, fence, version, op, step, ol, dl, al, p = string.match(all,
     '^(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)|(%d+)|(%d+)|()', at)
-  local q = p + tonumber(ol) + 1
-  local e = q + tonumber(dl) + 1
-  at = e + tonumber(al) + 1
+  local q = p + ol + 1
+  local e = q + dl + 1
+  at = e + al + 1
   local who, detail, arg =
     string.sub(all, p, q - 2), string.sub(all, q, e - 2), string.sub(all, e, at - 2)
-  local g = 4 * (tonumber(gs) - 1)
+  local g = 4 * (gs - 1)
   local h = KEYS[k + 1]
   -- The id is the hash key's tail: <base>s:<id>, where the shard's live key is <base>live.
   local id = string.sub(h, #KEYS[g + 1] - 1)
@@ -310,7 +323,7 @@ for i = 1, n do
   local ok, r
   if op == 'start' then
     ok, r = pcall(start, {h, KEYS[k + 2], KEYS[g + 1]},
-      {id, who, detail, arg, lease, cap, version, step}, now)
+      {id, who, detail, arg, lease, cap, version, step}, now, nows, untils)
   else
     ok, r = pcall(transition,
       {h, KEYS[k + 2], KEYS[g + 1], KEYS[g + 2], KEYS[g + 3], KEYS[g + 4]},

@@ -114,6 +114,43 @@ describeRedis('saga transitions batched per tick', () => {
     expect(after.every((r) => r.ok)).toBe(true);
   });
 
+  it('a start stores its numbers as plain digits, alone and batched (the bytes as ever)', async () => {
+    const store = storeOf(client, 'digits:');
+    // Same tick: the first goes alone (START), the second rides in a batch (TRANSITIONS).
+    const [alone, batched] = await Promise.all([
+      store.start('b', 'one', 'me', '{"a":1}', 0, 3),
+      store.start('b', 'two', 'me', '{"a":2}', 2500, 3),
+    ]);
+    for (const [id, started, timeoutMs] of [
+      ['one', alone, 0],
+      ['two', batched, 2500],
+    ] as const) {
+      const { base } = store.keys('b', id);
+      const now = started.now;
+      const lease = started.row?.leaseUntil ?? -1;
+      expect(lease).toBe(now + 15_000);
+      expect(await client.hgetall(`${base}s:${id}`)).toEqual({
+        n: 'b',
+        in: id === 'one' ? '{"a":1}' : '{"a":2}',
+        st: 'running',
+        cur: '0',
+        cj: '-1',
+        ph: 'idle',
+        v: '1',
+        f: '1',
+        ow: 'me',
+        ls: String(lease),
+        dl: timeoutMs === 0 ? '0' : String(now + timeoutMs),
+        t0: String(now),
+        up: String(now),
+        ns: '3',
+        ix: String(lease),
+      });
+      expect(await client.zscore(`${base}live`, id)).toBe(String(lease));
+      expect(await client.lrange(`${base}h:${id}`, 0, -1)).toEqual([`${now}|1|1|start|-1|me`]);
+    }
+  });
+
   it('a tick of large outputs goes in more than one script call, none past MAX_BATCH_TEXT', async () => {
     const store = storeOf(client, 'big:');
     const rows = await startAll(store, 5);
