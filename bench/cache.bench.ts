@@ -12,14 +12,13 @@ import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { BentoCache, bentostore } from 'bentocache';
-// CommonJS: Node's ESM loader sees no named exports in it.
-import bloomFilters from 'bloom-filters';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { createCache } from 'cache-manager';
 import { LRUCache } from 'lru-cache';
 import { decodeEnvelope } from '../src/cache/entry.js';
 import type * as CacheModule from '../src/cache/index.js';
 import { loadKeel } from './built.js';
+import { collect, measureBloom } from './cache-bloom.js';
 import { l2HitCache } from './cache-l2.js';
 import { RedisHarness } from '../test/support/redis.js';
 import { redisCost, redisCounters } from '../test/support/redis-cost.js';
@@ -103,18 +102,10 @@ let harness: RedisHarness | undefined;
 /** Untimed stampede rounds before the measured ones (see processRows). */
 const WARM_UP_ROUNDS = 20;
 const children: ChildProcess[] = [];
-const PeerBloom = bloomFilters.BloomFilter;
 const LIBS: readonly CacheLib[] = ['keel', 'bentocache', 'cache-manager'];
 const workerScript = fileURLToPath(new URL('./cache-worker.ts', import.meta.url));
 const execFileAsync = promisify(execFile);
 const bytesScript = fileURLToPath(new URL('./cache-bytes.ts', import.meta.url));
-
-/** Full collections, when the process runs with `--expose-gc` (`npm run bench` does). */
-function collect(): void {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
-  gc?.();
-}
 
 /**
  * Brings the bench process to a settled state before a row timed in it (the L2 hit, the Bloom
@@ -640,86 +631,32 @@ async function bytesRow(context: SuiteContext): Promise<BenchReport> {
 }
 
 /**
- * Bloom filter at n items / 1 % FP: `mightContain` of absent keys, in interleaved rounds (both
- * warmed up first; per round, Keel over every probe and the peer over a tenth of them (a
- * hundredth in quick mode), its ~10 µs a call making the full set take seconds; who goes first
- * alternates, and each pass starts after a full GC); the ratio is the median of the rounds'.
- * Bits per element from the shapes; the measured FP over every probe.
+ * The Bloom row: measured by bench/cache-bloom.ts (shared with the spread and counting tools
+ * bench/cache-bloom-spread.ts and bench/cache-bloom-cost.ts); the ratio is the median of the
+ * rounds'. Bits per element from the shapes; the measured FP over every probe of the last round.
  */
 function bloomRow(context: SuiteContext): BenchReport {
-  const n = context.quick ? 100_000 : 1_000_000;
-  // Keel's probes are cheap, so as many in quick mode: a pass of 20 000 (some ms) was shorter
-  // than the optimizing compiler takes to settle, and quick runs read ×15 where full ones ×68.
-  const probes = 200_000;
-  const rounds = context.quick ? 2 : 9;
-  const keel = new BloomFilter({ expectedItems: n, falsePositiveRate: 0.01 });
-  const peer = PeerBloom.create(n, 0.01);
-  for (let i = 0; i < n; i++) {
-    keel.add(`in-${i}`);
-    peer.add(`in-${i}`);
-  }
-  const absent = Array.from({ length: probes }, (_, i) => `out-${i}`);
-  const peerAbsent = absent.slice(0, context.quick ? 2_000 : probes / 10);
-  const run = (
-    keys: readonly string[],
-    has: (k: string) => boolean,
-  ): { opsPerSec: number; fp: number } => {
-    let fp = 0;
-    const t = performance.now();
-    for (const k of keys) if (has(k)) fp++;
-    return { opsPerSec: keys.length / ((performance.now() - t) / 1000), fp: fp / keys.length };
-  };
-  const keelHas = (key: string): boolean => keel.mightContain(key);
-  const peerHas = (key: string): boolean => peer.has(key);
-  run(absent, keelHas); // warm-up
-  run(absent, keelHas);
-  run(peerAbsent.slice(0, 2_000), peerHas);
-  const keelOps: number[] = [];
-  const peerOps: number[] = [];
-  const ratios: number[] = [];
-  let keelFp = 0;
-  let peerFp = 0;
-  // Each timed pass starts with no garbage to collect: the peer allocates per call, and without
-  // a collection first its garbage's GC (and incremental marking) lands in whichever pass comes
-  // next. Which library goes first alternates by round.
-  const timed = (keys: readonly string[], has: (k: string) => boolean) => {
-    collect();
-    return run(keys, has);
-  };
-  for (let round = 0; round < rounds; round++) {
-    const keelFirst = round % 2 === 0;
-    const first = keelFirst ? timed(absent, keelHas) : timed(peerAbsent, peerHas);
-    const second = keelFirst ? timed(peerAbsent, peerHas) : timed(absent, keelHas);
-    const k = keelFirst ? first : second;
-    const p = keelFirst ? second : first;
-    keelOps.push(k.opsPerSec);
-    peerOps.push(p.opsPerSec);
-    ratios.push(k.opsPerSec / p.opsPerSec);
-    keelFp = k.fp;
-    peerFp = p.fp;
-  }
-  const ratio = percentile(ratios, 0.5);
-  const keelBits = keel.shape.bits / n;
-  const peerBits = peer.size / n;
+  const m = measureBloom(BloomFilter, context.quick);
+  const ratio = percentile(m.ratios, 0.5);
   return {
-    title: `Bloom filter, ${n} items, 1 % target FP, absent probes, ${rounds} interleaved rounds (target ≥ ×50 ops/s, ≤ 9.6 bits/element, FP ≤ 1.05 %)`,
+    title: `Bloom filter, ${m.n} items, 1 % target FP, absent probes, ${m.rounds} interleaved rounds (target ≥ ×50 ops/s, ≤ 9.6 bits/element, FP ≤ 1.05 %)`,
     rows: [
       {
         library: 'keel BloomFilter',
-        probes,
-        'mightContain ops/s': Math.round(percentile(keelOps, 0.5)),
+        probes: m.probes,
+        'mightContain ops/s': Math.round(percentile(m.keelOps, 0.5)),
         '÷ bloom-filters': `×${ratio.toFixed(1)}`,
-        'bits/element': keelBits.toFixed(3),
-        'measured FP %': (keelFp * 100).toFixed(3),
-        target: verdict(ratio >= 50 && keelBits <= 9.6 && keelFp <= 0.0105, context),
+        'bits/element': m.keelBits.toFixed(3),
+        'measured FP %': (m.keelFp * 100).toFixed(3),
+        target: verdict(ratio >= 50 && m.keelBits <= 9.6 && m.keelFp <= 0.0105, context),
       },
       {
         library: 'bloom-filters 3.x has',
-        probes: peerAbsent.length,
-        'mightContain ops/s': Math.round(percentile(peerOps, 0.5)),
+        probes: m.peerProbes,
+        'mightContain ops/s': Math.round(percentile(m.peerOps, 0.5)),
         '÷ bloom-filters': '×1',
-        'bits/element': peerBits.toFixed(3),
-        'measured FP %': (peerFp * 100).toFixed(3),
+        'bits/element': m.peerBits.toFixed(3),
+        'measured FP %': (m.peerFp * 100).toFixed(3),
         target: '',
       },
     ],

@@ -286,18 +286,26 @@ export class BloomFilter {
     return fresh;
   }
 
-  /** False only when `key` was certainly never added. */
+  /**
+   * False only when `key` was certainly never added.
+   *
+   * The first probe, g₀ = h₁ mod m, needs only h₁, so it is tested before the step
+   * (h₂ | 1) mod m is computed: in a filter at its designed load about half the bits are set,
+   * so about half of all absent keys are answered after one modulus instead of two (an integer
+   * division each). Same positions, same order, same answer as testing all k in a row.
+   */
   mightContain(key: string): boolean {
     if (typeof key !== 'string') checkBloomKey('BloomFilter.mightContain', key);
     hashPair(key);
     const m32 = this.#m >>> 0;
     const bits = this.#bits;
     let position = modBits(hash1 >>> 0, m32);
+    if (((bits[position >>> 3] as number) & (1 << (position & 7))) === 0) return false;
     const step = modBits((hash2 | 1) >>> 0, m32) || 1;
     const back = (this.#m - step) >>> 0;
-    for (let i = this.#k; i > 0; i--) {
-      if (((bits[position >>> 3] as number) & (1 << (position & 7))) === 0) return false;
+    for (let i = this.#k - 1; i > 0; i--) {
       position = nextProbe(position, step, back);
+      if (((bits[position >>> 3] as number) & (1 << (position & 7))) === 0) return false;
     }
     return true;
   }

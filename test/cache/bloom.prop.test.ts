@@ -141,6 +141,39 @@ describe('BloomFilter (property)', () => {
     );
   });
 
+  it('mightContain is true exactly when all k positions are set, for every k from 1 up (first probe tested on its own)', () => {
+    // mightContain tests g₀ = h₁ mod m before it computes the step and walks g₁ … g_{k−1}: at
+    // k = 1 (a rate of 0.5) the walk is empty, and a set g₀ alone must answer true; at larger
+    // k every later position still has to be set. Model: the set of positions ever added.
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.boolean(), fc.string({ maxLength: 12 })), { maxLength: 150 }),
+        fc.integer({ min: 1, max: 2_000 }),
+        fc.constantFrom(0.5, 0.3, 0.1, 0.01, 0.0001),
+        (steps, expectedItems, rate) => {
+          const bloom = new BloomFilter({ expectedItems, falsePositiveRate: rate });
+          const set = new Set<number>();
+          const added: string[] = [];
+          for (const [adding, key] of steps) {
+            const positions: number[] = [];
+            bloomPositions(key, bloom.shape, positions);
+            if (adding) {
+              bloom.add(key);
+              added.push(key);
+              for (const p of positions) set.add(p);
+            } else {
+              expect(bloom.mightContain(key)).toBe(positions.every((p) => set.has(p)));
+            }
+          }
+          // And never a false negative.
+          for (const key of added) expect(bloom.mightContain(key)).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect(bloomShape({ expectedItems: 100, falsePositiveRate: 0.5 }).hashes).toBe(1);
+  });
+
   it('at the design count of 1e6 and 1 %, the measured false-positive rate is ≤ 1.05 % (fixed seed)', () => {
     const n = 1_000_000;
     const bloom = new BloomFilter({ expectedItems: n, falsePositiveRate: 0.01 });
