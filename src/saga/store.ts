@@ -62,14 +62,19 @@ export type TransitionReply =
     };
 
 /**
- * Most transitions one script call carries: a batch runs as one atomic script, so it holds the
- * server for all of them (about 10 µs each on a local Redis: 256 is a few ms at worst). (Sending
- * a burst in smaller chunks as it is issued, so that Redis runs one chunk while Node handles the
- * rest, was measured in session 17 — see bench/README.md, saga — and not kept: each extra script
- * call costs Node ~12 kB of allocation, and the overlap it buys could not be shown on a loaded
- * machine.)
+ * Most transitions one script call carries; a queue that reaches it goes at once, before its tick
+ * ends. Why so few: so that Node and Redis work at the same time. A burst of replies wakes many
+ * sagas in one tick; had their next transitions all waited for the tick's end, Redis would sit
+ * idle while Node handled the whole burst, then Node while Redis ran it — with 100 sagas in
+ * flight each transition's wall time was the sum of Node's CPU and Redis's. Sent in chunks, the
+ * first chunk runs on the server while Node still handles the rest of the burst. The price is a
+ * script call per chunk instead of per tick (0.23 -> ~0.56 calls per saga); measured on a quiet
+ * machine, 6 interleaved pairs, 32 against 256: +5-30 % transitions/s with and without step I/O
+ * in every pair (bench/saga-overlap.ts, see bench/README.md, saga, session 17). A batch also
+ * holds the server for all its transitions (about 10 µs each): this bounds that too.
+ * @internal
  */
-const MAX_BATCH = 256;
+export const MAX_BATCH = 32;
 
 /**
  * Most text (details and op arguments, in UTF-16 code units: at most 3 UTF-8 bytes each) one

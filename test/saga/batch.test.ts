@@ -15,6 +15,7 @@ import {
   type SagaTransitionEvent,
 } from '../../src/saga/index.js';
 import {
+  MAX_BATCH,
   MAX_BATCH_TEXT,
   SagaStore,
   encodeBatch,
@@ -148,6 +149,55 @@ describeRedis('saga transitions batched per tick', () => {
       });
       expect(await client.zscore(`${base}live`, id)).toBe(String(lease));
       expect(await client.lrange(`${base}h:${id}`, 0, -1)).toEqual([`${now}|1|1|start|-1|me`]);
+    }
+  });
+
+  it('a long burst starts going out before its tick ends, in calls of at most MAX_BATCH', async () => {
+    // Node and Redis should work at once: the first transitions of a burst of 100 (as when one
+    // batch's replies wake 100 sagas) run on the server while the rest are still being issued,
+    // instead of all waiting for the end of the tick (see MAX_BATCH). Counted on the client's
+    // EVALSHA calls as they are made (a real Redis answers them).
+    const sent: number[] = [];
+    const counting = {
+      evalsha: (sha: string, numKeys: number, ...args: (string | number | Buffer)[]) => {
+        // A batch's first argument after its keys is its transition count; 1 for one alone.
+        const first = args[numKeys];
+        sent.push(args.length - numKeys === 8 && typeof first === 'number' ? first : 1);
+        return client.evalsha(sha, numKeys, ...args);
+      },
+      eval: (source: string, numKeys: number, ...args: (string | number | Buffer)[]) =>
+        client.eval(source, numKeys, ...args),
+    };
+    const store = new SagaStore({
+      client: counting,
+      prefix: 'burst:',
+      shards: 4,
+      leaseMs: 15_000,
+      historyLimit: 64,
+      finishedHistory: 6,
+      retentionMs: 60_000,
+    });
+    const n = 100;
+    const rows = await startAll(store, n);
+    sent.length = 0;
+    const replies: Promise<TransitionReply>[] = [];
+    let sentBeforeTickEnd = 0;
+    for (let i = 0; i < n; i++) {
+      replies.push(
+        store.transition('b', `i-${i}`, rows[i] as (typeof rows)[number], 'begin', 0, '', '1'),
+      );
+      if (i === n - 1) sentBeforeTickEnd = sent.reduce((a, b) => a + b, 0);
+    }
+    const answered = await Promise.all(replies);
+    expect(answered.every((r) => r.ok && r.version === 2)).toBe(true);
+    // The first alone (nothing in flight), then full batches as they fill; the rest at the end.
+    expect(sentBeforeTickEnd).toBe(1 + MAX_BATCH * Math.floor((n - 1) / MAX_BATCH));
+    expect(sentBeforeTickEnd).toBeGreaterThanOrEqual(n / 2);
+    expect(sent.reduce((a, b) => a + b, 0)).toBe(n);
+    expect(Math.max(...sent)).toBeLessThanOrEqual(MAX_BATCH);
+    for (let i = 0; i < n; i++) {
+      const read = await store.read('b', `i-${i}`);
+      expect(read?.history.map((h) => h.split('|')[3])).toEqual(['start', 'begin']);
     }
   });
 
