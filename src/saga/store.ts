@@ -69,8 +69,8 @@ export type TransitionReply =
  * flight each transition's wall time was the sum of Node's CPU and Redis's. Sent in chunks, the
  * first chunk runs on the server while Node still handles the rest of the burst. The price is a
  * script call per chunk instead of per tick (0.23 -> ~0.56 calls per saga); measured on a quiet
- * machine, 6 interleaved pairs, 32 against 256: +5-30 % transitions/s with and without step I/O
- * in every pair (bench/saga-overlap.ts, see bench/README.md, saga, session 17). A batch also
+ * machine, 6 interleaved pairs, 32 against 256: more transitions/s with step I/O in 6 of 6 pairs
+ * (+3-30 %), without I/O in 5 of 6 (bench/saga-overlap.ts, see bench/README.md, saga, session 17). A batch also
  * holds the server for all its transitions (about 10 µs each): this bounds that too.
  * @internal
  */
