@@ -73,6 +73,7 @@ import {
   LIVE,
   decodeEntry,
   nextAction,
+  type NextAction,
   type Row,
   type SagaHistoryEntry,
   type SagaStatus,
@@ -909,7 +910,8 @@ export class SagaCoordinator implements AsyncDisposable {
 
     /**
      * Writes one transition (or a heartbeat's `renew`), retrying while Redis fails; true when it
-     * landed (and `row` follows it), false when a lost reply made us re-read `row`. The first
+     * landed (and `row` follows it: by its reply, or re-read when the reply was lost), false when
+     * it did not and `row` was re-read (the caller decides again from it). The first
      * write is the store's promise and one `then` (no async function: its frame, register file
      * and the await's closures were ~0.5 kB per transition); a failure or a refusal goes on in
      * {@link settleTransition}.
@@ -985,11 +987,16 @@ export class SagaCoordinator implements AsyncDisposable {
         }
         if (reply.ok) return accepted(op, step, argument, event, reply);
         if (reply.why === 'version' && reply.fence === row.fence) {
-          // Our own earlier write landed but its reply was lost: re-read and decide again.
+          // Our own earlier write landed but its reply was lost: re-read. A version past ours
+          // under our owner and fence is this transition's own write (nothing else versions the
+          // instance under them: a claim raises the fence, a renew or cancel leaves the
+          // version), so it landed — a begun step is then called, not begun again (which would
+          // use up an attempt the step never had). Otherwise decide again from what was read.
           const read = await this.#store.read(def.name, id).catch(() => undefined);
           if (read !== undefined && read.row.owner === row.owner && read.row.fence === row.fence) {
+            const mine = read.row.version > row.version;
             Object.assign(row, read.row);
-            return false;
+            return mine;
           }
         }
         fencedChannel.publish({
@@ -1025,6 +1032,19 @@ export class SagaCoordinator implements AsyncDisposable {
         now: number;
       },
     ): void => {
+      if (op === 'next' && reply.status !== 'completed') {
+        // A step's done and the next step's begin landed together: heard as the two they are
+        // (the done at the version before the begin's; the saga still running between them).
+        landed('done', step, argument, 'done', {
+          version: reply.version - 1,
+          status: 'running',
+          cj: row.cj,
+          why: row.reason,
+          now: reply.now,
+        });
+        landed('begin', step + 1, '1', 'begin', reply);
+        return;
+      }
       row.version = reply.version;
       row.status = reply.status;
       row.cj = reply.cj;
@@ -1037,7 +1057,8 @@ export class SagaCoordinator implements AsyncDisposable {
           cancelled();
         }
       }
-      if (op === 'done') {
+      if (op === 'done' || op === 'next') {
+        // (`next` here: on the last step, where it is a plain done.)
         row.outputs.set(step, argument);
         row.cur = step + 1;
         row.phase = 'idle';
@@ -1192,11 +1213,17 @@ export class SagaCoordinator implements AsyncDisposable {
       attempt.follow(result);
     };
 
+    /**
+     * The step whose begin (attempt 1) already landed with the previous step's done (op `next`),
+     * to be called next without a begin of its own; -1: none.
+     */
+    let begun = -1;
     try {
       for (;;) {
         if (this.#closing.signal.aborted)
           throw new Stop(new SagaClosedError(`drive ${def.name}/${id}`));
         if (row.status === 'running' && signal?.aborted === true) {
+          begun = -1;
           await transition('fail', row.cur, 'cancelled', 'cancelled');
           continue;
         }
@@ -1204,7 +1231,12 @@ export class SagaCoordinator implements AsyncDisposable {
           cancelRecorded = true;
           cancelled();
         }
-        const next = nextAction(row, meta, def.compensationRetry.attempts);
+        const ahead =
+          begun >= 0 && row.status === 'running' && row.cur === begun && row.phase === 'run';
+        const next: NextAction = ahead
+          ? { kind: 'run', step: begun, attempt: 1 }
+          : nextAction(row, meta, def.compensationRetry.attempts);
+        begun = -1;
         switch (next.kind) {
           case 'finished':
             return row;
@@ -1230,16 +1262,19 @@ export class SagaCoordinator implements AsyncDisposable {
           case 'run': {
             const step = def.steps[next.step];
             if (step === undefined) return row;
-            if (
-              !(await transition(
-                'begin',
-                next.step,
-                `attempt ${next.attempt}${lastError === '' ? '' : ` after ${lastError}`}`,
-                String(next.attempt),
-              ))
-            )
-              continue;
-            if (row.status !== 'running') continue; // the begin turned into compensation
+            if (!ahead) {
+              // (Else its begin landed with the previous step's done: see below.)
+              if (
+                !(await transition(
+                  'begin',
+                  next.step,
+                  `attempt ${next.attempt}${lastError === '' ? '' : ` after ${lastError}`}`,
+                  String(next.attempt),
+                ))
+              )
+                continue;
+              if (row.status !== 'running') continue; // the begin turned into compensation
+            }
             const ctx = context(next.step, next.attempt);
             let output: unknown;
             try {
@@ -1272,8 +1307,26 @@ export class SagaCoordinator implements AsyncDisposable {
               continue; // next.kind becomes run (attempt + 1) or exhausted
             }
             const text = encode(output);
-            await transition('done', next.step, '', text);
             lastError = '';
+            // When another step follows (and nothing stops the saga before it), its begin goes
+            // with this done in one call: two state changes, one round trip (op `next`, see
+            // TRANSITION in scripts.ts). Called only once it landed, as after a begin alone.
+            const following = next.step + 1;
+            if (
+              following < def.steps.length &&
+              (meta[following]?.attempts ?? 0) > 0 &&
+              !row.attempts.has(following) &&
+              signal?.aborted !== true &&
+              !this.#isClosing()
+            ) {
+              if (
+                (await transition('next', next.step, 'attempt 1', text)) &&
+                row.status === 'running'
+              )
+                begun = following;
+            } else {
+              await transition('done', next.step, '', text);
+            }
             continue;
           }
           case 'compensate': {

@@ -284,7 +284,7 @@ const transition: Port = (ks, keys, a) => {
     ks.hset(h as string, reindex() ? { ls: lease, ix: lease } : { ls: lease });
     return `1|${ver ?? ''}|${now}|${lease}|${cjNow ?? ''}|${st}`;
   }
-  const v = Number(ver) + 1;
+  let v = Number(ver) + 1;
   // The fields this transition changes, written at its end in one HSET (in the Lua's order).
   const set: Record<string, string | number> = {};
   let cj: string | number = cjNow ?? '';
@@ -333,7 +333,7 @@ const transition: Port = (ks, keys, a) => {
     return advance('compensating', event);
   };
   const begun = (): number => (ph === 'run' ? step : step - 1);
-  if (op === 'begin' || op === 'done' || op === 'fail') {
+  if (op === 'begin' || op === 'done' || op === 'fail' || op === 'next') {
     if (st !== 'running' || Number(cur) !== step) return refuse('state');
   } else if (st !== 'compensating' || Number(cjNow) !== step) {
     return refuse('state');
@@ -353,6 +353,36 @@ const transition: Port = (ks, keys, a) => {
       if (step + 1 >= Number(ns)) return finish('completed', 'done');
       set.ph = 'idle';
       return advance('running', 'done');
+    case 'next': {
+      // A step's done (v) and the next step's begin (v + 1) at once (see TRANSITION's `next`).
+      Object.assign(set, { [`o:${step}`]: arg, cur: step + 1 });
+      if (step + 1 >= Number(ns)) return finish('completed', 'done');
+      let reason: string | undefined;
+      if (cx === '1') reason = 'cancelled';
+      else if (Number(dl) > 0 && now >= Number(dl)) reason = 'saga-timeout';
+      const cap = Number(a[5]);
+      ks.rpush(hist as string, `${now}|${v}|${fence}|done|${step}|`);
+      if (
+        ks.rpush(
+          hist as string,
+          `${now}|${v + 1}|${fence}|${reason === undefined ? 'begin' : 'fail'}|${step + 1}|${detail}`,
+        ) > cap
+      ) {
+        ks.ltrim(hist as string, -cap, -1);
+      }
+      v++;
+      if (reason !== undefined) {
+        cj = step;
+        why = reason;
+        Object.assign(set, { cj: step, why: reason, ph: 'idle', st: 'compensating' });
+      } else {
+        Object.assign(set, { ph: 'run', [`a:${step + 1}`]: '1' });
+      }
+      if (reindex()) set.ix = lease;
+      Object.assign(set, { v, up: now, ls: lease });
+      ks.hset(h as string, set);
+      return reply(reason === undefined ? 'running' : 'compensating', lease);
+    }
     case 'fail':
       return compensate(begun(), arg, 'fail');
     case 'cbegin':

@@ -50,7 +50,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
  *   (a field given twice takes its last value: the same in both places here).
  * - `HMGET` reads only the fields the op needs (each field is a scan of the hash's listpack, an
  *   absent one — `cx` and `why` while a saga runs — a scan of all of it): every op the eight it
- *   checks or answers with, `begin` also `dl` and `cx`, `done` also `ns`. The phase, needed only
+ *   checks or answers with, `begin` also `dl` and `cx`, `done` also `ns`, `next` all three. The phase, needed only
  *   when compensation begins, is read there with `HGET` (nothing was written before it: it is
  *   what the script found).
  */
@@ -91,10 +91,33 @@ local function advance(KEYS, ARGV, set, status, event, nows, leases, vs, cjs, wh
   if why then return '1|' .. vs .. '|' .. nows .. '|' .. leases .. '|' .. cjs .. '|' .. status .. '|' .. why end
   return '1|' .. vs .. '|' .. nows .. '|' .. leases .. '|' .. cjs .. '|' .. status
 end
+-- A step's done (version v) and the next step's begin (v + 1), op 'next': the two state changes
+-- the two calls would have made back to back, written at once (one HSET, one RPUSH of both
+-- history entries). The begin turns into compensation from the step just done, for a cancel or
+-- the saga's deadline, as a 'begin' with a reason does from the idle phase a done leaves.
+local function proceed(KEYS, ARGV, set, nx, reason, nows, leases, v, cjs, why, ix, floors)
+  local vs, vs2 = string.format('%d', v), string.format('%d', v + 1)
+  local event, status = 'begin', 'running'
+  if reason then
+    event, status, cjs, why = 'fail', 'compensating', ARGV[10], reason
+    set[5] = 'cj'; set[6] = cjs; set[7] = 'why'; set[8] = reason
+    set[9] = 'ph'; set[10] = 'idle'; set[11] = 'st'; set[12] = 'compensating'
+  else
+    set[5] = 'ph'; set[6] = 'run'; set[7] = 'a:' .. nx; set[8] = '1'
+  end
+  if reindex(KEYS, ARGV, ix, leases, floors) then set[#set + 1] = 'ix'; set[#set + 1] = leases end
+  redis.call('HSET', KEYS[1], 'v', vs2, 'up', nows, 'ls', leases, unpack(set))
+  local n = redis.call('RPUSH', KEYS[2],
+    nows .. '|' .. vs .. '|' .. ARGV[3] .. '|done|' .. ARGV[10] .. '|',
+    nows .. '|' .. vs2 .. '|' .. ARGV[3] .. '|' .. event .. '|' .. nx .. '|' .. ARGV[11])
+  if n > tonumber(ARGV[6]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[6], '-1') end
+  if why then return '1|' .. vs2 .. '|' .. nows .. '|' .. leases .. '|' .. cjs .. '|' .. status .. '|' .. why end
+  return '1|' .. vs2 .. '|' .. nows .. '|' .. leases .. '|' .. cjs .. '|' .. status
+end
 local function refuse(why, s)
   return '0|' .. why .. '|' .. (s[3] or '') .. '|' .. (s[4] or '') .. '|' .. s[1]
 end
-local MORE = {begin = {'dl', 'cx'}, done = {'ns'}}
+local MORE = {begin = {'dl', 'cx'}, done = {'ns'}, next = {'dl', 'cx', 'ns'}}
 local function transition(KEYS, ARGV, now, nows, leases, floors)
 local h = KEYS[1]
 local op = ARGV[9]
@@ -115,7 +138,7 @@ if op == 'renew' then
   return '1|' .. (s[4] or '') .. '|' .. nows .. '|' .. leases .. '|' .. cjs .. '|' .. st
 end
 local step = tonumber(ARGV[10])
-if op == 'begin' or op == 'done' or op == 'fail' then
+if op == 'begin' or op == 'done' or op == 'fail' or op == 'next' then
   if st ~= 'running' or tonumber(s[5]) ~= step then return refuse('state', s) end
 else
   if st ~= 'compensating' or tonumber(s[6]) ~= step then return refuse('state', s) end
@@ -141,6 +164,15 @@ elseif op == 'done' then
   end
   set[5] = 'ph'; set[6] = 'idle'
   return advance(KEYS, ARGV, set, 'running', 'done', nows, leases, vs, cjs, why, ix, floors)
+elseif op == 'next' then
+  local nx = string.format('%d', step + 1)
+  local set = {'o:' .. ARGV[10], arg, 'cur', nx}
+  if step + 1 >= tonumber(s[11]) then
+    return finish(KEYS, ARGV, set, 'completed', 'done', now, nows, vs, cjs, why)
+  end
+  if s[10] == '1' then reason = 'cancelled'
+  elseif tonumber(s[9]) > 0 and now >= tonumber(s[9]) then reason = 'saga-timeout' end
+  return proceed(KEYS, ARGV, set, nx, reason, nows, leases, v, cjs, why, ix, floors)
 elseif op == 'fail' then
   reason = arg
   event = 'fail'
@@ -237,6 +269,15 @@ return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now 
  * the script already made for the hash, so nothing is formatted for the reply alone.
  * A heartbeat (`renew`) checks the owner and fence only: it may cross a transition of the same
  * owner.
+ *
+ * Op `next` is a step's `done` and the next step's `begin` (attempt 1) in one call, as a
+ * coordinator sends them when a step succeeds and another follows: nothing happens between the
+ * two (the next step is called only once its begin is durable), so they need not cost two round
+ * trips. They stay two state changes — versions v + 1 and v + 2, two history entries (`done`,
+ * then `begin`, or `fail` when the begin turned into compensation for a cancel or the saga's
+ * deadline) — exactly what the two calls would have written back to back; a crash leaves the
+ * instance either before both or after both. Its detail is the begin's; its argument the done's
+ * output. On the last step it is a plain `done`. ARGV 12 for `next`: the step's output.
  *
  * Cost: the fields a transition changes go into ONE `HSET` at its end, `cj` and `why` for the
  * reply come from the first `HMGET` (not read again after the write), and the history is trimmed

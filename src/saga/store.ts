@@ -39,7 +39,8 @@ export interface InstanceKeys {
 }
 
 /** A transition's operation. @internal */
-export type TransitionOp = 'begin' | 'done' | 'fail' | 'cbegin' | 'cdone' | 'park' | 'renew';
+export type TransitionOp =
+  'begin' | 'done' | 'next' | 'fail' | 'cbegin' | 'cdone' | 'park' | 'renew';
 
 /** The reply to a transition. @internal */
 export type TransitionReply =

@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { ManualClock } from '../../src/core/index.js';
 import {
+  MemorySagaBackend,
   SagaCoordinator,
   defineSaga,
   isSagaConflictError,
@@ -10,6 +11,7 @@ import {
   type SagaTransitionEvent,
   type StepContext,
 } from '../../src/saga/index.js';
+import { START, TRANSITION, TRANSITIONS } from '../../src/saga/scripts.js';
 import { SagaStore } from '../../src/saga/store.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -395,6 +397,60 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(log).toEqual(['undo a']);
   });
 
+  it("a done with the next step's begin turns into compensation from the done step for a cancel or the deadline, on Redis and in memory", async () => {
+    for (const backend of [client, new MemorySagaBackend()]) {
+      const store = new SagaStore({
+        client: backend,
+        prefix: `next:${backend === client ? 'redis' : 'memory'}:`,
+        shards: 1,
+        leaseMs: 60_000,
+        historyLimit: 16,
+        finishedHistory: 16,
+        retentionMs: 60_000,
+      });
+      const me = { owner: 'me', fence: 1, version: 1 };
+      // 'c': cancel requested while step 0 ran; 'd': the saga's deadline passed meanwhile.
+      for (const [id, timeoutMs] of [
+        ['c', 0],
+        ['d', 300],
+      ] as const) {
+        expect((await store.start('n', id, 'me', '{}', timeoutMs, 3)).kind).toBe('created');
+        const begun = await store.transition('n', id, me, 'begin', 0, 'attempt 1', '1');
+        expect(begun).toMatchObject({ ok: true, version: 2, status: 'running' });
+        if (id === 'c') expect(await store.cancel('n', id)).toBe(true);
+        else await new Promise((resolve) => setTimeout(resolve, 350));
+        const reply = await store.transition(
+          'n',
+          id,
+          { ...me, version: 2 },
+          'next',
+          0,
+          'attempt 1',
+          '"out"',
+        );
+        const why = id === 'c' ? 'cancelled' : 'saga-timeout';
+        expect(reply).toMatchObject({ ok: true, version: 4, status: 'compensating', cj: 0, why });
+        const read = await store.read('n', id);
+        expect(read?.row).toMatchObject({
+          status: 'compensating',
+          cur: 1,
+          cj: 0,
+          phase: 'idle',
+          version: 4,
+        });
+        expect(read?.row.outputs.get(0)).toBe('"out"');
+        expect(read?.row.attempts.has(1)).toBe(false);
+        // time|version|fence|event|step|detail
+        expect(read?.history.map((h) => h.split('|').slice(1))).toEqual([
+          ['1', '1', 'start', '-1', 'me'],
+          ['2', '1', 'begin', '0', 'attempt 1'],
+          ['3', '1', 'done', '0', ''],
+          ['4', '1', 'fail', '1', 'attempt 1'],
+        ]);
+      }
+    }
+  });
+
   it('a finished saga costs at most 1 KB of Redis', async () => {
     const saga = orderSaga([]);
     const sagas = coordinator({ sagas: [saga] });
@@ -719,6 +775,68 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(runs).toBe(1);
     const history = (await sagas.get(saga, 'lost-1'))?.history.map((h) => h.event);
     expect(history).toEqual(['start', 'begin', 'done', 'begin', 'done']);
+    own.disconnect();
+  });
+
+  it("a step's begin whose reply is lost does not use up an attempt: the step runs, not begins again", async () => {
+    const own = redis().client(0, { commandTimeout: 100 });
+    let runs = 0;
+    const saga = defineSaga('lost-begin', [
+      {
+        name: 'a',
+        retry: { attempts: 2, initialDelayMs: 1, jitter: 0 },
+        run: () => {
+          runs++;
+          if (runs > 1) return 'ok';
+          // The second attempt's `begin` is sent to a stopped server: its reply times out
+          // though the write lands once the server runs again.
+          redis().pause(0);
+          setTimeout(() => redis().resume(0), 400);
+          throw new Error('first attempt fails');
+        },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga], redis: own });
+    const outcome = await sagas.run(saga, 'lost-begin-1', null);
+    expect(outcome).toMatchObject({ status: 'completed', outputs: { a: 'ok' } });
+    expect(runs).toBe(2);
+    const history = (await sagas.get(saga, 'lost-begin-1'))?.history.map((h) => h.event);
+    expect(history).toEqual(['start', 'begin', 'begin', 'done']);
+    own.disconnect();
+  });
+
+  it("a step's done and the next step's begin go in one call: two state changes, each versioned and in the history", async () => {
+    const own = redis().client(0);
+    const calls: string[] = [];
+    const evalsha = own.evalsha.bind(own);
+    const writes = new Set([START.sha, TRANSITION.sha, TRANSITIONS.sha]);
+    own.evalsha = ((...args: Parameters<typeof evalsha>) => {
+      // The saga's writes only (not the recovery loop's claims on the same client).
+      if (writes.has(String(args[0]))) calls.push(String(args[0]));
+      return evalsha(...args);
+    }) as typeof own.evalsha;
+    const saga = defineSaga('merged', [
+      { name: 'a', run: () => 1 },
+      { name: 'b', run: () => 2 },
+      { name: 'c', run: () => 3 },
+    ]);
+    const sagas = coordinator({ sagas: [saga], redis: own, finishedHistory: 16 });
+    expect(await sagas.run(saga, 'merged-1', null)).toMatchObject({
+      status: 'completed',
+      outputs: { a: 1, b: 2, c: 3 },
+    });
+    // start, begin a, done a + begin b, done b + begin c, done c
+    expect(calls.length).toBe(5);
+    const history = (await sagas.get(saga, 'merged-1'))?.history ?? [];
+    expect(history.map((h) => [h.event, h.step ?? null, h.version])).toEqual([
+      ['start', null, 1],
+      ['begin', 'a', 2],
+      ['done', 'a', 3],
+      ['begin', 'b', 4],
+      ['done', 'b', 5],
+      ['begin', 'c', 6],
+      ['done', 'c', 7],
+    ]);
     own.disconnect();
   });
 

@@ -148,7 +148,7 @@ class TransitionCommand implements fc.AsyncCommand<Model, Real> {
       version: view.version - (this.stale ? 1 : 0),
     };
     const argument =
-      this.op === 'done'
+      this.op === 'done' || this.op === 'next'
         ? `"out${this.step}"`
         : this.op === 'begin' || this.op === 'cbegin'
           ? '1'
@@ -169,7 +169,8 @@ class TransitionCommand implements fc.AsyncCommand<Model, Real> {
     else if (!live(model)) expected = 'state';
     else if (model.version !== sent.version) expected = 'version';
     else {
-      const forward = this.op === 'begin' || this.op === 'done' || this.op === 'fail';
+      const forward =
+        this.op === 'begin' || this.op === 'done' || this.op === 'next' || this.op === 'fail';
       const ok = forward
         ? model.status === 'running' && model.cur === this.step
         : model.status === 'compensating' && model.cj === this.step;
@@ -192,6 +193,19 @@ class TransitionCommand implements fc.AsyncCommand<Model, Real> {
         model.cur = j + 1;
         model.phase = 'idle';
         if (model.cur >= STEPS) model.status = 'completed';
+        break;
+      case 'next':
+        // done j, then (unless j was the last step) begin j + 1, attempt 1: two versions.
+        model.outputs.set(j, argument);
+        model.cur = j + 1;
+        model.phase = 'idle';
+        if (model.cur >= STEPS) {
+          model.status = 'completed';
+        } else {
+          model.version++;
+          model.phase = 'run';
+          model.attempts.set(j + 1, 1);
+        }
         break;
       case 'fail':
         model.cj = model.phase === 'run' ? j : j - 1;
@@ -247,14 +261,14 @@ describeRedis('saga transitions against a reference model', () => {
       fc
         .tuple(
           who,
-          fc.constantFrom('begin', 'done', 'fail', 'cbegin', 'cdone', 'park'),
+          fc.constantFrom('begin', 'done', 'next', 'fail', 'cbegin', 'cdone', 'park'),
           step,
           fc.boolean(),
         )
         .map(([w, op, s, stale]) => new TransitionCommand(w, op, s, stale)),
       // Transitions at the step the instance is at, by its owner, so runs go deep.
       fc
-        .tuple(who, fc.constantFrom('begin', 'done', 'fail', 'cbegin', 'cdone', 'park'))
+        .tuple(who, fc.constantFrom('begin', 'done', 'next', 'fail', 'cbegin', 'cdone', 'park'))
         .map(([w, op]) => new TransitionCommand(w, op, Number.NaN, false)),
     ];
     let run = 0;
@@ -284,7 +298,7 @@ describeRedis('saga transitions against a reference model', () => {
                   new TransitionCommand(
                     c.who,
                     c.op,
-                    ['begin', 'done', 'fail'].includes(c.op) ? m.cur : m.cj,
+                    ['begin', 'done', 'next', 'fail'].includes(c.op) ? m.cur : m.cj,
                     false,
                   ).run(m, r),
                 toString: () => `${c.op}(${c.who}, current)`,

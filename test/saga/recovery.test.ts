@@ -68,7 +68,9 @@ describeRedis('recovery after a coordinator dies after each state change', () =>
   });
 
   const scenarios = [
-    // start + begin/done × 4 steps = 9 transitions; the 9th finishes it.
+    // start + begin/done × 4 steps = 9 transitions; the 9th finishes it. (A step's done and the
+    // next step's begin land in one call, so dying after such a done is dying after that begin
+    // too: both kill points are still run, and must agree.)
     { name: 'completing', failStep: undefined, transitions: 9, status: 'completed' },
     // start, a and b done, c begins twice (2 attempts; a crash during one counts as one),
     // fail, then cbegin/cdone for c, b, a = 14.
