@@ -394,11 +394,11 @@ async function reports(
     {
       measure: `transitions/s with ${IN_FLIGHT} sagas in flight, each step one Redis INCR on a client of its own (the steps' I/O, not in the floor)`,
       value: perSecond(many),
-      target: '≥ the floor design with the same steps',
+      target: '— (not a target: Keel ÷ the floor design with the same steps)',
       verdict:
         many === undefined || floor === undefined
           ? ''
-          : `×${(many.opsPerSec / floor.opsPerSec).toFixed(2)} ${verdict(many.opsPerSec >= floor.opsPerSec)}`,
+          : `×${(many.opsPerSec / floor.opsPerSec).toFixed(2)}`,
     },
     {
       measure: `the same, the floor design with the same steps`,
