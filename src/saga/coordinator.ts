@@ -986,17 +986,24 @@ export class SagaCoordinator implements AsyncDisposable {
           continue;
         }
         if (reply.ok) return accepted(op, step, argument, event, reply);
-        if (reply.why === 'version' && reply.fence === row.fence) {
-          // Our own earlier write landed but its reply was lost: re-read. A version past ours
-          // under our owner and fence is this transition's own write (nothing else versions the
-          // instance under them: a claim raises the fence, a renew or cancel leaves the
-          // version), so it landed — a begun step is then called, not begun again (which would
-          // use up an attempt the step never had). Otherwise decide again from what was read.
+        if (
+          op !== 'renew' &&
+          reply.fence === row.fence &&
+          (reply.why === 'version' || (reply.why === 'state' && reply.version > row.version))
+        ) {
+          // Our own earlier write landed but its reply was lost (the retry is refused: the
+          // version moved, or the instance finished — a lost reply to its last transition):
+          // re-read. A version past ours under our owner and fence is this transition's own
+          // write (nothing else versions the instance under them: a claim raises the fence, a
+          // renew or cancel leaves the version), so it landed — a begun step is then called, not
+          // begun again (which would use up an attempt the step never had). Otherwise decide
+          // again from what was read.
           const read = await this.#store.read(def.name, id).catch(() => undefined);
           if (read !== undefined && read.row.owner === row.owner && read.row.fence === row.fence) {
             const mine = read.row.version > row.version;
             Object.assign(row, read.row);
-            return mine;
+            if (!mine) return false;
+            return landedUnseen(op, step, argument, event);
           }
         }
         fencedChannel.publish({
@@ -1016,6 +1023,31 @@ export class SagaCoordinator implements AsyncDisposable {
           ),
         );
       }
+    };
+
+    /**
+     * A transition that landed while its reply was lost, `row` re-read since: heard as if its
+     * reply had come (the same events), then — while the instance is live — a `renew` before
+     * anything runs under it. The retries may have outlasted the lease (a step started on an
+     * expired lease could be claimed and run by another process at the same time), and the
+     * renew's reply gives the server time the step's deadline is armed from. True once renewed
+     * (or finished); a refused renew stops the drive as fenced.
+     */
+    const landedUnseen = (
+      op: TransitionOp,
+      step: number,
+      argument: string,
+      event: string,
+    ): Promise<boolean> | true => {
+      landed(op, step, argument, event, {
+        version: row.version,
+        status: row.status,
+        cj: row.cj,
+        why: row.reason,
+        now: row.updatedAt,
+      });
+      if (row.status !== 'running' && row.status !== 'compensating') return true;
+      return transition('renew', -1, '', '');
     };
 
     /** What a landed transition changes in `row` (beyond what its reply says), and who hears. */
@@ -1320,7 +1352,7 @@ export class SagaCoordinator implements AsyncDisposable {
               !this.#isClosing()
             ) {
               if (
-                (await transition('next', next.step, 'attempt 1', text)) &&
+                (await transition('next', next.step, 'attempt 1', text, 'done')) &&
                 row.status === 'running'
               )
                 begun = following;

@@ -256,7 +256,7 @@ const transition: Port = (ks, keys, a) => {
   if (ow !== a[1] || f !== fence) return refuse('fenced');
   const op = a[8];
   const step = Number(a[9]);
-  const detail = a[10] as string;
+  let detail = a[10] as string;
   const lease = now + Number(a[4]);
   if (!isLive(st)) return refuse('state');
   // A heartbeat checks the owner and fence only: it may cross a transition of the same owner.
@@ -356,7 +356,10 @@ const transition: Port = (ks, keys, a) => {
     case 'next': {
       // A step's done (v) and the next step's begin (v + 1) at once (see TRANSITION's `next`).
       Object.assign(set, { [`o:${step}`]: arg, cur: step + 1 });
-      if (step + 1 >= Number(ns)) return finish('completed', 'done');
+      if (step + 1 >= Number(ns)) {
+        detail = ''; // a plain done, logged as one (the detail sent is the begin's)
+        return finish('completed', 'done');
+      }
       let reason: string | undefined;
       if (cx === '1') reason = 'cancelled';
       else if (Number(dl) > 0 && now >= Number(dl)) reason = 'saga-timeout';

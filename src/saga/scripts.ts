@@ -168,7 +168,11 @@ elseif op == 'next' then
   local nx = string.format('%d', step + 1)
   local set = {'o:' .. ARGV[10], arg, 'cur', nx}
   if step + 1 >= tonumber(s[11]) then
-    return finish(KEYS, ARGV, set, 'completed', 'done', now, nows, vs, cjs, why)
+    -- No step follows (the stored count is smaller than the caller's): a plain done, logged as
+    -- one (no detail: the detail sent is the begin's).
+    local a = {unpack(ARGV)}
+    a[11] = ''
+    return finish(KEYS, a, set, 'completed', 'done', now, nows, vs, cjs, why)
   end
   if s[10] == '1' then reason = 'cancelled'
   elseif tonumber(s[9]) > 0 and now >= tonumber(s[9]) then reason = 'saga-timeout' end

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
-import { ManualClock } from '../../src/core/index.js';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { ManualClock, type ScriptClient } from '../../src/core/index.js';
 import {
   MemorySagaBackend,
   SagaCoordinator,
@@ -448,6 +449,15 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
           ['4', '1', 'fail', '1', 'attempt 1'],
         ]);
       }
+      // On the stored last step (a definition that gained steps since), a plain done.
+      expect((await store.start('n', 'last', 'me', '{}', 0, 1)).kind).toBe('created');
+      await store.transition('n', 'last', me, 'begin', 0, 'attempt 1', '1');
+      const last = { ...me, version: 2 };
+      expect(
+        await store.transition('n', 'last', last, 'next', 0, 'attempt 1', '"out"'),
+      ).toMatchObject({ ok: true, version: 3, status: 'completed' });
+      const read = await store.read('n', 'last');
+      expect(read?.history.at(-1)?.split('|').slice(1)).toEqual(['3', '1', 'done', '0', '']);
     }
   });
 
@@ -803,6 +813,122 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     const history = (await sagas.get(saga, 'lost-begin-1'))?.history.map((h) => h.event);
     expect(history).toEqual(['start', 'begin', 'begin', 'done']);
     own.disconnect();
+  });
+
+  it('a transition that landed while its reply was lost is renewed before the next step runs: nobody claims it, the step runs once', async () => {
+    const real = redis().client(0);
+    let armed = false;
+    let blockedUntil = 0;
+    const writes = new Set([TRANSITION.sha, TRANSITIONS.sha]);
+    // The step's done + next begin lands, its reply is lost, and the retries fail for longer
+    // than the lease (a partition): the lease has run out when the write is found to have landed.
+    const flaky: ScriptClient = {
+      async evalsha(sha, n, ...args) {
+        if (writes.has(sha)) {
+          if (armed) {
+            armed = false;
+            await real.evalsha(sha, n, ...args);
+            blockedUntil = Date.now() + 1000;
+            throw new Error('connection reset (reply lost)');
+          }
+          if (Date.now() < blockedUntil) throw new Error('connection refused (partition)');
+        }
+        return real.evalsha(sha, n, ...args);
+      },
+      eval: (source, n, ...args) => real.eval(source, n, ...args),
+    };
+    const runs: string[] = [];
+    const peer: { other?: SagaCoordinator } = {};
+    const saga = defineSaga('renewed', [
+      {
+        name: 'a',
+        run: () => {
+          armed = true;
+          return 'A';
+        },
+      },
+      {
+        name: 'b',
+        retry: { attempts: 2, initialDelayMs: 1 },
+        run: async (ctx: StepContext) => {
+          runs.push(`b fence ${ctx.fence} attempt ${ctx.attempt}`);
+          // Another process looks for expired leases while b runs.
+          if (ctx.fence === 1)
+            runs.push(`claimed ${await (peer.other as SagaCoordinator).recoverNow()}`);
+          return 'B';
+        },
+      },
+    ]);
+    const sagas = coordinator({ sagas: [saga], redis: flaky, leaseMs: 600, shards: 1 });
+    peer.other = coordinator({ sagas: [saga], leaseMs: 600, shards: 1 });
+    const outcome = await sagas.run(saga, 'renewed-1', null);
+    expect(outcome).toMatchObject({ status: 'completed', outputs: { a: 'A', b: 'B' } });
+    expect(runs).toEqual(['b fence 1 attempt 1', 'claimed 0']);
+    real.disconnect();
+  }, 20_000);
+
+  it("a step's done + begin whose reply is lost: every state change is heard once, in order, and the next step runs as attempt 1", async () => {
+    const own = redis().client(0, { commandTimeout: 100 });
+    const runs: string[] = [];
+    const saga = defineSaga('lost-next', [
+      {
+        name: 'a',
+        run: () => {
+          runs.push('a');
+          redis().pause(0);
+          setTimeout(() => redis().resume(0), 400);
+          return 'A';
+        },
+      },
+      {
+        name: 'b',
+        retry: { attempts: 1 },
+        run: (ctx: StepContext) => void runs.push(`b#${ctx.attempt}`),
+      },
+      { name: 'c', retry: { attempts: 1 }, run: () => void runs.push('c') },
+    ]);
+    const sagas = coordinator({ sagas: [saga], redis: own, finishedHistory: 16 });
+    const events: string[] = [];
+    sagas.onTransition((e) => events.push(`${e.event}:${e.step ?? ''}:${e.version}`));
+    expect((await sagas.run(saga, 'ln-1', null)).status).toBe('completed');
+    expect(runs).toEqual(['a', 'b#1', 'c']);
+    const history = (await sagas.get(saga, 'ln-1'))?.history ?? [];
+    expect(events).toEqual(history.map((h) => `${h.event}:${h.step ?? ''}:${h.version}`));
+    expect(events).toEqual([
+      'start::1',
+      'begin:a:2',
+      'done:a:3',
+      'begin:b:4',
+      'done:b:5',
+      'begin:c:6',
+      'done:c:7',
+    ]);
+    own.disconnect();
+  });
+
+  it('a last transition whose reply is lost completes the saga with no fenced report', async () => {
+    const own = redis().client(0, { commandTimeout: 100 });
+    const fenced: unknown[] = [];
+    const onFenced = (m: unknown): void => void fenced.push(m);
+    subscribe('keel:saga:fenced', onFenced);
+    try {
+      const saga = defineSaga('lost-final', [
+        {
+          name: 'a',
+          run: () => {
+            redis().pause(0);
+            setTimeout(() => redis().resume(0), 400);
+            return 'A';
+          },
+        },
+      ]);
+      const sagas = coordinator({ sagas: [saga], redis: own });
+      expect(await sagas.run(saga, 'lf-1', null)).toMatchObject({ status: 'completed' });
+      expect(fenced).toEqual([]);
+    } finally {
+      unsubscribe('keel:saga:fenced', onFenced);
+      own.disconnect();
+    }
   });
 
   it("a step's done and the next step's begin go in one call: two state changes, each versioned and in the history", async () => {
