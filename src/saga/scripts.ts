@@ -50,9 +50,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
  *   (a field given twice takes its last value: the same in both places here).
  * - `HMGET` reads only the fields the op needs (each field is a scan of the hash's listpack, an
  *   absent one — `cx` and `why` while a saga runs — a scan of all of it): every op the eight it
- *   checks or answers with, `begin` also `dl` and `cx`, `done` also `ns`, `next` all three. The phase, needed only
- *   when compensation begins, is read there with `HGET` (nothing was written before it: it is
- *   what the script found).
+ *   checks or answers with, `begin` also `dl` and `cx`, `done` also `ns`, `next` all three. The
+ *   phase, needed only when compensation begins, is read there with `HGET` (nothing was written
+ *   before it: it is what the script found).
  */
 const TRANSITION_FUNCTION = `
 local function record(KEYS, ARGV, nows, vs, event)
