@@ -16,7 +16,11 @@
  * async resources run (socket reads, ticks, timers), per cycle and per library, by async_hooks;
  * `--ticks` adds where the ticks were scheduled.
  *
- *   node --expose-gc --import tsx bench/lock-tail.ts [--rounds=10000] [--warmup=3000] [--mutex] [--balanced] [--clock] [--rusage] [--wrap] <dist dir>
+ *   node --expose-gc --import tsx bench/lock-tail.ts [--rounds=10000] [--warmup=3000] [--sequential=MS] [--mutex] [--balanced] [--clock] [--rusage] [--wrap] <dist dir>
+ *
+ * `--sequential=MS` (session 18) first runs each library alone for MS ms, five times over, one
+ * library after the other — what the suite's tinybench tasks do in its process before its row
+ * (a) loop — then the warm-up and the loop as usual.
  *   node --expose-gc --import tsx bench/lock-tail.ts --rounds=2000 --warmup=1000 --hooks <dist dir>
  *
  * Each `<dist dir>` is a built Keel (`npx tsup`, then a copy of `dist/`). A measuring tool, not
@@ -248,6 +252,15 @@ async function main(): Promise<void> {
         }
       }
     };
+    // `--sequential=MS`: before the warm-up, each library alone for MS ms, five times over, one
+    // library after the other (what the suite's tinybench tasks do before its row (a) loop).
+    const sequentialMs = arg('sequential', 0);
+    for (let round = 0; round < (sequentialMs > 0 ? 5 : 0); round++) {
+      for (const lib of libs) {
+        const until = performance.now() + sequentialMs;
+        while (performance.now() < until) await lib.release(await lib.acquire());
+      }
+    }
     await run(WARMUP, false);
     gcs.length = 0;
     timerFires.length = 0;
