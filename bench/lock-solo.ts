@@ -21,11 +21,10 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import NodeRedlock from 'redlock';
-import { RedlockMutex } from 'redis-semaphore';
 import type * as LockModule from '../src/lock/index.js';
 import { RedisHarness } from '../test/support/redis.js';
 import { numberFlag as arg } from './flags.js';
+import { ROW_A, rowAMutex, rowARedlock } from './lock-peers.js';
 import { ORDERS } from './lock-orders.js';
 
 const LIBRARIES = ['keel', 'redlock', 'mutex'] as const;
@@ -33,7 +32,6 @@ type Library = (typeof LIBRARIES)[number];
 
 interface Ask {
   readonly t: 'cycle';
-  readonly keep: boolean;
 }
 type Answer = { readonly t: 'ready' } | { readonly t: 'done'; readonly ms: number };
 
@@ -44,26 +42,14 @@ async function child(library: Library, ports: number[], dist: string): Promise<v
   let cycle: () => Promise<unknown>;
   if (library === 'keel') {
     const mod = (await import(join(resolve(dist), 'lock', 'index.js'))) as typeof LockModule;
-    const keel = new mod.Redlock({ clients, ttlMs: 10_000, driftFactor: 0.01 });
+    const keel = new mod.Redlock({ clients, ...ROW_A });
     cycle = async () => (await keel.acquire('bench:solo:keel')).release();
   } else if (library === 'redlock') {
-    const redlock = new NodeRedlock(clients, {
-      driftFactor: 0.01,
-      retryCount: 10,
-      retryDelay: 200,
-      retryJitter: 100,
-      automaticExtensionThreshold: 500,
-    });
-    redlock.on('error', () => undefined);
-    cycle = async () => (await redlock.acquire(['bench:solo:redlock'], 10_000)).release();
+    const redlock = rowARedlock(clients);
+    cycle = async () => (await redlock.acquire(['bench:solo:redlock'], ROW_A.ttlMs)).release();
   } else {
     cycle = async () => {
-      const m = new RedlockMutex(clients, 'bench:solo:semaphore', {
-        lockTimeout: 10_000,
-        acquireTimeout: 10_000,
-        retryInterval: 10,
-        refreshInterval: 0,
-      });
+      const m = rowAMutex(clients, 'bench:solo:semaphore');
       await m.acquire();
       await m.release();
     };
@@ -91,7 +77,7 @@ function ask(worker: ChildProcess): Promise<number> {
     worker.once('message', (m: Answer) => {
       if (m.t === 'done') resolveMs(m.ms);
     });
-    worker.send({ t: 'cycle', keep: true } satisfies Ask);
+    worker.send({ t: 'cycle' } satisfies Ask);
   });
 }
 

@@ -28,14 +28,14 @@
  */
 import type { Redis } from 'ioredis';
 import type * as LockModule from '../src/lock/index.js';
-import NodeRedlock from 'redlock';
-import { RedlockMutex } from 'redis-semaphore';
+import type { RedlockMutex } from 'redis-semaphore';
 import { resolve, join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { createHook } from 'node:async_hooks';
 import { RedisHarness } from '../test/support/redis.js';
 import { numberFlag as arg } from './flags.js';
 import { ORDERS } from './lock-orders.js';
+import { ROW_A, rowAMutex, rowARedlock } from './lock-peers.js';
 
 const ROUNDS = arg('rounds', 10_000);
 const WARMUP = arg('warmup', 3000);
@@ -162,18 +162,10 @@ async function main(): Promise<void> {
     };
     const keel = new mod.Redlock({
       clients: clientsFor(),
-      ttlMs: 10_000,
-      driftFactor: 0.01,
+      ...ROW_A,
       ...(flag('clock') ? { clock } : {}),
     });
-    const redlock = new NodeRedlock(clientsFor(), {
-      driftFactor: 0.01,
-      retryCount: 10,
-      retryDelay: 200,
-      retryJitter: 100,
-      automaticExtensionThreshold: 500,
-    });
-    redlock.on('error', () => undefined);
+    const redlock = rowARedlock(clientsFor());
     const mutexClients = clientsFor();
     type Lib = {
       name: string;
@@ -190,7 +182,7 @@ async function main(): Promise<void> {
       },
       {
         name: 'redlock',
-        acquire: () => redlock.acquire(['bench:seq:redlock'], 10_000),
+        acquire: () => redlock.acquire(['bench:seq:redlock'], ROW_A.ttlMs),
         release: (l) => (l as { release(): Promise<unknown> }).release(),
         cycles: [],
       },
@@ -199,12 +191,7 @@ async function main(): Promise<void> {
       libs.push({
         name: 'mutex',
         acquire: async () => {
-          const m = new RedlockMutex(mutexClients, 'bench:seq:semaphore', {
-            lockTimeout: 10_000,
-            acquireTimeout: 10_000,
-            retryInterval: 10,
-            refreshInterval: 0,
-          });
+          const m = rowAMutex(mutexClients, 'bench:seq:semaphore');
           await m.acquire();
           return m;
         },
