@@ -13,6 +13,12 @@ const now = (): number => performance.now();
 export interface Net {
   readonly latency: number[];
   readonly inflight: number[];
+  /**
+   * When given: per node, the arguments of every script call in flight to it, so a test can
+   * tell one call (say, a release naming its token) from others sent meanwhile (the lock's own
+   * periodic incarnation check goes to every node about once a second).
+   */
+  readonly calls?: Set<readonly (string | number)[]>[];
 }
 
 /**
@@ -25,6 +31,7 @@ export function throughNet(client: Redis, node: number, net: Net): Redis {
     (call: (...args: (string | number)[]) => Promise<unknown>) =>
     async (...args: (string | number)[]): Promise<unknown> => {
       (net.inflight[node] as number)++;
+      net.calls?.[node]?.add(args);
       try {
         const sendAt = now() + (net.latency[node] as number);
         const previous = sent;
@@ -40,6 +47,7 @@ export function throughNet(client: Redis, node: number, net: Net): Redis {
         return await call(...args);
       } finally {
         (net.inflight[node] as number)--;
+        net.calls?.[node]?.delete(args);
       }
     };
   const evalsha = delayed((sha, numKeys, ...rest) =>
