@@ -335,7 +335,7 @@ export class Quorum {
       node,
       ok: false,
       pending: true,
-      error: 'pending (decided without it)',
+      error: 'the round was decided without its answer',
     }));
   }
 

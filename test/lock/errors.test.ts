@@ -150,6 +150,22 @@ describeRedis('lock errors against three real redis-server processes', () => {
     expect((cause as AggregateError).errors).toHaveLength(2);
   });
 
+  it('a node the round was decided without is named once as pending, not "pending (pending …)"', async () => {
+    const holder = redlockOf({ retryCount: 0 });
+    const held = await holder.acquire('decided');
+    redis().pause(2); // nodes 0 and 1 say "held" at once: a quorum of 2, decided without 2
+    const error = await redlockOf({ retryCount: 0 })
+      .acquire('decided')
+      .catch((e: unknown) => e);
+    redis().resume(2);
+    expect(isLockTakenError(error), String(error)).toBe(true);
+    expect(votesOf(error)[2]).toMatchObject({ address: address(2), kind: 'pending' });
+    const message = (error as Error).message;
+    expect(message).toContain(`${address(2)} pending (the round was decided without its answer)`);
+    expect(message).not.toMatch(/pending \(pending/);
+    await held.release();
+  });
+
   it('a paused node is named and timed out; a script error is a script error with its ReplyError', async () => {
     redis().pause(0);
     redis().pause(1);
