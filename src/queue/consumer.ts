@@ -457,23 +457,33 @@ export class Consumer<T = unknown> implements AsyncDisposable {
 
   // ————— unordered mode —————
 
+  /**
+   * Reads the partitions in turn, one per read. A read blocks (for `blockMs`, split over the
+   * partitions) only when it is the sole partition, or once a whole round of reads in a row
+   * found nothing new: a partition with a backlog is never kept waiting behind blocking reads of
+   * empty ones. Handled messages' acks ride with the next read, whichever partition's turn it
+   * is, so a partition that keeps the consumer busy does not starve the others.
+   */
   async #readLoop(): Promise<void> {
     const n = this.#s.partitions;
     const block = n === 1 ? this.#o.blockMs : Math.max(1, Math.floor(this.#o.blockMs / n));
     let rr = 0;
+    /** Reads in a row that found nothing new. */
+    let empty = 0;
     while (!this.#isClosing()) {
       if (this.#inFlight.size - this.#acks.length >= this.#o.concurrency) {
         await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
         continue;
       }
+      const p = rr++ % n;
       if (this.#acks.length > 0) {
         // Handled messages wait for their ack: send it with the next read, one round trip.
-        await this.#ackAndRead();
+        empty = (await this.#ackAndRead(p)) > 0 ? 0 : empty + 1;
         continue;
       }
-      const p = rr++ % n;
       const keys = this.#queue.keys(this.topic, p);
       const free = this.#o.concurrency - this.#inFlight.size;
+      const blocking = n === 1 || empty >= n;
       const start = this.#s.clock.now();
       let reply: unknown;
       try {
@@ -484,8 +494,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           this.name,
           'COUNT',
           free,
-          'BLOCK',
-          block,
+          ...(blocking ? ['BLOCK', block] : []),
           'STREAMS',
           keys.stream,
           '>',
@@ -500,7 +509,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         }
         continue;
       }
-      for (const [entryId, raw] of entriesOf(reply)) {
+      const entries = entriesOf(reply);
+      empty = entries.length > 0 ? 0 : empty + 1;
+      for (const [entryId, raw] of entries) {
         this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
       }
     }
@@ -556,10 +567,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     }
   }
 
-  /** The read loop's turn when acks are queued: ack a batch and read what is new, in one call. */
-  async #ackAndRead(): Promise<void> {
+  /**
+   * The read loop's turn when acks are queued: ack a batch and read what is new in partition
+   * `p` (the partition whose turn it is), in one round trip. Returns how many entries it read.
+   */
+  async #ackAndRead(p: number): Promise<number> {
     const batch = this.#takeAcks();
-    const p = (batch[0] as Delivery).p;
+    const acking = (batch[0] as Delivery).p;
     // Other partitions' acks go out on their own, at once.
     this.#flushAcks();
     const free = this.#o.concurrency - this.#inFlight.size + batch.length;
@@ -567,12 +581,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const keys = this.#queue.keys(this.topic, p);
     // Pipelined on one connection: the batch ack, then a non-blocking read of up to as many
     // messages as the acks free (plus free slots) — one write and one round trip, and the read's
-    // reply never passes through Lua.
-    if (typeof (this.#s.client as { pipeline?: unknown }).pipeline === 'function') {
-      for (const [entryId, raw] of await this.#sendAcks(batch, free)) {
+    // reply never passes through Lua. On a Cluster only within one partition (one slot): a
+    // pipeline must not span nodes.
+    if (
+      typeof (this.#s.client as { pipeline?: unknown }).pipeline === 'function' &&
+      (acking === p || this.#s.client.isCluster !== true)
+    ) {
+      const entries = await this.#sendAcks(batch, free, keys);
+      for (const [entryId, raw] of entries) {
         this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
       }
-      return;
+      return entries.length;
     }
     const acked = this.#sendAcks(batch);
     const read = this.#s.client
@@ -596,6 +615,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     for (const [entryId, raw] of entries) {
       this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
     }
+    return entries.length;
   }
 
   /**
@@ -604,10 +624,14 @@ export class Consumer<T = unknown> implements AsyncDisposable {
    * small is remembered and deleted with a later one (or by the next sweep), so concurrency 1
    * does not pay the group check and the delete per message. On a Redis failure each ack is
    * retried on its own (see {@link #settle}), deleting as it acks. With `readCount`, a
-   * non-blocking read of up to that many new entries goes out in the same pipeline (one write);
-   * its entries are returned.
+   * non-blocking read of up to that many new entries of partition `read` (keys) goes out in the
+   * same pipeline (one write); its entries are returned.
    */
-  async #sendAcks(batch: Delivery[], readCount = 0): Promise<RawEntry[]> {
+  async #sendAcks(
+    batch: Delivery[],
+    readCount = 0,
+    read?: PartitionKeys,
+  ): Promise<RawEntry[]> {
     const first = batch[0] as Delivery;
     const p = first.p;
     const keys = this.#queue.keys(this.topic, p);
@@ -645,7 +669,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         'COUNT',
         readCount,
         'STREAMS',
-        keys.stream,
+        (read ?? keys).stream,
         '>',
       );
       try {
