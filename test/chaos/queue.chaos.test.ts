@@ -115,8 +115,15 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
           })();
           await Promise.all([...producers, faults]);
           counts.sent = sent.length;
-          // Quiescence: every sent message handled or dead-lettered (bounded wait).
-          const settleBy = performance.now() + 90_000;
+          // Quiescence: every sent message handled or dead-lettered. Bounded: given up when 20 s
+          // pass with no message finished (a stall: what is left counts as lost), and after
+          // max(90 s, 4 × the chaos time) in all. Ordered mode handles a partition one message at
+          // a time, slower than the producers send, so a long run leaves a backlog to drain.
+          const drainStart = performance.now();
+          const settleBy = drainStart + Math.max(90_000, 4 * seconds * 1000);
+          let progressAt = drainStart;
+          let openBefore = Infinity;
+          let openAtEnd: number | undefined;
           let handled = new Map<string, number>();
           let dead = new Set<string>();
           for (;;) {
@@ -129,7 +136,11 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
               ),
             );
             const open = sent.filter((m) => !handled.has(m.id) && !dead.has(m.id));
+            openAtEnd ??= open.length;
+            if (open.length < openBefore) progressAt = performance.now();
+            openBefore = open.length;
             if (open.length === 0 || performance.now() > settleBy) break;
+            if (performance.now() - progressAt > 20_000) break;
             await sleep(200);
           }
           const lost = sent.filter((m) => !handled.has(m.id) && !dead.has(m.id));
@@ -149,10 +160,27 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
               }
             }
           }
+          // Where the unfinished messages are, per partition: waiting to be read (lag), read and
+          // not acked (pending), waiting for a retry (delayed), so a failure says whether
+          // messages are gone or stuck, and where.
+          const where: string[] = [];
+          if (lost.length > 0) {
+            for (let p = 0; p < partitions; p++) {
+              const tag = `{chaos:${p}}`;
+              const groups = (await client
+                .xinfo('GROUPS', `keel:q:${tag}:s`)
+                .catch((e: unknown) => [String(e)])) as unknown[];
+              where.push(
+                `  partition ${p}: XLEN ${await client.xlen(`keel:q:${tag}:s`)}, delayed ` +
+                  `${await client.zcard(`keel:q:${tag}:d`)}, groups ${JSON.stringify(groups)}`,
+              );
+            }
+          }
           const report = [
             `queue chaos (${ordered ? 'ordered' : 'unordered'}): seed ${seed}, ${seconds} s, 3 consumer processes, ${partitions} partitions`,
             `  sent ${sent.length} (poison ${sent.filter((m) => m.poison).length}), handled ${handled.size}, dead-lettered ${dead.size} (handled and dead-lettered: ${bothWays.length})`,
             `  faults: SIGKILL ${counts.kills} (restarted ${counts.restarts}), Redis paused ${counts.pauses}`,
+            `  open when the chaos ended ${openAtEnd}, drained in ${Math.round((performance.now() - drainStart) / 1000)} s`,
             `  lost ${lost.length}${
               lost.length > 0
                 ? ' e.g. ' +
@@ -163,6 +191,7 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
                 : ''
             }, duplicate effects ${duplicates.length}, ` +
               `out-of-order ${ordered ? outOfOrder : 'n/a'}${samples.length > 0 ? ' e.g. ' + samples.join('; ') : ''}, poison handled ${poisonHandled.length}`,
+            ...where,
             `  rerun: ${rerunCommand(FILE, seed, seconds)}`,
           ].join('\n');
           console.log(report);
@@ -190,7 +219,7 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
           await redis().flushAll();
         }
       },
-      seconds * 1000 + 180_000,
+      seconds * 5000 + 150_000,
     );
   }
 });
