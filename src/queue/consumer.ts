@@ -627,11 +627,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
    * non-blocking read of up to that many new entries of partition `read` (keys) goes out in the
    * same pipeline (one write); its entries are returned.
    */
-  async #sendAcks(
-    batch: Delivery[],
-    readCount = 0,
-    read?: PartitionKeys,
-  ): Promise<RawEntry[]> {
+  async #sendAcks(batch: Delivery[], readCount = 0, read?: PartitionKeys): Promise<RawEntry[]> {
     const first = batch[0] as Delivery;
     const p = first.p;
     const keys = this.#queue.keys(this.topic, p);
