@@ -587,7 +587,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       typeof (this.#s.client as { pipeline?: unknown }).pipeline === 'function' &&
       (acking === p || this.#s.client.isCluster !== true)
     ) {
-      const entries = await this.#sendAcks(batch, free, keys);
+      const entries = await this.#sendAcks(batch, free, p);
       for (const [entryId, raw] of entries) {
         this.#dispatch(p, keys, decodeEntry(String(entryId), raw), 1, start, undefined);
       }
@@ -606,8 +606,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         keys.stream,
         '>',
       )
-      .then(entriesOf, (error: unknown) => {
-        this.#report(new QueueRedisError(`read ${this.topic}`, this.#s.client, error));
+      .then(entriesOf, async (error: unknown) => {
+        await this.#readFailed(p, error);
         return [];
       });
     await acked;
@@ -619,15 +619,26 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   }
 
   /**
+   * A read that rode with an ack failed. A missing group (NOGROUP: the stream was deleted, or
+   * Redis restarted without its data) is created again here, as the loop's own reads do: under
+   * load every read of partition `p` may be one that rides with an ack, and it would fail every
+   * time.
+   */
+  async #readFailed(p: number, error: unknown): Promise<void> {
+    if (error instanceof Error && error.message.startsWith('NOGROUP')) await this.#ensureGroup(p);
+    else this.#report(new QueueRedisError(`read ${this.topic}`, this.#s.client, error));
+  }
+
+  /**
    * One batch-ack call for `batch` (all of one partition). Acked entries are deleted from the
    * stream (when it has one group) in batches of at least {@link FORGET_BATCH}: a batch that
    * small is remembered and deleted with a later one (or by the next sweep), so concurrency 1
    * does not pay the group check and the delete per message. On a Redis failure each ack is
    * retried on its own (see {@link #settle}), deleting as it acks. With `readCount`, a
-   * non-blocking read of up to that many new entries of partition `read` (keys) goes out in the
-   * same pipeline (one write); its entries are returned.
+   * non-blocking read of up to that many new entries of partition `read` (default: the acks'
+   * partition) goes out in the same pipeline (one write); its entries are returned.
    */
-  async #sendAcks(batch: Delivery[], readCount = 0, read?: PartitionKeys): Promise<RawEntry[]> {
+  async #sendAcks(batch: Delivery[], readCount = 0, read?: number): Promise<RawEntry[]> {
     const first = batch[0] as Delivery;
     const p = first.p;
     const keys = this.#queue.keys(this.topic, p);
@@ -654,6 +665,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     let flags: unknown[] | undefined;
     let failure: unknown;
     let entries: RawEntry[] = [];
+    /** The pipelined read's error: handled once the acks are settled (their slots freed). */
+    let readFailure: unknown;
     const pipeline = readCount > 0 ? pipelineOf(this.#s.client) : undefined;
     if (pipeline !== undefined) {
       pipeline.evalsha(ACK_MANY.sha, 1, keys.stream, ...args);
@@ -665,7 +678,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         'COUNT',
         readCount,
         'STREAMS',
-        (read ?? keys).stream,
+        read === undefined ? keys.stream : this.#queue.keys(this.topic, read).stream,
         '>',
       );
       try {
@@ -676,7 +689,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         // A server without the script cached: sent again below, from source.
         else if (!isNoScriptError(ackError)) failure = ackError;
         if (readError === null) entries = entriesOf(readReply);
-        else this.#report(new QueueRedisError(`read ${this.topic}`, this.#s.client, readError));
+        else readFailure = readError;
       } catch (error) {
         failure = error;
       }
@@ -718,6 +731,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           this.#finish(a);
         }),
       );
+      if (readFailure !== undefined) await this.#readFailed(read ?? p, readFailure);
       return entries;
     }
     const acked: string[] = [];
@@ -727,6 +741,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       this.#finish(a);
     });
     if (acked.length > 0) this.#remember(p, acked);
+    if (readFailure !== undefined) await this.#readFailed(read ?? p, readFailure);
     return entries;
   }
 
