@@ -594,6 +594,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       return entries.length;
     }
     const acked = this.#sendAcks(batch);
+    // COUNT 0 (or less) would mean no limit to Redis: with no slot to fill, only the ack goes.
+    if (free <= 0) {
+      await acked;
+      return 0;
+    }
     const read = this.#s.client
       .call(
         'XREADGROUP',
