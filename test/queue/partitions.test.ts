@@ -79,49 +79,34 @@ describeRedis('keel/queue: an unordered consumer reads every partition in turn',
     expect(order.lastIndexOf(other), `order: ${order.join(' ')}`).toBeLessThan(110);
     await consumer.close();
   });
+
+  it('a NOGROUP on the read that rides with an ack recreates that partition’s group', async () => {
+    // Concurrency 1 over 2 partitions, a backlog on partition 0: each freed slot comes with an
+    // ack, and the read that rides with it falls on partition 1 every time (the reads of the
+    // loop's own turns, between, fall on partition 0). If partition 1's group is gone (Redis
+    // restarted without persistence, the stream deleted), that read fails with NOGROUP; the
+    // consumer's own read recreates a missing group, the read with an ack must too — else
+    // partition 1 is not read again until partition 0 is empty.
+    const queue = queueOf(2);
+    const busy = keyOn(0, 2);
+    const other = keyOn(1, 2);
+    for (let i = 0; i < 400; i++) await queue.send('orders', { i }, { key: busy });
+    const order: string[] = [];
+    const consumer = queue.consume<{ i: number }>(
+      'orders',
+      'g',
+      async (m) => {
+        order.push(m.key ?? '');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      },
+      { concurrency: 1 },
+    );
+    await until(() => expect(order.length).toBeGreaterThan(20), 15_000);
+    await client.call('XGROUP', 'DESTROY', queue.keys('orders', 1).stream, 'g');
+    await queue.send('orders', { i: -1 }, { key: other });
+    await until(() => expect(order).toHaveLength(401), 30_000);
+    // Handled while partition 0 still had most of its backlog.
+    expect(order.indexOf(other)).toBeLessThan(200);
+    await consumer.close();
+  });
 });
-
-describeRedis(
-  'keel/queue: a partition whose group went missing is read again while another is busy',
-  () => {
-    const redis = useRedis({ count: 1 });
-    const opened: { close(): Promise<void> }[] = [];
-
-    afterEach(async () => {
-      for (const q of opened.splice(0)) await q.close();
-      await redis().flushAll();
-    });
-
-    it('a NOGROUP on the read that rides with an ack recreates that partition’s group', async () => {
-      // Concurrency 1 over 2 partitions, a backlog on partition 0: each freed slot comes with an
-      // ack, and the read that rides with it falls on partition 1 every time (the reads of the
-      // loop's own turns, between, fall on partition 0). If partition 1's group is gone (Redis
-      // restarted without persistence, the stream deleted), that read fails with NOGROUP; the
-      // consumer's own read recreates a missing group, the read with an ack must too — else
-      // partition 1 is not read again until partition 0 is empty.
-      const client = redis().client(0);
-      const queue = new Queue({ client, partitions: 2 });
-      opened.push(queue);
-      const busy = keyOn(0, 2);
-      const other = keyOn(1, 2);
-      for (let i = 0; i < 400; i++) await queue.send('orders', { i }, { key: busy });
-      const order: string[] = [];
-      const consumer = queue.consume<{ i: number }>(
-        'orders',
-        'g',
-        async (m) => {
-          order.push(m.key ?? '');
-          await new Promise((resolve) => setTimeout(resolve, 5));
-        },
-        { concurrency: 1 },
-      );
-      await until(() => expect(order.length).toBeGreaterThan(20), 15_000);
-      await client.call('XGROUP', 'DESTROY', queue.keys('orders', 1).stream, 'g');
-      await queue.send('orders', { i: -1 }, { key: other });
-      await until(() => expect(order).toHaveLength(401), 30_000);
-      // Handled while partition 0 still had most of its backlog.
-      expect(order.indexOf(other)).toBeLessThan(200);
-      await consumer.close();
-    });
-  },
-);
