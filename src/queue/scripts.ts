@@ -20,7 +20,9 @@ import { luaScript, type LuaScript } from '../core/index.js';
  * (see {@link TRIM_DONE}) — for one group, its oldest pending entry (and `true`: something is
  * still pending), else just past its last delivered one; with several groups the lowest of
  * those over the groups (and `false`: an acked id above it may still be needed by another
- * group, so it is never deleted one by one); nil with no group.
+ * group, so it is never deleted one by one); nil with no group. `groups_of(stream)`: `XINFO
+ * GROUPS`, but no groups (not an error) when the stream does not exist — a partition never sent
+ * to, or lost with a Redis restart; any other error is raised as it was.
  */
 const PRELUDE = `
 local function now_ms()
@@ -53,8 +55,16 @@ local function group_cut(stream, g)
   if ms == nil or #seq > 15 then return last, true end
   return ms .. '-' .. string.format('%d', tonumber(seq) + 1), false
 end
+local function groups_of(stream)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) == 'table' and groups.err ~= nil then
+    if string.find(groups.err, 'no such key', 1, true) then return {} end
+    error(groups)
+  end
+  return groups
+end
 local function done_cut(stream)
-  local groups = redis.call('XINFO', 'GROUPS', stream)
+  local groups = groups_of(stream)
   if #groups == 1 then return group_cut(stream, groups[1]) end
   local cut = nil
   for _, g in ipairs(groups) do
@@ -306,7 +316,8 @@ return 1
  * `maxLen`, but never at or past the oldest entry some group still needs — its oldest pending
  * entry, or (with none pending) its last delivered one, past which nothing was read yet. So a
  * pending or undelivered message is never dropped. KEYS: stream. ARGV: max length (0: none),
- * max age ms (0: none). Returns how many entries were trimmed.
+ * max age ms (0: none). Returns how many entries were trimmed (0 when the stream does not exist:
+ * a partition never sent to, or lost with a Redis restart).
  */
 export const TRIM = script(`
 local max_len, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -323,7 +334,7 @@ if max_age > 0 then
   if cut == nil or id_before(cut, a) then cut = a end
 end
 if cut == nil then return 0 end
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+for _, g in ipairs(groups_of(KEYS[1])) do
   local info = {}
   for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
   local floor = info['last-delivered-id']
@@ -342,7 +353,8 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
  * batches). Delayed and retried messages are added with new (higher) ids, so they are above
  * the cut until delivered. `XTRIM … MINID`
  * (Redis 6.2+) removes the entries whose id is lower than the given one:
- * https://redis.io/docs/latest/commands/xtrim/. KEYS: stream. Returns how many were trimmed.
+ * https://redis.io/docs/latest/commands/xtrim/. KEYS: stream. Returns how many were trimmed (0
+ * when the stream does not exist, as {@link TRIM}).
  */
 export const TRIM_DONE = script(`
 local cut = done_cut(KEYS[1])

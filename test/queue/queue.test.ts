@@ -12,6 +12,8 @@ import {
   isQueueClosedError,
   type Message,
 } from '../../src/queue/index.js';
+import { run } from '../../src/queue/client.js';
+import { TRIM_DONE } from '../../src/queue/scripts.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
@@ -123,6 +125,43 @@ describeRedis('keel/queue on a real redis-server', () => {
     expect(first.status).toBe('sent');
     expect(second.status).toBe('duplicate');
     expect(await client.xlen(queue.keys('orders', 0).stream)).toBe(1);
+  });
+
+  it('retention by age trims acked entries older than maxAgeMs, never a pending or undelivered one', async () => {
+    const queue = queueOf({ retention: { maxAgeMs: 60_000 } });
+    const stream = queue.keys('aged', 0).stream;
+    // Two entries from long ago (explicit ids: ms 1000 and 2000) and one sent now.
+    await client.xadd(stream, '1000-0', 'f', 'old');
+    await client.xadd(stream, '2000-0', 'f', 'older-but-pending');
+    await queue.send('aged', { n: 1 });
+    const fresh = (await client.xrange(stream, '-', '+'))[2]?.[0];
+    await client.xgroup('CREATE', stream, 'g', '0');
+    await client.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', 2, 'STREAMS', stream, '>');
+    await client.xack(stream, 'g', '1000-0');
+    // 1000-0: acked and old, trimmed. 2000-0: old but pending, kept. The new one: unread, kept.
+    expect(await queue.trim('aged')).toBe(1);
+    expect((await client.xrange(stream, '-', '+')).map(([id]) => id)).toEqual(['2000-0', fresh]);
+    // Once the group has read the new one too and acked both, the old one goes; the new one is
+    // younger than maxAgeMs.
+    await client.call('XREADGROUP', 'GROUP', 'g', 'c', 'STREAMS', stream, '>');
+    await client.xack(stream, 'g', '2000-0', String(fresh));
+    expect(await queue.trim('aged')).toBe(1);
+    expect((await client.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([fresh]);
+  });
+
+  it('retention on a partition whose stream does not exist (never sent to, or lost with a restart) trims nothing and reports no error', async () => {
+    const queue = queueOf({ partitions: 3, retention: { maxAgeMs: 1000, maxLen: 10 } });
+    await queue.send('sparse', { n: 1 }, { key: 'k' });
+    // Two of the three partitions have no stream at all.
+    expect(await queue.trim('sparse')).toBe(0);
+    expect(await queue.trim('never-used')).toBe(0);
+    // The consumers' sweep trims acked entries with its own script: the same holds there.
+    const missing = queue.keys('never-used', 0).stream;
+    expect(Number(await run(client, 'trim', TRIM_DONE, [missing], []))).toBe(0);
+    // A key that is not a stream (foreign data) is still an error, naming Redis's complaint.
+    await client.set(missing, 'not a stream');
+    await expect(run(client, 'trim', TRIM_DONE, [missing], [])).rejects.toThrow(/WRONGTYPE/);
+    await expect(queue.trim('never-used')).rejects.toThrow(/WRONGTYPE/);
   });
 
   it('holds a delayed message in the delayed set, then delivers it', async () => {
