@@ -625,7 +625,11 @@ describeRedis('Redlock fault injection against five real redis-server processes'
   it("using() keeps the routine's error — thrown, after the lock was lost, or with a release that cannot reach a quorum — and releases", async () => {
     const own = freshClients();
     const redlock = redlockOf({ retryCount: 0 }, own);
-    const other = redlockOf({ retryCount: 0 });
+    const others = freshClients();
+    const other = redlockOf({ retryCount: 0 }, others);
+    // Connected first: with no retries, a first call that also waits for connections to open
+    // could time out on a loaded machine (100 ms per node), and this test is not about that.
+    await Promise.all([...own, ...others].map((c) => c.ping()));
     const failure = new Error('routine failed');
     const free = async (): Promise<void> => {
       const lock = await other.acquire('boom');
