@@ -137,6 +137,38 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     }
   });
 
+  it('ordered: after Redis restarts, delayed messages of every partition are promoted, and the sweep reports no error for a partition with no stream yet', async () => {
+    const queue = queueOf({ partitions: 4 });
+    const keyOf = keyPerPartition(queue, 'later', 4);
+    const seen: string[] = [];
+    const errors: unknown[] = [];
+    queue
+      .consume<{ n: number }>(
+        'later',
+        'g',
+        (m) => {
+          seen.push(`${m.partition}:${m.payload.n}`);
+        },
+        { ordered: true, concurrency: 4, visibilityMs: 1500, sweepMs: 50 },
+      )
+      .onError((error) => errors.push(error));
+    const leased = (): Promise<void> =>
+      until(async () => {
+        for (const p of [0, 1, 2, 3]) {
+          expect(await client.get(`keel:q:{later:${p}}:lease:g`)).not.toBeNull();
+        }
+      }, 20_000);
+    await leased();
+    // Back empty: no partition has a stream until something is sent to it.
+    await redis().restart(0);
+    await leased();
+    for (const p of [3, 2, 1, 0]) {
+      await queue.send('later', { n: p }, { key: keyOf.get(p), delayMs: 100 });
+    }
+    await until(() => expect([...seen].sort()).toEqual(['0:0', '1:1', '2:2', '3:3']), 10_000);
+    expect(errors.filter((e) => /no such key/.test(String(e)))).toEqual([]);
+  });
+
   it('ordered: after the reader’s connection is dropped and comes back with a new id, idle partitions are still woken at once (not after blockMs)', async () => {
     const queue = queueOf({ partitions: 2 });
     const keyOf = keyPerPartition(queue, 'kick', 2);
