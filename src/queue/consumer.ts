@@ -365,7 +365,12 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     events.on?.('error', () => undefined);
     // A reconnected reader has a new connection id: learn it, so that an unblock never goes to
     // the old one (after a Redis restart ids start again, and the old id may be someone else's).
-    if (this.#s.client.isCluster !== true) events.on?.('ready', () => void this.#learnReaderId());
+    // Asked on 'connect', while ioredis still sends its handshake (CLIENT is a handshake
+    // command there), so the answer comes before the blocking read that was in flight is sent
+    // again on 'ready': asked on 'ready', it would wait behind that read for up to `blockMs`,
+    // and every unblock meanwhile would go to the old id — a partition that went idle then
+    // would not be read until that read timed out.
+    if (this.#s.client.isCluster !== true) events.on?.('connect', () => void this.#learnReaderId());
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
     if (o.signal !== undefined) {
       if (o.signal.aborted) queueMicrotask(() => void this.close());

@@ -169,6 +169,41 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     expect(errors.filter((e) => /no such key/.test(String(e)))).toEqual([]);
   });
 
+  it('ordered: a partition busy while Redis restarts is woken by its next message once idle (the reader’s new id is known before its read is sent again)', async () => {
+    const queue = queueOf({ partitions: 2 });
+    const keyOf = keyPerPartition(queue, 'busy', 2);
+    const seen: string[] = [];
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    queue.consume<{ n: number }>(
+      'busy',
+      'g',
+      async (m) => {
+        seen.push(`${m.partition}:${m.payload.n}`);
+        if (m.payload.n === 0) await gate;
+      },
+      { ordered: true, concurrency: 2, pollMs: 60_000, blockMs: 60_000, visibilityMs: 1500 },
+    );
+    await queue.send('busy', { n: 0 }, { key: keyOf.get(0) });
+    await until(() => expect(seen).toContain('0:0'), 10_000);
+    // Partition 0 is busy: the reader blocks (60 s) for partition 1 alone. Redis restarts; the
+    // reader's connection comes back and its read is sent again as it was.
+    await redis().restart(0);
+    await until(async () => {
+      for (const p of [0, 1]) expect(await client.get(`keel:q:{busy:${p}}:lease:g`)).not.toBeNull();
+    }, 20_000);
+    // Partition 0 goes idle (its message's record went with the restart): it must be added to
+    // the read at once, by an unblock sent to the reader's new id.
+    open();
+    // Idle: its group is back (made again when its next read found none), and its read found
+    // nothing. (Sending earlier would only let its read find the message without waiting.)
+    const stream0 = queue.keys('busy', 0).stream;
+    await until(async () => expect(await client.xinfo('GROUPS', stream0)).toHaveLength(1), 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await queue.send('busy', { n: 1 }, { key: keyOf.get(0) });
+    await until(() => expect(seen).toContain('0:1'), 10_000);
+  });
+
   it('ordered: after the reader’s connection is dropped and comes back with a new id, idle partitions are still woken at once (not after blockMs)', async () => {
     const queue = queueOf({ partitions: 2 });
     const keyOf = keyPerPartition(queue, 'kick', 2);
