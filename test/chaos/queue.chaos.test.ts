@@ -1,8 +1,10 @@
 /**
  * Queue chaos: consumer processes handle a stream of keyed messages through the idempotent
  * helper while a seeded scheduler SIGKILLs consumers mid-handler (and restarts them), pauses
- * Redis (SIGSTOP/SIGCONT), and the handlers fail at random (before and after their effect);
- * some messages are poison and always fail. At quiescence the checker counts:
+ * Redis (SIGSTOP/SIGCONT), drops every client connection at once (`CLIENT KILL TYPE normal`:
+ * replies in flight are lost, and ioredis sends those commands again), and the handlers fail at
+ * random (before and after their effect); some messages are poison and always fail. At
+ * quiescence the checker counts:
  *
  * - lost: sent messages neither handled (effect recorded) nor in the dead-letter stream — must be 0;
  * - duplicate effects: messages whose effect was applied more than once — must be 0;
@@ -31,7 +33,7 @@ interface Worker {
   exited: Promise<number | null>;
 }
 
-describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)', () => {
+describeRedis('queue chaos (consumers killed, Redis paused, connections dropped)', () => {
   const redis = useRedis({ count: 1 });
 
   for (const ordered of [true, false]) {
@@ -45,7 +47,8 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
         const partitions = 4;
         const queue = new Queue({ client, partitions });
         const workers = new Map<number, Worker>();
-        const counts = { kills: 0, pauses: 0, sent: 0, restarts: 0 };
+        const counts = { kills: 0, pauses: 0, drops: 0, sent: 0, restarts: 0 };
+        const admin = redis().client(0);
         let generation = 0;
         const start = (slot: number): void => {
           const config: QueueWorkerConfig = {
@@ -105,11 +108,17 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
                   start(slot);
                   counts.restarts++;
                 }
-              } else {
+              } else if (random() < 0.6) {
                 redis().pause(0);
                 counts.pauses++;
                 await sleep(between(random, 100, 1500));
                 redis().resume(0);
+              } else {
+                // Every connection dropped at once (the producer's, each consumer's and each
+                // reader's): replies in flight are lost, and ioredis reconnects and sends the
+                // unanswered commands again — blocking reads included.
+                await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+                counts.drops++;
               }
             }
           })();
@@ -179,7 +188,7 @@ describeRedis('queue chaos (consumers SIGKILLed, Redis paused, handlers failing)
           const report = [
             `queue chaos (${ordered ? 'ordered' : 'unordered'}): seed ${seed}, ${seconds} s, 3 consumer processes, ${partitions} partitions`,
             `  sent ${sent.length} (poison ${sent.filter((m) => m.poison).length}), handled ${handled.size}, dead-lettered ${dead.size} (handled and dead-lettered: ${bothWays.length})`,
-            `  faults: SIGKILL ${counts.kills} (restarted ${counts.restarts}), Redis paused ${counts.pauses}`,
+            `  faults: SIGKILL ${counts.kills} (restarted ${counts.restarts}), Redis paused ${counts.pauses}, all connections dropped ${counts.drops}`,
             `  open when the chaos ended ${openAtEnd}, drained in ${Math.round((performance.now() - drainStart) / 1000)} s`,
             `  lost ${lost.length}${
               lost.length > 0

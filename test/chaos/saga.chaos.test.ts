@@ -2,9 +2,10 @@
  * Saga chaos: several coordinator processes run many four-step sagas against fake services
  * that fail (before or after applying), hang past their timeout and then apply (late actions),
  * and whose compensations fail at random; a seeded scheduler SIGKILLs coordinators mid-step
- * (replacing each with a fresh process) and pauses Redis (SIGSTOP/SIGCONT). Then new sagas stop
- * and the system is left to quiesce. The checker reads Redis and the transitions the workers
- * reported:
+ * (replacing each with a fresh process), pauses Redis (SIGSTOP/SIGCONT) and drops every client
+ * connection at once (`CLIENT KILL TYPE normal`; ioredis sends what was unanswered again).
+ * Then new sagas stop and the system is left to quiesce. The checker reads Redis and the
+ * transitions the workers reported:
  *
  * - stuck = 0: every saga is completed, compensated, or needs-attention with a reason;
  * - duplicate effects = 0: no step's effect applied twice for one saga;
@@ -60,7 +61,7 @@ interface Write {
   readonly event: string;
 }
 
-describeRedis('saga chaos (coordinators killed, Redis paused, services failing)', () => {
+describeRedis('saga chaos (coordinators killed, Redis paused, connections dropped)', () => {
   const redis = useRedis();
 
   it(
@@ -119,7 +120,7 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
         // send to its closed pipe (EPIPE) is reported here instead of as an uncaught 'error'.
         if (w.child.connected) w.child.send({ t }, () => undefined);
       };
-      const faults = { kills: 0, pauses: 0 };
+      const faults = { kills: 0, pauses: 0, drops: 0 };
       let quiescing = false;
       const began = performance.now();
       try {
@@ -146,11 +147,16 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
             const fresh = spawn();
             // A replacement that becomes ready after the chaos only recovers.
             void fresh.ready.then(() => send(fresh, quiescing ? 'stop-new' : 'go'));
-          } else {
+          } else if (random() < 0.6) {
             redis().pause(0);
             faults.pauses++;
             await sleep(between(random, 100, 600));
             redis().resume(0);
+          } else {
+            // Every connection dropped at once: replies in flight are lost, and ioredis
+            // reconnects and sends the unanswered commands (transitions, claims) again.
+            await client.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+            faults.drops++;
           }
         }
         progress('chaos over');
@@ -252,7 +258,7 @@ describeRedis('saga chaos (coordinators killed, Redis paused, services failing)'
         const started = workers.reduce((n, w) => n + (w.done?.started ?? 0), 0);
         const report = [
           `saga chaos: seed ${seed}, ${seconds} s, ${workers.length} coordinator processes (3 at a time), lease ${LEASE_MS} ms, wall ${Math.round(performance.now() - began)} ms`,
-          `  faults: ${faults.kills} coordinators SIGKILLed, ${faults.pauses} Redis pauses; services ${JSON.stringify(FAULTS)}`,
+          `  faults: ${faults.kills} coordinators SIGKILLed, ${faults.pauses} Redis pauses, ${faults.drops} drops of every connection; services ${JSON.stringify(FAULTS)}`,
           `  sagas: ${sagas} (${JSON.stringify(counts)}), started by survivors' counters ${started}`,
           `  stuck: ${stuck.length}${stuck.length > 0 ? ` ${stuck.slice(0, 5).join('; ')}` : ''}`,
           `  duplicate effects: ${duplicates.length}${duplicates.length > 0 ? ` ${duplicates.slice(0, 3).join('; ')}` : ''}`,
