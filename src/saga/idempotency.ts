@@ -53,10 +53,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
-/** ARGV: 1 token, 2 fingerprint, 3 leaseMs, 4 ttlMs. */
+/**
+ * ARGV: 1 token, 2 fingerprint, 3 leaseMs, 4 ttlMs.
+ *
+ * Every script here may run twice for one call: when a connection drops with a reply unread,
+ * ioredis reconnects and sends the command again (`autoResendUnfulfilledCommands`), and the first
+ * one may have run. So each recognises its own token: a claim that finds itself holding the key
+ * runs (rather than waiting out its own lease), and a store or end that finds its own outcome
+ * already written succeeds (rather than reporting the lease lost). Final records keep the token
+ * (`h`) for that.
+ */
 export const ACQUIRE = luaScript(`${NOW}
 local k = KEYS[1]
-local r = redis.call('HMGET', k, 's', 'fp', 'r', 'l')
+local r = redis.call('HMGET', k, 's', 'fp', 'r', 'l', 'h')
 if not r[1] then
   redis.call('HSET', k, 's', 'run', 'fp', ARGV[2], 'h', ARGV[1], 'l', now + tonumber(ARGV[3]))
   redis.call('PEXPIRE', k, tonumber(ARGV[4]))
@@ -65,6 +74,10 @@ end
 if ARGV[2] ~= '' and r[2] ~= '' and r[2] ~= ARGV[2] then return {'conflict', 0} end
 if r[1] == 'done' then return {'hit', r[3]} end
 if r[1] ~= 'run' then return {'cancelled', 0} end
+if r[5] == ARGV[1] then
+  redis.call('HSET', k, 'l', now + tonumber(ARGV[3]))
+  return {'run', 0}
+end
 if tonumber(r[4]) > now then return {'wait', tonumber(r[4]) - now} end
 redis.call('HSET', k, 'h', ARGV[1], 'l', now + tonumber(ARGV[3]))
 return {'run', 1}
@@ -73,9 +86,10 @@ return {'run', 1}
 /** ARGV: 1 token, 2 result, 3 ttlMs. */
 export const COMPLETE = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
+if r[1] == 'done' and r[2] == ARGV[1] then return 1 end
 if r[1] ~= 'run' or r[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'done', 'r', ARGV[2])
-redis.call('HDEL', KEYS[1], 'h', 'l')
+redis.call('HDEL', KEYS[1], 'l')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 `);
@@ -99,7 +113,7 @@ return 1
 /** ARGV: 1 token, 2 leaseMs, 3 ttlMs. Replies `{kind, result or '', has result, wait ms}`. */
 export const UNDO_BEGIN = luaScript(`${NOW}
 local k = KEYS[1]
-local r = redis.call('HMGET', k, 's', 'r', 'l')
+local r = redis.call('HMGET', k, 's', 'r', 'l', 'h')
 local lease = now + tonumber(ARGV[2])
 if not r[1] then
   redis.call('HSET', k, 's', 'cancelled', 'fp', '')
@@ -107,7 +121,8 @@ if not r[1] then
   return {'empty', '', 0, 0}
 end
 if r[1] == 'cancelled' then return {'already', '', 0, 0} end
-if r[1] ~= 'done' and tonumber(r[3]) > now then return {'wait', '', 0, tonumber(r[3]) - now} end
+local mine = r[1] == 'undoing' and r[4] == ARGV[1]
+if r[1] ~= 'done' and not mine and tonumber(r[3]) > now then return {'wait', '', 0, tonumber(r[3]) - now} end
 redis.call('HSET', k, 's', 'undoing', 'h', ARGV[1], 'l', lease)
 if r[2] then return {'undo', r[2], 1, 0} end
 return {'undo', '', 0, 0}
@@ -116,9 +131,10 @@ return {'undo', '', 0, 0}
 /** ARGV: 1 token, 2 ttlMs. */
 export const UNDO_END = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
+if r[1] == 'cancelled' and r[2] == ARGV[1] then return 1 end
 if r[1] ~= 'undoing' or r[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'cancelled')
-redis.call('HDEL', KEYS[1], 'h', 'l')
+redis.call('HDEL', KEYS[1], 'l')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 `);

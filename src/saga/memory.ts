@@ -570,7 +570,7 @@ const list: Port = (ks, keys, a) => {
 const acquire: Port = (ks, keys, a) => {
   const now = ks.now();
   const k = keys[0] as string;
-  const [s, fp, r, l] = ks.hmget(k, ['s', 'fp', 'r', 'l']);
+  const [s, fp, r, l, holder] = ks.hmget(k, ['s', 'fp', 'r', 'l', 'h']);
   if (s === null) {
     ks.hset(k, { s: 'run', fp: a[1] as string, h: a[0] as string, l: now + Number(a[2]) });
     ks.pexpire(k, Number(a[3]));
@@ -579,6 +579,10 @@ const acquire: Port = (ks, keys, a) => {
   if (a[1] !== '' && fp !== '' && fp !== a[1]) return ['conflict', 0];
   if (s === 'done') return ['hit', r];
   if (s !== 'run') return ['cancelled', 0];
+  if (holder === a[0]) {
+    ks.hset(k, { l: now + Number(a[2]) });
+    return ['run', 0];
+  }
   if (Number(l) > now) return ['wait', Number(l) - now];
   ks.hset(k, { h: a[0] as string, l: now + Number(a[2]) });
   return ['run', 1];
@@ -587,9 +591,10 @@ const acquire: Port = (ks, keys, a) => {
 const complete: Port = (ks, keys, a) => {
   const k = keys[0] as string;
   const [s, holder] = ks.hmget(k, ['s', 'h']);
+  if (s === 'done' && holder === a[0]) return 1;
   if (s !== 'run' || holder !== a[0]) return 0;
   ks.hset(k, { s: 'done', r: a[1] as string });
-  ks.hdel(k, ['h', 'l']);
+  ks.hdel(k, ['l']);
   ks.pexpire(k, Number(a[2]));
   return 1;
 };
@@ -613,14 +618,15 @@ const renew: Port = (ks, keys, a) => {
 const undoBegin: Port = (ks, keys, a) => {
   const now = ks.now();
   const k = keys[0] as string;
-  const [s, r, l] = ks.hmget(k, ['s', 'r', 'l']);
+  const [s, r, l, holder] = ks.hmget(k, ['s', 'r', 'l', 'h']);
   if (s === null) {
     ks.hset(k, { s: 'cancelled', fp: '' });
     ks.pexpire(k, Number(a[2]));
     return ['empty', '', 0, 0];
   }
   if (s === 'cancelled') return ['already', '', 0, 0];
-  if (s !== 'done' && Number(l) > now) return ['wait', '', 0, Number(l) - now];
+  const mine = s === 'undoing' && holder === a[0];
+  if (s !== 'done' && !mine && Number(l) > now) return ['wait', '', 0, Number(l) - now];
   ks.hset(k, { s: 'undoing', h: a[0] as string, l: now + Number(a[1]) });
   return r !== null ? ['undo', r, 1, 0] : ['undo', '', 0, 0];
 };
@@ -628,9 +634,10 @@ const undoBegin: Port = (ks, keys, a) => {
 const undoEnd: Port = (ks, keys, a) => {
   const k = keys[0] as string;
   const [s, holder] = ks.hmget(k, ['s', 'h']);
+  if (s === 'cancelled' && holder === a[0]) return 1;
   if (s !== 'undoing' || holder !== a[0]) return 0;
   ks.hset(k, { s: 'cancelled' });
-  ks.hdel(k, ['h', 'l']);
+  ks.hdel(k, ['l']);
   ks.pexpire(k, Number(a[1]));
   return 1;
 };

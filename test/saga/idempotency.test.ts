@@ -6,10 +6,34 @@ import {
   isIdempotencyConflictError,
 } from '../../src/saga/index.js';
 import { ManualClock } from '../../src/core/index.js';
+import { ACQUIRE, COMPLETE, UNDO_BEGIN, UNDO_END } from '../../src/saga/idempotency.js';
 import { invalidOption } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * `client`, except that its connection drops right after it sends the first call of script
+ * `sha` once armed: the call reaches Redis and runs, its reply is lost, and ioredis reconnects
+ * and sends it again (as it does for every command unanswered when a connection drops).
+ */
+function losingOneReply(client: Redis, sha: string): { client: Redis; arm: () => void } {
+  let armed = false;
+  const wrapped = new Proxy(client, {
+    get(target, property, receiver) {
+      if (property !== 'evalsha') return Reflect.get(target, property, receiver) as unknown;
+      return (...args: Parameters<Redis['evalsha']>) => {
+        const reply = target.evalsha(...args);
+        if (armed && args[0] === sha) {
+          armed = false;
+          (target as unknown as { stream: { destroy(): void } }).stream.destroy();
+        }
+        return reply;
+      };
+    },
+  });
+  return { client: wrapped, arm: () => (armed = true) };
+}
 
 describeRedis('IdempotencyKeys on a real redis-server', () => {
   const redis = useRedis();
@@ -66,6 +90,60 @@ describeRedis('IdempotencyKeys on a real redis-server', () => {
     expect(performance.now() - started).toBeLessThan(5000);
     expect(await client.pttl('keel:idem:{dead}')).toBeGreaterThan(80_000_000);
   });
+
+  it('a call whose claim was applied but its answer lost (connection dropped, sent again) runs at once, not after its own lease', async () => {
+    const own = redis().client(0);
+    const { client: lossy, arm } = losingOneReply(own, ACQUIRE.sha);
+    const { idempotent } = new IdempotencyKeys({ redis: lossy, leaseMs: 60_000 });
+    await idempotent('warm-up', () => 0); // the scripts are cached: the next claim goes by hash
+    let runs = 0;
+    arm();
+    const call = idempotent('charge:lost-claim', () => ++runs);
+    // Waiting for its own claim would take the whole lease (60 s).
+    const outcome = await Promise.race([call, later(10_000).then(() => 'still waiting')]);
+    expect(outcome).toBe(1);
+    expect(await idempotent('charge:lost-claim', () => ++runs)).toBe(1);
+    expect(runs).toBe(1);
+    own.disconnect();
+  });
+
+  it('a call whose result was stored but its answer lost (connection dropped, sent again) returns the result, not IdempotencyLostError', async () => {
+    const own = redis().client(0);
+    const { client: lossy, arm } = losingOneReply(own, COMPLETE.sha);
+    const { idempotent } = new IdempotencyKeys({ redis: lossy });
+    await idempotent('warm-up', () => 0);
+    let runs = 0;
+    arm();
+    expect(await idempotent('charge:lost-store', () => ++runs)).toBe(1);
+    expect(await idempotent('charge:lost-store', () => ++runs)).toBe(1);
+    expect(runs).toBe(1);
+    own.disconnect();
+  });
+
+  it.each([
+    ['its start', UNDO_BEGIN.sha],
+    ['its end', UNDO_END.sha],
+  ])(
+    'a compensation whose answer to %s was lost (connection dropped, sent again) undoes once and says undone, at once',
+    async (_, sha) => {
+      const own = redis().client(0);
+      const { client: lossy, arm } = losingOneReply(own, sha);
+      const keys = new IdempotencyKeys({ redis: lossy, leaseMs: 60_000 });
+      await keys.compensate('warm-up', () => undefined); // the scripts are cached
+      await keys.idempotent('warm-up-2', () => 0);
+      await keys.compensate('warm-up-2', () => undefined);
+      expect(await keys.idempotent('refund:1', () => 'charged')).toBe('charged');
+      const undone: unknown[] = [];
+      arm();
+      const call = keys.compensate('refund:1', (result) => void undone.push(result));
+      const outcome = await Promise.race([call, later(10_000).then(() => 'still waiting')]);
+      expect(outcome).toBe('undone');
+      expect(undone).toEqual(['charged']);
+      expect(await keys.compensate('refund:1', () => void undone.push('again'))).toBe('already');
+      expect(undone).toEqual(['charged']);
+      own.disconnect();
+    },
+  );
 
   it('a waiter waits while the holder is alive (its lease renewed), however long the call', async () => {
     const keys = new IdempotencyKeys({ redis: client, leaseMs: 150 });
