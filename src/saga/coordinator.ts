@@ -577,9 +577,9 @@ export class SagaCoordinator implements AsyncDisposable {
     if (started.kind === 'conflict') throw new SagaConflictError(def.name, id);
     const row = started.row;
     if (row === undefined) return undefined;
-    if (started.kind === 'exists') return row;
-    this.#publish(def, id, row, started.kind === 'created' ? 'start' : 'claim', -1);
     const key = `${def.name}/${id}`;
+    if (started.kind === 'exists' && !this.#ownStart(row, key)) return row;
+    this.#publish(def, id, row, started.kind === 'claimed' ? 'claim' : 'start', -1);
     // Without a signal nothing can cancel the run: no promise and closures made for it.
     if (signal === undefined) {
       return await this.#track(key, this.#drive(def, id, row, signal, ignore));
@@ -593,6 +593,24 @@ export class SagaCoordinator implements AsyncDisposable {
     onCancelled.catch(ignore);
     const drive = this.#track(key, this.#drive(def, id, row, signal, cancelled));
     return await Promise.race([drive, onCancelled]);
+  }
+
+  /**
+   * Whether an instance `START` found existing is this coordinator's own, created by this very
+   * call: ioredis sends a command again when its connection drops before the reply (its
+   * `autoResendUnfulfilledCommands`), and the first copy may have run. Such an instance is
+   * owned by this coordinator, live, never advanced (version 1: created, nothing since — the
+   * call that created it never got to drive it), and not driven by this process. Driving it is
+   * what the lost `created` reply would have done; waiting would take a whole lease. (A second
+   * process given the same `owner` is outside the contract: owners are unique per process.)
+   */
+  #ownStart(row: Row, key: string): boolean {
+    return (
+      row.owner === this.#o.owner &&
+      row.version === 1 &&
+      LIVE.has(row.status) &&
+      !this.#drives.has(key)
+    );
   }
 
   #track(key: string, drive: Promise<Row>): Promise<Row> {

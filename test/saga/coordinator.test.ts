@@ -15,7 +15,10 @@ import {
 import { START, TRANSITION, TRANSITIONS } from '../../src/saga/scripts.js';
 import { SagaStore } from '../../src/saga/store.js';
 import { invalidOption, until } from '../support/helpers.js';
+import { losingOneReply } from '../support/lossy.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
+
+const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface Order {
   readonly sku: string;
@@ -147,6 +150,35 @@ describeRedis('SagaCoordinator on a real redis-server', () => {
     expect(log).toHaveLength(3);
     const conflict = await sagas.run(saga, 'o-1', { sku: 'b', cents: 5 }).catch((e: unknown) => e);
     expect(isSagaConflictError(conflict)).toBe(true);
+  });
+
+  it('a start whose reply was lost (the connection dropped; ioredis sent it again) drives the saga at once, not after its own lease', async () => {
+    const own = redis().client(0);
+    const { client: lossy, arm } = losingOneReply(own, START.sha);
+    const log: string[] = [];
+    const saga = orderSaga(log);
+    const sagas = new SagaCoordinator({ redis: lossy, sagas: [saga], leaseMs: 60_000 });
+    coordinators.push(sagas);
+    await sagas.run(saga, 'o-warm', { sku: 'w', cents: 1 }); // START is cached: sent by hash
+    log.length = 0;
+    arm();
+    const run = sagas.run(saga, 'o-lost', { sku: 'a', cents: 5 });
+    // The sent-again START finds the instance this coordinator created and never advanced.
+    // Waiting for its own lease would take 60 s.
+    const outcome = await Promise.race([run, later(10_000).then(() => 'still waiting')]);
+    expect(outcome).toMatchObject({ status: 'completed' });
+    expect(log.filter((line) => line.startsWith('do '))).toHaveLength(3); // each step once
+    own.disconnect();
+  });
+
+  it('concurrent runs of one id in one process drive it once and all answer its outcome', async () => {
+    const log: string[] = [];
+    const saga = orderSaga(log);
+    const sagas = coordinator({ sagas: [saga] });
+    const input = { sku: 'a', cents: 5 };
+    const outcomes = await Promise.all([1, 2, 3, 4].map(() => sagas.run(saga, 'o-same', input)));
+    for (const outcome of outcomes) expect(outcome).toMatchObject({ status: 'completed' });
+    expect(log.filter((line) => line.startsWith('do '))).toHaveLength(3); // each step once
   });
 
   it('a step failing after its retries compensates every step that began, in reverse', async () => {
