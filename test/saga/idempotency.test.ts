@@ -8,32 +8,10 @@ import {
 import { ManualClock } from '../../src/core/index.js';
 import { ACQUIRE, COMPLETE, UNDO_BEGIN, UNDO_END } from '../../src/saga/idempotency.js';
 import { invalidOption } from '../support/helpers.js';
+import { losingOneReply } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * `client`, except that its connection drops right after it sends the first call of script
- * `sha` once armed: the call reaches Redis and runs, its reply is lost, and ioredis reconnects
- * and sends it again (as it does for every command unanswered when a connection drops).
- */
-function losingOneReply(client: Redis, sha: string): { client: Redis; arm: () => void } {
-  let armed = false;
-  const wrapped = new Proxy(client, {
-    get(target, property, receiver) {
-      if (property !== 'evalsha') return Reflect.get(target, property, receiver) as unknown;
-      return (...args: Parameters<Redis['evalsha']>) => {
-        const reply = target.evalsha(...args);
-        if (armed && args[0] === sha) {
-          armed = false;
-          (target as unknown as { stream: { destroy(): void } }).stream.destroy();
-        }
-        return reply;
-      };
-    },
-  });
-  return { client: wrapped, arm: () => (armed = true) };
-}
 
 describeRedis('IdempotencyKeys on a real redis-server', () => {
   const redis = useRedis();
