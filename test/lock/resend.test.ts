@@ -1,7 +1,14 @@
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
-import { Redlock, type Lock } from '../../src/lock/index.js';
-import { EXTEND, SEM_ACQUIRE, SEM_EXTEND, ACQUIRE } from '../../src/lock/scripts.js';
+import { Redlock, isLockReleasedError, type Lock } from '../../src/lock/index.js';
+import {
+  ACQUIRE,
+  EXTEND,
+  RELEASE,
+  SEM_ACQUIRE,
+  SEM_EXTEND,
+  SEM_RELEASE,
+} from '../../src/lock/scripts.js';
 import { losingOneReply, type LosingClient } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -12,6 +19,9 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 // on one node and on three of five at once (a quorum: the outcome then rests on the copies
 // that ran twice). The per-node timeout is long enough for the reconnect and the second
 // copy's answer to count in the round.
+
+/** The stragglers of a round decided without them have answered by then (local nodes). */
+const settled = (): Promise<unknown> => new Promise((resolve) => setTimeout(resolve, 100));
 
 const later = (ms: number): Promise<string> =>
   new Promise((resolve) => setTimeout(() => resolve('still waiting'), ms));
@@ -107,6 +117,22 @@ describeRedis('lock scripts sent twice (a connection dropped with the reply unre
     expect(third.fencingToken).toBeGreaterThan(second.fencingToken);
   });
 
+  it.each([1, 3])(
+    'a release that ran twice on %i of 5 nodes reports released, not expired, and the signal says released',
+    async (lossy) => {
+      const { redlock, losing, arm } = setUp(RELEASE.sha, lossy);
+      await (await redlock.acquire('warm-up')).release();
+      const lock = await redlock.acquire(`res-r${lossy}`);
+      await settled(); // no node still owes its answer to the acquisition (it would be sent again too)
+      const signal = lock.signal;
+      arm();
+      expect(await lock.release()).toEqual({ released: true, expired: false });
+      expect(dropped(losing)).toBe(lossy);
+      expect(isLockReleasedError(signal.reason)).toBe(true);
+      expect(await keysOn(redlock, `res-r${lossy}`)).toEqual([null, null, null, null, null]);
+    },
+  );
+
   it('an extension that ran twice on 3 of 5 nodes extends the lock (the signal stays quiet)', async () => {
     const { redlock, losing, arm } = setUp(EXTEND.sha, 3, 2_000);
     const lock = await redlock.acquire('res-e');
@@ -140,6 +166,22 @@ describeRedis('lock scripts sent twice (a connection dropped with the reply unre
       const again = await Promise.race([semaphore.acquire({ retryCount: 0 }), later(5_000)]);
       expect(again).not.toBe('still waiting');
       await (again as Lock).release();
+    },
+  );
+
+  it.each([1, 3])(
+    'a semaphore release that ran twice on %i of 5 nodes reports released, not expired',
+    async (lossy) => {
+      const { redlock, losing, arm } = setUp(SEM_RELEASE.sha, lossy);
+      const semaphore = redlock.semaphore(`pool-r${lossy}`, { permits: 2 });
+      await (await semaphore.acquire()).release();
+      const permit = await semaphore.acquire();
+      await settled();
+      const signal = permit.signal;
+      arm();
+      expect(await permit.release()).toEqual({ released: true, expired: false });
+      expect(dropped(losing)).toBe(lossy);
+      expect(isLockReleasedError(signal.reason)).toBe(true);
     },
   );
 
