@@ -36,12 +36,27 @@ export interface LockClient {
 }
 
 /**
- * What an ioredis client shows of itself, read only when describing a failure (never on the
- * hot path). Every field is optional: a `LockClient` need not be an ioredis client.
+ * What an ioredis client shows of itself: read when describing a failure, and (`status`,
+ * `stream`) to tell whether a call's answer may come from a second copy of it (see
+ * {@link sentOn}). Every field is optional: a `LockClient` need not be an ioredis client.
  */
 interface ClientView {
   readonly status?: unknown;
-  readonly stream?: { readonly errored?: unknown } | null;
+  readonly stream?: { readonly errored?: unknown; readonly writable?: unknown } | null;
+}
+
+/**
+ * The connection a command is written to right now, if the client shows one: ioredis writes a
+ * command at once to its `stream` when it is `ready` and the stream writable, and otherwise
+ * queues it until it (re)connects. If the stream has been replaced by the time the answer comes,
+ * the connection dropped after the command was written, before its reply was read; ioredis then
+ * sent it again on the new connection (`autoResendUnfulfilledCommands`, its default), and the
+ * first copy may have run — the answer is the second copy's, given after the first one's effects.
+ */
+function sentOn(client: LockClient): object | undefined {
+  const view = client as ClientView;
+  const stream = view.stream;
+  return view.status === 'ready' && stream?.writable === true ? stream : undefined;
 }
 
 /**
@@ -132,11 +147,19 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
 
 /**
  * Receives a call's outcome: `ok` with the reply, or not with the error; `tag` is the number
- * the call was sent with (a round's node index: one handler serves all its nodes). `overtaken`:
+ * the call was sent with (a round's node index: one handler serves all its nodes). `resent`: the
+ * connection the call was written to dropped before its reply was read, and the answer is that of
+ * the copy ioredis sent again (see {@link sentOn}). `overtaken`:
  * the call ran late, by its `EVAL` fallback after `NOSCRIPT`, after calls sent behind it had
  * run on the node (see `NodeChannel.#failed`).
  */
-export type Answer = (ok: boolean, value: unknown, tag: number, overtaken?: true) => void;
+export type Answer = (
+  ok: boolean,
+  value: unknown,
+  tag: number,
+  overtaken?: true,
+  resent?: true,
+) => void;
 
 interface Queued {
   readonly script: Script;
@@ -320,6 +343,8 @@ export class NodeChannel {
   ): void {
     // Two closures per call (the hot path: every node of every round): the reply handlers.
     this.#inflight++;
+    const client = this.#client;
+    const on = sentOn(client);
     let sent: Promise<unknown>;
     try {
       sent = this.#client.evalsha(script.sha, numKeys, ...argv);
@@ -330,7 +355,8 @@ export class NodeChannel {
     sent.then(
       (value) => {
         this.#answered(calls);
-        answer(true, value, tag);
+        if (on === undefined || (client as ClientView).stream === on) answer(true, value, tag);
+        else answer(true, value, tag, undefined, true);
       },
       (error: unknown) => {
         this.#failed(script, numKeys, argv, answer, tag, calls, error);
@@ -412,7 +438,7 @@ export class NodeChannel {
       BATCH,
       keys.length,
       [...keys, ...args],
-      (ok, replies, _, overtaken) => {
+      (ok, replies, _, overtaken, resent) => {
         queue.forEach((q, i) => {
           if (!ok) {
             q.answer(false, replies, q.tag);
@@ -420,7 +446,7 @@ export class NodeChannel {
           }
           const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;
           if (Array.isArray(reply) && reply[0] === 1) {
-            q.answer(true, reply[1] ?? null, q.tag, overtaken);
+            q.answer(true, reply[1] ?? null, q.tag, overtaken, resent);
           } else if (Array.isArray(reply)) q.answer(false, replyError(String(reply[1])), q.tag);
           else q.answer(false, new Error('no reply for this call in the batch'), q.tag);
         });

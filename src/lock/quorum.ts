@@ -40,6 +40,12 @@ export interface NodeResult {
    * see `NodeChannel`): a late grant so marked may have landed after its own release or undo.
    */
   readonly overtaken?: true;
+  /**
+   * The connection dropped after the call was written and before its reply was read; this is
+   * the answer of the copy ioredis sent again, which ran after the first copy's effects, if
+   * that one ran (see `sentOn` in channel.ts).
+   */
+  readonly resent?: true;
 }
 
 /**
@@ -218,12 +224,12 @@ class Round implements Waiting {
   prev: Waiting | undefined = undefined;
   next: Waiting | undefined = undefined;
   /** One reply handler for every node of the round (the channel hands back the node). */
-  readonly reply: Answer = (ok, value, node, overtaken) => {
+  readonly reply: Answer = (ok, value, node, overtaken, resent) => {
     this.answer(
       ok
-        ? overtaken === undefined
+        ? overtaken === undefined && resent === undefined
           ? { node, ok: true, value }
-          : { node, ok: true, value, overtaken }
+          : { node, ok: true, value, ...(overtaken && { overtaken }), ...(resent && { resent }) }
         : {
             node,
             ok: false,

@@ -335,13 +335,18 @@ interface AttemptHost {
 
 const never = (): boolean => false;
 
-/** A release round's yes for one key (made once: a release is the hot path). */
-const releasedOne = (r: NodeResult): boolean => Number(r.value) === 1;
-/** A release round's yes for `n` keys: the node deleted every one. */
+/**
+ * A release round's yes for one key (made once: a release is the hot path). An answer of a copy
+ * sent again (`resent`: the connection dropped with the reply unread) is a yes whatever it says:
+ * the first copy may have deleted the key, and the second then finds it gone (or taken by the
+ * next holder) — nothing in it shows the lock was lost before the release (see the README).
+ */
+const releasedOne = (r: NodeResult): boolean => Number(r.value) === 1 || r.resent === true;
+/** A release round's yes for `n` keys: the node deleted every one (or see `releasedOne`). */
 const releasedAll =
   (n: number) =>
   (r: NodeResult): boolean =>
-    Number(r.value) === n;
+    Number(r.value) === n || r.resent === true;
 
 /**
  * One acquisition of a Redlock, as the plan `Quorum.acquire` executes: its keys and settings,

@@ -118,6 +118,17 @@ export const unmarked = (value: string): string =>
  * one EXISTS inside the script, no extra round trip, made only when the script grants (its
  * answer matters only then; atomic with the grant all the same).
  *
+ * Sent twice. ioredis sends a command again when its connection drops before the reply was read
+ * (`autoResendUnfulfilledCommands`, on by default); the first copy may have run. So a key that
+ * already holds this very token (marked or not) is no refusal: the call granted it, and the copy
+ * answers as a grant — it INCRs the counter again and leaves the key (and its ttl, set by the
+ * first copy, after the round began) as it is. Without this, a quorum of such nodes failed the
+ * attempt, and its undo skipped them (a refusal lands nothing), so the next attempts found the
+ * resource held by the lost attempt's token until its ttl. The second INCR skips one value on
+ * that node (as an undone attempt's INCR does); a fresh INCR, not a read of the counter, is what
+ * the fencing proof in redlock.ts counts on (a repair between the two copies may have raised the
+ * counter to another lock's token). Tokens are 160 random bits, so no other call has this one.
+ *
  * What the fencing costs a node, measured (valgrind callgrind on five local redis-servers 7.0,
  * user-space instructions per node per uncontended acquire + release): session 12, with the
  * EXISTS in every grant, 63.2k–64.7k against node-redlock's 55.5k–56.3k; with tagged counters
@@ -131,8 +142,14 @@ export const unmarked = (value: string): string =>
 export const ACQUIRE = script(`
 local nk = #KEYS
 local taken = 0
+local holder = nil
 if nk < 4 then
-  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local won = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+  if not won then
+    holder = redis.pcall('GET', KEYS[1])
+    won = holder == ARGV[1] or holder == ARGV[1] .. '${MARK}'
+  end
+  if won then
     local fence = redis.call('INCR', KEYS[2])
     if fence > ${TAG} then return fence - ${TAG} end
     if nk == 2 then return -fence end
@@ -143,9 +160,16 @@ if nk < 4 then
   taken = 1
 else
   local n = math.floor(nk / 2)
+  local own = ARGV[1] .. '${MARK}'
+  local mine = nil
   for i = 1, n do
-    if redis.call('EXISTS', KEYS[i]) == 1 then
+    local value = redis.pcall('GET', KEYS[i])
+    if value == ARGV[1] or value == own then
+      mine = mine or {}
+      mine[i] = true
+    elseif value then
       taken = i
+      holder = value
       break
     end
   end
@@ -153,7 +177,7 @@ else
     local out = {1}
     local known = nil
     for i = 1, n do
-      redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+      if mine == nil or not mine[i] then redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
       local fence = redis.call('INCR', KEYS[n + i])
       if fence > ${TAG} then
         fence = fence - ${TAG}
@@ -172,7 +196,6 @@ else
 end
 local key = KEYS[taken]
 local pttl = redis.call('PTTL', key)
-local holder = redis.pcall('GET', key)
 if type(holder) == 'string' then
   local marked = string.sub(holder, 41) == '${MARK}'
   if marked then holder = string.sub(holder, 1, 40) end
@@ -376,6 +399,11 @@ return 1
  * Members that do not parse, or name a slot outside 0 … limit − 1, are moved to a quarantine
  * set and counted in the reply instead of being trusted. `redis.replicate_commands()` lets
  * TIME precede writes on Redis 3.2–4 (a no-op from 5 on).
+ * A member of this very token is not counted as taken: the call may run twice (ioredis sends a
+ * command again after a dropped connection; see {@link ACQUIRE}), and the second copy finds the
+ * first one's slots — it grants them again (re-scored from now: a later expiry only keeps the
+ * slot longer than its holder counts on). Only this call has the token, so no slot gets a second
+ * holder.
  * KEYS: the set, its quarantine. ARGV: token, ttl, limit, slots… Returns `{1, {}, 0, q}` or
  * `{0, {taken slots}, ms until the first expiry, q}`, q = members quarantined.
  */
@@ -391,12 +419,13 @@ local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[2])
 local taken, list, soonest, quarantined = {}, {}, -1, 0
 for i = 1, #entries, 2 do
-  local slot = tonumber(string.match(entries[i], '^(%d+):.'))
+  local slot, holder = string.match(entries[i], '^(%d+):(.+)$')
+  slot = tonumber(slot)
   if slot == nil or slot >= limit then
     redis.call('SADD', KEYS[2], entries[i])
     redis.call('ZREM', KEYS[1], entries[i])
     quarantined = quarantined + 1
-  else
+  elseif holder ~= ARGV[1] then
     if not taken[slot] then list[#list + 1] = slot end
     taken[slot] = true
     local left = tonumber(entries[i + 1]) - now

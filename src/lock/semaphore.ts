@@ -453,7 +453,9 @@ export class Semaphore implements AsyncDisposable {
   async releaseKeys(keys: readonly string[], handle: string): Promise<ReleaseOutcome> {
     const q = this.#c.quorum;
     const { token, slots } = this.#parse(handle);
-    const yes = (r: NodeResult): boolean => Number(r.value) === 1;
+    // A copy sent again after a dropped connection says nothing against the release (see
+    // `releasedOne` in redlock.ts): its first copy may have removed the slots.
+    const yes = (r: NodeResult): boolean => Number(r.value) === 1 || r.resent === true;
     const results = await q.round(SEM_RELEASE, keys.slice(0, 1), [token, '1', ...slots], yes);
     return releaseOutcome(results, yes, q.size);
   }

@@ -15,7 +15,7 @@ import {
 import { START, TRANSITION, TRANSITIONS } from '../../src/saga/scripts.js';
 import { SagaStore } from '../../src/saga/store.js';
 import { invalidOption, until } from '../support/helpers.js';
-import { losingOneReply } from '../support/lossy.js';
+import { losingOneReply } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

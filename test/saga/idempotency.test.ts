@@ -8,7 +8,7 @@ import {
 import { ManualClock } from '../../src/core/index.js';
 import { ACQUIRE, COMPLETE, UNDO_BEGIN, UNDO_END } from '../../src/saga/idempotency.js';
 import { invalidOption } from '../support/helpers.js';
-import { losingOneReply } from '../support/lossy.js';
+import { losingOneReply } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 const later = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
