@@ -209,7 +209,10 @@ end
 return 1
 `);
 
-/** How long a dead-lettering is remembered for its own call's copy sent again (see {@link DEAD}). */
+/**
+ * How long a dead-lettering ({@link DEAD}) or an ordered read ({@link NEXT}) is remembered for
+ * its own call's copy sent again.
+ */
 export const DEAD_MARK_MS = 600_000;
 
 /**
@@ -285,8 +288,8 @@ return out
  * answer came). Its second copy would find the entry it acked gone (answer 0: the consumer gives
  * the partition up) or the entry it delivered pending to itself (claimed again: one delivery
  * counted twice, so with `maxAttempts: 1` dead-lettered unseen). So every call that acks or
- * delivers leaves its call id and what it delivered in the partition's mark (one key per group:
- * only the lease holder calls this), and a copy that finds its own call id there answers what
+ * delivers leaves its call id and what it delivered in the partition's mark (one key per group,
+ * kept for {@link DEAD_MARK_MS}: only the lease holder calls this), and a copy that finds its own call id there answers what
  * the first copy delivered, unclaimed again, or that nothing was there.
  */
 export const NEXT = script(`
@@ -313,7 +316,7 @@ while #pend == 1 do
   local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, p[1])
   local e = got[1]
   if type(e) == 'table' and type(e[2]) == 'table' then
-    redis.call('SET', KEYS[3], ARGV[5] .. ' ' .. p[1] .. ' ' .. p[2])
+    redis.call('SET', KEYS[3], ARGV[5] .. ' ' .. p[1] .. ' ' .. p[2], 'PX', ${DEAD_MARK_MS})
     return {{p[1], e[2], p[2], p[4] + 1}}
   end
   redis.call('XACK', KEYS[1], ARGV[1], p[1])
@@ -321,13 +324,13 @@ while #pend == 1 do
 end
 local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if not r then
-  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[5] .. '  ') end
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[5] .. '  ', 'PX', ${DEAD_MARK_MS}) end
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
   if last then return last[1] end
   return '0-0'
 end
 local e = r[1][2][1]
-redis.call('SET', KEYS[3], ARGV[5] .. ' ' .. e[1] .. ' ')
+redis.call('SET', KEYS[3], ARGV[5] .. ' ' .. e[1] .. ' ', 'PX', ${DEAD_MARK_MS})
 return {{e[1], e[2], '', 1}}
 `);
 
