@@ -41,6 +41,25 @@ export function partitionKeys(prefix: string, topic: string, p: number): Partiti
 export const dedupKey = (prefix: string, keys: PartitionKeys, id: string): string =>
   `${prefix}:${keys.tag}:id:${id}`;
 
+/**
+ * Where a group's dead-lettering of one entry is remembered for a while (see `DEAD` in
+ * scripts.ts): the entry id is unique within its partition's stream, and the group is part of
+ * the key because each group gives up on an entry on its own.
+ */
+export const deadMarkKey = (
+  prefix: string,
+  keys: PartitionKeys,
+  group: string,
+  entryId: string,
+): string => `${prefix}:${keys.tag}:dead:${group}:${entryId}`;
+
+/**
+ * Ordered mode: what the lease holder's last `NEXT` call acked and delivered (see `NEXT` in
+ * scripts.ts), one per partition and group.
+ */
+export const nextMarkKey = (prefix: string, keys: PartitionKeys, group: string): string =>
+  `${prefix}:${keys.tag}:next:${group}`;
+
 /** The per-group lease key of a partition, for per-key ordered consumers. */
 export const leaseKey = (prefix: string, keys: PartitionKeys, group: string): string =>
   `${prefix}:${keys.tag}:lease:${group}`;

@@ -43,9 +43,11 @@ import {
 } from './client.js';
 import {
   compareStreamIds,
+  deadMarkKey,
   decodeEntry,
   leaseKey,
   membersKey,
+  nextMarkKey,
   retryFields,
   type DecodedEntry,
   type ForeignEntry,
@@ -303,6 +305,12 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   #deadlineAt = Infinity;
   #ackTick = false;
   #readerId: number | undefined;
+  /**
+   * Ordered mode: `NEXT` call ids are this prefix (random per consumer: a consumer restarted
+   * under the same name must not match its predecessor's calls) and a count.
+   */
+  readonly #callIds = `${randomUUID().slice(0, 8)}:`;
+  #calls = 0;
   #closing = false;
   #active(owned: Owned): boolean {
     return !owned.lost && !owned.stopping && !this.#closing;
@@ -1163,7 +1171,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const r = await this.#settle(
       'dead-letter',
       DEAD,
-      [keys.stream, keys.dlq, lease],
+      [keys.stream, keys.dlq, lease, deadMarkKey(this.#s.prefix, keys, this.group, entry.entryId)],
       [
         this.group,
         entry.entryId,
@@ -1205,7 +1213,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const r = await this.#settle(
       'quarantine',
       DEAD,
-      [keys.stream, keys.dlq, lease],
+      [keys.stream, keys.dlq, lease, deadMarkKey(this.#s.prefix, keys, this.group, entry.entryId)],
       [
         this.group,
         entry.entryId,
@@ -1437,6 +1445,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
 
   async #partitionLoop(owned: Owned): Promise<void> {
     const { keys, lease } = owned;
+    const mark = nextMarkKey(this.#s.prefix, keys, this.group);
     // The entry whose handler resolved, acked together with the read of the next one.
     let toAck = '';
     while (this.#active(owned)) {
@@ -1446,8 +1455,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           this.#s.client,
           `next ${this.topic}`,
           NEXT,
-          [keys.stream, lease],
-          [this.group, this.name, this.name, toAck],
+          [keys.stream, lease, mark],
+          [this.group, this.name, this.name, toAck, `${this.#callIds}${++this.#calls}`],
         );
         toAck = '';
       } catch (error) {
@@ -1657,6 +1666,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         ? [...entry.consumers]
         : [...entry.consumers, previous];
     let attempt = entry.failed + deliveries;
+    // Redis's delivery count of the entry, as REDELIVER checks it.
+    let count = deliveries;
     let first = true;
     for (;;) {
       if (attempt > this.#o.maxAttempts) {
@@ -1723,7 +1734,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         'redeliver',
         REDELIVER,
         [keys.stream, lease],
-        [this.group, entry.entryId, this.name, token],
+        [this.group, entry.entryId, this.name, token, count],
         deadlineOf(),
       );
       if (r !== 1) {
@@ -1731,6 +1742,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         return '';
       }
       attempt++;
+      count++;
     }
   }
 

@@ -210,15 +210,36 @@ return 1
 `);
 
 /**
+ * How long a dead-lettering ({@link DEAD}) or an ordered read ({@link NEXT}) is remembered for
+ * its own call's copy sent again.
+ */
+export const DEAD_MARK_MS = 600_000;
+
+/**
  * Dead-letter: add the entry to the DLQ stream and ack it, in one step. KEYS: stream, dlq,
- * lease. ARGV: group, entry id, consumer, lease token, delivery count (as {@link ACK}), then
- * the DLQ entry's fields. Returns the DLQ entry id, or 0 / -1 as {@link ACK}.
+ * lease, mark. ARGV: group, entry id, consumer, lease token, delivery count (as {@link ACK}),
+ * then the DLQ entry's fields. Returns the DLQ entry id, or 0 / -1 as {@link ACK}.
+ *
+ * The same call may run twice: ioredis sends a command again when its connection dropped before
+ * the answer came (`autoResendUnfulfilledCommands`), and the copy sent again finds the entry no
+ * longer pending, as if another consumer had settled it. So the step also leaves a mark (DLQ id,
+ * delivery count, consumer) for {@link DEAD_MARK_MS}, and a refused call whose own delivery the
+ * mark names answers that DLQ id: the message was dead-lettered once, and its consumer reports
+ * it once. Another consumer's call (or an older delivery's) is still refused. Only a copy sent
+ * again later than that answers 0 (the message is in the DLQ, unreported).
  */
 export const DEAD = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then return 0 end
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then
+  local m = redis.call('GET', KEYS[4])
+  if not m then return 0 end
+  local id, deliveries, consumer = string.match(m, '^(%S+) (%d*) (.*)$')
+  if consumer == ARGV[3] and deliveries == ARGV[5] then return id end
+  return 0
+end
 local dlq = redis.call('XADD', KEYS[2], '*', unpack(tail(6)))
 settle(KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[4], dlq .. ' ' .. ARGV[5] .. ' ' .. ARGV[3], 'PX', ${DEAD_MARK_MS})
 return dlq
 `);
 
@@ -255,15 +276,36 @@ return out
  * new entry (`XREADGROUP … COUNT 1`, allowed in scripts without BLOCK). One at a time, so an
  * owner that dies has been delivered only the message it was handling: the others' delivery
  * counts stay true. When ARGV[4] names an entry, it is acked first, in the same step (the
- * previous message's handler resolved): one script call per message. KEYS: stream, lease.
- * ARGV: group, consumer, lease token, entry id to ack ('' for none). Returns `-1` without the
- * lease, `0` when the entry to ack is no longer this consumer's, when there is nothing next the
- * id of the stream's last entry (`'0-0'` when it is empty) — nothing was delivered, so every
- * entry the group has not read yet comes after it: the consumer waits for one with `XREAD` from
- * that id — else `{{entry id, fields, previous owner or '', deliveries}}`.
+ * previous message's handler resolved): one script call per message. KEYS: stream, lease, mark.
+ * ARGV: group, consumer, lease token, entry id to ack ('' for none), call id (unique per call).
+ * Returns `-1` without the lease, `0` when the entry to ack is no longer this consumer's, when
+ * there is nothing next the id of the stream's last entry (`'0-0'` when it is empty) — nothing
+ * was delivered, so every entry the group has not read yet comes after it: the consumer waits
+ * for one with `XREAD` from that id — else `{{entry id, fields, previous owner or '',
+ * deliveries}}`.
+ *
+ * The same call may run twice (ioredis sends it again when its connection dropped before the
+ * answer came). Its second copy would find the entry it acked gone (answer 0: the consumer gives
+ * the partition up) or the entry it delivered pending to itself (claimed again: one delivery
+ * counted twice, so with `maxAttempts: 1` dead-lettered unseen). So every call that acks or
+ * delivers leaves its call id and what it delivered in the partition's mark (one key per group,
+ * kept for {@link DEAD_MARK_MS}: only the lease holder calls this), and a copy that finds its own call id there answers what
+ * the first copy delivered, unclaimed again, or that nothing was there.
  */
 export const NEXT = script(`
 if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
+local mark = redis.call('GET', KEYS[3])
+if mark then
+  local call, id, prev = string.match(mark, '^(%S+) (%S*) (.*)$')
+  if call == ARGV[5] then
+    if id ~= '' then
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])[1]
+      local e = redis.call('XRANGE', KEYS[1], id, id)[1]
+      if p ~= nil and e ~= nil then return {{id, e[2], prev, p[4]}} end
+    end
+    ARGV[4] = ''
+  end
+end
 if ARGV[4] ~= '' then
   if not owns(KEYS[1], ARGV[1], ARGV[4], ARGV[2]) then return 0 end
   settle(KEYS[1], ARGV[1], ARGV[4])
@@ -273,28 +315,38 @@ while #pend == 1 do
   local p = pend[1]
   local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, p[1])
   local e = got[1]
-  if type(e) == 'table' and type(e[2]) == 'table' then return {{p[1], e[2], p[2], p[4] + 1}} end
+  if type(e) == 'table' and type(e[2]) == 'table' then
+    redis.call('SET', KEYS[3], ARGV[5] .. ' ' .. p[1] .. ' ' .. p[2], 'PX', ${DEAD_MARK_MS})
+    return {{p[1], e[2], p[2], p[4] + 1}}
+  end
   redis.call('XACK', KEYS[1], ARGV[1], p[1])
   pend = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
 end
 local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if not r then
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[5] .. '  ', 'PX', ${DEAD_MARK_MS}) end
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
   if last then return last[1] end
   return '0-0'
 end
 local e = r[1][2][1]
+redis.call('SET', KEYS[3], ARGV[5] .. ' ' .. e[1] .. ' ', 'PX', ${DEAD_MARK_MS})
 return {{e[1], e[2], '', 1}}
 `);
 
 /**
  * Ordered mode: counts one more delivery of an entry being retried in place (XCLAIM to itself
  * increments the delivery counter, so a new owner sees the attempts). KEYS: stream, lease.
- * ARGV: group, entry id, consumer, lease token. Returns 1, or 0 / -1 as {@link ACK}.
+ * ARGV: group, entry id, consumer, lease token, the delivery count before this call. Returns 1,
+ * or 0 / -1 as {@link ACK}. A copy of the call sent again after its connection dropped finds
+ * the count already one higher and answers 1 without counting again.
  */
 export const REDELIVER = script(`
 if not lease_ok(KEYS[2], ARGV[4]) then return -1 end
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])[1]
+if p == nil then return 0 end
+if p[4] == tonumber(ARGV[5]) + 1 then return 1 end
+if p[4] ~= tonumber(ARGV[5]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2])
 return 1
 `);

@@ -1,0 +1,208 @@
+/**
+ * Settling scripts sent twice. ioredis sends again every command written but not answered when
+ * its connection drops (`autoResendUnfulfilledCommands`, on by default), so a dead-letter, a
+ * retry or a quarantine may run twice in Redis for one call: the first copy acted, its reply was
+ * lost, and the second copy runs after it. Each message must still be settled once (one DLQ
+ * entry, one retry) and reported once (`onDeadLetter`). The connection drops right after the
+ * chosen script call was written (test/support/resend.ts); the consumer's other connections
+ * (its blocking reader) are its own and are not touched.
+ */
+import { afterEach, expect, it } from 'vitest';
+import type { LuaScript } from '../../src/core/index.js';
+import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
+import { run } from '../../src/queue/client.js';
+import { deadMarkKey } from '../../src/queue/codec.js';
+import { DEAD, DEAD_MARK_MS, NEXT, REDELIVER, RETRY } from '../../src/queue/scripts.js';
+import { until } from '../support/helpers.js';
+import { losingOneReply, type LosingClient } from '../support/resend.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+describeRedis('keel/queue settling scripts sent twice (a reply lost with its connection)', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  /**
+   * A queue whose connection drops once, right after the script is sent. The script is loaded
+   * first: a call answered `NOSCRIPT` has not run, and its copy sent again would be its first.
+   */
+  const losingQueue = async (
+    script: LuaScript,
+  ): Promise<{ queue: Queue; losing: LosingClient }> => {
+    const own = redis().client(0);
+    await own.script('LOAD', script.source);
+    const losing = losingOneReply(own, script.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    losing.arm();
+    return { queue, losing };
+  };
+
+  for (const ordered of [false, true]) {
+    const mode = ordered ? 'ordered' : 'unordered';
+
+    it(`${mode}: a dead letter whose reply was lost is in the DLQ once and reported once`, async () => {
+      const { queue, losing } = await losingQueue(DEAD);
+      const events: DeadLetterEvent[] = [];
+      const consumer = queue.consume(
+        'orders',
+        'g',
+        () => {
+          throw new Error('always fails');
+        },
+        { maxAttempts: 1, visibilityMs: 2000, ordered },
+      );
+      consumer.onDeadLetter((e) => events.push(e));
+      const sent = await queue.send('orders', { n: 1 }, { key: 'k' });
+      await until(() => expect(events).toHaveLength(1), 10_000);
+      expect(losing.dropped).toBe(1);
+      expect(events[0]?.id).toBe(sent.id);
+      expect(events[0]?.reason).toBe('failed');
+      const letters = await queue.deadLetters('orders');
+      expect(letters.map((l) => l.id)).toEqual([sent.id]);
+      // The next message is handled as usual (and nothing more is reported for the first).
+      await queue.send('orders', { n: 2 }, { key: 'k' });
+      await until(() => expect(events).toHaveLength(2), 10_000);
+      expect((await queue.deadLetters('orders')).map((l) => l.id)).toHaveLength(2);
+    });
+
+    it(`${mode}: a quarantine whose reply was lost is in the DLQ once and reported once`, async () => {
+      const { queue, losing } = await losingQueue(DEAD);
+      const seen: number[] = [];
+      const events: DeadLetterEvent[] = [];
+      const consumer = queue.consume<{ n: number }>(
+        'orders',
+        'g',
+        (m) => {
+          seen.push(m.payload.n);
+        },
+        { visibilityMs: 2000, ordered },
+      );
+      consumer.onDeadLetter((e) => events.push(e));
+      const stream = queue.keys('orders', 0).stream;
+      await redis().client(0).xadd(stream, '*', 'hello', 'world');
+      await queue.send('orders', { n: 7 });
+      await until(() => expect(seen).toEqual([7]), 10_000);
+      await until(() => expect(events).toHaveLength(1), 10_000);
+      expect(losing.dropped).toBe(1);
+      expect(events[0]?.reason).toBe('invalid');
+      expect(await queue.deadLetters('orders')).toHaveLength(1);
+    });
+  }
+
+  it('unordered: a retry whose reply was lost is delivered again once (ordered mode retries in place)', async () => {
+    const { queue, losing } = await losingQueue(RETRY);
+    const attempts: number[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        attempts.push(m.attempt);
+        if (m.attempt === 1) throw new Error('first attempt fails');
+      },
+      { maxAttempts: 5, backoff: () => 5, visibilityMs: 2000 },
+    );
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await until(() => expect(attempts).toEqual([1, 2]), 10_000);
+    expect(losing.dropped).toBe(1);
+    // Settled: nothing pending, nothing delayed, nothing dead; no third delivery comes.
+    const keys = queue.keys('orders', 0);
+    const admin = redis().client(0);
+    await until(async () => expect((await admin.xpending(keys.stream, 'g'))[0]).toBe(0), 5000);
+    expect(await admin.zcard(keys.delayed)).toBe(0);
+    expect(await queue.deadLetters('orders')).toEqual([]);
+    await queue.send('orders', { n: 2 }, { key: 'k' });
+    await until(() => expect(attempts).toEqual([1, 2, 1, 2]), 10_000);
+  });
+
+  it('the mark answers only the call whose delivery it names: other consumers and older deliveries are refused', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const keys = queue.keys('orders', 0);
+    const id = await admin.xadd(keys.stream, '*', 'f', 'v');
+    await admin.xgroup('CREATE', keys.stream, 'g', '0');
+    await admin.xreadgroup('GROUP', 'g', 'c1', 'COUNT', 1, 'STREAMS', keys.stream, '>');
+    const mark = deadMarkKey('keel:q', keys, 'g', id ?? '');
+    const dead = (consumer: string, deliveries: number | ''): Promise<unknown> =>
+      run(
+        admin,
+        'dead-letter',
+        DEAD,
+        [keys.stream, keys.dlq, '', mark],
+        ['g', id ?? '', consumer, '', deliveries, 'x:reason', 'failed'],
+      );
+    const first = await dead('c1', 1);
+    expect(typeof first).toBe('string');
+    expect(await dead('c1', 1)).toBe(first);
+    expect(await dead('c2', 1)).toBe(0);
+    expect(await dead('c1', 2)).toBe(0);
+    expect(await dead('c1', '')).toBe(0);
+    expect(await admin.xlen(keys.dlq)).toBe(1);
+    const ttl = await admin.pttl(mark);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(DEAD_MARK_MS);
+  });
+
+  it('ordered: a read, or an ack with the next read, whose reply was lost hands the message over as delivered once', async () => {
+    const { queue, losing } = await losingQueue(NEXT);
+    const seen: string[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(`${m.payload.n}@${m.attempt}`);
+        // The call that acks this message and reads the next one loses its reply.
+        if (m.payload.n === 1) losing.arm();
+      },
+      // One attempt each: a message counted as delivered twice would be dead-lettered unseen.
+      { ordered: true, maxAttempts: 1, visibilityMs: 2000 },
+    );
+    const dead: DeadLetterEvent[] = [];
+    consumer.onDeadLetter((e) => dead.push(e));
+    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k' });
+    await until(() => expect(seen).toHaveLength(4), 10_000);
+    // Twice: the first read (armed by losingQueue) and the ack of message 1 with the next read.
+    expect(losing.dropped).toBe(2);
+    expect(seen).toEqual(['1@1', '2@1', '3@1', '4@1']);
+    expect(dead).toEqual([]);
+  });
+
+  it('ordered: a retry in place whose reply was lost counts one more delivery, not two', async () => {
+    const { queue, losing } = await losingQueue(REDELIVER);
+    const seen: number[] = [];
+    let hold: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (hold = resolve));
+    queue.consume(
+      'orders',
+      'g',
+      async (m) => {
+        seen.push(m.attempt);
+        if (m.attempt === 1) {
+          losing.arm();
+          throw new Error('first attempt fails');
+        }
+        await held;
+      },
+      { ordered: true, maxAttempts: 5, backoff: () => 5, visibilityMs: 5000 },
+    );
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await until(() => expect(seen).toEqual([1, 2]), 10_000);
+    expect(losing.dropped).toBe(1);
+    // Redis counts the deliveries another consumer would see on takeover: two so far.
+    const pending = (await redis()
+      .client(0)
+      .xpending(queue.keys('orders', 0).stream, 'g', '-', '+', 10)) as [
+      string,
+      string,
+      number,
+      number,
+    ][];
+    expect(pending.map((p) => p[3])).toEqual([2]);
+    hold();
+  });
+});
