@@ -20,6 +20,7 @@
  *
  * @packageDocumentation
  */
+import { randomUUID } from 'node:crypto';
 import {
   ClosedError,
   guardedOption,
@@ -135,13 +136,18 @@ export interface RedisBackendOptions {
 export interface ServiceKeys {
   /** Hash: instance id → instance JSON. */
   readonly records: string;
-  /** Hash: instance id → owner token of its registration. */
+  /**
+   * Hash: instance id → owner token of its registration (for a minute after a deregistration:
+   * `deregistered <call>`, with no record, so a copy of that call sent again is recognised).
+   */
   readonly leases: string;
   /** Sorted set: instance id → expiry, in Redis server milliseconds. */
   readonly expiry: string;
   /**
    * Hash: `epoch`, `rev` (revision), `seen` (server time of the last write or reap), `lid`
-   * (stream id of the entry of `rev`), `lw`/`lm`/`lp` (the log's byte budget window).
+   * (stream id of the entry of `rev`), `lw`/`lm`/`lp` (the log's byte budget window), `reg` and
+   * `reap` (`<call> <answer>` of the last register that changed a record, and of the last reap
+   * that removed one: a copy of the call sent again answers the same).
    */
   readonly meta: string;
   /** Stream: the capped change log, entry ids `<epoch>-<revision>` while the stream takes them. */
@@ -219,6 +225,14 @@ function compareIds(a: string, b: string): number {
   return aseq === bseq ? 0 : aseq < bseq ? -1 : 1;
 }
 
+/**
+ * How long a deregistration's mark stays (see DEREGISTER in scripts.ts): a copy of the call that
+ * ioredis sends again after reconnecting within this long still answers `true`. Longer than any
+ * reconnect a caller waits out (the registry's operation timeout is 2 s by default); the reaper
+ * drops the mark after it, unlogged.
+ */
+const MARK_MS = 60_000;
+
 /** Backends made by a Redis Cluster backend to follow one service each. */
 const LANES = new WeakSet<RedisBackend>();
 
@@ -232,12 +246,13 @@ class ReadTimeout extends Error {
  * every registry using this backend. `close()` closes that connection; the client stays yours.
  *
  * Key layout per service `S` (prefix `keel:discovery:` by default), all with hash tag `{S}`:
- * `…{S}:records` hash id → instance JSON; `…{S}:leases` hash id → owner token; `…{S}:expiry`
- * sorted set id → expiry (server ms); `…{S}:meta` hash `epoch`, `rev`, `seen`, `lid` (stream
- * id of the entry of `rev`) and `lw`/`lm`/`lp` (the byte budget's window); `…{S}:log` stream
- * of changes (fields `t` type r/u/d/x, `i` id, `e` epoch, `v` revision, `d` JSON), ids
- * `<epoch>-<revision>` while the stream takes them; `…{S}:graced` set of ids given an outage
- * grace period.
+ * `…{S}:records` hash id → instance JSON; `…{S}:leases` hash id → owner token (or, for a
+ * minute after a deregistration, `deregistered <call>`); `…{S}:expiry` sorted set id → expiry
+ * (server ms); `…{S}:meta` hash `epoch`, `rev`, `seen`, `lid` (stream id of the entry of `rev`),
+ * `lw`/`lm`/`lp` (the byte budget's window), `reg` and `reap` (the last answers, by call);
+ * `…{S}:log` stream of changes (fields `t` type r/u/d/x, `i` id, `e` epoch, `v` revision, `d`
+ * JSON), ids `<epoch>-<revision>` while the stream takes them; `…{S}:graced` set of ids given an
+ * outage grace period.
  *
  * The log is bounded by `maxLogLength` entries and about `maxLogBytes` bytes; a watcher further
  * behind resyncs from a snapshot. What else writes to Redis is read as data, not trusted: an
@@ -351,6 +366,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       o.outageGraceMs,
       o.maxLogLength,
       o.maxLogBytes,
+      randomUUID(), // a copy sent again after a dropped connection answers this call's outcome
     ]);
     return String(reply) as RegisterOutcome;
   }
@@ -393,6 +409,10 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       o.outageGraceMs,
       o.maxLogLength,
       o.maxLogBytes,
+      // Names this call, so a copy of it sent again after a dropped connection recognises the
+      // mark its first copy left (see DEREGISTER).
+      randomUUID(),
+      MARK_MS,
     ]);
     return Number(reply) === 1;
   }
@@ -427,6 +447,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
       o.maxLogLength,
       o.reapBatch,
       o.maxLogBytes,
+      randomUUID(), // a copy sent again after a dropped connection counts this call's removals
     ]);
     return Number(reply);
   }

@@ -3,10 +3,10 @@
  * and its change-log entry are one step: no reader can see one without the other.
  *
  * Every script gets the same six keys, all sharing the service's hash tag (one Redis Cluster
- * slot): `KEYS[1]` records (hash id → JSON), `KEYS[2]` leases (hash id → owner token),
- * `KEYS[3]` expiry index (sorted set id → expiry in server milliseconds), `KEYS[4]` meta (hash:
- * `epoch`, `rev`, `seen`), `KEYS[5]` change log (stream), `KEYS[6]` graced (set of ids given an
- * outage grace period).
+ * slot): `KEYS[1]` records (hash id → JSON), `KEYS[2]` leases (hash id → owner token, or a
+ * deregistration's mark), `KEYS[3]` expiry index (sorted set id → expiry in server
+ * milliseconds), `KEYS[4]` meta (hash: `epoch`, `rev`, `seen`, …), `KEYS[5]` change log
+ * (stream), `KEYS[6]` graced (set of ids given an outage grace period).
  *
  * Time is the server's (`TIME`, allowed in scripts since Redis 5 with effects replication, the
  * only mode since 7.0), so client clock skew never shortens or stretches a ttl.
@@ -134,20 +134,31 @@ end
 `;
 
 /**
- * ARGV: id, data, token, ttlMs, silenceMs, graceMs, maxLogLength, maxLogBytes. Writes the
+ * ARGV: id, data, token, ttlMs, silenceMs, graceMs, maxLogLength, maxLogBytes, call. Writes the
  * record (logged as `r` registered or `u` updated unless unchanged), takes ownership, sets the
  * expiry.
  * Returns `created`, `updated` or `unchanged`.
+ *
+ * A copy of the call sent again after a dropped connection (see DEREGISTER) finds the record its
+ * first copy wrote and would answer `unchanged`: a write that changed the record notes
+ * `<call> <outcome>` in meta `reg`, and a copy of it that changes nothing answers that outcome.
+ * (Another write to the service between the two copies replaces the note: the copy then answers
+ * `unchanged`, as before.)
  */
 export const REGISTER = script(`
 preserve(tonumber(ARGV[5]), tonumber(ARGV[6]))
 local id = ARGV[1]
+local call = ARGV[9] .. ' '
 local old = redis.call('HGET', KEYS[1], id)
 local outcome = 'unchanged'
 if old ~= ARGV[2] then
   if old then outcome = 'updated' else outcome = 'created' end
   append(tonumber(ARGV[7]), tonumber(ARGV[8]), old and 'u' or 'r', id, ARGV[2])
   redis.call('HSET', KEYS[1], id, ARGV[2])
+  redis.call('HSET', KEYS[4], 'reg', call .. outcome)
+else
+  local memo = redis.call('HGET', KEYS[4], 'reg')
+  if memo and string.sub(memo, 1, #call) == call then outcome = string.sub(memo, #call + 1) end
 end
 redis.call('HSET', KEYS[2], id, ARGV[3])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
@@ -171,34 +182,66 @@ return 'ok'
 `);
 
 /**
- * ARGV: id, token, silenceMs, graceMs, maxLogLength, maxLogBytes. Removes a record this token
- * owns; 1 or 0.
+ * ARGV: id, token, silenceMs, graceMs, maxLogLength, maxLogBytes, call, markMs. Removes a record
+ * this token owns; 1 or 0.
+ *
+ * A call may run twice: ioredis sends a command again when its connection dropped before the
+ * reply was read (`autoResendUnfulfilledCommands`), after the first copy ran. So the removal
+ * leaves a mark — the lease becomes `deregistered <call>` (`call` unique to the call), expiring
+ * `markMs` from now like a record, so the reaper drops it without a log entry — and a copy that
+ * finds its own call's mark answers 1, as the first copy did. Another call (same token or not)
+ * finds no record and answers 0.
  */
 export const DEREGISTER = script(`
 preserve(tonumber(ARGV[3]), tonumber(ARGV[4]))
 local id = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], id) == 0 then return 0 end
+local mark = 'deregistered ' .. ARGV[7]
+if redis.call('HEXISTS', KEYS[1], id) == 0 then
+  if redis.call('HGET', KEYS[2], id) == mark then return 1 end
+  return 0
+end
 if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
 append(tonumber(ARGV[5]), tonumber(ARGV[6]), 'd', id)
-forget(id)
+redis.call('HDEL', KEYS[1], id)
+redis.call('HSET', KEYS[2], id, mark)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), id)
+redis.call('SREM', KEYS[6], id)
 return 1
 `);
 
 /**
- * ARGV: silenceMs, graceMs, maxLogLength, limit, maxLogBytes. Removes up to `limit` records
- * whose expiry passed (logged as `x` expired). Idempotent: a second run finds nothing. Returns
- * the count.
+ * ARGV: silenceMs, graceMs, maxLogLength, limit, maxLogBytes, call. Removes up to `limit`
+ * records whose expiry passed (logged as `x` expired), and drops expired index entries without
+ * a record (a deregistration's mark, see DEREGISTER) unlogged. Idempotent: a second run finds
+ * nothing. Returns how many records it removed.
+ *
+ * A copy of the same call sent again after a dropped connection (see DEREGISTER) would find
+ * nothing and answer 0 for records the first copy removed: a call that removed some notes
+ * `<call> <count>` in meta `reap`, and a copy of it adds that count to its own. (Another reap
+ * that removes something between the two copies replaces the note: the copy then counts only
+ * its own, as before.)
  */
 export const REAP = script(`
 preserve(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local call = ARGV[6] .. ' '
+local earlier = 0
+local memo = redis.call('HGET', KEYS[4], 'reap')
+if memo and string.sub(memo, 1, #call) == call then
+  earlier = tonumber(string.sub(memo, #call + 1)) or 0
+end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local removed = 0
 for _, id in ipairs(ids) do
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
     append(tonumber(ARGV[3]), tonumber(ARGV[5]), 'x', id)
+    removed = removed + 1
   end
   forget(id)
 end
-return #ids
+if removed > 0 then
+  redis.call('HSET', KEYS[4], 'reap', call .. string.format('%.0f', earlier + removed))
+end
+return earlier + removed
 `);
 
 /**

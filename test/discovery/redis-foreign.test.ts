@@ -156,6 +156,7 @@ describeRedis('discovery on Redis: foreign, vanished and oversized change-log en
       15_000,
       1000,
       64 * 1024 * 1024,
+      'hand-written-call',
     ];
   };
 
