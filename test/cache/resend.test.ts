@@ -100,6 +100,28 @@ describeRedis('cache scripts sent twice (a connection dropped with the reply unr
     expect(await plain.exists(`${valueKey('cold')}:lease`)).toBe(0);
   });
 
+  it('a lease read sent with the first GET (two callers at once) that ran twice loads at once', async () => {
+    const { cache, losing } = lossyCache(READ.sha);
+    await cache.getOrLoad('warm-up', () => 0);
+    losing.arm();
+    let loads = 0;
+    const loader = (): string => {
+      loads++;
+      return 'v';
+    };
+    // The second caller comes while the first one's GET is on its way: the lease read leaves at
+    // once, beside the GET (see Probe in cache.ts), and is the call that runs twice.
+    const first = cache.getOrLoad('cold-pair', loader);
+    const second = cache.getOrLoad('cold-pair', loader);
+    const outcome = await Promise.race([Promise.all([first, second]), later(10_000)]);
+    expect(losing.dropped).toBe(1);
+    expect(outcome).toEqual(['v', 'v']);
+    expect(loads).toBe(1);
+    const plain = client();
+    expect(await plain.get(valueKey('cold-pair'))).toMatch(/\n"v"$/);
+    expect(await plain.exists(`${valueKey('cold-pair')}:lease`)).toBe(0);
+  });
+
   it('a reload past the stale window whose lease take ran twice loads at once, not after its own lease', async () => {
     const writer = plainCache();
     await writer.set('old', 'v1', { ttlMs: 1, staleMs: 0, graceMs: 600_000 });
