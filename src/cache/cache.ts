@@ -1615,12 +1615,15 @@ export class Cache {
     const had = core.l1?.delete(full) ?? false;
     if (core.tier === undefined) return had;
     const valueKey = core.valueKey(full);
+    // The token under `:deleted` lets a copy of the script sent again after a dropped
+    // connection answer as its first copy did (see scripts.DELETE); kept as long as this call
+    // waits for the answer.
     const reply = await raceAbort(
       core.tier.run(
         'delete',
         scripts.DELETE,
-        [valueKey, `${valueKey}:lease`],
-        [core.channel, core.message('i', full)],
+        [valueKey, `${valueKey}:lease`, `${valueKey}:deleted`],
+        [core.channel, core.message('i', full), core.token(), Math.ceil(core.o.redisTimeoutMs)],
       ),
       options?.signal,
     );

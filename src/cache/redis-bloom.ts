@@ -61,12 +61,19 @@ end
 return out
 `);
 
-/** KEYS: source, destination. Swaps a rebuilt filter in atomically. */
-const SWAP = luaScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RENAME', KEYS[1], KEYS[2])
-else
+/**
+ * KEYS: source, destination. ARGV: '1' when the rebuild added no key (the source was never
+ * made). Swaps a rebuilt filter in atomically. With keys, a missing source means the swap was
+ * done: a copy of this call sent again after a dropped connection (ioredis resends commands
+ * left unanswered) finds the source renamed by its first copy, and must not delete the filter
+ * that copy put in place (every key would then read as absent: false negatives). Exported for
+ * the tests (the entry point does not re-export it).
+ */
+export const SWAP = luaScript(`
+if ARGV[1] == '1' then
   redis.call('DEL', KEYS[2])
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
 end
 return 1
 `);
@@ -178,7 +185,10 @@ export class RedisBloomFilter {
   }
 
   /**
-   * Adds `key`; true when it was certainly not in the filter before.
+   * Adds `key`; true when it was certainly not in the filter before. `false` claims nothing,
+   * as with a false positive: a call whose script ran twice (ioredis sends an unanswered command
+   * again after a dropped connection) answers `false` for a new key, its first copy having set
+   * the bits.
    * @throws CacheRedisError when Redis fails or times out
    */
   async add(key: string): Promise<boolean> {
@@ -214,7 +224,9 @@ export class RedisBloomFilter {
     const side = `${this.key}:rebuild`;
     await this.#run('bloom-rebuild', CLEAR, side, []);
     let chunk: string[] = [];
+    let empty = true;
     for (const key of keys) {
+      empty = false;
       chunk.push(key);
       if (chunk.length === CHUNK) {
         await this.#batch('bloom-rebuild', ADD, side, chunk);
@@ -224,7 +236,14 @@ export class RedisBloomFilter {
     await this.#batch('bloom-rebuild', ADD, side, chunk);
     if (this.#closed) throw new CacheClosedError('Bloom filter');
     try {
-      await runBounded(this.#o.redis, SWAP, [side, this.key], [], this.#o.clock, this.#o.timeoutMs);
+      await runBounded(
+        this.#o.redis,
+        SWAP,
+        [side, this.key],
+        [empty ? '1' : '0'],
+        this.#o.clock,
+        this.#o.timeoutMs,
+      );
     } catch (error) {
       throw redisFailure('bloom-rebuild', redisAddress(this.#o.redis) ?? 'redis', error);
     }

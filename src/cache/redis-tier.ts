@@ -573,6 +573,12 @@ export class RedisTier {
    * keeps no per-key table (https://redis.io/docs/latest/commands/client-tracking/). A server
    * that refuses (Redis < 6, a Cluster, `CLIENT` renamed or denied by ACL) leaves the cache on
    * its own pub/sub invalidation.
+   *
+   * A set-up whose connection closed stops at its next step: ioredis sends its unanswered
+   * command again on the new connection (`autoResendUnfulfilledCommands`), and a `CLIENT ID`
+   * answered there would let it turn tracking on beside the new connection's own set-up, whose
+   * `CLIENT TRACKING` Redis then refuses (the prefix is already tracked) — `tracking` read false
+   * while Redis reported.
    */
   async #setUp(subscriber: CacheSubscriber): Promise<void> {
     const connection = this.#connection;
@@ -583,6 +589,7 @@ export class RedisTier {
     if (this.#s.tracking === true && this.#s.client.isCluster !== true && call !== undefined) {
       try {
         const id = await call('CLIENT', 'ID');
+        if (connection !== this.#connection) return;
         await call(
           'CLIENT',
           'TRACKING',

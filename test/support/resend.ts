@@ -24,6 +24,22 @@ export interface LosingClient {
   readonly dropped: number;
 }
 
+/**
+ * Drops `client`'s connection once what was just written has had time to run on the server,
+ * its reply unread: the socket is paused before this tick's I/O, the command is given time to
+ * reach Redis and run there, and then the connection is destroyed (ioredis reconnects and sends
+ * it again). Call it right after the command was sent.
+ */
+export function dropAfterWrite(client: Redis): void {
+  const stream = (client as unknown as { stream: Socket }).stream;
+  stream.pause();
+  void (async () => {
+    while (stream.writableLength > 0) await later(1);
+    await later(RUN_MS);
+    stream.destroy();
+  })();
+}
+
 export function losingOneReply(client: Redis, sha: string): LosingClient {
   let armed = false;
   let dropped = 0;
@@ -35,15 +51,7 @@ export function losingOneReply(client: Redis, sha: string): LosingClient {
         if (armed && args[0] === sha) {
           armed = false;
           dropped++;
-          // The reply is not read (the socket is paused before this tick's I/O), the command
-          // is given time to reach Redis and run there, and then the connection drops.
-          const stream = (target as unknown as { stream: Socket }).stream;
-          stream.pause();
-          void (async () => {
-            while (stream.writableLength > 0) await later(1);
-            await later(RUN_MS);
-            stream.destroy();
-          })();
+          dropAfterWrite(target);
         }
         return reply;
       };
