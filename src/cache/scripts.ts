@@ -131,7 +131,7 @@ export const DELETE = luaScript(`
 local n = redis.call('DEL', KEYS[1])
 if n == 1 then
   redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-elseif redis.call('GET', KEYS[3]) == ARGV[3] then
+elseif redis.pcall('GET', KEYS[3]) == ARGV[3] then
   n = 1
 end
 redis.call('DEL', KEYS[2])

@@ -226,13 +226,14 @@ export const DEAD_MARK_MS = 600_000;
  * delivery count, consumer) for {@link DEAD_MARK_MS}, and a refused call whose own delivery the
  * mark names answers that DLQ id: the message was dead-lettered once, and its consumer reports
  * it once. Another consumer's call (or an older delivery's) is still refused. Only a copy sent
- * again later than that answers 0 (the message is in the DLQ, unreported).
+ * again later than that answers 0 (the message is in the DLQ, unreported). A mark that is not a
+ * string (something else wrote the key) is ignored.
  */
 export const DEAD = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then
-  local m = redis.call('GET', KEYS[4])
-  if not m then return 0 end
+  local m = redis.pcall('GET', KEYS[4])
+  if type(m) ~= 'string' then return 0 end
   local id, deliveries, consumer = string.match(m, '^(%S+) (%d*) (.*)$')
   if consumer == ARGV[3] and deliveries == ARGV[5] then return id end
   return 0
@@ -289,13 +290,14 @@ return out
  * the partition up) or the entry it delivered pending to itself (claimed again: one delivery
  * counted twice, so with `maxAttempts: 1` dead-lettered unseen). So every call that acks or
  * delivers leaves its call id and what it delivered in the partition's mark (one key per group,
- * kept for {@link DEAD_MARK_MS}: only the lease holder calls this), and a copy that finds its own call id there answers what
- * the first copy delivered, unclaimed again, or that nothing was there.
+ * kept for {@link DEAD_MARK_MS}: only the lease holder calls this), and a copy that finds its
+ * own call id there answers what the first copy delivered, unclaimed again, or that nothing was
+ * there. A mark that is not a string (something else wrote the key) is ignored and replaced.
  */
 export const NEXT = script(`
 if not lease_ok(KEYS[2], ARGV[3]) then return -1 end
-local mark = redis.call('GET', KEYS[3])
-if mark then
+local mark = redis.pcall('GET', KEYS[3])
+if type(mark) == 'string' then
   local call, id, prev = string.match(mark, '^(%S+) (%S*) (.*)$')
   if call == ARGV[5] then
     if id ~= '' then

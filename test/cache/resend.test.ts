@@ -205,6 +205,12 @@ describeRedis('cache scripts sent twice (a connection dropped with the reply unr
     expect(losing.dropped).toBe(2);
   });
 
+  it("foreign data at a delete's mark key is ignored: deleting an absent key answers false", async () => {
+    const cache = plainCache();
+    await client().sadd(`${valueKey('never-there')}:deleted`, 'foreign');
+    await expect(cache.delete('never-there')).resolves.toBe(false);
+  });
+
   it('a quarantine that ran twice reports where the value was moved', async () => {
     const { cache, losing } = lossyCache(QUARANTINE.sha);
     const plain = client();

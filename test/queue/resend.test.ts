@@ -11,7 +11,7 @@ import { afterEach, expect, it } from 'vitest';
 import type { LuaScript } from '../../src/core/index.js';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
 import { run } from '../../src/queue/client.js';
-import { deadMarkKey } from '../../src/queue/codec.js';
+import { deadMarkKey, nextMarkKey } from '../../src/queue/codec.js';
 import { DEAD, DEAD_MARK_MS, NEXT, REDELIVER, RETRY } from '../../src/queue/scripts.js';
 import { until } from '../support/helpers.js';
 import { losingOneReply, type LosingClient } from '../support/resend.js';
@@ -204,5 +204,38 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     ][];
     expect(pending.map((p) => p[3])).toEqual([2]);
     hold();
+  });
+
+  it('foreign data at the marks does not wedge a partition: an ordered read and a dead letter go on', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const keys = queue.keys('orders', 0);
+    await admin.hset(nextMarkKey('keel:q', keys, 'g'), 'foreign', 'data');
+    const seen: number[] = [];
+    const events: DeadLetterEvent[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload.n);
+        if (m.payload.n === 2) throw new Error('fails');
+      },
+      { ordered: true, maxAttempts: 1, visibilityMs: 2000 },
+    );
+    const errors: unknown[] = [];
+    consumer.onError((e) => errors.push(e));
+    consumer.onDeadLetter((e) => events.push(e));
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await queue.send('orders', { n: 2 }, { key: 'k' });
+    await until(() => expect(events).toHaveLength(1), 10_000);
+    expect(seen).toEqual([1, 2]);
+    expect(errors).toEqual([]);
+    // A refused dead letter whose mark key holds foreign data answers 0, not an error.
+    const id = await admin.xadd(keys.stream, '*', 'f', 'v');
+    const mark = deadMarkKey('keel:q', keys, 'g', id ?? '');
+    await admin.sadd(mark, 'foreign');
+    const args = ['g', id ?? '', 'nobody', '', 1, 'x:reason', 'failed'];
+    expect(await run(admin, 'dead-letter', DEAD, [keys.stream, keys.dlq, '', mark], args)).toBe(0);
   });
 });
