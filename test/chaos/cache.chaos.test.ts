@@ -2,8 +2,8 @@
  * Cache chaos: four processes read a small key set through `getOrLoad` against a versioned
  * "database" (a version counter per key on a second Redis, never faulted), and each key's one
  * writer bumps its version and invalidates the cache (`delete`, or `set` of the new version),
- * while a seeded scheduler pauses (SIGSTOP/SIGCONT) and kills/restarts (empty) the cache's Redis
- * and SIGKILLs processes while their loader runs (lease holders), restarting them. An observer
+ * while a seeded scheduler pauses (SIGSTOP/SIGCONT) and kills/restarts (empty) the cache's Redis,
+ * drops every client connection at once (`CLIENT KILL TYPE normal`) and SIGKILLs processes while their loader runs (lease holders), restarting them. An observer
  * reads the raw L2 entries throughout. Then a calm phase (Redis healthy, no writes) measures
  * loader calls per expiry. The checker over the recorded history (cache-worker.ts) requires:
  *
@@ -86,7 +86,9 @@ describeRedis(
         const port = redis().port(0);
         const db = redis().client(1);
         const workers = new Map<number, Worker>();
-        const faults = { pauses: 0, restarts: 0, killedLoading: 0, killedIdle: 0 };
+        const faults = { pauses: 0, restarts: 0, drops: 0, killedLoading: 0, killedIdle: 0 };
+        // Drops every other client connection of the cache's Redis (see the schedule).
+        const admin = redis().client(0);
         let generation = 0;
         let calm = false;
         const start = (slot: number): void => {
@@ -181,6 +183,23 @@ describeRedis(
               faults.restarts++;
               await sleep(between(random, 0, 800));
               await redis().restart(0);
+            } else if (roll < 0.65) {
+              // Every connection but the admin's at once: ioredis reconnects and sends again
+              // what was unanswered, so a script may run twice for one call.
+              // The admin connection may itself be reconnecting after a restart: a few tries.
+              for (let i = 0; i < 20; i++) {
+                const ok = await admin
+                  .call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
+                  .then(
+                    () => true,
+                    () => false,
+                  );
+                if (ok) {
+                  faults.drops++;
+                  break;
+                }
+                await sleep(100);
+              }
             } else {
               const slots = [...workers.keys()];
               // Aim at a lease holder: wait a little for a process to be inside its loader.
@@ -303,7 +322,7 @@ describeRedis(
 
           const report = [
             `cache chaos: seed ${seed}, ${seconds} s, ${WORKERS} processes × 4 readers, ${KEYS.length} keys, ttl ${TTL_MS} ms + stale ${STALE_MS} ms`,
-            `  faults: Redis paused ${faults.pauses}, killed+restarted empty ${faults.restarts}, processes SIGKILLed while loading ${faults.killedLoading} (idle ${faults.killedIdle})`,
+            `  faults: Redis paused ${faults.pauses}, killed+restarted empty ${faults.restarts}, all connections dropped ${faults.drops}, processes SIGKILLed while loading ${faults.killedLoading} (idle ${faults.killedIdle})`,
             `  reads ${reads.length}, loader calls ${allLoads.length}, invalidations landed ${allInvs.length} (delete ${allInvs.filter((i) => i.kind === 'delete').length}, set ${allInvs.filter((i) => i.kind === 'set').length}), L2 fills observed ${seen.length}`,
             `  stale write-backs ${staleWriteBacks.length}${staleWriteBacks.length > 0 ? ` e.g. ${JSON.stringify(staleWriteBacks.slice(0, 3))}` : ''}`,
             `  too old ${tooOld.length} (oldest served ${Math.round(Math.max(0, ...reads.map((r) => r.start - r.readAt)))} ms, bound ${bound}), behind a landed invalidation ${behind.length}`,

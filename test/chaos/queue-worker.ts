@@ -55,6 +55,13 @@ const consumer = queue.consume<ChaosPayload>(
   },
 );
 consumer.onError(() => undefined);
+// Each report is its own member (a SADD sent again after a dropped connection adds nothing), so
+// the orchestrator counts how many times each dead letter was reported.
+let reports = 0;
+consumer.onDeadLetter((e) => {
+  if (e.id === undefined) return;
+  client.sadd('{fx}:dead-reported', `${e.id} ${config.name} ${++reports}`).catch(() => undefined);
+});
 
 process.on('message', (m: { t: string }) => {
   if (m.t !== 'stop') return;

@@ -9,7 +9,10 @@
  * - lost: sent messages neither handled (effect recorded) nor in the dead-letter stream — must be 0;
  * - duplicate effects: messages whose effect was applied more than once — must be 0;
  * - out-of-order (ordered mode): per key, effects not in send order — must be 0;
- * - poison handled: a poison message with an effect — must be 0.
+ * - poison handled: a poison message with an effect — must be 0;
+ * - dead letters reported twice: `onDeadLetter` events for one message beyond the first — must be
+ *   0. Dead letters never reported are counted, not judged: a consumer SIGKILLed between its
+ *   dead-letter step and the event (or its record) loses the report.
  *
  * Bounded by default (6 s of chaos per mode); `KEEL_CHAOS_S=120` runs longer and
  * `KEEL_CHAOS_SEED=<seed>` reruns a schedule (see config.ts).
@@ -156,6 +159,13 @@ describeRedis('queue chaos (consumers killed, Redis paused, connections dropped)
           const duplicates = [...handled].filter(([, n]) => n > 1);
           const poisonHandled = sent.filter((m) => m.poison && handled.has(m.id));
           const bothWays = sent.filter((m) => handled.has(m.id) && dead.has(m.id));
+          const reportsOf = new Map<string, number>();
+          for (const member of await client.smembers('{fx}:dead-reported')) {
+            const id = member.split(' ')[0] ?? '';
+            reportsOf.set(id, (reportsOf.get(id) ?? 0) + 1);
+          }
+          const reportedTwice = [...reportsOf].filter(([, n]) => n > 1);
+          const unreported = [...dead].filter((id) => !reportsOf.has(id));
           let outOfOrder = 0;
           const samples: string[] = [];
           if (ordered) {
@@ -188,6 +198,15 @@ describeRedis('queue chaos (consumers killed, Redis paused, connections dropped)
           const report = [
             `queue chaos (${ordered ? 'ordered' : 'unordered'}): seed ${seed}, ${seconds} s, 3 consumer processes, ${partitions} partitions`,
             `  sent ${sent.length} (poison ${sent.filter((m) => m.poison).length}), handled ${handled.size}, dead-lettered ${dead.size} (handled and dead-lettered: ${bothWays.length})`,
+            `  dead letters reported by onDeadLetter ${reportsOf.size}, reported twice ${reportedTwice.length}${
+              reportedTwice.length > 0
+                ? ' e.g. ' +
+                  reportedTwice
+                    .slice(0, 5)
+                    .map(([id]) => id)
+                    .join(',')
+                : ''
+            }, never reported ${unreported.length}`,
             `  faults: SIGKILL ${counts.kills} (restarted ${counts.restarts}), Redis paused ${counts.pauses}, all connections dropped ${counts.drops}`,
             `  open when the chaos ended ${openAtEnd}, drained in ${Math.round((performance.now() - drainStart) / 1000)} s`,
             `  lost ${lost.length}${
@@ -210,9 +229,10 @@ describeRedis('queue chaos (consumers killed, Redis paused, connections dropped)
               duplicates: duplicates.length,
               outOfOrder,
               poisonHandled: poisonHandled.length,
+              reportedTwice: reportedTwice.length,
             },
             report,
-          ).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0, poisonHandled: 0 });
+          ).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0, poisonHandled: 0, reportedTwice: 0 });
           expect(sent.length, report).toBeGreaterThan(0);
         } finally {
           if (redis().node(0).state === 'paused') redis().resume(0);
