@@ -1448,17 +1448,25 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const mark = nextMarkKey(this.#s.prefix, keys, this.group);
     // The entry whose handler resolved, acked together with the read of the next one.
     let toAck = '';
+    // The id of the call being made: kept until it is answered, so a call that failed on the
+    // client after it ran in Redis (its reply lost: a command timeout, or ioredis giving up
+    // after `maxRetriesPerRequest` reconnections) is sent again as itself, and NEXT's mark
+    // answers it with what the first run delivered (a new id would claim that message again,
+    // counting a second delivery, or find the entry it acks gone and give the partition up).
+    let call = '';
     while (this.#active(owned)) {
       let next: unknown;
+      if (call === '') call = `${this.#callIds}${++this.#calls}`;
       try {
         next = await run(
           this.#s.client,
           `next ${this.topic}`,
           NEXT,
           [keys.stream, lease, mark],
-          [this.group, this.name, this.name, toAck, `${this.#callIds}${++this.#calls}`],
+          [this.group, this.name, this.name, toAck, call],
         );
         toAck = '';
+        call = '';
       } catch (error) {
         if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
           await this.#ensureGroup(owned.p);

@@ -239,3 +239,51 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     expect(await run(admin, 'dead-letter', DEAD, [keys.stream, keys.dlq, '', mark], args)).toBe(0);
   });
 });
+
+describeRedis('keel/queue ordered reads whose reply came back as an error after they ran', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('ordered: a read (or an ack with the next read) that ran but failed on the client is sent again as the same call: each message delivered once', async () => {
+    // `maxRetriesPerRequest: 0`: ioredis rejects the commands in flight when the connection
+    // drops instead of sending them again (with the default, after 20 failed reconnections), so
+    // the consumer itself sends its read again — after the first one ran in Redis.
+    const own = redis().client(0, { maxRetriesPerRequest: 0 });
+    await own.script('LOAD', NEXT.source);
+    const losing = losingOneReply(own, NEXT.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    await redis().client(0).xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
+    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k' });
+    // The first read (it delivers message 1) fails on the client after it ran.
+    losing.arm();
+    const seen: string[] = [];
+    const errors: unknown[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(`${m.payload.n}@${m.attempt}`);
+        // So does the call that acks message 2 and reads message 3.
+        if (m.payload.n === 2) losing.arm();
+      },
+      // One attempt each: a message counted as delivered twice is dead-lettered unseen.
+      { ordered: true, maxAttempts: 1, visibilityMs: 2000 },
+    );
+    consumer.onError((e) => errors.push(e));
+    const dead: DeadLetterEvent[] = [];
+    consumer.onDeadLetter((e) => dead.push(e));
+    await until(() => expect(seen.length + dead.length).toBe(4), 15_000);
+    expect(losing.dropped).toBe(2);
+    // The reads did fail on the client (and were sent again by the consumer).
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+    expect(dead).toEqual([]);
+    expect(seen).toEqual(['1@1', '2@1', '3@1', '4@1']);
+  });
+});
