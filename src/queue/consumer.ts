@@ -1505,7 +1505,12 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         [this.group, toAck, this.name, this.name],
         this.#s.clock.now() + this.#o.visibilityMs - this.#margin,
       );
-      if (r === -1 || r === 0) this.#lose(owned, TAKEN_OVER);
+      // 0 (the entry no longer pending to this consumer) under the lease, which was checked in
+      // the same step: only the lease holder settles the partition's entries, so this call's
+      // own first copy acked it (its reply lost with the connection, ioredis sent it again).
+      // The lease is still ours to give back; not giving it back would hold the partition's
+      // next owner off until it expires.
+      if (r === -1) this.#lose(owned, TAKEN_OVER);
     }
     if (!owned.lost) {
       await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(

@@ -11,8 +11,8 @@ import { afterEach, expect, it } from 'vitest';
 import type { LuaScript } from '../../src/core/index.js';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
 import { run } from '../../src/queue/client.js';
-import { deadMarkKey, nextMarkKey } from '../../src/queue/codec.js';
-import { DEAD, DEAD_MARK_MS, NEXT, REDELIVER, RETRY } from '../../src/queue/scripts.js';
+import { deadMarkKey, leaseKey, nextMarkKey } from '../../src/queue/codec.js';
+import { ACK, DEAD, DEAD_MARK_MS, NEXT, REDELIVER, RETRY } from '../../src/queue/scripts.js';
 import { until } from '../support/helpers.js';
 import { losingOneReply, type LosingClient } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -285,5 +285,49 @@ describeRedis('keel/queue ordered reads whose reply came back as an error after 
     expect(errors.length).toBeGreaterThanOrEqual(2);
     expect(dead).toEqual([]);
     expect(seen).toEqual(['1@1', '2@1', '3@1', '4@1']);
+  });
+});
+
+describeRedis('keel/queue ordered ack on stopping sent twice', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('ordered: the ack sent on close whose reply was lost still gives the partition lease back', async () => {
+    const own = redis().client(0);
+    await own.script('LOAD', ACK.source);
+    const losing = losingOneReply(own, ACK.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      async () => {
+        started();
+        await gate;
+      },
+      { ordered: true, visibilityMs: 60_000, consumer: 'c1' },
+    );
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await running;
+    // Closing while the handler runs: its message is acked on its own (not with a next read).
+    losing.arm();
+    const closed = consumer.close();
+    release();
+    await closed;
+    expect(losing.dropped).toBe(1);
+    const keys = queue.keys('orders', 0);
+    const admin = redis().client(0);
+    expect((await admin.xpending(keys.stream, 'g'))[0]).toBe(0);
+    // Given back: another consumer need not wait out the lease (here a minute).
+    expect(await admin.get(leaseKey('keel:q', keys, 'g'))).toBeNull();
   });
 });
