@@ -1663,15 +1663,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       return '';
     }
     if (entry.group !== undefined && entry.group !== this.group) {
-      refused(
-        await this.#settle(
-          'ack',
-          ACK,
-          [keys.stream, lease],
-          [this.group, entry.entryId, this.name, token],
-          deadlineOf(),
-        ),
+      const r = await this.#settle(
+        'ack',
+        ACK,
+        [keys.stream, lease],
+        [this.group, entry.entryId, this.name, token],
+        deadlineOf(),
       );
+      // Only -1 (the lease) is a takeover here: 0 under the lease, checked in the same step,
+      // means this call's own first copy acked the entry (its reply lost with the connection,
+      // ioredis sent it again) — only the lease holder settles the partition's entries.
+      if (r === -1) this.#lose(owned, TAKEN_OVER);
       return '';
     }
     const consumers =

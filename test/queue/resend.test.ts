@@ -330,4 +330,31 @@ describeRedis('keel/queue ordered ack on stopping sent twice', () => {
     // Given back: another consumer need not wait out the lease (here a minute).
     expect(await admin.get(leaseKey('keel:q', keys, 'g'))).toBeNull();
   });
+
+  it("ordered: the ack of another group's copy (a replayed dead letter) whose reply was lost keeps the partition", async () => {
+    const own = redis().client(0);
+    await own.script('LOAD', ACK.source);
+    const losing = losingOneReply(own, ACK.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    const admin = redis().client(0);
+    await admin.xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
+    // What `replay()` adds for group `other`: this group acks it unhandled.
+    await admin.xadd(stream, '*', 'v', '1', 'i', 'r1', 'k', 'k', 'p', '{"n":0}', 'g', 'other');
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    losing.arm();
+    const seen: number[] = [];
+    queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload.n);
+      },
+      // Membership heartbeats 20 s apart: a partition given up would be taken back only then.
+      { ordered: true, visibilityMs: 60_000 },
+    );
+    await until(() => expect(seen).toEqual([1]), 10_000);
+    expect(losing.dropped).toBe(1);
+  });
 });
