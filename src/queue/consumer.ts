@@ -1456,7 +1456,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     let call = '';
     while (this.#active(owned)) {
       let next: unknown;
-      if (call === '') call = `${this.#callIds}${++this.#calls}`;
+      call ||= `${this.#callIds}${++this.#calls}`;
       try {
         next = await run(
           this.#s.client,
@@ -1663,6 +1663,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       return '';
     }
     if (entry.group !== undefined && entry.group !== this.group) {
+      // Only -1 (the lease) is a takeover here: 0 under the lease, checked in the same step,
+      // means this call's own first copy acked the entry (its reply lost with the connection,
+      // ioredis sent it again) — only the lease holder settles the partition's entries.
       const r = await this.#settle(
         'ack',
         ACK,
@@ -1670,10 +1673,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         [this.group, entry.entryId, this.name, token],
         deadlineOf(),
       );
-      // Only -1 (the lease) is a takeover here: 0 under the lease, checked in the same step,
-      // means this call's own first copy acked the entry (its reply lost with the connection,
-      // ioredis sent it again) — only the lease holder settles the partition's entries.
-      if (r === -1) this.#lose(owned, TAKEN_OVER);
+      if (r === -1) refused(r);
       return '';
     }
     const consumers =
