@@ -1725,6 +1725,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       );
       if (owned.lost) return '';
       if (outcome.ok) return entry.entryId;
+      // Aborted by close (past closeTimeoutMs): not a failure of the message. It stays pending
+      // for the partition's next owner; retried here, each attempt would start aborted and fail
+      // at once, dead-lettering it after maxAttempts.
+      if (owned.controller.signal.aborted) return '';
       if (!consumers.includes(this.name)) consumers.push(this.name);
       if (attempt >= this.#o.maxAttempts) {
         refused(
