@@ -1448,17 +1448,25 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const mark = nextMarkKey(this.#s.prefix, keys, this.group);
     // The entry whose handler resolved, acked together with the read of the next one.
     let toAck = '';
+    // The id of the call being made: kept until it is answered, so a call that failed on the
+    // client after it ran in Redis (its reply lost: a command timeout, or ioredis giving up
+    // after `maxRetriesPerRequest` reconnections) is sent again as itself, and NEXT's mark
+    // answers it with what the first run delivered (a new id would claim that message again,
+    // counting a second delivery, or find the entry it acks gone and give the partition up).
+    let call = '';
     while (this.#active(owned)) {
       let next: unknown;
+      call ||= `${this.#callIds}${++this.#calls}`;
       try {
         next = await run(
           this.#s.client,
           `next ${this.topic}`,
           NEXT,
           [keys.stream, lease, mark],
-          [this.group, this.name, this.name, toAck, `${this.#callIds}${++this.#calls}`],
+          [this.group, this.name, this.name, toAck, call],
         );
         toAck = '';
+        call = '';
       } catch (error) {
         if (String((error as { cause?: unknown }).cause).includes('NOGROUP')) {
           await this.#ensureGroup(owned.p);
@@ -1497,7 +1505,12 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         [this.group, toAck, this.name, this.name],
         this.#s.clock.now() + this.#o.visibilityMs - this.#margin,
       );
-      if (r === -1 || r === 0) this.#lose(owned, TAKEN_OVER);
+      // 0 (the entry no longer pending to this consumer) under the lease, which was checked in
+      // the same step: only the lease holder settles the partition's entries, so this call's
+      // own first copy acked it (its reply lost with the connection, ioredis sent it again).
+      // The lease is still ours to give back; not giving it back would hold the partition's
+      // next owner off until it expires.
+      if (r === -1) this.#lose(owned, TAKEN_OVER);
     }
     if (!owned.lost) {
       await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]).catch(
@@ -1650,15 +1663,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       return '';
     }
     if (entry.group !== undefined && entry.group !== this.group) {
-      refused(
-        await this.#settle(
-          'ack',
-          ACK,
-          [keys.stream, lease],
-          [this.group, entry.entryId, this.name, token],
-          deadlineOf(),
-        ),
+      // Only -1 (the lease) is a takeover here: 0 under the lease, checked in the same step,
+      // means this call's own first copy acked the entry (its reply lost with the connection,
+      // ioredis sent it again) — only the lease holder settles the partition's entries.
+      const r = await this.#settle(
+        'ack',
+        ACK,
+        [keys.stream, lease],
+        [this.group, entry.entryId, this.name, token],
+        deadlineOf(),
       );
+      if (r === -1) refused(r);
       return '';
     }
     const consumers =
@@ -1710,6 +1725,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       );
       if (owned.lost) return '';
       if (outcome.ok) return entry.entryId;
+      // Aborted by close (past closeTimeoutMs): not a failure of the message. It stays pending
+      // for the partition's next owner; retried here, each attempt would start aborted and fail
+      // at once, dead-lettering it after maxAttempts.
+      if (owned.controller.signal.aborted) return '';
       if (!consumers.includes(this.name)) consumers.push(this.name);
       if (attempt >= this.#o.maxAttempts) {
         refused(

@@ -278,7 +278,8 @@ return out
  * owner that dies has been delivered only the message it was handling: the others' delivery
  * counts stay true. When ARGV[4] names an entry, it is acked first, in the same step (the
  * previous message's handler resolved): one script call per message. KEYS: stream, lease, mark.
- * ARGV: group, consumer, lease token, entry id to ack ('' for none), call id (unique per call).
+ * ARGV: group, consumer, lease token, entry id to ack ('' for none), call id (unique per call;
+ * a call the client saw fail is sent again under its own id, as it may have run).
  * Returns `-1` without the lease, `0` when the entry to ack is no longer this consumer's, when
  * there is nothing next the id of the stream's last entry (`'0-0'` when it is empty) — nothing
  * was delivered, so every entry the group has not read yet comes after it: the consumer waits

@@ -387,4 +387,30 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     expect(await client.exists(`${tag}:order:8`, `${tag}:order:9`)).toBe(0);
     expect(invalidOption(() => outbox.stage({} as never, 'orders', 1)).option).toBe('transaction');
   });
+
+  it('ordered: a handler aborted by close (past closeTimeoutMs) is not retried in place while closing: the message stays pending for the next owner, not dead-lettered', async () => {
+    const queue = queueOf();
+    const attempts: number[] = [];
+    const consumer = queue.consume(
+      'close',
+      'g',
+      (m) =>
+        new Promise<void>((_resolve, reject) => {
+          attempts.push(m.attempt);
+          const stop = (): void => {
+            reject(m.signal.reason as Error);
+          };
+          if (m.signal.aborted) stop();
+          else m.signal.addEventListener('abort', stop);
+        }),
+      { ordered: true, maxAttempts: 3, backoff: () => 5, closeTimeoutMs: 50, visibilityMs: 5000 },
+    );
+    await queue.send('close', { n: 1 }, { key: 'k' });
+    await until(() => expect(attempts).toEqual([1]), 10_000);
+    await consumer.close();
+    expect(attempts).toEqual([1]);
+    expect(await queue.deadLetters('close')).toEqual([]);
+    const pending = await client.xpending(queue.keys('close', 0).stream, 'g');
+    expect(pending[0]).toBe(1);
+  });
 });

@@ -11,8 +11,8 @@ import { afterEach, expect, it } from 'vitest';
 import type { LuaScript } from '../../src/core/index.js';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
 import { run } from '../../src/queue/client.js';
-import { deadMarkKey, nextMarkKey } from '../../src/queue/codec.js';
-import { DEAD, DEAD_MARK_MS, NEXT, REDELIVER, RETRY } from '../../src/queue/scripts.js';
+import { deadMarkKey, leaseKey, nextMarkKey } from '../../src/queue/codec.js';
+import { ACK, DEAD, DEAD_MARK_MS, NEXT, REDELIVER, RETRY } from '../../src/queue/scripts.js';
 import { until } from '../support/helpers.js';
 import { losingOneReply, type LosingClient } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -237,5 +237,124 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     await admin.sadd(mark, 'foreign');
     const args = ['g', id ?? '', 'nobody', '', 1, 'x:reason', 'failed'];
     expect(await run(admin, 'dead-letter', DEAD, [keys.stream, keys.dlq, '', mark], args)).toBe(0);
+  });
+});
+
+describeRedis('keel/queue ordered reads whose reply came back as an error after they ran', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('ordered: a read (or an ack with the next read) that ran but failed on the client is sent again as the same call: each message delivered once', async () => {
+    // `maxRetriesPerRequest: 0`: ioredis rejects the commands in flight when the connection
+    // drops instead of sending them again (with the default, after 20 failed reconnections), so
+    // the consumer itself sends its read again — after the first one ran in Redis.
+    const own = redis().client(0, { maxRetriesPerRequest: 0 });
+    await own.script('LOAD', NEXT.source);
+    const losing = losingOneReply(own, NEXT.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    await redis().client(0).xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
+    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k' });
+    // The first read (it delivers message 1) fails on the client after it ran.
+    losing.arm();
+    const seen: string[] = [];
+    const errors: unknown[] = [];
+    const consumer = queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(`${m.payload.n}@${m.attempt}`);
+        // So does the call that acks message 2 and reads message 3.
+        if (m.payload.n === 2) losing.arm();
+      },
+      // One attempt each: a message counted as delivered twice is dead-lettered unseen.
+      { ordered: true, maxAttempts: 1, visibilityMs: 2000 },
+    );
+    consumer.onError((e) => errors.push(e));
+    const dead: DeadLetterEvent[] = [];
+    consumer.onDeadLetter((e) => dead.push(e));
+    await until(() => expect(seen.length + dead.length).toBe(4), 15_000);
+    expect(losing.dropped).toBe(2);
+    // The reads did fail on the client (and were sent again by the consumer).
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+    expect(dead).toEqual([]);
+    expect(seen).toEqual(['1@1', '2@1', '3@1', '4@1']);
+  });
+});
+
+describeRedis('keel/queue ordered ack on stopping sent twice', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('ordered: the ack sent on close whose reply was lost still gives the partition lease back', async () => {
+    const own = redis().client(0);
+    await own.script('LOAD', ACK.source);
+    const losing = losingOneReply(own, ACK.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      async () => {
+        started();
+        await gate;
+      },
+      { ordered: true, visibilityMs: 60_000, consumer: 'c1' },
+    );
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await running;
+    // Closing while the handler runs: its message is acked on its own (not with a next read).
+    losing.arm();
+    const closed = consumer.close();
+    release();
+    await closed;
+    expect(losing.dropped).toBe(1);
+    const keys = queue.keys('orders', 0);
+    const admin = redis().client(0);
+    expect((await admin.xpending(keys.stream, 'g'))[0]).toBe(0);
+    // Given back: another consumer need not wait out the lease (here a minute).
+    expect(await admin.get(leaseKey('keel:q', keys, 'g'))).toBeNull();
+  });
+
+  it("ordered: the ack of another group's copy (a replayed dead letter) whose reply was lost keeps the partition", async () => {
+    const own = redis().client(0);
+    await own.script('LOAD', ACK.source);
+    const losing = losingOneReply(own, ACK.sha);
+    const queue = new Queue({ client: losing.client });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    const admin = redis().client(0);
+    await admin.xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
+    // What `replay()` adds for group `other`: this group acks it unhandled.
+    await admin.xadd(stream, '*', 'v', '1', 'i', 'r1', 'k', 'k', 'p', '{"n":0}', 'g', 'other');
+    await queue.send('orders', { n: 1 }, { key: 'k' });
+    losing.arm();
+    const seen: number[] = [];
+    queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.payload.n);
+      },
+      // Membership heartbeats 20 s apart: a partition given up would be taken back only then.
+      { ordered: true, visibilityMs: 60_000 },
+    );
+    await until(() => expect(seen).toEqual([1]), 10_000);
+    expect(losing.dropped).toBe(1);
   });
 });
