@@ -73,6 +73,7 @@ import {
   throwIfAborted,
   type Clock,
   type Timer,
+  warnIfEvicting,
 } from '../core/index.js';
 import {
   acquireChannel,
@@ -556,6 +557,9 @@ export class Redlock implements LockService, AsyncDisposable {
     this.#checkTtl(OWNER, this.#o.ttlMs);
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
     const clients = this.#o.clients;
+    // A node that may evict keys (maxmemory with a policy other than noeviction) can drop a
+    // held lock's key before its ttl: warned about once per client (see core/eviction.ts).
+    for (const c of clients) warnIfEvicting(c, 'keel/lock');
     const duplicable = clients.filter((c): c is LockClient & DuplicableClient => canDuplicate(c));
     this.#notifier =
       this.#o.notifications && duplicable.length === clients.length

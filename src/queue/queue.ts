@@ -24,6 +24,7 @@ import {
   wallTime,
   type Clock,
   type Subscription,
+  warnIfEvicting,
 } from '../core/index.js';
 import {
   command,
@@ -293,6 +294,7 @@ export class Queue implements AsyncDisposable {
    */
   constructor(options: QueueOptions) {
     this.settings = resolveQueueOptions(options);
+    warnIfEvicting(this.settings.client, 'keel/queue');
   }
 
   /** The keys of partition `p` of `topic`. @internal */

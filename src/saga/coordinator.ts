@@ -50,6 +50,7 @@ import {
   type ScriptClient,
   type Subscription,
   type Timer,
+  warnIfEvicting,
 } from '../core/index.js';
 import {
   booleanOption,
@@ -472,6 +473,7 @@ export class SagaCoordinator implements AsyncDisposable {
       clock: o.clock,
       random: o.random,
     });
+    warnIfEvicting(o.redis, 'keel/saga');
     this.#store = new SagaStore({
       client: o.redis,
       prefix: o.prefix,

@@ -39,6 +39,7 @@ import {
   type LuaScript,
   type ScriptClient,
   type Timer,
+  warnIfEvicting,
 } from '../core/index.js';
 import { guardedOption, integerOption, stringOption } from '../core/options.js';
 import {
@@ -263,6 +264,7 @@ export class IdempotencyKeys {
       );
     }
     this.#client = o.redis;
+    warnIfEvicting(o.redis, 'keel/saga');
     this.#prefix = o.prefix;
     this.#leaseMs = o.leaseMs;
     this.#ttlMs = o.ttlMs;
