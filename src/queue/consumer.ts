@@ -310,6 +310,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
    * under the same name must not match its predecessor's calls) and a count.
    */
   readonly #callIds = `${randomUUID().slice(0, 8)}:`;
+  /** When this consumer was made, on its clock (see RECLAIM's own idle bound). */
+  readonly #bornAt: number;
   #calls = 0;
   #closing = false;
   #active(owned: Owned): boolean {
@@ -364,6 +366,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     this.group = group;
     this.#queue = queue;
     this.#s = queue.settings;
+    this.#bornAt = this.#s.clock.now();
     this.#handler = handler;
     this.#o = o;
     this.#margin = Math.min(1000, Math.floor(o.visibilityMs / 10));
@@ -1307,6 +1310,9 @@ export class Consumer<T = unknown> implements AsyncDisposable {
               this.name,
               this.#o.visibilityMs,
               free,
+              // Entries delivered to this name since this instance was made (less a second for
+              // clock-rate drift) and not in flight here are its own lost reads (see RECLAIM).
+              Math.max(0, Math.floor(start - this.#bornAt) - 1000),
               ...new Set(
                 [...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
               ),

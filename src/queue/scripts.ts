@@ -249,20 +249,36 @@ return dlq
  * consumer. XPENDING first, so the previous owner's name and the delivery count are known.
  * Entries this consumer is still handling (listed after the count) are left alone: reclaiming
  * them from itself would only reset their idle time and hide them from the others.
- * KEYS: stream. ARGV: group, consumer, min idle ms, count, in-flight entry ids. Returns
- * `{{entry id, fields, previous owner, deliveries}, …}`.
+ * KEYS: stream. ARGV: group, consumer, min idle ms, count, own idle bound ms, in-flight entry
+ * ids. Returns `{{entry id, fields, previous owner, deliveries}, …}`.
+ *
+ * An entry pending to this consumer that it is not handling, delivered less than `own idle
+ * bound` ago — since this consumer instance started — was never handed to it: the reply of the
+ * read that delivered it was lost with its connection (ioredis sends the read again, and `>`
+ * then reads past it). Its delivery is not counted again (XCLAIM's RETRYCOUNT keeps the
+ * count): counted, a message with `maxAttempts: 1` would be dead-lettered without any handler
+ * seeing it. An entry delivered to the same name before this instance started (a process
+ * restarted under a fixed name) counts one more delivery, as any reclaim does, so a message
+ * that crashes its process still reaches `maxAttempts`.
  */
 export const RECLAIM = script(`
 local mine = {}
-for i = 5, #ARGV do mine[ARGV[i]] = true end
-local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4] + #ARGV - 4)
+for i = 6, #ARGV do mine[ARGV[i]] = true end
+local fresh = tonumber(ARGV[5])
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4] + #ARGV - 5)
 local out = {}
 for _, p in ipairs(pend) do
   if not (mine[p[1]] and p[2] == ARGV[2]) then
-    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
+    local own = p[2] == ARGV[2] and p[3] < fresh
+    local got
+    if own then
+      got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1], 'RETRYCOUNT', p[4])
+    else
+      got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
+    end
     local e = got[1]
     if type(e) == 'table' and type(e[2]) == 'table' then
-      out[#out + 1] = {p[1], e[2], p[2], p[4] + 1}
+      out[#out + 1] = {p[1], e[2], p[2], own and p[4] or p[4] + 1}
     elseif type(e) ~= 'table' then
       redis.call('XACK', KEYS[1], ARGV[1], p[1])
     end
