@@ -27,6 +27,10 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
   });
 
   /**
+   * Every send below names its message (`id`): a send in flight on the same connection when it
+   * drops is sent again by ioredis, and without an id it would be enqueued twice (at-least-once,
+   * as the README says) — a second delivery these tests would count against the consumer.
+   *
    * A queue whose connection drops once, right after the script is sent. The script is loaded
    * first: a call answered `NOSCRIPT` has not run, and its copy sent again would be its first.
    */
@@ -57,7 +61,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
         { maxAttempts: 1, visibilityMs: 2000, ordered },
       );
       consumer.onDeadLetter((e) => events.push(e));
-      const sent = await queue.send('orders', { n: 1 }, { key: 'k' });
+      const sent = await queue.send('orders', { n: 1 }, { key: 'k', id: 'm1' });
       await until(() => expect(events).toHaveLength(1), 10_000);
       expect(losing.dropped).toBe(1);
       expect(events[0]?.id).toBe(sent.id);
@@ -65,7 +69,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
       const letters = await queue.deadLetters('orders');
       expect(letters.map((l) => l.id)).toEqual([sent.id]);
       // The next message is handled as usual (and nothing more is reported for the first).
-      await queue.send('orders', { n: 2 }, { key: 'k' });
+      await queue.send('orders', { n: 2 }, { key: 'k', id: 'm2' });
       await until(() => expect(events).toHaveLength(2), 10_000);
       expect((await queue.deadLetters('orders')).map((l) => l.id)).toHaveLength(2);
     });
@@ -85,7 +89,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
       consumer.onDeadLetter((e) => events.push(e));
       const stream = queue.keys('orders', 0).stream;
       await redis().client(0).xadd(stream, '*', 'hello', 'world');
-      await queue.send('orders', { n: 7 });
+      await queue.send('orders', { n: 7 }, { id: 'm7' });
       await until(() => expect(seen).toEqual([7]), 10_000);
       await until(() => expect(events).toHaveLength(1), 10_000);
       expect(losing.dropped).toBe(1);
@@ -106,7 +110,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
       },
       { maxAttempts: 5, backoff: () => 5, visibilityMs: 2000 },
     );
-    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await queue.send('orders', { n: 1 }, { key: 'k', id: 'm1' });
     await until(() => expect(attempts).toEqual([1, 2]), 10_000);
     expect(losing.dropped).toBe(1);
     // Settled: nothing pending, nothing delayed, nothing dead; no third delivery comes.
@@ -115,7 +119,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     await until(async () => expect((await admin.xpending(keys.stream, 'g'))[0]).toBe(0), 5000);
     expect(await admin.zcard(keys.delayed)).toBe(0);
     expect(await queue.deadLetters('orders')).toEqual([]);
-    await queue.send('orders', { n: 2 }, { key: 'k' });
+    await queue.send('orders', { n: 2 }, { key: 'k', id: 'm2' });
     await until(() => expect(attempts).toEqual([1, 2, 1, 2]), 10_000);
   });
 
@@ -164,7 +168,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     );
     const dead: DeadLetterEvent[] = [];
     consumer.onDeadLetter((e) => dead.push(e));
-    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k' });
+    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k', id: `m${n}` });
     await until(() => expect(seen.length).toBeGreaterThanOrEqual(4), 10_000);
     // Late duplicates, if any, have come by then; the message names every delivery seen.
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -193,7 +197,7 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
       },
       { ordered: true, maxAttempts: 5, backoff: () => 5, visibilityMs: 5000 },
     );
-    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await queue.send('orders', { n: 1 }, { key: 'k', id: 'm1' });
     await until(() => expect(seen).toEqual([1, 2]), 10_000);
     expect(losing.dropped).toBe(1);
     // Redis counts the deliveries another consumer would see on takeover: two so far.
@@ -229,8 +233,8 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     const errors: unknown[] = [];
     consumer.onError((e) => errors.push(e));
     consumer.onDeadLetter((e) => events.push(e));
-    await queue.send('orders', { n: 1 }, { key: 'k' });
-    await queue.send('orders', { n: 2 }, { key: 'k' });
+    await queue.send('orders', { n: 1 }, { key: 'k', id: 'm1' });
+    await queue.send('orders', { n: 2 }, { key: 'k', id: 'm2' });
     await until(() => expect(events).toHaveLength(1), 10_000);
     expect(seen).toEqual([1, 2]);
     expect(errors).toEqual([]);
@@ -263,7 +267,7 @@ describeRedis('keel/queue ordered reads whose reply came back as an error after 
     opened.push(queue);
     const stream = queue.keys('orders', 0).stream;
     await redis().client(0).xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
-    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k' });
+    for (let n = 1; n <= 4; n++) await queue.send('orders', { n }, { key: 'k', id: `m${n}` });
     // The first read (it delivers message 1) fails on the client after it ran.
     losing.arm();
     const seen: string[] = [];
@@ -319,7 +323,7 @@ describeRedis('keel/queue ordered ack on stopping sent twice', () => {
       },
       { ordered: true, visibilityMs: 60_000, consumer: 'c1' },
     );
-    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await queue.send('orders', { n: 1 }, { key: 'k', id: 'm1' });
     await running;
     // Closing while the handler runs: its message is acked on its own (not with a next read).
     losing.arm();
@@ -345,7 +349,7 @@ describeRedis('keel/queue ordered ack on stopping sent twice', () => {
     await admin.xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
     // What `replay()` adds for group `other`: this group acks it unhandled.
     await admin.xadd(stream, '*', 'v', '1', 'i', 'r1', 'k', 'k', 'p', '{"n":0}', 'g', 'other');
-    await queue.send('orders', { n: 1 }, { key: 'k' });
+    await queue.send('orders', { n: 1 }, { key: 'k', id: 'm1' });
     losing.arm();
     const seen: number[] = [];
     queue.consume<{ n: number }>(
