@@ -77,6 +77,12 @@ import {
   TRIM_DONE,
 } from './scripts.js';
 
+/**
+ * Whether an owned partition was given up. A function, not a property read in place: the flag
+ * changes while a loop awaits, and the compiler would narrow a repeated read to its last value.
+ */
+const isLost = (owned: { readonly lost: boolean }): boolean => owned.lost;
+
 /** One delivery of a message to a handler. */
 export interface Message<T = unknown> {
   /** The Keel message id (dedup id). */
@@ -1691,6 +1697,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     let count = deliveries;
     let first = true;
     for (;;) {
+      // The partition was given up since this message was read (its lease ran out unrenewed:
+      // the read's answer came late, or a renewal's did): another owner may be handling this
+      // message or the ones after it by now, so no handler runs for it here. It stays pending
+      // for the partition's next owner, who counts it delivered once more.
+      if (isLost(owned)) return '';
       if (attempt > this.#o.maxAttempts) {
         refused(
           await this.#dead(

@@ -2,9 +2,11 @@
  * Per-key ordering, the idempotent consumer and the transactional outbox, against a real
  * redis-server.
  */
+import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { Outbox, Queue, idempotent, type Effect, type Message } from '../../src/queue/index.js';
+import { NEXT } from '../../src/queue/scripts.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -412,5 +414,59 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     expect(await queue.deadLetters('close')).toEqual([]);
     const pending = await client.xpending(queue.keys('close', 0).stream, 'g');
     expect(pending[0]).toBe(1);
+  });
+
+  it('ordered: a message whose read is answered after the partition was given up is not handled by the loop that gave it up', async () => {
+    const own = redis().client(0);
+    await own.script('LOAD', NEXT.source);
+    // Once armed, the next NEXT call's answer (and every other answer on the connection, the
+    // lease renewals' too) is read 1.5 s late: the consumer gives the partition up (its lease
+    // runs out unrenewed on its clock) before the read's answer, which delivers message 2, comes.
+    let armed = false;
+    const slow = new Proxy(own, {
+      get(target, property, receiver) {
+        if (property !== 'evalsha') return Reflect.get(target, property, receiver) as unknown;
+        return (...args: Parameters<Redis['evalsha']>) => {
+          const reply = target.evalsha(...args);
+          if (armed && args[0] === NEXT.sha) {
+            armed = false;
+            const stream = (target as unknown as { stream: Socket }).stream;
+            stream.pause();
+            setTimeout(() => stream.resume(), 1500);
+          }
+          return reply;
+        };
+      },
+    });
+    const queue = new Queue({ client: slow });
+    opened.push(queue);
+    const seen: string[] = [];
+    let running = 0;
+    let overlapped = false;
+    queue.consume<{ n: number }>(
+      'orders',
+      'g',
+      async (m) => {
+        if (++running > 1) overlapped = true;
+        seen.push(`${m.payload.n}@${m.attempt}`);
+        if (m.payload.n === 1) armed = true;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        running--;
+      },
+      { ordered: true, maxAttempts: 5, visibilityMs: 1000 },
+    );
+    for (let n = 1; n <= 3; n++) await queue.send('orders', { n }, { key: 'k', id: `m${n}` });
+    await until(() => expect(seen.some((s) => s.startsWith('3@'))).toBe(true), 15_000);
+    const said = `seen ${JSON.stringify(seen)}`;
+    // Message 2 once — by the partition's next owner, as its second delivery — then message 3.
+    expect(
+      seen.filter((s) => s.startsWith('2@')),
+      said,
+    ).toEqual(['2@2']);
+    expect(
+      seen.map((s) => s.split('@')[0]),
+      said,
+    ).toEqual(['1', '2', '3']);
+    expect(overlapped, said).toBe(false);
   });
 });
