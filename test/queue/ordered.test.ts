@@ -2,11 +2,11 @@
  * Per-key ordering, the idempotent consumer and the transactional outbox, against a real
  * redis-server.
  */
-import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { Outbox, Queue, idempotent, type Effect, type Message } from '../../src/queue/index.js';
 import { NEXT } from '../../src/queue/scripts.js';
+import { afterScript, readLate } from '../support/resend.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -422,22 +422,7 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
     // Once armed, the next NEXT call's answer (and every other answer on the connection, the
     // lease renewals' too) is read 1.5 s late: the consumer gives the partition up (its lease
     // runs out unrenewed on its clock) before the read's answer, which delivers message 2, comes.
-    let armed = false;
-    const slow = new Proxy(own, {
-      get(target, property, receiver) {
-        if (property !== 'evalsha') return Reflect.get(target, property, receiver) as unknown;
-        return (...args: Parameters<Redis['evalsha']>) => {
-          const reply = target.evalsha(...args);
-          if (armed && args[0] === NEXT.sha) {
-            armed = false;
-            const stream = (target as unknown as { stream: Socket }).stream;
-            stream.pause();
-            setTimeout(() => stream.resume(), 1500);
-          }
-          return reply;
-        };
-      },
-    });
+    const { client: slow, arm } = afterScript(own, NEXT.sha, (c) => readLate(c, 1500));
     const queue = new Queue({ client: slow });
     opened.push(queue);
     const seen: string[] = [];
@@ -449,7 +434,7 @@ describeRedis('keel/queue ordering, idempotency and outbox', () => {
       async (m) => {
         if (++running > 1) overlapped = true;
         seen.push(`${m.payload.n}@${m.attempt}`);
-        if (m.payload.n === 1) armed = true;
+        if (m.payload.n === 1) arm();
         await new Promise((resolve) => setTimeout(resolve, 50));
         running--;
       },

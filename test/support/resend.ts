@@ -5,7 +5,8 @@
  * twice for one call. (A `destroy()` straight after the write may discard it before it reaches
  * the kernel; the socket is paused instead, and dropped once the command had time to run.)
  * Matches the script's SHA-1 as the first argument of `EVALSHA` (a call sent on its own, not
- * inside a batch).
+ * inside a batch). `afterScript` is the same wrapper with another fault after the call, such as
+ * `readLate` (its answer, and every other on the connection, read late).
  */
 import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
@@ -40,9 +41,34 @@ export function dropAfterWrite(client: Redis): void {
   })();
 }
 
-export function losingOneReply(client: Redis, sha: string): LosingClient {
+/**
+ * Reads nothing from `client`'s connection for `ms`: the replies to what was just written (and
+ * to whatever else is in flight on it) arrive that much late, the connection kept.
+ */
+export function readLate(client: Redis, ms: number): void {
+  const stream = (client as unknown as { stream: Socket }).stream;
+  stream.pause();
+  setTimeout(() => stream.resume(), ms);
+}
+
+/** A real client that does `fault` to its connection right after one chosen script call. */
+export interface FaultyClient {
+  /** The wrapped client (hand it to the code under test). */
+  readonly client: Redis;
+  /** Fault after the next `EVALSHA` of the script. */
+  readonly arm: () => void;
+  /** How many times the fault was done (a test checks it happened). */
+  readonly faults: number;
+}
+
+/** Wraps `client` so that, once armed, its next `EVALSHA` of `sha` is followed by `fault`. */
+export function afterScript(
+  client: Redis,
+  sha: string,
+  fault: (client: Redis) => void,
+): FaultyClient {
   let armed = false;
-  let dropped = 0;
+  let faults = 0;
   const wrapped = new Proxy(client, {
     get(target, property, receiver) {
       if (property !== 'evalsha') return Reflect.get(target, property, receiver) as unknown;
@@ -50,8 +76,8 @@ export function losingOneReply(client: Redis, sha: string): LosingClient {
         const reply = target.evalsha(...args);
         if (armed && args[0] === sha) {
           armed = false;
-          dropped++;
-          dropAfterWrite(target);
+          faults++;
+          fault(target);
         }
         return reply;
       };
@@ -62,8 +88,19 @@ export function losingOneReply(client: Redis, sha: string): LosingClient {
     arm: () => {
       armed = true;
     },
+    get faults() {
+      return faults;
+    },
+  };
+}
+
+export function losingOneReply(client: Redis, sha: string): LosingClient {
+  const faulty = afterScript(client, sha, dropAfterWrite);
+  return {
+    client: faulty.client,
+    arm: faulty.arm,
     get dropped() {
-      return dropped;
+      return faulty.faults;
     },
   };
 }
