@@ -2,8 +2,8 @@
  * The cache and `RedisBloomFilter` on a Redis that runs out of memory (real redis-server):
  * `maxmemory` a little above what is used, under `noeviction` (writes refused with `OOM …`)
  * and under `allkeys-lru` (any key evicted — a lease, the filter's bitmap, a rebuild's side
- * key). Redis 7.0 checks OOM in a script without flags at its first write that could grow
- * memory, unless the script already wrote: `SET … NX` on a held lease fails like any write.
+ * key). Redis 7.0 refuses a script without flags (OOM) at its first write command when that
+ * one could grow memory: `SET … NX` on a held lease fails like any write.
  */
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
@@ -95,6 +95,21 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     await admin.config('SET', 'maxmemory-policy', 'noeviction');
   });
 
+  it('Redis 7.0 refuses OOM in a script only at its first write command, if that one could grow memory', async () => {
+    const admin = client();
+    await admin.set('small', '1');
+    await exhaustMemory(admin);
+    // A first write that could grow memory is refused, whether or not it would write (NX on a
+    // key that exists) …
+    await expect(
+      admin.eval("return redis.call('SET', KEYS[1], 'x', 'NX')", 1, 'small'),
+    ).rejects.toThrow('OOM');
+    // … but after any write command (a DEL, even of nothing), the writes after it go through.
+    await expect(
+      admin.eval("redis.call('DEL', 'nothing') return redis.call('SET', KEYS[1], 'y')", 1, 'small'),
+    ).resolves.toBe('OK');
+  });
+
   it('noeviction: a waiter honours a lease taken before Redis ran out of memory (no second load)', async () => {
     const admin = client();
     const a = cacheOf({ leaseTtlMs: 60_000 });
@@ -156,6 +171,8 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     const refused = await a.set('x', 1).catch((error: unknown) => error);
     expect(isCacheRedisError(refused)).toBe(true);
     expect(String(refused)).toContain('OOM');
+    // A delete frees memory: Redis lets it through (and its marker write after it).
+    await expect(a.delete('warm')).resolves.toBe(true);
     await admin.config('SET', 'maxmemory', '0');
     await expect(a.getOrLoad('after', () => 'landed')).resolves.toBe('landed');
     await expect(
