@@ -16,6 +16,7 @@ import {
   InvalidOptionError,
   KeelChannel,
   raceAbort,
+  runScript,
   throwIfAborted,
   wakeableSleep,
   wallTime,
@@ -747,6 +748,8 @@ class CacheCore {
     bare = false,
   ): Promise<L2Read> {
     const generation = this.generation;
+    // Degraded: nothing is sent (as `run` would refuse it), so nothing can take a lease late.
+    if (tier.degraded) return DOWN;
     let reply: unknown;
     try {
       reply = await tier.run(
@@ -758,8 +761,9 @@ class CacheCore {
           : [token, this.o.leaseTtlMs, acquire ? '1' : '0'],
       );
     } catch (error) {
-      if (isCacheRedisError(error)) return { kind: 'down' };
-      throw error;
+      if (!isCacheRedisError(error)) throw error;
+      if (acquire && error.kind === 'timed-out') this.abandonLease(full, key, token);
+      return DOWN;
     }
     const [raw, took, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
     // A bare read found a value (it came between the GET that missed and this script; no lease
@@ -772,6 +776,26 @@ class CacheCore {
     return read?.stale === true || generation !== this.generation
       ? { kind: 'entry', entry, took: took === 1, uncached: true }
       : { kind: 'entry', entry, took: took === 1 };
+  }
+
+  /**
+   * Gives back the lease that a script sent with `token` may still take: it timed out, and the
+   * load went on without it — but Redis may only have held it (`CLIENT PAUSE … WRITE`, a slow
+   * script or `DEBUG SLEEP` ahead of it) and run it since. A lease taken then has no loader:
+   * nobody fills or releases it, and every other process waits for it to run out (`leaseTtlMs`).
+   * The release goes out on the same connection, so Redis runs it after the script. Sent even
+   * while the tier is degraded (what follows the script must follow it), neither bounded nor
+   * awaited; a no-op when the script took nothing.
+   */
+  abandonLease(full: string, key: string, token: string): void {
+    const redis = this.o.redis;
+    if (redis === undefined) return;
+    runScript(
+      redis,
+      scripts.RELEASE,
+      [`${key}:lease`],
+      [token, this.channel, this.message('r', full)],
+    ).catch(noop);
   }
 
   /**
@@ -1339,17 +1363,22 @@ export class Cache {
     // On the shared (wall-clock) timeline, with a margin for the envelope's rounding and the
     // jitter between two reads of the offset.
     const after = Math.round(freshUntil + core.wallOffset()) + LEASE_FRESHER_MARGIN_MS;
+    const tier = core.tier;
+    // Degraded: nothing is sent (as `run` would refuse it), so nothing can take the lease late.
+    if (tier === undefined || tier.degraded) return { took: false };
     let reply: unknown;
     try {
-      reply = await core.tier?.run(
+      reply = await tier.run(
         'lease',
         scripts.TAKE_LEASE,
         [key, `${key}:lease`],
         [token, core.o.leaseTtlMs, Number.isFinite(after) ? after : 0],
       );
     } catch (error) {
-      if (isCacheRedisError(error)) return { took: false };
-      throw error;
+      if (!isCacheRedisError(error)) throw error;
+      // It may still run and take the lease, for nobody (see CacheCore.abandonLease).
+      if (error.kind === 'timed-out') core.abandonLease(full, key, token);
+      return { took: false };
     }
     const [took, raw] = Array.isArray(reply) ? (reply as unknown[]) : [];
     if (took === 1) return { took: true };
@@ -1461,8 +1490,20 @@ export class Cache {
           )) === 1;
       } catch (error) {
         if (!isCacheRedisError(error)) throw error;
-        // Redis failed the write-back: keep the value in L1 (this process's own read).
+        // Redis failed the write-back: keep the value in L1 (this process's own read). And
+        // give the lease up: a write-back Redis refused (out of memory under `noeviction`; a
+        // delete is still allowed) left it held with nobody loading, and waiters in other
+        // processes would sleep until it ran out rather than load now. (A write-back that timed
+        // out may still run, and then lets the lease go itself.)
         stored = true;
+        await tier
+          .run(
+            'release',
+            scripts.RELEASE,
+            [leaseKey],
+            [token, core.channel, core.message('r', full)],
+          )
+          .catch(noop);
       }
       if (!stored) {
         core.emit(core.staleWriteRefused, channels.staleWriteRefused, () => ({

@@ -6,6 +6,7 @@
  *
  * @packageDocumentation
  */
+import { randomUUID } from 'node:crypto';
 import {
   InvalidOptionError,
   guardedOption,
@@ -46,15 +47,24 @@ end
 return out
 `);
 
-/** KEYS: bitmap. ARGV: k, then k positions per key. Returns per key 1 if all its bits are set. */
+/**
+ * KEYS: bitmap. ARGV: k, then k positions per key. Returns per key 1 if all its bits are set —
+ * or if there is no bitmap at all: a Redis that may evict any key (`allkeys-*` policies) can
+ * have dropped it, and "absent" would then be a false negative for every key added (as a
+ * cache's guard, every existing key would read as missing). A filter never added to reads the
+ * same: nothing can be ruled out.
+ */
 const CHECK = luaScript(`
 local k = tonumber(ARGV[1])
 local out = {}
 local n = (#ARGV - 1) / k
+local whole = redis.call('EXISTS', KEYS[1]) == 0
 for j = 0, n - 1 do
   local all = 1
-  for i = 1, k do
-    if redis.call('GETBIT', KEYS[1], ARGV[1 + j * k + i]) == 0 then all = 0 break end
+  if not whole then
+    for i = 1, k do
+      if redis.call('GETBIT', KEYS[1], ARGV[1 + j * k + i]) == 0 then all = 0 break end
+    end
   end
   out[j + 1] = all
 end
@@ -62,26 +72,62 @@ return out
 `);
 
 /**
- * KEYS: source, destination. ARGV: '1' when the rebuild added no key (the source was never
- * made). Swaps a rebuilt filter in atomically. With keys, a missing source means the swap was
- * done: a copy of this call sent again after a dropped connection (ioredis resends commands
- * left unanswered) finds the source renamed by its first copy, and must not delete the filter
- * that copy put in place (every key would then read as absent: false negatives). Exported for
- * the tests (the entry point does not re-export it).
+ * KEYS: a rebuild's side key. ARGV: the marker bit (m, one past the filter's bits), ttl ms.
+ * Starts the side key with its marker set, and a ttl (a rebuild whose process dies leaves no
+ * bitmap behind for good).
+ */
+const START = luaScript(`
+redis.call('SETBIT', KEYS[1], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`);
+
+/**
+ * KEYS: a rebuild's side key. ARGV: k, the marker bit, ttl ms, then k positions per key. As
+ * {@link ADD}, on a side key that still has its marker: one that lost it — evicted, or expired
+ * while its source was slow — is not written again, since the keys of the chunks before would be
+ * missing from it (false negatives once swapped in). Renews the ttl.
+ */
+const ADD_SIDE = luaScript(`
+if redis.call('GETBIT', KEYS[1], ARGV[2]) == 0 then
+  return redis.error_reply('rebuild side key lost (evicted or expired)')
+end
+local k = tonumber(ARGV[1])
+local n = (#ARGV - 3) / k
+for j = 0, n - 1 do
+  for i = 1, k do redis.call('SETBIT', KEYS[1], ARGV[3 + j * k + i], 1) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n
+`);
+
+/**
+ * KEYS: side key, filter. ARGV: the marker bit. Swaps a rebuilt filter in atomically (and drops
+ * the side key's ttl). A side key without its marker is not swapped in, and a missing one means
+ * the swap was done: a copy of this call sent again after a dropped connection (ioredis resends
+ * commands left unanswered) finds it renamed by its first copy, and must not touch the filter
+ * that copy put in place. (A side key lost just before the swap leaves the old filter, which
+ * holds every key it held: no false negatives.) Exported for the tests (the entry point does not
+ * re-export it).
  */
 export const SWAP = luaScript(`
-if ARGV[1] == '1' then
-  redis.call('DEL', KEYS[2])
-elseif redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('GETBIT', KEYS[1], ARGV[1]) == 1 then
   redis.call('RENAME', KEYS[1], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
 end
 return 1
 `);
 
-/** KEYS: a side key. Clears it before a rebuild. */
-const CLEAR = luaScript(`
+/** KEYS: a side key. Drops what a failed rebuild built. */
+const DROP = luaScript(`
 return redis.call('DEL', KEYS[1])
 `);
+
+/**
+ * How long a rebuild's side key lives without a chunk written to it: a rebuild whose source
+ * pauses longer than this between two chunks fails (nothing is swapped in).
+ */
+const REBUILD_TTL_MS = 600_000;
 
 /** Keys per script call when adding many (bounds one script's run time on the server). */
 const CHUNK = 1_000;
@@ -120,7 +166,10 @@ const spec = {
  * A Bloom filter on Redis shared by every process: no false negatives, false positives at about
  * the designed rate at `expectedItems`. Use it alone or as a `Cache`'s `guard` (a Redis failure
  * there lets the key through rather than refusing it). `rebuild` replaces the contents
- * atomically.
+ * atomically. Its key has no ttl: keep it on a Redis that does not evict it (`noeviction`, or a
+ * `volatile-*` policy). Under an `allkeys-*` policy a missing bitmap rules nothing out, but an
+ * `add` after it was evicted starts a new one that holds only the keys added since — the keys
+ * added before read as absent until the next `rebuild`.
  *
  * @example
  * ```ts
@@ -164,10 +213,17 @@ export class RedisBloomFilter {
     return [k, ...out];
   }
 
-  async #run(operation: string, script: typeof ADD, key: string, args: (string | number)[]) {
+  async #run(
+    operation: string,
+    script: typeof ADD,
+    key: string,
+    args: (string | number)[],
+    second?: string,
+  ) {
     if (this.#closed) throw new CacheClosedError('Bloom filter');
+    const keys = second === undefined ? [key] : [key, second];
     try {
-      return await runBounded(this.#o.redis, script, [key], args, this.#o.clock, this.#o.timeoutMs);
+      return await runBounded(this.#o.redis, script, keys, args, this.#o.clock, this.#o.timeoutMs);
     } catch (error) {
       throw redisFailure(operation, redisAddress(this.#o.redis) ?? 'redis', error);
     }
@@ -197,7 +253,8 @@ export class RedisBloomFilter {
   }
 
   /**
-   * False only when `key` was certainly never added.
+   * False only when `key` was certainly never added. True for every key while the filter's
+   * bitmap is missing (never added to, or evicted).
    * @throws CacheRedisError when Redis fails or times out
    */
   async mightContain(key: string): Promise<boolean> {
@@ -217,36 +274,49 @@ export class RedisBloomFilter {
 
   /**
    * Replaces the filter's contents by exactly `keys` (the set of existing items, re-read from
-   * the database): built under a side key in the same slot, then renamed over the live one in
-   * one step, so readers see the old filter or the new one, never a half-built one.
+   * the database): built under a side key of its own in the same slot, then renamed over the
+   * live one in one step, so readers see the old filter or the new one, never a half-built one.
+   * Each rebuild has its own side key (rebuilds run by several processes at once do not write
+   * into each other's), marked, so that one evicted or expired midway fails the rebuild rather
+   * than being swapped in with the keys of the chunks before missing. A rebuild that fails
+   * deletes its side key (a Redis out of memory needs the room back).
+   *
+   * @throws CacheRedisError when Redis fails, times out, refuses a write (out of memory), or
+   *   loses the side key; the filter is then left as it was
    */
   async rebuild(keys: Iterable<string>): Promise<void> {
-    const side = `${this.key}:rebuild`;
-    await this.#run('bloom-rebuild', CLEAR, side, []);
-    let chunk: string[] = [];
-    let empty = true;
-    for (const key of keys) {
-      empty = false;
-      chunk.push(key);
-      if (chunk.length === CHUNK) {
-        await this.#batch('bloom-rebuild', ADD, side, chunk);
-        chunk = [];
-      }
-    }
-    await this.#batch('bloom-rebuild', ADD, side, chunk);
-    if (this.#closed) throw new CacheClosedError('Bloom filter');
+    const side = `${this.key}:rebuild:${randomUUID()}`;
+    const marker = this.shape.bits;
     try {
-      await runBounded(
-        this.#o.redis,
-        SWAP,
-        [side, this.key],
-        [empty ? '1' : '0'],
-        this.#o.clock,
-        this.#o.timeoutMs,
-      );
+      await this.#run('bloom-rebuild', START, side, [marker, REBUILD_TTL_MS]);
+      let chunk: string[] = [];
+      for (const key of keys) {
+        chunk.push(key);
+        if (chunk.length === CHUNK) {
+          await this.#addSide(side, marker, chunk);
+          chunk = [];
+        }
+      }
+      if (chunk.length > 0) await this.#addSide(side, marker, chunk);
+      await this.#run('bloom-rebuild', SWAP, side, [marker], this.key);
     } catch (error) {
-      throw redisFailure('bloom-rebuild', redisAddress(this.#o.redis) ?? 'redis', error);
+      if (!this.#closed) {
+        await runBounded(this.#o.redis, DROP, [side], [], this.#o.clock, this.#o.timeoutMs).catch(
+          () => undefined,
+        );
+      }
+      throw error;
     }
+  }
+
+  async #addSide(side: string, marker: number, keys: readonly string[]): Promise<void> {
+    const [k, ...positions] = this.#positions('bloom-rebuild', keys);
+    await this.#run('bloom-rebuild', ADD_SIDE, side, [
+      k as number,
+      marker,
+      REBUILD_TTL_MS,
+      ...positions,
+    ]);
   }
 
   /** Stops the filter (later calls reject); the Redis client stays the caller's. Idempotent. */

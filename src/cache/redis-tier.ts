@@ -354,7 +354,11 @@ class Deadlines {
 
   #arm(ms: number): void {
     if (this.#closed) return;
-    // Unref'd: a call in flight keeps its socket (and so the process) alive by itself.
+    // Unref'd: a call in flight keeps its socket (and so the process) alive by itself. The
+    // immediate is not: an unref'd immediate does not keep the event loop from sleeping in its
+    // poll phase, so with nothing else due (Redis paused, no other traffic) the expiry waited for
+    // whatever woke the process next, and the call hung past its timeout. A ref'd one lasts one
+    // turn of the loop, which is running anyway when the timer fires.
     this.#timer = this.#clock
       .setTimer(() => {
         this.#timer = undefined;
@@ -362,7 +366,6 @@ class Deadlines {
           this.#immediate = undefined;
           this.#expireDue();
         });
-        this.#immediate.unref();
       }, ms)
       .unref();
   }

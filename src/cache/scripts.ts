@@ -25,7 +25,10 @@ import { luaScript, type LuaScript } from '../core/index.js';
  * A lease already holding the token counts as taken: only this call's first copy, sent again
  * after a dropped connection, can have taken it (tokens are unique per load). Without that, the
  * call would wait for its own lease to run out (no heartbeat extends it, and other processes
- * wait on it too). The extra `GET` runs only when the lease is held.
+ * wait on it too). The lease is read before it is written, and written only when free: a Redis
+ * out of memory (`maxmemory` under `noeviction`) refuses any write — `SET … NX` on a held lease
+ * too — so a waiter that tried to take it would get an error, take Redis for down and load
+ * beside the holder; reading first, it sees the lease held and waits.
  * With acquire = '1' the lease is taken only when there is no value: one round trip for a
  * read that misses and becomes the loader. Bare is for the lease read sent along with a GET
  * (see `Probe` in cache.ts): it is used only if that GET misses, so a value it would carry is
@@ -36,8 +39,11 @@ export const READ = luaScript(`
 local v = redis.call('GET', KEYS[1])
 local took = 0
 if ARGV[3] == '1' and not v then
-  if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then took = 1
-  elseif redis.call('GET', KEYS[2]) == ARGV[1] then took = 1 end
+  local holder = redis.call('GET', KEYS[2])
+  if not holder then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+    took = 1
+  elseif holder == ARGV[1] then took = 1 end
 end
 if v and ARGV[4] == '1' then v = 1 end
 return {v, took, redis.call('PTTL', KEYS[2])}
@@ -49,7 +55,8 @@ return {v, took, redis.call('PTTL', KEYS[2])}
  * past its stale window) — unless the value in Redis is fresh past T: another process reloaded
  * it already, so that value is returned instead of the lease (its envelope header starts
  * `k1|<freshUntil>|`). Returns { 1 } when taken, { 0, newer value } or { 0 }. A lease already
- * holding the token counts as taken (this call's first copy took it; see {@link READ}).
+ * holding the token counts as taken (this call's first copy took it; see {@link READ}). As in
+ * {@link READ}, the lease is written only when free (a held one is not refused as out of memory).
  */
 export const TAKE_LEASE = luaScript(`
 local v = redis.call('GET', KEYS[1])
@@ -57,9 +64,11 @@ if v then
   local fresh = tonumber(string.match(v, '^k1|(%d+)|'))
   if fresh and fresh > tonumber(ARGV[3]) then return {0, v} end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
-if redis.call('GET', KEYS[2]) == ARGV[1] then return {1} end
-return {0}
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then return {1} end
+if holder then return {0} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {1}
 `);
 
 /**

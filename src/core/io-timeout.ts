@@ -24,15 +24,17 @@ import type { Clock, Timer } from './clock.js';
  */
 export function ioTimeout(clock: Clock, onTimeout: () => void, ms: number): Timer {
   let immediate: ReturnType<typeof setImmediate> | undefined;
-  let unref = false;
   let cancelled = false;
+  // `unref()` applies to the timer only. The immediate stays ref'd: an unref'd immediate does
+  // not keep the event loop from sleeping in its poll phase, so with nothing else due the
+  // timeout would wait for whatever woke the process next (a call to a paused server hung past
+  // its timeout). It lasts one turn of the loop, which is running anyway when the timer fires.
   const timer = clock.setTimer(() => {
     if (cancelled) return;
     immediate = setImmediate(() => {
       immediate = undefined;
       if (!cancelled) onTimeout();
     });
-    if (unref) immediate.unref();
   }, ms);
   const handle: Timer = {
     cancel: () => {
@@ -42,9 +44,7 @@ export function ioTimeout(clock: Clock, onTimeout: () => void, ms: number): Time
       immediate = undefined;
     },
     unref: () => {
-      unref = true;
       timer.unref();
-      immediate?.unref();
       return handle;
     },
   };

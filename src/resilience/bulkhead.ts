@@ -111,7 +111,16 @@ class Bulkhead extends SinglePolicy implements BulkheadPolicy {
     if (this.#waiters.length >= this.#maxQueue) {
       return Promise.reject(new BulkheadRejectedError('full', this.#max, this.#maxQueue));
     }
-    return this.#wait(signal).then(() => this.#track(chain.step(next, fn, signal)));
+    return this.#wait(signal).then(() => {
+      // Granted a slot, the call starts in a later reaction: its caller may have given up in
+      // between (its abort listener was already removed). It then does not start, and the slot
+      // goes on to the next waiter.
+      if (signal.aborted) {
+        this.#release();
+        return Promise.reject(signal.reason as Error);
+      }
+      return this.#track(chain.step(next, fn, signal));
+    });
   }
 
   #track<R>(promise: Promise<R>): Promise<R> {

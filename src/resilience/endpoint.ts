@@ -402,6 +402,9 @@ export class ResilientCaller<T = unknown> {
         lastError = error;
         if (settled) return;
         if (callerSignal.aborted) return; // the caller's abort listener settles the call
+        // A retry already scheduled (after another attempt of this call failed) answers this
+        // failure too: deciding again would take a second token from the budget for it.
+        if (waitTimer !== undefined) return;
         if (stopped === undefined) {
           const decision: ReturnType<RetryRules['decide']> | 'not-idempotent' = idempotent
             ? rules.decide(attempts, error, false, previousDelay, callerSignal)
@@ -409,22 +412,20 @@ export class ResilientCaller<T = unknown> {
           publishRetry(attempts, decision === 'not-idempotent' ? 'not-retryable' : decision, error);
           if (typeof decision === 'number') {
             previousDelay = decision;
-            if (waitTimer === undefined) {
-              hedgeTimer?.cancel();
-              hedgeTimer = undefined;
-              if (decision > 0) {
-                waitTimer = clock.setTimer(() => {
-                  if (!start(false) && !settled && live.length === 0) {
-                    fail(stopped ?? 'no-endpoint', lastError);
-                  }
-                }, decision);
-              } else start(false);
-            }
+            hedgeTimer?.cancel();
+            hedgeTimer = undefined;
+            if (decision > 0) {
+              waitTimer = clock.setTimer(() => {
+                if (!start(false) && !settled && live.length === 0) {
+                  fail(stopped ?? 'no-endpoint', lastError);
+                }
+              }, decision);
+            } else start(false);
             return;
           }
           stopped = decision as ResilientCallError['stoppedBy'];
         }
-        if (live.length === 0 && waitTimer === undefined) fail(stopped, error);
+        if (live.length === 0) fail(stopped, error);
       };
 
       if (callerSignal !== NEVER) {

@@ -112,6 +112,11 @@ class HedgePolicy extends SinglePolicy {
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
+    // A stage outside may hand on a signal that aborted already (a bulkhead granting a slot to a
+    // call whose caller gave up in the same turn): its abort event is over, so the listener
+    // below would never run, and attempts on signals of their own would start — and, waiting
+    // for those signals, might never end.
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
     const clock = this.#clock;
     const delays = this.#delay;
     const maxAttempts = 1 + this.#maxHedges;

@@ -1,0 +1,276 @@
+/**
+ * The cache and `RedisBloomFilter` on a Redis that runs out of memory (real redis-server):
+ * `maxmemory` a little above what is used, under `noeviction` (writes refused with `OOM …`)
+ * and under `allkeys-lru` (any key evicted — a lease, the filter's bitmap, a rebuild's side
+ * key). Redis 7.0 refuses a script without flags (OOM) at its first write command when that
+ * one could grow memory: `SET … NX` on a held lease fails like any write.
+ */
+import type { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import { RedisBloomFilter, isCacheRedisError } from '../../src/cache/index.js';
+import { READ } from '../../src/cache/scripts.js';
+import { until } from '../support/helpers.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+import { heldLoad, useCaches } from '../support/cache.js';
+
+const later = (ms: number): Promise<string> =>
+  new Promise((resolve) => setTimeout(() => resolve('still waiting'), ms));
+
+const valueKey = (key: string): string => `keel:cache:{default:${key}}`;
+
+async function usedMemory(admin: Redis): Promise<number> {
+  const info = await admin.info('memory');
+  const used = /used_memory:(\d+)/.exec(info)?.[1];
+  if (used === undefined) throw new Error(`no used_memory in ${info}`);
+  return Number(used);
+}
+
+/** `maxmemory` a little above what is used now, under `policy`. */
+async function tightMemory(admin: Redis, policy: string, headroom = 64 * 1024): Promise<void> {
+  await admin.config('SET', 'maxmemory-policy', policy);
+  await admin.config('SET', 'maxmemory', String((await usedMemory(admin)) + headroom));
+}
+
+/**
+ * Fills memory until Redis refuses a write (`noeviction`), then lowers `maxmemory` below what
+ * is used (by half the filler): from now on every write gets `OOM`, however the server's own
+ * buffers come and go.
+ */
+async function exhaustMemory(admin: Redis): Promise<void> {
+  await tightMemory(admin, 'noeviction');
+  const filler = 'x'.repeat(4096);
+  for (let i = 0; i < 10_000; i++) {
+    try {
+      await admin.set(`filler:${i}`, filler);
+    } catch (error) {
+      if (!String(error).includes('OOM')) throw error;
+      await admin.config('SET', 'maxmemory', String((await usedMemory(admin)) - 32 * 1024));
+      return;
+    }
+  }
+  throw new Error('Redis never refused a write');
+}
+
+/**
+ * Writes filler on `client` (not awaited: queued behind what the client already sent, ahead of
+ * what it sends next) — about twenty times the headroom, so that under `allkeys-lru` nearly
+ * every key older than the filler is evicted.
+ */
+function evictOlderKeys(client: Redis, count = 2_000): void {
+  const filler = 'y'.repeat(1024);
+  for (let i = 0; i < count; i++) client.set(`evictor:${Math.random()}`, filler).catch(noop);
+}
+
+const noop = (): void => undefined;
+
+/** A client whose replies to the read script (`READ`) are counted. */
+function countingReads(client: Redis): { readonly client: Redis; readonly answered: () => number } {
+  let answered = 0;
+  const wrapped = new Proxy(client, {
+    get(target, property, receiver) {
+      if (property !== 'evalsha' && property !== 'eval')
+        return Reflect.get(target, property, receiver) as unknown;
+      return (...args: Parameters<Redis['evalsha']>) => {
+        const reply = property === 'evalsha' ? target.evalsha(...args) : target.eval(...args);
+        if (args[0] === READ.sha || args[0] === READ.source) {
+          const count = (): void => {
+            answered++;
+          };
+          reply.then(count, count);
+        }
+        return reply;
+      };
+    },
+  });
+  return { client: wrapped, answered: () => answered };
+}
+
+describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
+  const redis = useRedis();
+  const { client, cacheOf } = useCaches(redis);
+
+  afterEach(async () => {
+    const admin = client();
+    await admin.config('SET', 'maxmemory', '0');
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+  });
+
+  it('Redis 7.0 refuses OOM in a script only at its first write command, if that one could grow memory', async () => {
+    const admin = client();
+    await admin.set('small', '1');
+    await exhaustMemory(admin);
+    // A first write that could grow memory is refused, whether or not it would write (NX on a
+    // key that exists) …
+    await expect(
+      admin.eval("return redis.call('SET', KEYS[1], 'x', 'NX')", 1, 'small'),
+    ).rejects.toThrow('OOM');
+    // … but after any write command (a DEL, even of nothing), the writes after it go through.
+    await expect(
+      admin.eval("redis.call('DEL', 'nothing') return redis.call('SET', KEYS[1], 'y')", 1, 'small'),
+    ).resolves.toBe('OK');
+  });
+
+  it('noeviction: a waiter honours a lease taken before Redis ran out of memory (no second load)', async () => {
+    const admin = client();
+    const a = cacheOf({ leaseTtlMs: 60_000 });
+    const reads = countingReads(client());
+    const b = cacheOf({ redis: reads.client, leaseTtlMs: 60_000, pollIntervalMs: 20 });
+    const held = await heldLoad(a, 'k', 'from-a');
+    await exhaustMemory(admin);
+    let loadsOfB = 0;
+    const loadingB = b.getOrLoad('k', () => {
+      loadsOfB++;
+      return 'from-b';
+    });
+    // b has read the lease several times (or given up on it and loaded).
+    await until(() => expect(reads.answered() >= 3 || loadsOfB > 0).toBe(true), 10_000);
+    expect(loadsOfB).toBe(0);
+    await admin.config('SET', 'maxmemory', '0');
+    held.release();
+    await expect(held.loading).resolves.toBe('from-a');
+    await expect(loadingB).resolves.toBe('from-a');
+    expect(loadsOfB).toBe(0);
+  });
+
+  it('noeviction: a holder whose write-back is refused gives the lease up (waiters load now)', async () => {
+    const admin = client();
+    const a = cacheOf({ leaseTtlMs: 60_000 });
+    const b = cacheOf({ leaseTtlMs: 60_000 });
+    const held = await heldLoad(a, 'k', 'from-a');
+    await exhaustMemory(admin);
+    const loadingB = b.getOrLoad('k', () => 'from-b');
+    held.release();
+    // Served from the loader, kept in L1 (Redis refused it).
+    await expect(held.loading).resolves.toBe('from-a');
+    expect(a.peek('k')).toBe('from-a');
+    await expect(admin.get(valueKey('k'))).resolves.toBe(null);
+    // Not held by anyone for the rest of its 60 s: b loads itself (it cannot take a lease).
+    await expect(admin.exists(`${valueKey('k')}:lease`)).resolves.toBe(0);
+    await expect(Promise.race([loadingB, later(10_000)])).resolves.toBe('from-b');
+  });
+
+  it('noeviction: the cache serves from the loader, set() fails typed, and all recovers when memory frees', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    await a.set('warm', 'before');
+    await exhaustMemory(admin);
+    // A value written before is still read (GET is allowed).
+    await expect(b.getOrLoad('warm', () => 'loaded')).resolves.toBe('before');
+    let loads = 0;
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        a.getOrLoad('cold', () => {
+          loads++;
+          return 'cold-value';
+        }),
+      ),
+    );
+    expect(new Set(answers)).toEqual(new Set(['cold-value']));
+    expect(loads).toBe(1); // single-flight in the process holds without Redis
+    const refused = await a.set('x', 1).catch((error: unknown) => error);
+    expect(isCacheRedisError(refused)).toBe(true);
+    expect(String(refused)).toContain('OOM');
+    // A delete frees memory: Redis lets it through (and its marker write after it).
+    await expect(a.delete('warm')).resolves.toBe(true);
+    await admin.config('SET', 'maxmemory', '0');
+    await expect(a.getOrLoad('after', () => 'landed')).resolves.toBe('landed');
+    await expect(
+      b.getOrLoad('after', () => {
+        throw new Error('must not load: the value is in Redis');
+      }),
+    ).resolves.toBe('landed');
+  });
+});
+
+describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () => {
+  const redis = useRedis();
+  const { client, cacheOf } = useCaches(redis);
+
+  afterEach(async () => {
+    const admin = client();
+    await admin.config('SET', 'maxmemory', '0');
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+  });
+
+  const keys = Array.from({ length: 3_000 }, (_, i) => `sku-${i}`);
+
+  it('allkeys-lru: a filter whose bitmap was evicted reports no key absent (no false negatives)', async () => {
+    const admin = client();
+    const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 3_000 });
+    await bloom.addAll(keys);
+    await tightMemory(admin, 'allkeys-lru');
+    const evictor = client();
+    await until(async () => {
+      evictOlderKeys(evictor, 200);
+      await expect(admin.exists(bloom.key)).resolves.toBe(0);
+    }, 20_000);
+    expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);
+    // As a guard: an existing key reaches the loader rather than reading as absent.
+    const cache = cacheOf({ guard: bloom });
+    await expect(cache.getOrLoad('sku-7', () => 'exists')).resolves.toBe('exists');
+  });
+
+  it('allkeys-lru: a rebuild whose side key is evicted midway never swaps in a partial filter', async () => {
+    const admin = client();
+    const bloomClient = client();
+    const bloom = new RedisBloomFilter({ redis: bloomClient, name: 'skus', expectedItems: 3_000 });
+    await bloom.addAll(keys);
+    // Room for the rebuild's own chunks: only the filler below evicts.
+    await tightMemory(admin, 'allkeys-lru', 2 * 1024 * 1024);
+    let evicted = false;
+    function* source(): Generator<string> {
+      for (const [i, key] of keys.entries()) {
+        // The first chunk of the rebuild is in Redis: evict, ahead of the next chunk.
+        if (i === 1_500 && !evicted) {
+          evicted = true;
+          evictOlderKeys(bloomClient, 20_000);
+        }
+        yield key;
+      }
+    }
+    const outcome = await bloom.rebuild(source()).catch((error: unknown) => error);
+    expect(evicted, String(outcome)).toBe(true);
+    if (outcome !== undefined) expect(isCacheRedisError(outcome)).toBe(true);
+    await admin.config('SET', 'maxmemory', '0');
+    // Whether the rebuild was refused or not, and whatever was evicted: no false negatives.
+    expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);
+  });
+
+  it('two rebuilds at once (one fails midway) never leave a partial filter', async () => {
+    const shared = client();
+    const mine = new RedisBloomFilter({ redis: shared, name: 'skus', expectedItems: 3_000 });
+    const other = new RedisBloomFilter({ redis: shared, name: 'skus', expectedItems: 3_000 });
+    await mine.addAll(keys);
+    let second: Promise<unknown> | undefined;
+    function* failing(): Generator<string> {
+      yield* [];
+      throw new Error('the database read failed');
+    }
+    function* source(): Generator<string> {
+      for (const [i, key] of keys.entries()) {
+        // Two chunks are in: another process starts its rebuild (and its source fails).
+        if (i === 2_500 && second === undefined) {
+          second = other.rebuild(failing()).catch((error: unknown) => error);
+        }
+        yield key;
+      }
+    }
+    await mine.rebuild(source());
+    await expect(second).resolves.toMatchObject({ message: 'the database read failed' });
+    expect((await mine.mightContainAll(keys)).every(Boolean)).toBe(true);
+    // A failed rebuild leaves no side key behind.
+    await expect(shared.keys(`${mine.key}:*`)).resolves.toEqual([]);
+  });
+
+  it('noeviction: a rebuild refused midway leaves the live filter and no side key', async () => {
+    const admin = client();
+    const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 100_000 });
+    await bloom.addAll(keys);
+    await exhaustMemory(admin);
+    const outcome = await bloom.rebuild(keys).catch((error: unknown) => error);
+    expect(isCacheRedisError(outcome)).toBe(true);
+    expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);
+    await expect(admin.keys(`${bloom.key}:*`)).resolves.toEqual([]);
+  });
+});
