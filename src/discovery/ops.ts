@@ -7,7 +7,15 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { ioTimeout, isKeelError, throwIfAborted, type Clock, type Timer } from '../core/index.js';
+import {
+  InvalidOptionError,
+  ioTimeout,
+  isAbortSignal,
+  isKeelError,
+  throwIfAborted,
+  type Clock,
+  type Timer,
+} from '../core/index.js';
 import type { DiscoveryBackend } from './backend.js';
 import { RegistryUnavailableError } from './errors.js';
 
@@ -20,9 +28,36 @@ export const storeOf = (backend: DiscoveryBackend): string | undefined => {
   return address === undefined ? undefined : `${backend.kind} at ${address}`;
 };
 
+const NONE = Object.freeze({});
+
 /**
- * Runs `call` bounded by `timeoutMs` and `signal`; rejects with a typed error, naming `store`
- * (see {@link storeOf}) when given. @internal
+ * Checks the options object of a call (`{ signal, … }`) before anything is sent: `undefined`
+ * passes as is (nothing is allocated on the usual path); anything else must be an object whose
+ * `signal`, when given, is an `AbortSignal` — otherwise an `InvalidOptionError` naming what is
+ * wrong, rather than a `TypeError` from deep inside the call. Returns the options, or `{}`.
+ * @internal
+ */
+export function callOptions<T extends { readonly signal?: AbortSignal | undefined }>(
+  owner: string,
+  options: T | undefined,
+): Partial<T> {
+  // Typed for callers who keep to the types; checked for those who do not.
+  const given: unknown = options;
+  if (given === undefined) return NONE;
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) {
+    throw new InvalidOptionError(owner, 'options', 'an options object', given);
+  }
+  const signal: unknown = (given as { readonly signal?: unknown }).signal;
+  if (signal !== undefined && !isAbortSignal(signal)) {
+    throw new InvalidOptionError(owner, 'signal', 'an AbortSignal', signal);
+  }
+  return options as T;
+}
+
+/**
+ * Runs `call` bounded by `timeoutMs` and `signal`; rejects with a typed error naming the store
+ * of `backend` (see {@link storeOf}) when given. The name is built only for an error: the
+ * heartbeat runs through here, and a healthy call allocates nothing for it. @internal
  */
 export async function bounded<T>(
   operation: string,
@@ -30,7 +65,7 @@ export async function bounded<T>(
   timeoutMs: number,
   signal: AbortSignal | undefined,
   call: (signal: AbortSignal | undefined) => Promise<T>,
-  store?: string,
+  backend?: DiscoveryBackend,
 ): Promise<T> {
   throwIfAborted(signal);
   let timer: Timer | undefined;
@@ -48,7 +83,7 @@ export async function bounded<T>(
           () => {
             reject(
               new RegistryUnavailableError(operation, `no answer within ${timeoutMs} ms`, {
-                store,
+                store: backend === undefined ? undefined : storeOf(backend),
               }),
             );
           },
@@ -69,7 +104,7 @@ export async function bounded<T>(
     throw new RegistryUnavailableError(
       operation,
       error instanceof Error ? error.message : String(error),
-      { cause: error, store },
+      { cause: error, store: backend === undefined ? undefined : storeOf(backend) },
     );
   } finally {
     timer?.cancel();

@@ -21,7 +21,7 @@ import {
   RegistryUnavailableError,
 } from './errors.js';
 import { encodeInstance, parseInstance, type Instance, type InstanceSpec } from './instance.js';
-import { bounded, storeOf } from './ops.js';
+import { bounded, callOptions, storeOf } from './ops.js';
 
 /** Lifecycle of a {@link Registration}. */
 export type RegistrationState =
@@ -203,6 +203,7 @@ export class Registration implements AsyncDisposable {
     const current = this.#instance;
     let next: Instance;
     try {
+      callOptions('Registration.update', options);
       next = parseInstance(
         {
           service: current.service,
@@ -232,6 +233,11 @@ export class Registration implements AsyncDisposable {
     if (this.#state === 'closed' || this.#state === 'replaced') {
       return Promise.reject(new RegistrationClosedError(this.service, this.id));
     }
+    try {
+      callOptions('Registration.heartbeat', options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#enqueue(() => this.#beat(options));
   }
 
@@ -241,6 +247,7 @@ export class Registration implements AsyncDisposable {
    * store cannot be reached (the record then expires after its ttl).
    */
   async deregister(options?: WriteOptions): Promise<boolean> {
+    callOptions('Registration.deregister', options);
     if (this.#state === 'closed' || this.#state === 'replaced') {
       this.#close();
       return false;
@@ -254,6 +261,7 @@ export class Registration implements AsyncDisposable {
         s.operationTimeoutMs,
         options?.signal,
         (signal) => s.backend.deregister(this.service, this.id, this.#token, { signal }),
+        s.backend,
       ),
     );
   }
@@ -326,7 +334,7 @@ export class Registration implements AsyncDisposable {
           { signal },
         ),
       // The id is often the instance's host:port: say which address is the store's.
-      storeOf(s.backend),
+      s.backend,
     );
     this.#lastHeartbeat = s.clock.now();
   }
@@ -339,6 +347,7 @@ export class Registration implements AsyncDisposable {
       s.operationTimeoutMs,
       options?.signal,
       (signal) => s.backend.heartbeat(this.service, this.id, this.#token, this.#ttlMs, { signal }),
+      s.backend,
     );
     if (this.#state === 'closed') return;
     if (outcome === 'ok') {
@@ -397,6 +406,7 @@ export class Registration implements AsyncDisposable {
                   : new RegistryUnavailableError(
                       `heartbeat ${this.service}/${this.id}`,
                       String(error),
+                      { store: storeOf(s.backend) },
                     );
               this.#errors.emit(e);
               s.heartbeatFailed(this, e, this.#failures);

@@ -54,7 +54,7 @@ import {
   type InstanceSpec,
 } from './instance.js';
 import { MemoryBackend } from './memory.js';
-import { bounded, storeOf } from './ops.js';
+import { bounded, callOptions } from './ops.js';
 import { Registration, type RegistrationSettings } from './registration.js';
 import {
   ServiceView,
@@ -386,9 +386,9 @@ export class Registry implements AsyncDisposable {
    * {@link InvalidInstanceError} for bad data (naming the field) and
    * {@link RegistryUnavailableError} when the store cannot be reached.
    */
-  async register(instance: InstanceSpec, options: RegisterOptions = {}): Promise<Registration> {
+  async register(instance: InstanceSpec, options?: RegisterOptions): Promise<Registration> {
     this.#open('register');
-    const { ttlMs = this.#o.ttlMs, signal } = options;
+    const { ttlMs = this.#o.ttlMs, signal } = callOptions('Registry.register', options);
     throwIfAborted(signal);
     const parsed = parseInstance(instance, 'Registry.register');
     if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs < 10) {
@@ -416,7 +416,7 @@ export class Registry implements AsyncDisposable {
               { signal: s },
             ),
           // The id is often the instance's host:port: say which address is the store's.
-          storeOf(this.#backend),
+          this.#backend,
         ),
     );
     this.#open('register');
@@ -458,14 +458,15 @@ export class Registry implements AsyncDisposable {
   /** Starts watching `service` (kept until close) and resolves once its first snapshot is in. */
   async ready(
     service: string,
-    options: { readonly signal?: AbortSignal | undefined } = {},
+    options?: { readonly signal?: AbortSignal | undefined },
   ): Promise<void> {
     this.#open('ready');
+    const checked = callOptions('Registry.ready', options);
     this.#checkService(service);
     const entry = this.#entry(service);
     entry.pinned = true;
     const watch = ServiceWatch.of(entry.view, () => undefined);
-    await watch.whenReady(options);
+    await watch.whenReady(checked);
   }
 
   /** A live view of `service`. Close it when done (or `using`). */
@@ -541,16 +542,18 @@ export class Registry implements AsyncDisposable {
   }
 
   /** Runs the reaper once over every service of interest now; resolves how many it removed. */
-  async reap(options: { readonly signal?: AbortSignal | undefined } = {}): Promise<number> {
+  async reap(options?: { readonly signal?: AbortSignal | undefined }): Promise<number> {
     this.#open('reap');
+    const { signal } = callOptions('Registry.reap', options);
     let removed = 0;
     for (const service of this.#interest()) {
       removed += await bounded(
         `reap ${service}`,
         this.#o.clock,
         this.#o.operationTimeoutMs,
-        options.signal,
-        (signal) => this.#backend.reap(service, { signal }),
+        signal,
+        (s) => this.#backend.reap(service, { signal: s }),
+        this.#backend,
       );
     }
     return removed;
@@ -826,6 +829,7 @@ export class Registry implements AsyncDisposable {
               this.#o.operationTimeoutMs,
               undefined,
               () => this.#backend.reap(service),
+              this.#backend,
             );
           } catch (error) {
             if (!this.#closed) this.#reportError(`reap ${service}`, error as Error);

@@ -11,6 +11,14 @@
  * Time is the server's (`TIME`, allowed in scripts since Redis 5 with effects replication, the
  * only mode since 7.0), so client clock skew never shortens or stretches a ttl.
  *
+ * A script Redis refuses must change nothing. The scripts declare no flags, so Redis (7.0) takes
+ * the out-of-memory state once, when the script starts, and refuses the script's first command
+ * that may grow memory if no write came before it — after that, writes go through. The first
+ * write of every writing script is `HSET meta seen` (in `preserve`), so a full store under
+ * `noeviction` refuses them whole. ACL checks apply to every command; `append` therefore raises
+ * any refusal of its `XADD` that is not about the id or the key's type before it could drop the
+ * log.
+ *
  * Change-log entries carry their epoch and revision in fields (`e`, `v`), and are given the
  * explicit id `<epoch>-<revision>` whenever the stream takes it. The epoch — the server time at
  * which the service's data was first written — is larger after the store lost its data, so a
@@ -77,7 +85,8 @@ local function epoch()
   return e
 end
 local function preserve(silence, grace)
-  local seen = tonumber(redis.call('HGET', KEYS[4], 'seen') or '0')
+  -- A 'seen' that is not a number (not Keel's) counts as never seen, not as a script error.
+  local seen = tonumber(redis.call('HGET', KEYS[4], 'seen')) or 0
   if seen > 0 and now - seen > silence then
     local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. seen, now + grace)
     for _, id in ipairs(ids) do
@@ -88,6 +97,16 @@ local function preserve(silence, grace)
     end
   end
   redis.call('HSET', KEYS[4], 'seen', string.format('%.0f', now))
+end
+-- Whether an XADD was refused for its id (at or below the stream's last, or past the last
+-- possible one) or because the key is no stream: the cases append() works around. Any other
+-- error (an ACL that denies XADD, say) is raised as it is, before the script changed anything
+-- else, rather than taken for a broken stream and answered by deleting the log.
+local function refused(added)
+  if type(added) ~= 'table' or not added.err then return false end
+  local e = tostring(added.err)
+  if string.find(e, 'WRONGTYPE', 1, true) or string.find(e, ' ID', 1, true) then return true end
+  error(added)
 end
 local function append(maxlen, maxbytes, kind, id, data)
   local e = epoch()
@@ -114,10 +133,10 @@ local function append(maxlen, maxbytes, kind, id, data)
   -- Once a foreign entry pushed the stream past the explicit ids, the stream picks them.
   if m[2] and m[2] ~= e .. '-' .. string.format('%.0f', rev - 1) then want = '*' end
   local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', cap, want, unpack(fields))
-  if type(added) == 'table' and added.err then
+  if refused(added) then
     added = redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', cap, '*', unpack(fields))
   end
-  if type(added) == 'table' and added.err then
+  if refused(added) then
     -- The stream takes no id at all (exhausted by a foreign entry, or not a stream).
     redis.call('DEL', KEYS[5])
     added = redis.call('XADD', KEYS[5], 'MAXLEN', '~', cap, explicit, unpack(fields))
@@ -130,6 +149,30 @@ local function forget(id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('SREM', KEYS[6], id)
+end
+-- The type each key must hold, by position in KEYS.
+local KINDS = { 'hash', 'hash', 'zset', 'hash', 'stream', 'set' }
+-- Drops every key of the service that holds another type than Keel's (someone else's data),
+-- which then heals as if it had been deleted: a lost record or lease makes its registration
+-- re-register at the next heartbeat, records without an expiry get one at the next reap (see
+-- REAP), lost meta starts a new epoch, a lost log is noticed by readers (PROBE).
+local function repair()
+  for i, kind in ipairs(KINDS) do
+    local t = redis.call('TYPE', KEYS[i])
+    if type(t) == 'table' then t = t.ok end
+    if t ~= 'none' and t ~= kind then redis.call('DEL', KEYS[i]) end
+  end
+end
+-- Runs a script's body; if a key held another type (WRONGTYPE), repairs and runs it once more,
+-- rather than fail every call on the service for as long as the foreign key stays. A Lua pcall
+-- costs no Redis command, so the usual path sends exactly what it did without it.
+local function guarded(body)
+  local ok, result = pcall(body)
+  if ok then return result end
+  local message = type(result) == 'table' and result.err or tostring(result)
+  if not string.find(tostring(message), 'WRONGTYPE', 1, true) then error(result) end
+  repair()
+  return body()
 end
 `;
 
@@ -146,39 +189,47 @@ end
  * `unchanged`, as before.)
  */
 export const REGISTER = script(`
-preserve(tonumber(ARGV[5]), tonumber(ARGV[6]))
-local id = ARGV[1]
-local call = ARGV[9] .. ' '
-local old = redis.call('HGET', KEYS[1], id)
-local outcome = 'unchanged'
-if old ~= ARGV[2] then
-  if old then outcome = 'updated' else outcome = 'created' end
-  append(tonumber(ARGV[7]), tonumber(ARGV[8]), old and 'u' or 'r', id, ARGV[2])
-  redis.call('HSET', KEYS[1], id, ARGV[2])
-  redis.call('HSET', KEYS[4], 'reg', call .. outcome)
-else
-  local memo = redis.call('HGET', KEYS[4], 'reg')
-  if memo and string.sub(memo, 1, #call) == call then outcome = string.sub(memo, #call + 1) end
-end
-redis.call('HSET', KEYS[2], id, ARGV[3])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
-redis.call('SREM', KEYS[6], id)
-return outcome
+return guarded(function()
+  preserve(tonumber(ARGV[5]), tonumber(ARGV[6]))
+  local id = ARGV[1]
+  local call = ARGV[9] .. ' '
+  local old = redis.call('HGET', KEYS[1], id)
+  local outcome = 'unchanged'
+  if old ~= ARGV[2] then
+    if old then outcome = 'updated' else outcome = 'created' end
+    append(tonumber(ARGV[7]), tonumber(ARGV[8]), old and 'u' or 'r', id, ARGV[2])
+    redis.call('HSET', KEYS[1], id, ARGV[2])
+    redis.call('HSET', KEYS[4], 'reg', call .. outcome)
+  else
+    local memo = redis.call('HGET', KEYS[4], 'reg')
+    if memo and string.sub(memo, 1, #call) == call then outcome = string.sub(memo, #call + 1) end
+  end
+  redis.call('HSET', KEYS[2], id, ARGV[3])
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
+  redis.call('SREM', KEYS[6], id)
+  return outcome
+end)
 `);
 
 /**
  * ARGV: id, token, ttlMs, silenceMs, graceMs. Pushes the expiry of a record this token owns —
- * no log entry, no revision. Returns `ok`, `missing` or `replaced`.
+ * no log entry, no revision. Returns `ok`, `missing` (no record, or no lease: re-register) or
+ * `replaced` (another token owns it).
  */
 export const HEARTBEAT = script(`
-preserve(tonumber(ARGV[4]), tonumber(ARGV[5]))
-local id = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], id) == 0 then return 'missing' end
-local owner = redis.call('HGET', KEYS[2], id)
-if owner ~= ARGV[2] then return 'replaced' end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), id)
-redis.call('SREM', KEYS[6], id)
-return 'ok'
+return guarded(function()
+  preserve(tonumber(ARGV[4]), tonumber(ARGV[5]))
+  local id = ARGV[1]
+  if redis.call('HEXISTS', KEYS[1], id) == 0 then return 'missing' end
+  local owner = redis.call('HGET', KEYS[2], id)
+  -- No lease at all (its key deleted or evicted, or dropped by repair()): the store lost who owns
+  -- the record, not someone else took it — re-register (which takes it back) rather than stop.
+  if not owner then return 'missing' end
+  if owner ~= ARGV[2] then return 'replaced' end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), id)
+  redis.call('SREM', KEYS[6], id)
+  return 'ok'
+end)
 `);
 
 /**
@@ -193,26 +244,31 @@ return 'ok'
  * finds no record and answers 0.
  */
 export const DEREGISTER = script(`
-preserve(tonumber(ARGV[3]), tonumber(ARGV[4]))
-local id = ARGV[1]
-local mark = 'deregistered ' .. ARGV[7]
-if redis.call('HEXISTS', KEYS[1], id) == 0 then
-  if redis.call('HGET', KEYS[2], id) == mark then return 1 end
-  return 0
-end
-if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
-append(tonumber(ARGV[5]), tonumber(ARGV[6]), 'd', id)
-redis.call('HDEL', KEYS[1], id)
-redis.call('HSET', KEYS[2], id, mark)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), id)
-redis.call('SREM', KEYS[6], id)
-return 1
+return guarded(function()
+  preserve(tonumber(ARGV[3]), tonumber(ARGV[4]))
+  local id = ARGV[1]
+  local mark = 'deregistered ' .. ARGV[7]
+  if redis.call('HEXISTS', KEYS[1], id) == 0 then
+    if redis.call('HGET', KEYS[2], id) == mark then return 1 end
+    return 0
+  end
+  if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
+  append(tonumber(ARGV[5]), tonumber(ARGV[6]), 'd', id)
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HSET', KEYS[2], id, mark)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), id)
+  redis.call('SREM', KEYS[6], id)
+  return 1
+end)
 `);
 
 /**
  * ARGV: silenceMs, graceMs, maxLogLength, limit, maxLogBytes, call. Removes up to `limit`
  * records whose expiry passed (logged as `x` expired), and drops expired index entries without
- * a record (a deregistration's mark, see DEREGISTER) unlogged. Idempotent: a second run finds
+ * a record (a deregistration's mark, see DEREGISTER) unlogged — except one whose lease is still
+ * a token: its record vanished without an entry (the records key deleted or evicted), so it is
+ * logged as expired too, or views would keep it forever. Records without an expiry entry (the
+ * expiry key deleted or evicted) first get one `graceMs` away. Idempotent: a second run finds
  * nothing. Returns how many records it removed.
  *
  * A copy of the same call sent again after a dropped connection (see DEREGISTER) would find
@@ -222,26 +278,43 @@ return 1
  * its own, as before.)
  */
 export const REAP = script(`
-preserve(tonumber(ARGV[1]), tonumber(ARGV[2]))
-local call = ARGV[6] .. ' '
-local earlier = 0
-local memo = redis.call('HGET', KEYS[4], 'reap')
-if memo and string.sub(memo, 1, #call) == call then
-  earlier = tonumber(string.sub(memo, #call + 1)) or 0
-end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-local removed = 0
-for _, id in ipairs(ids) do
-  if redis.call('HEXISTS', KEYS[1], id) == 1 then
-    append(tonumber(ARGV[3]), tonumber(ARGV[5]), 'x', id)
-    removed = removed + 1
+return guarded(function()
+  preserve(tonumber(ARGV[1]), tonumber(ARGV[2]))
+  local call = ARGV[6] .. ' '
+  local earlier = 0
+  local memo = redis.call('HGET', KEYS[4], 'reap')
+  if memo and string.sub(memo, 1, #call) == call then
+    earlier = tonumber(string.sub(memo, #call + 1)) or 0
   end
-  forget(id)
-end
-if removed > 0 then
-  redis.call('HSET', KEYS[4], 'reap', call .. string.format('%.0f', earlier + removed))
-end
-return earlier + removed
+  -- More records than expiry entries: the expiry key was deleted or evicted (or dropped by
+  -- repair()), and a record without one would never be reaped. Each gets an expiry a grace
+  -- away: the live heartbeat before it, the dead go.
+  if redis.call('HLEN', KEYS[1]) > redis.call('ZCARD', KEYS[3]) then
+    for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+      redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[2]), id)
+    end
+  end
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+  local removed = 0
+  for _, id in ipairs(ids) do
+    local logged = redis.call('HEXISTS', KEYS[1], id) == 1
+    if not logged then
+      -- No record, and a lease that is not a deregistration's mark: the record vanished
+      -- without an entry (the records key deleted or evicted) while views still hold it.
+      local lease = redis.call('HGET', KEYS[2], id)
+      logged = lease and string.sub(lease, 1, 13) ~= 'deregistered '
+    end
+    if logged then
+      append(tonumber(ARGV[3]), tonumber(ARGV[5]), 'x', id)
+      removed = removed + 1
+    end
+    forget(id)
+  end
+  if removed > 0 then
+    redis.call('HSET', KEYS[4], 'reap', call .. string.format('%.0f', earlier + removed))
+  end
+  return earlier + removed
+end)
 `);
 
 /**
@@ -249,16 +322,18 @@ return earlier + removed
  * (after starting a new epoch if meta is not Keel's, or gone while records or a log remain).
  */
 export const SNAPSHOT = script(`
-local meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
-local damaged = meta[1] and not (digits(meta[1]) and digits(meta[2]))
--- Records or a log without an epoch: meta was deleted or evicted. Start the new epoch now
--- rather than at the next write, so readers do not take the old log for the current one.
-local orphaned = not meta[1] and redis.call('EXISTS', KEYS[1], KEYS[5]) > 0
-if damaged or orphaned then
-  epoch()
-  meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
-end
-return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1]), meta[3] or ''}
+return guarded(function()
+  local meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
+  local damaged = meta[1] and not (digits(meta[1]) and digits(meta[2]))
+  -- Records or a log without an epoch: meta was deleted or evicted. Start the new epoch now
+  -- rather than at the next write, so readers do not take the old log for the current one.
+  local orphaned = not meta[1] and redis.call('EXISTS', KEYS[1], KEYS[5]) > 0
+  if damaged or orphaned then
+    epoch()
+    meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
+  end
+  return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1]), meta[3] or ''}
+end)
 `);
 
 /**
@@ -268,7 +343,10 @@ return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1]), meta[3] o
  * position means the entries were lost (trimmed, deleted, evicted), not that they are on the way.
  */
 export const PROBE = script(`
-local meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev')
+local meta = redis.pcall('HMGET', KEYS[4], 'epoch', 'rev')
+-- Meta of another type: report no epoch, so the reader resyncs and the snapshot repairs it
+-- (rather than fail the read of every service on the connection).
+if meta.err then meta = {} end
 local following = redis.pcall('XRANGE', KEYS[5], '(' .. ARGV[1], '+', 'COUNT', 1)
 local after = 0
 if type(following) == 'table' and not following.err and #following > 0 then after = 1 end

@@ -26,6 +26,7 @@ import { resyncChannel, traced } from './channels.js';
 import type { ChangeEntry, ChangeFeed, DiscoveryBackend, FeedListener } from './backend.js';
 import { RegistryUnavailableError, isRegistryUnavailableError } from './errors.js';
 import { decodeInstance, sameInstance, type Instance } from './instance.js';
+import { storeOf } from './ops.js';
 
 /** Why an instance left a view. */
 export type RemovalReason =
@@ -460,7 +461,10 @@ export class ServiceView implements FeedListener {
     const wrapped =
       isRegistryUnavailableError(error) || !(error instanceof Error)
         ? (error as Error)
-        : new RegistryUnavailableError(`${what} ${this.service}`, error.message, { cause: error });
+        : new RegistryUnavailableError(`${what} ${this.service}`, error.message, {
+            cause: error,
+            store: storeOf(this.#backend),
+          });
     this.errors.emit({ service: this.service, error: wrapped });
   }
 
@@ -547,7 +551,9 @@ export class ServiceView implements FeedListener {
         this.#s.clock,
         () => {
           reject(
-            new RegistryUnavailableError(`snapshot ${this.service}`, `no answer within ${ms} ms`),
+            new RegistryUnavailableError(`snapshot ${this.service}`, `no answer within ${ms} ms`, {
+              store: storeOf(this.#backend),
+            }),
           );
         },
         ms,
@@ -578,7 +584,9 @@ export class ServiceView implements FeedListener {
     this.#setStale(true, why);
     this.errors.emit({
       service: this.service,
-      error: new RegistryUnavailableError(`follow ${this.service}`, why),
+      error: new RegistryUnavailableError(`follow ${this.service}`, why, {
+        store: storeOf(this.#backend),
+      }),
     });
   }
 

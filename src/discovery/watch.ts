@@ -7,6 +7,7 @@
 import { ClosedError, throwIfAborted, type Subscription } from '../core/index.js';
 import { checkFilter, matchesFilter, type InstanceFilter } from './filter.js';
 import type { Instance } from './instance.js';
+import { callOptions } from './ops.js';
 import type {
   InstanceAdded,
   InstanceRemoved,
@@ -133,9 +134,9 @@ export class ServiceWatch implements Disposable, AsyncDisposable, AsyncIterable<
   }
 
   /** Waits for the first snapshot, or rejects with `signal.reason` if the signal aborts first. */
-  async whenReady(options: WhenReadyOptions = {}): Promise<void> {
+  async whenReady(options?: WhenReadyOptions): Promise<void> {
     this.#open('whenReady');
-    const signal = options.signal;
+    const { signal } = callOptions('ServiceWatch.whenReady', options);
     throwIfAborted(signal);
     if (this.#view.isReady || signal === undefined) return this.#view.ready;
     let onAbort: (() => void) | undefined;

@@ -5,7 +5,10 @@
  * trims a change log to nothing (XTRIM MAXLEN 0), deletes a log key, writes a foreign entry
  * into a log (XADD <log> * …), pauses Redis and drops every client connection at once (`CLIENT
  * KILL TYPE normal`: ioredis reconnects and sends again what was unanswered, so a script may run
- * twice for one call). Several watching registries follow both
+ * twice for one call), flushes its script cache (`SCRIPT FLUSH`: every call falls back from
+ * EVALSHA to EVAL), keeps it busy (`DEBUG SLEEP`), pauses its writers (`CLIENT PAUSE … WRITE`:
+ * every script waits, reads go on) and fills its memory (`maxmemory` 1 byte under `noeviction`:
+ * every write fails with OOM, reads go on). Several watching registries follow both
  * services, their histories checked as they go (test/discovery/history.ts).
  *
  * Then quiescence — churn and faults stop, Redis is up — and the checks:
@@ -64,6 +67,10 @@ export const DISCOVERY_FAULTS = [
   'delete-log',
   'foreign',
   'drop',
+  'flush-scripts',
+  'busy',
+  'pause-writes',
+  'oom',
 ] as const;
 type DiscoveryFault = (typeof DISCOVERY_FAULTS)[number];
 const DEFAULT_MIX: Partial<Record<DiscoveryFault, number>> = {
@@ -74,6 +81,10 @@ const DEFAULT_MIX: Partial<Record<DiscoveryFault, number>> = {
   'delete-log': 1,
   foreign: 1,
   drop: 2,
+  'flush-scripts': 1,
+  busy: 1,
+  'pause-writes': 1,
+  oom: 1,
 };
 
 interface Fault {
@@ -133,7 +144,11 @@ interface Live {
 describeRedis(
   'discovery chaos (one Redis, restarts, log trims and deletes, foreign entries)',
   () => {
-    const redis = useRedis({ count: 1, args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
+    const redis = useRedis({
+      count: 1,
+      // DEBUG SLEEP (the `busy` fault) needs the debug command, off by default since Redis 7.
+      args: ['--appendonly', 'yes', '--appendfsync', 'always', '--enable-debug-command', 'local'],
+    });
 
     it(
       'at quiescence every view equals the store within a bounded time, with no eviction on the way',
@@ -284,9 +299,7 @@ describeRedis(
               await inject(harness, admin, dir, keysOf(fault.service).log, fault).finally(() => {
                 gate.open();
               });
-              done.push(
-                `${fault.kind}${fault.kind === 'pause' || fault.kind.startsWith('restart') ? `+${fault.holdMs}` : fault.kind === 'drop' ? '' : `:${fault.service}`}@${at}`,
-              );
+              done.push(`${fault.kind}${describeFault(fault)}@${at}`);
             } catch (error) {
               faultErrors.push(`${fault.kind}@${at}: ${String(error)}`);
             }
@@ -300,6 +313,7 @@ describeRedis(
           // abandoned ones expire and are reaped.
           if (harness.node(0).state === 'paused') harness.resume(0);
           if (harness.node(0).state === 'killed') await harness.restart(0);
+          await settle(admin);
           const quiet = performance.now();
           // The store's truth, one fingerprint (id, status, weight, metadata) per record.
           const truth = async (service: string): Promise<string[]> => {
@@ -500,6 +514,31 @@ function countKinds(done: readonly string[]): Record<string, number> {
   return out;
 }
 
+/** How a fault is shown in the report: its hold, or the service it hit, or nothing. */
+function describeFault(fault: Fault): string {
+  if (HELD.has(fault.kind)) return `+${fault.holdMs}`;
+  if (SERVER_WIDE.has(fault.kind)) return '';
+  return `:${fault.service}`;
+}
+
+/** Faults that last `holdMs`. */
+const HELD = new Set<DiscoveryFault>([
+  'pause',
+  'restart',
+  'restart-empty',
+  'busy',
+  'pause-writes',
+  'oom',
+]);
+/** Faults of the whole server that hold for no time. */
+const SERVER_WIDE = new Set<DiscoveryFault>(['drop', 'flush-scripts']);
+
+/** Undoes what a fault cut short may have left on the server (memory limit, client pause). */
+async function settle(admin: Redis): Promise<void> {
+  await retried(() => admin.call('CONFIG', 'SET', 'maxmemory', '0'));
+  await retried(() => admin.call('CLIENT', 'UNPAUSE'));
+}
+
 /** Carries out one fault on the single Redis node. */
 async function inject(
   harness: RedisHarness,
@@ -538,6 +577,27 @@ async function inject(
       // Every connection but this one: the registries' writes and heartbeats, the watchers'
       // blocking reads.
       await retried(() => admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes'));
+      return;
+    case 'flush-scripts':
+      await retried(() => admin.call('SCRIPT', 'FLUSH'));
+      return;
+    case 'busy':
+      // The server answers nobody for holdMs, connections stay open.
+      await retried(() => admin.call('DEBUG', 'SLEEP', String(fault.holdMs / 1000)));
+      return;
+    case 'pause-writes':
+      // Every script waits (EVALSHA counts as a write), XREAD goes on.
+      await retried(() => admin.call('CLIENT', 'PAUSE', String(fault.holdMs), 'WRITE'));
+      await sleep(fault.holdMs);
+      return;
+    case 'oom':
+      await retried(() => admin.call('CONFIG', 'SET', 'maxmemory-policy', 'noeviction'));
+      await retried(() => admin.call('CONFIG', 'SET', 'maxmemory', '1'));
+      try {
+        await sleep(fault.holdMs);
+      } finally {
+        await retried(() => admin.call('CONFIG', 'SET', 'maxmemory', '0'));
+      }
       return;
   }
 }

@@ -328,6 +328,53 @@ describe('fuzz: keel/discovery option layer', () => {
     );
   });
 
+  it('Registry, Registration and watch call options (signal, ttlMs) with hostile input give typed errors and change nothing half-way', async () => {
+    const tally = tallyOf('discovery call options');
+    const live = new AbortController().signal;
+    await fc.assert(
+      fc.asyncProperty(
+        optionsOf(['signal', 'ttlMs'], fc.oneof(plausibleNumber, fc.constant(live))),
+        async (options) => {
+          const [o] = real3(options, undefined, undefined);
+          const clock = new ManualClock(0);
+          const backend = new MemoryBackend({ clock });
+          const registry = new Registry({ backend, clock, reapIntervalMs: 0 });
+          try {
+            const registration = await registry.register({
+              service: 'orders',
+              id: 'a',
+              host: 'h',
+              port: 1,
+            });
+            const before = backend.ids('orders');
+            const registered = await settleAsync(
+              'Registry.register',
+              () =>
+                registry.register({ service: 'orders', id: 'b', host: 'h', port: 2 }, o as never),
+              tally,
+            );
+            if (registered === false || registered === undefined)
+              expect(backend.ids('orders')).toEqual(before);
+            const calls: [string, () => Promise<unknown>][] = [
+              ['Registry.ready', () => registry.ready('orders', o as never)],
+              ['Registry.reap', () => registry.reap(o as never)],
+              ['ServiceWatch.whenReady', () => registry.watch('orders').whenReady(o as never)],
+              ['Registration.heartbeat', () => registration.heartbeat(o as never)],
+              ['Registration.update', () => registration.update({ weight: 3 }, o as never)],
+              ['Registration.setStatus', () => registration.setStatus('draining', o as never)],
+              ['Registration.deregister', () => registration.deregister(o as never)],
+            ];
+            for (const [what, call] of calls) await settleAsync(what, call, tally);
+          } finally {
+            await registry.close();
+            await backend.close();
+          }
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
+
   it('RedisBackend: constructor options with hostile input give typed errors', () => {
     const tally = tallyOf('RedisBackend');
     const [client] = deadClients(1);
