@@ -10,6 +10,7 @@
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { IdempotencyKeys, SagaCoordinator, defineSaga } from '../../src/saga/index.js';
+import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 async function outOfMemory(admin: Redis): Promise<void> {
@@ -123,6 +124,88 @@ describeRedis('keel/saga under server faults (out of memory, SCRIPT FLUSH)', () 
       expect([...runs.values()].every((n) => n === 1)).toBe(true);
     } finally {
       await sagas.close();
+    }
+  });
+  for (const at of ['h:o-1', 'live', 'fin:completed']) {
+    it(`foreign data at ${at} (an instance's history, its shard's indexes): the saga runs to its end, indexed and expiring`, async () => {
+      const admin = redis().client(0);
+      await admin.set(`fx:{f:0}:${at}`, 'foreign');
+      const log: string[] = [];
+      const saga = defineSaga('f', [
+        { name: 'a', run: () => void log.push('a') },
+        { name: 'b', run: () => void log.push('b') },
+      ]);
+      const sagas = new SagaCoordinator({
+        redis: redis().client(0),
+        sagas: [saga],
+        prefix: 'fx:',
+        shards: 1,
+      });
+      try {
+        expect((await sagas.run(saga, 'o-1', {})).status).toBe('completed');
+        expect(log).toEqual(['a', 'b']);
+        const done = await sagas.list(saga, { status: 'completed' });
+        expect(done.map((s) => s.id)).toEqual(['o-1']);
+        expect((await sagas.get(saga, 'o-1'))?.history.map((h) => h.event)).toContain('done');
+        expect(await admin.pttl('fx:{f:0}:s:o-1')).toBeGreaterThan(0);
+      } finally {
+        await sagas.close();
+      }
+    });
+  }
+
+  it("foreign data at one instance's history does not keep the others of its shard from being recovered", async () => {
+    const admin = redis().client(0);
+    const saga = (log: string[]) =>
+      defineSaga('r', [
+        {
+          name: 'a',
+          run: (_ctx: unknown, signal: AbortSignal) =>
+            log.length < 0
+              ? undefined
+              : new Promise<void>((resolve, reject) => {
+                  log.push('a');
+                  signal.addEventListener('abort', () => reject(signal.reason as Error));
+                  if (log.includes('go')) resolve();
+                }),
+        },
+      ]);
+    // A coordinator starts three sagas of one shard and stops with their step running: their
+    // leases run out, and another coordinator's recovery claims them.
+    const first: string[] = [];
+    const dead = new SagaCoordinator({
+      redis: redis().client(0),
+      sagas: [saga(first)],
+      prefix: 'fx:',
+      shards: 1,
+      leaseMs: 300,
+      recovery: false,
+    });
+    const runs = ['x-1', 'x-2', 'x-3'].map((id) =>
+      dead.run(saga(first), id, {}).catch(() => undefined),
+    );
+    await until(() => expect(first).toHaveLength(3), 10_000);
+    await dead.close();
+    await Promise.all(runs);
+    await admin.set('fx:{r:0}:h:x-2', 'foreign');
+    const second = ['go'];
+    const live = new SagaCoordinator({
+      redis: redis().client(0),
+      sagas: [saga(second)],
+      prefix: 'fx:',
+      shards: 1,
+      leaseMs: 300,
+      recoveryIntervalMs: 50,
+    });
+    try {
+      await until(async () => {
+        const statuses = await Promise.all(
+          ['x-1', 'x-2', 'x-3'].map(async (id) => (await live.get('r', id))?.status),
+        );
+        expect(statuses).toEqual(['completed', 'completed', 'completed']);
+      }, 15_000);
+    } finally {
+      await live.close();
     }
   });
 });
