@@ -86,10 +86,18 @@ const script = (body: string): LuaScript => luaScript(PRELUDE + body);
  * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first). KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
  * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
  * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
+ *
+ * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
+ * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
+ * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
+ * key exists: a first send costs what it did.
  */
 export const SEND = script(`
 if ARGV[1] ~= '0' then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return {0, ''} end
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then
+    if redis.pcall('GET', KEYS[3]) == '1' then return {0, ''} end
+    redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+  end
 end
 local delay = tonumber(ARGV[2])
 if delay > 0 then

@@ -13,7 +13,7 @@
 import { afterEach, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { Outbox, Queue, isQueueRedisError, type DeadLetterEvent } from '../../src/queue/index.js';
-import { leaseKey, membersKey, partitionOf } from '../../src/queue/codec.js';
+import { dedupKey, leaseKey, membersKey, partitionOf } from '../../src/queue/codec.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { isInvalidOptionError } from '../../src/core/index.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -126,6 +126,21 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     expect(calls).toBe(1);
     const pending = (await admin.xpending(queue.keys('orders', 0).stream, 'g')) as [number];
     expect(pending[0]).toBe(0);
+  });
+
+  it('foreign data at a dedup key is not taken for a send already made: the message is sent', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const keys = queue.keys('orders', 0);
+    await admin.hset(dedupKey('keel:q', keys, 'm1'), 'foreign', 'data');
+    await admin.set(dedupKey('keel:q', keys, 'm2'), 'not a keel record');
+    expect((await queue.send('orders', { n: 1 }, { id: 'm1' })).status).toBe('sent');
+    expect((await queue.send('orders', { n: 2 }, { id: 'm2', delayMs: 1 })).status).toBe('delayed');
+    // Now recorded: the same ids again are duplicates.
+    expect((await queue.send('orders', { n: 1 }, { id: 'm1' })).status).toBe('duplicate');
+    expect((await queue.send('orders', { n: 2 }, { id: 'm2' })).status).toBe('duplicate');
+    expect(await admin.xlen(keys.stream)).toBe(1);
   });
 
   it('foreign data at the delayed set: a retry is not lost (the retried copy goes to the stream)', async () => {
