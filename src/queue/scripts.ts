@@ -262,8 +262,10 @@ export const DEAD_MARK_MS = 600_000;
  * nothing yet (a script is never stopped half-way). The ack then goes first — it frees the
  * stream entry the DLQ entry copies — and the DLQ entry after it is not refused: a message that
  * used up its attempts is dead-lettered even then, rather than left pending and delivered again
- * past `maxAttempts` while memory is short. Any other refusal of the DLQ entry (foreign data at
- * the DLQ key) fails the script before it has written anything: the message stays pending.
+ * past `maxAttempts` while memory is short. A DLQ key holding foreign data of another type (not
+ * a stream: it holds no dead letter) is replaced, rather than refusing every dead letter of the
+ * partition, each message then delivered again without end. Any other error fails the script
+ * before it has written anything: the message stays pending.
  */
 export const DEAD = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
@@ -277,7 +279,11 @@ end
 local fields = tail(6)
 local dlq = redis.pcall('XADD', KEYS[2], '*', unpack(fields))
 if type(dlq) == 'table' then
-  if string.sub(dlq.err, 1, 3) ~= 'OOM' then return dlq end
+  if string.sub(dlq.err, 1, 9) == 'WRONGTYPE' then
+    redis.call('DEL', KEYS[2])
+  elseif string.sub(dlq.err, 1, 3) ~= 'OOM' then
+    return dlq
+  end
   settle(KEYS[1], ARGV[1], ARGV[2])
   dlq = redis.call('XADD', KEYS[2], '*', unpack(fields))
 else

@@ -143,6 +143,29 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     expect(await admin.xlen(keys.stream)).toBe(1);
   });
 
+  it('foreign data at the DLQ key: a message that used up its attempts is still dead-lettered, once', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    await admin.set(queue.keys('orders', 0).dlq, 'foreign');
+    let calls = 0;
+    const events: DeadLetterEvent[] = [];
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      () => {
+        calls++;
+        throw new Error('always fails');
+      },
+      { maxAttempts: 1, visibilityMs: 300 },
+    );
+    consumer.onDeadLetter((e) => events.push(e));
+    await queue.send('orders', { n: 1 }, { id: 'm1' });
+    await until(() => expect(events.map((e) => e.id)).toEqual(['m1']), 10_000);
+    expect((await queue.deadLetters('orders')).map((l) => l.id)).toEqual(['m1']);
+    expect(calls).toBe(1);
+  });
+
   it('foreign data at the delayed set: a retry is not lost (the retried copy goes to the stream)', async () => {
     const admin = redis().client(0);
     const queue = new Queue({ client: admin });
