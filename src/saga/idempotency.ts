@@ -112,10 +112,17 @@ redis.call('DEL', KEYS[1])
 return 1
 `);
 
-/** ARGV: 1 token, 2 leaseMs, 3 state the holder is in (`run` | `undoing`). */
+/**
+ * ARGV: 1 token, 2 leaseMs, 3 state the holder is in (`run` | `undoing`). The lease field is
+ * deleted before it is written again, as in {@link COMPLETE}: so a holder keeps its lease while
+ * Redis is out of memory, rather than another call taking the key over (and running the
+ * function a second time) while the first still runs. One command more, once per third of a
+ * lease.
+ */
 export const RENEW = luaScript(`${NOW}
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] ~= ARGV[3] or r[2] ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'l')
 redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
 return 1
 `);

@@ -46,6 +46,40 @@ describeRedis('keel/saga under server faults (out of memory, SCRIPT FLUSH)', () 
     expect(runs).toBe(1);
   });
 
+  it('IdempotencyKeys: a holder keeps its lease while Redis is out of memory (no second run meanwhile)', async () => {
+    const admin = redis().client(0);
+    const { idempotent } = new IdempotencyKeys({ redis: redis().client(0), leaseMs: 1000 });
+    const serverMs = async (): Promise<number> => {
+      const [sec, us] = await admin.time();
+      return Number(sec) * 1000 + Math.floor(Number(us) / 1000);
+    };
+    let runs = 0;
+    let second: Promise<string> | undefined;
+    const charge = async (signal: AbortSignal): Promise<string> => {
+      runs++;
+      if (runs > 1) return 'ch_again';
+      // Memory runs out for two and a half leases (on Redis's clock) while the charge runs.
+      await outOfMemory(admin);
+      const began = await serverMs();
+      await until(
+        async () => expect((await serverMs()) - began).toBeGreaterThanOrEqual(2500),
+        10_000,
+      );
+      await memoryBack(admin);
+      // Another call with the key now: the charge is still running, and still holds it.
+      second = idempotent('charge:3', charge);
+      await until(
+        async () => expect(await admin.hget('keel:idem:{charge:3}', 's')).toBe('run'),
+        10_000,
+      );
+      expect(signal.aborted).toBe(false);
+      return 'ch_1';
+    };
+    expect(await idempotent('charge:3', charge)).toBe('ch_1');
+    expect(await second).toBe('ch_1');
+    expect(runs).toBe(1);
+  });
+
   it('IdempotencyKeys: a compensation that ran is recorded although memory ran out meanwhile', async () => {
     const admin = redis().client(0);
     const { idempotent, compensate } = new IdempotencyKeys({
