@@ -1024,7 +1024,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       );
       return;
     }
-    await this.#settle(
+    const r = await this.#settle(
       'retry',
       RETRY,
       [keys.stream, keys.delayed, this.#lease(keys)],
@@ -1039,6 +1039,16 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       ],
       delivery.deadline,
     );
+    if (r === 2) {
+      // The delayed set holds foreign data: the retry went to the stream without its backoff.
+      this.#report(
+        new QueueRedisError(
+          `retry ${this.topic}`,
+          this.#s.client,
+          new Error(`WRONGTYPE ${keys.delayed} is not a sorted set: retried without its delay`),
+        ),
+      );
+    }
   }
 
   /** Watches a running delivery's visibility deadline (one timer, armed for the earliest). */
@@ -1294,63 +1304,73 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const retain = (r.maxLen !== undefined || r.maxAgeMs !== undefined) && sweep % 10 === 0;
     for (const p of partitions) {
       if (this.#isClosing()) return;
-      const keys = this.#queue.keys(this.topic, p);
-      await run(
-        this.#s.client,
-        `promote ${this.topic}`,
-        PROMOTE,
-        [keys.stream, keys.delayed],
-        [256],
-      );
-      if (!this.#o.ordered) {
-        const free = this.#o.concurrency - this.#inFlight.size;
-        if (free > 0) {
-          const start = this.#s.clock.now();
-          const got = (await run(
-            this.#s.client,
-            `reclaim ${this.topic}`,
-            RECLAIM,
-            [keys.stream],
-            [
-              this.group,
-              this.name,
-              this.#o.visibilityMs,
-              free,
-              // Entries delivered to this name since this instance was made (less a second for
-              // clock-rate drift) and not in flight here are its own lost reads (see RECLAIM).
-              Math.max(0, Math.floor(start - this.#bornAt) - 1000),
-              ...new Set(
-                [...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
-              ),
-            ],
-          )) as [unknown, unknown, unknown, unknown][] | null;
-          for (const [entryId, raw, previous, deliveries] of got ?? []) {
-            if (this.#isClosing()) {
-              await run(
-                this.#s.client,
-                `hand back ${this.topic}`,
-                HAND_BACK,
-                [keys.stream],
-                [this.group, String(entryId), this.name, this.#o.visibilityMs, Number(deliveries)],
-              );
-              continue;
-            }
-            this.#dispatch(
-              p,
-              keys,
-              decodeEntry(String(entryId), raw),
-              Number(deliveries),
-              start,
-              String(previous),
+      // A step that fails (foreign data at one partition's delayed set, a write Redis refuses
+      // while out of memory) is reported and the sweep goes on: the reclaims of messages whose
+      // consumer died, and the trims that free memory, must not wait for it.
+      await this.#sweepPartition(p, retain).catch((error: unknown) => {
+        this.#report(error);
+      });
+    }
+  }
+
+  /** The sweep of partition `p`: delayed messages due, reclaims, trims. */
+  async #sweepPartition(p: number, retain: boolean): Promise<void> {
+    const keys = this.#queue.keys(this.topic, p);
+    await run(
+      this.#s.client,
+      `promote ${this.topic}`,
+      PROMOTE,
+      [keys.stream, keys.delayed],
+      [256],
+    ).catch((error: unknown) => {
+      this.#report(error);
+    });
+    if (!this.#o.ordered) {
+      const free = this.#o.concurrency - this.#inFlight.size;
+      if (free > 0) {
+        const start = this.#s.clock.now();
+        const got = (await run(
+          this.#s.client,
+          `reclaim ${this.topic}`,
+          RECLAIM,
+          [keys.stream],
+          [
+            this.group,
+            this.name,
+            this.#o.visibilityMs,
+            free,
+            // Entries delivered to this name since this instance was made (less a second for
+            // clock-rate drift) and not in flight here are its own lost reads (see RECLAIM).
+            Math.max(0, Math.floor(start - this.#bornAt) - 1000),
+            ...new Set([...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId)),
+          ],
+        )) as [unknown, unknown, unknown, unknown][] | null;
+        for (const [entryId, raw, previous, deliveries] of got ?? []) {
+          if (this.#isClosing()) {
+            await run(
+              this.#s.client,
+              `hand back ${this.topic}`,
+              HAND_BACK,
+              [keys.stream],
+              [this.group, String(entryId), this.name, this.#o.visibilityMs, Number(deliveries)],
             );
+            continue;
           }
+          this.#dispatch(
+            p,
+            keys,
+            decodeEntry(String(entryId), raw),
+            Number(deliveries),
+            start,
+            String(previous),
+          );
         }
       }
-      if (this.#forget.has(p)) await this.#forgetNow(p);
-      // Acked entries a dead consumer had not deleted yet (see TRIM_DONE): one call per sweep.
-      await run(this.#s.client, `trim ${this.topic}`, TRIM_DONE, [keys.stream], []);
-      if (retain) await this.#queue.trimPartition(this.topic, p);
     }
+    if (this.#forget.has(p)) await this.#forgetNow(p);
+    // Acked entries a dead consumer had not deleted yet (see TRIM_DONE): one call per sweep.
+    await run(this.#s.client, `trim ${this.topic}`, TRIM_DONE, [keys.stream], []);
+    if (retain) await this.#queue.trimPartition(this.topic, p);
   }
 
   // ————— ordered mode —————
@@ -1361,15 +1381,21 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     while (!this.#isClosing()) {
       try {
         const sentAt = this.#s.clock.now();
-        const members = (
-          (await run(
-            this.#s.client,
-            `members ${this.topic}`,
-            MEMBERS,
-            [key],
-            [this.name, this.#o.visibilityMs, '0'],
-          )) as unknown[]
-        ).map(String);
+        // A heartbeat that fails (reported) keeps the last view of the group and takes no new
+        // partition, but the leases held are still renewed below — skipped, every partition
+        // would be lost to a Redis error that outlasts a lease, each message in flight then
+        // delivered again.
+        const heard = await run(
+          this.#s.client,
+          `members ${this.topic}`,
+          MEMBERS,
+          [key],
+          [this.name, this.#o.visibilityMs, '0'],
+        ).then(
+          (reply) => (reply as unknown[]).map(String),
+          (error: unknown) => (this.#report(error), undefined),
+        );
+        const members = heard ?? this.#members;
         const changed = members.join('\n') !== this.#members.join('\n');
         this.#members = members;
         const ring = new RendezvousHash({ nodes: members.map((id) => ({ id })) });
@@ -1391,20 +1417,21 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         const order = Array.from({ length: this.#s.partitions }, (_, p) => p).sort(
           (a, b) => Number(mine(b)) - Number(mine(a)),
         );
-        for (const p of order) {
+        for (const p of heard === undefined ? [] : order) {
           if (this.#isClosing() || this.#owned.size >= this.#o.concurrency) break;
           if (this.#owned.has(p)) continue;
           if (!mine(p) && this.#owned.size > 0 && changed) continue;
           const keys = this.#queue.keys(this.topic, p);
           const lease = leaseKey(this.#s.prefix, keys, this.group);
           const start = this.#s.clock.now();
+          // A failure is this partition's (reported): the others are still taken this round.
           const ok = await run(
             this.#s.client,
             `lease ${this.topic}`,
             LEASE,
             [lease],
             [this.name, this.#o.visibilityMs],
-          );
+          ).catch((error: unknown) => (this.#report(error), undefined));
           if (ok !== 1 || this.#isClosing()) {
             if (ok === 1)
               await run(this.#s.client, `unlease ${this.topic}`, UNLEASE, [lease], [this.name]);

@@ -27,10 +27,13 @@ export class QueueClosedError extends KeelError {
 }
 
 /**
- * What went wrong talking to Redis: `refused` (nothing listens), `timed-out`, `script-error`
- * (Redis answered the script with an error) or `failed` (anything else the client reported).
+ * What went wrong talking to Redis: `refused` (nothing listens), `timed-out`, `out-of-memory`
+ * (Redis reached `maxmemory` under `noeviction` and refused a write: nothing was written — try
+ * again once memory is freed), `script-error` (Redis answered the script with an error) or
+ * `failed` (anything else the client reported).
  */
-export type QueueRedisFailure = 'refused' | 'timed-out' | 'script-error' | 'failed';
+export type QueueRedisFailure =
+  'refused' | 'timed-out' | 'out-of-memory' | 'script-error' | 'failed';
 
 /** A Redis call of the queue failed. Names the node and what happened; `cause` is the client's error. */
 export class QueueRedisError extends KeelError {
@@ -49,9 +52,11 @@ export class QueueRedisError extends KeelError {
       ? 'refused'
       : /timed? ?out|ETIMEDOUT/i.test(text)
         ? 'timed-out'
-        : /^(ERR|WRONGTYPE|NOSCRIPT|BUSY|CROSSSLOT)|script/i.test(text)
-          ? 'script-error'
-          : 'failed';
+        : /^OOM /.test(text)
+          ? 'out-of-memory'
+          : /^(ERR|WRONGTYPE|NOSCRIPT|BUSY|CROSSSLOT)|script/i.test(text)
+            ? 'script-error'
+            : 'failed';
     super(QUEUE_REDIS, `${operation} on ${address}: ${failure}: ${text}`, { cause });
     this.address = address;
     this.operation = operation;

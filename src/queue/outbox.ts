@@ -3,13 +3,15 @@
  * transaction (`MULTI` … `EXEC`) beside the business state it belongs to, so either both are
  * written or neither — a crash can never keep the state and lose the event, or send an event
  * for state that was never written. The staged command is the producer's own send script
- * (dedup and delay included), queued in the transaction with `EVAL`.
+ * (dedup and delay included), queued in the transaction with `EVAL` — declared with a `#!lua`
+ * line (Redis 7.0 or later), so that Redis out of memory refuses the whole transaction rather
+ * than only the message (see `STAGED_SEND` in scripts.ts).
  *
  * @packageDocumentation
  */
 import { InvalidOptionError } from '../core/index.js';
-import { checkName, type Queue, type SendItem } from './queue.js';
-import { SEND } from './scripts.js';
+import { checkName, checkSend, type Queue, type SendItem } from './queue.js';
+import { STAGED_SEND } from './scripts.js';
 
 /** A transaction being built: an ioredis `client.multi()` fits. */
 export interface Transaction {
@@ -52,7 +54,13 @@ export class Outbox {
     this.#queue = queue;
   }
 
-  /** Queues the send of one message in `transaction`; it is written when the transaction is. */
+  /**
+   * Queues the send of one message in `transaction`; it is written when the transaction is.
+   *
+   * @throws {@link keel!InvalidOptionError} for a bad topic, transaction or option (nothing is
+   * queued then)
+   * @throws `PayloadError` when the payload is not JSON-serialisable
+   */
   stage<T>(
     transaction: Transaction,
     topic: string,
@@ -71,9 +79,12 @@ export class Outbox {
         transaction,
       );
     }
+    // Checked here as `send` checks them: a bad option found inside `EXEC` (a delay that is not
+    // a number fails the script there) would fail the message after the business writes ran.
+    checkSend(`Outbox.stage(${topic})`, options);
     const plan = this.#queue.plan(topic, { ...options, payload });
     transaction.eval(
-      SEND.source,
+      STAGED_SEND.source,
       3,
       plan.keys.stream,
       plan.keys.delayed,

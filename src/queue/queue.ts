@@ -204,10 +204,14 @@ export function checkName(owner: string, what: string, value: unknown): string {
   return value;
 }
 
-function checkSend(topic: string, o: unknown): void {
+/**
+ * Checks the options of one send (`owner` names the call in the error), as {@link Queue.send},
+ * {@link Queue.sendMany} and `Outbox.stage` take them. @internal
+ */
+export function checkSend(owner: string, o: unknown): void {
   if (o === undefined || plainSend(o)) return;
   // Something to refuse, or an unusual shape: the full check, which names what is wrong.
-  resolveOptions(`Queue.send(${topic})`, o, {
+  resolveOptions(owner, o, {
     key: stringOption({ optional: true }),
     id: stringOption({ optional: true, nonEmpty: true }),
     delayMs: integerOption({ optional: true, min: 0 }),
@@ -315,6 +319,9 @@ export class Queue implements AsyncDisposable {
    */
   hashTag(topic: string, keyOrId: string): string {
     checkName(OWNER, 'topic', topic);
+    if (typeof keyOrId !== 'string') {
+      throw new InvalidOptionError(OWNER, 'keyOrId', 'a string (a message key or id)', keyOrId);
+    }
     return this.keys(topic, partitionOf(keyOrId, this.settings.partitions)).tag;
   }
 
@@ -328,7 +335,7 @@ export class Queue implements AsyncDisposable {
   async send(topic: string, payload: unknown, options?: SendOptions): Promise<SendResult> {
     this.#open();
     checkName(OWNER, 'topic', topic);
-    checkSend(topic, options);
+    checkSend(`Queue.send(${topic})`, options);
     throwIfAborted(options?.signal);
     const plan = this.plan(topic, { ...options, payload });
     const result = await this.#write(topic, plan);
@@ -352,7 +359,7 @@ export class Queue implements AsyncDisposable {
     if (!Array.isArray(items)) {
       throw new InvalidOptionError('Queue.sendMany', 'items', 'an array of { payload, … }', items);
     }
-    for (const item of items) checkSend(topic, item);
+    for (const item of items) checkSend(`Queue.send(${topic})`, item);
     throwIfAborted(options?.signal);
     const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
     const client = this.settings.client as { pipeline?: unknown };

@@ -86,10 +86,18 @@ const script = (body: string): LuaScript => luaScript(PRELUDE + body);
  * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first). KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
  * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
  * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
+ *
+ * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
+ * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
+ * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
+ * key exists: a first send costs what it did.
  */
 export const SEND = script(`
 if ARGV[1] ~= '0' then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return {0, ''} end
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then
+    if redis.pcall('GET', KEYS[3]) == '1' then return {0, ''} end
+    redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+  end
 end
 local delay = tonumber(ARGV[2])
 if delay > 0 then
@@ -99,6 +107,19 @@ if delay > 0 then
 end
 return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
 `);
+
+/**
+ * {@link SEND} as `Outbox.stage` queues it in a caller's `MULTI`: the same script, declared with
+ * a `#!lua` line (Redis 7.0 script flags; none given). Without it Redis checks a script against the
+ * memory limit only when it runs (at its first write), inside `EXEC`, after the transaction's
+ * other commands ran: when memory ran out between queueing and `EXEC`, a business write that needs no memory
+ * (a `DEL`, an `HDEL`) was applied and the message refused — the state kept, the event lost. A
+ * script with a `#!lua` line is a command that may grow memory (`denyoom`) as `SET` is, so
+ * Redis refuses the whole `EXEC` then, as it does for any transaction holding such a command:
+ * https://redis.io/docs/latest/develop/interact/programmability/eval-intro/#eval-flags
+ */
+export const STAGED_SEND = luaScript(`#!lua
+${SEND.source}`);
 
 /**
  * Moves due delayed messages into the stream, by Redis server time. KEYS: stream, delayed.
@@ -193,7 +214,12 @@ return flags
 /**
  * Retry later: ack this copy and schedule a new one (for this group only) after a delay.
  * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delivery count
- * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}.
+ * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}, or 2 when the
+ * delayed set could not take the copy (the key holds foreign data: not a sorted set) and it went
+ * to the stream at once instead. The ack has been written by then (scripts are not rolled
+ * back): raised, that error would lose the message. The ack goes first on purpose: it never
+ * needs memory, and once a script has written, Redis refuses none of its later writes for
+ * memory, so a retry is never refused half-way when Redis is out of memory (`noeviction`).
  */
 export const RETRY = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
@@ -202,10 +228,12 @@ settle(KEYS[1], ARGV[1], ARGV[2])
 local fields = tail(7)
 local delay = tonumber(ARGV[6])
 if delay > 0 then
-  redis.call('ZADD', KEYS[2], now_ms() + delay, cjson.encode(fields))
-else
+  local r = redis.pcall('ZADD', KEYS[2], now_ms() + delay, cjson.encode(fields))
+  if type(r) ~= 'table' then return 1 end
   redis.call('XADD', KEYS[1], '*', unpack(fields))
+  return 2
 end
+redis.call('XADD', KEYS[1], '*', unpack(fields))
 return 1
 `);
 
@@ -228,6 +256,16 @@ export const DEAD_MARK_MS = 600_000;
  * it once. Another consumer's call (or an older delivery's) is still refused. Only a copy sent
  * again later than that answers 0 (the message is in the DLQ, unreported). A mark that is not a
  * string (something else wrote the key) is ignored.
+ *
+ * Out of memory (`maxmemory` reached under `noeviction`), Redis refuses the DLQ entry: it
+ * refuses a script's first write that may grow memory, and only while the script has written
+ * nothing yet (a script is never stopped half-way). The ack then goes first — it frees the
+ * stream entry the DLQ entry copies — and the DLQ entry after it is not refused: a message that
+ * used up its attempts is dead-lettered even then, rather than left pending and delivered again
+ * past `maxAttempts` while memory is short. A DLQ key holding foreign data of another type (not
+ * a stream: it holds no dead letter) is replaced, rather than refusing every dead letter of the
+ * partition, each message then delivered again without end. Any other error fails the script
+ * before it has written anything: the message stays pending.
  */
 export const DEAD = script(`
 if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
@@ -238,8 +276,19 @@ if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then
   if consumer == ARGV[3] and deliveries == ARGV[5] then return id end
   return 0
 end
-local dlq = redis.call('XADD', KEYS[2], '*', unpack(tail(6)))
-settle(KEYS[1], ARGV[1], ARGV[2])
+local fields = tail(6)
+local dlq = redis.pcall('XADD', KEYS[2], '*', unpack(fields))
+if type(dlq) == 'table' then
+  if string.sub(dlq.err, 1, 9) == 'WRONGTYPE' then
+    redis.call('DEL', KEYS[2])
+  elseif string.sub(dlq.err, 1, 3) ~= 'OOM' then
+    return dlq
+  end
+  settle(KEYS[1], ARGV[1], ARGV[2])
+  dlq = redis.call('XADD', KEYS[2], '*', unpack(fields))
+else
+  settle(KEYS[1], ARGV[1], ARGV[2])
+end
 redis.call('SET', KEYS[4], dlq .. ' ' .. ARGV[5] .. ' ' .. ARGV[3], 'PX', ${DEAD_MARK_MS})
 return dlq
 `);
@@ -443,10 +492,23 @@ if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 return redis.call('XADD', KEYS[2], '*', unpack(tail(2)))
 `);
 
-/** Lease: take or renew. KEYS: lease. ARGV: token, ttl ms. Returns 1 held, 0 someone else's. */
+/**
+ * Lease: take or renew. KEYS: lease. ARGV: token, ttl ms. Returns 1 held, 0 someone else's. A
+ * lease key holding something that is not a string (foreign data) is no one's lease: it is
+ * replaced, rather than refusing (WRONGTYPE) the partition to every consumer for good.
+ *
+ * A renewal only moves the key's expiry (`PEXPIRE`, which never needs memory), so a holder keeps
+ * its lease while Redis is out of memory under `noeviction` — where a `SET` is refused — rather
+ * than losing the partition mid-message, the message then delivered again. Taking a free lease
+ * writes the key (`SET`): refused then, as any new write is.
+ */
 export const LEASE = script(`
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then
+local cur = redis.pcall('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur == false or type(cur) == 'table' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -462,15 +524,23 @@ return 0
 /**
  * Group membership heartbeat for ordered consumers: KEYS: members ZSET. ARGV: member, ttl ms,
  * leave ('1' to leave). Returns the live members.
+ *
+ * Expired members go first: a removal never needs memory, and once a script has written, Redis
+ * refuses none of its later writes for memory, so the heartbeat goes on while Redis is out of
+ * memory under `noeviction` (a member entry is a few bytes; without it every consumer would see
+ * the group change). A key holding something that is not a sorted set (foreign data) is
+ * replaced: refused (WRONGTYPE), every consumer of the group would be kept off every partition.
  */
 export const MEMBERS = script(`
 local now = now_ms()
+if type(redis.pcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)) == 'table' then
+  redis.call('DEL', KEYS[1])
+end
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[1], ARGV[1])
 else
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 `);

@@ -84,13 +84,22 @@ redis.call('HSET', k, 'h', ARGV[1], 'l', now + tonumber(ARGV[3]))
 return {'run', 1}
 `);
 
-/** ARGV: 1 token, 2 result, 3 ttlMs. */
+/**
+ * ARGV: 1 token, 2 result, 3 ttlMs.
+ *
+ * The lease field is deleted before the result is written, on purpose: a delete never needs
+ * memory, and once a script has written anything Redis refuses none of its later writes for
+ * memory (a script is never stopped half-way; only a first write that may grow memory is
+ * refused when `maxmemory` is reached under `noeviction`). So the result of a function that ran
+ * is stored even then — refused, the key would stay `run` and the next call, once the lease ran
+ * out, would run the function again. {@link UNDO_END} does the same for a compensation.
+ */
 export const COMPLETE = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] == 'done' and r[2] == ARGV[1] then return 1 end
 if r[1] ~= 'run' or r[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', 'done', 'r', ARGV[2])
 redis.call('HDEL', KEYS[1], 'l')
+redis.call('HSET', KEYS[1], 's', 'done', 'r', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 `);
@@ -103,10 +112,17 @@ redis.call('DEL', KEYS[1])
 return 1
 `);
 
-/** ARGV: 1 token, 2 leaseMs, 3 state the holder is in (`run` | `undoing`). */
+/**
+ * ARGV: 1 token, 2 leaseMs, 3 state the holder is in (`run` | `undoing`). The lease field is
+ * deleted before it is written again, as in {@link COMPLETE}: so a holder keeps its lease while
+ * Redis is out of memory, rather than another call taking the key over (and running the
+ * function a second time) while the first still runs. One command more, once per third of a
+ * lease.
+ */
 export const RENEW = luaScript(`${NOW}
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] ~= ARGV[3] or r[2] ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'l')
 redis.call('HSET', KEYS[1], 'l', now + tonumber(ARGV[2]))
 return 1
 `);
@@ -129,13 +145,13 @@ if r[2] then return {'undo', r[2], 1, 0} end
 return {'undo', '', 0, 0}
 `);
 
-/** ARGV: 1 token, 2 ttlMs. */
+/** ARGV: 1 token, 2 ttlMs. The lease field goes first, as in {@link COMPLETE}. */
 export const UNDO_END = luaScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'h')
 if r[1] == 'cancelled' and r[2] == ARGV[1] then return 1 end
 if r[1] ~= 'undoing' or r[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', 'cancelled')
 redis.call('HDEL', KEYS[1], 'l')
+redis.call('HSET', KEYS[1], 's', 'cancelled')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 `);

@@ -36,6 +36,34 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
 /**
+ * Writes to the lists and sorted sets next to an instance's hash — its history, its shard's
+ * `live` and `fin:` indexes — that replace a key holding foreign data of another type (something
+ * else wrote it) instead of failing with WRONGTYPE. Such a failure comes after the hash was
+ * written (scripts are not rolled back): a start left a `running` instance its caller was told
+ * had failed, a finish one left out of its index and never expiring, and a claim by the
+ * recovery loop failed for every instance of the shard, every time. Keys only Keel writes: what
+ * a foreign value held cannot be a saga's (a list or sorted set of Keel's would be of the right
+ * type). The same commands as `redis.call` when the key is fine (`pcall` answers the error
+ * instead of raising it).
+ */
+const FOREIGN = `
+local function push(key, ...)
+  local n = redis.pcall('RPUSH', key, ...)
+  if type(n) == 'table' then
+    redis.call('DEL', key)
+    n = redis.call('RPUSH', key, ...)
+  end
+  return n
+end
+local function zadd(key, score, member)
+  if type(redis.pcall('ZADD', key, score, member)) == 'table' then
+    redis.call('DEL', key)
+    redis.call('ZADD', key, score, member)
+  end
+end
+`;
+
+/**
  * The logic of one transition, as a Lua function of its keys, arguments and the server time, shared
  * by {@link TRANSITION} (one transition) and {@link TRANSITIONS} (several in one script call).
  *
@@ -56,17 +84,17 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
  */
 const TRANSITION_FUNCTION = `
 local function record(KEYS, ARGV, nows, vs, event)
-  local n = redis.call('RPUSH', KEYS[2],
+  local n = push(KEYS[2],
     nows .. '|' .. vs .. '|' .. ARGV[3] .. '|' .. event .. '|' .. ARGV[10] .. '|' .. ARGV[11])
   if n > tonumber(ARGV[6]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[6], '-1') end
 end
 local function finish(KEYS, ARGV, set, status, event, now, nows, vs, cjs, why)
   redis.call('HSET', KEYS[1], 'st', status, 'v', vs, 'up', nows, 'ls', '0', 'ph', 'idle', unpack(set))
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  if type(redis.pcall('ZREM', KEYS[3], ARGV[1])) == 'table' then redis.call('DEL', KEYS[3]) end
   record(KEYS, ARGV, nows, vs, event)
   local fin = KEYS[4]
   if status == 'compensated' then fin = KEYS[5] elseif status == 'needs-attention' then fin = KEYS[6] end
-  redis.call('ZADD', fin, nows, ARGV[1])
+  zadd(fin, nows, ARGV[1])
   if status ~= 'needs-attention' then
     redis.call('LTRIM', KEYS[2], '-' .. ARGV[8], '-1')
     redis.call('PEXPIRE', KEYS[1], ARGV[7])
@@ -81,7 +109,7 @@ local function reindex(KEYS, ARGV, ix, leases, floors)
     and not string.find(ix, '%D') then
     return false
   end
-  redis.call('ZADD', KEYS[3], leases, ARGV[1])
+  zadd(KEYS[3], leases, ARGV[1])
   return true
 end
 local function advance(KEYS, ARGV, set, status, event, nows, leases, vs, cjs, why, ix, floors)
@@ -107,7 +135,7 @@ local function proceed(KEYS, ARGV, set, nx, reason, nows, leases, v, cjs, why, i
   end
   if reindex(KEYS, ARGV, ix, leases, floors) then set[#set + 1] = 'ix'; set[#set + 1] = leases end
   redis.call('HSET', KEYS[1], 'v', vs2, 'up', nows, 'ls', leases, unpack(set))
-  local n = redis.call('RPUSH', KEYS[2],
+  local n = push(KEYS[2],
     nows .. '|' .. vs .. '|' .. ARGV[3] .. '|done|' .. ARGV[10] .. '|',
     nows .. '|' .. vs2 .. '|' .. ARGV[3] .. '|' .. event .. '|' .. nx .. '|' .. ARGV[11])
   if n > tonumber(ARGV[6]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[6], '-1') end
@@ -215,7 +243,7 @@ end
  */
 const START_FUNCTION = `
 local function log(KEYS, ARGV, nows, v, f, event, detail)
-  local n = redis.call('RPUSH', KEYS[2], nows .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
+  local n = push(KEYS[2], nows .. '|' .. v .. '|' .. f .. '|' .. event .. '|-1|' .. detail)
   if n > tonumber(ARGV[6]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[6], '-1') end
 end
 local function start(KEYS, ARGV, now, nows, leases)
@@ -229,7 +257,7 @@ if redis.call('EXISTS', h) == 0 then
   redis.call('HSET', h, 'n', ARGV[3], 'in', ARGV[4], 'st', 'running', 'cur', '0', 'cj', '-1',
     'ph', 'idle', 'v', '1', 'f', '1', 'ow', ARGV[2], 'ls', leases, 'dl', dls, 't0', nows,
     'up', nows, 'ns', ARGV[8], 'ix', leases)
-  redis.call('ZADD', KEYS[3], leases, id)
+  zadd(KEYS[3], leases, id)
   log(KEYS, ARGV, nows, '1', '1', 'start', ARGV[2])
   return {1, 'created', now, tonumber(leases), dl}
 end
@@ -239,7 +267,7 @@ if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
   local f = redis.call('HINCRBY', h, 'f', 1)
   local v = redis.call('HINCRBY', h, 'v', 1)
   redis.call('HSET', h, 'ow', ARGV[2], 'ls', leases, 'up', nows, 'ix', leases)
-  redis.call('ZADD', KEYS[3], leases, id)
+  zadd(KEYS[3], leases, id)
   log(KEYS, ARGV, nows, v, f, 'claim', ARGV[2])
   return {1, 'claimed', now, redis.call('HGETALL', h)}
 end
@@ -256,7 +284,7 @@ end
  * created: no `HGETALL` to send back), `{1, 'claimed' | 'exists', now, HGETALL}` or
  * `{0, 'conflict'}`.
  */
-export const START = luaScript(`${NOW}${START_FUNCTION}
+export const START = luaScript(`${NOW}${FOREIGN}${START_FUNCTION}
 return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now + tonumber(ARGV[5])))
 `);
 
@@ -300,7 +328,7 @@ return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now 
  * before now, where {@link CLAIM} looks. A live owner's score stays more than a sixth of a lease
  * ahead (its heartbeat renews within a third of a lease), so a claim does not scan it.
  */
-export const TRANSITION = luaScript(`${NOW}${TRANSITION_FUNCTION}
+export const TRANSITION = luaScript(`${NOW}${FOREIGN}${TRANSITION_FUNCTION}
 local lease = now + tonumber(ARGV[5])
 return transition(KEYS, ARGV, now, string.format('%d', now), string.format('%d', lease),
   string.format('%d', lease - math.floor(tonumber(ARGV[5]) / 2)))
@@ -342,7 +370,7 @@ return transition(KEYS, ARGV, now, string.format('%d', now), string.format('%d',
  * On Redis Cluster every transition of one call must be in one slot: the store groups them by
  * hash tag.
  */
-export const TRANSITIONS = luaScript(`${NOW}${TRANSITION_FUNCTION}${START_FUNCTION}
+export const TRANSITIONS = luaScript(`${NOW}${FOREIGN}${TRANSITION_FUNCTION}${START_FUNCTION}
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, cap, retention, keep, owner = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 -- The same instant and lease for every transition of the call, as text once.
@@ -394,7 +422,7 @@ return out
  * (`<prefix>{<saga>:<shard>}:`, the same slot as KEYS[1]).
  * Replies `{now, {id, HGETALL, id, HGETALL, …}}`.
  */
-export const CLAIM = luaScript(`${NOW}
+export const CLAIM = luaScript(`${NOW}${FOREIGN}
 local base = ARGV[5]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
@@ -413,7 +441,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', h, 'ow', ARGV[1], 'ls', lease, 'up', now, 'ix', lease)
     redis.call('ZADD', KEYS[1], lease, id)
     local hist = base .. 'h:' .. id
-    redis.call('RPUSH', hist, now .. '|' .. v .. '|' .. f .. '|claim|-1|' .. ARGV[1])
+    push(hist, now .. '|' .. v .. '|' .. f .. '|claim|-1|' .. ARGV[1])
     redis.call('LTRIM', hist, -tonumber(ARGV[3]), -1)
     out[#out + 1] = id
     out[#out + 1] = redis.call('HGETALL', h)
@@ -424,7 +452,9 @@ return {now, out}
 
 /** An instance's hash and history. KEYS: 1 hash, 2 history. Replies `{HGETALL, LRANGE}`. */
 export const READ = luaScript(`
-return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
+local h = redis.pcall('LRANGE', KEYS[2], 0, -1)
+if h.err then h = {} end
+return {redis.call('HGETALL', KEYS[1]), h}
 `);
 
 /**
