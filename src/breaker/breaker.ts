@@ -1184,7 +1184,13 @@ export class CircuitBreaker {
         slow,
         counted: generation === policy.generation,
       });
-    if (kind === 'ignored' || generation !== policy.generation) return;
+    if (kind === 'ignored') {
+      // A half-open trial that counts neither way frees its permit: a caller waiting for the
+      // trials' verdict may take it (each waiter retries and waits again if it is gone).
+      if (policy.onIgnored(generation) && (this.#waiters?.length ?? 0) > 0) this.#releaseWaiters();
+      return;
+    }
+    if (generation !== policy.generation) return;
     this.#verdict(policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock));
   }
 
