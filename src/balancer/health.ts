@@ -18,7 +18,7 @@ import {
   panicLeftChannel,
   returnedChannel,
 } from './channels.js';
-import type { EndpointState } from './state.js';
+import { NOT_EJECTED, type EndpointState } from './state.js';
 import type { HealthChange } from './types.js';
 
 /** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */
@@ -100,7 +100,7 @@ export class Health<T = unknown> {
     const panic = this.#panic;
     this.#states = states;
     this.#ejected = 0;
-    for (const state of states) if (state.ejectedUntil !== 0) this.#ejected++;
+    for (const state of states) if (state.ejectedUntil !== NOT_EJECTED) this.#ejected++;
     const returned = this.#enforceCap(now);
     this.#recompute(now);
     if (returned !== undefined) for (const id of returned) this.#returned(id);
@@ -121,7 +121,7 @@ export class Health<T = unknown> {
     state.failures++;
     state.consecutiveFailures++;
     const limit = this.#settings.outlierEjection.consecutiveFailures;
-    if (limit > 0 && state.consecutiveFailures >= limit && state.ejectedUntil === 0)
+    if (limit > 0 && state.consecutiveFailures >= limit && state.ejectedUntil === NOT_EJECTED)
       this.#eject(state, now);
   }
 
@@ -135,9 +135,9 @@ export class Health<T = unknown> {
     const panic = this.#panic;
     let returned: string[] | undefined;
     for (const state of this.#states) {
-      if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
+      if (state.ejectedUntil !== NOT_EJECTED && state.ejectedUntil <= now) {
         state.warmingSince = state.ejectedUntil;
-        state.ejectedUntil = 0;
+        state.ejectedUntil = NOT_EJECTED;
         this.#ejected--;
         (returned ??= []).push(state.endpoint.id);
       }
@@ -238,12 +238,12 @@ export class Health<T = unknown> {
     const max = this.#cap();
     if (this.#ejected <= max) return undefined;
     const ejected = this.#states
-      .filter((state) => state.ejectedUntil !== 0)
+      .filter((state) => state.ejectedUntil !== NOT_EJECTED)
       .sort((a, b) => a.ejectedUntil - b.ejectedUntil || a.index - b.index);
     const returned: string[] = [];
     for (const state of ejected) {
       if (this.#ejected <= max) break;
-      state.ejectedUntil = 0;
+      state.ejectedUntil = NOT_EJECTED;
       state.warmingSince = now;
       this.#ejected--;
       returned.push(state.endpoint.id);
@@ -265,8 +265,8 @@ export class Health<T = unknown> {
     const window = this.#settings.slowStart.windowMs;
     for (const state of this.#states) {
       state.effectiveWeight = this.weightAt(state, now);
-      state.available = this.#panic || state.ejectedUntil === 0;
-      if (state.ejectedUntil !== 0) next = Math.min(next, state.ejectedUntil);
+      state.available = this.#panic || state.ejectedUntil === NOT_EJECTED;
+      if (state.ejectedUntil !== NOT_EJECTED) next = Math.min(next, state.ejectedUntil);
       if (window > 0) {
         const progress = (now - state.warmingSince) / window;
         if (progress < 1) {
