@@ -156,10 +156,12 @@ export class BreakerPolicy {
    * given back.
    */
   onIgnored(generation: number): boolean {
-    if (generation !== this.#generation || this.#state !== 'half-open') return false;
-    if (this.#trialsStarted <= this.#trialsDone) return false;
-    this.#trialsStarted--;
-    return true;
+    const back =
+      generation === this.#generation &&
+      this.#state === 'half-open' &&
+      this.#trialsStarted > this.#trialsDone;
+    if (back) this.#trialsStarted--;
+    return back;
   }
 
   /**

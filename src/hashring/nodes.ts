@@ -36,18 +36,6 @@ export function checkOptionsShape(owner: string, input: unknown): void {
   throw new InvalidOptionError(owner, 'options', OPTIONS_SHAPE, input, hint);
 }
 
-/** Whether `text` has a lone (unpaired) UTF-16 surrogate. */
-function hasLoneSurrogate(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0xd800 || code > 0xdfff) continue;
-    const next = text.charCodeAt(i + 1); // NaN past the end
-    if (code > 0xdbff || !(next >= 0xdc00 && next <= 0xdfff)) return true;
-    i++;
-  }
-  return false;
-}
-
 /**
  * Checks one node and returns its frozen, resolved form. `where` names it in errors, e.g.
  * `nodes[2]` or `add(node)`. With `hashedId` (every router) the id must also be well-formed
@@ -68,13 +56,9 @@ export function resolveNode<T>(
   if (typeof id !== 'string' || id === '') {
     throw new InvalidOptionError(owner, `${where}.id`, 'a non-empty string', id);
   }
-  if (hashedId && hasLoneSurrogate(id)) {
-    throw new InvalidOptionError(
-      owner,
-      `${where}.id`,
-      'a well-formed string (no lone surrogate: it would hash like U+FFFD)',
-      id,
-    );
+  // With the u flag a surrogate pair is one (astral) code point, so only a lone one matches.
+  if (hashedId && /\p{Cs}/u.test(id)) {
+    throw new InvalidOptionError(owner, `${where}.id`, 'a string without lone surrogates', id);
   }
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
     throw new InvalidOptionError(
