@@ -1187,7 +1187,7 @@ export class CircuitBreaker {
     if (kind === 'ignored') {
       // A half-open trial that counts neither way frees its permit: a caller waiting for the
       // trials' verdict may take it (each waiter retries and waits again if it is gone).
-      if (policy.onIgnored(generation)) this.#releaseWaiters();
+      if (policy.ignored(generation)) this.#releaseWaiters();
       return;
     }
     if (generation !== policy.generation) return;

@@ -155,7 +155,7 @@ export class BreakerPolicy {
    * (and then re-open, with a longer backoff, though no trial failed). Whether a permit was
    * given back.
    */
-  onIgnored(generation: number): boolean {
+  ignored(generation: number): boolean {
     const back =
       generation === this.#generation &&
       this.#state === 'half-open' &&

@@ -56,9 +56,9 @@ export function resolveNode<T>(
   if (typeof id !== 'string' || id === '') {
     throw new InvalidOptionError(owner, `${where}.id`, 'a non-empty string', id);
   }
-  // With the u flag a surrogate pair is one (astral) code point, so only a lone one matches.
-  if (hashedId && /\p{Cs}/u.test(id)) {
-    throw new InvalidOptionError(owner, `${where}.id`, 'a string without lone surrogates', id);
+  // String.prototype.isWellFormed (ES2024, in Node 20): false exactly when a surrogate is lone.
+  if (hashedId && !(id as string & { isWellFormed(): boolean }).isWellFormed()) {
+    throw new InvalidOptionError(owner, `${where}.id`, 'a well-formed string', id);
   }
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
     throw new InvalidOptionError(
