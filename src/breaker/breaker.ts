@@ -639,7 +639,7 @@ export class CircuitBreaker {
     const policy = this.#policy;
     const clock = this.#o.clock;
     this.#fastFailure = (error) => {
-      this.#record(generation, 0, 'failure', error);
+      this.#record(generation, NaN, 'failure', error);
     };
     this.#fastSuccess = () => {
       // What #record does for a success here, minus what cannot apply: the hot path runs only
@@ -647,7 +647,7 @@ export class CircuitBreaker {
       // the one these handlers were made for, the state is still closed, disabled or
       // metrics-only. Anyone listening for finished calls gets the full path.
       if (this.#callFinished !== undefined || generation !== policy.generation) {
-        this.#record(generation, 0, 'success', undefined);
+        this.#record(generation, NaN, 'success', undefined);
         return;
       }
       this.#successful++;
@@ -1139,7 +1139,7 @@ export class CircuitBreaker {
       !this.#c.timed &&
       (state === 'closed' || state === 'disabled' || state === 'metrics-only')
     ) {
-      return new Permit(this, policy.generation, 0);
+      return new Permit(this, policy.generation, NaN); // start not read
     }
     const now = this.#o.clock.now();
     this.#advance(now);
@@ -1163,7 +1163,9 @@ export class CircuitBreaker {
     // The clock is needed for slow-call timing, a time window, an open or half-open breaker
     // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
     // stays NaN, "not read": a transition reads the clock itself (see BreakerPolicy#onOutcome).
-    const timed = this.#c.timed || startedAt !== 0;
+    // `startedAt` is NaN when the start was not read (not 0: a clock's origin is arbitrary, so
+    // a call may well start at 0).
+    const timed = this.#c.timed || !Number.isNaN(startedAt);
     const now =
       timed ||
       (state !== 'closed' && state !== 'disabled' && state !== 'metrics-only') ||
