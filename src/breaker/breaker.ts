@@ -599,6 +599,8 @@ export class CircuitBreaker {
   /** The hot path's failure handler, made with #fastSuccess. */
   #fastFailure: ((error: unknown) => void) | undefined;
   #wakeTimer: Timer | undefined;
+  /** Changes made while one is being announced, told after it; undefined when none is. */
+  #telling: Transition[] | undefined;
   /** The clock's deadline queue, looked up on the first call with a timeout. */
   #deadlines: DeadlineQueue | undefined;
   /** The bucket the latest calls with a timeout joined (see #executeTimed). */
@@ -1243,9 +1245,25 @@ export class CircuitBreaker {
 
   /**
    * A change of state, told once from here to everyone: typed listeners, the
-   * `keel:breaker:state-change` channel and the logger.
+   * `keel:breaker:state-change` channel and the logger. A change made while one is being told
+   * (a listener or subscriber that calls `reset()`, …) waits until everyone has heard the
+   * first, so every observer hears them in the order they happened and the last one heard is
+   * the current state.
    */
-  #announce({ from, to, reason }: Transition): void {
+  #announce(transition: Transition): void {
+    const telling = this.#telling;
+    if (telling !== undefined) {
+      telling.push(transition);
+      return;
+    }
+    // Nothing below throws (listeners' and subscribers' errors are rethrown on a later tick; a
+    // throwing logger is ignored), so the queue is always emptied and dropped.
+    const queue = (this.#telling = [transition]);
+    for (let i = 0; i < queue.length; i++) this.#tell(queue[i] as Transition);
+    this.#telling = undefined;
+  }
+
+  #tell({ from, to, reason }: Transition): void {
     const typed = this.#stateChanged?.active === true;
     const logger = this.#o.logger;
     const time = wallTime();
