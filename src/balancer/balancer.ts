@@ -648,12 +648,25 @@ export class LoadBalancer<T = unknown> {
 
   /** Observable state of one endpoint, or `undefined` for an unknown id. */
   stats(id: string): EndpointStats | undefined {
-    const state = this.#byId.get(id);
-    if (state === undefined) return undefined;
+    // Time first: what it changes may reach a listener that changes the list.
     const now = this.#clock.now();
     this.#tick(now);
+    const state = this.#byId.get(id);
+    return state === undefined ? undefined : this.#statsOf(state, now);
+  }
+
+  /** Stats of every endpoint, in list order. */
+  allStats(): EndpointStats[] {
+    // One tick, then the list as it is after it (not a tick per endpoint: a health listener
+    // that updates the list would leave holes in the answer).
+    const now = this.#clock.now();
+    this.#tick(now);
+    return this.#states.map((state) => this.#statsOf(state, now));
+  }
+
+  #statsOf(state: EndpointState<T>, now: number): EndpointStats {
     return {
-      id,
+      id: state.endpoint.id,
       weight: state.endpoint.weight,
       effectiveWeight: state.effectiveWeight,
       inFlight: state.inFlight,
@@ -667,11 +680,6 @@ export class LoadBalancer<T = unknown> {
       successes: state.successes,
       failures: state.failures,
     };
-  }
-
-  /** Stats of every endpoint, in list order. */
-  allStats(): EndpointStats[] {
-    return this.#states.map((state) => this.stats(state.endpoint.id) as EndpointStats);
   }
 
   /** Subscribes to ejections and returns; the subscription is a disposable. */
