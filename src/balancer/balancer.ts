@@ -29,7 +29,7 @@ import {
 import { pickChannel } from './channels.js';
 import { forEachOf, resolveNode } from '../hashring/nodes.js';
 import { Health } from './health.js';
-import { EndpointState } from './state.js';
+import { EndpointState, NOT_EJECTED } from './state.js';
 import type { PickContext, Strategy } from './strategy.js';
 import type {
   Endpoint,
@@ -367,7 +367,8 @@ export class LoadBalancer<T = unknown> {
         state.available &&
         (this.#exclude === undefined || !setHas.call(this.#exclude, state.endpoint.id)),
       weightOf: (state) => state.effectiveWeight,
-      latencyOf: (state) => (state.ewmaAt < 0 ? undefined : this.latencyCost(state, this.#now())),
+      latencyOf: (state) =>
+        state.ewmaAt === -Infinity ? undefined : this.latencyCost(state, this.#now()),
     };
     this.update(endpoints ?? []);
   }
@@ -551,7 +552,7 @@ export class LoadBalancer<T = unknown> {
     if (lease === undefined) {
       // The error path only: acquire() just brought ejections up to date.
       let ejected = 0;
-      for (const state of this.#states) if (state.ejectedUntil !== 0) ejected++;
+      for (const state of this.#states) if (state.ejectedUntil !== NOT_EJECTED) ejected++;
       throw new NoEndpointError(this.#strategy.name, this.#states.length, {
         service: this.#name,
         ejected,
@@ -647,30 +648,38 @@ export class LoadBalancer<T = unknown> {
 
   /** Observable state of one endpoint, or `undefined` for an unknown id. */
   stats(id: string): EndpointStats | undefined {
-    const state = this.#byId.get(id);
-    if (state === undefined) return undefined;
+    // Time first: what it changes may reach a listener that changes the list.
     const now = this.#clock.now();
     this.#tick(now);
+    const state = this.#byId.get(id);
+    return state === undefined ? undefined : this.#statsOf(state, now);
+  }
+
+  /** Stats of every endpoint, in list order. */
+  allStats(): EndpointStats[] {
+    // One tick, then the list as it is after it (not a tick per endpoint: a health listener
+    // that updates the list would leave holes in the answer).
+    const now = this.#clock.now();
+    this.#tick(now);
+    return this.#states.map((state) => this.#statsOf(state, now));
+  }
+
+  #statsOf(state: EndpointState<T>, now: number): EndpointStats {
     return {
-      id,
+      id: state.endpoint.id,
       weight: state.endpoint.weight,
       effectiveWeight: state.effectiveWeight,
       inFlight: state.inFlight,
       latencyEwmaMs: this.latencyCost(state, now),
       consecutiveFailures: state.consecutiveFailures,
-      ejectedUntil: state.ejectedUntil === 0 ? undefined : state.ejectedUntil,
+      ejectedUntil: state.ejectedUntil === NOT_EJECTED ? undefined : state.ejectedUntil,
       ejectedUntilTime:
-        state.ejectedUntil === 0 ? undefined : wallTime() + (state.ejectedUntil - now),
+        state.ejectedUntil === NOT_EJECTED ? undefined : wallTime() + (state.ejectedUntil - now),
       timesEjected: state.timesEjected,
       picks: state.picks,
       successes: state.successes,
       failures: state.failures,
     };
-  }
-
-  /** Stats of every endpoint, in list order. */
-  allStats(): EndpointStats[] {
-    return this.#states.map((state) => this.stats(state.endpoint.id) as EndpointStats);
   }
 
   /** Subscribes to ejections and returns; the subscription is a disposable. */
@@ -687,7 +696,7 @@ export class LoadBalancer<T = unknown> {
    * @internal
    */
   latencyCost(state: EndpointState<T>, now: number): number {
-    if (state.ewmaAt < 0) return 0;
+    if (state.ewmaAt === -Infinity) return 0;
     const elapsed = now - state.ewmaAt;
     return elapsed <= 0 ? state.ewmaMs : state.ewmaMs * Math.exp(-elapsed / this.#decayMs);
   }
@@ -876,7 +885,7 @@ export class LoadBalancer<T = unknown> {
 
   /** Peak-EWMA update (Finagle PeakEwma): jump up to a slower sample, decay toward faster ones. */
   #observeLatency(state: EndpointState<T>, latencyMs: number, now: number): void {
-    if (state.ewmaAt < 0) {
+    if (state.ewmaAt === -Infinity) {
       state.ewmaMs = latencyMs;
     } else {
       const current = this.latencyCost(state, now);
@@ -1001,7 +1010,7 @@ function isSet(value: unknown): boolean {
 }
 
 function resolveEndpoint<T>(spec: unknown, where: string): Endpoint<T> {
-  return resolveNode<T>(OWNER, spec, where);
+  return resolveNode<T>(OWNER, spec, where, false);
 }
 
 function sameEndpoint<T>(a: Endpoint<T>, b: Endpoint<T>): boolean {

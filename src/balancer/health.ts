@@ -18,7 +18,7 @@ import {
   panicLeftChannel,
   returnedChannel,
 } from './channels.js';
-import type { EndpointState } from './state.js';
+import { NOT_EJECTED, type EndpointState } from './state.js';
 import type { HealthChange } from './types.js';
 
 /** Slow-start weight factors are quantised to this many steps, so tables rebuild rarely. */
@@ -64,6 +64,8 @@ export class Health<T = unknown> {
   #states: readonly EndpointState<T>[] = [];
   #ejected = 0;
   #panic = false;
+  /** The panic state last told (or that would have been, had anyone listened). */
+  #panicTold = false;
   /**
    * Earliest clock time at which something time-based changes (an ejection ends, a slow-start
    * ramp steps); `Infinity` when nothing is pending. A plain field, read on every pick.
@@ -71,6 +73,9 @@ export class Health<T = unknown> {
   nextChange = Infinity;
   /** Ejections and returns, emitted once the state is consistent again. */
   readonly changes = new EventChannel<HealthChange>();
+
+  /** Events caused while one is being told, told after it; undefined when none is. */
+  #telling: (() => void)[] | undefined;
 
   /** The balancer's name, for the diagnostics channels. */
   readonly #name: string | undefined;
@@ -97,14 +102,13 @@ export class Health<T = unknown> {
    * ejection would end first return early (list order on a tie), with a `returned` event.
    */
   reset(states: readonly EndpointState<T>[], now: number): void {
-    const panic = this.#panic;
     this.#states = states;
     this.#ejected = 0;
-    for (const state of states) if (state.ejectedUntil !== 0) this.#ejected++;
+    for (const state of states) if (state.ejectedUntil !== NOT_EJECTED) this.#ejected++;
     const returned = this.#enforceCap(now);
     this.#recompute(now);
     if (returned !== undefined) for (const id of returned) this.#returned(id);
-    this.#panicChanged(panic);
+    this.#panicChanged();
   }
 
   /**
@@ -121,7 +125,7 @@ export class Health<T = unknown> {
     state.failures++;
     state.consecutiveFailures++;
     const limit = this.#settings.outlierEjection.consecutiveFailures;
-    if (limit > 0 && state.consecutiveFailures >= limit && state.ejectedUntil === 0)
+    if (limit > 0 && state.consecutiveFailures >= limit && state.ejectedUntil === NOT_EJECTED)
       this.#eject(state, now);
   }
 
@@ -132,19 +136,18 @@ export class Health<T = unknown> {
    */
   advance(now: number): void {
     if (now < this.nextChange) return;
-    const panic = this.#panic;
     let returned: string[] | undefined;
     for (const state of this.#states) {
-      if (state.ejectedUntil !== 0 && state.ejectedUntil <= now) {
+      if (state.ejectedUntil !== NOT_EJECTED && state.ejectedUntil <= now) {
         state.warmingSince = state.ejectedUntil;
-        state.ejectedUntil = 0;
+        state.ejectedUntil = NOT_EJECTED;
         this.#ejected--;
         (returned ??= []).push(state.endpoint.id);
       }
     }
     this.#recompute(now);
     if (returned !== undefined) for (const id of returned) this.#returned(id);
-    this.#panicChanged(panic);
+    this.#panicChanged();
   }
 
   /** Slow start: the weight of `state` at time `now`, on a quantised ramp. */
@@ -170,7 +173,6 @@ export class Health<T = unknown> {
 
   #eject(state: EndpointState<T>, now: number): void {
     if (this.#ejected + 1 > this.#cap()) return; // would exceed the cap: keep it in rotation
-    const panic = this.#panic;
     const { baseEjectionMs, maxEjectionMs } = this.#settings.outlierEjection;
     state.timesEjected++;
     state.ejectedUntil = now + Math.min(baseEjectionMs * state.timesEjected, maxEjectionMs);
@@ -178,7 +180,7 @@ export class Health<T = unknown> {
     this.#ejected++;
     this.#recompute(now);
     this.#ejectedNow(state, now);
-    this.#panicChanged(panic);
+    this.#panicChanged();
   }
 
   // The one place each health event is told from: typed listeners and the diagnostics channel.
@@ -191,8 +193,7 @@ export class Health<T = unknown> {
     const until = state.ejectedUntil;
     const time = wallTime();
     const untilTime = time + (until - now);
-    if (typed) this.changes.emit({ id, state: 'ejected', until, untilTime, time });
-    ejectedChannel.publish({
+    const message = {
       balancer: this.#name,
       id,
       until,
@@ -201,6 +202,10 @@ export class Health<T = unknown> {
       ejected: this.#ejected,
       total: this.#states.length,
       time,
+    };
+    this.#tell(() => {
+      if (typed) this.changes.emit({ id, state: 'ejected', until, untilTime, time });
+      ejectedChannel.publish(message);
     });
   }
 
@@ -208,29 +213,57 @@ export class Health<T = unknown> {
     const typed = this.changes.active;
     if (!typed && !returnedChannel.active) return;
     const time = wallTime();
-    if (typed) this.changes.emit({ id, state: 'returned', time });
-    returnedChannel.publish({
+    const message = {
       balancer: this.#name,
       id,
       ejected: this.#ejected,
       total: this.#states.length,
       time,
+    };
+    this.#tell(() => {
+      if (typed) this.changes.emit({ id, state: 'returned', time });
+      returnedChannel.publish(message);
     });
   }
 
-  /** Panic mode entered or left since `before` was read: tells the channel. */
-  #panicChanged(before: boolean): void {
-    if (this.#panic === before) return;
+  /**
+   * Panic mode entered or left since last told: tells the channel. Compared with what was last
+   * told, not with the state when the caller began: a listener's `update()` in between may have
+   * told it already (an entry told twice would count two panics).
+   */
+  #panicChanged(): void {
+    if (this.#panic === this.#panicTold) return;
+    this.#panicTold = this.#panic;
     const channel = this.#panic ? panicEnteredChannel : panicLeftChannel;
     if (!channel.active) return;
     const total = this.#states.length;
-    channel.publish({
+    const message = {
       balancer: this.#name,
       usable: total - this.#ejected,
       total,
       thresholdPercent: this.#settings.panicThresholdPercent,
       time: wallTime(),
+    };
+    this.#tell(() => {
+      channel.publish(message);
     });
+  }
+
+  /**
+   * Tells one event (its message made when it happened). An event caused by a listener or
+   * subscriber of another (an `update()` from `onHealthChange`) waits until everyone has heard
+   * that one, so every observer hears events in the order they happened. Nothing in `deliver`
+   * throws (listeners' and subscribers' errors are rethrown on a later tick).
+   */
+  #tell(deliver: () => void): void {
+    const telling = this.#telling;
+    if (telling !== undefined) {
+      telling.push(deliver);
+      return;
+    }
+    const queue = (this.#telling = [deliver]);
+    for (let i = 0; i < queue.length; i++) (queue[i] as () => void)();
+    this.#telling = undefined;
   }
 
   /** Returns ejected endpoints early until the cap holds; their ids, or undefined if none. */
@@ -238,12 +271,12 @@ export class Health<T = unknown> {
     const max = this.#cap();
     if (this.#ejected <= max) return undefined;
     const ejected = this.#states
-      .filter((state) => state.ejectedUntil !== 0)
+      .filter((state) => state.ejectedUntil !== NOT_EJECTED)
       .sort((a, b) => a.ejectedUntil - b.ejectedUntil || a.index - b.index);
     const returned: string[] = [];
     for (const state of ejected) {
       if (this.#ejected <= max) break;
-      state.ejectedUntil = 0;
+      state.ejectedUntil = NOT_EJECTED;
       state.warmingSince = now;
       this.#ejected--;
       returned.push(state.endpoint.id);
@@ -265,8 +298,8 @@ export class Health<T = unknown> {
     const window = this.#settings.slowStart.windowMs;
     for (const state of this.#states) {
       state.effectiveWeight = this.weightAt(state, now);
-      state.available = this.#panic || state.ejectedUntil === 0;
-      if (state.ejectedUntil !== 0) next = Math.min(next, state.ejectedUntil);
+      state.available = this.#panic || state.ejectedUntil === NOT_EJECTED;
+      if (state.ejectedUntil !== NOT_EJECTED) next = Math.min(next, state.ejectedUntil);
       if (window > 0) {
         const progress = (now - state.warmingSince) / window;
         if (progress < 1) {

@@ -11,6 +11,13 @@
 import type { Endpoint } from './types.js';
 
 /**
+ * `EndpointState.ejectedUntil` of an endpoint that is not ejected. Not 0: a clock counts from an
+ * arbitrary origin, so an ejection may well end at 0 (it was then lost: announced, still
+ * picked, and counted against the cap for ever); no ejection ends at -Infinity.
+ */
+export const NOT_EJECTED = -Infinity;
+
+/**
  * Mutable state of one endpoint. Strategies read it; only the balancer (and its health layer)
  * writes it. A strategy keeps whatever it needs per endpoint itself, in arrays indexed by
  * `index` (smooth weighted round-robin's `current`, least connections' bucket slot).
@@ -32,14 +39,17 @@ export class EndpointState<T = unknown> {
   available = true;
   /** Calls started and not yet finished (or expired). */
   inFlight = 0;
-  /** Peak-EWMA latency estimate (ms) and the clock time of its last update (-1: no sample). */
+  /** Peak-EWMA latency estimate (ms) and the clock time of its last update (-Infinity: no sample). */
   ewmaMs = 0;
-  /** Clock time (ms) of the last latency sample, -1 before the first. */
-  ewmaAt = -1;
+  /**
+   * Clock time (ms) of the last latency sample, -Infinity before the first (not -1: a clock's
+   * origin is arbitrary, so real readings may be negative).
+   */
+  ewmaAt = -Infinity;
   /** Failures since the last success or ejection. */
   consecutiveFailures = 0;
-  /** Clock ms until which the endpoint is ejected; 0 when it is not ejected. */
-  ejectedUntil = 0;
+  /** Clock ms until which the endpoint is ejected; -Infinity ({@link NOT_EJECTED}) when it is not. */
+  ejectedUntil = NOT_EJECTED;
   /** Ejections so far (each lasts longer). */
   timesEjected = 0;
   /** Clock ms from which slow start ramps this endpoint up (added, or back from ejection). */

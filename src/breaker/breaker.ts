@@ -599,6 +599,8 @@ export class CircuitBreaker {
   /** The hot path's failure handler, made with #fastSuccess. */
   #fastFailure: ((error: unknown) => void) | undefined;
   #wakeTimer: Timer | undefined;
+  /** Changes made while one is being announced, told after it; undefined when none is. */
+  #telling: Transition[] | undefined;
   /** The clock's deadline queue, looked up on the first call with a timeout. */
   #deadlines: DeadlineQueue | undefined;
   /** The bucket the latest calls with a timeout joined (see #executeTimed). */
@@ -639,7 +641,7 @@ export class CircuitBreaker {
     const policy = this.#policy;
     const clock = this.#o.clock;
     this.#fastFailure = (error) => {
-      this.#record(generation, 0, 'failure', error);
+      this.#record(generation, NaN, 'failure', error);
     };
     this.#fastSuccess = () => {
       // What #record does for a success here, minus what cannot apply: the hot path runs only
@@ -647,7 +649,7 @@ export class CircuitBreaker {
       // the one these handlers were made for, the state is still closed, disabled or
       // metrics-only. Anyone listening for finished calls gets the full path.
       if (this.#callFinished !== undefined || generation !== policy.generation) {
-        this.#record(generation, 0, 'success', undefined);
+        this.#record(generation, NaN, 'success', undefined);
         return;
       }
       this.#successful++;
@@ -1139,7 +1141,7 @@ export class CircuitBreaker {
       !this.#c.timed &&
       (state === 'closed' || state === 'disabled' || state === 'metrics-only')
     ) {
-      return new Permit(this, policy.generation, 0);
+      return new Permit(this, policy.generation, NaN); // start not read
     }
     const now = this.#o.clock.now();
     this.#advance(now);
@@ -1163,7 +1165,9 @@ export class CircuitBreaker {
     // The clock is needed for slow-call timing, a time window, an open or half-open breaker
     // (whose deadlines may have passed) and listeners who want the duration. Otherwise `now`
     // stays NaN, "not read": a transition reads the clock itself (see BreakerPolicy#onOutcome).
-    const timed = this.#c.timed || startedAt !== 0;
+    // `startedAt` is NaN when the start was not read (not 0: a clock's origin is arbitrary, so
+    // a call may well start at 0).
+    const timed = this.#c.timed || !Number.isNaN(startedAt);
     const now =
       timed ||
       (state !== 'closed' && state !== 'disabled' && state !== 'metrics-only') ||
@@ -1184,7 +1188,13 @@ export class CircuitBreaker {
         slow,
         counted: generation === policy.generation,
       });
-    if (kind === 'ignored' || generation !== policy.generation) return;
+    if (kind === 'ignored') {
+      // A half-open trial that counts neither way frees its permit: a caller waiting for the
+      // trials' verdict may take it (each waiter retries and waits again if it is gone).
+      if (policy.ignored(generation)) this.#releaseWaiters();
+      return;
+    }
+    if (generation !== policy.generation) return;
     this.#verdict(policy.onOutcome(generation, kind === 'failure', slow, now, this.#o.clock));
   }
 
@@ -1235,9 +1245,25 @@ export class CircuitBreaker {
 
   /**
    * A change of state, told once from here to everyone: typed listeners, the
-   * `keel:breaker:state-change` channel and the logger.
+   * `keel:breaker:state-change` channel and the logger. A change made while one is being told
+   * (a listener or subscriber that calls `reset()`, …) waits until everyone has heard the
+   * first, so every observer hears them in the order they happened and the last one heard is
+   * the current state.
    */
-  #announce({ from, to, reason }: Transition): void {
+  #announce(transition: Transition): void {
+    const telling = this.#telling;
+    if (telling !== undefined) {
+      telling.push(transition);
+      return;
+    }
+    // Nothing below throws (listeners' and subscribers' errors are rethrown on a later tick; a
+    // throwing logger is ignored), so the queue is always emptied and dropped.
+    const queue = (this.#telling = [transition]);
+    for (let i = 0; i < queue.length; i++) this.#tell(queue[i] as Transition);
+    this.#telling = undefined;
+  }
+
+  #tell({ from, to, reason }: Transition): void {
     const typed = this.#stateChanged?.active === true;
     const logger = this.#o.logger;
     const time = wallTime();

@@ -149,6 +149,22 @@ export class BreakerPolicy {
   }
 
   /**
+   * An ignored outcome of a call admitted under `generation`. A half-open trial that was
+   * ignored said nothing about the dependency, so its permit goes back for another call to be
+   * the trial; kept, it would leave half-open unable to reach a verdict until `maxHalfOpenMs`
+   * (and then re-open, with a longer backoff, though no trial failed). Whether a permit was
+   * given back.
+   */
+  ignored(generation: number): boolean {
+    const back =
+      generation === this.#generation &&
+      this.#state === 'half-open' &&
+      this.#trialsStarted > this.#trialsDone;
+    if (back) this.#trialsStarted--;
+    return back;
+  }
+
+  /**
    * A counted outcome (not ignored) of a call admitted under `generation`. `now` may be NaN
    * ("not read", when nothing here needs it): a transition then reads `clock.now()`.
    */

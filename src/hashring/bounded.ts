@@ -216,12 +216,16 @@ export class BoundedLoads<T = unknown> {
   }
 
   /**
-   * Ends `count` assignments on node `id`. Releasing more than it holds, or from an unknown
-   * node, is an error: it would mean the caller's bookkeeping and ours disagree.
+   * Ends `count` assignments on node `id`. Releasing more than a node on the ring holds is an
+   * error: it would mean the caller's bookkeeping and ours disagree. Releasing from a node that
+   * is not on the ring (it left since the assignment) does nothing: its load left with it —
+   * whether or not an `assign()` has forgotten it yet, so the answer does not depend on that.
    */
   release(id: string, count = 1): void {
+    this.#forgetDeparted();
     const current = this.#loads.get(id) ?? 0;
-    if (!Number.isInteger(count) || count < 1 || count > current) {
+    const departed = current === 0 && !this.#ring.has(id);
+    if (!Number.isInteger(count) || count < 1 || (count > current && !departed)) {
       throw new InvalidOptionError(
         OWNER,
         'count',
@@ -230,6 +234,7 @@ export class BoundedLoads<T = unknown> {
         'release(id, count)',
       );
     }
+    if (departed) return;
     if (current === count) this.#loads.delete(id);
     else this.#loads.set(id, current - count);
     this.#total -= count;

@@ -38,15 +38,27 @@ export function checkOptionsShape(owner: string, input: unknown): void {
 
 /**
  * Checks one node and returns its frozen, resolved form. `where` names it in errors, e.g.
- * `nodes[2]` or `add(node)`.
+ * `nodes[2]` or `add(node)`. With `hashedId` (every router) the id must also be well-formed
+ * UTF-16: ids are hashed as UTF-8, where every lone surrogate becomes U+FFFD, so `"a\uD800"` and
+ * `"a\uDC00"` would get the very same points and one of them no key at all. The balancer, which
+ * only hashes ids in its consistent-hash strategy (through a ring, which checks), passes `false`.
  */
-export function resolveNode<T>(owner: string, spec: unknown, where: string): RingNode<T> {
+export function resolveNode<T>(
+  owner: string,
+  spec: unknown,
+  where: string,
+  hashedId = true,
+): RingNode<T> {
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
     throw new InvalidOptionError(owner, where, 'a node object { id, weight?, zone?, data? }', spec);
   }
   const { id, weight = 1, zone, data } = spec as NodeSpec<T> & Record<string, unknown>;
   if (typeof id !== 'string' || id === '') {
     throw new InvalidOptionError(owner, `${where}.id`, 'a non-empty string', id);
+  }
+  // String.prototype.isWellFormed (ES2024, in Node 20): false exactly when a surrogate is lone.
+  if (hashedId && !(id as string & { isWellFormed(): boolean }).isWellFormed()) {
+    throw new InvalidOptionError(owner, `${where}.id`, 'a well-formed string', id);
   }
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
     throw new InvalidOptionError(

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Health, SLOW_START_STEPS, type HealthSettings } from '../../src/balancer/health.js';
-import { EndpointState } from '../../src/balancer/state.js';
+import { EndpointState, NOT_EJECTED } from '../../src/balancer/state.js';
 import type { HealthChange } from '../../src/balancer/types.js';
 
 const settings = (overrides: {
@@ -74,7 +74,7 @@ describe('Health: outlier ejection', () => {
     fail(health, e0, 10);
     health.record(e0, true, 20);
     fail(health, e0, 30);
-    expect(e0.ejectedUntil).toBe(0);
+    expect(e0.ejectedUntil).toBe(NOT_EJECTED);
     expect(e0.available).toBe(true);
     fail(health, e0, 40);
     expect(e0.ejectedUntil).toBe(1_040);
@@ -88,7 +88,7 @@ describe('Health: outlier ejection', () => {
     health.advance(1_039);
     expect(e0.ejectedUntil).toBe(1_040);
     health.advance(5_000);
-    expect(e0.ejectedUntil).toBe(0);
+    expect(e0.ejectedUntil).toBe(NOT_EJECTED);
     expect(e0.available).toBe(true);
     expect(e0.warmingSince).toBe(1_040); // the ramp starts when the ejection ended
     expect(events.at(-1)).toEqual({ id: 'e0', state: 'returned' });
@@ -105,7 +105,7 @@ describe('Health: outlier ejection', () => {
     const list = states([1, 1]);
     const { health, events } = setup({ consecutiveFailures: 0 }, list);
     fail(health, list[0] as EndpointState, 0, 50);
-    expect(list[0]?.ejectedUntil).toBe(0);
+    expect(list[0]?.ejectedUntil).toBe(NOT_EJECTED);
     expect(events).toEqual([]);
   });
 
@@ -113,7 +113,13 @@ describe('Health: outlier ejection', () => {
     const list = states([1, 1, 1, 1, 1]); // 50 % of 5 → at most 2
     const { health } = setup({}, list);
     for (const state of list) fail(health, state, 0, 2);
-    expect(list.map((s) => s.ejectedUntil !== 0)).toEqual([true, true, false, false, false]);
+    expect(list.map((s) => s.ejectedUntil !== NOT_EJECTED)).toEqual([
+      true,
+      true,
+      false,
+      false,
+      false,
+    ]);
     expect(health.ejectedCount).toBe(2);
     expect(list.filter((s) => s.available)).toHaveLength(3);
   });
@@ -143,9 +149,13 @@ describe('Health: outlier ejection', () => {
       { id: 'e2', state: 'returned' },
       { id: 'e1', state: 'returned' },
     ]);
-    expect([a.ejectedUntil, b.ejectedUntil, c.ejectedUntil]).toEqual([1_200, 0, 0]);
+    expect([a.ejectedUntil, b.ejectedUntil, c.ejectedUntil]).toEqual([
+      1_200,
+      NOT_EJECTED,
+      NOT_EJECTED,
+    ]);
     expect([b.warmingSince, c.warmingSince]).toEqual([500, 500]);
-    expect([d, e, f].every((s) => s.ejectedUntil === 0)).toBe(true);
+    expect([d, e, f].every((s) => s.ejectedUntil === NOT_EJECTED)).toBe(true);
   });
 
   it('reports a change, with the new nextChange, before every event, so a listener sees the new usability', () => {

@@ -73,7 +73,13 @@ class Model {
   }
 
   record(permit: ModelPermit, outcome: 'success' | 'failure' | 'ignored', now: number): void {
-    if (outcome === 'ignored' || permit.generation !== this.generation) return;
+    if (outcome === 'ignored') {
+      // An ignored half-open trial gives its permit back (it said nothing about the dependency).
+      if (permit.generation === this.generation && this.state === 'half-open')
+        this.trials.started--;
+      return;
+    }
+    if (permit.generation !== this.generation) return;
     this.advance(now);
     if (permit.generation !== this.generation) return;
     const failed = outcome === 'failure';
@@ -296,6 +302,8 @@ describe('CircuitBreaker (model-based)', () => {
             if (cmd.outcome !== 'ignored') {
               const slow = now - call.model.startedAt >= c.slowCallDurationMs;
               policy.onOutcome(call.generation, cmd.outcome === 'failure', slow, now, time);
+            } else {
+              policy.ignored(call.generation);
             }
             model.record(call.model, cmd.outcome, now);
           } else if (cmd.kind === 'advance') {
