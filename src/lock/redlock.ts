@@ -189,6 +189,24 @@ export interface RedlockOptions {
 const OWNER = 'Redlock';
 
 /**
+ * A lone surrogate: UTF-16 that is no text. UTF-8 cannot encode it, so the client sends U+FFFD
+ * in its place, and names that differ only there ('\uD800', '\uDC00', '\uFFFD') would be one
+ * key on the nodes — one lock, or one key twice in a multi-resource lock (whose release then
+ * deleted it once and reported the lock lost). Such names are refused.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Throws an InvalidOptionError naming `option` unless `name` is a string without a lone
+ * surrogate (`given`: what to show as received).
+ */
+function checkText(owner: string, option: string, name: unknown, given: unknown = name): void {
+  if (typeof name !== 'string' || LONE_SURROGATE.test(name)) {
+    throw new InvalidOptionError(owner, option, 'a string of well-formed Unicode', given);
+  }
+}
+
+/**
  * Most lock keys a Redlock remembers as its own (to report a refusal by its own lock as held
  * by this process): beyond it, the oldest are forgotten — only that report is lost.
  */
@@ -553,6 +571,7 @@ export class Redlock implements LockService, AsyncDisposable {
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
+    checkText(OWNER, 'keyPrefix', this.#o.keyPrefix);
     this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
     this.#checkTtl(OWNER, this.#o.ttlMs);
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
@@ -761,6 +780,8 @@ export class Redlock implements LockService, AsyncDisposable {
    */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
     if (this.#closed) throw new ClosedError(OWNER, 'semaphore');
+    // Checked before its key is made from it (a Symbol there threw a plain TypeError).
+    checkText('Redlock.semaphore', 'name', name);
     return Semaphore.made(name, options, {
       closed: () => this.#closed,
       quorum: this.#q,
@@ -1171,8 +1192,14 @@ export class Redlock implements LockService, AsyncDisposable {
     return Lock.made(this, attempt.resources, attempt.lockKeys, token, validUntil, fences, now);
   }
 
-  /** The script keys of an acquisition of `list` (see ACQUIRE). */
+  /**
+   * The script keys of an acquisition of `list` (see ACQUIRE). Refuses names with a lone
+   * surrogate here, where each name is seen once (one resource's keys are cached, see
+   * `#keysOfOne`): not on the path of a lock taken again.
+   */
   #keysOf(list: readonly string[]): AcquireKeys {
+    for (const r of list)
+      checkText('Redlock.acquire', 'resources', r, list.length === 1 ? r : list);
     const lockKeys = list.map((r) => this.keyOf(r));
     if (this.#cluster && lockKeys.length > 1) {
       const slots = lockKeys.map(keySlot);
