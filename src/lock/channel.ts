@@ -149,9 +149,10 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
  * Receives a call's outcome: `ok` with the reply, or not with the error; `tag` is the number
  * the call was sent with (a round's node index: one handler serves all its nodes). `resent`: the
  * connection the call was written to dropped before its reply was read, and the answer is that of
- * the copy ioredis sent again (see {@link sentOn}). `overtaken`:
- * the call ran late, by its `EVAL` fallback after `NOSCRIPT`, after calls sent behind it had
- * run on the node (see `NodeChannel.#failed`).
+ * the copy ioredis sent again (see {@link sentOn}). `overtaken`: the call may have run after
+ * calls sent behind it had run on the node — by its `EVAL` fallback after `NOSCRIPT` (see
+ * `NodeChannel.#failed`), or as a copy sent again (`resent`: ioredis can queue it behind calls
+ * issued while it reconnected).
  */
 export type Answer = (
   ok: boolean,
@@ -356,7 +357,11 @@ export class NodeChannel {
       (value) => {
         this.#answered(calls);
         if (on === undefined || (client as ClientView).stream === on) answer(true, value, tag);
-        else answer(true, value, tag, undefined, true);
+        // A copy sent again may also have run after calls made behind it: ioredis, when the
+        // connection it reconnected on drops again as it becomes ready, queues what it sends
+        // again behind the calls issued meanwhile — an undo or release sent after this call
+        // then ran first on the node. So it counts as overtaken too (see `#failed`).
+        else answer(true, value, tag, true, true);
       },
       (error: unknown) => {
         this.#failed(script, numKeys, argv, answer, tag, calls, error);

@@ -36,8 +36,9 @@ export interface NodeResult {
   /** Had not answered when the round was decided (not a failure of the node). */
   readonly pending?: true;
   /**
-   * Ran late on the node, after calls sent behind it (its `EVAL` fallback after `NOSCRIPT`;
-   * see `NodeChannel`): a late grant so marked may have landed after its own release or undo.
+   * May have run late on the node, after calls sent behind it (its `EVAL` fallback after
+   * `NOSCRIPT`, or a copy ioredis sent again: every `resent` answer; see `NodeChannel`): a late
+   * grant so marked may have landed after its own release or undo.
    */
   readonly overtaken?: true;
   /**

@@ -456,8 +456,8 @@ class LockAttempt implements AcquirePlan<Lock> {
   }
 
   late(token: string, r: NodeResult): void {
-    // A grant that ran on the node after calls sent behind it (its EVAL after NOSCRIPT) may
-    // have landed after this token's release or undo there, and would hold the key until the
+    // A grant that ran on the node after calls sent behind it (its EVAL after NOSCRIPT, or a
+    // copy ioredis sent again) may have landed after this token's release or undo there, and would hold the key until the
     // ttl: release it on that node unless the lock is held (its release, sent later, lands
     // after). In doubt it is released: a late grant was never counted in the lock's quorum.
     if (r.overtaken === true && isGrant(r) && !this.host.holds(this.lockKeys[0] as string, token))
