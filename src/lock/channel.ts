@@ -52,6 +52,8 @@ interface ClientView {
  * the connection dropped after the command was written, before its reply was read; ioredis then
  * sent it again on the new connection (`autoResendUnfulfilledCommands`, its default), and the
  * first copy may have run — the answer is the second copy's, given after the first one's effects.
+ * (A command queued instead is told apart by the connections made ready since: see
+ * `NodeChannel.#readies`.)
  */
 function sentOn(client: LockClient): object | undefined {
   const view = client as ClientView;
@@ -215,9 +217,28 @@ function endTick(): void {
   active.length = 0;
 }
 
+/** A client we can hear (re)connect: ioredis emits `ready` each time a connection is ready. */
+interface Readying {
+  on(event: 'ready', listener: () => void): unknown;
+  off(event: 'ready', listener: () => void): unknown;
+}
+const canReady = (client: LockClient): client is LockClient & Readying =>
+  typeof (client as Partial<Readying>).on === 'function' &&
+  typeof (client as Partial<Readying>).off === 'function';
+
 export class NodeChannel {
   readonly #client: LockClient;
   readonly #batching: boolean;
+  /**
+   * Connections the client made ready so far (until {@link NodeChannel.detach}). A call issued
+   * while the client was not ready waits in ioredis's offline queue and is written when the
+   * next connection is ready; if another one became ready before its answer came, the one it
+   * was written on dropped with the reply unread, and the answer is that of a copy sent again.
+   */
+  #readies = 0;
+  readonly #onReady = (): void => {
+    this.#readies++;
+  };
   #queue: Queued[] = [];
   /** Arguments of the queued calls (see MAX_BATCH_ARGS). */
   #queuedArgs = 0;
@@ -237,6 +258,12 @@ export class NodeChannel {
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
     this.#batching = batching;
+    if (canReady(client)) client.on('ready', this.#onReady);
+  }
+
+  /** Stops listening to the client (the Redlock's `close()`: your clients stay yours). */
+  detach(): void {
+    if (canReady(this.#client)) this.#client.off('ready', this.#onReady);
   }
 
   /** The client behind this channel (to describe its failures). */
@@ -346,6 +373,8 @@ export class NodeChannel {
     this.#inflight++;
     const client = this.#client;
     const on = sentOn(client);
+    // Not written at once (queued until the client is ready again): see `#readies`.
+    const readies = on === undefined ? this.#readies : 0;
     let sent: Promise<unknown>;
     try {
       sent = this.#client.evalsha(script.sha, numKeys, ...argv);
@@ -356,7 +385,8 @@ export class NodeChannel {
     sent.then(
       (value) => {
         this.#answered(calls);
-        if (on === undefined || (client as ClientView).stream === on) answer(true, value, tag);
+        if (on === undefined ? this.#readies - readies < 2 : (client as ClientView).stream === on)
+          answer(true, value, tag);
         // A copy sent again may also have run after calls made behind it: ioredis, when the
         // connection it reconnected on drops again as it becomes ready, queues what it sends
         // again behind the calls issued meanwhile — an undo or release sent after this call

@@ -700,6 +700,11 @@ export class Quorum {
     if (soonest !== Infinity) this.#arm(soonest);
   };
 
+  /** Stops listening to the clients (see `NodeChannel.detach`): the Redlock is closed. */
+  detach(): void {
+    for (const channel of this.#channels) channel.detach();
+  }
+
   /** Cancels the rounds' timer if no round is waiting (a round made later arms it again). */
   rest(): void {
     if (this.#waiting !== undefined) return;

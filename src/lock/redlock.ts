@@ -700,6 +700,7 @@ export class Redlock implements LockService, AsyncDisposable {
     // alone waits only for the one in flight, and the next would be sent after close resolved.
     // Stopped first (synchronously), it sends none, so drain()'s bound still holds.
     await Promise.all([this.#fence?.stop(), this.#q.drain(2 * this.#o.nodeTimeoutMs)]);
+    this.#q.detach();
     this.#q.rest();
   }
 

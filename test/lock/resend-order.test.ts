@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
-import { Redlock, isLockTakenError } from '../../src/lock/index.js';
+import { Redlock, isLockReleasedError, isLockTakenError } from '../../src/lock/index.js';
 import { ACQUIRE, SEM_ACQUIRE } from '../../src/lock/scripts.js';
 import { until } from '../support/helpers.js';
-import { afterScript, dropTwiceAroundReady, readLate } from '../support/resend.js';
+import { afterScript, dropAfterWrite, dropTwiceAroundReady, readLate } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // ioredis sends again what was unanswered when a connection dropped — but not always in the
@@ -92,5 +92,52 @@ describeRedis('a grant sent again after its undo (ioredis reorders what it resen
     await until(async () => {
       expect(await node0.zcard(set), 'permit slots on node 0').toBe(0);
     }, 5_000);
+  });
+
+  // A release issued while the node's client was reconnecting waits in ioredis's offline queue;
+  // written on the next connection, it ran there — and when that connection dropped with its
+  // reply unread, ioredis sent it again, and the second copy found the key gone. That answer was
+  // not known as a second copy's (only calls written at once were), so it counted as "not
+  // held": with the node that never granted, too few said yes, and a valid lock's release
+  // reported { released: false, expired: true } and aborted its signal as lost.
+  it('a release queued while the node reconnects, run and then sent again, counts as released there', async () => {
+    const own = [
+      redis().client(0, { retryStrategy: () => RECONNECT_MS }),
+      redis().client(1),
+      redis().client(2),
+    ];
+    clients.push(...own);
+    const node0 = own[0] as Redis;
+    const redlock = new Redlock({
+      clients: own,
+      ttlMs: 60_000,
+      nodeTimeoutMs: 5_000,
+      retryDelayMs: 10,
+      batching: false,
+    });
+    opened.push(redlock);
+    const resource = 'resend-order:queued-release';
+    const key = redlock.keyOf(resource);
+    await (await redlock.acquire(resource)).release(); // scripts cached, counters made
+    // Someone else holds it on node 2: the lock is granted by nodes 0 and 1.
+    await (own[2] as Redis).set(key, 'another holder', 'PX', 60_000);
+    const lock = await redlock.acquire(resource, { retryCount: 0 });
+    // Node 0's connection drops; the release is issued while it reconnects (queued), and the
+    // connection it is then written on drops too, once it has run there.
+    let dropped = 0;
+    node0.once('close', () => {
+      node0.once('ready', () => {
+        dropped++;
+        dropAfterWrite(node0);
+      });
+    });
+    (node0 as unknown as { stream: { destroy(): void } }).stream.destroy();
+    await until(() => {
+      expect(node0.status).not.toBe('ready');
+    }, 5_000);
+    const released = await lock.release();
+    expect(dropped).toBe(1);
+    expect(released).toEqual({ released: true, expired: false });
+    expect(lock.signal.aborted && !isLockReleasedError(lock.signal.reason)).toBe(false);
   });
 });
