@@ -236,8 +236,20 @@ export class NodeChannel {
    * was written on dropped with the reply unread, and the answer is that of a copy sent again.
    */
   #readies = 0;
+  /** Whether the client has had a connection ready: the next `ready` is then a reconnection. */
+  #connected: boolean;
+  /** Told of each reconnection (see {@link NodeChannel.onReconnect}). */
+  #reconnected: (() => void) | undefined;
+  /**
+   * The channel's one `ready` listener on the client, for all a Redlock needs to hear of it (a
+   * listener per use would bring Node's MaxListenersExceededWarning sooner to clients that
+   * several Redlocks share).
+   */
   readonly #onReady = (): void => {
     this.#readies++;
+    const reconnected = this.#connected;
+    this.#connected = true;
+    if (reconnected) this.#reconnected?.();
   };
   #queue: Queued[] = [];
   /** Arguments of the queued calls (see MAX_BATCH_ARGS). */
@@ -258,7 +270,16 @@ export class NodeChannel {
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
     this.#batching = batching;
+    this.#connected = (client as ClientView).status === 'ready';
     if (canReady(client)) client.on('ready', this.#onReady);
+  }
+
+  /**
+   * Called each time the client reconnects — a `ready` after its first connection (the Redlock's
+   * fencing check: the node may have restarted empty); `undefined` stops it.
+   */
+  set onReconnect(listener: (() => void) | undefined) {
+    this.#reconnected = listener;
   }
 
   /** Stops listening to the client (the Redlock's `close()`: your clients stay yours). */

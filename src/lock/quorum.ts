@@ -700,6 +700,11 @@ export class Quorum {
     if (soonest !== Infinity) this.#arm(soonest);
   };
 
+  /** Calls `listener` each time a node's client reconnects (see `NodeChannel.onReconnect`). */
+  onReconnect(listener: (() => void) | undefined): void {
+    for (const channel of this.#channels) channel.onReconnect = listener;
+  }
+
   /** Stops listening to the clients (see `NodeChannel.detach`): the Redlock is closed. */
   detach(): void {
     for (const channel of this.#channels) channel.detach();

@@ -310,15 +310,6 @@ const nameOf = (client: LockClient, node: number): string => {
     : `node ${node}`;
 };
 
-/** An ioredis-like client we can hear reconnect. */
-interface Reconnecting {
-  on(event: 'ready', listener: () => void): unknown;
-  off(event: 'ready', listener: () => void): unknown;
-}
-const canReconnect = (client: LockClient): client is LockClient & Reconnecting =>
-  typeof (client as Partial<Reconnecting>).on === 'function' &&
-  typeof (client as Partial<Reconnecting>).off === 'function';
-
 /**
  * Who holds the lock on a refusing node (`{0, index, pttl, holder}`): the holder's id (see
  * `holderId`), or `undefined` when the node did not say.
@@ -547,8 +538,8 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #fence: FenceKeeper | undefined;
   /** Do a granting node's counters count? (`intactOf`; on Redis Cluster, always.) */
   readonly #intactOf: (r: NodeResult) => boolean;
-  /** Listeners on the clients' `ready` (reconnect) events, while watching. */
-  #listening: (() => void)[] | undefined;
+  /** Whether reconnections start fencing checks (from the first acquisition until `close()`). */
+  #watching = false;
   /** A fencing check scheduled again (see `#checkFencing`). */
   #recheck: Timer | undefined;
   /** The attempt number the pending recheck runs as (see `#checkFencing`). */
@@ -688,14 +679,10 @@ export class Redlock implements LockService, AsyncDisposable {
   async close(): Promise<void> {
     this.#closed = true;
     this.#notifier?.end();
-    const listeners = this.#listening;
-    this.#listening = undefined;
+    this.#watching = false;
+    this.#q.onReconnect(undefined);
     this.#recheck?.cancel();
     this.#recheck = undefined;
-    this.#o.clients.forEach((c, i) => {
-      const listener = listeners?.[i];
-      if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
-    });
     // A fencing check running (a reconnect's, a recheck's) is several rounds in a row; drain()
     // alone waits only for the one in flight, and the next would be sent after close resolved.
     // Stopped first (synchronously), it sends none, so drain()'s bound still holds.
@@ -710,16 +697,11 @@ export class Redlock implements LockService, AsyncDisposable {
    * the next one goes down. Until `close()`.
    */
   #watch(): void {
-    if (this.#listening !== undefined || this.#fence === undefined) return;
-    this.#listening = this.#o.clients.map((c) => {
-      // A client's first connection is no reconnect: only later `ready` events are.
-      let connected = (c as { status?: unknown }).status === 'ready';
-      const listener = (): void => {
-        if (connected) this.#checkFencing();
-        connected = true;
-      };
-      if (canReconnect(c)) c.on('ready', listener);
-      return listener;
+    if (this.#watching || this.#fence === undefined) return;
+    this.#watching = true;
+    // A client's first connection is no reconnection: the channels hear only later `ready`s.
+    this.#q.onReconnect(() => {
+      this.#checkFencing();
     });
   }
 
@@ -744,7 +726,7 @@ export class Redlock implements LockService, AsyncDisposable {
         ) {
           return;
         }
-        if (this.#listening === undefined) return;
+        if (!this.#watching) return;
         if (this.#recheck !== undefined) {
           // A recheck is already pending: a new event (another reconnect) gives it a fresh
           // budget rather than being dropped, so a node that came back meanwhile still gets
