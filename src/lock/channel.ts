@@ -52,6 +52,8 @@ interface ClientView {
  * the connection dropped after the command was written, before its reply was read; ioredis then
  * sent it again on the new connection (`autoResendUnfulfilledCommands`, its default), and the
  * first copy may have run — the answer is the second copy's, given after the first one's effects.
+ * (A command queued instead is told apart by the connections made ready since: see
+ * `NodeChannel.#readies`.)
  */
 function sentOn(client: LockClient): object | undefined {
   const view = client as ClientView;
@@ -149,9 +151,10 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
  * Receives a call's outcome: `ok` with the reply, or not with the error; `tag` is the number
  * the call was sent with (a round's node index: one handler serves all its nodes). `resent`: the
  * connection the call was written to dropped before its reply was read, and the answer is that of
- * the copy ioredis sent again (see {@link sentOn}). `overtaken`:
- * the call ran late, by its `EVAL` fallback after `NOSCRIPT`, after calls sent behind it had
- * run on the node (see `NodeChannel.#failed`).
+ * the copy ioredis sent again (see {@link sentOn}). `overtaken`: the call may have run after
+ * calls sent behind it had run on the node — by its `EVAL` fallback after `NOSCRIPT` (see
+ * `NodeChannel.#failed`), or as a copy sent again (`resent`: ioredis can queue it behind calls
+ * issued while it reconnected).
  */
 export type Answer = (
   ok: boolean,
@@ -214,9 +217,40 @@ function endTick(): void {
   active.length = 0;
 }
 
+/** A client we can hear (re)connect: ioredis emits `ready` each time a connection is ready. */
+interface Readying {
+  on(event: 'ready', listener: () => void): unknown;
+  off(event: 'ready', listener: () => void): unknown;
+}
+const canReady = (client: LockClient): client is LockClient & Readying =>
+  typeof (client as Partial<Readying>).on === 'function' &&
+  typeof (client as Partial<Readying>).off === 'function';
+
 export class NodeChannel {
   readonly #client: LockClient;
   readonly #batching: boolean;
+  /**
+   * Connections the client made ready so far (until {@link NodeChannel.detach}). A call issued
+   * while the client was not ready waits in ioredis's offline queue and is written when the
+   * next connection is ready; if another one became ready before its answer came, the one it
+   * was written on dropped with the reply unread, and the answer is that of a copy sent again.
+   */
+  #readies = 0;
+  /** Whether the client has had a connection ready: the next `ready` is then a reconnection. */
+  #connected: boolean;
+  /** Told of each reconnection (see {@link NodeChannel.onReconnect}). */
+  #reconnected: (() => void) | undefined;
+  /**
+   * The channel's one `ready` listener on the client, for all a Redlock needs to hear of it (a
+   * listener per use would bring Node's MaxListenersExceededWarning sooner to clients that
+   * several Redlocks share).
+   */
+  readonly #onReady = (): void => {
+    this.#readies++;
+    const reconnected = this.#connected;
+    this.#connected = true;
+    if (reconnected) this.#reconnected?.();
+  };
   #queue: Queued[] = [];
   /** Arguments of the queued calls (see MAX_BATCH_ARGS). */
   #queuedArgs = 0;
@@ -236,6 +270,21 @@ export class NodeChannel {
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
     this.#batching = batching;
+    this.#connected = (client as ClientView).status === 'ready';
+    if (canReady(client)) client.on('ready', this.#onReady);
+  }
+
+  /**
+   * Called each time the client reconnects — a `ready` after its first connection (the Redlock's
+   * fencing check: the node may have restarted empty); `undefined` stops it.
+   */
+  set onReconnect(listener: (() => void) | undefined) {
+    this.#reconnected = listener;
+  }
+
+  /** Stops listening to the client (the Redlock's `close()`: your clients stay yours). */
+  detach(): void {
+    if (canReady(this.#client)) this.#client.off('ready', this.#onReady);
   }
 
   /** The client behind this channel (to describe its failures). */
@@ -345,6 +394,8 @@ export class NodeChannel {
     this.#inflight++;
     const client = this.#client;
     const on = sentOn(client);
+    // Not written at once (queued until the client is ready again): see `#readies`.
+    const readies = on === undefined ? this.#readies : 0;
     let sent: Promise<unknown>;
     try {
       sent = this.#client.evalsha(script.sha, numKeys, ...argv);
@@ -355,8 +406,13 @@ export class NodeChannel {
     sent.then(
       (value) => {
         this.#answered(calls);
-        if (on === undefined || (client as ClientView).stream === on) answer(true, value, tag);
-        else answer(true, value, tag, undefined, true);
+        if (on === undefined ? this.#readies - readies < 2 : (client as ClientView).stream === on)
+          answer(true, value, tag);
+        // A copy sent again may also have run after calls made behind it: ioredis, when the
+        // connection it reconnected on drops again as it becomes ready, queues what it sends
+        // again behind the calls issued meanwhile — an undo or release sent after this call
+        // then ran first on the node. So it counts as overtaken too (see `#failed`).
+        else answer(true, value, tag, true, true);
       },
       (error: unknown) => {
         this.#failed(script, numKeys, argv, answer, tag, calls, error);

@@ -159,6 +159,13 @@ export const holderId = (token: string): string =>
  */
 export const MAX_RESOURCES = 10_000;
 
+/**
+ * Longest ttl a lock may be acquired or extended for (ms): one day. Beyond 2^31 − 1 ms Node's
+ * timers overflow (a loss timer so armed fires at once), and Redis refuses a PEXPIRE whose
+ * expiry overflows.
+ */
+export const MAX_TTL_MS = 86_400_000;
+
 /** The retry count that stands for "not counted" (`waitMs` bounds the wait instead). */
 const UNCOUNTED = 1_000_000;
 
@@ -190,7 +197,7 @@ export function waitDeadline(clock: Clock, waitMs: number | undefined): number |
  */
 export function acquireRules(defaults: { readonly ttlMs: number; readonly retryCount: number }) {
   return {
-    ttlMs: integerOption({ min: 1, max: 86_400_000, default: defaults.ttlMs }),
+    ttlMs: integerOption({ min: 1, max: MAX_TTL_MS, default: defaults.ttlMs }),
     retryCount: integerOption({ min: 0, max: UNCOUNTED, default: defaults.retryCount }),
     waitMs: numberOption({ min: 0, max: 86_400_000, optional: true }),
     signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
@@ -626,9 +633,10 @@ export class Lock implements AsyncDisposable {
   }
 
   /**
-   * Extends the lock to `ttlMs` from the start of the extend round (quorum rules again).
-   * Throws {@link LockLostError} (and aborts `signal`) when a quorum no longer holds it, or when
-   * the round leaves no more than `minValidityMs` (nor more than the 5 ms loss margin) of
+   * Extends the lock to `ttlMs` (1 … 86 400 000, as `acquire()` takes) from the start of the
+   * extend round (quorum rules again). Throws an `InvalidOptionError` for a ttl out of that
+   * range (the lock is untouched); {@link LockLostError} (and aborts `signal`) when a quorum
+   * no longer holds it, or when the round leaves no more than `minValidityMs` (nor more than the 5 ms loss margin) of
    * validity — kind `extension-too-short`: the lock is then lost, and `validUntil` is the
    * earlier of the two deadlines —, and {@link LockReleasedError} on a released handle.
    */
@@ -648,8 +656,15 @@ export class Lock implements AsyncDisposable {
   }
 
   async #extend(ttlMs: number, message?: LockExtendMessage): Promise<void> {
-    if (!Number.isInteger(ttlMs) || ttlMs < 1) {
-      throw new InvalidOptionError('Lock.extend', 'ttlMs', 'an integer >= 1', ttlMs);
+    // The range acquire() takes: a longer ttl overflowed the loss timer (the lock was reported
+    // lost at once) or, far longer, every node's PEXPIRE (reported lost, "refused").
+    if (!Number.isInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_TTL_MS) {
+      throw new InvalidOptionError(
+        'Lock.extend',
+        'ttlMs',
+        `an integer >= 1 and <= ${MAX_TTL_MS}`,
+        ttlMs,
+      );
     }
     this.#throwIfGone();
     const validUntil = await this.#backend.extendKeys(

@@ -36,8 +36,9 @@ export interface NodeResult {
   /** Had not answered when the round was decided (not a failure of the node). */
   readonly pending?: true;
   /**
-   * Ran late on the node, after calls sent behind it (its `EVAL` fallback after `NOSCRIPT`;
-   * see `NodeChannel`): a late grant so marked may have landed after its own release or undo.
+   * May have run late on the node, after calls sent behind it (its `EVAL` fallback after
+   * `NOSCRIPT`, or a copy ioredis sent again: every `resent` answer; see `NodeChannel`): a late
+   * grant so marked may have landed after its own release or undo.
    */
   readonly overtaken?: true;
   /**
@@ -698,6 +699,16 @@ export class Quorum {
     }
     if (soonest !== Infinity) this.#arm(soonest);
   };
+
+  /** Calls `listener` each time a node's client reconnects (see `NodeChannel.onReconnect`). */
+  onReconnect(listener: (() => void) | undefined): void {
+    for (const channel of this.#channels) channel.onReconnect = listener;
+  }
+
+  /** Stops listening to the clients (see `NodeChannel.detach`): the Redlock is closed. */
+  detach(): void {
+    for (const channel of this.#channels) channel.detach();
+  }
 
   /** Cancels the rounds' timer if no round is waiting (a round made later arms it again). */
   rest(): void {

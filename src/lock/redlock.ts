@@ -189,6 +189,24 @@ export interface RedlockOptions {
 const OWNER = 'Redlock';
 
 /**
+ * A lone surrogate: UTF-16 that is no text. UTF-8 cannot encode it, so the client sends U+FFFD
+ * in its place, and names that differ only there ('\uD800', '\uDC00', '\uFFFD') would be one
+ * key on the nodes — one lock, or one key twice in a multi-resource lock (whose release then
+ * deleted it once and reported the lock lost). Such names are refused.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Throws an InvalidOptionError naming `option` unless `name` is a string without a lone
+ * surrogate (`given`: what to show as received).
+ */
+function checkText(owner: string, option: string, name: unknown, given: unknown = name): void {
+  if (typeof name !== 'string' || LONE_SURROGATE.test(name)) {
+    throw new InvalidOptionError(owner, option, 'a string of well-formed Unicode', given);
+  }
+}
+
+/**
  * Most lock keys a Redlock remembers as its own (to report a refusal by its own lock as held
  * by this process): beyond it, the oldest are forgotten — only that report is lost.
  */
@@ -291,15 +309,6 @@ const nameOf = (client: LockClient, node: number): string => {
     ? `${options.host}:${options.port}`
     : `node ${node}`;
 };
-
-/** An ioredis-like client we can hear reconnect. */
-interface Reconnecting {
-  on(event: 'ready', listener: () => void): unknown;
-  off(event: 'ready', listener: () => void): unknown;
-}
-const canReconnect = (client: LockClient): client is LockClient & Reconnecting =>
-  typeof (client as Partial<Reconnecting>).on === 'function' &&
-  typeof (client as Partial<Reconnecting>).off === 'function';
 
 /**
  * Who holds the lock on a refusing node (`{0, index, pttl, holder}`): the holder's id (see
@@ -438,8 +447,8 @@ class LockAttempt implements AcquirePlan<Lock> {
   }
 
   late(token: string, r: NodeResult): void {
-    // A grant that ran on the node after calls sent behind it (its EVAL after NOSCRIPT) may
-    // have landed after this token's release or undo there, and would hold the key until the
+    // A grant that ran on the node after calls sent behind it (its EVAL after NOSCRIPT, or a
+    // copy ioredis sent again) may have landed after this token's release or undo there, and would hold the key until the
     // ttl: release it on that node unless the lock is held (its release, sent later, lands
     // after). In doubt it is released: a late grant was never counted in the lock's quorum.
     if (r.overtaken === true && isGrant(r) && !this.host.holds(this.lockKeys[0] as string, token))
@@ -529,8 +538,8 @@ export class Redlock implements LockService, AsyncDisposable {
   readonly #fence: FenceKeeper | undefined;
   /** Do a granting node's counters count? (`intactOf`; on Redis Cluster, always.) */
   readonly #intactOf: (r: NodeResult) => boolean;
-  /** Listeners on the clients' `ready` (reconnect) events, while watching. */
-  #listening: (() => void)[] | undefined;
+  /** Whether reconnections start fencing checks (from the first acquisition until `close()`). */
+  #watching = false;
   /** A fencing check scheduled again (see `#checkFencing`). */
   #recheck: Timer | undefined;
   /** The attempt number the pending recheck runs as (see `#checkFencing`). */
@@ -553,6 +562,7 @@ export class Redlock implements LockService, AsyncDisposable {
 
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
+    checkText(OWNER, 'keyPrefix', this.#o.keyPrefix);
     this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
     this.#checkTtl(OWNER, this.#o.ttlMs);
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
@@ -669,18 +679,15 @@ export class Redlock implements LockService, AsyncDisposable {
   async close(): Promise<void> {
     this.#closed = true;
     this.#notifier?.end();
-    const listeners = this.#listening;
-    this.#listening = undefined;
+    this.#watching = false;
+    this.#q.onReconnect(undefined);
     this.#recheck?.cancel();
     this.#recheck = undefined;
-    this.#o.clients.forEach((c, i) => {
-      const listener = listeners?.[i];
-      if (listener !== undefined && canReconnect(c)) c.off('ready', listener);
-    });
     // A fencing check running (a reconnect's, a recheck's) is several rounds in a row; drain()
     // alone waits only for the one in flight, and the next would be sent after close resolved.
     // Stopped first (synchronously), it sends none, so drain()'s bound still holds.
     await Promise.all([this.#fence?.stop(), this.#q.drain(2 * this.#o.nodeTimeoutMs)]);
+    this.#q.detach();
     this.#q.rest();
   }
 
@@ -690,16 +697,11 @@ export class Redlock implements LockService, AsyncDisposable {
    * the next one goes down. Until `close()`.
    */
   #watch(): void {
-    if (this.#listening !== undefined || this.#fence === undefined) return;
-    this.#listening = this.#o.clients.map((c) => {
-      // A client's first connection is no reconnect: only later `ready` events are.
-      let connected = (c as { status?: unknown }).status === 'ready';
-      const listener = (): void => {
-        if (connected) this.#checkFencing();
-        connected = true;
-      };
-      if (canReconnect(c)) c.on('ready', listener);
-      return listener;
+    if (this.#watching || this.#fence === undefined) return;
+    this.#watching = true;
+    // A client's first connection is no reconnection: the channels hear only later `ready`s.
+    this.#q.onReconnect(() => {
+      this.#checkFencing();
     });
   }
 
@@ -724,7 +726,7 @@ export class Redlock implements LockService, AsyncDisposable {
         ) {
           return;
         }
-        if (this.#listening === undefined) return;
+        if (!this.#watching) return;
         if (this.#recheck !== undefined) {
           // A recheck is already pending: a new event (another reconnect) gives it a fresh
           // budget rather than being dropped, so a node that came back meanwhile still gets
@@ -761,6 +763,8 @@ export class Redlock implements LockService, AsyncDisposable {
    */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
     if (this.#closed) throw new ClosedError(OWNER, 'semaphore');
+    // Checked before its key is made from it (a Symbol there threw a plain TypeError).
+    checkText('Redlock.semaphore', 'name', name);
     return Semaphore.made(name, options, {
       closed: () => this.#closed,
       quorum: this.#q,
@@ -1171,8 +1175,14 @@ export class Redlock implements LockService, AsyncDisposable {
     return Lock.made(this, attempt.resources, attempt.lockKeys, token, validUntil, fences, now);
   }
 
-  /** The script keys of an acquisition of `list` (see ACQUIRE). */
+  /**
+   * The script keys of an acquisition of `list` (see ACQUIRE). Refuses names with a lone
+   * surrogate here, where each name is seen once (one resource's keys are cached, see
+   * `#keysOfOne`): not on the path of a lock taken again.
+   */
   #keysOf(list: readonly string[]): AcquireKeys {
+    for (const r of list)
+      checkText('Redlock.acquire', 'resources', r, list.length === 1 ? r : list);
     const lockKeys = list.map((r) => this.keyOf(r));
     if (this.#cluster && lockKeys.length > 1) {
       const slots = lockKeys.map(keySlot);

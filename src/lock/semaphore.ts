@@ -305,8 +305,8 @@ export class Semaphore implements AsyncDisposable {
           wonWith = token;
           return permit;
         },
-        // A grant that ran on a node after calls sent behind it (its EVAL after NOSCRIPT, see
-        // NodeChannel) may have landed after this attempt's undo or the permit's release there,
+        // A grant that ran on a node after calls sent behind it (its EVAL after NOSCRIPT, or a
+        // copy ioredis sent again; see NodeChannel) may have landed after this attempt's undo or the permit's release there,
         // and would keep its slots until the ttl: released on that node unless the permit is
         // still held (its release, sent later, lands after). In doubt it is released: a late
         // grant never counted in the permit's quorum. As Redlock's LockAttempt.late does.

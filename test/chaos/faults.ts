@@ -8,7 +8,9 @@
  * - an empty restart waits, after the kill, at least twice the lock ttl (Redlock's "delayed
  *   restart": every lock the node held has expired everywhere by then) and empty restarts
  *   happen one at a time, each followed by a settling period of one ttl;
- * - kills that keep data rely on the nodes running with `appendfsync always`.
+ * - kills that keep data rely on the nodes running with `appendfsync always`;
+ * - a full node (`oom`) is one under `noeviction`, the README's advice for lock nodes, and gets
+ *   its memory back when the episode ends (or when the runner heals the nodes).
  *
  * @packageDocumentation
  */
@@ -40,6 +42,19 @@ export const LOCK_FAULTS = [
   'restart-empty',
   /** FLUSHALL on a live node — outside the documented envelope. */
   'flush',
+  /**
+   * Out of memory for a while (up to 2.5 × ttl) under `noeviction`, as the README advises for
+   * lock nodes: `maxmemory` 1 byte, so the node refuses every write that takes memory (a new
+   * lock, a counter, a permit), then `maxmemory` 0 again.
+   */
+  'oom',
+  /** SCRIPT FLUSH: the node forgets every cached script (EVALSHA answers NOSCRIPT). */
+  'script-flush',
+  /**
+   * CLIENT KILL of every client connection, then of every subscriber connection: ioredis
+   * reconnects, sends what was unanswered again and subscribes again.
+   */
+  'drop-connections',
 ] as const;
 
 export type LockFault = (typeof LOCK_FAULTS)[number];
@@ -50,6 +65,9 @@ export const LOCK_ENVELOPE: ReadonlySet<LockFault> = new Set([
   'restart',
   'restart-empty-delayed',
   'restart-empty-interrupted',
+  'oom',
+  'script-flush',
+  'drop-connections',
 ]);
 
 /** The default mix: everything inside the envelope. */
@@ -58,6 +76,9 @@ export const DEFAULT_LOCK_MIX: Readonly<Partial<Record<LockFault, number>>> = {
   restart: 2,
   'restart-empty-delayed': 2,
   'restart-empty-interrupted': 1,
+  oom: 1,
+  'script-flush': 1,
+  'drop-connections': 1,
 };
 
 /** One planned fault. */
@@ -97,7 +118,7 @@ export function planFaults(input: {
     const node = free[between(random, 0, free.length - 1)];
     if (node === undefined) continue;
     const holdMs =
-      kind === 'pause'
+      kind === 'pause' || kind === 'oom'
         ? between(random, Math.round(ttlMs / 5), Math.round(ttlMs * 2.5))
         : kind === 'restart'
           ? between(random, 0, ttlMs)
@@ -236,6 +257,36 @@ export class FaultRunner {
       case 'flush':
         await redis.flush(node);
         return;
+      case 'oom':
+        await this.#admin(node, async (admin) => {
+          await admin.config('SET', 'maxmemory-policy', 'noeviction');
+          await admin.config('SET', 'maxmemory', '1');
+          await sleep(episode.holdMs);
+          await admin.config('SET', 'maxmemory', '0');
+        });
+        return;
+      case 'script-flush':
+        await this.#admin(node, async (admin) => {
+          await admin.script('FLUSH');
+        });
+        return;
+      case 'drop-connections':
+        // The admin connection itself is spared (CLIENT KILL skips the caller by default).
+        await this.#admin(node, async (admin) => {
+          await admin.call('CLIENT', 'KILL', 'TYPE', 'normal');
+          await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+        });
+        return;
+    }
+  }
+
+  /** Runs `work` on a fresh admin connection to `node`, closed afterwards. */
+  async #admin(node: number, work: (admin: Redis) => Promise<void>): Promise<void> {
+    const admin: Redis = this.#redis.client(node);
+    try {
+      await work(admin);
+    } finally {
+      admin.disconnect();
     }
   }
 
@@ -260,11 +311,20 @@ export class FaultRunner {
     }
   }
 
-  /** Brings every node back (resume the paused, restart the killed); for cleanup paths. */
+  /**
+   * Brings every node back (resume the paused, restart the killed, lift a memory limit an `oom`
+   * episode cut short left behind); for cleanup paths.
+   */
   async heal(): Promise<void> {
     for (const node of this.#redis.nodes) {
       if (node.state === 'paused') this.#redis.resume(node.index);
       else if (node.state === 'killed') await this.#redis.restart(node.index);
+    }
+    for (const node of this.#redis.nodes) {
+      if (node.state !== 'running') continue;
+      await this.#admin(node.index, async (admin) => {
+        await admin.config('SET', 'maxmemory', '0');
+      });
     }
   }
 

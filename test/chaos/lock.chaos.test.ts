@@ -3,7 +3,8 @@
  * on five real redis-server nodes while a seeded scheduler pauses (SIGSTOP/SIGCONT), kills and
  * restarts a minority of the nodes — with their data (AOF, appendfsync always), or empty after
  * twice the ttl, one at a time (some followed by a repairer that dies after copying stale
- * counters); every other seed starts from old-format fencing counters. Every holder writes through a fenced register outside the lock
+ * counters) — fills them up (`noeviction`), flushes their script cache and drops their client
+ * connections; every other seed starts from old-format fencing counters. Every holder writes through a fenced register outside the lock
  * set. The checker over the recorded history (history.ts) must find no overlapping valid holds,
  * no fencing inversion and no refused write of a valid holder.
  *

@@ -2,7 +2,8 @@
  * Semaphore chaos: the lock chaos run (see lock.chaos.test.ts) with `Redlock.semaphore(name,
  * { permits })` instead of locks — worker processes × clients take one or two permits of a few
  * semaphores while a seeded scheduler pauses, kills and restarts a minority of the five nodes
- * (with their data, or empty after twice the ttl, one at a time). The checker sweeps the
+ * (with their data, or empty after twice the ttl, one at a time), fills them up, flushes their
+ * script cache and drops their connections. The checker sweeps the
  * recorded history: never more than `permits` permits validly held at once.
  *
  * Bounded by default (6 s of chaos); `KEEL_CHAOS_S` and `KEEL_CHAOS_SEED` as in config.ts.

@@ -17,9 +17,10 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ManualClock, isKeelError } from '../../src/core/index.js';
 import { MemoryBackend, RedisBackend, Registry } from '../../src/discovery/index.js';
-import { MemoryLock, Redlock } from '../../src/lock/index.js';
+import { MemoryLock, Redlock, isLockLostError } from '../../src/lock/index.js';
 import {
   built,
+  real,
   hostileNumber,
   hostileString,
   hostileValue,
@@ -241,6 +242,75 @@ describe('fuzz: keel/lock option layer', () => {
         { numRuns: Math.max(10, Math.floor(RUNS / 2)) },
       );
     } finally {
+      for (const c of clients) c.disconnect();
+    }
+  });
+});
+
+describe('fuzz: keel/lock semaphores and extensions', () => {
+  it('Redlock.semaphore, Semaphore.acquire and Lock.extend with hostile input give typed errors, promptly, and never lose a held lock', async () => {
+    const tally = tallyOf('semaphore/extend');
+    const clients = deadClients(3);
+    const redlock = new Redlock({ clients, retryCount: 0, nodeTimeoutMs: 50 });
+    const memory = new MemoryLock();
+    const names = fc.oneof(
+      { weight: 2, arbitrary: fc.constantFrom('pool', 'card-processor', '{tagged}') },
+      { weight: 1, arbitrary: hostileString },
+      { weight: 1, arbitrary: hostileValue },
+    );
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          names,
+          optionsOf(['permits'], plausibleNumber),
+          optionsOf(['ttlMs', 'retryCount', 'waitMs', 'signal', 'permits'], plausibleNumber),
+          fc.oneof(plausibleNumber, hostileValue),
+          async (name, options, acquireOptions, ttl) => {
+            const [n, o, a] = real3(name, options, acquireOptions);
+            let semaphore: ReturnType<Redlock['semaphore']> | undefined;
+            const made = settle(
+              'Redlock.semaphore',
+              () => (semaphore = redlock.semaphore(n as never, o as never)),
+              tally,
+            );
+            if (made) {
+              const s = semaphore as NonNullable<typeof semaphore>;
+              await settleAsync(
+                'Semaphore.acquire',
+                () => s.acquire({ ...(a as object), retryCount: 0 }),
+                tally,
+              );
+            }
+            // A held lock: an extension is refused with a typed error (the lock untouched), or
+            // extends it, or leaves too little validity (LockLostError: documented; a ttl of a
+            // few ms expires as soon) — a ttl the nodes or timers cannot hold must not lose it.
+            const lock = await memory.acquire('held', { ttlMs: 60_000 });
+            const signal = lock.signal; // read first, as using() does: its loss timer is armed
+            try {
+              const t = real(ttl);
+              const seen = { tooShort: false };
+              await settleAsync(
+                'Lock.extend',
+                () =>
+                  lock.extend(t as never).catch((error: unknown) => {
+                    seen.tooShort = isLockLostError(error) && error.kind === 'extension-too-short';
+                    throw error;
+                  }),
+                tally,
+              );
+              await new Promise((resolve) => setTimeout(resolve, 2));
+              if (!seen.tooShort && !(typeof t === 'number' && t < 50)) {
+                expect(signal.aborted, `extend(${fc.stringify(ttl)}) lost the lock`).toBe(false);
+              }
+            } finally {
+              await lock.release();
+            }
+          },
+        ),
+        { numRuns: Math.max(10, Math.floor(RUNS / 2)) },
+      );
+    } finally {
+      await redlock.close();
       for (const c of clients) c.disconnect();
     }
   });

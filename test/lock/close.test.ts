@@ -79,3 +79,23 @@ describeRedis('Redlock.close() with node calls in flight', () => {
     expect(outcome).toBe('closed');
   });
 });
+
+describeRedis('Redlock listeners on your clients', () => {
+  const redis = useRedis({ count: 3 });
+
+  it("adds one 'ready' listener per client, whatever it uses them for, and close() removes it", async () => {
+    const clients = redis().clients();
+    const before = clients.map((c) => c.listenerCount('ready'));
+    // Several Redlocks on the same clients (one per module, say): each adds one listener per
+    // client — resent-copy detection and the fencing check on reconnect share it — so Node's
+    // MaxListenersExceededWarning (at 11) comes no sooner than it must.
+    const redlocks = [0, 1, 2, 3].map(() => new Redlock({ clients }));
+    // The first acquisition starts the fencing checks on reconnect: no listener more for it.
+    for (const redlock of redlocks) await (await redlock.acquire('listeners')).release();
+    expect(clients.map((c, i) => c.listenerCount('ready') - (before[i] as number))).toEqual([
+      4, 4, 4,
+    ]);
+    for (const redlock of redlocks) await redlock.close();
+    expect(clients.map((c) => c.listenerCount('ready'))).toEqual(before);
+  });
+});

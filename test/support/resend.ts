@@ -104,3 +104,28 @@ export function losingOneReply(client: Redis, sha: string): LosingClient {
     },
   };
 }
+
+/**
+ * Drops `client`'s connection right after what was just written, and the next connection as it
+ * becomes ready: that one's ready check (INFO) is sent, then the client's side of the socket is
+ * closed, so the check's answer makes the client ready on a socket it cannot write to. ioredis
+ * (its `readyHandler`) then queues the commands it sends again — the first connection's
+ * unanswered ones — behind the commands issued while it was reconnecting, and the connection
+ * after sends them in that order: the node runs a call made later before one made earlier. (In
+ * production: a connection reset that races the reconnect's ready check.)
+ */
+export function dropTwiceAroundReady(client: Redis): void {
+  const stream = (client as unknown as { stream: Socket }).stream;
+  void (async () => {
+    while (stream.writableLength > 0) await later(1);
+    const own = client as unknown as { info: (...args: unknown[]) => unknown };
+    const info = own.info;
+    own.info = (...args: unknown[]) => {
+      Reflect.deleteProperty(own, 'info'); // the prototype's again
+      const sent = info.apply(client, args);
+      (client as unknown as { stream: Socket }).stream.end();
+      return sent;
+    };
+    stream.destroy();
+  })();
+}

@@ -1,0 +1,108 @@
+import type { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import { isInvalidOptionError, type InvalidOptionError } from '../../src/core/index.js';
+import { MemoryLock, Redlock, type Lock } from '../../src/lock/index.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+// Inputs the option layer let through to Redis (the fuzz suite's clients never reach a node):
+// names Redis cannot tell apart, and an extension's ttl beyond what acquire() accepts.
+
+/** What `run` rejected or threw with, asserted to be an InvalidOptionError naming `option`. */
+async function refused(run: () => unknown, option: string): Promise<InvalidOptionError> {
+  let error: unknown;
+  try {
+    await run();
+  } catch (e) {
+    error = e;
+  }
+  expect(isInvalidOptionError(error), `expected InvalidOptionError, got ${String(error)}`).toBe(
+    true,
+  );
+  expect((error as InvalidOptionError).option).toBe(option);
+  return error as InvalidOptionError;
+}
+
+describeRedis('lock inputs that reach the nodes (three real redis-server processes)', () => {
+  const redis = useRedis({ count: 3 });
+  let opened: Redlock[] = [];
+  let clients: Redis[] = [];
+  const redlockOf = (keyPrefix?: string): Redlock => {
+    const own = redis().clients();
+    clients.push(...own);
+    const redlock = new Redlock({
+      clients: own,
+      // Generous: a first round also waits for the connections (this test is not about time).
+      nodeTimeoutMs: 2_000,
+      retryDelayMs: 10,
+      ...(keyPrefix === undefined ? {} : { keyPrefix }),
+    });
+    opened.push(redlock);
+    return redlock;
+  };
+
+  afterEach(async () => {
+    await Promise.all(opened.map((r) => r.close()));
+    for (const c of clients) c.disconnect();
+    opened = [];
+    clients = [];
+    await redis().flushAll();
+  });
+
+  // A lone surrogate cannot be encoded in UTF-8: the client sends U+FFFD (EF BF BD) for each,
+  // so '\uD800', '\uDC00' and '\uFFFD' are one key on the node. Two such names in one lock were
+  // one key twice: the acquire granted, and the release, deleting it once, reported the lock
+  // lost ({ released: false, expired: true }); one such name silently shared its lock and its
+  // fencing counter with every other.
+  it('resource names with a lone surrogate are refused before anything is sent, naming them', async () => {
+    const redlock = redlockOf();
+    for (const bad of ['\uD800', 'sku:\uDC00', ['ok', 'x\uDBFF'], ['\uD800', '\uDC00']]) {
+      await refused(() => redlock.acquire(bad, { retryCount: 0 }), 'resources');
+      await refused(() => redlock.using(bad, () => Promise.resolve()), 'resources');
+    }
+    expect(await redis().client(0).dbsize()).toBe(0);
+    // Well-formed names — astral characters (surrogate pairs) and U+FFFD itself — are locks.
+    const lock = await redlock.acquire(['\uD83D\uDE00', '\uFFFD'], { retryCount: 0 });
+    expect(await lock.release()).toEqual({ released: true, expired: false });
+  });
+
+  it('a semaphore name or key prefix with a lone surrogate is refused, naming it', async () => {
+    const redlock = redlockOf();
+    await refused(() => redlock.semaphore('pool\uD800', { permits: 2 }), 'name');
+    // Not a string at all: named too (a Symbol threw a plain TypeError making its key).
+    await refused(() => redlock.semaphore(Symbol('pool') as never, { permits: 2 }), 'name');
+    await refused(() => redlockOf('app\uDFFF:'), 'keyPrefix');
+  });
+
+  it('extend() refuses a ttl beyond 86 400 000 ms, as acquire() does: the lock stays held and valid', async () => {
+    const redlock = redlockOf();
+    const lock = await redlock.acquire('extend-range', { ttlMs: 10_000 });
+    const signal = lock.signal;
+    const validUntil = lock.validUntil;
+    // 2^33 ms (past 2^31 − 1 ms of validity) overflowed Node's timers (the loss timer fired at once: the lock was
+    // reported lost); 1e20 overflowed Redis's PEXPIRE (every node failed the script: the lock
+    // was reported lost, "refused by a quorum").
+    for (const ttl of [86_400_001, 2 ** 33, Number.MAX_SAFE_INTEGER, 1e20]) {
+      await refused(() => lock.extend(ttl), 'ttlMs');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(signal.aborted).toBe(false);
+    expect(lock.validUntil).toBe(validUntil);
+    await lock.extend(86_400_000);
+    expect(await lock.release()).toEqual({ released: true, expired: false });
+
+    const semaphore = redlock.semaphore('extend-range', { permits: 1 });
+    const permit: Lock = await semaphore.acquire();
+    await refused(() => permit.extend(2 ** 33), 'ttlMs');
+    expect(permit.signal.aborted).toBe(false);
+    expect(await permit.release()).toEqual({ released: true, expired: false });
+  });
+
+  it('MemoryLock: extend() refuses a ttl beyond 86 400 000 ms too', async () => {
+    const memory = new MemoryLock();
+    const lock = await memory.acquire('extend-range');
+    await refused(() => lock.extend(2 ** 33), 'ttlMs');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(lock.signal.aborted).toBe(false);
+    expect(await lock.release()).toEqual({ released: true, expired: false });
+  });
+});
