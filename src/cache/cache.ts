@@ -779,6 +779,16 @@ class CacheCore {
   }
 
   /**
+   * Gives up the lease of `full` held with `token` (at `leaseKey`), so a waiter takes over now
+   * rather than when it runs out: bounded and degraded as any tier call. Never rejects.
+   */
+  giveBack(tier: RedisTier, full: string, leaseKey: string, token: string): Promise<void> {
+    return tier
+      .run('release', scripts.RELEASE, [leaseKey], [token, this.channel, this.message('r', full)])
+      .then(noop, noop);
+  }
+
+  /**
    * Gives back the lease that a script sent with `token` may still take: it timed out, and the
    * load went on without it — but Redis may only have held it (`CLIENT PAUSE … WRITE`, a slow
    * script or `DEBUG SLEEP` ahead of it) and run it since. A lease taken then has no loader:
@@ -1217,15 +1227,7 @@ export class Cache {
     core.unwatch(full, probe.watch);
     void probe.read.then((read) => {
       if (read.kind === 'down' || !read.took || core.tier === undefined) return;
-      const leaseKey = `${core.valueKey(full)}:lease`;
-      return core.tier
-        .run(
-          'release',
-          scripts.RELEASE,
-          [leaseKey],
-          [probe.token, core.channel, core.message('r', full)],
-        )
-        .catch(noop);
+      return core.giveBack(core.tier, full, `${core.valueKey(full)}:lease`, probe.token);
     }, noop);
   }
 
@@ -1431,14 +1433,7 @@ export class Cache {
       heartbeat?.cancel();
       if (token !== undefined && tier !== undefined) {
         // Give the lease up so a waiter takes over now rather than when it runs out.
-        await tier
-          .run(
-            'release',
-            scripts.RELEASE,
-            [leaseKey],
-            [token, core.channel, core.message('r', full)],
-          )
-          .catch(() => undefined);
+        await core.giveBack(tier, full, leaseKey, token);
       }
       const now = clock.now();
       if (last !== undefined && now < last.graceUntil && !last.negative) {
@@ -1458,16 +1453,8 @@ export class Cache {
     const now = clock.now();
     const negative = value === undefined;
     if (negative && core.o.negativeTtlMs <= 0) {
-      if (token !== undefined && tier !== undefined) {
-        await tier
-          .run(
-            'release',
-            scripts.RELEASE,
-            [leaseKey],
-            [token, core.channel, core.message('r', full)],
-          )
-          .catch(() => undefined);
-      }
+      if (token !== undefined && tier !== undefined)
+        await core.giveBack(tier, full, leaseKey, token);
       return undefined;
     }
     const entry = makeEntry(
@@ -1496,14 +1483,7 @@ export class Cache {
         // processes would sleep until it ran out rather than load now. (A write-back that timed
         // out may still run, and then lets the lease go itself.)
         stored = true;
-        await tier
-          .run(
-            'release',
-            scripts.RELEASE,
-            [leaseKey],
-            [token, core.channel, core.message('r', full)],
-          )
-          .catch(noop);
+        await core.giveBack(tier, full, leaseKey, token);
       }
       if (!stored) {
         core.emit(core.staleWriteRefused, channels.staleWriteRefused, () => ({

@@ -267,8 +267,8 @@ end)
  * records whose expiry passed (logged as `x` expired), and drops expired index entries without
  * a record (a deregistration's mark, see DEREGISTER) unlogged — except one whose lease is still
  * a token: its record vanished without an entry (the records key deleted or evicted), so it is
- * logged as expired too, or views would keep it forever. Records without an expiry entry (the
- * expiry key deleted or evicted) first get one `graceMs` away. Idempotent: a second run finds
+ * logged as expired too, or views would keep it forever. Records and leases without an expiry
+ * entry (the expiry key deleted or evicted) first get one `graceMs` away. Idempotent: a second run finds
  * nothing. Returns how many records it removed.
  *
  * A copy of the same call sent again after a dropped connection (see DEREGISTER) would find
@@ -286,12 +286,17 @@ return guarded(function()
   if memo and string.sub(memo, 1, #call) == call then
     earlier = tonumber(string.sub(memo, #call + 1)) or 0
   end
-  -- More records than expiry entries: the expiry key was deleted or evicted (or dropped by
-  -- repair()), and a record without one would never be reaped. Each gets an expiry a grace
-  -- away: the live heartbeat before it, the dead go.
-  if redis.call('HLEN', KEYS[1]) > redis.call('ZCARD', KEYS[3]) then
-    for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
-      redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[2]), id)
+  -- Every lease (a record's, or a deregistration's mark) has an expiry entry, and every record
+  -- a lease: fewer entries than leases or records means the expiry key was deleted or evicted
+  -- (or dropped by repair()), and what has no entry would never be reaped. (Records alone do
+  -- not tell: marks written since the loss make up their count.) Each gets an expiry a grace
+  -- away: the live heartbeat before it, the dead go, a mark is dropped.
+  local entries = redis.call('ZCARD', KEYS[3])
+  if redis.call('HLEN', KEYS[2]) > entries or redis.call('HLEN', KEYS[1]) > entries then
+    for i = 1, 2 do
+      for _, id in ipairs(redis.call('HKEYS', KEYS[i])) do
+        redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[2]), id)
+      end
     end
   end
   local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))

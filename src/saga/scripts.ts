@@ -45,18 +45,30 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
  * a foreign value held cannot be a saga's (a list or sorted set of Keel's would be of the right
  * type). The same commands as `redis.call` when the key is fine (`pcall` answers the error
  * instead of raising it).
+ *
+ * Only WRONGTYPE means foreign data: any other error is raised as `redis.call` would. A
+ * transition's first write may be its `ZADD` to `live` (a heartbeat that reindexes), which Redis
+ * out of memory refuses (`OOM`): taken for foreign data, that refusal deleted the shard's whole
+ * index — the `DEL` is allowed, and lets the writes after it through — and every other instance
+ * of the shard went out of recovery's sight.
  */
 const FOREIGN = `
+local function foreign(r)
+  if type(r) == 'table' then
+    if not string.find(r.err, '^WRONGTYPE') then error(r) end
+    return true
+  end
+end
 local function push(key, ...)
   local n = redis.pcall('RPUSH', key, ...)
-  if type(n) == 'table' then
+  if foreign(n) then
     redis.call('DEL', key)
     n = redis.call('RPUSH', key, ...)
   end
   return n
 end
 local function zadd(key, score, member)
-  if type(redis.pcall('ZADD', key, score, member)) == 'table' then
+  if foreign(redis.pcall('ZADD', key, score, member)) then
     redis.call('DEL', key)
     redis.call('ZADD', key, score, member)
   end
@@ -90,7 +102,7 @@ local function record(KEYS, ARGV, nows, vs, event)
 end
 local function finish(KEYS, ARGV, set, status, event, now, nows, vs, cjs, why)
   redis.call('HSET', KEYS[1], 'st', status, 'v', vs, 'up', nows, 'ls', '0', 'ph', 'idle', unpack(set))
-  if type(redis.pcall('ZREM', KEYS[3], ARGV[1])) == 'table' then redis.call('DEL', KEYS[3]) end
+  if foreign(redis.pcall('ZREM', KEYS[3], ARGV[1])) then redis.call('DEL', KEYS[3]) end
   record(KEYS, ARGV, nows, vs, event)
   local fin = KEYS[4]
   if status == 'compensated' then fin = KEYS[5] elseif status == 'needs-attention' then fin = KEYS[6] end
