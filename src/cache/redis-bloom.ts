@@ -20,7 +20,13 @@ import {
   luaScript,
   type Clock,
 } from '../core/index.js';
-import { bloomPositions, bloomShape, checkBloomKey, type BloomShape } from './bloom.js';
+import {
+  MAX_BLOOM_BITS,
+  bloomPositions,
+  bloomShape,
+  checkBloomKey,
+  type BloomShape,
+} from './bloom.js';
 import { CacheClosedError } from './errors.js';
 import {
   isCacheRedisClient,
@@ -200,6 +206,16 @@ export class RedisBloomFilter {
         'RedisBloomFilter',
       ),
     );
+    // A rebuild marks its side key at bit m (one past the filter's), and Redis sets bits up to
+    // 2^32 − 1 only: a filter of exactly MAX_BLOOM_BITS could be filled but never rebuilt.
+    if (this.shape.bits >= MAX_BLOOM_BITS) {
+      throw new InvalidOptionError(
+        'RedisBloomFilter',
+        'expectedItems',
+        `a count and rate that fit in 2^32 − 1 bits (this needs ${this.shape.bits})`,
+        this.#o.expectedItems,
+      );
+    }
     this.key = `${this.#o.prefix}{${this.#o.name}}`;
   }
 

@@ -7,7 +7,13 @@
  */
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
-import { RedisBloomFilter, isCacheRedisError } from '../../src/cache/index.js';
+import {
+  MAX_BLOOM_BITS,
+  RedisBloomFilter,
+  bloomShape,
+  isCacheRedisError,
+} from '../../src/cache/index.js';
+import { isInvalidOptionError } from '../../src/index.js';
 import { READ } from '../../src/cache/scripts.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -194,6 +200,21 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
   });
 
   const keys = Array.from({ length: 3_000 }, (_, i) => `sku-${i}`);
+
+  it('a filter of exactly 2^32 bits is refused when made: its rebuild marker (bit 2^32) is past what Redis can set', () => {
+    // Sizing that comes out at exactly MAX_BLOOM_BITS (allowed for an in-process BloomFilter).
+    const expectedItems = 448_089_843;
+    const falsePositiveRate = Math.exp((-(2 ** 32 - 0.5) * Math.LN2 * Math.LN2) / expectedItems);
+    expect(bloomShape({ expectedItems, falsePositiveRate }).bits).toBe(MAX_BLOOM_BITS);
+    let error: unknown;
+    try {
+      new RedisBloomFilter({ redis: client(), name: 'huge', expectedItems, falsePositiveRate });
+    } catch (e) {
+      error = e;
+    }
+    expect(isInvalidOptionError(error)).toBe(true);
+    expect((error as Error).message).toContain('expectedItems');
+  });
 
   it('allkeys-lru: a filter whose bitmap was evicted reports no key absent (no false negatives)', async () => {
     const admin = client();
