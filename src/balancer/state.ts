@@ -48,7 +48,10 @@ export class EndpointState<T = unknown> {
   ewmaAt = -Infinity;
   /** Failures since the last success or ejection. */
   consecutiveFailures = 0;
-  /** Clock ms until which the endpoint is ejected; -Infinity ({@link NOT_EJECTED}) when it is not. */
+  /**
+   * Clock ms until which the endpoint is ejected; -Infinity when it is not (a clock may count
+   * from any origin, 0 and below included).
+   */
   ejectedUntil = NOT_EJECTED;
   /** Ejections so far (each lasts longer). */
   timesEjected = 0;
