@@ -10,6 +10,7 @@ import {
   type RedlockOptions,
 } from '../../src/lock/index.js';
 import { FENCE_TAG } from '../../src/lock/scripts.js';
+import { within } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // Node faults the chaos suite does not script, on one node or a minority of five real
@@ -27,21 +28,6 @@ async function until(condition: () => Promise<boolean>, ms: number, what: string
   while (!(await condition())) {
     if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
     await sleep(10);
-  }
-}
-
-/** Resolves with `promise`, or rejects if it takes longer than `ms` (a hang becomes a failure). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

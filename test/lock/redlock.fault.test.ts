@@ -13,6 +13,7 @@ import {
   type RedlockOptions,
 } from '../../src/lock/index.js';
 import { unmarked } from '../../src/lock/scripts.js';
+import { within } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // Fault injection, contention and fencing against five real redis-server processes: nodes
@@ -61,23 +62,6 @@ class TrackingClock implements Clock {
 
 const refTimeouts = (): number =>
   process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-
-/** Resolves with `promise`, or rejects if it takes longer than `ms` (a hang becomes a failure). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(new Error(`${what} did not settle within ${ms} ms`));
-        }, ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** When and why `signal` aborts (bounded). */
 function abortOf(signal: AbortSignal, ms: number): Promise<{ reason: unknown; at: number }> {

@@ -46,3 +46,20 @@ export async function until(check: () => void | Promise<void>, limitMs: number):
     }
   }
 }
+
+/** Resolves with `promise`, or rejects if it takes longer than `ms` (a hang becomes a failure). */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(new Error(`${what} did not settle within ${ms} ms`));
+        }, ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
