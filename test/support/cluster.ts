@@ -9,14 +9,13 @@
  * `cluster_state:ok` readiness signal this harness waits for on every node.
  */
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { delimiter, dirname, join } from 'node:path';
 import { Cluster, type Redis } from 'ioredis';
 import {
   REDIS_HOST,
   RedisHarness,
   closeClient,
-  freePort,
+  harnessPort,
   rawCommand,
   redisServerPath,
   type ClientOptions,
@@ -80,32 +79,11 @@ export async function clusterInfo(port: number, timeoutMs = 2000): Promise<Recor
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * A free loopback port for a cluster node: its cluster bus listens on port + 10000, so the port
- * must be at most 55535 (redis-server refuses to start otherwise, and Linux hands out ephemeral
- * ports up to 60999) and port + 10000 must be free too.
+ * A free loopback port for a cluster node: its cluster bus listens on port + 10000, so that
+ * must be free too (see {@link harnessPort}; redis-server refuses ports above 55535).
  */
-export async function freeClusterPort(): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = await freePort();
-    if (port > 55_535) continue;
-    if (await canListen(port + 10_000)) return port;
-  }
-  throw new Error('found no free port p <= 55535 with p + 10000 free (the cluster bus port)');
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', () => {
-      resolve(false);
-    });
-    server.listen(port, REDIS_HOST, () => {
-      server.close(() => {
-        resolve(true);
-      });
-    });
-  });
+export function freeClusterPort(): Promise<number> {
+  return harnessPort(true);
 }
 
 /** Runs `redis-cli --cluster create` for `ports`, failing with its output on error or timeout. */

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { RedisHarness, freePort, rawCommand } from './redis.js';
+import { RedisHarness, canListen, freePort, harnessPort, rawCommand } from './redis.js';
 import { describeRedis, processExists } from './vitest.js';
 
 function processState(pid: number): string | undefined {
@@ -128,5 +129,34 @@ describeRedis('Redis test harness (real redis-server processes)', () => {
     const port = await freePort();
     expect(port).toBeGreaterThan(0);
     expect(port).toBeLessThan(65536);
+  });
+
+  it("harnessPort hands out this worker's own ports, below the ephemeral range, in turn", async () => {
+    // Two suites in parallel workers never share a port, and none of them is one the OS could
+    // hand a client connection (see harnessPort).
+    const pool = Number(process.env.VITEST_POOL_ID);
+    const first = 10_000 + ((pool - 1) % 8) * 1250;
+    const ports = [];
+    for (let i = 0; i < 20; i++) ports.push(await harnessPort());
+    for (const port of ports) {
+      expect(port).toBeGreaterThanOrEqual(first);
+      expect(port).toBeLessThan(first + 1250);
+      expect(await canListen(port)).toBe(true);
+    }
+    expect(new Set(ports).size, 'distinct ports').toBe(20);
+    const bus = await harnessPort(true);
+    expect(await canListen(bus + 10_000)).toBe(true);
+  });
+
+  it('harnessPort skips a port something is listening on', async () => {
+    const taken = createServer();
+    const port = await harnessPort();
+    await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve));
+    try {
+      // Went round the whole block: the next pick comes back to `port` and must skip it.
+      for (let i = 0; i < 1250; i++) expect(await harnessPort()).not.toBe(port);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });

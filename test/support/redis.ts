@@ -41,7 +41,7 @@ export interface RedisHarnessOptions {
   readonly args?: readonly string[];
   /** Milliseconds to wait for a server to answer PING. @defaultValue 15000 */
   readonly startTimeoutMs?: number;
-  /** Picks a port for a new server. @defaultValue {@link freePort} */
+  /** Picks a port for a new server. @defaultValue {@link harnessPort} */
   readonly choosePort?: () => Promise<number>;
 }
 
@@ -98,6 +98,58 @@ export function freePort(): Promise<number> {
       });
     });
   });
+}
+
+/** Whether a server can listen on loopback `port` right now (it is closed again at once). */
+export function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => {
+      resolve(false);
+    });
+    server.listen(port, REDIS_HOST, () => {
+      server.close(() => {
+        resolve(true);
+      });
+    });
+  });
+}
+
+/** Where the harness's ports start, and how many each vitest worker has (see harnessPort). */
+const HARNESS_PORT_BASE = 10_000;
+const HARNESS_PORT_BLOCK = 1250;
+const HARNESS_PORT_BLOCKS = 8;
+/** The next port to try in the block: from a random start, so that suites run one after
+ * another in a worker rarely reuse ports. */
+let harnessPortCursor = Math.floor(Math.random() * HARNESS_PORT_BLOCK);
+
+/**
+ * A free loopback port for a harness server (and, with `bus`, port + 10000 free as well: a
+ * Cluster node's bus port). Not from the OS's ephemeral range (32768–60999 on Linux, where
+ * `listen(0)` and every outgoing connection take theirs) but from a block of 1250 ports below it
+ * for this vitest worker alone (`VITEST_POOL_ID`), taken in turn.
+ *
+ * Why: a test that kills a server leaves its clients reconnecting to that port until it ends.
+ * A suite running meanwhile in the other worker that took the port would have those strangers
+ * connect to its server and run their commands there (a lock's fencing check on reconnection,
+ * say), and a test counting commands on that server would miscount: CI once saw
+ * `test/lock/semaphore-noscript.test.ts` count 402 EVALSHA where its own calls made 400. Ports of
+ * one worker's block come back only after the whole block went round, and suites in a worker
+ * run one at a time, each closing its clients when it stops.
+ */
+export async function harnessPort(bus = false): Promise<number> {
+  const pool = Number(process.env.VITEST_POOL_ID ?? process.pid);
+  const block = (Number.isInteger(pool) && pool > 0 ? pool - 1 : 0) % HARNESS_PORT_BLOCKS;
+  const first = HARNESS_PORT_BASE + block * HARNESS_PORT_BLOCK;
+  for (let tried = 0; tried < HARNESS_PORT_BLOCK; tried++) {
+    const port = first + (harnessPortCursor++ % HARNESS_PORT_BLOCK);
+    if ((await canListen(port)) && (!bus || (await canListen(port + 10_000)))) return port;
+  }
+  throw new Error(
+    `no free loopback port in ${first}–${first + HARNESS_PORT_BLOCK - 1}` +
+      (bus ? ' with port + 10000 free (the cluster bus port)' : ''),
+  );
 }
 
 /**
@@ -188,7 +240,7 @@ export class RedisHarness implements AsyncDisposable {
     this.#binary = binary;
     this.#args = options.args ?? [];
     this.#startTimeoutMs = options.startTimeoutMs ?? 15_000;
-    this.#choosePort = options.choosePort ?? freePort;
+    this.#choosePort = options.choosePort ?? harnessPort;
     this.#dir = mkdtempSync(join(tmpdir(), 'keel-redis-'));
     this.#instances = Array.from({ length: count }, (_, i) => new Instance(i));
   }
