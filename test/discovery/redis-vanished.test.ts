@@ -122,6 +122,25 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     }
   }, 30_000);
 
+  it('records quarantined in the store (bad JSON, a 2 MB value, an empty id) count as stored: the probe does not resync over them again and again', async () => {
+    const service = `quarantined-${++serial}`;
+    const r = registry();
+    await r.register({ service, id: `${service}-1`, host: 'h', port: 1 });
+    const watch = r.watch(service);
+    await watch.ready;
+    const k = keysOf(service);
+    await admin().hset(k.records, 'bad', '{not json', '', '{}', 'huge', 'x'.repeat(2_000_000));
+    await until(() => {
+      expect(r.stats().quarantined).toBe(3);
+    }, 5000);
+    const after = watch.resyncs;
+    // Several probe periods (blockMs 300): a view that did not count its quarantined records
+    // would resync after every one.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(watch.resyncs - after).toBeLessThanOrEqual(1);
+    expect(watch.instances().map((i) => i.id)).toEqual([`${service}-1`]);
+  });
+
   it('a short write pause (CLIENT PAUSE … WRITE) leaves views fresh: the reader’s probe only reads', async () => {
     const service = `paused-${++serial}`;
     // Reads get 2 s past their block before they count as lost; the pause is longer than that,
