@@ -401,7 +401,9 @@ export class ServiceView implements FeedListener {
     if (epoch !== this.#epoch || revision !== this.#revision) return; // not yet where the probe was
     const known = this.#instances.size - this.#retained.size + this.#quarantined.size;
     if (records === known) return;
-    if (records < known) this.#vanished = true;
+    // In sequence up to here, so whatever the snapshot lacks left without an entry (even when
+    // the count grew: records may have appeared and vanished both).
+    this.#vanished = true;
     this.#resync(
       `the store holds ${records} records at revision ${revision}, the view accounts for ${known}: records changed without a change-log entry`,
       false,
