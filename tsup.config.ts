@@ -7,7 +7,7 @@ type Plugin = NonNullable<Options['esbuildPlugins']>[number];
 /**
  * Ships the Redis backend's Lua without its comments and indentation (issue 16, item 2: they
  * were about 1 kB of `keel/discovery`). Every Lua text in `src/discovery/scripts.ts` is a
- * template literal given to `script(` or assigned to `PRELUDE`; each is replaced by its
+ * template literal given to `script(` or `readOnlyScript(`, or assigned to `PRELUDE`; each is replaced by its
  * compacted form (see src/discovery/lua.ts, which `script()` also runs, so the sources the tests
  * run send the same text). The build fails if the file no longer looks the way this expects.
  * esbuild's onLoad hook: https://esbuild.github.io/plugins/#on-load
@@ -19,7 +19,7 @@ const compactLuaPlugin: Plugin = {
       const text = await readFile(args.path, 'utf8');
       let count = 0;
       const contents = text.replace(
-        /(script\(|const PRELUDE = )`([^`]*)`/g,
+        /([sS]cript\(|const PRELUDE = )`([^`]*)`/g,
         (_match, head: string, lua: string) => {
           if (lua.includes('${') || lua.includes('\\')) {
             throw new Error(`${args.path}: a Lua template has a substitution or an escape`);

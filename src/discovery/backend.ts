@@ -72,6 +72,14 @@ export interface FeedListener {
   /** The feed read successfully again after an interruption. */
   healthy(): void;
   /**
+   * The store is at `revision` of `epoch` — where the feed has read up to — and holds `records`
+   * records of the service, read atomically with that revision. A reader that applied every
+   * entry up to it accounts for exactly that many; another count means records vanished (or
+   * appeared) without a log entry — deleted or evicted by someone else — and the reader should
+   * resync. Optional: a backend whose records cannot change behind its log need not call it.
+   */
+  probed?(epoch: string, revision: number, records: number): void;
+  /**
    * The log holds an entry the store's own writes did not produce (another program wrote to
    * it, or it is damaged): skipped, never applied. `position` names the entry; `id` is the
    * instance id it claims, if any. Reported once per entry.

@@ -31,6 +31,7 @@ import {
   numberOption,
   redisAddress,
   resolveOptions,
+  runScript,
   sleep,
   stringOption,
   systemClock,
@@ -679,7 +680,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     }
     for (const set of this.#feeds.values()) for (const feed of set) feed.markHealthy();
     if (reply === null || reply === undefined) {
-      if (!this.#wasKicked()) await this.#probe(cursors, services);
+      if (!this.#wasKicked()) await this.#probe(reader, cursors, services);
       return;
     }
     const fed = new Set<string>();
@@ -701,6 +702,7 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     // Reads that always bring something (other services busy) still probe the quiet ones.
     if (!this.#wasKicked() && this.#o.clock.now() - this.#probedAt >= o.blockMs) {
       await this.#probe(
+        reader,
         cursors,
         services.filter((s) => !fed.has(s)),
       );
@@ -713,9 +715,19 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
    * entry may be gone from the log (trimmed to nothing, the key deleted or evicted). For each
    * service, read atomically its epoch, its revision and whether the log holds anything past
    * the position; a feed whose store moved (or went back) with nothing left to read is told to
-   * resync.
+   * resync, and one whose store is where it is learns how many records the store holds (see
+   * {@link FeedListener.probed}).
+   *
+   * The probe runs on the reader's connection, idle between reads, not on the client: there it
+   * would queue behind the client's writes, which a write pause (`CLIENT PAUSE … WRITE`) holds,
+   * and time out — and the views would go stale while the store is readable. (The script is
+   * read-only for the same reason.)
    */
-  async #probe(cursors: Map<string, string>, services: readonly string[]): Promise<void> {
+  async #probe(
+    reader: DiscoveryRedisClient,
+    cursors: Map<string, string>,
+    services: readonly string[],
+  ): Promise<void> {
     this.#probedAt = this.#o.clock.now();
     if (this.#badLogs.size > 0) await this.#recheckLogs();
     await Promise.all(
@@ -723,18 +735,19 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
         const position = cursors.get(service);
         if (position === undefined) return;
         const reply = await this.#bounded(
-          this.#run(PROBE, service, [position]),
+          this.#run(PROBE, service, [position], reader),
           this.#o.readTimeoutMs,
           false,
         );
-        const [epoch, rev, after] = Array.isArray(reply) ? (reply as unknown[]) : [];
+        const [epoch, rev, after, records] = Array.isArray(reply) ? (reply as unknown[]) : [];
         if (Number(after) === 1) return; // more to read: the next read brings it
         const store: Cursor = {
           epoch: typeof epoch === 'string' ? epoch : '',
           revision: Number(rev ?? 0),
         };
+        const count = Number(records ?? -1);
         const set = this.#feeds.get(service);
-        if (set !== undefined) for (const feed of [...set]) feed.check(store);
+        if (set !== undefined) for (const feed of [...set]) feed.check(store, count);
       }),
     );
   }
@@ -808,21 +821,15 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
     });
   }
 
-  async #run(
+  /** Runs `script` over the keys of `service` (on the client, unless `via` is given). */
+  #run(
     script: Script,
     service: string,
     args: readonly (string | number)[],
+    via: DiscoveryRedisClient = this.#client,
   ): Promise<unknown> {
     const k = this.keys(service);
-    const keys = [k.records, k.leases, k.expiry, k.meta, k.log, k.graced];
-    try {
-      return await this.#client.evalsha(script.sha, keys.length, ...keys, ...args);
-    } catch (error) {
-      if (error instanceof Error && error.message.includes('NOSCRIPT')) {
-        return await this.#client.eval(script.source, keys.length, ...keys, ...args);
-      }
-      throw error;
-    }
+    return runScript(via, script, [k.records, k.leases, k.expiry, k.meta, k.log, k.graced], args);
   }
 }
 
@@ -965,11 +972,16 @@ class RedisFeed implements ChangeFeed {
     this.#listener.entries(entries);
   }
 
-  /** The store as a probe found it, with nothing left to read: resync if it moved. */
-  check(store: Cursor): void {
+  /**
+   * The store as a probe found it, with nothing left to read, holding `records` records (-1:
+   * unknown): resync if it moved, else let the reader check its count.
+   */
+  check(store: Cursor, records: number): void {
     const c = this.#cursor;
     if (c === undefined) return;
-    if (store.epoch !== c.epoch) {
+    if (store.epoch === c.epoch && store.revision === c.revision) {
+      if (records >= 0 && !this.#closed) this.#listener.probed?.(c.epoch, c.revision, records);
+    } else if (store.epoch !== c.epoch) {
       this.interrupt(`store epoch changed (${c.epoch || 'none'} -> ${store.epoch || 'none'})`);
     } else if (store.revision < c.revision) {
       this.interrupt(`store revision went back (${c.revision} -> ${store.revision})`);

@@ -51,10 +51,20 @@ export interface Script {
   readonly sha: string;
 }
 
-function script(body: string): Script {
+function script(body: string, readOnly = false): Script {
   // A no-op on the built package, whose Lua the build compacted already (see lua.ts).
-  const source = compactLua(PRELUDE + body);
+  const source = compactLua((readOnly ? '#!lua flags=no-writes\n' : '') + PRELUDE + body);
   return { source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+/**
+ * A script declared `no-writes` (a Redis 7 shebang, which must be its first line): Redis runs it
+ * during a write pause (`CLIENT PAUSE … WRITE`, as a failover does), on a replica and when out of
+ * memory, where a script without flags counts as a writer and waits out the pause. It may call
+ * the prelude's helpers that only read; a write in it fails.
+ */
+function readOnlyScript(body: string): Script {
+  return script(body, true);
 }
 
 /**
@@ -343,11 +353,17 @@ end)
 
 /**
  * ARGV: a log position (stream id) a reader has read up to. Returns `{epoch or '', rev or '0',
- * 1 or 0}`: the service's epoch and revision, and whether the log holds anything after that
- * position — read atomically, so a revision ahead of what was read with nothing after the
- * position means the entries were lost (trimmed, deleted, evicted), not that they are on the way.
+ * 1 or 0, records}`: the service's epoch and revision, whether the log holds anything after that
+ * position, and how many records the service holds (-1 when the records key is not a hash) —
+ * read atomically, so a revision ahead of what was read with nothing after the position means
+ * the entries were lost (trimmed, deleted, evicted), not that they are on the way; and a reader
+ * that applied every entry up to that revision knows exactly how many records there are, so
+ * another count means records vanished (or appeared) without an entry.
+ *
+ * Declared read-only (`no-writes`): the reader runs it after every idle read, and a probe held
+ * by a write pause would time out and take the views for disconnected.
  */
-export const PROBE = script(`
+export const PROBE = readOnlyScript(`
 local meta = redis.pcall('HMGET', KEYS[4], 'epoch', 'rev')
 -- Meta of another type: report no epoch, so the reader resyncs and the snapshot repairs it
 -- (rather than fail the read of every service on the connection).
@@ -355,5 +371,7 @@ if meta.err then meta = {} end
 local following = redis.pcall('XRANGE', KEYS[5], '(' .. ARGV[1], '+', 'COUNT', 1)
 local after = 0
 if type(following) == 'table' and not following.err and #following > 0 then after = 1 end
-return {meta[1] or '', meta[2] or '0', after}
+local records = redis.pcall('HLEN', KEYS[1])
+if type(records) ~= 'number' then records = -1 end
+return {meta[1] or '', meta[2] or '0', after, records}
 `);

@@ -38,7 +38,10 @@ export type RemovalReason =
   | 'quarantined'
   /** A resync found it gone (the change itself was missed). */
   | 'resync'
-  /** The store lost its data and it did not re-register within the grace period. */
+  /**
+   * The store lost its data — all of it, or this instance's record without a change-log entry
+   * (deleted or evicted by someone else) — and it did not re-register within the grace period.
+   */
   | 'lost';
 
 /** How a view learnt about a change. */
@@ -152,6 +155,12 @@ export class ServiceView implements FeedListener {
    * re-register while the store is unreachable, so the grace counts from its return.
    */
   #unreachable = false;
+  /**
+   * Set when a probe found the store holding another number of records than the view accounts
+   * for at the same revision: records vanished without a log entry, so the next snapshot treats
+   * the instances missing from it as lost data (kept for the grace period), not as removed.
+   */
+  #vanished = false;
   #graceTimer: Timer | undefined;
   readonly #quarantined = new Map<string, string>();
   /**
@@ -377,6 +386,30 @@ export class ServiceView implements FeedListener {
     // started clears the stale flag once it has a snapshot.
   }
 
+  /**
+   * Every record change is logged, so at the revision the view has applied the store holds
+   * exactly the records the view accounts for: its instances (less those it keeps through a
+   * data loss, which the store no longer holds) and the records it quarantined. Another count
+   * means records were deleted or evicted (or written) behind the log — by someone else, by an
+   * operator, or by Redis under an `allkeys-*` policy — and no entry will ever tell: resync.
+   * The instances missing from the snapshot are then kept for the data-loss grace, as after a
+   * data loss: a records key evicted whole must not empty every balancer while the live
+   * instances re-register at their next heartbeat.
+   */
+  probed(epoch: string, revision: number, records: number): void {
+    if (this.#closed || this.#resyncing || !this.#ready) return;
+    if (epoch !== this.#epoch || revision !== this.#revision) return; // not yet where the probe was
+    const known = this.#instances.size - this.#retained.size + this.#quarantined.size;
+    if (records === known) return;
+    // In sequence up to here, so whatever the snapshot lacks left without an entry (even when
+    // the count grew: records may have appeared and vanished both).
+    this.#vanished = true;
+    this.#resync(
+      `the store holds ${records} records at revision ${revision}, the view accounts for ${known}: records changed without a change-log entry`,
+      false,
+    );
+  }
+
   // --- internals -----------------------------------------------------------------------------
 
   #apply(entry: ChangeEntry): void {
@@ -599,6 +632,8 @@ export class ServiceView implements FeedListener {
     this.#resyncs++;
     this.#countFruitless(epoch, revision);
     const lostData = this.#ready && this.#epoch !== '' && epoch !== this.#epoch;
+    const vanished = this.#vanished;
+    this.#vanished = false;
     this.#epoch = epoch;
     this.#revision = revision;
     const seen = new Set<string>();
@@ -642,7 +677,7 @@ export class ServiceView implements FeedListener {
         this.#remove(instance, 'lost', 'grace');
         continue;
       }
-      if ((lostData || deadline !== undefined) && grace > 0) {
+      if ((lostData || vanished || deadline !== undefined) && grace > 0) {
         if (deadline === undefined || restartGrace)
           this.#retained.set(instance.id, Math.max(deadline ?? 0, now + grace));
         continue;

@@ -2,7 +2,9 @@
  * Discovery chaos: registrations churn on two services — register, deregister, heartbeat (by
  * themselves), updates, abandon (left to expire) — through several registries, each with its
  * own Redis connection, while a seeded scheduler restarts Redis (with its data, or empty),
- * trims a change log to nothing (XTRIM MAXLEN 0), deletes a log key, writes a foreign entry
+ * trims a change log to nothing (XTRIM MAXLEN 0), deletes a log key, deletes a service's
+ * records and leases keys (as an operator's DEL or eviction under `allkeys-*` would: no log
+ * entry, nothing left for the reaper), writes a foreign entry
  * into a log (XADD <log> * …), pauses Redis and drops every client connection at once (`CLIENT
  * KILL TYPE normal`: ioredis reconnects and sends again what was unanswered, so a script may run
  * twice for one call), flushes its script cache (`SCRIPT FLUSH`: every call falls back from
@@ -32,6 +34,7 @@ import {
   RedisBackend,
   Registry,
   type DiscoveryRedisClient,
+  type ServiceKeys,
   type Registration,
   type ServiceWatch,
 } from '../../src/discovery/index.js';
@@ -65,6 +68,7 @@ export const DISCOVERY_FAULTS = [
   'restart-empty',
   'trim',
   'delete-log',
+  'delete-records',
   'foreign',
   'drop',
   'flush-scripts',
@@ -79,6 +83,7 @@ const DEFAULT_MIX: Partial<Record<DiscoveryFault, number>> = {
   'restart-empty': 2,
   trim: 1,
   'delete-log': 1,
+  'delete-records': 1,
   foreign: 1,
   drop: 2,
   'flush-scripts': 1,
@@ -296,7 +301,7 @@ describeRedis(
                     count(opErrors, `fault-write: ${errorKind(error)}`);
                   });
               }
-              await inject(harness, admin, dir, keysOf(fault.service).log, fault).finally(() => {
+              await inject(harness, admin, dir, keysOf(fault.service), fault).finally(() => {
                 gate.open();
               });
               done.push(`${fault.kind}${describeFault(fault)}@${at}`);
@@ -544,9 +549,10 @@ async function inject(
   harness: RedisHarness,
   admin: Redis,
   dir: string,
-  log: string,
+  keys: ServiceKeys,
   fault: Fault,
 ): Promise<void> {
+  const log = keys.log;
   switch (fault.kind) {
     case 'pause':
       harness.pause(0);
@@ -570,6 +576,11 @@ async function inject(
     case 'delete-log':
       await retried(() => admin.del(log));
       return;
+    case 'delete-records':
+      // Live instances re-register at their next heartbeat; the abandoned ones have no record,
+      // no lease and no log entry left: only the readers' record count tells the views.
+      await retried(() => admin.del(keys.records, keys.leases));
+      return;
     case 'foreign':
       await retried(() => admin.xadd(log, '*', 'foreign', 'entry'));
       return;
@@ -586,7 +597,8 @@ async function inject(
       await retried(() => admin.call('DEBUG', 'SLEEP', String(fault.holdMs / 1000)));
       return;
     case 'pause-writes':
-      // Every script waits (EVALSHA counts as a write), XREAD goes on.
+      // Every writing script waits (a script without flags counts as a write); XREAD and the
+      // readers' probe (a no-writes script) go on.
       await retried(() => admin.call('CLIENT', 'PAUSE', String(fault.holdMs), 'WRITE'));
       await sleep(fault.holdMs);
       return;

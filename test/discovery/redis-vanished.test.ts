@@ -1,0 +1,172 @@
+/**
+ * Records that vanish from the store with no change-log entry and no trace left for the reaper
+ * (their record and lease deleted — by another program, an operator's `DEL`/`HDEL`, or eviction
+ * under an `allkeys-*` policy — with or without their expiry entry): every view must still drop
+ * the dead ones within a bounded time, and nobody alive may be removed. And the reader's probe
+ * under a write pause (`CLIENT PAUSE … WRITE`): it only reads, so views must not go stale.
+ */
+import type { Redis } from 'ioredis';
+import { afterEach, expect, it } from 'vitest';
+import {
+  RedisBackend,
+  Registry,
+  type RedisBackendOptions,
+  type Registration,
+  type RegistryOptions,
+  type StaleChange,
+} from '../../src/discovery/index.js';
+import { until } from '../support/helpers.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+import { type WatchHistory, watchHistories } from './history.js';
+import { faultBackendOptions, faultRegistryOptions } from './redis-fixture.js';
+
+describeRedis('records that vanish without a trace (real Redis)', () => {
+  const redis = useRedis({ count: 1 });
+  const cleanups: (() => Promise<void> | void)[] = [];
+  let serial = 0;
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    const admin = redis().client(0);
+    await admin.call('CLIENT', 'UNPAUSE');
+    await redis().flushAll();
+    admin.disconnect();
+  });
+
+  const registry = (
+    options: RegistryOptions = {},
+    backendOptions: Partial<RedisBackendOptions> = {},
+  ): Registry => {
+    const client = redis().client(0, { maxRetriesPerRequest: 1 });
+    const backend = new RedisBackend({ client, ...faultBackendOptions, ...backendOptions });
+    const r = new Registry({ backend, ...faultRegistryOptions, ...options });
+    cleanups.push(async () => {
+      await r.close();
+      await backend.close();
+      client.disconnect();
+    });
+    return r;
+  };
+
+  const admin = (): Redis => {
+    const a = redis().client(0);
+    cleanups.push(() => a.disconnect());
+    return a;
+  };
+  const keysOf = (service: string) => new RedisBackend({ client: admin() }).keys(service);
+
+  const registerAll = async (r: Registry, service: string, n: number): Promise<Registration[]> => {
+    const out: Registration[] = [];
+    for (let i = 1; i <= n; i++)
+      out.push(await r.register({ service, id: `${service}-${i}`, host: '127.0.0.1', port: i }));
+    return out;
+  };
+
+  /** Ids removed from a view, with the reason. */
+  const removals = (v: WatchHistory): string[] =>
+    v.changes.flatMap((c) => (c.type === 'removed' ? [`${c.instance.id} ${c.reason}`] : []));
+
+  it('a dead instance whose record and lease were deleted (whole keys or its fields, with or without its expiry) leaves every view; nobody alive does', async () => {
+    const options = { dataLossGraceMs: 1500 };
+    const writer = registry(options);
+    const watcher = registry(options);
+    const a = admin();
+    const deletions: Record<string, (service: string, dead: string) => Promise<unknown>> = {
+      'records and leases keys': (s) => a.del(keysOf(s).records, keysOf(s).leases),
+      'records, leases and expiry keys': (s) =>
+        a.del(keysOf(s).records, keysOf(s).leases, keysOf(s).expiry),
+      'its record and lease fields': (s, dead) =>
+        a.multi().hdel(keysOf(s).records, dead).hdel(keysOf(s).leases, dead).exec(),
+      'its record, lease and expiry entry': (s, dead) =>
+        a
+          .multi()
+          .hdel(keysOf(s).records, dead)
+          .hdel(keysOf(s).leases, dead)
+          .zrem(keysOf(s).expiry, dead)
+          .exec(),
+    };
+    const cases: { name: string; service: string; live: Registration[]; dead: string }[] = [];
+    const views: WatchHistory[][] = [];
+    for (const name of Object.keys(deletions)) {
+      const service = `vanished-${++serial}`;
+      const live = await registerAll(writer, service, 3);
+      const dead = await writer.register({ service, id: `${service}-dead`, host: 'h', port: 9 });
+      // Two watchers: one on the writer's own registry, one elsewhere.
+      views.push([
+        ...(await watchHistories(() => writer, service, 1, cleanups)),
+        ...(await watchHistories(() => watcher, service, 1, cleanups)),
+      ]);
+      dead.abandon(); // its process stopped: no heartbeat, no deregistration
+      cases.push({ name, service, live, dead: dead.id });
+    }
+    for (const c of cases) await deletions[c.name]?.(c.service, c.dead);
+
+    await until(async () => {
+      for (const [i, c] of cases.entries()) {
+        const ids = c.live.map((r) => r.id).sort();
+        expect((await a.hkeys(keysOf(c.service).records)).sort(), c.name).toEqual(ids);
+        for (const v of views[i] ?? []) v.expectConverged(ids);
+      }
+    }, 10_000);
+    for (const [i, c] of cases.entries()) {
+      const alive = new Set(c.live.map((r) => r.id));
+      for (const v of views[i] ?? []) {
+        const removed = removals(v);
+        expect(
+          removed.filter((what) => alive.has(what.split(' ')[0] ?? '')),
+          c.name,
+        ).toEqual([]);
+        // Its record vanished without a log entry: the store lost it, as in a data loss.
+        expect(removed, c.name).toEqual([`${c.dead} lost`]);
+      }
+    }
+  }, 30_000);
+
+  it('records quarantined in the store (bad JSON, a 2 MB value, an empty id) count as stored: the probe does not resync over them again and again', async () => {
+    const service = `quarantined-${++serial}`;
+    const r = registry();
+    await r.register({ service, id: `${service}-1`, host: 'h', port: 1 });
+    const watch = r.watch(service);
+    await watch.ready;
+    const k = keysOf(service);
+    await admin().hset(k.records, 'bad', '{not json', '', '{}', 'huge', 'x'.repeat(2_000_000));
+    await until(() => {
+      expect(r.stats().quarantined).toBe(3);
+    }, 5000);
+    const after = watch.resyncs;
+    // Several probe periods (blockMs 300): a view that did not count its quarantined records
+    // would resync after every one.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(watch.resyncs - after).toBeLessThanOrEqual(1);
+    expect(watch.instances().map((i) => i.id)).toEqual([`${service}-1`]);
+  });
+
+  it('a short write pause (CLIENT PAUSE … WRITE) leaves views fresh: the reader’s probe only reads', async () => {
+    const service = `paused-${++serial}`;
+    // Reads get 2 s past their block before they count as lost; the pause is longer than that,
+    // so a probe the pause held would time out within it and turn the view stale.
+    const backendOptions = { readTimeoutMs: 2000 };
+    const writer = registry({ ttlMs: 10_000 }, backendOptions);
+    await registerAll(writer, service, 3);
+    // The watching registry reaps too (every 150 ms): its reaps wait out the pause on its client.
+    const watcher = registry({}, backendOptions);
+    const watch = watcher.watch(service);
+    await watch.ready;
+    const stale: StaleChange[] = [];
+    const subscription = watch.onStaleChange((change) => stale.push(change));
+    cleanups.push(() => subscription.dispose());
+    const a = admin();
+    const before = watch.resyncs;
+    await a.call('CLIENT', 'PAUSE', '3000', 'WRITE');
+    // A write of the admin's own waits until the pause is over.
+    const probe = redis().client(0);
+    cleanups.push(() => probe.disconnect());
+    await probe.set(`${service}:after-pause`, '1');
+    // A probe the pause held would have timed out within it (2 s after a read at most 300 ms
+    // into the pause): by now the view would have turned stale and resynced.
+    expect(stale).toEqual([]);
+    expect(watch.stale).toBe(false);
+    expect(watch.resyncs).toBe(before);
+    expect(watch.instances().map((i) => i.id)).toHaveLength(3);
+  }, 20_000);
+});
