@@ -12,6 +12,7 @@ import {
   RedisBloomFilter,
   bloomShape,
   isCacheRedisError,
+  type CacheDegradedEvent,
 } from '../../src/cache/index.js';
 import { isInvalidOptionError } from '../../src/index.js';
 import { READ } from '../../src/cache/scripts.js';
@@ -55,6 +56,16 @@ async function exhaustMemory(admin: Redis): Promise<void> {
     }
   }
   throw new Error('Redis never refused a write');
+}
+
+/**
+ * `maxmemory` of one byte under `noeviction`: every write that could grow memory is refused for
+ * as long as it lasts (with {@link exhaustMemory}'s margin, memory the server frees by itself —
+ * a client's buffers — can let a write through after a while).
+ */
+async function refuseWrites(admin: Redis): Promise<void> {
+  await admin.config('SET', 'maxmemory-policy', 'noeviction');
+  await admin.config('SET', 'maxmemory', '1');
 }
 
 /**
@@ -186,6 +197,80 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
         throw new Error('must not load: the value is in Redis');
       }),
     ).resolves.toBe('landed');
+  });
+
+  it('noeviction: a refused write is kind out-of-memory, reported once by onDegraded; reads and deletes still reach Redis; onRecovered once a write lands', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    const degraded: CacheDegradedEvent[] = [];
+    let recovered = 0;
+    a.onDegraded((event) => degraded.push(event));
+    a.onRecovered(() => recovered++);
+    await b.set('written-by-b', 'in-redis');
+    await a.set('warm', 'before');
+    await refuseWrites(admin);
+    // The lease of a cold key cannot be taken: the loader serves, and the failure is reported.
+    await expect(a.getOrLoad('cold', () => 'cold-value')).resolves.toBe('cold-value');
+    expect(degraded.map((event) => [event.operation, event.error.kind])).toEqual([
+      ['read', 'out-of-memory'],
+    ]);
+    expect(degraded[0]?.error.message).toContain('OOM');
+    const refused = await a.set('x', 1).catch((error: unknown) => error);
+    expect(isCacheRedisError(refused) && refused.kind).toBe('out-of-memory');
+    // Not taken for Redis being down: values in Redis are still read (not loaded) …
+    await expect(
+      a.getOrLoad('written-by-b', () => {
+        throw new Error('must not load: the value is in Redis');
+      }),
+    ).resolves.toBe('in-redis');
+    // … and a delete still goes through (it frees memory).
+    await expect(a.delete('warm')).resolves.toBe(true);
+    await expect(admin.exists(valueKey('warm'))).resolves.toBe(0);
+    // Reads that succeed while writes are refused do not end the degraded period.
+    expect(degraded).toHaveLength(1);
+    expect(recovered).toBe(0);
+    await admin.config('SET', 'maxmemory', '0');
+    await a.set('after', 'landed');
+    expect(recovered).toBe(1);
+    expect(degraded).toHaveLength(1);
+  });
+
+  it('noeviction: each process loads a cold key once (no lease), and only once: concurrent and later gets share it', async () => {
+    const admin = client();
+    const caches = [cacheOf(), cacheOf()];
+    await refuseWrites(admin);
+    let loads = 0;
+    const loader = async (): Promise<string> => {
+      loads++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return 'cold-value';
+    };
+    for (let round = 0; round < 3; round++) {
+      const answers = await Promise.all(
+        caches.flatMap((cache) => Array.from({ length: 10 }, () => cache.getOrLoad('cold', loader))),
+      );
+      expect(new Set(answers)).toEqual(new Set(['cold-value']));
+      // One load per process, in the first round; later rounds are served from L1.
+      expect(loads).toBe(caches.length);
+    }
+    await expect(admin.get(valueKey('cold'))).resolves.toBe(null);
+    await expect(admin.exists(`${valueKey('cold')}:lease`)).resolves.toBe(0);
+  });
+
+  it('noeviction: a value past its stale window (kept for grace) is reloaded at once, not after maxWaitMs of lease retries', async () => {
+    const admin = client();
+    const a = cacheOf();
+    // A waiter would give up only after a minute: the lease that cannot be taken must not
+    // make it wait at all.
+    const b = cacheOf({ leaseTtlMs: 60_000, pollIntervalMs: 20 });
+    await a.set('k', 'old', { ttlMs: 50, staleMs: 0, graceMs: 600_000 });
+    await until(async () => {
+      await expect(b.get('k')).resolves.toBe(undefined); // past its fresh and stale windows
+    }, 5_000);
+    await expect(admin.exists(valueKey('k'))).resolves.toBe(1); // kept in Redis for grace
+    await refuseWrites(admin);
+    await expect(Promise.race([b.getOrLoad('k', () => 'new'), later(10_000)])).resolves.toBe('new');
   });
 });
 
