@@ -317,6 +317,32 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
     await expect(cache.getOrLoad('sku-7', () => 'exists')).resolves.toBe('exists');
   });
 
+  it('allkeys-lru: an add after the bitmap was evicted leaves no key absent that was added before, until a rebuild', async () => {
+    const admin = client();
+    const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 3_000 });
+    await bloom.rebuild(keys);
+    await expect(bloom.mightContain('never-added')).resolves.toBe(false);
+    await tightMemory(admin, 'allkeys-lru');
+    const evictor = client();
+    await until(async () => {
+      evictOlderKeys(evictor, 200);
+      await expect(admin.exists(bloom.key)).resolves.toBe(0);
+    }, 20_000);
+    await admin.config('SET', 'maxmemory', '0');
+    // A new item is added: the bitmap is made again, holding only it.
+    await bloom.add('sku-new');
+    await expect(admin.exists(bloom.key)).resolves.toBe(1);
+    const answers = await bloom.mightContainAll([...keys, 'sku-new']);
+    expect(answers.filter((maybe) => !maybe)).toEqual([]);
+    // As a guard: an item that exists reaches the loader rather than reading as absent.
+    const cache = cacheOf({ guard: bloom });
+    await expect(cache.getOrLoad('sku-7', () => 'exists')).resolves.toBe('exists');
+    // A rebuild makes it whole again: it rules keys out once more.
+    await bloom.rebuild([...keys, 'sku-new']);
+    expect((await bloom.mightContainAll([...keys, 'sku-new'])).every(Boolean)).toBe(true);
+    await expect(bloom.mightContain('never-added')).resolves.toBe(false);
+  });
+
   it('allkeys-lru: a rebuild whose side key is evicted midway never swaps in a partial filter', async () => {
     const admin = client();
     const bloomClient = client();
