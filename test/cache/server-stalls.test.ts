@@ -70,10 +70,7 @@ describeRedis('Cache on a stalling Redis (real redis-server)', () => {
     // After the pause: the read's EVALSHA answers NOSCRIPT and it runs again as EVAL — after
     // the release sent when it timed out.
     await until(async () => expect(await evals(admin)).toBeGreaterThan(evalsBefore), 10_000);
-    await until(
-      async () => expect(await admin.exists(`${valueKey('k')}:lease`)).toBe(0),
-      5_000,
-    );
+    await until(async () => expect(await admin.exists(`${valueKey('k')}:lease`)).toBe(0), 5_000);
     await expect(Promise.race([b.getOrLoad('k', () => 'from-b'), later(10_000)])).resolves.toBe(
       'from-b',
     );
