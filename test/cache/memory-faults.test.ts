@@ -349,7 +349,7 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
     const admin = client();
     const bloomClient = client();
     const bloom = new RedisBloomFilter({ redis: bloomClient, name: 'skus', expectedItems: 3_000 });
-    await bloom.addAll(keys);
+    await bloom.rebuild(keys); // built: it rules keys out
     // Room for the rebuild's own chunks: only the filler below evicts.
     await tightMemory(admin, 'allkeys-lru', 2 * 1024 * 1024);
     let evicted = false;
@@ -375,7 +375,7 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
     const shared = client();
     const mine = new RedisBloomFilter({ redis: shared, name: 'skus', expectedItems: 3_000 });
     const other = new RedisBloomFilter({ redis: shared, name: 'skus', expectedItems: 3_000 });
-    await mine.addAll(keys);
+    await mine.rebuild(keys); // built: it rules keys out
     let second: Promise<unknown> | undefined;
     function* failing(): Generator<string> {
       yield* [];
@@ -400,7 +400,7 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
   it('noeviction: a rebuild refused midway leaves the live filter and no side key', async () => {
     const admin = client();
     const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 100_000 });
-    await bloom.addAll(keys);
+    await bloom.rebuild(keys); // built: it rules keys out
     await exhaustMemory(admin);
     const outcome = await bloom.rebuild(keys).catch((error: unknown) => error);
     expect(isCacheRedisError(outcome) && outcome.kind).toBe('out-of-memory');
