@@ -90,7 +90,7 @@ function classify(error: unknown): RedisFailureKind {
     return 'not-connected';
   }
   // Before the script errors: Redis refused a write for lack of memory, not the script's fault.
-  if (isOutOfMemoryError(error)) return 'out-of-memory';
+  if (isOutOfMemoryError(error.message)) return 'out-of-memory';
   if (error.name === 'ReplyError') return 'script-error';
   return 'failed';
 }

@@ -52,7 +52,7 @@ export class QueueRedisError extends KeelError {
       ? 'refused'
       : /timed? ?out|ETIMEDOUT/i.test(text)
         ? 'timed-out'
-        : isOutOfMemoryError(cause)
+        : isOutOfMemoryError(text)
           ? 'out-of-memory'
           : /^(ERR|WRONGTYPE|NOSCRIPT|BUSY|CROSSSLOT)|script/i.test(text)
             ? 'script-error'
