@@ -1739,12 +1739,20 @@ export class Cache {
     return loaded;
   }
 
-  /** Redis failed: the cache serves from L1 and the loader until it answers again. */
+  /**
+   * Redis failed: the cache serves from L1 and the loader until it answers again. Once per
+   * degraded period. Out of memory (kind `out-of-memory`) degrades too, but the cache keeps
+   * reading Redis, which still answers reads and deletes; only its writes (leases, fills, `set`)
+   * are refused.
+   */
   onDegraded(listener: (event: CacheDegradedEvent) => void): Subscription {
     return this.#core.degraded.subscribe(listener);
   }
 
-  /** Redis answers again after a degraded period. */
+  /**
+   * Redis answers again after a degraded period — after out of memory, once it takes a write
+   * again (a read answered meanwhile does not end that period).
+   */
   onRecovered(listener: (event: CacheRecoveredEvent) => void): Subscription {
     return this.#core.recovered.subscribe(listener);
   }
