@@ -260,6 +260,25 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     await expect(admin.exists(`${valueKey('cold')}:lease`)).resolves.toBe(0);
   });
 
+  it('noeviction: with l1: false, concurrent gets of a cold key still share one load (later ones load again: nothing keeps the value)', async () => {
+    const admin = client();
+    const cache = cacheOf({ l1: false });
+    await refuseWrites(admin);
+    let loads = 0;
+    const loader = async (): Promise<string> => {
+      loads++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return 'cold-value';
+    };
+    for (let round = 1; round <= 2; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () => cache.getOrLoad('cold', loader)),
+      );
+      expect(new Set(answers)).toEqual(new Set(['cold-value']));
+      expect(loads).toBe(round);
+    }
+  });
+
   it('noeviction: a value past its stale window (kept for grace) is reloaded at once, not after maxWaitMs of lease retries', async () => {
     const admin = client();
     const a = cacheOf();
