@@ -3,8 +3,9 @@ import { Cache, RedisBloomFilter } from 'keel/cache';
 
 const redis = new Redis(6379);
 // Penetration: SKUs that exist, in a Bloom filter on Redis (absent ones never reach the loader).
+// Built from every SKU that exists (a database read); `add` keeps it current.
 const skus = new RedisBloomFilter({ redis, name: 'skus', expectedItems: 100_000 });
-await skus.addAll(['sku-1', 'sku-2']);
+await skus.rebuild(['sku-1', 'sku-2']);
 
 let databaseReads = 0;
 const loadPrice = async (sku: string) => {

@@ -183,6 +183,29 @@ const RESOLVED: Promise<unknown> = Promise.resolve();
 /** The entry that keeps {@link CacheCore.#flights} from emptying; never any key's flight. */
 const noop = (): void => undefined;
 
+/**
+ * Whether a successful reply to one of the cache's Redis calls shows that Redis took a write
+ * that could grow memory — what ends a degraded period started by Redis running out of memory
+ * (see `TierSettings.wroteMemory`). Reads and deletes are answered while Redis refuses writes,
+ * so their success says nothing; a `set` (its script's first command is a `SET`) does, and so
+ * do a fill written, a lease taken and a value quarantined.
+ */
+function wroteMemory(operation: string, reply: unknown): boolean {
+  switch (operation) {
+    case 'set':
+      return true;
+    case 'fill':
+    case 'quarantine':
+      return reply === 1;
+    case 'lease':
+      return Array.isArray(reply) && reply[0] === 1;
+    case 'read':
+      return Array.isArray(reply) && reply[1] === 1;
+    default:
+      return false;
+  }
+}
+
 const IDLE_FLIGHT: Flight = Object.freeze({
   promise: RESOLVED,
   voided: false,
@@ -371,6 +394,7 @@ class CacheCore {
         onRecovered: (degradedMs) => {
           this.emit(this.recovered, channels.recovered, () => ({ degradedMs, time: wallTime() }));
         },
+        wroteMemory,
       });
     }
   }
@@ -759,6 +783,13 @@ class CacheCore {
         bare
           ? [token, this.o.leaseTtlMs, acquire ? '1' : '0', '1']
           : [token, this.o.leaseTtlMs, acquire ? '1' : '0'],
+        acquire
+          ? (late, failed) => {
+              if (failed || (Array.isArray(late) && late[1] === 1)) {
+                this.abandonLease(full, key, token);
+              }
+            }
+          : undefined,
       );
     } catch (error) {
       if (!isCacheRedisError(error)) throw error;
@@ -793,9 +824,12 @@ class CacheCore {
    * load went on without it — but Redis may only have held it (`CLIENT PAUSE … WRITE`, a slow
    * script or `DEBUG SLEEP` ahead of it) and run it since. A lease taken then has no loader:
    * nobody fills or releases it, and every other process waits for it to run out (`leaseTtlMs`).
-   * The release goes out on the same connection, so Redis runs it after the script. Sent even
-   * while the tier is degraded (what follows the script must follow it), neither bounded nor
-   * awaited; a no-op when the script took nothing.
+   * Called twice: when the script times out (the release goes out on the same connection, so
+   * Redis runs it after the script), and again when the script's late answer says it took the
+   * lease (or it failed, and may have run): a script whose `EVALSHA` answered `NOSCRIPT` (the
+   * scripts were flushed) runs again as `EVAL`, sent only then — after the first release, which
+   * it overtakes. Sent even while the tier is degraded (what follows the script must follow it),
+   * neither bounded nor awaited; a no-op when the token holds nothing.
    */
   abandonLease(full: string, key: string, token: string): void {
     const redis = this.o.redis;
@@ -1321,6 +1355,9 @@ export class Cache {
               if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
               return lease.fresher.value as V | undefined;
             }
+            // Redis failed the lease (down, or out of memory: refused each time it is asked):
+            // load now, as after a read that failed, rather than retry it until maxWaitMs.
+            if (lease.failed === true) break;
             took = lease.took;
           }
           if (took) {
@@ -1358,7 +1395,12 @@ export class Cache {
     full: string,
     token: string,
     freshUntil: number,
-  ): Promise<{ readonly took: boolean; readonly fresher?: Entry; readonly keep?: boolean }> {
+  ): Promise<{
+    readonly took: boolean;
+    readonly fresher?: Entry;
+    readonly keep?: boolean;
+    readonly failed?: boolean;
+  }> {
     const core = this.#core;
     const key = core.valueKey(full);
     const generation = core.generation;
@@ -1367,7 +1409,7 @@ export class Cache {
     const after = Math.round(freshUntil + core.wallOffset()) + LEASE_FRESHER_MARGIN_MS;
     const tier = core.tier;
     // Degraded: nothing is sent (as `run` would refuse it), so nothing can take the lease late.
-    if (tier === undefined || tier.degraded) return { took: false };
+    if (tier === undefined || tier.degraded) return { took: false, failed: true };
     let reply: unknown;
     try {
       reply = await tier.run(
@@ -1375,12 +1417,19 @@ export class Cache {
         scripts.TAKE_LEASE,
         [key, `${key}:lease`],
         [token, core.o.leaseTtlMs, Number.isFinite(after) ? after : 0],
+        (late, failed) => {
+          if (failed || (Array.isArray(late) && late[0] === 1)) {
+            core.abandonLease(full, key, token);
+          }
+        },
       );
     } catch (error) {
       if (!isCacheRedisError(error)) throw error;
       // It may still run and take the lease, for nobody (see CacheCore.abandonLease).
       if (error.kind === 'timed-out') core.abandonLease(full, key, token);
-      return { took: false };
+      // `failed`: a caller that waits for the lease would wait in vain (out of memory, Redis
+      // refuses it every time) — it loads now, as after a read that failed.
+      return { took: false, failed: true };
     }
     const [took, raw] = Array.isArray(reply) ? (reply as unknown[]) : [];
     if (took === 1) return { took: true };
@@ -1690,12 +1739,20 @@ export class Cache {
     return loaded;
   }
 
-  /** Redis failed: the cache serves from L1 and the loader until it answers again. */
+  /**
+   * Redis failed: the cache serves from L1 and the loader until it answers again. Once per
+   * degraded period. Out of memory (kind `out-of-memory`) degrades too, but the cache keeps
+   * reading Redis, which still answers reads and deletes; only its writes (leases, fills, `set`)
+   * are refused.
+   */
   onDegraded(listener: (event: CacheDegradedEvent) => void): Subscription {
     return this.#core.degraded.subscribe(listener);
   }
 
-  /** Redis answers again after a degraded period. */
+  /**
+   * Redis answers again after a degraded period — after out of memory, once it takes a write
+   * again (a read answered meanwhile does not end that period).
+   */
   onRecovered(listener: (event: CacheRecoveredEvent) => void): Subscription {
     return this.#core.recovered.subscribe(listener);
   }

@@ -20,11 +20,19 @@ export const CACHE_SERIALIZATION = 'KEEL_CACHE_SERIALIZATION';
  *   or a client queueing commands while it reconnects).
  * - `connection-refused`: nothing listens there (`ECONNREFUSED`).
  * - `not-connected`: the client is closed or its connection dropped.
+ * - `out-of-memory`: Redis is at `maxmemory` under `noeviction` and refused a write (`OOM …`):
+ *   nothing was written, and the same call succeeds once memory is freed. Redis still answers
+ *   reads and deletes meanwhile, so the cache keeps using it (see `Cache.onDegraded`).
  * - `script-error`: Redis answered the script with an error (a key of the wrong type, …).
  * - `failed`: anything else the client reported.
  */
 export type RedisFailureKind =
-  'timed-out' | 'connection-refused' | 'not-connected' | 'script-error' | 'failed';
+  | 'timed-out'
+  | 'connection-refused'
+  | 'not-connected'
+  | 'out-of-memory'
+  | 'script-error'
+  | 'failed';
 
 /**
  * A Redis call of the cache failed. Reads never throw it (they degrade to L1 and the loader,

@@ -6,7 +6,10 @@
  */
 import type { CacheRedisError } from './errors.js';
 
-/** Redis stopped answering: the cache serves from L1 and the loader until it answers again. */
+/**
+ * Redis stopped answering (or, out of memory, refuses writes): the cache serves from L1 and the
+ * loader until it answers again.
+ */
 export interface CacheDegradedEvent {
   /** The operation that failed first (`read`, `fill`, `set`, …). */
   readonly operation: string;
@@ -16,7 +19,7 @@ export interface CacheDegradedEvent {
   readonly time: number;
 }
 
-/** Redis answered again after a degraded period. */
+/** Redis answered again after a degraded period (after out of memory: it took a write). */
 export interface CacheRecoveredEvent {
   /** How long the cache was degraded, ms (monotonic). */
   readonly degradedMs: number;

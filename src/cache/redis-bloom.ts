@@ -54,22 +54,26 @@ return out
 `);
 
 /**
- * KEYS: bitmap. ARGV: k, then k positions per key. Returns per key 1 if all its bits are set —
- * or if there is no bitmap at all: a Redis that may evict any key (`allkeys-*` policies) can
- * have dropped it, and "absent" would then be a false negative for every key added (as a
- * cache's guard, every existing key would read as missing). A filter never added to reads the
- * same: nothing can be ruled out.
+ * KEYS: bitmap. ARGV: k, the built marker bit (m, one past the filter's bits), then k positions
+ * per key. Returns per key 1 if all its bits are set — or if the bitmap lacks its marker: only
+ * a rebuild sets it (its side key is marked, and renamed over the filter whole), so a bitmap
+ * without it was never built, or was lost and made again by an `add`. A Redis that may evict
+ * any key (`allkeys-*` policies) can drop the bitmap, a restart without persistence or a flush
+ * can lose it; the `add` that follows makes one holding only the keys added since, and
+ * "absent" would then be a false negative for every key added before (as a cache's guard,
+ * every existing item would read as missing). Until a rebuild, nothing is ruled out. The marker
+ * costs one `GETBIT` per call, where telling a missing bitmap apart cost an `EXISTS`.
  */
 const CHECK = luaScript(`
 local k = tonumber(ARGV[1])
 local out = {}
-local n = (#ARGV - 1) / k
-local whole = redis.call('EXISTS', KEYS[1]) == 0
+local n = (#ARGV - 2) / k
+local unbuilt = redis.call('GETBIT', KEYS[1], ARGV[2]) == 0
 for j = 0, n - 1 do
   local all = 1
-  if not whole then
+  if not unbuilt then
     for i = 1, k do
-      if redis.call('GETBIT', KEYS[1], ARGV[1 + j * k + i]) == 0 then all = 0 break end
+      if redis.call('GETBIT', KEYS[1], ARGV[2 + j * k + i]) == 0 then all = 0 break end
     end
   end
   out[j + 1] = all
@@ -80,7 +84,8 @@ return out
 /**
  * KEYS: a rebuild's side key. ARGV: the marker bit (m, one past the filter's bits), ttl ms.
  * Starts the side key with its marker set, and a ttl (a rebuild whose process dies leaves no
- * bitmap behind for good).
+ * bitmap behind for good). The marker stays when the side key is swapped in: it marks the
+ * filter built (see {@link CHECK}).
  */
 const START = luaScript(`
 redis.call('SETBIT', KEYS[1], ARGV[1], 1)
@@ -171,11 +176,13 @@ const spec = {
 /**
  * A Bloom filter on Redis shared by every process: no false negatives, false positives at about
  * the designed rate at `expectedItems`. Use it alone or as a `Cache`'s `guard` (a Redis failure
- * there lets the key through rather than refusing it). `rebuild` replaces the contents
- * atomically. Its key has no ttl: keep it on a Redis that does not evict it (`noeviction`, or a
- * `volatile-*` policy). Under an `allkeys-*` policy a missing bitmap rules nothing out, but an
- * `add` after it was evicted starts a new one that holds only the keys added since — the keys
- * added before read as absent until the next `rebuild`.
+ * there lets the key through rather than refusing it). Build it with `rebuild(existing items)`,
+ * which replaces the contents atomically, and keep it current with `add`: it rules keys out only
+ * once built — until then every key is "maybe" (`add`s are kept). A bitmap lost (evicted under
+ * an `allkeys-*` policy, flushed, a restart without persistence) rules nothing out until the
+ * next `rebuild`, even once an `add` has made a new one: that one holds only the keys added
+ * since, and ruling keys out by it would report existing items absent. Its key has no ttl: keep
+ * it on a Redis that does not evict it (`noeviction`, or a `volatile-*` policy).
  *
  * @example
  * ```ts
@@ -184,7 +191,8 @@ const spec = {
  *
  * const redis = new Redis();
  * const skus = new RedisBloomFilter({ redis, name: 'skus', expectedItems: 1_000_000 });
- * await skus.addAll(['sku-1', 'sku-2']);
+ * await skus.rebuild(['sku-1', 'sku-2']); // every item that exists (a database read)
+ * await skus.add('sku-3'); // an item created later
  * console.log(await skus.mightContain('sku-1')); // true
  * redis.disconnect();
  * ```
@@ -219,14 +227,15 @@ export class RedisBloomFilter {
     this.key = `${this.#o.prefix}{${this.#o.name}}`;
   }
 
-  #positions(owner: string, keys: readonly string[]): (string | number)[] {
+  /** A script's arguments: k, then `lead`, then k bit positions per key. */
+  #positions(owner: string, keys: readonly string[], ...lead: number[]): number[] {
     const k = this.shape.hashes;
     const out = new Array<number>(keys.length * k);
     keys.forEach((key, j) => {
       checkBloomKey(owner, key);
       bloomPositions(key, this.shape, out, j * k);
     });
-    return [k, ...out];
+    return [k, ...lead, ...out];
   }
 
   async #run(
@@ -252,7 +261,12 @@ export class RedisBloomFilter {
     keys: readonly string[],
   ): Promise<boolean[]> {
     if (keys.length === 0) return [];
-    const reply = await this.#run(operation, script, key, this.#positions(operation, keys));
+    // CHECK reads the built marker (bit m) too.
+    const args =
+      script === CHECK
+        ? this.#positions(operation, keys, this.shape.bits)
+        : this.#positions(operation, keys);
+    const reply = await this.#run(operation, script, key, args);
     return Array.isArray(reply) ? reply.map((bit) => bit === 1) : keys.map(() => false);
   }
 
@@ -269,8 +283,9 @@ export class RedisBloomFilter {
   }
 
   /**
-   * False only when `key` was certainly never added. True for every key while the filter's
-   * bitmap is missing (never added to, or evicted).
+   * False only when `key` was certainly never added. True for every key until the filter is
+   * built by {@link RedisBloomFilter.rebuild}, and again after its bitmap was lost (evicted,
+   * flushed, a restart without persistence) until the next rebuild.
    * @throws CacheRedisError when Redis fails or times out
    */
   async mightContain(key: string): Promise<boolean> {
@@ -326,13 +341,12 @@ export class RedisBloomFilter {
   }
 
   async #addSide(side: string, marker: number, keys: readonly string[]): Promise<void> {
-    const [k, ...positions] = this.#positions('bloom-rebuild', keys);
-    await this.#run('bloom-rebuild', ADD_SIDE, side, [
-      k as number,
-      marker,
-      REBUILD_TTL_MS,
-      ...positions,
-    ]);
+    await this.#run(
+      'bloom-rebuild',
+      ADD_SIDE,
+      side,
+      this.#positions('bloom-rebuild', keys, marker, REBUILD_TTL_MS),
+    );
   }
 
   /** Stops the filter (later calls reject); the Redis client stays the caller's. Idempotent. */

@@ -9,6 +9,7 @@
  */
 import {
   ioTimeout,
+  isOutOfMemoryError,
   redisAddress,
   runScript,
   type Clock,
@@ -88,6 +89,8 @@ function classify(error: unknown): RedisFailureKind {
   ) {
     return 'not-connected';
   }
+  // Before the script errors: Redis refused a write for lack of memory, not the script's fault.
+  if (isOutOfMemoryError(error.message)) return 'out-of-memory';
   if (error.name === 'ReplyError') return 'script-error';
   return 'failed';
 }
@@ -419,6 +422,12 @@ export interface TierSettings {
   readonly onMessage: (message: string) => void;
   readonly onDegraded: (operation: string, error: CacheRedisError) => void;
   readonly onRecovered: (degradedMs: number) => void;
+  /**
+   * Whether `reply`, a successful answer to `operation`, shows that Redis took a write that
+   * could grow memory: only such an answer ends a degraded period that Redis being out of
+   * memory started (reads and deletes are answered all along). Absent: any answer ends it.
+   */
+  readonly wroteMemory?: (operation: string, reply: unknown) => boolean;
   /** Scripts loaded into Redis up front (`SCRIPT LOAD`, one per script, not awaited). */
   readonly scripts?: readonly LuaScript[];
   /** Ask Redis (≥ 6, not a Cluster) to report every change to a key under `prefix`. */
@@ -454,6 +463,11 @@ export class RedisTier {
   #downUntil = -Infinity;
   #degradedSince: number | undefined;
   #lastError: CacheRedisError | undefined;
+  /**
+   * Redis refused a write for lack of memory (`maxmemory` under `noeviction`) in this degraded
+   * period: it ends only when a write lands (see {@link TierSettings.wroteMemory}).
+   */
+  #outOfMemory = false;
   #subscriber: CacheSubscriber | undefined;
   /** Bumped each time the subscriber's connection closes: a set-up begun before is void. */
   #connection = 0;
@@ -632,17 +646,26 @@ export class RedisTier {
   /**
    * Runs `script`, bounded by the per-call timeout. Failures (and calls made while degraded)
    * throw a {@link CacheRedisError}; the first failure starts a degraded period and reports it.
+   * `late`, if given, is called with the script's outcome when it comes after the call timed
+   * out (the reply, or what the client failed it with): the script ran late, or may have.
    */
   run(
     operation: string,
     script: LuaScript,
     keys: readonly string[],
     args: readonly (string | number)[],
+    late?: (reply: unknown, failed: boolean) => void,
   ): Promise<unknown> {
     if (this.#lastError !== undefined && this.#s.clock.now() < this.#downUntil) {
       return Promise.reject(this.#lastError);
     }
-    return this.#call(operation, runScript(this.#s.client, script, keys, args));
+    return this.#call(
+      operation,
+      runScript(this.#s.client, script, keys, args),
+      undefined,
+      undefined,
+      late,
+    );
   }
 
   /**
@@ -700,6 +723,7 @@ export class RedisTier {
     request: Promise<unknown>,
     then?: Continuation<unknown, unknown, unknown>,
     datum?: unknown,
+    late?: (reply: unknown, failed: boolean) => void,
   ): Promise<R> {
     // The executor is one shared function (no closure per call): it hands the promise's
     // resolving functions out through `captured`, read right after.
@@ -712,10 +736,10 @@ export class RedisTier {
       const at = call;
       request.then(
         (reply) => {
-          this.#answered(at, true, reply);
+          if (!this.#answered(at, true, reply)) late?.(reply, false);
         },
         (error: unknown) => {
-          this.#answered(at, false, error);
+          if (!this.#answered(at, false, error)) late?.(error, true);
         },
       );
     } catch (error) {
@@ -738,22 +762,30 @@ export class RedisTier {
   /**
    * Call `call` answered: `ok` with `outcome` its reply, else `outcome` what it failed with.
    * Ignored when it timed out before: a late reply neither settles the call nor ends the
-   * degraded period it started (a later call does, once Redis answers in time).
+   * degraded period it started (a later call does, once Redis answers in time). Returns
+   * whether the call was still waiting.
    */
-  #answered(call: number, ok: boolean, outcome: unknown): void {
+  #answered(call: number, ok: boolean, outcome: unknown): boolean {
     const deadlines = this.#deadlines;
-    if (!deadlines.take(call)) return;
+    if (!deadlines.take(call)) return false;
     const { operation, resolve, reject, then, datum } = deadlines.taken;
     if (ok) {
-      if (this.#degradedSince !== undefined) this.#recovered();
+      if (
+        this.#degradedSince !== undefined &&
+        (!this.#outOfMemory || this.#s.wroteMemory?.(operation, outcome) !== false)
+      ) {
+        this.#recovered();
+      }
       finish(resolve, reject, then, datum, outcome, undefined);
     } else finish(resolve, reject, then, datum, undefined, this.#failed(operation, outcome));
+    return true;
   }
 
   #recovered(): void {
     const since = this.#degradedSince;
     if (since === undefined) return;
     this.#degradedSince = undefined;
+    this.#outOfMemory = false;
     this.#downUntil = -Infinity;
     this.#s.onRecovered(this.#s.clock.now() - since);
   }
@@ -762,13 +794,20 @@ export class RedisTier {
     const clock = this.#s.clock;
     const failure = redisFailure(operation, this.#where, error);
     // A script error is this call's problem (a key of the wrong type), not Redis being down.
-    if (failure.kind !== 'script-error') {
+    if (failure.kind === 'script-error') return failure;
+    if (failure.kind === 'out-of-memory') {
+      // Degraded, but not down: Redis still answers reads (a value, a lease held by another
+      // process) and deletes, so calls keep going to it — skipping it would load what Redis
+      // holds, not honour a lease taken before, and fail deletes. Writes are refused until
+      // memory frees; the period ends when one lands.
+      this.#outOfMemory = true;
+    } else {
       this.#lastError = failure;
       this.#downUntil = clock.now() + this.#s.retryMs;
-      if (this.#degradedSince === undefined) {
-        this.#degradedSince = clock.now();
-        this.#s.onDegraded(operation, failure);
-      }
+    }
+    if (this.#degradedSince === undefined) {
+      this.#degradedSince = clock.now();
+      this.#s.onDegraded(operation, failure);
     }
     return failure;
   }

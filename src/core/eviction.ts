@@ -94,3 +94,14 @@ export function warnIfEvicting(client: unknown, component: string): void {
     });
   }
 }
+
+/**
+ * True for the message of the error Redis gives a write it refuses at `maxmemory` under
+ * `noeviction` (`OOM command not allowed when used memory > 'maxmemory'`; in a script, at its
+ * first write that could grow memory). Not a bug of the call: nothing was written, and the same
+ * call succeeds once memory is freed. Reads, and writes that free memory (`DEL`), still go
+ * through.
+ */
+export function isOutOfMemoryError(message: string): boolean {
+  return message.startsWith('OOM ');
+}

@@ -31,7 +31,7 @@ export { EventChannel } from './events.js';
 export type { Listener, Subscription } from './events.js';
 export { describeValue } from './describe.js';
 export { redisAddress } from './redis-address.js';
-export { evictionRisk, warnIfEvicting } from './eviction.js';
+export { evictionRisk, warnIfEvicting, isOutOfMemoryError } from './eviction.js';
 export type { EvictionCheckClient, EvictionRisk } from './eviction.js';
 export {
   INVALID_OPTION,

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-import { KeelError, hasKeelCode, redisAddress } from '../core/index.js';
+import { KeelError, hasKeelCode, isOutOfMemoryError, redisAddress } from '../core/index.js';
 
 /** Error code of {@link QueueClosedError}. */
 export const QUEUE_CLOSED = 'KEEL_QUEUE_CLOSED';
@@ -52,7 +52,7 @@ export class QueueRedisError extends KeelError {
       ? 'refused'
       : /timed? ?out|ETIMEDOUT/i.test(text)
         ? 'timed-out'
-        : /^OOM /.test(text)
+        : isOutOfMemoryError(text)
           ? 'out-of-memory'
           : /^(ERR|WRONGTYPE|NOSCRIPT|BUSY|CROSSSLOT)|script/i.test(text)
             ? 'script-error'

@@ -12,6 +12,7 @@ import {
   RedisBloomFilter,
   bloomShape,
   isCacheRedisError,
+  type CacheDegradedEvent,
 } from '../../src/cache/index.js';
 import { isInvalidOptionError } from '../../src/index.js';
 import { READ } from '../../src/cache/scripts.js';
@@ -55,6 +56,16 @@ async function exhaustMemory(admin: Redis): Promise<void> {
     }
   }
   throw new Error('Redis never refused a write');
+}
+
+/**
+ * `maxmemory` of one byte under `noeviction`: every write that could grow memory is refused for
+ * as long as it lasts (with {@link exhaustMemory}'s margin, memory the server frees by itself —
+ * a client's buffers — can let a write through after a while).
+ */
+async function refuseWrites(admin: Redis): Promise<void> {
+  await admin.config('SET', 'maxmemory-policy', 'noeviction');
+  await admin.config('SET', 'maxmemory', '1');
 }
 
 /**
@@ -187,6 +198,101 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
       }),
     ).resolves.toBe('landed');
   });
+
+  it('noeviction: a refused write is kind out-of-memory, reported once by onDegraded; reads and deletes still reach Redis; onRecovered once a write lands', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    const degraded: CacheDegradedEvent[] = [];
+    let recovered = 0;
+    a.onDegraded((event) => degraded.push(event));
+    a.onRecovered(() => recovered++);
+    await b.set('written-by-b', 'in-redis');
+    await a.set('warm', 'before');
+    await refuseWrites(admin);
+    // The lease of a cold key cannot be taken: the loader serves, and the failure is reported.
+    await expect(a.getOrLoad('cold', () => 'cold-value')).resolves.toBe('cold-value');
+    expect(degraded.map((event) => [event.operation, event.error.kind])).toEqual([
+      ['read', 'out-of-memory'],
+    ]);
+    expect(degraded[0]?.error.message).toContain('OOM');
+    const refused = await a.set('x', 1).catch((error: unknown) => error);
+    expect(isCacheRedisError(refused) && refused.kind).toBe('out-of-memory');
+    // Not taken for Redis being down: values in Redis are still read (not loaded) …
+    await expect(
+      a.getOrLoad('written-by-b', () => {
+        throw new Error('must not load: the value is in Redis');
+      }),
+    ).resolves.toBe('in-redis');
+    // … and a delete still goes through (it frees memory).
+    await expect(a.delete('warm')).resolves.toBe(true);
+    await expect(admin.exists(valueKey('warm'))).resolves.toBe(0);
+    // Reads that succeed while writes are refused do not end the degraded period.
+    expect(degraded).toHaveLength(1);
+    expect(recovered).toBe(0);
+    await admin.config('SET', 'maxmemory', '0');
+    await a.set('after', 'landed');
+    expect(recovered).toBe(1);
+    expect(degraded).toHaveLength(1);
+  });
+
+  it('noeviction: each process loads a cold key once (no lease), and only once: concurrent and later gets share it', async () => {
+    const admin = client();
+    const caches = [cacheOf(), cacheOf()];
+    await refuseWrites(admin);
+    let loads = 0;
+    const loader = async (): Promise<string> => {
+      loads++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return 'cold-value';
+    };
+    for (let round = 0; round < 3; round++) {
+      const answers = await Promise.all(
+        caches.flatMap((cache) =>
+          Array.from({ length: 10 }, () => cache.getOrLoad('cold', loader)),
+        ),
+      );
+      expect(new Set(answers)).toEqual(new Set(['cold-value']));
+      // One load per process, in the first round; later rounds are served from L1.
+      expect(loads).toBe(caches.length);
+    }
+    await expect(admin.get(valueKey('cold'))).resolves.toBe(null);
+    await expect(admin.exists(`${valueKey('cold')}:lease`)).resolves.toBe(0);
+  });
+
+  it('noeviction: with l1: false, concurrent gets of a cold key still share one load (later ones load again: nothing keeps the value)', async () => {
+    const admin = client();
+    const cache = cacheOf({ l1: false });
+    await refuseWrites(admin);
+    let loads = 0;
+    const loader = async (): Promise<string> => {
+      loads++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return 'cold-value';
+    };
+    for (let round = 1; round <= 2; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () => cache.getOrLoad('cold', loader)),
+      );
+      expect(new Set(answers)).toEqual(new Set(['cold-value']));
+      expect(loads).toBe(round);
+    }
+  });
+
+  it('noeviction: a value past its stale window (kept for grace) is reloaded at once, not after maxWaitMs of lease retries', async () => {
+    const admin = client();
+    const a = cacheOf();
+    // A waiter would give up only after a minute: the lease that cannot be taken must not
+    // make it wait at all.
+    const b = cacheOf({ leaseTtlMs: 60_000, pollIntervalMs: 20 });
+    await a.set('k', 'old', { ttlMs: 50, staleMs: 0, graceMs: 600_000 });
+    await until(async () => {
+      await expect(b.get('k')).resolves.toBe(undefined); // past its fresh and stale windows
+    }, 5_000);
+    await expect(admin.exists(valueKey('k'))).resolves.toBe(1); // kept in Redis for grace
+    await refuseWrites(admin);
+    await expect(Promise.race([b.getOrLoad('k', () => 'new'), later(10_000)])).resolves.toBe('new');
+  });
 });
 
 describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () => {
@@ -232,11 +338,37 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
     await expect(cache.getOrLoad('sku-7', () => 'exists')).resolves.toBe('exists');
   });
 
+  it('allkeys-lru: an add after the bitmap was evicted leaves no key absent that was added before, until a rebuild', async () => {
+    const admin = client();
+    const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 3_000 });
+    await bloom.rebuild(keys);
+    await expect(bloom.mightContain('never-added')).resolves.toBe(false);
+    await tightMemory(admin, 'allkeys-lru');
+    const evictor = client();
+    await until(async () => {
+      evictOlderKeys(evictor, 200);
+      await expect(admin.exists(bloom.key)).resolves.toBe(0);
+    }, 20_000);
+    await admin.config('SET', 'maxmemory', '0');
+    // A new item is added: the bitmap is made again, holding only it.
+    await bloom.add('sku-new');
+    await expect(admin.exists(bloom.key)).resolves.toBe(1);
+    const answers = await bloom.mightContainAll([...keys, 'sku-new']);
+    expect(answers.filter((maybe) => !maybe)).toEqual([]);
+    // As a guard: an item that exists reaches the loader rather than reading as absent.
+    const cache = cacheOf({ guard: bloom });
+    await expect(cache.getOrLoad('sku-7', () => 'exists')).resolves.toBe('exists');
+    // A rebuild makes it whole again: it rules keys out once more.
+    await bloom.rebuild([...keys, 'sku-new']);
+    expect((await bloom.mightContainAll([...keys, 'sku-new'])).every(Boolean)).toBe(true);
+    await expect(bloom.mightContain('never-added')).resolves.toBe(false);
+  });
+
   it('allkeys-lru: a rebuild whose side key is evicted midway never swaps in a partial filter', async () => {
     const admin = client();
     const bloomClient = client();
     const bloom = new RedisBloomFilter({ redis: bloomClient, name: 'skus', expectedItems: 3_000 });
-    await bloom.addAll(keys);
+    await bloom.rebuild(keys); // built: it rules keys out
     // Room for the rebuild's own chunks: only the filler below evicts.
     await tightMemory(admin, 'allkeys-lru', 2 * 1024 * 1024);
     let evicted = false;
@@ -262,7 +394,7 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
     const shared = client();
     const mine = new RedisBloomFilter({ redis: shared, name: 'skus', expectedItems: 3_000 });
     const other = new RedisBloomFilter({ redis: shared, name: 'skus', expectedItems: 3_000 });
-    await mine.addAll(keys);
+    await mine.rebuild(keys); // built: it rules keys out
     let second: Promise<unknown> | undefined;
     function* failing(): Generator<string> {
       yield* [];
@@ -287,10 +419,10 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
   it('noeviction: a rebuild refused midway leaves the live filter and no side key', async () => {
     const admin = client();
     const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 100_000 });
-    await bloom.addAll(keys);
+    await bloom.rebuild(keys); // built: it rules keys out
     await exhaustMemory(admin);
     const outcome = await bloom.rebuild(keys).catch((error: unknown) => error);
-    expect(isCacheRedisError(outcome)).toBe(true);
+    expect(isCacheRedisError(outcome) && outcome.kind).toBe('out-of-memory');
     expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);
     await expect(admin.keys(`${bloom.key}:*`)).resolves.toEqual([]);
   });

@@ -350,6 +350,11 @@ describeRedis('Cache with Redis L2 (real redis-server)', () => {
   it('RedisBloomFilter: no false negatives, batch calls, rebuild by atomic swap', async () => {
     const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 1000 });
     const keys = Array.from({ length: 1000 }, (_, i) => `sku-${i}`);
+    // Not built yet: adds are kept, but nothing is ruled out (it may have lost keys).
+    await bloom.add('early');
+    await expect(bloom.mightContainAll(['early', 'x-0'])).resolves.toEqual([true, true]);
+    await bloom.rebuild([]); // built, empty
+    await expect(bloom.mightContainAll(['early', 'x-0'])).resolves.toEqual([false, false]);
     const fresh = await bloom.addAll(keys);
     expect(fresh.filter(Boolean).length).toBeGreaterThan(990);
     expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);

@@ -5,6 +5,7 @@
  */
 import { expect, it } from 'vitest';
 import { isCacheRedisError } from '../../src/cache/index.js';
+import { RELEASE } from '../../src/cache/scripts.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { useCaches } from '../support/cache.js';
@@ -15,6 +16,12 @@ const later = (ms: number): Promise<string> =>
   new Promise((resolve) => setTimeout(() => resolve('still waiting'), ms));
 
 const valueKey = (key: string): string => `keel:cache:{default:${key}}`;
+
+/** How many `EVAL`s the server has run (`INFO commandstats`). */
+async function evals(admin: { info(section: string): Promise<string> }): Promise<number> {
+  const line = /cmdstat_eval:calls=(\d+)/.exec(await admin.info('commandstats'));
+  return Number(line?.[1] ?? 0);
+}
 
 /** An envelope as Keel writes it, fresh for `ttlMs`: what a non-Keel writer could store. */
 function envelope(value: unknown, ttlMs = 600_000): string {
@@ -39,6 +46,31 @@ describeRedis('Cache on a stalling Redis (real redis-server)', () => {
     // a's connection has run all it sent (the late read script included) once PING answers.
     await aClient.ping();
     await expect(admin.exists(`${valueKey('k')}:lease`)).resolves.toBe(0);
+    await expect(Promise.race([b.getOrLoad('k', () => 'from-b'), later(10_000)])).resolves.toBe(
+      'from-b',
+    );
+  });
+
+  it('SCRIPT FLUSH + CLIENT PAUSE WRITE: a lease read that timed out and ran late as EVAL (after its release) leaves no lease held by nobody', async () => {
+    const admin = client();
+    const aClient = client();
+    const a = cacheOf({ redis: aClient, redisTimeoutMs: 100, leaseTtlMs: 60_000 });
+    const b = cacheOf({ leaseTtlMs: 60_000 });
+    await aClient.ping(); // a's and b's scripts are loaded (their SCRIPT LOADs went before)
+    await b.get('warm-up');
+    // The scripts are gone, but the release script is back (any process that released a lease
+    // since has loaded it with EVAL): the release's EVALSHA runs, the read's answers NOSCRIPT.
+    await admin.script('FLUSH');
+    await admin.script('LOAD', RELEASE.source);
+    const evalsBefore = await evals(admin);
+    await admin.client('PAUSE', 1_000, 'WRITE');
+    // The GET is answered (a miss); the read script is held and times out: a loads without
+    // the lease and gives up the lease the script may still take.
+    await expect(a.getOrLoad('k', () => 'from-a')).resolves.toBe('from-a');
+    // After the pause: the read's EVALSHA answers NOSCRIPT and it runs again as EVAL — after
+    // the release sent when it timed out.
+    await until(async () => expect(await evals(admin)).toBeGreaterThan(evalsBefore), 10_000);
+    await until(async () => expect(await admin.exists(`${valueKey('k')}:lease`)).toBe(0), 5_000);
     await expect(Promise.race([b.getOrLoad('k', () => 'from-b'), later(10_000)])).resolves.toBe(
       'from-b',
     );
