@@ -214,9 +214,10 @@ return flags
 /**
  * Retry later: ack this copy and schedule a new one (for this group only) after a delay.
  * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delivery count
- * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}, or 2 when the
- * delayed set could not take the copy (the key holds foreign data: not a sorted set) and it went
- * to the stream at once instead. The ack has been written by then (scripts are not rolled
+ * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}, or `{2, error}` when
+ * the delayed set refused the copy and it went to the stream at once instead; `error` is the
+ * refusal as Redis gave it (`WRONGTYPE` for a key holding foreign data, or an ACL refusal, …),
+ * with the command and key. The ack has been written by then (scripts are not rolled
  * back): raised, that error would lose the message. The ack goes first on purpose: it never
  * needs memory, and once a script has written, Redis refuses none of its later writes for
  * memory, so a retry is never refused half-way when Redis is out of memory (`noeviction`).
@@ -231,7 +232,7 @@ if delay > 0 then
   local r = redis.pcall('ZADD', KEYS[2], now_ms() + delay, cjson.encode(fields))
   if type(r) ~= 'table' then return 1 end
   redis.call('XADD', KEYS[1], '*', unpack(fields))
-  return 2
+  return {2, r.err .. ' (ZADD ' .. KEYS[2] .. ')'}
 end
 redis.call('XADD', KEYS[1], '*', unpack(fields))
 return 1
@@ -530,10 +531,17 @@ return 0
  * memory under `noeviction` (a member entry is a few bytes; without it every consumer would see
  * the group change). A key holding something that is not a sorted set (foreign data) is
  * replaced: refused (WRONGTYPE), every consumer of the group would be kept off every partition.
+ * Only then: any other refusal (an ACL that denies the command, say) is raised with nothing
+ * written, naming the command and key (Redis's own text for an ACL refusal names neither), since
+ * the key holds the group's real membership.
  */
 export const MEMBERS = script(`
 local now = now_ms()
-if type(redis.pcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)) == 'table' then
+local swept = redis.pcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if type(swept) == 'table' then
+  if string.sub(swept.err, 1, 9) ~= 'WRONGTYPE' then
+    return redis.error_reply(swept.err .. ' (ZREMRANGEBYSCORE ' .. KEYS[1] .. ')')
+  end
   redis.call('DEL', KEYS[1])
 end
 if ARGV[3] == '1' then
