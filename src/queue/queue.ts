@@ -13,7 +13,6 @@ import {
   integerOption,
   isAbortSignal,
   isClock,
-  isNoScriptError,
   onShutdownSignals,
   signalsOption,
   nestedOption,
@@ -26,15 +25,7 @@ import {
   type Subscription,
   warnIfEvicting,
 } from '../core/index.js';
-import {
-  command,
-  isCached,
-  isQueueClient,
-  pipelineOf,
-  run,
-  type QueueRedisClient,
-  type RawEntry,
-} from './client.js';
+import { command, isQueueClient, run, type QueueRedisClient, type RawEntry } from './client.js';
 import {
   dedupKey,
   decodeEntry,
@@ -44,8 +35,8 @@ import {
   type PartitionKeys,
 } from './codec.js';
 import { Consumer, type ConsumerOptions, type Handler } from './consumer.js';
-import { PayloadError, QueueClosedError, QueueRedisError } from './errors.js';
-import { REPLAY, SEND, TRIM } from './scripts.js';
+import { PayloadError, QueueClosedError } from './errors.js';
+import { REPLAY, SEND, SEND_MANY, SEND_MANY_MAX, TRIM } from './scripts.js';
 
 /** Retention of a topic's streams: trimmed by length and/or age, never past a pending message. */
 export interface RetentionOptions {
@@ -362,84 +353,68 @@ export class Queue implements AsyncDisposable {
     for (const item of items) checkSend(`Queue.send(${topic})`, item);
     throwIfAborted(options?.signal);
     const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
-    const client = this.settings.client as { pipeline?: unknown };
-    if (plans.length < 2 || typeof client.pipeline !== 'function') {
-      return Promise.all(plans.map((plan) => this.#write(topic, plan)));
-    }
-    // One pipeline per partition (its keys share one slot, as a Cluster pipeline needs): one
-    // write and one round trip for the batch instead of one per message.
-    const byPartition = new Map<number, number[]>();
+    if (plans.length < 2) return Promise.all(plans.map((plan) => this.#write(topic, plan)));
+    const client = this.settings.client;
+    // One script for the batch, so it lands whole or not at all (see SEND_MANY) — on a Redis
+    // Cluster one per partition, as a script's keys must share a slot (all of one partition's
+    // do): there a batch over several partitions is all-or-nothing per partition only.
+    const groups = new Map<number, number[]>();
     plans.forEach((plan, i) => {
-      const list = byPartition.get(plan.partition);
-      if (list === undefined) byPartition.set(plan.partition, [i]);
+      const g = client.isCluster === true ? plan.partition : 0;
+      const list = groups.get(g);
+      if (list === undefined) groups.set(g, [i]);
       else list.push(i);
     });
     const results: SendResult[] = new Array<SendResult>(plans.length);
     await Promise.all(
-      [...byPartition.values()].map(async (indexes) => {
-        const batch = indexes.map((i) => plans[i] as SendPlan);
-        const written = await this.#writeMany(topic, batch);
-        indexes.forEach((i, j) => (results[i] = written[j] as SendResult));
+      [...groups.values()].map(async (indexes) => {
+        // A long batch in calls of SEND_MANY_MAX, one after another: a failed call stops the rest.
+        for (let from = 0; from < indexes.length; from += SEND_MANY_MAX) {
+          const part = indexes.slice(from, from + SEND_MANY_MAX);
+          const written = await this.#writeMany(
+            topic,
+            part.map((i) => plans[i] as SendPlan),
+          );
+          part.forEach((i, j) => (results[i] = written[j] as SendResult));
+        }
       }),
     );
     return results;
   }
 
-  /** Writes plans of one partition in one pipeline; a script the server lacks is sent again alone. */
+  /** Writes plans in one {@link SEND_MANY} call: all of them, or (it fails) none. */
   async #writeMany(topic: string, plans: readonly SendPlan[]): Promise<SendResult[]> {
-    const client = this.settings.client;
-    const scripted = plans.findIndex((plan) => plan.window !== 0 || plan.delayMs !== 0);
-    if (scripted >= 0 && !isCached(client, SEND)) {
-      // The send script is not known to the server yet: one send alone first (it loads it).
-      const first = await this.#write(topic, plans[scripted] as SendPlan);
-      const rest = await this.#writeMany(
-        topic,
-        plans.filter((_, i) => i !== scripted),
-      );
-      rest.splice(scripted, 0, first);
-      return rest;
-    }
-    const pipeline = pipelineOf(client);
-    if (pipeline === undefined) return Promise.all(plans.map((plan) => this.#write(topic, plan)));
-    for (const plan of plans) {
-      if (plan.window === 0 && plan.delayMs === 0) {
-        pipeline.call('XADD', plan.keys.stream, '*', ...plan.fields);
-      } else {
-        pipeline.evalsha(
-          SEND.sha,
-          3,
-          plan.keys.stream,
-          plan.keys.delayed,
-          plan.dedup,
-          plan.window,
-          plan.delayMs,
-          ...plan.fields,
-        );
+    const keys: string[] = [];
+    const index = new Map<string, number>();
+    const at = (key: string): number => {
+      let i = index.get(key);
+      if (i === undefined) {
+        i = keys.push(key);
+        index.set(key, i);
       }
+      return i;
+    };
+    const args: (string | number)[] = [];
+    for (const plan of plans) {
+      args.push(
+        at(plan.keys.stream),
+        at(plan.keys.delayed),
+        plan.window === 0 ? 0 : at(plan.dedup),
+        plan.window,
+        plan.delayMs,
+        plan.fields.length,
+        ...plan.fields,
+      );
     }
-    let replies: [Error | null, unknown][] | null;
-    try {
-      replies = await pipeline.exec();
-    } catch (error) {
-      throw new QueueRedisError(`send ${topic}`, client, error);
-    }
-    // A server without the send script cached: the first such send goes again alone, from
-    // source (which caches it), then the others (by hash).
-    let loaded: Promise<unknown> | undefined;
-    return Promise.all(
-      plans.map(async (plan, i) => {
-        const [error, reply] = replies?.[i] ?? [new Error('no reply'), undefined];
-        if (error === null) return resultOf(plan, reply);
-        if (!isNoScriptError(error)) throw new QueueRedisError(`send ${topic}`, client, error);
-        if (loaded === undefined) {
-          const first = this.#write(topic, plan);
-          loaded = first.catch(() => undefined);
-          return first;
-        }
-        await loaded;
-        return this.#write(topic, plan);
-      }),
-    );
+    const reply = (await run(this.settings.client, `send ${topic}`, SEND_MANY, keys, args)) as
+      unknown[] | null;
+    return plans.map((plan, i) => {
+      const { id, partition } = plan;
+      const code = Number(reply?.[2 * i]);
+      return code === 1
+        ? { id, partition, status: 'sent', entryId: String(reply?.[2 * i + 1]) }
+        : { id, partition, status: code === 2 ? 'delayed' : 'duplicate' };
+    });
   }
 
   /** The keys and arguments of one send (also what an outbox stages). @internal */

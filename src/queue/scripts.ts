@@ -109,6 +109,76 @@ return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
 `);
 
 /**
+ * Most messages one {@link SEND_MANY} call writes: a longer batch is sent in calls of this many
+ * (each all-or-nothing), so that one call neither blocks Redis for long (a script runs alone)
+ * nor passes more arguments than a JavaScript call can spread.
+ */
+export const SEND_MANY_MAX = 1000;
+
+/**
+ * A batch of sends ({@link SEND} for each message, dedup and delay included), all or nothing.
+ * KEYS: the batch's distinct keys (streams, delayed sets, dedup keys). ARGV, per message: the
+ * KEYS index of its stream, of its delayed set and of its dedup key (0: none), dedup window ms
+ * (0: none), delay ms, how many fields follow, the fields. Returns per message `code, value`:
+ * `0, ''` duplicate, `1, entry id` added, `2, due ms` delayed.
+ *
+ * Nothing of the batch is written unless all of it is. Out of memory (`maxmemory` under
+ * `noeviction`), Redis refuses a script without flags at its first write that may grow memory
+ * when it was out of memory as the script began — and only then, while nothing was written:
+ * every write here (SET, XADD, ZADD) is such a write, and nothing is written before the first,
+ * so the whole batch is refused or none of it (a batch sent command by command, as in a
+ * pipeline, was refused from the message that found memory full on, the part before it landed,
+ * and a caller's retry duplicated that part). A key this batch writes that holds foreign data of
+ * another type would fail its write part-way (`WRONGTYPE`): the types are checked first, and
+ * the batch refused whole, naming the key. A dedup key holding foreign data is replaced, as
+ * {@link SEND} does.
+ */
+export const SEND_MANY = script(`
+local items, checked = {}, {}
+local i = 1
+while i <= #ARGV do
+  local m = {
+    s = tonumber(ARGV[i]), d = tonumber(ARGV[i + 1]), u = tonumber(ARGV[i + 2]),
+    window = ARGV[i + 3], delay = tonumber(ARGV[i + 4]),
+    from = i + 6, to = i + 5 + tonumber(ARGV[i + 5]),
+  }
+  local k, want = m.s, 'stream'
+  if m.delay > 0 then k, want = m.d, 'zset' end
+  if not checked[k] then
+    local t = redis.call('TYPE', KEYS[k])['ok']
+    if t ~= 'none' and t ~= want then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds foreign data (a ' .. t ..
+        ', not a ' .. want .. '): nothing of the batch was sent')
+    end
+    checked[k] = true
+  end
+  items[#items + 1] = m
+  i = m.to + 1
+end
+local out, now = {}, nil
+for _, m in ipairs(items) do
+  local fresh = true
+  if m.window ~= '0' and not redis.call('SET', KEYS[m.u], '1', 'NX', 'PX', m.window) then
+    if redis.pcall('GET', KEYS[m.u]) == '1' then fresh = false
+    else redis.call('SET', KEYS[m.u], '1', 'PX', m.window) end
+  end
+  if not fresh then
+    out[#out + 1] = 0
+    out[#out + 1] = ''
+  elseif m.delay > 0 then
+    now = now or now_ms()
+    redis.call('ZADD', KEYS[m.d], now + m.delay, cjson.encode({unpack(ARGV, m.from, m.to)}))
+    out[#out + 1] = 2
+    out[#out + 1] = tostring(now + m.delay)
+  else
+    out[#out + 1] = 1
+    out[#out + 1] = redis.call('XADD', KEYS[m.s], '*', unpack(ARGV, m.from, m.to))
+  end
+end
+return out
+`);
+
+/**
  * {@link SEND} as `Outbox.stage` queues it in a caller's `MULTI`: the same script, declared with
  * a `#!lua` line (Redis 7.0 script flags; none given). Without it Redis checks a script against the
  * memory limit only when it runs (at its first write), inside `EXEC`, after the transaction's
