@@ -83,29 +83,45 @@ end
 const script = (body: string): LuaScript => luaScript(PRELUDE + body);
 
 /**
- * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first). KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
- * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
- * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
+ * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first).
+ * KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0: none), delay ms, then the entry's
+ * fields. Returns `{0}` for a duplicate, `{1, entry id}` when added, `{2, due ms}` when delayed
+ * (the due time is on the Redis server's clock).
  *
  * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
  * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
  * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
- * key exists: a first send costs what it did.
+ * key exists: a first send costs what it did; the foreign data is replaced once the message is
+ * written.
+ *
+ * A refused message write (the stream or delayed set holding foreign data of another type:
+ * `WRONGTYPE`) gives back the dedup record just taken, and fails naming the key: left, the
+ * record would answer the caller's retry `duplicate`, the message never enqueued. Out of memory,
+ * the first write (the record, or the message when a record was there) is refused with nothing
+ * written (see {@link SEND_MANY}).
  */
 export const SEND = script(`
+local fresh = false
 if ARGV[1] ~= '0' then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then
-    if redis.pcall('GET', KEYS[3]) == '1' then return {0, ''} end
-    redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
-  end
+  fresh = redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) ~= false
+  if not fresh and redis.pcall('GET', KEYS[3]) == '1' then return {0, ''} end
 end
 local delay = tonumber(ARGV[2])
+local r, due, key
 if delay > 0 then
-  local due = now_ms() + delay
-  redis.call('ZADD', KEYS[2], due, cjson.encode(tail(3)))
-  return {2, tostring(due)}
+  due, key = now_ms() + delay, 2
+  r = redis.pcall('ZADD', KEYS[2], due, cjson.encode(tail(3)))
+else
+  key = 1
+  r = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, 3))
 end
-return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
+if type(r) == 'table' and r.err ~= nil then
+  if fresh then redis.call('DEL', KEYS[3]) end
+  return redis.error_reply(r.err .. ' (' .. KEYS[key] .. ')')
+end
+if ARGV[1] ~= '0' and not fresh then redis.call('SET', KEYS[3], '1', 'PX', ARGV[1]) end
+if delay > 0 then return {2, tostring(due)} end
+return {1, r}
 `);
 
 /**
@@ -556,9 +572,16 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 /**
  * Replays one dead letter: removes it from the DLQ and adds the given fields to the stream, in
  * one step. KEYS: dlq, stream. ARGV: DLQ entry id, fields. Returns the new entry id, or 0 when
- * the dead letter is gone (replayed by someone else).
+ * the dead letter is gone (replayed by someone else). A stream key holding foreign data of
+ * another type fails the call before anything is written, naming the key: found only by the
+ * XADD, after the XDEL, it lost the dead letter. The XDEL goes first (it frees memory): out of
+ * memory under `noeviction`, Redis refuses none of a script's writes after its first.
  */
 export const REPLAY = script(`
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'none' and t ~= 'stream' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds foreign data (a ' .. t .. ', not a stream)')
+end
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 return redis.call('XADD', KEYS[2], '*', unpack(tail(2)))
 `);

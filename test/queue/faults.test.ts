@@ -204,6 +204,27 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     expect(await admin.xlen(keys.stream)).toBe(1);
   });
 
+  it('foreign data at the stream or delayed set: a send with an id is refused naming the key, and leaves no dedup record', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { stream, delayed } = queue.keys('orders', 0);
+    await admin.set(stream, 'foreign');
+    await admin.set(delayed, 'foreign');
+    const now = await queue.send('orders', 1, { id: 'm1' }).catch((e: unknown) => e);
+    const later = await queue
+      .send('orders', 2, { id: 'm2', delayMs: 60_000 })
+      .catch((e: unknown) => e);
+    expect(isQueueRedisError(now) && String(now)).toMatch(/WRONGTYPE.*\{orders:0\}:s/);
+    expect(isQueueRedisError(later) && String(later)).toMatch(/WRONGTYPE.*\{orders:0\}:d/);
+    // Nothing of either send stayed: once the keys are clean, the same ids are sent (not
+    // answered as duplicates of sends that never happened).
+    expect((await admin.keys('*')).sort()).toEqual([delayed, stream].sort());
+    await admin.del(stream, delayed);
+    expect((await queue.send('orders', 1, { id: 'm1' })).status).toBe('sent');
+    expect((await queue.send('orders', 2, { id: 'm2', delayMs: 60_000 })).status).toBe('delayed');
+  });
+
   it('foreign data at the DLQ key: a message that used up its attempts is still dead-lettered, once', async () => {
     const admin = redis().client(0);
     const queue = new Queue({ client: admin });
@@ -225,6 +246,24 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     await until(() => expect(events.map((e) => e.id)).toEqual(['m1']), 10_000);
     expect((await queue.deadLetters('orders')).map((l) => l.id)).toEqual(['m1']);
     expect(calls).toBe(1);
+  });
+
+  it('foreign data at the stream: replay refuses, naming the key, and the dead letter stays in the DLQ', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { stream, dlq } = queue.keys('orders', 0);
+    // A dead letter as a consumer leaves it, then the stream key replaced by foreign data.
+    await admin.xadd(
+      dlq,
+      '*',
+      ...['v', '1', 'i', 'm1', 'k', '', 'p', '1', 'h', '', 't', '0'],
+      ...['x:reason', 'failed', 'x:error', 'boom', 'x:attempts', '1', 'x:group', 'g'],
+    );
+    await admin.set(stream, 'foreign');
+    const error = await queue.replay('orders').catch((e: unknown) => e);
+    expect(isQueueRedisError(error) && String(error)).toMatch(/WRONGTYPE.*\{orders:0\}:s/);
+    expect((await queue.deadLetters('orders')).map((l) => l.id)).toEqual(['m1']);
   });
 
   it('foreign data at the delayed set: a retry is not lost (the retried copy goes to the stream)', async () => {
