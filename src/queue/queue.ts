@@ -36,7 +36,7 @@ import {
 } from './codec.js';
 import { Consumer, type ConsumerOptions, type Handler } from './consumer.js';
 import { PayloadError, QueueClosedError } from './errors.js';
-import { REPLAY, SEND, SEND_MANY, SEND_MANY_MAX, TRIM } from './scripts.js';
+import { REPLAY, SEND, SEND_MAX, TRIM } from './scripts.js';
 
 /** Retention of a topic's streams: trimmed by length and/or age, never past a pending message. */
 export interface RetentionOptions {
@@ -338,7 +338,16 @@ export class Queue implements AsyncDisposable {
 
   /**
    * Sends several messages (written together; each is deduplicated and delayed on its own).
-   * Results are in input order.
+   * Results are in input order. All or nothing: the batch is written by one script call (per
+   * 1000 messages), so when it fails — Redis out of memory, foreign data at a key it writes —
+   * none of it was written, and sending it again duplicates nothing. On a Redis Cluster each
+   * partition's messages go in their own call (a script's keys share one slot), so a batch over
+   * several partitions is all-or-nothing per partition there.
+   *
+   * @throws {@link keel!InvalidOptionError} for a bad topic, item or option
+   * @throws {@link PayloadError} when a payload is not JSON-serialisable (nothing is sent)
+   * @throws {@link QueueRedisError} when Redis fails (`failure: 'out-of-memory'` when it refused
+   * the batch for memory)
    */
   async sendMany<T>(
     topic: string,
@@ -355,7 +364,7 @@ export class Queue implements AsyncDisposable {
     const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
     if (plans.length < 2) return Promise.all(plans.map((plan) => this.#write(topic, plan)));
     const client = this.settings.client;
-    // One script for the batch, so it lands whole or not at all (see SEND_MANY) — on a Redis
+    // One script for the batch, so it lands whole or not at all (see SEND) — on a Redis
     // Cluster one per partition, as a script's keys must share a slot (all of one partition's
     // do): there a batch over several partitions is all-or-nothing per partition only.
     const groups = new Map<number, number[]>();
@@ -368,9 +377,9 @@ export class Queue implements AsyncDisposable {
     const results: SendResult[] = new Array<SendResult>(plans.length);
     await Promise.all(
       [...groups.values()].map(async (indexes) => {
-        // A long batch in calls of SEND_MANY_MAX, one after another: a failed call stops the rest.
-        for (let from = 0; from < indexes.length; from += SEND_MANY_MAX) {
-          const part = indexes.slice(from, from + SEND_MANY_MAX);
+        // A long batch in calls of SEND_MAX, one after another: a failed call stops the rest.
+        for (let from = 0; from < indexes.length; from += SEND_MAX) {
+          const part = indexes.slice(from, from + SEND_MAX);
           const written = await this.#writeMany(
             topic,
             part.map((i) => plans[i] as SendPlan),
@@ -382,31 +391,10 @@ export class Queue implements AsyncDisposable {
     return results;
   }
 
-  /** Writes plans in one {@link SEND_MANY} call: all of them, or (it fails) none. */
+  /** Writes plans in one {@link SEND} call: all of them, or (it fails) none. */
   async #writeMany(topic: string, plans: readonly SendPlan[]): Promise<SendResult[]> {
-    const keys: string[] = [];
-    const index = new Map<string, number>();
-    const at = (key: string): number => {
-      let i = index.get(key);
-      if (i === undefined) {
-        i = keys.push(key);
-        index.set(key, i);
-      }
-      return i;
-    };
-    const args: (string | number)[] = [];
-    for (const plan of plans) {
-      args.push(
-        at(plan.keys.stream),
-        at(plan.keys.delayed),
-        plan.window === 0 ? 0 : at(plan.dedup),
-        plan.window,
-        plan.delayMs,
-        plan.fields.length,
-        ...plan.fields,
-      );
-    }
-    const reply = (await run(this.settings.client, `send ${topic}`, SEND_MANY, keys, args)) as
+    const { keys, args } = sendCall(plans);
+    const reply = (await run(this.settings.client, `send ${topic}`, SEND, keys, args)) as
       unknown[] | null;
     return plans.map((plan, i) => {
       const { id, partition } = plan;
@@ -460,14 +448,7 @@ export class Queue implements AsyncDisposable {
       ]);
       return { id, partition, status: 'sent', entryId: String(entryId) };
     }
-    const reply = await run(
-      this.settings.client,
-      `send ${topic}`,
-      SEND,
-      [plan.keys.stream, plan.keys.delayed, plan.dedup],
-      [plan.window, plan.delayMs, ...plan.fields],
-    );
-    return resultOf(plan, reply);
+    return (await this.#writeMany(topic, [plan]))[0] as SendResult;
   }
 
   /**
@@ -649,17 +630,37 @@ export interface SendPlan {
   readonly fields: readonly string[];
 }
 
-/** A send's result from its reply: an XADD's entry id, or {@link SEND}'s `{code, entry id}`. */
-function resultOf(plan: SendPlan, reply: unknown): SendResult {
-  const { id, partition } = plan;
-  if (plan.window === 0 && plan.delayMs === 0) {
-    return { id, partition, status: 'sent', entryId: String(reply) };
+/**
+ * The KEYS and ARGV of one {@link SEND} call writing `plans` (see its layout): each distinct key
+ * once, each message's keys as indexes into them. @internal
+ */
+export function sendCall(plans: readonly SendPlan[]): {
+  keys: string[];
+  args: (string | number)[];
+} {
+  const keys: string[] = [];
+  const index = new Map<string, number>();
+  const at = (key: string): number => {
+    let i = index.get(key);
+    if (i === undefined) {
+      i = keys.push(key);
+      index.set(key, i);
+    }
+    return i;
+  };
+  const args: (string | number)[] = [];
+  for (const plan of plans) {
+    args.push(
+      at(plan.keys.stream),
+      at(plan.keys.delayed),
+      plan.window === 0 ? 0 : at(plan.dedup),
+      plan.window,
+      plan.delayMs,
+      plan.fields.length,
+      ...plan.fields,
+    );
   }
-  const [code, entryId] = reply as [unknown, unknown];
-  const status = Number(code) === 0 ? 'duplicate' : Number(code) === 2 ? 'delayed' : 'sent';
-  return status === 'sent'
-    ? { id, partition, status, entryId: String(entryId) }
-    : { id, partition, status };
+  return { keys, args };
 }
 
 function resolveReplay(options: unknown) {

@@ -83,60 +83,23 @@ end
 const script = (body: string): LuaScript => luaScript(PRELUDE + body);
 
 /**
- * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first).
- * KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0: none), delay ms, then the entry's
- * fields. Returns `{0}` for a duplicate, `{1, entry id}` when added, `{2, due ms}` when delayed
- * (the due time is on the Redis server's clock).
+ * Most messages one {@link SEND} call writes: a longer batch is sent in calls of this many
+ * (each all-or-nothing), so that one call neither blocks Redis for long (a script runs alone)
+ * nor passes more arguments than a JavaScript call can spread.
+ */
+export const SEND_MAX = 1000;
+
+/**
+ * Send with dedup and/or delay, of one message or a batch, all or nothing. KEYS: the batch's
+ * distinct keys (streams, delayed sets, dedup keys). ARGV, per message: the KEYS index of its
+ * stream, of its delayed set and of its dedup key (0: none), dedup window ms (0: none), delay
+ * ms, how many fields follow, the fields. Returns per message `code, value`: `0, ''` duplicate,
+ * `1, entry id` added, `2, due ms` delayed (the due time is on the Redis server's clock).
  *
  * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
  * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
  * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
- * key exists: a first send costs what it did; the foreign data is replaced once the message is
- * written.
- *
- * A refused message write (the stream or delayed set holding foreign data of another type:
- * `WRONGTYPE`) gives back the dedup record just taken, and fails naming the key: left, the
- * record would answer the caller's retry `duplicate`, the message never enqueued. Out of memory,
- * the first write (the record, or the message when a record was there) is refused with nothing
- * written (see {@link SEND_MANY}).
- */
-export const SEND = script(`
-local fresh = false
-if ARGV[1] ~= '0' then
-  fresh = redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) ~= false
-  if not fresh and redis.pcall('GET', KEYS[3]) == '1' then return {0, ''} end
-end
-local delay = tonumber(ARGV[2])
-local r, due, key
-if delay > 0 then
-  due, key = now_ms() + delay, 2
-  r = redis.pcall('ZADD', KEYS[2], due, cjson.encode(tail(3)))
-else
-  key = 1
-  r = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, 3))
-end
-if type(r) == 'table' and r.err ~= nil then
-  if fresh then redis.call('DEL', KEYS[3]) end
-  return redis.error_reply(r.err .. ' (' .. KEYS[key] .. ')')
-end
-if ARGV[1] ~= '0' and not fresh then redis.call('SET', KEYS[3], '1', 'PX', ARGV[1]) end
-if delay > 0 then return {2, tostring(due)} end
-return {1, r}
-`);
-
-/**
- * Most messages one {@link SEND_MANY} call writes: a longer batch is sent in calls of this many
- * (each all-or-nothing), so that one call neither blocks Redis for long (a script runs alone)
- * nor passes more arguments than a JavaScript call can spread.
- */
-export const SEND_MANY_MAX = 1000;
-
-/**
- * A batch of sends ({@link SEND} for each message, dedup and delay included), all or nothing.
- * KEYS: the batch's distinct keys (streams, delayed sets, dedup keys). ARGV, per message: the
- * KEYS index of its stream, of its delayed set and of its dedup key (0: none), dedup window ms
- * (0: none), delay ms, how many fields follow, the fields. Returns per message `code, value`:
- * `0, ''` duplicate, `1, entry id` added, `2, due ms` delayed.
+ * key exists: a first send costs what it did.
  *
  * Nothing of the batch is written unless all of it is. Out of memory (`maxmemory` under
  * `noeviction`), Redis refuses a script without flags at its first write that may grow memory
@@ -146,10 +109,10 @@ export const SEND_MANY_MAX = 1000;
  * pipeline, was refused from the message that found memory full on, the part before it landed,
  * and a caller's retry duplicated that part). A key this batch writes that holds foreign data of
  * another type would fail its write part-way (`WRONGTYPE`): the types are checked first, and
- * the batch refused whole, naming the key. A dedup key holding foreign data is replaced, as
- * {@link SEND} does.
+ * the batch refused whole, naming the key (a dedup record taken before a message write that
+ * failed so would have answered the caller's retry `duplicate`, the message never enqueued).
  */
-export const SEND_MANY = script(`
+export const SEND = script(`
 local items, checked = {}, {}
 local i = 1
 while i <= #ARGV do

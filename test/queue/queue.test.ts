@@ -13,7 +13,7 @@ import {
   type Message,
 } from '../../src/queue/index.js';
 import { run } from '../../src/queue/client.js';
-import { SEND_MANY_MAX, TRIM_DONE } from '../../src/queue/scripts.js';
+import { SEND_MAX, TRIM_DONE } from '../../src/queue/scripts.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
@@ -196,7 +196,7 @@ describeRedis('keel/queue on a real redis-server', () => {
 
   it('sendMany of more messages than one script call takes: every one sent once, in order', async () => {
     const queue = queueOf({ partitions: 2 });
-    const n = 2 * SEND_MANY_MAX + 10;
+    const n = 2 * SEND_MAX + 10;
     const items = Array.from({ length: n }, (_, i) => ({ payload: i, key: `k${i % 7}` }));
     const results = await queue.sendMany('orders', items);
     expect(results.every((r) => r.status === 'sent')).toBe(true);
