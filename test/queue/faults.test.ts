@@ -491,7 +491,7 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
         if (n % 3 === 0) await queue.send('orders', n, { key: `k${n % 5}`, id });
         else if (n % 3 === 1) await queue.send('orders', n, { key: `k${n % 5}`, id, delayMs: 5 });
         else {
-          // Two at once: one pipeline of the send script by its hash.
+          // Two at once: one call of the send script for both.
           ids.push(`${id}b`);
           await queue.sendMany('orders', [
             { payload: n, key: `k${n % 5}`, id },
