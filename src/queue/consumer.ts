@@ -1039,13 +1039,15 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       ],
       delivery.deadline,
     );
-    if (r === 2) {
-      // The delayed set holds foreign data: the retry went to the stream without its backoff.
+    if (Array.isArray(r) && Number(r[0]) === 2) {
+      // The delayed set refused the copy (foreign data, an ACL, …): the retry went to the
+      // stream without its backoff. Reported with Redis's own error first, so its kind is the
+      // real one (not taken for foreign data whatever happened).
       this.#report(
         new QueueRedisError(
           `retry ${this.topic}`,
           this.#s.client,
-          new Error(`WRONGTYPE ${keys.delayed} is not a sorted set: retried without its delay`),
+          new Error(`${String(r[1])}: retried without its delay`),
         ),
       );
     }

@@ -10,7 +10,7 @@
  * @packageDocumentation
  */
 import { InvalidOptionError } from '../core/index.js';
-import { checkName, checkSend, type Queue, type SendItem } from './queue.js';
+import { checkName, checkSend, sendCall, type Queue, type SendItem } from './queue.js';
 import { STAGED_SEND } from './scripts.js';
 
 /** A transaction being built: an ioredis `client.multi()` fits. */
@@ -83,16 +83,8 @@ export class Outbox {
     // a number fails the script there) would fail the message after the business writes ran.
     checkSend(`Outbox.stage(${topic})`, options);
     const plan = this.#queue.plan(topic, { ...options, payload });
-    transaction.eval(
-      STAGED_SEND.source,
-      3,
-      plan.keys.stream,
-      plan.keys.delayed,
-      plan.dedup,
-      plan.window,
-      plan.delayMs,
-      ...plan.fields,
-    );
+    const { keys, args } = sendCall([plan]);
+    transaction.eval(STAGED_SEND.source, keys.length, ...keys, ...args);
     return { id: plan.id, partition: plan.partition };
   }
 }

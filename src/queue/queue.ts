@@ -13,7 +13,6 @@ import {
   integerOption,
   isAbortSignal,
   isClock,
-  isNoScriptError,
   onShutdownSignals,
   signalsOption,
   nestedOption,
@@ -26,15 +25,7 @@ import {
   type Subscription,
   warnIfEvicting,
 } from '../core/index.js';
-import {
-  command,
-  isCached,
-  isQueueClient,
-  pipelineOf,
-  run,
-  type QueueRedisClient,
-  type RawEntry,
-} from './client.js';
+import { command, isQueueClient, run, type QueueRedisClient, type RawEntry } from './client.js';
 import {
   dedupKey,
   decodeEntry,
@@ -44,8 +35,8 @@ import {
   type PartitionKeys,
 } from './codec.js';
 import { Consumer, type ConsumerOptions, type Handler } from './consumer.js';
-import { PayloadError, QueueClosedError, QueueRedisError } from './errors.js';
-import { REPLAY, SEND, TRIM } from './scripts.js';
+import { PayloadError, QueueClosedError } from './errors.js';
+import { REPLAY, SEND, SEND_MAX, TRIM } from './scripts.js';
 
 /** Retention of a topic's streams: trimmed by length and/or age, never past a pending message. */
 export interface RetentionOptions {
@@ -347,7 +338,16 @@ export class Queue implements AsyncDisposable {
 
   /**
    * Sends several messages (written together; each is deduplicated and delayed on its own).
-   * Results are in input order.
+   * Results are in input order. All or nothing: the batch is written by one script call (per
+   * 1000 messages), so when it fails — Redis out of memory, foreign data at a key it writes —
+   * none of it was written, and sending it again duplicates nothing. On a Redis Cluster each
+   * partition's messages go in their own call (a script's keys share one slot), so a batch over
+   * several partitions is all-or-nothing per partition there.
+   *
+   * @throws {@link keel!InvalidOptionError} for a bad topic, item or option
+   * @throws {@link PayloadError} when a payload is not JSON-serialisable (nothing is sent)
+   * @throws {@link QueueRedisError} when Redis fails (`failure: 'out-of-memory'` when it refused
+   * the batch for memory)
    */
   async sendMany<T>(
     topic: string,
@@ -362,84 +362,47 @@ export class Queue implements AsyncDisposable {
     for (const item of items) checkSend(`Queue.send(${topic})`, item);
     throwIfAborted(options?.signal);
     const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
-    const client = this.settings.client as { pipeline?: unknown };
-    if (plans.length < 2 || typeof client.pipeline !== 'function') {
-      return Promise.all(plans.map((plan) => this.#write(topic, plan)));
-    }
-    // One pipeline per partition (its keys share one slot, as a Cluster pipeline needs): one
-    // write and one round trip for the batch instead of one per message.
-    const byPartition = new Map<number, number[]>();
+    if (plans.length < 2) return Promise.all(plans.map((plan) => this.#write(topic, plan)));
+    const client = this.settings.client;
+    // One script for the batch, so it lands whole or not at all (see SEND) — on a Redis
+    // Cluster one per partition, as a script's keys must share a slot (all of one partition's
+    // do): there a batch over several partitions is all-or-nothing per partition only.
+    const groups = new Map<number, number[]>();
     plans.forEach((plan, i) => {
-      const list = byPartition.get(plan.partition);
-      if (list === undefined) byPartition.set(plan.partition, [i]);
+      const g = client.isCluster === true ? plan.partition : 0;
+      const list = groups.get(g);
+      if (list === undefined) groups.set(g, [i]);
       else list.push(i);
     });
     const results: SendResult[] = new Array<SendResult>(plans.length);
     await Promise.all(
-      [...byPartition.values()].map(async (indexes) => {
-        const batch = indexes.map((i) => plans[i] as SendPlan);
-        const written = await this.#writeMany(topic, batch);
-        indexes.forEach((i, j) => (results[i] = written[j] as SendResult));
+      [...groups.values()].map(async (indexes) => {
+        // A long batch in calls of SEND_MAX, one after another: a failed call stops the rest.
+        for (let from = 0; from < indexes.length; from += SEND_MAX) {
+          const part = indexes.slice(from, from + SEND_MAX);
+          const written = await this.#writeMany(
+            topic,
+            part.map((i) => plans[i] as SendPlan),
+          );
+          part.forEach((i, j) => (results[i] = written[j] as SendResult));
+        }
       }),
     );
     return results;
   }
 
-  /** Writes plans of one partition in one pipeline; a script the server lacks is sent again alone. */
+  /** Writes plans in one {@link SEND} call: all of them, or (it fails) none. */
   async #writeMany(topic: string, plans: readonly SendPlan[]): Promise<SendResult[]> {
-    const client = this.settings.client;
-    const scripted = plans.findIndex((plan) => plan.window !== 0 || plan.delayMs !== 0);
-    if (scripted >= 0 && !isCached(client, SEND)) {
-      // The send script is not known to the server yet: one send alone first (it loads it).
-      const first = await this.#write(topic, plans[scripted] as SendPlan);
-      const rest = await this.#writeMany(
-        topic,
-        plans.filter((_, i) => i !== scripted),
-      );
-      rest.splice(scripted, 0, first);
-      return rest;
-    }
-    const pipeline = pipelineOf(client);
-    if (pipeline === undefined) return Promise.all(plans.map((plan) => this.#write(topic, plan)));
-    for (const plan of plans) {
-      if (plan.window === 0 && plan.delayMs === 0) {
-        pipeline.call('XADD', plan.keys.stream, '*', ...plan.fields);
-      } else {
-        pipeline.evalsha(
-          SEND.sha,
-          3,
-          plan.keys.stream,
-          plan.keys.delayed,
-          plan.dedup,
-          plan.window,
-          plan.delayMs,
-          ...plan.fields,
-        );
-      }
-    }
-    let replies: [Error | null, unknown][] | null;
-    try {
-      replies = await pipeline.exec();
-    } catch (error) {
-      throw new QueueRedisError(`send ${topic}`, client, error);
-    }
-    // A server without the send script cached: the first such send goes again alone, from
-    // source (which caches it), then the others (by hash).
-    let loaded: Promise<unknown> | undefined;
-    return Promise.all(
-      plans.map(async (plan, i) => {
-        const [error, reply] = replies?.[i] ?? [new Error('no reply'), undefined];
-        if (error === null) return resultOf(plan, reply);
-        if (!isNoScriptError(error)) throw new QueueRedisError(`send ${topic}`, client, error);
-        if (loaded === undefined) {
-          const first = this.#write(topic, plan);
-          loaded = first.catch(() => undefined);
-          return first;
-        }
-        await loaded;
-        return this.#write(topic, plan);
-      }),
-    );
+    const { keys, args } = sendCall(plans);
+    const reply = (await run(this.settings.client, `send ${topic}`, SEND, keys, args)) as
+      unknown[] | null;
+    return plans.map((plan, i) => {
+      const { id, partition } = plan;
+      const code = Number(reply?.[2 * i]);
+      return code === 1
+        ? { id, partition, status: 'sent', entryId: String(reply?.[2 * i + 1]) }
+        : { id, partition, status: code === 2 ? 'delayed' : 'duplicate' };
+    });
   }
 
   /** The keys and arguments of one send (also what an outbox stages). @internal */
@@ -485,14 +448,7 @@ export class Queue implements AsyncDisposable {
       ]);
       return { id, partition, status: 'sent', entryId: String(entryId) };
     }
-    const reply = await run(
-      this.settings.client,
-      `send ${topic}`,
-      SEND,
-      [plan.keys.stream, plan.keys.delayed, plan.dedup],
-      [plan.window, plan.delayMs, ...plan.fields],
-    );
-    return resultOf(plan, reply);
+    return (await this.#writeMany(topic, [plan]))[0] as SendResult;
   }
 
   /**
@@ -674,17 +630,37 @@ export interface SendPlan {
   readonly fields: readonly string[];
 }
 
-/** A send's result from its reply: an XADD's entry id, or {@link SEND}'s `{code, entry id}`. */
-function resultOf(plan: SendPlan, reply: unknown): SendResult {
-  const { id, partition } = plan;
-  if (plan.window === 0 && plan.delayMs === 0) {
-    return { id, partition, status: 'sent', entryId: String(reply) };
+/**
+ * The KEYS and ARGV of one {@link SEND} call writing `plans` (see its layout): each distinct key
+ * once, each message's keys as indexes into them. @internal
+ */
+export function sendCall(plans: readonly SendPlan[]): {
+  keys: string[];
+  args: (string | number)[];
+} {
+  const keys: string[] = [];
+  const index = new Map<string, number>();
+  const at = (key: string): number => {
+    let i = index.get(key);
+    if (i === undefined) {
+      i = keys.push(key);
+      index.set(key, i);
+    }
+    return i;
+  };
+  const args: (string | number)[] = [];
+  for (const plan of plans) {
+    args.push(
+      at(plan.keys.stream),
+      at(plan.keys.delayed),
+      plan.window === 0 ? 0 : at(plan.dedup),
+      plan.window,
+      plan.delayMs,
+      plan.fields.length,
+      ...plan.fields,
+    );
   }
-  const [code, entryId] = reply as [unknown, unknown];
-  const status = Number(code) === 0 ? 'duplicate' : Number(code) === 2 ? 'delayed' : 'sent';
-  return status === 'sent'
-    ? { id, partition, status, entryId: String(entryId) }
-    : { id, partition, status };
+  return { keys, args };
 }
 
 function resolveReplay(options: unknown) {

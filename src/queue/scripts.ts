@@ -83,29 +83,78 @@ end
 const script = (body: string): LuaScript => luaScript(PRELUDE + body);
 
 /**
- * Send with dedup and/or delay (the fields go to XADD straight from ARGV, not copied first). KEYS: stream, delayed, dedup key. ARGV: dedup window ms (0:
- * none), delay ms, then the entry's fields. Returns `{0}` for a duplicate, `{1, entry id}` when
- * added, `{2, due ms}` when delayed (the due time is on the Redis server's clock).
+ * Most messages one {@link SEND} call writes: a longer batch is sent in calls of this many
+ * (each all-or-nothing), so that one call neither blocks Redis for long (a script runs alone)
+ * nor passes more arguments than a JavaScript call can spread.
+ */
+export const SEND_MAX = 1000;
+
+/**
+ * Send with dedup and/or delay, of one message or a batch, all or nothing. KEYS: the batch's
+ * distinct keys (streams, delayed sets, dedup keys). ARGV, per message: the KEYS index of its
+ * stream, of its delayed set and of its dedup key (0: none), dedup window ms (0: none), delay
+ * ms, how many fields follow, the fields. Returns per message `code, value`: `0, ''` duplicate,
+ * `1, entry id` added, `2, due ms` delayed (the due time is on the Redis server's clock).
  *
  * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
  * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
  * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
  * key exists: a first send costs what it did.
+ *
+ * Nothing of the batch is written unless all of it is. Out of memory (`maxmemory` under
+ * `noeviction`), Redis refuses a script without flags at its first write that may grow memory
+ * when it was out of memory as the script began — and only then, while nothing was written:
+ * every write here (SET, XADD, ZADD) is such a write, and nothing is written before the first,
+ * so the whole batch is refused or none of it (a batch sent command by command, as in a
+ * pipeline, was refused from the message that found memory full on, the part before it landed,
+ * and a caller's retry duplicated that part). A key this batch writes that holds foreign data of
+ * another type would fail its write part-way (`WRONGTYPE`): the types are checked first, and
+ * the batch refused whole, naming the key (a dedup record taken before a message write that
+ * failed so would have answered the caller's retry `duplicate`, the message never enqueued).
  */
 export const SEND = script(`
-if ARGV[1] ~= '0' then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then
-    if redis.pcall('GET', KEYS[3]) == '1' then return {0, ''} end
-    redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+local items, checked = {}, {}
+local i = 1
+while i <= #ARGV do
+  local m = {
+    s = tonumber(ARGV[i]), d = tonumber(ARGV[i + 1]), u = tonumber(ARGV[i + 2]),
+    window = ARGV[i + 3], delay = tonumber(ARGV[i + 4]),
+    from = i + 6, to = i + 5 + tonumber(ARGV[i + 5]),
+  }
+  local k, want = m.s, 'stream'
+  if m.delay > 0 then k, want = m.d, 'zset' end
+  if not checked[k] then
+    local t = redis.call('TYPE', KEYS[k])['ok']
+    if t ~= 'none' and t ~= want then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds foreign data (a ' .. t ..
+        ', not a ' .. want .. '): nothing of the batch was sent')
+    end
+    checked[k] = true
+  end
+  items[#items + 1] = m
+  i = m.to + 1
+end
+local out, now = {}, nil
+for _, m in ipairs(items) do
+  local fresh = true
+  if m.window ~= '0' and not redis.call('SET', KEYS[m.u], '1', 'NX', 'PX', m.window) then
+    if redis.pcall('GET', KEYS[m.u]) == '1' then fresh = false
+    else redis.call('SET', KEYS[m.u], '1', 'PX', m.window) end
+  end
+  if not fresh then
+    out[#out + 1] = 0
+    out[#out + 1] = ''
+  elseif m.delay > 0 then
+    now = now or now_ms()
+    redis.call('ZADD', KEYS[m.d], now + m.delay, cjson.encode({unpack(ARGV, m.from, m.to)}))
+    out[#out + 1] = 2
+    out[#out + 1] = tostring(now + m.delay)
+  else
+    out[#out + 1] = 1
+    out[#out + 1] = redis.call('XADD', KEYS[m.s], '*', unpack(ARGV, m.from, m.to))
   end
 end
-local delay = tonumber(ARGV[2])
-if delay > 0 then
-  local due = now_ms() + delay
-  redis.call('ZADD', KEYS[2], due, cjson.encode(tail(3)))
-  return {2, tostring(due)}
-end
-return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))}
+return out
 `);
 
 /**
@@ -214,9 +263,10 @@ return flags
 /**
  * Retry later: ack this copy and schedule a new one (for this group only) after a delay.
  * KEYS: stream, delayed, lease. ARGV: group, entry id, consumer, lease token, delivery count
- * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}, or 2 when the
- * delayed set could not take the copy (the key holds foreign data: not a sorted set) and it went
- * to the stream at once instead. The ack has been written by then (scripts are not rolled
+ * (as {@link ACK}), delay ms, fields. Returns 1, or 0 / -1 as {@link ACK}, or `{2, error}` when
+ * the delayed set refused the copy and it went to the stream at once instead; `error` is the
+ * refusal as Redis gave it (`WRONGTYPE` for a key holding foreign data, or an ACL refusal, …),
+ * with the command and key. The ack has been written by then (scripts are not rolled
  * back): raised, that error would lose the message. The ack goes first on purpose: it never
  * needs memory, and once a script has written, Redis refuses none of its later writes for
  * memory, so a retry is never refused half-way when Redis is out of memory (`noeviction`).
@@ -231,7 +281,7 @@ if delay > 0 then
   local r = redis.pcall('ZADD', KEYS[2], now_ms() + delay, cjson.encode(fields))
   if type(r) ~= 'table' then return 1 end
   redis.call('XADD', KEYS[1], '*', unpack(fields))
-  return 2
+  return {2, r.err .. ' (ZADD ' .. KEYS[2] .. ')'}
 end
 redis.call('XADD', KEYS[1], '*', unpack(fields))
 return 1
@@ -485,9 +535,16 @@ return redis.call('XTRIM', KEYS[1], 'MINID', cut)
 /**
  * Replays one dead letter: removes it from the DLQ and adds the given fields to the stream, in
  * one step. KEYS: dlq, stream. ARGV: DLQ entry id, fields. Returns the new entry id, or 0 when
- * the dead letter is gone (replayed by someone else).
+ * the dead letter is gone (replayed by someone else). A stream key holding foreign data of
+ * another type fails the call before anything is written, naming the key: found only by the
+ * XADD, after the XDEL, it lost the dead letter. The XDEL goes first (it frees memory): out of
+ * memory under `noeviction`, Redis refuses none of a script's writes after its first.
  */
 export const REPLAY = script(`
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'none' and t ~= 'stream' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds foreign data (a ' .. t .. ', not a stream)')
+end
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 return redis.call('XADD', KEYS[2], '*', unpack(tail(2)))
 `);
@@ -530,10 +587,17 @@ return 0
  * memory under `noeviction` (a member entry is a few bytes; without it every consumer would see
  * the group change). A key holding something that is not a sorted set (foreign data) is
  * replaced: refused (WRONGTYPE), every consumer of the group would be kept off every partition.
+ * Only then: any other refusal (an ACL that denies the command, say) is raised with nothing
+ * written, naming the command and key (Redis's own text for an ACL refusal names neither), since
+ * the key holds the group's real membership.
  */
 export const MEMBERS = script(`
 local now = now_ms()
-if type(redis.pcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)) == 'table' then
+local swept = redis.pcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if type(swept) == 'table' then
+  if string.sub(swept.err, 1, 9) ~= 'WRONGTYPE' then
+    return redis.error_reply(swept.err .. ' (ZREMRANGEBYSCORE ' .. KEYS[1] .. ')')
+  end
   redis.call('DEL', KEYS[1])
 end
 if ARGV[3] == '1' then

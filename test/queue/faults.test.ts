@@ -67,6 +67,67 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     expect(await admin.xlen(queue.keys('orders', 0).stream)).toBe(2);
   });
 
+  it('out of memory part-way through a sendMany: the batch lands whole or not at all, so sending it again duplicates nothing', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin, partitions: 2 });
+    opened.push(queue);
+    await queue.send('orders', 'warm', { id: 'warm', delayMs: 60_000 }); // the send script is cached
+    // Room for a few of the batch's messages but not all: a batch written command by command
+    // is refused from the message that finds memory full on.
+    const info = await admin.info('memory');
+    const used = Number(/used_memory:(\d+)/.exec(info)?.[1]);
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', String(used + 128 * 1024));
+    const big = 'x'.repeat(16 * 1024);
+    const items = Array.from({ length: 40 }, (_, n) => ({
+      payload: `${big}${n}`,
+      key: `k${n % 4}`,
+      // Plain sends, sends with an id (dedup) and delayed ones, in both partitions.
+      ...(n % 3 === 1 ? { id: `m${n}` } : {}),
+      ...(n % 5 === 2 ? { delayMs: 60_000 } : {}),
+    }));
+    const error = await queue.sendMany('orders', items).catch((e: unknown) => e);
+    await memoryBack(admin);
+    /** Messages in the streams and delayed sets (the warm-up's excluded), and dedup records. */
+    const landed = async (): Promise<number> => {
+      let n = -1;
+      for (const p of [0, 1]) {
+        n += await admin.xlen(queue.keys('orders', p).stream);
+        n += await admin.zcard(queue.keys('orders', p).delayed);
+      }
+      return n;
+    };
+    expect(isQueueRedisError(error) && error.failure).toBe('out-of-memory');
+    expect(await landed()).toBe(0);
+    // Nothing was recorded either: sent again, every message lands once, none a duplicate.
+    const results = await queue.sendMany('orders', items);
+    expect(results.filter((r) => r.status === 'duplicate')).toEqual([]);
+    expect(await landed()).toBe(items.length);
+  });
+
+  it('foreign data at a key a sendMany writes: the batch is refused whole with a typed error naming the key', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin, partitions: 2 });
+    opened.push(queue);
+    const delayed = queue.keys('orders', 1).delayed;
+    await admin.set(delayed, 'foreign');
+    const items = [0, 1, 2, 3].map((n) => ({
+      payload: n,
+      key: keyOf(n % 2, 2),
+      id: `m${n}`,
+      // Partition 0's go to its stream, partition 1's to the foreign delayed set.
+      ...(n % 2 === 1 ? { delayMs: 60_000 } : {}),
+    }));
+    const error = await queue.sendMany('orders', items).catch((e: unknown) => e);
+    expect(isQueueRedisError(error)).toBe(true);
+    expect(String(error)).toContain(delayed);
+    expect(String(error)).toMatch(/WRONGTYPE/);
+    // Nothing written: no message, no dedup record; the foreign data is left as it was.
+    expect(await admin.xlen(queue.keys('orders', 0).stream)).toBe(0);
+    expect(await admin.keys('*')).toEqual([delayed]);
+    expect(await admin.get(delayed)).toBe('foreign');
+  });
+
   it('outbox: memory running out between staging and EXEC writes neither the business state nor the message', async () => {
     const admin = redis().client(0);
     const queue = new Queue({ client: admin });
@@ -143,6 +204,27 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     expect(await admin.xlen(keys.stream)).toBe(1);
   });
 
+  it('foreign data at the stream or delayed set: a send with an id is refused naming the key, and leaves no dedup record', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { stream, delayed } = queue.keys('orders', 0);
+    await admin.set(stream, 'foreign');
+    await admin.set(delayed, 'foreign');
+    const now = await queue.send('orders', 1, { id: 'm1' }).catch((e: unknown) => e);
+    const later = await queue
+      .send('orders', 2, { id: 'm2', delayMs: 60_000 })
+      .catch((e: unknown) => e);
+    expect(isQueueRedisError(now) && String(now)).toMatch(/WRONGTYPE.*\{orders:0\}:s/);
+    expect(isQueueRedisError(later) && String(later)).toMatch(/WRONGTYPE.*\{orders:0\}:d/);
+    // Nothing of either send stayed: once the keys are clean, the same ids are sent (not
+    // answered as duplicates of sends that never happened).
+    expect((await admin.keys('*')).sort()).toEqual([delayed, stream].sort());
+    await admin.del(stream, delayed);
+    expect((await queue.send('orders', 1, { id: 'm1' })).status).toBe('sent');
+    expect((await queue.send('orders', 2, { id: 'm2', delayMs: 60_000 })).status).toBe('delayed');
+  });
+
   it('foreign data at the DLQ key: a message that used up its attempts is still dead-lettered, once', async () => {
     const admin = redis().client(0);
     const queue = new Queue({ client: admin });
@@ -164,6 +246,24 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     await until(() => expect(events.map((e) => e.id)).toEqual(['m1']), 10_000);
     expect((await queue.deadLetters('orders')).map((l) => l.id)).toEqual(['m1']);
     expect(calls).toBe(1);
+  });
+
+  it('foreign data at the stream: replay refuses, naming the key, and the dead letter stays in the DLQ', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { stream, dlq } = queue.keys('orders', 0);
+    // A dead letter as a consumer leaves it, then the stream key replaced by foreign data.
+    await admin.xadd(
+      dlq,
+      '*',
+      ...['v', '1', 'i', 'm1', 'k', '', 'p', '1', 'h', '', 't', '0'],
+      ...['x:reason', 'failed', 'x:error', 'boom', 'x:attempts', '1', 'x:group', 'g'],
+    );
+    await admin.set(stream, 'foreign');
+    const error = await queue.replay('orders').catch((e: unknown) => e);
+    expect(isQueueRedisError(error) && String(error)).toMatch(/WRONGTYPE.*\{orders:0\}:s/);
+    expect((await queue.deadLetters('orders')).map((l) => l.id)).toEqual(['m1']);
   });
 
   it('foreign data at the delayed set: a retry is not lost (the retried copy goes to the stream)', async () => {
@@ -232,6 +332,72 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     await queue.send('orders', { n: 0 }, { key: keyOf(0, 2), id: 'p0' });
     await queue.send('orders', { n: 1 }, { key: keyOf(1, 2), id: 'p1' });
     await until(() => expect([...seen].sort()).toEqual(['p0', 'p1']), 10_000);
+  });
+
+  it("ordered: a member-set heartbeat refused for another reason than foreign data (ACL) keeps the group's members and is reported", async () => {
+    const admin = redis().client(0);
+    await admin.call(
+      'ACL',
+      'SETUSER',
+      'no-zrem',
+      'on',
+      '>pw',
+      '~*',
+      '&*',
+      '+@all',
+      '-zremrangebyscore',
+    );
+    const client = redis().client(0, { username: 'no-zrem', password: 'pw' });
+    const queue = new Queue({ client });
+    opened.push(queue);
+    const key = membersKey('keel:q', 'orders', 'g');
+    await admin.zadd(key, (await serverMs(admin)) + 600_000, 'other');
+    const errors: unknown[] = [];
+    const consumer = queue.consume('orders', 'g', () => undefined, {
+      ordered: true,
+      visibilityMs: 1000,
+    });
+    consumer.onError((e) => errors.push(e));
+    // Until the heartbeat either joined the group or was refused.
+    await until(async () => {
+      expect(
+        errors.length + Number((await admin.zscore(key, consumer.name)) !== null),
+      ).toBeGreaterThan(0);
+    }, 10_000);
+    // The other member's entry is real data: kept. The refusal is reported as it was.
+    expect(await admin.zrange(key, '0', '-1')).toEqual(['other']);
+    expect(isQueueRedisError(errors[0])).toBe(true);
+    expect(String(errors[0])).toMatch(/zremrangebyscore/i);
+    await queue.close();
+    await admin.call('ACL', 'DELUSER', 'no-zrem');
+  });
+
+  it('a retry whose delayed set refused the copy for another reason than foreign data (ACL) is reported with that reason, and not lost', async () => {
+    const admin = redis().client(0);
+    await admin.call('ACL', 'SETUSER', 'no-zadd', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
+    const queue = new Queue({ client: redis().client(0, { username: 'no-zadd', password: 'pw' }) });
+    opened.push(queue);
+    const attempts: number[] = [];
+    const errors: unknown[] = [];
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        attempts.push(m.attempt);
+        if (m.attempt === 1) throw new Error('fails once');
+      },
+      { maxAttempts: 3, visibilityMs: 2000, backoff: () => 20 },
+    );
+    consumer.onError((e) => errors.push(e));
+    await queue.send('orders', { n: 1 }, { id: 'm1' });
+    await until(() => expect(attempts).toEqual([1, 2]), 10_000);
+    await until(() => expect(errors.length).toBeGreaterThan(0), 10_000);
+    const retry = errors.find((e) => isQueueRedisError(e) && e.operation === 'retry orders');
+    expect(String(retry)).toMatch(/zadd/i);
+    expect(String(retry)).not.toMatch(/WRONGTYPE|not a sorted set/);
+    expect(await queue.deadLetters('orders')).toEqual([]);
+    await queue.close();
+    await admin.call('ACL', 'DELUSER', 'no-zadd');
   });
 
   it("ordered: foreign data at the group's member set does not keep every consumer off every partition", async () => {
@@ -325,7 +491,7 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
         if (n % 3 === 0) await queue.send('orders', n, { key: `k${n % 5}`, id });
         else if (n % 3 === 1) await queue.send('orders', n, { key: `k${n % 5}`, id, delayMs: 5 });
         else {
-          // Two at once: one pipeline of the send script by its hash.
+          // Two at once: one call of the send script for both.
           ids.push(`${id}b`);
           await queue.sendMany('orders', [
             { payload: n, key: `k${n % 5}`, id },

@@ -13,7 +13,7 @@ import {
   type Message,
 } from '../../src/queue/index.js';
 import { run } from '../../src/queue/client.js';
-import { TRIM_DONE } from '../../src/queue/scripts.js';
+import { SEND_MAX, TRIM_DONE } from '../../src/queue/scripts.js';
 import { invalidOption, until } from '../support/helpers.js';
 import { describeRedis, liveHandles, useRedis } from '../support/vitest.js';
 
@@ -192,6 +192,26 @@ describeRedis('keel/queue on a real redis-server', () => {
       { payload: 3 },
     ]);
     expect(results.map((r) => r.status)).toEqual(['sent', 'duplicate', 'sent']);
+  });
+
+  it('sendMany of more messages than one script call takes: every one sent once, in order', async () => {
+    const queue = queueOf({ partitions: 2 });
+    const n = 2 * SEND_MAX + 10;
+    const items = Array.from({ length: n }, (_, i) => ({ payload: i, key: `k${i % 7}` }));
+    const results = await queue.sendMany('orders', items);
+    expect(results.every((r) => r.status === 'sent')).toBe(true);
+    let total = 0;
+    for (const p of [0, 1]) {
+      const entries = await client.xrange(queue.keys('orders', p).stream, '-', '+');
+      total += entries.length;
+      // Stream order is input order.
+      const payloads = entries.map(([, f]) => Number(JSON.parse(f[f.indexOf('p') + 1] ?? '')));
+      expect(payloads).toEqual([...payloads].sort((a, b) => a - b));
+      expect(entries.map(([id]) => id)).toEqual(
+        results.filter((r) => r.partition === p).map((r) => r.entryId),
+      );
+    }
+    expect(total).toBe(n);
   });
 
   it('retries a failing handler with backoff and a growing attempt count, then acks', async () => {

@@ -5,6 +5,7 @@
  */
 import { expect, it } from 'vitest';
 import { Queue, idempotent } from '../../src/queue/index.js';
+import { partitionOf } from '../../src/queue/codec.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedisCluster } from '../support/vitest.js';
 
@@ -59,6 +60,35 @@ describeRedis('keel/queue on a Redis Cluster (3 masters)', () => {
         30_000,
       );
       expect(handled).toHaveLength(48);
+    } finally {
+      await queue.close();
+      client.disconnect();
+    }
+  });
+
+  it('sendMany over partitions on several masters: one script per partition, results in input order', async () => {
+    const client = cluster().client();
+    const queue = new Queue({ client, partitions: 6 });
+    try {
+      const items = Array.from({ length: 30 }, (_, n) => ({
+        payload: n,
+        key: `k${n}`,
+        ...(n % 2 === 0 ? { id: `m${n}` } : {}),
+        ...(n % 5 === 0 ? { delayMs: 60_000 } : {}),
+      }));
+      const results = await queue.sendMany('batch', items);
+      expect(results.map((r) => r.partition)).toEqual(items.map((i) => partitionOf(i.key, 6)));
+      expect(results.filter((_, n) => n % 2 === 0).map((r) => r.id)).toEqual(
+        items.filter((_, n) => n % 2 === 0).map((i) => i.id),
+      );
+      expect(results.map((r) => r.status)).toEqual(
+        items.map((_, n) => (n % 5 === 0 ? 'delayed' : 'sent')),
+      );
+      const again = await queue.sendMany(
+        'batch',
+        items.filter((item) => item.id !== undefined),
+      );
+      expect(new Set(again.map((r) => r.status))).toEqual(new Set(['duplicate']));
     } finally {
       await queue.close();
       client.disconnect();
