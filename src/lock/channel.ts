@@ -429,7 +429,12 @@ export class NodeChannel {
    * this is, decided without this node. Redis answers a connection's commands in the order it
    * runs them, so those calls are exactly the ones still unanswered now besides this one: with
    * any, the answer is marked `overtaken` (over-approximated by calls whose own fallback is
-   * pending; only on this rare path), and the caller may have to undo what it did late.
+   * pending; only on this rare path), and the caller may have to undo what it did late. The
+   * `EVAL` may also be answered by a copy ioredis sent again, as `#direct` tells apart for an
+   * `EVALSHA` (the connection it was written on dropped, or it was queued and more than one
+   * connection became ready since): that answer is `resent` and `overtaken` too, whatever the
+   * count of unanswered calls said when it was sent — ioredis can queue the copy behind calls
+   * issued while it reconnected.
    */
   #failed(
     script: Script,
@@ -447,13 +452,20 @@ export class NodeChannel {
     }
     const client = this.#client;
     const overtaken = this.#inflight > 1 ? true : undefined;
+    const on = sentOn(client);
+    const readies = on === undefined ? this.#readies : 0;
     issue(
       () => client.eval(script.source, numKeys, ...argv),
       (ok, value) => {
+        const resent =
+          ok &&
+          (on === undefined ? this.#readies - readies >= 2 : (client as ClientView).stream !== on)
+            ? true
+            : undefined;
         // Answered before it stops counting: a call the answer sends to this node (an undo of
         // an overtaken grant) keeps the channel busy, so `idle()` waits for that one too.
         try {
-          answer(ok, value, tag, overtaken);
+          answer(ok, value, tag, resent ?? overtaken, resent);
         } finally {
           this.#answered(calls);
         }
