@@ -152,6 +152,12 @@ export interface RedlockOptions {
    * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r:lock`
    * (counter `<prefix>r:lock:fence`). Each node also gets `<prefix>incarnation` (see the
    * README on fencing across restarts).
+   *
+   * The keys under the prefix are the Redlock's: repairing a node that restarted empty copies
+   * onto it every key under the prefix whose name ends in `:fence` and that holds an integer,
+   * taken for a fencing counter (nothing in a key's name or value tells a counter apart from
+   * foreign data there). So the prefix must not be empty (`InvalidOptionError`), and no other
+   * data should live under it — give the locks a prefix of their own.
    * @defaultValue 'keel:lock:'
    */
   readonly keyPrefix?: string;
@@ -267,7 +273,9 @@ const spec = {
   retryCount: integerOption({ min: 0, max: 1_000_000, default: 10 }),
   retryDelayMs: numberOption({ min: 0, max: 600_000, default: 200 }),
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
-  keyPrefix: stringOption({ default: 'keel:lock:' }),
+  // Not empty: the fencing repair takes every integer key under the prefix named `…:fence` for
+  // a counter (see `RedlockOptions.keyPrefix`), and with no prefix that is every such key.
+  keyPrefix: stringOption({ default: 'keel:lock:', nonEmpty: true }),
   notifications: booleanOption({ default: true }),
   batching: booleanOption({ default: true }),
   localTurns: booleanOption({ default: true }),

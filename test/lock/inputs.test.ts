@@ -73,6 +73,17 @@ describeRedis('lock inputs that reach the nodes (three real redis-server process
     await refused(() => redlockOf('app\uDFFF:'), 'keyPrefix');
   });
 
+  // The fencing repair copies onto a restarted node every integer key it finds under the
+  // prefix named `…:fence` (SCAN MATCH `<keyPrefix>*:fence`). An empty prefix put every key of
+  // the node under it: a foreign `billing:fence` was copied onto the restarted node as if it
+  // were a counter (see fencing.test.ts). Neither a key's name nor its value tells Keel's
+  // counters apart from foreign ones, so the prefix must give the Redlock a namespace.
+  it("keyPrefix '' is refused, naming keyPrefix (the repair would copy foreign keys)", async () => {
+    const error = await refused(() => redlockOf(''), 'keyPrefix');
+    expect(error.message).toContain('non-empty');
+    expect(redlockOf(':').keyOf('r')).toBe(':{r}');
+  });
+
   it('extend() refuses a ttl beyond 86 400 000 ms, as acquire() does: the lock stays held and valid', async () => {
     const redlock = redlockOf();
     const lock = await redlock.acquire('extend-range', { ttlMs: 10_000 });
