@@ -351,8 +351,6 @@ interface AttemptHost {
   refused(attempt: LockAttempt, results: readonly NodeResult[], view: RoundView): void;
 }
 
-const never = (): boolean => false;
-
 /**
  * A release round's yes for one key (made once: a release is the hot path). An answer of a copy
  * sent again (`resent`: the connection dropped with the reply unread) is a yes whatever it says:
@@ -467,10 +465,7 @@ class LockAttempt implements AcquirePlan<Lock> {
   }
 
   undo(token: string, nodes: readonly number[]): Promise<unknown> {
-    return this.host.quorum.round(RELEASE, this.lockKeys, [token, '0'], never, {
-      waitAll: true,
-      nodes,
-    });
+    return this.host.quorum.undo(RELEASE, this.lockKeys, [token, '0'], nodes, this.ttlMs);
   }
 
   observe(results: readonly NodeResult[]): void {
@@ -689,6 +684,7 @@ export class Redlock implements LockService, AsyncDisposable {
     this.#notifier?.end();
     this.#watching = false;
     this.#q.onReconnect(undefined);
+    this.#q.forgetUndos();
     this.#recheck?.cancel();
     this.#recheck = undefined;
     // A fencing check running (a reconnect's, a recheck's) is several rounds in a row; drain()

@@ -314,13 +314,10 @@ export class Semaphore implements AsyncDisposable {
           if (r.overtaken !== true || !isGrant(r)) return;
           if (token === wonWith && permit !== undefined && permit.remainingMs() > 0) return;
           const taken = token === slotsOf ? slots : earlier?.get(token);
-          if (taken !== undefined) this.#releaseLate(token, taken, r.node);
+          if (taken !== undefined) this.#releaseLate(token, taken, r.node, ttlMs);
         },
         undo: (token, nodes) =>
-          q.round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
-            waitAll: true,
-            nodes,
-          }),
+          q.undo(SEM_RELEASE, this.#keys, [token, '0', ...slots], nodes, ttlMs),
         retryAtOnce: () => this.#freeOnQuorum(permits),
         channels: [`${this.#c.key}:released`],
         takenDetail: `semaphore ${this.name} has fewer than ${permits} of ${this.limit} permits free`,
@@ -332,13 +329,10 @@ export class Semaphore implements AsyncDisposable {
   }
 
   /** Releases on `node` the `slots` a late grant to `token` took there (see `acquire`'s `late`). */
-  #releaseLate(token: string, slots: readonly number[], node: number): void {
+  #releaseLate(token: string, slots: readonly number[], node: number, ttlMs: number): void {
     const q = this.#c.quorum;
     const release = q
-      .round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
-        waitAll: true,
-        nodes: [node],
-      })
+      .undo(SEM_RELEASE, this.#keys, [token, '0', ...slots], [node], ttlMs)
       .catch(() => undefined)
       .finally(() => this.#releasing.delete(release));
     this.#releasing.add(release);
