@@ -67,6 +67,7 @@ import {
   isClock,
   isInvalidOptionError,
   numberOption,
+  redisAddress,
   resolveOptions,
   stringOption,
   systemClock,
@@ -122,7 +123,13 @@ export type { RedlockStats, DurationSummary, AcquireFailure } from './stats.js';
 
 /** Options of {@link Redlock}. */
 export interface RedlockOptions {
-  /** One client per independent Redis master (1 for a single-instance lock, 5 usually). */
+  /**
+   * One client per independent Redis master (1 for a single-instance lock, 5 usually). A
+   * client listed twice, two clients with the same address (`host:port`, socket path, Sentinel
+   * group or Cluster seeds), and a client in (RESP2) subscriber or monitor mode are refused
+   * with an `InvalidOptionError`: the majority counts servers, and such a client would count
+   * one twice, or run no script.
+   */
   readonly clients: readonly LockClient[];
   /** Lock time-to-live. @defaultValue 10000 */
   readonly ttlMs?: number;
@@ -201,6 +208,45 @@ const OWNER = 'Redlock';
  * deleted it once and reported the lock lost). Such names are refused.
  */
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Throws an InvalidOptionError naming `clients` unless each client reaches a server of its own
+ * and can run scripts. Redlock's majority counts independent servers: one client listed twice,
+ * or two clients of one server (the same `host:port`, socket path, Sentinel group or Cluster
+ * seeds), gave that server two votes — [a, a, b] granted a lock that b refused. A client in
+ * subscriber or monitor mode (ioredis `mode`) runs no script: its node would fail every round.
+ * (Two addresses of one server, such as `localhost` and `127.0.0.1`, cannot be told apart.)
+ */
+function checkClients(clients: readonly LockClient[]): void {
+  const seen = new Map<unknown, number>();
+  const expected = 'one client per Redis server, each able to run scripts';
+  clients.forEach((client, i) => {
+    const mode = (client as { mode?: unknown }).mode;
+    if (mode === 'subscriber' || mode === 'monitor') {
+      throw new InvalidOptionError(
+        OWNER,
+        'clients',
+        expected,
+        clients,
+        `client ${i} is in ${mode} mode`,
+      );
+    }
+    const address = redisAddress(client);
+    const first = seen.get(client) ?? (address === undefined ? undefined : seen.get(address));
+    if (first !== undefined) {
+      const what = seen.get(client) === undefined ? `both ${String(address)}` : 'the same client';
+      throw new InvalidOptionError(
+        OWNER,
+        'clients',
+        expected,
+        clients,
+        `clients ${first} and ${i} are ${what}`,
+      );
+    }
+    seen.set(client, i);
+    if (address !== undefined) seen.set(address, i);
+  });
+}
 
 /**
  * Throws an InvalidOptionError naming `option` unless `name` is a string without a lone
@@ -566,6 +612,7 @@ export class Redlock implements LockService, AsyncDisposable {
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
     checkText(OWNER, 'keyPrefix', this.#o.keyPrefix);
+    checkClients(this.#o.clients);
     this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
     this.#checkTtl(OWNER, this.#o.ttlMs);
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
