@@ -710,7 +710,9 @@ export class Lock implements AsyncDisposable {
 
   /**
    * Releases the lock on every node in one round. Never throws because the lock already
-   * expired: it reports it. Releasing twice is harmless. The signal aborts with a
+   * expired: it reports it. Releasing twice is harmless: a second call, or one made while the
+   * first is under way, sends nothing and answers `{ released: false, expired }` at once (only
+   * the first call's answer says what the nodes did). The signal aborts with a
    * {@link LockReleasedError} — unless the lock was lost before, then it keeps its
    * {@link LockLostError} and `expired` is true.
    */
