@@ -316,6 +316,11 @@ export class NodeChannel {
     return true;
   }
 
+  /** How many connections the client has made ready so far (see `#readies`). */
+  get readies(): number {
+    return this.#readies;
+  }
+
   /** Drops the calls waiting for the next `ready` (the Redlock is closing). */
   forgetWhenReady(): void {
     this.#whenReady = undefined;

@@ -727,17 +727,23 @@ export class Quorum {
   ): Promise<NodeResult[]> {
     const clock = this.#s.clock;
     const due = clock.now() + ttlMs;
+    const channels = this.#channels;
+    // Connections made ready so far per node: one made ready while the round waited for the
+    // other nodes would not be heard by `whenReady` any more.
+    const readies = nodes.map((node) => (channels[node] as NodeChannel).readies);
     return this.round(script, keys, args, never, { waitAll: true, nodes }).then((results) => {
-      for (const r of results) {
-        if (r.ok || r.pending === true || r.kind === 'script-error' || r.kind === 'timed-out')
-          continue;
-        const node = r.node;
-        const channel = this.#channels[node] as NodeChannel;
-        channel.whenReady(due, clock.now(), () => {
+      nodes.forEach((node, i) => {
+        const r = results[node];
+        if (r === undefined || r.ok || r.pending === true) return;
+        if (r.kind === 'script-error' || r.kind === 'timed-out') return;
+        const again = (): void => {
           const left = due - clock.now();
           if (left > 0) void this.undo(script, keys, args, [node], left);
-        });
-      }
+        };
+        const channel = channels[node] as NodeChannel;
+        if (channel.readies !== readies[i]) again();
+        else channel.whenReady(due, clock.now(), again);
+      });
       return results;
     });
   }
