@@ -42,7 +42,11 @@ export interface AcquireOptions {
    * bounds only the wait: in `using()`, the routine then runs as long as it needs.
    */
   readonly waitMs?: number;
-  /** Stops retrying (and rejects with `signal.reason`). */
+  /**
+   * Stops retrying (and rejects with `signal.reason`). A round under way when it aborts runs to
+   * its end; if it wins, the lock (or permit) is released at once and the acquisition rejects
+   * with the reason all the same — `using()` then never starts its routine.
+   */
   readonly signal?: AbortSignal | undefined;
 }
 

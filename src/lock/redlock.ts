@@ -891,10 +891,18 @@ export class Redlock implements LockService, AsyncDisposable {
         deadline,
         waited ? undefined : called,
       );
+      counters.held++; // before a release below (its end of hold counts it off)
+      if (signal?.aborted === true) {
+        // Aborted while the round that won was under way: a caller that aborted has stopped
+        // waiting (it may never look at this promise again), so the lock goes back at once —
+        // its release passes the local turn on — and the acquisition fails with the reason.
+        inTurn = false;
+        await lock.release();
+        throwIfAborted(signal);
+      }
       // Until the grant was seen (the clock read that measured the lock's validity).
       const waitMs = attempt.grantedAt - called;
       counters.acquired++;
-      counters.held++;
       counters.wait.record(waitMs);
       if (message !== undefined) {
         message.attempts = attempt.rounds;

@@ -276,7 +276,7 @@ export class Semaphore implements AsyncDisposable {
     let earlier: Map<string, number[]> | undefined;
     let permit: Permit | undefined;
     let wonWith = '';
-    return q.acquire(
+    const won = await q.acquire(
       {
         resources: [this.name],
         ttlMs,
@@ -326,6 +326,13 @@ export class Semaphore implements AsyncDisposable {
       signal,
       deadline,
     );
+    if (signal?.aborted === true) {
+      // Aborted while the round that won was under way: the caller has stopped waiting, so the
+      // permit goes back at once (as Redlock.acquire does with a lock).
+      await won.release();
+      throwIfAborted(signal);
+    }
+    return won;
   }
 
   /** Releases on `node` the `slots` a late grant to `token` took there (see `acquire`'s `late`). */
