@@ -97,6 +97,31 @@ describeRedis('an undo the client gave up on (ioredis maxRetriesPerRequest)', ()
     }, 5_000);
   });
 
+  // Bounded by close(): the Redlock's clients are yours, and nothing of it reaches a node after
+  // close() — the key then stays until its ttl (as the README says).
+  it('is not sent again after close(): the node keeps the key until its ttl', async () => {
+    const { redlock, arm, cut, heal } = setUp(ACQUIRE.sha);
+    const resource = 'undo-unreachable:closed';
+    const key = redlock.keyOf(resource);
+    await (await redlock.acquire(resource)).release();
+    for (const i of [1, 2]) await (clients[i] as Redis).set(key, 'another holder', 'PX', 60_000);
+    arm();
+    const error = await redlock.acquire(resource, { retryCount: 0 }).catch((e: unknown) => e);
+    expect(isLockTakenError(error), String(error)).toBe(true);
+    expect(cut()).toBe(1);
+    await redlock.close();
+    heal();
+    const own = clients[0] as Redis;
+    await until(() => {
+      expect(own.status).toBe('ready');
+    }, 5_000);
+    // Answered after anything the client sent when it became ready.
+    await own.ping();
+    const node0 = redis().client(0);
+    clients.push(node0);
+    expect(await node0.exists(key), 'the lock key on node 0').toBe(1);
+  });
+
   it('is sent again once the node is reachable: a failed permit acquisition leaves no slot behind', async () => {
     const { redlock, arm, cut, heal } = setUp(SEM_ACQUIRE.sha);
     const semaphore = redlock.semaphore('undo-unreachable', { permits: 1 });
