@@ -105,6 +105,34 @@ describeRedis('a grant sent again after its undo (ioredis reorders what it resen
     }, 5_000);
   });
 
+  // A release through the NOSCRIPT fallback whose EVAL ran, its reply lost with the connection:
+  // ioredis sent it again, and the second copy found the key gone. That answer was not known as
+  // a second copy's, so it counted as "not held" there: with the node that never granted, too
+  // few said yes, and a valid lock's release reported { released: false, expired: true }.
+  it('a release whose EVAL after NOSCRIPT ran and was sent again counts as released there', async () => {
+    const own = [redis().client(0), redis().client(1), redis().client(2)];
+    clients.push(...own);
+    const node0 = afterScript(own[0] as Redis, RELEASE.source, dropAfterWrite, 'eval');
+    const redlock = new Redlock({
+      clients: [node0.client, own[1] as Redis, own[2] as Redis],
+      ttlMs: 60_000,
+      nodeTimeoutMs: 5_000,
+      batching: false,
+    });
+    opened.push(redlock);
+    const resource = 'resend-order:noscript-release';
+    const key = redlock.keyOf(resource);
+    await (await redlock.acquire(resource)).release(); // scripts cached, counters made
+    await (own[2] as Redis).set(key, 'another holder', 'PX', 60_000);
+    const lock = await redlock.acquire(resource, { retryCount: 0 }); // nodes 0 and 1
+    await (own[0] as Redis).script('FLUSH'); // the release's EVALSHA: NOSCRIPT there
+    node0.arm();
+    const released = await lock.release();
+    expect(node0.faults).toBe(1);
+    expect(released).toEqual({ released: true, expired: false });
+    expect(lock.signal.aborted && !isLockReleasedError(lock.signal.reason)).toBe(false);
+  });
+
   it('is released on that node: a failed permit acquisition leaves no slot behind', async () => {
     const { redlock, faulty, arm } = setUp(SEM_ACQUIRE.sha);
     const semaphore = redlock.semaphore('resend-order', { permits: 1 });
