@@ -217,6 +217,12 @@ function endTick(): void {
   active.length = 0;
 }
 
+/**
+ * Most calls one node keeps waiting for its client's next `ready` (see `NodeChannel.whenReady`):
+ * undos of failed attempts while the node is unreachable, one per attempt, each for its ttl.
+ */
+const MAX_WHEN_READY = 1024;
+
 /** A client we can hear (re)connect: ioredis emits `ready` each time a connection is ready. */
 interface Readying {
   on(event: 'ready', listener: () => void): unknown;
@@ -240,6 +246,8 @@ export class NodeChannel {
   #connected: boolean;
   /** Told of each reconnection (see {@link NodeChannel.onReconnect}). */
   #reconnected: (() => void) | undefined;
+  /** Calls waiting for the client's next `ready` (see {@link NodeChannel.whenReady}). */
+  #whenReady: { readonly due: number; readonly call: () => void }[] | undefined;
   /**
    * The channel's one `ready` listener on the client, for all a Redlock needs to hear of it (a
    * listener per use would bring Node's MaxListenersExceededWarning sooner to clients that
@@ -249,6 +257,9 @@ export class NodeChannel {
     this.#readies++;
     const reconnected = this.#connected;
     this.#connected = true;
+    const waiting = this.#whenReady;
+    this.#whenReady = undefined;
+    if (waiting !== undefined) for (const w of waiting) w.call();
     if (reconnected) this.#reconnected?.();
   };
   #queue: Queued[] = [];
@@ -284,7 +295,35 @@ export class NodeChannel {
 
   /** Stops listening to the client (the Redlock's `close()`: your clients stay yours). */
   detach(): void {
+    this.#whenReady = undefined;
     if (canReady(this.#client)) this.#client.off('ready', this.#onReady);
+  }
+
+  /**
+   * Calls `call` the next time the client has a connection ready (ioredis `ready`; never for a
+   * client that does not say), to send again what it failed. `due`: when the call stops
+   * mattering, on the clock `now` was read from. At most {@link MAX_WHEN_READY} wait; when that
+   * many do, those past due are dropped, and if none is, `call` is not kept (false).
+   */
+  whenReady(due: number, now: number, call: () => void): boolean {
+    if (!canReady(this.#client)) return false;
+    let waiting = (this.#whenReady ??= []);
+    if (waiting.length >= MAX_WHEN_READY) {
+      waiting = this.#whenReady = waiting.filter((w) => w.due > now);
+      if (waiting.length >= MAX_WHEN_READY) return false;
+    }
+    waiting.push({ due, call });
+    return true;
+  }
+
+  /** How many connections the client has made ready so far (see `#readies`). */
+  get readies(): number {
+    return this.#readies;
+  }
+
+  /** Drops the calls waiting for the next `ready` (the Redlock is closing). */
+  forgetWhenReady(): void {
+    this.#whenReady = undefined;
   }
 
   /** The client behind this channel (to describe its failures). */
@@ -429,7 +468,12 @@ export class NodeChannel {
    * this is, decided without this node. Redis answers a connection's commands in the order it
    * runs them, so those calls are exactly the ones still unanswered now besides this one: with
    * any, the answer is marked `overtaken` (over-approximated by calls whose own fallback is
-   * pending; only on this rare path), and the caller may have to undo what it did late.
+   * pending; only on this rare path), and the caller may have to undo what it did late. The
+   * `EVAL` may also be answered by a copy ioredis sent again, as `#direct` tells apart for an
+   * `EVALSHA` (the connection it was written on dropped, or it was queued and more than one
+   * connection became ready since): that answer is `resent` and `overtaken` too, whatever the
+   * count of unanswered calls said when it was sent — ioredis can queue the copy behind calls
+   * issued while it reconnected.
    */
   #failed(
     script: Script,
@@ -447,13 +491,20 @@ export class NodeChannel {
     }
     const client = this.#client;
     const overtaken = this.#inflight > 1 ? true : undefined;
+    const on = sentOn(client);
+    const readies = on === undefined ? this.#readies : 0;
     issue(
       () => client.eval(script.source, numKeys, ...argv),
       (ok, value) => {
+        const resent =
+          ok &&
+          (on === undefined ? this.#readies - readies >= 2 : (client as ClientView).stream !== on)
+            ? true
+            : undefined;
         // Answered before it stops counting: a call the answer sends to this node (an undo of
         // an overtaken grant) keeps the channel busy, so `idle()` waits for that one too.
         try {
-          answer(ok, value, tag, overtaken);
+          answer(ok, value, tag, resent ?? overtaken, resent);
         } finally {
           this.#answered(calls);
         }

@@ -12,7 +12,9 @@
  * intact again: a repair session joins the node's session set (gone if the node restarts again
  * meanwhile), then every fencing counter of the intact nodes is read (SCAN, MATCH
  * `<keyPrefix>*:fence`, from each of at least a quorum of them, each intact for its whole
- * scan), the maximum of each is copied onto the node (raised to, never lowered), and the
+ * scan; every integer key of that name is taken for a counter — the keys under the prefix are
+ * the Redlock's, and the prefix is never empty: no key outside it is copied), the maximum of
+ * each is copied onto the node (raised to, never lowered), and the
  * incarnation key is set — each step checking the session first. A Redlock runs this check
  * when one of its clients reconnects (ioredis `ready`), so a node that restarts is repaired as
  * soon as it is back, while the others are intact: rolling restarts, one node at a time, keep

@@ -42,7 +42,11 @@ export interface AcquireOptions {
    * bounds only the wait: in `using()`, the routine then runs as long as it needs.
    */
   readonly waitMs?: number;
-  /** Stops retrying (and rejects with `signal.reason`). */
+  /**
+   * Stops retrying (and rejects with `signal.reason`). A round under way when it aborts runs to
+   * its end; if it wins, the lock (or permit) is released at once and the acquisition rejects
+   * with the reason all the same — `using()` then never starts its routine.
+   */
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -710,7 +714,9 @@ export class Lock implements AsyncDisposable {
 
   /**
    * Releases the lock on every node in one round. Never throws because the lock already
-   * expired: it reports it. Releasing twice is harmless. The signal aborts with a
+   * expired: it reports it. Releasing twice is harmless: a second call, or one made while the
+   * first is under way, sends nothing and answers `{ released: false, expired }` at once (only
+   * the first call's answer says what the nodes did). The signal aborts with a
    * {@link LockReleasedError} — unless the lock was lost before, then it keeps its
    * {@link LockLostError} and `expired` is true.
    */

@@ -181,6 +181,9 @@ function passOnUnused(subscription: ReleaseSubscription | undefined, seen: numbe
   if (subscription !== undefined && subscription.count !== seen) subscription.passOn();
 }
 
+/** The yes of a round whose answers are not votes (an undo). */
+const never = (): boolean => false;
+
 /**
  * Time a node is allowed per script argument (key or value), on top of `nodeTimeoutMs`: the
  * node runs the script over every one and the client encodes and sends them all, so a round
@@ -703,6 +706,51 @@ export class Quorum {
   /** Calls `listener` each time a node's client reconnects (see `NodeChannel.onReconnect`). */
   onReconnect(listener: (() => void) | undefined): void {
     for (const channel of this.#channels) channel.onReconnect = listener;
+  }
+
+  /**
+   * Undoes a failed attempt on `nodes` (the compare-and-delete `script` on `keys` with `args`,
+   * which never publishes), waiting for each. A node whose client failed the call — gave up on
+   * it while reconnecting (ioredis's `maxRetriesPerRequest`), or was not connected — may still
+   * hold what the attempt landed there, and would refuse others until its ttl: it gets the call
+   * again the next time its client is ready, and so on while what it would delete may be there
+   * (`ttlMs` from now; a copy of the attempt that lands later is undone by the attempt's late
+   * answer). Not for a script error (the node ran it), nor for a connected node that is slow
+   * (`timed-out`: the call is still on its way, and runs there).
+   */
+  undo(
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    nodes: readonly number[],
+    ttlMs: number,
+  ): Promise<NodeResult[]> {
+    const clock = this.#s.clock;
+    const due = clock.now() + ttlMs;
+    const channels = this.#channels;
+    // Connections made ready so far per node: one made ready while the round waited for the
+    // other nodes would not be heard by `whenReady` any more.
+    const readies = nodes.map((node) => (channels[node] as NodeChannel).readies);
+    return this.round(script, keys, args, never, { waitAll: true, nodes }).then((results) => {
+      nodes.forEach((node, i) => {
+        const r = results[node];
+        if (r === undefined || r.ok || r.pending === true) return;
+        if (r.kind === 'script-error' || r.kind === 'timed-out') return;
+        const again = (): void => {
+          const left = due - clock.now();
+          if (left > 0) void this.undo(script, keys, args, [node], left);
+        };
+        const channel = channels[node] as NodeChannel;
+        if (channel.readies !== readies[i]) again();
+        else channel.whenReady(due, clock.now(), again);
+      });
+      return results;
+    });
+  }
+
+  /** Drops the undos waiting for a client to be ready again (see `undo`): the Redlock closes. */
+  forgetUndos(): void {
+    for (const channel of this.#channels) channel.forgetWhenReady();
   }
 
   /** Stops listening to the clients (see `NodeChannel.detach`): the Redlock is closed. */

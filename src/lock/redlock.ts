@@ -67,6 +67,7 @@ import {
   isClock,
   isInvalidOptionError,
   numberOption,
+  redisAddress,
   resolveOptions,
   stringOption,
   systemClock,
@@ -122,7 +123,13 @@ export type { RedlockStats, DurationSummary, AcquireFailure } from './stats.js';
 
 /** Options of {@link Redlock}. */
 export interface RedlockOptions {
-  /** One client per independent Redis master (1 for a single-instance lock, 5 usually). */
+  /**
+   * One client per independent Redis master (1 for a single-instance lock, 5 usually). A
+   * client listed twice, two clients with the same address (`host:port`, socket path, Sentinel
+   * group or Cluster seeds), and a client in (RESP2) subscriber or monitor mode are refused
+   * with an `InvalidOptionError`: the majority counts servers, and such a client would count
+   * one twice, or run no script.
+   */
   readonly clients: readonly LockClient[];
   /** Lock time-to-live. @defaultValue 10000 */
   readonly ttlMs?: number;
@@ -152,6 +159,12 @@ export interface RedlockOptions {
    * `<prefix>{r}:fence`), unless the key already has a hash tag — then at `<prefix>r:lock`
    * (counter `<prefix>r:lock:fence`). Each node also gets `<prefix>incarnation` (see the
    * README on fencing across restarts).
+   *
+   * The keys under the prefix are the Redlock's: repairing a node that restarted empty copies
+   * onto it every key under the prefix whose name ends in `:fence` and that holds an integer,
+   * taken for a fencing counter (nothing in a key's name or value tells a counter apart from
+   * foreign data there). So the prefix must not be empty (`InvalidOptionError`), and no other
+   * data should live under it — give the locks a prefix of their own.
    * @defaultValue 'keel:lock:'
    */
   readonly keyPrefix?: string;
@@ -195,6 +208,45 @@ const OWNER = 'Redlock';
  * deleted it once and reported the lock lost). Such names are refused.
  */
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Throws an InvalidOptionError naming `clients` unless each client reaches a server of its own
+ * and can run scripts. Redlock's majority counts independent servers: one client listed twice,
+ * or two clients of one server (the same `host:port`, socket path, Sentinel group or Cluster
+ * seeds), gave that server two votes — [a, a, b] granted a lock that b refused. A client in
+ * subscriber or monitor mode (ioredis `mode`) runs no script: its node would fail every round.
+ * (Two addresses of one server, such as `localhost` and `127.0.0.1`, cannot be told apart.)
+ */
+function checkClients(clients: readonly LockClient[]): void {
+  const seen = new Map<unknown, number>();
+  const expected = 'one client per Redis server, each able to run scripts';
+  clients.forEach((client, i) => {
+    const mode = (client as { mode?: unknown }).mode;
+    if (mode === 'subscriber' || mode === 'monitor') {
+      throw new InvalidOptionError(
+        OWNER,
+        'clients',
+        expected,
+        clients,
+        `client ${i} is in ${mode} mode`,
+      );
+    }
+    const address = redisAddress(client);
+    const first = seen.get(client) ?? (address === undefined ? undefined : seen.get(address));
+    if (first !== undefined) {
+      const what = seen.get(client) === undefined ? `both ${String(address)}` : 'the same client';
+      throw new InvalidOptionError(
+        OWNER,
+        'clients',
+        expected,
+        clients,
+        `clients ${first} and ${i} are ${what}`,
+      );
+    }
+    seen.set(client, i);
+    if (address !== undefined) seen.set(address, i);
+  });
+}
 
 /**
  * Throws an InvalidOptionError naming `option` unless `name` is a string without a lone
@@ -267,7 +319,9 @@ const spec = {
   retryCount: integerOption({ min: 0, max: 1_000_000, default: 10 }),
   retryDelayMs: numberOption({ min: 0, max: 600_000, default: 200 }),
   retryJitterMs: numberOption({ min: 0, max: 600_000, default: 100 }),
-  keyPrefix: stringOption({ default: 'keel:lock:' }),
+  // Not empty: the fencing repair takes every integer key under the prefix named `…:fence` for
+  // a counter (see `RedlockOptions.keyPrefix`), and with no prefix that is every such key.
+  keyPrefix: stringOption({ default: 'keel:lock:', nonEmpty: true }),
   notifications: booleanOption({ default: true }),
   batching: booleanOption({ default: true }),
   localTurns: booleanOption({ default: true }),
@@ -342,8 +396,6 @@ interface AttemptHost {
   holds(key: string, token: string): boolean;
   refused(attempt: LockAttempt, results: readonly NodeResult[], view: RoundView): void;
 }
-
-const never = (): boolean => false;
 
 /**
  * A release round's yes for one key (made once: a release is the hot path). An answer of a copy
@@ -459,10 +511,7 @@ class LockAttempt implements AcquirePlan<Lock> {
   }
 
   undo(token: string, nodes: readonly number[]): Promise<unknown> {
-    return this.host.quorum.round(RELEASE, this.lockKeys, [token, '0'], never, {
-      waitAll: true,
-      nodes,
-    });
+    return this.host.quorum.undo(RELEASE, this.lockKeys, [token, '0'], nodes, this.ttlMs);
   }
 
   observe(results: readonly NodeResult[]): void {
@@ -563,6 +612,7 @@ export class Redlock implements LockService, AsyncDisposable {
   constructor(options: RedlockOptions) {
     this.#o = resolveOptions(OWNER, options, spec);
     checkText(OWNER, 'keyPrefix', this.#o.keyPrefix);
+    checkClients(this.#o.clients);
     this.#minTtlMs = shortestTtl(this.#o.minValidityMs, this.#o.driftFactor);
     this.#checkTtl(OWNER, this.#o.ttlMs);
     this.#cluster = this.#o.clients.some((c) => (c as { isCluster?: unknown }).isCluster === true);
@@ -681,6 +731,7 @@ export class Redlock implements LockService, AsyncDisposable {
     this.#notifier?.end();
     this.#watching = false;
     this.#q.onReconnect(undefined);
+    this.#q.forgetUndos();
     this.#recheck?.cancel();
     this.#recheck = undefined;
     // A fencing check running (a reconnect's, a recheck's) is several rounds in a row; drain()
@@ -840,10 +891,18 @@ export class Redlock implements LockService, AsyncDisposable {
         deadline,
         waited ? undefined : called,
       );
+      counters.held++; // before a release below (its end of hold counts it off)
+      if (signal?.aborted === true) {
+        // Aborted while the round that won was under way: a caller that aborted has stopped
+        // waiting (it may never look at this promise again), so the lock goes back at once —
+        // its release passes the local turn on — and the acquisition fails with the reason.
+        inTurn = false;
+        await lock.release();
+        throwIfAborted(signal);
+      }
       // Until the grant was seen (the clock read that measured the lock's validity).
       const waitMs = attempt.grantedAt - called;
       counters.acquired++;
-      counters.held++;
       counters.wait.record(waitMs);
       if (message !== undefined) {
         message.attempts = attempt.rounds;

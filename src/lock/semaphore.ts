@@ -276,7 +276,7 @@ export class Semaphore implements AsyncDisposable {
     let earlier: Map<string, number[]> | undefined;
     let permit: Permit | undefined;
     let wonWith = '';
-    return q.acquire(
+    const won = await q.acquire(
       {
         resources: [this.name],
         ttlMs,
@@ -314,13 +314,10 @@ export class Semaphore implements AsyncDisposable {
           if (r.overtaken !== true || !isGrant(r)) return;
           if (token === wonWith && permit !== undefined && permit.remainingMs() > 0) return;
           const taken = token === slotsOf ? slots : earlier?.get(token);
-          if (taken !== undefined) this.#releaseLate(token, taken, r.node);
+          if (taken !== undefined) this.#releaseLate(token, taken, r.node, ttlMs);
         },
         undo: (token, nodes) =>
-          q.round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
-            waitAll: true,
-            nodes,
-          }),
+          q.undo(SEM_RELEASE, this.#keys, [token, '0', ...slots], nodes, ttlMs),
         retryAtOnce: () => this.#freeOnQuorum(permits),
         channels: [`${this.#c.key}:released`],
         takenDetail: `semaphore ${this.name} has fewer than ${permits} of ${this.limit} permits free`,
@@ -329,16 +326,20 @@ export class Semaphore implements AsyncDisposable {
       signal,
       deadline,
     );
+    if (signal?.aborted === true) {
+      // Aborted while the round that won was under way: the caller has stopped waiting, so the
+      // permit goes back at once (as Redlock.acquire does with a lock).
+      await won.release();
+      throwIfAborted(signal);
+    }
+    return won;
   }
 
   /** Releases on `node` the `slots` a late grant to `token` took there (see `acquire`'s `late`). */
-  #releaseLate(token: string, slots: readonly number[], node: number): void {
+  #releaseLate(token: string, slots: readonly number[], node: number, ttlMs: number): void {
     const q = this.#c.quorum;
     const release = q
-      .round(SEM_RELEASE, this.#keys, [token, '0', ...slots], () => false, {
-        waitAll: true,
-        nodes: [node],
-      })
+      .undo(SEM_RELEASE, this.#keys, [token, '0', ...slots], [node], ttlMs)
       .catch(() => undefined)
       .finally(() => this.#releasing.delete(release));
     this.#releasing.add(release);

@@ -119,12 +119,14 @@ function plainResources(r: unknown): boolean {
   }
 }
 
-/** Clients at a port nobody listens on, that give up at once and never reconnect. */
+/** Clients at ports nobody listens on, that give up at once and never reconnect. */
 function deadClients(n: number): Redis[] {
-  return Array.from({ length: n }, () => {
+  // Ports 1, 2, …: nothing listens there, and each client names a server of its own (a Redlock
+  // refuses one server listed twice).
+  return Array.from({ length: n }, (_, i) => {
     const client = new Redis({
       host: '127.0.0.1',
-      port: 1,
+      port: 1 + i,
       lazyConnect: true,
       maxRetriesPerRequest: 0,
       enableOfflineQueue: true,

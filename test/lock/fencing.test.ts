@@ -308,6 +308,30 @@ describeRedis(
       await lock.release();
     });
 
+    // The repair reads the counters with SCAN MATCH `<keyPrefix>*:fence`: every integer key of
+    // that shape is taken for one of Keel's counters and copied onto the restarted node. Keys
+    // outside the prefix are not Keel's and must never be copied (with `keyPrefix: ''` every
+    // key was inside it: a foreign `billing:fence` was written onto the restarted node, so
+    // that prefix is refused, see inputs.test.ts).
+    it('the repair copies no foreign key: an integer key named `…:fence` outside keyPrefix stays where it is', async () => {
+      const raw = clientsOf();
+      const redlock = redlockOf(raw);
+      const before = await cycle(redlock, 'own', 2);
+      for (const node of NODES) await until(() => markedOn(node), REPAIRED_MS, `node ${node}`);
+      const foreign = ['billing:fence', 'keel:lockx:fence', '{own}:fence'];
+      for (const node of NODES) {
+        for (const key of foreign) await (inspect[node] as Redis).set(key, 7);
+      }
+      await restartEmpty(raw, 0);
+      await until(() => markedOn(0), REPAIRED_MS, 'node 0 repaired');
+      expect(await counterOn(0, `${redlock.keyOf('own')}:fence`)).toBeGreaterThanOrEqual(
+        before.at(-1) as number,
+      );
+      for (const key of foreign) {
+        expect(await (inspect[0] as Redis).exists(key), `${key} on node 0`).toBe(0);
+      }
+    });
+
     it('a resource named `{f}:fence` is its own lock, not the fencing counter of `f`', async () => {
       const redlock = redlockOf(clientsOf(), { retryCount: 0 });
       const f = await redlock.acquire('f');

@@ -73,6 +73,56 @@ describeRedis('lock inputs that reach the nodes (three real redis-server process
     await refused(() => redlockOf('app\uDFFF:'), 'keyPrefix');
   });
 
+  // The fencing repair copies onto a restarted node every integer key it finds under the
+  // prefix named `…:fence` (SCAN MATCH `<keyPrefix>*:fence`). An empty prefix put every key of
+  // the node under it: a foreign `billing:fence` was copied onto the restarted node as if it
+  // were a counter (see fencing.test.ts). Neither a key's name nor its value tells Keel's
+  // counters apart from foreign ones, so the prefix must give the Redlock a namespace.
+  it("keyPrefix '' is refused, naming keyPrefix (the repair would copy foreign keys)", async () => {
+    const error = await refused(() => redlockOf(''), 'keyPrefix');
+    expect(error.message).toContain('non-empty');
+    expect(redlockOf(':').keyOf('r')).toBe(':{r}');
+  });
+
+  // Redlock's majority assumes N independent servers. One client listed twice (or two clients
+  // of one server) gave one server two votes: with [a, a, b], server a alone granted a lock
+  // that b — the only other server — refused.
+  it('the same client, or the same server, listed twice in clients is refused, naming both', async () => {
+    const [a, b] = redis().clients();
+    clients.push(a as Redis, b as Redis);
+    await (b as Redis).set('keel:lock:{twice}', 'another holder', 'PX', 60_000);
+    const twice = await refused(
+      () => new Redlock({ clients: [a as Redis, a as Redis, b as Redis] }),
+      'clients',
+    );
+    expect(twice.message).toContain('clients 0 and 1');
+    const sameServer = redis().client(0);
+    clients.push(sameServer);
+    const server = await refused(
+      () => new Redlock({ clients: [b as Redis, a as Redis, sameServer] }),
+      'clients',
+    );
+    expect(server.message).toContain(`clients 1 and 2 are both 127.0.0.1:${redis().port(0)}`);
+  });
+
+  // A RESP2 client in subscriber mode can run no script: its node failed every round, and the
+  // lock went on with one node less than configured, saying so only in each round's votes. (A
+  // RESP3 client — ioredis's default — runs commands while subscribed, and is a node as any.)
+  it('a client in (RESP2) subscriber mode is refused, naming it; a subscribed RESP3 client serves', async () => {
+    const own = [redis().client(0), redis().client(1, { protocol: 2 }), redis().client(2)];
+    clients.push(...own);
+    await (own[1] as Redis).subscribe('somewhere');
+    const error = await refused(() => new Redlock({ clients: own }), 'clients');
+    expect(error.message).toContain('client 1 is in subscriber mode');
+    const resp3 = redis().clients();
+    clients.push(...resp3);
+    for (const c of resp3) await c.subscribe('somewhere');
+    const redlock = new Redlock({ clients: resp3, nodeTimeoutMs: 2_000 });
+    opened.push(redlock);
+    const lock = await redlock.acquire('subscribed', { retryCount: 0 });
+    expect(await lock.release()).toEqual({ released: true, expired: false });
+  });
+
   it('extend() refuses a ttl beyond 86 400 000 ms, as acquire() does: the lock stays held and valid', async () => {
     const redlock = redlockOf();
     const lock = await redlock.acquire('extend-range', { ttlMs: 10_000 });

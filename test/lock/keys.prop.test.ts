@@ -44,9 +44,10 @@ const name = fc.string({
   minLength: 1,
   maxLength: 14,
 });
+// Not empty: an empty keyPrefix is refused (see inputs.test.ts).
 const prefix = fc.oneof(
-  fc.constantFrom('keel:lock:', '', 'app:{locks}:', '{', '}', 'x{'),
-  fc.string({ unit: fc.constantFrom('{', '}', ':', 'a'), maxLength: 6 }),
+  fc.constantFrom('keel:lock:', 'app:{locks}:', '{', '}', 'x{'),
+  fc.string({ unit: fc.constantFrom('{', '}', ':', 'a'), minLength: 1, maxLength: 6 }),
 );
 
 it('no resource name reaches another resource’s keys or a node-wide key, and each resource’s keys share a slot', () => {

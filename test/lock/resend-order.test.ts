@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { Redlock, isLockReleasedError, isLockTakenError } from '../../src/lock/index.js';
-import { ACQUIRE, SEM_ACQUIRE } from '../../src/lock/scripts.js';
+import { ACQUIRE, RELEASE, SEM_ACQUIRE } from '../../src/lock/scripts.js';
 import { until } from '../support/helpers.js';
 import { afterScript, dropAfterWrite, dropTwiceAroundReady, readLate } from '../support/resend.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -32,8 +32,11 @@ describeRedis('a grant sent again after its undo (ioredis reorders what it resen
     await redis().flushAll();
   });
 
-  /** A Redlock whose node 0 drops twice around a reconnect after `sha`, and 1, 2 answer late. */
-  const setUp = (sha: string) => {
+  /**
+   * A Redlock whose node 0 drops twice around a reconnect after `sha` (or, with `source`, after
+   * the `EVAL` of that script: its fallback after `NOSCRIPT`), and 1, 2 answer late.
+   */
+  const setUp = (sha: string, source?: string) => {
     const own = [
       redis().client(0, { retryStrategy: () => RECONNECT_MS }),
       redis().client(1),
@@ -41,7 +44,9 @@ describeRedis('a grant sent again after its undo (ioredis reorders what it resen
     ];
     clients.push(...own);
     const faulty = [
-      afterScript(own[0] as Redis, sha, dropTwiceAroundReady),
+      source === undefined
+        ? afterScript(own[0] as Redis, sha, dropTwiceAroundReady)
+        : afterScript(own[0] as Redis, source, dropTwiceAroundReady, 'eval'),
       afterScript(own[1] as Redis, sha, (c) => readLate(c, LATE_MS)),
       afterScript(own[2] as Redis, sha, (c) => readLate(c, LATE_MS)),
     ];
@@ -72,6 +77,60 @@ describeRedis('a grant sent again after its undo (ioredis reorders what it resen
     await until(async () => {
       expect(await node0.exists(key), 'the lock key on node 0').toBe(0);
     }, 5_000);
+  });
+
+  // The same through the NOSCRIPT fallback: node 0 lost its script cache, so the acquisition's
+  // EVALSHA is answered NOSCRIPT and the channel sends the script itself (EVAL); that EVAL's
+  // connection drops twice around the reconnect, and ioredis sends it again behind the undo
+  // issued meanwhile (its script cached: no fallback of its own to put it back in order). The
+  // EVAL's answer was not known as a second copy's (only EVALSHA's were), so the grant it
+  // landed after the undo was not undone, and held node 0 until its ttl.
+  it('is undone on that node when it was the EVAL after NOSCRIPT that was sent again', async () => {
+    const { redlock, faulty, arm } = setUp(ACQUIRE.sha, ACQUIRE.source);
+    const resource = 'resend-order:noscript';
+    const key = redlock.keyOf(resource);
+    await (await redlock.acquire(resource)).release(); // scripts cached, counters made
+    for (const i of [1, 2]) await (clients[i] as Redis).set(key, 'another holder', 'PX', 60_000);
+    // Node 0 forgets every script but the release's (as if another client had released there).
+    const node0 = redis().client(0);
+    clients.push(node0);
+    await node0.script('FLUSH');
+    await node0.script('LOAD', RELEASE.source);
+    arm();
+    const error = await redlock.acquire(resource, { retryCount: 0 }).catch((e: unknown) => e);
+    expect(isLockTakenError(error), String(error)).toBe(true);
+    expect(faulty.map((f) => f.faults)).toEqual([1, 1, 1]);
+    await until(async () => {
+      expect(await node0.exists(key), 'the lock key on node 0').toBe(0);
+    }, 5_000);
+  });
+
+  // A release through the NOSCRIPT fallback whose EVAL ran, its reply lost with the connection:
+  // ioredis sent it again, and the second copy found the key gone. That answer was not known as
+  // a second copy's, so it counted as "not held" there: with the node that never granted, too
+  // few said yes, and a valid lock's release reported { released: false, expired: true }.
+  it('a release whose EVAL after NOSCRIPT ran and was sent again counts as released there', async () => {
+    const own = [redis().client(0), redis().client(1), redis().client(2)];
+    clients.push(...own);
+    const node0 = afterScript(own[0] as Redis, RELEASE.source, dropAfterWrite, 'eval');
+    const redlock = new Redlock({
+      clients: [node0.client, own[1] as Redis, own[2] as Redis],
+      ttlMs: 60_000,
+      nodeTimeoutMs: 5_000,
+      batching: false,
+    });
+    opened.push(redlock);
+    const resource = 'resend-order:noscript-release';
+    const key = redlock.keyOf(resource);
+    await (await redlock.acquire(resource)).release(); // scripts cached, counters made
+    await (own[2] as Redis).set(key, 'another holder', 'PX', 60_000);
+    const lock = await redlock.acquire(resource, { retryCount: 0 }); // nodes 0 and 1
+    await (own[0] as Redis).script('FLUSH'); // the release's EVALSHA: NOSCRIPT there
+    node0.arm();
+    const released = await lock.release();
+    expect(node0.faults).toBe(1);
+    expect(released).toEqual({ released: true, expired: false });
+    expect(lock.signal.aborted && !isLockReleasedError(lock.signal.reason)).toBe(false);
   });
 
   it('is released on that node: a failed permit acquisition leaves no slot behind', async () => {

@@ -61,19 +61,24 @@ export interface FaultyClient {
   readonly faults: number;
 }
 
-/** Wraps `client` so that, once armed, its next `EVALSHA` of `sha` is followed by `fault`. */
+/**
+ * Wraps `client` so that, once armed, its next `EVALSHA` of `sha` is followed by `fault` — or,
+ * with `command` `'eval'`, its next `EVAL` of the script whose source is `sha` (the fallback
+ * after `NOSCRIPT`).
+ */
 export function afterScript(
   client: Redis,
   sha: string,
   fault: (client: Redis) => void,
+  command: 'evalsha' | 'eval' = 'evalsha',
 ): FaultyClient {
   let armed = false;
   let faults = 0;
   const wrapped = new Proxy(client, {
     get(target, property, receiver) {
-      if (property !== 'evalsha') return Reflect.get(target, property, receiver) as unknown;
+      if (property !== command) return Reflect.get(target, property, receiver) as unknown;
       return (...args: Parameters<Redis['evalsha']>) => {
-        const reply = target.evalsha(...args);
+        const reply = target[command](...args);
         if (armed && args[0] === sha) {
           armed = false;
           faults++;
