@@ -370,6 +370,16 @@ function digestsFor(
   }
 }
 
+/**
+ * The incarnation of the node with this id: a number that is new each time a node with the id is
+ * added (`setWeight` keeps it), `undefined` when no such node is on the ring. Internal: lets
+ * `BoundedLoads` tell a node that was removed and re-added from the one it counted.
+ */
+export function incarnationOf(ring: HashRing, id: string): number | undefined {
+  return slotOrder(ring, id);
+}
+let slotOrder: (ring: HashRing, id: string) => number | undefined;
+
 interface Slot<T> {
   node: RingNode<T>;
   /** Position in insertion order: the server index of the compatibility modes. */
@@ -414,6 +424,13 @@ interface Slot<T> {
  * ```
  */
 export class HashRing<T = unknown> implements KeyRouter<T> {
+  static {
+    slotOrder = (ring, id) => {
+      const slot = ring.#byId.get(id);
+      return slot === undefined ? undefined : ring.#slots[slot]?.order;
+    };
+  }
+
   readonly #mode: RingMode;
   readonly #pointsPerWeight: number;
   readonly #hasher: KeyHasher;
