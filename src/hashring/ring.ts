@@ -850,18 +850,38 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   }
 
   /**
-   * A short hex digest of the ring's actual layout (every point and its owner's id), so
-   * processes can check cheaply that they agree. Equal rings have equal fingerprints.
+   * A short hex digest of everything that decides where keys go: the mode, every point and its
+   * owner's id, and each node's weight and zone. Processes compare it to check cheaply that they
+   * route alike. Equal rings have equal fingerprints, and rings with equal fingerprints (but for
+   * a 64-bit hash collision) give the same `get`, `getN` (with `distinctZones` too) and
+   * bounded-load caps for every key. A node's `data` is not in it.
    */
   get fingerprint(): string {
     if (this.#fingerprint !== undefined) return this.#fingerprint;
     const idHash = new Map<number, number>();
     for (const [id, slot] of this.#byId) idHash.set(slot, murmur3Int(utf8(id)) >>> 0);
-    const buffer = new Uint32Array(this.#points.length * 2 + 1);
+    const points = this.#points.length;
+    // Per node, in id order: id hash, zone flag and hash, weight as float64. The points alone
+    // miss zones (they pick getN's replicas) and weights that round to the same point count
+    // (they set bounded-load caps).
+    const buffer = new Uint32Array(points * 2 + 1 + this.#byId.size * 5);
     buffer[0] = MODES.indexOf(this.#mode);
-    for (let i = 0; i < this.#points.length; i++) {
+    for (let i = 0; i < points; i++) {
       buffer[1 + 2 * i] = this.#points[i] as number;
       buffer[2 + 2 * i] = idHash.get(this.#owners[i] as number) ?? 0;
+    }
+    const weights = new Float64Array(1);
+    const weightWords = new Uint32Array(weights.buffer);
+    let at = 1 + 2 * points;
+    for (const node of this.nodes()) {
+      weights[0] = node.weight;
+      buffer[at++] = murmur3Int(utf8(node.id)) >>> 0;
+      buffer[at++] = node.zone === undefined ? 0 : 1;
+      // JSON text: zones are not checked for lone surrogates, which UTF-8 would merge.
+      buffer[at++] =
+        node.zone === undefined ? 0 : murmur3Int(utf8(JSON.stringify(node.zone))) >>> 0;
+      buffer[at++] = weightWords[0] as number;
+      buffer[at++] = weightWords[1] as number;
     }
     const bytes = new Uint8Array(buffer.buffer);
     const a = murmur3Int(bytes, 0x6b65656c) >>> 0;
