@@ -371,14 +371,21 @@ function digestsFor(
 }
 
 /**
+ * The incarnation of each node object a ring holds: its slot's insertion number, new each time
+ * a node is added (`setWeight`'s replacement object keeps it). A module-level map rather than a
+ * static block in HashRing, which would keep the class in bundles that never use it.
+ */
+const incarnations = /* @__PURE__ */ new WeakMap<object, number>();
+
+/**
  * The incarnation of the node with this id: a number that is new each time a node with the id is
  * added (`setWeight` keeps it), `undefined` when no such node is on the ring. Internal: lets
  * `BoundedLoads` tell a node that was removed and re-added from the one it counted.
  */
 export function incarnationOf(ring: HashRing, id: string): number | undefined {
-  return slotOrder(ring, id);
+  const node = ring.node(id);
+  return node === undefined ? undefined : incarnations.get(node);
 }
-let slotOrder: (ring: HashRing, id: string) => number | undefined;
 
 interface Slot<T> {
   node: RingNode<T>;
@@ -424,13 +431,6 @@ interface Slot<T> {
  * ```
  */
 export class HashRing<T = unknown> implements KeyRouter<T> {
-  static {
-    slotOrder = (ring, id) => {
-      const slot = ring.#byId.get(id);
-      return slot === undefined ? undefined : ring.#slots[slot]?.order;
-    };
-  }
-
   readonly #mode: RingMode;
   readonly #pointsPerWeight: number;
   readonly #hasher: KeyHasher;
@@ -741,6 +741,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       this.totalWeight - current.node.weight,
     );
     current.node = node;
+    incarnations.set(node, current.order);
     if (this.#mode === 'keel') {
       this.#dropSlot(slot);
       this.#mergeNode(slot);
@@ -861,29 +862,20 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
     const idHash = new Map<number, number>();
     for (const [id, slot] of this.#byId) idHash.set(slot, murmur3Int(utf8(id)) >>> 0);
     const points = this.#points.length;
-    // Per node, in id order: id hash, zone flag and hash, weight as float64. The points alone
-    // miss zones (they pick getN's replicas) and weights that round to the same point count
-    // (they set bounded-load caps).
-    const buffer = new Uint32Array(points * 2 + 1 + this.#byId.size * 5);
+    const buffer = new Uint32Array(points * 2 + 1);
     buffer[0] = MODES.indexOf(this.#mode);
     for (let i = 0; i < points; i++) {
       buffer[1 + 2 * i] = this.#points[i] as number;
       buffer[2 + 2 * i] = idHash.get(this.#owners[i] as number) ?? 0;
     }
-    const weights = new Float64Array(1);
-    const weightWords = new Uint32Array(weights.buffer);
-    let at = 1 + 2 * points;
-    for (const node of this.nodes()) {
-      weights[0] = node.weight;
-      buffer[at++] = murmur3Int(utf8(node.id)) >>> 0;
-      buffer[at++] = node.zone === undefined ? 0 : 1;
-      // JSON text: zones are not checked for lone surrogates, which UTF-8 would merge.
-      buffer[at++] =
-        node.zone === undefined ? 0 : murmur3Int(utf8(JSON.stringify(node.zone))) >>> 0;
-      buffer[at++] = weightWords[0] as number;
-      buffer[at++] = weightWords[1] as number;
-    }
-    const bytes = new Uint8Array(buffer.buffer);
+    // Then every node's id, weight and zone, in id order, as JSON text: the points alone miss
+    // zones (they pick getN's replicas) and weights that round to the same point count (they
+    // set bounded-load caps). JSON keeps a zone's lone surrogates apart (UTF-8 would merge them)
+    // and writes each weight exactly.
+    const nodes = utf8(JSON.stringify(this.nodes().map((n) => [n.id, n.weight, n.zone])));
+    const bytes = new Uint8Array(buffer.byteLength + nodes.length);
+    bytes.set(new Uint8Array(buffer.buffer));
+    bytes.set(nodes, buffer.byteLength);
     const a = murmur3Int(bytes, 0x6b65656c) >>> 0;
     const b = murmur3Int(bytes, 0x72696e67) >>> 0;
     this.#fingerprint = a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
@@ -1088,7 +1080,9 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
         'too many nodes',
       );
     }
-    this.#slots[slot] = { node, order: this.#nextOrder++ };
+    const order = this.#nextOrder++;
+    this.#slots[slot] = { node, order };
+    incarnations.set(node, order);
     this.#byId.set(node.id, slot);
     return slot;
   }
