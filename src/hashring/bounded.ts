@@ -9,7 +9,7 @@
  */
 import { InvalidOptionError, describeValue, numberOption, resolveOptions } from '../core/index.js';
 import { checkKey } from './nodes.js';
-import { HashRing, incarnationOf } from './ring.js';
+import { HashRing, incarnationOf, isRingNode } from './ring.js';
 import type { Key, RingNode } from './types.js';
 
 /** Options of {@link BoundedLoads}. */
@@ -248,7 +248,8 @@ export class BoundedLoads<T = unknown> {
   }
 
   /**
-   * Ends `count` assignments: pass the node `assign()` returned (exact), or its id.
+   * Ends `count` assignments: pass the node `assign()` returned (exact), or its id. (The ring's
+   * node for an id now, as from `ring.node(id)`, counts as that node.)
    *
    * - A release for a node that has left the ring does nothing: its load left with it.
    * - By node, the release is counted against the node it was assigned to, even if its id was
@@ -264,11 +265,15 @@ export class BoundedLoads<T = unknown> {
   release(node: string | RingNode<T>, count = 1): void {
     this.#forgetDeparted();
     const given: unknown = node;
-    // Only nodes assign() returned are taken (ours, frozen): nothing of a stranger is read.
-    const incarnation =
-      typeof given === 'object' && given !== null
-        ? this.#issued.get(given as RingNode<T>)
-        : undefined;
+    // Only ring nodes are taken (frozen, made by a ring): nothing of a stranger is read. One
+    // assign() returned is exact; the ring's node for its id now stands for that node.
+    let incarnation: number | undefined;
+    if (isRingNode(given)) {
+      incarnation = this.#issued.get(given as RingNode<T>);
+      if (incarnation === undefined && this.#ring.node(given.id) === given) {
+        incarnation = incarnationOf(this.#ring, given.id);
+      }
+    }
     const id = incarnation === undefined ? given : (given as RingNode<T>).id;
     if (typeof id !== 'string') {
       throw new InvalidOptionError(

@@ -387,6 +387,11 @@ export function incarnationOf(ring: HashRing, id: string): number | undefined {
   return node === undefined ? undefined : incarnations.get(node);
 }
 
+/** Whether `value` is a node object some ring made (frozen: reading it runs no caller code). */
+export function isRingNode(value: unknown): value is RingNode {
+  return typeof value === 'object' && value !== null && incarnations.has(value);
+}
+
 interface Slot<T> {
   node: RingNode<T>;
   /** Position in insertion order: the server index of the compatibility modes. */

@@ -73,6 +73,11 @@ describe('BoundedLoads across a remove and re-add of the same id', () => {
       expect(invalidOption(() => loads.release(bad as unknown as string)).option).toBe('id');
     }
     expect(loads.load('a')).toBe(1);
+    // The ring's own node for the id is taken as that node; a node of another ring is not.
+    const other = new HashRing({ nodes: [{ id: 'a' }] }).node('a');
+    expect(invalidOption(() => loads.release(other as RingNode)).option).toBe('id');
+    loads.release(ring.node('a') as RingNode);
+    expect(loads.load('a')).toBe(0);
   });
 
   type Op =
