@@ -502,7 +502,7 @@ class TimedCall<R> {
   abortedBy(reason: unknown): void {
     if (this.#done) return;
     this.#bucket?.controller.abort(reason);
-    if (hasKeelCode(reason, RESILIENCE_TIMEOUT) || hasKeelCode(reason, BREAKER_TIMEOUT)) {
+    if (isTimeoutReason(reason)) {
       this.failed(reason);
       return;
     }
@@ -568,6 +568,36 @@ let hotHandler: (breaker: CircuitBreaker, failure: boolean) => ((x: unknown) => 
  * closure a call of `execute` would need to carry the chain.
  * @internal
  */
+/**
+ * Rejections that were their caller's abort, found by keel/resilience's breaker stage (which
+ * runs the call itself and hands the breaker only the outcome): counted neither way, as
+ * `execute` counts its caller's abort (see TimedCall#abortedBy).
+ */
+const callerAborts = /* @__PURE__ */ new WeakSet<object>();
+
+/** Whether an abort's reason is a timeout (this breaker's, or keel/resilience's): a failure. */
+function isTimeoutReason(reason: unknown): boolean {
+  return hasKeelCode(reason, RESILIENCE_TIMEOUT) || hasKeelCode(reason, BREAKER_TIMEOUT);
+}
+
+/**
+ * For keel/resilience's breaker stage, before it hands a rejection to the breaker: if `error`
+ * is the reason `signal` (the call's) aborted with, and no timeout, the outcome is ignored.
+ * (A reason that is not an object cannot be told apart later: it counts as a failure.)
+ * @internal
+ */
+export function noteCallerAbort(signal: AbortSignal, error: unknown): void {
+  if (
+    signal.aborted &&
+    error === signal.reason &&
+    typeof error === 'object' &&
+    error !== null &&
+    !isTimeoutReason(error)
+  ) {
+    callerAborts.add(error);
+  }
+}
+
 export function hotPathHandler(
   breaker: CircuitBreaker,
   failure: boolean,
@@ -1239,6 +1269,7 @@ export class CircuitBreaker {
   /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
+    if (typeof error === 'object' && error !== null && callerAborts.has(error)) return 'ignored';
     try {
       // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
       // predicate's answer counts only when it is `true`, as documented.
