@@ -437,6 +437,8 @@ export class ResilientCaller<T = unknown> {
             decision === 'not-idempotent' ? 'not-retryable' : decision,
             error,
           );
+          // A subscriber may have ended the call (aborted its signal): schedule nothing then.
+          if (settled) return;
           if (typeof decision === 'number') {
             previousDelay = decision;
             retryAt = clock.now() + decision;

@@ -7,6 +7,7 @@
 // Now every failed attempt publishes exactly one message, numbered by the attempt that failed;
 // a failure answered by the retry already scheduled says `retry-scheduled` (so each retry made
 // is still told by exactly one `retry`).
+import diagnostics from 'node:diagnostics_channel';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/core/index.js';
 import { LoadBalancer, roundRobin } from '../../src/balancer/index.js';
@@ -93,6 +94,27 @@ describe('resilientCall: keel:resilience:retry per failed attempt', () => {
       ]);
     } finally {
       channels.dispose();
+    }
+  });
+});
+
+describe('resilientCall: a keel:resilience:retry subscriber that aborts the call', () => {
+  it('leaves no retry timer behind (the call ended while its message was being published)', async () => {
+    const { clock, caller } = setup(4);
+    const controller = new AbortController();
+    const listener = (): void => {
+      controller.abort(new Error('stop from the listener'));
+    };
+    diagnostics.subscribe('keel:resilience:retry', listener);
+    try {
+      const done = caller.call(() => Promise.reject(new Error('down')), {
+        idempotent: true,
+        signal: controller.signal,
+      });
+      await expect(done).rejects.toThrow('stop from the listener');
+      expect(clock.pendingTimers).toBe(0);
+    } finally {
+      diagnostics.unsubscribe('keel:resilience:retry', listener);
     }
   });
 });
