@@ -438,6 +438,8 @@ export class ResilientCaller<T = unknown> {
             error,
           );
           // A subscriber may have ended the call (aborted its signal): schedule nothing then.
+          // (TypeScript cannot see the publish change `settled`.)
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
           if (settled) return;
           if (typeof decision === 'number') {
             previousDelay = decision;
