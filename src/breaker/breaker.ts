@@ -39,7 +39,7 @@ import {
   type Timer,
 } from '../core/index.js';
 import { callRejectedChannel, executeChannel, stateChangeChannel } from './channels.js';
-import { BreakerOpenError, BreakerTimeoutError } from './errors.js';
+import { BREAKER_TIMEOUT, BreakerOpenError, BreakerTimeoutError } from './errors.js';
 import type {
   BreakerMetrics,
   BreakerPermit,
@@ -159,7 +159,13 @@ export interface CircuitBreakerOptions {
 
 /** Options of one {@link CircuitBreaker.execute} call. */
 export interface ExecuteOptions<R> {
-  /** Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`. */
+  /**
+   * Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`.
+   * Your own abort says nothing about the dependency: it counts neither as a success nor as a
+   * failure (an ignored outcome), and a half-open trial it cancels gives its permit back. An
+   * abort whose reason is a `keel/resilience` `TimeoutError` (a timeout outside the breaker)
+   * or a {@link BreakerTimeoutError} counts as a failure, as the breaker's own timeout does.
+   */
   readonly signal?: AbortSignal | undefined;
   /**
    * Timeout for this call; overrides the breaker's `timeoutMs`. More than 0 and at most
@@ -177,6 +183,11 @@ const OWNER = 'CircuitBreaker';
  * test holds the two equal.
  */
 const NO_ENDPOINT = 'KEEL_NO_ENDPOINT';
+/**
+ * The stable code of `keel/resilience`'s `TimeoutError` (its `TIMEOUT`): a caller's abort with
+ * this reason is that layer's timeout, counted as a failure (breaker may not import it).
+ */
+const RESILIENCE_TIMEOUT = 'KEEL_TIMEOUT';
 const EXECUTE = 'CircuitBreaker.execute';
 const FROM_JSON = 'CircuitBreaker.fromJSON';
 /** Longest timeout and open time: one day (well under `setTimeout`'s 2^31 − 1 ms ceiling). */
@@ -482,11 +493,22 @@ class TimedCall<R> {
     return this.#bucket?.controller.signal;
   }
 
-  /** The caller's signal aborted: this call's own signal aborts, and the call fails with it. */
+  /**
+   * The caller's signal aborted: this call's own signal aborts, and the call fails with it.
+   * The caller giving up says nothing about the dependency, so the outcome is ignored (a
+   * half-open trial's permit goes back) — unless the reason is a timeout: a keel/resilience
+   * timeout outside the breaker aborts the signal it passes in, and a timeout is a failure.
+   */
   abortedBy(reason: unknown): void {
     if (this.#done) return;
     this.#bucket?.controller.abort(reason);
-    this.failed(reason);
+    if (isTimeoutReason(reason)) {
+      this.failed(reason);
+      return;
+    }
+    this.#end();
+    this.#permit.ignore();
+    this.#settleFailed(reason);
   }
 
   /** The deadline passed (the bucket has already let go of this call). */
@@ -505,6 +527,11 @@ class TimedCall<R> {
 
   #fail(error: unknown): void {
     this.#permit.failure(error);
+    this.#settleFailed(error);
+  }
+
+  /** Rejects with `error`, or resolves with the fallback's answer to it. */
+  #settleFailed(error: unknown): void {
     const fallback = this.#fallback;
     if (fallback === undefined) {
       this.#reject(error);
@@ -541,6 +568,36 @@ let hotHandler: (breaker: CircuitBreaker, failure: boolean) => ((x: unknown) => 
  * closure a call of `execute` would need to carry the chain.
  * @internal
  */
+/**
+ * Rejections that were their caller's abort, found by keel/resilience's breaker stage (which
+ * runs the call itself and hands the breaker only the outcome): counted neither way, as
+ * `execute` counts its caller's abort (see TimedCall#abortedBy).
+ */
+const callerAborts = /* @__PURE__ */ new WeakSet<object>();
+
+/** Whether an abort's reason is a timeout (this breaker's, or keel/resilience's): a failure. */
+function isTimeoutReason(reason: unknown): boolean {
+  return hasKeelCode(reason, RESILIENCE_TIMEOUT) || hasKeelCode(reason, BREAKER_TIMEOUT);
+}
+
+/**
+ * For keel/resilience's breaker stage, before it hands a rejection to the breaker: if `error`
+ * is the reason `signal` (the call's) aborted with, and no timeout, the outcome is ignored.
+ * (A reason that is not an object cannot be told apart later: it counts as a failure.)
+ * @internal
+ */
+export function noteCallerAbort(signal: AbortSignal, error: unknown): void {
+  if (
+    signal.aborted &&
+    error === signal.reason &&
+    typeof error === 'object' &&
+    error !== null &&
+    !isTimeoutReason(error)
+  ) {
+    callerAborts.add(error);
+  }
+}
+
 export function hotPathHandler(
   breaker: CircuitBreaker,
   failure: boolean,
@@ -684,6 +741,7 @@ export class CircuitBreaker {
    * signal does or when this call's timeout passes — never because another call timed out or
    * was aborted. Rejections are {@link BreakerOpenError}s; a timeout rejects with a
    * {@link BreakerTimeoutError}. With a `fallback`, its value is returned instead of either.
+   * A timeout is a failure; the caller's own abort is not counted (see `signal`).
    *
    * A timeout costs no timer of its own: deadlines are rounded up to the millisecond (a call
    * times out at most 1 ms late, never early) and kept in one queue per clock with one timer.
@@ -1211,6 +1269,7 @@ export class CircuitBreaker {
   /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
+    if (typeof error === 'object' && error !== null && callerAborts.has(error)) return 'ignored';
     try {
       // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
       // predicate's answer counts only when it is `true`, as documented.

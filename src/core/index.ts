@@ -43,6 +43,7 @@ export {
   integerOption,
   booleanOption,
   stringOption,
+  isWellFormedText,
   oneOfOption,
   functionOption,
   guardedOption,

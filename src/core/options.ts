@@ -272,6 +272,18 @@ export function booleanOption(presence: Presence<boolean>): OptionRule<boolean> 
   };
 }
 
+/**
+ * Whether `text` is well-formed UTF-16: no lone surrogate (a high U+D800–DBFF not followed by a
+ * low U+DC00–DFFF, or a low one alone). A lone surrogate is no text: UTF-8 cannot encode it, so
+ * it is sent or hashed as U+FFFD, and names that differ only there become one name (one Redis
+ * key, one set of ring points). The components that refuse such names check with this.
+ * @internal
+ */
+export function isWellFormedText(text: string): boolean {
+  // String.prototype.isWellFormed (ES2024, in Node 20): false exactly when a surrogate is lone.
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
 /** A string option, optionally non-empty. @internal */
 export function stringOption(
   presence: Presence<string> & { readonly nonEmpty?: boolean },

@@ -9,7 +9,7 @@
  */
 import { InvalidOptionError, describeValue, numberOption, resolveOptions } from '../core/index.js';
 import { checkKey } from './nodes.js';
-import { HashRing } from './ring.js';
+import { HashRing, incarnationOf, isRingNode } from './ring.js';
 import type { Key, RingNode } from './types.js';
 
 /** Options of {@link BoundedLoads}. */
@@ -136,10 +136,27 @@ function pickBounded<T>(
   return chosen ?? fallback;
 }
 
+/** What BoundedLoads counts for one id. */
+interface Count {
+  /** The incarnation of the node `load` counts (`ring` numbering), or -1 when none is live. */
+  incarnation: number;
+  /** Assignments to that incarnation not yet released. */
+  load: number;
+  /**
+   * Assignments to earlier incarnations of the id (nodes that left the ring) not yet released:
+   * a `release(id)` is charged here first (see `release`).
+   */
+  departed: number;
+}
+
 /**
  * Assigns keys to a ring's nodes under bounded loads and keeps the per-node counts. Use it for
  * sticky assignments with a lifetime — sessions, connections, jobs — calling `release` when one
  * ends, so every node stays within c times its share.
+ *
+ * A node that leaves the ring takes its load with it; one added again under the same id starts
+ * empty. Release with the node `assign()` returned to have each release counted against the
+ * very node it was assigned to, even across a remove and re-add of its id.
  *
  * @example
  * ```ts
@@ -148,14 +165,18 @@ function pickBounded<T>(
  * const ring = new HashRing({ nodes: [{ id: 'a' }, { id: 'b' }, { id: 'c' }] });
  * const loads = new BoundedLoads(ring, { c: 1.25 });
  * const node = loads.assign('session:42'); // never pushes a node past its cap
- * console.log(node?.id, loads.load(node?.id ?? ''), loads.capOf(node?.id ?? ''));
- * loads.release(node?.id ?? '');
+ * if (node !== undefined) {
+ *   console.log(node.id, loads.load(node.id), loads.capOf(node.id));
+ *   loads.release(node); // when the session ends
+ * }
  * ```
  */
 export class BoundedLoads<T = unknown> {
   readonly #ring: HashRing<T>;
   readonly #c: number;
-  readonly #loads = new Map<string, number>();
+  readonly #counts = new Map<string, Count>();
+  /** The incarnation of each node object `assign()` returned, for `release(node)`. */
+  readonly #issued = new WeakMap<RingNode<T>, number>();
   #total = 0;
   #revision = -1;
 
@@ -172,18 +193,21 @@ export class BoundedLoads<T = unknown> {
     return this.#c;
   }
 
-  /** Keys currently assigned, over all nodes. */
+  /** Keys currently assigned, over all nodes on the ring. */
   get totalLoad(): number {
+    this.#forgetDeparted();
     return this.#total;
   }
 
-  /** Keys currently assigned to a node (0 for unknown ids). */
+  /** Keys currently assigned to the node with this id (0 for ids not on the ring). */
   load(id: string): number {
-    return this.#loads.get(id) ?? 0;
+    this.#forgetDeparted();
+    return this.#counts.get(id)?.load ?? 0;
   }
 
   /** The cap a node has for the next assignment; 0 for an id not on the ring. */
   capOf(id: string): number {
+    this.#forgetDeparted();
     const node = this.#ring.node(id);
     if (node === undefined) return 0;
     return capFor(this.#c, this.#total, node.weight, this.#ring.totalWeight);
@@ -191,6 +215,7 @@ export class BoundedLoads<T = unknown> {
 
   /** For equal weights: the cap every node has for the next assignment. */
   get cap(): number {
+    this.#forgetDeparted();
     const size = this.#ring.size;
     return size === 0 ? 0 : Math.ceil((this.#c * (this.#total + 1)) / size);
   }
@@ -204,56 +229,119 @@ export class BoundedLoads<T = unknown> {
     const node = pickBounded(
       this.#ring,
       key,
-      (n) => this.#loads.get(n.id) ?? 0,
+      (n) => this.#counts.get(n.id)?.load ?? 0,
       this.#c,
       this.#total,
     );
     if (node !== undefined) {
-      this.#loads.set(node.id, (this.#loads.get(node.id) ?? 0) + 1);
+      const incarnation = incarnationOf(this.#ring, node.id) as number;
+      let count = this.#counts.get(node.id);
+      if (count === undefined) {
+        count = { incarnation, load: 0, departed: 0 };
+        this.#counts.set(node.id, count);
+      }
+      count.load++;
       this.#total++;
+      if (!this.#issued.has(node)) this.#issued.set(node, incarnation);
     }
     return node;
   }
 
   /**
-   * Ends `count` assignments on node `id`. Releasing more than a node on the ring holds is an
-   * error: it would mean the caller's bookkeeping and ours disagree. Releasing from a node that
-   * is not on the ring (it left since the assignment) does nothing: its load left with it —
-   * whether or not an `assign()` has forgotten it yet, so the answer does not depend on that.
+   * Ends `count` assignments: pass the node `assign()` returned (exact), or its id. (The ring's
+   * node for an id now, as from `ring.node(id)`, counts as that node.)
+   *
+   * - A release for a node that has left the ring does nothing: its load left with it.
+   * - By node, the release is counted against the node it was assigned to, even if its id was
+   *   removed and added again since (a new node, which starts empty).
+   * - By id, a release cannot say which of the id's nodes it is for. It is charged first to
+   *   assignments made to earlier nodes of the id that are not yet released, then to the node
+   *   on the ring now. So a count is never below the node's live assignments — the cap holds —
+   *   and it is exact again once those earlier assignments are released.
+   *
+   * Releasing more than a node on the ring holds is an error: it would mean the caller's
+   * bookkeeping and ours disagree.
    */
-  release(id: string, count = 1): void {
+  release(node: string | RingNode<T>, count = 1): void {
     this.#forgetDeparted();
-    const current = this.#loads.get(id) ?? 0;
-    const departed = current === 0 && !this.#ring.has(id);
-    if (!Number.isInteger(count) || count < 1 || (count > current && !departed)) {
+    const given: unknown = node;
+    // Only ring nodes are taken (frozen, made by a ring): nothing of a stranger is read. One
+    // assign() returned is exact; the ring's node for its id now stands for that node.
+    let incarnation: number | undefined;
+    if (isRingNode(given)) {
+      incarnation = this.#issued.get(given as RingNode<T>);
+      if (incarnation === undefined && this.#ring.node(given.id) === given) {
+        incarnation = incarnationOf(this.#ring, given.id);
+      }
+    }
+    const id = incarnation === undefined ? given : (given as RingNode<T>).id;
+    if (typeof id !== 'string') {
+      throw new InvalidOptionError(
+        OWNER,
+        'id',
+        'a node id, or a node assign() returned',
+        node,
+        'release(id, count)',
+      );
+    }
+    const entry = this.#counts.get(id);
+    const current = entry?.load ?? 0;
+    const departed = entry?.departed ?? 0;
+    const live = incarnationOf(this.#ring, id);
+    const byNode = incarnation !== undefined;
+    const gone = live === undefined || (byNode && incarnation !== live);
+    // By id, assignments to the id's departed nodes are charged first (see above).
+    const whole = Number.isInteger(count) && count >= 1;
+    const fromDeparted = gone || byNode || !whole ? 0 : Math.min(count, departed);
+    if (!whole || (!gone && count - fromDeparted > current)) {
+      const most = current + (byNode ? 0 : departed);
       throw new InvalidOptionError(
         OWNER,
         'count',
-        `an integer from 1 to ${current} (the load of ${describeValue(id)})`,
+        `an integer from 1 to ${most} (the load of ${describeValue(id)})`,
         count,
         'release(id, count)',
       );
     }
-    if (departed) return;
-    if (current === count) this.#loads.delete(id);
-    else this.#loads.set(id, current - count);
-    this.#total -= count;
+    if (entry === undefined) return;
+    if (gone) {
+      // Its load left with it; only the record of what is still out shrinks. If that record
+      // is short, releases by id charged it for assignments that were the live node's, whose
+      // count is high by just as much: it is corrected here.
+      const fromRecord = Math.min(count, departed);
+      const fromLoad = Math.min(current, count - fromRecord);
+      entry.departed -= fromRecord;
+      entry.load -= fromLoad;
+      this.#total -= fromLoad;
+    } else {
+      entry.departed -= fromDeparted;
+      entry.load -= count - fromDeparted;
+      this.#total -= count - fromDeparted;
+    }
+    if (entry.load === 0 && entry.departed === 0) this.#counts.delete(id);
   }
 
   /** Forgets every assignment. */
   reset(): void {
-    this.#loads.clear();
+    this.#counts.clear();
     this.#total = 0;
   }
 
+  /**
+   * Moves the loads of nodes that left the ring (or were removed and added again: a new
+   * incarnation) to their ids' departed counts, once per ring revision.
+   */
   #forgetDeparted(): void {
     if (this.#revision === this.#ring.revision) return;
     this.#revision = this.#ring.revision;
-    for (const [id, load] of this.#loads) {
-      if (!this.#ring.has(id)) {
-        this.#loads.delete(id);
-        this.#total -= load;
-      }
+    for (const [id, entry] of this.#counts) {
+      const live = incarnationOf(this.#ring, id) ?? -1;
+      if (entry.incarnation === live) continue;
+      entry.departed += entry.load;
+      this.#total -= entry.load;
+      entry.load = 0;
+      entry.incarnation = live;
+      if (entry.departed === 0) this.#counts.delete(id);
     }
   }
 }

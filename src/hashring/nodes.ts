@@ -5,7 +5,7 @@
  * (No internal tag on this header: `stripInternal` would strip the first statement with it.)
  * @packageDocumentation
  */
-import { InvalidOptionError, describeValue, isKeelError } from '../core/index.js';
+import { InvalidOptionError, describeValue, isKeelError, isWellFormedText } from '../core/index.js';
 import { DuplicateNodeError } from './errors.js';
 import type { NodeSpec, RingNode } from './types.js';
 
@@ -56,8 +56,7 @@ export function resolveNode<T>(
   if (typeof id !== 'string' || id === '') {
     throw new InvalidOptionError(owner, `${where}.id`, 'a non-empty string', id);
   }
-  // String.prototype.isWellFormed (ES2024, in Node 20): false exactly when a surrogate is lone.
-  if (hashedId && !(id as string & { isWellFormed(): boolean }).isWellFormed()) {
+  if (hashedId && !isWellFormedText(id)) {
     throw new InvalidOptionError(owner, `${where}.id`, 'a well-formed string', id);
   }
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {

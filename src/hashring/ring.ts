@@ -370,6 +370,28 @@ function digestsFor(
   }
 }
 
+/**
+ * The incarnation of each node object a ring holds: its slot's insertion number, new each time
+ * a node is added (`setWeight`'s replacement object keeps it). A module-level map rather than a
+ * static block in HashRing, which would keep the class in bundles that never use it.
+ */
+const incarnations = /* @__PURE__ */ new WeakMap<object, number>();
+
+/**
+ * The incarnation of the node with this id: a number that is new each time a node with the id is
+ * added (`setWeight` keeps it), `undefined` when no such node is on the ring. Internal: lets
+ * `BoundedLoads` tell a node that was removed and re-added from the one it counted.
+ */
+export function incarnationOf(ring: HashRing, id: string): number | undefined {
+  const node = ring.node(id);
+  return node === undefined ? undefined : incarnations.get(node);
+}
+
+/** Whether `value` is a node object some ring made (frozen: reading it runs no caller code). */
+export function isRingNode(value: unknown): value is RingNode {
+  return typeof value === 'object' && value !== null && incarnations.has(value);
+}
+
 interface Slot<T> {
   node: RingNode<T>;
   /** Position in insertion order: the server index of the compatibility modes. */
@@ -724,6 +746,7 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
       this.totalWeight - current.node.weight,
     );
     current.node = node;
+    incarnations.set(node, current.order);
     if (this.#mode === 'keel') {
       this.#dropSlot(slot);
       this.#mergeNode(slot);
@@ -833,20 +856,31 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
   }
 
   /**
-   * A short hex digest of the ring's actual layout (every point and its owner's id), so
-   * processes can check cheaply that they agree. Equal rings have equal fingerprints.
+   * A short hex digest of everything that decides where keys go: the mode, every point and its
+   * owner's id, and each node's weight and zone. Processes compare it to check cheaply that they
+   * route alike. Equal rings have equal fingerprints, and rings with equal fingerprints (but for
+   * a 64-bit hash collision) give the same `get`, `getN` (with `distinctZones` too) and
+   * bounded-load caps for every key. A node's `data` is not in it.
    */
   get fingerprint(): string {
     if (this.#fingerprint !== undefined) return this.#fingerprint;
     const idHash = new Map<number, number>();
     for (const [id, slot] of this.#byId) idHash.set(slot, murmur3Int(utf8(id)) >>> 0);
-    const buffer = new Uint32Array(this.#points.length * 2 + 1);
+    const points = this.#points.length;
+    const buffer = new Uint32Array(points * 2 + 1);
     buffer[0] = MODES.indexOf(this.#mode);
-    for (let i = 0; i < this.#points.length; i++) {
+    for (let i = 0; i < points; i++) {
       buffer[1 + 2 * i] = this.#points[i] as number;
       buffer[2 + 2 * i] = idHash.get(this.#owners[i] as number) ?? 0;
     }
-    const bytes = new Uint8Array(buffer.buffer);
+    // Then every node's id, weight and zone, in id order, as JSON text: the points alone miss
+    // zones (they pick getN's replicas) and weights that round to the same point count (they
+    // set bounded-load caps). JSON keeps a zone's lone surrogates apart (UTF-8 would merge them)
+    // and writes each weight exactly.
+    const nodes = utf8(JSON.stringify(this.nodes().map((n) => [n.id, n.weight, n.zone])));
+    const bytes = new Uint8Array(buffer.byteLength + nodes.length);
+    bytes.set(new Uint8Array(buffer.buffer));
+    bytes.set(nodes, buffer.byteLength);
     const a = murmur3Int(bytes, 0x6b65656c) >>> 0;
     const b = murmur3Int(bytes, 0x72696e67) >>> 0;
     this.#fingerprint = a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
@@ -1051,7 +1085,9 @@ export class HashRing<T = unknown> implements KeyRouter<T> {
         'too many nodes',
       );
     }
-    this.#slots[slot] = { node, order: this.#nextOrder++ };
+    const order = this.#nextOrder++;
+    this.#slots[slot] = { node, order };
+    incarnations.set(node, order);
     this.#byId.set(node.id, slot);
     return slot;
   }

@@ -31,7 +31,7 @@ import type { BackoffOptions } from './backoff.js';
 import { RetryBudget } from './budget.js';
 import { HedgeLostError, ResilientCallError, TimeoutError, type TriedEndpoint } from './errors.js';
 import { hedgeRules, type HedgeDelay, type HedgeOptions } from './hedge.js';
-import { RetryRules, publishRetry, type RetryOptions } from './retry.js';
+import { RetryRules, publishRetry, type Decision, type RetryOptions } from './retry.js';
 
 /** Options of {@link resilientCall}. */
 export interface ResilientCallOptions {
@@ -107,6 +107,8 @@ interface Running<T> {
   readonly permit: BreakerPermit;
   readonly controller: AbortController;
   readonly began: number;
+  /** Which attempt of the call it is (1 = the first), for `keel:resilience:retry`. */
+  readonly number: number;
   timer: Timer | undefined;
   done: boolean;
 }
@@ -252,6 +254,8 @@ export class ResilientCaller<T = unknown> {
       let settled = false;
       let previousDelay = 0;
       let waitTimer: Timer | undefined;
+      /** When the scheduled retry (`waitTimer`) is due, on `clock`. */
+      let retryAt = 0;
       let hedgeTimer: Timer | undefined;
       let off: (() => void) | undefined;
       let stopped: ResilientCallError['stoppedBy'] | undefined;
@@ -342,6 +346,7 @@ export class ResilientCaller<T = unknown> {
           permit,
           controller: new AbortController(),
           began: clock.now(),
+          number: attempts,
           timer: undefined,
           done: false,
         };
@@ -401,17 +406,44 @@ export class ResilientCaller<T = unknown> {
         finishAttempt(attempt, 'failure', error);
         lastError = error;
         if (settled) return;
-        if (callerSignal.aborted) return; // the caller's abort listener settles the call
+        // Every failed attempt is told once on keel:resilience:retry, numbered by itself.
+        if (callerSignal.aborted) {
+          // The caller's abort listener settles the call.
+          publishRetry(attempt.number, 'aborted', error);
+          return;
+        }
         // A retry already scheduled (after another attempt of this call failed) answers this
         // failure too: deciding again would take a second token from the budget for it.
-        if (waitTimer !== undefined) return;
-        if (stopped === undefined) {
+        if (waitTimer !== undefined) {
+          publishRetry(
+            attempt.number,
+            'retry-scheduled',
+            error,
+            Math.max(0, retryAt - clock.now()),
+          );
+          return;
+        }
+        if (stopped !== undefined) {
+          // An earlier failure stopped the retries; this one (a hedge still running) stops too.
+          // (`stopped` is only ever set below, from a decision.)
+          const stop = stopped as Exclude<Decision, number> | 'not-idempotent';
+          publishRetry(attempt.number, stop === 'not-idempotent' ? 'not-retryable' : stop, error);
+        } else {
           const decision: ReturnType<RetryRules['decide']> | 'not-idempotent' = idempotent
             ? rules.decide(attempts, error, false, previousDelay, callerSignal)
             : 'not-idempotent';
-          publishRetry(attempts, decision === 'not-idempotent' ? 'not-retryable' : decision, error);
+          publishRetry(
+            attempt.number,
+            decision === 'not-idempotent' ? 'not-retryable' : decision,
+            error,
+          );
+          // A subscriber may have ended the call (aborted its signal): schedule nothing then.
+          // (TypeScript cannot see the publish change `settled`.)
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+          if (settled) return;
           if (typeof decision === 'number') {
             previousDelay = decision;
+            retryAt = clock.now() + decision;
             hedgeTimer?.cancel();
             hedgeTimer = undefined;
             if (decision > 0) {

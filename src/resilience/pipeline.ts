@@ -6,7 +6,7 @@
  */
 import { InvalidOptionError } from '../core/index.js';
 import { CircuitBreaker } from '../breaker/index.js';
-import { hotPathHandler } from '../breaker/breaker.js';
+import { hotPathHandler, noteCallerAbort } from '../breaker/breaker.js';
 import {
   Chain,
   NEVER,
@@ -68,7 +68,16 @@ class BreakerStage implements Stage {
     // Reactions run in the order they were added: the outcome is counted before the stage
     // outside (or the caller's await) sees it. The promise `then` makes is not observed (the
     // handlers return nothing and do not throw), as in `execute`.
-    void promise.then(onSuccess, onFailure);
+    // A call that can be aborted: its caller's abort is no failure (see noteCallerAbort).
+    void promise.then(
+      onSuccess,
+      signal === NEVER
+        ? onFailure
+        : (error: unknown) => {
+            noteCallerAbort(signal, error);
+            onFailure(error);
+          },
+    );
     return promise;
   }
 
@@ -79,7 +88,14 @@ class BreakerStage implements Stage {
       // cannot see one: hand it over as it is (no closure).
       return this.#breaker.execute(fn as (signal: AbortSignal) => R | Promise<R>);
     }
-    return this.#breaker.execute(() => chain.step(next, fn, signal));
+    return this.#breaker.execute(() =>
+      signal === NEVER
+        ? chain.step(next, fn, signal)
+        : chain.step(next, fn, signal).catch((error: unknown) => {
+            noteCallerAbort(signal, error);
+            throw error;
+          }),
+    );
   }
 }
 

@@ -78,9 +78,20 @@ export interface RetryOptions {
 export interface RetryEvent {
   /** The attempt that failed (1 = the first). */
   readonly attempt: number;
-  /** `retry` (and after how long) or why not. */
-  readonly decision: 'retry' | 'max-attempts' | 'not-retryable' | 'budget' | 'pushback' | 'aborted';
-  /** The wait before the next attempt (ms), for `retry`. */
+  /**
+   * `retry` (and after how long) or why not. `retry-scheduled` (`resilientCall` only): another
+   * attempt of the call failed first and its retry is already waiting — that retry answers this
+   * failure too, so each retry made is told by exactly one `retry` message.
+   */
+  readonly decision:
+    | 'retry'
+    | 'retry-scheduled'
+    | 'max-attempts'
+    | 'not-retryable'
+    | 'budget'
+    | 'pushback'
+    | 'aborted';
+  /** The wait before the next attempt (ms): for `retry`, and what is left of it for `retry-scheduled`. */
   readonly delayMs: number;
   /** The attempt's error, or its result when a result was retried. */
   readonly error: unknown;
@@ -101,7 +112,7 @@ function isFilter(value: unknown): value is ErrorFilter {
 }
 
 /** A retry's decision: a delay in ms, or why it stops. @internal */
-export type Decision = number | Exclude<RetryEvent['decision'], 'retry'>;
+export type Decision = number | Exclude<RetryEvent['decision'], 'retry' | 'retry-scheduled'>;
 
 /** Local rejections a retry cannot fix (codes, so duplicate installs agree). */
 function isLocalRejection(error: unknown): boolean {
@@ -257,12 +268,17 @@ export class RetryRules {
 }
 
 /** Publishes a retry decision, when somebody listens. @internal */
-export function publishRetry(attempt: number, decision: Decision, error: unknown): void {
+export function publishRetry(
+  attempt: number,
+  decision: Decision | 'retry-scheduled',
+  error: unknown,
+  leftMs = 0,
+): void {
   if (!retryChannel.active) return;
   retryChannel.publish({
     attempt,
     decision: typeof decision === 'number' ? 'retry' : decision,
-    delayMs: typeof decision === 'number' ? decision : 0,
+    delayMs: typeof decision === 'number' ? decision : leftMs,
     error,
     time: wallTime(),
   });

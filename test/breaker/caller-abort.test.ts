@@ -1,0 +1,105 @@
+// A caller that aborts its own call (its AbortSignal, passed to execute) says nothing about the
+// dependency: the user navigated away, a request was cancelled upstream. Before, such an abort
+// counted as a breaker failure, so cancellations alone could open the breaker, and a half-open
+// trial the caller cancelled failed the trial and re-opened it. Now it counts neither way (an
+// ignored outcome) and a half-open trial permit goes back. A timeout — the breaker's own, or a
+// keel/resilience timeout whose signal reaches the call as its caller's — still counts as a
+// failure.
+import { describe, expect, it } from 'vitest';
+import { KeelError, ManualClock } from '../../src/core/index.js';
+import { CircuitBreaker, isBreakerTimeoutError } from '../../src/breaker/index.js';
+import { TIMEOUT, TimeoutError } from '../../src/resilience/index.js';
+
+const pending = (): Promise<never> => new Promise<never>(() => undefined);
+
+function breakerOf(clock = new ManualClock()): CircuitBreaker {
+  return new CircuitBreaker({
+    clock,
+    window: { type: 'count', size: 4 },
+    minimumCalls: 2,
+    failureRateThreshold: 0.5,
+    openDurationMs: 1_000,
+    backoff: { jitter: 0 },
+  });
+}
+
+describe('a caller aborting its own call', () => {
+  it('counts neither way: cancellations alone never open the breaker', async () => {
+    const breaker = breakerOf();
+    for (let i = 0; i < 10; i++) {
+      const controller = new AbortController();
+      const call = breaker.execute(pending, { signal: controller.signal });
+      controller.abort(new Error('user went away'));
+      await expect(call).rejects.toThrow('user went away');
+    }
+    expect(breaker.state).toBe('closed');
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 0, ignoredTotal: 10 });
+  });
+
+  it('the same with a timeout that has not passed, and with fn rejecting on the abort', async () => {
+    const breaker = breakerOf();
+    for (let i = 0; i < 4; i++) {
+      const controller = new AbortController();
+      const call = breaker.execute(
+        (signal) =>
+          new Promise((_, reject) => {
+            signal.addEventListener('abort', () => {
+              reject(signal.reason as Error);
+            });
+          }),
+        { signal: controller.signal, timeoutMs: 5_000 },
+      );
+      controller.abort();
+      await expect(call).rejects.toMatchObject({ name: 'AbortError' });
+    }
+    expect(breaker.state).toBe('closed');
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 0, ignoredTotal: 4 });
+  });
+
+  it('a cancelled half-open trial gives its permit back: the next call is the trial', async () => {
+    const clock = new ManualClock();
+    const breaker = breakerOf(clock);
+    breaker.trip();
+    clock.advance(1_000);
+    expect(breaker.state).toBe('half-open');
+    const controller = new AbortController();
+    const trial = breaker.execute(pending, { signal: controller.signal });
+    controller.abort();
+    await expect(trial).rejects.toMatchObject({ name: 'AbortError' });
+    expect(breaker.state).toBe('half-open');
+    await expect(breaker.execute(() => 'ok')).resolves.toBe('ok');
+    expect(breaker.state).toBe('closed');
+  });
+
+  it("the breaker's own timeout still counts as a failure", async () => {
+    const clock = new ManualClock();
+    const breaker = breakerOf(clock);
+    const controller = new AbortController();
+    const calls = [0, 1].map(() =>
+      breaker.execute(pending, { signal: controller.signal, timeoutMs: 100 }),
+    );
+    clock.advance(100);
+    for (const call of calls) {
+      expect(isBreakerTimeoutError(await call.catch((e: unknown) => e))).toBe(true);
+    }
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 2 });
+    expect(breaker.state).toBe('open');
+  });
+
+  it("a keel/resilience timeout's abort, reaching the call through its signal, is a failure", async () => {
+    const breaker = breakerOf();
+    for (let i = 0; i < 2; i++) {
+      const controller = new AbortController();
+      const call = breaker.execute(pending, { signal: controller.signal });
+      controller.abort(new TimeoutError(50, 'aggressive'));
+      await expect(call).rejects.toBeInstanceOf(KeelError);
+    }
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 2, ignoredTotal: 0 });
+    expect(breaker.state).toBe('open');
+  });
+
+  it("the code the breaker counts as a timeout is keel/resilience's TIMEOUT", () => {
+    // The breaker spells the code out (it may not import keel/resilience): keep them equal.
+    expect(TIMEOUT).toBe('KEEL_TIMEOUT');
+  });
+});
