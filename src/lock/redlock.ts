@@ -66,6 +66,7 @@ import {
   InvalidOptionError,
   isClock,
   isInvalidOptionError,
+  isWellFormedText,
   numberOption,
   redisAddress,
   resolveOptions,
@@ -202,14 +203,6 @@ export interface RedlockOptions {
 const OWNER = 'Redlock';
 
 /**
- * A lone surrogate: UTF-16 that is no text. UTF-8 cannot encode it, so the client sends U+FFFD
- * in its place, and names that differ only there ('\uD800', '\uDC00', '\uFFFD') would be one
- * key on the nodes — one lock, or one key twice in a multi-resource lock (whose release then
- * deleted it once and reported the lock lost). Such names are refused.
- */
-const LONE_SURROGATE = /\p{Cs}/u;
-
-/**
  * Throws an InvalidOptionError naming `clients` unless each client reaches a server of its own
  * and can run scripts. Redlock's majority counts independent servers: one client listed twice,
  * or two clients of one server (the same `host:port`, socket path, Sentinel group or Cluster
@@ -250,10 +243,13 @@ function checkClients(clients: readonly LockClient[]): void {
 
 /**
  * Throws an InvalidOptionError naming `option` unless `name` is a string without a lone
- * surrogate (`given`: what to show as received).
+ * surrogate (`given`: what to show as received). UTF-8 cannot encode a lone surrogate, so the
+ * client sends U+FFFD in its place, and names that differ only there ('\uD800', '\uDC00',
+ * '\uFFFD') would be one key on the nodes — one lock, or one key twice in a multi-resource lock
+ * (whose release then deleted it once and reported the lock lost).
  */
 function checkText(owner: string, option: string, name: unknown, given: unknown = name): void {
-  if (typeof name !== 'string' || LONE_SURROGATE.test(name)) {
+  if (typeof name !== 'string' || !isWellFormedText(name)) {
     throw new InvalidOptionError(owner, option, 'a string of well-formed Unicode', given);
   }
 }

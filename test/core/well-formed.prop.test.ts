@@ -1,5 +1,5 @@
-// One lone-surrogate check for every component that refuses such names (hashring node ids; the
-// lock's resource names use the same rule, /\p{Cs}/u). It must agree with that rule exactly.
+// One lone-surrogate check for every component that refuses such names (hashring node ids,
+// lock resource names and key prefixes). It must agree exactly with the regex /\p{Cs}/u.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isWellFormedText } from '../../src/core/index.js';
