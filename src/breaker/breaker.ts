@@ -163,8 +163,9 @@ export interface ExecuteOptions<R> {
    * Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`.
    * Your own abort says nothing about the dependency: it counts neither as a success nor as a
    * failure (an ignored outcome), and a half-open trial it cancels gives its permit back. An
-   * abort whose reason is a `keel/resilience` `TimeoutError` (a timeout outside the breaker)
-   * or a {@link BreakerTimeoutError} counts as a failure, as the breaker's own timeout does.
+   * abort whose reason is a timeout — a `keel/resilience` `TimeoutError` (a timeout outside the
+   * breaker), a {@link BreakerTimeoutError}, or the `TimeoutError` DOMException of
+   * `AbortSignal.timeout()` — counts as a failure, as the breaker's own timeout does.
    */
   readonly signal?: AbortSignal | undefined;
   /**
@@ -558,26 +559,22 @@ let recordOutcome: (
 let hotHandler: (breaker: CircuitBreaker, failure: boolean) => ((x: unknown) => void) | undefined;
 
 /**
- * The hot path's success (`failure` false) or failure handler of `breaker`'s current state
- * generation: what {@link CircuitBreaker.execute} attaches to the promise of a call without
- * options when the breaker is closed (or disabled, metrics-only), untimed and untraced.
- * `undefined` when the hot path does not apply now, or was not bound since the last transition
- * (a call through `execute` binds it). For keel/resilience's pipeline stage, which runs the
- * rest of its chain itself and only needs the outcome counted: attaching both handlers to the
- * call's promise, read before the call starts, is what `execute` does on that path, without the
- * closure a call of `execute` would need to carry the chain.
- * @internal
- */
-/**
  * Rejections that were their caller's abort, found by keel/resilience's breaker stage (which
  * runs the call itself and hands the breaker only the outcome): counted neither way, as
  * `execute` counts its caller's abort (see TimedCall#abortedBy).
  */
 const callerAborts = /* @__PURE__ */ new WeakSet<object>();
 
-/** Whether an abort's reason is a timeout (this breaker's, or keel/resilience's): a failure. */
+/**
+ * Whether an abort's reason is a timeout (this breaker's, keel/resilience's, or the platform's:
+ * `AbortSignal.timeout()` aborts with a DOMException named `TimeoutError`): a failure.
+ */
 function isTimeoutReason(reason: unknown): boolean {
-  return hasKeelCode(reason, RESILIENCE_TIMEOUT) || hasKeelCode(reason, BREAKER_TIMEOUT);
+  return (
+    hasKeelCode(reason, RESILIENCE_TIMEOUT) ||
+    hasKeelCode(reason, BREAKER_TIMEOUT) ||
+    (reason instanceof DOMException && reason.name === 'TimeoutError')
+  );
 }
 
 /**
@@ -598,6 +595,17 @@ export function noteCallerAbort(signal: AbortSignal, error: unknown): void {
   }
 }
 
+/**
+ * The hot path's success (`failure` false) or failure handler of `breaker`'s current state
+ * generation: what {@link CircuitBreaker.execute} attaches to the promise of a call without
+ * options when the breaker is closed (or disabled, metrics-only), untimed and untraced.
+ * `undefined` when the hot path does not apply now, or was not bound since the last transition
+ * (a call through `execute` binds it). For keel/resilience's pipeline stage, which runs the
+ * rest of its chain itself and only needs the outcome counted: attaching both handlers to the
+ * call's promise, read before the call starts, is what `execute` does on that path, without the
+ * closure a call of `execute` would need to carry the chain.
+ * @internal
+ */
 export function hotPathHandler(
   breaker: CircuitBreaker,
   failure: boolean,

@@ -329,6 +329,8 @@ export class Quorum {
   /** The one timer behind every round's timeout, and when it is due (Infinity: not armed). */
   #watchdog: Timer | undefined;
   #watchdogDue = Infinity;
+  /** Set by {@link Quorum.forgetUndos}: no undo is sent again any more (the Redlock closed). */
+  #undosForgotten = false;
   /**
    * What a round reports for each node it did not wait for: the same answer every time (rounds
    * are the hot path; two of five nodes are left pending in most of them). Read-only, as every
@@ -732,13 +734,15 @@ export class Quorum {
     // other nodes would not be heard by `whenReady` any more.
     const readies = nodes.map((node) => (channels[node] as NodeChannel).readies);
     return this.round(script, keys, args, never, { waitAll: true, nodes }).then((results) => {
+      // The Redlock closed while this round was out: nothing is sent again after close().
+      if (this.#undosForgotten) return results;
       nodes.forEach((node, i) => {
         const r = results[node];
         if (r === undefined || r.ok || r.pending === true) return;
         if (r.kind === 'script-error' || r.kind === 'timed-out') return;
         const again = (): void => {
           const left = due - clock.now();
-          if (left > 0) void this.undo(script, keys, args, [node], left);
+          if (left > 0 && !this.#undosForgotten) void this.undo(script, keys, args, [node], left);
         };
         const channel = channels[node] as NodeChannel;
         if (channel.readies !== readies[i]) again();
@@ -750,6 +754,7 @@ export class Quorum {
 
   /** Drops the undos waiting for a client to be ready again (see `undo`): the Redlock closes. */
   forgetUndos(): void {
+    this.#undosForgotten = true;
     for (const channel of this.#channels) channel.forgetWhenReady();
   }
 

@@ -338,11 +338,14 @@ export class Queue implements AsyncDisposable {
 
   /**
    * Sends several messages (written together; each is deduplicated and delayed on its own).
-   * Results are in input order. All or nothing: the batch is written by one script call (per
-   * 1000 messages), so when it fails — Redis out of memory, foreign data at a key it writes —
-   * none of it was written, and sending it again duplicates nothing. On a Redis Cluster each
-   * partition's messages go in their own call (a script's keys share one slot), so a batch over
-   * several partitions is all-or-nothing per partition there.
+   * Results are in input order. A batch of up to 1000 messages is written by one script call,
+   * all or nothing: when it fails — Redis out of memory, foreign data at a key it writes — none
+   * of it was written, and sending it again duplicates nothing. A longer batch goes in calls of
+   * 1000, one after another, and a failed call stops the rest (the earlier calls' messages were
+   * written). On a Redis Cluster each partition's messages go in their own calls (a script's
+   * keys share one slot), so there a batch is all-or-nothing per partition only. In those two
+   * cases give the messages ids, so that sending the batch again after a failure duplicates
+   * nothing. The call settles only once none of its writes is still on its way.
    *
    * @throws {@link keel!InvalidOptionError} for a bad topic, item or option
    * @throws {@link PayloadError} when a payload is not JSON-serialisable (nothing is sent)
@@ -375,7 +378,9 @@ export class Queue implements AsyncDisposable {
       else list.push(i);
     });
     const results: SendResult[] = new Array<SendResult>(plans.length);
-    await Promise.all(
+    // Settled, not raced: a failure is reported only once every partition's call is over, so a
+    // caller sending the batch again does not race writes of this one still on their way.
+    const outcomes = await Promise.allSettled(
       [...groups.values()].map(async (indexes) => {
         // A long batch in calls of SEND_MAX, one after another: a failed call stops the rest.
         for (let from = 0; from < indexes.length; from += SEND_MAX) {
@@ -388,6 +393,7 @@ export class Queue implements AsyncDisposable {
         }
       }),
     );
+    for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
     return results;
   }
 

@@ -102,4 +102,20 @@ describe('a caller aborting its own call', () => {
     // The breaker spells the code out (it may not import keel/resilience): keep them equal.
     expect(TIMEOUT).toBe('KEEL_TIMEOUT');
   });
+  it("a standard timeout signal (AbortSignal.timeout: a DOMException 'TimeoutError') counts as a failure", async () => {
+    // The platform's own deadline for a call: the dependency was too slow, the caller did not
+    // just go away. Ignored, a dependency that always outlasts its callers' deadlines would
+    // never open the breaker.
+    const breaker = breakerOf();
+    for (let i = 0; i < 2; i++) {
+      const controller = new AbortController();
+      const call = breaker.execute(pending, { signal: controller.signal });
+      controller.abort(
+        new DOMException('The operation was aborted due to timeout', 'TimeoutError'),
+      );
+      await expect(call).rejects.toMatchObject({ name: 'TimeoutError' });
+    }
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 2, ignoredTotal: 0 });
+    expect(breaker.state).toBe('open');
+  });
 });
