@@ -57,6 +57,37 @@ export function pipelineOf(client: QueueRedisClient): QueuePipeline | undefined 
     : undefined;
 }
 
+/**
+ * A new transaction of `client` (ioredis `multi()`: its commands queued, then sent with
+ * `MULTI` … `EXEC` in one write) when it has one, else `undefined`.
+ */
+export function transactionOf(client: QueueRedisClient): QueuePipeline | undefined {
+  const make = (client as { multi?: unknown }).multi;
+  if (typeof make !== 'function') return undefined;
+  const tx: unknown = (make as () => unknown).call(client);
+  const t = tx as Partial<QueuePipeline> | null;
+  return t !== null &&
+    typeof t === 'object' &&
+    typeof t.call === 'function' &&
+    typeof t.exec === 'function'
+    ? (t as QueuePipeline)
+    : undefined;
+}
+
+/**
+ * The error behind a refused transaction: ioredis rejects `exec()` with Redis's `EXECABORT`
+ * and lists the errors of the commands refused while queued as `previousErrors`; the first
+ * says why (`OOM …` when memory ran out). `EXECABORT … because of: OOM …` (memory ran out
+ * after they were queued) is told apart from its text.
+ */
+export function transactionCause(error: unknown): unknown {
+  const previous = (error as { previousErrors?: unknown } | null)?.previousErrors;
+  if (Array.isArray(previous) && previous.length > 0) return previous[0];
+  const text = error instanceof Error ? error.message : '';
+  const because = /^EXECABORT .*because of: (.+)$/s.exec(text)?.[1];
+  return because === undefined ? error : new Error(because, { cause: error });
+}
+
 /** True for anything shaped like a {@link QueueRedisClient}. */
 export function isQueueClient(value: unknown): value is QueueRedisClient {
   if (typeof value !== 'object' || value === null) return false;

@@ -25,7 +25,16 @@ import {
   type Subscription,
   warnIfEvicting,
 } from '../core/index.js';
-import { command, isQueueClient, run, type QueueRedisClient, type RawEntry } from './client.js';
+import {
+  command,
+  isQueueClient,
+  run,
+  transactionCause,
+  transactionOf,
+  type QueuePipeline,
+  type QueueRedisClient,
+  type RawEntry,
+} from './client.js';
 import {
   dedupKey,
   decodeEntry,
@@ -35,7 +44,7 @@ import {
   type PartitionKeys,
 } from './codec.js';
 import { Consumer, type ConsumerOptions, type Handler } from './consumer.js';
-import { PayloadError, QueueClosedError } from './errors.js';
+import { PayloadError, QueueClosedError, QueueRedisError } from './errors.js';
 import { REPLAY, SEND, SEND_MAX, TRIM } from './scripts.js';
 
 /** Retention of a topic's streams: trimmed by length and/or age, never past a pending message. */
@@ -397,8 +406,13 @@ export class Queue implements AsyncDisposable {
     return results;
   }
 
-  /** Writes plans in one {@link SEND} call: all of them, or (it fails) none. */
+  /** Writes plans in one {@link SEND} call (or one transaction): all of them, or (it fails) none. */
   async #writeMany(topic: string, plans: readonly SendPlan[]): Promise<SendResult[]> {
+    const stream = (plans[0] as SendPlan).keys.stream;
+    if (plans.every((p) => p.window === 0 && p.delayMs === 0 && p.keys.stream === stream)) {
+      const tx = transactionOf(this.settings.client);
+      if (tx !== undefined) return this.#addMany(topic, stream, plans, tx);
+    }
     const { keys, args } = sendCall(plans);
     const reply = (await run(this.settings.client, `send ${topic}`, SEND, keys, args)) as
       unknown[] | null;
@@ -409,6 +423,50 @@ export class Queue implements AsyncDisposable {
         ? { id, partition, status: 'sent', entryId: String(reply?.[2 * i + 1]) }
         : { id, partition, status: code === 2 ? 'delayed' : 'duplicate' };
     });
+  }
+
+  /**
+   * Adds plain messages (no dedup, no delay) to one stream: their `XADD`s in one `MULTI` …
+   * `EXEC`, all or nothing as {@link SEND} is, at about half its Redis CPU (a script's
+   * `redis.call('XADD', …)` costs about as much again as the `XADD` itself: ~7 µs against
+   * ~3.5 µs per message, measured on Redis 7.0) and with no script call. Out of memory, Redis
+   * refuses the whole transaction (`EXECABORT`), whether memory ran out before its commands
+   * were queued or before `EXEC`: it holds writes that may grow memory. Foreign data at the
+   * stream fails every `XADD` alike (`WRONGTYPE`): nothing is written either.
+   */
+  async #addMany(
+    topic: string,
+    stream: string,
+    plans: readonly SendPlan[],
+    tx: QueuePipeline,
+  ): Promise<SendResult[]> {
+    const client = this.settings.client;
+    for (const plan of plans) tx.call('XADD', stream, '*', ...plan.fields);
+    let replies: [Error | null, unknown][] | null;
+    try {
+      replies = await tx.exec();
+    } catch (error) {
+      throw new QueueRedisError(`send ${topic}`, client, transactionCause(error));
+    }
+    const failed = replies?.find(([error]) => error !== null)?.[0];
+    if (replies === null || replies.length !== plans.length || failed != null) {
+      const landed = replies?.filter(([error]) => error === null).length ?? 0;
+      const why = failed?.message ?? 'the transaction was not answered';
+      throw new QueueRedisError(
+        `send ${topic}`,
+        client,
+        new Error(
+          `${why} (XADD to ${stream}: ${landed === 0 ? 'nothing' : `${landed} of ${plans.length}`} of the batch was sent)`,
+          { cause: failed ?? undefined },
+        ),
+      );
+    }
+    return plans.map((plan, i) => ({
+      id: plan.id,
+      partition: plan.partition,
+      status: 'sent',
+      entryId: String(replies[i]?.[1]),
+    }));
   }
 
   /** The keys and arguments of one send (also what an outbox stages). @internal */

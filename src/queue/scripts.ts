@@ -113,16 +113,10 @@ export const SEND_MAX = 1000;
  * failed so would have answered the caller's retry `duplicate`, the message never enqueued).
  */
 export const SEND = script(`
-local items, checked = {}, {}
-local i = 1
-while i <= #ARGV do
-  local m = {
-    s = tonumber(ARGV[i]), d = tonumber(ARGV[i + 1]), u = tonumber(ARGV[i + 2]),
-    window = ARGV[i + 3], delay = tonumber(ARGV[i + 4]),
-    from = i + 6, to = i + 5 + tonumber(ARGV[i + 5]),
-  }
-  local k, want = m.s, 'stream'
-  if m.delay > 0 then k, want = m.d, 'zset' end
+local n, checked, i = #ARGV, {}, 1
+while i <= n do
+  local k, want = tonumber(ARGV[i]), 'stream'
+  if ARGV[i + 4] ~= '0' then k, want = tonumber(ARGV[i + 1]), 'zset' end
   if not checked[k] then
     local t = redis.call('TYPE', KEYS[k])['ok']
     if t ~= 'none' and t ~= want then
@@ -131,28 +125,32 @@ while i <= #ARGV do
     end
     checked[k] = true
   end
-  items[#items + 1] = m
-  i = m.to + 1
+  i = i + 6 + tonumber(ARGV[i + 5])
 end
-local out, now = {}, nil
-for _, m in ipairs(items) do
+local out, o, now = {}, 0, nil
+i = 1
+while i <= n do
+  local window, to = ARGV[i + 3], i + 5 + tonumber(ARGV[i + 5])
   local fresh = true
-  if m.window ~= '0' and not redis.call('SET', KEYS[m.u], '1', 'NX', 'PX', m.window) then
-    if redis.pcall('GET', KEYS[m.u]) == '1' then fresh = false
-    else redis.call('SET', KEYS[m.u], '1', 'PX', m.window) end
+  if window ~= '0' then
+    local u = KEYS[tonumber(ARGV[i + 2])]
+    if not redis.call('SET', u, '1', 'NX', 'PX', window) then
+      if redis.pcall('GET', u) == '1' then fresh = false
+      else redis.call('SET', u, '1', 'PX', window) end
+    end
   end
   if not fresh then
-    out[#out + 1] = 0
-    out[#out + 1] = ''
-  elseif m.delay > 0 then
+    out[o + 1], out[o + 2] = 0, ''
+  elseif ARGV[i + 4] ~= '0' then
     now = now or now_ms()
-    redis.call('ZADD', KEYS[m.d], now + m.delay, cjson.encode({unpack(ARGV, m.from, m.to)}))
-    out[#out + 1] = 2
-    out[#out + 1] = tostring(now + m.delay)
+    local due = now + tonumber(ARGV[i + 4])
+    redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], due, cjson.encode({unpack(ARGV, i + 6, to)}))
+    out[o + 1], out[o + 2] = 2, tostring(due)
   else
-    out[#out + 1] = 1
-    out[#out + 1] = redis.call('XADD', KEYS[m.s], '*', unpack(ARGV, m.from, m.to))
+    out[o + 1], out[o + 2] = 1, redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', unpack(ARGV, i + 6, to))
   end
+  o = o + 2
+  i = to + 1
 end
 return out
 `);

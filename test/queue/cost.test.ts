@@ -53,6 +53,24 @@ describeRedis('keel/queue cost per message', () => {
     return redisCost(before, await redisCounters(admin));
   }
 
+  it('a plain sendMany (no ids, no delays, one stream) is one MULTI … EXEC of its XADDs: no script call', async () => {
+    admin = redis().client(0);
+    const queue = new Queue({ client: redis().client(0) });
+    opened.push(queue);
+    const before = await redisCounters(admin);
+    await queue.sendMany(
+      'cost',
+      Array.from({ length: N }, () => ({ payload })),
+    );
+    const cost = redisCost(before, await redisCounters(admin));
+    // A script's redis.call('XADD', …) costs the server about as much again as the XADD.
+    expect(cost.scripts).toBe(0);
+    expect(cost.byCommand.get('xadd')).toBe(N);
+    expect(cost.byCommand.get('multi')).toBe(1);
+    expect(cost.byCommand.get('exec')).toBe(1);
+    expect(await admin.xlen(queue.keys('cost', 0).stream)).toBe(N);
+  });
+
   it('default path, concurrency 50: acks go out in batches — far fewer than one script call, and fewer than 1.5 commands, per message', async () => {
     const cost = await measure(false, 50);
     expect(cost.byCommand.get('xadd')).toBe(N);

@@ -105,6 +105,41 @@ describeRedis('keel/queue under faults the chaos suite does not script', () => {
     expect(await landed()).toBe(items.length);
   });
 
+  it('out of memory part-way through a plain sendMany (one stream, no ids, no delays: MULTI … EXEC): refused whole', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    const info = await admin.info('memory');
+    const used = Number(/used_memory:(\d+)/.exec(info)?.[1]);
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', String(used + 128 * 1024));
+    const big = 'x'.repeat(16 * 1024);
+    const items = Array.from({ length: 40 }, (_, n) => ({ payload: `${big}${n}` }));
+    const error = await queue.sendMany('orders', items).catch((e: unknown) => e);
+    await memoryBack(admin);
+    expect(isQueueRedisError(error) && error.failure, String(error)).toBe('out-of-memory');
+    expect(await admin.xlen(stream)).toBe(0);
+    await queue.sendMany('orders', items);
+    expect(await admin.xlen(stream)).toBe(items.length);
+  });
+
+  it('foreign data at the stream of a plain sendMany: refused naming the stream, nothing written', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    await admin.set(stream, 'foreign');
+    const error = await queue
+      .sendMany('orders', [{ payload: 1 }, { payload: 2 }])
+      .catch((e: unknown) => e);
+    expect(isQueueRedisError(error), String(error)).toBe(true);
+    expect(String(error)).toContain(stream);
+    expect(String(error)).toMatch(/WRONGTYPE.*nothing of the batch was sent/);
+    expect(await admin.keys('*')).toEqual([stream]);
+    expect(await admin.get(stream)).toBe('foreign');
+  });
+
   it('foreign data at a key a sendMany writes: the batch is refused whole with a typed error naming the key', async () => {
     const admin = redis().client(0);
     const queue = new Queue({ client: admin, partitions: 2 });
