@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { Redlock, isLockTakenError } from '../../src/lock/index.js';
 import { SEM_RELEASE } from '../../src/lock/scripts.js';
-import { redisCost, redisCounters } from '../support/redis-cost.js';
+import { type CommandMonitor, monitorCommands } from '../support/monitor.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // The semaphore's side of test/lock/noscript-order.test.ts. A node that lost its script cache
@@ -11,6 +11,10 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 // meanwhile. A release (or a failed attempt's undo) decided without that node can reach it
 // first, find nothing, and the acquire's EVAL then takes the slot there until the ttl: one
 // permit fewer on that node for everyone else.
+
+/** Markers the counted connection sends before and after the counted calls. */
+const START = 'keel-count-start';
+const END = 'keel-count-end';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -77,22 +81,38 @@ describeRedis('a late semaphore grant sent by the NOSCRIPT fallback after the re
     await redlock.close();
     expect(await slotsPerNode(key), 'slots taken per node').toEqual([1, 1, 0]);
   });
+});
 
-  it('uncontended acquire + release sends one EVALSHA each per node and nothing else', async () => {
+// Its own servers, so nothing the tests above did to theirs (pauses, SCRIPT FLUSH, clients left
+// connected) can reach it. Counted per connection, from MONITOR: the server-wide counters
+// (INFO commandstats) counted whatever else connected to the server, and CI twice read 402
+// EVALSHA on one node where the test's own calls made 400 — a cause this machine never showed.
+describeRedis('an uncontended semaphore', () => {
+  const redis = useRedis({ count: 3 });
+
+  it('acquire + release sends one EVALSHA each per node and nothing else', async () => {
     const clients = redis().clients();
+    const monitors = await Promise.all(
+      [0, 1, 2].map((node) => monitorCommands(redis().client(node))),
+    );
     // Generous: a round timed out on a loaded machine would be retried (and counted).
     const redlock = new Redlock({ clients, nodeTimeoutMs: 5_000, ttlMs: 60_000 });
     const semaphore = redlock.semaphore('sem-noscript:count', { permits: 3 });
     await (await semaphore.acquire()).release(); // scripts cached on every node
-    const before = await Promise.all(clients.map((c) => redisCounters(c)));
+    await Promise.all(clients.map((c) => c.echo(START)));
     const CYCLES = 200;
     for (let i = 0; i < CYCLES; i++) await (await semaphore.acquire()).release();
-    const after = await Promise.all(clients.map((c) => redisCounters(c)));
+    await Promise.all(clients.map((c) => c.echo(END)));
     await redlock.close();
     for (let node = 0; node < 3; node++) {
-      const cost = redisCost(before[node] as never, after[node] as never);
-      expect(cost.byCommand.get('evalsha'), `EVALSHA on node ${node}`).toBe(2 * CYCLES);
-      expect(cost.scripts, `script calls on node ${node}`).toBe(2 * CYCLES);
+      const monitor = monitors[node] as CommandMonitor;
+      const sent = await monitor.between(START, END);
+      monitor.stop();
+      const own = sent.filter((c) => c.own).map((c) => c.command);
+      const others = sent.filter((c) => !c.own).map((c) => `${c.source} ${c.command}`);
+      const detail = `node ${node}; the Redlock's connection sent ${own.length} commands (${[...new Set(own)].join(', ')}); other connections meanwhile: ${others.length === 0 ? 'none' : others.join('; ')}`;
+      expect(own.filter((c) => c === 'evalsha').length, `EVALSHA, ${detail}`).toBe(2 * CYCLES);
+      expect(own.length, `commands in all, ${detail}`).toBe(2 * CYCLES);
     }
   });
 });
