@@ -56,6 +56,7 @@ export type {
   FeedListener,
   RawRecord,
   Snapshot,
+  SnapshotOptions,
   RegisterOutcome,
   HeartbeatOutcome,
   WriteOptions,
