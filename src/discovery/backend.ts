@@ -63,13 +63,21 @@ export interface Snapshot {
   readonly removedSince?: readonly string[];
 }
 
+/** A place in a service's history: a revision of an epoch. */
+export interface LogPoint {
+  /** The store's epoch. */
+  readonly epoch: string;
+  /** A revision of that epoch. */
+  readonly revision: number;
+}
+
 /** Options of {@link DiscoveryBackend.snapshot}. */
 export interface SnapshotOptions extends WriteOptions {
   /**
    * Where the reader's view is (its epoch and the revision it applied): the snapshot then also
    * says which records the log removed since ({@link Snapshot.removedSince}).
    */
-  readonly since?: { readonly epoch: string; readonly revision: number } | undefined;
+  readonly since?: LogPoint | undefined;
 }
 
 /** Outcome of writing a registration. */
@@ -180,7 +188,7 @@ export interface DiscoveryBackend {
  */
 export function removalsSince(
   entries: Iterable<Pick<ChangeEntry, 'epoch' | 'revision' | 'type' | 'id'>>,
-  since: { readonly epoch: string; readonly revision: number },
+  since: LogPoint,
   upto: number,
 ): string[] | undefined {
   let next = since.revision + 1;

@@ -55,6 +55,7 @@ export type {
   ChangeFeed,
   FeedListener,
   RawRecord,
+  LogPoint,
   Snapshot,
   SnapshotOptions,
   RegisterOutcome,

@@ -28,6 +28,7 @@ import type {
   ChangeFeed,
   DiscoveryBackend,
   FeedListener,
+  LogPoint,
   Snapshot,
 } from './backend.js';
 import { RegistryUnavailableError, isRegistryUnavailableError } from './errors.js';
@@ -633,10 +634,7 @@ export class ServiceView implements FeedListener {
     });
   }
 
-  #applySnapshot(
-    snapshot: Snapshot,
-    since: { readonly epoch: string; readonly revision: number } | undefined,
-  ): void {
+  #applySnapshot(snapshot: Snapshot, since: LogPoint | undefined): void {
     const { epoch, revision, records, position } = snapshot;
     this.#resyncs++;
     this.#countFruitless(epoch, revision);
