@@ -52,6 +52,32 @@ export interface Snapshot {
   readonly records: readonly RawRecord[];
   /** The log position of the entry of `revision`, when not derived from it: pass to `seek()`. */
   readonly position?: string;
+  /**
+   * Asked for with {@link SnapshotOptions.since}: the ids whose record a change-log entry after
+   * that revision removed (`deregistered` or `expired`, and not registered again after it).
+   * Present only when the snapshot is in `since`'s epoch and the log still held every entry
+   * after it up to `revision`; absent otherwise (trimmed, another epoch, not asked, or a
+   * backend that does not say). A reader's instance missing from `records` and not listed here
+   * left the store without an entry: deleted or evicted behind the log.
+   */
+  readonly removedSince?: readonly string[];
+}
+
+/** A place in a service's history: a revision of an epoch. */
+export interface LogPoint {
+  /** The store's epoch. */
+  readonly epoch: string;
+  /** A revision of that epoch. */
+  readonly revision: number;
+}
+
+/** Options of {@link DiscoveryBackend.snapshot}. */
+export interface SnapshotOptions extends WriteOptions {
+  /**
+   * Where the reader's view is (its epoch and the revision it applied): the snapshot then also
+   * says which records the log removed since ({@link Snapshot.removedSince}).
+   */
+  readonly since?: LogPoint | undefined;
 }
 
 /** Outcome of writing a registration. */
@@ -140,12 +166,40 @@ export interface DiscoveryBackend {
   ): Promise<HeartbeatOutcome>;
   /** Removes a record owned by `token`; `false` when it was not there (or owned by another). */
   deregister(service: string, id: string, token: string, options?: WriteOptions): Promise<boolean>;
-  /** Reads every record of a service with its revision and epoch, atomically. */
-  snapshot(service: string, options?: WriteOptions): Promise<Snapshot>;
+  /**
+   * Reads every record of a service with its revision and epoch, atomically (and, with
+   * `options.since`, which records the log removed after that revision).
+   */
+  snapshot(service: string, options?: SnapshotOptions): Promise<Snapshot>;
   /** Removes expired records of a service (logged as `expired`); returns how many. Idempotent. */
   reap(service: string, options?: WriteOptions): Promise<number>;
   /** Starts reading a service's change log; `seek()` sets where from. */
   follow(service: string, listener: FeedListener): ChangeFeed;
   /** Releases what the backend opened itself. Safe to call twice. */
   close(): Promise<void>;
+}
+
+/**
+ * {@link Snapshot.removedSince} from the change-log entries a store holds after `since` (in log
+ * order; entries of another epoch and those at or before `since` are skipped): the ids the last
+ * entry of which is a removal, or `undefined` when the entries up to `upto` are not all there
+ * (the log was trimmed past `since`).
+ * @internal
+ */
+export function removalsSince(
+  entries: Iterable<Pick<ChangeEntry, 'epoch' | 'revision' | 'type' | 'id'>>,
+  since: LogPoint,
+  upto: number,
+): string[] | undefined {
+  let next = since.revision + 1;
+  const removed = new Set<string>();
+  for (const e of entries) {
+    if (next > upto) break;
+    if (e.epoch !== since.epoch || e.revision < next) continue;
+    if (e.revision !== next) return undefined; // a gap: what came between is gone
+    next++;
+    if (e.type === 'deregistered' || e.type === 'expired') removed.add(e.id);
+    else removed.delete(e.id);
+  }
+  return next === upto + 1 ? [...removed] : undefined;
 }

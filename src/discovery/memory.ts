@@ -24,8 +24,10 @@ import type {
   HeartbeatOutcome,
   RegisterOutcome,
   Snapshot,
+  SnapshotOptions,
   WriteOptions,
 } from './backend.js';
+import { removalsSince } from './backend.js';
 import { RegistryUnavailableError } from './errors.js';
 
 /** Options of {@link MemoryBackend}. */
@@ -164,15 +166,19 @@ export class MemoryBackend implements DiscoveryBackend, AsyncDisposable {
   }
 
   /** {@inheritDoc DiscoveryBackend.snapshot} */
-  snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
+  snapshot(service: string, options?: SnapshotOptions): Promise<Snapshot> {
     return this.#run('snapshot', options, (): Snapshot => {
       const state = this.#services.get(service);
       if (state === undefined) return { epoch: '', revision: 0, records: [] };
-      return {
+      const snapshot = {
         epoch: state.epoch,
         revision: state.revision,
         records: [...state.records].map(([id, r]) => ({ id, data: r.data })),
       };
+      const since = options?.since;
+      if (since === undefined || since.epoch !== state.epoch) return snapshot;
+      const removedSince = removalsSince(state.log, since, state.revision);
+      return removedSince === undefined ? snapshot : { ...snapshot, removedSince };
     });
   }
 

@@ -49,8 +49,10 @@ import type {
   RawRecord,
   RegisterOutcome,
   Snapshot,
+  SnapshotOptions,
   WriteOptions,
 } from './backend.js';
+import { removalsSince } from './backend.js';
 import { DEREGISTER, HEARTBEAT, PROBE, REAP, REGISTER, SNAPSHOT, type Script } from './scripts.js';
 
 /**
@@ -419,22 +421,32 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
   }
 
   /** {@inheritDoc DiscoveryBackend.snapshot} */
-  async snapshot(service: string, options?: WriteOptions): Promise<Snapshot> {
+  async snapshot(service: string, options?: SnapshotOptions): Promise<Snapshot> {
     this.#open('snapshot');
     throwIfAborted(options?.signal);
-    const reply = await this.#run(SNAPSHOT, service, []);
+    const since = options?.since;
+    // The whole log at most: `maxLogLength` entries, plus the stream macro node approximate
+    // trimming leaves (100 entries by default), plus room for a few foreign entries.
+    const args =
+      since === undefined
+        ? []
+        : [since.epoch, since.revision, this.#o.maxLogLength + APPROXIMATE_TRIM_SLACK];
+    const reply = await this.#run(SNAPSHOT, service, args);
     if (!Array.isArray(reply) || reply.length < 3 || !Array.isArray(reply[2])) {
       throw new Error(`unexpected snapshot reply for ${service}`);
     }
-    const [epoch, rev, flat, lid] = reply as [unknown, unknown, unknown[], unknown];
+    const [epoch, rev, flat, lid, after] = reply as [unknown, unknown, unknown[], unknown, unknown];
     const records: RawRecord[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2)
       records.push({ id: String(flat[i]), data: flat[i + 1] });
-    const snapshot = { epoch: String(epoch), revision: Number(rev), records };
+    let snapshot: Snapshot = { epoch: String(epoch), revision: Number(rev), records };
     // Where the entry of this revision sits in the log; absent for a log an older Keel wrote.
-    return typeof lid === 'string' && STREAM_ID.test(lid)
-      ? { ...snapshot, position: lid }
-      : snapshot;
+    if (typeof lid === 'string' && STREAM_ID.test(lid)) snapshot = { ...snapshot, position: lid };
+    if (since !== undefined && Array.isArray(after)) {
+      const removedSince = removalsSince(logEntries(after), since, snapshot.revision);
+      if (removedSince !== undefined) snapshot = { ...snapshot, removedSince };
+    }
+    return snapshot;
   }
 
   /** {@inheritDoc DiscoveryBackend.reap} */
@@ -834,6 +846,26 @@ export class RedisBackend implements DiscoveryBackend, AsyncDisposable {
 }
 
 type StreamEntries = [string, [string, string[]][]];
+
+/** How many entries past `maxLogLength` the snapshot reads of the log (see `snapshot`). */
+const APPROXIMATE_TRIM_SLACK = 200;
+
+/**
+ * The `{t, i, e, v, …}` list SNAPSHOT returns of the log entries after a revision, as entries
+ * to count removals from (see `removalsSince`). One not written by Keel (no known type, or an
+ * epoch or revision that is not a number) is left out: it changed nothing.
+ */
+function* logEntries(
+  flat: readonly unknown[],
+): Generator<Pick<ChangeEntry, 'epoch' | 'revision' | 'type' | 'id'>> {
+  for (let k = 0; k + 3 < flat.length; k += 4) {
+    const [t, id, epoch, v] = [flat[k], flat[k + 1], flat[k + 2], flat[k + 3]];
+    const type = typeof t === 'string' && Object.hasOwn(TYPES, t) ? TYPES[t] : undefined;
+    if (type === undefined || typeof id !== 'string' || typeof epoch !== 'string') continue;
+    if (!/^\d{1,15}$/.test(epoch) || typeof v !== 'string' || !/^\d{1,15}$/.test(v)) continue;
+    yield { type, id, epoch, revision: Number(v) };
+  }
+}
 
 /**
  * The streams of an XREAD reply, whatever the client's reply mapping: RESP2's

@@ -333,8 +333,14 @@ end)
 `);
 
 /**
- * No ARGV. Returns `{epoch or '', rev or '0', {id, data, …}, lid or ''}`, read atomically
- * (after starting a new epoch if meta is not Keel's, or gone while records or a log remain).
+ * ARGV: none, or the epoch a reader's view is in, the revision it applied, and how many log
+ * entries to read at most. Returns `{epoch or '', rev or '0', {id, data, …}, lid or '', since}`,
+ * read atomically (after starting a new epoch if meta is not Keel's, or gone while records or a
+ * log remain). `since` is `{t, i, e, v, …}` (type, id, epoch, revision; '' where an entry lacks
+ * one) of the log entries after that revision — every stream id past `<epoch>-<revision>`, so
+ * entries the stream numbered itself after a foreign one are among them — when the service is
+ * still in that epoch and at or past that revision and the log is a stream; else `false` (nil). The
+ * reader tells from them which records the log removed since (see `removalsSince`).
  */
 export const SNAPSHOT = script(`
 return guarded(function()
@@ -347,7 +353,25 @@ return guarded(function()
     epoch()
     meta = redis.call('HMGET', KEYS[4], 'epoch', 'rev', 'lid')
   end
-  return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1]), meta[3] or ''}
+  local since = false
+  if ARGV[1] and ARGV[1] == meta[1] and digits(ARGV[2]) and tonumber(meta[2]) >= tonumber(ARGV[2]) then
+    local list = redis.pcall('XRANGE', KEYS[5], '(' .. ARGV[1] .. '-' .. ARGV[2], '+', 'COUNT', tonumber(ARGV[3]))
+    if type(list) == 'table' and not list.err then
+      since = {}
+      for _, entry in ipairs(list) do
+        local f = entry[2]
+        local got = {t = '', i = '', e = '', v = ''}
+        for k = 1, #f - 1, 2 do
+          if got[f[k]] == '' then got[f[k]] = f[k + 1] end
+        end
+        since[#since + 1] = got.t
+        since[#since + 1] = got.i
+        since[#since + 1] = got.e
+        since[#since + 1] = got.v
+      end
+    end
+  end
+  return {meta[1] or '', meta[2] or '0', redis.call('HGETALL', KEYS[1]), meta[3] or '', since}
 end)
 `);
 

@@ -23,7 +23,14 @@
  */
 import { EventChannel, ioTimeout, sleep, wallTime, type Clock, type Timer } from '../core/index.js';
 import { resyncChannel, traced } from './channels.js';
-import type { ChangeEntry, ChangeFeed, DiscoveryBackend, FeedListener } from './backend.js';
+import type {
+  ChangeEntry,
+  ChangeFeed,
+  DiscoveryBackend,
+  FeedListener,
+  LogPoint,
+  Snapshot,
+} from './backend.js';
 import { RegistryUnavailableError, isRegistryUnavailableError } from './errors.js';
 import { decodeInstance, sameInstance, type Instance } from './instance.js';
 import { storeOf } from './ops.js';
@@ -530,19 +537,23 @@ export class ServiceView implements FeedListener {
         if (this.#isClosed()) return;
         this.#again = false;
         try {
+          // Where the view is: the snapshot then says which records the log removed since, so
+          // the view can tell them from records that vanished without an entry.
+          const since =
+            this.#ready && this.#epoch !== ''
+              ? { epoch: this.#epoch, revision: this.#revision }
+              : undefined;
           // Traced as keel:discovery:resync while someone subscribes (see channels.ts).
           const snapshot = await traced(
             resyncChannel,
             () => ({ service: this.service, reason, time: wallTime() }),
-            () => this.#withTimeout(this.#backend.snapshot(this.service)),
+            () =>
+              this.#withTimeout(
+                this.#backend.snapshot(this.service, since === undefined ? undefined : { since }),
+              ),
           );
           if (this.#isClosed()) return;
-          this.#applySnapshot(
-            snapshot.epoch,
-            snapshot.revision,
-            snapshot.records,
-            snapshot.position,
-          );
+          this.#applySnapshot(snapshot, since);
           failures = 0;
         } catch (error) {
           if (this.#isClosed()) return;
@@ -623,17 +634,29 @@ export class ServiceView implements FeedListener {
     });
   }
 
-  #applySnapshot(
-    epoch: string,
-    revision: number,
-    records: readonly { id: string; data: unknown }[],
-    position: string | undefined,
-  ): void {
+  #applySnapshot(snapshot: Snapshot, since: LogPoint | undefined): void {
+    const { epoch, revision, records, position } = snapshot;
     this.#resyncs++;
     this.#countFruitless(epoch, revision);
     const lostData = this.#ready && this.#epoch !== '' && epoch !== this.#epoch;
     const vanished = this.#vanished;
     this.#vanished = false;
+    // An instance the snapshot lacks left the store with a change-log entry the view missed
+    // (it resynced over a gap, a dropped connection, …), or without one: deleted or evicted
+    // behind the log, as the probe finds by counting records. When the view asked where it was
+    // (`since`, the same epoch), the store says which left with an entry (`removedSince`, or
+    // none at all at the view's own revision): the others vanished, and are kept through the
+    // grace as after a data loss (chaos seed 924706933: a reconnect's resync removed 22 live
+    // instances 38 ms after their records were deleted, before any probe ran). Without that
+    // answer (the log trimmed past the view, a backend that does not say), missing means removed.
+    const inPlace = since !== undefined && epoch === since.epoch;
+    const logged: ReadonlySet<string> | undefined = !inPlace
+      ? undefined
+      : revision <= since.revision
+        ? new Set()
+        : snapshot.removedSince === undefined
+          ? undefined
+          : new Set(snapshot.removedSince);
     this.#epoch = epoch;
     this.#revision = revision;
     const seen = new Set<string>();
@@ -677,7 +700,8 @@ export class ServiceView implements FeedListener {
         this.#remove(instance, 'lost', 'grace');
         continue;
       }
-      if ((lostData || vanished || deadline !== undefined) && grace > 0) {
+      const unlogged = logged !== undefined && !logged.has(instance.id);
+      if ((lostData || vanished || unlogged || deadline !== undefined) && grace > 0) {
         if (deadline === undefined || restartGrace)
           this.#retained.set(instance.id, Math.max(deadline ?? 0, now + grace));
         continue;

@@ -122,6 +122,71 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     }
   }, 30_000);
 
+  it('records deleted, then found by a resync for another reason (a dropped connection) before the probe: the live ones are kept through the grace, a deregistration meanwhile still removes its instance', async () => {
+    // Chaos seed 924706933: 22 live instances removed 38 ms after their records were deleted —
+    // a resync already under way (not the probe's) found them missing and removed them as if the
+    // log had said so.
+    const options = { dataLossGraceMs: 5000 };
+    const service = `vanished-resync-${++serial}`;
+    const writer = registry(options);
+    const watcher = registry(options);
+    const live = await registerAll(writer, service, 3);
+    const leaving = await writer.register({
+      service,
+      id: `${service}-leaving`,
+      host: 'h',
+      port: 9,
+    });
+    const views = [
+      ...(await watchHistories(() => writer, service, 1, cleanups)),
+      ...(await watchHistories(() => watcher, service, 1, cleanups)),
+    ];
+    const k = keysOf(service);
+    const ids = live.map((r) => r.id).sort();
+    // In one transaction: the live ones' records go, and every connection with them (the
+    // readers' included), so each view resyncs on reconnecting, whatever its probe would find.
+    await admin()
+      .multi()
+      .hdel(k.records, ...ids)
+      .hdel(k.leases, ...ids)
+      .call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
+      .exec();
+    // A deregistration the views may read from the log or find missing from their resync.
+    await expect(leaving.deregister()).resolves.toBe(true);
+    // The live ones re-register at their next heartbeat (ttl 1 s).
+    await until(async () => {
+      expect((await admin().hkeys(k.records)).sort()).toEqual(ids);
+      for (const v of views) v.expectConverged(ids);
+    }, 10_000);
+    for (const v of views) {
+      expect(removals(v)).toHaveLength(1);
+      expect([`${leaving.id} deregistered`, `${leaving.id} resync`]).toContain(removals(v)[0]);
+    }
+  }, 30_000);
+
+  it('a snapshot skips foreign log entries, and says nothing of removals once the log was trimmed past the reader or is not a stream', async () => {
+    const service = `removed-since-${++serial}`;
+    const r = registry();
+    const [one] = await registerAll(r, service, 3);
+    const backend = new RedisBackend({ client: admin() });
+    const at = await backend.snapshot(service);
+    const since = { epoch: at.epoch, revision: at.revision };
+    const k = keysOf(service);
+    const a = admin();
+    // A foreign entry past every Keel id: Keel's next entries take ids the stream picks.
+    await a.xadd(k.log, '*', 't', 'd', 'i', `${service}-2`, 'e', since.epoch, 'v', 'x');
+    await one?.deregister();
+    const after = await backend.snapshot(service, { since });
+    expect(after.removedSince).toEqual([`${service}-1`]);
+    await a.xtrim(k.log, 'MAXLEN', 0);
+    expect((await backend.snapshot(service, { since })).removedSince).toBeUndefined();
+    await a.del(k.log);
+    await a.set(k.log, 'not a stream');
+    const foreign = await backend.snapshot(service, { since });
+    expect(foreign.removedSince).toBeUndefined();
+    expect(foreign.records.map((x) => x.id).sort()).toEqual([`${service}-2`, `${service}-3`]);
+  });
+
   it('records quarantined in the store (bad JSON, a 2 MB value, an empty id) count as stored: the probe does not resync over them again and again', async () => {
     const service = `quarantined-${++serial}`;
     const r = registry();

@@ -154,6 +154,32 @@ export function registrySuite(make: () => Promise<BackendFixture>): void {
     watched.expectConverged(await f.truth(svc));
   });
 
+  it('a snapshot asked where a reader is says which records the log removed since (removedSince)', async () => {
+    const svc = service();
+    const backend = f.backend();
+    const r = registry();
+    const id = (n: number): string => `${svc}-${n}`;
+    const one = await r.register(instance(svc, 1));
+    const two = await r.register(instance(svc, 2));
+    await r.register(instance(svc, 3));
+    const at = await backend.snapshot(svc);
+    const since = { epoch: at.epoch, revision: at.revision };
+    await one.deregister(); // removed
+    const four = await r.register(instance(svc, 4));
+    await four.deregister(); // registered and removed since
+    await two.deregister();
+    await r.register(instance(svc, 2)); // removed, then back
+    const now = await backend.snapshot(svc, { since });
+    expect(now.records.map((x) => x.id).sort()).toEqual([id(2), id(3)]);
+    expect([...(now.removedSince ?? ['not said'])].sort()).toEqual([id(1), id(4)]);
+    // Nothing since; nothing to say: another epoch, or not asked.
+    const here = { epoch: now.epoch, revision: now.revision };
+    expect((await backend.snapshot(svc, { since: here })).removedSince).toEqual([]);
+    const elsewhere = { epoch: '1', revision: since.revision };
+    expect((await backend.snapshot(svc, { since: elsewhere })).removedSince).toBeUndefined();
+    expect((await backend.snapshot(svc)).removedSince).toBeUndefined();
+  });
+
   it('one backend follows several services at once, each from its change log, with no error', async () => {
     const services = [service(), service(), service()];
     const writer = registry();
