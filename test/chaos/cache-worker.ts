@@ -81,6 +81,12 @@ const cache = new Cache({
   pollIntervalMs: 100,
   redisTimeoutMs: config.redisTimeoutMs,
   degradedRetryMs: config.redisTimeoutMs,
+  // XFetch off: its early refresh is one loader starting before the ttl ends, by design — by
+  // δ·β·(−ln U), δ the last load's wall time, which a loaded machine stretches to hundreds of
+  // ms — and the calm phase's duplicate check (a second load within half a ttl) would count it
+  // as a stampede (seed 983483063 at load average 15: two, 184 and 227 ms after the previous
+  // read). Off, every load within a ttl of another is one the leases failed to prevent.
+  beta: 0,
   // KEEL_CACHE_TRACKING=1 runs the same chaos with server-assisted invalidation on.
   tracking: process.env.KEEL_CACHE_TRACKING === '1',
 });

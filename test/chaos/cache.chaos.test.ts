@@ -17,7 +17,8 @@
  *   loader; set/delete: one Redis timeout; each + 1.5 s of margin for a loaded machine);
  * - errors 0: every getOrLoad answers (Redis down degrades to L1 and the loader);
  * - duplicate loads 0 in the calm phase: per key, no loader call starts within half a ttl of the
- *   previous one's database read (loader ≤ 1 per key per expiry, across processes).
+ *   previous one's database read (loader ≤ 1 per key per expiry, across processes; the workers
+ *   run with XFetch off, `beta: 0`, whose early refreshes would be such loads by design).
  *
  * Bounded by default (5 s of chaos); `KEEL_CHAOS_S=120 npx vitest run test/chaos/cache.chaos.test.ts`
  * runs longer and `KEEL_CHAOS_SEED=<seed>` reruns a schedule (see config.ts).
