@@ -300,10 +300,13 @@ export const DEAD_MARK_MS = 600_000;
  * the answer came (`autoResendUnfulfilledCommands`), and the copy sent again finds the entry no
  * longer pending, as if another consumer had settled it. So the step also leaves a mark (DLQ id,
  * delivery count, consumer) for {@link DEAD_MARK_MS}, and a refused call whose own delivery the
- * mark names answers that DLQ id: the message was dead-lettered once, and its consumer reports
- * it once. Another consumer's call (or an older delivery's) is still refused. Only a copy sent
- * again later than that answers 0 (the message is in the DLQ, unreported). A mark that is not a
- * string (something else wrote the key) is ignored.
+ * mark names answers that DLQ id: the message was dead-lettered once, and its consumer reports it
+ * once. The mark is looked at before the lease (ordered mode): the copy sent again may come after
+ * the lease ran out — a slow reconnect, a Redis pause — and answered -1 then, the dead letter was
+ * never reported. Answering it changes nothing in Redis, so it needs no lease. Another consumer's
+ * call (or an older delivery's) is still refused. Only a copy sent again after the mark expired
+ * answers 0 (the message is in the DLQ, unreported). A mark that is not a string (something else
+ * wrote the key) is ignored.
  *
  * Out of memory (`maxmemory` reached under `noeviction`), Redis refuses the DLQ entry: it
  * refuses a script's first write that may grow memory, and only while the script has written
@@ -316,14 +319,16 @@ export const DEAD_MARK_MS = 600_000;
  * before it has written anything: the message stays pending.
  */
 export const DEAD = script(`
-if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) then
   local m = redis.pcall('GET', KEYS[4])
-  if type(m) ~= 'string' then return 0 end
-  local id, deliveries, consumer = string.match(m, '^(%S+) (%d*) (.*)$')
-  if consumer == ARGV[3] and deliveries == ARGV[5] then return id end
+  if type(m) == 'string' then
+    local id, deliveries, consumer = string.match(m, '^(%S+) (%d*) (.*)$')
+    if consumer == ARGV[3] and deliveries == ARGV[5] then return id end
+  end
+  if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
   return 0
 end
+if not lease_ok(KEYS[3], ARGV[4]) then return -1 end
 local fields = tail(6)
 local dlq = redis.pcall('XADD', KEYS[2], '*', unpack(fields))
 if type(dlq) == 'table' then

@@ -213,6 +213,45 @@ describeRedis('keel/queue settling scripts sent twice (a reply lost with its con
     hold();
   });
 
+  it('ordered: a dead letter sent again after its lease lapsed (its first copy ran, the reply lost) answers its DLQ entry, so it is reported', async () => {
+    // The copy sent again (after a reconnect slow enough, or a Redis pause long enough, for the
+    // lease to run out) found the lease gone and answered -1: the message was in the DLQ and
+    // acked, and the consumer that put it there never reported it (onDeadLetter).
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const keys = queue.keys('orders', 0);
+    const lease = leaseKey('keel:q', keys, 'g');
+    await admin.xgroup('CREATE', keys.stream, 'g', '0', 'MKSTREAM');
+    const id = (await admin.xadd(keys.stream, '*', 'f', 'v')) ?? '';
+    await admin.xreadgroup('GROUP', 'g', 'a', 'COUNT', 1, 'STREAMS', keys.stream, '>');
+    await admin.set(lease, 'a', 'PX', 60_000);
+    const mark = deadMarkKey('keel:q', keys, 'g', id);
+    const dead = (): Promise<unknown> =>
+      run(
+        admin,
+        'dead-letter',
+        DEAD,
+        [keys.stream, keys.dlq, lease, mark],
+        ['g', id, 'a', 'a', '', 'x:reason', 'failed'],
+      );
+    const first = await dead();
+    expect(typeof first).toBe('string');
+    // The lease runs out (or another consumer takes it) before the copy sent again arrives.
+    await admin.set(lease, 'b', 'PX', 60_000);
+    expect(await dead()).toBe(first);
+    expect(await admin.xlen(keys.dlq)).toBe(1);
+    // Another consumer's call (it never dead-lettered this entry) is still refused by the lease.
+    const other = run(
+      admin,
+      'dead-letter',
+      DEAD,
+      [keys.stream, keys.dlq, lease, mark],
+      ['g', id, 'c', 'c', '', 'x:reason', 'failed'],
+    );
+    expect(await other).toBe(-1);
+  });
+
   it('foreign data at the marks does not wedge a partition: an ordered read and a dead letter go on', async () => {
     const admin = redis().client(0);
     const queue = new Queue({ client: admin });
