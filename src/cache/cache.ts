@@ -1580,8 +1580,12 @@ export class Cache {
           if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
           return lease.fresher.value;
         }
+        // Redis failed the lease (out of memory: refused every time it is asked; or timed out):
+        // refresh without one, the value kept in L1 only, as a foreground load does. Giving up
+        // here left the stale value served for its whole stale window, refreshed by nobody.
+        if (lease.failed === true) token = undefined;
         // Another process (or this one) is refreshing: its fill will reach us.
-        if (!lease.took) return NO_VALUE;
+        else if (!lease.took) return NO_VALUE;
       }
       // Grace is the foreground's business: a failed refresh leaves the stale value in place.
       return this.#run(full, key, loader, call, flight, token, undefined);

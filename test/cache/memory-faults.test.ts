@@ -276,6 +276,33 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     await refuseWrites(admin);
     await expect(Promise.race([b.getOrLoad('k', () => 'new'), later(10_000)])).resolves.toBe('new');
   });
+
+  it('noeviction: a stale value is refreshed in the background, once per process, not served stale for its whole stale window', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    // Stale for ten minutes once its 50 ms are up: a refresh the lease refusal stopped would
+    // leave it served that long.
+    await a.set('k', 'old', { ttlMs: 50, staleMs: 600_000 });
+    await refuseWrites(admin);
+    let loads = 0;
+    const loader = (): string => {
+      loads++;
+      return 'new';
+    };
+    // a serves its L1 copy, b the copy it reads from Redis, each stale until refreshed.
+    for (const cache of [a, b]) {
+      await until(async () => {
+        await expect(cache.getOrLoad('k', loader)).resolves.toBe('new');
+      }, 10_000);
+    }
+    expect(loads).toBe(2);
+    // Kept in L1 (Redis refused it): later reads load nothing.
+    await expect(a.getOrLoad('k', loader)).resolves.toBe('new');
+    await expect(b.getOrLoad('k', loader)).resolves.toBe('new');
+    expect(loads).toBe(2);
+    await expect(admin.get(valueKey('k'))).resolves.toContain('"old"');
+  });
 });
 
 describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () => {
