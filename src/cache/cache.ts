@@ -409,6 +409,18 @@ class CacheCore {
     return this.#soloKey === full ? this.#solo : this.#flights.get(full);
   }
 
+  /**
+   * A set or delete (here, or another process's): the load of `full` in flight, if any, must
+   * not keep its (possibly older) result in L1, and later callers start their own.
+   */
+  voidFlight(full: string): void {
+    const flight = this.flightOf(full);
+    if (flight !== undefined) {
+      flight.voided = true;
+      this.endFlight(full);
+    }
+  }
+
   /** Registers `flight` as the load of `full`, which has none in flight. */
   startFlight(full: string, flight: Flight): void {
     if (this.#soloKey === undefined) {
@@ -495,6 +507,11 @@ class CacheCore {
     // nothing (L1 was updated before the write).
     if (message.slice(first + 1, second) !== this.origin && message[0] !== 'r') {
       this.l1?.delete(full);
+      // A set or delete: a load of the key in flight here may have read the source before it,
+      // and one without the lease (a waiter that gave up, Redis out of memory or down) has no
+      // token to refuse its write-back — its value must not land in L1 after this message, to
+      // be served for its ttl over the newer one. Its callers still get it; later ones load.
+      if (message[0] === 'i') this.voidFlight(full);
     }
     // The filled value goes to this process's waiters (a load waiting on the lease), which keep
     // it in L1 as they would a read — unless a local set or delete voided them meanwhile. It is
@@ -1658,7 +1675,7 @@ export class Cache {
     const core = this.#core;
     const entry = makeEntry(value, false, core.o.clock.now(), core.lifetimes(call), 0);
     const envelope = core.tier === undefined ? undefined : core.envelope(full, entry);
-    this.#void(full);
+    this.#core.voidFlight(full);
     core.storeL1(full, entry);
     if (core.tier !== undefined && envelope !== undefined) {
       const valueKey = core.valueKey(full);
@@ -1685,7 +1702,7 @@ export class Cache {
     const full = this.#full('Cache.delete', key);
     throwIfAborted(options?.signal);
     const core = this.#core;
-    this.#void(full);
+    this.#core.voidFlight(full);
     const had = core.l1?.delete(full) ?? false;
     if (core.tier === undefined) return had;
     const valueKey = core.valueKey(full);
@@ -1702,16 +1719,6 @@ export class Cache {
       options?.signal,
     );
     return reply === 1;
-  }
-
-  /** A local set or delete: a load in flight must not store its (older) result. */
-  #void(full: string): void {
-    const core = this.#core;
-    const flight = core.flightOf(full);
-    if (flight !== undefined) {
-      flight.voided = true;
-      core.endFlight(full);
-    }
   }
 
   /**

@@ -303,6 +303,35 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     expect(loads).toBe(2);
     await expect(admin.get(valueKey('k'))).resolves.toContain('"old"');
   });
+
+  it('noeviction: a delete in another process during a load (no lease: Redis refused it) keeps its value out of L1', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    await until(() => expect(a.listening).toBe(true), 10_000);
+    await b.set('marker', 1);
+    await expect(a.get('marker')).resolves.toBe(1);
+    await refuseWrites(admin);
+    let release: () => void = noop;
+    let started = false;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const loading = a.getOrLoad('k', async () => {
+      started = true;
+      await gate;
+      return 'read before the delete';
+    });
+    await until(() => expect(started).toBe(true), 10_000);
+    await b.delete('k');
+    // Deletes go through: once a has dropped the marker, it has heard the delete of k too.
+    await b.delete('marker');
+    await until(() => expect(a.peek('marker')).toBe(undefined), 10_000);
+    release();
+    await expect(loading).resolves.toBe('read before the delete');
+    expect(a.peek('k')).toBe(undefined);
+    await expect(a.getOrLoad('k', () => 'read after the delete')).resolves.toBe(
+      'read after the delete',
+    );
+  });
 });
 
 describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () => {
