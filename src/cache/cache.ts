@@ -206,6 +206,18 @@ function wroteMemory(operation: string, reply: unknown): boolean {
   }
 }
 
+/**
+ * Whether Redis refused a command because the key holds another type than a string: foreign data
+ * under one of the cache's keys (see {@link CacheCore.foreign}). The error prefix Redis sends,
+ * also from inside a script.
+ */
+function isWrongType(error: CacheRedisError): boolean {
+  const cause: unknown = error.cause;
+  return (
+    error.kind === 'script-error' && cause instanceof Error && cause.message.includes('WRONGTYPE')
+  );
+}
+
 const IDLE_FLIGHT: Flight = Object.freeze({
   promise: RESOLVED,
   voided: false,
@@ -753,15 +765,26 @@ class CacheCore {
               ? { kind: 'entry', entry, took: false, uncached: true }
               : { kind: 'entry', entry, took: false };
           }
-          // Quarantined: the script reads again and takes the lease.
-          return entry.then(() => this.#readScript(tier, full, key, token, acquire, read));
+          // Quarantined: the script reads again and takes the lease. Left in place (Redis
+          // refused the move): no lease can be taken over it, so the caller loads now.
+          return entry.then((moved) =>
+            moved ? this.#readScript(tier, full, key, token, acquire, read) : DOWN,
+          );
         }
         if (!acquire) return { kind: 'miss', took: false, leaseTtlMs: 0 };
         return this.#readScript(tier, full, key, token, acquire, read);
       },
-      (error: unknown): L2Read => {
-        if (isCacheRedisError(error)) return { kind: 'down' };
-        throw error;
+      (error: unknown): L2Read | Promise<L2Read> => {
+        if (!isCacheRedisError(error)) throw error;
+        // Foreign data under the key: moved aside, then read as a miss.
+        if (isWrongType(error)) {
+          return this.foreign(full, key, error).then(() =>
+            acquire
+              ? this.#readScript(tier, full, key, token, acquire, read)
+              : { kind: 'miss', took: false, leaseTtlMs: 0 },
+          );
+        }
+        return DOWN;
       },
     );
   }
@@ -787,6 +810,7 @@ class CacheCore {
     acquire: boolean,
     read: { readonly stale: boolean } | undefined,
     bare = false,
+    foreignMoved = false,
   ): Promise<L2Read> {
     const generation = this.generation;
     // Degraded: nothing is sent (as `run` would refuse it), so nothing can take a lease late.
@@ -811,6 +835,11 @@ class CacheCore {
     } catch (error) {
       if (!isCacheRedisError(error)) throw error;
       if (acquire && error.kind === 'timed-out') this.abandonLease(full, key, token);
+      // Foreign data under the value or lease key: moved aside, and the script runs again (once).
+      if (isWrongType(error) && !foreignMoved) {
+        await this.foreign(full, key, error);
+        return this.#readScript(tier, full, key, token, acquire, read, bare, true);
+      }
       return DOWN;
     }
     const [raw, took, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
@@ -819,8 +848,12 @@ class CacheCore {
     if (bare && raw === 1) return PRESENT;
     const leaseTtlMs = typeof pttl === 'number' && pttl > 0 ? pttl : 0;
     if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
-    const entry = await this.parse(full, key, raw);
-    if (entry === undefined) return { kind: 'miss', took: false, leaseTtlMs };
+    const entry = this.parse(full, key, raw);
+    if (entry instanceof Promise) {
+      // Quarantined; left in place (Redis refused the move), it keeps any lease from being
+      // taken: the caller loads now rather than wait for a fill that cannot come.
+      return (await entry) ? { kind: 'miss', took: false, leaseTtlMs } : DOWN;
+    }
     return read?.stale === true || generation !== this.generation
       ? { kind: 'entry', entry, took: took === 1, uncached: true }
       : { kind: 'entry', entry, took: took === 1 };
@@ -860,10 +893,12 @@ class CacheCore {
   }
 
   /**
-   * The envelope as a local entry, or `undefined` after quarantining it. A good read allocates
-   * the payload's text, the value and the entry, nothing more (see {@link readHeader}).
+   * The envelope as a local entry, or (malformed) the promise of its quarantine: `true` once the
+   * text is gone from the key (moved aside, or replaced meanwhile), `false` when Redis failed the
+   * move and it is still there. A good read allocates the payload's text, the value and the
+   * entry, nothing more (see {@link readHeader}).
    */
-  parse(full: string, key: string, raw: string): Entry | Promise<undefined> {
+  parse(full: string, key: string, raw: string): Entry | Promise<boolean> {
     const entry = this.#decode(raw);
     if (!('failure' in entry)) return entry;
     return this.#quarantine(full, key, raw, entry.failure, entry.cause);
@@ -875,7 +910,7 @@ class CacheCore {
    * of any key; the caller reads them out (or copies it) before running anything that could
    * read.
    */
-  parseShared(full: string, key: string, raw: string): Entry | Promise<undefined> {
+  parseShared(full: string, key: string, raw: string): Entry | Promise<boolean> {
     const failure = this.#decodeInto(raw, SCRATCH);
     if (failure === undefined) return SCRATCH;
     return this.#quarantine(full, key, raw, failure.failure, failure.cause);
@@ -929,16 +964,22 @@ class CacheCore {
     return undefined;
   }
 
-  /** Moves a malformed value aside and reports it (a good read stays synchronous). */
+  /**
+   * Moves a malformed value aside and reports it (a good read stays synchronous). Resolves to
+   * whether the text is gone from the key: `false` when Redis failed the move (out of memory,
+   * timed out), so that the caller loads now — no lease is taken over a value, and waiting for a
+   * fill would last until `maxWaitMs`.
+   */
   async #quarantine(
     full: string,
     key: string,
     raw: string,
     reason: string,
     cause: unknown,
-  ): Promise<undefined> {
+  ): Promise<boolean> {
     const quarantineKey = `${key}:quarantine`;
     let moved = false;
+    let gone = false;
     try {
       moved =
         (await this.tier?.run(
@@ -947,6 +988,8 @@ class CacheCore {
           [key, quarantineKey],
           [raw, QUARANTINE_TTL_MS],
         )) === 1;
+      // Not moved but answered: another text replaced it meanwhile.
+      gone = true;
     } catch {
       // Reported below either way; the value is not served.
     }
@@ -957,7 +1000,41 @@ class CacheCore {
       ...(cause === undefined ? {} : { cause }),
       time: wallTime(),
     }));
-    return undefined;
+    return gone;
+  }
+
+  /**
+   * Moves the value or lease key of `full` (value key `key`) aside when it holds foreign data of
+   * another type, on which `error` (a `WRONGTYPE` reply) failed, and reports each key moved.
+   * Never rejects; a move that fails is reported (the `WRONGTYPE` reply as its cause), and the
+   * caller reads on. Nothing moved (another reader moved it first) reports nothing.
+   */
+  async foreign(full: string, key: string, error: CacheRedisError): Promise<void> {
+    const keys = [key, `${key}:lease`, `${key}:quarantine`, `${key}:lease:quarantine`];
+    let reply: unknown;
+    try {
+      reply = await this.tier?.run('quarantine', scripts.FOREIGN, keys, [QUARANTINE_TTL_MS]);
+    } catch {
+      this.emit(this.quarantine, channels.quarantine, () => ({
+        key: full,
+        reason: 'a key of another type than a string (not moved: Redis failed the move)',
+        quarantineKey: undefined,
+        cause: error,
+        time: wallTime(),
+      }));
+      return;
+    }
+    const moved = Array.isArray(reply) ? (reply as unknown[]) : [];
+    for (let i = 0; i + 1 < moved.length; i += 2) {
+      const which = moved[i] === 'lease' ? 'lease' : 'value';
+      const type = String(moved[i + 1]);
+      this.emit(this.quarantine, channels.quarantine, () => ({
+        key: full,
+        reason: `the ${which} key holds a ${type}, not a string`,
+        quarantineKey: which === 'lease' ? `${key}:lease:quarantine` : `${key}:quarantine`,
+        time: wallTime(),
+      }));
+    }
   }
 
   /** Serializes `entry` into the envelope text, and its Redis expiry (ms from now, ≥ 1). */
@@ -1223,13 +1300,24 @@ export class Cache {
       return this.#loadRest(full, key, loader, call, flight, MISSED);
     }
     if (flight.probe !== undefined) this.#dropProbe(full, flight);
-    if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
+    if (error !== undefined) {
+      // Foreign data under the key (another type): moved aside, then read as a miss.
+      if (isWrongType(error)) {
+        return core
+          .foreign(full, core.valueKey(full), error)
+          .then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+      }
+      return this.#loadRest(full, key, loader, call, flight, DOWN);
+    }
     if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
     // The shared scratch entry (no object per hit): used up before anything else can read.
     const entry = core.parseShared(full, core.valueKey(full), raw);
-    // Quarantined: the read script reads again and takes the lease.
+    // Quarantined: the read script reads again and takes the lease — or, left in place (Redis
+    // refused the move), the caller loads now: no lease can be taken over it.
     if (entry instanceof Promise) {
-      return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+      return entry.then((gone) =>
+        this.#loadRest(full, key, loader, call, flight, gone ? MISSED : DOWN),
+      );
     }
     const value = entry.value;
     const freshUntil = entry.freshUntil;
@@ -1451,11 +1539,12 @@ export class Cache {
     const [took, raw] = Array.isArray(reply) ? (reply as unknown[]) : [];
     if (took === 1) return { took: true };
     if (typeof raw !== 'string') return { took: false };
-    const fresher = await core.parse(full, key, raw);
+    const fresher = core.parse(full, key, raw);
+    // Quarantined; left in place (Redis refused the move), it holds off any lease: load now.
+    if (fresher instanceof Promise)
+      return (await fresher) ? { took: false } : { took: false, failed: true };
     // `keep`: no change went unheard while the script ran (see CacheCore.generation).
-    return fresher === undefined
-      ? { took: false }
-      : { took: false, fresher, keep: generation === core.generation };
+    return { took: false, fresher, keep: generation === core.generation };
   }
 
   /**
@@ -1768,7 +1857,10 @@ export class Cache {
     return this.#core.recovered.subscribe(listener);
   }
 
-  /** A value read from Redis was malformed: moved aside and treated as a miss. */
+  /**
+   * A value read from Redis was malformed, or a value or lease key held another type than a
+   * string: moved aside (when Redis allowed) and treated as a miss.
+   */
   onQuarantine(listener: (event: CacheQuarantineEvent) => void): Subscription {
     return this.#core.quarantine.subscribe(listener);
   }
