@@ -16,6 +16,7 @@ import {
   InvalidOptionError,
   KeelChannel,
   raceAbort,
+  resolveOptions,
   runScript,
   throwIfAborted,
   wakeableSleep,
@@ -55,11 +56,14 @@ import {
   resolveCacheOptions,
   callSignal,
   resolveCallOptions,
+  resolveSignal,
+  warmSpec,
   type CacheGuard,
   type CacheOptions,
   type LifetimeOptions,
   type ResolvedCacheOptions,
 } from './options.js';
+import { checkKeyList } from './bloom.js';
 import { RedisTier } from './redis-tier.js';
 import * as scripts from './scripts.js';
 
@@ -1718,14 +1722,15 @@ export class Cache {
    */
   async get<V = unknown>(key: string, options?: CallOptions): Promise<V | undefined> {
     const full = this.#full('Cache.get', key);
-    throwIfAborted(options?.signal);
+    const signal = resolveSignal('Cache.get', options);
+    throwIfAborted(signal);
     const core = this.#core;
     const slot = core.l1?.get(full);
     if (slot !== undefined && core.hitNow() < core.epoch + slot.fresh + slot.life.staleMs) {
       return slot.value as V | undefined;
     }
     if (core.tier === undefined) return undefined;
-    const read = await raceAbort(core.readL2(full, '', false), options?.signal);
+    const read = await raceAbort(core.readL2(full, '', false), signal);
     if (read.kind !== 'entry') return undefined;
     const state = freshness(read.entry, core.o.clock.now());
     if (state !== 'fresh' && state !== 'stale') return undefined;
@@ -1789,7 +1794,8 @@ export class Cache {
    */
   async delete(key: string, options?: CallOptions): Promise<boolean> {
     const full = this.#full('Cache.delete', key);
-    throwIfAborted(options?.signal);
+    const signal = resolveSignal('Cache.delete', options);
+    throwIfAborted(signal);
     const core = this.#core;
     this.#core.voidFlight(full);
     const had = core.l1?.delete(full) ?? false;
@@ -1805,7 +1811,7 @@ export class Cache {
         [valueKey, `${valueKey}:lease`, `${valueKey}:deleted`],
         [core.channel, core.message('i', full), core.token(), Math.ceil(core.o.redisTimeoutMs)],
       ),
-      options?.signal,
+      signal,
     );
     return reply === 1;
   }
@@ -1821,17 +1827,15 @@ export class Cache {
     loader: Loader<V>,
     options: WarmOptions = {},
   ): Promise<number> {
-    const concurrency = options.concurrency ?? 8;
-    if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
-      throw new InvalidOptionError('Cache.warm', 'concurrency', 'an integer >= 1', concurrency);
-    }
-    throwIfAborted(options.signal);
+    checkKeyList('Cache.warm', keys);
+    const { concurrency, signal } = resolveOptions('Cache.warm', options, warmSpec);
+    throwIfAborted(signal);
     const iterator = keys[Symbol.iterator]();
     let loaded = 0;
     const worker = async (): Promise<void> => {
       for (let next = iterator.next(); next.done !== true; next = iterator.next()) {
-        throwIfAborted(options.signal);
-        const value = await this.getOrLoad(next.value, loader, { signal: options.signal });
+        throwIfAborted(signal);
+        const value = await this.getOrLoad(next.value, loader, { signal });
         if (value !== undefined) loaded++;
       }
     };
