@@ -431,7 +431,8 @@ class CacheCore {
    */
   voidFlight(full: string): void {
     const flight = this.flightOf(full);
-    if (flight !== undefined) {
+    // Not the placeholder under '' (frozen): a foreign message can name the empty key.
+    if (flight !== undefined && flight !== IDLE_FLIGHT) {
       flight.voided = true;
       this.endFlight(full);
     }

@@ -6,6 +6,7 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import type { CacheQuarantineEvent } from '../../src/cache/index.js';
+import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 import { useCaches } from '../support/cache.js';
 
@@ -86,6 +87,30 @@ describeRedis('Cache: foreign and malformed data in its keys (real redis-server)
     await expect(cache.get('k')).resolves.toBe(undefined);
     expect(events.map((event) => event.quarantineKey)).toEqual([`${valueKey('k')}:quarantine`]);
     await expect(admin.type(valueKey('k'))).resolves.toBe('none');
+  });
+
+  it('foreign messages on the cache channel (empty key, bad lengths, garbage) change nothing and crash nothing', async () => {
+    const admin = client();
+    const cache = cacheOf();
+    await until(() => expect(cache.listening).toBe(true), 10_000);
+    await cache.set('k', 'kept');
+    for (const message of [
+      'i|foreign|',
+      'i||',
+      'v|foreign|0|',
+      'v|foreign|99|x',
+      'r|x|',
+      '|',
+      '',
+    ]) {
+      await admin.publish('keel:cache:events', message);
+    }
+    // Heard once a later message is: another process's invalidation of a key held in L1.
+    await cache.set('marker', 1);
+    await admin.publish('keel:cache:events', 'i|foreign|default:marker');
+    await until(() => expect(cache.peek('marker')).toBe(undefined), 10_000);
+    expect(cache.peek('k')).toBe('kept');
+    await expect(cache.getOrLoad('cold', () => 'loaded')).resolves.toBe('loaded');
   });
 
   it('a malformed value that cannot be moved aside (Redis out of memory) is reported and the loader answers at once, not after maxWaitMs', async () => {
