@@ -1626,7 +1626,17 @@ export class Cache {
     );
     let stored = token === undefined;
     if (token !== undefined && tier !== undefined) {
-      const { text, px } = core.envelope(full, entry);
+      let envelope: { text: string; px: number };
+      try {
+        envelope = core.envelope(full, entry);
+      } catch (error) {
+        // The serializer refused the value (CacheSerializationError): nothing will be written
+        // back, so the lease goes now — held, it kept other processes' waiters sleeping until it
+        // ran out.
+        await core.giveBack(tier, full, leaseKey, token);
+        throw error;
+      }
+      const { text, px } = envelope;
       try {
         stored =
           (await tier.run(

@@ -132,3 +132,30 @@ describeRedis('Cache: foreign and malformed data in its keys (real redis-server)
     await expect(admin.get(valueKey('bad'))).resolves.toBe('not an envelope');
   });
 });
+
+describeRedis('Cache: a loaded value the serializer refuses (real redis-server)', () => {
+  const redis = useRedis();
+  const { cacheOf } = useCaches(redis);
+
+  it('the lease holder gives its lease up: a waiter in another process loads at once, not when the lease runs out', async () => {
+    // A waiter would wait for the lease for a minute (and two before giving up).
+    const a = cacheOf({ leaseTtlMs: 60_000 });
+    const b = cacheOf({ leaseTtlMs: 60_000, pollIntervalMs: 20 });
+    let release: () => void = () => undefined;
+    let started = false;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const loadingA = a
+      .getOrLoad('k', async () => {
+        started = true;
+        await gate;
+        return 10n; // JSON cannot write a bigint
+      })
+      .catch((error: unknown) => error);
+    await until(() => expect(started).toBe(true), 10_000);
+    // b finds a's lease held, whether it reads before or after a's loader returns.
+    const loadingB = b.getOrLoad('k', () => 'from-b');
+    release();
+    await expect(loadingA).resolves.toMatchObject({ code: 'KEEL_CACHE_SERIALIZATION' });
+    await expect(Promise.race([loadingB, later(10_000)])).resolves.toBe('from-b');
+  });
+});
