@@ -212,6 +212,20 @@ function modBits(h: number, m32: number): number {
   return m32 === 0 ? h : (h % (m32 >>> 0)) >>> 0;
 }
 
+/**
+ * Checks a list of keys (an array, a set, a generator, …): anything not iterable — or a string,
+ * which would be read character by character — is a typed error naming `keys`. @internal
+ */
+export function checkKeyList(owner: string, keys: unknown): asserts keys is Iterable<unknown> {
+  if (
+    typeof keys !== 'object' ||
+    keys === null ||
+    typeof (keys as Partial<Iterable<unknown>>)[Symbol.iterator] !== 'function'
+  ) {
+    throw new InvalidOptionError(owner, 'keys', 'an iterable of keys (an array, a set, …)', keys);
+  }
+}
+
 /** Checks a key argument; keys are strings (hash whatever identifies the item). @internal */
 export function checkBloomKey(owner: string, key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new InvalidOptionError(owner, 'key', 'a string', key);
@@ -312,6 +326,7 @@ export class BloomFilter {
 
   /** {@link BloomFilter.add} for each key; one result per key, in order. */
   addAll(keys: Iterable<string>): boolean[] {
+    checkKeyList('BloomFilter.addAll', keys);
     const out: boolean[] = [];
     for (const key of keys) out.push(this.add(key));
     return out;
@@ -319,6 +334,7 @@ export class BloomFilter {
 
   /** {@link BloomFilter.mightContain} for each key; one result per key, in order. */
   mightContainAll(keys: Iterable<string>): boolean[] {
+    checkKeyList('BloomFilter.mightContainAll', keys);
     const out: boolean[] = [];
     for (const key of keys) out.push(this.mightContain(key));
     return out;

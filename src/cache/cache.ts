@@ -16,6 +16,7 @@ import {
   InvalidOptionError,
   KeelChannel,
   raceAbort,
+  resolveOptions,
   runScript,
   throwIfAborted,
   wakeableSleep,
@@ -55,11 +56,14 @@ import {
   resolveCacheOptions,
   callSignal,
   resolveCallOptions,
+  resolveSignal,
+  warmSpec,
   type CacheGuard,
   type CacheOptions,
   type LifetimeOptions,
   type ResolvedCacheOptions,
 } from './options.js';
+import { checkKeyList } from './bloom.js';
 import { RedisTier } from './redis-tier.js';
 import * as scripts from './scripts.js';
 
@@ -204,6 +208,18 @@ function wroteMemory(operation: string, reply: unknown): boolean {
     default:
       return false;
   }
+}
+
+/**
+ * Whether Redis refused a command because the key holds another type than a string: foreign data
+ * under one of the cache's keys (see {@link CacheCore.foreign}). The error prefix Redis sends,
+ * also from inside a script.
+ */
+function isWrongType(error: CacheRedisError): boolean {
+  const cause: unknown = error.cause;
+  return (
+    error.kind === 'script-error' && cause instanceof Error && cause.message.includes('WRONGTYPE')
+  );
 }
 
 const IDLE_FLIGHT: Flight = Object.freeze({
@@ -409,6 +425,19 @@ class CacheCore {
     return this.#soloKey === full ? this.#solo : this.#flights.get(full);
   }
 
+  /**
+   * A set or delete (here, or another process's): the load of `full` in flight, if any, must
+   * not keep its (possibly older) result in L1, and later callers start their own.
+   */
+  voidFlight(full: string): void {
+    const flight = this.flightOf(full);
+    // Not the placeholder under '' (frozen): a foreign message can name the empty key.
+    if (flight !== undefined && flight !== IDLE_FLIGHT) {
+      flight.voided = true;
+      this.endFlight(full);
+    }
+  }
+
   /** Registers `flight` as the load of `full`, which has none in flight. */
   startFlight(full: string, flight: Flight): void {
     if (this.#soloKey === undefined) {
@@ -495,6 +524,11 @@ class CacheCore {
     // nothing (L1 was updated before the write).
     if (message.slice(first + 1, second) !== this.origin && message[0] !== 'r') {
       this.l1?.delete(full);
+      // A set or delete: a load of the key in flight here may have read the source before it,
+      // and one without the lease (a waiter that gave up, Redis out of memory or down) has no
+      // token to refuse its write-back — its value must not land in L1 after this message, to
+      // be served for its ttl over the newer one. Its callers still get it; later ones load.
+      if (message[0] === 'i') this.voidFlight(full);
     }
     // The filled value goes to this process's waiters (a load waiting on the lease), which keep
     // it in L1 as they would a read — unless a local set or delete voided them meanwhile. It is
@@ -736,15 +770,26 @@ class CacheCore {
               ? { kind: 'entry', entry, took: false, uncached: true }
               : { kind: 'entry', entry, took: false };
           }
-          // Quarantined: the script reads again and takes the lease.
-          return entry.then(() => this.#readScript(tier, full, key, token, acquire, read));
+          // Quarantined: the script reads again and takes the lease. Left in place (Redis
+          // refused the move): no lease can be taken over it, so the caller loads now.
+          return entry.then((moved) =>
+            moved ? this.#readScript(tier, full, key, token, acquire, read) : DOWN,
+          );
         }
         if (!acquire) return { kind: 'miss', took: false, leaseTtlMs: 0 };
         return this.#readScript(tier, full, key, token, acquire, read);
       },
-      (error: unknown): L2Read => {
-        if (isCacheRedisError(error)) return { kind: 'down' };
-        throw error;
+      (error: unknown): L2Read | Promise<L2Read> => {
+        if (!isCacheRedisError(error)) throw error;
+        // Foreign data under the key: moved aside, then read as a miss.
+        if (isWrongType(error)) {
+          return this.foreign(full, key, error).then(() =>
+            acquire
+              ? this.#readScript(tier, full, key, token, acquire, read)
+              : { kind: 'miss', took: false, leaseTtlMs: 0 },
+          );
+        }
+        return DOWN;
       },
     );
   }
@@ -770,6 +815,7 @@ class CacheCore {
     acquire: boolean,
     read: { readonly stale: boolean } | undefined,
     bare = false,
+    foreignMoved = false,
   ): Promise<L2Read> {
     const generation = this.generation;
     // Degraded: nothing is sent (as `run` would refuse it), so nothing can take a lease late.
@@ -794,6 +840,11 @@ class CacheCore {
     } catch (error) {
       if (!isCacheRedisError(error)) throw error;
       if (acquire && error.kind === 'timed-out') this.abandonLease(full, key, token);
+      // Foreign data under the value or lease key: moved aside, and the script runs again (once).
+      if (isWrongType(error) && !foreignMoved) {
+        await this.foreign(full, key, error);
+        return this.#readScript(tier, full, key, token, acquire, read, bare, true);
+      }
       return DOWN;
     }
     const [raw, took, pttl] = Array.isArray(reply) ? (reply as unknown[]) : [];
@@ -802,8 +853,12 @@ class CacheCore {
     if (bare && raw === 1) return PRESENT;
     const leaseTtlMs = typeof pttl === 'number' && pttl > 0 ? pttl : 0;
     if (typeof raw !== 'string') return { kind: 'miss', took: took === 1, leaseTtlMs };
-    const entry = await this.parse(full, key, raw);
-    if (entry === undefined) return { kind: 'miss', took: false, leaseTtlMs };
+    const entry = this.parse(full, key, raw);
+    if (entry instanceof Promise) {
+      // Quarantined; left in place (Redis refused the move), it keeps any lease from being
+      // taken: the caller loads now rather than wait for a fill that cannot come.
+      return (await entry) ? { kind: 'miss', took: false, leaseTtlMs } : DOWN;
+    }
     return read?.stale === true || generation !== this.generation
       ? { kind: 'entry', entry, took: took === 1, uncached: true }
       : { kind: 'entry', entry, took: took === 1 };
@@ -843,10 +898,12 @@ class CacheCore {
   }
 
   /**
-   * The envelope as a local entry, or `undefined` after quarantining it. A good read allocates
-   * the payload's text, the value and the entry, nothing more (see {@link readHeader}).
+   * The envelope as a local entry, or (malformed) the promise of its quarantine: `true` once the
+   * text is gone from the key (moved aside, or replaced meanwhile), `false` when Redis failed the
+   * move and it is still there. A good read allocates the payload's text, the value and the
+   * entry, nothing more (see {@link readHeader}).
    */
-  parse(full: string, key: string, raw: string): Entry | Promise<undefined> {
+  parse(full: string, key: string, raw: string): Entry | Promise<boolean> {
     const entry = this.#decode(raw);
     if (!('failure' in entry)) return entry;
     return this.#quarantine(full, key, raw, entry.failure, entry.cause);
@@ -858,7 +915,7 @@ class CacheCore {
    * of any key; the caller reads them out (or copies it) before running anything that could
    * read.
    */
-  parseShared(full: string, key: string, raw: string): Entry | Promise<undefined> {
+  parseShared(full: string, key: string, raw: string): Entry | Promise<boolean> {
     const failure = this.#decodeInto(raw, SCRATCH);
     if (failure === undefined) return SCRATCH;
     return this.#quarantine(full, key, raw, failure.failure, failure.cause);
@@ -912,16 +969,22 @@ class CacheCore {
     return undefined;
   }
 
-  /** Moves a malformed value aside and reports it (a good read stays synchronous). */
+  /**
+   * Moves a malformed value aside and reports it (a good read stays synchronous). Resolves to
+   * whether the text is gone from the key: `false` when Redis failed the move (out of memory,
+   * timed out), so that the caller loads now — no lease is taken over a value, and waiting for a
+   * fill would last until `maxWaitMs`.
+   */
   async #quarantine(
     full: string,
     key: string,
     raw: string,
     reason: string,
     cause: unknown,
-  ): Promise<undefined> {
+  ): Promise<boolean> {
     const quarantineKey = `${key}:quarantine`;
     let moved = false;
+    let gone = false;
     try {
       moved =
         (await this.tier?.run(
@@ -930,6 +993,8 @@ class CacheCore {
           [key, quarantineKey],
           [raw, QUARANTINE_TTL_MS],
         )) === 1;
+      // Not moved but answered: another text replaced it meanwhile.
+      gone = true;
     } catch {
       // Reported below either way; the value is not served.
     }
@@ -940,7 +1005,41 @@ class CacheCore {
       ...(cause === undefined ? {} : { cause }),
       time: wallTime(),
     }));
-    return undefined;
+    return gone;
+  }
+
+  /**
+   * Moves the value or lease key of `full` (value key `key`) aside when it holds foreign data of
+   * another type, on which `error` (a `WRONGTYPE` reply) failed, and reports each key moved.
+   * Never rejects; a move that fails is reported (the `WRONGTYPE` reply as its cause), and the
+   * caller reads on. Nothing moved (another reader moved it first) reports nothing.
+   */
+  async foreign(full: string, key: string, error: CacheRedisError): Promise<void> {
+    const keys = [key, `${key}:lease`, `${key}:quarantine`, `${key}:lease:quarantine`];
+    let reply: unknown;
+    try {
+      reply = await this.tier?.run('quarantine', scripts.FOREIGN, keys, [QUARANTINE_TTL_MS]);
+    } catch {
+      this.emit(this.quarantine, channels.quarantine, () => ({
+        key: full,
+        reason: 'a key of another type than a string (not moved: Redis failed the move)',
+        quarantineKey: undefined,
+        cause: error,
+        time: wallTime(),
+      }));
+      return;
+    }
+    const moved = Array.isArray(reply) ? (reply as unknown[]) : [];
+    for (let i = 0; i + 1 < moved.length; i += 2) {
+      const which = moved[i] === 'lease' ? 'lease' : 'value';
+      const type = String(moved[i + 1]);
+      this.emit(this.quarantine, channels.quarantine, () => ({
+        key: full,
+        reason: `the ${which} key holds a ${type}, not a string`,
+        quarantineKey: which === 'lease' ? `${key}:lease:quarantine` : `${key}:quarantine`,
+        time: wallTime(),
+      }));
+    }
   }
 
   /** Serializes `entry` into the envelope text, and its Redis expiry (ms from now, ≥ 1). */
@@ -1206,13 +1305,24 @@ export class Cache {
       return this.#loadRest(full, key, loader, call, flight, MISSED);
     }
     if (flight.probe !== undefined) this.#dropProbe(full, flight);
-    if (error !== undefined) return this.#loadRest(full, key, loader, call, flight, DOWN);
+    if (error !== undefined) {
+      // Foreign data under the key (another type): moved aside, then read as a miss.
+      if (isWrongType(error)) {
+        return core
+          .foreign(full, core.valueKey(full), error)
+          .then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+      }
+      return this.#loadRest(full, key, loader, call, flight, DOWN);
+    }
     if (typeof raw !== 'string') return this.#loadRest(full, key, loader, call, flight, MISSED);
     // The shared scratch entry (no object per hit): used up before anything else can read.
     const entry = core.parseShared(full, core.valueKey(full), raw);
-    // Quarantined: the read script reads again and takes the lease.
+    // Quarantined: the read script reads again and takes the lease — or, left in place (Redis
+    // refused the move), the caller loads now: no lease can be taken over it.
     if (entry instanceof Promise) {
-      return entry.then(() => this.#loadRest(full, key, loader, call, flight, MISSED));
+      return entry.then((gone) =>
+        this.#loadRest(full, key, loader, call, flight, gone ? MISSED : DOWN),
+      );
     }
     const value = entry.value;
     const freshUntil = entry.freshUntil;
@@ -1434,11 +1544,12 @@ export class Cache {
     const [took, raw] = Array.isArray(reply) ? (reply as unknown[]) : [];
     if (took === 1) return { took: true };
     if (typeof raw !== 'string') return { took: false };
-    const fresher = await core.parse(full, key, raw);
+    const fresher = core.parse(full, key, raw);
+    // Quarantined; left in place (Redis refused the move), it holds off any lease: load now.
+    if (fresher instanceof Promise)
+      return (await fresher) ? { took: false } : { took: false, failed: true };
     // `keep`: no change went unheard while the script ran (see CacheCore.generation).
-    return fresher === undefined
-      ? { took: false }
-      : { took: false, fresher, keep: generation === core.generation };
+    return { took: false, fresher, keep: generation === core.generation };
   }
 
   /**
@@ -1515,7 +1626,17 @@ export class Cache {
     );
     let stored = token === undefined;
     if (token !== undefined && tier !== undefined) {
-      const { text, px } = core.envelope(full, entry);
+      let envelope: { text: string; px: number };
+      try {
+        envelope = core.envelope(full, entry);
+      } catch (error) {
+        // The serializer refused the value (CacheSerializationError): nothing will be written
+        // back, so the lease goes now — held, it kept other processes' waiters sleeping until it
+        // ran out.
+        await core.giveBack(tier, full, leaseKey, token);
+        throw error;
+      }
+      const { text, px } = envelope;
       try {
         stored =
           (await tier.run(
@@ -1580,8 +1701,12 @@ export class Cache {
           if (!flight.voided && lease.keep === true) core.storeL1(full, lease.fresher);
           return lease.fresher.value;
         }
+        // Redis failed the lease (out of memory: refused every time it is asked; or timed out):
+        // refresh without one, the value kept in L1 only, as a foreground load does. Giving up
+        // here left the stale value served for its whole stale window, refreshed by nobody.
+        if (lease.failed === true) token = undefined;
         // Another process (or this one) is refreshing: its fill will reach us.
-        if (!lease.took) return NO_VALUE;
+        else if (!lease.took) return NO_VALUE;
       }
       // Grace is the foreground's business: a failed refresh leaves the stale value in place.
       return this.#run(full, key, loader, call, flight, token, undefined);
@@ -1608,14 +1733,15 @@ export class Cache {
    */
   async get<V = unknown>(key: string, options?: CallOptions): Promise<V | undefined> {
     const full = this.#full('Cache.get', key);
-    throwIfAborted(options?.signal);
+    const signal = resolveSignal('Cache.get', options);
+    throwIfAborted(signal);
     const core = this.#core;
     const slot = core.l1?.get(full);
     if (slot !== undefined && core.hitNow() < core.epoch + slot.fresh + slot.life.staleMs) {
       return slot.value as V | undefined;
     }
     if (core.tier === undefined) return undefined;
-    const read = await raceAbort(core.readL2(full, '', false), options?.signal);
+    const read = await raceAbort(core.readL2(full, '', false), signal);
     if (read.kind !== 'entry') return undefined;
     const state = freshness(read.entry, core.o.clock.now());
     if (state !== 'fresh' && state !== 'stale') return undefined;
@@ -1654,7 +1780,7 @@ export class Cache {
     const core = this.#core;
     const entry = makeEntry(value, false, core.o.clock.now(), core.lifetimes(call), 0);
     const envelope = core.tier === undefined ? undefined : core.envelope(full, entry);
-    this.#void(full);
+    this.#core.voidFlight(full);
     core.storeL1(full, entry);
     if (core.tier !== undefined && envelope !== undefined) {
       const valueKey = core.valueKey(full);
@@ -1679,9 +1805,10 @@ export class Cache {
    */
   async delete(key: string, options?: CallOptions): Promise<boolean> {
     const full = this.#full('Cache.delete', key);
-    throwIfAborted(options?.signal);
+    const signal = resolveSignal('Cache.delete', options);
+    throwIfAborted(signal);
     const core = this.#core;
-    this.#void(full);
+    this.#core.voidFlight(full);
     const had = core.l1?.delete(full) ?? false;
     if (core.tier === undefined) return had;
     const valueKey = core.valueKey(full);
@@ -1695,19 +1822,9 @@ export class Cache {
         [valueKey, `${valueKey}:lease`, `${valueKey}:deleted`],
         [core.channel, core.message('i', full), core.token(), Math.ceil(core.o.redisTimeoutMs)],
       ),
-      options?.signal,
+      signal,
     );
     return reply === 1;
-  }
-
-  /** A local set or delete: a load in flight must not store its (older) result. */
-  #void(full: string): void {
-    const core = this.#core;
-    const flight = core.flightOf(full);
-    if (flight !== undefined) {
-      flight.voided = true;
-      core.endFlight(full);
-    }
   }
 
   /**
@@ -1721,17 +1838,15 @@ export class Cache {
     loader: Loader<V>,
     options: WarmOptions = {},
   ): Promise<number> {
-    const concurrency = options.concurrency ?? 8;
-    if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
-      throw new InvalidOptionError('Cache.warm', 'concurrency', 'an integer >= 1', concurrency);
-    }
-    throwIfAborted(options.signal);
+    checkKeyList('Cache.warm', keys);
+    const { concurrency, signal } = resolveOptions('Cache.warm', options, warmSpec);
+    throwIfAborted(signal);
     const iterator = keys[Symbol.iterator]();
     let loaded = 0;
     const worker = async (): Promise<void> => {
       for (let next = iterator.next(); next.done !== true; next = iterator.next()) {
-        throwIfAborted(options.signal);
-        const value = await this.getOrLoad(next.value, loader, { signal: options.signal });
+        throwIfAborted(signal);
+        const value = await this.getOrLoad(next.value, loader, { signal });
         if (value !== undefined) loaded++;
       }
     };
@@ -1757,7 +1872,10 @@ export class Cache {
     return this.#core.recovered.subscribe(listener);
   }
 
-  /** A value read from Redis was malformed: moved aside and treated as a miss. */
+  /**
+   * A value read from Redis was malformed, or a value or lease key held another type than a
+   * string: moved aside (when Redis allowed) and treated as a miss.
+   */
   onQuarantine(listener: (event: CacheQuarantineEvent) => void): Subscription {
     return this.#core.quarantine.subscribe(listener);
   }

@@ -27,15 +27,24 @@ export interface CacheRecoveredEvent {
   readonly time: number;
 }
 
-/** A value read back from Redis was not trusted: it was moved aside and treated as a miss. */
+/**
+ * A value read back from Redis was not trusted, or the value or lease key held another type than
+ * a string (foreign data): it was moved aside (when Redis allowed) and treated as a miss.
+ */
 export interface CacheQuarantineEvent {
   /** The key, with its namespace (`namespace:key`). */
   readonly key: string;
-  /** Why it was refused (unknown header, deadlines out of order, the serializer threw, …). */
+  /**
+   * Why it was refused (unknown header, deadlines out of order, the serializer threw, the key
+   * holds a hash, …).
+   */
   readonly reason: string;
-  /** The Redis key it was moved to (kept for a day for inspection), when the move happened. */
+  /**
+   * The Redis key it was moved to (kept for a day for inspection; `<key>:lease:quarantine` for a
+   * lease key of another type), when the move happened.
+   */
   readonly quarantineKey: string | undefined;
-  /** The serializer's error, when it threw. */
+  /** The serializer's error, when it threw; Redis's `WRONGTYPE` reply, for a move that failed. */
   readonly cause?: unknown;
   /** Wall-clock epoch ms. */
   readonly time: number;

@@ -88,14 +88,21 @@ export interface CacheOptions {
   readonly beta?: number | undefined;
   /**
    * Lifetime of a cross-process load lease, ms; the holder extends it while its loader runs, so
-   * it only runs out when the holder dies. @defaultValue `5_000`
+   * it only runs out when the holder dies. An integer from 10 to 2³¹ − 1 (a timer's longest
+   * delay). @defaultValue `5_000`
    */
   readonly leaseTtlMs?: number | undefined;
   /** Longest a waiter waits for another process's load before loading itself. @defaultValue `2 × leaseTtlMs` */
   readonly maxWaitMs?: number | undefined;
-  /** Interval at which a waiter re-reads Redis if no notification came. @defaultValue `200` */
+  /**
+   * Interval at which a waiter re-reads Redis if no notification came; at most 2³¹ − 1.
+   * @defaultValue `200`
+   */
   readonly pollIntervalMs?: number | undefined;
-  /** Longest wait for one Redis call before the cache degrades to L1 and the loader. @defaultValue `1_000` */
+  /**
+   * Longest wait for one Redis call before the cache degrades to L1 and the loader; at most
+   * 2³¹ − 1. @defaultValue `1_000`
+   */
   readonly redisTimeoutMs?: number | undefined;
   /** How long the cache stays off Redis after a failure before trying again. @defaultValue `1_000` */
   readonly degradedRetryMs?: number | undefined;
@@ -129,6 +136,12 @@ const isGuard = (value: unknown): value is CacheGuard =>
   typeof value === 'object' &&
   value !== null &&
   typeof (value as CacheGuard).mightContain === 'function';
+
+/**
+ * Longest delay a timer holds: `setTimeout` fires after 1 ms past it, so a longer Redis timeout
+ * would fail every call, a longer poll or lease heartbeat would spin.
+ */
+const TIMER_MAX_MS = 2 ** 31 - 1;
 
 const duration = (fallback: number): OptionRule<number> =>
   numberOption({ min: 0, default: fallback, allowInfinity: true });
@@ -164,10 +177,10 @@ const spec = {
   negativeTtlMs: numberOption({ min: 0, default: 5_000 }),
   jitter: numberOption({ min: 0, max: 1, default: 0.1 }),
   beta: numberOption({ min: 0, default: 1 }),
-  leaseTtlMs: integerOption({ min: 10, default: 5_000 }),
+  leaseTtlMs: integerOption({ min: 10, max: TIMER_MAX_MS, default: 5_000 }),
   maxWaitMs: numberOption({ min: 0, optional: true }),
-  pollIntervalMs: numberOption({ min: 1, default: 200 }),
-  redisTimeoutMs: numberOption({ min: 1, default: 1_000 }),
+  pollIntervalMs: numberOption({ min: 1, max: TIMER_MAX_MS, default: 200 }),
+  redisTimeoutMs: numberOption({ min: 1, max: TIMER_MAX_MS, default: 1_000 }),
   degradedRetryMs: numberOption({ min: 0, default: 1_000 }),
   invalidation: booleanOption({ default: true }),
   tracking: booleanOption({ default: false }),
@@ -241,6 +254,22 @@ export const callSpec = {
   graceMs: numberOption({ min: 0, optional: true, allowInfinity: true }),
   signal: guardedOption(isSignal, 'an AbortSignal', { optional: true }),
 };
+
+const signalSpec = { signal: callSpec.signal };
+
+/** `Cache.warm`'s options' rules. @internal */
+export const warmSpec = {
+  concurrency: integerOption({ min: 1, default: 8 }),
+  signal: callSpec.signal,
+};
+
+/**
+ * The signal of `get`'s or `delete`'s options (`{ signal }`), validated: anything else there is
+ * a typed error naming it. Nothing is checked (or built) when no options are given. @internal
+ */
+export function resolveSignal(owner: string, options: unknown): AbortSignal | undefined {
+  return options === undefined ? undefined : resolveOptions(owner, options, signalSpec).signal;
+}
 
 /** Per-call options, validated and frozen. @internal */
 export type CallOptions = ResolvedOptions<typeof callSpec>;

@@ -25,6 +25,7 @@ import {
   bloomPositions,
   bloomShape,
   checkBloomKey,
+  checkKeyList,
   type BloomShape,
 } from './bloom.js';
 import { CacheClosedError } from './errors.js';
@@ -155,7 +156,7 @@ export interface RedisBloomOptions {
   readonly falsePositiveRate?: number | undefined;
   /** Key prefix; no `{` or `}`. @defaultValue `'keel:bloom:'` */
   readonly prefix?: string | undefined;
-  /** Longest wait for one call, ms. @defaultValue `1_000` */
+  /** Longest wait for one call, ms; at most 2³¹ − 1. @defaultValue `1_000` */
   readonly timeoutMs?: number | undefined;
   /** Clock for the timeout. @defaultValue `systemClock` */
   readonly clock?: Clock | undefined;
@@ -169,7 +170,8 @@ const spec = {
   expectedItems: integerOption({ min: 1, required: true }),
   falsePositiveRate: numberOption({ min: 0, minExclusive: true, max: 0.5, default: 0.01 }),
   prefix: stringOption({ default: 'keel:bloom:' }),
-  timeoutMs: numberOption({ min: 1, default: 1_000 }),
+  // setTimeout fires after 1 ms past 2^31 − 1: every call would time out.
+  timeoutMs: numberOption({ min: 1, max: 2 ** 31 - 1, default: 1_000 }),
   clock: guardedOption(isClock, 'a Clock { now(), setTimer() }', { default: systemClock }),
 };
 
@@ -259,7 +261,11 @@ export class RedisBloomFilter {
     script: typeof ADD,
     key: string,
     keys: readonly string[],
+    owner?: string,
   ): Promise<boolean[]> {
+    if (owner !== undefined && !Array.isArray(keys)) {
+      throw new InvalidOptionError(owner, 'keys', 'an array of keys', keys);
+    }
     if (keys.length === 0) return [];
     // CHECK reads the built marker (bit m) too.
     const args =
@@ -295,12 +301,12 @@ export class RedisBloomFilter {
 
   /** {@link RedisBloomFilter.add} for each key, in one round trip; one result per key. */
   addAll(keys: readonly string[]): Promise<boolean[]> {
-    return this.#batch('bloom-add', ADD, this.key, keys);
+    return this.#batch('bloom-add', ADD, this.key, keys, 'RedisBloomFilter.addAll');
   }
 
   /** {@link RedisBloomFilter.mightContain} for each key, in one round trip. */
   mightContainAll(keys: readonly string[]): Promise<boolean[]> {
-    return this.#batch('bloom-check', CHECK, this.key, keys);
+    return this.#batch('bloom-check', CHECK, this.key, keys, 'RedisBloomFilter.mightContainAll');
   }
 
   /**
@@ -316,6 +322,8 @@ export class RedisBloomFilter {
    *   loses the side key; the filter is then left as it was
    */
   async rebuild(keys: Iterable<string>): Promise<void> {
+    // Before the side key is made: a bad argument changes nothing in Redis.
+    checkKeyList('RedisBloomFilter.rebuild', keys);
     const side = `${this.key}:rebuild:${randomUUID()}`;
     const marker = this.shape.bits;
     try {

@@ -166,7 +166,31 @@ redis.call('DEL', KEYS[1])
 return 1
 `);
 
-/** Every script of the cache, loaded into Redis when a cache is built. */
+/**
+ * KEYS: value, lease, and a quarantine key for each. ARGV: quarantine ttl ms. Moves the value or
+ * lease key aside when it holds another type than a string (foreign data: a hash, a list, …),
+ * on which every command the cache sends fails `WRONGTYPE` — the key would never be read, filled
+ * or leased again, and every process would load it on its own. Returns `{ 'value' or 'lease',
+ * its type }` per key moved. `RENAME` and `PEXPIRE` grow no memory: a Redis out of memory runs
+ * them. Run only after a command failed `WRONGTYPE` (so not loaded with the others when a cache
+ * is built: `EVAL` covers a first run); a copy sent again after a dropped connection finds
+ * nothing to move and reports nothing.
+ */
+export const FOREIGN = luaScript(`
+local moved = {}
+for i = 1, 2 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= 'string' then
+    redis.call('RENAME', KEYS[i], KEYS[i + 2])
+    redis.call('PEXPIRE', KEYS[i + 2], ARGV[1])
+    moved[#moved + 1] = i == 1 and 'value' or 'lease'
+    moved[#moved + 1] = t
+  end
+end
+return moved
+`);
+
+/** Every script of the cache on its common paths, loaded into Redis when a cache is built. */
 export const ALL: readonly LuaScript[] = [
   READ,
   TAKE_LEASE,

@@ -3,8 +3,10 @@ import { ManualClock } from '../../src/core/index.js';
 import {
   BloomFilter,
   Cache,
+  RedisBloomFilter,
   isCacheClosedError,
   type CacheGraceEvent,
+  type CacheRedisClient,
 } from '../../src/cache/index.js';
 import { invalidOption } from '../support/helpers.js';
 
@@ -351,5 +353,64 @@ describe('Cache (L1 only)', () => {
     await expect(cache.getOrLoad('k', () => 1, { ttlMs: 0 })).rejects.toMatchObject({
       option: 'ttlMs',
     });
+  });
+
+  it('durations the timers cannot hold (setTimeout fires at once past 2^31 − 1 ms) are typed errors naming them', () => {
+    // Each would make a timer fire after 1 ms: every Redis call "timed out", a heartbeat or a
+    // waiter's poll spinning.
+    for (const option of ['redisTimeoutMs', 'pollIntervalMs', 'leaseTtlMs'] as const) {
+      expect(invalidOption(() => new Cache({ [option]: 2 ** 31 })).option).toBe(option);
+    }
+    const redis: CacheRedisClient = {
+      evalsha: () => Promise.reject(new Error('unused')),
+      eval: () => Promise.reject(new Error('unused')),
+    };
+    expect(
+      invalidOption(
+        () => new RedisBloomFilter({ redis, name: 'b', expectedItems: 10, timeoutMs: 2 ** 31 }),
+      ).option,
+    ).toBe('timeoutMs');
+  });
+
+  it('bad options and key lists of get, delete, warm and the Bloom filters are typed errors naming them', async () => {
+    await using cache = new Cache();
+    await expect(cache.get('k', { signal: 'x' as never })).rejects.toMatchObject({
+      code: 'KEEL_INVALID_OPTION',
+      option: 'signal',
+    });
+    await expect(cache.get('k', 5 as never)).rejects.toMatchObject({ option: 'options' });
+    await expect(cache.delete('k', { signal: {} as never })).rejects.toMatchObject({
+      option: 'signal',
+    });
+    await expect(cache.delete('k', null as never)).rejects.toMatchObject({ option: 'options' });
+    await expect(cache.warm(5 as never, () => 1)).rejects.toMatchObject({ option: 'keys' });
+    await expect(cache.warm('abc' as never, () => 1)).rejects.toMatchObject({ option: 'keys' });
+    await expect(cache.warm(['a'], () => 1, null as never)).rejects.toMatchObject({
+      option: 'options',
+    });
+    await expect(cache.warm(['a'], () => 1, { signal: 'x' as never })).rejects.toMatchObject({
+      owner: 'Cache.warm',
+      option: 'signal',
+    });
+    const bloom = new BloomFilter({ expectedItems: 10 });
+    expect(invalidOption(() => bloom.addAll(5 as never)).option).toBe('keys');
+    expect(invalidOption(() => bloom.mightContainAll(null as never)).option).toBe('keys');
+    let sent = 0;
+    const redis: CacheRedisClient = {
+      evalsha: () => {
+        sent++;
+        return Promise.reject(new Error('unused'));
+      },
+      eval: () => {
+        sent++;
+        return Promise.reject(new Error('unused'));
+      },
+    };
+    const remote = new RedisBloomFilter({ redis, name: 'b', expectedItems: 10 });
+    await expect(remote.rebuild(5 as never)).rejects.toMatchObject({ option: 'keys' });
+    await expect(remote.addAll(5 as never)).rejects.toMatchObject({ option: 'keys' });
+    await expect(remote.mightContainAll({} as never)).rejects.toMatchObject({ option: 'keys' });
+    // Refused before anything reached Redis.
+    expect(sent).toBe(0);
   });
 });

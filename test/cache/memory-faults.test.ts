@@ -39,33 +39,16 @@ async function tightMemory(admin: Redis, policy: string, headroom = 64 * 1024): 
 }
 
 /**
- * Fills memory until Redis refuses a write (`noeviction`), then lowers `maxmemory` below what
- * is used (by half the filler): from now on every write gets `OOM`, however the server's own
- * buffers come and go.
- */
-async function exhaustMemory(admin: Redis): Promise<void> {
-  await tightMemory(admin, 'noeviction');
-  const filler = 'x'.repeat(4096);
-  for (let i = 0; i < 10_000; i++) {
-    try {
-      await admin.set(`filler:${i}`, filler);
-    } catch (error) {
-      if (!String(error).includes('OOM')) throw error;
-      await admin.config('SET', 'maxmemory', String((await usedMemory(admin)) - 32 * 1024));
-      return;
-    }
-  }
-  throw new Error('Redis never refused a write');
-}
-
-/**
- * `maxmemory` of one byte under `noeviction`: every write that could grow memory is refused for
- * as long as it lasts (with {@link exhaustMemory}'s margin, memory the server frees by itself —
- * a client's buffers — can let a write through after a while).
+ * `maxmemory` of one byte under `noeviction`: far below what the server uses, so every write
+ * that could grow memory is refused for as long as it lasts, whatever memory the server frees
+ * by itself meanwhile. (A `maxmemory` set just below what was used let writes through as soon as
+ * a client that had left freed its buffers: used memory then fell below it again.)
  */
 async function refuseWrites(admin: Redis): Promise<void> {
   await admin.config('SET', 'maxmemory-policy', 'noeviction');
   await admin.config('SET', 'maxmemory', '1');
+  // What the suites assert rests on it: a write is refused from here on.
+  await expect(admin.set('refuse-writes:probe', 'x')).rejects.toThrow('OOM');
 }
 
 /**
@@ -115,7 +98,7 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
   it('Redis 7.0 refuses OOM in a script only at its first write command, if that one could grow memory', async () => {
     const admin = client();
     await admin.set('small', '1');
-    await exhaustMemory(admin);
+    await refuseWrites(admin);
     // A first write that could grow memory is refused, whether or not it would write (NX on a
     // key that exists) …
     await expect(
@@ -133,7 +116,7 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     const reads = countingReads(client());
     const b = cacheOf({ redis: reads.client, leaseTtlMs: 60_000, pollIntervalMs: 20 });
     const held = await heldLoad(a, 'k', 'from-a');
-    await exhaustMemory(admin);
+    await refuseWrites(admin);
     let loadsOfB = 0;
     const loadingB = b.getOrLoad('k', () => {
       loadsOfB++;
@@ -154,7 +137,7 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     const a = cacheOf({ leaseTtlMs: 60_000 });
     const b = cacheOf({ leaseTtlMs: 60_000 });
     const held = await heldLoad(a, 'k', 'from-a');
-    await exhaustMemory(admin);
+    await refuseWrites(admin);
     const loadingB = b.getOrLoad('k', () => 'from-b');
     held.release();
     // Served from the loader, kept in L1 (Redis refused it).
@@ -171,7 +154,7 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     const a = cacheOf();
     const b = cacheOf();
     await a.set('warm', 'before');
-    await exhaustMemory(admin);
+    await refuseWrites(admin);
     // A value written before is still read (GET is allowed).
     await expect(b.getOrLoad('warm', () => 'loaded')).resolves.toBe('before');
     let loads = 0;
@@ -292,6 +275,62 @@ describeRedis('Cache on a Redis out of memory (real redis-server)', () => {
     await expect(admin.exists(valueKey('k'))).resolves.toBe(1); // kept in Redis for grace
     await refuseWrites(admin);
     await expect(Promise.race([b.getOrLoad('k', () => 'new'), later(10_000)])).resolves.toBe('new');
+  });
+
+  it('noeviction: a stale value is refreshed in the background, once per process, not served stale for its whole stale window', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    // Stale for ten minutes once its 50 ms are up: a refresh the lease refusal stopped would
+    // leave it served that long.
+    await a.set('k', 'old', { ttlMs: 50, staleMs: 600_000 });
+    await refuseWrites(admin);
+    let loads = 0;
+    const loader = (): string => {
+      loads++;
+      return 'new';
+    };
+    // a serves its L1 copy, b the copy it reads from Redis, each stale until refreshed.
+    for (const cache of [a, b]) {
+      await until(async () => {
+        await expect(cache.getOrLoad('k', loader)).resolves.toBe('new');
+      }, 10_000);
+    }
+    expect(loads).toBe(2);
+    // Kept in L1 (Redis refused it): later reads load nothing.
+    await expect(a.getOrLoad('k', loader)).resolves.toBe('new');
+    await expect(b.getOrLoad('k', loader)).resolves.toBe('new');
+    expect(loads).toBe(2);
+    await expect(admin.get(valueKey('k'))).resolves.toContain('"old"');
+  });
+
+  it('noeviction: a delete in another process during a load (no lease: Redis refused it) keeps its value out of L1', async () => {
+    const admin = client();
+    const a = cacheOf();
+    const b = cacheOf();
+    await until(() => expect(a.listening).toBe(true), 10_000);
+    await b.set('marker', 1);
+    await expect(a.get('marker')).resolves.toBe(1);
+    await refuseWrites(admin);
+    let release: () => void = noop;
+    let started = false;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const loading = a.getOrLoad('k', async () => {
+      started = true;
+      await gate;
+      return 'read before the delete';
+    });
+    await until(() => expect(started).toBe(true), 10_000);
+    await b.delete('k');
+    // Deletes go through: once a has dropped the marker, it has heard the delete of k too.
+    await b.delete('marker');
+    await until(() => expect(a.peek('marker')).toBe(undefined), 10_000);
+    release();
+    await expect(loading).resolves.toBe('read before the delete');
+    expect(a.peek('k')).toBe(undefined);
+    await expect(a.getOrLoad('k', () => 'read after the delete')).resolves.toBe(
+      'read after the delete',
+    );
   });
 });
 
@@ -416,11 +455,11 @@ describeRedis('RedisBloomFilter on a Redis that evicts (real redis-server)', () 
     await expect(shared.keys(`${mine.key}:*`)).resolves.toEqual([]);
   });
 
-  it('noeviction: a rebuild refused midway leaves the live filter and no side key', async () => {
+  it('noeviction: a rebuild Redis refuses leaves the live filter and no side key', async () => {
     const admin = client();
     const bloom = new RedisBloomFilter({ redis: client(), name: 'skus', expectedItems: 100_000 });
     await bloom.rebuild(keys); // built: it rules keys out
-    await exhaustMemory(admin);
+    await refuseWrites(admin);
     const outcome = await bloom.rebuild(keys).catch((error: unknown) => error);
     expect(isCacheRedisError(outcome) && outcome.kind).toBe('out-of-memory');
     expect((await bloom.mightContainAll(keys)).every(Boolean)).toBe(true);
