@@ -160,12 +160,13 @@ export interface CircuitBreakerOptions {
 /** Options of one {@link CircuitBreaker.execute} call. */
 export interface ExecuteOptions<R> {
   /**
-   * Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`.
-   * Your own abort says nothing about the dependency: it counts neither as a success nor as a
-   * failure (an ignored outcome), and a half-open trial it cancels gives its permit back. An
-   * abort whose reason is a timeout — a `keel/resilience` `TimeoutError` (a timeout outside the
-   * breaker), a {@link BreakerTimeoutError}, or the `TimeoutError` DOMException of
-   * `AbortSignal.timeout()` — counts as a failure, as the breaker's own timeout does.
+   * Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`,
+   * also when a `fallback` is given (you gave up: nobody waits for its answer). Your own abort
+   * says nothing about the dependency: it counts neither as a success nor as a failure (an
+   * ignored outcome), and a half-open trial it cancels gives its permit back. An abort whose
+   * reason is a timeout — a `keel/resilience` `TimeoutError` (a timeout outside the breaker), a
+   * {@link BreakerTimeoutError}, or the `TimeoutError` DOMException of `AbortSignal.timeout()`
+   * — counts as a failure, as the breaker's own timeout does, and the `fallback` answers it.
    */
   readonly signal?: AbortSignal | undefined;
   /**
@@ -173,7 +174,10 @@ export interface ExecuteOptions<R> {
    * 86 400 000 ms, or `Infinity` for no timeout (even when the breaker has one).
    */
   readonly timeoutMs?: number | undefined;
-  /** Value (or promise) to return instead of failing: gets the rejection or the call's error. */
+  /**
+   * Value (or promise) to return instead of failing: gets the rejection, the timeout or the
+   * call's error — not the caller's own abort (see `signal`), which rejects with its reason.
+   */
   readonly fallback?: ((error: unknown) => R | Promise<R>) | undefined;
 }
 
@@ -495,10 +499,12 @@ class TimedCall<R> {
   }
 
   /**
-   * The caller's signal aborted: this call's own signal aborts, and the call fails with it.
-   * The caller giving up says nothing about the dependency, so the outcome is ignored (a
-   * half-open trial's permit goes back) — unless the reason is a timeout: a keel/resilience
-   * timeout outside the breaker aborts the signal it passes in, and a timeout is a failure.
+   * The caller's signal aborted: this call's own signal aborts, and the call rejects with its
+   * reason. The caller giving up says nothing about the dependency, so the outcome is ignored
+   * (a half-open trial's permit goes back), and no fallback runs: nobody waits for its answer
+   * (as a signal that had aborted before the call rejects at once). A timeout is the exception:
+   * a keel/resilience timeout outside the breaker aborts the signal it passes in, and a
+   * timeout is a failure, which the fallback answers.
    */
   abortedBy(reason: unknown): void {
     if (this.#done) return;
@@ -509,7 +515,7 @@ class TimedCall<R> {
     }
     this.#end();
     this.#permit.ignore();
-    this.#settleFailed(reason);
+    this.#reject(reason);
   }
 
   /** The deadline passed (the bucket has already let go of this call). */
@@ -567,9 +573,11 @@ const callerAborts = /* @__PURE__ */ new WeakSet<object>();
 
 /**
  * Whether an abort's reason is a timeout (this breaker's, keel/resilience's, or the platform's:
- * `AbortSignal.timeout()` aborts with a DOMException named `TimeoutError`): a failure.
+ * `AbortSignal.timeout()` aborts with a DOMException named `TimeoutError`): a failure. (Also
+ * for keel/resilience's `fallback()`, which answers a timeout but not a caller's abort.)
+ * @internal
  */
-function isTimeoutReason(reason: unknown): boolean {
+export function isTimeoutReason(reason: unknown): boolean {
   return (
     hasKeelCode(reason, RESILIENCE_TIMEOUT) ||
     hasKeelCode(reason, BREAKER_TIMEOUT) ||
@@ -749,7 +757,8 @@ export class CircuitBreaker {
    * signal does or when this call's timeout passes — never because another call timed out or
    * was aborted. Rejections are {@link BreakerOpenError}s; a timeout rejects with a
    * {@link BreakerTimeoutError}. With a `fallback`, its value is returned instead of either.
-   * A timeout is a failure; the caller's own abort is not counted (see `signal`).
+   * A timeout is a failure; the caller's own abort is not counted, and rejects with its reason
+   * even with a `fallback` (see `signal`).
    *
    * A timeout costs no timer of its own: deadlines are rounded up to the millisecond (a call
    * times out at most 1 ms late, never early) and kept in one queue per clock with one timer.
