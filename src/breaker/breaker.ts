@@ -586,21 +586,30 @@ export function isTimeoutReason(reason: unknown): boolean {
 }
 
 /**
- * For keel/resilience's breaker stage, before it hands a rejection to the breaker: if `error`
- * is the reason `signal` (the call's) aborted with, and no timeout, the outcome is ignored.
- * (A reason that is not an object cannot be told apart later: it counts as a failure.)
+ * A caller's abort whose reason is not an object (`abort('navigated away')`), as
+ * keel/resilience's breaker stage hands it to the breaker: a WeakSet cannot hold the reason
+ * itself. Counted neither way. @internal
+ */
+export class CallerAbortMark {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
+    this.reason = reason;
+  }
+}
+
+/**
+ * For keel/resilience's breaker stage, before it hands a rejection to the breaker: what to hand
+ * it. If `error` is the reason `signal` (the call's) aborted with, and no timeout, the outcome
+ * is to be ignored: an object reason is noted as such and returned; any other is returned in a
+ * {@link CallerAbortMark} (which the stage unwraps before its caller sees it). Anything else is
+ * `error` itself.
  * @internal
  */
-export function noteCallerAbort(signal: AbortSignal, error: unknown): void {
-  if (
-    signal.aborted &&
-    error === signal.reason &&
-    typeof error === 'object' &&
-    error !== null &&
-    !isTimeoutReason(error)
-  ) {
-    callerAborts.add(error);
-  }
+export function callerAbortOutcome(signal: AbortSignal, error: unknown): unknown {
+  if (!signal.aborted || error !== signal.reason || isTimeoutReason(error)) return error;
+  if (typeof error !== 'object' || error === null) return new CallerAbortMark(error);
+  callerAborts.add(error);
+  return error;
 }
 
 /**
@@ -1286,7 +1295,13 @@ export class CircuitBreaker {
   /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
-    if (typeof error === 'object' && error !== null && callerAborts.has(error)) return 'ignored';
+    if (
+      typeof error === 'object' &&
+      error !== null &&
+      (callerAborts.has(error) || error instanceof CallerAbortMark)
+    ) {
+      return 'ignored';
+    }
     try {
       // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
       // predicate's answer counts only when it is `true`, as documented.
