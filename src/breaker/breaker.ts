@@ -1295,13 +1295,8 @@ export class CircuitBreaker {
   /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
-    if (
-      typeof error === 'object' &&
-      error !== null &&
-      (callerAborts.has(error) || error instanceof CallerAbortMark)
-    ) {
-      return 'ignored';
-    }
+    // (A WeakSet answers false for a value that is not an object.)
+    if (callerAborts.has(error as object) || error instanceof CallerAbortMark) return 'ignored';
     try {
       // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
       // predicate's answer counts only when it is `true`, as documented.
