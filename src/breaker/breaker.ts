@@ -160,12 +160,13 @@ export interface CircuitBreakerOptions {
 /** Options of one {@link CircuitBreaker.execute} call. */
 export interface ExecuteOptions<R> {
   /**
-   * Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`.
-   * Your own abort says nothing about the dependency: it counts neither as a success nor as a
-   * failure (an ignored outcome), and a half-open trial it cancels gives its permit back. An
-   * abort whose reason is a timeout — a `keel/resilience` `TimeoutError` (a timeout outside the
-   * breaker), a {@link BreakerTimeoutError}, or the `TimeoutError` DOMException of
-   * `AbortSignal.timeout()` — counts as a failure, as the breaker's own timeout does.
+   * Aborts the call (and a wait for a half-open trial); the call rejects with `signal.reason`,
+   * also when a `fallback` is given (you gave up: nobody waits for its answer). Your own abort
+   * says nothing about the dependency: it counts neither as a success nor as a failure (an
+   * ignored outcome), and a half-open trial it cancels gives its permit back. An abort whose
+   * reason is a timeout — a `keel/resilience` `TimeoutError` (a timeout outside the breaker), a
+   * {@link BreakerTimeoutError}, or the `TimeoutError` DOMException of `AbortSignal.timeout()`
+   * — counts as a failure, as the breaker's own timeout does, and the `fallback` answers it.
    */
   readonly signal?: AbortSignal | undefined;
   /**
@@ -173,7 +174,10 @@ export interface ExecuteOptions<R> {
    * 86 400 000 ms, or `Infinity` for no timeout (even when the breaker has one).
    */
   readonly timeoutMs?: number | undefined;
-  /** Value (or promise) to return instead of failing: gets the rejection or the call's error. */
+  /**
+   * Value (or promise) to return instead of failing: gets the rejection, the timeout or the
+   * call's error — not the caller's own abort (see `signal`), which rejects with its reason.
+   */
   readonly fallback?: ((error: unknown) => R | Promise<R>) | undefined;
 }
 
@@ -495,10 +499,12 @@ class TimedCall<R> {
   }
 
   /**
-   * The caller's signal aborted: this call's own signal aborts, and the call fails with it.
-   * The caller giving up says nothing about the dependency, so the outcome is ignored (a
-   * half-open trial's permit goes back) — unless the reason is a timeout: a keel/resilience
-   * timeout outside the breaker aborts the signal it passes in, and a timeout is a failure.
+   * The caller's signal aborted: this call's own signal aborts, and the call rejects with its
+   * reason. The caller giving up says nothing about the dependency, so the outcome is ignored
+   * (a half-open trial's permit goes back), and no fallback runs: nobody waits for its answer
+   * (as a signal that had aborted before the call rejects at once). A timeout is the exception:
+   * a keel/resilience timeout outside the breaker aborts the signal it passes in, and a
+   * timeout is a failure, which the fallback answers.
    */
   abortedBy(reason: unknown): void {
     if (this.#done) return;
@@ -509,7 +515,7 @@ class TimedCall<R> {
     }
     this.#end();
     this.#permit.ignore();
-    this.#settleFailed(reason);
+    this.#reject(reason);
   }
 
   /** The deadline passed (the bucket has already let go of this call). */
@@ -567,9 +573,11 @@ const callerAborts = /* @__PURE__ */ new WeakSet<object>();
 
 /**
  * Whether an abort's reason is a timeout (this breaker's, keel/resilience's, or the platform's:
- * `AbortSignal.timeout()` aborts with a DOMException named `TimeoutError`): a failure.
+ * `AbortSignal.timeout()` aborts with a DOMException named `TimeoutError`): a failure. (Also
+ * for keel/resilience's `fallback()`, which answers a timeout but not a caller's abort.)
+ * @internal
  */
-function isTimeoutReason(reason: unknown): boolean {
+export function isTimeoutReason(reason: unknown): boolean {
   return (
     hasKeelCode(reason, RESILIENCE_TIMEOUT) ||
     hasKeelCode(reason, BREAKER_TIMEOUT) ||
@@ -578,21 +586,30 @@ function isTimeoutReason(reason: unknown): boolean {
 }
 
 /**
- * For keel/resilience's breaker stage, before it hands a rejection to the breaker: if `error`
- * is the reason `signal` (the call's) aborted with, and no timeout, the outcome is ignored.
- * (A reason that is not an object cannot be told apart later: it counts as a failure.)
+ * A caller's abort whose reason is not an object (`abort('navigated away')`), as
+ * keel/resilience's breaker stage hands it to the breaker: a WeakSet cannot hold the reason
+ * itself. Counted neither way. @internal
+ */
+export class CallerAbortMark {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
+    this.reason = reason;
+  }
+}
+
+/**
+ * For keel/resilience's breaker stage, before it hands a rejection to the breaker: what to hand
+ * it. If `error` is the reason `signal` (the call's) aborted with, and no timeout, the outcome
+ * is to be ignored: an object reason is noted as such and returned; any other is returned in a
+ * {@link CallerAbortMark} (which the stage unwraps before its caller sees it). Anything else is
+ * `error` itself.
  * @internal
  */
-export function noteCallerAbort(signal: AbortSignal, error: unknown): void {
-  if (
-    signal.aborted &&
-    error === signal.reason &&
-    typeof error === 'object' &&
-    error !== null &&
-    !isTimeoutReason(error)
-  ) {
-    callerAborts.add(error);
-  }
+export function callerAbortOutcome(signal: AbortSignal, error: unknown): unknown {
+  if (!signal.aborted || error !== signal.reason || isTimeoutReason(error)) return error;
+  if (typeof error !== 'object' || error === null) return new CallerAbortMark(error);
+  callerAborts.add(error);
+  return error;
 }
 
 /**
@@ -749,7 +766,8 @@ export class CircuitBreaker {
    * signal does or when this call's timeout passes — never because another call timed out or
    * was aborted. Rejections are {@link BreakerOpenError}s; a timeout rejects with a
    * {@link BreakerTimeoutError}. With a `fallback`, its value is returned instead of either.
-   * A timeout is a failure; the caller's own abort is not counted (see `signal`).
+   * A timeout is a failure; the caller's own abort is not counted, and rejects with its reason
+   * even with a `fallback` (see `signal`).
    *
    * A timeout costs no timer of its own: deadlines are rounded up to the millisecond (a call
    * times out at most 1 ms late, never early) and kept in one queue per clock with one timer.
@@ -1277,7 +1295,8 @@ export class CircuitBreaker {
   /** What a failed call's error counts as, by `ignore` and `isFailure`; a failure if they throw. */
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
-    if (typeof error === 'object' && error !== null && callerAborts.has(error)) return 'ignored';
+    // (A WeakSet answers false for a value that is not an object.)
+    if (callerAborts.has(error as object) || error instanceof CallerAbortMark) return 'ignored';
     try {
       // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
       // predicate's answer counts only when it is `true`, as documented.

@@ -4,8 +4,9 @@
  * @packageDocumentation
  */
 import { InvalidOptionError } from '../core/index.js';
+import { isTimeoutReason } from '../breaker/breaker.js';
 import { matches, type ErrorFilter } from './retry.js';
-import { SinglePolicy, type Attempt, type Chain, type Policy } from './policy.js';
+import { NEVER, SinglePolicy, type Attempt, type Chain, type Policy } from './policy.js';
 
 /** Options of {@link fallback}. */
 export interface FallbackOptions {
@@ -68,14 +69,25 @@ class FallbackPolicy<F> extends SinglePolicy {
   }
 
   run<R>(chain: Chain, next: number, fn: Attempt<R>, signal: AbortSignal): Promise<R> {
-    return chain.step(next, fn, signal).catch(this.#handle) as Promise<R>;
+    const promise = chain.step(next, fn, signal);
+    if (signal === NEVER) return promise.catch(this.#handle) as Promise<R>;
+    return promise.catch((error: unknown) => {
+      // The call's own abort (its caller gave up, or a hedge it lost) is no failure: nobody
+      // waits for an answer, so the call rejects with the reason, as an abort that came before
+      // it does. A timeout's abort is a failure, and answered.
+      if (signal.aborted && error === signal.reason && !isTimeoutReason(error)) throw error;
+      return this.#handle(error);
+    }) as Promise<R>;
   }
 }
 
 /**
  * A policy that answers with `value` — or `handler(error)`, when given a function — instead
  * of failing. With `on`, only matching errors are replaced. To fall back to a function
- * *value*, return it from a handler: `fallback(() => myFunction)`.
+ * *value*, return it from a handler: `fallback(() => myFunction)`. The call's own abort is not
+ * a failure: a call whose signal aborted rejects with `signal.reason` — unless the reason is a
+ * timeout (a `TimeoutError`, a `BreakerTimeoutError`, `AbortSignal.timeout()`'s), which is
+ * answered like any failure.
  *
  * @example
  * ```ts

@@ -6,7 +6,7 @@
  */
 import { InvalidOptionError } from '../core/index.js';
 import { CircuitBreaker } from '../breaker/index.js';
-import { hotPathHandler, noteCallerAbort } from '../breaker/breaker.js';
+import { CallerAbortMark, callerAbortOutcome, hotPathHandler } from '../breaker/breaker.js';
 import {
   Chain,
   NEVER,
@@ -39,6 +39,21 @@ const OWNER = 'pipeline';
 class BreakerStage implements Stage {
   readonly observesSignal = false;
   readonly #breaker: CircuitBreaker;
+  /**
+   * The failure reaction for a call with a caller's signal (see {@link BreakerStage.run}), for
+   * the signal and breaker handler the last such call had: made once per signal and breaker
+   * generation, not per call (callers often pass one signal to many calls: a request's, a
+   * shutdown signal). Forgotten at the end of the tick it was made in, so the stage holds on to
+   * no caller's signal after its calls.
+   */
+  #abortable: ((error: unknown) => void) | undefined;
+  #abortableSignal: AbortSignal | undefined;
+  #abortableFailure: ((error: unknown) => void) | undefined;
+  #forgetQueued = false;
+  readonly #forget = (): void => {
+    this.#forgetQueued = false;
+    this.#abortable = this.#abortableSignal = this.#abortableFailure = undefined;
+  };
 
   constructor(breaker: CircuitBreaker) {
     this.#breaker = breaker;
@@ -68,17 +83,35 @@ class BreakerStage implements Stage {
     // Reactions run in the order they were added: the outcome is counted before the stage
     // outside (or the caller's await) sees it. The promise `then` makes is not observed (the
     // handlers return nothing and do not throw), as in `execute`.
-    // A call that can be aborted: its caller's abort is no failure (see noteCallerAbort).
+    // A call that can be aborted: its caller's abort is no failure (see callerAbortOutcome).
     void promise.then(
       onSuccess,
       signal === NEVER
         ? onFailure
-        : (error: unknown) => {
-            noteCallerAbort(signal, error);
-            onFailure(error);
-          },
+        : signal === this.#abortableSignal && onFailure === this.#abortableFailure
+          ? this.#abortable
+          : this.#makeAbortable(signal, onFailure),
     );
     return promise;
+  }
+
+  // Made apart from `run`: a function that makes a closure gets a context at every entry (V8
+  // allocates a function's context when it is entered), also when it makes none.
+  #makeAbortable(
+    signal: AbortSignal,
+    onFailure: (error: unknown) => void,
+  ): (error: unknown) => void {
+    const reaction = (error: unknown): void => {
+      onFailure(callerAbortOutcome(signal, error));
+    };
+    this.#abortable = reaction;
+    this.#abortableSignal = signal;
+    this.#abortableFailure = onFailure;
+    if (!this.#forgetQueued) {
+      this.#forgetQueued = true;
+      process.nextTick(this.#forget);
+    }
+    return reaction;
   }
 
   /** Through `execute`: the breaker admits (or rejects) the call, and binds its hot path. */
@@ -88,15 +121,22 @@ class BreakerStage implements Stage {
       // cannot see one: hand it over as it is (no closure).
       return this.#breaker.execute(fn as (signal: AbortSignal) => R | Promise<R>);
     }
-    return this.#breaker.execute(() =>
-      signal === NEVER
-        ? chain.step(next, fn, signal)
-        : chain.step(next, fn, signal).catch((error: unknown) => {
-            noteCallerAbort(signal, error);
-            throw error;
-          }),
-    );
+    if (signal === NEVER) return this.#breaker.execute(() => chain.step(next, fn, signal));
+    // The breaker sees a caller's abort as one (see callerAbortOutcome); the caller gets its
+    // reason as it was.
+    return this.#breaker
+      .execute(() =>
+        chain.step(next, fn, signal).catch((error: unknown) => {
+          throw callerAbortOutcome(signal, error);
+        }),
+      )
+      .catch(unmark);
   }
+}
+
+/** Rethrows a rejection, a caller's abort in a {@link CallerAbortMark} as its own reason. */
+function unmark(error: unknown): never {
+  throw error instanceof CallerAbortMark ? error.reason : error;
 }
 
 /** A composed policy. */

@@ -16,7 +16,8 @@ export type Attempt<R> = (signal: AbortSignal) => R | PromiseLike<R>;
 export interface PolicyCallOptions {
   /**
    * Aborts the call: it rejects with `signal.reason`, a retry waits no more, a queued
-   * bulkhead call leaves the queue, and the function's own signal aborts.
+   * bulkhead call leaves the queue, and the function's own signal aborts. (A `fallback()`
+   * answers only an abort whose reason is a timeout, as it answers any timeout.)
    */
   readonly signal?: AbortSignal | undefined;
 }

@@ -71,6 +71,44 @@ describe('a caller aborting its own call', () => {
     expect(breaker.state).toBe('closed');
   });
 
+  it("with a fallback, the caller's own abort rejects with its reason: the fallback does not run", async () => {
+    // The caller gave up and will not use an answer: a fallback value (or its side effects, a
+    // cache read, a log line) would be wasted, and an already-aborted signal rejects the same way.
+    const clock = new ManualClock();
+    const breaker = breakerOf(clock);
+    for (const timeoutMs of [undefined, 5_000]) {
+      let ran = 0;
+      const controller = new AbortController();
+      const call = breaker.execute(pending, {
+        signal: controller.signal,
+        timeoutMs,
+        fallback: () => {
+          ran++;
+          return 'fallback';
+        },
+      });
+      controller.abort(new Error('user went away'));
+      await expect(call).rejects.toThrow('user went away');
+      expect(ran).toBe(0);
+    }
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 0, ignoredTotal: 2 });
+    // The deadline queue lets its timer go at the end of the tick it emptied in.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('with a fallback, a timeout reaching the call as its abort is a failure the fallback answers', async () => {
+    const breaker = breakerOf();
+    const controller = new AbortController();
+    const call = breaker.execute(pending, {
+      signal: controller.signal,
+      fallback: (error) => (error instanceof TimeoutError ? 'fallback' : 'other'),
+    });
+    controller.abort(new TimeoutError(50, 'cooperative'));
+    await expect(call).resolves.toBe('fallback');
+    expect(breaker.metrics()).toMatchObject({ failedTotal: 1, ignoredTotal: 0 });
+  });
+
   it("the breaker's own timeout still counts as a failure", async () => {
     const clock = new ManualClock();
     const breaker = breakerOf(clock);

@@ -427,6 +427,51 @@ describe('fallback', () => {
     await expect(policy.execute(() => Promise.reject(new RangeError('r')))).resolves.toBe(0);
     invalidOption(() => fallback(0, { on: 'x' as never }));
   });
+
+  it("the caller's own abort is no failure to answer: the call rejects with its reason", async () => {
+    // As PolicyCallOptions.signal promises (and the breaker's fallback does): the caller gave
+    // up, so a fallback's answer (and its work) would go to nobody.
+    const abortable = (signal: AbortSignal): Promise<string> =>
+      new Promise((_, reject) => {
+        signal.addEventListener('abort', () => {
+          reject(signal.reason as Error);
+        });
+      });
+    let ran = 0;
+    const answer = (): string => {
+      ran++;
+      return 'fallback';
+    };
+    for (const policy of [
+      fallback(answer),
+      pipeline(fallback(answer), retry({ maxAttempts: 3, backoff: noWait })),
+      pipeline(fallback(answer), timeout({ ms: 60_000, clock: new ManualClock() })),
+    ]) {
+      const controller = new AbortController();
+      const call = policy.execute(abortable, { signal: controller.signal });
+      controller.abort(new Error('user went away'));
+      await expect(call).rejects.toThrow('user went away');
+    }
+    expect(ran).toBe(0);
+  });
+
+  it('a timeout is a failure it answers, also one that reaches it as an abort', async () => {
+    const clock = new ManualClock();
+    const abortable = (signal: AbortSignal): Promise<string> =>
+      new Promise((_, reject) => {
+        signal.addEventListener('abort', () => {
+          reject(signal.reason as Error);
+        });
+      });
+    const inner = pipeline(timeout({ ms: 10, clock }), fallback('late'));
+    const late = inner.execute(abortable);
+    clock.advance(10);
+    await expect(late).resolves.toBe('late');
+    const controller = new AbortController();
+    const call = fallback('fallback').execute(abortable, { signal: controller.signal });
+    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+    await expect(call).resolves.toBe('fallback');
+  });
 });
 
 describe('pipeline', () => {
