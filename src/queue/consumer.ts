@@ -169,7 +169,7 @@ export interface DeadLetterEvent {
   readonly group: string;
   /** The Keel message id (`undefined` for foreign data). */
   readonly id: string | undefined;
-  /** The stream entry id it had. */
+  /** The stream entry id it had (`''` for a malformed delayed entry: it never reached the stream). */
   readonly entryId: string;
   /** `failed` (attempts exhausted), `expired` (delivered too often without an ack), `invalid` (foreign data). */
   readonly reason: 'failed' | 'expired' | 'invalid';
@@ -1315,18 +1315,54 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     }
   }
 
+  /**
+   * Moves the partition's due delayed messages into its stream. Malformed delayed entries are
+   * quarantined to the DLQ by the same script (see PROMOTE) and reported here, as a foreign
+   * stream entry is: `onDeadLetter` with reason `invalid` and no entry id (it never reached the
+   * stream).
+   */
+  async #promote(keys: PartitionKeys): Promise<void> {
+    let reply: unknown;
+    try {
+      reply = await run(
+        this.#s.client,
+        `promote ${this.topic}`,
+        PROMOTE,
+        [keys.stream, keys.delayed, keys.dlq],
+        [256, this.group, this.name, wallTime()],
+      );
+    } catch (error) {
+      this.#report(error);
+      return;
+    }
+    const r = Array.isArray(reply) ? reply.map(String) : [];
+    if (r[1] !== undefined && r[1] !== '') {
+      this.#report(
+        new QueueRedisError(
+          `promote ${this.topic}`,
+          this.#s.client,
+          new Error(
+            `${r[1]}: a malformed delayed entry could not be quarantined; kept for the next sweep`,
+          ),
+        ),
+      );
+    }
+    for (let i = 2; i + 1 < r.length; i += 2) {
+      this.#published({
+        id: undefined,
+        entryId: '',
+        reason: 'invalid',
+        error: r[i + 1] as string,
+        attempts: 0,
+        consumers: [this.name],
+      });
+    }
+  }
+
   /** The sweep of partition `p`: delayed messages due, reclaims, trims. */
   async #sweepPartition(p: number, retain: boolean): Promise<void> {
     const keys = this.#queue.keys(this.topic, p);
-    await run(
-      this.#s.client,
-      `promote ${this.topic}`,
-      PROMOTE,
-      [keys.stream, keys.delayed],
-      [256],
-    ).catch((error: unknown) => {
-      this.#report(error);
-    });
+    await this.#promote(keys);
     if (!this.#o.ordered) {
       const free = this.#o.concurrency - this.#inFlight.size;
       if (free > 0) {

@@ -169,19 +169,70 @@ export const STAGED_SEND = luaScript(`#!lua
 ${SEND.source}`);
 
 /**
- * Moves due delayed messages into the stream, by Redis server time. KEYS: stream, delayed.
- * ARGV: at most how many. Returns how many moved.
+ * Most fields a delayed entry may have to be moved into the stream: a Keel message has at most
+ * 20 (a retry copy), and `unpack` of a much longer list fails the script (Lua's stack limit).
+ */
+export const PROMOTE_MAX_FIELDS = 1000;
+
+/**
+ * Moves due delayed messages into the stream, by Redis server time. KEYS: stream, delayed, dlq.
+ * ARGV: at most how many, then for a quarantined entry its group, consumer and wall time
+ * (epoch ms). Returns `{moved, failure, dlq id, why, dlq id, why, …}`.
+ *
+ * A delayed entry is the message's fields as a JSON array of strings (see {@link SEND}). One
+ * that is not — foreign data, or corrupted: not JSON, not an array, an odd count of fields, a
+ * value that is not a string, more than {@link PROMOTE_MAX_FIELDS} — is quarantined: added to the
+ * DLQ as the consumer quarantines a foreign stream entry (`x:reason invalid`, the raw member in
+ * `x:raw`, at most 100 000 bytes of it) and removed from the delayed set, and the reply lists it
+ * (DLQ id, why) for the consumer to report. It was dropped unreported before; and an odd count
+ * or a nested value failed the `XADD` and with it the whole script, every sweep, so no delayed
+ * message due after it was ever delivered. A DLQ key holding foreign data of another type is
+ * replaced, as {@link DEAD} does. A DLQ write refused for another reason (an ACL, memory) leaves
+ * the entry where it is for a later sweep and goes on with the others; `failure` is then the
+ * refusal, naming the key ('' when none).
  */
 export const PROMOTE = script(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
-for _, m in ipairs(due) do
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms(), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {0, ''}
+for i = 1, #due, 2 do
+  local m = due[i]
   local ok, fields = pcall(cjson.decode, m)
-  if ok and type(fields) == 'table' and #fields >= 2 then
-    redis.call('XADD', KEYS[1], '*', unpack(fields))
+  local why = nil
+  if not ok then why = 'not JSON'
+  elseif type(fields) ~= 'table' then why = 'not a JSON array'
+  else
+    local n = #fields
+    if n < 2 or n % 2 ~= 0 or n > ${PROMOTE_MAX_FIELDS} then
+      why = 'not an array of field/value pairs (' .. n .. ' items)'
+    else
+      for j = 1, n do
+        if type(fields[j]) ~= 'string' then why = 'item ' .. j .. ' is not a string'; break end
+      end
+    end
   end
-  redis.call('ZREM', KEYS[2], m)
+  if why == nil then
+    redis.call('XADD', KEYS[1], '*', unpack(fields))
+    redis.call('ZREM', KEYS[2], m)
+    out[1] = out[1] + 1
+  else
+    why = 'not a Keel message: delayed entry (due ' .. due[i + 1] .. ') is ' .. why
+    local entry = {'x:reason', 'invalid', 'x:error', why, 'x:raw', string.sub(m, 1, 100000),
+      'x:attempts', '0', 'x:consumers', ARGV[3], 'x:group', ARGV[2], 'x:at', ARGV[4]}
+    local d = redis.pcall('XADD', KEYS[3], '*', unpack(entry))
+    if type(d) == 'table' and string.sub(d.err, 1, 9) == 'WRONGTYPE' then
+      redis.call('DEL', KEYS[3])
+      d = redis.pcall('XADD', KEYS[3], '*', unpack(entry))
+    end
+    if type(d) == 'table' then
+      out[2] = d.err .. ' (XADD ' .. KEYS[3] .. ')'
+    else
+      redis.call('ZREM', KEYS[2], m)
+      out[#out + 1] = d
+      out[#out + 1] = why
+    end
+  end
 end
-return #due
+return out
 `);
 
 /**

@@ -1,0 +1,97 @@
+/**
+ * Foreign or corrupted data at the keys a queue reads, written by another program (or by a bug
+ * elsewhere): it is quarantined — kept in the partition's dead-letter stream with reason
+ * `invalid` and its raw value, and reported through `onDeadLetter` — never trusted, never
+ * silently dropped, and it never keeps the valid data around it from flowing.
+ */
+import { afterEach, expect, it } from 'vitest';
+import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
+import { encodeFields } from '../../src/queue/codec.js';
+import { until } from '../support/helpers.js';
+import { describeRedis, useRedis } from '../support/vitest.js';
+
+/** A delayed-set member as Keel writes it: the message's fields as a JSON array. */
+const delayedMember = (id: string, n: number): string =>
+  JSON.stringify(
+    encodeFields({ id, key: '', payload: JSON.stringify({ n }), headers: '', sentAt: 0 }),
+  );
+
+describeRedis('keel/queue against foreign data', () => {
+  const redis = useRedis({ count: 1 });
+  const opened: { close(): Promise<void> }[] = [];
+
+  afterEach(async () => {
+    for (const q of opened.splice(0)) await q.close();
+    await redis().flushAll();
+  });
+
+  it('malformed delayed entries are quarantined to the DLQ and reported, and the valid ones around them are delivered', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { delayed } = queue.keys('orders', 0);
+    const malformed = [
+      'not json',
+      '{"a":1}',
+      '"a JSON string"',
+      '[]',
+      '["odd","count","of fields"]',
+      '[["nested"],"x"]',
+      '["v",1]',
+      '["v",null]',
+      JSON.stringify(Array.from({ length: 10_000 }, (_, i) => `f${i}`)),
+    ];
+    // All due: valid messages before, between and after the malformed ones (by score).
+    await admin.zadd(delayed, 0, delayedMember('first', 1));
+    for (const [i, m] of malformed.entries()) await admin.zadd(delayed, 1 + i, m);
+    await admin.zadd(delayed, 100, delayedMember('last', 2));
+    const seen: string[] = [];
+    const events: DeadLetterEvent[] = [];
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.id);
+      },
+      { visibilityMs: 400 },
+    );
+    consumer.onDeadLetter((e) => events.push(e));
+    await until(() => expect(seen.sort()).toEqual(['first', 'last']), 10_000);
+    await until(() => expect(events).toHaveLength(malformed.length), 10_000);
+    expect(await admin.zcard(delayed)).toBe(0);
+    for (const e of events) {
+      expect(e).toMatchObject({ reason: 'invalid', id: undefined, group: 'g', topic: 'orders' });
+      expect(e.error).toMatch(/delayed/);
+    }
+    const letters = await queue.deadLetters('orders');
+    expect(letters.map((l) => l.reason)).toEqual(malformed.map(() => 'invalid'));
+    // Kept as they were, to inspect: the raw member, whole.
+    expect(letters.map((l) => l.fields['x:raw']).sort()).toEqual([...malformed].sort());
+    // Never replayed as messages.
+    expect(await queue.replay('orders')).toBe(0);
+  });
+
+  it('a malformed delayed entry meeting foreign data at the DLQ key is still quarantined (the foreign key replaced), and reported', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { delayed, dlq } = queue.keys('orders', 0);
+    await admin.set(dlq, 'foreign');
+    await admin.zadd(delayed, 0, '["odd"]', 1, delayedMember('m1', 1));
+    const seen: string[] = [];
+    const events: DeadLetterEvent[] = [];
+    const consumer = queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.id);
+      },
+      { visibilityMs: 400 },
+    );
+    consumer.onDeadLetter((e) => events.push(e));
+    await until(() => expect(seen).toEqual(['m1']), 10_000);
+    await until(() => expect(events.map((e) => e.reason)).toEqual(['invalid']), 10_000);
+    expect((await queue.deadLetters('orders')).map((l) => l.fields['x:raw'])).toEqual(['["odd"]']);
+    expect(await admin.zcard(delayed)).toBe(0);
+  });
+});
