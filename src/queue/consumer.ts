@@ -447,6 +447,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       } catch (error) {
         if (error instanceof Error && error.message.startsWith('BUSYGROUP')) return;
         this.#report(new QueueRedisError(`create group ${this.group}`, this.#s.client, error));
+        // The stream key holds foreign data of another type: no retry makes a group there, and
+        // waiting here kept the consumer off every other partition for good. The partition's
+        // reads meet the same error (reported each time) and create the group once the key is
+        // a stream again or gone (NOGROUP).
+        if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return;
         await this.#pause(Math.min(1000, 50 * 2 ** attempt));
       }
     }

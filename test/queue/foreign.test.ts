@@ -6,9 +6,14 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
-import { encodeFields } from '../../src/queue/codec.js';
+import { encodeFields, partitionOf } from '../../src/queue/codec.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
+
+/** A key (`k0`, `k1`, …) whose messages go to partition `p` of `n`. */
+function keyOf(p: number, n: number): string {
+  for (let i = 0; ; i++) if (partitionOf(`k${i}`, n) === p) return `k${i}`;
+}
 
 /** A delayed-set member as Keel writes it: the message's fields as a JSON array. */
 const delayedMember = (id: string, n: number): string =>
@@ -94,4 +99,33 @@ describeRedis('keel/queue against foreign data', () => {
     expect((await queue.deadLetters('orders')).map((l) => l.fields['x:raw'])).toEqual(['["odd"]']);
     expect(await admin.zcard(delayed)).toBe(0);
   });
+
+  for (const ordered of [false, true]) {
+    it(`${ordered ? 'ordered' : 'unordered'}: foreign data at one partition's stream key does not keep the consumer off the other partitions`, async () => {
+      const admin = redis().client(0);
+      const queue = new Queue({ client: admin, partitions: 2 });
+      opened.push(queue);
+      await admin.set(queue.keys('orders', 0).stream, 'foreign');
+      const key = keyOf(1, 2);
+      await queue.send('orders', { n: 1 }, { key, id: 'm1' });
+      const seen: string[] = [];
+      const errors: unknown[] = [];
+      const consumer = queue.consume(
+        'orders',
+        'g',
+        (m) => {
+          seen.push(m.id);
+        },
+        { ordered, visibilityMs: 1000 },
+      );
+      consumer.onError((e) => errors.push(e));
+      await until(() => expect(seen).toEqual(['m1']), 10_000);
+      // Reported, naming the key's trouble.
+      await until(() => expect(errors.map(String).join('\n')).toMatch(/WRONGTYPE/), 10_000);
+      // Once the foreign data is gone, the partition works again.
+      await admin.del(queue.keys('orders', 0).stream);
+      await queue.send('orders', { n: 2 }, { key: keyOf(0, 2), id: 'm2' });
+      await until(() => expect(seen).toEqual(['m1', 'm2']), 10_000);
+    });
+  }
 });
