@@ -601,7 +601,10 @@ return redis.call('XADD', KEYS[2], '*', unpack(tail(2)))
 /**
  * Lease: take or renew. KEYS: lease. ARGV: token, ttl ms. Returns 1 held, 0 someone else's. A
  * lease key holding something that is not a string (foreign data) is no one's lease: it is
- * replaced, rather than refusing (WRONGTYPE) the partition to every consumer for good.
+ * replaced, rather than refusing (WRONGTYPE) the partition to every consumer for good. So is a
+ * string without an expiry: every lease Keel writes expires (`SET … PX`, renewed by `PEXPIRE`),
+ * and one that never does kept the partition from every consumer for good. Asked (`PTTL`) only
+ * of a lease that is not the caller's.
  *
  * A renewal only moves the key's expiry (`PEXPIRE`, which never needs memory), so a holder keeps
  * its lease while Redis is out of memory under `noeviction` — where a `SET` is refused — rather
@@ -614,7 +617,7 @@ if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-if cur == false or type(cur) == 'table' then
+if cur == false or type(cur) == 'table' or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end

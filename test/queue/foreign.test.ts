@@ -6,7 +6,7 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
-import { encodeFields, partitionOf } from '../../src/queue/codec.js';
+import { encodeFields, leaseKey, partitionOf } from '../../src/queue/codec.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -128,4 +128,24 @@ describeRedis('keel/queue against foreign data', () => {
       await until(() => expect(seen).toEqual(['m1', 'm2']), 10_000);
     });
   }
+
+  it('ordered: a foreign string without an expiry at a partition lease key does not keep that partition from every consumer for good', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin, partitions: 2 });
+    opened.push(queue);
+    // Keel's leases always expire (SET … PX, PEXPIRE): a string that never does is not one.
+    await admin.set(leaseKey('keel:q', queue.keys('orders', 0), 'g'), 'someone');
+    const seen: string[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.id);
+      },
+      { ordered: true, visibilityMs: 1000 },
+    );
+    await queue.send('orders', { n: 0 }, { key: keyOf(0, 2), id: 'p0' });
+    await queue.send('orders', { n: 1 }, { key: keyOf(1, 2), id: 'p1' });
+    await until(() => expect([...seen].sort()).toEqual(['p0', 'p1']), 10_000);
+  });
 });
