@@ -96,10 +96,11 @@ export const SEND_MAX = 1000;
  * ms, how many fields follow, the fields. Returns per message `code, value`: `0, ''` duplicate,
  * `1, entry id` added, `2, due ms` delayed (the due time is on the Redis server's clock).
  *
- * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
- * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
- * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
- * key exists: a first send costs what it did.
+ * Only a dedup record (`'1'`, with an expiry: every record is written with one) makes a
+ * duplicate: a dedup key holding anything else — foreign data, of any type, or a `'1'` that never
+ * expires — is replaced and the message sent (`SET NX` alone fails on any existing key, and the
+ * message would be answered `duplicate` and never enqueued). Checked only when the key exists:
+ * a first send costs what it did.
  *
  * Nothing of the batch is written unless all of it is. Out of memory (`maxmemory` under
  * `noeviction`), Redis refuses a script without flags at its first write that may grow memory
@@ -135,7 +136,7 @@ while i <= n do
   if window ~= '0' then
     local u = KEYS[tonumber(ARGV[i + 2])]
     if not redis.call('SET', u, '1', 'NX', 'PX', window) then
-      if redis.pcall('GET', u) == '1' then fresh = false
+      if redis.pcall('GET', u) == '1' and redis.call('PTTL', u) ~= -1 then fresh = false
       else redis.call('SET', u, '1', 'PX', window) end
     end
   end

@@ -6,7 +6,7 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
-import { encodeFields, leaseKey, partitionOf } from '../../src/queue/codec.js';
+import { dedupKey, encodeFields, leaseKey, partitionOf } from '../../src/queue/codec.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -147,5 +147,20 @@ describeRedis('keel/queue against foreign data', () => {
     await queue.send('orders', { n: 0 }, { key: keyOf(0, 2), id: 'p0' });
     await queue.send('orders', { n: 1 }, { key: keyOf(1, 2), id: 'p1' });
     await until(() => expect([...seen].sort()).toEqual(['p0', 'p1']), 10_000);
+  });
+
+  it('a foreign "1" without an expiry at a dedup key is not taken for a send already made: the message is sent', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const keys = queue.keys('orders', 0);
+    // Keel's dedup records always expire (SET … PX dedupWindowMs): one that never does is not one.
+    await admin.set(dedupKey('keel:q', keys, 'm1'), '1');
+    expect((await queue.send('orders', { n: 1 }, { id: 'm1' })).status).toBe('sent');
+    expect(
+      (await queue.sendMany('orders', [{ payload: 2, id: 'm1' }])).map((r) => r.status),
+    ).toEqual(['duplicate']);
+    expect(await admin.xlen(keys.stream)).toBe(1);
+    expect(await admin.pttl(dedupKey('keel:q', keys, 'm1'))).toBeGreaterThan(0);
   });
 });
