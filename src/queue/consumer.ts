@@ -1857,7 +1857,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   /**
    * Stops reading, lets in-flight handlers finish for up to `closeTimeoutMs`, then aborts the
    * rest and hands their messages back for immediate reclaim; releases partition leases; closes
-   * the reader connection. Safe to call more than once.
+   * the reader connection. Safe to call more than once. Redis that does not answer (paused, a
+   * network dropping packets) is waited for at most `closeTimeoutMs` twice (at least 100 ms
+   * for the second) plus `visibilityMs`: then it settles without it, and what it could not ack
+   * or hand back is reclaimed by another consumer after its visibility timeout.
    */
   close(): Promise<void> {
     this.#closePromise ??= this.#close();
@@ -1872,11 +1875,24 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const wake = this.#slotWaiter;
     this.#slotWaiter = undefined;
     wake?.();
+    // Redis may not answer at all (paused, or a network that drops packets: the connection
+    // stays open and a call waits for good, since nothing here times calls out). Closing waits
+    // for it up to this deadline — the handlers' time, the grace after it, and a visibility
+    // timeout for the Redis steps — and then finishes without it: what it could not hand back
+    // or ack stays pending and is reclaimed by another consumer after its visibility timeout,
+    // as if this one had died. Without the bound, close() (and closeOnSignals' exit) never
+    // settled while Redis was paused.
+    const bound =
+      this.#s.clock.now() +
+      this.#o.closeTimeoutMs +
+      Math.max(100, this.#o.closeTimeoutMs) +
+      this.#o.visibilityMs;
+    const upTo = (work: Promise<unknown>): Promise<void> => this.#upTo(work, bound);
     if (this.#readerId !== undefined) {
-      await this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId).catch(() => undefined);
+      await upTo(this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId));
     }
-    await this.#main.catch(() => undefined);
-    await this.#sweeping.catch(() => undefined);
+    await upTo(this.#main);
+    await upTo(this.#sweeping);
     for (const owned of this.#owned.values()) this.#stopOwned(owned);
     const pending = (): Promise<unknown> =>
       Promise.all([this.#whenDrained(), ...[...this.#owned.values()].map((o) => o.loop)]);
@@ -1894,15 +1910,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       d.handedBack = true;
       d.controller.abort(reason);
       const keys = this.#queue.keys(this.topic, d.p);
-      await run(
-        this.#s.client,
-        `hand back ${this.topic}`,
-        HAND_BACK,
-        [keys.stream],
-        [this.group, d.entryId, this.name, this.#o.visibilityMs, d.deliveries],
-      ).catch((error: unknown) => {
-        this.#report(error);
-      });
+      await upTo(
+        run(
+          this.#s.client,
+          `hand back ${this.topic}`,
+          HAND_BACK,
+          [keys.stream],
+          [this.group, d.entryId, this.name, this.#o.visibilityMs, d.deliveries],
+        ).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
     }
     for (const owned of this.#owned.values()) owned.controller.abort(reason);
     // A handler that ignores its signal is not waited for forever: whatever it does later is
@@ -1918,23 +1936,40 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     grace?.cancel();
     this.#deadlineTimer?.cancel();
     for (const p of [...this.#forget.keys()]) {
-      await this.#forgetNow(p).catch((error: unknown) => {
-        this.#report(error);
-      });
+      await upTo(
+        this.#forgetNow(p).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
     }
     if (this.#o.ordered) {
-      await run(
-        this.#s.client,
-        `members ${this.topic}`,
-        MEMBERS,
-        [membersKey(this.#s.prefix, this.topic, this.group)],
-        [this.name, this.#o.visibilityMs, '1'],
-      ).catch((error: unknown) => {
-        this.#report(error);
-      });
+      await upTo(
+        run(
+          this.#s.client,
+          `members ${this.topic}`,
+          MEMBERS,
+          [membersKey(this.#s.prefix, this.topic, this.group)],
+          [this.name, this.#o.visibilityMs, '1'],
+        ).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
     }
     this.#reader.disconnect();
     this.#resolveClosed();
+  }
+
+  /** Waits for `work` to settle (either way), or until `deadline` on the clock, whichever is first. */
+  async #upTo(work: Promise<unknown>, deadline: number): Promise<void> {
+    let timer: Timer | undefined;
+    await Promise.race([
+      work.catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = this.#s.clock.setTimer(resolve, Math.max(0, deadline - this.#s.clock.now()));
+        timer.unref();
+      }),
+    ]);
+    timer?.cancel();
   }
 
   /** Same as {@link Consumer.close}, for `await using`. */
