@@ -129,7 +129,10 @@ export interface BackoffOptions {
   readonly jitter?: number | undefined;
 }
 
-/** Options of {@link Queue.consume}. */
+/**
+ * Options of {@link Queue.consume}. Durations are whole milliseconds up to 2^31 − 1 (about 24.8
+ * days, the longest a Node timer waits); a backoff function's result is capped there.
+ */
 export interface ConsumerOptions {
   /** Messages in flight at most (ordered mode: partitions owned at most). @defaultValue 10 */
   readonly concurrency?: number | undefined;
@@ -202,19 +205,26 @@ const failures = new KeelChannel<{ topic: string; group: string; error: unknown;
 const isBackoff = (v: unknown): v is BackoffOptions | ((attempt: number) => number) =>
   typeof v === 'function' || (typeof v === 'object' && v !== null && !Array.isArray(v));
 
+/**
+ * Longest duration a timer can wait: Node runs a `setTimeout` of more than 2^31 − 1 ms after 1 ms
+ * (with a `TimeoutOverflowWarning`), so a longer visibility timeout aborted handlers and gave
+ * ordered partitions up at once, and a longer sweep or poll period ran every millisecond.
+ */
+const MAX_TIMER_MS = 2_147_483_647;
+
 const spec = {
   concurrency: integerOption({ default: 10, min: 1, max: 10_000 }),
-  visibilityMs: integerOption({ default: 30_000, min: 50 }),
+  visibilityMs: integerOption({ default: 30_000, min: 50, max: MAX_TIMER_MS }),
   maxAttempts: integerOption({ default: 5, min: 1, max: 1_000_000 }),
   backoff: guardedOption(isBackoff, 'backoff options or a function (attempt) => ms', {
     default: {},
   }),
   ordered: booleanOption({ default: false }),
   consumer: { parse: (v: unknown) => v as string | undefined },
-  sweepMs: integerOption({ optional: true, min: 5 }),
-  blockMs: integerOption({ default: 1000, min: 1 }),
-  pollMs: integerOption({ default: 20, min: 1 }),
-  closeTimeoutMs: integerOption({ default: 5000, min: 0 }),
+  sweepMs: integerOption({ optional: true, min: 5, max: MAX_TIMER_MS }),
+  blockMs: integerOption({ default: 1000, min: 1, max: MAX_TIMER_MS }),
+  pollMs: integerOption({ default: 20, min: 1, max: MAX_TIMER_MS }),
+  closeTimeoutMs: integerOption({ default: 5000, min: 0, max: MAX_TIMER_MS }),
   random: functionOption<() => number>({ default: Math.random }),
   signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
 };
@@ -476,7 +486,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     if (typeof b === 'function') {
       const d: unknown = b(attempt);
       if (typeof d !== 'number') return 0;
-      return Number.isFinite(d) ? Math.max(0, Math.round(d)) : 0;
+      // At most what a timer can wait (an ordered consumer sleeps it out here).
+      return Number.isFinite(d) ? Math.min(MAX_TIMER_MS, Math.max(0, Math.round(d))) : 0;
     }
     const base = exponentialDelay(attempt, b.initialMs ?? 100, b.maxMs ?? 30_000, b.factor ?? 2);
     return Math.round(jitter(base, b.jitter ?? 0.2, this.#o.random));
@@ -1965,7 +1976,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     await Promise.race([
       work.catch(() => undefined),
       new Promise<void>((resolve) => {
-        timer = this.#s.clock.setTimer(resolve, Math.max(0, deadline - this.#s.clock.now()));
+        timer = this.#s.clock.setTimer(
+          resolve,
+          Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.#s.clock.now())),
+        );
         timer.unref();
       }),
     ]);
@@ -1986,8 +2000,8 @@ function resolveConsumer(options: unknown) {
       OWNER,
       o.backoff,
       {
-        initialMs: numberOption({ optional: true, min: 0 }),
-        maxMs: numberOption({ optional: true, min: 0 }),
+        initialMs: numberOption({ optional: true, min: 0, max: MAX_TIMER_MS }),
+        maxMs: numberOption({ optional: true, min: 0, max: MAX_TIMER_MS }),
         factor: numberOption({ optional: true, min: 1 }),
         jitter: numberOption({ optional: true, min: 0, max: 1 }),
       },

@@ -93,4 +93,22 @@ describeRedis('keel/queue refuses bad input with typed errors', () => {
     expect((await queue.send('orders', 1, { id: 'a\uD83D\uDE00' })).status).toBe('sent');
     expect((await queue.send('orders', 1, { id: 'a\uD83D\uDE01' })).status).toBe('sent');
   });
+
+  it('consume: durations longer than a Node timer can wait (2^31 − 1 ms) are refused naming the option', () => {
+    const queue = queueOf();
+    const over = 2 ** 31;
+    for (const option of ['visibilityMs', 'sweepMs', 'pollMs', 'closeTimeoutMs', 'blockMs']) {
+      expect(
+        invalidOption(() => queue.consume('orders', 'g', () => undefined, { [option]: over }))
+          .option,
+      ).toBe(option);
+    }
+    for (const option of ['initialMs', 'maxMs']) {
+      expect(
+        invalidOption(() =>
+          queue.consume('orders', 'g', () => undefined, { backoff: { [option]: over } }),
+        ).option,
+      ).toBe(`backoff.${option}`);
+    }
+  });
 });
