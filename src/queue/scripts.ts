@@ -537,7 +537,8 @@ return 1
  * entry, or (with none pending) its last delivered one, past which nothing was read yet. So a
  * pending or undelivered message is never dropped. KEYS: stream. ARGV: max length (0: none),
  * max age ms (0: none). Returns how many entries were trimmed (0 when the stream does not exist:
- * a partition never sent to, or lost with a Redis restart).
+ * a partition never sent to, or lost with a Redis restart). A max age reaching back before the
+ * epoch trims nothing by age (its cut was a negative id, which `XTRIM` refused: every trim failed).
  */
 export const TRIM = script(`
 local max_len, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -549,8 +550,9 @@ if max_len > 0 then
     cut = r[#r][1]
   end
 end
-if max_age > 0 then
-  local a = tostring(now_ms() - max_age) .. '-0'
+local before = now_ms() - max_age
+if max_age > 0 and before > 0 then
+  local a = string.format('%d', before) .. '-0'
   if cut == nil or id_before(cut, a) then cut = a end
 end
 if cut == nil then return 0 end

@@ -111,4 +111,15 @@ describeRedis('keel/queue refuses bad input with typed errors', () => {
       ).toBe(`backoff.${option}`);
     }
   });
+
+  it('retention: a maxAgeMs longer than the epoch (meaning "keep everything") trims nothing and fails nothing', async () => {
+    const queue = new Queue({
+      client: redis().client(0),
+      retention: { maxAgeMs: Number.MAX_SAFE_INTEGER },
+    });
+    opened.push(queue);
+    await queue.send('orders', 1);
+    expect(await queue.trim('orders')).toBe(0);
+    expect(await redis().client(0).xlen(queue.keys('orders', 0).stream)).toBe(1);
+  });
 });
