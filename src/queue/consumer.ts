@@ -45,6 +45,7 @@ import {
   compareStreamIds,
   deadMarkKey,
   decodeEntry,
+  encodeFields,
   leaseKey,
   membersKey,
   nextMarkKey,
@@ -1204,7 +1205,16 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     error: string,
     deadline: number,
   ): Promise<unknown> {
-    const original = entry.fields.slice(0, 12);
+    // The message's own fields, laid out as a producer writes them. Not the entry's first 12 as
+    // stored: an entry written by another program with other fields first lost its payload (or
+    // id) in the DLQ copy — listed as foreign data, never replayable.
+    const original = encodeFields({
+      id: entry.id,
+      key: entry.key ?? '',
+      payload: entry.payloadJson,
+      headers: Object.keys(entry.headers).length === 0 ? '' : JSON.stringify(entry.headers),
+      sentAt: entry.sentAt,
+    });
     const r = await this.#settle(
       'dead-letter',
       DEAD,

@@ -163,4 +163,47 @@ describeRedis('keel/queue against foreign data', () => {
     expect(await admin.xlen(keys.stream)).toBe(1);
     expect(await admin.pttl(dedupKey('keel:q', keys, 'm1'))).toBeGreaterThan(0);
   });
+
+  it('a message whose entry has extra fields before its own is dead-lettered whole: listed with its id and payload, and replayable', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const { stream } = queue.keys('orders', 0);
+    // A Keel message as another writer laid it out: its fields after twelve of its own.
+    const junk = Array.from({ length: 12 }, (_, i) => `x${i}`);
+    await admin.xadd(
+      stream,
+      '*',
+      ...junk,
+      'v',
+      '1',
+      'i',
+      'm1',
+      'k',
+      '',
+      'p',
+      '{"n":1}',
+      'h',
+      '',
+      't',
+      '0',
+    );
+    let healthy = false;
+    const handled: string[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        if (!healthy) throw new Error('boom');
+        handled.push(`${m.id}:${JSON.stringify(m.payload)}`);
+      },
+      { maxAttempts: 1, visibilityMs: 1000 },
+    );
+    await until(async () => expect(await queue.deadLetters('orders')).toHaveLength(1), 10_000);
+    const [letter] = await queue.deadLetters('orders');
+    expect(letter).toMatchObject({ reason: 'failed', id: 'm1', payload: { n: 1 } });
+    healthy = true;
+    expect(await queue.replay('orders')).toBe(1);
+    await until(() => expect(handled).toEqual(['m1:{"n":1}']), 10_000);
+  });
 });
