@@ -61,7 +61,7 @@ import {
   isLeaseExpiredError,
 } from './errors.js';
 import type { Queue, QueueSettings } from './queue.js';
-import { checkName } from './queue.js';
+import { checkName, isName } from './queue.js';
 import {
   ACK,
   ACK_MANY,
@@ -1456,7 +1456,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           [key],
           [this.name, this.#o.visibilityMs, '0'],
         ).then(
-          (reply) => (reply as unknown[]).map(String),
+          // Only consumers' names: another program's members of the set (an empty string, a
+          // lone surrogate) made the ring refuse the view every heartbeat, and every consumer
+          // of the group stayed off every partition.
+          (reply) => (reply as unknown[]).map(String).filter(isName),
           (error: unknown) => (this.#report(error), undefined),
         );
         const members = heard ?? this.#members;

@@ -205,9 +205,13 @@ function resolveQueueOptions(options: unknown) {
  */
 const isText = (v: unknown): v is string => typeof v === 'string' && isWellFormedText(v);
 
+/** True for a valid topic, group or consumer name (see {@link checkName}). @internal */
+export const isName = (value: unknown): value is string =>
+  typeof value === 'string' && NAME.test(value) && isWellFormedText(value);
+
 /** Checks a topic, group or consumer name. @internal */
 export function checkName(owner: string, what: string, value: unknown): string {
-  if (typeof value !== 'string' || !NAME.test(value) || !isWellFormedText(value)) {
+  if (!isName(value)) {
     throw new InvalidOptionError(
       owner,
       what,

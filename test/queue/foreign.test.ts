@@ -6,7 +6,13 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
-import { dedupKey, encodeFields, leaseKey, partitionOf } from '../../src/queue/codec.js';
+import {
+  dedupKey,
+  encodeFields,
+  leaseKey,
+  membersKey,
+  partitionOf,
+} from '../../src/queue/codec.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -205,5 +211,33 @@ describeRedis('keel/queue against foreign data', () => {
     healthy = true;
     expect(await queue.replay('orders')).toBe(1);
     await until(() => expect(handled).toEqual(['m1:{"n":1}']), 10_000);
+  });
+
+  it("ordered: foreign members in the group's member set (no consumer's name) do not keep every consumer off every partition", async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin, partitions: 2 });
+    opened.push(queue);
+    // Never expiring (score +inf), so the heartbeat's sweep of expired members keeps them.
+    await admin.zadd(
+      membersKey('keel:q', 'orders', 'g'),
+      'inf',
+      '',
+      'inf',
+      'a b',
+      'inf',
+      'x\uD800',
+    );
+    const seen: string[] = [];
+    queue.consume(
+      'orders',
+      'g',
+      (m) => {
+        seen.push(m.id);
+      },
+      { ordered: true, visibilityMs: 1000 },
+    );
+    await queue.send('orders', { n: 0 }, { key: keyOf(0, 2), id: 'p0' });
+    await queue.send('orders', { n: 1 }, { key: keyOf(1, 2), id: 'p1' });
+    await until(() => expect([...seen].sort()).toEqual(['p0', 'p1']), 10_000);
   });
 });
