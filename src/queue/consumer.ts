@@ -277,6 +277,16 @@ const TAKEN_OVER = 'the message or the partition lease was taken over';
 
 type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
 
+/** A delivery waiting for a free slot (see `Consumer.#backlog`): what `#dispatch` was given. */
+interface Waiting {
+  readonly p: number;
+  readonly keys: PartitionKeys;
+  readonly entry: DecodedEntry | ForeignEntry;
+  readonly deliveries: number;
+  readonly start: number;
+  readonly previous: string | undefined;
+}
+
 /** An idle partition of an ordered consumer: new entries come after `after`. */
 interface IdleWait {
   readonly stream: string;
@@ -307,6 +317,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   readonly #sweepMs: number;
   readonly #reader: QueueRedisClient;
   readonly #inFlight = new Map<string, Delivery>();
+  /**
+   * Deliveries that found every slot taken, oldest first: a read and the sweep's reclaim each
+   * ask for the slots free when they start, and the one answered second finds them taken by the
+   * other (a blocking read is out most of the time). They start as slots free up, so no more
+   * than `concurrency` handlers ever run; on close they are handed back.
+   */
+  readonly #backlog: Waiting[] = [];
   readonly #owned = new Map<number, Owned>();
   readonly #stop = new AbortController();
   readonly #deadLetters = new EventChannel<DeadLetterEvent>();
@@ -510,7 +527,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     /** Reads in a row that found nothing new. */
     let empty = 0;
     while (!this.#isClosing()) {
-      if (this.#inFlight.size - this.#acks.length >= this.#o.concurrency) {
+      if (this.#inFlight.size - this.#acks.length + this.#backlog.length >= this.#o.concurrency) {
+        // Handled deliveries hold their slots until their ack, which waits to ride with this
+        // loop's next read; with deliveries waiting for those slots there is no read to send
+        // it with, so it goes alone now (else each would wait for the other).
+        if (this.#acks.length > 0 && this.#backlog.length > 0) this.#flushAcks();
         await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
         continue;
       }
@@ -521,7 +542,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         continue;
       }
       const keys = this.#queue.keys(this.topic, p);
-      const free = this.#o.concurrency - this.#inFlight.size;
+      const free = this.#o.concurrency - this.#inFlight.size - this.#backlog.length;
       const blocking = n === 1 || empty >= n;
       const start = this.#s.clock.now();
       let reply: unknown;
@@ -615,7 +636,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const acking = (batch[0] as Delivery).p;
     // Other partitions' acks go out on their own, at once.
     this.#flushAcks();
-    const free = this.#o.concurrency - this.#inFlight.size + batch.length;
+    const free = this.#o.concurrency - this.#inFlight.size - this.#backlog.length + batch.length;
     const start = this.#s.clock.now();
     const keys = this.#queue.keys(this.topic, p);
     // Pipelined on one connection: the batch ack, then a non-blocking read of up to as many
@@ -825,6 +846,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   ): void {
     const slot = `${p}/${entry.entryId}/${deliveries}`;
     if (this.#inFlight.has(slot)) return;
+    if (this.#inFlight.size >= this.#o.concurrency) {
+      this.#backlog.push({ p, keys, entry, deliveries, start, previous });
+      return;
+    }
     const id = entry.ok ? entry.id : entry.entryId;
     if (deliveries > 1) {
       // Reclaimed back to this consumer while an older delivery of it may still run here (it
@@ -916,6 +941,14 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   /** A delivery is over: its slot is free (unless a newer delivery of the entry holds it). */
   #finish(delivery: Delivery): void {
     if (this.#inFlight.get(delivery.slot) === delivery) this.#inFlight.delete(delivery.slot);
+    while (
+      this.#backlog.length > 0 &&
+      this.#inFlight.size < this.#o.concurrency &&
+      !this.#closing
+    ) {
+      const w = this.#backlog.shift() as Waiting;
+      this.#dispatch(w.p, w.keys, w.entry, w.deliveries, w.start, w.previous);
+    }
     const wake = this.#slotWaiter;
     this.#slotWaiter = undefined;
     wake?.();
@@ -1390,7 +1423,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const keys = this.#queue.keys(this.topic, p);
     await this.#promote(keys);
     if (!this.#o.ordered) {
-      const free = this.#o.concurrency - this.#inFlight.size;
+      const free = this.#o.concurrency - this.#inFlight.size - this.#backlog.length;
       if (free > 0) {
         const start = this.#s.clock.now();
         const got = (await run(
@@ -1406,7 +1439,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             // Entries delivered to this name since this instance was made (less a second for
             // clock-rate drift) and not in flight here are its own lost reads (see RECLAIM).
             Math.max(0, Math.floor(start - this.#bornAt) - 1000),
-            ...new Set([...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId)),
+            ...new Set([
+              ...[...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+              ...this.#backlog.filter((w) => w.p === p).map((w) => w.entry.entryId),
+            ]),
           ],
         )) as [unknown, unknown, unknown, unknown][] | null;
         for (const [entryId, raw, previous, deliveries] of got ?? []) {
@@ -1917,6 +1953,20 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     }
     await upTo(this.#main);
     await upTo(this.#sweeping);
+    // Read but never started (no slot came free): another consumer takes them at once.
+    for (const w of this.#backlog.splice(0)) {
+      await upTo(
+        run(
+          this.#s.client,
+          `hand back ${this.topic}`,
+          HAND_BACK,
+          [w.keys.stream],
+          [this.group, w.entry.entryId, this.name, this.#o.visibilityMs, w.deliveries],
+        ).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
+    }
     for (const owned of this.#owned.values()) this.#stopOwned(owned);
     const pending = (): Promise<unknown> =>
       Promise.all([this.#whenDrained(), ...[...this.#owned.values()].map((o) => o.loop)]);
