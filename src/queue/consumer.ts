@@ -55,6 +55,7 @@ import {
   type PartitionKeys,
 } from './codec.js';
 import {
+  InvalidMessageError,
   LeaseExpiredError,
   QueueClosedError,
   QueueRedisError,
@@ -1446,6 +1447,15 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           ],
         )) as [unknown, unknown, unknown, unknown][] | null;
         for (const [entryId, raw, previous, deliveries] of got ?? []) {
+          if (raw === null || raw === undefined) {
+            this.#report(
+              new InvalidMessageError(
+                String(entryId),
+                `deleted from the stream while pending to ${String(previous)} (XDEL or XTRIM by another program): nothing is left to deliver; acked`,
+              ),
+            );
+            continue;
+          }
           if (this.#isClosing()) {
             await run(
               this.#s.client,

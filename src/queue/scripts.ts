@@ -399,7 +399,10 @@ return dlq
  * Entries this consumer is still handling (listed after the count) are left alone: reclaiming
  * them from itself would only reset their idle time and hide them from the others.
  * KEYS: stream. ARGV: group, consumer, min idle ms, count, own idle bound ms, in-flight entry
- * ids. Returns `{{entry id, fields, previous owner, deliveries}, …}`.
+ * ids. Returns `{{entry id, fields, previous owner, deliveries}, …}`; `fields` is nil for a
+ * pending entry no longer in the stream (deleted by another program's `XDEL` or `XTRIM`: Keel
+ * deletes only acked entries), which is acked here — nothing is left to deliver — and listed
+ * so the consumer reports it.
  *
  * An entry pending to this consumer that it is not handling, delivered less than `own idle
  * bound` ago — since this consumer instance started — was never handed to it: the reply of the
@@ -430,6 +433,7 @@ for _, p in ipairs(pend) do
       out[#out + 1] = {p[1], e[2], p[2], own and p[4] or p[4] + 1}
     elseif type(e) ~= 'table' then
       redis.call('XACK', KEYS[1], ARGV[1], p[1])
+      out[#out + 1] = {p[1], false, p[2], p[4]}
     end
   end
 end

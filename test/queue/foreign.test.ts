@@ -5,7 +5,7 @@
  * silently dropped, and it never keeps the valid data around it from flowing.
  */
 import { afterEach, expect, it } from 'vitest';
-import { Queue, type DeadLetterEvent } from '../../src/queue/index.js';
+import { Queue, isInvalidMessageError, type DeadLetterEvent } from '../../src/queue/index.js';
 import {
   dedupKey,
   encodeFields,
@@ -239,5 +239,25 @@ describeRedis('keel/queue against foreign data', () => {
     await queue.send('orders', { n: 0 }, { key: keyOf(0, 2), id: 'p0' });
     await queue.send('orders', { n: 1 }, { key: keyOf(1, 2), id: 'p1' });
     await until(() => expect([...seen].sort()).toEqual(['p0', 'p1']), 10_000);
+  });
+
+  it('a pending message deleted from the stream by someone else (XDEL) is reported when it is reclaimed, not acked in silence', async () => {
+    const admin = redis().client(0);
+    const queue = new Queue({ client: admin });
+    opened.push(queue);
+    const stream = queue.keys('orders', 0).stream;
+    await admin.xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
+    const { entryId } = await queue.send('orders', 1, { id: 'm1' });
+    await admin.xreadgroup('GROUP', 'g', 'dead', 'COUNT', 1, 'STREAMS', stream, '>');
+    await admin.xdel(stream, entryId as string);
+    const errors: unknown[] = [];
+    const consumer = queue.consume('orders', 'g', () => undefined, { visibilityMs: 200 });
+    consumer.onError((e) => errors.push(e));
+    await until(() => {
+      const found = errors.find(isInvalidMessageError);
+      expect(found?.entryId).toBe(entryId);
+      expect(found?.reason).toMatch(/deleted/);
+    }, 10_000);
+    expect(Number((await admin.xpending(stream, 'g'))[0])).toBe(0);
   });
 });
