@@ -45,6 +45,7 @@ import {
   compareStreamIds,
   deadMarkKey,
   decodeEntry,
+  encodeFields,
   leaseKey,
   membersKey,
   nextMarkKey,
@@ -54,13 +55,14 @@ import {
   type PartitionKeys,
 } from './codec.js';
 import {
+  InvalidMessageError,
   LeaseExpiredError,
   QueueClosedError,
   QueueRedisError,
   isLeaseExpiredError,
 } from './errors.js';
 import type { Queue, QueueSettings } from './queue.js';
-import { checkName } from './queue.js';
+import { checkName, isName } from './queue.js';
 import {
   ACK,
   ACK_MANY,
@@ -129,7 +131,10 @@ export interface BackoffOptions {
   readonly jitter?: number | undefined;
 }
 
-/** Options of {@link Queue.consume}. */
+/**
+ * Options of {@link Queue.consume}. Durations are whole milliseconds up to 2^31 − 1 (about 24.8
+ * days, the longest a Node timer waits); a backoff function's result is capped there.
+ */
 export interface ConsumerOptions {
   /** Messages in flight at most (ordered mode: partitions owned at most). @defaultValue 10 */
   readonly concurrency?: number | undefined;
@@ -169,7 +174,7 @@ export interface DeadLetterEvent {
   readonly group: string;
   /** The Keel message id (`undefined` for foreign data). */
   readonly id: string | undefined;
-  /** The stream entry id it had. */
+  /** The stream entry id it had (`''` for a malformed delayed entry: it never reached the stream). */
   readonly entryId: string;
   /** `failed` (attempts exhausted), `expired` (delivered too often without an ack), `invalid` (foreign data). */
   readonly reason: 'failed' | 'expired' | 'invalid';
@@ -202,19 +207,26 @@ const failures = new KeelChannel<{ topic: string; group: string; error: unknown;
 const isBackoff = (v: unknown): v is BackoffOptions | ((attempt: number) => number) =>
   typeof v === 'function' || (typeof v === 'object' && v !== null && !Array.isArray(v));
 
+/**
+ * Longest duration a timer can wait: Node runs a `setTimeout` of more than 2^31 − 1 ms after 1 ms
+ * (with a `TimeoutOverflowWarning`), so a longer visibility timeout aborted handlers and gave
+ * ordered partitions up at once, and a longer sweep or poll period ran every millisecond.
+ */
+const MAX_TIMER_MS = 2_147_483_647;
+
 const spec = {
   concurrency: integerOption({ default: 10, min: 1, max: 10_000 }),
-  visibilityMs: integerOption({ default: 30_000, min: 50 }),
+  visibilityMs: integerOption({ default: 30_000, min: 50, max: MAX_TIMER_MS }),
   maxAttempts: integerOption({ default: 5, min: 1, max: 1_000_000 }),
   backoff: guardedOption(isBackoff, 'backoff options or a function (attempt) => ms', {
     default: {},
   }),
   ordered: booleanOption({ default: false }),
   consumer: { parse: (v: unknown) => v as string | undefined },
-  sweepMs: integerOption({ optional: true, min: 5 }),
-  blockMs: integerOption({ default: 1000, min: 1 }),
-  pollMs: integerOption({ default: 20, min: 1 }),
-  closeTimeoutMs: integerOption({ default: 5000, min: 0 }),
+  sweepMs: integerOption({ optional: true, min: 5, max: MAX_TIMER_MS }),
+  blockMs: integerOption({ default: 1000, min: 1, max: MAX_TIMER_MS }),
+  pollMs: integerOption({ default: 20, min: 1, max: MAX_TIMER_MS }),
+  closeTimeoutMs: integerOption({ default: 5000, min: 0, max: MAX_TIMER_MS }),
   random: functionOption<() => number>({ default: Math.random }),
   signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
 };
@@ -266,6 +278,16 @@ const TAKEN_OVER = 'the message or the partition lease was taken over';
 
 type Outcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
 
+/** A delivery waiting for a free slot (see `Consumer.#backlog`): what `#dispatch` was given. */
+interface Waiting {
+  readonly p: number;
+  readonly keys: PartitionKeys;
+  readonly entry: DecodedEntry | ForeignEntry;
+  readonly deliveries: number;
+  readonly start: number;
+  readonly previous: string | undefined;
+}
+
 /** An idle partition of an ordered consumer: new entries come after `after`. */
 interface IdleWait {
   readonly stream: string;
@@ -296,6 +318,13 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   readonly #sweepMs: number;
   readonly #reader: QueueRedisClient;
   readonly #inFlight = new Map<string, Delivery>();
+  /**
+   * Deliveries that found every slot taken, oldest first: a read and the sweep's reclaim each
+   * ask for the slots free when they start, and the one answered second finds them taken by the
+   * other (a blocking read is out most of the time). They start as slots free up, so no more
+   * than `concurrency` handlers ever run; on close they are handed back.
+   */
+  readonly #backlog: Waiting[] = [];
   readonly #owned = new Map<number, Owned>();
   readonly #stop = new AbortController();
   readonly #deadLetters = new EventChannel<DeadLetterEvent>();
@@ -447,6 +476,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       } catch (error) {
         if (error instanceof Error && error.message.startsWith('BUSYGROUP')) return;
         this.#report(new QueueRedisError(`create group ${this.group}`, this.#s.client, error));
+        // The stream key holds foreign data of another type: no retry makes a group there, and
+        // waiting here kept the consumer off every other partition for good. The partition's
+        // reads meet the same error (reported each time) and create the group once the key is
+        // a stream again or gone (NOGROUP).
+        if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return;
         await this.#pause(Math.min(1000, 50 * 2 ** attempt));
       }
     }
@@ -471,7 +505,8 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     if (typeof b === 'function') {
       const d: unknown = b(attempt);
       if (typeof d !== 'number') return 0;
-      return Number.isFinite(d) ? Math.max(0, Math.round(d)) : 0;
+      // At most what a timer can wait (an ordered consumer sleeps it out here).
+      return Number.isFinite(d) ? Math.min(MAX_TIMER_MS, Math.max(0, Math.round(d))) : 0;
     }
     const base = exponentialDelay(attempt, b.initialMs ?? 100, b.maxMs ?? 30_000, b.factor ?? 2);
     return Math.round(jitter(base, b.jitter ?? 0.2, this.#o.random));
@@ -493,7 +528,11 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     /** Reads in a row that found nothing new. */
     let empty = 0;
     while (!this.#isClosing()) {
-      if (this.#inFlight.size - this.#acks.length >= this.#o.concurrency) {
+      if (this.#inFlight.size - this.#acks.length + this.#backlog.length >= this.#o.concurrency) {
+        // Handled deliveries hold their slots until their ack, which waits to ride with this
+        // loop's next read; with deliveries waiting for those slots there is no read to send
+        // it with, so it goes alone now (else each would wait for the other).
+        if (this.#acks.length > 0 && this.#backlog.length > 0) this.#flushAcks();
         await new Promise<void>((resolve) => (this.#slotWaiter = resolve));
         continue;
       }
@@ -504,7 +543,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
         continue;
       }
       const keys = this.#queue.keys(this.topic, p);
-      const free = this.#o.concurrency - this.#inFlight.size;
+      const free = this.#o.concurrency - this.#inFlight.size - this.#backlog.length;
       const blocking = n === 1 || empty >= n;
       const start = this.#s.clock.now();
       let reply: unknown;
@@ -598,7 +637,7 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const acking = (batch[0] as Delivery).p;
     // Other partitions' acks go out on their own, at once.
     this.#flushAcks();
-    const free = this.#o.concurrency - this.#inFlight.size + batch.length;
+    const free = this.#o.concurrency - this.#inFlight.size - this.#backlog.length + batch.length;
     const start = this.#s.clock.now();
     const keys = this.#queue.keys(this.topic, p);
     // Pipelined on one connection: the batch ack, then a non-blocking read of up to as many
@@ -808,6 +847,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   ): void {
     const slot = `${p}/${entry.entryId}/${deliveries}`;
     if (this.#inFlight.has(slot)) return;
+    if (this.#inFlight.size >= this.#o.concurrency) {
+      this.#backlog.push({ p, keys, entry, deliveries, start, previous });
+      return;
+    }
     const id = entry.ok ? entry.id : entry.entryId;
     if (deliveries > 1) {
       // Reclaimed back to this consumer while an older delivery of it may still run here (it
@@ -899,6 +942,14 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   /** A delivery is over: its slot is free (unless a newer delivery of the entry holds it). */
   #finish(delivery: Delivery): void {
     if (this.#inFlight.get(delivery.slot) === delivery) this.#inFlight.delete(delivery.slot);
+    while (
+      this.#backlog.length > 0 &&
+      this.#inFlight.size < this.#o.concurrency &&
+      !this.#closing
+    ) {
+      const w = this.#backlog.shift() as Waiting;
+      this.#dispatch(w.p, w.keys, w.entry, w.deliveries, w.start, w.previous);
+    }
     const wake = this.#slotWaiter;
     this.#slotWaiter = undefined;
     wake?.();
@@ -1188,7 +1239,16 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     error: string,
     deadline: number,
   ): Promise<unknown> {
-    const original = entry.fields.slice(0, 12);
+    // The message's own fields, laid out as a producer writes them. Not the entry's first 12 as
+    // stored: an entry written by another program with other fields first lost its payload (or
+    // id) in the DLQ copy — listed as foreign data, never replayable.
+    const original = encodeFields({
+      id: entry.id,
+      key: entry.key ?? '',
+      payload: entry.payloadJson,
+      headers: Object.keys(entry.headers).length === 0 ? '' : JSON.stringify(entry.headers),
+      sentAt: entry.sentAt,
+    });
     const r = await this.#settle(
       'dead-letter',
       DEAD,
@@ -1315,20 +1375,56 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     }
   }
 
+  /**
+   * Moves the partition's due delayed messages into its stream. Malformed delayed entries are
+   * quarantined to the DLQ by the same script (see PROMOTE) and reported here, as a foreign
+   * stream entry is: `onDeadLetter` with reason `invalid` and no entry id (it never reached the
+   * stream).
+   */
+  async #promote(keys: PartitionKeys): Promise<void> {
+    let reply: unknown;
+    try {
+      reply = await run(
+        this.#s.client,
+        `promote ${this.topic}`,
+        PROMOTE,
+        [keys.stream, keys.delayed, keys.dlq],
+        [256, this.group, this.name, wallTime()],
+      );
+    } catch (error) {
+      this.#report(error);
+      return;
+    }
+    const r = Array.isArray(reply) ? reply.map(String) : [];
+    if (r[1] !== undefined && r[1] !== '') {
+      this.#report(
+        new QueueRedisError(
+          `promote ${this.topic}`,
+          this.#s.client,
+          new Error(
+            `${r[1]}: a malformed delayed entry could not be quarantined; kept for the next sweep`,
+          ),
+        ),
+      );
+    }
+    for (let i = 2; i + 1 < r.length; i += 2) {
+      this.#published({
+        id: undefined,
+        entryId: '',
+        reason: 'invalid',
+        error: r[i + 1] as string,
+        attempts: 0,
+        consumers: [this.name],
+      });
+    }
+  }
+
   /** The sweep of partition `p`: delayed messages due, reclaims, trims. */
   async #sweepPartition(p: number, retain: boolean): Promise<void> {
     const keys = this.#queue.keys(this.topic, p);
-    await run(
-      this.#s.client,
-      `promote ${this.topic}`,
-      PROMOTE,
-      [keys.stream, keys.delayed],
-      [256],
-    ).catch((error: unknown) => {
-      this.#report(error);
-    });
+    await this.#promote(keys);
     if (!this.#o.ordered) {
-      const free = this.#o.concurrency - this.#inFlight.size;
+      const free = this.#o.concurrency - this.#inFlight.size - this.#backlog.length;
       if (free > 0) {
         const start = this.#s.clock.now();
         const got = (await run(
@@ -1344,10 +1440,22 @@ export class Consumer<T = unknown> implements AsyncDisposable {
             // Entries delivered to this name since this instance was made (less a second for
             // clock-rate drift) and not in flight here are its own lost reads (see RECLAIM).
             Math.max(0, Math.floor(start - this.#bornAt) - 1000),
-            ...new Set([...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId)),
+            ...new Set([
+              ...[...this.#inFlight.values()].filter((d) => d.p === p).map((d) => d.entryId),
+              ...this.#backlog.filter((w) => w.p === p).map((w) => w.entry.entryId),
+            ]),
           ],
         )) as [unknown, unknown, unknown, unknown][] | null;
         for (const [entryId, raw, previous, deliveries] of got ?? []) {
+          if (raw === null || raw === undefined) {
+            this.#report(
+              new InvalidMessageError(
+                String(entryId),
+                `deleted from the stream while pending to ${String(previous)} (XDEL or XTRIM by another program): nothing is left to deliver; acked`,
+              ),
+            );
+            continue;
+          }
           if (this.#isClosing()) {
             await run(
               this.#s.client,
@@ -1394,7 +1502,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
           [key],
           [this.name, this.#o.visibilityMs, '0'],
         ).then(
-          (reply) => (reply as unknown[]).map(String),
+          // Only consumers' names: another program's members of the set (an empty string, a
+          // lone surrogate) made the ring refuse the view every heartbeat, and every consumer
+          // of the group stayed off every partition.
+          (reply) => (reply as unknown[]).map(String).filter(isName),
           (error: unknown) => (this.#report(error), undefined),
         );
         const members = heard ?? this.#members;
@@ -1816,7 +1927,10 @@ export class Consumer<T = unknown> implements AsyncDisposable {
   /**
    * Stops reading, lets in-flight handlers finish for up to `closeTimeoutMs`, then aborts the
    * rest and hands their messages back for immediate reclaim; releases partition leases; closes
-   * the reader connection. Safe to call more than once.
+   * the reader connection. Safe to call more than once. Redis that does not answer (paused, a
+   * network dropping packets) is waited for at most `closeTimeoutMs` twice (at least 100 ms
+   * for the second) plus `visibilityMs`: then it settles without it, and what it could not ack
+   * or hand back is reclaimed by another consumer after its visibility timeout.
    */
   close(): Promise<void> {
     this.#closePromise ??= this.#close();
@@ -1831,11 +1945,38 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     const wake = this.#slotWaiter;
     this.#slotWaiter = undefined;
     wake?.();
+    // Redis may not answer at all (paused, or a network that drops packets: the connection
+    // stays open and a call waits for good, since nothing here times calls out). Closing waits
+    // for it up to this deadline — the handlers' time, the grace after it, and a visibility
+    // timeout for the Redis steps — and then finishes without it: what it could not hand back
+    // or ack stays pending and is reclaimed by another consumer after its visibility timeout,
+    // as if this one had died. Without the bound, close() (and closeOnSignals' exit) never
+    // settled while Redis was paused.
+    const bound =
+      this.#s.clock.now() +
+      this.#o.closeTimeoutMs +
+      Math.max(100, this.#o.closeTimeoutMs) +
+      this.#o.visibilityMs;
+    const upTo = (work: Promise<unknown>): Promise<void> => this.#upTo(work, bound);
     if (this.#readerId !== undefined) {
-      await this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId).catch(() => undefined);
+      await upTo(this.#s.client.call('CLIENT', 'UNBLOCK', this.#readerId));
     }
-    await this.#main.catch(() => undefined);
-    await this.#sweeping.catch(() => undefined);
+    await upTo(this.#main);
+    await upTo(this.#sweeping);
+    // Read but never started (no slot came free): another consumer takes them at once.
+    for (const w of this.#backlog.splice(0)) {
+      await upTo(
+        run(
+          this.#s.client,
+          `hand back ${this.topic}`,
+          HAND_BACK,
+          [w.keys.stream],
+          [this.group, w.entry.entryId, this.name, this.#o.visibilityMs, w.deliveries],
+        ).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
+    }
     for (const owned of this.#owned.values()) this.#stopOwned(owned);
     const pending = (): Promise<unknown> =>
       Promise.all([this.#whenDrained(), ...[...this.#owned.values()].map((o) => o.loop)]);
@@ -1853,15 +1994,17 @@ export class Consumer<T = unknown> implements AsyncDisposable {
       d.handedBack = true;
       d.controller.abort(reason);
       const keys = this.#queue.keys(this.topic, d.p);
-      await run(
-        this.#s.client,
-        `hand back ${this.topic}`,
-        HAND_BACK,
-        [keys.stream],
-        [this.group, d.entryId, this.name, this.#o.visibilityMs, d.deliveries],
-      ).catch((error: unknown) => {
-        this.#report(error);
-      });
+      await upTo(
+        run(
+          this.#s.client,
+          `hand back ${this.topic}`,
+          HAND_BACK,
+          [keys.stream],
+          [this.group, d.entryId, this.name, this.#o.visibilityMs, d.deliveries],
+        ).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
     }
     for (const owned of this.#owned.values()) owned.controller.abort(reason);
     // A handler that ignores its signal is not waited for forever: whatever it does later is
@@ -1877,23 +2020,43 @@ export class Consumer<T = unknown> implements AsyncDisposable {
     grace?.cancel();
     this.#deadlineTimer?.cancel();
     for (const p of [...this.#forget.keys()]) {
-      await this.#forgetNow(p).catch((error: unknown) => {
-        this.#report(error);
-      });
+      await upTo(
+        this.#forgetNow(p).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
     }
     if (this.#o.ordered) {
-      await run(
-        this.#s.client,
-        `members ${this.topic}`,
-        MEMBERS,
-        [membersKey(this.#s.prefix, this.topic, this.group)],
-        [this.name, this.#o.visibilityMs, '1'],
-      ).catch((error: unknown) => {
-        this.#report(error);
-      });
+      await upTo(
+        run(
+          this.#s.client,
+          `members ${this.topic}`,
+          MEMBERS,
+          [membersKey(this.#s.prefix, this.topic, this.group)],
+          [this.name, this.#o.visibilityMs, '1'],
+        ).catch((error: unknown) => {
+          this.#report(error);
+        }),
+      );
     }
     this.#reader.disconnect();
     this.#resolveClosed();
+  }
+
+  /** Waits for `work` to settle (either way), or until `deadline` on the clock, whichever is first. */
+  async #upTo(work: Promise<unknown>, deadline: number): Promise<void> {
+    let timer: Timer | undefined;
+    await Promise.race([
+      work.catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = this.#s.clock.setTimer(
+          resolve,
+          Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.#s.clock.now())),
+        );
+        timer.unref();
+      }),
+    ]);
+    timer?.cancel();
   }
 
   /** Same as {@link Consumer.close}, for `await using`. */
@@ -1910,8 +2073,8 @@ function resolveConsumer(options: unknown) {
       OWNER,
       o.backoff,
       {
-        initialMs: numberOption({ optional: true, min: 0 }),
-        maxMs: numberOption({ optional: true, min: 0 }),
+        initialMs: numberOption({ optional: true, min: 0, max: MAX_TIMER_MS }),
+        maxMs: numberOption({ optional: true, min: 0, max: MAX_TIMER_MS }),
         factor: numberOption({ optional: true, min: 1 }),
         jitter: numberOption({ optional: true, min: 0, max: 1 }),
       },

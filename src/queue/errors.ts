@@ -83,7 +83,9 @@ export class LeaseExpiredError extends KeelError {
 
 /**
  * A stream entry that is not a Keel message (foreign data written by something else): it is
- * moved to the dead-letter stream with this reason, never handed to the handler.
+ * moved to the dead-letter stream with this reason, never handed to the handler. Also what
+ * `Consumer.onError` reports for a pending message that another program deleted from the stream
+ * (`XDEL`, `XTRIM`) before it was acked: nothing is left to deliver or dead-letter.
  */
 export class InvalidMessageError extends KeelError {
   override readonly name: string = 'InvalidMessageError';

@@ -13,6 +13,7 @@ import {
   integerOption,
   isAbortSignal,
   isClock,
+  isWellFormedText,
   onShutdownSignals,
   signalsOption,
   nestedOption,
@@ -185,19 +186,36 @@ export type QueueSettings = ReturnType<typeof resolveQueueOptions>;
 
 function resolveQueueOptions(options: unknown) {
   const o = resolveOptions(OWNER, options, spec);
-  if (/[{}]/.test(o.prefix)) {
-    throw new InvalidOptionError(OWNER, 'prefix', 'a prefix without { or }', o.prefix);
+  if (/[{}]/.test(o.prefix) || !isWellFormedText(o.prefix)) {
+    throw new InvalidOptionError(
+      OWNER,
+      'prefix',
+      'a prefix without { or } or a lone UTF-16 surrogate',
+      o.prefix,
+    );
   }
   return o;
 }
 
+/**
+ * True for a string Redis keeps as given. A lone UTF-16 surrogate is no text: the client sends it
+ * as UTF-8, where it becomes U+FFFD, so names (or ids, keys) that differ only there reach Redis
+ * as one — one stream for two topics, or a message id answered `duplicate` for another id's
+ * dedup record, the message never enqueued.
+ */
+const isText = (v: unknown): v is string => typeof v === 'string' && isWellFormedText(v);
+
+/** True for a valid topic, group or consumer name (see {@link checkName}). @internal */
+export const isName = (value: unknown): value is string =>
+  typeof value === 'string' && NAME.test(value) && isWellFormedText(value);
+
 /** Checks a topic, group or consumer name. @internal */
 export function checkName(owner: string, what: string, value: unknown): string {
-  if (typeof value !== 'string' || !NAME.test(value)) {
+  if (!isName(value)) {
     throw new InvalidOptionError(
       owner,
       what,
-      'a non-empty string of at most 200 characters without braces or spaces',
+      'a non-empty string of at most 200 characters without braces, spaces or a lone UTF-16 surrogate',
       value,
     );
   }
@@ -212,8 +230,12 @@ export function checkSend(owner: string, o: unknown): void {
   if (o === undefined || plainSend(o)) return;
   // Something to refuse, or an unusual shape: the full check, which names what is wrong.
   resolveOptions(owner, o, {
-    key: stringOption({ optional: true }),
-    id: stringOption({ optional: true, nonEmpty: true }),
+    key: guardedOption(isText, 'a string (without a lone UTF-16 surrogate)', { optional: true }),
+    id: guardedOption(
+      (v: unknown): v is string => isText(v) && v !== '',
+      'a non-empty string (without a lone UTF-16 surrogate)',
+      { optional: true },
+    ),
     delayMs: integerOption({ optional: true, min: 0 }),
     headers: guardedOption(isHeaders, 'an object of string values', { optional: true }),
     signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
@@ -235,10 +257,10 @@ function plainSend(o: unknown): boolean {
     if (v === undefined || name === 'payload') continue;
     switch (name) {
       case 'key':
-        if (typeof v !== 'string') return false;
+        if (!isText(v)) return false;
         break;
       case 'id':
-        if (typeof v !== 'string' || v === '') return false;
+        if (!isText(v) || v === '') return false;
         break;
       case 'delayMs':
         if (!Number.isSafeInteger(v) || (v as number) < 0) return false;
@@ -319,8 +341,13 @@ export class Queue implements AsyncDisposable {
    */
   hashTag(topic: string, keyOrId: string): string {
     checkName(OWNER, 'topic', topic);
-    if (typeof keyOrId !== 'string') {
-      throw new InvalidOptionError(OWNER, 'keyOrId', 'a string (a message key or id)', keyOrId);
+    if (!isText(keyOrId)) {
+      throw new InvalidOptionError(
+        OWNER,
+        'keyOrId',
+        'a string (a message key or id, without a lone UTF-16 surrogate)',
+        keyOrId,
+      );
     }
     return this.keys(topic, partitionOf(keyOrId, this.settings.partitions)).tag;
   }
@@ -371,7 +398,25 @@ export class Queue implements AsyncDisposable {
     if (!Array.isArray(items)) {
       throw new InvalidOptionError('Queue.sendMany', 'items', 'an array of { payload, … }', items);
     }
-    for (const item of items) checkSend(`Queue.send(${topic})`, item);
+    if (options !== undefined) {
+      resolveOptions('Queue.sendMany', options, {
+        signal: guardedOption(isAbortSignal, 'an AbortSignal', { optional: true }),
+      });
+    }
+    // By index: `for … of` reads a hole of a sparse array as undefined, which checkSend takes
+    // for "no options" — the item then failed deep inside as a payload that is not JSON.
+    for (let i = 0; i < items.length; i++) {
+      const item: unknown = items[i];
+      if (typeof item !== 'object' || item === null) {
+        throw new InvalidOptionError(
+          'Queue.sendMany',
+          `items[${i}]`,
+          'an object { payload, … }',
+          item,
+        );
+      }
+      checkSend(`Queue.send(${topic})`, item);
+    }
     throwIfAborted(options?.signal);
     const plans = items.map((item: SendItem<T>) => this.plan(topic, item));
     if (plans.length < 2) return Promise.all(plans.map((plan) => this.#write(topic, plan)));

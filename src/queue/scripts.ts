@@ -96,10 +96,11 @@ export const SEND_MAX = 1000;
  * ms, how many fields follow, the fields. Returns per message `code, value`: `0, ''` duplicate,
  * `1, entry id` added, `2, due ms` delayed (the due time is on the Redis server's clock).
  *
- * Only a dedup record (`'1'`) makes a duplicate: a dedup key holding anything else — foreign
- * data, of any type — is replaced and the message sent (`SET NX` alone fails on any existing
- * key, and the message would be answered `duplicate` and never enqueued). Checked only when the
- * key exists: a first send costs what it did.
+ * Only a dedup record (`'1'`, with an expiry: every record is written with one) makes a
+ * duplicate: a dedup key holding anything else — foreign data, of any type, or a `'1'` that never
+ * expires — is replaced and the message sent (`SET NX` alone fails on any existing key, and the
+ * message would be answered `duplicate` and never enqueued). Checked only when the key exists:
+ * a first send costs what it did.
  *
  * Nothing of the batch is written unless all of it is. Out of memory (`maxmemory` under
  * `noeviction`), Redis refuses a script without flags at its first write that may grow memory
@@ -135,7 +136,7 @@ while i <= n do
   if window ~= '0' then
     local u = KEYS[tonumber(ARGV[i + 2])]
     if not redis.call('SET', u, '1', 'NX', 'PX', window) then
-      if redis.pcall('GET', u) == '1' then fresh = false
+      if redis.pcall('GET', u) == '1' and redis.call('PTTL', u) ~= -1 then fresh = false
       else redis.call('SET', u, '1', 'PX', window) end
     end
   end
@@ -169,19 +170,70 @@ export const STAGED_SEND = luaScript(`#!lua
 ${SEND.source}`);
 
 /**
- * Moves due delayed messages into the stream, by Redis server time. KEYS: stream, delayed.
- * ARGV: at most how many. Returns how many moved.
+ * Most fields a delayed entry may have to be moved into the stream: a Keel message has at most
+ * 20 (a retry copy), and `unpack` of a much longer list fails the script (Lua's stack limit).
+ */
+export const PROMOTE_MAX_FIELDS = 1000;
+
+/**
+ * Moves due delayed messages into the stream, by Redis server time. KEYS: stream, delayed, dlq.
+ * ARGV: at most how many, then for a quarantined entry its group, consumer and wall time
+ * (epoch ms). Returns `{moved, failure, dlq id, why, dlq id, why, …}`.
+ *
+ * A delayed entry is the message's fields as a JSON array of strings (see {@link SEND}). One
+ * that is not — foreign data, or corrupted: not JSON, not an array, an odd count of fields, a
+ * value that is not a string, more than {@link PROMOTE_MAX_FIELDS} — is quarantined: added to the
+ * DLQ as the consumer quarantines a foreign stream entry (`x:reason invalid`, the raw member in
+ * `x:raw`, at most 100 000 bytes of it) and removed from the delayed set, and the reply lists it
+ * (DLQ id, why) for the consumer to report. It was dropped unreported before; and an odd count
+ * or a nested value failed the `XADD` and with it the whole script, every sweep, so no delayed
+ * message due after it was ever delivered. A DLQ key holding foreign data of another type is
+ * replaced, as {@link DEAD} does. A DLQ write refused for another reason (an ACL, memory) leaves
+ * the entry where it is for a later sweep and goes on with the others; `failure` is then the
+ * refusal, naming the key ('' when none).
  */
 export const PROMOTE = script(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
-for _, m in ipairs(due) do
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms(), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {0, ''}
+for i = 1, #due, 2 do
+  local m = due[i]
   local ok, fields = pcall(cjson.decode, m)
-  if ok and type(fields) == 'table' and #fields >= 2 then
-    redis.call('XADD', KEYS[1], '*', unpack(fields))
+  local why = nil
+  if not ok then why = 'not JSON'
+  elseif type(fields) ~= 'table' then why = 'not a JSON array'
+  else
+    local n = #fields
+    if n < 2 or n % 2 ~= 0 or n > ${PROMOTE_MAX_FIELDS} then
+      why = 'not an array of field/value pairs (' .. n .. ' items)'
+    else
+      for j = 1, n do
+        if type(fields[j]) ~= 'string' then why = 'item ' .. j .. ' is not a string'; break end
+      end
+    end
   end
-  redis.call('ZREM', KEYS[2], m)
+  if why == nil then
+    redis.call('XADD', KEYS[1], '*', unpack(fields))
+    redis.call('ZREM', KEYS[2], m)
+    out[1] = out[1] + 1
+  else
+    why = 'not a Keel message: delayed entry (due ' .. due[i + 1] .. ') is ' .. why
+    local entry = {'x:reason', 'invalid', 'x:error', why, 'x:raw', string.sub(m, 1, 100000),
+      'x:attempts', '0', 'x:consumers', ARGV[3], 'x:group', ARGV[2], 'x:at', ARGV[4]}
+    local d = redis.pcall('XADD', KEYS[3], '*', unpack(entry))
+    if type(d) == 'table' and string.sub(d.err, 1, 9) == 'WRONGTYPE' then
+      redis.call('DEL', KEYS[3])
+      d = redis.pcall('XADD', KEYS[3], '*', unpack(entry))
+    end
+    if type(d) == 'table' then
+      out[2] = d.err .. ' (XADD ' .. KEYS[3] .. ')'
+    else
+      redis.call('ZREM', KEYS[2], m)
+      out[#out + 1] = d
+      out[#out + 1] = why
+    end
+  end
 end
-return #due
+return out
 `);
 
 /**
@@ -352,7 +404,10 @@ return dlq
  * Entries this consumer is still handling (listed after the count) are left alone: reclaiming
  * them from itself would only reset their idle time and hide them from the others.
  * KEYS: stream. ARGV: group, consumer, min idle ms, count, own idle bound ms, in-flight entry
- * ids. Returns `{{entry id, fields, previous owner, deliveries}, …}`.
+ * ids. Returns `{{entry id, fields, previous owner, deliveries}, …}`; `fields` is nil for a
+ * pending entry no longer in the stream (deleted by another program's `XDEL` or `XTRIM`: Keel
+ * deletes only acked entries), which is acked here — nothing is left to deliver — and listed
+ * so the consumer reports it.
  *
  * An entry pending to this consumer that it is not handling, delivered less than `own idle
  * bound` ago — since this consumer instance started — was never handed to it: the reply of the
@@ -383,6 +438,7 @@ for _, p in ipairs(pend) do
       out[#out + 1] = {p[1], e[2], p[2], own and p[4] or p[4] + 1}
     elseif type(e) ~= 'table' then
       redis.call('XACK', KEYS[1], ARGV[1], p[1])
+      out[#out + 1] = {p[1], false, p[2], p[4]}
     end
   end
 end
@@ -490,7 +546,8 @@ return 1
  * entry, or (with none pending) its last delivered one, past which nothing was read yet. So a
  * pending or undelivered message is never dropped. KEYS: stream. ARGV: max length (0: none),
  * max age ms (0: none). Returns how many entries were trimmed (0 when the stream does not exist:
- * a partition never sent to, or lost with a Redis restart).
+ * a partition never sent to, or lost with a Redis restart). A max age reaching back before the
+ * epoch trims nothing by age (its cut was a negative id, which `XTRIM` refused: every trim failed).
  */
 export const TRIM = script(`
 local max_len, max_age = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -502,8 +559,9 @@ if max_len > 0 then
     cut = r[#r][1]
   end
 end
-if max_age > 0 then
-  local a = tostring(now_ms() - max_age) .. '-0'
+local before = now_ms() - max_age
+if max_age > 0 and before > 0 then
+  local a = string.format('%d', before) .. '-0'
   if cut == nil or id_before(cut, a) then cut = a end
 end
 if cut == nil then return 0 end
@@ -555,7 +613,10 @@ return redis.call('XADD', KEYS[2], '*', unpack(tail(2)))
 /**
  * Lease: take or renew. KEYS: lease. ARGV: token, ttl ms. Returns 1 held, 0 someone else's. A
  * lease key holding something that is not a string (foreign data) is no one's lease: it is
- * replaced, rather than refusing (WRONGTYPE) the partition to every consumer for good.
+ * replaced, rather than refusing (WRONGTYPE) the partition to every consumer for good. So is a
+ * string without an expiry: every lease Keel writes expires (`SET … PX`, renewed by `PEXPIRE`),
+ * and one that never does kept the partition from every consumer for good. Asked (`PTTL`) only
+ * of a lease that is not the caller's.
  *
  * A renewal only moves the key's expiry (`PEXPIRE`, which never needs memory), so a holder keeps
  * its lease while Redis is out of memory under `noeviction` — where a `SET` is refused — rather
@@ -568,7 +629,7 @@ if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-if cur == false or type(cur) == 'table' then
+if cur == false or type(cur) == 'table' or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
