@@ -687,8 +687,14 @@ export class SagaCoordinator implements AsyncDisposable {
       for (let shard = 0; shard < this.#o.shards; shard++) {
         const room = this.#o.maxRecovering - this.#recovering;
         if (room <= 0 || this.#closing.signal.aborted) return claimed;
-        const { rows } = await this.#store.claim(def.name, shard, this.#o.owner, room);
+        const { rows, foreign } = await this.#store.claim(def.name, shard, this.#o.owner, room);
+        for (const id of foreign) this.#reportForeign(def, id);
         for (const [id, row] of rows) {
+          if (!LIVE.has(row.status)) {
+            // Malformed (foreign data in its fields): parked by the claim, not driven.
+            this.#publish(def, id, row, 'park', -1);
+            continue;
+          }
           claimed++;
           this.#publish(def, id, row, 'claim', -1);
           const key = `${def.name}/${id}`;
@@ -790,6 +796,27 @@ export class SagaCoordinator implements AsyncDisposable {
         if (this.#beating.size > 0 && !this.#closing.signal.aborted) this.#armBeat();
       }, period)
       .unref();
+  }
+
+  /**
+   * An id in a shard's recovery index whose instance key holds another type (a foreign write):
+   * the claim took it out of recovery; heard as a `park` with no instance (version and fence 0).
+   */
+  #reportForeign(def: SagaDefinition<unknown, unknown>, id: string): void {
+    if (!this.#transitions.active && !transitionChannel.active) return;
+    const message: SagaTransitionEvent = {
+      saga: def.name,
+      id,
+      event: 'park',
+      step: undefined,
+      status: 'needs-attention',
+      version: 0,
+      fence: 0,
+      owner: '',
+      time: wallTime(),
+    };
+    this.#transitions.emit(message);
+    transitionChannel.publish(message);
   }
 
   #publish(
