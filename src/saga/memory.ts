@@ -281,6 +281,7 @@ const transition: Port = (ks, keys, a) => {
     return true;
   };
   if (op === 'renew') {
+    ks.hdel(h as string, ['ls']); // as the Lua (a write Redis allows out of memory): same order
     ks.hset(h as string, reindex() ? { ls: lease, ix: lease } : { ls: lease });
     return `1|${ver ?? ''}|${now}|${lease}|${cjNow ?? ''}|${st}`;
   }

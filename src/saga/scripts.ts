@@ -207,6 +207,7 @@ if st ~= 'running' and st ~= 'compensating' then return refuse('state', s) end
 if op ~= 'renew' and s[4] ~= ARGV[4] then return refuse('version', s) end
 local cjs = s[6] or ''
 if op == 'renew' then
+  redis.call('HDEL', h, 'ls')
   if reindex(KEYS, ARGV, ix, leases, floors) then
     redis.call('HSET', h, 'ls', leases, 'ix', leases)
   else
@@ -357,7 +358,11 @@ return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now 
  * coordinator's CPU with 100 sagas in flight), and Redis writes one. Its numbers are the texts
  * the script already made for the hash, so nothing is formatted for the reply alone.
  * A heartbeat (`renew`) checks the owner and fence only: it may cross a transition of the same
- * owner.
+ * owner. It deletes the lease field before writing it again: `HDEL` is a write Redis allows out of
+ * memory (`noeviction`), and once a script has written Redis lets its later writes through — a
+ * renewal whose first write was its `HSET` was refused, the owner's lease ran out while its step
+ * still ran, and another coordinator claimed the saga and ran the step again beside it as soon as
+ * memory came back (the same field back: no memory grows).
  *
  * Op `next` is a step's `done` and the next step's `begin` (attempt 1) in one call, as a
  * coordinator sends them when a step succeeds and another follows: nothing happens between the
