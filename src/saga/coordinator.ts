@@ -66,6 +66,7 @@ import {
   SagaConflictError,
   SagaFencedError,
   SagaStepTimeoutError,
+  SagaStoreError,
   SagaTimeoutError,
   SagaUnknownError,
   isSagaStoreError,
@@ -233,6 +234,19 @@ const ignore = (): undefined => undefined;
 
 const decode = (text: string | undefined): unknown =>
   text === undefined || text === '' ? undefined : JSON.parse(text);
+
+/**
+ * {@link decode} of a text stored for instance `id` (its input, or a step's output): one that is
+ * not JSON (something other than Keel wrote it) is a {@link SagaStoreError} naming the instance
+ * and the field, not the parser's bare `SyntaxError`.
+ */
+function decodeStored(text: string | undefined, saga: string, id: string, field: string): unknown {
+  try {
+    return decode(text);
+  } catch (error) {
+    throw new SagaStoreError(`read ${saga}/${id} ${field}`, { cause: error }, 'not JSON');
+  }
+}
 
 /**
  * Above this many characters of stored input and earlier outputs, a step's context decodes
@@ -844,7 +858,7 @@ export class SagaCoordinator implements AsyncDisposable {
 
   #outcome(def: SagaDefinition<unknown, unknown>, id: string, row: Row): SagaOutcome {
     if (row.status === 'completed') {
-      return { status: 'completed', id, outputs: this.#outputs(def, row) };
+      return { status: 'completed', id, outputs: this.#outputs(def, id, row) };
     }
     return {
       status: row.status === 'compensated' ? 'compensated' : 'needs-attention',
@@ -856,13 +870,16 @@ export class SagaCoordinator implements AsyncDisposable {
   /** The decoded outputs of `row`'s steps before `before` (all of them by default), by name. */
   #outputs(
     def: SagaDefinition<unknown, unknown>,
+    id: string,
     row: Row,
     before = Infinity,
   ): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const [i, text] of row.outputs) {
       const step = def.steps[i];
-      if (step !== undefined && i < before) out[step.name] = decode(text);
+      if (step !== undefined && i < before) {
+        out[step.name] = decodeStored(text, def.name, id, `output of step ${step.name}`);
+      }
     }
     return out;
   }
@@ -883,10 +900,10 @@ export class SagaCoordinator implements AsyncDisposable {
       saga: def.name,
       id,
       status: row.status,
-      input: decode(row.input),
+      input: decodeStored(row.input, def.name, id, 'input'),
       step: row.status === 'running' ? names[row.cur] : undefined,
       compensating: row.status === 'compensating' && row.cj >= 0 ? names[row.cj] : undefined,
-      outputs: this.#outputs(def, row),
+      outputs: this.#outputs(def, id, row),
       attempts: byName(row.attempts),
       compensationAttempts: byName(row.compensations),
       reason: row.reason,
@@ -1162,7 +1179,7 @@ export class SagaCoordinator implements AsyncDisposable {
      * to {@link lazyContext}, whose reads throw inside the step as they always did.
      */
     const earlier = (step: number): Readonly<Record<string, unknown>> =>
-      Object.freeze(this.#outputs(def, row, step));
+      Object.freeze(this.#outputs(def, id, row, step));
     const context = (step: number, attempt: number) => {
       // Large stored texts decode only if read (a step that reads neither pays nothing).
       if (textBefore(row, step) > EAGER_DECODE_LIMIT) return lazyContext(step, attempt);

@@ -5,7 +5,12 @@
  */
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
-import { SagaCoordinator, defineSaga, type SagaTransitionEvent } from '../../src/saga/index.js';
+import {
+  SagaCoordinator,
+  defineSaga,
+  isSagaStoreError,
+  type SagaTransitionEvent,
+} from '../../src/saga/index.js';
 import { until, within } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
@@ -128,4 +133,31 @@ describeRedis('keel/saga: malformed instances (real Redis)', () => {
       await again.close();
     }
   });
+  for (const field of ['in', 'o:0'] as const) {
+    it(`an instance whose stored ${field === 'in' ? 'input' : 'output'} is not JSON: get, list and run answer a typed error naming it`, async () => {
+      const saga = defineSaga('j', [{ name: 'a', run: () => ({ ok: 1 }) }]);
+      const sagas = new SagaCoordinator({ redis: redis().client(0), sagas: [saga], shards: 1 });
+      try {
+        await sagas.run(saga, 'j-1', {});
+        await redis().client(0).hset('keel:saga:{j:0}:s:j-1', field, '{not json');
+        const what = field === 'in' ? 'input' : 'output of step a';
+        const calls: [string, () => Promise<unknown>][] = [
+          ['get', () => sagas.get(saga, 'j-1')],
+          ['list', () => sagas.list(saga)],
+        ];
+        // (run compares the stored input with its own: a different one is a conflict.)
+        if (field === 'o:0') calls.push(['run', () => sagas.run(saga, 'j-1', {})]);
+        for (const [name, call] of calls) {
+          const error = await call().then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(isSagaStoreError(error), name).toBe(true);
+          expect((error as Error).message, name).toContain(`j/j-1 ${what}`);
+        }
+      } finally {
+        await sagas.close();
+      }
+    });
+  }
 });
