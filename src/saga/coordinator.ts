@@ -525,8 +525,9 @@ export class SagaCoordinator implements AsyncDisposable {
     input: I,
     options: RunOptions = {},
   ): Promise<SagaOutcome<R>> {
-    // `null` skips the default parameter; reading `.signal` off it would be a plain TypeError.
-    if ((options as RunOptions | null) === null) {
+    // `null` skips the default parameter; reading `.signal` off it would be a plain TypeError,
+    // and off a string or number it would be `undefined`: options silently ignored.
+    if (typeof options !== 'object' || (options as RunOptions | null) === null) {
       throw new InvalidOptionError('SagaCoordinator.run', 'options', 'an object', options);
     }
     const signal = options.signal;
@@ -753,6 +754,16 @@ export class SagaCoordinator implements AsyncDisposable {
   // -------------------------------------------------------------------------------------------
 
   #definition(saga: SagaDefinition<unknown, unknown> | string): SagaDefinition<unknown, unknown> {
+    // Neither a name nor an object (`null` included): reading `.name` off it would be a plain
+    // TypeError, or a name of `undefined` looked up.
+    if (typeof saga !== 'string' && (typeof saga !== 'object' || (saga as unknown) === null)) {
+      throw new InvalidOptionError(
+        'SagaCoordinator',
+        'saga',
+        'a defineSaga() result or a saga name',
+        saga,
+      );
+    }
     const name = typeof saga === 'string' ? saga : (saga as { name?: unknown }).name;
     const def = typeof name === 'string' ? this.#defs.get(name) : undefined;
     if (def === undefined) throw new SagaUnknownError(String(name));
