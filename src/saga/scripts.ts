@@ -526,9 +526,15 @@ end
 return {now, out}
 `);
 
-/** An instance's hash and history. KEYS: 1 hash, 2 history. Replies `{HGETALL, LRANGE}`. */
+/**
+ * An instance's hash and history. KEYS: 1 hash, 2 history. ARGV: 1 history cap (optional: the
+ * newest entries up to it; Keel trims the list at each transition, but a finished instance has no
+ * more, and a foreign write of the right type may hold any length). Replies `{HGETALL, LRANGE}`.
+ */
 export const READ = luaScript(`
-local h = redis.pcall('LRANGE', KEYS[2], 0, -1)
+local from = 0
+if ARGV[1] then from = -tonumber(ARGV[1]) end
+local h = redis.pcall('LRANGE', KEYS[2], from, -1)
 if h.err then h = {} end
 return {redis.call('HGETALL', KEYS[1]), h}
 `);

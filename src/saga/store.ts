@@ -650,7 +650,9 @@ export class SagaStore {
 
   async read(saga: string, id: string): Promise<{ row: Row; history: string[] } | undefined> {
     const keys = this.keys(saga, id).all;
-    const reply = (await this.#run(`read ${saga}/${id}`, READ, keys.slice(0, 2), [])) as unknown[];
+    const reply = (await this.#run(`read ${saga}/${id}`, READ, keys.slice(0, 2), [
+      this.config.historyLimit,
+    ])) as unknown[];
     const row = decodeRow((reply[0] ?? []) as unknown[]);
     if (row === undefined) return undefined;
     return { row, history: ((reply[1] ?? []) as unknown[]).map(String) };

@@ -160,4 +160,26 @@ describeRedis('keel/saga: malformed instances (real Redis)', () => {
       }
     });
   }
+  it('a huge history (a foreign write of the right type) is read only up to historyLimit', async () => {
+    const saga = defineSaga('hh', [{ name: 'a', run: () => 1 }]);
+    const sagas = new SagaCoordinator({
+      redis: redis().client(0),
+      sagas: [saga],
+      shards: 1,
+      historyLimit: 16,
+    });
+    try {
+      await sagas.run(saga, 'h-1', {});
+      const admin = redis().client(0);
+      const entries = Array.from({ length: 20_000 }, (_, i) => `${i}|9|1|foreign|-1|x`);
+      for (let at = 0; at < entries.length; at += 5_000) {
+        await admin.rpush('keel:saga:{hh:0}:h:h-1', ...entries.slice(at, at + 5_000));
+      }
+      const history = (await sagas.get(saga, 'h-1'))?.history ?? [];
+      expect(history).toHaveLength(16);
+      expect(history.at(-1)?.time).toBe(19_999); // the newest
+    } finally {
+      await sagas.close();
+    }
+  });
 });
