@@ -182,4 +182,23 @@ describeRedis('keel/saga: malformed instances (real Redis)', () => {
       await sagas.close();
     }
   });
+  it("list() of a saga answers the others while one live instance's key holds another type", async () => {
+    await abandoned(['x-1', 'x-2', 'x-3']);
+    const admin = redis().client(0);
+    await admin.del(hash('x-2'));
+    await admin.set(hash('x-2'), 'x');
+    const sagas = new SagaCoordinator({
+      redis: redis().client(0),
+      sagas: [hanging([])],
+      prefix: PREFIX,
+      shards: 1,
+      recovery: false,
+    });
+    try {
+      const listed = await sagas.list('r', { status: 'running' });
+      expect(listed.map((s) => s.id).sort()).toEqual(['x-1', 'x-3']);
+    } finally {
+      await sagas.close();
+    }
+  });
 });
