@@ -377,6 +377,14 @@ class Attempt {
   }
 }
 
+/**
+ * The store error of a drive whose instance vanished from Redis (restarted empty without
+ * persistence, flushed, expired): `run` rejects with it. Before, the drive stopped as if fenced
+ * and `run` started the saga again from its first step — steps already compensated ran forward
+ * again, and `run` resolved as if nothing had happened.
+ */
+class Lost extends SagaStoreError {}
+
 /** Thrown inside a drive when it must stop (not an outcome). */
 class Stop extends Error {
   readonly error: unknown;
@@ -517,7 +525,9 @@ export class SagaCoordinator implements AsyncDisposable {
    * {@link SagaConflictError}.
    *
    * @throws {@link SagaConflictError}, {@link SagaUnknownError} (saga not given to this
-   * coordinator), {@link SagaClosedError}, {@link SagaStoreError}, `signal.reason`.
+   * coordinator), {@link SagaClosedError}, {@link SagaStoreError} (also when the instance
+   * vanishes from Redis while this coordinator drives it — restarted empty, flushed: the saga is
+   * not started again from its first step), `signal.reason`.
    */
   async run<I, R>(
     saga: SagaDefinition<I, R>,
@@ -1081,6 +1091,22 @@ export class SagaCoordinator implements AsyncDisposable {
             return landedUnseen(op, step, argument, event);
           }
         }
+        if (reply.why === 'missing') {
+          // The instance is gone (Redis restarted empty, flushed, or it expired): no one else
+          // has it. Not a loss of ownership — ends the drive with an error (see Lost), so `run`
+          // does not start the saga again from its first step.
+          throw new Stop(
+            new Lost(
+              `${op} of ${def.name}/${id}`,
+              {
+                cause: new Error(
+                  'the instance is missing from Redis (restarted empty, flushed or expired)',
+                ),
+              },
+              'instance lost',
+            ),
+          );
+        }
         fencedChannel.publish({
           saga: def.name,
           id,
@@ -1481,6 +1507,8 @@ export class SagaCoordinator implements AsyncDisposable {
           cancelRecorded = true;
           cancelled();
         }
+        // The instance vanished under us: the caller hears it (a start would begin it anew).
+        if (error.error instanceof Lost) throw error.error;
         return row; // still live: someone else has it, or we closed
       }
       throw error;
