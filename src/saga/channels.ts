@@ -12,7 +12,12 @@ export interface SagaTransitionEvent {
   readonly saga: string;
   /** The instance id. */
   readonly id: string;
-  /** `start`, `claim`, `begin`, `done`, `fail`, `cbegin`, `cdone`, `skip`, `park`. */
+  /**
+   * `start`, `claim`, `begin`, `done`, `fail`, `cbegin`, `cdone`, `skip`, `park`. A `park` is
+   * also heard for an instance the recovery loop found malformed (fields Keel did not write):
+   * parked `needs-attention` with the reason, never driven — with version and fence 0 and no
+   * owner when its key holds another type (not an instance any more, left as it is).
+   */
   readonly event: string;
   /** The step's name, for step events. */
   readonly step: string | undefined;

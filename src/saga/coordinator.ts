@@ -66,6 +66,7 @@ import {
   SagaConflictError,
   SagaFencedError,
   SagaStepTimeoutError,
+  SagaStoreError,
   SagaTimeoutError,
   SagaUnknownError,
   isSagaStoreError,
@@ -235,6 +236,19 @@ const decode = (text: string | undefined): unknown =>
   text === undefined || text === '' ? undefined : JSON.parse(text);
 
 /**
+ * {@link decode} of a text stored for instance `id` (its input, or a step's output): one that is
+ * not JSON (something other than Keel wrote it) is a {@link SagaStoreError} naming the instance
+ * and the field, not the parser's bare `SyntaxError`.
+ */
+function decodeStored(text: string | undefined, saga: string, id: string, field: string): unknown {
+  try {
+    return decode(text);
+  } catch (error) {
+    throw new SagaStoreError(`read ${saga}/${id} ${field}`, { cause: error }, 'not JSON');
+  }
+}
+
+/**
  * Above this many characters of stored input and earlier outputs, a step's context decodes
  * them only when read: decoding up front is cheaper per step for the usual small texts (a
  * context with accessors costs ~0.9 kB), but would parse every earlier output for every step
@@ -362,6 +376,14 @@ class Attempt {
     });
   }
 }
+
+/**
+ * The store error of a drive whose instance vanished from Redis (restarted empty without
+ * persistence, flushed, expired): `run` rejects with it. Before, the drive stopped as if fenced
+ * and `run` started the saga again from its first step — steps already compensated ran forward
+ * again, and `run` resolved as if nothing had happened.
+ */
+class Lost extends SagaStoreError {}
 
 /** Thrown inside a drive when it must stop (not an outcome). */
 class Stop extends Error {
@@ -503,7 +525,9 @@ export class SagaCoordinator implements AsyncDisposable {
    * {@link SagaConflictError}.
    *
    * @throws {@link SagaConflictError}, {@link SagaUnknownError} (saga not given to this
-   * coordinator), {@link SagaClosedError}, {@link SagaStoreError}, `signal.reason`.
+   * coordinator), {@link SagaClosedError}, {@link SagaStoreError} (also when the instance
+   * vanishes from Redis while this coordinator drives it — restarted empty, flushed: the saga is
+   * not started again from its first step), `signal.reason`.
    */
   async run<I, R>(
     saga: SagaDefinition<I, R>,
@@ -511,8 +535,9 @@ export class SagaCoordinator implements AsyncDisposable {
     input: I,
     options: RunOptions = {},
   ): Promise<SagaOutcome<R>> {
-    // `null` skips the default parameter; reading `.signal` off it would be a plain TypeError.
-    if ((options as RunOptions | null) === null) {
+    // `null` skips the default parameter; reading `.signal` off it would be a plain TypeError,
+    // and off a string or number it would be `undefined`: options silently ignored.
+    if (typeof options !== 'object' || (options as RunOptions | null) === null) {
       throw new InvalidOptionError('SagaCoordinator.run', 'options', 'an object', options);
     }
     const signal = options.signal;
@@ -687,8 +712,14 @@ export class SagaCoordinator implements AsyncDisposable {
       for (let shard = 0; shard < this.#o.shards; shard++) {
         const room = this.#o.maxRecovering - this.#recovering;
         if (room <= 0 || this.#closing.signal.aborted) return claimed;
-        const { rows } = await this.#store.claim(def.name, shard, this.#o.owner, room);
+        const { rows, foreign } = await this.#store.claim(def.name, shard, this.#o.owner, room);
+        for (const id of foreign) this.#reportForeign(def, id);
         for (const [id, row] of rows) {
+          if (!LIVE.has(row.status)) {
+            // Malformed (foreign data in its fields): parked by the claim, not driven.
+            this.#publish(def, id, row, 'park', -1);
+            continue;
+          }
           claimed++;
           this.#publish(def, id, row, 'claim', -1);
           const key = `${def.name}/${id}`;
@@ -733,6 +764,16 @@ export class SagaCoordinator implements AsyncDisposable {
   // -------------------------------------------------------------------------------------------
 
   #definition(saga: SagaDefinition<unknown, unknown> | string): SagaDefinition<unknown, unknown> {
+    // Neither a name nor an object (`null` included): reading `.name` off it would be a plain
+    // TypeError, or a name of `undefined` looked up.
+    if (typeof saga !== 'string' && (typeof saga !== 'object' || (saga as unknown) === null)) {
+      throw new InvalidOptionError(
+        'SagaCoordinator',
+        'saga',
+        'a defineSaga() result or a saga name',
+        saga,
+      );
+    }
     const name = typeof saga === 'string' ? saga : (saga as { name?: unknown }).name;
     const def = typeof name === 'string' ? this.#defs.get(name) : undefined;
     if (def === undefined) throw new SagaUnknownError(String(name));
@@ -792,6 +833,27 @@ export class SagaCoordinator implements AsyncDisposable {
       .unref();
   }
 
+  /**
+   * An id in a shard's recovery index whose instance key holds another type (a foreign write):
+   * the claim took it out of recovery; heard as a `park` with no instance (version and fence 0).
+   */
+  #reportForeign(def: SagaDefinition<unknown, unknown>, id: string): void {
+    if (!this.#transitions.active && !transitionChannel.active) return;
+    const message: SagaTransitionEvent = {
+      saga: def.name,
+      id,
+      event: 'park',
+      step: undefined,
+      status: 'needs-attention',
+      version: 0,
+      fence: 0,
+      owner: '',
+      time: wallTime(),
+    };
+    this.#transitions.emit(message);
+    transitionChannel.publish(message);
+  }
+
   #publish(
     def: SagaDefinition<unknown, unknown>,
     id: string,
@@ -817,7 +879,7 @@ export class SagaCoordinator implements AsyncDisposable {
 
   #outcome(def: SagaDefinition<unknown, unknown>, id: string, row: Row): SagaOutcome {
     if (row.status === 'completed') {
-      return { status: 'completed', id, outputs: this.#outputs(def, row) };
+      return { status: 'completed', id, outputs: this.#outputs(def, id, row) };
     }
     return {
       status: row.status === 'compensated' ? 'compensated' : 'needs-attention',
@@ -829,13 +891,16 @@ export class SagaCoordinator implements AsyncDisposable {
   /** The decoded outputs of `row`'s steps before `before` (all of them by default), by name. */
   #outputs(
     def: SagaDefinition<unknown, unknown>,
+    id: string,
     row: Row,
     before = Infinity,
   ): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const [i, text] of row.outputs) {
       const step = def.steps[i];
-      if (step !== undefined && i < before) out[step.name] = decode(text);
+      if (step !== undefined && i < before) {
+        out[step.name] = decodeStored(text, def.name, id, `output of step ${step.name}`);
+      }
     }
     return out;
   }
@@ -856,10 +921,10 @@ export class SagaCoordinator implements AsyncDisposable {
       saga: def.name,
       id,
       status: row.status,
-      input: decode(row.input),
+      input: decodeStored(row.input, def.name, id, 'input'),
       step: row.status === 'running' ? names[row.cur] : undefined,
       compensating: row.status === 'compensating' && row.cj >= 0 ? names[row.cj] : undefined,
-      outputs: this.#outputs(def, row),
+      outputs: this.#outputs(def, id, row),
       attempts: byName(row.attempts),
       compensationAttempts: byName(row.compensations),
       reason: row.reason,
@@ -1026,6 +1091,22 @@ export class SagaCoordinator implements AsyncDisposable {
             return landedUnseen(op, step, argument, event);
           }
         }
+        if (reply.why === 'missing') {
+          // The instance is gone (Redis restarted empty, flushed, or it expired): no one else
+          // has it. Not a loss of ownership — ends the drive with an error (see Lost), so `run`
+          // does not start the saga again from its first step.
+          throw new Stop(
+            new Lost(
+              `${op} of ${def.name}/${id}`,
+              {
+                cause: new Error(
+                  'the instance is missing from Redis (restarted empty, flushed or expired)',
+                ),
+              },
+              'instance lost',
+            ),
+          );
+        }
         fencedChannel.publish({
           saga: def.name,
           id,
@@ -1135,7 +1216,7 @@ export class SagaCoordinator implements AsyncDisposable {
      * to {@link lazyContext}, whose reads throw inside the step as they always did.
      */
     const earlier = (step: number): Readonly<Record<string, unknown>> =>
-      Object.freeze(this.#outputs(def, row, step));
+      Object.freeze(this.#outputs(def, id, row, step));
     const context = (step: number, attempt: number) => {
       // Large stored texts decode only if read (a step that reads neither pays nothing).
       if (textBefore(row, step) > EAGER_DECODE_LIMIT) return lazyContext(step, attempt);
@@ -1426,6 +1507,8 @@ export class SagaCoordinator implements AsyncDisposable {
           cancelRecorded = true;
           cancelled();
         }
+        // The instance vanished under us: the caller hears it (a start would begin it anew).
+        if (error.error instanceof Lost) throw error.error;
         return row; // still live: someone else has it, or we closed
       }
       throw error;

@@ -151,16 +151,19 @@ export class SagaClosedError extends KeelError {
 
 /**
  * Redis failed a saga or idempotency operation (refused, timed out, script error); `cause` is
- * the client's error. The state in Redis is whatever the last accepted script left.
+ * the client's error. The state in Redis is whatever the last accepted script left. Also what
+ * Redis holds cannot be read: an instance's stored input or step output that is not JSON (a
+ * foreign write), from `get`, `list` or `run`; `cause` is the parser's error.
  */
 export class SagaStoreError extends KeelError {
   override readonly name: string = 'SagaStoreError';
   declare readonly code: typeof SAGA_STORE;
   /** What was being done, e.g. `begin step charge of order/42`. */
   readonly operation: string;
-  constructor(operation: string, options: KeelErrorOptions) {
+  /** @param problem - what went wrong, before the cause's message (`Redis failed`). */
+  constructor(operation: string, options: KeelErrorOptions, problem = 'Redis failed') {
     const reason = options.cause instanceof Error ? options.cause.message : String(options.cause);
-    super(SAGA_STORE, `${operation}: Redis failed: ${reason}`, options);
+    super(SAGA_STORE, `${operation}: ${problem}: ${reason}`, options);
     this.operation = operation;
   }
 }

@@ -281,6 +281,7 @@ const transition: Port = (ks, keys, a) => {
     return true;
   };
   if (op === 'renew') {
+    ks.hdel(h as string, ['ls']); // as the Lua (a write Redis allows out of memory): same order
     ks.hset(h as string, reindex() ? { ls: lease, ix: lease } : { ls: lease });
     return `1|${ver ?? ''}|${now}|${lease}|${cjNow ?? ''}|${st}`;
   }
@@ -530,9 +531,9 @@ const claim: Port = (ks, keys, a) => {
   return [now, out];
 };
 
-const read: Port = (ks, keys) => [
+const read: Port = (ks, keys, a) => [
   ks.hgetall(keys[0] as string),
-  ks.lrange(keys[1] as string, 0, -1),
+  ks.lrange(keys[1] as string, a[0] === undefined ? 0 : -Number(a[0]), -1),
 ];
 
 const cancel: Port = (ks, keys) => {

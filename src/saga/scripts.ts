@@ -76,6 +76,43 @@ end
 `;
 
 /**
+ * The check of an instance about to be claimed, and its parking when it fails. Only a claim
+ * (the recovery loop's, or a start's of an instance whose lease ran out) reads fields no write of
+ * the owner checks: the lease, fence, version, step indexes and step count. One that is not what
+ * Keel writes (a foreign write) failed the claim script — `tonumber` of it compared with a
+ * number, or `HINCRBY` of it, raises — after the instances of the shard before it were claimed
+ * (a script is not rolled back): they went to an owner that never heard it had them, and the
+ * shard's recovery failed at the same instance on every poll, all of its abandoned sagas stuck.
+ * Or the claim went through and its owner, finding no step at `cur`, drove nothing and let the
+ * lease run out: the instance was claimed again every lease, and a `run()` of it never returned.
+ *
+ * `malformed(s)` answers which of the fields `st, ls, f, v, cur, cj, ns` (as `HMGET` answers
+ * them, by index) is wrong, or nil; `park(h, hist, live, fin, id, i, s, nows)` parks the instance as
+ * `needs-attention` with the reason, out of `live` and into `fin:needs-attention` (a person's
+ * list, never expired, with its history), so it is neither trusted nor lost.
+ */
+const MALFORMED = `
+local F = {'st', 'ls', 'f', 'v', 'cur', 'cj', 'ns'}
+local function malformed(s)
+  if s[1] ~= 'running' and s[1] ~= 'compensating' then return 1 end
+  for i = 2, 7 do
+    if type(s[i]) ~= 'string' or #s[i] > 15 or not string.find(s[i], '^%-?%d+$') then return i end
+  end
+  local ns = tonumber(s[7])
+  if ns < 1 then return 7 end
+  if tonumber(s[5]) < 0 or tonumber(s[5]) > ns then return 5 end
+  if tonumber(s[6]) < -1 or tonumber(s[6]) >= ns then return 6 end
+end
+local function park(h, hist, live, fin, id, i, s, nows)
+  local why = 'malformed instance: ' .. F[i] .. ' = ' .. string.sub(tostring(s[i] or 'nil'), 1, 40)
+  redis.call('HSET', h, 'st', 'needs-attention', 'why', why, 'ls', '0', 'ph', 'idle', 'up', nows)
+  if foreign(redis.pcall('ZREM', live, id)) then redis.call('DEL', live) end
+  zadd(fin, nows, id)
+  push(hist, nows .. '|0|0|park|-1|' .. why)
+end
+`;
+
+/**
  * The logic of one transition, as a Lua function of its keys, arguments and the server time, shared
  * by {@link TRANSITION} (one transition) and {@link TRANSITIONS} (several in one script call).
  *
@@ -170,6 +207,7 @@ if st ~= 'running' and st ~= 'compensating' then return refuse('state', s) end
 if op ~= 'renew' and s[4] ~= ARGV[4] then return refuse('version', s) end
 local cjs = s[6] or ''
 if op == 'renew' then
+  redis.call('HDEL', h, 'ls')
   if reindex(KEYS, ARGV, ix, leases, floors) then
     redis.call('HSET', h, 'ls', leases, 'ix', leases)
   else
@@ -274,7 +312,14 @@ if redis.call('EXISTS', h) == 0 then
   return {1, 'created', now, tonumber(leases), dl}
 end
 if redis.call('HGET', h, 'in') ~= ARGV[4] then return {0, 'conflict'} end
-local s = redis.call('HMGET', h, 'st', 'ls')
+local s = redis.call('HMGET', h, 'st', 'ls', 'f', 'v', 'cur', 'cj', 'ns')
+if s[1] == 'running' or s[1] == 'compensating' then
+  local what = malformed(s)
+  if what then
+    park(h, KEYS[2], KEYS[3], string.sub(KEYS[3], 1, -5) .. 'fin:needs-attention', id, what, s, nows)
+    return {1, 'exists', now, redis.call('HGETALL', h)}
+  end
+end
 if (s[1] == 'running' or s[1] == 'compensating') and tonumber(s[2]) <= now then
   local f = redis.call('HINCRBY', h, 'f', 1)
   local v = redis.call('HINCRBY', h, 'v', 1)
@@ -289,14 +334,15 @@ end
 
 /**
  * Starts an instance, or finds it: creates it when absent (owned by the caller), claims it when
- * it is live and its lease ran out, else leaves it. A different input under the same id is a
- * conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
+ * it is live and its lease ran out, else leaves it; parks it when it is live and malformed (see
+ * {@link MALFORMED}: answered `exists`, the caller's run then answers `needs-attention` instead of
+ * driving what it cannot read). A different input under the same id is a conflict. KEYS as {@link TRANSITION} (1–3 used). ARGV: 1 id, 2 owner, 3 saga, 4 input JSON,
  * 5 leaseMs, 6 history cap, 7 timeoutMs (0: none), 8 step count.
  * Replies `{1, 'created', now, lease, deadline}` (the caller knows every other field of what it
  * created: no `HGETALL` to send back), `{1, 'claimed' | 'exists', now, HGETALL}` or
  * `{0, 'conflict'}`.
  */
-export const START = luaScript(`${NOW}${FOREIGN}${START_FUNCTION}
+export const START = luaScript(`${NOW}${FOREIGN}${MALFORMED}${START_FUNCTION}
 return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now + tonumber(ARGV[5])))
 `);
 
@@ -312,7 +358,11 @@ return start(KEYS, ARGV, now, string.format('%d', now), string.format('%d', now 
  * coordinator's CPU with 100 sagas in flight), and Redis writes one. Its numbers are the texts
  * the script already made for the hash, so nothing is formatted for the reply alone.
  * A heartbeat (`renew`) checks the owner and fence only: it may cross a transition of the same
- * owner.
+ * owner. It deletes the lease field before writing it again: `HDEL` is a write Redis allows out of
+ * memory (`noeviction`), and once a script has written Redis lets its later writes through — a
+ * renewal whose first write was its `HSET` was refused, the owner's lease ran out while its step
+ * still ran, and another coordinator claimed the saga and ran the step again beside it as soon as
+ * memory came back (the same field back: no memory grows).
  *
  * Op `next` is a step's `done` and the next step's `begin` (attempt 1) in one call, as a
  * coordinator sends them when a step succeeds and another follows: nothing happens between the
@@ -382,7 +432,8 @@ return transition(KEYS, ARGV, now, string.format('%d', now), string.format('%d',
  * On Redis Cluster every transition of one call must be in one slot: the store groups them by
  * hash tag.
  */
-export const TRANSITIONS = luaScript(`${NOW}${FOREIGN}${TRANSITION_FUNCTION}${START_FUNCTION}
+export const TRANSITIONS =
+  luaScript(`${NOW}${FOREIGN}${MALFORMED}${TRANSITION_FUNCTION}${START_FUNCTION}
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, cap, retention, keep, owner = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 -- The same instant and lease for every transition of the call, as text once.
@@ -432,17 +483,30 @@ return out
  * limit) gets the caller as owner and a fence one higher, so its old owner's writes are refused.
  * KEYS: 1 live. ARGV: 1 owner, 2 leaseMs, 3 history cap, 4 limit, 5 key base
  * (`<prefix>{<saga>:<shard>}:`, the same slot as KEYS[1]).
- * Replies `{now, {id, HGETALL, id, HGETALL, …}}`.
+ * Replies `{now, {id, HGETALL, id, HGETALL, …}}`: the instances claimed, and those found
+ * malformed and parked (status `needs-attention`, see {@link MALFORMED}) or whose key holds
+ * another type (an empty HGETALL: not an instance any more, taken out of `live`, the foreign key
+ * left as it is; the coordinator reports it).
  */
-export const CLAIM = luaScript(`${NOW}${FOREIGN}
+export const CLAIM = luaScript(`${NOW}${FOREIGN}${MALFORMED}
 local base = ARGV[5]
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
 for _, id in ipairs(ids) do
   local h = base .. 's:' .. id
-  local s = redis.call('HMGET', h, 'st', 'ls')
-  if not s[1] or (s[1] ~= 'running' and s[1] ~= 'compensating') then
+  local s = redis.pcall('HMGET', h, 'st', 'ls', 'f', 'v', 'cur', 'cj', 'ns')
+  local wrongtype = s.err ~= nil and foreign(s)
+  local what = not wrongtype and s[1] and malformed(s)
+  if wrongtype then
     redis.call('ZREM', KEYS[1], id)
+    out[#out + 1] = id
+    out[#out + 1] = {}
+  elseif not s[1] or s[1] == 'completed' or s[1] == 'compensated' or s[1] == 'needs-attention' then
+    redis.call('ZREM', KEYS[1], id)
+  elseif what then
+    park(h, base .. 'h:' .. id, KEYS[1], base .. 'fin:needs-attention', id, what, s, now)
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGETALL', h)
   elseif tonumber(s[2]) > now then
     redis.call('ZADD', KEYS[1], s[2], id)
     redis.call('HSET', h, 'ix', s[2])
@@ -462,9 +526,15 @@ end
 return {now, out}
 `);
 
-/** An instance's hash and history. KEYS: 1 hash, 2 history. Replies `{HGETALL, LRANGE}`. */
+/**
+ * An instance's hash and history. KEYS: 1 hash, 2 history. ARGV: 1 history cap (optional: the
+ * newest entries up to it; Keel trims the list at each transition, but a finished instance has no
+ * more, and a foreign write of the right type may hold any length). Replies `{HGETALL, LRANGE}`.
+ */
 export const READ = luaScript(`
-local h = redis.pcall('LRANGE', KEYS[2], 0, -1)
+local from = 0
+if ARGV[1] then from = -tonumber(ARGV[1]) end
+local h = redis.pcall('LRANGE', KEYS[2], from, -1)
 if h.err then h = {} end
 return {redis.call('HGETALL', KEYS[1]), h}
 `);
@@ -483,6 +553,8 @@ return 1
 /**
  * Ids in one shard by status, newest first. KEYS: 1 live, 2 fin:completed, 3 fin:compensated,
  * 4 fin:needs-attention. ARGV: 1 status, 2 limit, 3 key base. Replies a flat `{id, status, …}`.
+ * An id in `live` whose key holds another type (a foreign write, until the recovery loop's
+ * claim takes it out) is left out, not an error for the whole list.
  */
 export const LIST = luaScript(`
 local want = ARGV[1]
@@ -493,8 +565,8 @@ local function add(id, st)
 end
 if want == 'running' or want == 'compensating' or want == '' then
   for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local st = redis.call('HGET', ARGV[3] .. 's:' .. id, 'st')
-    if st and (want == '' or st == want) then add(id, st) end
+    local st = redis.pcall('HGET', ARGV[3] .. 's:' .. id, 'st')
+    if type(st) == 'string' and (want == '' or st == want) then add(id, st) end
   end
 end
 local names = {'completed', 'compensated', 'needs-attention'}

@@ -627,7 +627,7 @@ export class SagaStore {
     shard: number,
     owner: string,
     limit: number,
-  ): Promise<{ now: number; rows: [string, Row][] }> {
+  ): Promise<{ now: number; rows: [string, Row][]; foreign: string[] }> {
     const c = this.config;
     const base = this.base(saga, shard);
     const reply = (await this.#run(
@@ -638,16 +638,21 @@ export class SagaStore {
     )) as unknown[];
     const flat = (reply[1] ?? []) as unknown[];
     const rows: [string, Row][] = [];
+    /** Ids in `live` whose key holds another type (see CLAIM): dropped from recovery. */
+    const foreign: string[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2) {
       const row = decodeRow(flat[i + 1] as unknown[]);
       if (row !== undefined) rows.push([String(flat[i]), row]);
+      else foreign.push(String(flat[i]));
     }
-    return { now: Number(reply[0]), rows };
+    return { now: Number(reply[0]), rows, foreign };
   }
 
   async read(saga: string, id: string): Promise<{ row: Row; history: string[] } | undefined> {
     const keys = this.keys(saga, id).all;
-    const reply = (await this.#run(`read ${saga}/${id}`, READ, keys.slice(0, 2), [])) as unknown[];
+    const reply = (await this.#run(`read ${saga}/${id}`, READ, keys.slice(0, 2), [
+      this.config.historyLimit,
+    ])) as unknown[];
     const row = decodeRow((reply[0] ?? []) as unknown[]);
     if (row === undefined) return undefined;
     return { row, history: ((reply[1] ?? []) as unknown[]).map(String) };

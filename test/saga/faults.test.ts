@@ -128,6 +128,62 @@ describeRedis('keel/saga under server faults (out of memory, SCRIPT FLUSH)', () 
       await sagas.close();
     }
   });
+  it('SagaCoordinator: an owner keeps its lease while Redis is out of memory (its step is not run again by another coordinator)', async () => {
+    const admin = redis().client(0);
+    const serverMs = async (): Promise<number> => {
+      const [sec, us] = await admin.time();
+      return Number(sec) * 1000 + Math.floor(Number(us) / 1000);
+    };
+    const hash = 'keel:saga:{held:0}:s:h-1';
+    let runs = 0;
+    const saga = defineSaga('held', [
+      {
+        name: 'a',
+        run: async (_ctx: unknown, signal: AbortSignal) => {
+          runs++;
+          if (runs > 1) return 'again';
+          // Memory runs out for two and a half leases (on Redis's clock) while the step runs.
+          await outOfMemory(admin);
+          const began = await serverMs();
+          await until(
+            async () => expect((await serverMs()) - began).toBeGreaterThanOrEqual(2500),
+            10_000,
+          );
+          await memoryBack(admin);
+          // Memory is back: either the owner's lease is renewed, or another coordinator claims
+          // the saga (its lease ran out) — whichever comes first.
+          await until(async () => {
+            const [fence, lease] = await admin.hmget(hash, 'f', 'ls');
+            expect(fence !== '1' || Number(lease) > (await serverMs())).toBe(true);
+          }, 10_000);
+          expect(signal.aborted).toBe(false);
+          return 'once';
+        },
+      },
+    ]);
+    const owner = new SagaCoordinator({
+      redis: redis().client(0),
+      sagas: [saga],
+      shards: 1,
+      leaseMs: 1000,
+      recovery: false,
+    });
+    const other = new SagaCoordinator({
+      redis: redis().client(0),
+      sagas: [saga],
+      shards: 1,
+      leaseMs: 1000,
+      recoveryIntervalMs: 20,
+    });
+    try {
+      const outcome = await owner.run(saga, 'h-1', {});
+      expect(outcome).toEqual({ status: 'completed', id: 'h-1', outputs: { a: 'once' } });
+      expect(runs).toBe(1);
+    } finally {
+      await owner.close();
+      await other.close();
+    }
+  });
   it('SCRIPT FLUSH several times while sagas run and keys are held: every saga completes, each step once', async () => {
     const admin = redis().client(0);
     const client = redis().client(0);
