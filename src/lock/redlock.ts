@@ -1181,7 +1181,9 @@ export class Redlock implements LockService, AsyncDisposable {
       checked = true;
       const check = await this.#fence.check();
       if (check.state === 'lost') {
-        await this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true });
+        // Undone like any failed attempt (a node whose client fails it gets it again).
+        const all = Array.from({ length: this.#q.nodes }, (_, node) => node);
+        await this.#q.undo(RELEASE, lockKeys, [token, '0'], all, attempt.ttlMs);
         const names = this.#o.clients.map(nameOf);
         throw new FencingLostError(list, check.intact, check.emptied, names, this.#q.size);
       }
@@ -1352,6 +1354,7 @@ export class Redlock implements LockService, AsyncDisposable {
   ): Promise<number | undefined> {
     const started = this.#o.clock.now();
     const yes = (r: NodeResult): boolean => Number(r.value) === 1;
+    this.#q.heldFor(ttlMs);
     const results = await this.#q.round(EXTEND, lockKeys, [token, ttlMs], yes);
     if (quorumFailedChannel.active) this.#quorumFailed('extend', resources, results, yes);
     return this.#q.count(results, yes) >= this.#q.size
@@ -1367,7 +1370,11 @@ export class Redlock implements LockService, AsyncDisposable {
     now?: number,
   ): Promise<ReleaseOutcome> {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
-    // finish on their own (each within the per-node timeout).
+    // finish on their own (each within the per-node timeout). A node whose client fails the
+    // call (ioredis gave up on it while reconnecting) gets it again when that client is next
+    // ready, while the keys may still be there (see `Quorum.again`): it would refuse everyone
+    // else until their ttl. The keys were set at most the longest ttl ago.
+    const started = now ?? this.#o.clock.now();
     const yes = lockKeys.length === 1 ? releasedOne : releasedAll(lockKeys.length);
     for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
     // The script publishes the release (and computes the holder's id) only on nodes where an
@@ -1380,7 +1387,7 @@ export class Redlock implements LockService, AsyncDisposable {
       this.#awaited(lockKeys) ? [token, '1'] : [token],
       yes,
       // The round's timeout counts from the caller's clock read, if it made one just before.
-      { started: now },
+      { started, resendUntil: started + this.#q.longestTtlMs },
     );
     if (quorumFailedChannel.active) this.#quorumFailed('release', resources, results, yes);
     // The next acquisition of this process in line goes now: its attempt follows this release
