@@ -47,6 +47,11 @@ export interface NodeResult {
    * that one ran (see `sentOn` in channel.ts).
    */
   readonly resent?: true;
+  /**
+   * For a failure: the client failed the call without ever writing it to the node (see
+   * `Answer` in channel.ts), so it did nothing there.
+   */
+  readonly unsent?: true;
 }
 
 /**
@@ -234,9 +239,9 @@ class Round implements Waiting {
   prev: Waiting | undefined = undefined;
   next: Waiting | undefined = undefined;
   /** One reply handler for every node of the round (the channel hands back the node). */
-  readonly reply: Answer = (ok, value, node, overtaken, resent) => {
+  readonly reply: Answer = (ok, value, node, overtaken, resent, unsent) => {
     if (!ok) {
-      this.failed(node, value);
+      this.failed(node, value, unsent);
       return;
     }
     this.answer(
@@ -288,7 +293,7 @@ class Round implements Waiting {
    * round's timeout: a call still queued in the client goes out when it reconnects, and is
    * either answered or failed then.
    */
-  failed(node: number, error: unknown): void {
+  failed(node: number, error: unknown, unsent: true | undefined): void {
     const failure = classify(
       (this.channels[node] as NodeChannel).client,
       error,
@@ -298,7 +303,11 @@ class Round implements Waiting {
     if (until !== undefined) {
       this.quorum.again(this.script, this.keys, this.args, node, failure.kind, until);
     }
-    this.answer({ node, ok: false, ...failure });
+    this.answer(
+      unsent === undefined
+        ? { node, ok: false, ...failure }
+        : { node, ok: false, ...failure, unsent },
+    );
   }
 
   answer(r: NodeResult): void {
@@ -528,11 +537,16 @@ export class Quorum {
           else if (won !== undefined) return won;
         }
         // Failed attempt: undo wherever it may have landed — every node except those that
-        // refused (nothing landed there). Each node runs its commands in the order they were
-        // sent on its connection, so the undo lands before our next attempt: we wait for it
-        // only when giving up (callers may look at the keys once we return).
+        // refused, and those whose client failed the attempt without writing it (`unsent`):
+        // nothing landed there. (An undo there would fail the same way and wait for the
+        // client's next `ready`, to be sent with every other such undo on reconnection.) Each
+        // node runs its commands in the order they were sent on its connection, so the undo
+        // lands before our next attempt: we wait for it only when giving up (callers may look
+        // at the keys once we return).
         const landed: number[] = [];
-        for (const r of results) if (!r.ok || plan.granted(r)) landed.push(r.node);
+        for (const r of results) {
+          if (r.ok ? plan.granted(r) : r.unsent !== true) landed.push(r.node);
+        }
         const undone = landed.length > 0 ? plan.undo(token, landed) : undefined;
         state ??= newPlanState();
         const view = this.#view(plan, results, granted.length, tooSlow, attempt, retryCount);
@@ -768,6 +782,13 @@ export class Quorum {
    * nothing of a lock acquired since. Not for a script error (the node ran it), nor for a round
    * that timed out (`timed-out`, or a client reconnecting with the call queued: the call is
    * still on its way, and its own answer — or failure — comes later).
+   *
+   * An attempt the client failed without writing it (`unsent`) gets no undo at all. One undo is
+   * still sent again for nothing: that of an attempt whose round timed out while the client
+   * held it queued (reconnecting), and which the client then failed, unwritten, together with
+   * its undo queued behind it — the undo does not learn of the attempt's own late failure.
+   * Harmless: it deletes only what holds the attempt's token (nothing), and counts within the
+   * per-node bound.
    */
   again(
     script: Script,
