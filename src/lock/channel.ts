@@ -512,8 +512,7 @@ export class NodeChannel {
   ): void {
     if (!isNoScript(error)) {
       this.#answered(calls);
-      if (unsent) answer(false, error, tag, undefined, undefined, true);
-      else answer(false, error, tag);
+      answer(false, error, tag, undefined, undefined, unsent || undefined);
       return;
     }
     const client = this.#client;

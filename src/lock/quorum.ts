@@ -303,11 +303,7 @@ class Round implements Waiting {
     if (until !== undefined) {
       this.quorum.again(this.script, this.keys, this.args, node, failure.kind, until);
     }
-    this.answer(
-      unsent === undefined
-        ? { node, ok: false, ...failure }
-        : { node, ok: false, ...failure, unsent },
-    );
+    this.answer({ node, ok: false, ...failure, ...(unsent && { unsent }) });
   }
 
   answer(r: NodeResult): void {
