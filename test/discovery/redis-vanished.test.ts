@@ -33,6 +33,9 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     admin.disconnect();
   });
 
+  /** The backend of each registry made by `registry()`. */
+  const backends = new WeakMap<Registry, RedisBackend>();
+
   const registry = (
     options: RegistryOptions = {},
     backendOptions: Partial<RedisBackendOptions> = {},
@@ -40,6 +43,7 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     const client = redis().client(0, { maxRetriesPerRequest: 1 });
     const backend = new RedisBackend({ client, ...faultBackendOptions, ...backendOptions });
     const r = new Registry({ backend, ...faultRegistryOptions, ...options });
+    backends.set(r, backend);
     cleanups.push(async () => {
       await r.close();
       await backend.close();
@@ -133,10 +137,29 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     await until(() => {
       expect(r.stats().quarantined).toBe(3);
     }, 5000);
+    // Counts the probes that find the store where the view is (another feed on the same
+    // backend, read by the same reader: the view's probes are its probes).
+    const backend = backends.get(r) as RedisBackend;
+    let probes = 0;
+    const feed = backend.follow(service, {
+      entries: () => undefined,
+      interrupted: () => undefined,
+      healthy: () => undefined,
+      foreign: () => undefined,
+      probed: () => {
+        probes++;
+      },
+    });
+    cleanups.push(() => feed.close());
+    const snapshot = await backend.snapshot(service);
+    feed.seek(snapshot.epoch, snapshot.revision, snapshot.position);
     const after = watch.resyncs;
-    // Several probe periods (blockMs 300): a view that did not count its quarantined records
-    // would resync after every one.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const from = probes;
+    // Several probes (one every blockMs, 300 ms): a view that did not count its quarantined
+    // records would resync after every one.
+    await until(() => {
+      expect(probes - from).toBeGreaterThanOrEqual(5);
+    }, 10_000);
     expect(watch.resyncs - after).toBeLessThanOrEqual(1);
     expect(watch.instances().map((i) => i.id)).toEqual([`${service}-1`]);
   });
