@@ -243,8 +243,11 @@ export class Registration implements AsyncDisposable {
 
   /**
    * Removes the instance from the store and stops heartbeating. Resolves `false` if it was no
-   * longer there. Safe to call twice. Rejects with {@link RegistryUnavailableError} when the
-   * store cannot be reached (the record then expires after its ttl).
+   * longer there (expired, taken over by another registration of its id, or deregistered
+   * already); a record deleted behind the registry's back while its lease stayed (the store
+   * still had the instance) is deregistered all the same (`true`), and every view drops it.
+   * Safe to call twice. Rejects with {@link RegistryUnavailableError} when the store cannot be
+   * reached (the record then expires after its ttl).
    */
   async deregister(options?: WriteOptions): Promise<boolean> {
     callOptions('Registration.deregister', options);

@@ -126,6 +126,35 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     }
   }, 30_000);
 
+  // Its lease still holds the registration's token: the store still has the instance (views
+  // show it, the reaper would expire it at its ttl). Deregistering it is what its owner asks for:
+  // it succeeds, and is logged, so every view drops it at once as deregistered. (It answered
+  // false and logged nothing: views dropped it only as lost data, after the probe's resync and
+  // the data-loss grace.)
+  it('a registration whose record was deleted (its lease kept) deregisters: true, and every view drops it as deregistered', async () => {
+    const options = { dataLossGraceMs: 60_000 };
+    const writer = registry(options);
+    const watcher = registry(options);
+    const a = admin();
+    const service = `vanished-${++serial}`;
+    const live = await registerAll(writer, service, 2);
+    const gone = await writer.register({ service, id: `${service}-gone`, host: 'h', port: 9 });
+    const views = [
+      ...(await watchHistories(() => writer, service, 1, cleanups)),
+      ...(await watchHistories(() => watcher, service, 1, cleanups)),
+    ];
+    await a.hdel(keysOf(service).records, gone.id);
+    expect(await gone.deregister()).toBe(true);
+    const ids = live.map((r) => r.id).sort();
+    await until(() => {
+      for (const v of views) v.expectConverged(ids);
+    }, 10_000);
+    expect(await a.hget(keysOf(service).leases, gone.id)).not.toBe(gone.id);
+    for (const v of views) expect(removals(v)).toEqual([`${gone.id} deregistered`]);
+    // Idempotent: a second call finds it closed.
+    expect(await gone.deregister()).toBe(false);
+  });
+
   it('records quarantined in the store (bad JSON, a 2 MB value, an empty id) count as stored: the probe does not resync over them again and again', async () => {
     const service = `quarantined-${++serial}`;
     const r = registry();
