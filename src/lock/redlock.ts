@@ -704,6 +704,12 @@ export class Redlock implements LockService, AsyncDisposable {
    * the two forms differ in their last characters too.
    */
   keyOf(resource: string): string {
+    checkText('Redlock.keyOf', 'resource', resource);
+    return this.#keyOf(resource);
+  }
+
+  /** {@link Redlock.keyOf} for a name checked already. */
+  #keyOf(resource: string): string {
     const key = this.#o.keyPrefix + resource;
     return hashTag(key) === undefined ? `${this.#o.keyPrefix}{${resource}}` : `${key}:lock`;
   }
@@ -815,7 +821,7 @@ export class Redlock implements LockService, AsyncDisposable {
     return Semaphore.made(name, options, {
       closed: () => this.#closed,
       quorum: this.#q,
-      key: `${this.keyOf(name)}:semaphore`,
+      key: `${this.#keyOf(name)}:semaphore`,
       ttlMs: this.#o.ttlMs,
       retryCount: this.#o.retryCount,
       minValidityMs: this.#o.minValidityMs,
@@ -859,7 +865,8 @@ export class Redlock implements LockService, AsyncDisposable {
     const clock = this.#o.clock;
     const called = clock.now();
     const counters = this.#counters;
-    const signal = options.signal;
+    // Read before the options are checked (by `#attempt`): `null` is refused there, by name.
+    const signal = (options as AcquireOptions | null)?.signal;
     let attempt: LockAttempt | undefined;
     let inTurn = false;
     /** Waited behind this process's own acquisitions (else `called` starts the first round). */
@@ -1240,7 +1247,7 @@ export class Redlock implements LockService, AsyncDisposable {
   #keysOf(list: readonly string[]): AcquireKeys {
     for (const r of list)
       checkText('Redlock.acquire', 'resources', r, list.length === 1 ? r : list);
-    const lockKeys = list.map((r) => this.keyOf(r));
+    const lockKeys = list.map((r) => this.#keyOf(r));
     if (this.#cluster && lockKeys.length > 1) {
       const slots = lockKeys.map(keySlot);
       if (slots.some((slot) => slot !== slots[0])) throw new LockCrossSlotError(list, slots);
