@@ -164,7 +164,10 @@ export interface DiscoveryBackend {
     ttlMs: number,
     options?: WriteOptions,
   ): Promise<HeartbeatOutcome>;
-  /** Removes a record owned by `token`; `false` when it was not there (or owned by another). */
+  /**
+   * Removes a record owned by `token` (logged as `deregistered`, even when the record itself
+   * vanished while its ownership stayed); `false` when it was not there (or owned by another).
+   */
   deregister(service: string, id: string, token: string, options?: WriteOptions): Promise<boolean>;
   /**
    * Reads every record of a service with its revision and epoch, atomically (and, with

@@ -16,6 +16,7 @@ import {
 } from '../core/index.js';
 import type { DiscoveryBackend, WriteOptions } from './backend.js';
 import {
+  InvalidInstanceError,
   RegistrationClosedError,
   RegistrationReplacedError,
   RegistryUnavailableError,
@@ -50,6 +51,26 @@ export interface RegistrationStateChange {
 export type InstancePatch = Partial<
   Pick<InstanceSpec, 'weight' | 'zone' | 'version' | 'status' | 'metadata' | 'host' | 'port'>
 >;
+
+const UPDATE = 'Registration.update';
+
+/**
+ * Refuses a patch that is not an object, or that would move the instance to another id or
+ * service: spread over the instance, it wrote a record there, owned by this registration's
+ * token, and left the registration's own record and heartbeats where they were (a second
+ * instance nobody deregisters). The same id and service are no change, and pass.
+ */
+function checkPatch(patch: unknown, current: Instance): void {
+  const given = patch as Partial<Record<'service' | 'id', unknown>>;
+  let field: 'patch' | 'service' | 'id' | undefined;
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) field = 'patch';
+  else if (Object.hasOwn(given, 'service') && given.service !== current.service) field = 'service';
+  else if (Object.hasOwn(given, 'id') && given.id !== current.id) field = 'id';
+  if (field === undefined) return;
+  const message = field === 'patch' ? 'expected an object' : 'cannot change: register anew';
+  const value = field === 'patch' ? patch : given[field];
+  throw new InvalidInstanceError(UPDATE, field, message, value, [{ path: field, message }]);
+}
 
 /** Settings a registration takes from its registry. @internal */
 export interface RegistrationSettings {
@@ -194,7 +215,9 @@ export class Registration implements AsyncDisposable {
 
   /**
    * Changes the registered data (validated as at registration) and writes it; watchers see an
-   * `updated` change. Rejects with {@link RegistrationClosedError} after deregistration.
+   * `updated` change. Rejects with {@link InvalidInstanceError} for a patch that is not an
+   * object or that changes `service` or `id` (register the instance anew for that), and with
+   * {@link RegistrationClosedError} after deregistration.
    */
   update(patch: InstancePatch, options?: WriteOptions): Promise<void> {
     if (this.#state === 'closed' || this.#state === 'replaced') {
@@ -204,6 +227,7 @@ export class Registration implements AsyncDisposable {
     let next: Instance;
     try {
       callOptions('Registration.update', options);
+      checkPatch(patch, current);
       next = parseInstance(
         {
           service: current.service,
@@ -243,8 +267,11 @@ export class Registration implements AsyncDisposable {
 
   /**
    * Removes the instance from the store and stops heartbeating. Resolves `false` if it was no
-   * longer there. Safe to call twice. Rejects with {@link RegistryUnavailableError} when the
-   * store cannot be reached (the record then expires after its ttl).
+   * longer there (expired, taken over by another registration of its id, or deregistered
+   * already); a record deleted behind the registry's back while its lease stayed (the store
+   * still had the instance) is deregistered all the same (`true`), and every view drops it.
+   * Safe to call twice. Rejects with {@link RegistryUnavailableError} when the store cannot be
+   * reached (the record then expires after its ttl).
    */
   async deregister(options?: WriteOptions): Promise<boolean> {
     callOptions('Registration.deregister', options);

@@ -251,18 +251,22 @@ end)
  * leaves a mark — the lease becomes `deregistered <call>` (`call` unique to the call), expiring
  * `markMs` from now like a record, so the reaper drops it without a log entry — and a copy that
  * finds its own call's mark answers 1, as the first copy did. Another call (same token or not)
- * finds no record and answers 0.
+ * finds no lease of its token and answers 0.
+ *
+ * The lease decides, not the record: a lease holding the token with its record gone (the field
+ * deleted by someone else, or the records key evicted) is still this registration's instance —
+ * views show it, and the reaper would expire it at its ttl. Its deregistration removes it all
+ * the same, logged, so every view drops it at once as deregistered; answering 0 left the
+ * views to drop it as lost data, after a resync and the data-loss grace.
  */
 export const DEREGISTER = script(`
 return guarded(function()
   preserve(tonumber(ARGV[3]), tonumber(ARGV[4]))
   local id = ARGV[1]
   local mark = 'deregistered ' .. ARGV[7]
-  if redis.call('HEXISTS', KEYS[1], id) == 0 then
-    if redis.call('HGET', KEYS[2], id) == mark then return 1 end
-    return 0
-  end
-  if redis.call('HGET', KEYS[2], id) ~= ARGV[2] then return 0 end
+  local lease = redis.call('HGET', KEYS[2], id)
+  if lease == mark then return 1 end
+  if lease ~= ARGV[2] then return 0 end
   append(tonumber(ARGV[5]), tonumber(ARGV[6]), 'd', id)
   redis.call('HDEL', KEYS[1], id)
   redis.call('HSET', KEYS[2], id, mark)

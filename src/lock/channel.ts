@@ -154,7 +154,10 @@ export function classify(client: LockClient, error: unknown, timeoutMs: number):
  * the copy ioredis sent again (see {@link sentOn}). `overtaken`: the call may have run after
  * calls sent behind it had run on the node — by its `EVAL` fallback after `NOSCRIPT` (see
  * `NodeChannel.#failed`), or as a copy sent again (`resent`: ioredis can queue it behind calls
- * issued while it reconnected).
+ * issued while it reconnected). `unsent` (with `ok` false): the client failed the call without
+ * ever writing it to the node — issued while not connected, and failed before a connection was
+ * ready again (ioredis with `enableOfflineQueue: false`, or giving up after
+ * `maxRetriesPerRequest`), or thrown synchronously — so it did nothing there.
  */
 export type Answer = (
   ok: boolean,
@@ -162,6 +165,7 @@ export type Answer = (
   tag: number,
   overtaken?: true,
   resent?: true,
+  unsent?: true,
 ) => void;
 
 interface Queued {
@@ -242,6 +246,12 @@ export class NodeChannel {
    * was written on dropped with the reply unread, and the answer is that of a copy sent again.
    */
   #readies = 0;
+  /**
+   * Whether the client is an ioredis `Redis` (not a Cluster): it shows its status and
+   * connection, and tells of each connection made ready, so a call it failed can be known never
+   * written (see {@link Answer}'s `unsent`).
+   */
+  readonly #tellsReady: boolean;
   /** Whether the client has had a connection ready: the next `ready` is then a reconnection. */
   #connected: boolean;
   /** Told of each reconnection (see {@link NodeChannel.onReconnect}). */
@@ -281,7 +291,13 @@ export class NodeChannel {
   constructor(client: LockClient, batching: boolean) {
     this.#client = client;
     this.#batching = batching;
-    this.#connected = (client as ClientView).status === 'ready';
+    const status = (client as ClientView).status;
+    this.#connected = status === 'ready';
+    // A Cluster client shows no connection (`stream`) to tell a call written at once by.
+    this.#tellsReady =
+      canReady(client) &&
+      typeof status === 'string' &&
+      (client as { readonly isCluster?: unknown }).isCluster === false;
     if (canReady(client)) client.on('ready', this.#onReady);
   }
 
@@ -439,7 +455,7 @@ export class NodeChannel {
     try {
       sent = this.#client.evalsha(script.sha, numKeys, ...argv);
     } catch (error) {
-      this.#failed(script, numKeys, argv, answer, tag, calls, error);
+      this.#failed(script, numKeys, argv, answer, tag, calls, error, true);
       return;
     }
     sent.then(
@@ -454,7 +470,16 @@ export class NodeChannel {
         else answer(true, value, tag, true, true);
       },
       (error: unknown) => {
-        this.#failed(script, numKeys, argv, answer, tag, calls, error);
+        // Not written at once, and no connection made ready since: ioredis flushes its offline
+        // queue onto a connection before it tells of `ready` (see `#readies`), so the call was
+        // still queued when it was failed — never written.
+        // (Only for a client that shows its status and tells of `ready`, as ioredis does.)
+        const unsent =
+          on === undefined &&
+          this.#tellsReady &&
+          this.#readies === readies &&
+          !(error instanceof Error && error.name === REPLY_ERROR);
+        this.#failed(script, numKeys, argv, answer, tag, calls, error, unsent);
       },
     );
   }
@@ -473,7 +498,7 @@ export class NodeChannel {
    * `EVALSHA` (the connection it was written on dropped, or it was queued and more than one
    * connection became ready since): that answer is `resent` and `overtaken` too, whatever the
    * count of unanswered calls said when it was sent — ioredis can queue the copy behind calls
-   * issued while it reconnected.
+   * issued while it reconnected. `unsent`: the call was never written (see {@link Answer}).
    */
   #failed(
     script: Script,
@@ -483,10 +508,11 @@ export class NodeChannel {
     tag: number,
     calls: number,
     error: unknown,
+    unsent: boolean,
   ): void {
     if (!isNoScript(error)) {
       this.#answered(calls);
-      answer(false, error, tag);
+      answer(false, error, tag, undefined, undefined, unsent || undefined);
       return;
     }
     const client = this.#client;
@@ -545,10 +571,10 @@ export class NodeChannel {
       BATCH,
       keys.length,
       [...keys, ...args],
-      (ok, replies, _, overtaken, resent) => {
+      (ok, replies, _, overtaken, resent, unsent) => {
         queue.forEach((q, i) => {
           if (!ok) {
-            q.answer(false, replies, q.tag);
+            q.answer(false, replies, q.tag, undefined, undefined, unsent);
             return;
           }
           const reply: unknown = Array.isArray(replies) ? replies[i] : undefined;

@@ -341,7 +341,8 @@ export function resolveAcquire(
   if (new Set(list).size !== list.length) {
     throw new InvalidOptionError(owner, 'resources', 'distinct resource names', input);
   }
-  const given = options ?? {};
+  // `null` is not "no options": refused, naming options, as `using()` and every other call do.
+  const given = options === undefined ? {} : options;
   const resolved = resolveOptions(owner, given, acquireSpec(defaults));
   return { list: list as string[], ...resolved, retryCount: retriesOf(resolved, given) };
 }

@@ -47,6 +47,11 @@ export interface NodeResult {
    * that one ran (see `sentOn` in channel.ts).
    */
   readonly resent?: true;
+  /**
+   * For a failure: the client failed the call without ever writing it to the node (see
+   * `Answer` in channel.ts), so it did nothing there.
+   */
+  readonly unsent?: true;
 }
 
 /**
@@ -94,6 +99,12 @@ export interface RoundOptions {
    * from there; else the round reads the clock).
    */
   readonly started?: number | undefined;
+  /**
+   * A call that a node's client fails (see {@link Quorum.again}) is sent to that node again the
+   * next time its client is ready, and so on until this time on the clock: for undos and
+   * releases, whose keys would otherwise stay there until their ttl.
+   */
+  readonly resendUntil?: number | undefined;
 }
 
 /** One kind of acquisition (a lock, a semaphore permit), as the loop drives it. */
@@ -228,22 +239,23 @@ class Round implements Waiting {
   prev: Waiting | undefined = undefined;
   next: Waiting | undefined = undefined;
   /** One reply handler for every node of the round (the channel hands back the node). */
-  readonly reply: Answer = (ok, value, node, overtaken, resent) => {
+  readonly reply: Answer = (ok, value, node, overtaken, resent, unsent) => {
+    if (!ok) {
+      this.failed(node, value, unsent);
+      return;
+    }
     this.answer(
-      ok
-        ? overtaken === undefined && resent === undefined
-          ? { node, ok: true, value }
-          : { node, ok: true, value, ...(overtaken && { overtaken }), ...(resent && { resent }) }
-        : {
-            node,
-            ok: false,
-            ...classify((this.channels[node] as NodeChannel).client, value, this.nodeTimeoutMs),
-          },
+      overtaken === undefined && resent === undefined
+        ? { node, ok: true, value }
+        : { node, ok: true, value, ...(overtaken && { overtaken }), ...(resent && { resent }) },
     );
   };
 
   constructor(
     readonly quorum: Quorum,
+    readonly script: Script,
+    readonly keys: readonly string[],
+    readonly args: readonly (string | number)[],
     readonly channels: readonly NodeChannel[],
     readonly pending: readonly NodeResult[],
     readonly yes: (r: NodeResult) => boolean,
@@ -273,6 +285,25 @@ class Round implements Waiting {
       results[node] = pending[node];
     }
     this.resolve(results as NodeResult[]);
+  }
+
+  /**
+   * The node's client failed the call (in time or late): a call that must not be lost is sent
+   * again when the client is next ready (see `resendUntil`). Only an answer counts, never the
+   * round's timeout: a call still queued in the client goes out when it reconnects, and is
+   * either answered or failed then.
+   */
+  failed(node: number, error: unknown, unsent: true | undefined): void {
+    const failure = classify(
+      (this.channels[node] as NodeChannel).client,
+      error,
+      this.nodeTimeoutMs,
+    );
+    const until = this.options.resendUntil;
+    if (until !== undefined) {
+      this.quorum.again(this.script, this.keys, this.args, node, failure.kind, until);
+    }
+    this.answer({ node, ok: false, ...failure, ...(unsent && { unsent }) });
   }
 
   answer(r: NodeResult): void {
@@ -331,6 +362,8 @@ export class Quorum {
   #watchdogDue = Infinity;
   /** Set by {@link Quorum.forgetUndos}: no undo is sent again any more (the Redlock closed). */
   #undosForgotten = false;
+  /** See {@link Quorum.longestTtlMs}. */
+  #longestTtlMs = 0;
   /**
    * What a round reports for each node it did not wait for: the same answer every time (rounds
    * are the hot path; two of five nodes are left pending in most of them). Read-only, as every
@@ -446,6 +479,7 @@ export class Quorum {
     calledAt?: number,
   ): Promise<T> {
     const s = this.#s;
+    this.heldFor(plan.ttlMs);
     let last: readonly NodeResult[] = [];
     let subscription: ReleaseSubscription | undefined;
     let seen = 0;
@@ -499,11 +533,16 @@ export class Quorum {
           else if (won !== undefined) return won;
         }
         // Failed attempt: undo wherever it may have landed — every node except those that
-        // refused (nothing landed there). Each node runs its commands in the order they were
-        // sent on its connection, so the undo lands before our next attempt: we wait for it
-        // only when giving up (callers may look at the keys once we return).
+        // refused, and those whose client failed the attempt without writing it (`unsent`):
+        // nothing landed there. (An undo there would fail the same way and wait for the
+        // client's next `ready`, to be sent with every other such undo on reconnection.) Each
+        // node runs its commands in the order they were sent on its connection, so the undo
+        // lands before our next attempt: we wait for it only when giving up (callers may look
+        // at the keys once we return).
         const landed: number[] = [];
-        for (const r of results) if (!r.ok || plan.granted(r)) landed.push(r.node);
+        for (const r of results) {
+          if (r.ok ? plan.granted(r) : r.unsent !== true) landed.push(r.node);
+        }
         const undone = landed.length > 0 ? plan.undo(token, landed) : undefined;
         state ??= newPlanState();
         const view = this.#view(plan, results, granted.length, tooSlow, attempt, retryCount);
@@ -712,13 +751,10 @@ export class Quorum {
 
   /**
    * Undoes a failed attempt on `nodes` (the compare-and-delete `script` on `keys` with `args`,
-   * which never publishes), waiting for each. A node whose client failed the call — gave up on
-   * it while reconnecting (ioredis's `maxRetriesPerRequest`), or was not connected — may still
-   * hold what the attempt landed there, and would refuse others until its ttl: it gets the call
-   * again the next time its client is ready, and so on while what it would delete may be there
-   * (`ttlMs` from now; a copy of the attempt that lands later is undone by the attempt's late
-   * answer). Not for a script error (the node ran it), nor for a connected node that is slow
-   * (`timed-out`: the call is still on its way, and runs there).
+   * which never publishes), waiting for each. A node whose client fails the call gets it again
+   * when that client is next ready (see {@link Quorum.again}), while what it would delete may
+   * be there (`ttlMs` from now; a copy of the attempt that lands later is undone by the
+   * attempt's late answer).
    */
   undo(
     script: Script,
@@ -727,32 +763,69 @@ export class Quorum {
     nodes: readonly number[],
     ttlMs: number,
   ): Promise<NodeResult[]> {
+    const resendUntil = this.#s.clock.now() + ttlMs;
+    return this.round(script, keys, args, never, { waitAll: true, nodes, resendUntil });
+  }
+
+  /**
+   * A node's client failed an undo or a release (a round with `resendUntil`) — gave up on it
+   * while reconnecting (ioredis's `maxRetriesPerRequest`), or was not connected: the node may
+   * still hold what the call would delete, and would refuse others there until its ttl. The
+   * call is sent to it again the next time its client is ready (a round of its own, with the
+   * same `until`), and so on until `until` has passed or the Redlock closes; at most
+   * `MAX_WHEN_READY` (1024) such calls wait per node. Safe to repeat: every such script is a
+   * compare-and-delete of a token no other holder has, so a copy that comes late deletes
+   * nothing of a lock acquired since. Not for a script error (the node ran it), nor for a round
+   * that timed out (`timed-out`, or a client reconnecting with the call queued: the call is
+   * still on its way, and its own answer — or failure — comes later).
+   *
+   * An attempt the client failed without writing it (`unsent`) gets no undo at all. One undo is
+   * still sent again for nothing: that of an attempt whose round timed out while the client
+   * held it queued (reconnecting), and which the client then failed, unwritten, together with
+   * its undo queued behind it — the undo does not learn of the attempt's own late failure.
+   * Harmless: it deletes only what holds the attempt's token (nothing), and counts within the
+   * per-node bound.
+   */
+  again(
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+    node: number,
+    kind: NodeOutcome,
+    until: number,
+  ): void {
+    if (kind === 'script-error' || kind === 'timed-out' || this.#undosForgotten) return;
     const clock = this.#s.clock;
-    const due = clock.now() + ttlMs;
-    const channels = this.#channels;
-    // Connections made ready so far per node: one made ready while the round waited for the
-    // other nodes would not be heard by `whenReady` any more.
-    const readies = nodes.map((node) => (channels[node] as NodeChannel).readies);
-    return this.round(script, keys, args, never, { waitAll: true, nodes }).then((results) => {
-      // The Redlock closed while this round was out: nothing is sent again after close().
-      if (this.#undosForgotten) return results;
-      nodes.forEach((node, i) => {
-        const r = results[node];
-        if (r === undefined || r.ok || r.pending === true) return;
-        if (r.kind === 'script-error' || r.kind === 'timed-out') return;
-        const again = (): void => {
-          const left = due - clock.now();
-          if (left > 0 && !this.#undosForgotten) void this.undo(script, keys, args, [node], left);
-        };
-        const channel = channels[node] as NodeChannel;
-        if (channel.readies !== readies[i]) again();
-        else channel.whenReady(due, clock.now(), again);
+    // Registered at once, while the failure is fresh: the client is not ready (it failed the
+    // call), so its next `ready` is heard.
+    (this.#channels[node] as NodeChannel).whenReady(until, clock.now(), () => {
+      // The Redlock closed meanwhile: nothing is sent again after close().
+      if (until - clock.now() <= 0 || this.#undosForgotten) return;
+      void this.round(script, keys, args, never, {
+        waitAll: true,
+        nodes: [node],
+        resendUntil: until,
       });
-      return results;
     });
   }
 
-  /** Drops the undos waiting for a client to be ready again (see `undo`): the Redlock closes. */
+  /**
+   * The longest ttl a lock or permit of this Quorum was acquired or extended for so far: how
+   * long after a release its keys may still be on a node (see `Redlock.releaseKeys`).
+   */
+  get longestTtlMs(): number {
+    return this.#longestTtlMs;
+  }
+
+  /** A lock or permit was acquired or extended for `ttlMs` (see {@link Quorum.longestTtlMs}). */
+  heldFor(ttlMs: number): void {
+    if (ttlMs > this.#longestTtlMs) this.#longestTtlMs = ttlMs;
+  }
+
+  /**
+   * Drops the undos and releases waiting for a client to be ready again (see
+   * {@link Quorum.again}): the Redlock closes.
+   */
   forgetUndos(): void {
     this.#undosForgotten = true;
     for (const channel of this.#channels) channel.forgetWhenReady();
@@ -798,6 +871,9 @@ export class Quorum {
     return new Promise((resolve) => {
       const round = new Round(
         this,
+        script,
+        keys,
+        args,
         channels,
         this.#pending,
         yes,

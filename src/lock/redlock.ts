@@ -704,6 +704,12 @@ export class Redlock implements LockService, AsyncDisposable {
    * the two forms differ in their last characters too.
    */
   keyOf(resource: string): string {
+    checkText('Redlock.keyOf', 'resource', resource);
+    return this.#keyOf(resource);
+  }
+
+  /** {@link Redlock.keyOf} for a name checked already. */
+  #keyOf(resource: string): string {
     const key = this.#o.keyPrefix + resource;
     return hashTag(key) === undefined ? `${this.#o.keyPrefix}{${resource}}` : `${key}:lock`;
   }
@@ -815,7 +821,7 @@ export class Redlock implements LockService, AsyncDisposable {
     return Semaphore.made(name, options, {
       closed: () => this.#closed,
       quorum: this.#q,
-      key: `${this.keyOf(name)}:semaphore`,
+      key: `${this.#keyOf(name)}:semaphore`,
       ttlMs: this.#o.ttlMs,
       retryCount: this.#o.retryCount,
       minValidityMs: this.#o.minValidityMs,
@@ -859,7 +865,8 @@ export class Redlock implements LockService, AsyncDisposable {
     const clock = this.#o.clock;
     const called = clock.now();
     const counters = this.#counters;
-    const signal = options.signal;
+    // Read before the options are checked (by `#attempt`): `null` is refused there, by name.
+    const signal = (options as AcquireOptions | null)?.signal;
     let attempt: LockAttempt | undefined;
     let inTurn = false;
     /** Waited behind this process's own acquisitions (else `called` starts the first round). */
@@ -1181,7 +1188,9 @@ export class Redlock implements LockService, AsyncDisposable {
       checked = true;
       const check = await this.#fence.check();
       if (check.state === 'lost') {
-        await this.#q.round(RELEASE, lockKeys, [token, '0'], () => false, { waitAll: true });
+        // Undone like any failed attempt (a node whose client fails it gets it again).
+        const all = Array.from({ length: this.#q.nodes }, (_, node) => node);
+        await this.#q.undo(RELEASE, lockKeys, [token, '0'], all, attempt.ttlMs);
         const names = this.#o.clients.map(nameOf);
         throw new FencingLostError(list, check.intact, check.emptied, names, this.#q.size);
       }
@@ -1238,7 +1247,7 @@ export class Redlock implements LockService, AsyncDisposable {
   #keysOf(list: readonly string[]): AcquireKeys {
     for (const r of list)
       checkText('Redlock.acquire', 'resources', r, list.length === 1 ? r : list);
-    const lockKeys = list.map((r) => this.keyOf(r));
+    const lockKeys = list.map((r) => this.#keyOf(r));
     if (this.#cluster && lockKeys.length > 1) {
       const slots = lockKeys.map(keySlot);
       if (slots.some((slot) => slot !== slots[0])) throw new LockCrossSlotError(list, slots);
@@ -1352,6 +1361,7 @@ export class Redlock implements LockService, AsyncDisposable {
   ): Promise<number | undefined> {
     const started = this.#o.clock.now();
     const yes = (r: NodeResult): boolean => Number(r.value) === 1;
+    this.#q.heldFor(ttlMs);
     const results = await this.#q.round(EXTEND, lockKeys, [token, ttlMs], yes);
     if (quorumFailedChannel.active) this.#quorumFailed('extend', resources, results, yes);
     return this.#q.count(results, yes) >= this.#q.size
@@ -1367,7 +1377,11 @@ export class Redlock implements LockService, AsyncDisposable {
     now?: number,
   ): Promise<ReleaseOutcome> {
     // Decided like an acquire: as soon as a quorum deleted every key, or cannot. Stragglers
-    // finish on their own (each within the per-node timeout).
+    // finish on their own (each within the per-node timeout). A node whose client fails the
+    // call (ioredis gave up on it while reconnecting) gets it again when that client is next
+    // ready, while the keys may still be there (see `Quorum.again`): it would refuse everyone
+    // else until their ttl. The keys were set at most the longest ttl ago.
+    const started = now ?? this.#o.clock.now();
     const yes = lockKeys.length === 1 ? releasedOne : releasedAll(lockKeys.length);
     for (const key of lockKeys) if (this.#mine.get(key) === token) this.#mine.delete(key);
     // The script publishes the release (and computes the holder's id) only on nodes where an
@@ -1380,7 +1394,7 @@ export class Redlock implements LockService, AsyncDisposable {
       this.#awaited(lockKeys) ? [token, '1'] : [token],
       yes,
       // The round's timeout counts from the caller's clock read, if it made one just before.
-      { started: now },
+      { started, resendUntil: started + this.#q.longestTtlMs },
     );
     if (quorumFailedChannel.active) this.#quorumFailed('release', resources, results, yes);
     // The next acquisition of this process in line goes now: its attempt follows this release

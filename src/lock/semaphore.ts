@@ -446,6 +446,7 @@ export class Semaphore implements AsyncDisposable {
     const started = q.clock.now();
     const { token, slots } = this.#parse(handle);
     const yes = (r: NodeResult): boolean => Number(r.value) === 1;
+    q.heldFor(ttlMs);
     const results = await q.round(SEM_EXTEND, keys.slice(0, 1), [token, ttlMs, ...slots], yes);
     return q.count(results, yes) >= q.size ? q.deadline(started, ttlMs) : undefined;
   }
@@ -457,7 +458,12 @@ export class Semaphore implements AsyncDisposable {
     // A copy sent again after a dropped connection says nothing against the release (see
     // `releasedOne` in redlock.ts): its first copy may have removed the slots.
     const yes = (r: NodeResult): boolean => Number(r.value) === 1 || r.resent === true;
-    const results = await q.round(SEM_RELEASE, keys.slice(0, 1), [token, '1', ...slots], yes);
+    // A node whose client fails the call gets it again when that client is next ready, as a
+    // lock's release does (see `Redlock.releaseKeys`).
+    const resendUntil = q.clock.now() + q.longestTtlMs;
+    const results = await q.round(SEM_RELEASE, keys.slice(0, 1), [token, '1', ...slots], yes, {
+      resendUntil,
+    });
     return releaseOutcome(results, yes, q.size);
   }
 

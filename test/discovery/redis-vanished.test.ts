@@ -33,6 +33,9 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     admin.disconnect();
   });
 
+  /** The backend of each registry made by `registry()`. */
+  const backends = new WeakMap<Registry, RedisBackend>();
+
   const registry = (
     options: RegistryOptions = {},
     backendOptions: Partial<RedisBackendOptions> = {},
@@ -40,6 +43,7 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     const client = redis().client(0, { maxRetriesPerRequest: 1 });
     const backend = new RedisBackend({ client, ...faultBackendOptions, ...backendOptions });
     const r = new Registry({ backend, ...faultRegistryOptions, ...options });
+    backends.set(r, backend);
     cleanups.push(async () => {
       await r.close();
       await backend.close();
@@ -187,6 +191,35 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     expect(foreign.records.map((x) => x.id).sort()).toEqual([`${service}-2`, `${service}-3`]);
   });
 
+  // Its lease still holds the registration's token: the store still has the instance (views
+  // show it, the reaper would expire it at its ttl). Deregistering it is what its owner asks for:
+  // it succeeds, and is logged, so every view drops it at once as deregistered. (It answered
+  // false and logged nothing: views dropped it only as lost data, after the probe's resync and
+  // the data-loss grace.)
+  it('a registration whose record was deleted (its lease kept) deregisters: true, and every view drops it as deregistered', async () => {
+    const options = { dataLossGraceMs: 60_000 };
+    const writer = registry(options);
+    const watcher = registry(options);
+    const a = admin();
+    const service = `vanished-${++serial}`;
+    const live = await registerAll(writer, service, 2);
+    const gone = await writer.register({ service, id: `${service}-gone`, host: 'h', port: 9 });
+    const views = [
+      ...(await watchHistories(() => writer, service, 1, cleanups)),
+      ...(await watchHistories(() => watcher, service, 1, cleanups)),
+    ];
+    await a.hdel(keysOf(service).records, gone.id);
+    expect(await gone.deregister()).toBe(true);
+    const ids = live.map((r) => r.id).sort();
+    await until(() => {
+      for (const v of views) v.expectConverged(ids);
+    }, 10_000);
+    expect(await a.hget(keysOf(service).leases, gone.id)).not.toBe(gone.id);
+    for (const v of views) expect(removals(v)).toEqual([`${gone.id} deregistered`]);
+    // Idempotent: a second call finds it closed.
+    expect(await gone.deregister()).toBe(false);
+  });
+
   it('records quarantined in the store (bad JSON, a 2 MB value, an empty id) count as stored: the probe does not resync over them again and again', async () => {
     const service = `quarantined-${++serial}`;
     const r = registry();
@@ -198,10 +231,29 @@ describeRedis('records that vanish without a trace (real Redis)', () => {
     await until(() => {
       expect(r.stats().quarantined).toBe(3);
     }, 5000);
+    // Counts the probes that find the store where the view is (another feed on the same
+    // backend, read by the same reader: the view's probes are its probes).
+    const backend = backends.get(r) as RedisBackend;
+    let probes = 0;
+    const feed = backend.follow(service, {
+      entries: () => undefined,
+      interrupted: () => undefined,
+      healthy: () => undefined,
+      foreign: () => undefined,
+      probed: () => {
+        probes++;
+      },
+    });
+    cleanups.push(() => feed.close());
+    const snapshot = await backend.snapshot(service);
+    feed.seek(snapshot.epoch, snapshot.revision, snapshot.position);
     const after = watch.resyncs;
-    // Several probe periods (blockMs 300): a view that did not count its quarantined records
-    // would resync after every one.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const from = probes;
+    // Several probes (one every blockMs, 300 ms): a view that did not count its quarantined
+    // records would resync after every one.
+    await until(() => {
+      expect(probes - from).toBeGreaterThanOrEqual(5);
+    }, 10_000);
     expect(watch.resyncs - after).toBeLessThanOrEqual(1);
     expect(watch.instances().map((i) => i.id)).toEqual([`${service}-1`]);
   });

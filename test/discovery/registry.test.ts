@@ -10,14 +10,16 @@ import { ManualClock } from '../../src/core/index.js';
 import {
   MemoryBackend,
   Registry,
+  isInvalidInstanceError,
   isRegistryUnavailableError,
   type ChangeFeed,
+  type InvalidInstanceError,
   type DiscoveryBackend,
   type FeedListener,
   type WatchChange,
   type WatchError,
 } from '../../src/discovery/index.js';
-import { seededRandom } from '../support/helpers.js';
+import { seededRandom, until } from '../support/helpers.js';
 import { WatchHistory } from './history.js';
 
 /**
@@ -314,5 +316,40 @@ describe('discovery: deregisterOnSignals', () => {
     await clock.advanceAsync(0);
     expect(registry.closed).toBe(true);
     expect(backend.inner.ids('orders')).toEqual([]);
+  });
+});
+
+// `update()` spread its patch over the instance and wrote the result: a patch with `id` or
+// `service` (TypeScript's InstancePatch has neither, JavaScript callers and casts do) wrote a
+// record under another id or service, owned by this registration's token, and left the
+// registration's own record and heartbeats where they were — a second instance nobody
+// deregisters. A patch that is not an object (null, a number, an array) was taken for an
+// empty one.
+describe('discovery: Registration.update() patches', () => {
+  it('a patch that is not an object, or that sets id or service, is refused naming the field; nothing is written', async () => {
+    const registry = new Registry();
+    const registration = await registry.register({
+      service: 'patch',
+      id: 'p-1',
+      host: 'h',
+      port: 1,
+    });
+    const refusedWith = async (patch: unknown): Promise<string> => {
+      const error = await registration.update(patch as never).catch((e: unknown) => e);
+      expect(isInvalidInstanceError(error), String(error)).toBe(true);
+      return (error as InvalidInstanceError).field;
+    };
+    expect(await refusedWith({ id: 'p-2' })).toBe('id');
+    expect(await refusedWith({ service: 'elsewhere', port: 2 })).toBe('service');
+    for (const patch of [null, 5, 'x', [], () => 1]) expect(await refusedWith(patch)).toBe('patch');
+    // The same id and service are no change: accepted.
+    await registration.update({ id: 'p-1', service: 'patch', port: 3 } as never);
+    await until(() => {
+      expect(registry.discover('patch').map((i) => [i.id, i.port])).toEqual([['p-1', 3]]);
+    }, 5_000);
+    const elsewhere = registry.watch('elsewhere');
+    await elsewhere.ready;
+    expect(elsewhere.instances()).toEqual([]);
+    await registry.close();
   });
 });

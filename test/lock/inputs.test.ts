@@ -147,6 +147,37 @@ describeRedis('lock inputs that reach the nodes (three real redis-server process
     expect(await permit.release()).toEqual({ released: true, expired: false });
   });
 
+  // `null` where the options go: Redlock read `options.signal` first and threw a plain
+  // TypeError; MemoryLock took it for no options. `using()` already refused it, naming options.
+  it('acquire(resources, null) is refused, naming options (Redlock and MemoryLock alike)', async () => {
+    const redlock = redlockOf();
+    const memory = new MemoryLock();
+    for (const service of [redlock, memory]) {
+      const error = await refused(
+        () => service.acquire('inputs:null-options', null as unknown as object),
+        'options',
+      );
+      expect(error.message).toContain('acquire');
+      await refused(
+        () =>
+          service.using('inputs:null-options', null as unknown as object, () => Promise.resolve(1)),
+        'options',
+      );
+    }
+    await memory.close();
+  });
+
+  // keyOf() made a key of anything (`keel:lock:{undefined}`, `{[object Object]}`, a lone
+  // surrogate that acquire() refuses) and threw a plain TypeError for a Symbol.
+  it('keyOf() refuses what acquire() would refuse as a resource name, naming resource', async () => {
+    const redlock = redlockOf();
+    for (const bad of [undefined, null, 5, {}, Symbol('r'), 'a\uD800']) {
+      const error = await refused(() => redlock.keyOf(bad as string), 'resource');
+      expect(error.message).toContain('Redlock.keyOf');
+    }
+    expect(redlock.keyOf('order:42')).toBe('keel:lock:{order:42}');
+  });
+
   it('MemoryLock: extend() refuses a ttl beyond 86 400 000 ms too', async () => {
     const memory = new MemoryLock();
     const lock = await memory.acquire('extend-range');
