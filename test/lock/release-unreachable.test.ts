@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { Redlock } from '../../src/lock/index.js';
+import * as scripts from '../../src/lock/scripts.js';
 import { RELEASE, SEM_RELEASE } from '../../src/lock/scripts.js';
 import { until } from '../support/helpers.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
@@ -33,8 +34,31 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
     await redis().flushAll();
   });
 
+  /**
+   * Every lock script cached on every server first: on a fresh server an acquisition's EVALSHA
+   * is answered NOSCRIPT, and a node outside its quorum ran its EVAL fallback after the release
+   * (answered "not held", then the late grant undone), so the release reported `released: false`.
+   */
+  const loadScripts = async (): Promise<void> => {
+    const all = [
+      scripts.ACQUIRE,
+      scripts.RELEASE,
+      scripts.EXTEND,
+      scripts.SEM_ACQUIRE,
+      scripts.SEM_RELEASE,
+      scripts.SEM_EXTEND,
+      scripts.SETTLE_FENCE,
+    ];
+    for (let i = 0; i < 3; i++) {
+      const admin = redis().client(i);
+      clients.push(admin);
+      for (const s of all) await admin.script('LOAD', s.source);
+    }
+  };
+
   /** A Redlock whose node 0 can be cut off (its reconnections refused) until `heal()`. */
-  const setUp = () => {
+  const setUp = async () => {
+    await loadScripts();
     const options = { maxRetriesPerRequest: 1, retryStrategy: () => 20 };
     const own = [0, 1, 2].map((i) => redis().client(i, options));
     clients.push(...own);
@@ -96,7 +120,7 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
   };
 
   it('is sent again once the node is reachable: the released lock leaves no key behind', async () => {
-    const { redlock, node0, direct, cut, heal, failed } = setUp();
+    const { redlock, node0, direct, cut, heal, failed } = await setUp();
     const resource = 'release-unreachable:lock';
     const key = redlock.keyOf(resource);
     const lock = await redlock.acquire(resource);
@@ -119,7 +143,7 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
   });
 
   it('is sent again once the node is reachable: a released permit leaves no slot behind', async () => {
-    const { redlock, node0, direct, cut, heal, failed } = setUp();
+    const { redlock, node0, direct, cut, heal, failed } = await setUp();
     const semaphore = redlock.semaphore('release-unreachable', { permits: 2 });
     const set = `${redlock.keyOf('release-unreachable')}:semaphore`;
     const permit = await semaphore.acquire();
@@ -142,7 +166,7 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
   // The release sent again is a compare-and-delete of the released lock's token: a lock taken
   // on that node since (here written there directly, as another holder's) is left alone.
   it('sent again, deletes nothing of a lock acquired since', async () => {
-    const { redlock, node0, direct, cut, heal, failed, answered, settled } = setUp();
+    const { redlock, node0, direct, cut, heal, failed, answered, settled } = await setUp();
     const resource = 'release-unreachable:since';
     const key = redlock.keyOf(resource);
     const lock = await redlock.acquire(resource);
@@ -166,7 +190,7 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
 
   // Bounded by close(), as undos are: nothing of the Redlock reaches a node after close().
   it('is not sent again after close(): the node keeps the key until its ttl', async () => {
-    const { redlock, node0, direct, cut, heal, failed, answered, settled } = setUp();
+    const { redlock, node0, direct, cut, heal, failed, answered, settled } = await setUp();
     const resource = 'release-unreachable:closed';
     const key = redlock.keyOf(resource);
     const lock = await redlock.acquire(resource);
