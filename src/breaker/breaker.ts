@@ -570,6 +570,8 @@ let hotHandler: (breaker: CircuitBreaker, failure: boolean) => ((x: unknown) => 
  * `execute` counts its caller's abort (see TimedCall#abortedBy).
  */
 const callerAborts = /* @__PURE__ */ new WeakSet<object>();
+/** The {@link CallerAbortMark}s made (see `callerAbortOutcome`): told apart without `instanceof`. */
+const abortMarks = /* @__PURE__ */ new WeakSet<CallerAbortMark>();
 
 /**
  * Whether an abort's reason is a timeout (this breaker's, keel/resilience's, or the platform's:
@@ -607,9 +609,25 @@ export class CallerAbortMark {
  */
 export function callerAbortOutcome(signal: AbortSignal, error: unknown): unknown {
   if (!signal.aborted || error !== signal.reason || isTimeoutReason(error)) return error;
-  if (typeof error !== 'object' || error === null) return new CallerAbortMark(error);
-  callerAborts.add(error);
-  return error;
+  // Marks are noted too, so that neither test needs `instanceof`: a user's rejection may be a
+  // Proxy whose getPrototypeOf trap throws, and WeakSet.has runs no trap.
+  if (typeof error === 'object' && error !== null) {
+    callerAborts.add(error);
+    return error;
+  }
+  const mark = new CallerAbortMark(error);
+  callerAborts.add(mark);
+  abortMarks.add(mark);
+  return mark;
+}
+
+/**
+ * `error` itself, or the reason a {@link CallerAbortMark} carries (see
+ * {@link callerAbortOutcome}).
+ * @internal
+ */
+export function unmarkCallerAbort(error: unknown): unknown {
+  return abortMarks.has(error as CallerAbortMark) ? (error as CallerAbortMark).reason : error;
 }
 
 /**
@@ -1296,7 +1314,7 @@ export class CircuitBreaker {
   #classify(error: unknown): 'failure' | 'success' | 'ignored' {
     const o = this.#o;
     // (A WeakSet answers false for a value that is not an object.)
-    if (callerAborts.has(error as object) || error instanceof CallerAbortMark) return 'ignored';
+    if (callerAborts.has(error as object)) return 'ignored';
     try {
       // Without an `ignore` option, a NoEndpointError (nothing was called) is ignored. A user
       // predicate's answer counts only when it is `true`, as documented.

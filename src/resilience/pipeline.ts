@@ -6,7 +6,7 @@
  */
 import { InvalidOptionError } from '../core/index.js';
 import { CircuitBreaker } from '../breaker/index.js';
-import { CallerAbortMark, callerAbortOutcome, hotPathHandler } from '../breaker/breaker.js';
+import { callerAbortOutcome, hotPathHandler, unmarkCallerAbort } from '../breaker/breaker.js';
 import {
   Chain,
   NEVER,
@@ -134,9 +134,9 @@ class BreakerStage implements Stage {
   }
 }
 
-/** Rethrows a rejection, a caller's abort in a {@link CallerAbortMark} as its own reason. */
+/** Rethrows a rejection, a caller's abort in a `CallerAbortMark` as its own reason. */
 function unmark(error: unknown): never {
-  throw error instanceof CallerAbortMark ? error.reason : error;
+  throw unmarkCallerAbort(error);
 }
 
 /** A composed policy. */

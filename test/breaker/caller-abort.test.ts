@@ -157,3 +157,28 @@ describe('a caller aborting its own call', () => {
     expect(breaker.state).toBe('open');
   });
 });
+
+// The fuzz suite (test/fuzz/breaker.fuzz.test.ts, seed -275337877) found it: telling a caller's
+// abort apart used `instanceof`, which runs a Proxy's getPrototypeOf trap — a permit's
+// failure() with such an error threw instead of counting it.
+describe('an error that is a Proxy whose every trap throws', () => {
+  const hostile = (): object => {
+    const trap = (): never => {
+      throw new Error('trap');
+    };
+    return new Proxy({}, { get: trap, has: trap, getPrototypeOf: trap, ownKeys: trap });
+  };
+
+  it("counts as a permit's failure, and the breaker opens on such failures", () => {
+    const breaker = new CircuitBreaker({
+      clock: new ManualClock(),
+      window: { size: 4, type: 'count' },
+      minimumCalls: 2,
+    });
+    for (let i = 0; i < 2; i++) {
+      const permit = breaker.tryAcquire();
+      expect(() => permit?.failure(hostile())).not.toThrow();
+    }
+    expect(breaker.state).toBe('open');
+  });
+});
