@@ -4,6 +4,7 @@ import { Redlock } from '../../src/lock/index.js';
 import * as scripts from '../../src/lock/scripts.js';
 import { RELEASE, SEM_RELEASE } from '../../src/lock/scripts.js';
 import { until } from '../support/helpers.js';
+import { cutOff } from '../support/cut-off.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // A release decided by a quorum leaves the other nodes to finish on their own. A node whose
@@ -12,14 +13,6 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 // the released lock's key until its ttl, and refused every other acquirer there (with one more
 // node down, nobody could take the resource for the whole ttl). An undo is sent again when its
 // node's client is next ready; a release now is too, within the same bounds.
-
-/** A port nothing listens on (below 1024: no test server, no ephemeral port): refused. */
-const NOWHERE = 1;
-
-interface Reachable {
-  options: { port: number };
-  stream: { destroy(): void };
-}
 
 describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', () => {
   const redis = useRedis({ count: 3 });
@@ -62,8 +55,8 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
     const options = { maxRetriesPerRequest: 1, retryStrategy: () => 20 };
     const own = [0, 1, 2].map((i) => redis().client(i, options));
     clients.push(...own);
-    const node0 = own[0] as Redis & Reachable;
-    const port = node0.options.port;
+    const node0 = own[0] as Redis;
+    const link = cutOff(node0);
     // Counts node 0's releases (and permit releases): answered, and failed by its client.
     let answered = 0;
     let failed = 0;
@@ -102,13 +95,8 @@ describeRedis('a release the client gave up on (ioredis maxRetriesPerRequest)', 
       failed: () => failed,
       answered: () => answered,
       direct,
-      cut: () => {
-        node0.options.port = NOWHERE;
-        node0.stream.destroy();
-      },
-      heal: () => {
-        node0.options.port = port;
-      },
+      cut: link.cut,
+      heal: link.heal,
       /** Resolves once node 0's client is ready again and ran all it sent on becoming ready. */
       settled: async () => {
         await until(() => {

@@ -4,6 +4,7 @@ import { Redlock, isLockTakenError } from '../../src/lock/index.js';
 import { ACQUIRE, SEM_ACQUIRE } from '../../src/lock/scripts.js';
 import { until } from '../support/helpers.js';
 import { afterScript, readLate } from '../support/resend.js';
+import { cutOff } from '../support/cut-off.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // A failed attempt is undone where it may have landed (README). With ioredis's
@@ -14,14 +15,6 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 
 /** How late nodes 1 and 2 answer the acquisition (after node 0 was cut off). */
 const LATE_MS = 150;
-/** A port nothing listens on (below 1024: no test server, no ephemeral port): refused. */
-const NOWHERE = 1;
-
-interface Reachable {
-  options: { port: number };
-  stream: { destroy(): void };
-}
-
 describeRedis('an undo the client gave up on (ioredis maxRetriesPerRequest)', () => {
   const redis = useRedis({ count: 3 });
   let opened: Redlock[] = [];
@@ -44,16 +37,15 @@ describeRedis('an undo the client gave up on (ioredis maxRetriesPerRequest)', ()
     const options = { maxRetriesPerRequest: 1, retryStrategy: () => 20 };
     const own = [0, 1, 2].map((i) => redis().client(i, options));
     clients.push(...own);
-    const node0 = own[0] as Redis & Reachable;
-    const port = node0.options.port;
+    const node0 = own[0] as Redis;
+    const link = cutOff(node0);
     let cut = 0;
     const faulty = [
       afterScript(node0, sha, () => {
         cut++;
         // Once the call's answer was read (the grant landed): reconnections are refused.
         void node0.ping().finally(() => {
-          node0.options.port = NOWHERE;
-          node0.stream.destroy();
+          link.cut();
         });
       }),
       afterScript(own[1] as Redis, sha, (c) => readLate(c, LATE_MS)),
@@ -72,9 +64,7 @@ describeRedis('an undo the client gave up on (ioredis maxRetriesPerRequest)', ()
       redlock,
       arm: () => faulty.forEach((f) => f.arm()),
       cut: () => cut,
-      heal: () => {
-        node0.options.port = port;
-      },
+      heal: link.heal,
     };
   };
 

@@ -3,6 +3,7 @@ import { afterEach, expect, it } from 'vitest';
 import { Redlock, isLockTakenError } from '../../src/lock/index.js';
 import { BATCH, RELEASE, SEM_RELEASE } from '../../src/lock/scripts.js';
 import { until } from '../support/helpers.js';
+import { cutOff } from '../support/cut-off.js';
 import { describeRedis, useRedis } from '../support/vitest.js';
 
 // An attempt that a node's client failed without ever writing it — issued while the client was
@@ -11,14 +12,6 @@ import { describeRedis, useRedis } from '../support/vitest.js';
 // was sent anyway, failed the same way, and waited for the client's next `ready` (up to 1024 per
 // node, all sent at once on reconnection): pointless work, and room taken from the undos and
 // releases that do need sending again.
-
-/** A port nothing listens on (below 1024: no test server, no ephemeral port): refused. */
-const NOWHERE = 1;
-
-interface Reachable {
-  options: { port: number };
-  stream: { destroy(): void };
-}
 
 describeRedis('an attempt the client failed unsent', () => {
   const redis = useRedis({ count: 3 });
@@ -38,8 +31,8 @@ describeRedis('an attempt the client failed unsent', () => {
       redis().client(i, i === 0 ? { enableOfflineQueue: false, retryStrategy: () => 20 } : {}),
     );
     clients.push(...own);
-    const node0 = own[0] as Redis & Reachable;
-    const port = node0.options.port;
+    const node0 = own[0] as Redis;
+    const link = cutOff(node0);
     // Node 0's undo calls (a release script, or a batch of calls), as issued.
     let undos = 0;
     const watched = new Proxy(node0, {
@@ -64,14 +57,13 @@ describeRedis('an attempt the client failed unsent', () => {
       node0,
       undos: () => undos,
       cut: async () => {
-        node0.options.port = NOWHERE;
-        node0.stream.destroy();
+        link.cut();
         await until(() => {
           expect(node0.status).not.toBe('ready');
         }, 5_000);
       },
       heal: async () => {
-        node0.options.port = port;
+        link.heal();
         await until(() => {
           expect(node0.status).toBe('ready');
         }, 5_000);
